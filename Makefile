@@ -1,0 +1,61 @@
+# telcolb: the two commands a newcomer needs are `make demo` and `make test`.
+SHELL       := /bin/bash
+export PATH := /usr/local/go/bin:$(HOME)/go/bin:$(PATH)
+GO          ?= go
+BIN         := $(CURDIR)/bin
+CACHE       := $(CURDIR)/.cache
+ENVTEST_BIN := $(CACHE)/envtest/bin
+# Tests that need a real API server must not skip in CI.
+export TELCOLB_REQUIRE_ENVTEST ?= 1
+export KUBEBUILDER_ASSETS      ?= $(ENVTEST_BIN)
+TEST_TIMEOUT ?= 45m
+
+.PHONY: all deps generate build test test-unit vet demo bench envtest-bins clean fuzz-smoke
+
+all: build
+
+deps:
+	@bash hack/install-deps.sh
+
+# Regenerates the eBPF objects and their Go loaders (committed, so a plain
+# Go build needs no clang).
+generate: deps
+	cd bpf && $(GO) generate ./...
+
+build:
+	@mkdir -p $(BIN)
+	$(GO) build -o $(BIN)/ ./cmd/...
+
+vet:
+	$(GO) vet ./...
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+envtest-bins:
+	@bash k8s/envtest-tools/build.sh $(ENVTEST_BIN)
+
+# Everything: unit, byte-exact datapath (BPF_PROG_TEST_RUN), namespace
+# end-to-end, real API server. Needs root (eBPF, namespaces).
+test: deps envtest-bins vet
+	@bash hack/sweep-namespaces.sh
+	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./... 2>&1 | tee $(CACHE)/test.log; \
+	  rc=$${PIPESTATUS[0]}; bash hack/sweep-namespaces.sh; exit $$rc
+
+test-unit:
+	$(GO) test -count=1 -short ./...
+
+# Short fuzzing of every parser (the corpora run as plain tests in `make test`).
+fuzz-smoke:
+	@for t in $$(grep -rl --include='*_test.go' '^func Fuzz' . | xargs -n1 dirname | sort -u); do \
+	  for f in $$(grep -ho '^func Fuzz[A-Za-z0-9_]*' $$t/*_test.go | sed 's/func //'); do \
+	    echo "== $$t $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime 20s $$t || exit 1; done; done
+
+demo: deps build
+	$(GO) run ./scenarios/demo
+
+# Figures measured side by side in one run; one `BENCH ...` line each.
+bench: deps build
+	TELCOLB_BENCH=1 $(GO) test -count=1 -timeout 60m -run 'Bench' -v ./... 2>&1 | grep -E '^BENCH ' | tee $(CACHE)/bench.txt
+
+clean:
+	rm -rf $(BIN) $(CACHE)/test.log $(CACHE)/bench.txt

@@ -1,0 +1,174 @@
+// Package api holds the telcolb daemon's REST resources (the JSON the daemon
+// serves and telcolbctl / telcolb-controller send), their validation, and a Go
+// client. It is the only contract between the daemon and its callers: the
+// daemon turns these into dataplane rules, nobody else touches the datapath.
+package api
+
+// Version is the path prefix of every resource: /v1/services, /v1/conntrack, ...
+const Version = "v1"
+
+// Protocol names accepted in Service.Protocol.
+const (
+	ProtocolTCP  = "tcp"
+	ProtocolUDP  = "udp"
+	ProtocolSCTP = "sctp"
+)
+
+// Modes accepted in Service.Mode.
+const (
+	// ModeDefault rewrites the destination only: the endpoint sees the client.
+	ModeDefault = "default"
+	// ModeOneArm rewrites the source to the LB's address on the interface
+	// toward the endpoint.
+	ModeOneArm = "onearm"
+	// ModeFullNAT rewrites the source to the VIP.
+	ModeFullNAT = "fullnat"
+	// ModeDSR leaves L3 alone; the endpoint holds the VIP and answers the
+	// client directly.
+	ModeDSR = "dsr"
+)
+
+// Endpoint selection algorithms accepted in Service.Select.
+const (
+	SelectRoundRobin = "rr"
+	SelectHash       = "hash"
+	SelectPersist    = "persist"
+	SelectLeastConn  = "leastconn"
+)
+
+// Probe types accepted in Probe.Type.
+const (
+	ProbeNone  = "none"
+	ProbeTCP   = "tcp"
+	ProbeUDP   = "udp"
+	ProbeHTTP  = "http"
+	ProbeHTTPS = "https"
+	ProbePing  = "ping"
+	ProbeSCTP  = "sctp"
+)
+
+// Service is one load-balancer rule: traffic to VIP:Port[-PortEnd]/Protocol is
+// spread over Endpoints.
+type Service struct {
+	// Name identifies the service: 1-253 characters of [a-z0-9._-], starting
+	// and ending alphanumeric (the controller uses "<ns>.<svc>.<port>-<proto>").
+	Name string `json:"name"`
+	// VIP is the primary virtual IP, IPv4 or IPv6.
+	VIP string `json:"vip"`
+	// SecondaryVIPs are extra VIPs for SCTP multi-homing (at most 3).
+	SecondaryVIPs []string `json:"secondaryVIPs,omitempty"`
+	// Port is the service port; with PortEnd it is the first of a range.
+	Port uint16 `json:"port"`
+	// PortEnd, when set, makes [Port, PortEnd] a port range; endpoints with
+	// port 0 then receive the client's destination port unchanged.
+	PortEnd uint16 `json:"portEnd,omitempty"`
+	// Protocol is tcp, udp or sctp.
+	Protocol string `json:"protocol"`
+	// Mode is default, onearm, fullnat or dsr. Empty means default.
+	Mode string `json:"mode,omitempty"`
+	// Select is rr, hash, persist or leastconn. Empty means rr.
+	Select string `json:"select,omitempty"`
+	// IdleTimeoutSeconds expires idle connections (and persist affinity).
+	// Zero means the protocol default.
+	IdleTimeoutSeconds uint32 `json:"idleTimeoutSeconds,omitempty"`
+	// Endpoints receive the traffic.
+	Endpoints []Endpoint `json:"endpoints"`
+	// Probe checks endpoint liveness; nil means every endpoint is up.
+	Probe *Probe `json:"probe,omitempty"`
+	// N2 enables the NGAP-aware N2 proxy for this service (sctplb) instead of
+	// per-association L4 balancing. Only valid with protocol sctp.
+	N2 bool `json:"n2,omitempty"`
+}
+
+// Endpoint is one backend of a Service.
+type Endpoint struct {
+	Address string `json:"address"`
+	// Port is the endpoint's port; 0 keeps the client's destination port
+	// (required to be 0 or equal to Service.Port in dsr mode).
+	Port uint16 `json:"port"`
+	// Weight biases rr/hash/persist selection; 0 means 1. At most 100.
+	Weight uint16 `json:"weight,omitempty"`
+}
+
+// Probe describes the endpoint health check the daemon runs from the LB node.
+type Probe struct {
+	Type string `json:"type"`
+	// Port probed; 0 means the endpoint's own port.
+	Port uint16 `json:"port,omitempty"`
+	// Request is the HTTP path (http/https) or the UDP payload to send.
+	Request string `json:"request,omitempty"`
+	// Response, when set, must appear in the HTTP body or the UDP reply.
+	Response        string `json:"response,omitempty"`
+	IntervalSeconds uint32 `json:"intervalSeconds,omitempty"`
+	TimeoutSeconds  uint32 `json:"timeoutSeconds,omitempty"`
+	// Retries is how many consecutive failures mark an endpoint down (and
+	// successes mark it up again).
+	Retries uint32 `json:"retries,omitempty"`
+}
+
+// ServiceStatus is what GET /v1/services returns: the spec plus live state.
+type ServiceStatus struct {
+	Service   Service          `json:"service"`
+	Endpoints []EndpointStatus `json:"endpointStatus"`
+	// Packets and Bytes count traffic in both directions.
+	Packets uint64 `json:"packets"`
+	Bytes   uint64 `json:"bytes"`
+	// ActiveConnections is the number of live conntrack entries.
+	ActiveConnections uint64 `json:"activeConnections"`
+}
+
+// EndpointStatus is one endpoint's health and counters.
+type EndpointStatus struct {
+	Address string `json:"address"`
+	Port    uint16 `json:"port"`
+	Weight  uint16 `json:"weight"`
+	// Healthy is the probe verdict (true when there is no probe).
+	Healthy bool `json:"healthy"`
+	// LastProbeError explains the last failed probe.
+	LastProbeError    string `json:"lastProbeError,omitempty"`
+	Packets           uint64 `json:"packets"`
+	Bytes             uint64 `json:"bytes"`
+	Sessions          uint64 `json:"sessions"`
+	ActiveConnections uint64 `json:"activeConnections"`
+}
+
+// Conn is one conntrack entry as GET /v1/conntrack returns it.
+type Conn struct {
+	Protocol string `json:"protocol"`
+	Service  string `json:"service"`
+	// Client is the original source, VIP the original destination.
+	Client string `json:"client"`
+	VIP    string `json:"vip"`
+	// Endpoint is where the LB sent it; Source is the source the endpoint
+	// sees (client, LB interface address or VIP, by mode).
+	Endpoint string `json:"endpoint"`
+	Source   string `json:"source"`
+	State    string `json:"state"`
+	// Packets/Bytes: Orig from the client, Reply from the endpoint.
+	OrigPackets  uint64 `json:"origPackets"`
+	OrigBytes    uint64 `json:"origBytes"`
+	ReplyPackets uint64 `json:"replyPackets"`
+	ReplyBytes   uint64 `json:"replyBytes"`
+	// IdleSeconds since the last packet; ExpiresInSeconds until removal.
+	IdleSeconds      uint32 `json:"idleSeconds"`
+	ExpiresInSeconds uint32 `json:"expiresInSeconds"`
+	// SCTP verification tags (client's and endpoint's), hex.
+	VTagClient   string `json:"vtagClient,omitempty"`
+	VTagEndpoint string `json:"vtagEndpoint,omitempty"`
+}
+
+// Health is GET /v1/health.
+type Health struct {
+	Status     string   `json:"status"`
+	Interfaces []string `json:"interfaces"`
+	Services   int      `json:"services"`
+	// AttachMode is "tcx" or "clsact".
+	AttachMode string `json:"attachMode"`
+}
+
+// Error is the body of every 4xx/5xx answer.
+type Error struct {
+	// Field names the offending JSON field path, e.g. "endpoints[2].address".
+	Field   string `json:"field,omitempty"`
+	Message string `json:"message"`
+}

@@ -1,0 +1,97 @@
+package dataplane
+
+import (
+	"net/netip"
+	"time"
+)
+
+// Proto is an IP protocol number.
+type Proto uint8
+
+const (
+	ProtoICMP   Proto = 1
+	ProtoTCP    Proto = 6
+	ProtoUDP    Proto = 17
+	ProtoICMPv6 Proto = 58
+	ProtoSCTP   Proto = 132
+)
+
+// Mode is the NAT mode of a service.
+type Mode uint8
+
+const (
+	ModeDefault Mode = iota // DNAT, client source kept
+	ModeOneArm              // SNAT to the egress interface's address
+	ModeFullNAT             // SNAT to the VIP
+	ModeDSR                 // no L3 rewrite, L2 forward to the endpoint
+)
+
+// Select is the endpoint selection algorithm.
+type Select uint8
+
+const (
+	SelectRR Select = iota
+	SelectHash
+	SelectPersist
+	SelectLeastConn
+)
+
+// MaxEndpoints is the most endpoints one service may have.
+const MaxEndpoints = 64
+
+// Service is one rule as the datapath sees it. ID is chosen by the caller
+// (the daemon), stable across restarts, 1..MaxServices-1.
+type Service struct {
+	ID          uint32
+	VIP         netip.Addr
+	PortStart   uint16
+	PortEnd     uint16 // == PortStart for a single port
+	Proto       Proto
+	Mode        Mode
+	Select      Select
+	IdleTimeout time.Duration // 0: protocol default
+	Endpoints   []Endpoint
+}
+
+// Endpoint is one backend. Port 0 keeps the client's destination port.
+type Endpoint struct {
+	Addr   netip.Addr
+	Port   uint16
+	Weight uint16
+	Down   bool // probe verdict: new flows avoid it, existing ones continue
+}
+
+// Conn is one connection (both directions) read from conntrack.
+type Conn struct {
+	Proto       Proto
+	ServiceID   uint32
+	Endpoint    int // index into Service.Endpoints
+	Client      netip.AddrPort
+	VIP         netip.AddrPort
+	Backend     netip.AddrPort // endpoint address:port
+	Source      netip.AddrPort // source as the endpoint sees it
+	State       string
+	OrigPackets, OrigBytes   uint64
+	ReplyPackets, ReplyBytes uint64
+	Idle        time.Duration
+	ExpiresIn   time.Duration
+	VTagClient, VTagEndpoint uint32 // SCTP only
+}
+
+// EndpointStats are the counters of one endpoint, summed over CPUs.
+type EndpointStats struct {
+	Packets, Bytes uint64
+	Sessions       uint64 // connections created toward it
+	Active         uint64 // live conntrack entries toward it
+}
+
+// ServiceStats are the counters of one service.
+type ServiceStats struct {
+	Packets, Bytes uint64
+	Sessions       uint64
+	Active         uint64
+	Endpoints      []EndpointStats // indexed like Service.Endpoints
+}
+
+// DropReason names why the datapath dropped a packet (metrics label).
+type DropReason string
