@@ -63,18 +63,18 @@ type Endpoint struct {
 
 // Conn is one connection (both directions) read from conntrack.
 type Conn struct {
-	Proto       Proto
-	ServiceID   uint32
-	Endpoint    int // index into Service.Endpoints
-	Client      netip.AddrPort
-	VIP         netip.AddrPort
-	Backend     netip.AddrPort // endpoint address:port
-	Source      netip.AddrPort // source as the endpoint sees it
-	State       string
+	Proto                    Proto
+	ServiceID                uint32
+	Endpoint                 int // index into Service.Endpoints
+	Client                   netip.AddrPort
+	VIP                      netip.AddrPort
+	Backend                  netip.AddrPort // endpoint address:port
+	Source                   netip.AddrPort // source as the endpoint sees it
+	State                    string
 	OrigPackets, OrigBytes   uint64
 	ReplyPackets, ReplyBytes uint64
-	Idle        time.Duration
-	ExpiresIn   time.Duration
+	Idle                     time.Duration
+	ExpiresIn                time.Duration
 	VTagClient, VTagEndpoint uint32 // SCTP only
 }
 

@@ -1,0 +1,318 @@
+package api
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+)
+
+// Limits enforced by Validate. They mirror what the datapath can hold
+// (dataplane.MaxEndpoints) and keep one rule from claiming absurd ranges.
+const (
+	MaxNameLength         = 253
+	MaxSecondaryVIPs      = 3
+	MaxEndpoints          = 64
+	MaxWeight             = 100
+	MaxPortRange          = 4096
+	MaxIdleTimeoutSeconds = 24 * 60 * 60
+	MaxProbeIntervalSecs  = 3600
+	MaxProbeRetries       = 10
+	MaxProbePayloadLength = 1024
+	DefaultProbeInterval  = 5
+	DefaultProbeTimeout   = 2
+	DefaultProbeRetries   = 2
+)
+
+// SetDefaults fills the optional fields with the values the daemon uses, so
+// two specs that mean the same thing compare equal (a PUT that changes
+// nothing must not reprogram the datapath).
+func SetDefaults(s *Service) {
+	if s.Mode == "" {
+		s.Mode = ModeDefault
+	}
+	if s.Select == "" {
+		s.Select = SelectRoundRobin
+	}
+	if s.PortEnd == s.Port {
+		s.PortEnd = 0
+	}
+	for i := range s.Endpoints {
+		if s.Endpoints[i].Weight == 0 {
+			s.Endpoints[i].Weight = 1
+		}
+	}
+	if s.Probe != nil {
+		if s.Probe.Type == ProbeNone {
+			s.Probe = nil
+			return
+		}
+		if s.Probe.IntervalSeconds == 0 {
+			s.Probe.IntervalSeconds = DefaultProbeInterval
+		}
+		if s.Probe.TimeoutSeconds == 0 {
+			// The default timeout must still fit a short explicit interval.
+			s.Probe.TimeoutSeconds = min(DefaultProbeTimeout, max(s.Probe.IntervalSeconds-1, 1))
+		}
+		if s.Probe.Retries == 0 {
+			s.Probe.Retries = DefaultProbeRetries
+		}
+	}
+}
+
+// Validate checks a Service and returns a *FieldError for the first invalid
+// field, in the order the fields appear in the JSON document. Reporting one
+// error keeps messages short and deterministic; fixing it and retrying shows
+// the next one. It accepts specs with or without SetDefaults applied.
+func Validate(s *Service) error {
+	if s == nil {
+		return fieldErr("", "service is empty")
+	}
+	if err := validateName(s.Name); err != nil {
+		return err
+	}
+	vip, err := parseAddr("vip", s.VIP)
+	if err != nil {
+		return err
+	}
+	if err := validateSecondaryVIPs(s, vip); err != nil {
+		return err
+	}
+	if err := validatePorts(s); err != nil {
+		return err
+	}
+	switch s.Protocol {
+	case ProtocolTCP, ProtocolUDP, ProtocolSCTP:
+	case "":
+		return fieldErr("protocol", "required: one of tcp, udp, sctp")
+	default:
+		return fieldErr("protocol", "%q is not one of tcp, udp, sctp", s.Protocol)
+	}
+	switch s.Mode {
+	case "", ModeDefault, ModeOneArm, ModeFullNAT, ModeDSR:
+	default:
+		return fieldErr("mode", "%q is not one of default, onearm, fullnat, dsr", s.Mode)
+	}
+	switch s.Select {
+	case "", SelectRoundRobin, SelectHash, SelectPersist, SelectLeastConn:
+	default:
+		return fieldErr("select", "%q is not one of rr, hash, persist, leastconn", s.Select)
+	}
+	if s.IdleTimeoutSeconds > MaxIdleTimeoutSeconds {
+		return fieldErr("idleTimeoutSeconds", "%d exceeds the maximum of %d (24h)", s.IdleTimeoutSeconds, MaxIdleTimeoutSeconds)
+	}
+	if err := validateEndpoints(s, vip); err != nil {
+		return err
+	}
+	if err := validateProbe(s); err != nil {
+		return err
+	}
+	if s.N2 && s.Protocol != ProtocolSCTP {
+		return fieldErr("n2", "the N2 proxy needs protocol sctp, not %s", s.Protocol)
+	}
+	return nil
+}
+
+func validateName(name string) error {
+	switch {
+	case name == "":
+		return fieldErr("name", "required")
+	case len(name) > MaxNameLength:
+		return fieldErr("name", "longer than %d characters", MaxNameLength)
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		alnum := c >= 'a' && c <= 'z' || c >= '0' && c <= '9'
+		if !alnum && c != '.' && c != '_' && c != '-' {
+			return fieldErr("name", "character %q at %d: only lowercase letters, digits, '.', '_' and '-' are allowed", c, i)
+		}
+		if !alnum && (i == 0 || i == len(name)-1) {
+			return fieldErr("name", "must start and end with a lowercase letter or digit")
+		}
+	}
+	return nil
+}
+
+// parseAddr accepts the addresses a datapath rule can carry: no zones (the
+// datapath matches on the address alone), no IPv4-mapped IPv6 (ambiguous
+// family), nothing unspecified or multicast.
+func parseAddr(field, s string) (netip.Addr, error) {
+	if s == "" {
+		return netip.Addr{}, fieldErr(field, "required")
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Addr{}, fieldErr(field, "%q is not an IP address", s)
+	}
+	switch {
+	case a.Zone() != "":
+		return netip.Addr{}, fieldErr(field, "%q: zoned addresses are not supported", s)
+	case a.Is4In6():
+		return netip.Addr{}, fieldErr(field, "%q: use the IPv4 form %s", s, a.Unmap())
+	case a.IsUnspecified():
+		return netip.Addr{}, fieldErr(field, "%q: the unspecified address cannot be used", s)
+	case a.IsMulticast():
+		return netip.Addr{}, fieldErr(field, "%q: multicast addresses cannot be used", s)
+	}
+	return a, nil
+}
+
+func family(a netip.Addr) string {
+	if a.Is4() {
+		return "IPv4"
+	}
+	return "IPv6"
+}
+
+func validateSecondaryVIPs(s *Service, vip netip.Addr) error {
+	if len(s.SecondaryVIPs) > MaxSecondaryVIPs {
+		return fieldErr("secondaryVIPs", "%d given, at most %d are allowed", len(s.SecondaryVIPs), MaxSecondaryVIPs)
+	}
+	seen := map[netip.Addr]bool{vip: true}
+	for i, raw := range s.SecondaryVIPs {
+		field := fmt.Sprintf("secondaryVIPs[%d]", i)
+		a, err := parseAddr(field, raw)
+		if err != nil {
+			return err
+		}
+		if a.Is4() != vip.Is4() {
+			return fieldErr(field, "%s is %s but the vip is %s: all VIPs of a service share one family", a, family(a), family(vip))
+		}
+		if a == vip {
+			return fieldErr(field, "%s repeats the primary vip", a)
+		}
+		if seen[a] {
+			return fieldErr(field, "%s is listed twice", a)
+		}
+		seen[a] = true
+	}
+	return nil
+}
+
+func validatePorts(s *Service) error {
+	if s.Port == 0 {
+		return fieldErr("port", "required: 1-65535")
+	}
+	if s.PortEnd != 0 {
+		if s.PortEnd < s.Port {
+			return fieldErr("portEnd", "%d is below port %d", s.PortEnd, s.Port)
+		}
+		if n := int(s.PortEnd) - int(s.Port) + 1; n > MaxPortRange {
+			return fieldErr("portEnd", "range %d-%d holds %d ports, at most %d are allowed", s.Port, s.PortEnd, n, MaxPortRange)
+		}
+	}
+	return nil
+}
+
+func isRange(s *Service) bool { return s.PortEnd != 0 && s.PortEnd != s.Port }
+
+func validateEndpoints(s *Service, vip netip.Addr) error {
+	if len(s.Endpoints) == 0 {
+		return fieldErr("endpoints", "at least one endpoint is required")
+	}
+	if len(s.Endpoints) > MaxEndpoints {
+		return fieldErr("endpoints", "%d given, at most %d are allowed", len(s.Endpoints), MaxEndpoints)
+	}
+	seen := make(map[netip.AddrPort]int, len(s.Endpoints))
+	for i, ep := range s.Endpoints {
+		prefix := fmt.Sprintf("endpoints[%d]", i)
+		a, err := parseAddr(prefix+".address", ep.Address)
+		if err != nil {
+			return err
+		}
+		switch {
+		case vip.Is6() && a.Is4():
+			return fieldErr(prefix+".address", "%s is IPv4 but the vip is IPv6: NAT64 is not supported by this datapath", a)
+		case vip.Is4() && a.Is6():
+			return fieldErr(prefix+".address", "%s is IPv6 but the vip is IPv4: endpoints must share the vip's family", a)
+		}
+		if s.Mode == ModeDSR {
+			// DSR never rewrites L4: the endpoint sees the port the client used.
+			if isRange(s) && ep.Port != 0 {
+				return fieldErr(prefix+".port", "must be 0 for a dsr port range (dsr keeps the client's destination port)")
+			}
+			if ep.Port != 0 && ep.Port != s.Port {
+				return fieldErr(prefix+".port", "%d: in dsr mode the port must be 0 or the service port %d", ep.Port, s.Port)
+			}
+		} else if ep.Port == 0 && !isRange(s) {
+			return fieldErr(prefix+".port", "required: port 0 (keep the client's port) is only allowed in dsr mode or with a port range")
+		}
+		if ep.Weight > MaxWeight {
+			return fieldErr(prefix+".weight", "%d exceeds the maximum of %d", ep.Weight, MaxWeight)
+		}
+		key := netip.AddrPortFrom(a, ep.Port)
+		if j, dup := seen[key]; dup {
+			return fieldErr(prefix, "%s duplicates endpoints[%d]", key, j)
+		}
+		seen[key] = i
+	}
+	return nil
+}
+
+func validateProbe(s *Service) error {
+	p := s.Probe
+	if p == nil {
+		return nil
+	}
+	switch p.Type {
+	case ProbeNone:
+		return nil
+	case ProbeTCP, ProbeUDP, ProbeHTTP, ProbeHTTPS, ProbePing:
+	case ProbeSCTP:
+		return fieldErr("probe.type", "sctp probes are not yet supported; use tcp, udp, http, https, ping or none")
+	case "":
+		return fieldErr("probe.type", "required: one of none, tcp, udp, http, https, ping")
+	default:
+		return fieldErr("probe.type", "%q is not one of none, tcp, udp, http, https, ping", p.Type)
+	}
+	if p.Port == 0 && p.Type != ProbePing {
+		for i, ep := range s.Endpoints {
+			if ep.Port == 0 {
+				return fieldErr("probe.port", "required because endpoints[%d] has port 0", i)
+			}
+		}
+	}
+	if p.Port != 0 && p.Type == ProbePing {
+		return fieldErr("probe.port", "ping probes have no port")
+	}
+	switch p.Type {
+	case ProbeTCP, ProbePing:
+		if p.Request != "" {
+			return fieldErr("probe.request", "%s probes send no request", p.Type)
+		}
+		if p.Response != "" {
+			return fieldErr("probe.response", "%s probes read no response", p.Type)
+		}
+	case ProbeHTTP, ProbeHTTPS:
+		if p.Request != "" && !strings.HasPrefix(p.Request, "/") {
+			return fieldErr("probe.request", "%q: an HTTP path must start with '/'", p.Request)
+		}
+		if strings.ContainsAny(p.Request, " \r\n\t") {
+			return fieldErr("probe.request", "%q: an HTTP path cannot contain whitespace", p.Request)
+		}
+	}
+	if len(p.Request) > MaxProbePayloadLength {
+		return fieldErr("probe.request", "longer than %d bytes", MaxProbePayloadLength)
+	}
+	if len(p.Response) > MaxProbePayloadLength {
+		return fieldErr("probe.response", "longer than %d bytes", MaxProbePayloadLength)
+	}
+	interval := p.IntervalSeconds
+	if interval == 0 {
+		interval = DefaultProbeInterval
+	}
+	if interval < 2 {
+		return fieldErr("probe.intervalSeconds", "%d: at least 2, the timeout (1s or more) must fit in it", interval)
+	}
+	if interval > MaxProbeIntervalSecs {
+		return fieldErr("probe.intervalSeconds", "%d exceeds the maximum of %d", interval, MaxProbeIntervalSecs)
+	}
+	// An explicit timeout must fit in the interval; an omitted one is
+	// shrunk by SetDefaults to fit.
+	if p.TimeoutSeconds != 0 && p.TimeoutSeconds >= interval {
+		return fieldErr("probe.timeoutSeconds", "%d must be shorter than the interval (%ds)", p.TimeoutSeconds, interval)
+	}
+	if p.Retries > MaxProbeRetries {
+		return fieldErr("probe.retries", "%d exceeds the maximum of %d", p.Retries, MaxProbeRetries)
+	}
+	return nil
+}

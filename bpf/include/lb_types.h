@@ -1,0 +1,168 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+// Layouts shared between lb.c and the Go side (dataplane/), which reads them
+// through the bpf2go-generated types. Addresses are 16 bytes everywhere: IPv6
+// as is, IPv4 as v4-mapped ::ffff:a.b.c.d. Ports are in network byte order.
+#ifndef LB_TYPES_H
+#define LB_TYPES_H
+
+#include <linux/types.h>
+
+#define LB_MAX_SERVICES 1024
+#define LB_MAX_EPS 64
+#define LB_SEL_SLOTS 256
+
+// How long a flow reuses its FIB result before looking the route up again.
+#define LB_FIB_CACHE_NS 1000000000ULL
+
+// Default timeouts in seconds (services may override the established ones).
+#define LB_TO_TCP_SYN 60
+#define LB_TO_TCP_EST 7440
+#define LB_TO_TCP_FIN 120
+#define LB_TO_CLOSED 10
+#define LB_TO_UDP_NEW 30
+#define LB_TO_UDP_EST 120
+#define LB_TO_SCTP_INIT 30
+#define LB_TO_SCTP_EST 7440
+#define LB_TO_SCTP_SHUTDOWN 30
+
+enum lb_mode { MODE_DEFAULT = 0, MODE_ONEARM = 1, MODE_FULLNAT = 2, MODE_DSR = 3 };
+enum lb_sel { SEL_RR = 0, SEL_HASH = 1, SEL_PERSIST = 2, SEL_LEASTCONN = 3 };
+
+enum ct_state {
+	CT_NONE = 0,
+	CT_TCP_SYN_SENT = 1,
+	CT_TCP_SYN_RECV = 2,
+	CT_TCP_ESTABLISHED = 3,
+	CT_TCP_FIN_WAIT = 4,
+	CT_TCP_CLOSED = 5,
+	CT_UDP_NEW = 6,
+	CT_UDP_ESTABLISHED = 7,
+	CT_SCTP_INIT = 8,
+	CT_SCTP_COOKIE_WAIT = 9,
+	CT_SCTP_ESTABLISHED = 10,
+	CT_SCTP_SHUTDOWN = 11,
+	CT_SCTP_CLOSED = 12,
+};
+
+enum drop_reason {
+	DROP_MALFORMED = 0,
+	DROP_NO_ENDPOINT = 1,
+	DROP_CT_FULL = 2,
+	DROP_SNAT_PORTS = 3,
+	DROP_NO_IFADDR = 4,
+	DROP_REWRITE = 5,
+	DROP_MAX = 8,
+};
+
+#define SVC_F_VALID 0x01
+
+#define CT_F_REPLY 0x01    // entry matches the endpoint->client direction
+#define CT_F_DSR 0x02      // L2 forward only, no reply entry
+#define CT_F_RELEASED 0x04 // ep_active already decremented (orig entry)
+
+#define CT_FIN_ORIG 0x01
+#define CT_FIN_REPLY 0x02
+
+#define IFA_F_V4 0x01
+#define IFA_F_V6 0x02
+
+struct addr16 {
+	__u8 a[16];
+};
+
+struct svc_key {
+	__u8 vip[16];
+	__u16 port;
+	__u8 proto;
+	__u8 pad;
+};
+
+struct svc_info {
+	__u32 idle_timeout; // seconds, 0: protocol default
+	__u16 n_eps;
+	__u8 mode;
+	__u8 sel;
+	__u8 family;
+	__u8 flags;
+	__u16 pad;
+};
+
+struct endpoint {
+	__u8 addr[16];
+	__u16 port; // 0 keeps the client's destination port
+	__u16 weight;
+	__u8 family;
+	__u8 down;
+	__u16 pad;
+};
+
+// Weighted slot table of up endpoints (indices into the service's endpoints).
+struct sel_table {
+	__u32 n_up;
+	__u8 slot[LB_SEL_SLOTS];
+};
+
+struct ct_key {
+	__u8 src[16];
+	__u8 dst[16];
+	__u16 sport;
+	__u16 dport;
+	__u8 proto;
+	__u8 pad[3];
+};
+
+// One direction of a connection. nat_* is what the packet's addresses and
+// ports become; for the reply direction of an entry E the key is
+// {E.nat_dst, E.nat_src, E.nat_dport, E.nat_sport}, which makes the two
+// entries each other's peers.
+struct ct_val {
+	__u8 nat_src[16];
+	__u8 nat_dst[16];
+	__u16 nat_sport;
+	__u16 nat_dport;
+	__u32 svc;
+	__u32 ep;
+	__u8 state;
+	__u8 flags;
+	__u8 family;
+	__u8 mode;
+	__u8 fins;
+	__u8 pad[3];
+	__u32 timeout; // seconds, for the current state
+	__u32 idle;    // service idle timeout, seconds (0: default)
+	__u32 vtag_client;
+	__u32 vtag_ep;
+	__u32 fib_ifindex; // cached forwarding result (see fib_ns)
+	__u64 created;     // bpf_ktime_get_ns
+	__u64 last_seen; // bpf_ktime_get_ns, this direction
+	__u64 packets;   // this direction
+	__u64 bytes;
+	__u8 fib_macs[12]; // dst, src MAC of the cached FIB result
+	__u32 pad3;
+	__u64 fib_ns; // when the FIB result was cached, 0: none
+};
+
+struct aff_key {
+	__u32 svc;
+	__u8 addr[16];
+};
+
+struct aff_val {
+	__u32 ep;
+	__u32 pad;
+	__u64 last_ns;
+};
+
+struct ifaddr_val {
+	__u8 v4[4];
+	__u8 v6[16];
+	__u32 flags;
+};
+
+struct counters {
+	__u64 packets;
+	__u64 bytes;
+	__u64 sessions;
+};
+
+#endif

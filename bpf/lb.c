@@ -1,0 +1,1270 @@
+//go:build ignore
+
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+// telcolb TC datapath: L4 load balancing with conntrack and NAT44/NAT66 for
+// TCP, UDP and SCTP. Layouts shared with Go are in include/lb_types.h.
+//
+// Design notes (the why):
+//   - Headers are read with bpf_skb_load_bytes into stack copies rather than
+//     direct packet access: offsets are variable (VLAN, IPv4 options, IPv6
+//     extension headers) and helper reads keep the 5.15 verifier simple.
+//   - Every write goes through bpf_skb_store_bytes and the csum helpers, which
+//     keep skb->csum coherent for CHECKSUM_COMPLETE devices.
+//   - Conntrack holds both directions; each entry carries the full translation
+//     to apply, so the hot path is one hash lookup and a few stores.
+#include <linux/bpf.h>
+#include <linux/pkt_cls.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/in6.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+#include "include/lb_types.h"
+
+char __license[] SEC("license") = "Dual BSD/GPL";
+
+#ifndef AF_INET
+#define AF_INET 2
+#endif
+#ifndef AF_INET6
+#define AF_INET6 10
+#endif
+
+#define NSEC 1000000000ULL
+
+/* ---- maps (all pinned by name so a daemon restart keeps state) ---- */
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct svc_key);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} services SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, LB_MAX_SERVICES);
+	__type(key, struct addr16);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} vips SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, LB_MAX_SERVICES);
+	__type(key, __u32);
+	__type(value, struct svc_info);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} svc_infos SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, LB_MAX_SERVICES * LB_MAX_EPS);
+	__type(key, __u32);
+	__type(value, struct endpoint);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} endpoints SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, LB_MAX_SERVICES);
+	__type(key, __u32);
+	__type(value, struct sel_table);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} sel_tables SEC(".maps");
+
+// Per-CPU so round robin needs no atomics; each CPU walks the weighted slot
+// table on its own, which still spreads evenly over many flows.
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, LB_MAX_SERVICES);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} rr_ctr SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, LB_MAX_SERVICES * LB_MAX_EPS);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} ep_active SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct aff_key);
+	__type(value, struct aff_val);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} affinity SEC(".maps");
+
+// LRU so a full table evicts the stalest flows instead of refusing new ones.
+// max_entries is overridden from Go (Config.MaxConns).
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 262144);
+	__type(key, struct ct_key);
+	__type(value, struct ct_val);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} conntrack SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u32);
+	__type(value, struct ifaddr_val);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} if_addrs SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, LB_MAX_SERVICES);
+	__type(key, __u32);
+	__type(value, struct counters);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} svc_stats SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, LB_MAX_SERVICES * LB_MAX_EPS);
+	__type(key, __u32);
+	__type(value, struct counters);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} ep_stats SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, DROP_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} drops SEC(".maps");
+
+// x^(8n) mod P for SCTP packet length n, filled by the Go loader; makes the
+// incremental CRC32c update one carry-less multiply (see crc32c_delta).
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, __u32);
+} crc_shift SEC(".maps");
+
+// Per-CPU scratch for conntrack values being built: two of them would not
+// fit the 512-byte stack next to the rest of the call chain.
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__type(value, struct ct_val);
+} scratch SEC(".maps");
+
+/* ---- parsing ---- */
+
+struct pkt {
+	__u8 src[16];
+	__u8 dst[16];
+	__u32 l3_off;
+	__u32 l4_off;
+	__u32 ip_end; // end of the IP datagram (frames may carry padding)
+	__u16 sport;  // network order
+	__u16 dport;  // network order
+	__u8 family;
+	__u8 proto;
+	__u8 tcp_flags;
+	__u8 chunk_type;
+	__u8 ttl;
+	__u8 icmp_type;
+	__u8 icmp_code;
+	__u8 pad;
+	__u32 init_tag; // SCTP INIT/INIT-ACK initiate tag
+	__u16 ip_len;   // tot_len (v4) or payload_len+40 (v6), host order
+};
+
+enum {
+	PARSE_OK = 0,
+	PARSE_PASS,      // not IP or a protocol we do not handle
+	PARSE_MALFORMED, // truncated or inconsistent; p->dst valid if L3 parsed
+};
+
+#define TCP_FIN 0x01
+#define TCP_SYN 0x02
+#define TCP_RST 0x04
+#define TCP_ACK 0x10
+
+#define SCTP_DATA 0
+#define SCTP_INIT 1
+#define SCTP_INIT_ACK 2
+#define SCTP_ABORT 6
+#define SCTP_SHUTDOWN 7
+#define SCTP_SHUTDOWN_ACK 8
+#define SCTP_COOKIE_ECHO 10
+#define SCTP_COOKIE_ACK 11
+#define SCTP_SHUTDOWN_COMPLETE 14
+
+static __always_inline void count_drop(__u32 reason)
+{
+	__u64 *c = bpf_map_lookup_elem(&drops, &reason);
+	if (c)
+		*c += 1;
+}
+
+static __always_inline int parse_l4(struct __sk_buff *skb, struct pkt *p)
+{
+	__u32 off = p->l4_off;
+
+	if (off > p->ip_end)
+		return PARSE_MALFORMED;
+	__u32 avail = p->ip_end - off;
+
+	switch (p->proto) {
+	case IPPROTO_TCP: {
+		__u8 h[14];
+		if (avail < 20 || bpf_skb_load_bytes(skb, off, h, sizeof(h)))
+			return PARSE_MALFORMED;
+		__u32 doff = (h[12] >> 4) * 4;
+		if (doff < 20 || doff > avail)
+			return PARSE_MALFORMED;
+		__builtin_memcpy(&p->sport, h, 2);
+		__builtin_memcpy(&p->dport, h + 2, 2);
+		p->tcp_flags = h[13];
+		return PARSE_OK;
+	}
+	case IPPROTO_UDP: {
+		__u8 h[8];
+		if (avail < 8 || bpf_skb_load_bytes(skb, off, h, sizeof(h)))
+			return PARSE_MALFORMED;
+		__u16 ulen = ((__u16)h[4] << 8) | h[5];
+		if (ulen < 8 || ulen > avail)
+			return PARSE_MALFORMED;
+		__builtin_memcpy(&p->sport, h, 2);
+		__builtin_memcpy(&p->dport, h + 2, 2);
+		return PARSE_OK;
+	}
+	case IPPROTO_SCTP: {
+		// common header (12) + first chunk header (4) + initiate tag (4)
+		__u8 h[20];
+		if (avail < 16 || bpf_skb_load_bytes(skb, off, h, 16))
+			return PARSE_MALFORMED;
+		__builtin_memcpy(&p->sport, h, 2);
+		__builtin_memcpy(&p->dport, h + 2, 2);
+		p->chunk_type = h[12];
+		__u16 clen = ((__u16)h[14] << 8) | h[15];
+		if (clen < 4 || clen > avail - 12)
+			return PARSE_MALFORMED;
+		if (p->chunk_type == SCTP_INIT || p->chunk_type == SCTP_INIT_ACK) {
+			if (avail < 20 || clen < 20 || bpf_skb_load_bytes(skb, off + 16, h + 16, 4))
+				return PARSE_MALFORMED;
+			__builtin_memcpy(&p->init_tag, h + 16, 4);
+		}
+		return PARSE_OK;
+	}
+	case IPPROTO_ICMP:
+	case IPPROTO_ICMPV6: {
+		__u8 h[4];
+		if (avail < 8 || bpf_skb_load_bytes(skb, off, h, sizeof(h)))
+			return PARSE_MALFORMED;
+		p->icmp_type = h[0];
+		p->icmp_code = h[1];
+		return PARSE_OK;
+	}
+	}
+	return PARSE_PASS;
+}
+
+static __always_inline int parse(struct __sk_buff *skb, struct pkt *p)
+{
+	__u16 proto;
+	__u32 off = ETH_HLEN;
+
+	if (bpf_skb_load_bytes(skb, 12, &proto, 2))
+		return PARSE_PASS;
+#pragma unroll
+	for (int i = 0; i < 2; i++) {
+		if (proto != bpf_htons(ETH_P_8021Q) && proto != bpf_htons(ETH_P_8021AD))
+			break;
+		if (bpf_skb_load_bytes(skb, off + 2, &proto, 2))
+			return PARSE_PASS;
+		off += 4;
+	}
+	p->l3_off = off;
+
+	if (proto == bpf_htons(ETH_P_IP)) {
+		struct iphdr ip;
+		if (bpf_skb_load_bytes(skb, off, &ip, sizeof(ip)))
+			return PARSE_MALFORMED;
+		__u32 ihl = ip.ihl * 4;
+		__u32 tot = bpf_ntohs(ip.tot_len);
+		if (ip.version != 4 || ihl < 20 || tot < ihl || off + tot > skb->len)
+			return PARSE_MALFORMED;
+		p->family = AF_INET;
+		p->src[10] = 0xff;
+		p->src[11] = 0xff;
+		p->dst[10] = 0xff;
+		p->dst[11] = 0xff;
+		__builtin_memcpy(p->src + 12, &ip.saddr, 4);
+		__builtin_memcpy(p->dst + 12, &ip.daddr, 4);
+		p->proto = ip.protocol;
+		p->ttl = ip.ttl;
+		p->ip_len = tot;
+		p->ip_end = off + tot;
+		p->l4_off = off + ihl;
+		// Non-first fragments carry no L4 header: let the stack reassemble.
+		if (ip.frag_off & bpf_htons(0x1fff))
+			return PARSE_PASS;
+		return parse_l4(skb, p);
+	}
+	if (proto == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr ip6;
+		if (bpf_skb_load_bytes(skb, off, &ip6, sizeof(ip6)))
+			return PARSE_MALFORMED;
+		__u32 plen = bpf_ntohs(ip6.payload_len);
+		if (ip6.version != 6 || off + 40 + plen > skb->len)
+			return PARSE_MALFORMED;
+		p->family = AF_INET6;
+		__builtin_memcpy(p->src, &ip6.saddr, 16);
+		__builtin_memcpy(p->dst, &ip6.daddr, 16);
+		p->ttl = ip6.hop_limit;
+		p->ip_len = plen + 40;
+		p->ip_end = off + 40 + plen;
+		__u8 nh = ip6.nexthdr;
+		off += 40;
+		// Bounded walk over extension headers (RFC 8200 order allows a handful).
+#pragma unroll
+		for (int i = 0; i < 4; i++) {
+			if (nh == IPPROTO_HOPOPTS || nh == IPPROTO_ROUTING || nh == IPPROTO_DSTOPTS) {
+				__u8 eh[2];
+				if (bpf_skb_load_bytes(skb, off, eh, 2))
+					return PARSE_MALFORMED;
+				nh = eh[0];
+				off += (eh[1] + 1) * 8;
+			} else if (nh == IPPROTO_FRAGMENT) {
+				__u8 fh[4];
+				if (bpf_skb_load_bytes(skb, off, fh, 4))
+					return PARSE_MALFORMED;
+				if ((((__u16)fh[2] << 8) | fh[3]) & 0xfff8)
+					return PARSE_PASS;
+				nh = fh[0];
+				off += 8;
+			} else {
+				break;
+			}
+		}
+		if (off > p->ip_end)
+			return PARSE_MALFORMED;
+		p->proto = nh;
+		p->l4_off = off;
+		return parse_l4(skb, p);
+	}
+	return PARSE_PASS;
+}
+
+/* ---- SCTP CRC32c incremental update ----
+ *
+ * CRC32c is affine over GF(2): crc(A ^ B) = crc(A) ^ crc(B) ^ crc(0...0) for
+ * equal-length messages, so for a message M changed into M' = M ^ D,
+ *   crc(M') = crc(M) ^ lin(D)
+ * where lin() is the raw CRC (zero init, no final xor) of the delta. Only the
+ * first 4 bytes (the ports) differ, so D = w || 0^(N-4) with w the xor of the
+ * old and new port bytes. In the reflected representation the raw CRC of the
+ * 4 bytes w is w * x^32 mod P, and each trailing zero byte multiplies by x^8,
+ * hence lin(D) = w * x^(8N) mod P. x^(8N) is assembled from the precomputed
+ * squares x^(8*2^k) mod P (k = 0..15 covers N < 64 KiB), each product being a
+ * 32-step carry-less multiply reduced by P (zlib's multmodp). The Go loader
+ * precomputes x^(8N) for every N in the crc_shift map, leaving one multiply
+ * per packet. Everything is a bounded loop of branch-free steps.
+ */
+#define CRC32C_POLY 0x82f63b78
+
+// Writable (.data) on purpose: values from frozen .rodata are known to the
+// verifier, which then simulates every multiply bit by bit instead of
+// pruning.
+static __u32 crc_x8_pow2[16] = {
+	0x00800000, 0x00008000, 0x82f63b78, 0x6ea2d55c, 0x18b8ea18, 0x510ac59a,
+	0xb82be955, 0xb8fdb1e7, 0x88e56f72, 0x74c360a4, 0xe4172b16, 0x0d65762a,
+	0x35d73a62, 0x28461564, 0xbf455269, 0xe2ea32dc,
+};
+
+// Global (not static) functions are verified once, on their own.
+__noinline __u32 gf2_mulmod(__u32 a, __u32 b)
+{
+	__u32 p = 0;
+	for (int i = 0; i < 32; i++) {
+		p ^= b & -((a >> (31 - i)) & 1);
+		b = (b >> 1) ^ (CRC32C_POLY & -(b & 1));
+	}
+	return p;
+}
+
+__noinline __u32 crc32c_delta(__u32 w, __u32 n)
+{
+	__u32 *t = bpf_map_lookup_elem(&crc_shift, &n);
+	if (t && *t)
+		return gf2_mulmod(*t, w);
+	// Table not filled (foreign loader): assemble x^(8n) from the squares.
+	__u32 r = 0x80000000; // x^0
+	for (int k = 0; k < 16; k++) {
+		if (!(n >> k))
+			break;
+		if ((n >> k) & 1)
+			r = gf2_mulmod(crc_x8_pow2[k], r);
+	}
+	return gf2_mulmod(r, w);
+}
+
+/* ---- helpers ---- */
+
+static __always_inline int addr_eq(const __u8 *a, const __u8 *b)
+{
+	const __u32 *x = (const __u32 *)a, *y = (const __u32 *)b;
+	return x[0] == y[0] && x[1] == y[1] && x[2] == y[2] && x[3] == y[3];
+}
+
+static __always_inline void addr_cpy(__u8 *d, const __u8 *s)
+{
+	__builtin_memcpy(d, s, 16);
+}
+
+static __always_inline __u32 hash_tuple(const struct pkt *p, int src_only)
+{
+	const __u32 *s = (const __u32 *)p->src, *d = (const __u32 *)p->dst;
+	__u32 h = 0x9e3779b9;
+	h ^= s[0] ^ s[1] ^ s[2] ^ s[3];
+	h *= 0x85ebca6b;
+	if (!src_only) {
+		h ^= d[0] ^ d[1] ^ d[2] ^ d[3];
+		h *= 0xc2b2ae35;
+		h ^= ((__u32)p->sport << 16) | p->dport;
+		h *= 0x85ebca6b;
+		h ^= p->proto;
+	}
+	h ^= h >> 16;
+	h *= 0x7feb352d;
+	h ^= h >> 15;
+	h *= 0x846ca68b;
+	h ^= h >> 16;
+	return h;
+}
+
+static __always_inline void count(void *map, __u32 idx, __u64 bytes, int session)
+{
+	struct counters *c = bpf_map_lookup_elem(map, &idx);
+	if (!c)
+		return;
+	c->packets += 1;
+	c->bytes += bytes;
+	if (session)
+		c->sessions += 1;
+}
+
+static __always_inline __u32 state_timeout(__u8 proto, __u8 state, __u32 idle)
+{
+	switch (proto) {
+	case IPPROTO_TCP:
+		switch (state) {
+		case CT_TCP_SYN_SENT:
+		case CT_TCP_SYN_RECV:
+			return LB_TO_TCP_SYN;
+		case CT_TCP_ESTABLISHED:
+			return idle ? idle : LB_TO_TCP_EST;
+		case CT_TCP_FIN_WAIT:
+			return LB_TO_TCP_FIN;
+		}
+		return LB_TO_CLOSED;
+	case IPPROTO_UDP:
+		if (state == CT_UDP_NEW)
+			return LB_TO_UDP_NEW;
+		return idle ? idle : LB_TO_UDP_EST;
+	case IPPROTO_SCTP:
+		switch (state) {
+		case CT_SCTP_INIT:
+		case CT_SCTP_COOKIE_WAIT:
+			return LB_TO_SCTP_INIT;
+		case CT_SCTP_ESTABLISHED:
+			return idle ? idle : LB_TO_SCTP_EST;
+		case CT_SCTP_SHUTDOWN:
+			return LB_TO_SCTP_SHUTDOWN;
+		}
+		return LB_TO_CLOSED;
+	}
+	return LB_TO_CLOSED;
+}
+
+static __always_inline void peer_key(const struct ct_val *v, __u8 proto, struct ct_key *k)
+{
+	__builtin_memset(k, 0, sizeof(*k));
+	addr_cpy(k->src, v->nat_dst);
+	addr_cpy(k->dst, v->nat_src);
+	k->sport = v->nat_dport;
+	k->dport = v->nat_sport;
+	k->proto = proto;
+}
+
+static __always_inline void release_active(struct ct_val *orig)
+{
+	if (orig->flags & CT_F_RELEASED)
+		return;
+	orig->flags |= CT_F_RELEASED;
+	__u32 idx = orig->svc * LB_MAX_EPS + orig->ep;
+	__u32 *a = bpf_map_lookup_elem(&ep_active, &idx);
+	if (a && *a)
+		__sync_fetch_and_add(a, -1);
+}
+
+// Returns the new state for this packet, given the entry's current state.
+static __always_inline __u8 next_state(const struct pkt *p, const struct ct_val *ct, __u8 *fins)
+{
+	int reply = ct->flags & CT_F_REPLY;
+	__u8 st = ct->state;
+
+	switch (p->proto) {
+	case IPPROTO_TCP: {
+		__u8 f = p->tcp_flags;
+		if (f & TCP_RST)
+			return CT_TCP_CLOSED;
+		if (f & TCP_FIN) {
+			*fins |= reply ? CT_FIN_REPLY : CT_FIN_ORIG;
+			if ((*fins & (CT_FIN_ORIG | CT_FIN_REPLY)) == (CT_FIN_ORIG | CT_FIN_REPLY))
+				return CT_TCP_CLOSED;
+			return CT_TCP_FIN_WAIT;
+		}
+		if (st == CT_TCP_SYN_SENT && reply && (f & TCP_SYN) && (f & TCP_ACK))
+			return CT_TCP_SYN_RECV;
+		if (st == CT_TCP_SYN_RECV && !reply && (f & TCP_ACK) && !(f & TCP_SYN))
+			return CT_TCP_ESTABLISHED;
+		return st;
+	}
+	case IPPROTO_UDP:
+		if (st == CT_UDP_NEW && reply)
+			return CT_UDP_ESTABLISHED;
+		return st;
+	case IPPROTO_SCTP:
+		switch (p->chunk_type) {
+		case SCTP_INIT_ACK:
+			if (reply && (st == CT_SCTP_INIT || st == CT_SCTP_COOKIE_WAIT))
+				return CT_SCTP_COOKIE_WAIT;
+			return st;
+		case SCTP_COOKIE_ACK:
+			if (reply && st == CT_SCTP_COOKIE_WAIT)
+				return CT_SCTP_ESTABLISHED;
+			return st;
+		case SCTP_SHUTDOWN:
+		case SCTP_SHUTDOWN_ACK:
+			if (st != CT_SCTP_CLOSED)
+				return CT_SCTP_SHUTDOWN;
+			return st;
+		case SCTP_SHUTDOWN_COMPLETE:
+		case SCTP_ABORT:
+			return CT_SCTP_CLOSED;
+		}
+		return st;
+	}
+	return st;
+}
+
+static __always_inline int is_closed(__u8 proto, __u8 st)
+{
+	return (proto == IPPROTO_TCP && st == CT_TCP_CLOSED) ||
+	       (proto == IPPROTO_SCTP && st == CT_SCTP_CLOSED);
+}
+
+// Applies a state change to the entry and mirrors it into the peer entry so
+// both directions age with the same timeout.
+static __always_inline void ct_track(const struct pkt *p, struct ct_val *ct)
+{
+	__u8 fins = ct->fins;
+	__u8 st = next_state(p, ct, &fins);
+	int init_ack = p->proto == IPPROTO_SCTP && p->chunk_type == SCTP_INIT_ACK &&
+		       (ct->flags & CT_F_REPLY) && ct->vtag_ep == 0;
+
+	if (st == ct->state && fins == ct->fins && !init_ack)
+		return;
+
+	__u32 to = state_timeout(p->proto, st, ct->idle);
+	ct->state = st;
+	ct->fins = fins;
+	ct->timeout = to;
+	if (init_ack)
+		ct->vtag_ep = p->init_tag;
+
+	if (ct->flags & CT_F_DSR) {
+		if (is_closed(p->proto, st))
+			release_active(ct);
+		return;
+	}
+	struct ct_key pk;
+	peer_key(ct, p->proto, &pk);
+	struct ct_val *peer = bpf_map_lookup_elem(&conntrack, &pk);
+	if (peer) {
+		peer->state = st;
+		peer->fins = fins;
+		peer->timeout = to;
+		if (init_ack)
+			peer->vtag_ep = p->init_tag;
+	}
+	if (is_closed(p->proto, st)) {
+		if (!(ct->flags & CT_F_REPLY))
+			release_active(ct);
+		else if (peer)
+			release_active(peer);
+	}
+}
+
+/* ---- rewriting ---- */
+
+// BPF calls take at most 5 arguments: ports travel packed.
+static __always_inline __u32 ports32(__u16 sport, __u16 dport)
+{
+	return (__u32)dport << 16 | sport;
+}
+
+
+static __always_inline __u32 l4_csum_off(const struct pkt *p, __u64 *flags)
+{
+	*flags = BPF_F_PSEUDO_HDR;
+	if (p->proto == IPPROTO_TCP)
+		return p->l4_off + 16;
+	if (p->proto == IPPROTO_UDP) {
+		if (p->family == AF_INET)
+			*flags |= BPF_F_MARK_MANGLED_0;
+		return p->l4_off + 6;
+	}
+	return 0;
+}
+
+static __always_inline int set_addr(struct __sk_buff *skb, const struct pkt *p, __u32 addr_off,
+				    const __u8 *old, const __u8 *new, __u32 csum_off, __u64 flags)
+{
+	if (p->family == AF_INET) {
+		__u32 o, n;
+		__builtin_memcpy(&o, old + 12, 4);
+		__builtin_memcpy(&n, new + 12, 4);
+		if (bpf_l3_csum_replace(skb, p->l3_off + 10, o, n, 4))
+			return -1;
+		if (csum_off && bpf_l4_csum_replace(skb, csum_off, o, n, flags | 4))
+			return -1;
+		return bpf_skb_store_bytes(skb, addr_off, &n, 4, 0);
+	}
+	__u32 o[4], n[4];
+	__builtin_memcpy(o, old, 16);
+	__builtin_memcpy(n, new, 16);
+	if (csum_off) {
+		__s64 d = bpf_csum_diff(o, 16, n, 16, 0);
+		if (d < 0 || bpf_l4_csum_replace(skb, csum_off, 0, (__u32)d, flags))
+			return -1;
+	}
+	return bpf_skb_store_bytes(skb, addr_off, n, 16, 0);
+}
+
+// Rewrites the packet's addresses and ports to the given ones, fixing the
+// IPv4 header checksum, the TCP/UDP checksum or the SCTP CRC32c.
+static __noinline int rewrite(struct __sk_buff *skb, const struct pkt *p, const __u8 *src,
+			      const __u8 *dst, __u32 ports32)
+{
+	__u16 sport = ports32 & 0xffff, dport = ports32 >> 16;
+	__u64 flags;
+	__u32 coff = l4_csum_off(p, &flags);
+	__u32 soff = p->family == AF_INET ? p->l3_off + 12 : p->l3_off + 8;
+	__u32 doff = p->family == AF_INET ? p->l3_off + 16 : p->l3_off + 24;
+
+	if (!addr_eq(src, p->src) && set_addr(skb, p, soff, p->src, src, coff, flags))
+		return -1;
+	if (!addr_eq(dst, p->dst) && set_addr(skb, p, doff, p->dst, dst, coff, flags))
+		return -1;
+	if (sport == p->sport && dport == p->dport)
+		return 0;
+
+	__u16 ports[2] = {sport, dport};
+	if (p->proto == IPPROTO_SCTP) {
+		__u32 crc, oldp, newp;
+		if (bpf_skb_load_bytes(skb, p->l4_off + 8, &crc, 4))
+			return -1;
+		oldp = ((__u32)p->dport << 16) | p->sport; // little-endian load of bytes 0..3
+		newp = ((__u32)dport << 16) | sport;
+		crc ^= crc32c_delta(oldp ^ newp, p->ip_end - p->l4_off);
+		if (bpf_skb_store_bytes(skb, p->l4_off + 8, &crc, 4, 0))
+			return -1;
+	} else if (coff) {
+		__u64 pf = flags & BPF_F_MARK_MANGLED_0;
+		if (sport != p->sport && bpf_l4_csum_replace(skb, coff, p->sport, sport, pf | 2))
+			return -1;
+		if (dport != p->dport && bpf_l4_csum_replace(skb, coff, p->dport, dport, pf | 2))
+			return -1;
+	}
+	return bpf_skb_store_bytes(skb, p->l4_off, ports, 4, 0);
+}
+
+static __always_inline int dec_ttl(struct __sk_buff *skb, const struct pkt *p)
+{
+	if (p->family == AF_INET) {
+		__u8 ttl = p->ttl - 1;
+		__u16 o = bpf_htons((__u16)p->ttl << 8), n = bpf_htons((__u16)ttl << 8);
+		if (bpf_l3_csum_replace(skb, p->l3_off + 10, o, n, 2))
+			return -1;
+		return bpf_skb_store_bytes(skb, p->l3_off + 8, &ttl, 1, 0);
+	}
+	__u8 hl = p->ttl - 1;
+	return bpf_skb_store_bytes(skb, p->l3_off + 7, &hl, 1, 0);
+}
+
+static __always_inline int fib_params(struct __sk_buff *skb, const struct pkt *p, const __u8 *src,
+				      const __u8 *dst, struct bpf_fib_lookup *f)
+{
+	__builtin_memset(f, 0, sizeof(*f));
+	f->ifindex = skb->ifindex;
+	f->l4_protocol = p->proto;
+	f->tot_len = p->ip_len;
+	if (p->family == AF_INET) {
+		f->family = AF_INET;
+		__builtin_memcpy(&f->ipv4_src, src + 12, 4);
+		__builtin_memcpy(&f->ipv4_dst, dst + 12, 4);
+	} else {
+		f->family = AF_INET6;
+		__builtin_memcpy(f->ipv6_src, src, 16);
+		__builtin_memcpy(f->ipv6_dst, dst, 16);
+	}
+	return bpf_fib_lookup(skb, f, sizeof(*f), 0);
+}
+
+// Routes the (already rewritten) packet toward dst: L2 rewrite and redirect
+// when the FIB knows the way, otherwise hand it to the kernel stack. A flow's
+// FIB result is cached in its conntrack entry (ct, may be NULL) for
+// LB_FIB_CACHE_NS: the lookup is the costliest step of the established path,
+// and a second of staleness bounds how long a neighbour change goes unseen.
+static __noinline int forward(struct __sk_buff *skb, const struct pkt *p, const __u8 *src,
+			      const __u8 *dst, struct ct_val *ct)
+{
+	struct bpf_fib_lookup f;
+	__u8 macs[12];
+	__u32 ifindex;
+
+	if (ct && ct->fib_ns && ct->last_seen - ct->fib_ns < LB_FIB_CACHE_NS) {
+		if (dec_ttl(skb, p) || bpf_skb_store_bytes(skb, 0, ct->fib_macs, 12, 0)) {
+			count_drop(DROP_REWRITE);
+			return TC_ACT_SHOT;
+		}
+		return bpf_redirect(ct->fib_ifindex, 0);
+	}
+	int rc = fib_params(skb, p, src, dst, &f);
+	if (rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH)
+		return TC_ACT_OK;
+	if (dec_ttl(skb, p)) {
+		count_drop(DROP_REWRITE);
+		return TC_ACT_SHOT;
+	}
+	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH)
+		return bpf_redirect_neigh(f.ifindex, 0, 0, 0);
+	__builtin_memcpy(macs, f.dmac, 6);
+	__builtin_memcpy(macs + 6, f.smac, 6);
+	ifindex = f.ifindex;
+	if (ct) {
+		__builtin_memcpy(ct->fib_macs, macs, 12);
+		ct->fib_ifindex = ifindex;
+		ct->fib_ns = ct->last_seen;
+	}
+	if (bpf_skb_store_bytes(skb, 0, macs, 12, 0)) {
+		count_drop(DROP_REWRITE);
+		return TC_ACT_SHOT;
+	}
+	return bpf_redirect(ifindex, 0);
+}
+
+/* ---- ICMP ---- */
+
+static __noinline int icmp_echo_reply(struct __sk_buff *skb, const struct pkt *p)
+{
+	__u8 macs[12], sw[12];
+	__u32 csum_off = p->l4_off + 2;
+	__u16 o, n;
+
+	if (bpf_skb_load_bytes(skb, 0, macs, 12))
+		return TC_ACT_OK;
+	__builtin_memcpy(sw, macs + 6, 6);
+	__builtin_memcpy(sw + 6, macs, 6);
+	if (p->family == AF_INET) {
+		__u8 t = 0;
+		o = bpf_htons(8 << 8 | p->icmp_code);
+		n = bpf_htons(0 << 8 | p->icmp_code);
+		if (bpf_l4_csum_replace(skb, csum_off, o, n, 2) ||
+		    bpf_skb_store_bytes(skb, p->l4_off, &t, 1, 0) ||
+		    bpf_skb_store_bytes(skb, p->l3_off + 12, p->dst + 12, 4, 0) ||
+		    bpf_skb_store_bytes(skb, p->l3_off + 16, p->src + 12, 4, 0))
+			return TC_ACT_SHOT;
+	} else {
+		__u8 t = 129;
+		o = bpf_htons(128 << 8 | p->icmp_code);
+		n = bpf_htons(129 << 8 | p->icmp_code);
+		// Swapping the addresses leaves the pseudo-header sum unchanged.
+		if (bpf_l4_csum_replace(skb, csum_off, o, n, 2) ||
+		    bpf_skb_store_bytes(skb, p->l4_off, &t, 1, 0) ||
+		    bpf_skb_store_bytes(skb, p->l3_off + 8, p->dst, 16, 0) ||
+		    bpf_skb_store_bytes(skb, p->l3_off + 24, p->src, 16, 0))
+			return TC_ACT_SHOT;
+	}
+	if (bpf_skb_store_bytes(skb, 0, sw, 12, 0))
+		return TC_ACT_SHOT;
+	return bpf_redirect(skb->ifindex, 0);
+}
+
+static __always_inline int is_icmp_error(const struct pkt *p)
+{
+	if (p->proto == IPPROTO_ICMP)
+		return p->icmp_type == 3 || p->icmp_type == 11 || p->icmp_type == 12;
+	return p->icmp_type >= 1 && p->icmp_type <= 4;
+}
+
+// Translates an ICMP error about a NATed flow: the embedded header is looked
+// up reversed (it describes a packet that went the other way), then outer and
+// inner addresses/ports get the same translation as the flow's packets.
+// The embedded L4 checksum is left as is: receivers do not verify it, and
+// ICMPv4 errors often carry only 8 bytes of it anyway.
+static __noinline int icmp_error(struct __sk_buff *skb, struct pkt *p)
+{
+	__u32 in3 = p->l4_off + 8, in4;
+	struct ct_key k = {};
+	__u8 iproto;
+	__u8 isrc[16] = {}, idst[16] = {};
+	__u16 iports[2];
+
+	if (p->family == AF_INET) {
+		struct iphdr ip;
+		if (bpf_skb_load_bytes(skb, in3, &ip, sizeof(ip)) || ip.version != 4 || ip.ihl < 5)
+			return TC_ACT_OK;
+		iproto = ip.protocol;
+		isrc[10] = isrc[11] = idst[10] = idst[11] = 0xff;
+		__builtin_memcpy(isrc + 12, &ip.saddr, 4);
+		__builtin_memcpy(idst + 12, &ip.daddr, 4);
+		in4 = in3 + ip.ihl * 4;
+	} else {
+		struct ipv6hdr ip6;
+		if (bpf_skb_load_bytes(skb, in3, &ip6, sizeof(ip6)) || ip6.version != 6)
+			return TC_ACT_OK;
+		iproto = ip6.nexthdr;
+		__builtin_memcpy(isrc, &ip6.saddr, 16);
+		__builtin_memcpy(idst, &ip6.daddr, 16);
+		in4 = in3 + 40;
+	}
+	if (iproto != IPPROTO_TCP && iproto != IPPROTO_UDP && iproto != IPPROTO_SCTP)
+		return TC_ACT_OK;
+	if (bpf_skb_load_bytes(skb, in4, iports, 4))
+		return TC_ACT_OK;
+
+	addr_cpy(k.src, idst);
+	addr_cpy(k.dst, isrc);
+	k.sport = iports[1];
+	k.dport = iports[0];
+	k.proto = iproto;
+	struct ct_val *ct = bpf_map_lookup_elem(&conntrack, &k);
+	if (!ct || (ct->flags & CT_F_DSR))
+		return TC_ACT_OK;
+
+	__u8 nsrc[16], ndst[16], osrc[16];
+	__u16 nports[2] = {ct->nat_dport, ct->nat_sport};
+	addr_cpy(nsrc, ct->nat_src);
+	addr_cpy(ndst, ct->nat_dst);
+	// The peer itself reports: its address is the one being translated.
+	// An intermediate router's address is kept.
+	addr_cpy(osrc, addr_eq(p->src, k.src) ? nsrc : p->src);
+	__u32 icsum = p->l4_off + 2;
+
+	if (p->family == AF_INET) {
+		__u32 o, n;
+		// Inner source <- flow's nat_dst, inner dest <- flow's nat_src. The
+		// inner IP checksum compensates the address change, so the ICMP
+		// checksum only sees the port delta.
+		__builtin_memcpy(&o, isrc + 12, 4);
+		__builtin_memcpy(&n, ndst + 12, 4);
+		if (o != n && (bpf_l3_csum_replace(skb, in3 + 10, o, n, 4) ||
+			       bpf_skb_store_bytes(skb, in3 + 12, &n, 4, 0)))
+			return TC_ACT_SHOT;
+		__builtin_memcpy(&o, idst + 12, 4);
+		__builtin_memcpy(&n, nsrc + 12, 4);
+		if (o != n && (bpf_l3_csum_replace(skb, in3 + 10, o, n, 4) ||
+			       bpf_skb_store_bytes(skb, in3 + 16, &n, 4, 0)))
+			return TC_ACT_SHOT;
+	} else {
+		__u32 o[4], n[4];
+		__builtin_memcpy(o, isrc, 16);
+		__builtin_memcpy(n, ndst, 16);
+		__s64 d = bpf_csum_diff(o, 16, n, 16, 0);
+		if (d < 0 || bpf_l4_csum_replace(skb, icsum, 0, (__u32)d, 0) ||
+		    bpf_skb_store_bytes(skb, in3 + 8, n, 16, 0))
+			return TC_ACT_SHOT;
+		__builtin_memcpy(o, idst, 16);
+		__builtin_memcpy(n, nsrc, 16);
+		d = bpf_csum_diff(o, 16, n, 16, 0);
+		if (d < 0 || bpf_l4_csum_replace(skb, icsum, 0, (__u32)d, 0) ||
+		    bpf_skb_store_bytes(skb, in3 + 24, n, 16, 0))
+			return TC_ACT_SHOT;
+	}
+	if (iports[0] != nports[0] && bpf_l4_csum_replace(skb, icsum, iports[0], nports[0], 2))
+		return TC_ACT_SHOT;
+	if (iports[1] != nports[1] && bpf_l4_csum_replace(skb, icsum, iports[1], nports[1], 2))
+		return TC_ACT_SHOT;
+	if (bpf_skb_store_bytes(skb, in4, nports, 4, 0))
+		return TC_ACT_SHOT;
+
+	// Outer addresses: ICMPv4 has no pseudo header, ICMPv6 does.
+	__u32 coff = p->family == AF_INET6 ? icsum : 0;
+	__u32 soff = p->family == AF_INET ? p->l3_off + 12 : p->l3_off + 8;
+	__u32 doff = p->family == AF_INET ? p->l3_off + 16 : p->l3_off + 24;
+	if (!addr_eq(osrc, p->src) && set_addr(skb, p, soff, p->src, osrc, coff, BPF_F_PSEUDO_HDR))
+		return TC_ACT_SHOT;
+	if (!addr_eq(ndst, p->dst) && set_addr(skb, p, doff, p->dst, ndst, coff, BPF_F_PSEUDO_HDR))
+		return TC_ACT_SHOT;
+	if (p->ttl <= 1)
+		return TC_ACT_OK;
+	return forward(skb, p, osrc, ndst, 0);
+}
+
+static __always_inline int is_vip(const __u8 *addr)
+{
+	return bpf_map_lookup_elem(&vips, addr) != 0;
+}
+
+/* ---- endpoint selection ---- */
+
+static __always_inline int ep_usable(__u32 id, __u32 idx)
+{
+	__u32 k = id * LB_MAX_EPS + idx;
+	struct endpoint *ep = bpf_map_lookup_elem(&endpoints, &k);
+	return ep && !ep->down && ep->weight;
+}
+
+// Global so the verifier checks the 64-way scan once, not per caller path.
+__noinline int leastconn_pick(__u32 id, __u32 n)
+{
+	__u32 best = 0, best_n = 0xffffffff;
+
+	for (__u32 i = 0; i < LB_MAX_EPS; i++) {
+		if (i >= n)
+			break;
+		__u32 k = id * LB_MAX_EPS + i;
+		struct endpoint *ep = bpf_map_lookup_elem(&endpoints, &k);
+		if (!ep || ep->down || !ep->weight)
+			continue;
+		__u32 *a = bpf_map_lookup_elem(&ep_active, &k);
+		__u32 v = a ? *a : 0;
+		if (v < best_n) {
+			best_n = v;
+			best = i;
+		}
+	}
+	if (best_n == 0xffffffff)
+		return -1;
+	return best & (LB_MAX_EPS - 1);
+}
+
+static __always_inline int select_ep(const struct pkt *p, __u32 id, const struct svc_info *info)
+{
+	struct sel_table *sel = bpf_map_lookup_elem(&sel_tables, &id);
+	if (!sel || !sel->n_up)
+		return -1;
+
+	__u32 slot = 0;
+	switch (info->sel) {
+	case SEL_RR: {
+		__u32 *c = bpf_map_lookup_elem(&rr_ctr, &id);
+		if (c) {
+			slot = *c;
+			*c += 1;
+		}
+		break;
+	}
+	case SEL_HASH:
+		slot = hash_tuple(p, 0);
+		break;
+	case SEL_PERSIST: {
+		struct aff_key ak = {.svc = id};
+		addr_cpy(ak.addr, p->src);
+		__u64 now = bpf_ktime_get_ns();
+		__u64 to = (__u64)(info->idle_timeout ? info->idle_timeout
+						     : state_timeout(p->proto, CT_TCP_ESTABLISHED, 0)) *
+			   NSEC;
+		struct aff_val *av = bpf_map_lookup_elem(&affinity, &ak);
+		if (av && now - av->last_ns < to && av->ep < info->n_eps && ep_usable(id, av->ep)) {
+			av->last_ns = now;
+			return av->ep;
+		}
+		slot = hash_tuple(p, 1);
+		__u32 e = sel->slot[slot & (LB_SEL_SLOTS - 1)];
+		struct aff_val nv = {.ep = e, .last_ns = now};
+		bpf_map_update_elem(&affinity, &ak, &nv, BPF_ANY);
+		return e;
+	}
+	case SEL_LEASTCONN:
+		return leastconn_pick(id, info->n_eps);
+	}
+	return sel->slot[slot & (LB_SEL_SLOTS - 1)];
+}
+
+/* ---- flows ---- */
+
+static __noinline int ct_established(struct __sk_buff *skb, struct pkt *p, struct ct_val *ct)
+{
+	__u64 len = skb->len;
+
+	ct->last_seen = bpf_ktime_get_ns();
+	__sync_fetch_and_add(&ct->packets, 1);
+	__sync_fetch_and_add(&ct->bytes, len);
+	ct_track(p, ct);
+	count(&svc_stats, ct->svc, len, 0);
+	count(&ep_stats, ct->svc * LB_MAX_EPS + ct->ep, len, 0);
+
+	if (p->ttl <= 1)
+		return TC_ACT_OK; // the stack answers with time exceeded
+	if (ct->flags & CT_F_DSR)
+		return forward(skb, p, p->src, ct->nat_dst, ct);
+
+	__u8 src[16], dst[16];
+	addr_cpy(src, ct->nat_src);
+	addr_cpy(dst, ct->nat_dst);
+	if (rewrite(skb, p, src, dst, ports32(ct->nat_sport, ct->nat_dport))) {
+		count_drop(DROP_REWRITE);
+		return TC_ACT_SHOT;
+	}
+	return forward(skb, p, src, dst, ct);
+}
+
+// Chooses the SNAT source (egress interface address for onearm, the VIP for
+// fullnat) and a source port whose reply tuple is free. Returns 0 or a drop
+// reason.
+static __noinline int snat_pick(struct __sk_buff *skb, const struct pkt *p, struct ct_val *v_)
+{
+	struct ct_val *v = v_;
+	if (v->mode == MODE_ONEARM) {
+		struct bpf_fib_lookup f;
+		__u32 ifidx = skb->ifindex;
+		int rc = fib_params(skb, p, p->src, v->nat_dst, &f);
+		if (rc == BPF_FIB_LKUP_RET_SUCCESS || rc == BPF_FIB_LKUP_RET_NO_NEIGH)
+			ifidx = f.ifindex;
+		struct ifaddr_val *ia = bpf_map_lookup_elem(&if_addrs, &ifidx);
+		if (!ia || !(ia->flags & (p->family == AF_INET ? IFA_F_V4 : IFA_F_V6)))
+			return DROP_NO_IFADDR;
+		if (p->family == AF_INET) {
+			__builtin_memset(v->nat_src, 0, 10);
+			v->nat_src[10] = v->nat_src[11] = 0xff;
+			__builtin_memcpy(v->nat_src + 12, ia->v4, 4);
+		} else {
+			addr_cpy(v->nat_src, ia->v6);
+		}
+	} else {
+		addr_cpy(v->nat_src, p->dst);
+	}
+	__u32 h = hash_tuple(p, 0);
+	for (int i = 0; i < 8; i++) {
+		__u16 port = 1024 + (h + i * 7919) % (65536 - 1024);
+		struct ct_key rk;
+		v->nat_sport = bpf_htons(port);
+		peer_key(v, p->proto, &rk);
+		if (!bpf_map_lookup_elem(&conntrack, &rk))
+			return 0;
+	}
+	return DROP_SNAT_PORTS;
+}
+
+// Writes the reply entry then the orig entry (in that order, so a reply can
+// never find a half-made connection). Returns 0 or a drop reason.
+static __noinline int ct_insert(const struct pkt *p, const struct ct_key *key, const struct ct_val *v)
+{
+	if (!(v->flags & CT_F_DSR)) {
+		__u32 one = 1;
+		struct ct_val *r = bpf_map_lookup_elem(&scratch, &one);
+		struct ct_key rk;
+		if (!r)
+			return DROP_CT_FULL;
+		*r = *v;
+		peer_key(v, p->proto, &rk);
+		addr_cpy(r->nat_src, p->dst);
+		addr_cpy(r->nat_dst, p->src);
+		r->nat_sport = p->dport;
+		r->nat_dport = p->sport;
+		r->flags = CT_F_REPLY;
+		r->packets = 0;
+		r->bytes = 0;
+		if (bpf_map_update_elem(&conntrack, &rk, r, BPF_ANY))
+			return DROP_CT_FULL;
+	}
+	if (bpf_map_update_elem(&conntrack, key, v, BPF_ANY))
+		return DROP_CT_FULL;
+	return 0;
+}
+
+static __noinline int new_flow(struct __sk_buff *skb, struct pkt *p, struct ct_key *key,
+				    struct ct_val *old)
+{
+	struct svc_key sk = {};
+	addr_cpy(sk.vip, p->dst);
+	sk.port = p->dport;
+	sk.proto = p->proto;
+	__u32 *idp = bpf_map_lookup_elem(&services, &sk);
+	if (!idp)
+		return TC_ACT_OK;
+	__u32 id = *idp;
+	if (id >= LB_MAX_SERVICES)
+		return TC_ACT_OK;
+	struct svc_info *info = bpf_map_lookup_elem(&svc_infos, &id);
+	if (!info || !(info->flags & SVC_F_VALID))
+		return TC_ACT_OK;
+
+	// A lone RST or a stray SCTP ABORT/SHUTDOWN-COMPLETE must not create state.
+	if (p->proto == IPPROTO_TCP && (p->tcp_flags & TCP_RST))
+		return TC_ACT_OK;
+	if (p->proto == IPPROTO_SCTP &&
+	    (p->chunk_type == SCTP_ABORT || p->chunk_type == SCTP_SHUTDOWN_COMPLETE))
+		return TC_ACT_OK;
+
+	int sel = select_ep(p, id, info);
+	if (sel < 0 || sel >= LB_MAX_EPS || sel >= info->n_eps) {
+		count_drop(DROP_NO_ENDPOINT);
+		return TC_ACT_SHOT;
+	}
+	__u32 epi = (__u32)sel;
+	__u32 ek = id * LB_MAX_EPS + epi;
+	struct endpoint *ep = bpf_map_lookup_elem(&endpoints, &ek);
+	if (!ep || ep->down) {
+		count_drop(DROP_NO_ENDPOINT);
+		return TC_ACT_SHOT;
+	}
+
+	__u32 zero = 0;
+	struct ct_val *vp = bpf_map_lookup_elem(&scratch, &zero);
+	if (!vp)
+		return TC_ACT_OK;
+	__builtin_memset(vp, 0, sizeof(*vp));
+	addr_cpy(vp->nat_dst, ep->addr);
+	vp->nat_dport = ep->port ? ep->port : p->dport;
+	vp->svc = id;
+	vp->ep = epi;
+	vp->family = p->family;
+	vp->mode = info->mode;
+	vp->idle = info->idle_timeout;
+	vp->created = vp->last_seen = bpf_ktime_get_ns();
+	vp->packets = 1;
+	vp->bytes = skb->len;
+	switch (p->proto) {
+	case IPPROTO_TCP:
+		vp->state = (p->tcp_flags & TCP_SYN) ? CT_TCP_SYN_SENT : CT_TCP_ESTABLISHED;
+		break;
+	case IPPROTO_UDP:
+		vp->state = CT_UDP_NEW;
+		break;
+	case IPPROTO_SCTP:
+		vp->state = p->chunk_type == SCTP_INIT ? CT_SCTP_INIT : CT_SCTP_ESTABLISHED;
+		if (p->chunk_type == SCTP_INIT)
+			vp->vtag_client = p->init_tag;
+		break;
+	}
+	vp->timeout = state_timeout(p->proto, vp->state, vp->idle);
+
+	switch (info->mode) {
+	case MODE_DSR:
+		addr_cpy(vp->nat_src, p->src);
+		vp->nat_sport = p->sport;
+		vp->nat_dport = p->dport; // L2 only: nothing is rewritten
+		vp->flags = CT_F_DSR;
+		break;
+	case MODE_DEFAULT:
+		addr_cpy(vp->nat_src, p->src);
+		vp->nat_sport = p->sport;
+		break;
+	default: {
+		int rc = snat_pick(skb, p, vp);
+		if (rc) {
+			count_drop(rc);
+			return TC_ACT_SHOT;
+		}
+	}
+	}
+
+	// Replacing an association on the same tuple: drop its reply side.
+	if (old) {
+		struct ct_key ork;
+		if (!(old->flags & CT_F_DSR)) {
+			peer_key(old, p->proto, &ork);
+			bpf_map_delete_elem(&conntrack, &ork);
+		}
+		release_active(old);
+	}
+
+	int rc = ct_insert(p, key, vp);
+	if (rc) {
+		count_drop(rc);
+		return TC_ACT_SHOT;
+	}
+	__u32 *act = bpf_map_lookup_elem(&ep_active, &ek);
+	if (act)
+		__sync_fetch_and_add(act, 1);
+	count(&svc_stats, id, skb->len, 1);
+	count(&ep_stats, ek, skb->len, 1);
+
+	if (p->ttl <= 1)
+		return TC_ACT_OK;
+	if (vp->flags & CT_F_DSR)
+		return forward(skb, p, p->src, vp->nat_dst, 0);
+	if (rewrite(skb, p, vp->nat_src, vp->nat_dst, ports32(vp->nat_sport, vp->nat_dport))) {
+		count_drop(DROP_REWRITE);
+		return TC_ACT_SHOT;
+	}
+	return forward(skb, p, vp->nat_src, vp->nat_dst, 0);
+}
+
+static __always_inline int starts_new(const struct pkt *p, const struct ct_val *ct)
+{
+	if (ct->flags & CT_F_REPLY)
+		return 0;
+	if (p->proto == IPPROTO_SCTP)
+		return p->chunk_type == SCTP_INIT;
+	if (p->proto == IPPROTO_TCP)
+		return (p->tcp_flags & (TCP_SYN | TCP_ACK)) == TCP_SYN && ct->state == CT_TCP_CLOSED;
+	return 0;
+}
+
+SEC("tc")
+int tc_ingress(struct __sk_buff *skb)
+{
+	struct pkt p = {};
+	int r = parse(skb, &p);
+
+	if (r == PARSE_PASS)
+		return TC_ACT_OK;
+	if (r == PARSE_MALFORMED) {
+		// Only traffic addressed to us is ours to drop.
+		if (p.family && is_vip(p.dst)) {
+			count_drop(DROP_MALFORMED);
+			return TC_ACT_SHOT;
+		}
+		return TC_ACT_OK;
+	}
+	if (p.proto == IPPROTO_ICMP || p.proto == IPPROTO_ICMPV6) {
+		if ((p.family == AF_INET) != (p.proto == IPPROTO_ICMP))
+			return TC_ACT_OK;
+		if (p.icmp_type == (p.family == AF_INET ? 8 : 128) && is_vip(p.dst))
+			return icmp_echo_reply(skb, &p);
+		if (is_icmp_error(&p))
+			return icmp_error(skb, &p);
+		return TC_ACT_OK;
+	}
+
+	struct ct_key k = {};
+	addr_cpy(k.src, p.src);
+	addr_cpy(k.dst, p.dst);
+	k.sport = p.sport;
+	k.dport = p.dport;
+	k.proto = p.proto;
+	struct ct_val *ct = bpf_map_lookup_elem(&conntrack, &k);
+	if (ct && !starts_new(&p, ct))
+		return ct_established(skb, &p, ct);
+	return new_flow(skb, &p, &k, ct);
+}
+
+// Baseline for per-packet cost measurements.
+SEC("tc")
+int tc_pass(struct __sk_buff *skb)
+{
+	return TC_ACT_OK;
+}

@@ -1,0 +1,103 @@
+package app
+
+import (
+	"fmt"
+	"net/netip"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/telcolb/telcolb/api"
+)
+
+var (
+	descServices = prometheus.NewDesc("telcolb_services",
+		"Number of configured services.", nil, nil)
+	descEndpointUp = prometheus.NewDesc("telcolb_endpoint_up",
+		"1 when the endpoint passes its probe (or has none), 0 when it is down.", []string{"service", "endpoint"}, nil)
+	descActive = prometheus.NewDesc("telcolb_active_connections",
+		"Live conntrack entries, by protocol.", []string{"protocol"}, nil)
+	descSvcPackets = prometheus.NewDesc("telcolb_service_packets_total",
+		"Packets of a service, both directions.", []string{"service"}, nil)
+	descSvcBytes = prometheus.NewDesc("telcolb_service_bytes_total",
+		"Bytes of a service, both directions.", []string{"service"}, nil)
+	descEpPackets = prometheus.NewDesc("telcolb_endpoint_packets_total",
+		"Packets to and from an endpoint.", []string{"service", "endpoint"}, nil)
+	descEpBytes = prometheus.NewDesc("telcolb_endpoint_bytes_total",
+		"Bytes to and from an endpoint.", []string{"service", "endpoint"}, nil)
+	descEpSessions = prometheus.NewDesc("telcolb_endpoint_sessions_total",
+		"Connections created toward an endpoint.", []string{"service", "endpoint"}, nil)
+	descDrops = prometheus.NewDesc("telcolb_drops_total",
+		"Packets the datapath dropped, by reason.", []string{"reason"}, nil)
+	descProbeFailures = prometheus.NewDesc("telcolb_probe_failures_total",
+		"Failed probes of an endpoint.", []string{"service", "endpoint"}, nil)
+)
+
+// collector reads the datapath on every scrape, so the metrics never lag
+// the maps and the daemon keeps no second copy of the counters.
+type collector struct {
+	s *Server
+}
+
+func (c *collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descServices, descEndpointUp, descActive, descSvcPackets, descSvcBytes,
+		descEpPackets, descEpBytes, descEpSessions, descDrops, descProbeFailures} {
+		ch <- d
+	}
+}
+
+func endpointLabel(ep api.Endpoint) string {
+	if a, err := netip.ParseAddr(ep.Address); err == nil {
+		return netip.AddrPortFrom(a, ep.Port).String()
+	}
+	return fmt.Sprintf("%s:%d", ep.Address, ep.Port)
+}
+
+func (c *collector) Collect(ch chan<- prometheus.Metric) {
+	s := c.s
+	s.mu.Lock()
+	list := make([]storedService, 0, len(s.services))
+	for _, ss := range s.services {
+		list = append(list, cloneStored(ss))
+	}
+	s.mu.Unlock()
+
+	ch <- prometheus.MustNewConstMetric(descServices, prometheus.GaugeValue, float64(len(list)))
+	active := map[string]uint64{api.ProtocolTCP: 0, api.ProtocolUDP: 0, api.ProtocolSCTP: 0}
+	for _, ss := range list {
+		name := ss.Service.Name
+		st, err := s.status(ss)
+		if err != nil {
+			ch <- prometheus.NewInvalidMetric(descSvcPackets, err)
+			continue
+		}
+		active[ss.Service.Protocol] += st.ActiveConnections
+		ch <- prometheus.MustNewConstMetric(descSvcPackets, prometheus.CounterValue, float64(st.Packets), name)
+		ch <- prometheus.MustNewConstMetric(descSvcBytes, prometheus.CounterValue, float64(st.Bytes), name)
+		for i, ep := range ss.Service.Endpoints {
+			label := endpointLabel(ep)
+			es := st.Endpoints[i]
+			up := 0.0
+			if es.Healthy {
+				up = 1
+			}
+			ch <- prometheus.MustNewConstMetric(descEndpointUp, prometheus.GaugeValue, up, name, label)
+			ch <- prometheus.MustNewConstMetric(descEpPackets, prometheus.CounterValue, float64(es.Packets), name, label)
+			ch <- prometheus.MustNewConstMetric(descEpBytes, prometheus.CounterValue, float64(es.Bytes), name, label)
+			ch <- prometheus.MustNewConstMetric(descEpSessions, prometheus.CounterValue, float64(es.Sessions), name, label)
+		}
+	}
+	for proto, n := range active {
+		ch <- prometheus.MustNewConstMetric(descActive, prometheus.GaugeValue, float64(n), proto)
+	}
+	drops, err := s.dp.DropStats()
+	if err != nil {
+		ch <- prometheus.NewInvalidMetric(descDrops, fmt.Errorf("datapath drop stats: %w", err))
+	} else {
+		for reason, n := range drops {
+			ch <- prometheus.MustNewConstMetric(descDrops, prometheus.CounterValue, float64(n), string(reason))
+		}
+	}
+	for k, n := range s.probes.failureCounts() {
+		ch <- prometheus.MustNewConstMetric(descProbeFailures, prometheus.CounterValue, float64(n), k.service, k.endpoint.String())
+	}
+}

@@ -1,0 +1,194 @@
+package app
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"strings"
+
+	"github.com/spf13/pflag"
+	"sigs.k8s.io/yaml"
+)
+
+// Options are the daemon's settings. Every flag has a camelCase key of the
+// same name in the --config YAML file; flags given on the command line win.
+type Options struct {
+	APIAddress string   `json:"apiAddress"`
+	Interfaces []string `json:"interfaces"`
+	StateDir   string   `json:"stateDir"`
+	BPFPinPath string   `json:"bpfPinPath"`
+	TokenFile  string   `json:"tokenFile"`
+	MaxConns   uint32   `json:"maxConns"`
+	LogLevel   string   `json:"logLevel"`
+	LogFormat  string   `json:"logFormat"`
+	// ForceClsact attaches through clsact even where tcx exists.
+	ForceClsact bool `json:"forceClsact"`
+	// Cleanup removes the pinned datapath and exits (flag --cleanup or the
+	// "cleanup" subcommand); not settable from the file on purpose.
+	Cleanup bool `json:"-"`
+}
+
+// DefaultOptions are used for everything neither the file nor a flag sets.
+func DefaultOptions() Options {
+	return Options{
+		APIAddress: "127.0.0.1:8091",
+		StateDir:   DefaultStateDir,
+		BPFPinPath: "/sys/fs/bpf/telcolb",
+		MaxConns:   262144,
+		LogLevel:   "info",
+		LogFormat:  "json",
+	}
+}
+
+// ErrHelp is returned by ParseOptions when --help was asked for.
+var ErrHelp = pflag.ErrHelp
+
+// ParseOptions reads the command line (without the program name), merging
+// in the --config file.
+func ParseOptions(args []string, usage io.Writer) (Options, error) {
+	o := DefaultOptions()
+	var f Options
+	var configPath string
+	fs := pflag.NewFlagSet("telcolb", pflag.ContinueOnError)
+	fs.SetOutput(usage)
+	fs.StringVar(&f.APIAddress, "api-address", o.APIAddress, "host:port of the REST API; a non-loopback address requires --token-file")
+	fs.StringSliceVar(&f.Interfaces, "interfaces", nil, "interfaces to attach the datapath to, comma separated")
+	fs.StringVar(&f.StateDir, "state-dir", o.StateDir, "directory of the persisted rules (services.json)")
+	fs.StringVar(&f.BPFPinPath, "bpf-pin-path", o.BPFPinPath, "bpffs directory where maps and links are pinned")
+	fs.StringVar(&f.TokenFile, "token-file", "", "file holding the API bearer token")
+	fs.Uint32Var(&f.MaxConns, "max-conns", o.MaxConns, "conntrack capacity")
+	fs.StringVar(&f.LogLevel, "log-level", o.LogLevel, "debug, info, warn or error")
+	fs.StringVar(&f.LogFormat, "log-format", o.LogFormat, "json or text")
+	fs.BoolVar(&f.ForceClsact, "force-clsact", false, "attach through a clsact qdisc even where tcx is available")
+	fs.StringVar(&configPath, "config", "", "YAML file with the same settings in camelCase (apiAddress, interfaces, ...)")
+	fs.BoolVar(&f.Cleanup, "cleanup", false, "remove the pinned datapath (rules, connections, attachments) and exit")
+	if err := fs.Parse(args); err != nil {
+		return o, err
+	}
+	switch rest := fs.Args(); {
+	case len(rest) == 1 && rest[0] == "cleanup":
+		f.Cleanup = true
+	case len(rest) > 0:
+		return o, fmt.Errorf("unexpected arguments %q (the only subcommand is cleanup)", rest)
+	}
+	if configPath != "" {
+		raw, err := os.ReadFile(configPath)
+		if err != nil {
+			return o, fmt.Errorf("read config: %w", err)
+		}
+		if err := yaml.UnmarshalStrict(raw, &o); err != nil {
+			return o, fmt.Errorf("config %s: %w", configPath, err)
+		}
+	}
+	fs.Visit(func(fl *pflag.Flag) {
+		switch fl.Name {
+		case "api-address":
+			o.APIAddress = f.APIAddress
+		case "interfaces":
+			o.Interfaces = f.Interfaces
+		case "state-dir":
+			o.StateDir = f.StateDir
+		case "bpf-pin-path":
+			o.BPFPinPath = f.BPFPinPath
+		case "token-file":
+			o.TokenFile = f.TokenFile
+		case "max-conns":
+			o.MaxConns = f.MaxConns
+		case "log-level":
+			o.LogLevel = f.LogLevel
+		case "log-format":
+			o.LogFormat = f.LogFormat
+		case "force-clsact":
+			o.ForceClsact = f.ForceClsact
+		}
+	})
+	o.Cleanup = f.Cleanup
+	if err := o.check(); err != nil {
+		return o, err
+	}
+	return o, nil
+}
+
+func (o *Options) check() error {
+	if _, _, err := net.SplitHostPort(o.APIAddress); err != nil {
+		return fmt.Errorf("api-address %q: %w", o.APIAddress, err)
+	}
+	if _, err := ParseLogLevel(o.LogLevel); err != nil {
+		return err
+	}
+	if o.LogFormat != "json" && o.LogFormat != "text" {
+		return fmt.Errorf("log-format %q: use json or text", o.LogFormat)
+	}
+	if o.MaxConns == 0 {
+		return errors.New("max-conns must be positive")
+	}
+	if o.StateDir == "" || o.BPFPinPath == "" {
+		return errors.New("state-dir and bpf-pin-path must not be empty")
+	}
+	for _, ifname := range o.Interfaces {
+		if ifname == "" {
+			return errors.New("interfaces: empty interface name")
+		}
+	}
+	return nil
+}
+
+// ParseLogLevel maps a --log-level value to a slog level.
+func ParseLogLevel(s string) (slog.Level, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(s)); err != nil {
+		return 0, fmt.Errorf("log-level %q: use debug, info, warn or error", s)
+	}
+	return l, nil
+}
+
+// NewLogger builds the daemon's logger from the options.
+func NewLogger(o Options, w io.Writer) *slog.Logger {
+	lvl, _ := ParseLogLevel(o.LogLevel) // checked by ParseOptions
+	hopts := &slog.HandlerOptions{Level: lvl}
+	if o.LogFormat == "text" {
+		return slog.New(slog.NewTextHandler(w, hopts))
+	}
+	return slog.New(slog.NewJSONHandler(w, hopts))
+}
+
+// ReadToken reads the bearer token file; no file means no token.
+func ReadToken(path string) (string, error) {
+	if path == "" {
+		return "", nil
+	}
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("read token file: %w", err)
+	}
+	tok := strings.TrimSpace(string(raw))
+	if tok == "" {
+		return "", fmt.Errorf("token file %s is empty", path)
+	}
+	if strings.ContainsAny(tok, " \t\r\n") {
+		return "", fmt.Errorf("token file %s: the token must be one word", path)
+	}
+	return tok, nil
+}
+
+// RequireToken refuses an API reachable from other hosts without a token:
+// the API can redirect any traffic through the node.
+func RequireToken(apiAddress, token string) error {
+	if token != "" {
+		return nil
+	}
+	host, _, err := net.SplitHostPort(apiAddress)
+	if err != nil {
+		return fmt.Errorf("api-address %q: %w", apiAddress, err)
+	}
+	if host == "localhost" {
+		return nil
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
+		return nil
+	}
+	return fmt.Errorf("api-address %q is not a loopback address: set --token-file", apiAddress)
+}

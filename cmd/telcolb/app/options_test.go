@@ -1,0 +1,131 @@
+package app
+
+import (
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+func writeFile(t *testing.T, name, content string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestParseOptionsMergesFileAndFlags(t *testing.T) {
+	cfg := writeFile(t, "telcolb.yaml", "apiAddress: 0.0.0.0:9000\ninterfaces: [eth0, eth1]\nmaxConns: 1000\nlogLevel: debug\nstateDir: /srv/lb\n")
+	tests := []struct {
+		name string
+		args []string
+		want func(*Options)
+	}{
+		{"defaults", nil, func(*Options) {}},
+		{"flags", []string{"--api-address=[::1]:8091", "--interfaces=eth2,eth3", "--max-conns", "7", "--log-format=text"}, func(o *Options) {
+			o.APIAddress, o.Interfaces, o.MaxConns, o.LogFormat = "[::1]:8091", []string{"eth2", "eth3"}, 7, "text"
+		}},
+		{"file", []string{"--config", cfg}, func(o *Options) {
+			o.APIAddress, o.Interfaces, o.MaxConns, o.LogLevel, o.StateDir = "0.0.0.0:9000", []string{"eth0", "eth1"}, 1000, "debug", "/srv/lb"
+		}},
+		{"flags override file", []string{"--interfaces=eth9", "--config=" + cfg, "--log-level=warn"}, func(o *Options) {
+			o.APIAddress, o.Interfaces, o.MaxConns, o.LogLevel, o.StateDir = "0.0.0.0:9000", []string{"eth9"}, 1000, "warn", "/srv/lb"
+		}},
+		{"cleanup flag", []string{"--cleanup"}, func(o *Options) { o.Cleanup = true }},
+		{"cleanup subcommand", []string{"--bpf-pin-path=/sys/fs/bpf/x", "cleanup"}, func(o *Options) { o.Cleanup, o.BPFPinPath = true, "/sys/fs/bpf/x" }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := ParseOptions(tt.args, io.Discard)
+			if err != nil {
+				t.Fatalf("ParseOptions: %v", err)
+			}
+			want := DefaultOptions()
+			tt.want(&want)
+			if !reflect.DeepEqual(got, want) {
+				t.Errorf("got %+v\nwant %+v", got, want)
+			}
+		})
+	}
+}
+
+func TestParseOptionsRejectsBadSettings(t *testing.T) {
+	unknownKey := writeFile(t, "bad.yaml", "apiAddres: 1.2.3.4:1\n")
+	badType := writeFile(t, "type.yaml", "maxConns: lots\n")
+	tests := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"unknown flag", []string{"--nope"}, "unknown flag"},
+		{"unknown config key", []string{"--config", unknownKey}, "apiAddres"},
+		{"bad config type", []string{"--config", badType}, "maxConns"},
+		{"missing config", []string{"--config", "/nonexistent/x.yaml"}, "read config"},
+		{"bad address", []string{"--api-address=8091"}, "api-address"},
+		{"bad level", []string{"--log-level=loud"}, "log-level"},
+		{"bad format", []string{"--log-format=xml"}, "log-format"},
+		{"zero conns", []string{"--max-conns=0"}, "max-conns"},
+		{"stray argument", []string{"serve"}, "unexpected arguments"},
+		{"empty interface", []string{"--interfaces=eth0,,eth1"}, "empty interface"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := ParseOptions(tt.args, io.Discard)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("ParseOptions = %v, want error containing %q", err, tt.want)
+			}
+		})
+	}
+	if _, err := ParseOptions([]string{"--help"}, io.Discard); !errors.Is(err, ErrHelp) {
+		t.Errorf("--help = %v, want ErrHelp", err)
+	}
+}
+
+func TestRequireTokenOffLoopback(t *testing.T) {
+	tests := []struct {
+		addr, token string
+		ok          bool
+	}{
+		{"127.0.0.1:8091", "", true},
+		{"[::1]:8091", "", true},
+		{"localhost:8091", "", true},
+		{"127.0.0.5:8091", "", true},
+		{"0.0.0.0:8091", "", false},
+		{":8091", "", false},
+		{"10.0.0.1:8091", "", false},
+		{"10.0.0.1:8091", "tok", true},
+		{"nonsense", "", false},
+	}
+	for _, tt := range tests {
+		err := RequireToken(tt.addr, tt.token)
+		if (err == nil) != tt.ok {
+			t.Errorf("RequireToken(%q, %q) = %v, want ok=%v", tt.addr, tt.token, err, tt.ok)
+		}
+	}
+}
+
+func TestReadToken(t *testing.T) {
+	tests := []struct {
+		name, content, want, wantErr string
+	}{
+		{"trims newline", "s3cret\n", "s3cret", ""},
+		{"empty", "\n", "", "empty"},
+		{"two words", "a b", "", "one word"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := ReadToken(writeFile(t, "token", tt.content))
+			if got != tt.want || (tt.wantErr == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), tt.wantErr)) {
+				t.Errorf("ReadToken = %q, %v", got, err)
+			}
+		})
+	}
+	if tok, err := ReadToken(""); tok != "" || err != nil {
+		t.Errorf("ReadToken(\"\") = %q, %v", tok, err)
+	}
+}

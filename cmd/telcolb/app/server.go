@@ -1,0 +1,707 @@
+package app
+
+import (
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"mime"
+	"net/http"
+	"net/netip"
+	"path/filepath"
+	"reflect"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/telcolb/telcolb/api"
+	"github.com/telcolb/telcolb/dataplane"
+)
+
+// DefaultStateDir holds services.json when Config.StateDir is empty.
+const DefaultStateDir = "/var/lib/telcolb"
+
+// MaxBodyBytes is the largest request body the API accepts.
+const MaxBodyBytes = 1 << 20
+
+// Config configures a Server.
+type Config struct {
+	Datapath Datapath
+	// StateDir holds the rule store (services.json). Default DefaultStateDir.
+	StateDir string
+	// Prober runs endpoint health checks. Default NetProber.
+	Prober Prober
+	// Token, when set, is required as "Authorization: Bearer <Token>".
+	Token  string
+	Logger *slog.Logger
+	// Registry receives the daemon's metrics; /metrics serves it, so it
+	// must also be a prometheus.Gatherer. Default: a new registry.
+	Registry prometheus.Registerer
+	// ProbeTimeUnit is what one of a probe's IntervalSeconds and
+	// TimeoutSeconds lasts. Default time.Second; tests shrink it so probe
+	// behaviour runs in milliseconds with the same specs.
+	ProbeTimeUnit time.Duration
+}
+
+// Server is the daemon's REST API over the datapath.
+type Server struct {
+	dp     Datapath
+	store  store
+	token  []byte
+	log    *slog.Logger
+	probes *probeManager
+	gather prometheus.Gatherer
+	mux    *http.ServeMux
+	routes []Route
+
+	mu       sync.Mutex
+	services map[string]*storedService
+}
+
+// Route is one method and path the server answers.
+type Route struct {
+	Method, Path string
+}
+
+// NewServer loads the rule store, re-applies every rule to the datapath
+// (idempotent, so a restart over pinned maps changes nothing) and starts the
+// probes.
+func NewServer(cfg Config) (*Server, error) {
+	if cfg.Datapath == nil {
+		return nil, errors.New("server: Datapath is required")
+	}
+	if cfg.StateDir == "" {
+		cfg.StateDir = DefaultStateDir
+	}
+	if cfg.Prober == nil {
+		cfg.Prober = NetProber{}
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.ProbeTimeUnit <= 0 {
+		cfg.ProbeTimeUnit = time.Second
+	}
+	if cfg.Registry == nil {
+		cfg.Registry = prometheus.NewRegistry()
+	}
+	gather, ok := cfg.Registry.(prometheus.Gatherer)
+	if !ok {
+		return nil, errors.New("server: Registry must also be a prometheus.Gatherer (it is served at /metrics)")
+	}
+	s := &Server{
+		dp:       cfg.Datapath,
+		store:    store{path: filepath.Join(cfg.StateDir, storeFileName)},
+		log:      cfg.Logger,
+		gather:   gather,
+		services: map[string]*storedService{},
+	}
+	if cfg.Token != "" {
+		s.token = []byte(cfg.Token)
+	}
+	s.probes = newProbeManager(cfg.Prober, cfg.ProbeTimeUnit, cfg.Logger, s.pushHealth)
+	loaded, err := s.store.load()
+	if err != nil {
+		return nil, fmt.Errorf("server: %w", err)
+	}
+	for i := range loaded {
+		ss := loaded[i]
+		if err := s.program(&ss); err != nil {
+			return nil, fmt.Errorf("server: re-apply service %s: %w", ss.Service.Name, err)
+		}
+		s.services[ss.Service.Name] = &ss
+		s.probes.sync(ss.Service)
+	}
+	if err := cfg.Registry.Register(&collector{s: s}); err != nil {
+		s.probes.close()
+		return nil, fmt.Errorf("server: register metrics: %w", err)
+	}
+	s.log.Info("rule store loaded", "services", len(loaded), "path", s.store.path)
+	s.buildMux()
+	return s, nil
+}
+
+// Close stops the probes. The datapath is left as it is: rules and
+// connections survive a daemon restart.
+func (s *Server) Close() error {
+	s.probes.close()
+	return nil
+}
+
+// Routes lists every method and path the server registers.
+func (s *Server) Routes() []Route { return append([]Route(nil), s.routes...) }
+
+func (s *Server) buildMux() {
+	type handlers map[string]http.HandlerFunc
+	table := []struct {
+		path string
+		h    handlers
+	}{
+		{"/v1/services", handlers{http.MethodGet: s.listServices, http.MethodPost: s.createService}},
+		{"/v1/services/{name}", handlers{http.MethodGet: s.getService, http.MethodPut: s.putService, http.MethodDelete: s.deleteService}},
+		{"/v1/conntrack", handlers{http.MethodGet: s.listConntrack, http.MethodDelete: s.flushConntrack}},
+		{"/v1/health", handlers{http.MethodGet: s.health}},
+		{"/metrics", handlers{http.MethodGet: promhttp.HandlerFor(s.gather, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelError)}).ServeHTTP}},
+		{"/openapi.yaml", handlers{http.MethodGet: serveOpenAPI}},
+	}
+	s.mux = http.NewServeMux()
+	for _, e := range table {
+		methods := make([]string, 0, len(e.h))
+		for m := range e.h {
+			methods = append(methods, m)
+			s.routes = append(s.routes, Route{Method: m, Path: e.path})
+		}
+		sort.Strings(methods)
+		allow := strings.Join(methods, ", ")
+		h := e.h
+		// One pattern per path with our own method dispatch, so a wrong
+		// method gets a JSON 405 like every other error.
+		s.mux.HandleFunc(e.path, func(w http.ResponseWriter, r *http.Request) {
+			fn, ok := h[r.Method]
+			if !ok {
+				w.Header().Set("Allow", allow)
+				writeError(w, http.StatusMethodNotAllowed, "", fmt.Sprintf("method %s not allowed; use %s", r.Method, allow))
+				return
+			}
+			fn(w, r)
+		})
+	}
+	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, "", fmt.Sprintf("no such resource %s", r.URL.Path))
+	})
+	sort.Slice(s.routes, func(i, j int) bool {
+		if s.routes[i].Path != s.routes[j].Path {
+			return s.routes[i].Path < s.routes[j].Path
+		}
+		return s.routes[i].Method < s.routes[j].Method
+	})
+}
+
+// ServeHTTP authenticates the request and dispatches it.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if s.token != nil && !s.authorized(r) {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="telcolb"`)
+		writeError(w, http.StatusUnauthorized, "", "missing or wrong bearer token")
+		return
+	}
+	s.mux.ServeHTTP(w, r)
+}
+
+func (s *Server) authorized(r *http.Request) bool {
+	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if !ok {
+		return false
+	}
+	// Hashing first makes the comparison constant-time in the length too.
+	a, b := sha256.Sum256([]byte(got)), sha256.Sum256(s.token)
+	return subtle.ConstantTimeCompare(a[:], b[:]) == 1
+}
+
+func serveOpenAPI(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "application/yaml")
+	_, _ = w.Write(api.OpenAPI)
+}
+
+// httpError is an API failure with its status code.
+type httpError struct {
+	code  int
+	field string
+	msg   string
+}
+
+func (e *httpError) Error() string { return e.msg }
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+func writeError(w http.ResponseWriter, code int, field, msg string) {
+	writeJSON(w, code, api.Error{Field: field, Message: msg})
+}
+
+func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
+	var he *httpError
+	if errors.As(err, &he) {
+		writeError(w, he.code, he.field, he.msg)
+		return
+	}
+	var fe *api.FieldError
+	if errors.As(err, &fe) {
+		writeError(w, http.StatusBadRequest, fe.Field, fe.Message)
+		return
+	}
+	s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "error", err)
+	writeError(w, http.StatusInternalServerError, "", err.Error())
+}
+
+// decodeService reads a JSON Service strictly: unknown fields, trailing
+// data, wrong types and oversized bodies are all rejected with the reason.
+func decodeService(w http.ResponseWriter, r *http.Request) (api.Service, error) {
+	var svc api.Service
+	ct := r.Header.Get("Content-Type")
+	mt, _, err := mime.ParseMediaType(ct)
+	if err != nil || mt != "application/json" {
+		return svc, &httpError{code: http.StatusUnsupportedMediaType, msg: fmt.Sprintf("content type %q: send application/json", ct)}
+	}
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&svc); err != nil {
+		return svc, jsonError(err)
+	}
+	var extra json.RawMessage
+	switch err := dec.Decode(&extra); {
+	case errors.Is(err, io.EOF):
+		return svc, nil
+	case err == nil:
+		return svc, &httpError{code: http.StatusBadRequest, msg: "trailing data after the JSON document"}
+	default:
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return svc, jsonError(err)
+		}
+		return svc, &httpError{code: http.StatusBadRequest, msg: "trailing data after the JSON document"}
+	}
+}
+
+func jsonError(err error) error {
+	var (
+		mbe *http.MaxBytesError
+		se  *json.SyntaxError
+		te  *json.UnmarshalTypeError
+	)
+	switch {
+	case errors.As(err, &mbe):
+		return &httpError{code: http.StatusRequestEntityTooLarge, msg: fmt.Sprintf("body larger than %d bytes", mbe.Limit)}
+	case errors.As(err, &se):
+		return &httpError{code: http.StatusBadRequest, msg: fmt.Sprintf("malformed JSON at byte %d: %v", se.Offset, se)}
+	case errors.As(err, &te):
+		return &httpError{code: http.StatusBadRequest, field: te.Field, msg: fmt.Sprintf("expected %s, got JSON %s", te.Type, te.Value)}
+	case errors.Is(err, io.EOF):
+		return &httpError{code: http.StatusBadRequest, msg: "empty body: send a JSON service"}
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return &httpError{code: http.StatusBadRequest, msg: "truncated JSON document"}
+	}
+	if f, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
+		f = strings.Trim(f, `"`)
+		return &httpError{code: http.StatusBadRequest, field: f, msg: fmt.Sprintf("unknown field %q", f)}
+	}
+	return &httpError{code: http.StatusBadRequest, msg: fmt.Sprintf("invalid JSON: %v", err)}
+}
+
+func (s *Server) listServices(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	names := make([]string, 0, len(s.services))
+	for n := range s.services {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	list := make([]storedService, 0, len(names))
+	for _, n := range names {
+		list = append(list, cloneStored(s.services[n]))
+	}
+	s.mu.Unlock()
+	out := make([]api.ServiceStatus, 0, len(list))
+	for _, ss := range list {
+		st, err := s.status(ss)
+		if err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		out = append(out, st)
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *Server) getService(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	s.mu.Lock()
+	cur, ok := s.services[name]
+	var ss storedService
+	if ok {
+		ss = cloneStored(cur)
+	}
+	s.mu.Unlock()
+	if !ok {
+		writeError(w, http.StatusNotFound, "", fmt.Sprintf("service %q not found", name))
+		return
+	}
+	st, err := s.status(ss)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, st)
+}
+
+func (s *Server) createService(w http.ResponseWriter, r *http.Request) {
+	svc, err := decodeService(w, r)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.apply(w, r, svc, false)
+}
+
+func (s *Server) putService(w http.ResponseWriter, r *http.Request) {
+	svc, err := decodeService(w, r)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	name := r.PathValue("name")
+	if svc.Name == "" {
+		svc.Name = name
+	}
+	if svc.Name != name {
+		writeError(w, http.StatusBadRequest, "name", fmt.Sprintf("%q does not match the URL's service name %q", svc.Name, name))
+		return
+	}
+	s.apply(w, r, svc, true)
+}
+
+func (s *Server) apply(w http.ResponseWriter, r *http.Request, svc api.Service, replace bool) {
+	if err := api.Validate(&svc); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	api.SetDefaults(&svc)
+	ss, code, err := s.store1(svc, replace)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	st, err := s.status(ss)
+	if err != nil {
+		// The rule is in place; only the counters are missing.
+		s.log.Warn("read service counters", "service", svc.Name, "error", err)
+		st = s.statusWithoutCounters(ss)
+	}
+	writeJSON(w, code, st)
+}
+
+// store1 creates or replaces one service under the lock: datapath first,
+// then the store, undoing the datapath change if the store cannot be written.
+func (s *Server) store1(svc api.Service, replace bool) (storedService, int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	old, exists := s.services[svc.Name]
+	if exists && !replace {
+		return storedService{}, 0, &httpError{code: http.StatusConflict, field: "name", msg: fmt.Sprintf("service %q already exists", svc.Name)}
+	}
+	if exists && reflect.DeepEqual(old.Service, svc) {
+		return cloneStored(old), http.StatusOK, nil
+	}
+	if err := s.checkOverlap(svc); err != nil {
+		return storedService{}, 0, err
+	}
+	next := &storedService{Service: svc}
+	var err error
+	if next.IDs, err = s.allocateIDs(old, 1+len(svc.SecondaryVIPs)); err != nil {
+		return storedService{}, 0, err
+	}
+	if err := s.program(next); err != nil {
+		s.restore(old, next)
+		return storedService{}, 0, err
+	}
+	s.services[svc.Name] = next
+	if err := s.save(); err != nil {
+		if exists {
+			s.services[svc.Name] = old
+		} else {
+			delete(s.services, svc.Name)
+		}
+		s.restore(old, next)
+		return storedService{}, 0, err
+	}
+	s.dropExtraIDs(old, next)
+	s.probes.sync(svc)
+	code := http.StatusOK
+	if !exists {
+		code = http.StatusCreated
+	}
+	s.log.Info("service applied", "service", svc.Name, "ids", next.IDs, "created", !exists)
+	return cloneStored(next), code, nil
+}
+
+// restore puts the previous version of a service back in the datapath after
+// a failed change (or removes the new one).
+func (s *Server) restore(old, failed *storedService) {
+	if old != nil {
+		if err := s.program(old); err != nil {
+			s.log.Error("restore service after failed change", "service", old.Service.Name, "error", err)
+		}
+	}
+	s.dropExtraIDs(failed, old)
+}
+
+// dropExtraIDs deletes the datapath rules of from that to does not use
+// (fewer secondary VIPs, or a failed create).
+func (s *Server) dropExtraIDs(from, to *storedService) {
+	if from == nil {
+		return
+	}
+	keep := map[uint32]bool{}
+	if to != nil {
+		for _, id := range to.IDs {
+			keep[id] = true
+		}
+	}
+	for _, id := range from.IDs {
+		if !keep[id] {
+			if err := s.dp.DeleteService(id); err != nil {
+				s.log.Error("delete datapath rule", "service", from.Service.Name, "id", id, "error", err)
+			}
+		}
+	}
+}
+
+// allocateIDs keeps the IDs a service already has and adds the lowest IDs
+// no stored service uses.
+func (s *Server) allocateIDs(old *storedService, n int) ([]uint32, error) {
+	ids := make([]uint32, 0, n)
+	if old != nil {
+		ids = append(ids, old.IDs[:min(n, len(old.IDs))]...)
+	}
+	used := map[uint32]bool{}
+	for _, ss := range s.services {
+		for _, id := range ss.IDs {
+			used[id] = true
+		}
+	}
+	for id := uint32(1); id <= MaxServiceID && len(ids) < n; id++ {
+		if !used[id] {
+			ids = append(ids, id)
+			used[id] = true
+		}
+	}
+	if len(ids) < n {
+		return nil, &httpError{code: http.StatusInsufficientStorage, msg: fmt.Sprintf("all %d datapath service IDs are in use", MaxServiceID)}
+	}
+	return ids, nil
+}
+
+type portRange struct{ lo, hi uint16 }
+
+func rangeOf(s api.Service) portRange {
+	if s.PortEnd == 0 {
+		return portRange{s.Port, s.Port}
+	}
+	return portRange{s.Port, s.PortEnd}
+}
+
+// checkOverlap refuses a service that would share a VIP, protocol and port
+// with another: the datapath could not tell which rule a packet is for.
+func (s *Server) checkOverlap(svc api.Service) error {
+	mine := rangeOf(svc)
+	vips := append([]string{svc.VIP}, svc.SecondaryVIPs...)
+	names := make([]string, 0, len(s.services))
+	for n := range s.services {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		other := s.services[n].Service
+		if n == svc.Name || other.Protocol != svc.Protocol {
+			continue
+		}
+		theirs := rangeOf(other)
+		if mine.hi < theirs.lo || theirs.hi < mine.lo {
+			continue
+		}
+		for i, v := range vips {
+			a := netip.MustParseAddr(v)
+			for _, ov := range append([]string{other.VIP}, other.SecondaryVIPs...) {
+				if netip.MustParseAddr(ov) != a {
+					continue
+				}
+				field := "vip"
+				if i > 0 {
+					field = fmt.Sprintf("secondaryVIPs[%d]", i-1)
+				}
+				return &httpError{code: http.StatusConflict, field: field, msg: fmt.Sprintf(
+					"%s ports %d-%d/%s overlap service %q (%s ports %d-%d)", a, mine.lo, mine.hi, svc.Protocol, n, ov, theirs.lo, theirs.hi)}
+			}
+		}
+	}
+	return nil
+}
+
+// program writes every datapath rule of a service with the current probe
+// verdicts.
+func (s *Server) program(ss *storedService) error {
+	down := make([]bool, len(ss.Service.Endpoints))
+	for i, ep := range ss.Service.Endpoints {
+		addr, err := netip.ParseAddr(ep.Address)
+		if err != nil {
+			return fmt.Errorf("endpoint %d: %w", i, err)
+		}
+		healthy, _ := s.probes.health(ss.Service.Name, netip.AddrPortFrom(addr, ep.Port))
+		down[i] = !healthy
+	}
+	rules, err := toDatapath(ss.Service, ss.IDs, down)
+	if err != nil {
+		return err
+	}
+	for _, rule := range rules {
+		if err := s.dp.UpsertService(rule); err != nil {
+			return fmt.Errorf("datapath upsert service %s (id %d): %w", ss.Service.Name, rule.ID, err)
+		}
+	}
+	return nil
+}
+
+// pushHealth reprograms a service after a probe flipped one of its
+// endpoints.
+func (s *Server) pushHealth(name string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ss, ok := s.services[name]
+	if !ok {
+		return
+	}
+	if err := s.program(ss); err != nil {
+		s.log.Error("push endpoint health to the datapath", "service", name, "error", err)
+	}
+}
+
+func (s *Server) save() error {
+	list := make([]storedService, 0, len(s.services))
+	for _, ss := range s.services {
+		list = append(list, *ss)
+	}
+	return s.store.save(list)
+}
+
+func (s *Server) deleteService(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ss, ok := s.services[name]
+	if !ok {
+		writeError(w, http.StatusNotFound, "", fmt.Sprintf("service %q not found", name))
+		return
+	}
+	delete(s.services, name)
+	if err := s.save(); err != nil {
+		s.services[name] = ss
+		s.fail(w, r, err)
+		return
+	}
+	s.probes.remove(name)
+	for _, id := range ss.IDs {
+		if err := s.dp.DeleteService(id); err != nil {
+			// The store no longer has it; the next start re-applies only
+			// what is stored, and the ID is free for reuse which
+			// overwrites the stale rule.
+			s.log.Error("datapath delete service", "service", name, "id", id, "error", err)
+		}
+	}
+	s.log.Info("service deleted", "service", name, "ids", ss.IDs)
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func cloneStored(ss *storedService) storedService {
+	out := storedService{IDs: append([]uint32(nil), ss.IDs...), Service: ss.Service}
+	out.Service.SecondaryVIPs = append([]string(nil), ss.Service.SecondaryVIPs...)
+	out.Service.Endpoints = append([]api.Endpoint(nil), ss.Service.Endpoints...)
+	if ss.Service.Probe != nil {
+		p := *ss.Service.Probe
+		out.Service.Probe = &p
+	}
+	return out
+}
+
+func (s *Server) statusWithoutCounters(ss storedService) api.ServiceStatus {
+	st := api.ServiceStatus{Service: ss.Service, Endpoints: make([]api.EndpointStatus, len(ss.Service.Endpoints))}
+	for i, ep := range ss.Service.Endpoints {
+		healthy, lastErr := true, ""
+		if addr, err := netip.ParseAddr(ep.Address); err == nil {
+			healthy, lastErr = s.probes.health(ss.Service.Name, netip.AddrPortFrom(addr, ep.Port))
+		}
+		st.Endpoints[i] = api.EndpointStatus{Address: ep.Address, Port: ep.Port, Weight: ep.Weight, Healthy: healthy, LastProbeError: lastErr}
+	}
+	return st
+}
+
+// status adds health and the counters of every datapath rule of a service.
+func (s *Server) status(ss storedService) (api.ServiceStatus, error) {
+	st := s.statusWithoutCounters(ss)
+	n := len(ss.Service.Endpoints)
+	for _, id := range ss.IDs {
+		stats, err := s.dp.ServiceStats(id, n)
+		if err != nil {
+			return st, fmt.Errorf("datapath stats of service %s (id %d): %w", ss.Service.Name, id, err)
+		}
+		st.Packets += stats.Packets
+		st.Bytes += stats.Bytes
+		st.ActiveConnections += stats.Active
+		for i := 0; i < n && i < len(stats.Endpoints); i++ {
+			e := stats.Endpoints[i]
+			st.Endpoints[i].Packets += e.Packets
+			st.Endpoints[i].Bytes += e.Bytes
+			st.Endpoints[i].Sessions += e.Sessions
+			st.Endpoints[i].ActiveConnections += e.Active
+		}
+	}
+	return st, nil
+}
+
+func (s *Server) idNames() map[uint32]string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	names := map[uint32]string{}
+	for n, ss := range s.services {
+		for _, id := range ss.IDs {
+			names[id] = n
+		}
+	}
+	return names
+}
+
+func (s *Server) listConntrack(w http.ResponseWriter, r *http.Request) {
+	conns, err := s.dp.Conntrack()
+	if err != nil {
+		s.fail(w, r, fmt.Errorf("datapath conntrack dump: %w", err))
+		return
+	}
+	names := s.idNames()
+	out := make([]api.Conn, 0, len(conns))
+	for _, c := range conns {
+		out = append(out, toAPIConn(c, names))
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *Server) flushConntrack(w http.ResponseWriter, r *http.Request) {
+	if err := s.dp.FlushConntrack(); err != nil {
+		s.fail(w, r, fmt.Errorf("datapath conntrack flush: %w", err))
+		return
+	}
+	s.log.Info("conntrack flushed")
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *Server) health(w http.ResponseWriter, _ *http.Request) {
+	s.mu.Lock()
+	n := len(s.services)
+	s.mu.Unlock()
+	ifaces := s.dp.Interfaces()
+	if ifaces == nil {
+		ifaces = []string{}
+	}
+	writeJSON(w, http.StatusOK, api.Health{Status: "ok", Interfaces: ifaces, Services: n, AttachMode: s.dp.AttachMode()})
+}
+
+// ensure the datapath types stay what the conversion expects.
+var _ = dataplane.MaxEndpoints

@@ -1,0 +1,115 @@
+// Command telcolb is the node daemon: it loads the eBPF datapath, attaches it
+// to the configured interfaces and serves the REST API (cmd/telcolb/app).
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/telcolb/telcolb/cmd/telcolb/app"
+	"github.com/telcolb/telcolb/dataplane"
+)
+
+// The daemon drives the eBPF datapath only through app.Datapath.
+var _ app.Datapath = (*dataplane.Datapath)(nil)
+
+func main() {
+	os.Exit(run(os.Args[1:]))
+}
+
+func run(args []string) int {
+	opts, err := app.ParseOptions(args, os.Stderr)
+	if errors.Is(err, app.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "telcolb:", err)
+		return 2
+	}
+	log := app.NewLogger(opts, os.Stderr)
+	if err := serve(opts, log); err != nil {
+		log.Error("telcolb failed", "error", err)
+		return 1
+	}
+	return 0
+}
+
+func serve(opts app.Options, log *slog.Logger) error {
+	dp, err := dataplane.Load(dataplane.Config{
+		PinPath:     opts.BPFPinPath,
+		MaxConns:    int(opts.MaxConns),
+		Logger:      log,
+		ForceClsact: opts.ForceClsact,
+	})
+	if err != nil {
+		return fmt.Errorf("load datapath: %w", err)
+	}
+	if opts.Cleanup {
+		if err := dp.Destroy(); err != nil {
+			return fmt.Errorf("cleanup: %w", err)
+		}
+		log.Info("datapath removed", "pinPath", opts.BPFPinPath)
+		return nil
+	}
+	// Close, never Destroy: pinned maps and links keep forwarding (and keep
+	// their connections) while the daemon restarts.
+	defer dp.Close()
+
+	token, err := app.ReadToken(opts.TokenFile)
+	if err != nil {
+		return err
+	}
+	if err := app.RequireToken(opts.APIAddress, token); err != nil {
+		return err
+	}
+	for _, ifname := range opts.Interfaces {
+		if err := dp.Attach(ifname); err != nil {
+			return fmt.Errorf("attach %s: %w", ifname, err)
+		}
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+
+	srv, err := app.NewServer(app.Config{Datapath: dp, StateDir: opts.StateDir, Token: token, Logger: log})
+	if err != nil {
+		return err
+	}
+	defer srv.Close()
+
+	ln, err := net.Listen("tcp", opts.APIAddress)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", opts.APIAddress, err)
+	}
+	hs := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	errc := make(chan error, 2)
+	go func() { errc <- dp.Run(ctx) }()
+	go func() { errc <- hs.Serve(ln) }()
+	log.Info("telcolb running", "api", ln.Addr().String(), "interfaces", dp.Interfaces(), "attachMode", dp.AttachMode())
+
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down; datapath stays in place")
+	case err = <-errc:
+		if errors.Is(err, http.ErrServerClosed) || errors.Is(err, context.Canceled) {
+			err = nil
+		}
+		if err != nil {
+			err = fmt.Errorf("serve: %w", err)
+		}
+		stop()
+	}
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if serr := hs.Shutdown(shutdownCtx); serr != nil {
+		log.Warn("http shutdown", "error", serr)
+	}
+	return err
+}

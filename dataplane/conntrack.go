@@ -1,0 +1,250 @@
+package dataplane
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/bits"
+	"net/netip"
+	"time"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/telcolb/telcolb/bpf"
+)
+
+var stateNames = map[uint8]string{
+	0: "NONE", 1: "SYN_SENT", 2: "SYN_RECV", 3: "ESTABLISHED", 4: "FIN_WAIT", 5: "CLOSED",
+	6: "NEW", 7: "ESTABLISHED", 8: "INIT", 9: "COOKIE_WAIT", 10: "ESTABLISHED", 11: "SHUTDOWN", 12: "CLOSED",
+}
+
+// ntohl converts a tag the datapath stored in wire order.
+func ntohl(v uint32) uint32 { return bits.ReverseBytes32(v) }
+
+func (d *Datapath) snapshot() (map[bpf.LbCtKey]bpf.LbCtVal, error) {
+	var (
+		k bpf.LbCtKey
+		v bpf.LbCtVal
+	)
+	out := map[bpf.LbCtKey]bpf.LbCtVal{}
+	it := d.objs.Conntrack.Iterate()
+	for it.Next(&k, &v) {
+		out[k] = v
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("iterate conntrack: %w", err)
+	}
+	return out, nil
+}
+
+func peerKey(v *bpf.LbCtVal, proto uint8) bpf.LbCtKey {
+	return bpf.LbCtKey{Src: v.NatDst, Dst: v.NatSrc, Sport: v.NatDport, Dport: v.NatSport, Proto: proto}
+}
+
+func addrPort(a [16]byte, port uint16, family uint8) netip.AddrPort {
+	ip := netip.AddrFrom16(a)
+	if family == afInet {
+		ip = ip.Unmap()
+	}
+	return netip.AddrPortFrom(ip, htons(port))
+}
+
+// Conntrack returns one Conn per connection, merging both directions.
+func (d *Datapath) Conntrack() ([]Conn, error) {
+	snap, err := d.snapshot()
+	if err != nil {
+		return nil, err
+	}
+	now := d.now()
+	var out []Conn
+	for k, v := range snap {
+		if v.Flags&ctFReply != 0 {
+			continue
+		}
+		c := Conn{
+			Proto:        Proto(k.Proto),
+			ServiceID:    v.Svc,
+			Endpoint:     int(v.Ep),
+			Client:       addrPort(k.Src, k.Sport, v.Family),
+			VIP:          addrPort(k.Dst, k.Dport, v.Family),
+			Backend:      addrPort(v.NatDst, v.NatDport, v.Family),
+			Source:       addrPort(v.NatSrc, v.NatSport, v.Family),
+			State:        stateNames[v.State],
+			OrigPackets:  v.Packets,
+			OrigBytes:    v.Bytes,
+			VTagClient:   ntohl(v.VtagClient),
+			VTagEndpoint: ntohl(v.VtagEp),
+		}
+		last := v.LastSeen
+		if v.Flags&ctFDSR == 0 {
+			if r, ok := snap[peerKey(&v, k.Proto)]; ok {
+				c.ReplyPackets, c.ReplyBytes = r.Packets, r.Bytes
+				c.VTagEndpoint = max(c.VTagEndpoint, ntohl(r.VtagEp))
+				last = max(last, r.LastSeen)
+			}
+		}
+		if now > last {
+			c.Idle = time.Duration(now - last)
+		}
+		if to := time.Duration(v.Timeout) * time.Second; to > c.Idle {
+			c.ExpiresIn = to - c.Idle
+		}
+		out = append(out, c)
+	}
+	return out, nil
+}
+
+// deleteConns removes the connections (both directions) whose orig or reply
+// entry matches, releasing their leastconn count.
+func (d *Datapath) deleteConns(match func(*bpf.LbCtVal) bool) error {
+	snap, err := d.snapshot()
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for k, v := range snap {
+		if !match(&v) {
+			continue
+		}
+		if err := d.objs.Conntrack.Delete(&k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			errs = append(errs, fmt.Errorf("delete conntrack entry: %w", err))
+		}
+		if v.Flags&ctFReply == 0 && v.Flags&ctFReleased == 0 {
+			errs = append(errs, d.releaseActive(v.Svc, v.Ep))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// releaseActive decrements a leastconn counter. The read-modify-write can race
+// with a datapath increment; a lost update skews one counter by one until the
+// service is re-created, which leastconn tolerates.
+func (d *Datapath) releaseActive(svc, ep uint32) error {
+	if svc >= MaxServices || ep >= MaxEndpoints {
+		return nil
+	}
+	idx := svc*MaxEndpoints + ep
+	var n uint32
+	if err := d.objs.EpActive.Lookup(idx, &n); err != nil {
+		return fmt.Errorf("read active count: %w", err)
+	}
+	if n == 0 {
+		return nil
+	}
+	if err := d.objs.EpActive.Put(idx, n-1); err != nil {
+		return fmt.Errorf("write active count: %w", err)
+	}
+	return nil
+}
+
+// FlushConntrack removes every connection.
+func (d *Datapath) FlushConntrack() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err := d.deleteConns(func(*bpf.LbCtVal) bool { return true }); err != nil {
+		return fmt.Errorf("flush conntrack: %w", err)
+	}
+	return nil
+}
+
+// Run expires idle connections and affinities every AgeInterval until ctx is
+// done.
+func (d *Datapath) Run(ctx context.Context) error {
+	t := time.NewTicker(d.cfg.AgeInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			if n, err := d.ageOnce(d.now()); err != nil {
+				d.log.Warn("conntrack ageing", "err", err)
+			} else if n > 0 {
+				d.log.Debug("conntrack aged", "removed", n)
+			}
+		}
+	}
+}
+
+// ageOnce removes connections idle past their state's timeout at time now
+// (CLOCK_MONOTONIC ns). A connection is idle since the later of its two
+// directions' last packets. Returns how many connections were removed.
+func (d *Datapath) ageOnce(now uint64) (int, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	snap, err := d.snapshot()
+	if err != nil {
+		return 0, err
+	}
+	expired := func(last uint64, timeout uint32) bool {
+		return now > last && now-last > uint64(timeout)*uint64(time.Second)
+	}
+	var errs []error
+	removed := 0
+	del := func(k bpf.LbCtKey) {
+		if err := d.objs.Conntrack.Delete(&k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			errs = append(errs, fmt.Errorf("delete conntrack entry: %w", err))
+		}
+	}
+	for k, v := range snap {
+		if v.Flags&ctFReply != 0 {
+			// Orphaned reply side (its orig was evicted by the LRU).
+			ok := peerKey(&v, k.Proto)
+			if _, has := snap[ok]; !has && expired(v.LastSeen, v.Timeout) {
+				del(k)
+			}
+			continue
+		}
+		last := v.LastSeen
+		pk := peerKey(&v, k.Proto)
+		r, hasPeer := snap[pk]
+		if v.Flags&ctFDSR == 0 && hasPeer {
+			last = max(last, r.LastSeen)
+		}
+		if !expired(last, v.Timeout) {
+			continue
+		}
+		del(k)
+		if v.Flags&ctFDSR == 0 && hasPeer {
+			del(pk)
+		}
+		if v.Flags&ctFReleased == 0 {
+			errs = append(errs, d.releaseActive(v.Svc, v.Ep))
+		}
+		removed++
+	}
+	errs = append(errs, d.ageAffinity(now))
+	return removed, errors.Join(errs...)
+}
+
+func (d *Datapath) ageAffinity(now uint64) error {
+	var (
+		k    bpf.LbAffKey
+		v    bpf.LbAffVal
+		dels []bpf.LbAffKey
+	)
+	it := d.objs.Affinity.Iterate()
+	for it.Next(&k, &v) {
+		var info bpf.LbSvcInfo
+		to := uint64(defaultAffinity)
+		if k.Svc < MaxServices && d.objs.SvcInfos.Lookup(k.Svc, &info) == nil && info.IdleTimeout > 0 {
+			to = uint64(info.IdleTimeout) * uint64(time.Second)
+		}
+		if now > v.LastNs && now-v.LastNs > to {
+			dels = append(dels, k)
+		}
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("iterate affinity: %w", err)
+	}
+	for i := range dels {
+		if err := d.objs.Affinity.Delete(&dels[i]); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("delete affinity: %w", err)
+		}
+	}
+	return nil
+}
+
+// defaultAffinity mirrors the datapath's persist timeout when a service has
+// no idle timeout (the established TCP timeout, LB_TO_TCP_EST).
+const defaultAffinity = 7440 * time.Second

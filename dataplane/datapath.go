@@ -1,0 +1,178 @@
+package dataplane
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
+
+	"github.com/telcolb/telcolb/bpf"
+)
+
+// MaxServices bounds service IDs (1..MaxServices-1); it sizes the per-service
+// arrays of the datapath (bpf/include/lb_types.h LB_MAX_SERVICES).
+const MaxServices = 1024
+
+// MaxPortRange is the largest PortEnd-PortStart+1 a service may span: each
+// port is one key in the services hash.
+const MaxPortRange = 4096
+
+const (
+	selSlots        = 256
+	defaultPinPath  = "/sys/fs/bpf/telcolb"
+	defaultMaxConns = 256 * 1024
+	defaultAgeEvery = 2 * time.Second
+)
+
+// Config configures Load.
+type Config struct {
+	// PinPath is the bpffs directory holding the pinned maps and tcx links.
+	PinPath string
+	// MaxConns sizes the conntrack LRU (each connection uses two entries).
+	MaxConns int
+	Logger   *slog.Logger
+	// ForceClsact skips tcx and attaches through a clsact qdisc filter, the
+	// path kernels older than 6.6 take.
+	ForceClsact bool
+	// AgeInterval is how often Run expires idle conntrack entries.
+	AgeInterval time.Duration
+}
+
+// Datapath owns the loaded eBPF objects. It is the only writer of the maps.
+type Datapath struct {
+	cfg  Config
+	log  *slog.Logger
+	objs bpf.LbObjects
+
+	mu       sync.Mutex
+	attached map[string]*attachment
+	// now returns CLOCK_MONOTONIC ns, the clock of bpf_ktime_get_ns.
+	now func() uint64
+}
+
+// Load loads the datapath objects, reusing compatible pinned maps so that
+// services and connections survive a restart.
+func Load(cfg Config) (*Datapath, error) {
+	if cfg.PinPath == "" {
+		cfg.PinPath = defaultPinPath
+	}
+	if cfg.MaxConns <= 0 {
+		cfg.MaxConns = defaultMaxConns
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.AgeInterval <= 0 {
+		cfg.AgeInterval = defaultAgeEvery
+	}
+	spec, err := bpf.LoadLb()
+	if err != nil {
+		return nil, fmt.Errorf("load datapath spec: %w", err)
+	}
+	spec.Maps[bpf.LbMapConntrack].MaxEntries = uint32(cfg.MaxConns)
+
+	if err := os.MkdirAll(filepath.Join(cfg.PinPath, "links"), 0o755); err != nil {
+		return nil, fmt.Errorf("create pin path %s: %w", cfg.PinPath, err)
+	}
+	dropIncompatiblePins(spec, cfg.PinPath, cfg.Logger)
+
+	d := &Datapath{cfg: cfg, log: cfg.Logger, attached: map[string]*attachment{}, now: monotonicNow}
+	opts := &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: cfg.PinPath}}
+	if err := spec.LoadAndAssign(&d.objs, opts); err != nil {
+		var ve *ebpf.VerifierError
+		if errors.As(err, &ve) {
+			return nil, fmt.Errorf("load datapath objects: %+v", ve)
+		}
+		return nil, fmt.Errorf("load datapath objects: %w", err)
+	}
+	if err := fillCRCShift(d.objs.CrcShift); err != nil {
+		d.objs.Close()
+		return nil, err
+	}
+	return d, nil
+}
+
+// dropIncompatiblePins removes pinned maps whose shape no longer matches the
+// spec (an upgrade changed a layout, or MaxConns changed), so the load creates
+// fresh ones instead of failing.
+func dropIncompatiblePins(spec *ebpf.CollectionSpec, pinPath string, log *slog.Logger) {
+	for name, ms := range spec.Maps {
+		if ms.Pinning != ebpf.PinByName {
+			continue
+		}
+		p := filepath.Join(pinPath, name)
+		m, err := ebpf.LoadPinnedMap(p, nil)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err == nil {
+			err = ms.Compatible(m)
+			m.Close()
+			if err == nil {
+				continue
+			}
+		}
+		log.Warn("pinned map incompatible with datapath, recreating it", "map", name, "path", p, "err", err)
+		if rerr := os.Remove(p); rerr != nil {
+			log.Error("remove incompatible pinned map", "path", p, "err", rerr)
+		}
+	}
+}
+
+func monotonicNow() uint64 {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+		return uint64(time.Now().UnixNano())
+	}
+	return uint64(ts.Nano())
+}
+
+// Close releases the Go handles but keeps pinned maps and attachments, so the
+// datapath keeps forwarding while the daemon restarts.
+func (d *Datapath) Close() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var errs []error
+	for name, a := range d.attached {
+		if a.link != nil {
+			errs = append(errs, a.link.Close())
+		}
+		delete(d.attached, name)
+	}
+	errs = append(errs, d.objs.Close())
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("close datapath: %w", err)
+	}
+	return nil
+}
+
+// Destroy detaches from every interface and removes the pinned state.
+func (d *Datapath) Destroy() error {
+	var errs []error
+	for _, name := range d.Interfaces() {
+		if err := d.Detach(name); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	// Links pinned by an earlier process that this one never re-attached.
+	entries, _ := os.ReadDir(filepath.Join(d.cfg.PinPath, "links"))
+	for _, e := range entries {
+		p := filepath.Join(d.cfg.PinPath, "links", e.Name())
+		if l, err := link.LoadPinnedLink(p, nil); err == nil {
+			errs = append(errs, l.Unpin(), l.Close())
+		}
+	}
+	errs = append(errs, d.Close())
+	if err := os.RemoveAll(d.cfg.PinPath); err != nil {
+		errs = append(errs, fmt.Errorf("remove pin path: %w", err))
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,302 @@
+package dataplane
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/telcolb/telcolb/bpf"
+)
+
+// Values shared with bpf/include/lb_types.h.
+const (
+	svcFValid   = 0x01
+	ctFReply    = 0x01
+	ctFDSR      = 0x02
+	ctFReleased = 0x04
+	ifaV4       = 0x01
+	ifaV6       = 0x02
+	afInet      = 2
+	afInet6     = 10
+)
+
+func addr16(a netip.Addr) [16]byte { return a.Unmap().As16() }
+
+func familyOf(a netip.Addr) uint8 {
+	if a.Unmap().Is4() {
+		return afInet
+	}
+	return afInet6
+}
+
+func htons(v uint16) uint16 { return v<<8 | v>>8 }
+
+func validate(s Service) error {
+	if s.ID == 0 || s.ID >= MaxServices {
+		return fmt.Errorf("service id %d: must be 1..%d", s.ID, MaxServices-1)
+	}
+	if !s.VIP.IsValid() {
+		return fmt.Errorf("service %d: vip: invalid address", s.ID)
+	}
+	switch s.Proto {
+	case ProtoTCP, ProtoUDP, ProtoSCTP:
+	default:
+		return fmt.Errorf("service %d: proto %d: want tcp, udp or sctp", s.ID, s.Proto)
+	}
+	if s.Mode > ModeDSR {
+		return fmt.Errorf("service %d: mode %d unknown", s.ID, s.Mode)
+	}
+	if s.Select > SelectLeastConn {
+		return fmt.Errorf("service %d: select %d unknown", s.ID, s.Select)
+	}
+	if s.PortStart == 0 {
+		return fmt.Errorf("service %d: port must be > 0", s.ID)
+	}
+	end := s.PortEnd
+	if end == 0 {
+		end = s.PortStart
+	}
+	if end < s.PortStart {
+		return fmt.Errorf("service %d: port range %d-%d reversed", s.ID, s.PortStart, end)
+	}
+	if int(end)-int(s.PortStart)+1 > MaxPortRange {
+		return fmt.Errorf("service %d: port range %d-%d spans more than %d ports", s.ID, s.PortStart, end, MaxPortRange)
+	}
+	if len(s.Endpoints) > MaxEndpoints {
+		return fmt.Errorf("service %d: %d endpoints, at most %d", s.ID, len(s.Endpoints), MaxEndpoints)
+	}
+	if s.IdleTimeout < 0 || s.IdleTimeout.Seconds() > float64(^uint32(0)) {
+		return fmt.Errorf("service %d: idle timeout %s out of range", s.ID, s.IdleTimeout)
+	}
+	fam := familyOf(s.VIP)
+	for i, e := range s.Endpoints {
+		if !e.Addr.IsValid() {
+			return fmt.Errorf("service %d: endpoints[%d]: invalid address", s.ID, i)
+		}
+		if familyOf(e.Addr) != fam {
+			return fmt.Errorf("service %d: endpoints[%d]: address %s is not the VIP's family", s.ID, i, e.Addr)
+		}
+		if s.Mode == ModeDSR && e.Port != 0 && e.Port != s.PortStart {
+			return fmt.Errorf("service %d: endpoints[%d]: dsr cannot translate ports", s.ID, i)
+		}
+	}
+	return nil
+}
+
+// selectionTable spreads the up endpoints over the slots in proportion to
+// their weights, interleaved (smooth weighted round robin) so that walking
+// the table in order is a weighted round robin.
+func selectionTable(eps []Endpoint) bpf.LbSelTable {
+	var t bpf.LbSelTable
+	type cand struct {
+		idx    int
+		w, cur int
+	}
+	var cs []cand
+	total := 0
+	for i, e := range eps {
+		if e.Down {
+			continue
+		}
+		w := int(e.Weight)
+		if w == 0 {
+			w = 1
+		}
+		cs = append(cs, cand{idx: i, w: w})
+		total += w
+	}
+	if len(cs) == 0 {
+		return t
+	}
+	t.N_up = uint32(len(cs))
+	for s := range t.Slot {
+		best := 0
+		for i := range cs {
+			cs[i].cur += cs[i].w
+			if cs[i].cur > cs[best].cur {
+				best = i
+			}
+		}
+		cs[best].cur -= total
+		t.Slot[s] = uint8(cs[best].idx)
+	}
+	return t
+}
+
+func serviceKeys(s Service) []bpf.LbSvcKey {
+	end := s.PortEnd
+	if end == 0 {
+		end = s.PortStart
+	}
+	keys := make([]bpf.LbSvcKey, 0, int(end)-int(s.PortStart)+1)
+	for p := int(s.PortStart); p <= int(end); p++ {
+		keys = append(keys, bpf.LbSvcKey{Vip: addr16(s.VIP), Port: htons(uint16(p)), Proto: uint8(s.Proto)})
+	}
+	return keys
+}
+
+// UpsertService programs a service: endpoints and selection table first, then
+// the service info, then the lookup keys, so a packet that finds a key always
+// finds a complete service. Idempotent.
+func (d *Datapath) UpsertService(s Service) error {
+	if err := validate(s); err != nil {
+		return err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+
+	keys := serviceKeys(s)
+	want := make(map[bpf.LbSvcKey]bool, len(keys))
+	for _, k := range keys {
+		var id uint32
+		err := d.objs.Services.Lookup(&k, &id)
+		if err == nil && id != s.ID {
+			return fmt.Errorf("service %d: %s port %d proto %d already belongs to service %d",
+				s.ID, s.VIP, htons(k.Port), s.Proto, id)
+		}
+		want[k] = true
+	}
+	fam := familyOf(s.VIP)
+	for i, e := range s.Endpoints {
+		w := e.Weight
+		if w == 0 {
+			w = 1
+		}
+		ep := bpf.LbEndpoint{Addr: addr16(e.Addr), Port: htons(e.Port), Weight: w, Family: fam}
+		if e.Down {
+			ep.Down = 1
+		}
+		if err := d.objs.Endpoints.Put(s.ID*MaxEndpoints+uint32(i), &ep); err != nil {
+			return fmt.Errorf("service %d: write endpoint %d: %w", s.ID, i, err)
+		}
+	}
+	sel := selectionTable(s.Endpoints)
+	if err := d.objs.SelTables.Put(s.ID, &sel); err != nil {
+		return fmt.Errorf("service %d: write selection table: %w", s.ID, err)
+	}
+	info := bpf.LbSvcInfo{
+		IdleTimeout: uint32(s.IdleTimeout.Seconds()),
+		N_eps:       uint16(len(s.Endpoints)),
+		Mode:        uint8(s.Mode),
+		Sel:         uint8(s.Select),
+		Family:      fam,
+		Flags:       svcFValid,
+	}
+	if err := d.objs.SvcInfos.Put(s.ID, &info); err != nil {
+		return fmt.Errorf("service %d: write info: %w", s.ID, err)
+	}
+	ids := make([]uint32, len(keys))
+	for i := range ids {
+		ids[i] = s.ID
+	}
+	if _, err := d.objs.Services.BatchUpdate(keys, ids, nil); err != nil {
+		if !errors.Is(err, ebpf.ErrNotSupported) {
+			return fmt.Errorf("service %d: write keys: %w", s.ID, err)
+		}
+		for i := range keys {
+			if err := d.objs.Services.Put(&keys[i], s.ID); err != nil {
+				return fmt.Errorf("service %d: write key: %w", s.ID, err)
+			}
+		}
+	}
+	// Keys of an earlier version of this service (VIP or ports changed).
+	if err := d.deleteKeys(func(k bpf.LbSvcKey, id uint32) bool { return id == s.ID && !want[k] }); err != nil {
+		return fmt.Errorf("service %d: %w", s.ID, err)
+	}
+	return d.syncVIPs()
+}
+
+func (d *Datapath) deleteKeys(match func(bpf.LbSvcKey, uint32) bool) error {
+	var (
+		k    bpf.LbSvcKey
+		id   uint32
+		dels []bpf.LbSvcKey
+	)
+	it := d.objs.Services.Iterate()
+	for it.Next(&k, &id) {
+		if match(k, id) {
+			dels = append(dels, k)
+		}
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("iterate services: %w", err)
+	}
+	for i := range dels {
+		if err := d.objs.Services.Delete(&dels[i]); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("delete service key: %w", err)
+		}
+	}
+	return nil
+}
+
+// syncVIPs makes the vips map the set of addresses some service key uses
+// (it tells the datapath which malformed packets and echo requests are ours).
+func (d *Datapath) syncVIPs() error {
+	var (
+		k   bpf.LbSvcKey
+		id  uint32
+		one uint32 = 1
+	)
+	want := map[bpf.LbAddr16]bool{}
+	it := d.objs.Services.Iterate()
+	for it.Next(&k, &id) {
+		want[bpf.LbAddr16{A: k.Vip}] = true
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("iterate services: %w", err)
+	}
+	var (
+		a    bpf.LbAddr16
+		v    uint32
+		dels []bpf.LbAddr16
+	)
+	vit := d.objs.Vips.Iterate()
+	for vit.Next(&a, &v) {
+		if !want[a] {
+			dels = append(dels, a)
+		}
+	}
+	if err := vit.Err(); err != nil {
+		return fmt.Errorf("iterate vips: %w", err)
+	}
+	for i := range dels {
+		if err := d.objs.Vips.Delete(&dels[i]); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("delete vip: %w", err)
+		}
+	}
+	for a := range want {
+		if err := d.objs.Vips.Put(&a, one); err != nil {
+			return fmt.Errorf("write vip: %w", err)
+		}
+	}
+	return nil
+}
+
+// DeleteService removes the service's keys, info and connections.
+func (d *Datapath) DeleteService(id uint32) error {
+	if id == 0 || id >= MaxServices {
+		return fmt.Errorf("service id %d: must be 1..%d", id, MaxServices-1)
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err := d.deleteKeys(func(_ bpf.LbSvcKey, sid uint32) bool { return sid == id }); err != nil {
+		return fmt.Errorf("delete service %d: %w", id, err)
+	}
+	if err := d.objs.SvcInfos.Put(id, &bpf.LbSvcInfo{}); err != nil {
+		return fmt.Errorf("delete service %d: clear info: %w", id, err)
+	}
+	if err := d.objs.SelTables.Put(id, &bpf.LbSelTable{}); err != nil {
+		return fmt.Errorf("delete service %d: clear selection: %w", id, err)
+	}
+	if err := d.deleteConns(func(v *bpf.LbCtVal) bool { return v.Svc == id }); err != nil {
+		return fmt.Errorf("delete service %d: %w", id, err)
+	}
+	for i := uint32(0); i < MaxEndpoints; i++ {
+		if err := d.objs.EpActive.Put(id*MaxEndpoints+i, uint32(0)); err != nil {
+			return fmt.Errorf("delete service %d: reset active: %w", id, err)
+		}
+	}
+	return d.syncVIPs()
+}

@@ -1,0 +1,78 @@
+package dataplane
+
+import (
+	"fmt"
+
+	"github.com/telcolb/telcolb/bpf"
+)
+
+// Drop reasons, indexed like enum drop_reason in bpf/include/lb_types.h.
+const (
+	DropMalformed  DropReason = "malformed"
+	DropNoEndpoint DropReason = "no_endpoint"
+	DropCTFull     DropReason = "conntrack_full"
+	DropSNATPorts  DropReason = "snat_ports_exhausted"
+	DropNoIfAddr   DropReason = "no_interface_address"
+	DropRewrite    DropReason = "rewrite_failed"
+)
+
+var dropReasons = []DropReason{DropMalformed, DropNoEndpoint, DropCTFull, DropSNATPorts, DropNoIfAddr, DropRewrite}
+
+func sumCounters(per []bpf.LbCounters) (p, b, s uint64) {
+	for _, c := range per {
+		p += c.Packets
+		b += c.Bytes
+		s += c.Sessions
+	}
+	return
+}
+
+// ServiceStats returns the counters of service id and its first nEndpoints
+// endpoints, summed over CPUs.
+func (d *Datapath) ServiceStats(id uint32, nEndpoints int) (ServiceStats, error) {
+	if id == 0 || id >= MaxServices {
+		return ServiceStats{}, fmt.Errorf("service id %d: must be 1..%d", id, MaxServices-1)
+	}
+	if nEndpoints < 0 || nEndpoints > MaxEndpoints {
+		return ServiceStats{}, fmt.Errorf("service %d: %d endpoints, at most %d", id, nEndpoints, MaxEndpoints)
+	}
+	var per []bpf.LbCounters
+	if err := d.objs.SvcStats.Lookup(id, &per); err != nil {
+		return ServiceStats{}, fmt.Errorf("service %d stats: %w", id, err)
+	}
+	var st ServiceStats
+	st.Packets, st.Bytes, st.Sessions = sumCounters(per)
+	st.Endpoints = make([]EndpointStats, nEndpoints)
+	for i := range st.Endpoints {
+		idx := id*MaxEndpoints + uint32(i)
+		if err := d.objs.EpStats.Lookup(idx, &per); err != nil {
+			return ServiceStats{}, fmt.Errorf("service %d endpoint %d stats: %w", id, i, err)
+		}
+		e := &st.Endpoints[i]
+		e.Packets, e.Bytes, e.Sessions = sumCounters(per)
+		var act uint32
+		if err := d.objs.EpActive.Lookup(idx, &act); err != nil {
+			return ServiceStats{}, fmt.Errorf("service %d endpoint %d active: %w", id, i, err)
+		}
+		e.Active = uint64(act)
+		st.Active += e.Active
+	}
+	return st, nil
+}
+
+// DropStats returns the datapath's drop counters by reason.
+func (d *Datapath) DropStats() (map[DropReason]uint64, error) {
+	out := make(map[DropReason]uint64, len(dropReasons))
+	for i, r := range dropReasons {
+		var per []uint64
+		if err := d.objs.Drops.Lookup(uint32(i), &per); err != nil {
+			return nil, fmt.Errorf("drop stats %s: %w", r, err)
+		}
+		var n uint64
+		for _, v := range per {
+			n += v
+		}
+		out[r] = n
+	}
+	return out, nil
+}

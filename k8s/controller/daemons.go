@@ -1,0 +1,419 @@
+package controller
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"regexp"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/telcolb/telcolb/api"
+)
+
+// DaemonClient is the part of the daemon REST API the controller uses;
+// *api.Client implements it.
+type DaemonClient interface {
+	ApplyService(ctx context.Context, s api.Service) error
+	DeleteService(ctx context.Context, name string) error
+	ListServices(ctx context.Context) ([]api.ServiceStatus, error)
+	Health(ctx context.Context) (api.Health, error)
+}
+
+// DialFunc makes a client for one daemon base URL.
+type DialFunc func(baseURL string) (DaemonClient, error)
+
+// ruleNameRE matches the daemon service names this controller owns:
+// "<namespace>.<name>.<port>-<protocol>[-v6]". Namespaces and Service names
+// are DNS labels, so the first two dots split them unambiguously, and names
+// other tools (telcolbctl) create never match.
+var ruleNameRE = regexp.MustCompile(`^([a-z0-9-]+)\.([a-z0-9-]+)\.([0-9]{1,5})-(tcp|udp|sctp)(-v6)?$`)
+
+// ruleName is the daemon name of one port/family of a Service.
+func ruleName(namespace, name string, port int32, protocol string, v6 bool) string {
+	n := fmt.Sprintf("%s.%s.%d-%s", namespace, name, port, strings.ToLower(protocol))
+	if v6 {
+		n += "-v6"
+	}
+	return n
+}
+
+// rulePrefix is what every rule name of Service namespace/name starts with.
+func rulePrefix(key string) string {
+	ns, name, _ := strings.Cut(key, "/")
+	return ns + "." + name + "."
+}
+
+// ruleOwner returns the "namespace/name" owning a rule name, if it is ours.
+func ruleOwner(rule string) (string, bool) {
+	m := ruleNameRE.FindStringSubmatch(rule)
+	if m == nil {
+		return "", false
+	}
+	return m[1] + "/" + m[2], true
+}
+
+// DaemonsConfig configures Daemons.
+type DaemonsConfig struct {
+	Dial DialFunc
+	// Owned reports whether the Kubernetes Service "namespace/name" is
+	// currently handled by this controller; rules of Services that are not
+	// are deleted by the full sync. It must answer from the informer cache.
+	Owned func(ctx context.Context, key string) bool
+	// HealthInterval is how often each daemon is checked (default 2s); a
+	// daemon that appears, comes back or lost rules is fully synced then.
+	HealthInterval time.Duration
+	// ResyncInterval bounds drift: every daemon is fully compared this often
+	// (default 5m).
+	ResyncInterval time.Duration
+	// RequestTimeout bounds one call to a daemon (default 10s).
+	RequestTimeout time.Duration
+	Logger         *slog.Logger
+	Metrics        *Metrics
+}
+
+// Daemons keeps every telcolb daemon programmed with the desired rules. The
+// reconciler sets the desired rules of one Service at a time (Program); a
+// background loop (Start, leader only) brings new, restarted or drifted
+// daemons to the full desired state.
+type Daemons struct {
+	cfg DaemonsConfig
+
+	mu      sync.Mutex
+	desired map[string]map[string]api.Service // Service key -> rule name -> rule
+	daemons map[string]*daemon                // base URL -> daemon
+	kick    chan struct{}
+}
+
+type daemon struct {
+	url    string
+	client DaemonClient
+
+	mu sync.Mutex
+	// synced is false until a full sync succeeded, and again after a
+	// failed health check: Program skips such daemons and the next full sync
+	// sends them everything.
+	synced   bool
+	lastSync time.Time
+	// applied mirrors the daemon's rules named like ours, as last listed or
+	// written, so unchanged rules are not sent again.
+	applied map[string][]byte
+}
+
+// NewDaemons checks cfg and returns an empty daemon set.
+func NewDaemons(cfg DaemonsConfig) (*Daemons, error) {
+	if cfg.Dial == nil {
+		return nil, errors.New("daemons: Dial is required")
+	}
+	if cfg.Owned == nil {
+		return nil, errors.New("daemons: Owned is required")
+	}
+	if cfg.HealthInterval <= 0 {
+		cfg.HealthInterval = 2 * time.Second
+	}
+	if cfg.ResyncInterval <= 0 {
+		cfg.ResyncInterval = 5 * time.Minute
+	}
+	if cfg.RequestTimeout <= 0 {
+		cfg.RequestTimeout = 10 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return &Daemons{cfg: cfg, desired: map[string]map[string]api.Service{}, daemons: map[string]*daemon{}, kick: make(chan struct{}, 1)}, nil
+}
+
+// SetDaemons replaces the daemon list (flag or discovery). New daemons get a
+// full sync from the background loop.
+func (d *Daemons) SetDaemons(urls []string) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	want := map[string]bool{}
+	var errs []error
+	for _, u := range urls {
+		want[u] = true
+		if _, ok := d.daemons[u]; ok {
+			continue
+		}
+		c, err := d.cfg.Dial(u)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("daemon %s: %w", u, err))
+			continue
+		}
+		d.daemons[u] = &daemon{url: u, client: c, applied: map[string][]byte{}}
+		d.cfg.Logger.Info("daemon added", "url", u)
+	}
+	for u := range d.daemons {
+		if !want[u] {
+			delete(d.daemons, u)
+			d.cfg.Logger.Info("daemon removed", "url", u)
+		}
+	}
+	select {
+	case d.kick <- struct{}{}:
+	default:
+	}
+	return errors.Join(errs...)
+}
+
+// URLs lists the configured daemons.
+func (d *Daemons) URLs() []string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	out := make([]string, 0, len(d.daemons))
+	for u := range d.daemons {
+		out = append(out, u)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func (d *Daemons) list() []*daemon {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	out := make([]*daemon, 0, len(d.daemons))
+	for _, x := range d.daemons {
+		out = append(out, x)
+	}
+	return out
+}
+
+func encode(s api.Service) []byte {
+	b, _ := json.Marshal(s)
+	return b
+}
+
+// Program makes rules the complete rule set of Service key on every synced
+// daemon: changed rules are applied, rules of key no longer wanted are
+// deleted. Errors name the daemon; the daemon is then fully resynced by the
+// background loop, so a reconcile retry is only needed for 4xx answers.
+func (d *Daemons) Program(ctx context.Context, key string, rules []api.Service) error {
+	want := make(map[string]api.Service, len(rules))
+	for _, r := range rules {
+		want[r.Name] = r
+	}
+	d.mu.Lock()
+	if len(want) == 0 {
+		delete(d.desired, key)
+	} else {
+		d.desired[key] = want
+	}
+	d.mu.Unlock()
+	return d.each(func(x *daemon) error { return d.programOne(ctx, x, key, want) })
+}
+
+// Forget deletes every rule of Service key from every daemon.
+func (d *Daemons) Forget(ctx context.Context, key string) error {
+	return d.Program(ctx, key, nil)
+}
+
+func (d *Daemons) each(f func(*daemon) error) error {
+	ds := d.list()
+	errs := make([]error, len(ds))
+	var wg sync.WaitGroup
+	for i, x := range ds {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = f(x)
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+func (d *Daemons) programOne(ctx context.Context, x *daemon, key string, want map[string]api.Service) error {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if !x.synced {
+		// The full sync will send the desired state; writing now could race
+		// with its listing.
+		return nil
+	}
+	prefix := rulePrefix(key)
+	var errs []error
+	for name := range x.applied {
+		if _, keep := want[name]; keep || !strings.HasPrefix(name, prefix) {
+			continue
+		}
+		if err := d.call(ctx, func(c context.Context) error { return x.client.DeleteService(c, name) }); err != nil && !api.IsNotFound(err) {
+			errs = append(errs, fmt.Errorf("daemon %s: delete %s: %w", x.url, name, err))
+			continue
+		}
+		delete(x.applied, name)
+	}
+	names := make([]string, 0, len(want))
+	for n := range want {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		b := encode(want[n])
+		if bytes.Equal(x.applied[n], b) {
+			continue
+		}
+		r := want[n]
+		if err := d.call(ctx, func(c context.Context) error { return x.client.ApplyService(c, r) }); err != nil {
+			delete(x.applied, n)
+			errs = append(errs, fmt.Errorf("daemon %s: apply %s: %w", x.url, n, err))
+			if !api.IsClientError(err) {
+				x.synced = false
+			}
+			continue
+		}
+		x.applied[n] = b
+	}
+	return errors.Join(errs...)
+}
+
+func (d *Daemons) call(ctx context.Context, f func(context.Context) error) error {
+	c, cancel := context.WithTimeout(ctx, d.cfg.RequestTimeout)
+	defer cancel()
+	return f(c)
+}
+
+// NeedLeaderElection makes the sync loop run on the leader only.
+func (d *Daemons) NeedLeaderElection() bool { return true }
+
+// Start runs the health/full-sync loop until ctx ends (manager.Runnable).
+func (d *Daemons) Start(ctx context.Context) error {
+	t := time.NewTicker(d.cfg.HealthInterval)
+	defer t.Stop()
+	for {
+		d.checkAll(ctx)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		case <-d.kick:
+		}
+	}
+}
+
+func (d *Daemons) desiredCount() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	n := 0
+	for _, rs := range d.desired {
+		n += len(rs)
+	}
+	return n
+}
+
+func (d *Daemons) checkAll(ctx context.Context) {
+	_ = d.each(func(x *daemon) error {
+		var h api.Health
+		err := d.call(ctx, func(c context.Context) error {
+			var err error
+			h, err = x.client.Health(c)
+			return err
+		})
+		x.mu.Lock()
+		if err != nil {
+			if x.synced {
+				d.cfg.Logger.Warn("daemon unreachable", "url", x.url, "error", err)
+			}
+			x.synced = false
+			x.mu.Unlock()
+			if d.cfg.Metrics != nil {
+				d.cfg.Metrics.daemonUp.WithLabelValues(x.url).Set(0)
+			}
+			return nil
+		}
+		if d.cfg.Metrics != nil {
+			d.cfg.Metrics.daemonUp.WithLabelValues(x.url).Set(1)
+		}
+		// A daemon that restarted without its state, or was changed behind
+		// our back, holds fewer rules than we want it to.
+		need := !x.synced || time.Since(x.lastSync) > d.cfg.ResyncInterval || h.Services < d.desiredCount()
+		x.mu.Unlock()
+		if need {
+			if err := d.fullSync(ctx, x); err != nil {
+				d.cfg.Logger.Warn("daemon full sync failed", "url", x.url, "error", err)
+			}
+		}
+		return nil
+	})
+}
+
+// fullSync lists a daemon's rules and makes them equal to the desired state:
+// missing or different rules are applied, rules of Services this controller
+// no longer handles are deleted. Rules of Services that are still ours but
+// not yet reconciled (right after a controller start) are left alone.
+func (d *Daemons) fullSync(ctx context.Context, x *daemon) error {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	var listed []api.ServiceStatus
+	if err := d.call(ctx, func(c context.Context) error {
+		var err error
+		listed, err = x.client.ListServices(c)
+		return err
+	}); err != nil {
+		x.synced = false
+		return fmt.Errorf("daemon %s: list: %w", x.url, err)
+	}
+	x.applied = map[string][]byte{}
+	for _, st := range listed {
+		if _, ours := ruleOwner(st.Service.Name); ours {
+			x.applied[st.Service.Name] = encode(st.Service)
+		}
+	}
+	d.mu.Lock()
+	desired := make(map[string]api.Service)
+	owner := map[string]string{}
+	for key, rs := range d.desired {
+		for n, r := range rs {
+			desired[n] = r
+			owner[n] = key
+		}
+	}
+	d.mu.Unlock()
+	var errs []error
+	applied, deleted := 0, 0
+	for name := range x.applied {
+		if _, ok := desired[name]; ok {
+			continue
+		}
+		key, _ := ruleOwner(name)
+		if d.cfg.Owned(ctx, key) {
+			continue
+		}
+		if err := d.call(ctx, func(c context.Context) error { return x.client.DeleteService(c, name) }); err != nil && !api.IsNotFound(err) {
+			errs = append(errs, fmt.Errorf("delete %s: %w", name, err))
+			continue
+		}
+		delete(x.applied, name)
+		deleted++
+	}
+	names := make([]string, 0, len(desired))
+	for n := range desired {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		b := encode(desired[n])
+		if bytes.Equal(x.applied[n], b) {
+			continue
+		}
+		r := desired[n]
+		if err := d.call(ctx, func(c context.Context) error { return x.client.ApplyService(c, r) }); err != nil {
+			errs = append(errs, fmt.Errorf("apply %s (Service %s): %w", n, owner[n], err))
+			if !api.IsClientError(err) {
+				x.synced = false
+				return errors.Join(errs...)
+			}
+			continue
+		}
+		x.applied[n] = b
+		applied++
+	}
+	x.synced = true
+	x.lastSync = time.Now()
+	d.cfg.Logger.Info("daemon synced", "url", x.url, "applied", applied, "deleted", deleted, "rules", len(x.applied))
+	return errors.Join(errs...)
+}

@@ -1,0 +1,265 @@
+// Package l4 drives the telcolb daemon inside a lab: it builds the binaries,
+// runs the daemon in the lab's lb namespace, talks to its API from outside
+// the namespace, and runs real servers and clients (HTTP, UDP, SCTP) on the
+// lab hosts. The end-to-end tests, `make demo` and the benchmarks share it.
+package l4
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/telcolb/telcolb/api"
+	"github.com/telcolb/telcolb/scenarios/lab"
+)
+
+// APIAddress is where the daemon listens inside the lb namespace.
+const APIAddress = "127.0.0.1:8091"
+
+// Binaries are the paths of the built programs.
+type Binaries struct {
+	Telcolb, Telcolbctl string
+}
+
+var (
+	buildOnce sync.Once
+	built     Binaries
+	buildErr  error
+)
+
+// Build compiles telcolb and telcolbctl once per process into dir (a temp
+// directory when empty) and returns their paths.
+func Build(ctx context.Context, dir string) (Binaries, error) {
+	buildOnce.Do(func() {
+		if dir == "" {
+			dir, buildErr = os.MkdirTemp("", "telcolb-bin-")
+			if buildErr != nil {
+				return
+			}
+		}
+		root, err := moduleRoot(ctx)
+		if err != nil {
+			buildErr = err
+			return
+		}
+		for _, p := range []struct{ pkg, out string }{
+			{"./cmd/telcolb", "telcolb"},
+			{"./cmd/telcolbctl", "telcolbctl"},
+		} {
+			cmd := exec.CommandContext(ctx, "go", "build", "-o", filepath.Join(dir, p.out), p.pkg)
+			cmd.Dir = root
+			if out, err := cmd.CombinedOutput(); err != nil {
+				buildErr = fmt.Errorf("go build %s: %w\n%s", p.pkg, err, out)
+				return
+			}
+		}
+		built = Binaries{Telcolb: filepath.Join(dir, "telcolb"), Telcolbctl: filepath.Join(dir, "telcolbctl")}
+	})
+	return built, buildErr
+}
+
+func moduleRoot(ctx context.Context) (string, error) {
+	out, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
+	if err != nil {
+		return "", fmt.Errorf("go env GOMOD: %w", err)
+	}
+	mod := strings.TrimSpace(string(out))
+	if mod == "" || mod == os.DevNull {
+		return "", errors.New("not inside the telcolb module (go env GOMOD is empty)")
+	}
+	return filepath.Dir(mod), nil
+}
+
+// DaemonConfig says how to run telcolb in the lab.
+type DaemonConfig struct {
+	Bin        Binaries
+	Host       *lab.Host // the lb namespace
+	Interfaces []string
+	// StateDir and PinPath persist across Restart; both are removed by Destroy.
+	StateDir string
+	PinPath  string
+	// ExtraArgs are appended to the command line.
+	ExtraArgs []string
+	// Log receives the daemon's stdout and stderr.
+	Log *bytes.Buffer
+}
+
+// Daemon is a telcolb process in a lab namespace.
+type Daemon struct {
+	cfg    DaemonConfig
+	cmd    *exec.Cmd
+	done   chan struct{}
+	mu     sync.Mutex
+	log    *syncBuffer
+	Client *api.Client
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// StartDaemon runs telcolb in cfg.Host's network namespace and waits until
+// its API answers. It uses nsenter --net rather than `ip netns exec`, which
+// would also give the daemon a private /sys without the host's bpffs, and the
+// pinned maps would die with the process instead of surviving a restart.
+func StartDaemon(ctx context.Context, cfg DaemonConfig) (*Daemon, error) {
+	if cfg.StateDir == "" || cfg.PinPath == "" {
+		return nil, errors.New("l4: DaemonConfig needs StateDir and PinPath")
+	}
+	d := &Daemon{cfg: cfg, log: &syncBuffer{}}
+	hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+		DialContext:       HostDialer(cfg.Host),
+		DisableKeepAlives: true,
+	}}
+	c, err := api.NewClient(api.ClientConfig{BaseURL: "http://" + APIAddress, HTTPClient: hc})
+	if err != nil {
+		return nil, err
+	}
+	d.Client = c
+	if err := d.start(ctx); err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+func (d *Daemon) start(ctx context.Context) error {
+	args := []string{"--net=/run/netns/" + d.cfg.Host.NS, d.cfg.Bin.Telcolb,
+		"--api-address=" + APIAddress,
+		"--interfaces=" + strings.Join(d.cfg.Interfaces, ","),
+		"--state-dir=" + d.cfg.StateDir,
+		"--bpf-pin-path=" + d.cfg.PinPath,
+	}
+	args = append(args, d.cfg.ExtraArgs...)
+	cmd := exec.Command("nsenter", args...)
+	cmd.Stdout = d.log
+	cmd.Stderr = d.log
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start telcolb: %w", err)
+	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	d.mu.Lock()
+	d.cmd, d.done = cmd, done
+	d.mu.Unlock()
+
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		hctx, cancel := context.WithTimeout(ctx, time.Second)
+		_, err := d.Client.Health(hctx)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-done:
+			return fmt.Errorf("telcolb exited during start-up: %s", d.log.String())
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("telcolb API not up after 20s: %v\n%s", err, d.log.String())
+		}
+	}
+}
+
+// Log returns what the daemon printed so far.
+func (d *Daemon) Log() string { return d.log.String() }
+
+// Stop sends SIGTERM and waits for the process to exit. The datapath stays
+// programmed: that is the point of pinned maps.
+func (d *Daemon) Stop() error {
+	d.mu.Lock()
+	cmd, done := d.cmd, d.done
+	d.mu.Unlock()
+	if cmd == nil {
+		return nil
+	}
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-done:
+	case <-time.After(15 * time.Second):
+		_ = cmd.Process.Kill()
+		<-done
+		return errors.New("telcolb did not exit within 15s of SIGTERM")
+	}
+	d.mu.Lock()
+	d.cmd = nil
+	d.mu.Unlock()
+	return nil
+}
+
+// Restart stops the daemon and starts it again with the same state.
+func (d *Daemon) Restart(ctx context.Context) error {
+	if err := d.Stop(); err != nil {
+		return err
+	}
+	return d.start(ctx)
+}
+
+// Destroy stops the daemon and removes the datapath, pins and state.
+func (d *Daemon) Destroy(ctx context.Context) error {
+	errs := []error{d.Stop()}
+	cmd := exec.CommandContext(ctx, "nsenter", "--net=/run/netns/"+d.cfg.Host.NS, d.cfg.Bin.Telcolb,
+		"--cleanup", "--interfaces="+strings.Join(d.cfg.Interfaces, ","),
+		"--state-dir="+d.cfg.StateDir, "--bpf-pin-path="+d.cfg.PinPath)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		errs = append(errs, fmt.Errorf("telcolb --cleanup: %w: %s", err, out))
+	}
+	if err := os.RemoveAll(d.cfg.PinPath); err != nil {
+		errs = append(errs, err)
+	}
+	if err := os.RemoveAll(d.cfg.StateDir); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// Ctl runs telcolbctl inside the daemon's namespace and returns its output.
+func (d *Daemon) Ctl(ctx context.Context, args ...string) (string, error) {
+	full := append([]string{"--net=/run/netns/" + d.cfg.Host.NS, d.cfg.Bin.Telcolbctl, "--server=http://" + APIAddress}, args...)
+	out, err := exec.CommandContext(ctx, "nsenter", full...).CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("telcolbctl %s: %w: %s", strings.Join(args, " "), err, out)
+	}
+	return string(out), nil
+}
+
+// HostDialer returns a DialContext that opens its sockets inside h's network
+// namespace (a socket keeps the namespace it was created in).
+func HostDialer(h *lab.Host) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		var c net.Conn
+		err := h.Do(func() error {
+			var d net.Dialer
+			var err error
+			c, err = d.DialContext(ctx, network, addr)
+			return err
+		})
+		return c, err
+	}
+}

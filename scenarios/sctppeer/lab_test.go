@@ -1,0 +1,231 @@
+package sctppeer_test
+
+import (
+	"context"
+	"net/netip"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/telcolb/telcolb/scenarios/capture"
+	"github.com/telcolb/telcolb/scenarios/lab"
+	"github.com/telcolb/telcolb/scenarios/sctppeer"
+)
+
+func requireTools(t *testing.T) {
+	t.Helper()
+	for _, tool := range []string{"dumpcap", "tshark", "nft"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s not installed", tool)
+		}
+	}
+}
+
+func addrs(s ...string) []netip.Addr {
+	out := make([]netip.Addr, len(s))
+	for i, a := range s {
+		out[i] = netip.MustParseAddr(a)
+	}
+	return out
+}
+
+func startCaptures(ctx context.Context, t *testing.T, h *lab.Host, ifaces ...string) []*capture.Capture {
+	t.Helper()
+	dir := t.TempDir()
+	var caps []*capture.Capture
+	for _, ifc := range ifaces {
+		c, err := capture.Start(ctx, h, ifc, dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		caps = append(caps, c)
+	}
+	return caps
+}
+
+func stopAndDecode(ctx context.Context, t *testing.T, caps []*capture.Capture) (map[string]int, []capture.SCTPPacket) {
+	t.Helper()
+	var all []capture.SCTPPacket
+	for _, c := range caps {
+		if err := c.Stop(); err != nil {
+			t.Fatal(err)
+		}
+		pkts, err := capture.SCTP(ctx, c.File)
+		if err != nil {
+			t.Fatal(err)
+		}
+		all = append(all, pkts...)
+		rep, err := capture.Checksums(ctx, c.File)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(rep.Bad) != 0 {
+			t.Errorf("%s/%s: bad checksums in frames %+v", c.Host.Name, c.Iface, rep.Bad)
+		}
+		if len(pkts) > 0 && rep.Good == 0 {
+			t.Errorf("%s/%s: no checksum verified", c.Host.Name, c.Iface)
+		}
+	}
+	return capture.CountChunks(all), all
+}
+
+// A single-homed association from the client to a backend, forwarded by
+// the lb namespace with plain kernel routing: handshake, data both ways,
+// SACKs, PPIDs and checksums as tshark sees them.
+func TestEchoThroughLBForwardingIsCapturedCleanly(t *testing.T) {
+	requireTools(t)
+	l := lab.New(t, lab.Config{Backends: 1})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	srv, err := sctppeer.StartServer(ctx, l.Backends[0], sctppeer.ServerOptions{
+		Bind: addrs("10.77.2.11"), Port: 3868, ID: "be1", Timers: sctppeer.FastTimers,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	caps := startCaptures(ctx, t, l.LB, "eth0", "eth1")
+
+	res, err := sctppeer.RunClient(ctx, l.Client, sctppeer.ClientOptions{
+		Bind: addrs("10.77.1.2"), Connect: addrs("10.77.2.11"), Port: 3868,
+		Count: 20, Size: 100, Interval: 10 * time.Millisecond, Streams: 4, PPID: 46, Timers: sctppeer.FastTimers,
+	})
+	if err != nil {
+		t.Fatalf("client: %v (%+v)", err, res)
+	}
+	if res.ServerID != "be1" || res.Echoed != 20 {
+		t.Errorf("result %+v, want 20 echoes from be1", res)
+	}
+	if len(res.PeerAddrs) != 1 || !strings.HasPrefix(res.PeerAddrs[0], "10.77.2.11:") {
+		t.Errorf("peer addresses %v, want 10.77.2.11", res.PeerAddrs)
+	}
+
+	counts, pkts := stopAndDecode(ctx, t, caps)
+	// Each capture sees the whole exchange once (eth0 client side, eth1 backend side).
+	for chunk, want := range map[string]int{"INIT": 2, "INIT_ACK": 2, "COOKIE_ECHO": 2, "COOKIE_ACK": 2} {
+		if counts[chunk] != want {
+			t.Errorf("%s chunks: %d, want %d (all: %v)", chunk, counts[chunk], want, counts)
+		}
+	}
+	if counts["DATA"] < 2*2*20 {
+		t.Errorf("DATA chunks: %d, want at least %d", counts["DATA"], 2*2*20)
+	}
+	if counts["SACK"] == 0 || counts["ABORT"] != 0 {
+		t.Errorf("chunks %v: want SACKs and no ABORT", counts)
+	}
+	for _, p := range pkts {
+		for _, ppid := range p.PPIDs {
+			if ppid != 46 {
+				t.Fatalf("frame %d: PPID %d on the wire, want 46", p.Frame, ppid)
+			}
+		}
+	}
+	evs, err := srv.Events()
+	if err != nil {
+		t.Fatal(err)
+	}
+	up := false
+	for _, ev := range evs {
+		if ev.Event == "assoc" && ev.State == "COMM_UP" {
+			up = true
+		}
+	}
+	if !up {
+		t.Errorf("server saw no COMM_UP: %+v", evs)
+	}
+}
+
+// Two links per side through a router: the primary link is cut mid-stream;
+// the association fails over to the second path without losing a message
+// and without a new handshake.
+func TestMultiHomedFailoverLosesNoMessage(t *testing.T) {
+	requireTools(t)
+	l := lab.New(t, lab.Config{Backends: 1, Links: 2, Router: true})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	srv, err := sctppeer.StartServer(ctx, l.Backends[0], sctppeer.ServerOptions{
+		Bind: addrs("10.77.2.11", "10.77.12.11"), Port: 38412, ID: "be1", Timers: sctppeer.FastTimers,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Router's lb-side interfaces of link 0 and link 1.
+	caps := startCaptures(ctx, t, l.Router, "eth1", "eth3")
+
+	const count = 60
+	cl, err := sctppeer.StartClient(ctx, l.Client, sctppeer.ClientOptions{
+		Bind: addrs("10.77.1.2", "10.77.11.2"), Connect: addrs("10.77.2.11", "10.77.12.11"), Port: 38412,
+		Count: count, Size: 200, Interval: 50 * time.Millisecond, Streams: 2, PPID: 60,
+		Wait: 15 * time.Second, Timers: sctppeer.FastTimers,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Cut link 0 once the association is up and data is flowing.
+	if err := waitServerEvent(ctx, srv, "assoc", "COMM_UP"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second)
+	if err := l.RouterClientIface(0).SetUp(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	res, err := cl.Wait(ctx)
+	if err != nil {
+		t.Fatalf("client: %v (%+v)", err, res)
+	}
+	if res.Echoed != count || res.Lost != 0 {
+		t.Errorf("echoed %d lost %d, want %d/0", res.Echoed, res.Lost, count)
+	}
+	if res.Failovers == 0 {
+		t.Errorf("client reported no unreachable peer address; events %+v", res.Events)
+	}
+	if len(res.PeerAddrs) != 2 || len(res.LocalAddrs) != 2 {
+		t.Errorf("peer %v local %v, want two each", res.PeerAddrs, res.LocalAddrs)
+	}
+	t.Logf("failover: max echo gap %d ms, events %+v", res.MaxGapMs, res.Events)
+
+	counts, pkts := stopAndDecode(ctx, t, caps)
+	if counts["INIT"] != 1 || counts["ABORT"] != 0 {
+		t.Errorf("chunks %v: want exactly one INIT (no new association) and no ABORT", counts)
+	}
+	// After the cut, data must have used link 1 (router eth3 saw DATA).
+	link1Data := 0
+	for _, p := range pkts {
+		if (strings.HasPrefix(p.Dst, "10.77.12.") || strings.HasPrefix(p.Src, "10.77.12.")) && contains(p.Chunks, "DATA") {
+			link1Data++
+		}
+	}
+	if link1Data == 0 {
+		t.Errorf("no DATA over the second path")
+	}
+}
+
+func contains(s []string, v string) bool {
+	for _, x := range s {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}
+
+func waitServerEvent(ctx context.Context, srv *sctppeer.Server, event, state string) error {
+	for {
+		evs, err := srv.Events()
+		if err != nil {
+			return err
+		}
+		for _, ev := range evs {
+			if ev.Event == event && ev.State == state {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-srv.Proc.Done():
+			return context.Canceled
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}

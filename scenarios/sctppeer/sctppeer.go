@@ -1,0 +1,478 @@
+// Package sctppeer drives telcolb-sctppeer, a real SCTP test peer (usrsctp
+// in raw-IP mode, see sctplb/transport/usrsctp) run inside lab namespaces:
+// an echo server that says which instance answered, and a client that sends
+// N messages, waits for every echo and reports one JSON Result.
+//
+// usrsctp is one stack per process and per namespace, so every peer is its
+// own process; the binary is built once per test process (Binary).
+package sctppeer
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/telcolb/telcolb/scenarios/lab"
+)
+
+// Timers are the SCTP timers both peers use. Zero values keep usrsctp's
+// defaults (RTO 1 s/3 s/60 s, heartbeat 30 s, path max retransmits 5).
+type Timers struct {
+	RTOMin, RTOInitial, RTOMax time.Duration
+	Heartbeat                  time.Duration
+	PathMaxRetrans             int
+}
+
+// FastTimers detect a dead path in well under a second (heartbeat 300 ms,
+// RTO 100/200/400 ms, 2 retransmissions): what failover tests use.
+var FastTimers = Timers{
+	RTOMin: 100 * time.Millisecond, RTOInitial: 200 * time.Millisecond, RTOMax: 400 * time.Millisecond,
+	Heartbeat: 300 * time.Millisecond, PathMaxRetrans: 2,
+}
+
+func (t Timers) args() []string {
+	var a []string
+	add := func(name string, d time.Duration) {
+		if d > 0 {
+			a = append(a, "--"+name, d.String())
+		}
+	}
+	add("rto-min", t.RTOMin)
+	add("rto-initial", t.RTOInitial)
+	add("rto-max", t.RTOMax)
+	add("heartbeat", t.Heartbeat)
+	if t.PathMaxRetrans > 0 {
+		a = append(a, "--path-max-retrans", strconv.Itoa(t.PathMaxRetrans))
+	}
+	return a
+}
+
+// ServerOptions configure `telcolb-sctppeer server`.
+type ServerOptions struct {
+	// Bind lists the local addresses (several: multi-homed). Empty: all.
+	Bind []netip.Addr
+	Port uint16
+	// ID is prefixed to every echo ("<ID>\x00<message>") so clients can tell
+	// which server answered. Empty: the host name.
+	ID string
+	// PPID, if non-zero, replaces the PPID of echoes (else echoed as received).
+	PPID uint32
+	// Raw echoes messages verbatim, without the ID prefix.
+	Raw    bool
+	Timers Timers
+}
+
+// ClientOptions configure `telcolb-sctppeer client`.
+type ClientOptions struct {
+	Bind    []netip.Addr
+	Connect []netip.Addr
+	Port    uint16
+	// Count messages of Size bytes (at least 12), one every Interval, over
+	// Streams streams (round robin from 0), with PPID.
+	Count    int
+	Size     int
+	Interval time.Duration
+	Streams  int
+	PPID     uint32
+	// Wait bounds how long the client waits for missing echoes after the
+	// last send (default 5 s).
+	Wait time.Duration
+	// Raw expects verbatim echoes (server Raw).
+	Raw    bool
+	Timers Timers
+}
+
+// Event is an association or peer-address event seen by a peer.
+type Event struct {
+	// AtMs is milliseconds since the client started (server: since start).
+	AtMs  int64  `json:"atMs"`
+	Kind  string `json:"kind"`  // "assoc" or "paddr" or "shutdown" or "remote-error" or "send-failed"
+	State string `json:"state"` // COMM_UP, ADDR_UNREACHABLE, ...
+	Addr  string `json:"addr,omitempty"`
+	Assoc uint32 `json:"assoc"`
+}
+
+// Result is the client's one-line JSON report.
+type Result struct {
+	Associated bool     `json:"associated"`
+	Sent       int      `json:"sent"`
+	Echoed     int      `json:"echoed"`
+	Lost       int      `json:"lost"`
+	Duplicates int      `json:"duplicates"`
+	Corrupt    int      `json:"corrupt"`
+	WrongStrm  int      `json:"wrongStream"`
+	ServerID   string   `json:"serverID"`
+	ServerIDs  []string `json:"serverIDs,omitempty"`
+	PeerAddrs  []string `json:"peerAddrs"`
+	LocalAddrs []string `json:"localAddrs"`
+	Events     []Event  `json:"events"`
+	// Failovers counts ADDR_UNREACHABLE events.
+	Failovers int   `json:"failovers"`
+	MaxGapMs  int64 `json:"maxGapMs"`
+	ElapsedMs int64 `json:"elapsedMs"`
+	Error     string `json:"error,omitempty"`
+}
+
+// OK reports whether the run associated and got every echo back intact.
+func (r Result) OK() bool {
+	return r.Associated && r.Error == "" && r.Lost == 0 && r.Corrupt == 0 && r.WrongStrm == 0 && r.Echoed == r.Sent
+}
+
+// ServerEvent is one JSON line the server prints.
+type ServerEvent struct {
+	Event string   `json:"event"` // listening, assoc, paddr, shutdown, closed, error
+	ID    string   `json:"id,omitempty"`
+	Addrs []string `json:"addrs,omitempty"`
+	Port  uint16   `json:"port,omitempty"`
+	State string   `json:"state,omitempty"`
+	Addr  string   `json:"addr,omitempty"`
+	Assoc uint32   `json:"assoc,omitempty"`
+	Peers []string `json:"peers,omitempty"`
+	// Messages is the number echoed on a closed association.
+	Messages int    `json:"messages,omitempty"`
+	Error    string `json:"error,omitempty"`
+	AtMs     int64  `json:"atMs"`
+}
+
+// EnvBinary names an environment variable pointing at a prebuilt
+// telcolb-sctppeer, skipping the build.
+const EnvBinary = "TELCOLB_SCTPPEER_BIN"
+
+var build struct {
+	mu   sync.Mutex
+	path string
+}
+
+// Binary returns the path of telcolb-sctppeer, building it on first use in
+// this process (go build caches, so this is quick after the first time).
+func Binary(ctx context.Context) (string, error) {
+	if p := os.Getenv(EnvBinary); p != "" {
+		return p, nil
+	}
+	build.mu.Lock()
+	defer build.mu.Unlock()
+	if build.path != "" {
+		return build.path, nil
+	}
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
+	}
+	cache, err := os.UserCacheDir()
+	if err != nil {
+		cache = os.TempDir()
+	}
+	dir := filepath.Join(cache, "telcolb")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", fmt.Errorf("sctppeer: %w", err)
+	}
+	// Build to a private name, then rename: parallel test binaries each
+	// replace the shared path atomically with an identical fresh build.
+	tmp, err := os.CreateTemp(dir, "telcolb-sctppeer-*")
+	if err != nil {
+		return "", fmt.Errorf("sctppeer: %w", err)
+	}
+	tmp.Close()
+	cmd := exec.CommandContext(ctx, goBin, "build", "-o", tmp.Name(), "github.com/telcolb/telcolb/scenarios/sctppeer/cmd/telcolb-sctppeer")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		os.Remove(tmp.Name())
+		return "", fmt.Errorf("sctppeer: go build: %w: %s", err, out)
+	}
+	final := filepath.Join(dir, "telcolb-sctppeer")
+	if err := os.Rename(tmp.Name(), final); err != nil {
+		os.Remove(tmp.Name())
+		return "", fmt.Errorf("sctppeer: %w", err)
+	}
+	build.path = final
+	return final, nil
+}
+
+// Server is a running echo server.
+type Server struct {
+	Proc *lab.Proc
+	Opts ServerOptions
+}
+
+// StartServer starts an echo server in host and waits until it listens.
+// It also installs the host's ICMP protocol-unreachable drop rule.
+func StartServer(ctx context.Context, host *lab.Host, opts ServerOptions) (*Server, error) {
+	if opts.Port == 0 {
+		return nil, errors.New("sctppeer: server port 0")
+	}
+	if opts.ID == "" {
+		opts.ID = host.Name
+	}
+	bin, err := Binary(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := host.DropProtoUnreachable(ctx); err != nil {
+		return nil, err
+	}
+	args := []string{"server", "--port", strconv.Itoa(int(opts.Port)), "--id", opts.ID}
+	if len(opts.Bind) > 0 {
+		args = append(args, "--bind", FormatAddrList(opts.Bind))
+	}
+	if opts.PPID != 0 {
+		args = append(args, "--ppid", strconv.FormatUint(uint64(opts.PPID), 10))
+	}
+	if opts.Raw {
+		args = append(args, "--raw")
+	}
+	args = append(args, opts.Timers.args()...)
+	p, err := host.Start(bin, args...)
+	if err != nil {
+		return nil, err
+	}
+	wctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	if err := p.WaitOutput(wctx, `"event":"listening"`); err != nil {
+		_ = p.Stop()
+		return nil, fmt.Errorf("sctppeer: server on %s: %w", host.Name, err)
+	}
+	return &Server{Proc: p, Opts: opts}, nil
+}
+
+// Events parses the JSON lines the server printed so far.
+func (s *Server) Events() ([]ServerEvent, error) {
+	return parseServerEvents(s.Proc.Stdout())
+}
+
+// Stop stops the server.
+func (s *Server) Stop() error { return s.Proc.Stop() }
+
+func parseServerEvents(out string) ([]ServerEvent, error) {
+	var evs []ServerEvent
+	sc := bufio.NewScanner(strings.NewReader(out))
+	sc.Buffer(make([]byte, 64*1024), 1<<20)
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" {
+			continue
+		}
+		var ev ServerEvent
+		if err := json.Unmarshal([]byte(line), &ev); err != nil {
+			return evs, fmt.Errorf("sctppeer: server line %q: %w", line, err)
+		}
+		evs = append(evs, ev)
+	}
+	return evs, sc.Err()
+}
+
+// Client is a running client.
+type Client struct {
+	Proc *lab.Proc
+}
+
+func (o ClientOptions) args() ([]string, error) {
+	if len(o.Connect) == 0 {
+		return nil, errors.New("sctppeer: client needs Connect addresses")
+	}
+	if o.Port == 0 {
+		return nil, errors.New("sctppeer: client port 0")
+	}
+	args := []string{"client", "--connect", FormatAddrList(o.Connect), "--port", strconv.Itoa(int(o.Port))}
+	if len(o.Bind) > 0 {
+		args = append(args, "--bind", FormatAddrList(o.Bind))
+	}
+	if o.Count > 0 {
+		args = append(args, "--count", strconv.Itoa(o.Count))
+	}
+	if o.Size > 0 {
+		args = append(args, "--size", strconv.Itoa(o.Size))
+	}
+	if o.Interval > 0 {
+		args = append(args, "--interval", o.Interval.String())
+	}
+	if o.Streams > 0 {
+		args = append(args, "--streams", strconv.Itoa(o.Streams))
+	}
+	if o.PPID != 0 {
+		args = append(args, "--ppid", strconv.FormatUint(uint64(o.PPID), 10))
+	}
+	if o.Wait > 0 {
+		args = append(args, "--wait", o.Wait.String())
+	}
+	if o.Raw {
+		args = append(args, "--raw")
+	}
+	return append(args, o.Timers.args()...), nil
+}
+
+// StartClient starts a client in host in the background; Wait collects its
+// Result.
+func StartClient(ctx context.Context, host *lab.Host, opts ClientOptions) (*Client, error) {
+	args, err := opts.args()
+	if err != nil {
+		return nil, err
+	}
+	bin, err := Binary(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := host.DropProtoUnreachable(ctx); err != nil {
+		return nil, err
+	}
+	p, err := host.Start(bin, args...)
+	if err != nil {
+		return nil, err
+	}
+	return &Client{Proc: p}, nil
+}
+
+// Wait waits for the client to finish and returns its Result. The error is
+// non-nil when the client failed (exit status, no result line, or a Result
+// that is not OK); the Result is returned whenever one was printed.
+func (c *Client) Wait(ctx context.Context) (Result, error) {
+	waitErr := c.Proc.Wait(ctx)
+	if errors.Is(waitErr, context.Canceled) || errors.Is(waitErr, context.DeadlineExceeded) {
+		_ = c.Proc.Stop()
+	}
+	r, perr := ParseResult(c.Proc.Stdout())
+	if perr != nil {
+		return r, fmt.Errorf("sctppeer client: %w (exit: %v; stderr: %s)", perr, waitErr, strings.TrimSpace(c.Proc.Stderr()))
+	}
+	if waitErr != nil || !r.OK() {
+		return r, fmt.Errorf("sctppeer client failed (exit: %v): %s; stderr: %s", waitErr, summary(r), strings.TrimSpace(c.Proc.Stderr()))
+	}
+	return r, nil
+}
+
+func summary(r Result) string {
+	return fmt.Sprintf("associated=%v sent=%d echoed=%d lost=%d corrupt=%d wrongStream=%d error=%q",
+		r.Associated, r.Sent, r.Echoed, r.Lost, r.Corrupt, r.WrongStrm, r.Error)
+}
+
+// RunClient runs a client in host to completion.
+func RunClient(ctx context.Context, host *lab.Host, opts ClientOptions) (Result, error) {
+	c, err := StartClient(ctx, host, opts)
+	if err != nil {
+		return Result{}, err
+	}
+	return c.Wait(ctx)
+}
+
+// ParseResult extracts the client's Result: the last line of out that is a
+// JSON object.
+func ParseResult(out string) (Result, error) {
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	for i := len(lines) - 1; i >= 0; i-- {
+		line := strings.TrimSpace(lines[i])
+		if !strings.HasPrefix(line, "{") {
+			continue
+		}
+		var r Result
+		if err := json.Unmarshal([]byte(line), &r); err != nil {
+			return Result{}, fmt.Errorf("sctppeer: result line: %w", err)
+		}
+		return r, nil
+	}
+	return Result{}, errors.New("sctppeer: no result line")
+}
+
+// ParseAddrList parses "a[,b...]" into addresses (the --bind and --connect
+// syntax).
+func ParseAddrList(s string) ([]netip.Addr, error) {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return nil, nil
+	}
+	parts := strings.Split(s, ",")
+	out := make([]netip.Addr, 0, len(parts))
+	seen := make(map[netip.Addr]bool, len(parts))
+	for _, p := range parts {
+		a, err := netip.ParseAddr(strings.TrimSpace(p))
+		if err != nil {
+			return nil, fmt.Errorf("address list %q: %w", s, err)
+		}
+		if a.Zone() != "" {
+			return nil, fmt.Errorf("address list %q: zones are not supported", s)
+		}
+		a = a.Unmap()
+		if seen[a] {
+			return nil, fmt.Errorf("address list %q: %s repeated", s, a)
+		}
+		seen[a] = true
+		out = append(out, a)
+	}
+	return out, nil
+}
+
+// FormatAddrList is the inverse of ParseAddrList.
+func FormatAddrList(addrs []netip.Addr) string {
+	s := make([]string, len(addrs))
+	for i, a := range addrs {
+		s[i] = a.String()
+	}
+	return strings.Join(s, ",")
+}
+
+// MinSize is the smallest client message: an 8-byte sequence number and a
+// 4-byte length.
+const MinSize = 12
+
+// EncodeMessage builds the client's message number seq of size bytes: seq,
+// size, then a pattern derived from seq, so a corrupted or misrouted echo is
+// detected byte by byte.
+func EncodeMessage(seq uint64, size int) []byte {
+	if size < MinSize {
+		size = MinSize
+	}
+	b := make([]byte, size)
+	for i := 0; i < 8; i++ {
+		b[i] = byte(seq >> (56 - 8*i))
+	}
+	for i := 0; i < 4; i++ {
+		b[8+i] = byte(uint32(size) >> (24 - 8*i))
+	}
+	for i := MinSize; i < size; i++ {
+		b[i] = byte(seq) ^ byte(i*7)
+	}
+	return b
+}
+
+// DecodeMessage returns the sequence number of a client message and whether
+// it is intact (length and pattern as EncodeMessage made it).
+func DecodeMessage(b []byte) (seq uint64, ok bool) {
+	if len(b) < MinSize {
+		return 0, false
+	}
+	for i := 0; i < 8; i++ {
+		seq = seq<<8 | uint64(b[i])
+	}
+	var size uint32
+	for i := 0; i < 4; i++ {
+		size = size<<8 | uint32(b[8+i])
+	}
+	if int64(size) != int64(len(b)) {
+		return seq, false
+	}
+	for i := MinSize; i < len(b); i++ {
+		if b[i] != byte(seq)^byte(i*7) {
+			return seq, false
+		}
+	}
+	return seq, true
+}
+
+// SplitEcho separates a server's echo into the server ID and the original
+// message ("<ID>\x00<message>").
+func SplitEcho(b []byte) (id string, msg []byte, err error) {
+	for i, c := range b {
+		if c == 0 {
+			return string(b[:i]), b[i+1:], nil
+		}
+	}
+	return "", nil, errors.New("sctppeer: echo without server ID")
+}

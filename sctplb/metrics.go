@@ -1,0 +1,73 @@
+package sctplb
+
+import (
+	"fmt"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	ngapl "github.com/telcolb/telcolb/l7parse/ngap"
+	"github.com/telcolb/telcolb/sctplb/steer"
+)
+
+// metrics are the proxy's Prometheus series.
+type metrics struct {
+	ues        *prometheus.GaugeVec
+	messages   *prometheus.CounterVec
+	failures   *prometheus.CounterVec
+	malformed  *prometheus.CounterVec
+	assocs     *prometheus.GaugeVec
+	sendErrors prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer, proxy string) (*metrics, error) {
+	labels := prometheus.Labels{"proxy": proxy}
+	m := &metrics{
+		ues: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "telcolb_n2_ue_contexts", Help: "UE-associated NG connections held, per AMF.", ConstLabels: labels,
+		}, []string{"amf"}),
+		messages: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "telcolb_n2_messages_total", Help: "NGAP messages received, by direction and procedure.", ConstLabels: labels,
+		}, []string{"direction", "procedure"}),
+		failures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "telcolb_n2_steering_failures_total", Help: "Messages the proxy could not steer, by reason.", ConstLabels: labels,
+		}, []string{"reason"}),
+		malformed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "telcolb_n2_malformed_total", Help: "Undecodable NGAP PDUs, by direction.", ConstLabels: labels,
+		}, []string{"direction"}),
+		assocs: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "telcolb_n2_associations_up", Help: "Established SCTP associations, gNB side and AMF side.", ConstLabels: labels,
+		}, []string{"side"}),
+		sendErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "telcolb_n2_send_errors_total", Help: "Messages dropped because an association's send queue was full or failed.", ConstLabels: labels,
+		}),
+	}
+	if reg == nil {
+		return m, nil
+	}
+	for _, c := range []prometheus.Collector{m.ues, m.messages, m.failures, m.malformed, m.assocs, m.sendErrors} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("register N2 metrics: %w", err)
+		}
+	}
+	return m, nil
+}
+
+func (m *metrics) action(a steer.Action) {
+	switch a.Kind {
+	case steer.CountMessage:
+		m.messages.WithLabelValues(a.Dir.String(), ngapl.ProcedureName(a.Procedure)).Inc()
+	case steer.SteeringFailure:
+		m.failures.WithLabelValues(a.Reason).Inc()
+	case steer.Malformed:
+		m.malformed.WithLabelValues(a.Dir.String()).Inc()
+	}
+}
+
+func (m *metrics) state(mc *steer.Machine, names []string) {
+	for i, n := range mc.UEs() {
+		m.ues.WithLabelValues(names[i]).Set(float64(n))
+	}
+	g, u := mc.AssociationsUp()
+	m.assocs.WithLabelValues("gnb").Set(float64(g))
+	m.assocs.WithLabelValues("amf").Set(float64(u))
+}

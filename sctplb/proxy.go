@@ -1,0 +1,347 @@
+// Package sctplb is the NGAP-aware N2 proxy: gNBs connect to one SCTP
+// endpoint, every UE's signalling is steered to the AMF holding its context.
+// The decisions live in sctplb/steer (a pure state machine); this package is
+// the I/O shell that feeds it association events and messages from a
+// transport.Transport and carries out the sends, dials and closes it returns.
+package sctplb
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	ngapl "github.com/telcolb/telcolb/l7parse/ngap"
+	"github.com/telcolb/telcolb/sctplb/steer"
+	"github.com/telcolb/telcolb/sctplb/transport"
+)
+
+// AMFEndpoint is one backend AMF.
+type AMFEndpoint struct {
+	Name    string
+	Address transport.Endpoint
+	// Weight biases the weighted policy; 0 means 1.
+	Weight int
+}
+
+// Config configures a Proxy.
+type Config struct {
+	Transport transport.Transport
+	// Listen is the N2 endpoint the gNBs connect to (port 38412 normally);
+	// several addresses make it multi-homed.
+	Listen transport.Endpoint
+	// LocalAddrs are the source addresses toward the AMFs (none: any).
+	LocalAddrs []netip.Addr
+	AMFs       []AMFEndpoint
+	Policy     steer.Policy
+	// Name is the AMF Name the gNBs see and the "proxy" metrics label.
+	Name string
+	// Steering timers; zero keeps steer's defaults.
+	SetupWait, SetupTimeout, RedialMin, RedialMax, DrainTimeout time.Duration
+	// TickInterval paces the state machine's timers (default 100ms).
+	TickInterval time.Duration
+	// DialTimeout bounds one association setup toward an AMF (default 5s).
+	DialTimeout time.Duration
+	// SendQueue is the per-association outbound queue; a full queue drops
+	// and counts (default 4096).
+	SendQueue int
+	// Registerer receives the metrics; nil registers nothing.
+	Registerer prometheus.Registerer
+	Logger     *slog.Logger
+}
+
+// Proxy runs the N2 proxy loop.
+type Proxy struct {
+	cfg     Config
+	log     *slog.Logger
+	machine *steer.Machine
+	met     *metrics
+	names   []string
+}
+
+// New validates cfg and builds the state machine and metrics.
+func New(cfg Config) (*Proxy, error) {
+	if cfg.Transport == nil {
+		return nil, errors.New("sctplb: no transport")
+	}
+	if cfg.Listen.Port == 0 {
+		return nil, errors.New("sctplb: listen port is 0")
+	}
+	if cfg.Name == "" {
+		cfg.Name = "telcolb-n2"
+	}
+	if cfg.TickInterval <= 0 {
+		cfg.TickInterval = 100 * time.Millisecond
+	}
+	if cfg.DialTimeout <= 0 {
+		cfg.DialTimeout = 5 * time.Second
+	}
+	if cfg.SendQueue <= 0 {
+		cfg.SendQueue = 4096
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	sc := steer.Config{
+		Policy: cfg.Policy, ProxyName: cfg.Name, Logger: cfg.Logger,
+		SetupWait: cfg.SetupWait, SetupTimeout: cfg.SetupTimeout,
+		RedialMin: cfg.RedialMin, RedialMax: cfg.RedialMax, DrainTimeout: cfg.DrainTimeout,
+	}
+	for i, a := range cfg.AMFs {
+		if len(a.Address.Addrs) == 0 || a.Address.Port == 0 {
+			return nil, fmt.Errorf("sctplb: amfs[%d] (%s): address and port required", i, a.Name)
+		}
+		sc.AMFs = append(sc.AMFs, steer.AMF{Name: a.Name, Weight: a.Weight})
+	}
+	m, err := steer.New(sc)
+	if err != nil {
+		return nil, fmt.Errorf("sctplb: %w", err)
+	}
+	met, err := newMetrics(cfg.Registerer, cfg.Name)
+	if err != nil {
+		return nil, fmt.Errorf("sctplb: %w", err)
+	}
+	return &Proxy{cfg: cfg, log: cfg.Logger, machine: m, met: met, names: m.AMFNames()}, nil
+}
+
+type (
+	evAccepted struct{ conn transport.Conn }
+	evDialed   struct {
+		id   steer.AssocID
+		conn transport.Conn
+		err  error
+	}
+	evRecv struct {
+		id  steer.AssocID
+		msg transport.Message
+	}
+	evDown struct {
+		id  steer.AssocID
+		err error
+	}
+)
+
+type peer struct {
+	id    steer.AssocID
+	conn  transport.Conn
+	sendq chan transport.Message
+	done  chan struct{}
+	once  sync.Once
+}
+
+func (p *peer) close() {
+	p.once.Do(func() {
+		close(p.done)
+		_ = p.conn.Close()
+	})
+}
+
+// loop is the state one Run owns.
+type loop struct {
+	*Proxy
+	ctx     context.Context
+	events  chan any
+	peers   map[steer.AssocID]*peer
+	nextGNB steer.AssocID
+	wg      sync.WaitGroup
+}
+
+// Run listens and proxies until ctx ends. It returns nil on cancellation and
+// an error if it cannot listen.
+func (p *Proxy) Run(ctx context.Context) error {
+	ln, err := p.cfg.Transport.Listen(p.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("sctplb: listen %v: %w", p.cfg.Listen, err)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	l := &loop{Proxy: p, ctx: ctx, events: make(chan any, 1024), peers: map[steer.AssocID]*peer{}}
+	defer func() {
+		cancel()
+		_ = ln.Close()
+		for _, pr := range l.peers {
+			pr.close()
+		}
+		l.wg.Wait()
+	}()
+	l.wg.Add(1)
+	go l.accept(ln)
+	p.log.Info("N2 proxy listening", "endpoint", p.cfg.Listen.String(), "amfs", len(p.cfg.AMFs), "policy", p.cfg.Policy.String())
+
+	tick := time.NewTicker(p.cfg.TickInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+			l.step(steer.Tick{})
+		case ev := <-l.events:
+			l.handle(ev)
+		}
+	}
+}
+
+func (l *loop) post(ev any) bool {
+	select {
+	case l.events <- ev:
+		return true
+	case <-l.ctx.Done():
+		return false
+	}
+}
+
+func (l *loop) accept(ln transport.Listener) {
+	defer l.wg.Done()
+	for {
+		c, err := ln.Accept(l.ctx)
+		if err != nil {
+			if l.ctx.Err() != nil {
+				return
+			}
+			l.log.Warn("accept failed", "err", err)
+			select {
+			case <-time.After(100 * time.Millisecond):
+			case <-l.ctx.Done():
+				return
+			}
+			continue
+		}
+		if !l.post(evAccepted{conn: c}) {
+			_ = c.Close()
+			return
+		}
+	}
+}
+
+func (l *loop) handle(ev any) {
+	switch e := ev.(type) {
+	case evAccepted:
+		l.nextGNB++
+		if l.nextGNB >= steer.UpstreamBit {
+			l.nextGNB = 1
+		}
+		id := l.nextGNB
+		l.start(id, e.conn)
+		l.log.Info("gNB connected", "assoc", id, "remote", e.conn.Remote())
+		l.step(steer.GNBUp{Assoc: id, OutStreams: e.conn.OutStreams()})
+	case evDialed:
+		if e.err != nil {
+			l.log.Warn("AMF dial failed", "assoc", e.id, "err", e.err)
+			l.step(steer.AMFDown{Assoc: e.id})
+			return
+		}
+		l.start(e.id, e.conn)
+		l.step(steer.AMFUp{Assoc: e.id, OutStreams: e.conn.OutStreams()})
+	case evRecv:
+		if e.msg.PPID != ngapl.PPID && e.msg.PPID != 0 {
+			l.log.Warn("dropping non-NGAP payload", "assoc", e.id, "ppid", e.msg.PPID)
+			l.met.failures.WithLabelValues("wrong PPID").Inc()
+			return
+		}
+		if e.id&steer.UpstreamBit != 0 {
+			l.step(steer.AMFMessage{Assoc: e.id, Stream: e.msg.Stream, Data: e.msg.Data})
+		} else {
+			l.step(steer.GNBMessage{Assoc: e.id, Stream: e.msg.Stream, Data: e.msg.Data})
+		}
+	case evDown:
+		if pr := l.peers[e.id]; pr != nil {
+			pr.close()
+			delete(l.peers, e.id)
+		}
+		if e.id&steer.UpstreamBit != 0 {
+			l.step(steer.AMFDown{Assoc: e.id})
+		} else {
+			l.log.Info("gNB disconnected", "assoc", e.id, "err", e.err)
+			l.step(steer.GNBDown{Assoc: e.id})
+		}
+	}
+}
+
+func (l *loop) step(ev steer.Event) {
+	for _, a := range l.machine.Step(time.Now(), ev) {
+		l.met.action(a)
+		switch a.Kind {
+		case steer.Send:
+			pr := l.peers[a.Assoc]
+			if pr == nil {
+				l.met.sendErrors.Inc()
+				continue
+			}
+			select {
+			case pr.sendq <- transport.Message{Stream: a.Stream, PPID: ngapl.PPID, Data: a.Data}:
+			default:
+				l.met.sendErrors.Inc()
+				l.log.Warn("send queue full, dropping", "assoc", a.Assoc)
+			}
+		case steer.Dial:
+			l.dial(a.Assoc, a.AMF)
+		case steer.Close:
+			if pr := l.peers[a.Assoc]; pr != nil {
+				pr.close()
+			}
+		}
+	}
+	l.met.state(l.machine, l.names)
+}
+
+func (l *loop) dial(id steer.AssocID, amf int) {
+	target := l.cfg.AMFs[amf]
+	l.wg.Add(1)
+	go func() {
+		defer l.wg.Done()
+		ctx, cancel := context.WithTimeout(l.ctx, l.cfg.DialTimeout)
+		defer cancel()
+		c, err := l.cfg.Transport.Dial(ctx, l.cfg.LocalAddrs, target.Address)
+		if err != nil {
+			err = fmt.Errorf("dial %s at %v: %w", target.Name, target.Address, err)
+		}
+		if !l.post(evDialed{id: id, conn: c, err: err}) && c != nil {
+			_ = c.Close()
+		}
+	}()
+}
+
+// start runs the reader and writer of one association. The reader reports
+// the association's end; the writer closes it on a send error so the reader
+// notices.
+func (l *loop) start(id steer.AssocID, c transport.Conn) {
+	pr := &peer{id: id, conn: c, sendq: make(chan transport.Message, l.cfg.SendQueue), done: make(chan struct{})}
+	l.peers[id] = pr
+	l.wg.Add(2)
+	go func() {
+		defer l.wg.Done()
+		for {
+			m, err := c.Recv(l.ctx)
+			if err != nil {
+				l.post(evDown{id: id, err: err})
+				return
+			}
+			if !l.post(evRecv{id: id, msg: m}) {
+				return
+			}
+		}
+	}()
+	go func() {
+		defer l.wg.Done()
+		for {
+			select {
+			case m := <-pr.sendq:
+				if err := c.Send(l.ctx, m); err != nil {
+					l.log.Warn("send failed, closing association", "assoc", id, "err", err)
+					l.met.sendErrors.Inc()
+					pr.close()
+					return
+				}
+			case <-pr.done:
+				return
+			case <-l.ctx.Done():
+				return
+			}
+		}
+	}()
+}
