@@ -77,10 +77,11 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } sel_tables SEC(".maps");
 
-// Per-CPU so round robin needs no atomics; each CPU walks the weighted slot
-// table on its own, which still spreads evenly over many flows.
+// Shared by all CPUs: users expect strict rotation ("4 flows over 2
+// endpoints = 2 each"), which per-CPU counters break. The atomic add is paid
+// once per new flow, never on established packets.
 struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, LB_MAX_SERVICES);
 	__type(key, __u32);
 	__type(value, __u32);
@@ -162,6 +163,13 @@ struct {
 	__type(key, __u32);
 	__type(value, struct ct_val);
 } scratch SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct bpf_redir_neigh);
+} nh_scratch SEC(".maps");
 
 /* ---- parsing ---- */
 
@@ -417,6 +425,14 @@ __noinline __u32 crc32c_delta(__u32 w, __u32 n)
 }
 
 /* ---- helpers ---- */
+
+// Coarse monotonic time (5.11+): tick resolution is plenty for timeouts of
+// seconds and it costs a fraction of bpf_ktime_get_ns. Same clock base as
+// CLOCK_MONOTONIC, which the Go ageing reads.
+static __always_inline __u64 lb_now(void)
+{
+	return bpf_ktime_get_coarse_ns();
+}
 
 static __always_inline int addr_eq(const __u8 *a, const __u8 *b)
 {
@@ -756,8 +772,26 @@ static __noinline int forward(struct __sk_buff *skb, const struct pkt *p, const 
 		count_drop(DROP_REWRITE);
 		return TC_ACT_SHOT;
 	}
-	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH)
-		return bpf_redirect_neigh(f.ifindex, 0, 0, 0);
+	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH) {
+		// Resolve the next hop the FIB chose, not the packet's destination:
+		// in DSR mode the destination is the VIP, which no backend answers
+		// neighbour requests for.
+		// The request lives in a per-CPU map, not on the stack: the
+		// verifier's 512-byte limit is shared by the whole call chain.
+		__u32 zero = 0;
+		struct bpf_redir_neigh *nh = bpf_map_lookup_elem(&nh_scratch, &zero);
+		if (!nh)
+			return bpf_redirect_neigh(f.ifindex, 0, 0, 0);
+		__builtin_memset(nh, 0, sizeof(*nh));
+		if (f.family == AF_INET) {
+			nh->nh_family = AF_INET;
+			nh->ipv4_nh = f.ipv4_dst;
+		} else {
+			nh->nh_family = AF_INET6;
+			__builtin_memcpy(nh->ipv6_nh, f.ipv6_dst, 16);
+		}
+		return bpf_redirect_neigh(f.ifindex, nh, sizeof(*nh), 0);
+	}
 	__builtin_memcpy(macs, f.dmac, 6);
 	__builtin_memcpy(macs + 6, f.smac, 6);
 	ifindex = f.ifindex;
@@ -969,10 +1003,8 @@ static __always_inline int select_ep(const struct pkt *p, __u32 id, const struct
 	switch (info->sel) {
 	case SEL_RR: {
 		__u32 *c = bpf_map_lookup_elem(&rr_ctr, &id);
-		if (c) {
-			slot = *c;
-			*c += 1;
-		}
+		if (c)
+			slot = __sync_fetch_and_add(c, 1);
 		break;
 	}
 	case SEL_HASH:
@@ -981,10 +1013,8 @@ static __always_inline int select_ep(const struct pkt *p, __u32 id, const struct
 	case SEL_PERSIST: {
 		struct aff_key ak = {.svc = id};
 		addr_cpy(ak.addr, p->src);
-		__u64 now = bpf_ktime_get_ns();
-		__u64 to = (__u64)(info->idle_timeout ? info->idle_timeout
-						     : state_timeout(p->proto, CT_TCP_ESTABLISHED, 0)) *
-			   NSEC;
+		__u64 now = lb_now();
+		__u64 to = (__u64)(info->idle_timeout ? info->idle_timeout : LB_TO_PERSIST) * NSEC;
 		struct aff_val *av = bpf_map_lookup_elem(&affinity, &ak);
 		if (av && now - av->last_ns < to && av->ep < info->n_eps && ep_usable(id, av->ep)) {
 			av->last_ns = now;
@@ -1008,9 +1038,11 @@ static __noinline int ct_established(struct __sk_buff *skb, struct pkt *p, struc
 {
 	__u64 len = skb->len;
 
-	ct->last_seen = bpf_ktime_get_ns();
-	__sync_fetch_and_add(&ct->packets, 1);
-	__sync_fetch_and_add(&ct->bytes, len);
+	// Plain increments: each direction's entry is normally hit by one RX
+	// queue, and a rare lost update beats a locked add per packet.
+	ct->last_seen = lb_now();
+	ct->packets += 1;
+	ct->bytes += len;
 	ct_track(p, ct);
 	count(&svc_stats, ct->svc, len, 0);
 	count(&ep_stats, ct->svc * LB_MAX_EPS + ct->ep, len, 0);
@@ -1033,9 +1065,8 @@ static __noinline int ct_established(struct __sk_buff *skb, struct pkt *p, struc
 // Chooses the SNAT source (egress interface address for onearm, the VIP for
 // fullnat) and a source port whose reply tuple is free. Returns 0 or a drop
 // reason.
-static __noinline int snat_pick(struct __sk_buff *skb, const struct pkt *p, struct ct_val *v_)
+static __noinline int snat_pick(struct __sk_buff *skb, const struct pkt *p, struct ct_val *v)
 {
-	struct ct_val *v = v_;
 	if (v->mode == MODE_ONEARM) {
 		struct bpf_fib_lookup f;
 		__u32 ifidx = skb->ifindex;
@@ -1143,7 +1174,7 @@ static __noinline int new_flow(struct __sk_buff *skb, struct pkt *p, struct ct_k
 	vp->family = p->family;
 	vp->mode = info->mode;
 	vp->idle = info->idle_timeout;
-	vp->created = vp->last_seen = bpf_ktime_get_ns();
+	vp->created = vp->last_seen = lb_now();
 	vp->packets = 1;
 	vp->bytes = skb->len;
 	switch (p->proto) {
@@ -1217,8 +1248,11 @@ static __always_inline int starts_new(const struct pkt *p, const struct ct_val *
 {
 	if (ct->flags & CT_F_REPLY)
 		return 0;
+	// A retransmitted INIT carries the same initiate tag: it belongs to the
+	// association being set up and must reach the same endpoint. A different
+	// tag on the same 5-tuple is a new association (peer restarted).
 	if (p->proto == IPPROTO_SCTP)
-		return p->chunk_type == SCTP_INIT;
+		return p->chunk_type == SCTP_INIT && p->init_tag != ct->vtag_client;
 	if (p->proto == IPPROTO_TCP)
 		return (p->tcp_flags & (TCP_SYN | TCP_ACK)) == TCP_SYN && ct->state == CT_TCP_CLOSED;
 	return 0;

@@ -31,6 +31,13 @@ type LbAffVal struct {
 	LastNs uint64
 }
 
+type LbBpfRedirNeigh struct {
+	_        structs.HostLayout
+	NhFamily uint32
+	Ipv4Nh   uint32
+	_        [12]byte
+}
+
 type LbCounters struct {
 	_        structs.HostLayout
 	Packets  uint64
@@ -130,6 +137,7 @@ const (
 	LbMapEpActive   = "ep_active"
 	LbMapEpStats    = "ep_stats"
 	LbMapIfAddrs    = "if_addrs"
+	LbMapNhScratch  = "nh_scratch"
 	LbMapRrCtr      = "rr_ctr"
 	LbMapScratch    = "scratch"
 	LbMapSelTables  = "sel_tables"
@@ -199,6 +207,7 @@ type LbMapSpecs struct {
 	EpActive  *ebpf.MapSpec `ebpf:"ep_active"`
 	EpStats   *ebpf.MapSpec `ebpf:"ep_stats"`
 	IfAddrs   *ebpf.MapSpec `ebpf:"if_addrs"`
+	NhScratch *ebpf.MapSpec `ebpf:"nh_scratch"`
 	RrCtr     *ebpf.MapSpec `ebpf:"rr_ctr"`
 	Scratch   *ebpf.MapSpec `ebpf:"scratch"`
 	SelTables *ebpf.MapSpec `ebpf:"sel_tables"`
@@ -242,6 +251,7 @@ type LbMaps struct {
 	EpActive  *ebpf.Map `ebpf:"ep_active"`
 	EpStats   *ebpf.Map `ebpf:"ep_stats"`
 	IfAddrs   *ebpf.Map `ebpf:"if_addrs"`
+	NhScratch *ebpf.Map `ebpf:"nh_scratch"`
 	RrCtr     *ebpf.Map `ebpf:"rr_ctr"`
 	Scratch   *ebpf.Map `ebpf:"scratch"`
 	SelTables *ebpf.Map `ebpf:"sel_tables"`
@@ -261,6 +271,7 @@ func (m *LbMaps) Close() error {
 		m.EpActive,
 		m.EpStats,
 		m.IfAddrs,
+		m.NhScratch,
 		m.RrCtr,
 		m.Scratch,
 		m.SelTables,

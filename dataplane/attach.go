@@ -78,10 +78,15 @@ func (d *Datapath) linkPin(ifname string) string {
 func (d *Datapath) attachTCX(ifname string, idx int) (link.Link, error) {
 	pin := d.linkPin(ifname)
 	if l, err := link.LoadPinnedLink(pin, nil); err == nil {
-		if err := l.Update(d.objs.TcIngress); err == nil {
-			return l, nil
+		// Only a link still attached to this very interface may be updated in
+		// place; an interface re-created under the same name leaves a defunct
+		// link behind, which is dropped.
+		if info, err := l.Info(); err == nil && info.TCX() != nil && int(info.TCX().Ifindex) == idx {
+			if err := l.Update(d.objs.TcIngress); err == nil {
+				return l, nil
+			}
 		}
-		// Stale pin (interface re-created): drop it and attach afresh.
+		d.log.Warn("dropping stale tcx link pin", "interface", ifname, "pin", pin)
 		_ = l.Unpin()
 		_ = l.Close()
 	}

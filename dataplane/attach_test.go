@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf/link"
+	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 )
 
@@ -254,5 +256,45 @@ func TestIncompatiblePinnedMapIsRecreated(t *testing.T) {
 	}
 	if keys := serviceKeysIn(t, d); len(keys) != 1 {
 		t.Fatalf("services lost across reload: %d keys", len(keys))
+	}
+}
+
+// An interface deleted and re-created under the same name leaves a defunct
+// pinned tcx link; Attach must replace it, not "update" it.
+func TestAttachReplacesStaleTCXLink(t *testing.T) {
+	e := newEnv(t)
+	if e.d.AttachMode() != "tcx" {
+		t.Skip("tcx unavailable")
+	}
+	if err := e.d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	run(t, "ip", "-n", e.ns, "link", "del", "lb1")
+	run(t, "ip", "-n", e.ns, "link", "add", "lb1", "address", lbMAC1.String(), "type", "veth", "peer", "name", "lb1p")
+	run(t, "ip", "-n", e.ns, "link", "set", "lb1", "up")
+	d, err := Load(Config{PinPath: e.d.cfg.PinPath, MaxConns: 4096, Logger: testLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.d = d
+	t.Cleanup(func() { _ = d.Destroy() })
+	if err := d.Attach("lb1"); err != nil {
+		t.Fatalf("attach re-created interface: %v", err)
+	}
+	l, err := link.LoadPinnedLink(d.linkPin("lb1"), nil)
+	if err != nil {
+		t.Fatalf("pinned link: %v", err)
+	}
+	defer l.Close()
+	info, err := l.Info()
+	if err != nil || info.TCX() == nil {
+		t.Fatalf("link info %+v: %v", info, err)
+	}
+	nl, err := netlink.LinkByName("lb1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if int(info.TCX().Ifindex) != nl.Attrs().Index {
+		t.Fatalf("link on ifindex %d, re-created lb1 is %d", info.TCX().Ifindex, nl.Attrs().Index)
 	}
 }

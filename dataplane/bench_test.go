@@ -134,15 +134,15 @@ func TestBenchPerPacket(t *testing.T) {
 	// SCTP CRC32c cost: a fullnat flow (ports rewritten, incremental CRC)
 	// minus a default-mode flow with unchanged ports (CRC untouched), same size.
 	for _, size := range []int{100, 500, 1400} {
-		data := size - 14 - 20 - 12 - 16 // sctpData pads to 4 bytes: sizes are multiples of 4
+		data := (size-14-20-12)&^3 - 16 // chunks are padded to 4 bytes: nearest size below
 		mk := func(mode Mode, epPort, dport uint16) []byte {
 			first := pkt{srcMAC: clientMAC, dstMAC: lbMAC0, src: clientV4, dst: vipV4, proto: 132, sport: 34000, dport: dport, sctpVtag: 7, sctpChunks: sctpData(data)}
 			return setup(ProtoSCTP, false, mode, epPort, first, first)
 		}
 		withCRC := mk(ModeFullNAT, 9000, uint16(3000+size))
 		noCRC := mk(ModeDefault, uint16(4000+size), uint16(4000+size))
-		if len(withCRC) != size {
-			t.Fatalf("frame size %d, want %d", len(withCRC), size)
+		if len(withCRC) > size || len(withCRC) < size-3 {
+			t.Fatalf("frame size %d, want about %d", len(withCRC), size)
 		}
 		var deltas []float64
 		for r := 0; r < benchRounds; r++ {

@@ -246,5 +246,5 @@ func (d *Datapath) ageAffinity(now uint64) error {
 }
 
 // defaultAffinity mirrors the datapath's persist timeout when a service has
-// no idle timeout (the established TCP timeout, LB_TO_TCP_EST).
+// no idle timeout (LB_TO_PERSIST).
 const defaultAffinity = 7440 * time.Second

@@ -17,6 +17,9 @@ type metrics struct {
 	malformed  *prometheus.CounterVec
 	assocs     *prometheus.GaugeVec
 	sendErrors prometheus.Counter
+	// perProc caches the per-procedure counters: WithLabelValues hashes
+	// its labels on every call, too slow for every relayed message.
+	perProc [3][256]prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer, proxy string) (*metrics, error) {
@@ -55,7 +58,16 @@ func newMetrics(reg prometheus.Registerer, proxy string) (*metrics, error) {
 func (m *metrics) action(a steer.Action) {
 	switch a.Kind {
 	case steer.CountMessage:
-		m.messages.WithLabelValues(a.Dir.String(), ngapl.ProcedureName(a.Procedure)).Inc()
+		if a.Dir > steer.Downlink || a.Procedure < 0 || a.Procedure > 255 {
+			m.messages.WithLabelValues(a.Dir.String(), ngapl.ProcedureName(a.Procedure)).Inc()
+			return
+		}
+		c := m.perProc[a.Dir][a.Procedure]
+		if c == nil {
+			c = m.messages.WithLabelValues(a.Dir.String(), ngapl.ProcedureName(a.Procedure))
+			m.perProc[a.Dir][a.Procedure] = c
+		}
+		c.Inc()
 	case steer.SteeringFailure:
 		m.failures.WithLabelValues(a.Reason).Inc()
 	case steer.Malformed:

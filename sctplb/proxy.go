@@ -1,8 +1,3 @@
-// Package sctplb is the NGAP-aware N2 proxy: gNBs connect to one SCTP
-// endpoint, every UE's signalling is steered to the AMF holding its context.
-// The decisions live in sctplb/steer (a pure state machine); this package is
-// the I/O shell that feeds it association events and messages from a
-// transport.Transport and carries out the sends, dials and closes it returns.
 package sctplb
 
 import (
@@ -180,6 +175,8 @@ func (p *Proxy) Run(ctx context.Context) error {
 			return nil
 		case <-tick.C:
 			l.step(steer.Tick{})
+			// Gauges follow the state at tick pace, not per message.
+			l.met.state(l.machine, l.names)
 		case ev := <-l.events:
 			l.handle(ev)
 		}
@@ -286,7 +283,6 @@ func (l *loop) step(ev steer.Event) {
 			}
 		}
 	}
-	l.met.state(l.machine, l.names)
 }
 
 func (l *loop) dial(id steer.AssocID, amf int) {

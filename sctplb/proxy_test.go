@@ -127,7 +127,7 @@ func (a *amfServer) nasCount(ran uint32) int {
 
 // gnbClient drives one gNB association.
 type gnbClient struct {
-	t *testing.T
+	t testing.TB
 	c transport.Conn
 }
 
@@ -193,7 +193,7 @@ func startProxy(t *testing.T, n *memory.Network, amfs int, reg prometheus.Regist
 	return ctx, servers
 }
 
-func dialGNB(t *testing.T, n *memory.Network, id uint32) *gnbClient {
+func dialGNB(t testing.TB, n *memory.Network, id uint32) *gnbClient {
 	t.Helper()
 	var c transport.Conn
 	var err error
@@ -220,15 +220,13 @@ func TestProxyRelaysRealNGAPEndToEnd(t *testing.T) {
 	g := dialGNB(t, n, 1)
 
 	const ues = 60
-	amfID := map[uint32]uint64{}
 	for ran := uint32(1); ran <= ues; ran++ {
-		g.send(uint16(1+ran%15))(ngapl.InitialUEMessage(ngapl.InitialUE{RANUEID: ran, Location: tLoc}))
+		g.send(uint16(1 + ran%15))(ngapl.InitialUEMessage(ngapl.InitialUE{RANUEID: ran, Location: tLoc}))
 		k, stream := g.expect(ngapType.ProcedureCodeDownlinkNASTransport, ngapl.Initiating)
 		if k.RANUEID != ran || stream == 0 {
 			t.Fatalf("downlink for UE %d on stream %d named RAN ID %d", ran, stream, k.RANUEID)
 		}
-		amfID[ran] = k.AMFUEID
-		g.send(uint16(1+ran%15))(ngapl.UplinkNASTransport(k.AMFUEID, ran, nil, tLoc))
+		g.send(uint16(1 + ran%15))(ngapl.UplinkNASTransport(k.AMFUEID, ran, nil, tLoc))
 	}
 	// Every uplink reached the AMF that allocated the UE's ID.
 	deadline := time.Now().Add(10 * time.Second)

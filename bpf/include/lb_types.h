@@ -24,6 +24,7 @@
 #define LB_TO_SCTP_INIT 30
 #define LB_TO_SCTP_EST 7440
 #define LB_TO_SCTP_SHUTDOWN 30
+#define LB_TO_PERSIST 7440 // client affinity without a service idle timeout
 
 enum lb_mode { MODE_DEFAULT = 0, MODE_ONEARM = 1, MODE_FULLNAT = 2, MODE_DSR = 3 };
 enum lb_sel { SEL_RR = 0, SEL_HASH = 1, SEL_PERSIST = 2, SEL_LEASTCONN = 3 };

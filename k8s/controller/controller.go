@@ -23,7 +23,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/tools/events"
+	"k8s.io/client-go/tools/record"
 	"k8s.io/client-go/util/workqueue"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
@@ -105,7 +105,7 @@ type Config struct {
 type Reconciler struct {
 	cfg      Config
 	client   client.Client
-	recorder events.EventRecorder
+	recorder record.EventRecorder
 	alloc    *ipam.Allocator
 	daemons  *Daemons
 	metrics  *Metrics
@@ -158,9 +158,12 @@ func Setup(mgr manager.Manager, cfg Config) (*Reconciler, error) {
 		return nil, fmt.Errorf("controller: %w", err)
 	}
 	r := &Reconciler{
-		cfg:      cfg,
-		client:   mgr.GetClient(),
-		recorder: mgr.GetEventRecorder("telcolb-controller"),
+		cfg:    cfg,
+		client: mgr.GetClient(),
+		// The core/v1 recorder: its aggregation keys on the message, so
+		// distinct problems of one Service each get their own Event (the
+		// events.k8s.io series would fold them into the first note).
+		recorder: mgr.GetEventRecorderFor("telcolb-controller"), //nolint:staticcheck
 		alloc:    alloc,
 		metrics:  m,
 		log:      cfg.Logger,
@@ -453,7 +456,8 @@ func (r *Reconciler) cleanup(ctx context.Context, svc *corev1.Service) error {
 }
 
 func (r *Reconciler) event(svc *corev1.Service, typ, reason, action, note string, args ...any) {
-	r.recorder.Eventf(svc, nil, typ, reason, action, note, args...)
+	_ = action
+	r.recorder.Eventf(svc, typ, reason, note, args...)
 }
 
 func (r *Reconciler) wakeWaiting() {
@@ -543,7 +547,7 @@ func (r *Reconciler) reconcileOurs(ctx context.Context, svc *corev1.Service) (re
 		r.event(svc, corev1.EventTypeNormal, ReasonAnnotationNote, "Reconcile", "%s", w)
 	}
 	spec := res.Spec
-	primary, secondary, reason, err := r.allocate(svc, spec)
+	primary, secondary, release, reason, err := r.allocate(svc, spec)
 	r.metrics.observePools(r.alloc)
 	if err != nil {
 		r.setWaiting(svc, true)
@@ -566,6 +570,7 @@ func (r *Reconciler) reconcileOurs(ctx context.Context, svc *corev1.Service) (re
 		}
 		*svc = *upd
 	}
+	release()
 	ingress := ingressOf(primary, secondary)
 	rules, notes, err := r.rules(ctx, svc, spec, primary, secondary)
 	for _, n := range notes {
@@ -624,33 +629,32 @@ func hasSCTP(svc *corev1.Service) bool {
 	return false
 }
 
-// allocate works out the Service's VIPs, keeping recorded ones that still
-// fit, and releases what it no longer needs. On error the Service keeps
-// exactly its recorded addresses.
-func (r *Reconciler) allocate(svc *corev1.Service, spec annotations.Spec) ([]netip.Addr, []netip.Addr, string, error) {
+// allocate works out the Service's VIPs. Addresses it keeps come from the
+// record on the Service or, first, from what this process already holds for
+// it: the informer cache can lag behind our own annotation patch, and a
+// stale read must not make the Service swap VIPs. Only addresses taken by
+// this attempt are given back on failure; addresses no longer wanted are
+// released by the returned func once the new record is persisted.
+func (r *Reconciler) allocate(svc *corev1.Service, spec annotations.Spec) ([]netip.Addr, []netip.Addr, func(), string, error) {
 	recP, recS, err := recordedAllocation(svc)
 	if err != nil {
 		r.log.Warn("ignoring unreadable allocation record", "service", key(svc), "error", err)
 		recP, recS = nil, nil
 	}
 	o := r.owner(svc, spec.SharingKey)
+	heldList := r.alloc.IPs(o.Service)
 	held := map[netip.Addr]bool{}
-	for _, a := range r.alloc.IPs(o.Service) {
+	for _, a := range heldList {
 		held[a] = true
 	}
-	recorded := map[netip.Addr]bool{}
-	for _, a := range append(append([]netip.Addr(nil), recP...), recS...) {
-		recorded[a] = true
-	}
+	fresh := map[netip.Addr]bool{}
+	chosen := map[netip.Addr]bool{}
 	var primary, secondary []netip.Addr
-	fail := func(reason string, err error) ([]netip.Addr, []netip.Addr, string, error) {
-		// Give back what this attempt took beyond the record.
-		for _, a := range r.alloc.IPs(o.Service) {
-			if !recorded[a] {
-				r.alloc.Release(o.Service, a)
-			}
+	fail := func(reason string, err error) ([]netip.Addr, []netip.Addr, func(), string, error) {
+		for a := range fresh {
+			r.alloc.Release(o.Service, a)
 		}
-		return nil, nil, reason, err
+		return nil, nil, nil, reason, err
 	}
 	classify := func(pool string, err error) (string, error) {
 		var ex *ipam.ExhaustedError
@@ -666,6 +670,31 @@ func (r *Reconciler) allocate(svc *corev1.Service, spec annotations.Spec) ([]net
 			r.metrics.allocationFailures.WithLabelValues(pool, "other").Inc()
 			return ReasonAllocationFailed, err
 		}
+	}
+	// take assigns a specific address (kept or static).
+	take := func(a netip.Addr) error {
+		if err := r.alloc.Assign(o, a); err != nil {
+			return err
+		}
+		if !held[a] {
+			fresh[a] = true
+		}
+		chosen[a] = true
+		return nil
+	}
+	// reuse finds an address to keep from pool for family fam.
+	reuse := func(pool string, fam ipam.Family, rec []netip.Addr) netip.Addr {
+		for _, list := range [][]netip.Addr{rec, heldList} {
+			for _, a := range list {
+				if chosen[a] || ipam.FamilyOf(a) != fam {
+					continue
+				}
+				if p, ok := r.alloc.PoolOf(a); ok && p == pool {
+					return a
+				}
+			}
+		}
+		return netip.Addr{}
 	}
 	var lbIP netip.Addr
 	if svc.Spec.LoadBalancerIP != "" {
@@ -686,21 +715,15 @@ func (r *Reconciler) allocate(svc *corev1.Service, spec annotations.Spec) ([]net
 			static = lbIP
 		}
 		if static.IsValid() {
-			if err := r.alloc.Assign(o, static); err != nil {
+			if err := take(static); err != nil {
 				reason, err := classify("static", err)
 				return fail(reason, fmt.Errorf("static IP: %w", err))
 			}
 			primary = append(primary, static)
 			continue
 		}
-		var keep netip.Addr
-		for _, a := range recP {
-			if pool, ok := r.alloc.PoolOf(a); ok && pool == spec.Pool && ipam.FamilyOf(a) == fam {
-				keep = a
-			}
-		}
-		if keep.IsValid() {
-			if err := r.alloc.Assign(o, keep); err != nil {
+		if keep := reuse(spec.Pool, fam, recP); keep.IsValid() {
+			if err := take(keep); err != nil {
 				reason, err := classify(spec.Pool, err)
 				return fail(reason, err)
 			}
@@ -716,6 +739,7 @@ func (r *Reconciler) allocate(svc *corev1.Service, spec annotations.Spec) ([]net
 			reason, err := classify(spec.Pool, err)
 			return fail(reason, err)
 		}
+		fresh[a], chosen[a] = true, true
 		primary = append(primary, a)
 	}
 	if (len(spec.SecondaryIPs) > 0 || len(spec.SecondaryPools) > 0) && hasSCTP(svc) {
@@ -725,24 +749,17 @@ func (r *Reconciler) allocate(svc *corev1.Service, spec annotations.Spec) ([]net
 				if ipam.FamilyOf(a) != fam {
 					return fail(ReasonInvalidService, fmt.Errorf("secondary IP %s is %s but the primary VIP %s is %s", a, ipam.FamilyOf(a), primary[0], fam))
 				}
-				if err := r.alloc.Assign(o, a); err != nil {
+				if err := take(a); err != nil {
 					reason, err := classify("static", err)
 					return fail(reason, fmt.Errorf("secondary IP: %w", err))
 				}
 				secondary = append(secondary, a)
 			}
 		} else {
-			used := map[netip.Addr]bool{}
 			for _, pool := range spec.SecondaryPools {
-				var keep netip.Addr
-				for _, a := range recS {
-					if p, ok := r.alloc.PoolOf(a); ok && p == pool && !used[a] && ipam.FamilyOf(a) == fam {
-						keep = a
-						break
-					}
-				}
+				keep := reuse(pool, fam, recS)
 				if keep.IsValid() {
-					if err := r.alloc.Assign(o, keep); err != nil {
+					if err := take(keep); err != nil {
 						reason, err := classify(pool, err)
 						return fail(reason, err)
 					}
@@ -752,29 +769,27 @@ func (r *Reconciler) allocate(svc *corev1.Service, spec annotations.Spec) ([]net
 						reason, err := classify(pool, fmt.Errorf("secondary: %w", err))
 						return fail(reason, err)
 					}
+					fresh[a], chosen[a] = true, true
 					keep = a
 				}
-				used[keep] = true
 				secondary = append(secondary, keep)
 			}
 		}
 	} else if len(spec.SecondaryIPs) > 0 || len(spec.SecondaryPools) > 0 {
 		r.event(svc, corev1.EventTypeNormal, ReasonAnnotationNote, "Reconcile", "secondary VIPs are only used by SCTP ports; this Service has none, so none were allocated")
 	}
-	// Release what the Service held but no longer uses.
-	want := map[netip.Addr]bool{}
-	for _, a := range append(append([]netip.Addr(nil), primary...), secondary...) {
-		want[a] = true
-	}
-	released := false
-	for a := range held {
-		if !want[a] {
-			r.alloc.Release(o.Service, a)
-			released = true
+	release := func() {
+		released := false
+		for _, a := range heldList {
+			if !chosen[a] {
+				r.alloc.Release(o.Service, a)
+				released = true
+			}
+		}
+		if released {
+			r.metrics.observePools(r.alloc)
+			r.wakeWaiting()
 		}
 	}
-	if released {
-		r.wakeWaiting()
-	}
-	return primary, secondary, "", nil
+	return primary, secondary, release, "", nil
 }

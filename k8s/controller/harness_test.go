@@ -17,7 +17,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
-	eventsv1 "k8s.io/api/events/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -58,6 +57,9 @@ func TestMain(m *testing.M) {
 		os.Exit(m.Run())
 	}
 	env := &envtest.Environment{}
+	// The default /24 service range holds too few ClusterIPs for the
+	// 5,000-Service benchmark.
+	env.ControlPlane.GetAPIServer().Configure().Set("service-cluster-ip-range", "10.96.0.0/16")
 	cfg, err := env.Start()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "start envtest:", err)
@@ -173,6 +175,7 @@ type ctrlOpts struct {
 	leaderID       string
 	loxilb         bool
 	class          string
+	dial           DialFunc
 }
 
 func newClass() string { return fmt.Sprintf("telcolb.io/test-%d", testSeq.Add(1)) }
@@ -205,6 +208,10 @@ func startController(t *testing.T, o ctrlOpts) *testCtrl {
 		mo.RetryPeriod = ptr.To(200 * time.Millisecond)
 	}
 	mo.Controller.SkipNameValidation = ptr.To(true)
+	dial := o.dial
+	if dial == nil {
+		dial = dialAPI
+	}
 	mgr, err := ctrl.NewManager(testCfg, mo)
 	if err != nil {
 		t.Fatal(err)
@@ -213,11 +220,11 @@ func startController(t *testing.T, o ctrlOpts) *testCtrl {
 		Class:                   o.class,
 		Pools:                   ipam.MergePools(p4, p6),
 		Daemons:                 o.daemons,
-		Dial:                    dialAPI,
+		Dial:                    dial,
 		HealthInterval:          200 * time.Millisecond,
 		AcceptLoxilbAnnotations: o.loxilb,
 		Registerer:              prometheus.NewRegistry(),
-		Logger:                  slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Logger:                  testLogger(),
 		Name:                    fmt.Sprintf("svc-%d", testSeq.Add(1)),
 	})
 	if err != nil {
@@ -402,14 +409,14 @@ func waitCondition(t testing.TB, ns, name, reason string) *metav1.Condition {
 // events returns the notes of Events about a Service, by reason.
 func svcEvents(t testing.TB, ns, name string) map[string][]string {
 	t.Helper()
-	var list eventsv1.EventList
+	var list corev1.EventList
 	if err := testClient.List(context.Background(), &list, client.InNamespace(ns)); err != nil {
 		t.Fatal(err)
 	}
 	out := map[string][]string{}
 	for _, e := range list.Items {
-		if e.Regarding.Name == name {
-			out[e.Reason] = append(out[e.Reason], e.Note)
+		if e.InvolvedObject.Name == name {
+			out[e.Reason] = append(out[e.Reason], e.Message)
 		}
 	}
 	for _, v := range out {
@@ -428,4 +435,15 @@ func waitEvent(t testing.TB, ns, name, reason, contains string) {
 		}
 		return fmt.Errorf("events: %v", svcEvents(t, ns, name))
 	})
+}
+
+// testLogger discards controller logs unless TELCOLB_TEST_LOG names a file.
+func testLogger() *slog.Logger {
+	if p := os.Getenv("TELCOLB_TEST_LOG"); p != "" {
+		f, err := os.OpenFile(p, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+		if err == nil {
+			return slog.New(slog.NewTextHandler(f, &slog.HandlerOptions{Level: slog.LevelDebug}))
+		}
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
 }

@@ -163,7 +163,9 @@ func Cause(group int, value aper.Enumerated) *ngapType.Cause {
 	return c
 }
 
-func amfID(v uint64) *ngapType.AMFUENGAPID { return &ngapType.AMFUENGAPID{Value: int64(v & (1<<40 - 1))} }
+func amfID(v uint64) *ngapType.AMFUENGAPID {
+	return &ngapType.AMFUENGAPID{Value: int64(v & (1<<40 - 1))}
+}
 func ranID(v uint32) *ngapType.RANUENGAPID { return &ngapType.RANUENGAPID{Value: int64(v)} }
 
 func bitString(v uint64, n uint64) aper.BitString {

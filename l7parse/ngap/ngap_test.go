@@ -2,7 +2,10 @@ package ngap
 
 import (
 	"errors"
+	"io"
 	"testing"
+
+	aperlog "github.com/free5gc/aper/logger"
 
 	"github.com/free5gc/ngap/ngapType"
 )
@@ -245,4 +248,31 @@ func FuzzDecode(f *testing.F) {
 			t.Fatalf("AMF UE NGAP ID %d exceeds 40 bits", k.AMFUEID)
 		}
 	})
+}
+
+func BenchmarkDecodeUplinkNAS(b *testing.B) {
+	pdu, err := UplinkNASTransport(1<<39, 7, nil, testLoc)
+	if err != nil {
+		b.Fatal(err)
+	}
+	d := NewDecoder(DecoderConfig{})
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, _, err := d.Decode(pdu); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func TestSilenceLibraryLogsDiscardsAperOutput(t *testing.T) {
+	prev := aperlog.GetLogger().Out
+	t.Cleanup(func() { aperlog.GetLogger().SetOutput(prev) })
+	SilenceLibraryLogs()
+	if out := aperlog.GetLogger().Out; out != io.Discard {
+		t.Fatalf("aper logger writes to %T", out)
+	}
+	// The decoder still reports what it no longer prints.
+	if _, _, err := Decode([]byte{0x00, 0x0f, 0x40, 0xff, 0xff, 0xff}); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("err = %v", err)
+	}
 }

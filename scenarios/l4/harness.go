@@ -65,6 +65,18 @@ func Up(ctx context.Context, cfg EnvConfig) (_ *Env, err error) {
 			}
 			e.servers = append(e.servers, s)
 		}
+		// A UDP server on the wildcard address answers from the route's
+		// source, not the VIP the datagram was sent to; DSR clients would
+		// drop that. Real DSR UDP services bind the VIP, and so do we.
+		if cfg.Lab.DSR {
+			for _, vip := range cfg.Lab.DSRVIPs {
+				s, err := ServeUDP(be, netip.AddrPortFrom(vip, UDPPort).String(), id)
+				if err != nil {
+					return nil, err
+				}
+				e.servers = append(e.servers, s)
+			}
+		}
 	}
 	var ifs []string
 	for _, i := range l.LB.Ifaces() {

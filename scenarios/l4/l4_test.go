@@ -145,7 +145,7 @@ func TestProbeMarksDeadEndpointDownAndNewFlowsAvoidIt(t *testing.T) {
 	}()
 	svc := api.Service{Name: "probed", VIP: vip.String(), Port: port, Protocol: api.ProtocolTCP,
 		Mode: api.ModeFullNAT, Select: api.SelectRoundRobin, Endpoints: endpoints(e, port, false),
-		Probe: &api.Probe{Type: api.ProbeHTTP, Request: "/healthz", Response: "ok", IntervalSeconds: 1, TimeoutSeconds: 1, Retries: 1}}
+		Probe: &api.Probe{Type: api.ProbeHTTP, Request: "/healthz", Response: "ok", IntervalSeconds: 2, TimeoutSeconds: 1, Retries: 1}}
 	if err := e.Daemon.Client.ApplyService(ctx, svc); err != nil {
 		t.Fatal(err)
 	}

@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/telcolb/telcolb/scenarios/lab"
@@ -92,7 +93,16 @@ func ServeUDP(h *lab.Host, addr, id string) (*Server, error) {
 	var pc net.PacketConn
 	err := h.Do(func() error {
 		var err error
-		pc, err = net.ListenPacket("udp", addr)
+		// SO_REUSEADDR lets a VIP-bound socket (DSR) sit beside the
+		// wildcard one; the more specific binding gets the VIP's datagrams.
+		lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+			var serr error
+			err := c.Control(func(fd uintptr) {
+				serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_REUSEADDR, 1)
+			})
+			return errors.Join(err, serr)
+		}}
+		pc, err = lc.ListenPacket(context.Background(), "udp", addr)
 		return err
 	})
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"os/exec"
+	"strings"
 )
 
 // Config describes the default L4 topology:
@@ -38,7 +39,8 @@ type Config struct {
 	// Router puts a router namespace between client and lb.
 	Router bool
 	// DSR prepares backends for direct server return: the VIPs (DSRVIPs, or
-	// 10.77.100.1 and fd77:100::1) on lo, arp_ignore=1 and arp_announce=2.
+	// 10.77.100.1 and fd77:100::1) on the backends' link-0 interface, ARP
+	// requests for them dropped, arp_ignore=1 and arp_announce=2.
 	DSR     bool
 	DSRVIPs []netip.Addr
 	// KeepOffload leaves veth checksum/segmentation offloads on. By default
@@ -204,13 +206,53 @@ func (l *Lab) buildDefault(ctx context.Context, cfg Config) error {
 		}
 	}
 	if cfg.DSR {
-		for _, be := range l.Backends {
-			for _, v := range cfg.DSRVIPs {
-				if err := be.AddAddr(ctx, "lo", netip.PrefixFrom(v, v.BitLen())); err != nil {
-					return err
-				}
+		for k, be := range l.Backends {
+			if err := l.prepareDSR(ctx, be, l.BackendIface(k, 0).Name, cfg.DSRVIPs); err != nil {
+				return err
 			}
 		}
+	}
+	return nil
+}
+
+// prepareDSR puts the VIPs on the backend's link-0 interface, not on lo:
+// usrsctp never uses addresses on lo toward other hosts, so an SCTP server
+// could not bind a VIP there. The backend must still never answer ARP for
+// a VIP (the lb owns it), which arp_ignore cannot express for an address on
+// the incoming interface, so an nftables arp rule drops those requests.
+// IPv6 VIPs are added without DAD; nothing on the segment solicits them.
+func (l *Lab) prepareDSR(ctx context.Context, be *Host, ifname string, vips []netip.Addr) error {
+	var v4 []string
+	for _, v := range vips {
+		if v.Is6() {
+			// Deprecated (preferred_lft 0), so source address selection
+			// never picks the VIP for the backend's other traffic: a /128
+			// VIP would otherwise win the longest-prefix rule toward
+			// fullnat sources from the same VIP range.
+			if err := be.IP(ctx, "addr", "add", netip.PrefixFrom(v, 128).String(), "dev", ifname, "nodad", "preferred_lft", "0"); err != nil {
+				return fmt.Errorf("lab: %s: DSR VIP %s: %w", be.Name, v, err)
+			}
+			continue
+		}
+		if err := be.AddAddr(ctx, ifname, netip.PrefixFrom(v, v.BitLen())); err != nil {
+			return err
+		}
+		v4 = append(v4, v.String())
+	}
+	if len(v4) == 0 {
+		return nil
+	}
+	rules := fmt.Sprintf(`table arp tlb_dsr {
+	chain in {
+		type filter hook input priority 0; policy accept;
+		arp operation request arp daddr ip { %s } drop
+	}
+}
+`, strings.Join(v4, ", "))
+	cmd := be.Command(ctx, "nft", "-f", "-")
+	cmd.Stdin = strings.NewReader(rules)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("lab: %s: nft arp rule for DSR VIPs: %w: %s", be.Name, err, strings.TrimSpace(string(out)))
 	}
 	return nil
 }

@@ -118,9 +118,9 @@ type Result struct {
 	LocalAddrs []string `json:"localAddrs"`
 	Events     []Event  `json:"events"`
 	// Failovers counts ADDR_UNREACHABLE events.
-	Failovers int   `json:"failovers"`
-	MaxGapMs  int64 `json:"maxGapMs"`
-	ElapsedMs int64 `json:"elapsedMs"`
+	Failovers int    `json:"failovers"`
+	MaxGapMs  int64  `json:"maxGapMs"`
+	ElapsedMs int64  `json:"elapsedMs"`
 	Error     string `json:"error,omitempty"`
 }
 

@@ -217,6 +217,26 @@ func (m *Machine) AMFNames() []string {
 // DecoderStats returns the counters of the machine's NGAP decoder.
 func (m *Machine) DecoderStats() ngapl.Stats { return m.dec.Stats() }
 
+// decode reads the steering key through the decoder's fast path; only the
+// procedures the machine terminates and reads in full (NG Setup, NG Reset,
+// AMF Configuration Update, AMF Status Indication) pay for a full decode.
+func (m *Machine) decode(b []byte) (ngapl.Key, *ngapType.NGAPPDU, error) {
+	k, err := m.dec.Key(b)
+	if err != nil {
+		return ngapl.Key{}, nil, err
+	}
+	switch k.Procedure {
+	case ngapType.ProcedureCodeNGSetup, ngapType.ProcedureCodeNGReset,
+		ngapType.ProcedureCodeAMFConfigurationUpdate, ngapType.ProcedureCodeAMFStatusIndication:
+		_, pdu, err := ngapl.Decode(b)
+		if err != nil {
+			return ngapl.Key{}, nil, err
+		}
+		return k, pdu, nil
+	}
+	return k, nil, nil
+}
+
 // --- action helpers ---
 
 func (m *Machine) send(a AssocID, stream uint16, b []byte) {
@@ -282,7 +302,7 @@ func (m *Machine) fromGNB(e GNBMessage) {
 		m.fail("unknown gNB association", "assoc", e.Assoc)
 		return
 	}
-	k, pdu, err := m.dec.Decode(e.Data)
+	k, pdu, err := m.decode(e.Data)
 	if err != nil {
 		m.out = append(m.out, Action{Kind: Malformed, Assoc: e.Assoc, Dir: Uplink})
 		m.log.Warn("malformed NGAP from gNB", "assoc", e.Assoc, "err", err)
@@ -805,7 +825,7 @@ func (m *Machine) releaseLost(g *gnb, lost *upstream) {
 	cause := ngapl.Cause(ngapType.CausePresentTransport, ngapType.CauseTransportPresentTransportResourceUnavailable)
 	for _, u := range m.uesOf(g.id, lost.id) {
 		if data, pending := m.initial[u]; pending {
-			k, _, err := ngapl.Decode(data)
+			k, err := m.dec.Key(data)
 			if err == nil {
 				if up := m.pickAMF(g, k, lost.amf); up != nil {
 					m.detach(u)
@@ -875,7 +895,7 @@ func (m *Machine) fromAMF(e AMFMessage) {
 		m.closeUp(u)
 		return
 	}
-	k, pdu, err := m.dec.Decode(e.Data)
+	k, pdu, err := m.decode(e.Data)
 	if err != nil {
 		m.out = append(m.out, Action{Kind: Malformed, Assoc: e.Assoc, Dir: Downlink})
 		m.log.Warn("malformed NGAP from AMF", "assoc", e.Assoc, "amf", m.cfg.AMFs[u.amf].Name, "err", err)

@@ -513,3 +513,26 @@ func TestMemoryPerUEContext(t *testing.T) {
 	}
 	runtime.KeepAlive(m)
 }
+
+// BenchmarkUplinkStep is the machine's per-message cost for the common case:
+// an Uplink NAS Transport of an established UE, relayed to its AMF.
+func BenchmarkUplinkStep(b *testing.B) {
+	s := newSim(b, 3, RoundRobin)
+	s.addGNB(gnbA)
+	for ran := uint32(1); ran <= 1000; ran++ {
+		s.initialUE(gnbA, ran, nil)
+	}
+	msgs := make([][]byte, 1000)
+	for ran := uint32(1); ran <= 1000; ran++ {
+		msgs[ran-1] = s.must(ngapl.UplinkNASTransport(s.gnbs[gnbA].ues[ran].amfID, ran, nil, loc))
+	}
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		acts := s.m.Step(s.now, GNBMessage{Assoc: gnbA, Stream: 1, Data: msgs[i%len(msgs)]})
+		if len(acts) != 2 || acts[1].Kind != Send {
+			b.Fatalf("actions %+v", acts)
+		}
+		i++
+	}
+}

@@ -62,7 +62,7 @@ type fakeGNB struct {
 }
 
 type sim struct {
-	t      *testing.T
+	t      testing.TB
 	m      *Machine
 	now    time.Time
 	amfs   []*fakeAMF
@@ -75,7 +75,7 @@ type sim struct {
 	closed map[AssocID]bool
 }
 
-func newSim(t *testing.T, n int, policy Policy, weights ...int) *sim {
+func newSim(t testing.TB, n int, policy Policy, weights ...int) *sim {
 	t.Helper()
 	cfg := Config{Policy: policy, ProxyName: "proxy"}
 	for i := 0; i < n; i++ {
@@ -158,7 +158,7 @@ func (s *sim) decode(b []byte) (ngapl.Key, *ngapType.NGAPPDU) {
 	return k, pdu
 }
 
-func checkStream(t *testing.T, k ngapl.Key, stream uint16) bool {
+func checkStream(t testing.TB, k ngapl.Key, stream uint16) bool {
 	t.Helper()
 	return (k.UEAssociated && stream != 0) || (!k.UEAssociated && stream == 0)
 }

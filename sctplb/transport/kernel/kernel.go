@@ -17,6 +17,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"syscall"
 
 	"github.com/ishidawataru/sctp"
 
@@ -41,6 +42,17 @@ type Transport struct {
 }
 
 var _ transport.Transport = (*Transport)(nil)
+
+// Available reports whether the kernel offers SCTP sockets (CONFIG_IP_SCTP),
+// by opening and closing one.
+func Available() error {
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, syscall.IPPROTO_SCTP)
+	if err != nil {
+		return fmt.Errorf("kernel sctp: %w", err)
+	}
+	_ = syscall.Close(fd)
+	return nil
+}
 
 // New returns a kernel SCTP transport. It does not probe the kernel: Listen
 // and Dial fail with EPROTONOSUPPORT where SCTP is missing.

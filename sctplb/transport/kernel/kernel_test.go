@@ -5,7 +5,6 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
-	"syscall"
 	"testing"
 	"time"
 
@@ -21,11 +20,9 @@ const inNetnsEnv = "TELCOLB_KERNEL_SCTP_NETNS"
 // no SCTP, as on the development machines.
 func TestKernelRoundTripKeepsStreamAndPPID(t *testing.T) {
 	if os.Getenv(inNetnsEnv) != "1" {
-		fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, syscall.IPPROTO_SCTP)
-		if err != nil {
+		if err := Available(); err != nil {
 			t.Skipf("no kernel SCTP here: %v", err)
 		}
-		_ = syscall.Close(fd)
 		if _, err := exec.LookPath("unshare"); err != nil || os.Geteuid() != 0 {
 			t.Skip("needs root and unshare for a private network namespace")
 		}

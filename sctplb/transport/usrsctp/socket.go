@@ -122,6 +122,16 @@ func (sk *socket) call(fn func(so *C.struct_socket) error) error {
 	return fn(sk.so)
 }
 
+// abort closes with SO_LINGER 0: usrsctp sends ABORT and frees the
+// association immediately instead of a SHUTDOWN exchange.
+func (sk *socket) abort() {
+	_ = sk.call(func(so *C.struct_socket) error {
+		C.tlb_set_abort_on_close(so)
+		return nil
+	})
+	sk.close()
+}
+
 func (sk *socket) close() {
 	sk.mu.Lock()
 	if sk.closed {
@@ -391,6 +401,11 @@ func htonl(v uint32) uint32 {
 func (c *Conn) RecvMsg(ctx context.Context) (Message, error) {
 	c.recvMu.Lock()
 	defer c.recvMu.Unlock()
+	select {
+	case <-c.sk.done:
+		return Message{}, ErrClosed
+	default:
+	}
 	if len(c.pending) > 0 {
 		m := c.pending[0]
 		c.pending = c.pending[1:]
@@ -517,5 +532,12 @@ func (c *Conn) SetPrimary(addr netip.Addr) error {
 // Close shuts the association down gracefully (SHUTDOWN) in the background.
 func (c *Conn) Close() error {
 	c.sk.close()
+	return nil
+}
+
+// Abort tears the association down at once with an ABORT chunk (failure
+// injection, or when the peer is known to be gone).
+func (c *Conn) Abort() error {
+	c.sk.abort()
 	return nil
 }

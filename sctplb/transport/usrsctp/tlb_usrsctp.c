@@ -137,3 +137,10 @@ int tlb_set_primary(struct socket *so, struct sockaddr *sa) {
 	memcpy(&sp.ssp_addr, sa, tlb_sockaddr_len(sa));
 	return usrsctp_setsockopt(so, IPPROTO_SCTP, SCTP_PRIMARY_ADDR, &sp, sizeof(sp));
 }
+
+int tlb_set_abort_on_close(struct socket *so) {
+	struct linger l;
+	l.l_onoff = 1;
+	l.l_linger = 0;
+	return usrsctp_setsockopt(so, SOL_SOCKET, SO_LINGER, &l, sizeof(l));
+}

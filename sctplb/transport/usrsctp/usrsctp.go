@@ -175,8 +175,9 @@ func errnoOr(err error) error {
 	return errors.New("rejected")
 }
 
-// Close closes every socket of the stack and shuts usrsctp down. usrsctp
-// needs a moment to free closed associations, so it retries for up to 5 s.
+// Close aborts every association still open, then shuts usrsctp down.
+// Associations the caller closed gracefully may still be finishing their
+// SHUTDOWN exchange, so it retries for up to 15 s.
 func (s *Stack) Close() error {
 	s.mu.Lock()
 	if s.closed {
@@ -190,13 +191,13 @@ func (s *Stack) Close() error {
 	}
 	s.mu.Unlock()
 	for _, so := range socks {
-		so.close()
+		so.abort()
 	}
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(15 * time.Second)
 	for C.usrsctp_finish() != 0 {
 		if time.Now().After(deadline) {
 			// The stack stays allocated; the process cannot start another one.
-			return errors.New("usrsctp: finish: associations still open after 5 s")
+			return errors.New("usrsctp: finish: associations still open after 15 s")
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

@@ -394,3 +394,22 @@ func TestConfigValidation(t *testing.T) {
 		})
 	}
 }
+
+func TestAbortEndsTheAssociationAtOnce(t *testing.T) {
+	s := testStack(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	c, err := s.Dial(ctx, cliAddrs[:1], srvAddrs[:1], echoPort)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Abort(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.SendMsg(ctx, []byte("late"), 0, 0); !errors.Is(err, ErrClosed) {
+		t.Fatalf("send after Abort: %v, want ErrClosed", err)
+	}
+	if _, err := c.RecvMsg(ctx); !errors.Is(err, ErrClosed) {
+		t.Fatalf("recv after Abort: %v, want ErrClosed", err)
+	}
+}

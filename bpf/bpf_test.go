@@ -1,0 +1,62 @@
+package bpf
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
+)
+
+// The committed object must load (pass the verifier) with room to spare:
+// a program near the 1M processed-instruction limit breaks on the next
+// kernel whose verifier prunes a little differently.
+func TestProgramsPassVerifierWithHeadroom(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+	var st unix.Statfs_t
+	if err := unix.Statfs("/sys/fs/bpf", &st); err != nil || st.Type != unix.BPF_FS_MAGIC {
+		t.Skip("bpffs not mounted at /sys/fs/bpf")
+	}
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	pin := "/sys/fs/bpf/telcolb-bpftest-" + hex.EncodeToString(b)
+	if err := os.MkdirAll(pin, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(pin) })
+
+	spec, err := LoadLb()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var objs LbObjects
+	opts := &ebpf.CollectionOptions{
+		Maps:     ebpf.MapOptions{PinPath: pin},
+		Programs: ebpf.ProgramOptions{LogLevel: ebpf.LogLevelStats},
+	}
+	if err := spec.LoadAndAssign(&objs, opts); err != nil {
+		t.Fatalf("load: %+v", err)
+	}
+	defer objs.Close()
+	for name, p := range map[string]*ebpf.Program{"tc_ingress": objs.TcIngress, "tc_pass": objs.TcPass} {
+		log := p.VerifierLog
+		i := strings.Index(log, "processed ")
+		if i < 0 {
+			t.Fatalf("%s: no verifier stats in log %q", name, log)
+		}
+		var n int
+		if _, err := fmt.Sscanf(log[i:], "processed %d insns", &n); err != nil {
+			t.Fatalf("%s: parse stats %q: %v", name, log[i:], err)
+		}
+		t.Logf("%s: %d instructions processed", name, n)
+		if n > 500000 {
+			t.Fatalf("%s: verifier processed %d instructions, want < 500000", name, n)
+		}
+	}
+}

@@ -1,0 +1,66 @@
+// Package sctplb is the NGAP-aware N2 proxy: gNBs connect to one SCTP
+// endpoint (port 38412, PPID 60) and every UE's signalling is steered to the
+// AMF holding its context. The decisions live in sctplb/steer, a pure state
+// machine; this package is the I/O shell that feeds it association events
+// and messages from a transport.Transport (kernel SCTP in production,
+// usrsctp where the kernel has none, memory in tests) and carries out the
+// sends, dials and closes it returns, and exports the metrics.
+//
+// Behaviour (TS 38.413 / 38.412), and the choices made where the spec leaves
+// a proxy room:
+//
+//   - NG Setup: the proxy opens one association per (gNB, AMF) pair and
+//     replays the gNB's own NG Setup Request on each, so every AMF sees an
+//     ordinary gNB. The gNB gets one NG Setup Response: union of the served
+//     GUAMIs, PLMN support merged per PLMN (union of slices), relative
+//     capacities summed and capped at 255, AMF Name = Config.Name. It is sent
+//     when all AMFs answered, or SetupWait after the first answer; with no
+//     AMF it is NG Setup Failure with Time To Wait 10s. AMFs that come up
+//     later (or come back) get the cached request (and the latest RAN
+//     Configuration Update); the gNB then gets an AMF Configuration Update
+//     with the wider GUAMI list.
+//   - Initial UE Message: a 5G-S-TMSI whose AMF Set ID and Pointer match a
+//     served, available GUAMI of a live AMF goes there; otherwise the policy
+//     (round robin, least UEs, weighted) picks among live, non-overloaded
+//     AMFs, preferring the UE's AMF set (5G-S-TMSI or AMF Set ID IE).
+//   - UE records: (gNB assoc, RAN-UE-NGAP-ID) <-> (AMF, AMF-UE-NGAP-ID), the
+//     latter learned from the AMF's first downlink. AMF-UE-NGAP-IDs are not
+//     rewritten; they are unique per AMF, and collisions across AMFs are
+//     harmless because gNBs key UE contexts by their own RAN-UE-NGAP-ID.
+//     Handover Request (target side, AMF ID only) and Path Switch Request
+//     (Source-AMF-UE-NGAP-ID) are resolved per AMF; an ID held by two AMFs
+//     is refused with Error Indication rather than guessed. UE Context
+//     Release Complete removes a record.
+//   - Downlink non-UE messages (Paging, PWS, configuration transfer, NRPPa)
+//     go to the gNB whose association they came on: the AMF already chose
+//     the gNBs to page by TAI. Answers to Write-Replace Warning and PWS
+//     Cancel return to the AMF that asked.
+//   - Procedures the proxy terminates toward the gNB (answered by the proxy,
+//     fanned out to the AMFs, their answers absorbed): RAN Configuration
+//     Update, NG Reset. A gNB's full NG Reset goes to every AMF; a partial
+//     one is split by owner. An AMF's full NG Reset becomes a partial reset
+//     toward the gNB listing only that AMF's UEs. AMF Configuration Update is
+//     acknowledged by the proxy and merged into the gNB's view. AMF Status
+//     Indication is relayed and makes the listed GUAMIs ineligible for
+//     5G-S-TMSI steering. Overload Start/Stop stay with the proxy: an
+//     overloaded AMF gets no new UEs, the gNB is not throttled for all.
+//     Non-UE Error Indications are logged, not relayed.
+//   - AMF loss: UEs that AMF never answered are re-steered (the cached
+//     Initial UE Message is replayed to another AMF of the set). Established
+//     UEs are released toward their gNB with UE Context Release Command,
+//     cause transport-resource-unavailable (the gNB sees its AMF release
+//     them; the proxy absorbs the Release Complete), and the lost GUAMIs are
+//     announced with AMF Status Indication. The UEs return with a 5G-S-TMSI
+//     naming the lost AMF and land in its set. Other UEs are untouched. The
+//     association is redialled with exponential backoff.
+//   - gNB loss: each of its UEs gets a UE Context Release Request (cause
+//     radio-connection-with-ue-lost) toward its AMF; the proxy answers the
+//     AMFs' Release Commands itself and closes the upstream associations when
+//     they are empty or after DrainTimeout.
+//   - Streams: non-UE-associated signalling on stream 0, UE-associated on
+//     1..n-1, stable per UE (derived from the RAN-UE-NGAP-ID).
+//   - Malformed PDUs are counted and answered with Error Indication (cause
+//     transfer-syntax-error). The steering key comes from a fast APER path
+//     (l7parse/ngap Decoder.Key); IEs the key does not use are not
+//     validated by the proxy.
+package sctplb

@@ -1,0 +1,122 @@
+// Package userspace adapts the usrsctp stack (sctplb/transport/usrsctp,
+// raw-IP mode) to transport.Transport, for machines whose kernel has no SCTP
+// sockets. The stack is process-global and lives in the network namespace
+// where it was initialised; the caller owns it (Init/Close).
+package userspace
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"strings"
+
+	"github.com/telcolb/telcolb/sctplb/transport"
+	"github.com/telcolb/telcolb/sctplb/transport/usrsctp"
+)
+
+// Config configures the adapter.
+type Config struct {
+	Stack *usrsctp.Stack
+	// Streams is what the stack was configured to offer (usrsctp.Config.
+	// Streams); it is reported as each association's outbound stream count.
+	// 0 means usrsctp's default of 10.
+	Streams uint16
+}
+
+// Transport is a transport.Transport over one usrsctp stack.
+type Transport struct{ cfg Config }
+
+var _ transport.Transport = (*Transport)(nil)
+
+// New returns the adapter.
+func New(cfg Config) (*Transport, error) {
+	if cfg.Stack == nil {
+		return nil, errors.New("userspace sctp: no usrsctp stack")
+	}
+	if cfg.Streams == 0 {
+		cfg.Streams = 10
+	}
+	return &Transport{cfg: cfg}, nil
+}
+
+// Listen binds local (every address: multi-homed) and listens.
+func (t *Transport) Listen(local transport.Endpoint) (transport.Listener, error) {
+	ln, err := t.cfg.Stack.Listen(local.Addrs, local.Port)
+	if err != nil {
+		return nil, fmt.Errorf("userspace sctp: listen %v: %w", local, err)
+	}
+	return &listener{t: t, ln: ln}, nil
+}
+
+// Dial sets up an association to every address of remote.
+func (t *Transport) Dial(ctx context.Context, local []netip.Addr, remote transport.Endpoint) (transport.Conn, error) {
+	c, err := t.cfg.Stack.Dial(ctx, local, remote.Addrs, remote.Port)
+	if err != nil {
+		return nil, fmt.Errorf("userspace sctp: dial %v: %w", remote, err)
+	}
+	return t.wrap(c), nil
+}
+
+func (t *Transport) wrap(c *usrsctp.Conn) *conn {
+	remote := ""
+	if peers, err := c.PeerAddrs(); err == nil {
+		parts := make([]string, len(peers))
+		for i, p := range peers {
+			parts[i] = p.String()
+		}
+		remote = strings.Join(parts, ",")
+	}
+	return &conn{c: c, out: t.cfg.Streams, remote: remote}
+}
+
+type listener struct {
+	t  *Transport
+	ln *usrsctp.Listener
+}
+
+func (l *listener) Accept(ctx context.Context) (transport.Conn, error) {
+	c, err := l.ln.Accept(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("userspace sctp: %w", err)
+	}
+	return l.t.wrap(c), nil
+}
+
+func (l *listener) Close() error { return l.ln.Close() }
+
+type conn struct {
+	c      *usrsctp.Conn
+	out    uint16
+	remote string
+}
+
+func (c *conn) Send(ctx context.Context, m transport.Message) error {
+	return c.c.SendMsg(ctx, m.Data, m.Stream, m.PPID)
+}
+
+// Recv returns the next data message. Notifications are consumed here: a
+// lost or shut down association ends the stream of messages like EOF.
+func (c *conn) Recv(ctx context.Context) (transport.Message, error) {
+	for {
+		m, err := c.c.RecvMsg(ctx)
+		if err != nil {
+			return transport.Message{}, err
+		}
+		switch n := m.Notification.(type) {
+		case nil:
+			return transport.Message{Stream: m.Stream, PPID: m.PPID, Data: m.Data}, nil
+		case *usrsctp.AssocChange:
+			if n.State == usrsctp.CommLost || n.State == usrsctp.ShutdownComp {
+				return transport.Message{}, fmt.Errorf("userspace sctp: association %s: %w", n.State, io.EOF)
+			}
+		case *usrsctp.ShutdownEvent:
+			return transport.Message{}, fmt.Errorf("userspace sctp: peer shut down: %w", io.EOF)
+		}
+	}
+}
+
+func (c *conn) OutStreams() uint16 { return c.out }
+func (c *conn) Remote() string     { return c.remote }
+func (c *conn) Close() error       { return c.c.Close() }
