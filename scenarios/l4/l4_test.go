@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/telcolb/telcolb/api"
+	"github.com/telcolb/telcolb/scenarios/capture"
 	"github.com/telcolb/telcolb/scenarios/lab"
 )
 
@@ -81,6 +82,7 @@ func family(v6 bool) string {
 func TestEveryModeReachesEveryEndpointWithThePromisedSource(t *testing.T) {
 	e := up(t, 2)
 	ctx := context.Background()
+	checkCapturedChecksums(t, e)
 	for _, mc := range modeCases {
 		for _, v6 := range []bool{false, true} {
 			for _, proto := range []string{api.ProtocolTCP, api.ProtocolUDP} {
@@ -351,6 +353,40 @@ func TestSelectionAlgorithmsEndToEnd(t *testing.T) {
 			if d := count["be1"] - count["be2"]; d > 1 || d < -1 {
 				t.Fatalf("after %d held connections: %v; leastconn must keep them balanced", i+1, count)
 			}
+		}
+	})
+}
+
+// checkCapturedChecksums captures on both lb interfaces for the rest of the
+// test and, when it ends, has tshark verify every IPv4, TCP, UDP and SCTP
+// checksum the datapath rewrote.
+func checkCapturedChecksums(t *testing.T, e *Env) {
+	t.Helper()
+	ctx := context.Background()
+	dir := t.TempDir()
+	var caps []*capture.Capture
+	for _, ifc := range []string{e.Lab.LBClientIface(0).Name, e.Lab.LBBackendIface(0).Name} {
+		c, err := capture.Start(ctx, e.Lab.LB, ifc, dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		caps = append(caps, c)
+	}
+	t.Cleanup(func() {
+		for _, c := range caps {
+			if err := c.Stop(); err != nil {
+				t.Error(err)
+				continue
+			}
+			rep, err := capture.Checksums(ctx, c.File)
+			if err != nil {
+				t.Error(err)
+				continue
+			}
+			if len(rep.Bad) > 0 || rep.Good == 0 {
+				t.Errorf("%s: %d frames with bad checksums %v, %d good checksums", c.Iface, len(rep.Bad), rep.Bad, rep.Good)
+			}
+			t.Logf("%s: %d checksums verified by tshark", c.Iface, rep.Good)
 		}
 	})
 }

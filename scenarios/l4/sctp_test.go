@@ -162,7 +162,6 @@ func TestSCTPAssociationsThroughEveryMode(t *testing.T) {
 	}
 }
 
-
 // addrOf takes the address out of "addr:port", "[v6]:port" or a bare address.
 func addrOf(s string) netip.Addr {
 	if ap, err := netip.ParseAddrPort(s); err == nil {
