@@ -178,20 +178,28 @@ func TestSysctlsForwardingOnlyOnLBAndRouter(t *testing.T) {
 	}
 }
 
-func TestDSRPutsVIPOnBackendLoopback(t *testing.T) {
+func TestDSRPutsVIPOnBackendInterfaceAndIgnoresARPForIt(t *testing.T) {
 	l := New(t, Config{Backends: 2, DSR: true})
 	ctx := context.Background()
-	for _, be := range l.Backends {
-		out, err := be.Exec(ctx, "ip", "addr", "show", "dev", "lo")
+	for k, be := range l.Backends {
+		dev := l.BackendIface(k, 0).Name
+		out, err := be.Exec(ctx, "ip", "addr", "show", "dev", dev)
 		if err != nil {
 			t.Fatal(err)
 		}
 		for _, want := range []string{"10.77.100.1/32", "fd77:100::1/128"} {
 			if !strings.Contains(string(out), want) {
-				t.Errorf("%s lo lacks %s:\n%s", be.Name, want, out)
+				t.Errorf("%s %s lacks %s:\n%s", be.Name, dev, want, out)
 			}
 		}
-		if v, err := be.ReadSysctl("net.ipv4.conf.all.arp_ignore"); err != nil || v != "1" {
+		if !strings.Contains(string(out), "deprecated") {
+			t.Errorf("%s: IPv6 DSR VIP must be deprecated so it is never chosen as a source:\n%s", be.Name, out)
+		}
+		rules, err := be.Exec(ctx, "nft", "list", "table", "arp", "tlb_dsr")
+		if err != nil || !strings.Contains(string(rules), "10.77.100.1") {
+			t.Errorf("%s: no ARP drop rule for the DSR VIP: %v\n%s", be.Name, err, rules)
+		}
+	if v, err := be.ReadSysctl("net.ipv4.conf.all.arp_ignore"); err != nil || v != "1" {
 			t.Errorf("%s arp_ignore = %q (%v), want 1", be.Name, v, err)
 		}
 		if v, err := be.ReadSysctl("net.ipv4.conf.all.arp_announce"); err != nil || v != "2" {
