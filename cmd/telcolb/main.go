@@ -11,8 +11,11 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/telcolb/telcolb/cmd/telcolb/app"
 	"github.com/telcolb/telcolb/dataplane"
@@ -43,6 +46,9 @@ func run(args []string) int {
 }
 
 func serve(opts app.Options, log *slog.Logger) error {
+	if err := ensureBPFFS(opts.BPFPinPath, log); err != nil {
+		return err
+	}
 	dp, err := dataplane.Load(dataplane.Config{
 		PinPath:     opts.BPFPinPath,
 		MaxConns:    int(opts.MaxConns),
@@ -112,4 +118,26 @@ func serve(opts app.Options, log *slog.Logger) error {
 		log.Warn("http shutdown", "error", serr)
 	}
 	return err
+}
+
+// ensureBPFFS mounts bpffs at /sys/fs/bpf when the pin path lives there and
+// nothing is mounted yet (minimal hosts and containers): without it the
+// maps could not be pinned and would not survive a restart.
+func ensureBPFFS(pinPath string, log *slog.Logger) error {
+	const root = "/sys/fs/bpf"
+	if pinPath != root && !strings.HasPrefix(pinPath, root+"/") {
+		return nil
+	}
+	var st unix.Statfs_t
+	if err := unix.Statfs(root, &st); err == nil && st.Type == unix.BPF_FS_MAGIC {
+		return nil
+	}
+	if err := os.MkdirAll(root, 0o755); err != nil {
+		return fmt.Errorf("create %s: %w", root, err)
+	}
+	if err := unix.Mount("bpf", root, "bpf", 0, "mode=0700"); err != nil {
+		return fmt.Errorf("mount bpffs on %s: %w", root, err)
+	}
+	log.Info("mounted bpffs", "path", root)
+	return nil
 }
