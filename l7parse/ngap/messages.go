@@ -242,34 +242,36 @@ func InitialContextSetupResponse(amf uint64, ran uint32) ([]byte, error) {
 
 // UEContextReleaseRequest builds a UE Context Release Request (gNB to AMF).
 func UEContextReleaseRequest(amf uint64, ran uint32, cause *ngapType.Cause) ([]byte, error) {
-	return Build(Initiating, ngapType.ProcedureCodeUEContextReleaseRequest, Ignore,
-		IE{ngapType.ProtocolIEIDAMFUENGAPID, Reject, amfID(amf)},
-		IE{ngapType.ProtocolIEIDRANUENGAPID, Reject, ranID(ran)},
-		IE{ngapType.ProtocolIEIDCause, Ignore, cause},
-	)
+	c, err := causeIE(cause)
+	if err != nil {
+		return nil, fmt.Errorf("UE Context Release Request: %w", err)
+	}
+	return encodeRaw(Initiating, ngapType.ProcedureCodeUEContextReleaseRequest, Ignore, []rawIE{
+		{ngapType.ProtocolIEIDAMFUENGAPID, Reject, amfIE(amf)},
+		{ngapType.ProtocolIEIDRANUENGAPID, Reject, ranIE(ran)},
+		{ngapType.ProtocolIEIDCause, Ignore, c},
+	})
 }
 
 // UEContextReleaseCommand builds a UE Context Release Command (AMF to gNB).
 // With ran nil only the AMF-UE-NGAP-ID is sent.
 func UEContextReleaseCommand(amf uint64, ran *uint32, cause *ngapType.Cause) ([]byte, error) {
-	ids := &ngapType.UENGAPIDs{Present: ngapType.UENGAPIDsPresentAMFUENGAPID, AMFUENGAPID: amfID(amf)}
-	if ran != nil {
-		ids = &ngapType.UENGAPIDs{Present: ngapType.UENGAPIDsPresentUENGAPIDPair, UENGAPIDPair: &ngapType.UENGAPIDPair{
-			AMFUENGAPID: *amfID(amf), RANUENGAPID: *ranID(*ran),
-		}}
+	c, err := causeIE(cause)
+	if err != nil {
+		return nil, fmt.Errorf("UE Context Release Command: %w", err)
 	}
-	return Build(Initiating, ngapType.ProcedureCodeUEContextRelease, Reject,
-		IE{ngapType.ProtocolIEIDUENGAPIDs, Reject, ids},
-		IE{ngapType.ProtocolIEIDCause, Ignore, cause},
-	)
+	return encodeRaw(Initiating, ngapType.ProcedureCodeUEContextRelease, Reject, []rawIE{
+		{ngapType.ProtocolIEIDUENGAPIDs, Reject, ueNGAPIDs(amf, ran)},
+		{ngapType.ProtocolIEIDCause, Ignore, c},
+	})
 }
 
 // UEContextReleaseComplete builds a UE Context Release Complete.
 func UEContextReleaseComplete(amf uint64, ran uint32) ([]byte, error) {
-	return Build(Successful, ngapType.ProcedureCodeUEContextRelease, Reject,
-		IE{ngapType.ProtocolIEIDAMFUENGAPID, Ignore, amfID(amf)},
-		IE{ngapType.ProtocolIEIDRANUENGAPID, Ignore, ranID(ran)},
-	)
+	return encodeRaw(Successful, ngapType.ProcedureCodeUEContextRelease, Reject, []rawIE{
+		{ngapType.ProtocolIEIDAMFUENGAPID, Ignore, amfIE(amf)},
+		{ngapType.ProtocolIEIDRANUENGAPID, Ignore, ranIE(ran)},
+	})
 }
 
 // TAI is a tracking area identity.
@@ -298,17 +300,21 @@ func Paging(s STMSI, tais []TAI) ([]byte, error) {
 
 // ErrorIndication builds an Error Indication; nil identities are left out.
 func ErrorIndication(amf *uint64, ran *uint32, cause *ngapType.Cause) ([]byte, error) {
-	var ies []IE
+	var ies []rawIE
 	if amf != nil {
-		ies = append(ies, IE{ngapType.ProtocolIEIDAMFUENGAPID, Ignore, amfID(*amf)})
+		ies = append(ies, rawIE{ngapType.ProtocolIEIDAMFUENGAPID, Ignore, amfIE(*amf)})
 	}
 	if ran != nil {
-		ies = append(ies, IE{ngapType.ProtocolIEIDRANUENGAPID, Ignore, ranID(*ran)})
+		ies = append(ies, rawIE{ngapType.ProtocolIEIDRANUENGAPID, Ignore, ranIE(*ran)})
 	}
 	if cause != nil {
-		ies = append(ies, IE{ngapType.ProtocolIEIDCause, Ignore, cause})
+		c, err := causeIE(cause)
+		if err != nil {
+			return nil, fmt.Errorf("Error Indication: %w", err)
+		}
+		ies = append(ies, rawIE{ngapType.ProtocolIEIDCause, Ignore, c})
 	}
-	return Build(Initiating, ngapType.ProcedureCodeErrorIndication, Ignore, ies...)
+	return encodeRaw(Initiating, ngapType.ProcedureCodeErrorIndication, Ignore, ies)
 }
 
 // ConnItem names one UE-associated logical NG connection in an NG Reset.

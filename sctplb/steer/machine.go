@@ -29,6 +29,10 @@ const (
 	upDown // ended or refused; redial at retryAt
 )
 
+// maxPendingAnswers bounds the queue of AMF-initiated non-UE requests
+// awaiting a gNB's answer, per procedure.
+const maxPendingAnswers = 64
+
 type gnb struct {
 	id       AssocID
 	out      uint16
@@ -970,7 +974,12 @@ func (m *Machine) downlinkNonUE(g *gnb, u *upstream, k ngapl.Key, pdu *ngapType.
 		// Paging, PWS, configuration transfer, NRPPa: the AMF addressed this
 		// gNB by using its association.
 		if k.Procedure == ngapType.ProcedureCodeWriteReplaceWarning || k.Procedure == ngapType.ProcedureCodePWSCancel {
-			g.pending[k.Procedure] = append(g.pending[k.Procedure], u.amf)
+			q := append(g.pending[k.Procedure], u.amf)
+			if len(q) > maxPendingAnswers {
+				// A gNB that never answers must not grow this without bound.
+				q = q[len(q)-maxPendingAnswers:]
+			}
+			g.pending[k.Procedure] = q
 		}
 		m.send(g.id, 0, data)
 	default:

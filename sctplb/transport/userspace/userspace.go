@@ -11,6 +11,7 @@ import (
 	"io"
 	"net/netip"
 	"strings"
+	"time"
 
 	"github.com/telcolb/telcolb/sctplb/transport"
 	"github.com/telcolb/telcolb/sctplb/transport/usrsctp"
@@ -56,19 +57,54 @@ func (t *Transport) Dial(ctx context.Context, local []netip.Addr, remote transpo
 	if err != nil {
 		return nil, fmt.Errorf("userspace sctp: dial %v: %w", remote, err)
 	}
-	return t.wrap(c), nil
+	return t.wrap(ctx, c)
 }
 
-func (t *Transport) wrap(c *usrsctp.Conn) *conn {
-	remote := ""
-	if peers, err := c.PeerAddrs(); err == nil {
-		parts := make([]string, len(peers))
-		for i, p := range peers {
-			parts[i] = p.String()
+// commUpWait bounds the wait for the COMM_UP notification that carries the
+// negotiated stream count.
+const commUpWait = time.Second
+
+// wrap reads up to the association's COMM_UP notification to learn how many
+// outbound streams the peer granted: sending on a stream beyond that fails
+// and would cost the association. Data read meanwhile is kept for Recv.
+func (t *Transport) wrap(ctx context.Context, c *usrsctp.Conn) (*conn, error) {
+	out := &conn{c: c, out: t.cfg.Streams}
+	wctx, cancel := context.WithTimeout(ctx, commUpWait)
+	defer cancel()
+	for {
+		m, err := c.RecvMsg(wctx)
+		if err != nil {
+			if ctx.Err() == nil && wctx.Err() != nil {
+				break // no COMM_UP seen: keep the configured count
+			}
+			_ = c.Close()
+			return nil, fmt.Errorf("userspace sctp: waiting for COMM_UP: %w", err)
 		}
-		remote = strings.Join(parts, ",")
+		if m.Notification == nil {
+			out.pending = append(out.pending, transport.Message{Stream: m.Stream, PPID: m.PPID, Data: m.Data})
+			continue
+		}
+		if ac, ok := m.Notification.(*usrsctp.AssocChange); ok && ac.State == usrsctp.CommUp {
+			if ac.OutboundStreams > 0 && ac.OutboundStreams < out.out {
+				out.out = ac.OutboundStreams
+			}
+			break
+		}
 	}
-	return &conn{c: c, out: t.cfg.Streams, remote: remote}
+	out.remote = remoteOf(c)
+	return out, nil
+}
+
+func remoteOf(c *usrsctp.Conn) string {
+	peers, err := c.PeerAddrs()
+	if err != nil {
+		return ""
+	}
+	parts := make([]string, len(peers))
+	for i, p := range peers {
+		parts[i] = p.String()
+	}
+	return strings.Join(parts, ",")
 }
 
 type listener struct {
@@ -81,15 +117,16 @@ func (l *listener) Accept(ctx context.Context) (transport.Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("userspace sctp: %w", err)
 	}
-	return l.t.wrap(c), nil
+	return l.t.wrap(ctx, c)
 }
 
 func (l *listener) Close() error { return l.ln.Close() }
 
 type conn struct {
-	c      *usrsctp.Conn
-	out    uint16
-	remote string
+	c       *usrsctp.Conn
+	out     uint16
+	remote  string
+	pending []transport.Message // data read before COMM_UP; only Recv touches it
 }
 
 func (c *conn) Send(ctx context.Context, m transport.Message) error {
@@ -99,6 +136,11 @@ func (c *conn) Send(ctx context.Context, m transport.Message) error {
 // Recv returns the next data message. Notifications are consumed here: a
 // lost or shut down association ends the stream of messages like EOF.
 func (c *conn) Recv(ctx context.Context) (transport.Message, error) {
+	if len(c.pending) > 0 {
+		m := c.pending[0]
+		c.pending = c.pending[1:]
+		return m, nil
+	}
 	for {
 		m, err := c.c.RecvMsg(ctx)
 		if err != nil {
