@@ -178,10 +178,14 @@ func (d *Daemon) start(ctx context.Context) error {
 		case <-done:
 			return fmt.Errorf("telcolb exited during start-up: %s", d.log.String())
 		case <-ctx.Done():
+			_ = cmd.Process.Kill()
+			<-done
 			return ctx.Err()
 		case <-time.After(100 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
+			_ = cmd.Process.Kill()
+			<-done
 			return fmt.Errorf("telcolb API not up after 20s: %v\n%s", err, d.log.String())
 		}
 	}
