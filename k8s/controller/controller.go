@@ -89,7 +89,8 @@ type Config struct {
 	DaemonPort    int
 	DaemonScheme  string
 	Dial          DialFunc
-	// MaxConcurrentReconciles (default 8).
+	// MaxConcurrentReconciles (default 8): reconciles mostly wait on the
+	// API server and daemons, so more than the CPU count pays off.
 	MaxConcurrentReconciles int
 	// HealthInterval and ResyncInterval: see DaemonsConfig.
 	HealthInterval time.Duration
@@ -234,7 +235,13 @@ func (r *Reconciler) setupWatches(mgr manager.Manager) error {
 	}
 	b := ctrl.NewControllerManagedBy(mgr).
 		Named(r.cfg.Name).
-		WithOptions(controller.Options{MaxConcurrentReconciles: r.cfg.MaxConcurrentReconciles}).
+		WithOptions(controller.Options{
+			MaxConcurrentReconciles: r.cfg.MaxConcurrentReconciles,
+			// Per-item backoff only: the default adds a 10/s bucket shared by
+			// all Services, which turns the optimistic-lock retries of a
+			// cold start (cache lagging our own patches) into minutes.
+			RateLimiter: workqueue.NewTypedItemExponentialFailureRateLimiter[reconcile.Request](5*time.Millisecond, 30*time.Second),
+		}).
 		For(&corev1.Service{}, builder.WithPredicates(svcPred)).
 		Watches(&discoveryv1.EndpointSlice{}, handler.EnqueueRequestsFromMapFunc(r.sliceToService)).
 		Watches(&corev1.Node{}, handler.EnqueueRequestsFromMapFunc(r.nodeToServices), builder.WithPredicates(predicate.Funcs{

@@ -229,7 +229,7 @@ func TestPoolExhaustedReportsAndRecovers(t *testing.T) {
 	ns := makeNamespace(t)
 	first := makeService(t, ns, "one", c.class)
 	makeService(t, ns, "two", c.class)
-	waitIngress(t, ns, "one", 1)
+	freed := waitIngress(t, ns, "one", 1)[0]
 	waitIngress(t, ns, "two", 1)
 	makeService(t, ns, "three", c.class)
 	cond := waitCondition(t, ns, "three", ReasonPoolExhausted)
@@ -240,7 +240,7 @@ func TestPoolExhaustedReportsAndRecovers(t *testing.T) {
 	if err := testClient.Delete(context.Background(), first); err != nil {
 		t.Fatal(err)
 	}
-	if ips := waitIngress(t, ns, "three", 1); ips[0] != "10.40.0.1" {
+	if ips := waitIngress(t, ns, "three", 1); ips[0] != freed {
 		t.Fatalf("three got %v", ips)
 	}
 }
@@ -458,8 +458,10 @@ func TestBenchColdStart5000Services(t *testing.T) {
 		t.Skip("set TELCOLB_BENCH=1 to run the cold-start benchmark")
 	}
 	needEnv(t)
-	d := startDaemon(t)
-	benchColdStart(t, "controller_cold_start_5000_services", d.URL, nil)
+	if os.Getenv("TELCOLB_BENCH_MEM_ONLY") != "1" {
+		d := startDaemon(t)
+		benchColdStart(t, "controller_cold_start_5000_services", d.URL, nil)
+	}
 	// The same without the daemon's per-write persistence, to show where the
 	// time goes.
 	mem := &memDaemon{rules: map[string]api.Service{}}
@@ -555,7 +557,8 @@ func benchColdStart(t *testing.T, label, daemonURL string, dial DialFunc) {
 		if time.Since(start) > 10*time.Minute {
 			t.Fatalf("only %d/%d statuses after %s", done, n, time.Since(start))
 		}
-		time.Sleep(200 * time.Millisecond)
+		// Listing 5,000 Services is itself work for the API server.
+		time.Sleep(time.Second)
 	}
 	fmt.Printf("BENCH %s %.1f s target < 30\n", label, time.Since(start).Seconds())
 	c.stop()

@@ -199,7 +199,7 @@ func TestDSRPutsVIPOnBackendInterfaceAndIgnoresARPForIt(t *testing.T) {
 		if err != nil || !strings.Contains(string(rules), "10.77.100.1") {
 			t.Errorf("%s: no ARP drop rule for the DSR VIP: %v\n%s", be.Name, err, rules)
 		}
-	if v, err := be.ReadSysctl("net.ipv4.conf.all.arp_ignore"); err != nil || v != "1" {
+		if v, err := be.ReadSysctl("net.ipv4.conf.all.arp_ignore"); err != nil || v != "1" {
 			t.Errorf("%s arp_ignore = %q (%v), want 1", be.Name, v, err)
 		}
 		if v, err := be.ReadSysctl("net.ipv4.conf.all.arp_announce"); err != nil || v != "2" {
