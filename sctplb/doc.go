@@ -59,6 +59,17 @@
 //     they are empty or after DrainTimeout.
 //   - Streams: non-UE-associated signalling on stream 0, UE-associated on
 //     1..n-1, stable per UE (derived from the RAN-UE-NGAP-ID).
+//   - Hosting: Run listens and serves; Serve takes a listener the caller
+//     opened (the daemon listens itself so a VIP that is not local fails
+//     the API call). Stats is a snapshot (UE contexts per AMF, associations
+//     up) refreshed every TickInterval for other goroutines. AddAMF and
+//     RemoveAMF change the AMFs of a running proxy (steer.AddAMF /
+//     steer.RemoveAMF): an added AMF is set up toward every gNB and the
+//     gNBs get an AMF Configuration Update; a removed one is handled like a
+//     permanent AMF loss, never redialled. The daemon
+//     (cmd/telcolb/app/n2.go) applies endpoint changes this way and
+//     restarts the Proxy only when the VIPs, port, policy or a weight
+//     change.
 //   - Malformed PDUs are counted and answered with Error Indication (cause
 //     transfer-syntax-error). The steering key comes from a fast APER path
 //     (l7parse/ngap Decoder.Key); IEs the key does not use are not

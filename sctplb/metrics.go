@@ -76,7 +76,15 @@ func (m *metrics) action(a steer.Action) {
 }
 
 func (m *metrics) state(mc *steer.Machine, names []string) {
+	active := mc.Active()
 	for i, n := range mc.UEs() {
+		if i >= len(names) {
+			break
+		}
+		if !active[i] {
+			m.ues.DeleteLabelValues(names[i])
+			continue
+		}
 		m.ues.WithLabelValues(names[i]).Set(float64(n))
 	}
 	g, u := mc.AssociationsUp()

@@ -56,7 +56,152 @@ type Proxy struct {
 	log     *slog.Logger
 	machine *steer.Machine
 	met     *metrics
-	names   []string
+	// names and amfs are by AMF index, owned by the Run loop once it runs.
+	names []string
+	amfs  []AMFEndpoint
+	// ctl carries AddAMF/RemoveAMF to the loop; quit closes when it ends.
+	ctl      chan control
+	quit     chan struct{}
+	quitOnce sync.Once
+
+	// snap is what Stats returns: the machine belongs to the Run loop, so
+	// other goroutines read a copy refreshed at tick pace.
+	snapMu sync.Mutex
+	snap   Stats
+}
+
+// Stats is a snapshot of the proxy's state, refreshed every TickInterval.
+type Stats struct {
+	// AMFs lists the configured AMFs: Config.AMFs, then those added, without
+	// the removed ones.
+	AMFs []AMFStats
+	// GNBs and AMFAssociations count established associations.
+	GNBs, AMFAssociations int
+	// Running is true between a successful listen and the end of Run.
+	Running bool
+}
+
+// AMFStats is one AMF's share of the UE contexts.
+type AMFStats struct {
+	Name string
+	UEs  int
+}
+
+type control struct {
+	add    *AMFEndpoint
+	remove string
+	done   chan error
+}
+
+// ErrNotRunning is returned by AddAMF and RemoveAMF when the proxy loop is
+// not (or no longer) running.
+var ErrNotRunning = errors.New("sctplb: proxy not running")
+
+// AddAMF adds an AMF to the running proxy (steer.AddAMF): every gNB gets an
+// association to it and new UEs spread over it; established UEs stay where
+// they are.
+func (p *Proxy) AddAMF(ctx context.Context, a AMFEndpoint) error {
+	if a.Name == "" || len(a.Address.Addrs) == 0 || a.Address.Port == 0 {
+		return fmt.Errorf("sctplb: add AMF %q: name, address and port required", a.Name)
+	}
+	return p.control(ctx, control{add: &a})
+}
+
+// RemoveAMF retires an AMF of the running proxy (steer.RemoveAMF): its UEs
+// are released toward their gNBs and its associations closed for good. The
+// last AMF cannot be removed.
+func (p *Proxy) RemoveAMF(ctx context.Context, name string) error {
+	return p.control(ctx, control{remove: name})
+}
+
+func (p *Proxy) control(ctx context.Context, c control) error {
+	c.done = make(chan error, 1)
+	select {
+	case p.ctl <- c:
+	case <-p.quit:
+		return ErrNotRunning
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case err := <-c.done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// handleControl runs in the loop: the shell's AMF list must grow before the
+// machine dials the new index.
+func (l *loop) handleControl(c control) error {
+	names, active := l.machine.AMFNames(), l.machine.Active()
+	find := func(name string) int {
+		for i, n := range names {
+			if n == name {
+				return i
+			}
+		}
+		return -1
+	}
+	if c.add != nil {
+		i := find(c.add.Name)
+		switch {
+		case i >= 0 && active[i]:
+			return fmt.Errorf("sctplb: AMF %q already configured", c.add.Name)
+		case i >= 0:
+			l.amfs[i] = *c.add
+		default:
+			l.amfs = append(l.amfs, *c.add)
+		}
+		l.step(steer.AddAMF{AMF: steer.AMF{Name: c.add.Name, Weight: c.add.Weight}})
+	} else {
+		i := find(c.remove)
+		if i < 0 || !active[i] {
+			return fmt.Errorf("sctplb: AMF %q is not configured", c.remove)
+		}
+		n := 0
+		for _, a := range active {
+			if a {
+				n++
+			}
+		}
+		if n == 1 {
+			return fmt.Errorf("sctplb: AMF %q is the last one; it cannot be removed", c.remove)
+		}
+		l.step(steer.RemoveAMF{Name: c.remove})
+	}
+	l.names = l.machine.AMFNames()
+	l.met.state(l.machine, l.names)
+	l.refreshStats(true)
+	return nil
+}
+
+// Stats returns the latest snapshot.
+func (p *Proxy) Stats() Stats {
+	p.snapMu.Lock()
+	defer p.snapMu.Unlock()
+	out := p.snap
+	out.AMFs = append([]AMFStats(nil), p.snap.AMFs...)
+	return out
+}
+
+func (p *Proxy) refreshStats(running bool) {
+	ues, active := p.machine.UEs(), p.machine.Active()
+	g, u := p.machine.AssociationsUp()
+	s := Stats{GNBs: g, AMFAssociations: u, Running: running}
+	for i, n := range p.names {
+		if i < len(active) && !active[i] {
+			continue
+		}
+		st := AMFStats{Name: n}
+		if i < len(ues) {
+			st.UEs = ues[i]
+		}
+		s.AMFs = append(s.AMFs, st)
+	}
+	p.snapMu.Lock()
+	p.snap = s
+	p.snapMu.Unlock()
 }
 
 // New validates cfg and builds the state machine and metrics.
@@ -101,7 +246,8 @@ func New(cfg Config) (*Proxy, error) {
 	if err != nil {
 		return nil, fmt.Errorf("sctplb: %w", err)
 	}
-	return &Proxy{cfg: cfg, log: cfg.Logger, machine: m, met: met, names: m.AMFNames()}, nil
+	return &Proxy{cfg: cfg, log: cfg.Logger, machine: m, met: met, names: m.AMFNames(),
+		amfs: append([]AMFEndpoint(nil), cfg.AMFs...), ctl: make(chan control), quit: make(chan struct{})}, nil
 }
 
 type (
@@ -153,6 +299,13 @@ func (p *Proxy) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("sctplb: listen %v: %w", p.cfg.Listen, err)
 	}
+	return p.Serve(ctx, ln)
+}
+
+// Serve proxies the associations ln accepts until ctx ends, then closes ln.
+// Callers that must report a listen error synchronously (the daemon's API)
+// listen themselves and hand the listener over.
+func (p *Proxy) Serve(ctx context.Context, ln transport.Listener) error {
 	ctx, cancel := context.WithCancel(ctx)
 	l := &loop{Proxy: p, ctx: ctx, events: make(chan any, 1024), peers: map[steer.AssocID]*peer{}}
 	defer func() {
@@ -167,6 +320,9 @@ func (p *Proxy) Run(ctx context.Context) error {
 	go l.accept(ln)
 	p.log.Info("N2 proxy listening", "endpoint", p.cfg.Listen.String(), "amfs", len(p.cfg.AMFs), "policy", p.cfg.Policy.String())
 
+	p.refreshStats(true)
+	defer p.refreshStats(false)
+	defer p.quitOnce.Do(func() { close(p.quit) })
 	tick := time.NewTicker(p.cfg.TickInterval)
 	defer tick.Stop()
 	for {
@@ -177,8 +333,11 @@ func (p *Proxy) Run(ctx context.Context) error {
 			l.step(steer.Tick{})
 			// Gauges follow the state at tick pace, not per message.
 			l.met.state(l.machine, l.names)
+			l.refreshStats(true)
 		case ev := <-l.events:
 			l.handle(ev)
+		case c := <-p.ctl:
+			c.done <- l.handleControl(c)
 		}
 	}
 }
@@ -286,7 +445,7 @@ func (l *loop) step(ev steer.Event) {
 }
 
 func (l *loop) dial(id steer.AssocID, amf int) {
-	target := l.cfg.AMFs[amf]
+	target := l.amfs[amf]
 	l.wg.Add(1)
 	go func() {
 		defer l.wg.Done()

@@ -107,6 +107,7 @@ type Machine struct {
 	initial map[*ue][]byte // Initial UE Message until the AMF answers, for re-steering
 	amfUEs  []int
 	wrr     []int
+	retired []bool // by AMF index: removed at run time
 	rr      int
 	nextUp  AssocID
 	now     time.Time
@@ -164,6 +165,7 @@ func New(cfg Config) (*Machine, error) {
 		initial: map[*ue][]byte{},
 		amfUEs:  make([]int, len(cfg.AMFs)),
 		wrr:     make([]int, len(cfg.AMFs)),
+		retired: make([]bool, len(cfg.AMFs)),
 	}, nil
 }
 
@@ -187,6 +189,10 @@ func (m *Machine) Step(now time.Time, ev Event) []Action {
 		m.fromAMF(e)
 	case Tick:
 		m.tick()
+	case AddAMF:
+		m.addAMF(e.AMF)
+	case RemoveAMF:
+		m.removeAMF(e.Name)
 	}
 	return m.out
 }
@@ -207,6 +213,15 @@ func (m *Machine) AssociationsUp() (gnbs, upstreams int) {
 		}
 	}
 	return gnbs, upstreams
+}
+
+// Active reports, by AMF index, which AMFs are configured (not removed).
+func (m *Machine) Active() []bool {
+	out := make([]bool, len(m.retired))
+	for i, r := range m.retired {
+		out[i] = !r
+	}
+	return out
 }
 
 // AMFNames returns the configured AMF names, by index.
@@ -347,6 +362,9 @@ func (m *Machine) gnbSetup(g *gnb, req []byte) {
 	g.deadline = m.now.Add(m.cfg.SetupTimeout)
 	g.answerBy = time.Time{}
 	for i := range m.cfg.AMFs {
+		if m.retired[i] {
+			continue
+		}
 		u := m.ups[g.ups[i]]
 		switch {
 		case u == nil:
@@ -1339,6 +1357,94 @@ func (m *Machine) tick() {
 	for _, u := range m.ups {
 		if u.state == upDown && !m.now.Before(u.retryAt) {
 			m.redial(u)
+		}
+	}
+}
+
+// --- AMFs added and removed at run time ---
+
+func (m *Machine) addAMF(a AMF) {
+	if a.Name == "" || a.Weight < 0 {
+		m.fail("AMF added without a name or with a negative weight", "name", a.Name)
+		return
+	}
+	idx := -1
+	for i, x := range m.cfg.AMFs {
+		if x.Name != a.Name {
+			continue
+		}
+		if !m.retired[i] {
+			m.fail("AMF added twice", "name", a.Name)
+			return
+		}
+		idx = i
+	}
+	if idx < 0 {
+		if len(m.cfg.AMFs) >= 1<<15 {
+			m.fail("too many AMFs", "name", a.Name)
+			return
+		}
+		idx = len(m.cfg.AMFs)
+		m.cfg.AMFs = append(m.cfg.AMFs, a)
+		m.amfUEs = append(m.amfUEs, 0)
+		m.wrr = append(m.wrr, 0)
+		m.retired = append(m.retired, false)
+		for _, g := range m.gnbs {
+			g.ups = append(g.ups, 0)
+		}
+	}
+	m.cfg.AMFs[idx], m.retired[idx], m.wrr[idx] = a, false, 0
+	m.log.Info("AMF added", "amf", a.Name, "index", idx)
+	for _, g := range m.gnbs {
+		if g.state != gnbDraining && g.setupReq != nil {
+			m.dial(g, idx, m.cfg.RedialMin)
+		}
+	}
+}
+
+func (m *Machine) removeAMF(name string) {
+	idx := -1
+	for i, x := range m.cfg.AMFs {
+		if x.Name == name && !m.retired[i] {
+			idx = i
+		}
+	}
+	if idx < 0 {
+		m.fail("removed AMF is not configured", "name", name)
+		return
+	}
+	active := 0
+	for _, r := range m.retired {
+		if !r {
+			active++
+		}
+	}
+	if active == 1 {
+		m.fail("refusing to remove the last AMF", "name", name)
+		return
+	}
+	m.retired[idx] = true
+	m.log.Info("AMF removed", "amf", name, "index", idx)
+	for _, g := range m.gnbs {
+		u := m.ups[g.ups[idx]]
+		g.ups[idx] = 0
+		if u == nil {
+			continue
+		}
+		wasReady := u.state == upReady
+		if g.state != gnbDraining {
+			m.releaseLost(g, u)
+		}
+		// Closed before the announcement, so its GUAMIs no longer count as
+		// served by a ready association.
+		m.closeUp(u)
+		switch {
+		case g.state == gnbDraining:
+			m.closeIdleUps(g)
+		case wasReady && g.state == gnbReady:
+			m.announceUnavailable(g, u)
+		case g.state == gnbSetupPending:
+			m.maybeAnswerSetup(g)
 		}
 	}
 }

@@ -142,6 +142,18 @@ type AMFMessage struct {
 // Tick lets timers run; the shell sends one periodically.
 type Tick struct{}
 
+// AddAMF adds a backend at run time: every gNB that completed (or is in)
+// NG Setup gets an association to it, and once it answers, the gNB an AMF
+// Configuration Update with the wider GUAMI list; new UEs spread over it.
+// Adding a name that was removed brings that AMF back under its old index.
+type AddAMF struct{ AMF AMF }
+
+// RemoveAMF retires a backend at run time, as if it were lost for good: its
+// established UEs are released toward their gNBs, UEs it never answered are
+// re-steered, its GUAMIs are announced unavailable and it is never
+// redialled. Its index stays reserved (UEs() reports 0 for it).
+type RemoveAMF struct{ Name string }
+
 func (GNBUp) isEvent()      {}
 func (GNBDown) isEvent()    {}
 func (GNBMessage) isEvent() {}
@@ -149,6 +161,8 @@ func (AMFUp) isEvent()      {}
 func (AMFDown) isEvent()    {}
 func (AMFMessage) isEvent() {}
 func (Tick) isEvent()       {}
+func (AddAMF) isEvent()     {}
+func (RemoveAMF) isEvent()  {}
 
 // ActionKind says what an Action asks for.
 type ActionKind uint8
