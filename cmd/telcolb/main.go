@@ -84,7 +84,8 @@ func serve(opts app.Options, log *slog.Logger) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 
-	srv, err := app.NewServer(app.Config{Datapath: dp, StateDir: opts.StateDir, Token: token, Logger: log})
+	srv, err := app.NewServer(app.Config{Datapath: dp, StateDir: opts.StateDir, Token: token, Logger: log,
+		N2: app.N2Config{TransportMode: opts.N2Transport}})
 	if err != nil {
 		return err
 	}

@@ -26,6 +26,9 @@ type Options struct {
 	LogFormat  string   `json:"logFormat"`
 	// ForceClsact attaches through clsact even where tcx exists.
 	ForceClsact bool `json:"forceClsact"`
+	// N2Transport chooses the N2 proxies' SCTP stack: auto (kernel SCTP
+	// when the kernel has it, else userspace), kernel or userspace.
+	N2Transport string `json:"n2Transport"`
 	// Cleanup removes the pinned datapath and exits (flag --cleanup or the
 	// "cleanup" subcommand); not settable from the file on purpose.
 	Cleanup bool `json:"-"`
@@ -34,12 +37,13 @@ type Options struct {
 // DefaultOptions are used for everything neither the file nor a flag sets.
 func DefaultOptions() Options {
 	return Options{
-		APIAddress: "127.0.0.1:8091",
-		StateDir:   DefaultStateDir,
-		BPFPinPath: "/sys/fs/bpf/telcolb",
-		MaxConns:   262144,
-		LogLevel:   "info",
-		LogFormat:  "json",
+		APIAddress:  "127.0.0.1:8091",
+		StateDir:    DefaultStateDir,
+		BPFPinPath:  "/sys/fs/bpf/telcolb",
+		MaxConns:    262144,
+		LogLevel:    "info",
+		LogFormat:   "json",
+		N2Transport: "auto",
 	}
 }
 
@@ -63,6 +67,7 @@ func ParseOptions(args []string, usage io.Writer) (Options, error) {
 	fs.StringVar(&f.LogLevel, "log-level", o.LogLevel, "debug, info, warn or error")
 	fs.StringVar(&f.LogFormat, "log-format", o.LogFormat, "json or text")
 	fs.BoolVar(&f.ForceClsact, "force-clsact", false, "attach through a clsact qdisc even where tcx is available")
+	fs.StringVar(&f.N2Transport, "n2-transport", o.N2Transport, "SCTP stack of N2 proxies: auto, kernel or userspace")
 	fs.StringVar(&configPath, "config", "", "YAML file with the same settings in camelCase (apiAddress, interfaces, ...)")
 	fs.BoolVar(&f.Cleanup, "cleanup", false, "remove the pinned datapath (rules, connections, attachments) and exit")
 	if err := fs.Parse(args); err != nil {
@@ -103,6 +108,8 @@ func ParseOptions(args []string, usage io.Writer) (Options, error) {
 			o.LogFormat = f.LogFormat
 		case "force-clsact":
 			o.ForceClsact = f.ForceClsact
+		case "n2-transport":
+			o.N2Transport = f.N2Transport
 		}
 	})
 	o.Cleanup = f.Cleanup
@@ -121,6 +128,11 @@ func (o *Options) check() error {
 	}
 	if o.LogFormat != "json" && o.LogFormat != "text" {
 		return fmt.Errorf("log-format %q: use json or text", o.LogFormat)
+	}
+	switch o.N2Transport {
+	case "auto", "kernel", "userspace":
+	default:
+		return fmt.Errorf("n2-transport %q: use auto, kernel or userspace", o.N2Transport)
 	}
 	if o.MaxConns == 0 {
 		return errors.New("max-conns must be positive")

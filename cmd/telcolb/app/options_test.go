@@ -27,8 +27,8 @@ func TestParseOptionsMergesFileAndFlags(t *testing.T) {
 		want func(*Options)
 	}{
 		{"defaults", nil, func(*Options) {}},
-		{"flags", []string{"--api-address=[::1]:8091", "--interfaces=eth2,eth3", "--max-conns", "7", "--log-format=text"}, func(o *Options) {
-			o.APIAddress, o.Interfaces, o.MaxConns, o.LogFormat = "[::1]:8091", []string{"eth2", "eth3"}, 7, "text"
+		{"flags", []string{"--api-address=[::1]:8091", "--interfaces=eth2,eth3", "--max-conns", "7", "--log-format=text", "--n2-transport=userspace"}, func(o *Options) {
+			o.APIAddress, o.Interfaces, o.MaxConns, o.LogFormat, o.N2Transport = "[::1]:8091", []string{"eth2", "eth3"}, 7, "text", "userspace"
 		}},
 		{"file", []string{"--config", cfg}, func(o *Options) {
 			o.APIAddress, o.Interfaces, o.MaxConns, o.LogLevel, o.StateDir = "0.0.0.0:9000", []string{"eth0", "eth1"}, 1000, "debug", "/srv/lb"
@@ -69,6 +69,7 @@ func TestParseOptionsRejectsBadSettings(t *testing.T) {
 		{"bad address", []string{"--api-address=8091"}, "api-address"},
 		{"bad level", []string{"--log-level=loud"}, "log-level"},
 		{"bad format", []string{"--log-format=xml"}, "log-format"},
+		{"bad n2 transport", []string{"--n2-transport=sctp-over-carrier-pigeon"}, "n2-transport"},
 		{"zero conns", []string{"--max-conns=0"}, "max-conns"},
 		{"stray argument", []string{"serve"}, "unexpected arguments"},
 		{"empty interface", []string{"--interfaces=eth0,,eth1"}, "empty interface"},
