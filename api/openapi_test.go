@@ -32,7 +32,7 @@ func TestOpenAPISchemasMatchTheGoTypes(t *testing.T) {
 	types := map[string]any{
 		"Service": Service{}, "Endpoint": Endpoint{}, "Probe": Probe{},
 		"ServiceStatus": ServiceStatus{}, "EndpointStatus": EndpointStatus{},
-		"Conn": Conn{}, "Health": Health{}, "Error": Error{},
+		"Conn": Conn{}, "ConnPath": ConnPath{}, "Health": Health{}, "Error": Error{},
 	}
 	for name, v := range types {
 		schema, ok := doc.Components.Schemas[name]

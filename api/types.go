@@ -155,6 +155,22 @@ type Conn struct {
 	// SCTP verification tags (client's and endpoint's), hex.
 	VTagClient   string `json:"vtagClient,omitempty"`
 	VTagEndpoint string `json:"vtagEndpoint,omitempty"`
+	// Paths are the other paths of a multi-homed SCTP association (this
+	// Conn is its primary path), each with its own counters.
+	Paths []ConnPath `json:"paths,omitempty"`
+}
+
+// ConnPath is one (client address, VIP) pair of a multi-homed SCTP
+// association and the endpoint address it reaches. Ports are the Conn's.
+type ConnPath struct {
+	Client       string `json:"client"`
+	VIP          string `json:"vip"`
+	Endpoint     string `json:"endpoint"`
+	Source       string `json:"source"`
+	OrigPackets  uint64 `json:"origPackets"`
+	OrigBytes    uint64 `json:"origBytes"`
+	ReplyPackets uint64 `json:"replyPackets"`
+	ReplyBytes   uint64 `json:"replyBytes"`
 }
 
 // Health is GET /v1/health.

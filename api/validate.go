@@ -92,6 +92,9 @@ func Validate(s *Service) error {
 	default:
 		return fieldErr("mode", "%q is not one of default, onearm, fullnat, dsr", s.Mode)
 	}
+	if len(s.SecondaryVIPs) > 0 && s.Protocol == ProtocolSCTP && (s.Mode == ModeOneArm || s.Mode == ModeDSR) {
+		return fieldErr("secondaryVIPs", "SCTP multi-homing needs mode default or fullnat, not %s: the endpoint could not be shown one address per VIP", s.Mode)
+	}
 	switch s.Select {
 	case "", SelectRoundRobin, SelectHash, SelectPersist, SelectLeastConn:
 	default:
@@ -256,13 +259,11 @@ func validateProbe(s *Service) error {
 	switch p.Type {
 	case ProbeNone:
 		return nil
-	case ProbeTCP, ProbeUDP, ProbeHTTP, ProbeHTTPS, ProbePing:
-	case ProbeSCTP:
-		return fieldErr("probe.type", "sctp probes are not yet supported; use tcp, udp, http, https, ping or none")
+	case ProbeTCP, ProbeUDP, ProbeHTTP, ProbeHTTPS, ProbePing, ProbeSCTP:
 	case "":
-		return fieldErr("probe.type", "required: one of none, tcp, udp, http, https, ping")
+		return fieldErr("probe.type", "required: one of none, tcp, udp, http, https, ping, sctp")
 	default:
-		return fieldErr("probe.type", "%q is not one of none, tcp, udp, http, https, ping", p.Type)
+		return fieldErr("probe.type", "%q is not one of none, tcp, udp, http, https, ping, sctp", p.Type)
 	}
 	if p.Port == 0 && p.Type != ProbePing {
 		for i, ep := range s.Endpoints {
@@ -275,7 +276,7 @@ func validateProbe(s *Service) error {
 		return fieldErr("probe.port", "ping probes have no port")
 	}
 	switch p.Type {
-	case ProbeTCP, ProbePing:
+	case ProbeTCP, ProbePing, ProbeSCTP:
 		if p.Request != "" {
 			return fieldErr("probe.request", "%s probes send no request", p.Type)
 		}

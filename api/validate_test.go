@@ -120,6 +120,12 @@ func TestValidateRejectsEachRuleWithItsField(t *testing.T) {
 		{"secondary vip other family", func(s *Service) { s.SecondaryVIPs = []string{"2001:db8::1"} }, "secondaryVIPs[0]", "share one family"},
 		{"secondary vip equals vip", func(s *Service) { s.SecondaryVIPs = []string{"10.96.0.10"} }, "secondaryVIPs[0]", "repeats the primary"},
 		{"duplicate secondary vips", func(s *Service) { s.SecondaryVIPs = []string{"10.9.0.1", "10.9.0.1"} }, "secondaryVIPs[1]", "listed twice"},
+		{"sctp multi-homing in onearm mode", func(s *Service) {
+			s.Protocol, s.Mode, s.SecondaryVIPs = ProtocolSCTP, ModeOneArm, []string{"10.9.0.1"}
+		}, "secondaryVIPs", "needs mode default or fullnat"},
+		{"sctp multi-homing in dsr mode", func(s *Service) {
+			s.Protocol, s.Mode, s.SecondaryVIPs = ProtocolSCTP, ModeDSR, []string{"10.9.0.1"}
+		}, "secondaryVIPs", "needs mode default or fullnat"},
 		{"port 0", func(s *Service) { s.Port = 0 }, "port", "required"},
 		{"portEnd below port", func(s *Service) { s.PortEnd = 79 }, "portEnd", "below port"},
 		{"range too wide", func(s *Service) { s.Port = 1; s.PortEnd = MaxPortRange + 1 }, "portEnd", "at most 4096"},
@@ -148,7 +154,7 @@ func TestValidateRejectsEachRuleWithItsField(t *testing.T) {
 		{"duplicate endpoint", func(s *Service) { s.Endpoints[1] = s.Endpoints[0] }, "endpoints[1]", "duplicates endpoints[0]"},
 		{"missing probe type", func(s *Service) { s.Probe = &Probe{} }, "probe.type", "required"},
 		{"bad probe type", func(s *Service) { s.Probe = &Probe{Type: "grpc"} }, "probe.type", "not one of"},
-		{"sctp probe", func(s *Service) { s.Probe = &Probe{Type: ProbeSCTP} }, "probe.type", "not yet supported"},
+		{"sctp probe with a request", func(s *Service) { s.Probe = &Probe{Type: ProbeSCTP, Request: "x"} }, "probe.request", "sctp probes send no request"},
 		{"probe needs a port", func(s *Service) {
 			s.Mode = ModeDSR
 			s.Endpoints = []Endpoint{{Address: "10.0.0.1"}}

@@ -171,6 +171,62 @@ struct {
 	__type(value, struct bpf_redir_neigh);
 } nh_scratch SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, LB_MAX_SERVICES);
+	__type(key, __u32);
+	__type(value, struct svc_vips);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} svc_vip_list SEC(".maps");
+
+// LRU like conntrack: an association record lives as long as its entries.
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct assoc_key);
+	__type(value, struct assoc);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} assocs SEC(".maps");
+
+// Where an association's INIT-ACK is expected: the INIT-ACK's destination,
+// verification tag (the client's initiate tag) and ports give the
+// endpoint address the INIT was sent to. A multi-homed endpoint may answer
+// from another of its addresses (usrsctp picks any bound address), which no
+// conntrack entry knows before the INIT-ACK has been seen.
+struct pend_key {
+	__u8 dst[16];
+	__u32 vtag;
+	__u16 sport; // endpoint port
+	__u16 dport;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct pend_key);
+	__type(value, struct addr16);
+} init_pending SEC(".maps");
+
+// Rewrite context of one INIT/INIT-ACK (too big for the stack).
+struct mh_ctx {
+	struct assoc a;
+	__u32 crc;      // xor of the CRC32c deltas of every word changed
+	__u32 sctp_len; // SCTP packet length (CRC span)
+	__u32 l4_off;
+	__u32 end;      // end of the INIT/INIT-ACK chunk
+	__u8 dir;       // SCTP_INIT or SCTP_INIT_ACK
+	__u8 limit;     // how many addresses this direction may carry
+	__u8 pad[2];
+	__u8 addr[16];  // address being rewritten (kept off the stack)
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct mh_ctx);
+} mh_scratch SEC(".maps");
+
 /* ---- parsing ---- */
 
 struct pkt {
@@ -190,7 +246,7 @@ struct pkt {
 	__u8 icmp_code;
 	__u8 pad;
 	__u32 init_tag; // SCTP INIT/INIT-ACK initiate tag
-	__u16 ip_len;   // tot_len (v4) or payload_len+40 (v6), host order
+	__u32 vtag;     // SCTP common header verification tag
 };
 
 enum {
@@ -261,6 +317,7 @@ static __always_inline int parse_l4(struct __sk_buff *skb, struct pkt *p)
 		__builtin_memcpy(&p->sport, h, 2);
 		__builtin_memcpy(&p->dport, h + 2, 2);
 		p->chunk_type = h[12];
+		__builtin_memcpy(&p->vtag, h + 4, 4);
 		__u16 clen = ((__u16)h[14] << 8) | h[15];
 		if (clen < 4 || clen > avail - 12)
 			return PARSE_MALFORMED;
@@ -318,7 +375,6 @@ static __always_inline int parse(struct __sk_buff *skb, struct pkt *p)
 		__builtin_memcpy(p->dst + 12, &ip.daddr, 4);
 		p->proto = ip.protocol;
 		p->ttl = ip.ttl;
-		p->ip_len = tot;
 		p->ip_end = off + tot;
 		p->l4_off = off + ihl;
 		// Non-first fragments carry no L4 header: let the stack reassemble.
@@ -337,7 +393,6 @@ static __always_inline int parse(struct __sk_buff *skb, struct pkt *p)
 		__builtin_memcpy(p->src, &ip6.saddr, 16);
 		__builtin_memcpy(p->dst, &ip6.daddr, 16);
 		p->ttl = ip6.hop_limit;
-		p->ip_len = plen + 40;
 		p->ip_end = off + 40 + plen;
 		__u8 nh = ip6.nexthdr;
 		off += 40;
@@ -531,6 +586,489 @@ static __always_inline void release_active(struct ct_val *orig)
 		__sync_fetch_and_add(a, -1);
 }
 
+/* ---- SCTP multi-homing ----
+ *
+ * An association's first INIT creates its record (struct assoc): the VIPs of
+ * the service (the INIT's destination first), the client's addresses and the
+ * endpoint's addresses in the order they first appear (the packet's source
+ * first, then the address parameters). Address i of a side maps to VIP i:
+ * toward the client every endpoint address becomes a VIP, toward the
+ * endpoint the client's addresses stay as they are (default mode), become
+ * VIPs (fullnat) or disappear (onearm). When the INIT-ACK passes, conntrack
+ * entries are added for every (client address x VIP) pair, all translating
+ * to the same endpoint and ports and carrying the same vtags.
+ *
+ * Parameters are rewritten in place, never resized: an address the LB cannot
+ * carry (other family, more than there are VIPs, Host Name) has its
+ * parameter type changed to an unassigned type whose top bits say "skip
+ * silently" (RFC 9260 3.2.1) and its address zeroed, so nothing leaks and
+ * the chunk keeps its length. Every changed word updates the CRC32c
+ * incrementally (crc32c_delta), whatever its position.
+ *
+ * ASCONF (RFC 5061) is not translated: ASCONF and ASCONF-ACK are masked out
+ * of the Supported Extensions parameter in both directions, so the peers
+ * never negotiate dynamic address reconfiguration through the LB and keep
+ * the address sets of the handshake.
+ */
+#define SCTP_P_IPV4 5
+#define SCTP_P_IPV6 6
+#define SCTP_P_HOSTNAME 11
+#define SCTP_P_SUPPORTED_EXT 0x8008
+#define SCTP_P_SKIP 0xbffe
+#define SCTP_ASCONF 0xc1
+#define SCTP_ASCONF_ACK 0x80
+#define SCTP_EXT_MASKED 0xff // reserved chunk type: receivers ignore it
+#define LB_MAX_PARAMS 32
+#define LB_MAX_EXT_WORDS 8
+
+// Replaces the 4-byte word at packet offset off (o and n as loaded from the
+// packet) and folds the change into the CRC delta.
+static __always_inline int mh_word(struct __sk_buff *skb, struct mh_ctx *c, __u32 off, __u32 o,
+				   __u32 n)
+{
+	if (o == n)
+		return 0;
+	if (bpf_skb_store_bytes(skb, off, &n, 4, 0))
+		return -1;
+	c->crc ^= crc32c_delta(o ^ n, c->sctp_len - (off - c->l4_off));
+	return 0;
+}
+
+// Index of addr in list, appending it when there is room; -1 when full.
+static __always_inline int mh_index(__u8 (*list)[16], __u8 *n, __u8 limit, const __u8 *addr)
+{
+	__u8 cnt = *n;
+	for (int i = 0; i < LB_MAX_VIPS; i++) {
+		if (i >= cnt)
+			break;
+		if (addr_eq(list[i], addr))
+			return i;
+	}
+	if (cnt >= limit || cnt >= LB_MAX_VIPS)
+		return -1;
+	int i = cnt & (LB_MAX_VIPS - 1);
+	addr_cpy(list[i], addr);
+	*n = i + 1;
+	return i;
+}
+
+// Source the endpoint sees for client address i.
+static __always_inline const __u8 *mh_lsrc(const struct assoc *a, int i)
+{
+	i &= LB_MAX_VIPS - 1;
+	if (i == 0)
+		return a->lsrc0;
+	if (a->mode == MODE_FULLNAT)
+		return a->vip[i];
+	return a->caddr[i];
+}
+
+static __always_inline int mh_neutralise(struct __sk_buff *skb, struct mh_ctx *c, __u32 off,
+					 __u32 hw, __u32 words, const __u8 *addr)
+{
+	__u8 nh[4];
+	__u32 nw, zero = 0;
+	__builtin_memcpy(nh, &hw, 4);
+	nh[0] = SCTP_P_SKIP >> 8;
+	nh[1] = SCTP_P_SKIP & 0xff;
+	__builtin_memcpy(&nw, nh, 4);
+	if (mh_word(skb, c, off, hw, nw))
+		return -1;
+	for (int k = 0; k < 4; k++) {
+		if (k >= words)
+			break;
+		__u32 o, bo = (16 - 4 * words + 4 * k) & 12;
+		__builtin_memcpy(&o, addr + bo, 4);
+		if (mh_word(skb, c, off + 4 + 4 * k, o, zero))
+			return -1;
+	}
+	return 0;
+}
+
+// Rewrites one INIT/INIT-ACK parameter at off; returns its padded length or
+// -1 when it is malformed. Global: verified once, not per loop iteration.
+__noinline int mh_param(struct __sk_buff *skb, struct mh_ctx *c, __u32 off)
+{
+	__u8 h[4];
+	__u32 hw;
+
+	if (!c)
+		return -1;
+	if (off + 4 > c->end || bpf_skb_load_bytes(skb, off, h, 4))
+		return -1;
+	__u32 type = (__u32)h[0] << 8 | h[1];
+	__u32 len = (__u32)h[2] << 8 | h[3];
+	if (len < 4 || len > 0xffff || off + len > c->end)
+		return -1;
+	__builtin_memcpy(&hw, h, 4);
+
+	if (type == SCTP_P_IPV4 || type == SCTP_P_IPV6) {
+		int v6 = type == SCTP_P_IPV6;
+		__u32 words = v6 ? 4 : 1;
+		__u8 *addr = c->addr;
+		__builtin_memset(addr, 0, 16);
+		if (len != 4 + 4 * words)
+			return -1;
+		if (v6) {
+			if (bpf_skb_load_bytes(skb, off + 4, addr, 16))
+				return -1;
+		} else {
+			addr[10] = addr[11] = 0xff;
+			if (bpf_skb_load_bytes(skb, off + 4, addr + 12, 4))
+				return -1;
+		}
+		int idx = -1;
+		if ((c->a.family == AF_INET6) == v6) {
+			if (c->dir == SCTP_INIT)
+				idx = mh_index(c->a.caddr, &c->a.nc, c->limit, addr);
+			else
+				idx = mh_index(c->a.eaddr, &c->a.ne, c->limit, addr);
+		}
+		if (idx < 0) {
+			if (mh_neutralise(skb, c, off, hw, words, addr))
+				return -1;
+		} else {
+			const __u8 *na = c->dir == SCTP_INIT ? mh_lsrc(&c->a, idx) : c->a.vip[idx & 3];
+			for (int k = 0; k < 4; k++) {
+				if (k >= words)
+					break;
+				__u32 o, n, bo = (16 - 4 * words + 4 * k) & 12;
+				__builtin_memcpy(&o, addr + bo, 4);
+				__builtin_memcpy(&n, na + bo, 4);
+				if (mh_word(skb, c, off + 4 + 4 * k, o, n))
+					return -1;
+			}
+		}
+	} else if (type == SCTP_P_HOSTNAME) {
+		// The LB can only carry paths it knows the addresses of.
+		if (mh_neutralise(skb, c, off, hw, 0, h))
+			return -1;
+	} else if (type == SCTP_P_SUPPORTED_EXT) {
+		if (len > 4 + 4 * LB_MAX_EXT_WORDS)
+			return -1;
+		for (int k = 0; k < LB_MAX_EXT_WORDS; k++) {
+			__u32 woff = 4 + 4 * k;
+			if (woff >= len)
+				break;
+			__u8 b[4];
+			__u32 o, n;
+			if (bpf_skb_load_bytes(skb, off + woff, b, 4))
+				return -1;
+			__builtin_memcpy(&o, b, 4);
+			for (int m = 0; m < 4; m++) {
+				if (woff + m < len && (b[m] == SCTP_ASCONF || b[m] == SCTP_ASCONF_ACK))
+					b[m] = SCTP_EXT_MASKED;
+			}
+			__builtin_memcpy(&n, b, 4);
+			if (mh_word(skb, c, off + woff, o, n))
+				return -1;
+		}
+	}
+	return (len + 3) & ~3U;
+}
+
+// Walks the parameters of the packet's INIT/INIT-ACK chunk with c prepared,
+// then applies the accumulated CRC change. 0 or -1 (drop).
+static __noinline int mh_walk(struct __sk_buff *skb, const struct pkt *p, struct mh_ctx *c)
+{
+	__u32 off = p->l4_off + 32;
+
+	c->crc = 0;
+	c->l4_off = p->l4_off;
+	c->sctp_len = p->ip_end - p->l4_off;
+	// The first chunk's length (parse_l4 checked it fits the datagram),
+	// reloaded rather than kept in struct pkt, whose size every caller's
+	// stack pays for.
+	__u8 cl[2];
+	if (bpf_skb_load_bytes(skb, p->l4_off + 14, cl, 2))
+		return -1;
+	c->end = p->l4_off + 12 + ((__u32)cl[0] << 8 | cl[1]);
+	c->dir = p->chunk_type;
+	for (int i = 0; i < LB_MAX_PARAMS; i++) {
+		if (off + 4 > c->end)
+			break;
+		int r = mh_param(skb, c, off);
+		if (r <= 0)
+			return -1;
+		off += r;
+	}
+	// More parameters than walked: some could carry an address.
+	if (off + 4 <= c->end)
+		return -1;
+	if (!c->crc)
+		return 0;
+	__u32 crc;
+	if (bpf_skb_load_bytes(skb, p->l4_off + 8, &crc, 4))
+		return -1;
+	crc ^= c->crc;
+	return bpf_skb_store_bytes(skb, p->l4_off + 8, &crc, 4, 0);
+}
+
+static __always_inline struct mh_ctx *mh_ctx_get(void)
+{
+	__u32 zero = 0;
+	struct mh_ctx *c = bpf_map_lookup_elem(&mh_scratch, &zero);
+	if (c)
+		__builtin_memset(c, 0, sizeof(*c));
+	return c;
+}
+
+static __always_inline __u8 mh_init_limit(const struct assoc *a)
+{
+	if (a->mode == MODE_FULLNAT)
+		return a->nv;
+	if (a->mode == MODE_DEFAULT)
+		return LB_MAX_VIPS;
+	return 1; // onearm: the endpoint sees one LB address
+}
+
+// First INIT of an association (v: the orig entry being created): builds
+// the record and rewrites the INIT. 0 or -1 (drop).
+static __noinline int mh_init_new(struct __sk_buff *skb, const struct pkt *p, const struct ct_val *v)
+{
+	struct mh_ctx *c = mh_ctx_get();
+	if (!c)
+		return -1;
+	struct assoc *a = &c->a;
+	__u32 svc = v->svc;
+	addr_cpy(a->vip[0], p->dst);
+	__u8 nv = 1;
+	struct svc_vips *sv = bpf_map_lookup_elem(&svc_vip_list, &svc);
+	if (sv && v->mode != MODE_ONEARM) {
+		for (int i = 0; i < LB_MAX_VIPS; i++) {
+			if (i >= sv->n || nv >= LB_MAX_VIPS)
+				break;
+			if (addr_eq(sv->vip[i], p->dst))
+				continue;
+			addr_cpy(a->vip[nv & (LB_MAX_VIPS - 1)], sv->vip[i]);
+			nv++;
+		}
+	}
+	a->nv = nv;
+	addr_cpy(a->caddr[0], p->src);
+	a->nc = 1;
+	addr_cpy(a->eaddr[0], v->nat_dst);
+	a->ne = 1;
+	addr_cpy(a->lsrc0, v->nat_src);
+	a->svc = svc;
+	a->ep = v->ep;
+	a->nat_sport = v->nat_sport;
+	a->eport = v->nat_dport;
+	a->mode = v->mode;
+	a->family = p->family;
+	c->limit = mh_init_limit(a);
+	if (mh_walk(skb, p, c))
+		return -1;
+	struct assoc_key k = {.svc = svc, .vtag_client = p->init_tag, .cport = p->sport, .vport = p->dport};
+	bpf_map_update_elem(&assocs, &k, a, BPF_ANY);
+	struct pend_key pk = {.vtag = p->init_tag, .sport = v->nat_dport, .dport = v->nat_sport};
+	addr_cpy(pk.dst, v->nat_src);
+	bpf_map_update_elem(&init_pending, &pk, v->nat_dst, BPF_ANY);
+	return 0;
+}
+
+// An INIT-ACK from an endpoint address no entry knows yet: the primary
+// reply entry of the association it answers, or NULL.
+static __noinline struct ct_val *mh_ack_entry(const struct pkt *p)
+{
+	struct pend_key pk = {.vtag = p->vtag, .sport = p->sport, .dport = p->dport};
+	addr_cpy(pk.dst, p->dst);
+	struct addr16 *ep = bpf_map_lookup_elem(&init_pending, &pk);
+	if (!ep)
+		return 0;
+	struct ct_key k = {};
+	addr_cpy(k.src, ep->a);
+	addr_cpy(k.dst, p->dst);
+	k.sport = p->sport;
+	k.dport = p->dport;
+	k.proto = IPPROTO_SCTP;
+	struct ct_val *ct = bpf_map_lookup_elem(&conntrack, &k);
+	if (!ct || !(ct->flags & CT_F_REPLY) || ct->vtag_client != p->vtag)
+		return 0;
+	return ct;
+}
+
+// Adds the conntrack entries of every path but the primary one, copying the
+// primary's reply entry tmpl. Global: verified once.
+__noinline int mh_paths(struct mh_ctx *c, const struct ct_val *tmpl)
+{
+	__u32 zero = 0;
+	struct ct_key k;
+
+	if (!c || !tmpl)
+		return 0;
+	struct ct_val *v = bpf_map_lookup_elem(&scratch, &zero);
+	if (!v)
+		return 0;
+	__u16 cport = tmpl->nat_dport, vport = tmpl->nat_sport;
+	int made = 0;
+	for (int i = 0; i < LB_MAX_VIPS; i++) {
+		if (i >= c->a.nc)
+			break;
+		for (int j = 0; j < LB_MAX_VIPS; j++) {
+			if (j >= c->a.ne)
+				break;
+			if (i == 0 && j == 0)
+				continue;
+			const __u8 *ls = mh_lsrc(&c->a, i);
+			*v = *tmpl;
+			v->flags = CT_F_PATH | CT_F_RELEASED;
+			v->packets = 0;
+			v->bytes = 0;
+			v->fib_ns = 0;
+			__builtin_memset(&k, 0, sizeof(k));
+			addr_cpy(k.src, c->a.caddr[i]);
+			addr_cpy(k.dst, c->a.vip[j]);
+			k.sport = cport;
+			k.dport = vport;
+			k.proto = IPPROTO_SCTP;
+			addr_cpy(v->nat_src, ls);
+			addr_cpy(v->nat_dst, c->a.eaddr[j]);
+			v->nat_sport = c->a.nat_sport;
+			v->nat_dport = c->a.eport;
+			if (bpf_map_update_elem(&conntrack, &k, v, BPF_ANY))
+				continue;
+			addr_cpy(k.src, c->a.eaddr[j]);
+			addr_cpy(k.dst, ls);
+			k.sport = c->a.eport;
+			k.dport = c->a.nat_sport;
+			addr_cpy(v->nat_src, c->a.vip[j]);
+			addr_cpy(v->nat_dst, c->a.caddr[i]);
+			v->nat_sport = vport;
+			v->nat_dport = cport;
+			v->flags |= CT_F_REPLY;
+			if (!bpf_map_update_elem(&conntrack, &k, v, BPF_ANY))
+				made++;
+		}
+	}
+	return made;
+}
+
+// INIT (retransmitted) or INIT-ACK on an existing entry: rewrites it like
+// the first one; the INIT-ACK also learns the endpoint's addresses. Without
+// a record (evicted) only the primary pair is kept. Returns -1 (drop), 0, or
+// 1 when the paths in mh_scratch are to be added (mh_paths).
+static __noinline int mh_handshake(struct __sk_buff *skb, const struct pkt *p, struct ct_val *ct)
+{
+	struct mh_ctx *c = mh_ctx_get();
+	if (!c)
+		return -1;
+	int ack = p->chunk_type == SCTP_INIT_ACK;
+	struct assoc_key k = {.svc = ct->svc};
+	if (ack) {
+		k.vtag_client = ct->vtag_client;
+		k.cport = ct->nat_dport;
+		k.vport = ct->nat_sport;
+	} else {
+		k.vtag_client = p->init_tag;
+		k.cport = p->sport;
+		k.vport = p->dport;
+	}
+	struct assoc *rec = bpf_map_lookup_elem(&assocs, &k);
+	if (rec) {
+		c->a = *rec;
+		if (ack)
+			c->a.ne = 1;
+		else
+			c->a.nc = 1;
+		c->limit = ack ? c->a.nv : mh_init_limit(&c->a);
+	} else {
+		c->a.family = p->family;
+		c->a.nv = c->a.nc = c->a.ne = 1;
+		c->limit = 1;
+		if (ack) {
+			addr_cpy(c->a.vip[0], ct->nat_src);
+			addr_cpy(c->a.eaddr[0], p->src);
+		} else {
+			addr_cpy(c->a.caddr[0], p->src);
+			addr_cpy(c->a.lsrc0, ct->nat_src);
+			c->a.mode = MODE_ONEARM;
+		}
+	}
+	if (mh_walk(skb, p, c))
+		return -1;
+	if (!ack || !rec)
+		return 0;
+	c->a.vtag_ep = p->init_tag;
+	bpf_map_update_elem(&assocs, &k, &c->a, BPF_ANY);
+	return 1; // the caller adds the paths: one frame less on the stack
+}
+
+// A path entry changed state (COOKIE-ACK, SHUTDOWN, ABORT seen on a
+// secondary path): the association's primary entries take it, since the
+// whole association ages with the primary's timeout.
+__noinline int mh_sync_state(__u32 svc, __u32 vtag, __u32 ports, __u32 st, __u32 to)
+{
+	struct assoc_key ak = {.svc = svc, .vtag_client = vtag, .cport = ports & 0xffff, .vport = ports >> 16};
+	struct assoc *a = bpf_map_lookup_elem(&assocs, &ak);
+	if (!a)
+		return 0;
+	struct ct_key k = {};
+	addr_cpy(k.src, a->caddr[0]);
+	addr_cpy(k.dst, a->vip[0]);
+	k.sport = ak.cport;
+	k.dport = ak.vport;
+	k.proto = IPPROTO_SCTP;
+	struct ct_val *pv = bpf_map_lookup_elem(&conntrack, &k);
+	if (!pv)
+		return 0;
+	// Never back: a late COOKIE-ACK on a path must not reopen a closing
+	// association (states are ordered INIT < ... < CLOSED).
+	if (st <= pv->state)
+		return 0;
+	pv->state = st;
+	pv->timeout = to;
+	if (st == CT_SCTP_CLOSED)
+		release_active(pv);
+	peer_key(pv, IPPROTO_SCTP, &k);
+	struct ct_val *rv = bpf_map_lookup_elem(&conntrack, &k);
+	if (rv) {
+		rv->state = st;
+		rv->timeout = to;
+	}
+	return 0;
+}
+
+// A new association replaces old on a tuple: every entry of the old one
+// goes (the primary's too when the tuple was one of its secondary paths).
+__noinline int mh_purge(__u32 svc, __u32 vtag, __u32 ports, __u32 was_path)
+{
+	struct assoc_key ak = {.svc = svc, .vtag_client = vtag, .cport = ports & 0xffff, .vport = ports >> 16};
+	struct assoc *a = bpf_map_lookup_elem(&assocs, &ak);
+	struct ct_key k;
+	if (!a)
+		return 0;
+	for (int i = 0; i < LB_MAX_VIPS; i++) {
+		if (i >= a->nc)
+			break;
+		for (int j = 0; j < LB_MAX_VIPS; j++) {
+			if (j >= a->ne)
+				break;
+			if (i == 0 && j == 0 && !was_path)
+				continue;
+			__builtin_memset(&k, 0, sizeof(k));
+			addr_cpy(k.src, a->caddr[i]);
+			addr_cpy(k.dst, a->vip[j]);
+			k.sport = ak.cport;
+			k.dport = ak.vport;
+			k.proto = IPPROTO_SCTP;
+			if (i == 0 && j == 0) {
+				struct ct_val *pv = bpf_map_lookup_elem(&conntrack, &k);
+				if (pv)
+					release_active(pv);
+			}
+			bpf_map_delete_elem(&conntrack, &k);
+			addr_cpy(k.src, a->eaddr[j]);
+			addr_cpy(k.dst, mh_lsrc(a, i));
+			k.sport = a->eport;
+			k.dport = a->nat_sport;
+			bpf_map_delete_elem(&conntrack, &k);
+		}
+	}
+	bpf_map_delete_elem(&assocs, &ak);
+	return 0;
+}
+
 // Returns the new state for this packet, given the entry's current state.
 static __always_inline __u8 next_state(const struct pkt *p, const struct ct_val *ct, __u8 *fins)
 {
@@ -627,6 +1165,10 @@ static __always_inline void ct_track(const struct pkt *p, struct ct_val *ct)
 			release_active(ct);
 		else if (peer)
 			release_active(peer);
+	}
+	if ((ct->flags & CT_F_PATH) && st != CT_SCTP_INIT && st != CT_SCTP_COOKIE_WAIT) {
+		__u16 vport = (ct->flags & CT_F_REPLY) ? ct->nat_sport : p->dport;
+		mh_sync_state(ct->svc, ct->vtag_client, (__u32)vport << 16 | ct->cport, st, to);
 	}
 }
 
@@ -733,7 +1275,7 @@ static __always_inline int fib_params(struct __sk_buff *skb, const struct pkt *p
 	__builtin_memset(f, 0, sizeof(*f));
 	f->ifindex = skb->ifindex;
 	f->l4_protocol = p->proto;
-	f->tot_len = p->ip_len;
+	f->tot_len = p->ip_end - p->l3_off; // tot_len (v4), payload_len+40 (v6)
 	if (p->family == AF_INET) {
 		f->family = AF_INET;
 		__builtin_memcpy(&f->ipv4_src, src + 12, 4);
@@ -1051,6 +1593,19 @@ static __noinline int ct_established(struct __sk_buff *skb, struct pkt *p, struc
 		return TC_ACT_OK; // the stack answers with time exceeded
 	if (ct->flags & CT_F_DSR)
 		return forward(skb, p, p->src, ct->nat_dst, ct);
+	if (p->proto == IPPROTO_SCTP &&
+	    ((p->chunk_type == SCTP_INIT && !(ct->flags & CT_F_REPLY)) ||
+	     (p->chunk_type == SCTP_INIT_ACK && (ct->flags & CT_F_REPLY)))) {
+		int r = mh_handshake(skb, p, ct);
+		if (r < 0) {
+			count_drop(DROP_SCTP_PARAMS);
+			return TC_ACT_SHOT;
+		}
+		if (r > 0) {
+			__u32 zero = 0;
+			mh_paths(bpf_map_lookup_elem(&mh_scratch, &zero), ct);
+		}
+	}
 
 	__u8 src[16], dst[16];
 	addr_cpy(src, ct->nat_src);
@@ -1149,7 +1704,17 @@ static __noinline int new_flow(struct __sk_buff *skb, struct pkt *p, struct ct_k
 	    (p->chunk_type == SCTP_ABORT || p->chunk_type == SCTP_SHUTDOWN_COMPLETE))
 		return TC_ACT_OK;
 
-	int sel = select_ep(p, id, info);
+	int sel = -1;
+	if (p->proto == IPPROTO_SCTP && p->chunk_type == SCTP_INIT) {
+		// The same INIT (same tag) retransmitted from another client
+		// address must reach the endpoint the first one went to.
+		struct assoc_key ak = {.svc = id, .vtag_client = p->init_tag, .cport = p->sport, .vport = p->dport};
+		struct assoc *a = bpf_map_lookup_elem(&assocs, &ak);
+		if (a && a->ep < info->n_eps && ep_usable(id, a->ep))
+			sel = a->ep;
+	}
+	if (sel < 0)
+		sel = select_ep(p, id, info);
 	if (sel < 0 || sel >= LB_MAX_EPS || sel >= info->n_eps) {
 		count_drop(DROP_NO_ENDPOINT);
 		return TC_ACT_SHOT;
@@ -1188,6 +1753,7 @@ static __noinline int new_flow(struct __sk_buff *skb, struct pkt *p, struct ct_k
 		vp->state = p->chunk_type == SCTP_INIT ? CT_SCTP_INIT : CT_SCTP_ESTABLISHED;
 		if (p->chunk_type == SCTP_INIT)
 			vp->vtag_client = p->init_tag;
+		vp->cport = p->sport;
 		break;
 	}
 	vp->timeout = state_timeout(p->proto, vp->state, vp->idle);
@@ -1212,6 +1778,12 @@ static __noinline int new_flow(struct __sk_buff *skb, struct pkt *p, struct ct_k
 	}
 	}
 
+	if (p->proto == IPPROTO_SCTP && p->chunk_type == SCTP_INIT && info->mode != MODE_DSR &&
+	    mh_init_new(skb, p, vp)) {
+		count_drop(DROP_SCTP_PARAMS);
+		return TC_ACT_SHOT;
+	}
+
 	// Replacing an association on the same tuple: drop its reply side.
 	if (old) {
 		struct ct_key ork;
@@ -1220,6 +1792,9 @@ static __noinline int new_flow(struct __sk_buff *skb, struct pkt *p, struct ct_k
 			bpf_map_delete_elem(&conntrack, &ork);
 		}
 		release_active(old);
+		if (p->proto == IPPROTO_SCTP)
+			mh_purge(old->svc, old->vtag_client, (__u32)p->dport << 16 | old->cport,
+				 old->flags & CT_F_PATH);
 	}
 
 	int rc = ct_insert(p, key, vp);
@@ -1293,6 +1868,13 @@ int tc_ingress(struct __sk_buff *skb)
 	struct ct_val *ct = bpf_map_lookup_elem(&conntrack, &k);
 	if (ct && !starts_new(&p, ct))
 		return ct_established(skb, &p, ct);
+	if (!ct && p.proto == IPPROTO_SCTP && p.chunk_type == SCTP_INIT_ACK) {
+		// Translated like one from the address the INIT went to: the
+		// client sees it come from the VIP it sent the INIT to.
+		struct ct_val *rct = mh_ack_entry(&p);
+		if (rct)
+			return ct_established(skb, &p, rct);
+	}
 	return new_flow(skb, &p, &k, ct);
 }
 

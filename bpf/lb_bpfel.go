@@ -31,6 +31,33 @@ type LbAffVal struct {
 	LastNs uint64
 }
 
+type LbAssoc struct {
+	_        structs.HostLayout
+	Caddr    [4][16]uint8
+	Eaddr    [4][16]uint8
+	Vip      [4][16]uint8
+	Lsrc0    [16]uint8
+	VtagEp   uint32
+	Svc      uint32
+	Ep       uint32
+	NatSport uint16
+	Eport    uint16
+	Nc       uint8
+	Ne       uint8
+	Nv       uint8
+	Mode     uint8
+	Family   uint8
+	Pad      [3]uint8
+}
+
+type LbAssocKey struct {
+	_          structs.HostLayout
+	Svc        uint32
+	VtagClient uint32
+	Cport      uint16
+	Vport      uint16
+}
+
 type LbBpfRedirNeigh struct {
 	_        structs.HostLayout
 	NhFamily uint32
@@ -68,7 +95,8 @@ type LbCtVal struct {
 	Family     uint8
 	Mode       uint8
 	Fins       uint8
-	Pad        [3]uint8
+	Pad        uint8
+	Cport      uint16
 	Timeout    uint32
 	Idle       uint32
 	VtagClient uint32
@@ -100,6 +128,27 @@ type LbIfaddrVal struct {
 	Flags uint32
 }
 
+type LbMhCtx struct {
+	_       structs.HostLayout
+	A       LbAssoc
+	Crc     uint32
+	SctpLen uint32
+	L4Off   uint32
+	End     uint32
+	Dir     uint8
+	Limit   uint8
+	Pad     [2]uint8
+	Addr    [16]uint8
+}
+
+type LbPendKey struct {
+	_     structs.HostLayout
+	Dst   [16]uint8
+	Vtag  uint32
+	Sport uint16
+	Dport uint16
+}
+
 type LbSelTable struct {
 	_    structs.HostLayout
 	N_up uint32
@@ -125,28 +174,38 @@ type LbSvcKey struct {
 	Pad   uint8
 }
 
+type LbSvcVips struct {
+	_   structs.HostLayout
+	Vip [4][16]uint8
+	N   uint32
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	LbMapAffinity   = "affinity"
-	LbMapConntrack  = "conntrack"
-	LbMapCrcShift   = "crc_shift"
-	LbMapDrops      = "drops"
-	LbMapEndpoints  = "endpoints"
-	LbMapEpActive   = "ep_active"
-	LbMapEpStats    = "ep_stats"
-	LbMapIfAddrs    = "if_addrs"
-	LbMapNhScratch  = "nh_scratch"
-	LbMapRrCtr      = "rr_ctr"
-	LbMapScratch    = "scratch"
-	LbMapSelTables  = "sel_tables"
-	LbMapServices   = "services"
-	LbMapSvcInfos   = "svc_infos"
-	LbMapSvcStats   = "svc_stats"
-	LbMapVips       = "vips"
-	LbProgTcIngress = "tc_ingress"
-	LbProgTcPass    = "tc_pass"
+	LbMapAffinity    = "affinity"
+	LbMapAssocs      = "assocs"
+	LbMapConntrack   = "conntrack"
+	LbMapCrcShift    = "crc_shift"
+	LbMapDrops       = "drops"
+	LbMapEndpoints   = "endpoints"
+	LbMapEpActive    = "ep_active"
+	LbMapEpStats     = "ep_stats"
+	LbMapIfAddrs     = "if_addrs"
+	LbMapInitPending = "init_pending"
+	LbMapMhScratch   = "mh_scratch"
+	LbMapNhScratch   = "nh_scratch"
+	LbMapRrCtr       = "rr_ctr"
+	LbMapScratch     = "scratch"
+	LbMapSelTables   = "sel_tables"
+	LbMapServices    = "services"
+	LbMapSvcInfos    = "svc_infos"
+	LbMapSvcStats    = "svc_stats"
+	LbMapSvcVipList  = "svc_vip_list"
+	LbMapVips        = "vips"
+	LbProgTcIngress  = "tc_ingress"
+	LbProgTcPass     = "tc_pass"
 )
 
 // LoadLb returns the embedded CollectionSpec for Lb.
@@ -199,22 +258,26 @@ type LbProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type LbMapSpecs struct {
-	Affinity  *ebpf.MapSpec `ebpf:"affinity"`
-	Conntrack *ebpf.MapSpec `ebpf:"conntrack"`
-	CrcShift  *ebpf.MapSpec `ebpf:"crc_shift"`
-	Drops     *ebpf.MapSpec `ebpf:"drops"`
-	Endpoints *ebpf.MapSpec `ebpf:"endpoints"`
-	EpActive  *ebpf.MapSpec `ebpf:"ep_active"`
-	EpStats   *ebpf.MapSpec `ebpf:"ep_stats"`
-	IfAddrs   *ebpf.MapSpec `ebpf:"if_addrs"`
-	NhScratch *ebpf.MapSpec `ebpf:"nh_scratch"`
-	RrCtr     *ebpf.MapSpec `ebpf:"rr_ctr"`
-	Scratch   *ebpf.MapSpec `ebpf:"scratch"`
-	SelTables *ebpf.MapSpec `ebpf:"sel_tables"`
-	Services  *ebpf.MapSpec `ebpf:"services"`
-	SvcInfos  *ebpf.MapSpec `ebpf:"svc_infos"`
-	SvcStats  *ebpf.MapSpec `ebpf:"svc_stats"`
-	Vips      *ebpf.MapSpec `ebpf:"vips"`
+	Affinity    *ebpf.MapSpec `ebpf:"affinity"`
+	Assocs      *ebpf.MapSpec `ebpf:"assocs"`
+	Conntrack   *ebpf.MapSpec `ebpf:"conntrack"`
+	CrcShift    *ebpf.MapSpec `ebpf:"crc_shift"`
+	Drops       *ebpf.MapSpec `ebpf:"drops"`
+	Endpoints   *ebpf.MapSpec `ebpf:"endpoints"`
+	EpActive    *ebpf.MapSpec `ebpf:"ep_active"`
+	EpStats     *ebpf.MapSpec `ebpf:"ep_stats"`
+	IfAddrs     *ebpf.MapSpec `ebpf:"if_addrs"`
+	InitPending *ebpf.MapSpec `ebpf:"init_pending"`
+	MhScratch   *ebpf.MapSpec `ebpf:"mh_scratch"`
+	NhScratch   *ebpf.MapSpec `ebpf:"nh_scratch"`
+	RrCtr       *ebpf.MapSpec `ebpf:"rr_ctr"`
+	Scratch     *ebpf.MapSpec `ebpf:"scratch"`
+	SelTables   *ebpf.MapSpec `ebpf:"sel_tables"`
+	Services    *ebpf.MapSpec `ebpf:"services"`
+	SvcInfos    *ebpf.MapSpec `ebpf:"svc_infos"`
+	SvcStats    *ebpf.MapSpec `ebpf:"svc_stats"`
+	SvcVipList  *ebpf.MapSpec `ebpf:"svc_vip_list"`
+	Vips        *ebpf.MapSpec `ebpf:"vips"`
 }
 
 // LbVariableSpecs contains global variables before they are loaded into the kernel.
@@ -243,27 +306,32 @@ func (o *LbObjects) Close() error {
 //
 // It can be passed to LoadLbObjects or ebpf.CollectionSpec.LoadAndAssign.
 type LbMaps struct {
-	Affinity  *ebpf.Map `ebpf:"affinity"`
-	Conntrack *ebpf.Map `ebpf:"conntrack"`
-	CrcShift  *ebpf.Map `ebpf:"crc_shift"`
-	Drops     *ebpf.Map `ebpf:"drops"`
-	Endpoints *ebpf.Map `ebpf:"endpoints"`
-	EpActive  *ebpf.Map `ebpf:"ep_active"`
-	EpStats   *ebpf.Map `ebpf:"ep_stats"`
-	IfAddrs   *ebpf.Map `ebpf:"if_addrs"`
-	NhScratch *ebpf.Map `ebpf:"nh_scratch"`
-	RrCtr     *ebpf.Map `ebpf:"rr_ctr"`
-	Scratch   *ebpf.Map `ebpf:"scratch"`
-	SelTables *ebpf.Map `ebpf:"sel_tables"`
-	Services  *ebpf.Map `ebpf:"services"`
-	SvcInfos  *ebpf.Map `ebpf:"svc_infos"`
-	SvcStats  *ebpf.Map `ebpf:"svc_stats"`
-	Vips      *ebpf.Map `ebpf:"vips"`
+	Affinity    *ebpf.Map `ebpf:"affinity"`
+	Assocs      *ebpf.Map `ebpf:"assocs"`
+	Conntrack   *ebpf.Map `ebpf:"conntrack"`
+	CrcShift    *ebpf.Map `ebpf:"crc_shift"`
+	Drops       *ebpf.Map `ebpf:"drops"`
+	Endpoints   *ebpf.Map `ebpf:"endpoints"`
+	EpActive    *ebpf.Map `ebpf:"ep_active"`
+	EpStats     *ebpf.Map `ebpf:"ep_stats"`
+	IfAddrs     *ebpf.Map `ebpf:"if_addrs"`
+	InitPending *ebpf.Map `ebpf:"init_pending"`
+	MhScratch   *ebpf.Map `ebpf:"mh_scratch"`
+	NhScratch   *ebpf.Map `ebpf:"nh_scratch"`
+	RrCtr       *ebpf.Map `ebpf:"rr_ctr"`
+	Scratch     *ebpf.Map `ebpf:"scratch"`
+	SelTables   *ebpf.Map `ebpf:"sel_tables"`
+	Services    *ebpf.Map `ebpf:"services"`
+	SvcInfos    *ebpf.Map `ebpf:"svc_infos"`
+	SvcStats    *ebpf.Map `ebpf:"svc_stats"`
+	SvcVipList  *ebpf.Map `ebpf:"svc_vip_list"`
+	Vips        *ebpf.Map `ebpf:"vips"`
 }
 
 func (m *LbMaps) Close() error {
 	return _LbClose(
 		m.Affinity,
+		m.Assocs,
 		m.Conntrack,
 		m.CrcShift,
 		m.Drops,
@@ -271,6 +339,8 @@ func (m *LbMaps) Close() error {
 		m.EpActive,
 		m.EpStats,
 		m.IfAddrs,
+		m.InitPending,
+		m.MhScratch,
 		m.NhScratch,
 		m.RrCtr,
 		m.Scratch,
@@ -278,6 +348,7 @@ func (m *LbMaps) Close() error {
 		m.Services,
 		m.SvcInfos,
 		m.SvcStats,
+		m.SvcVipList,
 		m.Vips,
 	)
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/bits"
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -49,16 +50,75 @@ func addrPort(a [16]byte, port uint16, family uint8) netip.AddrPort {
 	return netip.AddrPortFrom(ip, htons(port))
 }
 
-// Conntrack returns one Conn per connection, merging both directions.
+// assocID names an SCTP association: every entry of its paths carries it.
+type assocID struct {
+	svc, vtag uint32
+	cport     uint16
+}
+
+func assocOf(v *bpf.LbCtVal) assocID { return assocID{svc: v.Svc, vtag: v.VtagClient, cport: v.Cport} }
+
+func isAssoc(k bpf.LbCtKey) bool { return k.Proto == uint8(ProtoSCTP) }
+
+// pathsOf collects the secondary paths (orig entry + counters of its reply
+// entry) of every multi-homed association in snap.
+func pathsOf(snap map[bpf.LbCtKey]bpf.LbCtVal) map[assocID][]Path {
+	out := map[assocID][]Path{}
+	for k, v := range snap {
+		if v.Flags&ctFPath == 0 || v.Flags&ctFReply != 0 {
+			continue
+		}
+		p := Path{
+			Client:      addrPort(k.Src, 0, v.Family).Addr(),
+			VIP:         addrPort(k.Dst, 0, v.Family).Addr(),
+			Backend:     addrPort(v.NatDst, 0, v.Family).Addr(),
+			Source:      addrPort(v.NatSrc, 0, v.Family).Addr(),
+			OrigPackets: v.Packets,
+			OrigBytes:   v.Bytes,
+		}
+		if r, ok := snap[peerKey(&v, k.Proto)]; ok {
+			p.ReplyPackets, p.ReplyBytes = r.Packets, r.Bytes
+		}
+		out[assocOf(&v)] = append(out[assocOf(&v)], p)
+	}
+	for _, ps := range out {
+		slices.SortFunc(ps, func(a, b Path) int {
+			if c := a.Client.Compare(b.Client); c != 0 {
+				return c
+			}
+			return a.VIP.Compare(b.VIP)
+		})
+	}
+	return out
+}
+
+// lastSeenByAssoc is the latest packet of each SCTP association over all
+// its paths: traffic that moved to a secondary path keeps it alive.
+func lastSeenByAssoc(snap map[bpf.LbCtKey]bpf.LbCtVal) map[assocID]uint64 {
+	out := map[assocID]uint64{}
+	for k, v := range snap {
+		if isAssoc(k) {
+			id := assocOf(&v)
+			out[id] = max(out[id], v.LastSeen)
+		}
+	}
+	return out
+}
+
+// Conntrack returns one Conn per connection, merging both directions; a
+// multi-homed SCTP association is one Conn (its primary path) listing its
+// other paths.
 func (d *Datapath) Conntrack() ([]Conn, error) {
 	snap, err := d.snapshot()
 	if err != nil {
 		return nil, err
 	}
 	now := d.now()
+	paths := pathsOf(snap)
+	assocLast := lastSeenByAssoc(snap)
 	var out []Conn
 	for k, v := range snap {
-		if v.Flags&ctFReply != 0 {
+		if v.Flags&(ctFReply|ctFPath) != 0 {
 			continue
 		}
 		c := Conn{
@@ -82,6 +142,10 @@ func (d *Datapath) Conntrack() ([]Conn, error) {
 				c.VTagEndpoint = max(c.VTagEndpoint, ntohl(r.VtagEp))
 				last = max(last, r.LastSeen)
 			}
+		}
+		if isAssoc(k) {
+			c.Paths = paths[assocOf(&v)]
+			last = max(last, assocLast[assocOf(&v)])
 		}
 		if now > last {
 			c.Idle = time.Duration(now - last)
@@ -113,7 +177,44 @@ func (d *Datapath) deleteConns(match func(*bpf.LbCtVal) bool) error {
 			errs = append(errs, d.releaseActive(v.Svc, v.Ep))
 		}
 	}
+	errs = append(errs, d.pruneAssocs())
 	return errors.Join(errs...)
+}
+
+// pruneAssocs deletes the association records no conntrack entry refers to
+// any more (the datapath drops them only when a new association replaces
+// an old one).
+func (d *Datapath) pruneAssocs() error {
+	snap, err := d.snapshot()
+	if err != nil {
+		return err
+	}
+	live := map[assocID]bool{}
+	for k, v := range snap {
+		if isAssoc(k) {
+			live[assocOf(&v)] = true
+		}
+	}
+	var (
+		k    bpf.LbAssocKey
+		a    bpf.LbAssoc
+		dels []bpf.LbAssocKey
+	)
+	it := d.objs.Assocs.Iterate()
+	for it.Next(&k, &a) {
+		if !live[assocID{svc: k.Svc, vtag: k.VtagClient, cport: k.Cport}] {
+			dels = append(dels, k)
+		}
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("iterate associations: %w", err)
+	}
+	for i := range dels {
+		if err := d.objs.Assocs.Delete(&dels[i]); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("delete association: %w", err)
+		}
+	}
+	return nil
 }
 
 // releaseActive decrements a leastconn counter. The read-modify-write can race
@@ -186,13 +287,21 @@ func (d *Datapath) ageOnce(now uint64) (int, error) {
 			errs = append(errs, fmt.Errorf("delete conntrack entry: %w", err))
 		}
 	}
+	// An SCTP association ages as one: idle since the last packet on any of
+	// its paths, with the timeout of its primary entry's state.
+	assocLast := lastSeenByAssoc(snap)
+	primaries := map[assocID]bool{}
+	expiredAssoc := map[assocID]bool{}
 	for k, v := range snap {
 		if v.Flags&ctFReply != 0 {
 			// Orphaned reply side (its orig was evicted by the LRU).
 			ok := peerKey(&v, k.Proto)
-			if _, has := snap[ok]; !has && expired(v.LastSeen, v.Timeout) {
+			if _, has := snap[ok]; !has && v.Flags&ctFPath == 0 && expired(v.LastSeen, v.Timeout) {
 				del(k)
 			}
+			continue
+		}
+		if v.Flags&ctFPath != 0 {
 			continue
 		}
 		last := v.LastSeen
@@ -201,8 +310,15 @@ func (d *Datapath) ageOnce(now uint64) (int, error) {
 		if v.Flags&ctFDSR == 0 && hasPeer {
 			last = max(last, r.LastSeen)
 		}
+		if isAssoc(k) {
+			primaries[assocOf(&v)] = true
+			last = max(last, assocLast[assocOf(&v)])
+		}
 		if !expired(last, v.Timeout) {
 			continue
+		}
+		if isAssoc(k) {
+			expiredAssoc[assocOf(&v)] = true
 		}
 		del(k)
 		if v.Flags&ctFDSR == 0 && hasPeer {
@@ -213,6 +329,18 @@ func (d *Datapath) ageOnce(now uint64) (int, error) {
 		}
 		removed++
 	}
+	for k, v := range snap {
+		if v.Flags&ctFPath == 0 {
+			continue
+		}
+		id := assocOf(&v)
+		// Paths go with their association; a path whose primary is gone
+		// (evicted) lives out its own timeout.
+		if expiredAssoc[id] || (!primaries[id] && expired(assocLast[id], v.Timeout)) {
+			del(k)
+		}
+	}
+	errs = append(errs, d.pruneAssocs())
 	errs = append(errs, d.ageAffinity(now))
 	return removed, errors.Join(errs...)
 }

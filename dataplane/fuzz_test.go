@@ -2,6 +2,7 @@ package dataplane
 
 import (
 	"errors"
+	"net/netip"
 	"testing"
 
 	"github.com/cilium/ebpf"
@@ -20,7 +21,8 @@ func FuzzTCIngress(f *testing.F) {
 	f.Cleanup(func() { _ = d.Destroy() })
 	for i, s := range []Service{
 		{VIP: vipV4, Proto: ProtoTCP}, {VIP: vipV4, Proto: ProtoUDP, Mode: ModeFullNAT}, {VIP: vipV4, Proto: ProtoSCTP, Mode: ModeOneArm},
-		{VIP: vipV6, Proto: ProtoTCP, Mode: ModeDSR}, {VIP: vipV6, Proto: ProtoUDP}, {VIP: vipV6, Proto: ProtoSCTP, Mode: ModeFullNAT},
+		{VIP: vipV6, Proto: ProtoTCP, Mode: ModeDSR}, {VIP: vipV6, Proto: ProtoUDP},
+		{VIP: vipV6, SecondaryVIPs: []netip.Addr{vip2V6}, Proto: ProtoSCTP, Mode: ModeFullNAT},
 	} {
 		s.ID, s.PortStart = uint32(i+1), 80
 		s.Endpoints = testEndpoints(s.VIP.Is6(), 2, 8080)
@@ -34,6 +36,12 @@ func FuzzTCIngress(f *testing.F) {
 	f.Add(tcpTo(clientV4, vipV4, 1, 80, tcpSYN).frame())
 	f.Add(udpTo(clientV6, vipV6, 1, 80).frame())
 	f.Add(pkt{srcMAC: clientMAC, dstMAC: lbMAC0, src: clientV4, dst: vipV4, proto: 132, sport: 1, dport: 80, sctpChunks: sctpInit(9)}.frame())
+	// Multi-homed INIT / INIT-ACK with address, host name and extension
+	// parameters: the parameter walk and its rewrites.
+	f.Add(pkt{srcMAC: clientMAC, dstMAC: lbMAC0, src: clientV6, dst: vipV6, proto: 132, sport: 2, dport: 80,
+		sctpChunks: sctpInitWith(1, 9, paramAddr(clientV6), paramAddr(client2V6), paramAddr(clientV4), paramHostname("h"), paramExt(0xc1, 0x80))}.frame())
+	f.Add(pkt{srcMAC: epMAC(0), dstMAC: lbMAC1, src: epAddr(true, 0), dst: vipV6, proto: 132, sport: 8080, dport: 2, sctpVtag: 9,
+		sctpChunks: sctpInitWith(2, 10, paramAddr(epAddr(true, 0)), paramAddr(ep2V6), paramAddr(ep3V6))}.frame())
 	f.Add(pkt{srcMAC: clientMAC, dstMAC: lbMAC0, src: clientV6, dst: vipV6, proto: 58, icmpType: 128}.frame())
 	f.Add(pkt{srcMAC: clientMAC, dstMAC: lbMAC0, src: clientV4, dst: vipV4, proto: 1, icmpType: 3, payload: udpTo(vipV4, clientV4, 80, 1).ip()}.frame())
 	f.Fuzz(func(t *testing.T, frame []byte) {

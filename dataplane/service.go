@@ -16,6 +16,7 @@ const (
 	ctFReply    = 0x01
 	ctFDSR      = 0x02
 	ctFReleased = 0x04
+	ctFPath     = 0x08
 	ifaV4       = 0x01
 	ifaV6       = 0x02
 	afInet      = 2
@@ -71,6 +72,24 @@ func validate(s Service) error {
 		return fmt.Errorf("service %d: idle timeout %s out of range", s.ID, s.IdleTimeout)
 	}
 	fam := familyOf(s.VIP)
+	if len(s.SecondaryVIPs) > MaxSecondaryVIPs {
+		return fmt.Errorf("service %d: %d secondary VIPs, at most %d", s.ID, len(s.SecondaryVIPs), MaxSecondaryVIPs)
+	}
+	seen := map[netip.Addr]bool{s.VIP.Unmap(): true}
+	for i, v := range s.SecondaryVIPs {
+		switch {
+		case !v.IsValid():
+			return fmt.Errorf("service %d: secondary vip %d: invalid address", s.ID, i)
+		case familyOf(v) != fam:
+			return fmt.Errorf("service %d: secondary vip %s is not the VIP's family", s.ID, v)
+		case seen[v.Unmap()]:
+			return fmt.Errorf("service %d: secondary vip %s repeats another VIP of the service", s.ID, v)
+		}
+		seen[v.Unmap()] = true
+	}
+	if len(s.SecondaryVIPs) > 0 && s.Proto == ProtoSCTP && (s.Mode == ModeOneArm || s.Mode == ModeDSR) {
+		return fmt.Errorf("service %d: SCTP multi-homing (secondary VIPs) needs mode default or fullnat", s.ID)
+	}
 	for i, e := range s.Endpoints {
 		if !e.Addr.IsValid() {
 			return fmt.Errorf("service %d: endpoints[%d]: invalid address", s.ID, i)
@@ -130,9 +149,12 @@ func serviceKeys(s Service) []bpf.LbSvcKey {
 	if end == 0 {
 		end = s.PortStart
 	}
-	keys := make([]bpf.LbSvcKey, 0, int(end)-int(s.PortStart)+1)
-	for p := int(s.PortStart); p <= int(end); p++ {
-		keys = append(keys, bpf.LbSvcKey{Vip: addr16(s.VIP), Port: htons(uint16(p)), Proto: uint8(s.Proto)})
+	vips := append([]netip.Addr{s.VIP}, s.SecondaryVIPs...)
+	keys := make([]bpf.LbSvcKey, 0, len(vips)*(int(end)-int(s.PortStart)+1))
+	for _, v := range vips {
+		for p := int(s.PortStart); p <= int(end); p++ {
+			keys = append(keys, bpf.LbSvcKey{Vip: addr16(v), Port: htons(uint16(p)), Proto: uint8(s.Proto)})
+		}
 	}
 	return keys
 }
@@ -154,11 +176,29 @@ func (d *Datapath) UpsertService(s Service) error {
 		err := d.objs.Services.Lookup(&k, &id)
 		if err == nil && id != s.ID {
 			return fmt.Errorf("service %d: %s port %d proto %d already belongs to service %d",
-				s.ID, s.VIP, htons(k.Port), s.Proto, id)
+				s.ID, netip.AddrFrom16(k.Vip).Unmap(), htons(k.Port), s.Proto, id)
 		}
 		want[k] = true
 	}
 	fam := familyOf(s.VIP)
+	if len(s.SecondaryVIPs) > MaxSecondaryVIPs {
+		return fmt.Errorf("service %d: %d secondary VIPs, at most %d", s.ID, len(s.SecondaryVIPs), MaxSecondaryVIPs)
+	}
+	seen := map[netip.Addr]bool{s.VIP.Unmap(): true}
+	for i, v := range s.SecondaryVIPs {
+		switch {
+		case !v.IsValid():
+			return fmt.Errorf("service %d: secondary vip %d: invalid address", s.ID, i)
+		case familyOf(v) != fam:
+			return fmt.Errorf("service %d: secondary vip %s is not the VIP's family", s.ID, v)
+		case seen[v.Unmap()]:
+			return fmt.Errorf("service %d: secondary vip %s repeats another VIP of the service", s.ID, v)
+		}
+		seen[v.Unmap()] = true
+	}
+	if len(s.SecondaryVIPs) > 0 && s.Proto == ProtoSCTP && (s.Mode == ModeOneArm || s.Mode == ModeDSR) {
+		return fmt.Errorf("service %d: SCTP multi-homing (secondary VIPs) needs mode default or fullnat", s.ID)
+	}
 	for i, e := range s.Endpoints {
 		w := e.Weight
 		if w == 0 {
@@ -183,6 +223,14 @@ func (d *Datapath) UpsertService(s Service) error {
 		Sel:         uint8(s.Select),
 		Family:      fam,
 		Flags:       svcFValid,
+	}
+	var vl bpf.LbSvcVips
+	for i, v := range append([]netip.Addr{s.VIP}, s.SecondaryVIPs...) {
+		vl.Vip[i] = addr16(v)
+		vl.N++
+	}
+	if err := d.objs.SvcVipList.Put(s.ID, &vl); err != nil {
+		return fmt.Errorf("service %d: write vip list: %w", s.ID, err)
 	}
 	if err := d.objs.SvcInfos.Put(s.ID, &info); err != nil {
 		return fmt.Errorf("service %d: write info: %w", s.ID, err)
@@ -289,6 +337,9 @@ func (d *Datapath) DeleteService(id uint32) error {
 	}
 	if err := d.objs.SelTables.Put(id, &bpf.LbSelTable{}); err != nil {
 		return fmt.Errorf("delete service %d: clear selection: %w", id, err)
+	}
+	if err := d.objs.SvcVipList.Put(id, &bpf.LbSvcVips{}); err != nil {
+		return fmt.Errorf("delete service %d: clear vip list: %w", id, err)
 	}
 	if err := d.deleteConns(func(v *bpf.LbCtVal) bool { return v.Svc == id }); err != nil {
 		return fmt.Errorf("delete service %d: %w", id, err)

@@ -14,9 +14,12 @@ const (
 	DropSNATPorts  DropReason = "snat_ports_exhausted"
 	DropNoIfAddr   DropReason = "no_interface_address"
 	DropRewrite    DropReason = "rewrite_failed"
+	// DropSCTPParams: an INIT/INIT-ACK whose parameters are malformed or too
+	// many to rewrite without risking an address leak.
+	DropSCTPParams DropReason = "sctp_init_params"
 )
 
-var dropReasons = []DropReason{DropMalformed, DropNoEndpoint, DropCTFull, DropSNATPorts, DropNoIfAddr, DropRewrite}
+var dropReasons = []DropReason{DropMalformed, DropNoEndpoint, DropCTFull, DropSNATPorts, DropNoIfAddr, DropRewrite, DropSCTPParams}
 
 func sumCounters(per []bpf.LbCounters) (p, b, s uint64) {
 	for _, c := range per {

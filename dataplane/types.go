@@ -39,18 +39,26 @@ const (
 // MaxEndpoints is the most endpoints one service may have.
 const MaxEndpoints = 64
 
+// MaxSecondaryVIPs is the most secondary VIPs of a service (LB_MAX_VIPS-1).
+const MaxSecondaryVIPs = 3
+
 // Service is one rule as the datapath sees it. ID is chosen by the caller
 // (the daemon), stable across restarts, 1..MaxServices-1.
 type Service struct {
-	ID          uint32
-	VIP         netip.Addr
-	PortStart   uint16
-	PortEnd     uint16 // == PortStart for a single port
-	Proto       Proto
-	Mode        Mode
-	Select      Select
-	IdleTimeout time.Duration // 0: protocol default
-	Endpoints   []Endpoint
+	ID  uint32
+	VIP netip.Addr
+	// SecondaryVIPs (SCTP multi-homing, at most MaxSecondaryVIPs) belong to
+	// the same rule: an association's paths to any of them reach the same
+	// endpoint, and the endpoint's extra addresses are shown to the client
+	// as these VIPs, in order.
+	SecondaryVIPs []netip.Addr
+	PortStart     uint16
+	PortEnd       uint16 // == PortStart for a single port
+	Proto         Proto
+	Mode          Mode
+	Select        Select
+	IdleTimeout   time.Duration // 0: protocol default
+	Endpoints     []Endpoint
 }
 
 // Endpoint is one backend. Port 0 keeps the client's destination port.
@@ -76,6 +84,17 @@ type Conn struct {
 	Idle                     time.Duration
 	ExpiresIn                time.Duration
 	VTagClient, VTagEndpoint uint32 // SCTP only
+	// Paths are the secondary paths of a multi-homed SCTP association (the
+	// primary one is the Conn itself).
+	Paths []Path
+}
+
+// Path is one (client address, VIP) pair of a multi-homed SCTP association
+// and the endpoint address it is translated to, with its own counters.
+type Path struct {
+	Client, VIP, Backend, Source netip.Addr
+	OrigPackets, OrigBytes       uint64
+	ReplyPackets, ReplyBytes     uint64
 }
 
 // EndpointStats are the counters of one endpoint, summed over CPUs.

@@ -52,6 +52,7 @@ enum drop_reason {
 	DROP_SNAT_PORTS = 3,
 	DROP_NO_IFADDR = 4,
 	DROP_REWRITE = 5,
+	DROP_SCTP_PARAMS = 6, // INIT/INIT-ACK parameters we cannot rewrite safely
 	DROP_MAX = 8,
 };
 
@@ -60,6 +61,11 @@ enum drop_reason {
 #define CT_F_REPLY 0x01    // entry matches the endpoint->client direction
 #define CT_F_DSR 0x02      // L2 forward only, no reply entry
 #define CT_F_RELEASED 0x04 // ep_active already decremented (orig entry)
+#define CT_F_PATH 0x08     // secondary path of a multi-homed SCTP association
+
+// SCTP multi-homing: a service has its primary VIP and up to 3 secondary
+// VIPs; an association has at most that many addresses per side.
+#define LB_MAX_VIPS 4
 
 #define CT_FIN_ORIG 0x01
 #define CT_FIN_REPLY 0x02
@@ -128,7 +134,8 @@ struct ct_val {
 	__u8 family;
 	__u8 mode;
 	__u8 fins;
-	__u8 pad[3];
+	__u8 pad;
+	__u16 cport; // SCTP: client port of the association (network order)
 	__u32 timeout; // seconds, for the current state
 	__u32 idle;    // service idle timeout, seconds (0: default)
 	__u32 vtag_client;
@@ -164,6 +171,38 @@ struct counters {
 	__u64 packets;
 	__u64 bytes;
 	__u64 sessions;
+};
+
+// All VIPs of a service, primary first (SCTP multi-homing).
+struct svc_vips {
+	__u8 vip[LB_MAX_VIPS][16];
+	__u32 n;
+};
+
+// One SCTP association, keyed by the client's verification tag (its INIT
+// initiate tag) and the ports. Every path's conntrack entry carries the same
+// (svc, vtag_client, cport) and so finds it.
+struct assoc_key {
+	__u32 svc;
+	__u32 vtag_client;
+	__u16 cport; // network order
+	__u16 vport; // network order
+};
+
+struct assoc {
+	__u8 caddr[LB_MAX_VIPS][16]; // client addresses, [0]: the INIT's source
+	__u8 eaddr[LB_MAX_VIPS][16]; // endpoint addresses, [0]: the configured one
+	__u8 vip[LB_MAX_VIPS][16];   // VIPs, [0]: the INIT's destination
+	__u8 lsrc0[16];              // source the endpoint sees for caddr[0]
+	__u32 vtag_ep;
+	__u32 svc;
+	__u32 ep;
+	__u16 nat_sport; // source port toward the endpoint (network order)
+	__u16 eport;     // endpoint port (network order)
+	__u8 nc, ne, nv;
+	__u8 mode;
+	__u8 family;
+	__u8 pad[3];
 };
 
 #endif

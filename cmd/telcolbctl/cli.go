@@ -210,7 +210,7 @@ func (c *commands) registerFlags(verb string) {
 		fs.StringVar(&c.timeout, "timeout", "", "idle timeout (30s, 5m or seconds)")
 		fs.StringVar(&c.endpoints, "endpoints", "", "ADDR[:PORT[:WEIGHT]],...")
 		fs.BoolVar(&c.n2, "n2", false, "NGAP-aware N2 proxy (sctp)")
-		fs.StringVar(&c.probe, "probe", "", "probe type: tcp, udp, http, https, ping, none")
+		fs.StringVar(&c.probe, "probe", "", "probe type: tcp, udp, http, https, ping, sctp, none")
 		fs.Uint16Var(&c.probePort, "probe-port", 0, "probed port (default: the endpoint's)")
 		fs.StringVar(&c.probeReq, "probe-req", "", "HTTP path or UDP payload")
 		fs.StringVar(&c.probeResp, "probe-resp", "", "text the reply must contain")

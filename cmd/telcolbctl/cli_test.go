@@ -183,21 +183,25 @@ func TestCLIConntrack(t *testing.T) {
 	}
 	dp.mu.Lock()
 	dp.conns = []dataplane.Conn{{
-		Proto: dataplane.ProtoSCTP, ServiceID: 2,
+		Proto: dataplane.ProtoSCTP, ServiceID: 1, // one rule holds both VIPs
 		Client:  netip.MustParseAddrPort("192.0.2.7:38412"),
 		VIP:     netip.MustParseAddrPort("10.96.1.20:38412"),
 		Backend: netip.MustParseAddrPort("10.0.0.5:38412"),
 		Source:  netip.MustParseAddrPort("192.0.2.7:38412"),
 		State:   "established", OrigPackets: 4, ReplyPackets: 3, OrigBytes: 400, ReplyBytes: 300,
 		Idle: 2 * time.Second, ExpiresIn: 300 * time.Second, VTagClient: 0xa, VTagEndpoint: 0xb,
+		Paths: []dataplane.Path{{Client: netip.MustParseAddr("192.0.2.8"), VIP: netip.MustParseAddr("10.96.0.20"),
+			Backend: netip.MustParseAddr("10.0.0.6"), Source: netip.MustParseAddr("192.0.2.8"),
+			OrigPackets: 2, ReplyPackets: 1, OrigBytes: 20, ReplyBytes: 10}},
 	}}
 	dp.mu.Unlock()
 	r := runCLI(t, url, "", "get", "ct")
 	wantLines(t, r.stdout,
 		"PROTO | CLIENT | VIP | ENDPOINT | SOURCE | STATE | PACKETS | BYTES | IDLE",
-		"sctp | 192.0.2.7:38412 | 10.96.1.20:38412 | 10.0.0.5:38412 | 192.0.2.7:38412 | established | 4/3 | 400/300 | 2s")
+		"sctp | 192.0.2.7:38412 | 10.96.1.20:38412 | 10.0.0.5:38412 | 192.0.2.7:38412 | established | 4/3 | 400/300 | 2s",
+		"path | 192.0.2.8 | 10.96.0.20 | 10.0.0.6 | 192.0.2.8 | 2/1 | 20/10")
 	r = runCLI(t, url, "", "get", "ct", "-o", "wide")
-	if l := lines(r.stdout); len(l) != 2 || !strings.HasSuffix(l[1], "| n2 | 5m0s | 0000000a/0000000b") {
+	if l := lines(r.stdout); len(l) != 3 || !strings.HasSuffix(l[1], "| n2 | 5m0s | 0000000a/0000000b") {
 		t.Errorf("wide conntrack = %q", r.stdout)
 	}
 	r = runCLI(t, url, "", "get", "ct", "-o", "json")

@@ -45,6 +45,15 @@ func orDefault(v, d string) string {
 	return v
 }
 
+// modeOf shows "n2" for an N2 proxy service, whose ACTIVE columns count UE
+// contexts (per AMF endpoint in -o wide) rather than connections.
+func modeOf(s api.Service) string {
+	if s.N2 {
+		return "n2"
+	}
+	return orDefault(s.Mode, api.ModeDefault)
+}
+
 func health(healthy bool) string {
 	if healthy {
 		return "up"
@@ -64,7 +73,7 @@ func printServices(w io.Writer, list []api.ServiceStatus, wide bool) error {
 					up++
 				}
 			}
-			row(tw, s.Name, vips(s), ports(s), s.Protocol, orDefault(s.Mode, api.ModeDefault), orDefault(s.Select, api.SelectRoundRobin),
+			row(tw, s.Name, vips(s), ports(s), s.Protocol, modeOf(s), orDefault(s.Select, api.SelectRoundRobin),
 				fmt.Sprintf("%d/%d up", up, len(st.Endpoints)), st.ActiveConnections, st.Packets, st.Bytes)
 		}
 		return tw.Flush()
@@ -77,7 +86,7 @@ func printServices(w io.Writer, list []api.ServiceStatus, wide bool) error {
 			probe = s.Probe.Type
 		}
 		for _, ep := range st.Endpoints {
-			row(tw, s.Name, vips(s), ports(s), s.Protocol, orDefault(s.Mode, api.ModeDefault), orDefault(s.Select, api.SelectRoundRobin), probe,
+			row(tw, s.Name, vips(s), ports(s), s.Protocol, modeOf(s), orDefault(s.Select, api.SelectRoundRobin), probe,
 				formatEndpoint(api.Endpoint{Address: ep.Address, Port: ep.Port}), ep.Weight, health(ep.Healthy), ep.Packets, ep.Bytes, ep.Sessions, ep.ActiveConnections)
 		}
 	}
@@ -103,6 +112,12 @@ func printConns(w io.Writer, conns []api.Conn, wide bool) error {
 			cols = append(cols, c.Service, time.Duration(c.ExpiresInSeconds)*time.Second, vt)
 		}
 		row(tw, cols...)
+		// Secondary paths of a multi-homed SCTP association, indented
+		// under it with their own counters.
+		for _, p := range c.Paths {
+			row(tw, "  path", p.Client, p.VIP, p.Endpoint, p.Source, "",
+				fmt.Sprintf("%d/%d", p.OrigPackets, p.ReplyPackets), fmt.Sprintf("%d/%d", p.OrigBytes, p.ReplyBytes), "")
+		}
 	}
 	return tw.Flush()
 }

@@ -47,14 +47,14 @@ func protoName(p dataplane.Proto) string {
 	return fmt.Sprintf("proto-%d", p)
 }
 
-// toDatapath turns a validated service into one datapath rule per VIP: the
-// datapath matches a single address per rule, so each secondary VIP (SCTP
-// multi-homing) is its own rule with its own ID and the same endpoints.
+// toDatapath turns a validated service into its datapath rule: one rule
+// with every VIP, so that the paths of a multi-homed SCTP association through
+// any of them reach the same endpoint (ids[0] is the rule's ID; stores
+// written by older daemons may hold more, one per VIP, which are released).
 // down[i] is the probe verdict of endpoint i.
 func toDatapath(s api.Service, ids []uint32, down []bool) ([]dataplane.Service, error) {
-	vips := append([]string{s.VIP}, s.SecondaryVIPs...)
-	if len(ids) != len(vips) {
-		return nil, fmt.Errorf("service %s: %d datapath IDs for %d VIPs", s.Name, len(ids), len(vips))
+	if len(ids) == 0 {
+		return nil, fmt.Errorf("service %s: no datapath ID", s.Name)
 	}
 	proto, ok := protoByName[s.Protocol]
 	if !ok {
@@ -84,25 +84,30 @@ func toDatapath(s api.Service, ids []uint32, down []bool) ([]dataplane.Service, 
 	if portEnd == 0 {
 		portEnd = s.Port
 	}
-	out := make([]dataplane.Service, len(vips))
-	for i, v := range vips {
-		vip, err := netip.ParseAddr(v)
-		if err != nil {
-			return nil, fmt.Errorf("service %s: vip %q: %w", s.Name, v, err)
-		}
-		out[i] = dataplane.Service{
-			ID:          ids[i],
-			VIP:         vip,
-			PortStart:   s.Port,
-			PortEnd:     portEnd,
-			Proto:       proto,
-			Mode:        mode,
-			Select:      sel,
-			IdleTimeout: time.Duration(s.IdleTimeoutSeconds) * time.Second,
-			Endpoints:   append([]dataplane.Endpoint(nil), eps...),
-		}
+	vip, err := netip.ParseAddr(s.VIP)
+	if err != nil {
+		return nil, fmt.Errorf("service %s: vip %q: %w", s.Name, s.VIP, err)
 	}
-	return out, nil
+	var secondary []netip.Addr
+	for _, v := range s.SecondaryVIPs {
+		a, err := netip.ParseAddr(v)
+		if err != nil {
+			return nil, fmt.Errorf("service %s: secondary vip %q: %w", s.Name, v, err)
+		}
+		secondary = append(secondary, a)
+	}
+	return []dataplane.Service{{
+		ID:            ids[0],
+		VIP:           vip,
+		SecondaryVIPs: secondary,
+		PortStart:     s.Port,
+		PortEnd:       portEnd,
+		Proto:         proto,
+		Mode:          mode,
+		Select:        sel,
+		IdleTimeout:   time.Duration(s.IdleTimeoutSeconds) * time.Second,
+		Endpoints:     eps,
+	}}, nil
 }
 
 func toAPIConn(c dataplane.Conn, names map[uint32]string) api.Conn {
@@ -130,6 +135,12 @@ func toAPIConn(c dataplane.Conn, names map[uint32]string) api.Conn {
 	if c.Proto == dataplane.ProtoSCTP {
 		out.VTagClient = fmt.Sprintf("%08x", c.VTagClient)
 		out.VTagEndpoint = fmt.Sprintf("%08x", c.VTagEndpoint)
+	}
+	for _, p := range c.Paths {
+		out.Paths = append(out.Paths, api.ConnPath{
+			Client: p.Client.String(), VIP: p.VIP.String(), Endpoint: p.Backend.String(), Source: p.Source.String(),
+			OrigPackets: p.OrigPackets, OrigBytes: p.OrigBytes, ReplyPackets: p.ReplyPackets, ReplyBytes: p.ReplyBytes,
+		})
 	}
 	return out
 }

@@ -25,7 +25,7 @@ import (
 
 // ProbeTarget is one health check of one endpoint.
 type ProbeTarget struct {
-	// Type is one of the api.Probe* types (never none or sctp).
+	// Type is one of the api.Probe* types (never none).
 	Type string
 	// Addr is the endpoint address and the probed port (port unused by ping).
 	Addr     netip.AddrPort
@@ -61,6 +61,8 @@ func (NetProber) Probe(ctx context.Context, t ProbeTarget) error {
 		return probeHTTP(ctx, t)
 	case api.ProbePing:
 		return probePing(ctx, t)
+	case api.ProbeSCTP:
+		return probeSCTP(ctx, t)
 	}
 	return fmt.Errorf("probe type %q is not supported", t.Type)
 }

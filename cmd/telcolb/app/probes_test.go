@@ -200,7 +200,7 @@ func TestNetProberVerdicts(t *testing.T) {
 		{"udp port unreachable", ProbeTarget{Type: api.ProbeUDP, Addr: closedUDP, Request: "ping"}, "port unreachable"},
 		{"udp silence without expected reply", ProbeTarget{Type: api.ProbeUDP, Addr: udpSilent, Request: "x"}, ""},
 		{"udp silence with expected reply", ProbeTarget{Type: api.ProbeUDP, Addr: udpSilent, Request: "x", Response: "y"}, "udp receive"},
-		{"unknown type", ProbeTarget{Type: "sctp", Addr: udpSilent}, "not supported"},
+		{"unknown type", ProbeTarget{Type: "quic", Addr: udpSilent}, "not supported"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -48,6 +48,8 @@ type Config struct {
 	// TimeoutSeconds lasts. Default time.Second; tests shrink it so probe
 	// behaviour runs in milliseconds with the same specs.
 	ProbeTimeUnit time.Duration
+	// N2 configures the N2 proxies of services with N2 set (n2.go).
+	N2 N2Config
 }
 
 // Server is the daemon's REST API over the datapath.
@@ -57,6 +59,7 @@ type Server struct {
 	token  []byte
 	log    *slog.Logger
 	probes *probeManager
+	n2     *n2Manager
 	gather prometheus.Gatherer
 	mux    *http.ServeMux
 	routes []Route
@@ -106,6 +109,7 @@ func NewServer(cfg Config) (*Server, error) {
 	if cfg.Token != "" {
 		s.token = []byte(cfg.Token)
 	}
+	s.n2 = newN2Manager(cfg.N2, cfg.Registry, cfg.Logger)
 	s.probes = newProbeManager(cfg.Prober, cfg.ProbeTimeUnit, cfg.Logger, s.pushHealth)
 	loaded, err := s.store.load()
 	if err != nil {
@@ -113,7 +117,15 @@ func NewServer(cfg Config) (*Server, error) {
 	}
 	for i := range loaded {
 		ss := loaded[i]
+		if len(ss.IDs) > 1 {
+			// Written by a daemon that made one rule per VIP: one rule now
+			// carries them all.
+			legacy := ss
+			ss.IDs = ss.IDs[:1]
+			s.dropExtraIDs(&legacy, &ss)
+		}
 		if err := s.program(&ss); err != nil {
+			_ = s.n2.close()
 			return nil, fmt.Errorf("server: re-apply service %s: %w", ss.Service.Name, err)
 		}
 		s.services[ss.Service.Name] = &ss
@@ -121,6 +133,7 @@ func NewServer(cfg Config) (*Server, error) {
 	}
 	if err := cfg.Registry.Register(&collector{s: s}); err != nil {
 		s.probes.close()
+		_ = s.n2.close()
 		return nil, fmt.Errorf("server: register metrics: %w", err)
 	}
 	s.log.Info("rule store loaded", "services", len(loaded), "path", s.store.path)
@@ -132,7 +145,7 @@ func NewServer(cfg Config) (*Server, error) {
 // connections survive a daemon restart.
 func (s *Server) Close() error {
 	s.probes.close()
-	return nil
+	return s.n2.close()
 }
 
 // Routes lists every method and path the server registers.
@@ -407,9 +420,11 @@ func (s *Server) store1(svc api.Service, replace bool) (storedService, int, erro
 	}
 	next := &storedService{Service: svc}
 	var err error
-	if next.IDs, err = s.allocateIDs(old, 1+len(svc.SecondaryVIPs)); err != nil {
+	if next.IDs, err = s.allocateIDs(old, 1); err != nil {
 		return storedService{}, 0, err
 	}
+	// Rules of an older daemon (one per VIP) hold the secondary VIPs' keys.
+	s.dropExtraIDs(old, next)
 	if err := s.program(next); err != nil {
 		s.restore(old, next)
 		return storedService{}, 0, err
@@ -540,6 +555,19 @@ func (s *Server) checkOverlap(svc api.Service) error {
 // program writes every datapath rule of a service with the current probe
 // verdicts.
 func (s *Server) program(ss *storedService) error {
+	if ss.Service.N2 {
+		// A service that was L4 before must lose its rule, or the datapath
+		// would keep forwarding the VIP away from the local proxy.
+		return s.n2.apply(ss.Service, func() error {
+			for _, id := range ss.IDs {
+				if err := s.dp.DeleteService(id); err != nil {
+					return fmt.Errorf("datapath delete service %s (id %d) before its N2 proxy: %w", ss.Service.Name, id, err)
+				}
+			}
+			return nil
+		})
+	}
+	s.n2.remove(ss.Service.Name)
 	down := make([]bool, len(ss.Service.Endpoints))
 	for i, ep := range ss.Service.Endpoints {
 		addr, err := netip.ParseAddr(ep.Address)
@@ -599,6 +627,7 @@ func (s *Server) deleteService(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.probes.remove(name)
+	s.n2.remove(name)
 	for _, id := range ss.IDs {
 		if err := s.dp.DeleteService(id); err != nil {
 			// The store no longer has it; the next start re-applies only
@@ -637,6 +666,10 @@ func (s *Server) statusWithoutCounters(ss storedService) api.ServiceStatus {
 // status adds health and the counters of every datapath rule of a service.
 func (s *Server) status(ss storedService) (api.ServiceStatus, error) {
 	st := s.statusWithoutCounters(ss)
+	if ss.Service.N2 {
+		s.n2.fill(&st)
+		return st, nil
+	}
 	n := len(ss.Service.Endpoints)
 	for _, id := range ss.IDs {
 		stats, err := s.dp.ServiceStats(id, n)

@@ -43,6 +43,23 @@ func withField(t *testing.T, key string, value any) string {
 	return string(b)
 }
 
+// withFields is webJSON with several fields replaced.
+func withFields(t *testing.T, fields map[string]any) string {
+	t.Helper()
+	var m map[string]any
+	if err := json.Unmarshal([]byte(webJSON), &m); err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range fields {
+		m[k] = v
+	}
+	b, err := json.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
 func TestAPIRejectsBadInputNamingTheProblem(t *testing.T) {
 	env := newEnv(t, nil)
 	eps := func(e ...map[string]any) []map[string]any { return e }
@@ -86,7 +103,8 @@ func TestAPIRejectsBadInputNamingTheProblem(t *testing.T) {
 		{"endpoint port zero", "PUT", "/v1/services/web", withField(t, "endpoints", eps(ep("10.0.0.1", 0))), nil, 400, "endpoints[0].port", "dsr mode or with a port range"},
 		{"endpoint weight", "PUT", "/v1/services/web", withField(t, "endpoints", []any{map[string]any{"address": "10.0.0.1", "port": 80, "weight": 101}}), nil, 400, "endpoints[0].weight", "maximum of 100"},
 		{"duplicate endpoint", "PUT", "/v1/services/web", withField(t, "endpoints", eps(ep("10.0.0.1", 80), ep("10.0.0.1", 80))), nil, 400, "endpoints[1]", "duplicates"},
-		{"probe type", "PUT", "/v1/services/web", withField(t, "probe", map[string]any{"type": "sctp"}), nil, 400, "probe.type", "not yet supported"},
+		{"probe type", "PUT", "/v1/services/web", withField(t, "probe", map[string]any{"type": "quic"}), nil, 400, "probe.type", "not one of"},
+		{"sctp multi-homing in onearm mode", "PUT", "/v1/services/web", withFields(t, map[string]any{"protocol": "sctp", "mode": "onearm", "secondaryVIPs": []string{"10.96.1.10"}}), nil, 400, "secondaryVIPs", "needs mode default or fullnat"},
 		{"probe timeout", "PUT", "/v1/services/web", withField(t, "probe", map[string]any{"type": "tcp", "intervalSeconds": 2, "timeoutSeconds": 2}), nil, 400, "probe.timeoutSeconds", "shorter than the interval"},
 		{"probe retries", "PUT", "/v1/services/web", withField(t, "probe", map[string]any{"type": "tcp", "retries": 50}), nil, 400, "probe.retries", "maximum"},
 		{"n2 without sctp", "PUT", "/v1/services/web", withField(t, "n2", true), nil, 400, "n2", "sctp"},
@@ -284,14 +302,15 @@ func TestRulesPersistAcrossRestartWithStableIDs(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	// a=1 b=2 c=3,4; deleting b frees 2, the lowest free ID for d.
+	// a=1 b=2 c=3 (one rule with both VIPs); deleting b frees 2, the lowest
+	// free ID for d.
 	if err := c.DeleteService(ctx, "b"); err != nil {
 		t.Fatal(err)
 	}
 	if err := c.ApplyService(ctx, mk("d", "10.96.0.4")); err != nil {
 		t.Fatal(err)
 	}
-	wantIDs := map[string][]uint32{"a": {1}, "c": {3, 4}, "d": {2}}
+	wantIDs := map[string][]uint32{"a": {1}, "c": {3}, "d": {2}}
 	checkIDs := func(t *testing.T, s *Server) {
 		t.Helper()
 		s.mu.Lock()
@@ -310,14 +329,17 @@ func TestRulesPersistAcrossRestartWithStableIDs(t *testing.T) {
 	fresh := newFakeDatapath()
 	env2 := startEnv(t, Config{Datapath: fresh, StateDir: dir, Prober: &scriptedProber{}, Logger: testLogger(t)})
 	checkIDs(t, env2.srv)
-	for id, vip := range map[uint32]string{1: "10.96.0.1", 2: "10.96.0.4", 3: "10.96.0.3", 4: "10.96.1.3"} {
+	for id, vip := range map[uint32]string{1: "10.96.0.1", 2: "10.96.0.4", 3: "10.96.0.3"} {
 		rule, ok := fresh.service(id)
 		if !ok || rule.VIP != netip.MustParseAddr(vip) {
 			t.Errorf("after restart, rule %d = %+v (present %v), want vip %s", id, rule, ok, vip)
 		}
 	}
-	if n := fresh.upsertCount(); n != 4 {
-		t.Errorf("restart re-applied %d rules, want 4", n)
+	if rule, _ := fresh.service(3); len(rule.SecondaryVIPs) != 1 || rule.SecondaryVIPs[0] != netip.MustParseAddr("10.96.1.3") {
+		t.Errorf("rule 3 secondary VIPs %v, want [10.96.1.3]", rule.SecondaryVIPs)
+	}
+	if n := fresh.upsertCount(); n != 3 {
+		t.Errorf("restart re-applied %d rules, want 3", n)
 	}
 	list, err := env2.client(t, "").ListServices(ctx)
 	if err != nil || len(list) != 3 || list[0].Service.Name != "a" || list[2].Service.Name != "d" {
@@ -327,8 +349,8 @@ func TestRulesPersistAcrossRestartWithStableIDs(t *testing.T) {
 	if err := env2.client(t, "").ApplyService(ctx, mk("c", "10.96.0.3")); err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := fresh.service(4); ok {
-		t.Error("rule 4 of the removed secondary VIP still programmed")
+	if rule, _ := fresh.service(3); len(rule.SecondaryVIPs) != 0 {
+		t.Errorf("rule 3 still has secondary VIPs %v", rule.SecondaryVIPs)
 	}
 }
 
@@ -342,7 +364,7 @@ func TestStartRefusesABrokenStore(t *testing.T) {
 		{"other version", `{"version":7,"services":[]}`, "version 7"},
 		{"invalid service", `{"version":1,"services":[{"ids":[1],"service":{"name":"x"}}]}`, "services[0]"},
 		{"id out of range", `{"version":1,"services":[{"ids":[5000],"service":` + webJSON + `}]}`, "outside 1..4095"},
-		{"missing secondary id", `{"version":1,"services":[{"ids":[1],"service":` + withField(t, "secondaryVIPs", []string{"10.1.1.1"}) + `}]}`, "2 VIPs"},
+		{"ids neither one nor one per vip", `{"version":1,"services":[{"ids":[1,2,3],"service":` + withField(t, "secondaryVIPs", []string{"10.1.1.1"}) + `}]}`, "want 1"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -413,6 +435,8 @@ func TestConntrackHealthAndStatus(t *testing.T) {
 		Source:  netip.MustParseAddrPort("192.0.2.1:40000"),
 		State:   "established", OrigPackets: 3, OrigBytes: 300, ReplyPackets: 2, ReplyBytes: 200,
 		Idle: 1500e6, ExpiresIn: 60e9, VTagClient: 0xdeadbeef, VTagEndpoint: 1,
+		Paths: []dataplane.Path{{Client: netip.MustParseAddr("192.0.2.2"), VIP: netip.MustParseAddr("10.96.1.10"),
+			Backend: netip.MustParseAddr("10.0.1.2"), Source: netip.MustParseAddr("192.0.2.2"), OrigPackets: 4, ReplyBytes: 7}},
 	}, {Proto: dataplane.ProtoTCP, ServiceID: 99}}
 	env.dp.stats[1] = dataplane.ServiceStats{Packets: 5, Bytes: 500, Active: 1,
 		Endpoints: []dataplane.EndpointStats{{}, {Packets: 5, Bytes: 500, Sessions: 1, Active: 1}}}
@@ -425,8 +449,9 @@ func TestConntrackHealthAndStatus(t *testing.T) {
 	want := api.Conn{Protocol: "sctp", Service: "web", Client: "192.0.2.1:40000", VIP: "10.96.0.10:80",
 		Endpoint: "10.0.0.2:8080", Source: "192.0.2.1:40000", State: "established",
 		OrigPackets: 3, OrigBytes: 300, ReplyPackets: 2, ReplyBytes: 200, IdleSeconds: 1, ExpiresInSeconds: 60,
-		VTagClient: "deadbeef", VTagEndpoint: "00000001"}
-	if len(conns) != 2 || conns[0] != want || conns[1].Service != "unknown-id-99" {
+		VTagClient: "deadbeef", VTagEndpoint: "00000001",
+		Paths: []api.ConnPath{{Client: "192.0.2.2", VIP: "10.96.1.10", Endpoint: "10.0.1.2", Source: "192.0.2.2", OrigPackets: 4, ReplyBytes: 7}}}
+	if len(conns) != 2 || !reflect.DeepEqual(conns[0], want) || conns[1].Service != "unknown-id-99" {
 		t.Errorf("conntrack = %+v", conns)
 	}
 	st, err := c.GetService(ctx, "web")

@@ -21,7 +21,8 @@ const storeFileName = "services.json"
 const storeVersion = 1
 
 // storedService is one service as persisted: the defaulted spec and its
-// datapath IDs (IDs[0] for the VIP, IDs[i] for SecondaryVIPs[i-1]).
+// datapath ID (IDs[0]; one rule holds every VIP of the service; stores of
+// older daemons hold one ID per VIP, released at start).
 type storedService struct {
 	IDs     []uint32    `json:"ids"`
 	Service api.Service `json:"service"`
@@ -63,8 +64,9 @@ func (st *store) load() ([]storedService, error) {
 			return nil, fmt.Errorf("rule store %s: service %q listed twice", st.path, s.Service.Name)
 		}
 		names[s.Service.Name] = true
-		if len(s.IDs) != 1+len(s.Service.SecondaryVIPs) {
-			return nil, fmt.Errorf("rule store %s: service %q has %d IDs for %d VIPs", st.path, s.Service.Name, len(s.IDs), 1+len(s.Service.SecondaryVIPs))
+		// One ID per service; older daemons stored one per VIP.
+		if len(s.IDs) != 1 && len(s.IDs) != 1+len(s.Service.SecondaryVIPs) {
+			return nil, fmt.Errorf("rule store %s: service %q has %d IDs for %d VIPs, want 1", st.path, s.Service.Name, len(s.IDs), 1+len(s.Service.SecondaryVIPs))
 		}
 		for _, id := range s.IDs {
 			if id == 0 || id > MaxServiceID {

@@ -1,0 +1,397 @@
+package app
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"reflect"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/telcolb/telcolb/api"
+	ngapl "github.com/telcolb/telcolb/l7parse/ngap"
+	"github.com/telcolb/telcolb/sctplb"
+	"github.com/telcolb/telcolb/sctplb/steer"
+	"github.com/telcolb/telcolb/sctplb/transport"
+	"github.com/telcolb/telcolb/sctplb/transport/auto"
+	"github.com/telcolb/telcolb/sctplb/transport/usrsctp"
+)
+
+// N2 services (api.Service.N2) get no eBPF rule: the daemon terminates the
+// gNBs' SCTP associations itself with an sctplb.Proxy listening on
+// VIP[,secondary VIPs]:Port and steers each UE to one of the service's
+// endpoints (the AMFs). The VIPs must therefore be local addresses of the
+// daemon's network namespace; with the usrsctp transport (no kernel SCTP)
+// they must sit on a real interface, not lo, which usrsctp ignores.
+//
+// Every N2 service shares one SCTP transport, opened at the first N2
+// service: usrsctp allows a single stack per process, started in the
+// daemon's namespace.
+//
+// Endpoints added to or removed from a running N2 service are applied live
+// (sctplb.Proxy.AddAMF / RemoveAMF): an added AMF gets an association per
+// gNB and a share of new UEs; a removed AMF's UEs are released toward their
+// gNBs and come back with their 5G-S-TMSI onto the remaining AMFs; nothing
+// else is disturbed. A change of VIPs, port, selection or of an existing
+// endpoint's weight restarts that service's proxy instead: its gNB
+// associations drop, the gNBs reconnect and redo NG Setup, the UE contexts
+// it held are gone (UEs re-register or return with their 5G-S-TMSI, which
+// still names their AMF) and its metrics restart from 0. An update that
+// changes none of these leaves the proxy alone.
+
+// N2Config lets tests and embedders choose the N2 proxies' transport.
+type N2Config struct {
+	// Transport carries every N2 proxy; nil opens auto.Open (kernel SCTP
+	// when available, else usrsctp) at the first N2 service.
+	Transport transport.Transport
+	// TransportMode forces auto.Open's choice ("", auto, kernel, userspace).
+	TransportMode string
+	// Usrsctp tunes the userspace stack; its zero value means N2Timers().
+	Usrsctp usrsctp.Config
+}
+
+// N2Timers are the usrsctp timers of the daemon's N2 stack unless N2Config
+// says otherwise: a crashed AMF or gNB is noticed in about 5 s (heartbeat
+// 1 s, RTO 100 ms to 1 s, association aborted after 4 retransmissions),
+// where the RFC 9260 defaults (30 s heartbeats, RTO up to 60 s, 10
+// retransmissions) take minutes and leave its UEs stranded. Kernel SCTP
+// keeps the node's net.sctp sysctls.
+func N2Timers() usrsctp.Config {
+	return usrsctp.Config{
+		RTOMin: 100 * time.Millisecond, RTOInitial: 300 * time.Millisecond, RTOMax: time.Second,
+		HeartbeatInterval: time.Second, PathMaxRetrans: 2, AssocMaxRetrans: 4,
+	}
+}
+
+type n2Manager struct {
+	cfg N2Config
+	log *slog.Logger
+	reg prometheus.Registerer
+
+	mu      sync.Mutex
+	tr      transport.Transport
+	closer  io.Closer
+	proxies map[string]*n2Proxy
+}
+
+type n2Proxy struct {
+	spec        n2Spec
+	fingerprint string
+	proxy       *sctplb.Proxy
+	cancel      context.CancelFunc
+	done        chan struct{}
+	reg         *trackingRegisterer
+}
+
+func newN2Manager(cfg N2Config, reg prometheus.Registerer, log *slog.Logger) *n2Manager {
+	return &n2Manager{cfg: cfg, log: log, reg: reg, tr: cfg.Transport, proxies: map[string]*n2Proxy{}}
+}
+
+// n2Spec is what a running proxy depends on; a change in it restarts the
+// proxy.
+type n2Spec struct {
+	Listen transport.Endpoint
+	AMFs   []sctplb.AMFEndpoint
+	Policy steer.Policy
+}
+
+// n2SpecOf maps an api.Service onto a proxy configuration. Selection: rr is
+// round robin, or weighted when the endpoints carry different weights;
+// leastconn is "fewest UE contexts". hash and persist have no meaning for
+// UEs (the 5G-S-TMSI already pins a returning UE to its AMF) and are
+// refused.
+func n2SpecOf(svc api.Service) (n2Spec, error) {
+	var sp n2Spec
+	if svc.PortEnd != 0 && svc.PortEnd != svc.Port {
+		return sp, &api.FieldError{Field: "portEnd", Message: "an N2 service listens on one port, not a range"}
+	}
+	for i, v := range append([]string{svc.VIP}, svc.SecondaryVIPs...) {
+		a, err := netip.ParseAddr(v)
+		if err != nil {
+			return sp, &api.FieldError{Field: "vip", Message: fmt.Sprintf("address %d: %v", i, err)}
+		}
+		sp.Listen.Addrs = append(sp.Listen.Addrs, a)
+	}
+	sp.Listen.Port = svc.Port
+	weights := map[uint16]bool{}
+	for i, ep := range svc.Endpoints {
+		a, err := netip.ParseAddr(ep.Address)
+		if err != nil {
+			return sp, &api.FieldError{Field: fmt.Sprintf("endpoints[%d].address", i), Message: err.Error()}
+		}
+		port := ep.Port
+		if port == 0 {
+			port = svc.Port
+		}
+		w := ep.Weight
+		if w == 0 {
+			w = 1
+		}
+		weights[w] = true
+		sp.AMFs = append(sp.AMFs, sctplb.AMFEndpoint{
+			Name:    amfName(svc, ep),
+			Address: transport.Endpoint{Addrs: []netip.Addr{a}, Port: port},
+			Weight:  int(w),
+		})
+	}
+	switch svc.Select {
+	case "", api.SelectRoundRobin:
+		sp.Policy = steer.RoundRobin
+		if len(weights) > 1 {
+			sp.Policy = steer.Weighted
+		}
+	case api.SelectLeastConn:
+		sp.Policy = steer.LeastUEs
+	default:
+		return sp, &api.FieldError{Field: "select", Message: fmt.Sprintf("N2 services steer UEs with rr (weighted when endpoint weights differ) or leastconn (fewest UEs), not %s", svc.Select)}
+	}
+	return sp, nil
+}
+
+// apply starts, restarts or keeps the proxy of svc; before runs first
+// whenever a proxy is (re)started. A listen error (VIP not local, port
+// taken) is returned so the API call fails.
+func (m *n2Manager) apply(svc api.Service, before func() error) error {
+	sp, err := n2SpecOf(svc)
+	if err != nil {
+		return err
+	}
+	fp, err := json.Marshal(sp)
+	if err != nil {
+		return fmt.Errorf("n2 service %s: %w", svc.Name, err)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if cur := m.proxies[svc.Name]; cur != nil {
+		if cur.fingerprint == string(fp) {
+			return nil
+		}
+		err := m.updateLocked(cur, sp)
+		if err == nil {
+			cur.spec, cur.fingerprint = sp, string(fp)
+			m.log.Info("N2 service's AMFs updated in place", "service", svc.Name, "amfs", len(sp.AMFs))
+			return nil
+		}
+		m.log.Info("N2 service cannot be updated in place", "service", svc.Name, "reason", err)
+		m.log.Info("N2 service changed: restarting its proxy; its gNBs reconnect and its UE contexts are dropped", "service", svc.Name)
+		m.stopLocked(svc.Name)
+	}
+	if before != nil {
+		if err := before(); err != nil {
+			return err
+		}
+	}
+	tr, err := m.transportLocked()
+	if err != nil {
+		return err
+	}
+	reg := &trackingRegisterer{reg: m.reg}
+	p, err := sctplb.New(sctplb.Config{
+		Transport: tr, Listen: sp.Listen, AMFs: sp.AMFs, Policy: sp.Policy,
+		Name: svc.Name, Registerer: reg, Logger: m.log.With("n2", svc.Name),
+	})
+	if err != nil {
+		reg.unregisterAll()
+		return fmt.Errorf("n2 service %s: %w", svc.Name, err)
+	}
+	ln, err := tr.Listen(sp.Listen)
+	if err != nil {
+		reg.unregisterAll()
+		return &api.FieldError{Field: "vip", Message: fmt.Sprintf("N2 proxy cannot listen on %v (the VIP must be a local address of the daemon, on a real interface for usrsctp): %v", sp.Listen, err)}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	np := &n2Proxy{spec: sp, fingerprint: string(fp), proxy: p, cancel: cancel, done: make(chan struct{}), reg: reg}
+	go func() {
+		defer close(np.done)
+		if err := p.Serve(ctx, ln); err != nil {
+			m.log.Error("N2 proxy stopped", "service", svc.Name, "error", err)
+		}
+	}()
+	m.proxies[svc.Name] = np
+	m.log.Info("N2 proxy started", "service", svc.Name, "listen", sp.Listen.String(), "amfs", len(sp.AMFs), "policy", sp.Policy.String())
+	return nil
+}
+
+// updateLocked applies an AMF-only change to a running proxy: new AMFs are
+// added before old ones go, so replacing every AMF never empties the proxy.
+func (m *n2Manager) updateLocked(cur *n2Proxy, next n2Spec) error {
+	if !reflect.DeepEqual(cur.spec.Listen, next.Listen) || cur.spec.Policy != next.Policy {
+		return errors.New("listen endpoint or policy changed")
+	}
+	old := map[string]sctplb.AMFEndpoint{}
+	for _, a := range cur.spec.AMFs {
+		old[a.Name] = a
+	}
+	keep := map[string]bool{}
+	var add []sctplb.AMFEndpoint
+	for _, a := range next.AMFs {
+		keep[a.Name] = true
+		o, ok := old[a.Name]
+		switch {
+		case !ok:
+			add = append(add, a)
+		case o.Weight != a.Weight:
+			return fmt.Errorf("weight of %s changed", a.Name)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for _, a := range add {
+		if err := cur.proxy.AddAMF(ctx, a); err != nil {
+			return err
+		}
+	}
+	for _, a := range cur.spec.AMFs {
+		if !keep[a.Name] {
+			if err := cur.proxy.RemoveAMF(ctx, a.Name); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func (m *n2Manager) transportLocked() (transport.Transport, error) {
+	if m.tr != nil {
+		return m.tr, nil
+	}
+	// NGAP decoding through free5gc logs every decode at info level.
+	ngapl.SilenceLibraryLogs()
+	uc := m.cfg.Usrsctp
+	if reflect.DeepEqual(uc, usrsctp.Config{}) {
+		uc = N2Timers()
+	}
+	tr, mode, closer, err := auto.Open(auto.Config{Mode: auto.Mode(m.cfg.TransportMode), Usrsctp: uc, Logger: m.log})
+	if err != nil {
+		return nil, fmt.Errorf("open SCTP transport for N2: %w", err)
+	}
+	m.log.Info("SCTP transport for N2 proxies opened", "mode", mode)
+	m.tr, m.closer = tr, closer
+	return tr, nil
+}
+
+// remove stops the proxy of a service, if it has one.
+func (m *n2Manager) remove(name string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.stopLocked(name)
+}
+
+func (m *n2Manager) stopLocked(name string) {
+	np := m.proxies[name]
+	if np == nil {
+		return
+	}
+	np.cancel()
+	<-np.done
+	np.reg.unregisterAll()
+	delete(m.proxies, name)
+	m.log.Info("N2 proxy stopped", "service", name)
+}
+
+func (m *n2Manager) stats(name string) (sctplb.Stats, bool) {
+	m.mu.Lock()
+	np := m.proxies[name]
+	m.mu.Unlock()
+	if np == nil {
+		return sctplb.Stats{}, false
+	}
+	return np.proxy.Stats(), true
+}
+
+// fill puts the proxy's state into a service status: an endpoint's
+// ActiveConnections is the UE contexts its AMF holds, the service's the
+// total. The datapath counters do not apply to an N2 service.
+func (m *n2Manager) fill(st *api.ServiceStatus) {
+	s, ok := m.stats(st.Service.Name)
+	if !ok {
+		return
+	}
+	ues := map[string]int{}
+	for _, a := range s.AMFs {
+		ues[a.Name] = a.UEs
+	}
+	var total uint64
+	for i, ep := range st.Endpoints {
+		n := uint64(ues[amfName(st.Service, api.Endpoint{Address: ep.Address, Port: ep.Port})])
+		st.Endpoints[i].ActiveConnections = n
+		total += n
+	}
+	st.ActiveConnections = total
+}
+
+// amfName is the name an endpoint's AMF has in the proxy (and its metrics).
+func amfName(svc api.Service, ep api.Endpoint) string {
+	port := ep.Port
+	if port == 0 {
+		port = svc.Port
+	}
+	if a, err := netip.ParseAddr(ep.Address); err == nil {
+		return netip.AddrPortFrom(a, port).String()
+	}
+	return fmt.Sprintf("%s:%d", ep.Address, port)
+}
+
+// close stops every proxy and releases the transport.
+func (m *n2Manager) close() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for name := range m.proxies {
+		m.stopLocked(name)
+	}
+	if m.closer != nil {
+		err := m.closer.Close()
+		m.closer, m.tr = nil, m.cfg.Transport
+		if err != nil {
+			return fmt.Errorf("close N2 transport: %w", err)
+		}
+	}
+	return nil
+}
+
+// trackingRegisterer remembers what a proxy registered so a restart can
+// unregister it: sctplb registers fixed metric names, which a second proxy
+// of the same service could not register again.
+type trackingRegisterer struct {
+	reg prometheus.Registerer
+	cs  []prometheus.Collector
+}
+
+func (t *trackingRegisterer) Register(c prometheus.Collector) error {
+	if err := t.reg.Register(c); err != nil {
+		return err
+	}
+	t.cs = append(t.cs, c)
+	return nil
+}
+
+func (t *trackingRegisterer) MustRegister(cs ...prometheus.Collector) {
+	for _, c := range cs {
+		if err := t.Register(c); err != nil {
+			panic(err) // prometheus.Registerer's contract for MustRegister
+		}
+	}
+}
+
+func (t *trackingRegisterer) Unregister(c prometheus.Collector) bool {
+	for i, x := range t.cs {
+		if x == c {
+			t.cs = append(t.cs[:i], t.cs[i+1:]...)
+			break
+		}
+	}
+	return t.reg.Unregister(c)
+}
+
+func (t *trackingRegisterer) unregisterAll() {
+	for _, c := range t.cs {
+		t.reg.Unregister(c)
+	}
+	t.cs = nil
+}

@@ -1,0 +1,48 @@
+package main
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/telcolb/telcolb/api"
+)
+
+func TestWideListingShowsN2ServicesWithUEsPerAMF(t *testing.T) {
+	st := api.ServiceStatus{
+		Service: api.Service{Name: "amf", VIP: "10.96.0.38", Port: 38412, Protocol: api.ProtocolSCTP, N2: true,
+			Endpoints: []api.Endpoint{{Address: "10.0.1.1", Port: 38412}, {Address: "10.0.1.2", Port: 38412}}},
+		Endpoints: []api.EndpointStatus{
+			{Address: "10.0.1.1", Port: 38412, Weight: 1, Healthy: true, ActiveConnections: 7},
+			{Address: "10.0.1.2", Port: 38412, Weight: 1, Healthy: true, ActiveConnections: 5},
+		},
+		ActiveConnections: 12,
+	}
+	tests := []struct {
+		name string
+		wide bool
+		want []string
+	}{
+		{"narrow", false, []string{"amf | 10.96.0.38 | 38412 | sctp | n2 | rr | 2/2 up | 12 | 0 | 0"}},
+		{"wide", true, []string{
+			"amf | 10.96.0.38 | 38412 | sctp | n2 | rr | none | 10.0.1.1:38412 | 1 | up | 0 | 0 | 0 | 7",
+			"amf | 10.96.0.38 | 38412 | sctp | n2 | rr | none | 10.0.1.2:38412 | 1 | up | 0 | 0 | 0 | 5",
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var b strings.Builder
+			if err := printServices(&b, []api.ServiceStatus{st}, tt.wide); err != nil {
+				t.Fatal(err)
+			}
+			got := lines(b.String())
+			if len(got) != len(tt.want)+1 {
+				t.Fatalf("got %q", got)
+			}
+			for i, w := range tt.want {
+				if got[i+1] != w {
+					t.Errorf("row %d = %q, want %q", i, got[i+1], w)
+				}
+			}
+		})
+	}
+}

@@ -1,0 +1,84 @@
+package l4
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"time"
+
+	"github.com/telcolb/telcolb/scenarios/capture"
+	"github.com/telcolb/telcolb/scenarios/sctppeer"
+)
+
+// WaitServerEvent waits until the server printed an event (e.g. "assoc"
+// with state "COMM_UP").
+func WaitServerEvent(ctx context.Context, srv *sctppeer.Server, event, state string) error {
+	for {
+		evs, err := srv.Events()
+		if err != nil {
+			return err
+		}
+		for _, ev := range evs {
+			if ev.Event == event && ev.State == state {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for %s %s: %w", event, state, ctx.Err())
+		case <-srv.Proc.Done():
+			return fmt.Errorf("waiting for %s %s: server exited", event, state)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// InitAddresses returns, per captured INIT or INIT-ACK (chunk "INIT" or
+// "INIT_ACK"), the addresses its IPv4/IPv6 address parameters list, as
+// tshark decodes them.
+func InitAddresses(ctx context.Context, file, chunk string) ([][]netip.Addr, error) {
+	typ := map[string]int{"INIT": 1, "INIT_ACK": 2}[chunk]
+	if typ == 0 {
+		return nil, fmt.Errorf("init addresses: chunk %q is not INIT or INIT_ACK", chunk)
+	}
+	rows, err := capture.Fields(ctx, file, fmt.Sprintf("sctp.chunk_type == %d", typ),
+		"sctp.parameter_ipv4_address", "sctp.parameter_ipv6_address")
+	if err != nil {
+		return nil, fmt.Errorf("init addresses: %w", err)
+	}
+	return parseInitAddressRows(rows)
+}
+
+// parseInitAddressRows turns tshark rows (columns of comma-joined
+// addresses) into address lists.
+func parseInitAddressRows(rows [][]string) ([][]netip.Addr, error) {
+	var out [][]netip.Addr
+	for _, r := range rows {
+		var addrs []netip.Addr
+		for _, col := range r {
+			for _, s := range splitComma(col) {
+				a, err := netip.ParseAddr(s)
+				if err != nil {
+					return nil, fmt.Errorf("init addresses: tshark field %q: %w", s, err)
+				}
+				addrs = append(addrs, a)
+			}
+		}
+		out = append(out, addrs)
+	}
+	return out, nil
+}
+
+func splitComma(s string) []string {
+	var out []string
+	start := 0
+	for i := 0; i <= len(s); i++ {
+		if i == len(s) || s[i] == ',' {
+			if i > start {
+				out = append(out, s[start:i])
+			}
+			start = i + 1
+		}
+	}
+	return out
+}
