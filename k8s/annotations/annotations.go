@@ -40,12 +40,15 @@ const (
 	UsePodNetwork       = "usepodnetwork"
 	MultusNets          = "multus-nets"
 	SharingKey          = "sharing-key"
+	// N2 ("true"/"false") makes the SCTP ports of the Service NGAP-aware N2
+	// proxies (per-UE steering to AMFs) instead of per-association L4 rules.
+	N2 = "n2"
 )
 
 // Known lists every annotation name Parse understands.
 var Known = []string{PoolSelect, PoolSelectSecondary, SecondaryIPs, StaticIP, LBMode, EPSelect, Liveness,
 	ProbeType, ProbePort, ProbeReq, ProbeResp, ProbeTimeout, ProbeRetries, Timeout, IPAM, UsePodNetwork,
-	MultusNets, SharingKey}
+	MultusNets, SharingKey, N2}
 
 // MaxSecondary is the SCTP multi-homing limit on secondary VIPs.
 const MaxSecondary = 3
@@ -124,6 +127,7 @@ type Spec struct {
 	UsePodNetwork      bool
 	MultusNets         []string
 	SharingKey         string
+	N2                 bool
 }
 
 // Result is what Parse returns besides errors: the spec and notes worth an
@@ -357,6 +361,9 @@ func Parse(ann map[string]string, opts Options) (Result, error) {
 		} else {
 			s.SharingKey = v
 		}
+	}
+	if k, v, ok := p.get(N2); ok {
+		s.N2, _ = p.boolean(k, v)
 	}
 	if len(s.StaticIPs) > 0 && s.IPAM != "" {
 		for _, ip := range s.StaticIPs {
