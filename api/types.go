@@ -180,6 +180,9 @@ type Health struct {
 	Services   int      `json:"services"`
 	// AttachMode is "tcx" or "clsact".
 	AttachMode string `json:"attachMode"`
+	// BootID is random per daemon start: a change tells a client that the
+	// daemon restarted and its rules should be re-applied.
+	BootID string `json:"bootID"`
 }
 
 // Error is the body of every 4xx/5xx answer.

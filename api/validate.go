@@ -222,9 +222,14 @@ func validateEndpoints(s *Service, vip netip.Addr) error {
 		if err != nil {
 			return err
 		}
+		// NAT64 (IPv6 vip, IPv4 endpoint): the datapath translates the
+		// headers and, whatever the mode, the endpoint sees the LB's IPv4
+		// address on the egress interface (it cannot see an IPv6 client).
 		switch {
-		case vip.Is6() && a.Is4():
-			return fieldErr(prefix+".address", "%s is IPv4 but the vip is IPv6: NAT64 is not supported by this datapath", a)
+		case vip.Is6() && a.Is4() && s.Mode == ModeDSR:
+			return fieldErr(prefix+".address", "%s is IPv4 but the vip is IPv6: NAT64 rewrites the headers, which dsr mode cannot do; use default, onearm or fullnat", a)
+		case vip.Is6() && a.Is4() && len(s.SecondaryVIPs) > 0:
+			return fieldErr(prefix+".address", "%s is IPv4 but the vip is IPv6: NAT64 shows the endpoint one IPv4 LB address, so secondaryVIPs cannot be used", a)
 		case vip.Is4() && a.Is6():
 			return fieldErr(prefix+".address", "%s is IPv6 but the vip is IPv4: endpoints must share the vip's family", a)
 		}

@@ -39,6 +39,14 @@ func TestValidateAcceptsValidServices(t *testing.T) {
 			s.VIP = "2001:db8::10"
 			s.Endpoints = []Endpoint{{Address: "2001:db8::1", Port: 80}, {Address: "fd00::2", Port: 80}}
 		}},
+		{"nat64: ipv6 vip with ipv4 endpoints", func(s *Service) {
+			s.VIP = "2001:db8::10"
+			s.Mode = ModeFullNAT
+		}},
+		{"nat64 mixed with ipv6 endpoints", func(s *Service) {
+			s.VIP = "2001:db8::10"
+			s.Endpoints = []Endpoint{{Address: "10.0.0.1", Port: 80}, {Address: "fd00::2", Port: 80}}
+		}},
 		{"sctp multi-homed n2", func(s *Service) {
 			s.Protocol = ProtocolSCTP
 			s.Port = 38412
@@ -138,10 +146,17 @@ func TestValidateRejectsEachRuleWithItsField(t *testing.T) {
 		{"65 endpoints", func(s *Service) { s.Endpoints = manyEndpoints(MaxEndpoints + 1) }, "endpoints", "at most 64"},
 		{"bad endpoint address", func(s *Service) { s.Endpoints[1].Address = "web-1" }, "endpoints[1].address", "not an IP address"},
 		{"missing endpoint address", func(s *Service) { s.Endpoints[0].Address = "" }, "endpoints[0].address", "required"},
-		{"nat64 endpoint", func(s *Service) {
+		{"nat64 endpoint in dsr mode", func(s *Service) {
 			s.VIP = "2001:db8::10"
+			s.Mode = ModeDSR
 			s.Endpoints = []Endpoint{{Address: "10.0.0.1", Port: 80}}
-		}, "endpoints[0].address", "NAT64 is not supported"},
+		}, "endpoints[0].address", "dsr mode cannot"},
+		{"nat64 endpoint with secondary vips", func(s *Service) {
+			s.VIP = "2001:db8::10"
+			s.Protocol = ProtocolSCTP
+			s.SecondaryVIPs = []string{"2001:db8::11"}
+			s.Endpoints = []Endpoint{{Address: "10.0.0.1", Port: 80}}
+		}, "endpoints[0].address", "secondaryVIPs cannot be used"},
 		{"ipv6 endpoint for ipv4 vip", func(s *Service) { s.Endpoints[1].Address = "2001:db8::1" }, "endpoints[1].address", "share the vip's family"},
 		{"port 0 without dsr or range", func(s *Service) { s.Endpoints[0].Port = 0 }, "endpoints[0].port", "only allowed in dsr mode or with a port range"},
 		{"dsr with other port", func(s *Service) { s.Mode = ModeDSR; s.Endpoints[0].Port = 81 }, "endpoints[0].port", "0 or the service port 80"},

@@ -1,8 +1,8 @@
 //go:build ignore
 
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
-// telcolb TC datapath: L4 load balancing with conntrack and NAT44/NAT66 for
-// TCP, UDP and SCTP. Layouts shared with Go are in include/lb_types.h.
+// telcolb TC datapath: L4 load balancing with conntrack and NAT44/NAT66 (and
+// NAT64: IPv6 VIP, IPv4 endpoints, see nat64_xlate) for TCP, UDP and SCTP. Layouts shared with Go are in include/lb_types.h.
 //
 // Design notes (the why):
 //   - Headers are read with bpf_skb_load_bytes into stack copies rather than
@@ -170,6 +170,18 @@ struct {
 	__type(key, __u32);
 	__type(value, struct bpf_redir_neigh);
 } nh_scratch SEC(".maps");
+
+// NAT64: the L3 header being built (off the stack, which is full).
+struct hdr_buf {
+	__u8 b[40];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct hdr_buf);
+} hdr_scratch SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -489,6 +501,13 @@ static __always_inline __u64 lb_now(void)
 	return bpf_ktime_get_coarse_ns();
 }
 
+// IPv4 addresses are stored v4-mapped (::ffff:a.b.c.d).
+static __always_inline int is_mapped(const __u8 *a)
+{
+	const __u32 *x = (const __u32 *)a;
+	return x[0] == 0 && x[1] == 0 && x[2] == bpf_htonl(0xffff);
+}
+
 static __always_inline int addr_eq(const __u8 *a, const __u8 *b)
 {
 	const __u32 *x = (const __u32 *)a, *y = (const __u32 *)b;
@@ -718,7 +737,12 @@ __noinline int mh_param(struct __sk_buff *skb, struct mh_ctx *c, __u32 off)
 				return -1;
 		}
 		int idx = -1;
-		if ((c->a.family == AF_INET6) == v6) {
+		// NAT64 (IPv6 client seen as an IPv4 LB address): no client
+		// address may reach the IPv4 endpoint, which could not use it
+		// anyway; the packet's source is enough. Derived from lsrc0, not
+		// stored: this frame is on the deepest call chain.
+		int xlat = c->dir == SCTP_INIT && c->a.family == AF_INET6 && is_mapped(c->a.lsrc0);
+		if ((c->a.family == AF_INET6) == v6 && !xlat) {
 			if (c->dir == SCTP_INIT)
 				idx = mh_index(c->a.caddr, &c->a.nc, c->limit, addr);
 			else
@@ -1256,6 +1280,141 @@ static __noinline int rewrite(struct __sk_buff *skb, const struct pkt *p, const 
 	return bpf_skb_store_bytes(skb, p->l4_off, ports, 4, 0);
 }
 
+/* ---- NAT64 ----
+ *
+ * An IPv6 VIP may have IPv4 endpoints. Conntrack needs nothing new: its
+ * addresses are 16 bytes with IPv4 v4-mapped, so a NAT64 flow's entries just
+ * translate to the other family ([client6, vip6] -> [lb4, ep4] and [ep4, lb4]
+ * -> [vip6, client6]); the target address's family tells rewrite from
+ * translate. The endpoint cannot see an IPv6 client, so the source is always
+ * the LB's IPv4 address on the egress interface (onearm), whatever the
+ * service's mode; DSR cannot translate and is refused by the API.
+ *
+ * The L4 checksum is fixed before the headers change: only the pseudo
+ * header's addresses differ (length and protocol add up the same in both
+ * families). Not translated (packet dropped, DROP_REWRITE): IPv6 extension
+ * headers, IPv4 options, VLAN tags in the frame, IPv4 UDP without checksum
+ * (an IPv6 one would need the whole payload summed).
+ */
+static __noinline int nat64_xlate(struct __sk_buff *skb, struct pkt *p, const __u8 *src,
+				  const __u8 *dst, __u32 ports32)
+{
+	__u16 sport = ports32 & 0xffff, dport = ports32 >> 16;
+	int to4 = p->family == AF_INET6;
+	__u32 plen = p->ip_end - p->l4_off;
+	__u32 coff = 0;
+	__u64 mf = 0;
+	__u32 zero = 0;
+	__s64 d;
+
+	struct hdr_buf *hb = bpf_map_lookup_elem(&hdr_scratch, &zero);
+	if (!hb)
+		return -1;
+	__u8 *h = hb->b;
+	if (p->l3_off != ETH_HLEN || p->l4_off != ETH_HLEN + (to4 ? 40 : 20) || plen > 0xffff - 20)
+		return -1;
+	if (bpf_skb_load_bytes(skb, ETH_HLEN, h, 4))
+		return -1;
+	// Traffic class <-> TOS.
+	__u8 tos = to4 ? (h[0] << 4 | h[1] >> 4) : h[1];
+
+	if (p->proto == IPPROTO_TCP) {
+		coff = p->l4_off + 16;
+	} else if (p->proto == IPPROTO_UDP) {
+		coff = p->l4_off + 6;
+		mf = BPF_F_MARK_MANGLED_0; // 0 is "no checksum": write 0xffff
+		if (!to4) {
+			__u16 c;
+			if (bpf_skb_load_bytes(skb, coff, &c, 2) || !c)
+				return -1;
+		}
+	} else if (p->proto != IPPROTO_SCTP) {
+		return -1;
+	}
+
+	if (coff) {
+		__u32 o4[2];
+		if (to4) {
+			d = bpf_csum_diff((__u32 *)p->src, 32, (__u32 *)(src + 12), 4, 0);
+			if (d >= 0)
+				d = bpf_csum_diff(0, 0, (__u32 *)(dst + 12), 4, (__u32)d);
+		} else {
+			__builtin_memcpy(&o4[0], p->src + 12, 4);
+			__builtin_memcpy(&o4[1], p->dst + 12, 4);
+			d = bpf_csum_diff(o4, 8, (__u32 *)src, 16, 0);
+			if (d >= 0)
+				d = bpf_csum_diff(0, 0, (__u32 *)dst, 16, (__u32)d);
+		}
+		if (d < 0 || bpf_l4_csum_replace(skb, coff, 0, (__u32)d, BPF_F_PSEUDO_HDR | mf))
+			return -1;
+		if (sport != p->sport && bpf_l4_csum_replace(skb, coff, p->sport, sport, mf | 2))
+			return -1;
+		if (dport != p->dport && bpf_l4_csum_replace(skb, coff, p->dport, dport, mf | 2))
+			return -1;
+	} else if (sport != p->sport || dport != p->dport) {
+		// SCTP: no pseudo header, only the ports enter the CRC.
+		__u32 crc, oldp = ((__u32)p->dport << 16) | p->sport, newp = ((__u32)dport << 16) | sport;
+		if (bpf_skb_load_bytes(skb, p->l4_off + 8, &crc, 4))
+			return -1;
+		crc ^= crc32c_delta(oldp ^ newp, plen);
+		if (bpf_skb_store_bytes(skb, p->l4_off + 8, &crc, 4, 0))
+			return -1;
+	}
+	__u16 ports[2] = {sport, dport};
+	if (bpf_skb_store_bytes(skb, p->l4_off, ports, 4, 0))
+		return -1;
+
+	__u16 eth = bpf_htons(to4 ? ETH_P_IP : ETH_P_IPV6);
+	if (bpf_skb_change_proto(skb, eth, 0) || bpf_skb_store_bytes(skb, 12, &eth, 2, 0))
+		return -1;
+	__builtin_memset(h, 0, 40);
+	if (to4) {
+		struct iphdr *ip = (struct iphdr *)h;
+		ip->version = 4;
+		ip->ihl = 5;
+		ip->tos = tos;
+		ip->tot_len = bpf_htons(20 + plen);
+		ip->frag_off = bpf_htons(0x4000); // DF: IPv6 is never fragmented en route
+		ip->ttl = p->ttl;
+		ip->protocol = p->proto;
+		__builtin_memcpy(&ip->saddr, src + 12, 4);
+		__builtin_memcpy(&ip->daddr, dst + 12, 4);
+		d = bpf_csum_diff(0, 0, (__u32 *)h, 20, 0);
+		if (d < 0)
+			return -1;
+		__u32 s = (__u32)d;
+		s = (s & 0xffff) + (s >> 16);
+		s = (s & 0xffff) + (s >> 16);
+		ip->check = (__u16)~s;
+		if (bpf_skb_store_bytes(skb, ETH_HLEN, h, 20, 0))
+			return -1;
+		p->family = AF_INET;
+		p->l4_off = ETH_HLEN + 20;
+	} else {
+		struct ipv6hdr *ip6 = (struct ipv6hdr *)h;
+		ip6->version = 6;
+		ip6->priority = tos >> 4;
+		ip6->flow_lbl[0] = (tos & 0xf) << 4;
+		ip6->payload_len = bpf_htons(plen);
+		ip6->nexthdr = p->proto;
+		ip6->hop_limit = p->ttl;
+		__builtin_memcpy(&ip6->saddr, src, 16);
+		__builtin_memcpy(&ip6->daddr, dst, 16);
+		if (bpf_skb_store_bytes(skb, ETH_HLEN, h, 40, 0))
+			return -1;
+		p->family = AF_INET6;
+		p->l4_off = ETH_HLEN + 40;
+	}
+	p->ip_end = p->l4_off + plen;
+	return 0;
+}
+
+// Whether a packet of p's family going to dst crosses families (NAT64).
+static __always_inline int xlat_to(const struct pkt *p, const __u8 *dst)
+{
+	return is_mapped(dst) != (p->family == AF_INET);
+}
+
 static __always_inline int dec_ttl(struct __sk_buff *skb, const struct pkt *p)
 {
 	if (p->family == AF_INET) {
@@ -1269,14 +1428,16 @@ static __always_inline int dec_ttl(struct __sk_buff *skb, const struct pkt *p)
 	return bpf_skb_store_bytes(skb, p->l3_off + 7, &hl, 1, 0);
 }
 
-static __always_inline int fib_params(struct __sk_buff *skb, const struct pkt *p, const __u8 *src,
-				      const __u8 *dst, struct bpf_fib_lookup *f)
+// fam is the family of src/dst, which differs from the packet's for a NAT64
+// flow's source selection (the packet is still IPv6, the endpoint IPv4).
+static __always_inline int fib_params(struct __sk_buff *skb, const struct pkt *p, __u8 fam,
+				      const __u8 *src, const __u8 *dst, struct bpf_fib_lookup *f)
 {
 	__builtin_memset(f, 0, sizeof(*f));
 	f->ifindex = skb->ifindex;
 	f->l4_protocol = p->proto;
 	f->tot_len = p->ip_end - p->l3_off; // tot_len (v4), payload_len+40 (v6)
-	if (p->family == AF_INET) {
+	if (fam == AF_INET) {
 		f->family = AF_INET;
 		__builtin_memcpy(&f->ipv4_src, src + 12, 4);
 		__builtin_memcpy(&f->ipv4_dst, dst + 12, 4);
@@ -1307,7 +1468,7 @@ static __noinline int forward(struct __sk_buff *skb, const struct pkt *p, const 
 		}
 		return bpf_redirect(ct->fib_ifindex, 0);
 	}
-	int rc = fib_params(skb, p, src, dst, &f);
+	int rc = fib_params(skb, p, p->family, src, dst, &f);
 	if (rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH)
 		return TC_ACT_OK;
 	if (dec_ttl(skb, p)) {
@@ -1436,6 +1597,10 @@ static __noinline int icmp_error(struct __sk_buff *skb, struct pkt *p)
 	k.proto = iproto;
 	struct ct_val *ct = bpf_map_lookup_elem(&conntrack, &k);
 	if (!ct || (ct->flags & CT_F_DSR))
+		return TC_ACT_OK;
+	// NAT64 flows: ICMP<->ICMPv6 error translation is not done; the stack
+	// handles the error as addressed to it.
+	if (is_mapped(ct->nat_dst) != (p->family == AF_INET))
 		return TC_ACT_OK;
 
 	__u8 nsrc[16], ndst[16], osrc[16];
@@ -1610,7 +1775,8 @@ static __noinline int ct_established(struct __sk_buff *skb, struct pkt *p, struc
 	__u8 src[16], dst[16];
 	addr_cpy(src, ct->nat_src);
 	addr_cpy(dst, ct->nat_dst);
-	if (rewrite(skb, p, src, dst, ports32(ct->nat_sport, ct->nat_dport))) {
+	if (xlat_to(p, dst) ? nat64_xlate(skb, p, src, dst, ports32(ct->nat_sport, ct->nat_dport))
+			    : rewrite(skb, p, src, dst, ports32(ct->nat_sport, ct->nat_dport))) {
 		count_drop(DROP_REWRITE);
 		return TC_ACT_SHOT;
 	}
@@ -1625,13 +1791,15 @@ static __noinline int snat_pick(struct __sk_buff *skb, const struct pkt *p, stru
 	if (v->mode == MODE_ONEARM) {
 		struct bpf_fib_lookup f;
 		__u32 ifidx = skb->ifindex;
-		int rc = fib_params(skb, p, p->src, v->nat_dst, &f);
+		// The endpoint's family, not the packet's: NAT64 picks an IPv4 source.
+		int v4 = is_mapped(v->nat_dst);
+		int rc = fib_params(skb, p, v4 ? AF_INET : AF_INET6, p->src, v->nat_dst, &f);
 		if (rc == BPF_FIB_LKUP_RET_SUCCESS || rc == BPF_FIB_LKUP_RET_NO_NEIGH)
 			ifidx = f.ifindex;
 		struct ifaddr_val *ia = bpf_map_lookup_elem(&if_addrs, &ifidx);
-		if (!ia || !(ia->flags & (p->family == AF_INET ? IFA_F_V4 : IFA_F_V6)))
+		if (!ia || !(ia->flags & (v4 ? IFA_F_V4 : IFA_F_V6)))
 			return DROP_NO_IFADDR;
-		if (p->family == AF_INET) {
+		if (v4) {
 			__builtin_memset(v->nat_src, 0, 10);
 			v->nat_src[10] = v->nat_src[11] = 0xff;
 			__builtin_memcpy(v->nat_src + 12, ia->v4, 4);
@@ -1737,7 +1905,8 @@ static __noinline int new_flow(struct __sk_buff *skb, struct pkt *p, struct ct_k
 	vp->svc = id;
 	vp->ep = epi;
 	vp->family = p->family;
-	vp->mode = info->mode;
+	// NAT64 always takes an IPv4 source of the LB (see nat64_xlate).
+	vp->mode = xlat_to(p, ep->addr) ? MODE_ONEARM : info->mode;
 	vp->idle = info->idle_timeout;
 	vp->created = vp->last_seen = lb_now();
 	vp->packets = 1;
@@ -1758,7 +1927,7 @@ static __noinline int new_flow(struct __sk_buff *skb, struct pkt *p, struct ct_k
 	}
 	vp->timeout = state_timeout(p->proto, vp->state, vp->idle);
 
-	switch (info->mode) {
+	switch (vp->mode) {
 	case MODE_DSR:
 		addr_cpy(vp->nat_src, p->src);
 		vp->nat_sport = p->sport;
@@ -1778,7 +1947,7 @@ static __noinline int new_flow(struct __sk_buff *skb, struct pkt *p, struct ct_k
 	}
 	}
 
-	if (p->proto == IPPROTO_SCTP && p->chunk_type == SCTP_INIT && info->mode != MODE_DSR &&
+	if (p->proto == IPPROTO_SCTP && p->chunk_type == SCTP_INIT && vp->mode != MODE_DSR &&
 	    mh_init_new(skb, p, vp)) {
 		count_drop(DROP_SCTP_PARAMS);
 		return TC_ACT_SHOT;
@@ -1812,7 +1981,9 @@ static __noinline int new_flow(struct __sk_buff *skb, struct pkt *p, struct ct_k
 		return TC_ACT_OK;
 	if (vp->flags & CT_F_DSR)
 		return forward(skb, p, p->src, vp->nat_dst, 0);
-	if (rewrite(skb, p, vp->nat_src, vp->nat_dst, ports32(vp->nat_sport, vp->nat_dport))) {
+	__u32 np = ports32(vp->nat_sport, vp->nat_dport);
+	if (xlat_to(p, vp->nat_dst) ? nat64_xlate(skb, p, vp->nat_src, vp->nat_dst, np)
+				    : rewrite(skb, p, vp->nat_src, vp->nat_dst, np)) {
 		count_drop(DROP_REWRITE);
 		return TC_ACT_SHOT;
 	}

@@ -121,6 +121,11 @@ type LbEndpoint struct {
 	Pad    uint16
 }
 
+type LbHdrBuf struct {
+	_ structs.HostLayout
+	B [40]uint8
+}
+
 type LbIfaddrVal struct {
 	_     structs.HostLayout
 	V4    [4]uint8
@@ -192,6 +197,7 @@ const (
 	LbMapEndpoints   = "endpoints"
 	LbMapEpActive    = "ep_active"
 	LbMapEpStats     = "ep_stats"
+	LbMapHdrScratch  = "hdr_scratch"
 	LbMapIfAddrs     = "if_addrs"
 	LbMapInitPending = "init_pending"
 	LbMapMhScratch   = "mh_scratch"
@@ -266,6 +272,7 @@ type LbMapSpecs struct {
 	Endpoints   *ebpf.MapSpec `ebpf:"endpoints"`
 	EpActive    *ebpf.MapSpec `ebpf:"ep_active"`
 	EpStats     *ebpf.MapSpec `ebpf:"ep_stats"`
+	HdrScratch  *ebpf.MapSpec `ebpf:"hdr_scratch"`
 	IfAddrs     *ebpf.MapSpec `ebpf:"if_addrs"`
 	InitPending *ebpf.MapSpec `ebpf:"init_pending"`
 	MhScratch   *ebpf.MapSpec `ebpf:"mh_scratch"`
@@ -314,6 +321,7 @@ type LbMaps struct {
 	Endpoints   *ebpf.Map `ebpf:"endpoints"`
 	EpActive    *ebpf.Map `ebpf:"ep_active"`
 	EpStats     *ebpf.Map `ebpf:"ep_stats"`
+	HdrScratch  *ebpf.Map `ebpf:"hdr_scratch"`
 	IfAddrs     *ebpf.Map `ebpf:"if_addrs"`
 	InitPending *ebpf.Map `ebpf:"init_pending"`
 	MhScratch   *ebpf.Map `ebpf:"mh_scratch"`
@@ -338,6 +346,7 @@ func (m *LbMaps) Close() error {
 		m.Endpoints,
 		m.EpActive,
 		m.EpStats,
+		m.HdrScratch,
 		m.IfAddrs,
 		m.InitPending,
 		m.MhScratch,

@@ -118,6 +118,28 @@ func TestBenchPerPacket(t *testing.T) {
 			items = append(items, item{fmt.Sprintf("bpf_established_%s_%s_ratio", protoNames[proto], fam), f})
 		}
 	}
+	// NAT64 (IPv6 VIP, IPv4 endpoint): the mirror entry translates the IPv4
+	// tuple back to IPv6, so runs alternate 6->4 and 4->6 and the figure is
+	// the mean of both directions.
+	for _, proto := range []Proto{ProtoTCP, ProtoUDP} {
+		id++
+		first := pkt{srcMAC: clientMAC, dstMAC: lbMAC0, src: clientV6, dst: vipV6, proto: uint8(proto), sport: 33001, dport: uint16(200 + id)}
+		if proto == ProtoTCP {
+			first.tcpFlags = tcpACK
+		}
+		est := first
+		est.payload = make([]byte, 64)
+		if proto == ProtoTCP {
+			est.tcpFlags = tcpACK | tcpPSH
+		}
+		e.upsert(Service{ID: id, VIP: vipV6, PortStart: first.dport, Proto: proto, Mode: ModeDefault, Endpoints: testEndpoints(false, 1, 8080)})
+		if ret, _ := e.run(first.frame()); ret != actRedirect {
+			t.Fatalf("nat64 bench flow setup verdict %d", ret)
+		}
+		mirrorFlow(t, e.d, bpf.LbCtKey{Src: addr16(first.src), Dst: addr16(first.dst), Sport: htons(first.sport), Dport: htons(first.dport), Proto: uint8(proto)})
+		est.ttl = 255
+		items = append(items, item{fmt.Sprintf("bpf_established_nat64_%s_ratio", protoNames[proto]), est.frame()})
+	}
 	for _, name := range items {
 		var ratios, bases, lbs []float64
 		for r := 0; r < benchRounds; r++ {

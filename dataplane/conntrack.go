@@ -44,7 +44,8 @@ func peerKey(v *bpf.LbCtVal, proto uint8) bpf.LbCtKey {
 
 func addrPort(a [16]byte, port uint16, family uint8) netip.AddrPort {
 	ip := netip.AddrFrom16(a)
-	if family == afInet {
+	// NAT64 entries are IPv6 flows whose translated side is v4-mapped IPv4.
+	if family == afInet || ip.Is4In6() {
 		ip = ip.Unmap()
 	}
 	return netip.AddrPortFrom(ip, htons(port))

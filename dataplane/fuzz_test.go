@@ -33,6 +33,17 @@ func FuzzTCIngress(f *testing.F) {
 			f.Fatal(err)
 		}
 	}
+	// NAT64 (IPv6 VIP, IPv4 endpoints) on port 81: header translation both ways.
+	for i, p := range []Proto{ProtoTCP, ProtoUDP, ProtoSCTP} {
+		s := Service{ID: uint32(20 + i), VIP: vipV6, PortStart: 81, Proto: p, Endpoints: testEndpoints(false, 2, 8081)}
+		if err := d.UpsertService(s); err != nil {
+			f.Fatal(err)
+		}
+	}
+	f.Add(tcpTo(clientV6, vipV6, 3, 81, tcpSYN).frame())
+	f.Add(udpTo(clientV6, vipV6, 3, 81).frame())
+	f.Add(pkt{srcMAC: clientMAC, dstMAC: lbMAC0, src: clientV6, dst: vipV6, proto: 132, sport: 3, dport: 81,
+		sctpChunks: sctpInitWith(1, 11, paramAddr(clientV6), paramAddr(clientV4))}.frame())
 	f.Add(tcpTo(clientV4, vipV4, 1, 80, tcpSYN).frame())
 	f.Add(udpTo(clientV6, vipV6, 1, 80).frame())
 	f.Add(pkt{srcMAC: clientMAC, dstMAC: lbMAC0, src: clientV4, dst: vipV4, proto: 132, sport: 1, dport: 80, sctpChunks: sctpInit(9)}.frame())

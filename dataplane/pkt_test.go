@@ -28,6 +28,7 @@ type pkt struct {
 	payload        []byte // L4 payload (ICMP: body after the 8-byte header)
 	udpZeroCsum    bool
 	ipID           uint16
+	ipDF           bool // IPv4 don't-fragment (set by NAT64 translation)
 }
 
 const (
@@ -133,6 +134,9 @@ func (p pkt) ip() []byte {
 		h[0] = 0x45
 		binary.BigEndian.PutUint16(h[2:], uint16(20+len(l4)))
 		binary.BigEndian.PutUint16(h[4:], p.ipID)
+		if p.ipDF {
+			h[6] = 0x40
+		}
 		h[8] = ttl
 		h[9] = p.proto
 		s, d := p.src.As4(), p.dst.As4()

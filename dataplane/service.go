@@ -90,16 +90,30 @@ func validate(s Service) error {
 	if len(s.SecondaryVIPs) > 0 && s.Proto == ProtoSCTP && (s.Mode == ModeOneArm || s.Mode == ModeDSR) {
 		return fmt.Errorf("service %d: SCTP multi-homing (secondary VIPs) needs mode default or fullnat", s.ID)
 	}
+	nat64 := false
 	for i, e := range s.Endpoints {
 		if !e.Addr.IsValid() {
 			return fmt.Errorf("service %d: endpoints[%d]: invalid address", s.ID, i)
 		}
-		if familyOf(e.Addr) != fam {
-			return fmt.Errorf("service %d: endpoints[%d]: address %s is not the VIP's family", s.ID, i, e.Addr)
+		// NAT64 (IPv6 VIP, IPv4 endpoint) is translated by the datapath;
+		// the reverse has no address to give the IPv6 endpoint.
+		if ef := familyOf(e.Addr); ef != fam {
+			if fam != afInet6 {
+				return fmt.Errorf("service %d: endpoints[%d]: address %s is IPv6 but the VIP is IPv4", s.ID, i, e.Addr)
+			}
+			if s.Mode == ModeDSR {
+				return fmt.Errorf("service %d: endpoints[%d]: dsr cannot translate IPv6 to IPv4 (%s)", s.ID, i, e.Addr)
+			}
+			nat64 = true
 		}
 		if s.Mode == ModeDSR && e.Port != 0 && e.Port != s.PortStart {
 			return fmt.Errorf("service %d: endpoints[%d]: dsr cannot translate ports", s.ID, i)
 		}
+	}
+	if nat64 && len(s.SecondaryVIPs) > 0 {
+		// A NAT64 association has one IPv4 LB address toward the endpoint,
+		// so there is no second path to map another VIP onto.
+		return fmt.Errorf("service %d: secondary VIPs cannot be used with IPv4 endpoints of an IPv6 VIP (NAT64)", s.ID)
 	}
 	return nil
 }
@@ -204,7 +218,7 @@ func (d *Datapath) UpsertService(s Service) error {
 		if w == 0 {
 			w = 1
 		}
-		ep := bpf.LbEndpoint{Addr: addr16(e.Addr), Port: htons(e.Port), Weight: w, Family: fam}
+		ep := bpf.LbEndpoint{Addr: addr16(e.Addr), Port: htons(e.Port), Weight: w, Family: familyOf(e.Addr)}
 		if e.Down {
 			ep.Down = 1
 		}

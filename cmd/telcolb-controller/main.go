@@ -54,9 +54,9 @@ func parseFlags(args []string) (*flags, error) {
 	fs.StringVar(&f.leaderNamespace, "leader-election-namespace", "", "namespace of the Lease (default: the pod's namespace)")
 	fs.StringVar(&f.metricsAddr, "metrics-bind-address", ":8080", "metrics address (0 disables)")
 	fs.StringVar(&f.probeAddr, "health-probe-bind-address", ":8081", "healthz/readyz address")
-	fs.Float64Var(&f.qps, "kube-api-qps", 200, "API server request rate (status writes at cold start)")
-	fs.IntVar(&f.burst, "kube-api-burst", 400, "API server burst")
-	fs.IntVar(&f.workers, "workers", 8, "concurrent Service reconciles")
+	fs.Float64Var(&f.qps, "kube-api-qps", 1000, "API server request rate (status writes at cold start)")
+	fs.IntVar(&f.burst, "kube-api-burst", 2000, "API server burst")
+	fs.IntVar(&f.workers, "workers", 32, "concurrent Service reconciles")
 	fs.DurationVar(&f.resync, "daemon-resync", 5*time.Minute, "full comparison of every daemon's rules at least this often")
 	if err := fs.Parse(args); err != nil {
 		return nil, err

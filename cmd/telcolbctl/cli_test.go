@@ -270,7 +270,7 @@ func TestCLIErrors(t *testing.T) {
 		wantErr  string
 	}{
 		{"field error from the daemon", url, append(create, "--endpoints", "10.0.0.1:80,10.0.0.2:80,10.0.0.3:80:101"), 2, "endpoints[2].weight: 101 exceeds the maximum of 100 (HTTP 400)"},
-		{"nat64 refused", url, []string{"create", "lb", "v6", "--vip", "fd00::1", "--port", "80", "--endpoints", "10.0.0.1:80"}, 2, "endpoints[0].address"},
+		{"nat64 refused in dsr mode", url, []string{"create", "lb", "v6", "--vip", "fd00::1", "--port", "80", "--mode", "dsr", "--endpoints", "10.0.0.1:80"}, 2, "endpoints[0].address"},
 		{"delete missing", url, []string{"delete", "lb", "nope"}, 2, `service "nope" not found (HTTP 404)`},
 		{"get missing", url, []string{"get", "lb", "nope"}, 2, "HTTP 404"},
 		{"no token", tokenURL, []string{"get", "lb"}, 2, "HTTP 401"},

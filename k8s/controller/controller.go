@@ -89,8 +89,10 @@ type Config struct {
 	DaemonPort    int
 	DaemonScheme  string
 	Dial          DialFunc
-	// MaxConcurrentReconciles (default 8): reconciles mostly wait on the
-	// API server and daemons, so more than the CPU count pays off.
+	// MaxConcurrentReconciles (default 32): reconciles mostly wait on the
+	// API server and daemons, so more than the CPU count pays off (cold
+	// start of 5,000 Services on 2 CPUs: 8 workers 38-56 s, 32 workers
+	// 32-35 s).
 	MaxConcurrentReconciles int
 	// HealthInterval and ResyncInterval: see DaemonsConfig.
 	HealthInterval time.Duration
@@ -130,7 +132,7 @@ func Setup(mgr manager.Manager, cfg Config) (*Reconciler, error) {
 		cfg.DefaultPool = DefaultPool
 	}
 	if cfg.MaxConcurrentReconciles <= 0 {
-		cfg.MaxConcurrentReconciles = 8
+		cfg.MaxConcurrentReconciles = 32
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -217,7 +219,21 @@ func (r *Reconciler) owned(ctx context.Context, key string) bool {
 	return r.ours(&svc) && svc.DeletionTimestamp.IsZero()
 }
 
+// sliceServiceIndex indexes EndpointSlices by the Service they belong to.
+// slicesFor looks slices up through it: a label selector scans every slice
+// of the namespace, so a cold start of N Services in one namespace cost
+// O(N^2) in the reconcilers.
+const sliceServiceIndex = "telcolb.io/service-name"
+
 func (r *Reconciler) setupWatches(mgr manager.Manager) error {
+	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &discoveryv1.EndpointSlice{}, sliceServiceIndex, func(o client.Object) []string {
+		if name := o.GetLabels()[discoveryv1.LabelServiceName]; name != "" {
+			return []string{name}
+		}
+		return nil
+	}); err != nil {
+		return fmt.Errorf("controller: index EndpointSlices by Service: %w", err)
+	}
 	svcPred := predicate.Funcs{
 		CreateFunc:  func(e event.CreateEvent) bool { return r.relevant(e.Object.(*corev1.Service)) },
 		DeleteFunc:  func(e event.DeleteEvent) bool { return r.relevant(e.Object.(*corev1.Service)) },

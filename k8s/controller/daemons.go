@@ -100,6 +100,10 @@ type daemon struct {
 	// sends them everything.
 	synced   bool
 	lastSync time.Time
+	// bootID is the daemon's boot ID at the last health check; a new one
+	// means it restarted, possibly from an older or empty state dir, so
+	// applied no longer describes it.
+	bootID string
 	// applied mirrors the daemon's rules named like ours, as last listed or
 	// written, so unchanged rules are not sent again.
 	applied map[string][]byte
@@ -295,18 +299,13 @@ func (d *Daemons) Start(ctx context.Context) error {
 	}
 }
 
-func (d *Daemons) desiredCount() int {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	n := 0
-	for _, rs := range d.desired {
-		n += len(rs)
-	}
-	return n
-}
-
 func (d *Daemons) checkAll(ctx context.Context) {
 	_ = d.each(func(x *daemon) error {
+		// Counted before asking the daemon: rules written in between only
+		// raise its count, so they cannot pass for lost rules.
+		x.mu.Lock()
+		written := len(x.applied)
+		x.mu.Unlock()
 		var h api.Health
 		err := d.call(ctx, func(c context.Context) error {
 			var err error
@@ -328,9 +327,24 @@ func (d *Daemons) checkAll(ctx context.Context) {
 		if d.cfg.Metrics != nil {
 			d.cfg.Metrics.daemonUp.WithLabelValues(x.url).Set(1)
 		}
-		// A daemon that restarted without its state, or was changed behind
-		// our back, holds fewer rules than we want it to.
-		need := !x.synced || time.Since(x.lastSync) > d.cfg.ResyncInterval || h.Services < d.desiredCount()
+		// A restart between two health checks shows as a new boot ID. The
+		// rule count catches daemons without boot IDs (older versions) that
+		// restarted without their state, or lost rules behind our back. It
+		// compares with what we wrote, not with the desired state: during a
+		// cold start the desired state is always a few rules ahead of the
+		// daemon, and a full sync each interval (listing every rule while
+		// Program waits) would slow the start down.
+		restarted := x.bootID != "" && h.BootID != x.bootID
+		if restarted {
+			d.cfg.Logger.Info("daemon restarted, resyncing", "url", x.url, "bootID", h.BootID)
+		}
+		x.bootID = h.BootID
+		need := !x.synced || restarted || time.Since(x.lastSync) > d.cfg.ResyncInterval || h.Services < written
+		if restarted {
+			// Until the full sync below has listed its rules, Program must
+			// not trust applied for this daemon.
+			x.synced = false
+		}
 		x.mu.Unlock()
 		if need {
 			if err := d.fullSync(ctx, x); err != nil {

@@ -164,3 +164,79 @@ func keys(m map[string]api.Service) []string {
 	}
 	return out
 }
+
+// rebootingDaemon is an in-memory daemon that reports a boot ID.
+type rebootingDaemon struct {
+	memDaemon
+	bootID string
+}
+
+func (r *rebootingDaemon) Health(ctx context.Context) (api.Health, error) {
+	h, err := r.memDaemon.Health(ctx)
+	r.mu.Lock()
+	h.BootID = r.bootID
+	r.mu.Unlock()
+	return h, err
+}
+
+func TestDaemonsResyncARestartedDaemonWhoseStateIsStale(t *testing.T) {
+	want := rule("ns.a.80-tcp", "192.0.2.1")
+	tests := []struct {
+		name   string
+		bootID string
+		// restart changes the daemon the way a restart from an old state
+		// dir (or an edit behind our back) would.
+		restart func(r *rebootingDaemon)
+	}{
+		{"new boot ID, same rule count, stale rule", "boot-1", func(r *rebootingDaemon) {
+			r.bootID = "boot-2"
+			r.rules = map[string]api.Service{want.Name: rule(want.Name, "192.0.2.99")}
+		}},
+		{"daemon without boot IDs lost its rules", "", func(r *rebootingDaemon) {
+			r.bootID = ""
+			r.rules = map[string]api.Service{}
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rd := &rebootingDaemon{memDaemon: memDaemon{rules: map[string]api.Service{}}, bootID: tt.bootID}
+			d, err := NewDaemons(DaemonsConfig{
+				Dial:           func(string) (DaemonClient, error) { return rd, nil },
+				Owned:          func(_ context.Context, k string) bool { return k == "ns/a" },
+				HealthInterval: 10 * time.Millisecond,
+				Logger:         slog.New(slog.NewTextHandler(io.Discard, nil)),
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			if err := d.Program(ctx, "ns/a", []api.Service{want}); err != nil {
+				t.Fatal(err)
+			}
+			if err := d.SetDaemons([]string{"http://d1"}); err != nil {
+				t.Fatal(err)
+			}
+			go func() { _ = d.Start(ctx) }()
+			waitVIP := func(what string) {
+				t.Helper()
+				deadline := time.Now().Add(5 * time.Second)
+				for time.Now().Before(deadline) {
+					rd.mu.Lock()
+					got, ok := rd.rules[want.Name]
+					rd.mu.Unlock()
+					if ok && got.VIP == want.VIP {
+						return
+					}
+					time.Sleep(5 * time.Millisecond)
+				}
+				t.Fatalf("%s: rule %s not programmed with VIP %s", what, want.Name, want.VIP)
+			}
+			waitVIP("first full sync")
+			rd.mu.Lock()
+			tt.restart(rd)
+			rd.mu.Unlock()
+			waitVIP("resync after restart")
+		})
+	}
+}

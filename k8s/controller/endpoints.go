@@ -59,7 +59,7 @@ type backend struct {
 // does, since it can differ per pod for a named targetPort).
 func (r *Reconciler) slicesFor(ctx context.Context, svc *corev1.Service) ([]discoveryv1.EndpointSlice, error) {
 	var list discoveryv1.EndpointSliceList
-	if err := r.client.List(ctx, &list, client.InNamespace(svc.Namespace), client.MatchingLabels{discoveryv1.LabelServiceName: svc.Name}); err != nil {
+	if err := r.client.List(ctx, &list, client.InNamespace(svc.Namespace), client.MatchingFields{sliceServiceIndex: svc.Name}); err != nil {
 		return nil, fmt.Errorf("list EndpointSlices of %s: %w", key(svc), err)
 	}
 	return list.Items, nil
@@ -212,6 +212,9 @@ func (r *Reconciler) rules(ctx context.Context, svc *corev1.Service, spec annota
 				Select:             spec.Select,
 				IdleTimeoutSeconds: spec.IdleTimeoutSeconds,
 				Endpoints:          eps,
+				// N2 steering only exists for SCTP; the Service's other
+				// ports stay ordinary L4 rules.
+				N2: spec.N2 && sp.Protocol == corev1.ProtocolSCTP,
 			}
 			if sp.Protocol == corev1.ProtocolSCTP {
 				for _, s := range secondary {

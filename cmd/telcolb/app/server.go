@@ -1,6 +1,7 @@
 package app
 
 import (
+	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/json"
@@ -11,7 +12,6 @@ import (
 	"mime"
 	"net/http"
 	"net/netip"
-	"path/filepath"
 	"reflect"
 	"sort"
 	"strings"
@@ -25,7 +25,7 @@ import (
 	"github.com/telcolb/telcolb/dataplane"
 )
 
-// DefaultStateDir holds services.json when Config.StateDir is empty.
+// DefaultStateDir holds the rule store when Config.StateDir is empty.
 const DefaultStateDir = "/var/lib/telcolb"
 
 // MaxBodyBytes is the largest request body the API accepts.
@@ -34,7 +34,7 @@ const MaxBodyBytes = 1 << 20
 // Config configures a Server.
 type Config struct {
 	Datapath Datapath
-	// StateDir holds the rule store (services.json). Default DefaultStateDir.
+	// StateDir holds the rule store (services/<name>.json). Default DefaultStateDir.
 	StateDir string
 	// Prober runs endpoint health checks. Default NetProber.
 	Prober Prober
@@ -63,6 +63,10 @@ type Server struct {
 	gather prometheus.Gatherer
 	mux    *http.ServeMux
 	routes []Route
+
+	// bootID is random per start so clients can tell a restarted daemon
+	// (which may have lost rules a client applied) from a reachable one.
+	bootID string
 
 	mu       sync.Mutex
 	services map[string]*storedService
@@ -101,10 +105,11 @@ func NewServer(cfg Config) (*Server, error) {
 	}
 	s := &Server{
 		dp:       cfg.Datapath,
-		store:    store{path: filepath.Join(cfg.StateDir, storeFileName)},
+		store:    store{stateDir: cfg.StateDir},
 		log:      cfg.Logger,
 		gather:   gather,
 		services: map[string]*storedService{},
+		bootID:   rand.Text(),
 	}
 	if cfg.Token != "" {
 		s.token = []byte(cfg.Token)
@@ -128,6 +133,14 @@ func NewServer(cfg Config) (*Server, error) {
 			_ = s.n2.close()
 			return nil, fmt.Errorf("server: re-apply service %s: %w", ss.Service.Name, err)
 		}
+		if len(loaded[i].IDs) > 1 {
+			// Persist the released IDs: otherwise the next start would see
+			// them both here and in whichever service reuses them.
+			if err := s.store.save(ss); err != nil {
+				_ = s.n2.close()
+				return nil, fmt.Errorf("server: %w", err)
+			}
+		}
 		s.services[ss.Service.Name] = &ss
 		s.probes.sync(ss.Service)
 	}
@@ -136,7 +149,7 @@ func NewServer(cfg Config) (*Server, error) {
 		_ = s.n2.close()
 		return nil, fmt.Errorf("server: register metrics: %w", err)
 	}
-	s.log.Info("rule store loaded", "services", len(loaded), "path", s.store.path)
+	s.log.Info("rule store loaded", "services", len(loaded), "path", s.store.dir(), "bootID", s.bootID)
 	s.buildMux()
 	return s, nil
 }
@@ -430,7 +443,7 @@ func (s *Server) store1(svc api.Service, replace bool) (storedService, int, erro
 		return storedService{}, 0, err
 	}
 	s.services[svc.Name] = next
-	if err := s.save(); err != nil {
+	if err := s.store.save(*next); err != nil {
 		if exists {
 			s.services[svc.Name] = old
 		} else {
@@ -603,14 +616,6 @@ func (s *Server) pushHealth(name string) {
 	}
 }
 
-func (s *Server) save() error {
-	list := make([]storedService, 0, len(s.services))
-	for _, ss := range s.services {
-		list = append(list, *ss)
-	}
-	return s.store.save(list)
-}
-
 func (s *Server) deleteService(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
 	s.mu.Lock()
@@ -621,7 +626,7 @@ func (s *Server) deleteService(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	delete(s.services, name)
-	if err := s.save(); err != nil {
+	if err := s.store.remove(name); err != nil {
 		s.services[name] = ss
 		s.fail(w, r, err)
 		return
@@ -733,7 +738,7 @@ func (s *Server) health(w http.ResponseWriter, _ *http.Request) {
 	if ifaces == nil {
 		ifaces = []string{}
 	}
-	writeJSON(w, http.StatusOK, api.Health{Status: "ok", Interfaces: ifaces, Services: n, AttachMode: s.dp.AttachMode()})
+	writeJSON(w, http.StatusOK, api.Health{Status: "ok", Interfaces: ifaces, Services: n, AttachMode: s.dp.AttachMode(), BootID: s.bootID})
 }
 
 // ensure the datapath types stay what the conversion expects.

@@ -99,7 +99,7 @@ func TestAPIRejectsBadInputNamingTheProblem(t *testing.T) {
 		{"idle timeout", "PUT", "/v1/services/web", withField(t, "idleTimeoutSeconds", 86401), nil, 400, "idleTimeoutSeconds", "24h"},
 		{"no endpoints", "PUT", "/v1/services/web", withField(t, "endpoints", []any{}), nil, 400, "endpoints", "at least one"},
 		{"endpoint address", "PUT", "/v1/services/web", withField(t, "endpoints", eps(ep("10.0.0.1", 80), ep("10.0.0.2", 80), ep("ten", 80))), nil, 400, "endpoints[2].address", "not an IP address"},
-		{"nat64", "PUT", "/v1/services/web", withField(t, "vip", "fd00::10"), nil, 400, "endpoints[0].address", "NAT64"},
+		{"nat64 in dsr mode", "PUT", "/v1/services/web", withFields(t, map[string]any{"vip": "fd00::10", "mode": "dsr"}), nil, 400, "endpoints[0].address", "NAT64"},
 		{"endpoint port zero", "PUT", "/v1/services/web", withField(t, "endpoints", eps(ep("10.0.0.1", 0))), nil, 400, "endpoints[0].port", "dsr mode or with a port range"},
 		{"endpoint weight", "PUT", "/v1/services/web", withField(t, "endpoints", []any{map[string]any{"address": "10.0.0.1", "port": 80, "weight": 101}}), nil, 400, "endpoints[0].weight", "maximum of 100"},
 		{"duplicate endpoint", "PUT", "/v1/services/web", withField(t, "endpoints", eps(ep("10.0.0.1", 80), ep("10.0.0.1", 80))), nil, 400, "endpoints[1]", "duplicates"},
@@ -390,8 +390,8 @@ func TestFailedDatapathWriteLeavesStoreUnchanged(t *testing.T) {
 	if r.code != 500 || !strings.Contains(r.err.Message, "map full") {
 		t.Fatalf("PUT = %d %+v, want 500 naming the datapath error", r.code, r.err)
 	}
-	if _, err := os.Stat(filepath.Join(dir, "services.json")); !os.IsNotExist(err) {
-		t.Errorf("store written after a failed datapath write: %v", err)
+	if files := dirNames(t, filepath.Join(dir, storeDirName)); len(files) != 0 {
+		t.Errorf("store written after a failed datapath write: %v", files)
 	}
 	if r := env.do(t, "GET", "/v1/services/web", "", nil); r.code != 404 {
 		t.Errorf("GET after failed create = %d", r.code)

@@ -1,12 +1,15 @@
 package app
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 
 	"github.com/telcolb/telcolb/api"
 )
@@ -14,11 +17,31 @@ import (
 // MaxServiceID is the highest datapath service ID the daemon hands out.
 const MaxServiceID = 4095
 
-const storeFileName = "services.json"
+const (
+	// legacyStoreFileName is the single-file store of older daemons, read
+	// once and migrated to storeDirName.
+	legacyStoreFileName = "services.json"
+	// storeDirName holds one file per service so a write costs the same
+	// whatever the number of services (the single file made a cold start of
+	// N services cost O(N^2) bytes written and synced).
+	storeDirName = "services"
+	// tmpPrefix starts with '.', which a service name cannot, so a leftover
+	// temporary file never collides with a service's file.
+	tmpPrefix = ".tmp-"
+	// hashedNameSep marks a file name derived from a hash; '~' is not
+	// allowed in service names, so such names cannot collide with the plain
+	// "<name>.json" form.
+	hashedNameSep = "~"
+	// maxFileNameLen is NAME_MAX of the usual Linux file systems.
+	maxFileNameLen = 255
+)
 
-// storeVersion guards against reading a file written by an incompatible
+// Store versions guard against reading a file written by an incompatible
 // daemon: better to refuse to start than to program wrong rules.
-const storeVersion = 1
+const (
+	legacyStoreVersion = 1
+	storeVersion       = 2
+)
 
 // storedService is one service as persisted: the defaulted spec and its
 // datapath ID (IDs[0]; one rule holds every VIP of the service; stores of
@@ -28,97 +51,297 @@ type storedService struct {
 	Service api.Service `json:"service"`
 }
 
-type storeFile struct {
+// legacyStoreFile is the format of services.json (version 1).
+type legacyStoreFile struct {
 	Version  int             `json:"version"`
 	Services []storedService `json:"services"`
 }
 
-// store persists the rules in one JSON file, replaced atomically so a crash
-// mid-write leaves the previous version intact.
-type store struct {
-	path string
+// serviceFile is the format of services/<name>.json.
+type serviceFile struct {
+	Version int         `json:"version"`
+	IDs     []uint32    `json:"ids"`
+	Service api.Service `json:"service"`
 }
 
+// store persists each service in its own file under <state dir>/services,
+// replaced atomically (temp file, fsync, rename, fsync dir) so a crash
+// mid-write leaves the previous version of that service intact.
+type store struct {
+	stateDir string
+}
+
+func (st *store) dir() string        { return filepath.Join(st.stateDir, storeDirName) }
+func (st *store) legacyPath() string { return filepath.Join(st.stateDir, legacyStoreFileName) }
+
+// serviceFileName maps a service name to its file name. Names up to 250
+// characters are used as they are; longer ones (names may have 253) would
+// exceed NAME_MAX with the extension, so they are shortened with a hash.
+func serviceFileName(name string) string {
+	const ext = ".json"
+	if len(name)+len(ext) <= maxFileNameLen {
+		return name + ext
+	}
+	sum := sha256.Sum256([]byte(name))
+	return name[:200] + hashedNameSep + hex.EncodeToString(sum[:16]) + ext
+}
+
+// load returns every stored service sorted by name. A services.json of an
+// older daemon is migrated to per-service files first and then removed.
 func (st *store) load() ([]storedService, error) {
-	raw, err := os.ReadFile(st.path)
+	legacy, err := st.loadLegacy()
+	if err != nil {
+		return nil, err
+	}
+	if legacy != nil {
+		if err := st.migrate(legacy); err != nil {
+			return nil, err
+		}
+		return sortByName(legacy), nil
+	}
+	entries, err := os.ReadDir(st.dir())
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read rule store %s: %w", st.dir(), err)
+	}
+	var services []storedService
+	var paths []string
+	for _, e := range entries {
+		path := filepath.Join(st.dir(), e.Name())
+		if strings.HasPrefix(e.Name(), tmpPrefix) {
+			// A write interrupted before its rename: the service's
+			// previous file (if any) is still the valid version.
+			if err := os.Remove(path); err != nil {
+				return nil, fmt.Errorf("remove interrupted rule store write %s: %w", path, err)
+			}
+			continue
+		}
+		if !e.Type().IsRegular() {
+			return nil, fmt.Errorf("rule store %s: not a regular file", path)
+		}
+		raw, err := os.ReadFile(path)
+		if err != nil {
+			return nil, fmt.Errorf("read rule store %s: %w", path, err)
+		}
+		ss, err := parseServiceFile(e.Name(), raw)
+		if err != nil {
+			return nil, fmt.Errorf("rule store %s: %w", path, err)
+		}
+		services = append(services, ss)
+		paths = append(paths, path)
+	}
+	if err := checkStored(services, func(i int) string { return "rule store " + paths[i] }); err != nil {
+		return nil, err
+	}
+	return sortByName(services), nil
+}
+
+// loadLegacy reads services.json; nil without error when there is none.
+func (st *store) loadLegacy() ([]storedService, error) {
+	path := st.legacyPath()
+	raw, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("read rule store: %w", err)
 	}
-	var f storeFile
-	if err := json.Unmarshal(raw, &f); err != nil {
-		return nil, fmt.Errorf("parse rule store %s: %w", st.path, err)
+	services, err := parseLegacyStore(raw)
+	if err != nil {
+		return nil, fmt.Errorf("rule store %s: %w", path, err)
 	}
-	if f.Version != storeVersion {
-		return nil, fmt.Errorf("rule store %s: version %d, this daemon reads version %d", st.path, f.Version, storeVersion)
+	if services == nil {
+		services = []storedService{}
 	}
-	names := map[string]bool{}
-	ids := map[uint32]string{}
-	for i, s := range f.Services {
-		if err := api.Validate(&s.Service); err != nil {
-			return nil, fmt.Errorf("rule store %s: services[%d]: %w", st.path, i, err)
-		}
-		if names[s.Service.Name] {
-			return nil, fmt.Errorf("rule store %s: service %q listed twice", st.path, s.Service.Name)
-		}
-		names[s.Service.Name] = true
-		// One ID per service; older daemons stored one per VIP.
-		if len(s.IDs) != 1 && len(s.IDs) != 1+len(s.Service.SecondaryVIPs) {
-			return nil, fmt.Errorf("rule store %s: service %q has %d IDs for %d VIPs, want 1", st.path, s.Service.Name, len(s.IDs), 1+len(s.Service.SecondaryVIPs))
-		}
-		for _, id := range s.IDs {
-			if id == 0 || id > MaxServiceID {
-				return nil, fmt.Errorf("rule store %s: service %q: ID %d outside 1..%d", st.path, s.Service.Name, id, MaxServiceID)
-			}
-			if other, dup := ids[id]; dup {
-				return nil, fmt.Errorf("rule store %s: ID %d used by both %q and %q", st.path, id, other, s.Service.Name)
-			}
-			ids[id] = s.Service.Name
-		}
-	}
-	return f.Services, nil
+	return services, nil
 }
 
-func (st *store) save(services []storedService) error {
-	sorted := append([]storedService(nil), services...)
-	sort.Slice(sorted, func(i, j int) bool { return sorted[i].Service.Name < sorted[j].Service.Name })
-	raw, err := json.MarshalIndent(storeFile{Version: storeVersion, Services: sorted}, "", "  ")
-	if err != nil {
-		return fmt.Errorf("encode rule store: %w", err)
+// migrate writes every service of services.json to its own file, deletes
+// per-service files it does not list, then removes services.json. Until
+// that last step services.json stays authoritative, so a crash anywhere in
+// between just repeats the migration at the next start.
+func (st *store) migrate(services []storedService) error {
+	keep := map[string]bool{}
+	for _, ss := range services {
+		name, err := st.write(ss, false)
+		if err != nil {
+			return fmt.Errorf("migrate rule store: %w", err)
+		}
+		keep[name] = true
 	}
-	dir := filepath.Dir(st.path)
+	entries, err := os.ReadDir(st.dir())
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("migrate rule store: %w", err)
+	}
+	for _, e := range entries {
+		if keep[e.Name()] {
+			continue
+		}
+		if err := os.Remove(filepath.Join(st.dir(), e.Name())); err != nil {
+			return fmt.Errorf("migrate rule store: remove stale file: %w", err)
+		}
+	}
+	if err := os.MkdirAll(st.dir(), 0o700); err != nil {
+		return fmt.Errorf("migrate rule store: create %s: %w", st.dir(), err)
+	}
+	if err := syncDir(st.dir()); err != nil {
+		return fmt.Errorf("migrate rule store: %w", err)
+	}
+	if err := os.Remove(st.legacyPath()); err != nil {
+		return fmt.Errorf("migrate rule store: remove %s: %w", st.legacyPath(), err)
+	}
+	if err := syncDir(st.stateDir); err != nil {
+		return fmt.Errorf("migrate rule store: %w", err)
+	}
+	return nil
+}
+
+// save durably writes one service, replacing its previous version.
+func (st *store) save(ss storedService) error {
+	_, err := st.write(ss, true)
+	return err
+}
+
+// remove durably deletes the file of one service; a missing file is fine.
+func (st *store) remove(name string) error {
+	path := filepath.Join(st.dir(), serviceFileName(name))
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("remove rule store %s: %w", path, err)
+	}
+	if err := syncDir(st.dir()); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return nil
+}
+
+// write replaces the file of ss atomically and returns its file name. The
+// directory is synced only when syncParent is set; migrate syncs it once
+// after writing all files.
+func (st *store) write(ss storedService, syncParent bool) (string, error) {
+	raw, err := json.MarshalIndent(serviceFile{Version: storeVersion, IDs: ss.IDs, Service: ss.Service}, "", "  ")
+	if err != nil {
+		return "", fmt.Errorf("encode rule store entry %s: %w", ss.Service.Name, err)
+	}
+	dir := st.dir()
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("create state dir: %w", err)
+		return "", fmt.Errorf("create rule store dir: %w", err)
 	}
-	tmp, err := os.CreateTemp(dir, storeFileName+".tmp-*")
+	name := serviceFileName(ss.Service.Name)
+	tmp, err := os.CreateTemp(dir, tmpPrefix+"*")
 	if err != nil {
-		return fmt.Errorf("create temporary rule store: %w", err)
+		return "", fmt.Errorf("create temporary rule store file: %w", err)
 	}
 	defer os.Remove(tmp.Name()) // no-op after a successful rename
 	if _, err := tmp.Write(append(raw, '\n')); err != nil {
 		tmp.Close()
-		return fmt.Errorf("write rule store: %w", err)
+		return "", fmt.Errorf("write rule store %s: %w", tmp.Name(), err)
 	}
 	if err := tmp.Sync(); err != nil {
 		tmp.Close()
-		return fmt.Errorf("sync rule store: %w", err)
+		return "", fmt.Errorf("sync rule store %s: %w", tmp.Name(), err)
 	}
 	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("close rule store: %w", err)
+		return "", fmt.Errorf("close rule store %s: %w", tmp.Name(), err)
 	}
-	if err := os.Rename(tmp.Name(), st.path); err != nil {
-		return fmt.Errorf("replace rule store: %w", err)
+	path := filepath.Join(dir, name)
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return "", fmt.Errorf("replace rule store %s: %w", path, err)
 	}
-	// The rename is only durable once the directory entry is on disk.
+	if syncParent {
+		if err := syncDir(dir); err != nil {
+			return "", err
+		}
+	}
+	return name, nil
+}
+
+// syncDir makes renames and removals in dir durable.
+func syncDir(dir string) error {
 	d, err := os.Open(dir)
 	if err != nil {
 		return fmt.Errorf("open state dir: %w", err)
 	}
 	defer d.Close()
 	if err := d.Sync(); err != nil {
-		return fmt.Errorf("sync state dir: %w", err)
+		return fmt.Errorf("sync state dir %s: %w", dir, err)
 	}
 	return nil
+}
+
+// parseLegacyStore parses and validates a services.json (version 1).
+func parseLegacyStore(raw []byte) ([]storedService, error) {
+	var f legacyStoreFile
+	if err := json.Unmarshal(raw, &f); err != nil {
+		return nil, fmt.Errorf("parse rule store: %w", err)
+	}
+	if f.Version != legacyStoreVersion {
+		return nil, fmt.Errorf("version %d, this daemon reads version %d", f.Version, legacyStoreVersion)
+	}
+	for i := range f.Services {
+		if err := api.Validate(&f.Services[i].Service); err != nil {
+			return nil, fmt.Errorf("services[%d]: %w", i, err)
+		}
+	}
+	if err := checkStored(f.Services, func(int) string { return "services.json" }); err != nil {
+		return nil, err
+	}
+	return f.Services, nil
+}
+
+// parseServiceFile parses and validates one services/<name>.json; fileName
+// must be the name the service's own name maps to, so a renamed or copied
+// file cannot shadow another service.
+func parseServiceFile(fileName string, raw []byte) (storedService, error) {
+	var f serviceFile
+	if err := json.Unmarshal(raw, &f); err != nil {
+		return storedService{}, fmt.Errorf("parse rule store: %w", err)
+	}
+	if f.Version != storeVersion {
+		return storedService{}, fmt.Errorf("version %d, this daemon reads version %d", f.Version, storeVersion)
+	}
+	if err := api.Validate(&f.Service); err != nil {
+		return storedService{}, fmt.Errorf("service: %w", err)
+	}
+	if want := serviceFileName(f.Service.Name); fileName != want {
+		return storedService{}, fmt.Errorf("holds service %q, whose file is %s", f.Service.Name, want)
+	}
+	ss := storedService{IDs: f.IDs, Service: f.Service}
+	if err := checkStored([]storedService{ss}, func(int) string { return fileName }); err != nil {
+		return storedService{}, err
+	}
+	return ss, nil
+}
+
+// checkStored enforces what the ID allocator relies on: names unique, IDs
+// in range and used once. where names the source of services[i] in errors.
+func checkStored(services []storedService, where func(i int) string) error {
+	names := map[string]bool{}
+	ids := map[uint32]string{}
+	for i, s := range services {
+		if names[s.Service.Name] {
+			return fmt.Errorf("%s: service %q listed twice", where(i), s.Service.Name)
+		}
+		names[s.Service.Name] = true
+		// One ID per service; older daemons stored one per VIP.
+		if len(s.IDs) != 1 && len(s.IDs) != 1+len(s.Service.SecondaryVIPs) {
+			return fmt.Errorf("%s: service %q has %d IDs for %d VIPs, want 1", where(i), s.Service.Name, len(s.IDs), 1+len(s.Service.SecondaryVIPs))
+		}
+		for _, id := range s.IDs {
+			if id == 0 || id > MaxServiceID {
+				return fmt.Errorf("%s: service %q: ID %d outside 1..%d", where(i), s.Service.Name, id, MaxServiceID)
+			}
+			if other, dup := ids[id]; dup {
+				return fmt.Errorf("%s: ID %d used by both %q and %q", where(i), id, other, s.Service.Name)
+			}
+			ids[id] = s.Service.Name
+		}
+	}
+	return nil
+}
+
+func sortByName(services []storedService) []storedService {
+	sort.Slice(services, func(i, j int) bool { return services[i].Service.Name < services[j].Service.Name })
+	return services
 }

@@ -1,0 +1,233 @@
+package dataplane
+
+import (
+	"encoding/binary"
+	"fmt"
+	"net/netip"
+	"strings"
+	"testing"
+)
+
+// NAT64: an IPv6 VIP with an IPv4 endpoint. Whatever the mode, the endpoint
+// sees the LB's IPv4 address on the egress interface; replies go back to the
+// client as IPv6 from the VIP. Expected frames are built from scratch by
+// pkt.frame, so the IPv4 header checksum, the TCP/UDP checksums (pseudo
+// headers of the new family) and the SCTP CRC32c are checked against full
+// independent computations.
+func TestNAT64TranslatesBothDirectionsByteExact(t *testing.T) {
+	e := newEnv(t)
+	lb1 := e.ifindex("lb1")
+	id := uint32(500)
+	for _, mode := range []Mode{ModeDefault, ModeOneArm, ModeFullNAT} {
+		for _, proto := range []Proto{ProtoTCP, ProtoUDP, ProtoSCTP} {
+			t.Run(fmt.Sprintf("%s/%s", modeNames[mode], protoNames[proto]), func(t *testing.T) {
+				e := e.sub(t)
+				id++
+				vport, epPort, cport := uint16(80+id), uint16(8080), uint16(40000+id)
+				e.upsert(Service{ID: id, VIP: vipV6, PortStart: vport, Proto: proto, Mode: mode,
+					Endpoints: testEndpoints(false, 1, epPort)})
+				ep := epAddr(false, 0)
+				first := pkt{srcMAC: clientMAC, dstMAC: lbMAC0, src: clientV6, dst: vipV6, proto: uint8(proto),
+					sport: cport, dport: vport, ttl: 64}
+				reply := pkt{srcMAC: epMAC(0), dstMAC: lbMAC1, src: ep, proto: uint8(proto), sport: epPort, ttl: 64}
+				second := first
+				switch proto {
+				case ProtoTCP:
+					first.tcpFlags = tcpSYN
+					reply.tcpFlags = tcpSYN | tcpACK
+					second.tcpFlags = tcpACK
+					second.payload = []byte("GET / HTTP/1.0\r\n\r\n")
+				case ProtoUDP:
+					first.payload = []byte("hello")
+					reply.payload = []byte("world!")
+					second.payload = []byte("again")
+				case ProtoSCTP:
+					first.sctpChunks = sctpInit(0x11111111)
+					reply.sctpVtag = 0x11111111
+					reply.sctpChunks = sctpInitAck(0x22222222)
+					second.sctpVtag = 0x22222222
+					second.sctpChunks = sctpData(101)
+				}
+
+				ret, out := e.run(first.frame())
+				if ret != actRedirect {
+					t.Fatalf("first packet: verdict %d, want redirect; out %x", ret, out)
+				}
+				var conn Conn
+				for _, c := range e.conns() {
+					if c.ServiceID == id {
+						conn = c
+					}
+				}
+				if conn.Source.Addr() != lbAddr1V4 || conn.Source.Port() < 1024 {
+					t.Fatalf("conntrack source %s, want %s with a port >= 1024", conn.Source, lbAddr1V4)
+				}
+				if conn.Backend != netip.AddrPortFrom(ep, epPort) || conn.Client != netip.AddrPortFrom(clientV6, cport) {
+					t.Fatalf("conntrack %s -> %s, want %s -> %s", conn.Client, conn.Backend, netip.AddrPortFrom(clientV6, cport), netip.AddrPortFrom(ep, epPort))
+				}
+				sport := conn.Source.Port()
+				fwd := func(p pkt) []byte {
+					p.srcMAC, p.dstMAC, p.ttl, p.ipDF = lbMAC1, epMAC(0), 63, true
+					p.src, p.sport, p.dst, p.dport = lbAddr1V4, sport, ep, epPort
+					return p.frame()
+				}
+				diffHex(t, "forwarded first packet", out, fwd(first))
+
+				reply.dst, reply.dport = lbAddr1V4, sport
+				ret, out = e.runOn(e.d.objs.TcIngress, lb1, reply.frame())
+				if ret != actRedirect {
+					t.Fatalf("reply: verdict %d, want redirect", ret)
+				}
+				want := reply
+				want.srcMAC, want.dstMAC, want.ttl = lbMAC0, clientMAC, 63
+				want.src, want.sport, want.dst, want.dport = vipV6, vport, clientV6, cport
+				diffHex(t, "translated reply", out, want.frame())
+
+				ret, out = e.run(second.frame())
+				if ret != actRedirect {
+					t.Fatalf("second packet: verdict %d, want redirect", ret)
+				}
+				diffHex(t, "forwarded second packet", out, fwd(second))
+			})
+		}
+	}
+}
+
+// sctpParam is an INIT parameter (type, value), padded to 4 bytes.
+func sctpParam(typ uint16, val []byte) []byte {
+	p := make([]byte, 4, 4+len(val)+3)
+	binary.BigEndian.PutUint16(p, typ)
+	binary.BigEndian.PutUint16(p[2:], uint16(4+len(val)))
+	p = append(p, val...)
+	for len(p)%4 != 0 {
+		p = append(p, 0)
+	}
+	return p
+}
+
+// initWith is an INIT chunk carrying the given parameters.
+func initWith(tag uint32, params ...[]byte) []byte {
+	c := sctpInit(tag)
+	for _, p := range params {
+		c = append(c, p...)
+	}
+	binary.BigEndian.PutUint16(c[2:], uint16(len(c)))
+	return c
+}
+
+// An IPv4 endpoint must never learn the IPv6 client's addresses (nor any
+// other address the client lists): every address parameter of a NAT64 INIT
+// is neutralised in place, the chunk keeping its length.
+func TestNAT64SCTPInitAddressesAreNeutralised(t *testing.T) {
+	e := newEnv(t)
+	const id, vport, epPort, cport = 601, 3868, 3868, 40601
+	e.upsert(Service{ID: id, VIP: vipV6, PortStart: vport, Proto: ProtoSCTP, Mode: ModeDefault,
+		Endpoints: testEndpoints(false, 1, epPort)})
+	c6, other6, other4 := clientV6.As16(), netip.MustParseAddr("fd00::99").As16(), netip.MustParseAddr("192.0.2.7").As4()
+	skip := func(n int) []byte { return sctpParam(0xbffe, make([]byte, n)) }
+	cases := []struct {
+		name      string
+		in, want  [][]byte
+		wantState string
+	}{
+		{"own address", [][]byte{sctpParam(6, c6[:])}, [][]byte{skip(16)}, "INIT"},
+		{"second ipv6 address", [][]byte{sctpParam(6, c6[:]), sctpParam(6, other6[:])}, [][]byte{skip(16), skip(16)}, "INIT"},
+		{"ipv4 address of a dual-stack client", [][]byte{sctpParam(5, other4[:])}, [][]byte{skip(4)}, "INIT"},
+	}
+	for i, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			e := e.sub(t)
+			tag := uint32(0x5000 + i)
+			in := pkt{srcMAC: clientMAC, dstMAC: lbMAC0, src: clientV6, dst: vipV6, proto: 132,
+				sport: uint16(cport + i), dport: vport, ttl: 64, sctpChunks: initWith(tag, tc.in...)}
+			ret, out := e.run(in.frame())
+			if ret != actRedirect {
+				t.Fatalf("verdict %d, want redirect", ret)
+			}
+			var conn Conn
+			for _, c := range e.conns() {
+				if c.ServiceID == id && c.Client.Port() == in.sport {
+					conn = c
+				}
+			}
+			if conn.State != tc.wantState {
+				t.Fatalf("state %q, want %q", conn.State, tc.wantState)
+			}
+			want := in
+			want.srcMAC, want.dstMAC, want.ttl, want.ipDF = lbMAC1, epMAC(0), 63, true
+			want.src, want.sport, want.dst, want.dport = lbAddr1V4, conn.Source.Port(), epAddr(false, 0), epPort
+			want.sctpChunks = initWith(tag, tc.want...)
+			diffHex(t, "translated INIT", out, want.frame())
+		})
+	}
+}
+
+// What the translation refuses is dropped and counted, never half-rewritten.
+func TestNAT64UntranslatablePacketsAreDropped(t *testing.T) {
+	e := newEnv(t)
+	lb1 := e.ifindex("lb1")
+	const id, vport, epPort = 701, 5353, 5353
+	e.upsert(Service{ID: id, VIP: vipV6, PortStart: vport, Proto: ProtoUDP, Mode: ModeDefault,
+		Endpoints: testEndpoints(false, 1, epPort)})
+	first := pkt{srcMAC: clientMAC, dstMAC: lbMAC0, src: clientV6, dst: vipV6, proto: 17, sport: 41000, dport: vport, payload: []byte("q")}
+	if ret, _ := e.run(first.frame()); ret != actRedirect {
+		t.Fatalf("first packet: verdict %d, want redirect", ret)
+	}
+	var sport uint16
+	for _, c := range e.conns() {
+		if c.ServiceID == id {
+			sport = c.Source.Port()
+		}
+	}
+	reply := pkt{srcMAC: epMAC(0), dstMAC: lbMAC1, src: epAddr(false, 0), dst: lbAddr1V4, proto: 17,
+		sport: epPort, dport: sport, payload: []byte("a"), udpZeroCsum: true}
+	before := e.dropCount(t, DropRewrite)
+	ret, _ := e.runOn(e.d.objs.TcIngress, lb1, reply.frame())
+	if ret != actShot {
+		t.Fatalf("IPv4 UDP reply without checksum: verdict %d, want drop", ret)
+	}
+	if after := e.dropCount(t, DropRewrite); after != before+1 {
+		t.Fatalf("rewrite drops %d -> %d, want one more", before, after)
+	}
+}
+
+func (e *env) dropCount(t *testing.T, r DropReason) uint64 {
+	t.Helper()
+	m, err := e.d.DropStats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m[r]
+}
+
+func TestNAT64ServiceValidation(t *testing.T) {
+	v4ep := []Endpoint{{Addr: netip.MustParseAddr("10.2.0.10"), Weight: 1}}
+	v6ep := []Endpoint{{Addr: netip.MustParseAddr("fd02::10"), Weight: 1}}
+	base := Service{ID: 1, VIP: vipV6, PortStart: 80, Proto: ProtoTCP}
+	cases := []struct {
+		name    string
+		mutate  func(*Service)
+		wantErr string
+	}{
+		{"ipv6 vip with ipv4 endpoints", func(s *Service) { s.Endpoints = v4ep }, ""},
+		{"mixed endpoint families", func(s *Service) { s.Endpoints = append(append([]Endpoint{}, v4ep...), v6ep...) }, ""},
+		{"dsr cannot translate", func(s *Service) { s.Endpoints, s.Mode = v4ep, ModeDSR }, "dsr cannot translate IPv6 to IPv4"},
+		{"ipv4 vip with ipv6 endpoint", func(s *Service) { s.VIP, s.Endpoints = vipV4, v6ep }, "is IPv6 but the VIP is IPv4"},
+		{"secondary vips", func(s *Service) {
+			s.Proto, s.Endpoints, s.SecondaryVIPs = ProtoSCTP, v4ep, []netip.Addr{netip.MustParseAddr("fd09::2")}
+		}, "secondary VIPs cannot be used"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			s := base
+			tc.mutate(&s)
+			err := validate(s)
+			switch {
+			case tc.wantErr == "" && err != nil:
+				t.Fatalf("unexpected error: %v", err)
+			case tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)):
+				t.Fatalf("error %v, want one containing %q", err, tc.wantErr)
+			}
+		})
+	}
+}
