@@ -82,6 +82,11 @@ type holder struct {
 type pool struct {
 	name   string
 	ranges []Range
+	// lowFree[i] is where the search for a free address in ranges[i]
+	// starts: every address below it is held. Without it, allocating N
+	// addresses scans past every held one each time (quadratic at a cold
+	// start with thousands of Services).
+	lowFree []netip.Addr
 }
 
 // Allocator hands out VIPs from named pools. It is safe for concurrent use.
@@ -113,7 +118,11 @@ func New(cfg Config) (*Allocator, error) {
 			}
 			return rs[i].First.Less(rs[j].First)
 		})
-		a.pools[p.Name] = &pool{name: p.Name, ranges: rs}
+		low := make([]netip.Addr, len(rs))
+		for i, r := range rs {
+			low[i] = r.First
+		}
+		a.pools[p.Name] = &pool{name: p.Name, ranges: rs, lowFree: low}
 	}
 	return a, nil
 }
@@ -205,18 +214,20 @@ func (a *Allocator) Allocate(o Owner, name string, f Family) (netip.Addr, error)
 			return candidates[0], nil
 		}
 	}
-	for _, r := range p.ranges {
+	for i, r := range p.ranges {
 		if r.Family() != f {
 			continue
 		}
 		// Terminates after at most len(a.used)+1 steps per range, even for
 		// an IPv6 /64: only held addresses are skipped.
-		for addr := r.First; addr.IsValid() && addr.Compare(r.Last) <= 0; addr = addr.Next() {
+		for addr := p.lowFree[i]; addr.IsValid() && addr.Compare(r.Last) <= 0; addr = addr.Next() {
 			if len(a.used[addr]) == 0 {
 				a.hold(addr, o)
+				p.lowFree[i] = addr.Next()
 				return addr, nil
 			}
 		}
+		p.lowFree[i] = r.Last.Next()
 	}
 	return netip.Addr{}, &ExhaustedError{Pool: name, Family: f}
 }
@@ -319,12 +330,26 @@ func (a *Allocator) Release(service string, addr netip.Addr) bool {
 	delete(hs, service)
 	if len(hs) == 0 {
 		delete(a.used, addr)
+		a.lowerFree(addr)
 	}
 	delete(a.byService[service], addr)
 	if len(a.byService[service]) == 0 {
 		delete(a.byService, service)
 	}
 	return true
+}
+
+// lowerFree moves the search start of addr's range back to a freed addr.
+func (a *Allocator) lowerFree(addr netip.Addr) {
+	p := a.poolOf(addr)
+	if p == nil {
+		return
+	}
+	for i, r := range p.ranges {
+		if r.Contains(addr) && (!p.lowFree[i].IsValid() || addr.Less(p.lowFree[i])) {
+			p.lowFree[i] = addr
+		}
+	}
 }
 
 // ReleaseService drops every hold of service and returns the addresses.

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"math"
 	"net/netip"
+	"strings"
 	"testing"
 )
 
@@ -336,5 +337,41 @@ func TestReservationThenAllocationNeverDuplicates(t *testing.T) {
 	}
 	if len(a.Services()) != 10 {
 		t.Fatalf("services = %v", a.Services())
+	}
+}
+
+// Allocation always takes the lowest free address, also after releases below
+// and above the previous allocations and after exhaustion.
+func TestAllocateTakesTheLowestFreeAddressAfterReleases(t *testing.T) {
+	a := newAlloc(t, "p=10.0.0.1-10.0.0.4", "")
+	alloc := func(svc string) string {
+		t.Helper()
+		got, err := a.Allocate(Owner{Service: svc}, "p", IPv4)
+		if err != nil {
+			return err.Error()
+		}
+		return got.String()
+	}
+	steps := []struct {
+		release string // service released before allocating, "" for none
+		svc     string
+		want    string
+	}{
+		{"", "a", "10.0.0.1"},
+		{"", "b", "10.0.0.2"},
+		{"", "c", "10.0.0.3"},
+		{"a", "d", "10.0.0.1"},
+		{"", "e", "10.0.0.4"},
+		{"", "f", `pool "p" has no free IPv4 address`},
+		{"c", "g", "10.0.0.3"},
+		{"b", "h", "10.0.0.2"},
+	}
+	for i, s := range steps {
+		if s.release != "" {
+			a.ReleaseService(s.release)
+		}
+		if got := alloc(s.svc); !strings.Contains(got, s.want) {
+			t.Fatalf("step %d (%s): got %q, want %q", i, s.svc, got, s.want)
+		}
 	}
 }
