@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
-	"slices"
 	"testing"
 
 	"github.com/telcolb/telcolb/api"
@@ -134,29 +133,7 @@ func TestNAT64SCTPAssociations(t *testing.T) {
 		}
 	}
 	for _, c := range []*capture.Capture{front, back} {
-		if err := c.Stop(); err != nil {
-			t.Fatal(err)
-		}
-		rep, err := capture.Checksums(ctx, c.File)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(rep.Bad) > 0 || rep.Good == 0 {
-			t.Errorf("%s: %d bad checksum frames %v, %d good", c.Iface, len(rep.Bad), rep.Bad, rep.Good)
-		}
-		pkts, err := capture.SCTP(ctx, c.File)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var chunks []string
-		for _, p := range pkts {
-			chunks = append(chunks, p.Chunks...)
-		}
-		for _, ch := range []string{"INIT", "INIT_ACK", "COOKIE_ECHO", "COOKIE_ACK", "DATA", "SACK"} {
-			if !slices.Contains(chunks, ch) {
-				t.Errorf("%s: no %s chunk among %d packets", c.Iface, ch, len(pkts))
-			}
-		}
+		checkSCTPCapture(t, c, []string{"INIT", "INIT_ACK", "COOKIE_ECHO", "COOKIE_ACK", "DATA", "SACK"})
 	}
 	inits, err := InitAddresses(ctx, back.File, "INIT")
 	if err != nil {

@@ -122,40 +122,14 @@ func TestSCTPAssociationsThroughEveryMode(t *testing.T) {
 						}
 					}
 				}
-				for _, c := range []*capture.Capture{front, back} {
-					if err := c.Stop(); err != nil {
-						t.Fatal(err)
-					}
-					rep, err := capture.Checksums(ctx, c.File)
-					if err != nil {
-						t.Fatal(err)
-					}
-					if len(rep.Bad) > 0 || rep.Good == 0 {
-						t.Errorf("%s: %d bad checksum frames %v, %d good", c.Iface, len(rep.Bad), rep.Bad, rep.Good)
-					}
-					pkts, err := capture.SCTP(ctx, c.File)
-					if err != nil {
-						t.Fatal(err)
-					}
-					var chunks []string
-					for _, p := range pkts {
-						chunks = append(chunks, p.Chunks...)
-					}
-					if mc.mode == api.ModeDSR && c == back {
-						// Replies go straight to the client: only the
-						// client's half of the handshake crosses here.
-						for _, want := range []string{"INIT", "COOKIE_ECHO", "DATA"} {
-							if !slices.Contains(chunks, want) {
-								t.Errorf("%s: no %s chunk in %v", c.Iface, want, chunks)
-							}
-						}
-						continue
-					}
-					for _, want := range []string{"INIT", "INIT_ACK", "COOKIE_ECHO", "COOKIE_ACK", "DATA", "SACK"} {
-						if !slices.Contains(chunks, want) {
-							t.Errorf("%s: no %s chunk among %d packets", c.Iface, want, len(pkts))
-						}
-					}
+				handshake := []string{"INIT", "INIT_ACK", "COOKIE_ECHO", "COOKIE_ACK", "DATA", "SACK"}
+				checkSCTPCapture(t, front, handshake)
+				if mc.mode == api.ModeDSR {
+					// Replies go straight to the client: only the client's
+					// half of the handshake crosses the backend side.
+					checkSCTPCapture(t, back, []string{"INIT", "COOKIE_ECHO", "DATA"})
+				} else {
+					checkSCTPCapture(t, back, handshake)
 				}
 			})
 		}
@@ -190,5 +164,35 @@ func dsrSourceRoute(t *testing.T, e *Env, vip netip.Addr) {
 				t.Errorf("restore route: %v", err)
 			}
 		})
+	}
+}
+
+// checkSCTPCapture stops c and has tshark verify that every checksum in it
+// (CRC32c included) is right and that it holds the chunk types in want.
+func checkSCTPCapture(t *testing.T, c *capture.Capture, want []string) {
+	t.Helper()
+	ctx := context.Background()
+	if err := c.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := capture.Checksums(ctx, c.File)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Bad) > 0 || rep.Good == 0 {
+		t.Errorf("%s: %d bad checksum frames %v, %d good", c.Iface, len(rep.Bad), rep.Bad, rep.Good)
+	}
+	pkts, err := capture.SCTP(ctx, c.File)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var chunks []string
+	for _, p := range pkts {
+		chunks = append(chunks, p.Chunks...)
+	}
+	for _, ch := range want {
+		if !slices.Contains(chunks, ch) {
+			t.Errorf("%s: no %s chunk among %d packets", c.Iface, ch, len(pkts))
+		}
 	}
 }
