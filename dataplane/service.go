@@ -194,25 +194,8 @@ func (d *Datapath) UpsertService(s Service) error {
 		}
 		want[k] = true
 	}
+	// validate has checked the secondary VIPs.
 	fam := familyOf(s.VIP)
-	if len(s.SecondaryVIPs) > MaxSecondaryVIPs {
-		return fmt.Errorf("service %d: %d secondary VIPs, at most %d", s.ID, len(s.SecondaryVIPs), MaxSecondaryVIPs)
-	}
-	seen := map[netip.Addr]bool{s.VIP.Unmap(): true}
-	for i, v := range s.SecondaryVIPs {
-		switch {
-		case !v.IsValid():
-			return fmt.Errorf("service %d: secondary vip %d: invalid address", s.ID, i)
-		case familyOf(v) != fam:
-			return fmt.Errorf("service %d: secondary vip %s is not the VIP's family", s.ID, v)
-		case seen[v.Unmap()]:
-			return fmt.Errorf("service %d: secondary vip %s repeats another VIP of the service", s.ID, v)
-		}
-		seen[v.Unmap()] = true
-	}
-	if len(s.SecondaryVIPs) > 0 && s.Proto == ProtoSCTP && (s.Mode == ModeOneArm || s.Mode == ModeDSR) {
-		return fmt.Errorf("service %d: SCTP multi-homing (secondary VIPs) needs mode default or fullnat", s.ID)
-	}
 	for i, e := range s.Endpoints {
 		w := e.Weight
 		if w == 0 {
