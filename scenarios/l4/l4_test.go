@@ -363,15 +363,8 @@ func TestSelectionAlgorithmsEndToEnd(t *testing.T) {
 func checkCapturedChecksums(t *testing.T, e *Env) {
 	t.Helper()
 	ctx := context.Background()
-	dir := t.TempDir()
-	var caps []*capture.Capture
-	for _, ifc := range []string{e.Lab.LBClientIface(0).Name, e.Lab.LBBackendIface(0).Name} {
-		c, err := capture.Start(ctx, e.Lab.LB, ifc, dir)
-		if err != nil {
-			t.Fatal(err)
-		}
-		caps = append(caps, c)
-	}
+	front, back := startLBCaptures(t, e)
+	caps := []*capture.Capture{front, back}
 	t.Cleanup(func() {
 		for _, c := range caps {
 			if err := c.Stop(); err != nil {

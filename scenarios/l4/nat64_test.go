@@ -83,17 +83,7 @@ func TestNAT64SCTPAssociations(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = e.Daemon.Client.DeleteService(ctx, name) })
 
-	dir := t.TempDir()
-	front, err := capture.Start(ctx, e.Lab.LB, e.Lab.LBClientIface(0).Name, dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer front.Stop()
-	back, err := capture.Start(ctx, e.Lab.LB, e.Lab.LBBackendIface(0).Name, dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer back.Stop()
+	front, back := startLBCaptures(t, e)
 
 	// A second client address makes usrsctp list both in its INIT: the
 	// endpoint must see neither.

@@ -84,17 +84,7 @@ func TestSCTPAssociationsThroughEveryMode(t *testing.T) {
 				}
 				t.Cleanup(func() { _ = e.Daemon.Client.DeleteService(ctx, name) })
 
-				dir := t.TempDir()
-				front, err := capture.Start(ctx, e.Lab.LB, e.Lab.LBClientIface(0).Name, dir)
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer front.Stop()
-				back, err := capture.Start(ctx, e.Lab.LB, e.Lab.LBBackendIface(0).Name, dir)
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer back.Stop()
+				front, back := startLBCaptures(t, e)
 				seen := map[string]int{}
 				for i := 0; i < 4; i++ {
 					res, err := sctppeer.RunClient(ctx, e.Lab.Client, sctppeer.ClientOptions{
@@ -195,4 +185,22 @@ func checkSCTPCapture(t *testing.T, c *capture.Capture, want []string) {
 			t.Errorf("%s: no %s chunk among %d packets", c.Iface, ch, len(pkts))
 		}
 	}
+}
+
+// startLBCaptures captures on the lb's client-side and backend-side
+// interfaces of link 0 until the test ends (or checkSCTPCapture stops them).
+func startLBCaptures(t *testing.T, e *Env) (front, back *capture.Capture) {
+	t.Helper()
+	ctx := context.Background()
+	dir := t.TempDir()
+	var caps []*capture.Capture
+	for _, ifc := range []string{e.Lab.LBClientIface(0).Name, e.Lab.LBBackendIface(0).Name} {
+		c, err := capture.Start(ctx, e.Lab.LB, ifc, dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = c.Stop() })
+		caps = append(caps, c)
+	}
+	return caps[0], caps[1]
 }
