@@ -67,24 +67,7 @@ func TestForwardAndReplyAreTranslatedByteExact(t *testing.T) {
 					first := pkt{srcMAC: clientMAC, dstMAC: lbMAC0, src: client, dst: vip, proto: uint8(proto),
 						sport: cport, dport: vport, ttl: 64}
 					reply := pkt{srcMAC: epMAC(0), dstMAC: lbMAC1, src: ep, proto: uint8(proto), sport: epPort, ttl: 64}
-					second := first
-					switch proto {
-					case ProtoTCP:
-						first.tcpFlags = tcpSYN
-						reply.tcpFlags = tcpSYN | tcpACK
-						second.tcpFlags = tcpACK
-						second.payload = []byte("GET / HTTP/1.0\r\n\r\n")
-					case ProtoUDP:
-						first.payload = []byte("hello")
-						reply.payload = []byte("world!")
-						second.payload = []byte("again")
-					case ProtoSCTP:
-						first.sctpChunks = sctpInit(0x11111111)
-						reply.sctpVtag = 0x11111111
-						reply.sctpChunks = sctpInitAck(0x22222222)
-						second.sctpVtag = 0x22222222
-						second.sctpChunks = sctpData(101)
-					}
+					first, reply, second := openingPackets(proto, first, reply)
 
 					ret, out := e.run(first.frame())
 					if ret != actRedirect {

@@ -206,3 +206,28 @@ func sctpData(n int) []byte {
 	}
 	return c
 }
+
+// openingPackets fills in the first packet of a flow, the endpoint's reply
+// and the client's next packet for proto: SYN / SYN-ACK / ACK with data for
+// TCP, datagrams for UDP, INIT / INIT-ACK / DATA with matching tags for SCTP.
+func openingPackets(proto Proto, first, reply pkt) (pkt, pkt, pkt) {
+	second := first
+	switch proto {
+	case ProtoTCP:
+		first.tcpFlags = tcpSYN
+		reply.tcpFlags = tcpSYN | tcpACK
+		second.tcpFlags = tcpACK
+		second.payload = []byte("GET / HTTP/1.0\r\n\r\n")
+	case ProtoUDP:
+		first.payload = []byte("hello")
+		reply.payload = []byte("world!")
+		second.payload = []byte("again")
+	case ProtoSCTP:
+		first.sctpChunks = sctpInit(0x11111111)
+		reply.sctpVtag = 0x11111111
+		reply.sctpChunks = sctpInitAck(0x22222222)
+		second.sctpVtag = 0x22222222
+		second.sctpChunks = sctpData(101)
+	}
+	return first, reply, second
+}
