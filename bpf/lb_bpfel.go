@@ -185,6 +185,25 @@ type LbSvcVips struct {
 	N   uint32
 }
 
+type LbX64Ctx struct {
+	_      structs.HostLayout
+	Nsrc   [16]uint8
+	Ndst   [16]uint8
+	Nports [2]uint16
+	Iports [2]uint16
+	In4    uint32
+	Ilen   uint32
+	Iproto uint8
+	Itos   uint8
+	Ittl   uint8
+	Pad    uint8
+	H      [8]uint8
+	Ph     [2]uint32
+	Old    [40]uint8
+	New    [40]uint8
+	B      [2056]uint8
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
@@ -210,6 +229,7 @@ const (
 	LbMapSvcStats    = "svc_stats"
 	LbMapSvcVipList  = "svc_vip_list"
 	LbMapVips        = "vips"
+	LbMapX64Scratch  = "x64_scratch"
 	LbProgTcIngress  = "tc_ingress"
 	LbProgTcPass     = "tc_pass"
 )
@@ -285,6 +305,7 @@ type LbMapSpecs struct {
 	SvcStats    *ebpf.MapSpec `ebpf:"svc_stats"`
 	SvcVipList  *ebpf.MapSpec `ebpf:"svc_vip_list"`
 	Vips        *ebpf.MapSpec `ebpf:"vips"`
+	X64Scratch  *ebpf.MapSpec `ebpf:"x64_scratch"`
 }
 
 // LbVariableSpecs contains global variables before they are loaded into the kernel.
@@ -334,6 +355,7 @@ type LbMaps struct {
 	SvcStats    *ebpf.Map `ebpf:"svc_stats"`
 	SvcVipList  *ebpf.Map `ebpf:"svc_vip_list"`
 	Vips        *ebpf.Map `ebpf:"vips"`
+	X64Scratch  *ebpf.Map `ebpf:"x64_scratch"`
 }
 
 func (m *LbMaps) Close() error {
@@ -359,6 +381,7 @@ func (m *LbMaps) Close() error {
 		m.SvcStats,
 		m.SvcVipList,
 		m.Vips,
+		m.X64Scratch,
 	)
 }
 

@@ -55,6 +55,12 @@ func FuzzTCIngress(f *testing.F) {
 		sctpChunks: sctpInitWith(2, 10, paramAddr(epAddr(true, 0)), paramAddr(ep2V6), paramAddr(ep3V6))}.frame())
 	f.Add(pkt{srcMAC: clientMAC, dstMAC: lbMAC0, src: clientV6, dst: vipV6, proto: 58, icmpType: 128}.frame())
 	f.Add(pkt{srcMAC: clientMAC, dstMAC: lbMAC0, src: clientV4, dst: vipV4, proto: 1, icmpType: 3, payload: udpTo(vipV4, clientV4, 80, 1).ip()}.frame())
+	// ICMP errors about the NAT64 flows above, both families: the rebuild
+	// and resize of icmp_x64.
+	f.Add(pkt{srcMAC: clientMAC, dstMAC: lbMAC0, src: clientV6, dst: vipV6, proto: 58, icmpType: 2, icmpRest: 1300,
+		payload: udpTo(vipV6, clientV6, 81, 3).ip()}.frame())
+	f.Add(pkt{srcMAC: epMAC(0), dstMAC: lbMAC1, src: epAddr(false, 0), dst: lbAddr1V4, proto: 1, icmpType: 3, icmpCode: 4,
+		icmpRest: 1400, payload: udpTo(lbAddr1V4, epAddr(false, 0), 1024, 8081).ip()}.frame())
 	f.Fuzz(func(t *testing.T, frame []byte) {
 		out := make([]byte, len(frame)+256)
 		ret, err := d.objs.TcIngress.Run(&ebpf.RunOptions{Data: frame, DataOut: out})

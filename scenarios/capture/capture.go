@@ -204,8 +204,8 @@ type Frame struct {
 	Info     string
 }
 
-// ChecksumReport is the outcome of verifying every IPv4, TCP, UDP and SCTP
-// checksum of a capture.
+// ChecksumReport is the outcome of verifying every IPv4, TCP, UDP, SCTP,
+// ICMP and ICMPv6 checksum of a capture.
 type ChecksumReport struct {
 	// Good counts checksums tshark verified as correct (per field occurrence).
 	Good int
@@ -213,10 +213,12 @@ type ChecksumReport struct {
 	Bad []Frame
 }
 
-// Checksums verifies IPv4, TCP, UDP and SCTP (CRC32c) checksums.
+// Checksums verifies IPv4, TCP, UDP, SCTP (CRC32c), ICMP and ICMPv6
+// checksums, those of headers embedded in ICMP errors included.
 func Checksums(ctx context.Context, file string) (ChecksumReport, error) {
 	rows, err := Fields(ctx, file, "", "frame.number", "frame.protocols",
-		"ip.checksum.status", "tcp.checksum.status", "udp.checksum.status", "sctp.checksum.status")
+		"ip.checksum.status", "tcp.checksum.status", "udp.checksum.status", "sctp.checksum.status",
+		"icmp.checksum.status", "icmpv6.checksum.status")
 	if err != nil {
 		return ChecksumReport{}, err
 	}
@@ -241,8 +243,7 @@ func Checksums(ctx context.Context, file string) (ChecksumReport, error) {
 	return rep, nil
 }
 
-// BadChecksums returns the frames with a wrong IPv4, TCP, UDP or SCTP
-// checksum.
+// BadChecksums returns the frames with a wrong checksum (see Checksums).
 func BadChecksums(ctx context.Context, file string) ([]Frame, error) {
 	rep, err := Checksums(ctx, file)
 	return rep.Bad, err

@@ -2,9 +2,15 @@ package l4
 
 import (
 	"context"
+	"encoding/binary"
+	"errors"
 	"fmt"
+	"net"
 	"net/netip"
+	"slices"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/telcolb/telcolb/api"
 	"github.com/telcolb/telcolb/scenarios/capture"
@@ -151,4 +157,145 @@ func TestNAT64SCTPAssociations(t *testing.T) {
 			}
 		}
 	}
+}
+
+// ICMP errors cross families with their NAT64 flow. A datagram to an IPv4
+// endpoint port nobody listens on comes back to the IPv6 client as ICMPv6
+// port unreachable from the VIP (its connected socket reports
+// ECONNREFUSED); the IPv6 client's own port unreachable, for a reply to a
+// port it does not listen on, reaches the endpoint as ICMPv4 from the LB's
+// address about the datagram the endpoint sent. tshark checks what crossed
+// the LB: the embedded headers and every checksum, inner ones included.
+func TestNAT64ICMPErrorsCrossFamilies(t *testing.T) {
+	e := up(t, 1)
+	ctx := context.Background()
+	const closedPort = UDPPort + 77
+	vip := lab.VIP(0, 46, true)
+	for _, s := range []api.Service{
+		{Name: "nat64-icmp-closed", VIP: vip.String(), Port: closedPort, Protocol: api.ProtocolUDP,
+			Mode: api.ModeDefault, Endpoints: endpoints(e, closedPort, false)},
+		{Name: "nat64-icmp-reply", VIP: vip.String(), Port: UDPPort, Protocol: api.ProtocolUDP,
+			Mode: api.ModeDefault, Endpoints: endpoints(e, UDPPort, false)},
+	} {
+		if err := e.Daemon.Client.ApplyService(ctx, s); err != nil {
+			t.Fatalf("apply %s: %v", s.Name, err)
+		}
+		name := s.Name
+		t.Cleanup(func() { _ = e.Daemon.Client.DeleteService(ctx, name) })
+	}
+	front, back := startLBCaptures(t, e)
+	client6, lb4, be4 := e.ClientAddr(true), e.LBBackendAddr(false), e.BackendAddr(0, false)
+
+	// Toward the client.
+	c, err := HostDialer(e.Lab.Client)(ctx, "udp", hostPort(vip, closedPort))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	cport := netip.MustParseAddrPort(c.LocalAddr().String()).Port()
+	refused := false
+	buf := make([]byte, 64)
+	for try := 0; try < 5 && !refused; try++ {
+		if _, err := c.Write([]byte("anyone?\n")); err != nil && !errors.Is(err, syscall.ECONNREFUSED) {
+			t.Fatal(err)
+		}
+		_ = c.SetReadDeadline(time.Now().Add(700 * time.Millisecond))
+		_, err := c.Read(buf)
+		refused = errors.Is(err, syscall.ECONNREFUSED)
+	}
+	if !refused {
+		t.Fatal("the IPv6 client's socket never reported the closed IPv4 port (no ICMPv6 port unreachable)")
+	}
+
+	// Toward the endpoint: a datagram from a port the client does not
+	// listen on, sent over a raw socket so no UDP socket ever owns it.
+	const ghostPort = 47001
+	err = e.Lab.Client.Do(func() error {
+		rc, err := net.ListenPacket("ip6:udp", client6.String())
+		if err != nil {
+			return err
+		}
+		defer rc.Close()
+		for try := 0; try < 3; try++ {
+			if _, err := rc.WriteTo(udp6Datagram(client6, vip, ghostPort, UDPPort, []byte("ask\n")), &net.IPAddr{IP: vip.AsSlice()}); err != nil {
+				return err
+			}
+			time.Sleep(300 * time.Millisecond)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("raw send from the client: %v", err)
+	}
+
+	for _, cp := range []*capture.Capture{front, back} {
+		if err := cp.Stop(); err != nil {
+			t.Fatal(err)
+		}
+		rep, err := capture.Checksums(ctx, cp.File)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(rep.Bad) > 0 || rep.Good == 0 {
+			t.Errorf("%s: frames with bad checksums %v (%d good)", cp.Iface, rep.Bad, rep.Good)
+		}
+	}
+	// Outer then embedded values, as tshark lists them.
+	rows, err := capture.Fields(ctx, front.File, "icmpv6.type == 1 && icmpv6.code == 4",
+		"ipv6.src", "ipv6.dst", "udp.srcport", "udp.dstport", "icmpv6.checksum.status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantV6 := []string{vip.String() + "," + client6.String(), client6.String() + "," + vip.String(),
+		fmt.Sprint(cport), fmt.Sprint(closedPort), "1"}
+	if len(rows) == 0 || !slices.Equal(rows[0], wantV6) {
+		t.Errorf("ICMPv6 port unreachable toward the client: %v, want a row %v", rows, wantV6)
+	}
+	rows, err = capture.Fields(ctx, back.File, "icmp.type == 3 && icmp.code == 3",
+		"ip.src", "ip.dst", "udp.srcport", "icmp.checksum.status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantV4 := []string{lb4.String() + "," + be4.String(), be4.String() + "," + lb4.String(), fmt.Sprint(UDPPort), "1"}
+	found := false
+	for _, r := range rows {
+		found = found || slices.Equal(r, wantV4)
+	}
+	if !found {
+		t.Errorf("ICMPv4 port unreachable toward the endpoint: %v, want a row %v", rows, wantV4)
+	}
+}
+
+// udp6Datagram is a UDP header and payload with the checksum over the IPv6
+// pseudo header, for a raw IPv6 socket.
+func udp6Datagram(src, dst netip.Addr, sport, dport uint16, payload []byte) []byte {
+	b := make([]byte, 8+len(payload))
+	binary.BigEndian.PutUint16(b, sport)
+	binary.BigEndian.PutUint16(b[2:], dport)
+	binary.BigEndian.PutUint16(b[4:], uint16(len(b)))
+	copy(b[8:], payload)
+	var sum uint32
+	add := func(p []byte) {
+		for i := 0; i < len(p); i += 2 {
+			w := uint32(p[i]) << 8
+			if i+1 < len(p) {
+				w |= uint32(p[i+1])
+			}
+			sum += w
+		}
+	}
+	s, d := src.As16(), dst.As16()
+	add(s[:])
+	add(d[:])
+	sum += uint32(len(b)) + 17
+	add(b)
+	for sum > 0xffff {
+		sum = sum&0xffff + sum>>16
+	}
+	c := ^uint16(sum)
+	if c == 0 {
+		c = 0xffff
+	}
+	binary.BigEndian.PutUint16(b[6:], c)
+	return b
 }
