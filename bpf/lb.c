@@ -2111,6 +2111,30 @@ static __always_inline int select_ep(const struct pkt *p, __u32 id, const struct
 
 /* ---- flows ---- */
 
+#define SCTP_AUTH 0x0f
+
+// Whether an SCTP packet carries an ASCONF or ASCONF-ACK. The handshake
+// masks them out of Supported Extensions, so a conforming peer never sends
+// one; a peer that does anyway would hand the other side addresses the LB
+// never rewrote, so the packet is dropped (the sender retransmits, then
+// gives up on the reconfiguration; the association itself is unaffected).
+// RFC 5061 sends ASCONF first or right after an AUTH chunk: only those two
+// positions are looked at, so ordinary packets cost nothing more.
+static __always_inline int sctp_asconf(struct __sk_buff *skb, const struct pkt *p)
+{
+	__u8 t = p->chunk_type;
+	if (t == SCTP_AUTH) {
+		__u8 h[4];
+		if (bpf_skb_load_bytes(skb, p->l4_off + 12, h, 4))
+			return 0;
+		__u32 len = ((__u32)h[2] << 8 | h[3]);
+		__u32 next = p->l4_off + 12 + ((len + 3) & ~3U);
+		if (len < 4 || next + 4 > p->ip_end || bpf_skb_load_bytes(skb, next, &t, 1))
+			return 0;
+	}
+	return t == SCTP_ASCONF || t == SCTP_ASCONF_ACK;
+}
+
 static __noinline int ct_established(struct __sk_buff *skb, struct pkt *p, struct ct_val *ct)
 {
 	__u64 len = skb->len;
@@ -2128,6 +2152,10 @@ static __noinline int ct_established(struct __sk_buff *skb, struct pkt *p, struc
 		return TC_ACT_OK; // the stack answers with time exceeded
 	if (ct->flags & CT_F_DSR)
 		return forward(skb, p, p->src, ct->nat_dst, ct);
+	if (p->proto == IPPROTO_SCTP && (p->chunk_type >= 0x80 || p->chunk_type == SCTP_AUTH) && sctp_asconf(skb, p)) {
+		count_drop(DROP_SCTP_ASCONF);
+		return TC_ACT_SHOT;
+	}
 	if (p->proto == IPPROTO_SCTP &&
 	    ((p->chunk_type == SCTP_INIT && !(ct->flags & CT_F_REPLY)) ||
 	     (p->chunk_type == SCTP_INIT_ACK && (ct->flags & CT_F_REPLY)))) {

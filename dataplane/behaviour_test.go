@@ -591,3 +591,79 @@ func TestSCTPChecksumWithoutShiftTable(t *testing.T) {
 	want.src, want.sport, want.dst, want.dport = src.Addr(), src.Port(), epAddr(false, 0), 9
 	diffHex(t, "rewritten sctp", out, want.frame())
 }
+
+// ASCONF (RFC 5061) is masked out of the handshake's Supported Extensions,
+// so peers never negotiate it through the LB; an ASCONF or ASCONF-ACK sent
+// anyway would carry addresses the LB never rewrote, so it is dropped and
+// counted, alone or behind an AUTH chunk, in both directions. Everything
+// else, AUTH-protected DATA included, passes.
+func TestSCTPAddressReconfigurationIsRefused(t *testing.T) {
+	e := newEnv(t)
+	lb1 := e.ifindex("lb1")
+	e.upsert(Service{ID: 4, VIP: vipV4, PortStart: 3868, Proto: ProtoSCTP, Mode: ModeFullNAT, Endpoints: testEndpoints(false, 1, 3868)})
+	first := pkt{srcMAC: clientMAC, dstMAC: lbMAC0, src: clientV4, dst: vipV4, proto: 132, sport: 6000, dport: 3868}
+	reply := pkt{srcMAC: epMAC(0), dstMAC: lbMAC1, src: epAddr(false, 0), dst: vipV4, proto: 132, sport: 3868, dport: 6000}
+	first, reply, _ = openingPackets(ProtoSCTP, first, reply)
+	if ret, _ := e.run(first.frame()); ret != actRedirect {
+		t.Fatalf("INIT verdict %d", ret)
+	}
+	var src netip.AddrPort
+	for _, c := range e.conns() {
+		src = c.Source
+	}
+	reply.dst, reply.dport = src.Addr(), src.Port()
+	if ret, _ := e.runOn(e.d.objs.TcIngress, lb1, reply.frame()); ret != actRedirect {
+		t.Fatalf("INIT-ACK verdict %d", ret)
+	}
+	addIP := func(typ uint8) []byte {
+		// ASCONF / ASCONF-ACK: serial number, then an Add IP Address
+		// parameter (0xc001) wrapping an IPv4 address parameter.
+		c := []byte{typ, 0, 0, 24, 0, 0, 0, 1, 0xc0, 0x01, 0, 16, 0, 0, 0, 1, 0, 5, 0, 8, 192, 0, 2, 99}
+		return c
+	}
+	auth := []byte{0x0f, 0, 0, 24, 0, 1, 0, 1, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16}
+	fromClient := func(e *env, chunks []byte) (uint32, []byte) {
+		p := first
+		p.sctpVtag, p.sctpChunks = 0x22222222, chunks
+		return e.run(p.frame())
+	}
+	fromEndpoint := func(e *env, chunks []byte) (uint32, []byte) {
+		p := reply
+		p.sctpVtag, p.sctpChunks = 0x11111111, chunks
+		return e.runOn(e.d.objs.TcIngress, lb1, p.frame())
+	}
+	cases := []struct {
+		name    string
+		send    func(*env, []byte) (uint32, []byte)
+		chunks  []byte
+		dropped bool
+	}{
+		{"asconf from the client", fromClient, addIP(0xc1), true},
+		{"asconf behind auth from the client", fromClient, append(append([]byte{}, auth...), addIP(0xc1)...), true},
+		{"asconf-ack from the endpoint", fromEndpoint, addIP(0x80), true},
+		{"asconf behind auth from the endpoint", fromEndpoint, append(append([]byte{}, auth...), addIP(0xc1)...), true},
+		{"data behind auth passes", fromClient, append(append([]byte{}, auth...), sctpData(20)...), false},
+		{"forward-tsn passes", fromClient, []byte{0xc0, 0, 0, 8, 0, 0, 0, 5}, false},
+		{"data passes", fromEndpoint, sctpData(20), false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			e := e.sub(t)
+			before := e.dropCount(t, DropSCTPASCONF)
+			ret, out := tc.send(e, tc.chunks)
+			after := e.dropCount(t, DropSCTPASCONF)
+			if tc.dropped {
+				if ret != actShot || after != before+1 {
+					t.Fatalf("verdict %d, asconf drops %d -> %d; want drop and one more", ret, before, after)
+				}
+				return
+			}
+			if ret != actRedirect || after != before {
+				t.Fatalf("verdict %d (out %x), asconf drops %d -> %d; want redirect, none", ret, out, before, after)
+			}
+		})
+	}
+	if c := e.conns(); len(c) != 1 || c[0].State == "CLOSED" {
+		t.Fatalf("association after refused reconfigurations: %+v, want it still open", c)
+	}
+}

@@ -17,9 +17,13 @@ const (
 	// DropSCTPParams: an INIT/INIT-ACK whose parameters are malformed or too
 	// many to rewrite without risking an address leak.
 	DropSCTPParams DropReason = "sctp_init_params"
+	// DropSCTPASCONF: an ASCONF or ASCONF-ACK chunk (RFC 5061), which the LB
+	// keeps peers from negotiating and would otherwise carry untranslated
+	// addresses across.
+	DropSCTPASCONF DropReason = "sctp_asconf"
 )
 
-var dropReasons = []DropReason{DropMalformed, DropNoEndpoint, DropCTFull, DropSNATPorts, DropNoIfAddr, DropRewrite, DropSCTPParams}
+var dropReasons = []DropReason{DropMalformed, DropNoEndpoint, DropCTFull, DropSNATPorts, DropNoIfAddr, DropRewrite, DropSCTPParams, DropSCTPASCONF}
 
 func sumCounters(per []bpf.LbCounters) (p, b, s uint64) {
 	for _, c := range per {

@@ -53,6 +53,7 @@ enum drop_reason {
 	DROP_NO_IFADDR = 4,
 	DROP_REWRITE = 5,
 	DROP_SCTP_PARAMS = 6, // INIT/INIT-ACK parameters we cannot rewrite safely
+	DROP_SCTP_ASCONF = 7, // ASCONF/ASCONF-ACK: never negotiated through us
 	DROP_MAX = 8,
 };
 
