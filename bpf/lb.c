@@ -285,7 +285,7 @@ struct pkt {
 	__u8 ttl;
 	__u8 icmp_type;
 	__u8 icmp_code;
-	__u8 pad;
+	__u8 xl64;      // nat64_xlate turned this IPv4 packet into IPv6
 	__u32 init_tag; // SCTP INIT/INIT-ACK initiate tag
 	__u32 vtag;     // SCTP common header verification tag
 };
@@ -1324,7 +1324,8 @@ static __noinline int rewrite(struct __sk_buff *skb, const struct pkt *p, const 
  * families). Not translated (packet dropped, DROP_REWRITE): IPv6 extension
  * headers, IPv4 options, VLAN tags in the frame, IPv4 UDP without checksum
  * (an IPv6 one would need the whole payload summed). ICMP errors about these
- * flows: see icmp_x64.
+ * flows: see icmp_x64. An IPv4 packet too big for the IPv6 route once
+ * translated: see nat64_too_big.
  */
 static __noinline int nat64_xlate(struct __sk_buff *skb, struct pkt *p, const __u8 *src,
 				  const __u8 *dst, __u32 ports32)
@@ -1434,6 +1435,7 @@ static __noinline int nat64_xlate(struct __sk_buff *skb, struct pkt *p, const __
 			return -1;
 		p->family = AF_INET6;
 		p->l4_off = ETH_HLEN + 40;
+		p->xl64 = 1;
 	}
 	p->ip_end = p->l4_off + plen;
 	return 0;
@@ -1479,6 +1481,10 @@ static __always_inline int fib_params(struct __sk_buff *skb, const struct pkt *p
 	return bpf_fib_lookup(skb, f, sizeof(*f), 0);
 }
 
+// forward: a NAT64 packet (IPv4 turned IPv6) too big for its route; the
+// route's MTU is in the upper 16 bits (see nat64_too_big).
+#define FWD_TOO_BIG 0x7000
+
 // Routes the (already rewritten) packet toward dst: L2 rewrite and redirect
 // when the FIB knows the way, otherwise hand it to the kernel stack. A flow's
 // FIB result is cached in its conntrack entry (ct, may be NULL) for
@@ -1491,7 +1497,10 @@ static __noinline int forward(struct __sk_buff *skb, const struct pkt *p, const 
 	__u8 macs[12];
 	__u32 ifindex;
 
-	if (ct && ct->fib_ns && ct->last_seen - ct->fib_ns < LB_FIB_CACHE_NS) {
+	// The cache holds no MTU: a NAT64 packet grown past the IPv6 minimum
+	// MTU is looked up every time, so one too big is caught.
+	if (ct && ct->fib_ns && ct->last_seen - ct->fib_ns < LB_FIB_CACHE_NS &&
+	    !(p->xl64 && p->ip_end - p->l3_off > 1280)) {
 		if (dec_ttl(skb, p) || bpf_skb_store_bytes(skb, 0, ct->fib_macs, 12, 0)) {
 			count_drop(DROP_REWRITE);
 			return TC_ACT_SHOT;
@@ -1499,6 +1508,8 @@ static __noinline int forward(struct __sk_buff *skb, const struct pkt *p, const 
 		return bpf_redirect(ct->fib_ifindex, 0);
 	}
 	int rc = fib_params(skb, p, p->family, src, dst, &f);
+	if (rc == BPF_FIB_LKUP_RET_FRAG_NEEDED && p->xl64)
+		return FWD_TOO_BIG | (__u32)f.mtu_result << 16;
 	if (rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH)
 		return TC_ACT_OK;
 	if (dec_ttl(skb, p)) {
@@ -2032,6 +2043,77 @@ static __noinline int icmp_x64(struct __sk_buff *skb, struct pkt *p)
 	return forward(skb, p, x->nsrc, x->ndst, 0);
 }
 
+// An IPv4 packet of a NAT64 flow, already translated, does not fit the IPv6
+// route (mtu): it is turned into ICMP fragmentation needed (RFC 7915 5.1's
+// answer to DF packets; translation never fragments, so DF-less senders get
+// it too: a Linux sender lowers its path MTU either way) and sent back to the
+// neighbour it came from. The quote is rebuilt from what struct pkt still
+// holds of the original: addresses, ports and TTL; the rest of the first 8
+// L4 bytes (TCP sequence, UDP length) never changed.
+static __noinline int nat64_too_big(struct __sk_buff *skb, struct pkt *p, __u32 mtu)
+{
+	__u32 zero = 0;
+	struct x64_ctx *x = bpf_map_lookup_elem(&x64_scratch, &zero);
+	__u8 macs[12];
+
+	count_drop(DROP_NAT64_TOO_BIG);
+	if (!x || p->l3_off != ETH_HLEN || p->ip_end < p->l4_off + 8 || mtu < 1280)
+		return TC_ACT_SHOT;
+	__u8 *b = x->b;
+	__builtin_memset(b, 0, 56);
+	if (bpf_skb_load_bytes(skb, p->l4_off, b + 48, 8) || bpf_skb_load_bytes(skb, 0, macs, 12))
+		return TC_ACT_SHOT;
+	__builtin_memcpy(b + 48, &p->sport, 2);
+	__builtin_memcpy(b + 50, &p->dport, 2);
+	__u32 len4 = p->ip_end - p->l4_off + 20;
+	b[28] = 0x45;
+	b[30] = len4 >> 8;
+	b[31] = len4;
+	b[34] = 0x40;
+	b[36] = p->ttl;
+	b[37] = p->proto;
+	__builtin_memcpy(b + 40, p->src + 12, 4);
+	__builtin_memcpy(b + 44, p->dst + 12, 4);
+	__s64 s = bpf_csum_diff(0, 0, (__u32 *)(b + 28), 20, 0);
+	if (s < 0)
+		return TC_ACT_SHOT;
+	__u16 ck = (__u16)~csum_fold32((__u32)s);
+	__builtin_memcpy(b + 38, &ck, 2);
+
+	b[20] = 3;
+	b[21] = 4;
+	mtu -= 20;
+	b[26] = mtu >> 8;
+	b[27] = mtu;
+	s = bpf_csum_diff(0, 0, (__u32 *)(b + 20), 36, 0);
+	if (s < 0)
+		return TC_ACT_SHOT;
+	ck = (__u16)~csum_fold32((__u32)s);
+	__builtin_memcpy(b + 22, &ck, 2);
+
+	b[0] = 0x45;
+	b[3] = 56;
+	b[8] = 64;
+	b[9] = IPPROTO_ICMP;
+	__builtin_memcpy(b + 12, p->dst + 12, 4); // the LB address it was sent to
+	__builtin_memcpy(b + 16, p->src + 12, 4);
+	s = bpf_csum_diff(0, 0, (__u32 *)b, 20, 0);
+	if (s < 0)
+		return TC_ACT_SHOT;
+	ck = (__u16)~csum_fold32((__u32)s);
+	__builtin_memcpy(b + 10, &ck, 2);
+
+	__u16 eth = bpf_htons(ETH_P_IP);
+	__u8 sw[12];
+	__builtin_memcpy(sw, macs + 6, 6);
+	__builtin_memcpy(sw + 6, macs, 6);
+	if (bpf_skb_change_proto(skb, eth, 0) || bpf_skb_change_tail(skb, ETH_HLEN + 56, 0) ||
+	    bpf_skb_store_bytes(skb, 0, sw, 12, 0) || bpf_skb_store_bytes(skb, 12, &eth, 2, 0) ||
+	    bpf_skb_store_bytes(skb, ETH_HLEN, b, 56, 0))
+		return TC_ACT_SHOT;
+	return bpf_redirect(skb->ifindex, 0);
+}
+
 static __always_inline int is_vip(const __u8 *addr)
 {
 	return bpf_map_lookup_elem(&vips, addr) != 0;
@@ -2178,7 +2260,10 @@ static __noinline int ct_established(struct __sk_buff *skb, struct pkt *p, struc
 		count_drop(DROP_REWRITE);
 		return TC_ACT_SHOT;
 	}
-	return forward(skb, p, src, dst, ct);
+	int r = forward(skb, p, src, dst, ct);
+	if ((r & 0xffff) == FWD_TOO_BIG)
+		return nat64_too_big(skb, p, (__u32)r >> 16);
+	return r;
 }
 
 // Chooses the SNAT source (egress interface address for onearm, the VIP for

@@ -140,3 +140,72 @@ func TestNAT64ICMPErrorsCrossFamilies(t *testing.T) {
 		})
 	}
 }
+
+// An IPv4 packet of a NAT64 flow that would not fit the IPv6 route once
+// translated (20 bytes more) is not forwarded: its sender gets ICMP
+// fragmentation needed with the MTU that fits (route MTU - 20), quoting the
+// packet as it sent it, from the LB address it sent it to; packets that fit
+// go through, also after the flow's route is cached.
+func TestNAT64ReplyTooBigForIPv6TellsTheEndpoint(t *testing.T) {
+	e := newEnv(t)
+	lb1 := e.ifindex("lb1")
+	for i, proto := range []uint8{17, 6} {
+		t.Run(fmt.Sprintf("proto %d", proto), func(t *testing.T) {
+			e := e.sub(t)
+			id := uint32(900 + i)
+			vport, epPort, cport := uint16(3000+i), uint16(7000), uint16(43000+i)
+			sp := ProtoUDP
+			if proto == 6 {
+				sp = ProtoTCP
+			}
+			e.upsert(Service{ID: id, VIP: vipV6, PortStart: vport, Proto: sp, Endpoints: testEndpoints(false, 1, epPort)})
+			first := pkt{srcMAC: clientMAC, dstMAC: lbMAC0, src: clientV6, dst: vipV6, proto: proto,
+				sport: cport, dport: vport, tcpFlags: tcpSYN}
+			if ret, _ := e.run(first.frame()); ret != actRedirect {
+				t.Fatalf("flow setup: verdict %d", ret)
+			}
+			var lbSrc netip.AddrPort
+			for _, c := range e.conns() {
+				if c.ServiceID == id {
+					lbSrc = c.Source
+				}
+			}
+			ep := epAddr(false, 0)
+			l4hdr := 8
+			if proto == 6 {
+				l4hdr = 20
+			}
+			reply := func(tot int) pkt {
+				return pkt{srcMAC: epMAC(0), dstMAC: lbMAC1, src: ep, dst: lbSrc.Addr(), proto: proto, sport: epPort,
+					dport: lbSrc.Port(), ttl: 64, ipDF: true, tcpFlags: tcpACK, seq: 0x01020304,
+					payload: bytes.Repeat([]byte{0x5a}, tot-20-l4hdr)}
+			}
+			// 1480 bytes of IPv4 are the 1500 of IPv6 the client link carries.
+			for n := 0; n < 2; n++ {
+				if ret, out := e.runOn(e.d.objs.TcIngress, lb1, reply(1480).frame()); ret != actRedirect || len(out) != 14+1500 {
+					t.Fatalf("reply that fits, try %d: verdict %d, %d bytes out; want redirect, 1514", n, ret, len(out))
+				}
+			}
+			before := e.dropCount(t, DropNAT64TooBig)
+			big := reply(1500)
+			ret, out := e.runOn(e.d.objs.TcIngress, lb1, big.frame())
+			if ret != actRedirect {
+				t.Fatalf("reply too big: verdict %d, want redirect (of the ICMP error)", ret)
+			}
+			if after := e.dropCount(t, DropNAT64TooBig); after != before+1 {
+				t.Fatalf("nat64_too_big drops %d -> %d, want one more", before, after)
+			}
+			// The quote: the endpoint's IP header and first 8 L4 bytes, whose
+			// checksum the translation had already updated (nobody checks it).
+			quote := big.ip()[:28]
+			translated := big
+			translated.src, translated.dst, translated.sport, translated.dport = vipV6, clientV6, vport, cport
+			if proto == 17 {
+				copy(quote[26:28], translated.l4()[6:8])
+			}
+			want := pkt{srcMAC: lbMAC1, dstMAC: epMAC(0), src: lbSrc.Addr(), dst: ep, proto: 1, ttl: 64,
+				icmpType: 3, icmpCode: 4, icmpRest: 1480, payload: quote}
+			diffHex(t, "fragmentation needed", out, want.frame())
+		})
+	}
+}

@@ -21,9 +21,14 @@ const (
 	// keeps peers from negotiating and would otherwise carry untranslated
 	// addresses across.
 	DropSCTPASCONF DropReason = "sctp_asconf"
+	// DropNAT64TooBig: an IPv4 packet of a NAT64 flow that no longer fits
+	// the IPv6 path once translated; its sender got ICMP fragmentation
+	// needed with the MTU that fits.
+	DropNAT64TooBig DropReason = "nat64_too_big"
 )
 
-var dropReasons = []DropReason{DropMalformed, DropNoEndpoint, DropCTFull, DropSNATPorts, DropNoIfAddr, DropRewrite, DropSCTPParams, DropSCTPASCONF}
+var dropReasons = []DropReason{DropMalformed, DropNoEndpoint, DropCTFull, DropSNATPorts, DropNoIfAddr, DropRewrite,
+	DropSCTPParams, DropSCTPASCONF, DropNAT64TooBig}
 
 func sumCounters(per []bpf.LbCounters) (p, b, s uint64) {
 	for _, c := range per {

@@ -54,7 +54,8 @@ enum drop_reason {
 	DROP_REWRITE = 5,
 	DROP_SCTP_PARAMS = 6, // INIT/INIT-ACK parameters we cannot rewrite safely
 	DROP_SCTP_ASCONF = 7, // ASCONF/ASCONF-ACK: never negotiated through us
-	DROP_MAX = 8,
+	DROP_NAT64_TOO_BIG = 8, // IPv4 packet too big once IPv6: sender told by ICMP
+	DROP_MAX = 16,
 };
 
 #define SVC_F_VALID 0x01

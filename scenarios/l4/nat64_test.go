@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -298,4 +299,77 @@ func udp6Datagram(src, dst netip.Addr, sport, dport uint16, payload []byte) []by
 	}
 	binary.BigEndian.PutUint16(b[6:], c)
 	return b
+}
+
+// A reply that would outgrow the client's IPv6 link once translated is not
+// lost silently: the IPv4 endpoint gets ICMP fragmentation needed from the
+// LB address it replied to and lowers its path MTU (its route cache shows
+// 1480, the 1500-byte IPv6 link minus the 20 bytes translation adds).
+func TestNAT64TooBigReplyLowersTheEndpointsPathMTU(t *testing.T) {
+	e := up(t, 1)
+	ctx := context.Background()
+	const port = 9555
+	vip := lab.VIP(0, 47, true)
+	be := e.Lab.Backends[0]
+	be4, lb4 := e.BackendAddr(0, false), e.LBBackendAddr(false)
+	var srv net.PacketConn
+	err := be.Do(func() error {
+		var err error
+		srv, err = net.ListenPacket("udp4", netip.AddrPortFrom(be4, port).String())
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	go func() {
+		buf := make([]byte, 2048)
+		for {
+			_, from, err := srv.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			_, _ = srv.WriteTo(make([]byte, 1472), from) // 1500 bytes of IPv4
+		}
+	}()
+	svc := api.Service{Name: "nat64-too-big", VIP: vip.String(), Port: port, Protocol: api.ProtocolUDP,
+		Mode: api.ModeDefault, Endpoints: endpoints(e, port, false)}
+	if err := e.Daemon.Client.ApplyService(ctx, svc); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = e.Daemon.Client.DeleteService(ctx, svc.Name) })
+	_, back := startLBCaptures(t, e)
+
+	c, err := HostDialer(e.Lab.Client)(ctx, "udp", hostPort(vip, port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	mtu := ""
+	for try := 0; try < 5 && !strings.Contains(mtu, "mtu 1480"); try++ {
+		if _, err := c.Write([]byte("big one please\n")); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(300 * time.Millisecond)
+		out, err := be.Exec(ctx, "ip", "-4", "route", "get", lb4.String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		mtu = string(out)
+	}
+	if !strings.Contains(mtu, "mtu 1480") {
+		t.Fatalf("the endpoint's route to the LB after a too-big reply: %q, want a cached mtu 1480", mtu)
+	}
+	if err := back.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	rows, err := capture.Fields(ctx, back.File, "icmp.type == 3 && icmp.code == 4",
+		"ip.src", "icmp.mtu", "icmp.checksum.status", "ip.checksum.status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{lb4.String() + "," + be4.String(), "1480", "1", "1,1"}
+	if len(rows) == 0 || !slices.Equal(rows[0], want) {
+		t.Errorf("fragmentation needed toward the endpoint: %v, want a row %v", rows, want)
+	}
 }
