@@ -2331,6 +2331,26 @@ static __noinline int ct_insert(const struct pkt *p, const struct ct_key *key, c
 	return 0;
 }
 
+// Releases the active count of the primary orig entry of an association
+// (service, client tag, ports). Global: verified once.
+__noinline int release_primary(__u32 svc, __u32 tag, __u32 ports)
+{
+	struct assoc_key ak = {.svc = svc, .vtag_client = tag, .cport = ports & 0xffff, .vport = ports >> 16};
+	struct assoc *a = bpf_map_lookup_elem(&assocs, &ak);
+	if (!a)
+		return 0;
+	struct ct_key k = {};
+	addr_cpy(k.src, a->caddr[0]);
+	addr_cpy(k.dst, a->vip[0]);
+	k.sport = ak.cport;
+	k.dport = ak.vport;
+	k.proto = IPPROTO_SCTP;
+	struct ct_val *v = bpf_map_lookup_elem(&conntrack, &k);
+	if (v && !(v->flags & CT_F_REPLY) && v->vtag_client == tag)
+		release_active(v);
+	return 0;
+}
+
 static __noinline int new_flow(struct __sk_buff *skb, struct pkt *p, struct ct_key *key,
 				    struct ct_val *old)
 {
@@ -2358,11 +2378,16 @@ static __noinline int new_flow(struct __sk_buff *skb, struct pkt *p, struct ct_k
 	int sel = -1;
 	if (p->proto == IPPROTO_SCTP && p->chunk_type == SCTP_INIT) {
 		// The same INIT (same tag) retransmitted from another client
-		// address must reach the endpoint the first one went to.
+		// address must reach the endpoint the first one went to, and
+		// becomes the association's primary entry: the count of active
+		// associations moves to it (the first primary turns into a path
+		// entry when the INIT-ACK passes).
 		struct assoc_key ak = {.svc = id, .vtag_client = p->init_tag, .cport = p->sport, .vport = p->dport};
 		struct assoc *a = bpf_map_lookup_elem(&assocs, &ak);
-		if (a && a->ep < info->n_eps && ep_usable(id, a->ep))
+		if (a && a->ep < info->n_eps && ep_usable(id, a->ep)) {
 			sel = a->ep;
+			release_primary(id, p->init_tag, ports32(p->sport, p->dport));
+		}
 	}
 	if (sel < 0)
 		sel = select_ep(p, id, info);

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net/netip"
+	"slices"
 	"testing"
 	"time"
 )
@@ -665,5 +666,56 @@ func TestSCTPAddressReconfigurationIsRefused(t *testing.T) {
 	}
 	if c := e.conns(); len(c) != 1 || c[0].State == "CLOSED" {
 		t.Fatalf("association after refused reconfigurations: %+v, want it still open", c)
+	}
+}
+
+// An INIT retransmitted from the client's other address (same tag) reaches
+// the same endpoint and becomes the association's primary entry; the
+// association still counts once for leastconn, and not at all once closed.
+func TestSCTPInitFromSecondAddressCountsOnce(t *testing.T) {
+	e := newEnv(t)
+	lb1 := e.ifindex("lb1")
+	const id, port = 5, 38412
+	e.upsert(Service{ID: id, VIP: vipV4, PortStart: port, Proto: ProtoSCTP, Select: SelectLeastConn,
+		Endpoints: testEndpoints(false, 2, port)})
+	active := func() []uint64 {
+		t.Helper()
+		st, err := e.d.ServiceStats(id, 2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return []uint64{st.Endpoints[0].Active, st.Endpoints[1].Active}
+	}
+	init := func(src netip.Addr) pkt {
+		return pkt{srcMAC: clientMAC, dstMAC: lbMAC0, src: src, dst: vipV4, proto: 132, sport: 5000, dport: port,
+			sctpChunks: initWith(0xabc, sctpParam(5, clientV4.AsSlice()), sctpParam(5, client2V4.AsSlice()))}
+	}
+	steps := []struct {
+		name       string
+		send       func() uint32
+		wantActive []uint64
+	}{
+		{"INIT from the first address", func() uint32 { r, _ := e.run(init(clientV4).frame()); return r }, []uint64{1, 0}},
+		{"same INIT from the second address", func() uint32 { r, _ := e.run(init(client2V4).frame()); return r }, []uint64{1, 0}},
+		{"INIT-ACK to the second address", func() uint32 {
+			p := pkt{srcMAC: epMAC(0), dstMAC: lbMAC1, src: epAddr(false, 0), dst: client2V4, proto: 132, sport: port,
+				dport: 5000, sctpVtag: 0xabc, sctpChunks: sctpInitAck(0xdef)}
+			r, _ := e.runOn(e.d.objs.TcIngress, lb1, p.frame())
+			return r
+		}, []uint64{1, 0}},
+		{"ABORT on the first address's path", func() uint32 {
+			p := pkt{srcMAC: clientMAC, dstMAC: lbMAC0, src: clientV4, dst: vipV4, proto: 132, sport: 5000, dport: port,
+				sctpVtag: 0xdef, sctpChunks: sctpSimple(6)}
+			r, _ := e.run(p.frame())
+			return r
+		}, []uint64{0, 0}},
+	}
+	for _, s := range steps {
+		if ret := s.send(); ret != actRedirect {
+			t.Fatalf("%s: verdict %d", s.name, ret)
+		}
+		if got := active(); !slices.Equal(got, s.wantActive) {
+			t.Fatalf("after %s: active associations per endpoint %v, want %v", s.name, got, s.wantActive)
+		}
 	}
 }
