@@ -79,10 +79,12 @@ type ClientOptions struct {
 	Connect []netip.Addr
 	Port    uint16
 	// Count messages of Size bytes (at least 12), one every Interval, over
-	// Streams streams (round robin from 0), with PPID.
+	// Streams streams (round robin from 0), with PPID. Unpaced sends them
+	// back to back, as fast as the association takes them (Interval unused).
 	Count    int
 	Size     int
 	Interval time.Duration
+	Unpaced  bool
 	Streams  int
 	PPID     uint32
 	// Wait bounds how long the client waits for missing echoes after the
@@ -292,7 +294,10 @@ func (o ClientOptions) args() ([]string, error) {
 	if o.Size > 0 {
 		args = append(args, "--size", strconv.Itoa(o.Size))
 	}
-	if o.Interval > 0 {
+	switch {
+	case o.Unpaced:
+		args = append(args, "--interval", "0s")
+	case o.Interval > 0:
 		args = append(args, "--interval", o.Interval.String())
 	}
 	if o.Streams > 0 {
