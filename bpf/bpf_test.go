@@ -1,9 +1,13 @@
 package bpf
 
 import (
+	"bytes"
 	"crypto/rand"
+	"debug/elf"
+	"encoding/binary"
 	"encoding/hex"
 	"fmt"
+	"hash/crc32"
 	"os"
 	"strings"
 	"testing"
@@ -59,4 +63,39 @@ func TestProgramsPassVerifierWithHeadroom(t *testing.T) {
 			t.Fatalf("%s: verifier processed %d instructions, want < 500000", name, n)
 		}
 	}
+}
+
+// mh_compact computes the CRC32c of rebuilt SCTP packets from the table in
+// lb.c: one wrong entry would only corrupt packets containing the byte that
+// selects it, which the byte-exact tests may never send.
+func TestCRC32cTableIsCastagnoli(t *testing.T) {
+	f, err := elf.NewFile(bytes.NewReader(_LbBytes))
+	if err != nil {
+		t.Fatal(err)
+	}
+	syms, err := f.Symbols()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := crc32.MakeTable(crc32.Castagnoli)
+	for _, s := range syms {
+		if s.Name != "crc32c_tab" {
+			continue
+		}
+		sec := f.Sections[s.Section]
+		data, err := sec.Data()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s.Size != 4*256 || s.Value+s.Size > uint64(len(data)) {
+			t.Fatalf("crc32c_tab: %d bytes at %d in %s (%d bytes)", s.Size, s.Value, sec.Name, len(data))
+		}
+		for i := range want {
+			if got := binary.LittleEndian.Uint32(data[s.Value+4*uint64(i):]); got != want[i] {
+				t.Errorf("crc32c_tab[%d] = %#08x, want %#08x", i, got, want[i])
+			}
+		}
+		return
+	}
+	t.Fatal("no crc32c_tab symbol in the object")
 }

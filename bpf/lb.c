@@ -248,17 +248,29 @@ struct {
 	__type(value, struct addr16);
 } init_pending SEC(".maps");
 
+// Compaction (see "SCTP multi-homing"): SCTP packets up to this size are
+// copied into sctp_scratch and rebuilt without their skipped parameters.
+#define LB_COMPACT_MAX 2048
+#define LB_COMPACT_WORDS (LB_COMPACT_MAX / 4)
+
 // Rewrite context of one INIT/INIT-ACK (too big for the stack).
 struct mh_ctx {
 	struct assoc a;
 	__u32 crc;      // xor of the CRC32c deltas of every word changed
 	__u32 sctp_len; // SCTP packet length (CRC span)
+	__u32 l3_off;
 	__u32 l4_off;
 	__u32 end;      // end of the INIT/INIT-ACK chunk
+	__u32 end_fix;  // end the chunk takes in place (a split last parameter), 0: as is
+	__u32 rm_bytes; // bytes the skipped parameters take (padded)
+	__u32 kept_end; // end of the last parameter kept, once compacted
+	__u32 new_clen; // chunk length once compacted
 	__u8 dir;       // SCTP_INIT or SCTP_INIT_ACK
 	__u8 limit;     // how many addresses this direction may carry
-	__u8 pad[2];
+	__u8 last_rm;   // the chunk's last parameter (or its tail) is skipped
+	__u8 ip6;       // the packet (not necessarily the association) is IPv6
 	__u8 addr[16];  // address being rewritten (kept off the stack)
+	__u32 rm[LB_COMPACT_WORDS / 32]; // 4-byte words of the SCTP packet to remove
 };
 
 struct {
@@ -267,6 +279,18 @@ struct {
 	__type(key, __u32);
 	__type(value, struct mh_ctx);
 } mh_scratch SEC(".maps");
+
+// The SCTP packet being compacted, as 4-byte words.
+struct sctp_buf {
+	__u32 w[LB_COMPACT_WORDS];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct sctp_buf);
+} sctp_scratch SEC(".maps");
 
 /* ---- parsing ---- */
 
@@ -646,12 +670,35 @@ static __always_inline void release_active(struct ct_val *orig)
  * entries are added for every (client address x VIP) pair, all translating
  * to the same endpoint and ports and carrying the same vtags.
  *
- * Parameters are rewritten in place, never resized: an address the LB cannot
- * carry (other family, more than there are VIPs, Host Name) has its
- * parameter type changed to an unassigned type whose top bits say "skip
- * silently" (RFC 9260 3.2.1) and its address zeroed, so nothing leaks and
- * the chunk keeps its length. Every changed word updates the CRC32c
- * incrementally (crc32c_delta), whatever its position.
+ * Two passes. The first rewrites the chunk in place: an address the LB
+ * cannot carry (other family, more than there are VIPs, any client address
+ * of a NAT64 flow, Host Name) has its parameter type changed to an
+ * unassigned type whose top bits say "skip silently" (RFC 9260 3.2.1) and
+ * its address zeroed. Every changed word updates the CRC32c incrementally
+ * (crc32c_delta), whatever its position, so this pass needs no loop over
+ * the packet and its result is a valid packet of the same length.
+ *
+ * The second pass (mh_compact) removes the skipped parameters: a zeroed
+ * parameter still tells the peer how many addresses of which family the
+ * other side had, and every reader of the chunk (peer, capture) has to step
+ * over it; the peer should see the addresses it may use and nothing else.
+ * INIT and INIT-ACK are never bundled (RFC 9260 6.10), so the SCTP packet is
+ * the common header and this chunk: it is copied into a per-CPU buffer, rebuilt
+ * without the removed words, its CRC32c computed over the whole new packet
+ * (a table-driven loop: the removed bytes shift everything after them, which
+ * no incremental update can express cheaply), the skb trimmed and the IP
+ * length fixed. When that cannot be done (packet over LB_COMPACT_MAX,
+ * anything after the chunk) the first pass's packet goes out: still valid,
+ * only longer. INIT/INIT-ACK are a few per association, so the loop's cost
+ * is paid once per handshake, never per data packet.
+ *
+ * Supported Address Types (INIT only) is cut to the one type the endpoint
+ * may use: the family of the LB addresses it sees (IPv4 for NAT64). Host
+ * Name must not be offered either: those parameters are stripped, and a
+ * peer resolving a name would pick addresses the LB knows nothing of. In the
+ * first pass the parameter becomes one type (length 6) followed, when it
+ * was longer, by a skip parameter over the rest, which the second pass
+ * removes like the others.
  *
  * ASCONF (RFC 5061) is not translated: ASCONF and ASCONF-ACK are masked out
  * of the Supported Extensions parameter in both directions, so the peers
@@ -661,6 +708,7 @@ static __always_inline void release_active(struct ct_val *orig)
 #define SCTP_P_IPV4 5
 #define SCTP_P_IPV6 6
 #define SCTP_P_HOSTNAME 11
+#define SCTP_P_ADDR_TYPES 12
 #define SCTP_P_SUPPORTED_EXT 0x8008
 #define SCTP_P_SKIP 0xbffe
 #define SCTP_ASCONF 0xc1
@@ -668,6 +716,7 @@ static __always_inline void release_active(struct ct_val *orig)
 #define SCTP_EXT_MASKED 0xff // reserved chunk type: receivers ignore it
 #define LB_MAX_PARAMS 32
 #define LB_MAX_EXT_WORDS 8
+#define LB_MAX_ADDR_TYPES 8 // Supported Address Types entries (3 types exist)
 
 // Replaces the 4-byte word at packet offset off (o and n as loaded from the
 // packet) and folds the change into the CRC delta.
@@ -733,6 +782,35 @@ static __always_inline int mh_neutralise(struct __sk_buff *skb, struct mh_ctx *c
 	return 0;
 }
 
+// Marks len bytes at rel (offset in the SCTP packet; both multiples of 4,
+// parameters being padded) for mh_compact to remove. One word per step: a
+// loop over the bitmap's words would compare rel against every word's
+// bounds, and each compare splits the verifier's view of rel. Global:
+// verified once.
+__noinline int mh_drop(struct mh_ctx *c, __u32 rel, __u32 len)
+{
+	if (!c)
+		return 0;
+	__u32 a = rel / 4, cnt = len / 4;
+	c->rm_bytes += len;
+	for (int k = 0; k < LB_COMPACT_WORDS; k++) {
+		__u32 w = a + k;
+		// Words past the buffer are never compacted (mh_compact refuses
+		// longer packets): nothing to mark.
+		if (k >= cnt || w >= LB_COMPACT_WORDS)
+			break;
+		c->rm[w / 32] |= 1U << (w % 32);
+	}
+	return 0;
+}
+
+// NAT64 INIT (IPv6 client seen as an IPv4 LB address): derived from lsrc0,
+// not stored, since mh_param's frame is on the deepest call chain.
+static __always_inline int mh_xlat(const struct mh_ctx *c)
+{
+	return c->dir == SCTP_INIT && c->a.family == AF_INET6 && is_mapped(c->a.lsrc0);
+}
+
 // Rewrites one INIT/INIT-ACK parameter at off; returns its padded length or
 // -1 when it is malformed. Global: verified once, not per loop iteration.
 __noinline int mh_param(struct __sk_buff *skb, struct mh_ctx *c, __u32 off)
@@ -748,6 +826,8 @@ __noinline int mh_param(struct __sk_buff *skb, struct mh_ctx *c, __u32 off)
 	__u32 len = (__u32)h[2] << 8 | h[3];
 	if (len < 4 || len > 0xffff || off + len > c->end)
 		return -1;
+	__u32 plen = (len + 3) & ~3U;
+	__u32 klen = len; // what the parameter keeps of its length, 0: skipped
 	__builtin_memcpy(&hw, h, 4);
 
 	if (type == SCTP_P_IPV4 || type == SCTP_P_IPV6) {
@@ -766,12 +846,9 @@ __noinline int mh_param(struct __sk_buff *skb, struct mh_ctx *c, __u32 off)
 				return -1;
 		}
 		int idx = -1;
-		// NAT64 (IPv6 client seen as an IPv4 LB address): no client
-		// address may reach the IPv4 endpoint, which could not use it
-		// anyway; the packet's source is enough. Derived from lsrc0, not
-		// stored: this frame is on the deepest call chain.
-		int xlat = c->dir == SCTP_INIT && c->a.family == AF_INET6 && is_mapped(c->a.lsrc0);
-		if ((c->a.family == AF_INET6) == v6 && !xlat) {
+		// NAT64: no client address may reach the IPv4 endpoint, which
+		// could not use it anyway; the packet's source is enough.
+		if ((c->a.family == AF_INET6) == v6 && !mh_xlat(c)) {
 			if (c->dir == SCTP_INIT)
 				idx = mh_index(c->a.caddr, &c->a.nc, c->limit, addr);
 			else
@@ -780,6 +857,7 @@ __noinline int mh_param(struct __sk_buff *skb, struct mh_ctx *c, __u32 off)
 		if (idx < 0) {
 			if (mh_neutralise(skb, c, off, hw, words, addr))
 				return -1;
+			klen = 0;
 		} else {
 			const __u8 *na = c->dir == SCTP_INIT ? mh_lsrc(&c->a, idx) : c->a.vip[idx & 3];
 			for (int k = 0; k < 4; k++) {
@@ -796,6 +874,44 @@ __noinline int mh_param(struct __sk_buff *skb, struct mh_ctx *c, __u32 off)
 		// The LB can only carry paths it knows the addresses of.
 		if (mh_neutralise(skb, c, off, hw, 0, h))
 			return -1;
+		klen = 0;
+	} else if (type == SCTP_P_ADDR_TYPES && c->dir == SCTP_INIT) {
+		// One 2-byte type per entry. Becomes [type 12, length 6, the
+		// allowed type, padding], then a skip parameter over the rest of
+		// the padded length (the words the split leaves).
+		if (len < 6 || (len & 1) || len > 4 + 2 * LB_MAX_ADDR_TYPES ||
+		    off + plen > c->l4_off + c->sctp_len)
+			return -1;
+		__u8 t = c->a.family == AF_INET6 && !mh_xlat(c) ? SCTP_P_IPV6 : SCTP_P_IPV4;
+		for (int k = 0; k < (4 + 2 * LB_MAX_ADDR_TYPES + 3) / 4; k++) {
+			__u32 woff = 4 * k;
+			if (woff >= plen)
+				break;
+			__u8 b[4] = {};
+			__u32 o = hw, n;
+			if (k == 0) {
+				b[1] = SCTP_P_ADDR_TYPES;
+				b[3] = 6;
+			} else {
+				if (bpf_skb_load_bytes(skb, off + woff, &o, 4))
+					return -1;
+				if (k == 1) {
+					b[1] = t;
+				} else if (k == 2) {
+					b[0] = SCTP_P_SKIP >> 8;
+					b[1] = SCTP_P_SKIP & 0xff;
+					b[3] = plen - 8;
+				}
+			}
+			__builtin_memcpy(&n, b, 4);
+			if (mh_word(skb, c, off + woff, o, n))
+				return -1;
+		}
+		klen = 6;
+		// The skip parameter must end inside the chunk: when the list was
+		// the last parameter, the chunk length grows over its padding.
+		if (plen > 8 && off + plen > c->end)
+			c->end_fix = off + plen;
 	} else if (type == SCTP_P_SUPPORTED_EXT) {
 		if (len > 4 + 4 * LB_MAX_EXT_WORDS)
 			return -1;
@@ -817,17 +933,174 @@ __noinline int mh_param(struct __sk_buff *skb, struct mh_ctx *c, __u32 off)
 				return -1;
 		}
 	}
-	return (len + 3) & ~3U;
+	// Bookkeeping for mh_compact: where the kept part ends once the
+	// parameters before it are gone, and what goes.
+	if (klen) {
+		c->kept_end = off + klen - c->rm_bytes;
+		c->last_rm = 0;
+	}
+	__u32 kpad = (klen + 3) & ~3U;
+	if (kpad < plen) {
+		mh_drop(c, off + kpad - c->l4_off, plen - kpad);
+		c->last_rm = 1;
+	}
+	return plen;
+}
+
+// Reflected CRC32c (Castagnoli) byte table, for mh_compact.
+static const __u32 crc32c_tab[256] = {
+	0x00000000, 0xf26b8303, 0xe13b70f7, 0x1350f3f4, 0xc79a971f, 0x35f1141c,
+	0x26a1e7e8, 0xd4ca64eb, 0x8ad958cf, 0x78b2dbcc, 0x6be22838, 0x9989ab3b,
+	0x4d43cfd0, 0xbf284cd3, 0xac78bf27, 0x5e133c24, 0x105ec76f, 0xe235446c,
+	0xf165b798, 0x030e349b, 0xd7c45070, 0x25afd373, 0x36ff2087, 0xc494a384,
+	0x9a879fa0, 0x68ec1ca3, 0x7bbcef57, 0x89d76c54, 0x5d1d08bf, 0xaf768bbc,
+	0xbc267848, 0x4e4dfb4b, 0x20bd8ede, 0xd2d60ddd, 0xc186fe29, 0x33ed7d2a,
+	0xe72719c1, 0x154c9ac2, 0x061c6936, 0xf477ea35, 0xaa64d611, 0x580f5512,
+	0x4b5fa6e6, 0xb93425e5, 0x6dfe410e, 0x9f95c20d, 0x8cc531f9, 0x7eaeb2fa,
+	0x30e349b1, 0xc288cab2, 0xd1d83946, 0x23b3ba45, 0xf779deae, 0x05125dad,
+	0x1642ae59, 0xe4292d5a, 0xba3a117e, 0x4851927d, 0x5b016189, 0xa96ae28a,
+	0x7da08661, 0x8fcb0562, 0x9c9bf696, 0x6ef07595, 0x417b1dbc, 0xb3109ebf,
+	0xa0406d4b, 0x522bee48, 0x86e18aa3, 0x748a09a0, 0x67dafa54, 0x95b17957,
+	0xcba24573, 0x39c9c670, 0x2a993584, 0xd8f2b687, 0x0c38d26c, 0xfe53516f,
+	0xed03a29b, 0x1f682198, 0x5125dad3, 0xa34e59d0, 0xb01eaa24, 0x42752927,
+	0x96bf4dcc, 0x64d4cecf, 0x77843d3b, 0x85efbe38, 0xdbfc821c, 0x2997011f,
+	0x3ac7f2eb, 0xc8ac71e8, 0x1c661503, 0xee0d9600, 0xfd5d65f4, 0x0f36e6f7,
+	0x61c69362, 0x93ad1061, 0x80fde395, 0x72966096, 0xa65c047d, 0x5437877e,
+	0x4767748a, 0xb50cf789, 0xeb1fcbad, 0x197448ae, 0x0a24bb5a, 0xf84f3859,
+	0x2c855cb2, 0xdeeedfb1, 0xcdbe2c45, 0x3fd5af46, 0x7198540d, 0x83f3d70e,
+	0x90a324fa, 0x62c8a7f9, 0xb602c312, 0x44694011, 0x5739b3e5, 0xa55230e6,
+	0xfb410cc2, 0x092a8fc1, 0x1a7a7c35, 0xe811ff36, 0x3cdb9bdd, 0xceb018de,
+	0xdde0eb2a, 0x2f8b6829, 0x82f63b78, 0x709db87b, 0x63cd4b8f, 0x91a6c88c,
+	0x456cac67, 0xb7072f64, 0xa457dc90, 0x563c5f93, 0x082f63b7, 0xfa44e0b4,
+	0xe9141340, 0x1b7f9043, 0xcfb5f4a8, 0x3dde77ab, 0x2e8e845f, 0xdce5075c,
+	0x92a8fc17, 0x60c37f14, 0x73938ce0, 0x81f80fe3, 0x55326b08, 0xa759e80b,
+	0xb4091bff, 0x466298fc, 0x1871a4d8, 0xea1a27db, 0xf94ad42f, 0x0b21572c,
+	0xdfeb33c7, 0x2d80b0c4, 0x3ed04330, 0xccbbc033, 0xa24bb5a6, 0x502036a5,
+	0x4370c551, 0xb11b4652, 0x65d122b9, 0x97baa1ba, 0x84ea524e, 0x7681d14d,
+	0x2892ed69, 0xdaf96e6a, 0xc9a99d9e, 0x3bc21e9d, 0xef087a76, 0x1d63f975,
+	0x0e330a81, 0xfc588982, 0xb21572c9, 0x407ef1ca, 0x532e023e, 0xa145813d,
+	0x758fe5d6, 0x87e466d5, 0x94b49521, 0x66df1622, 0x38cc2a06, 0xcaa7a905,
+	0xd9f75af1, 0x2b9cd9f2, 0xff56bd19, 0x0d3d3e1a, 0x1e6dcdee, 0xec064eed,
+	0xc38d26c4, 0x31e6a5c7, 0x22b65633, 0xd0ddd530, 0x0417b1db, 0xf67c32d8,
+	0xe52cc12c, 0x1747422f, 0x49547e0b, 0xbb3ffd08, 0xa86f0efc, 0x5a048dff,
+	0x8ecee914, 0x7ca56a17, 0x6ff599e3, 0x9d9e1ae0, 0xd3d3e1ab, 0x21b862a8,
+	0x32e8915c, 0xc083125f, 0x144976b4, 0xe622f5b7, 0xf5720643, 0x07198540,
+	0x590ab964, 0xab613a67, 0xb831c993, 0x4a5a4a90, 0x9e902e7b, 0x6cfbad78,
+	0x7fab5e8c, 0x8dc0dd8f, 0xe330a81a, 0x115b2b19, 0x020bd8ed, 0xf0605bee,
+	0x24aa3f05, 0xd6c1bc06, 0xc5914ff2, 0x37faccf1, 0x69e9f0d5, 0x9b8273d6,
+	0x88d28022, 0x7ab90321, 0xae7367ca, 0x5c18e4c9, 0x4f48173d, 0xbd23943e,
+	0xf36e6f75, 0x0105ec76, 0x12551f82, 0xe03e9c81, 0x34f4f86a, 0xc69f7b69,
+	0xd5cf889d, 0x27a40b9e, 0x79b737ba, 0x8bdcb4b9, 0x988c474d, 0x6ae7c44e,
+	0xbe2da0a5, 0x4c4623a6, 0x5f16d052, 0xad7d5351,
+};
+
+// Folds one 4-byte word, loaded little-endian (first byte lowest), into a
+// reflected CRC32c: four byte steps, the first byte first.
+static __always_inline __u32 crc32c_word(__u32 crc, __u32 w)
+{
+	crc ^= w;
+	crc = crc32c_tab[crc & 0xff] ^ (crc >> 8);
+	crc = crc32c_tab[crc & 0xff] ^ (crc >> 8);
+	crc = crc32c_tab[crc & 0xff] ^ (crc >> 8);
+	crc = crc32c_tab[crc & 0xff] ^ (crc >> 8);
+	return crc;
+}
+
+// Puts the compacted SCTP packet (nn bytes in sctp_scratch) into the skb:
+// trims it, stores the packet and fixes the IP length. Returns nn, 0 when
+// the skb was left alone, -1 when it was changed but could not be completed
+// (drop). Global, called at the end of mh_compact's loop: verified once, not
+// once per word the loop may stop at.
+__noinline int mh_store(struct __sk_buff *skb, struct mh_ctx *c, __u32 nn)
+{
+	__u32 zero = 0;
+
+	if (!c)
+		return 0;
+	__u32 n = c->sctp_len;
+	// Every removed word was marked once (parameters do not overlap).
+	if (nn != n - c->rm_bytes || nn > LB_COMPACT_MAX)
+		return 0;
+	// Kept apart from the upper bound: clang folds the two into one
+	// offset compare the verifier cannot bound the size with.
+	barrier_var(nn);
+	if (nn < 32)
+		return 0;
+	struct sctp_buf *b = bpf_map_lookup_elem(&sctp_scratch, &zero);
+	if (!b)
+		return 0;
+	// Trim first: when it fails the skb is as the first pass left it.
+	if (bpf_skb_change_tail(skb, c->l4_off + nn, 0))
+		return 0;
+	if (bpf_skb_store_bytes(skb, c->l4_off, b->w, nn, 0))
+		return -1;
+	if (c->ip6) {
+		// payload_len counts the extension headers before l4_off too.
+		__u16 pl = bpf_htons(c->l4_off + nn - c->l3_off - 40);
+		if (bpf_skb_store_bytes(skb, c->l3_off + 4, &pl, 2, 0))
+			return -1;
+	} else {
+		__u16 ot = bpf_htons(c->l4_off + n - c->l3_off), nt = bpf_htons(c->l4_off + nn - c->l3_off);
+		if (bpf_l3_csum_replace(skb, c->l3_off + 10, ot, nt, 2) ||
+		    bpf_skb_store_bytes(skb, c->l3_off + 2, &nt, 2, 0))
+			return -1;
+	}
+	return nn;
+}
+
+// Second pass: rebuilds the SCTP packet in sctp_scratch without the words
+// mh_drop marked and with the chunk length new_clen, computes its CRC32c
+// and has mh_store put it in the skb. Returns the new SCTP length, 0 when
+// the packet stays as the first pass left it, -1 (drop). Global: verified
+// once.
+__noinline int mh_compact(struct __sk_buff *skb, struct mh_ctx *c)
+{
+	__u32 zero = 0;
+
+	if (!c)
+		return 0;
+	__u32 n = c->sctp_len, clen = c->end - c->l4_off - 12;
+	// Only the common header, the chunk and its padding: anything bundled
+	// after it (RFC 9260 forbids it, but it would be lost) keeps the packet.
+	if (n < 32 || n > LB_COMPACT_MAX || n != 12 + ((clen + 3) & ~3U) || c->rm_bytes > n - 32)
+		return 0;
+	struct sctp_buf *b = bpf_map_lookup_elem(&sctp_scratch, &zero);
+	if (!b)
+		return 0;
+	if (bpf_skb_load_bytes(skb, c->l4_off, b->w, n))
+		return 0;
+	__u8 *hb = (__u8 *)b->w;
+	hb[14] = c->new_clen >> 8;
+	hb[15] = c->new_clen & 0xff;
+	b->w[2] = 0; // the CRC is computed with its own field zeroed
+	__u32 crc = 0xffffffff, o = 0;
+	for (int i = 0; i < LB_COMPACT_WORDS; i++) {
+		if (i >= n / 4)
+			break;
+		__u32 w = b->w[i];
+		__u32 keep = ~(c->rm[i / 32] >> (i % 32)) & 1;
+		// Branch-free, so the verifier walks one path per word: a removed
+		// word is written too, then overwritten by the next kept one
+		// (o <= i: only words already read are overwritten).
+		b->w[o & (LB_COMPACT_WORDS - 1)] = w;
+		o += keep;
+		crc ^= (crc32c_word(crc, w) ^ crc) & -keep;
+	}
+	b->w[2] = ~crc;
+	return mh_store(skb, c, o * 4);
 }
 
 // Walks the parameters of the packet's INIT/INIT-ACK chunk with c prepared,
-// then applies the accumulated CRC change. 0 or -1 (drop).
-static __noinline int mh_walk(struct __sk_buff *skb, const struct pkt *p, struct mh_ctx *c)
+// applies the accumulated CRC change, then compacts the chunk when
+// parameters were skipped (p->ip_end follows). 0 or -1 (drop).
+static __noinline int mh_walk(struct __sk_buff *skb, struct pkt *p, struct mh_ctx *c)
 {
 	__u32 off = p->l4_off + 32;
 
 	c->crc = 0;
+	c->l3_off = p->l3_off;
 	c->l4_off = p->l4_off;
+	c->ip6 = p->family == AF_INET6;
 	c->sctp_len = p->ip_end - p->l4_off;
 	// The first chunk's length (parse_l4 checked it fits the datagram),
 	// reloaded rather than kept in struct pkt, whose size every caller's
@@ -836,6 +1109,7 @@ static __noinline int mh_walk(struct __sk_buff *skb, const struct pkt *p, struct
 	if (bpf_skb_load_bytes(skb, p->l4_off + 14, cl, 2))
 		return -1;
 	c->end = p->l4_off + 12 + ((__u32)cl[0] << 8 | cl[1]);
+	c->kept_end = off;
 	c->dir = p->chunk_type;
 	for (int i = 0; i < LB_MAX_PARAMS; i++) {
 		if (off + 4 > c->end)
@@ -848,13 +1122,39 @@ static __noinline int mh_walk(struct __sk_buff *skb, const struct pkt *p, struct
 	// More parameters than walked: some could carry an address.
 	if (off + 4 <= c->end)
 		return -1;
-	if (!c->crc)
+	if (c->end_fix > c->end) {
+		__u32 o, n, nl = c->end_fix - p->l4_off - 12;
+		__u8 ch[4];
+		if (bpf_skb_load_bytes(skb, p->l4_off + 12, ch, 4))
+			return -1;
+		__builtin_memcpy(&o, ch, 4);
+		ch[2] = nl >> 8;
+		ch[3] = nl & 0xff;
+		__builtin_memcpy(&n, ch, 4);
+		if (mh_word(skb, c, p->l4_off + 12, o, n))
+			return -1;
+		c->end = c->end_fix;
+	}
+	if (c->crc) {
+		__u32 crc;
+		if (bpf_skb_load_bytes(skb, p->l4_off + 8, &crc, 4))
+			return -1;
+		crc ^= c->crc;
+		if (bpf_skb_store_bytes(skb, p->l4_off + 8, &crc, 4, 0))
+			return -1;
+	}
+	if (!c->rm_bytes)
 		return 0;
-	__u32 crc;
-	if (bpf_skb_load_bytes(skb, p->l4_off + 8, &crc, 4))
+	// The last parameter kept ends the chunk; when the chunk's own last
+	// parameter stays, its length keeps the sender's choice about counting
+	// the final padding.
+	c->new_clen = c->last_rm ? c->kept_end - (p->l4_off + 12) : c->end - (p->l4_off + 12) - c->rm_bytes;
+	int n = mh_compact(skb, c);
+	if (n < 0)
 		return -1;
-	crc ^= c->crc;
-	return bpf_skb_store_bytes(skb, p->l4_off + 8, &crc, 4, 0);
+	if (n > 0)
+		p->ip_end = p->l4_off + n;
+	return 0;
 }
 
 static __always_inline struct mh_ctx *mh_ctx_get(void)
@@ -876,8 +1176,9 @@ static __always_inline __u8 mh_init_limit(const struct assoc *a)
 }
 
 // First INIT of an association (v: the orig entry being created): builds
-// the record and rewrites the INIT. 0 or -1 (drop).
-static __noinline int mh_init_new(struct __sk_buff *skb, const struct pkt *p, const struct ct_val *v)
+// the record and rewrites the INIT (p->ip_end follows when it shrinks). 0
+// or -1 (drop).
+static __noinline int mh_init_new(struct __sk_buff *skb, struct pkt *p, const struct ct_val *v)
 {
 	struct mh_ctx *c = mh_ctx_get();
 	if (!c)
@@ -999,9 +1300,10 @@ __noinline int mh_paths(struct mh_ctx *c, const struct ct_val *tmpl)
 
 // INIT (retransmitted) or INIT-ACK on an existing entry: rewrites it like
 // the first one; the INIT-ACK also learns the endpoint's addresses. Without
-// a record (evicted) only the primary pair is kept. Returns -1 (drop), 0, or
-// 1 when the paths in mh_scratch are to be added (mh_paths).
-static __noinline int mh_handshake(struct __sk_buff *skb, const struct pkt *p, struct ct_val *ct)
+// a record (evicted) only the primary pair is kept; p->ip_end follows when
+// the chunk shrinks. Returns -1 (drop), 0, or 1 when the paths in mh_scratch
+// are to be added (mh_paths).
+static __noinline int mh_handshake(struct __sk_buff *skb, struct pkt *p, struct ct_val *ct)
 {
 	struct mh_ctx *c = mh_ctx_get();
 	if (!c)

@@ -138,12 +138,19 @@ type LbMhCtx struct {
 	A       LbAssoc
 	Crc     uint32
 	SctpLen uint32
+	L3Off   uint32
 	L4Off   uint32
 	End     uint32
+	EndFix  uint32
+	RmBytes uint32
+	KeptEnd uint32
+	NewClen uint32
 	Dir     uint8
 	Limit   uint8
-	Pad     [2]uint8
+	LastRm  uint8
+	Ip6     uint8
 	Addr    [16]uint8
+	Rm      [16]uint32
 }
 
 type LbPendKey struct {
@@ -152,6 +159,11 @@ type LbPendKey struct {
 	Vtag  uint32
 	Sport uint16
 	Dport uint16
+}
+
+type LbSctpBuf struct {
+	_ structs.HostLayout
+	W [512]uint32
 }
 
 type LbSelTable struct {
@@ -223,6 +235,7 @@ const (
 	LbMapNhScratch   = "nh_scratch"
 	LbMapRrCtr       = "rr_ctr"
 	LbMapScratch     = "scratch"
+	LbMapSctpScratch = "sctp_scratch"
 	LbMapSelTables   = "sel_tables"
 	LbMapServices    = "services"
 	LbMapSvcInfos    = "svc_infos"
@@ -299,6 +312,7 @@ type LbMapSpecs struct {
 	NhScratch   *ebpf.MapSpec `ebpf:"nh_scratch"`
 	RrCtr       *ebpf.MapSpec `ebpf:"rr_ctr"`
 	Scratch     *ebpf.MapSpec `ebpf:"scratch"`
+	SctpScratch *ebpf.MapSpec `ebpf:"sctp_scratch"`
 	SelTables   *ebpf.MapSpec `ebpf:"sel_tables"`
 	Services    *ebpf.MapSpec `ebpf:"services"`
 	SvcInfos    *ebpf.MapSpec `ebpf:"svc_infos"`
@@ -349,6 +363,7 @@ type LbMaps struct {
 	NhScratch   *ebpf.Map `ebpf:"nh_scratch"`
 	RrCtr       *ebpf.Map `ebpf:"rr_ctr"`
 	Scratch     *ebpf.Map `ebpf:"scratch"`
+	SctpScratch *ebpf.Map `ebpf:"sctp_scratch"`
 	SelTables   *ebpf.Map `ebpf:"sel_tables"`
 	Services    *ebpf.Map `ebpf:"services"`
 	SvcInfos    *ebpf.Map `ebpf:"svc_infos"`
@@ -375,6 +390,7 @@ func (m *LbMaps) Close() error {
 		m.NhScratch,
 		m.RrCtr,
 		m.Scratch,
+		m.SctpScratch,
 		m.SelTables,
 		m.Services,
 		m.SvcInfos,

@@ -43,7 +43,8 @@ func paramAddr(a netip.Addr) []byte {
 	return param(6, v[:])
 }
 
-// paramSkipped is what the LB leaves of an address it cannot carry.
+// paramSkipped is what the LB leaves in place of an address it cannot carry
+// when the chunk cannot be compacted.
 func paramSkipped(a netip.Addr) []byte {
 	p := paramAddr(a)
 	binary.BigEndian.PutUint16(p, 0xbffe)
@@ -53,13 +54,37 @@ func paramSkipped(a netip.Addr) []byte {
 
 func paramHostname(name string) []byte { return param(11, append([]byte(name), 0)) }
 
-func paramSkippedHostname(name string) []byte {
-	p := paramHostname(name)
-	binary.BigEndian.PutUint16(p, 0xbffe)
-	return p
+func paramExt(types ...byte) []byte { return param(0x8008, types) }
+
+// paramAddrTypes is a Supported Address Types parameter (RFC 9260 3.3.2.1).
+func paramAddrTypes(types ...uint16) []byte {
+	var b []byte
+	for _, t := range types {
+		b = binary.BigEndian.AppendUint16(b, t)
+	}
+	return param(12, b)
 }
 
-func paramExt(types ...byte) []byte { return param(0x8008, types) }
+// addrType is the Supported Address Types entry for a's family.
+func addrType(a netip.Addr) uint16 {
+	if a.Is4() {
+		return 5
+	}
+	return 6
+}
+
+// sctpInitUnpadded is sctpInitWith with the chunk length RFC 9260 asks
+// for: the last parameter's padding not counted (sctpInitWith counts it,
+// which receivers accept too).
+func sctpInitUnpadded(typ uint8, tag uint32, params ...[]byte) []byte {
+	c := sctpInitWith(typ, tag, params...)
+	if len(params) > 0 {
+		last := params[len(params)-1]
+		pad := len(last) - int(binary.BigEndian.Uint16(last[2:]))
+		binary.BigEndian.PutUint16(c[2:], uint16(len(c)-pad))
+	}
+	return c
+}
 
 var (
 	client2V4 = netip.MustParseAddr("10.0.0.3")
@@ -113,10 +138,11 @@ func TestSCTPMultihomedAssociationIsRewrittenByteExact(t *testing.T) {
 					Mode: mode, Endpoints: []Endpoint{{Addr: a.e1, Port: eport, Weight: 1}}})
 
 				// INIT: both client addresses, one of the other family, a host
-				// name and ASCONF among the supported extensions.
+				// name, every address type and ASCONF among the supported
+				// extensions.
 				init := pkt{srcMAC: clientMAC, dstMAC: lbMAC0, src: a.c1, dst: a.vip, proto: 132, sport: cport, dport: vport, ttl: 64,
 					sctpChunks: sctpInitWith(1, 0x1111, paramAddr(a.c1), paramAddr(a.c2), paramAddr(a.other),
-						paramHostname("client.example"), paramExt(0xc1, 0x80, 0x82, 0xc0))}
+						paramHostname("client.example"), paramAddrTypes(5, 6, 11), paramExt(0xc1, 0x80, 0x82, 0xc0))}
 				ret, out := e.run(init.frame())
 				if ret != actRedirect {
 					t.Fatalf("INIT verdict %d", ret)
@@ -139,14 +165,18 @@ func TestSCTPMultihomedAssociationIsRewrittenByteExact(t *testing.T) {
 				want := init
 				want.srcMAC, want.dstMAC, want.ttl = lbMAC1, epMAC(0), 63
 				want.src, want.sport, want.dst, want.dport = src, sport, a.e1, eport
-				want.sctpChunks = sctpInitWith(1, 0x1111, paramAddr(src), paramAddr(src2), paramSkipped(a.other),
-					paramSkippedHostname("client.example"), paramExt(0xff, 0xff, 0x82, 0xc0))
+				// The other family's address and the host name are gone, and
+				// the endpoint may only use the association's family.
+				want.sctpChunks = sctpInitWith(1, 0x1111, paramAddr(src), paramAddr(src2),
+					paramAddrTypes(addrType(a.vip)), paramExt(0xff, 0xff, 0x82, 0xc0))
 				diffHex(t, "INIT toward the endpoint", out, want.frame())
 
-				// INIT-ACK: three endpoint addresses, one more than VIPs.
+				// INIT-ACK: three endpoint addresses, one more than VIPs, and
+				// one of the other family.
 				ack := pkt{srcMAC: epMAC(0), dstMAC: lbMAC1, src: a.e1, dst: src, proto: 132, sport: eport, dport: sport, ttl: 64,
-					sctpVtag:   0x1111,
-					sctpChunks: sctpInitWith(2, 0x2222, paramAddr(a.e1), paramAddr(a.e2), paramAddr(a.e3), paramExt(0x80, 0xc1))}
+					sctpVtag: 0x1111,
+					sctpChunks: sctpInitWith(2, 0x2222, paramAddr(a.e1), paramAddr(a.e2), paramAddr(a.e3), paramAddr(a.other),
+						paramExt(0x80, 0xc1))}
 				ret, out = e.runOn(e.d.objs.TcIngress, lb1, ack.frame())
 				if ret != actRedirect {
 					t.Fatalf("INIT-ACK verdict %d", ret)
@@ -154,7 +184,7 @@ func TestSCTPMultihomedAssociationIsRewrittenByteExact(t *testing.T) {
 				wantAck := ack
 				wantAck.srcMAC, wantAck.dstMAC, wantAck.ttl = lbMAC0, clientMAC, 63
 				wantAck.src, wantAck.sport, wantAck.dst, wantAck.dport = a.vip, vport, a.c1, cport
-				wantAck.sctpChunks = sctpInitWith(2, 0x2222, paramAddr(a.vip), paramAddr(a.vip2), paramSkipped(a.e3), paramExt(0xff, 0xff))
+				wantAck.sctpChunks = sctpInitWith(2, 0x2222, paramAddr(a.vip), paramAddr(a.vip2), paramExt(0xff, 0xff))
 				diffHex(t, "INIT-ACK toward the client", out, wantAck.frame())
 
 				// Every (client address, VIP) pair now reaches the endpoint
@@ -251,29 +281,195 @@ func TestSCTPMultihomedAssociationIsRewrittenByteExact(t *testing.T) {
 	}
 }
 
-func TestSCTPExcessClientAddressesAreNeutralised(t *testing.T) {
+// An INIT lists more client addresses than the mode lets the endpoint see
+// (default: one per possible VIP; fullnat: one per VIP of the service): the
+// extra ones are removed from the chunk.
+func TestSCTPExcessClientAddressesAreRemoved(t *testing.T) {
 	e := newEnv(t)
-	e.upsert(Service{ID: 5, VIP: vipV4, PortStart: 38412, Proto: ProtoSCTP, Endpoints: testEndpoints(false, 1, 38412)})
-	var params, wantParams [][]byte
+	var addrs []netip.Addr
 	for i := 2; i < 8; i++ {
-		a := netip.AddrFrom4([4]byte{10, 0, 0, byte(i)})
-		params = append(params, paramAddr(a))
-		if i < 6 { // the INIT's source and 3 more: one per possible VIP
-			wantParams = append(wantParams, paramAddr(a))
-		} else {
-			wantParams = append(wantParams, paramSkipped(a))
+		addrs = append(addrs, netip.AddrFrom4([4]byte{10, 0, 0, byte(i)}))
+	}
+	cases := []struct {
+		name      string
+		mode      Mode
+		secondary []netip.Addr
+		want      func(src netip.Addr) []netip.Addr // address parameters the endpoint sees
+	}{
+		// The INIT's source and 3 more.
+		{"default keeps four", ModeDefault, nil, func(netip.Addr) []netip.Addr { return addrs[:4] }},
+		{"fullnat keeps one per vip", ModeFullNAT, []netip.Addr{vip2V4},
+			func(src netip.Addr) []netip.Addr { return []netip.Addr{src, vip2V4} }},
+	}
+	for i, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			e := e.sub(t)
+			id, vport := uint32(5+i*100), uint16(38412+i)
+			e.upsert(Service{ID: id, VIP: vipV4, SecondaryVIPs: c.secondary, PortStart: vport, Proto: ProtoSCTP, Mode: c.mode,
+				Endpoints: testEndpoints(false, 1, vport)})
+			var params [][]byte
+			for _, a := range addrs {
+				params = append(params, paramAddr(a))
+			}
+			init := pkt{srcMAC: clientMAC, dstMAC: lbMAC0, src: clientV4, dst: vipV4, proto: 132, sport: 41000, dport: vport, ttl: 64,
+				sctpChunks: sctpInitWith(1, 0x4444, params...)}
+			ret, out := e.run(init.frame())
+			if ret != actRedirect {
+				t.Fatalf("verdict %d", ret)
+			}
+			want := init
+			want.srcMAC, want.dstMAC, want.ttl, want.dst = lbMAC1, epMAC(0), 63, epAddr(false, 0)
+			if c.mode == ModeFullNAT {
+				src := e.conn(id).Source
+				want.src, want.sport = src.Addr(), src.Port()
+			}
+			var wantParams [][]byte
+			for _, a := range c.want(want.src) {
+				wantParams = append(wantParams, paramAddr(a))
+			}
+			want.sctpChunks = sctpInitWith(1, 0x4444, wantParams...)
+			diffHex(t, "INIT with 6 client addresses", out, want.frame())
+		})
+	}
+}
+
+// conn is the one connection of service id.
+func (e *env) conn(id uint32) Conn {
+	e.t.Helper()
+	var got []Conn
+	for _, c := range e.conns() {
+		if c.ServiceID == id {
+			got = append(got, c)
 		}
 	}
-	init := pkt{srcMAC: clientMAC, dstMAC: lbMAC0, src: clientV4, dst: vipV4, proto: 132, sport: 41000, dport: 38412, ttl: 64,
-		sctpChunks: sctpInitWith(1, 0x4444, params...)}
-	ret, out := e.run(init.frame())
-	if ret != actRedirect {
-		t.Fatalf("verdict %d", ret)
+	if len(got) != 1 {
+		e.t.Fatalf("service %d has %d connections, want 1: %+v", id, len(got), got)
 	}
-	want := init
-	want.srcMAC, want.dstMAC, want.ttl, want.dst = lbMAC1, epMAC(0), 63, epAddr(false, 0)
-	want.sctpChunks = sctpInitWith(1, 0x4444, wantParams...)
-	diffHex(t, "INIT with 6 client addresses", out, want.frame())
+	return got[0]
+}
+
+// skipped is p with the skip-silently type the LB gives a parameter it
+// cannot carry but cannot remove either (body kept: only addresses are
+// zeroed).
+func skipped(p []byte) []byte {
+	p = append([]byte(nil), p...)
+	binary.BigEndian.PutUint16(p, 0xbffe)
+	return p
+}
+
+// Parameters the endpoint must not see are removed, whatever surrounds the
+// chunk (VLAN tags, IPv6 extension headers) and wherever they sit in it;
+// the chunk length, the IP length and the CRC32c of the expected frames are
+// computed from scratch. When removal is impossible (packet too large to
+// copy, a chunk bundled after the INIT) the INIT goes out as before:
+// neutralised in place, same length, still valid. Each INIT is sent twice:
+// the retransmission takes the conntrack path (mh_handshake), not new_flow.
+func TestSCTPInitParametersTheEndpointCannotUseAreRemoved(t *testing.T) {
+	e := newEnv(t)
+	big := param(0x8005, make([]byte, 2100)) // padding parameter: the packet outgrows the copy buffer
+	// Room for it on the endpoint side: the FIB refuses what exceeds the MTU.
+	for _, l := range []string{"lb1", "lb1p"} {
+		run(t, "ip", "-n", e.ns, "link", "set", l, "mtu", "4000")
+	}
+	cases := []struct {
+		name     string
+		v6       bool
+		vlans    []uint16
+		dstOpts  bool
+		in, want func(a mhAddrs) []byte
+	}{
+		{name: "ipv6 address in an ipv4 association",
+			in: func(a mhAddrs) []byte {
+				return sctpInitWith(1, 1, paramAddr(a.c1), paramAddr(a.other), paramExt(0x82))
+			},
+			want: func(a mhAddrs) []byte { return sctpInitWith(1, 1, paramAddr(a.c1), paramExt(0x82)) }},
+		{name: "ipv4 address in an ipv6 association", v6: true,
+			in: func(a mhAddrs) []byte {
+				return sctpInitWith(1, 1, paramAddr(a.other), paramAddr(a.c1), paramExt(0x82))
+			},
+			want: func(a mhAddrs) []byte { return sctpInitWith(1, 1, paramAddr(a.c1), paramExt(0x82)) }},
+		{name: "host name ending the chunk",
+			in:   func(a mhAddrs) []byte { return sctpInitWith(1, 1, paramAddr(a.c1), paramHostname("client.example")) },
+			want: func(a mhAddrs) []byte { return sctpInitWith(1, 1, paramAddr(a.c1)) }},
+		{name: "only parameters to remove", v6: true,
+			in:   func(a mhAddrs) []byte { return sctpInitWith(1, 1, paramAddr(a.other), paramHostname("h")) },
+			want: func(a mhAddrs) []byte { return sctpInitWith(1, 1) }},
+		{name: "address types cut to ipv4",
+			in:   func(a mhAddrs) []byte { return sctpInitWith(1, 1, paramAddr(a.c1), paramAddrTypes(6, 5, 11)) },
+			want: func(a mhAddrs) []byte { return sctpInitUnpadded(1, 1, paramAddr(a.c1), paramAddrTypes(5)) }},
+		{name: "address types cut to ipv6 in place", v6: true,
+			in: func(a mhAddrs) []byte {
+				return sctpInitWith(1, 1, paramAddr(a.c1), paramAddrTypes(5, 6), paramExt(0x82))
+			},
+			want: func(a mhAddrs) []byte {
+				return sctpInitWith(1, 1, paramAddr(a.c1), paramAddrTypes(6), paramExt(0x82))
+			}},
+		{name: "address types ending a chunk whose length leaves out the padding",
+			in: func(a mhAddrs) []byte {
+				return sctpInitUnpadded(1, 1, paramAddr(a.c1), paramAddr(a.other), paramAddrTypes(6, 5, 11))
+			},
+			want: func(a mhAddrs) []byte { return sctpInitUnpadded(1, 1, paramAddr(a.c1), paramAddrTypes(5)) }},
+		{name: "vlan tagged", vlans: []uint16{100, 200},
+			in: func(a mhAddrs) []byte {
+				return sctpInitWith(1, 1, paramAddr(a.c1), paramAddr(a.other), paramHostname("h"), paramExt(0x82))
+			},
+			want: func(a mhAddrs) []byte { return sctpInitWith(1, 1, paramAddr(a.c1), paramExt(0x82)) }},
+		{name: "ipv6 destination options", v6: true, dstOpts: true,
+			in: func(a mhAddrs) []byte {
+				return sctpInitWith(1, 1, paramAddr(a.c1), paramAddr(a.other), paramHostname("client.example"))
+			},
+			want: func(a mhAddrs) []byte { return sctpInitWith(1, 1, paramAddr(a.c1)) }},
+		{name: "largest packet that is compacted",
+			in: func(a mhAddrs) []byte {
+				// 12 + 20 + 8 + 20 + 1988: exactly the copy buffer.
+				return sctpInitWith(1, 1, paramAddr(a.c1), paramAddr(a.other), param(0x8005, make([]byte, 1984)))
+			},
+			want: func(a mhAddrs) []byte {
+				return sctpInitWith(1, 1, paramAddr(a.c1), param(0x8005, make([]byte, 1984)))
+			}},
+		{name: "too large to compact is neutralised in place",
+			in: func(a mhAddrs) []byte {
+				return sctpInitWith(1, 1, paramAddr(a.c1), paramAddr(a.other), paramHostname("h"), paramAddrTypes(6, 5, 11), big)
+			},
+			want: func(a mhAddrs) []byte {
+				return sctpInitWith(1, 1, paramAddr(a.c1), paramSkipped(a.other), skipped(paramHostname("h")),
+					paramAddrTypes(5), param(0xbffe, nil), big)
+			}},
+		// The address types list ends the INIT: its split-off tail covers the
+		// padding, which the chunk length then counts.
+		{name: "chunk bundled after the init is kept, init neutralised in place", v6: true,
+			in: func(a mhAddrs) []byte {
+				c := sctpInitUnpadded(1, 1, paramAddr(a.c1), paramAddr(a.other), paramAddrTypes(6, 5, 11))
+				return append(c, 0x84, 0, 0, 4)
+			},
+			want: func(a mhAddrs) []byte {
+				c := sctpInitWith(1, 1, paramAddr(a.c1), paramSkipped(a.other), paramAddrTypes(6), param(0xbffe, nil))
+				return append(c, 0x84, 0, 0, 4)
+			}},
+	}
+	for i, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			e := e.sub(t)
+			a := mhFamily(c.v6)
+			id, vport := uint32(200+i), uint16(39000+i)
+			e.upsert(Service{ID: id, VIP: a.vip, PortStart: vport, Proto: ProtoSCTP, Endpoints: []Endpoint{{Addr: a.e1, Weight: 1}}})
+			init := pkt{srcMAC: clientMAC, dstMAC: lbMAC0, vlans: c.vlans, src: a.c1, dst: a.vip, proto: 132, sport: 41000, dport: vport,
+				ttl: 64, ip6DstOpts: c.dstOpts, sctpChunks: c.in(a)}
+			want := init
+			want.srcMAC, want.dstMAC, want.ttl, want.dst = lbMAC1, epMAC(0), 63, a.e1
+			want.sctpChunks = c.want(a)
+			for _, pass := range []string{"first INIT", "retransmitted INIT"} {
+				ret, out := e.run(init.frame())
+				if ret != actRedirect {
+					t.Fatalf("%s: verdict %d", pass, ret)
+				}
+				diffHex(t, pass, out, want.frame())
+			}
+			if st := e.conn(id).State; st != "INIT" {
+				t.Fatalf("state %s, want INIT", st)
+			}
+		})
+	}
 }
 
 func TestSCTPUnrewritableInitIsDropped(t *testing.T) {
@@ -302,6 +498,9 @@ func TestSCTPUnrewritableInitIsDropped(t *testing.T) {
 		{"IPv6 address parameter of 8 bytes", sctpInitWith(1, 1, param(6, make([]byte, 4)))},
 		{"more parameters than walked", sctpInitWith(1, 1, many...)},
 		{"supported extensions too long to inspect", sctpInitWith(1, 1, paramExt(longExt...))},
+		{"address types with half an entry", sctpInitWith(1, 1, param(12, []byte{0, 5, 0}))},
+		{"address types without an entry", sctpInitWith(1, 1, param(12, nil))},
+		{"address types too long to rewrite", sctpInitWith(1, 1, paramAddrTypes(5, 6, 11, 5, 6, 11, 5, 6, 11))},
 	}
 	before := e.drops()[DropSCTPParams]
 	for i, c := range cases {

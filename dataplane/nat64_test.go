@@ -100,22 +100,26 @@ func initWith(tag uint32, params ...[]byte) []byte {
 
 // An IPv4 endpoint must never learn the IPv6 client's addresses (nor any
 // other address the client lists): every address parameter of a NAT64 INIT
-// is neutralised in place, the chunk keeping its length.
-func TestNAT64SCTPInitAddressesAreNeutralised(t *testing.T) {
+// is removed, and Supported Address Types says IPv4 only, the family of the
+// LB address the endpoint sees.
+func TestNAT64SCTPInitCarriesNoClientAddress(t *testing.T) {
 	e := newEnv(t)
 	const id, vport, epPort, cport = 601, 3868, 3868, 40601
 	e.upsert(Service{ID: id, VIP: vipV6, PortStart: vport, Proto: ProtoSCTP, Mode: ModeDefault,
 		Endpoints: testEndpoints(false, 1, epPort)})
 	c6, other6, other4 := clientV6.As16(), netip.MustParseAddr("fd00::99").As16(), netip.MustParseAddr("192.0.2.7").As4()
-	skip := func(n int) []byte { return sctpParam(0xbffe, make([]byte, n)) }
 	cases := []struct {
 		name      string
 		in, want  [][]byte
 		wantState string
 	}{
-		{"own address", [][]byte{sctpParam(6, c6[:])}, [][]byte{skip(16)}, "INIT"},
-		{"second ipv6 address", [][]byte{sctpParam(6, c6[:]), sctpParam(6, other6[:])}, [][]byte{skip(16), skip(16)}, "INIT"},
-		{"ipv4 address of a dual-stack client", [][]byte{sctpParam(5, other4[:])}, [][]byte{skip(4)}, "INIT"},
+		{"own address", [][]byte{sctpParam(6, c6[:])}, nil, "INIT"},
+		{"second ipv6 address", [][]byte{sctpParam(6, c6[:]), sctpParam(6, other6[:])}, nil, "INIT"},
+		{"ipv4 address of a dual-stack client", [][]byte{sctpParam(5, other4[:])}, nil, "INIT"},
+		{"address types", [][]byte{sctpParam(6, c6[:]), sctpParam(12, []byte{0, 6, 0, 5, 0, 11})},
+			[][]byte{sctpParam(12, []byte{0, 5})}, "INIT"},
+		{"ipv6 only address types", [][]byte{sctpParam(12, []byte{0, 6}), sctpParam(6, c6[:])},
+			[][]byte{sctpParam(12, []byte{0, 5})}, "INIT"},
 	}
 	for i, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -139,10 +143,44 @@ func TestNAT64SCTPInitAddressesAreNeutralised(t *testing.T) {
 			want := in
 			want.srcMAC, want.dstMAC, want.ttl, want.ipDF = lbMAC1, epMAC(0), 63, true
 			want.src, want.sport, want.dst, want.dport = lbAddr1V4, conn.Source.Port(), epAddr(false, 0), epPort
-			want.sctpChunks = initWith(tag, tc.want...)
+			// Each INIT here loses its last parameter (or the tail of it):
+			// the chunk then ends where the last one kept does, its padding
+			// not counted (RFC 9260 3.2).
+			want.sctpChunks = sctpInitUnpadded(1, tag, tc.want...)
 			diffHex(t, "translated INIT", out, want.frame())
 		})
 	}
+}
+
+// The IPv6 client cannot use the IPv4 endpoint's addresses: the INIT-ACK
+// reaches it without them, from the VIP it sent the INIT to.
+func TestNAT64SCTPInitAckCarriesNoEndpointAddress(t *testing.T) {
+	e := newEnv(t)
+	lb1 := e.ifindex("lb1")
+	const id, vport, epPort, cport = 602, 3869, 3869, 40700
+	e.upsert(Service{ID: id, VIP: vipV6, PortStart: vport, Proto: ProtoSCTP, Endpoints: testEndpoints(false, 1, epPort)})
+	init := pkt{srcMAC: clientMAC, dstMAC: lbMAC0, src: clientV6, dst: vipV6, proto: 132, sport: cport, dport: vport, ttl: 64,
+		sctpChunks: initWith(0x6001)}
+	if ret, _ := e.run(init.frame()); ret != actRedirect {
+		t.Fatalf("INIT verdict %d", ret)
+	}
+	sport := e.conn(id).Source.Port()
+	ep, ep2 := epAddr(false, 0).As4(), ep2V4.As4()
+	cookie := make([]byte, 40)
+	for i := range cookie {
+		cookie[i] = byte(i)
+	}
+	ack := pkt{srcMAC: epMAC(0), dstMAC: lbMAC1, src: epAddr(false, 0), dst: lbAddr1V4, proto: 132, sport: epPort, dport: sport, ttl: 64,
+		sctpVtag: 0x6001, sctpChunks: sctpInitWith(2, 0x6002, sctpParam(5, ep[:]), sctpParam(7, cookie), sctpParam(5, ep2[:]))}
+	ret, out := e.runOn(e.d.objs.TcIngress, lb1, ack.frame())
+	if ret != actRedirect {
+		t.Fatalf("INIT-ACK verdict %d", ret)
+	}
+	want := ack
+	want.srcMAC, want.dstMAC, want.ttl = lbMAC0, clientMAC, 63
+	want.src, want.sport, want.dst, want.dport = vipV6, vport, clientV6, cport
+	want.sctpChunks = sctpInitWith(2, 0x6002, sctpParam(7, cookie))
+	diffHex(t, "translated INIT-ACK", out, want.frame())
 }
 
 // What the translation refuses is dropped and counted, never half-rewritten.

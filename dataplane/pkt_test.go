@@ -29,6 +29,7 @@ type pkt struct {
 	udpZeroCsum    bool
 	ipID           uint16
 	ipDF           bool // IPv4 don't-fragment (set by NAT64 translation)
+	ip6DstOpts     bool // IPv6: a Destination Options header (8 bytes) before L4
 }
 
 const (
@@ -145,14 +146,19 @@ func (p pkt) ip() []byte {
 		binary.BigEndian.PutUint16(h[10:], csumFold(csumAdd(0, h)))
 		return append(h, l4...)
 	}
-	h := make([]byte, 40, 40+len(l4))
+	h := make([]byte, 40, 48+len(l4))
 	h[0] = 0x60
-	binary.BigEndian.PutUint16(h[4:], uint16(len(l4)))
 	h[6] = p.proto
 	h[7] = ttl
 	s, d := p.src.As16(), p.dst.As16()
 	copy(h[8:], s[:])
 	copy(h[24:], d[:])
+	if p.ip6DstOpts {
+		// Next header, length 0 (8 bytes), one PadN option of 4 bytes.
+		h[6] = 60
+		h = append(h, p.proto, 0, 1, 4, 0, 0, 0, 0)
+	}
+	binary.BigEndian.PutUint16(h[4:], uint16(len(h)-40+len(l4)))
 	return append(h, l4...)
 }
 

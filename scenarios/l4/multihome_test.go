@@ -131,7 +131,9 @@ func sorted(a []netip.Addr) []netip.Addr {
 
 // checkInitAddresses asserts the address parameters of every INIT captured
 // toward the endpoints and every INIT-ACK captured toward the client use
-// only the allowed addresses.
+// only the allowed addresses, that what the LB dropped is gone rather than
+// left as skipped parameters, and that an INIT offers the endpoint no
+// address type but the family of the addresses it may see.
 func checkInitAddresses(t *testing.T, front, back []*capture.Capture, clientMay, endpointMay []netip.Addr) {
 	t.Helper()
 	ctx := context.Background()
@@ -152,6 +154,22 @@ func checkInitAddresses(t *testing.T, front, back []*capture.Capture, clientMay,
 					if !slices.Contains(chk.may, a) {
 						t.Errorf("%s: %s lists %s, allowed only %v", c.Iface, chk.chunk, a, chk.may)
 					}
+				}
+			}
+			params, err := InitParams(ctx, c.File, chk.chunk)
+			if err != nil {
+				t.Fatal(err)
+			}
+			wantType := uint16(5)
+			if chk.may[0].Is6() {
+				wantType = 6
+			}
+			for _, p := range params {
+				if p.HasSkipped() {
+					t.Errorf("%s: %s keeps skipped parameters (types %#04x) instead of losing them", c.Iface, chk.chunk, p.Types)
+				}
+				if chk.chunk == "INIT" && len(p.AddrTypes) > 0 && !slices.Equal(p.AddrTypes, []uint16{wantType}) {
+					t.Errorf("%s: INIT offers address types %v, want only %d", c.Iface, p.AddrTypes, wantType)
 				}
 			}
 		}
@@ -270,6 +288,56 @@ func TestSCTPMultihomedAssociationsThroughTheLB(t *testing.T) {
 				})
 			}
 		}
+	}
+}
+
+// A dual-stack client binds addresses of both families: its INIT toward an
+// IPv4 VIP lists them all (usrsctp lists no IPv4 address toward an IPv6
+// peer), and the LB removes the IPv6 one (no skipped parameter left behind)
+// before the endpoint sees the INIT, whose CRC32c tshark verifies after the
+// resize. The association works over the addresses the endpoint does see.
+func TestSCTPDualStackClientsOtherFamilyIsRemoved(t *testing.T) {
+	e := upLinks(t)
+	ctx := context.Background()
+	for _, c := range []mhCase{{n: 2, mode: api.ModeDefault, host: 60}, {n: 2, mode: api.ModeFullNAT, host: 61}} {
+		t.Run(c.name(), func(t *testing.T) {
+			c.apply(t, e)
+			front, back := startCaps(t, e)
+			other := e.Lab.ClientIface(0).V6()
+			res, err := sctppeer.RunClient(ctx, e.Lab.Client, sctppeer.ClientOptions{
+				Bind: append(c.clientAddrs(e), other), Connect: c.vips()[:1], Port: mhPort,
+				Count: 10, Size: 200, Timers: sctppeer.FastTimers})
+			if err != nil || !res.OK() {
+				t.Fatalf("client: %v (%+v)", err, res)
+			}
+			if got, want := addrSet(res.PeerAddrs), sorted(c.vips()); !slices.Equal(got, want) {
+				t.Errorf("client sees peer addresses %v, want the VIPs %v", got, want)
+			}
+			stopCaps(t, front, back)
+			listed := false
+			for _, cp := range front {
+				inits, err := InitAddresses(ctx, cp.File, "INIT")
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, addrs := range inits {
+					listed = listed || slices.Contains(addrs, other)
+				}
+			}
+			if !listed {
+				t.Fatalf("the client's INIT does not list %s: nothing to remove, the checks below prove nothing", other)
+			}
+			for _, cp := range append(front, back...) {
+				rep, err := capture.Checksums(ctx, cp.File)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if len(rep.Bad) > 0 {
+					t.Errorf("%s: bad checksums %v", cp.Iface, rep.Bad)
+				}
+			}
+			checkInitAddresses(t, front, back, c.vips(), c.seenBy(e))
+		})
 	}
 }
 
@@ -408,6 +476,41 @@ func TestParseInitAddressRows(t *testing.T) {
 			}
 			if !tt.wantErr && fmt.Sprint(got) != fmt.Sprint(tt.want) {
 				t.Fatalf("got %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestParseInitParamRows(t *testing.T) {
+	tests := []struct {
+		name        string
+		rows        [][]string
+		want        []InitParameters
+		wantSkipped bool
+		wantErr     bool
+	}{
+		{"hex types and decimal address types", [][]string{{"0x0005,0x000c,0xbffe", "5,6"}},
+			[]InitParameters{{Types: []uint16{5, 12, 0xbffe}, AddrTypes: []uint16{5, 6}}}, true, false},
+		{"no skipped parameter", [][]string{{"0x0005,0x8008", ""}},
+			[]InitParameters{{Types: []uint16{5, 0x8008}}}, false, false},
+		{"no parameters", [][]string{{"", ""}}, []InitParameters{{}}, false, false},
+		{"wider than a type", [][]string{{"0x10000", ""}}, nil, false, true},
+		{"missing column", [][]string{{"5"}}, nil, false, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := parseInitParamRows(tt.rows)
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("error %v, want error %v", err, tt.wantErr)
+			}
+			if tt.wantErr {
+				return
+			}
+			if fmt.Sprint(got) != fmt.Sprint(tt.want) {
+				t.Fatalf("got %v, want %v", got, tt.want)
+			}
+			if got[0].HasSkipped() != tt.wantSkipped {
+				t.Fatalf("HasSkipped %v for types %v, want %v", got[0].HasSkipped(), got[0].Types, tt.wantSkipped)
 			}
 		})
 	}

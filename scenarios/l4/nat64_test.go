@@ -75,7 +75,9 @@ func TestNAT64IPv6ClientsReachIPv4Endpoints(t *testing.T) {
 // SCTP through NAT64: associations from an IPv6 client to IPv4 usrsctp
 // endpoints carry data both ways; the endpoint's peer is the LB's IPv4
 // address, the client's only peer is the VIP, no INIT reaching an endpoint
-// lists an IPv6 address, and every CRC32c/checksum captured is valid.
+// lists an IPv6 address (the client's are removed, not left as skipped
+// parameters) or offers anything but IPv4 as an address type, and every
+// CRC32c/checksum captured (on resized INITs too) is valid.
 func TestNAT64SCTPAssociations(t *testing.T) {
 	e := up(t, 2)
 	ctx := context.Background()
@@ -149,12 +151,38 @@ func TestNAT64SCTPAssociations(t *testing.T) {
 		listed += len(addrs)
 	}
 	if listed == 0 {
-		t.Fatal("the client's INITs list no address: nothing to neutralise, the check below proves nothing")
+		t.Fatal("the client's INITs list no address: nothing to remove, the checks below prove nothing")
 	}
 	for _, addrs := range inits {
 		for _, a := range addrs {
 			if a.Is6() {
 				t.Errorf("an INIT toward an IPv4 endpoint lists the IPv6 address %s", a)
+			}
+		}
+	}
+	params, err := InitParams(ctx, back.File, "INIT")
+	if err != nil {
+		t.Fatal(err)
+	}
+	clientParams, err := InitParams(ctx, front.File, "INIT")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("parameters of the INITs: from the client %+v, toward the endpoints %+v", clientParams, params)
+	offered6 := false
+	for _, p := range clientParams {
+		offered6 = offered6 || slices.Contains(p.AddrTypes, 6)
+	}
+	if !offered6 {
+		t.Errorf("the client's INITs offer no IPv6 address type: the address type check below proves nothing")
+	}
+	for _, p := range params {
+		if p.HasSkipped() {
+			t.Errorf("an INIT toward an IPv4 endpoint keeps skipped parameters (types %#04x) instead of losing them", p.Types)
+		}
+		for _, at := range p.AddrTypes {
+			if at != 5 {
+				t.Errorf("an INIT toward an IPv4 endpoint offers address type %d (types %v), want only IPv4 (5)", at, p.AddrTypes)
 			}
 		}
 	}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"slices"
+	"strconv"
 	"time"
 
 	"github.com/telcolb/telcolb/scenarios/capture"
@@ -47,6 +49,60 @@ func InitAddresses(ctx context.Context, file, chunk string) ([][]netip.Addr, err
 		return nil, fmt.Errorf("init addresses: %w", err)
 	}
 	return parseInitAddressRows(rows)
+}
+
+// InitParameters is what one captured INIT or INIT-ACK says besides its
+// addresses: the type of every parameter, in order, and the entries of its
+// Supported Address Types parameter.
+type InitParameters struct {
+	Types     []uint16
+	AddrTypes []uint16
+}
+
+// SkipParam is the unassigned, skip-silently parameter type the LB gives
+// what it cannot carry when it cannot remove it (lb.c, SCTP multi-homing).
+const SkipParam = 0xbffe
+
+// HasSkipped reports whether the chunk carries a parameter the LB skipped
+// instead of removing.
+func (p InitParameters) HasSkipped() bool { return slices.Contains(p.Types, SkipParam) }
+
+// InitParams returns the parameters of every captured INIT or INIT-ACK
+// (chunk "INIT" or "INIT_ACK"), as tshark decodes them.
+func InitParams(ctx context.Context, file, chunk string) ([]InitParameters, error) {
+	typ := map[string]int{"INIT": 1, "INIT_ACK": 2}[chunk]
+	if typ == 0 {
+		return nil, fmt.Errorf("init parameters: chunk %q is not INIT or INIT_ACK", chunk)
+	}
+	rows, err := capture.Fields(ctx, file, fmt.Sprintf("sctp.chunk_type == %d", typ),
+		"sctp.parameter_type", "sctp.parameter_supported_address_type")
+	if err != nil {
+		return nil, fmt.Errorf("init parameters: %w", err)
+	}
+	return parseInitParamRows(rows)
+}
+
+// parseInitParamRows turns tshark rows (parameter types, address types;
+// comma-joined, decimal or hex) into InitParameters.
+func parseInitParamRows(rows [][]string) ([]InitParameters, error) {
+	var out []InitParameters
+	for _, r := range rows {
+		if len(r) != 2 {
+			return nil, fmt.Errorf("init parameters: %d columns, want 2", len(r))
+		}
+		var p InitParameters
+		for i, dst := range []*[]uint16{&p.Types, &p.AddrTypes} {
+			for _, s := range splitComma(r[i]) {
+				v, err := strconv.ParseUint(s, 0, 16)
+				if err != nil {
+					return nil, fmt.Errorf("init parameters: tshark field %q: %w", s, err)
+				}
+				*dst = append(*dst, uint16(v))
+			}
+		}
+		out = append(out, p)
+	}
+	return out, nil
 }
 
 // parseInitAddressRows turns tshark rows (columns of comma-joined
