@@ -265,6 +265,7 @@ struct mh_ctx {
 	__u32 rm_bytes; // bytes the skipped parameters take (padded)
 	__u32 kept_end; // end of the last parameter kept, once compacted
 	__u32 new_clen; // chunk length once compacted
+	__u32 store_len; // SCTP length mh_store is to write (compacted or grown)
 	__u8 dir;       // SCTP_INIT or SCTP_INIT_ACK
 	__u8 limit;     // how many addresses this direction may carry
 	__u8 last_rm;   // the chunk's last parameter (or its tail) is skipped
@@ -700,10 +701,15 @@ static __always_inline void release_active(struct ct_val *orig)
  * was longer, by a skip parameter over the rest, which the second pass
  * removes like the others.
  *
+ * A third pass grows the INIT-ACK of an endpoint with fewer addresses than
+ * the service has VIPs by the VIPs it lacks (mh_grow): the client gets a
+ * path to every VIP whatever the endpoint's own multi-homing.
+ *
  * ASCONF (RFC 5061) is not translated: ASCONF and ASCONF-ACK are masked out
  * of the Supported Extensions parameter in both directions, so the peers
  * never negotiate dynamic address reconfiguration through the LB and keep
- * the address sets of the handshake.
+ * the address sets of the handshake; one sent anyway is dropped (see
+ * sctp_asconf).
  */
 #define SCTP_P_IPV4 5
 #define SCTP_P_IPV6 6
@@ -1006,8 +1012,8 @@ static __always_inline __u32 crc32c_word(__u32 crc, __u32 w)
 	return crc;
 }
 
-// Puts the compacted SCTP packet (nn bytes in sctp_scratch) into the skb:
-// trims it, stores the packet and fixes the IP length. Returns nn, 0 when
+// Puts the rebuilt SCTP packet (nn bytes in sctp_scratch) into the skb:
+// trims or extends it, stores the packet and fixes the IP length. Returns nn, 0 when
 // the skb was left alone, -1 when it was changed but could not be completed
 // (drop). Global, called at the end of mh_compact's loop: verified once, not
 // once per word the loop may stop at.
@@ -1018,8 +1024,9 @@ __noinline int mh_store(struct __sk_buff *skb, struct mh_ctx *c, __u32 nn)
 	if (!c)
 		return 0;
 	__u32 n = c->sctp_len;
-	// Every removed word was marked once (parameters do not overlap).
-	if (nn != n - c->rm_bytes || nn > LB_COMPACT_MAX)
+	// Compaction: every removed word was marked once (parameters do not
+	// overlap); growth: exactly the parameters appended.
+	if (nn != c->store_len || nn > LB_COMPACT_MAX)
 		return 0;
 	// Kept apart from the upper bound: clang folds the two into one
 	// offset compare the verifier cannot bound the size with.
@@ -1029,7 +1036,7 @@ __noinline int mh_store(struct __sk_buff *skb, struct mh_ctx *c, __u32 nn)
 	struct sctp_buf *b = bpf_map_lookup_elem(&sctp_scratch, &zero);
 	if (!b)
 		return 0;
-	// Trim first: when it fails the skb is as the first pass left it.
+	// Resize first: when it fails the skb is as the first pass left it.
 	if (bpf_skb_change_tail(skb, c->l4_off + nn, 0))
 		return 0;
 	if (bpf_skb_store_bytes(skb, c->l4_off, b->w, nn, 0))
@@ -1087,7 +1094,87 @@ __noinline int mh_compact(struct __sk_buff *skb, struct mh_ctx *c)
 		crc ^= (crc32c_word(crc, w) ^ crc) & -keep;
 	}
 	b->w[2] = ~crc;
+	c->store_len = n - c->rm_bytes;
 	return mh_store(skb, c, o * 4);
+}
+
+// CRC32c of the first nw words of b. Global: verified once, whatever state
+// its caller arrives in (a loop walked per caller state costs the verifier
+// hundreds of thousands of instructions).
+__noinline __u32 mh_crc(struct sctp_buf *b, __u32 nw)
+{
+	__u32 crc = 0xffffffff;
+	if (!b)
+		return 0;
+	for (int i = 0; i < LB_COMPACT_WORDS; i++) {
+		if (i >= nw)
+			break;
+		crc = crc32c_word(crc, b->w[i]);
+	}
+	return ~crc;
+}
+
+// Third pass, INIT-ACK only: the endpoint has fewer addresses than the
+// service has VIPs. The LB, not the endpoint, is the client's multi-homed
+// peer, so the client is offered every VIP: the VIPs no endpoint address
+// maps to (vip[ne..nv)) are appended as address parameters, and their paths
+// lead to the endpoint's first address (mh_spread). Without this a client
+// whose primary link fails loses an association the LB could have carried
+// on its other networks. c->sctp_len is the packet's current length.
+// Returns the new SCTP length, 0 when the packet stays as it is (anything
+// after the chunk, too big), -1 (drop). Global: verified once.
+__noinline int mh_grow(struct __sk_buff *skb, struct mh_ctx *c)
+{
+	__u32 zero = 0;
+
+	if (!c)
+		return 0;
+	__u32 ne = c->a.ne, nv = c->a.nv;
+	if (ne < 1 || ne >= nv || nv > LB_MAX_VIPS)
+		return 0;
+	int v6 = c->a.family == AF_INET6;
+	__u32 psz = v6 ? 20 : 8, add = (nv - ne) * psz;
+	__u32 n = c->sctp_len;
+	if (n > LB_COMPACT_MAX - add)
+		return 0;
+	barrier_var(n); // keeps the bound on n itself (see mh_store)
+	if (n < 32 || n > LB_COMPACT_MAX)
+		return 0;
+	struct sctp_buf *b = bpf_map_lookup_elem(&sctp_scratch, &zero);
+	if (!b)
+		return 0;
+	if (bpf_skb_load_bytes(skb, c->l4_off, b->w, n))
+		return 0;
+	__u8 *hb = (__u8 *)b->w;
+	__u32 clen = (__u32)hb[14] << 8 | hb[15];
+	// Only the common header, the chunk and its padding (as mh_compact).
+	if (clen < 20 || n != 12 + ((clen + 3) & ~3U))
+		return 0;
+	__u32 nclen = ((clen + 3) & ~3U) + add;
+	hb[14] = nclen >> 8;
+	hb[15] = nclen & 0xff;
+	__u32 w = n / 4;
+	for (int j = 1; j < LB_MAX_VIPS; j++) {
+		if (j < ne)
+			continue;
+		if (j >= nv)
+			break;
+		const __u8 *va = c->a.vip[j];
+		__u32 hw, aw;
+		__u8 h[4] = {0, v6 ? SCTP_P_IPV6 : SCTP_P_IPV4, 0, psz};
+		__builtin_memcpy(&hw, h, 4);
+		b->w[w++ & (LB_COMPACT_WORDS - 1)] = hw;
+		for (int k = 0; k < 4; k++) {
+			if (!v6 && k < 3)
+				continue;
+			__builtin_memcpy(&aw, va + 4 * k, 4);
+			b->w[w++ & (LB_COMPACT_WORDS - 1)] = aw;
+		}
+	}
+	b->w[2] = 0; // the CRC is computed with its own field zeroed
+	b->w[2] = mh_crc(b, w);
+	c->store_len = n + add;
+	return mh_store(skb, c, w * 4);
 }
 
 // Walks the parameters of the packet's INIT/INIT-ACK chunk with c prepared,
@@ -1242,8 +1329,38 @@ static __noinline struct ct_val *mh_ack_entry(const struct pkt *p)
 	return ct;
 }
 
+// The VIPs mh_grow offered lead to the endpoint's first address (the one
+// the service names): vip[j] -> eaddr[0] for j >= ne. The record then holds
+// nv endpoint addresses, some repeated.
+static __always_inline void mh_spread(struct assoc *a)
+{
+	__u32 ne = a->ne;
+	for (int j = 1; j < LB_MAX_VIPS; j++) {
+		if (j < ne)
+			continue;
+		if (j >= a->nv)
+			break;
+		addr_cpy(a->eaddr[j], a->eaddr[0]);
+	}
+	a->ne = a->nv;
+}
+
+// Whether endpoint address j repeats an earlier one (a VIP mh_grow added).
+static __always_inline int mh_repeat(const struct assoc *a, int j)
+{
+	for (int k = 0; k < LB_MAX_VIPS - 1; k++) {
+		if (k >= j)
+			break;
+		if (addr_eq(a->eaddr[k], a->eaddr[j & (LB_MAX_VIPS - 1)]))
+			return 1;
+	}
+	return 0;
+}
+
 // Adds the conntrack entries of every path but the primary one, copying the
-// primary's reply entry tmpl. Global: verified once.
+// primary's reply entry tmpl. A path to a repeated endpoint address gets no
+// reply entry: the endpoint's packets to that client address already have
+// one, from the first VIP leading to it. Global: verified once.
 __noinline int mh_paths(struct mh_ctx *c, const struct ct_val *tmpl)
 {
 	__u32 zero = 0;
@@ -1282,6 +1399,10 @@ __noinline int mh_paths(struct mh_ctx *c, const struct ct_val *tmpl)
 			v->nat_dport = c->a.eport;
 			if (bpf_map_update_elem(&conntrack, &k, v, BPF_ANY))
 				continue;
+			if (mh_repeat(&c->a, j)) {
+				made++;
+				continue;
+			}
 			addr_cpy(k.src, c->a.eaddr[j]);
 			addr_cpy(k.dst, ls);
 			k.sport = c->a.eport;
@@ -1345,6 +1466,16 @@ static __noinline int mh_handshake(struct __sk_buff *skb, struct pkt *p, struct 
 	if (!ack || !rec)
 		return 0;
 	c->a.vtag_ep = p->init_tag;
+	if (c->a.ne < c->a.nv) {
+		c->sctp_len = p->ip_end - p->l4_off;
+		int n = mh_grow(skb, c);
+		if (n < 0)
+			return -1;
+		if (n > 0) {
+			p->ip_end = p->l4_off + n;
+			mh_spread(&c->a);
+		}
+	}
 	bpf_map_update_elem(&assocs, &k, &c->a, BPF_ANY);
 	return 1; // the caller adds the paths: one frame less on the stack
 }

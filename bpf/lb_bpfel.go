@@ -134,23 +134,24 @@ type LbIfaddrVal struct {
 }
 
 type LbMhCtx struct {
-	_       structs.HostLayout
-	A       LbAssoc
-	Crc     uint32
-	SctpLen uint32
-	L3Off   uint32
-	L4Off   uint32
-	End     uint32
-	EndFix  uint32
-	RmBytes uint32
-	KeptEnd uint32
-	NewClen uint32
-	Dir     uint8
-	Limit   uint8
-	LastRm  uint8
-	Ip6     uint8
-	Addr    [16]uint8
-	Rm      [16]uint32
+	_        structs.HostLayout
+	A        LbAssoc
+	Crc      uint32
+	SctpLen  uint32
+	L3Off    uint32
+	L4Off    uint32
+	End      uint32
+	EndFix   uint32
+	RmBytes  uint32
+	KeptEnd  uint32
+	NewClen  uint32
+	StoreLen uint32
+	Dir      uint8
+	Limit    uint8
+	LastRm   uint8
+	Ip6      uint8
+	Addr     [16]uint8
+	Rm       [16]uint32
 }
 
 type LbPendKey struct {

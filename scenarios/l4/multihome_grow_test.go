@@ -1,0 +1,144 @@
+package l4
+
+import (
+	"context"
+	"net/netip"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/telcolb/telcolb/api"
+	"github.com/telcolb/telcolb/scenarios/capture"
+	"github.com/telcolb/telcolb/scenarios/sctppeer"
+)
+
+// applySingleHomed programs c's multi-homed service (c.n VIPs) but starts
+// the endpoint bound to one address only.
+func applySingleHomed(t *testing.T, e *Env, c mhCase) *sctppeer.Server {
+	t.Helper()
+	ctx := context.Background()
+	vips := c.vips()
+	ep := c.endpointAddrs(e)[0]
+	svc := api.Service{Name: c.name(), VIP: vips[0].String(), Port: mhPort, Protocol: api.ProtocolSCTP, Mode: c.mode,
+		Endpoints: []api.Endpoint{{Address: ep.String(), Port: mhPort}}}
+	for _, v := range vips[1:] {
+		svc.SecondaryVIPs = append(svc.SecondaryVIPs, v.String())
+	}
+	if err := e.Daemon.Client.ApplyService(ctx, svc); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = e.Daemon.Client.DeleteService(ctx, svc.Name) })
+	srv, err := sctppeer.StartServer(ctx, e.Lab.Backends[0], sctppeer.ServerOptions{
+		Bind: c.endpointAddrs(e)[:1], Port: mhPort, ID: "be1", Timers: sctppeer.FastTimers})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = srv.Stop() })
+	return srv
+}
+
+// The LB, not the endpoint, is the client's multi-homed peer: an endpoint
+// with fewer addresses than the service has VIPs still gets the client
+// every VIP (the INIT-ACK grows by the VIPs it lacks, which lead to the
+// endpoint's own address), so a multi-homed client keeps its association
+// when its primary link fails, without a new INIT. tshark checks the
+// grown INIT-ACK's CRC32c and addresses.
+func TestSCTPSingleHomedEndpointGetsTheClientEveryVIP(t *testing.T) {
+	for _, c := range []mhCase{{n: 2, mode: api.ModeDefault, host: 50}, {n: 3, v6: true, mode: api.ModeFullNAT, host: 51}} {
+		t.Run(c.name(), func(t *testing.T) {
+			e := upLinks(t)
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
+			srv := applySingleHomed(t, e, c)
+			front, back := startCaps(t, e)
+			const count = 60
+			cl, err := sctppeer.StartClient(ctx, e.Lab.Client, sctppeer.ClientOptions{
+				Bind: c.clientAddrs(e), Connect: c.vips()[:1], Port: mhPort,
+				Count: count, Size: 200, Interval: 50 * time.Millisecond, Streams: 2, PPID: 60,
+				Wait: 20 * time.Second, Timers: sctppeer.FastTimers})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := WaitServerEvent(ctx, srv, "assoc", "COMM_UP"); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(time.Second)
+			conns, err := e.Daemon.Client.Conntrack(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var mine []api.Conn
+			for _, cn := range conns {
+				if cn.Service == c.name() {
+					mine = append(mine, cn)
+				}
+			}
+			if len(mine) != 1 || len(mine[0].Paths) != c.n*c.n-1 {
+				t.Errorf("conntrack %+v: want one association with %d secondary paths", mine, c.n*c.n-1)
+			}
+			if err := e.Lab.ClientIface(0).SetUp(ctx, false); err != nil {
+				t.Fatal(err)
+			}
+			res, err := cl.Wait(ctx)
+			if err != nil || res.Echoed != count || res.Lost != 0 {
+				t.Fatalf("client: %v; echoed %d lost %d, want %d/0 (%+v)", err, res.Echoed, res.Lost, count, res)
+			}
+			if got, want := addrSet(res.PeerAddrs), sorted(c.vips()); !slices.Equal(got, want) {
+				t.Errorf("client sees peer addresses %v, want every VIP %v", got, want)
+			}
+			peers := serverPeers(t, []*sctppeer.Server{srv})["be1"]
+			if got, want := addrSet(peers), sorted(c.seenBy(e)); !slices.Equal(got, want) {
+				t.Errorf("endpoint sees peer addresses %v, want %v", got, want)
+			}
+			if res.Failovers == 0 {
+				t.Errorf("client reported no unreachable peer address; events %+v", res.Events)
+			}
+			t.Logf("failover: max echo gap %d ms", res.MaxGapMs)
+			stopCaps(t, front, back)
+			var all []capture.SCTPPacket
+			for _, cp := range append(slices.Clone(front), back...) {
+				rep, err := capture.Checksums(ctx, cp.File)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if len(rep.Bad) > 0 {
+					t.Errorf("%s: bad checksums %v", cp.Iface, rep.Bad)
+				}
+				pkts, err := capture.SCTP(ctx, cp.File)
+				if err != nil {
+					t.Fatal(err)
+				}
+				all = append(all, pkts...)
+			}
+			counts := capture.CountChunks(all)
+			if counts["ABORT"] != 0 || counts["INIT_ACK"] == 0 {
+				t.Errorf("chunks %v: want no ABORT", counts)
+			}
+			if n := countInits(t, front, "INIT"); n != 1 {
+				t.Errorf("%d INITs from the client, want 1 (no new association)", n)
+			}
+			var acks [][]netip.Addr
+			for _, cp := range front {
+				got, err := InitAddresses(ctx, cp.File, "INIT_ACK")
+				if err != nil {
+					t.Fatal(err)
+				}
+				acks = append(acks, got...)
+			}
+			// The INIT-ACK comes from the primary VIP, which it may or may
+			// not list; with its source it must name every VIP.
+			if len(acks) != 1 || !slices.Equal(addrSet(addrStrs(append(acks[0], c.vips()[0]))), sorted(c.vips())) {
+				t.Errorf("INIT-ACKs toward the client list %v, want one naming (with its source) every VIP %v", acks, c.vips())
+			}
+			checkInitAddresses(t, front, back, c.vips(), c.seenBy(e))
+		})
+	}
+}
+
+func addrStrs(a []netip.Addr) []string {
+	out := make([]string, len(a))
+	for i, x := range a {
+		out[i] = x.String()
+	}
+	return out
+}
