@@ -1455,6 +1455,13 @@ static __noinline int mh_handshake(struct __sk_buff *skb, struct pkt *p, struct 
 		if (ack) {
 			addr_cpy(c->a.vip[0], ct->nat_src);
 			addr_cpy(c->a.eaddr[0], p->src);
+			// NAT64: the client's family is the VIP's, and no address of
+			// the IPv4 endpoint can be carried to it.
+			if (is_mapped(ct->nat_src) != (p->family == AF_INET)) {
+				c->a.family = p->family == AF_INET ? AF_INET6 : AF_INET;
+				c->a.ne = 0;
+				c->limit = 0;
+			}
 		} else {
 			addr_cpy(c->a.caddr[0], p->src);
 			addr_cpy(c->a.lsrc0, ct->nat_src);

@@ -3,6 +3,7 @@ package dataplane
 import (
 	"encoding/binary"
 	"fmt"
+	"github.com/telcolb/telcolb/bpf"
 	"net/netip"
 	"strings"
 	"testing"
@@ -157,30 +158,54 @@ func TestNAT64SCTPInitCarriesNoClientAddress(t *testing.T) {
 func TestNAT64SCTPInitAckCarriesNoEndpointAddress(t *testing.T) {
 	e := newEnv(t)
 	lb1 := e.ifindex("lb1")
-	const id, vport, epPort, cport = 602, 3869, 3869, 40700
-	e.upsert(Service{ID: id, VIP: vipV6, PortStart: vport, Proto: ProtoSCTP, Endpoints: testEndpoints(false, 1, epPort)})
-	init := pkt{srcMAC: clientMAC, dstMAC: lbMAC0, src: clientV6, dst: vipV6, proto: 132, sport: cport, dport: vport, ttl: 64,
-		sctpChunks: initWith(0x6001)}
-	if ret, _ := e.run(init.frame()); ret != actRedirect {
-		t.Fatalf("INIT verdict %d", ret)
+	// With its association record evicted (LRU), the INIT-ACK is still
+	// rewritten for the client's family, not the packet's.
+	for i, evicted := range []bool{false, true} {
+		t.Run(fmt.Sprintf("record evicted=%v", evicted), func(t *testing.T) {
+			e := e.sub(t)
+			id, vport, epPort, cport := uint32(602+i), uint16(3869+i), uint16(3869), uint16(40700+i)
+			e.upsert(Service{ID: id, VIP: vipV6, PortStart: vport, Proto: ProtoSCTP, Endpoints: testEndpoints(false, 1, epPort)})
+			init := pkt{srcMAC: clientMAC, dstMAC: lbMAC0, src: clientV6, dst: vipV6, proto: 132, sport: cport, dport: vport, ttl: 64,
+				sctpChunks: initWith(0x6001)}
+			if ret, _ := e.run(init.frame()); ret != actRedirect {
+				t.Fatalf("INIT verdict %d", ret)
+			}
+			if evicted {
+				var k bpf.LbAssocKey
+				var ks []bpf.LbAssocKey
+				var v bpf.LbAssoc
+				it := e.d.objs.Assocs.Iterate()
+				for it.Next(&k, &v) {
+					ks = append(ks, k)
+				}
+				for _, k := range ks {
+					if err := e.d.objs.Assocs.Delete(&k); err != nil {
+						t.Fatal(err)
+					}
+				}
+				if len(ks) == 0 {
+					t.Fatal("no association record to evict")
+				}
+			}
+			sport := e.conn(id).Source.Port()
+			ep, ep2 := epAddr(false, 0).As4(), ep2V4.As4()
+			cookie := make([]byte, 40)
+			for i := range cookie {
+				cookie[i] = byte(i)
+			}
+			ack := pkt{srcMAC: epMAC(0), dstMAC: lbMAC1, src: epAddr(false, 0), dst: lbAddr1V4, proto: 132, sport: epPort, dport: sport, ttl: 64,
+				sctpVtag: 0x6001, sctpChunks: sctpInitWith(2, 0x6002, sctpParam(5, ep[:]), sctpParam(7, cookie), sctpParam(5, ep2[:]))}
+			ret, out := e.runOn(e.d.objs.TcIngress, lb1, ack.frame())
+			if ret != actRedirect {
+				t.Fatalf("INIT-ACK verdict %d", ret)
+			}
+			want := ack
+			want.srcMAC, want.dstMAC, want.ttl = lbMAC0, clientMAC, 63
+			want.src, want.sport, want.dst, want.dport = vipV6, vport, clientV6, cport
+			want.sctpChunks = sctpInitWith(2, 0x6002, sctpParam(7, cookie))
+			diffHex(t, "translated INIT-ACK", out, want.frame())
+		})
 	}
-	sport := e.conn(id).Source.Port()
-	ep, ep2 := epAddr(false, 0).As4(), ep2V4.As4()
-	cookie := make([]byte, 40)
-	for i := range cookie {
-		cookie[i] = byte(i)
-	}
-	ack := pkt{srcMAC: epMAC(0), dstMAC: lbMAC1, src: epAddr(false, 0), dst: lbAddr1V4, proto: 132, sport: epPort, dport: sport, ttl: 64,
-		sctpVtag: 0x6001, sctpChunks: sctpInitWith(2, 0x6002, sctpParam(5, ep[:]), sctpParam(7, cookie), sctpParam(5, ep2[:]))}
-	ret, out := e.runOn(e.d.objs.TcIngress, lb1, ack.frame())
-	if ret != actRedirect {
-		t.Fatalf("INIT-ACK verdict %d", ret)
-	}
-	want := ack
-	want.srcMAC, want.dstMAC, want.ttl = lbMAC0, clientMAC, 63
-	want.src, want.sport, want.dst, want.dport = vipV6, vport, clientV6, cport
-	want.sctpChunks = sctpInitWith(2, 0x6002, sctpParam(7, cookie))
-	diffHex(t, "translated INIT-ACK", out, want.frame())
 }
 
 // What the translation refuses is dropped and counted, never half-rewritten.
