@@ -228,8 +228,6 @@ func validateEndpoints(s *Service, vip netip.Addr) error {
 		switch {
 		case vip.Is6() && a.Is4() && s.Mode == ModeDSR:
 			return fieldErr(prefix+".address", "%s is IPv4 but the vip is IPv6: NAT64 rewrites the headers, which dsr mode cannot do; use default, onearm or fullnat", a)
-		case vip.Is6() && a.Is4() && len(s.SecondaryVIPs) > 0:
-			return fieldErr(prefix+".address", "%s is IPv4 but the vip is IPv6: NAT64 shows the endpoint one IPv4 LB address, so secondaryVIPs cannot be used", a)
 		case vip.Is4() && a.Is6():
 			return fieldErr(prefix+".address", "%s is IPv6 but the vip is IPv4: endpoints must share the vip's family", a)
 		}

@@ -151,12 +151,6 @@ func TestValidateRejectsEachRuleWithItsField(t *testing.T) {
 			s.Mode = ModeDSR
 			s.Endpoints = []Endpoint{{Address: "10.0.0.1", Port: 80}}
 		}, "endpoints[0].address", "dsr mode cannot"},
-		{"nat64 endpoint with secondary vips", func(s *Service) {
-			s.VIP = "2001:db8::10"
-			s.Protocol = ProtocolSCTP
-			s.SecondaryVIPs = []string{"2001:db8::11"}
-			s.Endpoints = []Endpoint{{Address: "10.0.0.1", Port: 80}}
-		}, "endpoints[0].address", "secondaryVIPs cannot be used"},
 		{"ipv6 endpoint for ipv4 vip", func(s *Service) { s.Endpoints[1].Address = "2001:db8::1" }, "endpoints[1].address", "share the vip's family"},
 		{"port 0 without dsr or range", func(s *Service) { s.Endpoints[0].Port = 0 }, "endpoints[0].port", "only allowed in dsr mode or with a port range"},
 		{"dsr with other port", func(s *Service) { s.Mode = ModeDSR; s.Endpoints[0].Port = 81 }, "endpoints[0].port", "0 or the service port 80"},

@@ -270,6 +270,7 @@ struct mh_ctx {
 	__u8 limit;     // how many addresses this direction may carry
 	__u8 last_rm;   // the chunk's last parameter (or its tail) is skipped
 	__u8 ip6;       // the packet (not necessarily the association) is IPv6
+	__u8 x64;       // a NAT64 INIT: IPv6 client, IPv4 endpoint (see mh_xlat)
 	__u8 addr[16];  // address being rewritten (kept off the stack)
 	__u32 rm[LB_COMPACT_WORDS / 32]; // 4-byte words of the SCTP packet to remove
 };
@@ -759,7 +760,8 @@ static __always_inline int mh_index(__u8 (*list)[16], __u8 *n, __u8 limit, const
 static __always_inline const __u8 *mh_lsrc(const struct assoc *a, int i)
 {
 	i &= LB_MAX_VIPS - 1;
-	if (i == 0)
+	// onearm (NAT64 flows run as onearm): one LB address for every path.
+	if (i == 0 || a->mode == MODE_ONEARM)
 		return a->lsrc0;
 	if (a->mode == MODE_FULLNAT)
 		return a->vip[i];
@@ -817,6 +819,15 @@ static __always_inline int mh_xlat(const struct mh_ctx *c)
 	return c->dir == SCTP_INIT && c->a.family == AF_INET6 && is_mapped(c->a.lsrc0);
 }
 
+// Records c->addr among the client's addresses. Global (verified once, own
+// frame): mh_param's frame is on the deepest call chain.
+__noinline int mh_learn_client(struct mh_ctx *c)
+{
+	if (!c)
+		return 0;
+	return mh_index(c->a.caddr, &c->a.nc, c->limit, c->addr);
+}
+
 // Rewrites one INIT/INIT-ACK parameter at off; returns its padded length or
 // -1 when it is malformed. Global: verified once, not per loop iteration.
 __noinline int mh_param(struct __sk_buff *skb, struct mh_ctx *c, __u32 off)
@@ -852,9 +863,11 @@ __noinline int mh_param(struct __sk_buff *skb, struct mh_ctx *c, __u32 off)
 				return -1;
 		}
 		int idx = -1;
-		// NAT64: no client address may reach the IPv4 endpoint, which
-		// could not use it anyway; the packet's source is enough.
-		if ((c->a.family == AF_INET6) == v6 && !mh_xlat(c)) {
+		// NAT64: the client's addresses are learnt (its paths) but none may
+		// reach the IPv4 endpoint, which could not use them anyway.
+		if (c->x64 && v6)
+			mh_learn_client(c);
+		else if ((c->a.family == AF_INET6) == v6 && !c->x64) {
 			if (c->dir == SCTP_INIT)
 				idx = mh_index(c->a.caddr, &c->a.nc, c->limit, addr);
 			else
@@ -1198,6 +1211,7 @@ static __noinline int mh_walk(struct __sk_buff *skb, struct pkt *p, struct mh_ct
 	c->end = p->l4_off + 12 + ((__u32)cl[0] << 8 | cl[1]);
 	c->kept_end = off;
 	c->dir = p->chunk_type;
+	c->x64 = mh_xlat(c);
 	for (int i = 0; i < LB_MAX_PARAMS; i++) {
 		if (off + 4 > c->end)
 			break;
@@ -1275,7 +1289,10 @@ static __noinline int mh_init_new(struct __sk_buff *skb, struct pkt *p, const st
 	addr_cpy(a->vip[0], p->dst);
 	__u8 nv = 1;
 	struct svc_vips *sv = bpf_map_lookup_elem(&svc_vip_list, &svc);
-	if (sv && v->mode != MODE_ONEARM) {
+	// NAT64 runs as onearm toward the endpoint, but the client side is
+	// multi-homed like any other: every VIP is a path (see mh_follow).
+	c->x64 = is_mapped(v->nat_src) != (p->family == AF_INET);
+	if (sv && (v->mode != MODE_ONEARM || c->x64)) {
 		for (int i = 0; i < LB_MAX_VIPS; i++) {
 			if (i >= sv->n || nv >= LB_MAX_VIPS)
 				break;
@@ -1297,7 +1314,7 @@ static __noinline int mh_init_new(struct __sk_buff *skb, struct pkt *p, const st
 	a->eport = v->nat_dport;
 	a->mode = v->mode;
 	a->family = p->family;
-	c->limit = mh_init_limit(a);
+	c->limit = c->x64 ? nv : mh_init_limit(a);
 	if (mh_walk(skb, p, c))
 		return -1;
 	struct assoc_key k = {.svc = svc, .vtag_client = p->init_tag, .cport = p->sport, .vport = p->dport};
@@ -1360,7 +1377,8 @@ static __always_inline int mh_repeat(const struct assoc *a, int j)
 // Adds the conntrack entries of every path but the primary one, copying the
 // primary's reply entry tmpl. A path to a repeated endpoint address gets no
 // reply entry: the endpoint's packets to that client address already have
-// one, from the first VIP leading to it. Global: verified once.
+// one, from the first VIP leading to it; nor does a NAT64 client's second
+// address (see mh_follow). Global: verified once.
 __noinline int mh_paths(struct mh_ctx *c, const struct ct_val *tmpl)
 {
 	__u32 zero = 0;
@@ -1399,7 +1417,11 @@ __noinline int mh_paths(struct mh_ctx *c, const struct ct_val *tmpl)
 			v->nat_dport = c->a.eport;
 			if (bpf_map_update_elem(&conntrack, &k, v, BPF_ANY))
 				continue;
-			if (mh_repeat(&c->a, j)) {
+			// One reply entry per (endpoint address, LB address) pair:
+			// NAT64 shows the endpoint one LB address for every client
+			// address, and mh_follow points that entry at the path the
+			// client last used.
+			if (mh_repeat(&c->a, j) || (i > 0 && c->a.mode == MODE_ONEARM)) {
 				made++;
 				continue;
 			}
@@ -1757,7 +1779,10 @@ static __noinline int rewrite(struct __sk_buff *skb, const struct pkt *p, const 
  * -> [vip6, client6]); the target address's family tells rewrite from
  * translate. The endpoint cannot see an IPv6 client, so the source is always
  * the LB's IPv4 address on the egress interface (onearm), whatever the
- * service's mode; DSR cannot translate and is refused by the API.
+ * service's mode; DSR cannot translate and is refused by the API. An SCTP
+ * client may still be multi-homed toward the service's VIPs: its addresses
+ * are learnt but never shown to the endpoint, and the endpoint's packets
+ * follow the client's latest path (mh_follow).
  *
  * The L4 checksum is fixed before the headers change: only the pseudo
  * header's addresses differ (length and protocol add up the same in both
@@ -2657,6 +2682,31 @@ static __always_inline int sctp_asconf(struct __sk_buff *skb, const struct pkt *
 	return t == SCTP_ASCONF || t == SCTP_ASCONF_ACK;
 }
 
+// NAT64 SCTP: the IPv4 endpoint sees one LB address for every path of a
+// multi-homed client, so its packets carry no hint of the path to answer
+// on. They follow the client: each client packet points the association's
+// reply entry at the client address and VIP it came by. A path that fails
+// carries no more client packets, so the replies move to the path the
+// client fails over to (its heartbeats on a live path may swing them back
+// and forth between live paths, which the client accepts: every VIP is its
+// peer's address). Global: verified once.
+__noinline int mh_follow(const struct ct_val *ct, const struct pkt *p)
+{
+	struct ct_key k;
+	if (!ct || !p)
+		return 0;
+	peer_key(ct, IPPROTO_SCTP, &k);
+	struct ct_val *r = bpf_map_lookup_elem(&conntrack, &k);
+	if (!r || !(r->flags & CT_F_REPLY) || r->vtag_client != ct->vtag_client)
+		return 0;
+	if (addr_eq(r->nat_dst, p->src) && addr_eq(r->nat_src, p->dst))
+		return 0;
+	addr_cpy(r->nat_dst, p->src);
+	addr_cpy(r->nat_src, p->dst);
+	r->fib_ns = 0; // the cached next hop was the old path's
+	return 1;
+}
+
 static __noinline int ct_established(struct __sk_buff *skb, struct pkt *p, struct ct_val *ct)
 {
 	__u64 len = skb->len;
@@ -2695,6 +2745,8 @@ static __noinline int ct_established(struct __sk_buff *skb, struct pkt *p, struc
 	__u8 src[16], dst[16];
 	addr_cpy(src, ct->nat_src);
 	addr_cpy(dst, ct->nat_dst);
+	if (p->proto == IPPROTO_SCTP && p->family == AF_INET6 && !(ct->flags & CT_F_REPLY) && xlat_to(p, dst))
+		mh_follow(ct, p);
 	if (xlat_to(p, dst) ? nat64_xlate(skb, p, src, dst, ports32(ct->nat_sport, ct->nat_dport))
 			    : rewrite(skb, p, src, dst, ports32(ct->nat_sport, ct->nat_dport))) {
 		count_drop(DROP_REWRITE);

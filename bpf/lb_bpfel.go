@@ -150,7 +150,9 @@ type LbMhCtx struct {
 	Limit    uint8
 	LastRm   uint8
 	Ip6      uint8
+	X64      uint8
 	Addr     [16]uint8
+	_        [3]byte
 	Rm       [16]uint32
 }
 

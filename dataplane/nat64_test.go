@@ -259,9 +259,9 @@ func TestNAT64ServiceValidation(t *testing.T) {
 		{"mixed endpoint families", func(s *Service) { s.Endpoints = append(append([]Endpoint{}, v4ep...), v6ep...) }, ""},
 		{"dsr cannot translate", func(s *Service) { s.Endpoints, s.Mode = v4ep, ModeDSR }, "dsr cannot translate IPv6 to IPv4"},
 		{"ipv4 vip with ipv6 endpoint", func(s *Service) { s.VIP, s.Endpoints = vipV4, v6ep }, "is IPv6 but the VIP is IPv4"},
-		{"secondary vips", func(s *Service) {
+		{"secondary vips are paths of a multi-homed client", func(s *Service) {
 			s.Proto, s.Endpoints, s.SecondaryVIPs = ProtoSCTP, v4ep, []netip.Addr{netip.MustParseAddr("fd09::2")}
-		}, "secondary VIPs cannot be used"},
+		}, ""},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -275,5 +275,74 @@ func TestNAT64ServiceValidation(t *testing.T) {
 				t.Fatalf("error %v, want one containing %q", err, tc.wantErr)
 			}
 		})
+	}
+}
+
+// NAT64 with secondary VIPs: the IPv6 client is multi-homed toward the VIPs
+// (the INIT-ACK grows by the VIPs, the endpoint's IPv4 addresses removed)
+// while the IPv4 endpoint sees one LB address; its packets go back on the
+// path the client last used, from the VIP that path targets.
+func TestNAT64SCTPMultihomedClientRepliesFollowItsPath(t *testing.T) {
+	e := newEnv(t)
+	e.mhNeighbours()
+	lb1 := e.ifindex("lb1")
+	const id, vport, epPort, cport = 610, 3880, 3880, 40880
+	ep4 := epAddr(false, 0)
+	e.upsert(Service{ID: id, VIP: vipV6, SecondaryVIPs: []netip.Addr{vip2V6}, PortStart: vport, Proto: ProtoSCTP,
+		Endpoints: []Endpoint{{Addr: ep4, Port: epPort, Weight: 1}}})
+	init := pkt{srcMAC: clientMAC, dstMAC: lbMAC0, src: clientV6, dst: vipV6, proto: 132, sport: cport, dport: vport, ttl: 64,
+		sctpChunks: sctpInitWith(1, 0x7001, paramAddr(clientV6), paramAddr(client2V6))}
+	ret, out := e.run(init.frame())
+	if ret != actRedirect {
+		t.Fatalf("INIT verdict %d", ret)
+	}
+	sport := e.conn(id).Source.Port()
+	wantInit := init
+	wantInit.srcMAC, wantInit.dstMAC, wantInit.ttl, wantInit.ipDF = lbMAC1, epMAC(0), 63, true
+	wantInit.src, wantInit.sport, wantInit.dst, wantInit.dport = lbAddr1V4, sport, ep4, epPort
+	wantInit.sctpChunks = sctpInitWith(1, 0x7001)
+	diffHex(t, "INIT toward the IPv4 endpoint", out, wantInit.frame())
+
+	ep4b := ep4.As4()
+	ack := pkt{srcMAC: epMAC(0), dstMAC: lbMAC1, src: ep4, dst: lbAddr1V4, proto: 132, sport: epPort, dport: sport, ttl: 64,
+		sctpVtag: 0x7001, sctpChunks: sctpInitWith(2, 0x7002, sctpParam(5, ep4b[:]))}
+	ret, out = e.runOn(e.d.objs.TcIngress, lb1, ack.frame())
+	if ret != actRedirect {
+		t.Fatalf("INIT-ACK verdict %d", ret)
+	}
+	wantAck := ack
+	wantAck.srcMAC, wantAck.dstMAC, wantAck.ttl = lbMAC0, clientMAC, 63
+	wantAck.src, wantAck.sport, wantAck.dst, wantAck.dport = vipV6, vport, clientV6, cport
+	wantAck.sctpChunks = sctpInitWith(2, 0x7002, paramAddr(vip2V6))
+	diffHex(t, "INIT-ACK toward the IPv6 client", out, wantAck.frame())
+
+	for _, step := range []struct{ client, vip netip.Addr }{
+		{client2V6, vip2V6}, {clientV6, vipV6}, {clientV6, vip2V6}, {client2V6, vipV6},
+	} {
+		name := fmt.Sprintf("%s -> %s", step.client, step.vip)
+		data := pkt{srcMAC: clientMAC, dstMAC: lbMAC0, src: step.client, dst: step.vip, proto: 132, sport: cport, dport: vport, ttl: 64,
+			sctpVtag: 0x7002, sctpChunks: sctpData(30)}
+		ret, out := e.run(data.frame())
+		if ret != actRedirect {
+			t.Fatalf("%s: verdict %d", name, ret)
+		}
+		w := data
+		w.srcMAC, w.dstMAC, w.ttl, w.ipDF = lbMAC1, epMAC(0), 63, true
+		w.src, w.sport, w.dst, w.dport = lbAddr1V4, sport, ep4, epPort
+		diffHex(t, name, out, w.frame())
+
+		sack := pkt{srcMAC: epMAC(0), dstMAC: lbMAC1, src: ep4, dst: lbAddr1V4, proto: 132, sport: epPort, dport: sport, ttl: 64,
+			sctpVtag: 0x7001, sctpChunks: sctpSimple(4)}
+		ret, out = e.runOn(e.d.objs.TcIngress, lb1, sack.frame())
+		if ret != actRedirect {
+			t.Fatalf("%s reply: verdict %d", name, ret)
+		}
+		w = sack
+		w.srcMAC, w.dstMAC, w.ttl = lbMAC0, clientMAC, 63
+		w.src, w.sport, w.dst, w.dport = step.vip, vport, step.client, cport
+		diffHex(t, name+": the endpoint's reply follows", out, w.frame())
+	}
+	if got := e.conn(id); len(got.Paths) != 3 {
+		t.Fatalf("association with %d secondary paths, want 3: %+v", len(got.Paths), got)
 	}
 }

@@ -90,7 +90,6 @@ func validate(s Service) error {
 	if len(s.SecondaryVIPs) > 0 && s.Proto == ProtoSCTP && (s.Mode == ModeOneArm || s.Mode == ModeDSR) {
 		return fmt.Errorf("service %d: SCTP multi-homing (secondary VIPs) needs mode default or fullnat", s.ID)
 	}
-	nat64 := false
 	for i, e := range s.Endpoints {
 		if !e.Addr.IsValid() {
 			return fmt.Errorf("service %d: endpoints[%d]: invalid address", s.ID, i)
@@ -104,16 +103,10 @@ func validate(s Service) error {
 			if s.Mode == ModeDSR {
 				return fmt.Errorf("service %d: endpoints[%d]: dsr cannot translate IPv6 to IPv4 (%s)", s.ID, i, e.Addr)
 			}
-			nat64 = true
 		}
 		if s.Mode == ModeDSR && e.Port != 0 && e.Port != s.PortStart {
 			return fmt.Errorf("service %d: endpoints[%d]: dsr cannot translate ports", s.ID, i)
 		}
-	}
-	if nat64 && len(s.SecondaryVIPs) > 0 {
-		// A NAT64 association has one IPv4 LB address toward the endpoint,
-		// so there is no second path to map another VIP onto.
-		return fmt.Errorf("service %d: secondary VIPs cannot be used with IPv4 endpoints of an IPv6 VIP (NAT64)", s.ID)
 	}
 	return nil
 }

@@ -142,3 +142,77 @@ func addrStrs(a []netip.Addr) []string {
 	}
 	return out
 }
+
+// NAT64 multi-homing: an IPv6 client with two links reaches an IPv4
+// endpoint through two IPv6 VIPs. The endpoint sees one LB address; the
+// client sees both VIPs and, when its primary link fails, carries on over
+// the other one (the endpoint's packets follow it) without a new INIT.
+func TestNAT64SCTPMultihomedClientFailsOver(t *testing.T) {
+	e := upLinks(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c := mhCase{n: 2, v6: true, mode: api.ModeDefault, host: 52}
+	vips := c.vips()
+	ep4 := ifaceAddr(e.Lab.BackendIface(0, 0), false)
+	svc := api.Service{Name: "nat64-multihomed", VIP: vips[0].String(), SecondaryVIPs: []string{vips[1].String()},
+		Port: mhPort, Protocol: api.ProtocolSCTP, Endpoints: []api.Endpoint{{Address: ep4.String(), Port: mhPort}}}
+	if err := e.Daemon.Client.ApplyService(ctx, svc); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = e.Daemon.Client.DeleteService(context.Background(), svc.Name) })
+	srv, err := sctppeer.StartServer(ctx, e.Lab.Backends[0], sctppeer.ServerOptions{
+		Bind: []netip.Addr{ep4}, Port: mhPort, ID: "be1", Timers: sctppeer.FastTimers})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = srv.Stop() })
+	front, back := startCaps(t, e)
+
+	const count = 60
+	cl, err := sctppeer.StartClient(ctx, e.Lab.Client, sctppeer.ClientOptions{
+		Bind: c.clientAddrs(e), Connect: vips[:1], Port: mhPort,
+		Count: count, Size: 200, Interval: 50 * time.Millisecond, Streams: 2, PPID: 60,
+		Wait: 20 * time.Second, Timers: sctppeer.FastTimers})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := WaitServerEvent(ctx, srv, "assoc", "COMM_UP"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second)
+	if err := e.Lab.ClientIface(0).SetUp(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	res, err := cl.Wait(ctx)
+	if err != nil || res.Echoed != count || res.Lost != 0 {
+		t.Fatalf("client: %v; echoed %d lost %d, want %d/0 (%+v)", err, res.Echoed, res.Lost, count, res)
+	}
+	if got, want := addrSet(res.PeerAddrs), sorted(vips); !slices.Equal(got, want) {
+		t.Errorf("client sees peer addresses %v, want both VIPs %v", got, want)
+	}
+	if res.Failovers == 0 {
+		t.Errorf("client reported no unreachable peer address; events %+v", res.Events)
+	}
+	t.Logf("failover: max echo gap %d ms", res.MaxGapMs)
+	want := e.LBBackendAddr(false)
+	for _, p := range serverPeers(t, []*sctppeer.Server{srv})["be1"] {
+		if addrOf(p) != want {
+			t.Errorf("endpoint saw peer address %s, want only the LB's IPv4 %s", p, want)
+		}
+	}
+	stopCaps(t, front, back)
+	for _, cp := range append(slices.Clone(front), back...) {
+		rep, err := capture.Checksums(ctx, cp.File)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(rep.Bad) > 0 {
+			t.Errorf("%s: bad checksums %v", cp.Iface, rep.Bad)
+		}
+	}
+	if n := countInits(t, front, "INIT"); n != 1 {
+		t.Errorf("%d INITs from the client, want 1 (no new association)", n)
+	}
+	// Toward the endpoint nothing may be listed but IPv4 (its address types too).
+	checkInitAddresses(t, front, back, vips, []netip.Addr{want})
+}
