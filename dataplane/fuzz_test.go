@@ -40,6 +40,18 @@ func FuzzTCIngress(f *testing.F) {
 			f.Fatal(err)
 		}
 	}
+	// NAT64 multi-homing (secondary VIP, IPv4 endpoint) on port 82: INIT
+	// learning, INIT-ACK growth and replies following the client's path.
+	if err := d.UpsertService(Service{ID: 23, VIP: vipV6, SecondaryVIPs: []netip.Addr{vip2V6}, PortStart: 82, Proto: ProtoSCTP,
+		Endpoints: testEndpoints(false, 1, 8082)}); err != nil {
+		f.Fatal(err)
+	}
+	f.Add(pkt{srcMAC: clientMAC, dstMAC: lbMAC0, src: clientV6, dst: vipV6, proto: 132, sport: 4, dport: 82,
+		sctpChunks: sctpInitWith(1, 12, paramAddr(clientV6), paramAddr(client2V6))}.frame())
+	f.Add(pkt{srcMAC: epMAC(0), dstMAC: lbMAC1, src: epAddr(false, 0), dst: lbAddr1V4, proto: 132, sport: 8082, dport: 1024, sctpVtag: 12,
+		sctpChunks: sctpInitWith(2, 13, paramAddr(epAddr(false, 0)))}.frame())
+	f.Add(pkt{srcMAC: clientMAC, dstMAC: lbMAC0, src: client2V6, dst: vip2V6, proto: 132, sport: 4, dport: 82, sctpVtag: 13,
+		sctpChunks: sctpData(10)}.frame())
 	f.Add(tcpTo(clientV6, vipV6, 3, 81, tcpSYN).frame())
 	f.Add(udpTo(clientV6, vipV6, 3, 81).frame())
 	f.Add(pkt{srcMAC: clientMAC, dstMAC: lbMAC0, src: clientV6, dst: vipV6, proto: 132, sport: 3, dport: 81,
