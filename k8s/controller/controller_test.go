@@ -563,3 +563,29 @@ func benchColdStart(t *testing.T, label, daemonURL string, dial DialFunc) {
 	fmt.Printf("BENCH %s %.1f s target < 30\n", label, time.Since(start).Seconds())
 	c.stop()
 }
+
+// NAT64 multi-homing from annotations: ipam ipv6to4 with secondary pools
+// gives an SCTP Service IPv6 VIPs (primary and secondary) in front of IPv4
+// pod endpoints, and the daemon takes the multi-homed rule.
+func TestNAT64ServiceWithSecondaryPoolsIsProgrammed(t *testing.T) {
+	needEnv(t)
+	d := startDaemon(t)
+	c := startController(t, ctrlOpts{pools: "defaultPool=10.53.0.0/29", pools6: "defaultPool=fd50::/120,pool2=fd51::/120", daemons: []string{d.URL}})
+	ns := makeNamespace(t)
+	s := makeService(t, ns, "amf64", c.class, withPorts(sctpPort(38412, 38412)),
+		withAnn("telcolb.io/ipam", "ipv6to4", "telcolb.io/poolSelectSecondary", "pool2", "telcolb.io/usepodnetwork", "yes"))
+	makeSlice(t, s, []discoveryv1.Endpoint{podEndpoint("10.4.0.9", "", true)})
+	if ips := waitIngress(t, ns, "amf64", 2); strings.Join(ips, ",") != "fd50::,fd51::" {
+		t.Fatalf("ingress %v", ips)
+	}
+	eventually(t, 10*time.Second, "NAT64 multi-homed rule", func() error {
+		rules := d.rules(t)
+		r := rules[ns+".amf64.38412-sctp-v6"]
+		if r.VIP != "fd50::" || strings.Join(r.SecondaryVIPs, ",") != "fd51::" ||
+			len(r.Endpoints) != 1 || r.Endpoints[0].Address != "10.4.0.9" {
+			return fmt.Errorf("rule %+v (rules %v)", r, rules)
+		}
+		return nil
+	})
+	waitCondition(t, ns, "amf64", ReasonProgrammed)
+}
