@@ -9,6 +9,7 @@ import (
 
 	"github.com/telcolb/telcolb/api"
 	"github.com/telcolb/telcolb/scenarios/capture"
+	"github.com/telcolb/telcolb/scenarios/lab"
 	"github.com/telcolb/telcolb/scenarios/sctppeer"
 )
 
@@ -215,4 +216,81 @@ func TestNAT64SCTPMultihomedClientFailsOver(t *testing.T) {
 	}
 	// Toward the endpoint nothing may be listed but IPv4 (its address types too).
 	checkInitAddresses(t, front, back, vips, []netip.Addr{want})
+}
+
+// The endpoint's primary link is cut mid-transfer: the client's path to the
+// VIP that leads to the endpoint's first address fails, the client moves to
+// the second VIP (the endpoint's second address), the endpoint answers from
+// that address, and the association carries on without a new INIT. In
+// fullnat the endpoint's peers are the VIPs, so, as an operator would, the
+// endpoint is given a route to each VIP range over the link it belongs to
+// (the lab routes everything but link-local subnets over link 0).
+func TestSCTPMultihomedEndpointLinkFailover(t *testing.T) {
+	for _, c := range []mhCase{{n: 2, mode: api.ModeDefault, host: 53}, {n: 2, v6: true, mode: api.ModeFullNAT, host: 54}} {
+		t.Run(c.name(), func(t *testing.T) {
+			e := upLinks(t)
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
+			if c.mode == api.ModeFullNAT {
+				for i := 1; i < c.n; i++ {
+					gw := ifaceAddr(e.Lab.LBBackendIface(i), c.v6)
+					if err := e.Lab.Backends[0].AddRoute(ctx, lab.VIPRange(i, c.v6), gw); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			srv := c.apply(t, e)
+			front, back := startCaps(t, e)
+			const count = 60
+			cl, err := sctppeer.StartClient(ctx, e.Lab.Client, sctppeer.ClientOptions{
+				Bind: c.clientAddrs(e), Connect: c.vips()[:1], Port: mhPort,
+				Count: count, Size: 200, Interval: 50 * time.Millisecond, Streams: 2, PPID: 60,
+				Wait: 20 * time.Second, Timers: sctppeer.FastTimers})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := WaitServerEvent(ctx, srv, "assoc", "COMM_UP"); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(time.Second)
+			if err := e.Lab.BackendIface(0, 0).SetUp(ctx, false); err != nil {
+				t.Fatal(err)
+			}
+			res, err := cl.Wait(ctx)
+			if err != nil || res.Echoed != count || res.Lost != 0 {
+				t.Fatalf("client: %v; echoed %d lost %d, want %d/0 (%+v)", err, res.Echoed, res.Lost, count, res)
+			}
+			if res.Failovers == 0 {
+				t.Errorf("client reported no unreachable peer address; events %+v", res.Events)
+			}
+			t.Logf("endpoint link failover: max echo gap %d ms", res.MaxGapMs)
+			stopCaps(t, front, back)
+			var all []capture.SCTPPacket
+			secondData := 0
+			for _, cp := range append(slices.Clone(front), back...) {
+				pkts, err := capture.SCTP(ctx, cp.File)
+				if err != nil {
+					t.Fatal(err)
+				}
+				all = append(all, pkts...)
+				if cp.Iface == e.Lab.LBBackendIface(1).Name {
+					for _, p := range pkts {
+						if slices.Contains(p.Chunks, "DATA") {
+							secondData++
+						}
+					}
+				}
+			}
+			counts := capture.CountChunks(all)
+			if counts["ABORT"] != 0 {
+				t.Errorf("chunks %v: want no ABORT", counts)
+			}
+			if n := countInits(t, front, "INIT"); n != 1 {
+				t.Errorf("%d INITs from the client, want 1 (no new association)", n)
+			}
+			if secondData == 0 {
+				t.Errorf("no DATA crossed the LB on the endpoint's second link")
+			}
+		})
+	}
 }
