@@ -1509,22 +1509,31 @@ static __noinline int mh_handshake(struct __sk_buff *skb, struct pkt *p, struct 
 	return 1; // the caller adds the paths: one frame less on the stack
 }
 
-// A path entry changed state (COOKIE-ACK, SHUTDOWN, ABORT seen on a
-// secondary path): the association's primary entries take it, since the
-// whole association ages with the primary's timeout.
-__noinline int mh_sync_state(__u32 svc, __u32 vtag, __u32 ports, __u32 st, __u32 to)
+// The primary orig entry of the association (service, client tag, ports
+// packed as ports32), its key left in k; NULL when the record or the entry
+// is gone.
+static __always_inline struct ct_val *mh_primary(__u32 svc, __u32 vtag, __u32 ports, struct ct_key *k)
 {
 	struct assoc_key ak = {.svc = svc, .vtag_client = vtag, .cport = ports & 0xffff, .vport = ports >> 16};
 	struct assoc *a = bpf_map_lookup_elem(&assocs, &ak);
 	if (!a)
 		return 0;
-	struct ct_key k = {};
-	addr_cpy(k.src, a->caddr[0]);
-	addr_cpy(k.dst, a->vip[0]);
-	k.sport = ak.cport;
-	k.dport = ak.vport;
-	k.proto = IPPROTO_SCTP;
-	struct ct_val *pv = bpf_map_lookup_elem(&conntrack, &k);
+	__builtin_memset(k, 0, sizeof(*k));
+	addr_cpy(k->src, a->caddr[0]);
+	addr_cpy(k->dst, a->vip[0]);
+	k->sport = ak.cport;
+	k->dport = ak.vport;
+	k->proto = IPPROTO_SCTP;
+	return bpf_map_lookup_elem(&conntrack, k);
+}
+
+// A path entry changed state (COOKIE-ACK, SHUTDOWN, ABORT seen on a
+// secondary path): the association's primary entries take it, since the
+// whole association ages with the primary's timeout.
+__noinline int mh_sync_state(__u32 svc, __u32 vtag, __u32 ports, __u32 st, __u32 to)
+{
+	struct ct_key k;
+	struct ct_val *pv = mh_primary(svc, vtag, ports, &k);
 	if (!pv)
 		return 0;
 	// Never back: a late COOKIE-ACK on a path must not reopen a closing
@@ -2827,17 +2836,8 @@ static __noinline int ct_insert(const struct pkt *p, const struct ct_key *key, c
 // (service, client tag, ports). Global: verified once.
 __noinline int release_primary(__u32 svc, __u32 tag, __u32 ports)
 {
-	struct assoc_key ak = {.svc = svc, .vtag_client = tag, .cport = ports & 0xffff, .vport = ports >> 16};
-	struct assoc *a = bpf_map_lookup_elem(&assocs, &ak);
-	if (!a)
-		return 0;
-	struct ct_key k = {};
-	addr_cpy(k.src, a->caddr[0]);
-	addr_cpy(k.dst, a->vip[0]);
-	k.sport = ak.cport;
-	k.dport = ak.vport;
-	k.proto = IPPROTO_SCTP;
-	struct ct_val *v = bpf_map_lookup_elem(&conntrack, &k);
+	struct ct_key k;
+	struct ct_val *v = mh_primary(svc, tag, ports, &k);
 	if (v && !(v->flags & CT_F_REPLY) && v->vtag_client == tag)
 		release_active(v);
 	return 0;
