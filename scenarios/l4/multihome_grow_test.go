@@ -52,38 +52,21 @@ func TestSCTPSingleHomedEndpointGetsTheClientEveryVIP(t *testing.T) {
 			defer cancel()
 			srv := applySingleHomed(t, e, c)
 			front, back := startCaps(t, e)
-			const count = 60
-			cl, err := sctppeer.StartClient(ctx, e.Lab.Client, sctppeer.ClientOptions{
-				Bind: c.clientAddrs(e), Connect: c.vips()[:1], Port: mhPort,
-				Count: count, Size: 200, Interval: 50 * time.Millisecond, Streams: 2, PPID: 60,
-				Wait: 20 * time.Second, Timers: sctppeer.FastTimers})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := WaitServerEvent(ctx, srv, "assoc", "COMM_UP"); err != nil {
-				t.Fatal(err)
-			}
-			time.Sleep(time.Second)
-			conns, err := e.Daemon.Client.Conntrack(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var mine []api.Conn
-			for _, cn := range conns {
-				if cn.Service == c.name() {
-					mine = append(mine, cn)
+			res := failover(t, e, srv, c.clientAddrs(e), c.vips()[0], func() {
+				conns, err := e.Daemon.Client.Conntrack(ctx)
+				if err != nil {
+					t.Fatal(err)
 				}
-			}
-			if len(mine) != 1 || len(mine[0].Paths) != c.n*c.n-1 {
-				t.Errorf("conntrack %+v: want one association with %d secondary paths", mine, c.n*c.n-1)
-			}
-			if err := e.Lab.ClientIface(0).SetUp(ctx, false); err != nil {
-				t.Fatal(err)
-			}
-			res, err := cl.Wait(ctx)
-			if err != nil || res.Echoed != count || res.Lost != 0 {
-				t.Fatalf("client: %v; echoed %d lost %d, want %d/0 (%+v)", err, res.Echoed, res.Lost, count, res)
-			}
+				var mine []api.Conn
+				for _, cn := range conns {
+					if cn.Service == c.name() {
+						mine = append(mine, cn)
+					}
+				}
+				if len(mine) != 1 || len(mine[0].Paths) != c.n*c.n-1 {
+					t.Errorf("conntrack %+v: want one association with %d secondary paths", mine, c.n*c.n-1)
+				}
+			}, e.Lab.ClientIface(0))
 			if got, want := addrSet(res.PeerAddrs), sorted(c.vips()); !slices.Equal(got, want) {
 				t.Errorf("client sees peer addresses %v, want every VIP %v", got, want)
 			}
@@ -91,10 +74,6 @@ func TestSCTPSingleHomedEndpointGetsTheClientEveryVIP(t *testing.T) {
 			if got, want := addrSet(peers), sorted(c.seenBy(e)); !slices.Equal(got, want) {
 				t.Errorf("endpoint sees peer addresses %v, want %v", got, want)
 			}
-			if res.Failovers == 0 {
-				t.Errorf("client reported no unreachable peer address; events %+v", res.Events)
-			}
-			t.Logf("failover: max echo gap %d ms", res.MaxGapMs)
 			stopCaps(t, front, back)
 			var all []capture.SCTPPacket
 			for _, cp := range append(slices.Clone(front), back...) {
@@ -169,32 +148,10 @@ func TestNAT64SCTPMultihomedClientFailsOver(t *testing.T) {
 	t.Cleanup(func() { _ = srv.Stop() })
 	front, back := startCaps(t, e)
 
-	const count = 60
-	cl, err := sctppeer.StartClient(ctx, e.Lab.Client, sctppeer.ClientOptions{
-		Bind: c.clientAddrs(e), Connect: vips[:1], Port: mhPort,
-		Count: count, Size: 200, Interval: 50 * time.Millisecond, Streams: 2, PPID: 60,
-		Wait: 20 * time.Second, Timers: sctppeer.FastTimers})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := WaitServerEvent(ctx, srv, "assoc", "COMM_UP"); err != nil {
-		t.Fatal(err)
-	}
-	time.Sleep(time.Second)
-	if err := e.Lab.ClientIface(0).SetUp(ctx, false); err != nil {
-		t.Fatal(err)
-	}
-	res, err := cl.Wait(ctx)
-	if err != nil || res.Echoed != count || res.Lost != 0 {
-		t.Fatalf("client: %v; echoed %d lost %d, want %d/0 (%+v)", err, res.Echoed, res.Lost, count, res)
-	}
+	res := failover(t, e, srv, c.clientAddrs(e), vips[0], nil, e.Lab.ClientIface(0))
 	if got, want := addrSet(res.PeerAddrs), sorted(vips); !slices.Equal(got, want) {
 		t.Errorf("client sees peer addresses %v, want both VIPs %v", got, want)
 	}
-	if res.Failovers == 0 {
-		t.Errorf("client reported no unreachable peer address; events %+v", res.Events)
-	}
-	t.Logf("failover: max echo gap %d ms", res.MaxGapMs)
 	want := e.LBBackendAddr(false)
 	for _, p := range serverPeers(t, []*sctppeer.Server{srv})["be1"] {
 		if addrOf(p) != want {
@@ -241,29 +198,7 @@ func TestSCTPMultihomedEndpointLinkFailover(t *testing.T) {
 			}
 			srv := c.apply(t, e)
 			front, back := startCaps(t, e)
-			const count = 60
-			cl, err := sctppeer.StartClient(ctx, e.Lab.Client, sctppeer.ClientOptions{
-				Bind: c.clientAddrs(e), Connect: c.vips()[:1], Port: mhPort,
-				Count: count, Size: 200, Interval: 50 * time.Millisecond, Streams: 2, PPID: 60,
-				Wait: 20 * time.Second, Timers: sctppeer.FastTimers})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := WaitServerEvent(ctx, srv, "assoc", "COMM_UP"); err != nil {
-				t.Fatal(err)
-			}
-			time.Sleep(time.Second)
-			if err := e.Lab.BackendIface(0, 0).SetUp(ctx, false); err != nil {
-				t.Fatal(err)
-			}
-			res, err := cl.Wait(ctx)
-			if err != nil || res.Echoed != count || res.Lost != 0 {
-				t.Fatalf("client: %v; echoed %d lost %d, want %d/0 (%+v)", err, res.Echoed, res.Lost, count, res)
-			}
-			if res.Failovers == 0 {
-				t.Errorf("client reported no unreachable peer address; events %+v", res.Events)
-			}
-			t.Logf("endpoint link failover: max echo gap %d ms", res.MaxGapMs)
+			failover(t, e, srv, c.clientAddrs(e), c.vips()[0], nil, e.Lab.BackendIface(0, 0))
 			stopCaps(t, front, back)
 			var all []capture.SCTPPacket
 			secondData := 0

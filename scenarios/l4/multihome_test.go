@@ -341,6 +341,44 @@ func TestSCTPDualStackClientsOtherFamilyIsRemoved(t *testing.T) {
 	}
 }
 
+// failover has the client, bound to bind, send 60 messages to vip over one
+// association; once the association is up and carrying data, during (run
+// before the cut, may be nil) and then cut (a link taken down). It returns
+// the client's result after asserting that every message was echoed and
+// that the client saw a peer address become unreachable.
+func failover(t *testing.T, e *Env, srv *sctppeer.Server, bind []netip.Addr, vip netip.Addr, during func(), cut *lab.Iface) sctppeer.Result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	const count = 60
+	cl, err := sctppeer.StartClient(ctx, e.Lab.Client, sctppeer.ClientOptions{
+		Bind: bind, Connect: []netip.Addr{vip}, Port: mhPort,
+		Count: count, Size: 200, Interval: 50 * time.Millisecond, Streams: 2, PPID: 60,
+		Wait: 20 * time.Second, Timers: sctppeer.FastTimers})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := WaitServerEvent(ctx, srv, "assoc", "COMM_UP"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second)
+	if during != nil {
+		during()
+	}
+	if err := cut.SetUp(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	res, err := cl.Wait(ctx)
+	if err != nil || res.Echoed != count || res.Lost != 0 {
+		t.Fatalf("client: %v; echoed %d lost %d, want %d/0 (%+v)", err, res.Echoed, res.Lost, count, res)
+	}
+	if res.Failovers == 0 {
+		t.Errorf("client reported no unreachable peer address; events %+v", res.Events)
+	}
+	t.Logf("%s cut: max echo gap %d ms", cut.Name, res.MaxGapMs)
+	return res
+}
+
 // The client's primary link is cut mid-transfer: the association carries
 // on over a secondary path through the LB, every message is echoed, and no
 // new INIT is sent.
@@ -361,29 +399,7 @@ func TestSCTPMultihomedFailoverThroughTheLB(t *testing.T) {
 				t.Cleanup(func() { _ = cp.Stop() })
 				caps = append(caps, cp)
 			}
-			const count = 60
-			cl, err := sctppeer.StartClient(ctx, e.Lab.Client, sctppeer.ClientOptions{
-				Bind: c.clientAddrs(e), Connect: c.vips()[:1], Port: mhPort,
-				Count: count, Size: 200, Interval: 50 * time.Millisecond, Streams: 2, PPID: 60,
-				Wait: 20 * time.Second, Timers: sctppeer.FastTimers})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := WaitServerEvent(ctx, srv, "assoc", "COMM_UP"); err != nil {
-				t.Fatal(err)
-			}
-			time.Sleep(time.Second)
-			if err := e.Lab.ClientIface(0).SetUp(ctx, false); err != nil {
-				t.Fatal(err)
-			}
-			res, err := cl.Wait(ctx)
-			if err != nil || res.Echoed != count || res.Lost != 0 {
-				t.Fatalf("client: %v; echoed %d lost %d, want %d/0 (%+v)", err, res.Echoed, res.Lost, count, res)
-			}
-			if res.Failovers == 0 {
-				t.Errorf("client reported no unreachable peer address; events %+v", res.Events)
-			}
-			t.Logf("failover: max echo gap %d ms", res.MaxGapMs)
+			failover(t, e, srv, c.clientAddrs(e), c.vips()[0], nil, e.Lab.ClientIface(0))
 			var all []capture.SCTPPacket
 			secondaryData := 0
 			for _, cp := range caps {
