@@ -13,31 +13,6 @@ import (
 	"github.com/telcolb/telcolb/scenarios/sctppeer"
 )
 
-// applySingleHomed programs c's multi-homed service (c.n VIPs) but starts
-// the endpoint bound to one address only.
-func applySingleHomed(t *testing.T, e *Env, c mhCase) *sctppeer.Server {
-	t.Helper()
-	ctx := context.Background()
-	vips := c.vips()
-	ep := c.endpointAddrs(e)[0]
-	svc := api.Service{Name: c.name(), VIP: vips[0].String(), Port: mhPort, Protocol: api.ProtocolSCTP, Mode: c.mode,
-		Endpoints: []api.Endpoint{{Address: ep.String(), Port: mhPort}}}
-	for _, v := range vips[1:] {
-		svc.SecondaryVIPs = append(svc.SecondaryVIPs, v.String())
-	}
-	if err := e.Daemon.Client.ApplyService(ctx, svc); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = e.Daemon.Client.DeleteService(ctx, svc.Name) })
-	srv, err := sctppeer.StartServer(ctx, e.Lab.Backends[0], sctppeer.ServerOptions{
-		Bind: c.endpointAddrs(e)[:1], Port: mhPort, ID: "be1", Timers: sctppeer.FastTimers})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = srv.Stop() })
-	return srv
-}
-
 // The LB, not the endpoint, is the client's multi-homed peer: an endpoint
 // with fewer addresses than the service has VIPs still gets the client
 // every VIP (the INIT-ACK grows by the VIPs it lacks, which lead to the
@@ -45,12 +20,13 @@ func applySingleHomed(t *testing.T, e *Env, c mhCase) *sctppeer.Server {
 // when its primary link fails, without a new INIT. tshark checks the
 // grown INIT-ACK's CRC32c and addresses.
 func TestSCTPSingleHomedEndpointGetsTheClientEveryVIP(t *testing.T) {
-	for _, c := range []mhCase{{n: 2, mode: api.ModeDefault, host: 50}, {n: 3, v6: true, mode: api.ModeFullNAT, host: 51}} {
+	for _, c := range []mhCase{{n: 2, mode: api.ModeDefault, host: 50, singleHomed: true},
+		{n: 3, v6: true, mode: api.ModeFullNAT, host: 51, singleHomed: true}} {
 		t.Run(c.name(), func(t *testing.T) {
 			e := upLinks(t)
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 			defer cancel()
-			srv := applySingleHomed(t, e, c)
+			srv := c.apply(t, e)
 			front, back := startCaps(t, e)
 			res := failover(t, e, srv, c.clientAddrs(e), c.vips()[0], func() {
 				conns, err := e.Daemon.Client.Conntrack(ctx)

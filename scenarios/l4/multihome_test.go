@@ -54,6 +54,9 @@ type mhCase struct {
 	v6   bool
 	mode string
 	host int // VIP host number, unique per case
+	// singleHomed binds the endpoint to its first address only (the
+	// service still has n VIPs).
+	singleHomed bool
 }
 
 func (c mhCase) name() string { return fmt.Sprintf("%s-%s-%dlinks", c.mode, family(c.v6), c.n) }
@@ -83,7 +86,7 @@ func (c mhCase) endpointAddrs(e *Env) []netip.Addr {
 }
 
 // apply programs the multi-homed service and starts the endpoint bound to
-// all its addresses.
+// all its addresses (the first only when singleHomed).
 func (c mhCase) apply(t *testing.T, e *Env) *sctppeer.Server {
 	t.Helper()
 	ctx := context.Background()
@@ -97,8 +100,12 @@ func (c mhCase) apply(t *testing.T, e *Env) *sctppeer.Server {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = e.Daemon.Client.DeleteService(ctx, svc.Name) })
+	bind := c.endpointAddrs(e)
+	if c.singleHomed {
+		bind = bind[:1]
+	}
 	srv, err := sctppeer.StartServer(ctx, e.Lab.Backends[0], sctppeer.ServerOptions{
-		Bind: c.endpointAddrs(e), Port: mhPort, ID: "be1", Timers: sctppeer.FastTimers})
+		Bind: bind, Port: mhPort, ID: "be1", Timers: sctppeer.FastTimers})
 	if err != nil {
 		t.Fatal(err)
 	}
