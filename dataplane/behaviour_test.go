@@ -99,12 +99,7 @@ func TestICMPErrorsAreTranslatedBack(t *testing.T) {
 			if ret, _ := e.run(udpTo(client, vip, cport, vport).frame()); ret != actRedirect {
 				t.Fatalf("flow setup verdict %d", ret)
 			}
-			var src netip.AddrPort
-			for _, c := range e.conns() {
-				if c.ServiceID == id {
-					src = c.Source
-				}
-			}
+			src := e.conn(id).Source
 			ep := epAddr(tc.v6, 0)
 			// What the endpoint received, embedded in its error.
 			inner := pkt{src: src.Addr(), dst: ep, proto: 17, sport: src.Port(), dport: 53, ttl: 63, payload: []byte("ping")}
@@ -608,10 +603,7 @@ func TestSCTPAddressReconfigurationIsRefused(t *testing.T) {
 	if ret, _ := e.run(first.frame()); ret != actRedirect {
 		t.Fatalf("INIT verdict %d", ret)
 	}
-	var src netip.AddrPort
-	for _, c := range e.conns() {
-		src = c.Source
-	}
+	src := e.conn(4).Source
 	reply.dst, reply.dport = src.Addr(), src.Port()
 	if ret, _ := e.runOn(e.d.objs.TcIngress, lb1, reply.frame()); ret != actRedirect {
 		t.Fatalf("INIT-ACK verdict %d", ret)
@@ -688,7 +680,7 @@ func TestSCTPInitFromSecondAddressCountsOnce(t *testing.T) {
 	}
 	init := func(src netip.Addr) pkt {
 		return pkt{srcMAC: clientMAC, dstMAC: lbMAC0, src: src, dst: vipV4, proto: 132, sport: 5000, dport: port,
-			sctpChunks: initWith(0xabc, sctpParam(5, clientV4.AsSlice()), sctpParam(5, client2V4.AsSlice()))}
+			sctpChunks: sctpInitWith(1, 0xabc, param(5, clientV4.AsSlice()), param(5, client2V4.AsSlice()))}
 	}
 	steps := []struct {
 		name       string

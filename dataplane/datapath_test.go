@@ -73,12 +73,7 @@ func TestForwardAndReplyAreTranslatedByteExact(t *testing.T) {
 					if ret != actRedirect {
 						t.Fatalf("first packet: verdict %d, want redirect; out %x conns %+v", ret, out, e.conns())
 					}
-					var conn Conn
-					for _, c := range e.conns() {
-						if c.ServiceID == id {
-							conn = c
-						}
-					}
+					conn := e.conn(id)
 					src, sport := client, cport
 					switch mode {
 					case ModeOneArm:

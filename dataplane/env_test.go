@@ -212,6 +212,21 @@ func (e *env) conns() []Conn {
 	return cs
 }
 
+// conn is the one connection of service id (the test fails otherwise).
+func (e *env) conn(id uint32) Conn {
+	e.t.Helper()
+	var got []Conn
+	for _, c := range e.conns() {
+		if c.ServiceID == id {
+			got = append(got, c)
+		}
+	}
+	if len(got) != 1 {
+		e.t.Fatalf("service %d has %d connections, want 1: %+v", id, len(got), got)
+	}
+	return got[0]
+}
+
 func (e *env) ctEntries() int {
 	e.t.Helper()
 	s, err := e.d.snapshot()

@@ -74,12 +74,7 @@ func TestNAT64ICMPErrorsCrossFamilies(t *testing.T) {
 			if ret, _ := e.run(first.frame()); ret != actRedirect {
 				t.Fatalf("flow setup: verdict %d, want redirect", ret)
 			}
-			var lbSrc netip.AddrPort
-			for _, c := range e.conns() {
-				if c.ServiceID == id {
-					lbSrc = c.Source
-				}
-			}
+			lbSrc := e.conn(id).Source
 			ep := epAddr(false, 0)
 			payload := bytes.Repeat([]byte{0xa5}, tc.payload)
 			if len(payload) == 0 {
@@ -164,12 +159,7 @@ func TestNAT64ReplyTooBigForIPv6TellsTheEndpoint(t *testing.T) {
 			if ret, _ := e.run(first.frame()); ret != actRedirect {
 				t.Fatalf("flow setup: verdict %d", ret)
 			}
-			var lbSrc netip.AddrPort
-			for _, c := range e.conns() {
-				if c.ServiceID == id {
-					lbSrc = c.Source
-				}
-			}
+			lbSrc := e.conn(id).Source
 			ep := epAddr(false, 0)
 			l4hdr := 8
 			if proto == 6 {

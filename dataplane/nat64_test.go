@@ -1,7 +1,6 @@
 package dataplane
 
 import (
-	"encoding/binary"
 	"fmt"
 	"github.com/telcolb/telcolb/bpf"
 	"net/netip"
@@ -37,12 +36,7 @@ func TestNAT64TranslatesBothDirectionsByteExact(t *testing.T) {
 				if ret != actRedirect {
 					t.Fatalf("first packet: verdict %d, want redirect; out %x", ret, out)
 				}
-				var conn Conn
-				for _, c := range e.conns() {
-					if c.ServiceID == id {
-						conn = c
-					}
-				}
+				conn := e.conn(id)
 				if conn.Source.Addr() != lbAddr1V4 || conn.Source.Port() < 1024 {
 					t.Fatalf("conntrack source %s, want %s with a port >= 1024", conn.Source, lbAddr1V4)
 				}
@@ -77,28 +71,6 @@ func TestNAT64TranslatesBothDirectionsByteExact(t *testing.T) {
 	}
 }
 
-// sctpParam is an INIT parameter (type, value), padded to 4 bytes.
-func sctpParam(typ uint16, val []byte) []byte {
-	p := make([]byte, 4, 4+len(val)+3)
-	binary.BigEndian.PutUint16(p, typ)
-	binary.BigEndian.PutUint16(p[2:], uint16(4+len(val)))
-	p = append(p, val...)
-	for len(p)%4 != 0 {
-		p = append(p, 0)
-	}
-	return p
-}
-
-// initWith is an INIT chunk carrying the given parameters.
-func initWith(tag uint32, params ...[]byte) []byte {
-	c := sctpInit(tag)
-	for _, p := range params {
-		c = append(c, p...)
-	}
-	binary.BigEndian.PutUint16(c[2:], uint16(len(c)))
-	return c
-}
-
 // An IPv4 endpoint must never learn the IPv6 client's addresses (nor any
 // other address the client lists): every address parameter of a NAT64 INIT
 // is removed, and Supported Address Types says IPv4 only, the family of the
@@ -114,20 +86,20 @@ func TestNAT64SCTPInitCarriesNoClientAddress(t *testing.T) {
 		in, want  [][]byte
 		wantState string
 	}{
-		{"own address", [][]byte{sctpParam(6, c6[:])}, nil, "INIT"},
-		{"second ipv6 address", [][]byte{sctpParam(6, c6[:]), sctpParam(6, other6[:])}, nil, "INIT"},
-		{"ipv4 address of a dual-stack client", [][]byte{sctpParam(5, other4[:])}, nil, "INIT"},
-		{"address types", [][]byte{sctpParam(6, c6[:]), sctpParam(12, []byte{0, 6, 0, 5, 0, 11})},
-			[][]byte{sctpParam(12, []byte{0, 5})}, "INIT"},
-		{"ipv6 only address types", [][]byte{sctpParam(12, []byte{0, 6}), sctpParam(6, c6[:])},
-			[][]byte{sctpParam(12, []byte{0, 5})}, "INIT"},
+		{"own address", [][]byte{param(6, c6[:])}, nil, "INIT"},
+		{"second ipv6 address", [][]byte{param(6, c6[:]), param(6, other6[:])}, nil, "INIT"},
+		{"ipv4 address of a dual-stack client", [][]byte{param(5, other4[:])}, nil, "INIT"},
+		{"address types", [][]byte{param(6, c6[:]), param(12, []byte{0, 6, 0, 5, 0, 11})},
+			[][]byte{param(12, []byte{0, 5})}, "INIT"},
+		{"ipv6 only address types", [][]byte{param(12, []byte{0, 6}), param(6, c6[:])},
+			[][]byte{param(12, []byte{0, 5})}, "INIT"},
 	}
 	for i, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			e := e.sub(t)
 			tag := uint32(0x5000 + i)
 			in := pkt{srcMAC: clientMAC, dstMAC: lbMAC0, src: clientV6, dst: vipV6, proto: 132,
-				sport: uint16(cport + i), dport: vport, ttl: 64, sctpChunks: initWith(tag, tc.in...)}
+				sport: uint16(cport + i), dport: vport, ttl: 64, sctpChunks: sctpInitWith(1, tag, tc.in...)}
 			ret, out := e.run(in.frame())
 			if ret != actRedirect {
 				t.Fatalf("verdict %d, want redirect", ret)
@@ -166,7 +138,7 @@ func TestNAT64SCTPInitAckCarriesNoEndpointAddress(t *testing.T) {
 			id, vport, epPort, cport := uint32(602+i), uint16(3869+i), uint16(3869), uint16(40700+i)
 			e.upsert(Service{ID: id, VIP: vipV6, PortStart: vport, Proto: ProtoSCTP, Endpoints: testEndpoints(false, 1, epPort)})
 			init := pkt{srcMAC: clientMAC, dstMAC: lbMAC0, src: clientV6, dst: vipV6, proto: 132, sport: cport, dport: vport, ttl: 64,
-				sctpChunks: initWith(0x6001)}
+				sctpChunks: sctpInitWith(1, 0x6001)}
 			if ret, _ := e.run(init.frame()); ret != actRedirect {
 				t.Fatalf("INIT verdict %d", ret)
 			}
@@ -194,7 +166,7 @@ func TestNAT64SCTPInitAckCarriesNoEndpointAddress(t *testing.T) {
 				cookie[i] = byte(i)
 			}
 			ack := pkt{srcMAC: epMAC(0), dstMAC: lbMAC1, src: epAddr(false, 0), dst: lbAddr1V4, proto: 132, sport: epPort, dport: sport, ttl: 64,
-				sctpVtag: 0x6001, sctpChunks: sctpInitWith(2, 0x6002, sctpParam(5, ep[:]), sctpParam(7, cookie), sctpParam(5, ep2[:]))}
+				sctpVtag: 0x6001, sctpChunks: sctpInitWith(2, 0x6002, param(5, ep[:]), param(7, cookie), param(5, ep2[:]))}
 			ret, out := e.runOn(e.d.objs.TcIngress, lb1, ack.frame())
 			if ret != actRedirect {
 				t.Fatalf("INIT-ACK verdict %d", ret)
@@ -202,7 +174,7 @@ func TestNAT64SCTPInitAckCarriesNoEndpointAddress(t *testing.T) {
 			want := ack
 			want.srcMAC, want.dstMAC, want.ttl = lbMAC0, clientMAC, 63
 			want.src, want.sport, want.dst, want.dport = vipV6, vport, clientV6, cport
-			want.sctpChunks = sctpInitWith(2, 0x6002, sctpParam(7, cookie))
+			want.sctpChunks = sctpInitWith(2, 0x6002, param(7, cookie))
 			diffHex(t, "translated INIT-ACK", out, want.frame())
 		})
 	}
@@ -219,12 +191,7 @@ func TestNAT64UntranslatablePacketsAreDropped(t *testing.T) {
 	if ret, _ := e.run(first.frame()); ret != actRedirect {
 		t.Fatalf("first packet: verdict %d, want redirect", ret)
 	}
-	var sport uint16
-	for _, c := range e.conns() {
-		if c.ServiceID == id {
-			sport = c.Source.Port()
-		}
-	}
+	sport := e.conn(id).Source.Port()
 	reply := pkt{srcMAC: epMAC(0), dstMAC: lbMAC1, src: epAddr(false, 0), dst: lbAddr1V4, proto: 17,
 		sport: epPort, dport: sport, payload: []byte("a"), udpZeroCsum: true}
 	before := e.dropCount(t, DropRewrite)
@@ -305,7 +272,7 @@ func TestNAT64SCTPMultihomedClientRepliesFollowItsPath(t *testing.T) {
 
 	ep4b := ep4.As4()
 	ack := pkt{srcMAC: epMAC(0), dstMAC: lbMAC1, src: ep4, dst: lbAddr1V4, proto: 132, sport: epPort, dport: sport, ttl: 64,
-		sctpVtag: 0x7001, sctpChunks: sctpInitWith(2, 0x7002, sctpParam(5, ep4b[:]))}
+		sctpVtag: 0x7001, sctpChunks: sctpInitWith(2, 0x7002, param(5, ep4b[:]))}
 	ret, out = e.runOn(e.d.objs.TcIngress, lb1, ack.frame())
 	if ret != actRedirect {
 		t.Fatalf("INIT-ACK verdict %d", ret)
