@@ -574,6 +574,44 @@ static __always_inline void addr_cpy(__u8 *d, const __u8 *s)
 	__builtin_memcpy(d, s, 16);
 }
 
+static __always_inline __u32 csum_fold32(__u32 s)
+{
+	s = (s & 0xffff) + (s >> 16);
+	s = (s & 0xffff) + (s >> 16);
+	return s;
+}
+
+// Stores at at the Internet checksum of the len bytes at b (len a multiple
+// of 4, at most 512: bpf_csum_diff's limit), their checksum field zero.
+// 0 or -1.
+static __always_inline int csum_store(const __u8 *b, __u32 len, __u8 *at)
+{
+	__s64 s = bpf_csum_diff(0, 0, (__u32 *)b, len, 0);
+	if (s < 0)
+		return -1;
+	__u16 ck = (__u16)~csum_fold32((__u32)s);
+	__builtin_memcpy(at, &ck, 2);
+	return 0;
+}
+
+// Writes a 20-byte IPv4 header at h (no options, ID 0), checksum included;
+// src and dst are 16-byte (v4-mapped) addresses. 0 or -1.
+static __always_inline int ip4_build(__u8 *h, __u8 tos, __u32 tot_len, int df, __u8 ttl, __u8 proto,
+				     const __u8 *src, const __u8 *dst)
+{
+	__builtin_memset(h, 0, 20);
+	h[0] = 0x45;
+	h[1] = tos;
+	h[2] = tot_len >> 8;
+	h[3] = tot_len;
+	h[6] = df ? 0x40 : 0;
+	h[8] = ttl;
+	h[9] = proto;
+	__builtin_memcpy(h + 12, src + 12, 4);
+	__builtin_memcpy(h + 16, dst + 12, 4);
+	return csum_store(h, 20, h + 10);
+}
+
 static __always_inline __u32 hash_tuple(const struct pkt *p, int src_only)
 {
 	const __u32 *s = (const __u32 *)p->src, *d = (const __u32 *)p->dst;
@@ -1874,24 +1912,9 @@ static __noinline int nat64_xlate(struct __sk_buff *skb, struct pkt *p, const __
 		return -1;
 	__builtin_memset(h, 0, 40);
 	if (to4) {
-		struct iphdr *ip = (struct iphdr *)h;
-		ip->version = 4;
-		ip->ihl = 5;
-		ip->tos = tos;
-		ip->tot_len = bpf_htons(20 + plen);
-		ip->frag_off = bpf_htons(0x4000); // DF: IPv6 is never fragmented en route
-		ip->ttl = p->ttl;
-		ip->protocol = p->proto;
-		__builtin_memcpy(&ip->saddr, src + 12, 4);
-		__builtin_memcpy(&ip->daddr, dst + 12, 4);
-		d = bpf_csum_diff(0, 0, (__u32 *)h, 20, 0);
-		if (d < 0)
-			return -1;
-		__u32 s = (__u32)d;
-		s = (s & 0xffff) + (s >> 16);
-		s = (s & 0xffff) + (s >> 16);
-		ip->check = (__u16)~s;
-		if (bpf_skb_store_bytes(skb, ETH_HLEN, h, 20, 0))
+		// DF: IPv6 is never fragmented en route.
+		if (ip4_build(h, tos, 20 + plen, 1, p->ttl, p->proto, src, dst) ||
+		    bpf_skb_store_bytes(skb, ETH_HLEN, h, 20, 0))
 			return -1;
 		p->family = AF_INET;
 		p->l4_off = ETH_HLEN + 20;
@@ -2291,13 +2314,6 @@ static __always_inline int x64_pointer(int to6, __u32 ptr)
 	return -1;
 }
 
-static __always_inline __u32 csum_fold32(__u32 s)
-{
-	s = (s & 0xffff) + (s >> 16);
-	s = (s & 0xffff) + (s >> 16);
-	return s;
-}
-
 // Sum of x->b[off, off+len) added to seed; len a multiple of 4, <= 1536
 // (bpf_csum_diff takes at most 512 bytes per call).
 static __always_inline __s64 x64_sum(struct x64_ctx *x, const __u32 off, __u32 len, __u32 seed)
@@ -2406,8 +2422,8 @@ static __always_inline int x64_build(struct __sk_buff *skb, const struct pkt *p,
 
 	__u32 ilen = x->ilen > 0xffff - 20 ? 0xffff - 20 : x->ilen;
 	__u8 *ih = x->b + io;
-	__builtin_memset(ih, 0, to6 ? 40 : 20);
 	if (to6) {
+		__builtin_memset(ih, 0, 40);
 		ih[0] = 0x60 | x->itos >> 4;
 		ih[1] = x->itos << 4;
 		ih[4] = ilen >> 8;
@@ -2416,21 +2432,8 @@ static __always_inline int x64_build(struct __sk_buff *skb, const struct pkt *p,
 		ih[7] = x->ittl;
 		addr_cpy(ih + 8, x->ndst);
 		addr_cpy(ih + 24, x->nsrc);
-	} else {
-		ih[0] = 0x45;
-		ih[1] = x->itos;
-		ih[2] = (ilen + 20) >> 8;
-		ih[3] = ilen + 20;
-		ih[6] = 0x40; // DF, as nat64_xlate sends it
-		ih[8] = x->ittl;
-		ih[9] = x->iproto;
-		__builtin_memcpy(ih + 12, x->ndst + 12, 4);
-		__builtin_memcpy(ih + 16, x->nsrc + 12, 4);
-		__s64 s = bpf_csum_diff(0, 0, (__u32 *)ih, 20, 0);
-		if (s < 0)
-			return -1;
-		__u16 ck = (__u16)~csum_fold32((__u32)s);
-		__builtin_memcpy(ih + 10, &ck, 2);
+	} else if (ip4_build(ih, x->itos, ilen + 20, 1, x->ittl, x->iproto, x->ndst, x->nsrc)) {
+		return -1; // DF, as nat64_xlate sends it
 	}
 
 	__u32 mlen = 8 + (ho - io) + rest; // ICMP message
@@ -2443,9 +2446,9 @@ static __always_inline int x64_build(struct __sk_buff *skb, const struct pkt *p,
 	__builtin_memcpy(x->b + ho + rest, &zero, 4); // pad for the sum
 
 	__u8 *oh = x->b;
-	__builtin_memset(oh, 0, co);
 	__s64 seed = 0;
 	if (to6) {
+		__builtin_memset(oh, 0, 40);
 		oh[0] = 0x60;
 		oh[4] = mlen >> 8;
 		oh[5] = mlen;
@@ -2458,19 +2461,8 @@ static __always_inline int x64_build(struct __sk_buff *skb, const struct pkt *p,
 		seed = bpf_csum_diff(0, 0, (__u32 *)(oh + 8), 32, 0);
 		if (seed >= 0)
 			seed = bpf_csum_diff(0, 0, x->ph, 8, (__u32)seed);
-	} else {
-		oh[0] = 0x45;
-		oh[2] = (mlen + 20) >> 8;
-		oh[3] = mlen + 20;
-		oh[8] = p->ttl;
-		oh[9] = IPPROTO_ICMP;
-		__builtin_memcpy(oh + 12, x->nsrc + 12, 4);
-		__builtin_memcpy(oh + 16, x->ndst + 12, 4);
-		__s64 s = bpf_csum_diff(0, 0, (__u32 *)oh, 20, 0);
-		if (s < 0)
-			return -1;
-		__u16 ck = (__u16)~csum_fold32((__u32)s);
-		__builtin_memcpy(oh + 10, &ck, 2);
+	} else if (ip4_build(oh, 0, mlen + 20, 0, p->ttl, IPPROTO_ICMP, x->nsrc, x->ndst)) {
+		return -1;
 	}
 	if (seed < 0)
 		return -1;
@@ -2539,43 +2531,16 @@ static __noinline int nat64_too_big(struct __sk_buff *skb, struct pkt *p, __u32 
 		return TC_ACT_SHOT;
 	__builtin_memcpy(b + 48, &p->sport, 2);
 	__builtin_memcpy(b + 50, &p->dport, 2);
-	__u32 len4 = p->ip_end - p->l4_off + 20;
-	b[28] = 0x45;
-	b[30] = len4 >> 8;
-	b[31] = len4;
-	b[34] = 0x40;
-	b[36] = p->ttl;
-	b[37] = p->proto;
-	__builtin_memcpy(b + 40, p->src + 12, 4);
-	__builtin_memcpy(b + 44, p->dst + 12, 4);
-	__s64 s = bpf_csum_diff(0, 0, (__u32 *)(b + 28), 20, 0);
-	if (s < 0)
-		return TC_ACT_SHOT;
-	__u16 ck = (__u16)~csum_fold32((__u32)s);
-	__builtin_memcpy(b + 38, &ck, 2);
-
+	// The quote's header, the ICMP header, then the outer header from the
+	// LB address the packet was sent to.
 	b[20] = 3;
 	b[21] = 4;
 	mtu -= 20;
 	b[26] = mtu >> 8;
 	b[27] = mtu;
-	s = bpf_csum_diff(0, 0, (__u32 *)(b + 20), 36, 0);
-	if (s < 0)
+	if (ip4_build(b + 28, 0, p->ip_end - p->l4_off + 20, 1, p->ttl, p->proto, p->src, p->dst) ||
+	    csum_store(b + 20, 36, b + 22) || ip4_build(b, 0, 56, 0, 64, IPPROTO_ICMP, p->dst, p->src))
 		return TC_ACT_SHOT;
-	ck = (__u16)~csum_fold32((__u32)s);
-	__builtin_memcpy(b + 22, &ck, 2);
-
-	b[0] = 0x45;
-	b[3] = 56;
-	b[8] = 64;
-	b[9] = IPPROTO_ICMP;
-	__builtin_memcpy(b + 12, p->dst + 12, 4); // the LB address it was sent to
-	__builtin_memcpy(b + 16, p->src + 12, 4);
-	s = bpf_csum_diff(0, 0, (__u32 *)b, 20, 0);
-	if (s < 0)
-		return TC_ACT_SHOT;
-	ck = (__u16)~csum_fold32((__u32)s);
-	__builtin_memcpy(b + 10, &ck, 2);
 
 	__u16 eth = bpf_htons(ETH_P_IP);
 	__u8 sw[12];
