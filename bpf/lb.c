@@ -1106,9 +1106,25 @@ __noinline int mh_store(struct __sk_buff *skb, struct mh_ctx *c, __u32 nn)
 	return nn;
 }
 
+// CRC32c of the first nw words of b. Global: verified once, whatever state
+// its caller arrives in (a loop walked per caller state costs the verifier
+// hundreds of thousands of instructions).
+__noinline __u32 mh_crc(struct sctp_buf *b, __u32 nw)
+{
+	__u32 crc = 0xffffffff;
+	if (!b)
+		return 0;
+	for (int i = 0; i < LB_COMPACT_WORDS; i++) {
+		if (i >= nw)
+			break;
+		crc = crc32c_word(crc, b->w[i]);
+	}
+	return ~crc;
+}
+
 // Second pass: rebuilds the SCTP packet in sctp_scratch without the words
 // mh_drop marked and with the chunk length new_clen, computes its CRC32c
-// and has mh_store put it in the skb. Returns the new SCTP length, 0 when
+// (mh_crc) and has mh_store put it in the skb. Returns the new SCTP length, 0 when
 // the packet stays as the first pass left it, -1 (drop). Global: verified
 // once.
 __noinline int mh_compact(struct __sk_buff *skb, struct mh_ctx *c)
@@ -1131,7 +1147,7 @@ __noinline int mh_compact(struct __sk_buff *skb, struct mh_ctx *c)
 	hb[14] = c->new_clen >> 8;
 	hb[15] = c->new_clen & 0xff;
 	b->w[2] = 0; // the CRC is computed with its own field zeroed
-	__u32 crc = 0xffffffff, o = 0;
+	__u32 o = 0;
 	for (int i = 0; i < LB_COMPACT_WORDS; i++) {
 		if (i >= n / 4)
 			break;
@@ -1142,27 +1158,10 @@ __noinline int mh_compact(struct __sk_buff *skb, struct mh_ctx *c)
 		// (o <= i: only words already read are overwritten).
 		b->w[o & (LB_COMPACT_WORDS - 1)] = w;
 		o += keep;
-		crc ^= (crc32c_word(crc, w) ^ crc) & -keep;
 	}
-	b->w[2] = ~crc;
+	b->w[2] = mh_crc(b, o);
 	c->store_len = n - c->rm_bytes;
 	return mh_store(skb, c, o * 4);
-}
-
-// CRC32c of the first nw words of b. Global: verified once, whatever state
-// its caller arrives in (a loop walked per caller state costs the verifier
-// hundreds of thousands of instructions).
-__noinline __u32 mh_crc(struct sctp_buf *b, __u32 nw)
-{
-	__u32 crc = 0xffffffff;
-	if (!b)
-		return 0;
-	for (int i = 0; i < LB_COMPACT_WORDS; i++) {
-		if (i >= nw)
-			break;
-		crc = crc32c_word(crc, b->w[i]);
-	}
-	return ~crc;
 }
 
 // Third pass, INIT-ACK only: the endpoint has fewer addresses than the
