@@ -2718,9 +2718,10 @@ static __noinline int ct_established(struct __sk_buff *skb, struct pkt *p, struc
 	__u8 src[16], dst[16];
 	addr_cpy(src, ct->nat_src);
 	addr_cpy(dst, ct->nat_dst);
-	if (p->proto == IPPROTO_SCTP && p->family == AF_INET6 && !(ct->flags & CT_F_REPLY) && xlat_to(p, dst))
+	int x64 = xlat_to(p, dst);
+	if (x64 && p->proto == IPPROTO_SCTP && p->family == AF_INET6 && !(ct->flags & CT_F_REPLY))
 		mh_follow(ct, p);
-	if (xlat_to(p, dst) ? nat64_xlate(skb, p, src, dst, ports32(ct->nat_sport, ct->nat_dport))
+	if (x64 ? nat64_xlate(skb, p, src, dst, ports32(ct->nat_sport, ct->nat_dport))
 			    : rewrite(skb, p, src, dst, ports32(ct->nat_sport, ct->nat_dport))) {
 		count_drop(DROP_REWRITE);
 		return TC_ACT_SHOT;
