@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/telcolb/telcolb/api"
-	"github.com/telcolb/telcolb/scenarios/capture"
 	"github.com/telcolb/telcolb/scenarios/lab"
 	"github.com/telcolb/telcolb/scenarios/sctppeer"
 )
@@ -51,22 +50,9 @@ func TestSCTPSingleHomedEndpointGetsTheClientEveryVIP(t *testing.T) {
 				t.Errorf("endpoint sees peer addresses %v, want %v", got, want)
 			}
 			stopCaps(t, front, back)
-			var all []capture.SCTPPacket
-			for _, cp := range append(slices.Clone(front), back...) {
-				rep, err := capture.Checksums(ctx, cp.File)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if len(rep.Bad) > 0 {
-					t.Errorf("%s: bad checksums %v", cp.Iface, rep.Bad)
-				}
-				pkts, err := capture.SCTP(ctx, cp.File)
-				if err != nil {
-					t.Fatal(err)
-				}
-				all = append(all, pkts...)
-			}
-			counts := capture.CountChunks(all)
+			caps := append(slices.Clone(front), back...)
+			checkChecksums(t, caps...)
+			counts, _ := sctpChunks(t, caps...)
 			if counts["ABORT"] != 0 || counts["INIT_ACK"] == 0 {
 				t.Errorf("chunks %v: want no ABORT", counts)
 			}
@@ -135,15 +121,7 @@ func TestNAT64SCTPMultihomedClientFailsOver(t *testing.T) {
 		}
 	}
 	stopCaps(t, front, back)
-	for _, cp := range append(slices.Clone(front), back...) {
-		rep, err := capture.Checksums(ctx, cp.File)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(rep.Bad) > 0 {
-			t.Errorf("%s: bad checksums %v", cp.Iface, rep.Bad)
-		}
-	}
+	checkChecksums(t, append(slices.Clone(front), back...)...)
 	if n := countInits(t, front, "INIT"); n != 1 {
 		t.Errorf("%d INITs from the client, want 1 (no new association)", n)
 	}
@@ -176,30 +154,14 @@ func TestSCTPMultihomedEndpointLinkFailover(t *testing.T) {
 			front, back := startCaps(t, e)
 			failover(t, e, srv, c.clientAddrs(e), c.vips()[0], nil, e.Lab.BackendIface(0, 0))
 			stopCaps(t, front, back)
-			var all []capture.SCTPPacket
-			secondData := 0
-			for _, cp := range append(slices.Clone(front), back...) {
-				pkts, err := capture.SCTP(ctx, cp.File)
-				if err != nil {
-					t.Fatal(err)
-				}
-				all = append(all, pkts...)
-				if cp.Iface == e.Lab.LBBackendIface(1).Name {
-					for _, p := range pkts {
-						if slices.Contains(p.Chunks, "DATA") {
-							secondData++
-						}
-					}
-				}
-			}
-			counts := capture.CountChunks(all)
+			counts, dataOn := sctpChunks(t, append(slices.Clone(front), back...)...)
 			if counts["ABORT"] != 0 {
 				t.Errorf("chunks %v: want no ABORT", counts)
 			}
 			if n := countInits(t, front, "INIT"); n != 1 {
 				t.Errorf("%d INITs from the client, want 1 (no new association)", n)
 			}
-			if secondData == 0 {
+			if dataOn[e.Lab.LBBackendIface(1).Name] == 0 {
 				t.Errorf("no DATA crossed the LB on the endpoint's second link")
 			}
 		})

@@ -233,6 +233,45 @@ func stopCaps(t *testing.T, caps ...[]*capture.Capture) {
 	}
 }
 
+// checkChecksums fails the test for every frame of caps with a bad
+// checksum and returns how many checksums tshark verified over all of them.
+func checkChecksums(t *testing.T, caps ...*capture.Capture) int {
+	t.Helper()
+	good := 0
+	for _, cp := range caps {
+		rep, err := capture.Checksums(context.Background(), cp.File)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(rep.Bad) > 0 {
+			t.Errorf("%s: bad checksums %v", cp.Iface, rep.Bad)
+		}
+		good += rep.Good
+	}
+	return good
+}
+
+// sctpChunks reads the SCTP packets of caps: the chunk counts over all of
+// them, and per interface how many packets carried DATA.
+func sctpChunks(t *testing.T, caps ...*capture.Capture) (counts, dataOn map[string]int) {
+	t.Helper()
+	var all []capture.SCTPPacket
+	dataOn = map[string]int{}
+	for _, cp := range caps {
+		pkts, err := capture.SCTP(context.Background(), cp.File)
+		if err != nil {
+			t.Fatal(err)
+		}
+		all = append(all, pkts...)
+		for _, p := range pkts {
+			if slices.Contains(p.Chunks, "DATA") {
+				dataOn[cp.Iface]++
+			}
+		}
+	}
+	return capture.CountChunks(all), dataOn
+}
+
 // Multi-homed associations (usrsctp on both ends, 2 and 3 addresses per
 // side, IPv4 and IPv6, default and fullnat) through the LB: the client sees
 // only the service's VIPs, the endpoint sees the addresses the mode
@@ -277,18 +316,7 @@ func TestSCTPMultihomedAssociationsThroughTheLB(t *testing.T) {
 						t.Errorf("conntrack %+v: want one association with %d secondary paths", mine, n*n-1)
 					}
 					stopCaps(t, front, back)
-					good := 0
-					for _, cp := range append(front, back...) {
-						rep, err := capture.Checksums(ctx, cp.File)
-						if err != nil {
-							t.Fatal(err)
-						}
-						if len(rep.Bad) > 0 {
-							t.Errorf("%s: bad checksums %v", cp.Iface, rep.Bad)
-						}
-						good += rep.Good
-					}
-					if good == 0 {
+					if checkChecksums(t, append(front, back...)...) == 0 {
 						t.Errorf("no checksum verified in any capture")
 					}
 					checkInitAddresses(t, front, back, c.vips(), c.seenBy(e))
@@ -334,15 +362,7 @@ func TestSCTPDualStackClientsOtherFamilyIsRemoved(t *testing.T) {
 			if !listed {
 				t.Fatalf("the client's INIT does not list %s: nothing to remove, the checks below prove nothing", other)
 			}
-			for _, cp := range append(front, back...) {
-				rep, err := capture.Checksums(ctx, cp.File)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if len(rep.Bad) > 0 {
-					t.Errorf("%s: bad checksums %v", cp.Iface, rep.Bad)
-				}
-			}
+			checkChecksums(t, append(front, back...)...)
 			checkInitAddresses(t, front, back, c.vips(), c.seenBy(e))
 		})
 	}
@@ -407,30 +427,12 @@ func TestSCTPMultihomedFailoverThroughTheLB(t *testing.T) {
 				caps = append(caps, cp)
 			}
 			failover(t, e, srv, c.clientAddrs(e), c.vips()[0], nil, e.Lab.ClientIface(0))
-			var all []capture.SCTPPacket
-			secondaryData := 0
-			for _, cp := range caps {
-				if err := cp.Stop(); err != nil {
-					t.Fatal(err)
-				}
-				pkts, err := capture.SCTP(ctx, cp.File)
-				if err != nil {
-					t.Fatal(err)
-				}
-				all = append(all, pkts...)
-				if cp.Iface == e.Lab.LBClientIface(1).Name {
-					for _, p := range pkts {
-						if slices.Contains(p.Chunks, "DATA") {
-							secondaryData++
-						}
-					}
-				}
-			}
-			counts := capture.CountChunks(all)
+			stopCaps(t, caps)
+			counts, dataOn := sctpChunks(t, caps...)
 			if counts["INIT"] != 1 || counts["ABORT"] != 0 {
 				t.Errorf("chunks %v: want exactly one INIT (no new association) and no ABORT", counts)
 			}
-			if secondaryData == 0 {
+			if dataOn[e.Lab.LBClientIface(1).Name] == 0 {
 				t.Errorf("no DATA crossed the LB on the secondary link")
 			}
 		})
