@@ -233,6 +233,26 @@ func stopCaps(t *testing.T, caps ...[]*capture.Capture) {
 	}
 }
 
+// checkOneAssociation asserts that the daemon's conntrack holds exactly one
+// association for c's service, with a secondary path per (client address,
+// VIP) pair but the primary.
+func (c mhCase) checkOneAssociation(t *testing.T, e *Env) {
+	t.Helper()
+	conns, err := e.Daemon.Client.Conntrack(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mine []api.Conn
+	for _, cn := range conns {
+		if cn.Service == c.name() {
+			mine = append(mine, cn)
+		}
+	}
+	if len(mine) != 1 || len(mine[0].Paths) != c.n*c.n-1 {
+		t.Errorf("conntrack %+v: want one association with %d secondary paths", mine, c.n*c.n-1)
+	}
+}
+
 // checkChecksums fails the test for every frame of caps with a bad
 // checksum and returns how many checksums tshark verified over all of them.
 func checkChecksums(t *testing.T, caps ...*capture.Capture) int {
@@ -302,19 +322,7 @@ func TestSCTPMultihomedAssociationsThroughTheLB(t *testing.T) {
 					if got, want := addrSet(peers), sorted(c.seenBy(e)); !slices.Equal(got, want) {
 						t.Errorf("endpoint sees peer addresses %v, want %v", got, want)
 					}
-					conns, err := e.Daemon.Client.Conntrack(ctx)
-					if err != nil {
-						t.Fatal(err)
-					}
-					var mine []api.Conn
-					for _, cn := range conns {
-						if cn.Service == c.name() {
-							mine = append(mine, cn)
-						}
-					}
-					if len(mine) != 1 || len(mine[0].Paths) != n*n-1 {
-						t.Errorf("conntrack %+v: want one association with %d secondary paths", mine, n*n-1)
-					}
+					c.checkOneAssociation(t, e)
 					stopCaps(t, front, back)
 					if checkChecksums(t, append(front, back...)...) == 0 {
 						t.Errorf("no checksum verified in any capture")
