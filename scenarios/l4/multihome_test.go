@@ -393,7 +393,7 @@ func failover(t *testing.T, e *Env, srv *sctppeer.Server, bind []netip.Addr, vip
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := WaitServerEvent(ctx, srv, "assoc", "COMM_UP"); err != nil {
+	if err := srv.WaitEvent(ctx, "assoc", "COMM_UP"); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(time.Second)

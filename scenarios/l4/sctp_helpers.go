@@ -6,34 +6,9 @@ import (
 	"net/netip"
 	"slices"
 	"strconv"
-	"time"
 
 	"github.com/telcolb/telcolb/scenarios/capture"
-	"github.com/telcolb/telcolb/scenarios/sctppeer"
 )
-
-// WaitServerEvent waits until the server printed an event (e.g. "assoc"
-// with state "COMM_UP").
-func WaitServerEvent(ctx context.Context, srv *sctppeer.Server, event, state string) error {
-	for {
-		evs, err := srv.Events()
-		if err != nil {
-			return err
-		}
-		for _, ev := range evs {
-			if ev.Event == event && ev.State == state {
-				return nil
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("waiting for %s %s: %w", event, state, ctx.Err())
-		case <-srv.Proc.Done():
-			return fmt.Errorf("waiting for %s %s: server exited", event, state)
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
-}
 
 // InitAddresses returns, per captured INIT or INIT-ACK (chunk "INIT" or
 // "INIT_ACK"), the addresses its IPv4/IPv6 address parameters list, as

@@ -162,7 +162,7 @@ func TestMultiHomedFailoverLosesNoMessage(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Cut link 0 once the association is up and data is flowing.
-	if err := waitServerEvent(ctx, srv, "assoc", "COMM_UP"); err != nil {
+	if err := srv.WaitEvent(ctx, "assoc", "COMM_UP"); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(time.Second)
@@ -207,25 +207,4 @@ func contains(s []string, v string) bool {
 		}
 	}
 	return false
-}
-
-func waitServerEvent(ctx context.Context, srv *sctppeer.Server, event, state string) error {
-	for {
-		evs, err := srv.Events()
-		if err != nil {
-			return err
-		}
-		for _, ev := range evs {
-			if ev.Event == event && ev.State == state {
-				return nil
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-srv.Proc.Done():
-			return context.Canceled
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
 }

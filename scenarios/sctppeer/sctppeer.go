@@ -251,6 +251,29 @@ func (s *Server) Events() ([]ServerEvent, error) {
 	return parseServerEvents(s.Proc.Stdout())
 }
 
+// WaitEvent waits until the server has printed event in state (e.g. "assoc",
+// "COMM_UP"), ctx ends or the server exits.
+func (s *Server) WaitEvent(ctx context.Context, event, state string) error {
+	for {
+		evs, err := s.Events()
+		if err != nil {
+			return err
+		}
+		for _, ev := range evs {
+			if ev.Event == event && ev.State == state {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for %s %s: %w", event, state, ctx.Err())
+		case <-s.Proc.Done():
+			return fmt.Errorf("waiting for %s %s: server exited", event, state)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
 // Stop stops the server.
 func (s *Server) Stop() error { return s.Proc.Stop() }
 
