@@ -20,12 +20,19 @@ var dsrVIPs = []netip.Addr{lab.VIP(0, 200, false), lab.VIP(0, 200, true)}
 
 func up(t *testing.T, backends int) *Env {
 	t.Helper()
+	return upWith(t, lab.Config{Backends: backends, DSR: true, DSRVIPs: dsrVIPs})
+}
+
+// upWith is an Env on a lab built from cfg, torn down (with the daemon's log
+// shown on failure) when the test ends.
+func upWith(t *testing.T, cfg lab.Config) *Env {
+	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: eBPF and network namespaces")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	e, err := Up(ctx, EnvConfig{Lab: lab.Config{Backends: backends, DSR: true, DSRVIPs: dsrVIPs}})
+	e, err := Up(ctx, EnvConfig{Lab: cfg})
 	if err != nil {
 		t.Fatalf("environment: %v", err)
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
-	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -21,24 +20,7 @@ const mhPort = 38412
 // upLinks is an Env with one backend and three links per side.
 func upLinks(t *testing.T) *Env {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: eBPF and network namespaces")
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	e, err := Up(ctx, EnvConfig{Lab: lab.Config{Backends: 1, Links: lab.MaxLinks}})
-	if err != nil {
-		t.Fatalf("environment: %v", err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("telcolb log:\n%s", e.Daemon.Log())
-		}
-		if err := e.Down(context.Background()); err != nil {
-			t.Errorf("teardown: %v", err)
-		}
-	})
-	return e
+	return upWith(t, lab.Config{Backends: 1, Links: lab.MaxLinks})
 }
 
 func ifaceAddr(i *lab.Iface, v6 bool) netip.Addr {
