@@ -53,9 +53,15 @@ fuzz-smoke:
 demo: deps build
 	$(GO) run ./scenarios/demo
 
-# Figures measured side by side in one run; one `BENCH ...` line each.
-bench: deps build
-	TELCOLB_BENCH=1 $(GO) test -count=1 -timeout 60m -run 'Bench' -v ./... 2>&1 | grep -E '^BENCH ' | tee $(CACHE)/bench.txt
+# Every TestBench* function, one at a time (scenarios/bench/run): each
+# figure is the median of interleaved rounds with its spread, one
+# `BENCH <name> <median> <unit> target <op> <value> spread <min>..<max> rounds <n>`
+# line each, in .cache/bench.txt; ends with a summary against the targets and
+# the previous run. BENCH_RUN=<regexp> runs only the matching benchmarks.
+BENCH_RUN ?=
+bench: deps envtest-bins build
+	@mkdir -p $(CACHE)
+	$(GO) run ./scenarios/bench/run --cache $(CACHE) --run '$(BENCH_RUN)'
 
 clean:
-	rm -rf $(BIN) $(CACHE)/test.log $(CACHE)/bench.txt
+	rm -rf $(BIN) $(CACHE)/test.log $(CACHE)/bench.txt $(CACHE)/bench.prev.txt $(CACHE)/bench.log $(CACHE)/bench-summary.txt
