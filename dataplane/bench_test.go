@@ -3,13 +3,13 @@ package dataplane
 import (
 	"fmt"
 	"os"
-	"sort"
 	"testing"
 	"time"
 
 	"github.com/cilium/ebpf"
 
 	"github.com/telcolb/telcolb/bpf"
+	"github.com/telcolb/telcolb/scenarios/bench/figure"
 )
 
 // Per-packet cost of the established-flow path against tc_pass, through
@@ -25,8 +25,11 @@ import (
 const (
 	benchRepeat = 250
 	benchRuns   = 100000
-	benchRounds = 9
 )
+
+// benchPlan: rounds are cheap (tens of ms), so the median is pinned down to
+// 3% when the machine lets it.
+var benchPlan = figure.Plan{MinRounds: 7, MaxRounds: 21, Tolerance: 0.03}
 
 func benchNs(t *testing.T, prog *ebpf.Program, frame []byte, wantRet uint32) float64 {
 	t.Helper()
@@ -43,12 +46,6 @@ func benchNs(t *testing.T, prog *ebpf.Program, frame []byte, wantRet uint32) flo
 		total += d
 	}
 	return float64(total) / float64(calls)
-}
-
-func median(v []float64) float64 {
-	s := append([]float64(nil), v...)
-	sort.Float64s(s)
-	return s[len(s)/2]
 }
 
 // mirrorFlow adds the entry that maps the rewritten tuple of the flow keyed
@@ -140,21 +137,24 @@ func TestBenchPerPacket(t *testing.T) {
 		est.ttl = 255
 		items = append(items, item{fmt.Sprintf("bpf_established_nat64_%s_ratio", protoNames[proto]), est.frame()})
 	}
-	for _, name := range items {
-		var ratios, bases, lbs []float64
-		for r := 0; r < benchRounds; r++ {
-			base := benchNs(t, e.d.objs.TcPass, name.frame, actOK)
-			lb := benchNs(t, e.d.objs.TcIngress, name.frame, actRedirect)
-			ratios = append(ratios, lb/base)
-			bases = append(bases, base)
-			lbs = append(lbs, lb)
+	// Each item: tc_pass and tc_ingress on the same frame in interleaved
+	// rounds, the ratio taken within each round.
+	for _, it := range items {
+		figs, err := figure.Interleave(benchPlan, []figure.Variant{
+			figure.One("tc_pass", func(int) (float64, error) { return benchNs(t, e.d.objs.TcPass, it.frame, actOK), nil }),
+			figure.One("tc_ingress", func(int) (float64, error) { return benchNs(t, e.d.objs.TcIngress, it.frame, actRedirect), nil }),
+		}, func(s *figure.Samples) []figure.Figure {
+			return []figure.Figure{s.Ratio(it.name, figure.AtMost(3), "tc_ingress", "tc_pass")}
+		})
+		if err != nil {
+			t.Fatalf("%s: %v", it.name, err)
 		}
-		t.Logf("%s: tc_pass %.1f ns, tc_ingress %.1f ns (medians)", name.name, median(bases), median(lbs))
-		fmt.Printf("BENCH %s %.2f x target <= 3\n", name.name, median(ratios))
+		figure.Report(t, figs...)
 	}
 
 	// SCTP CRC32c cost: a fullnat flow (ports rewritten, incremental CRC)
-	// minus a default-mode flow with unchanged ports (CRC untouched), same size.
+	// minus a default-mode flow with unchanged ports (CRC untouched), same
+	// size, the difference taken within each round.
 	for _, size := range []int{100, 500, 1400} {
 		data := (size-14-20-12)&^3 - 16 // chunks are padded to 4 bytes: nearest size below
 		mk := func(mode Mode, epPort, dport uint16) []byte {
@@ -166,12 +166,15 @@ func TestBenchPerPacket(t *testing.T) {
 		if len(withCRC) > size || len(withCRC) < size-3 {
 			t.Fatalf("frame size %d, want about %d", len(withCRC), size)
 		}
-		var deltas []float64
-		for r := 0; r < benchRounds; r++ {
-			a := benchNs(t, e.d.objs.TcIngress, withCRC, actRedirect)
-			b := benchNs(t, e.d.objs.TcIngress, noCRC, actRedirect)
-			deltas = append(deltas, a-b)
+		figs, err := figure.Interleave(benchPlan, []figure.Variant{
+			figure.One("crc", func(int) (float64, error) { return benchNs(t, e.d.objs.TcIngress, withCRC, actRedirect), nil }),
+			figure.One("no_crc", func(int) (float64, error) { return benchNs(t, e.d.objs.TcIngress, noCRC, actRedirect), nil }),
+		}, func(s *figure.Samples) []figure.Figure {
+			return []figure.Figure{s.Added(fmt.Sprintf("bpf_sctp_crc_%d_ns", size), "ns", figure.AtMost(300), "crc", "no_crc")}
+		})
+		if err != nil {
+			t.Fatalf("crc %d: %v", size, err)
 		}
-		fmt.Printf("BENCH bpf_sctp_crc_%d_ns %.1f ns target <= 300\n", size, median(deltas))
+		figure.Report(t, figs...)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 )
 
 // Reporter is what Report needs of a test (testing.TB has it).
@@ -27,10 +28,18 @@ func report(t Reporter, w io.Writer, figs ...Figure) {
 	for _, f := range figs {
 		line, err := f.Line()
 		if err != nil {
-			t.Errorf("impossible figure, not reported: %v (rounds %v)", err, f.Rounds)
+			t.Errorf("impossible figure, not reported: %v (rounds %s)", err, formatRounds(f.Rounds))
 			continue
 		}
-		t.Logf("%s rounds: %v", f.Name, f.Rounds)
+		t.Logf("%s rounds: %s", f.Name, formatRounds(f.Rounds))
 		fmt.Fprintln(w, line)
 	}
+}
+
+func formatRounds(vs []float64) string {
+	parts := make([]string, len(vs))
+	for i, v := range vs {
+		parts[i] = FormatValue(v)
+	}
+	return "[" + strings.Join(parts, " ") + "]"
 }
