@@ -2,20 +2,20 @@ package l4
 
 import (
 	"context"
-	"fmt"
 	"net/netip"
 	"os"
-	"slices"
 	"testing"
 	"time"
 
 	"github.com/telcolb/telcolb/api"
+	"github.com/telcolb/telcolb/scenarios/bench/figure"
 	"github.com/telcolb/telcolb/scenarios/sctppeer"
 )
 
 // SCTP DATA throughput (usrsctp echo, both directions) through the LB's VIP
 // against the same endpoint reached directly (the lb namespace forwarding
-// it as plain routed traffic), alternating rounds, medians compared.
+// it as plain routed traffic), interleaved rounds, the ratio taken within
+// each round.
 func TestBenchSCTPThroughputThroughTheLB(t *testing.T) {
 	if os.Getenv("TELCOLB_BENCH") != "1" {
 		t.Skip("set TELCOLB_BENCH=1 to run the benchmark")
@@ -38,14 +38,18 @@ func TestBenchSCTPThroughputThroughTheLB(t *testing.T) {
 		// Echoed bytes both ways, in Mbit/s.
 		return float64(2*count*size*8) / (float64(res.ElapsedMs) / 1000) / 1e6
 	}
-	var lb, direct []float64
-	for r := 0; r < 5; r++ {
-		lb = append(lb, run(c.vips()[0]))
-		direct = append(direct, run(c.endpointAddrs(e)[0]))
+	figs, err := figure.Interleave(figure.Plan{MinRounds: 5, MaxRounds: 9}, []figure.Variant{
+		figure.One("lb", func(int) (float64, error) { return run(c.vips()[0]), nil }),
+		figure.One("direct", func(int) (float64, error) { return run(c.endpointAddrs(e)[0]), nil }),
+	}, func(s *figure.Samples) []figure.Figure {
+		return []figure.Figure{
+			s.Measured("sctp_throughput_lb_mbps", "Mbit/s", figure.Above(0), "lb"),
+			s.Measured("sctp_throughput_direct_mbps", "Mbit/s", figure.Above(0), "direct"),
+			s.Ratio("sctp_throughput_lb_vs_direct_ratio", figure.AtLeast(0.9), "lb", "direct"),
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
-	med := func(v []float64) float64 { s := slices.Clone(v); slices.Sort(s); return s[len(s)/2] }
-	t.Logf("through the LB %v Mbit/s, direct %v Mbit/s", lb, direct)
-	fmt.Printf("BENCH sctp_throughput_lb_mbps %.0f Mbit/s target >= 0\n", med(lb))
-	fmt.Printf("BENCH sctp_throughput_direct_mbps %.0f Mbit/s target >= 0\n", med(direct))
-	fmt.Printf("BENCH sctp_throughput_lb_vs_direct_ratio %.2f x target >= 0.9\n", med(lb)/med(direct))
+	figure.Report(t, figs...)
 }
