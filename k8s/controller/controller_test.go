@@ -4,9 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
-	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -449,119 +447,6 @@ func TestIPSharingRules(t *testing.T) {
 	if !strings.Contains(cond.Message, ns+"/alone") {
 		t.Fatalf("condition %+v", cond)
 	}
-}
-
-// TestBenchColdStart5000Services measures a cold controller start against
-// 5,000 existing Services (TELCOLB_BENCH=1).
-func TestBenchColdStart5000Services(t *testing.T) {
-	if os.Getenv("TELCOLB_BENCH") != "1" {
-		t.Skip("set TELCOLB_BENCH=1 to run the cold-start benchmark")
-	}
-	needEnv(t)
-	if os.Getenv("TELCOLB_BENCH_MEM_ONLY") != "1" {
-		d := startDaemon(t)
-		benchColdStart(t, "controller_cold_start_5000_services", d.URL, nil)
-	}
-	// The same without the daemon's per-write persistence, to show where the
-	// time goes.
-	mem := &memDaemon{rules: map[string]api.Service{}}
-	benchColdStart(t, "controller_cold_start_5000_services_memdaemon", "http://mem.invalid", func(string) (DaemonClient, error) { return mem, nil })
-}
-
-// memDaemon is an in-memory DaemonClient.
-type memDaemon struct {
-	mu    sync.Mutex
-	rules map[string]api.Service
-}
-
-func (m *memDaemon) ApplyService(_ context.Context, s api.Service) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.rules[s.Name] = s
-	return nil
-}
-func (m *memDaemon) DeleteService(_ context.Context, name string) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	delete(m.rules, name)
-	return nil
-}
-func (m *memDaemon) ListServices(context.Context) ([]api.ServiceStatus, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	var out []api.ServiceStatus
-	for _, s := range m.rules {
-		out = append(out, api.ServiceStatus{Service: s})
-	}
-	return out, nil
-}
-func (m *memDaemon) Health(context.Context) (api.Health, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return api.Health{Status: "ok", Services: len(m.rules)}, nil
-}
-
-func benchColdStart(t *testing.T, label, daemonURL string, dial DialFunc) {
-	class := newClass()
-	ns := makeNamespace(t)
-	const n = 5000
-	ctx := context.Background()
-	errs := make(chan error, 16)
-	for w := 0; w < 16; w++ {
-		go func() {
-			for i := w; i < n; i += 16 {
-				s := &corev1.Service{
-					ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: fmt.Sprintf("b%d", i), Annotations: map[string]string{"telcolb.io/usepodnetwork": "yes"}},
-					Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeLoadBalancer, LoadBalancerClass: ptr.To(class),
-						Ports: []corev1.ServicePort{tcpPort(80, 8080)}, AllocateLoadBalancerNodePorts: ptr.To(false)},
-				}
-				if err := testClient.Create(ctx, s); err != nil {
-					errs <- err
-					return
-				}
-				sl := &discoveryv1.EndpointSlice{
-					ObjectMeta:  metav1.ObjectMeta{Namespace: ns, Name: s.Name, Labels: map[string]string{discoveryv1.LabelServiceName: s.Name}},
-					AddressType: discoveryv1.AddressTypeIPv4,
-					Endpoints:   []discoveryv1.Endpoint{podEndpoint(fmt.Sprintf("10.%d.%d.%d", 100+i/65536, (i/256)%256, i%256), "", true)},
-					Ports:       []discoveryv1.EndpointPort{{Name: ptr.To("p80"), Protocol: ptr.To(corev1.ProtocolTCP), Port: ptr.To(int32(8080))}},
-				}
-				if err := testClient.Create(ctx, sl); err != nil {
-					errs <- err
-					return
-				}
-			}
-			errs <- nil
-		}()
-	}
-	for w := 0; w < 16; w++ {
-		if err := <-errs; err != nil {
-			t.Fatal(err)
-		}
-	}
-	start := time.Now()
-	c := startController(t, ctrlOpts{class: class, pools: "defaultPool=10.128.0.0/16", daemons: []string{daemonURL}, dial: dial})
-	for {
-		var list corev1.ServiceList
-		if err := testClient.List(ctx, &list, client.InNamespace(ns)); err != nil {
-			t.Fatal(err)
-		}
-		done := 0
-		for _, s := range list.Items {
-			if len(s.Status.LoadBalancer.Ingress) == 1 {
-				done++
-			}
-		}
-		if done == n {
-			break
-		}
-		if time.Since(start) > 10*time.Minute {
-			t.Fatalf("only %d/%d statuses after %s", done, n, time.Since(start))
-		}
-		// Listing 5,000 Services is itself work for the API server.
-		time.Sleep(time.Second)
-	}
-	fmt.Printf("BENCH %s %.1f s target < 30\n", label, time.Since(start).Seconds())
-	c.stop()
 }
 
 // NAT64 multi-homing from annotations: ipam ipv6to4 with secondary pools

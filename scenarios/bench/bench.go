@@ -1,21 +1,24 @@
 // Package bench measures telcolb in a namespace lab against the kernel's own
 // ways of doing the same job: LB-side CPU per forwarded packet (telcolb vs
 // nftables DNAT vs plain forwarding) and TCP throughput through the VIP (vs
-// nftables DNAT). The figures are printed by TestBench* (TELCOLB_BENCH=1) as
-// "BENCH <name> <value> <unit> target <op> <value>" lines for `make bench`.
+// nftables DNAT). The figures are printed by TestBench* (TELCOLB_BENCH=1)
+// through the figure harness (scenarios/bench/figure: interleaved rounds,
+// medians with their spread) for `make bench` (scenarios/bench/run).
 //
 // Definitions used by the figures (all in one lab: client -> lb -> switch
 // bridge -> one backend, veth offloads on):
 //
 //   - lab_cpu_ns_per_pkt_<variant>_<flows>: CPU time of the whole path per
 //     UDP datagram (client stack, lb, bridge, backend ingress drop), steady
-//     state, median over interleaved rounds. See Flood for why the sender
-//     thread's CPU time plus ksoftirqd's is the whole path.
+//     state, median over rounds. See Flood for why the sender thread's CPU
+//     time plus ksoftirqd's is the whole path.
 //   - LB-side cost of a variant: its figure minus plain kernel forwarding
 //     (client addresses the backend directly, nothing in the lb but
-//     routing). For telcolb it also includes what its program costs
-//     packets that match no service (measured with the daemon attached vs
-//     detached), so the ratio is against a world without telcolb.
+//     routing), paired within a round. For telcolb it also includes what
+//     its program costs packets that match no service
+//     (lab_lb_cost_ns_per_pkt_telcolb_miss: plain forwarding with the
+//     daemon attached minus detached, in adjacent phases), so the ratio is
+//     against a world without telcolb.
 //   - lab_lb_cost_ratio_telcolb_vs_nftables_<flows>: telcolb's (default,
 //     DNAT mode) LB-side cost over nftables prerouting DNAT's.
 //
@@ -32,7 +35,6 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -329,33 +331,4 @@ func ParseIperf3(b []byte) (float64, error) {
 		return 0, fmt.Errorf("bench: iperf3 received %g bit/s", doc.End.SumReceived.Bps)
 	}
 	return doc.End.SumReceived.Bps, nil
-}
-
-// Median of xs (mean of the middle two for an even count); NaN-free input
-// expected, empty input is an error.
-func Median(xs []float64) (float64, error) {
-	if len(xs) == 0 {
-		return 0, errors.New("bench: median of no values")
-	}
-	s := append([]float64(nil), xs...)
-	sort.Float64s(s)
-	m := len(s) / 2
-	if len(s)%2 == 1 {
-		return s[m], nil
-	}
-	return (s[m-1] + s[m]) / 2, nil
-}
-
-// Line formats one figure the way `make bench` collects it.
-func Line(name string, value float64, unit, op string, target float64) string {
-	return fmt.Sprintf("BENCH %s %s %s target %s %s", name,
-		strconv.FormatFloat(value, 'f', prec(value), 64), unit, op,
-		strconv.FormatFloat(target, 'f', -1, 64))
-}
-
-func prec(v float64) int {
-	if v >= 100 || v <= -100 {
-		return 0
-	}
-	return 2
 }

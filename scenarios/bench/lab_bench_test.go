@@ -4,31 +4,34 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/telcolb/telcolb/api"
+	"github.com/telcolb/telcolb/scenarios/bench/figure"
 	"github.com/telcolb/telcolb/scenarios/l4"
 	"github.com/telcolb/telcolb/scenarios/lab"
 	"github.com/vishvananda/netlink"
 )
 
 const (
-	sinkPort   = 9999 // UDP load; dropped at the backend's ingress
-	iperfPort  = 5201
-	cpuPhases  = 3 // pairs of detached/attached phases
-	cpuRounds  = 4 // interleaved rounds per phase
-	cpuBursts  = 8
-	cpuBurst   = 10_000 // datagrams per burst
-	tcpRounds  = 3
-	tcpSeconds = 5
+	sinkPort  = 9999 // UDP load; dropped at the backend's ingress
+	iperfPort = 5201
+	// Interleaved sub-rounds of every variant within a detached or
+	// attached phase (a round of cpuPerPacket is one phase of each).
+	cpuSubRounds = 3
+	cpuBursts    = 8
+	cpuBurst     = 10_000 // datagrams per burst
+	tcpSeconds   = 5
 )
 
 var flowCounts = []int{1, 1024}
@@ -53,6 +56,8 @@ type rig struct {
 	// Totals over every measurement, logged to show how much of the work
 	// ran in the sender's context and how much ksoftirqd took over.
 	threadCPU, ksoftCPU time.Duration
+
+	logf func(format string, args ...any)
 }
 
 // Every lab figure of the benchmark, variants interleaved round by round so
@@ -64,7 +69,7 @@ func TestBenchNamespaceLab(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: eBPF, nftables and network namespaces")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
 	bins, err := binaries(ctx, t)
 	if err != nil {
@@ -75,7 +80,7 @@ func TestBenchNamespaceLab(t *testing.T) {
 		lab: l, bins: bins, be: l.Backends[0],
 		beAddr: l.BackendIface(0, 0).V4(), src: l.ClientIface(0).V4(),
 		vip: lab.VIP(0, 1, false), vipNft: lab.VIP(0, 2, false), vipFN: lab.VIP(0, 3, false),
-		cpu: runtime.NumCPU() - 1,
+		cpu: runtime.NumCPU() - 1, logf: t.Logf,
 	}
 	if r.ksoft, err = KsoftirqdPID(r.cpu); err != nil {
 		t.Fatal(err)
@@ -126,38 +131,6 @@ type target struct {
 
 func noop(context.Context) error { return nil }
 
-// rotate returns the setups in a different order each round, so no variant
-// always runs first (cold caches) or last.
-func rotate(s []setup, round int) []setup {
-	k := round % len(s)
-	return append(append([]setup(nil), s[k:]...), s[:k]...)
-}
-
-// samples[variant][flows] holds one figure per round, rounds aligned
-// across the variants of a phase.
-type samples map[string]map[int][]float64
-
-func (s samples) add(variant string, flows int, v float64) {
-	if s[variant] == nil {
-		s[variant] = map[int][]float64{}
-	}
-	s[variant][flows] = append(s[variant][flows], v)
-}
-
-// pairedCost is the median over rounds of variant minus base in the same
-// round: pairing cancels the drift a busy 2-core machine has between rounds.
-func (s samples) pairedCost(variant, base string, flows int) (float64, error) {
-	a, b := s[variant][flows], s[base][flows]
-	if len(a) != len(b) {
-		return 0, fmt.Errorf("%s has %d rounds, %s %d", variant, len(a), base, len(b))
-	}
-	d := make([]float64, len(a))
-	for i := range a {
-		d[i] = a[i] - b[i]
-	}
-	return Median(d)
-}
-
 // cpuPerPacket reports the CPU the whole path spends per forwarded UDP
 // packet, and the LB-side cost of each load balancer: its figure minus plain
 // forwarding's (the client stack, the lb's routing and forwarding, the
@@ -165,98 +138,132 @@ func (s samples) pairedCost(variant, base string, flows int) (float64, error) {
 // is what load balancing adds in the lb namespace).
 //
 // Starting and stopping the daemon takes seconds, far too slow to
-// interleave finely, so the run alternates phases. In "detached" phases no
-// telcolb program is on the lb: plain forwarding and nftables DNAT give
-// the nftables cost N. In "attached" phases the daemon runs with its
-// services: telcolb's figure minus plain forwarding in the same round is
-// its cost over the program's miss path (what every non-service packet
-// pays), and that miss cost M is the attached-minus-detached plain figure
-// across phases, floored at 0 so noise can never flatter telcolb. The
-// reported ratio is (telcolb - plain_attached + M) / N. The nftables
-// variant uses its own VIP so telcolb's services can stay applied.
+// interleave finely, so a round is two phases, run in rotating order: a
+// "detached" one with no telcolb program on the lb (plain forwarding and
+// nftables DNAT) and an "attached" one with the daemon running its
+// services (plain forwarding, nftables DNAT on its own VIP, telcolb default
+// and fullnat). Inside a phase the variants are interleaved over
+// cpuSubRounds sub-rounds and costs are paired within each sub-round; the
+// phase yields the sub-rounds' medians. Per round:
+//
+//   - miss cost M = plain attached - plain detached (the two phases of the
+//     round): what telcolb's program costs every packet that matches no
+//     service;
+//   - telcolb's LB-side cost = (telcolb - plain) attached + max(M, 0) (noise
+//     may not flatter telcolb);
+//   - nftables' cost = (nftables - plain), in the same attached sub-rounds
+//     as telcolb's (the miss cost is in both and cancels), and the ratio is
+//     the one over the other.
 func (r *rig) cpuPerPacket(ctx context.Context, t *testing.T) {
 	plain := setup{name: "plain", up: noop, down: noop, targets: []target{{"plain", r.beAddr}}}
 	nftables := setup{name: "nftables", up: r.startNftables, down: r.stopNftables, targets: []target{{"nftables", r.vipNft}}}
 	telcolb := setup{name: "telcolb", up: noop, down: noop, targets: []target{{"telcolb_default", r.vip}, {"telcolb_fullnat", r.vipFN}}}
-	detached, attached := samples{}, samples{}
-	for phase := 0; phase < 2*cpuPhases; phase++ {
-		into, setups := detached, []setup{plain, nftables}
-		if phase%2 == 1 {
-			into, setups = attached, []setup{plain, nftables, telcolb}
-			if err := r.startTelcolb(ctx); err != nil {
-				t.Fatal(err)
+	detached := figure.Variant{Name: "detached", Measure: func(round int) (map[string]float64, error) {
+		return r.phase(ctx, "det", round, []setup{plain, nftables}, nil)
+	}}
+	attached := figure.Variant{Name: "attached", Measure: func(round int) (map[string]float64, error) {
+		if err := r.startTelcolb(ctx); err != nil {
+			return nil, err
+		}
+		v, err := r.phase(ctx, "att", round, []setup{plain, nftables, telcolb}, []string{"telcolb_default", "telcolb_fullnat"})
+		return v, errors.Join(err, r.stopTelcolb(ctx))
+	}}
+	figs, err := figure.Interleave(figure.Plan{MinRounds: 5, MaxRounds: 9, Tolerance: 0.1}, []figure.Variant{detached, attached},
+		func(s *figure.Samples) []figure.Figure {
+			var figs []figure.Figure
+			for _, f := range flowCounts {
+				k := func(series string) string { return fmt.Sprintf("%s_%d", series, f) }
+				name := func(prefix, what string) string { return fmt.Sprintf("lab_%s_%s_%d", prefix, what, f) }
+				figs = append(figs,
+					s.Measured(name("cpu_ns_per_pkt", "plain"), "ns", figure.Above(0), k("det_plain")),
+					s.Measured(name("cpu_ns_per_pkt", "nftables"), "ns", figure.Above(0), k("det_nftables")),
+					s.Measured(name("cpu_ns_per_pkt", "telcolb_default"), "ns", figure.Above(0), k("att_telcolb_default")),
+					s.Measured(name("cpu_ns_per_pkt", "telcolb_fullnat"), "ns", figure.Above(0), k("att_telcolb_fullnat")),
+					s.Measured(name("cpu_ns_per_pkt", "plain_telcolb_attached"), "ns", figure.Above(0), k("att_plain")),
+					s.Added(name("lb_cost_ns_per_pkt", "telcolb_miss"), "ns", figure.AtLeast(0), k("att_plain"), k("det_plain")),
+					s.Combine(name("lb_cost_ns_per_pkt", "nftables"), "ns", figure.Added, figure.Above(0),
+						func(v []float64) float64 { return v[0] }, k("det_cost_nftables")),
+				)
+				for _, v := range []struct{ variant, name string }{{"telcolb_default", "telcolb"}, {"telcolb_fullnat", "telcolb_fullnat"}} {
+					cost := func(v []float64) float64 { return v[0] + max(v[1]-v[2], 0) }
+					series := []string{k("att_cost_" + v.variant), k("att_plain"), k("det_plain")}
+					figs = append(figs,
+						s.Combine(name("lb_cost_ns_per_pkt", v.name), "ns", figure.Added, figure.Above(0), cost, series...),
+						s.Combine(fmt.Sprintf("lab_lb_cost_ratio_%s_vs_nftables_%d", v.name, f), "ratio", figure.CostRatio, figure.AtMost(0.33),
+							func(v []float64) float64 { return cost(v) / v[3] }, append(series, k("att_cost_nftables"))...))
+				}
 			}
-		}
-		for round := 0; round < cpuRounds; round++ {
-			for _, s := range rotate(setups, round+phase) {
-				if err := s.up(ctx); err != nil {
-					t.Fatalf("phase %d round %d: %s up: %v", phase, round, s.name, err)
-				}
-				for _, tg := range s.targets {
-					for _, flows := range flowCounts {
-						v, err := r.measureCPU(ctx, tg.dst, flows)
-						if err != nil {
-							_ = s.down(ctx)
-							t.Fatalf("phase %d round %d: %s, %d flows: %v", phase, round, tg.variant, flows, err)
-						}
-						into.add(tg.variant, flows, v)
-					}
-				}
-				if err := s.down(ctx); err != nil {
-					t.Fatalf("phase %d round %d: %s down: %v", phase, round, s.name, err)
-				}
-			}
-		}
-		if err := r.stopTelcolb(ctx); err != nil {
-			t.Fatal(err)
-		}
+			return figs
+		})
+	if err != nil {
+		t.Fatal(err)
 	}
 	t.Logf("CPU measured: %v in the sender thread, %v in ksoftirqd/%d", r.threadCPU, r.ksoftCPU, r.cpu)
-	for _, flows := range flowCounts {
-		for _, v := range []struct {
-			name string
-			s    samples
-		}{{"plain", detached}, {"nftables", detached}, {"telcolb_default", attached}, {"telcolb_fullnat", attached}} {
-			t.Logf("%s %d flows: %.0f ns/pkt per round", v.name, flows, v.s[v.name][flows])
-			m, err := Median(v.s[v.name][flows])
-			if err != nil {
-				t.Fatalf("%s %d flows: %v", v.name, flows, err)
+	figure.Report(t, figs...)
+}
+
+// phase runs cpuSubRounds sub-rounds of the setups (rotating order) and
+// returns, prefixed with tag, the median over sub-rounds of each variant's
+// CPU ns per packet ("<tag>_<variant>_<flows>") and of the cost over plain
+// forwarding paired within each sub-round ("<tag>_cost_<variant>_<flows>")
+// for nftables and the costed variants.
+func (r *rig) phase(ctx context.Context, tag string, round int, setups []setup, costed []string) (map[string]float64, error) {
+	sub := figure.NewSamples()
+	for i := 0; i < cpuSubRounds; i++ {
+		vals := map[string]float64{}
+		for _, s := range figure.Order(setups, round+i) {
+			if err := s.up(ctx); err != nil {
+				return nil, fmt.Errorf("%s sub-round %d: %s up: %w", tag, i, s.name, err)
 			}
-			fmt.Println(Line(fmt.Sprintf("lab_cpu_ns_per_pkt_%s_%d", v.name, flows), m, "ns", ">", 0))
-		}
-		nft, err := detached.pairedCost("nftables", "plain", flows)
-		if err != nil {
-			t.Fatal(err)
-		}
-		nftAtt, err := attached.pairedCost("nftables", "plain", flows)
-		if err != nil {
-			t.Fatal(err)
-		}
-		pd, _ := Median(detached["plain"][flows])
-		pa, _ := Median(attached["plain"][flows])
-		miss := max(pa-pd, 0)
-		t.Logf("%d flows: plain detached %.0f, attached %.0f ns/pkt: miss cost taken as %.0f; nftables cost %.0f detached, %.0f attached",
-			flows, pd, pa, miss, nft, nftAtt)
-		fmt.Println(Line(fmt.Sprintf("lab_cpu_ns_per_pkt_plain_telcolb_attached_%d", flows), pa, "ns", ">", 0))
-		fmt.Println(Line(fmt.Sprintf("lab_lb_cost_ns_per_pkt_telcolb_miss_%d", flows), miss, "ns", ">=", 0))
-		if nft <= 0 {
-			t.Errorf("%d flows: nftables DNAT measured no dearer than plain forwarding (%.0f ns/pkt): too noisy for a ratio", flows, nft)
-			continue
-		}
-		fmt.Println(Line(fmt.Sprintf("lab_lb_cost_ns_per_pkt_nftables_%d", flows), nft, "ns", ">", 0))
-		for _, v := range []struct{ variant, name string }{
-			{"telcolb_default", "telcolb"}, {"telcolb_fullnat", "telcolb_fullnat"},
-		} {
-			c, err := attached.pairedCost(v.variant, "plain", flows)
-			if err != nil {
-				t.Fatal(err)
+			for _, tg := range s.targets {
+				for _, flows := range flowCounts {
+					v, err := r.measureCPU(ctx, tg.dst, flows)
+					if err != nil {
+						return nil, errors.Join(fmt.Errorf("%s sub-round %d: %s, %d flows: %w", tag, i, tg.variant, flows, err), s.down(ctx))
+					}
+					vals[fmt.Sprintf("%s_%d", tg.variant, flows)] = v
+				}
 			}
-			c += miss
-			t.Logf("%d flows: %s LB-side cost %.0f ns/pkt", flows, v.variant, c)
-			fmt.Println(Line(fmt.Sprintf("lab_lb_cost_ns_per_pkt_%s_%d", v.name, flows), c, "ns", ">", 0))
-			fmt.Println(Line(fmt.Sprintf("lab_lb_cost_ratio_%s_vs_nftables_%d", v.name, flows), c/nft, "ratio", "<=", 0.33))
+			if err := s.down(ctx); err != nil {
+				return nil, fmt.Errorf("%s sub-round %d: %s down: %w", tag, i, s.name, err)
+			}
+		}
+		if err := sub.AddRound(vals); err != nil {
+			return nil, err
 		}
 	}
+	out := map[string]float64{}
+	for _, n := range sub.Names() {
+		m, err := figure.Median(sub.Series(n))
+		if err != nil {
+			return nil, err
+		}
+		out[tag+"_"+n] = m
+	}
+	for _, flows := range flowCounts {
+		for _, v := range append([]string{"nftables"}, costed...) {
+			a, b := sub.Series(fmt.Sprintf("%s_%d", v, flows)), sub.Series(fmt.Sprintf("plain_%d", flows))
+			d := make([]float64, len(a))
+			for i := range a {
+				d[i] = a[i] - b[i]
+			}
+			m, err := figure.Median(d)
+			if err != nil {
+				return nil, err
+			}
+			out[fmt.Sprintf("%s_cost_%s_%d", tag, v, flows)] = m
+		}
+	}
+	r.logPhase(tag, round, out)
+	return out, nil
+}
+
+func (r *rig) logPhase(tag string, round int, v map[string]float64) {
+	var parts []string
+	for _, k := range slices.Sorted(maps.Keys(v)) {
+		parts = append(parts, fmt.Sprintf("%s=%.0f", k, v[k]))
+	}
+	r.logf("round %d %s phase (ns/pkt): %s", round, tag, strings.Join(parts, " "))
 }
 
 // measureCPU floods dst from the client with the sender pinned to r.cpu and
@@ -448,42 +455,33 @@ func (r *rig) iperfTCP(ctx context.Context, t *testing.T) {
 	if err := srv.WaitOutput(wctx, "Server listening"); err != nil {
 		t.Fatalf("iperf3 server: %v", err)
 	}
-	gbps := map[string][]float64{}
-	var ratios []float64
-	for round := 0; round < tcpRounds; round++ {
-		got := map[string]float64{}
-		for _, s := range rotate([]setup{
-			{name: "nftables", up: r.startNftables, down: r.stopNftables, targets: []target{{"nftables", r.vipNft}}},
-			{name: "telcolb", up: r.startTelcolb, down: r.stopTelcolb, targets: []target{{"telcolb", r.vip}}},
-		}, round) {
+	variant := func(s setup) figure.Variant {
+		return figure.One(s.name, func(round int) (float64, error) {
 			if err := s.up(ctx); err != nil {
-				t.Fatalf("round %d: %s up: %v", round, s.name, err)
+				return 0, fmt.Errorf("%s up: %w", s.name, err)
 			}
 			bps, err := r.iperf(ctx, s.targets[0].dst)
 			if derr := s.down(ctx); derr != nil {
 				err = errors.Join(err, derr)
 			}
-			if err != nil {
-				t.Fatalf("round %d: %s: %v", round, s.name, err)
-			}
-			got[s.name] = bps / 1e9
-			gbps[s.name] = append(gbps[s.name], bps/1e9)
 			t.Logf("round %d: %s %.2f Gbit/s", round, s.name, bps/1e9)
-		}
-		ratios = append(ratios, got["telcolb"]/got["nftables"])
+			return bps / 1e9, err
+		})
 	}
-	for _, v := range []string{"telcolb", "nftables"} {
-		m, err := Median(gbps[v])
-		if err != nil {
-			t.Fatal(err)
+	figs, err := figure.Interleave(figure.Plan{MinRounds: 5, MaxRounds: 7}, []figure.Variant{
+		variant(setup{name: "nftables", up: r.startNftables, down: r.stopNftables, targets: []target{{"nftables", r.vipNft}}}),
+		variant(setup{name: "telcolb", up: r.startTelcolb, down: r.stopTelcolb, targets: []target{{"telcolb", r.vip}}}),
+	}, func(s *figure.Samples) []figure.Figure {
+		return []figure.Figure{
+			s.Measured("iperf3_tcp_gbps_telcolb", "Gbit/s", figure.Above(0), "telcolb"),
+			s.Measured("iperf3_tcp_gbps_nftables", "Gbit/s", figure.Above(0), "nftables"),
+			s.Ratio("iperf3_tcp_ratio_telcolb_vs_nftables", figure.AtLeast(0.9), "telcolb", "nftables"),
 		}
-		fmt.Println(Line("iperf3_tcp_gbps_"+v, m, "Gbit/s", ">", 0))
-	}
-	m, err := Median(ratios)
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	fmt.Println(Line("iperf3_tcp_ratio_telcolb_vs_nftables", m, "ratio", ">=", 0.9))
+	figure.Report(t, figs...)
 }
 
 func (r *rig) iperf(ctx context.Context, dst netip.Addr) (float64, error) {

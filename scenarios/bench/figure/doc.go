@@ -16,8 +16,8 @@
 //     rounds hits both sides of a pair alike and cancels.
 //   - An impossible figure fails the benchmark instead of being printed: a
 //     NaN or infinite round, a ratio or measured quantity <= 0 in any round,
-//     an added cost (latency, CPU) whose median is negative, or fewer than
-//     5 rounds.
+//     an added cost (latency, CPU) whose median is negative, a ratio of two
+//     added costs whose median is <= 0, or fewer than 5 rounds (see Kind).
 //
 // Every figure is one line:
 //

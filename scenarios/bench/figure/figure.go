@@ -29,6 +29,12 @@ const (
 	// effect shows in the spread), a negative median may not: adding work
 	// cannot make a path cheaper, so the instrument failed to resolve it.
 	Added
+	// CostRatio is a ratio of two added costs of the same round (telcolb's
+	// LB-side CPU per packet over nftables', each a paired difference):
+	// every round finite, the median > 0. A round may come out <= 0 when
+	// the noise exceeds the costs (the spread then says so), the median
+	// may not.
+	CostRatio
 )
 
 func (k Kind) String() string {
@@ -39,6 +45,8 @@ func (k Kind) String() string {
 		return "ratio"
 	case Added:
 		return "added"
+	case CostRatio:
+		return "cost ratio"
 	}
 	return fmt.Sprintf("Kind(%d)", int(k))
 }
@@ -127,6 +135,10 @@ func (f Figure) Stat() (Stat, error) {
 	if f.Kind == Added && st.Median < 0 {
 		return st, fmt.Errorf("figure %s: median %g %s over %d rounds (spread %g..%g): a negative added cost is impossible, the noise exceeds the effect",
 			f.Name, st.Median, f.Unit, st.N, st.Min, st.Max)
+	}
+	if f.Kind == CostRatio && st.Median <= 0 {
+		return st, fmt.Errorf("figure %s: median %g over %d rounds (spread %g..%g): a ratio of costs <= 0 is impossible, the noise exceeds the costs",
+			f.Name, st.Median, st.N, st.Min, st.Max)
 	}
 	return st, nil
 }

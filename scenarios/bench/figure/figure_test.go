@@ -22,6 +22,7 @@ func TestStatIsMedianWithMinAndMaxOfTheRounds(t *testing.T) {
 		{name: "even count is the mean of the middle two", rounds: []float64{4, 1, 3, 2, 6, 5}, med: 3.5, min: 1, max: 6, ciLo: 1, ciHi: 6},
 		{name: "8 rounds: the interval drops the extremes", rounds: []float64{8, 1, 2, 3, 4, 5, 6, 7}, med: 4.5, min: 1, max: 8, ciLo: 2, ciHi: 7},
 		{name: "added: one negative round is noise, shown in the spread", kind: Added, rounds: []float64{-2, 10, 12, 11, 9}, med: 10, min: -2, max: 12, ciLo: -2, ciHi: 12},
+		{name: "cost ratio: one negative round is noise too", kind: CostRatio, rounds: []float64{0.49, 0.6, -0.98, 0.2, 0.3}, med: 0.3, min: -0.98, max: 0.6, ciLo: -0.98, ciHi: 0.6},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -56,6 +57,8 @@ func TestImpossibleFiguresAreRejected(t *testing.T) {
 		{"negative ratio in one round", Figure{Kind: Ratio, Rounds: five(2, -0.5)}, "> 0"},
 		{"measured zero", Figure{Kind: Measured, Rounds: five(0)}, "> 0"},
 		{"negative added latency", Figure{Kind: Added, Rounds: []float64{-836, -900, 12, -40, -3}}, "negative added"},
+		{"cost ratio of zero", Figure{Kind: CostRatio, Rounds: []float64{-0.5, 0, 0, 0.3, 0.2}}, "ratio of costs <= 0"},
+		{"cost ratio NaN round", Figure{Kind: CostRatio, Rounds: five(math.NaN(), 0.2, 0.3)}, "NaN"},
 		{"too few rounds", Figure{Kind: Measured, Rounds: []float64{1, 2, 3, 4}}, "at least 5"},
 		{"no rounds", Figure{Kind: Ratio}, "at least 5"},
 		{"unknown target operator", Figure{Kind: Measured, Rounds: five(), Target: Target{Op: "=="}}, "operator"},
