@@ -59,9 +59,10 @@ demo: deps build
 # line each, in .cache/bench.txt; ends with a summary against the targets and
 # the previous run. BENCH_RUN=<regexp> runs only the matching benchmarks.
 BENCH_RUN ?=
+BENCH_TIMEOUT ?= 60m
 bench: deps envtest-bins build
 	@mkdir -p $(CACHE)
-	$(GO) run ./scenarios/bench/run --cache $(CACHE) --run '$(BENCH_RUN)'
+	$(GO) run ./scenarios/bench/run --cache $(CACHE) --run '$(BENCH_RUN)' --timeout $(BENCH_TIMEOUT)
 
 clean:
 	rm -rf $(BIN) $(CACHE)/test.log $(CACHE)/bench.txt $(CACHE)/bench.prev.txt $(CACHE)/bench.log $(CACHE)/bench-summary.txt
