@@ -160,7 +160,7 @@ func Run(ctx context.Context, c Config) error {
 			lines = append(lines, r.String())
 		}
 	}
-	if err := writeResults(c.Cache, lines, prev != nil); err != nil {
+	if err := writeResults(c.Cache, lines); err != nil {
 		return err
 	}
 	summary := summarize(outcomes, cur, prev, time.Since(start))
@@ -201,14 +201,12 @@ func readPrevious(path string) ([]figure.Result, error) {
 	return rs, nil
 }
 
-// writeResults replaces bench.txt, keeping the previous one as
-// bench.prev.txt.
-func writeResults(cache string, lines []string, hadPrev bool) error {
+// writeResults replaces bench.txt, keeping the previous one (even one
+// that could not be read) as bench.prev.txt.
+func writeResults(cache string, lines []string) error {
 	cur := filepath.Join(cache, "bench.txt")
-	if hadPrev {
-		if err := os.Rename(cur, filepath.Join(cache, "bench.prev.txt")); err != nil {
-			return fmt.Errorf("bench: keep previous figures: %w", err)
-		}
+	if err := os.Rename(cur, filepath.Join(cache, "bench.prev.txt")); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("bench: keep previous figures: %w", err)
 	}
 	text := strings.Join(lines, "\n")
 	if text != "" {
