@@ -232,3 +232,32 @@ func TestDiscoverFindsBenchmarksOutsideTestdata(t *testing.T) {
 		}
 	}
 }
+
+// A previous bench.txt is kept as bench.prev.txt even when it cannot be
+// read as figures (nothing of a run is thrown away), and a first run has
+// nothing to keep.
+func TestWriteResultsKeepsThePreviousFile(t *testing.T) {
+	cache := t.TempDir()
+	if err := writeResults(cache, []string{"BENCH a 1.00 ns target > 0 spread 1.00..1.00 rounds 5"}); err != nil {
+		t.Fatalf("first run: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(cache, "bench.prev.txt")); !os.IsNotExist(err) {
+		t.Fatalf("first run left a bench.prev.txt: %v", err)
+	}
+	garbage := []byte("BENCH broken\n")
+	if err := os.WriteFile(filepath.Join(cache, "bench.txt"), garbage, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := readPrevious(filepath.Join(cache, "bench.txt")); err == nil {
+		t.Fatal("a malformed previous file was read without error")
+	}
+	if err := writeResults(cache, nil); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile(filepath.Join(cache, "bench.prev.txt")); err != nil || !bytes.Equal(b, garbage) {
+		t.Fatalf("bench.prev.txt = %q, %v; want the unreadable previous file", b, err)
+	}
+	if b, err := os.ReadFile(filepath.Join(cache, "bench.txt")); err != nil || len(b) != 0 {
+		t.Fatalf("bench.txt = %q, %v; want empty (no figures)", b, err)
+	}
+}
