@@ -15,6 +15,9 @@ type metrics struct {
 	messages   *prometheus.CounterVec
 	failures   *prometheus.CounterVec
 	malformed  *prometheus.CounterVec
+	rejected   *prometheus.CounterVec
+	suppressed *prometheus.CounterVec
+	nas        *prometheus.CounterVec
 	assocs     *prometheus.GaugeVec
 	sendErrors prometheus.Counter
 	// perProc caches the per-procedure counters: WithLabelValues hashes
@@ -37,6 +40,15 @@ func newMetrics(reg prometheus.Registerer, proxy string) (*metrics, error) {
 		malformed: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "telcolb_n2_malformed_total", Help: "Undecodable NGAP PDUs, by direction.", ConstLabels: labels,
 		}, []string{"direction"}),
+		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "telcolb_n2_rejected_total", Help: "Decodable NGAP messages refused by the TS 38.413 section 10 checks, by direction, procedure and reason.", ConstLabels: labels,
+		}, []string{"direction", "procedure", "reason"}),
+		suppressed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "telcolb_n2_suppressed_total", Help: "Log lines and Error Indications dropped by the per-peer rate limits.", ConstLabels: labels,
+		}, []string{"what"}),
+		nas: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "telcolb_n2_initial_nas_identity_total", Help: "Initial UE Messages without 5G-S-TMSI, by the identity read from their NAS (5g-guti, 5g-s-tmsi, suci, ciphered, malformed, no-identity).", ConstLabels: labels,
+		}, []string{"identity"}),
 		assocs: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "telcolb_n2_associations_up", Help: "Established SCTP associations, gNB side and AMF side.", ConstLabels: labels,
 		}, []string{"side"}),
@@ -47,7 +59,7 @@ func newMetrics(reg prometheus.Registerer, proxy string) (*metrics, error) {
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.ues, m.messages, m.failures, m.malformed, m.assocs, m.sendErrors} {
+	for _, c := range []prometheus.Collector{m.ues, m.messages, m.failures, m.malformed, m.rejected, m.suppressed, m.nas, m.assocs, m.sendErrors} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register N2 metrics: %w", err)
 		}
@@ -72,6 +84,12 @@ func (m *metrics) action(a steer.Action) {
 		m.failures.WithLabelValues(a.Reason).Inc()
 	case steer.Malformed:
 		m.malformed.WithLabelValues(a.Dir.String()).Inc()
+	case steer.Rejected:
+		m.rejected.WithLabelValues(a.Dir.String(), ngapl.ProcedureName(a.Procedure), a.Reason).Inc()
+	case steer.Suppressed:
+		m.suppressed.WithLabelValues(a.Reason).Inc()
+	case steer.NASIdentity:
+		m.nas.WithLabelValues(a.Reason).Inc()
 	}
 }
 

@@ -224,3 +224,13 @@ var ieNames = map[int64]string{
 	ngapType.ProtocolIEIDAllowedNSSAI:                      "AllowedNSSAI",
 	ngapType.ProtocolIEIDAMFTrafficLoadReductionIndication: "AMFTrafficLoadReductionIndication",
 }
+
+// KnownProcedure reports whether code is a procedure this release defines.
+func KnownProcedure(code int64) bool {
+	for _, t := range []MessageType{Initiating, Successful, Unsuccessful} {
+		if messageIEs[msgKey{t, code}] != nil {
+			return true
+		}
+	}
+	return false
+}

@@ -2,6 +2,7 @@ package steer
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -46,6 +47,7 @@ type gnb struct {
 	// pending holds, per procedure, the AMFs whose non-UE class-1 requests
 	// (Write-Replace Warning, PWS Cancel) await the gNB's answer, in order.
 	pending map[int64][]int
+	limit   peerLimit
 }
 
 type upstream struct {
@@ -56,10 +58,14 @@ type upstream struct {
 	out         uint16
 	resp        ngapl.SetupResponse
 	unavailable map[ngapl.GUAMI]bool
-	overloaded  bool
+	// overload is 0, a Traffic Load Reduction percentage (1..99) or
+	// fullOverload; credit spreads the admitted share (overload.go).
+	overload uint8
+	credit   int
 	backoff     time.Duration
 	retryAt     time.Time
 	ues         int
+	limit       peerLimit
 }
 
 const (
@@ -89,10 +95,17 @@ type ranKey struct {
 	ran uint32
 }
 
+// amfKey: an AMF-UE-NGAP-ID is unique per AMF and NG interface instance
+// (TS 38.413 9.3.3.1), so the same ID may name UEs on two gNBs (a Handover
+// Request toward two targets does). The key is 16 bytes, like the UE it
+// indexes.
 type amfKey struct {
-	amf int
 	id  uint64
+	gnb AssocID
+	amf int32
 }
+
+func akey(amf int, gnb AssocID, id uint64) amfKey { return amfKey{id: id, gnb: gnb, amf: int32(amf)} }
 
 // Machine is the steering state machine. It is not safe for concurrent use:
 // one goroutine (the proxy loop) owns it.
@@ -112,6 +125,10 @@ type Machine struct {
 	nextUp  AssocID
 	now     time.Time
 	out     []Action
+	// peer is the association whose message is being handled, 0 for other
+	// events: log lines it causes count against its rate.
+	peer      AssocID
+	strangers peerLimit
 }
 
 // New validates cfg and returns a Machine.
@@ -151,6 +168,18 @@ func New(cfg Config) (*Machine, error) {
 	def(&cfg.RedialMin, time.Second)
 	def(&cfg.RedialMax, 30*time.Second)
 	def(&cfg.DrainTimeout, 5*time.Second)
+	if cfg.PeerLogRate <= 0 {
+		cfg.PeerLogRate = 1
+	}
+	if cfg.PeerLogBurst <= 0 {
+		cfg.PeerLogBurst = 5
+	}
+	if cfg.PeerErrorRate <= 0 {
+		cfg.PeerErrorRate = 10
+	}
+	if cfg.PeerErrorBurst <= 0 {
+		cfg.PeerErrorBurst = 20
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -174,6 +203,13 @@ func New(cfg Config) (*Machine, error) {
 func (m *Machine) Step(now time.Time, ev Event) []Action {
 	m.now = now
 	m.out = m.out[:0]
+	m.peer = 0
+	switch e := ev.(type) {
+	case GNBMessage:
+		m.peer = e.Assoc
+	case AMFMessage:
+		m.peer = e.Assoc
+	}
 	switch e := ev.(type) {
 	case GNBUp:
 		m.gnbUp(e)
@@ -242,7 +278,7 @@ func (m *Machine) DecoderStats() ngapl.Stats { return m.dec.Stats() }
 func (m *Machine) decode(b []byte) (ngapl.Key, *ngapType.NGAPPDU, error) {
 	k, err := m.dec.Key(b)
 	if err != nil {
-		return ngapl.Key{}, nil, err
+		return k, nil, err // k names the procedure of an undefined message
 	}
 	switch k.Procedure {
 	case ngapType.ProcedureCodeNGSetup, ngapType.ProcedureCodeNGReset,
@@ -264,7 +300,7 @@ func (m *Machine) send(a AssocID, stream uint16, b []byte) {
 
 func (m *Machine) fail(reason string, attrs ...any) {
 	m.out = append(m.out, Action{Kind: SteeringFailure, Reason: reason})
-	m.log.Warn("steering failure", append([]any{"reason", reason}, attrs...)...)
+	m.warn("steering failure", append([]any{"reason", reason}, attrs...)...)
 }
 
 // build runs a message builder; the builders only fail on programming
@@ -278,8 +314,26 @@ func (m *Machine) build(b []byte, err error) ([]byte, bool) {
 }
 
 func (m *Machine) errorIndication(to AssocID, amf *uint64, ran *uint32, cause *ngapType.Cause) {
+	if !m.allowErrorIndication(to) {
+		return
+	}
 	if b, ok := m.build(ngapl.ErrorIndication(amf, ran, cause)); ok {
-		m.send(to, 0, b)
+		// An Error Indication naming a UE is UE-associated signalling and
+		// travels on that UE's stream (TS 38.412 7).
+		var out uint16
+		if g := m.gnbs[to]; g != nil {
+			out = g.out
+		} else if u := m.ups[to]; u != nil {
+			out = u.out
+		}
+		stream := uint16(0)
+		switch {
+		case ran != nil:
+			stream = streamFor(out, uint64(*ran))
+		case amf != nil:
+			stream = streamFor(out, *amf)
+		}
+		m.send(to, stream, b)
 	}
 }
 
@@ -322,13 +376,20 @@ func (m *Machine) fromGNB(e GNBMessage) {
 		return
 	}
 	k, pdu, err := m.decode(e.Data)
+	if errors.Is(err, ngapl.ErrUnknownMessage) {
+		m.unknownMessage(g.id, Uplink, k)
+		return
+	}
 	if err != nil {
 		m.out = append(m.out, Action{Kind: Malformed, Assoc: e.Assoc, Dir: Uplink})
-		m.log.Warn("malformed NGAP from gNB", "assoc", e.Assoc, "err", err)
+		m.warn("malformed NGAP from gNB", "assoc", e.Assoc, "err", err)
 		m.errorIndication(g.id, nil, nil, ngapl.Cause(ngapType.CausePresentProtocol, ngapType.CauseProtocolPresentTransferSyntaxError))
 		return
 	}
 	m.out = append(m.out, Action{Kind: CountMessage, Procedure: k.Procedure, Dir: Uplink})
+	if !m.validate(g.id, Uplink, k) {
+		return
+	}
 	if k.Procedure == ngapType.ProcedureCodeNGSetup && k.Type == ngapl.Initiating {
 		m.gnbSetup(g, e.Data)
 		return
@@ -416,7 +477,7 @@ func (m *Machine) uplinkNonUE(g *gnb, k ngapl.Key, pdu *ngapType.NGAPPDU, data [
 			m.send(g.id, 0, b)
 		}
 	case k.Procedure == ngapType.ProcedureCodeErrorIndication:
-		m.log.Warn("non-UE Error Indication from gNB", "assoc", g.id)
+		m.warn("non-UE Error Indication from gNB", "assoc", g.id)
 	case k.Type != ngapl.Initiating:
 		// The gNB answers an AMF-initiated non-UE request: back to its sender.
 		q := g.pending[k.Procedure]
@@ -517,7 +578,7 @@ func (m *Machine) uplinkUE(g *gnb, k ngapl.Key, data []byte) {
 func (m *Machine) uniqueByAMF(g *gnb, id uint64) *ue {
 	var found *ue
 	for i := range m.cfg.AMFs {
-		if u := m.byAMF[amfKey{i, id}]; u != nil && u.gnb == g.id {
+		if u := m.byAMF[akey(i, g.id, id)]; u != nil {
 			if found != nil {
 				return nil
 			}
@@ -567,7 +628,7 @@ func (m *Machine) detach(u *ue) {
 func (m *Machine) pickAMF(g *gnb, k ngapl.Key, exclude int) *upstream {
 	var cands []*upstream
 	for _, u := range m.readyUps(g) {
-		if u.amf != exclude && !u.overloaded {
+		if u.amf != exclude && u.admits() {
 			cands = append(cands, u)
 		}
 	}
@@ -652,7 +713,11 @@ func (m *Machine) pathSwitch(g *gnb, k ngapl.Key, data []byte) {
 	}
 	var src *ue
 	for i := range m.cfg.AMFs {
-		if u := m.byAMF[amfKey{i, k.SourceAMFUEID}]; u != nil {
+		for gid := range m.gnbs {
+			u := m.byAMF[akey(i, gid, k.SourceAMFUEID)]
+			if u == nil || gid == g.id {
+				continue
+			}
 			if src != nil {
 				m.fail("ambiguous source AMF-UE-NGAP-ID", "id", k.SourceAMFUEID)
 				m.errorIndication(g.id, nil, &k.RANUEID, ngapl.Cause(ngapType.CausePresentRadioNetwork, ngapType.CauseRadioNetworkPresentInconsistentRemoteUENGAPID))
@@ -681,6 +746,21 @@ func (m *Machine) pathSwitch(g *gnb, k ngapl.Key, data []byte) {
 	m.send(up.id, streamFor(up.out, uint64(u.ran)), data)
 }
 
+// bindAMF files u under key. An AMF that reuses an AMF-UE-NGAP-ID on one
+// gNB for a second UE breaks TS 38.413 10.6; the gNB, which gets the message,
+// reacts to that. The proxy keeps its indexes exact: the newest binding
+// holds the key, the older record keeps only its RAN-UE-NGAP-ID.
+func (m *Machine) bindAMF(u *ue, key amfKey) {
+	if old := m.byAMF[key]; old != nil && old != u {
+		m.warn("AMF reused an AMF-UE-NGAP-ID on one gNB", "amf", m.cfg.AMFs[key.amf].Name, "gnb", key.gnb, "id", key.id)
+		old.flags &^= ueHasAMF
+		if old.flags&ueHasRAN == 0 {
+			m.removeUE(old)
+		}
+	}
+	m.byAMF[key] = u
+}
+
 func (m *Machine) removeUE(u *ue) {
 	if u.flags&ueHasRAN != 0 {
 		if m.byRAN[ranKey{u.gnb, u.ran}] == u {
@@ -688,7 +768,7 @@ func (m *Machine) removeUE(u *ue) {
 		}
 	}
 	if u.flags&ueHasAMF != 0 {
-		if k := (amfKey{int(u.amf), u.amfID}); m.byAMF[k] == u {
+		if k := akey(int(u.amf), u.gnb, u.amfID); m.byAMF[k] == u {
 			delete(m.byAMF, k)
 		}
 	}
@@ -868,7 +948,7 @@ func (m *Machine) releaseLost(g *gnb, lost *upstream) {
 		ran := u.ran
 		b, ok := m.build(ngapl.UEContextReleaseCommand(u.amfID, &ran, cause))
 		// Orphaned: out of the AMF index and counts, kept by RAN ID only.
-		if k := (amfKey{int(u.amf), u.amfID}); m.byAMF[k] == u {
+		if k := akey(int(u.amf), u.gnb, u.amfID); m.byAMF[k] == u {
 			delete(m.byAMF, k)
 		}
 		m.detach(u)
@@ -918,13 +998,20 @@ func (m *Machine) fromAMF(e AMFMessage) {
 		return
 	}
 	k, pdu, err := m.decode(e.Data)
+	if errors.Is(err, ngapl.ErrUnknownMessage) {
+		m.unknownMessage(u.id, Downlink, k)
+		return
+	}
 	if err != nil {
 		m.out = append(m.out, Action{Kind: Malformed, Assoc: e.Assoc, Dir: Downlink})
-		m.log.Warn("malformed NGAP from AMF", "assoc", e.Assoc, "amf", m.cfg.AMFs[u.amf].Name, "err", err)
+		m.warn("malformed NGAP from AMF", "assoc", e.Assoc, "amf", m.cfg.AMFs[u.amf].Name, "err", err)
 		m.errorIndication(u.id, nil, nil, ngapl.Cause(ngapType.CausePresentProtocol, ngapType.CauseProtocolPresentTransferSyntaxError))
 		return
 	}
 	m.out = append(m.out, Action{Kind: CountMessage, Procedure: k.Procedure, Dir: Downlink})
+	if !m.validate(u.id, Downlink, k) {
+		return
+	}
 	if g.state == gnbDraining {
 		m.drainingDownlink(g, u, k)
 		return
@@ -983,11 +1070,11 @@ func (m *Machine) downlinkNonUE(g *gnb, u *upstream, k ngapl.Key, pdu *ngapType.
 	case k.Procedure == ngapType.ProcedureCodeOverloadStart:
 		// Overload of one AMF must not throttle the gNB for all of them:
 		// the proxy stops steering new UEs there instead.
-		u.overloaded = true
+		m.overloadStart(u, k)
 	case k.Procedure == ngapType.ProcedureCodeOverloadStop:
-		u.overloaded = false
+		m.overloadStop(u)
 	case k.Procedure == ngapType.ProcedureCodeErrorIndication:
-		m.log.Warn("non-UE Error Indication from AMF", "assoc", u.id, "amf", m.cfg.AMFs[u.amf].Name)
+		m.warn("non-UE Error Indication from AMF", "assoc", u.id, "amf", m.cfg.AMFs[u.amf].Name)
 	case k.Type == ngapl.Initiating:
 		// Paging, PWS, configuration transfer, NRPPa: the AMF addressed this
 		// gNB by using its association.
@@ -1011,7 +1098,7 @@ func (m *Machine) setupAnswer(g *gnb, u *upstream, k ngapl.Key, pdu *ngapType.NG
 		return
 	}
 	if k.Type != ngapl.Successful {
-		m.log.Warn("AMF refused NG Setup", "amf", m.cfg.AMFs[u.amf].Name, "gnb", g.id)
+		m.warn("AMF refused NG Setup", "amf", m.cfg.AMFs[u.amf].Name, "gnb", g.id)
 		m.out = append(m.out, Action{Kind: Close, Assoc: u.id})
 		u.state = upDown
 		u.retryAt = m.now.Add(u.backoff)
@@ -1173,16 +1260,20 @@ func (m *Machine) downlinkUE(g *gnb, up *upstream, k ngapl.Key, data []byte) {
 		m.fail("AMF message before NG Setup", "assoc", up.id)
 		return
 	}
+	if k.Procedure == ngapType.ProcedureCodeRerouteNASRequest {
+		m.reroute(g, up, k, data)
+		return
+	}
 	var u *ue
 	if k.HasRANUEID {
 		u = m.byRAN[ranKey{g.id, k.RANUEID}]
 		if u != nil && u.up != up.id {
 			// Not this AMF's UE: forward (the gNB judges) but learn nothing.
-			m.log.Warn("AMF names a UE steered elsewhere", "amf", m.cfg.AMFs[up.amf].Name, "ran", k.RANUEID)
+			m.warn("AMF names a UE steered elsewhere", "amf", m.cfg.AMFs[up.amf].Name, "ran", k.RANUEID)
 			u = nil
 		}
 	} else if k.HasAMFUEID {
-		if x := m.byAMF[amfKey{up.amf, k.AMFUEID}]; x != nil && x.gnb == g.id {
+		if x := m.byAMF[akey(up.amf, g.id, k.AMFUEID)]; x != nil {
 			u = x
 		}
 	}
@@ -1192,16 +1283,16 @@ func (m *Machine) downlinkUE(g *gnb, up *upstream, k ngapl.Key, data []byte) {
 		// under its AMF-UE-NGAP-ID; the acknowledge brings the RAN ID.
 		u = &ue{gnb: g.id, amfID: k.AMFUEID, flags: ueHasAMF}
 		m.attach(u, up)
-		m.byAMF[amfKey{up.amf, u.amfID}] = u
+		m.byAMF[akey(up.amf, g.id, u.amfID)] = u
 	}
 	if u != nil && k.HasAMFUEID && (u.flags&ueHasAMF == 0 || u.amfID != k.AMFUEID) {
 		if u.flags&ueHasAMF != 0 {
-			if old := (amfKey{up.amf, u.amfID}); m.byAMF[old] == u {
+			if old := akey(up.amf, g.id, u.amfID); m.byAMF[old] == u {
 				delete(m.byAMF, old)
 			}
 		}
 		u.amfID, u.flags = k.AMFUEID, u.flags|ueHasAMF
-		m.byAMF[amfKey{up.amf, u.amfID}] = u
+		m.bindAMF(u, akey(up.amf, g.id, u.amfID))
 		delete(m.initial, u)
 	}
 	id := uint64(k.RANUEID)
@@ -1219,8 +1310,8 @@ func (m *Machine) drainingDownlink(g *gnb, up *upstream, k ngapl.Key) {
 	if k.Procedure != ngapType.ProcedureCodeUEContextRelease || k.Type != ngapl.Initiating || !k.HasAMFUEID {
 		return
 	}
-	u := m.byAMF[amfKey{up.amf, k.AMFUEID}]
-	if u == nil || u.gnb != g.id {
+	u := m.byAMF[akey(up.amf, g.id, k.AMFUEID)]
+	if u == nil {
 		return
 	}
 	if b, ok := m.build(ngapl.UEContextReleaseComplete(u.amfID, u.ran)); ok {
@@ -1318,7 +1409,7 @@ func (m *Machine) resetFromAMF(g *gnb, up *upstream, pdu *ngapType.NGAPPDU, data
 		for _, it := range items {
 			var u *ue
 			if it.HasAMFUEID {
-				if x := m.byAMF[amfKey{up.amf, it.AMFUEID}]; x != nil && x.gnb == g.id {
+				if x := m.byAMF[akey(up.amf, g.id, it.AMFUEID)]; x != nil {
 					u = x
 				}
 			}

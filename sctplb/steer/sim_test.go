@@ -117,6 +117,13 @@ func (s *sim) run(ev ...Event) {
 		for _, a := range s.m.Step(s.now, e) {
 			s.do(a)
 		}
+		// After every step; the thousand-UE runs check every 64th step
+		// and when they settle (the check walks every record).
+		if len(s.m.byRAN)+len(s.m.byAMF) < 512 || steps%64 == 0 || len(s.queue) == 0 {
+			if msg := checkInvariants(s.m); msg != "" {
+				s.t.Fatalf("after %T: invariants broken: %s", e, msg)
+			}
+		}
 	}
 }
 
