@@ -62,10 +62,10 @@ type upstream struct {
 	// fullOverload; credit spreads the admitted share (overload.go).
 	overload uint8
 	credit   int
-	backoff     time.Duration
-	retryAt     time.Time
-	ues         int
-	limit       peerLimit
+	backoff  time.Duration
+	retryAt  time.Time
+	ues      int
+	limit    peerLimit
 }
 
 const (
