@@ -593,6 +593,9 @@ func (m *Machine) initialUE(g *gnb, k ngapl.Key, data []byte) {
 		// The gNB reused a RAN-UE-NGAP-ID: its old connection is gone.
 		m.removeUE(old)
 	}
+	if !k.HasSTMSI {
+		m.out = append(m.out, Action{Kind: NASIdentity, Assoc: g.id, Reason: k.NAS.Kind.String()})
+	}
 	up := m.pickAMF(g, k, -1)
 	if up == nil {
 		m.fail("no AMF available", "assoc", g.id, "ran", k.RANUEID)
@@ -636,13 +639,20 @@ func (m *Machine) pickAMF(g *gnb, k ngapl.Key, exclude int) *upstream {
 		return nil
 	}
 	set, hasSet := k.AMFSetID, k.HasAMFSetID
-	if k.HasSTMSI {
+	sid, ptr, named := k.STMSI.SetID, k.STMSI.Pointer, k.HasSTMSI
+	if !named && (k.NAS.Kind == ngapl.NASGUTI || k.NAS.Kind == ngapl.NASSTMSI) {
+		// No 5G-S-TMSI IE, but the UE's plain NAS names its AMF (TS 24.501
+		// 9.11.3.4): a 5G-GUTI in a Registration Request, a 5G-S-TMSI in a
+		// Service Request.
+		sid, ptr, named = k.NAS.SetID, k.NAS.Pointer, true
+	}
+	if named {
 		for _, u := range cands {
-			if u.serves(k.STMSI.SetID, k.STMSI.Pointer) {
+			if u.serves(sid, ptr) {
 				return u
 			}
 		}
-		set, hasSet = k.STMSI.SetID, true
+		set, hasSet = sid, true
 	}
 	if hasSet {
 		var inSet []*upstream
