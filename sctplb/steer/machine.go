@@ -48,6 +48,8 @@ type gnb struct {
 	// (Write-Replace Warning, PWS Cancel) await the gNB's answer, in order.
 	pending map[int64][]int
 	limit   peerLimit
+	// lastFanout is when a repeated NG Setup was last forwarded to the AMFs.
+	lastFanout time.Time
 }
 
 type upstream struct {
@@ -407,18 +409,11 @@ func (m *Machine) fromGNB(e GNBMessage) {
 }
 
 func (m *Machine) gnbSetup(g *gnb, req []byte) {
-	g.setupReq = req
 	if g.state == gnbReady {
-		// A repeated NG Setup refreshes the AMFs' view of the gNB; the gNB
-		// gets the current merged answer at once.
-		for _, id := range g.ups {
-			if u := m.ups[id]; u != nil && u.state == upReady {
-				m.send(u.id, 0, req)
-			}
-		}
-		m.answerSetup(g)
+		m.repeatedSetup(g, req)
 		return
 	}
+	g.setupReq = req
 	g.state = gnbSetupPending
 	g.deadline = m.now.Add(m.cfg.SetupTimeout)
 	g.answerBy = time.Time{}
@@ -1103,6 +1098,20 @@ func (m *Machine) downlinkNonUE(g *gnb, u *upstream, k ngapl.Key, pdu *ngapType.
 }
 
 func (m *Machine) setupAnswer(g *gnb, u *upstream, k ngapl.Key, pdu *ngapType.NGAPPDU) {
+	if u.state == upReady && g.state == gnbReady {
+		// The answer to a repeated NG Setup the proxy forwarded.
+		if k.Type != ngapl.Successful {
+			m.warn("AMF refused a repeated NG Setup", "amf", m.cfg.AMFs[u.amf].Name, "gnb", g.id)
+			// Its AMFDown releases what it held, as for any lost AMF.
+			m.out = append(m.out, Action{Kind: Close, Assoc: u.id})
+			return
+		}
+		if resp, err := ngapl.ParseSetupResponse(pdu); err == nil {
+			u.resp = resp
+			m.updateGNBView(g)
+		}
+		return
+	}
 	if u.state != upSettingUp {
 		m.fail("unexpected NG Setup answer", "assoc", u.id)
 		return
