@@ -3,6 +3,7 @@ package steer
 import (
 	"bytes"
 	"errors"
+	"slices"
 	"fmt"
 	"log/slog"
 	"time"
@@ -124,6 +125,7 @@ type Machine struct {
 	wrr     []int
 	retired []bool // by AMF index: removed at run time
 	rr      int
+	spill   int
 	nextUp  AssocID
 	now     time.Time
 	out     []Action
@@ -626,7 +628,7 @@ func (m *Machine) detach(u *ue) {
 func (m *Machine) pickAMF(g *gnb, k ngapl.Key, exclude int) *upstream {
 	var cands []*upstream
 	for _, u := range m.readyUps(g) {
-		if u.amf != exclude && u.admits() {
+		if u.amf != exclude && u.overload != fullOverload {
 			cands = append(cands, u)
 		}
 	}
@@ -643,7 +645,7 @@ func (m *Machine) pickAMF(g *gnb, k ngapl.Key, exclude int) *upstream {
 	}
 	if named {
 		for _, u := range cands {
-			if u.serves(sid, ptr) {
+			if u.serves(sid, ptr) && u.admits() {
 				return u
 			}
 		}
@@ -660,7 +662,25 @@ func (m *Machine) pickAMF(g *gnb, k ngapl.Key, exclude int) *upstream {
 			cands = inSet
 		}
 	}
-	return m.byPolicy(cands)
+	// The policy picks as if nobody were overloaded; a partly overloaded
+	// pick is kept only for its admitted share (overload.go) and the UE
+	// goes to the policy's next choice among the others.
+	u := m.byPolicy(cands)
+	for !u.admits() {
+		cands = slices.DeleteFunc(cands, func(x *upstream) bool { return x == u })
+		if len(cands) == 0 {
+			return nil
+		}
+		if m.cfg.Policy == RoundRobin {
+			// A rotation of its own, so the refused share spreads evenly
+			// instead of following the main rotation's phase.
+			m.spill++
+			u = cands[m.spill%len(cands)]
+			continue
+		}
+		u = m.byPolicy(cands)
+	}
+	return u
 }
 
 func (u *upstream) serves(set uint16, ptr uint8) bool {
