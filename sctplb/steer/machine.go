@@ -3,9 +3,9 @@ package steer
 import (
 	"bytes"
 	"errors"
-	"slices"
 	"fmt"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/free5gc/ngap/ngapType"
