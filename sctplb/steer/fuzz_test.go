@@ -57,7 +57,7 @@ func FuzzMachine(f *testing.F) {
 		s := newSim(t, 3, RoundRobin)
 		s.addGNB(gnbA)
 		s.addGNB(gnbB)
-		for ran := uint32(0); ran < 4; ran++ {
+		for ran := uint32(0); ran < 2; ran++ {
 			s.initialUE(gnbA, ran, nil)
 			s.initialUE(gnbB, ran, nil)
 		}
