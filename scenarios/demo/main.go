@@ -1,7 +1,8 @@
 // Command demo is `make demo`: it builds a network-namespace lab (client,
 // load balancer, two backends), runs telcolb in the load balancer's
 // namespace, creates a TCP and an SCTP service with telcolbctl, sends real
-// traffic through the eBPF datapath, prints what telcolbctl shows, and tears
+// traffic through the eBPF datapath, prints what telcolbctl shows, then runs
+// the N2 proxy between 2 gNB and 3 AMF simulators (n2.go), and tears
 // everything down again, also on Ctrl-C or failure.
 package main
 
@@ -65,13 +66,13 @@ func run(ctx context.Context, logger *slog.Logger) (err error) {
 	be := []string{env.BackendAddr(0, false).String(), env.BackendAddr(1, false).String()}
 
 	step("creating a TCP service (fullnat, round robin, HTTP probe) and an SCTP service (N2 port, default mode)")
-	if err := ctl(ctx, env, "create", "lb", "web", "--vip", vip.String(), "--port", strconv.Itoa(l4.HTTPPort),
+	if err := ctl(ctx, env.Daemon, "create", "lb", "web", "--vip", vip.String(), "--port", strconv.Itoa(l4.HTTPPort),
 		"--protocol", "tcp", "--mode", "fullnat", "--select", "rr",
 		"--endpoints", be[0]+":"+strconv.Itoa(l4.HTTPPort)+","+be[1]+":"+strconv.Itoa(l4.HTTPPort),
 		"--probe", "http", "--probe-req", "/healthz", "--probe-resp", "ok"); err != nil {
 		return err
 	}
-	if err := ctl(ctx, env, "create", "lb", "n2", "--vip", vip.String(), "--port", strconv.Itoa(sctpPort),
+	if err := ctl(ctx, env.Daemon, "create", "lb", "n2", "--vip", vip.String(), "--port", strconv.Itoa(sctpPort),
 		"--protocol", "sctp", "--mode", "default", "--select", "rr",
 		"--endpoints", be[0]+":"+strconv.Itoa(sctpPort)+","+be[1]+":"+strconv.Itoa(sctpPort)); err != nil {
 		return err
@@ -131,11 +132,11 @@ func run(ctx context.Context, logger *slog.Logger) (err error) {
 	}
 
 	step("telcolbctl get lb -o wide")
-	if err := ctl(ctx, env, "get", "lb", "-o", "wide"); err != nil {
+	if err := ctl(ctx, env.Daemon, "get", "lb", "-o", "wide"); err != nil {
 		return err
 	}
 	step("telcolbctl get ct")
-	if err := ctl(ctx, env, "get", "ct"); err != nil {
+	if err := ctl(ctx, env.Daemon, "get", "ct"); err != nil {
 		return err
 	}
 	res, err := bg.Wait(ctx)
@@ -143,11 +144,11 @@ func run(ctx context.Context, logger *slog.Logger) (err error) {
 		return err
 	}
 	fmt.Printf("\nbackground association finished: %d/%d messages echoed by %s\n", res.Echoed, res.Sent, res.ServerID)
-	return nil
+	return runN2(ctx, logger)
 }
 
-func ctl(ctx context.Context, env *l4.Env, args ...string) error {
-	out, err := env.Daemon.Ctl(ctx, args...)
+func ctl(ctx context.Context, d *l4.Daemon, args ...string) error {
+	out, err := d.Ctl(ctx, args...)
 	fmt.Print(out)
 	return err
 }
