@@ -43,8 +43,8 @@ func run(ctx context.Context, logger *slog.Logger) (err error) {
 	if os.Geteuid() != 0 {
 		return errors.New("the demo needs root (network namespaces and eBPF)")
 	}
-	step("building telcolb and the namespace lab (client, lb, be1, be2)")
-	env, err := l4.Up(ctx, l4.EnvConfig{Lab: lab.Config{Backends: 2, Logger: logger}})
+	step("building telcolb and the namespace lab (client, lb, be1, be2; two links per side)")
+	env, err := l4.Up(ctx, l4.EnvConfig{Lab: lab.Config{Backends: 2, Links: 2, Logger: logger}})
 	if err != nil {
 		return err
 	}
@@ -144,7 +144,63 @@ func run(ctx context.Context, logger *slog.Logger) (err error) {
 		return err
 	}
 	fmt.Printf("\nbackground association finished: %d/%d messages echoed by %s\n", res.Echoed, res.Sent, res.ServerID)
+	for _, s := range servers {
+		_ = s.Stop() // one userspace SCTP stack per namespace at a time
+	}
+	servers = nil
+	if err := multihomed(ctx, env); err != nil {
+		return err
+	}
 	return runN2(ctx, logger)
+}
+
+// multihomed shows a multi-homed SCTP association through the datapath
+// surviving the loss of the client's primary link.
+func multihomed(ctx context.Context, env *l4.Env) error {
+	const port = 5000
+	vips := []netip.Addr{lab.VIP(0, 50, false), lab.VIP(1, 50, false)}
+	client := []netip.Addr{env.Lab.ClientIface(0).V4(), env.Lab.ClientIface(1).V4()}
+	endpoint := []netip.Addr{env.Lab.BackendIface(0, 0).V4(), env.Lab.BackendIface(0, 1).V4()}
+	step("multi-homed SCTP: client and endpoint with 2 addresses each, a service with 2 VIPs (fullnat)")
+	if err := ctl(ctx, env.Daemon, "create", "lb", "mh", "--vip", vips[0].String(), "--secondary-vips", vips[1].String(),
+		"--port", strconv.Itoa(port), "--protocol", "sctp", "--mode", "fullnat",
+		"--endpoints", netip.AddrPortFrom(endpoint[0], port).String()); err != nil {
+		return err
+	}
+	srv, err := sctppeer.StartServer(ctx, env.Lab.Backends[0], sctppeer.ServerOptions{
+		Bind: endpoint, Port: port, ID: "be1", Timers: sctppeer.FastTimers})
+	if err != nil {
+		return err
+	}
+	defer func() { _ = srv.Stop() }()
+	cl, err := sctppeer.StartClient(ctx, env.Lab.Client, sctppeer.ClientOptions{
+		Bind: client, Connect: vips[:1], Port: port, Count: 60, Size: 200, Interval: 50 * time.Millisecond,
+		Streams: 2, PPID: 60, Wait: 20 * time.Second, Timers: sctppeer.FastTimers})
+	if err != nil {
+		return err
+	}
+	if err := srv.WaitEvent(ctx, "assoc", "COMM_UP"); err != nil {
+		return err
+	}
+	select {
+	case <-time.After(time.Second):
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	step("cutting the client's primary link (%s) mid-association", env.Lab.ClientIface(0).Name)
+	if err := env.Lab.ClientIface(0).SetUp(ctx, false); err != nil {
+		return err
+	}
+	r, err := cl.Wait(ctx)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("  %d/%d messages echoed, %d lost, largest gap %d ms; the client saw the peer addresses %v (the VIPs only)\n",
+		r.Echoed, r.Sent, r.Lost, r.MaxGapMs, r.PeerAddrs)
+	if r.Echoed != r.Sent || r.Lost != 0 {
+		return fmt.Errorf("multi-homed association lost messages: %+v", r)
+	}
+	return env.Lab.ClientIface(0).SetUp(ctx, true)
 }
 
 func ctl(ctx context.Context, d *l4.Daemon, args ...string) error {
