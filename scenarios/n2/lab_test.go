@@ -85,7 +85,9 @@ func TestN2LabThroughTheDaemon(t *testing.T) {
 			t.Skipf("%s not installed", tool)
 		}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Second)
+	// Building the daemon and the simulators takes most of this on a loaded
+	// machine (150 s ran out in tshark's checks with the run itself done).
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Second)
 	defer cancel()
 	amfsim, gnbsim := buildSims(t, ctx)
 	bin, err := l4.Build(ctx, "")
