@@ -130,6 +130,11 @@ type EndpointStatus struct {
 	Bytes             uint64 `json:"bytes"`
 	Sessions          uint64 `json:"sessions"`
 	ActiveConnections uint64 `json:"activeConnections"`
+	// N2 is, for an N2 service, the state of the proxy's NG associations to
+	// this AMF (one per set-up gNB): "up" (all established with NG Setup
+	// answered), "partial", "down" (none; Healthy is then false whatever
+	// the probe says), or "idle" (no gNB set up yet).
+	N2 string `json:"n2,omitempty"`
 }
 
 // Conn is one conntrack entry as GET /v1/conntrack returns it.

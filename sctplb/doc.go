@@ -19,10 +19,26 @@
 //     later (or come back) get the cached request (and the latest RAN
 //     Configuration Update); the gNB then gets an AMF Configuration Update
 //     with the wider GUAMI list.
+//   - Checks before state (TS 38.413 section 10, steer/validate.go): every
+//     decodable PDU must be a message its procedure defines, come from the
+//     side that sends it and carry the IEs the proxy needs
+//     (l7parse/ngap.Required); otherwise the sender gets the spec's reaction
+//     (Error Indication with an abstract-syntax or receiver-state cause, NG
+//     Setup Failure for an NG Setup Request), telcolb_n2_rejected_total
+//     counts it by reason, and nothing changes. Error Indications and WARN
+//     lines caused by one peer are rate limited per peer
+//     (telcolb_n2_suppressed_total).
 //   - Initial UE Message: a 5G-S-TMSI whose AMF Set ID and Pointer match a
-//     served, available GUAMI of a live AMF goes there; otherwise the policy
-//     (round robin, least UEs, weighted) picks among live, non-overloaded
-//     AMFs, preferring the UE's AMF set (5G-S-TMSI or AMF Set ID IE).
+//     served, available GUAMI of a live AMF goes there; without the IE, the
+//     5G-GUTI of a plain (or integrity-protected, never ciphered)
+//     Registration Request, or the 5G-S-TMSI of a Service Request, read from
+//     the NAS-PDU (TS 24.501 9.11.3.4), does the same; otherwise the policy
+//     (round robin, least UEs, weighted) picks among live AMFs, preferring
+//     the UE's AMF set (5G-S-TMSI, NAS identity or AMF Set ID IE).
+//   - Reroute NAS Request: the proxy sends the UE's Initial UE Message (with
+//     the AMF Set ID and Allowed NSSAI added) to a live AMF of the target set
+//     and moves the UE there; with no such AMF it relays the request to the
+//     gNB (steer/reroute.go).
 //   - UE records: (gNB assoc, RAN-UE-NGAP-ID) <-> (AMF, AMF-UE-NGAP-ID), the
 //     latter learned from the AMF's first downlink. AMF-UE-NGAP-IDs are not
 //     rewritten; they are unique per AMF, and collisions across AMFs are
@@ -42,8 +58,13 @@
 //     toward the gNB listing only that AMF's UEs. AMF Configuration Update is
 //     acknowledged by the proxy and merged into the gNB's view. AMF Status
 //     Indication is relayed and makes the listed GUAMIs ineligible for
-//     5G-S-TMSI steering. Overload Start/Stop stay with the proxy: an
-//     overloaded AMF gets no new UEs, the gNB is not throttled for all.
+//     5G-S-TMSI steering. Overload Start/Stop stay with the proxy: an AMF
+//     under Overload Start gets (100 - Traffic Load Reduction)% of the new
+//     UEs the policy would give it (none without a reduction); its existing
+//     UEs stay; the gNB is not throttled for all.
+//   - A repeated NG Setup from a set-up gNB is answered from the merged view
+//     and resets its UE contexts (8.7.1.2): AMFs that held some get an NG
+//     Reset; a changed request reaches the AMFs at most once per RedialMin.
 //     Non-UE Error Indications are logged, not relayed.
 //   - AMF loss: UEs that AMF never answered are re-steered (the cached
 //     Initial UE Message is replayed to another AMF of the set). Established
@@ -62,7 +83,9 @@
 //   - Hosting: Run listens and serves; Serve takes a listener the caller
 //     opened (the daemon listens itself so a VIP that is not local fails
 //     the API call). Stats is a snapshot (UE contexts per AMF, associations
-//     up) refreshed every TickInterval for other goroutines. AddAMF and
+//     up, per AMF the associations ready of those wanted) refreshed every
+//     TickInterval for other goroutines; the daemon shows the latter as an
+//     N2 endpoint's state and health. AddAMF and
 //     RemoveAMF change the AMFs of a running proxy (steer.AddAMF /
 //     steer.RemoveAMF): an added AMF is set up toward every gNB and the
 //     gNBs get an AMF Configuration Update; a removed one is handled like a
@@ -72,6 +95,7 @@
 //     change.
 //   - Malformed PDUs are counted and answered with Error Indication (cause
 //     transfer-syntax-error). The steering key comes from a fast APER path
-//     (l7parse/ngap Decoder.Key); IEs the key does not use are not
-//     validated by the proxy.
+//     (l7parse/ngap Decoder.Key); the presence of every IE is recorded, the
+//     values of IEs the key does not use are not validated by the proxy
+//     (the AMF or gNB receiving them is the node TS 38.413 10 addresses).
 package sctplb

@@ -15,7 +15,11 @@ type metrics struct {
 	messages   *prometheus.CounterVec
 	failures   *prometheus.CounterVec
 	malformed  *prometheus.CounterVec
+	rejected   *prometheus.CounterVec
+	suppressed *prometheus.CounterVec
+	nas        *prometheus.CounterVec
 	assocs     *prometheus.GaugeVec
+	amfLinks   *prometheus.GaugeVec
 	sendErrors prometheus.Counter
 	// perProc caches the per-procedure counters: WithLabelValues hashes
 	// its labels on every call, too slow for every relayed message.
@@ -37,9 +41,21 @@ func newMetrics(reg prometheus.Registerer, proxy string) (*metrics, error) {
 		malformed: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "telcolb_n2_malformed_total", Help: "Undecodable NGAP PDUs, by direction.", ConstLabels: labels,
 		}, []string{"direction"}),
+		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "telcolb_n2_rejected_total", Help: "Decodable NGAP messages refused by the TS 38.413 section 10 checks, by direction, procedure and reason.", ConstLabels: labels,
+		}, []string{"direction", "procedure", "reason"}),
+		suppressed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "telcolb_n2_suppressed_total", Help: "Log lines and Error Indications dropped by the per-peer rate limits.", ConstLabels: labels,
+		}, []string{"what"}),
+		nas: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "telcolb_n2_initial_nas_identity_total", Help: "Initial UE Messages without 5G-S-TMSI, by the identity read from their NAS (5g-guti, 5g-s-tmsi, suci, ciphered, malformed, no-identity).", ConstLabels: labels,
+		}, []string{"identity"}),
 		assocs: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "telcolb_n2_associations_up", Help: "Established SCTP associations, gNB side and AMF side.", ConstLabels: labels,
 		}, []string{"side"}),
+		amfLinks: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "telcolb_n2_amf_associations", Help: "The proxy's NG associations to each AMF (one per set-up gNB), by state: ready (NG Setup answered), wanted (all), overloaded.", ConstLabels: labels,
+		}, []string{"amf", "state"}),
 		sendErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "telcolb_n2_send_errors_total", Help: "Messages dropped because an association's send queue was full or failed.", ConstLabels: labels,
 		}),
@@ -47,7 +63,7 @@ func newMetrics(reg prometheus.Registerer, proxy string) (*metrics, error) {
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.ues, m.messages, m.failures, m.malformed, m.assocs, m.sendErrors} {
+	for _, c := range []prometheus.Collector{m.ues, m.messages, m.failures, m.malformed, m.rejected, m.suppressed, m.nas, m.assocs, m.amfLinks, m.sendErrors} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register N2 metrics: %w", err)
 		}
@@ -72,20 +88,34 @@ func (m *metrics) action(a steer.Action) {
 		m.failures.WithLabelValues(a.Reason).Inc()
 	case steer.Malformed:
 		m.malformed.WithLabelValues(a.Dir.String()).Inc()
+	case steer.Rejected:
+		m.rejected.WithLabelValues(a.Dir.String(), ngapl.ProcedureName(a.Procedure), a.Reason).Inc()
+	case steer.Suppressed:
+		m.suppressed.WithLabelValues(a.Reason).Inc()
+	case steer.NASIdentity:
+		m.nas.WithLabelValues(a.Reason).Inc()
 	}
 }
 
 func (m *metrics) state(mc *steer.Machine, names []string) {
-	active := mc.Active()
+	active, links := mc.Active(), mc.Links()
 	for i, n := range mc.UEs() {
 		if i >= len(names) {
 			break
 		}
 		if !active[i] {
 			m.ues.DeleteLabelValues(names[i])
+			for _, st := range []string{"ready", "wanted", "overloaded"} {
+				m.amfLinks.DeleteLabelValues(names[i], st)
+			}
 			continue
 		}
 		m.ues.WithLabelValues(names[i]).Set(float64(n))
+		if i < len(links) {
+			m.amfLinks.WithLabelValues(names[i], "ready").Set(float64(links[i].Ready))
+			m.amfLinks.WithLabelValues(names[i], "wanted").Set(float64(links[i].Wanted))
+			m.amfLinks.WithLabelValues(names[i], "overloaded").Set(float64(links[i].Overloaded))
+		}
 	}
 	g, u := mc.AssociationsUp()
 	m.assocs.WithLabelValues("gnb").Set(float64(g))

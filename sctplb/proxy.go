@@ -81,10 +81,28 @@ type Stats struct {
 	Running bool
 }
 
-// AMFStats is one AMF's share of the UE contexts.
+// AMFStats is one AMF's share of the UE contexts and the health of the
+// proxy's associations to it.
 type AMFStats struct {
 	Name string
 	UEs  int
+	// Ready of Wanted associations (one per set-up gNB) are up with NG
+	// Setup answered; Overloaded of them are under Overload Start.
+	Ready, Wanted, Overloaded int
+}
+
+// State summarises the associations: "idle" (no gNB set up, nothing to
+// say), "up" (all ready), "partial", or "down" (none ready).
+func (a AMFStats) State() string {
+	switch {
+	case a.Wanted == 0:
+		return "idle"
+	case a.Ready == a.Wanted:
+		return "up"
+	case a.Ready == 0:
+		return "down"
+	}
+	return "partial"
 }
 
 type control struct {
@@ -186,7 +204,7 @@ func (p *Proxy) Stats() Stats {
 }
 
 func (p *Proxy) refreshStats(running bool) {
-	ues, active := p.machine.UEs(), p.machine.Active()
+	ues, active, links := p.machine.UEs(), p.machine.Active(), p.machine.Links()
 	g, u := p.machine.AssociationsUp()
 	s := Stats{GNBs: g, AMFAssociations: u, Running: running}
 	for i, n := range p.names {
@@ -196,6 +214,9 @@ func (p *Proxy) refreshStats(running bool) {
 		st := AMFStats{Name: n}
 		if i < len(ues) {
 			st.UEs = ues[i]
+		}
+		if i < len(links) {
+			st.Ready, st.Wanted, st.Overloaded = links[i].Ready, links[i].Wanted, links[i].Overloaded
 		}
 		s.AMFs = append(s.AMFs, st)
 	}

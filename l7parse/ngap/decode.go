@@ -87,11 +87,49 @@ type Key struct {
 
 	HasGUAMI bool
 	GUAMI    GUAMI
+
+	// Criticality is the procedure code's criticality from the PDU envelope
+	// (what TS 38.413 10.3.4.1 tells a receiver that does not comprehend
+	// the procedure to do).
+	Criticality uint8
+
+	// IEs is the set of protocol IEs the message carries (only IEs its
+	// definition knows; the decoder skips the others), for the mandatory-IE
+	// checks of TS 38.413 10.3.5.
+	IEs IESet
+
+	// NAS is the mobile identity read from the NAS-PDU of an Initial UE
+	// Message (TS 24.501 9.11.3.4); zero for other messages.
+	NAS NASIdentity
+
+	// TrafficLoadReduction is the AMF Traffic Load Reduction Indication of
+	// an Overload Start (1..99 percent), 0 when absent.
+	TrafficLoadReduction uint8
 }
+
+// IESet is a set of protocol IE IDs below 256 (every ID TS 38.413 defines
+// for the procedures this package knows is below 256).
+type IESet [4]uint64
+
+// Add puts id in the set; IDs of 256 and more are not tracked.
+func (s *IESet) Add(id int64) {
+	if id >= 0 && id < 256 {
+		s[id/64] |= 1 << (id % 64)
+	}
+}
+
+// Has reports whether id is in the set.
+func (s IESet) Has(id int64) bool { return id >= 0 && id < 256 && s[id/64]&(1<<(id%64)) != 0 }
 
 // ErrMalformed wraps every decoding failure, so callers can tell bad input
 // from their own mistakes with errors.Is.
 var ErrMalformed = errors.New("malformed NGAP PDU")
+
+// ErrUnknownMessage (which wraps ErrMalformed) is a well-formed envelope
+// naming a procedure code or a type of message (initiating, successful,
+// unsuccessful outcome) that this release does not define for it. Decoder.Key
+// still returns the procedure code, type and criticality with it.
+var ErrUnknownMessage = fmt.Errorf("%w: procedure or type of message not defined", ErrMalformed)
 
 // Decoder decodes PDUs and counts outcomes. It is safe for concurrent use.
 type Decoder struct {
@@ -172,6 +210,14 @@ func KeyOf(pdu *ngapType.NGAPPDU) (Key, error) {
 		return Key{}, err
 	}
 	k.Procedure, k.Type = proc, typ
+	switch typ {
+	case Initiating:
+		k.Criticality = uint8(pdu.InitiatingMessage.Criticality.Value)
+	case Successful:
+		k.Criticality = uint8(pdu.SuccessfulOutcome.Criticality.Value)
+	case Unsuccessful:
+		k.Criticality = uint8(pdu.UnsuccessfulOutcome.Criticality.Value)
+	}
 	ies := msg.FieldByName("ProtocolIEs")
 	if !ies.IsValid() {
 		return Key{}, fmt.Errorf("%w: procedure %d has no ProtocolIEs", ErrMalformed, proc)
@@ -184,6 +230,7 @@ func KeyOf(pdu *ngapType.NGAPPDU) (Key, error) {
 		if !ok {
 			continue
 		}
+		k.IEs.Add(id)
 		if err := k.absorb(id, val); err != nil {
 			return Key{}, fmt.Errorf("procedure %d IE %d: %w", proc, id, err)
 		}
@@ -240,6 +287,14 @@ func (k *Key) absorb(id int64, v any) error {
 				return err
 			}
 			k.HasGUAMI, k.GUAMI = true, g
+		}
+	case ngapType.ProtocolIEIDNASPDU:
+		if x, ok := v.(*ngapType.NASPDU); ok && k.Procedure == ngapType.ProcedureCodeInitialUEMessage {
+			k.NAS = ReadNASIdentity(x.Value)
+		}
+	case ngapType.ProtocolIEIDAMFTrafficLoadReductionIndication:
+		if x, ok := v.(*ngapType.TrafficLoadReductionIndication); ok {
+			k.TrafficLoadReduction = uint8(x.Value)
 		}
 	}
 	return nil

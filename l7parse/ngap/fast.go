@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"strconv"
+	"strings"
 
 	"github.com/free5gc/ngap/ngapType"
 )
@@ -26,6 +28,10 @@ func (d *Decoder) Key(b []byte) (Key, error) {
 	if errors.Is(err, errNotFast) {
 		k, _, err = d.Decode(b)
 		return k, err
+	}
+	if errors.Is(err, ErrUnknownMessage) {
+		d.malformed.Add(1)
+		return k, err // procedure, type and criticality, for the reaction
 	}
 	if err != nil {
 		d.malformed.Add(1)
@@ -127,9 +133,11 @@ func peek(b []byte) (Key, error) {
 		return Key{}, err
 	}
 	k.Procedure = int64(pc[0])
-	if _, err := r.bits(2); err != nil { // criticality
+	crit, err := r.bits(2)
+	if err != nil {
 		return Key{}, err
 	}
+	k.Criticality = uint8(crit)
 	n, err := r.length()
 	if err != nil {
 		return Key{}, err
@@ -138,6 +146,11 @@ func peek(b []byte) (Key, error) {
 	body, err := r.bytes(n)
 	if err != nil {
 		return Key{}, err
+	}
+	if messageIEs[msgKey{k.Type, k.Procedure}] == nil {
+		// Neither a procedure nor a message type this release defines: the
+		// caller reacts on the procedure code's criticality (10.3.4.1).
+		return Key{Procedure: k.Procedure, Type: k.Type, Criticality: k.Criticality}, fmt.Errorf("%w: procedure %d, %s", ErrUnknownMessage, k.Procedure, k.Type)
 	}
 	// The message: a SEQUENCE with an extension marker holding only the
 	// ProtocolIE-Container, SIZE(0..65535) so a 16-bit aligned count.
@@ -170,6 +183,7 @@ func peek(b []byte) (Key, error) {
 			// Not an IE of this message: the library ignores it, so do we.
 			continue
 		}
+		k.IEs.Add(id)
 		if err := k.peekIE(id, v); err != nil {
 			return Key{}, fmt.Errorf("IE %d: %w", id, err)
 		}
@@ -241,6 +255,26 @@ func (k *Key) peekIE(id int64, v []byte) error {
 		if g, err = peekGUAMI(r); err == nil {
 			k.HasGUAMI, k.GUAMI = true, g
 		}
+	case ngapType.ProtocolIEIDNASPDU:
+		if k.Procedure != ngapType.ProcedureCodeInitialUEMessage {
+			return nil
+		}
+		var n uint
+		if n, err = r.length(); err != nil {
+			return err
+		}
+		var nas []byte
+		if nas, err = r.bytes(n); err == nil {
+			k.NAS = ReadNASIdentity(nas)
+		}
+	case ngapType.ProtocolIEIDAMFTrafficLoadReductionIndication:
+		var x uint64
+		if x, err = r.bits(7); err == nil {
+			if x > 98 {
+				return fmt.Errorf("%w: traffic load reduction %d%%", ErrMalformed, x+1)
+			}
+			k.TrafficLoadReduction = uint8(x + 1)
+		}
 	}
 	return err
 }
@@ -298,23 +332,16 @@ func peekGUAMI(r *bitReader) (GUAMI, error) {
 	return g, nil
 }
 
-// steeringIEIDs are the IEs the key is made of.
-var steeringIEIDs = []int64{
-	ngapType.ProtocolIEIDAMFUENGAPID, ngapType.ProtocolIEIDRANUENGAPID, ngapType.ProtocolIEIDSourceAMFUENGAPID,
-	ngapType.ProtocolIEIDUENGAPIDs, ngapType.ProtocolIEIDFiveGSTMSI, ngapType.ProtocolIEIDAMFSetID, ngapType.ProtocolIEIDGUAMI,
-}
-
-type msgIE struct {
+type msgKey struct {
 	typ  MessageType
 	proc int64
-	id   int64
 }
 
-// messageIEs says which steering IEs each message defines. It is derived
-// once from the library's generated types, so the fast path reads exactly
-// the IEs the full decoder would.
-var messageIEs = func() map[msgIE]bool {
-	out := map[msgIE]bool{}
+// messageIEs says which messages exist and which IEs each defines. It is
+// derived once from the library's generated types, so the fast path reads
+// exactly the IEs the full decoder would.
+var messageIEs = func() map[msgKey]*IESet {
+	out := map[msgKey]*IESet{}
 	for typ, v := range map[MessageType]reflect.Type{
 		Initiating:   reflect.TypeOf(ngapType.InitiatingMessageValue{}),
 		Successful:   reflect.TypeOf(ngapType.SuccessfulOutcomeValue{}),
@@ -332,6 +359,8 @@ var messageIEs = func() map[msgIE]bool {
 			}
 			ies, ok := v.Field(fi).Type.Elem().FieldByName("ProtocolIEs")
 			if !ok {
+				// Private Message: defined, but without protocol IEs.
+				out[msgKey{typ, proc}] = &IESet{}
 				continue
 			}
 			list, ok := ies.Type.FieldByName("List")
@@ -342,14 +371,26 @@ var messageIEs = func() map[msgIE]bool {
 			if !ok {
 				continue
 			}
-			for _, id := range steeringIEIDs {
-				if fieldByReference(val.Type, id, nil) >= 0 {
-					out[msgIE{typ, proc, id}] = true
+			set := &IESet{}
+			for i := 1; i < val.Type.NumField(); i++ {
+				for _, part := range strings.Split(val.Type.Field(i).Tag.Get("aper"), ",") {
+					if ref, ok := strings.CutPrefix(part, "referenceFieldValue:"); ok {
+						if id, err := strconv.ParseInt(ref, 10, 64); err == nil {
+							set.Add(id)
+						}
+					}
 				}
 			}
+			out[msgKey{typ, proc}] = set
 		}
 	}
 	return out
 }()
 
-func carries(typ MessageType, proc, id int64) bool { return messageIEs[msgIE{typ, proc, id}] }
+func carries(typ MessageType, proc, id int64) bool {
+	s := messageIEs[msgKey{typ, proc}]
+	return s != nil && s.Has(id)
+}
+
+// Defines reports whether the message (type, procedure) defines IE id.
+func Defines(typ MessageType, proc, id int64) bool { return carries(typ, proc, id) }

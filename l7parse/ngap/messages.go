@@ -463,9 +463,108 @@ func RANConfigurationUpdateAcknowledge() ([]byte, error) {
 	return Build(Successful, ngapType.ProcedureCodeRANConfigurationUpdate, Reject)
 }
 
-// OverloadStart builds an Overload Start without optional IEs.
-func OverloadStart() ([]byte, error) {
-	return Build(Initiating, ngapType.ProcedureCodeOverloadStart, Ignore)
+// OverloadStart builds an Overload Start; reduction (1..99) adds the AMF
+// Traffic Load Reduction Indication, 0 leaves it out (stop all new UEs).
+func OverloadStart(reduction int) ([]byte, error) {
+	if reduction == 0 {
+		return Build(Initiating, ngapType.ProcedureCodeOverloadStart, Ignore)
+	}
+	return Build(Initiating, ngapType.ProcedureCodeOverloadStart, Ignore,
+		IE{ngapType.ProtocolIEIDAMFTrafficLoadReductionIndication, Ignore, &ngapType.TrafficLoadReductionIndication{Value: int64(reduction)}})
+}
+
+// RerouteNASRequest builds a Reroute NAS Request (TS 38.413 9.2.5.5) asking
+// the NG-RAN node to send initial (the Initial UE Message the AMF received)
+// to an AMF of set; amf is the optional AMF-UE-NGAP-ID.
+func RerouteNASRequest(ran uint32, amf *uint64, initial []byte, set uint16) ([]byte, error) {
+	ies := []IE{{ngapType.ProtocolIEIDRANUENGAPID, Reject, ranID(ran)}}
+	if amf != nil {
+		ies = append(ies, IE{ngapType.ProtocolIEIDAMFUENGAPID, Ignore, amfID(*amf)})
+	}
+	msg := aper.OctetString(initial)
+	ies = append(ies,
+		IE{ngapType.ProtocolIEIDNGAPMessage, Reject, &msg},
+		IE{ngapType.ProtocolIEIDAMFSetID, Reject, &ngapType.AMFSetID{Value: bitString(uint64(set), 10)}},
+	)
+	return Build(Initiating, ngapType.ProcedureCodeRerouteNASRequest, Reject, ies...)
+}
+
+// RerouteInitialUE builds what an NG-RAN node sends on a Reroute NAS Request
+// (TS 38.413 8.6.5.2): the Initial UE Message (initial, or the request's
+// NGAP-Message IE when initial is nil) with the request's AMF Set ID and,
+// when present, Allowed NSSAI. Both requests are read at the APER level, so
+// every other IE of the original message is kept byte for byte.
+func RerouteInitialUE(initial, reroute []byte) ([]byte, error) {
+	_, _, _, rr, err := SplitPDU(reroute)
+	if err != nil {
+		return nil, fmt.Errorf("reroute NAS request: %w", err)
+	}
+	var set, nssai, msg []byte
+	for _, ie := range rr {
+		switch ie.ID {
+		case ngapType.ProtocolIEIDAMFSetID:
+			set = ie.Value
+		case ngapType.ProtocolIEIDAllowedNSSAI:
+			nssai = ie.Value
+		case ngapType.ProtocolIEIDNGAPMessage:
+			r := &bitReader{b: ie.Value}
+			n, err := r.length()
+			if err != nil {
+				return nil, fmt.Errorf("reroute NAS request NGAP-Message: %w", err)
+			}
+			if msg, err = r.bytes(n); err != nil {
+				return nil, fmt.Errorf("reroute NAS request NGAP-Message: %w", err)
+			}
+		}
+	}
+	if set == nil {
+		return nil, fmt.Errorf("%w: reroute NAS request without AMF Set ID", ErrMalformed)
+	}
+	if initial == nil {
+		initial = msg
+	}
+	typ, proc, crit, ies, err := SplitPDU(initial)
+	if err != nil {
+		return nil, fmt.Errorf("rerouted initial UE message: %w", err)
+	}
+	if typ != Initiating || proc != ngapType.ProcedureCodeInitialUEMessage {
+		return nil, fmt.Errorf("%w: rerouted message is %s %s, not an Initial UE Message", ErrMalformed, typ, ProcedureName(proc))
+	}
+	// The ASN.1 orders the container (9.4.4): AMFSetID follows the 5G-S-TMSI,
+	// AllowedNSSAI follows UEContextRequest. The new IEs replace any earlier
+	// reroute's.
+	before := map[int64]int{
+		ngapType.ProtocolIEIDRANUENGAPID: 0, ngapType.ProtocolIEIDNASPDU: 0, ngapType.ProtocolIEIDUserLocationInformation: 0,
+		ngapType.ProtocolIEIDRRCEstablishmentCause: 0, ngapType.ProtocolIEIDFiveGSTMSI: 0,
+		ngapType.ProtocolIEIDAMFSetID: 1, ngapType.ProtocolIEIDUEContextRequest: 1,
+	}
+	var out []RawIE
+	stage := 0
+	advance := func(to int) {
+		for ; stage < to; stage++ {
+			switch stage {
+			case 0:
+				out = append(out, RawIE{ngapType.ProtocolIEIDAMFSetID, Ignore, set})
+			case 1:
+				if nssai != nil {
+					out = append(out, RawIE{ngapType.ProtocolIEIDAllowedNSSAI, Reject, nssai})
+				}
+			}
+		}
+	}
+	for _, ie := range ies {
+		if ie.ID == ngapType.ProtocolIEIDAMFSetID || (ie.ID == ngapType.ProtocolIEIDAllowedNSSAI && nssai != nil) {
+			continue
+		}
+		pos, known := before[ie.ID]
+		if !known {
+			pos = 2
+		}
+		advance(pos)
+		out = append(out, ie)
+	}
+	advance(2)
+	return JoinPDU(typ, proc, crit, out)
 }
 
 // OverloadStop builds an Overload Stop.

@@ -41,7 +41,15 @@ type AMFConfig struct {
 	Region  uint8
 	SetID   uint16
 	Pointer uint8
-	Logger  *slog.Logger
+	// RerouteTo, when set, makes the AMF answer every Initial UE Message
+	// that carries no AMF Set ID with a Reroute NAS Request to that set (an
+	// AMF that cannot serve the UE's slices, TS 23.502 4.2.2.2.3).
+	RerouteTo *uint16
+	// Overload, when set, makes the AMF send Overload Start right after
+	// each NG Setup: with an AMF Traffic Load Reduction Indication of that
+	// many percent (1..99), or without one (0: no new UEs at all).
+	Overload *int
+	Logger   *slog.Logger
 }
 
 // UERecord is what an AMF saw of one UE-associated NG connection.
@@ -69,7 +77,11 @@ type AMFReport struct {
 	GNBs    []string   `json:"gnbs"`
 	UEs     []UERecord `json:"ues"`
 	Pages   int        `json:"pages"`
-	Errors  []string   `json:"errors,omitempty"`
+	// Rerouted counts the Initial UE Messages answered with Reroute NAS
+	// Request; WithSetID those that arrived carrying an AMF Set ID.
+	Rerouted  int      `json:"rerouted"`
+	WithSetID int      `json:"withSetId"`
+	Errors    []string `json:"errors,omitempty"`
 }
 
 // AMF simulates an AMF: it answers NG Setup, allocates AMF-UE-NGAP-IDs,
@@ -85,6 +97,8 @@ type AMF struct {
 	gnbs map[string]bool
 	errs []string
 	page int
+
+	rerouted, withSetID int
 }
 
 // NewAMF checks cfg.
@@ -192,8 +206,19 @@ func (a *AMF) serve(ctx context.Context, c transport.Conn) {
 				Served:      []ngapType.ServedGUAMIItem{ngapl.ServedGUAMI(a.GUAMI())},
 				PLMNSupport: []ngapType.PLMNSupportItem{ngapl.PLMNSupport(PLMN, ngapl.SNSSAI{SST: 1})},
 			}))
+			if a.cfg.Overload != nil {
+				send(0)(ngapl.OverloadStart(*a.cfg.Overload))
+			}
+		case k.Procedure == ngapType.ProcedureCodeInitialUEMessage && a.cfg.RerouteTo != nil && !k.HasAMFSetID:
+			a.mu.Lock()
+			a.rerouted++
+			a.mu.Unlock()
+			send(m.Stream)(ngapl.RerouteNASRequest(k.RANUEID, nil, m.Data, *a.cfg.RerouteTo))
 		case k.Procedure == ngapType.ProcedureCodeInitialUEMessage:
 			a.mu.Lock()
+			if k.HasAMFSetID {
+				a.withSetID++
+			}
 			a.next++
 			id := uint64(a.cfg.Pointer)<<32 | uint64(a.next)
 			r := &UERecord{GNB: gnb, RANUEID: k.RANUEID, AMFUEID: id, STMSI: k.HasSTMSI}
@@ -284,7 +309,7 @@ func (a *AMF) ue(k ngapl.Key) *UERecord {
 func (a *AMF) Report() AMFReport {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	rep := AMFReport{Name: a.cfg.Name, Pointer: a.cfg.Pointer, Pages: a.page, Errors: append([]string(nil), a.errs...)}
+	rep := AMFReport{Name: a.cfg.Name, Pointer: a.cfg.Pointer, Pages: a.page, Rerouted: a.rerouted, WithSetID: a.withSetID, Errors: append([]string(nil), a.errs...)}
 	for g := range a.gnbs {
 		rep.GNBs = append(rep.GNBs, g)
 	}

@@ -40,11 +40,8 @@ func buildSims(t *testing.T, ctx context.Context) (amfsim, gnbsim string) {
 func buildCmds(t *testing.T, ctx context.Context, names ...string) string {
 	t.Helper()
 	dir := t.TempDir()
-	for _, name := range names {
-		cmd := exec.CommandContext(ctx, "go", "build", "-o", filepath.Join(dir, name), "github.com/telcolb/telcolb/scenarios/n2/cmd/"+name)
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("go build %s: %v\n%s", name, err, out)
-		}
+	if err := BuildCmds(ctx, dir, names...); err != nil {
+		t.Fatal(err)
 	}
 	return dir
 }
@@ -53,24 +50,11 @@ func buildCmds(t *testing.T, ctx context.Context, names ...string) string {
 // traffic through the lb.
 func link(t *testing.T, ctx context.Context, l *lab.Lab, lb, peer *lab.Host, lbIf string, n int) netip.Addr {
 	t.Helper()
-	if _, _, err := l.Connect(ctx, lb, lbIf, peer, "eth0"); err != nil {
+	a, err := Link(ctx, l, lb, peer, lbIf, n)
+	if err != nil {
 		t.Fatal(err)
 	}
-	lbAddr := netip.AddrFrom4([4]byte{10, 78, byte(n), 1})
-	peerAddr := netip.AddrFrom4([4]byte{10, 78, byte(n), 2})
-	if err := lb.AddAddr(ctx, lbIf, netip.PrefixFrom(lbAddr, 24)); err != nil {
-		t.Fatal(err)
-	}
-	if err := peer.AddAddr(ctx, "eth0", netip.PrefixFrom(peerAddr, 24)); err != nil {
-		t.Fatal(err)
-	}
-	if err := peer.AddRoute(ctx, netip.Prefix{}, lbAddr); err != nil {
-		t.Fatal(err)
-	}
-	if err := peer.DropProtoUnreachable(ctx); err != nil {
-		t.Fatal(err)
-	}
-	return peerAddr
+	return a
 }
 
 // lastJSON finds the last stdout line of p with "event":event.
@@ -101,7 +85,9 @@ func TestN2LabThroughTheDaemon(t *testing.T) {
 			t.Skipf("%s not installed", tool)
 		}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Second)
+	// Building the daemon and the simulators takes most of this on a loaded
+	// machine (150 s ran out in tshark's checks with the run itself done).
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Second)
 	defer cancel()
 	amfsim, gnbsim := buildSims(t, ctx)
 	bin, err := l4.Build(ctx, "")

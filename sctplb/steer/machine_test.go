@@ -502,7 +502,7 @@ func TestMemoryPerUEContext(t *testing.T) {
 	for i := 0; i < n; i++ {
 		u := &ue{gnb: 1, up: UpstreamBit | 1, ran: uint32(i), amfID: uint64(i), flags: ueHasRAN | ueHasAMF}
 		m.byRAN[ranKey{1, u.ran}] = u
-		m.byAMF[amfKey{0, u.amfID}] = u
+		m.byAMF[akey(0, u.gnb, u.amfID)] = u
 	}
 	runtime.GC()
 	runtime.ReadMemStats(&after)

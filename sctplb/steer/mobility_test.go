@@ -111,7 +111,7 @@ func TestPathSwitch(t *testing.T) {
 		if s.m.byRAN[ranKey{gnbA, oldRAN}] != nil || s.m.byRAN[ranKey{gnbB, 88}] == nil {
 			t.Fatal("records after path switch and source release are wrong")
 		}
-		if u := s.m.byAMF[amfKey{amf, unique}]; u == nil || u.gnb != gnbB {
+		if u := s.m.byAMF[akey(amf, gnbB, unique)]; u == nil {
 			t.Fatal("AMF-UE-NGAP-ID index does not point at the new gNB's record")
 		}
 		if got := s.m.UEs()[amf]; got != before {
@@ -149,7 +149,7 @@ func TestRANConfigurationUpdateAndPWSAnswers(t *testing.T) {
 func TestOverloadedAMFGetsNoNewUEs(t *testing.T) {
 	s := newSim(t, 2, RoundRobin)
 	s.addGNB(gnbA)
-	s.run(AMFMessage{Assoc: s.upstreamOf(gnbA, 0), Data: s.must(ngapl.OverloadStart())})
+	s.run(AMFMessage{Assoc: s.upstreamOf(gnbA, 0), Data: s.must(ngapl.OverloadStart(0))})
 	if s.gnbs[gnbA].inbox[ngapType.ProcedureCodeOverloadStart] != 0 {
 		t.Fatal("overload of one AMF must not reach the gNB")
 	}

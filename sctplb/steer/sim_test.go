@@ -73,6 +73,8 @@ type sim struct {
 	fails  map[string]int
 	malf   int
 	closed map[AssocID]bool
+	// sets overrides the AMF Set ID an AMF serves, by index (default amfSet).
+	sets map[int]uint16
 }
 
 func newSim(t testing.TB, n int, policy Policy, weights ...int) *sim {
@@ -116,6 +118,13 @@ func (s *sim) run(ev ...Event) {
 		s.queue = s.queue[1:]
 		for _, a := range s.m.Step(s.now, e) {
 			s.do(a)
+		}
+		// After every step; the thousand-UE runs check every 64th step
+		// and when they settle (the check walks every record).
+		if len(s.m.byRAN)+len(s.m.byAMF) < 512 || steps%64 == 0 || len(s.queue) == 0 {
+			if msg := checkInvariants(s.m); msg != "" {
+				s.t.Fatalf("after %T: invariants broken: %s", e, msg)
+			}
 		}
 	}
 }
@@ -187,8 +196,12 @@ func (s *sim) toAMF(a Action) {
 	reply := func(b []byte) { s.queue = append(s.queue, AMFMessage{Assoc: a.Assoc, Stream: 1, Data: b}) }
 	switch {
 	case k.Procedure == ngapType.ProcedureCodeNGSetup && k.Type == ngapl.Initiating:
+		g := guamiOf(idx)
+		if set, ok := s.sets[idx]; ok {
+			g.SetID = set
+		}
 		reply(s.must(ngapl.NGSetupResponse(ngapl.SetupResponse{
-			AMFName: fmt.Sprintf("amf%d", idx), Served: []ngapType.ServedGUAMIItem{ngapl.ServedGUAMI(guamiOf(idx))}, Capacity: 100,
+			AMFName: fmt.Sprintf("amf%d", idx), Served: []ngapType.ServedGUAMIItem{ngapl.ServedGUAMI(g)}, Capacity: 100,
 			PLMNSupport: []ngapType.PLMNSupportItem{ngapl.PLMNSupport(plmn, ngapl.SNSSAI{SST: 1}, ngapl.SNSSAI{SST: uint8(idx + 2)})},
 		})))
 	case k.Procedure == ngapType.ProcedureCodeInitialUEMessage:

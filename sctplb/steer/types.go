@@ -98,7 +98,16 @@ type Config struct {
 	// DrainTimeout bounds how long upstream associations of a lost gNB stay
 	// open for the AMFs to release its UEs (default 5s).
 	DrainTimeout time.Duration
-	Logger       *slog.Logger
+	// PeerLogRate and PeerLogBurst bound the WARN lines one peer's messages
+	// can cause (per second, and in a burst; defaults 1 and 5); lines over
+	// the limit are counted (Suppressed) and summed into the next line.
+	PeerLogRate  float64
+	PeerLogBurst int
+	// PeerErrorRate and PeerErrorBurst bound the Error Indications sent to
+	// one peer (defaults 10/s and 20).
+	PeerErrorRate  float64
+	PeerErrorBurst int
+	Logger         *slog.Logger
 }
 
 // Event is one input of Machine.Step.
@@ -181,6 +190,16 @@ const (
 	SteeringFailure
 	// Malformed: an undecodable PDU arrived on Assoc.
 	Malformed
+	// Rejected: a decodable PDU failed the semantic checks of TS 38.413
+	// section 10 (Reason: missing IE, undefined message, wrong sender) and
+	// changed nothing; Procedure and Dir say what it was.
+	Rejected
+	// Suppressed: a log line or Error Indication (Reason "log" or
+	// "error-indication") caused by peer Assoc was dropped by its rate limit.
+	Suppressed
+	// NASIdentity: an Initial UE Message without 5G-S-TMSI had its NAS read;
+	// Reason is the identity kind found (5g-guti, suci, ciphered, ...).
+	NASIdentity
 )
 
 func (k ActionKind) String() string {
@@ -197,6 +216,12 @@ func (k ActionKind) String() string {
 		return "steering-failure"
 	case Malformed:
 		return "malformed"
+	case Rejected:
+		return "rejected"
+	case Suppressed:
+		return "suppressed"
+	case NASIdentity:
+		return "nas-identity"
 	}
 	return fmt.Sprintf("ActionKind(%d)", uint8(k))
 }

@@ -313,15 +313,27 @@ func (m *n2Manager) fill(st *api.ServiceStatus) {
 	if !ok {
 		return
 	}
-	ues := map[string]int{}
+	amfs := map[string]sctplb.AMFStats{}
 	for _, a := range s.AMFs {
-		ues[a.Name] = a.UEs
+		amfs[a.Name] = a
 	}
 	var total uint64
 	for i, ep := range st.Endpoints {
-		n := uint64(ues[amfName(st.Service, api.Endpoint{Address: ep.Address, Port: ep.Port})])
+		a, ok := amfs[amfName(st.Service, api.Endpoint{Address: ep.Address, Port: ep.Port})]
+		n := uint64(a.UEs)
 		st.Endpoints[i].ActiveConnections = n
 		total += n
+		if ok {
+			// An AMF the probe reaches but whose NG associations are all
+			// down (refused NG Setup, SCTP lost) serves no gNB.
+			st.Endpoints[i].N2 = a.State()
+			if a.State() == "down" {
+				st.Endpoints[i].Healthy = false
+				if st.Endpoints[i].LastProbeError == "" {
+					st.Endpoints[i].LastProbeError = "N2: no NG association to this AMF is up"
+				}
+			}
+		}
 	}
 	st.ActiveConnections = total
 }

@@ -49,6 +49,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	pointer := fs.Uint("pointer", 1, "AMF Pointer (6 bits)")
 	region := fs.Uint("region", 0xca, "AMF Region ID")
 	mode := fs.String("transport", "auto", "SCTP transport: auto, kernel or userspace")
+	rerouteTo := fs.Int("reroute-to-set", -1, "answer Initial UE Messages without AMF Set ID with Reroute NAS Request to this AMF Set ID (-1: never)")
+	overload := fs.Int("overload", -1, "send Overload Start after NG Setup: traffic load reduction 1..99 percent, 0 without one (-1: never)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -69,7 +71,19 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	defer closer.Close()
-	a, err := n2.NewAMF(n2.AMFConfig{Name: *name, Transport: tr, Listen: ep, Region: uint8(*region), SetID: uint16(*setID), Pointer: uint8(*pointer), Logger: log})
+	cfg := n2.AMFConfig{Name: *name, Transport: tr, Listen: ep, Region: uint8(*region), SetID: uint16(*setID), Pointer: uint8(*pointer), Logger: log}
+	if *rerouteTo >= 1<<10 || *overload > 99 {
+		fmt.Fprintln(stderr, "amfsim: --reroute-to-set < 1024, --overload <= 99")
+		return 2
+	}
+	if *rerouteTo >= 0 {
+		set := uint16(*rerouteTo)
+		cfg.RerouteTo = &set
+	}
+	if *overload >= 0 {
+		cfg.Overload = overload
+	}
+	a, err := n2.NewAMF(cfg)
 	if err != nil {
 		fmt.Fprintln(stderr, "amfsim:", err)
 		return 2
