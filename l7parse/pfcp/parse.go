@@ -479,3 +479,29 @@ func Mandatory(t uint8) []uint16 {
 	}
 	return nil
 }
+
+// Known reports whether TS 29.244 (Release 16) defines message type t; a
+// message of another type is silently discarded (§7.6.2).
+func Known(t uint8) bool {
+	_, ok := typeNames[t]
+	return ok
+}
+
+// FindIE returns the first top-level IE of type t in message b (header
+// included, aliasing b), or nil. b must have passed Parse.
+func FindIE(b []byte, t uint16) []byte {
+	if len(b) < 8 {
+		return nil
+	}
+	for off := HeaderLen(b[0]&1 != 0); off+4 <= len(b); {
+		end := off + 4 + int(binary.BigEndian.Uint16(b[off+2:]))
+		if end > len(b) {
+			return nil
+		}
+		if binary.BigEndian.Uint16(b[off:]) == t {
+			return b[off:end]
+		}
+		off = end
+	}
+	return nil
+}
