@@ -225,7 +225,7 @@ func TestUPFRestartIsReplayedAndTheSMFSeesNothing(t *testing.T) {
 	before := len(w.toSMF)
 	held := len(w.upfs[1].Sessions())
 	w.upfs[1].Restart(t0.Add(time.Minute)) // new Recovery Time Stamp, sessions gone
-	w.advance(12 * time.Second)             // a heartbeat reveals it
+	w.advance(12 * time.Second)            // a heartbeat reveals it
 	for _, b := range w.toSMF[before:] {
 		m, _ := pfcp.Parse(b)
 		if m.Type != pfcp.HeartbeatRequest {
