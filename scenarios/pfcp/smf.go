@@ -194,11 +194,17 @@ func (s *SMFSim) Handle(b []byte) []byte {
 		s.recovery(m.RecoveryTimeStamp)
 		return mustMarshal(message.NewHeartbeatResponse(m.Sequence(), ie.NewRecoveryTimeStamp(s.Recovery)))
 	case *message.SessionReportRequest:
+		x := s.sessions[m.SEID()]
 		if s.reports[m.Sequence()] {
+			// A retransmission (or a duplicate on the wire): answered
+			// again, acted on once.
 			s.Stats.DuplicateReports++
+			if x == nil {
+				return nil
+			}
+			return mustMarshal(message.NewSessionReportResponse(0, 0, x.UPSEID, m.Sequence(), 0, ie.NewCause(ie.CauseRequestAccepted)))
 		}
 		s.reports[m.Sequence()] = true
-		x := s.sessions[m.SEID()]
 		if x == nil {
 			s.Stats.WrongSEID++
 			return mustMarshal(message.NewSessionReportResponse(0, 0, 0, m.Sequence(), 0, ie.NewCause(ie.CauseSessionContextNotFound)))

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/netip"
 	"sync"
@@ -107,6 +108,46 @@ type Load struct {
 	// Pause, if set, is called between the modification and deletion
 	// phases (a test restarts or kills a UPF there).
 	Pause func()
+	// Impair, when set, impairs the SMF's link in both directions, as
+	// netem would where the kernel lacks sch_netem.
+	Impair *Impairment
+}
+
+// Impairment drops, duplicates and reorders datagrams, in percent.
+type Impairment struct {
+	Loss, Duplicate, Reorder int
+	// Delay holds a reordered datagram back (default 3ms).
+	Delay time.Duration
+}
+
+// roll reports, with probability pct percent, true.
+func roll(pct int) bool { return pct > 0 && rand.IntN(100) < pct }
+
+// deliver applies the impairment to one datagram: f runs zero, one or two
+// times, now or after Delay.
+func (im *Impairment) deliver(f func()) {
+	if im == nil {
+		f()
+		return
+	}
+	if roll(im.Loss) {
+		return
+	}
+	n := 1
+	if roll(im.Duplicate) {
+		n = 2
+	}
+	d := im.Delay
+	if d <= 0 {
+		d = 3 * time.Millisecond
+	}
+	for range n {
+		if roll(im.Reorder) {
+			time.AfterFunc(d, f)
+		} else {
+			f()
+		}
+	}
 }
 
 // RunSMF associates with peer, establishes, modifies and deletes
@@ -139,19 +180,21 @@ func RunSMF(ctx context.Context, conn *net.UDPConn, peer netip.AddrPort, s *SMFS
 				continue
 			}
 			b := append([]byte(nil), buf[:n]...)
-			m, perr := pf.Parse(b)
-			if r := s.Handle(b); r != nil {
-				_, _ = conn.WriteToUDPAddrPort(r, from)
-			}
-			if perr == nil && !pf.IsRequest(m.Type) {
-				mu.Lock()
-				delete(out, m.Seq)
-				mu.Unlock()
-				select {
-				case done <- struct{}{}:
-				default:
+			l.Impair.deliver(func() {
+				m, perr := pf.Parse(b)
+				if r := s.Handle(b); r != nil {
+					l.Impair.deliver(func() { _, _ = conn.WriteToUDPAddrPort(r, from) })
 				}
-			}
+				if perr == nil && !pf.IsRequest(m.Type) {
+					mu.Lock()
+					delete(out, m.Seq)
+					mu.Unlock()
+					select {
+					case done <- struct{}{}:
+					default:
+					}
+				}
+			})
 		}
 	}()
 	var failed error
@@ -160,7 +203,7 @@ func RunSMF(ctx context.Context, conn *net.UDPConn, peer netip.AddrPort, s *SMFS
 		mu.Lock()
 		out[m.Seq] = outReq{to: peer, data: b, sent: time.Now()}
 		mu.Unlock()
-		_, _ = conn.WriteToUDPAddrPort(b, peer)
+		l.Impair.deliver(func() { _, _ = conn.WriteToUDPAddrPort(b, peer) })
 	}
 	// wait until at most max requests are outstanding, retransmitting.
 	wait := func(max int) {
@@ -179,7 +222,8 @@ func RunSMF(ctx context.Context, conn *net.UDPConn, peer netip.AddrPort, s *SMFS
 				}
 				r.sent, r.tries = now, r.tries+1
 				out[k] = r
-				_, _ = conn.WriteToUDPAddrPort(r.data, r.to)
+				data, to := r.data, r.to
+				l.Impair.deliver(func() { _, _ = conn.WriteToUDPAddrPort(data, to) })
 			}
 			mu.Unlock()
 			if n <= max || ctx.Err() != nil {

@@ -70,7 +70,7 @@ func (u *UPFSim) Restart(recovery time.Time) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	u.Recovery = recovery
-	u.next = 0
+	u.next, u.seq = 0, 0
 	u.sessions = map[uint64]*UPFSession{}
 	u.seen = map[string][]byte{}
 }

@@ -333,6 +333,11 @@ func (m *Machine) datagram(d Datagram) {
 		m.response(side, d, msg)
 		return
 	}
+	if (msg.Type == pfcp.AssociationSetupRequest || msg.Type == pfcp.HeartbeatRequest) && msg.HasRecovery && m.restarted(d.From, msg.Recovery) {
+		// Checked before the cache: the restarted peer's first request
+		// may reuse the sequence number of one it sent before.
+		m.forgetPeer(d.From)
+	}
 	key := rxKey{d.From, msg.Seq}
 	if e := m.rx[key]; e != nil {
 		m.emit(Action{Kind: Absorbed, Side: side, MsgType: msg.Type})
@@ -373,6 +378,27 @@ func (m *Machine) answer(side Side, from netip.AddrPort, seq uint32, resp []byte
 func (m *Machine) forget(from netip.AddrPort, seq uint32) {
 	if e := m.rx[rxKey{from, seq}]; e != nil && e.resp == nil {
 		delete(m.rx, rxKey{from, seq})
+	}
+}
+
+// restarted reports whether a known peer announces a new Recovery Time
+// Stamp.
+func (m *Machine) restarted(from netip.AddrPort, rec uint32) bool {
+	if i, ok := m.byAddr[from]; ok {
+		return m.upfs[i].recovery != 0 && m.upfs[i].recovery != rec
+	}
+	s := m.smfs[from]
+	return s != nil && s.recovery != rec
+}
+
+// forgetPeer drops the cached requests of a peer that restarted: it numbers
+// its requests afresh, and a new request with an old sequence number must
+// not be taken for a retransmission.
+func (m *Machine) forgetPeer(addr netip.AddrPort) {
+	for k := range m.rx {
+		if k.from == addr {
+			delete(m.rx, k)
+		}
 	}
 }
 

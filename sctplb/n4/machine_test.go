@@ -214,6 +214,12 @@ func TestRetransmissionsAreAnsweredFromTheCacheNeverForwardedTwice(t *testing.T)
 
 // TestUPFRestartIsReplayedAndTheSMFSeesNothing.
 func TestUPFRestartIsReplayedAndTheSMFSeesNothing(t *testing.T) {
+	for _, how := range []string{"heartbeat", "up-initiated association"} {
+		t.Run(how, func(t *testing.T) { testUPFRestart(t, how == "heartbeat") })
+	}
+}
+
+func testUPFRestart(t *testing.T, byHeartbeat bool) {
 	const n = 40
 	w := newWorld(t, 2, nil)
 	w.associate()
@@ -222,10 +228,24 @@ func TestUPFRestartIsReplayedAndTheSMFSeesNothing(t *testing.T) {
 		b, _ := w.smf.Modify(cp)
 		w.smfSends(b)
 	}
+	report := func(i int) {
+		for up := range w.upfs[i].Sessions() {
+			b, _, _ := w.upfs[i].Report(up)
+			w.step(n4.Datagram{From: upfAddr(i), Data: b})
+		}
+	}
+	report(1)
 	before := len(w.toSMF)
 	held := len(w.upfs[1].Sessions())
 	w.upfs[1].Restart(t0.Add(time.Minute)) // new Recovery Time Stamp, sessions gone
-	w.advance(12 * time.Second)            // a heartbeat reveals it
+	if byHeartbeat {
+		w.advance(12 * time.Second) // a heartbeat reveals it
+	} else {
+		// The UPF associates itself, with sequence number 1, which its
+		// previous incarnation used for a report moments ago.
+		w.step(n4.Datagram{From: upfAddr(1), Data: mustMarshal(t, message.NewAssociationSetupRequest(1,
+			ie.NewNodeID(upfAddr(1).Addr().String(), "", ""), ie.NewRecoveryTimeStamp(t0.Add(time.Minute))))})
+	}
 	for _, b := range w.toSMF[before:] {
 		m, _ := pfcp.Parse(b)
 		if m.Type != pfcp.HeartbeatRequest {
@@ -244,6 +264,12 @@ func TestUPFRestartIsReplayedAndTheSMFSeesNothing(t *testing.T) {
 	}
 	if w.count(n4.Replayed) != held || w.smf.Snapshot().RecoveryChanges != 0 {
 		t.Fatalf("replayed %d, recovery changes %d", w.count(n4.Replayed), w.smf.Snapshot().RecoveryChanges)
+	}
+	// The restarted UPF numbers its reports from 1 again, within the
+	// cache's lifetime: they are new requests, not retransmissions.
+	report(1)
+	if got := w.smf.Snapshot().Reports; got != 2*held {
+		t.Fatalf("SMF got %d reports, want %d (before and after the restart)", got, 2*held)
 	}
 	// The SMF carries on with the SEIDs it has: everything still works.
 	for cp := uint64(1); cp <= n; cp++ {

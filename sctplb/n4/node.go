@@ -82,6 +82,7 @@ func (m *Machine) upfAssociated(i int, rec uint32) {
 	u := m.upfs[i]
 	if u.recovery != 0 && rec != 0 && rec != u.recovery {
 		u.needReplay = true
+		m.forgetPeer(u.cfg.Addr)
 	}
 	if rec != 0 {
 		u.recovery = rec
@@ -105,6 +106,7 @@ func (m *Machine) upfAssociated(i int, rec uint32) {
 func (m *Machine) upfRestarted(i int) {
 	u := m.upfs[i]
 	m.log.Info("UPF restarted", "upf", u.cfg.Name, "sessions", u.sessions)
+	m.forgetPeer(u.cfg.Addr)
 	u.needReplay = true
 	u.state = upfSettingUp
 	u.hbOut = false
@@ -306,6 +308,7 @@ func (m *Machine) smfSetup(d Datagram, msg pfcp.Msg) {
 func (m *Machine) smfRestarted(s *smf, rec uint32) {
 	m.log.Info("SMF restarted: deleting its sessions", "smf", s.addr, "sessions", s.sessions)
 	s.recovery = rec
+	m.forgetPeer(s.addr)
 	m.releaseSMF(s)
 }
 

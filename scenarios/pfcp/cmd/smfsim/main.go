@@ -32,8 +32,16 @@ func main() {
 	n1 := flag.Int("n1", 3, "retransmissions before giving up")
 	reportWait := flag.Duration("report-wait", 10*time.Second, "how long to wait for one report per session")
 	pauseFile := flag.String("pause-file", "", "wait for this file before the second modification round")
+	var im sims.Impairment
+	flag.IntVar(&im.Loss, "loss", 0, "percent of datagrams dropped, both directions (netem-like, in the process)")
+	flag.IntVar(&im.Duplicate, "duplicate", 0, "percent of datagrams duplicated, both directions")
+	flag.IntVar(&im.Reorder, "reorder", 0, "percent of datagrams held back 3ms, both directions")
 	flag.Parse()
-	if err := run(*bind, *peer, *sessions, *window, *t1, *n1, *reportWait, *pauseFile); err != nil {
+	var imp *sims.Impairment
+	if im.Loss+im.Duplicate+im.Reorder > 0 {
+		imp = &im
+	}
+	if err := run(*bind, *peer, *sessions, *window, *t1, *n1, *reportWait, *pauseFile, imp); err != nil {
 		fmt.Fprintln(os.Stderr, "smfsim:", err)
 		os.Exit(1)
 	}
@@ -44,7 +52,7 @@ func emit(v any) {
 	fmt.Println(string(b))
 }
 
-func run(bind, peer string, n, window int, t1 time.Duration, n1 int, reportWait time.Duration, pauseFile string) error {
+func run(bind, peer string, n, window int, t1 time.Duration, n1 int, reportWait time.Duration, pauseFile string, imp *sims.Impairment) error {
 	local, err := netip.ParseAddr(bind)
 	if err != nil {
 		return fmt.Errorf("--bind: %w", err)
@@ -63,7 +71,7 @@ func run(bind, peer string, n, window int, t1 time.Duration, n1 int, reportWait 
 	defer stop()
 	s := sims.NewSMFSim(local, time.Now())
 	start := time.Now()
-	load := sims.Load{Sessions: n, Window: window, T1: t1, N1: n1, ReportWait: reportWait}
+	load := sims.Load{Sessions: n, Window: window, T1: t1, N1: n1, ReportWait: reportWait, Impair: imp}
 	if pauseFile != "" {
 		load.Pause = func() {
 			emit(map[string]any{"event": "paused", "stats": s.Snapshot()})
