@@ -111,6 +111,9 @@ type Load struct {
 	// Impair, when set, impairs the SMF's link in both directions, as
 	// netem would where the kernel lacks sch_netem.
 	Impair *Impairment
+	// RTT, when set, receives the round-trip time of every request
+	// answered without a retransmission.
+	RTT func(time.Duration)
 }
 
 // Impairment drops, duplicates and reorders datagrams, in percent.
@@ -187,6 +190,9 @@ func RunSMF(ctx context.Context, conn *net.UDPConn, peer netip.AddrPort, s *SMFS
 				}
 				if perr == nil && !pf.IsRequest(m.Type) {
 					mu.Lock()
+					if r, ok := out[m.Seq]; ok && r.tries == 0 && l.RTT != nil {
+						l.RTT(time.Since(r.sent))
+					}
 					delete(out, m.Seq)
 					mu.Unlock()
 					select {

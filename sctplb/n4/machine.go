@@ -123,6 +123,11 @@ type rxEntry struct {
 	resp    []byte
 	side    Side
 	expires time.Time
+	// relay is the request the proxy relayed for it: if the proxy gave up
+	// on it, the sender's next retransmission sends it again, with the
+	// same sequence number, so the far end sees a retransmission and not a
+	// second request.
+	relay *txn
 }
 
 type expiry struct {
@@ -198,7 +203,9 @@ func New(cfg Config) (*Machine, error) {
 	}
 	def(&cfg.HeartbeatInterval, 10*time.Second)
 	def(&cfg.LossTimeout, 60*time.Second)
-	def(&cfg.CacheTTL, cfg.T1*time.Duration(cfg.N1+1)+time.Second)
+	// Twice the life of the proxy's own requests: a sender whose request the
+	// proxy gave up relaying still finds it when it retransmits.
+	def(&cfg.CacheTTL, 2*cfg.T1*time.Duration(cfg.N1+1)+time.Second)
 	if cfg.ReplayWindow <= 0 {
 		cfg.ReplayWindow = 256
 	}
@@ -310,6 +317,11 @@ func (m *Machine) request(t *txn) {
 	pfcp.SetSeq(t.data, t.seq)
 	t.sent, t.tries = m.now, 1
 	m.txns[t.seq] = t
+	if t.kind == txRelay {
+		if e := m.rx[rxKey{t.from, t.fromSeq}]; e != nil {
+			e.relay = t
+		}
+	}
 	m.send(t.side, t.to, t.data)
 }
 
@@ -343,6 +355,10 @@ func (m *Machine) datagram(d Datagram) {
 		m.emit(Action{Kind: Absorbed, Side: side, MsgType: msg.Type})
 		if e.resp != nil {
 			m.send(side, d.From, e.resp)
+		} else if t := e.relay; t != nil && m.txns[t.seq] == nil {
+			t.sent, t.tries = m.now, 1
+			m.txns[t.seq] = t
+			m.send(t.side, t.to, t.data)
 		}
 		return
 	}
@@ -478,8 +494,9 @@ func (m *Machine) txnFailed(t *txn) {
 		m.setupFailed(t)
 	case txRelay:
 		m.fail("no answer from " + t.side.String())
-		m.forget(t.from, t.fromSeq)
 		if s := t.sess; s != nil && m.sessions[s.sid] == s && s.state == sessEstablishing {
+			// A retransmitted establishment starts afresh.
+			m.forget(t.from, t.fromSeq)
 			m.dropSession(s)
 		}
 	case txReplay:

@@ -423,3 +423,34 @@ func TestDuplicatedAnswersAndReportsActOnce(t *testing.T) {
 		t.Fatalf("absorbed %d", w.count(n4.Absorbed))
 	}
 }
+
+// TestARelayGivenUpIsRetransmittedNotRepeated: the proxy gives up relaying
+// a report whose answers are lost; the UPF's later retransmission sends the
+// same relayed request again (same sequence number), so the SMF sees a
+// retransmission and acts on the report once.
+func TestARelayGivenUpIsRetransmittedNotRepeated(t *testing.T) {
+	w := newWorld(t, 1, nil)
+	w.associate()
+	w.establish(1)
+	var up uint64
+	for k := range w.upfs[0].Sessions() {
+		up = k
+	}
+	b, _, _ := w.upfs[0].Report(up)
+	w.smfMute = true
+	w.step(n4.Datagram{From: upfAddr(0), Data: b})
+	w.advance(4 * time.Second) // T1 1s, N1 2: the proxy gives up
+	if w.count(n4.SteeringFailure) == 0 {
+		t.Fatal("the proxy never gave up")
+	}
+	w.smfMute = false
+	w.step(n4.Datagram{From: upfAddr(0), Data: b}) // the UPF retransmits
+	st := w.smf.Snapshot()
+	if st.Reports != 1 || w.upfs[0].Snapshot().ReportsAnswered != 1 {
+		t.Fatalf("SMF %+v, UPF answers %d", st, w.upfs[0].Snapshot().ReportsAnswered)
+	}
+	w.step(n4.Datagram{From: upfAddr(0), Data: b}) // and again: answered from the cache
+	if st := w.smf.Snapshot(); st.Reports != 1 {
+		t.Fatalf("SMF %+v", st)
+	}
+}

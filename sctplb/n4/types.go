@@ -88,7 +88,7 @@ type Config struct {
 	// and OnLoss applies (default 60s).
 	LossTimeout time.Duration
 	// CacheTTL is how long answers are kept for retransmitted requests
-	// (default T1*(N1+1)+1s).
+	// (default 2*T1*(N1+1)+1s).
 	CacheTTL time.Duration
 	// ReplayWindow bounds the replay requests outstanding per UPF
 	// (default 256).

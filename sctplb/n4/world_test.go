@@ -31,13 +31,15 @@ type packet struct {
 // simulators, delivering every datagram it sends, and checks the
 // invariants after every step.
 type world struct {
-	t     testing.TB
-	m     *n4.Machine
-	now   time.Time
-	smf   *sims.SMFSim
-	upfs  []*sims.UPFSim
-	down  []bool // UPF i drops everything sent to it
-	dupTo bool   // deliver every SMF-bound datagram twice
+	t    testing.TB
+	m    *n4.Machine
+	now  time.Time
+	smf  *sims.SMFSim
+	upfs []*sims.UPFSim
+	down []bool // UPF i drops everything sent to it
+	// smfMute drops the SMF's answers (it acts on what it gets).
+	smfMute bool
+	dupTo   bool // deliver every SMF-bound datagram twice
 	// toSMF logs the datagrams the proxy sent to the SMF.
 	toSMF [][]byte
 	acts  []n4.Action
@@ -117,7 +119,7 @@ func (w *world) run(ev n4.Event) []packet {
 				n = 2
 			}
 			for range n {
-				if r := w.smf.Handle(data); r != nil {
+				if r := w.smf.Handle(data); r != nil && !w.smfMute {
 					out = append(out, packet{smfAddr, a.To, r})
 				}
 			}
