@@ -16,7 +16,7 @@ import (
 // ServeUPF answers PFCP on conn with u until ctx ends. With report set,
 // every session the UPF establishes gets one Session Report Request
 // (downlink data report) sent to its CP F-SEID address, retransmitted every
-// t1 until answered.
+// t1 until answered, at most 3 times.
 func ServeUPF(ctx context.Context, conn *net.UDPConn, u *UPFSim, report bool, t1 time.Duration) error {
 	go func() { <-ctx.Done(); _ = conn.Close() }()
 	var mu sync.Mutex
@@ -83,7 +83,11 @@ func resend(ctx context.Context, conn *net.UDPConn, mu *sync.Mutex, pending map[
 		case now := <-tk.C:
 			mu.Lock()
 			for k, r := range pending {
-				if now.Sub(r.sent) >= t1 {
+				switch {
+				case now.Sub(r.sent) < t1:
+				case r.tries >= 3: // N1: a UPF gives up, as TS 29.244 §6.4 has it
+					delete(pending, k)
+				default:
 					r.sent, r.tries = now, r.tries+1
 					pending[k] = r
 					_, _ = conn.WriteToUDPAddrPort(r.data, r.to)
