@@ -15,7 +15,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/wmnsk/go-pfcp/ie"
+	"github.com/wmnsk/go-pfcp/message"
+
 	"github.com/telcolb/telcolb/scenarios/bench"
+	"github.com/telcolb/telcolb/sctplb"
 )
 
 // cpuSeconds is the user+system CPU time a process used so far.
@@ -136,4 +141,88 @@ func startProc(ctx context.Context, bin string, args ...string) (*proc, error) {
 		return nil, fmt.Errorf("%s did not start: %q %v", bin, buf[:n], err)
 	}
 	return &proc{cmd: cmd, pid: cmd.Process.Pid}, nil
+}
+
+// TestBenchN4Replay3300 measures how long the N4 proxy takes to replay
+// 3,300 sessions (Establishment plus one Modification each) to a UPF that
+// restarted and associated again, on loopback.
+func TestBenchN4Replay3300(t *testing.T) {
+	if os.Getenv("TELCOLB_BENCH") != "1" {
+		t.Skip("set TELCOLB_BENCH=1 to run the benchmarks")
+	}
+	const sessions = 3300
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	upfAddr := netip.AddrPortFrom(benchLoop(20), 8805)
+	uc, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(upfAddr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	upf := NewUPFSim(upfAddr.Addr(), time.Now().Add(-time.Hour), 0x100)
+	go func() { _ = ServeUPF(ctx, uc, upf, false, time.Second) }()
+	vip := netip.AddrPortFrom(benchLoop(21), 8805)
+	reg := prometheus.NewRegistry()
+	p, err := sctplb.NewN4(sctplb.N4Config{Listen: vip, UPFs: []sctplb.N4UPF{{Name: "upf", Addr: upfAddr}}, Registerer: reg,
+		TickInterval: 10 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Open(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = p.Serve(ctx) }()
+	for deadline := time.Now().Add(5 * time.Second); len(p.Stats().UPFs) == 0 || !p.Stats().UPFs[0].Up; {
+		if time.Now().After(deadline) {
+			t.Fatal("UPF never associated")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	smfAddr := netip.AddrPortFrom(benchLoop(22), 8805)
+	sc, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(smfAddr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sc.Close()
+	var elapsed time.Duration
+	_, err = RunSMF(ctx, sc, vip, NewSMFSim(smfAddr.Addr(), time.Now()), Load{Sessions: sessions, Window: 256, Pause: func() {
+		upf.Restart(time.Now())
+		req := message.NewAssociationSetupRequest(1, ie.NewNodeID(upfAddr.Addr().String(), "", ""), ie.NewRecoveryTimeStamp(upf.Recovery))
+		b := make([]byte, req.MarshalLen())
+		_ = req.MarshalTo(b)
+		start := time.Now()
+		if _, err := uc.WriteToUDPAddrPort(b, vip); err != nil {
+			t.Error(err)
+		}
+		for len(upf.Sessions()) < sessions || replays(t, reg) < sessions {
+			if time.Since(start) > time.Minute {
+				t.Errorf("replayed %v of %d in a minute", replays(t, reg), sessions)
+				return
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+		elapsed = time.Since(start)
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Println(bench.Line("pfcp_replay_3300_sessions", elapsed.Seconds(), "s", "<", 5))
+	if elapsed > 5*time.Second {
+		t.Errorf("replay took %v, target < 5s", elapsed)
+	}
+}
+
+func replays(t *testing.T, g prometheus.Gatherer) float64 {
+	mfs, err := g.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	total := 0.0
+	for _, mf := range mfs {
+		if mf.GetName() == "telcolb_pfcp_replays_total" {
+			for _, m := range mf.GetMetric() {
+				total += m.GetCounter().GetValue()
+			}
+		}
+	}
+	return total
 }

@@ -40,14 +40,16 @@ func ServeUPF(ctx context.Context, conn *net.UDPConn, u *UPFSim, report bool, t1
 			delete(pending, seq)
 			mu.Unlock()
 		}
-		r := u.Handle(from, b)
+		r, first := u.HandleFirst(from, b)
 		if r == nil {
 			continue
 		}
 		if _, err := conn.WriteToUDPAddrPort(r, from); err != nil {
 			return err
 		}
-		if report && r[1] == pf.SessionEstablishmentResp {
+		// Only a session just established reports, not the retransmission
+		// of its establishment.
+		if report && first && r[1] == pf.SessionEstablishmentResp {
 			m, err := pf.Parse(r)
 			if err != nil || m.Cause != pf.CauseAccepted {
 				continue

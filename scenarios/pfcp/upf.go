@@ -104,28 +104,35 @@ func mustMarshal(m message.Message) []byte {
 // Handle processes one datagram from peer and returns the answer (nil for
 // responses and for what it discards).
 func (u *UPFSim) Handle(peer netip.AddrPort, b []byte) []byte {
+	r, _ := u.HandleFirst(peer, b)
+	return r
+}
+
+// HandleFirst is Handle, also telling whether the request was acted on
+// (false for a retransmission answered from the UPF's cache).
+func (u *UPFSim) HandleFirst(peer netip.AddrPort, b []byte) (resp []byte, first bool) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	msg, err := message.Parse(b)
 	if err != nil {
-		return nil
+		return nil, false
 	}
 	if !pf.IsRequest(msg.MessageType()) {
 		if msg.MessageType() == message.MsgTypeSessionReportResponse {
 			u.Stats.ReportsAnswered++
 		}
-		return nil
+		return nil, false
 	}
 	key := fmt.Sprintf("%v/%d", peer, msg.Sequence())
 	if r, ok := u.seen[key]; ok {
 		u.Stats.Duplicates++
-		return r
+		return r, false
 	}
 	r := u.handle(msg)
 	if r != nil {
 		u.seen[key] = r
 	}
-	return r
+	return r, true
 }
 
 func (u *UPFSim) handle(msg message.Message) []byte {
