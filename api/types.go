@@ -78,6 +78,10 @@ type Service struct {
 	// N2 enables the NGAP-aware N2 proxy for this service (sctplb) instead of
 	// per-association L4 balancing. Only valid with protocol sctp.
 	N2 bool `json:"n2,omitempty"`
+	// PFCP enables the PFCP-aware N4 proxy for this service (sctplb/n4):
+	// the SMFs see one UPF on VIP:8805, the endpoints are the UPFs. Only
+	// valid with protocol udp and port 8805.
+	PFCP bool `json:"pfcp,omitempty"`
 }
 
 // Endpoint is one backend of a Service.

@@ -112,6 +112,9 @@ func Validate(s *Service) error {
 	if s.N2 && s.Protocol != ProtocolSCTP {
 		return fieldErr("n2", "the N2 proxy needs protocol sctp, not %s", s.Protocol)
 	}
+	if err := validatePFCP(s); err != nil {
+		return err
+	}
 	return nil
 }
 
@@ -317,6 +320,23 @@ func validateProbe(s *Service) error {
 	}
 	if p.Retries > MaxProbeRetries {
 		return fieldErr("probe.retries", "%d exceeds the maximum of %d", p.Retries, MaxProbeRetries)
+	}
+	return nil
+}
+
+// validatePFCP checks a PFCP (N4) proxy service: UDP on port 8805, which
+// TS 29.244 fixes (UPFs send their requests to 8805 of the address in the
+// CP F-SEID).
+func validatePFCP(s *Service) error {
+	switch {
+	case !s.PFCP:
+		return nil
+	case s.N2:
+		return fieldErr("pfcp", "a service is either an N2 or a PFCP proxy, not both")
+	case s.Protocol != ProtocolUDP:
+		return fieldErr("pfcp", "the PFCP proxy needs protocol udp, not %s", s.Protocol)
+	case s.Port != 8805 || (s.PortEnd != 0 && s.PortEnd != s.Port):
+		return fieldErr("port", "a PFCP service listens on port 8805 (TS 29.244), not %d", s.Port)
 	}
 	return nil
 }

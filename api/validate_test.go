@@ -53,6 +53,9 @@ func TestValidateAcceptsValidServices(t *testing.T) {
 			s.SecondaryVIPs = []string{"10.96.1.10", "10.96.2.10", "10.96.3.10"}
 			s.N2 = true
 		}},
+		{"pfcp n4 proxy", func(s *Service) {
+			s.Protocol, s.Port, s.PFCP = ProtocolUDP, 8805, true
+		}},
 		{"dsr with port 0", func(s *Service) {
 			s.Mode = ModeDSR
 			s.Endpoints = []Endpoint{{Address: "10.0.0.1"}, {Address: "10.0.0.2", Port: 80}}
@@ -188,6 +191,9 @@ func TestValidateRejectsEachRuleWithItsField(t *testing.T) {
 		{"timeout over default interval", func(s *Service) { s.Probe = &Probe{Type: ProbeTCP, TimeoutSeconds: 6} }, "probe.timeoutSeconds", "shorter than the interval (5s)"},
 		{"too many retries", func(s *Service) { s.Probe = &Probe{Type: ProbeTCP, Retries: 11} }, "probe.retries", "maximum of 10"},
 		{"n2 over tcp", func(s *Service) { s.N2 = true }, "n2", "needs protocol sctp"},
+		{"pfcp over tcp", func(s *Service) { s.PFCP, s.Port = true, 8805 }, "pfcp", "needs protocol udp"},
+		{"pfcp on another port", func(s *Service) { s.PFCP, s.Protocol = true, ProtocolUDP }, "port", "port 8805"},
+		{"pfcp and n2", func(s *Service) { s.PFCP, s.N2, s.Protocol = true, true, ProtocolSCTP }, "pfcp", "not both"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -84,8 +84,12 @@ func serve(opts app.Options, log *slog.Logger) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 
+	pfcpCfg, err := opts.PFCP()
+	if err != nil {
+		return err
+	}
 	srv, err := app.NewServer(app.Config{Datapath: dp, StateDir: opts.StateDir, Token: token, Logger: log,
-		N2: app.N2Config{TransportMode: opts.N2Transport}})
+		N2: app.N2Config{TransportMode: opts.N2Transport}, PFCP: pfcpCfg})
 	if err != nil {
 		return err
 	}

@@ -40,7 +40,7 @@ const usageText = `Usage: telcolbctl [--server URL] [--token T] [-o table|wide|j
                  [--mode default|onearm|fullnat|dsr] [--select rr|hash|persist|leastconn]
                  [--timeout 30s] --endpoints ADDR[:PORT[:WEIGHT]],... [--secondary-vips IP,...]
                  [--probe TYPE --probe-port P --probe-req R --probe-resp R
-                  --probe-interval 5s --probe-timeout 2s --probe-retries N] [--n2]
+                  --probe-interval 5s --probe-timeout 2s --probe-retries N] [--n2] [--pfcp]
   apply -f FILE        create or replace services from YAML/JSON (one, a list, or --- documents; - is stdin)
   get lb [NAME]        services (-o wide: one row per endpoint with health and counters)
   get ct               connections
@@ -188,6 +188,7 @@ type commands struct {
 	secondary                                    []string
 	port, portEnd                                uint16
 	n2                                           bool
+	pfcp                                         bool
 	probe, probeReq, probeResp                   string
 	probeInterval, probeTimeout                  string
 	probePort                                    uint16
@@ -210,6 +211,7 @@ func (c *commands) registerFlags(verb string) {
 		fs.StringVar(&c.timeout, "timeout", "", "idle timeout (30s, 5m or seconds)")
 		fs.StringVar(&c.endpoints, "endpoints", "", "ADDR[:PORT[:WEIGHT]],...")
 		fs.BoolVar(&c.n2, "n2", false, "NGAP-aware N2 proxy (sctp)")
+		fs.BoolVar(&c.pfcp, "pfcp", false, "PFCP-aware N4 proxy (udp, port 8805; the endpoints are UPFs)")
 		fs.StringVar(&c.probe, "probe", "", "probe type: tcp, udp, http, https, ping, sctp, none")
 		fs.Uint16Var(&c.probePort, "probe-port", 0, "probed port (default: the endpoint's)")
 		fs.StringVar(&c.probeReq, "probe-req", "", "HTTP path or UDP payload")
@@ -273,7 +275,7 @@ func (c *commands) create(ctx context.Context, cl *api.Client, args []string) er
 	}
 	svc := api.Service{
 		Name: args[0], VIP: c.vip, SecondaryVIPs: c.secondary, Port: c.port, PortEnd: c.portEnd,
-		Protocol: c.protocol, Mode: c.mode, Select: c.sel, Endpoints: eps, N2: c.n2,
+		Protocol: c.protocol, Mode: c.mode, Select: c.sel, Endpoints: eps, N2: c.n2, PFCP: c.pfcp,
 	}
 	if svc.IdleTimeoutSeconds, err = parseSeconds("timeout", c.timeout); err != nil {
 		return err

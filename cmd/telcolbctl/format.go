@@ -46,10 +46,15 @@ func orDefault(v, d string) string {
 }
 
 // modeOf shows "n2" for an N2 proxy service, whose ACTIVE columns count UE
-// contexts (per AMF endpoint in -o wide) rather than connections.
+// contexts (per AMF endpoint in -o wide) rather than connections, and
+// "pfcp" for an N4 proxy service, whose ACTIVE columns count PFCP sessions
+// (per UPF endpoint in -o wide).
 func modeOf(s api.Service) string {
 	if s.N2 {
 		return "n2"
+	}
+	if s.PFCP {
+		return "pfcp"
 	}
 	return orDefault(s.Mode, api.ModeDefault)
 }

@@ -46,3 +46,27 @@ func TestWideListingShowsN2ServicesWithUEsPerAMF(t *testing.T) {
 		})
 	}
 }
+
+func TestWideListingShowsPFCPServicesWithSessionsPerUPF(t *testing.T) {
+	st := api.ServiceStatus{
+		Service: api.Service{Name: "n4", VIP: "10.96.0.88", Port: 8805, Protocol: api.ProtocolUDP, PFCP: true,
+			Endpoints: []api.Endpoint{{Address: "10.0.2.1", Port: 8805}, {Address: "10.0.2.2", Port: 8805}}},
+		Endpoints: []api.EndpointStatus{
+			{Address: "10.0.2.1", Port: 8805, Weight: 1, Healthy: true, ActiveConnections: 3300},
+			{Address: "10.0.2.2", Port: 8805, Weight: 1, Healthy: false, ActiveConnections: 0},
+		},
+		ActiveConnections: 3300,
+	}
+	var b strings.Builder
+	if err := printServices(&b, []api.ServiceStatus{st}, true); err != nil {
+		t.Fatal(err)
+	}
+	got := lines(b.String())
+	want := []string{
+		"n4 | 10.96.0.88 | 8805 | udp | pfcp | rr | none | 10.0.2.1:8805 | 1 | up | 0 | 0 | 0 | 3300",
+		"n4 | 10.96.0.88 | 8805 | udp | pfcp | rr | none | 10.0.2.2:8805 | 1 | down | 0 | 0 | 0 | 0",
+	}
+	if len(got) != 3 || got[1] != want[0] || got[2] != want[1] {
+		t.Fatalf("got %q\nwant %q", got, want)
+	}
+}

@@ -8,9 +8,12 @@ import (
 	"net"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/spf13/pflag"
 	"sigs.k8s.io/yaml"
+
+	"github.com/telcolb/telcolb/sctplb/n4"
 )
 
 // Options are the daemon's settings. Every flag has a camelCase key of the
@@ -29,6 +32,14 @@ type Options struct {
 	// N2Transport chooses the N2 proxies' SCTP stack: auto (kernel SCTP
 	// when the kernel has it, else userspace), kernel or userspace.
 	N2Transport string `json:"n2Transport"`
+	// PFCPUPFLoss is what PFCP proxies do with the sessions of a lost UPF:
+	// release (default) or move (to other UPFs; right when the SMF
+	// allocates the F-TEIDs).
+	PFCPUPFLoss string `json:"pfcpUPFLoss"`
+	// PFCPHeartbeatInterval paces the PFCP proxies' heartbeats (a
+	// duration, default 10s); T1 is half of it (at most 3s) and a UPF
+	// unreachable for 6 intervals is lost.
+	PFCPHeartbeatInterval string `json:"pfcpHeartbeatInterval"`
 	// Cleanup removes the pinned datapath and exits (flag --cleanup or the
 	// "cleanup" subcommand); not settable from the file on purpose.
 	Cleanup bool `json:"-"`
@@ -37,13 +48,15 @@ type Options struct {
 // DefaultOptions are used for everything neither the file nor a flag sets.
 func DefaultOptions() Options {
 	return Options{
-		APIAddress:  "127.0.0.1:8091",
-		StateDir:    DefaultStateDir,
-		BPFPinPath:  "/sys/fs/bpf/telcolb",
-		MaxConns:    262144,
-		LogLevel:    "info",
-		LogFormat:   "json",
-		N2Transport: "auto",
+		APIAddress:            "127.0.0.1:8091",
+		StateDir:              DefaultStateDir,
+		BPFPinPath:            "/sys/fs/bpf/telcolb",
+		MaxConns:              262144,
+		LogLevel:              "info",
+		LogFormat:             "json",
+		N2Transport:           "auto",
+		PFCPUPFLoss:           "release",
+		PFCPHeartbeatInterval: "10s",
 	}
 }
 
@@ -68,6 +81,8 @@ func ParseOptions(args []string, usage io.Writer) (Options, error) {
 	fs.StringVar(&f.LogFormat, "log-format", o.LogFormat, "json or text")
 	fs.BoolVar(&f.ForceClsact, "force-clsact", false, "attach through a clsact qdisc even where tcx is available")
 	fs.StringVar(&f.N2Transport, "n2-transport", o.N2Transport, "SCTP stack of N2 proxies: auto, kernel or userspace")
+	fs.StringVar(&f.PFCPUPFLoss, "pfcp-upf-loss", o.PFCPUPFLoss, "PFCP proxies: release or move the sessions of a lost UPF")
+	fs.StringVar(&f.PFCPHeartbeatInterval, "pfcp-heartbeat-interval", o.PFCPHeartbeatInterval, "PFCP proxies: heartbeat interval (a UPF silent for 6 is lost)")
 	fs.StringVar(&configPath, "config", "", "YAML file with the same settings in camelCase (apiAddress, interfaces, ...)")
 	fs.BoolVar(&f.Cleanup, "cleanup", false, "remove the pinned datapath (rules, connections, attachments) and exit")
 	if err := fs.Parse(args); err != nil {
@@ -110,6 +125,10 @@ func ParseOptions(args []string, usage io.Writer) (Options, error) {
 			o.ForceClsact = f.ForceClsact
 		case "n2-transport":
 			o.N2Transport = f.N2Transport
+		case "pfcp-upf-loss":
+			o.PFCPUPFLoss = f.PFCPUPFLoss
+		case "pfcp-heartbeat-interval":
+			o.PFCPHeartbeatInterval = f.PFCPHeartbeatInterval
 		}
 	})
 	o.Cleanup = f.Cleanup
@@ -133,6 +152,9 @@ func (o *Options) check() error {
 	case "auto", "kernel", "userspace":
 	default:
 		return fmt.Errorf("n2-transport %q: use auto, kernel or userspace", o.N2Transport)
+	}
+	if _, err := o.PFCP(); err != nil {
+		return err
 	}
 	if o.MaxConns == 0 {
 		return errors.New("max-conns must be positive")
@@ -203,4 +225,25 @@ func RequireToken(apiAddress, token string) error {
 		return nil
 	}
 	return fmt.Errorf("api-address %q is not a loopback address: set --token-file", apiAddress)
+}
+
+// PFCP returns the PFCP proxies' configuration the options describe.
+func (o *Options) PFCP() (PFCPConfig, error) {
+	var c PFCPConfig
+	switch o.PFCPUPFLoss {
+	case "", "release":
+		c.OnLoss = n4.Release
+	case "move":
+		c.OnLoss = n4.Move
+	default:
+		return c, fmt.Errorf("pfcp-upf-loss %q: use release or move", o.PFCPUPFLoss)
+	}
+	if o.PFCPHeartbeatInterval != "" {
+		d, err := time.ParseDuration(o.PFCPHeartbeatInterval)
+		if err != nil || d < 100*time.Millisecond {
+			return c, fmt.Errorf("pfcp-heartbeat-interval %q: a duration of at least 100ms", o.PFCPHeartbeatInterval)
+		}
+		c.HeartbeatInterval, c.T1, c.LossTimeout = d, min(d/2, 3*time.Second), 6*d
+	}
+	return c, nil
 }

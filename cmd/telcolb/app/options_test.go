@@ -8,6 +8,9 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/telcolb/telcolb/sctplb/n4"
 )
 
 func writeFile(t *testing.T, name, content string) string {
@@ -70,6 +73,8 @@ func TestParseOptionsRejectsBadSettings(t *testing.T) {
 		{"bad level", []string{"--log-level=loud"}, "log-level"},
 		{"bad format", []string{"--log-format=xml"}, "log-format"},
 		{"bad n2 transport", []string{"--n2-transport=sctp-over-carrier-pigeon"}, "n2-transport"},
+		{"bad pfcp upf loss", []string{"--pfcp-upf-loss=shrug"}, "pfcp-upf-loss"},
+		{"bad pfcp heartbeat", []string{"--pfcp-heartbeat-interval=1ms"}, "pfcp-heartbeat-interval"},
 		{"zero conns", []string{"--max-conns=0"}, "max-conns"},
 		{"stray argument", []string{"serve"}, "unexpected arguments"},
 		{"empty interface", []string{"--interfaces=eth0,,eth1"}, "empty interface"},
@@ -128,5 +133,23 @@ func TestReadToken(t *testing.T) {
 	}
 	if tok, err := ReadToken(""); tok != "" || err != nil {
 		t.Errorf("ReadToken(\"\") = %q, %v", tok, err)
+	}
+}
+
+func TestPFCPOptionsSetTheProxyTimersAndLossPolicy(t *testing.T) {
+	o, err := ParseOptions([]string{"--pfcp-upf-loss=move", "--pfcp-heartbeat-interval=1s"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := o.PFCP()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.OnLoss != n4.Move || c.HeartbeatInterval != time.Second || c.T1 != 500*time.Millisecond || c.LossTimeout != 6*time.Second {
+		t.Fatalf("PFCP config %+v", c)
+	}
+	o = DefaultOptions()
+	if c, _ := o.PFCP(); c.OnLoss != n4.Release || c.HeartbeatInterval != 10*time.Second || c.T1 != 3*time.Second {
+		t.Fatalf("default PFCP config %+v", c)
 	}
 }

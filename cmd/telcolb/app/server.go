@@ -50,6 +50,8 @@ type Config struct {
 	ProbeTimeUnit time.Duration
 	// N2 configures the N2 proxies of services with N2 set (n2.go).
 	N2 N2Config
+	// PFCP configures the N4 proxies of services with PFCP set (pfcp.go).
+	PFCP PFCPConfig
 }
 
 // Server is the daemon's REST API over the datapath.
@@ -60,6 +62,7 @@ type Server struct {
 	log    *slog.Logger
 	probes *probeManager
 	n2     *n2Manager
+	pfcp   *pfcpManager
 	gather prometheus.Gatherer
 	mux    *http.ServeMux
 	routes []Route
@@ -115,6 +118,7 @@ func NewServer(cfg Config) (*Server, error) {
 		s.token = []byte(cfg.Token)
 	}
 	s.n2 = newN2Manager(cfg.N2, cfg.Registry, cfg.Logger)
+	s.pfcp = newPFCPManager(cfg.PFCP, cfg.Registry, cfg.Logger)
 	s.probes = newProbeManager(cfg.Prober, cfg.ProbeTimeUnit, cfg.Logger, s.pushHealth)
 	loaded, err := s.store.load()
 	if err != nil {
@@ -130,6 +134,7 @@ func NewServer(cfg Config) (*Server, error) {
 			s.dropExtraIDs(&legacy, &ss)
 		}
 		if err := s.program(&ss); err != nil {
+			s.pfcp.close()
 			_ = s.n2.close()
 			return nil, fmt.Errorf("server: re-apply service %s: %w", ss.Service.Name, err)
 		}
@@ -137,6 +142,7 @@ func NewServer(cfg Config) (*Server, error) {
 			// Persist the released IDs: otherwise the next start would see
 			// them both here and in whichever service reuses them.
 			if err := s.store.save(ss); err != nil {
+				s.pfcp.close()
 				_ = s.n2.close()
 				return nil, fmt.Errorf("server: %w", err)
 			}
@@ -146,6 +152,7 @@ func NewServer(cfg Config) (*Server, error) {
 	}
 	if err := cfg.Registry.Register(&collector{s: s}); err != nil {
 		s.probes.close()
+		s.pfcp.close()
 		_ = s.n2.close()
 		return nil, fmt.Errorf("server: register metrics: %w", err)
 	}
@@ -158,6 +165,7 @@ func NewServer(cfg Config) (*Server, error) {
 // connections survive a daemon restart.
 func (s *Server) Close() error {
 	s.probes.close()
+	s.pfcp.close()
 	return s.n2.close()
 }
 
@@ -568,6 +576,18 @@ func (s *Server) checkOverlap(svc api.Service) error {
 // program writes every datapath rule of a service with the current probe
 // verdicts.
 func (s *Server) program(ss *storedService) error {
+	if ss.Service.PFCP {
+		s.n2.remove(ss.Service.Name)
+		return s.pfcp.apply(ss.Service, func() error {
+			for _, id := range ss.IDs {
+				if err := s.dp.DeleteService(id); err != nil {
+					return fmt.Errorf("datapath delete service %s (id %d) before its PFCP proxy: %w", ss.Service.Name, id, err)
+				}
+			}
+			return nil
+		})
+	}
+	s.pfcp.remove(ss.Service.Name)
 	if ss.Service.N2 {
 		// A service that was L4 before must lose its rule, or the datapath
 		// would keep forwarding the VIP away from the local proxy.
@@ -633,6 +653,7 @@ func (s *Server) deleteService(w http.ResponseWriter, r *http.Request) {
 	}
 	s.probes.remove(name)
 	s.n2.remove(name)
+	s.pfcp.remove(name)
 	for _, id := range ss.IDs {
 		if err := s.dp.DeleteService(id); err != nil {
 			// The store no longer has it; the next start re-applies only
@@ -673,6 +694,10 @@ func (s *Server) status(ss storedService) (api.ServiceStatus, error) {
 	st := s.statusWithoutCounters(ss)
 	if ss.Service.N2 {
 		s.n2.fill(&st)
+		return st, nil
+	}
+	if ss.Service.PFCP {
+		s.pfcp.fill(&st)
 		return st, nil
 	}
 	n := len(ss.Service.Endpoints)

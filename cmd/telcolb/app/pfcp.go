@@ -1,0 +1,216 @@
+package app
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/telcolb/telcolb/api"
+	"github.com/telcolb/telcolb/l7parse/pfcp"
+	"github.com/telcolb/telcolb/sctplb"
+	"github.com/telcolb/telcolb/sctplb/n4"
+)
+
+// PFCP services (api.Service.PFCP) get no eBPF rule: the daemon terminates
+// PFCP on VIP:8805 itself with an sctplb.N4Proxy and steers every PFCP
+// session to one of the service's endpoints (the UPFs). The VIP must be a
+// local address of the daemon's network namespace; the UPFs talk to the
+// same address (it is in the CP F-SEIDs they get), so they need a route to
+// it.
+//
+// Any change of a PFCP service restarts its proxy: the SMFs see a new
+// Recovery Time Stamp and re-establish their sessions, the UPFs keep the
+// old ones until their own cleanup (the proxy does not persist session
+// state). Live endpoint changes, as the N2 proxy has, are not implemented.
+
+// PFCPConfig tunes the daemon's PFCP proxies.
+type PFCPConfig struct {
+	// OnLoss is what happens to a lost UPF's sessions (default release:
+	// moving is only right when the SMF allocates the F-TEIDs).
+	OnLoss n4.LossPolicy
+	// Timers; zero keeps n4's defaults (T1 3s, N1 3, heartbeats 10s, loss
+	// after 60s unreachable).
+	T1, HeartbeatInterval, LossTimeout time.Duration
+	N1                                 int
+}
+
+type pfcpManager struct {
+	cfg PFCPConfig
+	log *slog.Logger
+	reg prometheus.Registerer
+
+	mu      sync.Mutex
+	proxies map[string]*pfcpProxy
+}
+
+type pfcpProxy struct {
+	fingerprint string
+	proxy       *sctplb.N4Proxy
+	cancel      context.CancelFunc
+	done        chan struct{}
+	reg         *trackingRegisterer
+}
+
+func newPFCPManager(cfg PFCPConfig, reg prometheus.Registerer, log *slog.Logger) *pfcpManager {
+	return &pfcpManager{cfg: cfg, log: log, reg: reg, proxies: map[string]*pfcpProxy{}}
+}
+
+// pfcpConfigOf maps an api.Service onto a proxy configuration. Selection:
+// rr (weighted when the endpoints carry different weights) or leastconn
+// ("fewest sessions"); hash and persist have no meaning for PFCP sessions.
+func (m *pfcpManager) pfcpConfigOf(svc api.Service) (sctplb.N4Config, error) {
+	c := sctplb.N4Config{Name: svc.Name, OnLoss: m.cfg.OnLoss, T1: m.cfg.T1, N1: m.cfg.N1,
+		HeartbeatInterval: m.cfg.HeartbeatInterval, LossTimeout: m.cfg.LossTimeout}
+	vip, err := netip.ParseAddr(svc.VIP)
+	if err != nil {
+		return c, &api.FieldError{Field: "vip", Message: err.Error()}
+	}
+	if len(svc.SecondaryVIPs) > 0 {
+		return c, &api.FieldError{Field: "secondaryVIPs", Message: "a PFCP service has one VIP"}
+	}
+	c.Listen = netip.AddrPortFrom(vip, svc.Port)
+	weights := map[uint16]bool{}
+	for i, ep := range svc.Endpoints {
+		a, err := netip.ParseAddr(ep.Address)
+		if err != nil {
+			return c, &api.FieldError{Field: fmt.Sprintf("endpoints[%d].address", i), Message: err.Error()}
+		}
+		port := ep.Port
+		if port == 0 {
+			port = pfcp.Port
+		}
+		w := max(ep.Weight, 1)
+		weights[w] = true
+		c.UPFs = append(c.UPFs, sctplb.N4UPF{Name: upfName(svc, ep), Addr: netip.AddrPortFrom(a, port), Weight: int(w)})
+	}
+	switch svc.Select {
+	case "", api.SelectRoundRobin:
+		c.Policy = n4.RoundRobin
+		if len(weights) > 1 {
+			c.Policy = n4.Weighted
+		}
+	case api.SelectLeastConn:
+		c.Policy = n4.LeastSessions
+	default:
+		return c, &api.FieldError{Field: "select", Message: fmt.Sprintf("PFCP services steer sessions with rr (weighted when endpoint weights differ) or leastconn (fewest sessions), not %s", svc.Select)}
+	}
+	return c, nil
+}
+
+// upfName is the name an endpoint's UPF has in the proxy and its metrics.
+func upfName(svc api.Service, ep api.Endpoint) string {
+	port := ep.Port
+	if port == 0 {
+		port = pfcp.Port
+	}
+	if a, err := netip.ParseAddr(ep.Address); err == nil {
+		return netip.AddrPortFrom(a, port).String()
+	}
+	return fmt.Sprintf("%s:%d", ep.Address, port)
+}
+
+// apply starts, restarts or keeps the proxy of svc; before runs whenever a
+// proxy is (re)started. A socket error (VIP not local) fails the API call.
+func (m *pfcpManager) apply(svc api.Service, before func() error) error {
+	cfg, err := m.pfcpConfigOf(svc)
+	if err != nil {
+		return err
+	}
+	fp, err := json.Marshal(cfg)
+	if err != nil {
+		return fmt.Errorf("pfcp service %s: %w", svc.Name, err)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if cur := m.proxies[svc.Name]; cur != nil {
+		if cur.fingerprint == string(fp) {
+			return nil
+		}
+		m.log.Info("PFCP service changed: restarting its proxy; its SMFs re-associate and re-establish their sessions", "service", svc.Name)
+		m.stopLocked(svc.Name)
+	}
+	if before != nil {
+		if err := before(); err != nil {
+			return err
+		}
+	}
+	reg := &trackingRegisterer{reg: m.reg}
+	cfg.Registerer, cfg.Logger = reg, m.log.With("pfcp", svc.Name)
+	p, err := sctplb.NewN4(cfg)
+	if err != nil {
+		reg.unregisterAll()
+		return fmt.Errorf("pfcp service %s: %w", svc.Name, err)
+	}
+	if err := p.Open(); err != nil {
+		reg.unregisterAll()
+		return &api.FieldError{Field: "vip", Message: fmt.Sprintf("PFCP proxy cannot listen (the VIP must be a local address of the daemon): %v", err)}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	pp := &pfcpProxy{fingerprint: string(fp), proxy: p, cancel: cancel, done: make(chan struct{}), reg: reg}
+	go func() {
+		defer close(pp.done)
+		if err := p.Serve(ctx); err != nil {
+			m.log.Error("PFCP proxy stopped", "service", svc.Name, "error", err)
+		}
+	}()
+	m.proxies[svc.Name] = pp
+	m.log.Info("PFCP proxy started", "service", svc.Name, "listen", cfg.Listen, "upfs", len(cfg.UPFs), "policy", cfg.Policy.String(), "onLoss", cfg.OnLoss.String())
+	return nil
+}
+
+func (m *pfcpManager) remove(name string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.stopLocked(name)
+}
+
+func (m *pfcpManager) stopLocked(name string) {
+	pp := m.proxies[name]
+	if pp == nil {
+		return
+	}
+	pp.cancel()
+	<-pp.done
+	pp.reg.unregisterAll()
+	delete(m.proxies, name)
+	m.log.Info("PFCP proxy stopped", "service", name)
+}
+
+// fill puts the proxy's state into a service status: an endpoint's
+// ActiveConnections is the PFCP sessions its UPF holds, and it is healthy
+// while its association is up.
+func (m *pfcpManager) fill(st *api.ServiceStatus) {
+	m.mu.Lock()
+	pp := m.proxies[st.Service.Name]
+	m.mu.Unlock()
+	if pp == nil {
+		return
+	}
+	s := pp.proxy.Stats()
+	byName := map[string]sctplb.N4UPFStats{}
+	for _, u := range s.UPFs {
+		byName[u.Name] = u
+	}
+	var total uint64
+	for i, ep := range st.Endpoints {
+		u := byName[upfName(st.Service, api.Endpoint{Address: ep.Address, Port: ep.Port})]
+		st.Endpoints[i].ActiveConnections = uint64(u.Sessions)
+		st.Endpoints[i].Healthy = u.Up
+		total += uint64(u.Sessions)
+	}
+	st.ActiveConnections = total
+}
+
+func (m *pfcpManager) close() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for name := range m.proxies {
+		m.stopLocked(name)
+	}
+}

@@ -1,0 +1,110 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/telcolb/telcolb/api"
+	"github.com/telcolb/telcolb/l7parse/pfcp"
+	sims "github.com/telcolb/telcolb/scenarios/pfcp"
+)
+
+// pfcpLoop is a loopback address per test process (port 8805 is fixed).
+func pfcpLoop(host byte) netip.Addr {
+	return netip.AddrFrom4([4]byte{127, 87, byte(os.Getpid() % 250), host})
+}
+
+func TestPFCPServiceRunsAnN4ProxyWithSessionsPerUPF(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	env := newEnv(t, func(c *Config) { c.PFCP = PFCPConfig{T1: 300 * time.Millisecond, HeartbeatInterval: time.Second} })
+	c := env.client(t, "")
+	svc := api.Service{Name: "n4", VIP: pfcpLoop(1).String(), Port: pfcp.Port, Protocol: api.ProtocolUDP, PFCP: true}
+	for i := range 2 {
+		a := netip.AddrPortFrom(pfcpLoop(byte(10+i)), pfcp.Port)
+		conn, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(a))
+		if err != nil {
+			t.Fatal(err)
+		}
+		u := sims.NewUPFSim(a.Addr(), time.Now(), 0x100)
+		go func() { _ = sims.ServeUPF(ctx, conn, u, false, time.Second) }()
+		svc.Endpoints = append(svc.Endpoints, api.Endpoint{Address: a.Addr().String(), Port: pfcp.Port})
+	}
+	if err := c.ApplyService(ctx, svc); err != nil {
+		t.Fatalf("create PFCP service: %v", err)
+	}
+	if n := env.dp.upsertCount(); n != 0 {
+		t.Errorf("a PFCP service programmed %d datapath rules", n)
+	}
+	eventually(t, "both UPFs associated", func() bool {
+		st, err := c.GetService(ctx, "n4")
+		return err == nil && st.Endpoints[0].Healthy && st.Endpoints[1].Healthy
+	})
+	smfConn, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(pfcpLoop(2), pfcp.Port)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer smfConn.Close()
+	smf := sims.NewSMFSim(pfcpLoop(2), time.Now())
+	// Establish 20 sessions and keep them (Load deletes; run the phases by hand).
+	done := make(chan error, 1)
+	go func() {
+		_, err := sims.RunSMF(ctx, smfConn, netip.AddrPortFrom(pfcpLoop(1), pfcp.Port), smf, sims.Load{Sessions: 20, Window: 4,
+			Pause: func() {
+				eventually(t, "sessions per UPF in the status", func() bool {
+					st, err := c.GetService(ctx, "n4")
+					return err == nil && st.ActiveConnections == 20 && st.Endpoints[0].ActiveConnections == 10 && st.Endpoints[1].ActiveConnections == 10
+				})
+				m := scrape(t, env)
+				for _, want := range []string{
+					fmt.Sprintf(`telcolb_pfcp_sessions{proxy="n4",upf="%v:8805"} 10`, pfcpLoop(10)),
+					`telcolb_pfcp_messages_total{proxy="n4",side="smf",type="session-establishment-request"} 20`,
+					`telcolb_pfcp_smf_associations{proxy="n4"} 1`,
+				} {
+					if !strings.Contains(m, want) {
+						t.Errorf("/metrics lacks %s", want)
+					}
+				}
+			}})
+		done <- err
+	}()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if st := smf.Snapshot(); st.Deleted != 20 || st.Rejected != 0 {
+		t.Fatalf("SMF %+v", st)
+	}
+	// Deleting the service stops the proxy and frees the port.
+	if err := c.DeleteService(ctx, "n4"); err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(pfcpLoop(1), pfcp.Port)))
+	if err != nil {
+		t.Fatalf("port still held after delete: %v", err)
+	}
+	l.Close()
+}
+
+func TestPFCPServiceOnANonLocalVIPFailsNamingTheVIP(t *testing.T) {
+	env := newEnv(t, nil)
+	c := env.client(t, "")
+	svc := api.Service{Name: "n4", VIP: "192.0.2.77", Port: pfcp.Port, Protocol: api.ProtocolUDP, PFCP: true,
+		Endpoints: []api.Endpoint{{Address: "192.0.2.10", Port: pfcp.Port}}}
+	err := c.ApplyService(context.Background(), svc)
+	var ae *api.StatusError
+	if !errors.As(err, &ae) || ae.Code != 400 || ae.Body.Field != "vip" {
+		t.Fatalf("apply = %v, want an error naming vip", err)
+	}
+	svc.VIP, svc.Select = pfcpLoop(3).String(), api.SelectHash
+	err = c.ApplyService(context.Background(), svc)
+	if !errors.As(err, &ae) || ae.Code != 400 || ae.Body.Field != "select" {
+		t.Fatalf("apply with hash = %v, want an error naming select", err)
+	}
+}

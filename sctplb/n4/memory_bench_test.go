@@ -1,0 +1,107 @@
+package n4_test
+
+import (
+	"encoding/binary"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/wmnsk/go-pfcp/ie"
+	"github.com/wmnsk/go-pfcp/message"
+
+	"github.com/telcolb/telcolb/l7parse/pfcp"
+	sims "github.com/telcolb/telcolb/scenarios/pfcp"
+	"github.com/telcolb/telcolb/sctplb/n4"
+)
+
+func heapMiB() float64 {
+	runtime.GC()
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return float64(ms.HeapAlloc) / (1 << 20)
+}
+
+// TestBenchN4Memory1MSessions holds a million established PFCP sessions
+// (each with its stored Establishment Request, as the SMF simulator builds
+// it, for replay) across 3 UPFs in the state machine and reports the heap
+// they take, once the retransmission cache has expired.
+func TestBenchN4Memory1MSessions(t *testing.T) {
+	if os.Getenv("TELCOLB_BENCH") != "1" {
+		t.Skip("set TELCOLB_BENCH=1 to run the benchmarks")
+	}
+	const sessions = 1_000_000
+	pfcp.SilenceLibraryLogs()
+	// No heartbeats: nothing answers them here.
+	w := newWorld(t, 3, func(c *n4.Config) { c.HeartbeatInterval = 24 * time.Hour })
+	w.associate()
+	smf := sims.NewSMFSim(smfAddr.Addr(), t0)
+	req := smf.Establish(1)
+	rm, _ := pfcp.Parse(req)
+	reqSEIDAt := rm.FSEIDSpan.Off + 5
+	upfIP := net.IP(upfAddr(0).Addr().AsSlice())
+	resp := mustMarshal(t, message.NewSessionEstablishmentResponse(0, 0, 0, 0, 0,
+		ie.NewNodeID(upfAddr(0).Addr().String(), "", ""), ie.NewCause(ie.CauseRequestAccepted), ie.NewFSEID(1, upfIP, nil),
+		ie.NewCreatedPDR(ie.NewPDRID(1), ie.NewFTEID(0x01, 1, upfIP, nil, 0))))
+	pm, _ := pfcp.Parse(resp)
+	respSEIDAt := pm.FSEIDSpan.Off + 5
+	now := w.now
+	before := heapMiB()
+	start := time.Now()
+	for i := 0; i < sessions; i++ {
+		r := append([]byte(nil), req...)
+		pfcp.SetSeq(r, uint32(i+1000)&0xffffff) // past the association setup's
+		binary.BigEndian.PutUint64(r[reqSEIDAt:], uint64(i+1))
+		var to n4Send
+		for _, a := range w.m.Step(now, n4.Datagram{From: smfAddr, Data: r}) {
+			if a.Kind == n4.Send && a.Side == n4.UPFSide {
+				to = n4Send{a.To, a.Data}
+			}
+		}
+		if to.data == nil {
+			t.Fatalf("session %d not forwarded", i)
+		}
+		fm, err := pfcp.Parse(to.data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		a := append([]byte(nil), resp...)
+		pfcp.SetSEID(a, fm.FSEID.SEID)
+		pfcp.SetSeq(a, fm.Seq)
+		binary.BigEndian.PutUint64(a[respSEIDAt:], 0x100+uint64(i))
+		w.m.Step(now, n4.Datagram{From: to.addr, Data: a})
+		if i%100_000 == 0 {
+			now = now.Add(time.Second)
+			w.m.Step(now, n4.Tick{})
+		}
+	}
+	elapsed := time.Since(start)
+	// Let the retransmission cache expire: what stays is per session.
+	now = now.Add(time.Minute)
+	w.m.Step(now, n4.Tick{})
+	after := heapMiB()
+	total := 0
+	for _, n := range w.m.Sessions() {
+		total += n
+	}
+	if total != sessions {
+		t.Fatalf("%d sessions held, want %d", total, sessions)
+	}
+	mib := after - before
+	fmt.Printf("BENCH pfcp_memory_1m_sessions_mib %.0f MiB target < 1024\n", mib)
+	fmt.Printf("BENCH pfcp_memory_bytes_per_session %.0f bytes target < 1073\n", mib*(1<<20)/sessions)
+	fmt.Printf("BENCH pfcp_steer_establishment_ns %.0f ns target > 0\n", float64(elapsed.Nanoseconds())/sessions)
+	if mib >= 1024 {
+		t.Errorf("1M sessions take %.0f MiB, target < 1024", mib)
+	}
+	runtime.KeepAlive(w)
+}
+
+type n4Send struct {
+	addr netip.AddrPort
+	data []byte
+}
