@@ -106,7 +106,19 @@ type daemon struct {
 	bootID string
 	// applied mirrors the daemon's rules named like ours, as last listed or
 	// written, so unchanged rules are not sent again.
-	applied map[string][]byte
+	applied map[string]appliedRule
+}
+
+// appliedRule is one rule a daemon holds: its encoding (to skip unchanged
+// writes) and its VIPs (for the Service's status).
+type appliedRule struct {
+	spec      []byte
+	vip       string
+	secondary []string
+}
+
+func appliedRuleOf(r api.Service, b []byte) appliedRule {
+	return appliedRule{spec: b, vip: r.VIP, secondary: r.SecondaryVIPs}
 }
 
 // NewDaemons checks cfg and returns an empty daemon set.
@@ -149,7 +161,7 @@ func (d *Daemons) SetDaemons(urls []string) error {
 			errs = append(errs, fmt.Errorf("daemon %s: %w", u, err))
 			continue
 		}
-		d.daemons[u] = &daemon{url: u, client: c, applied: map[string][]byte{}}
+		d.daemons[u] = &daemon{url: u, client: c, applied: map[string]appliedRule{}}
 		d.cfg.Logger.Info("daemon added", "url", u)
 	}
 	for u := range d.daemons {
@@ -208,12 +220,56 @@ func (d *Daemons) Program(ctx context.Context, key string, rules []api.Service) 
 		d.desired[key] = want
 	}
 	d.mu.Unlock()
-	return d.each(func(x *daemon) error { return d.programOne(ctx, x, key, want) })
+	prefix := rulePrefix(key)
+	return d.each(func(x *daemon) error {
+		x.mu.Lock()
+		defer x.mu.Unlock()
+		if !x.synced {
+			// The full sync will send the desired state; writing now could
+			// race with its listing.
+			return nil
+		}
+		_, _, err := d.converge(ctx, x, want, nil, func(name string) bool { return strings.HasPrefix(name, prefix) })
+		return err
+	})
 }
 
 // Forget deletes every rule of Service key from every daemon.
 func (d *Daemons) Forget(ctx context.Context, key string) error {
 	return d.Program(ctx, key, nil)
+}
+
+// Holding reports, for Service key, which VIPs the synced daemons hold a
+// rule for (VIP -> number of daemons) and which daemons hold at least one of
+// its rules. A daemon that is not synced is not counted: what it holds is
+// not known.
+func (d *Daemons) Holding(key string) (map[string]int, []string) {
+	prefix := rulePrefix(key)
+	vips := map[string]int{}
+	var urls []string
+	for _, x := range d.list() {
+		x.mu.Lock()
+		seen := map[string]bool{}
+		if x.synced {
+			for name, r := range x.applied {
+				if !strings.HasPrefix(name, prefix) {
+					continue
+				}
+				for _, v := range append([]string{r.vip}, r.secondary...) {
+					if !seen[v] {
+						seen[v] = true
+						vips[v]++
+					}
+				}
+			}
+		}
+		x.mu.Unlock()
+		if len(seen) > 0 {
+			urls = append(urls, x.url)
+		}
+	}
+	sort.Strings(urls)
+	return vips, urls
 }
 
 func (d *Daemons) each(f func(*daemon) error) error {
@@ -231,25 +287,39 @@ func (d *Daemons) each(f func(*daemon) error) error {
 	return errors.Join(errs...)
 }
 
-func (d *Daemons) programOne(ctx context.Context, x *daemon, key string, want map[string]api.Service) error {
-	x.mu.Lock()
-	defer x.mu.Unlock()
-	if !x.synced {
-		// The full sync will send the desired state; writing now could race
-		// with its listing.
-		return nil
-	}
-	prefix := rulePrefix(key)
+// converge is the one loop that writes to a daemon, for one Service
+// (Program) and for all of them (fullSync); x.mu must be held. Rules in
+// x.applied that deletable accepts and want lacks are deleted; rules of want
+// that differ from x.applied are applied (owner names their Service in
+// errors, when known). A 4xx answer rejects that one rule and the others
+// still go. Any other failure means the daemon is unreachable or broken: it
+// is marked unsynced and the loop stops, since the next full sync lists it
+// and sends everything again, and further calls would only add timeouts.
+func (d *Daemons) converge(ctx context.Context, x *daemon, want map[string]api.Service, owner map[string]string, deletable func(string) bool) (applied, deleted int, err error) {
 	var errs []error
+	fail := func(what, name string, err error) bool {
+		if o := owner[name]; o != "" {
+			name += " (Service " + o + ")"
+		}
+		errs = append(errs, fmt.Errorf("daemon %s: %s %s: %w", x.url, what, name, err))
+		if api.IsClientError(err) {
+			return false
+		}
+		x.synced = false
+		return true
+	}
 	for name := range x.applied {
-		if _, keep := want[name]; keep || !strings.HasPrefix(name, prefix) {
+		if _, keep := want[name]; keep || !deletable(name) {
 			continue
 		}
 		if err := d.call(ctx, func(c context.Context) error { return x.client.DeleteService(c, name) }); err != nil && !api.IsNotFound(err) {
-			errs = append(errs, fmt.Errorf("daemon %s: delete %s: %w", x.url, name, err))
+			if fail("delete", name, err) {
+				return applied, deleted, errors.Join(errs...)
+			}
 			continue
 		}
 		delete(x.applied, name)
+		deleted++
 	}
 	names := make([]string, 0, len(want))
 	for n := range want {
@@ -257,22 +327,24 @@ func (d *Daemons) programOne(ctx context.Context, x *daemon, key string, want ma
 	}
 	sort.Strings(names)
 	for _, n := range names {
-		b := encode(want[n])
-		if bytes.Equal(x.applied[n], b) {
+		r := want[n]
+		b := encode(r)
+		if bytes.Equal(x.applied[n].spec, b) {
 			continue
 		}
-		r := want[n]
 		if err := d.call(ctx, func(c context.Context) error { return x.client.ApplyService(c, r) }); err != nil {
+			// The daemon may or may not have taken it: list it again
+			// rather than trust either.
 			delete(x.applied, n)
-			errs = append(errs, fmt.Errorf("daemon %s: apply %s: %w", x.url, n, err))
-			if !api.IsClientError(err) {
-				x.synced = false
+			if fail("apply", n, err) {
+				return applied, deleted, errors.Join(errs...)
 			}
 			continue
 		}
-		x.applied[n] = b
+		x.applied[n] = appliedRuleOf(r, b)
+		applied++
 	}
-	return errors.Join(errs...)
+	return applied, deleted, errors.Join(errs...)
 }
 
 func (d *Daemons) call(ctx context.Context, f func(context.Context) error) error {
@@ -371,10 +443,10 @@ func (d *Daemons) fullSync(ctx context.Context, x *daemon) error {
 		x.synced = false
 		return fmt.Errorf("daemon %s: list: %w", x.url, err)
 	}
-	x.applied = map[string][]byte{}
+	x.applied = map[string]appliedRule{}
 	for _, st := range listed {
 		if _, ours := ruleOwner(st.Service.Name); ours {
-			x.applied[st.Service.Name] = encode(st.Service)
+			x.applied[st.Service.Name] = appliedRuleOf(st.Service, encode(st.Service))
 		}
 	}
 	d.mu.Lock()
@@ -387,47 +459,17 @@ func (d *Daemons) fullSync(ctx context.Context, x *daemon) error {
 		}
 	}
 	d.mu.Unlock()
-	var errs []error
-	applied, deleted := 0, 0
-	for name := range x.applied {
-		if _, ok := desired[name]; ok {
-			continue
-		}
-		key, _ := ruleOwner(name)
-		if d.cfg.Owned(ctx, key) {
-			continue
-		}
-		if err := d.call(ctx, func(c context.Context) error { return x.client.DeleteService(c, name) }); err != nil && !api.IsNotFound(err) {
-			errs = append(errs, fmt.Errorf("delete %s: %w", name, err))
-			continue
-		}
-		delete(x.applied, name)
-		deleted++
-	}
-	names := make([]string, 0, len(desired))
-	for n := range desired {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	for _, n := range names {
-		b := encode(desired[n])
-		if bytes.Equal(x.applied[n], b) {
-			continue
-		}
-		r := desired[n]
-		if err := d.call(ctx, func(c context.Context) error { return x.client.ApplyService(c, r) }); err != nil {
-			errs = append(errs, fmt.Errorf("apply %s (Service %s): %w", n, owner[n], err))
-			if !api.IsClientError(err) {
-				x.synced = false
-				return errors.Join(errs...)
-			}
-			continue
-		}
-		x.applied[n] = b
-		applied++
-	}
+	// Synced from here unless converge finds the daemon failing (it holds
+	// x.mu throughout, so Program never sees the intermediate state).
 	x.synced = true
+	applied, deleted, err := d.converge(ctx, x, desired, owner, func(name string) bool {
+		key, _ := ruleOwner(name)
+		return !d.cfg.Owned(ctx, key)
+	})
+	if !x.synced {
+		return err
+	}
 	x.lastSync = time.Now()
 	d.cfg.Logger.Info("daemon synced", "url", x.url, "applied", applied, "deleted", deleted, "rules", len(x.applied))
-	return errors.Join(errs...)
+	return err
 }
