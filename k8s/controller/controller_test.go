@@ -449,6 +449,12 @@ func TestIPSharingRules(t *testing.T) {
 	if !strings.Contains(cond.Message, ns+"/alone") {
 		t.Fatalf("condition %+v", cond)
 	}
+	// kube-loxilb shares addresses by default; here the user must ask, and
+	// the refusal says how.
+	if !strings.Contains(cond.Message, "telcolb.io/sharing-key") {
+		t.Fatalf("IPConflict does not name the sharing-key annotation: %q", cond.Message)
+	}
+	waitEvent(t, ns, "thief", ReasonIPConflict, "telcolb.io/sharing-key")
 }
 
 // TestBenchColdStart5000Services measures a cold controller start against
