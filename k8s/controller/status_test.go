@@ -130,4 +130,3 @@ func programmedEvents(t *testing.T, ns, name string) int {
 	}
 	return n
 }
-
