@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -259,9 +260,12 @@ func (r *Reconciler) setupWatches(mgr manager.Manager) error {
 			if !r.relevant(o) && !r.relevant(n) {
 				return false
 			}
-			// Our own status writes need no reconcile.
-			return o.Generation != n.Generation || !equality.Semantic.DeepEqual(o.Annotations, n.Annotations) ||
-				!equality.Semantic.DeepEqual(o.Finalizers, n.Finalizers) || !n.DeletionTimestamp.IsZero() ||
+			// Our own writes need no reconcile: the status, and the
+			// allocation record and finalizer, which are written by the
+			// reconcile that already programmed what they record (at a cold
+			// start this halves the reconciles).
+			return o.Generation != n.Generation || !sameUserAnnotations(o.Annotations, n.Annotations) ||
+				!sameFinalizersBesidesOurs(o.Finalizers, n.Finalizers) || !n.DeletionTimestamp.IsZero() ||
 				!equality.Semantic.DeepEqual(o.Spec, n.Spec)
 		},
 	}
@@ -306,6 +310,35 @@ func (r *Reconciler) setupWatches(mgr manager.Manager) error {
 		return fmt.Errorf("controller: build: %w", err)
 	}
 	return nil
+}
+
+// sameUserAnnotations compares annotations without our allocation record.
+func sameUserAnnotations(a, b map[string]string) bool {
+	n := 0
+	for k, v := range a {
+		if k == AllocationAnnotation {
+			continue
+		}
+		if w, ok := b[k]; !ok || w != v {
+			return false
+		}
+		n++
+	}
+	for k := range b {
+		if k != AllocationAnnotation {
+			n--
+		}
+	}
+	return n == 0
+}
+
+// sameFinalizersBesidesOurs: equal, or only our finalizer was added.
+func sameFinalizersBesidesOurs(a, b []string) bool {
+	if equality.Semantic.DeepEqual(a, b) {
+		return true
+	}
+	return !slices.Contains(a, Finalizer) && slices.Contains(b, Finalizer) && len(b) == len(a)+1 &&
+		equality.Semantic.DeepEqual(slices.DeleteFunc(slices.Clone(b), func(f string) bool { return f == Finalizer }), a)
 }
 
 func (r *Reconciler) sliceToService(_ context.Context, o client.Object) []reconcile.Request {
