@@ -29,7 +29,7 @@ type flags struct {
 	class, cidrPools, cidr6Pools, poolFile, defaultPool string
 	daemons, daemonService, daemonScheme, tokenFile     string
 	daemonPort                                          int
-	loxilb, leaderElect                                 bool
+	loxilb, leaderElect, reallocate                     bool
 	leaderNamespace, metricsAddr, probeAddr             string
 	qps                                                 float64
 	burst, workers                                      int
@@ -50,6 +50,7 @@ func parseFlags(args []string) (*flags, error) {
 	fs.StringVar(&f.daemonScheme, "daemon-scheme", "http", "daemon API scheme for discovered daemons")
 	fs.StringVar(&f.tokenFile, "daemon-token-file", "", "file holding the daemons' API bearer token")
 	fs.BoolVar(&f.loxilb, "accept-loxilb-annotations", false, "also read loxilb.io/ annotation names (migration from kube-loxilb)")
+	fs.BoolVar(&f.reallocate, "reallocate-disallowed-vips", false, "move VIPs the configuration no longer allows (pool removed, annotation no longer read) at once; by default they are kept, with an Event, until the Service changes or sets telcolb.io/reallocate")
 	fs.BoolVar(&f.leaderElect, "leader-elect", true, "elect a leader through a Lease so several replicas are safe")
 	fs.StringVar(&f.leaderNamespace, "leader-election-namespace", "", "namespace of the Lease (default: the pod's namespace)")
 	fs.StringVar(&f.metricsAddr, "metrics-bind-address", ":8080", "metrics address (0 disables)")
@@ -140,7 +141,7 @@ func run(args []string) error {
 		}
 	}
 	if _, err := controller.Setup(mgr, controller.Config{
-		Class: f.class, Pools: ps, DefaultPool: f.defaultPool, AcceptLoxilbAnnotations: f.loxilb,
+		Class: f.class, Pools: ps, DefaultPool: f.defaultPool, AcceptLoxilbAnnotations: f.loxilb, ReallocateDisallowed: f.reallocate,
 		Daemons: daemons, DaemonService: f.daemonService, DaemonPort: f.daemonPort, DaemonScheme: f.daemonScheme,
 		Dial: dial, MaxConcurrentReconciles: f.workers, ResyncInterval: f.resync,
 		Registerer: metrics.Registry, Logger: log,

@@ -50,8 +50,8 @@ func TestParseValidAnnotations(t *testing.T) {
 		{"liveness only probes by protocol", map[string]string{"telcolb.io/liveness": "yes"}, Spec{Pool: "defaultPool", Probe: &ProbeSpec{}}, ""},
 		{"liveness no", map[string]string{"telcolb.io/liveness": "no"}, Spec{Pool: "defaultPool"}, ""},
 		{"probetype none switches probing off", map[string]string{"telcolb.io/liveness": "yes", "telcolb.io/probetype": "none"}, Spec{Pool: "defaultPool"}, ""},
-		{"sctp probe", map[string]string{"telcolb.io/probetype": "sctp", "telcolb.io/probeport": "38412", "telcolb.io/probetimeout": "10", "telcolb.io/proberetries": "3"},
-			Spec{Pool: "defaultPool", Probe: &ProbeSpec{Type: "sctp", Port: 38412, TimeoutSeconds: 10, Retries: 3}}, ""},
+		{"sctp probe", map[string]string{"telcolb.io/probetype": "sctp", "telcolb.io/probeport": "38412", "telcolb.io/probeinterval": "15", "telcolb.io/probetimeout": "10", "telcolb.io/proberetries": "3"},
+			Spec{Pool: "defaultPool", Probe: &ProbeSpec{Type: "sctp", Port: 38412, IntervalSeconds: 15, TimeoutSeconds: 10, Retries: 3}}, ""},
 		{"http probe request and response", map[string]string{"telcolb.io/probetype": "http", "telcolb.io/probereq": "health", "telcolb.io/proberesp": "ok"},
 			Spec{Pool: "defaultPool", Probe: &ProbeSpec{Type: "http", Request: "/health", Response: "ok"}}, ""},
 		{"udp probe payload", map[string]string{"telcolb.io/probetype": "udp", "telcolb.io/probereq": "ping", "telcolb.io/proberesp": "pong"},
@@ -111,11 +111,15 @@ func TestParseInvalidAnnotationsNameTheAnnotation(t *testing.T) {
 		{"probeport without probe", map[string]string{"telcolb.io/probeport": "80"}, "telcolb.io/probeport", "probe is off"},
 		{"probeport out of range", map[string]string{"telcolb.io/probetype": "tcp", "telcolb.io/probeport": "70000"}, "telcolb.io/probeport", "1 to 65535"},
 		{"probeport with ping", map[string]string{"telcolb.io/probetype": "ping", "telcolb.io/probeport": "80"}, "telcolb.io/probeport", "no port"},
-		{"probereq with tcp", map[string]string{"telcolb.io/probetype": "tcp", "telcolb.io/probereq": "hi"}, "telcolb.io/probereq", "only http, https and udp"},
+		{"probereq with tcp", map[string]string{"telcolb.io/probetype": "tcp", "telcolb.io/probereq": "hi"}, "telcolb.io/probereq", "telcolb.io/probetype is tcp: use http, https or udp"},
+		{"probetimeout not shorter than the default interval", map[string]string{"telcolb.io/liveness": "yes", "telcolb.io/probetimeout": "10"}, "telcolb.io/probetimeout", "shorter than the probe interval (5s, the default); set telcolb.io/probeinterval"},
+		{"probetimeout not shorter than probeinterval", map[string]string{"telcolb.io/liveness": "yes", "telcolb.io/probeinterval": "3", "telcolb.io/probetimeout": "3"}, "telcolb.io/probetimeout", "(3s, telcolb.io/probeinterval)"},
+		{"probeinterval too short", map[string]string{"telcolb.io/liveness": "yes", "telcolb.io/probeinterval": "1"}, "telcolb.io/probeinterval", "2 to 3600"},
+		{"http path with blanks", map[string]string{"telcolb.io/probetype": "http", "telcolb.io/probereq": "/a b"}, "telcolb.io/probereq", "whitespace"},
 		{"proberesp with probe off", map[string]string{"telcolb.io/liveness": "no", "telcolb.io/proberesp": "ok"}, "telcolb.io/proberesp", "probe is off"},
 		{"proberesp too long", map[string]string{"telcolb.io/probetype": "http", "telcolb.io/proberesp": strings.Repeat("x", 2000)}, "telcolb.io/proberesp", "longer than 1024"},
-		{"probetimeout zero", map[string]string{"telcolb.io/liveness": "yes", "telcolb.io/probetimeout": "0"}, "telcolb.io/probetimeout", "1 to 3600"},
-		{"proberetries negative", map[string]string{"telcolb.io/liveness": "yes", "telcolb.io/proberetries": "-1"}, "telcolb.io/proberetries", "1 to 100"},
+		{"probetimeout zero", map[string]string{"telcolb.io/liveness": "yes", "telcolb.io/probetimeout": "0"}, "telcolb.io/probetimeout", "1 to 3599"},
+		{"proberetries negative", map[string]string{"telcolb.io/liveness": "yes", "telcolb.io/proberetries": "-1"}, "telcolb.io/proberetries", "1 to 10"},
 		{"timeout text", map[string]string{"telcolb.io/timeout": "1m"}, "telcolb.io/timeout", "integer"},
 		{"ipam", map[string]string{"telcolb.io/ipam": "ipv5"}, "telcolb.io/ipam", "want one of ipv4"},
 		{"usepodnetwork", map[string]string{"telcolb.io/usepodnetwork": "si"}, "telcolb.io/usepodnetwork", "yes or no"},
@@ -197,7 +201,7 @@ func TestProbeForFollowsPortProtocol(t *testing.T) {
 }
 
 func FuzzParse(f *testing.F) {
-	for _, n := range Known {
+	for _, n := range Known() {
 		f.Add(n, "yes", "lbmode", "fullnat")
 	}
 	f.Add("secondaryIPs", "1.1.1.1,::1", "staticIP", "1.1.1.1")

@@ -44,14 +44,19 @@ func TestBenchColdStart5000Services(t *testing.T) {
 	}
 	label := fmt.Sprintf("controller_cold_start_%d_services", n)
 	all := map[string]figure.Variant{
-		"daemon": figure.One("daemon", func(int) (float64, error) {
+		// Each cold start is followed, in the same round and against the
+		// same Services, by the floor: a bare client doing the writes the
+		// controller must do per Service. Their ratio is taken per round.
+		"daemon": {Name: "daemon", Measure: func(int) (map[string]float64, error) {
 			d := startDaemon(t)
-			return coldStart(t, n, d.URL, nil)
-		}),
-		"memdaemon": figure.One("memdaemon", func(int) (float64, error) {
+			took, floor, err := coldStart(t, n, d.URL, nil)
+			return map[string]float64{"daemon": took, "daemon_floor": floor}, err
+		}},
+		"memdaemon": {Name: "memdaemon", Measure: func(int) (map[string]float64, error) {
 			mem := &memDaemon{rules: map[string]api.Service{}}
-			return coldStart(t, n, "http://mem.invalid", func(string) (DaemonClient, error) { return mem, nil })
-		}),
+			took, floor, err := coldStart(t, n, "http://mem.invalid", func(string) (DaemonClient, error) { return mem, nil })
+			return map[string]float64{"memdaemon": took, "memdaemon_floor": floor}, err
+		}},
 	}
 	names := []string{"daemon"}
 	if v := os.Getenv("TELCOLB_BENCH_COLDSTART_VARIANTS"); v != "" {
@@ -73,7 +78,8 @@ func TestBenchColdStart5000Services(t *testing.T) {
 			if name == "memdaemon" {
 				suffix = "_memdaemon"
 			}
-			figs = append(figs, s.Measured(label+suffix, "s", figure.Below(30), name))
+			figs = append(figs, s.Measured(label+suffix, "s", figure.Below(30), name),
+				s.Ratio(label+suffix+"_vs_floor", figure.AtMost(1.5), name, name+"_floor"))
 		}
 		return figs
 	})
@@ -118,15 +124,16 @@ func (m *memDaemon) Health(context.Context) (api.Health, error) {
 
 // coldStart creates n Services with their EndpointSlices in a fresh
 // namespace, starts a controller and returns the seconds until every
-// Service has its ingress IP; it then stops the controller and deletes
+// Service has its ingress IP, and the seconds a bare client takes for the
+// same writes (benchFloor); it then stops the controller and deletes
 // what it created, so the next run starts from the same API server
 // contents.
-func coldStart(t *testing.T, n int, daemonURL string, dial DialFunc) (float64, error) {
+func coldStart(t *testing.T, n int, daemonURL string, dial DialFunc) (took, floor float64, err error) {
 	class := newClass()
 	ns := makeNamespace(t)
 	ctx := context.Background()
 	created := time.Now()
-	err := parallel(16, n, func(i int) error {
+	err = parallel(16, n, func(i int) error {
 		s := &corev1.Service{
 			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: fmt.Sprintf("b%d", i), Annotations: map[string]string{"telcolb.io/usepodnetwork": "yes"}},
 			Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeLoadBalancer, LoadBalancerClass: ptr.To(class),
@@ -144,7 +151,7 @@ func coldStart(t *testing.T, n int, daemonURL string, dial DialFunc) (float64, e
 		return testClient.Create(ctx, sl)
 	})
 	if err != nil {
-		return 0, fmt.Errorf("create %d Services: %w", n, err)
+		return 0, 0, fmt.Errorf("create %d Services: %w", n, err)
 	}
 	start := time.Now()
 	c := startController(t, ctrlOpts{class: class, pools: "defaultPool=10.128.0.0/16", daemons: []string{daemonURL}, dial: dial})
@@ -152,7 +159,7 @@ func coldStart(t *testing.T, n int, daemonURL string, dial DialFunc) (float64, e
 		var list corev1.ServiceList
 		if err := testClient.List(ctx, &list, client.InNamespace(ns)); err != nil {
 			c.stop()
-			return 0, err
+			return 0, 0, err
 		}
 		done := 0
 		for _, s := range list.Items {
@@ -165,14 +172,17 @@ func coldStart(t *testing.T, n int, daemonURL string, dial DialFunc) (float64, e
 		}
 		if time.Since(start) > 10*time.Minute {
 			c.stop()
-			return 0, fmt.Errorf("only %d/%d statuses after %s", done, n, time.Since(start))
+			return 0, 0, fmt.Errorf("only %d/%d statuses after %s", done, n, time.Since(start))
 		}
 		// Listing 5,000 Services is itself work for the API server.
 		time.Sleep(time.Second)
 	}
-	took := time.Since(start).Seconds()
+	took = time.Since(start).Seconds()
 	stopping := time.Now()
 	c.stop()
+	if floor, err = benchFloor(ns, n); err != nil {
+		return 0, 0, err
+	}
 	deleting := time.Now()
 	// envtest runs no namespace controller: delete the objects themselves.
 	err = parallel(16, n, func(i int) error {
@@ -182,11 +192,11 @@ func coldStart(t *testing.T, n int, daemonURL string, dial DialFunc) (float64, e
 			client.IgnoreNotFound(testClient.Delete(ctx, &discoveryv1.EndpointSlice{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}})))
 	})
 	if err != nil {
-		return 0, fmt.Errorf("delete the Services: %w", err)
+		return 0, 0, fmt.Errorf("delete the Services: %w", err)
 	}
-	t.Logf("%d Services: created in %s, cold start %.1fs, controller stopped in %s, deleted in %s", n,
-		start.Sub(created).Round(time.Millisecond), took, deleting.Sub(stopping).Round(time.Millisecond), time.Since(deleting).Round(time.Millisecond))
-	return took, nil
+	t.Logf("%d Services: created in %s, cold start %.1fs (floor %.1fs), controller stopped in %s, deleted in %s", n,
+		start.Sub(created).Round(time.Millisecond), took, floor, deleting.Sub(stopping).Round(time.Millisecond), time.Since(deleting).Round(time.Millisecond))
+	return took, floor, nil
 }
 
 // parallel runs fn(0..n-1) on w workers and returns the first error.
@@ -208,4 +218,42 @@ func parallel(w, n int, fn func(i int) error) error {
 	wg.Wait()
 	close(errs)
 	return <-errs
+}
+
+// benchFloor times a bare client doing what the controller must do per
+// Service at a cold start (record the allocation and finalizer, write the
+// status, send the Programmed Event) against the same API server, with the
+// controller's concurrency: the floor the cold start is compared with.
+func benchFloor(ns string, n int) (float64, error) {
+	ctx := context.Background()
+	// Read once up front: the controller reads from its informer cache.
+	var list corev1.ServiceList
+	if err := testClient.List(ctx, &list, client.InNamespace(ns)); err != nil {
+		return 0, err
+	}
+	if len(list.Items) != n {
+		return 0, fmt.Errorf("%d Services, want %d", len(list.Items), n)
+	}
+	start := time.Now()
+	err := parallel(32, n, func(i int) error {
+		s := list.Items[i]
+		upd := s.DeepCopy()
+		if upd.Annotations == nil {
+			upd.Annotations = map[string]string{}
+		}
+		upd.Annotations["telcolb.io/bench-floor"] = "1"
+		if err := testClient.Patch(ctx, upd, client.MergeFrom(&s)); err != nil {
+			return err
+		}
+		st := upd.DeepCopy()
+		st.Status.Conditions = append(st.Status.Conditions, metav1.Condition{Type: "telcolb.io/BenchFloor", Status: metav1.ConditionTrue, Reason: "Floor", LastTransitionTime: metav1.Now()})
+		if err := testClient.Status().Patch(ctx, st, client.MergeFrom(upd)); err != nil {
+			return err
+		}
+		ev := &corev1.Event{ObjectMeta: metav1.ObjectMeta{Namespace: ns, GenerateName: "floor-"},
+			InvolvedObject: corev1.ObjectReference{Kind: "Service", Namespace: ns, Name: s.Name, UID: s.UID},
+			Reason:         "Floor", Message: "floor", Type: corev1.EventTypeNormal, Source: corev1.EventSource{Component: "bench"}}
+		return testClient.Create(ctx, ev)
+	})
+	return time.Since(start).Seconds(), err
 }

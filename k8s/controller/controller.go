@@ -9,7 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/netip"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -21,7 +21,6 @@ import (
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/client-go/util/workqueue"
@@ -68,6 +67,17 @@ const (
 	ReasonAnnotationNote    = "AnnotationNote"
 	ReasonEndpointSkipped   = "EndpointSkipped"
 	ReasonReleased          = "Released"
+	// ReasonNotProgrammed: rules are wanted but no daemon holds them yet
+	// (none synced).
+	ReasonNotProgrammed = "NotProgrammed"
+	// ReasonAllocationKept: a VIP the configuration no longer allows is
+	// kept because only the controller's configuration changed.
+	ReasonAllocationKept = "AllocationKept"
+	// ReasonVIPChanged: the Service's VIPs moved after the user changed it.
+	ReasonVIPChanged = "VIPChanged"
+	// ReasonLoxilbIgnored: loxilb.io/ annotations on a Service while the
+	// controller does not read them.
+	ReasonLoxilbIgnored = "LoxilbAnnotationsIgnored"
 )
 
 // Config configures the controller.
@@ -80,6 +90,10 @@ type Config struct {
 	DefaultPool string
 	// AcceptLoxilbAnnotations also reads loxilb.io/ annotation names.
 	AcceptLoxilbAnnotations bool
+	// ReallocateDisallowed lets every Service's VIPs that the configuration
+	// no longer allows move at once; by default they are kept until the
+	// user changes the Service or sets telcolb.io/reallocate.
+	ReallocateDisallowed bool
 	// Daemons are fixed daemon base URLs; DaemonService discovers them instead.
 	Daemons []string
 	// DaemonService ("namespace/name") is the daemons' headless Service
@@ -120,6 +134,8 @@ type Reconciler struct {
 	waitMu  sync.Mutex
 	waiting map[types.NamespacedName]bool
 	wake    chan event.TypedGenericEvent[reconcile.Request]
+
+	notes noteLog
 }
 
 // Setup builds the controller on mgr: the Service reconciler, its watches,
@@ -171,6 +187,7 @@ func Setup(mgr manager.Manager, cfg Config) (*Reconciler, error) {
 		metrics:  m,
 		log:      cfg.Logger,
 		waiting:  map[types.NamespacedName]bool{},
+		notes:    noteLog{byService: map[string]*serviceNotes{}},
 		wake:     make(chan event.TypedGenericEvent[reconcile.Request], 1024),
 	}
 	m.observePools(alloc)
@@ -243,9 +260,12 @@ func (r *Reconciler) setupWatches(mgr manager.Manager) error {
 			if !r.relevant(o) && !r.relevant(n) {
 				return false
 			}
-			// Our own status writes need no reconcile.
-			return o.Generation != n.Generation || !equality.Semantic.DeepEqual(o.Annotations, n.Annotations) ||
-				!equality.Semantic.DeepEqual(o.Finalizers, n.Finalizers) || !n.DeletionTimestamp.IsZero() ||
+			// Our own writes need no reconcile: the status, and the
+			// allocation record and finalizer, which are written by the
+			// reconcile that already programmed what they record (at a cold
+			// start this halves the reconciles).
+			return o.Generation != n.Generation || !sameUserAnnotations(o.Annotations, n.Annotations) ||
+				!sameFinalizersBesidesOurs(o.Finalizers, n.Finalizers) || !n.DeletionTimestamp.IsZero() ||
 				!equality.Semantic.DeepEqual(o.Spec, n.Spec)
 		},
 	}
@@ -290,6 +310,35 @@ func (r *Reconciler) setupWatches(mgr manager.Manager) error {
 		return fmt.Errorf("controller: build: %w", err)
 	}
 	return nil
+}
+
+// sameUserAnnotations compares annotations without our allocation record.
+func sameUserAnnotations(a, b map[string]string) bool {
+	n := 0
+	for k, v := range a {
+		if k == AllocationAnnotation {
+			continue
+		}
+		if w, ok := b[k]; !ok || w != v {
+			return false
+		}
+		n++
+	}
+	for k := range b {
+		if k != AllocationAnnotation {
+			n--
+		}
+	}
+	return n == 0
+}
+
+// sameFinalizersBesidesOurs: equal, or only our finalizer was added.
+func sameFinalizersBesidesOurs(a, b []string) bool {
+	if equality.Semantic.DeepEqual(a, b) {
+		return true
+	}
+	return !slices.Contains(a, Finalizer) && slices.Contains(b, Finalizer) && len(b) == len(a)+1 &&
+		equality.Semantic.DeepEqual(slices.DeleteFunc(slices.Clone(b), func(f string) bool { return f == Finalizer }), a)
 }
 
 func (r *Reconciler) sliceToService(_ context.Context, o client.Object) []reconcile.Request {
@@ -368,12 +417,21 @@ func (r *Reconciler) prime(ctx context.Context) error {
 		if !r.relevant(svc) {
 			continue
 		}
-		primary, secondary, err := recordedAllocation(svc)
+		rec, ok, err := readAllocation(svc)
 		if err != nil {
 			r.log.Warn("unreadable recorded allocation", "service", key(svc), "error", err)
 			continue
 		}
-		o := r.owner(svc, rawSharingKey(svc, r.cfg.AcceptLoxilbAnnotations))
+		if !ok {
+			continue
+		}
+		primary, secondary, _ := rec.addrs()
+		sk := rec.SharingKey
+		if rec.Generation == 0 && rec.Inputs == "" {
+			// Recorded before the sharing key was.
+			sk = rawSharingKey(svc, r.cfg.AcceptLoxilbAnnotations)
+		}
+		o := r.owner(svc, sk)
 		for _, ip := range append(primary, secondary...) {
 			if err := r.alloc.Assign(o, ip); err != nil {
 				r.log.Error("recorded VIP conflicts with another recorded VIP", "service", key(svc), "ip", ip, "error", err)
@@ -440,6 +498,7 @@ func (r *Reconciler) forget(ctx context.Context, k string) error {
 	if err := r.daemons.Forget(ctx, k); err != nil {
 		return fmt.Errorf("remove rules of %s: %w", k, err)
 	}
+	r.notes.forget(k)
 	if len(r.alloc.ReleaseService(k)) > 0 {
 		r.metrics.observePools(r.alloc)
 		r.wakeWaiting()
@@ -478,11 +537,6 @@ func (r *Reconciler) cleanup(ctx context.Context, svc *corev1.Service) error {
 	return nil
 }
 
-func (r *Reconciler) event(svc *corev1.Service, typ, reason, action, note string, args ...any) {
-	_ = action
-	r.recorder.Eventf(svc, typ, reason, note, args...)
-}
-
 func (r *Reconciler) wakeWaiting() {
 	r.waitMu.Lock()
 	list := make([]types.NamespacedName, 0, len(r.waiting))
@@ -509,115 +563,6 @@ func (r *Reconciler) setWaiting(svc *corev1.Service, on bool) {
 	} else {
 		delete(r.waiting, k)
 	}
-}
-
-// failure reports a problem on the Service: a Warning Event, the condition
-// and a metric. The controller keeps running whatever the cause.
-func (r *Reconciler) failure(ctx context.Context, svc *corev1.Service, reason, msg string, ingress []corev1.LoadBalancerIngress) {
-	r.metrics.reconcileErrors.WithLabelValues(reason).Inc()
-	r.event(svc, corev1.EventTypeWarning, reason, "Reconcile", "%s", msg)
-	if err := r.writeStatus(ctx, svc, ingress, metav1.ConditionFalse, reason, msg); err != nil {
-		r.log.Error("write status", "service", key(svc), "error", err)
-	}
-	r.log.Warn("service not ready", "service", key(svc), "reason", reason, "message", msg)
-}
-
-func (r *Reconciler) writeStatus(ctx context.Context, svc *corev1.Service, ingress []corev1.LoadBalancerIngress, status metav1.ConditionStatus, reason, msg string) error {
-	st := svc.DeepCopy()
-	if ingress != nil || status == metav1.ConditionTrue {
-		st.Status.LoadBalancer.Ingress = ingress
-	}
-	if len(msg) > 32000 {
-		msg = msg[:32000]
-	}
-	meta.SetStatusCondition(&st.Status.Conditions, metav1.Condition{
-		Type: ConditionType, Status: status, Reason: reason, Message: msg, ObservedGeneration: svc.Generation,
-	})
-	if equality.Semantic.DeepEqual(st.Status, svc.Status) {
-		return nil
-	}
-	if err := r.client.Status().Patch(ctx, st, client.MergeFrom(svc)); err != nil {
-		return fmt.Errorf("patch status of %s: %w", key(svc), err)
-	}
-	*svc = *st
-	return nil
-}
-
-func ingressOf(primary, secondary []netip.Addr) []corev1.LoadBalancerIngress {
-	out := []corev1.LoadBalancerIngress{}
-	for _, a := range append(append([]netip.Addr(nil), primary...), secondary...) {
-		out = append(out, corev1.LoadBalancerIngress{IP: a.String()})
-	}
-	return out
-}
-
-func (r *Reconciler) reconcileOurs(ctx context.Context, svc *corev1.Service) (reconcile.Result, error) {
-	res, err := annotations.Parse(svc.Annotations, annotations.Options{
-		AcceptLoxilb: r.cfg.AcceptLoxilbAnnotations,
-		DefaultPool:  r.cfg.DefaultPool,
-		PoolExists:   r.alloc.HasPool,
-		Ignore:       []string{strings.TrimPrefix(AllocationAnnotation, annotations.Prefix)},
-	})
-	if err != nil {
-		var msgs []string
-		for _, e := range annotations.Errors(err) {
-			msgs = append(msgs, e.Error())
-		}
-		r.failure(ctx, svc, ReasonInvalidAnnotation, strings.Join(msgs, "; "), nil)
-		return reconcile.Result{}, nil
-	}
-	for _, w := range res.Warnings {
-		r.event(svc, corev1.EventTypeNormal, ReasonAnnotationNote, "Reconcile", "%s", w)
-	}
-	spec := res.Spec
-	primary, secondary, release, reason, err := r.allocate(svc, spec)
-	r.metrics.observePools(r.alloc)
-	if err != nil {
-		r.setWaiting(svc, true)
-		r.failure(ctx, svc, reason, err.Error(), nil)
-		// Woken at once when an address frees; the requeue is a safety net.
-		return reconcile.Result{RequeueAfter: 30 * time.Second}, nil
-	}
-	r.setWaiting(svc, false)
-	// Record before use: a crash after this point keeps the same VIPs.
-	rec := encodeAllocation(primary, secondary)
-	if svc.Annotations[AllocationAnnotation] != rec || !controllerutil.ContainsFinalizer(svc, Finalizer) {
-		upd := svc.DeepCopy()
-		if upd.Annotations == nil {
-			upd.Annotations = map[string]string{}
-		}
-		upd.Annotations[AllocationAnnotation] = rec
-		controllerutil.AddFinalizer(upd, Finalizer)
-		if err := r.client.Patch(ctx, upd, client.MergeFromWithOptions(svc, client.MergeFromWithOptimisticLock{})); err != nil {
-			return reconcile.Result{}, fmt.Errorf("record allocation on %s: %w", key(svc), err)
-		}
-		*svc = *upd
-	}
-	release()
-	ingress := ingressOf(primary, secondary)
-	rules, notes, err := r.rules(ctx, svc, spec, primary, secondary)
-	for _, n := range notes {
-		r.event(svc, corev1.EventTypeWarning, ReasonEndpointSkipped, "Reconcile", "%s", n)
-	}
-	if err != nil {
-		r.failure(ctx, svc, ReasonInvalidService, err.Error(), ingress)
-		return reconcile.Result{}, nil
-	}
-	if err := r.daemons.Program(ctx, key(svc), rules); err != nil {
-		r.failure(ctx, svc, ReasonDaemonError, err.Error(), ingress)
-		return reconcile.Result{RequeueAfter: 10 * time.Second}, nil
-	}
-	if len(rules) == 0 {
-		if err := r.writeStatus(ctx, svc, ingress, metav1.ConditionFalse, ReasonNoEndpoints, "VIPs allocated; no ready endpoint yet, so no rule is programmed"); err != nil {
-			return reconcile.Result{}, err
-		}
-		return reconcile.Result{}, nil
-	}
-	msg := fmt.Sprintf("%d rules programmed on %d daemons", len(rules), len(r.daemons.URLs()))
-	if err := r.writeStatus(ctx, svc, ingress, metav1.ConditionTrue, ReasonProgrammed, msg); err != nil {
-		return reconcile.Result{}, err
-	}
-	return reconcile.Result{}, nil
 }
 
 // families returns the VIP families a Service wants, in order.
@@ -650,169 +595,4 @@ func hasSCTP(svc *corev1.Service) bool {
 		}
 	}
 	return false
-}
-
-// allocate works out the Service's VIPs. Addresses it keeps come from the
-// record on the Service or, first, from what this process already holds for
-// it: the informer cache can lag behind our own annotation patch, and a
-// stale read must not make the Service swap VIPs. Only addresses taken by
-// this attempt are given back on failure; addresses no longer wanted are
-// released by the returned func once the new record is persisted.
-func (r *Reconciler) allocate(svc *corev1.Service, spec annotations.Spec) ([]netip.Addr, []netip.Addr, func(), string, error) {
-	recP, recS, err := recordedAllocation(svc)
-	if err != nil {
-		r.log.Warn("ignoring unreadable allocation record", "service", key(svc), "error", err)
-		recP, recS = nil, nil
-	}
-	o := r.owner(svc, spec.SharingKey)
-	heldList := r.alloc.IPs(o.Service)
-	held := map[netip.Addr]bool{}
-	for _, a := range heldList {
-		held[a] = true
-	}
-	fresh := map[netip.Addr]bool{}
-	chosen := map[netip.Addr]bool{}
-	var primary, secondary []netip.Addr
-	fail := func(reason string, err error) ([]netip.Addr, []netip.Addr, func(), string, error) {
-		for a := range fresh {
-			r.alloc.Release(o.Service, a)
-		}
-		return nil, nil, nil, reason, err
-	}
-	classify := func(pool string, err error) (string, error) {
-		var ex *ipam.ExhaustedError
-		var ce *ipam.ConflictError
-		switch {
-		case errors.As(err, &ex):
-			r.metrics.allocationFailures.WithLabelValues(pool, "exhausted").Inc()
-			return ReasonPoolExhausted, err
-		case errors.As(err, &ce):
-			r.metrics.allocationFailures.WithLabelValues(pool, "conflict").Inc()
-			return ReasonIPConflict, err
-		default:
-			r.metrics.allocationFailures.WithLabelValues(pool, "other").Inc()
-			return ReasonAllocationFailed, err
-		}
-	}
-	// take assigns a specific address (kept or static).
-	take := func(a netip.Addr) error {
-		if err := r.alloc.Assign(o, a); err != nil {
-			return err
-		}
-		if !held[a] {
-			fresh[a] = true
-		}
-		chosen[a] = true
-		return nil
-	}
-	// reuse finds an address to keep from pool for family fam.
-	reuse := func(pool string, fam ipam.Family, rec []netip.Addr) netip.Addr {
-		for _, list := range [][]netip.Addr{rec, heldList} {
-			for _, a := range list {
-				if chosen[a] || ipam.FamilyOf(a) != fam {
-					continue
-				}
-				if p, ok := r.alloc.PoolOf(a); ok && p == pool {
-					return a
-				}
-			}
-		}
-		return netip.Addr{}
-	}
-	var lbIP netip.Addr
-	if svc.Spec.LoadBalancerIP != "" {
-		lbIP, err = netip.ParseAddr(svc.Spec.LoadBalancerIP)
-		if err != nil {
-			return fail(ReasonInvalidService, fmt.Errorf("spec.loadBalancerIP %q: %w", svc.Spec.LoadBalancerIP, err))
-		}
-		lbIP = lbIP.Unmap()
-	}
-	for _, fam := range families(svc, spec) {
-		var static netip.Addr
-		for _, s := range spec.StaticIPs {
-			if ipam.FamilyOf(s) == fam {
-				static = s
-			}
-		}
-		if !static.IsValid() && lbIP.IsValid() && ipam.FamilyOf(lbIP) == fam {
-			static = lbIP
-		}
-		if static.IsValid() {
-			if err := take(static); err != nil {
-				reason, err := classify("static", err)
-				return fail(reason, fmt.Errorf("static IP: %w", err))
-			}
-			primary = append(primary, static)
-			continue
-		}
-		if keep := reuse(spec.Pool, fam, recP); keep.IsValid() {
-			if err := take(keep); err != nil {
-				reason, err := classify(spec.Pool, err)
-				return fail(reason, err)
-			}
-			primary = append(primary, keep)
-			continue
-		}
-		if !r.alloc.HasFamily(spec.Pool, fam) {
-			reason, err := classify(spec.Pool, fmt.Errorf("pool %q has no %s range for this Service's IP family", spec.Pool, fam))
-			return fail(reason, err)
-		}
-		a, err := r.alloc.Allocate(o, spec.Pool, fam)
-		if err != nil {
-			reason, err := classify(spec.Pool, err)
-			return fail(reason, err)
-		}
-		fresh[a], chosen[a] = true, true
-		primary = append(primary, a)
-	}
-	if (len(spec.SecondaryIPs) > 0 || len(spec.SecondaryPools) > 0) && hasSCTP(svc) {
-		fam := ipam.FamilyOf(primary[0])
-		if len(spec.SecondaryIPs) > 0 {
-			for _, a := range spec.SecondaryIPs {
-				if ipam.FamilyOf(a) != fam {
-					return fail(ReasonInvalidService, fmt.Errorf("secondary IP %s is %s but the primary VIP %s is %s", a, ipam.FamilyOf(a), primary[0], fam))
-				}
-				if err := take(a); err != nil {
-					reason, err := classify("static", err)
-					return fail(reason, fmt.Errorf("secondary IP: %w", err))
-				}
-				secondary = append(secondary, a)
-			}
-		} else {
-			for _, pool := range spec.SecondaryPools {
-				keep := reuse(pool, fam, recS)
-				if keep.IsValid() {
-					if err := take(keep); err != nil {
-						reason, err := classify(pool, err)
-						return fail(reason, err)
-					}
-				} else {
-					a, err := r.alloc.Allocate(o, pool, fam)
-					if err != nil {
-						reason, err := classify(pool, fmt.Errorf("secondary: %w", err))
-						return fail(reason, err)
-					}
-					fresh[a], chosen[a] = true, true
-					keep = a
-				}
-				secondary = append(secondary, keep)
-			}
-		}
-	} else if len(spec.SecondaryIPs) > 0 || len(spec.SecondaryPools) > 0 {
-		r.event(svc, corev1.EventTypeNormal, ReasonAnnotationNote, "Reconcile", "secondary VIPs are only used by SCTP ports; this Service has none, so none were allocated")
-	}
-	release := func() {
-		released := false
-		for _, a := range heldList {
-			if !chosen[a] {
-				r.alloc.Release(o.Service, a)
-				released = true
-			}
-		}
-		if released {
-			r.metrics.observePools(r.alloc)
-			r.wakeWaiting()
-		}
-	}
-	return primary, secondary, release, "", nil
 }

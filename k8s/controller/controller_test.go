@@ -225,11 +225,11 @@ func TestPoolExhaustedReportsAndRecovers(t *testing.T) {
 	d := startDaemon(t)
 	c := startController(t, ctrlOpts{pools: "defaultPool=10.40.0.1-10.40.0.2", daemons: []string{d.URL}})
 	ns := makeNamespace(t)
-	first := makeService(t, ns, "one", c.class)
-	makeService(t, ns, "two", c.class)
+	first := makeServedService(t, ns, "one", c.class)
+	makeServedService(t, ns, "two", c.class)
 	freed := waitIngress(t, ns, "one", 1)[0]
 	waitIngress(t, ns, "two", 1)
-	makeService(t, ns, "three", c.class)
+	makeServedService(t, ns, "three", c.class)
 	cond := waitCondition(t, ns, "three", ReasonPoolExhausted)
 	if cond.Status != metav1.ConditionFalse || !strings.Contains(cond.Message, `pool "defaultPool" has no free IPv4 address`) {
 		t.Fatalf("condition %+v", cond)
@@ -315,7 +315,7 @@ func TestInvalidAnnotationsProduceEventsNamingThem(t *testing.T) {
 		})
 	}
 	// The controller is still working.
-	makeService(t, ns, "good", c.class)
+	makeServedService(t, ns, "good", c.class)
 	waitIngress(t, ns, "good", 1)
 }
 
@@ -401,7 +401,7 @@ func TestOnlyTheLeaderActs(t *testing.T) {
 		}
 		return nil
 	})
-	makeService(t, ns, "y", class, withAnn("telcolb.io/usepodnetwork", "yes"))
+	makeServedService(t, ns, "y", class)
 	waitIngress(t, ns, "y", 1)
 	time.Sleep(time.Second)
 	if n := len(dB.rules(t)); n != 0 {
@@ -424,13 +424,13 @@ func TestIPSharingRules(t *testing.T) {
 	c := startController(t, ctrlOpts{pools: "defaultPool=10.90.0.0/29", daemons: []string{d.URL}})
 	ns := makeNamespace(t)
 	// One at a time: which Service takes an address first decides who shares.
-	makeService(t, ns, "web", c.class, withAnn("telcolb.io/sharing-key", "edge"), withPorts(tcpPort(80, 80)))
+	makeServedService(t, ns, "web", c.class, withAnn("telcolb.io/sharing-key", "edge"), withPorts(tcpPort(80, 80)))
 	web := waitIngress(t, ns, "web", 1)[0]
-	makeService(t, ns, "tls", c.class, withAnn("telcolb.io/sharing-key", "edge"), withPorts(tcpPort(443, 443)))
+	makeServedService(t, ns, "tls", c.class, withAnn("telcolb.io/sharing-key", "edge"), withPorts(tcpPort(443, 443)))
 	tls := waitIngress(t, ns, "tls", 1)[0]
-	makeService(t, ns, "web2", c.class, withAnn("telcolb.io/sharing-key", "edge"), withPorts(tcpPort(80, 80)))
+	makeServedService(t, ns, "web2", c.class, withAnn("telcolb.io/sharing-key", "edge"), withPorts(tcpPort(80, 80)))
 	web2 := waitIngress(t, ns, "web2", 1)[0]
-	makeService(t, ns, "alone", c.class, withPorts(tcpPort(443, 443)))
+	makeServedService(t, ns, "alone", c.class, withPorts(tcpPort(443, 443)))
 	alone := waitIngress(t, ns, "alone", 1)[0]
 	if web != tls {
 		t.Fatalf("same key, no port clash: web %s tls %s should share", web, tls)
@@ -442,11 +442,17 @@ func TestIPSharingRules(t *testing.T) {
 		t.Fatalf("exclusive Service shares %s", alone)
 	}
 	// A static IP held by another Service without a sharing key is refused.
-	makeService(t, ns, "thief", c.class, withAnn("telcolb.io/staticIP", alone), withPorts(tcpPort(8443, 8443)))
+	makeServedService(t, ns, "thief", c.class, withAnn("telcolb.io/staticIP", alone), withPorts(tcpPort(8443, 8443)))
 	cond := waitCondition(t, ns, "thief", ReasonIPConflict)
 	if !strings.Contains(cond.Message, ns+"/alone") {
 		t.Fatalf("condition %+v", cond)
 	}
+	// kube-loxilb shares addresses by default; here the user must ask, and
+	// the refusal says how.
+	if !strings.Contains(cond.Message, "telcolb.io/sharing-key") {
+		t.Fatalf("IPConflict does not name the sharing-key annotation: %q", cond.Message)
+	}
+	waitEvent(t, ns, "thief", ReasonIPConflict, "telcolb.io/sharing-key")
 }
 
 // NAT64 multi-homing from annotations: ipam ipv6to4 with secondary pools
@@ -460,13 +466,13 @@ func TestNAT64ServiceWithSecondaryPoolsIsProgrammed(t *testing.T) {
 	s := makeService(t, ns, "amf64", c.class, withPorts(sctpPort(38412, 38412)),
 		withAnn("telcolb.io/ipam", "ipv6to4", "telcolb.io/poolSelectSecondary", "pool2", "telcolb.io/usepodnetwork", "yes"))
 	makeSlice(t, s, []discoveryv1.Endpoint{podEndpoint("10.4.0.9", "", true)})
-	if ips := waitIngress(t, ns, "amf64", 2); strings.Join(ips, ",") != "fd50::,fd51::" {
+	if ips := waitIngress(t, ns, "amf64", 2); strings.Join(ips, ",") != "fd50::1,fd51::1" {
 		t.Fatalf("ingress %v", ips)
 	}
 	eventually(t, 10*time.Second, "NAT64 multi-homed rule", func() error {
 		rules := d.rules(t)
 		r := rules[ns+".amf64.38412-sctp-v6"]
-		if r.VIP != "fd50::" || strings.Join(r.SecondaryVIPs, ",") != "fd51::" ||
+		if r.VIP != "fd50::1" || strings.Join(r.SecondaryVIPs, ",") != "fd51::1" ||
 			len(r.Endpoints) != 1 || r.Endpoints[0].Address != "10.4.0.9" {
 			return fmt.Errorf("rule %+v (rules %v)", r, rules)
 		}

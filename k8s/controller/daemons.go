@@ -43,12 +43,6 @@ func ruleName(namespace, name string, port int32, protocol string, v6 bool) stri
 	return n
 }
 
-// rulePrefix is what every rule name of Service namespace/name starts with.
-func rulePrefix(key string) string {
-	ns, name, _ := strings.Cut(key, "/")
-	return ns + "." + name + "."
-}
-
 // ruleOwner returns the "namespace/name" owning a rule name, if it is ours.
 func ruleOwner(rule string) (string, bool) {
 	m := ruleNameRE.FindStringSubmatch(rule)
@@ -105,8 +99,46 @@ type daemon struct {
 	// applied no longer describes it.
 	bootID string
 	// applied mirrors the daemon's rules named like ours, as last listed or
-	// written, so unchanged rules are not sent again.
-	applied map[string][]byte
+	// written, by Service key then rule name, so unchanged rules are not
+	// sent again and one Service's rules are found without walking all
+	// (a per-reconcile walk made a cold start quadratic).
+	applied map[string]map[string]appliedRule
+}
+
+func (x *daemon) setApplied(key, name string, r appliedRule) {
+	m := x.applied[key]
+	if m == nil {
+		m = map[string]appliedRule{}
+		x.applied[key] = m
+	}
+	m[name] = r
+}
+
+func (x *daemon) dropApplied(key, name string) {
+	delete(x.applied[key], name)
+	if len(x.applied[key]) == 0 {
+		delete(x.applied, key)
+	}
+}
+
+func (x *daemon) appliedCount() int {
+	n := 0
+	for _, m := range x.applied {
+		n += len(m)
+	}
+	return n
+}
+
+// appliedRule is one rule a daemon holds: its encoding (to skip unchanged
+// writes) and its VIPs (for the Service's status).
+type appliedRule struct {
+	spec      []byte
+	vip       string
+	secondary []string
+}
+
+func appliedRuleOf(r api.Service, b []byte) appliedRule {
+	return appliedRule{spec: b, vip: r.VIP, secondary: r.SecondaryVIPs}
 }
 
 // NewDaemons checks cfg and returns an empty daemon set.
@@ -149,7 +181,7 @@ func (d *Daemons) SetDaemons(urls []string) error {
 			errs = append(errs, fmt.Errorf("daemon %s: %w", u, err))
 			continue
 		}
-		d.daemons[u] = &daemon{url: u, client: c, applied: map[string][]byte{}}
+		d.daemons[u] = &daemon{url: u, client: c, applied: map[string]map[string]appliedRule{}}
 		d.cfg.Logger.Info("daemon added", "url", u)
 	}
 	for u := range d.daemons {
@@ -208,12 +240,52 @@ func (d *Daemons) Program(ctx context.Context, key string, rules []api.Service) 
 		d.desired[key] = want
 	}
 	d.mu.Unlock()
-	return d.each(func(x *daemon) error { return d.programOne(ctx, x, key, want) })
+	scope := map[string]map[string]api.Service{key: want}
+	return d.each(func(x *daemon) error {
+		x.mu.Lock()
+		defer x.mu.Unlock()
+		if !x.synced {
+			// The full sync will send the desired state; writing now could
+			// race with its listing.
+			return nil
+		}
+		_, _, err := d.converge(ctx, x, scope, []string{key}, func(string) bool { return true })
+		return err
+	})
 }
 
 // Forget deletes every rule of Service key from every daemon.
 func (d *Daemons) Forget(ctx context.Context, key string) error {
 	return d.Program(ctx, key, nil)
+}
+
+// Holding reports, for Service key, which VIPs the synced daemons hold a
+// rule for (VIP -> number of daemons) and which daemons hold at least one of
+// its rules. A daemon that is not synced is not counted: what it holds is
+// not known.
+func (d *Daemons) Holding(key string) (map[string]int, []string) {
+	vips := map[string]int{}
+	var urls []string
+	for _, x := range d.list() {
+		x.mu.Lock()
+		seen := map[string]bool{}
+		if x.synced {
+			for _, r := range x.applied[key] {
+				for _, v := range append([]string{r.vip}, r.secondary...) {
+					if !seen[v] {
+						seen[v] = true
+						vips[v]++
+					}
+				}
+			}
+		}
+		x.mu.Unlock()
+		if len(seen) > 0 {
+			urls = append(urls, x.url)
+		}
+	}
+	sort.Strings(urls)
+	return vips, urls
 }
 
 func (d *Daemons) each(f func(*daemon) error) error {
@@ -231,48 +303,74 @@ func (d *Daemons) each(f func(*daemon) error) error {
 	return errors.Join(errs...)
 }
 
-func (d *Daemons) programOne(ctx context.Context, x *daemon, key string, want map[string]api.Service) error {
-	x.mu.Lock()
-	defer x.mu.Unlock()
-	if !x.synced {
-		// The full sync will send the desired state; writing now could race
-		// with its listing.
-		return nil
-	}
-	prefix := rulePrefix(key)
+// converge is the one loop that writes to a daemon, for one Service
+// (Program) and for all of them (fullSync); x.mu must be held. want holds
+// rules by Service key and name. For every Service key in scope that
+// deletable accepts, applied rules want lacks are deleted; rules of want
+// that differ from x.applied are applied. A 4xx answer rejects that one
+// rule and the others still go. Any other failure means the daemon is
+// unreachable or broken: it is marked unsynced and the loop stops, since the
+// next full sync lists it and sends everything again, and further calls
+// would only add timeouts.
+func (d *Daemons) converge(ctx context.Context, x *daemon, want map[string]map[string]api.Service, scope []string, deletable func(key string) bool) (applied, deleted int, err error) {
 	var errs []error
-	for name := range x.applied {
-		if _, keep := want[name]; keep || !strings.HasPrefix(name, prefix) {
-			continue
+	fail := func(what, key, name string, err error) bool {
+		errs = append(errs, fmt.Errorf("daemon %s: %s %s (Service %s): %w", x.url, what, name, key, err))
+		if api.IsClientError(err) {
+			return false
 		}
-		if err := d.call(ctx, func(c context.Context) error { return x.client.DeleteService(c, name) }); err != nil && !api.IsNotFound(err) {
-			errs = append(errs, fmt.Errorf("daemon %s: delete %s: %w", x.url, name, err))
-			continue
-		}
-		delete(x.applied, name)
+		x.synced = false
+		return true
 	}
-	names := make([]string, 0, len(want))
-	for n := range want {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	for _, n := range names {
-		b := encode(want[n])
-		if bytes.Equal(x.applied[n], b) {
+	for _, key := range scope {
+		if !deletable(key) {
 			continue
 		}
-		r := want[n]
-		if err := d.call(ctx, func(c context.Context) error { return x.client.ApplyService(c, r) }); err != nil {
-			delete(x.applied, n)
-			errs = append(errs, fmt.Errorf("daemon %s: apply %s: %w", x.url, n, err))
-			if !api.IsClientError(err) {
-				x.synced = false
+		for name := range x.applied[key] {
+			if _, keep := want[key][name]; keep {
+				continue
 			}
-			continue
+			if err := d.call(ctx, func(c context.Context) error { return x.client.DeleteService(c, name) }); err != nil && !api.IsNotFound(err) {
+				if fail("delete", key, name, err) {
+					return applied, deleted, errors.Join(errs...)
+				}
+				continue
+			}
+			x.dropApplied(key, name)
+			deleted++
 		}
-		x.applied[n] = b
 	}
-	return errors.Join(errs...)
+	keys := make([]string, 0, len(want))
+	for k := range want {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, key := range keys {
+		names := make([]string, 0, len(want[key]))
+		for n := range want[key] {
+			names = append(names, n)
+		}
+		sort.Strings(names)
+		for _, n := range names {
+			r := want[key][n]
+			b := encode(r)
+			if bytes.Equal(x.applied[key][n].spec, b) {
+				continue
+			}
+			if err := d.call(ctx, func(c context.Context) error { return x.client.ApplyService(c, r) }); err != nil {
+				// The daemon may or may not have taken it: list it again
+				// rather than trust either.
+				x.dropApplied(key, n)
+				if fail("apply", key, n, err) {
+					return applied, deleted, errors.Join(errs...)
+				}
+				continue
+			}
+			x.setApplied(key, n, appliedRuleOf(r, b))
+			applied++
+		}
+	}
+	return applied, deleted, errors.Join(errs...)
 }
 
 func (d *Daemons) call(ctx context.Context, f func(context.Context) error) error {
@@ -304,7 +402,7 @@ func (d *Daemons) checkAll(ctx context.Context) {
 		// Counted before asking the daemon: rules written in between only
 		// raise its count, so they cannot pass for lost rules.
 		x.mu.Lock()
-		written := len(x.applied)
+		written := x.appliedCount()
 		x.mu.Unlock()
 		var h api.Health
 		err := d.call(ctx, func(c context.Context) error {
@@ -371,63 +469,38 @@ func (d *Daemons) fullSync(ctx context.Context, x *daemon) error {
 		x.synced = false
 		return fmt.Errorf("daemon %s: list: %w", x.url, err)
 	}
-	x.applied = map[string][]byte{}
+	x.applied = map[string]map[string]appliedRule{}
 	for _, st := range listed {
-		if _, ours := ruleOwner(st.Service.Name); ours {
-			x.applied[st.Service.Name] = encode(st.Service)
+		if key, ours := ruleOwner(st.Service.Name); ours {
+			x.setApplied(key, st.Service.Name, appliedRuleOf(st.Service, encode(st.Service)))
 		}
 	}
 	d.mu.Lock()
-	desired := make(map[string]api.Service)
-	owner := map[string]string{}
+	// The per-Service maps are replaced, never mutated, by Program: a
+	// shallow copy is a consistent snapshot.
+	desired := make(map[string]map[string]api.Service, len(d.desired))
 	for key, rs := range d.desired {
-		for n, r := range rs {
-			desired[n] = r
-			owner[n] = key
-		}
+		desired[key] = rs
 	}
 	d.mu.Unlock()
-	var errs []error
-	applied, deleted := 0, 0
-	for name := range x.applied {
-		if _, ok := desired[name]; ok {
-			continue
-		}
-		key, _ := ruleOwner(name)
-		if d.cfg.Owned(ctx, key) {
-			continue
-		}
-		if err := d.call(ctx, func(c context.Context) error { return x.client.DeleteService(c, name) }); err != nil && !api.IsNotFound(err) {
-			errs = append(errs, fmt.Errorf("delete %s: %w", name, err))
-			continue
-		}
-		delete(x.applied, name)
-		deleted++
+	scope := make([]string, 0, len(x.applied))
+	for key := range x.applied {
+		scope = append(scope, key)
 	}
-	names := make([]string, 0, len(desired))
-	for n := range desired {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	for _, n := range names {
-		b := encode(desired[n])
-		if bytes.Equal(x.applied[n], b) {
-			continue
-		}
-		r := desired[n]
-		if err := d.call(ctx, func(c context.Context) error { return x.client.ApplyService(c, r) }); err != nil {
-			errs = append(errs, fmt.Errorf("apply %s (Service %s): %w", n, owner[n], err))
-			if !api.IsClientError(err) {
-				x.synced = false
-				return errors.Join(errs...)
-			}
-			continue
-		}
-		x.applied[n] = b
-		applied++
-	}
+	// Synced from here unless converge finds the daemon failing (it holds
+	// x.mu throughout, so Program never sees the intermediate state).
 	x.synced = true
+	applied, deleted, err := d.converge(ctx, x, desired, scope, func(key string) bool {
+		// A Service with desired rules has exactly those; one without is
+		// either gone (delete) or not reconciled yet since a controller
+		// start (leave its rules serving).
+		_, wanted := desired[key]
+		return wanted || !d.cfg.Owned(ctx, key)
+	})
+	if !x.synced {
+		return err
+	}
 	x.lastSync = time.Now()
-	d.cfg.Logger.Info("daemon synced", "url", x.url, "applied", applied, "deleted", deleted, "rules", len(x.applied))
-	return errors.Join(errs...)
+	d.cfg.Logger.Info("daemon synced", "url", x.url, "applied", applied, "deleted", deleted, "rules", x.appliedCount())
+	return err
 }

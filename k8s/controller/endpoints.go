@@ -120,121 +120,173 @@ func nodeAddr(n *corev1.Node, fam ipam.Family) (netip.Addr, bool) {
 	return netip.Addr{}, false
 }
 
+// ruleInput is what building one Service's rules reads, fetched once.
+type ruleInput struct {
+	svc    *corev1.Service
+	spec   annotations.Spec
+	slices []discoveryv1.EndpointSlice
+	nodes  []corev1.Node
+	// Multus: pods read once per reconcile, and one note per bad pod.
+	podCache map[string]*corev1.Pod
+	noted    map[string]bool
+	notes    []string
+}
+
 // rules builds the daemon rules of a Service: one per port and VIP family.
 // notes are per-endpoint problems (a malformed Multus pod) that skip that
-// endpoint only; err is a problem with the Service as a whole.
+// endpoint only; err is a problem with the Service as a whole, naming what
+// the user should change.
 func (r *Reconciler) rules(ctx context.Context, svc *corev1.Service, spec annotations.Spec, primary, secondary []netip.Addr) ([]api.Service, []string, error) {
-	slices, err := r.slicesFor(ctx, svc)
-	if err != nil {
+	in := &ruleInput{svc: svc, spec: spec, podCache: map[string]*corev1.Pod{}, noted: map[string]bool{}}
+	var err error
+	if in.slices, err = r.slicesFor(ctx, svc); err != nil {
 		return nil, nil, err
 	}
-	var nodes []corev1.Node
 	if !spec.UsePodNetwork && len(spec.MultusNets) == 0 {
 		var nl corev1.NodeList
 		if err := r.client.List(ctx, &nl); err != nil {
 			return nil, nil, fmt.Errorf("list nodes: %w", err)
 		}
-		nodes = nl.Items
+		in.nodes = nl.Items
 	}
-	var notes []string
-	podCache := map[string]*corev1.Pod{}
-	noted := map[string]bool{}
 	var out []api.Service
 	for _, sp := range svc.Spec.Ports {
-		proto := strings.ToLower(string(sp.Protocol))
 		for _, vip := range primary {
-			vfam := ipam.FamilyOf(vip)
-			epFam := vfam
-			if spec.IPAM == annotations.IPAMIPv6to4 {
-				epFam = ipam.IPv4
+			rule, ok, err := r.rule(ctx, in, sp, vip, secondary)
+			if err != nil {
+				return nil, in.notes, err
 			}
-			bs := backends(slices, sp)
-			var eps []api.Endpoint
-			switch {
-			case len(spec.MultusNets) > 0:
-				for _, b := range bs {
-					if b.pod == nil || b.pod.Kind != "Pod" {
-						continue
-					}
-					addrs, note := r.multusAddrs(ctx, svc.Namespace, b.pod.Name, spec.MultusNets, podCache)
-					if note != "" {
-						if !noted[b.pod.Name] {
-							notes = append(notes, note)
-							noted[b.pod.Name] = true
-						}
-						continue
-					}
-					for _, a := range addrs {
-						if ipam.FamilyOf(a) == epFam {
-							eps = append(eps, api.Endpoint{Address: a.String(), Port: b.port})
-						}
-					}
-				}
-			case spec.UsePodNetwork:
-				for _, b := range bs {
-					if ipam.FamilyOf(b.addr) == epFam {
-						eps = append(eps, api.Endpoint{Address: b.addr.String(), Port: b.port})
-					}
-				}
-			default:
-				if sp.NodePort == 0 {
-					return nil, notes, fmt.Errorf("port %d/%s has no nodePort (allocateLoadBalancerNodePorts is false): set %s%s or %s%s",
-						sp.Port, sp.Protocol, annotations.Prefix, annotations.UsePodNetwork, annotations.Prefix, annotations.MultusNets)
-				}
-				local := svc.Spec.ExternalTrafficPolicy == corev1.ServiceExternalTrafficPolicyLocal
-				withPods := map[string]bool{}
-				for _, b := range bs {
-					withPods[b.nodeName] = true
-				}
-				for i := range nodes {
-					n := &nodes[i]
-					if !nodeReady(n) || n.Labels[excludeLabel] != "" && n.Labels[excludeLabel] != "false" {
-						continue
-					}
-					if local && !withPods[n.Name] {
-						continue
-					}
-					if a, ok := nodeAddr(n, epFam); ok {
-						eps = append(eps, api.Endpoint{Address: a.String(), Port: uint16(sp.NodePort)})
-					}
-				}
+			if ok {
+				out = append(out, rule)
 			}
-			eps = dedupe(eps)
-			if len(eps) == 0 {
-				continue
-			}
-			rule := api.Service{
-				Name:               ruleName(svc.Namespace, svc.Name, sp.Port, proto, vfam == ipam.IPv6),
-				VIP:                vip.String(),
-				Port:               uint16(sp.Port),
-				Protocol:           proto,
-				Mode:               spec.Mode,
-				Select:             spec.Select,
-				IdleTimeoutSeconds: spec.IdleTimeoutSeconds,
-				Endpoints:          eps,
-				// N2 steering only exists for SCTP; the Service's other
-				// ports stay ordinary L4 rules.
-				N2: spec.N2 && sp.Protocol == corev1.ProtocolSCTP,
-			}
-			if sp.Protocol == corev1.ProtocolSCTP {
-				for _, s := range secondary {
-					if ipam.FamilyOf(s) == vfam {
-						rule.SecondaryVIPs = append(rule.SecondaryVIPs, s.String())
-					}
-				}
-			}
-			if spec.Probe != nil {
-				p := spec.Probe.ProbeFor(proto)
-				rule.Probe = &api.Probe{Type: p.Type, Port: p.Port, Request: p.Request, Response: p.Response, TimeoutSeconds: p.TimeoutSeconds, Retries: p.Retries}
-			}
-			api.SetDefaults(&rule)
-			if err := api.Validate(&rule); err != nil {
-				return nil, notes, fmt.Errorf("port %d/%s: the daemon would reject this rule: %w", sp.Port, sp.Protocol, err)
-			}
-			out = append(out, rule)
 		}
 	}
-	return out, notes, nil
+	return out, in.notes, nil
+}
+
+// rule builds the rule of one port and VIP; ok is false when there is no
+// endpoint to send to.
+func (r *Reconciler) rule(ctx context.Context, in *ruleInput, sp corev1.ServicePort, vip netip.Addr, secondary []netip.Addr) (api.Service, bool, error) {
+	spec := in.spec
+	proto := strings.ToLower(string(sp.Protocol))
+	vfam := ipam.FamilyOf(vip)
+	epFam := vfam
+	if spec.IPAM == annotations.IPAMIPv6to4 {
+		epFam = ipam.IPv4
+	}
+	bs := backends(in.slices, sp)
+	var eps []api.Endpoint
+	switch {
+	case len(spec.MultusNets) > 0:
+		eps = r.multusEndpoints(ctx, in, bs, epFam)
+	case spec.UsePodNetwork:
+		eps = podEndpoints(bs, epFam)
+	default:
+		var err error
+		if eps, err = nodeEndpoints(in, sp, bs, epFam); err != nil {
+			return api.Service{}, false, err
+		}
+	}
+	eps = dedupe(eps)
+	if len(eps) == 0 {
+		return api.Service{}, false, nil
+	}
+	rule := api.Service{
+		Name:               ruleName(in.svc.Namespace, in.svc.Name, sp.Port, proto, vfam == ipam.IPv6),
+		VIP:                vip.String(),
+		Port:               uint16(sp.Port),
+		Protocol:           proto,
+		Mode:               spec.Mode,
+		Select:             spec.Select,
+		IdleTimeoutSeconds: spec.IdleTimeoutSeconds,
+		Endpoints:          eps,
+		// N2 steering only exists for SCTP; the Service's other ports stay
+		// ordinary L4 rules.
+		N2: spec.N2 && sp.Protocol == corev1.ProtocolSCTP,
+	}
+	if sp.Protocol == corev1.ProtocolSCTP {
+		for _, s := range secondary {
+			if ipam.FamilyOf(s) == vfam {
+				rule.SecondaryVIPs = append(rule.SecondaryVIPs, s.String())
+			}
+		}
+	}
+	if spec.Probe != nil {
+		p := spec.Probe.ProbeFor(proto)
+		rule.Probe = &api.Probe{Type: p.Type, Port: p.Port, Request: p.Request, Response: p.Response,
+			IntervalSeconds: p.IntervalSeconds, TimeoutSeconds: p.TimeoutSeconds, Retries: p.Retries}
+	}
+	api.SetDefaults(&rule)
+	if err := api.Validate(&rule); err != nil {
+		return api.Service{}, false, rejectedBy(in.svc, sp, err)
+	}
+	return rule, true, nil
+}
+
+// multusEndpoints: the pods' addresses on the Service's Multus networks, at
+// the endpoint's port. A pod whose network status is unusable is skipped
+// with a note.
+func (r *Reconciler) multusEndpoints(ctx context.Context, in *ruleInput, bs []backend, fam ipam.Family) []api.Endpoint {
+	var eps []api.Endpoint
+	for _, b := range bs {
+		if b.pod == nil || b.pod.Kind != "Pod" {
+			continue
+		}
+		addrs, note := r.multusAddrs(ctx, in.svc.Namespace, b.pod.Name, in.spec.MultusNets, in.podCache)
+		if note != "" {
+			if !in.noted[b.pod.Name] {
+				in.notes = append(in.notes, note)
+				in.noted[b.pod.Name] = true
+			}
+			continue
+		}
+		for _, a := range addrs {
+			if ipam.FamilyOf(a) == fam {
+				eps = append(eps, api.Endpoint{Address: a.String(), Port: b.port})
+			}
+		}
+	}
+	return eps
+}
+
+// podEndpoints: the pod IPs and target ports (usepodnetwork).
+func podEndpoints(bs []backend, fam ipam.Family) []api.Endpoint {
+	var eps []api.Endpoint
+	for _, b := range bs {
+		if ipam.FamilyOf(b.addr) == fam {
+			eps = append(eps, api.Endpoint{Address: b.addr.String(), Port: b.port})
+		}
+	}
+	return eps
+}
+
+// nodeEndpoints: every ready, not excluded node at the port's NodePort
+// (with externalTrafficPolicy Local, only nodes running an endpoint), as
+// kube-proxy would receive it.
+func nodeEndpoints(in *ruleInput, sp corev1.ServicePort, bs []backend, fam ipam.Family) ([]api.Endpoint, error) {
+	if sp.NodePort == 0 {
+		return nil, fmt.Errorf("port %d/%s has no nodePort (spec.allocateLoadBalancerNodePorts is false): set %s%s or %s%s",
+			sp.Port, sp.Protocol, annotations.Prefix, annotations.UsePodNetwork, annotations.Prefix, annotations.MultusNets)
+	}
+	local := in.svc.Spec.ExternalTrafficPolicy == corev1.ServiceExternalTrafficPolicyLocal
+	withPods := map[string]bool{}
+	for _, b := range bs {
+		withPods[b.nodeName] = true
+	}
+	var eps []api.Endpoint
+	for i := range in.nodes {
+		n := &in.nodes[i]
+		if !nodeReady(n) || n.Labels[excludeLabel] != "" && n.Labels[excludeLabel] != "false" {
+			continue
+		}
+		if local && !withPods[n.Name] {
+			continue
+		}
+		if a, ok := nodeAddr(n, fam); ok {
+			eps = append(eps, api.Endpoint{Address: a.String(), Port: uint16(sp.NodePort)})
+		}
+	}
+	return eps, nil
 }
 
 // multusAddrs returns one pod's addresses on the wanted networks, or a note

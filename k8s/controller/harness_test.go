@@ -447,3 +447,15 @@ func testLogger() *slog.Logger {
 	}
 	return slog.New(slog.NewTextHandler(io.Discard, nil))
 }
+
+// makeServedService creates a Service whose pods (one ready endpoint per
+// Service, on the pod network) let the daemons take its rules: only then
+// does its status show a VIP.
+func makeServedService(t *testing.T, ns, name, class string, opts ...svcOpt) *corev1.Service {
+	t.Helper()
+	opts = append([]svcOpt{withAnn("telcolb.io/usepodnetwork", "yes")}, opts...)
+	s := makeService(t, ns, name, class, opts...)
+	n := testSeq.Add(1)
+	makeSlice(t, s, []discoveryv1.Endpoint{podEndpoint(fmt.Sprintf("10.%d.%d.%d", 200+n/65536%50, n/256%256, n%256), "", true)})
+	return s
+}

@@ -186,8 +186,8 @@ func TestAllocatorScenarios(t *testing.T) {
 		{
 			name: "huge IPv6 pool allocates without walking it", flag6: "p=2001:db8::/64",
 			steps: []step{
-				{op: "allocate", owner: a1, pool: "p", fam: IPv6, want: "2001:db8::"},
-				{op: "allocate", owner: b1, pool: "p", fam: IPv6, want: "2001:db8::1"},
+				{op: "allocate", owner: a1, pool: "p", fam: IPv6, want: "2001:db8::1"},
+				{op: "allocate", owner: b1, pool: "p", fam: IPv6, want: "2001:db8::2"},
 			},
 		},
 		{
@@ -295,10 +295,10 @@ func TestStatsCountSizeAndUsePerFamily(t *testing.T) {
 			t.Fatalf("stats[%d] = %+v, want %+v", i, got[i], want[i])
 		}
 	}
-	// A /64 is exactly 2^64 addresses: one more than MaxUint64, so it saturates;
-	// a /65 fits.
+	// A /64 less its all-zeros address is 2^64-1 addresses, exactly
+	// MaxUint64; a /32 saturates; a /65 is 2^63-1.
 	b := newAlloc(t, "", "h=2001:db8::/65")
-	if s := b.Stats()[0].Size; s != 1<<63 {
+	if s := b.Stats()[0].Size; s != 1<<63-1 {
 		t.Fatalf("/65 size = %d", s)
 	}
 }

@@ -87,8 +87,11 @@ var poolNameRE = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9
 // ParseRange parses "CIDR", "start-end" or a single address. A CIDR is masked
 // to its network ("10.0.0.1/24" means 10.0.0.0/24, as kube-loxilb users write
 // it); an IPv4 CIDR shorter than /31 leaves out its network and broadcast
-// addresses, which many routers will not forward to as a VIP. An explicit
-// start-end range is taken exactly.
+// addresses, which many routers will not forward to as a VIP; an IPv6 CIDR
+// shorter than /127 leaves out its all-zeros address, the subnet-router
+// anycast address (RFC 4291 2.6.1) that routers on the link answer (RFC 6164
+// exempts /127 point-to-point links). An explicit start-end range is taken
+// exactly.
 func ParseRange(s string) (Range, error) {
 	s = strings.TrimSpace(s)
 	if s == "" {
@@ -111,6 +114,9 @@ func ParseRange(s string) (Range, error) {
 		if first.Is4() && p.Bits() < 31 {
 			first = first.Next()
 			last = last.Prev()
+		}
+		if first.Is6() && p.Bits() < 127 {
+			first = first.Next()
 		}
 		return Range{First: first, Last: last}, nil
 	}

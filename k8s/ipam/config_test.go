@@ -18,8 +18,12 @@ func TestParseRangeAcceptsCIDRsRangesAndAddresses(t *testing.T) {
 		{"10.0.0.10-10.0.0.20", "10.0.0.10", "10.0.0.20"},
 		{" 10.0.0.10 - 10.0.0.10 ", "10.0.0.10", "10.0.0.10"},
 		{"192.0.2.9", "192.0.2.9", "192.0.2.9"},
-		{"2001:db8::/126", "2001:db8::", "2001:db8::3"},
-		{"3ffe::1/96", "3ffe::", "3ffe::ffff:ffff"},
+		{"2001:db8::/126", "2001:db8::1", "2001:db8::3"},
+		{"2001:db8::/127", "2001:db8::", "2001:db8::1"},
+		{"2001:db8::5/128", "2001:db8::5", "2001:db8::5"},
+		// kube-loxilb docs: cidr6Pools=defaultPool=3ffe::1/96; the all-zeros
+		// (subnet-router anycast) address is never handed out.
+		{"3ffe::1/96", "3ffe::1", "3ffe::ffff:ffff"},
 		{"2001:db8::10-2001:db8::1f", "2001:db8::10", "2001:db8::1f"},
 		{"::ffff:10.0.0.1-::ffff:10.0.0.2", "10.0.0.1", "10.0.0.2"},
 	}
