@@ -1,0 +1,352 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+// NAT64 ICMP: errors about NAT64 flows translated across families, and the
+// fragmentation-needed answer to an IPv4 packet too big once translated.
+#ifndef LB_NAT64_ICMP_H
+#define LB_NAT64_ICMP_H
+
+#include <linux/bpf.h>
+#include <linux/pkt_cls.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+#include "lib/maps.h"
+#include "lib/helpers.h"
+#include "lib/parse.h"
+#include "lib/csum.h"
+#include "lib/fib.h"
+
+/* NAT64 ICMP errors (RFC 7915 4.2, 5.2)
+ *
+ * An error about a NAT64 flow crosses families with it: an ICMPv4 error from
+ * the endpoint's side becomes an ICMPv6 error to the client (from the VIP),
+ * an ICMPv6 error from the client's side an ICMPv4 error to the endpoint
+ * (from the LB's IPv4 address). The embedded header changes family as well,
+ * so its size changes inside the payload; rather than moving bytes around in
+ * the packet (no helper does that on 5.15), the whole message is rebuilt in
+ * x64_scratch and written over a packet resized with bpf_skb_change_proto
+ * and bpf_skb_change_tail. The quote is cut so the result stays within the
+ * family's limit (1280 bytes for ICMPv6, 576 for ICMPv4).
+ */
+
+// New type << 8 | code, or -1 for what has no counterpart (dropped, as the
+// RFC says).
+static __always_inline int x64_type(int to6, __u8 t, __u8 c)
+{
+	if (to6) {
+		if (t == 11 && c <= 1)
+			return 3 << 8 | c; // time exceeded
+		if (t == 12 && (c == 0 || c == 2))
+			return 4 << 8; // parameter problem, pointer translated
+		if (t != 3)
+			return -1;
+		switch (c) {
+		case 0: case 1: case 5: case 6: case 7: case 8: case 11: case 12:
+			return 1 << 8; // no route
+		case 2:
+			return 4 << 8 | 1; // unrecognised next header
+		case 3:
+			return 1 << 8 | 4; // port unreachable
+		case 4:
+			return 2 << 8; // packet too big
+		case 9: case 10: case 13: case 15:
+			return 1 << 8 | 1; // administratively prohibited
+		}
+		return -1;
+	}
+	switch (t) {
+	case 1:
+		if (c == 0 || c == 2 || c == 3)
+			return 3 << 8 | 1; // host unreachable
+		if (c == 1)
+			return 3 << 8 | 10; // administratively prohibited
+		if (c == 4)
+			return 3 << 8 | 3; // port unreachable
+		return -1;
+	case 2:
+		return 3 << 8 | 4; // fragmentation needed
+	case 3:
+		return 11 << 8 | c;
+	case 4:
+		if (c == 0)
+			return 12 << 8;
+		if (c == 1)
+			return 3 << 8 | 2; // protocol unreachable
+		return -1;
+	}
+	return -1;
+}
+
+// Parameter problem pointer into the other family's header, or -1.
+static __always_inline int x64_pointer(int to6, __u32 ptr)
+{
+	if (to6) {
+		if (ptr <= 1)
+			return ptr;
+		if (ptr <= 3)
+			return 4; // total length -> payload length
+		if (ptr == 8)
+			return 7; // ttl -> hop limit
+		if (ptr == 9)
+			return 6; // protocol -> next header
+		if (ptr >= 12 && ptr <= 15)
+			return 8;
+		if (ptr >= 16 && ptr <= 19)
+			return 24;
+		return -1;
+	}
+	if (ptr <= 1)
+		return ptr;
+	if (ptr == 4 || ptr == 5)
+		return 2;
+	if (ptr == 6)
+		return 9;
+	if (ptr == 7)
+		return 8;
+	if (ptr >= 8 && ptr <= 23)
+		return 12;
+	if (ptr >= 24 && ptr <= 39)
+		return 16;
+	return -1;
+}
+
+// Sum of x->b[off, off+len) added to seed; len a multiple of 4, <= 1536
+// (bpf_csum_diff takes at most 512 bytes per call).
+static __always_inline __s64 x64_sum(struct x64_ctx *x, const __u32 off, __u32 len, __u32 seed)
+{
+	__s64 s = seed;
+#pragma unroll
+	for (int i = 0; i < 3; i++) {
+		if (len <= 512 * i)
+			break;
+		__u32 n = len - 512 * i;
+		if (n > 512)
+			n = 512;
+		s = bpf_csum_diff(0, 0, (__u32 *)(x->b + off + 512 * i), n, (__u32)s);
+		if (s < 0)
+			return s;
+	}
+	return s;
+}
+
+// Builds the translated message in x->b; returns its L3 length or -1.
+static __always_inline int x64_build(struct __sk_buff *skb, const struct pkt *p, struct x64_ctx *x,
+				     const int to6)
+{
+	const __u32 co = to6 ? 40 : 20;           // ICMP header
+	const __u32 io = co + 8;                  // embedded IP header
+	const __u32 ho = io + (to6 ? 40 : 20);    // quoted L4 bytes
+	const __u32 max = (to6 ? 1280 : 576) - ho;
+	__u8 *h = x->h;
+
+	if (bpf_skb_load_bytes(skb, p->l4_off, h, 8))
+		return -1;
+	int tc = x64_type(to6, h[0], h[1]);
+	if (tc < 0)
+		return -1;
+	__u32 word = 0; // rest of the ICMP header, network order
+	if (to6 && tc == 2 << 8) {
+		__u32 mtu = (__u32)h[6] << 8 | h[7];
+		if (!mtu) {
+			// RFC 1191 routers: guess the plateau below the datagram.
+			__u32 len = x->ilen + 20;
+			mtu = len > 1492 ? 1492 : len > 1006 ? 1006 : len > 508 ? 508 : 296;
+		}
+		word = bpf_htonl(mtu + 20);
+	} else if (!to6 && tc == (3 << 8 | 4)) {
+		__u32 mtu = (__u32)h[4] << 24 | (__u32)h[5] << 16 | (__u32)h[6] << 8 | h[7];
+		mtu = mtu < 88 ? 68 : mtu - 20;
+		if (mtu > 0xffff)
+			mtu = 0xffff;
+		word = bpf_htonl(mtu);
+	} else if ((to6 && tc == 4 << 8) || (!to6 && tc == 12 << 8)) {
+		__u32 ptr = to6 ? h[4] : ((__u32)h[4] << 24 | (__u32)h[5] << 16 | (__u32)h[6] << 8 | h[7]);
+		int np = x64_pointer(to6, ptr);
+		if (np < 0)
+			return -1;
+		word = to6 ? bpf_htonl(np) : (__u32)np; // ICMPv4: first byte
+	} else if (to6 && tc == (4 << 8 | 1)) {
+		word = bpf_htonl(6); // points at the next header field
+	}
+
+	if (x->in4 >= p->ip_end)
+		return -1;
+	__u32 rest = p->ip_end - x->in4;
+	if (rest > max)
+		rest = max;
+	if (rest < 4)
+		return -1;
+	if (bpf_skb_load_bytes(skb, x->in4, x->b + ho, rest))
+		return -1;
+	__builtin_memcpy(x->b + ho, x->nports, 4);
+
+	// Embedded TCP/UDP checksum: pseudo header and ports changed.
+	__u32 cko = 0;
+	if (x->iproto == IPPROTO_TCP && rest >= 18)
+		cko = 16;
+	else if (x->iproto == IPPROTO_UDP && rest >= 8)
+		cko = 6;
+	if (cko) {
+		__u16 c;
+		__builtin_memcpy(&c, x->b + ho + cko, 2);
+		if (c || x->iproto != IPPROTO_UDP) {
+			__s64 d;
+			if (to6) {
+				__builtin_memcpy(x->old, x->old + 12, 4);
+				__builtin_memcpy(x->old + 4, x->old + 28, 4);
+				__builtin_memcpy(x->old + 8, x->iports, 4);
+				addr_cpy(x->new, x->ndst);
+				addr_cpy(x->new + 16, x->nsrc);
+				__builtin_memcpy(x->new + 32, x->nports, 4);
+				d = bpf_csum_diff((__u32 *)x->old, 12, (__u32 *)x->new, 36, 0);
+			} else {
+				__builtin_memcpy(x->old + 32, x->iports, 4);
+				__builtin_memcpy(x->new, x->ndst + 12, 4);
+				__builtin_memcpy(x->new + 4, x->nsrc + 12, 4);
+				__builtin_memcpy(x->new + 8, x->nports, 4);
+				d = bpf_csum_diff((__u32 *)x->old, 36, (__u32 *)x->new, 12, 0);
+			}
+			if (d < 0)
+				return -1;
+			__u32 s = csum_fold32((__u32)(__u16)~c + csum_fold32((__u32)d));
+			c = (__u16)~s;
+			if (!c && x->iproto == IPPROTO_UDP)
+				c = 0xffff;
+			__builtin_memcpy(x->b + ho + cko, &c, 2);
+		}
+	}
+
+	__u32 ilen = x->ilen > 0xffff - 20 ? 0xffff - 20 : x->ilen;
+	__u8 *ih = x->b + io;
+	if (to6) {
+		__builtin_memset(ih, 0, 40);
+		ih[0] = 0x60 | x->itos >> 4;
+		ih[1] = x->itos << 4;
+		ih[4] = ilen >> 8;
+		ih[5] = ilen;
+		ih[6] = x->iproto;
+		ih[7] = x->ittl;
+		addr_cpy(ih + 8, x->ndst);
+		addr_cpy(ih + 24, x->nsrc);
+	} else if (ip4_build(ih, x->itos, ilen + 20, 1, x->ittl, x->iproto, x->ndst, x->nsrc)) {
+		return -1; // DF, as nat64_xlate sends it
+	}
+
+	__u32 mlen = 8 + (ho - io) + rest; // ICMP message
+	__u8 *ic = x->b + co;
+	ic[0] = tc >> 8;
+	ic[1] = tc;
+	ic[2] = ic[3] = 0;
+	__builtin_memcpy(ic + 4, &word, 4);
+	__u32 zero = 0;
+	__builtin_memcpy(x->b + ho + rest, &zero, 4); // pad for the sum
+
+	__u8 *oh = x->b;
+	__s64 seed = 0;
+	if (to6) {
+		__builtin_memset(oh, 0, 40);
+		oh[0] = 0x60;
+		oh[4] = mlen >> 8;
+		oh[5] = mlen;
+		oh[6] = IPPROTO_ICMPV6;
+		oh[7] = p->ttl;
+		addr_cpy(oh + 8, x->nsrc);
+		addr_cpy(oh + 24, x->ndst);
+		x->ph[0] = bpf_htonl(mlen);
+		x->ph[1] = bpf_htonl(IPPROTO_ICMPV6);
+		seed = bpf_csum_diff(0, 0, (__u32 *)(oh + 8), 32, 0);
+		if (seed >= 0)
+			seed = bpf_csum_diff(0, 0, x->ph, 8, (__u32)seed);
+	} else if (ip4_build(oh, 0, mlen + 20, 0, p->ttl, IPPROTO_ICMP, x->nsrc, x->ndst)) {
+		return -1;
+	}
+	if (seed < 0)
+		return -1;
+	__s64 s = x64_sum(x, co, (mlen + 3) & ~3U, (__u32)seed);
+	if (s < 0)
+		return -1;
+	__u16 ck = (__u16)~csum_fold32((__u32)s);
+	__builtin_memcpy(ic + 2, &ck, 2);
+	return co + mlen;
+}
+
+static __noinline int icmp_x64(struct __sk_buff *skb, struct pkt *p)
+{
+	__u32 zero = 0;
+	struct x64_ctx *x = bpf_map_lookup_elem(&x64_scratch, &zero);
+	if (!x)
+		return TC_ACT_OK;
+	int to6 = p->family == AF_INET;
+	// What the stack would drop anyway (it is not routed on).
+	if (p->ttl <= 1)
+		return TC_ACT_OK;
+	// Like nat64_xlate: no VLAN tag, IPv4 options or extension headers.
+	if (p->l3_off != ETH_HLEN || p->l4_off != ETH_HLEN + (to6 ? 20 : 40)) {
+		count_drop(DROP_REWRITE);
+		return TC_ACT_SHOT;
+	}
+	int n = to6 ? x64_build(skb, p, x, 1) : x64_build(skb, p, x, 0);
+	if (n < 0) {
+		count_drop(DROP_REWRITE);
+		return TC_ACT_SHOT;
+	}
+	if (n > 1280)
+		return TC_ACT_SHOT;
+	__u16 eth = bpf_htons(to6 ? ETH_P_IPV6 : ETH_P_IP);
+	if (bpf_skb_change_proto(skb, eth, 0) || bpf_skb_change_tail(skb, ETH_HLEN + n, 0) ||
+	    bpf_skb_store_bytes(skb, 12, &eth, 2, 0) || bpf_skb_store_bytes(skb, ETH_HLEN, x->b, n, 0)) {
+		count_drop(DROP_REWRITE);
+		return TC_ACT_SHOT;
+	}
+	p->family = to6 ? AF_INET6 : AF_INET;
+	p->proto = to6 ? IPPROTO_ICMPV6 : IPPROTO_ICMP;
+	p->l4_off = ETH_HLEN + (to6 ? 40 : 20);
+	p->ip_end = ETH_HLEN + n;
+	return forward(skb, p, x->nsrc, x->ndst, 0);
+}
+
+// An IPv4 packet of a NAT64 flow, already translated, does not fit the IPv6
+// route (mtu): it is turned into ICMP fragmentation needed (RFC 7915 5.1's
+// answer to DF packets; translation never fragments, so DF-less senders get
+// it too: a Linux sender lowers its path MTU either way) and sent back to the
+// neighbour it came from. The quote is rebuilt from what struct pkt still
+// holds of the original: addresses, ports and TTL; the rest of the first 8
+// L4 bytes (TCP sequence, UDP length) never changed.
+static __noinline int nat64_too_big(struct __sk_buff *skb, struct pkt *p, __u32 mtu)
+{
+	__u32 zero = 0;
+	struct x64_ctx *x = bpf_map_lookup_elem(&x64_scratch, &zero);
+	__u8 macs[12];
+
+	count_drop(DROP_NAT64_TOO_BIG);
+	if (!x || p->l3_off != ETH_HLEN || p->ip_end < p->l4_off + 8 || mtu < 1280)
+		return TC_ACT_SHOT;
+	__u8 *b = x->b;
+	__builtin_memset(b, 0, 56);
+	if (bpf_skb_load_bytes(skb, p->l4_off, b + 48, 8) || bpf_skb_load_bytes(skb, 0, macs, 12))
+		return TC_ACT_SHOT;
+	__builtin_memcpy(b + 48, &p->sport, 2);
+	__builtin_memcpy(b + 50, &p->dport, 2);
+	// The quote's header, the ICMP header, then the outer header from the
+	// LB address the packet was sent to.
+	b[20] = 3;
+	b[21] = 4;
+	mtu -= 20;
+	b[26] = mtu >> 8;
+	b[27] = mtu;
+	if (ip4_build(b + 28, 0, p->ip_end - p->l4_off + 20, 1, p->ttl, p->proto, p->src, p->dst) ||
+	    csum_store(b + 20, 36, b + 22) || ip4_build(b, 0, 56, 0, 64, IPPROTO_ICMP, p->dst, p->src))
+		return TC_ACT_SHOT;
+
+	__u16 eth = bpf_htons(ETH_P_IP);
+	__u8 sw[12];
+	__builtin_memcpy(sw, macs + 6, 6);
+	__builtin_memcpy(sw + 6, macs, 6);
+	if (bpf_skb_change_proto(skb, eth, 0) || bpf_skb_change_tail(skb, ETH_HLEN + 56, 0) ||
+	    bpf_skb_store_bytes(skb, 0, sw, 12, 0) || bpf_skb_store_bytes(skb, 12, &eth, 2, 0) ||
+	    bpf_skb_store_bytes(skb, ETH_HLEN, b, 56, 0))
+		return TC_ACT_SHOT;
+	return bpf_redirect(skb->ifindex, 0);
+}
+
+#endif
