@@ -101,10 +101,10 @@ static __noinline int ct_established(struct __sk_buff *skb, struct pkt *p, struc
 	__u8 src[16], dst[16];
 	addr_cpy(src, ct->nat_src);
 	addr_cpy(dst, ct->nat_dst);
-	int x64 = xlat_to(p, dst);
-	if (x64 && p->proto == IPPROTO_SCTP && p->family == AF_INET6 && !(ct->flags & CT_F_REPLY))
+	int nat64 = nat64_crosses(p, dst);
+	if (nat64 && p->proto == IPPROTO_SCTP && p->family == AF_INET6 && !(ct->flags & CT_F_REPLY))
 		mh_follow(ct, p);
-	if (x64 ? nat64_xlate(skb, p, src, dst, ports32(ct->nat_sport, ct->nat_dport))
+	if (nat64 ? nat64_xlate(skb, p, src, dst, ports32(ct->nat_sport, ct->nat_dport))
 			    : rewrite(skb, p, src, dst, ports32(ct->nat_sport, ct->nat_dport))) {
 		count_drop(DROP_REWRITE);
 		return TC_ACT_SHOT;
@@ -189,7 +189,7 @@ static __noinline int new_flow(struct __sk_buff *skb, struct pkt *p, struct ct_k
 	vp->ep = epi;
 	vp->family = p->family;
 	// NAT64 always takes an IPv4 source of the LB (see nat64_xlate).
-	vp->mode = xlat_to(p, ep->addr) ? MODE_ONEARM : info->mode;
+	vp->mode = nat64_crosses(p, ep->addr) ? MODE_ONEARM : info->mode;
 	vp->idle = info->idle_timeout;
 	vp->created = vp->last_seen = lb_now();
 	vp->packets = 1;
@@ -265,7 +265,7 @@ static __noinline int new_flow(struct __sk_buff *skb, struct pkt *p, struct ct_k
 	if (vp->flags & CT_F_DSR)
 		return forward(skb, p, p->src, vp->nat_dst, 0);
 	__u32 np = ports32(vp->nat_sport, vp->nat_dport);
-	if (xlat_to(p, vp->nat_dst) ? nat64_xlate(skb, p, vp->nat_src, vp->nat_dst, np)
+	if (nat64_crosses(p, vp->nat_dst) ? nat64_xlate(skb, p, vp->nat_src, vp->nat_dst, np)
 				    : rewrite(skb, p, vp->nat_src, vp->nat_dst, np)) {
 		count_drop(DROP_REWRITE);
 		return TC_ACT_SHOT;
@@ -310,8 +310,8 @@ int tc_ingress(struct __sk_buff *skb)
 			return icmp_echo_reply(skb, &p);
 		if (is_icmp_error(&p)) {
 			r = icmp_error(skb, &p);
-			if (r == ICMP_X64)
-				return icmp_x64(skb, &p);
+			if (r == ICMP_NAT64)
+				return nat64_icmp(skb, &p);
 			return r;
 		}
 		return TC_ACT_OK;

@@ -66,7 +66,7 @@ static __noinline int forward(struct __sk_buff *skb, const struct pkt *p, const 
 	// The cache holds no MTU: a NAT64 packet grown past the IPv6 minimum
 	// MTU is looked up every time, so one too big is caught.
 	if (ct && ct->fib_ns && ct->last_seen - ct->fib_ns < LB_FIB_CACHE_NS &&
-	    !(p->xl64 && p->ip_end - p->l3_off > 1280)) {
+	    !(p->nat64_to6 && p->ip_end - p->l3_off > 1280)) {
 		if (dec_ttl(skb, p) || bpf_skb_store_bytes(skb, 0, ct->fib_macs, 12, 0)) {
 			count_drop(DROP_REWRITE);
 			return TC_ACT_SHOT;
@@ -74,7 +74,7 @@ static __noinline int forward(struct __sk_buff *skb, const struct pkt *p, const 
 		return bpf_redirect(ct->fib_ifindex, 0);
 	}
 	int rc = fib_params(skb, p, p->family, src, dst, &f);
-	if (rc == BPF_FIB_LKUP_RET_FRAG_NEEDED && p->xl64)
+	if (rc == BPF_FIB_LKUP_RET_FRAG_NEEDED && p->nat64_to6)
 		return FWD_TOO_BIG | (__u32)f.mtu_result << 16;
 	if (rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH)
 		return TC_ACT_OK;

@@ -17,7 +17,7 @@
 #include "lib/nat.h"
 #include "lib/fib.h"
 
-#define ICMP_X64 0x6464 // icmp_error: a NAT64 flow's error, for icmp_x64
+#define ICMP_NAT64 0x6464 // icmp_error: a NAT64 flow's error, for nat64_icmp
 
 static __noinline int icmp_echo_reply(struct __sk_buff *skb, const struct pkt *p)
 {
@@ -74,7 +74,7 @@ static __noinline int icmp_error(struct __sk_buff *skb, struct pkt *p)
 	__u16 iports[2];
 	// The embedded addresses live in the NAT64 context (x->old), which
 	// needs them anyway: this frame is on the deepest call chain.
-	struct x64_ctx *x = bpf_map_lookup_elem(&x64_scratch, &zero);
+	struct nat64_icmp_ctx *x = bpf_map_lookup_elem(&nat64_scratch, &zero);
 	if (!x)
 		return TC_ACT_OK;
 	__u8 *isrc = x->old, *idst = x->old + 16;
@@ -118,7 +118,7 @@ static __noinline int icmp_error(struct __sk_buff *skb, struct pkt *p)
 		return TC_ACT_OK;
 	__u16 nports[2] = {ct->nat_dport, ct->nat_sport};
 	if (is_mapped(ct->nat_dst) != (p->family == AF_INET)) {
-		// NAT64 flow: rebuilt by icmp_x64, called by our caller so that
+		// NAT64 flow: rebuilt by nat64_icmp, called by our caller so that
 		// its frame and ours are never on the stack together.
 		addr_cpy(x->nsrc, ct->nat_src);
 		addr_cpy(x->ndst, ct->nat_dst);
@@ -126,7 +126,7 @@ static __noinline int icmp_error(struct __sk_buff *skb, struct pkt *p)
 		__builtin_memcpy(x->iports, iports, 4);
 		x->in4 = in4;
 		x->iproto = iproto;
-		return ICMP_X64;
+		return ICMP_NAT64;
 	}
 
 	__u8 nsrc[16], ndst[16], osrc[16];

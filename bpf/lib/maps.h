@@ -158,8 +158,8 @@ struct {
 // NAT64 ICMP error translation: the embedded header changes family too, so
 // the message is rebuilt whole (outer header, ICMP header, embedded header,
 // quoted bytes) here and written back over a resized packet.
-#define X64_BUF 2048
-struct x64_ctx {
+#define NAT64_ICMP_BUF 2048
+struct nat64_icmp_ctx {
 	__u8 nsrc[16];    // the flow's translation (ct_val nat_src/nat_dst)
 	__u8 ndst[16];
 	__u16 nports[2];  // embedded ports after translation
@@ -174,15 +174,15 @@ struct x64_ctx {
 	__u32 ph[2];      // ICMPv6 pseudo header: length, next header
 	__u8 old[40];     // embedded pseudo-header words and ports, before ...
 	__u8 new[40];     // ... and after, for the embedded L4 checksum
-	__u8 b[X64_BUF + 8]; // the rebuilt L3 packet (+ zero padding for sums)
+	__u8 b[NAT64_ICMP_BUF + 8]; // the rebuilt L3 packet (+ zero padding for sums)
 };
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
-	__type(value, struct x64_ctx);
-} x64_scratch SEC(".maps");
+	__type(value, struct nat64_icmp_ctx);
+} nat64_scratch SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -242,7 +242,7 @@ struct mh_ctx {
 	__u8 limit;     // how many addresses this direction may carry
 	__u8 last_rm;   // the chunk's last parameter (or its tail) is skipped
 	__u8 ip6;       // the packet (not necessarily the association) is IPv6
-	__u8 x64;       // a NAT64 INIT: IPv6 client, IPv4 endpoint (see mh_xlat)
+	__u8 nat64;     // a NAT64 INIT: IPv6 client, IPv4 endpoint (see mh_nat64)
 	__u8 addr[16];  // address being rewritten (kept off the stack)
 	__u32 rm[LB_COMPACT_WORDS / 32]; // 4-byte words of the SCTP packet to remove
 };

@@ -34,7 +34,7 @@
  * families). Not translated (packet dropped, DROP_REWRITE): IPv6 extension
  * headers, IPv4 options, VLAN tags in the frame, IPv4 UDP without checksum
  * (an IPv6 one would need the whole payload summed). ICMP errors about these
- * flows: see icmp_x64. An IPv4 packet too big for the IPv6 route once
+ * flows: see nat64_icmp. An IPv4 packet too big for the IPv6 route once
  * translated: see nat64_too_big.
  */
 static __noinline int nat64_xlate(struct __sk_buff *skb, struct pkt *p, const __u8 *src,
@@ -130,14 +130,14 @@ static __noinline int nat64_xlate(struct __sk_buff *skb, struct pkt *p, const __
 			return -1;
 		p->family = AF_INET6;
 		p->l4_off = ETH_HLEN + 40;
-		p->xl64 = 1;
+		p->nat64_to6 = 1;
 	}
 	p->ip_end = p->l4_off + plen;
 	return 0;
 }
 
 // Whether a packet of p's family going to dst crosses families (NAT64).
-static __always_inline int xlat_to(const struct pkt *p, const __u8 *dst)
+static __always_inline int nat64_crosses(const struct pkt *p, const __u8 *dst)
 {
 	return is_mapped(dst) != (p->family == AF_INET);
 }

@@ -24,14 +24,14 @@
  * (from the LB's IPv4 address). The embedded header changes family as well,
  * so its size changes inside the payload; rather than moving bytes around in
  * the packet (no helper does that on 5.15), the whole message is rebuilt in
- * x64_scratch and written over a packet resized with bpf_skb_change_proto
+ * nat64_scratch and written over a packet resized with bpf_skb_change_proto
  * and bpf_skb_change_tail. The quote is cut so the result stays within the
  * family's limit (1280 bytes for ICMPv6, 576 for ICMPv4).
  */
 
 // New type << 8 | code, or -1 for what has no counterpart (dropped, as the
 // RFC says).
-static __always_inline int x64_type(int to6, __u8 t, __u8 c)
+static __always_inline int nat64_icmp_type(int to6, __u8 t, __u8 c)
 {
 	if (to6) {
 		if (t == 11 && c <= 1)
@@ -78,7 +78,7 @@ static __always_inline int x64_type(int to6, __u8 t, __u8 c)
 }
 
 // Parameter problem pointer into the other family's header, or -1.
-static __always_inline int x64_pointer(int to6, __u32 ptr)
+static __always_inline int nat64_icmp_pointer(int to6, __u32 ptr)
 {
 	if (to6) {
 		if (ptr <= 1)
@@ -112,7 +112,7 @@ static __always_inline int x64_pointer(int to6, __u32 ptr)
 
 // Sum of x->b[off, off+len) added to seed; len a multiple of 4, <= 1536
 // (bpf_csum_diff takes at most 512 bytes per call).
-static __always_inline __s64 x64_sum(struct x64_ctx *x, const __u32 off, __u32 len, __u32 seed)
+static __always_inline __s64 nat64_icmp_sum(struct nat64_icmp_ctx *x, const __u32 off, __u32 len, __u32 seed)
 {
 	__s64 s = seed;
 #pragma unroll
@@ -130,7 +130,7 @@ static __always_inline __s64 x64_sum(struct x64_ctx *x, const __u32 off, __u32 l
 }
 
 // Builds the translated message in x->b; returns its L3 length or -1.
-static __always_inline int x64_build(struct __sk_buff *skb, const struct pkt *p, struct x64_ctx *x,
+static __always_inline int nat64_icmp_build(struct __sk_buff *skb, const struct pkt *p, struct nat64_icmp_ctx *x,
 				     const int to6)
 {
 	const __u32 co = to6 ? 40 : 20;           // ICMP header
@@ -141,7 +141,7 @@ static __always_inline int x64_build(struct __sk_buff *skb, const struct pkt *p,
 
 	if (bpf_skb_load_bytes(skb, p->l4_off, h, 8))
 		return -1;
-	int tc = x64_type(to6, h[0], h[1]);
+	int tc = nat64_icmp_type(to6, h[0], h[1]);
 	if (tc < 0)
 		return -1;
 	__u32 word = 0; // rest of the ICMP header, network order
@@ -161,7 +161,7 @@ static __always_inline int x64_build(struct __sk_buff *skb, const struct pkt *p,
 		word = bpf_htonl(mtu);
 	} else if ((to6 && tc == 4 << 8) || (!to6 && tc == 12 << 8)) {
 		__u32 ptr = to6 ? h[4] : ((__u32)h[4] << 24 | (__u32)h[5] << 16 | (__u32)h[6] << 8 | h[7]);
-		int np = x64_pointer(to6, ptr);
+		int np = nat64_icmp_pointer(to6, ptr);
 		if (np < 0)
 			return -1;
 		word = to6 ? bpf_htonl(np) : (__u32)np; // ICMPv4: first byte
@@ -262,7 +262,7 @@ static __always_inline int x64_build(struct __sk_buff *skb, const struct pkt *p,
 	}
 	if (seed < 0)
 		return -1;
-	__s64 s = x64_sum(x, co, (mlen + 3) & ~3U, (__u32)seed);
+	__s64 s = nat64_icmp_sum(x, co, (mlen + 3) & ~3U, (__u32)seed);
 	if (s < 0)
 		return -1;
 	__u16 ck = (__u16)~csum_fold32((__u32)s);
@@ -270,10 +270,10 @@ static __always_inline int x64_build(struct __sk_buff *skb, const struct pkt *p,
 	return co + mlen;
 }
 
-static __noinline int icmp_x64(struct __sk_buff *skb, struct pkt *p)
+static __noinline int nat64_icmp(struct __sk_buff *skb, struct pkt *p)
 {
 	__u32 zero = 0;
-	struct x64_ctx *x = bpf_map_lookup_elem(&x64_scratch, &zero);
+	struct nat64_icmp_ctx *x = bpf_map_lookup_elem(&nat64_scratch, &zero);
 	if (!x)
 		return TC_ACT_OK;
 	int to6 = p->family == AF_INET;
@@ -285,7 +285,7 @@ static __noinline int icmp_x64(struct __sk_buff *skb, struct pkt *p)
 		count_drop(DROP_REWRITE);
 		return TC_ACT_SHOT;
 	}
-	int n = to6 ? x64_build(skb, p, x, 1) : x64_build(skb, p, x, 0);
+	int n = to6 ? nat64_icmp_build(skb, p, x, 1) : nat64_icmp_build(skb, p, x, 0);
 	if (n < 0) {
 		count_drop(DROP_REWRITE);
 		return TC_ACT_SHOT;
@@ -315,7 +315,7 @@ static __noinline int icmp_x64(struct __sk_buff *skb, struct pkt *p)
 static __noinline int nat64_too_big(struct __sk_buff *skb, struct pkt *p, __u32 mtu)
 {
 	__u32 zero = 0;
-	struct x64_ctx *x = bpf_map_lookup_elem(&x64_scratch, &zero);
+	struct nat64_icmp_ctx *x = bpf_map_lookup_elem(&nat64_scratch, &zero);
 	__u8 macs[12];
 
 	count_drop(DROP_NAT64_TOO_BIG);

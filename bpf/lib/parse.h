@@ -29,7 +29,7 @@ struct pkt {
 	__u8 ttl;
 	__u8 icmp_type;
 	__u8 icmp_code;
-	__u8 xl64;      // nat64_xlate turned this IPv4 packet into IPv6
+	__u8 nat64_to6; // nat64_xlate turned this IPv4 packet into IPv6
 	__u32 init_tag; // SCTP INIT/INIT-ACK initiate tag
 	__u32 vtag;     // SCTP common header verification tag
 };

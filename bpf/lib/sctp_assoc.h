@@ -49,8 +49,8 @@ static __noinline int mh_init_new(struct __sk_buff *skb, struct pkt *p, const st
 	struct svc_vips *sv = bpf_map_lookup_elem(&svc_vip_list, &svc);
 	// NAT64 runs as onearm toward the endpoint, but the client side is
 	// multi-homed like any other: every VIP is a path (see mh_follow).
-	c->x64 = is_mapped(v->nat_src) != (p->family == AF_INET);
-	if (sv && (v->mode != MODE_ONEARM || c->x64)) {
+	c->nat64 = is_mapped(v->nat_src) != (p->family == AF_INET);
+	if (sv && (v->mode != MODE_ONEARM || c->nat64)) {
 		for (int i = 0; i < LB_MAX_VIPS; i++) {
 			if (i >= sv->n || nv >= LB_MAX_VIPS)
 				break;
@@ -72,7 +72,7 @@ static __noinline int mh_init_new(struct __sk_buff *skb, struct pkt *p, const st
 	a->eport = v->nat_dport;
 	a->mode = v->mode;
 	a->family = p->family;
-	c->limit = c->x64 ? nv : mh_init_limit(a);
+	c->limit = c->nat64 ? nv : mh_init_limit(a);
 	if (mh_walk(skb, p, c))
 		return -1;
 	struct assoc_key k = {.svc = svc, .vtag_client = p->init_tag, .cport = p->sport, .vport = p->dport};

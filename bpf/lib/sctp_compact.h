@@ -197,7 +197,7 @@ static __noinline int mh_walk(struct __sk_buff *skb, struct pkt *p, struct mh_ct
 	c->end = p->l4_off + 12 + ((__u32)cl[0] << 8 | cl[1]);
 	c->kept_end = off;
 	c->dir = p->chunk_type;
-	c->x64 = mh_xlat(c);
+	c->nat64 = mh_nat64(c);
 	for (int i = 0; i < LB_MAX_PARAMS; i++) {
 		if (off + 4 > c->end)
 			break;

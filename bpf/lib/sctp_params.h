@@ -157,7 +157,7 @@ __noinline int mh_drop(struct mh_ctx *c, __u32 rel, __u32 len)
 
 // NAT64 INIT (IPv6 client seen as an IPv4 LB address): derived from lsrc0,
 // not stored, since mh_param's frame is on the deepest call chain.
-static __always_inline int mh_xlat(const struct mh_ctx *c)
+static __always_inline int mh_nat64(const struct mh_ctx *c)
 {
 	return c->dir == SCTP_INIT && c->a.family == AF_INET6 && is_mapped(c->a.lsrc0);
 }
@@ -208,9 +208,9 @@ __noinline int mh_param(struct __sk_buff *skb, struct mh_ctx *c, __u32 off)
 		int idx = -1;
 		// NAT64: the client's addresses are learnt (its paths) but none may
 		// reach the IPv4 endpoint, which could not use them anyway.
-		if (c->x64 && v6)
+		if (c->nat64 && v6)
 			mh_learn_client(c);
-		else if ((c->a.family == AF_INET6) == v6 && !c->x64) {
+		else if ((c->a.family == AF_INET6) == v6 && !c->nat64) {
 			if (c->dir == SCTP_INIT)
 				idx = mh_index(c->a.caddr, &c->a.nc, c->limit, addr);
 			else
@@ -244,7 +244,7 @@ __noinline int mh_param(struct __sk_buff *skb, struct mh_ctx *c, __u32 off)
 		if (len < 6 || (len & 1) || len > 4 + 2 * LB_MAX_ADDR_TYPES ||
 		    off + plen > c->l4_off + c->sctp_len)
 			return -1;
-		__u8 t = c->a.family == AF_INET6 && !mh_xlat(c) ? SCTP_P_IPV6 : SCTP_P_IPV4;
+		__u8 t = c->a.family == AF_INET6 && !mh_nat64(c) ? SCTP_P_IPV6 : SCTP_P_IPV4;
 		for (int k = 0; k < (4 + 2 * LB_MAX_ADDR_TYPES + 3) / 4; k++) {
 			__u32 woff = 4 * k;
 			if (woff >= plen)
