@@ -306,7 +306,7 @@ int tc_ingress(struct __sk_buff *skb)
 	if (p.proto == IPPROTO_ICMP || p.proto == IPPROTO_ICMPV6) {
 		if ((p.family == AF_INET) != (p.proto == IPPROTO_ICMP))
 			return TC_ACT_OK;
-		if (p.icmp_type == (p.family == AF_INET ? 8 : 128) && is_vip(p.dst))
+		if (p.icmp_type == (p.family == AF_INET ? ICMP_ECHO : ICMPV6_ECHO_REQUEST) && is_vip(p.dst))
 			return icmp_echo_reply(skb, &p);
 		if (is_icmp_error(&p)) {
 			r = icmp_error(skb, &p);

@@ -18,12 +18,12 @@ static __always_inline int dec_ttl(struct __sk_buff *skb, const struct pkt *p)
 	if (p->family == AF_INET) {
 		__u8 ttl = p->ttl - 1;
 		__u16 o = bpf_htons((__u16)p->ttl << 8), n = bpf_htons((__u16)ttl << 8);
-		if (bpf_l3_csum_replace(skb, p->l3_off + 10, o, n, 2))
+		if (bpf_l3_csum_replace(skb, p->l3_off + offsetof(struct iphdr, check), o, n, 2))
 			return -1;
-		return bpf_skb_store_bytes(skb, p->l3_off + 8, &ttl, 1, 0);
+		return bpf_skb_store_bytes(skb, p->l3_off + offsetof(struct iphdr, ttl), &ttl, 1, 0);
 	}
 	__u8 hl = p->ttl - 1;
-	return bpf_skb_store_bytes(skb, p->l3_off + 7, &hl, 1, 0);
+	return bpf_skb_store_bytes(skb, p->l3_off + offsetof(struct ipv6hdr, hop_limit), &hl, 1, 0);
 }
 
 // fam is the family of src/dst, which differs from the packet's for a NAT64
@@ -66,8 +66,8 @@ static __noinline int forward(struct __sk_buff *skb, const struct pkt *p, const 
 	// The cache holds no MTU: a NAT64 packet grown past the IPv6 minimum
 	// MTU is looked up every time, so one too big is caught.
 	if (ct && ct->fib_ns && ct->last_seen - ct->fib_ns < LB_FIB_CACHE_NS &&
-	    !(p->nat64_to6 && p->ip_end - p->l3_off > 1280)) {
-		if (dec_ttl(skb, p) || bpf_skb_store_bytes(skb, 0, ct->fib_macs, 12, 0)) {
+	    !(p->nat64_to6 && p->ip_end - p->l3_off > IPV6_MIN_MTU)) {
+		if (dec_ttl(skb, p) || bpf_skb_store_bytes(skb, 0, ct->fib_macs, 2 * ETH_ALEN, 0)) {
 			count_drop(DROP_REWRITE);
 			return TC_ACT_SHOT;
 		}
@@ -110,7 +110,7 @@ static __noinline int forward(struct __sk_buff *skb, const struct pkt *p, const 
 		ct->fib_ifindex = ifindex;
 		ct->fib_ns = ct->last_seen;
 	}
-	if (bpf_skb_store_bytes(skb, 0, macs, 12, 0)) {
+	if (bpf_skb_store_bytes(skb, 0, macs, 2 * ETH_ALEN, 0)) {
 		count_drop(DROP_REWRITE);
 		return TC_ACT_SHOT;
 	}

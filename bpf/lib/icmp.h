@@ -22,34 +22,34 @@
 static __noinline int icmp_echo_reply(struct __sk_buff *skb, const struct pkt *p)
 {
 	__u8 macs[12], sw[12];
-	__u32 csum_off = p->l4_off + 2;
+	__u32 csum_off = p->l4_off + offsetof(struct icmphdr, checksum);
 	__u16 o, n;
 
-	if (bpf_skb_load_bytes(skb, 0, macs, 12))
+	if (bpf_skb_load_bytes(skb, 0, macs, 2 * ETH_ALEN))
 		return TC_ACT_OK;
 	__builtin_memcpy(sw, macs + 6, 6);
 	__builtin_memcpy(sw + 6, macs, 6);
 	if (p->family == AF_INET) {
-		__u8 t = 0;
-		o = bpf_htons(8 << 8 | p->icmp_code);
-		n = bpf_htons(0 << 8 | p->icmp_code);
+		__u8 t = ICMP_ECHOREPLY;
+		o = bpf_htons(ICMP_ECHO << 8 | p->icmp_code);
+		n = bpf_htons(ICMP_ECHOREPLY << 8 | p->icmp_code);
 		if (bpf_l4_csum_replace(skb, csum_off, o, n, 2) ||
 		    bpf_skb_store_bytes(skb, p->l4_off, &t, 1, 0) ||
-		    bpf_skb_store_bytes(skb, p->l3_off + 12, p->dst + 12, 4, 0) ||
-		    bpf_skb_store_bytes(skb, p->l3_off + 16, p->src + 12, 4, 0))
+		    bpf_skb_store_bytes(skb, p->l3_off + offsetof(struct iphdr, saddr), p->dst + 12, 4, 0) ||
+		    bpf_skb_store_bytes(skb, p->l3_off + offsetof(struct iphdr, daddr), p->src + 12, 4, 0))
 			return TC_ACT_SHOT;
 	} else {
-		__u8 t = 129;
-		o = bpf_htons(128 << 8 | p->icmp_code);
-		n = bpf_htons(129 << 8 | p->icmp_code);
+		__u8 t = ICMPV6_ECHO_REPLY;
+		o = bpf_htons(ICMPV6_ECHO_REQUEST << 8 | p->icmp_code);
+		n = bpf_htons(ICMPV6_ECHO_REPLY << 8 | p->icmp_code);
 		// Swapping the addresses leaves the pseudo-header sum unchanged.
 		if (bpf_l4_csum_replace(skb, csum_off, o, n, 2) ||
 		    bpf_skb_store_bytes(skb, p->l4_off, &t, 1, 0) ||
-		    bpf_skb_store_bytes(skb, p->l3_off + 8, p->dst, 16, 0) ||
-		    bpf_skb_store_bytes(skb, p->l3_off + 24, p->src, 16, 0))
+		    bpf_skb_store_bytes(skb, p->l3_off + offsetof(struct ipv6hdr, saddr), p->dst, 16, 0) ||
+		    bpf_skb_store_bytes(skb, p->l3_off + offsetof(struct ipv6hdr, daddr), p->src, 16, 0))
 			return TC_ACT_SHOT;
 	}
-	if (bpf_skb_store_bytes(skb, 0, sw, 12, 0))
+	if (bpf_skb_store_bytes(skb, 0, sw, 2 * ETH_ALEN, 0))
 		return TC_ACT_SHOT;
 	return bpf_redirect(skb->ifindex, 0);
 }
@@ -57,8 +57,9 @@ static __noinline int icmp_echo_reply(struct __sk_buff *skb, const struct pkt *p
 static __always_inline int is_icmp_error(const struct pkt *p)
 {
 	if (p->proto == IPPROTO_ICMP)
-		return p->icmp_type == 3 || p->icmp_type == 11 || p->icmp_type == 12;
-	return p->icmp_type >= 1 && p->icmp_type <= 4;
+		return p->icmp_type == ICMP_DEST_UNREACH || p->icmp_type == ICMP_TIME_EXCEEDED ||
+		       p->icmp_type == ICMP_PARAMETERPROB;
+	return p->icmp_type >= ICMPV6_DEST_UNREACH && p->icmp_type <= ICMPV6_PARAMPROB;
 }
 
 // Translates an ICMP error about a NATed flow: the embedded header is looked
@@ -68,7 +69,7 @@ static __always_inline int is_icmp_error(const struct pkt *p)
 // ICMPv4 errors often carry only 8 bytes of it anyway.
 static __noinline int icmp_error(struct __sk_buff *skb, struct pkt *p)
 {
-	__u32 in3 = p->l4_off + 8, in4, zero = 0;
+	__u32 in3 = p->l4_off + ICMP_HLEN, in4, zero = 0;
 	struct ct_key k = {};
 	__u8 iproto;
 	__u16 iports[2];
@@ -98,7 +99,7 @@ static __noinline int icmp_error(struct __sk_buff *skb, struct pkt *p)
 		iproto = ip6.nexthdr;
 		__builtin_memcpy(isrc, &ip6.saddr, 16);
 		__builtin_memcpy(idst, &ip6.daddr, 16);
-		in4 = in3 + 40;
+		in4 = in3 + IP6_HLEN;
 		x->itos = ip6.priority << 4 | ip6.flow_lbl[0] >> 4;
 		x->ittl = ip6.hop_limit;
 		x->ilen = bpf_ntohs(ip6.payload_len);
@@ -135,7 +136,7 @@ static __noinline int icmp_error(struct __sk_buff *skb, struct pkt *p)
 	// The peer itself reports: its address is the one being translated.
 	// An intermediate router's address is kept.
 	addr_cpy(osrc, addr_eq(p->src, k.src) ? nsrc : p->src);
-	__u32 icsum = p->l4_off + 2;
+	__u32 icsum = p->l4_off + offsetof(struct icmphdr, checksum);
 
 	if (p->family == AF_INET) {
 		__u32 o, n;
@@ -144,13 +145,13 @@ static __noinline int icmp_error(struct __sk_buff *skb, struct pkt *p)
 		// checksum only sees the port delta.
 		__builtin_memcpy(&o, isrc + 12, 4);
 		__builtin_memcpy(&n, ndst + 12, 4);
-		if (o != n && (bpf_l3_csum_replace(skb, in3 + 10, o, n, 4) ||
-			       bpf_skb_store_bytes(skb, in3 + 12, &n, 4, 0)))
+		if (o != n && (bpf_l3_csum_replace(skb, in3 + offsetof(struct iphdr, check), o, n, 4) ||
+			       bpf_skb_store_bytes(skb, in3 + offsetof(struct iphdr, saddr), &n, 4, 0)))
 			return TC_ACT_SHOT;
 		__builtin_memcpy(&o, idst + 12, 4);
 		__builtin_memcpy(&n, nsrc + 12, 4);
-		if (o != n && (bpf_l3_csum_replace(skb, in3 + 10, o, n, 4) ||
-			       bpf_skb_store_bytes(skb, in3 + 16, &n, 4, 0)))
+		if (o != n && (bpf_l3_csum_replace(skb, in3 + offsetof(struct iphdr, check), o, n, 4) ||
+			       bpf_skb_store_bytes(skb, in3 + offsetof(struct iphdr, daddr), &n, 4, 0)))
 			return TC_ACT_SHOT;
 	} else {
 		__u32 o[4], n[4];
@@ -158,13 +159,13 @@ static __noinline int icmp_error(struct __sk_buff *skb, struct pkt *p)
 		__builtin_memcpy(n, ndst, 16);
 		__s64 d = bpf_csum_diff(o, 16, n, 16, 0);
 		if (d < 0 || bpf_l4_csum_replace(skb, icsum, 0, (__u32)d, 0) ||
-		    bpf_skb_store_bytes(skb, in3 + 8, n, 16, 0))
+		    bpf_skb_store_bytes(skb, in3 + offsetof(struct ipv6hdr, saddr), n, 16, 0))
 			return TC_ACT_SHOT;
 		__builtin_memcpy(o, idst, 16);
 		__builtin_memcpy(n, nsrc, 16);
 		d = bpf_csum_diff(o, 16, n, 16, 0);
 		if (d < 0 || bpf_l4_csum_replace(skb, icsum, 0, (__u32)d, 0) ||
-		    bpf_skb_store_bytes(skb, in3 + 24, n, 16, 0))
+		    bpf_skb_store_bytes(skb, in3 + offsetof(struct ipv6hdr, daddr), n, 16, 0))
 			return TC_ACT_SHOT;
 	}
 	if (iports[0] != nports[0] && bpf_l4_csum_replace(skb, icsum, iports[0], nports[0], 2))
@@ -176,8 +177,8 @@ static __noinline int icmp_error(struct __sk_buff *skb, struct pkt *p)
 
 	// Outer addresses: ICMPv4 has no pseudo header, ICMPv6 does.
 	__u32 coff = p->family == AF_INET6 ? icsum : 0;
-	__u32 soff = p->family == AF_INET ? p->l3_off + 12 : p->l3_off + 8;
-	__u32 doff = p->family == AF_INET ? p->l3_off + 16 : p->l3_off + 24;
+	__u32 soff = p->family == AF_INET ? p->l3_off + offsetof(struct iphdr, saddr) : p->l3_off + offsetof(struct ipv6hdr, saddr);
+	__u32 doff = p->family == AF_INET ? p->l3_off + offsetof(struct iphdr, daddr) : p->l3_off + offsetof(struct ipv6hdr, daddr);
 	if (!addr_eq(osrc, p->src) && set_addr(skb, p, soff, p->src, osrc, coff, BPF_F_PSEUDO_HDR))
 		return TC_ACT_SHOT;
 	if (!addr_eq(ndst, p->dst) && set_addr(skb, p, doff, p->dst, ndst, coff, BPF_F_PSEUDO_HDR))

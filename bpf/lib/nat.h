@@ -20,11 +20,11 @@ static __always_inline __u32 l4_csum_off(const struct pkt *p, __u64 *flags)
 {
 	*flags = BPF_F_PSEUDO_HDR;
 	if (p->proto == IPPROTO_TCP)
-		return p->l4_off + 16;
+		return p->l4_off + offsetof(struct tcphdr, check);
 	if (p->proto == IPPROTO_UDP) {
 		if (p->family == AF_INET)
 			*flags |= BPF_F_MARK_MANGLED_0;
-		return p->l4_off + 6;
+		return p->l4_off + offsetof(struct udphdr, check);
 	}
 	return 0;
 }
@@ -36,7 +36,7 @@ static __always_inline int set_addr(struct __sk_buff *skb, const struct pkt *p, 
 		__u32 o, n;
 		__builtin_memcpy(&o, old + 12, 4);
 		__builtin_memcpy(&n, new + 12, 4);
-		if (bpf_l3_csum_replace(skb, p->l3_off + 10, o, n, 4))
+		if (bpf_l3_csum_replace(skb, p->l3_off + offsetof(struct iphdr, check), o, n, 4))
 			return -1;
 		if (csum_off && bpf_l4_csum_replace(skb, csum_off, o, n, flags | 4))
 			return -1;
@@ -61,8 +61,8 @@ static __noinline int rewrite(struct __sk_buff *skb, const struct pkt *p, const 
 	__u16 sport = ports32 & 0xffff, dport = ports32 >> 16;
 	__u64 flags;
 	__u32 coff = l4_csum_off(p, &flags);
-	__u32 soff = p->family == AF_INET ? p->l3_off + 12 : p->l3_off + 8;
-	__u32 doff = p->family == AF_INET ? p->l3_off + 16 : p->l3_off + 24;
+	__u32 soff = p->family == AF_INET ? p->l3_off + offsetof(struct iphdr, saddr) : p->l3_off + offsetof(struct ipv6hdr, saddr);
+	__u32 doff = p->family == AF_INET ? p->l3_off + offsetof(struct iphdr, daddr) : p->l3_off + offsetof(struct ipv6hdr, daddr);
 
 	if (!addr_eq(src, p->src) && set_addr(skb, p, soff, p->src, src, coff, flags))
 		return -1;
@@ -74,12 +74,12 @@ static __noinline int rewrite(struct __sk_buff *skb, const struct pkt *p, const 
 	__u16 ports[2] = {sport, dport};
 	if (p->proto == IPPROTO_SCTP) {
 		__u32 crc, oldp, newp;
-		if (bpf_skb_load_bytes(skb, p->l4_off + 8, &crc, 4))
+		if (bpf_skb_load_bytes(skb, p->l4_off + offsetof(struct sctphdr, checksum), &crc, 4))
 			return -1;
 		oldp = ((__u32)p->dport << 16) | p->sport; // little-endian load of bytes 0..3
 		newp = ((__u32)dport << 16) | sport;
 		crc ^= crc32c_delta(oldp ^ newp, p->ip_end - p->l4_off);
-		if (bpf_skb_store_bytes(skb, p->l4_off + 8, &crc, 4, 0))
+		if (bpf_skb_store_bytes(skb, p->l4_off + offsetof(struct sctphdr, checksum), &crc, 4, 0))
 			return -1;
 	} else if (coff) {
 		__u64 pf = flags & BPF_F_MARK_MANGLED_0;

@@ -52,7 +52,7 @@ static __noinline int nat64_xlate(struct __sk_buff *skb, struct pkt *p, const __
 	if (!hb)
 		return -1;
 	__u8 *h = hb->b;
-	if (p->l3_off != ETH_HLEN || p->l4_off != ETH_HLEN + (to4 ? 40 : 20) || plen > 0xffff - 20)
+	if (p->l3_off != ETH_HLEN || p->l4_off != ETH_HLEN + (to4 ? IP6_HLEN : IP4_HLEN) || plen > 0xffff - IP4_HLEN)
 		return -1;
 	if (bpf_skb_load_bytes(skb, ETH_HLEN, h, 4))
 		return -1;
@@ -60,9 +60,9 @@ static __noinline int nat64_xlate(struct __sk_buff *skb, struct pkt *p, const __
 	__u8 tos = to4 ? (h[0] << 4 | h[1] >> 4) : h[1];
 
 	if (p->proto == IPPROTO_TCP) {
-		coff = p->l4_off + 16;
+		coff = p->l4_off + offsetof(struct tcphdr, check);
 	} else if (p->proto == IPPROTO_UDP) {
-		coff = p->l4_off + 6;
+		coff = p->l4_off + offsetof(struct udphdr, check);
 		mf = BPF_F_MARK_MANGLED_0; // 0 is "no checksum": write 0xffff
 		if (!to4) {
 			__u16 c;
@@ -95,10 +95,10 @@ static __noinline int nat64_xlate(struct __sk_buff *skb, struct pkt *p, const __
 	} else if (sport != p->sport || dport != p->dport) {
 		// SCTP: no pseudo header, only the ports enter the CRC.
 		__u32 crc, oldp = ((__u32)p->dport << 16) | p->sport, newp = ((__u32)dport << 16) | sport;
-		if (bpf_skb_load_bytes(skb, p->l4_off + 8, &crc, 4))
+		if (bpf_skb_load_bytes(skb, p->l4_off + offsetof(struct sctphdr, checksum), &crc, 4))
 			return -1;
 		crc ^= crc32c_delta(oldp ^ newp, plen);
-		if (bpf_skb_store_bytes(skb, p->l4_off + 8, &crc, 4, 0))
+		if (bpf_skb_store_bytes(skb, p->l4_off + offsetof(struct sctphdr, checksum), &crc, 4, 0))
 			return -1;
 	}
 	__u16 ports[2] = {sport, dport};
@@ -106,16 +106,16 @@ static __noinline int nat64_xlate(struct __sk_buff *skb, struct pkt *p, const __
 		return -1;
 
 	__u16 eth = bpf_htons(to4 ? ETH_P_IP : ETH_P_IPV6);
-	if (bpf_skb_change_proto(skb, eth, 0) || bpf_skb_store_bytes(skb, 12, &eth, 2, 0))
+	if (bpf_skb_change_proto(skb, eth, 0) || bpf_skb_store_bytes(skb, offsetof(struct ethhdr, h_proto), &eth, 2, 0))
 		return -1;
-	__builtin_memset(h, 0, 40);
+	__builtin_memset(h, 0, IP6_HLEN);
 	if (to4) {
 		// DF: IPv6 is never fragmented en route.
-		if (ip4_build(h, tos, 20 + plen, 1, p->ttl, p->proto, src, dst) ||
-		    bpf_skb_store_bytes(skb, ETH_HLEN, h, 20, 0))
+		if (ip4_build(h, tos, IP4_HLEN + plen, 1, p->ttl, p->proto, src, dst) ||
+		    bpf_skb_store_bytes(skb, ETH_HLEN, h, IP4_HLEN, 0))
 			return -1;
 		p->family = AF_INET;
-		p->l4_off = ETH_HLEN + 20;
+		p->l4_off = ETH_HLEN + IP4_HLEN;
 	} else {
 		struct ipv6hdr *ip6 = (struct ipv6hdr *)h;
 		ip6->version = 6;
@@ -126,10 +126,10 @@ static __noinline int nat64_xlate(struct __sk_buff *skb, struct pkt *p, const __
 		ip6->hop_limit = p->ttl;
 		__builtin_memcpy(&ip6->saddr, src, 16);
 		__builtin_memcpy(&ip6->daddr, dst, 16);
-		if (bpf_skb_store_bytes(skb, ETH_HLEN, h, 40, 0))
+		if (bpf_skb_store_bytes(skb, ETH_HLEN, h, IP6_HLEN, 0))
 			return -1;
 		p->family = AF_INET6;
-		p->l4_off = ETH_HLEN + 40;
+		p->l4_off = ETH_HLEN + IP6_HLEN;
 		p->nat64_to6 = 1;
 	}
 	p->ip_end = p->l4_off + plen;

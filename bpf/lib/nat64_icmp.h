@@ -29,84 +29,90 @@
  * family's limit (1280 bytes for ICMPv6, 576 for ICMPv4).
  */
 
-// New type << 8 | code, or -1 for what has no counterpart (dropped, as the
-// RFC says).
+// An ICMP type and code as one value (nat64_icmp_type's result).
+#define ICMP_TC(t, c) ((t) << 8 | (c))
+
+// The other family's ICMP_TC(type, code) for an error, or -1 for what has no
+// counterpart (dropped, as RFC 7915 says).
 static __always_inline int nat64_icmp_type(int to6, __u8 t, __u8 c)
 {
 	if (to6) {
-		if (t == 11 && c <= 1)
-			return 3 << 8 | c; // time exceeded
-		if (t == 12 && (c == 0 || c == 2))
-			return 4 << 8; // parameter problem, pointer translated
-		if (t != 3)
+		if (t == ICMP_TIME_EXCEEDED && c <= ICMP_EXC_FRAGTIME)
+			return ICMP_TC(ICMPV6_TIME_EXCEED, c);
+		if (t == ICMP_PARAMETERPROB && (c == 0 || c == 2))
+			return ICMP_TC(ICMPV6_PARAMPROB, ICMPV6_HDR_FIELD); // pointer translated
+		if (t != ICMP_DEST_UNREACH)
 			return -1;
 		switch (c) {
-		case 0: case 1: case 5: case 6: case 7: case 8: case 11: case 12:
-			return 1 << 8; // no route
-		case 2:
-			return 4 << 8 | 1; // unrecognised next header
-		case 3:
-			return 1 << 8 | 4; // port unreachable
-		case 4:
-			return 2 << 8; // packet too big
-		case 9: case 10: case 13: case 15:
-			return 1 << 8 | 1; // administratively prohibited
+		case ICMP_NET_UNREACH: case ICMP_HOST_UNREACH: case ICMP_SR_FAILED:
+		case ICMP_NET_UNKNOWN: case ICMP_HOST_UNKNOWN: case ICMP_HOST_ISOLATED:
+		case ICMP_NET_UNR_TOS: case ICMP_HOST_UNR_TOS:
+			return ICMP_TC(ICMPV6_DEST_UNREACH, ICMPV6_NOROUTE);
+		case ICMP_PROT_UNREACH:
+			return ICMP_TC(ICMPV6_PARAMPROB, ICMPV6_UNK_NEXTHDR);
+		case ICMP_PORT_UNREACH:
+			return ICMP_TC(ICMPV6_DEST_UNREACH, ICMPV6_PORT_UNREACH);
+		case ICMP_FRAG_NEEDED:
+			return ICMP_TC(ICMPV6_PKT_TOOBIG, 0);
+		case ICMP_NET_ANO: case ICMP_HOST_ANO: case ICMP_PKT_FILTERED: case ICMP_PREC_CUTOFF:
+			return ICMP_TC(ICMPV6_DEST_UNREACH, ICMPV6_ADM_PROHIBITED);
 		}
 		return -1;
 	}
 	switch (t) {
-	case 1:
-		if (c == 0 || c == 2 || c == 3)
-			return 3 << 8 | 1; // host unreachable
-		if (c == 1)
-			return 3 << 8 | 10; // administratively prohibited
-		if (c == 4)
-			return 3 << 8 | 3; // port unreachable
+	case ICMPV6_DEST_UNREACH:
+		if (c == ICMPV6_NOROUTE || c == ICMPV6_NOT_NEIGHBOUR || c == ICMPV6_ADDR_UNREACH)
+			return ICMP_TC(ICMP_DEST_UNREACH, ICMP_HOST_UNREACH);
+		if (c == ICMPV6_ADM_PROHIBITED)
+			return ICMP_TC(ICMP_DEST_UNREACH, ICMP_HOST_ANO);
+		if (c == ICMPV6_PORT_UNREACH)
+			return ICMP_TC(ICMP_DEST_UNREACH, ICMP_PORT_UNREACH);
 		return -1;
-	case 2:
-		return 3 << 8 | 4; // fragmentation needed
-	case 3:
-		return 11 << 8 | c;
-	case 4:
-		if (c == 0)
-			return 12 << 8;
-		if (c == 1)
-			return 3 << 8 | 2; // protocol unreachable
+	case ICMPV6_PKT_TOOBIG:
+		return ICMP_TC(ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED);
+	case ICMPV6_TIME_EXCEED:
+		return ICMP_TC(ICMP_TIME_EXCEEDED, c);
+	case ICMPV6_PARAMPROB:
+		if (c == ICMPV6_HDR_FIELD)
+			return ICMP_TC(ICMP_PARAMETERPROB, 0);
+		if (c == ICMPV6_UNK_NEXTHDR)
+			return ICMP_TC(ICMP_DEST_UNREACH, ICMP_PROT_UNREACH);
 		return -1;
 	}
 	return -1;
 }
 
-// Parameter problem pointer into the other family's header, or -1.
+// Parameter problem pointer (a byte offset into the quoted header) into the
+// other family's header, or -1.
 static __always_inline int nat64_icmp_pointer(int to6, __u32 ptr)
 {
 	if (to6) {
-		if (ptr <= 1)
+		if (ptr <= 1) // version/IHL -> version, TOS -> traffic class
 			return ptr;
-		if (ptr <= 3)
-			return 4; // total length -> payload length
-		if (ptr == 8)
-			return 7; // ttl -> hop limit
-		if (ptr == 9)
-			return 6; // protocol -> next header
-		if (ptr >= 12 && ptr <= 15)
-			return 8;
-		if (ptr >= 16 && ptr <= 19)
-			return 24;
+		if (ptr < offsetof(struct iphdr, id))
+			return offsetof(struct ipv6hdr, payload_len);
+		if (ptr == offsetof(struct iphdr, ttl))
+			return offsetof(struct ipv6hdr, hop_limit);
+		if (ptr == offsetof(struct iphdr, protocol))
+			return offsetof(struct ipv6hdr, nexthdr);
+		if (ptr >= offsetof(struct iphdr, saddr) && ptr < offsetof(struct iphdr, daddr))
+			return offsetof(struct ipv6hdr, saddr);
+		if (ptr >= offsetof(struct iphdr, daddr) && ptr < sizeof(struct iphdr))
+			return offsetof(struct ipv6hdr, daddr);
 		return -1;
 	}
 	if (ptr <= 1)
 		return ptr;
-	if (ptr == 4 || ptr == 5)
-		return 2;
-	if (ptr == 6)
-		return 9;
-	if (ptr == 7)
-		return 8;
-	if (ptr >= 8 && ptr <= 23)
-		return 12;
-	if (ptr >= 24 && ptr <= 39)
-		return 16;
+	if (ptr == offsetof(struct ipv6hdr, payload_len) || ptr == offsetof(struct ipv6hdr, payload_len) + 1)
+		return offsetof(struct iphdr, tot_len);
+	if (ptr == offsetof(struct ipv6hdr, nexthdr))
+		return offsetof(struct iphdr, protocol);
+	if (ptr == offsetof(struct ipv6hdr, hop_limit))
+		return offsetof(struct iphdr, ttl);
+	if (ptr >= offsetof(struct ipv6hdr, saddr) && ptr < offsetof(struct ipv6hdr, daddr))
+		return offsetof(struct iphdr, saddr);
+	if (ptr >= offsetof(struct ipv6hdr, daddr) && ptr < sizeof(struct ipv6hdr))
+		return offsetof(struct iphdr, daddr);
 	return -1;
 }
 
@@ -133,10 +139,10 @@ static __always_inline __s64 nat64_icmp_sum(struct nat64_icmp_ctx *x, const __u3
 static __always_inline int nat64_icmp_build(struct __sk_buff *skb, const struct pkt *p, struct nat64_icmp_ctx *x,
 				     const int to6)
 {
-	const __u32 co = to6 ? 40 : 20;           // ICMP header
-	const __u32 io = co + 8;                  // embedded IP header
-	const __u32 ho = io + (to6 ? 40 : 20);    // quoted L4 bytes
-	const __u32 max = (to6 ? 1280 : 576) - ho;
+	const __u32 co = to6 ? IP6_HLEN : IP4_HLEN;         // ICMP header
+	const __u32 io = co + ICMP_HLEN;                     // embedded IP header
+	const __u32 ho = io + (to6 ? IP6_HLEN : IP4_HLEN);  // quoted L4 bytes
+	const __u32 max = (to6 ? IPV6_MIN_MTU : ICMPV4_MAX_LEN) - ho;
 	__u8 *h = x->h;
 
 	if (bpf_skb_load_bytes(skb, p->l4_off, h, 8))
@@ -145,7 +151,7 @@ static __always_inline int nat64_icmp_build(struct __sk_buff *skb, const struct 
 	if (tc < 0)
 		return -1;
 	__u32 word = 0; // rest of the ICMP header, network order
-	if (to6 && tc == 2 << 8) {
+	if (to6 && tc == ICMP_TC(ICMPV6_PKT_TOOBIG, 0)) {
 		__u32 mtu = (__u32)h[6] << 8 | h[7];
 		if (!mtu) {
 			// RFC 1191 routers: guess the plateau below the datagram.
@@ -153,20 +159,21 @@ static __always_inline int nat64_icmp_build(struct __sk_buff *skb, const struct 
 			mtu = len > 1492 ? 1492 : len > 1006 ? 1006 : len > 508 ? 508 : 296;
 		}
 		word = bpf_htonl(mtu + 20);
-	} else if (!to6 && tc == (3 << 8 | 4)) {
+	} else if (!to6 && tc == ICMP_TC(ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED)) {
 		__u32 mtu = (__u32)h[4] << 24 | (__u32)h[5] << 16 | (__u32)h[6] << 8 | h[7];
 		mtu = mtu < 88 ? 68 : mtu - 20;
 		if (mtu > 0xffff)
 			mtu = 0xffff;
 		word = bpf_htonl(mtu);
-	} else if ((to6 && tc == 4 << 8) || (!to6 && tc == 12 << 8)) {
+	} else if ((to6 && tc == ICMP_TC(ICMPV6_PARAMPROB, ICMPV6_HDR_FIELD)) ||
+		   (!to6 && tc == ICMP_TC(ICMP_PARAMETERPROB, 0))) {
 		__u32 ptr = to6 ? h[4] : ((__u32)h[4] << 24 | (__u32)h[5] << 16 | (__u32)h[6] << 8 | h[7]);
 		int np = nat64_icmp_pointer(to6, ptr);
 		if (np < 0)
 			return -1;
 		word = to6 ? bpf_htonl(np) : (__u32)np; // ICMPv4: first byte
-	} else if (to6 && tc == (4 << 8 | 1)) {
-		word = bpf_htonl(6); // points at the next header field
+	} else if (to6 && tc == ICMP_TC(ICMPV6_PARAMPROB, ICMPV6_UNK_NEXTHDR)) {
+		word = bpf_htonl(offsetof(struct ipv6hdr, nexthdr));
 	}
 
 	if (x->in4 >= p->ip_end)

@@ -109,15 +109,15 @@ static __always_inline int parse(struct __sk_buff *skb, struct pkt *p)
 	__u16 proto;
 	__u32 off = ETH_HLEN;
 
-	if (bpf_skb_load_bytes(skb, 12, &proto, 2))
+	if (bpf_skb_load_bytes(skb, offsetof(struct ethhdr, h_proto), &proto, 2))
 		return PARSE_PASS;
 #pragma unroll
 	for (int i = 0; i < 2; i++) {
 		if (proto != bpf_htons(ETH_P_8021Q) && proto != bpf_htons(ETH_P_8021AD))
 			break;
-		if (bpf_skb_load_bytes(skb, off + 2, &proto, 2))
+		if (bpf_skb_load_bytes(skb, off + offsetof(struct vlan_hdr, h_vlan_encapsulated_proto), &proto, 2))
 			return PARSE_PASS;
-		off += 4;
+		off += sizeof(struct vlan_hdr);
 	}
 	p->l3_off = off;
 
@@ -127,7 +127,7 @@ static __always_inline int parse(struct __sk_buff *skb, struct pkt *p)
 			return PARSE_MALFORMED;
 		__u32 ihl = ip.ihl * 4;
 		__u32 tot = bpf_ntohs(ip.tot_len);
-		if (ip.version != 4 || ihl < 20 || tot < ihl || off + tot > skb->len)
+		if (ip.version != 4 || ihl < IP4_HLEN || tot < ihl || off + tot > skb->len)
 			return PARSE_MALFORMED;
 		p->family = AF_INET;
 		p->src[10] = 0xff;
@@ -141,7 +141,7 @@ static __always_inline int parse(struct __sk_buff *skb, struct pkt *p)
 		p->ip_end = off + tot;
 		p->l4_off = off + ihl;
 		// Non-first fragments carry no L4 header: let the stack reassemble.
-		if (ip.frag_off & bpf_htons(0x1fff))
+		if (ip.frag_off & bpf_htons(IP_OFFSET))
 			return PARSE_PASS;
 		return parse_l4(skb, p);
 	}
@@ -150,15 +150,15 @@ static __always_inline int parse(struct __sk_buff *skb, struct pkt *p)
 		if (bpf_skb_load_bytes(skb, off, &ip6, sizeof(ip6)))
 			return PARSE_MALFORMED;
 		__u32 plen = bpf_ntohs(ip6.payload_len);
-		if (ip6.version != 6 || off + 40 + plen > skb->len)
+		if (ip6.version != 6 || off + IP6_HLEN + plen > skb->len)
 			return PARSE_MALFORMED;
 		p->family = AF_INET6;
 		__builtin_memcpy(p->src, &ip6.saddr, 16);
 		__builtin_memcpy(p->dst, &ip6.daddr, 16);
 		p->ttl = ip6.hop_limit;
-		p->ip_end = off + 40 + plen;
+		p->ip_end = off + IP6_HLEN + plen;
 		__u8 nh = ip6.nexthdr;
-		off += 40;
+		off += IP6_HLEN;
 		// Bounded walk over extension headers (RFC 8200 order allows a handful).
 #pragma unroll
 		for (int i = 0; i < 4; i++) {
@@ -172,10 +172,10 @@ static __always_inline int parse(struct __sk_buff *skb, struct pkt *p)
 				__u8 fh[4];
 				if (bpf_skb_load_bytes(skb, off, fh, 4))
 					return PARSE_MALFORMED;
-				if ((((__u16)fh[2] << 8) | fh[3]) & 0xfff8)
+				if ((((__u16)fh[2] << 8) | fh[3]) & IP6_OFFSET)
 					return PARSE_PASS;
 				nh = fh[0];
-				off += 8;
+				off += sizeof(struct frag_hdr);
 			} else {
 				break;
 			}

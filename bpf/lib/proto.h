@@ -1,10 +1,24 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
-// Protocol numbers and constants of the headers the datapath reads: address
-// families, TCP flags, SCTP chunk and parameter types.
+// Protocol numbers, constants and header layouts the datapath reads: address
+// families, ICMP types and codes, TCP flags, SCTP chunk and parameter types,
+// and the kernel-internal headers no uapi file defines.
 #ifndef LB_PROTO_H
 #define LB_PROTO_H
 
 #include <linux/types.h>
+#include <linux/if_ether.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+#include <linux/icmpv6.h>
+#include <linux/tcp.h>
+#include <linux/udp.h>
+// <linux/icmp.h> includes <linux/if.h>, which pulls in glibc's socket headers
+// a BPF target cannot compile; icmp.h needs only IFNAMSIZ from it.
+#ifndef _LINUX_IF_H
+#define _LINUX_IF_H
+#define IFNAMSIZ 16
+#endif
+#include <linux/icmp.h>
 
 #ifndef AF_INET
 #define AF_INET 2
@@ -14,6 +28,41 @@
 #endif
 
 #define NSEC 1000000000ULL
+
+// IPv4 fragment offset field (include/net/ip.h).
+#define IP_DF 0x4000
+#define IP_OFFSET 0x1fff
+// IPv6 fragment header offset field (include/net/ipv6.h).
+#define IP6_OFFSET 0xfff8
+#define IPV6_MIN_MTU 1280
+// Header sizes as 32-bit values: sizeof would widen offset arithmetic to 64
+// bits, which the verifier tracks less precisely.
+#define IP4_HLEN ((__u32)sizeof(struct iphdr))
+#define IP6_HLEN ((__u32)sizeof(struct ipv6hdr))
+#define ICMP_HLEN ((__u32)sizeof(struct icmphdr))
+// An ICMPv4 error is at most 576 bytes (RFC 1812 4.3.2.3).
+#define ICMPV4_MAX_LEN 576
+
+// Kernel-internal header layouts (include/linux/if_vlan.h, include/net/ipv6.h,
+// include/linux/sctp.h): not in the uapi headers.
+struct vlan_hdr {
+	__be16 h_vlan_TCI;
+	__be16 h_vlan_encapsulated_proto;
+};
+
+struct frag_hdr {
+	__u8 nexthdr;
+	__u8 reserved;
+	__be16 frag_off;
+	__be32 identification;
+};
+
+struct sctphdr {
+	__be16 source;
+	__be16 dest;
+	__be32 vtag;
+	__le32 checksum;
+};
 
 #define TCP_FIN 0x01
 #define TCP_SYN 0x02
