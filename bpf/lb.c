@@ -110,8 +110,8 @@ static __noinline int ct_established(struct __sk_buff *skb, struct pkt *p, struc
 		return TC_ACT_SHOT;
 	}
 	int r = forward(skb, p, src, dst, ct);
-	if ((r & 0xffff) == FWD_TOO_BIG)
-		return nat64_too_big(skb, p, (__u32)r >> 16);
+	if (r == LB_NEXT_NAT64_TOO_BIG)
+		return nat64_too_big(skb, p);
 	return r;
 }
 
@@ -310,7 +310,7 @@ int tc_ingress(struct __sk_buff *skb)
 			return icmp_echo_reply(skb, &p);
 		if (is_icmp_error(&p)) {
 			r = icmp_error(skb, &p);
-			if (r == ICMP_NAT64)
+			if (r == LB_NEXT_NAT64_ICMP)
 				return nat64_icmp(skb, &p);
 			return r;
 		}

@@ -168,6 +168,7 @@ type LbNat64IcmpCtx struct {
 	Itos   uint8
 	Ittl   uint8
 	Pad    uint8
+	Mtu    uint32
 	H      [8]uint8
 	Ph     [2]uint32
 	Old    [40]uint8

@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
-// Checksums: Internet checksum folding and building (csum_store, ip4_build)
+// Checksums: Internet checksum folding and building, IP header builders
+// (ip4_build with its checksum, ip6_build)
 // and SCTP's CRC32c, updated incrementally (crc32c_delta) or computed over a
 // buffer word by word (crc32c_word).
 #ifndef LB_CSUM_H
@@ -7,6 +8,8 @@
 
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+#include "lib/proto.h"
 #include "lib/maps.h"
 
 static __always_inline __u32 csum_fold32(__u32 s)
@@ -34,17 +37,37 @@ static __always_inline int csum_store(const __u8 *b, __u32 len, __u8 *at)
 static __always_inline int ip4_build(__u8 *h, __u8 tos, __u32 tot_len, int df, __u8 ttl, __u8 proto,
 				     const __u8 *src, const __u8 *dst)
 {
-	__builtin_memset(h, 0, 20);
-	h[0] = 0x45;
-	h[1] = tos;
-	h[2] = tot_len >> 8;
-	h[3] = tot_len;
-	h[6] = df ? 0x40 : 0;
-	h[8] = ttl;
-	h[9] = proto;
-	__builtin_memcpy(h + 12, src + 12, 4);
-	__builtin_memcpy(h + 16, dst + 12, 4);
-	return csum_store(h, 20, h + 10);
+	struct iphdr *ip = (struct iphdr *)h;
+
+	__builtin_memset(h, 0, IP4_HLEN);
+	ip->version = 4;
+	ip->ihl = IP4_HLEN / 4;
+	ip->tos = tos;
+	ip->tot_len = bpf_htons(tot_len);
+	ip->frag_off = df ? bpf_htons(IP_DF) : 0;
+	ip->ttl = ttl;
+	ip->protocol = proto;
+	__builtin_memcpy(&ip->saddr, src + 12, 4);
+	__builtin_memcpy(&ip->daddr, dst + 12, 4);
+	return csum_store(h, IP4_HLEN, (__u8 *)&ip->check);
+}
+
+// Writes a 40-byte IPv6 header at h (flow label 0) carrying traffic class
+// tclass and plen bytes of payload; src and dst are 16-byte addresses.
+static __always_inline void ip6_build(__u8 *h, __u8 tclass, __u32 plen, __u8 nexthdr, __u8 hop_limit,
+				      const __u8 *src, const __u8 *dst)
+{
+	struct ipv6hdr *ip6 = (struct ipv6hdr *)h;
+
+	__builtin_memset(h, 0, IP6_HLEN);
+	ip6->version = 6;
+	ip6->priority = tclass >> 4;
+	ip6->flow_lbl[0] = (tclass & 0xf) << 4;
+	ip6->payload_len = bpf_htons(plen);
+	ip6->nexthdr = nexthdr;
+	ip6->hop_limit = hop_limit;
+	__builtin_memcpy(&ip6->saddr, src, 16);
+	__builtin_memcpy(&ip6->daddr, dst, 16);
 }
 
 /* SCTP CRC32c incremental update

@@ -47,10 +47,6 @@ static __always_inline int fib_params(struct __sk_buff *skb, const struct pkt *p
 	return bpf_fib_lookup(skb, f, sizeof(*f), 0);
 }
 
-// forward: a NAT64 packet (IPv4 turned IPv6) too big for its route; the
-// route's MTU is in the upper 16 bits (see nat64_too_big).
-#define FWD_TOO_BIG 0x7000
-
 // Routes the (already rewritten) packet toward dst: L2 rewrite and redirect
 // when the FIB knows the way, otherwise hand it to the kernel stack. A flow's
 // FIB result is cached in its conntrack entry (ct, may be NULL) for
@@ -74,8 +70,13 @@ static __noinline int forward(struct __sk_buff *skb, const struct pkt *p, const 
 		return bpf_redirect(ct->fib_ifindex, 0);
 	}
 	int rc = fib_params(skb, p, p->family, src, dst, &f);
-	if (rc == BPF_FIB_LKUP_RET_FRAG_NEEDED && p->nat64_to6)
-		return FWD_TOO_BIG | (__u32)f.mtu_result << 16;
+	if (rc == BPF_FIB_LKUP_RET_FRAG_NEEDED && p->nat64_to6) {
+		__u32 zero = 0;
+		struct nat64_icmp_ctx *x = bpf_map_lookup_elem(&nat64_scratch, &zero);
+		if (x)
+			x->mtu = f.mtu_result;
+		return LB_NEXT_NAT64_TOO_BIG;
+	}
 	if (rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH)
 		return TC_ACT_OK;
 	if (dec_ttl(skb, p)) {

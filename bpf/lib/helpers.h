@@ -10,6 +10,20 @@
 #include "lib/maps.h"
 #include "lib/parse.h"
 
+// What a stage returns when it is not done with the packet: the caller takes
+// one more step, in a frame of its own (the 512-byte stack is shared by the
+// call chain). Outside the TC_ACT_* range (-1..8), so a stage's result is
+// either a verdict or one of these; what the next step needs is left in
+// nat64_scratch, never packed into the return value.
+enum lb_next {
+	// forward: a NAT64 packet (IPv4 turned IPv6) too big for its route,
+	// route MTU in nat64_icmp_ctx.mtu: answer with nat64_too_big.
+	LB_NEXT_NAT64_TOO_BIG = 0x100,
+	// icmp_error: an error about a NAT64 flow, its translation in
+	// nat64_scratch: rebuild it with nat64_icmp.
+	LB_NEXT_NAT64_ICMP,
+};
+
 static __always_inline void count_drop(__u32 reason)
 {
 	__u64 *c = bpf_map_lookup_elem(&drops, &reason);

@@ -17,8 +17,6 @@
 #include "lib/nat.h"
 #include "lib/fib.h"
 
-#define ICMP_NAT64 0x6464 // icmp_error: a NAT64 flow's error, for nat64_icmp
-
 static __noinline int icmp_echo_reply(struct __sk_buff *skb, const struct pkt *p)
 {
 	__u8 macs[12], sw[12];
@@ -127,7 +125,7 @@ static __noinline int icmp_error(struct __sk_buff *skb, struct pkt *p)
 		__builtin_memcpy(x->iports, iports, 4);
 		x->in4 = in4;
 		x->iproto = iproto;
-		return ICMP_NAT64;
+		return LB_NEXT_NAT64_ICMP;
 	}
 
 	__u8 nsrc[16], ndst[16], osrc[16];

@@ -170,6 +170,7 @@ struct nat64_icmp_ctx {
 	__u8 itos;
 	__u8 ittl;
 	__u8 pad;
+	__u32 mtu;        // route MTU for nat64_too_big (set by forward)
 	__u8 h[8];        // the ICMP header as received
 	__u32 ph[2];      // ICMPv6 pseudo header: length, next header
 	__u8 old[40];     // embedded pseudo-header words and ports, before ...

@@ -108,7 +108,6 @@ static __noinline int nat64_xlate(struct __sk_buff *skb, struct pkt *p, const __
 	__u16 eth = bpf_htons(to4 ? ETH_P_IP : ETH_P_IPV6);
 	if (bpf_skb_change_proto(skb, eth, 0) || bpf_skb_store_bytes(skb, offsetof(struct ethhdr, h_proto), &eth, 2, 0))
 		return -1;
-	__builtin_memset(h, 0, IP6_HLEN);
 	if (to4) {
 		// DF: IPv6 is never fragmented en route.
 		if (ip4_build(h, tos, IP4_HLEN + plen, 1, p->ttl, p->proto, src, dst) ||
@@ -117,15 +116,7 @@ static __noinline int nat64_xlate(struct __sk_buff *skb, struct pkt *p, const __
 		p->family = AF_INET;
 		p->l4_off = ETH_HLEN + IP4_HLEN;
 	} else {
-		struct ipv6hdr *ip6 = (struct ipv6hdr *)h;
-		ip6->version = 6;
-		ip6->priority = tos >> 4;
-		ip6->flow_lbl[0] = (tos & 0xf) << 4;
-		ip6->payload_len = bpf_htons(plen);
-		ip6->nexthdr = p->proto;
-		ip6->hop_limit = p->ttl;
-		__builtin_memcpy(&ip6->saddr, src, 16);
-		__builtin_memcpy(&ip6->daddr, dst, 16);
+		ip6_build(h, tos, plen, p->proto, p->ttl, src, dst);
 		if (bpf_skb_store_bytes(skb, ETH_HLEN, h, IP6_HLEN, 0))
 			return -1;
 		p->family = AF_INET6;

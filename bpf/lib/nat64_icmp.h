@@ -155,13 +155,13 @@ static __always_inline int nat64_icmp_build(struct __sk_buff *skb, const struct 
 		__u32 mtu = (__u32)h[6] << 8 | h[7];
 		if (!mtu) {
 			// RFC 1191 routers: guess the plateau below the datagram.
-			__u32 len = x->ilen + 20;
+			__u32 len = x->ilen + IP4_HLEN;
 			mtu = len > 1492 ? 1492 : len > 1006 ? 1006 : len > 508 ? 508 : 296;
 		}
-		word = bpf_htonl(mtu + 20);
+		word = bpf_htonl(mtu + IP6_HLEN - IP4_HLEN);
 	} else if (!to6 && tc == ICMP_TC(ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED)) {
 		__u32 mtu = (__u32)h[4] << 24 | (__u32)h[5] << 16 | (__u32)h[6] << 8 | h[7];
-		mtu = mtu < 88 ? 68 : mtu - 20;
+		mtu = mtu < 88 ? 68 : mtu - (IP6_HLEN - IP4_HLEN);
 		if (mtu > 0xffff)
 			mtu = 0xffff;
 		word = bpf_htonl(mtu);
@@ -223,48 +223,34 @@ static __always_inline int nat64_icmp_build(struct __sk_buff *skb, const struct 
 		}
 	}
 
-	__u32 ilen = x->ilen > 0xffff - 20 ? 0xffff - 20 : x->ilen;
+	__u32 ilen = x->ilen > 0xffff - IP4_HLEN ? 0xffff - IP4_HLEN : x->ilen;
 	__u8 *ih = x->b + io;
 	if (to6) {
-		__builtin_memset(ih, 0, 40);
-		ih[0] = 0x60 | x->itos >> 4;
-		ih[1] = x->itos << 4;
-		ih[4] = ilen >> 8;
-		ih[5] = ilen;
-		ih[6] = x->iproto;
-		ih[7] = x->ittl;
-		addr_cpy(ih + 8, x->ndst);
-		addr_cpy(ih + 24, x->nsrc);
-	} else if (ip4_build(ih, x->itos, ilen + 20, 1, x->ittl, x->iproto, x->ndst, x->nsrc)) {
+		ip6_build(ih, x->itos, ilen, x->iproto, x->ittl, x->ndst, x->nsrc);
+	} else if (ip4_build(ih, x->itos, ilen + IP4_HLEN, 1, x->ittl, x->iproto, x->ndst, x->nsrc)) {
 		return -1; // DF, as nat64_xlate sends it
 	}
 
-	__u32 mlen = 8 + (ho - io) + rest; // ICMP message
-	__u8 *ic = x->b + co;
-	ic[0] = tc >> 8;
-	ic[1] = tc;
-	ic[2] = ic[3] = 0;
-	__builtin_memcpy(ic + 4, &word, 4);
+	__u32 mlen = ICMP_HLEN + (ho - io) + rest; // ICMP message
+	// ICMPv6's header starts like ICMPv4's: type, code, checksum, 4 bytes.
+	struct icmphdr *ic = (struct icmphdr *)(x->b + co);
+	ic->type = tc >> 8;
+	ic->code = tc;
+	ic->checksum = 0;
+	ic->un.gateway = word;
 	__u32 zero = 0;
 	__builtin_memcpy(x->b + ho + rest, &zero, 4); // pad for the sum
 
 	__u8 *oh = x->b;
 	__s64 seed = 0;
 	if (to6) {
-		__builtin_memset(oh, 0, 40);
-		oh[0] = 0x60;
-		oh[4] = mlen >> 8;
-		oh[5] = mlen;
-		oh[6] = IPPROTO_ICMPV6;
-		oh[7] = p->ttl;
-		addr_cpy(oh + 8, x->nsrc);
-		addr_cpy(oh + 24, x->ndst);
+		ip6_build(oh, 0, mlen, IPPROTO_ICMPV6, p->ttl, x->nsrc, x->ndst);
 		x->ph[0] = bpf_htonl(mlen);
 		x->ph[1] = bpf_htonl(IPPROTO_ICMPV6);
-		seed = bpf_csum_diff(0, 0, (__u32 *)(oh + 8), 32, 0);
+		seed = bpf_csum_diff(0, 0, (__u32 *)(oh + offsetof(struct ipv6hdr, saddr)), 32, 0);
 		if (seed >= 0)
 			seed = bpf_csum_diff(0, 0, x->ph, 8, (__u32)seed);
-	} else if (ip4_build(oh, 0, mlen + 20, 0, p->ttl, IPPROTO_ICMP, x->nsrc, x->ndst)) {
+	} else if (ip4_build(oh, 0, mlen + IP4_HLEN, 0, p->ttl, IPPROTO_ICMP, x->nsrc, x->ndst)) {
 		return -1;
 	}
 	if (seed < 0)
@@ -273,7 +259,7 @@ static __always_inline int nat64_icmp_build(struct __sk_buff *skb, const struct 
 	if (s < 0)
 		return -1;
 	__u16 ck = (__u16)~csum_fold32((__u32)s);
-	__builtin_memcpy(ic + 2, &ck, 2);
+	ic->checksum = ck;
 	return co + mlen;
 }
 
@@ -288,7 +274,7 @@ static __noinline int nat64_icmp(struct __sk_buff *skb, struct pkt *p)
 	if (p->ttl <= 1)
 		return TC_ACT_OK;
 	// Like nat64_xlate: no VLAN tag, IPv4 options or extension headers.
-	if (p->l3_off != ETH_HLEN || p->l4_off != ETH_HLEN + (to6 ? 20 : 40)) {
+	if (p->l3_off != ETH_HLEN || p->l4_off != ETH_HLEN + (to6 ? IP4_HLEN : IP6_HLEN)) {
 		count_drop(DROP_REWRITE);
 		return TC_ACT_SHOT;
 	}
@@ -297,17 +283,18 @@ static __noinline int nat64_icmp(struct __sk_buff *skb, struct pkt *p)
 		count_drop(DROP_REWRITE);
 		return TC_ACT_SHOT;
 	}
-	if (n > 1280)
+	if (n > IPV6_MIN_MTU)
 		return TC_ACT_SHOT;
 	__u16 eth = bpf_htons(to6 ? ETH_P_IPV6 : ETH_P_IP);
 	if (bpf_skb_change_proto(skb, eth, 0) || bpf_skb_change_tail(skb, ETH_HLEN + n, 0) ||
-	    bpf_skb_store_bytes(skb, 12, &eth, 2, 0) || bpf_skb_store_bytes(skb, ETH_HLEN, x->b, n, 0)) {
+	    bpf_skb_store_bytes(skb, offsetof(struct ethhdr, h_proto), &eth, 2, 0) ||
+	    bpf_skb_store_bytes(skb, ETH_HLEN, x->b, n, 0)) {
 		count_drop(DROP_REWRITE);
 		return TC_ACT_SHOT;
 	}
 	p->family = to6 ? AF_INET6 : AF_INET;
 	p->proto = to6 ? IPPROTO_ICMPV6 : IPPROTO_ICMP;
-	p->l4_off = ETH_HLEN + (to6 ? 40 : 20);
+	p->l4_off = ETH_HLEN + (to6 ? IP6_HLEN : IP4_HLEN);
 	p->ip_end = ETH_HLEN + n;
 	return forward(skb, p, x->nsrc, x->ndst, 0);
 }
@@ -319,39 +306,46 @@ static __noinline int nat64_icmp(struct __sk_buff *skb, struct pkt *p)
 // neighbour it came from. The quote is rebuilt from what struct pkt still
 // holds of the original: addresses, ports and TTL; the rest of the first 8
 // L4 bytes (TCP sequence, UDP length) never changed.
-static __noinline int nat64_too_big(struct __sk_buff *skb, struct pkt *p, __u32 mtu)
+static __noinline int nat64_too_big(struct __sk_buff *skb, struct pkt *p)
 {
+	// The answer: outer header, ICMP header, the quoted IPv4 header and the
+	// first 8 bytes of its L4 header.
+	const __u32 ic = IP4_HLEN, qh = ic + ICMP_HLEN, q4 = qh + IP4_HLEN, len = q4 + 8;
 	__u32 zero = 0;
 	struct nat64_icmp_ctx *x = bpf_map_lookup_elem(&nat64_scratch, &zero);
-	__u8 macs[12];
+	__u8 macs[2 * ETH_ALEN];
 
 	count_drop(DROP_NAT64_TOO_BIG);
-	if (!x || p->l3_off != ETH_HLEN || p->ip_end < p->l4_off + 8 || mtu < 1280)
+	if (!x)
+		return TC_ACT_SHOT;
+	__u32 mtu = x->mtu;
+	if (p->l3_off != ETH_HLEN || p->ip_end < p->l4_off + 8 || mtu < IPV6_MIN_MTU)
 		return TC_ACT_SHOT;
 	__u8 *b = x->b;
-	__builtin_memset(b, 0, 56);
-	if (bpf_skb_load_bytes(skb, p->l4_off, b + 48, 8) || bpf_skb_load_bytes(skb, 0, macs, 12))
+	__builtin_memset(b, 0, len);
+	if (bpf_skb_load_bytes(skb, p->l4_off, b + q4, 8) || bpf_skb_load_bytes(skb, 0, macs, sizeof(macs)))
 		return TC_ACT_SHOT;
-	__builtin_memcpy(b + 48, &p->sport, 2);
-	__builtin_memcpy(b + 50, &p->dport, 2);
+	__builtin_memcpy(b + q4, &p->sport, 2);
+	__builtin_memcpy(b + q4 + 2, &p->dport, 2);
 	// The quote's header, the ICMP header, then the outer header from the
 	// LB address the packet was sent to.
-	b[20] = 3;
-	b[21] = 4;
-	mtu -= 20;
-	b[26] = mtu >> 8;
-	b[27] = mtu;
-	if (ip4_build(b + 28, 0, p->ip_end - p->l4_off + 20, 1, p->ttl, p->proto, p->src, p->dst) ||
-	    csum_store(b + 20, 36, b + 22) || ip4_build(b, 0, 56, 0, 64, IPPROTO_ICMP, p->dst, p->src))
+	struct icmphdr *icmp = (struct icmphdr *)(b + ic);
+	icmp->type = ICMP_DEST_UNREACH;
+	icmp->code = ICMP_FRAG_NEEDED;
+	icmp->un.frag.mtu = bpf_htons(mtu - (IP6_HLEN - IP4_HLEN));
+	if (ip4_build(b + qh, 0, p->ip_end - p->l4_off + IP4_HLEN, 1, p->ttl, p->proto, p->src, p->dst) ||
+	    csum_store(b + ic, len - ic, (__u8 *)&icmp->checksum) ||
+	    ip4_build(b, 0, len, 0, 64, IPPROTO_ICMP, p->dst, p->src))
 		return TC_ACT_SHOT;
 
 	__u16 eth = bpf_htons(ETH_P_IP);
-	__u8 sw[12];
-	__builtin_memcpy(sw, macs + 6, 6);
-	__builtin_memcpy(sw + 6, macs, 6);
-	if (bpf_skb_change_proto(skb, eth, 0) || bpf_skb_change_tail(skb, ETH_HLEN + 56, 0) ||
-	    bpf_skb_store_bytes(skb, 0, sw, 12, 0) || bpf_skb_store_bytes(skb, 12, &eth, 2, 0) ||
-	    bpf_skb_store_bytes(skb, ETH_HLEN, b, 56, 0))
+	__u8 sw[2 * ETH_ALEN];
+	__builtin_memcpy(sw, macs + ETH_ALEN, ETH_ALEN);
+	__builtin_memcpy(sw + ETH_ALEN, macs, ETH_ALEN);
+	if (bpf_skb_change_proto(skb, eth, 0) || bpf_skb_change_tail(skb, ETH_HLEN + len, 0) ||
+	    bpf_skb_store_bytes(skb, 0, sw, sizeof(sw), 0) ||
+	    bpf_skb_store_bytes(skb, offsetof(struct ethhdr, h_proto), &eth, 2, 0) ||
+	    bpf_skb_store_bytes(skb, ETH_HLEN, b, len, 0))
 		return TC_ACT_SHOT;
 	return bpf_redirect(skb->ifindex, 0);
 }

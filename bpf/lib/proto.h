@@ -34,7 +34,6 @@
 #define IP_OFFSET 0x1fff
 // IPv6 fragment header offset field (include/net/ipv6.h).
 #define IP6_OFFSET 0xfff8
-#define IPV6_MIN_MTU 1280
 // Header sizes as 32-bit values: sizeof would widen offset arithmetic to 64
 // bits, which the verifier tracks less precisely.
 #define IP4_HLEN ((__u32)sizeof(struct iphdr))
