@@ -1,6 +1,7 @@
-// Package bpf holds the TC datapath (lb.c and its stages in lib/) and its
-// bpf2go-generated loader. The generated lb_bpfel.go/.o are committed so a
-// Go build needs no clang; `make test` checks they match the sources.
+// Package bpf holds the TC datapath (lb.c and its stages in lib/), its
+// bpf2go-generated loader and the enums of include/lb_types.h as Go
+// constants (lb_enums.go). Generated files are committed so a Go build needs
+// no clang; `make test` checks they match the sources (check-generate).
 package bpf
 
 //go:generate sh gen.sh
