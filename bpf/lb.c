@@ -11,6 +11,7 @@
 //   maps.h        every map and the per-CPU scratch values
 //   parse.h       struct pkt: Ethernet/VLAN, IPv4, IPv6, L4 headers
 //   helpers.h     counters, clock, address helpers, flow hash
+//   filter.h      address filter: misses passed before parsing
 //   csum.h        Internet checksum, IPv4 header builder, SCTP CRC32c
 //   sctp_params.h INIT/INIT-ACK address parameter rewrite, ASCONF policy
 //   sctp_compact.h INIT/INIT-ACK compaction and growth
@@ -49,6 +50,7 @@ char __license[] SEC("license") = "Dual BSD/GPL";
 #include "lib/maps.h"
 #include "lib/parse.h"
 #include "lib/helpers.h"
+#include "lib/filter.h"
 #include "lib/csum.h"
 #include "lib/sctp_params.h"
 #include "lib/sctp_compact.h"
@@ -290,6 +292,9 @@ static __always_inline int starts_new(const struct pkt *p, const struct ct_val *
 SEC("tc")
 int tc_ingress(struct __sk_buff *skb)
 {
+	if (filter_miss(skb))
+		return TC_ACT_OK;
+
 	struct pkt p = {};
 	int r = parse(skb, &p);
 

@@ -121,6 +121,11 @@ type LbEndpoint struct {
 	Pad    uint16
 }
 
+type LbFilterBits struct {
+	_ structs.HostLayout
+	W [1024]uint64
+}
+
 type LbHdrBuf struct {
 	_ structs.HostLayout
 	B [40]uint8
@@ -224,6 +229,7 @@ type LbSvcVips struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	LbMapAddrFilter   = "addr_filter"
 	LbMapAffinity     = "affinity"
 	LbMapAssocs       = "assocs"
 	LbMapConntrack    = "conntrack"
@@ -301,6 +307,7 @@ type LbProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type LbMapSpecs struct {
+	AddrFilter   *ebpf.MapSpec `ebpf:"addr_filter"`
 	Affinity     *ebpf.MapSpec `ebpf:"affinity"`
 	Assocs       *ebpf.MapSpec `ebpf:"assocs"`
 	Conntrack    *ebpf.MapSpec `ebpf:"conntrack"`
@@ -352,6 +359,7 @@ func (o *LbObjects) Close() error {
 //
 // It can be passed to LoadLbObjects or ebpf.CollectionSpec.LoadAndAssign.
 type LbMaps struct {
+	AddrFilter   *ebpf.Map `ebpf:"addr_filter"`
 	Affinity     *ebpf.Map `ebpf:"affinity"`
 	Assocs       *ebpf.Map `ebpf:"assocs"`
 	Conntrack    *ebpf.Map `ebpf:"conntrack"`
@@ -379,6 +387,7 @@ type LbMaps struct {
 
 func (m *LbMaps) Close() error {
 	return _LbClose(
+		m.AddrFilter,
 		m.Affinity,
 		m.Assocs,
 		m.Conntrack,

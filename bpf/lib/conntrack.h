@@ -12,6 +12,7 @@
 #include "lib/maps.h"
 #include "lib/helpers.h"
 #include "lib/parse.h"
+#include "lib/filter.h"
 
 static __always_inline __u32 state_timeout(__u8 proto, __u8 state, __u32 idle)
 {
@@ -175,9 +176,17 @@ static __always_inline void ct_track(const struct pkt *p, struct ct_val *ct)
 }
 
 // Writes the reply entry then the orig entry (in that order, so a reply can
-// never find a half-made connection). Returns 0 or a drop reason.
+// never find a half-made connection). Each key's address that identifies
+// its packets (the orig's VIP, the reply's endpoint) goes into the address
+// filter first, so no packet of the flow is taken for a miss. Returns 0 or a
+// drop reason.
 static __noinline int ct_insert(const struct pkt *p, const struct ct_key *key, const struct ct_val *v)
 {
+	__u32 fi = LB_FILTER_DATAPATH;
+	struct filter_bits *f = bpf_map_lookup_elem(&addr_filter, &fi);
+	if (!f)
+		return DROP_CT_FULL;
+	filter_add(f, key->dst);
 	if (!(v->flags & CT_F_DSR)) {
 		__u32 one = 1;
 		struct ct_val *r = bpf_map_lookup_elem(&scratch, &one);
@@ -186,6 +195,7 @@ static __noinline int ct_insert(const struct pkt *p, const struct ct_key *key, c
 			return DROP_CT_FULL;
 		*r = *v;
 		peer_key(v, p->proto, &rk);
+		filter_add(f, rk.src);
 		addr_cpy(r->nat_src, p->dst);
 		addr_cpy(r->nat_dst, p->src);
 		r->nat_sport = p->dport;

@@ -118,6 +118,15 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } drops SEC(".maps");
 
+// The address filter's two bitmaps (see struct filter_bits).
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__type(value, struct filter_bits);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} addr_filter SEC(".maps");
+
 // x^(8n) mod P for SCTP packet length n, filled by the Go loader; makes the
 // incremental CRC32c update one carry-less multiply (see crc32c_delta).
 struct {
