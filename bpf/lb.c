@@ -27,7 +27,10 @@
 // Design notes (the why):
 //   - Headers are read with bpf_skb_load_bytes into stack copies rather than
 //     direct packet access: offsets are variable (VLAN, IPv4 options, IPv6
-//     extension headers) and helper reads keep the 5.15 verifier simple.
+//     extension headers) and helper reads keep the 5.15 verifier simple. The
+//     one exception is the miss check (lib/filter.h): fixed offsets of an
+//     untagged linear frame, read directly because it must cost next to
+//     nothing; anything else falls through to the helper-based parse.
 //   - Every write goes through bpf_skb_store_bytes and the csum helpers, which
 //     keep skb->csum coherent for CHECKSUM_COMPLETE devices.
 //   - Conntrack holds both directions; each entry carries the full translation
