@@ -10,7 +10,7 @@ export TELCOLB_REQUIRE_ENVTEST ?= 1
 export KUBEBUILDER_ASSETS      ?= $(ENVTEST_BIN)
 TEST_TIMEOUT ?= 45m
 
-.PHONY: all deps generate build test test-unit vet demo bench envtest-bins clean fuzz-smoke
+.PHONY: all deps generate check-generate build test test-unit vet demo bench envtest-bins clean fuzz-smoke
 
 all: build
 
@@ -21,6 +21,16 @@ deps:
 # Go build needs no clang).
 generate: deps
 	cd bpf && $(GO) generate ./...
+
+# Fails when a committed eBPF object or loader is not what `make generate`
+# builds from the sources (lb.c or a header edited without regenerating).
+# Builds into a temporary directory: the working tree is left alone.
+check-generate: deps
+	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	  (cd bpf && GOFILE=gen.go GOPACKAGE=bpf sh gen.sh "$$tmp" >/dev/null) || exit 1; \
+	  for f in lb_bpfel.o lb_bpfel.go lb_enums.go; do \
+	    cmp -s "$$tmp/$$f" "bpf/$$f" || { echo "check-generate: bpf/$$f differs from what make generate builds: run make generate and commit it" >&2; exit 1; }; \
+	  done; echo "check-generate: bpf/ generated files match their sources"
 
 build:
 	@mkdir -p $(BIN)
@@ -36,7 +46,7 @@ envtest-bins:
 
 # Everything: unit, byte-exact datapath (BPF_PROG_TEST_RUN), namespace
 # end-to-end, real API server. Needs root (eBPF, namespaces).
-test: deps envtest-bins vet
+test: deps envtest-bins vet check-generate
 	@bash hack/sweep-namespaces.sh
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./... 2>&1 | tee $(CACHE)/test.log; \
 	  rc=$${PIPESTATUS[0]}; bash hack/sweep-namespaces.sh; exit $$rc

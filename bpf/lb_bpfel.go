@@ -121,6 +121,11 @@ type LbEndpoint struct {
 	Pad    uint16
 }
 
+type LbFilterBits struct {
+	_ structs.HostLayout
+	W [1024]uint64
+}
+
 type LbHdrBuf struct {
 	_ structs.HostLayout
 	B [40]uint8
@@ -150,10 +155,30 @@ type LbMhCtx struct {
 	Limit    uint8
 	LastRm   uint8
 	Ip6      uint8
-	X64      uint8
+	Nat64    uint8
 	Addr     [16]uint8
 	_        [3]byte
 	Rm       [16]uint32
+}
+
+type LbNat64IcmpCtx struct {
+	_      structs.HostLayout
+	Nsrc   [16]uint8
+	Ndst   [16]uint8
+	Nports [2]uint16
+	Iports [2]uint16
+	In4    uint32
+	Ilen   uint32
+	Iproto uint8
+	Itos   uint8
+	Ittl   uint8
+	Pad    uint8
+	Mtu    uint32
+	H      [8]uint8
+	Ph     [2]uint32
+	Old    [40]uint8
+	New    [40]uint8
+	B      [2056]uint8
 }
 
 type LbPendKey struct {
@@ -200,54 +225,36 @@ type LbSvcVips struct {
 	N   uint32
 }
 
-type LbX64Ctx struct {
-	_      structs.HostLayout
-	Nsrc   [16]uint8
-	Ndst   [16]uint8
-	Nports [2]uint16
-	Iports [2]uint16
-	In4    uint32
-	Ilen   uint32
-	Iproto uint8
-	Itos   uint8
-	Ittl   uint8
-	Pad    uint8
-	H      [8]uint8
-	Ph     [2]uint32
-	Old    [40]uint8
-	New    [40]uint8
-	B      [2056]uint8
-}
-
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	LbMapAffinity    = "affinity"
-	LbMapAssocs      = "assocs"
-	LbMapConntrack   = "conntrack"
-	LbMapCrcShift    = "crc_shift"
-	LbMapDrops       = "drops"
-	LbMapEndpoints   = "endpoints"
-	LbMapEpActive    = "ep_active"
-	LbMapEpStats     = "ep_stats"
-	LbMapHdrScratch  = "hdr_scratch"
-	LbMapIfAddrs     = "if_addrs"
-	LbMapInitPending = "init_pending"
-	LbMapMhScratch   = "mh_scratch"
-	LbMapNhScratch   = "nh_scratch"
-	LbMapRrCtr       = "rr_ctr"
-	LbMapScratch     = "scratch"
-	LbMapSctpScratch = "sctp_scratch"
-	LbMapSelTables   = "sel_tables"
-	LbMapServices    = "services"
-	LbMapSvcInfos    = "svc_infos"
-	LbMapSvcStats    = "svc_stats"
-	LbMapSvcVipList  = "svc_vip_list"
-	LbMapVips        = "vips"
-	LbMapX64Scratch  = "x64_scratch"
-	LbProgTcIngress  = "tc_ingress"
-	LbProgTcPass     = "tc_pass"
+	LbMapAddrFilter   = "addr_filter"
+	LbMapAffinity     = "affinity"
+	LbMapAssocs       = "assocs"
+	LbMapConntrack    = "conntrack"
+	LbMapCrcShift     = "crc_shift"
+	LbMapDrops        = "drops"
+	LbMapEndpoints    = "endpoints"
+	LbMapEpActive     = "ep_active"
+	LbMapEpStats      = "ep_stats"
+	LbMapHdrScratch   = "hdr_scratch"
+	LbMapIfAddrs      = "if_addrs"
+	LbMapInitPending  = "init_pending"
+	LbMapMhScratch    = "mh_scratch"
+	LbMapNat64Scratch = "nat64_scratch"
+	LbMapNhScratch    = "nh_scratch"
+	LbMapRrCtr        = "rr_ctr"
+	LbMapScratch      = "scratch"
+	LbMapSctpScratch  = "sctp_scratch"
+	LbMapSelTables    = "sel_tables"
+	LbMapServices     = "services"
+	LbMapSvcInfos     = "svc_infos"
+	LbMapSvcStats     = "svc_stats"
+	LbMapSvcVipList   = "svc_vip_list"
+	LbMapVips         = "vips"
+	LbProgTcIngress   = "tc_ingress"
+	LbProgTcPass      = "tc_pass"
 )
 
 // LoadLb returns the embedded CollectionSpec for Lb.
@@ -300,29 +307,30 @@ type LbProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type LbMapSpecs struct {
-	Affinity    *ebpf.MapSpec `ebpf:"affinity"`
-	Assocs      *ebpf.MapSpec `ebpf:"assocs"`
-	Conntrack   *ebpf.MapSpec `ebpf:"conntrack"`
-	CrcShift    *ebpf.MapSpec `ebpf:"crc_shift"`
-	Drops       *ebpf.MapSpec `ebpf:"drops"`
-	Endpoints   *ebpf.MapSpec `ebpf:"endpoints"`
-	EpActive    *ebpf.MapSpec `ebpf:"ep_active"`
-	EpStats     *ebpf.MapSpec `ebpf:"ep_stats"`
-	HdrScratch  *ebpf.MapSpec `ebpf:"hdr_scratch"`
-	IfAddrs     *ebpf.MapSpec `ebpf:"if_addrs"`
-	InitPending *ebpf.MapSpec `ebpf:"init_pending"`
-	MhScratch   *ebpf.MapSpec `ebpf:"mh_scratch"`
-	NhScratch   *ebpf.MapSpec `ebpf:"nh_scratch"`
-	RrCtr       *ebpf.MapSpec `ebpf:"rr_ctr"`
-	Scratch     *ebpf.MapSpec `ebpf:"scratch"`
-	SctpScratch *ebpf.MapSpec `ebpf:"sctp_scratch"`
-	SelTables   *ebpf.MapSpec `ebpf:"sel_tables"`
-	Services    *ebpf.MapSpec `ebpf:"services"`
-	SvcInfos    *ebpf.MapSpec `ebpf:"svc_infos"`
-	SvcStats    *ebpf.MapSpec `ebpf:"svc_stats"`
-	SvcVipList  *ebpf.MapSpec `ebpf:"svc_vip_list"`
-	Vips        *ebpf.MapSpec `ebpf:"vips"`
-	X64Scratch  *ebpf.MapSpec `ebpf:"x64_scratch"`
+	AddrFilter   *ebpf.MapSpec `ebpf:"addr_filter"`
+	Affinity     *ebpf.MapSpec `ebpf:"affinity"`
+	Assocs       *ebpf.MapSpec `ebpf:"assocs"`
+	Conntrack    *ebpf.MapSpec `ebpf:"conntrack"`
+	CrcShift     *ebpf.MapSpec `ebpf:"crc_shift"`
+	Drops        *ebpf.MapSpec `ebpf:"drops"`
+	Endpoints    *ebpf.MapSpec `ebpf:"endpoints"`
+	EpActive     *ebpf.MapSpec `ebpf:"ep_active"`
+	EpStats      *ebpf.MapSpec `ebpf:"ep_stats"`
+	HdrScratch   *ebpf.MapSpec `ebpf:"hdr_scratch"`
+	IfAddrs      *ebpf.MapSpec `ebpf:"if_addrs"`
+	InitPending  *ebpf.MapSpec `ebpf:"init_pending"`
+	MhScratch    *ebpf.MapSpec `ebpf:"mh_scratch"`
+	Nat64Scratch *ebpf.MapSpec `ebpf:"nat64_scratch"`
+	NhScratch    *ebpf.MapSpec `ebpf:"nh_scratch"`
+	RrCtr        *ebpf.MapSpec `ebpf:"rr_ctr"`
+	Scratch      *ebpf.MapSpec `ebpf:"scratch"`
+	SctpScratch  *ebpf.MapSpec `ebpf:"sctp_scratch"`
+	SelTables    *ebpf.MapSpec `ebpf:"sel_tables"`
+	Services     *ebpf.MapSpec `ebpf:"services"`
+	SvcInfos     *ebpf.MapSpec `ebpf:"svc_infos"`
+	SvcStats     *ebpf.MapSpec `ebpf:"svc_stats"`
+	SvcVipList   *ebpf.MapSpec `ebpf:"svc_vip_list"`
+	Vips         *ebpf.MapSpec `ebpf:"vips"`
 }
 
 // LbVariableSpecs contains global variables before they are loaded into the kernel.
@@ -351,33 +359,35 @@ func (o *LbObjects) Close() error {
 //
 // It can be passed to LoadLbObjects or ebpf.CollectionSpec.LoadAndAssign.
 type LbMaps struct {
-	Affinity    *ebpf.Map `ebpf:"affinity"`
-	Assocs      *ebpf.Map `ebpf:"assocs"`
-	Conntrack   *ebpf.Map `ebpf:"conntrack"`
-	CrcShift    *ebpf.Map `ebpf:"crc_shift"`
-	Drops       *ebpf.Map `ebpf:"drops"`
-	Endpoints   *ebpf.Map `ebpf:"endpoints"`
-	EpActive    *ebpf.Map `ebpf:"ep_active"`
-	EpStats     *ebpf.Map `ebpf:"ep_stats"`
-	HdrScratch  *ebpf.Map `ebpf:"hdr_scratch"`
-	IfAddrs     *ebpf.Map `ebpf:"if_addrs"`
-	InitPending *ebpf.Map `ebpf:"init_pending"`
-	MhScratch   *ebpf.Map `ebpf:"mh_scratch"`
-	NhScratch   *ebpf.Map `ebpf:"nh_scratch"`
-	RrCtr       *ebpf.Map `ebpf:"rr_ctr"`
-	Scratch     *ebpf.Map `ebpf:"scratch"`
-	SctpScratch *ebpf.Map `ebpf:"sctp_scratch"`
-	SelTables   *ebpf.Map `ebpf:"sel_tables"`
-	Services    *ebpf.Map `ebpf:"services"`
-	SvcInfos    *ebpf.Map `ebpf:"svc_infos"`
-	SvcStats    *ebpf.Map `ebpf:"svc_stats"`
-	SvcVipList  *ebpf.Map `ebpf:"svc_vip_list"`
-	Vips        *ebpf.Map `ebpf:"vips"`
-	X64Scratch  *ebpf.Map `ebpf:"x64_scratch"`
+	AddrFilter   *ebpf.Map `ebpf:"addr_filter"`
+	Affinity     *ebpf.Map `ebpf:"affinity"`
+	Assocs       *ebpf.Map `ebpf:"assocs"`
+	Conntrack    *ebpf.Map `ebpf:"conntrack"`
+	CrcShift     *ebpf.Map `ebpf:"crc_shift"`
+	Drops        *ebpf.Map `ebpf:"drops"`
+	Endpoints    *ebpf.Map `ebpf:"endpoints"`
+	EpActive     *ebpf.Map `ebpf:"ep_active"`
+	EpStats      *ebpf.Map `ebpf:"ep_stats"`
+	HdrScratch   *ebpf.Map `ebpf:"hdr_scratch"`
+	IfAddrs      *ebpf.Map `ebpf:"if_addrs"`
+	InitPending  *ebpf.Map `ebpf:"init_pending"`
+	MhScratch    *ebpf.Map `ebpf:"mh_scratch"`
+	Nat64Scratch *ebpf.Map `ebpf:"nat64_scratch"`
+	NhScratch    *ebpf.Map `ebpf:"nh_scratch"`
+	RrCtr        *ebpf.Map `ebpf:"rr_ctr"`
+	Scratch      *ebpf.Map `ebpf:"scratch"`
+	SctpScratch  *ebpf.Map `ebpf:"sctp_scratch"`
+	SelTables    *ebpf.Map `ebpf:"sel_tables"`
+	Services     *ebpf.Map `ebpf:"services"`
+	SvcInfos     *ebpf.Map `ebpf:"svc_infos"`
+	SvcStats     *ebpf.Map `ebpf:"svc_stats"`
+	SvcVipList   *ebpf.Map `ebpf:"svc_vip_list"`
+	Vips         *ebpf.Map `ebpf:"vips"`
 }
 
 func (m *LbMaps) Close() error {
 	return _LbClose(
+		m.AddrFilter,
 		m.Affinity,
 		m.Assocs,
 		m.Conntrack,
@@ -390,6 +400,7 @@ func (m *LbMaps) Close() error {
 		m.IfAddrs,
 		m.InitPending,
 		m.MhScratch,
+		m.Nat64Scratch,
 		m.NhScratch,
 		m.RrCtr,
 		m.Scratch,
@@ -400,7 +411,6 @@ func (m *LbMaps) Close() error {
 		m.SvcStats,
 		m.SvcVipList,
 		m.Vips,
-		m.X64Scratch,
 	)
 }
 

@@ -14,9 +14,13 @@ import (
 	"github.com/telcolb/telcolb/bpf"
 )
 
+// Names of enum ct_state (bpf/include/lb_types.h, generated into package bpf).
 var stateNames = map[uint8]string{
-	0: "NONE", 1: "SYN_SENT", 2: "SYN_RECV", 3: "ESTABLISHED", 4: "FIN_WAIT", 5: "CLOSED",
-	6: "NEW", 7: "ESTABLISHED", 8: "INIT", 9: "COOKIE_WAIT", 10: "ESTABLISHED", 11: "SHUTDOWN", 12: "CLOSED",
+	bpf.CtStateNone: "NONE", bpf.CtStateTcpSynSent: "SYN_SENT", bpf.CtStateTcpSynRecv: "SYN_RECV",
+	bpf.CtStateTcpEstablished: "ESTABLISHED", bpf.CtStateTcpFinWait: "FIN_WAIT", bpf.CtStateTcpClosed: "CLOSED",
+	bpf.CtStateUdpNew: "NEW", bpf.CtStateUdpEstablished: "ESTABLISHED", bpf.CtStateSctpInit: "INIT",
+	bpf.CtStateSctpCookieWait: "COOKIE_WAIT", bpf.CtStateSctpEstablished: "ESTABLISHED",
+	bpf.CtStateSctpShutdown: "SHUTDOWN", bpf.CtStateSctpClosed: "CLOSED",
 }
 
 // ntohl converts a tag the datapath stored in wire order.

@@ -97,6 +97,10 @@ func Load(cfg Config) (*Datapath, error) {
 		d.objs.Close()
 		return nil, err
 	}
+	if err := d.fillFilterFromConntrack(); err != nil {
+		d.objs.Close()
+		return nil, err
+	}
 	return d, nil
 }
 

@@ -225,6 +225,10 @@ func (d *Datapath) UpsertService(s Service) error {
 	if err := d.objs.SvcInfos.Put(s.ID, &info); err != nil {
 		return fmt.Errorf("service %d: write info: %w", s.ID, err)
 	}
+	// Before the keys: a packet that finds the service must not be a miss.
+	if err := d.filterAdd(serviceAddrs(s)...); err != nil {
+		return fmt.Errorf("service %d: %w", s.ID, err)
+	}
 	ids := make([]uint32, len(keys))
 	for i := range ids {
 		ids[i] = s.ID

@@ -6,7 +6,7 @@ import (
 	"github.com/telcolb/telcolb/bpf"
 )
 
-// Drop reasons, indexed like enum drop_reason in bpf/include/lb_types.h.
+// Drop reasons; the drops map is indexed by enum drop_reason (bpf/include/lb_types.h, generated into package bpf).
 const (
 	DropMalformed  DropReason = "malformed"
 	DropNoEndpoint DropReason = "no_endpoint"
@@ -27,8 +27,11 @@ const (
 	DropNAT64TooBig DropReason = "nat64_too_big"
 )
 
-var dropReasons = []DropReason{DropMalformed, DropNoEndpoint, DropCTFull, DropSNATPorts, DropNoIfAddr, DropRewrite,
-	DropSCTPParams, DropSCTPASCONF, DropNAT64TooBig}
+var dropReasons = []DropReason{
+	bpf.DropMalformed: DropMalformed, bpf.DropNoEndpoint: DropNoEndpoint, bpf.DropCtFull: DropCTFull,
+	bpf.DropSnatPorts: DropSNATPorts, bpf.DropNoIfaddr: DropNoIfAddr, bpf.DropRewrite: DropRewrite,
+	bpf.DropSctpParams: DropSCTPParams, bpf.DropSctpAsconf: DropSCTPASCONF, bpf.DropNat64TooBig: DropNAT64TooBig,
+}
 
 func sumCounters(per []bpf.LbCounters) (p, b, s uint64) {
 	for _, c := range per {

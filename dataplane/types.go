@@ -3,6 +3,8 @@ package dataplane
 import (
 	"net/netip"
 	"time"
+
+	"github.com/telcolb/telcolb/bpf"
 )
 
 // Proto is an IP protocol number.
@@ -16,24 +18,24 @@ const (
 	ProtoSCTP   Proto = 132
 )
 
-// Mode is the NAT mode of a service.
+// Mode is the NAT mode of a service (enum lb_mode, generated into package bpf).
 type Mode uint8
 
 const (
-	ModeDefault Mode = iota // DNAT, client source kept
-	ModeOneArm              // SNAT to the egress interface's address
-	ModeFullNAT             // SNAT to the VIP
-	ModeDSR                 // no L3 rewrite, L2 forward to the endpoint
+	ModeDefault Mode = bpf.ModeDefault // DNAT, client source kept
+	ModeOneArm  Mode = bpf.ModeOnearm  // SNAT to the egress interface's address
+	ModeFullNAT Mode = bpf.ModeFullnat // SNAT to the VIP
+	ModeDSR     Mode = bpf.ModeDsr     // no L3 rewrite, L2 forward to the endpoint
 )
 
-// Select is the endpoint selection algorithm.
+// Select is the endpoint selection algorithm (enum lb_sel).
 type Select uint8
 
 const (
-	SelectRR Select = iota
-	SelectHash
-	SelectPersist
-	SelectLeastConn
+	SelectRR        Select = bpf.SelRr
+	SelectHash      Select = bpf.SelHash
+	SelectPersist   Select = bpf.SelPersist
+	SelectLeastConn Select = bpf.SelLeastconn
 )
 
 // MaxEndpoints is the most endpoints one service may have.

@@ -207,4 +207,22 @@ struct assoc {
 	__u8 pad[3];
 };
 
+// Addresses the datapath may have business with, as bitmaps indexed by a
+// hash of the address (lib/filter.h, dataplane/filter.go). Entry
+// LB_FILTER_DATAPATH is written by the datapath only (atomic ORs): the
+// address identifying each conntrack entry's packets, set when the entry is
+// made. Entry LB_FILTER_DAEMON is written by the daemon only (one writer, so
+// its read-modify-write loses nothing): every VIP and endpoint address, and
+// after an upgrade the addresses of the connections found in conntrack. A
+// TCP or UDP packet with neither address in either bitmap is passed before
+// any parsing. Bits are never cleared: a stale bit costs one full lookup, a
+// missing one would break a flow.
+#define LB_FILTER_BITS 65536
+#define LB_FILTER_DATAPATH 0
+#define LB_FILTER_DAEMON 1
+
+struct filter_bits {
+	__u64 w[LB_FILTER_BITS / 64];
+};
+
 #endif
