@@ -1,0 +1,383 @@
+package vm_test
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/telcolb/telcolb/api"
+	"github.com/telcolb/telcolb/scenarios/capture"
+	"github.com/telcolb/telcolb/scenarios/l4"
+	"github.com/telcolb/telcolb/scenarios/lab"
+	"github.com/telcolb/telcolb/scenarios/sctppeer"
+	"github.com/telcolb/telcolb/scenarios/vm"
+)
+
+const port = 38412
+
+// kernelLab is the namespace lab with telcolb on its lb, the client and
+// backend be1 replaced by VMs running Debian's 6.1 kernel (kernel SCTP),
+// be2 left a namespace for a usrsctp endpoint.
+type kernelLab struct {
+	e      *l4.Env
+	client *vm.VM
+	server *vm.VM
+}
+
+func upKernelLab(t *testing.T, links int) *kernelLab {
+	t.Helper()
+	vm.RequireVM(t)
+	img := vm.TestImage(t, nil, nil, "github.com/telcolb/telcolb/scenarios/vm/cmd/telcolb-ksctp")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	e, err := l4.Up(ctx, l4.EnvConfig{Lab: lab.Config{Backends: 2, Links: links}})
+	if err != nil {
+		t.Fatalf("environment: %v", err)
+	}
+	k := &kernelLab{e: e}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("telcolb log:\n%s", e.Daemon.Log())
+		}
+		if err := e.Down(context.Background()); err != nil {
+			t.Errorf("teardown: %v", err)
+		}
+	})
+	var wg sync.WaitGroup
+	var cerr, serr error
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		k.client, cerr = vm.Replace(ctx, e.Lab.Client, img, vm.FastTimers, vm.Config{Logger: vm.TestLogger(t)})
+	}()
+	go func() {
+		defer wg.Done()
+		k.server, serr = vm.Replace(ctx, e.Lab.Backends[0], img, vm.FastTimers, vm.Config{Logger: vm.TestLogger(t)})
+	}()
+	wg.Wait()
+	// Registered after the lab's cleanup, so the VMs go first.
+	for _, v := range []*vm.VM{k.client, k.server} {
+		if v != nil {
+			vm.CloseOnCleanup(t, v)
+		}
+	}
+	if cerr != nil || serr != nil {
+		t.Fatalf("VMs: client %v; server %v", cerr, serr)
+	}
+	return k
+}
+
+func addrs(ifs []*lab.Iface, v6 bool) []netip.Addr {
+	var out []netip.Addr
+	for _, i := range ifs {
+		if v6 {
+			out = append(out, i.V6())
+		} else {
+			out = append(out, i.V4())
+		}
+	}
+	return out
+}
+
+func list(a []netip.Addr) string {
+	var s []string
+	for _, x := range a {
+		s = append(s, x.String())
+	}
+	return strings.Join(s, ",")
+}
+
+type sctpCase struct {
+	n    int
+	v6   bool
+	mode string
+	host int
+	// usrsctp puts the endpoint on be2 (usrsctp, a namespace) instead of
+	// the be1 VM (kernel).
+	usrsctp bool
+}
+
+func (c sctpCase) name() string {
+	fam := "v4"
+	if c.v6 {
+		fam = "v6"
+	}
+	s := fmt.Sprintf("%s-%s-%dvips", c.mode, fam, c.n)
+	if c.usrsctp {
+		s += "-usrsctp-endpoint"
+	}
+	return s
+}
+
+func (c sctpCase) vips() []netip.Addr {
+	var out []netip.Addr
+	for i := 0; i < c.n; i++ {
+		out = append(out, lab.VIP(i, c.host, c.v6))
+	}
+	return out
+}
+
+func (k *kernelLab) clientAddrs(c sctpCase) []netip.Addr {
+	var ifs []*lab.Iface
+	for i := 0; i < c.n; i++ {
+		ifs = append(ifs, k.e.Lab.ClientIface(i))
+	}
+	return addrs(ifs, c.v6)
+}
+
+func (k *kernelLab) endpointAddrs(c sctpCase) []netip.Addr {
+	be := 0
+	if c.usrsctp {
+		be = 1
+	}
+	var ifs []*lab.Iface
+	for i := 0; i < c.n; i++ {
+		ifs = append(ifs, k.e.Lab.BackendIface(be, i))
+	}
+	return addrs(ifs, c.v6)
+}
+
+// apply programs c's service and starts its endpoint; the returned func
+// stops the endpoint.
+func (k *kernelLab) apply(t *testing.T, c sctpCase) func() {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	vips, eps := c.vips(), k.endpointAddrs(c)
+	svc := api.Service{Name: c.name(), VIP: vips[0].String(), Port: port, Protocol: api.ProtocolSCTP, Mode: c.mode,
+		Endpoints: []api.Endpoint{{Address: eps[0].String(), Port: port}}}
+	for _, v := range vips[1:] {
+		svc.SecondaryVIPs = append(svc.SecondaryVIPs, v.String())
+	}
+	if err := k.e.Daemon.Client.ApplyService(ctx, svc); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = k.e.Daemon.Client.DeleteService(context.Background(), svc.Name) })
+	if c.usrsctp {
+		srv, err := sctppeer.StartServer(ctx, k.e.Lab.Backends[1], sctppeer.ServerOptions{Bind: eps, Port: port, ID: "be2", Timers: sctppeer.FastTimers})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return func() { _ = srv.Stop() }
+	}
+	bg := k.server.Start("telcolb-ksctp", "server", "--bind", list(eps), "--port", fmt.Sprint(port), "--id", "be1")
+	// Listening once the kernel lists the endpoint (LPORT column).
+	if _, err := k.server.Sh(ctx, fmt.Sprintf("n=0; until grep -q ' %d ' /proc/net/sctp/eps; do n=$((n+1)); [ $n -lt 300 ] || exit 1; sleep 0.1; done", port)); err != nil {
+		r := bg.Stop()
+		t.Fatalf("kernel server did not listen: %v; %s %s", err, r.Stdout, r.Stderr)
+	}
+	return func() {
+		r := bg.Stop()
+		t.Logf("kernel server: %s%s", r.Stdout, r.Stderr)
+	}
+}
+
+// runClient runs the kernel client in the client VM.
+func (k *kernelLab) runClient(ctx context.Context, c sctpCase, count int, interval time.Duration) (sctppeer.Result, error) {
+	r, err := k.client.Run(ctx, "telcolb-ksctp", "client", "--bind", list(k.clientAddrs(c)), "--connect", c.vips()[0].String(),
+		"--port", fmt.Sprint(port), "--count", fmt.Sprint(count), "--size", "300", "--streams", "2", "--ppid", "60",
+		"--interval", interval.String(), "--wait", "20s")
+	if err != nil {
+		return sctppeer.Result{}, err
+	}
+	if r.Exit != 0 {
+		return sctppeer.Result{}, fmt.Errorf("client exited %d: %s%s", r.Exit, r.Stdout, r.Stderr)
+	}
+	return sctppeer.ParseResult(r.Stdout)
+}
+
+// checkKernelCounters fails the test if either kernel saw a bad CRC32c,
+// an out-of-the-blue packet or an aborted association.
+func (k *kernelLab) checkKernelCounters(t *testing.T, c sctpCase) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	vms := []*vm.VM{k.client}
+	if !c.usrsctp {
+		vms = append(vms, k.server)
+	}
+	for _, v := range vms {
+		snmp, err := v.SCTPCounters(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, name := range []string{"SctpChecksumErrors", "SctpOutOfBlues", "SctpAborteds"} {
+			if v, ok := snmp[name]; !ok || v != 0 {
+				t.Errorf("%s: %s = %d (present %v), want 0", k.client.Name, name, v, ok)
+			}
+		}
+		if snmp["SctpInSCTPPacks"] == 0 {
+			t.Errorf("%s: SctpInSCTPPacks = 0: the counters are not this association's", v.Name)
+		}
+	}
+}
+
+func (k *kernelLab) startCaps(t *testing.T, n int) []*capture.Capture {
+	t.Helper()
+	dir := t.TempDir()
+	var caps []*capture.Capture
+	for i := 0; i < n; i++ {
+		for _, ifc := range []*lab.Iface{k.e.Lab.LBClientIface(i), k.e.Lab.LBBackendIface(i)} {
+			cp, err := capture.Start(context.Background(), k.e.Lab.LB, ifc.Name, dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = cp.Stop() })
+			caps = append(caps, cp)
+		}
+	}
+	return caps
+}
+
+// checkWire stops the captures and checks what crossed the LB: every
+// checksum good (tshark verifies the CRC32c the datapath recomputed), one
+// INIT, no ABORT, PPID 60 on every DATA chunk, and no INIT/INIT-ACK
+// address the peer may not see.
+func checkWire(t *testing.T, caps []*capture.Capture) map[string]int {
+	t.Helper()
+	ctx := context.Background()
+	var all []capture.SCTPPacket
+	good := 0
+	for _, cp := range caps {
+		if err := cp.Stop(); err != nil {
+			t.Fatal(err)
+		}
+		rep, err := capture.Checksums(ctx, cp.File)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(rep.Bad) > 0 {
+			t.Errorf("%s: bad checksums %v", cp.Iface, rep.Bad)
+		}
+		good += rep.Good
+		pkts, err := capture.SCTP(ctx, cp.File)
+		if err != nil {
+			t.Fatal(err)
+		}
+		all = append(all, pkts...)
+	}
+	if good == 0 {
+		t.Errorf("tshark verified no checksum at all")
+	}
+	counts := capture.CountChunks(all)
+	// The INIT crosses the LB twice (client side, endpoint side).
+	if counts["INIT"] != 2 || counts["INIT_ACK"] != 2 || counts["ABORT"] != 0 {
+		t.Errorf("chunks %v: want one INIT and one INIT_ACK each side of the LB, no ABORT", counts)
+	}
+	for _, p := range all {
+		for _, ppid := range p.PPIDs {
+			if ppid != 60 {
+				t.Errorf("frame %d: DATA with PPID %d, want 60", p.Frame, ppid)
+			}
+		}
+	}
+	return counts
+}
+
+// Kernel SCTP (Debian 6.1) on both ends, multi-homed, through telcolb's
+// datapath: default and fullnat, IPv4 and IPv6, 2 and 3 VIPs, and once a
+// usrsctp endpoint. The kernel peers validate every CRC32c, INIT/INIT-ACK
+// rewrite, compaction and growth the datapath produces: their own
+// counters of checksum errors, out-of-the-blue packets and aborted
+// associations stay at 0.
+func TestKernelSCTPThroughTheDatapath(t *testing.T) {
+	k := upKernelLab(t, 3)
+	cases := []sctpCase{
+		{n: 2, mode: api.ModeDefault, host: 11},
+		{n: 2, mode: api.ModeFullNAT, host: 12},
+		{n: 2, v6: true, mode: api.ModeDefault, host: 13},
+		{n: 2, v6: true, mode: api.ModeFullNAT, host: 14},
+		{n: 3, mode: api.ModeFullNAT, host: 15},
+		{n: 3, v6: true, mode: api.ModeDefault, host: 16},
+		{n: 2, mode: api.ModeFullNAT, host: 17, usrsctp: true},
+	}
+	for _, c := range cases {
+		t.Run(c.name(), func(t *testing.T) {
+			stop := k.apply(t, c)
+			caps := k.startCaps(t, c.n)
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
+			res, err := k.runClient(ctx, c, 20, 0)
+			if err != nil || !res.OK() {
+				stop()
+				t.Fatalf("client: %v (%+v)", err, res)
+			}
+			want := "be1"
+			if c.usrsctp {
+				want = "be2"
+			}
+			if res.ServerID != want {
+				t.Errorf("answered by %q, want %q", res.ServerID, want)
+			}
+			// Let the graceful SHUTDOWN finish before reading counters.
+			time.Sleep(500 * time.Millisecond)
+			stop()
+			counts := checkWire(t, caps)
+			t.Logf("chunks across the LB: %v", counts)
+			k.checkKernelCounters(t, c)
+		})
+	}
+}
+
+// The kernel client's primary link, then the kernel server's, is cut
+// mid-transfer: the association carries on over a secondary path through
+// the LB, every message is echoed, no new INIT, no ABORT.
+func TestKernelSCTPFailoverThroughTheDatapath(t *testing.T) {
+	k := upKernelLab(t, 2)
+	for _, cut := range []struct {
+		name string
+		c    sctpCase
+		ifc  func() *lab.Iface
+	}{
+		{"client-primary-link", sctpCase{n: 2, mode: api.ModeDefault, host: 21}, func() *lab.Iface { return k.e.Lab.ClientIface(0) }},
+		{"server-primary-link", sctpCase{n: 2, v6: true, mode: api.ModeFullNAT, host: 22}, func() *lab.Iface { return k.e.Lab.BackendIface(0, 0) }},
+	} {
+		t.Run(cut.name+"-"+cut.c.name(), func(t *testing.T) {
+			stop := k.apply(t, cut.c)
+			caps := k.startCaps(t, cut.c.n)
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+			defer cancel()
+			const count = 60
+			type out struct {
+				res sctppeer.Result
+				err error
+			}
+			ch := make(chan out, 1)
+			go func() {
+				r, err := k.runClient(ctx, cut.c, count, 50*time.Millisecond)
+				ch <- out{r, err}
+			}()
+			// Cut once the association is up and a second of data flowed.
+			if _, err := k.client.Sh(ctx, "n=0; until [ $(wc -l < /proc/net/sctp/assocs) -gt 1 ]; do n=$((n+1)); [ $n -lt 600 ] || exit 1; sleep 0.1; done"); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(time.Second)
+			ifc := cut.ifc()
+			if err := ifc.SetUp(ctx, false); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = ifc.SetUp(context.Background(), true) })
+			o := <-ch
+			stop()
+			if o.err != nil || o.res.Echoed != count || o.res.Lost != 0 || !o.res.OK() {
+				t.Fatalf("client: %v; %+v", o.err, o.res)
+			}
+			t.Logf("%s cut: max echo gap %d ms", ifc.Name, o.res.MaxGapMs)
+			counts := checkWire(t, caps)
+			t.Logf("chunks across the LB: %v", counts)
+			k.checkKernelCounters(t, cut.c)
+			if err := ifc.SetUp(ctx, true); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+var _ = os.Getenv
+var _ = slices.Contains[[]int]
