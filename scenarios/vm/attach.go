@@ -110,15 +110,16 @@ func netScript(ifs []GuestIface, routes []route, t SCTPTimers) string {
 	for _, k := range []string{"net.ipv4.conf.all.rp_filter", "net.ipv4.conf.default.rp_filter", "net.ipv6.conf.all.accept_dad", "net.ipv6.conf.default.accept_dad"} {
 		sys(k, "0")
 	}
-	// rto_min must stay below rto_max: raise max first, lower min last.
-	if t.RTOMaxMs > 0 {
-		sys("net.sctp.rto_max", fmt.Sprint(t.RTOMaxMs))
+	// The kernel keeps rto_min <= rto_max at every write: lower min first
+	// (the default max is 60 s), then max.
+	if t.RTOMinMs > 0 {
+		sys("net.sctp.rto_min", fmt.Sprint(t.RTOMinMs))
 	}
 	if t.RTOInitialMs > 0 {
 		sys("net.sctp.rto_initial", fmt.Sprint(t.RTOInitialMs))
 	}
-	if t.RTOMinMs > 0 {
-		sys("net.sctp.rto_min", fmt.Sprint(t.RTOMinMs))
+	if t.RTOMaxMs > 0 {
+		sys("net.sctp.rto_max", fmt.Sprint(t.RTOMaxMs))
 	}
 	if t.HeartbeatMs > 0 {
 		sys("net.sctp.hb_interval", fmt.Sprint(t.HeartbeatMs))

@@ -2,9 +2,9 @@ package vm_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/netip"
-	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -71,6 +71,53 @@ func upKernelLab(t *testing.T, links int) *kernelLab {
 		t.Fatalf("VMs: client %v; server %v", cerr, serr)
 	}
 	return k
+}
+
+// remoteAddrs reads ishidawataru/sctp's SCTPAddr.String(): every peer
+// address of the association, "a/b:port" or "[v6%zone]/[v6]:port".
+func remoteAddrs(t *testing.T, s string) []netip.Addr {
+	t.Helper()
+	i := strings.LastIndexByte(s, ':')
+	if i < 0 {
+		t.Errorf("peer %q: no port", s)
+		return nil
+	}
+	var out []netip.Addr
+	for _, a := range strings.Split(s[:i], "/") {
+		a = strings.TrimSuffix(strings.TrimPrefix(a, "["), "]")
+		if z := strings.IndexByte(a, '%'); z >= 0 {
+			a = a[:z]
+		}
+		ip, err := netip.ParseAddr(a)
+		if err != nil {
+			t.Errorf("peer %q: %v", s, err)
+			continue
+		}
+		out = append(out, ip)
+	}
+	slices.SortFunc(out, netip.Addr.Compare)
+	return out
+}
+
+func parseAddrs(t *testing.T, ss []string) []netip.Addr {
+	t.Helper()
+	var out []netip.Addr
+	for _, s := range ss {
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			t.Errorf("address %q: %v", s, err)
+			continue
+		}
+		out = append(out, a)
+	}
+	slices.SortFunc(out, netip.Addr.Compare)
+	return out
+}
+
+func sorted(a []netip.Addr) []netip.Addr {
+	out := slices.Clone(a)
+	slices.SortFunc(out, netip.Addr.Compare)
+	return out
 }
 
 func addrs(ifs []*lab.Iface, v6 bool) []netip.Addr {
@@ -144,8 +191,9 @@ func (k *kernelLab) endpointAddrs(c sctpCase) []netip.Addr {
 }
 
 // apply programs c's service and starts its endpoint; the returned func
-// stops the endpoint.
-func (k *kernelLab) apply(t *testing.T, c sctpCase) func() {
+// stops the endpoint and returns the peer addresses of the association it
+// served, as its stack saw them.
+func (k *kernelLab) apply(t *testing.T, c sctpCase) func() []netip.Addr {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -164,7 +212,19 @@ func (k *kernelLab) apply(t *testing.T, c sctpCase) func() {
 		if err != nil {
 			t.Fatal(err)
 		}
-		return func() { _ = srv.Stop() }
+		return func() []netip.Addr {
+			_ = srv.Stop()
+			evs, err := srv.Events()
+			if err != nil {
+				t.Error(err)
+			}
+			for _, e := range evs {
+				if e.Event == "assoc" && len(e.Peers) > 0 {
+					return parseAddrs(t, e.Peers)
+				}
+			}
+			return nil
+		}
 	}
 	bg := k.server.Start("telcolb-ksctp", "server", "--bind", list(eps), "--port", fmt.Sprint(port), "--id", "be1")
 	// Listening once the kernel lists the endpoint (LPORT column).
@@ -172,9 +232,16 @@ func (k *kernelLab) apply(t *testing.T, c sctpCase) func() {
 		r := bg.Stop()
 		t.Fatalf("kernel server did not listen: %v; %s %s", err, r.Stdout, r.Stderr)
 	}
-	return func() {
+	return func() []netip.Addr {
 		r := bg.Stop()
 		t.Logf("kernel server: %s%s", r.Stdout, r.Stderr)
+		for _, line := range strings.Split(r.Stdout, "\n") {
+			var e sctppeer.ServerEvent
+			if json.Unmarshal([]byte(line), &e) == nil && e.Event == "assoc" && len(e.Peers) == 1 {
+				return remoteAddrs(t, e.Peers[0])
+			}
+		}
+		return nil
 	}
 }
 
@@ -282,7 +349,7 @@ func checkWire(t *testing.T, caps []*capture.Capture) map[string]int {
 
 // Kernel SCTP (Debian 6.1) on both ends, multi-homed, through telcolb's
 // datapath: default and fullnat, IPv4 and IPv6, 2 and 3 VIPs, and once a
-// usrsctp endpoint. The kernel peers validate every CRC32c, INIT/INIT-ACK
+// usrsctp endpoint; then failover when a primary link is cut. The kernel peers validate every CRC32c, INIT/INIT-ACK
 // rewrite, compaction and growth the datapath produces: their own
 // counters of checksum errors, out-of-the-blue packets and aborted
 // associations stay at 0.
@@ -308,28 +375,46 @@ func TestKernelSCTPThroughTheDatapath(t *testing.T) {
 				stop()
 				t.Fatalf("client: %v (%+v)", err, res)
 			}
-			want := "be1"
+			wantID := "be1"
 			if c.usrsctp {
-				want = "be2"
+				wantID = "be2"
 			}
-			if res.ServerID != want {
-				t.Errorf("answered by %q, want %q", res.ServerID, want)
+			if res.ServerID != wantID {
+				t.Errorf("answered by %q, want %q", res.ServerID, wantID)
+			}
+			// The client's kernel learnt the association's peer addresses from
+			// the INIT-ACK the datapath rewrote (and grew): only the VIPs.
+			if len(res.PeerAddrs) != 1 {
+				t.Fatalf("client peer addresses %v", res.PeerAddrs)
+			}
+			if got := remoteAddrs(t, res.PeerAddrs[0]); !slices.Equal(got, sorted(c.vips())) {
+				t.Errorf("client's kernel sees peer addresses %v, want the VIPs %v", got, c.vips())
 			}
 			// Let the graceful SHUTDOWN finish before reading counters.
 			time.Sleep(500 * time.Millisecond)
-			stop()
+			// The endpoint's stack learnt the client's addresses from the INIT
+			// the datapath rewrote: the client's own (default) or the VIPs
+			// (fullnat).
+			want := sorted(k.clientAddrs(c))
+			if c.mode == api.ModeFullNAT {
+				want = sorted(c.vips())
+			}
+			if got := stop(); !slices.Equal(got, want) {
+				t.Errorf("endpoint sees client addresses %v, want %v", got, want)
+			}
 			counts := checkWire(t, caps)
 			t.Logf("chunks across the LB: %v", counts)
 			k.checkKernelCounters(t, c)
 		})
 	}
+	// One lab (two VM boots) serves both: booting is most of the cost.
+	failover(t, k)
 }
 
-// The kernel client's primary link, then the kernel server's, is cut
-// mid-transfer: the association carries on over a secondary path through
-// the LB, every message is echoed, no new INIT, no ABORT.
-func TestKernelSCTPFailoverThroughTheDatapath(t *testing.T) {
-	k := upKernelLab(t, 2)
+// failover cuts the kernel client's primary link, then the kernel
+// server's, mid-transfer: the association carries on over a secondary path
+// through the LB, every message is echoed, no new INIT, no ABORT.
+func failover(t *testing.T, k *kernelLab) {
 	for _, cut := range []struct {
 		name string
 		c    sctpCase
@@ -338,7 +423,7 @@ func TestKernelSCTPFailoverThroughTheDatapath(t *testing.T) {
 		{"client-primary-link", sctpCase{n: 2, mode: api.ModeDefault, host: 21}, func() *lab.Iface { return k.e.Lab.ClientIface(0) }},
 		{"server-primary-link", sctpCase{n: 2, v6: true, mode: api.ModeFullNAT, host: 22}, func() *lab.Iface { return k.e.Lab.BackendIface(0, 0) }},
 	} {
-		t.Run(cut.name+"-"+cut.c.name(), func(t *testing.T) {
+		t.Run("failover-"+cut.name+"-"+cut.c.name(), func(t *testing.T) {
 			stop := k.apply(t, cut.c)
 			caps := k.startCaps(t, cut.c.n)
 			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
@@ -378,6 +463,3 @@ func TestKernelSCTPFailoverThroughTheDatapath(t *testing.T) {
 		})
 	}
 }
-
-var _ = os.Getenv
-var _ = slices.Contains[[]int]
