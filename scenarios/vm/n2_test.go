@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"net/netip"
 	"path/filepath"
@@ -55,7 +54,7 @@ func upN2Lab(t *testing.T) *n2Lab {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	bins, err := vm.BuildGo(ctx, t.TempDir(), true,
-		"github.com/telcolb/telcolb/cmd/telcolb",
+		"github.com/telcolb/telcolb/scenarios/vm/cmd/telcolb-n2d",
 		"github.com/telcolb/telcolb/scenarios/n2/cmd/amfsim",
 		"github.com/telcolb/telcolb/scenarios/n2/cmd/gnbsim")
 	if err != nil {
@@ -143,9 +142,16 @@ func bg(ctx context.Context, v *vm.VM, name string, argv ...string) error {
 	return err
 }
 
+// waitFile waits until /tmp/<name>.out contains substr; it fails at once
+// when the program has exited without printing it (a zombie counts as
+// exited: nothing reaps orphans in the guest).
 func waitFile(ctx context.Context, v *vm.VM, name, substr string) error {
-	_, err := v.Sh(ctx, fmt.Sprintf("n=0; until grep -q '%s' /tmp/%s.out; do n=$((n+1)); if [ $n -ge 1200 ] || ! kill -0 $(cat /tmp/%s.pid) 2>/dev/null && ! grep -q '%s' /tmp/%s.out; then cat /tmp/%s.out; exit 1; fi; sleep 0.1; done",
-		substr, name, name, substr, name, name))
+	_, err := v.Sh(ctx, fmt.Sprintf(`n=0; p=$(cat /tmp/%[1]s.pid)
+until grep -q '%[2]s' /tmp/%[1]s.out; do
+	st=$(cut -d' ' -f3 /proc/$p/stat 2>/dev/null)
+	if [ $n -ge 1200 ] || [ -z "$st" ] || [ "$st" = Z ]; then grep -q '%[2]s' /tmp/%[1]s.out && exit 0; cat /tmp/%[1]s.out; exit 1; fi
+	n=$((n+1)); sleep 0.1
+done`, name, substr))
 	return err
 }
 
@@ -161,8 +167,8 @@ func lastEvent(ctx context.Context, v *vm.VM, name, event string, out any) error
 	return json.Unmarshal([]byte(strings.TrimSpace(s)), out)
 }
 
-// The N2 proxy on kernel SCTP: the daemon runs in a Debian 6.1 VM with
-// --n2-transport kernel; gNB and AMF simulators, also on kernel SCTP, run
+// The N2 proxy on kernel SCTP: the daemon's app runs in a Debian 6.1 VM
+// with --n2-transport kernel (telcolb-n2d: no eBPF datapath, see there); gNB and AMF simulators, also on kernel SCTP, run
 // the N2 lab's scenario (NG Setup, registrations, service requests by
 // 5G-S-TMSI, paging, release, one AMF killed) with the same verdict as
 // TestN2LabThroughTheDaemon, and tshark checks the traffic the proxy sent
@@ -175,14 +181,19 @@ func TestN2ProxyOnKernelSCTP(t *testing.T) {
 	if _, err := n.lb.Sh(ctx, "echo "+n2Token+" > /tmp/token && mkdir -p /tmp/state"); err != nil {
 		t.Fatal(err)
 	}
-	if err := bg(ctx, n.lb, "telcolb", "telcolb", "--interfaces=eth0", "--n2-transport=kernel",
+	// telcolb-n2d: the daemon's app (REST API, rule store, N2 proxy)
+	// without the eBPF datapath, which 6.1's verifier rejects today (see
+	// TestDataplaneTestsOnKernel61); N2 services have no eBPF rule.
+	if err := bg(ctx, n.lb, "telcolb", "telcolb-n2d", "--n2-transport=kernel",
 		fmt.Sprintf("--api-address=%s:%d", n2LBAddr.Addr(), n2APIPort), "--token-file=/tmp/token",
-		"--state-dir=/tmp/state", "--bpf-pin-path=/sys/fs/bpf/telcolb"); err != nil {
+		"--state-dir=/tmp/state"); err != nil {
 		t.Fatal(err)
 	}
 	defer func() {
 		if t.Failed() {
 			out, _ := n.lb.Sh(context.Background(), "cat /tmp/telcolb.out")
+			peers, _ := n.ran.Sh(context.Background(), "tail -n 20 /tmp/*.out")
+			t.Logf("simulators (in the VM):\n%s", peers)
 			t.Logf("daemon log (in the VM):\n%s", out)
 		}
 	}()
@@ -387,5 +398,3 @@ func checkNGAP(t *testing.T, ctx context.Context, file string) {
 	}
 	t.Logf("%s: %d NGAP messages (%d non-UE, %d UE-associated single-PDU frames), %d checksums good", base, len(msgs), nonUE, ue, rep.Good)
 }
-
-var _ = net.Dial
