@@ -117,12 +117,11 @@ func TestDatapathOnKernel61EndToEnd(t *testing.T) {
 	l := lab.New(t, lab.Config{Backends: 2})
 	for k, be := range l.Backends {
 		id := fmt.Sprintf("be%d", k+1)
-		for _, serve := range []func(*lab.Host, string, string) (*l4.Server, error){l4.ServeHTTP, l4.ServeUDP} {
-			port := l4.HTTPPort
-			if fmt.Sprintf("%p", serve) == fmt.Sprintf("%p", l4.ServeUDP) {
-				port = l4.UDPPort
-			}
-			s, err := serve(be, fmt.Sprintf("[::]:%d", port), id)
+		for _, srv := range []struct {
+			serve func(*lab.Host, string, string) (*l4.Server, error)
+			port  int
+		}{{l4.ServeHTTP, l4.HTTPPort}, {l4.ServeUDP, l4.UDPPort}} {
+			s, err := srv.serve(be, fmt.Sprintf("[::]:%d", srv.port), id)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -2,6 +2,8 @@ package vm
 
 import (
 	"context"
+	"fmt"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -44,4 +46,36 @@ func TestVMBootsAndRunsCommands(t *testing.T) {
 		t.Errorf("/proc/net/sctp/snmp: %q", out)
 	}
 	t.Logf("boot to ready %v (guest uptime %v)", v.BootToReady, v.GuestUptime)
+}
+
+// VM boot to ready (qemu start to the agent's hello) and the guest's own
+// share of it (kernel start to ready), for `make bench`.
+func TestBenchVMBootToReady(t *testing.T) {
+	if os.Getenv("TELCOLB_BENCH") != "1" {
+		t.Skip("set TELCOLB_BENCH=1 to run the benchmarks")
+	}
+	RequireVM(t)
+	img := TestImage(t, nil, nil)
+	l := lab.NewEmpty(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	h, err := l.AddHost(ctx, "vmhost")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var total, guest time.Duration
+	const runs = 3
+	for i := 0; i < runs; i++ {
+		v, err := Boot(ctx, Config{Name: "bench", Host: h, Image: img})
+		if err != nil {
+			t.Fatal(err)
+		}
+		total += v.BootToReady
+		guest += v.GuestUptime
+		if err := v.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fmt.Printf("BENCH vm_boot_to_ready_s %.2f s target < 10\n", (total / runs).Seconds())
+	fmt.Printf("BENCH vm_guest_uptime_at_ready_s %.2f s target < 5\n", (guest / runs).Seconds())
 }
