@@ -34,7 +34,8 @@ func upKernelLab(t *testing.T, links int) *kernelLab {
 	t.Helper()
 	vm.RequireVM(t)
 	img := vm.TestImage(t, nil, nil, "github.com/telcolb/telcolb/scenarios/vm/cmd/telcolb-ksctp")
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	// Generous: emulated boots take a minute on a loaded 2-core machine.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	e, err := l4.Up(ctx, l4.EnvConfig{Lab: lab.Config{Backends: 2, Links: links}})
 	if err != nil {

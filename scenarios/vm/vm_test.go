@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -12,13 +14,21 @@ import (
 )
 
 // A VM boots Debian's 6.1 kernel with kernel SCTP loaded, runs commands and
-// reports their output and exit status.
+// reports their output and exit status; the kernel transport's tests
+// (sctplb/transport/kernel) pass there, none skipped.
 func TestVMBootsAndRunsCommands(t *testing.T) {
 	RequireVM(t)
-	img := TestImage(t, nil, nil)
-	l := lab.NewEmpty(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
+	// The kernel transport's own tests need kernel SCTP: they run here.
+	ktest := filepath.Join(t.TempDir(), "kernel.test")
+	build := exec.CommandContext(ctx, "go", "test", "-c", "-o", ktest, "github.com/telcolb/telcolb/sctplb/transport/kernel")
+	build.Env = append(build.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go test -c ./sctplb/transport/kernel: %v\n%s", err, out)
+	}
+	img := TestImage(t, nil, map[string]string{"/usr/bin/kernel.test": ktest})
+	l := lab.NewEmpty(t)
 	h, err := l.AddHost(ctx, "vmhost")
 	if err != nil {
 		t.Fatal(err)
@@ -46,6 +56,14 @@ func TestVMBootsAndRunsCommands(t *testing.T) {
 		t.Errorf("/proc/net/sctp/snmp: %q", out)
 	}
 	t.Logf("boot to ready %v (guest uptime %v)", v.BootToReady, v.GuestUptime)
+
+	kr, err := v.Run(ctx, "/bin/sh", "-c", "TELCOLB_REQUIRE_KERNEL_SCTP=1 kernel.test -test.v -test.count=1 -test.timeout=3m 2>&1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if kr.Exit != 0 || strings.Contains(kr.Stdout, "--- SKIP") || !strings.Contains(kr.Stdout, "--- PASS: TestCloseWhileInUseReleasesTheDescriptorSafely") {
+		t.Errorf("sctplb/transport/kernel tests on kernel SCTP: exit %d\n%s", kr.Exit, kr.Stdout)
+	}
 }
 
 // VM boot to ready (qemu start to the agent's hello) and the guest's own
