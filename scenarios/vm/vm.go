@@ -26,6 +26,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -165,7 +166,7 @@ func Boot(ctx context.Context, cfg Config) (_ *VM, err error) {
 	// The VM must not outlive the test process, even one killed by a timeout.
 	v.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	start := time.Now()
-	if err := v.cmd.Start(); err != nil {
+	if err := startOnLongLivedThread(v.cmd); err != nil {
 		return v, fmt.Errorf("vm %s: start qemu: %w", cfg.Name, err)
 	}
 	go func() { v.werr = v.cmd.Wait(); close(v.done) }()
@@ -372,4 +373,34 @@ func ParseSNMP(s string) (map[string]int64, error) {
 		m[f[0]] = n
 	}
 	return m, nil
+}
+
+// The parent-death signal fires when the *thread* that forked the child
+// exits, not the process; Go ends a thread when a goroutine exits while
+// locked to it (namespace helpers do that on errors), which killed a VM
+// mid-test. So qemu is forked from one thread that is locked for the life of
+// the test process and never exits.
+var spawner struct {
+	once sync.Once
+	reqs chan spawnReq
+}
+
+type spawnReq struct {
+	cmd  *exec.Cmd
+	done chan error
+}
+
+func startOnLongLivedThread(cmd *exec.Cmd) error {
+	spawner.once.Do(func() {
+		spawner.reqs = make(chan spawnReq)
+		go func() {
+			runtime.LockOSThread() // never unlocked: this thread lives as long as the process
+			for r := range spawner.reqs {
+				r.done <- r.cmd.Start()
+			}
+		}()
+	})
+	done := make(chan error, 1)
+	spawner.reqs <- spawnReq{cmd: cmd, done: done}
+	return <-done
 }
