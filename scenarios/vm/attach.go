@@ -95,9 +95,12 @@ type SCTPTimers struct {
 	RTOMinMs, RTOInitialMs, RTOMaxMs, HeartbeatMs, PathMaxRetrans int
 }
 
-// FastTimers match sctppeer.FastTimers: a dead path is noticed in well
-// under a second.
-var FastTimers = SCTPTimers{RTOMinMs: 100, RTOInitialMs: 200, RTOMaxMs: 400, HeartbeatMs: 300, PathMaxRetrans: 2}
+// FastTimers notice a dead path within a few seconds (heartbeat 300 ms,
+// path max retransmits 2), like sctppeer.FastTimers, but with RTOs of
+// 200 ms..1 s instead of 100..400 ms: an emulated guest on a loaded machine
+// is often slower than 400 ms to answer, which retransmitted INITs and,
+// once, ended an association with ABORT.
+var FastTimers = SCTPTimers{RTOMinMs: 200, RTOInitialMs: 1000, RTOMaxMs: 1000, HeartbeatMs: 300, PathMaxRetrans: 2}
 
 // netScript configures the guest like the namespace it replaces: NICs
 // found by MAC and renamed, no DAD (as the lab), rp_filter off, addresses,

@@ -260,9 +260,9 @@ func (k *kernelLab) runClient(ctx context.Context, c sctpCase, count int, interv
 	return sctppeer.ParseResult(r.Stdout)
 }
 
-// checkKernelCounters fails the test if either kernel saw a bad CRC32c,
-// an out-of-the-blue packet or an aborted association.
-func (k *kernelLab) checkKernelCounters(t *testing.T, c sctpCase) {
+// kernelCounters reads both kernels' SCTP counters (the server's only when
+// it serves c).
+func (k *kernelLab) kernelCounters(t *testing.T, c sctpCase) map[string]map[string]int64 {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -270,18 +270,29 @@ func (k *kernelLab) checkKernelCounters(t *testing.T, c sctpCase) {
 	if !c.usrsctp {
 		vms = append(vms, k.server)
 	}
+	out := map[string]map[string]int64{}
 	for _, v := range vms {
 		snmp, err := v.SCTPCounters(ctx)
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, name := range []string{"SctpChecksumErrors", "SctpOutOfBlues", "SctpAborteds"} {
-			if v, ok := snmp[name]; !ok || v != 0 {
-				t.Errorf("%s: %s = %d (present %v), want 0", k.client.Name, name, v, ok)
+		out[v.Name] = snmp
+	}
+	return out
+}
+
+// checkKernelCounters fails the test if either kernel saw a bad CRC32c,
+// an out-of-the-blue packet or an aborted association since before.
+func (k *kernelLab) checkKernelCounters(t *testing.T, c sctpCase, before map[string]map[string]int64) {
+	t.Helper()
+	for name, snmp := range k.kernelCounters(t, c) {
+		for _, ctr := range []string{"SctpChecksumErrors", "SctpOutOfBlues", "SctpAborteds"} {
+			if d := snmp[ctr] - before[name][ctr]; d != 0 {
+				t.Errorf("%s: %s went up by %d, want 0", name, ctr, d)
 			}
 		}
-		if snmp["SctpInSCTPPacks"] == 0 {
-			t.Errorf("%s: SctpInSCTPPacks = 0: the counters are not this association's", v.Name)
+		if snmp["SctpInSCTPPacks"] == before[name]["SctpInSCTPPacks"] {
+			t.Errorf("%s: no SCTP packet counted: the counters are not this association's", name)
 		}
 	}
 }
@@ -369,6 +380,7 @@ func TestKernelSCTPThroughTheDatapath(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name(), func(t *testing.T) {
+			before := k.kernelCounters(t, c)
 			stop := k.apply(t, c)
 			caps := k.startCaps(t, c.n)
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -407,7 +419,7 @@ func TestKernelSCTPThroughTheDatapath(t *testing.T) {
 			}
 			counts := checkWire(t, caps)
 			t.Logf("chunks across the LB: %v", counts)
-			k.checkKernelCounters(t, c)
+			k.checkKernelCounters(t, c, before)
 		})
 	}
 	// One lab (two VM boots) serves both: booting is most of the cost.
@@ -446,6 +458,7 @@ func failover(t *testing.T, k *kernelLab) {
 					}
 				}
 			}
+			before := k.kernelCounters(t, cut.c)
 			stop := k.apply(t, cut.c)
 			caps := k.startCaps(t, cut.c.n)
 			const count = 60
@@ -476,7 +489,7 @@ func failover(t *testing.T, k *kernelLab) {
 			t.Logf("%s cut: max echo gap %d ms", ifc.Name, o.res.MaxGapMs)
 			counts := checkWire(t, caps)
 			t.Logf("chunks across the LB: %v", counts)
-			k.checkKernelCounters(t, cut.c)
+			k.checkKernelCounters(t, cut.c, before)
 			if err := ifc.SetUp(ctx, true); err != nil {
 				t.Fatal(err)
 			}
