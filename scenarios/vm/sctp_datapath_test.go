@@ -104,6 +104,11 @@ func parseAddrs(t *testing.T, ss []string) []netip.Addr {
 	t.Helper()
 	var out []netip.Addr
 	for _, s := range ss {
+		// telcolb-sctppeer prints peers as addr:port.
+		if ap, err := netip.ParseAddrPort(s); err == nil {
+			out = append(out, ap.Addr())
+			continue
+		}
 		a, err := netip.ParseAddr(s)
 		if err != nil {
 			t.Errorf("address %q: %v", s, err)
