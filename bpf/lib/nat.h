@@ -118,6 +118,11 @@ static __noinline int snat_pick(struct __sk_buff *skb, const struct pkt *p, stru
 		addr_cpy(v->nat_src, p->dst);
 	}
 	__u32 h = hash_tuple(p, 0);
+	// Unrolled: clang rotates this loop so that its back-edge lands on the
+	// instruction after the map lookup, which 6.1's check_cfg rejects
+	// ("back-edge from insn N to N+1": a helper call's fall-through may not
+	// close a loop before 6.3); found by scenarios/vm on Debian's 6.1.
+#pragma unroll
 	for (int i = 0; i < 8; i++) {
 		__u16 port = 1024 + (h + i * 7919) % (65536 - 1024);
 		struct ct_key rk;

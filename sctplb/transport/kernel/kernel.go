@@ -204,17 +204,31 @@ func (l *listener) Close() error {
 	return err
 }
 
+// conn guards the socket's file descriptor: the library works on a raw fd,
+// so closing it while another goroutine is about to send could make that
+// send land on whatever socket reuses the number. Send and Recv hold mu for
+// reading; Close first shuts the socket down (which wakes a blocked read
+// and starts the graceful SHUTDOWN), then takes mu for writing, so the fd
+// is released only once nobody can still use it.
 type conn struct {
 	c      *sctp.SCTPConn
 	out    uint16
 	remote string
 	buf    []byte
+
+	mu     sync.RWMutex
+	closed bool
 	once   sync.Once
 }
 
 func (c *conn) Send(ctx context.Context, m transport.Message) error {
 	stop := context.AfterFunc(ctx, func() { _ = c.Close() })
 	defer stop()
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	if c.closed {
+		return fmt.Errorf("kernel sctp: send: %w", transport.ErrClosed)
+	}
 	if _, err := c.c.SCTPWrite(m.Data, &sctp.SndRcvInfo{Stream: m.Stream, PPID: m.PPID}); err != nil {
 		return fmt.Errorf("kernel sctp: send: %w", err)
 	}
@@ -224,6 +238,11 @@ func (c *conn) Send(ctx context.Context, m transport.Message) error {
 func (c *conn) Recv(ctx context.Context) (transport.Message, error) {
 	stop := context.AfterFunc(ctx, func() { _ = c.Close() })
 	defer stop()
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	if c.closed {
+		return transport.Message{}, fmt.Errorf("kernel sctp: recv: %w", transport.ErrClosed)
+	}
 	n, info, err := c.c.SCTPRead(c.buf)
 	if err != nil {
 		if errors.Is(err, io.EOF) {
@@ -242,6 +261,15 @@ func (c *conn) OutStreams() uint16 { return c.out }
 func (c *conn) Remote() string     { return c.remote }
 
 func (c *conn) Close() error {
-	c.once.Do(func() { _ = c.c.Close() })
+	c.once.Do(func() {
+		// Wake a blocked Recv (and start SHUTDOWN) without releasing the fd.
+		if rc, err := c.c.SyscallConn(); err == nil {
+			_ = rc.Control(func(fd uintptr) { _ = syscall.Shutdown(int(fd), syscall.SHUT_RDWR) })
+		}
+		c.mu.Lock()
+		c.closed = true
+		_ = c.c.Close()
+		c.mu.Unlock()
+	})
 	return nil
 }

@@ -2,6 +2,7 @@ package kernel
 
 import (
 	"context"
+	"errors"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -87,5 +88,121 @@ func TestKernelRoundTripKeepsStreamAndPPID(t *testing.T) {
 	_ = client.Close()
 	if _, err := server.Recv(ctx); err == nil {
 		t.Error("Recv after peer close returned no error")
+	}
+}
+
+// requireKernelSCTP skips where the kernel has no SCTP (the development
+// machines), unless TELCOLB_REQUIRE_KERNEL_SCTP=1 (scenarios/vm runs this
+// package inside a VM whose kernel has it, and nothing may skip there).
+func requireKernelSCTP(t *testing.T) {
+	t.Helper()
+	if err := Available(); err != nil {
+		if os.Getenv("TELCOLB_REQUIRE_KERNEL_SCTP") == "1" {
+			t.Fatalf("kernel SCTP required: %v", err)
+		}
+		t.Skipf("no kernel SCTP here: %v", err)
+	}
+}
+
+// loopbackPair returns both ends of one association over 127.0.0.1.
+func loopbackPair(t *testing.T, port uint16) (client, server transport.Conn) {
+	t.Helper()
+	tr := New(Config{Streams: 4})
+	lo := []netip.Addr{netip.MustParseAddr("127.0.0.1")}
+	ln, err := tr.Listen(transport.Endpoint{Addrs: lo, Port: port})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ln.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	acc := make(chan transport.Conn, 1)
+	go func() {
+		c, err := ln.Accept(ctx)
+		if err != nil {
+			t.Error(err)
+		}
+		acc <- c
+	}()
+	client, err = tr.Dial(ctx, lo, transport.Endpoint{Addrs: lo, Port: port})
+	if err != nil {
+		t.Fatal(err)
+	}
+	server = <-acc
+	if server == nil {
+		t.FailNow()
+	}
+	t.Cleanup(func() { _ = client.Close(); _ = server.Close() })
+	return client, server
+}
+
+// A Recv blocked on an idle association returns once its context ends:
+// the proxy relies on it to stop a peer's reader.
+func TestRecvEndsWhenContextEnds(t *testing.T) {
+	requireKernelSCTP(t)
+	_, server := loopbackPair(t, 38497)
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		_, err := server.Recv(ctx)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("Recv returned no error after its context ended")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Recv still blocked 10 s after its context ended")
+	}
+}
+
+// Closing a connection while other goroutines send and receive on it
+// never lets them use the released descriptor: after Close every call
+// fails with ErrClosed, and a socket opened right after (which may reuse
+// the descriptor number) receives nothing it was not sent.
+func TestCloseWhileInUseReleasesTheDescriptorSafely(t *testing.T) {
+	requireKernelSCTP(t)
+	client, server := loopbackPair(t, 38498)
+	ctx := context.Background()
+	stopSend := make(chan struct{})
+	sent := make(chan struct{})
+	go func() {
+		defer close(sent)
+		for {
+			select {
+			case <-stopSend:
+				return
+			default:
+			}
+			if err := client.Send(ctx, transport.Message{Stream: 1, PPID: 60, Data: []byte("x")}); err != nil {
+				return
+			}
+		}
+	}()
+	recvDone := make(chan struct{})
+	go func() {
+		defer close(recvDone)
+		for {
+			if _, err := server.Recv(ctx); err != nil {
+				return
+			}
+		}
+	}()
+	time.Sleep(100 * time.Millisecond)
+	_ = client.Close()
+	close(stopSend)
+	<-sent
+	if err := client.Send(ctx, transport.Message{Data: []byte("late")}); !errors.Is(err, transport.ErrClosed) {
+		t.Errorf("Send after Close: %v, want ErrClosed", err)
+	}
+	if _, err := client.Recv(ctx); !errors.Is(err, transport.ErrClosed) {
+		t.Errorf("Recv after Close: %v, want ErrClosed", err)
+	}
+	select {
+	case <-recvDone:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the peer's Recv did not end after the association closed")
 	}
 }
