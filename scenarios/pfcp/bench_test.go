@@ -19,7 +19,7 @@ import (
 	"github.com/wmnsk/go-pfcp/ie"
 	"github.com/wmnsk/go-pfcp/message"
 
-	"github.com/telcolb/telcolb/scenarios/bench"
+	"github.com/telcolb/telcolb/scenarios/bench/figure"
 	"github.com/telcolb/telcolb/sctplb"
 )
 
@@ -107,13 +107,28 @@ func TestBenchN4ProxyVsRelay(t *testing.T) {
 		t.Logf("%s: %.0f msgs in %.2fs wall, %.2f CPU s; RTT p50 %.0fus p99 %.0fus", mode, msgs, wall, cpu, r.p50, r.p99)
 		return r
 	}
-	relay := run("relay")
-	proxy := run("proxy")
-	fmt.Println(bench.Line("pfcp_proxy_msgs_per_cpu_second", proxy.perCPU, "msg/s", ">", 0))
-	fmt.Println(bench.Line("pfcp_relay_msgs_per_cpu_second", relay.perCPU, "msg/s", ">", 0))
-	fmt.Println(bench.Line("pfcp_proxy_vs_relay_per_core", proxy.perCPU/relay.perCPU, "x", ">=", 0.5))
-	fmt.Println(bench.Line("pfcp_proxy_added_latency_p50", proxy.p50-relay.p50, "us", ">", 0))
-	fmt.Println(bench.Line("pfcp_proxy_added_latency_p99", proxy.p99-relay.p99, "us", ">", 0))
+	// Relay and proxy alternate in interleaved rounds; the per-core ratio
+	// and the added latencies are taken within each round.
+	variant := func(mode string) figure.Variant {
+		return figure.Variant{Name: mode, Measure: func(int) (map[string]float64, error) {
+			r := run(mode)
+			return map[string]float64{mode: r.perCPU, mode + "_p50": r.p50, mode + "_p99": r.p99}, nil
+		}}
+	}
+	figs, err := figure.Interleave(figure.Plan{MinRounds: 5, MaxRounds: 7}, []figure.Variant{variant("relay"), variant("proxy")},
+		func(s *figure.Samples) []figure.Figure {
+			return []figure.Figure{
+				s.Measured("pfcp_proxy_msgs_per_cpu_second", "msg/s", figure.Above(0), "proxy"),
+				s.Measured("pfcp_relay_msgs_per_cpu_second", "msg/s", figure.Above(0), "relay"),
+				s.Ratio("pfcp_proxy_vs_relay_per_core", figure.AtLeast(0.5), "proxy", "relay"),
+				s.Added("pfcp_proxy_added_latency_p50", "us", figure.Below(1000), "proxy_p50", "relay_p50"),
+				s.Added("pfcp_proxy_added_latency_p99", "us", figure.Below(5000), "proxy_p99", "relay_p99"),
+			}
+		})
+	if err != nil {
+		t.Fatal(err)
+	}
+	figure.Report(t, figs...)
 }
 
 type proc struct {
@@ -155,64 +170,74 @@ func TestBenchN4Replay3300(t *testing.T) {
 		t.Skip("set TELCOLB_BENCH=1 to run the benchmarks")
 	}
 	const sessions = 3300
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	upfAddr := netip.AddrPortFrom(benchLoop(20), 8805)
-	uc, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(upfAddr))
-	if err != nil {
-		t.Fatal(err)
-	}
-	upf := NewUPFSim(upfAddr.Addr(), time.Now().Add(-time.Hour), 0x100)
-	go func() { _ = ServeUPF(ctx, uc, upf, false, time.Second) }()
-	vip := netip.AddrPortFrom(benchLoop(21), 8805)
-	reg := prometheus.NewRegistry()
-	p, err := sctplb.NewN4(sctplb.N4Config{Listen: vip, UPFs: []sctplb.N4UPF{{Name: "upf", Addr: upfAddr}}, Registerer: reg,
-		TickInterval: 10 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := p.Open(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = p.Serve(ctx) }()
-	for deadline := time.Now().Add(5 * time.Second); len(p.Stats().UPFs) == 0 || !p.Stats().UPFs[0].Up; {
-		if time.Now().After(deadline) {
-			t.Fatal("UPF never associated")
+	// A fresh UPF, proxy and SMF every round (on their own loopback
+	// addresses): 5 rounds, median with spread.
+	round := func(round int) (float64, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		upfAddr := netip.AddrPortFrom(benchLoop(byte(20+3*round)), 8805)
+		uc, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(upfAddr))
+		if err != nil {
+			return 0, err
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	smfAddr := netip.AddrPortFrom(benchLoop(22), 8805)
-	sc, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(smfAddr))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sc.Close()
-	var elapsed time.Duration
-	_, err = RunSMF(ctx, sc, vip, NewSMFSim(smfAddr.Addr(), time.Now()), Load{Sessions: sessions, Window: 256, Pause: func() {
-		upf.Restart(time.Now())
-		req := message.NewAssociationSetupRequest(1, ie.NewNodeID(upfAddr.Addr().String(), "", ""), ie.NewRecoveryTimeStamp(upf.Recovery))
-		b := make([]byte, req.MarshalLen())
-		_ = req.MarshalTo(b)
-		start := time.Now()
-		if _, err := uc.WriteToUDPAddrPort(b, vip); err != nil {
-			t.Error(err)
+		defer uc.Close()
+		upf := NewUPFSim(upfAddr.Addr(), time.Now().Add(-time.Hour), 0x100)
+		go func() { _ = ServeUPF(ctx, uc, upf, false, time.Second) }()
+		vip := netip.AddrPortFrom(benchLoop(byte(21+3*round)), 8805)
+		reg := prometheus.NewRegistry()
+		p, err := sctplb.NewN4(sctplb.N4Config{Listen: vip, UPFs: []sctplb.N4UPF{{Name: "upf", Addr: upfAddr}}, Registerer: reg,
+			TickInterval: 10 * time.Millisecond})
+		if err != nil {
+			return 0, err
 		}
-		for len(upf.Sessions()) < sessions || replays(t, reg) < sessions {
-			if time.Since(start) > time.Minute {
-				t.Errorf("replayed %v of %d in a minute", replays(t, reg), sessions)
-				return
+		if err := p.Open(); err != nil {
+			return 0, err
+		}
+		go func() { _ = p.Serve(ctx) }()
+		for deadline := time.Now().Add(5 * time.Second); len(p.Stats().UPFs) == 0 || !p.Stats().UPFs[0].Up; {
+			if time.Now().After(deadline) {
+				return 0, fmt.Errorf("UPF never associated")
 			}
-			time.Sleep(2 * time.Millisecond)
+			time.Sleep(10 * time.Millisecond)
 		}
-		elapsed = time.Since(start)
-	}})
+		smfAddr := netip.AddrPortFrom(benchLoop(byte(22+3*round)), 8805)
+		sc, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(smfAddr))
+		if err != nil {
+			return 0, err
+		}
+		defer sc.Close()
+		var elapsed time.Duration
+		_, err = RunSMF(ctx, sc, vip, NewSMFSim(smfAddr.Addr(), time.Now()), Load{Sessions: sessions, Window: 256, Pause: func() {
+			upf.Restart(time.Now())
+			req := message.NewAssociationSetupRequest(1, ie.NewNodeID(upfAddr.Addr().String(), "", ""), ie.NewRecoveryTimeStamp(upf.Recovery))
+			b := make([]byte, req.MarshalLen())
+			_ = req.MarshalTo(b)
+			start := time.Now()
+			if _, err := uc.WriteToUDPAddrPort(b, vip); err != nil {
+				t.Error(err)
+			}
+			for len(upf.Sessions()) < sessions || replays(t, reg) < sessions {
+				if time.Since(start) > time.Minute {
+					t.Errorf("replayed %v of %d in a minute", replays(t, reg), sessions)
+					return
+				}
+				time.Sleep(2 * time.Millisecond)
+			}
+			elapsed = time.Since(start)
+		}})
+		if err != nil {
+			return 0, err
+		}
+		return elapsed.Seconds(), nil
+	}
+	figs, err := figure.Interleave(figure.Plan{MinRounds: 5, MaxRounds: 5}, []figure.Variant{figure.One("replay", round)},
+		func(s *figure.Samples) []figure.Figure {
+			return []figure.Figure{s.Measured("pfcp_replay_3300_sessions", "s", figure.Below(5), "replay")}
+		})
 	if err != nil {
 		t.Fatal(err)
 	}
-	fmt.Println(bench.Line("pfcp_replay_3300_sessions", elapsed.Seconds(), "s", "<", 5))
-	if elapsed > 5*time.Second {
-		t.Errorf("replay took %v, target < 5s", elapsed)
-	}
+	figure.Report(t, figs...)
 }
 
 func replays(t *testing.T, g prometheus.Gatherer) float64 {
