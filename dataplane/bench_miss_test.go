@@ -5,6 +5,8 @@ import (
 	"net/netip"
 	"os"
 	"testing"
+
+	"github.com/telcolb/telcolb/scenarios/bench/figure"
 )
 
 // Cost of a packet that is none of the LB's business (addressed to no VIP,
@@ -32,16 +34,18 @@ func TestBenchMissPerPacket(t *testing.T) {
 			p.tcpFlags = tcpACK | tcpPSH
 		}
 		f := p.frame()
-		var ratios, bases, lbs []float64
-		for r := 0; r < benchRounds; r++ {
-			base := benchNs(t, e.d.objs.TcPass, f, actOK)
-			lb := benchNs(t, e.d.objs.TcIngress, f, actOK)
-			ratios = append(ratios, lb/base)
-			bases = append(bases, base)
-			lbs = append(lbs, lb)
-		}
 		name := fmt.Sprintf("bpf_miss_%s_%s_ratio", protoNames[c.proto], fam)
-		t.Logf("%s: tc_pass %.1f ns, tc_ingress %.1f ns (medians)", name, median(bases), median(lbs))
-		fmt.Printf("BENCH %s %.2f x target <= 1.5\n", name, median(ratios))
+		// tc_pass and tc_ingress on the same frame in interleaved rounds,
+		// the ratio taken within each round.
+		figs, err := figure.Interleave(benchPlan, []figure.Variant{
+			figure.One("tc_pass", func(int) (float64, error) { return benchNs(t, e.d.objs.TcPass, f, actOK), nil }),
+			figure.One("tc_ingress", func(int) (float64, error) { return benchNs(t, e.d.objs.TcIngress, f, actOK), nil }),
+		}, func(s *figure.Samples) []figure.Figure {
+			return []figure.Figure{s.Ratio(name, figure.AtMost(1.5), "tc_ingress", "tc_pass")}
+		})
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		figure.Report(t, figs...)
 	}
 }
