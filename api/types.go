@@ -178,6 +178,13 @@ type Health struct {
 	Status     string   `json:"status"`
 	Interfaces []string `json:"interfaces"`
 	Services   int      `json:"services"`
+	// MaxServices is how many services the datapath holds (one ID each);
+	// creating one more is refused with 507.
+	MaxServices int `json:"maxServices,omitempty"`
+	// ConntrackNotMigrated counts conntrack entries (connection
+	// directions) the daemon could not carry over when a restart changed
+	// the conntrack layout or size; they were dropped.
+	ConntrackNotMigrated uint64 `json:"conntrackNotMigrated,omitempty"`
 	// AttachMode is "tcx" or "clsact".
 	AttachMode string `json:"attachMode"`
 	// BootID is random per daemon start: a change tells a client that the
