@@ -78,6 +78,9 @@ type Service struct {
 	// N2 enables the NGAP-aware N2 proxy for this service (sctplb) instead of
 	// per-association L4 balancing. Only valid with protocol sctp.
 	N2 bool `json:"n2,omitempty"`
+	// AllowLinkLocal accepts link-local VIPs and endpoints (169.254.0.0/16,
+	// fe80::/10), refused otherwise: they are valid on one link only.
+	AllowLinkLocal bool `json:"allowLinkLocal,omitempty"`
 }
 
 // Endpoint is one backend of a Service.

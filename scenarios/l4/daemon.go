@@ -7,6 +7,7 @@ package l4
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"net"
@@ -102,6 +103,24 @@ type Daemon struct {
 	mu     sync.Mutex
 	log    *syncBuffer
 	Client *api.Client
+	// TokenFile holds the API token (in the state dir).
+	TokenFile string
+}
+
+// ensureToken reads the token file, writing a random token first when there
+// is none.
+func ensureToken(path string) (string, error) {
+	if raw, err := os.ReadFile(path); err == nil {
+		return strings.TrimSpace(string(raw)), nil
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return "", err
+	}
+	tok := rand.Text()
+	if err := os.WriteFile(path, []byte(tok+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("write token file: %w", err)
+	}
+	return tok, nil
 }
 
 type syncBuffer struct {
@@ -130,11 +149,18 @@ func StartDaemon(ctx context.Context, cfg DaemonConfig) (*Daemon, error) {
 		return nil, errors.New("l4: DaemonConfig needs StateDir and PinPath")
 	}
 	d := &Daemon{cfg: cfg, log: &syncBuffer{}}
+	// The API always wants its token: the test writes the file the daemon
+	// would create (<state dir>/api-token, 0600) so its client knows it.
+	token, err := ensureToken(filepath.Join(cfg.StateDir, "api-token"))
+	if err != nil {
+		return nil, err
+	}
+	d.TokenFile = filepath.Join(cfg.StateDir, "api-token")
 	hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
 		DialContext:       HostDialer(cfg.Host),
 		DisableKeepAlives: true,
 	}}
-	c, err := api.NewClient(api.ClientConfig{BaseURL: "http://" + APIAddress, HTTPClient: hc})
+	c, err := api.NewClient(api.ClientConfig{BaseURL: "http://" + APIAddress, HTTPClient: hc, Token: token})
 	if err != nil {
 		return nil, err
 	}
@@ -225,6 +251,49 @@ func (d *Daemon) Restart(ctx context.Context) error {
 	return d.start(ctx)
 }
 
+// RestartWith restarts the daemon with other extra arguments (kept for
+// later restarts), e.g. another --max-conns.
+func (d *Daemon) RestartWith(ctx context.Context, extraArgs ...string) error {
+	if err := d.Stop(); err != nil {
+		return err
+	}
+	d.cfg.ExtraArgs = extraArgs
+	return d.start(ctx)
+}
+
+// Kill sends SIGKILL (a crash: nothing runs on the way out) and waits.
+func (d *Daemon) Kill() error {
+	d.mu.Lock()
+	cmd, done := d.cmd, d.done
+	d.cmd = nil
+	d.mu.Unlock()
+	if cmd == nil {
+		return nil
+	}
+	if err := cmd.Process.Kill(); err != nil {
+		return err
+	}
+	<-done
+	return nil
+}
+
+// Start starts a daemon killed or stopped before.
+func (d *Daemon) Start(ctx context.Context) error { return d.start(ctx) }
+
+// RunAnother runs a second telcolb process with this daemon's settings
+// changed by args (later flags win) and returns when it exits: for tests of
+// what a second instance does.
+func (d *Daemon) RunAnother(ctx context.Context, args ...string) (string, error) {
+	full := []string{"--net=/run/netns/" + d.cfg.Host.NS, d.cfg.Bin.Telcolb,
+		"--api-address=" + APIAddress,
+		"--interfaces=" + strings.Join(d.cfg.Interfaces, ","),
+		"--state-dir=" + d.cfg.StateDir,
+		"--bpf-pin-path=" + d.cfg.PinPath,
+	}
+	out, err := exec.CommandContext(ctx, "nsenter", append(full, args...)...).CombinedOutput()
+	return string(out), err
+}
+
 // Destroy stops the daemon and removes the datapath, pins and state.
 func (d *Daemon) Destroy(ctx context.Context) error {
 	errs := []error{d.Stop()}
@@ -245,7 +314,7 @@ func (d *Daemon) Destroy(ctx context.Context) error {
 
 // Ctl runs telcolbctl inside the daemon's namespace and returns its output.
 func (d *Daemon) Ctl(ctx context.Context, args ...string) (string, error) {
-	full := append([]string{"--net=/run/netns/" + d.cfg.Host.NS, d.cfg.Bin.Telcolbctl, "--server=http://" + APIAddress}, args...)
+	full := append([]string{"--net=/run/netns/" + d.cfg.Host.NS, d.cfg.Bin.Telcolbctl, "--server=http://" + APIAddress, "--token-file=" + d.TokenFile}, args...)
 	out, err := exec.CommandContext(ctx, "nsenter", full...).CombinedOutput()
 	if err != nil {
 		return string(out), fmt.Errorf("telcolbctl %s: %w: %s", strings.Join(args, " "), err, out)

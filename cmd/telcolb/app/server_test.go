@@ -146,6 +146,10 @@ func TestAPIRequiresTheBearerToken(t *testing.T) {
 		{"token prefix", "Bearer s3cre", 401},
 		{"basic scheme", "Basic czNjcmV0", 401},
 		{"right token", "Bearer s3cret", 200},
+		{"scheme in lower case (RFC 7235: case-insensitive)", "bearer s3cret", 200},
+		{"scheme in upper case", "BEARER s3cret", 200},
+		{"other scheme", "Basic s3cret", 401},
+		{"token only", "s3cret", 401},
 	}
 	for _, tt := range tests {
 		for _, path := range []string{"/v1/health", "/v1/services", "/metrics", "/openapi.yaml"} {
