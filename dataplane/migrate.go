@@ -47,7 +47,7 @@ type oldPin struct {
 	convErr error
 	// order sorts entries oldest first when set (LRU: the newest must
 	// survive when the new map is smaller).
-	order *leaf
+	order  *leaf
 	report MapMigration
 	// seen are the old keys the first pass handled; the second pass
 	// copies only keys added since.

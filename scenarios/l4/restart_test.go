@@ -19,7 +19,7 @@ import (
 
 // openSession creates a TCP echo service on vip host n and opens one
 // connection through it.
-func openSession(t *testing.T, e *Env, name string, host byte) (*TCPSession, Reply) {
+func openSession(t *testing.T, e *Env, name string, host int) (*TCPSession, Reply) {
 	t.Helper()
 	ctx := context.Background()
 	vip := lab.VIP(0, host, false)

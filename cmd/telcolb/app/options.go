@@ -165,4 +165,3 @@ func NewLogger(o Options, w io.Writer) *slog.Logger {
 	}
 	return slog.New(slog.NewJSONHandler(w, hopts))
 }
-
