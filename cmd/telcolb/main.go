@@ -60,7 +60,25 @@ func serve(opts app.Options, log *slog.Logger) (err error) {
 		}
 		return err
 	}
+	if opts.Cleanup {
+		freshPins = false // nothing to undo: cleanup removes it anyway
+	}
 	defer lock.Release()
+	var dp *dataplane.Datapath
+	defer func() {
+		if err == nil || !freshPins {
+			return
+		}
+		// Nothing of a refused start may outlive it when it created the
+		// pin path: no pins, no attachments left behind.
+		if dp == nil {
+			_ = os.Remove(opts.BPFPinPath) // only if still empty
+			return
+		}
+		if derr := dp.Destroy(); derr != nil {
+			log.Warn("remove the datapath of a failed start", "error", derr)
+		}
+	}()
 	if opts.Cleanup {
 		return cleanup(opts, log)
 	}
@@ -78,7 +96,7 @@ func serve(opts app.Options, log *slog.Logger) (err error) {
 	}
 	defer ln.Close()
 
-	dp, err := dataplane.Load(dataplane.Config{
+	dp, err = dataplane.Load(dataplane.Config{
 		PinPath:     opts.BPFPinPath,
 		MaxConns:    int(opts.MaxConns),
 		Logger:      log,
@@ -89,12 +107,7 @@ func serve(opts app.Options, log *slog.Logger) (err error) {
 	}
 	defer func() {
 		if err != nil && freshPins {
-			// Nothing of this start may outlive it when it created the
-			// datapath: no pins, no attachments left behind.
-			if derr := dp.Destroy(); derr != nil {
-				log.Warn("remove the datapath of a failed start", "error", derr)
-			}
-			return
+			return // destroyed by the deferred cleanup above
 		}
 		// Close, never Destroy: pinned maps and links keep forwarding (and
 		// keep their connections) while the daemon restarts.
