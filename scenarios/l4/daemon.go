@@ -8,6 +8,8 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -38,29 +40,46 @@ var (
 	buildErr  error
 )
 
-// Build compiles telcolb and telcolbctl once per process into dir (a temp
-// directory when empty) and returns their paths.
+// Build compiles telcolb and telcolbctl once per process into dir and
+// returns their paths. An empty dir means a cache directory per source tree
+// (~/.cache/telcolb/bin-<hash of the module root>), reused by every test
+// process instead of a temporary directory each that nothing removes.
 func Build(ctx context.Context, dir string) (Binaries, error) {
 	buildOnce.Do(func() {
-		if dir == "" {
-			dir, buildErr = os.MkdirTemp("", "telcolb-bin-")
-			if buildErr != nil {
-				return
-			}
-		}
 		root, err := moduleRoot(ctx)
 		if err != nil {
 			buildErr = err
+			return
+		}
+		if dir == "" {
+			cache, err := os.UserCacheDir()
+			if err != nil {
+				cache = os.TempDir() // no $HOME: still one directory per tree
+			}
+			sum := sha256.Sum256([]byte(root))
+			dir = filepath.Join(cache, "telcolb", "bin-"+hex.EncodeToString(sum[:6]))
+		}
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			buildErr = fmt.Errorf("binary dir: %w", err)
 			return
 		}
 		for _, p := range []struct{ pkg, out string }{
 			{"./cmd/telcolb", "telcolb"},
 			{"./cmd/telcolbctl", "telcolbctl"},
 		} {
-			cmd := exec.CommandContext(ctx, "go", "build", "-o", filepath.Join(dir, p.out), p.pkg)
+			// Built aside and renamed: another test process may be running
+			// the previous binary (a rename leaves it intact).
+			tmp := filepath.Join(dir, fmt.Sprintf(".%s.%d", p.out, os.Getpid()))
+			cmd := exec.CommandContext(ctx, "go", "build", "-o", tmp, p.pkg)
 			cmd.Dir = root
 			if out, err := cmd.CombinedOutput(); err != nil {
+				_ = os.Remove(tmp)
 				buildErr = fmt.Errorf("go build %s: %w\n%s", p.pkg, err, out)
+				return
+			}
+			if err := os.Rename(tmp, filepath.Join(dir, p.out)); err != nil {
+				_ = os.Remove(tmp)
+				buildErr = fmt.Errorf("install %s: %w", p.out, err)
 				return
 			}
 		}
