@@ -415,6 +415,11 @@ func (c *commands) get(ctx context.Context, cl *api.Client, args []string) error
 		if err != nil {
 			return err
 		}
+		// Connections a restart could not carry over are gone from the
+		// table: say so, or the table alone would look complete.
+		if h, err := cl.Health(ctx); err == nil && h.ConntrackNotMigrated > 0 {
+			fmt.Fprintf(c.e.stderr, "warning: %d conntrack entries (connection directions) could not be migrated when the daemon last started with a new conntrack layout or size; those connections were dropped\n", h.ConntrackNotMigrated)
+		}
 		if c.g.output == "json" {
 			return writeJSON(c.e.stdout, conns)
 		}

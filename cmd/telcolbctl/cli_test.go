@@ -23,9 +23,17 @@ import (
 
 // memDatapath is an in-memory app.Datapath with canned counters.
 type memDatapath struct {
-	mu       sync.Mutex
-	services map[uint32]dataplane.Service
-	conns    []dataplane.Conn
+	mu          sync.Mutex
+	services    map[uint32]dataplane.Service
+	conns       []dataplane.Conn
+	notMigrated uint64
+}
+
+// ConntrackNotMigrated is what a datapath that migrated maps reports.
+func (m *memDatapath) ConntrackNotMigrated() uint64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.notMigrated
 }
 
 func (m *memDatapath) UpsertService(s dataplane.Service) error {
@@ -394,5 +402,19 @@ func TestTokenIsFoundOnTheNodeWithoutFlags(t *testing.T) {
 	}
 	if r := runWith("", nil, "--token-file", filepath.Join(dir, "missing"), "health"); r.code == 0 || !strings.Contains(r.stderr, "--token-file") {
 		t.Fatalf("unreadable --token-file: %d %q", r.code, r.stderr)
+	}
+}
+
+func TestGetCTWarnsAboutConnectionsARestartCouldNotMigrate(t *testing.T) {
+	url, dp := startDaemon(t, "")
+	if r := runCLI(t, url, "", "get", "ct"); r.code != 0 || strings.Contains(r.stderr, "migrated") {
+		t.Fatalf("get ct with nothing lost: %+v", r)
+	}
+	dp.mu.Lock()
+	dp.notMigrated = 42
+	dp.mu.Unlock()
+	r := runCLI(t, url, "", "get", "ct")
+	if r.code != 0 || !strings.Contains(r.stderr, "42 conntrack entries") {
+		t.Fatalf("get ct after a lossy migration: %+v", r)
 	}
 }

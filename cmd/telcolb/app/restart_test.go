@@ -194,3 +194,21 @@ func TestRestartWith10000Services(t *testing.T) {
 		t.Fatalf("overlap with svc-10000: %d %+v", r.code, r.err)
 	}
 }
+
+func FuzzParseHealth(f *testing.F) {
+	f.Add([]byte(`{"version":1,"down":{"web":["10.0.0.2:8080","[fd00::1]:80"]}}`))
+	f.Add([]byte(`{"version":1,"down":{}}`))
+	f.Add([]byte(`{"version":2}`))
+	f.Add([]byte(`{"version":1,"down":{"web":["nope"]}}`))
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		down, err := parseHealth(raw)
+		if err != nil {
+			return
+		}
+		for k := range down {
+			if !k.endpoint.IsValid() {
+				t.Fatalf("accepted an invalid endpoint %v", k)
+			}
+		}
+	})
+}
