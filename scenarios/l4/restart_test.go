@@ -260,3 +260,90 @@ func TestRestartWithAFullServiceTable(t *testing.T) {
 		t.Fatalf("service %d after restart: %v", n, err)
 	}
 }
+
+// TestKill9MidTransferKeepsFlows: TCP and UDP flows (default and fullnat)
+// keep being answered by the same endpoint while the daemon is killed with
+// SIGKILL and started again, every exchange in between included.
+func TestKill9MidTransferKeepsFlows(t *testing.T) {
+	e := up(t, 2)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	type flow struct {
+		name string
+		ask  func() (Reply, error)
+	}
+	var flows []flow
+	for i, mode := range []string{api.ModeDefault, api.ModeFullNAT} {
+		for j, proto := range []string{api.ProtocolTCP, api.ProtocolUDP} {
+			vip := lab.VIP(0, 40+2*i+j, false)
+			port := EchoPort
+			if proto == api.ProtocolUDP {
+				port = UDPPort
+			}
+			svc := api.Service{Name: "kill-" + mode + "-" + proto, VIP: vip.String(), Port: uint16(port), Protocol: proto,
+				Mode: mode, Endpoints: endpoints(e, port, false)}
+			if err := e.Daemon.Client.ApplyService(ctx, svc); err != nil {
+				t.Fatal(err)
+			}
+			name := mode + "/" + proto
+			if proto == api.ProtocolTCP {
+				sess, err := DialTCPSession(ctx, e.Lab.Client, hostPort(vip, port))
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { sess.Close() })
+				flows = append(flows, flow{name, sess.Ask})
+				continue
+			}
+			c, err := HostDialer(e.Lab.Client)(ctx, "udp", hostPort(vip, port))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { c.Close() })
+			flows = append(flows, flow{name, func() (Reply, error) { return udpExchange(c) }})
+		}
+	}
+	first := make([]string, len(flows))
+	for i, f := range flows {
+		r, err := f.ask()
+		if err != nil {
+			t.Fatalf("%s: %v", f.name, err)
+		}
+		first[i] = r.Server
+	}
+	done := make(chan struct{})
+	errc := make(chan error, len(flows))
+	for i, f := range flows {
+		go func() {
+			for n := 0; ; n++ {
+				select {
+				case <-done:
+					errc <- nil
+					return
+				default:
+				}
+				r, err := f.ask()
+				if err != nil || r.Server != first[i] {
+					errc <- fmt.Errorf("%s: exchange %d around kill -9: %+v, %v (want %s)", f.name, n, r, err, first[i])
+					return
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+		}()
+	}
+	time.Sleep(200 * time.Millisecond)
+	if err := e.Daemon.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if err := e.Daemon.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond)
+	close(done)
+	for range flows {
+		if err := <-errc; err != nil {
+			t.Error(err)
+		}
+	}
+}
