@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/telcolb/telcolb/api"
 	"github.com/telcolb/telcolb/scenarios/lab"
+	"github.com/telcolb/telcolb/scenarios/sctppeer"
 )
 
 // openSession creates a TCP echo service on vip host n and opens one
@@ -345,5 +347,50 @@ func TestKill9MidTransferKeepsFlows(t *testing.T) {
 		if err := <-errc; err != nil {
 			t.Error(err)
 		}
+	}
+}
+
+// TestKill9MidTransferKeepsSCTPAssociations: a single-homed SCTP association
+// (default and fullnat) carries a paced stream across kill -9 and restart of
+// the daemon: every message echoed, one association, one endpoint.
+func TestKill9MidTransferKeepsSCTPAssociations(t *testing.T) {
+	e := up(t, 2)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	srvs := startSCTPServers(t, e, func(k int) netip.Addr { return e.BackendAddr(k, false) })
+	defer stopAll(srvs)
+	for i, mode := range []string{api.ModeDefault, api.ModeFullNAT} {
+		t.Run(mode, func(t *testing.T) {
+			vip := lab.VIP(0, 50+i, false)
+			svc := api.Service{Name: "kill-sctp-" + mode, VIP: vip.String(), Port: sctpPort, Protocol: api.ProtocolSCTP,
+				Mode: mode, Endpoints: endpoints(e, sctpPort, false)}
+			if err := e.Daemon.Client.ApplyService(ctx, svc); err != nil {
+				t.Fatal(err)
+			}
+			const count = 60
+			cl, err := sctppeer.StartClient(ctx, e.Lab.Client, sctppeer.ClientOptions{
+				Bind: []netip.Addr{e.ClientAddr(false)}, Connect: []netip.Addr{vip}, Port: sctpPort,
+				Count: count, Size: 200, Interval: 50 * time.Millisecond, Streams: 2, PPID: 60,
+				Wait: 20 * time.Second, Timers: sctppeer.FastTimers})
+			if err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(time.Second)
+			if err := e.Daemon.Kill(); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(300 * time.Millisecond)
+			if err := e.Daemon.Start(ctx); err != nil {
+				t.Fatal(err)
+			}
+			res, err := cl.Wait(ctx)
+			if err != nil || res.Echoed != count || res.Lost != 0 || res.Corrupt != 0 {
+				t.Fatalf("client across kill -9: %v; %+v", err, res)
+			}
+			if len(res.ServerIDs) > 1 {
+				t.Fatalf("association moved between endpoints: %v", res.ServerIDs)
+			}
+			t.Logf("%s: largest echo gap %d ms", mode, res.MaxGapMs)
+		})
 	}
 }
