@@ -394,3 +394,26 @@ func TestKill9MidTransferKeepsSCTPAssociations(t *testing.T) {
 		})
 	}
 }
+
+// TestKill9MidTransferKeepsMultihomedSCTP: a multi-homed association keeps
+// every message across kill -9 and restart of the daemon, and then still
+// fails over to its secondary path through the restarted datapath.
+func TestKill9MidTransferKeepsMultihomedSCTP(t *testing.T) {
+	for _, c := range []mhCase{{n: 2, mode: api.ModeDefault, host: 60}, {n: 2, v6: true, mode: api.ModeFullNAT, host: 61}} {
+		t.Run(c.name(), func(t *testing.T) {
+			e := upLinks(t)
+			srv := c.apply(t, e)
+			kill := func() {
+				if err := e.Daemon.Kill(); err != nil {
+					t.Fatal(err)
+				}
+				time.Sleep(300 * time.Millisecond)
+				if err := e.Daemon.Start(context.Background()); err != nil {
+					t.Fatal(err)
+				}
+			}
+			res := failover(t, e, srv, c.clientAddrs(e), c.vips()[0], kill, e.Lab.ClientIface(0))
+			t.Logf("largest echo gap %d ms", res.MaxGapMs)
+		})
+	}
+}
