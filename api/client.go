@@ -30,6 +30,10 @@ type Client struct {
 	hc    *http.Client
 }
 
+// DefaultTokenFile is where the daemon keeps its API token by default
+// (<state dir>/api-token, mode 0600): telcolbctl on the node reads it.
+const DefaultTokenFile = "/var/lib/telcolb/api-token"
+
 // maxResponseBody bounds what the client reads from the daemon, so a broken
 // or hostile server cannot make it allocate without limit.
 const maxResponseBody = 64 << 20

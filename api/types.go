@@ -82,6 +82,9 @@ type Service struct {
 	// the SMFs see one UPF on VIP:8805, the endpoints are the UPFs. Only
 	// valid with protocol udp and port 8805.
 	PFCP bool `json:"pfcp,omitempty"`
+	// AllowLinkLocal accepts link-local VIPs and endpoints (169.254.0.0/16,
+	// fe80::/10), refused otherwise: they are valid on one link only.
+	AllowLinkLocal bool `json:"allowLinkLocal,omitempty"`
 }
 
 // Endpoint is one backend of a Service.
@@ -187,6 +190,13 @@ type Health struct {
 	Status     string   `json:"status"`
 	Interfaces []string `json:"interfaces"`
 	Services   int      `json:"services"`
+	// MaxServices is how many services the datapath holds (one ID each);
+	// creating one more is refused with 507.
+	MaxServices int `json:"maxServices,omitempty"`
+	// ConntrackNotMigrated counts conntrack entries (connection
+	// directions) the daemon could not carry over when a restart changed
+	// the conntrack layout or size; they were dropped.
+	ConntrackNotMigrated uint64 `json:"conntrackNotMigrated,omitempty"`
 	// AttachMode is "tcx" or "clsact".
 	AttachMode string `json:"attachMode"`
 	// BootID is random per daemon start: a change tells a client that the

@@ -3,6 +3,7 @@ package api
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 )
 
@@ -72,6 +73,9 @@ func Validate(s *Service) error {
 	}
 	vip, err := parseAddr("vip", s.VIP)
 	if err != nil {
+		return err
+	}
+	if err := checkReachable("vip", vip, s.AllowLinkLocal, false); err != nil {
 		return err
 	}
 	if err := validateSecondaryVIPs(s, vip); err != nil {
@@ -158,8 +162,25 @@ func parseAddr(field, s string) (netip.Addr, error) {
 		return netip.Addr{}, fieldErr(field, "%q: the unspecified address cannot be used", s)
 	case a.IsMulticast():
 		return netip.Addr{}, fieldErr(field, "%q: multicast addresses cannot be used", s)
+	case a == netip.AddrFrom4([4]byte{255, 255, 255, 255}):
+		return netip.Addr{}, fieldErr(field, "%q: the broadcast address cannot be used", s)
 	}
 	return a, nil
+}
+
+// checkReachable refuses what the datapath can never carry between hosts:
+// loopback (packets to it never leave the node, and never reach tc),
+// link-local unless the service asks for it (valid on one link only; the
+// datapath does not track which). loopbackOK is for endpoints the N2 proxy
+// dials from userspace.
+func checkReachable(field string, a netip.Addr, allowLinkLocal, loopbackOK bool) error {
+	switch {
+	case a.IsLoopback() && !loopbackOK:
+		return fieldErr(field, "%s is a loopback address: traffic to it never reaches the datapath", a)
+	case (a.IsLinkLocalUnicast()) && !allowLinkLocal:
+		return fieldErr(field, "%s is link-local: set allowLinkLocal to use it (it is valid on one link only)", a)
+	}
+	return nil
 }
 
 func family(a netip.Addr) string {
@@ -182,6 +203,9 @@ func validateSecondaryVIPs(s *Service, vip netip.Addr) error {
 		}
 		if a.Is4() != vip.Is4() {
 			return fieldErr(field, "%s is %s but the vip is %s: all VIPs of a service share one family", a, family(a), family(vip))
+		}
+		if err := checkReachable(field, a, s.AllowLinkLocal, false); err != nil {
+			return err
 		}
 		if a == vip {
 			return fieldErr(field, "%s repeats the primary vip", a)
@@ -224,6 +248,12 @@ func validateEndpoints(s *Service, vip netip.Addr) error {
 		a, err := parseAddr(prefix+".address", ep.Address)
 		if err != nil {
 			return err
+		}
+		if err := checkReachable(prefix+".address", a, s.AllowLinkLocal, s.N2); err != nil {
+			return err
+		}
+		if a == vip || slices.Contains(s.SecondaryVIPs, a.String()) {
+			return fieldErr(prefix+".address", "%s is a VIP of this service: the datapath would send its traffic back to itself", a)
 		}
 		// NAT64 (IPv6 vip, IPv4 endpoint): the datapath translates the
 		// headers and, whatever the mode, the endpoint sees the LB's IPv4

@@ -35,6 +35,15 @@ func TestValidateAcceptsValidServices(t *testing.T) {
 		mutate func(*Service)
 	}{
 		{"minimal tcp", func(*Service) {}},
+		{"link-local when asked", func(s *Service) {
+			s.AllowLinkLocal = true
+			s.VIP = "169.254.10.1"
+			s.Endpoints = []Endpoint{{Address: "169.254.10.2", Port: 80}}
+		}},
+		{"n2 with a loopback AMF", func(s *Service) {
+			s.Protocol, s.N2, s.Port = ProtocolSCTP, true, 38412
+			s.Endpoints = []Endpoint{{Address: "127.0.0.1", Port: 38412}}
+		}},
 		{"ipv6 everywhere", func(s *Service) {
 			s.VIP = "2001:db8::10"
 			s.Endpoints = []Endpoint{{Address: "2001:db8::1", Port: 80}, {Address: "fd00::2", Port: 80}}
@@ -121,6 +130,20 @@ func TestValidateRejectsEachRuleWithItsField(t *testing.T) {
 		{"missing vip", func(s *Service) { s.VIP = "" }, "vip", "required"},
 		{"bad vip", func(s *Service) { s.VIP = "10.0.0.300" }, "vip", "not an IP address"},
 		{"vip with zone", func(s *Service) { s.VIP = "fe80::1%eth0" }, "vip", "zoned"},
+		{"loopback vip", func(s *Service) { s.VIP = "127.0.0.1" }, "vip", "loopback"},
+		{"loopback ipv6 vip", func(s *Service) { s.VIP = "::1"; s.Endpoints = []Endpoint{{Address: "2001:db8::1", Port: 80}} }, "vip", "loopback"},
+		{"broadcast vip", func(s *Service) { s.VIP = "255.255.255.255" }, "vip", "broadcast"},
+		{"link-local vip", func(s *Service) { s.VIP = "169.254.1.1" }, "vip", "allowLinkLocal"},
+		{"link-local secondary vip", func(s *Service) { s.Protocol = ProtocolSCTP; s.SecondaryVIPs = []string{"169.254.1.1"} }, "secondaryVIPs[0]", "link-local"},
+		{"loopback endpoint", func(s *Service) { s.Endpoints[0].Address = "127.0.0.2" }, "endpoints[0].address", "loopback"},
+		{"link-local endpoint", func(s *Service) { s.Endpoints[1].Address = "169.254.7.7" }, "endpoints[1].address", "link-local"},
+		{"multicast endpoint", func(s *Service) { s.Endpoints[0].Address = "224.0.0.5" }, "endpoints[0].address", "multicast"},
+		{"endpoint equal to the vip", func(s *Service) { s.Endpoints[1].Address = s.VIP }, "endpoints[1].address", "is a VIP"},
+		{"endpoint equal to a secondary vip", func(s *Service) {
+			s.Protocol = ProtocolSCTP
+			s.SecondaryVIPs = []string{"10.96.1.10"}
+			s.Endpoints[0].Address = "10.96.1.10"
+		}, "endpoints[0].address", "is a VIP"},
 		{"mapped vip", func(s *Service) { s.VIP = "::ffff:10.0.0.1" }, "vip", "IPv4 form 10.0.0.1"},
 		{"unspecified vip", func(s *Service) { s.VIP = "0.0.0.0" }, "vip", "unspecified"},
 		{"multicast vip", func(s *Service) { s.VIP = "224.0.0.1" }, "vip", "multicast"},

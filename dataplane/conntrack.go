@@ -226,7 +226,7 @@ func (d *Datapath) pruneAssocs() error {
 // with a datapath increment; a lost update skews one counter by one until the
 // service is re-created, which leastconn tolerates.
 func (d *Datapath) releaseActive(svc, ep uint32) error {
-	if svc >= MaxServices || ep >= MaxEndpoints {
+	if svc >= d.maxServices || ep >= MaxEndpoints {
 		return nil
 	}
 	idx := svc*MaxEndpoints + ep
@@ -250,7 +250,9 @@ func (d *Datapath) FlushConntrack() error {
 	if err := d.deleteConns(func(*bpf.LbCtVal) bool { return true }); err != nil {
 		return fmt.Errorf("flush conntrack: %w", err)
 	}
-	return nil
+	// Connections the datapath created during the flush keep their count;
+	// everything else goes back to what conntrack holds.
+	return d.recomputeActiveLocked()
 }
 
 // Run expires idle connections and affinities every AgeInterval until ctx is
@@ -347,6 +349,8 @@ func (d *Datapath) ageOnce(now uint64) (int, error) {
 	}
 	errs = append(errs, d.pruneAssocs())
 	errs = append(errs, d.ageAffinity(now))
+	// Entries the LRU evicted never released their count: recount.
+	errs = append(errs, d.recomputeActiveLocked())
 	return removed, errors.Join(errs...)
 }
 
@@ -360,7 +364,7 @@ func (d *Datapath) ageAffinity(now uint64) error {
 	for it.Next(&k, &v) {
 		var info bpf.LbSvcInfo
 		to := uint64(defaultAffinity)
-		if k.Svc < MaxServices && d.objs.SvcInfos.Lookup(k.Svc, &info) == nil && info.IdleTimeout > 0 {
+		if k.Svc < d.maxServices && d.objs.SvcInfos.Lookup(k.Svc, &info) == nil && info.IdleTimeout > 0 {
 			to = uint64(info.IdleTimeout) * uint64(time.Second)
 		}
 		if now > v.LastNs && now-v.LastNs > to {

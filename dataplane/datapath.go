@@ -3,7 +3,6 @@ package dataplane
 import (
 	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -52,8 +51,20 @@ type Datapath struct {
 	log  *slog.Logger
 	objs bpf.LbObjects
 
+	// maxServices is the size of the per-service arrays: IDs are
+	// 1..maxServices-1.
+	maxServices uint32
+
 	mu       sync.Mutex
 	attached map[string]*attachment
+	// pending are old maps kept open until CompleteMigration; migrations
+	// reports what Load migrated.
+	pending    []*oldPin
+	migrations []MapMigration
+	// keysByID and vipRefs index the services map so programming one
+	// service costs its own keys, not a scan of every service's.
+	keysByID map[uint32][]bpf.LbSvcKey
+	vipRefs  map[bpf.LbAddr16]int
 	// now returns CLOCK_MONOTONIC ns, the clock of bpf_ktime_get_ns.
 	now func() uint64
 }
@@ -82,53 +93,57 @@ func Load(cfg Config) (*Datapath, error) {
 	if err := os.MkdirAll(filepath.Join(cfg.PinPath, "links"), 0o755); err != nil {
 		return nil, fmt.Errorf("create pin path %s: %w", cfg.PinPath, err)
 	}
-	dropIncompatiblePins(spec, cfg.PinPath, cfg.Logger)
+	// Maps the new program cannot reuse as they are (upgrade, --max-conns)
+	// are taken aside and their entries migrated, never dropped.
+	olds, err := takeIncompatiblePins(spec, cfg.PinPath, cfg.Logger)
+	if err != nil {
+		restorePins(olds, cfg.Logger)
+		return nil, err
+	}
 
-	d := &Datapath{cfg: cfg, log: cfg.Logger, attached: map[string]*attachment{}, now: monotonicNow}
+	d := &Datapath{cfg: cfg, log: cfg.Logger, attached: map[string]*attachment{}, now: monotonicNow,
+		maxServices: spec.Maps[bpf.LbMapSvcInfos].MaxEntries}
 	opts := &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: cfg.PinPath}}
+	fail := func(err error) (*Datapath, error) {
+		// Leave the pin path as it was: new pins out, old ones back.
+		for _, op := range olds {
+			_ = os.Remove(op.path)
+		}
+		restorePins(olds, cfg.Logger)
+		return nil, err
+	}
 	if err := spec.LoadAndAssign(&d.objs, opts); err != nil {
 		var ve *ebpf.VerifierError
 		if errors.As(err, &ve) {
-			return nil, fmt.Errorf("load datapath objects: %+v", ve)
+			return fail(fmt.Errorf("load datapath objects: %+v", ve))
 		}
-		return nil, fmt.Errorf("load datapath objects: %w", err)
+		return fail(fmt.Errorf("load datapath objects: %w", err))
 	}
 	if err := fillCRCShift(d.objs.CrcShift); err != nil {
 		d.objs.Close()
-		return nil, err
+		return fail(err)
+	}
+	if err := d.migrate(olds); err != nil {
+		d.log.Warn("pinned map migration", "err", err)
+	}
+	d.pending = olds
+	for _, op := range olds {
+		d.migrations = append(d.migrations, op.report)
+	}
+	if err := d.loadIndex(); err != nil {
+		d.objs.Close()
+		return fail(err)
+	}
+	// Counts may be off after a crash, an eviction or a migration: they are
+	// recomputed from the connections themselves.
+	if err := d.recomputeActiveLocked(); err != nil {
+		d.log.Warn("recompute active connection counts", "err", err)
 	}
 	if err := d.fillFilterFromConntrack(); err != nil {
 		d.objs.Close()
 		return nil, err
 	}
 	return d, nil
-}
-
-// dropIncompatiblePins removes pinned maps whose shape no longer matches the
-// spec (an upgrade changed a layout, or MaxConns changed), so the load creates
-// fresh ones instead of failing.
-func dropIncompatiblePins(spec *ebpf.CollectionSpec, pinPath string, log *slog.Logger) {
-	for name, ms := range spec.Maps {
-		if ms.Pinning != ebpf.PinByName {
-			continue
-		}
-		p := filepath.Join(pinPath, name)
-		m, err := ebpf.LoadPinnedMap(p, nil)
-		if errors.Is(err, fs.ErrNotExist) {
-			continue
-		}
-		if err == nil {
-			err = ms.Compatible(m)
-			m.Close()
-			if err == nil {
-				continue
-			}
-		}
-		log.Warn("pinned map incompatible with datapath, recreating it", "map", name, "path", p, "err", err)
-		if rerr := os.Remove(p); rerr != nil {
-			log.Error("remove incompatible pinned map", "path", p, "err", rerr)
-		}
-	}
 }
 
 func monotonicNow() uint64 {
@@ -145,6 +160,7 @@ func (d *Datapath) Close() error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	var errs []error
+	errs = append(errs, d.completeMigrationLocked())
 	for name, a := range d.attached {
 		if a.link != nil {
 			errs = append(errs, a.link.Close())

@@ -138,9 +138,13 @@ type env struct {
 	ns       string
 	d        *Datapath
 	ifindex0 int
+	pinPath  string
 }
 
-func newEnv(t testing.TB) *env {
+func newEnv(t testing.TB) *env { return newEnvConns(t, 4096) }
+
+// newEnvConns is newEnv with a conntrack of maxConns entries.
+func newEnvConns(t testing.TB, maxConns int) *env {
 	t.Helper()
 	requireRoot(t)
 	ns := newNetns(t)
@@ -164,11 +168,14 @@ func newEnv(t testing.TB) *env {
 	run(t, "ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1")
 	enterNetns(t, ns)
 
-	d, err := Load(Config{PinPath: testPinPath(t), MaxConns: 4096, Logger: testLogger()})
+	pin := testPinPath(t)
+	d, err := Load(Config{PinPath: pin, MaxConns: maxConns, Logger: testLogger()})
 	if err != nil {
 		t.Fatalf("load: %v", err)
 	}
-	t.Cleanup(func() { _ = d.Destroy() })
+	e := &env{t: t, ns: ns, d: d, pinPath: pin}
+	// e.d, not d: reload replaces it.
+	t.Cleanup(func() { _ = e.d.Destroy() })
 	for _, l := range []string{"lb0", "lb1"} {
 		if err := d.Attach(l); err != nil {
 			t.Fatalf("attach %s: %v", l, err)
@@ -178,7 +185,34 @@ func newEnv(t testing.TB) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &env{t: t, ns: ns, d: d, ifindex0: l0.Attrs().Index}
+	e.ifindex0 = l0.Attrs().Index
+	return e
+}
+
+// reload is a daemon restart: the Go side closes (pins and attachments
+// stay), a new datapath with cfg loads over the same pin path and attaches.
+func (e *env) reload(cfg Config) {
+	e.t.Helper()
+	if err := e.d.Close(); err != nil {
+		e.t.Fatalf("close: %v", err)
+	}
+	cfg.PinPath = e.pinPath
+	if cfg.Logger == nil {
+		cfg.Logger = testLogger()
+	}
+	d, err := Load(cfg)
+	if err != nil {
+		e.t.Fatalf("reload: %v", err)
+	}
+	e.d = d
+	for _, l := range []string{"lb0", "lb1"} {
+		if err := d.Attach(l); err != nil {
+			e.t.Fatalf("attach %s: %v", l, err)
+		}
+	}
+	if err := d.CompleteMigration(); err != nil {
+		e.t.Fatalf("complete migration: %v", err)
+	}
 }
 
 // skbCtx is the prefix of struct __sk_buff up to ifindex: BPF_PROG_TEST_RUN

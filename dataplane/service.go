@@ -34,8 +34,20 @@ func familyOf(a netip.Addr) uint8 {
 
 func htons(v uint16) uint16 { return v<<8 | v>>8 }
 
+// checkID refuses IDs outside the per-service arrays.
+func (d *Datapath) checkID(id uint32) error {
+	if id == 0 || id >= d.maxServices {
+		return fmt.Errorf("service id %d: must be 1..%d", id, d.maxServices-1)
+	}
+	return nil
+}
+
+// MaxServiceID is the highest service ID the loaded datapath accepts (its
+// per-service arrays hold IDs 1..MaxServiceID).
+func (d *Datapath) MaxServiceID() uint32 { return d.maxServices - 1 }
+
 func validate(s Service) error {
-	if s.ID == 0 || s.ID >= MaxServices {
+	if s.ID == 0 {
 		return fmt.Errorf("service id %d: must be 1..%d", s.ID, MaxServices-1)
 	}
 	if !s.VIP.IsValid() {
@@ -170,6 +182,9 @@ func serviceKeys(s Service) []bpf.LbSvcKey {
 // the service info, then the lookup keys, so a packet that finds a key always
 // finds a complete service. Idempotent.
 func (d *Datapath) UpsertService(s Service) error {
+	if err := d.checkID(s.ID); err != nil {
+		return err
+	}
 	if err := validate(s); err != nil {
 		return err
 	}
@@ -229,44 +244,96 @@ func (d *Datapath) UpsertService(s Service) error {
 	if err := d.filterAdd(serviceAddrs(s)...); err != nil {
 		return fmt.Errorf("service %d: %w", s.ID, err)
 	}
+	// VIPs first: a packet that finds a key must be known as ours.
+	for _, k := range keys {
+		if err := d.refVIP(k.Vip, +1); err != nil {
+			return fmt.Errorf("service %d: %w", s.ID, err)
+		}
+	}
 	ids := make([]uint32, len(keys))
 	for i := range ids {
 		ids[i] = s.ID
 	}
 	if _, err := d.objs.Services.BatchUpdate(keys, ids, nil); err != nil {
 		if !errors.Is(err, ebpf.ErrNotSupported) {
+			d.unrefKeys(keys)
 			return fmt.Errorf("service %d: write keys: %w", s.ID, err)
 		}
 		for i := range keys {
 			if err := d.objs.Services.Put(&keys[i], s.ID); err != nil {
+				d.unrefKeys(keys)
 				return fmt.Errorf("service %d: write key: %w", s.ID, err)
 			}
 		}
 	}
 	// Keys of an earlier version of this service (VIP or ports changed).
-	if err := d.deleteKeys(func(k bpf.LbSvcKey, id uint32) bool { return id == s.ID && !want[k] }); err != nil {
-		return fmt.Errorf("service %d: %w", s.ID, err)
+	old := d.keysByID[s.ID]
+	var stale []bpf.LbSvcKey
+	for _, k := range old {
+		if !want[k] {
+			stale = append(stale, k)
+		}
 	}
-	return d.syncVIPs()
+	d.keysByID[s.ID] = keys
+	d.unrefKeys(old)
+	return d.deleteKeys(stale)
 }
 
-func (d *Datapath) deleteKeys(match func(bpf.LbSvcKey, uint32) bool) error {
+// loadIndex builds keysByID and vipRefs from the pinned services map (one
+// scan at load) and makes the vips map agree with it.
+func (d *Datapath) loadIndex() error {
+	d.keysByID = map[uint32][]bpf.LbSvcKey{}
+	d.vipRefs = map[bpf.LbAddr16]int{}
 	var (
-		k    bpf.LbSvcKey
-		id   uint32
-		dels []bpf.LbSvcKey
+		k  bpf.LbSvcKey
+		id uint32
 	)
 	it := d.objs.Services.Iterate()
 	for it.Next(&k, &id) {
-		if match(k, id) {
-			dels = append(dels, k)
-		}
+		d.keysByID[id] = append(d.keysByID[id], k)
+		d.vipRefs[bpf.LbAddr16{A: k.Vip}]++
 	}
 	if err := it.Err(); err != nil {
 		return fmt.Errorf("iterate services: %w", err)
 	}
-	for i := range dels {
-		if err := d.objs.Services.Delete(&dels[i]); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+	return d.syncVIPs()
+}
+
+// refVIP counts one more (or one fewer) service key on a VIP, writing the
+// vips map when the VIP appears or disappears.
+func (d *Datapath) refVIP(vip [16]byte, delta int) error {
+	a := bpf.LbAddr16{A: vip}
+	before := d.vipRefs[a]
+	after := before + delta
+	if after <= 0 {
+		delete(d.vipRefs, a)
+		if before > 0 {
+			if err := d.objs.Vips.Delete(&a); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+				return fmt.Errorf("delete vip: %w", err)
+			}
+		}
+		return nil
+	}
+	d.vipRefs[a] = after
+	if before == 0 {
+		if err := d.objs.Vips.Put(&a, uint32(1)); err != nil {
+			return fmt.Errorf("write vip: %w", err)
+		}
+	}
+	return nil
+}
+
+func (d *Datapath) unrefKeys(keys []bpf.LbSvcKey) {
+	for _, k := range keys {
+		if err := d.refVIP(k.Vip, -1); err != nil {
+			d.log.Error("release vip", "err", err)
+		}
+	}
+}
+
+func (d *Datapath) deleteKeys(keys []bpf.LbSvcKey) error {
+	for i := range keys {
+		if err := d.objs.Services.Delete(&keys[i]); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 			return fmt.Errorf("delete service key: %w", err)
 		}
 	}
@@ -277,26 +344,13 @@ func (d *Datapath) deleteKeys(match func(bpf.LbSvcKey, uint32) bool) error {
 // (it tells the datapath which malformed packets and echo requests are ours).
 func (d *Datapath) syncVIPs() error {
 	var (
-		k   bpf.LbSvcKey
-		id  uint32
-		one uint32 = 1
-	)
-	want := map[bpf.LbAddr16]bool{}
-	it := d.objs.Services.Iterate()
-	for it.Next(&k, &id) {
-		want[bpf.LbAddr16{A: k.Vip}] = true
-	}
-	if err := it.Err(); err != nil {
-		return fmt.Errorf("iterate services: %w", err)
-	}
-	var (
 		a    bpf.LbAddr16
 		v    uint32
 		dels []bpf.LbAddr16
 	)
 	vit := d.objs.Vips.Iterate()
 	for vit.Next(&a, &v) {
-		if !want[a] {
+		if d.vipRefs[a] == 0 {
 			dels = append(dels, a)
 		}
 	}
@@ -308,24 +362,29 @@ func (d *Datapath) syncVIPs() error {
 			return fmt.Errorf("delete vip: %w", err)
 		}
 	}
-	for a := range want {
-		if err := d.objs.Vips.Put(&a, one); err != nil {
+	for a := range d.vipRefs {
+		if err := d.objs.Vips.Put(&a, uint32(1)); err != nil {
 			return fmt.Errorf("write vip: %w", err)
 		}
 	}
 	return nil
 }
 
-// DeleteService removes the service's keys, info and connections.
+// DeleteService removes the service's keys, info and connections, and
+// zeroes its counters so that the next service given this ID starts from
+// nothing.
 func (d *Datapath) DeleteService(id uint32) error {
-	if id == 0 || id >= MaxServices {
-		return fmt.Errorf("service id %d: must be 1..%d", id, MaxServices-1)
+	if err := d.checkID(id); err != nil {
+		return err
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if err := d.deleteKeys(func(_ bpf.LbSvcKey, sid uint32) bool { return sid == id }); err != nil {
+	keys := d.keysByID[id]
+	if err := d.deleteKeys(keys); err != nil {
 		return fmt.Errorf("delete service %d: %w", id, err)
 	}
+	delete(d.keysByID, id)
+	d.unrefKeys(keys)
 	if err := d.objs.SvcInfos.Put(id, &bpf.LbSvcInfo{}); err != nil {
 		return fmt.Errorf("delete service %d: clear info: %w", id, err)
 	}
@@ -338,10 +397,8 @@ func (d *Datapath) DeleteService(id uint32) error {
 	if err := d.deleteConns(func(v *bpf.LbCtVal) bool { return v.Svc == id }); err != nil {
 		return fmt.Errorf("delete service %d: %w", id, err)
 	}
-	for i := uint32(0); i < MaxEndpoints; i++ {
-		if err := d.objs.EpActive.Put(id*MaxEndpoints+i, uint32(0)); err != nil {
-			return fmt.Errorf("delete service %d: reset active: %w", id, err)
-		}
+	if err := d.resetCounters(id); err != nil {
+		return fmt.Errorf("delete service %d: %w", id, err)
 	}
-	return d.syncVIPs()
+	return nil
 }

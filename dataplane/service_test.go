@@ -18,7 +18,6 @@ func TestValidateRejectsBadServices(t *testing.T) {
 	}{
 		{"valid", func(*Service) {}, ""},
 		{"id zero", func(s *Service) { s.ID = 0 }, "service id 0"},
-		{"id too large", func(s *Service) { s.ID = MaxServices }, "service id"},
 		{"no vip", func(s *Service) { s.VIP = netip.Addr{} }, "vip"},
 		{"icmp proto", func(s *Service) { s.Proto = ProtoICMP }, "proto"},
 		{"unknown mode", func(s *Service) { s.Mode = 9 }, "mode"},

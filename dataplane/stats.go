@@ -1,7 +1,10 @@
 package dataplane
 
 import (
+	"errors"
 	"fmt"
+
+	"github.com/cilium/ebpf"
 
 	"github.com/telcolb/telcolb/bpf"
 )
@@ -45,8 +48,8 @@ func sumCounters(per []bpf.LbCounters) (p, b, s uint64) {
 // ServiceStats returns the counters of service id and its first nEndpoints
 // endpoints, summed over CPUs.
 func (d *Datapath) ServiceStats(id uint32, nEndpoints int) (ServiceStats, error) {
-	if id == 0 || id >= MaxServices {
-		return ServiceStats{}, fmt.Errorf("service id %d: must be 1..%d", id, MaxServices-1)
+	if err := d.checkID(id); err != nil {
+		return ServiceStats{}, err
 	}
 	if nEndpoints < 0 || nEndpoints > MaxEndpoints {
 		return ServiceStats{}, fmt.Errorf("service %d: %d endpoints, at most %d", id, nEndpoints, MaxEndpoints)
@@ -90,4 +93,46 @@ func (d *Datapath) DropStats() (map[DropReason]uint64, error) {
 		out[r] = n
 	}
 	return out, nil
+}
+
+// resetCounters zeroes the per-CPU counters, round-robin position,
+// active counts and client affinities of one service ID: an ID freed by a
+// deletion must not hand its history to the next service given it.
+func (d *Datapath) resetCounters(id uint32) error {
+	zero := make([]bpf.LbCounters, ebpf.MustPossibleCPU())
+	if err := d.objs.SvcStats.Put(id, zero); err != nil {
+		return fmt.Errorf("reset service counters: %w", err)
+	}
+	for i := uint32(0); i < MaxEndpoints; i++ {
+		idx := id*MaxEndpoints + i
+		if err := d.objs.EpStats.Put(idx, zero); err != nil {
+			return fmt.Errorf("reset endpoint %d counters: %w", i, err)
+		}
+		if err := d.objs.EpActive.Put(idx, uint32(0)); err != nil {
+			return fmt.Errorf("reset endpoint %d active count: %w", i, err)
+		}
+	}
+	if err := d.objs.RrCtr.Put(id, uint32(0)); err != nil {
+		return fmt.Errorf("reset round robin position: %w", err)
+	}
+	var (
+		k    bpf.LbAffKey
+		v    bpf.LbAffVal
+		dels []bpf.LbAffKey
+	)
+	it := d.objs.Affinity.Iterate()
+	for it.Next(&k, &v) {
+		if k.Svc == id {
+			dels = append(dels, k)
+		}
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("iterate affinity: %w", err)
+	}
+	for i := range dels {
+		if err := d.objs.Affinity.Delete(&dels[i]); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("delete affinity: %w", err)
+		}
+	}
+	return nil
 }

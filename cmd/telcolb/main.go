@@ -45,11 +45,58 @@ func run(args []string) int {
 	return 0
 }
 
-func serve(opts app.Options, log *slog.Logger) error {
+func serve(opts app.Options, log *slog.Logger) (err error) {
+	// Everything that can refuse a start is checked before the datapath is
+	// touched: a refused start changes nothing on the node.
 	if err := ensureBPFFS(opts.BPFPinPath, log); err != nil {
 		return err
 	}
-	dp, err := dataplane.Load(dataplane.Config{
+	_, statErr := os.Stat(opts.BPFPinPath)
+	freshPins := errors.Is(statErr, os.ErrNotExist)
+	lock, err := app.LockInstance(opts.StateDir, opts.BPFPinPath)
+	if err != nil {
+		if freshPins {
+			_ = os.Remove(opts.BPFPinPath) // only if still empty
+		}
+		return err
+	}
+	if opts.Cleanup {
+		freshPins = false // nothing to undo: cleanup removes it anyway
+	}
+	defer lock.Release()
+	var dp *dataplane.Datapath
+	defer func() {
+		if err == nil || !freshPins {
+			return
+		}
+		// Nothing of a refused start may outlive it when it created the
+		// pin path: no pins, no attachments left behind.
+		if dp == nil {
+			_ = os.Remove(opts.BPFPinPath) // only if still empty
+			return
+		}
+		if derr := dp.Destroy(); derr != nil {
+			log.Warn("remove the datapath of a failed start", "error", derr)
+		}
+	}()
+	if opts.Cleanup {
+		return cleanup(opts, log)
+	}
+
+	token, created, err := app.EnsureToken(opts.TokenFilePath())
+	if err != nil {
+		return err
+	}
+	if created {
+		log.Info("created the API token file", "path", opts.TokenFilePath())
+	}
+	ln, err := net.Listen("tcp", opts.APIAddress)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", opts.APIAddress, err)
+	}
+	defer ln.Close()
+
+	dp, err = dataplane.Load(dataplane.Config{
 		PinPath:     opts.BPFPinPath,
 		MaxConns:    int(opts.MaxConns),
 		Logger:      log,
@@ -58,28 +105,23 @@ func serve(opts app.Options, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("load datapath: %w", err)
 	}
-	if opts.Cleanup {
-		if err := dp.Destroy(); err != nil {
-			return fmt.Errorf("cleanup: %w", err)
+	defer func() {
+		if err != nil && freshPins {
+			return // destroyed by the deferred cleanup above
 		}
-		log.Info("datapath removed", "pinPath", opts.BPFPinPath)
-		return nil
-	}
-	// Close, never Destroy: pinned maps and links keep forwarding (and keep
-	// their connections) while the daemon restarts.
-	defer dp.Close()
+		// Close, never Destroy: pinned maps and links keep forwarding (and
+		// keep their connections) while the daemon restarts.
+		dp.Close()
+	}()
 
-	token, err := app.ReadToken(opts.TokenFile)
-	if err != nil {
-		return err
-	}
-	if err := app.RequireToken(opts.APIAddress, token); err != nil {
-		return err
-	}
 	for _, ifname := range opts.Interfaces {
 		if err := dp.Attach(ifname); err != nil {
 			return fmt.Errorf("attach %s: %w", ifname, err)
 		}
+	}
+	// What the previous program added to migrated maps until now.
+	if err := dp.CompleteMigration(); err != nil {
+		log.Warn("finish pinned map migration", "error", err)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
@@ -95,15 +137,12 @@ func serve(opts app.Options, log *slog.Logger) error {
 	}
 	defer srv.Close()
 
-	ln, err := net.Listen("tcp", opts.APIAddress)
-	if err != nil {
-		return fmt.Errorf("listen on %s: %w", opts.APIAddress, err)
-	}
 	hs := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 	errc := make(chan error, 2)
 	go func() { errc <- dp.Run(ctx) }()
 	go func() { errc <- hs.Serve(ln) }()
-	log.Info("telcolb running", "api", ln.Addr().String(), "interfaces", dp.Interfaces(), "attachMode", dp.AttachMode())
+	log.Info("telcolb running", "api", ln.Addr().String(), "interfaces", dp.Interfaces(), "attachMode", dp.AttachMode(),
+		"tokenFile", opts.TokenFilePath(), "maxServices", dp.MaxServiceID())
 
 	select {
 	case <-ctx.Done():
@@ -122,7 +161,23 @@ func serve(opts app.Options, log *slog.Logger) error {
 	if serr := hs.Shutdown(shutdownCtx); serr != nil {
 		log.Warn("http shutdown", "error", serr)
 	}
+	// A daemon that ran is never "a failed start": keep its datapath.
+	freshPins = false
 	return err
+}
+
+// cleanup removes the pinned datapath (under the instance lock, so never
+// from under a running daemon).
+func cleanup(opts app.Options, log *slog.Logger) error {
+	dp, err := dataplane.Load(dataplane.Config{PinPath: opts.BPFPinPath, MaxConns: int(opts.MaxConns), Logger: log, ForceClsact: opts.ForceClsact})
+	if err != nil {
+		return fmt.Errorf("load datapath: %w", err)
+	}
+	if err := dp.Destroy(); err != nil {
+		return fmt.Errorf("cleanup: %w", err)
+	}
+	log.Info("datapath removed", "pinPath", opts.BPFPinPath)
+	return nil
 }
 
 // ensureBPFFS mounts bpffs at /sys/fs/bpf when the pin path lives there and

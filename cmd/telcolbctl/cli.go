@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"regexp"
 	"strconv"
@@ -24,6 +25,9 @@ type env struct {
 	stdin          io.Reader
 	stdout, stderr io.Writer
 	getenv         func(string) string
+	// defaultTokenFile is read for the token when neither a token nor a
+	// token file is given (api.DefaultTokenFile on a node; empty: none).
+	defaultTokenFile string
 }
 
 // Exit codes: 1 for failures talking to the daemon, 2 for anything the user
@@ -34,7 +38,7 @@ const (
 	exitUsage   = 2
 )
 
-const usageText = `Usage: telcolbctl [--server URL] [--token T] [-o table|wide|json] <verb> <resource> [args]
+const usageText = `Usage: telcolbctl [--server URL] [--token T | --token-file F] [-o table|wide|json] <verb> <resource> [args]
 
   create lb NAME --vip IP --port P [--port-end P] [--protocol tcp|udp|sctp]
                  [--mode default|onearm|fullnat|dsr] [--select rr|hash|persist|leastconn]
@@ -49,7 +53,8 @@ const usageText = `Usage: telcolbctl [--server URL] [--token T] [-o table|wide|j
   delete ct            flush all connections
   health               daemon health
 
-The server and token default to $TELCOLB_SERVER (else http://127.0.0.1:8091) and $TELCOLB_TOKEN.
+The server defaults to $TELCOLB_SERVER (else http://127.0.0.1:8091); the token to $TELCOLB_TOKEN, else the
+file $TELCOLB_TOKEN_FILE, else the daemon's own token file /var/lib/telcolb/api-token (readable by root).
 `
 
 // usageError is a command-line mistake: print it with the usage hint.
@@ -62,7 +67,7 @@ func usagef(format string, args ...any) error {
 }
 
 type globals struct {
-	server, token, output string
+	server, token, tokenFile, output string
 }
 
 func (g *globals) register(fs *pflag.FlagSet, e env) {
@@ -72,6 +77,7 @@ func (g *globals) register(fs *pflag.FlagSet, e env) {
 	}
 	fs.StringVar(&g.server, "server", server, "daemon URL")
 	fs.StringVar(&g.token, "token", e.getenv("TELCOLB_TOKEN"), "API bearer token")
+	fs.StringVar(&g.tokenFile, "token-file", e.getenv("TELCOLB_TOKEN_FILE"), "file holding the API bearer token")
 	fs.StringVarP(&g.output, "output", "o", "table", "table, wide or json")
 }
 
@@ -93,6 +99,9 @@ func run(args []string, e env) int {
 		var se *api.StatusError
 		errors.As(err, &se)
 		fmt.Fprintf(e.stderr, "error: %s\n", se.Error())
+		if se.Code == http.StatusUnauthorized {
+			fmt.Fprintf(e.stderr, "The daemon needs its API token: run telcolbctl as root on the node (it reads %s), or pass --token or --token-file.\n", api.DefaultTokenFile)
+		}
 		return exitUsage
 	case errors.As(err, &fe):
 		fmt.Fprintf(e.stderr, "error: %s\n", fe.Error())
@@ -162,7 +171,11 @@ func dispatch(args []string, e env) error {
 	default:
 		return usagef("-o %q: use table, wide or json", g.output)
 	}
-	client, err := api.NewClient(api.ClientConfig{BaseURL: g.server, Token: g.token})
+	token, err := g.resolveToken(e)
+	if err != nil {
+		return err
+	}
+	client, err := api.NewClient(api.ClientConfig{BaseURL: g.server, Token: token})
 	if err != nil {
 		return usagef("%v", err)
 	}
@@ -404,6 +417,11 @@ func (c *commands) get(ctx context.Context, cl *api.Client, args []string) error
 		if err != nil {
 			return err
 		}
+		// Connections a restart could not carry over are gone from the
+		// table: say so, or the table alone would look complete.
+		if h, err := cl.Health(ctx); err == nil && h.ConntrackNotMigrated > 0 {
+			fmt.Fprintf(c.e.stderr, "warning: %d conntrack entries (connection directions) could not be migrated when the daemon last started with a new conntrack layout or size; those connections were dropped\n", h.ConntrackNotMigrated)
+		}
 		if c.g.output == "json" {
 			return writeJSON(c.e.stdout, conns)
 		}
@@ -475,4 +493,33 @@ func (c *commands) health(ctx context.Context, cl *api.Client, args []string) er
 		return writeJSON(c.e.stdout, h)
 	}
 	return printHealth(c.e.stdout, h)
+}
+
+// resolveToken finds the bearer token: --token, else --token-file, else the
+// daemon's token file on this node when it is readable (root), else none
+// (the daemon then answers 401 and run explains what to do).
+func (g *globals) resolveToken(e env) (string, error) {
+	if g.token != "" {
+		return g.token, nil
+	}
+	path := g.tokenFile
+	if path == "" {
+		if e.defaultTokenFile == "" {
+			return "", nil
+		}
+		raw, err := os.ReadFile(e.defaultTokenFile)
+		if err != nil {
+			return "", nil
+		}
+		return strings.TrimSpace(string(raw)), nil
+	}
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("--token-file: %w", err)
+	}
+	tok := strings.TrimSpace(string(raw))
+	if tok == "" {
+		return "", fmt.Errorf("--token-file %s is empty", path)
+	}
+	return tok, nil
 }

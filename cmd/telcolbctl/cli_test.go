@@ -23,9 +23,17 @@ import (
 
 // memDatapath is an in-memory app.Datapath with canned counters.
 type memDatapath struct {
-	mu       sync.Mutex
-	services map[uint32]dataplane.Service
-	conns    []dataplane.Conn
+	mu          sync.Mutex
+	services    map[uint32]dataplane.Service
+	conns       []dataplane.Conn
+	notMigrated uint64
+}
+
+// ConntrackNotMigrated is what a datapath that migrated maps reports.
+func (m *memDatapath) ConntrackNotMigrated() uint64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.notMigrated
 }
 
 func (m *memDatapath) UpsertService(s dataplane.Service) error {
@@ -359,4 +367,54 @@ func FuzzParseEndpoint(f *testing.F) {
 			t.Fatalf("%q -> %+v -> %q -> %+v", s, ep, formatEndpoint(ep), back)
 		}
 	})
+}
+
+func TestTokenIsFoundOnTheNodeWithoutFlags(t *testing.T) {
+	url, _ := startDaemon(t, "n0de-t0ken")
+	dir := t.TempDir()
+	tokenFile := filepath.Join(dir, "api-token")
+	if err := os.WriteFile(tokenFile, []byte("n0de-t0ken\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	runWith := func(defaultFile string, extraEnv map[string]string, args ...string) result {
+		var out, errb bytes.Buffer
+		e := env{stdin: strings.NewReader(""), stdout: &out, stderr: &errb, defaultTokenFile: defaultFile,
+			getenv: func(k string) string {
+				if k == "TELCOLB_SERVER" {
+					return url
+				}
+				return extraEnv[k]
+			}}
+		return result{run(args, e), out.String(), errb.String()}
+	}
+	if r := runWith(tokenFile, nil, "health"); r.code != 0 {
+		t.Fatalf("with the node's token file: %d %s", r.code, r.stderr)
+	}
+	if r := runWith("", map[string]string{"TELCOLB_TOKEN_FILE": tokenFile}, "health"); r.code != 0 {
+		t.Fatalf("with $TELCOLB_TOKEN_FILE: %d %s", r.code, r.stderr)
+	}
+	if r := runWith("", nil, "--token-file", tokenFile, "health"); r.code != 0 {
+		t.Fatalf("with --token-file: %d %s", r.code, r.stderr)
+	}
+	r := runWith(filepath.Join(dir, "missing"), nil, "health")
+	if r.code != exitUsage || !strings.Contains(r.stderr, "401") && !strings.Contains(r.stderr, "token") || !strings.Contains(r.stderr, "--token-file") {
+		t.Fatalf("without a readable token: %d %q, want a 401 explaining where the token is", r.code, r.stderr)
+	}
+	if r := runWith("", nil, "--token-file", filepath.Join(dir, "missing"), "health"); r.code == 0 || !strings.Contains(r.stderr, "--token-file") {
+		t.Fatalf("unreadable --token-file: %d %q", r.code, r.stderr)
+	}
+}
+
+func TestGetCTWarnsAboutConnectionsARestartCouldNotMigrate(t *testing.T) {
+	url, dp := startDaemon(t, "")
+	if r := runCLI(t, url, "", "get", "ct"); r.code != 0 || strings.Contains(r.stderr, "migrated") {
+		t.Fatalf("get ct with nothing lost: %+v", r)
+	}
+	dp.mu.Lock()
+	dp.notMigrated = 42
+	dp.mu.Unlock()
+	r := runCLI(t, url, "", "get", "ct")
+	if r.code != 0 || !strings.Contains(r.stderr, "42 conntrack entries") {
+		t.Fatalf("get ct after a lossy migration: %+v", r)
+	}
 }

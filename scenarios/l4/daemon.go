@@ -7,6 +7,9 @@ package l4
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -37,29 +40,46 @@ var (
 	buildErr  error
 )
 
-// Build compiles telcolb and telcolbctl once per process into dir (a temp
-// directory when empty) and returns their paths.
+// Build compiles telcolb and telcolbctl once per process into dir and
+// returns their paths. An empty dir means a cache directory per source tree
+// (~/.cache/telcolb/bin-<hash of the module root>), reused by every test
+// process instead of a temporary directory each that nothing removes.
 func Build(ctx context.Context, dir string) (Binaries, error) {
 	buildOnce.Do(func() {
-		if dir == "" {
-			dir, buildErr = os.MkdirTemp("", "telcolb-bin-")
-			if buildErr != nil {
-				return
-			}
-		}
 		root, err := moduleRoot(ctx)
 		if err != nil {
 			buildErr = err
+			return
+		}
+		if dir == "" {
+			cache, err := os.UserCacheDir()
+			if err != nil {
+				cache = os.TempDir() // no $HOME: still one directory per tree
+			}
+			sum := sha256.Sum256([]byte(root))
+			dir = filepath.Join(cache, "telcolb", "bin-"+hex.EncodeToString(sum[:6]))
+		}
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			buildErr = fmt.Errorf("binary dir: %w", err)
 			return
 		}
 		for _, p := range []struct{ pkg, out string }{
 			{"./cmd/telcolb", "telcolb"},
 			{"./cmd/telcolbctl", "telcolbctl"},
 		} {
-			cmd := exec.CommandContext(ctx, "go", "build", "-o", filepath.Join(dir, p.out), p.pkg)
+			// Built aside and renamed: another test process may be running
+			// the previous binary (a rename leaves it intact).
+			tmp := filepath.Join(dir, fmt.Sprintf(".%s.%d", p.out, os.Getpid()))
+			cmd := exec.CommandContext(ctx, "go", "build", "-o", tmp, p.pkg)
 			cmd.Dir = root
 			if out, err := cmd.CombinedOutput(); err != nil {
+				_ = os.Remove(tmp)
 				buildErr = fmt.Errorf("go build %s: %w\n%s", p.pkg, err, out)
+				return
+			}
+			if err := os.Rename(tmp, filepath.Join(dir, p.out)); err != nil {
+				_ = os.Remove(tmp)
+				buildErr = fmt.Errorf("install %s: %w", p.out, err)
 				return
 			}
 		}
@@ -102,6 +122,24 @@ type Daemon struct {
 	mu     sync.Mutex
 	log    *syncBuffer
 	Client *api.Client
+	// TokenFile holds the API token (in the state dir).
+	TokenFile string
+}
+
+// ensureToken reads the token file, writing a random token first when there
+// is none.
+func ensureToken(path string) (string, error) {
+	if raw, err := os.ReadFile(path); err == nil {
+		return strings.TrimSpace(string(raw)), nil
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return "", err
+	}
+	tok := rand.Text()
+	if err := os.WriteFile(path, []byte(tok+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("write token file: %w", err)
+	}
+	return tok, nil
 }
 
 type syncBuffer struct {
@@ -130,11 +168,18 @@ func StartDaemon(ctx context.Context, cfg DaemonConfig) (*Daemon, error) {
 		return nil, errors.New("l4: DaemonConfig needs StateDir and PinPath")
 	}
 	d := &Daemon{cfg: cfg, log: &syncBuffer{}}
+	// The API always wants its token: the test writes the file the daemon
+	// would create (<state dir>/api-token, 0600) so its client knows it.
+	token, err := ensureToken(filepath.Join(cfg.StateDir, "api-token"))
+	if err != nil {
+		return nil, err
+	}
+	d.TokenFile = filepath.Join(cfg.StateDir, "api-token")
 	hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
 		DialContext:       HostDialer(cfg.Host),
 		DisableKeepAlives: true,
 	}}
-	c, err := api.NewClient(api.ClientConfig{BaseURL: "http://" + APIAddress, HTTPClient: hc})
+	c, err := api.NewClient(api.ClientConfig{BaseURL: "http://" + APIAddress, HTTPClient: hc, Token: token})
 	if err != nil {
 		return nil, err
 	}
@@ -225,6 +270,49 @@ func (d *Daemon) Restart(ctx context.Context) error {
 	return d.start(ctx)
 }
 
+// RestartWith restarts the daemon with other extra arguments (kept for
+// later restarts), e.g. another --max-conns.
+func (d *Daemon) RestartWith(ctx context.Context, extraArgs ...string) error {
+	if err := d.Stop(); err != nil {
+		return err
+	}
+	d.cfg.ExtraArgs = extraArgs
+	return d.start(ctx)
+}
+
+// Kill sends SIGKILL (a crash: nothing runs on the way out) and waits.
+func (d *Daemon) Kill() error {
+	d.mu.Lock()
+	cmd, done := d.cmd, d.done
+	d.cmd = nil
+	d.mu.Unlock()
+	if cmd == nil {
+		return nil
+	}
+	if err := cmd.Process.Kill(); err != nil {
+		return err
+	}
+	<-done
+	return nil
+}
+
+// Start starts a daemon killed or stopped before.
+func (d *Daemon) Start(ctx context.Context) error { return d.start(ctx) }
+
+// RunAnother runs a second telcolb process with this daemon's settings
+// changed by args (later flags win) and returns when it exits: for tests of
+// what a second instance does.
+func (d *Daemon) RunAnother(ctx context.Context, args ...string) (string, error) {
+	full := []string{"--net=/run/netns/" + d.cfg.Host.NS, d.cfg.Bin.Telcolb,
+		"--api-address=" + APIAddress,
+		"--interfaces=" + strings.Join(d.cfg.Interfaces, ","),
+		"--state-dir=" + d.cfg.StateDir,
+		"--bpf-pin-path=" + d.cfg.PinPath,
+	}
+	out, err := exec.CommandContext(ctx, "nsenter", append(full, args...)...).CombinedOutput()
+	return string(out), err
+}
+
 // Destroy stops the daemon and removes the datapath, pins and state.
 func (d *Daemon) Destroy(ctx context.Context) error {
 	errs := []error{d.Stop()}
@@ -245,7 +333,7 @@ func (d *Daemon) Destroy(ctx context.Context) error {
 
 // Ctl runs telcolbctl inside the daemon's namespace and returns its output.
 func (d *Daemon) Ctl(ctx context.Context, args ...string) (string, error) {
-	full := append([]string{"--net=/run/netns/" + d.cfg.Host.NS, d.cfg.Bin.Telcolbctl, "--server=http://" + APIAddress}, args...)
+	full := append([]string{"--net=/run/netns/" + d.cfg.Host.NS, d.cfg.Bin.Telcolbctl, "--server=http://" + APIAddress, "--token-file=" + d.TokenFile}, args...)
 	out, err := exec.CommandContext(ctx, "nsenter", full...).CombinedOutput()
 	if err != nil {
 		return string(out), fmt.Errorf("telcolbctl %s: %w: %s", strings.Join(args, " "), err, out)

@@ -178,7 +178,7 @@ func TestN2ProxyOnKernelSCTP(t *testing.T) {
 	n := upN2Lab(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
-	if _, err := n.lb.Sh(ctx, "echo "+n2Token+" > /tmp/token && mkdir -p /tmp/state"); err != nil {
+	if _, err := n.lb.Sh(ctx, "umask 077 && echo "+n2Token+" > /tmp/token && mkdir -p /tmp/state"); err != nil {
 		t.Fatal(err)
 	}
 	// telcolb-n2d: the daemon's app (REST API, rule store, N2 proxy)

@@ -30,6 +30,15 @@ type fakeDatapath struct {
 	drops      map[dataplane.DropReason]uint64
 	flushes    int
 	failUpsert error
+	// maxID is the datapath's ID space (testMaxID when 0).
+	maxID uint32
+}
+
+func (f *fakeDatapath) MaxServiceID() uint32 {
+	if f.maxID == 0 {
+		return testMaxID
+	}
+	return f.maxID
 }
 
 func newFakeDatapath() *fakeDatapath {
@@ -42,7 +51,7 @@ func (f *fakeDatapath) UpsertService(s dataplane.Service) error {
 	if f.failUpsert != nil {
 		return f.failUpsert
 	}
-	if s.ID == 0 || s.ID > MaxServiceID {
+	if s.ID == 0 || s.ID > f.MaxServiceID() {
 		return fmt.Errorf("fake: bad id %d", s.ID)
 	}
 	s.Endpoints = append([]dataplane.Endpoint(nil), s.Endpoints...)

@@ -30,6 +30,10 @@ var (
 		"Packets the datapath dropped, by reason.", []string{"reason"}, nil)
 	descProbeFailures = prometheus.NewDesc("telcolb_probe_failures_total",
 		"Failed probes of an endpoint.", []string{"service", "endpoint"}, nil)
+	descDamagedFiles = prometheus.NewDesc("telcolb_state_files_damaged",
+		"State files set aside (moved to <state dir>/damaged) at this start because they could not be loaded.", nil, nil)
+	descCTNotMigrated = prometheus.NewDesc("telcolb_conntrack_not_migrated_entries",
+		"Conntrack entries (connection directions) this start could not carry over from the previous conntrack layout or size.", nil, nil)
 )
 
 // collector reads the datapath on every scrape, so the metrics never lag
@@ -40,7 +44,7 @@ type collector struct {
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descServices, descEndpointUp, descActive, descSvcPackets, descSvcBytes,
-		descEpPackets, descEpBytes, descEpSessions, descDrops, descProbeFailures} {
+		descEpPackets, descEpBytes, descEpSessions, descDrops, descProbeFailures, descDamagedFiles, descCTNotMigrated} {
 		ch <- d
 	}
 }
@@ -96,6 +100,10 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		for reason, n := range drops {
 			ch <- prometheus.MustNewConstMetric(descDrops, prometheus.CounterValue, float64(n), string(reason))
 		}
+	}
+	ch <- prometheus.MustNewConstMetric(descDamagedFiles, prometheus.GaugeValue, float64(s.damagedFiles))
+	if m, ok := s.dp.(migrationReporter); ok {
+		ch <- prometheus.MustNewConstMetric(descCTNotMigrated, prometheus.GaugeValue, float64(m.ConntrackNotMigrated()))
 	}
 	for k, n := range s.probes.failureCounts() {
 		ch <- prometheus.MustNewConstMetric(descProbeFailures, prometheus.CounterValue, float64(n), k.service, k.endpoint.String())

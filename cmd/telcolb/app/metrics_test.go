@@ -110,6 +110,9 @@ telcolb_service_packets_total{service="web"} 10
 # HELP telcolb_services Number of configured services.
 # TYPE telcolb_services gauge
 telcolb_services 2
+# HELP telcolb_state_files_damaged State files set aside (moved to <state dir>/damaged) at this start because they could not be loaded.
+# TYPE telcolb_state_files_damaged gauge
+telcolb_state_files_damaged 0
 `
 	if err := testutil.GatherAndCompare(env.reg, strings.NewReader(want)); err != nil {
 		t.Error(err)

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/spf13/pflag"
@@ -71,11 +70,11 @@ func ParseOptions(args []string, usage io.Writer) (Options, error) {
 	var configPath string
 	fs := pflag.NewFlagSet("telcolb", pflag.ContinueOnError)
 	fs.SetOutput(usage)
-	fs.StringVar(&f.APIAddress, "api-address", o.APIAddress, "host:port of the REST API; a non-loopback address requires --token-file")
+	fs.StringVar(&f.APIAddress, "api-address", o.APIAddress, "host:port of the REST API; every request needs the bearer token, loopback included")
 	fs.StringSliceVar(&f.Interfaces, "interfaces", nil, "interfaces to attach the datapath to, comma separated")
 	fs.StringVar(&f.StateDir, "state-dir", o.StateDir, "directory of the persisted rules (services.json)")
 	fs.StringVar(&f.BPFPinPath, "bpf-pin-path", o.BPFPinPath, "bpffs directory where maps and links are pinned")
-	fs.StringVar(&f.TokenFile, "token-file", "", "file holding the API bearer token")
+	fs.StringVar(&f.TokenFile, "token-file", "", "file holding the API bearer token (mode 0600 or stricter); default <state-dir>/"+DefaultTokenFileName+", created with a random token when missing")
 	fs.Uint32Var(&f.MaxConns, "max-conns", o.MaxConns, "conntrack capacity")
 	fs.StringVar(&f.LogLevel, "log-level", o.LogLevel, "debug, info, warn or error")
 	fs.StringVar(&f.LogFormat, "log-format", o.LogFormat, "json or text")
@@ -187,44 +186,6 @@ func NewLogger(o Options, w io.Writer) *slog.Logger {
 		return slog.New(slog.NewTextHandler(w, hopts))
 	}
 	return slog.New(slog.NewJSONHandler(w, hopts))
-}
-
-// ReadToken reads the bearer token file; no file means no token.
-func ReadToken(path string) (string, error) {
-	if path == "" {
-		return "", nil
-	}
-	raw, err := os.ReadFile(path)
-	if err != nil {
-		return "", fmt.Errorf("read token file: %w", err)
-	}
-	tok := strings.TrimSpace(string(raw))
-	if tok == "" {
-		return "", fmt.Errorf("token file %s is empty", path)
-	}
-	if strings.ContainsAny(tok, " \t\r\n") {
-		return "", fmt.Errorf("token file %s: the token must be one word", path)
-	}
-	return tok, nil
-}
-
-// RequireToken refuses an API reachable from other hosts without a token:
-// the API can redirect any traffic through the node.
-func RequireToken(apiAddress, token string) error {
-	if token != "" {
-		return nil
-	}
-	host, _, err := net.SplitHostPort(apiAddress)
-	if err != nil {
-		return fmt.Errorf("api-address %q: %w", apiAddress, err)
-	}
-	if host == "localhost" {
-		return nil
-	}
-	if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
-		return nil
-	}
-	return fmt.Errorf("api-address %q is not a loopback address: set --token-file", apiAddress)
 }
 
 // PFCP returns the PFCP proxies' configuration the options describe.

@@ -92,29 +92,6 @@ func TestParseOptionsRejectsBadSettings(t *testing.T) {
 	}
 }
 
-func TestRequireTokenOffLoopback(t *testing.T) {
-	tests := []struct {
-		addr, token string
-		ok          bool
-	}{
-		{"127.0.0.1:8091", "", true},
-		{"[::1]:8091", "", true},
-		{"localhost:8091", "", true},
-		{"127.0.0.5:8091", "", true},
-		{"0.0.0.0:8091", "", false},
-		{":8091", "", false},
-		{"10.0.0.1:8091", "", false},
-		{"10.0.0.1:8091", "tok", true},
-		{"nonsense", "", false},
-	}
-	for _, tt := range tests {
-		err := RequireToken(tt.addr, tt.token)
-		if (err == nil) != tt.ok {
-			t.Errorf("RequireToken(%q, %q) = %v, want ok=%v", tt.addr, tt.token, err, tt.ok)
-		}
-	}
-}
-
 func TestReadToken(t *testing.T) {
 	tests := []struct {
 		name, content, want, wantErr string
@@ -131,8 +108,42 @@ func TestReadToken(t *testing.T) {
 			}
 		})
 	}
-	if tok, err := ReadToken(""); tok != "" || err != nil {
-		t.Errorf("ReadToken(\"\") = %q, %v", tok, err)
+}
+
+func TestTokenFileMustBeOwnerOnly(t *testing.T) {
+	for _, mode := range []os.FileMode{0o644, 0o640, 0o604, 0o660} {
+		p := writeFile(t, "token", "s3cret\n")
+		if err := os.Chmod(p, mode); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := ReadToken(p); err == nil || !strings.Contains(err.Error(), "chmod 600") {
+			t.Errorf("mode %#o: ReadToken = %v, want a refusal saying chmod 600", mode, err)
+		}
+	}
+	for _, mode := range []os.FileMode{0o600, 0o400} {
+		p := writeFile(t, "token", "s3cret\n")
+		if err := os.Chmod(p, mode); err != nil {
+			t.Fatal(err)
+		}
+		if tok, err := ReadToken(p); err != nil || tok != "s3cret" {
+			t.Errorf("mode %#o: ReadToken = %q, %v", mode, tok, err)
+		}
+	}
+}
+
+func TestEnsureTokenCreatesAnOwnerOnlyTokenOnce(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "state", DefaultTokenFileName)
+	tok, created, err := EnsureToken(p)
+	if err != nil || !created || len(tok) < 20 {
+		t.Fatalf("EnsureToken = %q, %v, %v", tok, created, err)
+	}
+	st, err := os.Stat(p)
+	if err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("token file mode %v, %v", st.Mode(), err)
+	}
+	again, created, err := EnsureToken(p)
+	if err != nil || created || again != tok {
+		t.Fatalf("second EnsureToken = %q, %v, %v; want the same token", again, created, err)
 	}
 }
 

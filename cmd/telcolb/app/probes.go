@@ -31,8 +31,9 @@ type probeWorker struct {
 }
 
 // probeManager runs the endpoint probes and tells the server when an
-// endpoint changes state. Every endpoint starts healthy: rules take traffic
-// at once and a dead endpoint is taken out after Retries failed probes.
+// endpoint changes state. A new endpoint starts healthy: rules take traffic
+// at once and a dead endpoint is taken out after Retries failed probes. After
+// a restart an endpoint starts from its persisted verdict (seed).
 type probeManager struct {
 	prober Prober
 	unit   time.Duration
@@ -44,8 +45,12 @@ type probeManager struct {
 	mu       sync.Mutex
 	workers  map[endpointKey]*probeWorker
 	failures map[endpointKey]uint64
-	wg       sync.WaitGroup
-	closed   bool
+	// known are the verdicts persisted by the previous run: an endpoint's
+	// first worker starts from its last known health, not healthy. Each
+	// entry is used once.
+	known  map[endpointKey]bool
+	wg     sync.WaitGroup
+	closed bool
 }
 
 func newProbeManager(p Prober, unit time.Duration, log *slog.Logger, onFlip func(string)) *probeManager {
@@ -91,6 +96,27 @@ func (m *probeManager) targets(s api.Service) map[endpointKey]*probeWorker {
 	return out
 }
 
+// seed sets the verdicts the previous run persisted (endpoints down); call
+// before the first sync.
+func (m *probeManager) seed(down map[endpointKey]bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.known = down
+}
+
+// down lists the endpoints whose probes say down.
+func (m *probeManager) down() []endpointKey {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []endpointKey
+	for k, w := range m.workers {
+		if !w.healthy {
+			out = append(out, k)
+		}
+	}
+	return out
+}
+
 // sync makes the running probes of s.Name match s. Probes whose target did
 // not change keep running with their state, so an unrelated edit does not
 // bring a down endpoint back.
@@ -116,6 +142,11 @@ func (m *probeManager) sync(s api.Service) {
 		delete(m.failures, k)
 	}
 	for k, w := range want {
+		if m.known[k] {
+			w.healthy = false
+			w.lastErr = "down before the restart; waiting for the probe"
+			delete(m.known, k)
+		}
 		ctx, cancel := context.WithCancel(context.Background())
 		w.cancel, w.done = cancel, make(chan struct{})
 		m.workers[k] = w

@@ -133,13 +133,22 @@ func listenTCP(t *testing.T, addr string) net.Listener {
 	return ln
 }
 
+// loopbackProber runs the real probes against a loopback listener standing
+// in for the endpoint (the API refuses loopback endpoints).
+type loopbackProber struct{ NetProber }
+
+func (p loopbackProber) Probe(ctx context.Context, t ProbeTarget) error {
+	t.Addr = netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), t.Addr.Port())
+	return p.NetProber.Probe(ctx, t)
+}
+
 func TestRealTCPProbeFollowsTheServer(t *testing.T) {
 	ln := listenTCP(t, "127.0.0.1:0")
 	addr := netip.MustParseAddrPort(ln.Addr().String())
-	env := newEnv(t, func(c *Config) { c.Prober = NetProber{}; c.ProbeTimeUnit = 20 * time.Millisecond })
+	env := newEnv(t, func(c *Config) { c.Prober = loopbackProber{}; c.ProbeTimeUnit = 20 * time.Millisecond })
 	c := env.client(t, "")
 	s := webService()
-	s.Endpoints = []api.Endpoint{{Address: "127.0.0.1", Port: addr.Port()}}
+	s.Endpoints = []api.Endpoint{{Address: "10.0.0.1", Port: addr.Port()}}
 	s.Probe = &api.Probe{Type: api.ProbeTCP, IntervalSeconds: 2, TimeoutSeconds: 1, Retries: 1}
 	if err := c.ApplyService(context.Background(), s); err != nil {
 		t.Fatal(err)

@@ -52,6 +52,22 @@ type Config struct {
 	N2 N2Config
 	// PFCP configures the N4 proxies of services with PFCP set (pfcp.go).
 	PFCP PFCPConfig
+	// MaxServiceID is the highest service ID handed out. Default: what
+	// the datapath reports (MaxServiceID method), else the compiled
+	// datapath's limit.
+	MaxServiceID uint32
+}
+
+// idLimiter is implemented by a datapath that knows how many services its
+// maps hold (*dataplane.Datapath does).
+type idLimiter interface {
+	MaxServiceID() uint32
+}
+
+// migrationReporter is implemented by a datapath that migrated pinned
+// maps at load (*dataplane.Datapath does).
+type migrationReporter interface {
+	ConntrackNotMigrated() uint64
 }
 
 // Server is the daemon's REST API over the datapath.
@@ -71,8 +87,18 @@ type Server struct {
 	// (which may have lost rules a client applied) from a reachable one.
 	bootID string
 
+	// maxID bounds the service IDs: one ID space, the datapath's.
+	maxID uint32
+	// damagedFiles counts state files set aside at start (metric).
+	damagedFiles int
+
 	mu       sync.Mutex
 	services map[string]*storedService
+	ids      *idAllocator
+	byVIP    vipIndex
+	// fullLogged: the "every ID in use" warning was logged since the last
+	// time an ID was freed (once, not per refused request).
+	fullLogged bool
 }
 
 // Route is one method and path the server answers.
@@ -106,12 +132,22 @@ func NewServer(cfg Config) (*Server, error) {
 	if !ok {
 		return nil, errors.New("server: Registry must also be a prometheus.Gatherer (it is served at /metrics)")
 	}
+	maxID := cfg.MaxServiceID
+	if maxID == 0 {
+		maxID = dataplane.MaxServices - 1
+		if l, ok := cfg.Datapath.(idLimiter); ok {
+			maxID = l.MaxServiceID()
+		}
+	}
 	s := &Server{
 		dp:       cfg.Datapath,
-		store:    store{stateDir: cfg.StateDir},
+		store:    store{stateDir: cfg.StateDir, maxID: maxID},
 		log:      cfg.Logger,
 		gather:   gather,
 		services: map[string]*storedService{},
+		ids:      newIDAllocator(maxID),
+		byVIP:    vipIndex{},
+		maxID:    maxID,
 		bootID:   rand.Text(),
 	}
 	if cfg.Token != "" {
@@ -120,10 +156,53 @@ func NewServer(cfg Config) (*Server, error) {
 	s.n2 = newN2Manager(cfg.N2, cfg.Registry, cfg.Logger)
 	s.pfcp = newPFCPManager(cfg.PFCP, cfg.Registry, cfg.Logger)
 	s.probes = newProbeManager(cfg.Prober, cfg.ProbeTimeUnit, cfg.Logger, s.pushHealth)
-	loaded, err := s.store.load()
+	loaded, damaged, ignored, err := s.store.load()
 	if err != nil {
+		s.pfcp.close()
+		_ = s.n2.close()
 		return nil, fmt.Errorf("server: %w", err)
 	}
+	for _, p := range ignored {
+		s.log.Info("ignoring a file that is not a service file in the rule store", "path", p)
+	}
+	// Probe verdicts before anything is programmed: a restart must not
+	// put a dead endpoint back into rotation.
+	down, badHealth, err := s.store.loadHealth()
+	if err != nil {
+		s.pfcp.close()
+		_ = s.n2.close()
+		return nil, fmt.Errorf("server: %w", err)
+	}
+	if badHealth != nil {
+		damaged = append(damaged, *badHealth)
+	}
+	for _, d := range damaged {
+		s.log.Error("state file damaged, moved aside; the rest of the state loads", "file", d.path, "movedTo", d.movedTo, "reason", d.reason)
+	}
+	s.damagedFiles = len(damaged)
+	s.probes.seed(down)
+	if err := s.restoreServices(loaded); err != nil {
+		s.probes.close()
+		s.pfcp.close()
+		_ = s.n2.close()
+		return nil, err
+	}
+	if err := cfg.Registry.Register(&collector{s: s}); err != nil {
+		s.probes.close()
+		s.pfcp.close()
+		_ = s.n2.close()
+		return nil, fmt.Errorf("server: register metrics: %w", err)
+	}
+	s.log.Info("rule store loaded", "services", len(loaded), "damaged", len(damaged), "path", s.store.dir(), "maxServices", maxID, "bootID", s.bootID)
+	s.buildMux()
+	return s, nil
+}
+
+// restoreServices programs the stored services. The lock is held so that a
+// probe flipping meanwhile waits for its service to be known.
+func (s *Server) restoreServices(loaded []storedService) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	for i := range loaded {
 		ss := loaded[i]
 		if len(ss.IDs) > 1 {
@@ -133,32 +212,40 @@ func NewServer(cfg Config) (*Server, error) {
 			ss.IDs = ss.IDs[:1]
 			s.dropExtraIDs(&legacy, &ss)
 		}
+		// Probes first: program reads their (restored) verdicts.
+		s.probes.sync(ss.Service)
 		if err := s.program(&ss); err != nil {
-			s.pfcp.close()
-			_ = s.n2.close()
-			return nil, fmt.Errorf("server: re-apply service %s: %w", ss.Service.Name, err)
+			return fmt.Errorf("server: re-apply service %s: %w", ss.Service.Name, err)
 		}
 		if len(loaded[i].IDs) > 1 {
 			// Persist the released IDs: otherwise the next start would see
 			// them both here and in whichever service reuses them.
 			if err := s.store.save(ss); err != nil {
-				s.pfcp.close()
-				_ = s.n2.close()
-				return nil, fmt.Errorf("server: %w", err)
+				return fmt.Errorf("server: %w", err)
 			}
 		}
 		s.services[ss.Service.Name] = &ss
-		s.probes.sync(ss.Service)
+		s.index(nil, &ss)
 	}
-	if err := cfg.Registry.Register(&collector{s: s}); err != nil {
-		s.probes.close()
-		s.pfcp.close()
-		_ = s.n2.close()
-		return nil, fmt.Errorf("server: register metrics: %w", err)
+	return nil
+}
+
+// index moves a service's IDs and VIPs from old to next in the allocator
+// and the VIP index (either may be nil).
+func (s *Server) index(old, next *storedService) {
+	if old != nil {
+		for _, id := range old.IDs {
+			s.ids.release(id)
+		}
+		s.byVIP.remove(old.Service)
+		s.fullLogged = false
 	}
-	s.log.Info("rule store loaded", "services", len(loaded), "path", s.store.dir(), "bootID", s.bootID)
-	s.buildMux()
-	return s, nil
+	if next != nil {
+		for _, id := range next.IDs {
+			s.ids.take(id)
+		}
+		s.byVIP.add(next.Service)
+	}
 }
 
 // Close stops the probes. The datapath is left as it is: rules and
@@ -229,10 +316,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) authorized(r *http.Request) bool {
-	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-	if !ok {
+	// The scheme is case-insensitive (RFC 7235 section 2.1).
+	scheme, got, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
 		return false
 	}
+	got = strings.TrimLeft(got, " ")
 	// Hashing first makes the comparison constant-time in the length too.
 	a, b := sha256.Sum256([]byte(got)), sha256.Sum256(s.token)
 	return subtle.ConstantTimeCompare(a[:], b[:]) == 1
@@ -450,16 +539,12 @@ func (s *Server) store1(svc api.Service, replace bool) (storedService, int, erro
 		s.restore(old, next)
 		return storedService{}, 0, err
 	}
-	s.services[svc.Name] = next
 	if err := s.store.save(*next); err != nil {
-		if exists {
-			s.services[svc.Name] = old
-		} else {
-			delete(s.services, svc.Name)
-		}
 		s.restore(old, next)
 		return storedService{}, 0, err
 	}
+	s.services[svc.Name] = next
+	s.index(old, next)
 	s.dropExtraIDs(old, next)
 	s.probes.sync(svc)
 	code := http.StatusOK
@@ -502,27 +587,24 @@ func (s *Server) dropExtraIDs(from, to *storedService) {
 	}
 }
 
-// allocateIDs keeps the IDs a service already has and adds the lowest IDs
-// no stored service uses.
+// allocateIDs keeps the ID a service already has, or picks the lowest free
+// one (taken for good once the service is stored).
 func (s *Server) allocateIDs(old *storedService, n int) ([]uint32, error) {
 	ids := make([]uint32, 0, n)
 	if old != nil {
 		ids = append(ids, old.IDs[:min(n, len(old.IDs))]...)
 	}
-	used := map[uint32]bool{}
-	for _, ss := range s.services {
-		for _, id := range ss.IDs {
-			used[id] = true
-		}
-	}
-	for id := uint32(1); id <= MaxServiceID && len(ids) < n; id++ {
-		if !used[id] {
-			ids = append(ids, id)
-			used[id] = true
-		}
-	}
 	if len(ids) < n {
-		return nil, &httpError{code: http.StatusInsufficientStorage, msg: fmt.Sprintf("all %d datapath service IDs are in use", MaxServiceID)}
+		id, ok := s.ids.lowestFree()
+		if !ok {
+			msg := fmt.Sprintf("service limit reached: the datapath holds %d services and all are in use", s.maxID)
+			if !s.fullLogged {
+				s.log.Warn("service refused: every datapath service ID is in use", "maxServices", s.maxID)
+				s.fullLogged = true
+			}
+			return nil, &httpError{code: http.StatusInsufficientStorage, msg: msg}
+		}
+		ids = append(ids, id)
 	}
 	return ids, nil
 }
@@ -534,43 +616,6 @@ func rangeOf(s api.Service) portRange {
 		return portRange{s.Port, s.Port}
 	}
 	return portRange{s.Port, s.PortEnd}
-}
-
-// checkOverlap refuses a service that would share a VIP, protocol and port
-// with another: the datapath could not tell which rule a packet is for.
-func (s *Server) checkOverlap(svc api.Service) error {
-	mine := rangeOf(svc)
-	vips := append([]string{svc.VIP}, svc.SecondaryVIPs...)
-	names := make([]string, 0, len(s.services))
-	for n := range s.services {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	for _, n := range names {
-		other := s.services[n].Service
-		if n == svc.Name || other.Protocol != svc.Protocol {
-			continue
-		}
-		theirs := rangeOf(other)
-		if mine.hi < theirs.lo || theirs.hi < mine.lo {
-			continue
-		}
-		for i, v := range vips {
-			a := netip.MustParseAddr(v)
-			for _, ov := range append([]string{other.VIP}, other.SecondaryVIPs...) {
-				if netip.MustParseAddr(ov) != a {
-					continue
-				}
-				field := "vip"
-				if i > 0 {
-					field = fmt.Sprintf("secondaryVIPs[%d]", i-1)
-				}
-				return &httpError{code: http.StatusConflict, field: field, msg: fmt.Sprintf(
-					"%s ports %d-%d/%s overlap service %q (%s ports %d-%d)", a, mine.lo, mine.hi, svc.Protocol, n, ov, theirs.lo, theirs.hi)}
-			}
-		}
-	}
-	return nil
 }
 
 // program writes every datapath rule of a service with the current probe
@@ -634,6 +679,10 @@ func (s *Server) pushHealth(name string) {
 	if err := s.program(ss); err != nil {
 		s.log.Error("push endpoint health to the datapath", "service", name, "error", err)
 	}
+	// Persisted so that a restart keeps the verdict.
+	if err := s.store.saveHealth(s.probes.down()); err != nil {
+		s.log.Error("persist endpoint health", "service", name, "error", err)
+	}
 }
 
 func (s *Server) deleteService(w http.ResponseWriter, r *http.Request) {
@@ -645,12 +694,12 @@ func (s *Server) deleteService(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "", fmt.Sprintf("service %q not found", name))
 		return
 	}
-	delete(s.services, name)
 	if err := s.store.remove(name); err != nil {
-		s.services[name] = ss
 		s.fail(w, r, err)
 		return
 	}
+	delete(s.services, name)
+	s.index(ss, nil)
 	s.probes.remove(name)
 	s.n2.remove(name)
 	s.pfcp.remove(name)
@@ -763,7 +812,11 @@ func (s *Server) health(w http.ResponseWriter, _ *http.Request) {
 	if ifaces == nil {
 		ifaces = []string{}
 	}
-	writeJSON(w, http.StatusOK, api.Health{Status: "ok", Interfaces: ifaces, Services: n, AttachMode: s.dp.AttachMode(), BootID: s.bootID})
+	h := api.Health{Status: "ok", Interfaces: ifaces, Services: n, MaxServices: int(s.maxID), AttachMode: s.dp.AttachMode(), BootID: s.bootID}
+	if m, ok := s.dp.(migrationReporter); ok {
+		h.ConntrackNotMigrated = m.ConntrackNotMigrated()
+	}
+	writeJSON(w, http.StatusOK, h)
 }
 
 // ensure the datapath types stay what the conversion expects.

@@ -146,6 +146,10 @@ func TestAPIRequiresTheBearerToken(t *testing.T) {
 		{"token prefix", "Bearer s3cre", 401},
 		{"basic scheme", "Basic czNjcmV0", 401},
 		{"right token", "Bearer s3cret", 200},
+		{"scheme in lower case (RFC 7235: case-insensitive)", "bearer s3cret", 200},
+		{"scheme in upper case", "BEARER s3cret", 200},
+		{"other scheme", "Basic s3cret", 401},
+		{"token only", "s3cret", 401},
 	}
 	for _, tt := range tests {
 		for _, path := range []string{"/v1/health", "/v1/services", "/metrics", "/openapi.yaml"} {
@@ -363,7 +367,7 @@ func TestStartRefusesABrokenStore(t *testing.T) {
 		{"not json", "{", "parse rule store"},
 		{"other version", `{"version":7,"services":[]}`, "version 7"},
 		{"invalid service", `{"version":1,"services":[{"ids":[1],"service":{"name":"x"}}]}`, "services[0]"},
-		{"id out of range", `{"version":1,"services":[{"ids":[5000],"service":` + webJSON + `}]}`, "outside 1..4095"},
+		{"id out of range", `{"version":1,"services":[{"ids":[5000],"service":` + webJSON + `}]}`, "outside 1..1023"},
 		{"ids neither one nor one per vip", `{"version":1,"services":[{"ids":[1,2,3],"service":` + withField(t, "secondaryVIPs", []string{"10.1.1.1"}) + `}]}`, "want 1"},
 	}
 	for _, tt := range tests {

@@ -14,9 +14,6 @@ import (
 	"github.com/telcolb/telcolb/api"
 )
 
-// MaxServiceID is the highest datapath service ID the daemon hands out.
-const MaxServiceID = 4095
-
 const (
 	// legacyStoreFileName is the single-file store of older daemons, read
 	// once and migrated to storeDirName.
@@ -34,6 +31,9 @@ const (
 	hashedNameSep = "~"
 	// maxFileNameLen is NAME_MAX of the usual Linux file systems.
 	maxFileNameLen = 255
+	// damagedDirName holds service files that could not be loaded, moved
+	// out of services/ so that one bad file does not stop the daemon.
+	damagedDirName = "damaged"
 )
 
 // Store versions guard against reading a file written by an incompatible
@@ -69,6 +69,13 @@ type serviceFile struct {
 // mid-write leaves the previous version of that service intact.
 type store struct {
 	stateDir string
+	// maxID is the highest service ID the datapath accepts.
+	maxID uint32
+}
+
+// damagedFile is a service file set aside at load.
+type damagedFile struct {
+	path, movedTo, reason string
 }
 
 func (st *store) dir() string        { return filepath.Join(st.stateDir, storeDirName) }
@@ -88,54 +95,118 @@ func serviceFileName(name string) string {
 
 // load returns every stored service sorted by name. A services.json of an
 // older daemon is migrated to per-service files first and then removed.
-func (st *store) load() ([]storedService, error) {
+// A service file that cannot be used (unreadable, not JSON, another
+// version, invalid, misnamed, an ID out of range or already taken) is moved
+// to <state dir>/damaged and reported in damaged; the others load. Files
+// that are not service files (an editor's "~" or ".bak" copy, a
+// subdirectory) are left alone and listed in ignored.
+func (st *store) load() (services []storedService, damaged []damagedFile, ignored []string, err error) {
 	legacy, err := st.loadLegacy()
 	if err != nil {
-		return nil, err
+		return nil, nil, nil, err
 	}
 	if legacy != nil {
 		if err := st.migrate(legacy); err != nil {
-			return nil, err
+			return nil, nil, nil, err
 		}
-		return sortByName(legacy), nil
+		return sortByName(legacy), nil, nil, nil
 	}
 	entries, err := os.ReadDir(st.dir())
 	if errors.Is(err, os.ErrNotExist) {
-		return nil, nil
+		return nil, nil, nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("read rule store %s: %w", st.dir(), err)
+		return nil, nil, nil, fmt.Errorf("read rule store %s: %w", st.dir(), err)
 	}
-	var services []storedService
-	var paths []string
+	names := map[string]bool{}
+	ids := map[uint32]string{}
 	for _, e := range entries {
 		path := filepath.Join(st.dir(), e.Name())
 		if strings.HasPrefix(e.Name(), tmpPrefix) {
 			// A write interrupted before its rename: the service's
 			// previous file (if any) is still the valid version.
 			if err := os.Remove(path); err != nil {
-				return nil, fmt.Errorf("remove interrupted rule store write %s: %w", path, err)
+				return nil, nil, nil, fmt.Errorf("remove interrupted rule store write %s: %w", path, err)
 			}
 			continue
 		}
-		if !e.Type().IsRegular() {
-			return nil, fmt.Errorf("rule store %s: not a regular file", path)
+		if !strings.HasSuffix(e.Name(), ".json") || strings.HasPrefix(e.Name(), ".") || !e.Type().IsRegular() {
+			ignored = append(ignored, path)
+			continue
 		}
-		raw, err := os.ReadFile(path)
-		if err != nil {
-			return nil, fmt.Errorf("read rule store %s: %w", path, err)
+		ss, perr := st.readServiceFile(path, e.Name())
+		if perr == nil {
+			perr = claim(ss, names, ids)
 		}
-		ss, err := parseServiceFile(e.Name(), raw)
-		if err != nil {
-			return nil, fmt.Errorf("rule store %s: %w", path, err)
+		if perr != nil {
+			d, err := st.setAside(path, perr)
+			if err != nil {
+				return nil, nil, nil, err
+			}
+			damaged = append(damaged, d)
+			continue
 		}
 		services = append(services, ss)
-		paths = append(paths, path)
 	}
-	if err := checkStored(services, func(i int) string { return "rule store " + paths[i] }); err != nil {
-		return nil, err
+	return sortByName(services), damaged, ignored, nil
+}
+
+func (st *store) readServiceFile(path, name string) (storedService, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return storedService{}, fmt.Errorf("read: %w", err)
 	}
-	return sortByName(services), nil
+	ss, err := parseServiceFile(name, raw)
+	if err != nil {
+		return storedService{}, err
+	}
+	if err := checkStored([]storedService{ss}, st.maxID, func(int) string { return name }); err != nil {
+		return storedService{}, err
+	}
+	return ss, nil
+}
+
+// claim records a loaded service's name and IDs, refusing one that repeats
+// what an earlier file claimed (the earlier file keeps it: nothing is
+// reassigned).
+func claim(ss storedService, names map[string]bool, ids map[uint32]string) error {
+	if names[ss.Service.Name] {
+		return fmt.Errorf("service %q listed twice", ss.Service.Name)
+	}
+	for _, id := range ss.IDs {
+		if other, dup := ids[id]; dup {
+			return fmt.Errorf("ID %d used by both %q and %q", id, other, ss.Service.Name)
+		}
+	}
+	names[ss.Service.Name] = true
+	for _, id := range ss.IDs {
+		ids[id] = ss.Service.Name
+	}
+	return nil
+}
+
+// setAside moves a damaged service file to <state dir>/damaged, under a
+// name that never overwrites an earlier one.
+func (st *store) setAside(path string, reason error) (damagedFile, error) {
+	dir := filepath.Join(st.stateDir, damagedDirName)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return damagedFile{}, fmt.Errorf("rule store: create %s: %w", dir, err)
+	}
+	base := filepath.Base(path)
+	to := filepath.Join(dir, base)
+	for i := 1; ; i++ {
+		if _, err := os.Lstat(to); errors.Is(err, os.ErrNotExist) {
+			break
+		}
+		to = filepath.Join(dir, fmt.Sprintf("%s.%d", base, i))
+	}
+	if err := os.Rename(path, to); err != nil {
+		return damagedFile{}, fmt.Errorf("rule store: set damaged %s aside: %w", path, err)
+	}
+	if err := syncDir(filepath.Dir(path)); err != nil {
+		return damagedFile{}, err
+	}
+	return damagedFile{path: path, movedTo: to, reason: reason.Error()}, nil
 }
 
 // loadLegacy reads services.json; nil without error when there is none.
@@ -148,7 +219,7 @@ func (st *store) loadLegacy() ([]storedService, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read rule store: %w", err)
 	}
-	services, err := parseLegacyStore(raw)
+	services, err := parseLegacyStore(raw, st.maxID)
 	if err != nil {
 		return nil, fmt.Errorf("rule store %s: %w", path, err)
 	}
@@ -271,7 +342,7 @@ func syncDir(dir string) error {
 }
 
 // parseLegacyStore parses and validates a services.json (version 1).
-func parseLegacyStore(raw []byte) ([]storedService, error) {
+func parseLegacyStore(raw []byte, maxID uint32) ([]storedService, error) {
 	var f legacyStoreFile
 	if err := json.Unmarshal(raw, &f); err != nil {
 		return nil, fmt.Errorf("parse rule store: %w", err)
@@ -284,7 +355,7 @@ func parseLegacyStore(raw []byte) ([]storedService, error) {
 			return nil, fmt.Errorf("services[%d]: %w", i, err)
 		}
 	}
-	if err := checkStored(f.Services, func(int) string { return "services.json" }); err != nil {
+	if err := checkStored(f.Services, maxID, func(int) string { return "services.json" }); err != nil {
 		return nil, err
 	}
 	return f.Services, nil
@@ -308,15 +379,16 @@ func parseServiceFile(fileName string, raw []byte) (storedService, error) {
 		return storedService{}, fmt.Errorf("holds service %q, whose file is %s", f.Service.Name, want)
 	}
 	ss := storedService{IDs: f.IDs, Service: f.Service}
-	if err := checkStored([]storedService{ss}, func(int) string { return fileName }); err != nil {
+	if err := checkStored([]storedService{ss}, ^uint32(0), func(int) string { return fileName }); err != nil {
 		return storedService{}, err
 	}
 	return ss, nil
 }
 
 // checkStored enforces what the ID allocator relies on: names unique, IDs
-// in range and used once. where names the source of services[i] in errors.
-func checkStored(services []storedService, where func(i int) string) error {
+// in 1..maxID and used once. where names the source of services[i] in
+// errors.
+func checkStored(services []storedService, maxID uint32, where func(i int) string) error {
 	names := map[string]bool{}
 	ids := map[uint32]string{}
 	for i, s := range services {
@@ -329,8 +401,8 @@ func checkStored(services []storedService, where func(i int) string) error {
 			return fmt.Errorf("%s: service %q has %d IDs for %d VIPs, want 1", where(i), s.Service.Name, len(s.IDs), 1+len(s.Service.SecondaryVIPs))
 		}
 		for _, id := range s.IDs {
-			if id == 0 || id > MaxServiceID {
-				return fmt.Errorf("%s: service %q: ID %d outside 1..%d", where(i), s.Service.Name, id, MaxServiceID)
+			if id == 0 || id > maxID {
+				return fmt.Errorf("%s: service %q: ID %d outside 1..%d", where(i), s.Service.Name, id, maxID)
 			}
 			if other, dup := ids[id]; dup {
 				return fmt.Errorf("%s: ID %d used by both %q and %q", where(i), id, other, s.Service.Name)

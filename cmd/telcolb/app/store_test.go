@@ -3,6 +3,7 @@ package app
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -87,7 +88,7 @@ func TestStoreKeepsEachServiceAcrossReopen(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			st := store{stateDir: t.TempDir()}
+			st := store{maxID: testMaxID, stateDir: t.TempDir()}
 			for _, ss := range tt.saves {
 				if err := st.save(ss); err != nil {
 					t.Fatalf("save %s: %v", ss.Service.Name, err)
@@ -101,8 +102,8 @@ func TestStoreKeepsEachServiceAcrossReopen(t *testing.T) {
 			if got := dirNames(t, st.dir()); !reflect.DeepEqual(got, tt.wantFiles) {
 				t.Errorf("files = %v, want %v (no temporary files)", got, tt.wantFiles)
 			}
-			reopened := store{stateDir: st.stateDir}
-			got, err := reopened.load()
+			reopened := store{maxID: testMaxID, stateDir: st.stateDir}
+			got, _, _, err := reopened.load()
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -149,13 +150,13 @@ func TestStoreMigratesServicesJSON(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			st := store{stateDir: t.TempDir()}
+			st := store{maxID: testMaxID, stateDir: t.TempDir()}
 			writeStateFile(t, st.legacyPath(), string(raw))
 			for name, content := range tt.stale {
 				writeStateFile(t, filepath.Join(st.dir(), name), content)
 			}
 			want := []storedService{legacy.Services[1], legacy.Services[0]}
-			got, err := st.load()
+			got, _, _, err := st.load()
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -168,7 +169,7 @@ func TestStoreMigratesServicesJSON(t *testing.T) {
 			if files := dirNames(t, st.dir()); !reflect.DeepEqual(files, []string{"a.json", "b.json"}) {
 				t.Errorf("files after migration = %v", files)
 			}
-			again, err := st.load()
+			again, _, _, err := st.load()
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -194,7 +195,7 @@ func TestStartPersistsReleasedLegacyIDs(t *testing.T) {
 		t.Fatal(err)
 	}
 	env.stop()
-	got, err := (&store{stateDir: dir}).load()
+	got, _, _, err := (&store{maxID: testMaxID, stateDir: dir}).load()
 	if err != nil {
 		t.Fatalf("restart after reusing a released legacy ID: %v", err)
 	}
@@ -207,8 +208,9 @@ func TestStartPersistsReleasedLegacyIDs(t *testing.T) {
 	}
 }
 
-func TestStoreRefusesACorruptServiceFileNamingIt(t *testing.T) {
+func TestStoreSetsDamagedFilesAsideAndLoadsTheRest(t *testing.T) {
 	a := svcNamed("a", "10.96.0.1")
+	good := map[string]string{"z.json": serviceFileJSON(t, storeVersion, []uint32{7}, svcNamed("z", "10.96.0.26"))}
 	tests := []struct {
 		name    string
 		files   map[string]string
@@ -216,11 +218,13 @@ func TestStoreRefusesACorruptServiceFileNamingIt(t *testing.T) {
 		want    string
 	}{
 		{"not json", map[string]string{"a.json": "{"}, "a.json", "parse rule store"},
+		{"truncated", map[string]string{"a.json": serviceFileJSON(t, storeVersion, []uint32{1}, a)[:40]}, "a.json", "parse rule store"},
+		{"empty", map[string]string{"a.json": ""}, "a.json", "parse rule store"},
 		{"other version", map[string]string{"a.json": serviceFileJSON(t, 7, []uint32{1}, a)}, "a.json", "version 7"},
 		{"invalid service", map[string]string{"a.json": `{"version":2,"ids":[1],"service":{"name":"a"}}`}, "a.json", "service:"},
-		{"file named after another service", map[string]string{"b.json": serviceFileJSON(t, storeVersion, []uint32{1}, a)}, "b.json", `holds service "a"`},
-		{"id out of range", map[string]string{"a.json": serviceFileJSON(t, storeVersion, []uint32{5000}, a)}, "a.json", "outside 1..4095"},
-		{"id zero", map[string]string{"a.json": serviceFileJSON(t, storeVersion, []uint32{0}, a)}, "a.json", "outside 1..4095"},
+		{"file named after another service", map[string]string{"b.json": serviceFileJSON(t, storeVersion, []uint32{1}, a)}, "b.json", `holds service`},
+		{"id beyond the datapath", map[string]string{"a.json": serviceFileJSON(t, storeVersion, []uint32{testMaxID + 1}, a)}, "a.json", fmt.Sprintf("outside 1..%d", testMaxID)},
+		{"id zero", map[string]string{"a.json": serviceFileJSON(t, storeVersion, []uint32{0}, a)}, "a.json", "outside 1.."},
 		{"too many ids", map[string]string{"a.json": serviceFileJSON(t, storeVersion, []uint32{1, 2, 3}, a)}, "a.json", "want 1"},
 		{"id used twice", map[string]string{
 			"a.json": serviceFileJSON(t, storeVersion, []uint32{1}, a),
@@ -233,22 +237,67 @@ func TestStoreRefusesACorruptServiceFileNamingIt(t *testing.T) {
 			for name, content := range tt.files {
 				writeStateFile(t, filepath.Join(dir, storeDirName, name), content)
 			}
-			_, err := NewServer(Config{Datapath: newFakeDatapath(), StateDir: dir, Logger: testLogger(t)})
-			if err == nil || !strings.Contains(err.Error(), tt.want) || !strings.Contains(err.Error(), filepath.Join(dir, storeDirName, tt.badFile)) {
-				t.Fatalf("NewServer = %v, want error containing %q and naming %s", err, tt.want, tt.badFile)
+			for name, content := range good {
+				writeStateFile(t, filepath.Join(dir, storeDirName, name), content)
+			}
+			var logs logBuffer
+			dp := newFakeDatapath()
+			env := startEnv(t, Config{Datapath: dp, StateDir: dir, Prober: &scriptedProber{},
+				Logger: bufferLogger(&logs)})
+			bad := filepath.Join(dir, storeDirName, tt.badFile)
+			if _, err := os.Stat(bad); !os.IsNotExist(err) {
+				t.Fatalf("%s still in the store: %v", tt.badFile, err)
+			}
+			if _, err := os.Stat(filepath.Join(dir, damagedDirName, tt.badFile)); err != nil {
+				t.Fatalf("%s not set aside: %v", tt.badFile, err)
+			}
+			line := logs.String()
+			if !strings.Contains(line, "moved aside") || !strings.Contains(line, bad) || !strings.Contains(line, tt.want) {
+				t.Fatalf("log does not name the file and %q:\n%s", tt.want, line)
+			}
+			if _, err := env.client(t, "").GetService(context.Background(), "z"); err != nil {
+				t.Fatalf("the good service did not load: %v", err)
+			}
+			if s, ok := dp.service(7); !ok || s.VIP.String() != "10.96.0.26" {
+				t.Fatalf("the good service is not programmed: %+v", s)
+			}
+			if got := gaugeValue(t, env.reg, "telcolb_state_files_damaged"); got != 1 {
+				t.Fatalf("telcolb_state_files_damaged = %v, want 1", got)
 			}
 		})
 	}
 }
 
+func TestStoreIgnoresStrayFiles(t *testing.T) {
+	dir := t.TempDir()
+	svcDir := filepath.Join(dir, storeDirName)
+	writeStateFile(t, filepath.Join(svcDir, "a.json"), serviceFileJSON(t, storeVersion, []uint32{1}, svcNamed("a", "10.96.0.1")))
+	for _, stray := range []string{"a.json~", "a.json.bak", ".a.json.swp", "notes.txt"} {
+		writeStateFile(t, filepath.Join(svcDir, stray), "garbage")
+	}
+	if err := os.MkdirAll(filepath.Join(svcDir, "sub.json"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	env := newEnv(t, func(c *Config) { c.StateDir = dir })
+	if _, err := env.client(t, "").GetService(context.Background(), "a"); err != nil {
+		t.Fatal(err)
+	}
+	if got := dirNames(t, svcDir); !reflect.DeepEqual(got, []string{".a.json.swp", "a.json", "a.json.bak", "a.json~", "notes.txt", "sub.json"}) {
+		t.Fatalf("stray files touched: %v", got)
+	}
+	if _, err := os.Stat(filepath.Join(dir, damagedDirName)); !os.IsNotExist(err) {
+		t.Fatalf("stray files were treated as damaged: %v", err)
+	}
+}
+
 func TestStoreDropsInterruptedWrites(t *testing.T) {
-	st := store{stateDir: t.TempDir()}
+	st := store{maxID: testMaxID, stateDir: t.TempDir()}
 	if err := st.save(storedService{IDs: []uint32{1}, Service: svcNamed("a", "10.96.0.1")}); err != nil {
 		t.Fatal(err)
 	}
 	// A crash between CreateTemp and rename leaves a partial temp file.
 	writeStateFile(t, filepath.Join(st.dir(), tmpPrefix+"123"), `{"version":2,"ids":[1],"serv`)
-	got, err := st.load()
+	got, _, _, err := st.load()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -324,11 +373,11 @@ func FuzzParseLegacyStore(f *testing.F) {
 	f.Add([]byte(`{"version":1,"services":[]}`))
 	f.Add([]byte(`[`))
 	f.Fuzz(func(t *testing.T, raw []byte) {
-		services, err := parseLegacyStore(raw)
+		services, err := parseLegacyStore(raw, testMaxID)
 		if err != nil {
 			return
 		}
-		if err := checkStored(services, func(int) string { return "" }); err != nil {
+		if err := checkStored(services, testMaxID, func(int) string { return "" }); err != nil {
 			t.Fatalf("accepted a store that fails its own checks: %v", err)
 		}
 	})

@@ -18,6 +18,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -58,11 +59,13 @@ func main() {
 }
 
 func run(apiAddr, tokenFile, stateDir, transport string, log *slog.Logger) error {
-	token, err := app.ReadToken(tokenFile)
-	if err != nil {
-		return err
+	// As the daemon: the API always needs its token, on loopback too
+	// (created 0600 in the state dir unless a file is named).
+	if tokenFile == "" {
+		tokenFile = filepath.Join(stateDir, "api-token")
 	}
-	if err := app.RequireToken(apiAddr, token); err != nil {
+	token, _, err := app.EnsureToken(tokenFile)
+	if err != nil {
 		return err
 	}
 	srv, err := app.NewServer(app.Config{Datapath: noDatapath{}, StateDir: stateDir, Token: token, Logger: log,
