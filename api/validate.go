@@ -75,7 +75,7 @@ func Validate(s *Service) error {
 	if err != nil {
 		return err
 	}
-	if err := checkReachable("vip", vip, s.AllowLinkLocal, false); err != nil {
+	if err := checkReachable("vip", vip, s.AllowLinkLocal, s.N2 || s.PFCP); err != nil {
 		return err
 	}
 	if err := validateSecondaryVIPs(s, vip); err != nil {
@@ -171,8 +171,9 @@ func parseAddr(field, s string) (netip.Addr, error) {
 // checkReachable refuses what the datapath can never carry between hosts:
 // loopback (packets to it never leave the node, and never reach tc),
 // link-local unless the service asks for it (valid on one link only; the
-// datapath does not track which). loopbackOK is for endpoints the N2 proxy
-// dials from userspace.
+// datapath does not track which). loopbackOK is for the proxies (N2, PFCP),
+// which terminate the VIP and dial their endpoints from userspace: the
+// datapath never sees that traffic.
 func checkReachable(field string, a netip.Addr, allowLinkLocal, loopbackOK bool) error {
 	switch {
 	case a.IsLoopback() && !loopbackOK:
@@ -249,7 +250,7 @@ func validateEndpoints(s *Service, vip netip.Addr) error {
 		if err != nil {
 			return err
 		}
-		if err := checkReachable(prefix+".address", a, s.AllowLinkLocal, s.N2); err != nil {
+		if err := checkReachable(prefix+".address", a, s.AllowLinkLocal, s.N2 || s.PFCP); err != nil {
 			return err
 		}
 		if a == vip || slices.Contains(s.SecondaryVIPs, a.String()) {

@@ -44,6 +44,12 @@ func TestValidateAcceptsValidServices(t *testing.T) {
 			s.Protocol, s.N2, s.Port = ProtocolSCTP, true, 38412
 			s.Endpoints = []Endpoint{{Address: "127.0.0.1", Port: 38412}}
 		}},
+		// The proxies terminate the VIP in userspace: the datapath, which
+		// never sees loopback traffic, is not involved.
+		{"pfcp on a loopback VIP toward a loopback UPF", func(s *Service) {
+			s.Protocol, s.PFCP, s.Port, s.VIP = ProtocolUDP, true, 8805, "127.0.0.9"
+			s.Endpoints = []Endpoint{{Address: "127.0.0.10", Port: 8805}}
+		}},
 		{"ipv6 everywhere", func(s *Service) {
 			s.VIP = "2001:db8::10"
 			s.Endpoints = []Endpoint{{Address: "2001:db8::1", Port: 80}, {Address: "fd00::2", Port: 80}}

@@ -262,6 +262,20 @@ func oldDatapath(t *testing.T, object, pinPath string) (*Datapath, *ebpf.Collect
 	d.objs.Endpoints, d.objs.SelTables, d.objs.SvcVipList = coll.Maps["endpoints"], coll.Maps["sel_tables"], coll.Maps["svc_vip_list"]
 	d.objs.Conntrack, d.objs.SvcStats, d.objs.EpStats = coll.Maps["conntrack"], coll.Maps["svc_stats"], coll.Maps["ep_stats"]
 	d.objs.EpActive = coll.Maps["ep_active"]
+	// That release had no address filter: today's writer gets a throwaway
+	// one, so the new datapath must rebuild its own from conntrack.
+	cur, err := bpf.LoadLb()
+	if err != nil {
+		t.Fatal(err)
+	}
+	fspec := cur.Maps[bpf.LbMapAddrFilter].Copy()
+	fspec.Pinning = ebpf.PinNone
+	filter, err := ebpf.NewMap(fspec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { filter.Close() })
+	d.objs.AddrFilter = filter
 	d.objs.TcIngress = coll.Programs["tc_ingress"]
 	if d.objs.TcIngress == nil {
 		t.Fatalf("old object has no tc_ingress program: %v", coll.Programs)
