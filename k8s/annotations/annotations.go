@@ -101,6 +101,8 @@ type Spec struct {
 	MultusNets         []string
 	SharingKey         string
 	N2                 bool
+	// PFCP makes the Service's UDP port 8805 a PFCP-aware N4 proxy.
+	PFCP bool
 	// Reallocate lets the controller move VIPs the configuration no longer
 	// allows (by default they are kept, see the controller).
 	Reallocate bool

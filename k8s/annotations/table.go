@@ -32,6 +32,9 @@ const (
 	// N2 ("true"/"false") makes the SCTP ports of the Service NGAP-aware N2
 	// proxies (per-UE steering to AMFs) instead of per-association L4 rules.
 	N2 = "n2"
+	// PFCP ("true"/"false") makes the Service's UDP port 8805 a PFCP-aware
+	// N4 proxy (SMFs see one UPF, the endpoints are the UPFs).
+	PFCP = "pfcp"
 	// Reallocate ("true") lets the controller move VIPs that the
 	// configuration no longer allows; without it they are kept.
 	Reallocate = "reallocate"
@@ -112,6 +115,7 @@ var Table = []Entry{
 	{MultusNets, "Multus networks whose pod addresses are the endpoints", "same", parseMultusNets},
 	{SharingKey, "", "Services with the same key may share a VIP when no port clashes; without it a VIP is exclusive", parseSharingKey},
 	{N2, "", "yes: the SCTP ports are NGAP-aware N2 proxies", parseN2},
+	{PFCP, "", "yes: UDP port 8805 is a PFCP-aware N4 proxy (SMFs see one UPF; the endpoints are the UPFs)", parsePFCP},
 	{Reallocate, "", "yes: VIPs the configuration no longer allows move to an allowed one (default: kept, with an Event)", parseReallocate},
 }
 
@@ -325,6 +329,10 @@ func parseSharingKey(p *parser, f field, _ *draft) {
 
 func parseN2(p *parser, f field, _ *draft) {
 	p.res.Spec.N2, _ = p.boolean(f.key, f.value)
+}
+
+func parsePFCP(p *parser, f field, _ *draft) {
+	p.res.Spec.PFCP, _ = p.boolean(f.key, f.value)
 }
 
 func parseReallocate(p *parser, f field, _ *draft) {

@@ -203,6 +203,8 @@ func (r *Reconciler) rule(ctx context.Context, in *ruleInput, sp corev1.ServiceP
 		// N2 steering only exists for SCTP; the Service's other ports stay
 		// ordinary L4 rules.
 		N2: spec.N2 && sp.Protocol == corev1.ProtocolSCTP,
+		// PFCP is UDP 8805 (TS 29.244); other ports stay L4 rules.
+		PFCP: spec.PFCP && sp.Protocol == corev1.ProtocolUDP && sp.Port == 8805,
 	}
 	if sp.Protocol == corev1.ProtocolSCTP {
 		for _, s := range secondary {

@@ -153,6 +153,7 @@ func annotationFor(svc *corev1.Service, field string) string {
 		"idleTimeoutSeconds":    {annotations.Timeout},
 		"secondaryVIPs":         {annotations.SecondaryIPs, annotations.PoolSelectSecondary, annotations.LBMode},
 		"n2":                    {annotations.N2},
+		"pfcp":                  {annotations.PFCP},
 		"probe.type":            {annotations.ProbeType, annotations.Liveness},
 		"probe.port":            {annotations.ProbePort},
 		"probe.request":         {annotations.ProbeReq},
