@@ -159,6 +159,8 @@ type LbMhCtx struct {
 	Addr     [16]uint8
 	_        [3]byte
 	Rm       [16]uint32
+	Key      LbAssocKey
+	Pend     LbPendKey
 }
 
 type LbNat64IcmpCtx struct {

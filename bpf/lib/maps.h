@@ -255,6 +255,10 @@ struct mh_ctx {
 	__u8 nat64;     // a NAT64 INIT: IPv6 client, IPv4 endpoint (see mh_nat64)
 	__u8 addr[16];  // address being rewritten (kept off the stack)
 	__u32 rm[LB_COMPACT_WORDS / 32]; // 4-byte words of the SCTP packet to remove
+	// mh_init_new's map keys, off its frame: it is on the deepest call
+	// chain (new_flow, mh_walk, mh_param, crc32c_delta, gf2_mulmod).
+	struct assoc_key key;
+	struct pend_key pend;
 };
 
 struct {

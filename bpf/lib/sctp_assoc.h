@@ -75,11 +75,19 @@ static __noinline int mh_init_new(struct __sk_buff *skb, struct pkt *p, const st
 	c->limit = c->nat64 ? nv : mh_init_limit(a);
 	if (mh_walk(skb, p, c))
 		return -1;
-	struct assoc_key k = {.svc = svc, .vtag_client = p->init_tag, .cport = p->sport, .vport = p->dport};
-	bpf_map_update_elem(&assocs, &k, a, BPF_ANY);
-	struct pend_key pk = {.vtag = p->init_tag, .sport = v->nat_dport, .dport = v->nat_sport};
-	addr_cpy(pk.dst, v->nat_src);
-	bpf_map_update_elem(&init_pending, &pk, v->nat_dst, BPF_ANY);
+	// The keys are built in c (zeroed by mh_ctx_get), not on the stack.
+	struct assoc_key *k = &c->key;
+	k->svc = svc;
+	k->vtag_client = p->init_tag;
+	k->cport = p->sport;
+	k->vport = p->dport;
+	bpf_map_update_elem(&assocs, k, a, BPF_ANY);
+	struct pend_key *pk = &c->pend;
+	pk->vtag = p->init_tag;
+	pk->sport = v->nat_dport;
+	pk->dport = v->nat_sport;
+	addr_cpy(pk->dst, v->nat_src);
+	bpf_map_update_elem(&init_pending, pk, v->nat_dst, BPF_ANY);
 	return 0;
 }
 
@@ -243,9 +251,12 @@ static __noinline int mh_handshake(struct __sk_buff *skb, struct pkt *p, struct 
 				c->limit = 0;
 			}
 		} else {
+			// mode first: stored after the copies, it had clang load
+			// all 16 bytes of lsrc0 before storing any, spilling ten
+			// of them (80 bytes of frame on the deepest call chain).
+			c->a.mode = MODE_ONEARM;
 			addr_cpy(c->a.caddr[0], p->src);
 			addr_cpy(c->a.lsrc0, ct->nat_src);
-			c->a.mode = MODE_ONEARM;
 		}
 	}
 	if (mh_walk(skb, p, c))
