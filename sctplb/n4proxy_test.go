@@ -81,10 +81,17 @@ func TestN4ProxyOverUDP(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The UPF sims report on every session they establish: replayed ones
-	// report again, and those reports too must reach the SMF.
+	// report again, and those reports too must reach the SMF, each acted
+	// on once. A report the proxy re-sends after its T1 (a slow SMF
+	// answer on a loaded machine) is a retransmission with the same
+	// sequence number, which the SMF answers again without acting on it:
+	// allowed, and counted apart (DuplicateReports).
 	if st.Established != sessions || st.Modified != 2*sessions || st.Deleted != sessions || st.Reports != sessions+restarted ||
-		st.Rejected != 0 || st.Collisions != 0 || st.WrongSEID != 0 || st.RecoveryChanges != 0 || st.DuplicateReports != 0 {
+		st.Rejected != 0 || st.Collisions != 0 || st.WrongSEID != 0 || st.RecoveryChanges != 0 {
 		t.Fatalf("SMF saw %+v", st)
+	}
+	if st.DuplicateReports != 0 {
+		t.Logf("%d report retransmissions reached the SMF (proxy T1 expired before its answer)", st.DuplicateReports)
 	}
 	if restarted != sessions/3 {
 		t.Fatalf("restarted UPF held %d sessions, want %d", restarted, sessions/3)
