@@ -92,15 +92,28 @@ type upfStats struct {
 }
 
 // metric reads one sample of the daemon's /metrics (0 when absent).
-func metric(t *testing.T, lb *lab.Host, series string) float64 {
+func metric(t *testing.T, d *l4.Daemon, lb *lab.Host, series string) float64 {
 	t.Helper()
+	tok, err := os.ReadFile(d.TokenFile)
+	if err != nil {
+		t.Fatal(err)
+	}
 	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DialContext: l4.HostDialer(lb), DisableKeepAlives: true}}
-	resp, err := hc.Get("http://" + l4.APIAddress + "/metrics")
+	req, err := http.NewRequest(http.MethodGet, "http://"+l4.APIAddress+"/metrics", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The API wants its token on loopback too.
+	req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(tok)))
+	resp, err := hc.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET /metrics: %s: %s", resp.Status, b)
+	}
 	for _, line := range strings.Split(string(b), "\n") {
 		if strings.HasPrefix(line, series+" ") {
 			v, _ := strconv.ParseFloat(strings.TrimPrefix(line, series+" "), 64)
@@ -277,7 +290,7 @@ func TestN4LabThroughTheDaemon(t *testing.T) {
 	replayStart := time.Now()
 	upfs[1] = startUPF(1, "--associate", netip.AddrPortFrom(labVIP, 8805).String())
 	replays := fmt.Sprintf(`telcolb_pfcp_replays_total{proxy="n4",upf="%v:8805"}`, upfAddrs[1])
-	waitFor(t, "UPF 2's sessions replayed", 30*time.Second, func() bool { return metric(t, lb, replays) >= float64(held[1]) })
+	waitFor(t, "UPF 2's sessions replayed", 30*time.Second, func() bool { return metric(t, d, lb, replays) >= float64(held[1]) })
 	t.Logf("replayed %d sessions to the restarted UPF in %v", held[1], time.Since(replayStart).Round(time.Millisecond))
 
 	// UPF 3 dies: its sessions move to the others.
@@ -290,11 +303,11 @@ func TestN4LabThroughTheDaemon(t *testing.T) {
 		st, err := d.Client.GetService(ctx, "n4")
 		return err == nil && st.Endpoints[2].ActiveConnections == 0 && st.ActiveConnections == uint64(sessions)
 	})
-	moved := metric(t, lb, fmt.Sprintf(`telcolb_pfcp_replays_total{proxy="n4",upf="%v:8805"}`, upfAddrs[0])) +
-		metric(t, lb, replays) - float64(held[1])
+	moved := metric(t, d, lb, fmt.Sprintf(`telcolb_pfcp_replays_total{proxy="n4",upf="%v:8805"}`, upfAddrs[0])) +
+		metric(t, d, lb, replays) - float64(held[1])
 	waitFor(t, "moved sessions replayed", 30*time.Second, func() bool {
-		moved = metric(t, lb, fmt.Sprintf(`telcolb_pfcp_replays_total{proxy="n4",upf="%v:8805"}`, upfAddrs[0])) +
-			metric(t, lb, replays) - float64(held[1])
+		moved = metric(t, d, lb, fmt.Sprintf(`telcolb_pfcp_replays_total{proxy="n4",upf="%v:8805"}`, upfAddrs[0])) +
+			metric(t, d, lb, replays) - float64(held[1])
 		return moved >= float64(held[2])
 	})
 	t.Logf("moved %d sessions of the killed UPF %v after the kill", held[2], time.Since(killed).Round(time.Millisecond))
@@ -348,7 +361,7 @@ func TestN4LabThroughTheDaemon(t *testing.T) {
 	if want := sessions - int(held[2]) + sessions + int(held[1]) + int(held[2]); mods != want {
 		t.Errorf("UPFs applied %d modifications, want %d (upf3's round-one modifications died with it)", mods, want)
 	}
-	absorbed := metric(t, lb, `telcolb_pfcp_retransmissions_absorbed_total{proxy="n4"}`)
+	absorbed := metric(t, d, lb, `telcolb_pfcp_retransmissions_absorbed_total{proxy="n4"}`)
 	t.Logf("retransmissions and duplicates absorbed by the proxy: %v; SMF duplicate answers %d, duplicate reports %d", absorbed, s.Unmatched, s.DuplicateReports)
 	if absorbed == 0 {
 		t.Error("netem duplicated and dropped on the SMF link, yet the proxy absorbed no retransmission")
