@@ -21,7 +21,11 @@
 // same).
 static __always_inline __u32 filter_bit(__u32 x)
 {
-	return (x ^ (x >> 16)) & (LB_FILTER_BITS - 1);
+	__u32 b = x ^ (x >> 16);
+	// 6.1's verifier loses the bounds of this xor, and clang, knowing it
+	// fits 16 bits, drops the masks: hide b from clang so one stays.
+	barrier_var(b);
+	return b & (LB_FILTER_BITS - 1);
 }
 
 // Xor of the words of a v4-mapped address: ::ffff:a.b.c.d.
