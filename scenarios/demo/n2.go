@@ -1,9 +1,7 @@
 package main
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -183,7 +181,7 @@ func runN2(ctx context.Context, logger *slog.Logger) (err error) {
 			return fmt.Errorf("gnb%d: %w: %s", k+1, err, p.Stderr())
 		}
 		var r n2.GNBReport
-		if err := lastJSON(p, "report", &r); err != nil {
+		if err := p.LastJSON("report", &r); err != nil {
 			return err
 		}
 		greps = append(greps, r)
@@ -198,7 +196,7 @@ func runN2(ctx context.Context, logger *slog.Logger) (err error) {
 		}
 		_ = p.Wait(ctx)
 		var r n2.AMFReport
-		if err := lastJSON(p, "report", &r); err != nil {
+		if err := p.LastJSON("report", &r); err != nil {
 			return err
 		}
 		areps = append(areps, r)
@@ -238,20 +236,4 @@ func activePerAMF(st api.ServiceStatus) []uint64 {
 		out = append(out, e.ActiveConnections)
 	}
 	return out
-}
-
-// lastJSON reads the last stdout line of p with "event":event into v.
-func lastJSON(p *lab.Proc, event string, v any) error {
-	var found string
-	sc := bufio.NewScanner(strings.NewReader(p.Stdout()))
-	sc.Buffer(make([]byte, 1<<20), 16<<20)
-	for sc.Scan() {
-		if strings.Contains(sc.Text(), `"event":"`+event+`"`) {
-			found = sc.Text()
-		}
-	}
-	if found == "" {
-		return fmt.Errorf("no %s line: %s", event, p.Stderr())
-	}
-	return json.Unmarshal([]byte(found), v)
 }

@@ -1,9 +1,7 @@
 package n2
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/netip"
 	"os"
@@ -57,22 +55,11 @@ func link(t *testing.T, ctx context.Context, l *lab.Lab, lb, peer *lab.Host, lbI
 	return a
 }
 
-// lastJSON finds the last stdout line of p with "event":event.
+// lastJSON is lab.Proc.LastJSON, fatal on error.
 func lastJSON(t *testing.T, p *lab.Proc, event string, v any) {
 	t.Helper()
-	var found string
-	sc := bufio.NewScanner(strings.NewReader(p.Stdout()))
-	sc.Buffer(make([]byte, 1<<20), 16<<20)
-	for sc.Scan() {
-		if strings.Contains(sc.Text(), `"event":"`+event+`"`) {
-			found = sc.Text()
-		}
-	}
-	if found == "" {
-		t.Fatalf("no %s line; stdout:\n%s\nstderr:\n%s", event, p.Stdout(), p.Stderr())
-	}
-	if err := json.Unmarshal([]byte(found), v); err != nil {
-		t.Fatalf("%s line: %v", event, err)
+	if err := p.LastJSON(event, v); err != nil {
+		t.Fatal(err)
 	}
 }
 
