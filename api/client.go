@@ -167,3 +167,22 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 	}
 	return nil
 }
+
+// PutAdvertisement replaces the node's advertisement configuration.
+func (c *Client) PutAdvertisement(ctx context.Context, cfg AdvertisementConfig) error {
+	return c.do(ctx, http.MethodPut, "/"+Version+"/advertisement", cfg, nil)
+}
+
+// Advertisement returns the node's advertisement configuration and BGP/BFD states.
+func (c *Client) Advertisement(ctx context.Context) (AdvertisementStatus, error) {
+	var out AdvertisementStatus
+	err := c.do(ctx, http.MethodGet, "/"+Version+"/advertisement", nil, &out)
+	return out, err
+}
+
+// VIPs lists the VIPs the node serves and how each is announced.
+func (c *Client) VIPs(ctx context.Context) ([]VIPStatus, error) {
+	var out []VIPStatus
+	err := c.do(ctx, http.MethodGet, "/"+Version+"/vips", nil, &out)
+	return out, err
+}
