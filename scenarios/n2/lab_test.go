@@ -280,55 +280,18 @@ func TestN2LabThroughTheDaemon(t *testing.T) {
 	}
 }
 
-// checkCapture asserts tshark decodes the capture as valid NGAP: nothing
-// malformed, PPID 60 on every DATA chunk, non-UE-associated signalling on
-// stream 0 and UE-associated on the others.
+// checkCapture holds a capture to the checks every N2 lab shares
+// (capture.CheckNGAP): valid NGAP, nothing malformed, PPID 60 on every DATA
+// chunk, non-UE-associated signalling on stream 0 and UE-associated on the
+// others, every checksum good.
 func checkCapture(t *testing.T, ctx context.Context, file string) {
 	t.Helper()
-	msgs, err := capture.NGAP(ctx, file)
+	v, err := capture.CheckNGAP(ctx, file, capture.NGAPExpect{MinMessages: labUEs})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(msgs) < labUEs {
-		t.Errorf("%s: only %d NGAP messages", filepath.Base(file), len(msgs))
+	for _, p := range v.Problems {
+		t.Error(p)
 	}
-	bad, err := capture.Fields(ctx, file, "_ws.malformed || _ws.expert.severity == error", "frame.number")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(bad) > 0 {
-		t.Errorf("%s: %d malformed frames, first %v", filepath.Base(file), len(bad), bad[0])
-	}
-	ppid, err := capture.Fields(ctx, file, "sctp.data_payload_proto_id != 60", "frame.number", "sctp.data_payload_proto_id")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(ppid) > 0 {
-		t.Errorf("%s: %d frames with a DATA chunk whose PPID is not 60, first %v", filepath.Base(file), len(ppid), ppid[0])
-	}
-	perFrame := map[int]int{}
-	for _, m := range msgs {
-		perFrame[m.Frame]++
-	}
-	nonUE, ue := 0, 0
-	for _, m := range msgs {
-		if perFrame[m.Frame] > 1 {
-			continue // bundled: tshark's per-frame ID lists cannot be attributed
-		}
-		if m.RANUENGAPID < 0 && m.AMFUENGAPID < 0 {
-			nonUE++
-			if m.Stream != 0 {
-				t.Errorf("%s frame %d: non-UE procedure %d on stream %d", filepath.Base(file), m.Frame, m.ProcedureCode, m.Stream)
-			}
-		} else {
-			ue++
-			if m.Stream == 0 {
-				t.Errorf("%s frame %d: UE-associated procedure %d on stream 0", filepath.Base(file), m.Frame, m.ProcedureCode)
-			}
-		}
-	}
-	if nonUE == 0 || ue == 0 {
-		t.Errorf("%s: %d non-UE and %d UE-associated single-PDU frames, want both", filepath.Base(file), nonUE, ue)
-	}
-	t.Logf("%s: %d NGAP messages (%d non-UE, %d UE-associated single-PDU frames)", filepath.Base(file), len(msgs), nonUE, ue)
+	t.Logf("%s: %v", filepath.Base(file), v)
 }
