@@ -103,7 +103,10 @@ func Load(cfg Config) (*Datapath, error) {
 
 	d := &Datapath{cfg: cfg, log: cfg.Logger, attached: map[string]*attachment{}, now: monotonicNow,
 		maxServices: spec.Maps[bpf.LbMapSvcInfos].MaxEntries}
-	opts := &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: cfg.PinPath}}
+	// The verifier's statistics (instructions, stack depth per subprogram)
+	// are logged at load: how close the program is to an older kernel's
+	// limits shows on the kernel that loaded it.
+	opts := &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: cfg.PinPath}, Programs: ebpf.ProgramOptions{LogLevel: ebpf.LogLevelStats}}
 	fail := func(err error) (*Datapath, error) {
 		// Leave the pin path as it was: new pins out, old ones back.
 		for _, op := range olds {
@@ -118,6 +121,9 @@ func Load(cfg Config) (*Datapath, error) {
 			return fail(fmt.Errorf("load datapath objects: %+v", ve))
 		}
 		return fail(fmt.Errorf("load datapath objects: %w", err))
+	}
+	for _, st := range d.VerifierStats() {
+		d.log.Info("program verified", "program", st.Program, "insns", st.Insns, "stackDepth", st.StackDepth, "maxFrame", st.MaxStack())
 	}
 	if err := fillCRCShift(d.objs.CrcShift); err != nil {
 		d.objs.Close()

@@ -155,6 +155,7 @@ func TestDatapathOnKernel61EndToEnd(t *testing.T) {
 	if err := waitFile(ctx, v, "telcolb", "telcolb running"); err != nil {
 		t.Fatalf("daemon: %v", err)
 	}
+	logVerifierStats(t, ctx, v, "telcolb")
 	log, _ := v.Sh(ctx, "cat /tmp/telcolb.out")
 	if !strings.Contains(log, `"attachMode":"clsact"`) {
 		t.Errorf("daemon on %s did not attach with clsact:\n%s", v.Kernel, log)

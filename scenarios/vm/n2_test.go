@@ -146,6 +146,7 @@ func (n *n2Lab) startDaemon(t *testing.T, ctx context.Context, transport string)
 	if err := waitFileFor(ctx, n.lb, "telcolb", "telcolb running", 10*time.Minute); err != nil {
 		t.Fatalf("daemon: %v", err)
 	}
+	logVerifierStats(t, ctx, n.lb, "telcolb")
 	token, err := n.lb.Sh(ctx, "cat "+api.DefaultTokenFile)
 	if err != nil {
 		t.Fatal(err)
@@ -182,6 +183,19 @@ until grep -q '%[2]s' /tmp/%[1]s.out; do
 	sleep 0.1
 done`, name, substr, int(limit.Seconds())))
 	return err
+}
+
+// logVerifierStats logs what 6.1's verifier reported for the datapath the
+// daemon /tmp/<name> loaded: instructions and each subprogram's stack
+// frame (6.1 caps a call chain's combined stack at 512 bytes).
+func logVerifierStats(t *testing.T, ctx context.Context, v *vm.VM, name string) {
+	t.Helper()
+	out, err := v.Sh(ctx, fmt.Sprintf("grep '\"program verified\"' /tmp/%s.out", name))
+	if err != nil {
+		t.Errorf("%s on %s logged no verifier statistics: %v", name, v.Kernel, err)
+		return
+	}
+	t.Logf("verifier on %s:\n%s", v.Kernel, strings.TrimSpace(out))
 }
 
 func lastEvent(ctx context.Context, v *vm.VM, name, event string, out any) error {
