@@ -2,6 +2,8 @@ package dataplane
 
 import (
 	"reflect"
+	"strconv"
+	"strings"
 	"testing"
 )
 
@@ -44,4 +46,36 @@ func TestLoadedProgramsReportVerifierStats(t *testing.T) {
 	if stats[0].Program != "tc_ingress" || len(stats[0].StackDepth) < 2 {
 		t.Errorf("tc_ingress stack %v, want its bpf-to-bpf subprograms too", stats[0].StackDepth)
 	}
+}
+
+// Any verifier log, however garbled, gives statistics without a panic,
+// and a well-formed stack line reads back exactly.
+func FuzzParseVerifierStats(f *testing.F) {
+	f.Add("processed 10 insns (limit 1000000)\nstack depth 8+0+16\n", 3)
+	f.Add("stack depth \nprocessed  insns", 0)
+	f.Add("stack depth 1+2+\n", 1)
+	f.Fuzz(func(t *testing.T, log string, n int) {
+		st := parseVerifierStats("p", log)
+		for _, d := range st.StackDepth {
+			if d > st.MaxStack() {
+				t.Fatalf("MaxStack %d below frame %d", st.MaxStack(), d)
+			}
+		}
+		if n < 0 || n > 64 {
+			return
+		}
+		var want []int
+		var parts []string
+		for i := 0; i < n; i++ {
+			want = append(want, i*8)
+			parts = append(parts, strconv.Itoa(i*8))
+		}
+		if n == 0 {
+			return
+		}
+		got := parseVerifierStats("p", log+"\nstack depth "+strings.Join(parts, "+")+"\n")
+		if !reflect.DeepEqual(got.StackDepth, want) {
+			t.Fatalf("stack depth %v, want %v", got.StackDepth, want)
+		}
+	})
 }
