@@ -152,7 +152,8 @@ func TestDatapathOnKernel61EndToEnd(t *testing.T) {
 			t.Logf("daemon log (in the VM):\n%s", out)
 		}
 	}()
-	if err := waitFile(ctx, v, "telcolb", "telcolb running"); err != nil {
+	// 6.1's verifier takes minutes over the datapath under emulation.
+	if err := waitFileFor(ctx, v, "telcolb", "telcolb running", 10*time.Minute); err != nil {
 		t.Fatalf("daemon: %v", err)
 	}
 	logVerifierStats(t, ctx, v, "telcolb")

@@ -165,10 +165,10 @@ func bg(ctx context.Context, v *vm.VM, name string, argv ...string) error {
 	return err
 }
 
-// waitFile waits up to 2 minutes (guest time) until /tmp/<name>.out
+// waitFile waits up to 5 minutes (guest time) until /tmp/<name>.out
 // contains substr; see waitFileFor.
 func waitFile(ctx context.Context, v *vm.VM, name, substr string) error {
-	return waitFileFor(ctx, v, name, substr, 2*time.Minute)
+	return waitFileFor(ctx, v, name, substr, 5*time.Minute)
 }
 
 // waitFileFor waits up to limit (guest clock) until /tmp/<name>.out
