@@ -148,7 +148,10 @@ func Boot(ctx context.Context, cfg Config) (_ *VM, err error) {
 		"-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
 		"-kernel", cfg.Image.Kernel.Image, "-initrd", cfg.Image.Initrd,
 		// panic=-1 + -no-reboot: if /init dies, qemu exits instead of hanging.
-		"-append", "console=ttyS0 panic=-1 loglevel=4 net.ifnames=0 mitigations=off",
+		// no_timer_check: on a loaded host the emulated timer interrupt can
+		// miss the kernel's early IO-APIC timer check, which then panics
+		// ("IO-APIC + timer doesn't work!"; seen at load average 40+).
+		"-append", "console=ttyS0 panic=-1 loglevel=4 net.ifnames=0 mitigations=off no_timer_check",
 		"-serial", "file:" + filepath.Join(v.dir, "console.log"),
 		"-chardev", "socket,id=agent,path=" + sock + ",server=on,wait=off",
 		"-serial", "chardev:agent",
