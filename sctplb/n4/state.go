@@ -99,6 +99,12 @@ type Builder struct {
 	sessions map[uint64]SessionState
 }
 
+// DiscardChanges forgets what changed, for a shell that keeps no journal.
+func (m *Machine) DiscardChanges() {
+	clear(m.dirty)
+	m.nodeDirty = false
+}
+
 // NewBuilder starts from s.
 func NewBuilder(s State) *Builder {
 	b := &Builder{node: s.Node, sessions: make(map[uint64]SessionState, len(s.Sessions))}
