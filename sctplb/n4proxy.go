@@ -43,8 +43,17 @@ type N4Config struct {
 	N1                                 int
 	// TickInterval paces the machine's timers (default 100ms).
 	TickInterval time.Duration
-	// Recovery is the proxy's Recovery Time Stamp (default: New's time).
-	Recovery   time.Time
+	// Recovery is the proxy's Recovery Time Stamp (default: New's time);
+	// a restored state's wins.
+	Recovery time.Time
+	// StateDir, when set, is where the proxy keeps its state (n4state.go):
+	// a proxy built on the same directory, after a restart or a
+	// configuration change, takes every session and the Recovery Time
+	// Stamp over, so the SMFs see no change. Empty keeps state in memory.
+	StateDir string
+	// Restore, when set, is the state to start from (another proxy's
+	// State), taking precedence over what StateDir holds.
+	Restore    *n4.State
 	Registerer prometheus.Registerer
 	Logger     *slog.Logger
 }
@@ -58,11 +67,14 @@ type N4Proxy struct {
 	names   []string
 
 	smfConn, upfConn *net.UDPConn
+	store            *n4Store // nil without StateDir
 	// mu serialises the machine: the socket readers and the ticker step it.
 	mu sync.Mutex
 
 	snapMu sync.Mutex
 	snap   N4Stats
+
+	lastJournalErr time.Time
 }
 
 // N4Stats is a snapshot of the proxy's state, refreshed every tick.
@@ -111,12 +123,64 @@ func NewN4(cfg N4Config) (*N4Proxy, error) {
 	if err != nil {
 		return nil, fmt.Errorf("sctplb: %w", err)
 	}
-	met, err := newN4Metrics(cfg.Registerer, cfg.Name)
+	store, err := restoreN4(m, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("sctplb: %w", err)
 	}
+	met, err := newN4Metrics(cfg.Registerer, cfg.Name)
+	if err != nil {
+		if store != nil {
+			_ = store.close()
+		}
+		return nil, fmt.Errorf("sctplb: %w", err)
+	}
 	pfcp.SilenceLibraryLogs()
-	return &N4Proxy{cfg: cfg, log: cfg.Logger, machine: m, met: met, names: m.UPFNames()}, nil
+	return &N4Proxy{cfg: cfg, log: cfg.Logger, machine: m, met: met, names: m.UPFNames(), store: store}, nil
+}
+
+// restoreN4 gives m the state it starts from (cfg.Restore, else what
+// cfg.StateDir holds) and opens the store. A state directory that cannot
+// be loaded or restored is moved aside with an ERROR line and the proxy
+// starts afresh: one damaged file must not keep the service down.
+func restoreN4(m *n4.Machine, cfg N4Config) (*n4Store, error) {
+	var st n4.State
+	have := false
+	if cfg.Restore != nil {
+		st, have = *cfg.Restore, true
+	} else if cfg.StateDir != "" {
+		var err error
+		if st, have, err = loadN4State(cfg.StateDir); err != nil {
+			to, merr := moveAside(cfg.StateDir)
+			cfg.Logger.Error("PFCP proxy state unreadable: moved aside, starting without sessions", "dir", cfg.StateDir, "movedTo", to, "error", err, "moveError", merr)
+			have = false
+		}
+	}
+	if have {
+		if err := m.Restore(st); err != nil {
+			if cfg.StateDir != "" && cfg.Restore == nil {
+				to, merr := moveAside(cfg.StateDir)
+				cfg.Logger.Error("PFCP proxy state inconsistent: moved aside, starting without sessions", "dir", cfg.StateDir, "movedTo", to, "error", err, "moveError", merr)
+			} else {
+				return nil, err
+			}
+		} else {
+			cfg.Logger.Info("PFCP proxy state restored", "sessions", len(st.Sessions), "smfs", len(st.SMFs), "recovery", st.Recovery)
+		}
+	}
+	if cfg.StateDir == "" {
+		m.DiscardChanges()
+		return nil, nil
+	}
+	snap := m.Export()
+	m.TakeChanges() // the snapshot holds them
+	return openN4Store(cfg.StateDir, snap)
+}
+
+// State returns the proxy's persistent state (for a successor proxy).
+func (p *N4Proxy) State() n4.State {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.machine.Export()
 }
 
 // Open binds the SMF-side socket (and the UPF-side one, if configured), so
@@ -202,6 +266,15 @@ func (p *N4Proxy) Serve(ctx context.Context) error {
 		}
 		wg.Wait()
 		p.refresh(false)
+		if p.store != nil {
+			p.mu.Lock()
+			if err := p.store.compact(p.machine.Export()); err != nil {
+				p.log.Error("PFCP proxy state not saved at stop", "error", err)
+			}
+			p.machine.DiscardChanges()
+			_ = p.store.close()
+			p.mu.Unlock()
+		}
 	}()
 	p.log.Info("N4 proxy listening", "listen", p.cfg.Listen, "upfs", len(p.cfg.UPFs), "policy", p.cfg.Policy.String())
 	tick := time.NewTicker(p.cfg.TickInterval)
@@ -224,7 +297,9 @@ func (p *N4Proxy) Serve(ctx context.Context) error {
 }
 
 func (p *N4Proxy) step(ev n4.Event) {
-	for _, a := range p.machine.Step(time.Now(), ev) {
+	acts := p.machine.Step(time.Now(), ev)
+	p.persist()
+	for _, a := range acts {
 		p.met.action(a, p.names)
 		if a.Kind != n4.Send {
 			continue
@@ -240,6 +315,31 @@ func (p *N4Proxy) step(ev n4.Event) {
 	}
 }
 
+// persist journals what the last step changed, before anything it sent
+// leaves: an answer a peer got is always backed by the state on disk. A
+// failing disk is logged and counted; the proxy keeps serving.
+func (p *N4Proxy) persist() {
+	if p.store == nil {
+		p.machine.DiscardChanges()
+		return
+	}
+	c := p.machine.TakeChanges()
+	if c.Empty() {
+		return
+	}
+	compact, err := p.store.append(c)
+	if err == nil && compact {
+		err = p.store.compact(p.machine.Export())
+	}
+	if err != nil {
+		p.met.journalErrors.Inc()
+		if time.Since(p.lastJournalErr) > 10*time.Second {
+			p.lastJournalErr = time.Now()
+			p.log.Error("PFCP proxy state not saved", "dir", p.cfg.StateDir, "error", err)
+		}
+	}
+}
+
 // n4Metrics are the N4 proxy's Prometheus series.
 type n4Metrics struct {
 	sessions   *prometheus.GaugeVec
@@ -251,7 +351,9 @@ type n4Metrics struct {
 	failures   *prometheus.CounterVec
 	malformed  *prometheus.CounterVec
 	sendErrors prometheus.Counter
-	perType    [3][256]prometheus.Counter
+	// journalErrors counts state changes that could not be saved.
+	journalErrors prometheus.Counter
+	perType       [3][256]prometheus.Counter
 }
 
 func newN4Metrics(reg prometheus.Registerer, proxy string) (*n4Metrics, error) {
@@ -275,11 +377,13 @@ func newN4Metrics(reg prometheus.Registerer, proxy string) (*n4Metrics, error) {
 			Help: "Malformed PFCP messages, by side.", ConstLabels: l}, []string{"side"}),
 		sendErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "telcolb_pfcp_send_errors_total",
 			Help: "Datagrams the proxy failed to send.", ConstLabels: l}),
+		journalErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "telcolb_pfcp_state_save_errors_total",
+			Help: "Session state changes the proxy failed to save to its state directory.", ConstLabels: l}),
 	}
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.sessions, m.upfUp, m.smfs, m.messages, m.absorbed, m.replays, m.failures, m.malformed, m.sendErrors} {
+	for _, c := range []prometheus.Collector{m.sessions, m.upfUp, m.smfs, m.messages, m.absorbed, m.replays, m.failures, m.malformed, m.sendErrors, m.journalErrors} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register N4 metrics: %w", err)
 		}

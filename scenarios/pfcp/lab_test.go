@@ -124,6 +124,7 @@ func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
 // TestN4LabThroughTheDaemon: an SMF simulator and three UPF simulators,
 // separate processes in their own namespaces, with the real daemon between
 // them. The SMF link duplicates, reorders and drops datagrams both ways.
+// Mid-run, the daemon is killed (kill -9) and restarted on its state.
 // Sessions are established, reported on (one Session Report Request each),
 // modified; then UPF 2 restarts (new Recovery Time Stamp, UP-initiated
 // association) and gets its sessions replayed, and UPF 3 is killed and its
@@ -298,6 +299,26 @@ func TestN4LabThroughTheDaemon(t *testing.T) {
 		return moved >= float64(held[2])
 	})
 	t.Logf("moved %d sessions of the killed UPF %v after the kill", held[2], time.Since(killed).Round(time.Millisecond))
+
+	// The daemon crashes (kill -9) and comes back on its state dir: the
+	// SMF, mid-run, must notice nothing (same Recovery Time Stamp, every
+	// SEID still answering), and the UPFs get nothing replayed.
+	replaysBefore := metric(t, d, lb, fmt.Sprintf(`telcolb_pfcp_replays_total{proxy="n4",upf="%v:8805"}`, upfAddrs[0])) + metric(t, d, lb, replays)
+	if err := d.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	crashed := time.Now()
+	if err := d.Start(ctx); err != nil {
+		t.Fatalf("restart the killed daemon: %v", err)
+	}
+	waitFor(t, "the restarted daemon's proxy to hold every session", 30*time.Second, func() bool {
+		st, err := d.Client.GetService(ctx, "n4")
+		return err == nil && st.ActiveConnections == uint64(sessions) && st.Endpoints[0].Healthy && st.Endpoints[1].Healthy
+	})
+	t.Logf("daemon killed and back with %d sessions in %v", sessions, time.Since(crashed).Round(time.Millisecond))
+	if r := metric(t, d, lb, fmt.Sprintf(`telcolb_pfcp_replays_total{proxy="n4",upf="%v:8805"}`, upfAddrs[0])) + metric(t, d, lb, replays); r != 0 {
+		t.Errorf("the restarted daemon replayed %v sessions to UPFs that did not restart (before the crash: %v)", r, replaysBefore)
+	}
 
 	if err := os.WriteFile(pause, nil, 0o644); err != nil {
 		t.Fatal(err)

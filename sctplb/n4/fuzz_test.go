@@ -10,13 +10,15 @@ import (
 
 // FuzzMachine drives the machine with an arbitrary sequence of SMF and UPF
 // actions (establish, modify, delete, report, UPF restart, UPF outage,
-// time passing, retransmissions, mutated messages); the world checks the
-// invariants and the constant Recovery Time Stamp after every step, and
-// every message the proxy sends must parse.
+// time passing, retransmissions, mutated messages, the proxy restarted from
+// its journal); the world checks the invariants, that the journal adds up to
+// the machine's state, and the constant Recovery Time Stamp after every
+// step, and every message the proxy sends must parse.
 func FuzzMachine(f *testing.F) {
 	f.Add([]byte{0, 0, 0, 1, 1, 2, 3, 4, 5, 6, 7, 0, 8, 9})
 	f.Add([]byte{0, 0, 0, 0, 4, 4, 5, 5, 5, 5, 1, 1, 2, 2})
 	f.Add([]byte{9, 9, 0, 6, 0, 6, 7, 7, 7, 1, 3, 3})
+	f.Add([]byte{0, 0, 0, 10, 1, 2, 4, 10, 6, 3, 5, 0, 10, 6, 1})
 	pfcp.SilenceLibraryLogs()
 	f.Fuzz(func(t *testing.T, ops []byte) {
 		if len(ops) > 200 {
@@ -28,7 +30,7 @@ func FuzzMachine(f *testing.F) {
 		var last []byte
 		for i, op := range ops {
 			arg := uint64(op >> 4)
-			switch op % 10 {
+			switch op % 11 {
 			case 0:
 				last = w.smf.Establish(next)
 				next++
@@ -61,6 +63,8 @@ func FuzzMachine(f *testing.F) {
 				if last != nil { // the SMF retransmits
 					w.smfSends(last)
 				}
+			case 10:
+				w.restartProxy(nil)
 			case 8, 9:
 				if last != nil { // a corrupted copy
 					b := append([]byte(nil), last...)

@@ -79,6 +79,9 @@ type session struct {
 	step int // replay progress: 0 establishment, k mods[k-1]
 	// held are SMF requests that arrived during a replay, handled after it.
 	held []Datagram
+	// dropping: the proxy deletes it on its own (its SMF released the
+	// association or restarted); it is no longer persisted.
+	dropping bool
 }
 
 type txKind uint8
@@ -135,6 +138,10 @@ type expiry struct {
 	at  time.Time
 }
 
+// sidBlock is how many SEIDs (and sequence numbers) are reserved at a time
+// in the persisted state.
+const sidBlock = 4096
+
 // Machine is the N4 steering state machine. It is not safe for concurrent
 // use: one goroutine (the proxy loop) owns it.
 type Machine struct {
@@ -150,11 +157,21 @@ type Machine struct {
 	rxq      []expiry // FIFO of rx expiries (constant TTL keeps it sorted)
 	pfd      []byte   // latest PFD Management Request, for late UPFs
 	nextSID  uint64
-	nextSeq  uint32
-	rr       int
-	now      time.Time
-	started  bool
-	out      []Action
+	// sidCeil is the SEID up to which nextSID may run before the persisted
+	// State must say so (State.NextSID).
+	sidCeil uint64
+	// seqN counts the sequence numbers issued (the 24-bit number is its
+	// low bits); seqCeil is how far the persisted State lets it run, so
+	// a restored proxy never reuses a number a peer may still have cached
+	// as a request it answered.
+	seqN, seqCeil uint64
+	// dirty and nodeDirty record what changed for TakeChanges.
+	dirty     map[uint64]struct{}
+	nodeDirty bool
+	rr        int
+	now       time.Time
+	started   bool
+	out       []Action
 }
 
 // New validates cfg and returns a Machine.
@@ -216,6 +233,8 @@ func New(cfg Config) (*Machine, error) {
 		cfg: cfg, log: cfg.Logger, recovery: pfcp.ToNTP(cfg.Recovery), byAddr: byAddr,
 		smfs: map[netip.AddrPort]*smf{}, sessions: map[uint64]*session{}, txns: map[uint32]*txn{},
 		rx: map[rxKey]*rxEntry{},
+		// The first TakeChanges carries the node records.
+		nodeDirty: true,
 	}
 	for _, u := range cfg.UPFs {
 		m.upfs = append(m.upfs, &upf{cfg: u})
@@ -288,12 +307,17 @@ func (m *Machine) fail(reason string) {
 
 func (m *Machine) seq() uint32 {
 	for {
-		m.nextSeq = (m.nextSeq + 1) & 0xffffff
-		if m.nextSeq == 0 {
+		m.seqN++
+		if m.seqN > m.seqCeil {
+			m.seqCeil = m.seqN + sidBlock
+			m.touchNode()
+		}
+		seq := uint32(m.seqN & 0xffffff)
+		if seq == 0 {
 			continue
 		}
-		if _, busy := m.txns[m.nextSeq]; !busy {
-			return m.nextSeq
+		if _, busy := m.txns[seq]; !busy {
+			return seq
 		}
 	}
 }
@@ -303,6 +327,10 @@ func (m *Machine) sid() uint64 {
 		m.nextSID++
 		if m.nextSID == 0 {
 			continue
+		}
+		if m.nextSID > m.sidCeil {
+			m.sidCeil = m.nextSID + sidBlock
+			m.touchNode()
 		}
 		if _, busy := m.sessions[m.nextSID]; !busy {
 			return m.nextSID

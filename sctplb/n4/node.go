@@ -84,8 +84,9 @@ func (m *Machine) upfAssociated(i int, rec uint32) {
 		u.needReplay = true
 		m.forgetPeer(u.cfg.Addr)
 	}
-	if rec != 0 {
+	if rec != 0 && rec != u.recovery {
 		u.recovery = rec
+		m.touchNode()
 	}
 	prev := u.state
 	u.state, u.missed, u.hbOut, u.downAt = upfUp, 0, false, time.Time{}
@@ -252,6 +253,7 @@ func (m *Machine) fromSMF(d Datagram, msg pfcp.Msg) {
 		if s != nil {
 			m.releaseSMF(s)
 			delete(m.smfs, s.addr)
+			m.touchNode()
 		}
 	case pfcp.PFDManagementRequest:
 		m.nodeAnswer(SMFSide, d, msg, pfcp.CauseAccepted)
@@ -294,6 +296,7 @@ func (m *Machine) smfSetup(d Datagram, msg pfcp.Msg) {
 	s.node, s.addr, s.recovery = msg.NodeID, d.From, msg.Recovery
 	s.hbAt = m.now.Add(m.cfg.HeartbeatInterval)
 	m.smfs[d.From] = s
+	m.touchNode()
 	var extra [][]byte
 	for _, u := range m.upfs {
 		if u.features != nil {
@@ -308,6 +311,7 @@ func (m *Machine) smfSetup(d Datagram, msg pfcp.Msg) {
 func (m *Machine) smfRestarted(s *smf, rec uint32) {
 	m.log.Info("SMF restarted: deleting its sessions", "smf", s.addr, "sessions", s.sessions)
 	s.recovery = rec
+	m.touchNode()
 	m.forgetPeer(s.addr)
 	m.releaseSMF(s)
 }

@@ -89,6 +89,7 @@ func (m *Machine) sessionRequest(d Datagram, msg pfcp.Msg) {
 	if msg.FSEIDSpan.Present() {
 		// The SMF moved its end of the session (a new CP F-SEID).
 		x.cpSEID = msg.FSEID.SEID
+		m.touch(x)
 		if out = m.rewrite(d.Data, msg, x.sid, UPFSide); out == nil {
 			m.reject(SMFSide, d.From, msg, x.cpSEID, pfcp.CauseInvalidLength, 0)
 			return
@@ -142,6 +143,7 @@ func (m *Machine) relayAnswered(t *txn, d Datagram, msg pfcp.Msg) {
 				return
 			}
 			x.upSEID, x.hasUP, x.state = msg.FSEID.SEID, true, sessUp
+			m.touch(x)
 		}
 		if out = m.rewrite(d.Data, msg, x.sid, SMFSide); out == nil {
 			return
@@ -169,6 +171,7 @@ func (m *Machine) relayAnswered(t *txn, d Datagram, msg pfcp.Msg) {
 		switch {
 		case msg.Type == pfcp.SessionModificationResp && msg.Cause == pfcp.CauseAccepted:
 			x.mods = append(x.mods, t.mod)
+			m.touch(x)
 		case msg.Type == pfcp.SessionDeletionResp && (msg.Cause == pfcp.CauseAccepted || msg.Cause == pfcp.CauseSessionNotFound):
 			m.dropSession(x)
 		case msg.Type == pfcp.SessionDeletionResp:
@@ -187,6 +190,7 @@ func (m *Machine) relayAnswered(t *txn, d Datagram, msg pfcp.Msg) {
 
 // deleteOnUPF deletes a session the SMF no longer holds.
 func (m *Machine) deleteOnUPF(x *session) {
+	x.dropping = true
 	if !x.hasUP || x.state == sessReplaying {
 		m.dropSession(x)
 		return
@@ -196,6 +200,7 @@ func (m *Machine) deleteOnUPF(x *session) {
 		panic(err)
 	}
 	x.state = sessDeleting
+	m.touch(x)
 	m.request(&txn{kind: txDelete, to: m.upfs[x.upf].cfg.Addr, side: UPFSide, data: b, upf: x.upf, sess: x})
 }
 
@@ -209,6 +214,7 @@ func (m *Machine) deleteAnswered(t *txn, _ pfcp.Msg) {
 // not found".
 func (m *Machine) dropSession(x *session) {
 	delete(m.sessions, x.sid)
+	m.touch(x)
 	m.upfs[x.upf].sessions--
 	x.smf.sessions--
 	for _, d := range x.held {
@@ -262,6 +268,7 @@ func (m *Machine) replayAll(i int) {
 		case sessUp, sessReplaying:
 			x.state, x.hasUP, x.step = sessReplaying, false, 0
 			u.replayQ = append(u.replayQ, x)
+			m.touch(x)
 		case sessDeleting:
 			m.dropSession(x) // gone with the restart; the SMF's answer is lost
 		}
@@ -274,6 +281,7 @@ func (m *Machine) move(x *session, j int) {
 	m.upfs[j].sessions++
 	x.upf, x.state, x.hasUP, x.step = j, sessReplaying, false, 0
 	m.upfs[j].replayQ = append(m.upfs[j].replayQ, x)
+	m.touch(x)
 	m.pump(j)
 }
 
@@ -323,6 +331,7 @@ func (m *Machine) replayAnswered(t *txn, _ Datagram, msg pfcp.Msg) {
 		return
 	}
 	x.state = sessUp
+	m.touch(x)
 	m.emit(Action{Kind: Replayed, UPF: t.upf})
 	m.releaseHeld(x)
 	m.pump(t.upf)

@@ -3,6 +3,7 @@ package n4_test
 import (
 	"fmt"
 	"net/netip"
+	"reflect"
 	"testing"
 	"time"
 
@@ -43,6 +44,10 @@ type world struct {
 	// toSMF logs the datagrams the proxy sent to the SMF.
 	toSMF [][]byte
 	acts  []n4.Action
+	// journal folds every TakeChanges, as the shell's journal does; after
+	// every step it must equal the machine's Export.
+	journal *n4.Builder
+	cfg     n4.Config
 }
 
 func newWorld(t testing.TB, nUPF int, mod func(*n4.Config)) *world {
@@ -62,9 +67,50 @@ func newWorld(t testing.TB, nUPF int, mod func(*n4.Config)) *world {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w.m = m
+	w.m, w.cfg, w.journal = m, cfg, n4.NewBuilder(n4.State{})
 	w.step(n4.Tick{})
 	return w
+}
+
+// restartProxy replaces the machine by a new one restored from the
+// journal, as the daemon does after a restart (mod, if set, changes its
+// configuration, as a service change does). Requests in flight are lost
+// with the old machine; the peers retransmit.
+func (w *world) restartProxy(mod func(*n4.Config)) {
+	w.t.Helper()
+	cfg := w.cfg
+	cfg.UPFs = append([]n4.UPF(nil), w.cfg.UPFs...)
+	cfg.Recovery = w.now // a new process has a new start time; the journal's wins
+	if mod != nil {
+		mod(&cfg)
+	}
+	m, err := n4.New(cfg)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	st := w.journal.State()
+	if err := m.Restore(st); err != nil {
+		w.t.Fatalf("restore: %v", err)
+	}
+	w.m, w.cfg, w.journal = m, cfg, n4.NewBuilder(st)
+	w.checkJournal("restore")
+	w.step(n4.Tick{})
+}
+
+// checkJournal: the changes the machine reported add up to its state.
+func (w *world) checkJournal(after string) {
+	w.t.Helper()
+	w.journal.Apply(w.m.TakeChanges())
+	if got, want := w.journal.State(), w.m.Export(); !reflect.DeepEqual(got, want) {
+		for i := range min(len(got.Sessions), len(want.Sessions)) {
+			if !reflect.DeepEqual(got.Sessions[i], want.Sessions[i]) {
+				g, m := got.Sessions[i], want.Sessions[i]
+				w.t.Errorf("session %#x: journal up %#x/%v on %s, %d mods; machine up %#x/%v on %s, %d mods", m.SID,
+					g.UPSEID, g.HasUP, g.UPF, len(g.Mods), m.UPSEID, m.HasUP, m.UPF, len(m.Mods))
+			}
+		}
+		w.t.Fatalf("after %s: journal holds %d sessions %+v, machine exports %d %+v", after, len(got.Sessions), got.Node, len(want.Sessions), want.Node)
+	}
 }
 
 func (w *world) upfIndex(a netip.AddrPort) int {
@@ -96,6 +142,7 @@ func (w *world) run(ev n4.Event) []packet {
 	if err := w.m.CheckInvariants(); err != nil {
 		w.t.Fatalf("after %T: %v", ev, err)
 	}
+	w.checkJournal(fmt.Sprintf("%T", ev))
 	var out []packet
 	for _, a := range acts {
 		if a.Kind != n4.Send {

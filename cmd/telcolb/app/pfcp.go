@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -24,10 +26,15 @@ import (
 // same address (it is in the CP F-SEIDs they get), so they need a route to
 // it.
 //
-// Any change of a PFCP service restarts its proxy: the SMFs see a new
-// Recovery Time Stamp and re-establish their sessions, the UPFs keep the
-// old ones until their own cleanup (the proxy does not persist session
-// state). Live endpoint changes, as the N2 proxy has, are not implemented.
+// Each proxy keeps its state in <state-dir>/pfcp/<service> (sctplb's
+// n4state.go: a snapshot and a journal written before any answer leaves).
+// A daemon restart, or any change of the service (UPFs added or removed,
+// policy, timers), rebuilds the proxy on the same state: the SMFs keep
+// their association, the proxy's Recovery Time Stamp and every session;
+// sessions of a UPF no longer listed are moved or released per
+// --pfcp-upf-loss. Deleting the service deletes its state. The socket is
+// closed and reopened across a change, so a datagram arriving in between
+// is lost and retransmitted by its sender.
 
 // PFCPConfig tunes the daemon's PFCP proxies.
 type PFCPConfig struct {
@@ -42,6 +49,9 @@ type PFCPConfig struct {
 
 type pfcpManager struct {
 	cfg PFCPConfig
+	// dir holds one state directory per PFCP service ("" keeps state in
+	// memory, for tests).
+	dir string
 	log *slog.Logger
 	reg prometheus.Registerer
 
@@ -57,8 +67,19 @@ type pfcpProxy struct {
 	reg         *trackingRegisterer
 }
 
-func newPFCPManager(cfg PFCPConfig, reg prometheus.Registerer, log *slog.Logger) *pfcpManager {
-	return &pfcpManager{cfg: cfg, log: log, reg: reg, proxies: map[string]*pfcpProxy{}}
+func newPFCPManager(cfg PFCPConfig, stateDir string, reg prometheus.Registerer, log *slog.Logger) *pfcpManager {
+	m := &pfcpManager{cfg: cfg, log: log, reg: reg, proxies: map[string]*pfcpProxy{}}
+	if stateDir != "" {
+		m.dir = filepath.Join(stateDir, "pfcp")
+	}
+	return m
+}
+
+func (m *pfcpManager) stateDirOf(name string) string {
+	if m.dir == "" {
+		return ""
+	}
+	return filepath.Join(m.dir, name)
 }
 
 // pfcpConfigOf maps an api.Service onto a proxy configuration. Selection:
@@ -128,12 +149,17 @@ func (m *pfcpManager) apply(svc api.Service, before func() error) error {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	var handoff *n4.State
 	if cur := m.proxies[svc.Name]; cur != nil {
 		if cur.fingerprint == string(fp) {
 			return nil
 		}
-		m.log.Info("PFCP service changed: restarting its proxy; its SMFs re-associate and re-establish their sessions", "service", svc.Name)
+		m.log.Info("PFCP service changed: rebuilding its proxy on the same sessions", "service", svc.Name)
 		m.stopLocked(svc.Name)
+		if m.dir == "" {
+			st := cur.proxy.State()
+			handoff = &st
+		}
 	}
 	if before != nil {
 		if err := before(); err != nil {
@@ -142,6 +168,7 @@ func (m *pfcpManager) apply(svc api.Service, before func() error) error {
 	}
 	reg := &trackingRegisterer{reg: m.reg}
 	cfg.Registerer, cfg.Logger = reg, m.log.With("pfcp", svc.Name)
+	cfg.StateDir, cfg.Restore = m.stateDirOf(svc.Name), handoff
 	p, err := sctplb.NewN4(cfg)
 	if err != nil {
 		reg.unregisterAll()
@@ -164,10 +191,17 @@ func (m *pfcpManager) apply(svc api.Service, before func() error) error {
 	return nil
 }
 
+// remove stops the proxy of a deleted service and deletes its state: its
+// sessions end with it.
 func (m *pfcpManager) remove(name string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.stopLocked(name)
+	if dir := m.stateDirOf(name); dir != "" {
+		if err := os.RemoveAll(dir); err != nil {
+			m.log.Error("PFCP service state not removed", "service", name, "dir", dir, "error", err)
+		}
+	}
 }
 
 func (m *pfcpManager) stopLocked(name string) {

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -106,5 +107,83 @@ func TestPFCPServiceOnANonLocalVIPFailsNamingTheVIP(t *testing.T) {
 	err = c.ApplyService(context.Background(), svc)
 	if !errors.As(err, &ae) || ae.Code != 400 || ae.Body.Field != "select" {
 		t.Fatalf("apply with hash = %v, want an error naming select", err)
+	}
+}
+
+// TestPFCPSessionsSurviveAServiceChangeAndADaemonRestart: an SMF holds 30
+// sessions through a PFCP service; a third UPF is added (the proxy is
+// rebuilt), then the daemon restarts on the same state dir; then the SMF
+// modifies and deletes every session. It must see one UPF throughout: no
+// rejection, no Recovery Time Stamp change. Deleting the service deletes
+// its state.
+func TestPFCPSessionsSurviveAServiceChangeAndADaemonRestart(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	dir := t.TempDir()
+	cfg := func(c *Config) {
+		c.StateDir = dir
+		c.PFCP = PFCPConfig{T1: 300 * time.Millisecond, HeartbeatInterval: time.Second}
+	}
+	env := newEnv(t, cfg)
+	svc := api.Service{Name: "n4", VIP: pfcpLoop(21).String(), Port: pfcp.Port, Protocol: api.ProtocolUDP, PFCP: true}
+	var upfs []*sims.UPFSim
+	for i := range 3 {
+		a := netip.AddrPortFrom(pfcpLoop(byte(22+i)), pfcp.Port)
+		conn, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(a))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { conn.Close() })
+		u := sims.NewUPFSim(a.Addr(), time.Now(), 0x100)
+		upfs = append(upfs, u)
+		go func() { _ = sims.ServeUPF(ctx, conn, u, false, time.Second) }()
+		svc.Endpoints = append(svc.Endpoints, api.Endpoint{Address: a.Addr().String(), Port: pfcp.Port})
+	}
+	two := svc
+	two.Endpoints = svc.Endpoints[:2]
+	if err := env.client(t, "").ApplyService(ctx, two); err != nil {
+		t.Fatalf("create PFCP service: %v", err)
+	}
+	smfConn, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(pfcpLoop(26), pfcp.Port)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer smfConn.Close()
+	smf := sims.NewSMFSim(pfcpLoop(26), time.Now())
+	st, err := sims.RunSMF(ctx, smfConn, netip.AddrPortFrom(pfcpLoop(21), pfcp.Port), smf, sims.Load{Sessions: 30, Window: 4, T1: 300 * time.Millisecond, N1: 5,
+		Pause: func() {
+			if err := env.client(t, "").ApplyService(ctx, svc); err != nil {
+				t.Errorf("add a UPF: %v", err)
+			}
+			env.stop()
+			env = startEnv(t, Config{Datapath: newFakeDatapath(), StateDir: dir, Prober: &scriptedProber{}, Logger: testLogger(t),
+				PFCP: PFCPConfig{T1: 300 * time.Millisecond, HeartbeatInterval: time.Second}})
+			eventually(t, "the restarted daemon's proxy holds the 30 sessions", func() bool {
+				st, err := env.client(t, "").GetService(ctx, "n4")
+				return err == nil && st.ActiveConnections == 30 && len(st.Endpoints) == 3
+			})
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Established != 30 || st.Modified != 60 || st.Deleted != 30 || st.Rejected != 0 || st.RecoveryChanges != 0 || st.WrongSEID != 0 {
+		t.Fatalf("SMF across a service change and a daemon restart: %+v", st)
+	}
+	est := 0
+	for _, u := range upfs {
+		s := u.Snapshot()
+		est += s.Established
+		if s.Unknown != 0 || s.Duplicates != 0 {
+			t.Errorf("UPF: %+v", s)
+		}
+	}
+	if est != 30 {
+		t.Errorf("UPFs established %d sessions for 30: something was replayed or re-established", est)
+	}
+	if err := env.client(t, "").DeleteService(ctx, "n4"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "pfcp", "n4")); !os.IsNotExist(err) {
+		t.Errorf("deleted service's PFCP state still there: %v", err)
 	}
 }

@@ -154,7 +154,7 @@ func NewServer(cfg Config) (*Server, error) {
 		s.token = []byte(cfg.Token)
 	}
 	s.n2 = newN2Manager(cfg.N2, cfg.Registry, cfg.Logger)
-	s.pfcp = newPFCPManager(cfg.PFCP, cfg.Registry, cfg.Logger)
+	s.pfcp = newPFCPManager(cfg.PFCP, cfg.StateDir, cfg.Registry, cfg.Logger)
 	s.probes = newProbeManager(cfg.Prober, cfg.ProbeTimeUnit, cfg.Logger, s.pushHealth)
 	loaded, damaged, ignored, err := s.store.load()
 	if err != nil {
