@@ -63,7 +63,7 @@ func New(cfg Config) (*Announcer, error) {
 	if cfg.Responder.Logger == nil {
 		cfg.Responder.Logger = cfg.Logger
 	}
-	a := &Announcer{cfg: cfg, log: cfg.Logger, resp: NewResponder(cfg.Responder), ifs: map[netip.Addr][]string{}, done: make(chan struct{})}
+	a := &Announcer{cfg: cfg, log: cfg.Logger, ifs: map[netip.Addr][]string{}, done: make(chan struct{})}
 	node, err := member.Listen(member.NodeConfig{
 		Self: cfg.Node, Members: cfg.Members, Interval: cfg.Interval, DetectMultiplier: cfg.DetectMultiplier,
 		Logger: cfg.Logger, OnChange: a.onChange,
@@ -72,6 +72,19 @@ func New(cfg Config) (*Announcer, error) {
 		return nil, fmt.Errorf("l2: %w", err)
 	}
 	a.node = node
+	// A node cut off from the segment built its view hearing nobody: when
+	// its link is back it gives up and re-learns ownership (a fresh
+	// takeover, with its gratuitous burst) instead of announcing VIPs the
+	// others hold now.
+	rc := cfg.Responder
+	user := rc.OnLinkUp
+	rc.OnLinkUp = func(iface string) {
+		node.Rewarm()
+		if user != nil {
+			user(iface)
+		}
+	}
+	a.resp = NewResponder(rc)
 	ctx, cancel := context.WithCancel(context.Background())
 	a.cancel = cancel
 	go func() {
@@ -106,10 +119,13 @@ func (a *Announcer) Set(_ context.Context, vips []ha.VIP) error {
 		}
 		ifs[addr] = append(ifs[addr], names...)
 	}
+	var all []string
 	for v, names := range ifs {
 		slices.Sort(names)
 		ifs[v] = slices.Compact(names)
+		all = append(all, ifs[v]...)
 	}
+	errs = append(errs, a.resp.Prepare(all))
 	a.mu.Lock()
 	a.ifs = ifs
 	err := a.pushLocked()

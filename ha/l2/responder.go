@@ -10,6 +10,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/net/bpf"
@@ -29,6 +30,9 @@ type ResponderConfig struct {
 	// local VIP on the dummy interface) must not be answered by the kernel
 	// on every node, only by its owner through the responder.
 	StrictARP bool
+	// OnLinkUp is called when an interface whose link went down is up
+	// again (the announcer re-warms its member machine then).
+	OnLinkUp func(iface string)
 }
 
 // Responder answers ARP requests and Neighbor Solicitations for the VIPs
@@ -40,6 +44,7 @@ type Responder struct {
 
 	mu     sync.Mutex
 	ifaces map[string]*ifaceSock
+	strict map[string]bool // interfaces made strict-ARP
 	closed bool
 }
 
@@ -60,6 +65,8 @@ type ifaceSock struct {
 	// by Set, read lock-free by the receive loops.
 	owned  atomic.Pointer[map[netip.Addr]bool]
 	groups map[netip.Addr]int // solicited-node group -> VIPs needing it
+	down   atomic.Bool          // a watchUp is running
+	closed atomic.Bool
 	wg     sync.WaitGroup
 
 	arpReplies, naReplies, announcements, malformed, notOwned atomic.Uint64
@@ -76,7 +83,7 @@ func NewResponder(cfg ResponderConfig) *Responder {
 	if cfg.BurstInterval == 0 {
 		cfg.BurstInterval = 200 * time.Millisecond
 	}
-	return &Responder{cfg: cfg, log: cfg.Logger, ifaces: map[string]*ifaceSock{}}
+	return &Responder{cfg: cfg, log: cfg.Logger, ifaces: map[string]*ifaceSock{}, strict: map[string]bool{}}
 }
 
 // Set replaces what is answered: for each VIP, the interfaces it is answered
@@ -153,12 +160,8 @@ func (r *Responder) open(name string) (*ifaceSock, error) {
 	if len(ifi.HardwareAddr) != 6 {
 		return nil, fmt.Errorf("l2: interface %s has no Ethernet address", name)
 	}
-	if r.cfg.StrictARP {
-		for k, v := range map[string]string{"arp_ignore": "1", "arp_announce": "2"} {
-			if err := os.WriteFile("/proc/sys/net/ipv4/conf/"+name+"/"+k, []byte(v), 0o644); err != nil {
-				return nil, fmt.Errorf("l2: interface %s: set %s: %w", name, k, err)
-			}
-		}
+	if err := r.strictLocked(name); err != nil {
+		return nil, err
 	}
 	s := &ifaceSock{r: r, name: name, index: ifi.Index, mac: ifi.HardwareAddr, groups: map[netip.Addr]int{}}
 	empty := map[netip.Addr]bool{}
@@ -187,8 +190,35 @@ func (r *Responder) open(name string) (*ifaceSock, error) {
 	s.wg.Add(2)
 	go s.loop(s.arp, s.answerARP)
 	go s.loop(s.nd, s.answerNS)
-	r.log.Info("l2: answering on interface", "interface", name, "mac", s.mac)
+	r.log.Info("l2: answering on interface", "interface", name, "mac", s.mac.String())
 	return s, nil
+}
+
+// Prepare readies interfaces that may answer later: with StrictARP, the
+// kernel must stop answering ARP for local VIPs on every node that may own
+// them, not only on the owner (the others never open a socket).
+func (r *Responder) Prepare(names []string) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var errs []error
+	for _, n := range names {
+		errs = append(errs, r.strictLocked(n))
+	}
+	return errors.Join(errs...)
+}
+
+func (r *Responder) strictLocked(name string) error {
+	if !r.cfg.StrictARP || r.strict[name] {
+		return nil
+	}
+	for _, kv := range [][2]string{{"arp_ignore", "1"}, {"arp_announce", "2"}} {
+		if err := os.WriteFile("/proc/sys/net/ipv4/conf/"+name+"/"+kv[0], []byte(kv[1]), 0o644); err != nil {
+			return fmt.Errorf("l2: interface %s: set %s: %w", name, kv[0], err)
+		}
+	}
+	r.strict[name] = true
+	r.log.Info("l2: strict ARP on interface (arp_ignore=1, arp_announce=2)", "interface", name)
+	return nil
 }
 
 func htons(v uint16) uint16 { return v<<8 | v>>8 }
@@ -228,6 +258,13 @@ func (s *ifaceSock) loop(f *os.File, answer func([]byte)) {
 	buf := make([]byte, 2048)
 	for {
 		n, err := f.Read(buf)
+		if errors.Is(err, syscall.ENETDOWN) {
+			// Reported once when the link goes down; the socket receives
+			// again when it comes back up.
+			s.r.log.Info("l2: interface down", "interface", s.name)
+			s.watchUp()
+			continue
+		}
 		if err != nil {
 			if !errors.Is(err, os.ErrClosed) {
 				s.r.log.Warn("l2: read", "interface", s.name, "err", err)
@@ -236,6 +273,32 @@ func (s *ifaceSock) loop(f *os.File, answer func([]byte)) {
 		}
 		answer(buf[:n])
 	}
+}
+
+// watchUp waits (once per outage) for the link to come back and reports it.
+func (s *ifaceSock) watchUp() {
+	if !s.down.CompareAndSwap(false, true) {
+		return
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		defer s.down.Store(false)
+		for {
+			if s.closed.Load() {
+				return
+			}
+			ifi, err := net.InterfaceByIndex(s.index)
+			if err == nil && ifi.Flags&net.FlagUp != 0 && ifi.Flags&net.FlagRunning != 0 {
+				s.r.log.Info("l2: interface up again", "interface", s.name)
+				if s.r.cfg.OnLinkUp != nil {
+					s.r.cfg.OnLinkUp(s.name)
+				}
+				return
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}()
 }
 
 func (s *ifaceSock) answerARP(f []byte) {
@@ -366,6 +429,7 @@ func (s *ifaceSock) burst(vips []netip.Addr) {
 }
 
 func (s *ifaceSock) close() {
+	s.closed.Store(true)
 	empty := map[netip.Addr]bool{}
 	s.owned.Store(&empty)
 	s.arp.Close()

@@ -38,3 +38,8 @@ func pickOwner(candidates []string, vip netip.Addr) string {
 	}
 	return best
 }
+
+// Owner returns which of members owns vip when exactly those members are
+// eligible ("" for none): the rendezvous choice every member makes. Tests
+// and status pages use it to predict owners.
+func Owner(members []string, vip netip.Addr) string { return pickOwner(members, vip.Unmap()) }

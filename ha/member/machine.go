@@ -199,6 +199,25 @@ func (m *Machine) enterWarmUp(now time.Time) {
 	}
 }
 
+// Rewarm makes this node give up its VIPs and warm up again, as after a
+// suspension: the shell calls it when the node was cut off (its link came
+// back up), so it does not reclaim, from a view built while it heard nobody,
+// VIPs the others took over meanwhile.
+func (m *Machine) Rewarm(now time.Time) Output {
+	var out Output
+	if !m.started {
+		return out
+	}
+	m.advance(now, &out)
+	if m.ready {
+		out.Liveness = append(out.Liveness, LivenessChange{Member: m.self, Alive: true, Reason: "rewarm"})
+	}
+	m.enterWarmUp(now)
+	m.nextSend = now
+	m.finish(now, &out)
+	return out
+}
+
 // Tick processes timer expiries.
 func (m *Machine) Tick(now time.Time) Output {
 	var out Output

@@ -203,6 +203,22 @@ func TestSelfSuspensionRewarms(t *testing.T) {
 	}
 }
 
+func TestRewarm(t *testing.T) {
+	s := newStepper(t, "a", "a", "b")
+	s.do(t0, func() Output { return s.m.SetVIPs(t0, vips(16)) })
+	s.do(t0, func() Output { return s.m.Start(t0) })
+	s.recv(ms(1), hb("b", 5, 1, true))
+	mine := len(s.m.Owned())
+	s.do(t0.Add(ms(50)), func() Output { return s.m.Rewarm(t0.Add(ms(50))) })
+	if s.m.Ready() || len(s.m.Owned()) != 0 {
+		t.Fatalf("after Rewarm: ready %v owned %d", s.m.Ready(), len(s.m.Owned()))
+	}
+	s.recv(ms(60), hb("b", 5, 2, true))
+	if !s.m.Ready() || len(s.m.Owned()) != mine {
+		t.Fatalf("after hearing b: ready %v owned %d want %d", s.m.Ready(), len(s.m.Owned()), mine)
+	}
+}
+
 func TestUnknownAndSelfIgnored(t *testing.T) {
 	s := newStepper(t, "a", "a", "b")
 	s.do(t0, func() Output { return s.m.Start(t0) })

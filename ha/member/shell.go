@@ -43,7 +43,8 @@ type Node struct {
 	mu sync.Mutex // guards m
 	m  *Machine
 
-	vipsCh chan []netip.Addr
+	vipsCh   chan []netip.Addr
+	rewarmCh chan struct{}
 	done   chan struct{}
 	// Spoofed counts heartbeats from an address that is not the named member's.
 	spoofed uint64
@@ -75,7 +76,7 @@ func Listen(cfg NodeConfig) (*Node, error) {
 	}
 	return &Node{
 		cfg: cfg, log: cfg.Logger.With("member", cfg.Self), conn: conn, peers: peers, start: start, m: m,
-		vipsCh: make(chan []netip.Addr, 1), done: make(chan struct{}),
+		vipsCh: make(chan []netip.Addr, 1), rewarmCh: make(chan struct{}, 1), done: make(chan struct{}),
 	}, nil
 }
 
@@ -92,6 +93,14 @@ func (n *Node) SetVIPs(vips []netip.Addr) {
 		case <-n.vipsCh:
 		default:
 		}
+	}
+}
+
+// Rewarm asks the machine to warm up again (see Machine.Rewarm); it never blocks.
+func (n *Node) Rewarm() {
+	select {
+	case n.rewarmCh <- struct{}{}:
+	default:
 	}
 }
 
@@ -148,6 +157,8 @@ func (n *Node) Run(ctx context.Context) error {
 				return ctx.Err()
 			}
 			n.handle(p, timer)
+		case <-n.rewarmCh:
+			n.apply(n.step(func(m *Machine, now time.Time) Output { return m.Rewarm(now) }), timer)
 		case v := <-n.vipsCh:
 			n.apply(n.step(func(m *Machine, now time.Time) Output { return m.SetVIPs(now, v) }), timer)
 		case <-timer.C:
