@@ -65,7 +65,7 @@ type ifaceSock struct {
 	// by Set, read lock-free by the receive loops.
 	owned  atomic.Pointer[map[netip.Addr]bool]
 	groups map[netip.Addr]int // solicited-node group -> VIPs needing it
-	down   atomic.Bool          // a watchUp is running
+	down   atomic.Bool        // a watchUp is running
 	closed atomic.Bool
 	wg     sync.WaitGroup
 

@@ -45,7 +45,7 @@ type Node struct {
 
 	vipsCh   chan []netip.Addr
 	rewarmCh chan struct{}
-	done   chan struct{}
+	done     chan struct{}
 	// Spoofed counts heartbeats from an address that is not the named member's.
 	spoofed uint64
 }

@@ -40,7 +40,9 @@ type failure struct {
 
 var failures = []failure{
 	{"link-down",
-		func(ctx context.Context, x *Lab, i int) error { return x.Nodes[i].IP(ctx, "link", "set", "eth0", "down") },
+		func(ctx context.Context, x *Lab, i int) error {
+			return x.Nodes[i].IP(ctx, "link", "set", "eth0", "down")
+		},
 		func(ctx context.Context, x *Lab, i int) error { return x.Nodes[i].IP(ctx, "link", "set", "eth0", "up") }},
 	{"kill-9",
 		func(ctx context.Context, x *Lab, i int) error { x.Kill(i); return nil },
