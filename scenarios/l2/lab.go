@@ -307,3 +307,30 @@ func (x *Lab) Dump(ctx context.Context) {
 		}
 	}
 }
+
+// ClientNeighMAC returns the MAC the client's neighbour table holds for vip ("" if none).
+func (x *Lab) ClientNeighMAC(ctx context.Context, vip netip.Addr) string {
+	out, _ := x.Client.Exec(ctx, "ip", "neigh", "show", "to", vip.String(), "dev", "eth0")
+	f := strings.Fields(string(out))
+	for i := 0; i+1 < len(f); i++ {
+		if f[i] == "lladdr" {
+			return f[i+1]
+		}
+	}
+	return ""
+}
+
+// WaitClientUses waits until the client resolves vip to node i's MAC.
+func (x *Lab) WaitClientUses(ctx context.Context, vip netip.Addr, i int, d time.Duration) error {
+	end := time.Now().Add(d)
+	for {
+		got := x.ClientNeighMAC(ctx, vip)
+		if got == x.MAC(i) {
+			return nil
+		}
+		if time.Now().After(end) {
+			return fmt.Errorf("client resolves %v to %q, want %s's %s", vip, got, x.Names[i], x.MAC(i))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
