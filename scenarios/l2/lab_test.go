@@ -6,13 +6,16 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/telcolb/telcolb/api"
 	"github.com/telcolb/telcolb/ha/member"
+	"github.com/telcolb/telcolb/scenarios/l4"
 	"github.com/telcolb/telcolb/scenarios/capture"
 )
 
@@ -84,6 +87,7 @@ func TestL2Failover(t *testing.T) {
 		}
 	})
 	t.Logf("VIPs %v %v owned by %s while all are alive", x.VIP4, x.VIP6, x.Names[0])
+	attachDatapath(t, ctx, x)
 	cp, err := capture.Start(ctx, x.Client, "eth0", t.TempDir())
 	if err != nil {
 		t.Fatal(err)
@@ -162,6 +166,38 @@ func TestL2Failover(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkCapture(t, ctx, cp.File, x, windows, bursts)
+}
+
+// attachDatapath runs the real daemon on every node with its eBPF datapath
+// on eth0 and a TCP service on each VIP, so the VIPs are programmed in the
+// datapath: ARP, Neighbor Solicitations (multicast and unicast to the VIP)
+// and Advertisements must pass its tc ingress program, and the UDP echo
+// (port 7, no rule) must reach the kernel.
+func attachDatapath(t *testing.T, ctx context.Context, x *Lab) {
+	t.Helper()
+	bin, err := l4.Build(ctx, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, h := range x.Nodes {
+		d, err := l4.StartDaemon(ctx, l4.DaemonConfig{Bin: bin, Host: h, Interfaces: []string{"eth0"}, StateDir: t.TempDir(),
+			PinPath: filepath.Join("/sys/fs/bpf", "telcolb-l2-"+x.L.ID+"-"+x.Names[i])})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			if err := d.Destroy(context.Background()); err != nil {
+				t.Errorf("daemon destroy: %v", err)
+			}
+		})
+		for _, v := range []netip.Addr{x.VIP4, x.VIP6} {
+			svc := api.Service{Name: "web" + strings.NewReplacer(".", "-", ":", "-").Replace(v.String()), VIP: v.String(), Port: 80,
+				Protocol: api.ProtocolTCP, Endpoints: []api.Endpoint{{Address: nodeAddr(i, v.Is6()).String(), Port: 8080}}}
+			if err := d.Client.ApplyService(ctx, svc); err != nil {
+				t.Fatalf("%s: service on %v: %v", x.Names[i], v, err)
+			}
+		}
+	}
 }
 
 func ctxT(ctx context.Context, d time.Duration) context.Context {
