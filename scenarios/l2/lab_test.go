@@ -15,8 +15,8 @@ import (
 
 	"github.com/telcolb/telcolb/api"
 	"github.com/telcolb/telcolb/ha/member"
-	"github.com/telcolb/telcolb/scenarios/l4"
 	"github.com/telcolb/telcolb/scenarios/capture"
+	"github.com/telcolb/telcolb/scenarios/l4"
 )
 
 func requireTools(t *testing.T, tools ...string) {
