@@ -16,6 +16,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/telcolb/telcolb/ha"
 	"github.com/telcolb/telcolb/ha/member"
 )
@@ -35,6 +37,8 @@ type Config struct {
 	DefaultInterfaces func() []string
 	Responder         ResponderConfig
 	Logger            *slog.Logger
+	// Registerer, when set, receives the L2 metrics (metrics.go).
+	Registerer prometheus.Registerer
 }
 
 // Announcer implements ha.Announcer for mode l2.
@@ -48,8 +52,10 @@ type Announcer struct {
 
 	mu     sync.Mutex
 	ifs    map[netip.Addr][]string // VIP -> interfaces, from Set
-	owned  []netip.Addr
-	owners map[netip.Addr]string
+	owned   []netip.Addr
+	owners  map[netip.Addr]string
+	changes uint64 // VIPs whose owner changed, as this node saw it
+	metrics *collector
 }
 
 var _ ha.Announcer = (*Announcer)(nil)
@@ -85,6 +91,13 @@ func New(cfg Config) (*Announcer, error) {
 		}
 	}
 	a.resp = NewResponder(rc)
+	if cfg.Registerer != nil {
+		a.metrics = &collector{a: a}
+		if err := cfg.Registerer.Register(a.metrics); err != nil {
+			node.Close()
+			return nil, fmt.Errorf("l2: register metrics: %w", err)
+		}
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	a.cancel = cancel
 	go func() {
@@ -137,6 +150,11 @@ func (a *Announcer) Set(_ context.Context, vips []ha.VIP) error {
 func (a *Announcer) onChange(owned []netip.Addr, owners map[netip.Addr]string) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	for v, o := range owners {
+		if a.owners[v] != o {
+			a.changes++
+		}
+	}
 	a.owned, a.owners = owned, owners
 	if err := a.pushLocked(); err != nil {
 		a.log.Error("l2: answering", "err", err)
@@ -183,5 +201,8 @@ func (a *Announcer) Stats() map[string]Stats { return a.resp.Stats() }
 func (a *Announcer) Close() error {
 	a.cancel()
 	<-a.done
+	if a.metrics != nil {
+		a.cfg.Registerer.Unregister(a.metrics)
+	}
 	return errors.Join(a.node.Close(), a.resp.Close())
 }

@@ -45,6 +45,9 @@ type Responder struct {
 	mu     sync.Mutex
 	ifaces map[string]*ifaceSock
 	strict map[string]bool // interfaces made strict-ARP
+	// past holds the counts of interfaces closed since, so counters stay
+	// monotonic when an interface stops and starts answering.
+	past map[string]Stats
 	closed bool
 }
 
@@ -83,7 +86,7 @@ func NewResponder(cfg ResponderConfig) *Responder {
 	if cfg.BurstInterval == 0 {
 		cfg.BurstInterval = 200 * time.Millisecond
 	}
-	return &Responder{cfg: cfg, log: cfg.Logger, ifaces: map[string]*ifaceSock{}, strict: map[string]bool{}}
+	return &Responder{cfg: cfg, log: cfg.Logger, ifaces: map[string]*ifaceSock{}, strict: map[string]bool{}, past: map[string]Stats{}}
 }
 
 // Set replaces what is answered: for each VIP, the interfaces it is answered
@@ -133,9 +136,11 @@ func (r *Responder) Stats() map[string]Stats {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	m := map[string]Stats{}
+	for name, st := range r.past {
+		m[name] = st
+	}
 	for name, s := range r.ifaces {
-		m[name] = Stats{ARPReplies: s.arpReplies.Load(), NAReplies: s.naReplies.Load(), Announcements: s.announcements.Load(),
-			Malformed: s.malformed.Load(), NotOwned: s.notOwned.Load()}
+		m[name] = m[name].add(s.stats())
 	}
 	return m
 }
@@ -428,7 +433,18 @@ func (s *ifaceSock) burst(vips []netip.Addr) {
 	}
 }
 
+func (a Stats) add(b Stats) Stats {
+	return Stats{ARPReplies: a.ARPReplies + b.ARPReplies, NAReplies: a.NAReplies + b.NAReplies,
+		Announcements: a.Announcements + b.Announcements, Malformed: a.Malformed + b.Malformed, NotOwned: a.NotOwned + b.NotOwned}
+}
+
+func (s *ifaceSock) stats() Stats {
+	return Stats{ARPReplies: s.arpReplies.Load(), NAReplies: s.naReplies.Load(), Announcements: s.announcements.Load(),
+		Malformed: s.malformed.Load(), NotOwned: s.notOwned.Load()}
+}
+
 func (s *ifaceSock) close() {
+	defer func() { s.r.past[s.name] = s.r.past[s.name].add(s.stats()) }()
 	s.closed.Store(true)
 	empty := map[netip.Addr]bool{}
 	s.owned.Store(&empty)

@@ -7,6 +7,8 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/telcolb/telcolb/api"
 	"github.com/telcolb/telcolb/ha"
 	"github.com/telcolb/telcolb/ha/l2"
@@ -20,6 +22,8 @@ type L2Deps struct {
 	// they answer ARP / NS when neither L2Config nor the advertisement
 	// names interfaces.
 	DatapathInterfaces func() []string
+	// Registerer, when set, receives the telcolb_l2_* metrics.
+	Registerer prometheus.Registerer
 }
 
 // newL2Announcer builds the announcer of advertisements of mode l2 from the
@@ -59,7 +63,8 @@ func newL2Announcer(cfg api.AdvertisementConfig, deps L2Deps) (ha.Announcer, err
 		// Local VIPs (N2, PFCP) are addresses of every node: only the owner
 		// may answer for them, so the kernel must not.
 		Responder: l2.ResponderConfig{StrictARP: true},
-		Logger:    logger.With("advertise", api.AdvertiseL2),
+		Logger:     logger.With("advertise", api.AdvertiseL2),
+		Registerer: deps.Registerer,
 	})
 	if err != nil {
 		var fe *api.FieldError
