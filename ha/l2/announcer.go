@@ -50,8 +50,8 @@ type Announcer struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 
-	mu     sync.Mutex
-	ifs    map[netip.Addr][]string // VIP -> interfaces, from Set
+	mu      sync.Mutex
+	ifs     map[netip.Addr][]string // VIP -> interfaces, from Set
 	owned   []netip.Addr
 	owners  map[netip.Addr]string
 	changes uint64 // VIPs whose owner changed, as this node saw it

@@ -47,7 +47,7 @@ type Responder struct {
 	strict map[string]bool // interfaces made strict-ARP
 	// past holds the counts of interfaces closed since, so counters stay
 	// monotonic when an interface stops and starts answering.
-	past map[string]Stats
+	past   map[string]Stats
 	closed bool
 }
 

@@ -62,7 +62,7 @@ func newL2Announcer(cfg api.AdvertisementConfig, deps L2Deps) (ha.Announcer, err
 		Interfaces: c.Interfaces, DefaultInterfaces: deps.DatapathInterfaces,
 		// Local VIPs (N2, PFCP) are addresses of every node: only the owner
 		// may answer for them, so the kernel must not.
-		Responder: l2.ResponderConfig{StrictARP: true},
+		Responder:  l2.ResponderConfig{StrictARP: true},
 		Logger:     logger.With("advertise", api.AdvertiseL2),
 		Registerer: deps.Registerer,
 	})
