@@ -197,12 +197,18 @@ func (a *Announcer) Members() []member.MemberState { return a.node.Members() }
 // Stats returns the responder's per-interface counters.
 func (a *Announcer) Stats() map[string]Stats { return a.resp.Stats() }
 
-// Close stops heartbeats and answering at once.
+// Close stops answering at once and tells the other members, which take
+// this node's VIPs over without waiting for the detection time.
 func (a *Announcer) Close() error {
+	a.mu.Lock()
+	a.owned = nil
+	err := a.pushLocked()
+	a.mu.Unlock()
+	a.node.Leave()
 	a.cancel()
 	<-a.done
 	if a.metrics != nil {
 		a.cfg.Registerer.Unregister(a.metrics)
 	}
-	return errors.Join(a.node.Close(), a.resp.Close())
+	return errors.Join(err, a.node.Close(), a.resp.Close())
 }

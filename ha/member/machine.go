@@ -115,6 +115,7 @@ type Machine struct {
 	seq         uint64
 
 	started   bool
+	leaving   bool // Leave was called: never ready again
 	ready     bool
 	warmUntil time.Time
 	lastStep  time.Time
@@ -197,6 +198,25 @@ func (m *Machine) enterWarmUp(now time.Time) {
 	for _, p := range m.peers {
 		p.heard = false
 	}
+}
+
+// Leave gives up every VIP and returns a last heartbeat saying so (not
+// ready), for the shell to send before it stops: the others take this
+// node's VIPs over at once instead of after the detection time (graceful
+// stop, drain).
+func (m *Machine) Leave(now time.Time) Output {
+	var out Output
+	if !m.started {
+		return out
+	}
+	m.advance(now, &out)
+	if m.ready {
+		out.Liveness = append(out.Liveness, LivenessChange{Member: m.self, Alive: true, Reason: "leaving"})
+	}
+	m.ready, m.leaving = false, true
+	m.nextSend = now
+	m.finish(now, &out)
+	return out
 }
 
 // Rewarm makes this node give up its VIPs and warm up again, as after a
@@ -360,7 +380,7 @@ func (m *Machine) finish(now time.Time, out *Output) {
 	if now.After(m.lastStep) {
 		m.lastStep = now
 	}
-	if m.started && !m.ready && (!now.Before(m.warmUntil) || m.heardAll()) {
+	if m.started && !m.ready && !m.leaving && (!now.Before(m.warmUntil) || m.heardAll()) {
 		m.ready = true
 		out.Liveness = append(out.Liveness, LivenessChange{Member: m.self, Alive: true, Ready: true, Reason: "ready"})
 		m.nextSend = now // tell the others at once
@@ -372,7 +392,7 @@ func (m *Machine) finish(now time.Time, out *Output) {
 	}
 	if m.started {
 		out.Wake = m.nextSend
-		if !m.ready && m.warmUntil.Before(out.Wake) {
+		if !m.ready && !m.leaving && m.warmUntil.Before(out.Wake) {
 			out.Wake = m.warmUntil
 		}
 		for _, p := range m.peers {

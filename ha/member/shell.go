@@ -118,6 +118,16 @@ func (n *Node) Members() []MemberState {
 	return n.m.Members()
 }
 
+// Leave tells the other members this node gives up its VIPs (a last
+// heartbeat, not ready), so they take over at once. Call it before Close
+// on a graceful stop; it does not stop Run.
+func (n *Node) Leave() {
+	out := n.step(func(m *Machine, now time.Time) Output { return m.Leave(now) })
+	if out.Heartbeat != nil {
+		n.send(out.Heartbeat)
+	}
+}
+
 // Close stops Run and closes the socket.
 func (n *Node) Close() error { return n.conn.Close() }
 
@@ -193,6 +203,18 @@ func (n *Node) handle(p rxPkt, timer *time.Timer) {
 	n.apply(n.step(func(m *Machine, now time.Time) Output { return m.ReceivePacket(now, p.b) }), timer)
 }
 
+func (n *Node) send(hb []byte) {
+	for name, a := range n.peers {
+		if name == n.cfg.Self {
+			continue
+		}
+		if _, err := n.conn.WriteToUDPAddrPort(hb, a); err != nil {
+			// A peer's link being down is what liveness detects; log quietly.
+			n.log.Debug("member: heartbeat send", "to", name, "err", err)
+		}
+	}
+}
+
 func (n *Node) step(f func(*Machine, time.Time) Output) Output {
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -204,15 +226,7 @@ func (n *Node) step(f func(*Machine, time.Time) Output) Output {
 
 func (n *Node) apply(out Output, timer *time.Timer) {
 	if out.Heartbeat != nil {
-		for name, a := range n.peers {
-			if name == n.cfg.Self {
-				continue
-			}
-			if _, err := n.conn.WriteToUDPAddrPort(out.Heartbeat, a); err != nil {
-				// A peer's link being down is what liveness detects; log quietly.
-				n.log.Debug("member: heartbeat send", "to", name, "err", err)
-			}
-		}
+		n.send(out.Heartbeat)
 	}
 	for _, c := range out.Liveness {
 		n.log.Info("member: liveness", "node", c.Member, "alive", c.Alive, "ready", c.Ready, "reason", c.Reason)

@@ -191,6 +191,22 @@ func TestGroupFailover(t *testing.T) {
 			t.Fatalf("dual ownership %d ms", s.dualMs)
 		}
 	})
+	t.Run("leave", func(t *testing.T) {
+		s := newSim(t, abc, 32)
+		s.run(ms(500))
+		s.dualMs = 0
+		a := s.nodes["a"]
+		s.step("a", func() Output { return a.m.Leave(s.now) })
+		if len(a.m.Owned()) != 0 {
+			t.Fatalf("leaving a still owns %v", a.m.Owned())
+		}
+		s.run(ms(2)) // one latency: b and c take over without a timeout
+		a.dead = true
+		s.converged("b", "c")
+		if s.dualMs != 0 {
+			t.Fatalf("dual ownership %d ms", s.dualMs)
+		}
+	})
 	t.Run("restart", func(t *testing.T) {
 		s := newSim(t, abc, 32)
 		s.run(ms(500))

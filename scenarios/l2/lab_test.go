@@ -50,6 +50,16 @@ var failures = []failure{
 	{"kill-9",
 		func(ctx context.Context, x *Lab, i int) error { x.Kill(i); return nil },
 		func(ctx context.Context, x *Lab, i int) error { x.Start(ctx, i); return nil }},
+	{"sigterm", // graceful stop: the node tells the others it leaves
+		func(ctx context.Context, x *Lab, i int) error {
+			p := x.Proc(i)
+			if err := p.Signal(syscall.SIGTERM); err != nil {
+				return err
+			}
+			<-p.Done()
+			return nil
+		},
+		func(ctx context.Context, x *Lab, i int) error { x.Start(ctx, i); return nil }},
 	{"frozen",
 		func(ctx context.Context, x *Lab, i int) error { return x.Proc(i).Signal(syscall.SIGSTOP) },
 		func(ctx context.Context, x *Lab, i int) error { return x.Proc(i).Signal(syscall.SIGCONT) }},
@@ -71,7 +81,7 @@ type burst struct {
 
 // TestL2Failover: three nodes on one segment with a client probing an IPv4
 // and an IPv6 VIP every 10 ms. For each failure of the owner (link down,
-// kill -9, frozen with SIGSTOP) the service must resume on another node;
+// kill -9, graceful stop, frozen with SIGSTOP) the service must resume on another node;
 // the blackout is reported. tshark on the client's segment must show the
 // gratuitous ARP and unsolicited NA burst of each takeover, and, in windows
 // after each convergence, every ARP reply and NA for a VIP must come from
