@@ -11,7 +11,10 @@ package member
 //     share them. Every VIP held by the other side is answered for twice;
 //     ARP caches follow whichever gratuitous ARP or reply came last. When
 //     the partition heals, ownership converges within one heartbeat and the
-//     node that loses a VIP stops answering at once.
+//     node that loses a VIP stops answering at once. The scenarios/l2 lab
+//     reproduces it (heartbeats dropped on one node, all on the segment):
+//     ARP replies and NAs for each VIP come from two MACs, and the client
+//     follows whichever answered last; after healing, one MAC again.
 //   - One-way loss (b stops hearing a, a still hears b): b claims all, a
 //     keeps its share, so a's VIPs are claimed twice for as long as it lasts.
 //   - Frozen node (SIGSTOP, a paused VM): the others take its VIPs after the

@@ -172,10 +172,35 @@ func TestL2Failover(t *testing.T) {
 			}
 		}
 	}
+	// Split brain: n1 and the others stop hearing each other (heartbeats
+	// dropped both ways on n1) while all stay on the client's segment. n1
+	// keeps answering for its VIPs and the others take them too: both
+	// answer, which the window below pins (issue 15 adds fencing). Once
+	// the heartbeats flow again, n1 alone answers.
+	sb := "table inet splitbrain {\n chain in { type filter hook input priority 0; udp dport 7946 drop; }\n" +
+		" chain out { type filter hook output priority 0; udp dport 7946 drop; }\n}\n"
+	cmd := x.Nodes[0].Command(ctx, "nft", "-f", "-")
+	cmd.Stdin = strings.NewReader(sb)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("nft: %v: %s", err, out)
+	}
+	time.Sleep(time.Second)
+	start := time.Now()
+	for k := 0; k < 2; k++ {
+		x.FlushClientNeigh(ctx)
+		time.Sleep(300 * time.Millisecond)
+	}
+	splitWin := window{what: "split brain", start: start, end: time.Now(),
+		want: x.MAC(0) + "+" + x.MAC(x.NodeIndex(member.Owner(survivors, x.VIP4))) + "|" + x.MAC(0) + "+" + x.MAC(x.NodeIndex(member.Owner(survivors, x.VIP6)))}
+	if _, err := x.Nodes[0].Exec(ctx, "nft", "delete", "table", "inet", "splitbrain"); err != nil {
+		t.Fatal(err)
+	}
+	stable("split brain healed", x.Names[0])
 	if err := cp.Stop(); err != nil {
 		t.Fatal(err)
 	}
 	checkCapture(t, ctx, cp.File, x, windows, bursts)
+	checkSplit(t, ctx, cp.File, x, splitWin)
 }
 
 // attachDatapath runs the real daemon on every node with its eBPF datapath
@@ -309,4 +334,25 @@ func checkCapture(t *testing.T, ctx context.Context, file string, x *Lab, window
 		}
 	}
 	_ = netip.Addr{}
+}
+
+// checkSplit asserts that during the partition both sides answered for
+// each VIP: each family's want is "macA+macB".
+func checkSplit(t *testing.T, ctx context.Context, file string, x *Lab, w window) {
+	t.Helper()
+	want := strings.Split(w.want, "|")
+	got := map[bool]map[string]int{false: {}, true: {}}
+	for _, a := range readAnswers(t, ctx, file, x) {
+		if !a.at.Before(w.start) && !a.at.After(w.end) {
+			got[a.v6][a.src]++
+		}
+	}
+	for i, v6 := range []bool{false, true} {
+		for _, mac := range strings.Split(want[i], "+") {
+			if got[v6][mac] == 0 {
+				t.Errorf("split brain, v6=%v: no answer from %s (answers by MAC: %v); both sides were expected to answer", v6, mac, got[v6])
+			}
+		}
+		t.Logf("split brain, v6=%v: answers by MAC %v", v6, got[v6])
+	}
 }
