@@ -186,24 +186,22 @@ func prefix(v netip.Addr) *netlink.Addr {
 	return a
 }
 
-// ensureLocked makes v local: present anywhere already is enough.
+// ensureLocked makes v local: present anywhere already is enough (then the
+// interface is not even created, so a node whose kernel cannot create it
+// still serves VIPs configured by hand).
 func (m *Manager) ensureLocked(v netip.Addr) error {
+	present, err := m.presentLocked(v)
+	if err != nil {
+		return err
+	}
+	if present {
+		// Ours from before a restart (kept, no flap) or somebody else's
+		// (used as it is, never removed: it is not in m.added).
+		return nil
+	}
 	link, err := m.linkLocked()
 	if err != nil {
 		return err
-	}
-	present, onOurs, err := m.whereLocked(v, link)
-	if err != nil {
-		return err
-	}
-	if present && !(onOurs && m.added[v]) {
-		if !onOurs {
-			m.log.Debug("localvip: VIP already local elsewhere; used as it is", "vip", v)
-		}
-		return nil
-	}
-	if present {
-		return nil // ours, from before a restart: keep, no flap
 	}
 	m.added[v] = true
 	if err := m.saveLocked(); err != nil {
@@ -240,26 +238,22 @@ func (m *Manager) dropLocked(v netip.Addr) error {
 	return m.saveLocked()
 }
 
-// whereLocked reports whether v is a local address anywhere, and whether on
-// our interface.
-func (m *Manager) whereLocked(v netip.Addr, link netlink.Link) (present, onOurs bool, err error) {
+// presentLocked reports whether v is a local address on any interface.
+func (m *Manager) presentLocked(v netip.Addr) (bool, error) {
 	fam := netlink.FAMILY_V4
 	if v.Is6() {
 		fam = netlink.FAMILY_V6
 	}
 	addrs, err := m.nl.AddrList(nil, fam)
 	if err != nil {
-		return false, false, fmt.Errorf("localvip: list addresses: %w", err)
+		return false, fmt.Errorf("localvip: list addresses: %w", err)
 	}
 	for _, a := range addrs {
 		if ip, ok := netip.AddrFromSlice(a.IP); ok && ip.Unmap() == v {
-			present = true
-			if a.LinkIndex == link.Attrs().Index {
-				onOurs = true
-			}
+			return true, nil
 		}
 	}
-	return present, onOurs, nil
+	return false, nil
 }
 
 // linkLocked returns the interface, creating it (dummy; ifb where the

@@ -210,3 +210,24 @@ func TestDamagedStateFile(t *testing.T) {
 		t.Fatalf("damaged file not moved aside: %v", err)
 	}
 }
+
+// TestPresentVIPNeedsNoInterface: a VIP that is local already is used as it
+// is, even where the interface cannot be created; one that is not gets a
+// clear error naming the interface.
+func TestPresentVIPNeedsNoInterface(t *testing.T) {
+	e := newEnv(t)
+	if err := e.h.IP(context.Background(), "addr", "add", vipA.String()+"/32", "dev", "lo"); err != nil {
+		t.Fatal(err)
+	}
+	bad := "name-too-long-for-linux"
+	m, err := New(Config{StateFile: e.state, Netlink: e.nl, Interface: bad})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Hold("svc", []netip.Addr{vipA}); err != nil {
+		t.Fatalf("VIP already on lo: %v", err)
+	}
+	if err := m.Hold("svc2", []netip.Addr{vipC}); err == nil || !strings.Contains(err.Error(), bad) {
+		t.Fatalf("VIP absent, interface impossible: %v", err)
+	}
+}

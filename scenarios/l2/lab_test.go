@@ -87,7 +87,7 @@ type burst struct {
 // after each convergence, every ARP reply and NA for a VIP must come from
 // the expected owner (one source MAC).
 func TestL2Failover(t *testing.T) {
-	requireTools(t, "dumpcap", "tshark")
+	requireTools(t, "dumpcap", "tshark", "nft")
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	x := Build(t, ctx, BuildL2Node(t, ctx), 3)
