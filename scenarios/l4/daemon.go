@@ -14,12 +14,14 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
+	"testing"
 	"time"
 
 	"github.com/telcolb/telcolb/api"
@@ -353,5 +355,20 @@ func HostDialer(h *lab.Host) func(ctx context.Context, network, addr string) (ne
 			return err
 		})
 		return c, err
+	}
+}
+
+// RequireLocalVIP fails the test unless vip is a local address of host on
+// the daemon's local-VIP interface (telcolb0), where the daemon puts the
+// VIPs of the services it terminates (N2, PFCP).
+func RequireLocalVIP(t testing.TB, ctx context.Context, host *lab.Host, vip netip.Addr) {
+	t.Helper()
+	out, err := host.Exec(ctx, "ip", "-o", "addr", "show", "dev", "telcolb0")
+	bits := 32
+	if vip.Is6() {
+		bits = 128
+	}
+	if err != nil || !strings.Contains(string(out), " "+netip.PrefixFrom(vip, bits).String()+" ") {
+		t.Fatalf("VIP %v is not a local address on %s's telcolb0 (err %v):\n%s", vip, host.Name, err, out)
 	}
 }

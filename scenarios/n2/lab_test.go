@@ -107,9 +107,8 @@ func TestN2LabThroughTheDaemon(t *testing.T) {
 		amfHosts = append(amfHosts, h)
 		amfAddrs = append(amfAddrs, link(t, ctx, l, lb, h, fmt.Sprintf("core%d", k), 10+k))
 	}
-	if err := lb.AddAddr(ctx, "ran1", netip.PrefixFrom(labVIP, 32)); err != nil {
-		t.Fatal(err)
-	}
+	// The VIP is not added here: the daemon makes it a local address
+	// (telcolb0) when the service is applied, which the test checks.
 
 	pin := filepath.Join("/sys/fs/bpf", "telcolb-n2-"+l.ID)
 	d, err := l4.StartDaemon(ctx, l4.DaemonConfig{Bin: bin, Host: lb, Interfaces: []string{"ran1", "ran2"}, StateDir: t.TempDir(), PinPath: pin})
@@ -156,6 +155,7 @@ func TestN2LabThroughTheDaemon(t *testing.T) {
 	if err := d.Client.ApplyService(ctx, svc); err != nil {
 		t.Fatalf("create the N2 service: %v", err)
 	}
+	l4.RequireLocalVIP(t, ctx, lb, labVIP)
 
 	lostFile := filepath.Join(t.TempDir(), "lost")
 	var gnbs []*lab.Proc

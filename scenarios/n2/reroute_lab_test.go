@@ -75,9 +75,8 @@ func TestN2LabRerouteAndOverload(t *testing.T) {
 		amfHosts = append(amfHosts, h)
 		amfAddrs = append(amfAddrs, link(t, ctx, l, lb, h, fmt.Sprintf("core%d", k), 10+k))
 	}
-	if err := lb.AddAddr(ctx, "ran1", netip.PrefixFrom(labVIP, 32)); err != nil {
-		t.Fatal(err)
-	}
+	// The VIP is not added here: the daemon makes it a local address
+	// (telcolb0) when the service is applied, which the test checks.
 	d, err := l4.StartDaemon(ctx, l4.DaemonConfig{Bin: bin, Host: lb, Interfaces: []string{"ran1"}, StateDir: t.TempDir(), PinPath: filepath.Join("/sys/fs/bpf", "telcolb-n2rr-"+l.ID)})
 	if err != nil {
 		t.Fatal(err)
@@ -127,6 +126,7 @@ func TestN2LabRerouteAndOverload(t *testing.T) {
 	if err := d.Client.ApplyService(ctx, svc); err != nil {
 		t.Fatalf("create the N2 service: %v", err)
 	}
+	l4.RequireLocalVIP(t, ctx, lb, labVIP)
 	// The UEs' 5G-S-TMSIs name set B, where they end up registered.
 	g, err := gh.Start(gnbsim, "--name", "gnb1", "--connect", labVIP.String()+":38412", "--bind", gnbAddr.String(),
 		"--ues", fmt.Sprint(ues), "--gnb-id", "1", "--set-id", fmt.Sprint(setB), "--parallel", "4")

@@ -174,9 +174,8 @@ func TestN4LabThroughTheDaemon(t *testing.T) {
 		upfHosts = append(upfHosts, h)
 		upfAddrs = append(upfAddrs, link(t, ctx, l, lb, h, fmt.Sprintf("n4upf%d", k), 10+k))
 	}
-	if err := lb.AddAddr(ctx, "n4smf", netip.PrefixFrom(labVIP, 32)); err != nil {
-		t.Fatal(err)
-	}
+	// The VIP is not added here: the daemon makes it a local address
+	// (telcolb0) when the service is applied, which the test checks.
 	pin := filepath.Join("/sys/fs/bpf", "telcolb-n4-"+l.ID)
 	d, err := l4.StartDaemon(ctx, l4.DaemonConfig{Bin: bin, Host: lb, Interfaces: []string{"n4smf"}, StateDir: t.TempDir(), PinPath: pin,
 		ExtraArgs: []string{"--pfcp-heartbeat-interval=2s", "--pfcp-upf-loss=move"}})
@@ -222,6 +221,7 @@ func TestN4LabThroughTheDaemon(t *testing.T) {
 	if err := d.Client.ApplyService(ctx, svc); err != nil {
 		t.Fatalf("create the PFCP service: %v", err)
 	}
+	l4.RequireLocalVIP(t, ctx, lb, labVIP)
 	waitFor(t, "three UPF associations", 10*time.Second, func() bool {
 		st, err := d.Client.GetService(ctx, "n4")
 		return err == nil && st.Endpoints[0].Healthy && st.Endpoints[1].Healthy && st.Endpoints[2].Healthy

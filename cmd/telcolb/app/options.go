@@ -39,6 +39,10 @@ type Options struct {
 	// duration, default 10s); T1 is half of it (at most 3s) and a UPF
 	// unreachable for 6 intervals is lost.
 	PFCPHeartbeatInterval string `json:"pfcpHeartbeatInterval"`
+	// LocalVIPInterface is the dummy interface on which the VIPs of the
+	// services the daemon terminates (N2, PFCP) become local addresses
+	// while served (default telcolb0, created if absent); empty disables it.
+	LocalVIPInterface string `json:"localVIPInterface"`
 	// Cleanup removes the pinned datapath and exits (flag --cleanup or the
 	// "cleanup" subcommand); not settable from the file on purpose.
 	Cleanup bool `json:"-"`
@@ -56,6 +60,7 @@ func DefaultOptions() Options {
 		N2Transport:           "auto",
 		PFCPUPFLoss:           "release",
 		PFCPHeartbeatInterval: "10s",
+		LocalVIPInterface:     "telcolb0",
 	}
 }
 
@@ -82,6 +87,7 @@ func ParseOptions(args []string, usage io.Writer) (Options, error) {
 	fs.StringVar(&f.N2Transport, "n2-transport", o.N2Transport, "SCTP stack of N2 proxies: auto, kernel or userspace")
 	fs.StringVar(&f.PFCPUPFLoss, "pfcp-upf-loss", o.PFCPUPFLoss, "PFCP proxies: release or move the sessions of a lost UPF")
 	fs.StringVar(&f.PFCPHeartbeatInterval, "pfcp-heartbeat-interval", o.PFCPHeartbeatInterval, "PFCP proxies: heartbeat interval (a UPF silent for 6 is lost)")
+	fs.StringVar(&f.LocalVIPInterface, "local-vip-interface", o.LocalVIPInterface, "dummy interface holding the VIPs of N2 and PFCP services as local addresses while served (created if absent); empty disables")
 	fs.StringVar(&configPath, "config", "", "YAML file with the same settings in camelCase (apiAddress, interfaces, ...)")
 	fs.BoolVar(&f.Cleanup, "cleanup", false, "remove the pinned datapath (rules, connections, attachments) and exit")
 	if err := fs.Parse(args); err != nil {
@@ -128,6 +134,8 @@ func ParseOptions(args []string, usage io.Writer) (Options, error) {
 			o.PFCPUPFLoss = f.PFCPUPFLoss
 		case "pfcp-heartbeat-interval":
 			o.PFCPHeartbeatInterval = f.PFCPHeartbeatInterval
+		case "local-vip-interface":
+			o.LocalVIPInterface = f.LocalVIPInterface
 		}
 	})
 	o.Cleanup = f.Cleanup

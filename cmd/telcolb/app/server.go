@@ -52,6 +52,10 @@ type Config struct {
 	N2 N2Config
 	// PFCP configures the N4 proxies of services with PFCP set (pfcp.go).
 	PFCP PFCPConfig
+	// LocalVIPs, when set, makes the VIPs of N2 and PFCP services local
+	// addresses of the node while served (localvip.go); nil leaves the
+	// node's addresses alone (tests running in the host namespace).
+	LocalVIPs *LocalVIPConfig
 	// MaxServiceID is the highest service ID handed out. Default: what
 	// the datapath reports (MaxServiceID method), else the compiled
 	// datapath's limit.
@@ -79,6 +83,7 @@ type Server struct {
 	probes *probeManager
 	n2     *n2Manager
 	pfcp   *pfcpManager
+	local  *localVIPs
 	gather prometheus.Gatherer
 	mux    *http.ServeMux
 	routes []Route
@@ -155,6 +160,11 @@ func NewServer(cfg Config) (*Server, error) {
 	}
 	s.n2 = newN2Manager(cfg.N2, cfg.Registry, cfg.Logger)
 	s.pfcp = newPFCPManager(cfg.PFCP, cfg.StateDir, cfg.Registry, cfg.Logger)
+	local, err := newLocalVIPs(cfg.LocalVIPs, cfg.StateDir, cfg.Logger)
+	if err != nil {
+		return nil, err
+	}
+	s.local = local
 	s.probes = newProbeManager(cfg.Prober, cfg.ProbeTimeUnit, cfg.Logger, s.pushHealth)
 	loaded, damaged, ignored, err := s.store.load()
 	if err != nil {
@@ -187,6 +197,9 @@ func NewServer(cfg Config) (*Server, error) {
 		_ = s.n2.close()
 		return nil, err
 	}
+	// Local VIPs of services deleted while the daemon was down go now; the
+	// restored ones were kept throughout (no flap).
+	s.local.reconcile()
 	if err := cfg.Registry.Register(&collector{s: s}); err != nil {
 		s.probes.close()
 		s.pfcp.close()
@@ -623,29 +636,30 @@ func rangeOf(s api.Service) portRange {
 func (s *Server) program(ss *storedService) error {
 	if ss.Service.PFCP {
 		s.n2.remove(ss.Service.Name)
-		return s.pfcp.apply(ss.Service, func() error {
+		return s.local.served(ss.Service, s.pfcp.apply(ss.Service, func() error {
 			for _, id := range ss.IDs {
 				if err := s.dp.DeleteService(id); err != nil {
 					return fmt.Errorf("datapath delete service %s (id %d) before its PFCP proxy: %w", ss.Service.Name, id, err)
 				}
 			}
-			return nil
-		})
+			return s.local.hold(ss.Service)
+		}))
 	}
 	s.pfcp.remove(ss.Service.Name)
 	if ss.Service.N2 {
 		// A service that was L4 before must lose its rule, or the datapath
 		// would keep forwarding the VIP away from the local proxy.
-		return s.n2.apply(ss.Service, func() error {
+		return s.local.served(ss.Service, s.n2.apply(ss.Service, func() error {
 			for _, id := range ss.IDs {
 				if err := s.dp.DeleteService(id); err != nil {
 					return fmt.Errorf("datapath delete service %s (id %d) before its N2 proxy: %w", ss.Service.Name, id, err)
 				}
 			}
-			return nil
-		})
+			return s.local.hold(ss.Service)
+		}))
 	}
 	s.n2.remove(ss.Service.Name)
+	s.local.release(ss.Service.Name)
 	down := make([]bool, len(ss.Service.Endpoints))
 	for i, ep := range ss.Service.Endpoints {
 		addr, err := netip.ParseAddr(ep.Address)
@@ -703,6 +717,7 @@ func (s *Server) deleteService(w http.ResponseWriter, r *http.Request) {
 	s.probes.remove(name)
 	s.n2.remove(name)
 	s.pfcp.remove(name)
+	s.local.release(name)
 	for _, id := range ss.IDs {
 		if err := s.dp.DeleteService(id); err != nil {
 			// The store no longer has it; the next start re-applies only

@@ -1,0 +1,504 @@
+// Package member decides which node of an L2 group owns each VIP. It is a
+// pure state machine (heartbeats and clock readings in; heartbeats to send,
+// a wake-up time and liveness / ownership changes out; no I/O), like
+// sctplb/steer, with a thin UDP shell in shell.go.
+//
+// Liveness: every member sends a heartbeat to every other member each
+// interval (default 100 ms); a member not heard for DetectMultiplier
+// (default 3) of its intervals is dead. Heartbeats carry the sender's
+// incarnation (new at every process start), so a restarted member is seen
+// as such even when it comes back within the detection time.
+//
+// Ownership: the owner of a VIP is, among the eligible members, the one with
+// the highest rendezvous hash of (member name, VIP). Eligible means alive and
+// ready. A member is not ready during its warm-up: after it starts, and after
+// it notices it was itself suspended (a step arriving more than the
+// detection time after the previous one: SIGSTOP, a frozen VM), it claims
+// nothing until it has heard every other member or a detection time has
+// passed. Without the warm-up a restarting or thawed node, which has not yet
+// heard anybody, would briefly believe it owns every VIP and take them over
+// with gratuitous ARP.
+//
+// Split brain: members that cannot hear each other each compute ownership
+// over the members they see, so a VIP can have an owner on both sides.
+// See doc.go for the cases and what fencing (issue 15) needs.
+package member
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"time"
+)
+
+// Defaults from api.L2Config.
+const (
+	DefaultInterval         = 100 * time.Millisecond
+	DefaultDetectMultiplier = 3
+)
+
+// Config is one member's view of its group.
+type Config struct {
+	// Self is this node's name; it must be one of Members.
+	Self string
+	// Members are the names of every node of the group, Self included.
+	Members []string
+	// Interval is how often heartbeats are sent (DefaultInterval if zero).
+	Interval time.Duration
+	// DetectMultiplier is how many intervals without a heartbeat make a
+	// member dead (DefaultDetectMultiplier if zero).
+	DetectMultiplier int
+}
+
+// Output is what a step asks the shell to do.
+type Output struct {
+	// Heartbeat, when not nil, is to be sent to every other member.
+	Heartbeat []byte
+	// Wake is when Tick must be called next at the latest.
+	Wake time.Time
+	// Liveness lists the members whose liveness or readiness changed.
+	Liveness []LivenessChange
+	// Ownership lists the VIPs whose owner changed (added VIPs have Old "",
+	// removed ones New "").
+	Ownership []OwnershipChange
+}
+
+// LivenessChange is one member's new state.
+type LivenessChange struct {
+	Member string
+	Alive  bool
+	Ready  bool
+	// Reason: "heard", "timeout", "restarted", "ready", "not ready",
+	// "suspended" (self only).
+	Reason string
+}
+
+// OwnershipChange is one VIP's new owner.
+type OwnershipChange struct {
+	VIP      netip.Addr
+	Old, New string
+}
+
+// MemberState is one member as this node sees it.
+type MemberState struct {
+	Name        string
+	Self        bool
+	Alive       bool
+	Ready       bool
+	Incarnation uint64
+	LastHeard   time.Time
+}
+
+// Stats counts received packets that were not used.
+type Stats struct {
+	Malformed, UnknownMember, Stale, FromSelf uint64
+}
+
+type peer struct {
+	name        string
+	heard       bool // heard at least once in this incarnation of ours
+	alive       bool
+	ready       bool
+	incarnation uint64
+	seq         uint64
+	lastHeard   time.Time
+	detect      time.Duration
+}
+
+// Machine is one member's state. It is not safe for concurrent use.
+type Machine struct {
+	self        string
+	interval    time.Duration
+	mult        int
+	incarnation uint64
+	seq         uint64
+
+	started   bool
+	leaving   bool // Leave was called: never ready again
+	ready     bool
+	warmUntil time.Time
+	lastStep  time.Time
+	nextSend  time.Time
+
+	peers  []*peer // sorted by name
+	vips   map[netip.Addr]string
+	owners map[netip.Addr]string // scratch for recompute
+	stats  Stats
+}
+
+// New builds a machine. incarnation must differ at every process start
+// (the shell uses the start time in nanoseconds).
+func New(cfg Config, incarnation uint64) (*Machine, error) {
+	if cfg.Interval == 0 {
+		cfg.Interval = DefaultInterval
+	}
+	if cfg.DetectMultiplier == 0 {
+		cfg.DetectMultiplier = DefaultDetectMultiplier
+	}
+	if cfg.Interval < time.Millisecond || cfg.Interval > 65535*time.Millisecond {
+		return nil, fmt.Errorf("member: interval %v out of range 1ms..65.535s", cfg.Interval)
+	}
+	if cfg.DetectMultiplier < 1 || cfg.DetectMultiplier > 255 {
+		return nil, fmt.Errorf("member: detect multiplier %d out of range 1..255", cfg.DetectMultiplier)
+	}
+	if cfg.Self == "" || len(cfg.Self) > maxNameLen {
+		return nil, fmt.Errorf("member: self name %q: want 1..%d bytes", cfg.Self, maxNameLen)
+	}
+	m := &Machine{
+		self: cfg.Self, interval: cfg.Interval, mult: cfg.DetectMultiplier, incarnation: incarnation,
+		vips: map[netip.Addr]string{}, owners: map[netip.Addr]string{},
+	}
+	seen := map[string]bool{}
+	for _, name := range cfg.Members {
+		if name == "" || len(name) > maxNameLen {
+			return nil, fmt.Errorf("member: member name %q: want 1..%d bytes", name, maxNameLen)
+		}
+		if seen[name] {
+			return nil, fmt.Errorf("member: member %q listed twice", name)
+		}
+		seen[name] = true
+		if name != cfg.Self {
+			m.peers = append(m.peers, &peer{name: name, detect: m.detectTime()})
+		}
+	}
+	if !seen[cfg.Self] {
+		return nil, errors.New("member: self " + cfg.Self + " is not among the members")
+	}
+	slices.SortFunc(m.peers, func(a, b *peer) int { return cmpString(a.name, b.name) })
+	return m, nil
+}
+
+func cmpString(a, b string) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+func (m *Machine) detectTime() time.Duration { return time.Duration(m.mult) * m.interval }
+
+// Start begins the warm-up and sends the first heartbeat.
+func (m *Machine) Start(now time.Time) Output {
+	var out Output
+	m.started = true
+	m.lastStep = now
+	m.enterWarmUp(now)
+	m.nextSend = now
+	m.finish(now, &out)
+	return out
+}
+
+func (m *Machine) enterWarmUp(now time.Time) {
+	m.ready = false
+	m.warmUntil = now.Add(m.detectTime())
+	for _, p := range m.peers {
+		p.heard = false
+	}
+}
+
+// Leave gives up every VIP and returns a last heartbeat saying so (not
+// ready), for the shell to send before it stops: the others take this
+// node's VIPs over at once instead of after the detection time (graceful
+// stop, drain).
+func (m *Machine) Leave(now time.Time) Output {
+	var out Output
+	if !m.started {
+		return out
+	}
+	m.advance(now, &out)
+	if m.ready {
+		out.Liveness = append(out.Liveness, LivenessChange{Member: m.self, Alive: true, Reason: "leaving"})
+	}
+	m.ready, m.leaving = false, true
+	m.nextSend = now
+	m.finish(now, &out)
+	return out
+}
+
+// Rewarm makes this node give up its VIPs and warm up again, as after a
+// suspension: the shell calls it when the node was cut off (its link came
+// back up), so it does not reclaim, from a view built while it heard nobody,
+// VIPs the others took over meanwhile.
+func (m *Machine) Rewarm(now time.Time) Output {
+	var out Output
+	if !m.started {
+		return out
+	}
+	m.advance(now, &out)
+	if m.ready {
+		out.Liveness = append(out.Liveness, LivenessChange{Member: m.self, Alive: true, Reason: "rewarm"})
+	}
+	m.enterWarmUp(now)
+	m.nextSend = now
+	m.finish(now, &out)
+	return out
+}
+
+// Tick processes timer expiries.
+func (m *Machine) Tick(now time.Time) Output {
+	var out Output
+	if !m.started {
+		return out
+	}
+	m.advance(now, &out)
+	m.finish(now, &out)
+	return out
+}
+
+// ReceivePacket processes one received heartbeat packet. Malformed packets
+// and packets from unknown members are counted and otherwise ignored.
+func (m *Machine) ReceivePacket(now time.Time, b []byte) Output {
+	hb, err := Unmarshal(b)
+	if err != nil {
+		m.stats.Malformed++
+		return m.Tick(now)
+	}
+	return m.Receive(now, hb)
+}
+
+// Receive processes one decoded heartbeat.
+func (m *Machine) Receive(now time.Time, hb Heartbeat) Output {
+	var out Output
+	if !m.started {
+		return out
+	}
+	m.advance(now, &out)
+	m.receive(now, hb, &out)
+	m.finish(now, &out)
+	return out
+}
+
+// SetVIPs replaces the set of VIPs whose owner is decided.
+func (m *Machine) SetVIPs(now time.Time, vips []netip.Addr) Output {
+	var out Output
+	want := map[netip.Addr]bool{}
+	for _, v := range vips {
+		want[v.Unmap()] = true
+	}
+	for v := range m.vips {
+		if !want[v] {
+			out.Ownership = append(out.Ownership, OwnershipChange{VIP: v, Old: m.vips[v]})
+			delete(m.vips, v)
+		}
+	}
+	for v := range want {
+		if _, ok := m.vips[v]; !ok {
+			m.vips[v] = ""
+		}
+	}
+	if m.started {
+		m.advance(now, &out)
+	}
+	m.finish(now, &out)
+	return out
+}
+
+func (m *Machine) receive(now time.Time, hb Heartbeat, out *Output) {
+	if hb.Name == m.self {
+		m.stats.FromSelf++
+		return
+	}
+	p := m.peer(hb.Name)
+	if p == nil {
+		m.stats.UnknownMember++
+		return
+	}
+	switch {
+	case p.incarnation != 0 && hb.Incarnation < p.incarnation:
+		m.stats.Stale++
+		return
+	case p.incarnation != 0 && hb.Incarnation == p.incarnation && hb.Seq <= p.seq:
+		m.stats.Stale++
+		return
+	}
+	reason := "heard"
+	if p.incarnation != 0 && hb.Incarnation != p.incarnation {
+		reason = "restarted"
+	}
+	wasAlive, wasReady := p.alive, p.ready
+	p.incarnation, p.seq = hb.Incarnation, hb.Seq
+	p.heard, p.alive, p.ready = true, true, hb.Ready
+	p.lastHeard = now
+	p.detect = m.detectTime()
+	if adv := time.Duration(hb.IntervalMs) * time.Millisecond * time.Duration(m.mult); adv > p.detect {
+		// A slower peer is judged by its own interval, not ours.
+		p.detect = adv
+	}
+	switch {
+	case reason == "restarted" || !wasAlive:
+		out.Liveness = append(out.Liveness, LivenessChange{Member: p.name, Alive: true, Ready: p.ready, Reason: reason})
+	case wasReady != p.ready:
+		r := "ready"
+		if !p.ready {
+			r = "not ready"
+		}
+		out.Liveness = append(out.Liveness, LivenessChange{Member: p.name, Alive: true, Ready: p.ready, Reason: r})
+	}
+}
+
+// advance applies what the passage of time implies: own suspension, peers
+// timing out, the end of the warm-up, heartbeats due.
+func (m *Machine) advance(now time.Time, out *Output) {
+	if now.Before(m.lastStep) {
+		// The shell uses a monotonic clock; a step back is ignored rather
+		// than trusted, so timers never run backwards.
+		now = m.lastStep
+	}
+	if now.Sub(m.lastStep) > m.detectTime() {
+		// We did not run for longer than a detection time: the others have
+		// declared us dead and taken our VIPs. Do not trust our stale view
+		// (which still shows them alive or, worse, about to expire) to claim
+		// anything: warm up again.
+		wasReady := m.ready
+		m.enterWarmUp(now)
+		for _, p := range m.peers {
+			if p.alive {
+				p.alive, p.ready = false, false
+				out.Liveness = append(out.Liveness, LivenessChange{Member: p.name, Reason: "suspended"})
+			}
+		}
+		if wasReady {
+			out.Liveness = append(out.Liveness, LivenessChange{Member: m.self, Alive: true, Reason: "suspended"})
+		}
+		m.nextSend = now
+	}
+	m.lastStep = now
+	for _, p := range m.peers {
+		if p.alive && !now.Before(p.lastHeard.Add(p.detect)) {
+			p.alive, p.ready = false, false
+			out.Liveness = append(out.Liveness, LivenessChange{Member: p.name, Reason: "timeout"})
+		}
+	}
+}
+
+// finish ends a step: readiness, ownership, heartbeat and wake-up.
+func (m *Machine) finish(now time.Time, out *Output) {
+	if now.After(m.lastStep) {
+		m.lastStep = now
+	}
+	if m.started && !m.ready && !m.leaving && (!now.Before(m.warmUntil) || m.heardAll()) {
+		m.ready = true
+		out.Liveness = append(out.Liveness, LivenessChange{Member: m.self, Alive: true, Ready: true, Reason: "ready"})
+		m.nextSend = now // tell the others at once
+	}
+	m.recompute(out)
+	if m.started && !now.Before(m.nextSend) {
+		out.Heartbeat = m.heartbeat()
+		m.nextSend = now.Add(m.interval)
+	}
+	if m.started {
+		out.Wake = m.nextSend
+		if !m.ready && !m.leaving && m.warmUntil.Before(out.Wake) {
+			out.Wake = m.warmUntil
+		}
+		for _, p := range m.peers {
+			if p.alive {
+				if exp := p.lastHeard.Add(p.detect); exp.Before(out.Wake) {
+					out.Wake = exp
+				}
+			}
+		}
+	}
+}
+
+func (m *Machine) heardAll() bool {
+	for _, p := range m.peers {
+		if !p.heard {
+			return false
+		}
+	}
+	return true
+}
+
+func (m *Machine) heartbeat() []byte {
+	m.seq++
+	b, err := Heartbeat{
+		Version: codecVersion, Ready: m.ready, IntervalMs: uint16(m.interval / time.Millisecond),
+		Incarnation: m.incarnation, Seq: m.seq, Name: m.self,
+	}.Marshal(make([]byte, 0, headerLen+len(m.self)))
+	if err != nil {
+		// New checked the name's length: this cannot happen.
+		panic(err)
+	}
+	return b
+}
+
+func (m *Machine) eligible() []string {
+	var e []string
+	if m.ready {
+		e = append(e, m.self)
+	}
+	for _, p := range m.peers {
+		if p.alive && p.ready {
+			e = append(e, p.name)
+		}
+	}
+	return e
+}
+
+func (m *Machine) recompute(out *Output) {
+	el := m.eligible()
+	for v, old := range m.vips {
+		n := pickOwner(el, v)
+		if n != old {
+			m.vips[v] = n
+			out.Ownership = append(out.Ownership, OwnershipChange{VIP: v, Old: old, New: n})
+		}
+	}
+	slices.SortFunc(out.Ownership, func(a, b OwnershipChange) int { return a.VIP.Compare(b.VIP) })
+}
+
+func (m *Machine) peer(name string) *peer {
+	i, ok := slices.BinarySearchFunc(m.peers, name, func(p *peer, n string) int { return cmpString(p.name, n) })
+	if !ok {
+		return nil
+	}
+	return m.peers[i]
+}
+
+// Self is this node's name.
+func (m *Machine) Self() string { return m.self }
+
+// Ready reports whether this node has finished its warm-up.
+func (m *Machine) Ready() bool { return m.ready }
+
+// Owner returns the owner of vip as this node sees it ("" when no member is
+// eligible or vip is not in the set).
+func (m *Machine) Owner(vip netip.Addr) string { return m.vips[vip.Unmap()] }
+
+// Owners returns every VIP with its owner.
+func (m *Machine) Owners() map[netip.Addr]string {
+	r := make(map[netip.Addr]string, len(m.vips))
+	for v, o := range m.vips {
+		r[v] = o
+	}
+	return r
+}
+
+// Owned returns the VIPs this node owns, sorted.
+func (m *Machine) Owned() []netip.Addr {
+	var r []netip.Addr
+	for v, o := range m.vips {
+		if o == m.self {
+			r = append(r, v)
+		}
+	}
+	slices.SortFunc(r, netip.Addr.Compare)
+	return r
+}
+
+// Members returns every member's state, self first.
+func (m *Machine) Members() []MemberState {
+	r := []MemberState{{Name: m.self, Self: true, Alive: true, Ready: m.ready, Incarnation: m.incarnation}}
+	for _, p := range m.peers {
+		r = append(r, MemberState{Name: p.name, Alive: p.alive, Ready: p.ready, Incarnation: p.incarnation, LastHeard: p.lastHeard})
+	}
+	return r
+}
+
+// Stats returns the counts of unused packets.
+func (m *Machine) Stats() Stats { return m.stats }

@@ -1,0 +1,250 @@
+package member
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+)
+
+// Peer is one member and where its heartbeats go.
+type Peer struct {
+	Name string
+	Addr netip.AddrPort
+}
+
+// NodeConfig configures the UDP shell around a Machine.
+type NodeConfig struct {
+	Self    string
+	Members []Peer // Self included: its Addr is the local bind address
+	// Interval and DetectMultiplier as in Config.
+	Interval         time.Duration
+	DetectMultiplier int
+	Logger           *slog.Logger
+	// OnChange is called from the node's goroutine after every step that
+	// changed liveness or ownership, with the VIPs this node owns now and
+	// every VIP's owner. It must not block for long.
+	OnChange func(owned []netip.Addr, owners map[netip.Addr]string)
+}
+
+// Node runs a Machine over UDP. Heartbeats are accepted only from the
+// configured address of the member they name.
+type Node struct {
+	cfg   NodeConfig
+	log   *slog.Logger
+	conn  *net.UDPConn
+	peers map[string]netip.AddrPort
+	start time.Time
+
+	mu sync.Mutex // guards m
+	m  *Machine
+
+	vipsCh   chan []netip.Addr
+	rewarmCh chan struct{}
+	done     chan struct{}
+	// Spoofed counts heartbeats from an address that is not the named member's.
+	spoofed uint64
+}
+
+// Listen binds the member's heartbeat socket. Run starts the exchange.
+func Listen(cfg NodeConfig) (*Node, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	names := make([]string, 0, len(cfg.Members))
+	peers := map[string]netip.AddrPort{}
+	var self netip.AddrPort
+	for _, p := range cfg.Members {
+		names = append(names, p.Name)
+		peers[p.Name] = p.Addr
+		if p.Name == cfg.Self {
+			self = p.Addr
+		}
+	}
+	start := time.Now()
+	m, err := New(Config{Self: cfg.Self, Members: names, Interval: cfg.Interval, DetectMultiplier: cfg.DetectMultiplier}, uint64(start.UnixNano()))
+	if err != nil {
+		return nil, err
+	}
+	conn, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(self))
+	if err != nil {
+		return nil, fmt.Errorf("member: heartbeat socket on %v: %w", self, err)
+	}
+	return &Node{
+		cfg: cfg, log: cfg.Logger.With("member", cfg.Self), conn: conn, peers: peers, start: start, m: m,
+		vipsCh: make(chan []netip.Addr, 1), rewarmCh: make(chan struct{}, 1), done: make(chan struct{}),
+	}, nil
+}
+
+// SetVIPs replaces the VIPs whose owner is decided; it never blocks.
+func (n *Node) SetVIPs(vips []netip.Addr) {
+	v := append([]netip.Addr(nil), vips...)
+	for {
+		select {
+		case n.vipsCh <- v:
+			return
+		default:
+		}
+		select { // replace a pending, older set
+		case <-n.vipsCh:
+		default:
+		}
+	}
+}
+
+// Rewarm asks the machine to warm up again (see Machine.Rewarm); it never blocks.
+func (n *Node) Rewarm() {
+	select {
+	case n.rewarmCh <- struct{}{}:
+	default:
+	}
+}
+
+// Owners returns every VIP's owner as this node sees it.
+func (n *Node) Owners() map[netip.Addr]string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.m.Owners()
+}
+
+// Members returns the members' states.
+func (n *Node) Members() []MemberState {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.m.Members()
+}
+
+// Leave tells the other members this node gives up its VIPs (a last
+// heartbeat, not ready), so they take over at once. Call it before Close
+// on a graceful stop; it does not stop Run.
+func (n *Node) Leave() {
+	out := n.step(func(m *Machine, now time.Time) Output { return m.Leave(now) })
+	if out.Heartbeat != nil {
+		n.send(out.Heartbeat)
+	}
+}
+
+// Close stops Run and closes the socket.
+func (n *Node) Close() error { return n.conn.Close() }
+
+type rxPkt struct {
+	from netip.AddrPort
+	b    []byte
+}
+
+// Run exchanges heartbeats until ctx ends or the socket is closed.
+func (n *Node) Run(ctx context.Context) error {
+	rx := make(chan rxPkt, 256)
+	go func() {
+		defer close(rx)
+		for {
+			buf := make([]byte, 512)
+			k, from, err := n.conn.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				if !errors.Is(err, net.ErrClosed) {
+					n.log.Warn("member: heartbeat read", "err", err)
+				}
+				return
+			}
+			rx <- rxPkt{from: netip.AddrPortFrom(from.Addr().Unmap(), from.Port()), b: buf[:k]}
+		}
+	}()
+	go func() {
+		<-ctx.Done()
+		n.conn.Close()
+	}()
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	n.apply(n.step(func(m *Machine, now time.Time) Output { return m.Start(now) }), timer)
+	for {
+		select {
+		case p, ok := <-rx:
+			if !ok {
+				return ctx.Err()
+			}
+			n.handle(p, timer)
+		case <-n.rewarmCh:
+			n.apply(n.step(func(m *Machine, now time.Time) Output { return m.Rewarm(now) }), timer)
+		case v := <-n.vipsCh:
+			n.apply(n.step(func(m *Machine, now time.Time) Output { return m.SetVIPs(now, v) }), timer)
+		case <-timer.C:
+			// Packets that waited while we were not running (a frozen
+			// process) go in before the timer, so the machine judges the
+			// others by what they sent, not by our own absence.
+			for drained := false; !drained; {
+				select {
+				case p, ok := <-rx:
+					if !ok {
+						return ctx.Err()
+					}
+					n.handle(p, timer)
+				default:
+					drained = true
+				}
+			}
+			n.apply(n.step(func(m *Machine, now time.Time) Output { return m.Tick(now) }), timer)
+		}
+	}
+}
+
+func (n *Node) handle(p rxPkt, timer *time.Timer) {
+	hb, err := Unmarshal(p.b)
+	if err == nil {
+		if want, ok := n.peers[hb.Name]; ok && want.Addr() != p.from.Addr() {
+			n.spoofed++
+			n.log.Debug("member: heartbeat from the wrong address", "name", hb.Name, "from", p.from, "want", want)
+			return
+		}
+	}
+	n.apply(n.step(func(m *Machine, now time.Time) Output { return m.ReceivePacket(now, p.b) }), timer)
+}
+
+func (n *Node) send(hb []byte) {
+	for name, a := range n.peers {
+		if name == n.cfg.Self {
+			continue
+		}
+		if _, err := n.conn.WriteToUDPAddrPort(hb, a); err != nil {
+			// A peer's link being down is what liveness detects; log quietly.
+			n.log.Debug("member: heartbeat send", "to", name, "err", err)
+		}
+	}
+}
+
+func (n *Node) step(f func(*Machine, time.Time) Output) Output {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	// The machine's clock is the monotonic time since start, carried in a
+	// time.Time so wall-clock jumps never fire or delay timers.
+	now := time.Time{}.Add(time.Since(n.start))
+	return f(n.m, now)
+}
+
+func (n *Node) apply(out Output, timer *time.Timer) {
+	if out.Heartbeat != nil {
+		n.send(out.Heartbeat)
+	}
+	for _, c := range out.Liveness {
+		n.log.Info("member: liveness", "node", c.Member, "alive", c.Alive, "ready", c.Ready, "reason", c.Reason)
+	}
+	for _, c := range out.Ownership {
+		n.log.Info("member: ownership", "vip", c.VIP, "from", c.Old, "to", c.New)
+	}
+	if (len(out.Liveness) > 0 || len(out.Ownership) > 0) && n.cfg.OnChange != nil {
+		n.mu.Lock()
+		owned, owners := n.m.Owned(), n.m.Owners()
+		n.mu.Unlock()
+		n.cfg.OnChange(owned, owners)
+	}
+	if !out.Wake.IsZero() {
+		d := out.Wake.Sub(time.Time{}.Add(time.Since(n.start)))
+		if d < 0 {
+			d = 0
+		}
+		timer.Reset(d)
+	}
+}
