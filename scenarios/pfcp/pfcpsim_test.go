@@ -87,9 +87,6 @@ func TestN4LabWithOMECPfcpsim(t *testing.T) {
 		upfHosts = append(upfHosts, h)
 		upfAddrs = append(upfAddrs, link(t, ctx, l, lb, h, fmt.Sprintf("n4upf%d", k), 10+k))
 	}
-	if err := lb.AddAddr(ctx, "n4smf", netip.PrefixFrom(labVIP, 32)); err != nil {
-		t.Fatal(err)
-	}
 	d, err := l4.StartDaemon(ctx, l4.DaemonConfig{Bin: bin, Host: lb, Interfaces: []string{"n4smf"}, StateDir: t.TempDir(),
 		PinPath: filepath.Join("/sys/fs/bpf", "telcolb-pfcpsim-"+l.ID)})
 	if err != nil {
@@ -130,6 +127,7 @@ func TestN4LabWithOMECPfcpsim(t *testing.T) {
 	if err := d.Client.ApplyService(ctx, svc); err != nil {
 		t.Fatalf("create the PFCP service: %v", err)
 	}
+	l4.RequireLocalVIP(t, ctx, lb, labVIP) // the daemon made the VIP local
 	waitFor(t, "both UPF associations", 10*time.Second, func() bool {
 		st, err := d.Client.GetService(ctx, "n4")
 		return err == nil && st.Endpoints[0].Healthy && st.Endpoints[1].Healthy
