@@ -82,9 +82,28 @@ type Service struct {
 	// the SMFs see one UPF on VIP:8805, the endpoints are the UPFs. Only
 	// valid with protocol udp and port 8805.
 	PFCP bool `json:"pfcp,omitempty"`
+	// PFCPSteering confines new PFCP sessions to some of the endpoints by
+	// DNN, slice or network instance (first matching rule; sessions no rule
+	// matches may use any endpoint). Only with pfcp.
+	PFCPSteering []PFCPSteeringRule `json:"pfcpSteering,omitempty"`
 	// AllowLinkLocal accepts link-local VIPs and endpoints (169.254.0.0/16,
 	// fe80::/10), refused otherwise: they are valid on one link only.
 	AllowLinkLocal bool `json:"allowLinkLocal,omitempty"`
+}
+
+// PFCPSteeringRule maps sessions to UPFs. Set match fields must all match;
+// at least one is set.
+type PFCPSteeringRule struct {
+	// DNN matches the APN/DNN, in full or as its network identifier.
+	DNN string `json:"dnn,omitempty"`
+	// SNSSAI is "SST" (any SD) or "SST-SD" with SD in 6 hex digits.
+	SNSSAI string `json:"snssai,omitempty"`
+	// NetworkInstance matches a Network Instance of the request's PDIs or
+	// forwarding parameters.
+	NetworkInstance string `json:"networkInstance,omitempty"`
+	// Endpoints are the UPFs the matching sessions use: service endpoint
+	// addresses ("10.0.0.2", or "10.0.0.2:8805" where two share an address).
+	Endpoints []string `json:"endpoints"`
 }
 
 // Endpoint is one backend of a Service.

@@ -2,8 +2,11 @@ package api
 
 import (
 	"fmt"
+	"net"
 	"net/netip"
+	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 )
 
@@ -360,6 +363,8 @@ func validateProbe(s *Service) error {
 // CP F-SEID).
 func validatePFCP(s *Service) error {
 	switch {
+	case !s.PFCP && len(s.PFCPSteering) > 0:
+		return fieldErr("pfcpSteering", "only a PFCP service (pfcp: true) steers by DNN, slice or network instance")
 	case !s.PFCP:
 		return nil
 	case s.N2:
@@ -369,5 +374,61 @@ func validatePFCP(s *Service) error {
 	case s.Port != 8805 || (s.PortEnd != 0 && s.PortEnd != s.Port):
 		return fieldErr("port", "a PFCP service listens on port 8805 (TS 29.244), not %d", s.Port)
 	}
+	return validatePFCPSteering(s)
+}
+
+var snssaiRE = regexp.MustCompile(`^([0-9]{1,3})(-[0-9a-fA-F]{6})?$`)
+
+func validatePFCPSteering(s *Service) error {
+	if len(s.PFCPSteering) > 64 {
+		return fieldErr("pfcpSteering", "at most 64 rules, not %d", len(s.PFCPSteering))
+	}
+	for i, r := range s.PFCPSteering {
+		f := fmt.Sprintf("pfcpSteering[%d]", i)
+		if r.DNN == "" && r.SNSSAI == "" && r.NetworkInstance == "" {
+			return fieldErr(f, "matches nothing: set dnn, snssai or networkInstance")
+		}
+		for name, v := range map[string]string{"dnn": r.DNN, "networkInstance": r.NetworkInstance} {
+			if len(v) > 253 || strings.ContainsFunc(v, func(c rune) bool { return c < 0x21 || c > 0x7e }) {
+				return fieldErr(f+"."+name, "%q: at most 253 printable characters, no spaces", v)
+			}
+		}
+		if r.SNSSAI != "" {
+			m := snssaiRE.FindStringSubmatch(r.SNSSAI)
+			if sst, err := strconv.Atoi(m2(m)); m == nil || err != nil || sst > 255 {
+				return fieldErr(f+".snssai", "%q: want SST (0-255) or SST-SD with SD in 6 hex digits, e.g. 1-010203", r.SNSSAI)
+			}
+		}
+		if len(r.Endpoints) == 0 {
+			return fieldErr(f+".endpoints", "no endpoint listed")
+		}
+		for j, e := range r.Endpoints {
+			if PFCPSteeringEndpoint(s, e) < 0 {
+				return fieldErr(fmt.Sprintf("%s.endpoints[%d]", f, j), "%q is not one of the service's endpoints (address, or address:port)", e)
+			}
+		}
+	}
 	return nil
+}
+
+func m2(m []string) string {
+	if m == nil {
+		return ""
+	}
+	return m[1]
+}
+
+// PFCPSteeringEndpoint finds the endpoint a steering rule names ("addr" or
+// "addr:port"; port 0 means 8805), or -1.
+func PFCPSteeringEndpoint(s *Service, name string) int {
+	for i, ep := range s.Endpoints {
+		port := ep.Port
+		if port == 0 {
+			port = 8805
+		}
+		if name == ep.Address || name == net.JoinHostPort(ep.Address, strconv.Itoa(int(port))) {
+			return i
+		}
+	}
+	return -1
 }

@@ -71,6 +71,11 @@ func TestValidateAcceptsValidServices(t *testing.T) {
 		{"pfcp n4 proxy", func(s *Service) {
 			s.Protocol, s.Port, s.PFCP = ProtocolUDP, 8805, true
 		}},
+		{"pfcp steering by DNN and slice", func(s *Service) {
+			s.Protocol, s.Port, s.PFCP = ProtocolUDP, 8805, true
+			s.PFCPSteering = []PFCPSteeringRule{{DNN: "ims", Endpoints: []string{s.Endpoints[0].Address}},
+				{SNSSAI: "1-010203", NetworkInstance: "internet", Endpoints: []string{s.Endpoints[0].Address + ":8080"}}}
+		}},
 		{"dsr with port 0", func(s *Service) {
 			s.Mode = ModeDSR
 			s.Endpoints = []Endpoint{{Address: "10.0.0.1"}, {Address: "10.0.0.2", Port: 80}}
@@ -223,6 +228,19 @@ func TestValidateRejectsEachRuleWithItsField(t *testing.T) {
 		{"pfcp over tcp", func(s *Service) { s.PFCP, s.Port = true, 8805 }, "pfcp", "needs protocol udp"},
 		{"pfcp on another port", func(s *Service) { s.PFCP, s.Protocol = true, ProtocolUDP }, "port", "port 8805"},
 		{"pfcp and n2", func(s *Service) { s.PFCP, s.N2, s.Protocol = true, true, ProtocolSCTP }, "pfcp", "not both"},
+		{"steering without pfcp", func(s *Service) { s.PFCPSteering = []PFCPSteeringRule{{DNN: "x", Endpoints: []string{"10.0.0.1"}}} }, "pfcpSteering", "only a PFCP service"},
+		{"steering matching nothing", func(s *Service) {
+			s.PFCP, s.Protocol, s.Port = true, ProtocolUDP, 8805
+			s.PFCPSteering = []PFCPSteeringRule{{Endpoints: []string{s.Endpoints[0].Address}}}
+		}, "pfcpSteering[0]", "matches nothing"},
+		{"steering bad slice", func(s *Service) {
+			s.PFCP, s.Protocol, s.Port = true, ProtocolUDP, 8805
+			s.PFCPSteering = []PFCPSteeringRule{{SNSSAI: "300", Endpoints: []string{s.Endpoints[0].Address}}}
+		}, "pfcpSteering[0].snssai", "SST (0-255)"},
+		{"steering unknown endpoint", func(s *Service) {
+			s.PFCP, s.Protocol, s.Port = true, ProtocolUDP, 8805
+			s.PFCPSteering = []PFCPSteeringRule{{DNN: "ims", Endpoints: []string{s.Endpoints[0].Address, "192.0.2.99"}}}
+		}, "pfcpSteering[0].endpoints[1]", "not one of the service's endpoints"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -35,6 +35,9 @@ type N4Config struct {
 	UPFLocal netip.Addr
 	UPFs     []N4UPF
 	Policy   n4.Policy
+	// Steering confines sessions to UPFs (by UPF name) by DNN, slice or
+	// network instance.
+	Steering []n4.SteeringRule
 	OnLoss   n4.LossPolicy
 	// Name labels the metrics and the logs.
 	Name string
@@ -113,7 +116,7 @@ func NewN4(cfg N4Config) (*N4Proxy, error) {
 	if !upfSide.IsValid() {
 		upfSide = cfg.Listen.Addr()
 	}
-	mc := n4.Config{Policy: cfg.Policy, OnLoss: cfg.OnLoss, SMFSide: cfg.Listen.Addr(), UPFSide: upfSide,
+	mc := n4.Config{Policy: cfg.Policy, OnLoss: cfg.OnLoss, Steering: cfg.Steering, SMFSide: cfg.Listen.Addr(), UPFSide: upfSide,
 		Recovery: cfg.Recovery, T1: cfg.T1, N1: cfg.N1, HeartbeatInterval: cfg.HeartbeatInterval,
 		LossTimeout: cfg.LossTimeout, Logger: cfg.Logger}
 	for _, u := range cfg.UPFs {

@@ -88,19 +88,24 @@ func (s *SMFSim) AssociationSetup() []byte {
 }
 
 // Establish builds the Session Establishment Request of session cp.
-func (s *SMFSim) Establish(cp uint64) []byte {
+func (s *SMFSim) Establish(cp uint64) []byte { return s.EstablishWith(cp) }
+
+// EstablishWith builds the Session Establishment Request of session cp
+// with extra IEs (a DNN, an S-NSSAI).
+func (s *SMFSim) EstablishWith(cp uint64, extra ...*ie.IE) []byte {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.sessions[cp] = &SMFSession{CPSEID: cp}
 	ueIP := netip.AddrFrom4([4]byte{10, 60, byte(cp >> 8), byte(cp)})
-	return mustMarshal(message.NewSessionEstablishmentRequest(0, 0, 0, s.next(message.MsgTypeSessionEstablishmentRequest, cp), 0,
+	ies := append([]*ie.IE{
 		ie.NewNodeID(s.Addr.String(), "", ""),
 		ie.NewFSEID(cp, net.IP(s.Addr.AsSlice()), nil),
 		ie.NewCreatePDR(ie.NewPDRID(1), ie.NewPrecedence(100),
 			ie.NewPDI(ie.NewSourceInterface(ie.SrcInterfaceAccess), ie.NewFTEID(0x05, 0, nil, nil, 0), ie.NewUEIPAddress(0x02, ueIP.String(), "", 0, 0)),
 			ie.NewFARID(1)),
 		ie.NewCreateFAR(ie.NewFARID(1), ie.NewApplyAction(0x02)),
-		VendorIE))
+		VendorIE}, extra...)
+	return mustMarshal(message.NewSessionEstablishmentRequest(0, 0, 0, s.next(message.MsgTypeSessionEstablishmentRequest, cp), 0, ies...))
 }
 
 // Modify builds a Modification Request for session cp (ok false until

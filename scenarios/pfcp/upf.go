@@ -44,6 +44,9 @@ type UPFSession struct {
 	UPSEID, CPSEID uint64
 	CPAddr         netip.Addr
 	Mods           int
+	// DNN and SST are what the establishment asked for ("" and 0 when absent).
+	DNN string
+	SST uint8
 }
 
 // UPFStats counts what a UPFSim acted on.
@@ -155,6 +158,12 @@ func (u *UPFSim) handle(msg message.Message) []byte {
 		}
 		u.next++
 		s := &UPFSession{UPSEID: u.SEIDBase + u.next, CPSEID: f.SEID}
+		if m.APNDNN != nil {
+			s.DNN, _ = m.APNDNN.APNDNN()
+		}
+		if m.SNSSAI != nil {
+			s.SST, _ = m.SNSSAI.SST()
+		}
 		if a, ok := netip.AddrFromSlice(f.IPv4Address.To4()); ok && f.HasIPv4() {
 			s.CPAddr = a
 		}

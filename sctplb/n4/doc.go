@@ -30,7 +30,10 @@
 // (the latest one is replayed to UPFs that associate later).
 //
 // Session level: a Session Establishment Request picks a UPF (round robin,
-// fewest sessions or weighted). The proxy allocates one SEID per session
+// fewest sessions or weighted), among the UPFs of the first steering rule
+// its DNN, S-NSSAI or Network Instances match (Config.Steering; no match:
+// any UPF; a match whose UPFs are all unavailable: No resources available,
+// never a UPF the operator did not list for it). The proxy allocates one SEID per session
 // (never 0, unique among its sessions) and puts it, with its own address,
 // in the F-SEID both sides see: the UP F-SEID toward the SMF, the CP F-SEID
 // toward the UPF. SEIDs the UPFs choose may collide across UPFs; the SMFs

@@ -149,6 +149,7 @@ type Machine struct {
 	log      *slog.Logger
 	recovery uint32
 	upfs     []*upf
+	rules    []rule
 	byAddr   map[netip.AddrPort]int // UPF address -> index
 	smfs     map[netip.AddrPort]*smf
 	sessions map[uint64]*session
@@ -197,6 +198,14 @@ func New(cfg Config) (*Machine, error) {
 		}
 		byAddr[u.Addr] = i
 	}
+	idx := map[string]int{}
+	for i, u := range cfg.UPFs {
+		idx[u.Name] = i
+	}
+	rules, err := compileRules(cfg.Steering, idx)
+	if err != nil {
+		return nil, err
+	}
 	if cfg.Policy < RoundRobin || cfg.Policy > Weighted {
 		return nil, fmt.Errorf("n4: unknown policy %d", cfg.Policy)
 	}
@@ -232,7 +241,7 @@ func New(cfg Config) (*Machine, error) {
 	m := &Machine{
 		cfg: cfg, log: cfg.Logger, recovery: pfcp.ToNTP(cfg.Recovery), byAddr: byAddr,
 		smfs: map[netip.AddrPort]*smf{}, sessions: map[uint64]*session{}, txns: map[uint32]*txn{},
-		rx: map[rxKey]*rxEntry{},
+		rx: map[rxKey]*rxEntry{}, rules: rules,
 		// The first TakeChanges carries the node records.
 		nodeDirty: true,
 	}
@@ -567,20 +576,22 @@ func (m *Machine) tick() {
 	m.nodeTick()
 }
 
-// pick chooses an available UPF for a new session, or -1.
-func (m *Machine) pick(exclude int) int {
+// pick chooses an available UPF for a new session among those allowed
+// (nil: all), or -1.
+func (m *Machine) pick(exclude int, allowed []bool) int {
+	ok := func(i int) bool { return i != exclude && m.upfs[i].state == upfUp && (allowed == nil || allowed[i]) }
 	best := -1
 	switch m.cfg.Policy {
 	case LeastSessions:
 		for i, u := range m.upfs {
-			if i != exclude && u.state == upfUp && (best < 0 || u.sessions < m.upfs[best].sessions) {
+			if ok(i) && (best < 0 || u.sessions < m.upfs[best].sessions) {
 				best = i
 			}
 		}
 	case Weighted:
 		total := 0
 		for i, u := range m.upfs {
-			if i == exclude || u.state != upfUp {
+			if !ok(i) {
 				continue
 			}
 			w := max(u.cfg.Weight, 1)
@@ -596,7 +607,7 @@ func (m *Machine) pick(exclude int) int {
 	default:
 		for k := range m.upfs {
 			i := (m.rr + k) % len(m.upfs)
-			if i != exclude && m.upfs[i].state == upfUp {
+			if ok(i) {
 				best = i
 				m.rr = i + 1
 				break

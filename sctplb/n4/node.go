@@ -165,7 +165,8 @@ func (m *Machine) upfLost(i int) {
 	for _, s := range m.sessionsOf(i) {
 		j := -1
 		if m.cfg.OnLoss == Move {
-			j = m.pick(i)
+			allowed, _ := m.allowed(s.est)
+			j = m.pick(i, allowed)
 		}
 		if j < 0 {
 			m.fail("UPF lost")

@@ -47,7 +47,13 @@ func (m *Machine) establish(d Datagram, msg pfcp.Msg) {
 		m.reject(SMFSide, d.From, msg, msg.FSEID.SEID, pfcp.CauseNoAssociation, 0)
 		return
 	}
-	i := m.pick(-1)
+	allowed, rule := m.allowed(d.Data)
+	i := m.pick(-1, allowed)
+	if i < 0 && rule >= 0 {
+		m.fail("no UPF available for the steering rule")
+		m.reject(SMFSide, d.From, msg, msg.FSEID.SEID, pfcp.CauseNoResources, 0)
+		return
+	}
 	if i < 0 {
 		m.fail("no UPF available")
 		m.reject(SMFSide, d.From, msg, msg.FSEID.SEID, pfcp.CauseNoResources, 0)

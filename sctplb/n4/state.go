@@ -299,9 +299,10 @@ func (m *Machine) Restore(s State) error {
 			m.log.Info("session of a removed UPF released", "sid", x.sid)
 			continue
 		}
-		j := 0
+		allowed, _ := m.allowed(x.est)
+		j := -1
 		for i, u := range m.upfs {
-			if u.sessions < m.upfs[j].sessions {
+			if (allowed == nil || allowed[i]) && (j < 0 || u.sessions < m.upfs[j].sessions) {
 				j = i
 			}
 		}

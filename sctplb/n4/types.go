@@ -63,11 +63,35 @@ type UPF struct {
 	Weight int
 }
 
+// SteeringRule confines the new sessions it matches to some UPFs: the
+// operator's mapping of a DNN, a slice or a network instance to the UPFs
+// that serve it (say, the only ones with N6 toward that data network). Set
+// fields must all match; at least one is set. The first matching rule
+// applies; a session no rule matches may go to any UPF. A matching
+// session whose UPFs are all unavailable is refused (No resources
+// available) rather than sent to a UPF the operator did not list.
+type SteeringRule struct {
+	// DNN matches the APN/DNN IE, case-insensitively, in full or as its
+	// network identifier ("internet" matches "internet.mnc001.mcc001.gprs").
+	DNN string
+	// SNSSAI matches the S-NSSAI IE: "1" any slice of SST 1, "1-010203"
+	// that SST and SD.
+	SNSSAI string
+	// NetworkInstance matches any Network Instance of the request's PDIs
+	// or forwarding parameters.
+	NetworkInstance string
+	// UPFs names the UPFs (UPF.Name) the matching sessions may use.
+	UPFs []string
+}
+
 // Config configures a Machine.
 type Config struct {
 	UPFs   []UPF
 	Policy Policy
 	OnLoss LossPolicy
+	// Steering restricts new sessions to UPFs by DNN, slice or network
+	// instance; empty means every session may use every UPF.
+	Steering []SteeringRule
 	// NodeID is the proxy's Node ID toward SMFs and UPFs.
 	NodeID pfcp.NodeID
 	// SMFSide is the proxy's address in the UP F-SEIDs the SMFs get (the

@@ -110,6 +110,15 @@ func (m *pfcpManager) pfcpConfigOf(svc api.Service) (sctplb.N4Config, error) {
 		weights[w] = true
 		c.UPFs = append(c.UPFs, sctplb.N4UPF{Name: upfName(svc, ep), Addr: netip.AddrPortFrom(a, port), Weight: int(w)})
 	}
+	for _, r := range svc.PFCPSteering {
+		sr := n4.SteeringRule{DNN: r.DNN, SNSSAI: r.SNSSAI, NetworkInstance: r.NetworkInstance}
+		for _, e := range r.Endpoints {
+			if i := api.PFCPSteeringEndpoint(&svc, e); i >= 0 {
+				sr.UPFs = append(sr.UPFs, upfName(svc, svc.Endpoints[i]))
+			}
+		}
+		c.Steering = append(c.Steering, sr)
+	}
 	switch svc.Select {
 	case "", api.SelectRoundRobin:
 		c.Policy = n4.RoundRobin

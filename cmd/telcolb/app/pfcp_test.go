@@ -15,6 +15,7 @@ import (
 	"github.com/telcolb/telcolb/api"
 	"github.com/telcolb/telcolb/l7parse/pfcp"
 	sims "github.com/telcolb/telcolb/scenarios/pfcp"
+	"github.com/telcolb/telcolb/sctplb"
 )
 
 // pfcpLoop is a loopback address per test process (port 8805 is fixed).
@@ -185,5 +186,29 @@ func TestPFCPSessionsSurviveAServiceChangeAndADaemonRestart(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, "pfcp", "n4")); !os.IsNotExist(err) {
 		t.Errorf("deleted service's PFCP state still there: %v", err)
+	}
+}
+
+// TestPFCPSteeringRulesReachTheProxy: rules name endpoints the way the API
+// does; the proxy gets them as its UPF names, in order.
+func TestPFCPSteeringRulesReachTheProxy(t *testing.T) {
+	m := newPFCPManager(PFCPConfig{}, "", nil, testLogger(t))
+	svc := api.Service{Name: "n4", VIP: "10.9.0.1", Port: pfcp.Port, Protocol: api.ProtocolUDP, PFCP: true,
+		Endpoints: []api.Endpoint{{Address: "10.9.1.1", Port: 8805}, {Address: "10.9.1.2", Port: 8806}},
+		PFCPSteering: []api.PFCPSteeringRule{{DNN: "ims", Endpoints: []string{"10.9.1.2:8806"}},
+			{SNSSAI: "2", Endpoints: []string{"10.9.1.1", "10.9.1.2"}}}}
+	if err := api.Validate(&svc); err != nil {
+		t.Fatal(err)
+	}
+	c, err := m.pfcpConfigOf(svc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Steering) != 2 || c.Steering[0].DNN != "ims" || fmt.Sprint(c.Steering[0].UPFs) != "[10.9.1.2:8806]" ||
+		c.Steering[1].SNSSAI != "2" || fmt.Sprint(c.Steering[1].UPFs) != "[10.9.1.1:8805 10.9.1.2:8806]" {
+		t.Fatalf("steering %+v", c.Steering)
+	}
+	if _, err := sctplb.NewN4(c); err != nil {
+		t.Fatalf("the proxy refuses the rules: %v", err)
 	}
 }
