@@ -94,7 +94,9 @@ func TestBuild(t *testing.T) {
 				in.Peers = []v1alpha1.BGPPeer{
 					peerObj("r1", "192.0.2.1", 65001, nil),
 					peerObj("r2", "192.0.2.2", 65001, nil, func(s *v1alpha1.BGPPeerSpec) { s.PasswordSecretRef = &v1alpha1.SecretKeyRef{Name: "nope"} }),
-					peerObj("r3", "192.0.2.3", 65001, nil, func(s *v1alpha1.BGPPeerSpec) { s.PasswordSecretRef = &v1alpha1.SecretKeyRef{Name: "bgp", Key: "missing"} }),
+					peerObj("r3", "192.0.2.3", 65001, nil, func(s *v1alpha1.BGPPeerSpec) {
+						s.PasswordSecretRef = &v1alpha1.SecretKeyRef{Name: "bgp", Key: "missing"}
+					}),
 				}
 			},
 			want:         map[string]string{"n3": `{"nodeName":"n3","bgp":{"asn":65001,"peers":[{"name":"r1","address":"192.0.2.1","asn":65000}]}}`},
