@@ -248,44 +248,6 @@ func Setup(mgr manager.Manager, cfg Config) (*Reconciler, error) {
 	return r, nil
 }
 
-// setupCRDs adds the IPPool controller and the advertiser.
-func (r *Reconciler) setupCRDs(mgr manager.Manager) error {
-	toPools := handler.EnqueueRequestsFromMapFunc(func(context.Context, client.Object) []reconcile.Request {
-		return []reconcile.Request{allPoolsRequest}
-	})
-	if err := ctrl.NewControllerManagedBy(mgr).Named(r.cfg.Name+"-ippools").
-		Watches(&v1alpha1.IPPool{}, toPools, builder.WithPredicates(predicate.GenerationChangedPredicate{}, predicate.LabelChangedPredicate{})).
-		Complete(&ipPoolReconciler{r: r}); err != nil {
-		return fmt.Errorf("controller: build IPPool controller: %w", err)
-	}
-	return r.setupAdvertiser(mgr)
-}
-
-// hasCRPools reports whether any IPPool object is in use.
-func (r *Reconciler) hasCRPools() bool {
-	for _, pp := range r.pools.snapshot() {
-		if pp.fromCR {
-			return true
-		}
-	}
-	return false
-}
-
-// enqueueAllServices reconciles every Service of our class again (the
-// pools changed). It does not block the caller.
-func (r *Reconciler) enqueueAllServices(ctx context.Context) {
-	svcs := r.ourServices(ctx)
-	go func() {
-		for _, s := range svcs {
-			select {
-			case r.wake <- event.TypedGenericEvent[reconcile.Request]{Object: reconcile.Request{NamespacedName: types.NamespacedName{Namespace: s.Namespace, Name: s.Name}}}:
-			case <-ctx.Done():
-				return
-			}
-		}
-	}()
-}
-
 // Allocator exposes the allocator (tests, metrics).
 func (r *Reconciler) Allocator() *ipam.Allocator { return r.alloc }
 
