@@ -263,7 +263,7 @@ func TestIPPoolsConditionsAndSelection(t *testing.T) {
 	mixed := &v1alpha1.IPPool{ObjectMeta: metav1.ObjectMeta{Name: pn("mixed")}, Spec: v1alpha1.IPPoolSpec{Ranges: []v1alpha1.IPRange{{Start: "10.210.5.1", End: "2001:db8::1"}}}}
 	create(t, mixed)
 
-	waitValid(t, over, func() []metav1.Condition { return over.Status.Conditions }, metav1.ConditionFalse, v1alpha1.ReasonOverlap, "spec.cidrs[1]: 10.210.1.4-10.210.1.7 overlaps pool \""+poolA.Name+"\"")
+	waitValid(t, over, func() []metav1.Condition { return over.Status.Conditions }, metav1.ConditionFalse, v1alpha1.ReasonOverlap, "spec.cidrs[1]: 10.210.1.5-10.210.1.6 overlaps pool \""+poolA.Name+"\" range 10.210.1.1-10.210.1.6")
 	waitValid(t, backwards, func() []metav1.Condition { return backwards.Status.Conditions }, metav1.ConditionFalse, v1alpha1.ReasonInvalid, "spec.ranges[0]: range \"10.210.4.9-10.210.4.1\" ends before it starts")
 	waitValid(t, mixed, func() []metav1.Condition { return mixed.Status.Conditions }, metav1.ConditionFalse, v1alpha1.ReasonInvalid, "spec.ranges[0]")
 	waitValid(t, gold, func() []metav1.Condition { return gold.Status.Conditions }, metav1.ConditionTrue, v1alpha1.ReasonValid, "")
