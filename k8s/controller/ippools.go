@@ -225,7 +225,7 @@ func poolsChanged(a, b map[string]poolPolicy) bool {
 // reason is v1alpha1.ReasonValid when it can be used.
 func parseIPPool(pool *v1alpha1.IPPool, flagNames map[string]bool, accepted []ipam.PoolConfig) (ipam.PoolConfig, poolPolicy, string, string) {
 	pc := ipam.PoolConfig{Name: pool.Name, AvoidBuggyIPs: pool.Spec.AvoidBuggyIPs}
-	pol := poolPolicy{fromCR: true, autoAssign: pool.Spec.AutoAssign, secondaryOnly: pool.Spec.SecondaryOnly, labels: pool.Labels}
+	pol := poolPolicy{fromCR: true, autoAssign: pool.Spec.AutoAssign == nil || *pool.Spec.AutoAssign, secondaryOnly: pool.Spec.SecondaryOnly, labels: pool.Labels}
 	bad := func(reason, field, format string, args ...any) (ipam.PoolConfig, poolPolicy, string, string) {
 		return pc, pol, reason, field + ": " + fmt.Sprintf(format, args...)
 	}

@@ -5,8 +5,10 @@ import metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 // IPRange is an inclusive run of addresses of one family.
 type IPRange struct {
 	// +kubebuilder:validation:XValidation:rule="isIP(self)",message="must be an IPv4 or IPv6 address"
+	// +kubebuilder:validation:MaxLength=64
 	Start string `json:"start"`
 	// +kubebuilder:validation:XValidation:rule="isIP(self)",message="must be an IPv4 or IPv6 address"
+	// +kubebuilder:validation:MaxLength=64
 	End string `json:"end"`
 }
 
@@ -34,7 +36,7 @@ type IPPoolSpec struct {
 	// secondaryOnly pools.
 	// +kubebuilder:default=true
 	// +optional
-	AutoAssign bool `json:"autoAssign"`
+	AutoAssign *bool `json:"autoAssign,omitempty"`
 	// AvoidBuggyIPs never hands out IPv4 addresses ending in .0 or .255,
 	// which some clients and routers treat as network or broadcast
 	// addresses, also inside ranges and CIDRs shorter than /24.

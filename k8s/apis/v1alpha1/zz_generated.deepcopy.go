@@ -353,6 +353,11 @@ func (in *IPPoolSpec) DeepCopyInto(out *IPPoolSpec) {
 		*out = make([]IPRange, len(*in))
 		copy(*out, *in)
 	}
+	if in.AutoAssign != nil {
+		in, out := &in.AutoAssign, &out.AutoAssign
+		*out = new(bool)
+		**out = **in
+	}
 	if in.NamespaceSelector != nil {
 		in, out := &in.NamespaceSelector, &out.NamespaceSelector
 		*out = new(v1.LabelSelector)
