@@ -300,7 +300,9 @@ func TestIPPoolsConditionsAndSelection(t *testing.T) {
 	late := pn("late")
 	makeServedService(t, nsB, "s7", tc.class, withAnn("telcolb.io/poolSelect", late))
 	waitCondition(t, nsB, "s7", ReasonInvalidAnnotation)
-	create(t, &v1alpha1.IPPool{ObjectMeta: metav1.ObjectMeta{Name: late}, Spec: v1alpha1.IPPoolSpec{CIDRs: []string{"10.210.6.0/30"}}})
+	// (autoAssign false: otherwise s2, waiting for any pool it may use,
+	// could take the address first.)
+	create(t, &v1alpha1.IPPool{ObjectMeta: metav1.ObjectMeta{Name: late}, Spec: v1alpha1.IPPoolSpec{CIDRs: []string{"10.210.6.0/30"}, AutoAssign: ptr.To(false)}})
 	if got := waitIngress(t, nsB, "s7", 1); got[0] != "10.210.6.1" {
 		t.Fatalf("s7 ingress %v, want 10.210.6.1 from %s", got, late)
 	}
