@@ -39,6 +39,9 @@ type advDaemon struct {
 	announce []string
 	owner    string
 	reason   string
+	// bootID, when set, replaces the daemon's boot ID in /v1/health: the
+	// controller then sees a restarted daemon.
+	bootID string
 }
 
 func startAdvDaemon(t *testing.T) *advDaemon {
@@ -110,6 +113,21 @@ func startAdvDaemon(t *testing.T) *advDaemon {
 				out = append(out, *st)
 			}
 			_ = json.NewEncoder(w).Encode(out)
+		case req.URL.Path == "/"+api.Version+"/health" && req.Method == http.MethodGet:
+			rec := httptest.NewRecorder()
+			s.ServeHTTP(rec, req)
+			var h api.Health
+			if rec.Code != http.StatusOK || json.Unmarshal(rec.Body.Bytes(), &h) != nil {
+				w.WriteHeader(rec.Code)
+				_, _ = w.Write(rec.Body.Bytes())
+				return
+			}
+			d.mu.Lock()
+			if d.bootID != "" {
+				h.BootID = d.bootID
+			}
+			d.mu.Unlock()
+			_ = json.NewEncoder(w).Encode(h)
 		default:
 			s.ServeHTTP(w, req)
 		}
@@ -408,7 +426,23 @@ func TestAdvertisementPerNodeAndAnnouncedCondition(t *testing.T) {
 	if err := testClient.Update(ctx, bgpAd); err != nil {
 		t.Fatal(err)
 	}
-	waitPut(ds[0], strings.Replace(want0, "65001:100", "65001:200", 1))
+	puts0 = waitPut(ds[0], strings.Replace(want0, "65001:100", "65001:200", 1))
+	// A restarted daemon (new boot ID) is sent its configuration again,
+	// unchanged, since it may have come back without it.
+	_, puts2 := ds[2].lastPut()
+	ds[2].mu.Lock()
+	ds[2].bootID = "restarted"
+	ds[2].mu.Unlock()
+	eventually(t, 20*time.Second, "advertisement PUT after a daemon restart", func() error {
+		cfg, p := ds[2].lastPut()
+		if p <= puts2 || cfg.NodeName != nodes[2] {
+			return fmt.Errorf("%d PUTs (had %d), last %+v", p, puts2, cfg)
+		}
+		return nil
+	})
+	if _, p := ds[0].lastPut(); p != puts0 {
+		t.Fatalf("a restart of another daemon re-sent node %s's configuration (%d PUTs, had %d)", nodes[0], p, puts0)
+	}
 
 	// The Service's Announced condition and Events come from the VIPs answers.
 	ds[0].setAnnounce([]string{"bgp/" + r1.Name, "l2/eth1"}, nodes[0], "")
