@@ -10,7 +10,7 @@ export TELCOLB_REQUIRE_ENVTEST ?= 1
 export KUBEBUILDER_ASSETS      ?= $(ENVTEST_BIN)
 TEST_TIMEOUT ?= 45m
 
-.PHONY: all deps generate check-generate build test test-unit vet demo bench envtest-bins clean fuzz-smoke
+.PHONY: all deps generate check-generate crds check-crds build test test-unit vet demo bench envtest-bins clean fuzz-smoke
 
 all: build
 
@@ -32,6 +32,22 @@ check-generate: deps
 	    cmp -s "$$tmp/$$f" "bpf/$$f" || { echo "check-generate: bpf/$$f differs from what make generate builds: run make generate and commit it" >&2; exit 1; }; \
 	  done; echo "check-generate: bpf/ generated files match their sources"
 
+# The telcolb.io CRDs (k8s/deploy/crds) and deepcopy code
+# (k8s/apis/v1alpha1/zz_generated.deepcopy.go) come from the Go types in
+# k8s/apis/v1alpha1; both are committed.
+CONTROLLER_GEN ?= $(GO) run sigs.k8s.io/controller-tools/cmd/controller-gen@v0.23.0
+crds:
+	$(CONTROLLER_GEN) object paths=./k8s/apis/... crd:crdVersions=v1 output:crd:artifacts:config=k8s/deploy/crds
+
+# Fails when the committed CRDs or deepcopy code are not what `make crds`
+# builds from the types; generates into a temporary directory.
+check-crds:
+	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	  $(CONTROLLER_GEN) object paths=./k8s/apis/... crd:crdVersions=v1 output:crd:dir="$$tmp/crds" output:object:dir="$$tmp/obj" || exit 1; \
+	  cmp -s "$$tmp/obj/zz_generated.deepcopy.go" k8s/apis/v1alpha1/zz_generated.deepcopy.go || { echo "check-crds: k8s/apis/v1alpha1/zz_generated.deepcopy.go is stale: run make crds and commit it" >&2; exit 1; }; \
+	  diff -r -q "$$tmp/crds" k8s/deploy/crds >/dev/null || { echo "check-crds: k8s/deploy/crds differs from the types: run make crds and commit it" >&2; exit 1; }; \
+	  echo "check-crds: CRDs and deepcopy match k8s/apis/v1alpha1"
+
 build:
 	@mkdir -p $(BIN)
 	$(GO) build -o $(BIN)/ ./cmd/...
@@ -46,7 +62,7 @@ envtest-bins:
 
 # Everything: unit, byte-exact datapath (BPF_PROG_TEST_RUN), namespace
 # end-to-end, real API server. Needs root (eBPF, namespaces).
-test: deps envtest-bins vet check-generate
+test: deps envtest-bins vet check-generate check-crds
 	@bash hack/sweep-namespaces.sh
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./... 2>&1 | tee $(CACHE)/test.log; \
 	  rc=$${PIPESTATUS[0]}; bash hack/sweep-namespaces.sh; exit $$rc

@@ -14,7 +14,10 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
@@ -29,7 +32,9 @@ type flags struct {
 	class, cidrPools, cidr6Pools, poolFile, defaultPool string
 	daemons, daemonService, daemonScheme, tokenFile     string
 	daemonPort                                          int
-	loxilb, leaderElect, reallocate                     bool
+	loxilb, leaderElect, reallocate, crds               bool
+	secretNamespace                                     string
+	l2HeartbeatPort                                     int
 	leaderNamespace, metricsAddr, probeAddr             string
 	qps                                                 float64
 	burst, workers                                      int
@@ -44,7 +49,10 @@ func parseFlags(args []string) (*flags, error) {
 	fs.StringVar(&f.cidr6Pools, "cidr6-pools", "", "IPv6 pools, same syntax; a name shared with --cidr-pools makes a dual-stack pool")
 	fs.StringVar(&f.poolFile, "pool-file", "", "YAML pool file (pools: [{name, addresses: [...]}]), merged with the flags")
 	fs.StringVar(&f.defaultPool, "default-pool", controller.DefaultPool, "pool used without a poolSelect annotation")
-	fs.StringVar(&f.daemons, "daemons", "", "comma-separated daemon base URLs (http://10.0.0.1:8091,...)")
+	fs.StringVar(&f.daemons, "daemons", "", "comma-separated daemon base URLs (http://10.0.0.1:8091,...); node=URL names the daemon's node for its advertisement configuration (otherwise the node whose InternalIP is the URL's host)")
+	fs.BoolVar(&f.crds, "enable-crds", true, "read telcolb.io IPPool, BGPPeer and Advertisement objects (CRDs in k8s/deploy/crds must be installed)")
+	fs.StringVar(&f.secretNamespace, "secret-namespace", envOr("POD_NAMESPACE", "telcolb-system"), "namespace of the Secrets BGPPeer passwords are read from")
+	fs.IntVar(&f.l2HeartbeatPort, "l2-heartbeat-port", controller.DefaultL2HeartbeatPort, "UDP port the daemons of an L2 group exchange heartbeats on")
 	fs.StringVar(&f.daemonService, "daemon-service", "", "namespace/name of the daemons' headless Service (discovery instead of --daemons)")
 	fs.IntVar(&f.daemonPort, "daemon-port", 8091, "daemon API port for discovered daemons")
 	fs.StringVar(&f.daemonScheme, "daemon-scheme", "http", "daemon API scheme for discovered daemons")
@@ -88,7 +96,7 @@ func pools(f *flags) ([]ipam.PoolConfig, error) {
 		}
 	}
 	all := ipam.MergePools(p4, p6, pf)
-	if len(all) == 0 {
+	if len(all) == 0 && !f.crds {
 		return nil, errors.New("no pools: set --cidr-pools, --cidr6-pools or --pool-file")
 	}
 	return all, nil
@@ -123,27 +131,31 @@ func run(args []string) error {
 		return fmt.Errorf("kubeconfig: %w", err)
 	}
 	cfg.QPS, cfg.Burst = float32(f.qps), f.burst
-	mgr, err := ctrl.NewManager(cfg, manager.Options{
+	mo := manager.Options{
 		Metrics:                       metricsserver.Options{BindAddress: f.metricsAddr},
 		HealthProbeBindAddress:        f.probeAddr,
 		LeaderElection:                f.leaderElect,
 		LeaderElectionID:              "telcolb-controller",
 		LeaderElectionNamespace:       f.leaderNamespace,
 		LeaderElectionReleaseOnCancel: true,
-	})
+	}
+	if f.crds {
+		// Secrets are read (and cached) in one namespace only: that is all
+		// the RBAC grants.
+		mo.Cache.ByObject = map[client.Object]cache.ByObject{
+			&corev1.Secret{}: {Namespaces: map[string]cache.Config{f.secretNamespace: {}}},
+		}
+	}
+	mgr, err := ctrl.NewManager(cfg, mo)
 	if err != nil {
 		return fmt.Errorf("manager: %w", err)
 	}
-	var daemons []string
-	for _, d := range strings.Split(f.daemons, ",") {
-		if d = strings.TrimSpace(d); d != "" {
-			daemons = append(daemons, d)
-		}
-	}
+	daemons, daemonNodes := splitDaemons(f.daemons)
 	if _, err := controller.Setup(mgr, controller.Config{
 		Class: f.class, Pools: ps, DefaultPool: f.defaultPool, AcceptLoxilbAnnotations: f.loxilb, ReallocateDisallowed: f.reallocate,
 		Daemons: daemons, DaemonService: f.daemonService, DaemonPort: f.daemonPort, DaemonScheme: f.daemonScheme,
 		Dial: dial, MaxConcurrentReconciles: f.workers, ResyncInterval: f.resync,
+		EnableCRDs: f.crds, SecretNamespace: f.secretNamespace, DaemonNodes: daemonNodes, L2HeartbeatPort: f.l2HeartbeatPort,
 		Registerer: metrics.Registry, Logger: log,
 	}); err != nil {
 		return err
@@ -156,6 +168,31 @@ func run(args []string) error {
 	}
 	log.Info("starting", "class", f.class, "pools", len(ps), "daemons", daemons, "daemonService", f.daemonService)
 	return mgr.Start(ctrl.SetupSignalHandler())
+}
+
+func envOr(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}
+
+// splitDaemons parses --daemons: "URL" or "node=URL" items.
+func splitDaemons(v string) ([]string, map[string]string) {
+	var urls []string
+	nodes := map[string]string{}
+	for _, d := range strings.Split(v, ",") {
+		d = strings.TrimSpace(d)
+		if d == "" {
+			continue
+		}
+		if node, u, ok := strings.Cut(d, "="); ok && !strings.Contains(node, "/") {
+			d = strings.TrimSpace(u)
+			nodes[d] = strings.TrimSpace(node)
+		}
+		urls = append(urls, d)
+	}
+	return urls, nodes
 }
 
 func main() {

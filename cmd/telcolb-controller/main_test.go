@@ -21,7 +21,8 @@ func TestFlagsAndPools(t *testing.T) {
 	}{
 		{"flags and file merge", []string{"--daemons=http://a:1", "--cidr-pools=defaultPool=10.0.0.0/24", "--cidr6-pools=defaultPool=2001:db8::/120", "--pool-file=" + file}, 2, ""},
 		{"no daemons", []string{"--cidr-pools=defaultPool=10.0.0.0/24"}, 0, "--daemons or --daemon-service"},
-		{"no pools", []string{"--daemon-service=kube-system/telcolb"}, 0, "no pools"},
+		{"no pools", []string{"--daemon-service=kube-system/telcolb", "--enable-crds=false"}, 0, "no pools"},
+		{"no flag pools with IPPool objects", []string{"--daemon-service=kube-system/telcolb"}, 0, ""},
 		{"bad v4 pool", []string{"--daemons=http://a:1", "--cidr-pools=p=2001:db8::/120"}, 0, "--cidr-pools"},
 		{"missing file", []string{"--daemons=http://a:1", "--pool-file=" + filepath.Join(dir, "nope")}, 0, "--pool-file"},
 		{"unknown flag", []string{"--nope"}, 0, "not defined"},
@@ -40,5 +41,15 @@ func TestFlagsAndPools(t *testing.T) {
 				t.Fatalf("err = %v, want %q", err, tt.wantErr)
 			}
 		})
+	}
+}
+
+func TestSplitDaemons(t *testing.T) {
+	urls, nodes := splitDaemons("http://10.0.0.1:8091, node-b=http://10.0.0.2:8091,,")
+	if len(urls) != 2 || urls[0] != "http://10.0.0.1:8091" || urls[1] != "http://10.0.0.2:8091" {
+		t.Fatalf("urls = %q", urls)
+	}
+	if len(nodes) != 1 || nodes["http://10.0.0.2:8091"] != "node-b" {
+		t.Fatalf("nodes = %v", nodes)
 	}
 }

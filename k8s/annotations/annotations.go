@@ -86,6 +86,10 @@ type ProbeSpec struct {
 // Spec is the validated per-Service configuration.
 type Spec struct {
 	Pool string
+	// PoolSelected is true when a poolSelect annotation chose Pool (false:
+	// Pool is the default, and the controller may choose among the pools
+	// that auto-assign).
+	PoolSelected bool
 	// SecondaryPools (at most 3) give one secondary VIP each; ignored when
 	// SecondaryIPs is set.
 	SecondaryPools []string

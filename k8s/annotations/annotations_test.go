@@ -36,8 +36,8 @@ func TestParseValidAnnotations(t *testing.T) {
 		warn string
 	}{
 		{"no annotations uses the default pool", nil, Spec{Pool: "defaultPool"}, ""},
-		{"poolSelect", map[string]string{"telcolb.io/poolSelect": "pool1"}, Spec{Pool: "pool1"}, ""},
-		{"poolSelect with doc curly quotes", map[string]string{"telcolb.io/poolSelect": "“pool1”"}, Spec{Pool: "pool1"}, ""},
+		{"poolSelect", map[string]string{"telcolb.io/poolSelect": "pool1"}, Spec{Pool: "pool1", PoolSelected: true}, ""},
+		{"poolSelect with doc curly quotes", map[string]string{"telcolb.io/poolSelect": "“pool1”"}, Spec{Pool: "pool1", PoolSelected: true}, ""},
 		{"poolSelectSecondary", map[string]string{"telcolb.io/poolSelectSecondary": "pool2, pool3"}, Spec{Pool: "defaultPool", SecondaryPools: []string{"pool2", "pool3"}}, ""},
 		{"secondaryIPs", map[string]string{"telcolb.io/secondaryIPs": "1.1.1.1,2.2.2.2"}, Spec{Pool: "defaultPool", SecondaryIPs: addrs("1.1.1.1", "2.2.2.2")}, ""},
 		{"secondaryIPs win over poolSelectSecondary", map[string]string{"telcolb.io/secondaryIPs": "1.1.1.1", "telcolb.io/poolSelectSecondary": "pool2"}, Spec{Pool: "defaultPool", SecondaryIPs: addrs("1.1.1.1")}, "telcolb.io/poolSelectSecondary is ignored"},

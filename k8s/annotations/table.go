@@ -140,6 +140,7 @@ func lookup(name string) *Entry {
 func parsePool(p *parser, f field, _ *draft) {
 	if p.poolName(f.key, f.value) {
 		p.res.Spec.Pool = f.value
+		p.res.Spec.PoolSelected = true
 	}
 }
 

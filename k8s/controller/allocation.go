@@ -1,6 +1,7 @@
 package controller
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -128,6 +129,7 @@ func (e *allocError) Unwrap() error { return e.err }
 // the addresses no longer wanted are released once the new record is
 // persisted (commit).
 type attempt struct {
+	ctx   context.Context
 	r     *Reconciler
 	svc   *corev1.Service
 	spec  annotations.Spec
@@ -144,8 +146,8 @@ type attempt struct {
 	keptDisallowed []string // why each kept address is no longer allowed
 }
 
-func (r *Reconciler) newAttempt(svc *corev1.Service, spec annotations.Spec) *attempt {
-	a := &attempt{r: r, svc: svc, spec: spec, owner: r.owner(svc, spec.SharingKey),
+func (r *Reconciler) newAttempt(ctx context.Context, svc *corev1.Service, spec annotations.Spec) *attempt {
+	a := &attempt{ctx: ctx, r: r, svc: svc, spec: spec, owner: r.owner(svc, spec.SharingKey),
 		fresh: map[netip.Addr]bool{}, chosen: map[netip.Addr]bool{}, heldSet: map[netip.Addr]bool{}}
 	rec, ok, err := readAllocation(svc)
 	if err != nil {
@@ -249,8 +251,10 @@ func (a *attempt) disallowed() []string {
 		case static.IsValid():
 		case !inPool:
 			why = append(why, fmt.Sprintf("%s: in no configured pool, and no %s annotation asks for it", x, annotations.StaticIP))
-		case pool != a.spec.Pool:
-			why = append(why, fmt.Sprintf("%s: in pool %q, the Service selects pool %q", x, pool, a.spec.Pool))
+		default:
+			if w := a.poolFits(pool, fam); w != "" {
+				why = append(why, fmt.Sprintf("%s: %s", x, w))
+			}
 		}
 	}
 	wantSec := hasSCTP(a.svc) && (len(a.spec.SecondaryIPs) > 0 || len(a.spec.SecondaryPools) > 0)
@@ -373,7 +377,7 @@ func (a *attempt) choosePrimary() error {
 			a.primary = append(a.primary, static)
 			continue
 		}
-		x, err := a.fromPool(a.spec.Pool, fam, a.recP, "")
+		x, err := a.primaryFromPools(fam)
 		if err != nil {
 			return err
 		}
@@ -405,6 +409,9 @@ func (a *attempt) chooseSecondary() error {
 		return nil
 	}
 	for _, pool := range spec.SecondaryPools {
+		if why := a.r.poolUse(a.ctx, a.svc, pool, false); why != "" {
+			return &allocError{ReasonPoolNotAllowed, fmt.Errorf("annotation %s%s: %s", annotations.Prefix, annotations.PoolSelectSecondary, why)}
+		}
 		x, err := a.fromPool(pool, fam, a.recS, "secondary: ")
 		if err != nil {
 			return err
@@ -428,4 +435,70 @@ func (a *attempt) commit() {
 		a.r.metrics.observePools(a.r.alloc)
 		a.r.wakeWaiting()
 	}
+}
+
+// poolFits says why a recorded primary VIP in pool would not be chosen now
+// ("" when it would): the Service selects another pool, or the pool's
+// IPPool no longer allows it, or, without a poolSelect annotation, the pool
+// is not among those the Service gets addresses from by default.
+func (a *attempt) poolFits(pool string, fam ipam.Family) string {
+	if a.spec.PoolSelected || !a.r.hasCRPools() {
+		if pool != a.spec.Pool {
+			return fmt.Sprintf("in pool %q, the Service selects pool %q", pool, a.spec.Pool)
+		}
+		if w := a.r.poolUse(a.ctx, a.svc, pool, true); w != "" {
+			return fmt.Sprintf("in pool %q, which no longer allows this Service: %s", pool, w)
+		}
+		return ""
+	}
+	cands, _ := a.r.autoPools(a.ctx, a.svc, fam)
+	for _, c := range cands {
+		if c == pool {
+			return ""
+		}
+	}
+	return fmt.Sprintf("in pool %q, which is not among the pools this Service gets addresses from without a %s%s annotation (%s)",
+		pool, annotations.Prefix, annotations.PoolSelect, strings.Join(cands, ", "))
+}
+
+// primaryFromPools chooses the primary VIP of family fam: from the selected
+// pool, or, without a poolSelect annotation, from the first pool of
+// autoPools that is not exhausted. A recorded or held address in any
+// candidate pool is kept first, so a Service never moves between pools
+// because an earlier one has room again.
+func (a *attempt) primaryFromPools(fam ipam.Family) (netip.Addr, error) {
+	if a.spec.PoolSelected {
+		if why := a.r.poolUse(a.ctx, a.svc, a.spec.Pool, true); why != "" {
+			return netip.Addr{}, &allocError{ReasonPoolNotAllowed, fmt.Errorf("annotation %s%s: %s", annotations.Prefix, annotations.PoolSelect, why)}
+		}
+		return a.fromPool(a.spec.Pool, fam, a.recP, "")
+	}
+	pools, why := a.r.autoPools(a.ctx, a.svc, fam)
+	if len(pools) == 0 {
+		if len(why) == 0 {
+			// No pool of this family at all: the default pool's error.
+			return a.fromPool(a.spec.Pool, fam, a.recP, "")
+		}
+		return netip.Addr{}, &allocError{ReasonPoolNotAllowed, fmt.Errorf("no pool gives this Service an %s VIP without a %s%s annotation: %s",
+			fam, annotations.Prefix, annotations.PoolSelect, strings.Join(why, "; "))}
+	}
+	for _, p := range pools {
+		if keep := a.reuse(p, fam, a.recP); keep.IsValid() {
+			return a.fromPool(p, fam, a.recP, "")
+		}
+	}
+	var last error
+	for _, p := range pools {
+		x, err := a.fromPool(p, fam, a.recP, "")
+		if err == nil {
+			return x, nil
+		}
+		var ae *allocError
+		if errors.As(err, &ae) && ae.reason == ReasonPoolExhausted {
+			last = err
+			continue
+		}
+		return netip.Addr{}, err
+	}
+	return netip.Addr{}, last
 }

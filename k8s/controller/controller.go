@@ -37,6 +37,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	"github.com/telcolb/telcolb/k8s/annotations"
+	"github.com/telcolb/telcolb/k8s/apis/v1alpha1"
 	"github.com/telcolb/telcolb/k8s/ipam"
 )
 
@@ -116,7 +117,25 @@ type Config struct {
 	// Name makes controller names unique when several run in one process
 	// (tests); default "telcolb-service".
 	Name string
+	// EnableCRDs reads the telcolb.io IPPool, BGPPeer and Advertisement
+	// objects (the CRDs must be installed): IPPools become pools next to
+	// Pools, and every daemon gets its advertisement configuration.
+	EnableCRDs bool
+	// SecretNamespace holds the Secrets BGPPeer passwords come from (the
+	// controller's namespace).
+	SecretNamespace string
+	// DaemonNodes maps a fixed daemon URL to its node's name; discovered
+	// daemons are mapped by their endpoint's nodeName, and any other by
+	// matching the URL's host to a node's InternalIP.
+	DaemonNodes map[string]string
+	// L2HeartbeatPort is the UDP port L2 members send heartbeats to
+	// (default DefaultL2HeartbeatPort).
+	L2HeartbeatPort int
 }
+
+// DefaultL2HeartbeatPort is where the daemons of an L2 group exchange
+// liveness heartbeats unless configured.
+const DefaultL2HeartbeatPort = 7947
 
 // Reconciler reconciles Services of the configured class.
 type Reconciler struct {
@@ -124,6 +143,8 @@ type Reconciler struct {
 	client   client.Client
 	recorder record.EventRecorder
 	alloc    *ipam.Allocator
+	pools    *poolState
+	adv      *advertiser
 	daemons  *Daemons
 	metrics  *Metrics
 	log      *slog.Logger
@@ -162,6 +183,14 @@ func Setup(mgr manager.Manager, cfg Config) (*Reconciler, error) {
 	if cfg.Registerer == nil {
 		cfg.Registerer = prometheus.NewRegistry()
 	}
+	if cfg.L2HeartbeatPort == 0 {
+		cfg.L2HeartbeatPort = DefaultL2HeartbeatPort
+	}
+	if cfg.EnableCRDs {
+		if err := v1alpha1.AddToScheme(mgr.GetScheme()); err != nil {
+			return nil, fmt.Errorf("controller: register telcolb.io types: %w", err)
+		}
+	}
 	if cfg.Dial == nil {
 		return nil, errors.New("controller: Dial is required")
 	}
@@ -184,6 +213,7 @@ func Setup(mgr manager.Manager, cfg Config) (*Reconciler, error) {
 		// events.k8s.io series would fold them into the first note).
 		recorder: mgr.GetEventRecorderFor("telcolb-controller"), //nolint:staticcheck
 		alloc:    alloc,
+		pools:    &poolState{policies: flagPolicies(cfg.Pools), loaded: !cfg.EnableCRDs},
 		metrics:  m,
 		log:      cfg.Logger,
 		waiting:  map[types.NamespacedName]bool{},
@@ -202,12 +232,18 @@ func Setup(mgr manager.Manager, cfg Config) (*Reconciler, error) {
 		if err := r.daemons.SetDaemons(cfg.Daemons); err != nil {
 			return nil, fmt.Errorf("controller: %w", err)
 		}
+		r.daemons.SetNodes(cfg.DaemonNodes)
 	}
 	if err := mgr.Add(r.daemons); err != nil {
 		return nil, fmt.Errorf("controller: add daemon sync: %w", err)
 	}
 	if err := r.setupWatches(mgr); err != nil {
 		return nil, err
+	}
+	if cfg.EnableCRDs {
+		if err := r.setupCRDs(mgr); err != nil {
+			return nil, err
+		}
 	}
 	return r, nil
 }
@@ -477,6 +513,12 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 	if err := r.prime(ctx); err != nil {
 		return reconcile.Result{}, err
 	}
+	if !r.pools.isLoaded() {
+		// Until the IPPools are read, a Service asking for one would be told
+		// it does not exist, and one without a poolSelect annotation could
+		// get an address from a pool it would not have chosen.
+		return reconcile.Result{RequeueAfter: 200 * time.Millisecond}, nil
+	}
 	var svc corev1.Service
 	if err := r.client.Get(ctx, req.NamespacedName, &svc); err != nil {
 		if apierrors.IsNotFound(err) {
@@ -519,6 +561,7 @@ func (r *Reconciler) cleanup(ctx context.Context, svc *corev1.Service) error {
 		st := svc.DeepCopy()
 		st.Status.LoadBalancer.Ingress = nil
 		meta.RemoveStatusCondition(&st.Status.Conditions, ConditionType)
+		meta.RemoveStatusCondition(&st.Status.Conditions, AnnouncedConditionType)
 		if !equality.Semantic.DeepEqual(st.Status, svc.Status) {
 			if err := r.client.Status().Patch(ctx, st, client.MergeFrom(svc)); err != nil {
 				return fmt.Errorf("clear status of %s: %w", k, err)

@@ -25,6 +25,14 @@ type DaemonClient interface {
 	Health(ctx context.Context) (api.Health, error)
 }
 
+// AdvertisementClient is the advertisement part of the daemon REST API;
+// *api.Client implements it. A DaemonClient without it gets no
+// advertisement configuration.
+type AdvertisementClient interface {
+	PutAdvertisement(ctx context.Context, cfg api.AdvertisementConfig) error
+	VIPs(ctx context.Context) ([]api.VIPStatus, error)
+}
+
 // DialFunc makes a client for one daemon base URL.
 type DialFunc func(baseURL string) (DaemonClient, error)
 
@@ -81,7 +89,11 @@ type Daemons struct {
 	mu      sync.Mutex
 	desired map[string]map[string]api.Service // Service key -> rule name -> rule
 	daemons map[string]*daemon                // base URL -> daemon
+	nodes   map[string]string                 // base URL -> node name, where known
 	kick    chan struct{}
+	// onSync is called after each successful full sync of a daemon (new,
+	// restarted, drifted): the advertiser sends it its configuration again.
+	onSync func()
 }
 
 type daemon struct {
@@ -98,6 +110,9 @@ type daemon struct {
 	// means it restarted, possibly from an older or empty state dir, so
 	// applied no longer describes it.
 	bootID string
+	// syncs counts successful full syncs: a change tells the advertiser the
+	// daemon is new or restarted and needs its configuration again.
+	syncs int
 	// applied mirrors the daemon's rules named like ours, as last listed or
 	// written, by Service key then rule name, so unchanged rules are not
 	// sent again and one Service's rules are found without walking all
@@ -161,7 +176,53 @@ func NewDaemons(cfg DaemonsConfig) (*Daemons, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Daemons{cfg: cfg, desired: map[string]map[string]api.Service{}, daemons: map[string]*daemon{}, kick: make(chan struct{}, 1)}, nil
+	return &Daemons{cfg: cfg, desired: map[string]map[string]api.Service{}, daemons: map[string]*daemon{}, nodes: map[string]string{}, kick: make(chan struct{}, 1)}, nil
+}
+
+// SetNodes records the node of daemon URLs (merged with what is known).
+func (d *Daemons) SetNodes(nodes map[string]string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for u, n := range nodes {
+		d.nodes[u] = n
+	}
+}
+
+// Target is one daemon as the advertiser sees it.
+type Target struct {
+	URL string
+	// Node is the daemon's node name when known from discovery or
+	// configuration ("" otherwise).
+	Node   string
+	Client DaemonClient
+	// Synced is true after a full sync and until a failed health check;
+	// Syncs counts full syncs (a change means the daemon may have lost its
+	// configuration).
+	Synced bool
+	Syncs  int
+}
+
+// Targets lists the daemons, sorted by URL.
+func (d *Daemons) Targets() []Target {
+	d.mu.Lock()
+	list := make([]Target, 0, len(d.daemons))
+	for u, x := range d.daemons {
+		list = append(list, Target{URL: u, Node: d.nodes[u], Client: x.client})
+	}
+	d.mu.Unlock()
+	for i := range list {
+		d.mu.Lock()
+		x := d.daemons[list[i].URL]
+		d.mu.Unlock()
+		if x == nil {
+			continue
+		}
+		x.mu.Lock()
+		list[i].Synced, list[i].Syncs = x.synced, x.syncs
+		x.mu.Unlock()
+	}
+	sort.Slice(list, func(i, j int) bool { return list[i].URL < list[j].URL })
+	return list
 }
 
 // SetDaemons replaces the daemon list (flag or discovery). New daemons get a
@@ -501,6 +562,10 @@ func (d *Daemons) fullSync(ctx context.Context, x *daemon) error {
 		return err
 	}
 	x.lastSync = time.Now()
+	x.syncs++
+	if d.onSync != nil {
+		d.onSync()
+	}
 	d.cfg.Logger.Info("daemon synced", "url", x.url, "applied", applied, "deleted", deleted, "rules", x.appliedCount())
 	return err
 }

@@ -33,7 +33,7 @@ func (d *discovery) Start(ctx context.Context) error {
 	defer t.Stop()
 	var last []string
 	for {
-		urls, err := d.urls(ctx)
+		urls, nodes, err := d.urls(ctx)
 		if err != nil {
 			d.r.log.Warn("daemon discovery", "error", err)
 		} else if fmt.Sprint(urls) != fmt.Sprint(last) {
@@ -41,6 +41,9 @@ func (d *discovery) Start(ctx context.Context) error {
 				d.r.log.Warn("daemon discovery", "error", err)
 			}
 			last = urls
+		}
+		if err == nil {
+			d.r.daemons.SetNodes(nodes)
 		}
 		select {
 		case <-ctx.Done():
@@ -50,11 +53,14 @@ func (d *discovery) Start(ctx context.Context) error {
 	}
 }
 
-func (d *discovery) urls(ctx context.Context) ([]string, error) {
+// urls lists the ready daemons' URLs and, from the endpoints' nodeName,
+// their nodes.
+func (d *discovery) urls(ctx context.Context) ([]string, map[string]string, error) {
 	var list discoveryv1.EndpointSliceList
 	if err := d.r.client.List(ctx, &list, client.InNamespace(d.namespace), client.MatchingLabels{discoveryv1.LabelServiceName: d.name}); err != nil {
-		return nil, fmt.Errorf("list EndpointSlices of %s/%s: %w", d.namespace, d.name, err)
+		return nil, nil, fmt.Errorf("list EndpointSlices of %s/%s: %w", d.namespace, d.name, err)
 	}
+	nodes := map[string]string{}
 	seen := map[string]bool{}
 	var out []string
 	for _, sl := range list.Items {
@@ -64,6 +70,9 @@ func (d *discovery) urls(ctx context.Context) ([]string, error) {
 			}
 			for _, a := range ep.Addresses {
 				u := d.r.cfg.DaemonScheme + "://" + net.JoinHostPort(a, strconv.Itoa(d.r.cfg.DaemonPort))
+				if ep.NodeName != nil && *ep.NodeName != "" {
+					nodes[u] = *ep.NodeName
+				}
 				if !seen[u] {
 					seen[u] = true
 					out = append(out, u)
@@ -72,5 +81,5 @@ func (d *discovery) urls(ctx context.Context) ([]string, error) {
 		}
 	}
 	sort.Strings(out)
-	return out, nil
+	return out, nodes, nil
 }

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -20,6 +21,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -34,6 +36,7 @@ import (
 	"github.com/telcolb/telcolb/api"
 	"github.com/telcolb/telcolb/cmd/telcolb/app"
 	"github.com/telcolb/telcolb/dataplane"
+	"github.com/telcolb/telcolb/k8s/apis/v1alpha1"
 	"github.com/telcolb/telcolb/k8s/ipam"
 )
 
@@ -56,7 +59,13 @@ func TestMain(m *testing.M) {
 		envSkip = "KUBEBUILDER_ASSETS is unset (build the binaries with `make envtest-bins`); set TELCOLB_REQUIRE_ENVTEST=1 to make this a failure"
 		os.Exit(m.Run())
 	}
-	env := &envtest.Environment{}
+	// The telcolb.io CRDs as deployed: the API server applies their
+	// OpenAPI and CEL validation.
+	env := &envtest.Environment{CRDDirectoryPaths: []string{filepath.Join("..", "deploy", "crds")}, ErrorIfCRDPathMissing: true}
+	if err := v1alpha1.AddToScheme(scheme.Scheme); err != nil {
+		fmt.Fprintln(os.Stderr, "scheme:", err)
+		os.Exit(1)
+	}
 	// The default /24 service range holds too few ClusterIPs for the
 	// 5,000-Service benchmark.
 	env.ControlPlane.GetAPIServer().Configure().Set("service-cluster-ip-range", "10.96.0.0/16")
@@ -176,6 +185,10 @@ type ctrlOpts struct {
 	loxilb         bool
 	class          string
 	dial           DialFunc
+	// crds turns on IPPool/BGPPeer/Advertisement handling.
+	crds            bool
+	secretNamespace string
+	daemonNodes     map[string]string
 }
 
 func newClass() string { return fmt.Sprintf("telcolb.io/test-%d", testSeq.Add(1)) }
@@ -226,6 +239,9 @@ func startController(t *testing.T, o ctrlOpts) *testCtrl {
 		Registerer:              prometheus.NewRegistry(),
 		Logger:                  testLogger(),
 		Name:                    fmt.Sprintf("svc-%d", testSeq.Add(1)),
+		EnableCRDs:              o.crds,
+		SecretNamespace:         o.secretNamespace,
+		DaemonNodes:             o.daemonNodes,
 	})
 	if err != nil {
 		t.Fatal(err)

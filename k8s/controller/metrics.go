@@ -16,6 +16,7 @@ type Metrics struct {
 	reconcileErrors    *prometheus.CounterVec
 	allocationFailures *prometheus.CounterVec
 	daemonUp           *prometheus.GaugeVec
+	advertisementPuts  *prometheus.CounterVec
 }
 
 // NewMetrics registers the controller's series on reg.
@@ -36,8 +37,11 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		daemonUp: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "telcolb_controller_daemon_up", Help: "1 when the daemon answered its last health check.",
 		}, []string{"daemon"}),
+		advertisementPuts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "telcolb_controller_advertisement_puts_total", Help: "Advertisement configurations sent to daemons, by result (ok, error).",
+		}, []string{"result"}),
 	}
-	for _, c := range []prometheus.Collector{m.poolSize, m.poolInUse, m.reconcileErrors, m.allocationFailures, m.daemonUp} {
+	for _, c := range []prometheus.Collector{m.poolSize, m.poolInUse, m.reconcileErrors, m.allocationFailures, m.daemonUp, m.advertisementPuts} {
 		if err := reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError
 			if errors.As(err, &are) {
@@ -50,6 +54,9 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 }
 
 func (m *Metrics) observePools(a *ipam.Allocator) {
+	// Pools come and go with IPPool objects: drop the series of removed ones.
+	m.poolSize.Reset()
+	m.poolInUse.Reset()
 	for _, s := range a.Stats() {
 		fam := s.Family.String()
 		m.poolSize.WithLabelValues(s.Pool, fam).Set(float64(s.Size))

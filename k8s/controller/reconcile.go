@@ -38,7 +38,7 @@ func (r *Reconciler) reconcileOurs(ctx context.Context, svc *corev1.Service) (re
 		return reconcile.Result{}, nil
 	}
 	spec := res.Spec
-	att := r.newAttempt(svc, spec)
+	att := r.newAttempt(ctx, svc, spec)
 	err = att.run()
 	r.metrics.observePools(r.alloc)
 	if err != nil {

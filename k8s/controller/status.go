@@ -120,6 +120,17 @@ func (r *Reconciler) writeStatus(ctx context.Context, svc *corev1.Service, vips 
 	meta.SetStatusCondition(&st.Status.Conditions, metav1.Condition{
 		Type: ConditionType, Status: status, Reason: reason, Message: msg, ObservedGeneration: svc.Generation,
 	})
+	// The Announced condition is written here too, so one writer owns the
+	// Service's conditions (a second one would overwrite this one's list).
+	before := meta.FindStatusCondition(svc.Status.Conditions, AnnouncedConditionType)
+	ann, announced := r.announcement(key(svc))
+	if announced {
+		meta.SetStatusCondition(&st.Status.Conditions, metav1.Condition{
+			Type: AnnouncedConditionType, Status: ann.status, Reason: ann.reason, Message: ann.message, ObservedGeneration: svc.Generation,
+		})
+	} else {
+		meta.RemoveStatusCondition(&st.Status.Conditions, AnnouncedConditionType)
+	}
 	if equality.Semantic.DeepEqual(st.Status, svc.Status) {
 		return nil
 	}
@@ -127,6 +138,14 @@ func (r *Reconciler) writeStatus(ctx context.Context, svc *corev1.Service, vips 
 		return fmt.Errorf("patch status of %s: %w", key(svc), err)
 	}
 	*svc = *st
+	if announced && (before == nil || before.Message != ann.message) {
+		// Once per change, like Programmed: the condition is the memory.
+		typ := corev1.EventTypeNormal
+		if ann.status != metav1.ConditionTrue {
+			typ = corev1.EventTypeWarning
+		}
+		r.event(svc, typ, ann.reason, "Announce", "%s", ann.message)
+	}
 	return nil
 }
 

@@ -82,6 +82,7 @@ type holder struct {
 type pool struct {
 	name   string
 	ranges []Range
+	avoid  bool // AvoidBuggyIPs
 	// lowFree[i] is where the search for a free address in ranges[i]
 	// starts: every address below it is held. Without it, allocating N
 	// addresses scans past every held one each time (quadratic at a cold
@@ -106,10 +107,41 @@ func New(cfg Config) (*Allocator, error) {
 		return nil, fmt.Errorf("ipam config: %w", err)
 	}
 	a := &Allocator{
-		pools:     map[string]*pool{},
 		used:      map[netip.Addr]map[string]*holder{},
 		byService: map[string]map[netip.Addr]bool{},
 	}
+	a.pools = buildPools(cfg)
+	return a, nil
+}
+
+// SetPools replaces the pool set (IPPool objects changed). Held addresses
+// stay held, also those no pool contains any more: a Service keeps its VIPs
+// until it is changed or deleted, and no address is handed out twice.
+func (a *Allocator) SetPools(cfg Config) error {
+	if err := validate(cfg); err != nil {
+		return fmt.Errorf("ipam config: %w", err)
+	}
+	pools := buildPools(cfg)
+	a.mu.Lock()
+	a.pools = pools
+	a.mu.Unlock()
+	return nil
+}
+
+// Pools lists the configured pools (names and ranges), sorted by name.
+func (a *Allocator) Pools() []PoolConfig {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	out := make([]PoolConfig, 0, len(a.pools))
+	for _, p := range a.pools {
+		out = append(out, PoolConfig{Name: p.name, Ranges: append([]Range(nil), p.ranges...), AvoidBuggyIPs: p.avoid})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+func buildPools(cfg Config) map[string]*pool {
+	pools := map[string]*pool{}
 	for _, p := range cfg.Pools {
 		rs := append([]Range(nil), p.Ranges...)
 		sort.Slice(rs, func(i, j int) bool {
@@ -122,9 +154,18 @@ func New(cfg Config) (*Allocator, error) {
 		for i, r := range rs {
 			low[i] = r.First
 		}
-		a.pools[p.Name] = &pool{name: p.Name, ranges: rs, lowFree: low}
+		pools[p.Name] = &pool{name: p.Name, ranges: rs, lowFree: low, avoid: p.AvoidBuggyIPs}
 	}
-	return a, nil
+	return pools
+}
+
+// buggy: an IPv4 address ending in .0 or .255.
+func buggy(addr netip.Addr) bool {
+	if !addr.Is4() {
+		return false
+	}
+	b := addr.As4()
+	return b[3] == 0 || b[3] == 255
 }
 
 // HasPool reports whether name is configured.
@@ -201,7 +242,7 @@ func (a *Allocator) Allocate(o Owner, name string, f Family) (netip.Addr, error)
 	if o.SharingKey != "" {
 		var candidates []netip.Addr
 		for addr, hs := range a.used {
-			if FamilyOf(addr) != f || hs[o.Service] != nil || !p.contains(addr) {
+			if FamilyOf(addr) != f || hs[o.Service] != nil || !p.contains(addr) || p.avoid && buggy(addr) {
 				continue
 			}
 			if _, why := compatible(hs, o); why == "" {
@@ -221,7 +262,7 @@ func (a *Allocator) Allocate(o Owner, name string, f Family) (netip.Addr, error)
 		// Terminates after at most len(a.used)+1 steps per range, even for
 		// an IPv6 /64: only held addresses are skipped.
 		for addr := p.lowFree[i]; addr.IsValid() && addr.Compare(r.Last) <= 0; addr = addr.Next() {
-			if len(a.used[addr]) == 0 {
+			if len(a.used[addr]) == 0 && !(p.avoid && buggy(addr)) {
 				a.hold(addr, o)
 				p.lowFree[i] = addr.Next()
 				return addr, nil

@@ -75,6 +75,10 @@ func (r Range) overlaps(o Range) bool {
 type PoolConfig struct {
 	Name   string  `json:"name"`
 	Ranges []Range `json:"-"`
+	// AvoidBuggyIPs: Allocate never returns an IPv4 address ending in .0
+	// or .255 (some clients and routers take them for network or
+	// broadcast addresses). Assign still accepts them (static IPs).
+	AvoidBuggyIPs bool `json:"-"`
 }
 
 // Config is the allocator's pool set.
@@ -253,10 +257,28 @@ func MergePools(lists ...[]PoolConfig) []PoolConfig {
 				out = append(out, PoolConfig{Name: p.Name})
 			}
 			out[i].Ranges = append(out[i].Ranges, p.Ranges...)
+			out[i].AvoidBuggyIPs = out[i].AvoidBuggyIPs || p.AvoidBuggyIPs
 		}
 	}
 	return out
 }
+
+// Overlaps returns a description of the first overlap between a range of
+// pools and one of other ("" when none), for callers that accept pools one
+// at a time and must say which one clashes with which.
+func Overlaps(r Range, pools []PoolConfig) string {
+	for _, p := range pools {
+		for _, o := range p.Ranges {
+			if r.overlaps(o) {
+				return fmt.Sprintf("pool %q range %s", p.Name, o)
+			}
+		}
+	}
+	return ""
+}
+
+// ValidName reports whether name is a valid pool name.
+func ValidName(name string) bool { return poolNameRE.MatchString(name) }
 
 func validate(cfg Config) error {
 	type owned struct {
