@@ -37,7 +37,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Name: "telcolb_controller_daemon_up", Help: "1 when the daemon answered its last health check.",
 		}, []string{"daemon"}),
 	}
-	for _, c := range []prometheus.Collector{m.poolSize, m.poolInUse, m.reconcileErrors, m.allocationFailures, m.daemonUp} {
+	for _, c := range m.collectors() {
 		if err := reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError
 			if errors.As(err, &are) {
@@ -47,6 +47,11 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		}
 	}
 	return m, nil
+}
+
+// collectors are every series family of the controller (docs/metrics.md lists them).
+func (m *Metrics) collectors() []prometheus.Collector {
+	return []prometheus.Collector{m.poolSize, m.poolInUse, m.reconcileErrors, m.allocationFailures, m.daemonUp}
 }
 
 func (m *Metrics) observePools(a *ipam.Allocator) {

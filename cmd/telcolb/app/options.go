@@ -39,6 +39,11 @@ type Options struct {
 	// duration, default 10s); T1 is half of it (at most 3s) and a UPF
 	// unreachable for 6 intervals is lost.
 	PFCPHeartbeatInterval string `json:"pfcpHeartbeatInterval"`
+	// EndpointTrafficMetrics adds per-endpoint packet and byte counters to
+	// /metrics: two more series per endpoint, off by default so a node
+	// with a thousand services stays under a few thousand series
+	// (docs/metrics.md).
+	EndpointTrafficMetrics bool `json:"endpointTrafficMetrics"`
 	// Cleanup removes the pinned datapath and exits (flag --cleanup or the
 	// "cleanup" subcommand); not settable from the file on purpose.
 	Cleanup bool `json:"-"`
@@ -82,6 +87,7 @@ func ParseOptions(args []string, usage io.Writer) (Options, error) {
 	fs.StringVar(&f.N2Transport, "n2-transport", o.N2Transport, "SCTP stack of N2 proxies: auto, kernel or userspace")
 	fs.StringVar(&f.PFCPUPFLoss, "pfcp-upf-loss", o.PFCPUPFLoss, "PFCP proxies: release or move the sessions of a lost UPF")
 	fs.StringVar(&f.PFCPHeartbeatInterval, "pfcp-heartbeat-interval", o.PFCPHeartbeatInterval, "PFCP proxies: heartbeat interval (a UPF silent for 6 is lost)")
+	fs.BoolVar(&f.EndpointTrafficMetrics, "endpoint-traffic-metrics", false, "also export per-endpoint packet and byte counters (two more series per endpoint)")
 	fs.StringVar(&configPath, "config", "", "YAML file with the same settings in camelCase (apiAddress, interfaces, ...)")
 	fs.BoolVar(&f.Cleanup, "cleanup", false, "remove the pinned datapath (rules, connections, attachments) and exit")
 	if err := fs.Parse(args); err != nil {
@@ -128,6 +134,8 @@ func ParseOptions(args []string, usage io.Writer) (Options, error) {
 			o.PFCPUPFLoss = f.PFCPUPFLoss
 		case "pfcp-heartbeat-interval":
 			o.PFCPHeartbeatInterval = f.PFCPHeartbeatInterval
+		case "endpoint-traffic-metrics":
+			o.EndpointTrafficMetrics = f.EndpointTrafficMetrics
 		}
 	})
 	o.Cleanup = f.Cleanup

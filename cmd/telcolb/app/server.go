@@ -52,6 +52,9 @@ type Config struct {
 	N2 N2Config
 	// PFCP configures the N4 proxies of services with PFCP set (pfcp.go).
 	PFCP PFCPConfig
+	// EndpointTrafficMetrics exports per-endpoint packet and byte counters
+	// (two series per endpoint; off by default, docs/metrics.md).
+	EndpointTrafficMetrics bool
 	// MaxServiceID is the highest service ID handed out. Default: what
 	// the datapath reports (MaxServiceID method), else the compiled
 	// datapath's limit.
@@ -187,7 +190,7 @@ func NewServer(cfg Config) (*Server, error) {
 		_ = s.n2.close()
 		return nil, err
 	}
-	if err := cfg.Registry.Register(&collector{s: s}); err != nil {
+	if err := cfg.Registry.Register(&collector{s: s, endpointTraffic: cfg.EndpointTrafficMetrics}); err != nil {
 		s.probes.close()
 		s.pfcp.close()
 		_ = s.n2.close()
