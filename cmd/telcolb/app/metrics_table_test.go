@@ -5,15 +5,20 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"net/netip"
 	"path/filepath"
 	"sort"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/telcolb/telcolb/api"
 	"github.com/telcolb/telcolb/dataplane"
 	"github.com/telcolb/telcolb/monitoring/metricsdoc"
+	"github.com/telcolb/telcolb/scenarios/n2"
+	"github.com/telcolb/telcolb/sctplb/transport"
+	"github.com/telcolb/telcolb/sctplb/transport/memory"
 )
 
 // TestMetricTableListsEveryDaemonMetric holds the daemon's own series to
@@ -84,6 +89,27 @@ func TestEndpointTrafficMetricsAreOptIn(t *testing.T) {
 	}
 }
 
+// bulkGNB registers many UEs through the proxy, more at once than n2GNB.
+func bulkGNB(t *testing.T, net *memory.Network, name string, ues int) {
+	t.Helper()
+	g, err := n2.NewGNB(n2.GNBConfig{Name: name, Transport: net, UEs: ues, SetID: 1, Parallel: 512, Wait: 30 * time.Second,
+		Remote: transport.Endpoint{Addrs: []netip.Addr{netip.MustParseAddr(n2VIP)}, Port: 38412}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(func() { cancel(); _ = g.Close() })
+	if err := g.Connect(ctx); err != nil {
+		t.Fatal(err)
+	}
+	g.Register(ctx)
+	for _, u := range g.Report().UEs {
+		if !u.Registered {
+			t.Fatalf("%s ue %d not registered: %s", name, u.Index, u.Error)
+		}
+	}
+}
+
 // countSeries gathers the registry and returns the series per family.
 func countSeries(t *testing.T, env *testEnv) (int, map[string]int) {
 	t.Helper()
@@ -139,7 +165,7 @@ func TestSeriesStayBoundedWith10000UEsAnd1000Services(t *testing.T) {
 		return err == nil && st.ActiveConnections == 100
 	})
 	few, _ := countSeries(t, env)
-	n2GNB(t, net, "gnb2", ues-100)
+	bulkGNB(t, net, "gnb2", ues-100)
 	eventually(t, "10,000 UEs", func() bool {
 		st, err := c.GetService(ctx, "n2")
 		return err == nil && st.ActiveConnections == ues
