@@ -36,13 +36,13 @@ const (
 // and why. Evaluate fails when one of them does return series (the list
 // is stale) and when any other query returns nothing.
 var notExercised = promtest.Unexercised{
-	`alert TelcolbVIPPoolNearlyExhausted`:                             "controller metric: k8s/controller TestControllerDashboardAndAlertsAgainstPrometheus fills a pool",
-	`dashboard n2, panel "Rejected PDUs by reason"`:                   "the simulators send only valid NGAP; the section 10 rejections are tested in sctplb/steer",
-	`dashboard n2, panel "Malformed PDUs"`:                            "the simulators send only decodable NGAP; malformed input is fuzzed in sctplb/steer",
-	`dashboard n2, panel "Suppressed logs and Error Indications"`:     "no peer here sends enough bad PDUs to reach the rate limits (sctplb/steer hostile_test.go)",
-	`dashboard pfcp, panel "Sessions replayed or moved"`:              "no UPF restarts here; scenarios/pfcp TestN4LabThroughTheDaemon restarts one",
-	`dashboard pfcp, panel "Steering failures"`:                       "every PFCP message here has a live UPF",
-	`dashboard pfcp, panel "Malformed messages"`:                      "the simulators send valid PFCP; malformed input is fuzzed in l7parse/pfcp and sctplb/n4",
+	`alert TelcolbVIPPoolNearlyExhausted`:                         "controller metric: k8s/controller TestControllerDashboardAndAlertsAgainstPrometheus fills a pool",
+	`dashboard n2, panel "Rejected PDUs by reason"`:               "the simulators send only valid NGAP; the section 10 rejections are tested in sctplb/steer",
+	`dashboard n2, panel "Malformed PDUs"`:                        "the simulators send only decodable NGAP; malformed input is fuzzed in sctplb/steer",
+	`dashboard n2, panel "Suppressed logs and Error Indications"`: "no peer here sends enough bad PDUs to reach the rate limits (sctplb/steer hostile_test.go)",
+	`dashboard pfcp, panel "Sessions replayed or moved"`:          "no UPF restarts here; scenarios/pfcp TestN4LabThroughTheDaemon restarts one",
+	`dashboard pfcp, panel "Steering failures"`:                   "every PFCP message here has a live UPF",
+	`dashboard pfcp, panel "Malformed messages"`:                  "the simulators send valid PFCP; malformed input is fuzzed in l7parse/pfcp and sctplb/n4",
 }
 
 // TestDashboardsAndAlertsAgainstPrometheus is the metrics lab (see doc.go).
