@@ -52,7 +52,7 @@ func metrics(ctx context.Context, env *l4.Env) error {
 		filepath.Join(monitoring.Dir, monitoring.RuleFile), filepath.Join(monitoring.Dir, monitoring.PrometheusRule))
 	fmt.Println("dashboards (Grafana: Dashboards > New > Import, upload the file; or the k8s/deploy/monitoring component):")
 	for _, d := range dashboards.All() {
-		fmt.Printf("  %-52s %s\n", filepath.Join(monitoring.Dir, monitoring.DashboardsDir, d.FileName()), d.Title)
+		fmt.Printf("  %-56s %s\n", filepath.Join(monitoring.Dir, monitoring.DashboardsDir, d.FileName()), d.Title)
 	}
 	return nil
 }
