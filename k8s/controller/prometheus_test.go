@@ -1,8 +1,10 @@
 package controller
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -15,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/telcolb/telcolb/monitoring/dashboards"
+	"github.com/telcolb/telcolb/monitoring/metricsdoc"
 	"github.com/telcolb/telcolb/monitoring/promtest"
 )
 
@@ -87,12 +90,30 @@ func TestControllerDashboardAndAlertsAgainstPrometheus(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	check := exec.CommandContext(ctx, "promtool", "check", "metrics")
-	check.Stdin = resp.Body
-	out, err := check.CombinedOutput()
+	body, err := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	if err != nil {
+		t.Fatal(err)
+	}
+	check := exec.CommandContext(ctx, "promtool", "check", "metrics")
+	check.Stdin = bytes.NewReader(body)
+	if out, err := check.CombinedOutput(); err != nil {
 		t.Errorf("promtool check metrics on the controller's /metrics: %v\n%s", err, out)
+	}
+	// Every telcolb family served is in docs/metrics.md with its type.
+	table, err := metricsdoc.Load(".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	known := metricsdoc.Names(table)
+	for _, l := range strings.Split(string(body), "\n") {
+		f := strings.Fields(l)
+		if len(f) != 4 || f[1] != "TYPE" || !strings.HasPrefix(f[2], "telcolb_") {
+			continue
+		}
+		if m, ok := known[f[2]]; !ok || m.Type != f[3] {
+			t.Errorf("the controller exports %s (%s): %s lists %+v", f[2], f[3], metricsdoc.Path, m)
+		}
 	}
 
 	var ds []dashboards.Spec

@@ -18,6 +18,7 @@ import (
 
 	"github.com/telcolb/telcolb/api"
 	"github.com/telcolb/telcolb/monitoring/dashboards"
+	"github.com/telcolb/telcolb/monitoring/metricsdoc"
 	"github.com/telcolb/telcolb/monitoring/promtest"
 	"github.com/telcolb/telcolb/scenarios/l4"
 	"github.com/telcolb/telcolb/scenarios/lab"
@@ -121,6 +122,25 @@ func TestDashboardsAndAlertsAgainstPrometheus(t *testing.T) {
 	cmd.Stdin = strings.NewReader(body)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Errorf("promtool check metrics on the daemon's /metrics: %v\n%s", err, out)
+	}
+
+	// Every family the running daemon exports is in docs/metrics.md with
+	// its type, whichever subsystem registered it.
+	table, err := metricsdoc.Load(".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	known := metricsdoc.Names(table)
+	for _, l := range strings.Split(body, "\n") {
+		f := strings.Fields(l)
+		if len(f) != 4 || f[0] != "#" || f[1] != "TYPE" {
+			continue
+		}
+		if m, ok := known[f[2]]; !ok {
+			t.Errorf("the daemon exports %s (%s), which %s does not list", f[2], f[3], metricsdoc.Path)
+		} else if m.Type != f[3] {
+			t.Errorf("the daemon exports %s as a %s, %s says %s", f[2], f[3], metricsdoc.Path, m.Type)
+		}
 	}
 
 	var ds []dashboards.Spec
