@@ -7,6 +7,7 @@ require (
 	github.com/free5gc/aper v1.0.5
 	github.com/free5gc/ngap v1.0.8
 	github.com/go-logr/logr v1.4.3
+	github.com/grafana/grafana-foundation-sdk/go v0.0.22
 	github.com/ishidawataru/sctp v0.0.0-20251114114122-19ddcbc6aae2
 	github.com/prometheus/client_golang v1.25.0
 	github.com/prometheus/client_model v0.6.3

@@ -27,6 +27,10 @@ have qemu-system-x86_64 || need+=(qemu-system-x86)
 have sctp_darn          || need+=(lksctp-tools)
 have xz                 || need+=(xz-utils)
 have cpio               || need+=(cpio)
+# Metrics lab (scenarios/metrics): a real Prometheus and promtool (check
+# metrics/rules, test rules) for the dashboards and alert rules.
+have prometheus || need+=(prometheus)
+have promtool   || need+=(prometheus)
 
 # The VM lab's guest kernel: Debian's 6.1 kernel (kernel SCTP as modules, no
 # tcx), fetched once with apt-get download and unpacked under .cache/vm, so

@@ -63,12 +63,17 @@ func newMetrics(reg prometheus.Registerer, proxy string) (*metrics, error) {
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.ues, m.messages, m.failures, m.malformed, m.rejected, m.suppressed, m.nas, m.assocs, m.amfLinks, m.sendErrors} {
+	for _, c := range m.collectors() {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register N2 metrics: %w", err)
 		}
 	}
 	return m, nil
+}
+
+// collectors are every series family of the proxy (docs/metrics.md lists them).
+func (m *metrics) collectors() []prometheus.Collector {
+	return []prometheus.Collector{m.ues, m.messages, m.failures, m.malformed, m.rejected, m.suppressed, m.nas, m.assocs, m.amfLinks, m.sendErrors}
 }
 
 func (m *metrics) action(a steer.Action) {

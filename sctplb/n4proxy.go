@@ -386,12 +386,17 @@ func newN4Metrics(reg prometheus.Registerer, proxy string) (*n4Metrics, error) {
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.sessions, m.upfUp, m.smfs, m.messages, m.absorbed, m.replays, m.failures, m.malformed, m.sendErrors, m.journalErrors} {
+	for _, c := range m.collectors() {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register N4 metrics: %w", err)
 		}
 	}
 	return m, nil
+}
+
+// collectors are every series family of the N4 proxy (docs/metrics.md lists them).
+func (m *n4Metrics) collectors() []prometheus.Collector {
+	return []prometheus.Collector{m.sessions, m.upfUp, m.smfs, m.messages, m.absorbed, m.replays, m.failures, m.malformed, m.sendErrors, m.journalErrors}
 }
 
 func (m *n4Metrics) action(a n4.Action, names []string) {

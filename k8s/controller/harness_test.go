@@ -189,6 +189,8 @@ type ctrlOpts struct {
 	crds            bool
 	secretNamespace string
 	daemonNodes     map[string]string
+	// reg receives the controller's metrics (a fresh registry when nil).
+	reg prometheus.Registerer
 }
 
 func newClass() string { return fmt.Sprintf("telcolb.io/test-%d", testSeq.Add(1)) }
@@ -225,6 +227,10 @@ func startController(t *testing.T, o ctrlOpts) *testCtrl {
 	if dial == nil {
 		dial = dialAPI
 	}
+	reg := o.reg
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
 	mgr, err := ctrl.NewManager(testCfg, mo)
 	if err != nil {
 		t.Fatal(err)
@@ -236,7 +242,7 @@ func startController(t *testing.T, o ctrlOpts) *testCtrl {
 		Dial:                    dial,
 		HealthInterval:          200 * time.Millisecond,
 		AcceptLoxilbAnnotations: o.loxilb,
-		Registerer:              prometheus.NewRegistry(),
+		Registerer:              reg,
 		Logger:                  testLogger(),
 		Name:                    fmt.Sprintf("svc-%d", testSeq.Add(1)),
 		EnableCRDs:              o.crds,

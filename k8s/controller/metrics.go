@@ -41,7 +41,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Name: "telcolb_controller_advertisement_puts_total", Help: "Advertisement configurations sent to daemons, by result (ok, error).",
 		}, []string{"result"}),
 	}
-	for _, c := range []prometheus.Collector{m.poolSize, m.poolInUse, m.reconcileErrors, m.allocationFailures, m.daemonUp, m.advertisementPuts} {
+	for _, c := range m.collectors() {
 		if err := reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError
 			if errors.As(err, &are) {
@@ -51,6 +51,11 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		}
 	}
 	return m, nil
+}
+
+// collectors are every series family of the controller (docs/metrics.md lists them).
+func (m *Metrics) collectors() []prometheus.Collector {
+	return []prometheus.Collector{m.poolSize, m.poolInUse, m.reconcileErrors, m.allocationFailures, m.daemonUp, m.advertisementPuts}
 }
 
 func (m *Metrics) observePools(a *ipam.Allocator) {

@@ -2,8 +2,9 @@
 // load balancer, two backends), runs telcolb in the load balancer's
 // namespace, creates a TCP and an SCTP service with telcolbctl, sends real
 // traffic through the eBPF datapath, prints what telcolbctl shows, then runs
-// the N2 proxy between 2 gNB and 3 AMF simulators (n2.go), and tears
-// everything down again, also on Ctrl-C or failure.
+// the N2 proxy between 2 gNB and 3 AMF simulators (n2.go), prints where the
+// metrics and dashboards are (metrics.go), and tears everything down again,
+// also on Ctrl-C or failure.
 package main
 
 import (
@@ -151,7 +152,10 @@ func run(ctx context.Context, logger *slog.Logger) (err error) {
 	if err := multihomed(ctx, env); err != nil {
 		return err
 	}
-	return runN2(ctx, logger)
+	if err := runN2(ctx, logger); err != nil {
+		return err
+	}
+	return metrics(ctx, env)
 }
 
 // multihomed shows a multi-homed SCTP association through the datapath

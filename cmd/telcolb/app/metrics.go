@@ -17,15 +17,15 @@ var (
 	descActive = prometheus.NewDesc("telcolb_active_connections",
 		"Live conntrack entries, by protocol.", []string{"protocol"}, nil)
 	descSvcPackets = prometheus.NewDesc("telcolb_service_packets_total",
-		"Packets of a service, both directions.", []string{"service"}, nil)
+		"Packets of a service, both directions.", []string{"service", "protocol"}, nil)
 	descSvcBytes = prometheus.NewDesc("telcolb_service_bytes_total",
-		"Bytes of a service, both directions.", []string{"service"}, nil)
+		"Bytes of a service, both directions.", []string{"service", "protocol"}, nil)
 	descEpPackets = prometheus.NewDesc("telcolb_endpoint_packets_total",
-		"Packets to and from an endpoint.", []string{"service", "endpoint"}, nil)
+		"Packets to and from an endpoint (only with --endpoint-traffic-metrics).", []string{"service", "endpoint"}, nil)
 	descEpBytes = prometheus.NewDesc("telcolb_endpoint_bytes_total",
-		"Bytes to and from an endpoint.", []string{"service", "endpoint"}, nil)
+		"Bytes to and from an endpoint (only with --endpoint-traffic-metrics).", []string{"service", "endpoint"}, nil)
 	descEpSessions = prometheus.NewDesc("telcolb_endpoint_sessions_total",
-		"Connections created toward an endpoint.", []string{"service", "endpoint"}, nil)
+		"Connections (SCTP: associations) created toward an endpoint.", []string{"service", "endpoint", "protocol"}, nil)
 	descDrops = prometheus.NewDesc("telcolb_drops_total",
 		"Packets the datapath dropped, by reason.", []string{"reason"}, nil)
 	descProbeFailures = prometheus.NewDesc("telcolb_probe_failures_total",
@@ -38,8 +38,14 @@ var (
 
 // collector reads the datapath on every scrape, so the metrics never lag
 // the maps and the daemon keeps no second copy of the counters.
+//
+// Series are bounded by configuration, never by traffic: 2 per service
+// (packets, bytes) and 2 per endpoint (up, sessions), plus 2 per endpoint
+// with endpointTraffic. The budget is a test (TestSeriesStayBounded...).
 type collector struct {
 	s *Server
+	// endpointTraffic adds per-endpoint packet and byte counters.
+	endpointTraffic bool
 }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
@@ -74,9 +80,16 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.NewInvalidMetric(descSvcPackets, err)
 			continue
 		}
-		active[ss.Service.Protocol] += st.ActiveConnections
-		ch <- prometheus.MustNewConstMetric(descSvcPackets, prometheus.CounterValue, float64(st.Packets), name)
-		ch <- prometheus.MustNewConstMetric(descSvcBytes, prometheus.CounterValue, float64(st.Bytes), name)
+		// N2 and PFCP services have no datapath rule: their traffic is in
+		// the proxies' own series (telcolb_n2_*, telcolb_pfcp_*), and
+		// datapath counters that are always zero would only mislead. Their
+		// UEs and sessions are not conntrack entries either.
+		proxied := ss.Service.N2 || ss.Service.PFCP
+		if !proxied {
+			active[ss.Service.Protocol] += st.ActiveConnections
+			ch <- prometheus.MustNewConstMetric(descSvcPackets, prometheus.CounterValue, float64(st.Packets), name, ss.Service.Protocol)
+			ch <- prometheus.MustNewConstMetric(descSvcBytes, prometheus.CounterValue, float64(st.Bytes), name, ss.Service.Protocol)
+		}
 		for i, ep := range ss.Service.Endpoints {
 			label := endpointLabel(ep)
 			es := st.Endpoints[i]
@@ -85,9 +98,14 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 				up = 1
 			}
 			ch <- prometheus.MustNewConstMetric(descEndpointUp, prometheus.GaugeValue, up, name, label)
-			ch <- prometheus.MustNewConstMetric(descEpPackets, prometheus.CounterValue, float64(es.Packets), name, label)
-			ch <- prometheus.MustNewConstMetric(descEpBytes, prometheus.CounterValue, float64(es.Bytes), name, label)
-			ch <- prometheus.MustNewConstMetric(descEpSessions, prometheus.CounterValue, float64(es.Sessions), name, label)
+			if proxied {
+				continue
+			}
+			ch <- prometheus.MustNewConstMetric(descEpSessions, prometheus.CounterValue, float64(es.Sessions), name, label, ss.Service.Protocol)
+			if c.endpointTraffic {
+				ch <- prometheus.MustNewConstMetric(descEpPackets, prometheus.CounterValue, float64(es.Packets), name, label)
+				ch <- prometheus.MustNewConstMetric(descEpBytes, prometheus.CounterValue, float64(es.Bytes), name, label)
+			}
 		}
 	}
 	for proto, n := range active {

@@ -50,7 +50,7 @@ func labelText(m *dto.Metric) string {
 }
 
 func TestMetricsReadTheDatapathOnScrape(t *testing.T) {
-	env := newEnv(t, nil)
+	env := newEnv(t, func(c *Config) { c.EndpointTrafficMetrics = true })
 	c := env.client(t, "")
 	ctx := context.Background()
 	if err := c.ApplyService(ctx, webService()); err != nil {
@@ -79,21 +79,21 @@ telcolb_active_connections{protocol="udp"} 1
 # HELP telcolb_drops_total Packets the datapath dropped, by reason.
 # TYPE telcolb_drops_total counter
 telcolb_drops_total{reason="no_endpoint"} 7
-# HELP telcolb_endpoint_bytes_total Bytes to and from an endpoint.
+# HELP telcolb_endpoint_bytes_total Bytes to and from an endpoint (only with --endpoint-traffic-metrics).
 # TYPE telcolb_endpoint_bytes_total counter
 telcolb_endpoint_bytes_total{endpoint="10.0.0.1:8080",service="dns"} 80
 telcolb_endpoint_bytes_total{endpoint="10.0.0.1:8080",service="web"} 400
 telcolb_endpoint_bytes_total{endpoint="10.0.0.2:8080",service="web"} 600
-# HELP telcolb_endpoint_packets_total Packets to and from an endpoint.
+# HELP telcolb_endpoint_packets_total Packets to and from an endpoint (only with --endpoint-traffic-metrics).
 # TYPE telcolb_endpoint_packets_total counter
 telcolb_endpoint_packets_total{endpoint="10.0.0.1:8080",service="dns"} 1
 telcolb_endpoint_packets_total{endpoint="10.0.0.1:8080",service="web"} 4
 telcolb_endpoint_packets_total{endpoint="10.0.0.2:8080",service="web"} 6
-# HELP telcolb_endpoint_sessions_total Connections created toward an endpoint.
+# HELP telcolb_endpoint_sessions_total Connections (SCTP: associations) created toward an endpoint.
 # TYPE telcolb_endpoint_sessions_total counter
-telcolb_endpoint_sessions_total{endpoint="10.0.0.1:8080",service="dns"} 1
-telcolb_endpoint_sessions_total{endpoint="10.0.0.1:8080",service="web"} 2
-telcolb_endpoint_sessions_total{endpoint="10.0.0.2:8080",service="web"} 3
+telcolb_endpoint_sessions_total{endpoint="10.0.0.1:8080",protocol="udp",service="dns"} 1
+telcolb_endpoint_sessions_total{endpoint="10.0.0.1:8080",protocol="tcp",service="web"} 2
+telcolb_endpoint_sessions_total{endpoint="10.0.0.2:8080",protocol="tcp",service="web"} 3
 # HELP telcolb_endpoint_up 1 when the endpoint passes its probe (or has none), 0 when it is down.
 # TYPE telcolb_endpoint_up gauge
 telcolb_endpoint_up{endpoint="10.0.0.1:8080",service="dns"} 1
@@ -101,12 +101,12 @@ telcolb_endpoint_up{endpoint="10.0.0.1:8080",service="web"} 1
 telcolb_endpoint_up{endpoint="10.0.0.2:8080",service="web"} 1
 # HELP telcolb_service_bytes_total Bytes of a service, both directions.
 # TYPE telcolb_service_bytes_total counter
-telcolb_service_bytes_total{service="dns"} 80
-telcolb_service_bytes_total{service="web"} 1000
+telcolb_service_bytes_total{protocol="udp",service="dns"} 80
+telcolb_service_bytes_total{protocol="tcp",service="web"} 1000
 # HELP telcolb_service_packets_total Packets of a service, both directions.
 # TYPE telcolb_service_packets_total counter
-telcolb_service_packets_total{service="dns"} 1
-telcolb_service_packets_total{service="web"} 10
+telcolb_service_packets_total{protocol="udp",service="dns"} 1
+telcolb_service_packets_total{protocol="tcp",service="web"} 10
 # HELP telcolb_services Number of configured services.
 # TYPE telcolb_services gauge
 telcolb_services 2
@@ -119,7 +119,7 @@ telcolb_state_files_damaged 0
 	}
 	// The same text is served at /metrics.
 	r := env.do(t, "GET", "/metrics", "", nil)
-	if r.code != 200 || !strings.Contains(r.body, `telcolb_service_packets_total{service="web"} 10`) {
+	if r.code != 200 || !strings.Contains(r.body, `telcolb_service_packets_total{protocol="tcp",service="web"} 10`) {
 		t.Errorf("/metrics = %d %s", r.code, r.body)
 	}
 	if err := c.DeleteService(ctx, "dns"); err != nil {

@@ -43,6 +43,11 @@ type Options struct {
 	// services the daemon terminates (N2, PFCP) become local addresses
 	// while served (default telcolb0, created if absent); empty disables it.
 	LocalVIPInterface string `json:"localVIPInterface"`
+	// EndpointTrafficMetrics adds per-endpoint packet and byte counters to
+	// /metrics: two more series per endpoint, off by default so a node
+	// with a thousand services stays under a few thousand series
+	// (docs/metrics.md).
+	EndpointTrafficMetrics bool `json:"endpointTrafficMetrics"`
 	// Cleanup removes the pinned datapath and exits (flag --cleanup or the
 	// "cleanup" subcommand); not settable from the file on purpose.
 	Cleanup bool `json:"-"`
@@ -88,6 +93,7 @@ func ParseOptions(args []string, usage io.Writer) (Options, error) {
 	fs.StringVar(&f.PFCPUPFLoss, "pfcp-upf-loss", o.PFCPUPFLoss, "PFCP proxies: release or move the sessions of a lost UPF")
 	fs.StringVar(&f.PFCPHeartbeatInterval, "pfcp-heartbeat-interval", o.PFCPHeartbeatInterval, "PFCP proxies: heartbeat interval (a UPF silent for 6 is lost)")
 	fs.StringVar(&f.LocalVIPInterface, "local-vip-interface", o.LocalVIPInterface, "dummy interface holding the VIPs of N2 and PFCP services as local addresses while served (created if absent); empty disables")
+	fs.BoolVar(&f.EndpointTrafficMetrics, "endpoint-traffic-metrics", false, "also export per-endpoint packet and byte counters (two more series per endpoint)")
 	fs.StringVar(&configPath, "config", "", "YAML file with the same settings in camelCase (apiAddress, interfaces, ...)")
 	fs.BoolVar(&f.Cleanup, "cleanup", false, "remove the pinned datapath (rules, connections, attachments) and exit")
 	if err := fs.Parse(args); err != nil {
@@ -136,6 +142,8 @@ func ParseOptions(args []string, usage io.Writer) (Options, error) {
 			o.PFCPHeartbeatInterval = f.PFCPHeartbeatInterval
 		case "local-vip-interface":
 			o.LocalVIPInterface = f.LocalVIPInterface
+		case "endpoint-traffic-metrics":
+			o.EndpointTrafficMetrics = f.EndpointTrafficMetrics
 		}
 	})
 	o.Cleanup = f.Cleanup

@@ -56,6 +56,9 @@ type Config struct {
 	// addresses of the node while served (localvip.go); nil leaves the
 	// node's addresses alone (tests running in the host namespace).
 	LocalVIPs *LocalVIPConfig
+	// EndpointTrafficMetrics exports per-endpoint packet and byte counters
+	// (two series per endpoint; off by default, docs/metrics.md).
+	EndpointTrafficMetrics bool
 	// MaxServiceID is the highest service ID handed out. Default: what
 	// the datapath reports (MaxServiceID method), else the compiled
 	// datapath's limit.
@@ -200,7 +203,7 @@ func NewServer(cfg Config) (*Server, error) {
 	// Local VIPs of services deleted while the daemon was down go now; the
 	// restored ones were kept throughout (no flap).
 	s.local.reconcile()
-	if err := cfg.Registry.Register(&collector{s: s}); err != nil {
+	if err := cfg.Registry.Register(&collector{s: s, endpointTraffic: cfg.EndpointTrafficMetrics}); err != nil {
 		s.probes.close()
 		s.pfcp.close()
 		_ = s.n2.close()

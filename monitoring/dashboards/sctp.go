@@ -1,0 +1,34 @@
+package dashboards
+
+func init() { register("sctp", sctp) }
+
+// sctp: SCTP associations through the datapath and the N2 proxies.
+func sctp() Spec {
+	const svc = `service=~"$service",protocol="sctp"`
+	return Spec{
+		File:        "sctp",
+		Title:       "telcolb / SCTP",
+		Description: "SCTP associations through the datapath (one conntrack entry per association, every path of a multi-homed association on one endpoint) and the N2 proxies' SCTP associations.",
+		Variables:   []Variable{{Name: "service", Label: "SCTP service", Metric: `telcolb_endpoint_sessions_total{protocol="sctp"}`, LabelName: "service"}},
+		Rows: []Row{
+			{Title: "Datapath", Panels: []Panel{
+				{Title: "Live SCTP associations", Kind: Stat,
+					Queries: []Query{{Expr: `sum(telcolb_active_connections{protocol="sctp"})`, Legend: "associations"}}},
+				{Title: "New associations per endpoint", Unit: "ops",
+					Queries: []Query{{Expr: `sum by (service, endpoint) (rate(telcolb_endpoint_sessions_total{` + svc + `}[$__rate_interval]))`, Legend: "{{service}} {{endpoint}}"}}},
+				{Title: "SCTP packets per service", Unit: "pps",
+					Queries: []Query{{Expr: `sum by (service) (rate(telcolb_service_packets_total{` + svc + `}[$__rate_interval]))`, Legend: "{{service}}"}}},
+				{Title: "SCTP bytes per service", Unit: "Bps",
+					Queries: []Query{{Expr: `sum by (service) (rate(telcolb_service_bytes_total{` + svc + `}[$__rate_interval]))`, Legend: "{{service}}"}}},
+				{Title: "SCTP drops", Unit: "pps", Description: "INIT/INIT-ACK parameters that could not be rewritten safely, ASCONF chunks refused.",
+					Queries: []Query{{Expr: `sum by (reason) (rate(telcolb_drops_total{reason=~"sctp_.*"}[$__rate_interval]))`, Legend: "{{reason}}"}}},
+			}},
+			{Title: "N2 proxy associations", Panels: []Panel{
+				{Title: "Associations up", Description: "gNB side: associations gNBs hold to the VIP; AMF side: the proxy's associations to the AMFs.",
+					Queries: []Query{{Expr: `sum by (proxy, side) (telcolb_n2_associations_up)`, Legend: "{{proxy}} {{side}}"}}},
+				{Title: "Send errors", Unit: "ops", Description: "Messages dropped because an association's send queue was full or the send failed.",
+					Queries: []Query{{Expr: `sum by (proxy) (rate(telcolb_n2_send_errors_total[$__rate_interval]))`, Legend: "{{proxy}}"}}},
+			}},
+		},
+	}
+}
