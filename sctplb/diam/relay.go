@@ -86,13 +86,16 @@ func (m *Machine) route(msg *diameter.Msg, session string, exclude []int) (int, 
 	if diameter.EqualIdentity(realm, m.cfg.Identity.Realm) {
 		realm = nil // the agent's own realm: every server
 	} else {
-		known := false
+		known, unknown := false, false
 		for _, sv := range m.servers {
-			if sv.realm != "" && diameter.EqualIdentity(realm, sv.realm) {
-				known = true
-			}
+			known = known || sv.realm != "" && diameter.EqualIdentity(realm, sv.realm)
+			unknown = unknown || sv.realm == ""
 		}
 		if !known {
+			if unknown {
+				// A server never reached yet may serve the realm.
+				return -1, diameter.UnableToDeliver
+			}
 			return -1, diameter.RealmNotServed
 		}
 	}
