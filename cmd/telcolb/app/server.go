@@ -52,6 +52,9 @@ type Config struct {
 	N2 N2Config
 	// PFCP configures the N4 proxies of services with PFCP set (pfcp.go).
 	PFCP PFCPConfig
+	// Diameter configures the agents of services with Diameter set
+	// (diameter.go).
+	Diameter DiameterConfig
 	// MaxServiceID is the highest service ID handed out. Default: what
 	// the datapath reports (MaxServiceID method), else the compiled
 	// datapath's limit.
@@ -79,6 +82,7 @@ type Server struct {
 	probes *probeManager
 	n2     *n2Manager
 	pfcp   *pfcpManager
+	diam   *diameterManager
 	gather prometheus.Gatherer
 	mux    *http.ServeMux
 	routes []Route
@@ -155,10 +159,12 @@ func NewServer(cfg Config) (*Server, error) {
 	}
 	s.n2 = newN2Manager(cfg.N2, cfg.Registry, cfg.Logger)
 	s.pfcp = newPFCPManager(cfg.PFCP, cfg.Registry, cfg.Logger)
+	s.diam = newDiameterManager(cfg.Diameter, s.n2.sctpTransport, cfg.Registry, cfg.Logger)
 	s.probes = newProbeManager(cfg.Prober, cfg.ProbeTimeUnit, cfg.Logger, s.pushHealth)
 	loaded, damaged, ignored, err := s.store.load()
 	if err != nil {
 		s.pfcp.close()
+		s.diam.close()
 		_ = s.n2.close()
 		return nil, fmt.Errorf("server: %w", err)
 	}
@@ -170,6 +176,7 @@ func NewServer(cfg Config) (*Server, error) {
 	down, badHealth, err := s.store.loadHealth()
 	if err != nil {
 		s.pfcp.close()
+		s.diam.close()
 		_ = s.n2.close()
 		return nil, fmt.Errorf("server: %w", err)
 	}
@@ -184,12 +191,14 @@ func NewServer(cfg Config) (*Server, error) {
 	if err := s.restoreServices(loaded); err != nil {
 		s.probes.close()
 		s.pfcp.close()
+		s.diam.close()
 		_ = s.n2.close()
 		return nil, err
 	}
 	if err := cfg.Registry.Register(&collector{s: s}); err != nil {
 		s.probes.close()
 		s.pfcp.close()
+		s.diam.close()
 		_ = s.n2.close()
 		return nil, fmt.Errorf("server: register metrics: %w", err)
 	}
@@ -253,6 +262,7 @@ func (s *Server) index(old, next *storedService) {
 func (s *Server) Close() error {
 	s.probes.close()
 	s.pfcp.close()
+	s.diam.close()
 	return s.n2.close()
 }
 
@@ -621,6 +631,19 @@ func rangeOf(s api.Service) portRange {
 // program writes every datapath rule of a service with the current probe
 // verdicts.
 func (s *Server) program(ss *storedService) error {
+	if ss.Service.Diameter != nil {
+		s.n2.remove(ss.Service.Name)
+		s.pfcp.remove(ss.Service.Name)
+		return s.diam.apply(ss.Service, func() error {
+			for _, id := range ss.IDs {
+				if err := s.dp.DeleteService(id); err != nil {
+					return fmt.Errorf("datapath delete service %s (id %d) before its Diameter agent: %w", ss.Service.Name, id, err)
+				}
+			}
+			return nil
+		})
+	}
+	s.diam.remove(ss.Service.Name)
 	if ss.Service.PFCP {
 		s.n2.remove(ss.Service.Name)
 		return s.pfcp.apply(ss.Service, func() error {
@@ -703,6 +726,7 @@ func (s *Server) deleteService(w http.ResponseWriter, r *http.Request) {
 	s.probes.remove(name)
 	s.n2.remove(name)
 	s.pfcp.remove(name)
+	s.diam.remove(name)
 	for _, id := range ss.IDs {
 		if err := s.dp.DeleteService(id); err != nil {
 			// The store no longer has it; the next start re-applies only
@@ -722,6 +746,11 @@ func cloneStored(ss *storedService) storedService {
 	if ss.Service.Probe != nil {
 		p := *ss.Service.Probe
 		out.Service.Probe = &p
+	}
+	if ss.Service.Diameter != nil {
+		d := *ss.Service.Diameter
+		d.Applications = append([]uint32(nil), d.Applications...)
+		out.Service.Diameter = &d
 	}
 	return out
 }
@@ -747,6 +776,10 @@ func (s *Server) status(ss storedService) (api.ServiceStatus, error) {
 	}
 	if ss.Service.PFCP {
 		s.pfcp.fill(&st)
+		return st, nil
+	}
+	if ss.Service.Diameter != nil {
+		s.diam.fill(&st)
 		return st, nil
 	}
 	n := len(ss.Service.Endpoints)
