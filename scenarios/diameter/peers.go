@@ -173,12 +173,14 @@ func (s *Server) Counts() (requests, retransmitted int) {
 // Client is a go-diameter credit-control client with one connection.
 type Client struct {
 	Host, Realm string
-	conn        diam.Conn
-	mu          sync.Mutex
-	waiting     map[uint32]chan *diam.Message // by end-to-end
-	e2e         atomic.Uint32
-	answers     atomic.Int64
-	dup         atomic.Int64
+	// DestHost, when set, goes into every request as Destination-Host.
+	DestHost string
+	conn     diam.Conn
+	mu       sync.Mutex
+	waiting  map[uint32]chan *diam.Message // by end-to-end
+	e2e      atomic.Uint32
+	answers  atomic.Int64
+	dup      atomic.Int64
 }
 
 // Dial connects to addr and exchanges capabilities (go-diameter's state
@@ -244,6 +246,9 @@ func (c *Client) CCR(ctx context.Context, sid, destRealm string, typ, number uin
 	m.NewAVP(avp.OriginHost, avp.Mbit, 0, datatype.DiameterIdentity(c.Host))
 	m.NewAVP(avp.OriginRealm, avp.Mbit, 0, datatype.DiameterIdentity(c.Realm))
 	m.NewAVP(avp.DestinationRealm, avp.Mbit, 0, datatype.DiameterIdentity(destRealm))
+	if c.DestHost != "" {
+		m.NewAVP(avp.DestinationHost, avp.Mbit, 0, datatype.DiameterIdentity(c.DestHost))
+	}
 	m.NewAVP(avp.AuthApplicationID, avp.Mbit, 0, datatype.Unsigned32(AppCC))
 	m.NewAVP(avp.ServiceContextID, avp.Mbit, 0, datatype.UTF8String("32251@3gpp.org"))
 	m.NewAVP(avp.CCRequestType, avp.Mbit, 0, datatype.Enumerated(typ))

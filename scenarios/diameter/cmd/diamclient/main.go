@@ -45,6 +45,7 @@ func main() {
 	host := flag.String("host", "pcef.client.example", "Origin-Host")
 	realm := flag.String("realm", "client.example", "Origin-Realm")
 	dest := flag.String("dest-realm", "example", "Destination-Realm")
+	destHost := flag.String("dest-host", "", "Destination-Host (none by default)")
 	n := flag.Int("sessions", 10000, "sessions")
 	window := flag.Int("window", 64, "sessions in flight")
 	pauseAt := flag.Int("pause-at", -1, "after this many sessions, print paused and wait for --pause-file")
@@ -55,6 +56,7 @@ func main() {
 		log.Fatal(err)
 	}
 	defer c.Close()
+	c.DestHost = *destHost
 	enc := json.NewEncoder(os.Stdout)
 	_ = enc.Encode(map[string]any{"event": "connected"})
 	res := result{Event: "done", Sessions: *n, PerServer: map[string]int{}, MovedFrom: map[string]int{}, Results: map[uint32]int64{}}
