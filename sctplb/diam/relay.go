@@ -364,7 +364,13 @@ func (m *Machine) expire() {
 		}
 	}
 	if i > 0 {
-		m.timeouts = append(m.timeouts[:0], m.timeouts[i:]...)
+		rest := m.timeouts[i:]
+		if len(rest) < cap(m.timeouts)/4 {
+			// shrink after a burst, or the backing array stays at its peak
+			m.timeouts = append(make([]timeout, 0, 2*len(rest)+16), rest...)
+		} else {
+			m.timeouts = append(m.timeouts[:0], rest...)
+		}
 	}
 }
 
