@@ -60,6 +60,10 @@ func buildCmds(t *testing.T, ctx context.Context, names ...string) string {
 	return dir
 }
 
+// link connects peer to lb and routes the lab's 10.80.0.0/16 through lb
+// (no default route: freeDiameterd looks peers' identities up in DNS
+// before using ConnectTo, and a resolver reachable only through a black
+// hole costs it tens of seconds per attempt).
 func link(t *testing.T, ctx context.Context, l *lab.Lab, lb, peer *lab.Host, lbIf string, n int) netip.Addr {
 	t.Helper()
 	if _, _, err := l.Connect(ctx, lb, lbIf, peer, "eth0"); err != nil {
@@ -73,7 +77,7 @@ func link(t *testing.T, ctx context.Context, l *lab.Lab, lb, peer *lab.Host, lbI
 	if err := peer.AddAddr(ctx, "eth0", netip.PrefixFrom(peerAddr, 24)); err != nil {
 		t.Fatal(err)
 	}
-	if err := peer.AddRoute(ctx, netip.Prefix{}, lbAddr); err != nil {
+	if err := peer.AddRoute(ctx, netip.MustParsePrefix("10.80.0.0/16"), lbAddr); err != nil {
 		t.Fatal(err)
 	}
 	return peerAddr
