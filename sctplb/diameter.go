@@ -294,6 +294,16 @@ func (a *DiameterAgent) reader(c *dconn) {
 			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) && !errors.Is(err, transport.ErrClosed) {
 				a.log.Debug("Diameter connection ended", "conn", c.id, "remote", c.p.remote(), "err", err)
 			}
+			var framing *diameter.Error
+			if errors.As(err, &framing) {
+				// The stream cannot be resynchronised: let the error
+				// answer the machine queued go out, then close.
+				c.closeAfterWrites()
+				select {
+				case <-c.done:
+				case <-time.After(time.Second):
+				}
+			}
 			c.shut()
 			a.mu.Lock()
 			delete(a.conns, c.id)

@@ -3,6 +3,8 @@ package sctplb
 import (
 	"context"
 	"fmt"
+	"io"
+	"net"
 	"net/netip"
 	"testing"
 	"time"
@@ -130,5 +132,43 @@ func TestDiameterAgentOverSCTPTransport(t *testing.T) {
 	}
 	if per["ocs0.sctp.example"] != 5 || per["ocs1.sctp.example"] != 5 {
 		t.Fatalf("sessions per server %v, want 5 and 5", per)
+	}
+}
+
+// TestDiameterAgentAnswersAnUnframeableStreamThenCloses: a TCP client
+// whose header says version 2 gets a 5011 answer (its header was readable)
+// and the connection is closed; the agent keeps serving.
+func TestDiameterAgentAnswersAnUnframeableStreamThenCloses(t *testing.T) {
+	cfg := DiameterConfig{Listen: netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), freePort(t)),
+		Identity: diameter.Identity{Host: "dra.example", Realm: "example"}}
+	a, err := NewDiameter(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Open(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = a.Serve(ctx) }()
+	defer func() { cancel(); <-done }()
+	conn, err := net.Dial("tcp", cfg.Listen.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	cer := diameter.CER(diameter.Capabilities{Identity: diameter.Identity{Host: "c.example", Realm: "example"}, AuthApps: []uint32{4}}, 7, 8)
+	cer[0] = 2
+	if _, err := conn.Write(cer); err != nil {
+		t.Fatal(err)
+	}
+	_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	b, err := io.ReadAll(conn)
+	if err != nil {
+		t.Fatalf("read: %v (want the answer, then EOF)", err)
+	}
+	m, err := diameter.Parse(b)
+	if err != nil || m.ResultCode != diameter.UnsupportedVersion || m.HopByHop != 7 {
+		t.Fatalf("got %x (%v), want a 5011 answer to hop-by-hop 7", b, err)
 	}
 }

@@ -250,8 +250,9 @@ func (e *Error) Result() uint32 {
 
 // Answerable reports whether the message's header could be read, so the
 // sender can get an answer with its hop-by-hop and end-to-end identifiers
-// (RFC 6733 §7.2). Protocol errors (3xxx) come with the E bit.
-func (e *Error) Answerable() bool { return e.Kind != Short && e.Kind != BadVersion }
+// (RFC 6733 §7.2; a version other than 1 gets 5011). Protocol errors
+// (3xxx) come with the E bit.
+func (e *Error) Answerable() bool { return e.Kind != Short }
 
 // FailedAVP returns the bytes of the offending AVP as it arrived, for a
 // Failed-AVP AVP (RFC 6733 §7.5): for a length error the AVP header only
