@@ -211,6 +211,10 @@ func TestFreeDiameterLoadBalanceBaseline(t *testing.T) {
 	if err := lb.AddAddr(ctx, "dcli", netip.PrefixFrom(labVIP, 32)); err != nil {
 		t.Fatal(err)
 	}
+	// The freeDiameterd relay reaches the servers through lb.
+	if err := lb.Sysctl("net.ipv4.ip_forward", "1"); err != nil {
+		t.Fatal(err)
+	}
 	peers := map[string]string{}
 	svc := api.Service{Name: "dia", VIP: labVIP.String(), Port: 3868, Protocol: api.ProtocolTCP,
 		Diameter: &api.DiameterSpec{OriginHost: "dra.lab.example", OriginRealm: "lab.example"}}
