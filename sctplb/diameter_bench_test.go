@@ -5,11 +5,13 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/netip"
 	"os"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -79,6 +81,8 @@ func rawRelay(ln net.Listener, server string) {
 	}
 }
 
+var benchConns atomic.Int64
+
 // benchClient sends n CCRs over one connection to addr, window at a time,
 // and returns requests per second and, with window 1, the round-trip times.
 func benchClient(addr string, n, window int) (float64, []time.Duration, error) {
@@ -88,7 +92,10 @@ func benchClient(addr string, n, window int) (float64, []time.Duration, error) {
 	}
 	defer c.Close()
 	p := newTCPPeer(c)
-	id := diameter.Identity{Host: "pgw.bench.example", Realm: "client.example"}
+	// A fresh identity per connection: reconnecting under the same one
+	// before the agent saw the old connection close loses the election
+	// (CEA 4003).
+	id := diameter.Identity{Host: fmt.Sprintf("pgw%d.bench.example", benchConns.Add(1)), Realm: "client.example"}
 	if _, err := c.Write(diameter.CER(diameter.Capabilities{Identity: id, AuthApps: []uint32{diameter.AppCC}}, 1, 1)); err != nil {
 		return 0, nil, err
 	}
@@ -177,7 +184,8 @@ func TestBenchDiameterAgentVsRawRelay(t *testing.T) {
 	go rawRelay(relayLn, srvLn.Addr().String())
 	a, err := NewDiameter(DiameterConfig{Listen: netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), freePort(t)),
 		Identity: diameter.Identity{Host: "dra.bench.example", Realm: "bench.example"},
-		Servers:  []DiameterServer{{Name: "ocs", Addr: netip.MustParseAddrPort(srvLn.Addr().String())}}})
+		Servers:  []DiameterServer{{Name: "ocs", Addr: netip.MustParseAddrPort(srvLn.Addr().String())}},
+		Logger:   slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))})
 	if err != nil {
 		t.Fatal(err)
 	}
