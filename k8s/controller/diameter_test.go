@@ -13,15 +13,14 @@ import (
 // telcolb.io/diameter with the origin annotations turns the Service's TCP
 // port into a Diameter agent rule on the daemons (the daemon terminates
 // Diameter on the VIP, which must be local: a loopback pool stands in for
-// the node's address). UDP ports of the same Service stay L4 rules.
+// the node's address).
 func TestDiameterAnnotationMakesTheTCPPortADiameterAgent(t *testing.T) {
 	needEnv(t)
 	d := startDaemon(t)
 	c := startController(t, ctrlOpts{pools: "defaultPool=127.78.0.0/29", daemons: []string{d.URL}})
 	ns := makeNamespace(t)
 	dia := corev1.ServicePort{Name: "diameter", Port: 3868, Protocol: corev1.ProtocolTCP, TargetPort: intstr.FromInt(3868)}
-	other := corev1.ServicePort{Name: "stats", Port: 9000, Protocol: corev1.ProtocolUDP, TargetPort: intstr.FromInt(9000)}
-	s := makeService(t, ns, "ocs", c.class, withPorts(dia, other), withAnn("telcolb.io/diameter", "proxy",
+	s := makeService(t, ns, "ocs", c.class, withPorts(dia), withAnn("telcolb.io/diameter", "proxy",
 		"telcolb.io/diameter-origin-host", "dra.example", "telcolb.io/diameter-origin-realm", "example",
 		"telcolb.io/diameter-applications", "4", "telcolb.io/usepodnetwork", "yes"))
 	makeSlice(t, s, []discoveryv1.Endpoint{podEndpoint("10.77.2.1", "", true), podEndpoint("10.77.2.2", "", true)})
@@ -34,9 +33,6 @@ func TestDiameterAnnotationMakesTheTCPPortADiameterAgent(t *testing.T) {
 		if !ok || r.Diameter == nil || r.Diameter.OriginHost != "dra.example" || r.Diameter.Mode != "proxy" ||
 			len(r.Diameter.Applications) != 1 || len(r.Endpoints) != 2 {
 			return fmt.Errorf("rule %+v (present %v), want a Diameter proxy with 2 servers", r, ok)
-		}
-		if u, ok := rules[ns+".ocs.9000-udp"]; !ok || u.Diameter != nil {
-			return fmt.Errorf("UDP rule %+v (present %v), want an L4 rule", u, ok)
 		}
 		return nil
 	})
