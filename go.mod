@@ -4,6 +4,7 @@ go 1.26.8
 
 require (
 	github.com/cilium/ebpf v0.22.0
+	github.com/fiorix/go-diameter/v4 v4.0.4
 	github.com/free5gc/aper v1.0.5
 	github.com/free5gc/ngap v1.0.8
 	github.com/go-logr/logr v1.4.3

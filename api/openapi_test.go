@@ -30,7 +30,7 @@ func TestOpenAPISchemasMatchTheGoTypes(t *testing.T) {
 		t.Errorf("openapi = %q, want 3.0.x", doc.OpenAPI)
 	}
 	types := map[string]any{
-		"Service": Service{}, "Endpoint": Endpoint{}, "Probe": Probe{},
+		"Service": Service{}, "Endpoint": Endpoint{}, "Probe": Probe{}, "DiameterSpec": DiameterSpec{},
 		"ServiceStatus": ServiceStatus{}, "EndpointStatus": EndpointStatus{},
 		"Conn": Conn{}, "ConnPath": ConnPath{}, "Health": Health{}, "Error": Error{},
 	}

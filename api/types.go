@@ -86,6 +86,11 @@ type Service struct {
 	// DNN, slice or network instance (first matching rule; sessions no rule
 	// matches may use any endpoint). Only with pfcp.
 	PFCPSteering []PFCPSteeringRule `json:"pfcpSteering,omitempty"`
+	// Diameter makes the daemon a Diameter agent on VIP:port (sctplb/diam,
+	// RFC 6733 §2.8) instead of an L4 balancer: the endpoints are the
+	// Diameter servers, and every request of a Session-Id goes to one of
+	// them. Only valid with protocol tcp or sctp.
+	Diameter *DiameterSpec `json:"diameter,omitempty"`
 	// AllowLinkLocal accepts link-local VIPs and endpoints (169.254.0.0/16,
 	// fe80::/10), refused otherwise: they are valid on one link only.
 	AllowLinkLocal bool `json:"allowLinkLocal,omitempty"`
@@ -229,3 +234,22 @@ type Error struct {
 	Field   string `json:"field,omitempty"`
 	Message string `json:"message"`
 }
+
+// DiameterSpec configures a service's Diameter agent.
+type DiameterSpec struct {
+	// OriginHost and OriginRealm are the agent's Diameter identity (FQDNs).
+	OriginHost  string `json:"originHost"`
+	OriginRealm string `json:"originRealm"`
+	// Mode is relay (default: every application, advertised as the relay
+	// application 0xffffffff) or proxy (only Applications).
+	Mode string `json:"mode,omitempty"`
+	// Applications are the application IDs a proxy serves (e.g. 4 for
+	// Credit-Control, 16777238 for Gx); a relay ignores them.
+	Applications []uint32 `json:"applications,omitempty"`
+}
+
+// Diameter agent modes.
+const (
+	DiameterRelay = "relay"
+	DiameterProxy = "proxy"
+)

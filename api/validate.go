@@ -78,7 +78,7 @@ func Validate(s *Service) error {
 	if err != nil {
 		return err
 	}
-	if err := checkReachable("vip", vip, s.AllowLinkLocal, s.N2 || s.PFCP); err != nil {
+	if err := checkReachable("vip", vip, s.AllowLinkLocal, s.N2 || s.PFCP || s.Diameter != nil); err != nil {
 		return err
 	}
 	if err := validateSecondaryVIPs(s, vip); err != nil {
@@ -120,6 +120,9 @@ func Validate(s *Service) error {
 		return fieldErr("n2", "the N2 proxy needs protocol sctp, not %s", s.Protocol)
 	}
 	if err := validatePFCP(s); err != nil {
+		return err
+	}
+	if err := validateDiameter(s); err != nil {
 		return err
 	}
 	return nil
@@ -253,7 +256,7 @@ func validateEndpoints(s *Service, vip netip.Addr) error {
 		if err != nil {
 			return err
 		}
-		if err := checkReachable(prefix+".address", a, s.AllowLinkLocal, s.N2 || s.PFCP); err != nil {
+		if err := checkReachable(prefix+".address", a, s.AllowLinkLocal, s.N2 || s.PFCP || s.Diameter != nil); err != nil {
 			return err
 		}
 		if a == vip || slices.Contains(s.SecondaryVIPs, a.String()) {
@@ -431,4 +434,66 @@ func PFCPSteeringEndpoint(s *Service, name string) int {
 		}
 	}
 	return -1
+}
+
+// validateDiameter checks a Diameter agent service.
+func validateDiameter(s *Service) error {
+	d := s.Diameter
+	switch {
+	case d == nil:
+		return nil
+	case s.N2 || s.PFCP:
+		return fieldErr("diameter", "a service is one of an N2 proxy, a PFCP proxy or a Diameter agent")
+	case s.Protocol != ProtocolTCP && s.Protocol != ProtocolSCTP:
+		return fieldErr("diameter", "the Diameter agent needs protocol tcp or sctp, not %s", s.Protocol)
+	case s.PortEnd != 0 && s.PortEnd != s.Port:
+		return fieldErr("portEnd", "a Diameter agent listens on one port")
+	case len(s.SecondaryVIPs) > 0:
+		return fieldErr("secondaryVIPs", "a Diameter agent listens on one VIP")
+	case s.Select == SelectHash || s.Select == SelectPersist:
+		return fieldErr("select", "a Diameter agent binds sessions by Session-Id: rr (weighted when endpoint weights differ) or leastconn (fewest sessions), not %s", s.Select)
+	}
+	if err := validateDiameterIdentity("diameter.originHost", d.OriginHost); err != nil {
+		return err
+	}
+	if err := validateDiameterIdentity("diameter.originRealm", d.OriginRealm); err != nil {
+		return err
+	}
+	switch d.Mode {
+	case "", DiameterRelay:
+	case DiameterProxy:
+		if len(d.Applications) == 0 {
+			return fieldErr("diameter.applications", "a proxy agent needs the application IDs it serves")
+		}
+	default:
+		return fieldErr("diameter.mode", "%q is not one of relay, proxy", d.Mode)
+	}
+	for i, a := range d.Applications {
+		if a == 0 || a == 0xffffffff {
+			return fieldErr(fmt.Sprintf("diameter.applications[%d]", i), "%d is the base protocol or the relay application, not an application a proxy serves", a)
+		}
+	}
+	return nil
+}
+
+// validateDiameterIdentity checks a DiameterIdentity (RFC 6733 §4.3.1: an
+// FQDN): letters, digits, '-' and '.', labels of 1 to 63 characters.
+func validateDiameterIdentity(field, v string) error {
+	if v == "" {
+		return fieldErr(field, "required")
+	}
+	if len(v) > 255 {
+		return fieldErr(field, "longer than 255 characters")
+	}
+	for _, label := range strings.Split(v, ".") {
+		if label == "" || len(label) > 63 {
+			return fieldErr(field, "%q is not an FQDN (empty or over-long label)", v)
+		}
+		for _, r := range label {
+			if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-') {
+				return fieldErr(field, "%q is not an FQDN (character %q)", v, r)
+			}
+		}
+	}
+	return nil
 }

@@ -13,6 +13,10 @@ have bpftool    || need+=(bpftool)
 have tshark     || need+=(tshark)
 have dumpcap    || need+=(tshark)
 have text2pcap  || need+=(tshark)
+# Diameter lab: freeDiameterd as a real peer (the extensions: dictionaries,
+# acl_wl, rt_load_balance).
+have freeDiameterd || need+=(freediameterd)
+[ -f /usr/lib/freeDiameter/rt_load_balance.fdx ] || need+=(freediameter-extensions)
 have nft        || need+=(nftables)
 have iperf3     || need+=(iperf3)
 have ip         || need+=(iproute2)

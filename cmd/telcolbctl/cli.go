@@ -45,6 +45,8 @@ const usageText = `Usage: telcolbctl [--server URL] [--token T | --token-file F]
                  [--timeout 30s] --endpoints ADDR[:PORT[:WEIGHT]],... [--secondary-vips IP,...]
                  [--probe TYPE --probe-port P --probe-req R --probe-resp R
                   --probe-interval 5s --probe-timeout 2s --probe-retries N] [--n2] [--pfcp]
+                 [--diameter --origin-host H --origin-realm R [--diameter-mode relay|proxy]
+                  [--applications ID,...]]
   apply -f FILE        create or replace services from YAML/JSON (one, a list, or --- documents; - is stdin)
   get lb [NAME]        services (-o wide: one row per endpoint with health and counters)
   get ct               connections
@@ -202,6 +204,9 @@ type commands struct {
 	port, portEnd                                uint16
 	n2                                           bool
 	pfcp                                         bool
+	diameter                                     bool
+	diamHost, diamRealm, diamMode                string
+	diamApps                                     []uint
 	probe, probeReq, probeResp                   string
 	probeInterval, probeTimeout                  string
 	probePort                                    uint16
@@ -225,6 +230,11 @@ func (c *commands) registerFlags(verb string) {
 		fs.StringVar(&c.endpoints, "endpoints", "", "ADDR[:PORT[:WEIGHT]],...")
 		fs.BoolVar(&c.n2, "n2", false, "NGAP-aware N2 proxy (sctp)")
 		fs.BoolVar(&c.pfcp, "pfcp", false, "PFCP-aware N4 proxy (udp, port 8805; the endpoints are UPFs)")
+		fs.BoolVar(&c.diameter, "diameter", false, "Diameter relay/proxy agent (tcp or sctp; the endpoints are Diameter servers)")
+		fs.StringVar(&c.diamHost, "origin-host", "", "Diameter agent's Origin-Host (with --diameter)")
+		fs.StringVar(&c.diamRealm, "origin-realm", "", "Diameter agent's Origin-Realm (with --diameter)")
+		fs.StringVar(&c.diamMode, "diameter-mode", "", "relay (default) or proxy (with --diameter)")
+		fs.UintSliceVar(&c.diamApps, "applications", nil, "application IDs a Diameter proxy serves, e.g. 4,16777238")
 		fs.StringVar(&c.probe, "probe", "", "probe type: tcp, udp, http, https, ping, sctp, none")
 		fs.Uint16Var(&c.probePort, "probe-port", 0, "probed port (default: the endpoint's)")
 		fs.StringVar(&c.probeReq, "probe-req", "", "HTTP path or UDP payload")
@@ -289,6 +299,19 @@ func (c *commands) create(ctx context.Context, cl *api.Client, args []string) er
 	svc := api.Service{
 		Name: args[0], VIP: c.vip, SecondaryVIPs: c.secondary, Port: c.port, PortEnd: c.portEnd,
 		Protocol: c.protocol, Mode: c.mode, Select: c.sel, Endpoints: eps, N2: c.n2, PFCP: c.pfcp,
+	}
+	diamSet := c.diamHost != "" || c.diamRealm != "" || c.diamMode != "" || len(c.diamApps) > 0
+	if diamSet && !c.diameter {
+		return usagef("create lb: --origin-host, --origin-realm, --diameter-mode and --applications need --diameter")
+	}
+	if c.diameter {
+		svc.Diameter = &api.DiameterSpec{OriginHost: c.diamHost, OriginRealm: c.diamRealm, Mode: c.diamMode}
+		for _, a := range c.diamApps {
+			if a > 1<<32-1 {
+				return usagef("--applications: %d is not a 32-bit application ID", a)
+			}
+			svc.Diameter.Applications = append(svc.Diameter.Applications, uint32(a))
+		}
 	}
 	if svc.IdleTimeoutSeconds, err = parseSeconds("timeout", c.timeout); err != nil {
 		return err

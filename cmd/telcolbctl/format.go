@@ -48,13 +48,17 @@ func orDefault(v, d string) string {
 // modeOf shows "n2" for an N2 proxy service, whose ACTIVE columns count UE
 // contexts (per AMF endpoint in -o wide) rather than connections, and
 // "pfcp" for an N4 proxy service, whose ACTIVE columns count PFCP sessions
-// (per UPF endpoint in -o wide).
+// (per UPF endpoint in -o wide), and "diameter" for a Diameter agent,
+// whose ACTIVE columns count Session-Id bindings (per server in -o wide).
 func modeOf(s api.Service) string {
 	if s.N2 {
 		return "n2"
 	}
 	if s.PFCP {
 		return "pfcp"
+	}
+	if s.Diameter != nil {
+		return "diameter"
 	}
 	return orDefault(s.Mode, api.ModeDefault)
 }

@@ -70,3 +70,28 @@ func TestWideListingShowsPFCPServicesWithSessionsPerUPF(t *testing.T) {
 		t.Fatalf("got %q\nwant %q", got, want)
 	}
 }
+
+func TestWideListingShowsDiameterServicesWithSessionsPerServer(t *testing.T) {
+	st := api.ServiceStatus{
+		Service: api.Service{Name: "gy", VIP: "10.96.0.68", Port: 3868, Protocol: api.ProtocolTCP,
+			Diameter:  &api.DiameterSpec{OriginHost: "dra.example", OriginRealm: "example"},
+			Endpoints: []api.Endpoint{{Address: "10.0.3.1", Port: 3868}, {Address: "10.0.3.2", Port: 3868}}},
+		Endpoints: []api.EndpointStatus{
+			{Address: "10.0.3.1", Port: 3868, Weight: 1, Healthy: true, ActiveConnections: 5001},
+			{Address: "10.0.3.2", Port: 3868, Weight: 1, Healthy: true, ActiveConnections: 4999},
+		},
+		ActiveConnections: 10000,
+	}
+	var b strings.Builder
+	if err := printServices(&b, []api.ServiceStatus{st}, true); err != nil {
+		t.Fatal(err)
+	}
+	got := lines(b.String())
+	want := []string{
+		"gy | 10.96.0.68 | 3868 | tcp | diameter | rr | none | 10.0.3.1:3868 | 1 | up | 0 | 0 | 0 | 5001",
+		"gy | 10.96.0.68 | 3868 | tcp | diameter | rr | none | 10.0.3.2:3868 | 1 | up | 0 | 0 | 0 | 4999",
+	}
+	if len(got) != len(want)+1 || got[1] != want[0] || got[2] != want[1] {
+		t.Fatalf("got %q, want %q", got, want)
+	}
+}

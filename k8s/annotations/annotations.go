@@ -13,6 +13,8 @@ import (
 	"net/netip"
 	"sort"
 	"strings"
+
+	"github.com/telcolb/telcolb/api"
 )
 
 // Prefixes of the annotations this package reads.
@@ -107,6 +109,8 @@ type Spec struct {
 	N2                 bool
 	// PFCP makes the Service's UDP port 8805 a PFCP-aware N4 proxy.
 	PFCP bool
+	// Diameter makes the Service's TCP and SCTP ports Diameter agents.
+	Diameter *api.DiameterSpec
 	// Reallocate lets the controller move VIPs the configuration no longer
 	// allows (by default they are kept, see the controller).
 	Reallocate bool

@@ -1,6 +1,7 @@
 package annotations
 
 import (
+	"github.com/telcolb/telcolb/api"
 	"net/netip"
 	"reflect"
 	"strings"
@@ -62,6 +63,10 @@ func TestParseValidAnnotations(t *testing.T) {
 		{"usepodnetwork", map[string]string{"telcolb.io/usepodnetwork": "yes"}, Spec{Pool: "defaultPool", UsePodNetwork: true}, ""},
 		{"n2", map[string]string{"telcolb.io/n2": "true"}, Spec{Pool: "defaultPool", N2: true}, ""},
 		{"pfcp", map[string]string{"telcolb.io/pfcp": "yes"}, Spec{Pool: "defaultPool", PFCP: true}, ""},
+		{"diameter relay", map[string]string{"telcolb.io/diameter": "relay", "telcolb.io/diameter-origin-host": "dra.example", "telcolb.io/diameter-origin-realm": "example"},
+			Spec{Pool: "defaultPool", Diameter: &api.DiameterSpec{Mode: "relay", OriginHost: "dra.example", OriginRealm: "example"}}, ""},
+		{"diameter proxy", map[string]string{"telcolb.io/diameter": "proxy", "telcolb.io/diameter-origin-host": "dra.example", "telcolb.io/diameter-origin-realm": "example", "telcolb.io/diameter-applications": "4, 16777238"},
+			Spec{Pool: "defaultPool", Diameter: &api.DiameterSpec{Mode: "proxy", OriginHost: "dra.example", OriginRealm: "example", Applications: []uint32{4, 16777238}}}, ""},
 		{"multus-nets", map[string]string{"telcolb.io/multus-nets": "macvlan1,other-ns/macvlan2"}, Spec{Pool: "defaultPool", MultusNets: []string{"macvlan1", "other-ns/macvlan2"}}, ""},
 		{"sharing key", map[string]string{"telcolb.io/sharing-key": "n2-vip"}, Spec{Pool: "defaultPool", SharingKey: "n2-vip"}, ""},
 		{"controller bookkeeping is ignored", map[string]string{"telcolb.io/allocations": "{}"}, Spec{Pool: "defaultPool"}, ""},
@@ -92,6 +97,11 @@ func TestParseInvalidAnnotationsNameTheAnnotation(t *testing.T) {
 		reason     string
 	}{
 		{"unknown pool", map[string]string{"telcolb.io/poolSelect": "nope"}, "telcolb.io/poolSelect", "not configured"},
+		{"diameter mode", map[string]string{"telcolb.io/diameter": "redirect"}, "telcolb.io/diameter", "want relay or proxy"},
+		{"diameter without identity", map[string]string{"telcolb.io/diameter": "relay"}, "telcolb.io/diameter", "needs telcolb.io/diameter-origin-host"},
+		{"diameter origin without diameter", map[string]string{"telcolb.io/diameter-origin-host": "x.example"}, "telcolb.io/diameter-origin-host", "needs telcolb.io/diameter"},
+		{"diameter proxy without applications", map[string]string{"telcolb.io/diameter": "proxy", "telcolb.io/diameter-origin-host": "x.example", "telcolb.io/diameter-origin-realm": "example"}, "telcolb.io/diameter", "needs telcolb.io/diameter-applications"},
+		{"diameter bad application", map[string]string{"telcolb.io/diameter": "proxy", "telcolb.io/diameter-origin-host": "x.example", "telcolb.io/diameter-origin-realm": "example", "telcolb.io/diameter-applications": "4,gx"}, "telcolb.io/diameter-applications", ""},
 		{"bad pool name", map[string]string{"telcolb.io/poolSelect": "a b"}, "telcolb.io/poolSelect", "not a valid pool name"},
 		{"too many secondary pools", map[string]string{"telcolb.io/poolSelectSecondary": "pool1,pool2,pool3,pool4"}, "telcolb.io/poolSelectSecondary", "at most 3"},
 		{"unknown secondary pool", map[string]string{"telcolb.io/poolSelectSecondary": "pool1,zzz"}, "telcolb.io/poolSelectSecondary", "not configured"},

@@ -28,6 +28,44 @@ func (p *parser) crosscheck(d *draft) {
 		}
 	}
 	p.probe(d)
+	p.crosscheckDiameter(d)
+}
+
+// crosscheckDiameter turns the Diameter annotations into Spec.Diameter.
+func (p *parser) crosscheckDiameter(d *draft) {
+	if d.diameter == nil {
+		for _, f := range []*field{d.diamHost, d.diamRealm, d.diamApps} {
+			if f != nil {
+				p.fail(f.key, f.value, "needs "+Prefix+Diameter+" (relay or proxy)")
+			}
+		}
+		return
+	}
+	mode := strings.ToLower(d.diameter.value)
+	if mode != api.DiameterRelay && mode != api.DiameterProxy {
+		p.fail(d.diameter.key, d.diameter.value, "want relay or proxy")
+		return
+	}
+	spec := &api.DiameterSpec{Mode: mode}
+	if d.diamHost == nil || d.diamRealm == nil {
+		p.fail(d.diameter.key, d.diameter.value, "needs "+Prefix+DiameterOriginHost+" and "+Prefix+DiameterOriginRealm)
+		return
+	}
+	spec.OriginHost, spec.OriginRealm = d.diamHost.value, d.diamRealm.value
+	if d.diamApps != nil {
+		for _, a := range strings.Split(d.diamApps.value, ",") {
+			n, ok := p.number(d.diamApps.key, strings.TrimSpace(a), 1, 1<<32-2)
+			if !ok {
+				return
+			}
+			spec.Applications = append(spec.Applications, uint32(n))
+		}
+	}
+	if mode == api.DiameterProxy && len(spec.Applications) == 0 {
+		p.fail(d.diameter.key, d.diameter.value, "a proxy needs "+Prefix+DiameterApplications)
+		return
+	}
+	p.res.Spec.Diameter = spec
 }
 
 // ignoredOrFail handles an annotation that cannot apply given the others:

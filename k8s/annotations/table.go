@@ -35,6 +35,17 @@ const (
 	// PFCP ("true"/"false") makes the Service's UDP port 8805 a PFCP-aware
 	// N4 proxy (SMFs see one UPF, the endpoints are the UPFs).
 	PFCP = "pfcp"
+	// Diameter ("relay" or "proxy") makes the Service's TCP and SCTP ports
+	// Diameter agents (sctplb/diam): the endpoints are the Diameter
+	// servers, every request of a Session-Id goes to one of them.
+	Diameter = "diameter"
+	// DiameterOriginHost and DiameterOriginRealm are the agent's Diameter
+	// identity (required with Diameter).
+	DiameterOriginHost  = "diameter-origin-host"
+	DiameterOriginRealm = "diameter-origin-realm"
+	// DiameterApplications lists the application IDs a proxy agent serves,
+	// comma separated (required with Diameter "proxy").
+	DiameterApplications = "diameter-applications"
 	// Reallocate ("true") lets the controller move VIPs that the
 	// configuration no longer allows; without it they are kept.
 	Reallocate = "reallocate"
@@ -84,6 +95,8 @@ type draft struct {
 	loxilbDuration       *field // loxilb.io/probetimeout, read as the interval
 	retries              uint32
 	retriesField         *field
+	// Diameter agent
+	diameter, diamHost, diamRealm, diamApps *field
 }
 
 var (
@@ -116,6 +129,10 @@ var Table = []Entry{
 	{SharingKey, "", "Services with the same key may share a VIP when no port clashes; without it a VIP is exclusive", parseSharingKey},
 	{N2, "", "yes: the SCTP ports are NGAP-aware N2 proxies", parseN2},
 	{PFCP, "", "yes: UDP port 8805 is a PFCP-aware N4 proxy (SMFs see one UPF; the endpoints are the UPFs)", parsePFCP},
+	{Diameter, "", "relay or proxy: the TCP and SCTP ports are Diameter agents (RFC 6733; the endpoints are the Diameter servers, every request of a Session-Id goes to one; the VIP must be a local address of the node)", parseDiameterField},
+	{DiameterOriginHost, "", "the Diameter agent's Origin-Host (an FQDN; required with diameter)", parseDiameterField},
+	{DiameterOriginRealm, "", "the Diameter agent's Origin-Realm (an FQDN; required with diameter)", parseDiameterField},
+	{DiameterApplications, "", "application IDs a Diameter proxy serves, comma separated, e.g. 4,16777238 (required with diameter: proxy)", parseDiameterField},
 	{Reallocate, "", "yes: VIPs the configuration no longer allows move to an allowed one (default: kept, with an Event)", parseReallocate},
 }
 
@@ -334,6 +351,22 @@ func parseN2(p *parser, f field, _ *draft) {
 
 func parsePFCP(p *parser, f field, _ *draft) {
 	p.res.Spec.PFCP, _ = p.boolean(f.key, f.value)
+}
+
+// parseDiameterField keeps a Diameter annotation for the cross-field check
+// (crosscheckDiameter), which needs all four.
+func parseDiameterField(p *parser, f field, d *draft) {
+	fc := f
+	switch {
+	case strings.HasSuffix(f.key, "/"+Diameter):
+		d.diameter = &fc
+	case strings.HasSuffix(f.key, "/"+DiameterOriginHost):
+		d.diamHost = &fc
+	case strings.HasSuffix(f.key, "/"+DiameterOriginRealm):
+		d.diamRealm = &fc
+	case strings.HasSuffix(f.key, "/"+DiameterApplications):
+		d.diamApps = &fc
+	}
 }
 
 func parseReallocate(p *parser, f field, _ *draft) {

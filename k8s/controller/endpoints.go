@@ -206,6 +206,12 @@ func (r *Reconciler) rule(ctx context.Context, in *ruleInput, sp corev1.ServiceP
 		// PFCP is UDP 8805 (TS 29.244); other ports stay L4 rules.
 		PFCP: spec.PFCP && sp.Protocol == corev1.ProtocolUDP && sp.Port == 8805,
 	}
+	// A Diameter agent on every TCP and SCTP port; UDP ports stay L4.
+	if spec.Diameter != nil && sp.Protocol != corev1.ProtocolUDP {
+		d := *spec.Diameter
+		d.Applications = append([]uint32(nil), d.Applications...)
+		rule.Diameter = &d
+	}
 	if sp.Protocol == corev1.ProtocolSCTP {
 		for _, s := range secondary {
 			if ipam.FamilyOf(s) == vfam {

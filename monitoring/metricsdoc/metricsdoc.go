@@ -25,6 +25,8 @@ const (
 	SourceController = "controller"
 	// SourceL2 is the daemon's L2 announcer (only with an l2 advertisement).
 	SourceL2 = "l2"
+	// SourceDiameter is a Diameter agent (a service with diameter set).
+	SourceDiameter = "diameter"
 )
 
 // Metric is one row of the table.
@@ -106,7 +108,7 @@ func Parse(b []byte) ([]Metric, error) {
 			return nil, fmt.Errorf("%s line %d: %s: type %q, want counter or gauge", Path, line, m.Name, m.Type)
 		}
 		switch m.Source {
-		case SourceDaemon, SourceN2, SourcePFCP, SourceController, SourceL2:
+		case SourceDaemon, SourceN2, SourcePFCP, SourceController, SourceL2, SourceDiameter:
 		default:
 			return nil, fmt.Errorf("%s line %d: %s: source %q", Path, line, m.Name, m.Source)
 		}

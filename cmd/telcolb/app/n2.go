@@ -407,3 +407,11 @@ func (t *trackingRegisterer) unregisterAll() {
 	}
 	t.cs = nil
 }
+
+// sctpTransport opens (once) and returns the SCTP transport the N2 proxies
+// use, for the Diameter agents of SCTP services, which share it.
+func (m *n2Manager) sctpTransport() (transport.Transport, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.transportLocked()
+}

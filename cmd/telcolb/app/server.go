@@ -59,6 +59,9 @@ type Config struct {
 	// EndpointTrafficMetrics exports per-endpoint packet and byte counters
 	// (two series per endpoint; off by default, docs/metrics.md).
 	EndpointTrafficMetrics bool
+	// Diameter configures the agents of services with Diameter set
+	// (diameter.go).
+	Diameter DiameterConfig
 	// MaxServiceID is the highest service ID handed out. Default: what
 	// the datapath reports (MaxServiceID method), else the compiled
 	// datapath's limit.
@@ -87,6 +90,7 @@ type Server struct {
 	n2     *n2Manager
 	pfcp   *pfcpManager
 	local  *localVIPs
+	diam   *diameterManager
 	gather prometheus.Gatherer
 	mux    *http.ServeMux
 	routes []Route
@@ -168,10 +172,12 @@ func NewServer(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s.local = local
+	s.diam = newDiameterManager(cfg.Diameter, s.n2.sctpTransport, cfg.Registry, cfg.Logger)
 	s.probes = newProbeManager(cfg.Prober, cfg.ProbeTimeUnit, cfg.Logger, s.pushHealth)
 	loaded, damaged, ignored, err := s.store.load()
 	if err != nil {
 		s.pfcp.close()
+		s.diam.close()
 		_ = s.n2.close()
 		return nil, fmt.Errorf("server: %w", err)
 	}
@@ -183,6 +189,7 @@ func NewServer(cfg Config) (*Server, error) {
 	down, badHealth, err := s.store.loadHealth()
 	if err != nil {
 		s.pfcp.close()
+		s.diam.close()
 		_ = s.n2.close()
 		return nil, fmt.Errorf("server: %w", err)
 	}
@@ -197,6 +204,7 @@ func NewServer(cfg Config) (*Server, error) {
 	if err := s.restoreServices(loaded); err != nil {
 		s.probes.close()
 		s.pfcp.close()
+		s.diam.close()
 		_ = s.n2.close()
 		return nil, err
 	}
@@ -206,6 +214,7 @@ func NewServer(cfg Config) (*Server, error) {
 	if err := cfg.Registry.Register(&collector{s: s, endpointTraffic: cfg.EndpointTrafficMetrics}); err != nil {
 		s.probes.close()
 		s.pfcp.close()
+		s.diam.close()
 		_ = s.n2.close()
 		return nil, fmt.Errorf("server: register metrics: %w", err)
 	}
@@ -269,6 +278,7 @@ func (s *Server) index(old, next *storedService) {
 func (s *Server) Close() error {
 	s.probes.close()
 	s.pfcp.close()
+	s.diam.close()
 	return s.n2.close()
 }
 
@@ -637,6 +647,19 @@ func rangeOf(s api.Service) portRange {
 // program writes every datapath rule of a service with the current probe
 // verdicts.
 func (s *Server) program(ss *storedService) error {
+	if ss.Service.Diameter != nil {
+		s.n2.remove(ss.Service.Name)
+		s.pfcp.remove(ss.Service.Name)
+		return s.local.served(ss.Service, s.diam.apply(ss.Service, func() error {
+			for _, id := range ss.IDs {
+				if err := s.dp.DeleteService(id); err != nil {
+					return fmt.Errorf("datapath delete service %s (id %d) before its Diameter agent: %w", ss.Service.Name, id, err)
+				}
+			}
+			return s.local.hold(ss.Service)
+		}))
+	}
+	s.diam.remove(ss.Service.Name)
 	if ss.Service.PFCP {
 		s.n2.remove(ss.Service.Name)
 		return s.local.served(ss.Service, s.pfcp.apply(ss.Service, func() error {
@@ -721,6 +744,7 @@ func (s *Server) deleteService(w http.ResponseWriter, r *http.Request) {
 	s.n2.remove(name)
 	s.pfcp.remove(name)
 	s.local.release(name)
+	s.diam.remove(name)
 	for _, id := range ss.IDs {
 		if err := s.dp.DeleteService(id); err != nil {
 			// The store no longer has it; the next start re-applies only
@@ -740,6 +764,11 @@ func cloneStored(ss *storedService) storedService {
 	if ss.Service.Probe != nil {
 		p := *ss.Service.Probe
 		out.Service.Probe = &p
+	}
+	if ss.Service.Diameter != nil {
+		d := *ss.Service.Diameter
+		d.Applications = append([]uint32(nil), d.Applications...)
+		out.Service.Diameter = &d
 	}
 	return out
 }
@@ -765,6 +794,10 @@ func (s *Server) status(ss storedService) (api.ServiceStatus, error) {
 	}
 	if ss.Service.PFCP {
 		s.pfcp.fill(&st)
+		return st, nil
+	}
+	if ss.Service.Diameter != nil {
+		s.diam.fill(&st)
 		return st, nil
 	}
 	n := len(ss.Service.Endpoints)

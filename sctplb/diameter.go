@@ -1,0 +1,543 @@
+package sctplb
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/telcolb/telcolb/l7parse/diameter"
+	"github.com/telcolb/telcolb/sctplb/diam"
+	"github.com/telcolb/telcolb/sctplb/transport"
+)
+
+// DiameterServer is one Diameter server behind the agent.
+type DiameterServer struct {
+	Name string
+	Addr netip.AddrPort
+	// Weight biases the weighted policy; 0 means 1.
+	Weight int
+}
+
+// DiameterConfig configures a DiameterAgent, the I/O shell of the Diameter
+// agent machine (sctplb/diam).
+type DiameterConfig struct {
+	// Listen is where clients connect (the VIP, port 3868).
+	Listen netip.AddrPort
+	// SCTP, when set, carries Diameter over SCTP (PPID 46, RFC 6733
+	// §2.1.1) on both sides through the same transports as the N2 proxy;
+	// nil means TCP.
+	SCTP         transport.Transport
+	Identity     diameter.Identity
+	Mode         diam.Mode
+	Applications []uint32
+	Servers      []DiameterServer
+	Policy       diam.Policy
+	// Machine timers; zero keeps diam's defaults.
+	Tw, Tc, RequestTimeout, SessionIdle time.Duration
+	// TickInterval paces the machine's timers (default 100ms).
+	TickInterval time.Duration
+	// DialTimeout bounds one connection attempt to a server (default 5s).
+	DialTimeout time.Duration
+	// Name labels the metrics and the logs.
+	Name       string
+	Registerer prometheus.Registerer
+	Logger     *slog.Logger
+}
+
+// DiameterAgent runs the agent's connections around one machine.
+type DiameterAgent struct {
+	cfg     DiameterConfig
+	log     *slog.Logger
+	machine *diam.Machine
+	met     *diamMetrics
+	names   []string
+
+	tcpLn  net.Listener
+	sctpLn transport.Listener
+
+	// mu serialises the machine: readers, dialers and the ticker step it.
+	mu     sync.Mutex
+	conns  map[diam.ConnID]*dconn
+	nextID diam.ConnID
+	ctx    context.Context
+	wg     sync.WaitGroup
+
+	snapMu sync.Mutex
+	snap   DiameterStats
+}
+
+// DiameterStats is a snapshot of the agent's state, refreshed every tick.
+type DiameterStats struct {
+	Servers []DiameterServerStats
+	Clients int
+	Running bool
+}
+
+// DiameterServerStats is one server's share.
+type DiameterServerStats struct {
+	Name     string
+	Sessions int
+	State    string
+	Up       bool
+}
+
+// NewDiameter validates cfg and builds the machine and metrics; Open
+// listens.
+func NewDiameter(cfg DiameterConfig) (*DiameterAgent, error) {
+	if !cfg.Listen.IsValid() || cfg.Listen.Port() == 0 {
+		return nil, errors.New("sctplb: Diameter listen address and port required")
+	}
+	if cfg.Name == "" {
+		cfg.Name = "telcolb-diameter"
+	}
+	if cfg.TickInterval <= 0 {
+		cfg.TickInterval = 100 * time.Millisecond
+	}
+	if cfg.DialTimeout <= 0 {
+		cfg.DialTimeout = 5 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	mc := diam.Config{Identity: cfg.Identity, HostIPs: []netip.Addr{cfg.Listen.Addr()}, Mode: cfg.Mode,
+		Applications: cfg.Applications, Policy: cfg.Policy, OriginStateID: uint32(time.Now().Unix()),
+		Tw: cfg.Tw, Tc: cfg.Tc, RequestTimeout: cfg.RequestTimeout, SessionIdle: cfg.SessionIdle, Logger: cfg.Logger}
+	for _, s := range cfg.Servers {
+		mc.Servers = append(mc.Servers, diam.Server{Name: s.Name, Addr: s.Addr, Weight: s.Weight})
+	}
+	m, err := diam.New(mc)
+	if err != nil {
+		return nil, fmt.Errorf("sctplb: %w", err)
+	}
+	met, err := newDiamMetrics(cfg.Registerer, cfg.Name)
+	if err != nil {
+		return nil, fmt.Errorf("sctplb: %w", err)
+	}
+	return &DiameterAgent{cfg: cfg, log: cfg.Logger, machine: m, met: met, names: m.ServerNames(), conns: map[diam.ConnID]*dconn{}}, nil
+}
+
+// Open listens on cfg.Listen, so that a VIP that is not local fails
+// synchronously.
+func (a *DiameterAgent) Open() error {
+	if a.cfg.SCTP != nil {
+		ln, err := a.cfg.SCTP.Listen(transport.Endpoint{Addrs: []netip.Addr{a.cfg.Listen.Addr()}, Port: a.cfg.Listen.Port()})
+		if err != nil {
+			return fmt.Errorf("sctplb: Diameter listen sctp %v: %w", a.cfg.Listen, err)
+		}
+		a.sctpLn = ln
+		return nil
+	}
+	ln, err := net.Listen("tcp", a.cfg.Listen.String())
+	if err != nil {
+		return fmt.Errorf("sctplb: Diameter listen tcp %v: %w", a.cfg.Listen, err)
+	}
+	a.tcpLn = ln
+	return nil
+}
+
+// Stats returns the latest snapshot.
+func (a *DiameterAgent) Stats() DiameterStats {
+	a.snapMu.Lock()
+	defer a.snapMu.Unlock()
+	out := a.snap
+	out.Servers = append([]DiameterServerStats(nil), a.snap.Servers...)
+	return out
+}
+
+func (a *DiameterAgent) refresh(running bool) {
+	s := DiameterStats{Clients: a.machine.Clients(), Running: running}
+	states := a.machine.States()
+	for i, n := range a.machine.Sessions() {
+		s.Servers = append(s.Servers, DiameterServerStats{Name: a.names[i], Sessions: n, State: states[i].String(), Up: states[i] == diam.Okay})
+	}
+	a.met.state(s, states)
+	a.snapMu.Lock()
+	a.snap = s
+	a.snapMu.Unlock()
+}
+
+// Serve runs the agent until ctx ends: then every peer gets a DPR, and
+// the connections close once answered (or after a second).
+func (a *DiameterAgent) Serve(ctx context.Context) error {
+	if a.tcpLn == nil && a.sctpLn == nil {
+		return errors.New("sctplb: Diameter agent not opened")
+	}
+	runCtx, cancel := context.WithCancel(context.Background())
+	a.ctx = runCtx
+	defer func() {
+		a.mu.Lock()
+		a.step(diam.Shutdown{})
+		a.mu.Unlock()
+		deadline := time.Now().Add(time.Second)
+		for time.Now().Before(deadline) {
+			a.mu.Lock()
+			n := len(a.conns)
+			a.mu.Unlock()
+			if n == 0 {
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		cancel()
+		a.closeListener()
+		a.mu.Lock()
+		for _, c := range a.conns {
+			c.shut()
+		}
+		a.mu.Unlock()
+		a.wg.Wait()
+		a.refresh(false)
+	}()
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		a.accept(runCtx)
+	}()
+	a.log.Info("Diameter agent listening", "listen", a.cfg.Listen, "sctp", a.cfg.SCTP != nil, "mode", a.cfg.Mode.String(),
+		"servers", len(a.cfg.Servers), "policy", a.cfg.Policy.String(), "originHost", a.cfg.Identity.Host)
+	tick := time.NewTicker(a.cfg.TickInterval)
+	defer tick.Stop()
+	a.mu.Lock()
+	a.step(diam.Tick{})
+	a.refresh(true)
+	a.mu.Unlock()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+			a.mu.Lock()
+			a.step(diam.Tick{})
+			a.refresh(true)
+			a.mu.Unlock()
+		}
+	}
+}
+
+func (a *DiameterAgent) closeListener() {
+	if a.tcpLn != nil {
+		_ = a.tcpLn.Close()
+	}
+	if a.sctpLn != nil {
+		_ = a.sctpLn.Close()
+	}
+}
+
+func (a *DiameterAgent) accept(ctx context.Context) {
+	for {
+		var p peerIO
+		if a.tcpLn != nil {
+			c, err := a.tcpLn.Accept()
+			if err != nil {
+				if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+					return
+				}
+				a.log.Warn("Diameter accept failed", "err", err)
+				time.Sleep(50 * time.Millisecond)
+				continue
+			}
+			p = newTCPPeer(c)
+		} else {
+			c, err := a.sctpLn.Accept(ctx)
+			if err != nil {
+				if ctx.Err() != nil || errors.Is(err, transport.ErrClosed) {
+					return
+				}
+				a.log.Warn("Diameter accept failed", "err", err)
+				time.Sleep(50 * time.Millisecond)
+				continue
+			}
+			p = &sctpPeer{c: c, ctx: ctx}
+		}
+		a.mu.Lock()
+		id := a.start(p)
+		a.step(diam.Accepted{Conn: id})
+		a.mu.Unlock()
+	}
+}
+
+// start registers a connection and runs its reader and writer; a.mu held.
+func (a *DiameterAgent) start(p peerIO) diam.ConnID {
+	a.nextID++
+	c := &dconn{id: a.nextID, p: p, out: make(chan []byte, 1024), done: make(chan struct{})}
+	a.conns[c.id] = c
+	a.wg.Add(2)
+	go func() {
+		defer a.wg.Done()
+		c.writer()
+	}()
+	go func() {
+		defer a.wg.Done()
+		a.reader(c)
+	}()
+	return c.id
+}
+
+func (a *DiameterAgent) reader(c *dconn) {
+	for {
+		b, err := c.p.read()
+		if len(b) > 0 {
+			a.mu.Lock()
+			a.step(diam.Message{Conn: c.id, Data: b})
+			a.mu.Unlock()
+		}
+		if err != nil {
+			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) && !errors.Is(err, transport.ErrClosed) {
+				a.log.Debug("Diameter connection ended", "conn", c.id, "remote", c.p.remote(), "err", err)
+			}
+			var framing *diameter.Error
+			if errors.As(err, &framing) {
+				// The stream cannot be resynchronised: let the error
+				// answer the machine queued go out, then close.
+				c.closeAfterWrites()
+				select {
+				case <-c.done:
+				case <-time.After(time.Second):
+				}
+			}
+			c.shut()
+			a.mu.Lock()
+			delete(a.conns, c.id)
+			a.step(diam.Closed{Conn: c.id})
+			a.mu.Unlock()
+			return
+		}
+	}
+}
+
+func (a *DiameterAgent) dial(s int) {
+	addr := a.cfg.Servers[s].Addr
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		ctx, cancel := context.WithTimeout(a.ctx, a.cfg.DialTimeout)
+		defer cancel()
+		var p peerIO
+		var err error
+		if a.cfg.SCTP != nil {
+			var c transport.Conn
+			c, err = a.cfg.SCTP.Dial(ctx, nil, transport.Endpoint{Addrs: []netip.Addr{addr.Addr()}, Port: addr.Port()})
+			if err == nil {
+				p = &sctpPeer{c: c, ctx: a.ctx}
+			}
+		} else {
+			var c net.Conn
+			c, err = (&net.Dialer{}).DialContext(ctx, "tcp", addr.String())
+			if err == nil {
+				p = newTCPPeer(c)
+			}
+		}
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		if err != nil {
+			a.log.Debug("Diameter server dial failed", "server", a.names[s], "err", err)
+			a.step(diam.DialFailed{Server: s})
+			return
+		}
+		if a.ctx.Err() != nil {
+			_ = p.close()
+			return
+		}
+		id := a.start(p)
+		a.step(diam.Dialed{Server: s, Conn: id})
+	}()
+}
+
+// step runs the machine and carries out its actions; a.mu held.
+func (a *DiameterAgent) step(ev diam.Event) {
+	for _, act := range a.machine.Step(time.Now(), ev) {
+		a.met.action(act, a.names)
+		switch act.Kind {
+		case diam.Send:
+			if c := a.conns[act.Conn]; c != nil && !c.enqueue(act.Data) {
+				a.met.sendErrors.Inc()
+				a.log.Warn("Diameter peer not reading: closing", "conn", act.Conn, "remote", c.p.remote())
+				c.shut()
+			}
+		case diam.Close:
+			if c := a.conns[act.Conn]; c != nil {
+				c.closeAfterWrites()
+			}
+		case diam.Dial:
+			if a.ctx != nil && a.ctx.Err() == nil {
+				a.dial(act.Server)
+			}
+		}
+	}
+}
+
+// dconn is one connection: a reader goroutine, and a writer goroutine fed
+// by a queue so that a slow peer never blocks the machine.
+type dconn struct {
+	id       diam.ConnID
+	p        peerIO
+	out      chan []byte
+	done     chan struct{}
+	once     sync.Once
+	qmu      sync.Mutex
+	closing  bool
+	shutOnce sync.Once
+}
+
+// enqueue queues b; false if the queue is full (the peer does not read).
+func (c *dconn) enqueue(b []byte) bool {
+	c.qmu.Lock()
+	defer c.qmu.Unlock()
+	if c.closing {
+		return true
+	}
+	select {
+	case c.out <- b:
+		return true
+	default:
+		return false
+	}
+}
+
+// closeAfterWrites lets the writer flush what is queued, then close.
+func (c *dconn) closeAfterWrites() {
+	c.qmu.Lock()
+	defer c.qmu.Unlock()
+	if !c.closing {
+		c.closing = true
+		close(c.out)
+	}
+}
+
+// shut closes the connection now.
+func (c *dconn) shut() {
+	c.shutOnce.Do(func() {
+		close(c.done)
+		_ = c.p.close()
+	})
+}
+
+// writer sends what the machine queued. On TCP it takes every message
+// already queued and writes them in one writev: a system call per message
+// cost the agent most of its throughput against a plain relay.
+func (c *dconn) writer() {
+	bw, batching := c.p.(batchWriter)
+	var batch net.Buffers
+	for {
+		select {
+		case b, ok := <-c.out:
+			if !ok {
+				c.shut()
+				return
+			}
+			if !batching {
+				if err := c.p.write(b); err != nil {
+					c.shut()
+					return
+				}
+				continue
+			}
+			batch = append(batch[:0], b)
+			closed := false
+		more:
+			for len(batch) < 256 {
+				select {
+				case x, ok := <-c.out:
+					if !ok {
+						closed = true
+						break more
+					}
+					batch = append(batch, x)
+				default:
+					break more
+				}
+			}
+			if err := bw.writeBatch(batch); err != nil || closed {
+				c.shut()
+				return
+			}
+			clear(batch)
+		case <-c.done:
+			return
+		}
+	}
+}
+
+// batchWriter writes several messages at once (TCP: one writev).
+type batchWriter interface {
+	writeBatch(net.Buffers) error
+}
+
+func (p *tcpPeer) writeBatch(b net.Buffers) error {
+	_, err := b.WriteTo(p.c)
+	return err
+}
+
+// peerIO reads and writes whole Diameter messages.
+type peerIO interface {
+	read() ([]byte, error)
+	write([]byte) error
+	close() error
+	remote() string
+}
+
+type tcpPeer struct {
+	c net.Conn
+	r *bufio.Reader
+}
+
+func newTCPPeer(c net.Conn) *tcpPeer { return &tcpPeer{c: c, r: bufio.NewReaderSize(c, 64<<10)} }
+
+// read splits the stream with the header's length. A header that cannot be
+// framed (bad version or length) ends the connection: its first bytes are
+// returned with the error, so the machine can answer 5011/5015.
+func (p *tcpPeer) read() ([]byte, error) {
+	h, err := p.r.Peek(4)
+	if err != nil {
+		return nil, err
+	}
+	n, ferr := diameter.FrameLen(h)
+	if ferr != nil {
+		hdr, _ := p.r.Peek(diameter.HeaderLen)
+		return append([]byte(nil), hdr...), ferr
+	}
+	b := make([]byte, n)
+	if _, err := io.ReadFull(p.r, b); err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+func (p *tcpPeer) write(b []byte) error {
+	_, err := p.c.Write(b)
+	return err
+}
+
+func (p *tcpPeer) close() error   { return p.c.Close() }
+func (p *tcpPeer) remote() string { return p.c.RemoteAddr().String() }
+
+// sctpPeer carries one Diameter message per SCTP user message, on stream
+// 0 (RFC 6733 §2.1.1 leaves the stream to the sender).
+type sctpPeer struct {
+	c   transport.Conn
+	ctx context.Context
+}
+
+func (p *sctpPeer) read() ([]byte, error) {
+	m, err := p.c.Recv(p.ctx)
+	if err != nil {
+		return nil, err
+	}
+	return m.Data, nil
+}
+
+func (p *sctpPeer) write(b []byte) error {
+	return p.c.Send(p.ctx, transport.Message{Stream: 0, PPID: diameter.PPID, Data: b})
+}
+
+func (p *sctpPeer) close() error   { return p.c.Close() }
+func (p *sctpPeer) remote() string { return p.c.Remote() }

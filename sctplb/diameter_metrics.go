@@ -1,0 +1,104 @@
+package sctplb
+
+import (
+	"fmt"
+	"strconv"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/telcolb/telcolb/l7parse/diameter"
+	"github.com/telcolb/telcolb/sctplb/diam"
+)
+
+// diamMetrics are the Diameter agent's Prometheus series.
+type diamMetrics struct {
+	sessions   *prometheus.GaugeVec
+	peerState  *prometheus.GaugeVec
+	clients    prometheus.Gauge
+	requests   *prometheus.CounterVec
+	answers    *prometheus.CounterVec
+	results    *prometheus.CounterVec
+	resent     *prometheus.CounterVec
+	rejected   *prometheus.CounterVec
+	sendErrors prometheus.Counter
+}
+
+func newDiamMetrics(reg prometheus.Registerer, agent string) (*diamMetrics, error) {
+	l := prometheus.Labels{"agent": agent}
+	m := &diamMetrics{
+		sessions: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "telcolb_diameter_sessions",
+			Help: "Diameter Session-Id bindings, per server.", ConstLabels: l}, []string{"server"}),
+		peerState: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "telcolb_diameter_peer_state",
+			Help: "1 for the server's current watchdog state (down, connecting, wait-ce, okay, suspect, reopen, closing).", ConstLabels: l}, []string{"server", "state"}),
+		clients: prometheus.NewGauge(prometheus.GaugeOpts{Name: "telcolb_diameter_clients",
+			Help: "Open client connections.", ConstLabels: l}),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "telcolb_diameter_requests_total",
+			Help: "Diameter requests received, by side, application and command.", ConstLabels: l}, []string{"side", "application", "command"}),
+		answers: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "telcolb_diameter_answers_total",
+			Help: "Diameter answers received, by side, application and command.", ConstLabels: l}, []string{"side", "application", "command"}),
+		results: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "telcolb_diameter_result_codes_total",
+			Help: "Result-Codes of the answers received from servers and of the agent's own answers (side agent).", ConstLabels: l}, []string{"side", "result"}),
+		resent: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "telcolb_diameter_retransmissions_total",
+			Help: "Requests re-sent with the T flag to another server after their server failed.", ConstLabels: l}, []string{"server"}),
+		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "telcolb_diameter_rejected_total",
+			Help: "Requests the agent answered itself, or messages it dropped, by reason.", ConstLabels: l}, []string{"reason"}),
+		sendErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "telcolb_diameter_send_errors_total",
+			Help: "Messages not sent because the peer stopped reading (its connection is closed).", ConstLabels: l}),
+	}
+	if reg == nil {
+		return m, nil
+	}
+	for _, c := range []prometheus.Collector{m.sessions, m.peerState, m.clients, m.requests, m.answers, m.results, m.resent, m.rejected, m.sendErrors} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("register Diameter metrics: %w", err)
+		}
+	}
+	return m, nil
+}
+
+func appLabel(app uint32) string {
+	switch app {
+	case diameter.AppCommon:
+		return "base"
+	case diameter.AppRelay:
+		return "relay"
+	}
+	return strconv.FormatUint(uint64(app), 10)
+}
+
+func (m *diamMetrics) action(a diam.Action, names []string) {
+	switch a.Kind {
+	case diam.Request:
+		m.requests.WithLabelValues(a.Side.String(), appLabel(a.App), diameter.CommandName(a.Cmd, true)).Inc()
+	case diam.Answer:
+		m.answers.WithLabelValues(a.Side.String(), appLabel(a.App), diameter.CommandName(a.Cmd, false)).Inc()
+		if a.Result != 0 {
+			m.results.WithLabelValues(a.Side.String(), strconv.FormatUint(uint64(a.Result), 10)).Inc()
+		}
+	case diam.Retransmitted:
+		if a.Server >= 0 && a.Server < len(names) {
+			m.resent.WithLabelValues(names[a.Server]).Inc()
+		}
+	case diam.Rejected:
+		m.rejected.WithLabelValues(a.Reason).Inc()
+		if a.Result != 0 {
+			m.results.WithLabelValues("agent", strconv.FormatUint(uint64(a.Result), 10)).Inc()
+		}
+	}
+}
+
+var diamStates = []diam.State{diam.Down, diam.Connecting, diam.WaitCE, diam.Okay, diam.Suspect, diam.Reopen, diam.Closing}
+
+func (m *diamMetrics) state(s DiameterStats, states []diam.State) {
+	for i, sv := range s.Servers {
+		m.sessions.WithLabelValues(sv.Name).Set(float64(sv.Sessions))
+		for _, st := range diamStates {
+			v := 0.0
+			if states[i] == st {
+				v = 1
+			}
+			m.peerState.WithLabelValues(sv.Name, st.String()).Set(v)
+		}
+	}
+	m.clients.Set(float64(s.Clients))
+}
