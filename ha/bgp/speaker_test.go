@@ -128,7 +128,9 @@ func TestSpeakerAnnouncesAndWithdraws(t *testing.T) {
 	t.Cleanup(func() { _ = s.Close() })
 	adv := api.Advertisement{Name: "a", Mode: api.AdvertiseBGP, Prefixes: []string{"10.9.0.0/16"}, Communities: []string{"65000:100", "65000:1:2"}, MED: u32(50)}
 	agg := api.Advertisement{Name: "agg", Mode: api.AdvertiseBGP, Prefixes: []string{"10.8.0.0/16"}, AggregationLength: 24}
-	v := func(a string, ad api.Advertisement) ha.VIP { return ha.VIP{Addr: netip.MustParseAddr(a), Advertisement: ad} }
+	v := func(a string, ad api.Advertisement) ha.VIP {
+		return ha.VIP{Addr: netip.MustParseAddr(a), Advertisement: ad}
+	}
 	if err := s.Set(ctx, []ha.VIP{v("10.9.0.1", adv), v("10.9.0.2", adv), v("10.8.0.5", agg), v("10.8.0.6", agg)}); err != nil {
 		t.Fatal(err)
 	}
