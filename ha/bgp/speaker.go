@@ -14,7 +14,6 @@ import (
 	"log/slog"
 	"net/netip"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -423,33 +422,19 @@ func attrKey(adv api.Advertisement) (string, error) {
 	return b.String(), nil
 }
 
-// parseCommunities splits "a:b" standard (RFC 1997) and "a:b:c" large (RFC
-// 8092) communities.
+// parseCommunities splits standard and large communities (api.ParseCommunity).
 func parseCommunities(in []string) ([]uint32, [][3]uint32, error) {
 	var std []uint32
 	var large [][3]uint32
 	for _, c := range in {
-		parts := strings.Split(c, ":")
-		switch len(parts) {
-		case 2:
-			hi, err1 := strconv.ParseUint(parts[0], 10, 16)
-			lo, err2 := strconv.ParseUint(parts[1], 10, 16)
-			if err1 != nil || err2 != nil {
-				return nil, nil, fmt.Errorf("community %q: want two 16-bit numbers", c)
-			}
-			std = append(std, uint32(hi)<<16|uint32(lo))
-		case 3:
-			var v [3]uint32
-			for i, p := range parts {
-				n, err := strconv.ParseUint(p, 10, 32)
-				if err != nil {
-					return nil, nil, fmt.Errorf("large community %q: want three 32-bit numbers", c)
-				}
-				v[i] = uint32(n)
-			}
-			large = append(large, v)
-		default:
-			return nil, nil, fmt.Errorf("community %q: want a:b or a:b:c", c)
+		pc, err := api.ParseCommunity(c)
+		if err != nil {
+			return nil, nil, err
+		}
+		if pc.Large {
+			large = append(large, pc.Parts)
+		} else {
+			std = append(std, pc.Standard)
 		}
 	}
 	return std, large, nil
