@@ -131,7 +131,8 @@ func serve(opts app.Options, log *slog.Logger) (err error) {
 		return err
 	}
 	srv, err := app.NewServer(app.Config{Datapath: dp, StateDir: opts.StateDir, Token: token, Logger: log,
-		N2: app.N2Config{TransportMode: opts.N2Transport}, PFCP: pfcpCfg})
+		N2: app.N2Config{TransportMode: opts.N2Transport}, PFCP: pfcpCfg,
+		Advertise: app.AdvertiseConfig{File: opts.AdvertisementConfig}})
 	if err != nil {
 		return err
 	}

@@ -39,6 +39,10 @@ type Options struct {
 	// duration, default 10s); T1 is half of it (at most 3s) and a UPF
 	// unreachable for 6 intervals is lost.
 	PFCPHeartbeatInterval string `json:"pfcpHeartbeatInterval"`
+	// AdvertisementConfig is a file holding an api.AdvertisementConfig
+	// (YAML or JSON): how this node announces the VIPs it serves (BGP
+	// peers, BFD, advertisements) without the controller.
+	AdvertisementConfig string `json:"advertisementConfig"`
 	// Cleanup removes the pinned datapath and exits (flag --cleanup or the
 	// "cleanup" subcommand); not settable from the file on purpose.
 	Cleanup bool `json:"-"`
@@ -82,6 +86,7 @@ func ParseOptions(args []string, usage io.Writer) (Options, error) {
 	fs.StringVar(&f.N2Transport, "n2-transport", o.N2Transport, "SCTP stack of N2 proxies: auto, kernel or userspace")
 	fs.StringVar(&f.PFCPUPFLoss, "pfcp-upf-loss", o.PFCPUPFLoss, "PFCP proxies: release or move the sessions of a lost UPF")
 	fs.StringVar(&f.PFCPHeartbeatInterval, "pfcp-heartbeat-interval", o.PFCPHeartbeatInterval, "PFCP proxies: heartbeat interval (a UPF silent for 6 is lost)")
+	fs.StringVar(&f.AdvertisementConfig, "advertisement-config", "", "YAML file with this node's advertisement configuration (nodeName, bgp, advertisements); replaces the one persisted from the API at start")
 	fs.StringVar(&configPath, "config", "", "YAML file with the same settings in camelCase (apiAddress, interfaces, ...)")
 	fs.BoolVar(&f.Cleanup, "cleanup", false, "remove the pinned datapath (rules, connections, attachments) and exit")
 	if err := fs.Parse(args); err != nil {
@@ -128,6 +133,8 @@ func ParseOptions(args []string, usage io.Writer) (Options, error) {
 			o.PFCPUPFLoss = f.PFCPUPFLoss
 		case "pfcp-heartbeat-interval":
 			o.PFCPHeartbeatInterval = f.PFCPHeartbeatInterval
+		case "advertisement-config":
+			o.AdvertisementConfig = f.AdvertisementConfig
 		}
 	})
 	o.Cleanup = f.Cleanup

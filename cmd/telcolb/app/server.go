@@ -56,6 +56,8 @@ type Config struct {
 	// the datapath reports (MaxServiceID method), else the compiled
 	// datapath's limit.
 	MaxServiceID uint32
+	// Advertise configures VIP advertisement (advertise.go).
+	Advertise AdvertiseConfig
 }
 
 // idLimiter is implemented by a datapath that knows how many services its
@@ -79,6 +81,7 @@ type Server struct {
 	probes *probeManager
 	n2     *n2Manager
 	pfcp   *pfcpManager
+	adv    *advertiser
 	gather prometheus.Gatherer
 	mux    *http.ServeMux
 	routes []Route
@@ -193,6 +196,19 @@ func NewServer(cfg Config) (*Server, error) {
 		_ = s.n2.close()
 		return nil, fmt.Errorf("server: register metrics: %w", err)
 	}
+	if s.adv, err = s.newAdvertiser(cfg.Advertise, cfg.StateDir); err != nil {
+		s.probes.close()
+		s.pfcp.close()
+		_ = s.n2.close()
+		return nil, fmt.Errorf("server: %w", err)
+	}
+	if err := cfg.Registry.Register(&advCollector{a: s.adv}); err != nil {
+		s.adv.close()
+		s.probes.close()
+		s.pfcp.close()
+		_ = s.n2.close()
+		return nil, fmt.Errorf("server: register metrics: %w", err)
+	}
 	s.log.Info("rule store loaded", "services", len(loaded), "damaged", len(damaged), "path", s.store.dir(), "maxServices", maxID, "bootID", s.bootID)
 	s.buildMux()
 	return s, nil
@@ -248,9 +264,11 @@ func (s *Server) index(old, next *storedService) {
 	}
 }
 
-// Close stops the probes. The datapath is left as it is: rules and
-// connections survive a daemon restart.
+// Close withdraws the announced VIPs first (the routers move traffic away
+// while this node still forwards), then stops the probes. The datapath is
+// left as it is: rules and connections survive a daemon restart.
 func (s *Server) Close() error {
+	s.adv.close()
 	s.probes.close()
 	s.pfcp.close()
 	return s.n2.close()
@@ -269,6 +287,8 @@ func (s *Server) buildMux() {
 		{"/v1/services/{name}", handlers{http.MethodGet: s.getService, http.MethodPut: s.putService, http.MethodDelete: s.deleteService}},
 		{"/v1/conntrack", handlers{http.MethodGet: s.listConntrack, http.MethodDelete: s.flushConntrack}},
 		{"/v1/health", handlers{http.MethodGet: s.health}},
+		{"/v1/advertisement", handlers{http.MethodGet: s.getAdvertisement, http.MethodPut: s.putAdvertisement}},
+		{"/v1/vips", handlers{http.MethodGet: s.listVIPs}},
 		{"/metrics", handlers{http.MethodGet: promhttp.HandlerFor(s.gather, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelError)}).ServeHTTP}},
 		{"/openapi.yaml", handlers{http.MethodGet: serveOpenAPI}},
 	}
@@ -372,28 +392,34 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 // data, wrong types and oversized bodies are all rejected with the reason.
 func decodeService(w http.ResponseWriter, r *http.Request) (api.Service, error) {
 	var svc api.Service
+	err := decodeStrict(w, r, &svc)
+	return svc, err
+}
+
+// decodeStrict reads one JSON document into v strictly.
+func decodeStrict(w http.ResponseWriter, r *http.Request, v any) error {
 	ct := r.Header.Get("Content-Type")
 	mt, _, err := mime.ParseMediaType(ct)
 	if err != nil || mt != "application/json" {
-		return svc, &httpError{code: http.StatusUnsupportedMediaType, msg: fmt.Sprintf("content type %q: send application/json", ct)}
+		return &httpError{code: http.StatusUnsupportedMediaType, msg: fmt.Sprintf("content type %q: send application/json", ct)}
 	}
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
 	dec.DisallowUnknownFields()
-	if err := dec.Decode(&svc); err != nil {
-		return svc, jsonError(err)
+	if err := dec.Decode(v); err != nil {
+		return jsonError(err)
 	}
 	var extra json.RawMessage
 	switch err := dec.Decode(&extra); {
 	case errors.Is(err, io.EOF):
-		return svc, nil
+		return nil
 	case err == nil:
-		return svc, &httpError{code: http.StatusBadRequest, msg: "trailing data after the JSON document"}
+		return &httpError{code: http.StatusBadRequest, msg: "trailing data after the JSON document"}
 	default:
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			return svc, jsonError(err)
+			return jsonError(err)
 		}
-		return svc, &httpError{code: http.StatusBadRequest, msg: "trailing data after the JSON document"}
+		return &httpError{code: http.StatusBadRequest, msg: "trailing data after the JSON document"}
 	}
 }
 
@@ -411,7 +437,7 @@ func jsonError(err error) error {
 	case errors.As(err, &te):
 		return &httpError{code: http.StatusBadRequest, field: te.Field, msg: fmt.Sprintf("expected %s, got JSON %s", te.Type, te.Value)}
 	case errors.Is(err, io.EOF):
-		return &httpError{code: http.StatusBadRequest, msg: "empty body: send a JSON service"}
+		return &httpError{code: http.StatusBadRequest, msg: "empty body: send a JSON document"}
 	case errors.Is(err, io.ErrUnexpectedEOF):
 		return &httpError{code: http.StatusBadRequest, msg: "truncated JSON document"}
 	}
@@ -504,6 +530,7 @@ func (s *Server) apply(w http.ResponseWriter, r *http.Request, svc api.Service, 
 		s.fail(w, r, err)
 		return
 	}
+	s.adv.trigger()
 	st, err := s.status(ss)
 	if err != nil {
 		// The rule is in place; only the counters are missing.
@@ -679,6 +706,7 @@ func (s *Server) pushHealth(name string) {
 	if err := s.program(ss); err != nil {
 		s.log.Error("push endpoint health to the datapath", "service", name, "error", err)
 	}
+	s.adv.trigger()
 	// Persisted so that a restart keeps the verdict.
 	if err := s.store.saveHealth(s.probes.down()); err != nil {
 		s.log.Error("persist endpoint health", "service", name, "error", err)
@@ -711,6 +739,7 @@ func (s *Server) deleteService(w http.ResponseWriter, r *http.Request) {
 			s.log.Error("datapath delete service", "service", name, "id", id, "error", err)
 		}
 	}
+	s.adv.trigger()
 	s.log.Info("service deleted", "service", name, "ids", ss.IDs)
 	w.WriteHeader(http.StatusNoContent)
 }
