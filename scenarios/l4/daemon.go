@@ -355,3 +355,15 @@ func HostDialer(h *lab.Host) func(ctx context.Context, network, addr string) (ne
 		return c, err
 	}
 }
+
+// Signal sends sig to the running daemon: SIGSTOP freezes it (its timers,
+// BFD included, stop; the pinned datapath keeps forwarding), SIGCONT thaws it.
+func (d *Daemon) Signal(sig syscall.Signal) error {
+	d.mu.Lock()
+	cmd := d.cmd
+	d.mu.Unlock()
+	if cmd == nil {
+		return errors.New("telcolb is not running")
+	}
+	return cmd.Process.Signal(sig)
+}
