@@ -27,6 +27,9 @@ have qemu-system-x86_64 || need+=(qemu-system-x86)
 have sctp_darn          || need+=(lksctp-tools)
 have xz                 || need+=(xz-utils)
 have cpio               || need+=(cpio)
+# BGP/BFD advertisement labs (scenarios/bgp): real routers in a namespace.
+have bird               || need+=(bird2)
+[ -x /usr/lib/frr/bgpd ] || need+=(frr)
 
 # The VM lab's guest kernel: Debian's 6.1 kernel (kernel SCTP as modules, no
 # tcx), fetched once with apt-get download and unpacked under .cache/vm, so
