@@ -81,7 +81,7 @@ type peer struct {
 type route struct {
 	prefix netip.Prefix
 	attrs  string // canonical form of the attributes, to notice changes
-	uuid   []byte
+	path   *gapi.Path
 	adv    api.Advertisement
 }
 
@@ -373,7 +373,7 @@ func (s *Speaker) Set(ctx context.Context, vips []ha.VIP) error {
 	var errs []error
 	for pfx, r := range s.routes {
 		if w := want[pfx]; w == nil || w.attrs != r.attrs {
-			if err := s.srv.DeletePath(ctx, &gapi.DeletePathRequest{TableType: gapi.TableType_GLOBAL, Family: family(pfx.Addr()), Uuid: r.uuid}); err != nil {
+			if err := s.withdraw(ctx, r); err != nil {
 				errs = append(errs, fmt.Errorf("withdraw %s: %w", pfx, err))
 				continue
 			}
@@ -389,12 +389,11 @@ func (s *Speaker) Set(ctx context.Context, vips []ha.VIP) error {
 			errs = append(errs, fmt.Errorf("announce %s: %w", pfx, err))
 			continue
 		}
-		resp, err := s.srv.AddPath(ctx, &gapi.AddPathRequest{TableType: gapi.TableType_GLOBAL, Path: path})
-		if err != nil {
+		if _, err := s.srv.AddPath(ctx, &gapi.AddPathRequest{TableType: gapi.TableType_GLOBAL, Path: path}); err != nil {
 			errs = append(errs, fmt.Errorf("announce %s: %w", pfx, err))
 			continue
 		}
-		w.uuid = resp.Uuid
+		w.path = path
 		s.routes[pfx] = w
 	}
 	s.vips = wantVIP
@@ -402,6 +401,13 @@ func (s *Speaker) Set(ctx context.Context, vips []ha.VIP) error {
 		return fmt.Errorf("bgp: %w", errors.Join(errs...))
 	}
 	return nil
+}
+
+// withdraw removes a route by its path (NLRI and family). Deleting by
+// UUID would do: gobgp then scans the whole table per deletion, which makes
+// withdrawing thousands of VIPs quadratic.
+func (s *Speaker) withdraw(ctx context.Context, r *route) error {
+	return s.srv.DeletePath(ctx, &gapi.DeletePathRequest{TableType: gapi.TableType_GLOBAL, Family: r.path.Family, Path: r.path})
 }
 
 // attrKey validates an advertisement's attributes and returns them in a
@@ -603,7 +609,7 @@ func (s *Speaker) Close() error {
 	defer cancel()
 	var errs []error
 	for pfx, r := range routes {
-		if err := s.srv.DeletePath(ctx, &gapi.DeletePathRequest{TableType: gapi.TableType_GLOBAL, Family: family(pfx.Addr()), Uuid: r.uuid}); err != nil {
+		if err := s.withdraw(ctx, r); err != nil {
 			errs = append(errs, fmt.Errorf("withdraw %s: %w", pfx, err))
 		}
 	}
