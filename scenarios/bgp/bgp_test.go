@@ -17,6 +17,10 @@ import (
 
 func u32(v uint32) *uint32 { return &v }
 
+// maxWithdraw bounds the time from a failure of lb1 to the router dropping
+// its route: well above BFD's 300 ms detection, well below the 9 s hold time.
+const maxWithdraw = 5 * time.Second
+
 // upLab builds the lab with the given router and the daemons ranked by MED
 // (lb1 preferred), capturing on the router's LAN interface.
 func upLab(t *testing.T, start func(ctx context.Context, h *lab.Host) (Router, error)) (*Env, *capture.Capture) {
@@ -96,6 +100,11 @@ func failover(t *testing.T, e *Env, kind string, fail, heal func() error) {
 	var routed [2]time.Time
 	for fam := range 2 {
 		routed[fam] = wait(t, e, fam, 30*time.Second, NodeAddr(2, fam))
+		// BFD (300 ms detection) must beat the BGP hold time (9 s); 5 s
+		// leaves a loaded 2-core machine room and still tells them apart.
+		if d := routed[fam].Sub(failedAt); d > maxWithdraw {
+			t.Errorf("%s %s: route through lb1 withdrawn only after %v: the hold time, not BFD, took it down", kind, VIPs[fam], d)
+		}
 	}
 	// Service must resume through lb2: answers forwarded by lb2 keep coming.
 	deadline := time.Now().Add(30 * time.Second)
