@@ -46,8 +46,8 @@ func upLab(t *testing.T, start func(ctx context.Context, h *lab.Host) (Router, e
 			for i, d := range e.Daemons {
 				t.Logf("lb%d log:\n%s", i+1, tail(d.Log(), 60))
 			}
-			if b, ok := e.Router.(*Bird); ok {
-				t.Logf("bird log:\n%s", tail(b.Log(), 60))
+			if r, ok := e.Router.(interface{ Log() string }); ok {
+				t.Logf("%s log:\n%s", e.Router.Name(), tail(r.Log(), 80))
 			}
 		}
 		if err := e.Down(context.Background()); err != nil {
@@ -176,8 +176,8 @@ func testRouterLab(t *testing.T, start func(ctx context.Context, h *lab.Host) (R
 			}
 		}
 		t.Logf("%s route for %s (ECMP):\n%s", e.Router.Name(), VIPs[fam], out)
-		if fam == 0 && e.Router.Name() == "bird" && !strings.Contains(out, "(65001,100)") {
-			t.Errorf("community 65001:100 not seen by bird:\n%s", out)
+		if fam == 0 && !strings.Contains(out, "(65001,100)") && !strings.Contains(out, "Community: 65001:100") {
+			t.Errorf("community 65001:100 not seen by %s:\n%s", e.Router.Name(), out)
 		}
 	}
 	for fam := range 2 {
@@ -303,3 +303,8 @@ func needTool(t *testing.T, name string) {
 }
 
 var _ = fmt.Sprint
+
+func TestFRR(t *testing.T) {
+	needTool(t, FRRDir+"/bgpd")
+	testRouterLab(t, func(ctx context.Context, h *lab.Host) (Router, error) { return StartFRR(ctx, h, 2) })
+}

@@ -333,4 +333,13 @@ func (b *Bird) Close() error {
 	return errors.Join(err, os.RemoveAll(b.dir))
 }
 
-var execLookPath = exec.LookPath
+// execLookPath finds a program by name or checks an absolute path.
+func execLookPath(name string) (string, error) {
+	if filepath.IsAbs(name) {
+		if _, err := os.Stat(name); err != nil {
+			return "", err
+		}
+		return name, nil
+	}
+	return exec.LookPath(name)
+}
