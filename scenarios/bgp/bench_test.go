@@ -103,7 +103,7 @@ func only(n netip.Addr) func([]netip.Addr) bool {
 // to its VIP in the router's kernel table.
 func TestBenchBGPFailover(t *testing.T) {
 	benchGate(t)
-	e, _ := upLab(t, func(ctx context.Context, h *lab.Host) (Router, error) { return StartBird(ctx, h, 2) })
+	e, _ := upLab(t, func(ctx context.Context, h *lab.Host) (Router, error) { return asRouter(StartBird(ctx, h, 2)) })
 	w := newRouteWatcher(t, e.Topo.Router)
 	ctx := context.Background()
 	lb1 := e.Daemons[0]

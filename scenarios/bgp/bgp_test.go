@@ -284,7 +284,7 @@ func checkCapture(t *testing.T, file string) {
 
 func TestBird(t *testing.T) {
 	needTool(t, "bird")
-	testRouterLab(t, func(ctx context.Context, h *lab.Host) (Router, error) { return StartBird(ctx, h, 2) })
+	testRouterLab(t, func(ctx context.Context, h *lab.Host) (Router, error) { return asRouter(StartBird(ctx, h, 2)) })
 }
 
 // needTool fails (CI) or skips (a developer machine) without the router
@@ -306,5 +306,13 @@ var _ = fmt.Sprint
 
 func TestFRR(t *testing.T) {
 	needTool(t, FRRDir+"/bgpd")
-	testRouterLab(t, func(ctx context.Context, h *lab.Host) (Router, error) { return StartFRR(ctx, h, 2) })
+	testRouterLab(t, func(ctx context.Context, h *lab.Host) (Router, error) { return asRouter(StartFRR(ctx, h, 2)) })
+}
+
+// asRouter keeps a failed start's nil pointer out of the Router interface.
+func asRouter[R Router](r R, err error) (Router, error) {
+	if err != nil {
+		return nil, err
+	}
+	return r, nil
 }

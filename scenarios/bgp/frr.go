@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/user"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"text/template"
 	"time"
@@ -50,7 +52,8 @@ bfd
 
 // FRR runs frr's zebra, bfdd and bgpd in the router namespace, each with
 // its own configuration, pid file and sockets in a directory of the lab
-// (so several run side by side), as root.
+// (so several run side by side), as the frr user (FRR refuses root unless
+// root is in its vty group).
 type FRR struct {
 	h     *lab.Host
 	dir   string
@@ -86,9 +89,19 @@ func StartFRR(ctx context.Context, h *lab.Host, nodes int) (*FRR, error) {
 	if err := os.WriteFile(filepath.Join(dir, "zebra.conf"), []byte("hostname router\n"), 0o600); err != nil {
 		return nil, err
 	}
+	// The daemons drop to the frr user: the directory must be theirs.
+	if u, err := user.Lookup("frr"); err == nil {
+		uid, _ := strconv.Atoi(u.Uid)
+		gid, _ := strconv.Atoi(u.Gid)
+		for _, p := range []string{dir, filepath.Join(dir, "bgpd.conf"), filepath.Join(dir, "bfdd.conf"), filepath.Join(dir, "zebra.conf")} {
+			if err := os.Chown(p, uid, gid); err != nil {
+				return nil, err
+			}
+		}
+	}
 	zserv := filepath.Join(dir, "zserv.api")
 	common := func(name string) []string {
-		return []string{"-u", "root", "-g", "root", "-f", filepath.Join(dir, name+".conf"), "-i", filepath.Join(dir, name+".pid"),
+		return []string{"-f", filepath.Join(dir, name+".conf"), "-i", filepath.Join(dir, name+".pid"),
 			"--vty_socket", dir, "-z", zserv, "-P", "0"}
 	}
 	start := func(name string, extra ...string) error {
