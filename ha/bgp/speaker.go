@@ -347,8 +347,17 @@ func (s *Speaker) Set(ctx context.Context, vips []ha.VIP) error {
 	// from does not depend on map order.
 	sorted := append([]ha.VIP(nil), vips...)
 	sort.Slice(sorted, func(i, j int) bool { return sorted[i].Addr.Less(sorted[j].Addr) })
+	var skipped []string
 	for _, v := range sorted {
 		if v.Advertisement.Mode != api.AdvertiseBGP {
+			continue
+		}
+		if s.restricted(v.Advertisement) {
+			// Per-peer export (advertisements[].peers naming some of the
+			// peers) needs a gobgp export policy per peer, not written
+			// yet. Announcing to every peer would send routes to routers
+			// the user excluded, so such VIPs are not announced at all.
+			skipped = append(skipped, v.Addr.String())
 			continue
 		}
 		pfx := routeOf(v.Addr.Unmap(), v.Advertisement)
@@ -397,10 +406,30 @@ func (s *Speaker) Set(ctx context.Context, vips []ha.VIP) error {
 		s.routes[pfx] = w
 	}
 	s.vips = wantVIP
+	if len(skipped) > 0 {
+		errs = append(errs, fmt.Errorf("not announced: %s: advertisements limited to some peers (peers) are not supported yet; list no peers to announce to all", strings.Join(skipped, ", ")))
+	}
 	if len(errs) > 0 {
 		return fmt.Errorf("bgp: %w", errors.Join(errs...))
 	}
 	return nil
+}
+
+// restricted reports whether adv names a strict subset of the peers.
+func (s *Speaker) restricted(adv api.Advertisement) bool {
+	if len(adv.Peers) == 0 {
+		return false
+	}
+	named := map[string]bool{}
+	for _, p := range adv.Peers {
+		named[p] = true
+	}
+	for _, p := range s.cfg.Peers {
+		if !named[p.Name] {
+			return true
+		}
+	}
+	return false
 }
 
 // withdraw removes a route by its path (NLRI and family). Deleting by
