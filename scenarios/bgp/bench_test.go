@@ -237,7 +237,7 @@ func TestBenchBGP10kVIPs(t *testing.T) {
 		var took time.Duration
 		for {
 			out, _ := bird.Birdc(ctx, "show", "route", "count", "protocol", "lb1")
-			if strings.Contains(out, fmt.Sprintf("%d of %d routes", n, n)) || strings.Contains(out, fmt.Sprintf(" %d of ", n)) {
+			if strings.Contains(out, fmt.Sprintf("\n%d of %d routes", n, n)) {
 				took = time.Since(started)
 				break
 			}
@@ -266,7 +266,7 @@ func TestBenchBGP10kVIPs(t *testing.T) {
 		wctx, wcancel := context.WithTimeout(ctx, time.Minute)
 		for {
 			out, _ := bird.Birdc(ctx, "show", "route", "count", "protocol", "lb1")
-			if strings.Contains(out, " 0 of ") || wctx.Err() != nil {
+			if strings.Contains(out, "\n0 of 0 routes") || wctx.Err() != nil {
 				break
 			}
 			time.Sleep(50 * time.Millisecond)
