@@ -13,7 +13,8 @@ func FuzzParse(f *testing.F) {
 	p.State, p.YourDisc = Down, 0
 	f.Add(p.Marshal())
 	f.Add([]byte{0x20, 0x40, 3, 24})
-	// A foreign packet: what bird2 sends first (captured layout: Down, 1 s slow start).
+	// Shaped like the first packet bird2 or frr send (Down, your discriminator 0, 1 s slow start);
+	// the labs (scenarios/bgp) run real sessions against both.
 	f.Add([]byte{0x20, 0x40, 0x05, 0x18, 0x4b, 0x1e, 0x6f, 0x3a, 0, 0, 0, 0, 0x00, 0x0f, 0x42, 0x40, 0x00, 0x01, 0x86, 0xa0, 0, 0, 0, 0})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		p, err := Parse(b)
