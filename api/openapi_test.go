@@ -33,6 +33,9 @@ func TestOpenAPISchemasMatchTheGoTypes(t *testing.T) {
 		"Service": Service{}, "Endpoint": Endpoint{}, "Probe": Probe{}, "DiameterSpec": DiameterSpec{},
 		"ServiceStatus": ServiceStatus{}, "EndpointStatus": EndpointStatus{},
 		"Conn": Conn{}, "ConnPath": ConnPath{}, "Health": Health{}, "Error": Error{},
+		"AdvertisementConfig": AdvertisementConfig{}, "BGPConfig": BGPConfig{}, "BGPPeer": BGPPeer{}, "BFDProfile": BFDProfile{},
+		"L2Config": L2Config{}, "L2Member": L2Member{}, "Advertisement": Advertisement{}, "AdvertisementStatus": AdvertisementStatus{},
+		"BGPPeerStatus": BGPPeerStatus{}, "BFDSessionStatus": BFDSessionStatus{}, "VIPStatus": VIPStatus{},
 	}
 	for name, v := range types {
 		schema, ok := doc.Components.Schemas[name]

@@ -35,6 +35,9 @@ have cpio               || need+=(cpio)
 # metrics/rules, test rules) for the dashboards and alert rules.
 have prometheus || need+=(prometheus)
 have promtool   || need+=(prometheus)
+# BGP/BFD advertisement labs (scenarios/bgp): real routers in a namespace.
+have bird               || need+=(bird2)
+[ -x /usr/lib/frr/bgpd ] || need+=(frr)
 
 # The VM lab's guest kernel: Debian's 6.1 kernel (kernel SCTP as modules, no
 # tcx), fetched once with apt-get download and unpacked under .cache/vm, so

@@ -132,7 +132,7 @@ func serve(opts app.Options, log *slog.Logger) (err error) {
 	}
 	srv, err := app.NewServer(app.Config{Datapath: dp, StateDir: opts.StateDir, Token: token, Logger: log,
 		N2: app.N2Config{TransportMode: opts.N2Transport}, PFCP: pfcpCfg, LocalVIPs: app.LocalVIPConfigOf(opts),
-		EndpointTrafficMetrics: opts.EndpointTrafficMetrics})
+		EndpointTrafficMetrics: opts.EndpointTrafficMetrics, Advertise: app.AdvertiseConfig{File: opts.AdvertisementConfig}})
 	if err != nil {
 		return err
 	}

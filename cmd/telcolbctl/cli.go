@@ -51,6 +51,9 @@ const usageText = `Usage: telcolbctl [--server URL] [--token T | --token-file F]
   get lb [NAME]        services (-o wide: one row per endpoint with health and counters)
   get ct               connections
   get ep               endpoints with health
+  get bgp              BGP peers: state, prefixes sent, BFD (-o wide: last down reason)
+  get bfd              BFD sessions: state, timers, remote diagnostic
+  get vip              VIPs this node serves: how each is announced, owner, why not
   delete lb NAME       delete a service
   delete ct            flush all connections
   health               daemon health
@@ -250,7 +253,7 @@ func (c *commands) registerFlags(verb string) {
 // resource maps the accepted spellings to a canonical resource name.
 func resource(args []string, verb string) (string, []string, error) {
 	if len(args) == 0 {
-		return "", nil, usagef("%s: missing resource (lb, ct, ep)", verb)
+		return "", nil, usagef("%s: missing resource (lb, ct, ep, bgp, bfd, vip)", verb)
 	}
 	switch strings.ToLower(args[0]) {
 	case "lb", "lbs", "svc", "service", "services":
@@ -259,8 +262,14 @@ func resource(args []string, verb string) (string, []string, error) {
 		return "ct", args[1:], nil
 	case "ep", "eps", "endpoint", "endpoints":
 		return "ep", args[1:], nil
+	case "bgp", "peer", "peers":
+		return "bgp", args[1:], nil
+	case "bfd":
+		return "bfd", args[1:], nil
+	case "vip", "vips":
+		return "vip", args[1:], nil
 	}
-	return "", nil, usagef("%s: unknown resource %q (lb, ct, ep)", verb, args[0])
+	return "", nil, usagef("%s: unknown resource %q (lb, ct, ep, bgp, bfd, vip)", verb, args[0])
 }
 
 // parseSeconds accepts "30s"/"5m" or a plain number of seconds.
@@ -411,6 +420,8 @@ func (c *commands) get(ctx context.Context, cl *api.Client, args []string) error
 		return err
 	}
 	switch res {
+	case "bgp", "bfd", "vip":
+		return c.getAdvertise(ctx, cl, res, args)
 	case "lb":
 		if len(args) > 1 {
 			return usagef("get lb: at most one NAME")
@@ -498,6 +509,8 @@ func (c *commands) delete(ctx context.Context, cl *api.Client, args []string) er
 			return err
 		}
 		fmt.Fprintln(c.e.stdout, "conntrack flushed")
+	case "bgp", "bfd", "vip":
+		return usagef("delete %s: peers, sessions and announcements follow the advertisement configuration (PUT /v1/advertisement or --advertisement-config)", res)
 	default:
 		return usagef("delete: endpoints are deleted by applying the service without them")
 	}

@@ -372,3 +372,15 @@ func RequireLocalVIP(t testing.TB, ctx context.Context, host *lab.Host, vip neti
 		t.Fatalf("VIP %v is not a local address on %s's telcolb0 (err %v):\n%s", vip, host.Name, err, out)
 	}
 }
+
+// Signal sends sig to the running daemon: SIGSTOP freezes it (its timers,
+// BFD included, stop; the pinned datapath keeps forwarding), SIGCONT thaws it.
+func (d *Daemon) Signal(sig syscall.Signal) error {
+	d.mu.Lock()
+	cmd := d.cmd
+	d.mu.Unlock()
+	if cmd == nil {
+		return errors.New("telcolb is not running")
+	}
+	return cmd.Process.Signal(sig)
+}

@@ -113,6 +113,13 @@ telcolb_services 2
 # HELP telcolb_state_files_damaged State files set aside (moved to <state dir>/damaged) at this start because they could not be loaded.
 # TYPE telcolb_state_files_damaged gauge
 telcolb_state_files_damaged 0
+# HELP telcolb_vip_announcement_changes_total VIPs that started or stopped being announced (or changed mode) on this node.
+# TYPE telcolb_vip_announcement_changes_total counter
+telcolb_vip_announcement_changes_total 0
+# HELP telcolb_vips_announced VIPs this node hands to an announcer, by mode.
+# TYPE telcolb_vips_announced gauge
+telcolb_vips_announced{mode="bgp"} 0
+telcolb_vips_announced{mode="l2"} 0
 `
 	if err := testutil.GatherAndCompare(env.reg, strings.NewReader(want)); err != nil {
 		t.Error(err)

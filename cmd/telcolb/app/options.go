@@ -48,6 +48,10 @@ type Options struct {
 	// with a thousand services stays under a few thousand series
 	// (docs/metrics.md).
 	EndpointTrafficMetrics bool `json:"endpointTrafficMetrics"`
+	// AdvertisementConfig is a file holding an api.AdvertisementConfig
+	// (YAML or JSON): how this node announces the VIPs it serves (BGP
+	// peers, BFD, advertisements) without the controller.
+	AdvertisementConfig string `json:"advertisementConfig"`
 	// Cleanup removes the pinned datapath and exits (flag --cleanup or the
 	// "cleanup" subcommand); not settable from the file on purpose.
 	Cleanup bool `json:"-"`
@@ -94,6 +98,7 @@ func ParseOptions(args []string, usage io.Writer) (Options, error) {
 	fs.StringVar(&f.PFCPHeartbeatInterval, "pfcp-heartbeat-interval", o.PFCPHeartbeatInterval, "PFCP proxies: heartbeat interval (a UPF silent for 6 is lost)")
 	fs.StringVar(&f.LocalVIPInterface, "local-vip-interface", o.LocalVIPInterface, "dummy interface holding the VIPs of N2 and PFCP services as local addresses while served (created if absent); empty disables")
 	fs.BoolVar(&f.EndpointTrafficMetrics, "endpoint-traffic-metrics", false, "also export per-endpoint packet and byte counters (two more series per endpoint)")
+	fs.StringVar(&f.AdvertisementConfig, "advertisement-config", "", "YAML file with this node's advertisement configuration (nodeName, bgp, advertisements); replaces the one persisted from the API at start")
 	fs.StringVar(&configPath, "config", "", "YAML file with the same settings in camelCase (apiAddress, interfaces, ...)")
 	fs.BoolVar(&f.Cleanup, "cleanup", false, "remove the pinned datapath (rules, connections, attachments) and exit")
 	if err := fs.Parse(args); err != nil {
@@ -144,6 +149,8 @@ func ParseOptions(args []string, usage io.Writer) (Options, error) {
 			o.LocalVIPInterface = f.LocalVIPInterface
 		case "endpoint-traffic-metrics":
 			o.EndpointTrafficMetrics = f.EndpointTrafficMetrics
+		case "advertisement-config":
+			o.AdvertisementConfig = f.AdvertisementConfig
 		}
 	})
 	o.Cleanup = f.Cleanup

@@ -66,6 +66,8 @@ type Config struct {
 	// the datapath reports (MaxServiceID method), else the compiled
 	// datapath's limit.
 	MaxServiceID uint32
+	// Advertise configures VIP advertisement (advertise.go).
+	Advertise AdvertiseConfig
 }
 
 // idLimiter is implemented by a datapath that knows how many services its
@@ -91,7 +93,10 @@ type Server struct {
 	pfcp   *pfcpManager
 	local  *localVIPs
 	diam   *diameterManager
+	adv    *advertiser
 	gather prometheus.Gatherer
+	// reg is cfg.Registry: announcers built later (l2) register on it.
+	reg prometheus.Registerer
 	mux    *http.ServeMux
 	routes []Route
 
@@ -165,6 +170,7 @@ func NewServer(cfg Config) (*Server, error) {
 	if cfg.Token != "" {
 		s.token = []byte(cfg.Token)
 	}
+	s.reg = cfg.Registry
 	s.n2 = newN2Manager(cfg.N2, cfg.Registry, cfg.Logger)
 	s.pfcp = newPFCPManager(cfg.PFCP, cfg.StateDir, cfg.Registry, cfg.Logger)
 	local, err := newLocalVIPs(cfg.LocalVIPs, cfg.StateDir, cfg.Logger)
@@ -215,6 +221,19 @@ func NewServer(cfg Config) (*Server, error) {
 		s.probes.close()
 		s.pfcp.close()
 		s.diam.close()
+		_ = s.n2.close()
+		return nil, fmt.Errorf("server: register metrics: %w", err)
+	}
+	if s.adv, err = s.newAdvertiser(cfg.Advertise, cfg.StateDir); err != nil {
+		s.probes.close()
+		s.pfcp.close()
+		_ = s.n2.close()
+		return nil, fmt.Errorf("server: %w", err)
+	}
+	if err := cfg.Registry.Register(&advCollector{a: s.adv}); err != nil {
+		s.adv.close()
+		s.probes.close()
+		s.pfcp.close()
 		_ = s.n2.close()
 		return nil, fmt.Errorf("server: register metrics: %w", err)
 	}
@@ -273,9 +292,11 @@ func (s *Server) index(old, next *storedService) {
 	}
 }
 
-// Close stops the probes. The datapath is left as it is: rules and
-// connections survive a daemon restart.
+// Close withdraws the announced VIPs first (the routers move traffic away
+// while this node still forwards), then stops the probes. The datapath is
+// left as it is: rules and connections survive a daemon restart.
 func (s *Server) Close() error {
+	s.adv.close()
 	s.probes.close()
 	s.pfcp.close()
 	s.diam.close()
@@ -295,6 +316,8 @@ func (s *Server) buildMux() {
 		{"/v1/services/{name}", handlers{http.MethodGet: s.getService, http.MethodPut: s.putService, http.MethodDelete: s.deleteService}},
 		{"/v1/conntrack", handlers{http.MethodGet: s.listConntrack, http.MethodDelete: s.flushConntrack}},
 		{"/v1/health", handlers{http.MethodGet: s.health}},
+		{"/v1/advertisement", handlers{http.MethodGet: s.getAdvertisement, http.MethodPut: s.putAdvertisement}},
+		{"/v1/vips", handlers{http.MethodGet: s.listVIPs}},
 		{"/metrics", handlers{http.MethodGet: promhttp.HandlerFor(s.gather, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelError)}).ServeHTTP}},
 		{"/openapi.yaml", handlers{http.MethodGet: serveOpenAPI}},
 	}
@@ -398,28 +421,34 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 // data, wrong types and oversized bodies are all rejected with the reason.
 func decodeService(w http.ResponseWriter, r *http.Request) (api.Service, error) {
 	var svc api.Service
+	err := decodeStrict(w, r, &svc)
+	return svc, err
+}
+
+// decodeStrict reads one JSON document into v strictly.
+func decodeStrict(w http.ResponseWriter, r *http.Request, v any) error {
 	ct := r.Header.Get("Content-Type")
 	mt, _, err := mime.ParseMediaType(ct)
 	if err != nil || mt != "application/json" {
-		return svc, &httpError{code: http.StatusUnsupportedMediaType, msg: fmt.Sprintf("content type %q: send application/json", ct)}
+		return &httpError{code: http.StatusUnsupportedMediaType, msg: fmt.Sprintf("content type %q: send application/json", ct)}
 	}
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
 	dec.DisallowUnknownFields()
-	if err := dec.Decode(&svc); err != nil {
-		return svc, jsonError(err)
+	if err := dec.Decode(v); err != nil {
+		return jsonError(err)
 	}
 	var extra json.RawMessage
 	switch err := dec.Decode(&extra); {
 	case errors.Is(err, io.EOF):
-		return svc, nil
+		return nil
 	case err == nil:
-		return svc, &httpError{code: http.StatusBadRequest, msg: "trailing data after the JSON document"}
+		return &httpError{code: http.StatusBadRequest, msg: "trailing data after the JSON document"}
 	default:
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			return svc, jsonError(err)
+			return jsonError(err)
 		}
-		return svc, &httpError{code: http.StatusBadRequest, msg: "trailing data after the JSON document"}
+		return &httpError{code: http.StatusBadRequest, msg: "trailing data after the JSON document"}
 	}
 }
 
@@ -437,7 +466,7 @@ func jsonError(err error) error {
 	case errors.As(err, &te):
 		return &httpError{code: http.StatusBadRequest, field: te.Field, msg: fmt.Sprintf("expected %s, got JSON %s", te.Type, te.Value)}
 	case errors.Is(err, io.EOF):
-		return &httpError{code: http.StatusBadRequest, msg: "empty body: send a JSON service"}
+		return &httpError{code: http.StatusBadRequest, msg: "empty body: send a JSON document"}
 	case errors.Is(err, io.ErrUnexpectedEOF):
 		return &httpError{code: http.StatusBadRequest, msg: "truncated JSON document"}
 	}
@@ -530,6 +559,7 @@ func (s *Server) apply(w http.ResponseWriter, r *http.Request, svc api.Service, 
 		s.fail(w, r, err)
 		return
 	}
+	s.adv.trigger()
 	st, err := s.status(ss)
 	if err != nil {
 		// The rule is in place; only the counters are missing.
@@ -719,6 +749,7 @@ func (s *Server) pushHealth(name string) {
 	if err := s.program(ss); err != nil {
 		s.log.Error("push endpoint health to the datapath", "service", name, "error", err)
 	}
+	s.adv.trigger()
 	// Persisted so that a restart keeps the verdict.
 	if err := s.store.saveHealth(s.probes.down()); err != nil {
 		s.log.Error("persist endpoint health", "service", name, "error", err)
@@ -753,6 +784,7 @@ func (s *Server) deleteService(w http.ResponseWriter, r *http.Request) {
 			s.log.Error("datapath delete service", "service", name, "id", id, "error", err)
 		}
 	}
+	s.adv.trigger()
 	s.log.Info("service deleted", "service", name, "ids", ss.IDs)
 	w.WriteHeader(http.StatusNoContent)
 }

@@ -1,0 +1,671 @@
+// Package bgp announces VIPs with an embedded gobgp (osrg/gobgp/v3) speaker:
+// a /32 or /128 per VIP (or the covering prefix of an advertisement's
+// aggregation length), next hop self, the advertisement's communities,
+// local preference and MED. Each peer with a BFD profile gets a BFD session
+// (ha/bfd); BFD going down resets the BGP session and holds it down until
+// BFD is up again, so a failed path is noticed in the detection time
+// instead of the hold time.
+package bgp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	gapi "github.com/osrg/gobgp/v3/api"
+	"github.com/osrg/gobgp/v3/pkg/server"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/telcolb/telcolb/api"
+	"github.com/telcolb/telcolb/ha"
+	"github.com/telcolb/telcolb/ha/bfd"
+)
+
+// Options are the speaker's dependencies.
+type Options struct {
+	Logger *slog.Logger
+	// BFD runs the BFD sessions; nil makes a manager of the speaker's own.
+	BFD *bfd.Manager
+	// ConnectRetry is how long a peer waits between connection attempts
+	// (default 2 s; gobgp's 120 s default would keep a router that
+	// restarted without the VIPs for two minutes).
+	ConnectRetry time.Duration
+	// OnPeerState, when set, is called on each BGP session state change
+	// (metrics).
+	OnPeerState func(peer, state string)
+}
+
+// Speaker is the embedded BGP speaker. It implements ha.Announcer.
+type Speaker struct {
+	log     *slog.Logger
+	srv     *server.BgpServer
+	cfg     api.BGPConfig
+	bfdm    *bfd.Manager
+	ownBFD  bool
+	opts    Options
+	cancel  context.CancelFunc
+	watchWG sync.WaitGroup
+
+	// mu guards the peers' state; it is never held across a call into
+	// gobgp (whose event callbacks take it).
+	mu     sync.Mutex
+	peers  map[string]*peer // by name
+	closed bool
+	// bfdMu serialises the BFD-driven hold-downs.
+	bfdMu sync.Mutex
+	// routeMu serialises Set and Close and guards routes and vips.
+	routeMu sync.Mutex
+	routes  map[netip.Prefix]*route
+	vips    map[netip.Addr]netip.Prefix
+}
+
+type peer struct {
+	cfg   api.BGPPeer
+	addr  netip.Addr
+	state string
+	since time.Time
+	// heldDown: BFD went down, the session is disabled until BFD is Up.
+	heldDown       bool
+	lastDownReason string
+	bfd            *bfd.Peer
+	bfdStop        chan struct{}
+}
+
+type route struct {
+	prefix netip.Prefix
+	attrs  string // canonical form of the attributes, to notice changes
+	path   *gapi.Path
+	adv    api.Advertisement
+}
+
+var _ ha.Announcer = (*Speaker)(nil)
+
+// New starts a speaker with cfg (validated by api.ValidateAdvertisementConfig).
+func New(ctx context.Context, cfg api.BGPConfig, opts Options) (*Speaker, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.ConnectRetry <= 0 {
+		opts.ConnectRetry = 2 * time.Second
+	}
+	routerID := cfg.RouterID
+	if routerID == "" {
+		return nil, errors.New("bgp: router ID required (the daemon picks the node's first IPv4 address when the configuration has none)")
+	}
+	s := &Speaker{
+		log:    opts.Logger.With("component", "bgp"),
+		cfg:    cfg,
+		opts:   opts,
+		peers:  map[string]*peer{},
+		routes: map[netip.Prefix]*route{},
+		vips:   map[netip.Addr]netip.Prefix{},
+		bfdm:   opts.BFD,
+	}
+	if s.bfdm == nil {
+		s.bfdm = bfd.NewManager(opts.Logger.With("component", "bfd"))
+		s.ownBFD = true
+	}
+	s.srv = server.NewBgpServer(server.LoggerOption(&logAdapter{log: s.log}))
+	go s.srv.Serve()
+	listen := int32(cfg.ListenPort)
+	if listen == 0 {
+		listen = -1 // gobgp: negative means no listener; 0 would mean 179
+	}
+	if err := s.srv.StartBgp(ctx, &gapi.StartBgpRequest{Global: &gapi.Global{Asn: cfg.ASN, RouterId: routerID, ListenPort: listen}}); err != nil {
+		s.srv.Stop()
+		return nil, fmt.Errorf("bgp: start speaker: %w", err)
+	}
+	wctx, cancel := context.WithCancel(context.Background())
+	s.cancel = cancel
+	if err := s.srv.WatchEvent(wctx, &gapi.WatchEventRequest{Peer: &gapi.WatchEventRequest_Peer{}}, s.onEvent); err != nil {
+		cancel()
+		s.srv.Stop()
+		return nil, fmt.Errorf("bgp: watch peer events: %w", err)
+	}
+	for _, pc := range cfg.Peers {
+		if err := s.addPeer(ctx, pc); err != nil {
+			_ = s.Close()
+			return nil, err
+		}
+	}
+	s.log.Info("bgp speaker started", "asn", cfg.ASN, "routerID", routerID, "listenPort", cfg.ListenPort, "peers", len(cfg.Peers))
+	return s, nil
+}
+
+// Config returns the configuration the speaker runs.
+func (s *Speaker) Config() api.BGPConfig { return s.cfg }
+
+func family(a netip.Addr) *gapi.Family {
+	if a.Is4() {
+		return &gapi.Family{Afi: gapi.Family_AFI_IP, Safi: gapi.Family_SAFI_UNICAST}
+	}
+	return &gapi.Family{Afi: gapi.Family_AFI_IP6, Safi: gapi.Family_SAFI_UNICAST}
+}
+
+func (s *Speaker) addPeer(ctx context.Context, pc api.BGPPeer) error {
+	addr, err := netip.ParseAddr(pc.Address)
+	if err != nil {
+		return fmt.Errorf("bgp: peer %s address: %w", pc.Name, err)
+	}
+	addr = addr.Unmap()
+	hold := uint64(pc.HoldTimeSeconds)
+	if hold == 0 {
+		hold = 90
+	}
+	keep := uint64(pc.KeepaliveTimeSeconds)
+	if keep == 0 {
+		keep = hold / 3
+	}
+	p := &gapi.Peer{
+		Conf: &gapi.PeerConf{NeighborAddress: addr.String(), PeerAsn: pc.ASN, AuthPassword: pc.Password, Description: pc.Name},
+		Timers: &gapi.Timers{Config: &gapi.TimersConfig{
+			HoldTime: hold, KeepaliveInterval: keep,
+			ConnectRetry:           uint64(max(1, s.opts.ConnectRetry/time.Second)),
+			IdleHoldTimeAfterReset: 1,
+		}},
+		Transport: &gapi.Transport{RemotePort: uint32(pc.Port), LocalAddress: pc.SourceAddress},
+		// One family per session, the peer address's: an IPv4 session
+		// carries IPv4 VIPs, an IPv6 session IPv6 VIPs (MP-BGP), each with
+		// a next hop of its own family.
+		AfiSafis: []*gapi.AfiSafi{{Config: &gapi.AfiSafiConfig{Family: family(addr), Enabled: true}}},
+	}
+	if pc.EBGPMultihop {
+		p.EbgpMultihop = &gapi.EbgpMultihop{Enabled: true, MultihopTtl: 255}
+	}
+	if err := s.srv.AddPeer(ctx, &gapi.AddPeerRequest{Peer: p}); err != nil {
+		return fmt.Errorf("bgp: add peer %s (%s): %w", pc.Name, addr, err)
+	}
+	st := &peer{cfg: pc, addr: addr, state: "idle", since: time.Now()}
+	s.mu.Lock()
+	s.peers[pc.Name] = st
+	s.mu.Unlock()
+	if pc.BFD != nil {
+		st.bfdStop = make(chan struct{})
+		go s.runBFD(st)
+	}
+	return nil
+}
+
+// runBFD starts the peer's BFD session, retrying while the local address
+// toward the peer does not exist yet.
+func (s *Speaker) runBFD(p *peer) {
+	prof := p.cfg.BFD
+	cfg := bfd.PeerConfig{
+		Remote:        p.addr,
+		DesiredMinTx:  time.Duration(orDefault(prof.TransmitIntervalMs, 300)) * time.Millisecond,
+		RequiredMinRx: time.Duration(orDefault(prof.ReceiveIntervalMs, 300)) * time.Millisecond,
+		DetectMult:    uint8(orDefault(prof.DetectMultiplier, 3)),
+	}
+	if p.cfg.SourceAddress != "" {
+		cfg.Local, _ = netip.ParseAddr(p.cfg.SourceAddress)
+	}
+	for {
+		bp, err := s.bfdm.Add(cfg, func(bfd.State, bfd.Diag) { s.bfdChanged(p) })
+		if err == nil {
+			s.mu.Lock()
+			if s.closed {
+				s.mu.Unlock()
+				bp.Close()
+				return
+			}
+			p.bfd = bp
+			s.mu.Unlock()
+			return
+		}
+		s.log.Warn("bfd session not started, retrying", "peer", p.cfg.Name, "error", err)
+		select {
+		case <-p.bfdStop:
+			return
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+func orDefault(v, d uint32) uint32 {
+	if v == 0 {
+		return d
+	}
+	return v
+}
+
+// bfdChanged holds the BGP session down while BFD is down after having
+// been up, and releases it when BFD is up again. It reads the current BFD
+// state, so callbacks racing each other converge.
+func (s *Speaker) bfdChanged(p *peer) {
+	s.bfdMu.Lock()
+	defer s.bfdMu.Unlock()
+	s.mu.Lock()
+	if s.closed || p.bfd == nil {
+		s.mu.Unlock()
+		return
+	}
+	st := p.bfd.Status()
+	var enable, disable bool
+	switch {
+	case st.State == bfd.Up && p.heldDown:
+		p.heldDown = false
+		enable = true
+	case st.State == bfd.Down && !p.heldDown && st.LocalDiag != bfd.DiagNone && st.RemoteDiag != bfd.DiagAdminDown:
+		// A peer that says AdminDown is not a failure (RFC 5882 §3.2).
+		p.heldDown = true
+		p.lastDownReason = "BFD down: " + st.LocalDiag.String()
+		disable = true
+	}
+	s.mu.Unlock()
+	if enable {
+		s.log.Info("bfd up: releasing the bgp session", "peer", p.cfg.Name)
+		if err := s.srv.EnablePeer(context.Background(), &gapi.EnablePeerRequest{Address: p.addr.String()}); err != nil {
+			s.log.Error("enable bgp peer", "peer", p.cfg.Name, "error", err)
+		}
+	}
+	if disable {
+		s.log.Warn("bfd down: resetting the bgp session and holding it down", "peer", p.cfg.Name, "diag", st.LocalDiag.String())
+		if err := s.srv.DisablePeer(context.Background(), &gapi.DisablePeerRequest{Address: p.addr.String(), Communication: "BFD down"}); err != nil {
+			s.log.Error("disable bgp peer", "peer", p.cfg.Name, "error", err)
+		}
+	}
+}
+
+func (s *Speaker) onEvent(r *gapi.WatchEventResponse) {
+	pe := r.GetPeer()
+	if pe == nil || pe.Peer == nil || pe.Peer.State == nil {
+		return
+	}
+	addr, err := netip.ParseAddr(pe.Peer.State.NeighborAddress)
+	if err != nil {
+		return
+	}
+	state := sessionState(pe.Peer.State.SessionState)
+	var notify func()
+	s.mu.Lock()
+	for _, p := range s.peers {
+		if p.addr == addr.Unmap() && p.state != state {
+			if p.state == "established" {
+				if p.lastDownReason == "" || !p.heldDown {
+					p.lastDownReason = "session went " + state
+				}
+			}
+			p.state = state
+			p.since = time.Now()
+			s.log.Info("bgp session state", "peer", p.cfg.Name, "state", state)
+			if s.opts.OnPeerState != nil {
+				name := p.cfg.Name
+				notify = func() { s.opts.OnPeerState(name, state) }
+			}
+		}
+	}
+	s.mu.Unlock()
+	if notify != nil {
+		notify()
+	}
+}
+
+func sessionState(st gapi.PeerState_SessionState) string {
+	switch st {
+	case gapi.PeerState_IDLE:
+		return "idle"
+	case gapi.PeerState_CONNECT:
+		return "connect"
+	case gapi.PeerState_ACTIVE:
+		return "active"
+	case gapi.PeerState_OPENSENT:
+		return "opensent"
+	case gapi.PeerState_OPENCONFIRM:
+		return "openconfirm"
+	case gapi.PeerState_ESTABLISHED:
+		return "established"
+	}
+	return "unknown"
+}
+
+// routeOf is the prefix announced for vip under adv.
+func routeOf(vip netip.Addr, adv api.Advertisement) netip.Prefix {
+	bits := vip.BitLen()
+	if vip.Is4() && adv.AggregationLength != 0 {
+		bits = int(adv.AggregationLength)
+	}
+	if vip.Is6() && adv.AggregationLengthV6 != 0 {
+		bits = int(adv.AggregationLengthV6)
+	}
+	return netip.PrefixFrom(vip, bits).Masked()
+}
+
+// Set announces exactly the given VIPs (level-triggered): new routes are
+// added, routes whose attributes changed are replaced, the others are
+// withdrawn. It only changes the local RIB; gobgp sends the updates.
+func (s *Speaker) Set(ctx context.Context, vips []ha.VIP) error {
+	want := map[netip.Prefix]*route{}
+	wantVIP := map[netip.Addr]netip.Prefix{}
+	// Sorted so that the advertisement an aggregate takes its attributes
+	// from does not depend on map order.
+	sorted := append([]ha.VIP(nil), vips...)
+	sort.Slice(sorted, func(i, j int) bool { return sorted[i].Addr.Less(sorted[j].Addr) })
+	var skipped []string
+	for _, v := range sorted {
+		if v.Advertisement.Mode != api.AdvertiseBGP {
+			continue
+		}
+		if s.restricted(v.Advertisement) {
+			// Per-peer export (advertisements[].peers naming some of the
+			// peers) needs a gobgp export policy per peer, not written
+			// yet. Announcing to every peer would send routes to routers
+			// the user excluded, so such VIPs are not announced at all.
+			skipped = append(skipped, v.Addr.String())
+			continue
+		}
+		pfx := routeOf(v.Addr.Unmap(), v.Advertisement)
+		wantVIP[v.Addr.Unmap()] = pfx
+		if want[pfx] != nil {
+			continue
+		}
+		attrs, err := attrKey(v.Advertisement)
+		if err != nil {
+			return fmt.Errorf("bgp: advertisement %s: %w", v.Advertisement.Name, err)
+		}
+		want[pfx] = &route{prefix: pfx, attrs: attrs, adv: v.Advertisement}
+	}
+	s.routeMu.Lock()
+	defer s.routeMu.Unlock()
+	s.mu.Lock()
+	closed := s.closed
+	s.mu.Unlock()
+	if closed {
+		return errors.New("bgp: speaker closed")
+	}
+	var errs []error
+	for pfx, r := range s.routes {
+		if w := want[pfx]; w == nil || w.attrs != r.attrs {
+			if err := s.withdraw(ctx, r); err != nil {
+				errs = append(errs, fmt.Errorf("withdraw %s: %w", pfx, err))
+				continue
+			}
+			delete(s.routes, pfx)
+		}
+	}
+	for pfx, w := range want {
+		if s.routes[pfx] != nil {
+			continue
+		}
+		path, err := buildPath(pfx, w.adv)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("announce %s: %w", pfx, err))
+			continue
+		}
+		if _, err := s.srv.AddPath(ctx, &gapi.AddPathRequest{TableType: gapi.TableType_GLOBAL, Path: path}); err != nil {
+			errs = append(errs, fmt.Errorf("announce %s: %w", pfx, err))
+			continue
+		}
+		w.path = path
+		s.routes[pfx] = w
+	}
+	s.vips = wantVIP
+	if len(skipped) > 0 {
+		errs = append(errs, fmt.Errorf("not announced: %s: advertisements limited to some peers (peers) are not supported yet; list no peers to announce to all", strings.Join(skipped, ", ")))
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("bgp: %w", errors.Join(errs...))
+	}
+	return nil
+}
+
+// restricted reports whether adv names a strict subset of the peers.
+func (s *Speaker) restricted(adv api.Advertisement) bool {
+	if len(adv.Peers) == 0 {
+		return false
+	}
+	named := map[string]bool{}
+	for _, p := range adv.Peers {
+		named[p] = true
+	}
+	for _, p := range s.cfg.Peers {
+		if !named[p.Name] {
+			return true
+		}
+	}
+	return false
+}
+
+// withdraw removes a route by its path (NLRI and family). Deleting by
+// UUID would do: gobgp then scans the whole table per deletion, which makes
+// withdrawing thousands of VIPs quadratic.
+func (s *Speaker) withdraw(ctx context.Context, r *route) error {
+	return s.srv.DeletePath(ctx, &gapi.DeletePathRequest{TableType: gapi.TableType_GLOBAL, Family: r.path.Family, Path: r.path})
+}
+
+// attrKey validates an advertisement's attributes and returns them in a
+// canonical form.
+func attrKey(adv api.Advertisement) (string, error) {
+	std, large, err := parseCommunities(adv.Communities)
+	if err != nil {
+		return "", err
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "c=%v l=%v", std, large)
+	if adv.LocalPreference != nil {
+		fmt.Fprintf(&b, " lp=%d", *adv.LocalPreference)
+	}
+	if adv.MED != nil {
+		fmt.Fprintf(&b, " med=%d", *adv.MED)
+	}
+	return b.String(), nil
+}
+
+// parseCommunities splits standard and large communities (api.ParseCommunity).
+func parseCommunities(in []string) ([]uint32, [][3]uint32, error) {
+	var std []uint32
+	var large [][3]uint32
+	for _, c := range in {
+		pc, err := api.ParseCommunity(c)
+		if err != nil {
+			return nil, nil, err
+		}
+		if pc.Large {
+			large = append(large, pc.Parts)
+		} else {
+			std = append(std, pc.Standard)
+		}
+	}
+	return std, large, nil
+}
+
+func buildPath(pfx netip.Prefix, adv api.Advertisement) (*gapi.Path, error) {
+	nlri, err := anypb.New(&gapi.IPAddressPrefix{Prefix: pfx.Addr().String(), PrefixLen: uint32(pfx.Bits())})
+	if err != nil {
+		return nil, err
+	}
+	attrs := []proto.Message{&gapi.OriginAttribute{Origin: 0}} // IGP
+	fam := family(pfx.Addr())
+	// An unspecified next hop is "self": gobgp puts the session's local
+	// address in its place for each peer.
+	if pfx.Addr().Is4() {
+		attrs = append(attrs, &gapi.NextHopAttribute{NextHop: "0.0.0.0"})
+	} else {
+		attrs = append(attrs, &gapi.MpReachNLRIAttribute{Family: fam, NextHops: []string{"::"}, Nlris: []*anypb.Any{nlri}})
+	}
+	std, large, err := parseCommunities(adv.Communities)
+	if err != nil {
+		return nil, err
+	}
+	if len(std) > 0 {
+		attrs = append(attrs, &gapi.CommunitiesAttribute{Communities: std})
+	}
+	if len(large) > 0 {
+		lc := make([]*gapi.LargeCommunity, len(large))
+		for i, l := range large {
+			lc[i] = &gapi.LargeCommunity{GlobalAdmin: l[0], LocalData1: l[1], LocalData2: l[2]}
+		}
+		attrs = append(attrs, &gapi.LargeCommunitiesAttribute{Communities: lc})
+	}
+	if adv.LocalPreference != nil {
+		attrs = append(attrs, &gapi.LocalPrefAttribute{LocalPref: *adv.LocalPreference})
+	}
+	if adv.MED != nil {
+		attrs = append(attrs, &gapi.MultiExitDiscAttribute{Med: *adv.MED})
+	}
+	pattrs := make([]*anypb.Any, 0, len(attrs))
+	for _, a := range attrs {
+		m, err := anypb.New(a)
+		if err != nil {
+			return nil, err
+		}
+		pattrs = append(pattrs, m)
+	}
+	return &gapi.Path{Family: fam, Nlri: nlri, Pattrs: pattrs}, nil
+}
+
+// Announced reports the VIPs announced and through which established
+// sessions of their family ("bgp/<peer>").
+func (s *Speaker) Announced() map[netip.Addr]ha.Announcement {
+	s.routeMu.Lock()
+	defer s.routeMu.Unlock()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make(map[netip.Addr]ha.Announcement, len(s.vips))
+	up4, up6 := []string{}, []string{}
+	for _, p := range s.peers {
+		if p.state != "established" {
+			continue
+		}
+		if p.addr.Is4() {
+			up4 = append(up4, "bgp/"+p.cfg.Name)
+		} else {
+			up6 = append(up6, "bgp/"+p.cfg.Name)
+		}
+	}
+	sort.Strings(up4)
+	sort.Strings(up6)
+	for v := range s.vips {
+		via := up4
+		if v.Is6() {
+			via = up6
+		}
+		out[v] = ha.Announcement{Via: append([]string(nil), via...)}
+	}
+	return out
+}
+
+// PeerStatus reports each BGP session, in configuration order.
+func (s *Speaker) PeerStatus(ctx context.Context) []api.BGPPeerStatus {
+	sent := map[string]int{}
+	_ = s.srv.ListPeer(ctx, &gapi.ListPeerRequest{EnableAdvertised: true}, func(p *gapi.Peer) {
+		if p.State == nil {
+			return
+		}
+		n := 0
+		for _, af := range p.AfiSafis {
+			if af.State != nil {
+				n += int(af.State.Advertised)
+			}
+		}
+		if a, err := netip.ParseAddr(p.State.NeighborAddress); err == nil {
+			sent[a.Unmap().String()] = n
+		}
+	})
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]api.BGPPeerStatus, 0, len(s.cfg.Peers))
+	for _, pc := range s.cfg.Peers {
+		p := s.peers[pc.Name]
+		if p == nil {
+			continue
+		}
+		st := api.BGPPeerStatus{Name: pc.Name, Address: p.addr.String(), State: p.state, Since: p.since.UTC().Format(time.RFC3339), PrefixesSent: sent[p.addr.String()], LastDownReason: p.lastDownReason}
+		if p.state != "established" {
+			st.PrefixesSent = 0
+		}
+		if p.bfd != nil {
+			st.BFD = p.bfd.Status().State.String()
+		} else if pc.BFD != nil {
+			st.BFD = "Down"
+		}
+		out = append(out, st)
+	}
+	return out
+}
+
+// BFDStatus reports each BFD session.
+func (s *Speaker) BFDStatus() []api.BFDSessionStatus {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []api.BFDSessionStatus
+	for _, pc := range s.cfg.Peers {
+		p := s.peers[pc.Name]
+		if p == nil || pc.BFD == nil {
+			continue
+		}
+		if p.bfd == nil {
+			out = append(out, api.BFDSessionStatus{Peer: pc.Name, State: "Down"})
+			continue
+		}
+		st := p.bfd.Status()
+		out = append(out, api.BFDSessionStatus{
+			Peer: pc.Name, State: st.State.String(), Since: st.Since.UTC().Format(time.RFC3339),
+			LocalDiscriminator: st.LocalDiscr, RemoteDiagnostic: st.RemoteDiag.String(),
+			TransmitIntervalMs: uint32(st.TxInterval / time.Millisecond), DetectTimeMs: uint32(st.DetectTime / time.Millisecond),
+		})
+	}
+	return out
+}
+
+// Close withdraws every route (gobgp sends the withdrawals, then a Cease
+// NOTIFICATION as the peers are removed) and stops the speaker and its BFD
+// sessions.
+func (s *Speaker) Close() error {
+	s.routeMu.Lock()
+	defer s.routeMu.Unlock()
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	peers := make([]*peer, 0, len(s.peers))
+	for _, p := range s.peers {
+		peers = append(peers, p)
+	}
+	s.mu.Unlock()
+	routes := s.routes
+	s.routes = map[netip.Prefix]*route{}
+	s.vips = map[netip.Addr]netip.Prefix{}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var errs []error
+	for pfx, r := range routes {
+		if err := s.withdraw(ctx, r); err != nil {
+			errs = append(errs, fmt.Errorf("withdraw %s: %w", pfx, err))
+		}
+	}
+	for _, p := range peers {
+		if p.bfdStop != nil {
+			close(p.bfdStop)
+		}
+		// Removing the peer sends a Cease NOTIFICATION: the router drops
+		// the routes at once instead of waiting for the hold time.
+		if err := s.srv.DeletePeer(ctx, &gapi.DeletePeerRequest{Address: p.addr.String()}); err != nil {
+			errs = append(errs, fmt.Errorf("remove peer %s: %w", p.cfg.Name, err))
+		}
+		if p.bfd != nil {
+			p.bfd.Close()
+		}
+	}
+	if s.ownBFD {
+		s.bfdm.Close()
+	}
+	s.cancel()
+	if err := s.srv.StopBgp(ctx, &gapi.StopBgpRequest{}); err != nil {
+		errs = append(errs, fmt.Errorf("stop: %w", err))
+	}
+	s.srv.Stop()
+	s.log.Info("bgp speaker stopped", "withdrawn", len(routes))
+	if len(errs) > 0 {
+		return fmt.Errorf("bgp: close: %w", errors.Join(errs...))
+	}
+	return nil
+}
