@@ -28,6 +28,8 @@ var (
 		"Connections created toward an endpoint.", []string{"service", "endpoint"}, nil)
 	descDrops = prometheus.NewDesc("telcolb_drops_total",
 		"Packets the datapath dropped, by reason.", []string{"reason"}, nil)
+	descPathSteerings = prometheus.NewDesc("telcolb_sctp_path_steerings_total",
+		"SCTP path failover: times the LB began sending an association's endpoint packets on the client's live path instead of the address they were sent to.", []string{"service"}, nil)
 	descProbeFailures = prometheus.NewDesc("telcolb_probe_failures_total",
 		"Failed probes of an endpoint.", []string{"service", "endpoint"}, nil)
 	descDamagedFiles = prometheus.NewDesc("telcolb_state_files_damaged",
@@ -44,7 +46,7 @@ type collector struct {
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descServices, descEndpointUp, descActive, descSvcPackets, descSvcBytes,
-		descEpPackets, descEpBytes, descEpSessions, descDrops, descProbeFailures, descDamagedFiles, descCTNotMigrated} {
+		descEpPackets, descEpBytes, descEpSessions, descDrops, descPathSteerings, descProbeFailures, descDamagedFiles, descCTNotMigrated} {
 		ch <- d
 	}
 }
@@ -77,6 +79,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		active[ss.Service.Protocol] += st.ActiveConnections
 		ch <- prometheus.MustNewConstMetric(descSvcPackets, prometheus.CounterValue, float64(st.Packets), name)
 		ch <- prometheus.MustNewConstMetric(descSvcBytes, prometheus.CounterValue, float64(st.Bytes), name)
+		if ss.Service.Protocol == api.ProtocolSCTP {
+			ch <- prometheus.MustNewConstMetric(descPathSteerings, prometheus.CounterValue, float64(st.SCTPPathSteerings), name)
+		}
 		for i, ep := range ss.Service.Endpoints {
 			label := endpointLabel(ep)
 			es := st.Endpoints[i]

@@ -758,6 +758,7 @@ func (s *Server) status(ss storedService) (api.ServiceStatus, error) {
 		st.Packets += stats.Packets
 		st.Bytes += stats.Bytes
 		st.ActiveConnections += stats.Active
+		st.SCTPPathSteerings += stats.PathSteerings
 		for i := 0; i < n && i < len(stats.Endpoints); i++ {
 			e := stats.Endpoints[i]
 			st.Endpoints[i].Packets += e.Packets
