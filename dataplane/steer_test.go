@@ -29,6 +29,7 @@ func newSteerCase(t *testing.T, e *env, id uint32, mode Mode, v6 bool) *steerCas
 	c.svc = Service{ID: id, VIP: a.vip, SecondaryVIPs: []netip.Addr{a.vip2}, PortStart: c.vport, Proto: ProtoSCTP, Mode: mode,
 		Endpoints: []Endpoint{{Addr: a.e1, Port: c.eprt, Weight: 1}}, SCTPPathFailover: true, SCTPPathHoldDown: time.Minute}
 	e.upsert(c.svc)
+	t.Cleanup(func() { _ = e.d.DeleteService(id) })
 	init := pkt{srcMAC: clientMAC, dstMAC: lbMAC0, src: a.c1, dst: a.vip, proto: 132, sport: c.cport, dport: c.vport, ttl: 64,
 		sctpChunks: sctpInitWith(1, 0x1111, paramAddr(a.c1), paramAddr(a.c2))}
 	if ret, _ := e.run(init.frame()); ret != actRedirect {
@@ -144,11 +145,6 @@ func TestSCTPPathFailoverSteersEndpointOntoLivePath(t *testing.T) {
 				if got := e.conn(c.id).Steering; got == nil || got.Active || got.Count != 1 {
 					t.Fatalf("conntrack steering after return %+v, want ended, once", got)
 				}
-				// The endpoint's packets toward c2 were never steered: it is
-				// the client's live address.
-				if err := e.d.DeleteService(c.id); err != nil {
-					t.Fatal(err)
-				}
 			})
 		}
 	}
@@ -172,10 +168,10 @@ func TestSCTPPathFailoverOnNoRoute(t *testing.T) {
 				bits = "/128"
 			}
 			run(t, "ip", "-n", e.ns, "route", "add", "unreachable", a.c1.String()+bits)
+			// Past the reply entry's cached next hop (the INIT-ACK's).
+			time.Sleep(1100 * time.Millisecond)
 			t.Cleanup(func() { run(t, "ip", "-n", e.ns, "route", "del", "unreachable", a.c1.String()+bits) })
-			// The first packet's FIB lookup fails (the kernel gets it); the
-			// reply entry has no cached next hop yet (no packet went that
-			// way), so the failure is seen at once.
+			// The first packet's FIB lookup fails (the kernel gets it).
 			p := pkt{srcMAC: epMAC(0), dstMAC: lbMAC1, src: a.e1, dst: c.src, proto: 132, sport: c.eprt, dport: c.sport, ttl: 64,
 				sctpVtag: 0x1111, sctpChunks: sctpData(20)}
 			if ret, _ := e.runOn(e.d.objs.TcIngress, c.lb1, p.frame()); ret == actRedirect {
@@ -188,3 +184,4 @@ func TestSCTPPathFailoverOnNoRoute(t *testing.T) {
 		})
 	}
 }
+

@@ -29,9 +29,10 @@
  *     first of those packets (it is alive, just not on i), or
  *   - the FIB found no route toward i (forward sets CT_F_NOROUTE) and
  *     nothing came from i since.
- * An idle address is never dead: without endpoint packets toward it there
- * is nothing unanswered (the endpoint's heartbeats toward an idle but live
- * address are answered before the hold-down, from it).
+ * An address the endpoint does not send to is never dead; the endpoint's
+ * heartbeats toward an idle but live address are answered from it (a
+ * HEARTBEAT-ACK goes to the VIP the heartbeat came from, which the client
+ * routes over that address's link) well within the hold-down.
  * The endpoint's packets toward a dead address (DATA, SACK, HEARTBEAT
  * alike: the client answers its heartbeats itself) take the client's live
  * path: destination caddr[l], source the VIP the client last sent to from
@@ -109,7 +110,10 @@ __noinline int mh_steer(struct ct_val *ct, const struct pkt *p, struct steer_add
 		ct->flags &= ~CT_F_NOROUTE;
 		a->noroute[i] = now;
 	}
-	if (a->eask[i] <= a->cseen[i])
+	// Strictly older: the clock is coarse (a tick of a few ms), and an
+	// endpoint packet in the tick of the client's last one must not look
+	// answered by it.
+	if (!a->eask[i] || a->eask[i] < a->cseen[i])
 		a->eask[i] = now;
 	__u32 l = a->live & (LB_MAX_VIPS - 1);
 	__u64 hold = (__u64)(si->steer_hold_ms ? si->steer_hold_ms : LB_STEER_HOLD_MS) * 1000000ULL;
