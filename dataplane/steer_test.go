@@ -105,7 +105,7 @@ func TestSCTPPathFailoverSteersEndpointOntoLivePath(t *testing.T) {
 				c := newSteerCase(t, e, id, mode, v6)
 				a := c.a
 				heartbeat := append([]byte{4, 0, 0, 24, 0, 1, 0, 20}, make([]byte, 16)...) // HEARTBEAT with a 16-byte info
-				copy(heartbeat[8:], a.c1.AsSlice())                                      // what an endpoint puts there
+				copy(heartbeat[8:], a.c1.AsSlice())                                        // what an endpoint puts there
 
 				c.client(t, a.c1, a.vip)
 				c.endpoint(t, "reply while the client uses c1", sctpData(30), false)
@@ -184,4 +184,3 @@ func TestSCTPPathFailoverOnNoRoute(t *testing.T) {
 		})
 	}
 }
-
