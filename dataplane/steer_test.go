@@ -3,6 +3,7 @@ package dataplane
 import (
 	"fmt"
 	"net/netip"
+	"os"
 	"testing"
 	"time"
 )
@@ -182,5 +183,56 @@ func TestSCTPPathFailoverOnNoRoute(t *testing.T) {
 				t.Fatalf("steering %+v, want active toward %s", got, a.c2)
 			}
 		})
+	}
+}
+
+// An association set up by the previous release (its association record
+// without the path failover fields) survives the upgrade: the record is
+// converted by field name with the new fields zero, and the association is
+// then steered like a new one.
+func TestSCTPPathFailoverAfterUpgrade(t *testing.T) {
+	e := newEnv(t)
+	e.mhNeighbours()
+	if err := e.d.Destroy(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(e.pinPath, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// The release before path failover (main at 74f64fb).
+	old, coll := oldDatapath(t, "testdata/lb_bpfel_74f64fb.o", e.pinPath)
+	oldEnv := *e
+	oldEnv.d = old
+	c := newSteerCase(t, &oldEnv, 60, ModeDefault, false)
+	a := c.a
+	c.client(t, a.c1, a.vip)
+	c.endpoint(t, "old release", sctpData(30), false)
+	coll.Close()
+
+	d, err := Load(Config{PinPath: e.pinPath, MaxConns: 4096, Logger: testLogger()})
+	if err != nil {
+		t.Fatalf("load over the previous release's maps: %v", err)
+	}
+	e.d = d
+	for _, l := range []string{"lb0", "lb1"} {
+		if err := d.Attach(l); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := d.CompleteMigration(); err != nil {
+		t.Fatal(err)
+	}
+	if m, ok := migrationOf(d, "assocs"); !ok || m.Lost != 0 || m.Migrated != 1 {
+		t.Fatalf("assocs migration %+v (reported %v), want 1 record migrated, none lost", m, ok)
+	}
+	c.e = e
+	c.holdDown(t, true, time.Millisecond) // the daemon programs its services again at start
+	c.client(t, a.c2, a.vip2)
+	c.endpoint(t, "first packet after the upgrade", sctpData(31), false)
+	time.Sleep(20 * time.Millisecond)
+	c.client(t, a.c2, a.vip2)
+	c.endpoint(t, "steered after the upgrade", sctpData(32), true)
+	if got := e.conn(c.id).Steering; got == nil || !got.Active || got.From != a.c1 || got.To != a.c2 {
+		t.Fatalf("steering after the upgrade %+v", got)
 	}
 }

@@ -143,8 +143,10 @@ func (p pathCut) run(t *testing.T) cutResult {
 	if err := e.Lab.ClientIface(0).SetUp(ctx, false); err != nil {
 		t.Fatal(err)
 	}
+	// Missing echoes make the client fail (expected with the feature off):
+	// its report still says what it saw.
 	res, err := cl.Wait(ctx)
-	if err != nil {
+	if err != nil && !res.Associated {
 		t.Fatalf("client: %v", err)
 	}
 	var conn api.Conn
