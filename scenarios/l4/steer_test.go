@@ -122,8 +122,9 @@ func (p pathCut) run(t *testing.T) cutResult {
 		caps = append(caps, cp)
 	}
 	// 60 messages, one every 50 ms: the cut comes 1 s in. The client waits
-	// steerStallMin+1 s for missing echoes: enough to see the stall without
-	// the LB's help, not the minutes of the endpoint's full backoff.
+	// p.wait for missing echoes after its last send: enough to see the
+	// stall without the LB's help, not the minutes of the endpoint's full
+	// backoff.
 	const count = 60
 	wait := p.wait
 	if wait == 0 {
@@ -204,7 +205,10 @@ func TestSCTPPathFailoverCarriesEndpointTimers(t *testing.T) {
 		}
 	}
 	for _, p := range []pathCut{
-		{c: mhCase{n: 2, mode: api.ModeDefault, host: 80}, failover: api.SCTPPathFailoverOff},
+		// The endpoint's retransmissions reach the client (to its other
+		// address) after 1 s, then 2 s later, then 4 s later: 6 s of waiting
+		// after the last send always ends inside a stall of more than 3 s.
+		{c: mhCase{n: 2, mode: api.ModeDefault, host: 80}, failover: api.SCTPPathFailoverOff, wait: 6 * time.Second},
 	} {
 		t.Run(p.name(), func(t *testing.T) {
 			r := p.run(t)
