@@ -45,6 +45,7 @@ const usageText = `Usage: telcolbctl [--server URL] [--token T | --token-file F]
                  [--timeout 30s] --endpoints ADDR[:PORT[:WEIGHT]],... [--secondary-vips IP,...]
                  [--probe TYPE --probe-port P --probe-req R --probe-resp R
                   --probe-interval 5s --probe-timeout 2s --probe-retries N] [--n2] [--pfcp]
+                 [--sctp-path-failover on|off] [--sctp-path-hold-down 1s]
   apply -f FILE        create or replace services from YAML/JSON (one, a list, or --- documents; - is stdin)
   get lb [NAME]        services (-o wide: one row per endpoint with health and counters)
   get ct               connections
@@ -206,6 +207,8 @@ type commands struct {
 	probeInterval, probeTimeout                  string
 	probePort                                    uint16
 	probeRetries                                 uint32
+	pathFailover                                 string
+	pathHoldDown                                 time.Duration
 	// apply
 	file string
 }
@@ -232,6 +235,8 @@ func (c *commands) registerFlags(verb string) {
 		fs.StringVar(&c.probeInterval, "probe-interval", "", "time between probes (5s)")
 		fs.StringVar(&c.probeTimeout, "probe-timeout", "", "probe timeout (2s)")
 		fs.Uint32Var(&c.probeRetries, "probe-retries", 0, "consecutive results that flip an endpoint (2)")
+		fs.StringVar(&c.pathFailover, "sctp-path-failover", "", "on or off: steer the endpoint onto the client's live path (default: on with secondary VIPs)")
+		fs.DurationVar(&c.pathHoldDown, "sctp-path-hold-down", 0, "how long a client address goes unanswered before steering (1s)")
 	case "apply":
 		fs.StringVarP(&c.file, "filename", "f", "", "YAML or JSON file, - for stdin")
 	}
@@ -289,6 +294,10 @@ func (c *commands) create(ctx context.Context, cl *api.Client, args []string) er
 	svc := api.Service{
 		Name: args[0], VIP: c.vip, SecondaryVIPs: c.secondary, Port: c.port, PortEnd: c.portEnd,
 		Protocol: c.protocol, Mode: c.mode, Select: c.sel, Endpoints: eps, N2: c.n2, PFCP: c.pfcp,
+		SCTPPathFailover: c.pathFailover, SCTPPathHoldDownMillis: uint32(c.pathHoldDown.Milliseconds()),
+	}
+	if c.pathHoldDown < 0 || (c.pathHoldDown > 0 && c.pathHoldDown < time.Millisecond) {
+		return usagef("--sctp-path-hold-down: %s: want at least 1ms", c.pathHoldDown)
 	}
 	if svc.IdleTimeoutSeconds, err = parseSeconds("timeout", c.timeout); err != nil {
 		return err

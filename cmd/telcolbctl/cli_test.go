@@ -422,3 +422,27 @@ func TestGetCTWarnsAboutConnectionsARestartCouldNotMigrate(t *testing.T) {
 		t.Fatalf("get ct after a lossy migration: %+v", r)
 	}
 }
+
+func TestCLICreateSCTPPathFailover(t *testing.T) {
+	url, dp := startDaemon(t, "")
+	r := runCLI(t, url, "", "create", "lb", "amf", "--vip", "10.96.0.30", "--secondary-vips", "10.96.1.30", "--port", "38412",
+		"--protocol", "sctp", "--endpoints", "10.0.0.1:38412", "--sctp-path-hold-down", "300ms")
+	if r.code != 0 {
+		t.Fatalf("create = %+v", r)
+	}
+	r = runCLI(t, url, "", "create", "lb", "smf", "--vip", "10.96.0.31", "--secondary-vips", "10.96.1.31", "--port", "38412",
+		"--protocol", "sctp", "--endpoints", "10.0.0.1:38412", "--sctp-path-failover", "off")
+	if r.code != 0 {
+		t.Fatalf("create = %+v", r)
+	}
+	dp.mu.Lock()
+	amf, smf := dp.services[1], dp.services[2]
+	dp.mu.Unlock()
+	if !amf.SCTPPathFailover || amf.SCTPPathHoldDown != 300*time.Millisecond || smf.SCTPPathFailover {
+		t.Errorf("rules: amf failover %v hold-down %s, smf failover %v; want on 300ms, off", amf.SCTPPathFailover, amf.SCTPPathHoldDown, smf.SCTPPathFailover)
+	}
+	if r := runCLI(t, url, "", "create", "lb", "x", "--vip", "10.96.0.32", "--port", "38412", "--protocol", "sctp",
+		"--endpoints", "10.0.0.1:38412", "--sctp-path-failover", "maybe"); r.code == 0 || !strings.Contains(r.stderr, "sctpPathFailover") {
+		t.Errorf("bad --sctp-path-failover accepted: %+v", r)
+	}
+}
