@@ -61,7 +61,9 @@ enum drop_reason {
 #define SVC_F_VALID 0x01
 #define SVC_F_PATH_FAILOVER 0x02 // SCTP: steer the endpoint onto the client's live path
 
-// Hold-down of SCTP path failover when the service sets none (lib/sctp_steer.h).
+// Hold-down of SCTP path failover when the service sets none (lib/sctp_steer.h):
+// above RFC 9260's 500 ms ceiling on delaying a SACK, so a client that is only
+// slow to acknowledge on a live address is never taken for gone.
 #define LB_STEER_HOLD_MS 1000
 
 #define CT_F_REPLY 0x01    // entry matches the endpoint->client direction
