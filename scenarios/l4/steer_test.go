@@ -177,24 +177,27 @@ func (p pathCut) run(t *testing.T) cutResult {
 
 // The client's primary link is cut mid-transfer while the endpoint runs on
 // its default timers. With LB-assisted path failover (on by default for a
-// service with secondary VIPs; hold-down 600 ms) every message is echoed, no
+// service with secondary VIPs; hold-down 400 ms) every message is echoed, no
 // ABORT is seen and the longest echo gap stays under 1.5 s, in default and
 // fullnat mode, IPv4
 // and IPv6; `get ct` shows the association steered from the dead client
 // address to the live one. With the feature off the same cut stalls the
-// echoes for longer than 3 s (the run stops waiting there).
+// echoes: a gap of 3 s or more, or echoes still missing 6 s after the last
+// send (the run stops waiting there).
 func TestSCTPPathFailoverCarriesEndpointTimers(t *testing.T) {
 	host := 70
 	for _, mode := range []string{api.ModeDefault, api.ModeFullNAT} {
 		for _, v6 := range []bool{false, true} {
 			host++
-			// The gap is the hold-down plus the endpoint's fast
-			// retransmit of what it sent into the dead path (three
-			// client SACKs reporting the hole, 0.1-0.6 s on the loaded
-			// machine). With the default 1 s hold-down it measured
-			// 1.0-1.6 s (see TestBenchSCTPPathFailoverGap), at times over
-			// the issue's 1.5 s; 600 ms keeps it under with margin.
-			p := pathCut{c: mhCase{n: 2, v6: v6, mode: mode, host: host}, holdDownMs: 600}
+			// The gap is the hold-down plus the endpoint's recovery of
+			// what it sent into the dead path (fast retransmit once the
+			// client's SACKs report the hole, or its first T3): 0.2-0.8 s
+			// on the loaded machine. With the default 1 s hold-down it
+			// measured 1.0-1.6 s (TestBenchSCTPPathFailoverGap), at times
+			// over the issue's 1.5 s; 400 ms keeps it under with margin.
+			// Still safe here: the client answers from its primary address
+			// every 50 ms.
+			p := pathCut{c: mhCase{n: 2, v6: v6, mode: mode, host: host}, holdDownMs: 400}
 			t.Run(p.name(), func(t *testing.T) {
 				r := p.run(t)
 				res, conn, counts := r.res, r.conn, r.chunks
@@ -215,16 +218,17 @@ func TestSCTPPathFailoverCarriesEndpointTimers(t *testing.T) {
 		}
 	}
 	for _, p := range []pathCut{
-		// The endpoint's retransmissions reach the client (to its other
-		// address) after 1 s, then 2 s later, then 4 s later: 6 s of waiting
-		// after the last send always ends inside a stall of more than 3 s.
 		{c: mhCase{n: 2, mode: api.ModeDefault, host: 80}, failover: api.SCTPPathFailoverOff, wait: 6 * time.Second},
 	} {
 		t.Run(p.name(), func(t *testing.T) {
 			r := p.run(t)
 			res, conn := r.res, r.conn
-			if gap := time.Duration(res.MaxGapMs) * time.Millisecond; gap < steerStallMin {
-				t.Errorf("feature off: longest echo gap %s, want the endpoint's backoff stall (>= %s)", gap, steerStallMin)
+			// The stall shows either as a gap between echoes or as echoes
+			// still missing p.wait (6 s) after the last send: each of
+			// those messages waited longer than that for its echo.
+			if gap := time.Duration(res.MaxGapMs) * time.Millisecond; gap < steerStallMin && res.Lost == 0 {
+				t.Errorf("feature off: longest echo gap %s and every echo back, want the endpoint's backoff stall (>= %s)",
+					gap, steerStallMin)
 			}
 			if conn.Steering != nil {
 				t.Errorf("feature off: get ct shows steering %+v", conn.Steering)
