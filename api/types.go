@@ -28,6 +28,21 @@ const (
 	ModeDSR = "dsr"
 )
 
+// Values of Service.SCTPPathFailover.
+const (
+	SCTPPathFailoverOn  = "on"
+	SCTPPathFailoverOff = "off"
+)
+
+// PathFailoverOn tells whether SCTP path failover applies to s: on when
+// asked, or by default for an SCTP service with secondary VIPs.
+func (s *Service) PathFailoverOn() bool {
+	if s.Protocol != ProtocolSCTP || s.SCTPPathFailover == SCTPPathFailoverOff {
+		return false
+	}
+	return s.SCTPPathFailover == SCTPPathFailoverOn || len(s.SecondaryVIPs) > 0
+}
+
 // Endpoint selection algorithms accepted in Service.Select.
 const (
 	SelectRoundRobin = "rr"
@@ -71,6 +86,16 @@ type Service struct {
 	// IdleTimeoutSeconds expires idle connections (and persist affinity).
 	// Zero means the protocol default.
 	IdleTimeoutSeconds uint32 `json:"idleTimeoutSeconds,omitempty"`
+	// SCTPPathFailover is on or off (SCTP only). When on, the endpoint's
+	// packets toward a client address the client has stopped using go on
+	// the client's live path instead, so a client's path failure no longer
+	// waits for the endpoint's retransmission timers. Empty means on for
+	// SCTP services with secondary VIPs, off otherwise.
+	SCTPPathFailover string `json:"sctpPathFailover,omitempty"`
+	// SCTPPathHoldDownMillis is how long the client must have used only
+	// other paths, with the endpoint's packets toward an address left
+	// unanswered, before they are steered. Zero means 1000 (1 s).
+	SCTPPathHoldDownMillis uint32 `json:"sctpPathHoldDownMillis,omitempty"`
 	// Endpoints receive the traffic.
 	Endpoints []Endpoint `json:"endpoints"`
 	// Probe checks endpoint liveness; nil means every endpoint is up.
@@ -146,6 +171,9 @@ type ServiceStatus struct {
 	Bytes   uint64 `json:"bytes"`
 	// ActiveConnections is the number of live conntrack entries.
 	ActiveConnections uint64 `json:"activeConnections"`
+	// SCTPPathSteerings counts the steerings of SCTP path failover begun
+	// (see Service.SCTPPathFailover).
+	SCTPPathSteerings uint64 `json:"sctpPathSteerings,omitempty"`
 }
 
 // EndpointStatus is one endpoint's health and counters.
@@ -194,6 +222,23 @@ type Conn struct {
 	// Paths are the other paths of a multi-homed SCTP association (this
 	// Conn is its primary path), each with its own counters.
 	Paths []ConnPath `json:"paths,omitempty"`
+	// Steering is the LB-assisted path failover of an SCTP association,
+	// absent when the LB never steered it.
+	Steering *ConnSteering `json:"steering,omitempty"`
+}
+
+// ConnSteering says where the LB sends the endpoint's packets of an SCTP
+// association instead of the client address they are addressed to.
+type ConnSteering struct {
+	// Count is how many steerings began over the association's life.
+	Count uint32 `json:"count"`
+	// Active: the endpoint's packets toward From go to To now, with VIP
+	// as their source, for SinceSeconds. Otherwise the last steering.
+	Active       bool    `json:"active"`
+	From         string  `json:"from"`
+	To           string  `json:"to"`
+	VIP          string  `json:"vip"`
+	SinceSeconds float64 `json:"sinceSeconds,omitempty"`
 }
 
 // ConnPath is one (client address, VIP) pair of a multi-homed SCTP

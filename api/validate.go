@@ -13,18 +13,20 @@ import (
 // Limits enforced by Validate. They mirror what the datapath can hold
 // (dataplane.MaxEndpoints) and keep one rule from claiming absurd ranges.
 const (
-	MaxNameLength         = 253
-	MaxSecondaryVIPs      = 3
-	MaxEndpoints          = 64
-	MaxWeight             = 100
-	MaxPortRange          = 4096
-	MaxIdleTimeoutSeconds = 24 * 60 * 60
-	MaxProbeIntervalSecs  = 3600
-	MaxProbeRetries       = 10
-	MaxProbePayloadLength = 1024
-	DefaultProbeInterval  = 5
-	DefaultProbeTimeout   = 2
-	DefaultProbeRetries   = 2
+	MaxNameLength    = 253
+	MaxSecondaryVIPs = 3
+	// MaxSCTPPathHoldDownMillis bounds Service.SCTPPathHoldDownMillis.
+	MaxSCTPPathHoldDownMillis = 60000
+	MaxEndpoints              = 64
+	MaxWeight                 = 100
+	MaxPortRange              = 4096
+	MaxIdleTimeoutSeconds     = 24 * 60 * 60
+	MaxProbeIntervalSecs      = 3600
+	MaxProbeRetries           = 10
+	MaxProbePayloadLength     = 1024
+	DefaultProbeInterval      = 5
+	DefaultProbeTimeout       = 2
+	DefaultProbeRetries       = 2
 )
 
 // SetDefaults fills the optional fields with the values the daemon uses, so
@@ -106,6 +108,20 @@ func Validate(s *Service) error {
 	case "", SelectRoundRobin, SelectHash, SelectPersist, SelectLeastConn:
 	default:
 		return fieldErr("select", "%q is not one of rr, hash, persist, leastconn", s.Select)
+	}
+	switch s.SCTPPathFailover {
+	case "", SCTPPathFailoverOn, SCTPPathFailoverOff:
+	default:
+		return fieldErr("sctpPathFailover", "%q is not one of on, off", s.SCTPPathFailover)
+	}
+	if s.SCTPPathFailover != "" && s.Protocol != ProtocolSCTP {
+		return fieldErr("sctpPathFailover", "only for protocol sctp, not %s", s.Protocol)
+	}
+	if s.SCTPPathHoldDownMillis > MaxSCTPPathHoldDownMillis {
+		return fieldErr("sctpPathHoldDownMillis", "%d exceeds the maximum of %d", s.SCTPPathHoldDownMillis, MaxSCTPPathHoldDownMillis)
+	}
+	if s.SCTPPathHoldDownMillis != 0 && s.Protocol != ProtocolSCTP {
+		return fieldErr("sctpPathHoldDownMillis", "only for protocol sctp, not %s", s.Protocol)
 	}
 	if s.IdleTimeoutSeconds > MaxIdleTimeoutSeconds {
 		return fieldErr("idleTimeoutSeconds", "%d exceeds the maximum of %d (24h)", s.IdleTimeoutSeconds, MaxIdleTimeoutSeconds)

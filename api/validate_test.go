@@ -178,6 +178,12 @@ func TestValidateRejectsEachRuleWithItsField(t *testing.T) {
 		{"bad protocol", func(s *Service) { s.Protocol = "TCP" }, "protocol", "not one of"},
 		{"bad mode", func(s *Service) { s.Mode = "nat" }, "mode", "not one of"},
 		{"bad select", func(s *Service) { s.Select = "random" }, "select", "not one of"},
+		{"bad sctp path failover", func(s *Service) { s.Protocol, s.SCTPPathFailover = ProtocolSCTP, "yes" }, "sctpPathFailover", "not one of on, off"},
+		{"sctp path failover on tcp", func(s *Service) { s.SCTPPathFailover = SCTPPathFailoverOn }, "sctpPathFailover", "only for protocol sctp"},
+		{"sctp path hold-down over a minute", func(s *Service) {
+			s.Protocol, s.SCTPPathHoldDownMillis = ProtocolSCTP, MaxSCTPPathHoldDownMillis+1
+		}, "sctpPathHoldDownMillis", "maximum of 60000"},
+		{"sctp path hold-down on udp", func(s *Service) { s.Protocol, s.SCTPPathHoldDownMillis = ProtocolUDP, 500 }, "sctpPathHoldDownMillis", "only for protocol sctp"},
 		{"idle timeout over 24h", func(s *Service) { s.IdleTimeoutSeconds = MaxIdleTimeoutSeconds + 1 }, "idleTimeoutSeconds", "24h"},
 		{"no endpoints", func(s *Service) { s.Endpoints = nil }, "endpoints", "at least one"},
 		{"65 endpoints", func(s *Service) { s.Endpoints = manyEndpoints(MaxEndpoints + 1) }, "endpoints", "at most 64"},
@@ -315,4 +321,25 @@ func FuzzValidate(f *testing.F) {
 			t.Fatalf("error %v is not a *FieldError with a message", err)
 		}
 	})
+}
+
+// Path failover is on by default exactly for SCTP services with secondary
+// VIPs; "on" and "off" override that, and it never applies to TCP or UDP.
+func TestPathFailoverDefault(t *testing.T) {
+	for _, c := range []struct {
+		proto, failover string
+		secondary       []string
+		want            bool
+	}{
+		{ProtocolSCTP, "", []string{"10.9.0.1"}, true},
+		{ProtocolSCTP, "", nil, false},
+		{ProtocolSCTP, SCTPPathFailoverOff, []string{"10.9.0.1"}, false},
+		{ProtocolSCTP, SCTPPathFailoverOn, nil, true},
+		{ProtocolTCP, "", []string{"10.9.0.1"}, false},
+	} {
+		s := Service{Protocol: c.proto, SCTPPathFailover: c.failover, SecondaryVIPs: c.secondary}
+		if got := s.PathFailoverOn(); got != c.want {
+			t.Errorf("%s failover=%q secondary=%v: on=%v, want %v", c.proto, c.failover, c.secondary, got, c.want)
+		}
+	}
 }

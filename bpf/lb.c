@@ -17,6 +17,7 @@
 //   sctp_compact.h INIT/INIT-ACK compaction and growth
 //   conntrack.h   timeouts, state machine, entry insertion
 //   sctp_assoc.h  SCTP association records and their paths
+//   sctp_steer.h  LB-assisted path failover: endpoint onto the live path
 //   select.h      endpoint selection
 //   fib.h         FIB lookup (cached per flow) and forwarding
 //   nat.h         same-family rewrite, SNAT source selection
@@ -59,6 +60,7 @@ char __license[] SEC("license") = "Dual BSD/GPL";
 #include "lib/sctp_compact.h"
 #include "lib/conntrack.h"
 #include "lib/sctp_assoc.h"
+#include "lib/sctp_steer.h"
 #include "lib/select.h"
 #include "lib/fib.h"
 #include "lib/nat.h"
@@ -103,18 +105,23 @@ static __noinline int ct_established(struct __sk_buff *skb, struct pkt *p, struc
 		}
 	}
 
-	__u8 src[16], dst[16];
-	addr_cpy(src, ct->nat_src);
-	addr_cpy(dst, ct->nat_dst);
-	int nat64 = nat64_crosses(p, dst);
+	struct steer_addrs ad;
+	addr_cpy(ad.src, ct->nat_src);
+	addr_cpy(ad.dst, ct->nat_dst);
+	int nat64 = nat64_crosses(p, ad.dst);
 	if (nat64 && p->proto == IPPROTO_SCTP && p->family == AF_INET6 && !(ct->flags & CT_F_REPLY))
 		mh_follow(ct, p);
-	if (nat64 ? nat64_xlate(skb, p, src, dst, ports32(ct->nat_sport, ct->nat_dport))
-			    : rewrite(skb, p, src, dst, ports32(ct->nat_sport, ct->nat_dport))) {
+	int steered = 0;
+	if (p->proto == IPPROTO_SCTP && ct->vtag_client)
+		steered = mh_steer(ct, p, &ad);
+	if (nat64 ? nat64_xlate(skb, p, ad.src, ad.dst, ports32(ct->nat_sport, ct->nat_dport))
+			    : rewrite(skb, p, ad.src, ad.dst, ports32(ct->nat_sport, ct->nat_dport))) {
 		count_drop(DROP_REWRITE);
 		return TC_ACT_SHOT;
 	}
-	int r = forward(skb, p, src, dst, ct);
+	// A steered packet is routed without the entry's cached next hop,
+	// which belongs to the dead path (and must stay its own).
+	int r = forward(skb, p, ad.src, ad.dst, steered ? 0 : ct);
 	if (r == LB_NEXT_NAT64_TOO_BIG)
 		return nat64_too_big(skb, p);
 	return r;

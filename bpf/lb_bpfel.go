@@ -32,22 +32,33 @@ type LbAffVal struct {
 }
 
 type LbAssoc struct {
-	_        structs.HostLayout
-	Caddr    [4][16]uint8
-	Eaddr    [4][16]uint8
-	Vip      [4][16]uint8
-	Lsrc0    [16]uint8
-	VtagEp   uint32
-	Svc      uint32
-	Ep       uint32
-	NatSport uint16
-	Eport    uint16
-	Nc       uint8
-	Ne       uint8
-	Nv       uint8
-	Mode     uint8
-	Family   uint8
-	Pad      [3]uint8
+	_          structs.HostLayout
+	Caddr      [4][16]uint8
+	Eaddr      [4][16]uint8
+	Vip        [4][16]uint8
+	Lsrc0      [16]uint8
+	VtagEp     uint32
+	Svc        uint32
+	Ep         uint32
+	NatSport   uint16
+	Eport      uint16
+	Nc         uint8
+	Ne         uint8
+	Nv         uint8
+	Mode       uint8
+	Family     uint8
+	Pad        [3]uint8
+	Cseen      [4]uint64
+	Eask       [4]uint64
+	Noroute    [4]uint64
+	SteerSince uint64
+	Steers     uint32
+	Cvip       [4]uint8
+	Live       uint8
+	SteerFrom  uint8
+	SteerTo    uint8
+	SteerVip   uint8
+	Pad2       uint32
 }
 
 type LbAssocKey struct {
@@ -161,6 +172,7 @@ type LbMhCtx struct {
 	Rm       [16]uint32
 	Key      LbAssocKey
 	Pend     LbPendKey
+	_        [4]byte
 }
 
 type LbNat64IcmpCtx struct {
@@ -210,7 +222,7 @@ type LbSvcInfo struct {
 	Sel         uint8
 	Family      uint8
 	Flags       uint8
-	Pad         uint16
+	SteerHoldMs uint16
 }
 
 type LbSvcKey struct {
@@ -251,6 +263,7 @@ const (
 	LbMapSctpScratch  = "sctp_scratch"
 	LbMapSelTables    = "sel_tables"
 	LbMapServices     = "services"
+	LbMapSteerStats   = "steer_stats"
 	LbMapSvcInfos     = "svc_infos"
 	LbMapSvcStats     = "svc_stats"
 	LbMapSvcVipList   = "svc_vip_list"
@@ -329,6 +342,7 @@ type LbMapSpecs struct {
 	SctpScratch  *ebpf.MapSpec `ebpf:"sctp_scratch"`
 	SelTables    *ebpf.MapSpec `ebpf:"sel_tables"`
 	Services     *ebpf.MapSpec `ebpf:"services"`
+	SteerStats   *ebpf.MapSpec `ebpf:"steer_stats"`
 	SvcInfos     *ebpf.MapSpec `ebpf:"svc_infos"`
 	SvcStats     *ebpf.MapSpec `ebpf:"svc_stats"`
 	SvcVipList   *ebpf.MapSpec `ebpf:"svc_vip_list"`
@@ -381,6 +395,7 @@ type LbMaps struct {
 	SctpScratch  *ebpf.Map `ebpf:"sctp_scratch"`
 	SelTables    *ebpf.Map `ebpf:"sel_tables"`
 	Services     *ebpf.Map `ebpf:"services"`
+	SteerStats   *ebpf.Map `ebpf:"steer_stats"`
 	SvcInfos     *ebpf.Map `ebpf:"svc_infos"`
 	SvcStats     *ebpf.Map `ebpf:"svc_stats"`
 	SvcVipList   *ebpf.Map `ebpf:"svc_vip_list"`
@@ -409,6 +424,7 @@ func (m *LbMaps) Close() error {
 		m.SctpScratch,
 		m.SelTables,
 		m.Services,
+		m.SteerStats,
 		m.SvcInfos,
 		m.SvcStats,
 		m.SvcVipList,

@@ -151,6 +151,7 @@ func (d *Datapath) Conntrack() ([]Conn, error) {
 		if isAssoc(k) {
 			c.Paths = paths[assocOf(&v)]
 			last = max(last, assocLast[assocOf(&v)])
+			c.Steering = d.steering(k, &v, now)
 		}
 		if now > last {
 			c.Idle = time.Duration(now - last)
@@ -161,6 +162,28 @@ func (d *Datapath) Conntrack() ([]Conn, error) {
 		out = append(out, c)
 	}
 	return out, nil
+}
+
+// steering reads the path failover state of the association whose primary
+// orig entry is (k, v); nil when it has no record or was never steered.
+func (d *Datapath) steering(k bpf.LbCtKey, v *bpf.LbCtVal, now uint64) *Steering {
+	var a bpf.LbAssoc
+	ak := bpf.LbAssocKey{Svc: v.Svc, VtagClient: v.VtagClient, Cport: k.Sport, Vport: k.Dport}
+	if err := d.objs.Assocs.Lookup(&ak, &a); err != nil || a.Steers == 0 {
+		return nil
+	}
+	idx := func(i uint8) int { return int(i) % len(a.Caddr) }
+	s := &Steering{
+		Count:  a.Steers,
+		Active: a.SteerSince != 0,
+		From:   addrPort(a.Caddr[idx(a.SteerFrom)], 0, a.Family).Addr(),
+		To:     addrPort(a.Caddr[idx(a.SteerTo)], 0, a.Family).Addr(),
+		VIP:    addrPort(a.Vip[idx(a.SteerVip)], 0, a.Family).Addr(),
+	}
+	if s.Active && now > a.SteerSince {
+		s.Since = time.Duration(now - a.SteerSince)
+	}
+	return s
 }
 
 // deleteConns removes the connections (both directions) whose orig or reply

@@ -276,6 +276,15 @@ func oldDatapath(t *testing.T, object, pinPath string) (*Datapath, *ebpf.Collect
 	}
 	t.Cleanup(func() { filter.Close() })
 	d.objs.AddrFilter = filter
+	// Nor had it path steering counters: a throwaway map reads as zero.
+	sspec := cur.Maps[bpf.LbMapSteerStats].Copy()
+	sspec.Pinning = ebpf.PinNone
+	steers, err := ebpf.NewMap(sspec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { steers.Close() })
+	d.objs.SteerStats = steers
 	d.objs.TcIngress = coll.Programs["tc_ingress"]
 	if d.objs.TcIngress == nil {
 		t.Fatalf("old object has no tc_ingress program: %v", coll.Programs)

@@ -13,6 +13,7 @@ import (
 // Values shared with bpf/include/lb_types.h.
 const (
 	svcFValid   = 0x01
+	svcFSteer   = 0x02
 	ctFReply    = 0x01
 	ctFDSR      = 0x02
 	ctFReleased = 0x04
@@ -82,6 +83,12 @@ func validate(s Service) error {
 	}
 	if s.IdleTimeout < 0 || s.IdleTimeout.Seconds() > float64(^uint32(0)) {
 		return fmt.Errorf("service %d: idle timeout %s out of range", s.ID, s.IdleTimeout)
+	}
+	if s.SCTPPathHoldDown < 0 || s.SCTPPathHoldDown > MaxPathHoldDown {
+		return fmt.Errorf("service %d: sctp path hold-down %s out of range 0..%s", s.ID, s.SCTPPathHoldDown, MaxPathHoldDown)
+	}
+	if s.SCTPPathFailover && s.Proto != ProtoSCTP {
+		return fmt.Errorf("service %d: sctp path failover needs proto sctp", s.ID)
 	}
 	fam := familyOf(s.VIP)
 	if len(s.SecondaryVIPs) > MaxSecondaryVIPs {
@@ -228,6 +235,10 @@ func (d *Datapath) UpsertService(s Service) error {
 		Sel:         uint8(s.Select),
 		Family:      fam,
 		Flags:       svcFValid,
+	}
+	if s.SCTPPathFailover {
+		info.Flags |= svcFSteer
+		info.SteerHoldMs = uint16(s.SCTPPathHoldDown.Milliseconds())
 	}
 	var vl bpf.LbSvcVips
 	for i, v := range append([]netip.Addr{s.VIP}, s.SecondaryVIPs...) {

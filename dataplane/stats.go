@@ -60,6 +60,13 @@ func (d *Datapath) ServiceStats(id uint32, nEndpoints int) (ServiceStats, error)
 	}
 	var st ServiceStats
 	st.Packets, st.Bytes, st.Sessions = sumCounters(per)
+	var steers []uint64
+	if err := d.objs.SteerStats.Lookup(id, &steers); err != nil {
+		return ServiceStats{}, fmt.Errorf("service %d path steerings: %w", id, err)
+	}
+	for _, n := range steers {
+		st.PathSteerings += n
+	}
 	st.Endpoints = make([]EndpointStats, nEndpoints)
 	for i := range st.Endpoints {
 		idx := id*MaxEndpoints + uint32(i)
@@ -111,6 +118,9 @@ func (d *Datapath) resetCounters(id uint32) error {
 		if err := d.objs.EpActive.Put(idx, uint32(0)); err != nil {
 			return fmt.Errorf("reset endpoint %d active count: %w", i, err)
 		}
+	}
+	if err := d.objs.SteerStats.Put(id, make([]uint64, ebpf.MustPossibleCPU())); err != nil {
+		return fmt.Errorf("reset path steerings: %w", err)
 	}
 	if err := d.objs.RrCtr.Put(id, uint32(0)); err != nil {
 		return fmt.Errorf("reset round robin position: %w", err)

@@ -61,7 +61,16 @@ type Service struct {
 	Select        Select
 	IdleTimeout   time.Duration // 0: protocol default
 	Endpoints     []Endpoint
+	// SCTPPathFailover sends the endpoint's packets toward a client address
+	// the client has stopped using onto the client's live path (SCTP
+	// multi-homing, bpf/lib/sctp_steer.h), after SCTPPathHoldDown (0: 1 s,
+	// at most MaxPathHoldDown) without client packets from that address.
+	SCTPPathFailover bool
+	SCTPPathHoldDown time.Duration
 }
+
+// MaxPathHoldDown is the longest Service.SCTPPathHoldDown (16-bit ms).
+const MaxPathHoldDown = 65535 * time.Millisecond
 
 // Endpoint is one backend. Port 0 keeps the client's destination port.
 type Endpoint struct {
@@ -89,6 +98,22 @@ type Conn struct {
 	// Paths are the secondary paths of a multi-homed SCTP association (the
 	// primary one is the Conn itself).
 	Paths []Path
+	// Steering is the association's LB-assisted path failover; nil when
+	// the LB never steered it.
+	Steering *Steering
+}
+
+// Steering says where the LB sends the endpoint's packets of an SCTP
+// association instead of the client address they are addressed to.
+type Steering struct {
+	// Count is how many steerings began over the association's life.
+	Count uint32
+	// Active: the endpoint's packets toward From go to To now (from VIP),
+	// for Since; otherwise From/To/VIP describe the last steering.
+	Active   bool
+	From, To netip.Addr
+	VIP      netip.Addr
+	Since    time.Duration
 }
 
 // Path is one (client address, VIP) pair of a multi-homed SCTP association
@@ -112,6 +137,8 @@ type ServiceStats struct {
 	Sessions       uint64
 	Active         uint64
 	Endpoints      []EndpointStats // indexed like Service.Endpoints
+	// PathSteerings counts the SCTP path failover steerings begun.
+	PathSteerings uint64
 }
 
 // DropReason names why the datapath dropped a packet (metrics label).

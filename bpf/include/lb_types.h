@@ -59,11 +59,18 @@ enum drop_reason {
 };
 
 #define SVC_F_VALID 0x01
+#define SVC_F_PATH_FAILOVER 0x02 // SCTP: steer the endpoint onto the client's live path
+
+// Hold-down of SCTP path failover when the service sets none (lib/sctp_steer.h):
+// above RFC 9260's 500 ms ceiling on delaying a SACK, so a client that is only
+// slow to acknowledge on a live address is never taken for gone.
+#define LB_STEER_HOLD_MS 1000
 
 #define CT_F_REPLY 0x01    // entry matches the endpoint->client direction
 #define CT_F_DSR 0x02      // L2 forward only, no reply entry
 #define CT_F_RELEASED 0x04 // ep_active already decremented (orig entry)
 #define CT_F_PATH 0x08     // secondary path of a multi-homed SCTP association
+#define CT_F_NOROUTE 0x10  // reply entry: the FIB found no route to its client address
 
 // SCTP multi-homing: a service has its primary VIP and up to 3 secondary
 // VIPs; an association has at most that many addresses per side.
@@ -93,7 +100,7 @@ struct svc_info {
 	__u8 sel;
 	__u8 family;
 	__u8 flags;
-	__u16 pad;
+	__u16 steer_hold_ms; // SCTP path failover hold-down, 0: LB_STEER_HOLD_MS
 };
 
 struct endpoint {
@@ -205,6 +212,20 @@ struct assoc {
 	__u8 mode;
 	__u8 family;
 	__u8 pad[3];
+	// LB-assisted path failover (lib/sctp_steer.h), indexed like caddr,
+	// times from bpf_ktime_get_coarse_ns. Appended: an upgrade migrates
+	// older records with these zero (dataplane/migrate.go).
+	__u64 cseen[LB_MAX_VIPS];   // last client packet from caddr[i]
+	__u64 eask[LB_MAX_VIPS];    // first endpoint packet toward caddr[i] since cseen[i]
+	__u64 noroute[LB_MAX_VIPS]; // the FIB found no route toward caddr[i]
+	__u64 steer_since;          // when the current steering began, 0: none
+	__u32 steers;               // steerings begun over the association's life
+	__u8 cvip[LB_MAX_VIPS];     // VIP index caddr[i] last sent to
+	__u8 live;                  // caddr index of the latest client packet
+	__u8 steer_from;            // caddr index steered away from
+	__u8 steer_to;              // caddr index steered onto
+	__u8 steer_vip;             // vip index the steered packets come from
+	__u32 pad2;
 };
 
 // Addresses the datapath may have business with, as bitmaps indexed by a

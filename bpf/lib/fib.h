@@ -77,8 +77,16 @@ static __noinline int forward(struct __sk_buff *skb, const struct pkt *p, const 
 			x->mtu = f.mtu_result;
 		return LB_NEXT_NAT64_TOO_BIG;
 	}
-	if (rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH)
+	if (rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH) {
+		// No way toward an SCTP client address: the association's next
+		// packet toward it may take another path (lib/sctp_steer.h).
+		// Not for a packet too big (FRAG_NEEDED): that is no path failure.
+		if (ct && (ct->flags & CT_F_REPLY) && p->proto == IPPROTO_SCTP &&
+		    (rc == BPF_FIB_LKUP_RET_BLACKHOLE || rc == BPF_FIB_LKUP_RET_UNREACHABLE ||
+		     rc == BPF_FIB_LKUP_RET_PROHIBIT || rc == BPF_FIB_LKUP_RET_NOT_FWDED))
+			ct->flags |= CT_F_NOROUTE;
 		return TC_ACT_OK;
+	}
 	if (dec_ttl(skb, p)) {
 		count_drop(DROP_REWRITE);
 		return TC_ACT_SHOT;

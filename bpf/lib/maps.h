@@ -118,6 +118,16 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } drops SEC(".maps");
 
+// SCTP path steerings begun per service (lib/sctp_steer.h). Its own map:
+// the counters layout (struct counters) stays as it is.
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, LB_MAX_SERVICES);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} steer_stats SEC(".maps");
+
 // The address filter's two bitmaps (see struct filter_bits).
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);

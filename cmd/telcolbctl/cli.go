@@ -47,6 +47,7 @@ const usageText = `Usage: telcolbctl [--server URL] [--token T | --token-file F]
                   --probe-interval 5s --probe-timeout 2s --probe-retries N] [--n2] [--pfcp]
                  [--diameter --origin-host H --origin-realm R [--diameter-mode relay|proxy]
                   [--applications ID,...]]
+                 [--sctp-path-failover on|off] [--sctp-path-hold-down 1s]
   apply -f FILE        create or replace services from YAML/JSON (one, a list, or --- documents; - is stdin)
   get lb [NAME]        services (-o wide: one row per endpoint with health and counters)
   get ct               connections
@@ -214,6 +215,8 @@ type commands struct {
 	probeInterval, probeTimeout                  string
 	probePort                                    uint16
 	probeRetries                                 uint32
+	pathFailover                                 string
+	pathHoldDown                                 time.Duration
 	// apply
 	file string
 }
@@ -245,6 +248,8 @@ func (c *commands) registerFlags(verb string) {
 		fs.StringVar(&c.probeInterval, "probe-interval", "", "time between probes (5s)")
 		fs.StringVar(&c.probeTimeout, "probe-timeout", "", "probe timeout (2s)")
 		fs.Uint32Var(&c.probeRetries, "probe-retries", 0, "consecutive results that flip an endpoint (2)")
+		fs.StringVar(&c.pathFailover, "sctp-path-failover", "", "on or off: steer the endpoint onto the client's live path (default: on with secondary VIPs)")
+		fs.DurationVar(&c.pathHoldDown, "sctp-path-hold-down", 0, "how long a client address goes unanswered before steering (1s)")
 	case "apply":
 		fs.StringVarP(&c.file, "filename", "f", "", "YAML or JSON file, - for stdin")
 	}
@@ -308,6 +313,10 @@ func (c *commands) create(ctx context.Context, cl *api.Client, args []string) er
 	svc := api.Service{
 		Name: args[0], VIP: c.vip, SecondaryVIPs: c.secondary, Port: c.port, PortEnd: c.portEnd,
 		Protocol: c.protocol, Mode: c.mode, Select: c.sel, Endpoints: eps, N2: c.n2, PFCP: c.pfcp,
+		SCTPPathFailover: c.pathFailover, SCTPPathHoldDownMillis: uint32(c.pathHoldDown.Milliseconds()),
+	}
+	if c.pathHoldDown < 0 || (c.pathHoldDown > 0 && c.pathHoldDown < time.Millisecond) {
+		return usagef("--sctp-path-hold-down: %s: want at least 1ms", c.pathHoldDown)
 	}
 	diamSet := c.diamHost != "" || c.diamRealm != "" || c.diamMode != "" || len(c.diamApps) > 0
 	if diamSet && !c.diameter {

@@ -201,20 +201,24 @@ func TestCLIConntrack(t *testing.T) {
 		Paths: []dataplane.Path{{Client: netip.MustParseAddr("192.0.2.8"), VIP: netip.MustParseAddr("10.96.0.20"),
 			Backend: netip.MustParseAddr("10.0.0.6"), Source: netip.MustParseAddr("192.0.2.8"),
 			OrigPackets: 2, ReplyPackets: 1, OrigBytes: 20, ReplyBytes: 10}},
+		Steering: &dataplane.Steering{Count: 2, Active: true, From: netip.MustParseAddr("192.0.2.7"),
+			To: netip.MustParseAddr("192.0.2.8"), VIP: netip.MustParseAddr("10.96.0.20"), Since: 1500 * time.Millisecond},
 	}}
 	dp.mu.Unlock()
 	r := runCLI(t, url, "", "get", "ct")
 	wantLines(t, r.stdout,
 		"PROTO | CLIENT | VIP | ENDPOINT | SOURCE | STATE | PACKETS | BYTES | IDLE",
 		"sctp | 192.0.2.7:38412 | 10.96.1.20:38412 | 10.0.0.5:38412 | 192.0.2.7:38412 | established | 4/3 | 400/300 | 2s",
-		"path | 192.0.2.8 | 10.96.0.20 | 10.0.0.6 | 192.0.2.8 | 2/1 | 20/10")
+		"path | 192.0.2.8 | 10.96.0.20 | 10.0.0.6 | 192.0.2.8 | 2/1 | 20/10",
+		"steer | 192.0.2.7 -> 192.0.2.8 | 10.96.0.20 | steering | 2 times | 1.5s")
 	r = runCLI(t, url, "", "get", "ct", "-o", "wide")
-	if l := lines(r.stdout); len(l) != 3 || !strings.HasSuffix(l[1], "| n2 | 5m0s | 0000000a/0000000b") {
+	if l := lines(r.stdout); len(l) != 4 || !strings.HasSuffix(l[1], "| n2 | 5m0s | 0000000a/0000000b") {
 		t.Errorf("wide conntrack = %q", r.stdout)
 	}
 	r = runCLI(t, url, "", "get", "ct", "-o", "json")
 	var conns []api.Conn
-	if err := json.Unmarshal([]byte(r.stdout), &conns); err != nil || len(conns) != 1 || conns[0].Service != "n2" {
+	if err := json.Unmarshal([]byte(r.stdout), &conns); err != nil || len(conns) != 1 || conns[0].Service != "n2" ||
+		conns[0].Steering == nil || conns[0].Steering.To != "192.0.2.8" || conns[0].Steering.SinceSeconds != 1.5 {
 		t.Errorf("json conntrack = %q (%v)", r.stdout, err)
 	}
 	if r := runCLI(t, url, "", "delete", "ct"); r.code != 0 || r.stdout != "conntrack flushed\n" {
@@ -419,5 +423,29 @@ func TestGetCTWarnsAboutConnectionsARestartCouldNotMigrate(t *testing.T) {
 	r := runCLI(t, url, "", "get", "ct")
 	if r.code != 0 || !strings.Contains(r.stderr, "42 conntrack entries") {
 		t.Fatalf("get ct after a lossy migration: %+v", r)
+	}
+}
+
+func TestCLICreateSCTPPathFailover(t *testing.T) {
+	url, dp := startDaemon(t, "")
+	r := runCLI(t, url, "", "create", "lb", "amf", "--vip", "10.96.0.30", "--secondary-vips", "10.96.1.30", "--port", "38412",
+		"--protocol", "sctp", "--endpoints", "10.0.0.1:38412", "--sctp-path-hold-down", "300ms")
+	if r.code != 0 {
+		t.Fatalf("create = %+v", r)
+	}
+	r = runCLI(t, url, "", "create", "lb", "smf", "--vip", "10.96.0.31", "--secondary-vips", "10.96.1.31", "--port", "38412",
+		"--protocol", "sctp", "--endpoints", "10.0.0.1:38412", "--sctp-path-failover", "off")
+	if r.code != 0 {
+		t.Fatalf("create = %+v", r)
+	}
+	dp.mu.Lock()
+	amf, smf := dp.services[1], dp.services[2]
+	dp.mu.Unlock()
+	if !amf.SCTPPathFailover || amf.SCTPPathHoldDown != 300*time.Millisecond || smf.SCTPPathFailover {
+		t.Errorf("rules: amf failover %v hold-down %s, smf failover %v; want on 300ms, off", amf.SCTPPathFailover, amf.SCTPPathHoldDown, smf.SCTPPathFailover)
+	}
+	if r := runCLI(t, url, "", "create", "lb", "x", "--vip", "10.96.0.32", "--port", "38412", "--protocol", "sctp",
+		"--endpoints", "10.0.0.1:38412", "--sctp-path-failover", "maybe"); r.code == 0 || !strings.Contains(r.stderr, "sctpPathFailover") {
+		t.Errorf("bad --sctp-path-failover accepted: %+v", r)
 	}
 }

@@ -127,6 +127,16 @@ func printConns(w io.Writer, conns []api.Conn, wide bool) error {
 			row(tw, "  path", p.Client, p.VIP, p.Endpoint, p.Source, "",
 				fmt.Sprintf("%d/%d", p.OrigPackets, p.ReplyPackets), fmt.Sprintf("%d/%d", p.OrigBytes, p.ReplyBytes), "")
 		}
+		// SCTP path failover: the endpoint's packets toward From go to
+		// To (from VIP), since how long, and how many times it happened.
+		if st := c.Steering; st != nil {
+			state, since := "ended", "-"
+			if st.Active {
+				state = "steering"
+				since = (time.Duration(st.SinceSeconds*float64(time.Second)) / time.Millisecond * time.Millisecond).String()
+			}
+			row(tw, "  steer", st.From+" -> "+st.To, st.VIP, "", "", state, fmt.Sprintf("%d times", st.Count), "", since)
+		}
 	}
 	return tw.Flush()
 }

@@ -120,7 +120,9 @@ type Result struct {
 	LocalAddrs []string `json:"localAddrs"`
 	Events     []Event  `json:"events"`
 	// Failovers counts ADDR_UNREACHABLE events.
-	Failovers int    `json:"failovers"`
+	Failovers int `json:"failovers"`
+	// MaxGapMs is the longest time between two echoes, or from the last
+	// echo to the end of the run when echoes are missing.
 	MaxGapMs  int64  `json:"maxGapMs"`
 	ElapsedMs int64  `json:"elapsedMs"`
 	Error     string `json:"error,omitempty"`

@@ -97,16 +97,18 @@ func toDatapath(s api.Service, ids []uint32, down []bool) ([]dataplane.Service, 
 		secondary = append(secondary, a)
 	}
 	return []dataplane.Service{{
-		ID:            ids[0],
-		VIP:           vip,
-		SecondaryVIPs: secondary,
-		PortStart:     s.Port,
-		PortEnd:       portEnd,
-		Proto:         proto,
-		Mode:          mode,
-		Select:        sel,
-		IdleTimeout:   time.Duration(s.IdleTimeoutSeconds) * time.Second,
-		Endpoints:     eps,
+		ID:               ids[0],
+		VIP:              vip,
+		SecondaryVIPs:    secondary,
+		PortStart:        s.Port,
+		PortEnd:          portEnd,
+		Proto:            proto,
+		Mode:             mode,
+		Select:           sel,
+		IdleTimeout:      time.Duration(s.IdleTimeoutSeconds) * time.Second,
+		Endpoints:        eps,
+		SCTPPathFailover: s.PathFailoverOn(),
+		SCTPPathHoldDown: time.Duration(s.SCTPPathHoldDownMillis) * time.Millisecond,
 	}}, nil
 }
 
@@ -141,6 +143,10 @@ func toAPIConn(c dataplane.Conn, names map[uint32]string) api.Conn {
 			Client: p.Client.String(), VIP: p.VIP.String(), Endpoint: p.Backend.String(), Source: p.Source.String(),
 			OrigPackets: p.OrigPackets, OrigBytes: p.OrigBytes, ReplyPackets: p.ReplyPackets, ReplyBytes: p.ReplyBytes,
 		})
+	}
+	if st := c.Steering; st != nil {
+		out.Steering = &api.ConnSteering{Count: st.Count, Active: st.Active, From: st.From.String(), To: st.To.String(),
+			VIP: st.VIP.String(), SinceSeconds: st.Since.Seconds()}
 	}
 	return out
 }

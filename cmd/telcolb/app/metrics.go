@@ -28,6 +28,8 @@ var (
 		"Connections (SCTP: associations) created toward an endpoint.", []string{"service", "endpoint", "protocol"}, nil)
 	descDrops = prometheus.NewDesc("telcolb_drops_total",
 		"Packets the datapath dropped, by reason.", []string{"reason"}, nil)
+	descPathSteerings = prometheus.NewDesc("telcolb_sctp_path_steerings_total",
+		"SCTP path failover: times the LB began sending an association's endpoint packets on the client's live path instead of the address they were sent to.", []string{"service"}, nil)
 	descProbeFailures = prometheus.NewDesc("telcolb_probe_failures_total",
 		"Failed probes of an endpoint.", []string{"service", "endpoint"}, nil)
 	descDamagedFiles = prometheus.NewDesc("telcolb_state_files_damaged",
@@ -50,7 +52,7 @@ type collector struct {
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descServices, descEndpointUp, descActive, descSvcPackets, descSvcBytes,
-		descEpPackets, descEpBytes, descEpSessions, descDrops, descProbeFailures, descDamagedFiles, descCTNotMigrated} {
+		descEpPackets, descEpBytes, descEpSessions, descDrops, descPathSteerings, descProbeFailures, descDamagedFiles, descCTNotMigrated} {
 		ch <- d
 	}
 }
@@ -80,15 +82,18 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.NewInvalidMetric(descSvcPackets, err)
 			continue
 		}
-		// N2 and PFCP services have no datapath rule: their traffic is in
+		// N2, PFCP and Diameter services have no datapath rule: their traffic is in
 		// the proxies' own series (telcolb_n2_*, telcolb_pfcp_*), and
 		// datapath counters that are always zero would only mislead. Their
 		// UEs and sessions are not conntrack entries either.
-		proxied := ss.Service.N2 || ss.Service.PFCP
+		proxied := ss.Service.N2 || ss.Service.PFCP || ss.Service.Diameter != nil
 		if !proxied {
 			active[ss.Service.Protocol] += st.ActiveConnections
 			ch <- prometheus.MustNewConstMetric(descSvcPackets, prometheus.CounterValue, float64(st.Packets), name, ss.Service.Protocol)
 			ch <- prometheus.MustNewConstMetric(descSvcBytes, prometheus.CounterValue, float64(st.Bytes), name, ss.Service.Protocol)
+			if ss.Service.Protocol == api.ProtocolSCTP {
+				ch <- prometheus.MustNewConstMetric(descPathSteerings, prometheus.CounterValue, float64(st.SCTPPathSteerings), name)
+			}
 		}
 		for i, ep := range ss.Service.Endpoints {
 			label := endpointLabel(ep)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/prometheus/client_golang/prometheus"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -46,7 +47,7 @@ func TestMetricTableListsEveryDaemonMetric(t *testing.T) {
 		return testutil.CollectAndCount(&collector{s: env.srv}, "telcolb_probe_failures_total") > 0
 	})
 
-	described, err := metricsdoc.Describe(&collector{s: env.srv})
+	described, err := metricsdoc.Describe(collectors{&collector{s: env.srv}, &advCollector{a: env.srv.adv}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -185,5 +186,20 @@ func TestSeriesStayBoundedWith10000UEsAnd1000Services(t *testing.T) {
 	}
 	if many != few {
 		t.Errorf("%d series with 100 UEs, %d with %d: a label grows with UEs", few, many, ues)
+	}
+}
+
+// collectors describes and collects several collectors as one.
+type collectors []prometheus.Collector
+
+func (cs collectors) Describe(ch chan<- *prometheus.Desc) {
+	for _, c := range cs {
+		c.Describe(ch)
+	}
+}
+
+func (cs collectors) Collect(ch chan<- prometheus.Metric) {
+	for _, c := range cs {
+		c.Collect(ch)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -134,5 +135,45 @@ telcolb_vips_announced{mode="l2"} 0
 	}
 	if n := testutil.CollectAndCount(&collector{s: env.srv}, "telcolb_endpoint_up"); n != 2 {
 		t.Errorf("endpoint_up series after deleting dns = %d, want 2", n)
+	}
+}
+
+// SCTP path failover reaches the datapath rule as the service asks (on by
+// default with secondary VIPs, hold-down in ms), and the datapath's
+// steering count is exported per SCTP service.
+func TestSCTPPathFailoverReachesRuleAndMetrics(t *testing.T) {
+	env := newEnv(t, nil)
+	c := env.client(t, "")
+	ctx := context.Background()
+	amf := api.Service{Name: "amf", VIP: "10.96.0.20", SecondaryVIPs: []string{"10.96.1.20"}, Port: 38412,
+		Protocol: api.ProtocolSCTP, Endpoints: []api.Endpoint{{Address: "10.0.0.1", Port: 38412}}, SCTPPathHoldDownMillis: 300}
+	off := amf
+	off.Name, off.VIP, off.SecondaryVIPs, off.SCTPPathFailover = "smf", "10.96.0.21", []string{"10.96.1.21"}, api.SCTPPathFailoverOff
+	for _, s := range []api.Service{amf, off} {
+		if err := c.ApplyService(ctx, s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	env.dp.mu.Lock()
+	rules := map[string]dataplane.Service{}
+	for id, r := range env.dp.services {
+		rules[r.VIP.String()] = r
+		env.dp.stats[id] = dataplane.ServiceStats{PathSteerings: uint64(id) * 2}
+	}
+	env.dp.mu.Unlock()
+	if r := rules["10.96.0.20"]; !r.SCTPPathFailover || r.SCTPPathHoldDown != 300*time.Millisecond {
+		t.Errorf("amf rule: failover %v hold-down %s, want on, 300ms", r.SCTPPathFailover, r.SCTPPathHoldDown)
+	}
+	if r := rules["10.96.0.21"]; r.SCTPPathFailover {
+		t.Errorf("smf rule: failover on, want off")
+	}
+	for _, name := range []string{"amf", "smf"} {
+		id := uint32(1)
+		if name == "smf" {
+			id = 2
+		}
+		if got := testutil.ToFloat64(mustGauge(t, env, "telcolb_sctp_path_steerings_total", `service="`+name+`"`)); got != float64(id*2) {
+			t.Errorf("%s steerings %v, want %d", name, got, id*2)
+		}
 	}
 }

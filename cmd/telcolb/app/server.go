@@ -96,7 +96,7 @@ type Server struct {
 	adv    *advertiser
 	gather prometheus.Gatherer
 	// reg is cfg.Registry: announcers built later (l2) register on it.
-	reg prometheus.Registerer
+	reg    prometheus.Registerer
 	mux    *http.ServeMux
 	routes []Route
 
@@ -841,6 +841,7 @@ func (s *Server) status(ss storedService) (api.ServiceStatus, error) {
 		st.Packets += stats.Packets
 		st.Bytes += stats.Bytes
 		st.ActiveConnections += stats.Active
+		st.SCTPPathSteerings += stats.PathSteerings
 		for i := 0; i < n && i < len(stats.Endpoints); i++ {
 			e := stats.Endpoints[i]
 			st.Endpoints[i].Packets += e.Packets

@@ -391,6 +391,12 @@ func runClient(a clientArgs, log *slog.Logger) sctppeer.Result {
 	defer st.mu.Unlock()
 	res.Echoed = len(st.echoed)
 	res.Lost = res.Sent - res.Echoed
+	// Echoes still missing at the end: the stall since the last one counts
+	// as a gap too, so a run cut short by Wait still reports how long the
+	// echoes stopped for (the stall is at least that long).
+	if res.Lost > 0 && !st.lastEcho.IsZero() {
+		res.MaxGapMs = max(res.MaxGapMs, time.Since(st.lastEcho).Milliseconds())
+	}
 	for id := range st.servers {
 		res.ServerIDs = append(res.ServerIDs, id)
 	}
