@@ -69,6 +69,9 @@ type Datapath struct {
 	// handed out from pool (slots.go).
 	slots map[uint32][]uint16
 	pool  *slotPool
+	// daemonFilter is what this process last read or wrote of the address
+	// filter's daemon bitmap, of which it is the only writer (filter.go).
+	daemonFilter *bpf.LbFilterBits
 	// now returns CLOCK_MONOTONIC ns, the clock of bpf_ktime_get_ns.
 	now func() uint64
 }
