@@ -241,6 +241,10 @@ func TestRestartWithAFullServiceTable(t *testing.T) {
 	if err := e.Daemon.Stop(); err != nil {
 		t.Fatal(err)
 	}
+	services := filepath.Join(e.Daemon.cfg.StateDir, "services")
+	if err := os.MkdirAll(services, 0o700); err != nil {
+		t.Fatal(err)
+	}
 	for i := 0; i < n-1; i++ {
 		s := svc(i)
 		api.SetDefaults(&s)
@@ -248,7 +252,7 @@ func TestRestartWithAFullServiceTable(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := os.WriteFile(filepath.Join(e.Daemon.cfg.StateDir, "services", s.Name+".json"), raw, 0o600); err != nil {
+		if err := os.WriteFile(filepath.Join(services, s.Name+".json"), raw, 0o600); err != nil {
 			t.Fatal(err)
 		}
 	}
