@@ -81,7 +81,7 @@ static __noinline int ct_established(struct __sk_buff *skb, struct pkt *p, struc
 	ct->bytes += len;
 	ct_track(p, ct);
 	count(&svc_stats, ct->svc, len, 0);
-	count(&ep_stats, ct->svc * LB_MAX_EPS + ct->ep, len, 0);
+	count_ep(ct->svc * LB_MAX_EPS + ct->ep, len, 0);
 
 	if (p->ttl <= 1)
 		return TC_ACT_OK; // the stack answers with time exceeded
@@ -270,7 +270,7 @@ static __noinline int new_flow(struct __sk_buff *skb, struct pkt *p, struct ct_k
 	if (act)
 		__sync_fetch_and_add(act, 1);
 	count(&svc_stats, id, skb->len, 1);
-	count(&ep_stats, ek, skb->len, 1);
+	count_ep(ek, skb->len, 1);
 
 	if (p->ttl <= 1)
 		return TC_ACT_OK;

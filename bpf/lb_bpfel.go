@@ -129,7 +129,7 @@ type LbEndpoint struct {
 	Weight uint16
 	Family uint8
 	Down   uint8
-	Pad    uint16
+	Stats  uint16
 }
 
 type LbFilterBits struct {
@@ -251,7 +251,7 @@ const (
 	LbMapDrops        = "drops"
 	LbMapEndpoints    = "endpoints"
 	LbMapEpActive     = "ep_active"
-	LbMapEpStats      = "ep_stats"
+	LbMapEpSlotStats  = "ep_slot_stats"
 	LbMapHdrScratch   = "hdr_scratch"
 	LbMapIfAddrs      = "if_addrs"
 	LbMapInitPending  = "init_pending"
@@ -330,7 +330,7 @@ type LbMapSpecs struct {
 	Drops        *ebpf.MapSpec `ebpf:"drops"`
 	Endpoints    *ebpf.MapSpec `ebpf:"endpoints"`
 	EpActive     *ebpf.MapSpec `ebpf:"ep_active"`
-	EpStats      *ebpf.MapSpec `ebpf:"ep_stats"`
+	EpSlotStats  *ebpf.MapSpec `ebpf:"ep_slot_stats"`
 	HdrScratch   *ebpf.MapSpec `ebpf:"hdr_scratch"`
 	IfAddrs      *ebpf.MapSpec `ebpf:"if_addrs"`
 	InitPending  *ebpf.MapSpec `ebpf:"init_pending"`
@@ -383,7 +383,7 @@ type LbMaps struct {
 	Drops        *ebpf.Map `ebpf:"drops"`
 	Endpoints    *ebpf.Map `ebpf:"endpoints"`
 	EpActive     *ebpf.Map `ebpf:"ep_active"`
-	EpStats      *ebpf.Map `ebpf:"ep_stats"`
+	EpSlotStats  *ebpf.Map `ebpf:"ep_slot_stats"`
 	HdrScratch   *ebpf.Map `ebpf:"hdr_scratch"`
 	IfAddrs      *ebpf.Map `ebpf:"if_addrs"`
 	InitPending  *ebpf.Map `ebpf:"init_pending"`
@@ -412,7 +412,7 @@ func (m *LbMaps) Close() error {
 		m.Drops,
 		m.Endpoints,
 		m.EpActive,
-		m.EpStats,
+		m.EpSlotStats,
 		m.HdrScratch,
 		m.IfAddrs,
 		m.InitPending,

@@ -21,6 +21,16 @@ import (
 // restores it. Only counts that differ are written. d.mu must be held.
 func (d *Datapath) recomputeActiveLocked() error {
 	want := map[uint32]uint32{}
+	// Counts are read up to the highest ID in use (IDs are handed out
+	// lowest first): a datapath with a few services does not read the
+	// whole 16,384 x 64 array every ageing round.
+	top := uint32(0)
+	for id := range d.slots {
+		top = max(top, id)
+	}
+	for id := range d.keysByID {
+		top = max(top, id)
+	}
 	var (
 		k bpf.LbCtKey
 		v bpf.LbCtVal
@@ -36,11 +46,12 @@ func (d *Datapath) recomputeActiveLocked() error {
 			continue
 		}
 		want[v.Svc*MaxEndpoints+v.Ep]++
+		top = max(top, v.Svc)
 	}
 	if err := it.Err(); err != nil {
 		return fmt.Errorf("recount active connections: iterate conntrack: %w", err)
 	}
-	counts, err := d.readActive()
+	counts, err := d.readActive(int(top+1) * MaxEndpoints)
 	if err != nil {
 		return fmt.Errorf("recount active connections: %w", err)
 	}
@@ -58,10 +69,11 @@ func (d *Datapath) recomputeActiveLocked() error {
 	return nil
 }
 
-// readActive reads every active count in one batch (one syscall per chunk
+// readActive reads the active counts of indices 0..limit-1 (at least; all
+// of them when limit is beyond the array) in batches (one syscall per chunk
 // instead of two per slot: the recount runs every ageing round).
-func (d *Datapath) readActive() ([]uint32, error) {
-	size := int(d.objs.EpActive.MaxEntries())
+func (d *Datapath) readActive(limit int) ([]uint32, error) {
+	size := min(int(d.objs.EpActive.MaxEntries()), limit)
 	out := make([]uint32, 0, size)
 	keys := make([]uint32, 4096)
 	vals := make([]uint32, 4096)
@@ -69,7 +81,7 @@ func (d *Datapath) readActive() ([]uint32, error) {
 	for {
 		n, err := d.objs.EpActive.BatchLookup(&cursor, keys, vals, nil)
 		out = append(out, vals[:n]...)
-		if errors.Is(err, ebpf.ErrKeyNotExist) {
+		if errors.Is(err, ebpf.ErrKeyNotExist) || (err == nil && len(out) >= size) {
 			return out, nil
 		}
 		if errors.Is(err, ebpf.ErrNotSupported) {

@@ -18,7 +18,7 @@ import (
 
 // MaxServices bounds service IDs (1..MaxServices-1); it sizes the per-service
 // arrays of the datapath (bpf/include/lb_types.h LB_MAX_SERVICES).
-const MaxServices = 1024
+const MaxServices = 16384
 
 // MaxPortRange is the largest PortEnd-PortStart+1 a service may span: each
 // port is one key in the services hash.
@@ -65,6 +65,13 @@ type Datapath struct {
 	// service costs its own keys, not a scan of every service's.
 	keysByID map[uint32][]bpf.LbSvcKey
 	vipRefs  map[bpf.LbAddr16]int
+	// slots are the endpoint counter slots of each service's endpoints,
+	// handed out from pool (slots.go).
+	slots map[uint32][]uint16
+	pool  *slotPool
+	// daemonFilter is what this process last read or wrote of the address
+	// filter's daemon bitmap, of which it is the only writer (filter.go).
+	daemonFilter *bpf.LbFilterBits
 	// now returns CLOCK_MONOTONIC ns, the clock of bpf_ktime_get_ns.
 	now func() uint64
 }
@@ -129,16 +136,23 @@ func Load(cfg Config) (*Datapath, error) {
 		d.objs.Close()
 		return fail(err)
 	}
-	if err := d.migrate(olds); err != nil {
+	if err := d.migrate(olds, false); err != nil {
+		d.log.Warn("pinned map migration", "err", err)
+	}
+	if err := d.loadIndex(); err != nil {
+		d.objs.Close()
+		return fail(err)
+	}
+	if err := d.loadSlots(); err != nil {
+		d.objs.Close()
+		return fail(err)
+	}
+	if err := d.migrate(olds, true); err != nil {
 		d.log.Warn("pinned map migration", "err", err)
 	}
 	d.pending = olds
 	for _, op := range olds {
 		d.migrations = append(d.migrations, op.report)
-	}
-	if err := d.loadIndex(); err != nil {
-		d.objs.Close()
-		return fail(err)
 	}
 	// Counts may be off after a crash, an eviction or a migration: they are
 	// recomputed from the connections themselves.

@@ -29,9 +29,16 @@ type MapMigration struct {
 	// wider than its new field, or no room left in a smaller map. For
 	// conntrack each lost entry is one direction of a connection.
 	Lost int
-	// CountersReset: a per-CPU counter map, recreated from zero.
+	// CountersReset: a per-CPU counter map whose counts could not be
+	// carried over (a value that is not all integers), recreated from zero.
 	CountersReset bool
 }
+
+// retiredMaps are maps of earlier releases the datapath no longer has, and
+// the map that takes their entries: ep_stats (endpoint counters indexed
+// service x MaxEndpoints) became ep_slot_stats (indexed by counter slot),
+// its keys translated through the slots Load assigns (slots.go).
+var retiredMaps = map[string]string{"ep_stats": bpf.LbMapEpSlotStats}
 
 // oldPin is a pinned map taken out of the way of the new datapath and kept
 // open (so its entries survive) until they are copied.
@@ -39,7 +46,12 @@ type oldPin struct {
 	name, path string
 	m          *ebpf.Map
 	spec       *ebpf.MapSpec // the new spec
-	reason     string
+	// into names the new map (name, unless the map was retired).
+	into   string
+	reason string
+	// rekey translates an old key into the new map's (retired maps);
+	// false: the entry has no place there.
+	rekey func(k []byte) ([]byte, bool)
 	// key and value convert old entries into the new layout; nil when
 	// the layout is unchanged (only the size or flags differ).
 	key, value *converter
@@ -52,6 +64,9 @@ type oldPin struct {
 	// seen are the old keys the first pass handled; the second pass
 	// copies only keys added since.
 	seen map[string]bool
+	// first holds each per-CPU entry's values as the first pass copied
+	// them: the second pass adds what the old program counted since.
+	first map[string][][]byte
 }
 
 // btfCache holds the BTF of old maps by BTF object ID: every map of one
@@ -131,7 +146,7 @@ func takeIncompatiblePins(spec *ebpf.CollectionSpec, pinPath string, log *slog.L
 		if err != nil {
 			return olds, fmt.Errorf("open pinned map %s: %w", p, err)
 		}
-		op := &oldPin{name: name, path: p, m: m, spec: ms}
+		op := &oldPin{name: name, path: p, m: m, spec: ms, into: name}
 		if cerr := ms.Compatible(m); cerr != nil {
 			op.reason = cerr.Error()
 		}
@@ -147,6 +162,31 @@ func takeIncompatiblePins(spec *ebpf.CollectionSpec, pinPath string, log *slog.L
 		log.Warn("pinned map differs from the datapath's, migrating its entries into a new one", "map", name, "reason", op.reason)
 		olds = append(olds, op)
 	}
+	retired := make([]string, 0, len(retiredMaps))
+	for n := range retiredMaps {
+		retired = append(retired, n)
+	}
+	sort.Strings(retired)
+	for _, name := range retired {
+		into := retiredMaps[name]
+		p := filepath.Join(pinPath, name)
+		m, err := ebpf.LoadPinnedMap(p, nil)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return olds, fmt.Errorf("open pinned map %s: %w", p, err)
+		}
+		op := &oldPin{name: name, path: p, m: m, spec: spec.Maps[into], into: into,
+			reason: "replaced by " + into}
+		op.prepare(cache)
+		if err := m.Unpin(); err != nil {
+			m.Close()
+			return olds, fmt.Errorf("unpin retired map %s: %w", p, err)
+		}
+		log.Warn("pinned map of an earlier release, migrating its entries into its replacement", "map", name, "into", into)
+		olds = append(olds, op)
+	}
 	return olds, nil
 }
 
@@ -155,9 +195,6 @@ func takeIncompatiblePins(spec *ebpf.CollectionSpec, pinPath string, log *slog.L
 // object carries BTF, so that is a foreign or very old map).
 func (op *oldPin) prepare(cache btfCache) {
 	op.report = MapMigration{Map: op.name}
-	if isPerCPU(op.spec.Type) {
-		return
-	}
 	if op.spec.Key == nil || op.spec.Value == nil {
 		return
 	}
@@ -258,11 +295,10 @@ func allZero(b []byte) bool {
 // after the new program is attached: connections the old program created
 // meanwhile) existing entries of the new map win.
 func (op *oldPin) migrateInto(nm *ebpf.Map, onlyMissing bool) (MapMigration, error) {
-	rep := MapMigration{Map: op.name, Reason: op.reason}
 	if isPerCPU(op.spec.Type) {
-		rep.CountersReset = true
-		return rep, nil
+		return op.migratePerCPU(nm, onlyMissing)
 	}
+	rep := MapMigration{Map: op.name, Reason: op.reason}
 	entries, err := op.dump()
 	if err != nil {
 		return rep, err
@@ -422,12 +458,20 @@ func orderOldestFirst(name string, entries []rawEntry, lastSeen *leaf) [][]rawEn
 	return out
 }
 
-// migrate copies every taken pin's entries into the loaded maps (first
-// pass, before the new program is attached).
-func (d *Datapath) migrate(olds []*oldPin) error {
+// migrate copies the taken pins' entries into the loaded maps (first
+// pass, before the new program is attached): with rekeyed false the maps
+// whose keys carry over as they are, with rekeyed true the retired ones
+// (their keys need the endpoint counter slots, assigned in between).
+func (d *Datapath) migrate(olds []*oldPin, rekeyed bool) error {
 	var errs []error
 	for _, op := range olds {
-		nm, err := ebpf.LoadPinnedMap(op.path, nil)
+		if (op.into != op.name) != rekeyed {
+			continue
+		}
+		if op.name == "ep_stats" {
+			op.rekey = d.epStatsKey
+		}
+		nm, err := ebpf.LoadPinnedMap(filepath.Join(d.cfg.PinPath, op.into), nil)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("open new %s: %w", op.name, err))
 			continue
@@ -447,7 +491,7 @@ func (d *Datapath) logMigration(rep MapMigration) {
 	args := []any{"map", rep.Map, "reason", rep.Reason, "entries", rep.Entries, "migrated", rep.Migrated, "lost", rep.Lost}
 	switch {
 	case rep.CountersReset:
-		d.log.Warn("per-CPU counters of a recreated map start from zero", "map", rep.Map, "reason", rep.Reason)
+		d.log.Warn("per-CPU counters of a recreated map could not be carried over", "map", rep.Map, "reason", rep.Reason, "entries", rep.Entries)
 	case rep.Lost > 0:
 		d.log.Warn("pinned map migrated with losses", args...)
 	default:
@@ -468,7 +512,7 @@ func (d *Datapath) CompleteMigration() error {
 func (d *Datapath) completeMigrationLocked() error {
 	var errs []error
 	for _, op := range d.pending {
-		nm, err := ebpf.LoadPinnedMap(op.path, nil)
+		nm, err := ebpf.LoadPinnedMap(filepath.Join(d.cfg.PinPath, op.into), nil)
 		if err == nil {
 			var rep MapMigration
 			rep, err = op.migrateInto(nm, true)

@@ -257,34 +257,40 @@ func oldDatapath(t *testing.T, object, pinPath string) (*Datapath, *ebpf.Collect
 	// The service maps of this release have today's layout (checked by
 	// the BTF comparison in Load), so today's writer can program them.
 	d := &Datapath{log: testLogger(), maxServices: spec.Maps["svc_infos"].MaxEntries, now: monotonicNow,
-		keysByID: map[uint32][]bpf.LbSvcKey{}, vipRefs: map[bpf.LbAddr16]int{}}
+		keysByID: map[uint32][]bpf.LbSvcKey{}, vipRefs: map[bpf.LbAddr16]int{}, slots: map[uint32][]uint16{}}
 	d.objs.Services, d.objs.Vips, d.objs.SvcInfos = coll.Maps["services"], coll.Maps["vips"], coll.Maps["svc_infos"]
 	d.objs.Endpoints, d.objs.SelTables, d.objs.SvcVipList = coll.Maps["endpoints"], coll.Maps["sel_tables"], coll.Maps["svc_vip_list"]
-	d.objs.Conntrack, d.objs.SvcStats, d.objs.EpStats = coll.Maps["conntrack"], coll.Maps["svc_stats"], coll.Maps["ep_stats"]
+	d.objs.Conntrack, d.objs.SvcStats = coll.Maps["conntrack"], coll.Maps["svc_stats"]
 	d.objs.EpActive = coll.Maps["ep_active"]
-	// That release had no address filter: today's writer gets a throwaway
-	// one, so the new datapath must rebuild its own from conntrack.
+	// Maps those releases did not have (the address filter, endpoint
+	// counters by slot): today's writer gets throwaway ones, so the new
+	// datapath must rebuild its own (the filter from conntrack, the slots
+	// from the services, their counts from ep_stats). The slots it writes
+	// into struct endpoint were padding to those releases' programs.
 	cur, err := bpf.LoadLb()
 	if err != nil {
 		t.Fatal(err)
 	}
-	fspec := cur.Maps[bpf.LbMapAddrFilter].Copy()
-	fspec.Pinning = ebpf.PinNone
-	filter, err := ebpf.NewMap(fspec)
-	if err != nil {
-		t.Fatal(err)
+	throwaway := func(name string) *ebpf.Map {
+		s := cur.Maps[name].Copy()
+		s.Pinning = ebpf.PinNone
+		m, err := ebpf.NewMap(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { m.Close() })
+		return m
 	}
-	t.Cleanup(func() { filter.Close() })
-	d.objs.AddrFilter = filter
-	// Nor had it path steering counters: a throwaway map reads as zero.
-	sspec := cur.Maps[bpf.LbMapSteerStats].Copy()
-	sspec.Pinning = ebpf.PinNone
-	steers, err := ebpf.NewMap(sspec)
-	if err != nil {
-		t.Fatal(err)
+	d.objs.AddrFilter = coll.Maps["addr_filter"]
+	if d.objs.AddrFilter == nil {
+		d.objs.AddrFilter = throwaway(bpf.LbMapAddrFilter)
 	}
-	t.Cleanup(func() { steers.Close() })
-	d.objs.SteerStats = steers
+	d.objs.EpSlotStats = throwaway(bpf.LbMapEpSlotStats)
+	d.pool = newSlotPool(d.objs.EpSlotStats.MaxEntries())
+	// Nor had they path steering counters: a throwaway map reads as zero.
+	if d.objs.SteerStats == nil {
+		d.objs.SteerStats = throwaway(bpf.LbMapSteerStats)
+	}
 	d.objs.TcIngress = coll.Programs["tc_ingress"]
 	if d.objs.TcIngress == nil {
 		t.Fatalf("old object has no tc_ingress program: %v", coll.Programs)
@@ -292,7 +298,44 @@ func oldDatapath(t *testing.T, object, pinPath string) (*Datapath, *ebpf.Collect
 	return d, coll
 }
 
+// TestUpgradeFromPreviousReleaseKeepsConnections loads today's datapath over
+// the maps of earlier releases: 57d5762, and 74f64fb (the last one with
+// 1,024 services and endpoint counters indexed service x 64). Connections
+// carry on, and every per-CPU counter is carried CPU by CPU, including what
+// the old program counts between the new one's load and its attach.
 func TestUpgradeFromPreviousReleaseKeepsConnections(t *testing.T) {
+	for _, rel := range []string{"57d5762", "74f64fb"} {
+		t.Run(rel, func(t *testing.T) { testUpgradeFrom(t, "testdata/lb_bpfel_"+rel+".o") })
+	}
+}
+
+// perCPU reads one per-CPU counter entry.
+func perCPU(t *testing.T, m *ebpf.Map, key uint32) []bpf.LbCounters {
+	t.Helper()
+	var v []bpf.LbCounters
+	if err := m.Lookup(key, &v); err != nil {
+		t.Fatalf("%s[%d]: %v", m, key, err)
+	}
+	return v
+}
+
+func addCounters(a, b []bpf.LbCounters) []bpf.LbCounters {
+	out := make([]bpf.LbCounters, len(a))
+	for i := range a {
+		out[i] = bpf.LbCounters{Packets: a[i].Packets + b[i].Packets, Bytes: a[i].Bytes + b[i].Bytes, Sessions: a[i].Sessions + b[i].Sessions}
+	}
+	return out
+}
+
+func subCounters(a, b []bpf.LbCounters) []bpf.LbCounters {
+	out := make([]bpf.LbCounters, len(a))
+	for i := range a {
+		out[i] = bpf.LbCounters{Packets: a[i].Packets - b[i].Packets, Bytes: a[i].Bytes - b[i].Bytes, Sessions: a[i].Sessions - b[i].Sessions}
+	}
+	return out
+}
+
+func testUpgradeFrom(t *testing.T, object string) {
 	e := newEnv(t)
 	// Start from what the previous release left behind: its maps pinned,
 	// its program having handled the connections.
@@ -302,7 +345,7 @@ func TestUpgradeFromPreviousReleaseKeepsConnections(t *testing.T) {
 	if err := os.MkdirAll(e.pinPath, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	old, coll := oldDatapath(t, "testdata/lb_bpfel_57d5762.o", e.pinPath)
+	old, coll := oldDatapath(t, object, e.pinPath)
 	for _, s := range []Service{
 		{ID: 3, VIP: vipV4, PortStart: 80, Proto: ProtoTCP, Endpoints: testEndpoints(false, 4, 8080)},
 		{ID: 4, VIP: vipV4, PortStart: 53, Proto: ProtoUDP, Mode: ModeFullNAT, Endpoints: testEndpoints(false, 4, 5353)},
@@ -313,16 +356,43 @@ func TestUpgradeFromPreviousReleaseKeepsConnections(t *testing.T) {
 	}
 	oldEnv := *e
 	oldEnv.d = old
-	fs := openFlows(t, func(f []byte) (uint32, []byte) { return oldEnv.runOn(old.objs.TcIngress, e.ifindex0, f) }, oldEnv.conns)
+	runOld := func(f []byte) (uint32, []byte) { return oldEnv.runOn(old.objs.TcIngress, e.ifindex0, f) }
+	fs := openFlows(t, runOld, oldEnv.conns)
+	for i := 0; i < 5; i++ {
+		runOld(udpTo(clientV4, vipV4, uint16(42000+i), 53).frame())
+	}
 	sessions := map[uint32]uint64{3: oldEnv.stats(3, 4).Sessions, 4: oldEnv.stats(4, 4).Sessions}
-	coll.Close()
+	oldSvc, oldEp := coll.Maps["svc_stats"], coll.Maps["ep_stats"]
+	type counted struct{ svc, ep uint32 }
+	before := map[counted][]bpf.LbCounters{}
+	for _, id := range []uint32{3, 4} {
+		before[counted{id, 99}] = perCPU(t, oldSvc, id)
+		for ep := uint32(0); ep < 4; ep++ {
+			before[counted{id, ep}] = perCPU(t, oldEp, id*MaxEndpoints+ep)
+		}
+	}
 
-	// The new daemon, with another --max-conns on top.
+	// The new daemon, with another --max-conns on top. The old program
+	// stays attached (here: runnable) until the new one replaces it.
 	d, err := Load(Config{PinPath: e.pinPath, MaxConns: 8192, Logger: testLogger()})
 	if err != nil {
 		t.Fatalf("load over the previous release's maps: %v", err)
 	}
 	e.d = d
+	// Counted by the old program after the first pass: the second one
+	// carries it.
+	if ret, _ := runOld(fs[1].next.frame()); ret != actRedirect {
+		t.Fatalf("old program after the new load: verdict %d", ret)
+	}
+	late := map[counted][]bpf.LbCounters{}
+	for k, v := range before {
+		if k.ep == 99 {
+			late[k] = subCounters(perCPU(t, oldSvc, k.svc), v)
+		} else {
+			late[k] = subCounters(perCPU(t, oldEp, k.svc*MaxEndpoints+k.ep), v)
+		}
+	}
+	coll.Close()
 	for _, l := range []string{"lb0", "lb1"} {
 		if err := d.Attach(l); err != nil {
 			t.Fatal(err)
@@ -331,8 +401,35 @@ func TestUpgradeFromPreviousReleaseKeepsConnections(t *testing.T) {
 	if err := d.CompleteMigration(); err != nil {
 		t.Fatal(err)
 	}
-	if m, _ := migrationOf(d, "conntrack"); m.Lost != 0 || m.Migrated != 4 {
-		t.Fatalf("conntrack migration %+v, want 4 entries migrated, none lost", m)
+	// Both directions of 2 + 5 connections.
+	if m, _ := migrationOf(d, "conntrack"); m.Lost != 0 || m.Migrated != 14 {
+		t.Fatalf("conntrack migration %+v, want 14 entries migrated, none lost", m)
+	}
+	for _, name := range []string{"svc_stats", "ep_stats"} {
+		m, ok := migrationOf(d, name)
+		if !ok || m.Lost != 0 || m.CountersReset || m.Migrated == 0 {
+			t.Fatalf("%s migration %+v (reported %v), want its counters carried, none lost", name, m, ok)
+		}
+	}
+	if _, err := os.Stat(e.pinPath + "/ep_stats"); !os.IsNotExist(err) {
+		t.Fatalf("the retired ep_stats is still pinned: %v", err)
+	}
+	used, _ := d.EndpointSlots()
+	if used != 8 {
+		t.Fatalf("%d endpoint counter slots in use, want 8 (2 services x 4 endpoints)", used)
+	}
+	// Per CPU, every counter is what the old program counted in all.
+	for k, v := range before {
+		want := addCounters(v, late[k])
+		var got []bpf.LbCounters
+		if k.ep == 99 {
+			got = perCPU(t, d.objs.SvcStats, k.svc)
+		} else {
+			got = perCPU(t, d.objs.EpSlotStats, uint32(d.slotOf(k.svc, k.ep)))
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Fatalf("service %d endpoint %d (99: the service): per-CPU counters %+v, want %+v", k.svc, k.ep, got, want)
+		}
 	}
 	e.checkFlowsContinue(fs, sessions)
 }

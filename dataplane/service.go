@@ -211,19 +211,35 @@ func (d *Datapath) UpsertService(s Service) error {
 	}
 	// validate has checked the secondary VIPs.
 	fam := familyOf(s.VIP)
+	oldSlots := d.slots[s.ID]
+	slots, err := d.growSlots(s.ID, oldSlots[:min(len(oldSlots), len(s.Endpoints))], len(s.Endpoints))
+	if err != nil {
+		return err
+	}
+	// Slots taken here are given back if the service cannot be written.
+	grown := slots[min(len(oldSlots), len(slots)):]
+	undo := func() {
+		for _, sl := range grown {
+			d.pool.release(sl)
+		}
+	}
 	for i, e := range s.Endpoints {
 		w := e.Weight
 		if w == 0 {
 			w = 1
 		}
-		ep := bpf.LbEndpoint{Addr: addr16(e.Addr), Port: htons(e.Port), Weight: w, Family: familyOf(e.Addr)}
+		ep := bpf.LbEndpoint{Addr: addr16(e.Addr), Port: htons(e.Port), Weight: w, Family: familyOf(e.Addr), Stats: slots[i]}
 		if e.Down {
 			ep.Down = 1
 		}
 		if err := d.objs.Endpoints.Put(s.ID*MaxEndpoints+uint32(i), &ep); err != nil {
+			undo()
 			return fmt.Errorf("service %d: write endpoint %d: %w", s.ID, i, err)
 		}
 	}
+	// From here on the endpoints hold their slots: a failure below leaves
+	// them assigned (the service is re-applied or deleted, both settle it).
+	d.slots[s.ID] = slots
 	sel := selectionTable(s.Endpoints)
 	if err := d.objs.SelTables.Put(s.ID, &sel); err != nil {
 		return fmt.Errorf("service %d: write selection table: %w", s.ID, err)
@@ -287,7 +303,17 @@ func (d *Datapath) UpsertService(s Service) error {
 	}
 	d.keysByID[s.ID] = keys
 	d.unrefKeys(old)
-	return d.deleteKeys(stale)
+	if err := d.deleteKeys(stale); err != nil {
+		return err
+	}
+	// Endpoints the service no longer has give their counter slots back,
+	// now that n_eps keeps new flows off them.
+	if len(oldSlots) > len(slots) {
+		if err := d.unslot(s.ID, oldSlots, len(slots)); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // loadIndex builds keysByID and vipRefs from the pinned services map (one
@@ -411,5 +437,9 @@ func (d *Datapath) DeleteService(id uint32) error {
 	if err := d.resetCounters(id); err != nil {
 		return fmt.Errorf("delete service %d: %w", id, err)
 	}
+	if err := d.unslot(id, d.slots[id], 0); err != nil {
+		return fmt.Errorf("delete service %d: %w", id, err)
+	}
+	delete(d.slots, id)
 	return nil
 }

@@ -54,6 +54,9 @@ func (d *Datapath) ServiceStats(id uint32, nEndpoints int) (ServiceStats, error)
 	if nEndpoints < 0 || nEndpoints > MaxEndpoints {
 		return ServiceStats{}, fmt.Errorf("service %d: %d endpoints, at most %d", id, nEndpoints, MaxEndpoints)
 	}
+	d.mu.Lock()
+	slots := d.slots[id]
+	d.mu.Unlock()
 	var per []bpf.LbCounters
 	if err := d.objs.SvcStats.Lookup(id, &per); err != nil {
 		return ServiceStats{}, fmt.Errorf("service %d stats: %w", id, err)
@@ -70,11 +73,13 @@ func (d *Datapath) ServiceStats(id uint32, nEndpoints int) (ServiceStats, error)
 	st.Endpoints = make([]EndpointStats, nEndpoints)
 	for i := range st.Endpoints {
 		idx := id*MaxEndpoints + uint32(i)
-		if err := d.objs.EpStats.Lookup(idx, &per); err != nil {
-			return ServiceStats{}, fmt.Errorf("service %d endpoint %d stats: %w", id, i, err)
-		}
 		e := &st.Endpoints[i]
-		e.Packets, e.Bytes, e.Sessions = sumCounters(per)
+		if i < len(slots) {
+			if err := d.objs.EpSlotStats.Lookup(uint32(slots[i]), &per); err != nil {
+				return ServiceStats{}, fmt.Errorf("service %d endpoint %d stats: %w", id, i, err)
+			}
+			e.Packets, e.Bytes, e.Sessions = sumCounters(per)
+		}
 		var act uint32
 		if err := d.objs.EpActive.Lookup(idx, &act); err != nil {
 			return ServiceStats{}, fmt.Errorf("service %d endpoint %d active: %w", id, i, err)
@@ -104,7 +109,8 @@ func (d *Datapath) DropStats() (map[DropReason]uint64, error) {
 
 // resetCounters zeroes the per-CPU counters, round-robin position,
 // active counts and client affinities of one service ID: an ID freed by a
-// deletion must not hand its history to the next service given it.
+// deletion must not hand its history to the next service given it. The
+// endpoint counters go with their slots (zeroed when handed out again).
 func (d *Datapath) resetCounters(id uint32) error {
 	zero := make([]bpf.LbCounters, ebpf.MustPossibleCPU())
 	if err := d.objs.SvcStats.Put(id, zero); err != nil {
@@ -112,9 +118,6 @@ func (d *Datapath) resetCounters(id uint32) error {
 	}
 	for i := uint32(0); i < MaxEndpoints; i++ {
 		idx := id*MaxEndpoints + i
-		if err := d.objs.EpStats.Put(idx, zero); err != nil {
-			return fmt.Errorf("reset endpoint %d counters: %w", i, err)
-		}
 		if err := d.objs.EpActive.Put(idx, uint32(0)); err != nil {
 			return fmt.Errorf("reset endpoint %d active count: %w", i, err)
 		}

@@ -7,8 +7,15 @@
 
 #include <linux/types.h>
 
-#define LB_MAX_SERVICES 1024
+// Service IDs are 1..LB_MAX_SERVICES-1. The per-service arrays cost about
+// 2.4 KB per ID whether used or not (docs/architecture.md, "Memory").
+#define LB_MAX_SERVICES 16384
 #define LB_MAX_EPS 64
+// Per-CPU endpoint counters live in a pool shared by every service
+// (ep_slot_stats), not in services x LB_MAX_EPS per-CPU slots: each
+// configured endpoint takes one slot (struct endpoint.stats), handed out by
+// the Go side. Slot 0 is a sink nobody reads (an endpoint without a slot).
+#define LB_EP_SLOTS 65536
 #define LB_SEL_SLOTS 256
 
 // How long a flow reuses its FIB result before looking the route up again.
@@ -109,7 +116,7 @@ struct endpoint {
 	__u16 weight;
 	__u8 family;
 	__u8 down;
-	__u16 pad;
+	__u16 stats; // slot in ep_slot_stats, 0: not counted
 };
 
 // Weighted slot table of up endpoints (indices into the service's endpoints).

@@ -89,6 +89,15 @@ static __always_inline void count(void *map, __u32 idx, __u64 bytes, int session
 		c->sessions += 1;
 }
 
+// Counts toward the endpoint at ek (service * LB_MAX_EPS + index) in its
+// counter slot.
+static __always_inline void count_ep(__u32 ek, __u64 bytes, int session)
+{
+	struct endpoint *e = bpf_map_lookup_elem(&endpoints, &ek);
+	if (e)
+		count(&ep_slot_stats, e->stats, bytes, session);
+}
+
 // BPF calls take at most 5 arguments: ports travel packed.
 static __always_inline __u32 ports32(__u16 sport, __u16 dport)
 {

@@ -17,11 +17,15 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } services SEC(".maps");
 
+// Every VIP some services key uses: never more than the services map has
+// keys. Not preallocated (only the daemon writes it), so the room costs
+// nothing until used.
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, LB_MAX_SERVICES);
+	__uint(max_entries, 65536);
 	__type(key, struct addr16);
 	__type(value, __u32);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } vips SEC(".maps");
 
@@ -102,13 +106,16 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } svc_stats SEC(".maps");
 
+// Endpoint counters by slot (struct endpoint.stats), see LB_EP_SLOTS. It
+// replaces ep_stats (indexed service x LB_MAX_EPS), which an upgrade
+// migrates into it (dataplane/migrate_slots.go).
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, LB_MAX_SERVICES * LB_MAX_EPS);
+	__uint(max_entries, LB_EP_SLOTS);
 	__type(key, __u32);
 	__type(value, struct counters);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} ep_stats SEC(".maps");
+} ep_slot_stats SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);

@@ -213,7 +213,8 @@ func (d *Daemon) start(ctx context.Context) error {
 	d.cmd, d.done = cmd, done
 	d.mu.Unlock()
 
-	deadline := time.Now().Add(20 * time.Second)
+	// Generous: a daemon restoring 16,383 services on a loaded machine.
+	deadline := time.Now().Add(90 * time.Second)
 	for {
 		hctx, cancel := context.WithTimeout(ctx, time.Second)
 		_, err := d.Client.Health(hctx)
@@ -233,7 +234,7 @@ func (d *Daemon) start(ctx context.Context) error {
 		if time.Now().After(deadline) {
 			_ = cmd.Process.Kill()
 			<-done
-			return fmt.Errorf("telcolb API not up after 20s: %v\n%s", err, d.log.String())
+			return fmt.Errorf("telcolb API not up after 90s: %v\n%s", err, d.log.String())
 		}
 	}
 }

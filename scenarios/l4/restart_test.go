@@ -2,6 +2,7 @@ package l4
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -215,7 +216,7 @@ func TestDamagedServiceFileDoesNotStopTheDaemon(t *testing.T) {
 	}
 }
 
-// Restart time is linear in services: the datapath's 1,023 services (its
+// Restart time is linear in services: the datapath's 16,383 services (its
 // whole ID space) come back, and the API answers again, within a bound
 // that only a quadratic start would miss (the figure is in the bench).
 func TestRestartWithAFullServiceTable(t *testing.T) {
@@ -230,15 +231,42 @@ func TestRestartWithAFullServiceTable(t *testing.T) {
 	if n < 1000 {
 		t.Fatalf("datapath holds %d services", n)
 	}
-	for i := 0; i < n; i++ {
-		svc := api.Service{Name: fmt.Sprintf("s%04d", i), VIP: fmt.Sprintf("10.77.%d.%d", 150+i/250, 1+i%250), Port: EchoPort,
+	svc := func(i int) api.Service {
+		return api.Service{Name: fmt.Sprintf("s%05d", i), VIP: fmt.Sprintf("10.77.%d.%d", 150+i/250, 1+i%250), Port: EchoPort,
 			Protocol: api.ProtocolTCP, Endpoints: endpoints(e, EchoPort, false)}
-		if err := e.Daemon.Client.ApplyService(ctx, svc); err != nil {
-			t.Fatalf("service %d: %v", i, err)
+	}
+	// All but the last go into the stopped daemon's store as it writes it
+	// (16,383 creations through the API would take minutes); the daemon
+	// programs them at start, and the last one comes through the API.
+	if err := e.Daemon.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	services := filepath.Join(e.Daemon.cfg.StateDir, "services")
+	if err := os.MkdirAll(services, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < n-1; i++ {
+		s := svc(i)
+		api.SetDefaults(&s)
+		raw, err := json.Marshal(map[string]any{"version": 2, "ids": []int{i + 1}, "service": s})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(services, s.Name+".json"), raw, 0o600); err != nil {
+			t.Fatal(err)
 		}
 	}
+	if err := e.Daemon.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if h, err = e.Daemon.Client.Health(ctx); err != nil || h.Services != n-1 {
+		t.Fatalf("daemon started over %d stored services: %+v, %v", n-1, h, err)
+	}
+	if err := e.Daemon.Client.ApplyService(ctx, svc(n-1)); err != nil {
+		t.Fatalf("service %d: %v", n, err)
+	}
 	// Service n+1 is a clear 507 naming the limit.
-	err = e.Daemon.Client.ApplyService(ctx, api.Service{Name: "one-more", VIP: "10.77.160.1", Port: EchoPort,
+	err = e.Daemon.Client.ApplyService(ctx, api.Service{Name: "one-more", VIP: "10.78.0.1", Port: EchoPort,
 		Protocol: api.ProtocolTCP, Endpoints: endpoints(e, EchoPort, false)})
 	var se *api.StatusError
 	if !errors.As(err, &se) || se.Code != http.StatusInsufficientStorage || !strings.Contains(se.Body.Message, fmt.Sprint(n)) {

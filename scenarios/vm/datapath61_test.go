@@ -58,6 +58,19 @@ func TestDataplaneTestsOnKernel61(t *testing.T) {
 	}
 	files := hostTools(t)
 	files["/usr/bin/dataplane.test"] = bin
+	// The earlier releases' objects the upgrade tests load (the tests run
+	// in /opt/dataplane, where testdata/ is then found).
+	objs, err := filepath.Glob("../../dataplane/testdata/*.o")
+	if err != nil || len(objs) == 0 {
+		t.Fatalf("dataplane/testdata objects: %v %v", objs, err)
+	}
+	for _, o := range objs {
+		abs, err := filepath.Abs(o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		files["/opt/dataplane/testdata/"+filepath.Base(o)] = abs
+	}
 	img := vm.TestImage(t, append(append([]string{}, vm.SCTPModules...), vm.DatapathModules...), files)
 	l := lab.NewEmpty(t)
 	h, err := l.AddHost(ctx, "vmhost")
@@ -79,7 +92,7 @@ func TestDataplaneTestsOnKernel61(t *testing.T) {
 		sel = re
 	}
 	run := " -test.run '" + sel + "'"
-	r, err := v.Run(ctx, "/bin/sh", "-c", "cd /tmp && dataplane.test -test.v -test.count=1 -test.timeout=15m"+run+" 2>&1")
+	r, err := v.Run(ctx, "/bin/sh", "-c", "cd /opt/dataplane && dataplane.test -test.v -test.count=1 -test.timeout=15m"+run+" 2>&1")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/telcolb/telcolb/api"
+	"github.com/telcolb/telcolb/dataplane"
 )
 
 // blockedProber never answers: what a restart looks like before the first
@@ -140,6 +141,23 @@ func TestServiceLimitComesFromTheDatapathAndIsA507(t *testing.T) {
 	}
 	if n := strings.Count(logs.String(), "every datapath service ID is in use"); n != 2 {
 		t.Fatalf("limit logged %d times, want once per time the table filled", n)
+	}
+}
+
+// TestFullDatapathTableIsA507: a datapath that has no room for a service's
+// endpoints (its counter slots are all in use) refuses it with 507 naming
+// the endpoints, not a 500, and the service is not stored.
+func TestFullDatapathTableIsA507(t *testing.T) {
+	dp := newFakeDatapath()
+	env := startEnv(t, Config{Datapath: dp, StateDir: t.TempDir(), Prober: &scriptedProber{}, Logger: testLogger(t)})
+	dp.failUpsert = fmt.Errorf("service 1: endpoint 0: all 65535 endpoint counter slots are in use: %w", dataplane.ErrCapacity)
+	r := env.do(t, http.MethodPost, "/v1/services", `{"name":"s1","vip":"10.96.0.1","port":80,"protocol":"tcp","endpoints":[{"address":"10.0.0.1","port":80}]}`, nil)
+	if r.code != http.StatusInsufficientStorage || r.err.Field != "endpoints" || !strings.Contains(r.err.Message, "65535 endpoint counter slots") {
+		t.Fatalf("service with no room: %d %+v, want 507 on endpoints naming the limit", r.code, r.err)
+	}
+	dp.failUpsert = nil
+	if _, err := env.client(t, "").GetService(context.Background(), "s1"); err == nil {
+		t.Fatal("a refused service was stored")
 	}
 }
 

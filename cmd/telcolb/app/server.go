@@ -413,6 +413,13 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 		writeError(w, http.StatusBadRequest, fe.Field, fe.Message)
 		return
 	}
+	if errors.Is(err, dataplane.ErrCapacity) {
+		// A full datapath table (endpoint counter slots): the request is
+		// fine, there is no room for it.
+		s.log.Warn("request refused: datapath full", "method", r.Method, "path", r.URL.Path, "error", err)
+		writeError(w, http.StatusInsufficientStorage, "endpoints", err.Error())
+		return
+	}
 	s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "error", err)
 	writeError(w, http.StatusInternalServerError, "", err.Error())
 }

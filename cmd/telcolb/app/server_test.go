@@ -367,7 +367,7 @@ func TestStartRefusesABrokenStore(t *testing.T) {
 		{"not json", "{", "parse rule store"},
 		{"other version", `{"version":7,"services":[]}`, "version 7"},
 		{"invalid service", `{"version":1,"services":[{"ids":[1],"service":{"name":"x"}}]}`, "services[0]"},
-		{"id out of range", `{"version":1,"services":[{"ids":[5000],"service":` + webJSON + `}]}`, "outside 1..1023"},
+		{"id out of range", `{"version":1,"services":[{"ids":[20000],"service":` + webJSON + `}]}`, "outside 1..16383"},
 		{"ids neither one nor one per vip", `{"version":1,"services":[{"ids":[1,2,3],"service":` + withField(t, "secondaryVIPs", []string{"10.1.1.1"}) + `}]}`, "want 1"},
 	}
 	for _, tt := range tests {
