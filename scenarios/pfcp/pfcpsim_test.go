@@ -59,7 +59,9 @@ func TestN4LabWithOMECPfcpsim(t *testing.T) {
 			t.Fatalf("%s not installed (hack/install-deps.sh installs it)", tool)
 		}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Second)
+	// Building pfcpsim (gRPC and all) takes minutes on a busy 2-core
+	// machine: the budget covers the build, the lab run and tshark.
+	ctx, cancel := context.WithTimeout(context.Background(), 600*time.Second)
 	defer cancel()
 	pfcpsim, pfcpctl := buildPfcpsim(t, ctx)
 	upfsim := filepath.Join(buildCmds(t, ctx, "upfsim"), "upfsim")
