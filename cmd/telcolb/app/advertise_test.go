@@ -227,9 +227,17 @@ func TestAdvertisementFileAtStart(t *testing.T) {
 		t.Fatalf("bad file: %v", err)
 	}
 	l2 := writeFile(t, "l2.yaml", "nodeName: a\nl2:\n  members: [{name: a, address: '127.0.0.1:7946'}]\nadvertisements:\n- {name: lan, mode: l2, prefixes: [10.96.0.0/24]}\n")
-	_, err = NewServer(Config{Datapath: newFakeDatapath(), StateDir: t.TempDir(), Prober: &scriptedProber{}, Logger: testLogger(t), Advertise: AdvertiseConfig{File: l2}})
-	if err == nil || !strings.Contains(err.Error(), "l2 advertisement not available") {
+	// An l2 advertisement runs the L2 announcer (ha/l2 over ha/member).
+	srv, err := NewServer(Config{Datapath: newFakeDatapath(), StateDir: t.TempDir(), Prober: &scriptedProber{}, Logger: testLogger(t), Advertise: AdvertiseConfig{File: l2}})
+	if err != nil {
 		t.Fatalf("l2 file: %v", err)
+	}
+	defer srv.Close()
+	srv.adv.mu.Lock()
+	_, running := srv.adv.announcers[api.AdvertiseL2]
+	srv.adv.mu.Unlock()
+	if !running {
+		t.Fatal("an l2 advertisement started no L2 announcer")
 	}
 }
 
