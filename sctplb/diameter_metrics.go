@@ -21,11 +21,13 @@ type diamMetrics struct {
 	resent     *prometheus.CounterVec
 	rejected   *prometheus.CounterVec
 	sendErrors prometheus.Counter
+	// apps, cmds and codes bound the peer-chosen label values.
+	apps, cmds, codes boundedLabel
 }
 
 func newDiamMetrics(reg prometheus.Registerer, agent string) (*diamMetrics, error) {
 	l := prometheus.Labels{"agent": agent}
-	m := &diamMetrics{
+	m := &diamMetrics{apps: boundedLabel{}, cmds: boundedLabel{}, codes: boundedLabel{},
 		sessions: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "telcolb_diameter_sessions",
 			Help: "Diameter Session-Id bindings, per server.", ConstLabels: l}, []string{"server"}),
 		peerState: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "telcolb_diameter_peer_state",
@@ -66,14 +68,35 @@ func appLabel(app uint32) string {
 	return strconv.FormatUint(uint64(app), 10)
 }
 
+// maxLabelValues bounds the distinct values a peer-chosen label
+// (application, command, result code) takes per agent: peers choose them,
+// and a hostile or broken one must not grow the series without limit.
+// Values beyond the bound are counted as "other".
+const maxLabelValues = 32
+
+// boundedLabel hands out at most maxLabelValues distinct values. Not safe
+// for concurrent use: the agent steps (and counts) under its mutex.
+type boundedLabel map[string]bool
+
+func (b boundedLabel) of(v string) string {
+	if b[v] {
+		return v
+	}
+	if len(b) >= maxLabelValues {
+		return "other"
+	}
+	b[v] = true
+	return v
+}
+
 func (m *diamMetrics) action(a diam.Action, names []string) {
 	switch a.Kind {
 	case diam.Request:
-		m.requests.WithLabelValues(a.Side.String(), appLabel(a.App), diameter.CommandName(a.Cmd, true)).Inc()
+		m.requests.WithLabelValues(a.Side.String(), m.apps.of(appLabel(a.App)), m.cmds.of(diameter.CommandName(a.Cmd, true))).Inc()
 	case diam.Answer:
-		m.answers.WithLabelValues(a.Side.String(), appLabel(a.App), diameter.CommandName(a.Cmd, false)).Inc()
+		m.answers.WithLabelValues(a.Side.String(), m.apps.of(appLabel(a.App)), m.cmds.of(diameter.CommandName(a.Cmd, false))).Inc()
 		if a.Result != 0 {
-			m.results.WithLabelValues(a.Side.String(), strconv.FormatUint(uint64(a.Result), 10)).Inc()
+			m.results.WithLabelValues(a.Side.String(), m.codes.of(strconv.FormatUint(uint64(a.Result), 10))).Inc()
 		}
 	case diam.Retransmitted:
 		if a.Server >= 0 && a.Server < len(names) {
@@ -82,7 +105,7 @@ func (m *diamMetrics) action(a diam.Action, names []string) {
 	case diam.Rejected:
 		m.rejected.WithLabelValues(a.Reason).Inc()
 		if a.Result != 0 {
-			m.results.WithLabelValues("agent", strconv.FormatUint(uint64(a.Result), 10)).Inc()
+			m.results.WithLabelValues("agent", m.codes.of(strconv.FormatUint(uint64(a.Result), 10))).Inc()
 		}
 	}
 }
