@@ -29,6 +29,12 @@ func sctp() Spec {
 				{Title: "Send errors", Unit: "ops", Description: "Messages dropped because an association's send queue was full or the send failed.",
 					Queries: []Query{{Expr: `sum by (proxy) (rate(telcolb_n2_send_errors_total[$__rate_interval]))`, Legend: "{{proxy}}"}}},
 			}},
+			// Appended last: panel IDs follow the order, and users' links
+			// to the panels above must keep working.
+			{Title: "Multi-homed path failover", Panels: []Panel{
+				{Title: "Path failovers steered by the LB", Unit: "ops", Description: "Times the datapath began sending an association's endpoint packets on the client's live path because the client's other path went silent or unroutable (sctpPathFailover).",
+					Queries: []Query{{Expr: `sum by (service) (rate(telcolb_sctp_path_steerings_total{service=~"$service"}[$__rate_interval]))`, Legend: "{{service}}"}}},
+			}},
 		},
 	}
 }
