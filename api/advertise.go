@@ -28,6 +28,12 @@ type AdvertisementConfig struct {
 	// Advertisements say which VIPs are announced how. A VIP the node serves
 	// that no advertisement covers is not announced.
 	Advertisements []Advertisement `json:"advertisements,omitempty"`
+	// Draining withdraws every VIP of the node while its services keep
+	// running (established flows finish): BGP routes are withdrawn (the
+	// sessions are re-established without them), and the node leaves the L2 group so the other
+	// members take its VIPs over at once. The controller sets it while the
+	// Node is cordoned (spec.unschedulable).
+	Draining bool `json:"draining,omitempty"`
 }
 
 // BGPConfig is the embedded BGP speaker's identity and its peers.

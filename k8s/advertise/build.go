@@ -25,6 +25,9 @@ type Node struct {
 	// InternalIP is the node's InternalIP address (invalid when it has
 	// none); L2 members send heartbeats to it.
 	InternalIP netip.Addr
+	// Draining: the Node is cordoned (spec.unschedulable); its daemon
+	// withdraws every VIP (AdvertisementConfig.Draining).
+	Draining bool
 }
 
 // Pool is a pool advertisements may name: an IPPool object (Labels set,
@@ -203,7 +206,7 @@ func Build(in Input) Result {
 type problemFunc func(name, reason, field, format string, args ...any)
 
 func nodeConfig(n Node, nodes []Node, peers []peer, ads []ad, hbPort int, peerProblem, adProblem problemFunc) api.AdvertisementConfig {
-	cfg := api.AdvertisementConfig{NodeName: n.Name}
+	cfg := api.AdvertisementConfig{NodeName: n.Name, Draining: n.Draining}
 	set := labels.Set(n.Labels)
 	onNode := map[string]bool{}
 	for _, p := range peers {

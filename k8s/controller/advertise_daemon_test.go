@@ -7,8 +7,10 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/telcolb/telcolb/k8s/apis/v1alpha1"
 )
@@ -19,7 +21,7 @@ import (
 // (GET /v1/advertisement), and the Service's Announced condition must read
 // the real daemon's /v1/vips. The BGP peer is not reachable here, so the
 // daemon serves the VIP without announcing it, and the condition says why,
-// naming the node.
+// naming the node. Cordoning the Node drains it.
 func TestAdvertisementReachesARealDaemon(t *testing.T) {
 	needEnv(t)
 	ctx := context.Background()
@@ -66,4 +68,25 @@ func TestAdvertisementReachesARealDaemon(t *testing.T) {
 		t.Fatalf("daemon's /v1/vips: %+v, %v", vs, err)
 	}
 	t.Logf("daemon: %s not announced: %s", vip, vs[0].Reason)
+
+	// Cordoning the Node drains it: the daemon is told, and says so.
+	var nd corev1.Node
+	if err := testClient.Get(ctx, types.NamespacedName{Name: node}, &nd); err != nil {
+		t.Fatal(err)
+	}
+	nd.Spec.Unschedulable = true
+	if err := testClient.Update(ctx, &nd); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 20*time.Second, "the cordoned node's daemon drains", func() error {
+		st, err := d.client.Advertisement(ctx)
+		if err != nil || !st.Config.Draining {
+			return fmt.Errorf("config %+v, %v", st.Config, err)
+		}
+		vs, err := d.client.VIPs(ctx)
+		if err != nil || len(vs) != 1 || vs[0].Reason != "node draining" {
+			return fmt.Errorf("vips %+v, %v", vs, err)
+		}
+		return nil
+	})
 }

@@ -94,10 +94,11 @@ func (r *Reconciler) setupAdvertiser(mgr manager.Manager) error {
 		Watches(&v1alpha1.IPPool{}, toOne, builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, predicate.LabelChangedPredicate{}))).
 		Watches(&corev1.Node{}, toOne, builder.WithPredicates(predicate.Funcs{
 			// Nodes update their status every few seconds: only names,
-			// labels and addresses matter here.
+			// labels, addresses and cordoning (draining) matter here.
 			UpdateFunc: func(e event.UpdateEvent) bool {
 				o, n := e.ObjectOld.(*corev1.Node), e.ObjectNew.(*corev1.Node)
-				return !equality.Semantic.DeepEqual(o.Labels, n.Labels) || !equality.Semantic.DeepEqual(o.Status.Addresses, n.Status.Addresses)
+				return !equality.Semantic.DeepEqual(o.Labels, n.Labels) || !equality.Semantic.DeepEqual(o.Status.Addresses, n.Status.Addresses) ||
+					o.Spec.Unschedulable != n.Spec.Unschedulable
 			},
 		})).
 		WatchesRawSource(source.TypedChannel[reconcile.Request, reconcile.Request](a.kick, handler.TypedFuncs[reconcile.Request, reconcile.Request]{
@@ -162,7 +163,7 @@ func (a *advertiser) inputs(ctx context.Context) (advertise.Input, error) {
 		return in, fmt.Errorf("advertise: list nodes: %w", err)
 	}
 	for _, n := range nodes.Items {
-		in.Nodes = append(in.Nodes, advertise.Node{Name: n.Name, Labels: n.Labels, InternalIP: internalIP(&n)})
+		in.Nodes = append(in.Nodes, advertise.Node{Name: n.Name, Labels: n.Labels, InternalIP: internalIP(&n), Draining: n.Spec.Unschedulable})
 	}
 	var peers v1alpha1.BGPPeerList
 	if err := r.client.List(ctx, &peers); err != nil {

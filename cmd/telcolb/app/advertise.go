@@ -43,6 +43,7 @@ const (
 	reasonNoAdvertisement = "no advertisement covers it"
 	reasonNoEndpoint      = "no healthy endpoint"
 	reasonStopping        = "node stopping"
+	reasonDraining        = "node draining"
 )
 
 // AdvertiseConfig configures VIP advertisement (Config.Advertise).
@@ -102,6 +103,11 @@ func newAnnouncers(ctx context.Context, cfg api.AdvertisementConfig, deps announ
 			}
 			out[mode] = s
 		case api.AdvertiseL2:
+			if cfg.Draining {
+				// A draining node is no L2 member: closing the previous
+				// announcer told the others to take its VIPs over.
+				continue
+			}
 			// One l2 announcer per node: it binds the heartbeat port.
 			l2a, err := newL2Announcer(cfg, deps.l2)
 			if err != nil {
@@ -361,6 +367,7 @@ func (a *advertiser) served() map[netip.Addr]*servedVIP {
 func plan(cfg api.AdvertisementConfig, served map[netip.Addr]*servedVIP, stopping bool) (map[string][]ha.VIP, map[netip.Addr]string) {
 	byMode := map[string][]ha.VIP{}
 	reasons := map[netip.Addr]string{}
+	withdraw := stopping || cfg.Draining
 	for addr, sv := range served {
 		var found bool
 		modes := map[string]bool{}
@@ -369,7 +376,7 @@ func plan(cfg api.AdvertisementConfig, served map[netip.Addr]*servedVIP, stoppin
 				continue
 			}
 			found = true
-			if stopping || !sv.healthy {
+			if withdraw || !sv.healthy {
 				continue
 			}
 			modes[adv.Mode] = true
@@ -380,6 +387,8 @@ func plan(cfg api.AdvertisementConfig, served map[netip.Addr]*servedVIP, stoppin
 			reasons[addr] = reasonNoAdvertisement
 		case stopping:
 			reasons[addr] = reasonStopping
+		case cfg.Draining:
+			reasons[addr] = reasonDraining
 		case !sv.healthy:
 			reasons[addr] = reasonNoEndpoint
 		}
@@ -467,7 +476,7 @@ func (a *advertiser) put(c api.AdvertisementConfig) error {
 	if err := a.save(c); err != nil {
 		return err
 	}
-	same := reflect.DeepEqual(old.BGP, c.BGP) && reflect.DeepEqual(old.L2, c.L2) && sameModes(old, c)
+	same := reflect.DeepEqual(old.BGP, c.BGP) && reflect.DeepEqual(old.L2, c.L2) && sameModes(old, c) && old.Draining == c.Draining
 	anns := oldAnns
 	if !same {
 		a.closeAnnouncers(oldAnns)

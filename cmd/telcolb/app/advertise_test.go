@@ -175,6 +175,22 @@ func TestAdvertisementFollowsServices(t *testing.T) {
 	}
 	r.waitPrefixes(t, "10.96.0.10/32")
 
+	// Draining: withdrawn while the service stays, with the reason; back
+	// when the drain ends.
+	cfg.Draining = true
+	if err := c.PutAdvertisement(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	r.waitPrefixes(t)
+	if v := vipByAddr(t, c, "10.96.0.10"); v.Reason != reasonDraining || len(v.Announced) != 0 {
+		t.Errorf("draining: %+v", v)
+	}
+	cfg.Draining = false
+	if err := c.PutAdvertisement(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	r.waitPrefixes(t, "10.96.0.10/32")
+
 	// Stop: withdrawn at once (not after the hold time).
 	env.stop()
 	r.waitPrefixes(t)
