@@ -69,7 +69,9 @@ func New(cfg Config) (*Manager, error) {
 	}
 	nl := cfg.Netlink
 	if nl == nil {
-		h, err := netlink.NewHandle()
+		// Route family only: a handle for every family fails on kernels
+		// without XFRM or netfilter netlink (Debian's 6.1 in the VM lab).
+		h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
 		if err != nil {
 			return nil, fmt.Errorf("localvip: netlink: %w", err)
 		}
