@@ -23,7 +23,13 @@ import (
 // peers answer idempotently for Modification and Deletion; an
 // Establishment in flight is not kept at all, so its retransmission makes
 // a new session), heartbeat timers, and UPF features (refreshed by the
-// association setup every restored UPF goes through).
+// association setup every restored UPF goes through). The cost, for the
+// other direction: a UPF's Session Report Request the old proxy had
+// relayed but whose answer had not come back is relayed again by the new
+// proxy under a new sequence number, so the SMF may act on that one report
+// twice. Persisting the relays in flight (or mapping a UPF's sequence
+// numbers to the proxy's deterministically) would close that; it is not
+// done yet.
 
 // State is the persistent part of a Machine: its node-level records and
 // its sessions.
