@@ -210,26 +210,5 @@ func TestN4LabWithOMECPfcpsim(t *testing.T) {
 		t.Errorf("UPFs together: %+v; want %d established, modified and deleted once each, nothing duplicated, unknown or left",
 			total, pfcpsimSessions)
 	}
-	for _, c := range caps {
-		if err := c.Stop(); err != nil {
-			t.Fatal(err)
-		}
-		rows, err := capture.Fields(ctx, c.File, "pfcp", "pfcp.msg_type", "_ws.malformed", "_ws.expert.message")
-		if err != nil {
-			t.Fatal(err)
-		}
-		bad := 0
-		for _, r := range rows {
-			if r[1] != "" || (strings.Contains(r[2], "alformed") && !strings.Contains(r[2], "No vendor dissector")) {
-				bad++
-				if bad < 5 {
-					t.Errorf("%s: tshark flags a PFCP message: %q", c.File, r)
-				}
-			}
-		}
-		if len(rows) < pfcpsimSessions {
-			t.Errorf("%s: %d PFCP messages captured", c.File, len(rows))
-		}
-		t.Logf("%s: tshark decoded %d PFCP messages, %d flagged", filepath.Base(c.File), len(rows), bad)
-	}
+	checkPFCPCaptures(t, ctx, caps, pfcpsimSessions)
 }
