@@ -225,6 +225,11 @@ func TestSCTPMultihomedAssociationIsRewrittenByteExact(t *testing.T) {
 				if len(got.Paths) != 3 {
 					t.Fatalf("association with %d paths, want 3 secondary paths: %+v", len(got.Paths), got)
 				}
+				// The association record knows both client addresses (the
+				// other family's was dropped): one association of 2 paths.
+				if ap, err := e.d.AssocPaths(); err != nil || ap[id] != [MaxAssocPaths]uint64{0, 1, 0, 0} {
+					t.Errorf("AssocPaths = %v (%v), want service %d: one association of 2 paths", ap, err, id)
+				}
 				for _, p := range got.Paths {
 					if p.OrigPackets != 1 || p.ReplyPackets != 1 {
 						t.Errorf("path %s->%s: %d/%d packets, want 1/1", p.Client, p.VIP, p.OrigPackets, p.ReplyPackets)
@@ -252,6 +257,9 @@ func TestSCTPMultihomedAssociationIsRewrittenByteExact(t *testing.T) {
 				}
 				if c := e.conn(id); c.VTagClient != 0x3333 || c.Client.Addr() != a.c2 || c.VIP.Addr() != a.vip2 || len(c.Paths) != 0 {
 					t.Errorf("after re-INIT: %+v", c)
+				}
+				if ap, err := e.d.AssocPaths(); err != nil || ap[id] != [MaxAssocPaths]uint64{1, 0, 0, 0} {
+					t.Errorf("after re-INIT: AssocPaths = %v (%v), want service %d: one single-homed association", ap, err, id)
 				}
 				if err := e.d.DeleteService(id); err != nil {
 					t.Fatal(err)

@@ -129,7 +129,7 @@ func TestQueriesNameOnlyDocumentedMetrics(t *testing.T) {
 			}
 		}
 	}
-	for _, want := range []string{"overview", "sctp", "n2", "controller", "pfcp"} {
+	for _, want := range []string{"overview", "sctp", "n2", "controller", "pfcp", "bgp", "l2", "diameter"} {
 		if !slices.ContainsFunc(dashboards.All(), func(s dashboards.Spec) bool { return s.File == want }) {
 			t.Errorf("no %s dashboard", want)
 		}

@@ -20,7 +20,13 @@ type metrics struct {
 	nas        *prometheus.CounterVec
 	assocs     *prometheus.GaugeVec
 	amfLinks   *prometheus.GaugeVec
+	gnbLinks   *prometheus.GaugeVec
 	sendErrors prometheus.Counter
+	// gnbNames bounds the gnb label (gNB identities come from the gNBs'
+	// NG Setup Requests: a broken or hostile RAN must not grow the series);
+	// gnbSeries are the (gnb, amf) series set at the last state update.
+	gnbNames  boundedLabel
+	gnbSeries map[[2]string]bool
 	// perProc caches the per-procedure counters: WithLabelValues hashes
 	// its labels on every call, too slow for every relayed message.
 	perProc [3][256]prometheus.Counter
@@ -56,6 +62,11 @@ func newMetrics(reg prometheus.Registerer, proxy string) (*metrics, error) {
 		amfLinks: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "telcolb_n2_amf_associations", Help: "The proxy's NG associations to each AMF (one per set-up gNB), by state: ready (NG Setup answered), wanted (all), overloaded.", ConstLabels: labels,
 		}, []string{"amf", "state"}),
+		gnbLinks: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "telcolb_n2_gnb_associations_ready", Help: "The proxy's NG associations between each gNB (Global RAN Node ID; beyond 32 gNBs: other) and each AMF that are ready; 0 while wanted but not ready.", ConstLabels: labels,
+		}, []string{"gnb", "amf"}),
+		gnbNames:  boundedLabel{},
+		gnbSeries: map[[2]string]bool{},
 		sendErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "telcolb_n2_send_errors_total", Help: "Messages dropped because an association's send queue was full or failed.", ConstLabels: labels,
 		}),
@@ -73,7 +84,7 @@ func newMetrics(reg prometheus.Registerer, proxy string) (*metrics, error) {
 
 // collectors are every series family of the proxy (docs/metrics.md lists them).
 func (m *metrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.ues, m.messages, m.failures, m.malformed, m.rejected, m.suppressed, m.nas, m.assocs, m.amfLinks, m.sendErrors}
+	return []prometheus.Collector{m.ues, m.messages, m.failures, m.malformed, m.rejected, m.suppressed, m.nas, m.assocs, m.amfLinks, m.gnbLinks, m.sendErrors}
 }
 
 func (m *metrics) action(a steer.Action) {
@@ -122,7 +133,35 @@ func (m *metrics) state(mc *steer.Machine, names []string) {
 			m.amfLinks.WithLabelValues(names[i], "overloaded").Set(float64(links[i].Overloaded))
 		}
 	}
+	m.gnbState(mc.GNBLinks(), names)
 	g, u := mc.AssociationsUp()
 	m.assocs.WithLabelValues("gnb").Set(float64(g))
 	m.assocs.WithLabelValues("amf").Set(float64(u))
+}
+
+// gnbState sets the per-gNB association series from links and deletes
+// those of gNBs and AMFs that are gone. gNBs past the label bound, and any
+// without a readable identity ("unknown"), add up under their label.
+func (m *metrics) gnbState(links map[steer.GNBLink]int, names []string) {
+	now := map[[2]string]int{}
+	for k, n := range links {
+		if k.AMF < 0 || k.AMF >= len(names) {
+			continue
+		}
+		g := k.GNB
+		if g == "" {
+			g = "unknown"
+		}
+		now[[2]string{m.gnbNames.of(g), names[k.AMF]}] += n
+	}
+	for k := range m.gnbSeries {
+		if _, ok := now[k]; !ok {
+			m.gnbLinks.DeleteLabelValues(k[0], k[1])
+			delete(m.gnbSeries, k)
+		}
+	}
+	for k, n := range now {
+		m.gnbLinks.WithLabelValues(k[0], k[1]).Set(float64(n))
+		m.gnbSeries[k] = true
+	}
 }

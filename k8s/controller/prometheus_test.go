@@ -129,6 +129,9 @@ func TestControllerDashboardAndAlertsAgainstPrometheus(t *testing.T) {
 		"alert TelcolbEndpointDown":             daemonLab,
 		"alert TelcolbAMFAssociationDown":       daemonLab,
 		"alert TelcolbN2SteeringFailuresRising": daemonLab,
+		"alert TelcolbBGPSessionDown":           daemonLab,
+		"alert TelcolbBFDSessionDown":           daemonLab,
+		"alert TelcolbDiameterPeerDown":         daemonLab,
 	})
 	for _, n := range notes {
 		t.Log(n)

@@ -85,6 +85,36 @@ func Groups() []Group {
 					"description": "Prometheus cannot scrape the daemon, or the controller's health check of it fails: the node's rules cannot be changed and its metrics are missing.",
 				},
 			},
+			{
+				Alert:  "TelcolbBGPSessionDown",
+				Expr:   `telcolb_bgp_session_up == 0`,
+				For:    "1m",
+				Labels: map[string]string{"severity": "critical"},
+				Annotations: map[string]string{
+					"summary":     "BGP session of {{ $labels.instance }} with {{ $labels.peer }} is down",
+					"description": "{{ $labels.instance }} has no established BGP session with {{ $labels.peer }}: the VIPs it announces are not reachable through that router.",
+				},
+			},
+			{
+				Alert:  "TelcolbBFDSessionDown",
+				Expr:   `telcolb_bfd_session_up == 0`,
+				For:    "1m",
+				Labels: map[string]string{"severity": "critical"},
+				Annotations: map[string]string{
+					"summary":     "BFD session of {{ $labels.instance }} with {{ $labels.peer }} is down",
+					"description": "BFD with {{ $labels.peer }} is not Up: the link or the router's forwarding toward {{ $labels.instance }} fails, and the BGP session over it is taken down.",
+				},
+			},
+			{
+				Alert:  "TelcolbDiameterPeerDown",
+				Expr:   `telcolb_diameter_peer_state{state="okay"} == 0`,
+				For:    "1m",
+				Labels: map[string]string{"severity": "critical"},
+				Annotations: map[string]string{
+					"summary":     "Diameter agent {{ $labels.agent }}: server {{ $labels.server }} is not okay",
+					"description": "The watchdog of server {{ $labels.server }} is not in the okay state (down, connecting or suspect): the agent sends its new sessions to the other servers and re-sends its pending requests there.",
+				},
+			},
 		},
 	}}
 }

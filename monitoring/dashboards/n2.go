@@ -8,7 +8,7 @@ func n2() Spec {
 	return Spec{
 		File:        "n2",
 		Title:       "telcolb / N2",
-		Description: "N2 proxies: UE contexts per AMF, NGAP messages per procedure, steering failures, rejected PDUs by reason, associations per AMF.",
+		Description: "N2 proxies: UE contexts per AMF, NGAP messages per procedure, steering failures, rejected PDUs by reason, associations per AMF and per gNB and AMF.",
 		Variables:   []Variable{{Name: "proxy", Label: "N2 service", Metric: "telcolb_n2_associations_up", LabelName: "proxy"}},
 		Rows: []Row{
 			{Title: "UEs and AMFs", Panels: []Panel{
@@ -34,6 +34,14 @@ func n2() Spec {
 					Queries: []Query{{Expr: `sum by (direction) (rate(telcolb_n2_malformed_total{` + px + `}[$__rate_interval]))`, Legend: "{{direction}}"}}},
 				{Title: "Suppressed logs and Error Indications", Unit: "ops",
 					Queries: []Query{{Expr: `sum by (what) (rate(telcolb_n2_suppressed_total{` + px + `}[$__rate_interval]))`, Legend: "{{what}}"}}},
+			}},
+			// Appended last: panel IDs follow the order, and users' links
+			// to the panels above must keep working.
+			{Title: "gNBs", Panels: []Panel{
+				{Title: "NG associations ready per gNB and AMF", Description: "1 when the gNB's NG association to the AMF is set up, 0 while it is wanted but not ready. gNBs by Global RAN Node ID; past 32 per proxy they add up under other.",
+					Queries: []Query{{Expr: `sum by (gnb, amf) (telcolb_n2_gnb_associations_ready{` + px + `})`, Legend: "{{gnb}} to {{amf}}"}}},
+				{Title: "gNBs with an AMF not ready", Kind: Stat, Description: "gNBs missing a ready NG association to at least one AMF.",
+					Queries: []Query{{Expr: `count(count by (proxy, gnb) (telcolb_n2_gnb_associations_ready{` + px + `} == 0)) or on() (0 * count(telcolb_n2_gnb_associations_ready{` + px + `}))`, Legend: "gNBs"}}},
 			}},
 		},
 	}

@@ -34,6 +34,10 @@ func sctp() Spec {
 			{Title: "Multi-homed path failover", Panels: []Panel{
 				{Title: "Path failovers steered by the LB", Unit: "ops", Description: "Times the datapath began sending an association's endpoint packets on the client's live path because the client's other path went silent or unroutable (sctpPathFailover).",
 					Queries: []Query{{Expr: `sum by (service) (rate(telcolb_sctp_path_steerings_total{service=~"$service"}[$__rate_interval]))`, Legend: "{{service}}"}}},
+				{Title: "Associations by path count", Description: "Live associations by the number of client addresses the LB knows for them (1: single-homed; at most 4 are tracked).",
+					Queries: []Query{{Expr: `sum by (service, paths) (telcolb_sctp_associations{service=~"$service"})`, Legend: "{{service}} {{paths}} paths"}}},
+				{Title: "Multi-homed associations", Kind: Stat, Description: "Live associations with more than one client address.",
+					Queries: []Query{{Expr: `sum(telcolb_sctp_associations{service=~"$service",paths!="1"})`, Legend: "multi-homed"}}},
 			}},
 		},
 	}

@@ -37,12 +37,14 @@ const (
 // and why. Evaluate fails when one of them does return series (the list
 // is stale) and when any other query returns nothing.
 var notExercised = promtest.Unexercised{
-	`alert TelcolbVIPPoolNearlyExhausted`:                "controller metric: k8s/controller TestControllerDashboardAndAlertsAgainstPrometheus fills a pool",
-	`dashboard n2, panel "Rejected PDUs by reason"`:      "the simulators send only valid NGAP; the section 10 rejections are tested in sctplb/steer",
-	`dashboard n2, panel "Malformed PDUs"`:               "the simulators send only decodable NGAP; malformed input is fuzzed in sctplb/steer",
-	`dashboard pfcp, panel "Sessions replayed or moved"`: "no UPF restarts here; scenarios/pfcp TestN4LabThroughTheDaemon restarts one",
-	`dashboard pfcp, panel "Steering failures"`:          "every PFCP message here has a live UPF",
-	`dashboard pfcp, panel "Malformed messages"`:         "the simulators send valid PFCP; malformed input is fuzzed in l7parse/pfcp and sctplb/n4",
+	`alert TelcolbVIPPoolNearlyExhausted`:                           "controller metric: k8s/controller TestControllerDashboardAndAlertsAgainstPrometheus fills a pool",
+	`dashboard n2, panel "Rejected PDUs by reason"`:                 "the simulators send only valid NGAP; the section 10 rejections are tested in sctplb/steer",
+	`dashboard n2, panel "Malformed PDUs"`:                          "the simulators send only decodable NGAP; malformed input is fuzzed in sctplb/steer",
+	`dashboard pfcp, panel "Sessions replayed or moved"`:            "no UPF restarts here; scenarios/pfcp TestN4LabThroughTheDaemon restarts one",
+	`dashboard pfcp, panel "Steering failures"`:                     "every PFCP message here has a live UPF",
+	`dashboard pfcp, panel "Malformed messages"`:                    "the simulators send valid PFCP; malformed input is fuzzed in l7parse/pfcp and sctplb/n4",
+	`dashboard diameter, panel "Retransmissions to another server"`: "no server fails with requests in flight here; scenarios/diameter TestDiameterLabThroughTheDaemon kills one mid-run",
+	`dashboard diameter, panel "Rejected by the agent"`:             "every request here has a server to go to; the agent's own answers are tested in sctplb/diam",
 }
 
 // TestDashboardsAndAlertsAgainstPrometheus is the metrics lab (see doc.go).
@@ -54,7 +56,7 @@ var notExercised = promtest.Unexercised{
 // SMF simulator and 2 UPF simulators; Prometheus also has a daemon target
 // nobody listens on (daemon unreachable).
 func TestDashboardsAndAlertsAgainstPrometheus(t *testing.T) {
-	promtest.RequireTools(t, "prometheus", "promtool")
+	promtest.RequireTools(t, "prometheus", "promtool", "bird")
 	if os.Geteuid() != 0 {
 		if os.Getenv("CI") != "" {
 			t.Fatal("the metrics lab needs root in CI")
@@ -99,6 +101,9 @@ func TestDashboardsAndAlertsAgainstPrometheus(t *testing.T) {
 	}
 
 	runL4(t, ctx, env)
+	runMultihomed(t, ctx, env, pc)
+	runAdvertise(t, ctx, env, tmp)
+	runDiameter(t, ctx, env, tmp)
 	runPFCP(t, ctx, env, tmp)
 	runN2(t, ctx, env, tmp, pc)
 

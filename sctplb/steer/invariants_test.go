@@ -15,7 +15,10 @@ import (
 //   - every per-AMF count equals the records attached to that AMF, and every
 //     upstream's count the records attached to it; orphans count nowhere;
 //   - records refer to gNBs and upstreams that exist; upstreams to gNBs;
-//   - the Initial UE Messages kept for re-steering belong to live records.
+//   - the Initial UE Messages kept for re-steering belong to live records;
+//   - per AMF, the ready associations GNBLinks reports over the gNBs add up
+//     to Links' Ready, and it has an entry per wanted association's
+//     (gNB, AMF) pair (0 when not ready).
 //
 // It returns "" when they hold, else what broke.
 func checkInvariants(m *Machine) string {
@@ -79,6 +82,23 @@ func checkInvariants(m *Machine) string {
 			bad("upstream %d of unknown gNB %d", id, up.gnb)
 		}
 	}
+	links, perGNB := m.Links(), m.GNBLinks()
+	ready := make([]int, len(links))
+	for k, n := range perGNB {
+		if k.AMF < 0 || k.AMF >= len(links) || n < 0 {
+			bad("GNBLinks entry %+v = %d", k, n)
+			continue
+		}
+		ready[k.AMF] += n
+	}
+	for i, l := range links {
+		if ready[i] != l.Ready {
+			bad("AMF %d: GNBLinks counts %d ready associations, Links %d", i, ready[i], l.Ready)
+		}
+		if l.Wanted > 0 && !hasAMF(perGNB, i) {
+			bad("AMF %d: %d associations wanted, none in GNBLinks", i, l.Wanted)
+		}
+	}
 	for u := range m.initial {
 		if !records[u] {
 			bad("kept Initial UE Message of a record no index reaches")
@@ -105,4 +125,13 @@ func checkEmpty(m *Machine) string {
 			len(m.gnbs), len(m.ups), len(m.byRAN), len(m.byAMF), len(m.initial), n)
 	}
 	return ""
+}
+
+func hasAMF(links map[GNBLink]int, amf int) bool {
+	for k := range links {
+		if k.AMF == amf {
+			return true
+		}
+	}
+	return false
 }

@@ -33,7 +33,10 @@ const (
 const maxPendingAnswers = 64
 
 type gnb struct {
-	id       AssocID
+	id AssocID
+	// name is the gNB's Global RAN Node ID from its NG Setup Request
+	// (ngapl.RANNodeID), "" before one was read.
+	name     string
 	out      uint16
 	state    gnbState
 	setupReq []byte

@@ -47,6 +47,11 @@ func (m *Machine) fromGNB(e GNBMessage) {
 		return
 	}
 	if k.Procedure == ngapType.ProcedureCodeNGSetup && k.Type == ngapl.Initiating {
+		// The Global RAN Node ID is mandatory (validate checked it is
+		// present); one that cannot be formatted leaves the gNB unnamed.
+		if name, err := ngapl.RANNodeID(pdu); err == nil {
+			g.name = name
+		}
 		m.gnbSetup(g, e.Data)
 		return
 	}

@@ -30,6 +30,9 @@ type fakeDatapath struct {
 	drops      map[dataplane.DropReason]uint64
 	flushes    int
 	failUpsert error
+	// assocPaths are the SCTP association records by path count, per
+	// service ID (AssocPaths).
+	assocPaths map[uint32][dataplane.MaxAssocPaths]uint64
 	// maxID is the datapath's ID space (testMaxID when 0).
 	maxID uint32
 }
@@ -72,6 +75,16 @@ func (f *fakeDatapath) Conntrack() ([]dataplane.Conn, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return append([]dataplane.Conn(nil), f.conns...), nil
+}
+
+func (f *fakeDatapath) AssocPaths() (map[uint32][dataplane.MaxAssocPaths]uint64, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := map[uint32][dataplane.MaxAssocPaths]uint64{}
+	for id, c := range f.assocPaths {
+		out[id] = c
+	}
+	return out, nil
 }
 
 func (f *fakeDatapath) FlushConntrack() error {

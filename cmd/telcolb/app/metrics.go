@@ -3,10 +3,12 @@ package app
 import (
 	"fmt"
 	"net/netip"
+	"strconv"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/telcolb/telcolb/api"
+	"github.com/telcolb/telcolb/dataplane"
 )
 
 var (
@@ -28,6 +30,8 @@ var (
 		"Connections (SCTP: associations) created toward an endpoint.", []string{"service", "endpoint", "protocol"}, nil)
 	descDrops = prometheus.NewDesc("telcolb_drops_total",
 		"Packets the datapath dropped, by reason.", []string{"reason"}, nil)
+	descAssocPaths = prometheus.NewDesc("telcolb_sctp_associations",
+		"Live SCTP associations of a datapath service by the number of client addresses (paths) the LB knows for them; a series per path count that has associations.", []string{"service", "paths"}, nil)
 	descPathSteerings = prometheus.NewDesc("telcolb_sctp_path_steerings_total",
 		"SCTP path failover: times the LB began sending an association's endpoint packets on the client's live path instead of the address they were sent to.", []string{"service"}, nil)
 	descProbeFailures = prometheus.NewDesc("telcolb_probe_failures_total",
@@ -52,7 +56,7 @@ type collector struct {
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descServices, descEndpointUp, descActive, descSvcPackets, descSvcBytes,
-		descEpPackets, descEpBytes, descEpSessions, descDrops, descPathSteerings, descProbeFailures, descDamagedFiles, descCTNotMigrated} {
+		descEpPackets, descEpBytes, descEpSessions, descDrops, descPathSteerings, descAssocPaths, descProbeFailures, descDamagedFiles, descCTNotMigrated} {
 		ch <- d
 	}
 }
@@ -128,7 +132,43 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	if m, ok := s.dp.(migrationReporter); ok {
 		ch <- prometheus.MustNewConstMetric(descCTNotMigrated, prometheus.GaugeValue, float64(m.ConntrackNotMigrated()))
 	}
+	if ap, ok := s.dp.(assocPathCounter); ok {
+		c.assocPaths(ch, ap, list)
+	}
 	for k, n := range s.probes.failureCounts() {
 		ch <- prometheus.MustNewConstMetric(descProbeFailures, prometheus.CounterValue, float64(n), k.service, k.endpoint.String())
+	}
+}
+
+// assocPathCounter is implemented by a datapath that keeps SCTP
+// association records (*dataplane.Datapath does).
+type assocPathCounter interface {
+	AssocPaths() (map[uint32][dataplane.MaxAssocPaths]uint64, error)
+}
+
+// assocPaths exports the association records of the SCTP datapath
+// services by path count. Only counts that have associations get a
+// series: at most MaxAssocPaths per SCTP service, none while idle.
+func (c *collector) assocPaths(ch chan<- prometheus.Metric, ap assocPathCounter, list []storedService) {
+	counts, err := ap.AssocPaths()
+	if err != nil {
+		ch <- prometheus.NewInvalidMetric(descAssocPaths, fmt.Errorf("datapath association records: %w", err))
+		return
+	}
+	for _, ss := range list {
+		if ss.Service.Protocol != api.ProtocolSCTP || ss.Service.N2 || ss.Service.Diameter != nil {
+			continue
+		}
+		var sum [dataplane.MaxAssocPaths]uint64
+		for _, id := range ss.IDs {
+			for i, n := range counts[id] {
+				sum[i] += n
+			}
+		}
+		for i, n := range sum {
+			if n > 0 {
+				ch <- prometheus.MustNewConstMetric(descAssocPaths, prometheus.GaugeValue, float64(n), ss.Service.Name, strconv.Itoa(i+1))
+			}
+		}
 	}
 }
