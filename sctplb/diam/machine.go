@@ -2,7 +2,6 @@ package diam
 
 import (
 	"errors"
-	"fmt"
 	"log/slog"
 	"strings"
 	"time"
@@ -166,10 +165,8 @@ func New(cfg Config) (*Machine, error) {
 	if cfg.Mode == Proxy && len(cfg.Applications) == 0 {
 		return nil, errors.New("diam: a proxy agent needs its applications")
 	}
-	for i, s := range cfg.Servers {
-		if s.Weight < 0 {
-			return nil, fmt.Errorf("diam: server %d: negative weight", i)
-		}
+	if err := ValidateServers(cfg.Servers); err != nil {
+		return nil, err
 	}
 	if cfg.Tw <= 0 {
 		cfg.Tw = 30 * time.Second
@@ -233,6 +230,8 @@ func (m *Machine) Step(now time.Time, ev Event) []Action {
 		m.tick()
 	case Shutdown:
 		m.stop()
+	case Reconfigure:
+		m.reconfigure(e)
 	}
 	return m.out
 }
@@ -620,13 +619,7 @@ func (m *Machine) serverDown(sv *server, delay time.Duration) {
 }
 
 func (m *Machine) tick() {
-	for i, sv := range m.servers {
-		if sv.state == Down && sv.conn == nil && !m.shutdown && !m.now.Before(sv.nextDial) {
-			sv.state = Connecting
-			m.emit(Action{Kind: PeerState, Server: i, State: Connecting})
-			m.emit(Action{Kind: Dial, Server: i})
-		}
-	}
+	m.dialDue()
 	for _, c := range m.conns {
 		if m.now.Before(c.wd) {
 			continue
@@ -636,6 +629,17 @@ func (m *Machine) tick() {
 	m.expire()
 	if m.now.Sub(m.lastSweep) >= max(m.cfg.SessionIdle/8, time.Second) {
 		m.sweep()
+	}
+}
+
+// dialDue dials the servers down for their Tc.
+func (m *Machine) dialDue() {
+	for i, sv := range m.servers {
+		if sv.state == Down && sv.conn == nil && !m.shutdown && !m.now.Before(sv.nextDial) {
+			sv.state = Connecting
+			m.emit(Action{Kind: PeerState, Server: i, State: Connecting})
+			m.emit(Action{Kind: Dial, Server: i})
+		}
 	}
 }
 
