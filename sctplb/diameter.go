@@ -315,7 +315,9 @@ func (a *DiameterAgent) reader(c *dconn) {
 }
 
 func (a *DiameterAgent) dial(s int) {
-	addr := a.cfg.Servers[s].Addr
+	// The server is known by name across the dial: a Reconfigure may
+	// move or remove it meanwhile.
+	name, addr := a.cfg.Servers[s].Name, a.cfg.Servers[s].Addr
 	a.wg.Add(1)
 	go func() {
 		defer a.wg.Done()
@@ -338,8 +340,15 @@ func (a *DiameterAgent) dial(s int) {
 		}
 		a.mu.Lock()
 		defer a.mu.Unlock()
+		s := a.serverIndex(name)
+		if s < 0 {
+			if p != nil {
+				_ = p.close()
+			}
+			return
+		}
 		if err != nil {
-			a.log.Debug("Diameter server dial failed", "server", a.names[s], "err", err)
+			a.log.Debug("Diameter server dial failed", "server", name, "err", err)
 			a.step(diam.DialFailed{Server: s})
 			return
 		}
@@ -350,6 +359,55 @@ func (a *DiameterAgent) dial(s int) {
 		id := a.start(p)
 		a.step(diam.Dialed{Server: s, Conn: id})
 	}()
+}
+
+// serverIndex is the machine's index of the named server, -1 if it is no
+// longer configured; a.mu held.
+func (a *DiameterAgent) serverIndex(name string) int {
+	for i, n := range a.names {
+		if n == name {
+			return i
+		}
+	}
+	return -1
+}
+
+// Reconfigure changes the servers and the policy without a restart:
+// clients stay connected, kept servers keep their connection and Session-Id
+// bindings; a removed server gets a DPR and its pending requests go to
+// another server with the T flag (diam.Reconfigure). Listen address,
+// transport, identity, mode and applications cannot change this way.
+func (a *DiameterAgent) Reconfigure(servers []DiameterServer, policy diam.Policy) error {
+	var ms []diam.Server
+	for _, s := range servers {
+		ms = append(ms, diam.Server{Name: s.Name, Addr: s.Addr, Weight: s.Weight})
+	}
+	if err := diam.ValidateServers(ms); err != nil {
+		return fmt.Errorf("sctplb: %w", err)
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	removed := map[string]bool{}
+	for _, n := range a.names {
+		removed[n] = true
+	}
+	for _, s := range servers {
+		delete(removed, s.Name)
+	}
+	// The new list first: the machine's Dial actions index it.
+	a.cfg.Servers = append([]DiameterServer(nil), servers...)
+	a.cfg.Policy = policy
+	a.names = make([]string, len(servers))
+	for i, s := range servers {
+		a.names[i] = s.Name
+	}
+	a.step(diam.Reconfigure{Servers: ms, Policy: policy})
+	for n := range removed {
+		a.met.forget(n)
+	}
+	a.refresh(a.ctx != nil && a.ctx.Err() == nil)
+	a.log.Info("Diameter agent reconfigured", "servers", len(servers), "removed", len(removed), "policy", policy.String())
+	return nil
 }
 
 // step runs the machine and carries out its actions; a.mu held.

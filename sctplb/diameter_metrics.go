@@ -125,3 +125,12 @@ func (m *diamMetrics) state(s DiameterStats, states []diam.State) {
 	}
 	m.clients.Set(float64(s.Clients))
 }
+
+// forget drops the series of a server no longer configured.
+func (m *diamMetrics) forget(server string) {
+	m.sessions.DeleteLabelValues(server)
+	m.resent.DeleteLabelValues(server)
+	for _, st := range diamStates {
+		m.peerState.DeleteLabelValues(server, st.String())
+	}
+}
