@@ -282,14 +282,29 @@ func (a *DiameterAgent) start(p peerIO) diam.ConnID {
 	return c.id
 }
 
+// maxReadBatch bounds the messages one reader steps under one lock.
+const maxReadBatch = 64
+
 func (a *DiameterAgent) reader(c *dconn) {
+	batch := make([][]byte, 0, maxReadBatch)
 	for {
+		// Every whole message already read from the socket is stepped
+		// under one lock: one lock round per message cost the agent a
+		// good share of its CPU under load.
 		b, err := c.p.read()
-		if len(b) > 0 {
-			a.mu.Lock()
-			a.step(diam.Message{Conn: c.id, Data: b})
-			a.mu.Unlock()
+		batch = append(batch[:0], b)
+		for err == nil && len(batch) < maxReadBatch && c.p.ready() {
+			b, err = c.p.read()
+			batch = append(batch, b)
 		}
+		a.mu.Lock()
+		for _, b := range batch {
+			if len(b) > 0 {
+				a.step(diam.Message{Conn: c.id, Data: b})
+			}
+		}
+		a.mu.Unlock()
+		clear(batch)
 		if err != nil {
 			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) && !errors.Is(err, transport.ErrClosed) {
 				a.log.Debug("Diameter connection ended", "conn", c.id, "remote", c.p.remote(), "err", err)
@@ -538,10 +553,17 @@ func (p *tcpPeer) writeBatch(b net.Buffers) error {
 // peerIO reads and writes whole Diameter messages.
 type peerIO interface {
 	read() ([]byte, error)
+	// ready reports whether read would return a whole message without
+	// waiting for the network.
+	ready() bool
 	write([]byte) error
 	close() error
 	remote() string
 }
+
+// routeRecordRoom is the spare capacity left after each message read: a
+// Route-Record AVP for an Origin-Host of up to 80 bytes.
+const routeRecordRoom = 88
 
 type tcpPeer struct {
 	c net.Conn
@@ -563,11 +585,22 @@ func (p *tcpPeer) read() ([]byte, error) {
 		hdr, _ := p.r.Peek(diameter.HeaderLen)
 		return append([]byte(nil), hdr...), ferr
 	}
-	b := make([]byte, n)
+	// Room for the Route-Record the agent appends to a request (diam
+	// Message: the machine edits the buffer in place).
+	b := make([]byte, n, n+routeRecordRoom)
 	if _, err := io.ReadFull(p.r, b); err != nil {
 		return nil, err
 	}
 	return b, nil
+}
+
+func (p *tcpPeer) ready() bool {
+	if p.r.Buffered() < 4 {
+		return false
+	}
+	h, _ := p.r.Peek(4)
+	n, err := diameter.FrameLen(h)
+	return err == nil && n <= p.r.Buffered()
 }
 
 func (p *tcpPeer) write(b []byte) error {
@@ -590,8 +623,13 @@ func (p *sctpPeer) read() ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	return m.Data, nil
+	// Clipped: the machine appends in place (diam.Message), and a
+	// transport may hand out slices of a buffer it shares.
+	return m.Data[:len(m.Data):len(m.Data)], nil
 }
+
+// ready is false: each SCTP user message is one receive call.
+func (p *sctpPeer) ready() bool { return false }
 
 func (p *sctpPeer) write(b []byte) error {
 	return p.c.Send(p.ctx, transport.Message{Stream: 0, PPID: diameter.PPID, Data: b})
