@@ -268,7 +268,7 @@ func (a *DiameterAgent) accept(ctx context.Context) {
 // start registers a connection and runs its reader and writer; a.mu held.
 func (a *DiameterAgent) start(p peerIO) diam.ConnID {
 	a.nextID++
-	c := &dconn{id: a.nextID, p: p, out: make(chan []byte, 1024), done: make(chan struct{})}
+	c := newDconn(a.nextID, p)
 	a.conns[c.id] = c
 	a.wg.Add(2)
 	go func() {
@@ -451,14 +451,24 @@ func (a *DiameterAgent) step(ev diam.Event) {
 // dconn is one connection: a reader goroutine, and a writer goroutine fed
 // by a queue so that a slow peer never blocks the machine.
 type dconn struct {
-	id       diam.ConnID
-	p        peerIO
-	out      chan []byte
-	done     chan struct{}
-	once     sync.Once
+	id   diam.ConnID
+	p    peerIO
+	done chan struct{}
+	// wake tells the writer the queue went from empty to not empty (or
+	// that closing was set): one wake-up per burst, not per message.
+	wake     chan struct{}
 	qmu      sync.Mutex
+	queue    [][]byte
 	closing  bool
 	shutOnce sync.Once
+}
+
+// maxQueued bounds a connection's queue: a peer that lets this many
+// messages pile up is not reading.
+const maxQueued = 1024
+
+func newDconn(id diam.ConnID, p peerIO) *dconn {
+	return &dconn{id: id, p: p, done: make(chan struct{}), wake: make(chan struct{}, 1)}
 }
 
 // enqueue queues b; false if the queue is full (the peer does not read).
@@ -468,11 +478,20 @@ func (c *dconn) enqueue(b []byte) bool {
 	if c.closing {
 		return true
 	}
-	select {
-	case c.out <- b:
-		return true
-	default:
+	if len(c.queue) >= maxQueued {
 		return false
+	}
+	c.queue = append(c.queue, b)
+	if len(c.queue) == 1 {
+		c.signal()
+	}
+	return true
+}
+
+func (c *dconn) signal() {
+	select {
+	case c.wake <- struct{}{}:
+	default:
 	}
 }
 
@@ -482,7 +501,7 @@ func (c *dconn) closeAfterWrites() {
 	defer c.qmu.Unlock()
 	if !c.closing {
 		c.closing = true
-		close(c.out)
+		c.signal()
 	}
 }
 
@@ -494,47 +513,45 @@ func (c *dconn) shut() {
 	})
 }
 
-// writer sends what the machine queued. On TCP it takes every message
-// already queued and writes them in one writev: a system call per message
-// cost the agent most of its throughput against a plain relay.
+// writer sends what the machine queued: it takes the whole queue at each
+// wake-up and, on TCP, writes it in one writev (a system call and a
+// wake-up per message cost the agent most of its throughput against a
+// plain relay). The two queue slices are swapped, so none is allocated
+// once both have grown.
 func (c *dconn) writer() {
 	bw, batching := c.p.(batchWriter)
-	var batch net.Buffers
+	var spare [][]byte
 	for {
 		select {
-		case b, ok := <-c.out:
-			if !ok {
-				c.shut()
-				return
-			}
-			if !batching {
-				if err := c.p.write(b); err != nil {
-					c.shut()
-					return
-				}
-				continue
-			}
-			batch = append(batch[:0], b)
-			closed := false
-		more:
-			for len(batch) < 256 {
-				select {
-				case x, ok := <-c.out:
-					if !ok {
-						closed = true
-						break more
-					}
-					batch = append(batch, x)
-				default:
-					break more
-				}
-			}
-			if err := bw.writeBatch(batch); err != nil || closed {
-				c.shut()
-				return
-			}
-			clear(batch)
+		case <-c.wake:
 		case <-c.done:
+			return
+		}
+		c.qmu.Lock()
+		batch := c.queue
+		c.queue = spare[:0]
+		closing := c.closing
+		c.qmu.Unlock()
+		var err error
+		if batching && len(batch) > 0 {
+			err = bw.writeBatch(batch)
+		} else {
+			for _, b := range batch {
+				if err = c.p.write(b); err != nil {
+					break
+				}
+			}
+		}
+		clear(batch)
+		spare = batch
+		if err != nil {
+			c.shut()
+			return
+		}
+		if closing {
+			// Taken with the queue under one lock, and enqueue adds
+			// nothing once closing: everything queued is written.
+			c.shut()
 			return
 		}
 	}
