@@ -268,7 +268,7 @@ func (a *DiameterAgent) accept(ctx context.Context) {
 // start registers a connection and runs its reader and writer; a.mu held.
 func (a *DiameterAgent) start(p peerIO) diam.ConnID {
 	a.nextID++
-	c := &dconn{id: a.nextID, p: p, out: make(chan []byte, 1024), done: make(chan struct{})}
+	c := newDconn(a.nextID, p)
 	a.conns[c.id] = c
 	a.wg.Add(2)
 	go func() {
@@ -282,14 +282,29 @@ func (a *DiameterAgent) start(p peerIO) diam.ConnID {
 	return c.id
 }
 
+// maxReadBatch bounds the messages one reader steps under one lock.
+const maxReadBatch = 64
+
 func (a *DiameterAgent) reader(c *dconn) {
+	batch := make([][]byte, 0, maxReadBatch)
 	for {
+		// Every whole message already read from the socket is stepped
+		// under one lock: one lock round per message cost the agent a
+		// good share of its CPU under load.
 		b, err := c.p.read()
-		if len(b) > 0 {
-			a.mu.Lock()
-			a.step(diam.Message{Conn: c.id, Data: b})
-			a.mu.Unlock()
+		batch = append(batch[:0], b)
+		for err == nil && len(batch) < maxReadBatch && c.p.ready() {
+			b, err = c.p.read()
+			batch = append(batch, b)
 		}
+		a.mu.Lock()
+		for _, b := range batch {
+			if len(b) > 0 {
+				a.step(diam.Message{Conn: c.id, Data: b})
+			}
+		}
+		a.mu.Unlock()
+		clear(batch)
 		if err != nil {
 			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) && !errors.Is(err, transport.ErrClosed) {
 				a.log.Debug("Diameter connection ended", "conn", c.id, "remote", c.p.remote(), "err", err)
@@ -315,7 +330,9 @@ func (a *DiameterAgent) reader(c *dconn) {
 }
 
 func (a *DiameterAgent) dial(s int) {
-	addr := a.cfg.Servers[s].Addr
+	// The server is known by name across the dial: a Reconfigure may
+	// move or remove it meanwhile.
+	name, addr := a.cfg.Servers[s].Name, a.cfg.Servers[s].Addr
 	a.wg.Add(1)
 	go func() {
 		defer a.wg.Done()
@@ -338,8 +355,15 @@ func (a *DiameterAgent) dial(s int) {
 		}
 		a.mu.Lock()
 		defer a.mu.Unlock()
+		s := a.serverIndex(name)
+		if s < 0 {
+			if p != nil {
+				_ = p.close()
+			}
+			return
+		}
 		if err != nil {
-			a.log.Debug("Diameter server dial failed", "server", a.names[s], "err", err)
+			a.log.Debug("Diameter server dial failed", "server", name, "err", err)
 			a.step(diam.DialFailed{Server: s})
 			return
 		}
@@ -350,6 +374,55 @@ func (a *DiameterAgent) dial(s int) {
 		id := a.start(p)
 		a.step(diam.Dialed{Server: s, Conn: id})
 	}()
+}
+
+// serverIndex is the machine's index of the named server, -1 if it is no
+// longer configured; a.mu held.
+func (a *DiameterAgent) serverIndex(name string) int {
+	for i, n := range a.names {
+		if n == name {
+			return i
+		}
+	}
+	return -1
+}
+
+// Reconfigure changes the servers and the policy without a restart:
+// clients stay connected, kept servers keep their connection and Session-Id
+// bindings; a removed server gets a DPR and its pending requests go to
+// another server with the T flag (diam.Reconfigure). Listen address,
+// transport, identity, mode and applications cannot change this way.
+func (a *DiameterAgent) Reconfigure(servers []DiameterServer, policy diam.Policy) error {
+	var ms []diam.Server
+	for _, s := range servers {
+		ms = append(ms, diam.Server{Name: s.Name, Addr: s.Addr, Weight: s.Weight})
+	}
+	if err := diam.ValidateServers(ms); err != nil {
+		return fmt.Errorf("sctplb: %w", err)
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	removed := map[string]bool{}
+	for _, n := range a.names {
+		removed[n] = true
+	}
+	for _, s := range servers {
+		delete(removed, s.Name)
+	}
+	// The new list first: the machine's Dial actions index it.
+	a.cfg.Servers = append([]DiameterServer(nil), servers...)
+	a.cfg.Policy = policy
+	a.names = make([]string, len(servers))
+	for i, s := range servers {
+		a.names[i] = s.Name
+	}
+	a.step(diam.Reconfigure{Servers: ms, Policy: policy})
+	for n := range removed {
+		a.met.forget(n)
+	}
+	a.refresh(a.ctx != nil && a.ctx.Err() == nil)
+	a.log.Info("Diameter agent reconfigured", "servers", len(servers), "removed", len(removed), "policy", policy.String())
+	return nil
 }
 
 // step runs the machine and carries out its actions; a.mu held.
@@ -378,14 +451,24 @@ func (a *DiameterAgent) step(ev diam.Event) {
 // dconn is one connection: a reader goroutine, and a writer goroutine fed
 // by a queue so that a slow peer never blocks the machine.
 type dconn struct {
-	id       diam.ConnID
-	p        peerIO
-	out      chan []byte
-	done     chan struct{}
-	once     sync.Once
+	id   diam.ConnID
+	p    peerIO
+	done chan struct{}
+	// wake tells the writer the queue went from empty to not empty (or
+	// that closing was set): one wake-up per burst, not per message.
+	wake     chan struct{}
 	qmu      sync.Mutex
+	queue    [][]byte
 	closing  bool
 	shutOnce sync.Once
+}
+
+// maxQueued bounds a connection's queue: a peer that lets this many
+// messages pile up is not reading.
+const maxQueued = 1024
+
+func newDconn(id diam.ConnID, p peerIO) *dconn {
+	return &dconn{id: id, p: p, done: make(chan struct{}), wake: make(chan struct{}, 1)}
 }
 
 // enqueue queues b; false if the queue is full (the peer does not read).
@@ -395,11 +478,20 @@ func (c *dconn) enqueue(b []byte) bool {
 	if c.closing {
 		return true
 	}
-	select {
-	case c.out <- b:
-		return true
-	default:
+	if len(c.queue) >= maxQueued {
 		return false
+	}
+	c.queue = append(c.queue, b)
+	if len(c.queue) == 1 {
+		c.signal()
+	}
+	return true
+}
+
+func (c *dconn) signal() {
+	select {
+	case c.wake <- struct{}{}:
+	default:
 	}
 }
 
@@ -409,7 +501,7 @@ func (c *dconn) closeAfterWrites() {
 	defer c.qmu.Unlock()
 	if !c.closing {
 		c.closing = true
-		close(c.out)
+		c.signal()
 	}
 }
 
@@ -421,47 +513,45 @@ func (c *dconn) shut() {
 	})
 }
 
-// writer sends what the machine queued. On TCP it takes every message
-// already queued and writes them in one writev: a system call per message
-// cost the agent most of its throughput against a plain relay.
+// writer sends what the machine queued: it takes the whole queue at each
+// wake-up and, on TCP, writes it in one writev (a system call and a
+// wake-up per message cost the agent most of its throughput against a
+// plain relay). The two queue slices are swapped, so none is allocated
+// once both have grown.
 func (c *dconn) writer() {
 	bw, batching := c.p.(batchWriter)
-	var batch net.Buffers
+	var spare [][]byte
 	for {
 		select {
-		case b, ok := <-c.out:
-			if !ok {
-				c.shut()
-				return
-			}
-			if !batching {
-				if err := c.p.write(b); err != nil {
-					c.shut()
-					return
-				}
-				continue
-			}
-			batch = append(batch[:0], b)
-			closed := false
-		more:
-			for len(batch) < 256 {
-				select {
-				case x, ok := <-c.out:
-					if !ok {
-						closed = true
-						break more
-					}
-					batch = append(batch, x)
-				default:
-					break more
-				}
-			}
-			if err := bw.writeBatch(batch); err != nil || closed {
-				c.shut()
-				return
-			}
-			clear(batch)
+		case <-c.wake:
 		case <-c.done:
+			return
+		}
+		c.qmu.Lock()
+		batch := c.queue
+		c.queue = spare[:0]
+		closing := c.closing
+		c.qmu.Unlock()
+		var err error
+		if batching && len(batch) > 0 {
+			err = bw.writeBatch(batch)
+		} else {
+			for _, b := range batch {
+				if err = c.p.write(b); err != nil {
+					break
+				}
+			}
+		}
+		clear(batch)
+		spare = batch
+		if err != nil {
+			c.shut()
+			return
+		}
+		if closing {
+			// Taken with the queue under one lock, and enqueue adds
+			// nothing once closing: everything queued is written.
+			c.shut()
 			return
 		}
 	}
@@ -480,10 +570,17 @@ func (p *tcpPeer) writeBatch(b net.Buffers) error {
 // peerIO reads and writes whole Diameter messages.
 type peerIO interface {
 	read() ([]byte, error)
+	// ready reports whether read would return a whole message without
+	// waiting for the network.
+	ready() bool
 	write([]byte) error
 	close() error
 	remote() string
 }
+
+// routeRecordRoom is the spare capacity left after each message read: a
+// Route-Record AVP for an Origin-Host of up to 80 bytes.
+const routeRecordRoom = 88
 
 type tcpPeer struct {
 	c net.Conn
@@ -505,11 +602,22 @@ func (p *tcpPeer) read() ([]byte, error) {
 		hdr, _ := p.r.Peek(diameter.HeaderLen)
 		return append([]byte(nil), hdr...), ferr
 	}
-	b := make([]byte, n)
+	// Room for the Route-Record the agent appends to a request (diam
+	// Message: the machine edits the buffer in place).
+	b := make([]byte, n, n+routeRecordRoom)
 	if _, err := io.ReadFull(p.r, b); err != nil {
 		return nil, err
 	}
 	return b, nil
+}
+
+func (p *tcpPeer) ready() bool {
+	if p.r.Buffered() < 4 {
+		return false
+	}
+	h, _ := p.r.Peek(4)
+	n, err := diameter.FrameLen(h)
+	return err == nil && n <= p.r.Buffered()
 }
 
 func (p *tcpPeer) write(b []byte) error {
@@ -532,8 +640,13 @@ func (p *sctpPeer) read() ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	return m.Data, nil
+	// Clipped: the machine appends in place (diam.Message), and a
+	// transport may hand out slices of a buffer it shares.
+	return m.Data[:len(m.Data):len(m.Data)], nil
 }
+
+// ready is false: each SCTP user message is one receive call.
+func (p *sctpPeer) ready() bool { return false }
 
 func (p *sctpPeer) write(b []byte) error {
 	return p.c.Send(p.ctx, transport.Message{Stream: 0, PPID: diameter.PPID, Data: b})

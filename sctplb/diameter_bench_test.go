@@ -2,15 +2,11 @@ package sctplb
 
 import (
 	"bufio"
-	"context"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
-	"net/netip"
 	"os"
 	"slices"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -159,13 +155,15 @@ func pct(d []time.Duration, q float64) float64 {
 	return d[int(q*float64(len(d)-1))].Seconds() * 1e6
 }
 
-// TestBenchDiameterAgentVsRawRelay: requests per second through the agent
+// TestBenchDiameterAgentVsRawRelay: requests per CPU second of the agent
 // (TCP shell, parse, route, rewrite, pending table) against a raw TCP
-// relay of the same messages, side by side in interleaved rounds, on
-// loopback, client and server in this process (their cost is in both
-// variants alike); and the round trip at window 1 through each, reported
+// relay of the same messages, each in a child process whose CPU time is
+// read from /proc (client and server run here and are not counted), side
+// by side in interleaved rounds on loopback; wall-clock requests per
+// second of both; and the round trip at window 1 through each, reported
 // separately and as a ratio (a difference of two noisy percentiles could
-// come out negative).
+// come out negative). TELCOLB_DIAMETER_CPUPROFILE=<file> writes the
+// agent's CPU profile.
 func TestBenchDiameterAgentVsRawRelay(t *testing.T) {
 	if os.Getenv("TELCOLB_BENCH") != "1" {
 		t.Skip("set TELCOLB_BENCH=1 to run the benchmarks")
@@ -176,47 +174,35 @@ func TestBenchDiameterAgentVsRawRelay(t *testing.T) {
 	}
 	defer srvLn.Close()
 	go benchDiamServer(t, srvLn)
-	relayLn, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer relayLn.Close()
-	go rawRelay(relayLn, srvLn.Addr().String())
-	a, err := NewDiameter(DiameterConfig{Listen: netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), freePort(t)),
-		Identity: diameter.Identity{Host: "dra.bench.example", Realm: "bench.example"},
-		Servers:  []DiameterServer{{Name: "ocs", Addr: netip.MustParseAddrPort(srvLn.Addr().String())}},
-		Logger:   slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := a.Open(); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() { defer wg.Done(); _ = a.Serve(ctx) }()
-	defer func() { cancel(); wg.Wait() }()
-	waitFor(t, 20*time.Second, func() bool { s := a.Stats(); return len(s.Servers) == 1 && s.Servers[0].Up })
+	agent := startMiddlebox(t, "agent", srvLn.Addr().String(), os.Getenv("TELCOLB_DIAMETER_CPUPROFILE"))
+	relay := startMiddlebox(t, "relay", srvLn.Addr().String(), "")
 	const n, lat = 50_000, 2_000
-	measure := func(prefix, addr string) figure.Variant {
+	measure := func(prefix string, mb *middlebox) figure.Variant {
 		return figure.Variant{Name: prefix, Measure: func(int) (map[string]float64, error) {
-			rps, _, err := benchClient(addr, n, 64)
+			cpu0 := mb.cpuSeconds(t)
+			start := time.Now()
+			if _, _, err := benchClient(mb.addr, n, 64); err != nil {
+				return nil, err
+			}
+			wall := time.Since(start).Seconds()
+			cpu := mb.cpuSeconds(t) - cpu0
+			_, rtts, err := benchClient(mb.addr, lat, 1)
 			if err != nil {
 				return nil, err
 			}
-			_, rtts, err := benchClient(addr, lat, 1)
-			if err != nil {
-				return nil, err
-			}
-			return map[string]float64{prefix + "_rps": rps, prefix + "_p50": pct(rtts, 0.5), prefix + "_p99": pct(rtts, 0.99)}, nil
+			t.Logf("%s: %d requests in %.2fs wall, %.2f CPU s", prefix, n, wall, cpu)
+			return map[string]float64{prefix + "_cpu": n / max(cpu, 0.01), prefix + "_rps": n / wall,
+				prefix + "_p50": pct(rtts, 0.5), prefix + "_p99": pct(rtts, 0.99)}, nil
 		}}
 	}
 	figs, err := figure.Interleave(figure.Plan{MinRounds: 5, MaxRounds: 9}, []figure.Variant{
-		measure("agent", a.cfg.Listen.String()), measure("relay", relayLn.Addr().String()),
+		measure("agent", agent), measure("relay", relay),
 	}, func(s *figure.Samples) []figure.Figure {
 		return []figure.Figure{
-			s.Ratio("diameter_agent_vs_relay_throughput", figure.AtLeast(0.5), "agent_rps", "relay_rps"),
+			s.Ratio("diameter_agent_vs_relay_per_core", figure.AtLeast(0.5), "agent_cpu", "relay_cpu"),
+			s.Measured("diameter_agent_requests_per_cpu_second", "req/s", figure.Above(0), "agent_cpu"),
+			s.Measured("diameter_relay_requests_per_cpu_second", "req/s", figure.Above(0), "relay_cpu"),
+			s.Ratio("diameter_agent_vs_relay_throughput", figure.Above(0), "agent_rps", "relay_rps"),
 			s.Measured("diameter_agent_requests_per_s", "req/s", figure.Above(0), "agent_rps"),
 			s.Measured("diameter_relay_requests_per_s", "req/s", figure.Above(0), "relay_rps"),
 			s.Measured("diameter_agent_latency_p50", "us", figure.Above(0), "agent_p50"),

@@ -23,11 +23,33 @@ type diamMetrics struct {
 	sendErrors prometheus.Counter
 	// apps, cmds and codes bound the peer-chosen label values.
 	apps, cmds, codes boundedLabel
+	// byMsg and byResult cache the counters of label values seen: a
+	// label lookup per message (hash, validate) was a visible share of
+	// the agent's CPU. The bounded labels never change a value's label
+	// once given, so a cached counter stays right.
+	byMsg    map[msgKey]prometheus.Counter
+	byResult map[resultKey]prometheus.Counter
+}
+
+// maxCachedCounters bounds each cache: peers choose the raw values, and
+// past the bound the label lookup is done per message.
+const maxCachedCounters = 1024
+
+type msgKey struct {
+	side     diam.Side
+	answer   bool
+	app, cmd uint32
+}
+
+type resultKey struct {
+	side   string
+	result uint32
 }
 
 func newDiamMetrics(reg prometheus.Registerer, agent string) (*diamMetrics, error) {
 	l := prometheus.Labels{"agent": agent}
 	m := &diamMetrics{apps: boundedLabel{}, cmds: boundedLabel{}, codes: boundedLabel{},
+		byMsg: map[msgKey]prometheus.Counter{}, byResult: map[resultKey]prometheus.Counter{},
 		sessions: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "telcolb_diameter_sessions",
 			Help: "Diameter Session-Id bindings, per server.", ConstLabels: l}, []string{"server"}),
 		peerState: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "telcolb_diameter_peer_state",
@@ -91,12 +113,10 @@ func (b boundedLabel) of(v string) string {
 
 func (m *diamMetrics) action(a diam.Action, names []string) {
 	switch a.Kind {
-	case diam.Request:
-		m.requests.WithLabelValues(a.Side.String(), m.apps.of(appLabel(a.App)), m.cmds.of(diameter.CommandName(a.Cmd, true))).Inc()
-	case diam.Answer:
-		m.answers.WithLabelValues(a.Side.String(), m.apps.of(appLabel(a.App)), m.cmds.of(diameter.CommandName(a.Cmd, false))).Inc()
-		if a.Result != 0 {
-			m.results.WithLabelValues(a.Side.String(), m.codes.of(strconv.FormatUint(uint64(a.Result), 10))).Inc()
+	case diam.Request, diam.Answer:
+		m.message(a).Inc()
+		if a.Kind == diam.Answer && a.Result != 0 {
+			m.result(a.Side.String(), a.Result).Inc()
 		}
 	case diam.Retransmitted:
 		if a.Server >= 0 && a.Server < len(names) {
@@ -105,9 +125,39 @@ func (m *diamMetrics) action(a diam.Action, names []string) {
 	case diam.Rejected:
 		m.rejected.WithLabelValues(a.Reason).Inc()
 		if a.Result != 0 {
-			m.results.WithLabelValues("agent", m.codes.of(strconv.FormatUint(uint64(a.Result), 10))).Inc()
+			m.result("agent", a.Result).Inc()
 		}
 	}
+}
+
+// message is the request or answer counter of a's labels.
+func (m *diamMetrics) message(a diam.Action) prometheus.Counter {
+	k := msgKey{side: a.Side, answer: a.Kind == diam.Answer, app: a.App, cmd: a.Cmd}
+	if c, ok := m.byMsg[k]; ok {
+		return c
+	}
+	vec := m.requests
+	if k.answer {
+		vec = m.answers
+	}
+	c := vec.WithLabelValues(a.Side.String(), m.apps.of(appLabel(a.App)), m.cmds.of(diameter.CommandName(a.Cmd, !k.answer)))
+	if len(m.byMsg) < maxCachedCounters {
+		m.byMsg[k] = c
+	}
+	return c
+}
+
+// result is the Result-Code counter of side and code.
+func (m *diamMetrics) result(side string, code uint32) prometheus.Counter {
+	k := resultKey{side, code}
+	if c, ok := m.byResult[k]; ok {
+		return c
+	}
+	c := m.results.WithLabelValues(side, m.codes.of(strconv.FormatUint(uint64(code), 10)))
+	if len(m.byResult) < maxCachedCounters {
+		m.byResult[k] = c
+	}
+	return c
 }
 
 var diamStates = []diam.State{diam.Down, diam.Connecting, diam.WaitCE, diam.Okay, diam.Suspect, diam.Reopen, diam.Closing}
@@ -124,4 +174,13 @@ func (m *diamMetrics) state(s DiameterStats, states []diam.State) {
 		}
 	}
 	m.clients.Set(float64(s.Clients))
+}
+
+// forget drops the series of a server no longer configured.
+func (m *diamMetrics) forget(server string) {
+	m.sessions.DeleteLabelValues(server)
+	m.resent.DeleteLabelValues(server)
+	for _, st := range diamStates {
+		m.peerState.DeleteLabelValues(server, st.String())
+	}
 }

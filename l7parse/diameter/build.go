@@ -260,3 +260,14 @@ func DPR(id Identity, cause, hbh, e2e uint32) []byte {
 
 // RouteRecord encodes a Route-Record AVP naming host.
 func RouteRecord(host string) []byte { return Str(AVPRouteRecord, host) }
+
+// AppendRouteRecord appends a Route-Record AVP naming host to the whole
+// message msg and fixes the header's length: AppendAVP(msg,
+// RouteRecord(host)) without the AVP's own buffer. It writes into msg's
+// spare capacity when there is enough.
+func AppendRouteRecord(msg []byte, host string) []byte {
+	out := AppendEncodedAVP(msg, AVPRouteRecord, AVPMandatory, 0, []byte(host))
+	n := len(out)
+	out[1], out[2], out[3] = byte(n>>16), byte(n>>8), byte(n)
+	return out
+}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/telcolb/telcolb/api"
+	"github.com/telcolb/telcolb/scenarios/capture"
 	"github.com/telcolb/telcolb/scenarios/l4"
 	"github.com/telcolb/telcolb/scenarios/lab"
 )
@@ -23,9 +24,11 @@ import (
 // that server's error answer, routed back through both agents to the
 // client. Both connections to freeDiameterd exchange capabilities, keep
 // up across several watchdog intervals (DWR/DWA both ways), and end with
-// DPR/DPA when the service is deleted; freeDiameterd logs no error.
+// DPR/DPA when the service is deleted; freeDiameterd logs no error; and
+// tshark decodes every Diameter message captured on both freeDiameterd
+// links without a malformed flag.
 func TestFreeDiameterPeersAroundTheAgent(t *testing.T) {
-	needRoot(t, "freeDiameterd", "nsenter")
+	needRoot(t, "freeDiameterd", "nsenter", "dumpcap", "tshark")
 	ctx, cancel := context.WithTimeout(context.Background(), 400*time.Second)
 	defer cancel()
 	dir := buildCmds(t, ctx, "diamserver", "diamclient")
@@ -93,6 +96,17 @@ func TestFreeDiameterPeersAroundTheAgent(t *testing.T) {
 			t.Logf("daemon log:\n%s", tail(d.Log(), 40))
 		}
 	}()
+	// Captures on both freeDiameterd links: tshark must decode every
+	// message either side sent.
+	capDir := t.TempDir()
+	var caps []*capture.Capture
+	for _, iface := range []string{"dfdc", "dfds"} {
+		c, err := capture.Start(ctx, lb, iface, capDir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		caps = append(caps, c)
+	}
 	svc := api.Service{Name: "dia", VIP: labVIP.String(), Port: 3868, Protocol: api.ProtocolTCP,
 		Diameter:  &api.DiameterSpec{OriginHost: "dra.lab.example", OriginRealm: "lab.example"},
 		Endpoints: []api.Endpoint{{Address: addrs["srv"].String(), Port: 3868}, {Address: addrs["fds"].String(), Port: 3868}}}
@@ -172,6 +186,14 @@ func TestFreeDiameterPeersAroundTheAgent(t *testing.T) {
 		}
 		if name == "server" && expected != 3 {
 			t.Errorf("freeDiameterd server refused %d requests as 'Application unsupported', want the 3 sent to it", expected)
+		}
+	}
+	// Client side: freeDiameterd's CER, 603 requests and their answers,
+	// watchdogs; server side: CER/CEA, the 3 requests and 3007 answers,
+	// watchdogs, DPR/DPA.
+	for _, c := range caps {
+		if n := checkDiameterCapture(t, ctx, c); n < 10 {
+			t.Errorf("%s: only %d Diameter frames captured", c.Iface, n)
 		}
 	}
 }

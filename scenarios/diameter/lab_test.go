@@ -261,36 +261,44 @@ func TestDiameterLabThroughTheDaemon(t *testing.T) {
 	t.Logf("%d sessions in %.1fs; %d moved off the killed server, %d pending requests re-sent with T", sessions, res.Seconds, res.Moved, resent)
 	// tshark decodes every Diameter message captured, on both sides.
 	for _, c := range caps {
-		if err := c.Stop(); err != nil {
-			t.Fatal(err)
-		}
-		rows, err := capture.Fields(ctx, c.File, "diameter", "diameter.cmd.code", "diameter.flags.request", "_ws.malformed", "_ws.expert.severity", "_ws.expert.message")
-		if err != nil {
-			t.Fatal(err)
-		}
-		bad := 0
-		for _, r := range rows {
-			// Errors other than the TCP checksums veth leaves to offload;
-			// unknown-vendor warnings are expected (vendor 99999).
-			sev, msg := strings.Split(r[3], ","), strings.Split(r[4], ",")
-			errs := 0
-			for i := range sev {
-				if sev[i] == "8388608" && (i >= len(msg) || !strings.HasPrefix(msg[i], "Bad checksum")) {
-					errs++
-				}
-			}
-			if r[2] != "" || errs > 0 {
-				bad++
-				if bad < 5 {
-					t.Errorf("%s: tshark flags %q", c.Iface, r)
-				}
-			}
-		}
-		t.Logf("%s: %d frames with Diameter decoded, %d flagged", c.Iface, len(rows), bad)
-		if len(rows) < sessions/2 {
-			t.Errorf("%s: only %d Diameter frames captured", c.Iface, len(rows))
+		if n := checkDiameterCapture(t, ctx, c); n < sessions/2 {
+			t.Errorf("%s: only %d Diameter frames captured", c.Iface, n)
 		}
 	}
+}
+
+// checkDiameterCapture stops c and has tshark decode every Diameter
+// message in it: a frame with a malformed flag or an error-level expert
+// note fails the test (except the TCP checksums veth leaves to offload;
+// unknown-vendor warnings are expected, vendor 99999). It returns the
+// frames decoded as Diameter.
+func checkDiameterCapture(t *testing.T, ctx context.Context, c *capture.Capture) int {
+	t.Helper()
+	if err := c.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	rows, err := capture.Fields(ctx, c.File, "diameter", "diameter.cmd.code", "diameter.flags.request", "_ws.malformed", "_ws.expert.severity", "_ws.expert.message")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := 0
+	for _, r := range rows {
+		sev, msg := strings.Split(r[3], ","), strings.Split(r[4], ",")
+		errs := 0
+		for i := range sev {
+			if sev[i] == "8388608" && (i >= len(msg) || !strings.HasPrefix(msg[i], "Bad checksum")) {
+				errs++
+			}
+		}
+		if r[2] != "" || errs > 0 {
+			bad++
+			if bad < 5 {
+				t.Errorf("%s: tshark flags %q", c.Iface, r)
+			}
+		}
+	}
+	t.Logf("%s: %d frames with Diameter decoded, %d flagged", c.Iface, len(rows), bad)
+	return len(rows)
 }
 
 func tail(s string, n int) string {

@@ -163,6 +163,14 @@ func (s *Server) Opaque(sid string) []byte {
 	return s.opaque[sid]
 }
 
+// Accepted counts the connections the server accepted (a peer that
+// reconnects shows here).
+func (s *Server) Accepted() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.conns)
+}
+
 // Counts returns the requests received and those with the T flag.
 func (s *Server) Counts() (requests, retransmitted int) {
 	s.mu.Lock()

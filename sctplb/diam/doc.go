@@ -58,6 +58,12 @@
 // Server-initiated requests (RAR, ASR) go to the client their
 // Destination-Host names, with the same pending table.
 //
+// Service changes (Reconfigure). Servers added, removed or reweighted and
+// the policy change in place: clients and kept servers stay connected and
+// keep their bindings; a removed server gets a DPR, its pending requests
+// fail over as above and its sessions are bound anew at their next
+// request.
+//
 // Not implemented, by choice: redirect agents' 3006 handling (a relay
 // forwards the answer; the client follows it), Proxy-Info handling (it is
 // forwarded untouched, as RFC 6733 §6.7.3 allows a relay), TLS/DTLS

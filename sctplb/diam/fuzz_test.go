@@ -13,12 +13,14 @@ import (
 // FuzzMachine drives the agent with an arbitrary sequence of client
 // requests (new sessions, updates, terminations), server failures and
 // returns, busy, mute and deaf servers, time passing, client
-// retransmissions and corrupted copies. The world checks the invariants
+// retransmissions and corrupted copies, and service changes (a server
+// replaced, the policy changed). The world checks the invariants
 // after every step; at the end every request has exactly one answer.
 func FuzzMachine(f *testing.F) {
 	f.Add([]byte{0, 0, 1, 2, 3, 4, 5, 0, 1, 6, 7, 8, 9})
 	f.Add([]byte{0, 0x10, 0x20, 3, 0x13, 4, 0x14, 0, 0, 5, 5, 5, 2})
 	f.Add([]byte{0, 7, 8, 8, 9, 0x35, 0x45, 0x53, 6, 6, 6, 0})
+	f.Add([]byte{0, 0, 0, 0x25, 1, 0x11, 0x84, 2, 0x94, 0x35, 1, 0xa4, 6, 0x02})
 	f.Fuzz(func(t *testing.T, ops []byte) {
 		if len(ops) > 150 {
 			ops = ops[:150]
@@ -51,6 +53,18 @@ func FuzzMachine(f *testing.F) {
 					w.step(agent.Closed{Conn: s.conn})
 				}
 			case 4:
+				if arg >= 8 {
+					// a service change: server arg%3 replaced by a new
+					// one, the policy changed
+					var keep []*fakeServer
+					for j, s := range w.servers {
+						if j != arg%3 {
+							keep = append(keep, s)
+						}
+					}
+					w.reconfigure(agent.Policy(arg%3), append(keep, w.newServer(fmt.Sprintf("new%d", i)))...)
+					continue
+				}
 				w.servers[arg%3].up = true
 			case 5:
 				w.servers[arg%3].mode = []string{"", "busy", "mute", "drop"}[arg%4]

@@ -12,7 +12,8 @@ import "fmt"
 //     MaxTries servers; a server connection holding requests is its
 //     server's current connection. So an answer can be relayed at most
 //     once.
-//  3. The End-to-End index points only at pending requests.
+//  3. The End-to-End index points only at pending requests, and the
+//     expiry list holds exactly the pending requests, oldest first.
 //  4. The client index holds open client connections under their own
 //     Origin-Host.
 //  5. A server has a connection exactly when it is neither down nor being
@@ -50,6 +51,21 @@ func (m *Machine) CheckInvariants() error {
 				return fmt.Errorf("request pending on a stale connection of server %d", c.server)
 			}
 		}
+	}
+	n := 0
+	var prev *pending
+	for p := m.waiting.head; p != nil; p = p.next {
+		if _, ok := held[p]; !ok || !p.linked || p.prev != prev {
+			return fmt.Errorf("expiry list holds a request no connection awaits (hop-by-hop %#x)", p.hbh)
+		}
+		if prev != nil && p.sent.Before(prev.sent) {
+			return fmt.Errorf("expiry list out of order at hop-by-hop %#x", p.hbh)
+		}
+		prev = p
+		n++
+	}
+	if n != len(held) || n != m.waiting.n || m.waiting.tail != prev {
+		return fmt.Errorf("expiry list holds %d requests (counted %d), %d pending", n, m.waiting.n, len(held))
 	}
 	for k, p := range m.byE2E {
 		if _, ok := held[p]; !ok {

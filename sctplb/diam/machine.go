@@ -2,7 +2,6 @@ package diam
 
 import (
 	"errors"
-	"fmt"
 	"log/slog"
 	"strings"
 	"time"
@@ -24,9 +23,10 @@ type Machine struct {
 	// byE2E finds a client's pending request by (Origin-Host, End-to-End):
 	// a copy re-sent with the T flag is not forwarded twice.
 	byE2E map[e2eKey]*pending
-	// timeouts lists pending requests in the order they were sent, which
-	// is the order they expire in.
-	timeouts []timeout
+	// waiting lists the pending requests in the order they were sent,
+	// which is the order they expire in (one RequestTimeout for all); a
+	// request leaves it when answered, so nothing answered is kept.
+	waiting pendList
 
 	sessions  map[string]binding
 	start     time.Time
@@ -89,17 +89,53 @@ type pending struct {
 	app     uint32
 	cmd     uint32
 	sent    time.Time
+	// prev and next link it into Machine.waiting while it awaits its
+	// answer.
+	prev, next *pending
+	linked     bool
+}
+
+// pendList is a doubly linked list of pending requests, oldest first.
+type pendList struct {
+	head, tail *pending
+	n          int
+}
+
+func (l *pendList) push(p *pending) {
+	if p.linked {
+		l.remove(p)
+	}
+	p.prev, p.next, p.linked = l.tail, nil, true
+	if l.tail != nil {
+		l.tail.next = p
+	} else {
+		l.head = p
+	}
+	l.tail = p
+	l.n++
+}
+
+func (l *pendList) remove(p *pending) {
+	if !p.linked {
+		return
+	}
+	if p.prev != nil {
+		p.prev.next = p.next
+	} else {
+		l.head = p.next
+	}
+	if p.next != nil {
+		p.next.prev = p.prev
+	} else {
+		l.tail = p.prev
+	}
+	p.prev, p.next, p.linked = nil, nil, false
+	l.n--
 }
 
 type e2eKey struct {
 	host string
 	e2e  uint32
-}
-
-type timeout struct {
-	at time.Time
-	c  *conn
-	p  *pending
 }
 
 // binding is a Session-Id's server; last counts seconds since the machine
@@ -166,10 +202,8 @@ func New(cfg Config) (*Machine, error) {
 	if cfg.Mode == Proxy && len(cfg.Applications) == 0 {
 		return nil, errors.New("diam: a proxy agent needs its applications")
 	}
-	for i, s := range cfg.Servers {
-		if s.Weight < 0 {
-			return nil, fmt.Errorf("diam: server %d: negative weight", i)
-		}
+	if err := ValidateServers(cfg.Servers); err != nil {
+		return nil, err
 	}
 	if cfg.Tw <= 0 {
 		cfg.Tw = 30 * time.Second
@@ -233,6 +267,8 @@ func (m *Machine) Step(now time.Time, ev Event) []Action {
 		m.tick()
 	case Shutdown:
 		m.stop()
+	case Reconfigure:
+		m.reconfigure(e)
 	}
 	return m.out
 }
@@ -620,13 +656,7 @@ func (m *Machine) serverDown(sv *server, delay time.Duration) {
 }
 
 func (m *Machine) tick() {
-	for i, sv := range m.servers {
-		if sv.state == Down && sv.conn == nil && !m.shutdown && !m.now.Before(sv.nextDial) {
-			sv.state = Connecting
-			m.emit(Action{Kind: PeerState, Server: i, State: Connecting})
-			m.emit(Action{Kind: Dial, Server: i})
-		}
-	}
+	m.dialDue()
 	for _, c := range m.conns {
 		if m.now.Before(c.wd) {
 			continue
@@ -636,6 +666,17 @@ func (m *Machine) tick() {
 	m.expire()
 	if m.now.Sub(m.lastSweep) >= max(m.cfg.SessionIdle/8, time.Second) {
 		m.sweep()
+	}
+}
+
+// dialDue dials the servers down for their Tc.
+func (m *Machine) dialDue() {
+	for i, sv := range m.servers {
+		if sv.state == Down && sv.conn == nil && !m.shutdown && !m.now.Before(sv.nextDial) {
+			sv.state = Connecting
+			m.emit(Action{Kind: PeerState, Server: i, State: Connecting})
+			m.emit(Action{Kind: Dial, Server: i})
+		}
 	}
 }
 

@@ -57,7 +57,9 @@ func (m *Machine) request(c *conn, msg *diameter.Msg) {
 	}
 	// Route-Record: the identity of the peer the request came from (RFC
 	// 6733 §6.7.1); everything else byte for byte.
-	p.data = diameter.AppendAVP(append(make([]byte, 0, len(msg.Raw)+len(c.host)+12), msg.Raw...), diameter.RouteRecord(c.host))
+	// The message's buffer is the machine's (Message): the AVP goes into
+	// its spare capacity where the shell left room, without a copy.
+	p.data = diameter.AppendRouteRecord(msg.Raw, c.host)
 	m.byE2E[key] = p
 	m.forward(p, s, false)
 }
@@ -214,7 +216,7 @@ func (m *Machine) forward(p *pending, s int, retrans bool) {
 	p.to, p.server, p.sent = c.id, s, m.now
 	p.tried = append(p.tried, s)
 	c.pend[p.hbh] = p
-	m.timeouts = append(m.timeouts, timeout{at: m.now.Add(m.cfg.RequestTimeout), c: c, p: p})
+	m.waiting.push(p)
 	m.send(c, b)
 }
 
@@ -265,6 +267,8 @@ func (m *Machine) destRealmOf(p *pending) []byte {
 // complete restores the hop-by-hop identifier and sends the answer where
 // the request came from, if that connection is still there.
 func (m *Machine) complete(p *pending, ans []byte) {
+	m.waiting.remove(p)
+	p.data = nil
 	if m.byE2E[p.e2e] == p {
 		delete(m.byE2E, p.e2e)
 	}
@@ -279,6 +283,7 @@ func (m *Machine) complete(p *pending, ans []byte) {
 
 // failRequest ends a pending request with a local answer to its sender.
 func (m *Machine) failRequest(p *pending, result uint32, reason string) {
+	m.waiting.remove(p)
 	if m.byE2E[p.e2e] == p {
 		delete(m.byE2E, p.e2e)
 	}
@@ -348,29 +353,20 @@ func (m *Machine) serverRequest(c *conn, msg *diameter.Msg) {
 	p.hbh = m.nextHBH(to)
 	p.to = to.id
 	diameter.SetHopByHop(p.data, p.hbh)
+	p.sent = m.now
 	to.pend[p.hbh] = p
-	m.timeouts = append(m.timeouts, timeout{at: m.now.Add(m.cfg.RequestTimeout), c: to, p: p})
+	m.waiting.push(p)
 	m.send(to, p.data)
 }
 
 // expire answers 3002 for requests unanswered for RequestTimeout.
 func (m *Machine) expire() {
-	i := 0
-	for ; i < len(m.timeouts) && !m.now.Before(m.timeouts[i].at); i++ {
-		t := m.timeouts[i]
-		if t.c.pend != nil && t.c.pend[t.p.hbh] == t.p && t.p.to == t.c.id {
-			delete(t.c.pend, t.p.hbh)
-			m.failRequest(t.p, diameter.UnableToDeliver, "timeout")
+	for p := m.waiting.head; p != nil && !m.now.Before(p.sent.Add(m.cfg.RequestTimeout)); p = m.waiting.head {
+		m.waiting.remove(p)
+		if c := m.conns[p.to]; c != nil && c.pend[p.hbh] == p {
+			delete(c.pend, p.hbh)
 		}
-	}
-	if i > 0 {
-		rest := m.timeouts[i:]
-		if len(rest) < cap(m.timeouts)/4 {
-			// shrink after a burst, or the backing array stays at its peak
-			m.timeouts = append(make([]timeout, 0, 2*len(rest)+16), rest...)
-		} else {
-			m.timeouts = append(m.timeouts[:0], rest...)
-		}
+		m.failRequest(p, diameter.UnableToDeliver, "timeout")
 	}
 }
 

@@ -116,7 +116,12 @@ type DialFailed struct{ Server int }
 
 // Message: one whole Diameter message arrived on Conn. The shell splits the
 // stream with diameter.FrameLen; when that fails it passes what it has
-// (for an error answer) and then Closed.
+// (for an error answer) and then Closed. Data, and its spare capacity up
+// to cap(Data), belong to the machine from then on: it edits and forwards
+// the buffer in place (hop-by-hop identifier, Route-Record appended), so
+// a shell that leaves room for a Route-Record spares the machine a copy,
+// and one whose buffer shares capacity with anything else must clip it
+// (Data[:n:n]).
 type Message struct {
 	Conn ConnID
 	Data []byte

@@ -29,6 +29,7 @@ const (
 )
 
 type fakeServer struct {
+	name string // the agent's name for it
 	host string
 	up   bool
 	// mode: "" answers, "busy" answers 3004, "mute" never answers, "drop"
@@ -37,6 +38,7 @@ type fakeServer struct {
 	conn  agent.ConnID
 	got   [][]byte // requests received (application)
 	dwrs  int
+	dprs  int
 	seen  map[string]int // Session-Id -> requests
 	apps  []uint32
 	realm string
@@ -70,7 +72,7 @@ func newWorld(t testing.TB, n int, tweak func(*agent.Config)) *world {
 		RequestTimeout: 5 * time.Second, OriginStateID: 42}
 	for i := range n {
 		cfg.Servers = append(cfg.Servers, agent.Server{Name: fmt.Sprintf("srv%d", i)})
-		w.servers = append(w.servers, &fakeServer{host: fmt.Sprintf("ocs%d.%s", i, srvRealm), realm: srvRealm, up: true,
+		w.servers = append(w.servers, &fakeServer{name: fmt.Sprintf("srv%d", i), host: fmt.Sprintf("ocs%d.%s", i, srvRealm), realm: srvRealm, up: true,
 			seen: map[string]int{}, apps: []uint32{diameter.AppCC}})
 	}
 	if tweak != nil {
@@ -83,6 +85,22 @@ func newWorld(t testing.TB, n int, tweak func(*agent.Config)) *world {
 	w.m = m
 	w.step(agent.Tick{})
 	return w
+}
+
+// reconfigure gives the agent the servers listed, in that order (new ones
+// made with newServer), and the policy; the world's server indexes follow.
+func (w *world) reconfigure(p agent.Policy, servers ...*fakeServer) {
+	var cfg []agent.Server
+	for _, s := range servers {
+		cfg = append(cfg, agent.Server{Name: s.name, Weight: 1})
+	}
+	w.servers = servers
+	w.step(agent.Reconfigure{Servers: cfg, Policy: p})
+}
+
+// newServer is a server the agent does not know yet.
+func (w *world) newServer(name string) *fakeServer {
+	return &fakeServer{name: name, host: name + "." + srvRealm, realm: srvRealm, up: true, seen: map[string]int{}, apps: []uint32{diameter.AppCC}}
 }
 
 func (w *world) step(ev agent.Event) {
@@ -211,6 +229,7 @@ func (w *world) serverGets(s *fakeServer, id agent.ConnID, b []byte) {
 		reply(a)
 		return
 	case diameter.CmdDisconnectPeer:
+		s.dprs++
 		a := req.Answer(diam.Success)
 		ident(a)
 		reply(a)

@@ -25,9 +25,15 @@ import (
 // proxies' SCTP transport (kernel, or usrsctp where the kernel has none)
 // on both sides. The VIP must be a local address of the daemon.
 //
-// Any change of a Diameter service restarts its agent: peers get a DPR
-// (REBOOTING), reconnect and exchange capabilities again; Session-Id
-// bindings are not kept (a session's next request is bound anew).
+// A change of the servers (endpoints added, removed, reweighted) or of the
+// selection is applied to the running agent (DiameterAgent.Reconfigure):
+// clients stay connected, kept servers keep their connection and their
+// Session-Id bindings; a removed server gets a DPR, its pending requests
+// are re-sent to another server with the T flag and its sessions are bound
+// anew at their next request. A change of what peers exchanged
+// capabilities on (VIP, port, protocol, Origin-Host/Realm, mode,
+// applications) restarts the agent: peers get a DPR (REBOOTING),
+// reconnect and exchange capabilities again, and bindings start afresh.
 
 // DiameterConfig tunes the daemon's Diameter agents.
 type DiameterConfig struct {
@@ -47,11 +53,13 @@ type diameterManager struct {
 }
 
 type diameterAgent struct {
-	fingerprint string
-	agent       *sctplb.DiameterAgent
-	cancel      context.CancelFunc
-	done        chan struct{}
-	reg         *trackingRegisterer
+	// fingerprint is the whole configuration; identity the part that
+	// needs a restart to change (everything but servers and policy).
+	fingerprint, identity string
+	agent                 *sctplb.DiameterAgent
+	cancel                context.CancelFunc
+	done                  chan struct{}
+	reg                   *trackingRegisterer
 }
 
 func newDiameterManager(cfg DiameterConfig, sctp func() (transport.Transport, error), reg prometheus.Registerer, log *slog.Logger) *diameterManager {
@@ -127,13 +135,31 @@ func (m *diameterManager) apply(svc api.Service, before func() error) error {
 	if err != nil {
 		return fmt.Errorf("diameter service %s: %w", svc.Name, err)
 	}
+	ident := cfg
+	ident.Servers, ident.Policy = nil, 0
+	idfp, err := json.Marshal(struct {
+		C    sctplb.DiameterConfig
+		SCTP bool
+	}{ident, svc.Protocol == api.ProtocolSCTP})
+	if err != nil {
+		return fmt.Errorf("diameter service %s: %w", svc.Name, err)
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if cur := m.agents[svc.Name]; cur != nil {
 		if cur.fingerprint == string(fp) {
 			return nil
 		}
-		m.log.Info("Diameter service changed: restarting its agent; its peers reconnect", "service", svc.Name)
+		if cur.identity == string(idfp) {
+			if err := cur.agent.Reconfigure(cfg.Servers, cfg.Policy); err != nil {
+				return fmt.Errorf("diameter service %s: %w", svc.Name, err)
+			}
+			cur.fingerprint = string(fp)
+			m.log.Info("Diameter service changed: servers and policy applied in place", "service", svc.Name,
+				"servers", len(cfg.Servers), "policy", cfg.Policy.String())
+			return nil
+		}
+		m.log.Info("Diameter service changed what peers exchanged capabilities on: restarting its agent; its peers reconnect", "service", svc.Name)
 		m.stopLocked(svc.Name)
 	}
 	if before != nil {
@@ -160,7 +186,7 @@ func (m *diameterManager) apply(svc api.Service, before func() error) error {
 		return &api.FieldError{Field: "vip", Message: fmt.Sprintf("Diameter agent cannot listen (the VIP must be a local address of the daemon): %v", err)}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	da := &diameterAgent{fingerprint: string(fp), agent: a, cancel: cancel, done: make(chan struct{}), reg: reg}
+	da := &diameterAgent{fingerprint: string(fp), identity: string(idfp), agent: a, cancel: cancel, done: make(chan struct{}), reg: reg}
 	go func() {
 		defer close(da.done)
 		if err := a.Serve(ctx); err != nil {
