@@ -113,6 +113,9 @@ type txn struct {
 	fromSeq uint32
 	reqType uint8
 	mod     []byte // a relayed Modification Request, stored once accepted
+	// sid is the session of a restored relay whose session is gone (sess
+	// nil), kept so that the persisted record does not change.
+	sid uint64
 }
 
 type rxKey struct {

@@ -60,7 +60,7 @@ func (m *Machine) relayOf(k rxKey, e *rxEntry) (RelayState, bool) {
 	}
 	t := e.relay
 	r := RelayState{UPF: m.upfs[i].cfg.Name, UPFSeq: k.seq, Seq: t.seq, SMF: t.to, Data: t.data, Resp: e.resp, Expires: e.expires}
-	if t.sess != nil {
+	if r.SID = t.sid; t.sess != nil {
 		r.SID = t.sess.sid
 	}
 	return r, true
@@ -154,7 +154,7 @@ func (m *Machine) restoreRelays(rs []RelayState) {
 		}
 		from := m.upfs[i].cfg.Addr
 		t := &txn{kind: txRelay, seq: r.Seq, to: r.SMF, side: SMFSide, data: r.Data, tries: 1, upf: i,
-			sess: m.sessions[r.SID], from: from, fromSeq: r.UPFSeq, reqType: pfcp.SessionReportReq}
+			sess: m.sessions[r.SID], sid: r.SID, from: from, fromSeq: r.UPFSeq, reqType: pfcp.SessionReportReq}
 		k := rxKey{from, r.UPFSeq}
 		m.rx[k] = &rxEntry{resp: r.Resp, side: UPFSide, expires: r.Expires, relay: t}
 		m.rxq = append(m.rxq, expiry{k, r.Expires})
