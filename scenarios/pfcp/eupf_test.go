@@ -110,15 +110,18 @@ func multiarch() string {
 	return "x86_64"
 }
 
-// eupfAssociation is what eupf's REST API (/api/v1/pfcp_associations/full)
-// shows of one association: the peer's Node ID and the sessions it holds.
+// eupfAssociation is what eupf's REST API (/api/v1/pfcp_associations)
+// shows of one association; eupfSession one of /api/v1/pfcp_sessions.
+// (pfcp_associations/full answers an empty body once an association exists:
+// the association holds a channel, which encoding/json cannot encode.)
 type eupfAssociation struct {
-	ID       string
-	Addr     string
-	Sessions map[string]struct {
-		LocalSEID, RemoteSEID uint64
-		PDRs, FARs            map[string]json.RawMessage
-	}
+	ID   string
+	Addr string
+}
+
+type eupfSession struct {
+	LocalSEID, RemoteSEID uint64
+	PDRs, FARs            map[string]json.RawMessage
 }
 
 // TestN4LabWithEUPF puts a UPF we did not write behind the proxy: eupf
@@ -202,17 +205,32 @@ func TestN4LabWithEUPF(t *testing.T) {
 		}
 	}()
 	t.Cleanup(func() { _ = u.Stop() })
+	get := func(path string, v any) bool {
+		t.Helper()
+		out, err := upfHost.Exec(ctx, "curl", "-sf", "--max-time", "10", "http://"+api4.String()+"/api/v1/"+path)
+		if err != nil {
+			return false
+		}
+		if err := json.Unmarshal(out, v); err != nil {
+			t.Fatalf("eupf API %s: %v: %q", path, err, out)
+		}
+		return true
+	}
 	associations := func() map[string]eupfAssociation {
 		t.Helper()
-		out, err := upfHost.Exec(ctx, "curl", "-sf", "--max-time", "10", "http://"+api4.String()+"/api/v1/pfcp_associations/full")
-		if err != nil {
+		var as map[string]eupfAssociation
+		if !get("pfcp_associations", &as) {
 			return nil
 		}
-		var as map[string]eupfAssociation
-		if err := json.Unmarshal(out, &as); err != nil {
-			t.Fatalf("eupf API: %v: %s", err, out)
-		}
 		return as
+	}
+	sessions := func() []eupfSession {
+		t.Helper()
+		var ss []eupfSession
+		if !get("pfcp_sessions", &ss) {
+			t.Fatal("eupf API pfcp_sessions unreachable")
+		}
+		return ss
 	}
 	waitFor(t, "eupf's API", 60*time.Second, func() bool { return associations() != nil })
 
@@ -269,17 +287,17 @@ func TestN4LabWithEUPF(t *testing.T) {
 	if len(as) != 1 {
 		t.Fatalf("eupf holds %d associations, want the proxy's only", len(as))
 	}
-	var proxySEIDs []uint64
 	for id, a := range as {
 		if id != labVIP.String() && a.ID != labVIP.String() {
 			t.Errorf("eupf's association is with %q (%s), want the proxy's Node ID %s", id, a.Addr, labVIP)
 		}
-		for _, s := range a.Sessions {
-			if len(s.PDRs) == 0 || len(s.FARs) == 0 {
-				t.Errorf("eupf session %#x holds %d PDRs, %d FARs", s.LocalSEID, len(s.PDRs), len(s.FARs))
-			}
-			proxySEIDs = append(proxySEIDs, s.RemoteSEID)
+	}
+	var proxySEIDs []uint64
+	for _, s := range sessions() {
+		if len(s.PDRs) == 0 || len(s.FARs) == 0 {
+			t.Errorf("eupf session %#x holds %d PDRs, %d FARs", s.LocalSEID, len(s.PDRs), len(s.FARs))
 		}
+		proxySEIDs = append(proxySEIDs, s.RemoteSEID)
 	}
 	if len(proxySEIDs) != eupfSessions {
 		t.Fatalf("eupf holds %d sessions, want %d", len(proxySEIDs), eupfSessions)
@@ -301,11 +319,7 @@ func TestN4LabWithEUPF(t *testing.T) {
 	if out := ctl("session", "delete", "--count", n, "--baseID", "1"); !strings.Contains(out, n+" sessions deleted") {
 		t.Fatalf("pfcpctl session delete: %s", out)
 	}
-	left := 0
-	for _, a := range associations() {
-		left += len(a.Sessions)
-	}
-	if left != 0 {
+	if left := len(sessions()); left != 0 {
 		t.Errorf("eupf still holds %d sessions after pfcpsim deleted them all", left)
 	}
 	ctl("service", "disassociate")
