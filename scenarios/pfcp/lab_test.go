@@ -328,13 +328,12 @@ func TestN4LabThroughTheDaemon(t *testing.T) {
 	waitFor(t, "the report burst under way", 60*time.Second, func() bool {
 		return metric(t, d, lb, reportsIn) >= wantReportsSoFar+float64(sessions)/10
 	})
-	in, answered := metric(t, d, lb, reportsIn), metric(t, d, lb, reportsOut)
+	in := metric(t, d, lb, reportsIn)
 	if err := d.Kill(); err != nil {
 		t.Fatal(err)
 	}
 	crashed := time.Now()
-	t.Logf("daemon killed during the report burst (at the last scrape %v reports of the burst relayed, %v unanswered)",
-		in-wantReportsSoFar, in-answered)
+	t.Logf("daemon killed during the report burst (at the last scrape %v of its %d reports had reached the proxy)", in-wantReportsSoFar, sessions)
 	if err := d.Start(ctx); err != nil {
 		t.Fatalf("restart the killed daemon: %v", err)
 	}
