@@ -24,6 +24,10 @@ have ethtool    || need+=(ethtool)
 have gcc        || need+=(gcc)
 have curl       || need+=(curl)
 [ -f /usr/include/x86_64-linux-gnu/asm/types.h ] || need+=(linux-libc-dev)
+# eupf's eBPF sources (scenarios/pfcp TestN4LabWithEUPF) include glibc
+# headers that want gnu/stubs-32.h on the BPF target (its Dockerfile
+# installs gcc-multilib for it).
+[ -f /usr/include/x86_64-linux-gnu/gnu/stubs-32.h ] || [ -f /usr/include/gnu/stubs-32.h ] || need+=(libc6-dev-i386)
 # Kernel-SCTP VM lab (scenarios/vm): software-emulated qemu, a busybox
 # initramfs, lksctp-tools' sctp_test/sctp_darn inside it.
 have qemu-system-x86_64 || need+=(qemu-system-x86)

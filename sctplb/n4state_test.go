@@ -119,7 +119,13 @@ func TestN4StateJournal(t *testing.T) {
 	sess := n4.SessionState{SID: 7, SMF: "smf", CPSEID: 1, UPSEID: 2, HasUP: true, UPF: "upf0", Est: []byte{1}}
 	node := st.Node
 	node.SMFs = []n4.SMFState{{Addr: netip.MustParseAddrPort("10.1.1.1:8805"), Node: "smf", Recovery: 9}}
-	for _, c := range []n4.Changes{{Node: &node}, {Sessions: []n4.SessionState{sess}}, {Sessions: []n4.SessionState{{SID: 8, SMF: "smf", UPF: "upf0", Est: []byte{2}}}}, {Deleted: []uint64{8}}} {
+	// Relayed reports: one answered and kept, one gone (expired).
+	exp := time.Date(2026, 12, 2, 15, 0, 0, 123, time.UTC)
+	kept := n4.RelayState{UPF: "upf0", UPFSeq: 5, Seq: 4100, SID: 7, SMF: node.SMFs[0].Addr, Data: []byte{0x21, 56}, Resp: []byte{0x21, 57}, Expires: exp}
+	gone := n4.RelayState{UPF: "upf1", UPFSeq: 5, Seq: 4101, SID: 7, SMF: node.SMFs[0].Addr, Data: []byte{0x21, 56}, Expires: exp}
+	for _, c := range []n4.Changes{{Node: &node}, {Sessions: []n4.SessionState{sess}}, {Sessions: []n4.SessionState{{SID: 8, SMF: "smf", UPF: "upf0", Est: []byte{2}}}}, {Deleted: []uint64{8}},
+		{Relays: []n4.RelayState{gone, {UPF: "upf0", UPFSeq: 5, Seq: 4100, SID: 7, SMF: kept.SMF, Data: kept.Data, Expires: exp}}},
+		{Relays: []n4.RelayState{kept}, RelaysGone: []n4.RelayKey{gone.Key()}}} {
 		if _, err := s.append(c); err != nil {
 			t.Fatal(err)
 		}
@@ -130,6 +136,10 @@ func TestN4StateJournal(t *testing.T) {
 	got, ok, err := loadN4State(dir)
 	if err != nil || !ok || len(got.Sessions) != 1 || got.Sessions[0].SID != 7 || len(got.SMFs) != 1 || got.Recovery != st.Recovery {
 		t.Fatalf("folded state %+v ok %v err %v", got, ok, err)
+	}
+	if len(got.Relays) != 1 || got.Relays[0].Key() != kept.Key() || string(got.Relays[0].Resp) != string(kept.Resp) ||
+		got.Relays[0].Seq != kept.Seq || !got.Relays[0].Expires.Equal(exp) {
+		t.Fatalf("folded relays %+v, want %+v", got.Relays, kept)
 	}
 
 	// A last line cut short by a crash mid-write is dropped, nothing else.

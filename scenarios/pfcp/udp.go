@@ -18,11 +18,40 @@ import (
 // (downlink data report) sent to its CP F-SEID address, retransmitted every
 // t1 until answered, at most 3 times.
 func ServeUPF(ctx context.Context, conn *net.UDPConn, u *UPFSim, report bool, t1 time.Duration) error {
+	return ServeUPFWith(ctx, conn, u, UPFServe{Report: report, T1: t1})
+}
+
+// UPFServe says how ServeUPFWith serves a UPF simulator.
+type UPFServe struct {
+	// Report: one Session Report Request per session established.
+	Report bool
+	// T1 and N1: retransmission timer and count of its reports (N1
+	// default 3).
+	T1 time.Duration
+	N1 int
+	// Burst: each value received sends one report for every session held,
+	// BurstRate per second (default 1000), and then calls BurstDone with
+	// the number sent once each is answered or given up.
+	Burst     <-chan struct{}
+	BurstRate int
+	BurstDone func(sent, unanswered int)
+}
+
+// ServeUPFWith is ServeUPF with more options.
+func ServeUPFWith(ctx context.Context, conn *net.UDPConn, u *UPFSim, o UPFServe) error {
+	report, t1 := o.Report, o.T1
+	if o.N1 <= 0 {
+		o.N1 = 3
+	}
 	go func() { <-ctx.Done(); _ = conn.Close() }()
 	var mu sync.Mutex
 	pending := map[uint32]outReq{} // report seq -> datagram
-	if report {
-		go resend(ctx, conn, &mu, pending, t1)
+	gaveUp := map[uint32]bool{}    // reports given up on
+	if report || o.Burst != nil {
+		go resend(ctx, conn, &mu, pending, gaveUp, t1, o.N1)
+	}
+	if o.Burst != nil {
+		go burst(ctx, conn, u, o, &mu, pending, gaveUp)
 	}
 	buf := make([]byte, 65536)
 	for {
@@ -75,7 +104,69 @@ type outReq struct {
 	tries int
 }
 
-func resend(ctx context.Context, conn *net.UDPConn, mu *sync.Mutex, pending map[uint32]outReq, t1 time.Duration) {
+// burst sends a report for every session on each signal, paced, and
+// reports when they are all answered or given up.
+func burst(ctx context.Context, conn *net.UDPConn, u *UPFSim, o UPFServe, mu *sync.Mutex, pending map[uint32]outReq, gaveUp map[uint32]bool) {
+	rate := o.BurstRate
+	if rate <= 0 {
+		rate = 1000
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-o.Burst:
+		}
+		var seqs []uint32
+		tk := time.NewTicker(time.Second / time.Duration(rate))
+		for up := range u.Sessions() {
+			rep, cp, ok := u.Report(up)
+			if !ok {
+				continue
+			}
+			seq := uint32(rep[12])<<16 | uint32(rep[13])<<8 | uint32(rep[14])
+			to := netip.AddrPortFrom(cp, pf.Port)
+			mu.Lock()
+			pending[seq] = outReq{to: to, data: rep, sent: time.Now()}
+			mu.Unlock()
+			_, _ = conn.WriteToUDPAddrPort(rep, to)
+			seqs = append(seqs, seq)
+			select {
+			case <-ctx.Done():
+				tk.Stop()
+				return
+			case <-tk.C:
+			}
+		}
+		tk.Stop()
+		for {
+			mu.Lock()
+			left, lost := 0, 0
+			for _, q := range seqs {
+				if _, ok := pending[q]; ok {
+					left++
+				}
+				if gaveUp[q] {
+					lost++
+				}
+			}
+			mu.Unlock()
+			if left == 0 {
+				if o.BurstDone != nil {
+					o.BurstDone(len(seqs), lost)
+				}
+				break
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+	}
+}
+
+func resend(ctx context.Context, conn *net.UDPConn, mu *sync.Mutex, pending map[uint32]outReq, gaveUp map[uint32]bool, t1 time.Duration, n1 int) {
 	tk := time.NewTicker(t1 / 4)
 	defer tk.Stop()
 	for {
@@ -87,8 +178,9 @@ func resend(ctx context.Context, conn *net.UDPConn, mu *sync.Mutex, pending map[
 			for k, r := range pending {
 				switch {
 				case now.Sub(r.sent) < t1:
-				case r.tries >= 3: // N1: a UPF gives up, as TS 29.244 §6.4 has it
+				case r.tries >= n1: // a UPF gives up, as TS 29.244 §6.4 has it
 					delete(pending, k)
+					gaveUp[k] = true
 				default:
 					r.sent, r.tries = now, r.tries+1
 					pending[k] = r

@@ -113,6 +113,9 @@ type txn struct {
 	fromSeq uint32
 	reqType uint8
 	mod     []byte // a relayed Modification Request, stored once accepted
+	// sid is the session of a restored relay whose session is gone (sess
+	// nil), kept so that the persisted record does not change.
+	sid uint64
 }
 
 type rxKey struct {
@@ -169,10 +172,14 @@ type Machine struct {
 	// dirty and nodeDirty record what changed for TakeChanges.
 	dirty     map[uint64]struct{}
 	nodeDirty bool
-	rr        int
-	now       time.Time
-	started   bool
-	out       []Action
+	// rxDirty: cache entries of relayed reports that changed or went;
+	// relaysGone: restored relays of UPFs no longer configured.
+	rxDirty    map[rxKey]struct{}
+	relaysGone []RelayKey
+	rr         int
+	now        time.Time
+	started    bool
+	out        []Action
 }
 
 // New validates cfg and returns a Machine.
@@ -357,6 +364,7 @@ func (m *Machine) request(t *txn) {
 	if t.kind == txRelay {
 		if e := m.rx[rxKey{t.from, t.fromSeq}]; e != nil {
 			e.relay = t
+			m.touchRx(rxKey{t.from, t.fromSeq}, e)
 		}
 	}
 	m.send(t.side, t.to, t.data)
@@ -422,6 +430,7 @@ func (m *Machine) datagram(d Datagram) {
 func (m *Machine) answer(side Side, from netip.AddrPort, seq uint32, resp []byte) {
 	if e := m.rx[rxKey{from, seq}]; e != nil {
 		e.resp = resp
+		m.touchRx(rxKey{from, seq}, e)
 	}
 	m.send(side, from, resp)
 }
@@ -430,6 +439,7 @@ func (m *Machine) answer(side Side, from netip.AddrPort, seq uint32, resp []byte
 // retransmission is handled afresh (the answer never came).
 func (m *Machine) forget(from netip.AddrPort, seq uint32) {
 	if e := m.rx[rxKey{from, seq}]; e != nil && e.resp == nil {
+		m.touchRx(rxKey{from, seq}, e)
 		delete(m.rx, rxKey{from, seq})
 	}
 }
@@ -448,8 +458,9 @@ func (m *Machine) restarted(from netip.AddrPort, rec uint32) bool {
 // its requests afresh, and a new request with an old sequence number must
 // not be taken for a retransmission.
 func (m *Machine) forgetPeer(addr netip.AddrPort) {
-	for k := range m.rx {
+	for k, e := range m.rx {
 		if k.from == addr {
+			m.touchRx(k, e)
 			delete(m.rx, k)
 		}
 	}
@@ -550,6 +561,7 @@ func (m *Machine) tick() {
 		e := m.rxq[0]
 		m.rxq = m.rxq[1:]
 		if r := m.rx[e.key]; r != nil && !r.expires.After(m.now) {
+			m.touchRx(e.key, r)
 			delete(m.rx, e.key)
 		}
 	}

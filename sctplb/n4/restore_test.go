@@ -178,3 +178,80 @@ func TestRestoreRefusesStateThatDoesNotHoldTogether(t *testing.T) {
 		})
 	}
 }
+
+// TestReportInFlightAtACrashReachesTheSMFOnce: a UPF's Session Report
+// Request relayed by a proxy that then dies reaches the SMF once. The
+// restored proxy sends it again under the sequence number the SMF saw (a
+// retransmission, TS 29.244 §6.4, answered from the SMF's cache), and a
+// report whose answer was already relayed is answered from the restored
+// cache without going to the SMF at all.
+func TestReportInFlightAtACrashReachesTheSMFOnce(t *testing.T) {
+	cases := []struct {
+		name string
+		// lose makes the first answer go missing: the SMF's (the report
+		// is in flight at the crash) or the proxy's to the UPF (answered,
+		// the UPF does not know).
+		lose func(w *world, on bool)
+		// smfAgain: the SMF gets the report a second time, as a
+		// retransmission.
+		smfAgain bool
+	}{
+		{"answer not back from the SMF", func(w *world, on bool) { w.smfMute = on }, true},
+		{"answer lost on the way to the UPF", func(w *world, on bool) {
+			for i := range w.down {
+				w.down[i] = on
+			}
+		}, false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			const n = 12
+			w := newWorld(t, 3, nil)
+			w.associate()
+			w.establish(n)
+			c.lose(w, true)
+			sent := 0
+			for u := range w.upfs {
+				for up := range w.upfs[u].Sessions() {
+					if w.report(u, up) {
+						sent++
+					}
+				}
+			}
+			if st := w.smf.Snapshot(); st.Reports != sent {
+				t.Fatalf("SMF got %d reports before the crash, the UPFs sent %d", st.Reports, sent)
+			}
+			relays := len(w.m.Export().Relays)
+			dupsBefore := w.smf.Snapshot().DuplicateReports
+			w.restartProxy(nil) // the crash: the journal is all that is left
+			c.lose(w, false)
+			w.advance(2 * time.Second) // UPF associations again
+			for _, p := range w.sent { // every UPF retransmits every report
+				w.step(n4.Datagram{From: p.from, Data: p.data})
+			}
+			w.advance(2 * time.Second)
+			st := w.smf.Snapshot()
+			if st.Reports != sent || st.Rejected != 0 || st.WrongSEID != 0 {
+				t.Fatalf("SMF after the crash: %+v (the UPFs sent %d reports)", st, sent)
+			}
+			if again := st.DuplicateReports - dupsBefore; (again > 0) != c.smfAgain {
+				t.Fatalf("SMF saw %d retransmitted reports after the crash (want some: %v)", again, c.smfAgain)
+			}
+			answered := 0
+			for _, u := range w.upfs {
+				answered += u.Snapshot().ReportsAnswered
+			}
+			if answered < sent {
+				t.Fatalf("UPFs got %d answers to %d reports", answered, sent)
+			}
+			if relays != sent {
+				t.Fatalf("state held %d relayed reports at the crash, want %d", relays, sent)
+			}
+			// Relays are kept only while a retransmission may come.
+			w.advance(w.cfg.CacheTTL + 10*time.Second)
+			if r := w.m.Export().Relays; len(r) != 0 {
+				t.Fatalf("%d relayed reports still held after their cache life", len(r))
+			}
+		})
+	}
+}

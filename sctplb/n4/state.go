@@ -16,26 +16,28 @@ import (
 // the shell keeps it on disk (a snapshot plus a journal of Changes) and a
 // new Machine takes it with Restore before its first Step.
 //
-// What is deliberately not kept: outstanding requests and the
-// retransmission cache (the senders retransmit, and a request the old
-// proxy had relayed but not answered is relayed again: the UPF sees the
-// same request twice only if the old relay had reached it, which TS 29.244
-// peers answer idempotently for Modification and Deletion; an
-// Establishment in flight is not kept at all, so its retransmission makes
-// a new session), heartbeat timers, and UPF features (refreshed by the
-// association setup every restored UPF goes through). The cost, for the
-// other direction: a UPF's Session Report Request the old proxy had
-// relayed but whose answer had not come back is relayed again by the new
-// proxy under a new sequence number, so the SMF may act on that one report
-// twice. Persisting the relays in flight (or mapping a UPF's sequence
-// numbers to the proxy's deterministically) would close that; it is not
-// done yet.
+// What is deliberately not kept: the requests the SMFs relay through the
+// proxy while in flight, and the SMF side of the retransmission cache (the
+// SMFs retransmit, and a request the old proxy had relayed but not
+// answered is relayed again: the UPF sees the same request twice only if
+// the old relay had reached it, which TS 29.244 peers answer idempotently
+// for Modification and Deletion; an Establishment in flight is not kept at
+// all, so its retransmission makes a new session), heartbeat timers, and
+// UPF features (refreshed by the association setup every restored UPF goes
+// through). The other direction is kept: a UPF's Session Report Request
+// relayed to an SMF stays in the State, with its sequence number toward the
+// SMF and the SMF's answer once it came, until its cache entry expires
+// (relay.go), so a restored proxy sends it again only as a retransmission
+// and the SMF acts on each report once.
 
 // State is the persistent part of a Machine: its node-level records and
 // its sessions.
 type State struct {
 	Node
 	Sessions []SessionState `json:"sessions,omitempty"`
+	// Relays are the UPFs' Session Report Requests relayed to SMFs whose
+	// cache entries have not expired (relay.go).
+	Relays []RelayState `json:"relays,omitempty"`
 }
 
 // Node is the node-level part of State.
@@ -92,10 +94,15 @@ type Changes struct {
 	Node     *Node
 	Sessions []SessionState
 	Deleted  []uint64
+	// Relays were relayed or answered; RelaysGone expired or were dropped.
+	Relays     []RelayState `json:",omitempty"`
+	RelaysGone []RelayKey   `json:",omitempty"`
 }
 
 // Empty reports whether nothing changed.
-func (c Changes) Empty() bool { return c.Node == nil && len(c.Sessions) == 0 && len(c.Deleted) == 0 }
+func (c Changes) Empty() bool {
+	return c.Node == nil && len(c.Sessions) == 0 && len(c.Deleted) == 0 && len(c.Relays) == 0 && len(c.RelaysGone) == 0
+}
 
 // Builder folds a State and the Changes that followed it into the current
 // State: the shell's journal replay, and the tests' check that the
@@ -103,19 +110,25 @@ func (c Changes) Empty() bool { return c.Node == nil && len(c.Sessions) == 0 && 
 type Builder struct {
 	node     Node
 	sessions map[uint64]SessionState
+	relays   map[RelayKey]RelayState
 }
 
 // DiscardChanges forgets what changed, for a shell that keeps no journal.
 func (m *Machine) DiscardChanges() {
 	clear(m.dirty)
+	clear(m.rxDirty)
+	m.relaysGone = nil
 	m.nodeDirty = false
 }
 
 // NewBuilder starts from s.
 func NewBuilder(s State) *Builder {
-	b := &Builder{node: s.Node, sessions: make(map[uint64]SessionState, len(s.Sessions))}
+	b := &Builder{node: s.Node, sessions: make(map[uint64]SessionState, len(s.Sessions)), relays: map[RelayKey]RelayState{}}
 	for _, x := range s.Sessions {
 		b.sessions[x.SID] = x
+	}
+	for _, r := range s.Relays {
+		b.relays[r.Key()] = r
 	}
 	return b
 }
@@ -131,6 +144,12 @@ func (b *Builder) Apply(c Changes) {
 	for _, sid := range c.Deleted {
 		delete(b.sessions, sid)
 	}
+	for _, r := range c.Relays {
+		b.relays[r.Key()] = r
+	}
+	for _, k := range c.RelaysGone {
+		delete(b.relays, k)
+	}
 }
 
 // Len is the number of sessions.
@@ -143,6 +162,10 @@ func (b *Builder) State() State {
 		s.Sessions = append(s.Sessions, x)
 	}
 	sort.Slice(s.Sessions, func(i, j int) bool { return s.Sessions[i].SID < s.Sessions[j].SID })
+	for _, r := range b.relays {
+		s.Relays = append(s.Relays, r)
+	}
+	sortRelays(s.Relays)
 	return s
 }
 
@@ -192,6 +215,7 @@ func (m *Machine) Export() State {
 		}
 	}
 	sort.Slice(s.Sessions, func(a, b int) bool { return s.Sessions[a].SID < s.Sessions[b].SID })
+	s.Relays = m.exportRelays()
 	return s
 }
 
@@ -226,6 +250,7 @@ func (m *Machine) TakeChanges() Changes {
 	}
 	sort.Slice(c.Sessions, func(a, b int) bool { return c.Sessions[a].SID < c.Sessions[b].SID })
 	sort.Slice(c.Deleted, func(a, b int) bool { return c.Deleted[a] < c.Deleted[b] })
+	m.takeRelayChanges(&c)
 	clear(m.dirty)
 	m.nodeDirty = false
 	return c
@@ -282,6 +307,9 @@ func (m *Machine) Restore(s State) error {
 		}
 		sessions[x.sid] = x
 	}
+	if err := checkRelays(s.Relays); err != nil {
+		return err
+	}
 	// Valid: apply.
 	m.recovery = s.Recovery
 	m.nextSID, m.sidCeil = s.NextSID, s.NextSID
@@ -327,5 +355,6 @@ func (m *Machine) Restore(s State) error {
 	for _, u := range m.upfs {
 		sort.Slice(u.replayQ, func(a, b int) bool { return u.replayQ[a].sid < u.replayQ[b].sid })
 	}
+	m.restoreRelays(s.Relays)
 	return nil
 }

@@ -48,13 +48,21 @@ type world struct {
 	// every step it must equal the machine's Export.
 	journal *n4.Builder
 	cfg     n4.Config
+	// reports are the distinct Session Report Requests the UPFs sent (UPF,
+	// its start, sequence number); the SMF must never count more (a report delivered
+	// twice, as two requests), and lastReport is each UPF's latest, which
+	// it may retransmit.
+	reports    map[[3]uint64]bool
+	lastReport [][]byte
+	sent       []packet // every report, in order
 }
 
 func newWorld(t testing.TB, nUPF int, mod func(*n4.Config)) *world {
 	t.Helper()
 	cfg := n4.Config{SMFSide: vip, UPFSide: upfSide, Recovery: t0.Add(-time.Hour),
 		T1: time.Second, N1: 2, HeartbeatInterval: 5 * time.Second, LossTimeout: 20 * time.Second, ReplayWindow: 8}
-	w := &world{t: t, now: t0, smf: sims.NewSMFSim(smfAddr.Addr(), t0.Add(-2*time.Hour)), down: make([]bool, nUPF)}
+	w := &world{t: t, now: t0, smf: sims.NewSMFSim(smfAddr.Addr(), t0.Add(-2*time.Hour)), down: make([]bool, nUPF),
+		reports: map[[3]uint64]bool{}, lastReport: make([][]byte, nUPF)}
 	for i := range nUPF {
 		cfg.UPFs = append(cfg.UPFs, n4.UPF{Name: fmt.Sprintf("upf%d", i), Addr: upfAddr(i)})
 		// Every UPF allocates the same SEIDs: the proxy must keep them apart.
@@ -137,6 +145,14 @@ func (w *world) step(ev n4.Event) {
 // returning their answers.
 func (w *world) run(ev n4.Event) []packet {
 	w.t.Helper()
+	if d, ok := ev.(n4.Datagram); ok {
+		if u := w.upfIndex(d.From); u >= 0 {
+			if m, err := pfcp.Parse(d.Data); err == nil && m.Type == pfcp.SessionReportReq {
+				// A restarted UPF numbers its requests afresh.
+				w.reports[[3]uint64{uint64(u), uint64(w.upfs[u].Recovery.UnixNano()), uint64(m.Seq)}] = true
+			}
+		}
+	}
 	acts := w.m.Step(w.now, ev)
 	w.acts = append(w.acts, acts...)
 	if err := w.m.CheckInvariants(); err != nil {
@@ -170,6 +186,9 @@ func (w *world) run(ev n4.Event) []packet {
 					out = append(out, packet{smfAddr, a.To, r})
 				}
 			}
+			if got := w.smf.Snapshot().Reports; got > len(w.reports) {
+				w.t.Fatalf("the SMF acted on %d Session Reports, the UPFs sent %d: a report delivered twice", got, len(w.reports))
+			}
 			continue
 		}
 		i := w.upfIndex(a.To)
@@ -189,6 +208,28 @@ func (w *world) run(ev n4.Event) []packet {
 func upfSide4() netip.AddrPort { return netip.AddrPortFrom(upfSide, pfcp.Port) }
 
 func (w *world) smfSends(b []byte) { w.t.Helper(); w.step(n4.Datagram{From: smfAddr, Data: b}) }
+
+// report has UPF u send a Session Report Request for its session up (the
+// UPF's SEID); false if it holds no such session.
+func (w *world) report(u int, up uint64) bool {
+	w.t.Helper()
+	b, _, ok := w.upfs[u].Report(up)
+	if !ok {
+		return false
+	}
+	w.lastReport[u] = b
+	w.sent = append(w.sent, packet{from: upfAddr(u), data: b})
+	w.step(n4.Datagram{From: upfAddr(u), Data: b})
+	return true
+}
+
+// retransmitReport has UPF u send its latest report again, unchanged.
+func (w *world) retransmitReport(u int) {
+	w.t.Helper()
+	if b := w.lastReport[u]; b != nil {
+		w.step(n4.Datagram{From: upfAddr(u), Data: b})
+	}
+}
 
 // advance moves the clock in ticks of 500ms.
 func (w *world) advance(d time.Duration) {

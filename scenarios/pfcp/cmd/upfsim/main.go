@@ -1,6 +1,9 @@
 // Command upfsim is a UPF's N4 side on go-pfcp (scenarios/pfcp.UPFSim)
 // behind a UDP socket, run as a separate process by the N4 lab. It prints
-// JSON lines: "listening" once bound, "stats" when it ends (SIGTERM).
+// JSON lines: "listening" once bound, "stats" when it ends (SIGTERM). On
+// SIGUSR1 it sends one Session Report Request for every session it holds,
+// paced by --burst-rate, and prints "burst-done" once each is answered or
+// given up (after --n1 retransmissions).
 package main
 
 import (
@@ -27,9 +30,12 @@ func main() {
 	base := flag.Uint64("seid-base", 0x100, "first SEID allocated minus one (every UPF sim the same: collisions)")
 	report := flag.Bool("report", false, "send one Session Report Request per established session")
 	t1 := flag.Duration("t1", time.Second, "retransmission timer of its reports")
+	n1 := flag.Int("n1", 3, "retransmissions of a report before giving up")
+	rate := flag.Int("burst-rate", 1000, "reports per second of a burst (SIGUSR1)")
 	associate := flag.String("associate", "", "address:port of a CP function to send an Association Setup Request to at start (UP-initiated association)")
 	flag.Parse()
-	if err := run(*listen, *base, *report, *t1, *associate); err != nil {
+	o := sims.UPFServe{Report: *report, T1: *t1, N1: *n1, BurstRate: *rate}
+	if err := run(*listen, *base, o, *associate); err != nil {
 		fmt.Fprintln(os.Stderr, "upfsim:", err)
 		os.Exit(1)
 	}
@@ -40,7 +46,7 @@ func emit(v map[string]any) {
 	fmt.Println(string(b))
 }
 
-func run(listen string, base uint64, report bool, t1 time.Duration, associate string) error {
+func run(listen string, base uint64, o sims.UPFServe, associate string) error {
 	a, err := netip.ParseAddrPort(listen)
 	if err != nil {
 		return fmt.Errorf("--listen: %w", err)
@@ -53,6 +59,21 @@ func run(listen string, base uint64, report bool, t1 time.Duration, associate st
 	u := sims.NewUPFSim(a.Addr(), time.Now(), base)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	usr1 := make(chan os.Signal, 1)
+	signal.Notify(usr1, syscall.SIGUSR1)
+	bursts := make(chan struct{}, 1)
+	go func() {
+		for range usr1 {
+			select {
+			case bursts <- struct{}{}:
+			default:
+			}
+		}
+	}()
+	o.Burst = bursts
+	o.BurstDone = func(sent, unanswered int) {
+		emit(map[string]any{"event": "burst-done", "sent": sent, "unanswered": unanswered})
+	}
 	if associate != "" {
 		cp, err := netip.ParseAddrPort(associate)
 		if err != nil {
@@ -68,7 +89,7 @@ func run(listen string, base uint64, report bool, t1 time.Duration, associate st
 		}
 	}
 	emit(map[string]any{"event": "listening", "addr": a.String(), "recovery": u.Recovery.Unix()})
-	err = sims.ServeUPF(ctx, conn, u, report, t1)
+	err = sims.ServeUPFWith(ctx, conn, u, o)
 	s := u.Snapshot()
 	emit(map[string]any{"event": "stats", "associations": s.Associations, "heartbeats": s.Heartbeats,
 		"established": s.Established, "modified": s.Modified, "deleted": s.Deleted, "reportsAnswered": s.ReportsAnswered,
