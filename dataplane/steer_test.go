@@ -52,8 +52,14 @@ func newSteerCase(t *testing.T, e *env, id uint32, mode Mode, v6 bool) *steerCas
 // client sends a DATA chunk from client address from to vip.
 func (c *steerCase) client(t *testing.T, from, vip netip.Addr) {
 	t.Helper()
+	c.clientChunks(t, from, vip, sctpData(40))
+}
+
+// clientChunks sends chunks from client address from to vip.
+func (c *steerCase) clientChunks(t *testing.T, from, vip netip.Addr, chunks []byte) {
+	t.Helper()
 	p := pkt{srcMAC: clientMAC, dstMAC: lbMAC0, src: from, dst: vip, proto: 132, sport: c.cport, dport: c.vport, ttl: 64,
-		sctpVtag: 0x2222, sctpChunks: sctpData(40)}
+		sctpVtag: 0x2222, sctpChunks: chunks}
 	if ret, _ := c.e.run(p.frame()); ret != actRedirect {
 		t.Fatalf("client packet %s -> %s: verdict %d", from, vip, ret)
 	}
@@ -146,6 +152,61 @@ func TestSCTPPathFailoverSteersEndpointOntoLivePath(t *testing.T) {
 				if got := e.conn(c.id).Steering; got == nil || got.Active || got.Count != 1 {
 					t.Fatalf("conntrack steering after return %+v, want ended, once", got)
 				}
+			})
+		}
+	}
+}
+
+// The client moves its own traffic (DATA, SACK) from c1 to c2, as a client
+// does after a T3 timeout on c1: with a hold-down of one minute the
+// endpoint's packets toward c1 are steered once they went unanswered from c1
+// for LB_STEER_MOVED_MS (200 ms). A client only heartbeating on c2 while its
+// traffic stays on c1 (a slow one, say) is not: it waits out the full
+// hold-down. The first packet from c1 ends steering, heartbeats included.
+func TestSCTPPathFailoverOnClientMove(t *testing.T) {
+	e := newEnv(t)
+	e.mhNeighbours()
+	id := uint32(70)
+	for _, mode := range []Mode{ModeDefault, ModeFullNAT} {
+		for _, v6 := range []bool{false, true} {
+			id++
+			t.Run(fmt.Sprintf("%s/v6=%v", modeNames[mode], v6), func(t *testing.T) {
+				e := e.sub(t)
+				c := newSteerCase(t, e, id, mode, v6)
+				a := c.a
+				heartbeat := append([]byte{4, 0, 0, 24, 0, 1, 0, 20}, make([]byte, 16)...)
+				c.client(t, a.c1, a.vip)
+				c.endpoint(t, "reply while the client uses c1", sctpData(30), false)
+				// Alive on c2 by heartbeats only, traffic still on c1.
+				c.clientChunks(t, a.c2, a.vip2, heartbeat)
+				time.Sleep(250 * time.Millisecond)
+				c.clientChunks(t, a.c2, a.vip2, heartbeat)
+				c.endpoint(t, "client heartbeating on c2", sctpData(31), false)
+				if st := e.conn(c.id).Steering; st != nil {
+					t.Fatalf("steering of a client heartbeating on c2: %+v", st)
+				}
+				// The client's traffic moves to c2: the endpoint's packets
+				// toward c1 have gone unanswered for 250 ms.
+				c.client(t, a.c2, a.vip2)
+				c.endpoint(t, "DATA after the client moved", sctpData(32), true)
+				c.endpoint(t, "SACK after the client moved", sctpSimple(3), true)
+				got := e.conn(c.id).Steering
+				if got == nil || !got.Active || got.From != a.c1 || got.To != a.c2 || got.Count != 1 {
+					t.Fatalf("conntrack steering %+v, want active c1 %s -> c2 %s, once", got, a.c1, a.c2)
+				}
+				// A heartbeat from c1: the client can be reached there again.
+				c.clientChunks(t, a.c1, a.vip, heartbeat)
+				c.client(t, a.c2, a.vip2)
+				c.endpoint(t, "after a heartbeat from c1", sctpData(33), false)
+				if got := e.conn(c.id).Steering; got == nil || got.Active {
+					t.Fatalf("conntrack steering after c1 was heard %+v, want ended", got)
+				}
+				// Traffic moving again right after the endpoint's packet:
+				// within the 200 ms confirmation, not steered yet.
+				c.client(t, a.c1, a.vip)
+				c.endpoint(t, "reply on c1", sctpData(34), false)
+				c.client(t, a.c2, a.vip2)
+				c.endpoint(t, "within the confirmation", sctpData(35), false)
 			})
 		}
 	}
