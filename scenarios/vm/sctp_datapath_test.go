@@ -154,6 +154,9 @@ type sctpCase struct {
 	// usrsctp puts the endpoint on be2 (usrsctp, a namespace) instead of
 	// the be1 VM (kernel).
 	usrsctp bool
+	// defaultTimers runs that usrsctp endpoint on usrsctp's default timers
+	// (RTO 1 s/3 s/60 s, heartbeat 30 s) instead of fast ones.
+	defaultTimers bool
 }
 
 func (c sctpCase) name() string {
@@ -214,7 +217,11 @@ func (k *kernelLab) apply(t *testing.T, c sctpCase) func() []netip.Addr {
 	}
 	t.Cleanup(func() { _ = k.e.Daemon.Client.DeleteService(context.Background(), svc.Name) })
 	if c.usrsctp {
-		srv, err := sctppeer.StartServer(ctx, k.e.Lab.Backends[1], sctppeer.ServerOptions{Bind: eps, Port: port, ID: "be2", Timers: sctppeer.FastTimers})
+		timers := sctppeer.FastTimers
+		if c.defaultTimers {
+			timers = sctppeer.Timers{}
+		}
+		srv, err := sctppeer.StartServer(ctx, k.e.Lab.Backends[1], sctppeer.ServerOptions{Bind: eps, Port: port, ID: "be2", Timers: timers})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -433,7 +440,12 @@ func TestKernelSCTPThroughTheDatapath(t *testing.T) {
 
 // failover cuts the kernel client's primary link, then the kernel
 // server's, mid-transfer: the association carries on over a secondary path
-// through the LB, every message is echoed, no new INIT, no ABORT.
+// through the LB, every message is echoed, no new INIT, no ABORT. The last
+// case is LB-assisted path failover (issue 19) with a kernel client: the
+// endpoint is usrsctp on its default timers (RTO.max 60 s), which on its
+// own would keep sending to the dead client address and back off; the LB
+// steers its packets onto the client's live path, `get ct` shows it, and
+// the longest echo gap stays under steerGapLimit.
 func failover(t *testing.T, k *kernelLab) {
 	for _, cut := range []struct {
 		name string
@@ -442,6 +454,8 @@ func failover(t *testing.T, k *kernelLab) {
 	}{
 		{"client-primary-link", sctpCase{n: 2, mode: api.ModeDefault, host: 21}, func() *lab.Iface { return k.e.Lab.ClientIface(0) }},
 		{"server-primary-link", sctpCase{n: 2, v6: true, mode: api.ModeFullNAT, host: 22}, func() *lab.Iface { return k.e.Lab.BackendIface(0, 0) }},
+		{"client-primary-link-lb-steered", sctpCase{n: 2, mode: api.ModeDefault, host: 23, usrsctp: true, defaultTimers: true},
+			func() *lab.Iface { return k.e.Lab.ClientIface(0) }},
 	} {
 		t.Run("failover-"+cut.name+"-"+cut.c.name(), func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
@@ -492,6 +506,9 @@ func failover(t *testing.T, k *kernelLab) {
 				t.Fatalf("client: %v; %+v", o.err, o.res)
 			}
 			t.Logf("%s cut: max echo gap %d ms", ifc.Name, o.res.MaxGapMs)
+			if cut.c.defaultTimers {
+				checkSteered(t, k, cut.c, o.res)
+			}
 			counts := checkWire(t, caps)
 			t.Logf("chunks across the LB: %v", counts)
 			k.checkKernelCounters(t, cut.c, before)
@@ -499,5 +516,38 @@ func failover(t *testing.T, k *kernelLab) {
 				t.Fatal(err)
 			}
 		})
+	}
+}
+
+// steerGapLimit is the issue's bound on the longest echo gap with
+// LB-assisted path failover (as in scenarios/l4): the kernel client's own
+// failover (its first T3, 200 ms to 1 s with vm.FastTimers under emulation),
+// the LB's 200 ms confirmation and the endpoint's recovery. Without the LB
+// the endpoint's T3 backoff (1 s, 2 s, 4 s ...) stalls the echoes longer.
+const steerGapLimit = 1500 * time.Millisecond
+
+// checkSteered checks that the LB carried the endpoint across the kernel
+// client's path failure: `get ct` shows the association steered from the
+// cut client address to the live one, and the longest echo gap is bounded.
+func checkSteered(t *testing.T, k *kernelLab, c sctpCase, res sctppeer.Result) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	conns, err := k.e.Daemon.Client.Conntrack(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st *api.ConnSteering
+	for _, cn := range conns {
+		if cn.Service == c.name() && cn.Steering != nil {
+			st = cn.Steering
+		}
+	}
+	want := k.clientAddrs(c)
+	if st == nil || st.Count == 0 || st.From != want[0].String() || st.To != want[1].String() {
+		t.Errorf("get ct steering %+v, want from %s to %s", st, want[0], want[1])
+	}
+	if gap := time.Duration(res.MaxGapMs) * time.Millisecond; gap >= steerGapLimit {
+		t.Errorf("longest echo gap %s, want < %s", gap, steerGapLimit)
 	}
 }
