@@ -29,6 +29,11 @@ func newSteerCase(t *testing.T, e *env, id uint32, mode Mode, v6 bool) *steerCas
 	a := c.a
 	c.svc = Service{ID: id, VIP: a.vip, SecondaryVIPs: []netip.Addr{a.vip2}, PortStart: c.vport, Proto: ProtoSCTP, Mode: mode,
 		Endpoints: []Endpoint{{Addr: a.e1, Port: c.eprt, Weight: 1}}, SCTPPathFailover: true, SCTPPathHoldDown: time.Minute}
+	if mode == ModeOneArm {
+		// onearm shows the endpoint one LB address: one VIP, the client
+		// multi-homed toward it.
+		c.svc.SecondaryVIPs = nil
+	}
 	e.upsert(c.svc)
 	t.Cleanup(func() { _ = e.d.DeleteService(id) })
 	init := pkt{srcMAC: clientMAC, dstMAC: lbMAC0, src: a.c1, dst: a.vip, proto: 132, sport: c.cport, dport: c.vport, ttl: 64,
@@ -37,7 +42,7 @@ func newSteerCase(t *testing.T, e *env, id uint32, mode Mode, v6 bool) *steerCas
 		t.Fatalf("INIT verdict %d", ret)
 	}
 	c.src, c.sport = a.c1, c.cport
-	if mode == ModeFullNAT {
+	if mode == ModeFullNAT || mode == ModeOneArm {
 		s := e.conn(id).Source
 		c.src, c.sport = s.Addr(), s.Port()
 	}
@@ -82,6 +87,9 @@ func (c *steerCase) endpoint(t *testing.T, what string, chunks []byte, steered b
 	w.src, w.sport, w.dst, w.dport = c.a.vip, c.vport, c.a.c1, c.cport
 	if steered {
 		w.src, w.dst = c.a.vip2, c.a.c2
+		if c.mode == ModeOneArm {
+			w.src = c.a.vip
+		}
 	}
 	diffHex(t, what, out, w.frame())
 }
@@ -209,6 +217,35 @@ func TestSCTPPathFailoverOnClientMove(t *testing.T) {
 				c.endpoint(t, "within the confirmation", sctpData(35), false)
 			})
 		}
+	}
+}
+
+// onearm shows the endpoint one LB address for every path of a multi-homed
+// client, so the endpoint cannot fail over by itself: its packets all go to
+// the client's first address. Once the client has moved to its second
+// address (toward the one VIP) and the endpoint's packets toward the first
+// went unanswered, they are steered there (from the VIP), v4 and v6, and
+// return when the client does.
+func TestSCTPPathFailoverOneArm(t *testing.T) {
+	e := newEnv(t)
+	e.mhNeighbours()
+	for i, v6 := range []bool{false, true} {
+		t.Run(fmt.Sprintf("v6=%v", v6), func(t *testing.T) {
+			e := e.sub(t)
+			c := newSteerCase(t, e, uint32(80+i), ModeOneArm, v6)
+			a := c.a
+			c.client(t, a.c1, a.vip)
+			c.endpoint(t, "reply while the client uses c1", sctpData(30), false)
+			time.Sleep(250 * time.Millisecond)
+			c.client(t, a.c2, a.vip)
+			c.endpoint(t, "DATA after the client moved", sctpData(31), true)
+			got := e.conn(c.id).Steering
+			if got == nil || !got.Active || got.From != a.c1 || got.To != a.c2 || got.VIP != a.vip || got.Count != 1 {
+				t.Fatalf("conntrack steering %+v, want active c1 %s -> c2 %s from %s, once", got, a.c1, a.c2, a.vip)
+			}
+			c.client(t, a.c1, a.vip)
+			c.endpoint(t, "after the client returned to c1", sctpData(32), false)
+		})
 	}
 }
 
