@@ -334,3 +334,46 @@ func TestSCTPPathFailoverAfterUpgrade(t *testing.T) {
 		t.Fatalf("steering after the upgrade %+v", got)
 	}
 }
+
+// A steered packet larger than the live path's MTU (a route toward c2 with
+// MTU 1280, the endpoint's DATA 1400 bytes): the datapath rewrites it for
+// the live path and hands it to the kernel (TC_ACT_OK, not redirected), as it
+// does any rewritten packet too big for its route. The kernel then answers
+// with an ICMP fragmentation-needed / packet-too-big addressed to the
+// packet's new source, the VIP, so the endpoint does not learn the smaller
+// MTU (documented in docs/architecture.md: give every client link the same
+// MTU, or let the endpoint probe, RFC 8899). Packets that fit are steered as
+// usual.
+func TestSCTPPathFailoverSteeredTooBig(t *testing.T) {
+	e := newEnv(t)
+	e.mhNeighbours()
+	for i, v6 := range []bool{false, true} {
+		t.Run(fmt.Sprintf("v6=%v", v6), func(t *testing.T) {
+			e := e.sub(t)
+			c := newSteerCase(t, e, uint32(90+i), ModeDefault, v6)
+			a := c.a
+			bits := "/32"
+			if v6 {
+				bits = "/128"
+			}
+			run(t, "ip", "-n", e.ns, "route", "add", a.c2.String()+bits, "dev", "lb0", "mtu", "lock", "1280")
+			t.Cleanup(func() { run(t, "ip", "-n", e.ns, "route", "del", a.c2.String()+bits) })
+			c.holdDown(t, true, time.Millisecond)
+			c.client(t, a.c1, a.vip)
+			c.endpoint(t, "reply while the client uses c1", sctpData(30), false)
+			time.Sleep(20 * time.Millisecond)
+			c.client(t, a.c2, a.vip2)
+			c.endpoint(t, "steered, fits", sctpData(31), true)
+
+			big := pkt{srcMAC: epMAC(0), dstMAC: lbMAC1, src: a.e1, dst: c.src, proto: 132, sport: c.eprt, dport: c.sport, ttl: 64,
+				sctpVtag: 0x1111, sctpChunks: sctpData(1400)}
+			ret, out := e.runOn(e.d.objs.TcIngress, c.lb1, big.frame())
+			if ret != actOK {
+				t.Fatalf("steered packet too big for the live path: verdict %d, want %d (to the kernel)", ret, actOK)
+			}
+			w := big
+			w.src, w.sport, w.dst, w.dport = a.vip2, c.vport, a.c2, c.cport
+			diffHex(t, "too big, handed to the kernel rewritten", out, w.frame())
+		})
+	}
+}
