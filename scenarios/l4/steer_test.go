@@ -204,10 +204,11 @@ func (p pathCut) run(t *testing.T) cutResult {
 // service with secondary VIPs or in onearm, its default hold-down) every
 // message is echoed, no ABORT is seen and the longest echo gap stays under
 // 1.5 s, in default and fullnat mode, IPv4 and IPv6, and onearm (one VIP,
-// the client's route to it moving to link 1) IPv4; `get ct` shows the association steered from the dead client
-// address to the live one. With the feature off the same cut stalls the
-// echoes (default and onearm): a gap of 3 s or more, or echoes still missing 6 s after the last
-// send (the run stops waiting there).
+// the client's route to it moving to link 1) IPv4; `get ct` shows the
+// association steered from the dead client address to the live one. With
+// the feature off the same cut stalls the echoes (default and onearm): a
+// gap of 3 s or more, or echoes still missing 6 s after the last send (the
+// run stops waiting there).
 func TestSCTPPathFailoverCarriesEndpointTimers(t *testing.T) {
 	host := 70
 	for _, mode := range []string{api.ModeDefault, api.ModeFullNAT, api.ModeOneArm} {
