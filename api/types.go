@@ -35,12 +35,14 @@ const (
 )
 
 // PathFailoverOn tells whether SCTP path failover applies to s: on when
-// asked, or by default for an SCTP service with secondary VIPs.
+// asked, or by default for an SCTP service with secondary VIPs, and in
+// onearm mode, where the endpoint sees one LB address for every path of a
+// multi-homed client and so cannot fail over by itself.
 func (s *Service) PathFailoverOn() bool {
 	if s.Protocol != ProtocolSCTP || s.SCTPPathFailover == SCTPPathFailoverOff {
 		return false
 	}
-	return s.SCTPPathFailover == SCTPPathFailoverOn || len(s.SecondaryVIPs) > 0
+	return s.SCTPPathFailover == SCTPPathFailoverOn || len(s.SecondaryVIPs) > 0 || s.Mode == ModeOneArm
 }
 
 // Endpoint selection algorithms accepted in Service.Select.
@@ -90,11 +92,13 @@ type Service struct {
 	// packets toward a client address the client has stopped using go on
 	// the client's live path instead, so a client's path failure no longer
 	// waits for the endpoint's retransmission timers. Empty means on for
-	// SCTP services with secondary VIPs, off otherwise.
+	// SCTP services with secondary VIPs or in mode onearm, off otherwise.
 	SCTPPathFailover string `json:"sctpPathFailover,omitempty"`
 	// SCTPPathHoldDownMillis is how long the client must have used only
 	// other paths, with the endpoint's packets toward an address left
-	// unanswered, before they are steered. Zero means 1000 (1 s).
+	// unanswered, before they are steered. Zero means 1000 (1 s). Once the
+	// client has moved its own traffic off the address, 200 ms (or this,
+	// if shorter) is enough.
 	SCTPPathHoldDownMillis uint32 `json:"sctpPathHoldDownMillis,omitempty"`
 	// Endpoints receive the traffic.
 	Endpoints []Endpoint `json:"endpoints"`

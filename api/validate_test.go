@@ -324,20 +324,24 @@ func FuzzValidate(f *testing.F) {
 }
 
 // Path failover is on by default exactly for SCTP services with secondary
-// VIPs; "on" and "off" override that, and it never applies to TCP or UDP.
+// VIPs or in mode onearm; "on" and "off" override that, and it never applies to TCP or UDP.
 func TestPathFailoverDefault(t *testing.T) {
 	for _, c := range []struct {
 		proto, failover string
 		secondary       []string
 		want            bool
+		mode            string
 	}{
-		{ProtocolSCTP, "", []string{"10.9.0.1"}, true},
-		{ProtocolSCTP, "", nil, false},
-		{ProtocolSCTP, SCTPPathFailoverOff, []string{"10.9.0.1"}, false},
-		{ProtocolSCTP, SCTPPathFailoverOn, nil, true},
-		{ProtocolTCP, "", []string{"10.9.0.1"}, false},
+		{ProtocolSCTP, "", []string{"10.9.0.1"}, true, ""},
+		{ProtocolSCTP, "", nil, false, ""},
+		{ProtocolSCTP, SCTPPathFailoverOff, []string{"10.9.0.1"}, false, ""},
+		{ProtocolSCTP, SCTPPathFailoverOn, nil, true, ""},
+		{ProtocolTCP, "", []string{"10.9.0.1"}, false, ""},
+		{ProtocolSCTP, "", nil, true, ModeOneArm},
+		{ProtocolSCTP, SCTPPathFailoverOff, nil, false, ModeOneArm},
+		{ProtocolTCP, "", nil, false, ModeOneArm},
 	} {
-		s := Service{Protocol: c.proto, SCTPPathFailover: c.failover, SecondaryVIPs: c.secondary}
+		s := Service{Protocol: c.proto, SCTPPathFailover: c.failover, SecondaryVIPs: c.secondary, Mode: c.mode}
 		if got := s.PathFailoverOn(); got != c.want {
 			t.Errorf("%s failover=%q secondary=%v: on=%v, want %v", c.proto, c.failover, c.secondary, got, c.want)
 		}

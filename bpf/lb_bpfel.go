@@ -58,7 +58,9 @@ type LbAssoc struct {
 	SteerFrom  uint8
 	SteerTo    uint8
 	SteerVip   uint8
-	Pad2       uint32
+	Ctraf      uint8
+	Tmoved     uint8
+	Pad2       uint16
 }
 
 type LbAssocKey struct {

@@ -72,6 +72,9 @@ enum drop_reason {
 // above RFC 9260's 500 ms ceiling on delaying a SACK, so a client that is only
 // slow to acknowledge on a live address is never taken for gone.
 #define LB_STEER_HOLD_MS 1000
+// Confirmation once the client itself moved its traffic off an address
+// (lib/sctp_steer.h): RFC 9260's recommended delayed-SACK time.
+#define LB_STEER_MOVED_MS 200
 
 #define CT_F_REPLY 0x01    // entry matches the endpoint->client direction
 #define CT_F_DSR 0x02      // L2 forward only, no reply entry
@@ -232,7 +235,9 @@ struct assoc {
 	__u8 steer_from;            // caddr index steered away from
 	__u8 steer_to;              // caddr index steered onto
 	__u8 steer_vip;             // vip index the steered packets come from
-	__u32 pad2;
+	__u8 ctraf;                 // caddr index of the client's last packet other than a heartbeat
+	__u8 tmoved;                // bit i: the client's traffic moved off caddr[i], nothing from it since
+	__u16 pad2;
 };
 
 // Addresses the datapath may have business with, as bitmaps indexed by a

@@ -71,6 +71,8 @@ struct sctphdr {
 #define SCTP_DATA 0
 #define SCTP_INIT 1
 #define SCTP_INIT_ACK 2
+#define SCTP_HEARTBEAT 4
+#define SCTP_HEARTBEAT_ACK 5
 #define SCTP_ABORT 6
 #define SCTP_SHUTDOWN 7
 #define SCTP_SHUTDOWN_ACK 8

@@ -211,7 +211,15 @@ __noinline int mh_param(struct __sk_buff *skb, struct mh_ctx *c, __u32 off)
 		if (c->nat64 && v6)
 			mh_learn_client(c);
 		else if ((c->a.family == AF_INET6) == v6 && !c->nat64) {
-			if (c->dir == SCTP_INIT)
+			if (c->dir == SCTP_INIT && c->a.mode == MODE_ONEARM) {
+				// onearm: every client address is a path toward the
+				// one VIP (learnt, so its packets find the association
+				// and the endpoint's can be steered to it), but the
+				// endpoint sees only the first, as the LB's address.
+				idx = mh_index(c->a.caddr, &c->a.nc, LB_MAX_VIPS, addr);
+				if (idx > 0)
+					idx = -1;
+			} else if (c->dir == SCTP_INIT)
 				idx = mh_index(c->a.caddr, &c->a.nc, c->limit, addr);
 			else
 				idx = mh_index(c->a.eaddr, &c->a.ne, c->limit, addr);

@@ -29,6 +29,16 @@
  *     first of those packets (it is alive, just not on i), or
  *   - the FIB found no route toward i (forward sets CT_F_NOROUTE) and
  *     nothing came from i since.
+ *   - the client itself moved its traffic (anything but heartbeats) from
+ *     i to l and has sent nothing from i since, and the endpoint's packets
+ *     toward i went unanswered from i for LB_STEER_MOVED_MS (or the
+ *     hold-down if shorter) while the client was heard from l. A client
+ *     moves its traffic only when it stops trusting i (RFC 9260 6.4: a
+ *     T3 retransmission goes to another address, then failover), so this
+ *     is its own verdict, reached in one RTO; a client that is merely slow
+ *     to acknowledge (SACK delay up to 500 ms) keeps its traffic on i and
+ *     waits out the full hold-down (1 s by default). This brings the
+ *     endpoint along within about RTO + 200 ms of the client's move.
  * An address the endpoint does not send to is never dead; the endpoint's
  * heartbeats toward an idle but live address are answered from it (a
  * HEARTBEAT-ACK goes to the VIP the heartbeat came from, which the client
@@ -100,6 +110,14 @@ __noinline int mh_steer(struct ct_val *ct, const struct pkt *p, struct steer_add
 		a->cseen[i & (LB_MAX_VIPS - 1)] = now;
 		a->cvip[i & (LB_MAX_VIPS - 1)] = j;
 		a->live = i;
+		// Heartbeats probe every path; the rest follows the path the
+		// client trusts.
+		a->tmoved &= ~(1 << i);
+		if (p->chunk_type != SCTP_HEARTBEAT && p->chunk_type != SCTP_HEARTBEAT_ACK) {
+			if (a->ctraf != i && a->ctraf < a->nc)
+				a->tmoved |= 1 << (a->ctraf & (LB_MAX_VIPS - 1));
+			a->ctraf = i;
+		}
 		return 0;
 	}
 	int i = mh_caddr_idx(a, ct->nat_dst);
@@ -117,8 +135,11 @@ __noinline int mh_steer(struct ct_val *ct, const struct pkt *p, struct steer_add
 		a->eask[i] = now;
 	__u32 l = a->live & (LB_MAX_VIPS - 1);
 	__u64 hold = (__u64)(si->steer_hold_ms ? si->steer_hold_ms : LB_STEER_HOLD_MS) * 1000000ULL;
+	__u64 wait = hold;
+	if ((a->tmoved >> i) & 1 && wait > LB_STEER_MOVED_MS * 1000000ULL)
+		wait = LB_STEER_MOVED_MS * 1000000ULL;
 	int dead = l != i && a->cseen[l] &&
-		   (a->noroute[i] > a->cseen[i] || (now - a->eask[i] >= hold && a->cseen[l] > a->eask[i]));
+		   (a->noroute[i] > a->cseen[i] || (now - a->eask[i] >= wait && a->cseen[l] > a->eask[i]));
 	if (!dead) {
 		if (a->steer_since && a->steer_from == i)
 			a->steer_since = 0;

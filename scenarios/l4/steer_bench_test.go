@@ -16,6 +16,9 @@ import (
 // run on a fresh lab. Without the LB's help the client waits out the
 // endpoint's T3 backoff; the run waits up to 45 s for it, which covers the
 // backoff up to the endpoint marking the dead address unreachable (1+2+4+8+16 s).
+// Both on the service's defaults (hold-down 1 s; the LB steers 200 ms after
+// the client moved its traffic): the gap with the LB is mostly the usrsctp
+// client's own failover (about 0.9 s with sctppeer.FastTimers).
 func TestBenchSCTPPathFailoverGap(t *testing.T) {
 	if os.Getenv("TELCOLB_BENCH") != "1" {
 		t.Skip("set TELCOLB_BENCH=1 to run the benchmark")

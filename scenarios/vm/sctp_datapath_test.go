@@ -154,6 +154,11 @@ type sctpCase struct {
 	// usrsctp puts the endpoint on be2 (usrsctp, a namespace) instead of
 	// the be1 VM (kernel).
 	usrsctp bool
+	// defaultTimers runs that usrsctp endpoint on usrsctp's default timers
+	// (RTO 1 s/3 s/60 s, heartbeat 30 s) instead of fast ones.
+	defaultTimers bool
+	// failoverOff sets the service's sctpPathFailover to off.
+	failoverOff bool
 }
 
 func (c sctpCase) name() string {
@@ -206,6 +211,9 @@ func (k *kernelLab) apply(t *testing.T, c sctpCase) func() []netip.Addr {
 	vips, eps := c.vips(), k.endpointAddrs(c)
 	svc := api.Service{Name: c.name(), VIP: vips[0].String(), Port: port, Protocol: api.ProtocolSCTP, Mode: c.mode,
 		Endpoints: []api.Endpoint{{Address: eps[0].String(), Port: port}}}
+	if c.failoverOff {
+		svc.SCTPPathFailover = api.SCTPPathFailoverOff
+	}
 	for _, v := range vips[1:] {
 		svc.SecondaryVIPs = append(svc.SecondaryVIPs, v.String())
 	}
@@ -214,7 +222,11 @@ func (k *kernelLab) apply(t *testing.T, c sctpCase) func() []netip.Addr {
 	}
 	t.Cleanup(func() { _ = k.e.Daemon.Client.DeleteService(context.Background(), svc.Name) })
 	if c.usrsctp {
-		srv, err := sctppeer.StartServer(ctx, k.e.Lab.Backends[1], sctppeer.ServerOptions{Bind: eps, Port: port, ID: "be2", Timers: sctppeer.FastTimers})
+		timers := sctppeer.FastTimers
+		if c.defaultTimers {
+			timers = sctppeer.Timers{}
+		}
+		srv, err := sctppeer.StartServer(ctx, k.e.Lab.Backends[1], sctppeer.ServerOptions{Bind: eps, Port: port, ID: "be2", Timers: timers})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -260,7 +272,9 @@ func (k *kernelLab) runClient(ctx context.Context, c sctpCase, count int, interv
 		return sctppeer.Result{}, err
 	}
 	if r.Exit != 0 {
-		return sctppeer.Result{}, fmt.Errorf("client exited %d: %s%s", r.Exit, r.Stdout, r.Stderr)
+		// Its report, if any, still says what it saw (missing echoes).
+		res, _ := sctppeer.ParseResult(r.Stdout)
+		return res, fmt.Errorf("client exited %d: %s%s", r.Exit, r.Stdout, r.Stderr)
 	}
 	return sctppeer.ParseResult(r.Stdout)
 }
@@ -433,7 +447,13 @@ func TestKernelSCTPThroughTheDatapath(t *testing.T) {
 
 // failover cuts the kernel client's primary link, then the kernel
 // server's, mid-transfer: the association carries on over a secondary path
-// through the LB, every message is echoed, no new INIT, no ABORT.
+// through the LB, every message is echoed, no new INIT, no ABORT. The last
+// case is LB-assisted path failover (issue 19) with a kernel client: the
+// endpoint is usrsctp on its default timers (RTO.max 60 s), which on its
+// own would keep sending to the dead client address and back off; the LB
+// steers its packets onto the client's live path, `get ct` shows it, and
+// the longest echo gap stays under steerGapLimit. The same with the feature
+// off stalls the echoes (checkStalled).
 func failover(t *testing.T, k *kernelLab) {
 	for _, cut := range []struct {
 		name string
@@ -442,6 +462,10 @@ func failover(t *testing.T, k *kernelLab) {
 	}{
 		{"client-primary-link", sctpCase{n: 2, mode: api.ModeDefault, host: 21}, func() *lab.Iface { return k.e.Lab.ClientIface(0) }},
 		{"server-primary-link", sctpCase{n: 2, v6: true, mode: api.ModeFullNAT, host: 22}, func() *lab.Iface { return k.e.Lab.BackendIface(0, 0) }},
+		{"client-primary-link-lb-steered", sctpCase{n: 2, mode: api.ModeDefault, host: 23, usrsctp: true, defaultTimers: true},
+			func() *lab.Iface { return k.e.Lab.ClientIface(0) }},
+		{"client-primary-link-lb-off", sctpCase{n: 2, mode: api.ModeDefault, host: 24, usrsctp: true, defaultTimers: true, failoverOff: true},
+			func() *lab.Iface { return k.e.Lab.ClientIface(0) }},
 	} {
 		t.Run("failover-"+cut.name+"-"+cut.c.name(), func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
@@ -488,10 +512,19 @@ func failover(t *testing.T, k *kernelLab) {
 			t.Cleanup(func() { _ = ifc.SetUp(context.Background(), true) })
 			o := <-ch
 			stop()
+			if cut.c.failoverOff {
+				// Without the LB's help the endpoint waits out its T3
+				// backoff (1 s, 2 s, 4 s ...) on the dead address.
+				checkStalled(t, o.res)
+				return
+			}
 			if o.err != nil || o.res.Echoed != count || o.res.Lost != 0 || !o.res.OK() {
 				t.Fatalf("client: %v; %+v", o.err, o.res)
 			}
 			t.Logf("%s cut: max echo gap %d ms", ifc.Name, o.res.MaxGapMs)
+			if cut.c.defaultTimers {
+				checkSteered(t, k, cut.c, o.res)
+			}
 			counts := checkWire(t, caps)
 			t.Logf("chunks across the LB: %v", counts)
 			k.checkKernelCounters(t, cut.c, before)
@@ -499,5 +532,52 @@ func failover(t *testing.T, k *kernelLab) {
 				t.Fatal(err)
 			}
 		})
+	}
+}
+
+// steerGapLimit is the issue's bound on the longest echo gap with
+// LB-assisted path failover (as in scenarios/l4): the kernel client's own
+// failover (its first T3, 200 ms to 1 s with vm.FastTimers under emulation),
+// the LB's 200 ms confirmation and the endpoint's recovery. Without the LB
+// the endpoint's T3 backoff (1 s, 2 s, 4 s ...) stalls the echoes longer.
+const steerGapLimit = 1500 * time.Millisecond
+
+// checkSteered checks that the LB carried the endpoint across the kernel
+// client's path failure: `get ct` shows the association steered from the
+// cut client address to the live one, and the longest echo gap is bounded.
+func checkSteered(t *testing.T, k *kernelLab, c sctpCase, res sctppeer.Result) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	conns, err := k.e.Daemon.Client.Conntrack(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st *api.ConnSteering
+	for _, cn := range conns {
+		if cn.Service == c.name() && cn.Steering != nil {
+			st = cn.Steering
+		}
+	}
+	want := k.clientAddrs(c)
+	if st == nil || st.Count == 0 || st.From != want[0].String() || st.To != want[1].String() {
+		t.Errorf("get ct steering %+v, want from %s to %s", st, want[0], want[1])
+	}
+	if gap := time.Duration(res.MaxGapMs) * time.Millisecond; gap >= steerGapLimit {
+		t.Errorf("longest echo gap %s, want < %s", gap, steerGapLimit)
+	}
+}
+
+// checkStalled checks the feature-off run: the endpoint's backoff shows as an
+// echo gap of 3 s or more, or as echoes still missing when the client
+// stopped waiting (20 s after its last send).
+func checkStalled(t *testing.T, res sctppeer.Result) {
+	t.Helper()
+	t.Logf("feature off: echoed %d/%d, longest echo gap %d ms", res.Echoed, res.Sent, res.MaxGapMs)
+	if !res.Associated {
+		t.Fatalf("feature off: the client never associated (%+v)", res)
+	}
+	if gap := time.Duration(res.MaxGapMs) * time.Millisecond; gap < 3*time.Second && res.Lost == 0 && res.Echoed == res.Sent {
+		t.Errorf("feature off: longest echo gap %s and every echo back, want the endpoint's backoff stall (>= 3s)", gap)
 	}
 }
