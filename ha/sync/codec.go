@@ -17,7 +17,8 @@ import (
 //	ack:   incarnation u64 | stream u32 | seq u64
 //
 // A hello tells the peer who we are and where its stream to us stands, so a
-// reconnect can resume instead of resyncing. Data flags: Begin opens a bulk
+// reconnect can resume instead of resyncing. Hello flag Heard: the sender
+// has had the addressee's hello. Data flags: Begin opens a bulk
 // resync (a new stream, seq 1), End closes it. Ack flag Nack asks for the
 // unacknowledged messages at once (a gap was seen).
 const (
@@ -30,6 +31,7 @@ const (
 	FlagBegin = 1
 	FlagEnd   = 2
 	FlagNack  = 1
+	FlagHeard = 1
 
 	recordDeleted = 1
 
@@ -68,6 +70,9 @@ type Hello struct {
 	PeerInc  uint64
 	Stream   uint32
 	Expected uint64
+	// Heard says the sender has the addressee's hello already (a hello
+	// without it is answered, so a lost hello is made up for).
+	Heard bool
 }
 
 // Data is one batch of records of a stream.
@@ -118,10 +123,11 @@ func Parse(b []byte) (Message, error) {
 		if len(b) < helloMinLen {
 			return Message{}, malformed("hello of %d bytes, want at least %d", len(b), helloMinLen)
 		}
-		if flags != 0 {
+		if flags&^FlagHeard != 0 {
 			return Message{}, malformed("hello flags %#x", flags)
 		}
 		h := &Hello{
+			Heard:       flags&FlagHeard != 0,
 			Incarnation: binary.BigEndian.Uint64(b[4:]),
 			PeerInc:     binary.BigEndian.Uint64(b[12:]),
 			Stream:      binary.BigEndian.Uint32(b[20:]),
@@ -219,7 +225,11 @@ func header(b []byte, typ, flags byte) []byte {
 
 // AppendHello encodes h after b.
 func AppendHello(b []byte, h Hello) []byte {
-	b = header(b, TypeHello, 0)
+	var f byte
+	if h.Heard {
+		f = FlagHeard
+	}
+	b = header(b, TypeHello, f)
 	b = binary.BigEndian.AppendUint64(b, h.Incarnation)
 	b = binary.BigEndian.AppendUint64(b, h.PeerInc)
 	b = binary.BigEndian.AppendUint32(b, h.Stream)

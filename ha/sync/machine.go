@@ -325,7 +325,7 @@ func (m *Machine) Connected(now time.Time, peer string) Output {
 func (m *Machine) sayHello(now time.Time, p *peer, out *Output) {
 	p.helloAt = now.Add(m.cfg.RetransmitTimeout)
 	out.Sends = append(out.Sends, Send{Peer: p.name, Data: AppendHello(nil, Hello{
-		Name: m.cfg.Self, Incarnation: m.inc, PeerInc: p.rInc, Stream: p.rStream, Expected: p.rExpected,
+		Name: m.cfg.Self, Incarnation: m.inc, PeerInc: p.rInc, Stream: p.rStream, Expected: p.rExpected, Heard: p.up,
 	})})
 }
 
@@ -376,7 +376,11 @@ func (m *Machine) hello(now time.Time, p *peer, h *Hello, out *Output) {
 		return
 	}
 	if p.up {
-		return // a duplicate on the same connection
+		// The peer may have lost our hello: answer, unless it says it has it.
+		if !h.Heard {
+			m.sayHello(now, p, out)
+		}
+		return
 	}
 	p.up = true
 	p.peerInc = h.Incarnation

@@ -10,6 +10,8 @@ import (
 	"time"
 )
 
+var debug = false
+
 var t0 = time.Unix(1_700_000_000, 0)
 
 // sim runs machines over simulated connections in virtual time. Each pair
@@ -260,7 +262,14 @@ func (s *sim) settle() {
 		s.advance(10 * time.Millisecond)
 	}
 	if !s.idle() {
-		s.tb.Fatalf("not idle after settling: %d queued", len(s.queue))
+		var st []string
+		for _, n := range s.names {
+			for _, p := range s.nodes[n].m.peers {
+				st = append(st, fmt.Sprintf("%s->%s up=%v conn=%v inflight=%d pending=%d needResync=%v resyncing=%v stream=%d acked=%d next=%d rto=%v",
+					n, p.name, p.up, p.connected, len(p.inflight), len(p.pending), p.needResync, p.resyncing, p.stream, p.acked, p.nextSeq, p.rtoAt.Sub(t0)))
+			}
+		}
+		s.tb.Fatalf("not idle after settling: %d queued, now %v: %v", len(s.queue), s.now.Sub(t0), st)
 	}
 	s.checkReplicas()
 }
@@ -268,7 +277,7 @@ func (s *sim) settle() {
 func (s *sim) idle() bool {
 	for _, n := range s.names {
 		for _, p := range s.nodes[n].m.peers {
-			if len(p.inflight) > 0 || len(p.pending) > 0 || p.needResync {
+			if len(p.inflight) > 0 || len(p.pending) > 0 || p.needResync || !p.up {
 				return false
 			}
 		}
@@ -318,7 +327,11 @@ func (s *sim) chaos(rng *rand.Rand, steps int, keys int) {
 		a := s.names[rng.IntN(len(s.names))]
 		b := s.names[rng.IntN(len(s.names))]
 		key := fmt.Sprintf("k%d", rng.IntN(keys))
-		switch op := rng.IntN(100); {
+		op := rng.IntN(100)
+		if debug {
+			fmt.Println("op", op, a, b, key, len(s.queue))
+		}
+		switch {
 		case op < 30:
 			s.put(a, key)
 		case op < 38:
