@@ -69,7 +69,8 @@ type NodeStats struct {
 	// BadFrames counts connections closed for an oversized frame.
 	BadFrames uint64
 	Dials     uint64
-	// WireBytes counts bytes written to connections, TLS overhead excluded.
+	// WireBytes counts bytes written to TCP connections (TLS records,
+	// handshakes and acknowledgements included; TCP/IP headers not).
 	WireBytes uint64
 }
 
@@ -256,7 +257,7 @@ func (n *Node) accept() {
 		n.wg.Add(1)
 		go func() {
 			defer n.wg.Done()
-			tc := tls.Server(raw, n.tls)
+			tc := tls.Server(&countingConn{Conn: raw, n: &n.wireBytes}, n.tls)
 			hctx, cancel := context.WithTimeout(n.ctx, 10*time.Second)
 			err := tc.HandshakeContext(hctx)
 			cancel()
@@ -277,18 +278,45 @@ func (n *Node) dial(peer Peer) {
 	defer n.wg.Done()
 	n.dials.Add(1)
 	cfg := &tls.Config{MinVersion: tls.VersionTLS13, Certificates: n.certs, RootCAs: n.roots, ServerName: peer.Name}
-	d := tls.Dialer{NetDialer: &net.Dialer{Timeout: 5 * time.Second}, Config: cfg}
-	raw, err := d.DialContext(n.ctx, "tcp", peer.Addr)
+	raw, err := (&net.Dialer{Timeout: 5 * time.Second}).DialContext(n.ctx, "tcp", peer.Addr)
 	if err != nil {
+		n.dialFailed(peer.Name)
+		return
+	}
+	tc := tls.Client(&countingConn{Conn: raw, n: &n.wireBytes}, cfg)
+	hctx, cancel := context.WithTimeout(n.ctx, 10*time.Second)
+	err = tc.HandshakeContext(hctx)
+	cancel()
+	if err != nil {
+		_ = raw.Close()
 		var ve *tls.CertificateVerificationError
 		if errors.As(err, &ve) {
 			n.refused.Add(1)
 			n.log.Warn("sync peer refused", "peer", peer.Name, "err", err)
 		}
-		n.events <- event{kind: evDown, peer: peer.Name}
+		n.dialFailed(peer.Name)
 		return
 	}
-	n.serve(peer.Name, raw.(*tls.Conn))
+	n.serve(peer.Name, tc)
+}
+
+func (n *Node) dialFailed(peer string) {
+	select {
+	case n.events <- event{kind: evDown, peer: peer}:
+	case <-n.ctx.Done():
+	}
+}
+
+// countingConn counts the bytes a connection writes, TLS records included.
+type countingConn struct {
+	net.Conn
+	n *atomic.Uint64
+}
+
+func (c *countingConn) Write(b []byte) (int, error) {
+	k, err := c.Conn.Write(b)
+	c.n.Add(uint64(k))
+	return k, err
 }
 
 type conn struct {
@@ -380,7 +408,6 @@ func (n *Node) write(c *conn) {
 			binary.BigEndian.PutUint32(hdr[:], uint32(len(b)))
 			_, _ = w.Write(hdr[:])
 			_, _ = w.Write(b)
-			n.wireBytes.Add(uint64(len(b) + FrameHeader))
 		}
 		if err := w.Flush(); err != nil {
 			c.close()
