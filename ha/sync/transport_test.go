@@ -27,6 +27,9 @@ type group struct {
 	mcfg  Config
 	// impair, when set, is every node's Impair hook.
 	impair func(peer string) Fault
+	// synced, when set, is called as a node's resync from peer completes,
+	// with how many records it holds from peer then.
+	synced func(node, peer string, applied int)
 }
 
 type tnode struct {
@@ -35,9 +38,6 @@ type tnode struct {
 	mu   stdsync.Mutex
 	own  map[string]string            // what this node's producer put
 	got  map[string]map[string]string // what it applied, per sender
-	// syncedWith is called with the peer and what was applied from it at
-	// the moment its resync completed.
-	onSynced func(peer string, applied int)
 }
 
 func newGroup(t *testing.T, mcfg Config, names ...string) *group {
@@ -84,10 +84,9 @@ func (g *group) start(name, listen string) *tnode {
 		OnSynced: func(peer string) {
 			tn.mu.Lock()
 			k := len(tn.got[peer])
-			f := tn.onSynced
 			tn.mu.Unlock()
-			if f != nil {
-				f(peer, k)
+			if g.synced != nil {
+				g.synced(name, peer, k)
 			}
 		},
 	})
@@ -207,7 +206,7 @@ func TestThreeNodes(t *testing.T) {
 // A connection cut mid-stream is dialled again; changes made meanwhile
 // beyond MaxPending switch the peer to a resync, which brings it back.
 func TestConnectionCutMidStreamResyncs(t *testing.T) {
-	g := newGroup(t, Config{MaxPending: 1000}, "a", "b")
+	g := newGroup(t, Config{MaxPending: 5000}, "a", "b")
 	for i := range 30_000 {
 		g.put("a", fmt.Sprintf("k%d", i), value(i))
 		if i == 10_000 {
@@ -242,12 +241,12 @@ func TestRestartedNodeResyncsBeforeSynced(t *testing.T) {
 	}
 	g.put("a", "new", "while b was away")
 	syncedAt := make(chan int, 4)
-	old := g.nodes["b"]
-	old.onSynced = nil
+	g.synced = func(node, peer string, applied int) {
+		if node == "b" {
+			syncedAt <- applied
+		}
+	}
 	b := g.start("b", addr)
-	b.mu.Lock()
-	b.onSynced = func(peer string, applied int) { syncedAt <- applied }
-	b.mu.Unlock()
 	if b.n.Synced("a") {
 		t.Fatal("b synced with a before anything arrived")
 	}
