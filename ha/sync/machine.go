@@ -273,7 +273,18 @@ func (m *Machine) changed(now time.Time, tk string) Output {
 		p.pendBytes += recordHdrLen + len(tk) + len(m.table[tk])
 		if len(p.pending) > m.cfg.MaxPending {
 			m.stats.Overflows++
-			m.resync(now, p, &out)
+			if p.up && p.resyncing && !p.endSent && len(p.snap)-p.snapPos+len(p.pendingQ) <= len(m.table)+m.cfg.MaxPending {
+				// A snapshot is under way: its tail takes the changed keys
+				// rather than starting over and losing what was sent. The
+				// tail stays under a fresh snapshot's size plus MaxPending.
+				p.snap = append(p.snap, p.pendingQ...)
+				clear(p.pending)
+				p.pendingQ = p.pendingQ[:0]
+				p.pendBytes = 0
+				m.stats.Folded++
+			} else {
+				m.resync(now, p, &out)
+			}
 			continue
 		}
 		m.fill(now, p, false, &out)
@@ -459,12 +470,9 @@ func (m *Machine) fill(now time.Time, p *peer, force bool, out *Output) {
 		si := p.snapPos
 		if p.resyncing {
 			for ; si < len(p.snap) && size < m.cfg.BatchBytes; si++ {
-				v, ok := m.table[p.snap[si]]
-				if !ok {
-					continue // deleted since: nothing to send
-				}
-				kind, key := splitKey(p.snap[si])
-				r := Record{Kind: kind, Key: key, Value: v}
+				// A key deleted since goes as a deletion: it may have been
+				// sent earlier in this stream (folded keys are sent again).
+				r := m.record(p.snap[si])
 				recs = append(recs, r)
 				size += recordLen(r)
 			}

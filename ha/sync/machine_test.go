@@ -200,3 +200,28 @@ func TestConfigIsChecked(t *testing.T) {
 		t.Error("incarnation 0 accepted")
 	}
 }
+
+// A producer outrunning a peer that is being resynced does not restart
+// the snapshot while it is under way: changed keys are folded into its
+// tail (deleted ones sent as deletions). Once End is out, a peer still
+// behind is resynced again; that is the back-pressure.
+func TestOverloadDuringResyncDoesNotRestartIt(t *testing.T) {
+	s := newSim(t, Config{MaxPending: 50, Window: 2, BatchBytes: 256}, "a", "b")
+	for i := range 2000 {
+		s.put("a", fmt.Sprintf("k%d", i))
+	}
+	s.connectAll()
+	for i := range 3000 {
+		s.put("a", fmt.Sprintf("n%d", i))
+		s.del("a", fmt.Sprintf("k%d", i%2000))
+		if len(s.queue) > 0 && i%8 == 0 {
+			s.deliver(0, false)
+		}
+	}
+	s.settle()
+	st := s.nodes["a"].m.Stats()
+	if st.Folded == 0 {
+		t.Fatalf("%d overflows, none folded, %d resyncs: every snapshot was restarted", st.Overflows, st.Resyncs)
+	}
+	t.Logf("%d overflows, %d folded, %d resyncs", st.Overflows, st.Folded, st.Resyncs)
+}

@@ -13,7 +13,8 @@ type Stats struct {
 	Coalesced                            uint64 // changes merged into one not yet sent
 	Resyncs                              uint64 // bulk resyncs started
 	Resumes                              uint64 // reconnects resumed without a resync
-	Overflows                            uint64 // peers switched to resync by back-pressure
+	Overflows                            uint64 // pending bound exceeded (back-pressure)
+	Folded                               uint64 // of which folded into the snapshot under way, not restarted
 	WindowFull                           uint64 // fills stopped by a full window
 	StaleAcks                            uint64
 	// Receiving side.
