@@ -47,7 +47,7 @@ func newCA(t testing.TB, name string) *testCA {
 
 // issue makes a certificate for dnsName valid from notBefore to notAfter
 // and returns its cert and key files.
-func (ca *testCA) issue(t testing.TB, dnsName string, notBefore, notAfter time.Time) (string, string) {
+func (ca *testCA) issue(t testing.TB, dnsName string, notBefore, notAfter time.Time, more ...string) (string, string) {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -55,7 +55,7 @@ func (ca *testCA) issue(t testing.TB, dnsName string, notBefore, notAfter time.T
 	}
 	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
 	tmpl := &x509.Certificate{
-		SerialNumber: serial, Subject: pkix.Name{CommonName: dnsName}, DNSNames: []string{dnsName},
+		SerialNumber: serial, Subject: pkix.Name{CommonName: dnsName}, DNSNames: append([]string{dnsName}, more...),
 		NotBefore: notBefore, NotAfter: notAfter, KeyUsage: x509.KeyUsageDigitalSignature,
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 	}

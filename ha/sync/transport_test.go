@@ -329,7 +329,7 @@ func dialAs(t *testing.T, n *Node, ca *testCA, certFile, keyFile, name string) (
 
 // onlyA runs node a alone; its peer b is a client the test plays.
 func onlyA(t *testing.T) (*group, *tnode) {
-	g := &group{t: t, ca: newCA(t, "group"), names: []string{"a", "b"}, addrs: map[string]string{"b": "127.0.0.1:1"}, nodes: map[string]*tnode{}}
+	g := &group{t: t, ca: newCA(t, "group"), names: []string{"a", "b", "c"}, addrs: map[string]string{"b": "127.0.0.1:1", "c": "127.0.0.1:1"}, nodes: map[string]*tnode{}}
 	return g, g.start("a", "127.0.0.1:0")
 }
 
@@ -343,9 +343,10 @@ func (tn *tnode) applied() int {
 	return n
 }
 
-// Only a certificate of the group CA naming a group member gets in: a
-// stranger's, one from another CA and an expired one are refused and
-// counted, and nothing they send is applied.
+// Only a certificate of the group CA naming one group member gets in: a
+// stranger's, one from another CA, an expired or not yet valid one, and
+// one naming several members are refused and counted, and nothing they
+// send is applied.
 func TestOnlyGroupMembersAreAccepted(t *testing.T) {
 	g, a := onlyA(t)
 	other := newCA(t, "other")
@@ -368,6 +369,10 @@ func TestOnlyGroupMembersAreAccepted(t *testing.T) {
 	add("expired member certificate", c, k)
 	c, k = g.ca.issue(t, "b", now.Add(24*time.Hour), now.Add(48*time.Hour))
 	add("member certificate not yet valid", c, k)
+	c, k = g.ca.issue(t, "b", now.Add(-time.Hour), now.Add(time.Hour), "c")
+	add("certificate naming two members", c, k)
+	c, k = g.ca.issue(t, "b", now.Add(-time.Hour), now.Add(time.Hour), "a")
+	add("certificate naming a member and the node itself", c, k)
 	for i, tc := range cases {
 		if dialAs(t, a.n, g.ca, tc.cert, tc.key, "b") {
 			t.Errorf("%s: connection kept", tc.name)
