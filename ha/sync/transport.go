@@ -184,17 +184,25 @@ func Start(ctx context.Context, cfg NodeConfig) (*Node, error) {
 	return n, nil
 }
 
-// memberOf finds the group member a peer certificate names.
+// memberOf finds the group member a peer certificate names. A certificate
+// naming several members (or self) could speak for any of them: refused.
 func (n *Node) memberOf(cs tls.ConnectionState) (string, bool) {
 	if len(cs.PeerCertificates) == 0 {
 		return "", false
 	}
+	found := ""
 	for _, name := range cs.PeerCertificates[0].DNSNames {
+		if name == n.cfg.Self {
+			return "", false
+		}
 		if _, ok := n.peers[name]; ok {
-			return name, true
+			if found != "" && found != name {
+				return "", false
+			}
+			found = name
 		}
 	}
-	return "", false
+	return found, found != ""
 }
 
 // Addr is where the node listens.
