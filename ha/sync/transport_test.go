@@ -377,6 +377,11 @@ func TestOnlyGroupMembersAreAccepted(t *testing.T) {
 		if dialAs(t, a.n, g.ca, tc.cert, tc.key, "b") {
 			t.Errorf("%s: connection kept", tc.name)
 		}
+		// The client may see the alert before the node has counted it.
+		deadline := time.Now().Add(10 * time.Second)
+		for a.n.Stats().Refused < uint64(i+1) && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
 		if got := a.n.Stats().Refused; got != uint64(i+1) {
 			t.Errorf("%s: refused count %d, want %d", tc.name, got, i+1)
 		}
