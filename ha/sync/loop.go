@@ -32,10 +32,15 @@ func (n *Node) loop() {
 				return
 			}
 		}
-		c.send(b)
+		ok := c.send(b)
 		if h := held[peer]; h != nil {
 			delete(held, peer)
-			c.send(h)
+			ok = c.send(h) && ok
+		}
+		if !ok {
+			n.slowPeers.Add(1)
+			n.log.Warn("sync peer does not read, closing its connection", "peer", peer)
+			c.close() // its reader reports the loss
 		}
 	}
 	handle := func(out Output) {
@@ -145,7 +150,7 @@ func (n *Node) loop() {
 			for p, h := range held {
 				delete(held, p)
 				if c := conns[p]; c != nil {
-					c.send(h)
+					_ = c.send(h) // bounded by send above
 				}
 			}
 			step(n.m.Tick)
@@ -160,7 +165,7 @@ func (n *Node) loop() {
 				for p, h := range held {
 					delete(held, p)
 					if c := conns[p]; c != nil {
-						c.send(h)
+						_ = c.send(h) // bounded by send above
 					}
 				}
 			}

@@ -42,6 +42,10 @@ type NodeConfig struct {
 	// OnSynced is called (from the node's goroutine) when a peer's bulk
 	// resync to us completes.
 	OnSynced func(peer string)
+	// MaxQueuedBytes bounds the messages waiting to be written to one
+	// peer (DefaultMaxQueuedBytes if zero); past it the connection is
+	// closed (NodeStats.SlowPeers).
+	MaxQueuedBytes int
 	// RedialInterval is how often a missing connection is dialled again
 	// (default 1 s). The member with the lower name dials.
 	RedialInterval time.Duration
@@ -68,6 +72,9 @@ type NodeStats struct {
 	Refused uint64
 	// BadFrames counts connections closed for an oversized frame.
 	BadFrames uint64
+	// SlowPeers counts connections closed because the peer stopped
+	// reading and the write queue passed its bound.
+	SlowPeers uint64
 	Dials     uint64
 	// WireBytes counts bytes written to TCP connections (TLS records,
 	// handshakes and acknowledgements included; TCP/IP headers not).
@@ -93,7 +100,7 @@ type Node struct {
 	drop    chan string // tests: close the connection to a peer
 	events  chan event
 
-	refused, badFrames, dials, wireBytes atomic.Uint64
+	refused, badFrames, slowPeers, dials, wireBytes atomic.Uint64
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -137,6 +144,9 @@ func Start(ctx context.Context, cfg NodeConfig) (*Node, error) {
 	}
 	if cfg.RedialInterval == 0 {
 		cfg.RedialInterval = time.Second
+	}
+	if cfg.MaxQueuedBytes == 0 {
+		cfg.MaxQueuedBytes = DefaultMaxQueuedBytes
 	}
 	cert, pool, err := LoadTLS(cfg.CertFile, cfg.KeyFile, cfg.CAFile)
 	if err != nil {
@@ -249,7 +259,7 @@ func (n *Node) Stats() NodeStats {
 	n.mu.Lock()
 	s := n.m.Stats()
 	n.mu.Unlock()
-	return NodeStats{Stats: s, Refused: n.refused.Load(), BadFrames: n.badFrames.Load(), Dials: n.dials.Load(), WireBytes: n.wireBytes.Load()}
+	return NodeStats{Stats: s, Refused: n.refused.Load(), BadFrames: n.badFrames.Load(), SlowPeers: n.slowPeers.Load(), Dials: n.dials.Load(), WireBytes: n.wireBytes.Load()}
 }
 
 func (n *Node) accept() {
@@ -327,23 +337,36 @@ func (c *countingConn) Write(b []byte) (int, error) {
 	return k, err
 }
 
+// DefaultMaxQueuedBytes bounds what waits for one connection's writer. A
+// peer that stops reading (frozen, its TCP window closed) would otherwise
+// collect every resend in memory; past the bound the connection is closed
+// and the peer resumes or resyncs when it comes back.
+const DefaultMaxQueuedBytes = 32 << 20
+
 type conn struct {
-	tc   *tls.Conn
-	mu   stdsync.Mutex
-	q    [][]byte
-	wake chan struct{}
-	done chan struct{}
-	once stdsync.Once
+	tc     *tls.Conn
+	mu     stdsync.Mutex
+	q      [][]byte
+	queued int
+	limit  int
+	wake   chan struct{}
+	done   chan struct{}
+	once   stdsync.Once
 }
 
-func (c *conn) send(b []byte) {
+// send queues b; false when the queue is over its bound (the caller
+// closes the connection).
+func (c *conn) send(b []byte) bool {
 	c.mu.Lock()
 	c.q = append(c.q, b)
+	c.queued += len(b) + FrameHeader
+	over := c.queued > c.limit
 	c.mu.Unlock()
 	select {
 	case c.wake <- struct{}{}:
 	default:
 	}
+	return !over
 }
 
 func (c *conn) close() {
@@ -355,7 +378,7 @@ func (c *conn) close() {
 
 // serve runs one authenticated connection: a writer and this reader.
 func (n *Node) serve(peer string, tc *tls.Conn) {
-	c := &conn{tc: tc, wake: make(chan struct{}, 1), done: make(chan struct{})}
+	c := &conn{tc: tc, limit: n.cfg.MaxQueuedBytes, wake: make(chan struct{}, 1), done: make(chan struct{})}
 	select {
 	case n.events <- event{kind: evUp, peer: peer, c: c}:
 	case <-n.ctx.Done():
@@ -416,6 +439,9 @@ func (n *Node) write(c *conn) {
 			binary.BigEndian.PutUint32(hdr[:], uint32(len(b)))
 			_, _ = w.Write(hdr[:])
 			_, _ = w.Write(b)
+			c.mu.Lock()
+			c.queued -= len(b) + FrameHeader
+			c.mu.Unlock()
 		}
 		if err := w.Flush(); err != nil {
 			c.close()

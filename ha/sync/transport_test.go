@@ -30,6 +30,8 @@ type group struct {
 	// synced, when set, is called as a node's resync from peer completes,
 	// with how many records it holds from peer then.
 	synced func(node, peer string, applied int)
+	// maxQueued is every node's MaxQueuedBytes.
+	maxQueued int
 }
 
 type tnode struct {
@@ -68,7 +70,7 @@ func (g *group) start(name, listen string) *tnode {
 	}
 	n, err := Start(context.Background(), NodeConfig{
 		Self: name, Listen: listen, Peers: peers, CertFile: certFile, KeyFile: keyFile, CAFile: g.ca.file,
-		Machine: g.mcfg, RedialInterval: 100 * time.Millisecond, Logger: quietLogger(), Impair: g.impair,
+		Machine: g.mcfg, MaxQueuedBytes: g.maxQueued, RedialInterval: 100 * time.Millisecond, Logger: quietLogger(), Impair: g.impair,
 		Apply: func(as []Applied) {
 			tn.mu.Lock()
 			defer tn.mu.Unlock()
@@ -437,5 +439,40 @@ func TestGarbageFromAMemberClosesTheConnection(t *testing.T) {
 	st := a.n.Stats()
 	if st.Malformed != 2 || st.BadFrames != 1 || a.applied() != 0 {
 		t.Fatalf("malformed %d (want 2), bad frames %d (want 1), applied %d", st.Malformed, st.BadFrames, a.applied())
+	}
+}
+
+// A member that stops reading (frozen) does not make the node queue its
+// resends without bound: past MaxQueuedBytes the connection is closed.
+func TestPeerThatStopsReadingIsDisconnected(t *testing.T) {
+	g := &group{t: t, ca: newCA(t, "group"), names: []string{"a", "b"}, addrs: map[string]string{"b": "127.0.0.1:1"}, nodes: map[string]*tnode{},
+		mcfg: Config{RetransmitTimeout: 20 * time.Millisecond}, maxQueued: 1 << 20}
+	a := g.start("a", "127.0.0.1:0")
+	c, k := g.ca.valid(t, "b")
+	cert, err := tls.LoadX509KeyPair(c, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(g.ca.cert)
+	conn, err := tls.Dial("tcp", a.n.Addr().String(), &tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{cert}, RootCAs: pool, ServerName: "a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	hello := AppendHello(nil, Hello{Name: "b", Incarnation: 1})
+	if _, err := conn.Write(append(binary.BigEndian.AppendUint32(nil, uint32(len(hello))), hello...)); err != nil {
+		t.Fatal(err)
+	}
+	big := make([]byte, 16<<10)
+	for i := range 300 {
+		g.put("a", fmt.Sprintf("k%d", i), string(big))
+	}
+	deadline := time.Now().Add(time.Minute)
+	for a.n.Stats().SlowPeers == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("a peer that never reads is still connected after a minute: %+v", a.n.Stats())
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
