@@ -43,6 +43,9 @@ const (
 	DefaultMaxPending        = 1 << 18
 	DefaultRetransmitTimeout = 200 * time.Millisecond
 	DefaultNackHoldoff       = 20 * time.Millisecond
+	// maxBackoff caps the retransmission timeout at this many times
+	// RetransmitTimeout after repeated timeouts.
+	maxBackoff = 16
 )
 
 // Config configures one node's machine.
@@ -124,6 +127,7 @@ type peer struct {
 	snapPos    int
 	endSent    bool
 	rtoAt      time.Time
+	backoff    time.Duration // current retransmission timeout
 	lastNack   time.Time
 
 	// The peer's stream to us.
@@ -311,6 +315,10 @@ func (m *Machine) Tick(now time.Time) Output {
 		}
 		if p.up && len(p.inflight) > 0 && !p.rtoAt.IsZero() && !now.Before(p.rtoAt) {
 			m.stats.Timeouts++
+			// Back off: over TCP a timeout means a slow peer more often
+			// than a lost message, and resending the window to a slow
+			// peer only adds to its load.
+			p.backoff = min(max(p.backoff, m.cfg.RetransmitTimeout)*2, maxBackoff*m.cfg.RetransmitTimeout)
 			m.resend(now, p, &out)
 		}
 		m.fill(now, p, true, &out)
@@ -530,7 +538,7 @@ func (m *Machine) resend(now time.Time, p *peer, out *Output) {
 		m.stats.SentBytes += uint64(len(f.data) + FrameHeader)
 		out.Sends = append(out.Sends, Send{Peer: p.name, Data: f.data})
 	}
-	p.rtoAt = now.Add(m.cfg.RetransmitTimeout)
+	p.rtoAt = now.Add(max(p.backoff, m.cfg.RetransmitTimeout))
 }
 
 func (m *Machine) ack(now time.Time, p *peer, a *Ack, out *Output) {
@@ -572,6 +580,7 @@ func (m *Machine) ackUpTo(now time.Time, p *peer, seq uint64) {
 	}
 	p.inflight = append(p.inflight[:0], p.inflight[n:]...)
 	p.acked = seq
+	p.backoff = 0
 	p.rtoAt = time.Time{}
 	if len(p.inflight) > 0 {
 		p.rtoAt = now.Add(m.cfg.RetransmitTimeout)

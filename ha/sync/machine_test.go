@@ -225,3 +225,25 @@ func TestOverloadDuringResyncDoesNotRestartIt(t *testing.T) {
 	}
 	t.Logf("%d overflows, %d folded, %d resyncs", st.Overflows, st.Folded, st.Resyncs)
 }
+
+// Repeated timeouts back off: a peer that does not acknowledge gets the
+// window again after 2, 4, 8 ... times the timeout, up to 16, not every
+// timeout.
+func TestRetransmissionBacksOff(t *testing.T) {
+	s := newSim(t, Config{RetransmitTimeout: 10 * time.Millisecond}, "a", "b")
+	s.connectAll()
+	s.settle()
+	s.put("a", "k")
+	s.flush()
+	s.queue = nil
+	for range 2000 { // 2 s without any acknowledgement
+		s.queue = nil
+		s.advance(time.Millisecond)
+	}
+	got := s.nodes["a"].m.Stats().Timeouts
+	// 20, 40, 80, 160, 160, ... ms: about 14 timeouts in 2 s; without back-off 200.
+	if got < 8 || got > 20 {
+		t.Fatalf("%d timeouts in 2 s at a 10 ms timeout: want back-off to about 14", got)
+	}
+	s.settle()
+}
