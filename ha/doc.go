@@ -8,6 +8,9 @@
 //   - l2: ARP / NDP answering and gratuitous announcements for owned VIPs.
 //   - member: liveness between the nodes of an L2 group and VIP ownership.
 //   - localvip: VIPs made local addresses of the node (dummy interface).
+//   - sync: replication of opaque keyed records (conntrack, SCTP
+//     associations, N2 UE contexts) between the nodes of an HA group, over
+//     mutual TLS.
 package ha
 
 import (

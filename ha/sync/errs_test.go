@@ -1,0 +1,5 @@
+package sync
+
+import "errors"
+
+func errorsIs(err error) bool { return errors.Is(err, ErrMalformed) }

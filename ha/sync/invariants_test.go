@@ -1,0 +1,83 @@
+package sync
+
+import (
+	"fmt"
+	"strings"
+)
+
+// checkStep states what must hold for a machine after every step,
+// whatever arrived:
+//   - memory is bounded: per peer at most MaxPending changed keys wait and
+//     at most Window messages are unacknowledged;
+//   - the unacknowledged messages are exactly seqs acked+1 .. nextSeq-1, in
+//     order, and a peer that is not up has nothing scheduled;
+//   - pending keys and their queue agree (each queued once);
+//   - a peer marked for resync queues nothing (the snapshot will carry it);
+//   - a machine that has something in flight to a peer that is up asks to
+//     be woken no later than its retransmission timer;
+//   - what the consumer holds from each peer (built from Output.Applied
+//     alone, by the caller) has exactly the keys the machine believes it
+//     delivered; checkConsumer does that part.
+func checkStep(m *Machine) string {
+	var errs []string
+	bad := func(f string, a ...any) { errs = append(errs, fmt.Sprintf(f, a...)) }
+	for _, n := range m.names {
+		p := m.peers[n]
+		if len(p.pending) > m.cfg.MaxPending {
+			bad("%s: %d pending keys, bound %d", n, len(p.pending), m.cfg.MaxPending)
+		}
+		if len(p.inflight) > m.cfg.Window {
+			bad("%s: %d messages in flight, window %d", n, len(p.inflight), m.cfg.Window)
+		}
+		if len(p.pending) != len(p.pendingQ) {
+			bad("%s: %d pending keys, %d queued", n, len(p.pending), len(p.pendingQ))
+		}
+		for _, tk := range p.pendingQ {
+			if _, ok := p.pending[tk]; !ok {
+				bad("%s: queued key %q not pending", n, tk)
+			}
+		}
+		if p.needResync && len(p.pending) > 0 {
+			bad("%s: marked for resync with %d pending", n, len(p.pending))
+		}
+		if p.acked >= p.nextSeq {
+			bad("%s: acked %d, next %d", n, p.acked, p.nextSeq)
+		}
+		if uint64(len(p.inflight)) != p.nextSeq-1-p.acked {
+			bad("%s: %d in flight, acked %d next %d", n, len(p.inflight), p.acked, p.nextSeq)
+		}
+		for i, f := range p.inflight {
+			if f.seq != p.acked+1+uint64(i) {
+				bad("%s: in flight #%d has seq %d after ack %d", n, i, f.seq, p.acked)
+			}
+		}
+		if p.resyncing && p.snapPos > len(p.snap) {
+			bad("%s: snapshot position %d of %d", n, p.snapPos, len(p.snap))
+		}
+		if p.synced && p.rExpected < 2 {
+			bad("%s: synced before any message of its stream", n)
+		}
+	}
+	return strings.Join(errs, "; ")
+}
+
+// checkConsumer compares what the consumer applied from each peer with the
+// keys the machine tracks for it.
+func checkConsumer(m *Machine, applied map[string]map[string]string) string {
+	var errs []string
+	for _, n := range m.names {
+		got := applied[n]
+		want := m.peers[n].rKeys
+		if len(got) != len(want) {
+			errs = append(errs, fmt.Sprintf("from %s: consumer holds %d keys, machine tracks %d", n, len(got), len(want)))
+			continue
+		}
+		for k := range want {
+			if _, ok := got[k]; !ok {
+				errs = append(errs, fmt.Sprintf("from %s: key %q tracked, not applied", n, k))
+				break
+			}
+		}
+	}
+	return strings.Join(errs, "; ")
+}

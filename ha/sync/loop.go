@@ -1,0 +1,189 @@
+package sync
+
+import (
+	"time"
+)
+
+// loop owns the machine's inputs: producer operations, connection events,
+// messages and timers, one at a time.
+func (n *Node) loop() {
+	defer n.wg.Done()
+	conns := map[string]*conn{}
+	held := map[string][]byte{} // per peer, a message the Impair hook delayed
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	redial := time.NewTicker(n.cfg.RedialInterval)
+	defer redial.Stop()
+	dialing := map[string]bool{}
+	var wake time.Time
+
+	send := func(peer string, b []byte) {
+		c := conns[peer]
+		if c == nil {
+			return
+		}
+		if n.cfg.Impair != nil {
+			f := n.cfg.Impair(peer)
+			if f.Drop {
+				return
+			}
+			if f.Delay && held[peer] == nil {
+				held[peer] = b
+				return
+			}
+		}
+		ok := c.send(b)
+		if h := held[peer]; h != nil {
+			delete(held, peer)
+			ok = c.send(h) && ok
+		}
+		if !ok {
+			n.slowPeers.Add(1)
+			n.log.Warn("sync peer does not read, closing its connection", "peer", peer)
+			c.close() // its reader reports the loss
+		}
+	}
+	handle := func(out Output) {
+		for _, s := range out.Sends {
+			send(s.Peer, s.Data)
+		}
+		if len(out.Applied) > 0 && n.cfg.Apply != nil {
+			n.cfg.Apply(out.Applied)
+		}
+		for _, p := range out.Synced {
+			n.log.Info("bulk resync from peer complete", "peer", p)
+			if n.cfg.OnSynced != nil {
+				n.cfg.OnSynced(p)
+			}
+		}
+		for _, c := range out.Close {
+			n.log.Warn("closing sync connection", "peer", c.Peer, "reason", c.Reason)
+			if cn := conns[c.Peer]; cn != nil {
+				cn.close() // its reader reports the loss
+			}
+		}
+		if !out.Wake.IsZero() && (wake.IsZero() || out.Wake.Before(wake)) {
+			wake = out.Wake
+			d := time.Until(wake)
+			if d < 0 {
+				d = 0
+			}
+			timer.Reset(d)
+		}
+	}
+	step := func(f func(now time.Time) Output) {
+		n.mu.Lock()
+		out := f(time.Now())
+		n.mu.Unlock()
+		handle(out)
+	}
+	dialAll := func() {
+		for _, name := range n.m.names {
+			if name > n.cfg.Self && conns[name] == nil && !dialing[name] {
+				dialing[name] = true
+				n.wg.Add(1)
+				go n.dial(n.peers[name])
+			}
+		}
+	}
+	dialAll()
+	for {
+		select {
+		case <-n.ctx.Done():
+			for _, c := range conns {
+				c.close()
+			}
+			return
+		case <-n.opsWake:
+			n.opsMu.Lock()
+			ops := n.ops
+			n.ops = nil
+			n.opsMu.Unlock()
+			step(func(now time.Time) Output {
+				var all Output
+				for _, r := range ops {
+					var out Output
+					if r.Deleted {
+						out, _ = n.m.Delete(now, r.Kind, r.Key) // checked in Put
+					} else {
+						out, _ = n.m.Put(now, r)
+					}
+					merge(&all, out)
+				}
+				merge(&all, n.m.Flush(now))
+				return all
+			})
+		case ev := <-n.events:
+			switch ev.kind {
+			case evUp:
+				dialing[ev.peer] = false
+				if old := conns[ev.peer]; old != nil {
+					// A rejoining peer replaces its old connection.
+					old.close()
+					delete(conns, ev.peer)
+					step(func(now time.Time) Output { return n.m.Disconnected(now, ev.peer) })
+				}
+				conns[ev.peer] = ev.c
+				delete(held, ev.peer)
+				n.log.Info("sync peer connected", "peer", ev.peer)
+				step(func(now time.Time) Output { return n.m.Connected(now, ev.peer) })
+			case evDown:
+				if ev.c == nil { // a dial failed
+					dialing[ev.peer] = false
+					continue
+				}
+				if conns[ev.peer] != ev.c {
+					continue
+				}
+				delete(conns, ev.peer)
+				delete(held, ev.peer)
+				n.log.Info("sync peer disconnected", "peer", ev.peer)
+				step(func(now time.Time) Output { return n.m.Disconnected(now, ev.peer) })
+			case evMsg:
+				if conns[ev.peer] != ev.c {
+					continue // from a connection already replaced
+				}
+				step(func(now time.Time) Output { return n.m.Receive(now, ev.peer, ev.data) })
+			}
+		case <-timer.C:
+			wake = time.Time{}
+			for p, h := range held {
+				delete(held, p)
+				if c := conns[p]; c != nil {
+					_ = c.send(h) // bounded by send above
+				}
+			}
+			step(n.m.Tick)
+		case peer := <-n.drop:
+			if c := conns[peer]; c != nil {
+				c.close()
+			}
+		case <-redial.C:
+			dialAll()
+			if len(held) > 0 || wake.IsZero() {
+				// Delayed messages go out at least every redial interval.
+				for p, h := range held {
+					delete(held, p)
+					if c := conns[p]; c != nil {
+						_ = c.send(h) // bounded by send above
+					}
+				}
+			}
+		}
+	}
+}
+
+// merge appends b's actions to a's and keeps the earliest wake.
+func merge(a *Output, b Output) {
+	a.Sends = append(a.Sends, b.Sends...)
+	a.Applied = append(a.Applied, b.Applied...)
+	a.Synced = append(a.Synced, b.Synced...)
+	a.Close = append(a.Close, b.Close...)
+	if !b.Wake.IsZero() && (a.Wake.IsZero() || b.Wake.Before(a.Wake)) {
+		a.Wake = b.Wake
+	}
+}
+
+// dropConnection closes the connection to peer, as a network cut would
+// (tests).
+func (n *Node) dropConnection(peer string) { n.drop <- peer }

@@ -1,0 +1,69 @@
+package sync
+
+import (
+	"time"
+)
+
+// Stats counts what a machine did. The daemon exports it as metrics.
+type Stats struct {
+	// Sending side.
+	SentMessages, SentRecords, SentBytes uint64 // bytes include frame headers and resends
+	ResentMessages, ResentRecords        uint64
+	Timeouts, Nacks                      uint64 // what caused resends
+	Coalesced                            uint64 // changes merged into one not yet sent
+	Resyncs                              uint64 // bulk resyncs started
+	Resumes                              uint64 // reconnects resumed without a resync
+	Overflows                            uint64 // pending bound exceeded (back-pressure)
+	Folded                               uint64 // of which folded into the snapshot under way, not restarted
+	WindowFull                           uint64 // fills stopped by a full window
+	StaleAcks                            uint64
+	// Receiving side.
+	ReceivedMessages, ReceivedRecords uint64
+	ResyncsCompleted                  uint64
+	Swept                             uint64 // records removed at the end of a resync
+	Duplicates, OutOfOrder, Stale     uint64
+	Malformed, UnknownPeer            uint64
+	PeerUps, PeerLosses               uint64
+	// PeersUp is how many peers are connected now (filled by Stats()).
+	PeersUp int
+	// Lag is the time from a change to its acknowledgement by a peer.
+	Lag Histogram
+}
+
+// LagBuckets are the upper bounds of the lag histogram's buckets; a last
+// bucket counts what is above the highest bound.
+var LagBuckets = []time.Duration{
+	100 * time.Microsecond, 250 * time.Microsecond, 500 * time.Microsecond,
+	time.Millisecond, 2500 * time.Microsecond, 5 * time.Millisecond, 10 * time.Millisecond,
+	25 * time.Millisecond, 50 * time.Millisecond, 100 * time.Millisecond, 250 * time.Millisecond,
+	500 * time.Millisecond, time.Second, 2500 * time.Millisecond, 5 * time.Second, 10 * time.Second,
+}
+
+// Histogram counts observations per LagBuckets bucket (Prometheus style,
+// not cumulative: Counts[i] is the number in (LagBuckets[i-1], LagBuckets[i]]).
+type Histogram struct {
+	Counts [17]uint64
+	Count  uint64
+	Sum    time.Duration
+}
+
+func (h *Histogram) observe(d time.Duration) {
+	i := 0
+	for i < len(LagBuckets) && d > LagBuckets[i] {
+		i++
+	}
+	h.Counts[i]++
+	h.Count++
+	h.Sum += d
+}
+
+// Stats returns a copy of the counters.
+func (m *Machine) Stats() Stats {
+	s := m.stats
+	for _, p := range m.peers {
+		if p.up {
+			s.PeersUp++
+		}
+	}
+	return s
+}

@@ -1,0 +1,451 @@
+package sync
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"slices"
+	stdsync "sync"
+	"sync/atomic"
+	"time"
+)
+
+// Peer is one other member of the group: its name (which its certificate
+// must carry as a DNS SAN) and where it listens.
+type Peer struct {
+	Name string
+	Addr string // host:port
+}
+
+// NodeConfig configures the TCP + mutual TLS shell around a Machine.
+type NodeConfig struct {
+	Self   string
+	Listen string // host:port; ":0" picks a port (see Node.Addr)
+	Peers  []Peer
+	// CertFile and KeyFile are this node's certificate (its SAN must name
+	// Self) and key; CAFile is the group CA every member's certificate
+	// must chain to.
+	CertFile, KeyFile, CAFile string
+	// Machine tunes the protocol (Self and Peers are filled in).
+	Machine Config
+	// Apply receives the records peers send, from the node's goroutine, in
+	// order. It must not block for long. Keys and values may be retained.
+	Apply func([]Applied)
+	// OnSynced is called (from the node's goroutine) when a peer's bulk
+	// resync to us completes.
+	OnSynced func(peer string)
+	// MaxQueuedBytes bounds the messages waiting to be written to one
+	// peer (DefaultMaxQueuedBytes if zero); past it the connection is
+	// closed (NodeStats.SlowPeers).
+	MaxQueuedBytes int
+	// RedialInterval is how often a missing connection is dialled again
+	// (default 1 s). The member with the lower name dials.
+	RedialInterval time.Duration
+	Logger         *slog.Logger
+	// Impair, when set, is asked about every message sent (a test hook:
+	// this kernel has no netem). See Fault.
+	Impair func(peer string) Fault
+}
+
+// Fault is what the Impair hook does to one outgoing message.
+type Fault struct {
+	Drop bool
+	// Delay holds the message back until after the next one to the same
+	// peer (a reordering) or the next timer tick.
+	Delay bool
+}
+
+// NodeStats is the machine's counters plus the transport's.
+type NodeStats struct {
+	Stats
+	// Refused counts connections refused: TLS handshake failures
+	// (unknown CA, expired, no certificate) and certificates naming no
+	// member of the group.
+	Refused uint64
+	// BadFrames counts connections closed for an oversized frame.
+	BadFrames uint64
+	// SlowPeers counts connections closed because the peer stopped
+	// reading and the write queue passed its bound.
+	SlowPeers uint64
+	Dials     uint64
+	// WireBytes counts bytes written to TCP connections (TLS records,
+	// handshakes and acknowledgements included; TCP/IP headers not).
+	WireBytes uint64
+}
+
+// Node runs a Machine over TCP with mutual TLS 1.3.
+type Node struct {
+	cfg   NodeConfig
+	log   *slog.Logger
+	ln    net.Listener
+	tls   *tls.Config // server side
+	certs []tls.Certificate
+	roots *x509.CertPool
+	peers map[string]Peer
+
+	mu stdsync.Mutex // guards m
+	m  *Machine
+
+	opsMu   stdsync.Mutex
+	ops     []Record // Deleted records are deletions
+	opsWake chan struct{}
+	drop    chan string // tests: close the connection to a peer
+	events  chan event
+
+	refused, badFrames, slowPeers, dials, wireBytes atomic.Uint64
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     stdsync.WaitGroup
+}
+
+type event struct {
+	kind int // evUp, evDown, evMsg
+	peer string
+	c    *conn
+	data []byte
+}
+
+const (
+	evUp = iota
+	evDown
+	evMsg
+)
+
+// LoadTLS reads the node's certificate and the group CA.
+func LoadTLS(certFile, keyFile, caFile string) (tls.Certificate, *x509.CertPool, error) {
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return tls.Certificate{}, nil, fmt.Errorf("sync: certificate %s / key %s: %w", certFile, keyFile, err)
+	}
+	pem, err := os.ReadFile(caFile)
+	if err != nil {
+		return tls.Certificate{}, nil, fmt.Errorf("sync: CA file: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return tls.Certificate{}, nil, fmt.Errorf("sync: CA file %s holds no PEM certificate", caFile)
+	}
+	return cert, pool, nil
+}
+
+// Start listens and runs the node until ctx ends or Close is called.
+func Start(ctx context.Context, cfg NodeConfig) (*Node, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.RedialInterval == 0 {
+		cfg.RedialInterval = time.Second
+	}
+	if cfg.MaxQueuedBytes == 0 {
+		cfg.MaxQueuedBytes = DefaultMaxQueuedBytes
+	}
+	cert, pool, err := LoadTLS(cfg.CertFile, cfg.KeyFile, cfg.CAFile)
+	if err != nil {
+		return nil, err
+	}
+	mc := cfg.Machine
+	mc.Self = cfg.Self
+	mc.Peers = nil
+	peers := map[string]Peer{}
+	for _, p := range cfg.Peers {
+		mc.Peers = append(mc.Peers, p.Name)
+		peers[p.Name] = p
+	}
+	m, err := New(mc, uint64(time.Now().UnixNano()))
+	if err != nil {
+		return nil, err
+	}
+	n := &Node{
+		cfg: cfg, log: cfg.Logger.With("ha-sync", cfg.Self), certs: []tls.Certificate{cert}, roots: pool, peers: peers, m: m,
+		opsWake: make(chan struct{}, 1), drop: make(chan string), events: make(chan event, 1024),
+	}
+	n.tls = &tls.Config{
+		MinVersion:   tls.VersionTLS13,
+		Certificates: n.certs,
+		ClientAuth:   tls.RequireAndVerifyClientCert,
+		ClientCAs:    pool,
+		// The chain is verified by crypto/tls; the identity must also be a
+		// member of the group.
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			if _, ok := n.memberOf(cs); !ok {
+				return errors.New("certificate names no member of the group")
+			}
+			return nil
+		},
+	}
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("sync: listen on %s: %w", cfg.Listen, err)
+	}
+	n.ln = ln
+	n.ctx, n.cancel = context.WithCancel(ctx)
+	n.wg.Add(2)
+	go n.accept()
+	go n.loop()
+	return n, nil
+}
+
+// memberOf finds the group member a peer certificate names. A certificate
+// naming several members (or self) could speak for any of them: refused.
+func (n *Node) memberOf(cs tls.ConnectionState) (string, bool) {
+	if len(cs.PeerCertificates) == 0 {
+		return "", false
+	}
+	found := ""
+	for _, name := range cs.PeerCertificates[0].DNSNames {
+		if name == n.cfg.Self {
+			return "", false
+		}
+		if _, ok := n.peers[name]; ok {
+			if found != "" && found != name {
+				return "", false
+			}
+			found = name
+		}
+	}
+	return found, found != ""
+}
+
+// Addr is where the node listens.
+func (n *Node) Addr() net.Addr { return n.ln.Addr() }
+
+// Close stops the node and closes its connections.
+func (n *Node) Close() error {
+	n.cancel()
+	err := n.ln.Close()
+	n.wg.Wait()
+	return err
+}
+
+// Put queues a record for the peers. It never blocks on the network.
+func (n *Node) Put(r Record) error {
+	if err := checkRecord(r); err != nil {
+		return err
+	}
+	r.Key, r.Value = slices.Clone(r.Key), slices.Clone(r.Value)
+	n.opsMu.Lock()
+	n.ops = append(n.ops, r)
+	n.opsMu.Unlock()
+	select {
+	case n.opsWake <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+// Delete queues the removal of a record.
+func (n *Node) Delete(kind uint16, key []byte) error {
+	return n.Put(Record{Kind: kind, Key: key, Deleted: true})
+}
+
+// Synced says whether peer's bulk resync to us has completed.
+func (n *Node) Synced(peer string) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.m.Synced(peer)
+}
+
+// Stats returns the counters.
+func (n *Node) Stats() NodeStats {
+	n.mu.Lock()
+	s := n.m.Stats()
+	n.mu.Unlock()
+	return NodeStats{Stats: s, Refused: n.refused.Load(), BadFrames: n.badFrames.Load(), SlowPeers: n.slowPeers.Load(), Dials: n.dials.Load(), WireBytes: n.wireBytes.Load()}
+}
+
+func (n *Node) accept() {
+	defer n.wg.Done()
+	for {
+		raw, err := n.ln.Accept()
+		if err != nil {
+			if n.ctx.Err() == nil {
+				n.log.Warn("accept", "err", err)
+			}
+			return
+		}
+		n.wg.Add(1)
+		go func() {
+			defer n.wg.Done()
+			tc := tls.Server(&countingConn{Conn: raw, n: &n.wireBytes}, n.tls)
+			hctx, cancel := context.WithTimeout(n.ctx, 10*time.Second)
+			err := tc.HandshakeContext(hctx)
+			cancel()
+			if err != nil {
+				n.refused.Add(1)
+				n.log.Warn("sync connection refused", "remote", raw.RemoteAddr(), "err", err)
+				_ = raw.Close()
+				return
+			}
+			peer, _ := n.memberOf(tc.ConnectionState())
+			n.serve(peer, tc)
+		}()
+	}
+}
+
+// dial connects to the peers this node dials (those with a higher name).
+func (n *Node) dial(peer Peer) {
+	defer n.wg.Done()
+	n.dials.Add(1)
+	cfg := &tls.Config{MinVersion: tls.VersionTLS13, Certificates: n.certs, RootCAs: n.roots, ServerName: peer.Name}
+	raw, err := (&net.Dialer{Timeout: 5 * time.Second}).DialContext(n.ctx, "tcp", peer.Addr)
+	if err != nil {
+		n.dialFailed(peer.Name)
+		return
+	}
+	tc := tls.Client(&countingConn{Conn: raw, n: &n.wireBytes}, cfg)
+	hctx, cancel := context.WithTimeout(n.ctx, 10*time.Second)
+	err = tc.HandshakeContext(hctx)
+	cancel()
+	if err != nil {
+		_ = raw.Close()
+		var ve *tls.CertificateVerificationError
+		if errors.As(err, &ve) {
+			n.refused.Add(1)
+			n.log.Warn("sync peer refused", "peer", peer.Name, "err", err)
+		}
+		n.dialFailed(peer.Name)
+		return
+	}
+	n.serve(peer.Name, tc)
+}
+
+func (n *Node) dialFailed(peer string) {
+	select {
+	case n.events <- event{kind: evDown, peer: peer}:
+	case <-n.ctx.Done():
+	}
+}
+
+// countingConn counts the bytes a connection writes, TLS records included.
+type countingConn struct {
+	net.Conn
+	n *atomic.Uint64
+}
+
+func (c *countingConn) Write(b []byte) (int, error) {
+	k, err := c.Conn.Write(b)
+	c.n.Add(uint64(k))
+	return k, err
+}
+
+// DefaultMaxQueuedBytes bounds what waits for one connection's writer. A
+// peer that stops reading (frozen, its TCP window closed) would otherwise
+// collect every resend in memory; past the bound the connection is closed
+// and the peer resumes or resyncs when it comes back.
+const DefaultMaxQueuedBytes = 32 << 20
+
+type conn struct {
+	tc     *tls.Conn
+	mu     stdsync.Mutex
+	q      [][]byte
+	queued int
+	limit  int
+	wake   chan struct{}
+	done   chan struct{}
+	once   stdsync.Once
+}
+
+// send queues b; false when the queue is over its bound (the caller
+// closes the connection).
+func (c *conn) send(b []byte) bool {
+	c.mu.Lock()
+	c.q = append(c.q, b)
+	c.queued += len(b) + FrameHeader
+	over := c.queued > c.limit
+	c.mu.Unlock()
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+	return !over
+}
+
+func (c *conn) close() {
+	c.once.Do(func() {
+		close(c.done)
+		_ = c.tc.Close()
+	})
+}
+
+// serve runs one authenticated connection: a writer and this reader.
+func (n *Node) serve(peer string, tc *tls.Conn) {
+	c := &conn{tc: tc, limit: n.cfg.MaxQueuedBytes, wake: make(chan struct{}, 1), done: make(chan struct{})}
+	select {
+	case n.events <- event{kind: evUp, peer: peer, c: c}:
+	case <-n.ctx.Done():
+		_ = tc.Close()
+		return
+	}
+	n.wg.Add(1)
+	go n.write(c)
+	r := bufio.NewReaderSize(tc, 64<<10)
+	var hdr [FrameHeader]byte
+	for {
+		if _, err := io.ReadFull(r, hdr[:]); err != nil {
+			break
+		}
+		l := binary.BigEndian.Uint32(hdr[:])
+		if l > MaxFrame {
+			n.badFrames.Add(1)
+			n.log.Warn("sync peer sent an oversized frame, closing", "peer", peer, "bytes", l)
+			break
+		}
+		b := make([]byte, l) // a fresh buffer: applied records alias it
+		if _, err := io.ReadFull(r, b); err != nil {
+			break
+		}
+		select {
+		case n.events <- event{kind: evMsg, peer: peer, c: c, data: b}:
+		case <-n.ctx.Done():
+		}
+		if n.ctx.Err() != nil {
+			break
+		}
+	}
+	c.close()
+	select {
+	case n.events <- event{kind: evDown, peer: peer, c: c}:
+	case <-n.ctx.Done():
+	}
+}
+
+func (n *Node) write(c *conn) {
+	defer n.wg.Done()
+	w := bufio.NewWriterSize(c.tc, 64<<10)
+	var hdr [FrameHeader]byte
+	for {
+		select {
+		case <-c.wake:
+		case <-c.done:
+			return
+		case <-n.ctx.Done():
+			c.close()
+			return
+		}
+		c.mu.Lock()
+		q := c.q
+		c.q = nil
+		c.mu.Unlock()
+		for _, b := range q {
+			binary.BigEndian.PutUint32(hdr[:], uint32(len(b)))
+			_, _ = w.Write(hdr[:])
+			_, _ = w.Write(b)
+			c.mu.Lock()
+			c.queued -= len(b) + FrameHeader
+			c.mu.Unlock()
+		}
+		if err := w.Flush(); err != nil {
+			c.close()
+			return
+		}
+	}
+}
