@@ -39,6 +39,7 @@
 #include <linux/bpf.h>
 #include <linux/pkt_cls.h>
 #include <linux/if_ether.h>
+#include <linux/if_packet.h>
 #include <linux/in.h>
 #include <linux/in6.h>
 #include <linux/ip.h>
@@ -302,6 +303,12 @@ static __always_inline int starts_new(const struct pkt *p, const struct ct_val *
 SEC("tc")
 int tc_ingress(struct __sk_buff *skb)
 {
+	// A frame for another host's MAC (a bridge flooding unknown unicast,
+	// a promiscuous port) is not ours: balancing it would duplicate the
+	// flow the real owner also sees. Broadcast and multicast frames
+	// (ARP, neighbour discovery) carry on as before.
+	if (skb->pkt_type == PACKET_OTHERHOST)
+		return TC_ACT_OK;
 	if (filter_miss(skb))
 		return TC_ACT_OK;
 
