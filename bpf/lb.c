@@ -19,6 +19,7 @@
 //   sctp_assoc.h  SCTP association records and their paths
 //   sctp_steer.h  LB-assisted path failover: endpoint onto the live path
 //   select.h      endpoint selection
+//   maglev.h      maglev lookup tables (included by select.h)
 //   fib.h         FIB lookup (cached per flow) and forwarding
 //   nat.h         same-family rewrite, SNAT source selection
 //   nat64.h       IPv6 <-> IPv4 translation of a flow's packets

@@ -149,6 +149,11 @@ type LbIfaddrVal struct {
 	Flags uint32
 }
 
+type LbMaglevTable struct {
+	_  structs.HostLayout
+	Ep [65538]uint8
+}
+
 type LbMhCtx struct {
 	_        structs.HostLayout
 	A        LbAssoc
@@ -255,6 +260,7 @@ const (
 	LbMapHdrScratch   = "hdr_scratch"
 	LbMapIfAddrs      = "if_addrs"
 	LbMapInitPending  = "init_pending"
+	LbMapMaglev       = "maglev"
 	LbMapMhScratch    = "mh_scratch"
 	LbMapNat64Scratch = "nat64_scratch"
 	LbMapNhScratch    = "nh_scratch"
@@ -334,6 +340,7 @@ type LbMapSpecs struct {
 	HdrScratch   *ebpf.MapSpec `ebpf:"hdr_scratch"`
 	IfAddrs      *ebpf.MapSpec `ebpf:"if_addrs"`
 	InitPending  *ebpf.MapSpec `ebpf:"init_pending"`
+	Maglev       *ebpf.MapSpec `ebpf:"maglev"`
 	MhScratch    *ebpf.MapSpec `ebpf:"mh_scratch"`
 	Nat64Scratch *ebpf.MapSpec `ebpf:"nat64_scratch"`
 	NhScratch    *ebpf.MapSpec `ebpf:"nh_scratch"`
@@ -387,6 +394,7 @@ type LbMaps struct {
 	HdrScratch   *ebpf.Map `ebpf:"hdr_scratch"`
 	IfAddrs      *ebpf.Map `ebpf:"if_addrs"`
 	InitPending  *ebpf.Map `ebpf:"init_pending"`
+	Maglev       *ebpf.Map `ebpf:"maglev"`
 	MhScratch    *ebpf.Map `ebpf:"mh_scratch"`
 	Nat64Scratch *ebpf.Map `ebpf:"nat64_scratch"`
 	NhScratch    *ebpf.Map `ebpf:"nh_scratch"`
@@ -416,6 +424,7 @@ func (m *LbMaps) Close() error {
 		m.HdrScratch,
 		m.IfAddrs,
 		m.InitPending,
+		m.Maglev,
 		m.MhScratch,
 		m.Nat64Scratch,
 		m.NhScratch,
