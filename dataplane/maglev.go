@@ -112,6 +112,41 @@ func maglevTable(eps []Endpoint, m int) []uint8 {
 	return t
 }
 
+// ErrMaglevCapacity is wrapped by the error of a service refused because
+// MaxMaglevServices services already use maglev selection (the daemon
+// answers 507 naming the select field).
+var ErrMaglevCapacity = fmt.Errorf("maglev tables full: %w", ErrCapacity)
+
+// maglevRoom checks, before anything of service s is written, that a
+// maglev service has a table or room for one.
+func (d *Datapath) maglevRoom(s Service) error {
+	if s.Select != SelectMaglev {
+		return nil
+	}
+	// Keys only: the values are 64 KiB each.
+	n := 0
+	var prev any // nil: the first key
+	for {
+		var k uint32
+		err := d.objs.Maglev.NextKey(prev, &k)
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("service %d: read maglev tables: %w", s.ID, err)
+		}
+		if k == s.ID {
+			return nil
+		}
+		n++
+		prev = k
+	}
+	if n >= MaxMaglevServices {
+		return fmt.Errorf("service %d: select maglev: %d services use maglev selection already, the most the datapath holds: %w", s.ID, n, ErrMaglevCapacity)
+	}
+	return nil
+}
+
 // writeMaglev programs (or, for another selection, removes) service s's
 // maglev table. Called with d.mu held, before the service info that
 // selects maglev is written, so a packet never finds maglev without a
@@ -124,7 +159,7 @@ func (d *Datapath) writeMaglev(s Service) error {
 	copy(v.Ep[:], maglevTable(s.Endpoints, MaglevTableSize))
 	if err := d.objs.Maglev.Put(s.ID, &v); err != nil {
 		if errors.Is(err, unix.E2BIG) {
-			return fmt.Errorf("service %d: select maglev: at most %d services may use maglev selection: %w", s.ID, MaxMaglevServices, err)
+			return fmt.Errorf("service %d: select maglev: at most %d services may use maglev selection: %w (%w)", s.ID, MaxMaglevServices, ErrMaglevCapacity, err)
 		}
 		return fmt.Errorf("service %d: write maglev table: %w", s.ID, err)
 	}

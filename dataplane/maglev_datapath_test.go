@@ -1,9 +1,12 @@
 package dataplane
 
 import (
+	"errors"
 	"net/netip"
 	"slices"
 	"testing"
+
+	"github.com/telcolb/telcolb/bpf"
 )
 
 // dstOf is the destination address of a forwarded IPv4 frame.
@@ -135,8 +138,13 @@ func TestMaglevTableFollowsTheService(t *testing.T) {
 		e.upsert(Service{ID: uint32(100 + i), VIP: v, PortStart: 80, Proto: ProtoTCP, Select: SelectMaglev, Endpoints: testEndpoints(false, 1, 80)})
 	}
 	err := e.d.UpsertService(Service{ID: 99, VIP: vipV4, PortStart: 81, Proto: ProtoTCP, Select: SelectMaglev, Endpoints: testEndpoints(false, 1, 80)})
-	if err == nil {
-		t.Fatalf("service %d past the maglev limit accepted", MaxMaglevServices+1)
+	if !errors.Is(err, ErrMaglevCapacity) || !errors.Is(err, ErrCapacity) {
+		t.Fatalf("service %d past the maglev limit: %v, want ErrMaglevCapacity", MaxMaglevServices+1, err)
 	}
+	if e.d.objs.Services.Lookup(&bpf.LbSvcKey{Vip: addr16(vipV4), Port: htons(81), Proto: uint8(ProtoTCP)}, new(uint32)) == nil {
+		t.Fatal("the refused service was programmed")
+	}
+	// A maglev service already holding a table is updated at the limit.
+	e.upsert(Service{ID: 100, VIP: netip.AddrFrom4([4]byte{10, 9, 1, 1}), PortStart: 80, Proto: ProtoTCP, Select: SelectMaglev, Endpoints: testEndpoints(false, 2, 80)})
 	t.Logf("refused: %v", err)
 }

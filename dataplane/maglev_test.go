@@ -229,4 +229,3 @@ func TestSlotTableHashMovesManyFlows(t *testing.T) {
 		t.Fatalf("slot table moved only %.2f%% of flows: the maglev bound tests nothing", 100*f)
 	}
 }
-

@@ -209,6 +209,9 @@ func (d *Datapath) UpsertService(s Service) error {
 		}
 		want[k] = true
 	}
+	if err := d.maglevRoom(s); err != nil {
+		return err
+	}
 	// validate has checked the secondary VIPs.
 	fam := familyOf(s.VIP)
 	oldSlots := d.slots[s.ID]
