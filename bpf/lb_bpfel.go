@@ -137,6 +137,21 @@ type LbFilterBits struct {
 	W [1024]uint64
 }
 
+type LbFragKey struct {
+	_     structs.HostLayout
+	Src   [16]uint8
+	Dst   [16]uint8
+	Id    uint32
+	Proto uint8
+	Pad   [3]uint8
+}
+
+type LbFragPorts struct {
+	_     structs.HostLayout
+	Sport uint16
+	Dport uint16
+}
+
 type LbHdrBuf struct {
 	_ structs.HostLayout
 	B [40]uint8
@@ -257,6 +272,7 @@ const (
 	LbMapEndpoints    = "endpoints"
 	LbMapEpActive     = "ep_active"
 	LbMapEpSlotStats  = "ep_slot_stats"
+	LbMapFrags        = "frags"
 	LbMapHdrScratch   = "hdr_scratch"
 	LbMapIfAddrs      = "if_addrs"
 	LbMapInitPending  = "init_pending"
@@ -337,6 +353,7 @@ type LbMapSpecs struct {
 	Endpoints    *ebpf.MapSpec `ebpf:"endpoints"`
 	EpActive     *ebpf.MapSpec `ebpf:"ep_active"`
 	EpSlotStats  *ebpf.MapSpec `ebpf:"ep_slot_stats"`
+	Frags        *ebpf.MapSpec `ebpf:"frags"`
 	HdrScratch   *ebpf.MapSpec `ebpf:"hdr_scratch"`
 	IfAddrs      *ebpf.MapSpec `ebpf:"if_addrs"`
 	InitPending  *ebpf.MapSpec `ebpf:"init_pending"`
@@ -391,6 +408,7 @@ type LbMaps struct {
 	Endpoints    *ebpf.Map `ebpf:"endpoints"`
 	EpActive     *ebpf.Map `ebpf:"ep_active"`
 	EpSlotStats  *ebpf.Map `ebpf:"ep_slot_stats"`
+	Frags        *ebpf.Map `ebpf:"frags"`
 	HdrScratch   *ebpf.Map `ebpf:"hdr_scratch"`
 	IfAddrs      *ebpf.Map `ebpf:"if_addrs"`
 	InitPending  *ebpf.Map `ebpf:"init_pending"`
@@ -421,6 +439,7 @@ func (m *LbMaps) Close() error {
 		m.Endpoints,
 		m.EpActive,
 		m.EpSlotStats,
+		m.Frags,
 		m.HdrScratch,
 		m.IfAddrs,
 		m.InitPending,
