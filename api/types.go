@@ -51,6 +51,7 @@ const (
 	SelectHash       = "hash"
 	SelectPersist    = "persist"
 	SelectLeastConn  = "leastconn"
+	SelectMaglev     = "maglev"
 )
 
 // Probe types accepted in Probe.Type.
@@ -83,7 +84,9 @@ type Service struct {
 	Protocol string `json:"protocol"`
 	// Mode is default, onearm, fullnat or dsr. Empty means default.
 	Mode string `json:"mode,omitempty"`
-	// Select is rr, hash, persist or leastconn. Empty means rr.
+	// Select is rr, hash, persist, leastconn or maglev (consistent hashing:
+	// LB nodes with the same endpoints pick the same one for a new flow).
+	// Empty means rr.
 	Select string `json:"select,omitempty"`
 	// IdleTimeoutSeconds expires idle connections (and persist affinity).
 	// Zero means the protocol default.

@@ -105,9 +105,9 @@ func Validate(s *Service) error {
 		return fieldErr("secondaryVIPs", "SCTP multi-homing needs mode default or fullnat, not %s: the endpoint could not be shown one address per VIP", s.Mode)
 	}
 	switch s.Select {
-	case "", SelectRoundRobin, SelectHash, SelectPersist, SelectLeastConn:
+	case "", SelectRoundRobin, SelectHash, SelectPersist, SelectLeastConn, SelectMaglev:
 	default:
-		return fieldErr("select", "%q is not one of rr, hash, persist, leastconn", s.Select)
+		return fieldErr("select", "%q is not one of rr, hash, persist, leastconn, maglev", s.Select)
 	}
 	switch s.SCTPPathFailover {
 	case "", SCTPPathFailoverOn, SCTPPathFailoverOff:

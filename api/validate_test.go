@@ -35,6 +35,7 @@ func TestValidateAcceptsValidServices(t *testing.T) {
 		mutate func(*Service)
 	}{
 		{"minimal tcp", func(*Service) {}},
+		{"maglev selection", func(s *Service) { s.Select = SelectMaglev }},
 		{"link-local when asked", func(s *Service) {
 			s.AllowLinkLocal = true
 			s.VIP = "169.254.10.1"

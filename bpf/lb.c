@@ -19,11 +19,13 @@
 //   sctp_assoc.h  SCTP association records and their paths
 //   sctp_steer.h  LB-assisted path failover: endpoint onto the live path
 //   select.h      endpoint selection
+//   maglev.h      maglev lookup tables (included by select.h)
 //   fib.h         FIB lookup (cached per flow) and forwarding
 //   nat.h         same-family rewrite, SNAT source selection
 //   nat64.h       IPv6 <-> IPv4 translation of a flow's packets
 //   icmp.h        echo replies, ICMP errors about tracked flows
 //   nat64_icmp.h  ICMP errors across families, fragmentation needed
+//   frag.h        later IP fragments follow their first one
 //
 // Design notes (the why):
 //   - Headers are read with bpf_skb_load_bytes into stack copies rather than
@@ -39,6 +41,7 @@
 #include <linux/bpf.h>
 #include <linux/pkt_cls.h>
 #include <linux/if_ether.h>
+#include <linux/if_packet.h>
 #include <linux/in.h>
 #include <linux/in6.h>
 #include <linux/ip.h>
@@ -67,6 +70,7 @@ char __license[] SEC("license") = "Dual BSD/GPL";
 #include "lib/nat64.h"
 #include "lib/icmp.h"
 #include "lib/nat64_icmp.h"
+#include "lib/frag.h"
 
 /* Flow setup: established packets, new connections, the programs. */
 
@@ -85,8 +89,10 @@ static __noinline int ct_established(struct __sk_buff *skb, struct pkt *p, struc
 
 	if (p->ttl <= 1)
 		return TC_ACT_OK; // the stack answers with time exceeded
-	if (ct->flags & CT_F_DSR)
+	if (ct->flags & CT_F_DSR) {
+		frag_note(p);
 		return forward(skb, p, p->src, ct->nat_dst, ct);
+	}
 	if (p->proto == IPPROTO_SCTP && (p->chunk_type >= 0x80 || p->chunk_type == SCTP_AUTH) && sctp_asconf(skb, p)) {
 		count_drop(DROP_SCTP_ASCONF);
 		return TC_ACT_SHOT;
@@ -109,6 +115,9 @@ static __noinline int ct_established(struct __sk_buff *skb, struct pkt *p, struc
 	addr_cpy(ad.src, ct->nat_src);
 	addr_cpy(ad.dst, ct->nat_dst);
 	int nat64 = nat64_crosses(p, ad.dst);
+	if (nat64 && p->frag)
+		return TC_ACT_OK; // not followed (lib/frag.h)
+	frag_note(p);
 	if (nat64 && p->proto == IPPROTO_SCTP && p->family == AF_INET6 && !(ct->flags & CT_F_REPLY))
 		mh_follow(ct, p);
 	int steered = 0;
@@ -274,6 +283,8 @@ static __noinline int new_flow(struct __sk_buff *skb, struct pkt *p, struct ct_k
 
 	if (p->ttl <= 1)
 		return TC_ACT_OK;
+	if (!nat64_crosses(p, vp->nat_dst))
+		frag_note(p);
 	if (vp->flags & CT_F_DSR)
 		return forward(skb, p, p->src, vp->nat_dst, 0);
 	__u32 np = ports32(vp->nat_sport, vp->nat_dport);
@@ -302,6 +313,12 @@ static __always_inline int starts_new(const struct pkt *p, const struct ct_val *
 SEC("tc")
 int tc_ingress(struct __sk_buff *skb)
 {
+	// A frame for another host's MAC (a bridge flooding unknown unicast,
+	// a promiscuous port) is not ours: balancing it would duplicate the
+	// flow the real owner also sees. Broadcast and multicast frames
+	// (ARP, neighbour discovery) carry on as before.
+	if (skb->pkt_type == PACKET_OTHERHOST)
+		return TC_ACT_OK;
 	if (filter_miss(skb))
 		return TC_ACT_OK;
 
@@ -332,6 +349,11 @@ int tc_ingress(struct __sk_buff *skb)
 		return TC_ACT_OK;
 	}
 
+	// A later fragment goes where its first fragment went, or to the
+	// stack (lib/frag.h); it never starts a flow.
+	if (p.frag == FRAG_LATER && !frag_follow(&p))
+		return TC_ACT_OK;
+
 	struct ct_key k = {};
 	addr_cpy(k.src, p.src);
 	addr_cpy(k.dst, p.dst);
@@ -341,6 +363,8 @@ int tc_ingress(struct __sk_buff *skb)
 	struct ct_val *ct = bpf_map_lookup_elem(&conntrack, &k);
 	if (ct && !starts_new(&p, ct))
 		return ct_established(skb, &p, ct);
+	if (p.frag == FRAG_LATER)
+		return TC_ACT_OK;
 	if (!ct && p.proto == IPPROTO_SCTP && p.chunk_type == SCTP_INIT_ACK) {
 		// Translated like one from the address the INIT went to: the
 		// client sees it come from the VIP it sent the INIT to.

@@ -139,6 +139,21 @@ type LbFilterBits struct {
 	W [1024]uint64
 }
 
+type LbFragKey struct {
+	_     structs.HostLayout
+	Src   [16]uint8
+	Dst   [16]uint8
+	Id    uint32
+	Proto uint8
+	Pad   [3]uint8
+}
+
+type LbFragPorts struct {
+	_     structs.HostLayout
+	Sport uint16
+	Dport uint16
+}
+
 type LbHdrBuf struct {
 	_ structs.HostLayout
 	B [40]uint8
@@ -149,6 +164,11 @@ type LbIfaddrVal struct {
 	V4    [4]uint8
 	V6    [16]uint8
 	Flags uint32
+}
+
+type LbMaglevTable struct {
+	_  structs.HostLayout
+	Ep [65538]uint8
 }
 
 type LbMhCtx struct {
@@ -254,9 +274,11 @@ const (
 	LbMapEndpoints    = "endpoints"
 	LbMapEpActive     = "ep_active"
 	LbMapEpSlotStats  = "ep_slot_stats"
+	LbMapFrags        = "frags"
 	LbMapHdrScratch   = "hdr_scratch"
 	LbMapIfAddrs      = "if_addrs"
 	LbMapInitPending  = "init_pending"
+	LbMapMaglev       = "maglev"
 	LbMapMhScratch    = "mh_scratch"
 	LbMapNat64Scratch = "nat64_scratch"
 	LbMapNhScratch    = "nh_scratch"
@@ -333,9 +355,11 @@ type LbMapSpecs struct {
 	Endpoints    *ebpf.MapSpec `ebpf:"endpoints"`
 	EpActive     *ebpf.MapSpec `ebpf:"ep_active"`
 	EpSlotStats  *ebpf.MapSpec `ebpf:"ep_slot_stats"`
+	Frags        *ebpf.MapSpec `ebpf:"frags"`
 	HdrScratch   *ebpf.MapSpec `ebpf:"hdr_scratch"`
 	IfAddrs      *ebpf.MapSpec `ebpf:"if_addrs"`
 	InitPending  *ebpf.MapSpec `ebpf:"init_pending"`
+	Maglev       *ebpf.MapSpec `ebpf:"maglev"`
 	MhScratch    *ebpf.MapSpec `ebpf:"mh_scratch"`
 	Nat64Scratch *ebpf.MapSpec `ebpf:"nat64_scratch"`
 	NhScratch    *ebpf.MapSpec `ebpf:"nh_scratch"`
@@ -386,9 +410,11 @@ type LbMaps struct {
 	Endpoints    *ebpf.Map `ebpf:"endpoints"`
 	EpActive     *ebpf.Map `ebpf:"ep_active"`
 	EpSlotStats  *ebpf.Map `ebpf:"ep_slot_stats"`
+	Frags        *ebpf.Map `ebpf:"frags"`
 	HdrScratch   *ebpf.Map `ebpf:"hdr_scratch"`
 	IfAddrs      *ebpf.Map `ebpf:"if_addrs"`
 	InitPending  *ebpf.Map `ebpf:"init_pending"`
+	Maglev       *ebpf.Map `ebpf:"maglev"`
 	MhScratch    *ebpf.Map `ebpf:"mh_scratch"`
 	Nat64Scratch *ebpf.Map `ebpf:"nat64_scratch"`
 	NhScratch    *ebpf.Map `ebpf:"nh_scratch"`
@@ -415,9 +441,11 @@ func (m *LbMaps) Close() error {
 		m.Endpoints,
 		m.EpActive,
 		m.EpSlotStats,
+		m.Frags,
 		m.HdrScratch,
 		m.IfAddrs,
 		m.InitPending,
+		m.Maglev,
 		m.MhScratch,
 		m.Nat64Scratch,
 		m.NhScratch,

@@ -16,6 +16,7 @@ const (
 	SelHash      = 1
 	SelPersist   = 2
 	SelLeastconn = 3
+	SelMaglev    = 4
 )
 
 // Conntrack states (ct_val.state).

@@ -71,7 +71,9 @@ func TestEveryTrackedTupleReachesConntrack(t *testing.T) {
 			continue
 		}
 		src, dst := netip.AddrFrom16(k.Src).Unmap(), netip.AddrFrom16(k.Dst).Unmap()
-		p := pkt{srcMAC: epMAC(0), dstMAC: lbMAC1, src: src, dst: dst, proto: k.Proto, sport: htons(k.Sport), dport: htons(k.Dport), ttl: 64}
+		// Addressed to lb0, the device e.run runs on: a frame for another
+		// MAC would be passed as PACKET_OTHERHOST before the filter.
+		p := pkt{srcMAC: epMAC(0), dstMAC: lbMAC0, src: src, dst: dst, proto: k.Proto, sport: htons(k.Sport), dport: htons(k.Dport), ttl: 64}
 		if k.Proto == uint8(ProtoTCP) {
 			p.tcpFlags = tcpACK
 		}
@@ -93,7 +95,8 @@ func TestFilterIsRefilledFromConntrackOnLoad(t *testing.T) {
 		t.Fatalf("first packet verdict %d", ret)
 	}
 	reply := pkt{srcMAC: epMAC(0), dstMAC: lbMAC1, src: epAddr(false, 0), dst: clientV4, proto: uint8(ProtoUDP), sport: 8080, dport: 4000, ttl: 64}
-	if ret, _ := e.run(reply.frame()); ret != actRedirect {
+	lb1 := e.ifindex("lb1")
+	if ret, _ := e.runOn(e.d.objs.TcIngress, lb1, reply.frame()); ret != actRedirect {
 		t.Fatalf("reply verdict %d, want redirect", ret)
 	}
 	var zero bpf.LbFilterBits
@@ -103,7 +106,7 @@ func TestFilterIsRefilledFromConntrackOnLoad(t *testing.T) {
 		}
 	}
 	// The filter decides: with it empty the reply is taken for a miss.
-	if ret, _ := e.run(reply.frame()); ret != actOK {
+	if ret, _ := e.runOn(e.d.objs.TcIngress, lb1, reply.frame()); ret != actOK {
 		t.Fatalf("reply with an empty filter: verdict %d, want pass", ret)
 	}
 	d, err := Load(Config{PinPath: e.d.cfg.PinPath, MaxConns: 4096, Logger: testLogger()})
@@ -112,7 +115,7 @@ func TestFilterIsRefilledFromConntrackOnLoad(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = d.Close() })
 	e.d = d
-	ret, out := e.run(reply.frame())
+	ret, out := e.runOn(e.d.objs.TcIngress, lb1, reply.frame())
 	if ret != actRedirect {
 		t.Fatalf("reply after reload: verdict %d, want redirect", ret)
 	}

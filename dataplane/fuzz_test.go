@@ -73,7 +73,27 @@ func FuzzTCIngress(f *testing.F) {
 		payload: udpTo(vipV6, clientV6, 81, 3).ip()}.frame())
 	f.Add(pkt{srcMAC: epMAC(0), dstMAC: lbMAC1, src: epAddr(false, 0), dst: lbAddr1V4, proto: 1, icmpType: 3, icmpCode: 4,
 		icmpRest: 1400, payload: udpTo(lbAddr1V4, epAddr(false, 0), 1024, 8081).ip()}.frame())
+	// IP fragments of UDP datagrams to the VIPs: first fragments note
+	// their ports, later ones follow them (lib/frag.h).
+	for _, v6 := range []bool{false, true} {
+		vip, client := vipV4, clientV4
+		if v6 {
+			vip, client = vipV6, clientV6
+		}
+		p := udpTo(client, vip, 7, 80)
+		p.payload = make([]byte, 600)
+		for _, fr := range fragment(p.ip(), 0x77, 256, clientMAC, lbMAC0) {
+			f.Add(fr)
+		}
+	}
 	f.Fuzz(func(t *testing.T, frame []byte) {
+		// Without a context the test run takes the loopback device, whose
+		// MAC is all zeros: any other unicast destination would make the
+		// frame PACKET_OTHERHOST, passed before parsing. Address unicast
+		// frames to it so the parser and state machine see them.
+		if len(frame) >= 6 && frame[0]&1 == 0 {
+			frame = append([]byte{0, 0, 0, 0, 0, 0}, frame[6:]...)
+		}
 		out := make([]byte, len(frame)+256)
 		ret, err := d.objs.TcIngress.Run(&ebpf.RunOptions{Data: frame, DataOut: out})
 		if errors.Is(err, unix.EINVAL) {

@@ -291,6 +291,10 @@ func oldDatapath(t *testing.T, object, pinPath string) (*Datapath, *ebpf.Collect
 	if d.objs.SteerStats == nil {
 		d.objs.SteerStats = throwaway(bpf.LbMapSteerStats)
 	}
+	// Nor maglev tables (their services did not exist then).
+	if d.objs.Maglev == nil {
+		d.objs.Maglev = throwaway(bpf.LbMapMaglev)
+	}
 	d.objs.TcIngress = coll.Programs["tc_ingress"]
 	if d.objs.TcIngress == nil {
 		t.Fatalf("old object has no tc_ingress program: %v", coll.Programs)

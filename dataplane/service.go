@@ -62,7 +62,7 @@ func validate(s Service) error {
 	if s.Mode > ModeDSR {
 		return fmt.Errorf("service %d: mode %d unknown", s.ID, s.Mode)
 	}
-	if s.Select > SelectLeastConn {
+	if s.Select > SelectMaglev {
 		return fmt.Errorf("service %d: select %d unknown", s.ID, s.Select)
 	}
 	if s.PortStart == 0 {
@@ -209,6 +209,9 @@ func (d *Datapath) UpsertService(s Service) error {
 		}
 		want[k] = true
 	}
+	if err := d.maglevRoom(s); err != nil {
+		return err
+	}
 	// validate has checked the secondary VIPs.
 	fam := familyOf(s.VIP)
 	oldSlots := d.slots[s.ID]
@@ -264,8 +267,16 @@ func (d *Datapath) UpsertService(s Service) error {
 	if err := d.objs.SvcVipList.Put(s.ID, &vl); err != nil {
 		return fmt.Errorf("service %d: write vip list: %w", s.ID, err)
 	}
+	if err := d.writeMaglev(s); err != nil {
+		return err
+	}
 	if err := d.objs.SvcInfos.Put(s.ID, &info); err != nil {
 		return fmt.Errorf("service %d: write info: %w", s.ID, err)
+	}
+	if s.Select != SelectMaglev {
+		if err := d.dropMaglev(s.ID); err != nil {
+			return err
+		}
 	}
 	// Before the keys: a packet that finds the service must not be a miss.
 	if err := d.filterAdd(serviceAddrs(s)...); err != nil {
@@ -430,6 +441,9 @@ func (d *Datapath) DeleteService(id uint32) error {
 	}
 	if err := d.objs.SvcVipList.Put(id, &bpf.LbSvcVips{}); err != nil {
 		return fmt.Errorf("delete service %d: clear vip list: %w", id, err)
+	}
+	if err := d.dropMaglev(id); err != nil {
+		return fmt.Errorf("delete service %d: %w", id, err)
 	}
 	if err := d.deleteConns(func(v *bpf.LbCtVal) bool { return v.Svc == id }); err != nil {
 		return fmt.Errorf("delete service %d: %w", id, err)

@@ -36,6 +36,10 @@ const (
 	SelectHash      Select = bpf.SelHash
 	SelectPersist   Select = bpf.SelPersist
 	SelectLeastConn Select = bpf.SelLeastconn
+	// SelectMaglev: consistent hashing of the 5-tuple over a table built
+	// from the endpoints' addresses (maglev.go): every node with the same
+	// endpoints picks the same endpoint for a new flow.
+	SelectMaglev Select = bpf.SelMaglev
 )
 
 // MaxEndpoints is the most endpoints one service may have.

@@ -34,7 +34,7 @@
 #define LB_TO_PERSIST 7440 // client affinity without a service idle timeout
 
 enum lb_mode { MODE_DEFAULT = 0, MODE_ONEARM = 1, MODE_FULLNAT = 2, MODE_DSR = 3 };
-enum lb_sel { SEL_RR = 0, SEL_HASH = 1, SEL_PERSIST = 2, SEL_LEASTCONN = 3 };
+enum lb_sel { SEL_RR = 0, SEL_HASH = 1, SEL_PERSIST = 2, SEL_LEASTCONN = 3, SEL_MAGLEV = 4 };
 
 enum ct_state {
 	CT_NONE = 0,
@@ -120,6 +120,20 @@ struct endpoint {
 	__u8 family;
 	__u8 down;
 	__u16 stats; // slot in ep_slot_stats, 0: not counted
+};
+
+// Maglev lookup table of a service (lib/maglev.h, dataplane/maglev.go):
+// LB_MAGLEV_M entries, a prime, the same on every node and for every
+// service size, so that nodes with the same endpoints agree and a change of
+// endpoints never resizes (and so reshuffles) the table. 65537, the Maglev
+// paper's size: removing 1 of 10 endpoints then moves 10.3% of the entries
+// (8191 would move 11.0%, over the 1/N + 1% the issue allows). 64 KiB per
+// service; LB_MAGLEV_SERVICES of them are reserved (16 MiB).
+#define LB_MAGLEV_M 65537
+#define LB_MAGLEV_SERVICES 256 // services with maglev selection at once
+
+struct maglev_table {
+	__u8 ep[LB_MAGLEV_M + 1]; // endpoint index per entry; the last one unused
 };
 
 // Weighted slot table of up endpoints (indices into the service's endpoints).

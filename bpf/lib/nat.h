@@ -59,8 +59,9 @@ static __noinline int rewrite(struct __sk_buff *skb, const struct pkt *p, const 
 			      const __u8 *dst, __u32 ports32)
 {
 	__u16 sport = ports32 & 0xffff, dport = ports32 >> 16;
-	__u64 flags;
-	__u32 coff = l4_csum_off(p, &flags);
+	__u64 flags = 0;
+	// A later IP fragment has no L4 header: addresses only (lib/frag.h).
+	__u32 coff = p->frag == FRAG_LATER ? 0 : l4_csum_off(p, &flags);
 	__u32 soff = p->family == AF_INET ? p->l3_off + offsetof(struct iphdr, saddr) : p->l3_off + offsetof(struct ipv6hdr, saddr);
 	__u32 doff = p->family == AF_INET ? p->l3_off + offsetof(struct iphdr, daddr) : p->l3_off + offsetof(struct ipv6hdr, daddr);
 
@@ -68,7 +69,7 @@ static __noinline int rewrite(struct __sk_buff *skb, const struct pkt *p, const 
 		return -1;
 	if (!addr_eq(dst, p->dst) && set_addr(skb, p, doff, p->dst, dst, coff, flags))
 		return -1;
-	if (sport == p->sport && dport == p->dport)
+	if ((sport == p->sport && dport == p->dport) || p->frag == FRAG_LATER)
 		return 0;
 
 	__u16 ports[2] = {sport, dport};

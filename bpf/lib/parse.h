@@ -32,6 +32,15 @@ struct pkt {
 	__u8 nat64_to6; // nat64_xlate turned this IPv4 packet into IPv6
 	__u32 init_tag; // SCTP INIT/INIT-ACK initiate tag
 	__u32 vtag;     // SCTP common header verification tag
+	__u32 frag_id;  // IP fragment: identification (IPv4's in the low 16 bits), as on the wire
+	__u8 frag;      // enum pkt_frag
+};
+
+// Where a TCP or UDP packet stands in IP fragmentation (lib/frag.h).
+enum pkt_frag {
+	FRAG_NONE = 0,
+	FRAG_FIRST, // offset 0, more fragments: carries the L4 header
+	FRAG_LATER, // offset > 0: no L4 header, ports unknown until looked up
 };
 
 enum {
@@ -66,7 +75,8 @@ static __always_inline int parse_l4(struct __sk_buff *skb, struct pkt *p)
 		if (avail < 8 || bpf_skb_load_bytes(skb, off, h, sizeof(h)))
 			return PARSE_MALFORMED;
 		__u16 ulen = ((__u16)h[4] << 8) | h[5];
-		if (ulen < 8 || ulen > avail)
+		// A first fragment carries only part of the datagram ulen counts.
+		if (ulen < 8 || (ulen > avail && p->frag != FRAG_FIRST))
 			return PARSE_MALFORMED;
 		__builtin_memcpy(&p->sport, h, 2);
 		__builtin_memcpy(&p->dport, h + 2, 2);
@@ -140,9 +150,19 @@ static __always_inline int parse(struct __sk_buff *skb, struct pkt *p)
 		p->ttl = ip.ttl;
 		p->ip_end = off + tot;
 		p->l4_off = off + ihl;
-		// Non-first fragments carry no L4 header: let the stack reassemble.
-		if (ip.frag_off & bpf_htons(IP_OFFSET))
-			return PARSE_PASS;
+		if (ip.frag_off & bpf_htons(IP_OFFSET | IP_MF)) {
+			// Later fragments carry no L4 header: only TCP and UDP ones
+			// are followed (lib/frag.h), the rest go to the stack.
+			p->frag_id = ip.id;
+			if (!(ip.frag_off & bpf_htons(IP_OFFSET))) {
+				p->frag = FRAG_FIRST;
+			} else {
+				if (p->proto != IPPROTO_UDP && p->proto != IPPROTO_TCP)
+					return PARSE_PASS;
+				p->frag = FRAG_LATER;
+				return PARSE_OK;
+			}
+		}
 		return parse_l4(skb, p);
 	}
 	if (proto == bpf_htons(ETH_P_IPV6)) {
@@ -169,13 +189,25 @@ static __always_inline int parse(struct __sk_buff *skb, struct pkt *p)
 				nh = eh[0];
 				off += (eh[1] + 1) * 8;
 			} else if (nh == IPPROTO_FRAGMENT) {
-				__u8 fh[4];
-				if (bpf_skb_load_bytes(skb, off, fh, 4))
+				struct frag_hdr fh;
+				if (bpf_skb_load_bytes(skb, off, &fh, sizeof(fh)))
 					return PARSE_MALFORMED;
-				if ((((__u16)fh[2] << 8) | fh[3]) & IP6_OFFSET)
-					return PARSE_PASS;
-				nh = fh[0];
+				nh = fh.nexthdr;
 				off += sizeof(struct frag_hdr);
+				p->frag_id = fh.identification;
+				if (fh.frag_off & bpf_htons(IP6_OFFSET)) {
+					// A later fragment: see the IPv4 case.
+					if (nh != IPPROTO_UDP && nh != IPPROTO_TCP)
+						return PARSE_PASS;
+					if (off > p->ip_end)
+						return PARSE_MALFORMED;
+					p->proto = nh;
+					p->l4_off = off;
+					p->frag = FRAG_LATER;
+					return PARSE_OK;
+				}
+				if (fh.frag_off & bpf_htons(IP6_MF))
+					p->frag = FRAG_FIRST;
 			} else {
 				break;
 			}

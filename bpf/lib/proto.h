@@ -31,9 +31,11 @@
 
 // IPv4 fragment offset field (include/net/ip.h).
 #define IP_DF 0x4000
+#define IP_MF 0x2000
 #define IP_OFFSET 0x1fff
 // IPv6 fragment header offset field (include/net/ipv6.h).
 #define IP6_OFFSET 0xfff8
+#define IP6_MF 0x0001
 // Header sizes as 32-bit values: sizeof would widen offset arithmetic to 64
 // bits, which the verifier tracks less precisely.
 #define IP4_HLEN ((__u32)sizeof(struct iphdr))

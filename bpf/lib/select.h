@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 // Endpoint selection for a new flow: weighted slot table (rr, hash),
-// client affinity (persist), fewest active connections (leastconn).
+// client affinity (persist), fewest active connections (leastconn),
+// consistent hashing shared by every node (maglev, lib/maglev.h).
 #ifndef LB_SELECT_H
 #define LB_SELECT_H
 
@@ -9,6 +10,7 @@
 #include "lib/maps.h"
 #include "lib/helpers.h"
 #include "lib/parse.h"
+#include "lib/maglev.h"
 
 static __always_inline int ep_usable(__u32 id, __u32 idx)
 {
@@ -76,6 +78,8 @@ static __always_inline int select_ep(const struct pkt *p, __u32 id, const struct
 	}
 	case SEL_LEASTCONN:
 		return leastconn_pick(id, info->n_eps);
+	case SEL_MAGLEV:
+		return maglev_pick(p, id);
 	}
 	return sel->slot[slot & (LB_SEL_SLOTS - 1)];
 }

@@ -41,7 +41,7 @@ const (
 const usageText = `Usage: telcolbctl [--server URL] [--token T | --token-file F] [-o table|wide|json] <verb> <resource> [args]
 
   create lb NAME --vip IP --port P [--port-end P] [--protocol tcp|udp|sctp]
-                 [--mode default|onearm|fullnat|dsr] [--select rr|hash|persist|leastconn]
+                 [--mode default|onearm|fullnat|dsr] [--select rr|hash|persist|leastconn|maglev]
                  [--timeout 30s] --endpoints ADDR[:PORT[:WEIGHT]],... [--secondary-vips IP,...]
                  [--probe TYPE --probe-port P --probe-req R --probe-resp R
                   --probe-interval 5s --probe-timeout 2s --probe-retries N] [--n2] [--pfcp]
@@ -231,7 +231,7 @@ func (c *commands) registerFlags(verb string) {
 		fs.Uint16Var(&c.portEnd, "port-end", 0, "last port of a range")
 		fs.StringVar(&c.protocol, "protocol", api.ProtocolTCP, "tcp, udp or sctp")
 		fs.StringVar(&c.mode, "mode", "", "default, onearm, fullnat or dsr")
-		fs.StringVar(&c.sel, "select", "", "rr, hash, persist or leastconn")
+		fs.StringVar(&c.sel, "select", "", "rr, hash, persist, leastconn or maglev")
 		fs.StringVar(&c.timeout, "timeout", "", "idle timeout (30s, 5m or seconds)")
 		fs.StringVar(&c.endpoints, "endpoints", "", "ADDR[:PORT[:WEIGHT]],...")
 		fs.BoolVar(&c.n2, "n2", false, "NGAP-aware N2 proxy (sctp)")

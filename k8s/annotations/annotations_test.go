@@ -47,6 +47,7 @@ func TestParseValidAnnotations(t *testing.T) {
 		{"lbmode", map[string]string{"telcolb.io/lbmode": "FullNAT"}, Spec{Pool: "defaultPool", Mode: "fullnat"}, ""},
 		{"lbmode dsr", map[string]string{"telcolb.io/lbmode": "dsr"}, Spec{Pool: "defaultPool", Mode: "dsr"}, ""},
 		{"epselect lc", map[string]string{"telcolb.io/epselect": "lc"}, Spec{Pool: "defaultPool", Select: "leastconn"}, ""},
+		{"epselect maglev", map[string]string{"telcolb.io/epselect": "maglev"}, Spec{Pool: "defaultPool", Select: "maglev"}, ""},
 		{"epselect hash", map[string]string{"telcolb.io/epselect": "hash"}, Spec{Pool: "defaultPool", Select: "hash"}, ""},
 		{"liveness only probes by protocol", map[string]string{"telcolb.io/liveness": "yes"}, Spec{Pool: "defaultPool", Probe: &ProbeSpec{}}, ""},
 		{"liveness no", map[string]string{"telcolb.io/liveness": "no"}, Spec{Pool: "defaultPool"}, ""},

@@ -113,7 +113,7 @@ var Table = []Entry{
 	{SecondaryIPs, "up to 3 secondary (SCTP multi-homing) IPs; wins over poolSelectSecondary", "same", parseSecondaryIPs},
 	{StaticIP, "the external IP, also outside every pool", "same; one IPv4 and one IPv6 for dual-stack", parseStaticIP},
 	{LBMode, "default, onearm, fullnat or dsr", "same", parseMode},
-	{EPSelect, "endpoint selection: rr (default), hash, persist, lc", "same (lc is leastconn)", parseSelect},
+	{EPSelect, "endpoint selection: rr (default), hash, persist, lc, maglev", "same (lc is leastconn)", parseSelect},
 	{Liveness, "yes: health-check endpoints and use only live ones; default no", "same", parseLiveness},
 	{ProbeType, "udp, tcp, https, http, sctp, ping or none; default the port's protocol", "same; a type other than none turns probing on", parseProbeType},
 	{ProbePort, "probe port; not applied without probetype or with ping/none", "same; loxilb.io/: ignored with a note where kube-loxilb ignores it; telcolb.io/: an error", parseProbePort},
@@ -218,8 +218,10 @@ func parseSelect(p *parser, f field, _ *draft) {
 		p.res.Spec.Select = "persist"
 	case "lc", "leastconn":
 		p.res.Spec.Select = "leastconn"
+	case "maglev":
+		p.res.Spec.Select = "maglev"
 	default:
-		p.fail(f.key, f.value, "want one of rr, hash, persist, lc")
+		p.fail(f.key, f.value, "want one of rr, hash, persist, lc, maglev")
 	}
 }
 

@@ -29,6 +29,7 @@ var selectByName = map[string]dataplane.Select{
 	api.SelectHash:       dataplane.SelectHash,
 	api.SelectPersist:    dataplane.SelectPersist,
 	api.SelectLeastConn:  dataplane.SelectLeastConn,
+	api.SelectMaglev:     dataplane.SelectMaglev,
 }
 
 func protoName(p dataplane.Proto) string {

@@ -230,3 +230,19 @@ func FuzzParseHealth(f *testing.F) {
 		}
 	})
 }
+
+// TestFullMaglevTablesAreA507OnSelect: the datapath out of maglev tables
+// refuses the service with 507 naming select, and nothing is stored.
+func TestFullMaglevTablesAreA507OnSelect(t *testing.T) {
+	dp := newFakeDatapath()
+	env := startEnv(t, Config{Datapath: dp, StateDir: t.TempDir(), Prober: &scriptedProber{}, Logger: testLogger(t)})
+	dp.failUpsert = fmt.Errorf("service 1: select maglev: 256 services use maglev selection already: %w", dataplane.ErrMaglevCapacity)
+	r := env.do(t, http.MethodPost, "/v1/services", `{"name":"s1","vip":"10.96.0.1","port":80,"protocol":"tcp","select":"maglev","endpoints":[{"address":"10.0.0.1","port":80}]}`, nil)
+	if r.code != http.StatusInsufficientStorage || r.err.Field != "select" || !strings.Contains(r.err.Message, "maglev") {
+		t.Fatalf("maglev service with no room: %d %+v, want 507 on select", r.code, r.err)
+	}
+	dp.failUpsert = nil
+	if _, err := env.client(t, "").GetService(context.Background(), "s1"); err == nil {
+		t.Fatal("a refused service was stored")
+	}
+}

@@ -414,10 +414,14 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 		return
 	}
 	if errors.Is(err, dataplane.ErrCapacity) {
-		// A full datapath table (endpoint counter slots): the request is
-		// fine, there is no room for it.
+		// A full datapath table (endpoint counter slots, maglev tables):
+		// the request is fine, there is no room for it.
 		s.log.Warn("request refused: datapath full", "method", r.Method, "path", r.URL.Path, "error", err)
-		writeError(w, http.StatusInsufficientStorage, "endpoints", err.Error())
+		field := "endpoints"
+		if errors.Is(err, dataplane.ErrMaglevCapacity) {
+			field = "select"
+		}
+		writeError(w, http.StatusInsufficientStorage, field, err.Error())
 		return
 	}
 	s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "error", err)
