@@ -83,6 +83,14 @@ type LbCounters struct {
 	Sessions uint64
 }
 
+type LbCtEvent struct {
+	_     structs.HostLayout
+	Kind  uint32
+	Pad   uint32
+	Key   LbCtKey
+	Assoc LbAssocKey
+}
+
 type LbCtKey struct {
 	_     structs.HostLayout
 	Src   [16]uint8
@@ -248,6 +256,8 @@ const (
 	LbMapAssocs       = "assocs"
 	LbMapConntrack    = "conntrack"
 	LbMapCrcShift     = "crc_shift"
+	LbMapCtEvents     = "ct_events"
+	LbMapCtEventsLost = "ct_events_lost"
 	LbMapDrops        = "drops"
 	LbMapEndpoints    = "endpoints"
 	LbMapEpActive     = "ep_active"
@@ -327,6 +337,8 @@ type LbMapSpecs struct {
 	Assocs       *ebpf.MapSpec `ebpf:"assocs"`
 	Conntrack    *ebpf.MapSpec `ebpf:"conntrack"`
 	CrcShift     *ebpf.MapSpec `ebpf:"crc_shift"`
+	CtEvents     *ebpf.MapSpec `ebpf:"ct_events"`
+	CtEventsLost *ebpf.MapSpec `ebpf:"ct_events_lost"`
 	Drops        *ebpf.MapSpec `ebpf:"drops"`
 	Endpoints    *ebpf.MapSpec `ebpf:"endpoints"`
 	EpActive     *ebpf.MapSpec `ebpf:"ep_active"`
@@ -380,6 +392,8 @@ type LbMaps struct {
 	Assocs       *ebpf.Map `ebpf:"assocs"`
 	Conntrack    *ebpf.Map `ebpf:"conntrack"`
 	CrcShift     *ebpf.Map `ebpf:"crc_shift"`
+	CtEvents     *ebpf.Map `ebpf:"ct_events"`
+	CtEventsLost *ebpf.Map `ebpf:"ct_events_lost"`
 	Drops        *ebpf.Map `ebpf:"drops"`
 	Endpoints    *ebpf.Map `ebpf:"endpoints"`
 	EpActive     *ebpf.Map `ebpf:"ep_active"`
@@ -409,6 +423,8 @@ func (m *LbMaps) Close() error {
 		m.Assocs,
 		m.Conntrack,
 		m.CrcShift,
+		m.CtEvents,
+		m.CtEventsLost,
 		m.Drops,
 		m.Endpoints,
 		m.EpActive,
