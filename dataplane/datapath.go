@@ -74,6 +74,12 @@ type Datapath struct {
 	daemonFilter *bpf.LbFilterBits
 	// now returns CLOCK_MONOTONIC ns, the clock of bpf_ktime_get_ns.
 	now func() uint64
+	// codec encodes conntrack records for HA peers (ctrecord.go); readers
+	// are the open change readers, which get the daemon's own deletions
+	// (ctsync.go).
+	codec     *recordCodec
+	readersMu sync.Mutex
+	readers   map[*ChangeReader]struct{}
 }
 
 // Load loads the datapath objects, reusing compatible pinned maps so that
@@ -108,8 +114,13 @@ func Load(cfg Config) (*Datapath, error) {
 		return nil, err
 	}
 
+	codec, err := newRecordCodec(spec)
+	if err != nil {
+		restorePins(olds, cfg.Logger)
+		return nil, err
+	}
 	d := &Datapath{cfg: cfg, log: cfg.Logger, attached: map[string]*attachment{}, now: monotonicNow,
-		maxServices: spec.Maps[bpf.LbMapSvcInfos].MaxEntries}
+		maxServices: spec.Maps[bpf.LbMapSvcInfos].MaxEntries, codec: codec, readers: map[*ChangeReader]struct{}{}}
 	// The verifier's statistics (instructions, stack depth per subprogram)
 	// are logged at load: how close the program is to an older kernel's
 	// limits shows on the kernel that loaded it.
