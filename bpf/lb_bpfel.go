@@ -251,35 +251,36 @@ type LbSvcVips struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	LbMapAddrFilter   = "addr_filter"
-	LbMapAffinity     = "affinity"
-	LbMapAssocs       = "assocs"
-	LbMapConntrack    = "conntrack"
-	LbMapCrcShift     = "crc_shift"
-	LbMapCtEvents     = "ct_events"
-	LbMapCtEventsLost = "ct_events_lost"
-	LbMapDrops        = "drops"
-	LbMapEndpoints    = "endpoints"
-	LbMapEpActive     = "ep_active"
-	LbMapEpSlotStats  = "ep_slot_stats"
-	LbMapHdrScratch   = "hdr_scratch"
-	LbMapIfAddrs      = "if_addrs"
-	LbMapInitPending  = "init_pending"
-	LbMapMhScratch    = "mh_scratch"
-	LbMapNat64Scratch = "nat64_scratch"
-	LbMapNhScratch    = "nh_scratch"
-	LbMapRrCtr        = "rr_ctr"
-	LbMapScratch      = "scratch"
-	LbMapSctpScratch  = "sctp_scratch"
-	LbMapSelTables    = "sel_tables"
-	LbMapServices     = "services"
-	LbMapSteerStats   = "steer_stats"
-	LbMapSvcInfos     = "svc_infos"
-	LbMapSvcStats     = "svc_stats"
-	LbMapSvcVipList   = "svc_vip_list"
-	LbMapVips         = "vips"
-	LbProgTcIngress   = "tc_ingress"
-	LbProgTcPass      = "tc_pass"
+	LbMapAddrFilter      = "addr_filter"
+	LbMapAffinity        = "affinity"
+	LbMapAssocs          = "assocs"
+	LbMapConntrack       = "conntrack"
+	LbMapCrcShift        = "crc_shift"
+	LbMapCtEvents        = "ct_events"
+	LbMapCtEventsLost    = "ct_events_lost"
+	LbMapDrops           = "drops"
+	LbMapEndpoints       = "endpoints"
+	LbMapEpActive        = "ep_active"
+	LbMapEpSlotStats     = "ep_slot_stats"
+	LbMapHdrScratch      = "hdr_scratch"
+	LbMapIfAddrs         = "if_addrs"
+	LbMapInitPending     = "init_pending"
+	LbMapMhScratch       = "mh_scratch"
+	LbMapNat64Scratch    = "nat64_scratch"
+	LbMapNhScratch       = "nh_scratch"
+	LbMapRrCtr           = "rr_ctr"
+	LbMapScratch         = "scratch"
+	LbMapSctpScratch     = "sctp_scratch"
+	LbMapSelTables       = "sel_tables"
+	LbMapServices        = "services"
+	LbMapSteerStats      = "steer_stats"
+	LbMapSvcInfos        = "svc_infos"
+	LbMapSvcStats        = "svc_stats"
+	LbMapSvcVipList      = "svc_vip_list"
+	LbMapVips            = "vips"
+	LbProgTcIngress      = "tc_ingress"
+	LbProgTcPass         = "tc_pass"
+	LbVarCtEventsEnabled = "ct_events_enabled"
 )
 
 // LoadLb returns the embedded CollectionSpec for Lb.
@@ -365,6 +366,7 @@ type LbMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type LbVariableSpecs struct {
+	CtEventsEnabled *ebpf.VariableSpec `ebpf:"ct_events_enabled"`
 }
 
 // LbObjects contains all objects after they have been loaded into the kernel.
@@ -452,6 +454,7 @@ func (m *LbMaps) Close() error {
 //
 // It can be passed to LoadLbObjects or ebpf.CollectionSpec.LoadAndAssign.
 type LbVariables struct {
+	CtEventsEnabled *ebpf.Variable `ebpf:"ct_events_enabled"`
 }
 
 // LbPrograms contains all programs after they have been loaded into the kernel.

@@ -37,10 +37,13 @@ func newHAPair(t *testing.T) *haPair {
 
 // peer loads a second datapath (own pin path, not attached) in e's
 // namespace.
-func (e *env) peer() *env {
+func (e *env) peer() *env { return e.peerWith(Config{MaxConns: 4096}) }
+
+func (e *env) peerWith(cfg Config) *env {
 	e.t.Helper()
 	pin := testPinPath(e.t)
-	d, err := Load(Config{PinPath: pin, MaxConns: 4096, Logger: testLogger()})
+	cfg.PinPath, cfg.Logger = pin, testLogger()
+	d, err := Load(cfg)
 	if err != nil {
 		e.t.Fatalf("load peer datapath: %v", err)
 	}
@@ -458,4 +461,30 @@ func TestImportedFlowsSurviveARestart(t *testing.T) {
 		sport: c.Backend.Port(), dport: c.Source.Port(), ttl: 64, payload: []byte("pong")}
 	h.same(t, "reply after B's restart", h.lb1, down.frame())
 	h.same(t, "next datagram after B's restart", h.a.ifindex0, up.frame())
+}
+
+// Without HA the events can be left out of the program: the same flows
+// then leave nothing in the ring buffer.
+func TestConntrackEventsCanBeLeftOut(t *testing.T) {
+	e := newEnv(t)
+	off := e.peerWith(Config{MaxConns: 4096, DisableConntrackEvents: true})
+	for _, x := range []*env{e, off} {
+		rd, err := x.d.ConntrackChanges()
+		if err != nil {
+			t.Fatal(err)
+		}
+		x.upsert(Service{ID: 5, VIP: vipV4, PortStart: 80, Proto: ProtoUDP, Endpoints: testEndpoints(false, 1, 8080)})
+		p := pkt{srcMAC: clientMAC, dstMAC: lbMAC0, src: clientV4, dst: vipV4, proto: 17, sport: 1234, dport: 80, ttl: 64, payload: []byte("x")}
+		if ret, _ := x.run(p.frame()); ret != actRedirect {
+			t.Fatalf("verdict %d", ret)
+		}
+		recs, err := rd.Poll()
+		_ = rd.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := x == e; (len(recs) > 0) != want {
+			t.Fatalf("events on=%v: %d records", want, len(recs))
+		}
+	}
 }

@@ -43,6 +43,9 @@ type Config struct {
 	ForceClsact bool
 	// AgeInterval is how often Run expires idle conntrack entries.
 	AgeInterval time.Duration
+	// DisableConntrackEvents leaves the conntrack change events for HA
+	// peers (ConntrackChanges) out of the loaded program.
+	DisableConntrackEvents bool
 }
 
 // Datapath owns the loaded eBPF objects. It is the only writer of the maps.
@@ -102,6 +105,15 @@ func Load(cfg Config) (*Datapath, error) {
 		return nil, fmt.Errorf("load datapath spec: %w", err)
 	}
 	spec.Maps[bpf.LbMapConntrack].MaxEntries = uint32(cfg.MaxConns)
+	if cfg.DisableConntrackEvents {
+		v, ok := spec.Variables[bpf.LbVarCtEventsEnabled]
+		if !ok {
+			return nil, errors.New("datapath object has no ct_events_enabled")
+		}
+		if err := v.Set(uint32(0)); err != nil {
+			return nil, fmt.Errorf("disable conntrack events: %w", err)
+		}
+	}
 
 	if err := os.MkdirAll(filepath.Join(cfg.PinPath, "links"), 0o755); err != nil {
 		return nil, fmt.Errorf("create pin path %s: %w", cfg.PinPath, err)

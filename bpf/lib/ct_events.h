@@ -31,6 +31,11 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } ct_events_lost SEC(".maps");
 
+// Set to 0 by the loader when no HA peer needs the events (Go
+// Config.DisableConntrackEvents): a constant of the frozen .rodata, so the
+// verifier removes the emitting code rather than testing it per call.
+volatile const __u32 ct_events_enabled = 1;
+
 // Not inlined: its signature puts struct ct_event into the object's BTF,
 // where bpf2go finds it for the Go reader.
 static __noinline struct ct_event *ct_ev_reserve(__u32 kind)
@@ -52,7 +57,7 @@ static __noinline struct ct_event *ct_ev_reserve(__u32 kind)
 // (CT_EV_DELETED). Global: verified once, one call per site.
 __noinline int ct_emit(__u32 kind, const struct ct_key *k)
 {
-	if (!k)
+	if (!k || !ct_events_enabled)
 		return 0;
 	struct ct_event *e = ct_ev_reserve(kind);
 	if (!e)
@@ -65,7 +70,7 @@ __noinline int ct_emit(__u32 kind, const struct ct_key *k)
 // An association record was made or gained paths.
 __noinline int ct_emit_assoc(const struct assoc_key *k)
 {
-	if (!k)
+	if (!k || !ct_events_enabled)
 		return 0;
 	struct ct_event *e = ct_ev_reserve(CT_EV_ASSOC);
 	if (!e)
