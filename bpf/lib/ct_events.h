@@ -36,21 +36,36 @@ struct {
 // verifier removes the emitting code rather than testing it per call.
 volatile const __u32 ct_events_enabled = 1;
 
-// Not inlined: its signature puts struct ct_event into the object's BTF,
-// where bpf2go finds it for the Go reader.
-static __noinline struct ct_event *ct_ev_reserve(__u32 kind)
+// The event is built here and copied into the ring (bpf_ringbuf_output),
+// not reserved in place: a reserved record is a reference 6.1's verifier
+// tracks through every subprogram, and this map also puts struct ct_event
+// into the object's BTF for bpf2go.
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct ct_event);
+} ct_event_scratch SEC(".maps");
+
+static __always_inline struct ct_event *ct_ev_new(__u32 kind)
 {
-	struct ct_event *e = bpf_ringbuf_reserve(&ct_events, sizeof(*e), 0);
-	if (!e) {
+	__u32 zero = 0;
+	struct ct_event *e = bpf_map_lookup_elem(&ct_event_scratch, &zero);
+	if (e) {
+		__builtin_memset(e, 0, sizeof(*e));
+		e->kind = kind;
+	}
+	return e;
+}
+
+static __always_inline void ct_ev_send(const struct ct_event *e)
+{
+	if (bpf_ringbuf_output(&ct_events, (void *)e, sizeof(*e), 0)) {
 		__u32 zero = 0;
 		__u64 *n = bpf_map_lookup_elem(&ct_events_lost, &zero);
 		if (n)
 			*n += 1;
-		return 0;
 	}
-	__builtin_memset(e, 0, sizeof(*e));
-	e->kind = kind;
-	return e;
 }
 
 // An entry (CT_EV_ENTRY) was made or changed, or was deleted
@@ -59,24 +74,24 @@ __noinline int ct_emit(__u32 kind, const struct ct_key *k)
 {
 	if (!k || !ct_events_enabled)
 		return 0;
-	struct ct_event *e = ct_ev_reserve(kind);
+	struct ct_event *e = ct_ev_new(kind);
 	if (!e)
 		return 0;
 	e->key = *k;
-	bpf_ringbuf_submit(e, 0);
+	ct_ev_send(e);
 	return 0;
 }
 
-// An association record was made or gained paths.
+// An association record was made, gained paths or is gone.
 __noinline int ct_emit_assoc(const struct assoc_key *k)
 {
 	if (!k || !ct_events_enabled)
 		return 0;
-	struct ct_event *e = ct_ev_reserve(CT_EV_ASSOC);
+	struct ct_event *e = ct_ev_new(CT_EV_ASSOC);
 	if (!e)
 		return 0;
 	e->assoc = *k;
-	bpf_ringbuf_submit(e, 0);
+	ct_ev_send(e);
 	return 0;
 }
 
