@@ -488,3 +488,47 @@ func TestConntrackEventsCanBeLeftOut(t *testing.T) {
 		}
 	}
 }
+
+// A reader blocked in Read wakes for the daemon's own deletions (a flush
+// here), which the datapath never sees as events.
+func TestChangeReaderWakesForDaemonDeletions(t *testing.T) {
+	e := newEnv(t)
+	e.upsert(Service{ID: 6, VIP: vipV4, PortStart: 80, Proto: ProtoUDP, Endpoints: testEndpoints(false, 1, 8080)})
+	rd, err := e.d.ConntrackChanges()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rd.Close()
+	p := pkt{srcMAC: clientMAC, dstMAC: lbMAC0, src: clientV4, dst: vipV4, proto: 17, sport: 1234, dport: 80, ttl: 64, payload: []byte("x")}
+	if ret, _ := e.run(p.frame()); ret != actRedirect {
+		t.Fatalf("verdict %d", ret)
+	}
+	if recs, err := rd.Read(); err != nil || len(recs) != 2 || recs[0].Deleted || recs[1].Deleted {
+		t.Fatalf("new flow: %d records (want both directions), %v", len(recs), err)
+	}
+	got := make(chan []Record, 1)
+	go func() {
+		// The first deletion wakes Read; the second may come in the next.
+		var all []Record
+		for len(all) < 2 {
+			recs, err := rd.Read()
+			if err != nil {
+				break // closed: the test has failed already
+			}
+			all = append(all, recs...)
+		}
+		got <- all
+	}()
+	time.Sleep(100 * time.Millisecond) // let Read block
+	if err := e.d.FlushConntrack(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case recs := <-got:
+		if len(recs) != 2 || !recs[0].Deleted || !recs[1].Deleted || recs[0].Kind != RecordConntrack {
+			t.Fatalf("after the flush: %+v", recs)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Read did not wake for the flush's deletions")
+	}
+}
