@@ -16,6 +16,6 @@ go tool bpf2go -cc "$cc" -cflags "-O2 -g -Wall -Werror -mcpu=v3 -I/usr/include/$
 	-target bpfel -go-package bpf -output-dir "$out" \
 	-type svc_key -type svc_info -type endpoint -type sel_table -type ct_key -type ct_val \
 	-type aff_key -type aff_val -type ifaddr_val -type counters -type addr16 -type svc_vips \
-	-type assoc_key -type assoc -type filter_bits -type maglev_table \
+	-type assoc_key -type assoc -type filter_bits -type maglev_table -type ct_event \
 	Lb lb.c -- -I.
 go run ./internal/enumgen include/lb_types.h "$out/lb_enums.go"

@@ -15,6 +15,7 @@
 //   csum.h        Internet checksum, IPv4 header builder, SCTP CRC32c
 //   sctp_params.h INIT/INIT-ACK address parameter rewrite, ASCONF policy
 //   sctp_compact.h INIT/INIT-ACK compaction and growth
+//   ct_events.h   conntrack change events (ring buffer) for HA sync
 //   conntrack.h   timeouts, state machine, entry insertion
 //   sctp_assoc.h  SCTP association records and their paths
 //   sctp_steer.h  LB-assisted path failover: endpoint onto the live path
@@ -262,7 +263,8 @@ static __noinline int new_flow(struct __sk_buff *skb, struct pkt *p, struct ct_k
 		struct ct_key ork;
 		if (!(old->flags & CT_F_DSR)) {
 			peer_key(old, p->proto, &ork);
-			bpf_map_delete_elem(&conntrack, &ork);
+			if (!bpf_map_delete_elem(&conntrack, &ork))
+				ct_emit(CT_EV_DELETED, &ork);
 		}
 		release_active(old);
 		if (p->proto == IPPROTO_SCTP)

@@ -85,6 +85,14 @@ type LbCounters struct {
 	Sessions uint64
 }
 
+type LbCtEvent struct {
+	_     structs.HostLayout
+	Kind  uint32
+	Pad   uint32
+	Key   LbCtKey
+	Assoc LbAssocKey
+}
+
 type LbCtKey struct {
 	_     structs.HostLayout
 	Src   [16]uint8
@@ -265,35 +273,39 @@ type LbSvcVips struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	LbMapAddrFilter   = "addr_filter"
-	LbMapAffinity     = "affinity"
-	LbMapAssocs       = "assocs"
-	LbMapConntrack    = "conntrack"
-	LbMapCrcShift     = "crc_shift"
-	LbMapDrops        = "drops"
-	LbMapEndpoints    = "endpoints"
-	LbMapEpActive     = "ep_active"
-	LbMapEpSlotStats  = "ep_slot_stats"
-	LbMapFrags        = "frags"
-	LbMapHdrScratch   = "hdr_scratch"
-	LbMapIfAddrs      = "if_addrs"
-	LbMapInitPending  = "init_pending"
-	LbMapMaglev       = "maglev"
-	LbMapMhScratch    = "mh_scratch"
-	LbMapNat64Scratch = "nat64_scratch"
-	LbMapNhScratch    = "nh_scratch"
-	LbMapRrCtr        = "rr_ctr"
-	LbMapScratch      = "scratch"
-	LbMapSctpScratch  = "sctp_scratch"
-	LbMapSelTables    = "sel_tables"
-	LbMapServices     = "services"
-	LbMapSteerStats   = "steer_stats"
-	LbMapSvcInfos     = "svc_infos"
-	LbMapSvcStats     = "svc_stats"
-	LbMapSvcVipList   = "svc_vip_list"
-	LbMapVips         = "vips"
-	LbProgTcIngress   = "tc_ingress"
-	LbProgTcPass      = "tc_pass"
+	LbMapAddrFilter      = "addr_filter"
+	LbMapAffinity        = "affinity"
+	LbMapAssocs          = "assocs"
+	LbMapConntrack       = "conntrack"
+	LbMapCrcShift        = "crc_shift"
+	LbMapCtEventScratch  = "ct_event_scratch"
+	LbMapCtEvents        = "ct_events"
+	LbMapCtEventsLost    = "ct_events_lost"
+	LbMapDrops           = "drops"
+	LbMapEndpoints       = "endpoints"
+	LbMapEpActive        = "ep_active"
+	LbMapEpSlotStats     = "ep_slot_stats"
+	LbMapFrags           = "frags"
+	LbMapHdrScratch      = "hdr_scratch"
+	LbMapIfAddrs         = "if_addrs"
+	LbMapInitPending     = "init_pending"
+	LbMapMaglev          = "maglev"
+	LbMapMhScratch       = "mh_scratch"
+	LbMapNat64Scratch    = "nat64_scratch"
+	LbMapNhScratch       = "nh_scratch"
+	LbMapRrCtr           = "rr_ctr"
+	LbMapScratch         = "scratch"
+	LbMapSctpScratch     = "sctp_scratch"
+	LbMapSelTables       = "sel_tables"
+	LbMapServices        = "services"
+	LbMapSteerStats      = "steer_stats"
+	LbMapSvcInfos        = "svc_infos"
+	LbMapSvcStats        = "svc_stats"
+	LbMapSvcVipList      = "svc_vip_list"
+	LbMapVips            = "vips"
+	LbProgTcIngress      = "tc_ingress"
+	LbProgTcPass         = "tc_pass"
+	LbVarCtEventsEnabled = "ct_events_enabled"
 )
 
 // LoadLb returns the embedded CollectionSpec for Lb.
@@ -346,39 +358,43 @@ type LbProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type LbMapSpecs struct {
-	AddrFilter   *ebpf.MapSpec `ebpf:"addr_filter"`
-	Affinity     *ebpf.MapSpec `ebpf:"affinity"`
-	Assocs       *ebpf.MapSpec `ebpf:"assocs"`
-	Conntrack    *ebpf.MapSpec `ebpf:"conntrack"`
-	CrcShift     *ebpf.MapSpec `ebpf:"crc_shift"`
-	Drops        *ebpf.MapSpec `ebpf:"drops"`
-	Endpoints    *ebpf.MapSpec `ebpf:"endpoints"`
-	EpActive     *ebpf.MapSpec `ebpf:"ep_active"`
-	EpSlotStats  *ebpf.MapSpec `ebpf:"ep_slot_stats"`
-	Frags        *ebpf.MapSpec `ebpf:"frags"`
-	HdrScratch   *ebpf.MapSpec `ebpf:"hdr_scratch"`
-	IfAddrs      *ebpf.MapSpec `ebpf:"if_addrs"`
-	InitPending  *ebpf.MapSpec `ebpf:"init_pending"`
-	Maglev       *ebpf.MapSpec `ebpf:"maglev"`
-	MhScratch    *ebpf.MapSpec `ebpf:"mh_scratch"`
-	Nat64Scratch *ebpf.MapSpec `ebpf:"nat64_scratch"`
-	NhScratch    *ebpf.MapSpec `ebpf:"nh_scratch"`
-	RrCtr        *ebpf.MapSpec `ebpf:"rr_ctr"`
-	Scratch      *ebpf.MapSpec `ebpf:"scratch"`
-	SctpScratch  *ebpf.MapSpec `ebpf:"sctp_scratch"`
-	SelTables    *ebpf.MapSpec `ebpf:"sel_tables"`
-	Services     *ebpf.MapSpec `ebpf:"services"`
-	SteerStats   *ebpf.MapSpec `ebpf:"steer_stats"`
-	SvcInfos     *ebpf.MapSpec `ebpf:"svc_infos"`
-	SvcStats     *ebpf.MapSpec `ebpf:"svc_stats"`
-	SvcVipList   *ebpf.MapSpec `ebpf:"svc_vip_list"`
-	Vips         *ebpf.MapSpec `ebpf:"vips"`
+	AddrFilter     *ebpf.MapSpec `ebpf:"addr_filter"`
+	Affinity       *ebpf.MapSpec `ebpf:"affinity"`
+	Assocs         *ebpf.MapSpec `ebpf:"assocs"`
+	Conntrack      *ebpf.MapSpec `ebpf:"conntrack"`
+	CrcShift       *ebpf.MapSpec `ebpf:"crc_shift"`
+	CtEventScratch *ebpf.MapSpec `ebpf:"ct_event_scratch"`
+	CtEvents       *ebpf.MapSpec `ebpf:"ct_events"`
+	CtEventsLost   *ebpf.MapSpec `ebpf:"ct_events_lost"`
+	Drops          *ebpf.MapSpec `ebpf:"drops"`
+	Endpoints      *ebpf.MapSpec `ebpf:"endpoints"`
+	EpActive       *ebpf.MapSpec `ebpf:"ep_active"`
+	EpSlotStats    *ebpf.MapSpec `ebpf:"ep_slot_stats"`
+	Frags          *ebpf.MapSpec `ebpf:"frags"`
+	HdrScratch     *ebpf.MapSpec `ebpf:"hdr_scratch"`
+	IfAddrs        *ebpf.MapSpec `ebpf:"if_addrs"`
+	InitPending    *ebpf.MapSpec `ebpf:"init_pending"`
+	Maglev         *ebpf.MapSpec `ebpf:"maglev"`
+	MhScratch      *ebpf.MapSpec `ebpf:"mh_scratch"`
+	Nat64Scratch   *ebpf.MapSpec `ebpf:"nat64_scratch"`
+	NhScratch      *ebpf.MapSpec `ebpf:"nh_scratch"`
+	RrCtr          *ebpf.MapSpec `ebpf:"rr_ctr"`
+	Scratch        *ebpf.MapSpec `ebpf:"scratch"`
+	SctpScratch    *ebpf.MapSpec `ebpf:"sctp_scratch"`
+	SelTables      *ebpf.MapSpec `ebpf:"sel_tables"`
+	Services       *ebpf.MapSpec `ebpf:"services"`
+	SteerStats     *ebpf.MapSpec `ebpf:"steer_stats"`
+	SvcInfos       *ebpf.MapSpec `ebpf:"svc_infos"`
+	SvcStats       *ebpf.MapSpec `ebpf:"svc_stats"`
+	SvcVipList     *ebpf.MapSpec `ebpf:"svc_vip_list"`
+	Vips           *ebpf.MapSpec `ebpf:"vips"`
 }
 
 // LbVariableSpecs contains global variables before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type LbVariableSpecs struct {
+	CtEventsEnabled *ebpf.VariableSpec `ebpf:"ct_events_enabled"`
 }
 
 // LbObjects contains all objects after they have been loaded into the kernel.
@@ -401,33 +417,36 @@ func (o *LbObjects) Close() error {
 //
 // It can be passed to LoadLbObjects or ebpf.CollectionSpec.LoadAndAssign.
 type LbMaps struct {
-	AddrFilter   *ebpf.Map `ebpf:"addr_filter"`
-	Affinity     *ebpf.Map `ebpf:"affinity"`
-	Assocs       *ebpf.Map `ebpf:"assocs"`
-	Conntrack    *ebpf.Map `ebpf:"conntrack"`
-	CrcShift     *ebpf.Map `ebpf:"crc_shift"`
-	Drops        *ebpf.Map `ebpf:"drops"`
-	Endpoints    *ebpf.Map `ebpf:"endpoints"`
-	EpActive     *ebpf.Map `ebpf:"ep_active"`
-	EpSlotStats  *ebpf.Map `ebpf:"ep_slot_stats"`
-	Frags        *ebpf.Map `ebpf:"frags"`
-	HdrScratch   *ebpf.Map `ebpf:"hdr_scratch"`
-	IfAddrs      *ebpf.Map `ebpf:"if_addrs"`
-	InitPending  *ebpf.Map `ebpf:"init_pending"`
-	Maglev       *ebpf.Map `ebpf:"maglev"`
-	MhScratch    *ebpf.Map `ebpf:"mh_scratch"`
-	Nat64Scratch *ebpf.Map `ebpf:"nat64_scratch"`
-	NhScratch    *ebpf.Map `ebpf:"nh_scratch"`
-	RrCtr        *ebpf.Map `ebpf:"rr_ctr"`
-	Scratch      *ebpf.Map `ebpf:"scratch"`
-	SctpScratch  *ebpf.Map `ebpf:"sctp_scratch"`
-	SelTables    *ebpf.Map `ebpf:"sel_tables"`
-	Services     *ebpf.Map `ebpf:"services"`
-	SteerStats   *ebpf.Map `ebpf:"steer_stats"`
-	SvcInfos     *ebpf.Map `ebpf:"svc_infos"`
-	SvcStats     *ebpf.Map `ebpf:"svc_stats"`
-	SvcVipList   *ebpf.Map `ebpf:"svc_vip_list"`
-	Vips         *ebpf.Map `ebpf:"vips"`
+	AddrFilter     *ebpf.Map `ebpf:"addr_filter"`
+	Affinity       *ebpf.Map `ebpf:"affinity"`
+	Assocs         *ebpf.Map `ebpf:"assocs"`
+	Conntrack      *ebpf.Map `ebpf:"conntrack"`
+	CrcShift       *ebpf.Map `ebpf:"crc_shift"`
+	CtEventScratch *ebpf.Map `ebpf:"ct_event_scratch"`
+	CtEvents       *ebpf.Map `ebpf:"ct_events"`
+	CtEventsLost   *ebpf.Map `ebpf:"ct_events_lost"`
+	Drops          *ebpf.Map `ebpf:"drops"`
+	Endpoints      *ebpf.Map `ebpf:"endpoints"`
+	EpActive       *ebpf.Map `ebpf:"ep_active"`
+	EpSlotStats    *ebpf.Map `ebpf:"ep_slot_stats"`
+	Frags          *ebpf.Map `ebpf:"frags"`
+	HdrScratch     *ebpf.Map `ebpf:"hdr_scratch"`
+	IfAddrs        *ebpf.Map `ebpf:"if_addrs"`
+	InitPending    *ebpf.Map `ebpf:"init_pending"`
+	Maglev         *ebpf.Map `ebpf:"maglev"`
+	MhScratch      *ebpf.Map `ebpf:"mh_scratch"`
+	Nat64Scratch   *ebpf.Map `ebpf:"nat64_scratch"`
+	NhScratch      *ebpf.Map `ebpf:"nh_scratch"`
+	RrCtr          *ebpf.Map `ebpf:"rr_ctr"`
+	Scratch        *ebpf.Map `ebpf:"scratch"`
+	SctpScratch    *ebpf.Map `ebpf:"sctp_scratch"`
+	SelTables      *ebpf.Map `ebpf:"sel_tables"`
+	Services       *ebpf.Map `ebpf:"services"`
+	SteerStats     *ebpf.Map `ebpf:"steer_stats"`
+	SvcInfos       *ebpf.Map `ebpf:"svc_infos"`
+	SvcStats       *ebpf.Map `ebpf:"svc_stats"`
+	SvcVipList     *ebpf.Map `ebpf:"svc_vip_list"`
+	Vips           *ebpf.Map `ebpf:"vips"`
 }
 
 func (m *LbMaps) Close() error {
@@ -437,6 +456,9 @@ func (m *LbMaps) Close() error {
 		m.Assocs,
 		m.Conntrack,
 		m.CrcShift,
+		m.CtEventScratch,
+		m.CtEvents,
+		m.CtEventsLost,
 		m.Drops,
 		m.Endpoints,
 		m.EpActive,
@@ -466,6 +488,7 @@ func (m *LbMaps) Close() error {
 //
 // It can be passed to LoadLbObjects or ebpf.CollectionSpec.LoadAndAssign.
 type LbVariables struct {
+	CtEventsEnabled *ebpf.Variable `ebpf:"ct_events_enabled"`
 }
 
 // LbPrograms contains all programs after they have been loaded into the kernel.

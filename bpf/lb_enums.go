@@ -49,3 +49,10 @@ const (
 	DropNat64TooBig = 8
 	DropMax         = 16
 )
+
+// Conntrack change events (ct_event.kind).
+const (
+	CtEvEntry   = 1
+	CtEvAssoc   = 2
+	CtEvDeleted = 3
+)

@@ -200,6 +200,8 @@ func (d *Datapath) deleteConns(match func(*bpf.LbCtVal) bool) error {
 		}
 		if err := d.objs.Conntrack.Delete(&k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 			errs = append(errs, fmt.Errorf("delete conntrack entry: %w", err))
+		} else {
+			d.noteDeleted(d.deletedCT(k))
 		}
 		if v.Flags&ctFReply == 0 && v.Flags&ctFReleased == 0 {
 			errs = append(errs, d.releaseActive(v.Svc, v.Ep))
@@ -241,6 +243,7 @@ func (d *Datapath) pruneAssocs() error {
 		if err := d.objs.Assocs.Delete(&dels[i]); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 			return fmt.Errorf("delete association: %w", err)
 		}
+		d.noteDeleted(d.deletedAssoc(dels[i]))
 	}
 	return nil
 }
@@ -315,7 +318,9 @@ func (d *Datapath) ageOnce(now uint64) (int, error) {
 	del := func(k bpf.LbCtKey) {
 		if err := d.objs.Conntrack.Delete(&k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 			errs = append(errs, fmt.Errorf("delete conntrack entry: %w", err))
+			return
 		}
+		d.noteDeleted(d.deletedCT(k))
 	}
 	// An SCTP association ages as one: idle since the last packet on any of
 	// its paths, with the timeout of its primary entry's state.

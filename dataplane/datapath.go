@@ -43,6 +43,9 @@ type Config struct {
 	ForceClsact bool
 	// AgeInterval is how often Run expires idle conntrack entries.
 	AgeInterval time.Duration
+	// DisableConntrackEvents leaves the conntrack change events for HA
+	// peers (ConntrackChanges) out of the loaded program.
+	DisableConntrackEvents bool
 }
 
 // Datapath owns the loaded eBPF objects. It is the only writer of the maps.
@@ -74,6 +77,12 @@ type Datapath struct {
 	daemonFilter *bpf.LbFilterBits
 	// now returns CLOCK_MONOTONIC ns, the clock of bpf_ktime_get_ns.
 	now func() uint64
+	// codec encodes conntrack records for HA peers (ctrecord.go); readers
+	// are the open change readers, which get the daemon's own deletions
+	// (ctsync.go).
+	codec     *recordCodec
+	readersMu sync.Mutex
+	readers   map[*ChangeReader]struct{}
 }
 
 // Load loads the datapath objects, reusing compatible pinned maps so that
@@ -96,6 +105,15 @@ func Load(cfg Config) (*Datapath, error) {
 		return nil, fmt.Errorf("load datapath spec: %w", err)
 	}
 	spec.Maps[bpf.LbMapConntrack].MaxEntries = uint32(cfg.MaxConns)
+	if cfg.DisableConntrackEvents {
+		v, ok := spec.Variables[bpf.LbVarCtEventsEnabled]
+		if !ok {
+			return nil, errors.New("datapath object has no ct_events_enabled")
+		}
+		if err := v.Set(uint32(0)); err != nil {
+			return nil, fmt.Errorf("disable conntrack events: %w", err)
+		}
+	}
 
 	if err := os.MkdirAll(filepath.Join(cfg.PinPath, "links"), 0o755); err != nil {
 		return nil, fmt.Errorf("create pin path %s: %w", cfg.PinPath, err)
@@ -108,8 +126,13 @@ func Load(cfg Config) (*Datapath, error) {
 		return nil, err
 	}
 
+	codec, err := newRecordCodec(spec)
+	if err != nil {
+		restorePins(olds, cfg.Logger)
+		return nil, err
+	}
 	d := &Datapath{cfg: cfg, log: cfg.Logger, attached: map[string]*attachment{}, now: monotonicNow,
-		maxServices: spec.Maps[bpf.LbMapSvcInfos].MaxEntries}
+		maxServices: spec.Maps[bpf.LbMapSvcInfos].MaxEntries, codec: codec, readers: map[*ChangeReader]struct{}{}}
 	// The verifier's statistics (instructions, stack depth per subprogram)
 	// are logged at load: how close the program is to an older kernel's
 	// limits shows on the kernel that loaded it.

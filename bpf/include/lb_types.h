@@ -254,6 +254,23 @@ struct assoc {
 	__u16 pad2;
 };
 
+// Conntrack change events (lib/ct_events.h): what the datapath tells the
+// daemon through the ct_events ring buffer, so HA peers learn of a change
+// within milliseconds. An event names the entry only; the reader takes the
+// entry's current value from the map.
+enum ct_event_kind {
+	CT_EV_ENTRY = 1, // conntrack entry key (and its peer) made or changed
+	CT_EV_ASSOC = 2, // association record assoc and every entry of its paths
+	CT_EV_DELETED = 3, // conntrack entry key deleted by the datapath
+};
+
+struct ct_event {
+	__u32 kind;
+	__u32 pad;
+	struct ct_key key;     // CT_EV_ENTRY, CT_EV_DELETED
+	struct assoc_key assoc; // CT_EV_ASSOC
+};
+
 // Addresses the datapath may have business with, as bitmaps indexed by a
 // hash of the address (lib/filter.h, dataplane/filter.go). Entry
 // LB_FILTER_DATAPATH is written by the datapath only (atomic ORs): the

@@ -13,6 +13,7 @@
 #include "lib/helpers.h"
 #include "lib/parse.h"
 #include "lib/filter.h"
+#include "lib/ct_events.h"
 
 static __always_inline __u32 state_timeout(__u8 proto, __u8 state, __u32 idle)
 {
@@ -148,12 +149,20 @@ static __always_inline void ct_track(const struct pkt *p, struct ct_val *ct)
 	if (init_ack)
 		ct->vtag_ep = p->init_tag;
 
+	struct ct_key pk;
 	if (ct->flags & CT_F_DSR) {
 		if (is_closed(p->proto, st))
 			release_active(ct);
+		// The packet's tuple is the entry's key (DSR has no peer).
+		__builtin_memset(&pk, 0, sizeof(pk));
+		addr_cpy(pk.src, p->src);
+		addr_cpy(pk.dst, p->dst);
+		pk.sport = p->sport;
+		pk.dport = p->dport;
+		pk.proto = p->proto;
+		ct_emit(CT_EV_ENTRY, &pk);
 		return;
 	}
-	struct ct_key pk;
 	peer_key(ct, p->proto, &pk);
 	struct ct_val *peer = bpf_map_lookup_elem(&conntrack, &pk);
 	if (peer) {
@@ -163,6 +172,9 @@ static __always_inline void ct_track(const struct pkt *p, struct ct_val *ct)
 		if (init_ack)
 			peer->vtag_ep = p->init_tag;
 	}
+	// The peer's key is known for sure (ct may have been found through
+	// another key, mh_ack_entry); the reader takes the peer's peer too.
+	ct_emit(CT_EV_ENTRY, &pk);
 	if (is_closed(p->proto, st)) {
 		if (!(ct->flags & CT_F_REPLY))
 			release_active(ct);
@@ -208,6 +220,7 @@ static __noinline int ct_insert(const struct pkt *p, const struct ct_key *key, c
 	}
 	if (bpf_map_update_elem(&conntrack, key, v, BPF_ANY))
 		return DROP_CT_FULL;
+	ct_emit(CT_EV_ENTRY, key);
 	return 0;
 }
 

@@ -82,6 +82,7 @@ static __noinline int mh_init_new(struct __sk_buff *skb, struct pkt *p, const st
 	k->cport = p->sport;
 	k->vport = p->dport;
 	bpf_map_update_elem(&assocs, k, a, BPF_ANY);
+	ct_emit_assoc(k);
 	struct pend_key *pk = &c->pend;
 	pk->vtag = p->init_tag;
 	pk->sport = v->nat_dport;
@@ -204,6 +205,8 @@ __noinline int mh_paths(struct mh_ctx *c, const struct ct_val *tmpl)
 				made++;
 		}
 	}
+	// mh_handshake left the record's key in c: its paths are complete.
+	ct_emit_assoc(&c->key);
 	return made;
 }
 
@@ -275,6 +278,7 @@ static __noinline int mh_handshake(struct __sk_buff *skb, struct pkt *p, struct 
 		}
 	}
 	bpf_map_update_elem(&assocs, &k, &c->a, BPF_ANY);
+	c->key = k; // for mh_paths' change event
 	return 1; // the caller adds the paths: one frame less on the stack
 }
 
@@ -319,6 +323,7 @@ __noinline int mh_sync_state(__u32 svc, __u32 vtag, __u32 ports, __u32 st, __u32
 		rv->state = st;
 		rv->timeout = to;
 	}
+	ct_emit(CT_EV_ENTRY, &k);
 	return 0;
 }
 
@@ -350,15 +355,18 @@ __noinline int mh_purge(__u32 svc, __u32 vtag, __u32 ports, __u32 was_path)
 				if (pv)
 					release_active(pv);
 			}
-			bpf_map_delete_elem(&conntrack, &k);
+			if (!bpf_map_delete_elem(&conntrack, &k))
+				ct_emit(CT_EV_DELETED, &k);
 			addr_cpy(k.src, a->eaddr[j]);
 			addr_cpy(k.dst, mh_lsrc(a, i));
 			k.sport = a->eport;
 			k.dport = a->nat_sport;
-			bpf_map_delete_elem(&conntrack, &k);
+			if (!bpf_map_delete_elem(&conntrack, &k))
+				ct_emit(CT_EV_DELETED, &k);
 		}
 	}
 	bpf_map_delete_elem(&assocs, &ak);
+	ct_emit_assoc(&ak); // gone: the reader sends its deletion
 	return 0;
 }
 

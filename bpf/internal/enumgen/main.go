@@ -23,6 +23,7 @@ var enums = []struct{ c, cPrefix, goPrefix, doc string }{
 	{"lb_sel", "SEL_", "Sel", "Endpoint selections (svc_info.sel)."},
 	{"ct_state", "CT_", "CtState", "Conntrack states (ct_val.state)."},
 	{"drop_reason", "DROP_", "Drop", "Drop reasons (index of the drops map)."},
+	{"ct_event_kind", "CT_EV_", "CtEv", "Conntrack change events (ct_event.kind)."},
 }
 
 var (

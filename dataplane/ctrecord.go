@@ -1,0 +1,258 @@
+package dataplane
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
+
+	"github.com/telcolb/telcolb/bpf"
+)
+
+// Record is one piece of conntrack state as HA peers replicate it (the
+// contract with the sync layer in ha/, which treats Key and Value as
+// opaque). Deleted records carry only the key.
+type Record struct {
+	Kind    uint16
+	Key     []byte
+	Value   []byte
+	Deleted bool
+}
+
+// Record kinds.
+const (
+	// RecordConntrack is one direction of a connection (struct ct_key,
+	// struct ct_val). The reply entry of a fullnat or onearm flow holds
+	// its SNAT address and port: importing it is the port's reservation,
+	// since the datapath takes only ports whose reply tuple is free
+	// (snat_pick in bpf/lib/nat.h).
+	RecordConntrack uint16 = 1
+	// RecordAssoc is an SCTP association record (struct assoc_key, struct
+	// assoc): addresses of every path, both verification tags.
+	RecordAssoc uint16 = 2
+)
+
+// recordVersion is the encoding's version, the first byte of every Key and
+// Value. A node refuses a version it does not know, naming it.
+const recordVersion = 1
+
+// The encoding does not depend on the C struct layout: after the version
+// byte, every field of the struct as a (name, bytes) pair, named by its BTF
+// path like the map migration does (layout.go):
+//
+//	u8 name length, name, u16 (big endian) data length, data
+//
+// Integers are little endian (the bpfel objects'). A reader maps fields by
+// name onto its own layout: a field it lacks is refused unless it is zero
+// (nothing is lost silently), a value field the record lacks starts at zero
+// (as an upgrade does), a key field the record lacks refuses the record (a
+// zero there would change the entry's identity). An integer may change
+// width when its value fits.
+//
+// Fields that only mean something on the node that wrote them are left
+// out: the cached FIB result (fib_*). Times (CLOCK_MONOTONIC of the
+// writer) travel as ages under name+"@age", each 8-byte element encoded as
+// 0 (unset) or age+1 ns, and become times of the reader's clock.
+var nodeLocalFields = map[string]bool{"fib_ifindex": true, "fib_macs": true, "fib_ns": true}
+
+var clockFields = map[string]bool{
+	"created": true, "last_seen": true, // ct_val
+	"cseen": true, "eask": true, "noroute": true, "steer_since": true, // assoc
+}
+
+const ageSuffix = "@age"
+
+// layout is one struct's leaves and size.
+type layout struct {
+	name   string
+	leaves []leaf
+	size   int
+}
+
+// recordCodec encodes and decodes records for one datapath object.
+type recordCodec struct {
+	ctKey, ctVal, assocKey, assoc layout
+}
+
+func newLayout(name string, t btf.Type) (layout, error) {
+	ls, err := leaves(t)
+	if err != nil {
+		return layout{}, fmt.Errorf("%s: %w", name, err)
+	}
+	n, err := btf.Sizeof(t)
+	if err != nil {
+		return layout{}, fmt.Errorf("%s: %w", name, err)
+	}
+	return layout{name: name, leaves: ls, size: n}, nil
+}
+
+// newRecordCodec reads the layouts from the object's BTF.
+func newRecordCodec(spec *ebpf.CollectionSpec) (*recordCodec, error) {
+	ct, as := spec.Maps[bpf.LbMapConntrack], spec.Maps[bpf.LbMapAssocs]
+	if ct == nil || as == nil || ct.Key == nil || ct.Value == nil || as.Key == nil || as.Value == nil {
+		return nil, errors.New("record codec: conntrack or assocs map without BTF")
+	}
+	c := &recordCodec{}
+	var err error
+	if c.ctKey, err = newLayout("ct_key", ct.Key); err != nil {
+		return nil, err
+	}
+	if c.ctVal, err = newLayout("ct_val", ct.Value); err != nil {
+		return nil, err
+	}
+	if c.assocKey, err = newLayout("assoc_key", as.Key); err != nil {
+		return nil, err
+	}
+	if c.assoc, err = newLayout("assoc", as.Value); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+func (c *recordCodec) layouts(kind uint16) (key, val *layout, err error) {
+	switch kind {
+	case RecordConntrack:
+		return &c.ctKey, &c.ctVal, nil
+	case RecordAssoc:
+		return &c.assocKey, &c.assoc, nil
+	}
+	return nil, nil, fmt.Errorf("record kind %d unknown to this node", kind)
+}
+
+// encode writes raw (one struct of layout l) as a record field list; now is
+// the writer's clock for ages.
+func (l *layout) encode(raw []byte, now uint64) []byte {
+	out := make([]byte, 1, 4+len(raw)*2)
+	out[0] = recordVersion
+	for _, f := range l.leaves {
+		if isPadding(f.path) || nodeLocalFields[f.path] || int(f.off+f.size) > len(raw) {
+			continue
+		}
+		data := raw[f.off : f.off+f.size]
+		name := f.path
+		if clockFields[f.path] && f.size%8 == 0 {
+			name += ageSuffix
+			ages := make([]byte, len(data))
+			for i := 0; i < len(data); i += 8 {
+				t := binary.LittleEndian.Uint64(data[i:])
+				var age uint64
+				if t != 0 {
+					if now > t {
+						age = now - t
+					}
+					age++
+				}
+				binary.LittleEndian.PutUint64(ages[i:], age)
+			}
+			data = ages
+		}
+		out = append(out, byte(len(name)))
+		out = append(out, name...)
+		out = binary.BigEndian.AppendUint16(out, uint16(len(data)))
+		out = append(out, data...)
+	}
+	return out
+}
+
+// parseFields splits an encoded record into its fields.
+func parseFields(enc []byte) (map[string][]byte, error) {
+	if len(enc) == 0 {
+		return nil, errors.New("empty record")
+	}
+	if enc[0] != recordVersion {
+		return nil, fmt.Errorf("record encoding version %d, this node reads version %d", enc[0], recordVersion)
+	}
+	fields := map[string][]byte{}
+	b := enc[1:]
+	for len(b) > 0 {
+		n := int(b[0])
+		if n == 0 || len(b) < 1+n+2 {
+			return nil, fmt.Errorf("record truncated or malformed at byte %d", len(enc)-len(b))
+		}
+		name := string(b[1 : 1+n])
+		dl := int(binary.BigEndian.Uint16(b[1+n:]))
+		b = b[1+n+2:]
+		if len(b) < dl {
+			return nil, fmt.Errorf("record field %q truncated: %d of %d bytes", name, len(b), dl)
+		}
+		if _, dup := fields[name]; dup {
+			return nil, fmt.Errorf("record field %q repeated", name)
+		}
+		fields[name] = b[:dl]
+		b = b[dl:]
+	}
+	return fields, nil
+}
+
+// decode builds one struct of layout l from an encoded record; now is the
+// reader's clock. complete: every field must be present (a key).
+func (l *layout) decode(enc []byte, now uint64, complete bool) ([]byte, error) {
+	fields, err := parseFields(enc)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", l.name, err)
+	}
+	out := make([]byte, l.size)
+	used := map[string]bool{}
+	for _, f := range l.leaves {
+		if isPadding(f.path) || nodeLocalFields[f.path] {
+			continue
+		}
+		dst := out[f.off : f.off+f.size]
+		if clockFields[f.path] && f.size%8 == 0 {
+			data, ok := fields[f.path+ageSuffix]
+			if !ok {
+				continue // a time the writer did not have: unset
+			}
+			used[f.path+ageSuffix] = true
+			if len(data) != len(dst) {
+				return nil, fmt.Errorf("%s: field %q has %d bytes, this node's has %d", l.name, f.path, len(data), len(dst))
+			}
+			for i := 0; i < len(data); i += 8 {
+				age := binary.LittleEndian.Uint64(data[i:])
+				var t uint64
+				if age != 0 {
+					t = 1 // before the node's boot: expired at once
+					if age-1 < now {
+						t = now - (age - 1)
+					}
+				}
+				binary.LittleEndian.PutUint64(dst[i:], t)
+			}
+			continue
+		}
+		data, ok := fields[f.path]
+		if !ok {
+			if complete {
+				return nil, fmt.Errorf("%s: field %q missing from the record", l.name, f.path)
+			}
+			continue
+		}
+		used[f.path] = true
+		switch {
+		case len(data) == len(dst):
+			copy(dst, data)
+		case f.isInt && len(data) <= 8:
+			// Little endian: the low bytes come first.
+			n := min(len(data), len(dst))
+			if !allZero(data[n:]) {
+				return nil, fmt.Errorf("%s: field %q: value does not fit %d bytes", l.name, f.path, len(dst))
+			}
+			copy(dst, data[:n])
+		default:
+			return nil, fmt.Errorf("%s: field %q has %d bytes, this node's has %d", l.name, f.path, len(data), len(dst))
+		}
+	}
+	for name, data := range fields {
+		base := strings.TrimSuffix(name, ageSuffix)
+		if used[name] || nodeLocalFields[base] || isPadding(base) {
+			continue
+		}
+		if !allZero(data) {
+			return nil, fmt.Errorf("%s: field %q unknown to this node's datapath", l.name, name)
+		}
+	}
+	return out, nil
+}

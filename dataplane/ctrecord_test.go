@@ -1,0 +1,215 @@
+package dataplane
+
+import (
+	"bytes"
+	"encoding/binary"
+	"strings"
+	"testing"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/telcolb/telcolb/bpf"
+)
+
+// The record encoding (ctrecord.go) against the object's own layouts and
+// those of earlier releases; no kernel needed.
+
+func testCodec(t testing.TB) *recordCodec {
+	t.Helper()
+	spec, err := bpf.LoadLb()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := newRecordCodec(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func oldCodec(t testing.TB, obj string) *recordCodec {
+	t.Helper()
+	spec, err := ebpf.LoadCollectionSpec(obj)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := newRecordCodec(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+const testNow = 5_000_000_000_000
+
+func sampleCT() (bpf.LbCtKey, bpf.LbCtVal) {
+	k := bpf.LbCtKey{Src: addr16(clientV4), Dst: addr16(vipV4), Sport: htons(40000), Dport: htons(80), Proto: 6}
+	v := bpf.LbCtVal{NatSrc: addr16(vipV4), NatDst: addr16(epAddr(false, 1)), NatSport: htons(2000), NatDport: htons(8080),
+		Svc: 7, Ep: 1, State: bpf.CtStateTcpEstablished, Family: afInet, Mode: uint8(ModeFullNAT), Timeout: 7440,
+		Created: testNow - 3e9, LastSeen: testNow - 1e9, Packets: 9, Bytes: 900,
+		FibIfindex: 4, FibMacs: [12]uint8{1, 2, 3}, FibNs: testNow - 2e9}
+	return k, v
+}
+
+func sampleAssoc() (bpf.LbAssocKey, bpf.LbAssoc) {
+	k := bpf.LbAssocKey{Svc: 7, VtagClient: 0x11110000, Cport: htons(5000), Vport: htons(38412)}
+	a := bpf.LbAssoc{Svc: 7, Ep: 1, VtagEp: 0x22220000, Nc: 2, Ne: 2, Nv: 2, Mode: uint8(ModeFullNAT), Family: afInet,
+		NatSport: htons(3000), Eport: htons(38412), Cseen: [4]uint64{testNow - 5e8, testNow - 7e8}, Steers: 2}
+	a.Caddr[0], a.Caddr[1] = addr16(clientV4), addr16(client2V4)
+	a.Vip[0], a.Vip[1] = addr16(vipV4), addr16(vip2V4)
+	a.Eaddr[0], a.Eaddr[1] = addr16(epAddr(false, 1)), addr16(ep2V4)
+	a.Lsrc0 = addr16(vipV4)
+	return k, a
+}
+
+func TestRecordRoundTripLeavesNodeLocalFieldsOut(t *testing.T) {
+	c := testCodec(t)
+	k, v := sampleCT()
+	kb, err := c.ctKey.decode(c.ctKey.encode(rawOf(&k), testNow), 9e12, true)
+	if err != nil || !bytes.Equal(kb, rawOf(&k)) {
+		t.Fatalf("key round trip: %v", err)
+	}
+	enc := c.ctVal.encode(rawOf(&v), testNow)
+	if bytes.Contains(enc, []byte("fib_")) {
+		t.Fatal("the cached FIB result is in the record")
+	}
+	// Read on a node whose clock is 4,000 s further: same ages.
+	const later = testNow + 4000e9
+	vb, err := c.ctVal.decode(enc, later, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got bpf.LbCtVal
+	if _, err := binary.Decode(vb, binary.LittleEndian, &got); err != nil {
+		t.Fatal(err)
+	}
+	want := v
+	want.FibIfindex, want.FibMacs, want.FibNs = 0, [12]uint8{}, 0
+	want.Created, want.LastSeen = later-3e9, later-1e9
+	if got != want {
+		t.Fatalf("value round trip\n got %+v\nwant %+v", got, want)
+	}
+	ak, a := sampleAssoc()
+	ab, err := c.assoc.decode(c.assoc.encode(rawOf(&a), testNow), testNow, false)
+	if err != nil || !bytes.Equal(ab, rawOf(&a)) {
+		t.Fatalf("association round trip: %v", err)
+	}
+	if kb, err := c.assocKey.decode(c.assocKey.encode(rawOf(&ak), testNow), testNow, true); err != nil || !bytes.Equal(kb, rawOf(&ak)) {
+		t.Fatalf("association key round trip: %v", err)
+	}
+}
+
+// Records written by another version of the object are applied when every
+// field they carry has a place here, and refused naming the field when not.
+func TestRecordsFromAnotherVersion(t *testing.T) {
+	cur := testCodec(t)
+	// 57d5762 predates the association's path failover fields (steers, ...).
+	old := oldCodec(t, "testdata/lb_bpfel_57d5762.o")
+	if len(old.assoc.leaves) >= len(cur.assoc.leaves) {
+		t.Fatalf("old object's association has %d fields, current %d: pick an older object", len(old.assoc.leaves), len(cur.assoc.leaves))
+	}
+	_, a := sampleAssoc()
+	oldRaw := make([]byte, old.assoc.size)
+	copy(oldRaw, rawOf(&a)) // the fields before the appended ones
+	// Old writer, new reader: applied, the new fields zero.
+	b, err := cur.assoc.decode(old.assoc.encode(oldRaw, testNow), testNow, false)
+	if err != nil {
+		t.Fatalf("old record refused: %v", err)
+	}
+	var got bpf.LbAssoc
+	if _, err := binary.Decode(b, binary.LittleEndian, &got); err != nil {
+		t.Fatal(err)
+	}
+	if got.Caddr != a.Caddr || got.VtagEp != a.VtagEp || got.NatSport != a.NatSport || got.Steers != 0 {
+		t.Fatalf("old record read as %+v", got)
+	}
+	// New writer, old reader: refused, naming a field it does not know.
+	_, err = old.assoc.decode(cur.assoc.encode(rawOf(&a), testNow), testNow, false)
+	if err == nil || !strings.Contains(err.Error(), "unknown to this node") {
+		t.Fatalf("a record with fields the old node lacks: %v", err)
+	}
+	// ... unless those fields are zero: nothing would be lost.
+	a.Steers, a.Cseen = 0, [4]uint64{}
+	if _, err := old.assoc.decode(cur.assoc.encode(rawOf(&a), testNow), testNow, false); err != nil {
+		t.Fatalf("a record whose extra fields are zero: %v", err)
+	}
+
+	k, _ := sampleCT()
+	enc := cur.ctKey.encode(rawOf(&k), testNow)
+	cases := []struct {
+		name, want string
+		rec        []byte
+	}{
+		{"version", "version 2", append([]byte{2}, enc[1:]...)},
+		{"empty", "empty record", nil},
+		{"key field missing", `field "proto" missing`, encodeWithout(cur.ctKey, rawOf(&k), "proto")},
+		{"truncated", "truncated", enc[:len(enc)-3]},
+		{"repeated", "repeated", append(append([]byte{}, enc...), enc[1:1+1+3+2+16]...)}, // src again
+	}
+	for _, c := range cases {
+		_, err := cur.ctKey.decode(c.rec, testNow, true)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: error %v, want one saying %q", c.name, err, c.want)
+		}
+	}
+	// An integer from a wider field: taken when it fits, refused when not.
+	wide := func(v uint64) []byte {
+		l := layout{name: "ct_val", leaves: []leaf{{path: "svc", off: 0, size: 8, isInt: true}}, size: 8}
+		return l.encode(binary.LittleEndian.AppendUint64(nil, v), testNow)
+	}
+	vb, err := cur.ctVal.decode(wide(42), testNow, false)
+	if err != nil {
+		t.Fatalf("wider field that fits: %v", err)
+	}
+	var gotV bpf.LbCtVal
+	if _, err := binary.Decode(vb, binary.LittleEndian, &gotV); err != nil || gotV.Svc != 42 {
+		t.Fatalf("svc %d (%v), want 42", gotV.Svc, err)
+	}
+	if _, err := cur.ctVal.decode(wide(1<<40), testNow, false); err == nil || !strings.Contains(err.Error(), "does not fit") {
+		t.Fatalf("wider field that does not fit: %v", err)
+	}
+}
+
+// encodeWithout is l.encode with one field left out.
+func encodeWithout(l layout, raw []byte, field string) []byte {
+	var kept []leaf
+	for _, f := range l.leaves {
+		if f.path != field {
+			kept = append(kept, f)
+		}
+	}
+	l.leaves = kept
+	return l.encode(raw, testNow)
+}
+
+func FuzzDecodeRecord(f *testing.F) {
+	c := testCodec(f)
+	k, v := sampleCT()
+	ak, a := sampleAssoc()
+	f.Add(uint8(0), c.ctKey.encode(rawOf(&k), testNow))
+	f.Add(uint8(1), c.ctVal.encode(rawOf(&v), testNow))
+	f.Add(uint8(2), c.assocKey.encode(rawOf(&ak), testNow))
+	f.Add(uint8(3), c.assoc.encode(rawOf(&a), testNow))
+	f.Add(uint8(1), []byte{1, 5, 's', 't', 'a', 't', 'e', 0, 1, 3})
+	f.Add(uint8(3), []byte{1, 1, 'x', 0xff, 0xff})
+	f.Fuzz(func(t *testing.T, which uint8, rec []byte) {
+		ls := []*layout{&c.ctKey, &c.ctVal, &c.assocKey, &c.assoc}
+		l := ls[int(which)%len(ls)]
+		complete := l == &c.ctKey || l == &c.assocKey
+		b, err := l.decode(rec, testNow, complete)
+		if err != nil {
+			return
+		}
+		if len(b) != l.size {
+			t.Fatalf("decoded %d bytes, layout has %d", len(b), l.size)
+		}
+		// What was accepted encodes to a record that decodes the same.
+		b2, err := l.decode(l.encode(b, testNow), testNow, complete)
+		if err != nil {
+			t.Fatalf("re-encoded record refused: %v", err)
+		}
+		if !bytes.Equal(b, b2) {
+			t.Fatalf("round trip changed the entry\n%x\n%x", b, b2)
+		}
+	})
+}

@@ -1,0 +1,368 @@
+package dataplane
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/ringbuf"
+
+	"github.com/telcolb/telcolb/bpf"
+)
+
+// Conntrack state for HA peers: the datapath's change events (ring buffer
+// ct_events, bpf/lib/ct_events.h) and the daemon's own deletions (ageing,
+// flush) become Records; ImportConntrack writes another node's records into
+// this datapath; DumpConntrack gives every record for a bulk resync.
+
+// ErrChangesClosed is returned by ChangeReader.Read once it is closed.
+var ErrChangesClosed = errors.New("conntrack change reader closed")
+
+// ChangeReader turns conntrack changes into records, in the order they
+// happened on each CPU.
+type ChangeReader struct {
+	d  *Datapath
+	rd *ringbuf.Reader
+
+	mu sync.Mutex
+	// pending are the daemon's own deletions, queued by the datapath.
+	pending []Record
+}
+
+// ConntrackChanges starts reading the datapath's conntrack changes. Events
+// arrive from the datapath only while a reader is open (the ring buffer
+// holds 1 MiB of them when it is read late); the daemon's deletions are
+// queued to every open reader. Close it when done.
+func (d *Datapath) ConntrackChanges() (*ChangeReader, error) {
+	rd, err := ringbuf.NewReader(d.objs.CtEvents)
+	if err != nil {
+		return nil, fmt.Errorf("open conntrack change events: %w", err)
+	}
+	r := &ChangeReader{d: d, rd: rd}
+	d.readersMu.Lock()
+	d.readers[r] = struct{}{}
+	d.readersMu.Unlock()
+	return r, nil
+}
+
+// Close stops the reader; a blocked Read returns ErrChangesClosed.
+func (r *ChangeReader) Close() error {
+	r.d.readersMu.Lock()
+	delete(r.d.readers, r)
+	r.d.readersMu.Unlock()
+	return r.rd.Close()
+}
+
+// Read waits for at least one change and returns the records of every
+// change available by then.
+func (r *ChangeReader) Read() ([]Record, error) { return r.read(true) }
+
+// Poll returns the records of the changes available now, without waiting.
+func (r *ChangeReader) Poll() ([]Record, error) { return r.read(false) }
+
+func (r *ChangeReader) read(wait bool) ([]Record, error) {
+	for {
+		r.mu.Lock()
+		out := r.pending
+		r.pending = nil
+		r.mu.Unlock()
+		if wait && len(out) == 0 {
+			r.rd.SetDeadline(time.Time{})
+		} else {
+			r.rd.SetDeadline(time.Now())
+		}
+		var rec ringbuf.Record
+		for {
+			err := r.rd.ReadInto(&rec)
+			if errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, ringbuf.ErrFlushed) {
+				break
+			}
+			if errors.Is(err, ringbuf.ErrClosed) {
+				if len(out) > 0 {
+					return out, nil
+				}
+				return nil, ErrChangesClosed
+			}
+			if err != nil {
+				return out, fmt.Errorf("read conntrack change events: %w", err)
+			}
+			out = append(out, r.d.recordsOfEvent(rec.RawSample)...)
+			// Drain what is there without waiting again.
+			r.rd.SetDeadline(time.Now())
+		}
+		if len(out) > 0 || !wait {
+			return out, nil
+		}
+	}
+}
+
+// noteDeleted queues the daemon's own deletions to every open reader.
+func (d *Datapath) noteDeleted(recs ...Record) {
+	if len(recs) == 0 {
+		return
+	}
+	d.readersMu.Lock()
+	defer d.readersMu.Unlock()
+	for r := range d.readers {
+		r.mu.Lock()
+		r.pending = append(r.pending, recs...)
+		r.mu.Unlock()
+		// Wakes a blocked Read.
+		_ = r.rd.Flush()
+	}
+}
+
+func (d *Datapath) deletedCT(k bpf.LbCtKey) Record {
+	return Record{Kind: RecordConntrack, Key: d.codec.ctKey.encode(rawOf(&k), d.now()), Deleted: true}
+}
+
+func (d *Datapath) deletedAssoc(k bpf.LbAssocKey) Record {
+	return Record{Kind: RecordAssoc, Key: d.codec.assocKey.encode(rawOf(&k), d.now()), Deleted: true}
+}
+
+// ConntrackEventsLost is how many change events the datapath dropped
+// because the ring buffer was full (a peer needs a resync from a dump).
+func (d *Datapath) ConntrackEventsLost() (uint64, error) {
+	var per []uint64
+	if err := d.objs.CtEventsLost.Lookup(uint32(0), &per); err != nil {
+		return 0, fmt.Errorf("read lost conntrack events: %w", err)
+	}
+	var n uint64
+	for _, v := range per {
+		n += v
+	}
+	return n, nil
+}
+
+func rawOf(v any) []byte {
+	b, err := binary.Append(nil, binary.LittleEndian, v)
+	if err != nil {
+		panic(fmt.Sprintf("encode %T: %v", v, err)) // fixed-size generated types only
+	}
+	return b
+}
+
+// recordsOfEvent reads the current state an event names: the entry and its
+// peer, or the association and every entry of its paths; what is gone by
+// now is sent as deleted.
+func (d *Datapath) recordsOfEvent(raw []byte) []Record {
+	var ev bpf.LbCtEvent
+	if _, err := binary.Decode(raw, binary.LittleEndian, &ev); err != nil {
+		d.log.Warn("conntrack change event", "err", err)
+		return nil
+	}
+	now := d.now()
+	switch ev.Kind {
+	case bpf.CtEvEntry:
+		var v bpf.LbCtVal
+		if err := d.objs.Conntrack.Lookup(&ev.Key, &v); err != nil {
+			return []Record{d.deletedCT(ev.Key)}
+		}
+		out := []Record{d.ctRecord(&ev.Key, &v, now)}
+		if v.Flags&ctFDSR == 0 {
+			pk := peerKey(&v, ev.Key.Proto)
+			var pv bpf.LbCtVal
+			if d.objs.Conntrack.Lookup(&pk, &pv) == nil {
+				out = append(out, d.ctRecord(&pk, &pv, now))
+			}
+		}
+		return out
+	case bpf.CtEvDeleted:
+		return []Record{d.deletedCT(ev.Key)}
+	case bpf.CtEvAssoc:
+		var a bpf.LbAssoc
+		if err := d.objs.Assocs.Lookup(&ev.Assoc, &a); err != nil {
+			return []Record{d.deletedAssoc(ev.Assoc)}
+		}
+		out := []Record{d.assocRecord(&ev.Assoc, &a, now)}
+		return append(out, d.pathRecords(&ev.Assoc, &a, now)...)
+	}
+	d.log.Warn("conntrack change event of unknown kind", "kind", ev.Kind)
+	return nil
+}
+
+// pathRecords are the entries of every path of an association (the
+// primary's too), both directions where they exist.
+func (d *Datapath) pathRecords(ak *bpf.LbAssocKey, a *bpf.LbAssoc, now uint64) []Record {
+	var out []Record
+	for i := 0; i < int(a.Nc) && i < len(a.Caddr); i++ {
+		for j := 0; j < int(a.Ne) && j < len(a.Vip); j++ {
+			k := bpf.LbCtKey{Src: a.Caddr[i], Dst: a.Vip[j], Sport: ak.Cport, Dport: ak.Vport, Proto: uint8(ProtoSCTP)}
+			var v bpf.LbCtVal
+			if d.objs.Conntrack.Lookup(&k, &v) != nil {
+				continue
+			}
+			out = append(out, d.ctRecord(&k, &v, now))
+			pk := peerKey(&v, k.Proto)
+			var pv bpf.LbCtVal
+			if d.objs.Conntrack.Lookup(&pk, &pv) == nil {
+				out = append(out, d.ctRecord(&pk, &pv, now))
+			}
+		}
+	}
+	return out
+}
+
+func (d *Datapath) ctRecord(k *bpf.LbCtKey, v *bpf.LbCtVal, now uint64) Record {
+	return Record{Kind: RecordConntrack, Key: d.codec.ctKey.encode(rawOf(k), now), Value: d.codec.ctVal.encode(rawOf(v), now)}
+}
+
+func (d *Datapath) assocRecord(k *bpf.LbAssocKey, a *bpf.LbAssoc, now uint64) Record {
+	return Record{Kind: RecordAssoc, Key: d.codec.assocKey.encode(rawOf(k), now), Value: d.codec.assoc.encode(rawOf(a), now)}
+}
+
+// DumpConntrack returns a record of every conntrack entry and association:
+// a peer's bulk resync. Associations come first, so a peer applying the
+// records in order has each record before its paths' entries.
+func (d *Datapath) DumpConntrack() ([]Record, error) {
+	now := d.now()
+	var out []Record
+	var (
+		ak bpf.LbAssocKey
+		a  bpf.LbAssoc
+	)
+	it := d.objs.Assocs.Iterate()
+	for it.Next(&ak, &a) {
+		out = append(out, d.assocRecord(&ak, &a, now))
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("dump associations: %w", err)
+	}
+	snap, err := d.snapshot()
+	if err != nil {
+		return nil, fmt.Errorf("dump conntrack: %w", err)
+	}
+	for k, v := range snap {
+		out = append(out, d.ctRecord(&k, &v, now))
+	}
+	return out, nil
+}
+
+// ImportError names the records ImportConntrack refused and why; every
+// other record was applied.
+type ImportError struct {
+	Refused []RefusedRecord
+}
+
+// RefusedRecord is one record ImportConntrack could not apply.
+type RefusedRecord struct {
+	Index int
+	Kind  uint16
+	Err   error
+}
+
+func (e *ImportError) Error() string {
+	if len(e.Refused) == 0 {
+		return "no record refused"
+	}
+	r := e.Refused[0]
+	return fmt.Sprintf("%d conntrack record(s) refused, first #%d (kind %d): %v", len(e.Refused), r.Index, r.Kind, r.Err)
+}
+
+// ImportConntrack applies another node's records (same services, same IDs)
+// in order: the next packet of an imported flow is handled here as it was
+// there (same endpoint, same SNAT address and port, same SCTP tags and
+// paths), and an imported reply entry keeps its SNAT port from every new
+// flow. Records this node cannot read are refused (an *ImportError naming
+// each) and the others applied. Active connection counts are recomputed.
+func (d *Datapath) ImportConntrack(recs []Record) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	now := d.now()
+	var (
+		refused []RefusedRecord
+		addrs   [][16]byte
+		errs    []error
+	)
+	for i, r := range recs {
+		var err error
+		switch r.Kind {
+		case RecordConntrack:
+			var a [][16]byte
+			a, err = d.importCT(r, now)
+			addrs = append(addrs, a...)
+		case RecordAssoc:
+			err = d.importAssoc(r, now)
+		default:
+			err = fmt.Errorf("record kind %d unknown to this node", r.Kind)
+		}
+		if err != nil {
+			refused = append(refused, RefusedRecord{Index: i, Kind: r.Kind, Err: err})
+		}
+	}
+	// The addresses identifying the imported flows' packets: without them
+	// the address filter could pass a packet before conntrack is looked up.
+	if len(addrs) > 0 {
+		errs = append(errs, d.filterAdd(addrs...))
+	}
+	errs = append(errs, d.recomputeActiveLocked())
+	if len(refused) > 0 {
+		errs = append(errs, &ImportError{Refused: refused})
+	}
+	return errors.Join(errs...)
+}
+
+func (d *Datapath) importCT(r Record, now uint64) ([][16]byte, error) {
+	kb, err := d.codec.ctKey.decode(r.Key, now, true)
+	if err != nil {
+		return nil, err
+	}
+	var k bpf.LbCtKey
+	if _, err := binary.Decode(kb, binary.LittleEndian, &k); err != nil {
+		return nil, fmt.Errorf("ct_key: %w", err)
+	}
+	if r.Deleted {
+		if err := d.objs.Conntrack.Delete(&k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return nil, fmt.Errorf("delete conntrack entry: %w", err)
+		}
+		return nil, nil
+	}
+	vb, err := d.codec.ctVal.decode(r.Value, now, false)
+	if err != nil {
+		return nil, err
+	}
+	var v bpf.LbCtVal
+	if _, err := binary.Decode(vb, binary.LittleEndian, &v); err != nil {
+		return nil, fmt.Errorf("ct_val: %w", err)
+	}
+	if v.Svc >= d.maxServices || v.Ep >= MaxEndpoints {
+		return nil, fmt.Errorf("ct_val: service %d endpoint %d beyond this datapath's tables", v.Svc, v.Ep)
+	}
+	if err := d.objs.Conntrack.Put(&k, &v); err != nil {
+		return nil, fmt.Errorf("write conntrack entry: %w", err)
+	}
+	return [][16]byte{k.Src, k.Dst}, nil
+}
+
+func (d *Datapath) importAssoc(r Record, now uint64) error {
+	kb, err := d.codec.assocKey.decode(r.Key, now, true)
+	if err != nil {
+		return err
+	}
+	var k bpf.LbAssocKey
+	if _, err := binary.Decode(kb, binary.LittleEndian, &k); err != nil {
+		return fmt.Errorf("assoc_key: %w", err)
+	}
+	if r.Deleted {
+		if err := d.objs.Assocs.Delete(&k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("delete association: %w", err)
+		}
+		return nil
+	}
+	vb, err := d.codec.assoc.decode(r.Value, now, false)
+	if err != nil {
+		return err
+	}
+	var a bpf.LbAssoc
+	if _, err := binary.Decode(vb, binary.LittleEndian, &a); err != nil {
+		return fmt.Errorf("assoc: %w", err)
+	}
+	if err := d.objs.Assocs.Put(&k, &a); err != nil {
+		return fmt.Errorf("write association: %w", err)
+	}
+	return nil
+}
