@@ -73,6 +73,7 @@ func TestValidateAdvertisementRejects(t *testing.T) {
 		{"advertisements[2].prefixes[0]", func(c *AdvertisementConfig) { c.Advertisements[2].Prefixes[0] = "192.168.0.0/16" }},
 		{"advertisements[0].peers[0]", func(c *AdvertisementConfig) { c.Advertisements[0].Peers = []string{"nope"} }},
 		{"advertisements[0].communities[1]", func(c *AdvertisementConfig) { c.Advertisements[0].Communities[1] = "65536:1" }},
+		{"advertisements[0].communities[1]", func(c *AdvertisementConfig) { c.Advertisements[0].Communities[1] = "65001:1953260032:1" }},
 		{"advertisements[0].aggregationLength", func(c *AdvertisementConfig) { c.Advertisements[0].AggregationLength = 16 }},
 		{"advertisements[0].aggregationLength", func(c *AdvertisementConfig) { c.Advertisements[0].AggregationLength = 33 }},
 		{"advertisements[0].aggregationLengthV6", func(c *AdvertisementConfig) { c.Advertisements[0].AggregationLengthV6 = 48 }},

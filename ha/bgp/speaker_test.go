@@ -31,10 +31,16 @@ func freePort(t *testing.T) int {
 // 127.0.0.1:port and accepts the speaker under test from 127.0.0.2.
 func router(t *testing.T, port int, asn uint32, peers ...string) *server.BgpServer {
 	t.Helper()
+	return routerAt(t, "127.0.0.1", port, asn, peers...)
+}
+
+// routerAt is router listening on listen (an address of lo).
+func routerAt(t *testing.T, listen string, port int, asn uint32, peers ...string) *server.BgpServer {
+	t.Helper()
 	r := server.NewBgpServer(server.LoggerOption(&logAdapter{log: discardLog()}))
 	go r.Serve()
 	ctx := context.Background()
-	if err := r.StartBgp(ctx, &gapi.StartBgpRequest{Global: &gapi.Global{Asn: asn, RouterId: "10.255.0.1", ListenPort: int32(port), ListenAddresses: []string{"127.0.0.1"}}}); err != nil {
+	if err := r.StartBgp(ctx, &gapi.StartBgpRequest{Global: &gapi.Global{Asn: asn, RouterId: "10.255.0.1", ListenPort: int32(port), ListenAddresses: []string{listen}}}); err != nil {
 		t.Fatal(err)
 	}
 	for _, p := range peers {
@@ -210,33 +216,5 @@ func TestParseCommunities(t *testing.T) {
 		if _, _, err := parseCommunities([]string{bad}); err == nil {
 			t.Errorf("%q accepted", bad)
 		}
-	}
-}
-
-// TestPeersRestrictionRefused: an advertisement limited to some peers is
-// not announced (per-peer export is not implemented), with an error saying
-// so; naming every peer is the same as naming none.
-func TestPeersRestrictionRefused(t *testing.T) {
-	ctx := context.Background()
-	s, err := New(ctx, api.BGPConfig{ASN: 65001, RouterID: "10.255.0.2", Peers: []api.BGPPeer{
-		{Name: "a", Address: "127.0.0.1", ASN: 65000, Port: 9}, {Name: "b", Address: "127.0.0.5", ASN: 65000, Port: 9},
-	}}, Options{Logger: discardLog()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	some := api.Advertisement{Name: "x", Mode: api.AdvertiseBGP, Prefixes: []string{"10.9.0.0/16"}, Peers: []string{"a"}}
-	all := some
-	all.Peers = []string{"a", "b"}
-	err = s.Set(ctx, []ha.VIP{{Addr: netip.MustParseAddr("10.9.0.1"), Advertisement: some}, {Addr: netip.MustParseAddr("10.9.0.2"), Advertisement: all}})
-	if err == nil || !strings.Contains(err.Error(), "10.9.0.1") || strings.Contains(err.Error(), "10.9.0.2") {
-		t.Fatalf("err = %v", err)
-	}
-	a := s.Announced()
-	if _, ok := a[netip.MustParseAddr("10.9.0.1")]; ok {
-		t.Fatal("restricted VIP announced")
-	}
-	if _, ok := a[netip.MustParseAddr("10.9.0.2")]; !ok {
-		t.Fatal("VIP for all peers not announced")
 	}
 }
