@@ -267,8 +267,14 @@ type Bird struct {
 }
 
 // StartBird writes the configuration (one BGP session per node and family,
-// BFD on each) and starts bird in h.
+// BFD on each) and starts bird in h, the lab's router.
 func StartBird(ctx context.Context, h *lab.Host, nodes int) (*Bird, error) {
+	return StartBirdAs(ctx, h, RouterLAN[0], nodes)
+}
+
+// StartBirdAs is StartBird with another router ID (a second bird in the
+// lab, on another host).
+func StartBirdAs(ctx context.Context, h *lab.Host, routerID netip.Addr, nodes int) (*Bird, error) {
 	if _, err := exec.LookPath("bird"); err != nil {
 		return nil, errors.New("bird not installed (Debian package bird2; hack/install-deps.sh installs it)")
 	}
@@ -282,7 +288,7 @@ func StartBird(ctx context.Context, h *lab.Host, nodes int) (*Bird, error) {
 			birdPeer{fmt.Sprintf("lb%dv6", n), NodeAddr(n, 1).String(), "ipv6"})
 	}
 	var b bytes.Buffer
-	if err := birdConf.Execute(&b, map[string]any{"RouterID": RouterLAN[0], "BFD": BFDIntervalMs, "Mult": BFDMultiplier,
+	if err := birdConf.Execute(&b, map[string]any{"RouterID": routerID, "BFD": BFDIntervalMs, "Mult": BFDMultiplier,
 		"RouterASN": RouterASN, "NodeASN": NodeASN, "Peers": peers}); err != nil {
 		return nil, err
 	}
