@@ -251,6 +251,12 @@ func validateBGP(b *BGPConfig, peers map[string]bool) error {
 			if p.BFD.DetectMultiplier > 255 {
 				return fieldErr(f+".bfd.detectMultiplier", "%d: 0 (default 3) or 1-255", p.BFD.DetectMultiplier)
 			}
+			if p.BFD.MinimumTTL > 255 {
+				return fieldErr(f+".bfd.minimumTTL", "%d: 0 (default 254) or 1-255", p.BFD.MinimumTTL)
+			}
+			if p.BFD.MinimumTTL != 0 && !p.BFD.Multihop && !p.EBGPMultihop {
+				return fieldErr(f+".bfd.minimumTTL", "only for multihop sessions (bfd.multihop or ebgpMultihop): single hop requires 255 (RFC 5881)")
+			}
 		}
 	}
 	return nil

@@ -74,6 +74,8 @@ func TestValidateAdvertisementRejects(t *testing.T) {
 		{"advertisements[0].peers[0]", func(c *AdvertisementConfig) { c.Advertisements[0].Peers = []string{"nope"} }},
 		{"advertisements[0].communities[1]", func(c *AdvertisementConfig) { c.Advertisements[0].Communities[1] = "65536:1" }},
 		{"advertisements[0].communities[1]", func(c *AdvertisementConfig) { c.Advertisements[0].Communities[1] = "65001:1953260032:1" }},
+		{"bgp.peers[0].bfd.minimumTTL", func(c *AdvertisementConfig) { c.BGP.Peers[0].BFD = &BFDProfile{MinimumTTL: 250} }},
+		{"bgp.peers[0].bfd.minimumTTL", func(c *AdvertisementConfig) { c.BGP.Peers[0].BFD = &BFDProfile{Multihop: true, MinimumTTL: 256} }},
 		{"advertisements[0].aggregationLength", func(c *AdvertisementConfig) { c.Advertisements[0].AggregationLength = 16 }},
 		{"advertisements[0].aggregationLength", func(c *AdvertisementConfig) { c.Advertisements[0].AggregationLength = 33 }},
 		{"advertisements[0].aggregationLengthV6", func(c *AdvertisementConfig) { c.Advertisements[0].AggregationLengthV6 = 48 }},

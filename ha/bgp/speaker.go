@@ -208,6 +208,10 @@ func (s *Speaker) runBFD(p *peer) {
 		DesiredMinTx:  time.Duration(orDefault(prof.TransmitIntervalMs, 300)) * time.Millisecond,
 		RequiredMinRx: time.Duration(orDefault(prof.ReceiveIntervalMs, 300)) * time.Millisecond,
 		DetectMult:    uint8(orDefault(prof.DetectMultiplier, 3)),
+		// A peer that is not directly connected gets RFC 5883 multihop
+		// BFD: its packets arrive with a TTL below 255.
+		Multihop: p.cfg.EBGPMultihop || prof.Multihop,
+		MinTTL:   uint8(prof.MinimumTTL),
 	}
 	if p.cfg.SourceAddress != "" {
 		cfg.Local, _ = netip.ParseAddr(p.cfg.SourceAddress)
@@ -582,13 +586,17 @@ func (s *Speaker) BFDStatus() []api.BFDSessionStatus {
 		if p == nil || pc.BFD == nil {
 			continue
 		}
+		mode := "single-hop"
+		if pc.EBGPMultihop || pc.BFD.Multihop {
+			mode = "multihop"
+		}
 		if p.bfd == nil {
-			out = append(out, api.BFDSessionStatus{Peer: pc.Name, State: "Down"})
+			out = append(out, api.BFDSessionStatus{Peer: pc.Name, State: "Down", Mode: mode})
 			continue
 		}
 		st := p.bfd.Status()
 		out = append(out, api.BFDSessionStatus{
-			Peer: pc.Name, State: st.State.String(), Since: st.Since.UTC().Format(time.RFC3339),
+			Peer: pc.Name, State: st.State.String(), Since: st.Since.UTC().Format(time.RFC3339), Mode: mode,
 			LocalDiscriminator: st.LocalDiscr, RemoteDiagnostic: st.RemoteDiag.String(),
 			TransmitIntervalMs: uint32(st.TxInterval / time.Millisecond), DetectTimeMs: uint32(st.DetectTime / time.Millisecond),
 		})

@@ -218,3 +218,52 @@ func TestParseCommunities(t *testing.T) {
 		}
 	}
 }
+
+// TestMultihopPeerGetsMultihopBFD: a BFD session to an ebgpMultihop peer, or
+// with bfd.multihop, runs per RFC 5883 (port 4784, the profile's minimum
+// TTL); a directly connected peer keeps single-hop BFD.
+func TestMultihopPeerGetsMultihopBFD(t *testing.T) {
+	ctx := context.Background()
+	prof := func(multihop bool, minTTL uint32) *api.BFDProfile {
+		return &api.BFDProfile{Multihop: multihop, MinimumTTL: minTTL}
+	}
+	s, err := New(ctx, api.BGPConfig{ASN: 65001, RouterID: "10.255.0.2", Peers: []api.BGPPeer{
+		{Name: "ebgp-mh", Address: "127.0.0.31", ASN: 65000, Port: 9, EBGPMultihop: true, BFD: prof(false, 0)},
+		{Name: "ibgp-loopback", Address: "127.0.0.32", ASN: 65001, Port: 9, BFD: prof(true, 250)},
+		{Name: "direct", Address: "127.0.0.33", ASN: 65000, Port: 9, BFD: prof(false, 0)},
+	}}, Options{Logger: discardLog()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	want := map[string]struct {
+		multihop bool
+		minTTL   uint8
+		mode     string
+	}{"ebgp-mh": {true, 0, "multihop"}, "ibgp-loopback": {true, 250, "multihop"}, "direct": {false, 0, "single-hop"}}
+	deadline := time.Now().Add(10 * time.Second)
+	for name, w := range want {
+		var p *peer
+		for {
+			s.mu.Lock()
+			p = s.peers[name]
+			started := p.bfd != nil
+			s.mu.Unlock()
+			if started {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("no BFD session for %s", name)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		if c := p.bfd.Config(); c.Multihop != w.multihop || c.MinTTL != w.minTTL {
+			t.Errorf("%s: BFD multihop=%v minTTL=%d, want %v %d", name, c.Multihop, c.MinTTL, w.multihop, w.minTTL)
+		}
+	}
+	for _, st := range s.BFDStatus() {
+		if st.Mode != want[st.Peer].mode {
+			t.Errorf("%s: mode %q, want %q", st.Peer, st.Mode, want[st.Peer].mode)
+		}
+	}
+}
