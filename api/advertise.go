@@ -70,8 +70,9 @@ type BGPPeer struct {
 	Password string `json:"password,omitempty"`
 	// EBGPMultihop allows an eBGP peer that is not directly connected.
 	EBGPMultihop bool `json:"ebgpMultihop,omitempty"`
-	// BFD, when set, runs a single-hop BFD session (RFC 5880/5881) to the
-	// peer; BFD down brings the BGP session down.
+	// BFD, when set, runs a BFD session (RFC 5880) to the peer: single hop
+	// (RFC 5881), or multihop (RFC 5883) when EBGPMultihop or BFD.Multihop
+	// is set; BFD down brings the BGP session down.
 	BFD *BFDProfile `json:"bfd,omitempty"`
 }
 
@@ -83,6 +84,14 @@ type BFDProfile struct {
 	TransmitIntervalMs uint32 `json:"transmitIntervalMs,omitempty"`
 	// DetectMultiplier defaults to 3.
 	DetectMultiplier uint32 `json:"detectMultiplier,omitempty"`
+	// Multihop runs the session per RFC 5883 (port 4784, no TTL 255 rule)
+	// for a peer that is not directly connected (an iBGP peer on a
+	// loopback); a peer with ebgpMultihop gets a multihop session anyway.
+	Multihop bool `json:"multihop,omitempty"`
+	// MinimumTTL is the lowest TTL/hop limit a multihop session accepts
+	// (default 254: one router between the peers, as frr); single-hop
+	// sessions always require 255.
+	MinimumTTL uint32 `json:"minimumTTL,omitempty"`
 }
 
 // L2Config configures L2 announcement: which interfaces answer ARP/NDP and
@@ -164,6 +173,8 @@ type BFDSessionStatus struct {
 	RemoteDiagnostic   string `json:"remoteDiagnostic,omitempty"`
 	TransmitIntervalMs uint32 `json:"transmitIntervalMs"`
 	DetectTimeMs       uint32 `json:"detectTimeMs"`
+	// Mode is single-hop (RFC 5881) or multihop (RFC 5883).
+	Mode string `json:"mode,omitempty"`
 }
 
 // VIPStatus is one entry of GET /v1/vips: a VIP this node serves and how it

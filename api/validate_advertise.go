@@ -53,6 +53,11 @@ func ParseCommunity(s string) (Community, error) {
 	return Community{}, fmt.Errorf("%q: use a:b (standard) or a:b:c (large)", s)
 }
 
+// ReservedLargeCommunityLocalData1 is the middle value of the large
+// communities the BGP speaker uses internally to send a VIP only to the
+// peers its advertisement names ("tlb\0"); they never leave the speaker.
+const ReservedLargeCommunityLocalData1 uint32 = 0x746c6200
+
 // ValidateAdvertisementConfig checks a node's whole advertisement
 // configuration and returns a *FieldError naming the first bad field by its
 // JSON path ("bgp.peers[1].address", "advertisements[0].prefixes[2]").
@@ -168,8 +173,12 @@ func ValidateAdvertisementConfig(c *AdvertisementConfig) error {
 			}
 		}
 		for j, cs := range a.Communities {
-			if _, err := ParseCommunity(cs); err != nil {
+			c, err := ParseCommunity(cs)
+			if err != nil {
 				return fieldErr(fmt.Sprintf("%s.communities[%d]", f, j), "%s", err)
+			}
+			if c.Large && c.Parts[1] == ReservedLargeCommunityLocalData1 {
+				return fieldErr(fmt.Sprintf("%s.communities[%d]", f, j), "%q: large communities with %d as their middle value are reserved (they choose the peers of an advertisement limited to some peers)", cs, ReservedLargeCommunityLocalData1)
 			}
 		}
 	}
@@ -241,6 +250,12 @@ func validateBGP(b *BGPConfig, peers map[string]bool) error {
 			}
 			if p.BFD.DetectMultiplier > 255 {
 				return fieldErr(f+".bfd.detectMultiplier", "%d: 0 (default 3) or 1-255", p.BFD.DetectMultiplier)
+			}
+			if p.BFD.MinimumTTL > 255 {
+				return fieldErr(f+".bfd.minimumTTL", "%d: 0 (default 254) or 1-255", p.BFD.MinimumTTL)
+			}
+			if p.BFD.MinimumTTL != 0 && !p.BFD.Multihop && !p.EBGPMultihop {
+				return fieldErr(f+".bfd.minimumTTL", "only for multihop sessions (bfd.multihop or ebgpMultihop): single hop requires 255 (RFC 5881)")
 			}
 		}
 	}

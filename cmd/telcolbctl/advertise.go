@@ -66,9 +66,9 @@ func printBGPPeers(w io.Writer, peers []api.BGPPeerStatus, wide bool) error {
 
 func printBFDSessions(w io.Writer, list []api.BFDSessionStatus) error {
 	tw := table(w)
-	row(tw, "PEER", "STATE", "SINCE", "DISCRIMINATOR", "TX-MS", "DETECT-MS", "REMOTE-DIAG")
+	row(tw, "PEER", "MODE", "STATE", "SINCE", "DISCRIMINATOR", "TX-MS", "DETECT-MS", "REMOTE-DIAG")
 	for _, b := range list {
-		row(tw, b.Peer, b.State, orDefault(b.Since, "-"), b.LocalDiscriminator, b.TransmitIntervalMs, b.DetectTimeMs, orDefault(b.RemoteDiagnostic, "-"))
+		row(tw, b.Peer, orDefault(b.Mode, "-"), b.State, orDefault(b.Since, "-"), b.LocalDiscriminator, b.TransmitIntervalMs, b.DetectTimeMs, orDefault(b.RemoteDiagnostic, "-"))
 	}
 	return tw.Flush()
 }

@@ -17,12 +17,21 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// RFC 5881 constants.
+// RFC 5881 and RFC 5883 constants.
 const (
-	// Port is the single-hop control packet destination port (§4).
+	// Port is the single-hop control packet destination port (RFC 5881 §4).
 	Port = 3784
-	// GTSM TTL/hop limit: sent and required on receipt (§5).
+	// MultihopPort is the multihop one (RFC 5883 §5).
+	MultihopPort = 4784
+	// GTSM TTL/hop limit: sent always, required on receipt for single hop
+	// (RFC 5881 §5).
 	ttl = 255
+	// DefaultMultihopMinTTL is the lowest TTL/hop limit a multihop session
+	// accepts when its configuration says none: one router between the
+	// peers, as frr's bfdd assumes by default (its minimum-ttl 254). RFC 5883
+	// §5 leaves the check to configuration; a peer further away needs a
+	// lower MinTTL.
+	DefaultMultihopMinTTL = 254
 	// Source ports come from this range (§4).
 	srcPortMin = 49152
 	srcPortMax = 65535
@@ -41,6 +50,37 @@ type PeerConfig struct {
 	// Timers as in Config.
 	DesiredMinTx, RequiredMinRx time.Duration
 	DetectMult                  uint8
+	// Multihop runs the session per RFC 5883: port 4784, no interface
+	// binding, and a received TTL/hop limit of at least MinTTL (zero:
+	// DefaultMultihopMinTTL) instead of exactly 255.
+	Multihop bool
+	MinTTL   uint8
+}
+
+// port is the session's destination (and receive) port.
+func (c PeerConfig) port() uint16 {
+	if c.Multihop {
+		return MultihopPort
+	}
+	return Port
+}
+
+// ttlOK applies the mode's receive TTL rule.
+func (c PeerConfig) ttlOK(hops int) (bool, string) {
+	if !c.Multihop {
+		if hops == ttl {
+			return true, ""
+		}
+		return false, fmt.Sprintf("TTL/hop limit %d, RFC 5881 requires 255", hops)
+	}
+	min := int(c.MinTTL)
+	if min == 0 {
+		min = DefaultMultihopMinTTL
+	}
+	if hops >= min {
+		return true, ""
+	}
+	return false, fmt.Sprintf("TTL/hop limit %d, this multihop session requires at least %d", hops, min)
 }
 
 // Status is a session's state for status reports and metrics.
@@ -60,16 +100,24 @@ type Status struct {
 }
 
 // Manager runs BFD sessions over UDP: one receive socket per local address
-// (port 3784, TTL checked), one send socket per session (a source port in
-// 49152-65535, TTL 255). It is the only part of the package with I/O.
+// and mode (port 3784 single hop, 4784 multihop; TTL checked per session),
+// one send socket per session (a source port in 49152-65535, TTL 255). It
+// is the only part of the package with I/O; both modes share the session
+// machine.
 type Manager struct {
 	log *slog.Logger
 
 	mu       sync.Mutex
 	rnd      *rand.Rand
 	sessions map[uint32]*Peer // by local discriminator
-	rx       map[netip.Addr]*rxSocket
+	rx       map[rxKey]*rxSocket
 	closed   bool
+}
+
+// rxKey is a receive socket's local address and port (the mode).
+type rxKey struct {
+	addr netip.Addr
+	port uint16
 }
 
 type rxSocket struct {
@@ -110,7 +158,7 @@ func NewManager(log *slog.Logger) *Manager {
 		log:      log,
 		rnd:      rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())),
 		sessions: map[uint32]*Peer{},
-		rx:       map[netip.Addr]*rxSocket{},
+		rx:       map[rxKey]*rxSocket{},
 	}
 }
 
@@ -127,6 +175,12 @@ func (m *Manager) Add(cfg PeerConfig, onChange func(State, Diag)) (*Peer, error)
 		return nil, errors.New("bfd: peer address required")
 	}
 	cfg.Remote = cfg.Remote.Unmap()
+	if cfg.Multihop {
+		// A multihop session's packets may arrive on any interface.
+		cfg.Interface = ""
+	} else if cfg.MinTTL != 0 && cfg.MinTTL != ttl {
+		return nil, fmt.Errorf("bfd: minimum TTL %d: single-hop sessions require 255 (RFC 5881 §5)", cfg.MinTTL)
+	}
 	tx, local, err := dialTx(cfg)
 	if err != nil {
 		return nil, err
@@ -138,7 +192,8 @@ func (m *Manager) Add(cfg PeerConfig, onChange func(State, Diag)) (*Peer, error)
 		tx.Close()
 		return nil, errors.New("bfd: manager closed")
 	}
-	if err := m.acquireRx(local, cfg.Interface); err != nil {
+	key := rxKey{local, cfg.port()}
+	if err := m.acquireRx(key, cfg.Interface); err != nil {
 		tx.Close()
 		return nil, err
 	}
@@ -148,19 +203,19 @@ func (m *Manager) Add(cfg PeerConfig, onChange func(State, Diag)) (*Peer, error)
 	}
 	s, out, err := New(Config{LocalDiscr: discr, DesiredMinTx: cfg.DesiredMinTx, RequiredMinRx: cfg.RequiredMinRx, DetectMult: cfg.DetectMult}, lockedRand{m})
 	if err != nil {
-		m.releaseRx(local)
+		m.releaseRx(key)
 		tx.Close()
 		return nil, err
 	}
 	p.s = s
 	m.sessions[discr] = p
 	p.perform(out)
-	m.log.Info("bfd session started", "peer", cfg.Remote, "local", local, "discriminator", discr)
+	m.log.Info("bfd session started", "peer", cfg.Remote, "local", local, "discriminator", discr, "multihop", cfg.Multihop)
 	return p, nil
 }
 
-// dialTx opens the session's send socket: connected to Remote:3784 from a
-// source port in the RFC 5881 range, TTL/hop limit 255.
+// dialTx opens the session's send socket: connected to Remote:3784 (4784
+// multihop) from a source port in the RFC 5881 range, TTL/hop limit 255.
 func dialTx(cfg PeerConfig) (*net.UDPConn, netip.Addr, error) {
 	network := "udp4"
 	if cfg.Remote.Is6() {
@@ -176,7 +231,7 @@ func dialTx(cfg PeerConfig) (*net.UDPConn, netip.Addr, error) {
 		} else {
 			d.LocalAddr = &net.UDPAddr{Port: port}
 		}
-		c, err := d.DialContext(context.Background(), network, netip.AddrPortFrom(cfg.Remote, Port).String())
+		c, err := d.DialContext(context.Background(), network, netip.AddrPortFrom(cfg.Remote, cfg.port()).String())
 		if err != nil {
 			lastErr = err
 			if errors.Is(err, syscall.EADDRINUSE) {
@@ -216,20 +271,21 @@ func controlBind(iface string) func(network, address string, c syscall.RawConn) 
 	}
 }
 
-// acquireRx opens (or shares) the receive socket on local:3784.
-func (m *Manager) acquireRx(local netip.Addr, iface string) error {
-	if r := m.rx[local]; r != nil {
+// acquireRx opens (or shares) the receive socket on key's address and port.
+func (m *Manager) acquireRx(key rxKey, iface string) error {
+	if r := m.rx[key]; r != nil {
 		r.users++
 		return nil
 	}
+	local := key.addr
 	network := "udp4"
 	if local.Is6() {
 		network = "udp6"
 	}
 	lc := net.ListenConfig{Control: controlBind(iface)}
-	conn, err := lc.ListenPacket(context.Background(), network, netip.AddrPortFrom(local, Port).String())
+	conn, err := lc.ListenPacket(context.Background(), network, netip.AddrPortFrom(local, key.port).String())
 	if err != nil {
-		return fmt.Errorf("bfd: listen on %s port %d: %w", local, Port, err)
+		return fmt.Errorf("bfd: listen on %s port %d: %w", local, key.port, err)
 	}
 	r := &rxSocket{conn: conn, users: 1, done: make(chan struct{})}
 	if local.Is4() {
@@ -243,24 +299,25 @@ func (m *Manager) acquireRx(local netip.Addr, iface string) error {
 		conn.Close()
 		return fmt.Errorf("bfd: ask for the received TTL: %w", err)
 	}
-	m.rx[local] = r
-	go m.readLoop(local, r)
+	m.rx[key] = r
+	go m.readLoop(key, r)
 	return nil
 }
 
-func (m *Manager) releaseRx(local netip.Addr) {
-	r := m.rx[local]
+func (m *Manager) releaseRx(key rxKey) {
+	r := m.rx[key]
 	if r == nil {
 		return
 	}
 	r.users--
 	if r.users == 0 {
-		delete(m.rx, local)
+		delete(m.rx, key)
 		r.conn.Close()
 	}
 }
 
-func (m *Manager) readLoop(local netip.Addr, r *rxSocket) {
+func (m *Manager) readLoop(key rxKey, r *rxSocket) {
+	local := key.addr
 	defer close(r.done)
 	buf := make([]byte, 512)
 	for {
@@ -297,15 +354,19 @@ func (m *Manager) readLoop(local netip.Addr, r *rxSocket) {
 			continue
 		}
 		from := ua.AddrPort().Addr().Unmap()
-		m.deliver(local, from, buf[:n], hasTTL && hops == ttl, hops)
+		if !hasTTL {
+			hops = -1 // never accepted: the kernel did not say
+		}
+		m.deliver(key, from, buf[:n], hops)
 	}
 }
 
 // deliver checks and dispatches one received datagram.
-func (m *Manager) deliver(local, from netip.Addr, b []byte, ttlOK bool, hops int) {
+func (m *Manager) deliver(key rxKey, from netip.Addr, b []byte, hops int) {
+	local := key.addr
 	var notify []func()
 	m.mu.Lock()
-	p, reason := m.find(local, from, b, ttlOK, hops)
+	p, reason := m.find(key, from, b, hops)
 	if p != nil && reason != "" {
 		p.dropped++
 		p.lastDrop = reason
@@ -332,9 +393,11 @@ func (m *Manager) deliver(local, from netip.Addr, b []byte, ttlOK bool, hops int
 }
 
 // find picks the session a datagram is for (RFC 5880 §6.8.6: by Your
-// Discriminator when nonzero, else by the addresses) and says why it must
-// be discarded, if it must.
-func (m *Manager) find(local, from netip.Addr, b []byte, ttlOK bool, hops int) (*Peer, string) {
+// Discriminator when nonzero, else by the addresses; RFC 5883 §5: by the
+// address pair for multihop too) among the sessions of the socket's mode,
+// and says why it must be discarded, if it must.
+func (m *Manager) find(key rxKey, from netip.Addr, b []byte, hops int) (*Peer, string) {
+	local := key.addr
 	pkt, perr := Parse(b)
 	var p *Peer
 	if perr == nil && pkt.YourDisc != 0 {
@@ -342,12 +405,12 @@ func (m *Manager) find(local, from netip.Addr, b []byte, ttlOK bool, hops int) (
 		if p != nil && p.closed {
 			return nil, "session closed"
 		}
-		if p != nil && (p.cfg.Remote != from || p.local != local) {
-			return nil, fmt.Sprintf("your discriminator %d belongs to the session with %s", pkt.YourDisc, p.cfg.Remote)
+		if p != nil && (p.cfg.Remote != from || p.local != local || p.cfg.port() != key.port) {
+			return nil, fmt.Sprintf("your discriminator %d belongs to the session with %s port %d", pkt.YourDisc, p.cfg.Remote, p.cfg.port())
 		}
 	} else {
 		for _, s := range m.sessions {
-			if s.cfg.Remote == from && s.local == local && !s.closed {
+			if s.cfg.Remote == from && s.local == local && s.cfg.port() == key.port && !s.closed {
 				p = s
 				break
 			}
@@ -356,8 +419,8 @@ func (m *Manager) find(local, from netip.Addr, b []byte, ttlOK bool, hops int) (
 	if p == nil {
 		return nil, "no session"
 	}
-	if !ttlOK {
-		return p, fmt.Sprintf("TTL/hop limit %d, RFC 5881 requires 255", hops)
+	if ok, why := p.cfg.ttlOK(hops); !ok {
+		return p, why
 	}
 	if perr != nil {
 		return p, perr.Error()
@@ -495,7 +558,7 @@ func (p *Peer) Close() {
 		p.detTimer.Stop()
 	}
 	delete(m.sessions, p.s.LocalDiscr())
-	m.releaseRx(p.local)
+	m.releaseRx(rxKey{p.local, p.cfg.port()})
 	m.mu.Unlock()
 	p.tx.Close()
 }

@@ -3,6 +3,7 @@ package bfd
 import (
 	"net"
 	"net/netip"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -124,4 +125,73 @@ func TestUDPSessions(t *testing.T) {
 	if _, d, _ := log1.last(); d != DiagNeighborDown {
 		t.Fatalf("diag %s after the peer's AdminDown, want NeighborSignaledSessionDown", d)
 	}
+}
+
+// TestUDPMultihop: RFC 5883 sessions on port 4784 over 127.0.0.23/24 next to
+// a single-hop session between the same addresses (each mode has its own
+// sockets and demultiplexing); a multihop session accepts a TTL below 255
+// down to its minimum and drops packets under it (the sender's TTL is
+// lowered to stand for routers between the peers).
+func TestUDPMultihop(t *testing.T) {
+	a1, a2 := netip.MustParseAddr("127.0.0.23"), netip.MustParseAddr("127.0.0.24")
+	m1, m2 := NewManager(nil), NewManager(nil)
+	t.Cleanup(m1.Close)
+	t.Cleanup(m2.Close)
+	cfg := func(local, remote netip.Addr, multihop bool, minTTL uint8) PeerConfig {
+		return PeerConfig{Local: local, Remote: remote, DesiredMinTx: 50 * time.Millisecond, RequiredMinRx: 50 * time.Millisecond, DetectMult: 3, Multihop: multihop, MinTTL: minTTL}
+	}
+	add := func(m *Manager, c PeerConfig) *Peer {
+		t.Helper()
+		p, err := m.Add(c, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	if _, err := m1.Add(cfg(a1, a2, false, 254), nil); err == nil {
+		t.Fatal("a single-hop session accepted a minimum TTL below 255")
+	}
+	s1, s2 := add(m1, cfg(a1, a2, false, 0)), add(m2, cfg(a2, a1, false, 0))
+	h1, h2 := add(m1, cfg(a1, a2, true, 0)), add(m2, cfg(a2, a1, true, 0))
+	for _, p := range []*Peer{s1, s2, h1, h2} {
+		waitState(t, p, Up, 10*time.Second)
+	}
+	if port := h1.tx.RemoteAddr().(*net.UDPAddr).Port; port != MultihopPort {
+		t.Fatalf("multihop session sends to port %d", port)
+	}
+	if port := s1.tx.RemoteAddr().(*net.UDPAddr).Port; port != Port {
+		t.Fatalf("single-hop session sends to port %d", port)
+	}
+	// One router between the peers: TTL 254 arrives, the default minimum.
+	setTTL := func(p *Peer, v int) {
+		t.Helper()
+		if err := ipv4.NewConn(p.tx).SetTTL(v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	setTTL(h2, 254)
+	time.Sleep(500 * time.Millisecond) // > 3 detection times
+	if st := h1.Status(); st.State != Up || st.Dropped != 0 {
+		t.Fatalf("multihop session with TTL 254 packets: %+v", st)
+	}
+	// Two routers: under the default minimum, dropped, and the session
+	// times out; the single-hop session between the same addresses stays Up.
+	setTTL(h2, 253)
+	waitState(t, h1, Down, 5*time.Second)
+	if st := h1.Status(); st.LocalDiag != DiagDetectTimeExpired || !strings.Contains(st.LastDropReason, "at least 254") {
+		t.Fatalf("multihop session after TTL 253 packets: %+v", st)
+	}
+	if st := s1.Status(); st.State != Up {
+		t.Fatalf("single-hop session disturbed by the multihop one: %+v", st)
+	}
+	// A session configured for peers further away accepts them.
+	h1.Close()
+	h1 = add(m1, cfg(a1, a2, true, 200))
+	waitState(t, h1, Up, 10*time.Second)
+	if st := h1.Status(); st.Dropped != 0 {
+		t.Fatalf("multihop session with minimum TTL 200: %+v", st)
+	}
+	// Single hop still requires 255.
+	setTTL(s2, 254)
+	waitState(t, s1, Down, 5*time.Second)
 }

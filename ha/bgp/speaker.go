@@ -79,10 +79,11 @@ type peer struct {
 }
 
 type route struct {
-	prefix netip.Prefix
-	attrs  string // canonical form of the attributes, to notice changes
-	path   *gapi.Path
-	adv    api.Advertisement
+	prefix  netip.Prefix
+	attrs   string // canonical form of the attributes, to notice changes
+	path    *gapi.Path
+	adv     api.Advertisement
+	markers [][3]uint32 // the peers a restricted route may go to (export.go)
 }
 
 var _ ha.Announcer = (*Speaker)(nil)
@@ -128,6 +129,11 @@ func New(ctx context.Context, cfg api.BGPConfig, opts Options) (*Speaker, error)
 		cancel()
 		s.srv.Stop()
 		return nil, fmt.Errorf("bgp: watch peer events: %w", err)
+	}
+	if err := s.installExportPolicy(ctx); err != nil {
+		cancel()
+		s.srv.Stop()
+		return nil, err
 	}
 	for _, pc := range cfg.Peers {
 		if err := s.addPeer(ctx, pc); err != nil {
@@ -202,6 +208,10 @@ func (s *Speaker) runBFD(p *peer) {
 		DesiredMinTx:  time.Duration(orDefault(prof.TransmitIntervalMs, 300)) * time.Millisecond,
 		RequiredMinRx: time.Duration(orDefault(prof.ReceiveIntervalMs, 300)) * time.Millisecond,
 		DetectMult:    uint8(orDefault(prof.DetectMultiplier, 3)),
+		// A peer that is not directly connected gets RFC 5883 multihop
+		// BFD: its packets arrive with a TTL below 255.
+		Multihop: p.cfg.EBGPMultihop || prof.Multihop,
+		MinTTL:   uint8(prof.MinimumTTL),
 	}
 	if p.cfg.SourceAddress != "" {
 		cfg.Local, _ = netip.ParseAddr(p.cfg.SourceAddress)
@@ -338,8 +348,10 @@ func routeOf(vip netip.Addr, adv api.Advertisement) netip.Prefix {
 }
 
 // Set announces exactly the given VIPs (level-triggered): new routes are
-// added, routes whose attributes changed are replaced, the others are
-// withdrawn. It only changes the local RIB; gobgp sends the updates.
+// added, routes whose attributes (peers included) changed are replaced in
+// place (an implicit replace on the wire, no withdrawal in between), the
+// others are withdrawn. It only changes the local RIB; gobgp sends the
+// updates.
 func (s *Speaker) Set(ctx context.Context, vips []ha.VIP) error {
 	want := map[netip.Prefix]*route{}
 	wantVIP := map[netip.Addr]netip.Prefix{}
@@ -347,17 +359,8 @@ func (s *Speaker) Set(ctx context.Context, vips []ha.VIP) error {
 	// from does not depend on map order.
 	sorted := append([]ha.VIP(nil), vips...)
 	sort.Slice(sorted, func(i, j int) bool { return sorted[i].Addr.Less(sorted[j].Addr) })
-	var skipped []string
 	for _, v := range sorted {
 		if v.Advertisement.Mode != api.AdvertiseBGP {
-			continue
-		}
-		if s.restricted(v.Advertisement) {
-			// Per-peer export (advertisements[].peers naming some of the
-			// peers) needs a gobgp export policy per peer, not written
-			// yet. Announcing to every peer would send routes to routers
-			// the user excluded, so such VIPs are not announced at all.
-			skipped = append(skipped, v.Addr.String())
 			continue
 		}
 		pfx := routeOf(v.Addr.Unmap(), v.Advertisement)
@@ -369,7 +372,8 @@ func (s *Speaker) Set(ctx context.Context, vips []ha.VIP) error {
 		if err != nil {
 			return fmt.Errorf("bgp: advertisement %s: %w", v.Advertisement.Name, err)
 		}
-		want[pfx] = &route{prefix: pfx, attrs: attrs, adv: v.Advertisement}
+		mk := s.markers(v.Advertisement)
+		want[pfx] = &route{prefix: pfx, attrs: fmt.Sprintf("%s to=%v", attrs, mk), adv: v.Advertisement, markers: mk}
 	}
 	s.routeMu.Lock()
 	defer s.routeMu.Unlock()
@@ -381,7 +385,7 @@ func (s *Speaker) Set(ctx context.Context, vips []ha.VIP) error {
 	}
 	var errs []error
 	for pfx, r := range s.routes {
-		if w := want[pfx]; w == nil || w.attrs != r.attrs {
+		if want[pfx] == nil {
 			if err := s.withdraw(ctx, r); err != nil {
 				errs = append(errs, fmt.Errorf("withdraw %s: %w", pfx, err))
 				continue
@@ -390,10 +394,13 @@ func (s *Speaker) Set(ctx context.Context, vips []ha.VIP) error {
 		}
 	}
 	for pfx, w := range want {
-		if s.routes[pfx] != nil {
+		if r := s.routes[pfx]; r != nil && r.attrs == w.attrs {
 			continue
 		}
-		path, err := buildPath(pfx, w.adv)
+		// A changed route is added over the old one: gobgp replaces it,
+		// sends the new attributes to the peers that keep it and a
+		// withdrawal to the peers that lose it (export.go).
+		path, err := buildPath(pfx, w.adv, w.markers)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("announce %s: %w", pfx, err))
 			continue
@@ -406,30 +413,10 @@ func (s *Speaker) Set(ctx context.Context, vips []ha.VIP) error {
 		s.routes[pfx] = w
 	}
 	s.vips = wantVIP
-	if len(skipped) > 0 {
-		errs = append(errs, fmt.Errorf("not announced: %s: advertisements limited to some peers (peers) are not supported yet; list no peers to announce to all", strings.Join(skipped, ", ")))
-	}
 	if len(errs) > 0 {
 		return fmt.Errorf("bgp: %w", errors.Join(errs...))
 	}
 	return nil
-}
-
-// restricted reports whether adv names a strict subset of the peers.
-func (s *Speaker) restricted(adv api.Advertisement) bool {
-	if len(adv.Peers) == 0 {
-		return false
-	}
-	named := map[string]bool{}
-	for _, p := range adv.Peers {
-		named[p] = true
-	}
-	for _, p := range s.cfg.Peers {
-		if !named[p.Name] {
-			return true
-		}
-	}
-	return false
 }
 
 // withdraw removes a route by its path (NLRI and family). Deleting by
@@ -475,7 +462,7 @@ func parseCommunities(in []string) ([]uint32, [][3]uint32, error) {
 	return std, large, nil
 }
 
-func buildPath(pfx netip.Prefix, adv api.Advertisement) (*gapi.Path, error) {
+func buildPath(pfx netip.Prefix, adv api.Advertisement, markers [][3]uint32) (*gapi.Path, error) {
 	nlri, err := anypb.New(&gapi.IPAddressPrefix{Prefix: pfx.Addr().String(), PrefixLen: uint32(pfx.Bits())})
 	if err != nil {
 		return nil, err
@@ -493,6 +480,7 @@ func buildPath(pfx netip.Prefix, adv api.Advertisement) (*gapi.Path, error) {
 	if err != nil {
 		return nil, err
 	}
+	large = append(large, markers...)
 	if len(std) > 0 {
 		attrs = append(attrs, &gapi.CommunitiesAttribute{Communities: std})
 	}
@@ -521,32 +509,30 @@ func buildPath(pfx netip.Prefix, adv api.Advertisement) (*gapi.Path, error) {
 }
 
 // Announced reports the VIPs announced and through which established
-// sessions of their family ("bgp/<peer>").
+// sessions of their family ("bgp/<peer>"), among the peers their
+// advertisement names.
 func (s *Speaker) Announced() map[netip.Addr]ha.Announcement {
 	s.routeMu.Lock()
 	defer s.routeMu.Unlock()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	out := make(map[netip.Addr]ha.Announcement, len(s.vips))
-	up4, up6 := []string{}, []string{}
+	var up []*peer
 	for _, p := range s.peers {
-		if p.state != "established" {
-			continue
-		}
-		if p.addr.Is4() {
-			up4 = append(up4, "bgp/"+p.cfg.Name)
-		} else {
-			up6 = append(up6, "bgp/"+p.cfg.Name)
+		if p.state == "established" {
+			up = append(up, p)
 		}
 	}
-	sort.Strings(up4)
-	sort.Strings(up6)
-	for v := range s.vips {
-		via := up4
-		if v.Is6() {
-			via = up6
+	sort.Slice(up, func(i, j int) bool { return up[i].cfg.Name < up[j].cfg.Name })
+	for v, pfx := range s.vips {
+		via := []string{}
+		r := s.routes[pfx]
+		for _, p := range up {
+			if p.addr.Is4() == v.Is4() && (r == nil || allowed(r.adv, p.cfg.Name)) {
+				via = append(via, "bgp/"+p.cfg.Name)
+			}
 		}
-		out[v] = ha.Announcement{Via: append([]string(nil), via...)}
+		out[v] = ha.Announcement{Via: via}
 	}
 	return out
 }
@@ -600,13 +586,17 @@ func (s *Speaker) BFDStatus() []api.BFDSessionStatus {
 		if p == nil || pc.BFD == nil {
 			continue
 		}
+		mode := "single-hop"
+		if pc.EBGPMultihop || pc.BFD.Multihop {
+			mode = "multihop"
+		}
 		if p.bfd == nil {
-			out = append(out, api.BFDSessionStatus{Peer: pc.Name, State: "Down"})
+			out = append(out, api.BFDSessionStatus{Peer: pc.Name, State: "Down", Mode: mode})
 			continue
 		}
 		st := p.bfd.Status()
 		out = append(out, api.BFDSessionStatus{
-			Peer: pc.Name, State: st.State.String(), Since: st.Since.UTC().Format(time.RFC3339),
+			Peer: pc.Name, State: st.State.String(), Since: st.Since.UTC().Format(time.RFC3339), Mode: mode,
 			LocalDiscriminator: st.LocalDiscr, RemoteDiagnostic: st.RemoteDiag.String(),
 			TransmitIntervalMs: uint32(st.TxInterval / time.Millisecond), DetectTimeMs: uint32(st.DetectTime / time.Millisecond),
 		})

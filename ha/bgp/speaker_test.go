@@ -31,10 +31,16 @@ func freePort(t *testing.T) int {
 // 127.0.0.1:port and accepts the speaker under test from 127.0.0.2.
 func router(t *testing.T, port int, asn uint32, peers ...string) *server.BgpServer {
 	t.Helper()
+	return routerAt(t, "127.0.0.1", port, asn, peers...)
+}
+
+// routerAt is router listening on listen (an address of lo).
+func routerAt(t *testing.T, listen string, port int, asn uint32, peers ...string) *server.BgpServer {
+	t.Helper()
 	r := server.NewBgpServer(server.LoggerOption(&logAdapter{log: discardLog()}))
 	go r.Serve()
 	ctx := context.Background()
-	if err := r.StartBgp(ctx, &gapi.StartBgpRequest{Global: &gapi.Global{Asn: asn, RouterId: "10.255.0.1", ListenPort: int32(port), ListenAddresses: []string{"127.0.0.1"}}}); err != nil {
+	if err := r.StartBgp(ctx, &gapi.StartBgpRequest{Global: &gapi.Global{Asn: asn, RouterId: "10.255.0.1", ListenPort: int32(port), ListenAddresses: []string{listen}}}); err != nil {
 		t.Fatal(err)
 	}
 	for _, p := range peers {
@@ -213,30 +219,51 @@ func TestParseCommunities(t *testing.T) {
 	}
 }
 
-// TestPeersRestrictionRefused: an advertisement limited to some peers is
-// not announced (per-peer export is not implemented), with an error saying
-// so; naming every peer is the same as naming none.
-func TestPeersRestrictionRefused(t *testing.T) {
+// TestMultihopPeerGetsMultihopBFD: a BFD session to an ebgpMultihop peer, or
+// with bfd.multihop, runs per RFC 5883 (port 4784, the profile's minimum
+// TTL); a directly connected peer keeps single-hop BFD.
+func TestMultihopPeerGetsMultihopBFD(t *testing.T) {
 	ctx := context.Background()
+	prof := func(multihop bool, minTTL uint32) *api.BFDProfile {
+		return &api.BFDProfile{Multihop: multihop, MinimumTTL: minTTL}
+	}
 	s, err := New(ctx, api.BGPConfig{ASN: 65001, RouterID: "10.255.0.2", Peers: []api.BGPPeer{
-		{Name: "a", Address: "127.0.0.1", ASN: 65000, Port: 9}, {Name: "b", Address: "127.0.0.5", ASN: 65000, Port: 9},
+		{Name: "ebgp-mh", Address: "127.0.0.31", ASN: 65000, Port: 9, EBGPMultihop: true, BFD: prof(false, 0)},
+		{Name: "ibgp-loopback", Address: "127.0.0.32", ASN: 65001, Port: 9, BFD: prof(true, 250)},
+		{Name: "direct", Address: "127.0.0.33", ASN: 65000, Port: 9, BFD: prof(false, 0)},
 	}}, Options{Logger: discardLog()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	some := api.Advertisement{Name: "x", Mode: api.AdvertiseBGP, Prefixes: []string{"10.9.0.0/16"}, Peers: []string{"a"}}
-	all := some
-	all.Peers = []string{"a", "b"}
-	err = s.Set(ctx, []ha.VIP{{Addr: netip.MustParseAddr("10.9.0.1"), Advertisement: some}, {Addr: netip.MustParseAddr("10.9.0.2"), Advertisement: all}})
-	if err == nil || !strings.Contains(err.Error(), "10.9.0.1") || strings.Contains(err.Error(), "10.9.0.2") {
-		t.Fatalf("err = %v", err)
+	want := map[string]struct {
+		multihop bool
+		minTTL   uint8
+		mode     string
+	}{"ebgp-mh": {true, 0, "multihop"}, "ibgp-loopback": {true, 250, "multihop"}, "direct": {false, 0, "single-hop"}}
+	deadline := time.Now().Add(10 * time.Second)
+	for name, w := range want {
+		var p *peer
+		for {
+			s.mu.Lock()
+			p = s.peers[name]
+			started := p.bfd != nil
+			s.mu.Unlock()
+			if started {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("no BFD session for %s", name)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		if c := p.bfd.Config(); c.Multihop != w.multihop || c.MinTTL != w.minTTL {
+			t.Errorf("%s: BFD multihop=%v minTTL=%d, want %v %d", name, c.Multihop, c.MinTTL, w.multihop, w.minTTL)
+		}
 	}
-	a := s.Announced()
-	if _, ok := a[netip.MustParseAddr("10.9.0.1")]; ok {
-		t.Fatal("restricted VIP announced")
-	}
-	if _, ok := a[netip.MustParseAddr("10.9.0.2")]; !ok {
-		t.Fatal("VIP for all peers not announced")
+	for _, st := range s.BFDStatus() {
+		if st.Mode != want[st.Peer].mode {
+			t.Errorf("%s: mode %q, want %q", st.Peer, st.Mode, want[st.Peer].mode)
+		}
 	}
 }

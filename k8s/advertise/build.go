@@ -315,7 +315,8 @@ func apiPeer(p *v1alpha1.BGPPeer, in Input) (api.BGPPeer, *Problem) {
 	}
 	out.HoldTimeSeconds, out.KeepaliveTimeSeconds = uint32(s.HoldTimeSeconds), uint32(s.KeepaliveTimeSeconds)
 	if s.BFD != nil {
-		out.BFD = &api.BFDProfile{ReceiveIntervalMs: s.BFD.ReceiveIntervalMs, TransmitIntervalMs: s.BFD.TransmitIntervalMs, DetectMultiplier: s.BFD.DetectMultiplier}
+		out.BFD = &api.BFDProfile{ReceiveIntervalMs: s.BFD.ReceiveIntervalMs, TransmitIntervalMs: s.BFD.TransmitIntervalMs, DetectMultiplier: s.BFD.DetectMultiplier,
+			Multihop: s.BFD.Multihop, MinimumTTL: s.BFD.MinimumTTL}
 	}
 	if ref := s.PasswordSecretRef; ref != nil {
 		key := ref.Key

@@ -57,6 +57,21 @@ func upLab(t *testing.T, start func(ctx context.Context, h *lab.Host) (Router, e
 	return e, capt
 }
 
+// linkUp brings h's eth0 back up with its default routes: the kernel
+// removes the routes through a link when it goes down and does not put them
+// back when it comes up.
+func linkUp(ctx context.Context, h *lab.Host) error {
+	if err := h.Iface("eth0").SetUp(ctx, true); err != nil {
+		return err
+	}
+	for _, gw := range RouterLAN {
+		if err := h.AddRoute(ctx, netip.Prefix{}, gw); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 func tail(s string, n int) string {
 	l := strings.Split(s, "\n")
 	if len(l) > n {
@@ -93,6 +108,15 @@ func failover(t *testing.T, e *Env, kind string, fail, heal func() error) {
 		probers[fam] = p
 	}
 	time.Sleep(300 * time.Millisecond)
+	// lb1 must be serving before it fails, or the blackout measured is
+	// not this failure's (a node left without its routes by an earlier
+	// heal answered nothing, and the frozen case then showed the BFD
+	// detection time instead of the switch-over).
+	for fam := range 2 {
+		if _, ok := FirstFrom(probers[fam].Replies(), NodeAddr(1, fam), time.Time{}); !ok {
+			t.Fatalf("%s: lb1 answered nothing for %s before the failure (sent %d, answered %d)", kind, VIPs[fam], probers[fam].Sent(), len(probers[fam].Replies()))
+		}
+	}
 	failedAt := time.Now()
 	if err := fail(); err != nil {
 		t.Fatalf("%s: %v", kind, err)
@@ -205,7 +229,7 @@ func testRouterLab(t *testing.T, start func(ctx context.Context, h *lab.Host) (R
 	failover(t, e, "kill -9", lb1.Kill, func() error { return lb1.Start(ctx) })
 	// The owner's link goes down.
 	failover(t, e, "link down", func() error { return e.Topo.Nodes[0].Iface("eth0").SetUp(ctx, false) },
-		func() error { return e.Topo.Nodes[0].Iface("eth0").SetUp(ctx, true) })
+		func() error { return linkUp(ctx, e.Topo.Nodes[0]) })
 	// The owner's daemon frozen (SIGSTOP): like a hung node.
 	failover(t, e, "frozen", func() error { return lb1.Signal(syscall.SIGSTOP) }, func() error { return lb1.Signal(syscall.SIGCONT) })
 

@@ -70,24 +70,41 @@ func StartFRR(ctx context.Context, h *lab.Host, nodes int) (*FRR, error) {
 	if err != nil {
 		return nil, err
 	}
-	f := &FRR{h: h, dir: dir}
 	var peers []birdPeer
 	for n := 1; n <= nodes; n++ {
 		peers = append(peers, birdPeer{fmt.Sprintf("lb%d", n), NodeAddr(n, 0).String(), "ipv4"},
 			birdPeer{fmt.Sprintf("lb%dv6", n), NodeAddr(n, 1).String(), "ipv6"})
 	}
 	data := map[string]any{"RouterID": RouterLAN[0], "BFD": BFDIntervalMs, "Mult": BFDMultiplier, "RouterASN": RouterASN, "NodeASN": NodeASN, "Peers": peers}
+	confs := map[string]string{"zebra": "hostname router\n"}
 	for name, tmpl := range map[string]*template.Template{"bgpd": frrBGP, "bfdd": frrBFD} {
 		var b bytes.Buffer
 		if err := tmpl.Execute(&b, data); err != nil {
 			return nil, err
 		}
-		if err := os.WriteFile(filepath.Join(dir, name+".conf"), b.Bytes(), 0o600); err != nil {
+		confs[name] = b.String()
+	}
+	return StartFRRWith(ctx, h, dir, confs)
+}
+
+// StartFRRWith starts zebra, bfdd and bgpd in h with the given
+// configurations (by daemon name) written to dir (a new directory when
+// empty), which the FRR value owns.
+func StartFRRWith(ctx context.Context, h *lab.Host, dir string, confs map[string]string) (*FRR, error) {
+	if _, err := os.Stat(filepath.Join(FRRDir, "bgpd")); err != nil {
+		return nil, errors.New("frr not installed (Debian package frr; hack/install-deps.sh installs it)")
+	}
+	if dir == "" {
+		var err error
+		if dir, err = os.MkdirTemp("", "telcolb-frr-"); err != nil {
 			return nil, err
 		}
 	}
-	if err := os.WriteFile(filepath.Join(dir, "zebra.conf"), []byte("hostname router\n"), 0o600); err != nil {
-		return nil, err
+	f := &FRR{h: h, dir: dir}
+	for _, name := range []string{"zebra", "bfdd", "bgpd"} {
+		if err := os.WriteFile(filepath.Join(dir, name+".conf"), []byte(confs[name]), 0o600); err != nil {
+			return nil, err
+		}
 	}
 	// The daemons drop to the frr user: the directory must be theirs.
 	if u, err := user.Lookup("frr"); err == nil {

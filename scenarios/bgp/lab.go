@@ -24,6 +24,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"text/template"
@@ -41,7 +42,7 @@ var (
 	VIPPrefix  = [2]string{"10.78.100.0/24", "fd78:100::/64"}
 )
 
-// NodeAddr is LB node n's (1 or 2) LAN address of a family (0 v4, 1 v6).
+// NodeAddr is LB node n's (1, 2, ...) LAN address of a family (0 v4, 1 v6).
 func NodeAddr(n, fam int) netip.Addr {
 	if fam == 0 {
 		return netip.AddrFrom4([4]byte{10, 78, 2, byte(10 + n)})
@@ -64,8 +65,13 @@ type Topo struct {
 	BE     *lab.Host
 }
 
-// BuildTopo creates the namespaces and links of the lab in l.
+// BuildTopo creates the namespaces and links of the lab in l (two nodes).
 func BuildTopo(ctx context.Context, l *lab.Lab) (*Topo, error) {
+	return BuildTopoN(ctx, l, 2)
+}
+
+// BuildTopoN is BuildTopo with n LB nodes (lb3 is 10.78.2.13, and so on).
+func BuildTopoN(ctx context.Context, l *lab.Lab, n int) (*Topo, error) {
 	t := &Topo{Lab: l}
 	var err error
 	add := func(name string) *lab.Host {
@@ -77,7 +83,9 @@ func BuildTopo(ctx context.Context, l *lab.Lab) (*Topo, error) {
 		return h
 	}
 	t.Client, t.Router, t.Switch, t.BE = add("client"), add("router"), add("switch"), add("be1")
-	t.Nodes = []*lab.Host{add("lb1"), add("lb2")}
+	for i := 1; i <= n; i++ {
+		t.Nodes = append(t.Nodes, add(fmt.Sprintf("lb%d", i)))
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -89,7 +97,7 @@ func BuildTopo(ctx context.Context, l *lab.Lab) (*Topo, error) {
 			// default Linux removes it when the link goes down.
 			{"net.ipv6.conf.all.keep_addr_on_down", "1"}, {"net.ipv6.conf.default.keep_addr_on_down", "1"},
 		}
-		if h == t.Router || h == t.Nodes[0] || h == t.Nodes[1] {
+		if h == t.Router || slices.Contains(t.Nodes, h) {
 			kv = append(kv, [2]string{"net.ipv4.ip_forward", "1"}, [2]string{"net.ipv6.conf.all.forwarding", "1"})
 		}
 		for _, s := range kv {
@@ -108,7 +116,14 @@ func BuildTopo(ctx context.Context, l *lab.Lab) (*Topo, error) {
 		h    *lab.Host
 		port string
 		host int
-	}{{t.Router, "pr", 1}, {t.Nodes[0], "p1", 11}, {t.Nodes[1], "p2", 12}, {t.BE, "pb", 21}}
+	}{{t.Router, "pr", 1}, {t.BE, "pb", 21}}
+	for i, h := range t.Nodes {
+		lan = append(lan, struct {
+			h    *lab.Host
+			port string
+			host int
+		}{h, fmt.Sprintf("p%d", i+1), 11 + i})
+	}
 	for _, m := range lan {
 		ifn := "eth0"
 		if m.h == t.Router {
@@ -267,8 +282,14 @@ type Bird struct {
 }
 
 // StartBird writes the configuration (one BGP session per node and family,
-// BFD on each) and starts bird in h.
+// BFD on each) and starts bird in h, the lab's router.
 func StartBird(ctx context.Context, h *lab.Host, nodes int) (*Bird, error) {
+	return StartBirdAs(ctx, h, RouterLAN[0], nodes)
+}
+
+// StartBirdAs is StartBird with another router ID (a second bird in the
+// lab, on another host).
+func StartBirdAs(ctx context.Context, h *lab.Host, routerID netip.Addr, nodes int) (*Bird, error) {
 	if _, err := exec.LookPath("bird"); err != nil {
 		return nil, errors.New("bird not installed (Debian package bird2; hack/install-deps.sh installs it)")
 	}
@@ -282,7 +303,7 @@ func StartBird(ctx context.Context, h *lab.Host, nodes int) (*Bird, error) {
 			birdPeer{fmt.Sprintf("lb%dv6", n), NodeAddr(n, 1).String(), "ipv6"})
 	}
 	var b bytes.Buffer
-	if err := birdConf.Execute(&b, map[string]any{"RouterID": RouterLAN[0], "BFD": BFDIntervalMs, "Mult": BFDMultiplier,
+	if err := birdConf.Execute(&b, map[string]any{"RouterID": routerID, "BFD": BFDIntervalMs, "Mult": BFDMultiplier,
 		"RouterASN": RouterASN, "NodeASN": NodeASN, "Peers": peers}); err != nil {
 		return nil, err
 	}

@@ -239,6 +239,17 @@ func (d *Daemon) start(ctx context.Context) error {
 	}
 }
 
+// Pid is the running daemon's process ID (nsenter execs it: no fork), 0
+// when it is not running.
+func (d *Daemon) Pid() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.cmd == nil || d.cmd.Process == nil {
+		return 0
+	}
+	return d.cmd.Process.Pid
+}
+
 // Log returns what the daemon printed so far.
 func (d *Daemon) Log() string { return d.log.String() }
 

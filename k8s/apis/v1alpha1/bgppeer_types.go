@@ -2,8 +2,9 @@ package v1alpha1
 
 import metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-// BFDProfile holds the timers of the BFD session (RFC 5880/5881, single
-// hop) bound to a BGP session: BFD down brings the BGP session down.
+// BFDProfile holds the timers of the BFD session (RFC 5880; single hop,
+// RFC 5881, or multihop, RFC 5883) bound to a BGP session: BFD down brings
+// the BGP session down.
 type BFDProfile struct {
 	// ReceiveIntervalMs is the required minimum receive interval.
 	// +kubebuilder:validation:Minimum=10
@@ -23,6 +24,16 @@ type BFDProfile struct {
 	// +kubebuilder:default=3
 	// +optional
 	DetectMultiplier uint32 `json:"detectMultiplier,omitempty"`
+	// Multihop runs the session per RFC 5883 (port 4784) for a peer that
+	// is not directly connected; ebgpMultihop peers get one anyway.
+	// +optional
+	Multihop bool `json:"multihop,omitempty"`
+	// MinimumTTL is the lowest TTL a multihop session accepts (default
+	// 254: one router between the peers); single hop always requires 255.
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=255
+	// +optional
+	MinimumTTL uint32 `json:"minimumTTL,omitempty"`
 }
 
 // SecretKeyRef names a key of a Secret in the controller's namespace.
