@@ -18,6 +18,7 @@ enum drop_reason {
 	DROP_SCTP_PARAMS = 6, // a comment
 	DROP_MAX = 0x10,
 };
+enum ct_event_kind { CT_EV_ENTRY = 1, CT_EV_DELETED = 3 };
 `
 
 func TestGenerateTakesValuesFromTheHeader(t *testing.T) {
@@ -25,7 +26,7 @@ func TestGenerateTakesValuesFromTheHeader(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"ModeOnearm  = 1", "SelLeastconn = 3", "CtStateTcpSynSent = 1", "DropSctpParams = 6", "DropMax        = 16"} {
+	for _, want := range []string{"ModeOnearm  = 1", "SelLeastconn = 3", "CtStateTcpSynSent = 1", "DropSctpParams = 6", "DropMax        = 16", "CtEvDeleted = 3"} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("output lacks %q:\n%s", want, out)
 		}
