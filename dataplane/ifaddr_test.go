@@ -1,0 +1,181 @@
+package dataplane
+
+import (
+	"context"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
+)
+
+// ifAddrsEntry reads the if_addrs entry of ifname.
+func (e *env) ifAddrsEntry(t *testing.T, ifname string) (v4, v6 netip.Addr) {
+	t.Helper()
+	var v struct {
+		V4    [4]byte
+		V6    [16]byte
+		Flags uint32
+	}
+	if err := e.d.objs.IfAddrs.Lookup(uint32(e.ifindex(ifname)), &v); err != nil {
+		t.Fatalf("if_addrs %s: %v", ifname, err)
+	}
+	if v.Flags&ifaV4 != 0 {
+		v4 = netip.AddrFrom4(v.V4)
+	}
+	if v.Flags&ifaV6 != 0 {
+		v6 = netip.AddrFrom16(v.V6)
+	}
+	return v4, v6
+}
+
+// waitIfAddrs waits (generously: the machine is loaded) until the if_addrs
+// entry of lb1 holds want4 and want6 (the zero Addr: no address).
+func (e *env) waitIfAddrs(t *testing.T, want4, want6 netip.Addr) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		v4, v6 := e.ifAddrsEntry(t, "lb1")
+		if v4 == want4 && v6 == want6 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("if_addrs of lb1: %v / %v, want %v / %v", v4, v6, want4, want6)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// An address added to or removed from an attached interface reaches the
+// datapath with no re-attach: an onearm service's SNAT source (the address
+// of the interface toward the endpoint) follows, byte for byte, for IPv4
+// and IPv6; the removed address is never used again; an interface left
+// with no IPv6 address drops what needs one; and the watcher keeps working
+// after its netlink socket fails (it resubscribes and re-reads).
+func TestAddressChangeReachesDatapath(t *testing.T) {
+	e := newEnv(t)
+	ip := func(args ...string) { run(t, append([]string{"ip", "-n", e.ns}, args...)...) }
+	// Removing the primary IPv4 address then promotes the secondary instead
+	// of removing it too.
+	run(t, "ip", "netns", "exec", e.ns, "sysctl", "-qw", "net.ipv4.conf.lb1.promote_secondaries=1")
+
+	// Each subscription's socket can be broken from the test; the watcher
+	// must then subscribe again.
+	subs := make(chan chan struct{}, 16)
+	e.d.subscribe = func(ch chan<- netlink.AddrUpdate, done <-chan struct{}, o netlink.AddrSubscribeOptions) error {
+		inner, brk := make(chan struct{}), make(chan struct{})
+		go func() {
+			select {
+			case <-done:
+			case <-brk:
+			}
+			close(inner)
+		}()
+		if err := netlink.AddrSubscribeWithOptions(ch, inner, o); err != nil {
+			close(brk)
+			return err
+		}
+		subs <- brk
+		return nil
+	}
+	nextSub := func() chan struct{} {
+		t.Helper()
+		select {
+		case b := <-subs:
+			return b
+		case <-time.After(15 * time.Second):
+			t.Fatal("the address watcher did not subscribe")
+			return nil
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ran := make(chan error, 1)
+	go func() { ran <- e.d.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-ran; err != nil {
+			t.Errorf("run: %v", err)
+		}
+	})
+	sub := nextSub()
+
+	const vport = 53
+	for id, vip := range map[uint32]netip.Addr{1: vipV4, 2: vipV6} {
+		e.upsert(Service{ID: id, VIP: vip, PortStart: vport, Proto: ProtoUDP, Mode: ModeOneArm,
+			Endpoints: testEndpoints(vip.Is6(), 1, 5353)})
+	}
+	cport := uint16(40000)
+	// snat sends a new flow's first packet and checks the forwarded frame
+	// carries src as its source address.
+	snat := func(v6 bool, src netip.Addr) {
+		t.Helper()
+		cport++
+		id, vip, client := uint32(1), vipV4, clientV4
+		if v6 {
+			id, vip, client = 2, vipV6, clientV6
+		}
+		first := pkt{srcMAC: clientMAC, dstMAC: lbMAC0, src: client, dst: vip, proto: uint8(ProtoUDP),
+			sport: cport, dport: vport, ttl: 64, payload: []byte("hello")}
+		ret, out := e.run(first.frame())
+		if ret != actRedirect {
+			t.Fatalf("client port %d: verdict %d, want redirect", cport, ret)
+		}
+		var sport uint16
+		for _, c := range e.conns() {
+			if c.ServiceID == id && c.Client.Port() == cport {
+				if c.Source.Addr() != src {
+					t.Fatalf("conntrack source %s, want %s", c.Source, src)
+				}
+				sport = c.Source.Port()
+			}
+		}
+		if sport == 0 {
+			t.Fatalf("no connection of client port %d", cport)
+		}
+		want := first
+		want.srcMAC, want.dstMAC, want.ttl = lbMAC1, epMAC(0), 63
+		want.src, want.sport, want.dst, want.dport = src, sport, epAddr(v6, 0), 5353
+		diffHex(t, "forwarded first packet", out, want.frame())
+	}
+	new4a, new4b := netip.MustParseAddr("10.1.0.2"), netip.MustParseAddr("10.1.0.3")
+	new6 := netip.MustParseAddr("fd01::2")
+
+	snat(false, lbAddr1V4)
+	snat(true, lbAddr1V6)
+
+	// Replace the IPv4 address: added as a secondary, the old one removed.
+	ip("addr", "add", new4a.String()+"/24", "dev", "lb1")
+	ip("addr", "del", lbAddr1V4.String()+"/24", "dev", "lb1")
+	e.waitIfAddrs(t, new4a, lbAddr1V6)
+	snat(false, new4a)
+
+	// Replace the IPv6 address.
+	ip("addr", "add", new6.String()+"/64", "dev", "lb1", "nodad")
+	ip("addr", "del", lbAddr1V6.String()+"/64", "dev", "lb1")
+	e.waitIfAddrs(t, new4a, new6)
+	snat(true, new6)
+
+	// Break the subscription; a change made around the break still
+	// arrives, through the next subscription and its re-read.
+	close(sub)
+	ip("addr", "add", new4b.String()+"/24", "dev", "lb1")
+	ip("addr", "del", new4a.String()+"/24", "dev", "lb1")
+	nextSub()
+	e.waitIfAddrs(t, new4b, new6)
+	snat(false, new4b)
+
+	// The last IPv6 address goes: the entry loses it, and a flow that
+	// needs it is dropped instead of leaving from the removed address (a
+	// route keeps lb1 the way to the endpoint).
+	ip("addr", "del", new6.String()+"/64", "dev", "lb1")
+	e.waitIfAddrs(t, new4b, netip.Addr{})
+	ip("-6", "route", "replace", "fd01::/64", "dev", "lb1")
+	cport++
+	first := pkt{srcMAC: clientMAC, dstMAC: lbMAC0, src: clientV6, dst: vipV6, proto: uint8(ProtoUDP),
+		sport: cport, dport: vport, ttl: 64, payload: []byte("hello")}
+	if ret, out := e.run(first.frame()); ret != actShot {
+		t.Fatalf("IPv6 flow with no IPv6 address on lb1: verdict %d, want drop; out %x", ret, out)
+	}
+	// IPv4 is untouched by it.
+	snat(false, new4b)
+}
