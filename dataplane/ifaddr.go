@@ -45,12 +45,15 @@ func listerOf(h *netlink.Handle) addrLister {
 }
 
 // ifAddrsOf picks the interface's first global (or private) IPv4 and IPv6
-// address, in the kernel's order (the primary IPv4 address first).
+// address, in the kernel's order (the primary IPv4 address first). An IPv6
+// address whose duplicate address detection failed is never usable, so it
+// is skipped; a tentative one is taken (the datapath translates replies
+// before the stack sees them), and its DAD outcome arrives as a change.
 func ifAddrsOf(addrs []netlink.Addr) bpf.LbIfaddrVal {
 	var v bpf.LbIfaddrVal
 	for _, a := range addrs {
 		ip, ok := netip.AddrFromSlice(a.IP)
-		if !ok || !ip.IsGlobalUnicast() && !ip.IsPrivate() {
+		if !ok || !ip.IsGlobalUnicast() && !ip.IsPrivate() || a.Flags&unix.IFA_F_DADFAILED != 0 {
 			continue
 		}
 		ip = ip.Unmap()

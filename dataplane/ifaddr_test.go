@@ -2,11 +2,13 @@ package dataplane
 
 import (
 	"context"
+	"net"
 	"net/netip"
 	"testing"
 	"time"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 )
 
 // ifAddrsEntry reads the if_addrs entry of ifname.
@@ -178,4 +180,33 @@ func TestAddressChangeReachesDatapath(t *testing.T) {
 	}
 	// IPv4 is untouched by it.
 	snat(false, new4b)
+}
+
+// The address the datapath uses per family: the first usable one in the
+// kernel's order; link-local, loopback and DAD-failed addresses never.
+func TestIfAddrsOfPicksTheFirstUsableAddress(t *testing.T) {
+	addr := func(s string, flags int) netlink.Addr {
+		p := netip.MustParsePrefix(s)
+		return netlink.Addr{IPNet: &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}, Flags: flags}
+	}
+	for _, tc := range []struct {
+		name         string
+		addrs        []netlink.Addr
+		want4, want6 string
+	}{
+		{"none", nil, "none", "none"},
+		{"link-local only", []netlink.Addr{addr("169.254.1.1/16", 0), addr("fe80::1/64", 0)}, "none", "none"},
+		{"first of each family", []netlink.Addr{addr("fe80::1/64", 0), addr("10.1.0.1/24", 0), addr("2001:db8::1/64", 0),
+			addr("10.1.0.2/24", unix.IFA_F_SECONDARY), addr("2001:db8::2/64", 0)}, "10.1.0.1", "2001:db8::1"},
+		{"dad failed skipped", []netlink.Addr{addr("fd01::1/64", unix.IFA_F_DADFAILED|unix.IFA_F_TENTATIVE), addr("fd01::2/64", 0)}, "none", "fd01::2"},
+		{"tentative taken", []netlink.Addr{addr("fd01::3/64", unix.IFA_F_TENTATIVE)}, "none", "fd01::3"},
+		{"loopback skipped", []netlink.Addr{addr("127.0.0.1/8", 0), addr("::1/128", 0), addr("192.0.2.1/24", 0)}, "192.0.2.1", "none"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			v4, v6 := describeIfAddrs(ifAddrsOf(tc.addrs))
+			if v4 != tc.want4 || v6 != tc.want6 {
+				t.Fatalf("got %s / %s, want %s / %s", v4, v6, tc.want4, tc.want6)
+			}
+		})
+	}
 }
