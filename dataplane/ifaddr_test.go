@@ -2,8 +2,11 @@ package dataplane
 
 import (
 	"context"
+	"log/slog"
 	"net"
 	"net/netip"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -90,6 +93,8 @@ func TestAddressChangeReachesDatapath(t *testing.T) {
 			return nil
 		}
 	}
+	logs := &lockedLog{}
+	e.d.log = slog.New(slog.NewTextHandler(logs, nil))
 	ctx, cancel := context.WithCancel(context.Background())
 	ran := make(chan error, 1)
 	go func() { ran <- e.d.Run(ctx) }()
@@ -150,6 +155,10 @@ func TestAddressChangeReachesDatapath(t *testing.T) {
 	ip("addr", "del", lbAddr1V4.String()+"/24", "dev", "lb1")
 	e.waitIfAddrs(t, new4a, lbAddr1V6)
 	snat(false, new4a)
+	if l := logs.String(); !strings.Contains(l, "interface addresses changed") || !strings.Contains(l, "interface=lb1") ||
+		!strings.Contains(l, "oldIPv4=10.1.0.1 ipv4=10.1.0.2") {
+		t.Fatalf("no log line saying lb1's address changed:\n%s", l)
+	}
 
 	// Replace the IPv6 address.
 	ip("addr", "add", new6.String()+"/64", "dev", "lb1", "nodad")
@@ -209,4 +218,22 @@ func TestIfAddrsOfPicksTheFirstUsableAddress(t *testing.T) {
 			}
 		})
 	}
+}
+
+// lockedLog collects log output written from several goroutines.
+type lockedLog struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
