@@ -178,6 +178,9 @@ func (d *Datapath) watchAddresses(ctx context.Context) error {
 		err := d.subscribe(ch, done, netlink.AddrSubscribeOptions{
 			Namespace:    &ns,
 			ListExisting: true,
+			// Room for a burst (thousands of local VIPs added at start);
+			// an overrun still only costs a resubscription.
+			ReceiveBufferSize: 1 << 20,
 			ErrorCallback: func(err error) {
 				if ctx.Err() == nil {
 					d.log.Warn("address subscription", "error", err)
