@@ -1,7 +1,9 @@
 package dataplane
 
 import (
+	"bufio"
 	"context"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -236,4 +238,79 @@ func (l *lockedLog) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()
+}
+
+// The same through real packets (client -- lb -- backend namespaces, the
+// datapath attached with tcx): an onearm TCP service's endpoint sees the
+// LB's lb1 address as the client; after that address is replaced (no
+// re-attach), new connections reach the endpoint from the new address.
+func TestAddressChangeReachesTrafficOnearm(t *testing.T) {
+	te := newTrafficEnv(t)
+	var ln net.Listener
+	inNetns(t, te.backend, func() {
+		var err error
+		if ln, err = net.Listen("tcp", "10.1.0.10:8080"); err != nil {
+			t.Errorf("listen: %v", err)
+		}
+	})
+	if ln == nil {
+		t.FailNow()
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			// The endpoint answers with the address it sees the client at.
+			_, _ = fmt.Fprintf(c, "%s\n", c.RemoteAddr().(*net.TCPAddr).IP)
+			c.Close()
+		}
+	}()
+	d := te.load(t, false)
+	t.Cleanup(func() { _ = d.Destroy() })
+	ctx, cancel := context.WithCancel(context.Background())
+	ran := make(chan error, 1)
+	go func() { ran <- d.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		<-ran
+	})
+	if err := d.UpsertService(Service{ID: 1, VIP: vipV4, PortStart: 80, Proto: ProtoTCP, Mode: ModeOneArm,
+		Endpoints: []Endpoint{{Addr: epAddr(false, 0), Port: 8080}}}); err != nil {
+		t.Fatal(err)
+	}
+	// seenAs is the source address the endpoint saw on a new connection.
+	seenAs := func() (string, error) {
+		c, err := te.dial(t, "10.9.0.1:80")
+		if err != nil {
+			return "", err
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(3 * time.Second))
+		line, err := bufio.NewReader(c).ReadString('\n')
+		return strings.TrimSpace(line), err
+	}
+	if got, err := seenAs(); err != nil || got != "10.1.0.1" {
+		t.Fatalf("endpoint saw %q (%v), want 10.1.0.1", got, err)
+	}
+	run(t, "ip", "netns", "exec", te.lb, "sysctl", "-qw", "net.ipv4.conf.lb1.promote_secondaries=1")
+	run(t, "ip", "-n", te.lb, "addr", "add", "10.1.0.2/24", "dev", "lb1")
+	run(t, "ip", "-n", te.lb, "addr", "del", "10.1.0.1/24", "dev", "lb1")
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		got, err := seenAs()
+		if err == nil && got == "10.1.0.2" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after the address change the endpoint saw %q (%v), want 10.1.0.2", got, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	// And keeps doing so.
+	if got, err := seenAs(); err != nil || got != "10.1.0.2" {
+		t.Fatalf("endpoint saw %q (%v), want 10.1.0.2", got, err)
+	}
 }
