@@ -3,7 +3,6 @@ package dataplane
 import (
 	"errors"
 	"fmt"
-	"net/netip"
 	"path/filepath"
 	"sort"
 
@@ -11,8 +10,6 @@ import (
 	"github.com/cilium/ebpf/link"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
-
-	"github.com/telcolb/telcolb/bpf"
 )
 
 const (
@@ -40,7 +37,11 @@ func (d *Datapath) Attach(ifname string) error {
 		return fmt.Errorf("attach %s: %w", ifname, err)
 	}
 	idx := nl.Attrs().Index
-	if err := d.writeIfAddrs(nl); err != nil {
+	// Held until the interface is registered as attached, so an address
+	// change racing this Attach is applied by the watcher after it.
+	d.addrMu.Lock()
+	defer d.addrMu.Unlock()
+	if err := d.writeIfAddrs(listerOf(&netlink.Handle{}), ifname, idx); err != nil {
 		return fmt.Errorf("attach %s: %w", ifname, err)
 	}
 	d.mu.Lock()
@@ -138,6 +139,8 @@ func (d *Datapath) attachClsact(idx int) error {
 // Detach removes the datapath from ifname (whichever way it was attached,
 // also by an earlier process).
 func (d *Datapath) Detach(ifname string) error {
+	d.addrMu.Lock()
+	defer d.addrMu.Unlock()
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	a := d.attached[ifname]
@@ -163,34 +166,6 @@ func (d *Datapath) Detach(ifname string) error {
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("detach %s: %w", ifname, err)
-	}
-	return nil
-}
-
-// writeIfAddrs records the interface's first global IPv4 and IPv6 address,
-// the onearm SNAT source for traffic leaving through it.
-func (d *Datapath) writeIfAddrs(nl netlink.Link) error {
-	addrs, err := netlink.AddrList(nl, netlink.FAMILY_ALL)
-	if err != nil {
-		return fmt.Errorf("list addresses: %w", err)
-	}
-	var v bpf.LbIfaddrVal
-	for _, a := range addrs {
-		ip, ok := netip.AddrFromSlice(a.IP)
-		if !ok || !ip.IsGlobalUnicast() && !ip.IsPrivate() {
-			continue
-		}
-		ip = ip.Unmap()
-		if ip.Is4() && v.Flags&ifaV4 == 0 {
-			v.V4 = ip.As4()
-			v.Flags |= ifaV4
-		} else if ip.Is6() && v.Flags&ifaV6 == 0 {
-			v.V6 = ip.As16()
-			v.Flags |= ifaV6
-		}
-	}
-	if err := d.objs.IfAddrs.Put(uint32(nl.Attrs().Index), &v); err != nil {
-		return fmt.Errorf("write if_addrs: %w", err)
 	}
 	return nil
 }

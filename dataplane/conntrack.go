@@ -281,15 +281,28 @@ func (d *Datapath) FlushConntrack() error {
 	return d.recomputeActiveLocked()
 }
 
-// Run expires idle connections and affinities every AgeInterval until ctx is
-// done.
+// Run expires idle connections and affinities every AgeInterval and follows
+// address changes of the attached interfaces until ctx is done.
 func (d *Datapath) Run(ctx context.Context) error {
 	t := time.NewTicker(d.cfg.AgeInterval)
 	defer t.Stop()
+	// Address changes of attached interfaces reach if_addrs (ifaddr.go). A
+	// watcher that cannot start leaves the addresses of attach time in
+	// place: logged, not fatal to forwarding.
+	watched := make(chan error, 1)
+	go func() { watched <- d.watchAddresses(ctx) }()
 	for {
 		select {
 		case <-ctx.Done():
+			if watched != nil {
+				<-watched
+			}
 			return nil
+		case err := <-watched:
+			if err != nil {
+				d.log.Error("interface address changes will not reach the datapath", "error", err)
+			}
+			watched = nil
 		case <-t.C:
 			if n, err := d.ageOnce(d.now()); err != nil {
 				d.log.Warn("conntrack ageing", "err", err)

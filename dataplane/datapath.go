@@ -11,6 +11,8 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
 	"github.com/telcolb/telcolb/bpf"
@@ -57,6 +59,14 @@ type Datapath struct {
 	// maxServices is the size of the per-service arrays: IDs are
 	// 1..maxServices-1.
 	maxServices uint32
+
+	// addrMu serialises the if_addrs writes of Attach, Detach and the
+	// address watcher (ifaddr.go); taken before mu.
+	addrMu sync.Mutex
+	// netns is the network namespace Load ran in, where the attached
+	// interfaces live; subscribe opens the address subscription.
+	netns     netns.NsHandle
+	subscribe addrSubscriber
 
 	mu       sync.Mutex
 	attached map[string]*attachment
@@ -131,13 +141,20 @@ func Load(cfg Config) (*Datapath, error) {
 		restorePins(olds, cfg.Logger)
 		return nil, err
 	}
+	ns, err := currentNetns()
+	if err != nil {
+		restorePins(olds, cfg.Logger)
+		return nil, err
+	}
 	d := &Datapath{cfg: cfg, log: cfg.Logger, attached: map[string]*attachment{}, now: monotonicNow,
-		maxServices: spec.Maps[bpf.LbMapSvcInfos].MaxEntries, codec: codec, readers: map[*ChangeReader]struct{}{}}
+		maxServices: spec.Maps[bpf.LbMapSvcInfos].MaxEntries, codec: codec, readers: map[*ChangeReader]struct{}{},
+		netns: ns, subscribe: netlink.AddrSubscribeWithOptions}
 	// The verifier's statistics (instructions, stack depth per subprogram)
 	// are logged at load: how close the program is to an older kernel's
 	// limits shows on the kernel that loaded it.
 	opts := &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: cfg.PinPath}, Programs: ebpf.ProgramOptions{LogLevel: ebpf.LogLevelStats}}
 	fail := func(err error) (*Datapath, error) {
+		d.netns.Close()
 		// Leave the pin path as it was: new pins out, old ones back.
 		for _, op := range olds {
 			_ = os.Remove(op.path)
@@ -184,6 +201,7 @@ func Load(cfg Config) (*Datapath, error) {
 	}
 	if err := d.fillFilterFromConntrack(); err != nil {
 		d.objs.Close()
+		d.netns.Close()
 		return nil, err
 	}
 	return d, nil
@@ -211,6 +229,10 @@ func (d *Datapath) Close() error {
 		delete(d.attached, name)
 	}
 	errs = append(errs, d.objs.Close())
+	if d.netns.IsOpen() {
+		errs = append(errs, d.netns.Close())
+		d.netns = netns.None()
+	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("close datapath: %w", err)
 	}
