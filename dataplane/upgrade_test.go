@@ -185,14 +185,13 @@ func TestUpgradeFromLastReleaseIsByteExact(t *testing.T) {
 		return pkt{srcMAC: epMAC(0), dstMAC: lbMAC1, src: src, dst: dst, proto: 132, sport: sc.eprt, dport: sc.sport, ttl: 64,
 			sctpVtag: 0x1111, sctpChunks: sctpData(41)}
 	}
-	epToC1 := &upgradeProbe{what: "SCTP endpoint e1 -> c1", ifindex: lb1, frame: sctpPkt(false, a.e1, a.c1).frame()}
 	probes = append(probes,
 		&upgradeProbe{what: "SCTP client c1 -> vip", ifindex: e.ifindex0, frame: sctpPkt(true, a.c1, a.vip).frame()},
 		&upgradeProbe{what: "SCTP client c2 -> vip2", ifindex: e.ifindex0, frame: sctpPkt(true, a.c2, a.vip2).frame()},
 		&upgradeProbe{what: "SCTP endpoint e2 -> c2", ifindex: lb1, frame: sctpPkt(false, a.e2, a.c2).frame()},
 		// Last: the endpoint's packet to c1 answered by nothing from c1
 		// since; the old program leaves it on c1's path.
-		epToC1)
+		&upgradeProbe{what: "SCTP endpoint e1 -> c1", ifindex: lb1, frame: sctpPkt(false, a.e1, a.c1).frame()})
 	for _, p := range probes {
 		p.ret, p.out = oldEnv.runOn(old.objs.TcIngress, p.ifindex, p.frame)
 		if p.ret != actRedirect {
@@ -202,6 +201,7 @@ func TestUpgradeFromLastReleaseIsByteExact(t *testing.T) {
 	// The client's heartbeat from c2 makes c2 the live address while c1
 	// stays unanswered: with the hold-down of a minute nothing is steered,
 	// unless c1's "moved" bit were set (200 ms).
+	time.Sleep(20 * time.Millisecond) // the datapath's clock is coarse
 	hb := sctpPkt(true, a.c2, a.vip2)
 	hb.sctpChunks = []byte{4, 0, 0, 12, 0, 1, 0, 8, 1, 2, 3, 4}
 	if ret, _ := oldEnv.run(hb.frame()); ret != actRedirect {
@@ -384,8 +384,11 @@ func TestUpgradeFromLastReleaseIsByteExact(t *testing.T) {
 
 	// Wait past the 200 ms a "moved" bit would give, then every probe
 	// through the new program: byte for byte the old program's output.
+	// Backwards: the endpoint's packet to c1 first, before any client
+	// packet from c1 could clear that bit.
 	time.Sleep(300 * time.Millisecond)
-	for _, p := range probes {
+	for i := len(probes) - 1; i >= 0; i-- {
+		p := probes[i]
 		ret, out := e.runOn(d.objs.TcIngress, p.ifindex, p.frame)
 		if ret != p.ret {
 			t.Fatalf("%s after the upgrade: verdict %d, the last release gave %d", p.what, ret, p.ret)
