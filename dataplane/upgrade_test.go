@@ -241,7 +241,6 @@ func TestUpgradeFromLastReleaseIsByteExact(t *testing.T) {
 		svcStats                  map[uint32][]bpf.LbCounters
 		steerStats                map[uint32][]uint64
 		ct                        map[bpf.LbCtKey]bpf.LbCtVal
-		ctEntries                 int
 	}
 	take := func(d *Datapath) snapshot {
 		s := snapshot{
@@ -262,7 +261,6 @@ func TestUpgradeFromLastReleaseIsByteExact(t *testing.T) {
 		if s.ct, err = d.snapshot(); err != nil {
 			t.Fatal(err)
 		}
-		s.ctEntries = len(s.ct)
 		return s
 	}
 	before := take(old)
