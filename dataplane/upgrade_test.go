@@ -98,6 +98,14 @@ func memberOffset(t *testing.T, typ btf.Type, name string) (uint32, uint32) {
 // new flow, and the maps the release did not have (maglev tables,
 // fragments, the conntrack event ring) come up empty and work.
 func TestUpgradeFromLastReleaseIsByteExact(t *testing.T) {
+	// The association in default mode (the endpoint sees the client's
+	// addresses) and in fullnat (it sees the LB's).
+	for name, mode := range map[string]Mode{"sctp default": ModeDefault, "sctp fullnat": ModeFullNAT} {
+		t.Run(name, func(t *testing.T) { testUpgradeFromLastRelease(t, mode) })
+	}
+}
+
+func testUpgradeFromLastRelease(t *testing.T, sctpMode Mode) {
 	e := newEnv(t)
 	e.mhNeighbours()
 	if err := e.d.Destroy(); err != nil {
@@ -130,7 +138,7 @@ func TestUpgradeFromLastReleaseIsByteExact(t *testing.T) {
 	}
 	// The multi-homed association (service 60): INIT and INIT-ACK listing
 	// two addresses each, so it has paths.
-	sc := newSteerCase(t, &oldEnv, 60, ModeDefault, false)
+	sc := newSteerCase(t, &oldEnv, 60, sctpMode, false)
 	a := sc.a
 
 	// Flows through the old program: each one's first packet, then its
@@ -187,11 +195,15 @@ func TestUpgradeFromLastReleaseIsByteExact(t *testing.T) {
 	}
 	probes = append(probes,
 		&upgradeProbe{what: "SCTP client c1 -> vip", ifindex: e.ifindex0, frame: sctpPkt(true, a.c1, a.vip).frame()},
-		&upgradeProbe{what: "SCTP client c2 -> vip2", ifindex: e.ifindex0, frame: sctpPkt(true, a.c2, a.vip2).frame()},
-		&upgradeProbe{what: "SCTP endpoint e2 -> c2", ifindex: lb1, frame: sctpPkt(false, a.e2, a.c2).frame()},
+		&upgradeProbe{what: "SCTP client c2 -> vip2", ifindex: e.ifindex0, frame: sctpPkt(true, a.c2, a.vip2).frame()})
+	if sctpMode == ModeDefault {
+		probes = append(probes, &upgradeProbe{what: "SCTP endpoint e2 -> c2", ifindex: lb1, frame: sctpPkt(false, a.e2, a.c2).frame()})
+	}
+	probes = append(probes,
 		// Last: the endpoint's packet to c1 answered by nothing from c1
 		// since; the old program leaves it on c1's path.
-		&upgradeProbe{what: "SCTP endpoint e1 -> c1", ifindex: lb1, frame: sctpPkt(false, a.e1, a.c1).frame()})
+		// (sc.src: c1 as the endpoint sees it, in fullnat the LB's source.)
+		&upgradeProbe{what: "SCTP endpoint e1 -> c1", ifindex: lb1, frame: sctpPkt(false, a.e1, sc.src).frame()})
 	for _, p := range probes {
 		p.ret, p.out = oldEnv.runOn(old.objs.TcIngress, p.ifindex, p.frame)
 		if p.ret != actRedirect {
