@@ -262,6 +262,8 @@ func oldDatapath(t *testing.T, object, pinPath string) (*Datapath, *ebpf.Collect
 	d.objs.Endpoints, d.objs.SelTables, d.objs.SvcVipList = coll.Maps["endpoints"], coll.Maps["sel_tables"], coll.Maps["svc_vip_list"]
 	d.objs.Conntrack, d.objs.SvcStats = coll.Maps["conntrack"], coll.Maps["svc_stats"]
 	d.objs.EpActive = coll.Maps["ep_active"]
+	// Releases with SCTP association records (nil before them).
+	d.objs.Assocs = coll.Maps["assocs"]
 	// Maps those releases did not have (the address filter, endpoint
 	// counters by slot): today's writer gets throwaway ones, so the new
 	// datapath must rebuild its own (the filter from conntrack, the slots
