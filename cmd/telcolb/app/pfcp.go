@@ -2,13 +2,11 @@ package app
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net/netip"
 	"os"
 	"path/filepath"
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -48,30 +46,28 @@ type PFCPConfig struct {
 }
 
 type pfcpManager struct {
+	proxyManager[sctplb.N4Config, *sctplb.N4Proxy]
 	cfg PFCPConfig
 	// dir holds one state directory per PFCP service ("" keeps state in
 	// memory, for tests).
 	dir string
-	log *slog.Logger
-	reg prometheus.Registerer
-
-	mu      sync.Mutex
-	proxies map[string]*pfcpProxy
-}
-
-type pfcpProxy struct {
-	fingerprint string
-	proxy       *sctplb.N4Proxy
-	cancel      context.CancelFunc
-	done        chan struct{}
-	reg         *trackingRegisterer
 }
 
 func newPFCPManager(cfg PFCPConfig, stateDir string, reg prometheus.Registerer, log *slog.Logger) *pfcpManager {
-	m := &pfcpManager{cfg: cfg, log: log, reg: reg, proxies: map[string]*pfcpProxy{}}
+	m := &pfcpManager{cfg: cfg}
 	if stateDir != "" {
 		m.dir = filepath.Join(stateDir, "pfcp")
 	}
+	m.proxyManager = newProxyManager(proxyKind[sctplb.N4Config, *sctplb.N4Proxy]{
+		name: "PFCP proxy", errPrefix: "pfcp service",
+		restarting: "PFCP service changed: rebuilding its proxy on the same sessions",
+		configOf:   m.pfcpConfigOf,
+		start:      m.start,
+		describe: func(_ api.Service, c sctplb.N4Config) []any {
+			return []any{"listen", c.Listen, "upfs", len(c.UPFs), "policy", c.Policy.String(), "onLoss", c.OnLoss.String()}
+		},
+		fill: fillPFCP,
+	}, reg, log)
 	return m
 }
 
@@ -145,59 +141,23 @@ func upfName(svc api.Service, ep api.Endpoint) string {
 	return fmt.Sprintf("%s:%d", ep.Address, port)
 }
 
-// apply starts, restarts or keeps the proxy of svc; before runs whenever a
-// proxy is (re)started. A socket error (VIP not local) fails the API call.
-func (m *pfcpManager) apply(svc api.Service, before func() error) error {
-	cfg, err := m.pfcpConfigOf(svc)
-	if err != nil {
-		return err
+// start builds the proxy on the state its predecessor left: on disk, or
+// handed over in memory when there is no state directory.
+func (m *pfcpManager) start(svc api.Service, cfg sctplb.N4Config, prev *liveProxy[sctplb.N4Config, *sctplb.N4Proxy], reg prometheus.Registerer) (*sctplb.N4Proxy, func(context.Context) error, error) {
+	if prev != nil && m.dir == "" {
+		st := prev.proxy.State()
+		cfg.Restore = &st
 	}
-	fp, err := json.Marshal(cfg)
-	if err != nil {
-		return fmt.Errorf("pfcp service %s: %w", svc.Name, err)
-	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	var handoff *n4.State
-	if cur := m.proxies[svc.Name]; cur != nil {
-		if cur.fingerprint == string(fp) {
-			return nil
-		}
-		m.log.Info("PFCP service changed: rebuilding its proxy on the same sessions", "service", svc.Name)
-		m.stopLocked(svc.Name)
-		if m.dir == "" {
-			st := cur.proxy.State()
-			handoff = &st
-		}
-	}
-	if before != nil {
-		if err := before(); err != nil {
-			return err
-		}
-	}
-	reg := &trackingRegisterer{reg: m.reg}
 	cfg.Registerer, cfg.Logger = reg, m.log.With("pfcp", svc.Name)
-	cfg.StateDir, cfg.Restore = m.stateDirOf(svc.Name), handoff
+	cfg.StateDir = m.stateDirOf(svc.Name)
 	p, err := sctplb.NewN4(cfg)
 	if err != nil {
-		reg.unregisterAll()
-		return fmt.Errorf("pfcp service %s: %w", svc.Name, err)
+		return nil, nil, fmt.Errorf("pfcp service %s: %w", svc.Name, err)
 	}
 	if err := p.Open(); err != nil {
-		reg.unregisterAll()
-		return &api.FieldError{Field: "vip", Message: fmt.Sprintf("PFCP proxy cannot listen (the VIP must be a local address of the daemon): %v", err)}
+		return nil, nil, &api.FieldError{Field: "vip", Message: fmt.Sprintf("PFCP proxy cannot listen (the VIP must be a local address of the daemon): %v", err)}
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	pp := &pfcpProxy{fingerprint: string(fp), proxy: p, cancel: cancel, done: make(chan struct{}), reg: reg}
-	go func() {
-		defer close(pp.done)
-		if err := p.Serve(ctx); err != nil {
-			m.log.Error("PFCP proxy stopped", "service", svc.Name, "error", err)
-		}
-	}()
-	m.proxies[svc.Name] = pp
-	m.log.Info("PFCP proxy started", "service", svc.Name, "listen", cfg.Listen, "upfs", len(cfg.UPFs), "policy", cfg.Policy.String(), "onLoss", cfg.OnLoss.String())
-	return nil
+	return p, p.Serve, nil
 }
 
 // remove stops the proxy of a deleted service and deletes its state: its
@@ -213,29 +173,11 @@ func (m *pfcpManager) remove(name string) {
 	}
 }
 
-func (m *pfcpManager) stopLocked(name string) {
-	pp := m.proxies[name]
-	if pp == nil {
-		return
-	}
-	pp.cancel()
-	<-pp.done
-	pp.reg.unregisterAll()
-	delete(m.proxies, name)
-	m.log.Info("PFCP proxy stopped", "service", name)
-}
-
 // fill puts the proxy's state into a service status: an endpoint's
 // ActiveConnections is the PFCP sessions its UPF holds, and it is healthy
 // while its association is up.
-func (m *pfcpManager) fill(st *api.ServiceStatus) {
-	m.mu.Lock()
-	pp := m.proxies[st.Service.Name]
-	m.mu.Unlock()
-	if pp == nil {
-		return
-	}
-	s := pp.proxy.Stats()
+func fillPFCP(p *sctplb.N4Proxy, st *api.ServiceStatus) {
+	s := p.Stats()
 	byName := map[string]sctplb.N4UPFStats{}
 	for _, u := range s.UPFs {
 		byName[u.Name] = u
@@ -248,12 +190,4 @@ func (m *pfcpManager) fill(st *api.ServiceStatus) {
 		total += uint64(u.Sessions)
 	}
 	st.ActiveConnections = total
-}
-
-func (m *pfcpManager) close() {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	for name := range m.proxies {
-		m.stopLocked(name)
-	}
 }
