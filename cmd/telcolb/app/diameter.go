@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -43,27 +42,38 @@ type DiameterConfig struct {
 }
 
 type diameterManager struct {
+	proxyManager[diameterSpec, *sctplb.DiameterAgent]
 	cfg  DiameterConfig
-	log  *slog.Logger
-	reg  prometheus.Registerer
 	sctp func() (transport.Transport, error)
-
-	mu     sync.Mutex
-	agents map[string]*diameterAgent
 }
 
-type diameterAgent struct {
-	// fingerprint is the whole configuration; identity the part that
-	// needs a restart to change (everything but servers and policy).
-	fingerprint, identity string
-	agent                 *sctplb.DiameterAgent
-	cancel                context.CancelFunc
-	done                  chan struct{}
-	reg                   *trackingRegisterer
+// diameterSpec is what a running agent depends on: its configuration and
+// whether it speaks SCTP (the transport itself is added at start).
+type diameterSpec struct {
+	C    sctplb.DiameterConfig
+	SCTP bool
 }
 
 func newDiameterManager(cfg DiameterConfig, sctp func() (transport.Transport, error), reg prometheus.Registerer, log *slog.Logger) *diameterManager {
-	return &diameterManager{cfg: cfg, log: log, reg: reg, sctp: sctp, agents: map[string]*diameterAgent{}}
+	m := &diameterManager{cfg: cfg, sctp: sctp}
+	m.proxyManager = newProxyManager(proxyKind[diameterSpec, *sctplb.DiameterAgent]{
+		name: "Diameter agent", errPrefix: "diameter service",
+		restarting:  "Diameter service changed what peers exchanged capabilities on: restarting its agent; its peers reconnect",
+		configOf:    m.specOf,
+		reconfigure: m.reconfigure,
+		start:       m.start,
+		describe: func(svc api.Service, sp diameterSpec) []any {
+			return []any{"listen", sp.C.Listen, "protocol", svc.Protocol, "mode", sp.C.Mode.String(),
+				"servers", len(sp.C.Servers), "policy", sp.C.Policy.String()}
+		},
+		fill: fillDiameter,
+	}, reg, log)
+	return m
+}
+
+func (m *diameterManager) specOf(svc api.Service) (diameterSpec, error) {
+	c, err := m.diameterConfigOf(svc)
+	return diameterSpec{C: c, SCTP: svc.Protocol == api.ProtocolSCTP}, err
 }
 
 // diameterConfigOf maps an api.Service onto an agent configuration.
@@ -121,113 +131,61 @@ func diameterServerName(svc api.Service, ep api.Endpoint) string {
 	return fmt.Sprintf("%s:%d", ep.Address, port)
 }
 
-// apply starts, restarts or keeps the agent of svc; before runs whenever
-// an agent is (re)started. A socket error (VIP not local) fails the call.
-func (m *diameterManager) apply(svc api.Service, before func() error) error {
-	cfg, err := m.diameterConfigOf(svc)
+// reconfigure applies a change of servers or policy to the running agent;
+// a change of anything peers exchanged capabilities on restarts it.
+func (m *diameterManager) reconfigure(name string, a *sctplb.DiameterAgent, cur, next diameterSpec) (bool, error) {
+	curID, err := identityOf(cur)
 	if err != nil {
-		return err
+		return false, fmt.Errorf("diameter service %s: %w", name, err)
 	}
-	fp, err := json.Marshal(struct {
-		C    sctplb.DiameterConfig
-		SCTP bool
-	}{cfg, svc.Protocol == api.ProtocolSCTP})
+	nextID, err := identityOf(next)
 	if err != nil {
-		return fmt.Errorf("diameter service %s: %w", svc.Name, err)
+		return false, fmt.Errorf("diameter service %s: %w", name, err)
 	}
-	ident := cfg
-	ident.Servers, ident.Policy = nil, 0
-	idfp, err := json.Marshal(struct {
-		C    sctplb.DiameterConfig
-		SCTP bool
-	}{ident, svc.Protocol == api.ProtocolSCTP})
-	if err != nil {
-		return fmt.Errorf("diameter service %s: %w", svc.Name, err)
+	if curID != nextID {
+		return false, nil
 	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if cur := m.agents[svc.Name]; cur != nil {
-		if cur.fingerprint == string(fp) {
-			return nil
-		}
-		if cur.identity == string(idfp) {
-			if err := cur.agent.Reconfigure(cfg.Servers, cfg.Policy); err != nil {
-				return fmt.Errorf("diameter service %s: %w", svc.Name, err)
-			}
-			cur.fingerprint = string(fp)
-			m.log.Info("Diameter service changed: servers and policy applied in place", "service", svc.Name,
-				"servers", len(cfg.Servers), "policy", cfg.Policy.String())
-			return nil
-		}
-		m.log.Info("Diameter service changed what peers exchanged capabilities on: restarting its agent; its peers reconnect", "service", svc.Name)
-		m.stopLocked(svc.Name)
+	if err := a.Reconfigure(next.C.Servers, next.C.Policy); err != nil {
+		return false, fmt.Errorf("diameter service %s: %w", name, err)
 	}
-	if before != nil {
-		if err := before(); err != nil {
-			return err
-		}
-	}
-	if svc.Protocol == api.ProtocolSCTP {
+	m.log.Info("Diameter service changed: servers and policy applied in place", "service", name,
+		"servers", len(next.C.Servers), "policy", next.C.Policy.String())
+	return true, nil
+}
+
+// identityOf is the fingerprint of what needs a restart to change:
+// everything but the servers and the policy.
+func identityOf(sp diameterSpec) (string, error) {
+	sp.C.Servers, sp.C.Policy = nil, 0
+	b, err := json.Marshal(sp)
+	return string(b), err
+}
+
+func (m *diameterManager) start(svc api.Service, sp diameterSpec, _ *liveProxy[diameterSpec, *sctplb.DiameterAgent], reg prometheus.Registerer) (*sctplb.DiameterAgent, func(context.Context) error, error) {
+	cfg := sp.C
+	if sp.SCTP {
 		tr, err := m.sctp()
 		if err != nil {
-			return fmt.Errorf("diameter service %s: %w", svc.Name, err)
+			return nil, nil, fmt.Errorf("diameter service %s: %w", svc.Name, err)
 		}
 		cfg.SCTP = tr
 	}
-	reg := &trackingRegisterer{reg: m.reg}
 	cfg.Registerer, cfg.Logger = reg, m.log.With("diameter", svc.Name)
 	a, err := sctplb.NewDiameter(cfg)
 	if err != nil {
-		reg.unregisterAll()
-		return fmt.Errorf("diameter service %s: %w", svc.Name, err)
+		return nil, nil, fmt.Errorf("diameter service %s: %w", svc.Name, err)
 	}
 	if err := a.Open(); err != nil {
-		reg.unregisterAll()
-		return &api.FieldError{Field: "vip", Message: fmt.Sprintf("Diameter agent cannot listen (the VIP must be a local address of the daemon): %v", err)}
+		return nil, nil, &api.FieldError{Field: "vip", Message: fmt.Sprintf("Diameter agent cannot listen (the VIP must be a local address of the daemon): %v", err)}
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	da := &diameterAgent{fingerprint: string(fp), identity: string(idfp), agent: a, cancel: cancel, done: make(chan struct{}), reg: reg}
-	go func() {
-		defer close(da.done)
-		if err := a.Serve(ctx); err != nil {
-			m.log.Error("Diameter agent stopped", "service", svc.Name, "error", err)
-		}
-	}()
-	m.agents[svc.Name] = da
-	m.log.Info("Diameter agent started", "service", svc.Name, "listen", cfg.Listen, "protocol", svc.Protocol, "mode", cfg.Mode.String(),
-		"servers", len(cfg.Servers), "policy", cfg.Policy.String())
-	return nil
-}
-
-func (m *diameterManager) remove(name string) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.stopLocked(name)
-}
-
-func (m *diameterManager) stopLocked(name string) {
-	da := m.agents[name]
-	if da == nil {
-		return
-	}
-	da.cancel()
-	<-da.done
-	da.reg.unregisterAll()
-	delete(m.agents, name)
-	m.log.Info("Diameter agent stopped", "service", name)
+	return a, a.Serve, nil
 }
 
 // fill puts the agent's state into a service status: an endpoint's
 // ActiveConnections is the Session-Id bindings its server holds, and it
 // is healthy while its watchdog state is OKAY.
-func (m *diameterManager) fill(st *api.ServiceStatus) {
-	m.mu.Lock()
-	da := m.agents[st.Service.Name]
-	m.mu.Unlock()
-	if da == nil {
-		return
-	}
-	s := da.agent.Stats()
+func fillDiameter(a *sctplb.DiameterAgent, st *api.ServiceStatus) {
+	s := a.Stats()
 	byName := map[string]sctplb.DiameterServerStats{}
 	for _, u := range s.Servers {
 		byName[u.Name] = u
@@ -240,12 +198,4 @@ func (m *diameterManager) fill(st *api.ServiceStatus) {
 		total += uint64(u.Sessions)
 	}
 	st.ActiveConnections = total
-}
-
-func (m *diameterManager) close() {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	for name := range m.agents {
-		m.stopLocked(name)
-	}
 }
