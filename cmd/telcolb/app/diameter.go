@@ -71,14 +71,13 @@ func newDiameterManager(cfg DiameterConfig, sctp func() (transport.Transport, er
 	return m
 }
 
+// specOf maps an api.Service onto an agent configuration; leastconn means
+// "fewest sessions" (policyOf).
 func (m *diameterManager) specOf(svc api.Service) (diameterSpec, error) {
 	c, err := m.diameterConfigOf(svc)
 	return diameterSpec{C: c, SCTP: svc.Protocol == api.ProtocolSCTP}, err
 }
 
-// diameterConfigOf maps an api.Service onto an agent configuration.
-// Selection: rr (weighted when the endpoints carry different weights) or
-// leastconn (fewest sessions).
 func (m *diameterManager) diameterConfigOf(svc api.Service) (sctplb.DiameterConfig, error) {
 	d := svc.Diameter
 	c := sctplb.DiameterConfig{Name: svc.Name, Tw: m.cfg.Tw, Tc: m.cfg.Tc, RequestTimeout: m.cfg.RequestTimeout, SessionIdle: m.cfg.SessionIdle,
@@ -91,44 +90,15 @@ func (m *diameterManager) diameterConfigOf(svc api.Service) (sctplb.DiameterConf
 	if d.Mode == api.DiameterProxy {
 		c.Mode = diam.Proxy
 	}
-	weights := map[uint16]bool{}
-	for i, ep := range svc.Endpoints {
-		a, err := netip.ParseAddr(ep.Address)
-		if err != nil {
-			return c, &api.FieldError{Field: fmt.Sprintf("endpoints[%d].address", i), Message: err.Error()}
-		}
-		port := ep.Port
-		if port == 0 {
-			port = svc.Port
-		}
-		w := max(ep.Weight, 1)
-		weights[w] = true
-		c.Servers = append(c.Servers, sctplb.DiameterServer{Name: diameterServerName(svc, ep), Addr: netip.AddrPortFrom(a, port), Weight: int(w)})
+	bs, weighted, err := backendsOf(svc, svc.Port)
+	if err != nil {
+		return c, err
 	}
-	switch svc.Select {
-	case "", api.SelectRoundRobin:
-		c.Policy = diam.RoundRobin
-		if len(weights) > 1 {
-			c.Policy = diam.Weighted
-		}
-	case api.SelectLeastConn:
-		c.Policy = diam.LeastSessions
-	default:
-		return c, &api.FieldError{Field: "select", Message: fmt.Sprintf("Diameter agents bind sessions with rr (weighted when endpoint weights differ) or leastconn (fewest sessions), not %s", svc.Select)}
+	for _, b := range bs {
+		c.Servers = append(c.Servers, sctplb.DiameterServer{Name: b.name, Addr: b.addr, Weight: b.weight})
 	}
-	return c, nil
-}
-
-// diameterServerName is an endpoint's name in the agent and its metrics.
-func diameterServerName(svc api.Service, ep api.Endpoint) string {
-	port := ep.Port
-	if port == 0 {
-		port = svc.Port
-	}
-	if a, err := netip.ParseAddr(ep.Address); err == nil {
-		return netip.AddrPortFrom(a, port).String()
-	}
-	return fmt.Sprintf("%s:%d", ep.Address, port)
+	c.Policy, err = policyOf(svc, weighted, diam.RoundRobin, diam.Weighted, diam.LeastSessions, "Diameter agents bind sessions", "sessions")
+	return c, err
 }
 
 // reconfigure applies a change of servers or policy to the running agent;
@@ -185,17 +155,9 @@ func (m *diameterManager) start(svc api.Service, sp diameterSpec, _ *liveProxy[d
 // ActiveConnections is the Session-Id bindings its server holds, and it
 // is healthy while its watchdog state is OKAY.
 func fillDiameter(a *sctplb.DiameterAgent, st *api.ServiceStatus) {
-	s := a.Stats()
 	byName := map[string]sctplb.DiameterServerStats{}
-	for _, u := range s.Servers {
+	for _, u := range a.Stats().Servers {
 		byName[u.Name] = u
 	}
-	var total uint64
-	for i, ep := range st.Endpoints {
-		u := byName[diameterServerName(st.Service, api.Endpoint{Address: ep.Address, Port: ep.Port})]
-		st.Endpoints[i].ActiveConnections = uint64(u.Sessions)
-		st.Endpoints[i].Healthy = u.Up
-		total += uint64(u.Sessions)
-	}
-	st.ActiveConnections = total
+	fillSessions(st, st.Service.Port, func(name string) (int, bool) { return byName[name].Sessions, byName[name].Up })
 }

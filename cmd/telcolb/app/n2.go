@@ -101,11 +101,8 @@ type n2Spec struct {
 	Policy steer.Policy
 }
 
-// n2SpecOf maps an api.Service onto a proxy configuration. Selection: rr is
-// round robin, or weighted when the endpoints carry different weights;
-// leastconn is "fewest UE contexts". hash and persist have no meaning for
-// UEs (the 5G-S-TMSI already pins a returning UE to its AMF) and are
-// refused.
+// n2SpecOf maps an api.Service onto a proxy configuration; leastconn
+// means "fewest UE contexts" (policyOf).
 func n2SpecOf(svc api.Service) (n2Spec, error) {
 	var sp n2Spec
 	if svc.PortEnd != 0 && svc.PortEnd != svc.Port {
@@ -119,39 +116,15 @@ func n2SpecOf(svc api.Service) (n2Spec, error) {
 		sp.Listen.Addrs = append(sp.Listen.Addrs, a)
 	}
 	sp.Listen.Port = svc.Port
-	weights := map[uint16]bool{}
-	for i, ep := range svc.Endpoints {
-		a, err := netip.ParseAddr(ep.Address)
-		if err != nil {
-			return sp, &api.FieldError{Field: fmt.Sprintf("endpoints[%d].address", i), Message: err.Error()}
-		}
-		port := ep.Port
-		if port == 0 {
-			port = svc.Port
-		}
-		w := ep.Weight
-		if w == 0 {
-			w = 1
-		}
-		weights[w] = true
-		sp.AMFs = append(sp.AMFs, sctplb.AMFEndpoint{
-			Name:    amfName(svc, ep),
-			Address: transport.Endpoint{Addrs: []netip.Addr{a}, Port: port},
-			Weight:  int(w),
-		})
+	bs, weighted, err := backendsOf(svc, svc.Port)
+	if err != nil {
+		return sp, err
 	}
-	switch svc.Select {
-	case "", api.SelectRoundRobin:
-		sp.Policy = steer.RoundRobin
-		if len(weights) > 1 {
-			sp.Policy = steer.Weighted
-		}
-	case api.SelectLeastConn:
-		sp.Policy = steer.LeastUEs
-	default:
-		return sp, &api.FieldError{Field: "select", Message: fmt.Sprintf("N2 services steer UEs with rr (weighted when endpoint weights differ) or leastconn (fewest UEs), not %s", svc.Select)}
+	for _, b := range bs {
+		sp.AMFs = append(sp.AMFs, sctplb.AMFEndpoint{Name: b.name, Address: transport.Endpoint{Addrs: []netip.Addr{b.addr.Addr()}, Port: b.addr.Port()}, Weight: b.weight})
 	}
-	return sp, nil
+	sp.Policy, err = policyOf(svc, weighted, steer.RoundRobin, steer.Weighted, steer.LeastUEs, "N2 services steer UEs", "UEs")
+	return sp, err
 }
 
 // start runs under proxyManager.mu, which transportLocked needs: the first
@@ -263,7 +236,7 @@ func fillN2(p *sctplb.Proxy, st *api.ServiceStatus) {
 	}
 	var total uint64
 	for i, ep := range st.Endpoints {
-		a, ok := amfs[amfName(st.Service, api.Endpoint{Address: ep.Address, Port: ep.Port})]
+		a, ok := amfs[backendName(api.Endpoint{Address: ep.Address, Port: ep.Port}, st.Service.Port)]
 		n := uint64(a.UEs)
 		st.Endpoints[i].ActiveConnections = n
 		total += n
@@ -280,18 +253,6 @@ func fillN2(p *sctplb.Proxy, st *api.ServiceStatus) {
 		}
 	}
 	st.ActiveConnections = total
-}
-
-// amfName is the name an endpoint's AMF has in the proxy (and its metrics).
-func amfName(svc api.Service, ep api.Endpoint) string {
-	port := ep.Port
-	if port == 0 {
-		port = svc.Port
-	}
-	if a, err := netip.ParseAddr(ep.Address); err == nil {
-		return netip.AddrPortFrom(a, port).String()
-	}
-	return fmt.Sprintf("%s:%d", ep.Address, port)
 }
 
 // close stops every proxy and releases the transport.

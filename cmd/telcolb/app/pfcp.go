@@ -78,9 +78,8 @@ func (m *pfcpManager) stateDirOf(name string) string {
 	return filepath.Join(m.dir, name)
 }
 
-// pfcpConfigOf maps an api.Service onto a proxy configuration. Selection:
-// rr (weighted when the endpoints carry different weights) or leastconn
-// ("fewest sessions"); hash and persist have no meaning for PFCP sessions.
+// pfcpConfigOf maps an api.Service onto a proxy configuration; leastconn
+// means "fewest sessions" (policyOf).
 func (m *pfcpManager) pfcpConfigOf(svc api.Service) (sctplb.N4Config, error) {
 	c := sctplb.N4Config{Name: svc.Name, OnLoss: m.cfg.OnLoss, T1: m.cfg.T1, N1: m.cfg.N1,
 		HeartbeatInterval: m.cfg.HeartbeatInterval, LossTimeout: m.cfg.LossTimeout}
@@ -92,53 +91,24 @@ func (m *pfcpManager) pfcpConfigOf(svc api.Service) (sctplb.N4Config, error) {
 		return c, &api.FieldError{Field: "secondaryVIPs", Message: "a PFCP service has one VIP"}
 	}
 	c.Listen = netip.AddrPortFrom(vip, svc.Port)
-	weights := map[uint16]bool{}
-	for i, ep := range svc.Endpoints {
-		a, err := netip.ParseAddr(ep.Address)
-		if err != nil {
-			return c, &api.FieldError{Field: fmt.Sprintf("endpoints[%d].address", i), Message: err.Error()}
-		}
-		port := ep.Port
-		if port == 0 {
-			port = pfcp.Port
-		}
-		w := max(ep.Weight, 1)
-		weights[w] = true
-		c.UPFs = append(c.UPFs, sctplb.N4UPF{Name: upfName(svc, ep), Addr: netip.AddrPortFrom(a, port), Weight: int(w)})
+	bs, weighted, err := backendsOf(svc, pfcp.Port)
+	if err != nil {
+		return c, err
+	}
+	for _, b := range bs {
+		c.UPFs = append(c.UPFs, sctplb.N4UPF{Name: b.name, Addr: b.addr, Weight: b.weight})
 	}
 	for _, r := range svc.PFCPSteering {
 		sr := n4.SteeringRule{DNN: r.DNN, SNSSAI: r.SNSSAI, NetworkInstance: r.NetworkInstance}
 		for _, e := range r.Endpoints {
 			if i := api.PFCPSteeringEndpoint(&svc, e); i >= 0 {
-				sr.UPFs = append(sr.UPFs, upfName(svc, svc.Endpoints[i]))
+				sr.UPFs = append(sr.UPFs, backendName(svc.Endpoints[i], pfcp.Port))
 			}
 		}
 		c.Steering = append(c.Steering, sr)
 	}
-	switch svc.Select {
-	case "", api.SelectRoundRobin:
-		c.Policy = n4.RoundRobin
-		if len(weights) > 1 {
-			c.Policy = n4.Weighted
-		}
-	case api.SelectLeastConn:
-		c.Policy = n4.LeastSessions
-	default:
-		return c, &api.FieldError{Field: "select", Message: fmt.Sprintf("PFCP services steer sessions with rr (weighted when endpoint weights differ) or leastconn (fewest sessions), not %s", svc.Select)}
-	}
-	return c, nil
-}
-
-// upfName is the name an endpoint's UPF has in the proxy and its metrics.
-func upfName(svc api.Service, ep api.Endpoint) string {
-	port := ep.Port
-	if port == 0 {
-		port = pfcp.Port
-	}
-	if a, err := netip.ParseAddr(ep.Address); err == nil {
-		return netip.AddrPortFrom(a, port).String()
-	}
-	return fmt.Sprintf("%s:%d", ep.Address, port)
+	c.Policy, err = policyOf(svc, weighted, n4.RoundRobin, n4.Weighted, n4.LeastSessions, "PFCP services steer sessions", "sessions")
+	return c, err
 }
 
 // start builds the proxy on the state its predecessor left: on disk, or
@@ -177,17 +147,9 @@ func (m *pfcpManager) remove(name string) {
 // ActiveConnections is the PFCP sessions its UPF holds, and it is healthy
 // while its association is up.
 func fillPFCP(p *sctplb.N4Proxy, st *api.ServiceStatus) {
-	s := p.Stats()
 	byName := map[string]sctplb.N4UPFStats{}
-	for _, u := range s.UPFs {
+	for _, u := range p.Stats().UPFs {
 		byName[u.Name] = u
 	}
-	var total uint64
-	for i, ep := range st.Endpoints {
-		u := byName[upfName(st.Service, api.Endpoint{Address: ep.Address, Port: ep.Port})]
-		st.Endpoints[i].ActiveConnections = uint64(u.Sessions)
-		st.Endpoints[i].Healthy = u.Up
-		total += uint64(u.Sessions)
-	}
-	st.ActiveConnections = total
+	fillSessions(st, pfcp.Port, func(name string) (int, bool) { return byName[name].Sessions, byName[name].Up })
 }
