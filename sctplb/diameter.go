@@ -204,23 +204,13 @@ func (a *DiameterAgent) Serve(ctx context.Context) error {
 	}()
 	a.log.Info("Diameter agent listening", "listen", a.cfg.Listen, "sctp", a.cfg.SCTP != nil, "mode", a.cfg.Mode.String(),
 		"servers", len(a.cfg.Servers), "policy", a.cfg.Policy.String(), "originHost", a.cfg.Identity.Host)
-	tick := time.NewTicker(a.cfg.TickInterval)
-	defer tick.Stop()
-	a.mu.Lock()
-	a.step(diam.Tick{})
-	a.refresh(true)
-	a.mu.Unlock()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-tick.C:
-			a.mu.Lock()
-			a.step(diam.Tick{})
-			a.refresh(true)
-			a.mu.Unlock()
-		}
-	}
+	tickUntil(ctx, a.cfg.TickInterval, func() {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		a.step(diam.Tick{})
+		a.refresh(true)
+	})
+	return nil
 }
 
 func (a *DiameterAgent) closeListener() {

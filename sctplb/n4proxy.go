@@ -280,23 +280,13 @@ func (p *N4Proxy) Serve(ctx context.Context) error {
 		}
 	}()
 	p.log.Info("N4 proxy listening", "listen", p.cfg.Listen, "upfs", len(p.cfg.UPFs), "policy", p.cfg.Policy.String())
-	tick := time.NewTicker(p.cfg.TickInterval)
-	defer tick.Stop()
-	p.mu.Lock()
-	p.step(n4.Tick{})
-	p.refresh(true)
-	p.mu.Unlock()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-tick.C:
-			p.mu.Lock()
-			p.step(n4.Tick{})
-			p.refresh(true)
-			p.mu.Unlock()
-		}
-	}
+	tickUntil(ctx, p.cfg.TickInterval, func() {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		p.step(n4.Tick{})
+		p.refresh(true)
+	})
+	return nil
 }
 
 func (p *N4Proxy) step(ev n4.Event) {

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -43,32 +42,42 @@ type DiameterConfig struct {
 }
 
 type diameterManager struct {
+	proxyManager[diameterSpec, *sctplb.DiameterAgent]
 	cfg  DiameterConfig
-	log  *slog.Logger
-	reg  prometheus.Registerer
 	sctp func() (transport.Transport, error)
-
-	mu     sync.Mutex
-	agents map[string]*diameterAgent
 }
 
-type diameterAgent struct {
-	// fingerprint is the whole configuration; identity the part that
-	// needs a restart to change (everything but servers and policy).
-	fingerprint, identity string
-	agent                 *sctplb.DiameterAgent
-	cancel                context.CancelFunc
-	done                  chan struct{}
-	reg                   *trackingRegisterer
+// diameterSpec is what a running agent depends on: its configuration and
+// whether it speaks SCTP (the transport itself is added at start).
+type diameterSpec struct {
+	C    sctplb.DiameterConfig
+	SCTP bool
 }
 
 func newDiameterManager(cfg DiameterConfig, sctp func() (transport.Transport, error), reg prometheus.Registerer, log *slog.Logger) *diameterManager {
-	return &diameterManager{cfg: cfg, log: log, reg: reg, sctp: sctp, agents: map[string]*diameterAgent{}}
+	m := &diameterManager{cfg: cfg, sctp: sctp}
+	m.proxyManager = newProxyManager(proxyKind[diameterSpec, *sctplb.DiameterAgent]{
+		name: "Diameter agent", errPrefix: "diameter service",
+		restarting:  "Diameter service changed what peers exchanged capabilities on: restarting its agent; its peers reconnect",
+		configOf:    m.specOf,
+		reconfigure: m.reconfigure,
+		start:       m.start,
+		describe: func(svc api.Service, sp diameterSpec) []any {
+			return []any{"listen", sp.C.Listen, "protocol", svc.Protocol, "mode", sp.C.Mode.String(),
+				"servers", len(sp.C.Servers), "policy", sp.C.Policy.String()}
+		},
+		fill: fillDiameter,
+	}, reg, log)
+	return m
 }
 
-// diameterConfigOf maps an api.Service onto an agent configuration.
-// Selection: rr (weighted when the endpoints carry different weights) or
-// leastconn (fewest sessions).
+// specOf maps an api.Service onto an agent configuration; leastconn means
+// "fewest sessions" (policyOf).
+func (m *diameterManager) specOf(svc api.Service) (diameterSpec, error) {
+	c, err := m.diameterConfigOf(svc)
+	return diameterSpec{C: c, SCTP: svc.Protocol == api.ProtocolSCTP}, err
+}
+
 func (m *diameterManager) diameterConfigOf(svc api.Service) (sctplb.DiameterConfig, error) {
 	d := svc.Diameter
 	c := sctplb.DiameterConfig{Name: svc.Name, Tw: m.cfg.Tw, Tc: m.cfg.Tc, RequestTimeout: m.cfg.RequestTimeout, SessionIdle: m.cfg.SessionIdle,
@@ -81,171 +90,74 @@ func (m *diameterManager) diameterConfigOf(svc api.Service) (sctplb.DiameterConf
 	if d.Mode == api.DiameterProxy {
 		c.Mode = diam.Proxy
 	}
-	weights := map[uint16]bool{}
-	for i, ep := range svc.Endpoints {
-		a, err := netip.ParseAddr(ep.Address)
-		if err != nil {
-			return c, &api.FieldError{Field: fmt.Sprintf("endpoints[%d].address", i), Message: err.Error()}
-		}
-		port := ep.Port
-		if port == 0 {
-			port = svc.Port
-		}
-		w := max(ep.Weight, 1)
-		weights[w] = true
-		c.Servers = append(c.Servers, sctplb.DiameterServer{Name: diameterServerName(svc, ep), Addr: netip.AddrPortFrom(a, port), Weight: int(w)})
+	bs, weighted, err := backendsOf(svc, svc.Port)
+	if err != nil {
+		return c, err
 	}
-	switch svc.Select {
-	case "", api.SelectRoundRobin:
-		c.Policy = diam.RoundRobin
-		if len(weights) > 1 {
-			c.Policy = diam.Weighted
-		}
-	case api.SelectLeastConn:
-		c.Policy = diam.LeastSessions
-	default:
-		return c, &api.FieldError{Field: "select", Message: fmt.Sprintf("Diameter agents bind sessions with rr (weighted when endpoint weights differ) or leastconn (fewest sessions), not %s", svc.Select)}
+	for _, b := range bs {
+		c.Servers = append(c.Servers, sctplb.DiameterServer{Name: b.name, Addr: b.addr, Weight: b.weight})
 	}
-	return c, nil
+	c.Policy, err = policyOf(svc, weighted, diam.RoundRobin, diam.Weighted, diam.LeastSessions, "Diameter agents bind sessions", "sessions")
+	return c, err
 }
 
-// diameterServerName is an endpoint's name in the agent and its metrics.
-func diameterServerName(svc api.Service, ep api.Endpoint) string {
-	port := ep.Port
-	if port == 0 {
-		port = svc.Port
+// reconfigure applies a change of servers or policy to the running agent;
+// a change of anything peers exchanged capabilities on restarts it.
+func (m *diameterManager) reconfigure(name string, a *sctplb.DiameterAgent, cur, next diameterSpec) (bool, error) {
+	curID, err := identityOf(cur)
+	if err != nil {
+		return false, fmt.Errorf("diameter service %s: %w", name, err)
 	}
-	if a, err := netip.ParseAddr(ep.Address); err == nil {
-		return netip.AddrPortFrom(a, port).String()
+	nextID, err := identityOf(next)
+	if err != nil {
+		return false, fmt.Errorf("diameter service %s: %w", name, err)
 	}
-	return fmt.Sprintf("%s:%d", ep.Address, port)
+	if curID != nextID {
+		return false, nil
+	}
+	if err := a.Reconfigure(next.C.Servers, next.C.Policy); err != nil {
+		return false, fmt.Errorf("diameter service %s: %w", name, err)
+	}
+	m.log.Info("Diameter service changed: servers and policy applied in place", "service", name,
+		"servers", len(next.C.Servers), "policy", next.C.Policy.String())
+	return true, nil
 }
 
-// apply starts, restarts or keeps the agent of svc; before runs whenever
-// an agent is (re)started. A socket error (VIP not local) fails the call.
-func (m *diameterManager) apply(svc api.Service, before func() error) error {
-	cfg, err := m.diameterConfigOf(svc)
-	if err != nil {
-		return err
-	}
-	fp, err := json.Marshal(struct {
-		C    sctplb.DiameterConfig
-		SCTP bool
-	}{cfg, svc.Protocol == api.ProtocolSCTP})
-	if err != nil {
-		return fmt.Errorf("diameter service %s: %w", svc.Name, err)
-	}
-	ident := cfg
-	ident.Servers, ident.Policy = nil, 0
-	idfp, err := json.Marshal(struct {
-		C    sctplb.DiameterConfig
-		SCTP bool
-	}{ident, svc.Protocol == api.ProtocolSCTP})
-	if err != nil {
-		return fmt.Errorf("diameter service %s: %w", svc.Name, err)
-	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if cur := m.agents[svc.Name]; cur != nil {
-		if cur.fingerprint == string(fp) {
-			return nil
-		}
-		if cur.identity == string(idfp) {
-			if err := cur.agent.Reconfigure(cfg.Servers, cfg.Policy); err != nil {
-				return fmt.Errorf("diameter service %s: %w", svc.Name, err)
-			}
-			cur.fingerprint = string(fp)
-			m.log.Info("Diameter service changed: servers and policy applied in place", "service", svc.Name,
-				"servers", len(cfg.Servers), "policy", cfg.Policy.String())
-			return nil
-		}
-		m.log.Info("Diameter service changed what peers exchanged capabilities on: restarting its agent; its peers reconnect", "service", svc.Name)
-		m.stopLocked(svc.Name)
-	}
-	if before != nil {
-		if err := before(); err != nil {
-			return err
-		}
-	}
-	if svc.Protocol == api.ProtocolSCTP {
+// identityOf is the fingerprint of what needs a restart to change:
+// everything but the servers and the policy.
+func identityOf(sp diameterSpec) (string, error) {
+	sp.C.Servers, sp.C.Policy = nil, 0
+	b, err := json.Marshal(sp)
+	return string(b), err
+}
+
+func (m *diameterManager) start(svc api.Service, sp diameterSpec, _ *liveProxy[diameterSpec, *sctplb.DiameterAgent], reg prometheus.Registerer) (*sctplb.DiameterAgent, func(context.Context) error, error) {
+	cfg := sp.C
+	if sp.SCTP {
 		tr, err := m.sctp()
 		if err != nil {
-			return fmt.Errorf("diameter service %s: %w", svc.Name, err)
+			return nil, nil, fmt.Errorf("diameter service %s: %w", svc.Name, err)
 		}
 		cfg.SCTP = tr
 	}
-	reg := &trackingRegisterer{reg: m.reg}
 	cfg.Registerer, cfg.Logger = reg, m.log.With("diameter", svc.Name)
 	a, err := sctplb.NewDiameter(cfg)
 	if err != nil {
-		reg.unregisterAll()
-		return fmt.Errorf("diameter service %s: %w", svc.Name, err)
+		return nil, nil, fmt.Errorf("diameter service %s: %w", svc.Name, err)
 	}
 	if err := a.Open(); err != nil {
-		reg.unregisterAll()
-		return &api.FieldError{Field: "vip", Message: fmt.Sprintf("Diameter agent cannot listen (the VIP must be a local address of the daemon): %v", err)}
+		return nil, nil, &api.FieldError{Field: "vip", Message: fmt.Sprintf("Diameter agent cannot listen (the VIP must be a local address of the daemon): %v", err)}
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	da := &diameterAgent{fingerprint: string(fp), identity: string(idfp), agent: a, cancel: cancel, done: make(chan struct{}), reg: reg}
-	go func() {
-		defer close(da.done)
-		if err := a.Serve(ctx); err != nil {
-			m.log.Error("Diameter agent stopped", "service", svc.Name, "error", err)
-		}
-	}()
-	m.agents[svc.Name] = da
-	m.log.Info("Diameter agent started", "service", svc.Name, "listen", cfg.Listen, "protocol", svc.Protocol, "mode", cfg.Mode.String(),
-		"servers", len(cfg.Servers), "policy", cfg.Policy.String())
-	return nil
-}
-
-func (m *diameterManager) remove(name string) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.stopLocked(name)
-}
-
-func (m *diameterManager) stopLocked(name string) {
-	da := m.agents[name]
-	if da == nil {
-		return
-	}
-	da.cancel()
-	<-da.done
-	da.reg.unregisterAll()
-	delete(m.agents, name)
-	m.log.Info("Diameter agent stopped", "service", name)
+	return a, a.Serve, nil
 }
 
 // fill puts the agent's state into a service status: an endpoint's
 // ActiveConnections is the Session-Id bindings its server holds, and it
 // is healthy while its watchdog state is OKAY.
-func (m *diameterManager) fill(st *api.ServiceStatus) {
-	m.mu.Lock()
-	da := m.agents[st.Service.Name]
-	m.mu.Unlock()
-	if da == nil {
-		return
-	}
-	s := da.agent.Stats()
+func fillDiameter(a *sctplb.DiameterAgent, st *api.ServiceStatus) {
 	byName := map[string]sctplb.DiameterServerStats{}
-	for _, u := range s.Servers {
+	for _, u := range a.Stats().Servers {
 		byName[u.Name] = u
 	}
-	var total uint64
-	for i, ep := range st.Endpoints {
-		u := byName[diameterServerName(st.Service, api.Endpoint{Address: ep.Address, Port: ep.Port})]
-		st.Endpoints[i].ActiveConnections = uint64(u.Sessions)
-		st.Endpoints[i].Healthy = u.Up
-		total += uint64(u.Sessions)
-	}
-	st.ActiveConnections = total
-}
-
-func (m *diameterManager) close() {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	for name := range m.agents {
-		m.stopLocked(name)
-	}
+	fillSessions(st, st.Service.Port, func(name string) (int, bool) { return byName[name].Sessions, byName[name].Up })
 }

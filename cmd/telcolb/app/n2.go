@@ -2,14 +2,12 @@ package app
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/netip"
 	"reflect"
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -69,28 +67,30 @@ func N2Timers() usrsctp.Config {
 	}
 }
 
+// n2Manager runs the N2 proxies and owns the SCTP transport they share.
 type n2Manager struct {
+	proxyManager[n2Spec, *sctplb.Proxy]
 	cfg N2Config
-	log *slog.Logger
-	reg prometheus.Registerer
 
-	mu      sync.Mutex
-	tr      transport.Transport
-	closer  io.Closer
-	proxies map[string]*n2Proxy
-}
-
-type n2Proxy struct {
-	spec        n2Spec
-	fingerprint string
-	proxy       *sctplb.Proxy
-	cancel      context.CancelFunc
-	done        chan struct{}
-	reg         *trackingRegisterer
+	// tr and closer are guarded by proxyManager.mu.
+	tr     transport.Transport
+	closer io.Closer
 }
 
 func newN2Manager(cfg N2Config, reg prometheus.Registerer, log *slog.Logger) *n2Manager {
-	return &n2Manager{cfg: cfg, log: log, reg: reg, tr: cfg.Transport, proxies: map[string]*n2Proxy{}}
+	m := &n2Manager{cfg: cfg, tr: cfg.Transport}
+	m.proxyManager = newProxyManager(proxyKind[n2Spec, *sctplb.Proxy]{
+		name: "N2 proxy", errPrefix: "n2 service",
+		restarting:  "N2 service changed: restarting its proxy; its gNBs reconnect and its UE contexts are dropped",
+		configOf:    n2SpecOf,
+		reconfigure: m.reconfigure,
+		start:       m.start,
+		describe: func(_ api.Service, sp n2Spec) []any {
+			return []any{"listen", sp.Listen.String(), "amfs", len(sp.AMFs), "policy", sp.Policy.String()}
+		},
+		fill: fillN2,
+	}, reg, log)
+	return m
 }
 
 // n2Spec is what a running proxy depends on; a change in it restarts the
@@ -101,11 +101,8 @@ type n2Spec struct {
 	Policy steer.Policy
 }
 
-// n2SpecOf maps an api.Service onto a proxy configuration. Selection: rr is
-// round robin, or weighted when the endpoints carry different weights;
-// leastconn is "fewest UE contexts". hash and persist have no meaning for
-// UEs (the 5G-S-TMSI already pins a returning UE to its AMF) and are
-// refused.
+// n2SpecOf maps an api.Service onto a proxy configuration; leastconn
+// means "fewest UE contexts" (policyOf).
 func n2SpecOf(svc api.Service) (n2Spec, error) {
 	var sp n2Spec
 	if svc.PortEnd != 0 && svc.PortEnd != svc.Port {
@@ -119,113 +116,57 @@ func n2SpecOf(svc api.Service) (n2Spec, error) {
 		sp.Listen.Addrs = append(sp.Listen.Addrs, a)
 	}
 	sp.Listen.Port = svc.Port
-	weights := map[uint16]bool{}
-	for i, ep := range svc.Endpoints {
-		a, err := netip.ParseAddr(ep.Address)
-		if err != nil {
-			return sp, &api.FieldError{Field: fmt.Sprintf("endpoints[%d].address", i), Message: err.Error()}
-		}
-		port := ep.Port
-		if port == 0 {
-			port = svc.Port
-		}
-		w := ep.Weight
-		if w == 0 {
-			w = 1
-		}
-		weights[w] = true
-		sp.AMFs = append(sp.AMFs, sctplb.AMFEndpoint{
-			Name:    amfName(svc, ep),
-			Address: transport.Endpoint{Addrs: []netip.Addr{a}, Port: port},
-			Weight:  int(w),
-		})
+	bs, weighted, err := backendsOf(svc, svc.Port)
+	if err != nil {
+		return sp, err
 	}
-	switch svc.Select {
-	case "", api.SelectRoundRobin:
-		sp.Policy = steer.RoundRobin
-		if len(weights) > 1 {
-			sp.Policy = steer.Weighted
-		}
-	case api.SelectLeastConn:
-		sp.Policy = steer.LeastUEs
-	default:
-		return sp, &api.FieldError{Field: "select", Message: fmt.Sprintf("N2 services steer UEs with rr (weighted when endpoint weights differ) or leastconn (fewest UEs), not %s", svc.Select)}
+	for _, b := range bs {
+		sp.AMFs = append(sp.AMFs, sctplb.AMFEndpoint{Name: b.name, Address: transport.Endpoint{Addrs: []netip.Addr{b.addr.Addr()}, Port: b.addr.Port()}, Weight: b.weight})
 	}
-	return sp, nil
+	sp.Policy, err = policyOf(svc, weighted, steer.RoundRobin, steer.Weighted, steer.LeastUEs, "N2 services steer UEs", "UEs")
+	return sp, err
 }
 
-// apply starts, restarts or keeps the proxy of svc; before runs first
-// whenever a proxy is (re)started. A listen error (VIP not local, port
-// taken) is returned so the API call fails.
-func (m *n2Manager) apply(svc api.Service, before func() error) error {
-	sp, err := n2SpecOf(svc)
-	if err != nil {
-		return err
-	}
-	fp, err := json.Marshal(sp)
-	if err != nil {
-		return fmt.Errorf("n2 service %s: %w", svc.Name, err)
-	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if cur := m.proxies[svc.Name]; cur != nil {
-		if cur.fingerprint == string(fp) {
-			return nil
-		}
-		err := m.updateLocked(cur, sp)
-		if err == nil {
-			cur.spec, cur.fingerprint = sp, string(fp)
-			m.log.Info("N2 service's AMFs updated in place", "service", svc.Name, "amfs", len(sp.AMFs))
-			return nil
-		}
-		m.log.Info("N2 service cannot be updated in place", "service", svc.Name, "reason", err)
-		m.log.Info("N2 service changed: restarting its proxy; its gNBs reconnect and its UE contexts are dropped", "service", svc.Name)
-		m.stopLocked(svc.Name)
-	}
-	if before != nil {
-		if err := before(); err != nil {
-			return err
-		}
-	}
+// start runs under proxyManager.mu, which transportLocked needs: the first
+// N2 service opens the shared transport.
+func (m *n2Manager) start(svc api.Service, sp n2Spec, _ *liveProxy[n2Spec, *sctplb.Proxy], reg prometheus.Registerer) (*sctplb.Proxy, func(context.Context) error, error) {
 	tr, err := m.transportLocked()
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
-	reg := &trackingRegisterer{reg: m.reg}
 	p, err := sctplb.New(sctplb.Config{
 		Transport: tr, Listen: sp.Listen, AMFs: sp.AMFs, Policy: sp.Policy,
 		Name: svc.Name, Registerer: reg, Logger: m.log.With("n2", svc.Name),
 	})
 	if err != nil {
-		reg.unregisterAll()
-		return fmt.Errorf("n2 service %s: %w", svc.Name, err)
+		return nil, nil, fmt.Errorf("n2 service %s: %w", svc.Name, err)
 	}
 	ln, err := tr.Listen(sp.Listen)
 	if err != nil {
-		reg.unregisterAll()
-		return &api.FieldError{Field: "vip", Message: fmt.Sprintf("N2 proxy cannot listen on %v (the VIP must be a local address of the daemon, on a real interface for usrsctp): %v", sp.Listen, err)}
+		return nil, nil, &api.FieldError{Field: "vip", Message: fmt.Sprintf("N2 proxy cannot listen on %v (the VIP must be a local address of the daemon, on a real interface for usrsctp): %v", sp.Listen, err)}
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	np := &n2Proxy{spec: sp, fingerprint: string(fp), proxy: p, cancel: cancel, done: make(chan struct{}), reg: reg}
-	go func() {
-		defer close(np.done)
-		if err := p.Serve(ctx, ln); err != nil {
-			m.log.Error("N2 proxy stopped", "service", svc.Name, "error", err)
-		}
-	}()
-	m.proxies[svc.Name] = np
-	m.log.Info("N2 proxy started", "service", svc.Name, "listen", sp.Listen.String(), "amfs", len(sp.AMFs), "policy", sp.Policy.String())
-	return nil
+	return p, func(ctx context.Context) error { return p.Serve(ctx, ln) }, nil
 }
 
-// updateLocked applies an AMF-only change to a running proxy: new AMFs are
+// reconfigure applies an AMF-only change in place; any other change, or
+// an AMF the proxy refuses, restarts the proxy.
+func (m *n2Manager) reconfigure(name string, p *sctplb.Proxy, cur, next n2Spec) (bool, error) {
+	if err := updateAMFs(p, cur, next); err != nil {
+		m.log.Info("N2 service cannot be updated in place", "service", name, "reason", err)
+		return false, nil
+	}
+	m.log.Info("N2 service's AMFs updated in place", "service", name, "amfs", len(next.AMFs))
+	return true, nil
+}
+
+// updateAMFs applies an AMF-only change to a running proxy: new AMFs are
 // added before old ones go, so replacing every AMF never empties the proxy.
-func (m *n2Manager) updateLocked(cur *n2Proxy, next n2Spec) error {
-	if !reflect.DeepEqual(cur.spec.Listen, next.Listen) || cur.spec.Policy != next.Policy {
+func updateAMFs(p *sctplb.Proxy, cur, next n2Spec) error {
+	if !reflect.DeepEqual(cur.Listen, next.Listen) || cur.Policy != next.Policy {
 		return errors.New("listen endpoint or policy changed")
 	}
 	old := map[string]sctplb.AMFEndpoint{}
-	for _, a := range cur.spec.AMFs {
+	for _, a := range cur.AMFs {
 		old[a.Name] = a
 	}
 	keep := map[string]bool{}
@@ -243,13 +184,13 @@ func (m *n2Manager) updateLocked(cur *n2Proxy, next n2Spec) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	for _, a := range add {
-		if err := cur.proxy.AddAMF(ctx, a); err != nil {
+		if err := p.AddAMF(ctx, a); err != nil {
 			return err
 		}
 	}
-	for _, a := range cur.spec.AMFs {
+	for _, a := range cur.AMFs {
 		if !keep[a.Name] {
-			if err := cur.proxy.RemoveAMF(ctx, a.Name); err != nil {
+			if err := p.RemoveAMF(ctx, a.Name); err != nil {
 				return err
 			}
 		}
@@ -276,50 +217,26 @@ func (m *n2Manager) transportLocked() (transport.Transport, error) {
 	return tr, nil
 }
 
-// remove stops the proxy of a service, if it has one.
-func (m *n2Manager) remove(name string) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.stopLocked(name)
-}
-
-func (m *n2Manager) stopLocked(name string) {
-	np := m.proxies[name]
-	if np == nil {
-		return
-	}
-	np.cancel()
-	<-np.done
-	np.reg.unregisterAll()
-	delete(m.proxies, name)
-	m.log.Info("N2 proxy stopped", "service", name)
-}
-
 func (m *n2Manager) stats(name string) (sctplb.Stats, bool) {
-	m.mu.Lock()
-	np := m.proxies[name]
-	m.mu.Unlock()
-	if np == nil {
+	p, ok := m.running(name)
+	if !ok {
 		return sctplb.Stats{}, false
 	}
-	return np.proxy.Stats(), true
+	return p.Stats(), true
 }
 
 // fill puts the proxy's state into a service status: an endpoint's
 // ActiveConnections is the UE contexts its AMF holds, the service's the
 // total. The datapath counters do not apply to an N2 service.
-func (m *n2Manager) fill(st *api.ServiceStatus) {
-	s, ok := m.stats(st.Service.Name)
-	if !ok {
-		return
-	}
+func fillN2(p *sctplb.Proxy, st *api.ServiceStatus) {
+	s := p.Stats()
 	amfs := map[string]sctplb.AMFStats{}
 	for _, a := range s.AMFs {
 		amfs[a.Name] = a
 	}
 	var total uint64
 	for i, ep := range st.Endpoints {
-		a, ok := amfs[amfName(st.Service, api.Endpoint{Address: ep.Address, Port: ep.Port})]
+		a, ok := amfs[backendName(api.Endpoint{Address: ep.Address, Port: ep.Port}, st.Service.Port)]
 		n := uint64(a.UEs)
 		st.Endpoints[i].ActiveConnections = n
 		total += n
@@ -338,25 +255,11 @@ func (m *n2Manager) fill(st *api.ServiceStatus) {
 	st.ActiveConnections = total
 }
 
-// amfName is the name an endpoint's AMF has in the proxy (and its metrics).
-func amfName(svc api.Service, ep api.Endpoint) string {
-	port := ep.Port
-	if port == 0 {
-		port = svc.Port
-	}
-	if a, err := netip.ParseAddr(ep.Address); err == nil {
-		return netip.AddrPortFrom(a, port).String()
-	}
-	return fmt.Sprintf("%s:%d", ep.Address, port)
-}
-
 // close stops every proxy and releases the transport.
 func (m *n2Manager) close() error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	for name := range m.proxies {
-		m.stopLocked(name)
-	}
+	m.stopAllLocked()
 	if m.closer != nil {
 		err := m.closer.Close()
 		m.closer, m.tr = nil, m.cfg.Transport
@@ -365,47 +268,6 @@ func (m *n2Manager) close() error {
 		}
 	}
 	return nil
-}
-
-// trackingRegisterer remembers what a proxy registered so a restart can
-// unregister it: sctplb registers fixed metric names, which a second proxy
-// of the same service could not register again.
-type trackingRegisterer struct {
-	reg prometheus.Registerer
-	cs  []prometheus.Collector
-}
-
-func (t *trackingRegisterer) Register(c prometheus.Collector) error {
-	if err := t.reg.Register(c); err != nil {
-		return err
-	}
-	t.cs = append(t.cs, c)
-	return nil
-}
-
-func (t *trackingRegisterer) MustRegister(cs ...prometheus.Collector) {
-	for _, c := range cs {
-		if err := t.Register(c); err != nil {
-			panic(err) // prometheus.Registerer's contract for MustRegister
-		}
-	}
-}
-
-func (t *trackingRegisterer) Unregister(c prometheus.Collector) bool {
-	for i, x := range t.cs {
-		if x == c {
-			t.cs = append(t.cs[:i], t.cs[i+1:]...)
-			break
-		}
-	}
-	return t.reg.Unregister(c)
-}
-
-func (t *trackingRegisterer) unregisterAll() {
-	for _, c := range t.cs {
-		t.reg.Unregister(c)
-	}
-	t.cs = nil
 }
 
 // sctpTransport opens (once) and returns the SCTP transport the N2 proxies

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/telcolb/telcolb/api"
 	"github.com/telcolb/telcolb/l7parse/pfcp"
 	sims "github.com/telcolb/telcolb/scenarios/pfcp"
@@ -210,5 +212,34 @@ func TestPFCPSteeringRulesReachTheProxy(t *testing.T) {
 	}
 	if _, err := sctplb.NewN4(c); err != nil {
 		t.Fatalf("the proxy refuses the rules: %v", err)
+	}
+}
+
+// TestPFCPMemoryOnlyProxyIsRebuiltOnItsPredecessorsState: without a state
+// directory a changed PFCP service's proxy starts from the state of the
+// one it replaces (handed over in memory), so its peers see the same
+// Recovery Time Stamp. The change comes more than a second after the first
+// start: a proxy starting afresh would stamp another second.
+func TestPFCPMemoryOnlyProxyIsRebuiltOnItsPredecessorsState(t *testing.T) {
+	m := newPFCPManager(PFCPConfig{}, "", prometheus.NewRegistry(), testLogger(t))
+	t.Cleanup(m.close)
+	svc := api.Service{Name: "n4", VIP: pfcpLoop(41).String(), Port: pfcp.Port, Protocol: api.ProtocolUDP, PFCP: true,
+		Endpoints: []api.Endpoint{{Address: pfcpLoop(42).String(), Port: pfcp.Port}}}
+	if err := m.apply(svc, nil); err != nil {
+		t.Fatal(err)
+	}
+	first, _ := m.running("n4")
+	before := first.State().Recovery
+	time.Sleep(1100 * time.Millisecond)
+	svc.Endpoints = append(svc.Endpoints, api.Endpoint{Address: pfcpLoop(43).String(), Port: pfcp.Port})
+	if err := m.apply(svc, nil); err != nil {
+		t.Fatal(err)
+	}
+	next, _ := m.running("n4")
+	if next == first {
+		t.Fatal("the changed service kept its proxy; want it rebuilt")
+	}
+	if after := next.State().Recovery; after != before {
+		t.Fatalf("Recovery Time Stamp %d after the change, %d before: the new proxy did not start from its predecessor's state", after, before)
 	}
 }
