@@ -40,8 +40,9 @@ const (
 )
 
 // marker is the large community that lets a restricted path go to the peer
-// at index i of the configuration (the speaker's configuration never
-// changes during its life, so indexes are stable).
+// at index i of the configuration (the configuration changes only in
+// Restart, which defines the policy again and re-adds every route with the
+// new configuration's markers).
 func (s *Speaker) marker(i int) [3]uint32 {
 	return [3]uint32{s.cfg.ASN, MarkerLocalData1, uint32(i + 1)}
 }
@@ -82,7 +83,8 @@ func allowed(adv api.Advertisement, name string) bool {
 }
 
 // installExportPolicy defines the marker sets and the global export policy.
-// It runs before any peer is added, so no path ever leaves unfiltered.
+// It runs at each start, after StartBgp (which resets gobgp's policies) and
+// before any peer is added, so no path ever leaves unfiltered.
 func (s *Speaker) installExportPolicy(ctx context.Context) error {
 	if len(s.cfg.Peers) < 2 {
 		return nil // one peer: every advertisement goes to all peers

@@ -43,27 +43,39 @@ type Options struct {
 }
 
 // Speaker is the embedded BGP speaker. It implements ha.Announcer.
+//
+// One Speaker owns one gobgp server for its whole life: a configuration
+// change restarts the sessions on it (Restart: StopBgp, then StartBgp with
+// the new global configuration, export policy, peers and the routes
+// re-added) instead of building a new server, because a gobgp v3.37.0
+// server never lets its Serve goroutine return: every discarded server
+// would stay in memory with its tables.
 type Speaker struct {
 	log     *slog.Logger
 	srv     *server.BgpServer
-	cfg     api.BGPConfig
 	bfdm    *bfd.Manager
 	ownBFD  bool
 	opts    Options
 	cancel  context.CancelFunc
 	watchWG sync.WaitGroup
 
-	// mu guards the peers' state; it is never held across a call into
-	// gobgp (whose event callbacks take it).
-	mu     sync.Mutex
-	peers  map[string]*peer // by name
-	closed bool
+	// mu guards the peers' state and cfg; it is never held across a call
+	// into gobgp (whose event callbacks take it). cfg is written under
+	// both routeMu and mu, so either is enough to read it.
+	mu      sync.Mutex
+	cfg     api.BGPConfig
+	peers   map[string]*peer // by name
+	running bool             // between a start and a Stop
+	closed  bool
 	// bfdMu serialises the BFD-driven hold-downs.
 	bfdMu sync.Mutex
-	// routeMu serialises Set and Close and guards routes and vips.
+	// routeMu serialises Set, Stop, Restart and Close and guards routes,
+	// vips and want.
 	routeMu sync.Mutex
 	routes  map[netip.Prefix]*route
 	vips    map[netip.Addr]netip.Prefix
+	// want is the last Set's input, announced again after a restart.
+	want []ha.VIP
 }
 
 type peer struct {
@@ -76,6 +88,8 @@ type peer struct {
 	lastDownReason string
 	bfd            *bfd.Peer
 	bfdStop        chan struct{}
+	// removed: the peer left with a Stop; its BFD session must not start.
+	removed bool
 }
 
 type route struct {
@@ -88,7 +102,11 @@ type route struct {
 
 var _ ha.Announcer = (*Speaker)(nil)
 
-// New starts a speaker with cfg (validated by api.ValidateAdvertisementConfig).
+// errStopped is returned by Set while the speaker is stopped.
+var errStopped = errors.New("bgp: speaker stopped")
+
+// New creates the speaker's gobgp server and starts it with cfg (validated
+// by api.ValidateAdvertisementConfig).
 func New(ctx context.Context, cfg api.BGPConfig, opts Options) (*Speaker, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
@@ -96,13 +114,11 @@ func New(ctx context.Context, cfg api.BGPConfig, opts Options) (*Speaker, error)
 	if opts.ConnectRetry <= 0 {
 		opts.ConnectRetry = 2 * time.Second
 	}
-	routerID := cfg.RouterID
-	if routerID == "" {
-		return nil, errors.New("bgp: router ID required (the daemon picks the node's first IPv4 address when the configuration has none)")
+	if cfg.RouterID == "" {
+		return nil, errNoRouterID
 	}
 	s := &Speaker{
 		log:    opts.Logger.With("component", "bgp"),
-		cfg:    cfg,
 		opts:   opts,
 		peers:  map[string]*peer{},
 		routes: map[netip.Prefix]*route{},
@@ -115,38 +131,95 @@ func New(ctx context.Context, cfg api.BGPConfig, opts Options) (*Speaker, error)
 	}
 	s.srv = server.NewBgpServer(server.LoggerOption(&logAdapter{log: s.log}))
 	go s.srv.Serve()
+	// The watcher outlives StopBgp: it is registered once per server.
+	wctx, cancel := context.WithCancel(context.Background())
+	s.cancel = cancel
+	if err := s.srv.WatchEvent(wctx, &gapi.WatchEventRequest{Peer: &gapi.WatchEventRequest_Peer{}}, s.onEvent); err != nil {
+		s.shutdown()
+		return nil, fmt.Errorf("bgp: watch peer events: %w", err)
+	}
+	s.routeMu.Lock()
+	err := s.start(ctx, cfg)
+	s.routeMu.Unlock()
+	if err != nil {
+		s.shutdown()
+		return nil, err
+	}
+	return s, nil
+}
+
+var errNoRouterID = errors.New("bgp: router ID required (the daemon picks the node's first IPv4 address when the configuration has none)")
+
+// Restart stops the sessions (as Stop does) and starts them again with cfg
+// on the same gobgp server; the VIPs of the last Set are announced again
+// (with cfg's peers). On error the speaker is left stopped, and a later
+// Restart may start it.
+func (s *Speaker) Restart(ctx context.Context, cfg api.BGPConfig) error {
+	if cfg.RouterID == "" {
+		return errNoRouterID
+	}
+	s.routeMu.Lock()
+	defer s.routeMu.Unlock()
+	s.mu.Lock()
+	closed := s.closed
+	s.mu.Unlock()
+	if closed {
+		return errors.New("bgp: speaker closed")
+	}
+	if err := s.stop(ctx); err != nil {
+		s.log.Warn("bgp speaker stopped with errors before restarting", "error", err)
+	}
+	return s.start(ctx, cfg)
+}
+
+// start starts gobgp with cfg, defines the export policy, adds the peers
+// and announces the last Set's VIPs. routeMu is held. On error it stops
+// again.
+func (s *Speaker) start(ctx context.Context, cfg api.BGPConfig) error {
 	listen := int32(cfg.ListenPort)
 	if listen == 0 {
 		listen = -1 // gobgp: negative means no listener; 0 would mean 179
 	}
-	if err := s.srv.StartBgp(ctx, &gapi.StartBgpRequest{Global: &gapi.Global{Asn: cfg.ASN, RouterId: routerID, ListenPort: listen}}); err != nil {
-		s.srv.Stop()
-		return nil, fmt.Errorf("bgp: start speaker: %w", err)
+	s.mu.Lock()
+	s.cfg = cfg
+	s.peers = map[string]*peer{}
+	s.mu.Unlock()
+	if err := s.srv.StartBgp(ctx, &gapi.StartBgpRequest{Global: &gapi.Global{Asn: cfg.ASN, RouterId: cfg.RouterID, ListenPort: listen}}); err != nil {
+		return fmt.Errorf("bgp: start speaker: %w", err)
 	}
-	wctx, cancel := context.WithCancel(context.Background())
-	s.cancel = cancel
-	if err := s.srv.WatchEvent(wctx, &gapi.WatchEventRequest{Peer: &gapi.WatchEventRequest_Peer{}}, s.onEvent); err != nil {
-		cancel()
-		s.srv.Stop()
-		return nil, fmt.Errorf("bgp: watch peer events: %w", err)
-	}
+	s.mu.Lock()
+	s.running = true
+	s.mu.Unlock()
+	// StartBgp reset gobgp's policies and made an empty table: the export
+	// policy is defined again before any peer exists, so no path ever
+	// leaves unfiltered.
 	if err := s.installExportPolicy(ctx); err != nil {
-		cancel()
-		s.srv.Stop()
-		return nil, err
+		_ = s.stop(ctx)
+		return err
 	}
 	for _, pc := range cfg.Peers {
 		if err := s.addPeer(ctx, pc); err != nil {
-			_ = s.Close()
-			return nil, err
+			_ = s.stop(ctx)
+			return err
 		}
 	}
-	s.log.Info("bgp speaker started", "asn", cfg.ASN, "routerID", routerID, "listenPort", cfg.ListenPort, "peers", len(cfg.Peers))
-	return s, nil
+	s.routes = map[netip.Prefix]*route{}
+	s.vips = map[netip.Addr]netip.Prefix{}
+	if err := s.apply(ctx, s.want); err != nil {
+		// The routes that could be added are; the next Set retries the
+		// others, as after any failed Set.
+		s.log.Error("announce the vips again after the restart", "error", err)
+	}
+	s.log.Info("bgp speaker started", "asn", cfg.ASN, "routerID", cfg.RouterID, "listenPort", cfg.ListenPort, "peers", len(cfg.Peers), "routes", len(s.routes))
+	return nil
 }
 
 // Config returns the configuration the speaker runs.
-func (s *Speaker) Config() api.BGPConfig { return s.cfg }
+func (s *Speaker) Config() api.BGPConfig {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cfg
+}
 
 func family(a netip.Addr) *gapi.Family {
 	if a.Is4() {
@@ -220,7 +293,7 @@ func (s *Speaker) runBFD(p *peer) {
 		bp, err := s.bfdm.Add(cfg, func(bfd.State, bfd.Diag) { s.bfdChanged(p) })
 		if err == nil {
 			s.mu.Lock()
-			if s.closed {
+			if s.closed || p.removed {
 				s.mu.Unlock()
 				bp.Close()
 				return
@@ -252,7 +325,7 @@ func (s *Speaker) bfdChanged(p *peer) {
 	s.bfdMu.Lock()
 	defer s.bfdMu.Unlock()
 	s.mu.Lock()
-	if s.closed || p.bfd == nil {
+	if s.closed || p.removed || p.bfd == nil {
 		s.mu.Unlock()
 		return
 	}
@@ -353,6 +426,24 @@ func routeOf(vip netip.Addr, adv api.Advertisement) netip.Prefix {
 // others are withdrawn. It only changes the local RIB; gobgp sends the
 // updates.
 func (s *Speaker) Set(ctx context.Context, vips []ha.VIP) error {
+	s.routeMu.Lock()
+	defer s.routeMu.Unlock()
+	s.mu.Lock()
+	closed, running := s.closed, s.running
+	s.mu.Unlock()
+	if closed {
+		return errors.New("bgp: speaker closed")
+	}
+	s.want = append([]ha.VIP(nil), vips...)
+	if !running {
+		return errStopped
+	}
+	return s.apply(ctx, s.want)
+}
+
+// apply makes the local RIB hold exactly the routes of vips. routeMu is
+// held, so the configuration (peers, markers) cannot change meanwhile.
+func (s *Speaker) apply(ctx context.Context, vips []ha.VIP) error {
 	want := map[netip.Prefix]*route{}
 	wantVIP := map[netip.Addr]netip.Prefix{}
 	// Sorted so that the advertisement an aggregate takes its attributes
@@ -374,14 +465,6 @@ func (s *Speaker) Set(ctx context.Context, vips []ha.VIP) error {
 		}
 		mk := s.markers(v.Advertisement)
 		want[pfx] = &route{prefix: pfx, attrs: fmt.Sprintf("%s to=%v", attrs, mk), adv: v.Advertisement, markers: mk}
-	}
-	s.routeMu.Lock()
-	defer s.routeMu.Unlock()
-	s.mu.Lock()
-	closed := s.closed
-	s.mu.Unlock()
-	if closed {
-		return errors.New("bgp: speaker closed")
 	}
 	var errs []error
 	for pfx, r := range s.routes {
@@ -604,27 +687,35 @@ func (s *Speaker) BFDStatus() []api.BFDSessionStatus {
 	return out
 }
 
-// Close withdraws every route (gobgp sends the withdrawals, then a Cease
-// NOTIFICATION as the peers are removed) and stops the speaker and its BFD
-// sessions.
-func (s *Speaker) Close() error {
+// Stop withdraws every route (gobgp sends the withdrawals, then a Cease
+// NOTIFICATION as the peers are removed), stops the BFD sessions and stops
+// gobgp, keeping its server for a later Restart. Set keeps recording the
+// VIPs while stopped (and returns an error); they are announced on restart.
+func (s *Speaker) Stop(ctx context.Context) error {
 	s.routeMu.Lock()
 	defer s.routeMu.Unlock()
+	return s.stop(ctx)
+}
+
+// stop is Stop with routeMu held; it does nothing when not running.
+func (s *Speaker) stop(ctx context.Context) error {
 	s.mu.Lock()
-	if s.closed {
+	if !s.running {
 		s.mu.Unlock()
 		return nil
 	}
-	s.closed = true
+	s.running = false
 	peers := make([]*peer, 0, len(s.peers))
 	for _, p := range s.peers {
+		p.removed = true
 		peers = append(peers, p)
 	}
+	s.peers = map[string]*peer{}
 	s.mu.Unlock()
 	routes := s.routes
 	s.routes = map[netip.Prefix]*route{}
 	s.vips = map[netip.Addr]netip.Prefix{}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	var errs []error
 	for pfx, r := range routes {
@@ -641,21 +732,56 @@ func (s *Speaker) Close() error {
 		if err := s.srv.DeletePeer(ctx, &gapi.DeletePeerRequest{Address: p.addr.String()}); err != nil {
 			errs = append(errs, fmt.Errorf("remove peer %s: %w", p.cfg.Name, err))
 		}
-		if p.bfd != nil {
-			p.bfd.Close()
+		s.mu.Lock()
+		bp := p.bfd
+		p.bfd = nil
+		s.mu.Unlock()
+		if bp != nil {
+			bp.Close()
 		}
+	}
+	if err := s.srv.StopBgp(ctx, &gapi.StopBgpRequest{}); err != nil {
+		errs = append(errs, fmt.Errorf("stop: %w", err))
+	}
+	s.log.Info("bgp speaker stopped", "withdrawn", len(routes))
+	if len(errs) > 0 {
+		return fmt.Errorf("bgp: stop: %w", errors.Join(errs...))
+	}
+	return nil
+}
+
+// Close stops the speaker for good (withdrawals and Cease first, as Stop)
+// with its BFD sessions. Its gobgp server's Serve goroutine stays (gobgp
+// v3.37.0 has no way to end it): one per Speaker, which is why a
+// configuration change restarts a Speaker instead of replacing it.
+func (s *Speaker) Close() error {
+	s.routeMu.Lock()
+	defer s.routeMu.Unlock()
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.mu.Unlock()
+	err := s.stop(context.Background())
+	s.mu.Lock()
+	s.closed = true
+	s.mu.Unlock()
+	s.want = nil
+	s.shutdown()
+	if err != nil {
+		return fmt.Errorf("bgp: close: %w", err)
+	}
+	return nil
+}
+
+// shutdown releases what New created besides the sessions.
+func (s *Speaker) shutdown() {
+	if s.cancel != nil {
+		s.cancel()
 	}
 	if s.ownBFD {
 		s.bfdm.Close()
 	}
-	s.cancel()
-	if err := s.srv.StopBgp(ctx, &gapi.StopBgpRequest{}); err != nil {
-		errs = append(errs, fmt.Errorf("stop: %w", err))
-	}
 	s.srv.Stop()
-	s.log.Info("bgp speaker stopped", "withdrawn", len(routes))
-	if len(errs) > 0 {
-		return fmt.Errorf("bgp: close: %w", errors.Join(errs...))
-	}
-	return nil
 }
