@@ -48,25 +48,28 @@ func (s *Speaker) marker(i int) [3]uint32 {
 }
 
 // markers returns the marker communities for adv, nil when it goes to every
-// peer (naming every peer is the same as naming none).
-func (s *Speaker) markers(adv api.Advertisement) [][3]uint32 {
+// peer (naming every peer is the same as naming none); ok is false when adv
+// names peers and none of them is configured.
+func (s *Speaker) markers(adv api.Advertisement) (out [][3]uint32, ok bool) {
 	if len(adv.Peers) == 0 {
-		return nil
+		return nil, true
 	}
 	named := map[string]bool{}
 	for _, p := range adv.Peers {
 		named[p] = true
 	}
-	var out [][3]uint32
 	for i, p := range s.cfg.Peers {
 		if named[p.Name] {
 			out = append(out, s.marker(i))
 		}
 	}
-	if len(out) == len(s.cfg.Peers) {
-		return nil
+	if len(out) == 0 {
+		return nil, false
 	}
-	return out
+	if len(out) == len(s.cfg.Peers) {
+		return nil, true
+	}
+	return out, true
 }
 
 // allowed reports whether a path of adv goes to the peer named name.

@@ -180,6 +180,8 @@ func TestSpeakerRestartAfterAFailedStart(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitRoutes(t, s, "restart", map[*server.BgpServer]int{r: 2}, "r1")
+	// Stop forgets the VIPs: the restarted speaker announces what the next
+	// Set says (the daemon's advertiser reconciles after a restart).
 	if err := s.Stop(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -187,5 +189,27 @@ func TestSpeakerRestartAfterAFailedStart(t *testing.T) {
 	if err := s.Restart(ctx, cfg); err != nil {
 		t.Fatal(err)
 	}
-	waitRoutes(t, s, "restart after Stop", map[*server.BgpServer]int{r: 2}, "r1")
+	waitRoutes(t, s, "restart after Stop", map[*server.BgpServer]int{r: 0}, "r1")
+	if err := s.Set(ctx, []ha.VIP{v("10.9.0.3")}); err != nil {
+		t.Fatal(err)
+	}
+	waitRoutes(t, s, "Set after the restart", map[*server.BgpServer]int{r: 1}, "r1")
+	// A VIP whose advertisement names only a peer the new configuration
+	// lacks goes nowhere after a restart (not to every peer).
+	named := adv
+	named.Peers = []string{"r1"}
+	if err := s.Set(ctx, []ha.VIP{{Addr: netip.MustParseAddr("10.9.0.4"), Advertisement: named}}); err != nil {
+		t.Fatal(err)
+	}
+	waitRoutes(t, s, "10.9.0.4 to r1", map[*server.BgpServer]int{r: 1}, "r1")
+	renamed := cfg
+	renamed.Peers = append([]api.BGPPeer(nil), cfg.Peers...)
+	renamed.Peers[0].Name = "r1-renamed"
+	if err := s.Restart(ctx, renamed); err != nil {
+		t.Fatal(err)
+	}
+	waitRoutes(t, s, "restart with the peer renamed", map[*server.BgpServer]int{r: 0}, "r1-renamed")
+	if a := s.Announced(); len(a) != 0 {
+		t.Errorf("announced after the rename: %+v", a)
+	}
 }

@@ -152,8 +152,8 @@ var errNoRouterID = errors.New("bgp: router ID required (the daemon picks the no
 
 // Restart stops the sessions (as Stop does) and starts them again with cfg
 // on the same gobgp server; the VIPs of the last Set are announced again
-// (with cfg's peers). On error the speaker is left stopped, and a later
-// Restart may start it.
+// (to cfg's peers that their advertisement names). On error the speaker is
+// left stopped, and a later Restart may start it.
 func (s *Speaker) Restart(ctx context.Context, cfg api.BGPConfig) error {
 	if cfg.RouterID == "" {
 		return errNoRouterID
@@ -463,7 +463,13 @@ func (s *Speaker) apply(ctx context.Context, vips []ha.VIP) error {
 		if err != nil {
 			return fmt.Errorf("bgp: advertisement %s: %w", v.Advertisement.Name, err)
 		}
-		mk := s.markers(v.Advertisement)
+		mk, ok := s.markers(v.Advertisement)
+		if !ok {
+			// It names none of the peers (possible with the VIPs of a
+			// Set made under an earlier configuration): it goes nowhere.
+			delete(wantVIP, v.Addr.Unmap())
+			continue
+		}
 		want[pfx] = &route{prefix: pfx, attrs: fmt.Sprintf("%s to=%v", attrs, mk), adv: v.Advertisement, markers: mk}
 	}
 	var errs []error
@@ -689,11 +695,14 @@ func (s *Speaker) BFDStatus() []api.BFDSessionStatus {
 
 // Stop withdraws every route (gobgp sends the withdrawals, then a Cease
 // NOTIFICATION as the peers are removed), stops the BFD sessions and stops
-// gobgp, keeping its server for a later Restart. Set keeps recording the
-// VIPs while stopped (and returns an error); they are announced on restart.
+// gobgp, keeping its server for a later Restart. It forgets the VIPs: the
+// caller stopping the speaker decides anew what to announce (the daemon's
+// advertiser does so once the new configuration runs). A Set while
+// stopped returns an error; its VIPs are announced by the next Restart.
 func (s *Speaker) Stop(ctx context.Context) error {
 	s.routeMu.Lock()
 	defer s.routeMu.Unlock()
+	s.want = nil
 	return s.stop(ctx)
 }
 
