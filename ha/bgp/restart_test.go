@@ -29,10 +29,10 @@ func waitRoutes(t *testing.T, s *Speaker, what string, want map[*server.BgpServe
 	deadline := time.Now().Add(90 * time.Second) // 10,000 routes, loaded machine
 	for {
 		ok := true
-		got := []int{}
+		var got, wantN []int
 		for r, n := range want {
 			c := countRoutes(r)
-			got = append(got, c)
+			got, wantN = append(got, c), append(wantN, n)
 			ok = ok && c == n
 		}
 		st := map[string]string{}
@@ -46,7 +46,7 @@ func waitRoutes(t *testing.T, s *Speaker, what string, want map[*server.BgpServe
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%s: routers hold %v routes, want %v; sessions %v", what, got, want, st)
+			t.Fatalf("%s: routers hold %v routes, want %v; sessions %v", what, got, wantN, st)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

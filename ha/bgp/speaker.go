@@ -51,12 +51,12 @@ type Options struct {
 // server never lets its Serve goroutine return: every discarded server
 // would stay in memory with its tables.
 type Speaker struct {
-	log     *slog.Logger
-	srv     *server.BgpServer
-	bfdm    *bfd.Manager
-	ownBFD  bool
-	opts    Options
-	cancel  context.CancelFunc
+	log    *slog.Logger
+	srv    *server.BgpServer
+	bfdm   *bfd.Manager
+	ownBFD bool
+	opts   Options
+	cancel context.CancelFunc
 
 	// mu guards the peers' state and cfg; it is never held across a call
 	// into gobgp (whose event callbacks take it). cfg is written under
