@@ -40,32 +40,36 @@ const (
 )
 
 // marker is the large community that lets a restricted path go to the peer
-// at index i of the configuration (the speaker's configuration never
-// changes during its life, so indexes are stable).
+// at index i of the configuration (the configuration changes only in
+// Restart, which defines the policy again and re-adds every route with the
+// new configuration's markers).
 func (s *Speaker) marker(i int) [3]uint32 {
 	return [3]uint32{s.cfg.ASN, MarkerLocalData1, uint32(i + 1)}
 }
 
 // markers returns the marker communities for adv, nil when it goes to every
-// peer (naming every peer is the same as naming none).
-func (s *Speaker) markers(adv api.Advertisement) [][3]uint32 {
+// peer (naming every peer is the same as naming none); ok is false when adv
+// names peers and none of them is configured.
+func (s *Speaker) markers(adv api.Advertisement) (out [][3]uint32, ok bool) {
 	if len(adv.Peers) == 0 {
-		return nil
+		return nil, true
 	}
 	named := map[string]bool{}
 	for _, p := range adv.Peers {
 		named[p] = true
 	}
-	var out [][3]uint32
 	for i, p := range s.cfg.Peers {
 		if named[p.Name] {
 			out = append(out, s.marker(i))
 		}
 	}
-	if len(out) == len(s.cfg.Peers) {
-		return nil
+	if len(out) == 0 {
+		return nil, false
 	}
-	return out
+	if len(out) == len(s.cfg.Peers) {
+		return nil, true
+	}
+	return out, true
 }
 
 // allowed reports whether a path of adv goes to the peer named name.
@@ -82,7 +86,8 @@ func allowed(adv api.Advertisement, name string) bool {
 }
 
 // installExportPolicy defines the marker sets and the global export policy.
-// It runs before any peer is added, so no path ever leaves unfiltered.
+// It runs at each start, after StartBgp (which resets gobgp's policies) and
+// before any peer is added, so no path ever leaves unfiltered.
 func (s *Speaker) installExportPolicy(ctx context.Context) error {
 	if len(s.cfg.Peers) < 2 {
 		return nil // one peer: every advertisement goes to all peers

@@ -117,18 +117,22 @@ func TestPerPeerExport(t *testing.T) {
 }
 
 // TestMarkersOnlyForSomePeers: naming every peer, or none, marks nothing
-// (the path goes to all peers unfiltered).
+// (the path goes to all peers unfiltered); naming only peers that are not
+// configured (VIPs set under an earlier configuration) sends it nowhere.
 func TestMarkersOnlyForSomePeers(t *testing.T) {
 	s := &Speaker{cfg: api.BGPConfig{ASN: 65001, Peers: []api.BGPPeer{{Name: "a"}, {Name: "b"}, {Name: "c"}}}}
-	if m := s.markers(api.Advertisement{}); m != nil {
-		t.Errorf("no peers named: %v", m)
+	if m, ok := s.markers(api.Advertisement{}); m != nil || !ok {
+		t.Errorf("no peers named: %v %v", m, ok)
 	}
-	if m := s.markers(api.Advertisement{Peers: []string{"c", "a", "b"}}); m != nil {
-		t.Errorf("every peer named: %v", m)
+	if m, ok := s.markers(api.Advertisement{Peers: []string{"c", "a", "b"}}); m != nil || !ok {
+		t.Errorf("every peer named: %v %v", m, ok)
 	}
-	got := s.markers(api.Advertisement{Peers: []string{"c", "a"}})
+	got, ok := s.markers(api.Advertisement{Peers: []string{"c", "a"}})
 	want := [][3]uint32{{65001, MarkerLocalData1, 1}, {65001, MarkerLocalData1, 3}}
-	if !reflect.DeepEqual(got, want) {
-		t.Errorf("markers = %v, want %v", got, want)
+	if !reflect.DeepEqual(got, want) || !ok {
+		t.Errorf("markers = %v %v, want %v", got, ok, want)
+	}
+	if m, ok := s.markers(api.Advertisement{Peers: []string{"gone"}}); ok {
+		t.Errorf("only an unknown peer named: %v, ok", m)
 	}
 }

@@ -43,27 +43,38 @@ type Options struct {
 }
 
 // Speaker is the embedded BGP speaker. It implements ha.Announcer.
+//
+// One Speaker owns one gobgp server for its whole life: a configuration
+// change restarts the sessions on it (Restart: StopBgp, then StartBgp with
+// the new global configuration, export policy, peers and the routes
+// re-added) instead of building a new server, because a gobgp v3.37.0
+// server never lets its Serve goroutine return: every discarded server
+// would stay in memory with its tables.
 type Speaker struct {
-	log     *slog.Logger
-	srv     *server.BgpServer
-	cfg     api.BGPConfig
-	bfdm    *bfd.Manager
-	ownBFD  bool
-	opts    Options
-	cancel  context.CancelFunc
-	watchWG sync.WaitGroup
+	log    *slog.Logger
+	srv    *server.BgpServer
+	bfdm   *bfd.Manager
+	ownBFD bool
+	opts   Options
+	cancel context.CancelFunc
 
-	// mu guards the peers' state; it is never held across a call into
-	// gobgp (whose event callbacks take it).
-	mu     sync.Mutex
-	peers  map[string]*peer // by name
-	closed bool
+	// mu guards the peers' state and cfg; it is never held across a call
+	// into gobgp (whose event callbacks take it). cfg is written under
+	// both routeMu and mu, so either is enough to read it.
+	mu      sync.Mutex
+	cfg     api.BGPConfig
+	peers   map[string]*peer // by name
+	running bool             // between a start and a Stop
+	closed  bool
 	// bfdMu serialises the BFD-driven hold-downs.
 	bfdMu sync.Mutex
-	// routeMu serialises Set and Close and guards routes and vips.
+	// routeMu serialises Set, Stop, Restart and Close and guards routes,
+	// vips and want.
 	routeMu sync.Mutex
 	routes  map[netip.Prefix]*route
 	vips    map[netip.Addr]netip.Prefix
+	// want is the last Set's input, announced again after a restart.
+	want []ha.VIP
 }
 
 type peer struct {
@@ -76,6 +87,8 @@ type peer struct {
 	lastDownReason string
 	bfd            *bfd.Peer
 	bfdStop        chan struct{}
+	// removed: the peer left with a Stop; its BFD session must not start.
+	removed bool
 }
 
 type route struct {
@@ -88,65 +101,12 @@ type route struct {
 
 var _ ha.Announcer = (*Speaker)(nil)
 
-// New starts a speaker with cfg (validated by api.ValidateAdvertisementConfig).
-func New(ctx context.Context, cfg api.BGPConfig, opts Options) (*Speaker, error) {
-	if opts.Logger == nil {
-		opts.Logger = slog.Default()
-	}
-	if opts.ConnectRetry <= 0 {
-		opts.ConnectRetry = 2 * time.Second
-	}
-	routerID := cfg.RouterID
-	if routerID == "" {
-		return nil, errors.New("bgp: router ID required (the daemon picks the node's first IPv4 address when the configuration has none)")
-	}
-	s := &Speaker{
-		log:    opts.Logger.With("component", "bgp"),
-		cfg:    cfg,
-		opts:   opts,
-		peers:  map[string]*peer{},
-		routes: map[netip.Prefix]*route{},
-		vips:   map[netip.Addr]netip.Prefix{},
-		bfdm:   opts.BFD,
-	}
-	if s.bfdm == nil {
-		s.bfdm = bfd.NewManager(opts.Logger.With("component", "bfd"))
-		s.ownBFD = true
-	}
-	s.srv = server.NewBgpServer(server.LoggerOption(&logAdapter{log: s.log}))
-	go s.srv.Serve()
-	listen := int32(cfg.ListenPort)
-	if listen == 0 {
-		listen = -1 // gobgp: negative means no listener; 0 would mean 179
-	}
-	if err := s.srv.StartBgp(ctx, &gapi.StartBgpRequest{Global: &gapi.Global{Asn: cfg.ASN, RouterId: routerID, ListenPort: listen}}); err != nil {
-		s.srv.Stop()
-		return nil, fmt.Errorf("bgp: start speaker: %w", err)
-	}
-	wctx, cancel := context.WithCancel(context.Background())
-	s.cancel = cancel
-	if err := s.srv.WatchEvent(wctx, &gapi.WatchEventRequest{Peer: &gapi.WatchEventRequest_Peer{}}, s.onEvent); err != nil {
-		cancel()
-		s.srv.Stop()
-		return nil, fmt.Errorf("bgp: watch peer events: %w", err)
-	}
-	if err := s.installExportPolicy(ctx); err != nil {
-		cancel()
-		s.srv.Stop()
-		return nil, err
-	}
-	for _, pc := range cfg.Peers {
-		if err := s.addPeer(ctx, pc); err != nil {
-			_ = s.Close()
-			return nil, err
-		}
-	}
-	s.log.Info("bgp speaker started", "asn", cfg.ASN, "routerID", routerID, "listenPort", cfg.ListenPort, "peers", len(cfg.Peers))
-	return s, nil
-}
-
 // Config returns the configuration the speaker runs.
-func (s *Speaker) Config() api.BGPConfig { return s.cfg }
+func (s *Speaker) Config() api.BGPConfig {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cfg
+}
 
 func family(a netip.Addr) *gapi.Family {
 	if a.Is4() {
@@ -220,7 +180,7 @@ func (s *Speaker) runBFD(p *peer) {
 		bp, err := s.bfdm.Add(cfg, func(bfd.State, bfd.Diag) { s.bfdChanged(p) })
 		if err == nil {
 			s.mu.Lock()
-			if s.closed {
+			if s.closed || p.removed {
 				s.mu.Unlock()
 				bp.Close()
 				return
@@ -252,7 +212,7 @@ func (s *Speaker) bfdChanged(p *peer) {
 	s.bfdMu.Lock()
 	defer s.bfdMu.Unlock()
 	s.mu.Lock()
-	if s.closed || p.bfd == nil {
+	if s.closed || p.removed || p.bfd == nil {
 		s.mu.Unlock()
 		return
 	}
@@ -353,6 +313,24 @@ func routeOf(vip netip.Addr, adv api.Advertisement) netip.Prefix {
 // others are withdrawn. It only changes the local RIB; gobgp sends the
 // updates.
 func (s *Speaker) Set(ctx context.Context, vips []ha.VIP) error {
+	s.routeMu.Lock()
+	defer s.routeMu.Unlock()
+	s.mu.Lock()
+	closed, running := s.closed, s.running
+	s.mu.Unlock()
+	if closed {
+		return errors.New("bgp: speaker closed")
+	}
+	s.want = append([]ha.VIP(nil), vips...)
+	if !running {
+		return errStopped
+	}
+	return s.apply(ctx, s.want)
+}
+
+// apply makes the local RIB hold exactly the routes of vips. routeMu is
+// held, so the configuration (peers, markers) cannot change meanwhile.
+func (s *Speaker) apply(ctx context.Context, vips []ha.VIP) error {
 	want := map[netip.Prefix]*route{}
 	wantVIP := map[netip.Addr]netip.Prefix{}
 	// Sorted so that the advertisement an aggregate takes its attributes
@@ -372,16 +350,14 @@ func (s *Speaker) Set(ctx context.Context, vips []ha.VIP) error {
 		if err != nil {
 			return fmt.Errorf("bgp: advertisement %s: %w", v.Advertisement.Name, err)
 		}
-		mk := s.markers(v.Advertisement)
+		mk, ok := s.markers(v.Advertisement)
+		if !ok {
+			// It names none of the peers (possible with the VIPs of a
+			// Set made under an earlier configuration): it goes nowhere.
+			delete(wantVIP, v.Addr.Unmap())
+			continue
+		}
 		want[pfx] = &route{prefix: pfx, attrs: fmt.Sprintf("%s to=%v", attrs, mk), adv: v.Advertisement, markers: mk}
-	}
-	s.routeMu.Lock()
-	defer s.routeMu.Unlock()
-	s.mu.Lock()
-	closed := s.closed
-	s.mu.Unlock()
-	if closed {
-		return errors.New("bgp: speaker closed")
 	}
 	var errs []error
 	for pfx, r := range s.routes {
@@ -602,60 +578,4 @@ func (s *Speaker) BFDStatus() []api.BFDSessionStatus {
 		})
 	}
 	return out
-}
-
-// Close withdraws every route (gobgp sends the withdrawals, then a Cease
-// NOTIFICATION as the peers are removed) and stops the speaker and its BFD
-// sessions.
-func (s *Speaker) Close() error {
-	s.routeMu.Lock()
-	defer s.routeMu.Unlock()
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		return nil
-	}
-	s.closed = true
-	peers := make([]*peer, 0, len(s.peers))
-	for _, p := range s.peers {
-		peers = append(peers, p)
-	}
-	s.mu.Unlock()
-	routes := s.routes
-	s.routes = map[netip.Prefix]*route{}
-	s.vips = map[netip.Addr]netip.Prefix{}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	var errs []error
-	for pfx, r := range routes {
-		if err := s.withdraw(ctx, r); err != nil {
-			errs = append(errs, fmt.Errorf("withdraw %s: %w", pfx, err))
-		}
-	}
-	for _, p := range peers {
-		if p.bfdStop != nil {
-			close(p.bfdStop)
-		}
-		// Removing the peer sends a Cease NOTIFICATION: the router drops
-		// the routes at once instead of waiting for the hold time.
-		if err := s.srv.DeletePeer(ctx, &gapi.DeletePeerRequest{Address: p.addr.String()}); err != nil {
-			errs = append(errs, fmt.Errorf("remove peer %s: %w", p.cfg.Name, err))
-		}
-		if p.bfd != nil {
-			p.bfd.Close()
-		}
-	}
-	if s.ownBFD {
-		s.bfdm.Close()
-	}
-	s.cancel()
-	if err := s.srv.StopBgp(ctx, &gapi.StopBgpRequest{}); err != nil {
-		errs = append(errs, fmt.Errorf("stop: %w", err))
-	}
-	s.srv.Stop()
-	s.log.Info("bgp speaker stopped", "withdrawn", len(routes))
-	if len(errs) > 0 {
-		return fmt.Errorf("bgp: close: %w", errors.Join(errs...))
-	}
-	return nil
 }

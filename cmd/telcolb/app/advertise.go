@@ -62,6 +62,53 @@ type announcerDeps struct {
 	l2 L2Deps
 	// onPeerState feeds the BGP session metrics.
 	onPeerState func(peer, state string)
+	// speaker is the daemon's one BGP speaker, restarted in place at each
+	// change of the bgp section (see bgp.Speaker).
+	speaker *speakerSlot
+}
+
+// speakerSlot holds the daemon's BGP speaker from its first start to the
+// daemon's stop. While the configuration has no bgp section it is stopped
+// (no session, no route), not closed: a gobgp server never frees its
+// Serve goroutine and tables, so a closed speaker per change would leak.
+// It is used under advertiser.reconcileMu (or before the loop starts).
+type speakerSlot struct {
+	s *bgp.Speaker
+}
+
+// start starts the speaker with cfg, creating it the first time.
+func (sl *speakerSlot) start(ctx context.Context, cfg api.BGPConfig, opts bgp.Options) (*bgp.Speaker, error) {
+	if sl.s != nil {
+		if err := sl.s.Restart(ctx, cfg); err != nil {
+			return nil, err
+		}
+		return sl.s, nil
+	}
+	s, err := bgp.New(ctx, cfg, opts)
+	if err != nil {
+		return nil, err
+	}
+	sl.s = s
+	return s, nil
+}
+
+// close closes the speaker for good (the daemon stops).
+func (sl *speakerSlot) close() error {
+	if sl.s == nil {
+		return nil
+	}
+	err := sl.s.Close()
+	sl.s = nil
+	return err
+}
+
+// stopAnnouncer withdraws what ann announces and ends its sessions: the
+// BGP speaker is stopped for a later restart, the others are closed.
+func stopAnnouncer(ann ha.Announcer) error {
+	if sp, ok := ann.(*bgp.Speaker); ok {
+		return sp.Stop(context.Background())
+	}
+	return ann.Close()
 }
 
 // newAnnouncers builds one ha.Announcer per advertisement mode cfg uses.
@@ -78,7 +125,7 @@ func newAnnouncers(ctx context.Context, cfg api.AdvertisementConfig, deps announ
 	}
 	closeAll := func() {
 		for _, a := range out {
-			_ = a.Close()
+			_ = stopAnnouncer(a)
 		}
 	}
 	for _, mode := range []string{api.AdvertiseBGP, api.AdvertiseL2} {
@@ -96,7 +143,7 @@ func newAnnouncers(ctx context.Context, cfg api.AdvertisementConfig, deps announ
 				}
 				bc.RouterID = id.String()
 			}
-			s, err := bgp.New(ctx, bc, bgp.Options{Logger: deps.log, OnPeerState: deps.onPeerState})
+			s, err := deps.speaker.start(ctx, bc, bgp.Options{Logger: deps.log, OnPeerState: deps.onPeerState})
 			if err != nil {
 				closeAll()
 				return nil, err
@@ -160,6 +207,8 @@ type advertiser struct {
 	changes   uint64
 	peerUp    map[string]bool
 	lastErr   error
+	// speaker is the daemon's BGP speaker (reused across configurations).
+	speaker *speakerSlot
 
 	kick chan struct{}
 	done chan struct{}
@@ -175,6 +224,7 @@ func (s *Server) newAdvertiser(cfg AdvertiseConfig, stateDir string) (*advertise
 		announcers: map[string]ha.Announcer{},
 		announced:  map[netip.Addr]string{},
 		peerUp:     map[string]bool{},
+		speaker:    &speakerSlot{},
 		kick:       make(chan struct{}, 1),
 		done:       make(chan struct{}),
 	}
@@ -213,12 +263,14 @@ func (s *Server) newAdvertiser(cfg AdvertiseConfig, stateDir string) (*advertise
 	if source != "" {
 		ann, err := newAnnouncers(context.Background(), c, a.deps())
 		if err != nil {
+			_ = a.speaker.close()
 			return nil, fmt.Errorf("advertisement config %s: %w", source, err)
 		}
 		a.cfg, a.announcers = c, ann
 		if cfg.File != "" {
 			if err := a.save(c); err != nil {
 				a.closeAnnouncers(ann)
+				_ = a.speaker.close()
 				return nil, err
 			}
 		}
@@ -230,7 +282,7 @@ func (s *Server) newAdvertiser(cfg AdvertiseConfig, stateDir string) (*advertise
 }
 
 func (a *advertiser) deps() announcerDeps {
-	return announcerDeps{log: a.log, l2: L2Deps{Logger: a.log, DatapathInterfaces: a.s.dp.Interfaces, Registerer: a.s.reg}, onPeerState: func(peer, state string) {
+	return announcerDeps{log: a.log, speaker: a.speaker, l2: L2Deps{Logger: a.log, DatapathInterfaces: a.s.dp.Interfaces, Registerer: a.s.reg}, onPeerState: func(peer, state string) {
 		a.mu.Lock()
 		a.peerUp[peer] = state == "established"
 		a.mu.Unlock()
@@ -521,9 +573,11 @@ func sameModes(x, y api.AdvertisementConfig) bool {
 	return reflect.DeepEqual(m(x), m(y))
 }
 
+// closeAnnouncers withdraws and ends the announcers' sessions (the BGP
+// speaker is only stopped: it is restarted by the next newAnnouncers).
 func (a *advertiser) closeAnnouncers(anns map[string]ha.Announcer) {
 	for mode, ann := range anns {
-		if err := ann.Close(); err != nil {
+		if err := stopAnnouncer(ann); err != nil {
 			a.log.Error("stop announcer", "mode", mode, "error", err)
 		}
 	}
@@ -548,6 +602,9 @@ func (a *advertiser) close() {
 	a.reconcileMu.Lock()
 	defer a.reconcileMu.Unlock()
 	a.closeAnnouncers(anns)
+	if err := a.speaker.close(); err != nil {
+		a.log.Error("close the bgp speaker", "error", err)
+	}
 	if len(anns) > 0 {
 		a.log.Info("vips withdrawn: the daemon is stopping")
 	}
