@@ -278,6 +278,9 @@ type Health struct {
 	// BootID is random per daemon start: a change tells a client that the
 	// daemon restarted and its rules should be re-applied.
 	BootID string `json:"bootID"`
+	// NotReady says why Status is "syncing": the node waits for its HA
+	// peers' bulk resync and announces no VIP until it completes.
+	NotReady string `json:"notReady,omitempty"`
 }
 
 // Error is the body of every 4xx/5xx answer.
