@@ -230,6 +230,15 @@ func NewServer(cfg Config) (*Server, error) {
 		_ = s.n2.close()
 		return nil, fmt.Errorf("server: register metrics: %w", err)
 	}
+	if c, ok := cfg.Ready.(interface{ Collector() prometheus.Collector }); ok {
+		if err := cfg.Registry.Register(c.Collector()); err != nil {
+			s.probes.close()
+			s.pfcp.close()
+			s.diam.close()
+			_ = s.n2.close()
+			return nil, fmt.Errorf("server: register HA metrics: %w", err)
+		}
+	}
 	if s.adv, err = s.newAdvertiser(cfg.Advertise, cfg.StateDir); err != nil {
 		s.probes.close()
 		s.pfcp.close()
