@@ -3,7 +3,9 @@ package ha
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -164,6 +166,31 @@ func upLab(t *testing.T, ctx context.Context, withHA bool) *lab2 {
 	return lb
 }
 
+// scrape reads a daemon's /metrics from inside its namespace.
+func scrape(t *testing.T, ctx context.Context, h *lab.Host, d *l4.Daemon) string {
+	t.Helper()
+	tok, err := os.ReadFile(d.TokenFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DialContext: l4.HostDialer(h), DisableKeepAlives: true}}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+l4.APIAddress+"/metrics", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(tok)))
+	resp, err := hc.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET /metrics: %d %v", resp.StatusCode, err)
+	}
+	return string(b)
+}
+
 func tail(s string, n int) string {
 	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
 	if len(lines) > n {
@@ -284,6 +311,15 @@ func TestFlowsSurviveANodeFailure(t *testing.T) {
 	}
 	f := openFlows(t, ctx, lb.topo.Client)
 	waitImported(t, ctx, lb.daemons[1], f)
+	metrics := scrape(t, ctx, lb.topo.Nodes[1], lb.daemons[1])
+	for _, want := range []string{`telcolb_ha_peer_synced{peer="lb1"} 1`, `telcolb_ha_peer_up{peer="lb1"} 1`, "telcolb_ha_ready 1"} {
+		if !strings.Contains(metrics, want+"\n") {
+			t.Errorf("lb2 /metrics lacks %q", want)
+		}
+	}
+	if strings.Contains(metrics, "telcolb_ha_records_received_total 0\n") || !strings.Contains(metrics, "telcolb_ha_records_received_total ") {
+		t.Errorf("lb2 received no record according to its metrics")
+	}
 	lb.fail(t, ctx)
 	failed := time.Now()
 	// The second flow of each kind first: a node without the entries would
