@@ -320,6 +320,9 @@ func TestFlowsSurviveANodeFailure(t *testing.T) {
 	if strings.Contains(metrics, "telcolb_ha_records_received_total 0\n") || !strings.Contains(metrics, "telcolb_ha_records_received_total ") {
 		t.Errorf("lb2 received no record according to its metrics")
 	}
+	if out, err := lb.daemons[1].Ctl(ctx, "get", "ha"); err != nil || !strings.Contains(out, "node lb2, ready") || !strings.Contains(out, "lb1   true  true") {
+		t.Errorf("telcolbctl get ha on lb2: %v\n%s", err, out)
+	}
 	lb.fail(t, ctx)
 	failed := time.Now()
 	// The second flow of each kind first: a node without the entries would

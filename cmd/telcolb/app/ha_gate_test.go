@@ -46,6 +46,9 @@ func TestNoVIPAnnouncedBeforeHAResync(t *testing.T) {
 	if h, err := c.Health(ctx); err != nil || h.Status != "syncing" || h.NotReady != why {
 		t.Errorf("health while syncing: %+v %v", h, err)
 	}
+	if st, err := c.HA(ctx); err != nil || st.Enabled {
+		t.Errorf("GET /v1/ha without HA sync: %+v %v", st, err)
+	}
 	gate.why.Store("")
 	env.srv.KickAdvertiser()
 	r.waitPrefixes(t, "10.96.0.10/32")

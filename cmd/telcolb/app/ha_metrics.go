@@ -1,7 +1,11 @@
 package app
 
 import (
+	"net/http"
+
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/telcolb/telcolb/api"
 
 	"github.com/telcolb/telcolb/ha/sync"
 )
@@ -37,6 +41,7 @@ type haSnapshot struct {
 	ready      bool
 	stats      sync.NodeStats
 	eventsLost uint64
+	held       int // records held from peers
 }
 
 type haCollector struct{ read func() haSnapshot }
@@ -95,10 +100,59 @@ func (h *HA) snapshot() haSnapshot {
 		s.up[p.Name], s.synced[p.Name] = h.node.Up(p.Name), h.node.Synced(p.Name)
 	}
 	s.ready = h.Waiting() == ""
+	h.mu.Lock()
+	s.held = len(h.imported)
+	h.mu.Unlock()
 	if l, ok := h.dp.(eventsLoster); ok {
 		if n, err := l.ConntrackEventsLost(); err == nil {
 			s.eventsLost = n
 		}
 	}
 	return s
+}
+
+// haStatuser is implemented by *HA.
+type haStatuser interface {
+	Status() api.HAStatus
+}
+
+func (s *Server) getHA(w http.ResponseWriter, _ *http.Request) {
+	st := api.HAStatus{}
+	if h, ok := s.ready.(haStatuser); ok {
+		st = h.Status()
+	}
+	writeJSON(w, http.StatusOK, st)
+}
+
+// Status is GET /v1/ha.
+func (h *HA) Status() api.HAStatus {
+	s := h.snapshot()
+	why := h.Waiting()
+	st := api.HAStatus{Enabled: true, Node: h.cfg.Node.Self, Ready: why == "", NotReady: why,
+		Entries: s.held, RecordsSent: s.stats.SentRecords, RecordsReceived: s.stats.ReceivedRecords,
+		RecordsResent: s.stats.ResentRecords, LagP99Seconds: lagP99(s.stats.Lag)}
+	for _, p := range s.peers {
+		st.Peers = append(st.Peers, api.HAPeerStatus{Name: p, Up: s.up[p], Synced: s.synced[p]})
+	}
+	return st
+}
+
+// lagP99 is the upper bound of the bucket holding the 99th percentile
+// (the last bound when it is above every bound).
+func lagP99(h sync.Histogram) float64 {
+	if h.Count == 0 {
+		return 0
+	}
+	want := (h.Count*99 + 99) / 100
+	var cum uint64
+	for i, n := range h.Counts {
+		cum += n
+		if cum >= want {
+			if i < len(sync.LagBuckets) {
+				return sync.LagBuckets[i].Seconds()
+			}
+			break
+		}
+	}
+	return sync.LagBuckets[len(sync.LagBuckets)-1].Seconds()
 }

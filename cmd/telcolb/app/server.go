@@ -333,6 +333,7 @@ func (s *Server) buildMux() {
 		{"/v1/health", handlers{http.MethodGet: s.health}},
 		{"/v1/advertisement", handlers{http.MethodGet: s.getAdvertisement, http.MethodPut: s.putAdvertisement}},
 		{"/v1/vips", handlers{http.MethodGet: s.listVIPs}},
+		{"/v1/ha", handlers{http.MethodGet: s.getHA}},
 		{"/metrics", handlers{http.MethodGet: promhttp.HandlerFor(s.gather, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelError)}).ServeHTTP}},
 		{"/openapi.yaml", handlers{http.MethodGet: serveOpenAPI}},
 	}
