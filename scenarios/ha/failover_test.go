@@ -191,6 +191,17 @@ func scrape(t *testing.T, ctx context.Context, h *lab.Host, d *l4.Daemon) string
 	return string(b)
 }
 
+// hasRow says whether a table printed by telcolbctl has a row of exactly
+// these cells.
+func hasRow(out string, cells ...string) bool {
+	for _, line := range strings.Split(out, "\n") {
+		if strings.Join(strings.Fields(line), " ") == strings.Join(cells, " ") {
+			return true
+		}
+	}
+	return false
+}
+
 func tail(s string, n int) string {
 	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
 	if len(lines) > n {
@@ -320,7 +331,7 @@ func TestFlowsSurviveANodeFailure(t *testing.T) {
 	if strings.Contains(metrics, "telcolb_ha_records_received_total 0\n") || !strings.Contains(metrics, "telcolb_ha_records_received_total ") {
 		t.Errorf("lb2 received no record according to its metrics")
 	}
-	if out, err := lb.daemons[1].Ctl(ctx, "get", "ha"); err != nil || !strings.Contains(out, "node lb2, ready") || !strings.Contains(out, "lb1   true  true") {
+	if out, err := lb.daemons[1].Ctl(ctx, "get", "ha"); err != nil || !strings.Contains(out, "node lb2, ready") || !hasRow(out, "lb1", "true", "true") {
 		t.Errorf("telcolbctl get ha on lb2: %v\n%s", err, out)
 	}
 	lb.fail(t, ctx)
