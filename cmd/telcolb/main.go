@@ -140,7 +140,7 @@ func serve(opts app.Options, log *slog.Logger) (err error) {
 	}
 	var haSync *app.HA
 	if haCfg != nil {
-		if haSync, err = app.StartHA(ctx, *haCfg, dp, log); err != nil {
+		if haSync, err = app.StartHA(ctx, *haCfg, app.DatapathSource{Datapath: dp}, log); err != nil {
 			return err
 		}
 		defer haSync.Close()

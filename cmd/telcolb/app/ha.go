@@ -148,12 +148,25 @@ func (h HAOptions) Config() (*HAConfig, error) {
 }
 
 // ConntrackSource is what the HA sync needs of the datapath
-// (*dataplane.Datapath).
+// (*dataplane.Datapath, through DatapathSource).
 type ConntrackSource interface {
-	ConntrackChanges() (*dataplane.ChangeReader, error)
+	ConntrackChanges() (ChangeReader, error)
 	DumpConntrack() ([]dataplane.Record, error)
 	ImportConntrack([]dataplane.Record) error
 }
+
+// ChangeReader is *dataplane.ChangeReader: Read waits for changes and
+// returns dataplane.ErrChangesClosed once closed.
+type ChangeReader interface {
+	Read() ([]dataplane.Record, error)
+	Close() error
+}
+
+// DatapathSource adapts *dataplane.Datapath to ConntrackSource.
+type DatapathSource struct{ *dataplane.Datapath }
+
+// ConntrackChanges opens the datapath's change reader.
+func (d DatapathSource) ConntrackChanges() (ChangeReader, error) { return d.Datapath.ConntrackChanges() }
 
 // HA runs the conntrack sync of one node.
 type HA struct {
@@ -161,7 +174,7 @@ type HA struct {
 	log   *slog.Logger
 	dp    ConntrackSource
 	node  *sync.Node
-	rd    *dataplane.ChangeReader
+	rd    ChangeReader
 	start time.Time
 
 	mu stdsync.Mutex
