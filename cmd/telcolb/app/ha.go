@@ -166,7 +166,9 @@ type ChangeReader interface {
 type DatapathSource struct{ *dataplane.Datapath }
 
 // ConntrackChanges opens the datapath's change reader.
-func (d DatapathSource) ConntrackChanges() (ChangeReader, error) { return d.Datapath.ConntrackChanges() }
+func (d DatapathSource) ConntrackChanges() (ChangeReader, error) {
+	return d.Datapath.ConntrackChanges()
+}
 
 // HA runs the conntrack sync of one node.
 type HA struct {
