@@ -96,11 +96,18 @@ func serve(opts app.Options, log *slog.Logger) (err error) {
 	}
 	defer ln.Close()
 
+	haCfg, err := opts.HA.Config()
+	if err != nil {
+		return err
+	}
 	dp, err = dataplane.Load(dataplane.Config{
 		PinPath:     opts.BPFPinPath,
 		MaxConns:    int(opts.MaxConns),
 		Logger:      log,
 		ForceClsact: opts.ForceClsact,
+		// Without HA nobody reads the change events: the verifier prunes
+		// them and no packet pays for them.
+		DisableConntrackEvents: haCfg == nil,
 	})
 	if err != nil {
 		return fmt.Errorf("load datapath: %w", err)
@@ -134,10 +141,6 @@ func serve(opts app.Options, log *slog.Logger) (err error) {
 	// before any peer connects, and the server holds every VIP back until
 	// the peers' bulk resync completes.
 	var ready app.ReadyGate
-	haCfg, err := opts.HA.Config()
-	if err != nil {
-		return err
-	}
 	var haSync *app.HA
 	if haCfg != nil {
 		if haSync, err = app.StartHA(ctx, *haCfg, app.DatapathSource{Datapath: dp}, log); err != nil {
