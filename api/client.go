@@ -186,3 +186,10 @@ func (c *Client) VIPs(ctx context.Context) ([]VIPStatus, error) {
 	err := c.do(ctx, http.MethodGet, "/"+Version+"/vips", nil, &out)
 	return out, err
 }
+
+// HA returns the node's HA sync state.
+func (c *Client) HA(ctx context.Context) (HAStatus, error) {
+	var out HAStatus
+	err := c.do(ctx, http.MethodGet, "/"+Version+"/ha", nil, &out)
+	return out, err
+}

@@ -278,6 +278,9 @@ type Health struct {
 	// BootID is random per daemon start: a change tells a client that the
 	// daemon restarted and its rules should be re-applied.
 	BootID string `json:"bootID"`
+	// NotReady says why Status is "syncing": the node waits for its HA
+	// peers' bulk resync and announces no VIP until it completes.
+	NotReady string `json:"notReady,omitempty"`
 }
 
 // Error is the body of every 4xx/5xx answer.
@@ -305,3 +308,31 @@ const (
 	DiameterRelay = "relay"
 	DiameterProxy = "proxy"
 )
+
+// HAStatus is GET /v1/ha: the node's conntrack sync with its HA group.
+type HAStatus struct {
+	// Enabled is false when the daemon runs without --ha-node-name.
+	Enabled bool   `json:"enabled"`
+	Node    string `json:"node,omitempty"`
+	// Ready: every reachable peer's bulk resync to this node completed;
+	// until then NotReady says why and no VIP is announced.
+	Ready    bool           `json:"ready"`
+	NotReady string         `json:"notReady,omitempty"`
+	Peers    []HAPeerStatus `json:"peers,omitempty"`
+	// Entries is how many records (conntrack entries and associations)
+	// this node holds from its peers.
+	Entries         int    `json:"entries"`
+	RecordsSent     uint64 `json:"recordsSent"`
+	RecordsReceived uint64 `json:"recordsReceived"`
+	RecordsResent   uint64 `json:"recordsResent"`
+	// LagP99Seconds is the upper bound of the lag histogram bucket holding
+	// the 99th percentile (change to acknowledgement), 0 before any.
+	LagP99Seconds float64 `json:"lagP99Seconds"`
+}
+
+// HAPeerStatus is one other member of the HA group.
+type HAPeerStatus struct {
+	Name   string `json:"name"`
+	Up     bool   `json:"up"`
+	Synced bool   `json:"synced"`
+}

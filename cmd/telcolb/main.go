@@ -96,11 +96,18 @@ func serve(opts app.Options, log *slog.Logger) (err error) {
 	}
 	defer ln.Close()
 
+	haCfg, err := opts.HA.Config()
+	if err != nil {
+		return err
+	}
 	dp, err = dataplane.Load(dataplane.Config{
 		PinPath:     opts.BPFPinPath,
 		MaxConns:    int(opts.MaxConns),
 		Logger:      log,
 		ForceClsact: opts.ForceClsact,
+		// Without HA nobody reads the change events: the verifier prunes
+		// them and no packet pays for them.
+		DisableConntrackEvents: haCfg == nil,
 	})
 	if err != nil {
 		return fmt.Errorf("load datapath: %w", err)
@@ -130,13 +137,28 @@ func serve(opts app.Options, log *slog.Logger) (err error) {
 	if err != nil {
 		return err
 	}
-	srv, err := app.NewServer(app.Config{Datapath: dp, StateDir: opts.StateDir, Token: token, Logger: log,
+	// HA sync before the server: the local table goes into the sync
+	// before any peer connects, and the server holds every VIP back until
+	// the peers' bulk resync completes.
+	var ready app.ReadyGate
+	var haSync *app.HA
+	if haCfg != nil {
+		if haSync, err = app.StartHA(ctx, *haCfg, app.DatapathSource{Datapath: dp}, log); err != nil {
+			return err
+		}
+		defer haSync.Close()
+		ready = haSync
+	}
+	srv, err := app.NewServer(app.Config{Datapath: dp, Ready: ready, StateDir: opts.StateDir, Token: token, Logger: log,
 		N2: app.N2Config{TransportMode: opts.N2Transport}, PFCP: pfcpCfg, LocalVIPs: app.LocalVIPConfigOf(opts),
 		EndpointTrafficMetrics: opts.EndpointTrafficMetrics, Advertise: app.AdvertiseConfig{File: opts.AdvertisementConfig}})
 	if err != nil {
 		return err
 	}
 	defer srv.Close()
+	if haSync != nil {
+		haSync.SetOnReady(srv.KickAdvertiser)
+	}
 
 	hs := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 	errc := make(chan error, 2)

@@ -55,6 +55,7 @@ const usageText = `Usage: telcolbctl [--server URL] [--token T | --token-file F]
   get bgp              BGP peers: state, prefixes sent, BFD (-o wide: last down reason)
   get bfd              BFD sessions: state, timers, remote diagnostic
   get vip              VIPs this node serves: how each is announced, owner, why not
+  get ha               HA conntrack sync: readiness, peers up and synced, records, lag
   delete lb NAME       delete a service
   delete ct            flush all connections
   health               daemon health
@@ -258,7 +259,7 @@ func (c *commands) registerFlags(verb string) {
 // resource maps the accepted spellings to a canonical resource name.
 func resource(args []string, verb string) (string, []string, error) {
 	if len(args) == 0 {
-		return "", nil, usagef("%s: missing resource (lb, ct, ep, bgp, bfd, vip)", verb)
+		return "", nil, usagef("%s: missing resource (lb, ct, ep, bgp, bfd, vip, ha)", verb)
 	}
 	switch strings.ToLower(args[0]) {
 	case "lb", "lbs", "svc", "service", "services":
@@ -273,8 +274,10 @@ func resource(args []string, verb string) (string, []string, error) {
 		return "bfd", args[1:], nil
 	case "vip", "vips":
 		return "vip", args[1:], nil
+	case "ha":
+		return "ha", args[1:], nil
 	}
-	return "", nil, usagef("%s: unknown resource %q (lb, ct, ep, bgp, bfd, vip)", verb, args[0])
+	return "", nil, usagef("%s: unknown resource %q (lb, ct, ep, bgp, bfd, vip, ha)", verb, args[0])
 }
 
 // parseSeconds accepts "30s"/"5m" or a plain number of seconds.
@@ -431,6 +434,8 @@ func (c *commands) get(ctx context.Context, cl *api.Client, args []string) error
 	switch res {
 	case "bgp", "bfd", "vip":
 		return c.getAdvertise(ctx, cl, res, args)
+	case "ha":
+		return c.getHA(ctx, cl, args)
 	case "lb":
 		if len(args) > 1 {
 			return usagef("get lb: at most one NAME")
@@ -518,7 +523,7 @@ func (c *commands) delete(ctx context.Context, cl *api.Client, args []string) er
 			return err
 		}
 		fmt.Fprintln(c.e.stdout, "conntrack flushed")
-	case "bgp", "bfd", "vip":
+	case "bgp", "bfd", "vip", "ha":
 		return usagef("delete %s: peers, sessions and announcements follow the advertisement configuration (PUT /v1/advertisement or --advertisement-config)", res)
 	default:
 		return usagef("delete: endpoints are deleted by applying the service without them")

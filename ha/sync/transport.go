@@ -34,6 +34,11 @@ type NodeConfig struct {
 	// Self) and key; CAFile is the group CA every member's certificate
 	// must chain to.
 	CertFile, KeyFile, CAFile string
+	// Initial is the local table at start. It is in the machine before the
+	// node listens or dials, so the first bulk resync a peer gets carries
+	// it: a node restarting with an empty table would otherwise wipe what
+	// its peers hold from it.
+	Initial []Record
 	// Machine tunes the protocol (Self and Peers are filled in).
 	Machine Config
 	// Apply receives the records peers send, from the node's goroutine, in
@@ -164,6 +169,13 @@ func Start(ctx context.Context, cfg NodeConfig) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
+	now := time.Now()
+	for i, r := range cfg.Initial {
+		// No peer is connected: nothing to send yet.
+		if _, err := m.Put(now, r); err != nil {
+			return nil, fmt.Errorf("sync: initial record %d: %w", i, err)
+		}
+	}
 	n := &Node{
 		cfg: cfg, log: cfg.Logger.With("ha-sync", cfg.Self), certs: []tls.Certificate{cert}, roots: pool, peers: peers, m: m,
 		opsWake: make(chan struct{}, 1), drop: make(chan string), events: make(chan event, 1024),
@@ -252,6 +264,13 @@ func (n *Node) Synced(peer string) bool {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	return n.m.Synced(peer)
+}
+
+// Up says whether peer is connected and has said hello.
+func (n *Node) Up(peer string) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.m.Up(peer)
 }
 
 // Stats returns the counters.

@@ -32,7 +32,7 @@ const (
 // Metric is one row of the table.
 type Metric struct {
 	Name string
-	Type string // counter or gauge
+	Type string // counter, gauge or histogram
 	// Labels in the order of the table (sorted there).
 	Labels  []string
 	Meaning string
@@ -104,8 +104,8 @@ func Parse(b []byte) ([]Metric, error) {
 			return nil, fmt.Errorf("%s line %d: %d cells, want 5", Path, line, len(cells))
 		}
 		m := Metric{Name: strings.Trim(cells[0], "`"), Type: cells[1], Meaning: cells[3], Source: cells[4]}
-		if m.Type != "counter" && m.Type != "gauge" {
-			return nil, fmt.Errorf("%s line %d: %s: type %q, want counter or gauge", Path, line, m.Name, m.Type)
+		if m.Type != "counter" && m.Type != "gauge" && m.Type != "histogram" {
+			return nil, fmt.Errorf("%s line %d: %s: type %q, want counter, gauge or histogram", Path, line, m.Name, m.Type)
 		}
 		switch m.Source {
 		case SourceDaemon, SourceN2, SourcePFCP, SourceController, SourceL2, SourceDiameter:

@@ -468,7 +468,8 @@ func (a *advertiser) reconcile() {
 	a.mu.Lock()
 	cfg, anns, stopping := a.cfg, a.announcers, a.stopping
 	a.mu.Unlock()
-	byMode, _ := plan(cfg, served, stopping)
+	byMode, reasons := plan(cfg, served, stopping)
+	byMode = a.s.gate(byMode, reasons, served)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	var errs []error
@@ -630,7 +631,8 @@ func (a *advertiser) vips() []api.VIPStatus {
 	a.mu.Lock()
 	cfg, anns, stopping := a.cfg, a.announcers, a.stopping
 	a.mu.Unlock()
-	_, reasons := plan(cfg, served, stopping)
+	byMode, reasons := plan(cfg, served, stopping)
+	_ = a.s.gate(byMode, reasons, served)
 	how := map[netip.Addr]ha.Announcement{}
 	for _, ann := range anns {
 		for v, an := range ann.Announced() {

@@ -47,7 +47,13 @@ func TestMetricTableListsEveryDaemonMetric(t *testing.T) {
 		return testutil.CollectAndCount(&collector{s: env.srv}, "telcolb_probe_failures_total") > 0
 	})
 
-	described, err := metricsdoc.Describe(collectors{&collector{s: env.srv}, &advCollector{a: env.srv.adv}})
+	ha := &haCollector{read: func() haSnapshot {
+		return haSnapshot{peers: []string{"lb2"}, up: map[string]bool{"lb2": true}, synced: map[string]bool{}}
+	}}
+	if err := env.reg.Register(ha); err != nil {
+		t.Fatal(err)
+	}
+	described, err := metricsdoc.Describe(collectors{&collector{s: env.srv}, &advCollector{a: env.srv.adv}, ha})
 	if err != nil {
 		t.Fatal(err)
 	}

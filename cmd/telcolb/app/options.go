@@ -52,6 +52,9 @@ type Options struct {
 	// (YAML or JSON): how this node announces the VIPs it serves (BGP
 	// peers, BFD, advertisements) without the controller.
 	AdvertisementConfig string `json:"advertisementConfig"`
+	// HA configures the conntrack state sync with the other members of an
+	// HA group (ha.go); off while HANodeName is empty.
+	HA HAOptions `json:"ha"`
 	// Cleanup removes the pinned datapath and exits (flag --cleanup or the
 	// "cleanup" subcommand); not settable from the file on purpose.
 	Cleanup bool `json:"-"`
@@ -99,6 +102,7 @@ func ParseOptions(args []string, usage io.Writer) (Options, error) {
 	fs.StringVar(&f.LocalVIPInterface, "local-vip-interface", o.LocalVIPInterface, "dummy interface holding the VIPs of N2 and PFCP services as local addresses while served (created if absent); empty disables")
 	fs.BoolVar(&f.EndpointTrafficMetrics, "endpoint-traffic-metrics", false, "also export per-endpoint packet and byte counters (two more series per endpoint)")
 	fs.StringVar(&f.AdvertisementConfig, "advertisement-config", "", "YAML file with this node's advertisement configuration (nodeName, bgp, advertisements); replaces the one persisted from the API at start")
+	addHAFlags(fs, &f.HA)
 	fs.StringVar(&configPath, "config", "", "YAML file with the same settings in camelCase (apiAddress, interfaces, ...)")
 	fs.BoolVar(&f.Cleanup, "cleanup", false, "remove the pinned datapath (rules, connections, attachments) and exit")
 	if err := fs.Parse(args); err != nil {
@@ -151,6 +155,8 @@ func ParseOptions(args []string, usage io.Writer) (Options, error) {
 			o.EndpointTrafficMetrics = f.EndpointTrafficMetrics
 		case "advertisement-config":
 			o.AdvertisementConfig = f.AdvertisementConfig
+		default:
+			o.HA.setFlag(fl.Name, f.HA)
 		}
 	})
 	o.Cleanup = f.Cleanup
@@ -188,6 +194,9 @@ func (o *Options) check() error {
 		if ifname == "" {
 			return errors.New("interfaces: empty interface name")
 		}
+	}
+	if _, err := o.HA.Config(); err != nil {
+		return err
 	}
 	return nil
 }

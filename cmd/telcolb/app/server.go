@@ -68,6 +68,10 @@ type Config struct {
 	MaxServiceID uint32
 	// Advertise configures VIP advertisement (advertise.go).
 	Advertise AdvertiseConfig
+	// Ready, when set, holds back every VIP announcement and reports the
+	// node not ready (/v1/health status "syncing") while it gives a
+	// reason (the HA bulk resync, ha.go).
+	Ready ReadyGate
 }
 
 // idLimiter is implemented by a datapath that knows how many services its
@@ -94,6 +98,7 @@ type Server struct {
 	local  *localVIPs
 	diam   *diameterManager
 	adv    *advertiser
+	ready  ReadyGate
 	gather prometheus.Gatherer
 	// reg is cfg.Registry: announcers built later (l2) register on it.
 	reg    prometheus.Registerer
@@ -166,6 +171,7 @@ func NewServer(cfg Config) (*Server, error) {
 		byVIP:    vipIndex{},
 		maxID:    maxID,
 		bootID:   rand.Text(),
+		ready:    cfg.Ready,
 	}
 	if cfg.Token != "" {
 		s.token = []byte(cfg.Token)
@@ -223,6 +229,15 @@ func NewServer(cfg Config) (*Server, error) {
 		s.diam.close()
 		_ = s.n2.close()
 		return nil, fmt.Errorf("server: register metrics: %w", err)
+	}
+	if c, ok := cfg.Ready.(interface{ Collector() prometheus.Collector }); ok {
+		if err := cfg.Registry.Register(c.Collector()); err != nil {
+			s.probes.close()
+			s.pfcp.close()
+			s.diam.close()
+			_ = s.n2.close()
+			return nil, fmt.Errorf("server: register HA metrics: %w", err)
+		}
 	}
 	if s.adv, err = s.newAdvertiser(cfg.Advertise, cfg.StateDir); err != nil {
 		s.probes.close()
@@ -318,6 +333,7 @@ func (s *Server) buildMux() {
 		{"/v1/health", handlers{http.MethodGet: s.health}},
 		{"/v1/advertisement", handlers{http.MethodGet: s.getAdvertisement, http.MethodPut: s.putAdvertisement}},
 		{"/v1/vips", handlers{http.MethodGet: s.listVIPs}},
+		{"/v1/ha", handlers{http.MethodGet: s.getHA}},
 		{"/metrics", handlers{http.MethodGet: promhttp.HandlerFor(s.gather, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelError)}).ServeHTTP}},
 		{"/openapi.yaml", handlers{http.MethodGet: serveOpenAPI}},
 	}
@@ -910,6 +926,11 @@ func (s *Server) health(w http.ResponseWriter, _ *http.Request) {
 	h := api.Health{Status: "ok", Interfaces: ifaces, Services: n, MaxServices: int(s.maxID), AttachMode: s.dp.AttachMode(), BootID: s.bootID}
 	if m, ok := s.dp.(migrationReporter); ok {
 		h.ConntrackNotMigrated = m.ConntrackNotMigrated()
+	}
+	if s.ready != nil {
+		if why := s.ready.Waiting(); why != "" {
+			h.Status, h.NotReady = "syncing", why
+		}
 	}
 	writeJSON(w, http.StatusOK, h)
 }

@@ -1,0 +1,416 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strings"
+	stdsync "sync"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/telcolb/telcolb/dataplane"
+	"github.com/telcolb/telcolb/ha"
+	"github.com/telcolb/telcolb/ha/sync"
+)
+
+// HA conntrack sync inside the daemon: the datapath's conntrack changes go
+// to the other members of the HA group (ha/sync), their records come into
+// this datapath, and the node announces no VIP until every reachable peer
+// has sent it its table (no VIP taken before the bulk resync completes).
+
+// HAOptions are the --ha-* flags (key "ha" in the --config file).
+type HAOptions struct {
+	// NodeName is this node's name in the group; its certificate names it
+	// as a DNS SAN. Empty: HA sync off.
+	NodeName string `json:"nodeName"`
+	// ListenAddress is where peers connect (host:port).
+	ListenAddress string `json:"listenAddress"`
+	// Peers are the other members, name=host:port each.
+	Peers       []string `json:"peers"`
+	TLSCertFile string   `json:"tlsCertFile"`
+	TLSKeyFile  string   `json:"tlsKeyFile"`
+	TLSCAFile   string   `json:"tlsCAFile"`
+	// RefreshInterval is how often live entries are sent again so a
+	// peer's copy does not age out while the flow only carries traffic
+	// (which sends no change event). Default 3s.
+	RefreshInterval string `json:"refreshInterval"`
+	// JoinTimeout is how long a starting node waits for a peer that does
+	// not connect before it stops waiting for it (a lone survivor must
+	// serve). Default 10s.
+	JoinTimeout string `json:"joinTimeout"`
+}
+
+const (
+	defaultHARefresh     = 3 * time.Second
+	defaultHAJoinTimeout = 10 * time.Second
+)
+
+func addHAFlags(fs *pflag.FlagSet, h *HAOptions) {
+	fs.StringVar(&h.NodeName, "ha-node-name", "", "this node's name in the HA group (its certificate's DNS SAN); empty disables HA sync")
+	fs.StringVar(&h.ListenAddress, "ha-listen-address", "", "host:port where HA peers connect")
+	fs.StringSliceVar(&h.Peers, "ha-peers", nil, "other members of the HA group, name=host:port, comma separated")
+	fs.StringVar(&h.TLSCertFile, "ha-tls-cert-file", "", "this node's certificate for the HA sync (mutual TLS)")
+	fs.StringVar(&h.TLSKeyFile, "ha-tls-key-file", "", "key of --ha-tls-cert-file")
+	fs.StringVar(&h.TLSCAFile, "ha-tls-ca-file", "", "CA every HA group member's certificate chains to")
+	fs.StringVar(&h.RefreshInterval, "ha-refresh-interval", "", "how often live conntrack entries are sent again to peers (default 3s; well below the shortest conntrack timeout)")
+	fs.StringVar(&h.JoinTimeout, "ha-join-timeout", "", "how long a starting node waits for an unreachable peer before announcing VIPs (default 10s)")
+}
+
+// setFlag copies one --ha-* flag given on the command line.
+func (h *HAOptions) setFlag(name string, f HAOptions) {
+	switch name {
+	case "ha-node-name":
+		h.NodeName = f.NodeName
+	case "ha-listen-address":
+		h.ListenAddress = f.ListenAddress
+	case "ha-peers":
+		h.Peers = f.Peers
+	case "ha-tls-cert-file":
+		h.TLSCertFile = f.TLSCertFile
+	case "ha-tls-key-file":
+		h.TLSKeyFile = f.TLSKeyFile
+	case "ha-tls-ca-file":
+		h.TLSCAFile = f.TLSCAFile
+	case "ha-refresh-interval":
+		h.RefreshInterval = f.RefreshInterval
+	case "ha-join-timeout":
+		h.JoinTimeout = f.JoinTimeout
+	}
+}
+
+// HAConfig is the checked form of HAOptions.
+type HAConfig struct {
+	Node        sync.NodeConfig
+	Refresh     time.Duration
+	JoinTimeout time.Duration
+}
+
+// Config checks the options; nil when HA sync is off. Errors name the flag.
+func (h HAOptions) Config() (*HAConfig, error) {
+	if h.NodeName == "" {
+		for flag, v := range map[string]bool{"ha-listen-address": h.ListenAddress != "", "ha-peers": len(h.Peers) > 0,
+			"ha-tls-cert-file": h.TLSCertFile != "", "ha-tls-key-file": h.TLSKeyFile != "", "ha-tls-ca-file": h.TLSCAFile != ""} {
+			if v {
+				return nil, fmt.Errorf("%s is set but ha-node-name is empty (HA sync off)", flag)
+			}
+		}
+		return nil, nil
+	}
+	c := &HAConfig{Refresh: defaultHARefresh, JoinTimeout: defaultHAJoinTimeout}
+	if _, _, err := net.SplitHostPort(h.ListenAddress); err != nil {
+		return nil, fmt.Errorf("ha-listen-address %q: %w", h.ListenAddress, err)
+	}
+	if len(h.Peers) == 0 {
+		return nil, errors.New("ha-peers: at least one peer (name=host:port) is needed with ha-node-name")
+	}
+	seen := map[string]bool{h.NodeName: true}
+	var peers []sync.Peer
+	for _, p := range h.Peers {
+		name, addr, ok := strings.Cut(p, "=")
+		if !ok || name == "" {
+			return nil, fmt.Errorf("ha-peers %q: use name=host:port", p)
+		}
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			return nil, fmt.Errorf("ha-peers %q: %w", p, err)
+		}
+		if seen[name] {
+			return nil, fmt.Errorf("ha-peers %q: name %s given twice or equal to ha-node-name", p, name)
+		}
+		seen[name] = true
+		peers = append(peers, sync.Peer{Name: name, Addr: addr})
+	}
+	for flag, v := range map[string]string{"ha-tls-cert-file": h.TLSCertFile, "ha-tls-key-file": h.TLSKeyFile, "ha-tls-ca-file": h.TLSCAFile} {
+		if v == "" {
+			return nil, fmt.Errorf("%s is required with ha-node-name (the sync uses mutual TLS)", flag)
+		}
+	}
+	for flag, p := range map[string]struct {
+		raw string
+		d   *time.Duration
+	}{"ha-refresh-interval": {h.RefreshInterval, &c.Refresh}, "ha-join-timeout": {h.JoinTimeout, &c.JoinTimeout}} {
+		if p.raw == "" {
+			continue
+		}
+		d, err := time.ParseDuration(p.raw)
+		if err != nil || d < 100*time.Millisecond {
+			return nil, fmt.Errorf("%s %q: a duration of at least 100ms", flag, p.raw)
+		}
+		*p.d = d
+	}
+	c.Node = sync.NodeConfig{Self: h.NodeName, Listen: h.ListenAddress, Peers: peers,
+		CertFile: h.TLSCertFile, KeyFile: h.TLSKeyFile, CAFile: h.TLSCAFile}
+	return c, nil
+}
+
+// ConntrackSource is what the HA sync needs of the datapath
+// (*dataplane.Datapath, through DatapathSource).
+type ConntrackSource interface {
+	ConntrackChanges() (ChangeReader, error)
+	DumpConntrack() ([]dataplane.Record, error)
+	ImportConntrack([]dataplane.Record) error
+}
+
+// ChangeReader is *dataplane.ChangeReader: Read waits for changes and
+// returns dataplane.ErrChangesClosed once closed.
+type ChangeReader interface {
+	Read() ([]dataplane.Record, error)
+	Close() error
+}
+
+// DatapathSource adapts *dataplane.Datapath to ConntrackSource.
+type DatapathSource struct{ *dataplane.Datapath }
+
+// ConntrackChanges opens the datapath's change reader.
+func (d DatapathSource) ConntrackChanges() (ChangeReader, error) {
+	return d.Datapath.ConntrackChanges()
+}
+
+// HA runs the conntrack sync of one node.
+type HA struct {
+	cfg   HAConfig
+	log   *slog.Logger
+	dp    ConntrackSource
+	node  *sync.Node
+	rd    ChangeReader
+	start time.Time
+
+	mu stdsync.Mutex
+	// imported are the keys (kind + key) whose entry here is a peer's
+	// copy. They are not sent back: the ageing of a copy is no deletion
+	// of the peer's flow, and a refresh of a copy would overwrite the
+	// owner's newer state. A change event from this datapath (the flow
+	// changed state here, after a failover) makes the entry ours.
+	imported map[string]struct{}
+	ready    bool
+	onReady  func()
+
+	cancel context.CancelFunc
+	wg     stdsync.WaitGroup
+}
+
+// StartHA dumps the local conntrack table into the sync (before any peer
+// connects), then starts the sync node, the change producer and the
+// refresh.
+func StartHA(ctx context.Context, cfg HAConfig, dp ConntrackSource, log *slog.Logger) (*HA, error) {
+	h := &HA{cfg: cfg, log: log.With("component", "ha"), dp: dp, imported: map[string]struct{}{}, start: time.Now()}
+	// The reader opens first: a change between the dump and the reader
+	// would otherwise be lost.
+	rd, err := dp.ConntrackChanges()
+	if err != nil {
+		return nil, fmt.Errorf("ha: %w", err)
+	}
+	recs, err := dp.DumpConntrack()
+	if err != nil {
+		rd.Close()
+		return nil, fmt.Errorf("ha: %w", err)
+	}
+	nc := cfg.Node
+	nc.Logger = h.log
+	nc.Initial = make([]sync.Record, 0, len(recs))
+	for _, r := range recs {
+		nc.Initial = append(nc.Initial, toSync(r))
+	}
+	nc.Apply = h.apply
+	nc.OnSynced = func(string) { h.checkReady() }
+	ctx, h.cancel = context.WithCancel(ctx)
+	h.node, err = sync.Start(ctx, nc)
+	if err != nil {
+		h.cancel()
+		rd.Close()
+		return nil, fmt.Errorf("ha: %w", err)
+	}
+	h.rd = rd
+	h.log.Info("ha sync started", "node", nc.Self, "listen", h.node.Addr().String(), "peers", len(nc.Peers), "localRecords", len(recs))
+	h.wg.Add(2)
+	go h.produce()
+	go h.refreshLoop(ctx)
+	return h, nil
+}
+
+// SetOnReady sets what to call when the node becomes ready (the
+// advertiser's kick).
+func (h *HA) SetOnReady(f func()) {
+	h.mu.Lock()
+	h.onReady = f
+	h.mu.Unlock()
+	h.checkReady()
+}
+
+// Close stops the sync. The datapath keeps its entries.
+func (h *HA) Close() error {
+	h.cancel()
+	err := h.node.Close()
+	h.rd.Close()
+	h.wg.Wait()
+	return err
+}
+
+// Addr is where the sync listens.
+func (h *HA) Addr() net.Addr { return h.node.Addr() }
+
+// Waiting says why the node must not announce yet ("" when ready): the
+// peers connected whose bulk resync to us has not completed, and, until
+// the join timeout, the peers not connected yet. Once ready, a node stays
+// ready: a peer rejoining later must not withdraw the VIPs we serve.
+func (h *HA) Waiting() string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.ready {
+		return ""
+	}
+	var waiting []string
+	for _, p := range h.cfg.Node.Peers {
+		if h.node.Synced(p.Name) {
+			continue
+		}
+		if h.node.Up(p.Name) || time.Since(h.start) < h.cfg.JoinTimeout {
+			waiting = append(waiting, p.Name)
+		}
+	}
+	if len(waiting) > 0 {
+		return "ha resync pending from " + strings.Join(waiting, ", ")
+	}
+	h.ready = true
+	h.log.Info("ha resync complete: node ready")
+	return ""
+}
+
+func (h *HA) checkReady() {
+	if h.Waiting() != "" {
+		return
+	}
+	h.mu.Lock()
+	f := h.onReady
+	h.mu.Unlock()
+	if f != nil {
+		f()
+	}
+}
+
+func toSync(r dataplane.Record) sync.Record {
+	return sync.Record{Kind: r.Kind, Key: r.Key, Value: r.Value, Deleted: r.Deleted}
+}
+
+func mapKey(kind uint16, key []byte) string {
+	return string([]byte{byte(kind >> 8), byte(kind)}) + string(key)
+}
+
+// apply writes peers' records into the datapath (from the sync node's
+// goroutine, in order).
+func (h *HA) apply(recs []sync.Applied) {
+	out := make([]dataplane.Record, len(recs))
+	h.mu.Lock()
+	for i, a := range recs {
+		r := a.Record
+		out[i] = dataplane.Record{Kind: r.Kind, Key: r.Key, Value: r.Value, Deleted: r.Deleted}
+		if r.Deleted {
+			delete(h.imported, mapKey(r.Kind, r.Key))
+		} else {
+			h.imported[mapKey(r.Kind, r.Key)] = struct{}{}
+		}
+	}
+	h.mu.Unlock()
+	if err := h.dp.ImportConntrack(out); err != nil {
+		// The records named are refused, the others applied.
+		h.log.Warn("import conntrack records from a peer", "records", len(out), "error", err)
+	}
+}
+
+// produce sends this datapath's changes to the peers.
+func (h *HA) produce() {
+	defer h.wg.Done()
+	for {
+		recs, err := h.rd.Read()
+		if errors.Is(err, dataplane.ErrChangesClosed) {
+			return
+		}
+		if err != nil {
+			h.log.Warn("read conntrack changes", "error", err)
+		}
+		h.mu.Lock()
+		for _, r := range recs {
+			k := mapKey(r.Kind, r.Key)
+			_, copied := h.imported[k]
+			if r.Deleted {
+				delete(h.imported, k)
+				if copied {
+					continue // a peer's copy aged out here: not ours to delete
+				}
+				err = h.node.Delete(r.Kind, r.Key)
+			} else {
+				delete(h.imported, k) // changed here: ours now
+				err = h.node.Put(toSync(r))
+			}
+			if err != nil {
+				h.log.Warn("queue conntrack record for peers", "kind", r.Kind, "error", err)
+			}
+		}
+		h.mu.Unlock()
+	}
+}
+
+// refreshLoop sends every live entry owned here again each interval:
+// imported entries age on the importer's clock and a flow that only
+// carries traffic sends no event. The sync coalesces a key changed twice
+// before it is sent; an entry lost from the ring buffer (full) is also
+// caught up here.
+func (h *HA) refreshLoop(ctx context.Context) {
+	defer h.wg.Done()
+	t := time.NewTicker(h.cfg.Refresh)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		recs, err := h.dp.DumpConntrack()
+		if err != nil {
+			h.log.Warn("ha refresh: dump conntrack", "error", err)
+			continue
+		}
+		h.mu.Lock()
+		for _, r := range recs {
+			if _, copied := h.imported[mapKey(r.Kind, r.Key)]; copied {
+				continue
+			}
+			if err := h.node.Put(toSync(r)); err != nil {
+				h.log.Warn("ha refresh: queue record", "kind", r.Kind, "error", err)
+			}
+		}
+		h.mu.Unlock()
+		h.checkReady()
+	}
+}
+
+// ReadyGate says why the node must not announce VIPs yet ("" when it
+// may). *HA is one.
+type ReadyGate interface {
+	Waiting() string
+}
+
+// KickAdvertiser makes the advertiser look again (the HA gate opened).
+func (s *Server) KickAdvertiser() { s.adv.trigger() }
+
+// gate applies the ready gate to a plan: nothing announced while it is
+// closed, every served VIP saying why.
+func (s *Server) gate(byMode map[string][]ha.VIP, reasons map[netip.Addr]string, served map[netip.Addr]*servedVIP) map[string][]ha.VIP {
+	if s.ready == nil {
+		return byMode
+	}
+	why := s.ready.Waiting()
+	if why == "" {
+		return byMode
+	}
+	for addr := range served {
+		if reasons[addr] == "" {
+			reasons[addr] = why
+		}
+	}
+	return map[string][]ha.VIP{}
+}

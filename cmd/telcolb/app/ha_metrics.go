@@ -1,0 +1,158 @@
+package app
+
+import (
+	"net/http"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/telcolb/telcolb/api"
+
+	"github.com/telcolb/telcolb/ha/sync"
+)
+
+// HA sync metrics (docs/metrics.md).
+var (
+	descHAPeerUp = prometheus.NewDesc("telcolb_ha_peer_up",
+		"1 while the HA sync connection with the peer is up (hello received), else 0.", []string{"peer"}, nil)
+	descHAPeerSynced = prometheus.NewDesc("telcolb_ha_peer_synced",
+		"1 once the peer's bulk resync to this node has completed, else 0.", []string{"peer"}, nil)
+	descHAReady = prometheus.NewDesc("telcolb_ha_ready",
+		"1 once every reachable HA peer has sent its table (VIPs may be announced), else 0.", nil, nil)
+	descHARecordsSent = prometheus.NewDesc("telcolb_ha_records_sent_total",
+		"Conntrack records sent to HA peers (resends included).", nil, nil)
+	descHARecordsResent = prometheus.NewDesc("telcolb_ha_records_resent_total",
+		"Conntrack records sent again to HA peers after a timeout or a Nack.", nil, nil)
+	descHARecordsReceived = prometheus.NewDesc("telcolb_ha_records_received_total",
+		"Conntrack records received from HA peers and applied.", nil, nil)
+	descHAResyncs = prometheus.NewDesc("telcolb_ha_resyncs_total",
+		"Bulk resyncs this node started towards a peer (join, rejoin, back-pressure).", nil, nil)
+	descHARefused = prometheus.NewDesc("telcolb_ha_connections_refused_total",
+		"HA sync connections refused: TLS failures and certificates naming no group member.", nil, nil)
+	descHALag = prometheus.NewDesc("telcolb_ha_sync_lag_seconds",
+		"Time from a conntrack change to its acknowledgement by a peer.", nil, nil)
+	descHAEventsLost = prometheus.NewDesc("telcolb_ha_conntrack_events_lost_total",
+		"Conntrack change events the datapath dropped (ring buffer full); the next refresh sends the entries.", nil, nil)
+)
+
+// haSnapshot is what the HA collector reads on every scrape.
+type haSnapshot struct {
+	peers      []string
+	up, synced map[string]bool
+	ready      bool
+	stats      sync.NodeStats
+	eventsLost uint64
+	held       int // records held from peers
+}
+
+type haCollector struct{ read func() haSnapshot }
+
+func (c *haCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descHAPeerUp, descHAPeerSynced, descHAReady, descHARecordsSent, descHARecordsResent,
+		descHARecordsReceived, descHAResyncs, descHARefused, descHALag, descHAEventsLost} {
+		ch <- d
+	}
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+func (c *haCollector) Collect(ch chan<- prometheus.Metric) {
+	s := c.read()
+	for _, p := range s.peers {
+		ch <- prometheus.MustNewConstMetric(descHAPeerUp, prometheus.GaugeValue, b2f(s.up[p]), p)
+		ch <- prometheus.MustNewConstMetric(descHAPeerSynced, prometheus.GaugeValue, b2f(s.synced[p]), p)
+	}
+	ch <- prometheus.MustNewConstMetric(descHAReady, prometheus.GaugeValue, b2f(s.ready))
+	st := s.stats
+	ch <- prometheus.MustNewConstMetric(descHARecordsSent, prometheus.CounterValue, float64(st.SentRecords))
+	ch <- prometheus.MustNewConstMetric(descHARecordsResent, prometheus.CounterValue, float64(st.ResentRecords))
+	ch <- prometheus.MustNewConstMetric(descHARecordsReceived, prometheus.CounterValue, float64(st.ReceivedRecords))
+	ch <- prometheus.MustNewConstMetric(descHAResyncs, prometheus.CounterValue, float64(st.Resyncs))
+	ch <- prometheus.MustNewConstMetric(descHARefused, prometheus.CounterValue, float64(st.Refused))
+	ch <- prometheus.MustNewConstMetric(descHAEventsLost, prometheus.CounterValue, float64(s.eventsLost))
+	buckets := map[float64]uint64{}
+	var cum uint64
+	for i, ub := range sync.LagBuckets {
+		cum += st.Lag.Counts[i]
+		buckets[ub.Seconds()] = cum
+	}
+	ch <- prometheus.MustNewConstHistogram(descHALag, st.Lag.Count, st.Lag.Sum.Seconds(), buckets)
+}
+
+// eventsLoster is implemented by *dataplane.Datapath.
+type eventsLoster interface {
+	ConntrackEventsLost() (uint64, error)
+}
+
+// Collector exports the HA sync's metrics.
+func (h *HA) Collector() prometheus.Collector {
+	return &haCollector{read: h.snapshot}
+}
+
+func (h *HA) snapshot() haSnapshot {
+	s := haSnapshot{up: map[string]bool{}, synced: map[string]bool{}, stats: h.node.Stats()}
+	for _, p := range h.cfg.Node.Peers {
+		s.peers = append(s.peers, p.Name)
+		s.up[p.Name], s.synced[p.Name] = h.node.Up(p.Name), h.node.Synced(p.Name)
+	}
+	s.ready = h.Waiting() == ""
+	h.mu.Lock()
+	s.held = len(h.imported)
+	h.mu.Unlock()
+	if l, ok := h.dp.(eventsLoster); ok {
+		if n, err := l.ConntrackEventsLost(); err == nil {
+			s.eventsLost = n
+		}
+	}
+	return s
+}
+
+// haStatuser is implemented by *HA.
+type haStatuser interface {
+	Status() api.HAStatus
+}
+
+func (s *Server) getHA(w http.ResponseWriter, _ *http.Request) {
+	st := api.HAStatus{}
+	if h, ok := s.ready.(haStatuser); ok {
+		st = h.Status()
+	}
+	writeJSON(w, http.StatusOK, st)
+}
+
+// Status is GET /v1/ha.
+func (h *HA) Status() api.HAStatus {
+	s := h.snapshot()
+	why := h.Waiting()
+	st := api.HAStatus{Enabled: true, Node: h.cfg.Node.Self, Ready: why == "", NotReady: why,
+		Entries: s.held, RecordsSent: s.stats.SentRecords, RecordsReceived: s.stats.ReceivedRecords,
+		RecordsResent: s.stats.ResentRecords, LagP99Seconds: lagP99(s.stats.Lag)}
+	for _, p := range s.peers {
+		st.Peers = append(st.Peers, api.HAPeerStatus{Name: p, Up: s.up[p], Synced: s.synced[p]})
+	}
+	return st
+}
+
+// lagP99 is the upper bound of the bucket holding the 99th percentile
+// (the last bound when it is above every bound).
+func lagP99(h sync.Histogram) float64 {
+	if h.Count == 0 {
+		return 0
+	}
+	want := (h.Count*99 + 99) / 100
+	var cum uint64
+	for i, n := range h.Counts {
+		cum += n
+		if cum >= want {
+			if i < len(sync.LagBuckets) {
+				return sync.LagBuckets[i].Seconds()
+			}
+			break
+		}
+	}
+	return sync.LagBuckets[len(sync.LagBuckets)-1].Seconds()
+}

@@ -1,0 +1,51 @@
+package app
+
+import (
+	"io"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestHAFlagsParseAndNameTheBadFlag(t *testing.T) {
+	good := []string{"--ha-node-name=lb1", "--ha-listen-address=10.0.0.1:7946", "--ha-peers=lb2=10.0.0.2:7946,lb3=[fd00::3]:7946",
+		"--ha-tls-cert-file=/c.pem", "--ha-tls-key-file=/k.pem", "--ha-tls-ca-file=/ca.pem", "--ha-refresh-interval=1s"}
+	o, err := ParseOptions(good, io.Discard)
+	if err != nil {
+		t.Fatalf("ParseOptions: %v", err)
+	}
+	c, err := o.HA.Config()
+	if err != nil || c == nil {
+		t.Fatalf("Config: %v %v", c, err)
+	}
+	if c.Node.Self != "lb1" || len(c.Node.Peers) != 2 || c.Node.Peers[1].Name != "lb3" || c.Node.Peers[1].Addr != "[fd00::3]:7946" ||
+		c.Refresh != time.Second || c.JoinTimeout != defaultHAJoinTimeout || c.Node.CAFile != "/ca.pem" {
+		t.Errorf("config %+v", c)
+	}
+	// From the file too.
+	cfg := writeFile(t, "ha.yaml", "ha:\n  nodeName: lb1\n  listenAddress: ':7946'\n  peers: ['lb2=h:1']\n  tlsCertFile: c\n  tlsKeyFile: k\n  tlsCAFile: ca\n")
+	if o, err := ParseOptions([]string{"--config", cfg}, io.Discard); err != nil || o.HA.NodeName != "lb1" {
+		t.Errorf("file: %+v %v", o.HA, err)
+	}
+	if o, _ := ParseOptions(nil, io.Discard); o.HA.NodeName != "" {
+		t.Errorf("HA on by default: %+v", o.HA)
+	}
+	bad := map[string][]string{
+		"ha-listen-address":   {"--ha-listen-address=nope"},
+		"ha-peers":            {"--ha-peers=lb2"},
+		"ha-tls-ca-file":      {"--ha-tls-ca-file="},
+		"ha-refresh-interval": {"--ha-refresh-interval=1ms"},
+	}
+	for flag, change := range bad {
+		args := append(append([]string(nil), good...), change...)
+		if _, err := ParseOptions(args, io.Discard); err == nil || !strings.Contains(err.Error(), flag) {
+			t.Errorf("%v: error %v does not name %s", change, err, flag)
+		}
+	}
+	if _, err := ParseOptions([]string{"--ha-peers=lb2=h:1"}, io.Discard); err == nil || !strings.Contains(err.Error(), "ha-node-name") {
+		t.Errorf("peers without a node name: %v", err)
+	}
+	if _, err := ParseOptions(append(good, "--ha-peers=lb1=h:1"), io.Discard); err == nil || !strings.Contains(err.Error(), "ha-peers") {
+		t.Errorf("self as peer: %v", err)
+	}
+}
