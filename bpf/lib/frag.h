@@ -58,7 +58,9 @@ static __always_inline void frag_key_of(const struct pkt *p, struct frag_key *k)
 }
 
 // Notes the ports of a first fragment about to be balanced.
-static __always_inline void frag_note(const struct pkt *p)
+// Not inlined: its key on ct_established's frame pushed the deepest call
+// chain past the kernel's 512-byte combined stack limit (6.1 refused it).
+static __noinline void frag_note(const struct pkt *p)
 {
 	if (p->frag != FRAG_FIRST || (p->proto != IPPROTO_UDP && p->proto != IPPROTO_TCP))
 		return;
