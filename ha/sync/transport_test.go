@@ -209,6 +209,15 @@ func TestThreeNodes(t *testing.T) {
 // beyond MaxPending switch the peer to a resync, which brings it back.
 func TestConnectionCutMidStreamResyncs(t *testing.T) {
 	g := newGroup(t, Config{MaxPending: 5000}, "a", "b")
+	// The cut must hit a live connection: on a quiet machine the puts
+	// below outrun the TLS handshake, and a cut before it cuts nothing.
+	deadline := time.Now().Add(time.Minute)
+	for !g.nodes["a"].n.Up("b") {
+		if time.Now().After(deadline) {
+			t.Fatal("a never connected to b")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	for i := range 30_000 {
 		g.put("a", fmt.Sprintf("k%d", i), value(i))
 		if i == 10_000 {
