@@ -460,16 +460,24 @@ func covers(adv api.Advertisement, a netip.Addr) bool {
 	return false
 }
 
-// reconcile hands each announcer the VIPs it must announce now.
-func (a *advertiser) reconcile() {
-	a.reconcileMu.Lock()
-	defer a.reconcileMu.Unlock()
+// planNow is what reconcile acts on and vips reports: the served VIPs,
+// the announcers, the VIPs each mode must announce (after the HA gate)
+// and why a served VIP is not announced.
+func (a *advertiser) planNow() (map[netip.Addr]*servedVIP, map[string]ha.Announcer, map[string][]ha.VIP, map[netip.Addr]string) {
 	served := a.served()
 	a.mu.Lock()
 	cfg, anns, stopping := a.cfg, a.announcers, a.stopping
 	a.mu.Unlock()
 	byMode, reasons := plan(cfg, served, stopping)
 	byMode = a.s.gate(byMode, reasons, served)
+	return served, anns, byMode, reasons
+}
+
+// reconcile hands each announcer the VIPs it must announce now.
+func (a *advertiser) reconcile() {
+	a.reconcileMu.Lock()
+	defer a.reconcileMu.Unlock()
+	_, anns, byMode, _ := a.planNow()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	var errs []error
@@ -627,12 +635,7 @@ func (a *advertiser) status(ctx context.Context) api.AdvertisementStatus {
 
 // vips is GET /v1/vips.
 func (a *advertiser) vips() []api.VIPStatus {
-	served := a.served()
-	a.mu.Lock()
-	cfg, anns, stopping := a.cfg, a.announcers, a.stopping
-	a.mu.Unlock()
-	byMode, reasons := plan(cfg, served, stopping)
-	_ = a.s.gate(byMode, reasons, served)
+	served, anns, _, reasons := a.planNow()
 	how := map[netip.Addr]ha.Announcement{}
 	for _, ann := range anns {
 		for v, an := range ann.Announced() {

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"github.com/prometheus/client_golang/prometheus"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"sort"
@@ -18,7 +17,6 @@ import (
 	"github.com/telcolb/telcolb/dataplane"
 	"github.com/telcolb/telcolb/monitoring/metricsdoc"
 	"github.com/telcolb/telcolb/scenarios/n2"
-	"github.com/telcolb/telcolb/sctplb/transport"
 	"github.com/telcolb/telcolb/sctplb/transport/memory"
 )
 
@@ -99,22 +97,7 @@ func TestEndpointTrafficMetricsAreOptIn(t *testing.T) {
 // bulkGNB registers many UEs through the proxy, more at once than n2GNB.
 func bulkGNB(t *testing.T, net *memory.Network, name string, ues int) {
 	t.Helper()
-	g, err := n2.NewGNB(n2.GNBConfig{Name: name, Transport: net, UEs: ues, SetID: 1, Parallel: 512, Wait: 30 * time.Second,
-		Remote: transport.Endpoint{Addrs: []netip.Addr{netip.MustParseAddr(n2VIP)}, Port: 38412}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(func() { cancel(); _ = g.Close() })
-	if err := g.Connect(ctx); err != nil {
-		t.Fatal(err)
-	}
-	g.Register(ctx)
-	for _, u := range g.Report().UEs {
-		if !u.Registered {
-			t.Fatalf("%s ue %d not registered: %s", name, u.Index, u.Error)
-		}
-	}
+	registeredGNB(t, n2.GNBConfig{Name: name, Transport: net, UEs: ues, SetID: 1, Parallel: 512, Wait: 30 * time.Second})
 }
 
 // countSeries gathers the registry and returns the series per family.

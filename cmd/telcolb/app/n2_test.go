@@ -55,8 +55,15 @@ func n2Env(t *testing.T, amfs int) (*testEnv, *memory.Network) {
 
 func n2GNB(t *testing.T, net *memory.Network, name string, ues int) *n2.GNB {
 	t.Helper()
-	g, err := n2.NewGNB(n2.GNBConfig{Name: name, Transport: net, UEs: ues, SetID: 1, Wait: 5 * time.Second,
-		Remote: transport.Endpoint{Addrs: []netip.Addr{netip.MustParseAddr(n2VIP)}, Port: 38412}})
+	return registeredGNB(t, n2.GNBConfig{Name: name, Transport: net, UEs: ues, SetID: 1, Wait: 5 * time.Second})
+}
+
+// registeredGNB connects a gNB simulator to the N2 VIP and registers all
+// its UEs, failing the test on any UE left unregistered.
+func registeredGNB(t *testing.T, cfg n2.GNBConfig) *n2.GNB {
+	t.Helper()
+	cfg.Remote = transport.Endpoint{Addrs: []netip.Addr{netip.MustParseAddr(n2VIP)}, Port: 38412}
+	g, err := n2.NewGNB(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -68,7 +75,7 @@ func n2GNB(t *testing.T, net *memory.Network, name string, ues int) *n2.GNB {
 	g.Register(ctx)
 	for _, u := range g.Report().UEs {
 		if !u.Registered {
-			t.Fatalf("%s ue %d not registered: %s", name, u.Index, u.Error)
+			t.Fatalf("%s ue %d not registered: %s", cfg.Name, u.Index, u.Error)
 		}
 	}
 	return g
