@@ -10,9 +10,12 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"syscall"
 	"time"
+	"unsafe"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sys/unix"
 
 	"github.com/telcolb/telcolb/l7parse/diameter"
 	"github.com/telcolb/telcolb/sctplb/diam"
@@ -68,6 +71,11 @@ type DiameterAgent struct {
 	mu     sync.Mutex
 	conns  map[diam.ConnID]*dconn
 	nextID diam.ConnID
+	// inline is set while a reader steps a batch: connections the batch
+	// gave something to write are listed in dirty (rather than their
+	// writer woken) for the reader to write after the lock.
+	inline bool
+	dirty  []*dconn
 	ctx    context.Context
 	wg     sync.WaitGroup
 
@@ -277,6 +285,7 @@ const maxReadBatch = 64
 
 func (a *DiameterAgent) reader(c *dconn) {
 	batch := make([][]byte, 0, maxReadBatch)
+	var dirtyBuf []*dconn
 	for {
 		// Every whole message already read from the socket is stepped
 		// under one lock: one lock round per message cost the agent a
@@ -288,12 +297,26 @@ func (a *DiameterAgent) reader(c *dconn) {
 			batch = append(batch, b)
 		}
 		a.mu.Lock()
+		// The reader writes what the batch queued itself, once the lock
+		// is released (flushInline): waking each connection's writer
+		// goroutine cost the agent a scheduler round trip per batch.
+		a.inline = true
+		now := time.Now()
 		for _, b := range batch {
 			if len(b) > 0 {
-				a.step(diam.Message{Conn: c.id, Data: b})
+				a.stepAt(now, diam.Message{Conn: c.id, Data: b})
 			}
 		}
+		a.inline = false
+		dirty := append(dirtyBuf[:0], a.dirty...)
+		clear(a.dirty)
+		a.dirty = a.dirty[:0]
 		a.mu.Unlock()
+		for _, d := range dirty {
+			d.flushInline()
+		}
+		clear(dirty)
+		dirtyBuf = dirty
 		clear(batch)
 		if err != nil {
 			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) && !errors.Is(err, transport.ErrClosed) {
@@ -416,12 +439,16 @@ func (a *DiameterAgent) Reconfigure(servers []DiameterServer, policy diam.Policy
 }
 
 // step runs the machine and carries out its actions; a.mu held.
-func (a *DiameterAgent) step(ev diam.Event) {
-	for _, act := range a.machine.Step(time.Now(), ev) {
+func (a *DiameterAgent) step(ev diam.Event) { a.stepAt(time.Now(), ev) }
+
+// stepAt is step with the time already read (a reader's batch reads the
+// clock once); a.mu held.
+func (a *DiameterAgent) stepAt(now time.Time, ev diam.Event) {
+	for _, act := range a.machine.Step(now, ev) {
 		a.met.action(act, a.names)
 		switch act.Kind {
 		case diam.Send:
-			if c := a.conns[act.Conn]; c != nil && !c.enqueue(act.Data) {
+			if c := a.conns[act.Conn]; c != nil && !c.enqueue(act.Data, a.inline, &a.dirty) {
 				a.met.sendErrors.Inc()
 				a.log.Warn("Diameter peer not reading: closing", "conn", act.Conn, "remote", c.p.remote())
 				c.shut()
@@ -439,16 +466,26 @@ func (a *DiameterAgent) step(ev diam.Event) {
 }
 
 // dconn is one connection: a reader goroutine, and a writer goroutine fed
-// by a queue so that a slow peer never blocks the machine.
+// by a queue so that a slow peer never blocks the machine. On TCP a reader
+// that queued messages writes them itself first without blocking
+// (flushInline); what the socket does not take at once goes to the writer.
 type dconn struct {
 	id   diam.ConnID
 	p    peerIO
+	raw  syscall.RawConn // nil: no inline writes (SCTP)
 	done chan struct{}
 	// wake tells the writer the queue went from empty to not empty (or
 	// that closing was set): one wake-up per burst, not per message.
-	wake     chan struct{}
-	qmu      sync.Mutex
-	queue    [][]byte
+	wake chan struct{}
+	qmu  sync.Mutex
+	// queue is what waits to be written; spare is the other slice the
+	// holder of the socket swaps with it. writing is held by whoever
+	// writes (the writer or an inline flush): one at a time, in order.
+	queue, spare [][]byte
+	// iov is flushInline's writev vector, kept across calls (used by
+	// the holder of writing only).
+	iov      []unix.Iovec
+	writing  bool
 	closing  bool
 	shutOnce sync.Once
 }
@@ -458,11 +495,22 @@ type dconn struct {
 const maxQueued = 1024
 
 func newDconn(id diam.ConnID, p peerIO) *dconn {
-	return &dconn{id: id, p: p, done: make(chan struct{}), wake: make(chan struct{}, 1)}
+	c := &dconn{id: id, p: p, done: make(chan struct{}), wake: make(chan struct{}, 1)}
+	if t, ok := p.(*tcpPeer); ok {
+		if sc, ok := t.c.(syscall.Conn); ok {
+			if raw, err := sc.SyscallConn(); err == nil {
+				c.raw = raw
+			}
+		}
+	}
+	return c
 }
 
 // enqueue queues b; false if the queue is full (the peer does not read).
-func (c *dconn) enqueue(b []byte) bool {
+// With inline set (a reader's batch), a connection that can be written
+// inline and has nobody writing is added to dirty instead of waking its
+// writer: the reader flushes it after the machine's lock.
+func (c *dconn) enqueue(b []byte, inline bool, dirty *[]*dconn) bool {
 	c.qmu.Lock()
 	defer c.qmu.Unlock()
 	if c.closing {
@@ -472,8 +520,13 @@ func (c *dconn) enqueue(b []byte) bool {
 		return false
 	}
 	c.queue = append(c.queue, b)
-	if len(c.queue) == 1 {
-		c.signal()
+	if len(c.queue) == 1 && !c.writing {
+		// While someone writes, it looks at the queue again when done.
+		if inline && c.raw != nil {
+			*dirty = append(*dirty, c)
+		} else {
+			c.signal()
+		}
 	}
 	return true
 }
@@ -491,7 +544,9 @@ func (c *dconn) closeAfterWrites() {
 	defer c.qmu.Unlock()
 	if !c.closing {
 		c.closing = true
-		c.signal()
+		if !c.writing {
+			c.signal()
+		}
 	}
 }
 
@@ -503,25 +558,133 @@ func (c *dconn) shut() {
 	})
 }
 
-// writer sends what the machine queued: it takes the whole queue at each
-// wake-up and, on TCP, writes it in one writev (a system call and a
-// wake-up per message cost the agent most of its throughput against a
-// plain relay). The two queue slices are swapped, so none is allocated
-// once both have grown.
+// take makes the caller the socket's only writer and hands it the whole
+// queue; false if someone else writes, or if nothing is queued and
+// closing was not asked. The two queue slices are swapped, so none is
+// allocated once both have grown.
+func (c *dconn) take() (batch [][]byte, closing, ok bool) {
+	c.qmu.Lock()
+	defer c.qmu.Unlock()
+	if c.writing || (len(c.queue) == 0 && !c.closing) {
+		return nil, false, false
+	}
+	c.writing = true
+	batch, c.queue, c.spare = c.queue, c.spare[:0], nil
+	return batch, c.closing, true
+}
+
+// release gives the socket back, with rest (unwritten, in order) put
+// before anything queued meanwhile; the writer is woken if anything is
+// left or closing was asked meanwhile.
+func (c *dconn) release(batch, rest [][]byte) {
+	c.qmu.Lock()
+	defer c.qmu.Unlock()
+	c.writing = false
+	if len(rest) > 0 {
+		// rest is a suffix of batch: what was queued meanwhile goes
+		// after it in batch's own array (its tail past rest is unused).
+		n := len(rest)
+		rest = append(rest, c.queue...)
+		clear(c.queue)
+		c.spare, c.queue = c.queue[:0], rest
+		clear(batch[:len(batch)-n])
+	} else {
+		clear(batch)
+		c.spare = batch[:0]
+	}
+	if len(c.queue) > 0 || c.closing {
+		c.signal()
+	}
+}
+
+// flushInline writes the queue with one non-blocking writev from the
+// calling reader; what the socket does not take at once (or an
+// interrupted call) is left to the writer goroutine, which may block.
+func (c *dconn) flushInline() {
+	batch, closing, ok := c.take()
+	if !ok {
+		return
+	}
+	if closing || len(batch) == 0 {
+		// Closing is the writer's to carry out, after the last write.
+		c.release(batch, batch)
+		return
+	}
+	var n int
+	var werr error
+	c.iov = iovecs(c.iov[:0], batch)
+	err := c.raw.Write(func(fd uintptr) bool {
+		n, werr = writevOnce(fd, c.iov)
+		return true // never wait: waiting is the writer's job
+	})
+	clear(c.iov) // keeps no message alive
+	if err == nil && werr != nil && !errors.Is(werr, syscall.EAGAIN) && !errors.Is(werr, syscall.EINTR) {
+		err = werr
+	}
+	if err != nil {
+		c.release(batch, nil)
+		c.shut()
+		return
+	}
+	rest := unwritten(batch, n)
+	c.release(batch, rest)
+}
+
+// iovecs appends the vector of bufs to iov.
+func iovecs(iov []unix.Iovec, bufs [][]byte) []unix.Iovec {
+	for _, b := range bufs {
+		if len(b) > 0 {
+			v := unix.Iovec{Base: &b[0]}
+			v.SetLen(len(b))
+			iov = append(iov, v)
+		}
+	}
+	return iov
+}
+
+// writevOnce is one writev(2) of iov (at most maxQueued entries, which is
+// Linux's IOV_MAX) on a non-blocking socket.
+func writevOnce(fd uintptr, iov []unix.Iovec) (int, error) {
+	if len(iov) == 0 {
+		return 0, nil
+	}
+	n, _, errno := unix.Syscall(unix.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&iov[0])), uintptr(len(iov)))
+	if errno != 0 {
+		return 0, errno
+	}
+	return int(n), nil
+}
+
+// unwritten is what is left of bufs after n bytes were written: a suffix
+// of bufs, its first element cut where the write stopped.
+func unwritten(bufs [][]byte, n int) [][]byte {
+	for i, b := range bufs {
+		if n < len(b) {
+			bufs[i] = b[n:]
+			return bufs[i:]
+		}
+		n -= len(b)
+	}
+	return nil
+}
+
+// writer sends what inline flushes left and what other steps (timers,
+// accepts, dials) queued: it takes the whole queue at each wake-up and,
+// on TCP, writes it in one writev (a system call and a wake-up per
+// message cost the agent most of its throughput against a plain relay).
 func (c *dconn) writer() {
 	bw, batching := c.p.(batchWriter)
-	var spare [][]byte
 	for {
 		select {
 		case <-c.wake:
 		case <-c.done:
 			return
 		}
-		c.qmu.Lock()
-		batch := c.queue
-		c.queue = spare[:0]
-		closing := c.closing
-		c.qmu.Unlock()
+		batch, closing, ok := c.take()
+		if !ok {
+			// Someone else writes, and wakes us when done if needed.
+			continue
+		}
 		var err error
 		if batching && len(batch) > 0 {
 			err = bw.writeBatch(batch)
@@ -532,8 +695,7 @@ func (c *dconn) writer() {
 				}
 			}
 		}
-		clear(batch)
-		spare = batch
+		c.release(batch, nil)
 		if err != nil {
 			c.shut()
 			return
@@ -575,6 +737,29 @@ const routeRecordRoom = 88
 type tcpPeer struct {
 	c net.Conn
 	r *bufio.Reader
+	// slab is where the next messages read are carved from: one
+	// allocation per slabSize bytes rather than one per message.
+	slab []byte
+}
+
+// slabSize is the size of a read slab. A slab lives as long as one of its
+// messages is referenced (queued, or pending an answer): at most this
+// much is kept per message still held.
+const slabSize = 32 << 10
+
+// buffer returns room for a message of n bytes plus room (a
+// Route-Record), capacity clipped so that appending never reaches the next message.
+func (p *tcpPeer) buffer(n, room int) []byte {
+	need := n + room
+	if need > slabSize/4 {
+		return make([]byte, n, need)
+	}
+	if need > len(p.slab) {
+		p.slab = make([]byte, slabSize)
+	}
+	b := p.slab[:n:need]
+	p.slab = p.slab[need:]
+	return b
 }
 
 func newTCPPeer(c net.Conn) *tcpPeer { return &tcpPeer{c: c, r: bufio.NewReaderSize(c, 64<<10)} }
@@ -593,8 +778,16 @@ func (p *tcpPeer) read() ([]byte, error) {
 		return append([]byte(nil), hdr...), ferr
 	}
 	// Room for the Route-Record the agent appends to a request (diam
-	// Message: the machine edits the buffer in place).
-	b := make([]byte, n, n+routeRecordRoom)
+	// Message: the machine edits the buffer in place); an answer is
+	// relayed as it is. A framed message has a whole header.
+	room := 0
+	if h, err = p.r.Peek(5); err != nil {
+		return nil, err
+	}
+	if h[4]&diameter.FlagRequest != 0 {
+		room = routeRecordRoom
+	}
+	b := p.buffer(n, room)
 	if _, err := io.ReadFull(p.r, b); err != nil {
 		return nil, err
 	}
