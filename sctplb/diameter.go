@@ -1,7 +1,6 @@
 package sctplb
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -68,6 +67,11 @@ type DiameterAgent struct {
 	mu     sync.Mutex
 	conns  map[diam.ConnID]*dconn
 	nextID diam.ConnID
+	// inline is set while a reader steps a batch: connections the batch
+	// gave something to write are listed in dirty (rather than their
+	// writer woken) for the reader to write after the lock.
+	inline bool
+	dirty  []*dconn
 	ctx    context.Context
 	wg     sync.WaitGroup
 
@@ -277,6 +281,7 @@ const maxReadBatch = 64
 
 func (a *DiameterAgent) reader(c *dconn) {
 	batch := make([][]byte, 0, maxReadBatch)
+	var dirtyBuf []*dconn
 	for {
 		// Every whole message already read from the socket is stepped
 		// under one lock: one lock round per message cost the agent a
@@ -288,12 +293,26 @@ func (a *DiameterAgent) reader(c *dconn) {
 			batch = append(batch, b)
 		}
 		a.mu.Lock()
+		// The reader writes what the batch queued itself, once the lock
+		// is released (flushInline): waking each connection's writer
+		// goroutine cost the agent a scheduler round trip per batch.
+		a.inline = true
+		now := time.Now()
 		for _, b := range batch {
 			if len(b) > 0 {
-				a.step(diam.Message{Conn: c.id, Data: b})
+				a.stepAt(now, diam.Message{Conn: c.id, Data: b})
 			}
 		}
+		a.inline = false
+		dirty := append(dirtyBuf[:0], a.dirty...)
+		clear(a.dirty)
+		a.dirty = a.dirty[:0]
 		a.mu.Unlock()
+		for _, d := range dirty {
+			d.flushInline()
+		}
+		clear(dirty)
+		dirtyBuf = dirty
 		clear(batch)
 		if err != nil {
 			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) && !errors.Is(err, transport.ErrClosed) {
@@ -416,12 +435,16 @@ func (a *DiameterAgent) Reconfigure(servers []DiameterServer, policy diam.Policy
 }
 
 // step runs the machine and carries out its actions; a.mu held.
-func (a *DiameterAgent) step(ev diam.Event) {
-	for _, act := range a.machine.Step(time.Now(), ev) {
+func (a *DiameterAgent) step(ev diam.Event) { a.stepAt(time.Now(), ev) }
+
+// stepAt is step with the time already read (a reader's batch reads the
+// clock once); a.mu held.
+func (a *DiameterAgent) stepAt(now time.Time, ev diam.Event) {
+	for _, act := range a.machine.Step(now, ev) {
 		a.met.action(act, a.names)
 		switch act.Kind {
 		case diam.Send:
-			if c := a.conns[act.Conn]; c != nil && !c.enqueue(act.Data) {
+			if c := a.conns[act.Conn]; c != nil && !c.enqueue(act.Data, a.inline, &a.dirty) {
 				a.met.sendErrors.Inc()
 				a.log.Warn("Diameter peer not reading: closing", "conn", act.Conn, "remote", c.p.remote())
 				c.shut()
@@ -437,210 +460,3 @@ func (a *DiameterAgent) step(ev diam.Event) {
 		}
 	}
 }
-
-// dconn is one connection: a reader goroutine, and a writer goroutine fed
-// by a queue so that a slow peer never blocks the machine.
-type dconn struct {
-	id   diam.ConnID
-	p    peerIO
-	done chan struct{}
-	// wake tells the writer the queue went from empty to not empty (or
-	// that closing was set): one wake-up per burst, not per message.
-	wake     chan struct{}
-	qmu      sync.Mutex
-	queue    [][]byte
-	closing  bool
-	shutOnce sync.Once
-}
-
-// maxQueued bounds a connection's queue: a peer that lets this many
-// messages pile up is not reading.
-const maxQueued = 1024
-
-func newDconn(id diam.ConnID, p peerIO) *dconn {
-	return &dconn{id: id, p: p, done: make(chan struct{}), wake: make(chan struct{}, 1)}
-}
-
-// enqueue queues b; false if the queue is full (the peer does not read).
-func (c *dconn) enqueue(b []byte) bool {
-	c.qmu.Lock()
-	defer c.qmu.Unlock()
-	if c.closing {
-		return true
-	}
-	if len(c.queue) >= maxQueued {
-		return false
-	}
-	c.queue = append(c.queue, b)
-	if len(c.queue) == 1 {
-		c.signal()
-	}
-	return true
-}
-
-func (c *dconn) signal() {
-	select {
-	case c.wake <- struct{}{}:
-	default:
-	}
-}
-
-// closeAfterWrites lets the writer flush what is queued, then close.
-func (c *dconn) closeAfterWrites() {
-	c.qmu.Lock()
-	defer c.qmu.Unlock()
-	if !c.closing {
-		c.closing = true
-		c.signal()
-	}
-}
-
-// shut closes the connection now.
-func (c *dconn) shut() {
-	c.shutOnce.Do(func() {
-		close(c.done)
-		_ = c.p.close()
-	})
-}
-
-// writer sends what the machine queued: it takes the whole queue at each
-// wake-up and, on TCP, writes it in one writev (a system call and a
-// wake-up per message cost the agent most of its throughput against a
-// plain relay). The two queue slices are swapped, so none is allocated
-// once both have grown.
-func (c *dconn) writer() {
-	bw, batching := c.p.(batchWriter)
-	var spare [][]byte
-	for {
-		select {
-		case <-c.wake:
-		case <-c.done:
-			return
-		}
-		c.qmu.Lock()
-		batch := c.queue
-		c.queue = spare[:0]
-		closing := c.closing
-		c.qmu.Unlock()
-		var err error
-		if batching && len(batch) > 0 {
-			err = bw.writeBatch(batch)
-		} else {
-			for _, b := range batch {
-				if err = c.p.write(b); err != nil {
-					break
-				}
-			}
-		}
-		clear(batch)
-		spare = batch
-		if err != nil {
-			c.shut()
-			return
-		}
-		if closing {
-			// Taken with the queue under one lock, and enqueue adds
-			// nothing once closing: everything queued is written.
-			c.shut()
-			return
-		}
-	}
-}
-
-// batchWriter writes several messages at once (TCP: one writev).
-type batchWriter interface {
-	writeBatch(net.Buffers) error
-}
-
-func (p *tcpPeer) writeBatch(b net.Buffers) error {
-	_, err := b.WriteTo(p.c)
-	return err
-}
-
-// peerIO reads and writes whole Diameter messages.
-type peerIO interface {
-	read() ([]byte, error)
-	// ready reports whether read would return a whole message without
-	// waiting for the network.
-	ready() bool
-	write([]byte) error
-	close() error
-	remote() string
-}
-
-// routeRecordRoom is the spare capacity left after each message read: a
-// Route-Record AVP for an Origin-Host of up to 80 bytes.
-const routeRecordRoom = 88
-
-type tcpPeer struct {
-	c net.Conn
-	r *bufio.Reader
-}
-
-func newTCPPeer(c net.Conn) *tcpPeer { return &tcpPeer{c: c, r: bufio.NewReaderSize(c, 64<<10)} }
-
-// read splits the stream with the header's length. A header that cannot be
-// framed (bad version or length) ends the connection: its first bytes are
-// returned with the error, so the machine can answer 5011/5015.
-func (p *tcpPeer) read() ([]byte, error) {
-	h, err := p.r.Peek(4)
-	if err != nil {
-		return nil, err
-	}
-	n, ferr := diameter.FrameLen(h)
-	if ferr != nil {
-		hdr, _ := p.r.Peek(diameter.HeaderLen)
-		return append([]byte(nil), hdr...), ferr
-	}
-	// Room for the Route-Record the agent appends to a request (diam
-	// Message: the machine edits the buffer in place).
-	b := make([]byte, n, n+routeRecordRoom)
-	if _, err := io.ReadFull(p.r, b); err != nil {
-		return nil, err
-	}
-	return b, nil
-}
-
-func (p *tcpPeer) ready() bool {
-	if p.r.Buffered() < 4 {
-		return false
-	}
-	h, _ := p.r.Peek(4)
-	n, err := diameter.FrameLen(h)
-	return err == nil && n <= p.r.Buffered()
-}
-
-func (p *tcpPeer) write(b []byte) error {
-	_, err := p.c.Write(b)
-	return err
-}
-
-func (p *tcpPeer) close() error   { return p.c.Close() }
-func (p *tcpPeer) remote() string { return p.c.RemoteAddr().String() }
-
-// sctpPeer carries one Diameter message per SCTP user message, on stream
-// 0 (RFC 6733 §2.1.1 leaves the stream to the sender).
-type sctpPeer struct {
-	c   transport.Conn
-	ctx context.Context
-}
-
-func (p *sctpPeer) read() ([]byte, error) {
-	m, err := p.c.Recv(p.ctx)
-	if err != nil {
-		return nil, err
-	}
-	// Clipped: the machine appends in place (diam.Message), and a
-	// transport may hand out slices of a buffer it shares.
-	return m.Data[:len(m.Data):len(m.Data)], nil
-}
-
-// ready is false: each SCTP user message is one receive call.
-func (p *sctpPeer) ready() bool { return false }
-
-func (p *sctpPeer) write(b []byte) error {
-	return p.c.Send(p.ctx, transport.Message{Stream: 0, PPID: diameter.PPID, Data: b})
-}
-
-func (p *sctpPeer) close() error   { return p.c.Close() }
-func (p *sctpPeer) remote() string { return p.c.Remote() }

@@ -163,7 +163,8 @@ func pct(d []time.Duration, q float64) float64 {
 // second of both; and the round trip at window 1 through each, reported
 // separately and as a ratio (a difference of two noisy percentiles could
 // come out negative). TELCOLB_DIAMETER_CPUPROFILE=<file> writes the
-// agent's CPU profile.
+// agent's CPU profile, TELCOLB_DIAMETER_MEMPROFILE=<file> its
+// allocations.
 func TestBenchDiameterAgentVsRawRelay(t *testing.T) {
 	if os.Getenv("TELCOLB_BENCH") != "1" {
 		t.Skip("set TELCOLB_BENCH=1 to run the benchmarks")

@@ -19,7 +19,8 @@ import (
 	"github.com/telcolb/telcolb/scenarios/vm"
 )
 
-// N2 VM lab: one flat segment 10.78.0.0/16 on a bridge in namespace "sw"
+// N2 VM lab (also the Diameter one, TestDiameterAgentOnKernelSCTP, with
+// its own peers in the "ran" VM): one flat segment 10.78.0.0/16 on a bridge in namespace "sw"
 // (which also holds 10.78.0.254 to reach the daemon's API); VM "n2" runs
 // telcolb with --n2-transport kernel (VIP 10.78.100.1) and its datapath
 // attached to eth0, VM "ran" runs the gNB and AMF simulators on kernel
@@ -47,16 +48,16 @@ type n2Lab struct {
 	lbPort  string // the sw bridge port toward the n2 VM (capture point)
 }
 
-func upN2Lab(t *testing.T) *n2Lab {
+// upN2Lab boots the lab's two VMs; peers are the packages of the programs
+// the "ran" VM runs, built with telcolb and telcolbctl into both images.
+func upN2Lab(t *testing.T, peers ...string) *n2Lab {
 	t.Helper()
 	vm.RequireVM(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	bins, err := vm.BuildGo(ctx, t.TempDir(), true,
+	bins, err := vm.BuildGo(ctx, t.TempDir(), true, append([]string{
 		"github.com/telcolb/telcolb/cmd/telcolb",
-		"github.com/telcolb/telcolb/cmd/telcolbctl",
-		"github.com/telcolb/telcolb/scenarios/n2/cmd/amfsim",
-		"github.com/telcolb/telcolb/scenarios/n2/cmd/gnbsim")
+		"github.com/telcolb/telcolb/cmd/telcolbctl"}, peers...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -220,7 +221,7 @@ func lastEvent(ctx context.Context, v *vm.VM, name, event string, out any) error
 // TestN2LabThroughTheDaemon, and tshark checks the traffic the proxy sent
 // and received (capture.CheckNGAP, shared with the N2 lab).
 func TestN2ProxyOnKernelSCTP(t *testing.T) {
-	n := upN2Lab(t)
+	n := upN2Lab(t, "github.com/telcolb/telcolb/scenarios/n2/cmd/amfsim", "github.com/telcolb/telcolb/scenarios/n2/cmd/gnbsim")
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
 	defer func() {

@@ -83,12 +83,15 @@ type pending struct {
 	hbh     uint32 // the agent's hop-by-hop on `to`
 	server  int    // -1 when `to` is a client
 	tried   []int  // servers it was sent to
-	data    []byte // as first forwarded (Route-Record appended)
-	session string
-	end     bool // a session-termination request
-	app     uint32
-	cmd     uint32
-	sent    time.Time
+	// triedBuf holds tried for the usual one or two servers: no
+	// allocation per request.
+	triedBuf [2]int
+	data     []byte // as first forwarded (Route-Record appended)
+	session  string
+	end      bool // a session-termination request
+	app      uint32
+	cmd      uint32
+	sent     time.Time
 	// prev and next link it into Machine.waiting while it awaits its
 	// answer.
 	prev, next *pending

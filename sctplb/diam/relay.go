@@ -45,6 +45,7 @@ func (m *Machine) request(c *conn, msg *diameter.Msg) {
 		return
 	}
 	p := &pending{from: c.id, origHBH: msg.HopByHop, e2e: key, server: -1, app: msg.AppID, cmd: msg.Code}
+	p.tried = p.triedBuf[:0]
 	if msg.SessionID != nil {
 		p.session = string(msg.SessionID)
 		p.end = msg.Code == diameter.CmdSessionTermination ||

@@ -173,9 +173,13 @@ func serve(tr transport.Transport, ep transport.Endpoint, id diameter.Identity, 
 }
 
 type result struct {
-	Event        string         `json:"event"`
-	Transport    string         `json:"transport"`
-	CEA          uint32         `json:"cea"`
+	Event     string `json:"event"`
+	Transport string `json:"transport"`
+	CEA       uint32 `json:"cea"`
+	// CEAOrigin is the CEA's Origin-Host: the agent's own identity when
+	// an agent terminates the connection, a server's when only an L4
+	// balancer stands between.
+	CEAOrigin    string         `json:"ceaOrigin"`
 	Sessions     int            `json:"sessions"`
 	Answers      int            `json:"answers"`
 	Failures     int            `json:"failures"`
@@ -238,7 +242,7 @@ func client(tr transport.Transport, ep transport.Endpoint, id diameter.Identity,
 		fail("CER: %v", err)
 		return res
 	}
-	res.CEA = cea.ResultCode
+	res.CEA, res.CEAOrigin = cea.ResultCode, string(cea.OriginHost)
 	if cea.ResultCode != diameter.Success {
 		fail("CEA %d", cea.ResultCode)
 		return res
