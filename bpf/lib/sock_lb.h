@@ -9,11 +9,13 @@
 // tables and affinity.
 //
 // What is left alone (the call keeps the VIP, routing decides):
-//   - SCTP: only TCP and UDP are looked up. The kernel runs the connect hook
-//     for SCTP's connect() but not for every address of sctp_connectx() or
-//     for sendmsg() that sets up an association, and a multi-homed
-//     association needs the tc datapath's association records; SCTP toward
-//     a VIP from the node goes through the routing table as before.
+//   - SCTP: the kernel never runs these hooks for it. They run from the
+//     protocol's pre_connect (TCP, UDP, ping) and from UDP's sendmsg; SCTP's
+//     connect() goes sctp_inet_connect -> sctp_connect -> __sctp_connect,
+//     connectx and sendmsg likewise, with no cgroup hook (read in the kernel
+//     source; this host has no kernel SCTP to try it). Only TCP and UDP are
+//     looked up, so nothing changes should a later kernel add them: a
+//     multi-homed association needs the tc datapath's association records.
 //   - DSR services: the endpoint must see the VIP as destination (it holds
 //     it on loopback and answers from it), which a rewritten destination
 //     breaks.
