@@ -32,20 +32,15 @@ var (
 
 const sockHelperEnv = "TELCOLB_SOCKLB_HELPER"
 
-// TestSocketLBHelper is the client process: it enters the namespace named in
-// the environment and, for each "kind addr:port count" of TELCOLB_SOCKLB_DO,
+// TestSocketLBHelper is the client process: it enters the namespace given
+// as descriptor 3 (when the environment says so) and, for each "kind addr:port count" of TELCOLB_SOCKLB_DO,
 // makes count calls and prints "kind peer endpoint" for each.
 func TestSocketLBHelper(t *testing.T) {
 	if os.Getenv(sockHelperEnv) == "" {
 		t.Skip("client process of TestSocketLB")
 	}
 	runtime.LockOSThread()
-	h, err := netns.GetFromPath(os.Getenv(sockHelperEnv))
-	if err != nil {
-		fmt.Printf("ERR netns: %v\n", err)
-		return
-	}
-	if err := netns.Set(h); err != nil {
+	if err := netns.Set(netns.NsHandle(3)); err != nil {
 		fmt.Printf("ERR setns: %v\n", err)
 		return
 	}
@@ -217,7 +212,17 @@ func childCgroup(t *testing.T) (string, int) {
 func sockClient(t *testing.T, cgfd int, ns string, jobs ...string) []string {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^TestSocketLBHelper$", "-test.count=1")
-	cmd.Env = append(os.Environ(), sockHelperEnv+"=/var/run/netns/"+ns, "TELCOLB_SOCKLB_DO="+strings.Join(jobs, ";"))
+	// The namespace by descriptor: where `ip netns` keeps its files differs
+	// between hosts (/run/netns, /var/run/netns). This goroutine's thread is
+	// in it (enterNetns).
+	nsfd, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatalf("open netns %s: %v", ns, err)
+	}
+	nsf := os.NewFile(uintptr(nsfd), "netns")
+	defer nsf.Close()
+	cmd.ExtraFiles = []*os.File{nsf}
+	cmd.Env = append(os.Environ(), sockHelperEnv+"=1", "TELCOLB_SOCKLB_DO="+strings.Join(jobs, ";"))
 	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: cgfd}
 	out, err := cmd.CombinedOutput()
 	if err != nil {
