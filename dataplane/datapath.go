@@ -93,6 +93,9 @@ type Datapath struct {
 	codec     *recordCodec
 	readersMu sync.Mutex
 	readers   map[*ChangeReader]struct{}
+	// sock is the socket-level load balancing this process attached
+	// (socklb.go), nil when off.
+	sock *sockLB
 }
 
 // Load loads the datapath objects, reusing compatible pinned maps so that
@@ -228,6 +231,10 @@ func (d *Datapath) Close() error {
 		}
 		delete(d.attached, name)
 	}
+	if d.sock != nil {
+		d.sock.close()
+		d.sock = nil
+	}
 	errs = append(errs, d.objs.Close())
 	if d.netns.IsOpen() {
 		errs = append(errs, d.netns.Close())
@@ -247,6 +254,7 @@ func (d *Datapath) Destroy() error {
 			errs = append(errs, err)
 		}
 	}
+	errs = append(errs, unpinSockLinks(d.cfg.PinPath))
 	// Links pinned by an earlier process that this one never re-attached.
 	entries, _ := os.ReadDir(filepath.Join(d.cfg.PinPath, "links"))
 	for _, e := range entries {

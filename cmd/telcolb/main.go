@@ -126,6 +126,7 @@ func serve(opts app.Options, log *slog.Logger) (err error) {
 			return fmt.Errorf("attach %s: %w", ifname, err)
 		}
 	}
+	socketLB(dp, opts, log)
 	// What the previous program added to migrated maps until now.
 	if err := dp.CompleteMigration(); err != nil {
 		log.Warn("finish pinned map migration", "error", err)
@@ -187,6 +188,31 @@ func serve(opts app.Options, log *slog.Logger) (err error) {
 	// A daemon that ran is never "a failed start": keep its datapath.
 	freshPins = false
 	return err
+}
+
+// socketLB attaches (or, when turned off, detaches) the socket-level load
+// balancing. A kernel or host without it (no cgroup v2, older than 5.8)
+// leaves the node's own traffic to the routing table as before: a warning,
+// not a refused start, since the tc datapath does not depend on it.
+func socketLB(dp *dataplane.Datapath, opts app.Options, log *slog.Logger) {
+	if !opts.SocketLB {
+		if err := dp.DetachSocketLB(); err != nil {
+			log.Warn("detach socket load balancing", "error", err)
+		}
+		return
+	}
+	cg := opts.SocketLBCgroup
+	if cg == "" {
+		root, err := dataplane.CgroupV2Root()
+		if err != nil {
+			log.Warn("socket load balancing off: locally originated traffic to VIPs is not balanced", "error", err)
+			return
+		}
+		cg = root
+	}
+	if err := dp.AttachSocketLB(cg); err != nil {
+		log.Warn("socket load balancing off: locally originated traffic to VIPs is not balanced", "cgroup", cg, "error", err)
+	}
 }
 
 // cleanup removes the pinned datapath (under the instance lock, so never

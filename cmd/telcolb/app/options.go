@@ -28,6 +28,14 @@ type Options struct {
 	LogFormat  string   `json:"logFormat"`
 	// ForceClsact attaches through clsact even where tcx exists.
 	ForceClsact bool `json:"forceClsact"`
+	// SocketLB balances the connections and datagrams the node itself
+	// originates toward a VIP (cgroup socket programs, dataplane/socklb.go);
+	// on by default.
+	SocketLB bool `json:"socketLB"`
+	// SocketLBCgroup is the cgroup v2 directory the socket programs are
+	// attached to; empty: the root of the cgroup v2 hierarchy (every
+	// process of the node).
+	SocketLBCgroup string `json:"socketLBCgroup"`
 	// N2Transport chooses the N2 proxies' SCTP stack: auto (kernel SCTP
 	// when the kernel has it, else userspace), kernel or userspace.
 	N2Transport string `json:"n2Transport"`
@@ -73,6 +81,7 @@ func DefaultOptions() Options {
 		PFCPUPFLoss:           "release",
 		PFCPHeartbeatInterval: "10s",
 		LocalVIPInterface:     "telcolb0",
+		SocketLB:              true,
 	}
 }
 
@@ -96,6 +105,8 @@ func ParseOptions(args []string, usage io.Writer) (Options, error) {
 	fs.StringVar(&f.LogLevel, "log-level", o.LogLevel, "debug, info, warn or error")
 	fs.StringVar(&f.LogFormat, "log-format", o.LogFormat, "json or text")
 	fs.BoolVar(&f.ForceClsact, "force-clsact", false, "attach through a clsact qdisc even where tcx is available")
+	fs.BoolVar(&f.SocketLB, "socket-lb", o.SocketLB, "balance the traffic this node originates toward a VIP at the socket (cgroup connect/sendmsg programs); false detaches them")
+	fs.StringVar(&f.SocketLBCgroup, "socket-lb-cgroup", "", "cgroup v2 directory the socket programs attach to; default the cgroup v2 root")
 	fs.StringVar(&f.N2Transport, "n2-transport", o.N2Transport, "SCTP stack of N2 proxies: auto, kernel or userspace")
 	fs.StringVar(&f.PFCPUPFLoss, "pfcp-upf-loss", o.PFCPUPFLoss, "PFCP proxies: release or move the sessions of a lost UPF")
 	fs.StringVar(&f.PFCPHeartbeatInterval, "pfcp-heartbeat-interval", o.PFCPHeartbeatInterval, "PFCP proxies: heartbeat interval (a UPF silent for 6 is lost)")
@@ -143,6 +154,10 @@ func ParseOptions(args []string, usage io.Writer) (Options, error) {
 			o.LogFormat = f.LogFormat
 		case "force-clsact":
 			o.ForceClsact = f.ForceClsact
+		case "socket-lb":
+			o.SocketLB = f.SocketLB
+		case "socket-lb-cgroup":
+			o.SocketLBCgroup = f.SocketLBCgroup
 		case "n2-transport":
 			o.N2Transport = f.N2Transport
 		case "pfcp-upf-loss":

@@ -40,6 +40,12 @@ func TestParseOptionsMergesFileAndFlags(t *testing.T) {
 			o.APIAddress, o.Interfaces, o.MaxConns, o.LogLevel, o.StateDir = "0.0.0.0:9000", []string{"eth9"}, 1000, "warn", "/srv/lb"
 		}},
 		{"cleanup flag", []string{"--cleanup"}, func(o *Options) { o.Cleanup = true }},
+		{"socket lb off", []string{"--socket-lb=false", "--socket-lb-cgroup=/sys/fs/cgroup/lb"}, func(o *Options) {
+			o.SocketLB, o.SocketLBCgroup = false, "/sys/fs/cgroup/lb"
+		}},
+		{"socket lb from file", []string{"--config=" + writeFile(t, "s.yaml", "socketLB: false\nsocketLBCgroup: /x\n")}, func(o *Options) {
+			o.SocketLB, o.SocketLBCgroup = false, "/x"
+		}},
 		{"cleanup subcommand", []string{"--bpf-pin-path=/sys/fs/bpf/x", "cleanup"}, func(o *Options) { o.Cleanup, o.BPFPinPath = true, "/sys/fs/bpf/x" }},
 	}
 	for _, tt := range tests {
