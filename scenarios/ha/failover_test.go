@@ -323,6 +323,9 @@ func runFailover(t *testing.T, ctx context.Context, kind failure, sctpRun time.D
 	if kind == killed {
 		checkSyncedMetrics(t, ctx, lb)
 	}
+	// lb1's counts of the old associations (they only grow until the
+	// failure): checkSCTPImported compares lb2's with them.
+	before := waitSCTPCount(t, ctx, lb.daemons[0], n.sctp > 0)
 	// The young half.
 	fs.openTCPUDP(t, ctx, lb.topo.Client, n.tcp/2, n.udp/2)
 	fs.startSCTP(t, ctx, lb, n.sctp/2, sctpRun)
@@ -336,6 +339,7 @@ func runFailover(t *testing.T, ctx context.Context, kind failure, sctpRun time.D
 	}
 	lb.fail(t, ctx, kind)
 	failed := time.Now()
+	checkSCTPImported(t, ctx, lb.daemons[1], before)
 	gap := fs.check(t, "through lb2 after the failure ("+kind.String()+")", failed)
 	t.Logf("%s: %d TCP and %d UDP flows (half opened 100 ms before) answered through lb2 within %v of the failure",
 		kind, len(fs.tcp), len(fs.udp), gap.Round(time.Millisecond))
@@ -478,4 +482,76 @@ func TestFlowsBreakWithoutHASync(t *testing.T) {
 		t.Errorf("udp 1 kept its endpoint through lb2 without the sync (%v): the failover test could not fail", u)
 	}
 	t.Logf("without sync: tcp 1 answered %v (error %v), before %v; udp 1 answered %v (error %v), before %v", r, tcpErr, fs.tcp[1].first, u, udpErr, fs.udp[1].first)
+}
+
+// sctpCounts are the client packets of every SCTP entry (by client and
+// VIP address and port) of d's conntrack.
+func sctpCounts(t *testing.T, ctx context.Context, d *l4.Daemon) map[[2]string]uint64 {
+	t.Helper()
+	conns, err := d.Client.Conntrack(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[[2]string]uint64{}
+	for _, c := range conns {
+		if c.Protocol == api.ProtocolSCTP {
+			out[[2]string{c.Client, c.VIP}] = c.OrigPackets
+		}
+	}
+	return out
+}
+
+// sctpBusy is how many client packets an association's entry must have
+// carried through lb1 for checkSCTPImported to look at it; sctpImported
+// is the least its imported copy on lb2 must show: a copy is at most one
+// refresh (1 s, about 40 packets at a message every 50 ms with its SACKs)
+// behind, an entry made on lb2 from the packets after the failure counts
+// a handful.
+const (
+	sctpBusy     = 120
+	sctpImported = 40
+)
+
+// waitSCTPCount waits until some SCTP entry of d carried sctpBusy client
+// packets (when there is SCTP), and returns every entry's count.
+func waitSCTPCount(t *testing.T, ctx context.Context, d *l4.Daemon, sctp bool) map[[2]string]uint64 {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		counts := sctpCounts(t, ctx, d)
+		for _, n := range counts {
+			if n >= sctpBusy || !sctp {
+				return counts
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no SCTP entry carried %d packets through lb1 after 30s: %v", sctpBusy, counts)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// checkSCTPImported: right after the failure lb2's entries of the
+// associations that had carried sctpBusy packets through lb1 hold at
+// least sctpImported: they are lb1's, imported, not made anew from the
+// associations' packets reaching lb2.
+// Without this the SCTP part could not fail: the datapath takes up an
+// association it has no entry for (one endpoint, the SNAT port a hash of
+// the tuple), so the associations carry on without the sync too.
+func checkSCTPImported(t *testing.T, ctx context.Context, d *l4.Daemon, lb1 map[[2]string]uint64) {
+	t.Helper()
+	lb2 := sctpCounts(t, ctx, d)
+	checked := 0
+	for k, n := range lb1 {
+		if n < sctpBusy {
+			continue
+		}
+		checked++
+		if lb2[k] < sctpImported {
+			t.Errorf("sctp entry %v: %d client packets on lb2 right after the failure, %d on lb1 before: not lb1's entry", k, lb2[k], n)
+		}
+	}
+	if checked == 0 && len(lb1) > 0 {
+		t.Errorf("no SCTP entry had carried %d packets through lb1 before the failure: %v", sctpBusy, lb1)
+	}
 }
