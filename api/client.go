@@ -111,9 +111,18 @@ func (c *Client) FlushConntrack(ctx context.Context) error {
 }
 
 // Health returns the daemon's health summary.
+//
+// A node that is not ready (status "syncing": its HA bulk resync is
+// pending) answers 503 with the same body: Health returns it without an
+// error, since the daemon is up and serves its API (the controller programs
+// it meanwhile); h.Status says whether it is ready.
 func (c *Client) Health(ctx context.Context) (Health, error) {
 	var h Health
-	err := c.do(ctx, http.MethodGet, "/"+Version+"/health", nil, &h)
+	err := c.doAccepting(ctx, http.MethodGet, "/"+Version+"/health", nil, &h, http.StatusServiceUnavailable)
+	if err == nil && h.Status == "" {
+		// A 503 that is no daemon's Health (a proxy in between, say).
+		return h, fmt.Errorf("GET /%s/health: %w", Version, &StatusError{Code: http.StatusServiceUnavailable, Body: Error{Message: "answer without a health status"}})
+	}
 	return h, err
 }
 
@@ -122,6 +131,12 @@ func servicePath(name string) string {
 }
 
 func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
+	return c.doAccepting(ctx, method, path, in, out, 0)
+}
+
+// doAccepting is do where the status code accept (when not 0) also carries
+// a body to decode into out, as 2xx do.
+func (c *Client) doAccepting(ctx context.Context, method, path string, in, out any, accept int) error {
 	// path is already escaped (servicePath), so it is appended as text.
 	target := strings.TrimSuffix(c.base.String(), "/") + path
 	var body io.Reader
@@ -152,7 +167,7 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 	if err != nil {
 		return fmt.Errorf("%s %s: read response: %w", method, path, err)
 	}
-	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+	if (resp.StatusCode < 200 || resp.StatusCode > 299) && (accept == 0 || resp.StatusCode != accept) {
 		se := &StatusError{Code: resp.StatusCode}
 		if json.Unmarshal(raw, &se.Body) != nil || se.Body.Message == "" {
 			se.Body = Error{Message: strings.TrimSpace(string(raw))}

@@ -94,6 +94,13 @@ func TestClientSendsRequestsAndDecodesAnswers(t *testing.T) {
 					t.Errorf("health = %+v", h)
 				}
 			}},
+		// A node waiting for its HA resync answers 503 with its Health.
+		{"health syncing", func(c *Client) (any, error) { return c.Health(context.Background()) },
+			503, `{"status":"syncing","notReady":"ha resync pending from lb1","attachMode":"tcx"}`, "GET", "/v1/health", false, func(t *testing.T, got any) {
+				if h := got.(Health); h.Status != "syncing" || h.NotReady != "ha resync pending from lb1" {
+					t.Errorf("health = %+v", h)
+				}
+			}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -165,6 +172,22 @@ func TestClientErrorsCarryTheServerErrorBody(t *testing.T) {
 				t.Errorf("IsClientError = %v", IsClientError(err))
 			}
 		})
+	}
+}
+
+// TestClientHealth503WithoutHealthIsAnError: only a daemon's Health body
+// makes a 503 a "syncing" answer; anything else in front of it is an error.
+func TestClientHealth503WithoutHealthIsAnError(t *testing.T) {
+	for _, reply := range []string{`{"message":"upstream down"}`, "service unavailable\n"} {
+		srv := httptest.NewServer(&recorder{code: 503, reply: reply})
+		c, err := NewClient(ClientConfig{BaseURL: srv.URL})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if h, err := c.Health(context.Background()); err == nil {
+			t.Errorf("503 %q: health %+v without an error", reply, h)
+		}
+		srv.Close()
 	}
 }
 

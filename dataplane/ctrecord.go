@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/btf"
@@ -255,4 +256,34 @@ func (l *layout) decode(enc []byte, now uint64, complete bool) ([]byte, error) {
 		}
 	}
 	return out, nil
+}
+
+// RecordIdle is how long before it was encoded the record's flow last saw
+// a packet: a conntrack entry's last_seen, an association's most recent
+// client address (cseen). The HA sync compares it between two copies of
+// one flow to tell which node carries its traffic. false: a deletion, or
+// no such time in the record (never seen, or an unreadable record).
+func RecordIdle(r Record) (time.Duration, bool) {
+	if r.Deleted {
+		return 0, false
+	}
+	fields, err := parseFields(r.Value)
+	if err != nil {
+		return 0, false
+	}
+	name := "last_seen"
+	if r.Kind == RecordAssoc {
+		name = "cseen"
+	}
+	data := fields[name+ageSuffix]
+	var best uint64 // age+1 of the most recent, 0: none
+	for i := 0; i+8 <= len(data); i += 8 {
+		if a := binary.LittleEndian.Uint64(data[i:]); a != 0 && (best == 0 || a < best) {
+			best = a
+		}
+	}
+	if best == 0 {
+		return 0, false
+	}
+	return time.Duration(best - 1), true
 }

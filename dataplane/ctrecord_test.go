@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/cilium/ebpf"
 
@@ -212,4 +213,32 @@ func FuzzDecodeRecord(f *testing.F) {
 			t.Fatalf("round trip changed the entry\n%x\n%x", b, b2)
 		}
 	})
+}
+
+// TestRecordIdle: the idle time a record carries is its entry's last_seen
+// age, an association's most recent client address; none for a deletion,
+// a never-seen entry or garbage.
+func TestRecordIdle(t *testing.T) {
+	c := testCodec(t)
+	_, v := sampleCT()
+	_, a := sampleAssoc()
+	never := v
+	never.LastSeen = 0
+	for _, tt := range []struct {
+		name string
+		r    Record
+		want time.Duration
+		ok   bool
+	}{
+		{"entry", Record{Kind: RecordConntrack, Value: c.ctVal.encode(rawOf(&v), testNow)}, time.Second, true},
+		{"association: most recent path", Record{Kind: RecordAssoc, Value: c.assoc.encode(rawOf(&a), testNow)}, 500 * time.Millisecond, true},
+		{"never seen", Record{Kind: RecordConntrack, Value: c.ctVal.encode(rawOf(&never), testNow)}, 0, false},
+		{"deleted", Record{Kind: RecordConntrack, Deleted: true}, 0, false},
+		{"garbage", Record{Kind: RecordConntrack, Value: []byte{9, 9, 9}}, 0, false},
+	} {
+		got, ok := RecordIdle(tt.r)
+		if got != tt.want || ok != tt.ok {
+			t.Errorf("%s: RecordIdle = %v %v, want %v %v", tt.name, got, ok, tt.want, tt.ok)
+		}
+	}
 }

@@ -29,6 +29,9 @@ func main() {
 }
 
 func run(args []string) int {
+	if len(args) > 0 && args[0] == "probe" {
+		return runProbe(args[1:], os.Stderr)
+	}
 	opts, err := app.ParseOptions(args, os.Stderr)
 	if errors.Is(err, app.ErrHelp) {
 		return 0

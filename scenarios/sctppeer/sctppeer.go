@@ -32,6 +32,10 @@ type Timers struct {
 	RTOMin, RTOInitial, RTOMax time.Duration
 	Heartbeat                  time.Duration
 	PathMaxRetrans             int
+	// Blackhole 2 keeps the stack silent on out-of-the-blue packets, so
+	// several peers can share a namespace (each sees every SCTP packet
+	// there and would otherwise ABORT the others' associations).
+	Blackhole int
 }
 
 // FastTimers detect a dead path in well under a second (heartbeat 300 ms,
@@ -54,6 +58,9 @@ func (t Timers) args() []string {
 	add("heartbeat", t.Heartbeat)
 	if t.PathMaxRetrans > 0 {
 		a = append(a, "--path-max-retrans", strconv.Itoa(t.PathMaxRetrans))
+	}
+	if t.Blackhole > 0 {
+		a = append(a, "--blackhole", strconv.Itoa(t.Blackhole))
 	}
 	return a
 }

@@ -183,11 +183,20 @@ type HA struct {
 	// imported are the keys (kind + key) whose entry here is a peer's
 	// copy. They are not sent back: the ageing of a copy is no deletion
 	// of the peer's flow, and a refresh of a copy would overwrite the
-	// owner's newer state. A change event from this datapath (the flow
-	// changed state here, after a failover) makes the entry ours.
-	imported map[string]struct{}
-	ready    bool
-	onReady  func()
+	// owner's newer state. The entry becomes ours (claim) when it changes
+	// state here, when it carries traffic here (its last packet is newer
+	// than the copy's), and when the peer it came from is down: a peer
+	// rejoining later then gets it in our bulk resync.
+	imported map[string]haCopy
+	// owned are the keys this node sends, with when their flow last saw a
+	// packet (zero: unknown). Two nodes can own one flow (both claimed it
+	// while apart, or a rejoining node's pinned table holds its old copy):
+	// a peer's record for an owned key wins only if its flow saw a packet
+	// more recently (ties: the smaller node name), so the node carrying the
+	// traffic keeps it and the other one takes its copy.
+	owned   map[string]time.Time
+	ready   bool
+	onReady func()
 
 	cancel context.CancelFunc
 	wg     stdsync.WaitGroup
@@ -197,7 +206,7 @@ type HA struct {
 // connects), then starts the sync node, the change producer and the
 // refresh.
 func StartHA(ctx context.Context, cfg HAConfig, dp ConntrackSource, log *slog.Logger) (*HA, error) {
-	h := &HA{cfg: cfg, log: log.With("component", "ha"), dp: dp, imported: map[string]struct{}{}, start: time.Now()}
+	h := &HA{cfg: cfg, log: log.With("component", "ha"), dp: dp, imported: map[string]haCopy{}, owned: map[string]time.Time{}, start: time.Now()}
 	// The reader opens first: a change between the dump and the reader
 	// would otherwise be lost.
 	rd, err := dp.ConntrackChanges()
@@ -212,8 +221,10 @@ func StartHA(ctx context.Context, cfg HAConfig, dp ConntrackSource, log *slog.Lo
 	nc := cfg.Node
 	nc.Logger = h.log
 	nc.Initial = make([]sync.Record, 0, len(recs))
+	now := time.Now()
 	for _, r := range recs {
 		nc.Initial = append(nc.Initial, toSync(r))
+		h.owned[mapKey(r.Kind, r.Key)] = lastSeen(r, now)
 	}
 	nc.Apply = h.apply
 	nc.OnSynced = func(string) { h.checkReady() }
@@ -300,21 +311,77 @@ func mapKey(kind uint16, key []byte) string {
 	return string([]byte{byte(kind >> 8), byte(kind)}) + string(key)
 }
 
+// haCopy is an entry imported from a peer: which one, and when its flow
+// last saw a packet according to the copy (zero: unknown).
+type haCopy struct {
+	from string
+	seen time.Time
+}
+
+// claimSlack is how much newer than the copy's a flow's last packet must
+// be to count as traffic here (and, between two owners, as the newer
+// one): the ages in records are exact, their conversion to this node's
+// clock is off by the transfer time.
+const claimSlack = 50 * time.Millisecond
+
+// lastSeen is when the record's flow last saw a packet on this node's
+// clock (zero: unknown).
+func lastSeen(r dataplane.Record, now time.Time) time.Time {
+	idle, ok := dataplane.RecordIdle(r)
+	if !ok {
+		return time.Time{}
+	}
+	return now.Add(-idle)
+}
+
+// theirsWins decides between our record of a flow and a peer's: the one
+// whose flow saw a packet more recently; the smaller node name on a tie.
+func (h *HA) theirsWins(from string, theirs, ours time.Time) bool {
+	switch {
+	case ours.IsZero():
+		return true
+	case theirs.IsZero():
+		return false
+	case theirs.After(ours.Add(claimSlack)):
+		return true
+	case ours.After(theirs.Add(claimSlack)):
+		return false
+	}
+	return from < h.cfg.Node.Self
+}
+
 // apply writes peers' records into the datapath (from the sync node's
 // goroutine, in order).
 func (h *HA) apply(recs []sync.Applied) {
-	out := make([]dataplane.Record, len(recs))
+	out := make([]dataplane.Record, 0, len(recs))
+	now := time.Now()
 	h.mu.Lock()
-	for i, a := range recs {
+	for _, a := range recs {
 		r := a.Record
-		out[i] = dataplane.Record{Kind: r.Kind, Key: r.Key, Value: r.Value, Deleted: r.Deleted}
-		if r.Deleted {
-			delete(h.imported, mapKey(r.Kind, r.Key))
-		} else {
-			h.imported[mapKey(r.Kind, r.Key)] = struct{}{}
+		dr := dataplane.Record{Kind: r.Kind, Key: r.Key, Value: r.Value, Deleted: r.Deleted}
+		k := mapKey(r.Kind, r.Key)
+		seen := lastSeen(dr, now)
+		if ours, mine := h.owned[k]; mine {
+			// A peer's deletion of a flow we carry (its copy ended, or its
+			// resync's sweep of what it no longer has) is not ours to act on;
+			// an older copy of a flow we carry does not replace ours (our
+			// refresh sends ours to the peer).
+			if r.Deleted || !h.theirsWins(a.From, seen, ours) {
+				continue
+			}
+			delete(h.owned, k)
 		}
+		if r.Deleted {
+			delete(h.imported, k)
+		} else {
+			h.imported[k] = haCopy{from: a.From, seen: seen}
+		}
+		out = append(out, dr)
 	}
 	h.mu.Unlock()
+	if len(out) == 0 {
+		return
+	}
 	if err := h.dp.ImportConntrack(out); err != nil {
 		// The records named are refused, the others applied.
 		h.log.Warn("import conntrack records from a peer", "records", len(out), "error", err)
@@ -341,9 +408,11 @@ func (h *HA) produce() {
 				if copied {
 					continue // a peer's copy aged out here: not ours to delete
 				}
+				delete(h.owned, k)
 				err = h.node.Delete(r.Kind, r.Key)
 			} else {
 				delete(h.imported, k) // changed here: ours now
+				h.owned[k] = lastSeen(r, time.Now())
 				err = h.node.Put(toSync(r))
 			}
 			if err != nil {
@@ -374,16 +443,32 @@ func (h *HA) refreshLoop(ctx context.Context) {
 			h.log.Warn("ha refresh: dump conntrack", "error", err)
 			continue
 		}
+		now := time.Now()
+		claimed := 0
 		h.mu.Lock()
 		for _, r := range recs {
-			if _, copied := h.imported[mapKey(r.Kind, r.Key)]; copied {
-				continue
+			k := mapKey(r.Kind, r.Key)
+			seen := lastSeen(r, now)
+			if c, copied := h.imported[k]; copied {
+				// A copy becomes ours when its flow carries traffic here, or
+				// when the peer it came from is gone: we then serve it, and a
+				// rejoining peer's bulk resync must carry it.
+				traffic := !seen.IsZero() && seen.After(c.seen.Add(claimSlack))
+				if !traffic && h.node.Up(c.from) {
+					continue
+				}
+				delete(h.imported, k)
+				claimed++
 			}
+			h.owned[k] = seen
 			if err := h.node.Put(toSync(r)); err != nil {
 				h.log.Warn("ha refresh: queue record", "kind", r.Kind, "error", err)
 			}
 		}
 		h.mu.Unlock()
+		if claimed > 0 {
+			h.log.Info("ha: peers' entries taken over (traffic here, or their node is down)", "entries", claimed)
+		}
 		h.checkReady()
 	}
 }

@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"net/http"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -46,6 +47,10 @@ func TestNoVIPAnnouncedBeforeHAResync(t *testing.T) {
 	if h, err := c.Health(ctx); err != nil || h.Status != "syncing" || h.NotReady != why {
 		t.Errorf("health while syncing: %+v %v", h, err)
 	}
+	// A readiness check fails while syncing: 503.
+	if code := healthCode(t, ctx, env); code != http.StatusServiceUnavailable {
+		t.Errorf("GET /v1/health while syncing: HTTP %d, want 503", code)
+	}
 	if st, err := c.HA(ctx); err != nil || st.Enabled {
 		t.Errorf("GET /v1/ha without HA sync: %+v %v", st, err)
 	}
@@ -55,4 +60,22 @@ func TestNoVIPAnnouncedBeforeHAResync(t *testing.T) {
 	if h, err := c.Health(ctx); err != nil || h.Status != "ok" {
 		t.Errorf("health after the resync: %+v %v", h, err)
 	}
+	if code := healthCode(t, ctx, env); code != http.StatusOK {
+		t.Errorf("GET /v1/health once ready: HTTP %d, want 200", code)
+	}
+}
+
+// healthCode is the HTTP status of GET /v1/health (no token in this env).
+func healthCode(t *testing.T, ctx context.Context, env *testEnv) int {
+	t.Helper()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, env.http.URL+"/v1/health", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
 }

@@ -927,12 +927,17 @@ func (s *Server) health(w http.ResponseWriter, _ *http.Request) {
 	if m, ok := s.dp.(migrationReporter); ok {
 		h.ConntrackNotMigrated = m.ConntrackNotMigrated()
 	}
+	code := http.StatusOK
 	if s.ready != nil {
 		if why := s.ready.Waiting(); why != "" {
+			// 503 so that a readiness check (telcolb probe, a load balancer's
+			// health check) fails while the node is not ready; the body is
+			// the same Health, clients read it either way.
 			h.Status, h.NotReady = "syncing", why
+			code = http.StatusServiceUnavailable
 		}
 	}
-	writeJSON(w, http.StatusOK, h)
+	writeJSON(w, code, h)
 }
 
 // ensure the datapath types stay what the conversion expects.

@@ -1,0 +1,293 @@
+package ha
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/telcolb/telcolb/api"
+	"github.com/telcolb/telcolb/scenarios/bgp"
+	"github.com/telcolb/telcolb/scenarios/l4"
+	"github.com/telcolb/telcolb/scenarios/lab"
+	"github.com/telcolb/telcolb/scenarios/sctppeer"
+)
+
+// sctpTimers detect a dead path fast; blackhole keeps the many client
+// stacks sharing the client namespace from aborting each other's
+// associations.
+var sctpTimers = func() sctppeer.Timers {
+	t := sctppeer.FastTimers
+	t.Blackhole = 2
+	return t
+}()
+
+// counts are the flows of a failover run: the issue asks 2,000 TCP, 500
+// UDP, 200 SCTP; the defaults fit a loaded 2-core CI machine in a few
+// minutes (every SCTP association is a usrsctp process).
+type counts struct{ tcp, udp, sctp int }
+
+func flowCounts(t *testing.T) counts {
+	get := func(name string, def int) int {
+		v := os.Getenv(name)
+		if v == "" {
+			return def
+		}
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 2 || n%2 != 0 {
+			t.Fatalf("%s=%q: an even count of at least 2", name, v)
+		}
+		return n
+	}
+	return counts{tcp: get("TELCOLB_HA_TCP", 8), udp: get("TELCOLB_HA_UDP", 8), sctp: get("TELCOLB_HA_SCTP", 2)}
+}
+
+type tcpFlow struct {
+	s     *l4.TCPSession
+	first l4.Reply
+}
+
+type udpFlowFirst struct {
+	f     udpFlow
+	first l4.Reply
+}
+
+// flowSet is what runs through lb1: TCP connections and UDP flows with
+// their first answers, and SCTP clients sending all along.
+type flowSet struct {
+	tcp  []tcpFlow
+	udp  []udpFlowFirst
+	sctp []*sctpFlow
+}
+
+type sctpFlow struct {
+	mode string
+	c    *sctppeer.Client
+}
+
+// openTCPUDP opens n TCP connections and n UDP flows through the VIP.
+func (fs *flowSet) openTCPUDP(t *testing.T, ctx context.Context, client *lab.Host, nTCP, nUDP int) {
+	t.Helper()
+	for i := 0; i < max(nTCP, nUDP); i++ {
+		if i < nTCP {
+			s, err := l4.DialTCPSession(ctx, client, netip.AddrPortFrom(vip, tcpPort).String())
+			if err != nil {
+				t.Fatalf("tcp %d: %v", len(fs.tcp), err)
+			}
+			t.Cleanup(func() { _ = s.Close() })
+			r, err := s.Ask()
+			if err != nil {
+				t.Fatalf("tcp %d through lb1: %v", len(fs.tcp), err)
+			}
+			if r.Source.Addr() != vip {
+				t.Fatalf("fullnat: endpoint saw source %v, want the VIP", r.Source)
+			}
+			fs.tcp = append(fs.tcp, tcpFlow{s, r})
+		}
+		if i < nUDP {
+			c, err := l4.HostDialer(client)(ctx, "udp", netip.AddrPortFrom(vip, udpPort).String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = c.Close() })
+			f := udpFlow{c}
+			r, err := f.ask()
+			if err != nil {
+				t.Fatalf("udp %d through lb1: %v", len(fs.udp), err)
+			}
+			if r.Source.Addr() != vip {
+				t.Fatalf("fullnat: endpoint saw source %v, want the VIP", r.Source)
+			}
+			fs.udp = append(fs.udp, udpFlowFirst{f, r})
+		}
+	}
+}
+
+// startSCTP starts n multi-homed associations (both client addresses,
+// both VIPs), half per mode, each sending a message every 50 ms for run,
+// and waits until the endpoint has them all up.
+func (fs *flowSet) startSCTP(t *testing.T, ctx context.Context, lb *lab2, n int, run time.Duration) {
+	t.Helper()
+	client := lb.topo.Client
+	before := lb.sctpUp(t)
+	for i := 0; i < n; i++ {
+		m := sctpModes[len(fs.sctp)%len(sctpModes)]
+		c, err := sctppeer.StartClient(ctx, client, sctppeer.ClientOptions{Bind: clientAddrs, Connect: []netip.Addr{vip, vip2}, Port: m.port,
+			Count: int(run / (50 * time.Millisecond)), Size: 64, Interval: 50 * time.Millisecond, Streams: 2, Wait: 20 * time.Second, Timers: sctpTimers})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = c.Proc.Stop() })
+		fs.sctp = append(fs.sctp, &sctpFlow{mode: m.mode, c: c})
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for lb.sctpUp(t)-before < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d SCTP associations up after 60s", lb.sctpUp(t)-before, n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// sctpUp counts the associations the endpoint saw come up (every mode's
+// server).
+func (lb *lab2) sctpUp(t *testing.T) int {
+	n := 0
+	for _, s := range lb.sctpSrv {
+		evs, err := s.Events()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, ev := range evs {
+			if ev.Event == "assoc" && ev.State == "COMM_UP" {
+				n++
+			}
+		}
+	}
+	return n
+}
+
+// check asks every TCP and UDP flow once, in parallel and in the reverse
+// order of their opening (a node without their entries would give them
+// other endpoints), and says how long after since the last one answered.
+// Each must answer from its first endpoint, with its first SNAT source.
+func (fs *flowSet) check(t *testing.T, what string, since time.Time) time.Duration {
+	t.Helper()
+	var (
+		mu   sync.Mutex
+		last time.Time
+		errs []string
+		wg   sync.WaitGroup
+	)
+	note := func(err string) {
+		mu.Lock()
+		errs = append(errs, err)
+		mu.Unlock()
+	}
+	done := func() {
+		mu.Lock()
+		if now := time.Now(); now.After(last) {
+			last = now
+		}
+		mu.Unlock()
+	}
+	for i := len(fs.tcp) - 1; i >= 0; i-- {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			r, err := fs.tcp[i].s.Ask()
+			switch {
+			case err != nil:
+				note(fmt.Sprintf("tcp %d %v: %v", i, fs.tcp[i].s.LocalAddr(), err))
+			case r != fs.tcp[i].first:
+				note(fmt.Sprintf("tcp %d: %v, first %v", i, r, fs.tcp[i].first))
+			default:
+				done()
+			}
+		}(i)
+	}
+	for i := len(fs.udp) - 1; i >= 0; i-- {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			r, err := fs.udp[i].f.ask()
+			switch {
+			case err != nil:
+				note(fmt.Sprintf("udp %d: %v", i, err))
+			case r != fs.udp[i].first:
+				note(fmt.Sprintf("udp %d: %v, first %v", i, r, fs.udp[i].first))
+			default:
+				done()
+			}
+		}(i)
+	}
+	wg.Wait()
+	if last.IsZero() {
+		last = since
+	}
+	if len(errs) > 0 {
+		t.Errorf("%s: %d of %d TCP+UDP flows broke:\n%s", what, len(errs), len(fs.tcp)+len(fs.udp), strings.Join(errs, "\n"))
+	}
+	return last.Sub(since)
+}
+
+// waitSCTP collects every SCTP client's result: every message echoed,
+// one endpoint, no ABORT nor loss of the association; it returns the
+// longest gap between two echoes.
+func (fs *flowSet) waitSCTP(t *testing.T, ctx context.Context) time.Duration {
+	t.Helper()
+	var worst int64
+	for i, f := range fs.sctp {
+		r, err := f.c.Wait(ctx)
+		if err != nil {
+			t.Errorf("sctp %d (%s): %v", i, f.mode, err)
+			continue
+		}
+		if len(r.ServerIDs) > 1 {
+			t.Errorf("sctp %d (%s): answered by %v", i, f.mode, r.ServerIDs)
+		}
+		for _, ev := range r.Events {
+			if ev.Kind == "remote-error" || ev.Kind == "shutdown" || ev.Kind == "assoc" && ev.State != "COMM_UP" {
+				t.Errorf("sctp %d (%s): event %+v", i, f.mode, ev)
+			}
+		}
+		worst = max(worst, r.MaxGapMs)
+	}
+	return time.Duration(worst) * time.Millisecond
+}
+
+// waitHeld waits until d's conntrack holds every TCP and UDP flow (by
+// client address and port) and at least nSCTP SCTP entries.
+func waitHeld(t *testing.T, ctx context.Context, d *l4.Daemon, who string, fs *flowSet, nSCTP int) {
+	t.Helper()
+	want := map[string]bool{}
+	for _, f := range fs.tcp {
+		want[f.s.LocalAddr().String()] = true
+	}
+	for _, f := range fs.udp {
+		want[f.f.c.LocalAddr().String()] = true
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	var missing, sctp int
+	for time.Now().Before(deadline) {
+		conns, err := d.Client.Conntrack(ctx)
+		if err == nil {
+			have := map[string]bool{}
+			sctp = 0
+			for _, c := range conns {
+				have[c.Client] = true
+				if c.Protocol == api.ProtocolSCTP {
+					sctp++
+				}
+			}
+			missing = 0
+			for w := range want {
+				if !have[w] {
+					missing++
+				}
+			}
+			if missing == 0 && sctp >= nSCTP {
+				return
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("%s never held the flows: %d of %d TCP+UDP missing, %d SCTP entries of at least %d", who, missing, len(want), sctp, nSCTP)
+}
+
+// routeTo sends the VIPs (router) and the client network (endpoint host:
+// default-mode replies go back through the LB) to lb n, as BGP would.
+func (lb *lab2) routeTo(ctx context.Context, n int) error {
+	via := bgp.NodeAddr(n, 0).String()
+	for _, v := range []netip.Addr{vip, vip2} {
+		if err := lb.topo.Router.IP(ctx, "route", "replace", v.String()+"/32", "via", via); err != nil {
+			return err
+		}
+	}
+	return lb.topo.BE.IP(ctx, "route", "replace", clientLAN.String(), "via", via)
+}
