@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"io"
+	"log"
 	"net"
 	"net/http"
 	"strings"
@@ -65,7 +66,7 @@ func serveAPITLS(t *testing.T, certFile, keyFile string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	hs := &http.Server{Handler: e.srv, ReadHeaderTimeout: 5 * time.Second}
+	hs := &http.Server{Handler: e.srv, ReadHeaderTimeout: 5 * time.Second, ErrorLog: log.New(io.Discard, "", 0)}
 	go func() { _ = hs.Serve(tls.NewListener(ln, tc)) }()
 	t.Cleanup(func() { _ = hs.Close() })
 	return "https://" + ln.Addr().String()
