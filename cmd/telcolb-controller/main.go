@@ -31,6 +31,8 @@ import (
 type flags struct {
 	class, cidrPools, cidr6Pools, poolFile, defaultPool string
 	daemons, daemonService, daemonScheme, tokenFile     string
+	daemonCAFile, daemonServerName                      string
+	daemonInsecureSkipVerify                            bool
 	daemonPort                                          int
 	loxilb, leaderElect, reallocate, crds               bool
 	secretNamespace                                     string
@@ -57,6 +59,9 @@ func parseFlags(args []string) (*flags, error) {
 	fs.IntVar(&f.daemonPort, "daemon-port", 8091, "daemon API port for discovered daemons")
 	fs.StringVar(&f.daemonScheme, "daemon-scheme", "http", "daemon API scheme for discovered daemons")
 	fs.StringVar(&f.tokenFile, "daemon-token-file", "", "file holding the daemons' API bearer token")
+	fs.StringVar(&f.daemonCAFile, "daemon-ca-file", "", "PEM CA the daemons' API certificates must chain to (https daemons; default: the system roots)")
+	fs.StringVar(&f.daemonServerName, "daemon-tls-server-name", "", "name the daemons' API certificate must carry (default: the host of each daemon URL, a node address)")
+	fs.BoolVar(&f.daemonInsecureSkipVerify, "daemon-insecure-skip-verify", false, "accept any daemon certificate (encrypted but unauthenticated: the token goes to whoever answers; labs only)")
 	fs.BoolVar(&f.loxilb, "accept-loxilb-annotations", false, "also read loxilb.io/ annotation names (migration from kube-loxilb)")
 	fs.BoolVar(&f.reallocate, "reallocate-disallowed-vips", false, "move VIPs the configuration no longer allows (pool removed, annotation no longer read) at once; by default they are kept, with an Event, until the Service changes or sets telcolb.io/reallocate")
 	fs.BoolVar(&f.leaderElect, "leader-elect", true, "elect a leader through a Lease so several replicas are safe")
@@ -122,7 +127,10 @@ func run(args []string) error {
 		}
 		token = strings.TrimSpace(string(b))
 	}
-	hc := &http.Client{Timeout: 30 * time.Second}
+	hc, err := f.daemonHTTPClient()
+	if err != nil {
+		return err
+	}
 	dial := func(u string) (controller.DaemonClient, error) {
 		return api.NewClient(api.ClientConfig{BaseURL: u, Token: token, HTTPClient: hc})
 	}
@@ -168,6 +176,15 @@ func run(args []string) error {
 	}
 	log.Info("starting", "class", f.class, "pools", len(ps), "daemons", daemons, "daemonService", f.daemonService)
 	return mgr.Start(ctrl.SetupSignalHandler())
+}
+
+// daemonHTTPClient verifies https daemons' certificates as the flags say.
+func (f *flags) daemonHTTPClient() (*http.Client, error) {
+	hc, err := api.ClientTLSConfig{CAFile: f.daemonCAFile, ServerName: f.daemonServerName, InsecureSkipVerify: f.daemonInsecureSkipVerify}.HTTPClient(30 * time.Second)
+	if err != nil {
+		return nil, fmt.Errorf("--daemon-ca-file / --daemon-insecure-skip-verify: %w", err)
+	}
+	return hc, nil
 }
 
 func envOr(name, def string) string {

@@ -53,3 +53,29 @@ func TestSplitDaemons(t *testing.T) {
 		t.Fatalf("nodes = %v", nodes)
 	}
 }
+
+func TestDaemonTLSFlags(t *testing.T) {
+	dir := t.TempDir()
+	notPEM := filepath.Join(dir, "ca.crt")
+	if err := os.WriteFile(notPEM, []byte("not a certificate\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		args    []string
+		wantErr string
+	}{
+		{[]string{"--daemon-ca-file=" + filepath.Join(dir, "missing")}, "--daemon-ca-file"},
+		{[]string{"--daemon-ca-file=" + notPEM}, "no PEM certificate"},
+		{[]string{"--daemon-ca-file=" + notPEM, "--daemon-insecure-skip-verify"}, "exclude each other"},
+		{[]string{"--daemon-insecure-skip-verify", "--daemon-tls-server-name=x"}, ""},
+	} {
+		f, err := parseFlags(append([]string{"--daemons=https://a:1"}, tt.args...))
+		if err != nil {
+			t.Fatal(err)
+		}
+		hc, err := f.daemonHTTPClient()
+		if tt.wantErr == "" && (err != nil || hc == nil) || tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)) {
+			t.Errorf("%q: %v, want %q", tt.args, err, tt.wantErr)
+		}
+	}
+}

@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -29,9 +30,6 @@ func main() {
 }
 
 func run(args []string) int {
-	if len(args) > 0 && args[0] == "probe" {
-		return runProbe(args[1:], os.Stderr)
-	}
 	opts, err := app.ParseOptions(args, os.Stderr)
 	if errors.Is(err, app.ErrHelp) {
 		return 0
@@ -93,11 +91,18 @@ func serve(opts app.Options, log *slog.Logger) (err error) {
 	if created {
 		log.Info("created the API token file", "path", opts.TokenFilePath())
 	}
+	apiTLS, err := opts.APITLSConfig(log)
+	if err != nil {
+		return err
+	}
 	ln, err := net.Listen("tcp", opts.APIAddress)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", opts.APIAddress, err)
 	}
 	defer ln.Close()
+	if apiTLS != nil {
+		ln = tls.NewListener(ln, apiTLS)
+	}
 
 	haCfg, err := opts.HA.Config()
 	if err != nil {
@@ -168,7 +173,7 @@ func serve(opts app.Options, log *slog.Logger) (err error) {
 	errc := make(chan error, 2)
 	go func() { errc <- dp.Run(ctx) }()
 	go func() { errc <- hs.Serve(ln) }()
-	log.Info("telcolb running", "api", ln.Addr().String(), "interfaces", dp.Interfaces(), "attachMode", dp.AttachMode(),
+	log.Info("telcolb running", "api", ln.Addr().String(), "apiTLS", apiTLS != nil, "interfaces", dp.Interfaces(), "attachMode", dp.AttachMode(),
 		"tokenFile", opts.TokenFilePath(), "maxServices", dp.MaxServiceID())
 
 	select {

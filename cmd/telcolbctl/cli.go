@@ -38,7 +38,7 @@ const (
 	exitUsage   = 2
 )
 
-const usageText = `Usage: telcolbctl [--server URL] [--token T | --token-file F] [-o table|wide|json] <verb> <resource> [args]
+const usageText = `Usage: telcolbctl [--server URL] [--token T | --token-file F] [--ca-file F] [-o table|wide|json] <verb> <resource> [args]
 
   create lb NAME --vip IP --port P [--port-end P] [--protocol tcp|udp|sctp]
                  [--mode default|onearm|fullnat|dsr] [--select rr|hash|persist|leastconn|maglev]
@@ -59,9 +59,12 @@ const usageText = `Usage: telcolbctl [--server URL] [--token T | --token-file F]
   delete lb NAME       delete a service
   delete ct            flush all connections
   health               daemon health
+  ready                exit 0 only when the daemon is ready (not syncing with its HA peers): for readiness probes
 
 The server defaults to $TELCOLB_SERVER (else http://127.0.0.1:8091); the token to $TELCOLB_TOKEN, else the
 file $TELCOLB_TOKEN_FILE, else the daemon's own token file /var/lib/telcolb/api-token (readable by root).
+An https daemon's certificate is verified against --ca-file ($TELCOLB_CA_FILE) with the name --tls-server-name
+($TELCOLB_TLS_SERVER_NAME); --insecure-skip-verify accepts any certificate.
 `
 
 // usageError is a command-line mistake: print it with the usage hint.
@@ -75,6 +78,9 @@ func usagef(format string, args ...any) error {
 
 type globals struct {
 	server, token, tokenFile, output string
+	// How an https daemon's certificate is verified (api.ClientTLSConfig).
+	caFile, tlsServerName string
+	insecureSkipVerify    bool
 }
 
 func (g *globals) register(fs *pflag.FlagSet, e env) {
@@ -86,6 +92,9 @@ func (g *globals) register(fs *pflag.FlagSet, e env) {
 	fs.StringVar(&g.token, "token", e.getenv("TELCOLB_TOKEN"), "API bearer token")
 	fs.StringVar(&g.tokenFile, "token-file", e.getenv("TELCOLB_TOKEN_FILE"), "file holding the API bearer token")
 	fs.StringVarP(&g.output, "output", "o", "table", "table, wide or json")
+	fs.StringVar(&g.caFile, "ca-file", e.getenv("TELCOLB_CA_FILE"), "PEM CA the daemon's certificate must chain to (https; default: the system roots)")
+	fs.StringVar(&g.tlsServerName, "tls-server-name", e.getenv("TELCOLB_TLS_SERVER_NAME"), "name the daemon's certificate must carry (default: the --server host)")
+	fs.BoolVar(&g.insecureSkipVerify, "insecure-skip-verify", false, "accept any daemon certificate (the token goes to whoever answers)")
 }
 
 func run(args []string, e env) int {
@@ -164,10 +173,12 @@ func dispatch(args []string, e env) error {
 		cmd = c.delete
 	case "health":
 		cmd = c.health
+	case "ready":
+		cmd = c.ready
 	case "help":
 		return pflag.ErrHelp
 	default:
-		return usagef("unknown verb %q (create, apply, get, delete, health)", verb)
+		return usagef("unknown verb %q (create, apply, get, delete, health, ready)", verb)
 	}
 	c.registerFlags(verb)
 	if err := fs.Parse(rest); err != nil {
@@ -182,7 +193,11 @@ func dispatch(args []string, e env) error {
 	if err != nil {
 		return err
 	}
-	client, err := api.NewClient(api.ClientConfig{BaseURL: g.server, Token: token})
+	hc, err := api.ClientTLSConfig{CAFile: g.caFile, ServerName: g.tlsServerName, InsecureSkipVerify: g.insecureSkipVerify}.HTTPClient(30 * time.Second)
+	if err != nil {
+		return usagef("%v", err)
+	}
+	client, err := api.NewClient(api.ClientConfig{BaseURL: g.server, Token: token, HTTPClient: hc})
 	if err != nil {
 		return usagef("%v", err)
 	}
@@ -543,6 +558,26 @@ func (c *commands) health(ctx context.Context, cl *api.Client, args []string) er
 		return writeJSON(c.e.stdout, h)
 	}
 	return printHealth(c.e.stdout, h)
+}
+
+// errNotReady is the answer of a reachable daemon that is not ready.
+var errNotReady = errors.New("daemon not ready")
+
+// ready is for readiness probes: success only when the daemon answers and
+// is ready (not waiting for its HA peers' bulk resync).
+func (c *commands) ready(ctx context.Context, cl *api.Client, args []string) error {
+	if len(args) != 0 {
+		return usagef("ready: unexpected arguments %q", args)
+	}
+	h, err := cl.Health(ctx)
+	if err != nil {
+		return err
+	}
+	if h.Status != "ok" {
+		return fmt.Errorf("%w: %s (%s)", errNotReady, h.Status, orDefault(h.NotReady, "no reason given"))
+	}
+	fmt.Fprintln(c.e.stdout, "ready")
+	return nil
 }
 
 // resolveToken finds the bearer token: --token, else --token-file, else the

@@ -157,7 +157,7 @@ func TestDatapathOnKernel61EndToEnd(t *testing.T) {
 	if _, err := v.Sh(ctx, "echo 1 > /proc/sys/net/ipv4/ip_forward && echo 1 > /proc/sys/net/ipv6/conf/all/forwarding && umask 077 && echo tok > /tmp/token && mkdir -p /tmp/state"); err != nil {
 		t.Fatal(err)
 	}
-	if err := bg(ctx, v, "telcolb", "telcolb", "--interfaces="+strings.Join(lbIfs, ","), fmt.Sprintf("--api-address=%s:8091", apiAddr),
+	if err := bg(ctx, v, "telcolb", "telcolb", "--interfaces="+strings.Join(lbIfs, ","), fmt.Sprintf("--api-address=%s:8091", apiAddr), "--api-allow-insecure-http",
 		"--token-file=/tmp/token", "--state-dir=/tmp/state", "--bpf-pin-path=/sys/fs/bpf/telcolb"); err != nil {
 		t.Fatal(err)
 	}

@@ -140,7 +140,7 @@ func upN2Lab(t *testing.T, peers ...string) *n2Lab {
 func (n *n2Lab) startDaemon(t *testing.T, ctx context.Context, transport string) {
 	t.Helper()
 	if err := bg(ctx, n.lb, "telcolb", "telcolb", "--interfaces=eth0", "--n2-transport="+transport,
-		fmt.Sprintf("--api-address=0.0.0.0:%d", n2APIPort), "--bpf-pin-path=/sys/fs/bpf/telcolb"); err != nil {
+		fmt.Sprintf("--api-address=0.0.0.0:%d", n2APIPort), "--api-allow-insecure-http", "--bpf-pin-path=/sys/fs/bpf/telcolb"); err != nil {
 		t.Fatal(err)
 	}
 	// 6.1's verifier takes minutes over the datapath under emulation.

@@ -31,7 +31,12 @@ type HAOptions struct {
 	// ListenAddress is where peers connect (host:port).
 	ListenAddress string `json:"listenAddress"`
 	// Peers are the other members, name=host:port each.
-	Peers       []string `json:"peers"`
+	Peers []string `json:"peers"`
+	// Members is the whole group, this node included (name=host:port
+	// each): the same list for every member, so one ConfigMap configures
+	// a DaemonSet. This node's entry is dropped from the peers and, when
+	// ListenAddress is empty, gives its listen address. Excludes Peers.
+	Members     []string `json:"members"`
 	TLSCertFile string   `json:"tlsCertFile"`
 	TLSKeyFile  string   `json:"tlsKeyFile"`
 	TLSCAFile   string   `json:"tlsCAFile"`
@@ -54,6 +59,7 @@ func addHAFlags(fs *pflag.FlagSet, h *HAOptions) {
 	fs.StringVar(&h.NodeName, "ha-node-name", "", "this node's name in the HA group (its certificate's DNS SAN); empty disables HA sync")
 	fs.StringVar(&h.ListenAddress, "ha-listen-address", "", "host:port where HA peers connect")
 	fs.StringSliceVar(&h.Peers, "ha-peers", nil, "other members of the HA group, name=host:port, comma separated")
+	fs.StringSliceVar(&h.Members, "ha-members", nil, "every member of the HA group, this node included, name=host:port, comma separated (instead of --ha-peers: one list for all members)")
 	fs.StringVar(&h.TLSCertFile, "ha-tls-cert-file", "", "this node's certificate for the HA sync (mutual TLS)")
 	fs.StringVar(&h.TLSKeyFile, "ha-tls-key-file", "", "key of --ha-tls-cert-file")
 	fs.StringVar(&h.TLSCAFile, "ha-tls-ca-file", "", "CA every HA group member's certificate chains to")
@@ -70,6 +76,8 @@ func (h *HAOptions) setFlag(name string, f HAOptions) {
 		h.ListenAddress = f.ListenAddress
 	case "ha-peers":
 		h.Peers = f.Peers
+	case "ha-members":
+		h.Members = f.Members
 	case "ha-tls-cert-file":
 		h.TLSCertFile = f.TLSCertFile
 	case "ha-tls-key-file":
@@ -93,7 +101,7 @@ type HAConfig struct {
 // Config checks the options; nil when HA sync is off. Errors name the flag.
 func (h HAOptions) Config() (*HAConfig, error) {
 	if h.NodeName == "" {
-		for flag, v := range map[string]bool{"ha-listen-address": h.ListenAddress != "", "ha-peers": len(h.Peers) > 0,
+		for flag, v := range map[string]bool{"ha-listen-address": h.ListenAddress != "", "ha-peers": len(h.Peers) > 0, "ha-members": len(h.Members) > 0,
 			"ha-tls-cert-file": h.TLSCertFile != "", "ha-tls-key-file": h.TLSKeyFile != "", "ha-tls-ca-file": h.TLSCAFile != ""} {
 			if v {
 				return nil, fmt.Errorf("%s is set but ha-node-name is empty (HA sync off)", flag)
@@ -102,6 +110,9 @@ func (h HAOptions) Config() (*HAConfig, error) {
 		return nil, nil
 	}
 	c := &HAConfig{Refresh: defaultHARefresh, JoinTimeout: defaultHAJoinTimeout}
+	if err := h.membersToPeers(); err != nil {
+		return nil, err
+	}
 	if _, _, err := net.SplitHostPort(h.ListenAddress); err != nil {
 		return nil, fmt.Errorf("ha-listen-address %q: %w", h.ListenAddress, err)
 	}
@@ -145,6 +156,46 @@ func (h HAOptions) Config() (*HAConfig, error) {
 	c.Node = sync.NodeConfig{Self: h.NodeName, Listen: h.ListenAddress, Peers: peers,
 		CertFile: h.TLSCertFile, KeyFile: h.TLSKeyFile, CAFile: h.TLSCAFile}
 	return c, nil
+}
+
+// membersToPeers turns --ha-members into --ha-peers (and the listen
+// address when not given). A list that does not name this node is refused:
+// a node name from the downward API that matches no member is a
+// misconfiguration, not a group of one.
+func (h *HAOptions) membersToPeers() error {
+	if len(h.Members) == 0 {
+		return nil
+	}
+	if len(h.Peers) > 0 {
+		return errors.New("ha-peers and ha-members exclude each other: list the group once")
+	}
+	self := false
+	var peers []string
+	for _, m := range h.Members {
+		name, addr, ok := strings.Cut(m, "=")
+		if !ok || name == "" {
+			return fmt.Errorf("ha-members %q: use name=host:port", m)
+		}
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			return fmt.Errorf("ha-members %q: %w", m, err)
+		}
+		if name != h.NodeName {
+			peers = append(peers, m)
+			continue
+		}
+		if self {
+			return fmt.Errorf("ha-members: %s listed twice", name)
+		}
+		self = true
+		if h.ListenAddress == "" {
+			h.ListenAddress = addr
+		}
+	}
+	if !self {
+		return fmt.Errorf("ha-members does not list ha-node-name %q (name=host:port)", h.NodeName)
+	}
+	h.Peers, h.Members = peers, nil
+	return nil
 }
 
 // ConntrackSource is what the HA sync needs of the datapath

@@ -18,14 +18,21 @@ import (
 // Options are the daemon's settings. Every flag has a camelCase key of the
 // same name in the --config YAML file; flags given on the command line win.
 type Options struct {
-	APIAddress string   `json:"apiAddress"`
-	Interfaces []string `json:"interfaces"`
-	StateDir   string   `json:"stateDir"`
-	BPFPinPath string   `json:"bpfPinPath"`
-	TokenFile  string   `json:"tokenFile"`
-	MaxConns   uint32   `json:"maxConns"`
-	LogLevel   string   `json:"logLevel"`
-	LogFormat  string   `json:"logFormat"`
+	APIAddress string `json:"apiAddress"`
+	// APITLSCertFile and APITLSKeyFile serve the API over TLS (apitls.go);
+	// re-read when they change.
+	APITLSCertFile string `json:"apiTLSCertFile"`
+	APITLSKeyFile  string `json:"apiTLSKeyFile"`
+	// APIAllowInsecureHTTP allows plain HTTP on a non-loopback APIAddress
+	// (the bearer token then crosses the network in clear text).
+	APIAllowInsecureHTTP bool     `json:"apiAllowInsecureHTTP"`
+	Interfaces           []string `json:"interfaces"`
+	StateDir             string   `json:"stateDir"`
+	BPFPinPath           string   `json:"bpfPinPath"`
+	TokenFile            string   `json:"tokenFile"`
+	MaxConns             uint32   `json:"maxConns"`
+	LogLevel             string   `json:"logLevel"`
+	LogFormat            string   `json:"logFormat"`
 	// ForceClsact attaches through clsact even where tcx exists.
 	ForceClsact bool `json:"forceClsact"`
 	// SocketLB balances the connections and datagrams the node itself
@@ -97,6 +104,9 @@ func ParseOptions(args []string, usage io.Writer) (Options, error) {
 	fs := pflag.NewFlagSet("telcolb", pflag.ContinueOnError)
 	fs.SetOutput(usage)
 	fs.StringVar(&f.APIAddress, "api-address", o.APIAddress, "host:port of the REST API; every request needs the bearer token, loopback included")
+	fs.StringVar(&f.APITLSCertFile, "api-tls-cert-file", "", "PEM certificate (chain) of the REST API; with --api-tls-key-file the API is served over TLS, and the files are re-read when they change")
+	fs.StringVar(&f.APITLSKeyFile, "api-tls-key-file", "", "PEM private key of --api-tls-cert-file")
+	fs.BoolVar(&f.APIAllowInsecureHTTP, "api-allow-insecure-http", false, "serve plain HTTP on a non-loopback --api-address (the bearer token crosses the network in clear text)")
 	fs.StringSliceVar(&f.Interfaces, "interfaces", nil, "interfaces to attach the datapath to, comma separated")
 	fs.StringVar(&f.StateDir, "state-dir", o.StateDir, "directory of the persisted rules (services.json)")
 	fs.StringVar(&f.BPFPinPath, "bpf-pin-path", o.BPFPinPath, "bpffs directory where maps and links are pinned")
@@ -138,6 +148,12 @@ func ParseOptions(args []string, usage io.Writer) (Options, error) {
 		switch fl.Name {
 		case "api-address":
 			o.APIAddress = f.APIAddress
+		case "api-tls-cert-file":
+			o.APITLSCertFile = f.APITLSCertFile
+		case "api-tls-key-file":
+			o.APITLSKeyFile = f.APITLSKeyFile
+		case "api-allow-insecure-http":
+			o.APIAllowInsecureHTTP = f.APIAllowInsecureHTTP
 		case "interfaces":
 			o.Interfaces = f.Interfaces
 		case "state-dir":
@@ -184,6 +200,9 @@ func ParseOptions(args []string, usage io.Writer) (Options, error) {
 func (o *Options) check() error {
 	if _, _, err := net.SplitHostPort(o.APIAddress); err != nil {
 		return fmt.Errorf("api-address %q: %w", o.APIAddress, err)
+	}
+	if err := o.checkAPITLS(); err != nil {
+		return err
 	}
 	if _, err := ParseLogLevel(o.LogLevel); err != nil {
 		return err

@@ -23,7 +23,7 @@ func writeFile(t *testing.T, name, content string) string {
 }
 
 func TestParseOptionsMergesFileAndFlags(t *testing.T) {
-	cfg := writeFile(t, "telcolb.yaml", "apiAddress: 0.0.0.0:9000\ninterfaces: [eth0, eth1]\nmaxConns: 1000\nlogLevel: debug\nstateDir: /srv/lb\n")
+	cfg := writeFile(t, "telcolb.yaml", "apiAddress: 0.0.0.0:9000\napiAllowInsecureHTTP: true\ninterfaces: [eth0, eth1]\nmaxConns: 1000\nlogLevel: debug\nstateDir: /srv/lb\n")
 	tests := []struct {
 		name string
 		args []string
@@ -34,10 +34,10 @@ func TestParseOptionsMergesFileAndFlags(t *testing.T) {
 			o.APIAddress, o.Interfaces, o.MaxConns, o.LogFormat, o.N2Transport = "[::1]:8091", []string{"eth2", "eth3"}, 7, "text", "userspace"
 		}},
 		{"file", []string{"--config", cfg}, func(o *Options) {
-			o.APIAddress, o.Interfaces, o.MaxConns, o.LogLevel, o.StateDir = "0.0.0.0:9000", []string{"eth0", "eth1"}, 1000, "debug", "/srv/lb"
+			o.APIAddress, o.APIAllowInsecureHTTP, o.Interfaces, o.MaxConns, o.LogLevel, o.StateDir = "0.0.0.0:9000", true, []string{"eth0", "eth1"}, 1000, "debug", "/srv/lb"
 		}},
 		{"flags override file", []string{"--interfaces=eth9", "--config=" + cfg, "--log-level=warn"}, func(o *Options) {
-			o.APIAddress, o.Interfaces, o.MaxConns, o.LogLevel, o.StateDir = "0.0.0.0:9000", []string{"eth9"}, 1000, "warn", "/srv/lb"
+			o.APIAddress, o.APIAllowInsecureHTTP, o.Interfaces, o.MaxConns, o.LogLevel, o.StateDir = "0.0.0.0:9000", true, []string{"eth9"}, 1000, "warn", "/srv/lb"
 		}},
 		{"cleanup flag", []string{"--cleanup"}, func(o *Options) { o.Cleanup = true }},
 		{"socket lb off", []string{"--socket-lb=false", "--socket-lb-cgroup=/sys/fs/cgroup/lb"}, func(o *Options) {

@@ -930,7 +930,7 @@ func (s *Server) health(w http.ResponseWriter, _ *http.Request) {
 	code := http.StatusOK
 	if s.ready != nil {
 		if why := s.ready.Waiting(); why != "" {
-			// 503 so that a readiness check (telcolb probe, a load balancer's
+			// 503 so that a readiness check (telcolbctl ready, a load balancer's
 			// health check) fails while the node is not ready; the body is
 			// the same Health, clients read it either way.
 			h.Status, h.NotReady = "syncing", why
