@@ -176,6 +176,7 @@ type HA struct {
 	log   *slog.Logger
 	dp    ConntrackSource
 	node  *sync.Node
+	n2    *N2Replica
 	rd    ChangeReader
 	start time.Time
 
@@ -225,6 +226,7 @@ func StartHA(ctx context.Context, cfg HAConfig, dp ConntrackSource, log *slog.Lo
 		return nil, fmt.Errorf("ha: %w", err)
 	}
 	h.rd = rd
+	h.n2 = newN2Replica(h.node, h.log.With("records", "n2"))
 	h.log.Info("ha sync started", "node", nc.Self, "listen", h.node.Addr().String(), "peers", len(nc.Peers), "localRecords", len(recs))
 	h.wg.Add(2)
 	go h.produce()
@@ -303,11 +305,16 @@ func mapKey(kind uint16, key []byte) string {
 // apply writes peers' records into the datapath (from the sync node's
 // goroutine, in order).
 func (h *HA) apply(recs []sync.Applied) {
-	out := make([]dataplane.Record, len(recs))
+	out := make([]dataplane.Record, 0, len(recs))
+	var n2 []sync.Record
 	h.mu.Lock()
-	for i, a := range recs {
+	for _, a := range recs {
 		r := a.Record
-		out[i] = dataplane.Record{Kind: r.Kind, Key: r.Key, Value: r.Value, Deleted: r.Deleted}
+		if r.Kind == RecordN2 {
+			n2 = append(n2, r)
+			continue
+		}
+		out = append(out, dataplane.Record{Kind: r.Kind, Key: r.Key, Value: r.Value, Deleted: r.Deleted})
 		if r.Deleted {
 			delete(h.imported, mapKey(r.Kind, r.Key))
 		} else {
@@ -315,6 +322,12 @@ func (h *HA) apply(recs []sync.Applied) {
 		}
 	}
 	h.mu.Unlock()
+	if len(n2) > 0 && h.n2 != nil {
+		h.n2.apply(n2)
+	}
+	if len(out) == 0 {
+		return
+	}
 	if err := h.dp.ImportConntrack(out); err != nil {
 		// The records named are refused, the others applied.
 		h.log.Warn("import conntrack records from a peer", "records", len(out), "error", err)
