@@ -45,6 +45,12 @@ type Config struct {
 	// SendQueue is the per-association outbound queue; a full queue drops
 	// and counts (default 4096).
 	SendQueue int
+	// Publish, when set, turns on replication (steer Config.Replicate,
+	// replicate.go there): it is called from the proxy loop, after every
+	// event that changed replicable state, with the changed records, and
+	// must not block (the daemon queues them on its HA sync). Records of
+	// peers come in through Import.
+	Publish func([]steer.Record)
 	// Registerer receives the metrics; nil registers nothing.
 	Registerer prometheus.Registerer
 	Logger     *slog.Logger
@@ -106,9 +112,21 @@ func (a AMFStats) State() string {
 }
 
 type control struct {
-	add    *AMFEndpoint
-	remove string
-	done   chan error
+	add     *AMFEndpoint
+	remove  string
+	imports []steer.Record
+	done    chan error
+}
+
+// Import parks a peer proxy's replicated records in the running proxy
+// (steer.Machine.Import): kept, not acted upon, until their gNBs reconnect
+// here asking for UE retention. Records that do not decode are refused
+// with an error; the others are applied.
+func (p *Proxy) Import(ctx context.Context, recs []steer.Record) error {
+	if len(recs) == 0 {
+		return nil
+	}
+	return p.control(ctx, control{imports: recs})
 }
 
 // ErrNotRunning is returned by AddAMF and RemoveAMF when the proxy loop is
@@ -160,6 +178,9 @@ func (l *loop) handleControl(c control) error {
 			}
 		}
 		return -1
+	}
+	if c.imports != nil {
+		return l.machine.Import(c.imports)
 	}
 	if c.add != nil {
 		i := find(c.add.Name)
@@ -252,6 +273,7 @@ func New(cfg Config) (*Proxy, error) {
 		Policy: cfg.Policy, ProxyName: cfg.Name, Logger: cfg.Logger,
 		SetupWait: cfg.SetupWait, SetupTimeout: cfg.SetupTimeout,
 		RedialMin: cfg.RedialMin, RedialMax: cfg.RedialMax, DrainTimeout: cfg.DrainTimeout,
+		Replicate: cfg.Publish != nil,
 	}
 	for i, a := range cfg.AMFs {
 		if len(a.Address.Addrs) == 0 || a.Address.Port == 0 {
@@ -440,6 +462,7 @@ func (l *loop) handle(ev any) {
 }
 
 func (l *loop) step(ev steer.Event) {
+	defer l.publish()
 	for _, a := range l.machine.Step(time.Now(), ev) {
 		l.met.action(a)
 		switch a.Kind {
@@ -462,6 +485,16 @@ func (l *loop) step(ev steer.Event) {
 				pr.close()
 			}
 		}
+	}
+}
+
+// publish hands what the last step changed to the replication.
+func (l *loop) publish() {
+	if l.cfg.Publish == nil {
+		return
+	}
+	if recs := l.machine.TakeChanges(); len(recs) > 0 {
+		l.cfg.Publish(recs)
 	}
 }
 

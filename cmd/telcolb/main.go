@@ -159,7 +159,7 @@ func serve(opts app.Options, log *slog.Logger) (err error) {
 		ready = haSync
 	}
 	srv, err := app.NewServer(app.Config{Datapath: dp, Ready: ready, StateDir: opts.StateDir, Token: token, Logger: log,
-		N2: app.N2Config{TransportMode: opts.N2Transport}, PFCP: pfcpCfg, LocalVIPs: app.LocalVIPConfigOf(opts),
+		N2: app.N2Config{TransportMode: opts.N2Transport, Replica: haSync.N2Replica()}, PFCP: pfcpCfg, LocalVIPs: app.LocalVIPConfigOf(opts),
 		EndpointTrafficMetrics: opts.EndpointTrafficMetrics, Advertise: app.AdvertiseConfig{File: opts.AdvertisementConfig}})
 	if err != nil {
 		return err

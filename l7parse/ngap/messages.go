@@ -16,6 +16,10 @@ type NGSetupRequestParams struct {
 	Name      string
 	TACs      []uint32
 	Slices    []SNSSAI
+	// UEsRetained adds UE Retention Information "ues-retained" (TS 38.413
+	// 9.3.1.117): the gNB kept its UE contexts over the NG interface's loss
+	// and asks the AMF to keep its own.
+	UEsRetained bool
 }
 
 // NGSetupRequest builds a gNB's NG Setup Request.
@@ -61,6 +65,9 @@ func NGSetupRequest(p NGSetupRequestParams) ([]byte, error) {
 		IE{ngapType.ProtocolIEIDSupportedTAList, Reject, tas},
 		IE{ngapType.ProtocolIEIDDefaultPagingDRX, Ignore, &ngapType.PagingDRX{Value: ngapType.PagingDRXPresentV128}},
 	)
+	if p.UEsRetained {
+		ies = append(ies, IE{ngapType.ProtocolIEIDUERetentionInformation, Ignore, uesRetained()})
+	}
 	return Build(Initiating, ngapType.ProcedureCodeNGSetup, Reject, ies...)
 }
 
@@ -72,6 +79,28 @@ type SetupResponse struct {
 	Capacity    int64
 	HasCapacity bool
 	PLMNSupport []ngapType.PLMNSupportItem
+	// UEsRetained: UE Retention Information "ues-retained" (NG Setup
+	// Response only): the AMF kept the UE contexts of the gNB that asked.
+	UEsRetained bool
+}
+
+func uesRetained() *ngapType.UERetentionInformation {
+	return &ngapType.UERetentionInformation{Value: ngapType.UERetentionInformationPresentUesRetained}
+}
+
+// SetupRequestRetainsUEs reports whether an NG Setup Request carries UE
+// Retention Information "ues-retained".
+func SetupRequestRetainsUEs(pdu *ngapType.NGAPPDU) bool {
+	if pdu == nil || pdu.InitiatingMessage == nil || pdu.InitiatingMessage.Value.NGSetupRequest == nil {
+		return false
+	}
+	for _, ie := range pdu.InitiatingMessage.Value.NGSetupRequest.ProtocolIEs.List {
+		if ie.Id.Value == ngapType.ProtocolIEIDUERetentionInformation && ie.Value.UERetentionInformation != nil &&
+			ie.Value.UERetentionInformation.Value == ngapType.UERetentionInformationPresentUesRetained {
+			return true
+		}
+	}
+	return false
 }
 
 // NGSetupResponse builds an NG Setup Response.
@@ -79,12 +108,16 @@ func NGSetupResponse(r SetupResponse) ([]byte, error) {
 	if r.AMFName == "" || len(r.Served) == 0 || len(r.PLMNSupport) == 0 {
 		return nil, fmt.Errorf("NG Setup Response: AMF name, served GUAMIs and PLMN support are mandatory")
 	}
-	return Build(Successful, ngapType.ProcedureCodeNGSetup, Reject,
-		IE{ngapType.ProtocolIEIDAMFName, Reject, &ngapType.AMFName{Value: r.AMFName}},
-		IE{ngapType.ProtocolIEIDServedGUAMIList, Reject, &ngapType.ServedGUAMIList{List: r.Served}},
-		IE{ngapType.ProtocolIEIDRelativeAMFCapacity, Ignore, &ngapType.RelativeAMFCapacity{Value: clampCapacity(r.Capacity)}},
-		IE{ngapType.ProtocolIEIDPLMNSupportList, Reject, &ngapType.PLMNSupportList{List: r.PLMNSupport}},
-	)
+	ies := []IE{
+		{ngapType.ProtocolIEIDAMFName, Reject, &ngapType.AMFName{Value: r.AMFName}},
+		{ngapType.ProtocolIEIDServedGUAMIList, Reject, &ngapType.ServedGUAMIList{List: r.Served}},
+		{ngapType.ProtocolIEIDRelativeAMFCapacity, Ignore, &ngapType.RelativeAMFCapacity{Value: clampCapacity(r.Capacity)}},
+		{ngapType.ProtocolIEIDPLMNSupportList, Reject, &ngapType.PLMNSupportList{List: r.PLMNSupport}},
+	}
+	if r.UEsRetained {
+		ies = append(ies, IE{ngapType.ProtocolIEIDUERetentionInformation, Ignore, uesRetained()})
+	}
+	return Build(Successful, ngapType.ProcedureCodeNGSetup, Reject, ies...)
 }
 
 func clampCapacity(c int64) int64 {
@@ -105,6 +138,10 @@ func ParseSetupResponse(pdu *ngapType.NGAPPDU) (SetupResponse, error) {
 		for _, ie := range pdu.SuccessfulOutcome.Value.NGSetupResponse.ProtocolIEs.List {
 			v := ie.Value
 			r.absorb(v.AMFName, v.ServedGUAMIList, v.RelativeAMFCapacity, v.PLMNSupportList)
+			if ie.Id.Value == ngapType.ProtocolIEIDUERetentionInformation && v.UERetentionInformation != nil &&
+				v.UERetentionInformation.Value == ngapType.UERetentionInformationPresentUesRetained {
+				r.UEsRetained = true
+			}
 		}
 		if len(r.Served) == 0 {
 			return SetupResponse{}, fmt.Errorf("%w: NG Setup Response without served GUAMIs", ErrMalformed)

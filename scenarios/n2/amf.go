@@ -201,10 +201,14 @@ func (a *AMF) serve(ctx context.Context, c transport.Conn) {
 			a.mu.Lock()
 			a.gnbs[gnb] = true
 			a.mu.Unlock()
+			// The simulator keeps every UE context over the loss of an
+			// association (it keys them by AMF-UE-NGAP-ID alone), so it
+			// answers a request for UE retention with "ues-retained".
 			send(0)(ngapl.NGSetupResponse(ngapl.SetupResponse{
 				AMFName:     a.cfg.Name,
 				Served:      []ngapType.ServedGUAMIItem{ngapl.ServedGUAMI(a.GUAMI())},
 				PLMNSupport: []ngapType.PLMNSupportItem{ngapl.PLMNSupport(PLMN, ngapl.SNSSAI{SST: 1})},
+				UEsRetained: ngapl.SetupRequestRetainsUEs(pdu),
 			}))
 			if a.cfg.Overload != nil {
 				send(0)(ngapl.OverloadStart(*a.cfg.Overload))

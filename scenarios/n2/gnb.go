@@ -34,8 +34,12 @@ type GNBConfig struct {
 	// Parallel bounds the UEs in a procedure at once (default 32).
 	Parallel int
 	// Wait bounds each expected answer (default 10s).
-	Wait   time.Duration
-	Logger *slog.Logger
+	Wait time.Duration
+	// RetainUEs sends NG Setup Request with UE Retention Information
+	// "ues-retained" (a gNB reconnecting after the loss of its NG
+	// association, its UE contexts kept); Retained reports the answer.
+	RetainUEs bool
+	Logger    *slog.Logger
 }
 
 // UEResult is one UE's story as its gNB saw it. AMF pointers come from
@@ -96,6 +100,8 @@ type GNB struct {
 	nextRAN uint32
 	ues     []*simUE
 	rep     GNBReport
+	// retained: the last NG Setup Response said "ues-retained".
+	retained bool
 
 	// counting makes the receive loop count Downlink NAS Transports
 	// (Blast) instead of handing them to their UE.
@@ -145,7 +151,7 @@ func (g *GNB) Connect(ctx context.Context) error {
 		return fmt.Errorf("gnb %s: dial %v: %w", g.cfg.Name, g.cfg.Remote, err)
 	}
 	g.conn = c
-	req, err := ngapl.NGSetupRequest(ngapl.NGSetupRequestParams{PLMN: PLMN, GNBID: g.cfg.GNBID, GNBIDBits: 22, Name: g.cfg.Name, TACs: []uint32{TAC}, Slices: []ngapl.SNSSAI{{SST: 1}}})
+	req, err := ngapl.NGSetupRequest(ngapl.NGSetupRequestParams{PLMN: PLMN, GNBID: g.cfg.GNBID, GNBIDBits: 22, Name: g.cfg.Name, TACs: []uint32{TAC}, Slices: []ngapl.SNSSAI{{SST: 1}}, UEsRetained: g.cfg.RetainUEs})
 	if err != nil {
 		return fmt.Errorf("gnb %s: %w", g.cfg.Name, err)
 	}
@@ -159,7 +165,7 @@ func (g *GNB) Connect(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("gnb %s: waiting for NG Setup Response: %w", g.cfg.Name, err)
 		}
-		k, _, err := ngapl.Decode(m.Data)
+		k, pdu, err := ngapl.Decode(m.Data)
 		if err != nil {
 			return fmt.Errorf("gnb %s: NG Setup answer: %w", g.cfg.Name, err)
 		}
@@ -169,6 +175,13 @@ func (g *GNB) Connect(ctx context.Context) error {
 		if k.Type != ngapl.Successful {
 			return fmt.Errorf("gnb %s: NG Setup failed (%v)", g.cfg.Name, k.Type)
 		}
+		resp, err := ngapl.ParseSetupResponse(pdu)
+		if err != nil {
+			return fmt.Errorf("gnb %s: NG Setup Response: %w", g.cfg.Name, err)
+		}
+		g.mu.Lock()
+		g.retained = g.cfg.RetainUEs && resp.UEsRetained
+		g.mu.Unlock()
 		break
 	}
 	go g.recvLoop(ctx)
@@ -176,6 +189,14 @@ func (g *GNB) Connect(ctx context.Context) error {
 }
 
 // Close ends the association.
+// Retained says whether the last NG Setup Response kept the UE contexts
+// ("ues-retained" answered to RetainUEs).
+func (g *GNB) Retained() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.retained
+}
+
 func (g *GNB) Close() error {
 	if g.conn == nil {
 		return nil

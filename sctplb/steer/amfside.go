@@ -34,6 +34,7 @@ func (m *Machine) amfDown(id AssocID) {
 	g := m.gnbs[u.gnb]
 	m.log.Warn("AMF association down", "assoc", id, "amf", m.cfg.AMFs[u.amf].Name, "gnb", u.gnb)
 	wasReady := u.state == upReady
+	m.touchGNB(u.gnb)
 	u.state = upDown
 	u.retryAt = m.now.Add(u.backoff)
 	u.backoff = min(2*u.backoff, m.cfg.RedialMax)
@@ -67,6 +68,12 @@ func (m *Machine) amfDown(id AssocID) {
 func (m *Machine) releaseLost(g *gnb, lost *upstream) {
 	cause := ngapl.Cause(ngapType.CausePresentTransport, ngapType.CauseTransportPresentTransportResourceUnavailable)
 	for _, u := range m.uesOf(g.id, lost.id) {
+		if u.flags&ueAdopted != 0 {
+			// Never confirmed by the AMF, never announced to the gNB as
+			// retained: dropped silently (adopt.go).
+			m.removeUE(u)
+			continue
+		}
 		if data, pending := m.initial[u]; pending {
 			k, err := m.dec.Key(data)
 			if err == nil {
@@ -88,6 +95,7 @@ func (m *Machine) releaseLost(g *gnb, lost *upstream) {
 		}
 		ran := u.ran
 		b, ok := m.build(ngapl.UEContextReleaseCommand(u.amfID, &ran, cause))
+		m.touchUE(u)
 		// Orphaned: out of the AMF index and counts, kept by RAN ID only.
 		if k := akey(int(u.amf), u.gnb, u.amfID); m.byAMF[k] == u {
 			delete(m.byAMF, k)

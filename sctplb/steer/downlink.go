@@ -31,6 +31,7 @@ func (m *Machine) downlinkNonUE(g *gnb, u *upstream, k ngapl.Key, pdu *ngapType.
 		if len(upd.PLMNSupport) > 0 {
 			u.resp.PLMNSupport = upd.PLMNSupport
 		}
+		m.touchGNB(g.id)
 		if b, ok := m.build(ngapl.AMFConfigurationUpdateAcknowledge()); ok {
 			m.send(u.id, 0, b)
 		}
@@ -114,6 +115,7 @@ func (m *Machine) downlinkUE(g *gnb, up *upstream, k ngapl.Key, data []byte) {
 		u.amfID, u.flags = k.AMFUEID, u.flags|ueHasAMF
 		m.bindAMF(u, akey(up.amf, g.id, u.amfID))
 		delete(m.initial, u)
+
 	}
 	id := uint64(k.RANUEID)
 	if u != nil {

@@ -51,6 +51,9 @@ type gnb struct {
 	limit   peerLimit
 	// lastFanout is when a repeated NG Setup was last forwarded to the AMFs.
 	lastFanout time.Time
+	// retained: UEs imported from a peer proxy were adopted for this gNB
+	// and an AMF kept them; its NG Setup Response says "ues-retained".
+	retained bool
 }
 
 type upstream struct {
@@ -80,6 +83,9 @@ const (
 	// ueDraining: the gNB is gone; the record answers the AMF's UE Context
 	// Release Command on the gNB's behalf.
 	ueDraining
+	// ueAdopted: imported from a peer proxy (replicate.go) and not yet
+	// confirmed by its AMF's NG Setup Response with "ues-retained".
+	ueAdopted
 )
 
 // ue is one UE-associated logical NG connection. Kept small: a million of
@@ -133,6 +139,7 @@ type Machine struct {
 	// events: log lines it causes count against its rate.
 	peer      AssocID
 	strangers peerLimit
+	rep       *replication // nil unless Config.Replicate
 }
 
 // New validates cfg and returns a Machine.
@@ -187,7 +194,12 @@ func New(cfg Config) (*Machine, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	var rep *replication
+	if cfg.Replicate {
+		rep = newReplication()
+	}
 	return &Machine{
+		rep:     rep,
 		cfg:     cfg,
 		log:     cfg.Logger,
 		dec:     ngapl.NewDecoder(ngapl.DecoderConfig{}),

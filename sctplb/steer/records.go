@@ -11,7 +11,9 @@ import (
 // reacts to that. The proxy keeps its indexes exact: the newest binding
 // holds the key, the older record keeps only its RAN-UE-NGAP-ID.
 func (m *Machine) bindAMF(u *ue, key amfKey) {
+	m.touchUE(u)
 	if old := m.byAMF[key]; old != nil && old != u {
+		m.touchUE(old)
 		m.warn("AMF reused an AMF-UE-NGAP-ID on one gNB", "amf", m.cfg.AMFs[key.amf].Name, "gnb", key.gnb, "id", key.id)
 		old.flags &^= ueHasAMF
 		if old.flags&ueHasRAN == 0 {
@@ -42,6 +44,7 @@ func (m *Machine) gnbDown(id AssocID) {
 		return
 	}
 	m.log.Info("gNB association down", "assoc", id)
+	m.touchGNB(id)
 	g.state = gnbDraining
 	g.deadline = m.now.Add(m.cfg.DrainTimeout)
 	cause := ngapl.Cause(ngapType.CausePresentRadioNetwork, ngapType.CauseRadioNetworkPresentRadioConnectionWithUeLost)
@@ -54,6 +57,7 @@ func (m *Machine) gnbDown(id AssocID) {
 		if u.flags&ueHasRAN != 0 {
 			delete(m.byRAN, ranKey{u.gnb, u.ran})
 		}
+		m.touchUE(u)
 		u.flags |= ueDraining
 		if b, ok := m.build(ngapl.UEContextReleaseRequest(u.amfID, u.ran, cause)); ok {
 			m.send(up.id, streamFor(up.out, u.streamID()), b)
@@ -79,11 +83,13 @@ func (m *Machine) closeIdleUps(g *gnb) {
 		g.ups[i] = 0
 	}
 	if left == 0 {
+		m.touchGNB(g.id)
 		delete(m.gnbs, g.id)
 	}
 }
 
 func (m *Machine) closeUp(u *upstream) {
+	m.touchGNB(u.gnb)
 	for _, x := range m.uesOf(u.gnb, u.id) {
 		m.removeUE(x)
 	}
@@ -95,6 +101,7 @@ func (m *Machine) closeUp(u *upstream) {
 
 // dropGNB forgets a gNB at once (drain deadline passed, or ID reuse).
 func (m *Machine) dropGNB(g *gnb) {
+	m.touchGNB(g.id)
 	for _, u := range m.uesOf(g.id, 0) {
 		m.removeUE(u)
 	}

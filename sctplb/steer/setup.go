@@ -9,6 +9,7 @@ import (
 )
 
 func (m *Machine) setupAnswer(g *gnb, u *upstream, k ngapl.Key, pdu *ngapType.NGAPPDU) {
+	m.touchGNB(g.id) // its record lists the AMFs' setup results
 	if u.state == upReady && g.state == gnbReady {
 		// The answer to a repeated NG Setup the proxy forwarded.
 		if k.Type != ngapl.Successful {
@@ -43,6 +44,7 @@ func (m *Machine) setupAnswer(g *gnb, u *upstream, k ngapl.Key, pdu *ngapType.NG
 		m.fail("bad NG Setup Response", "err", err)
 		return
 	}
+	m.confirmAdopted(g, u, resp.UEsRetained)
 	u.resp, u.state, u.backoff = resp, upReady, m.cfg.RedialMin
 	clear(u.unavailable)
 	switch g.state {
@@ -73,6 +75,11 @@ func (m *Machine) maybeAnswerSetup(g *gnb) {
 
 func (m *Machine) answerSetup(g *gnb) {
 	merged, ok := m.merged(g)
+	if !g.retained {
+		// The gNB's answer will not say "ues-retained": it drops its UE
+		// contexts, so adopted ones no AMF confirmed in time go too.
+		m.dropAdopted(g)
+	}
 	if !ok {
 		m.log.Warn("no AMF accepted the gNB, NG Setup Failure", "gnb", g.id)
 		if b, ok := m.build(ngapl.NGSetupFailure(ngapl.Cause(ngapType.CausePresentMisc, ngapType.CauseMiscPresentUnspecified), int(ngapType.TimeToWaitPresentV10s))); ok {
@@ -81,12 +88,15 @@ func (m *Machine) answerSetup(g *gnb) {
 		g.state = gnbConnected
 		return
 	}
+	merged.UEsRetained = g.retained
 	b, ok := m.build(ngapl.NGSetupResponse(merged))
 	if !ok {
 		return
 	}
 	g.state = gnbReady
 	g.served = guamiSet(merged.Served)
+	g.retained = false // a later repeated NG Setup retains nothing
+	m.claimName(g)
 	m.send(g.id, 0, b)
 }
 

@@ -59,6 +59,8 @@ type fakeGNB struct {
 	errInd    int
 	badStream int
 	autoReply bool
+	// retained: the last NG Setup Response said "ues-retained".
+	retained bool
 }
 
 type sim struct {
@@ -75,11 +77,22 @@ type sim struct {
 	closed map[AssocID]bool
 	// sets overrides the AMF Set ID an AMF serves, by index (default amfSet).
 	sets map[int]uint16
+	// mirror imports m's replication changes (a standby proxy); run checks
+	// that it holds what m exports.
+	mirror *Machine
+	// prev is the sim of a proxy that failed; this one took over.
+	prev *sim
+	// inherited are the fake AMFs' UE contexts from prev's associations,
+	// with their gNB's name (association IDs of two machines overlap).
+	inherited map[*simUE]string
+	// retain: the fake AMFs keep a gNB's UE contexts over a new NG Setup
+	// that asks for UE retention, and answer "ues-retained".
+	retain bool
 }
 
 func newSim(t testing.TB, n int, policy Policy, weights ...int) *sim {
 	t.Helper()
-	cfg := Config{Policy: policy, ProxyName: "proxy"}
+	cfg := Config{Policy: policy, ProxyName: "proxy", Replicate: true}
 	for i := 0; i < n; i++ {
 		w := 1
 		if i < len(weights) {
@@ -91,7 +104,11 @@ func newSim(t testing.TB, n int, policy Policy, weights ...int) *sim {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &sim{t: t, m: m, now: time.Unix(1_700_000_000, 0), gnbs: map[AssocID]*fakeGNB{}, upAMF: map[AssocID]int{}, upGNB: map[AssocID]AssocID{}, fails: map[string]int{}, closed: map[AssocID]bool{}}
+	mirror, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &sim{t: t, m: m, mirror: mirror, now: time.Unix(1_700_000_000, 0), gnbs: map[AssocID]*fakeGNB{}, upAMF: map[AssocID]int{}, upGNB: map[AssocID]AssocID{}, fails: map[string]int{}, closed: map[AssocID]bool{}}
 	for i := 0; i < n; i++ {
 		s.amfs = append(s.amfs, &fakeAMF{idx: i, alive: true, nextID: 1, ues: map[uint64]*simUE{}, assocs: map[AssocID]AssocID{}, got: map[int64]int{}})
 	}
@@ -124,6 +141,11 @@ func (s *sim) run(ev ...Event) {
 		if len(s.m.byRAN)+len(s.m.byAMF) < 512 || steps%64 == 0 || len(s.queue) == 0 {
 			if msg := checkInvariants(s.m); msg != "" {
 				s.t.Fatalf("after %T: invariants broken: %s", e, msg)
+			}
+		}
+		if len(s.m.byRAN)+len(s.m.byAMF) < 512 || len(s.queue) == 0 {
+			if msg := checkReplica(s.m, s.mirror); msg != "" {
+				s.t.Fatalf("after %T: replica differs: %s", e, msg)
 			}
 		}
 	}
@@ -196,6 +218,22 @@ func (s *sim) toAMF(a Action) {
 	reply := func(b []byte) { s.queue = append(s.queue, AMFMessage{Assoc: a.Assoc, Stream: 1, Data: b}) }
 	switch {
 	case k.Procedure == ngapType.ProcedureCodeNGSetup && k.Type == ngapl.Initiating:
+		retained := false
+		if _, req, err := ngapl.Decode(a.Data); err == nil && s.retain && ngapl.SetupRequestRetainsUEs(req) {
+			retained = true
+		}
+		if retained && s.prev != nil {
+			// The AMF knows the gNB by its Global RAN Node ID: the UE
+			// contexts it kept from the old proxy's association now
+			// belong to this one.
+			name := s.m.gnbs[s.gnbOfUp(a.Assoc)].name
+			for _, u := range f.ues {
+				if og := s.inherited[u]; og != "" && og == name {
+					u.gnb = a.Assoc
+					delete(s.inherited, u)
+				}
+			}
+		}
 		g := guamiOf(idx)
 		if set, ok := s.sets[idx]; ok {
 			g.SetID = set
@@ -203,6 +241,7 @@ func (s *sim) toAMF(a Action) {
 		reply(s.must(ngapl.NGSetupResponse(ngapl.SetupResponse{
 			AMFName: fmt.Sprintf("amf%d", idx), Served: []ngapType.ServedGUAMIItem{ngapl.ServedGUAMI(g)}, Capacity: 100,
 			PLMNSupport: []ngapType.PLMNSupportItem{ngapl.PLMNSupport(plmn, ngapl.SNSSAI{SST: 1}, ngapl.SNSSAI{SST: uint8(idx + 2)})},
+			UEsRetained: retained,
 		})))
 	case k.Procedure == ngapType.ProcedureCodeInitialUEMessage:
 		id := f.nextID
@@ -264,6 +303,14 @@ func (s *sim) toGNB(a Action) {
 	switch {
 	case k.Procedure == ngapType.ProcedureCodeNGSetup:
 		g.setupOK = k.Type == ngapl.Successful
+		if g.setupOK {
+			_, full, err := ngapl.Decode(a.Data)
+			if err != nil {
+				s.t.Fatalf("proxy sent undecodable NG Setup Response: %v", err)
+			}
+			r, err := ngapl.ParseSetupResponse(full)
+			g.retained = err == nil && r.UEsRetained
+		}
 		if !g.setupOK {
 			g.failures++
 		}

@@ -107,7 +107,10 @@ type Config struct {
 	// one peer (defaults 10/s and 20).
 	PeerErrorRate  float64
 	PeerErrorBurst int
-	Logger         *slog.Logger
+	// Replicate keeps track of the replicable state (replicate.go):
+	// TakeChanges and Export report it, Import parks a peer's.
+	Replicate bool
+	Logger    *slog.Logger
 }
 
 // Event is one input of Machine.Step.

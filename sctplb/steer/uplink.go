@@ -52,7 +52,7 @@ func (m *Machine) fromGNB(e GNBMessage) {
 		if name, err := ngapl.RANNodeID(pdu); err == nil {
 			g.name = name
 		}
-		m.gnbSetup(g, e.Data)
+		m.gnbSetup(g, e.Data, ngapl.SetupRequestRetainsUEs(pdu))
 		return
 	}
 	if g.state != gnbReady {
@@ -67,7 +67,7 @@ func (m *Machine) fromGNB(e GNBMessage) {
 	m.uplinkNonUE(g, k, pdu, e.Data)
 }
 
-func (m *Machine) gnbSetup(g *gnb, req []byte) {
+func (m *Machine) gnbSetup(g *gnb, req []byte, retains bool) {
 	if g.state == gnbReady {
 		m.repeatedSetup(g, req)
 		return
@@ -91,6 +91,7 @@ func (m *Machine) gnbSetup(g *gnb, req []byte) {
 			m.redial(u)
 		}
 	}
+	m.adopt(g, retains)
 }
 
 func (m *Machine) dial(g *gnb, amf int, backoff time.Duration) *upstream {
@@ -194,6 +195,7 @@ func (m *Machine) uplinkUE(g *gnb, k ngapl.Key, data []byte) {
 		if u != nil && u.flags&ueHasRAN == 0 && k.HasRANUEID {
 			u.ran, u.flags = k.RANUEID, u.flags|ueHasRAN
 			m.byRAN[ranKey{g.id, u.ran}] = u
+			m.touchUE(u)
 		}
 	}
 	if u == nil {
@@ -264,12 +266,14 @@ func (m *Machine) initialUE(g *gnb, k ngapl.Key, data []byte) {
 }
 
 func (m *Machine) attach(u *ue, up *upstream) {
+	m.touchUE(u)
 	u.up, u.amf = up.id, int16(up.amf)
 	up.ues++
 	m.amfUEs[up.amf]++
 }
 
 func (m *Machine) detach(u *ue) {
+	m.touchUE(u)
 	if up := m.ups[u.up]; up != nil {
 		up.ues--
 	}

@@ -227,6 +227,7 @@ type HA struct {
 	log   *slog.Logger
 	dp    ConntrackSource
 	node  *sync.Node
+	n2    *N2Replica
 	rd    ChangeReader
 	start time.Time
 
@@ -287,6 +288,7 @@ func StartHA(ctx context.Context, cfg HAConfig, dp ConntrackSource, log *slog.Lo
 		return nil, fmt.Errorf("ha: %w", err)
 	}
 	h.rd = rd
+	h.n2 = newN2Replica(h.node, h.log.With("records", "n2"))
 	h.log.Info("ha sync started", "node", nc.Self, "listen", h.node.Addr().String(), "peers", len(nc.Peers), "localRecords", len(recs))
 	h.wg.Add(2)
 	go h.produce()
@@ -405,10 +407,16 @@ func (h *HA) theirsWins(from string, theirs, ours time.Time) bool {
 // goroutine, in order).
 func (h *HA) apply(recs []sync.Applied) {
 	out := make([]dataplane.Record, 0, len(recs))
+	var n2 []sync.Record
 	now := time.Now()
 	h.mu.Lock()
 	for _, a := range recs {
 		r := a.Record
+		if r.Kind == RecordN2 {
+			// N2 proxy state is parked in the N2 proxies, not the datapath.
+			n2 = append(n2, r)
+			continue
+		}
 		dr := dataplane.Record{Kind: r.Kind, Key: r.Key, Value: r.Value, Deleted: r.Deleted}
 		k := mapKey(r.Kind, r.Key)
 		seen := lastSeen(dr, now)
@@ -430,6 +438,9 @@ func (h *HA) apply(recs []sync.Applied) {
 		out = append(out, dr)
 	}
 	h.mu.Unlock()
+	if len(n2) > 0 && h.n2 != nil {
+		h.n2.apply(n2)
+	}
 	if len(out) == 0 {
 		return
 	}

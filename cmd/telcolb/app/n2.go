@@ -52,6 +52,10 @@ type N2Config struct {
 	TransportMode string
 	// Usrsctp tunes the userspace stack; its zero value means N2Timers().
 	Usrsctp usrsctp.Config
+	// Replica, when set (HA sync on), replicates every N2 proxy's state
+	// to the peers and parks theirs in the proxy of the same service
+	// (n2ha.go).
+	Replica *N2Replica
 }
 
 // N2Timers are the usrsctp timers of the daemon's N2 stack unless N2Config
@@ -79,6 +83,9 @@ type n2Manager struct {
 
 func newN2Manager(cfg N2Config, reg prometheus.Registerer, log *slog.Logger) *n2Manager {
 	m := &n2Manager{cfg: cfg, tr: cfg.Transport}
+	if cfg.Replica != nil {
+		cfg.Replica.setRunning(m.running)
+	}
 	m.proxyManager = newProxyManager(proxyKind[n2Spec, *sctplb.Proxy]{
 		name: "N2 proxy", errPrefix: "n2 service",
 		restarting:  "N2 service changed: restarting its proxy; its gNBs reconnect and its UE contexts are dropped",
@@ -134,10 +141,14 @@ func (m *n2Manager) start(svc api.Service, sp n2Spec, _ *liveProxy[n2Spec, *sctp
 	if err != nil {
 		return nil, nil, err
 	}
-	p, err := sctplb.New(sctplb.Config{
+	pc := sctplb.Config{
 		Transport: tr, Listen: sp.Listen, AMFs: sp.AMFs, Policy: sp.Policy,
 		Name: svc.Name, Registerer: reg, Logger: m.log.With("n2", svc.Name),
-	})
+	}
+	if r := m.cfg.Replica; r != nil {
+		pc.Publish = r.publisher(svc.Name)
+	}
+	p, err := sctplb.New(pc)
 	if err != nil {
 		return nil, nil, fmt.Errorf("n2 service %s: %w", svc.Name, err)
 	}
@@ -145,7 +156,15 @@ func (m *n2Manager) start(svc api.Service, sp n2Spec, _ *liveProxy[n2Spec, *sctp
 	if err != nil {
 		return nil, nil, &api.FieldError{Field: "vip", Message: fmt.Sprintf("N2 proxy cannot listen on %v (the VIP must be a local address of the daemon, on a real interface for usrsctp): %v", sp.Listen, err)}
 	}
-	return p, func(ctx context.Context) error { return p.Serve(ctx, ln) }, nil
+	run := func(ctx context.Context) error { return p.Serve(ctx, ln) }
+	if r := m.cfg.Replica; r != nil {
+		run = func(ctx context.Context) error {
+			// Import blocks until the loop runs; it is parked, not acted on.
+			go r.attach(svc.Name, p)
+			return p.Serve(ctx, ln)
+		}
+	}
+	return p, run, nil
 }
 
 // reconfigure applies an AMF-only change in place; any other change, or

@@ -1,0 +1,61 @@
+package app
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/telcolb/telcolb/ha/sync"
+	labha "github.com/telcolb/telcolb/scenarios/ha"
+	"github.com/telcolb/telcolb/sctplb/steer"
+)
+
+// An N2 proxy's published records reach the peer's N2 replica (per
+// service, deletions included) and never its datapath.
+func TestN2RecordsGoToThePeersReplica(t *testing.T) {
+	certs, err := labha.WriteGroupCerts(t.TempDir(), "lb1", "lb2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addrs := map[string]string{"lb1": freePort(t), "lb2": freePort(t)}
+	dps := map[string]*memCT{"lb1": newMemCT(), "lb2": newMemCT()}
+	has := map[string]*HA{}
+	for _, n := range []string{"lb1", "lb2"} {
+		peer := map[string]string{"lb1": "lb2", "lb2": "lb1"}[n]
+		c := HAConfig{Refresh: 100 * time.Millisecond, JoinTimeout: time.Minute, Node: sync.NodeConfig{Self: n, Listen: addrs[n],
+			Peers: []sync.Peer{{Name: peer, Addr: addrs[peer]}}, CertFile: certs[n].Cert, KeyFile: certs[n].Key, CAFile: certs[n].CA,
+			RedialInterval: 50 * time.Millisecond}}
+		h, err := StartHA(context.Background(), c, dps[n], testLogger(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = h.Close() })
+		has[n] = h
+	}
+	held := func(svc, key string) (string, bool) {
+		r := has["lb2"].N2Replica()
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		v, ok := r.held[svc][key]
+		return string(v), ok
+	}
+	pub := has["lb1"].N2Replica().publisher("n2")
+	pub([]steer.Record{{Key: []byte("gA"), Value: []byte("setup")}, {Key: []byte("uA1"), Value: []byte("ue1")}})
+	has["lb1"].N2Replica().publisher("other")([]steer.Record{{Key: []byte("uA1"), Value: []byte("ue-other")}})
+	waitFor(t, "both N2 services' records on lb2", func() bool {
+		_, a := held("n2", "uA1")
+		_, b := held("other", "uA1")
+		return a && b
+	})
+	if v, _ := held("n2", "gA"); v != "setup" {
+		t.Errorf("gNB record on lb2 = %q", v)
+	}
+	if v, _ := held("other", "uA1"); v != "ue-other" {
+		t.Errorf("services mixed up: other's record = %q", v)
+	}
+	pub([]steer.Record{{Key: []byte("uA1"), Deleted: true}})
+	waitFor(t, "deletion on lb2", func() bool { _, ok := held("n2", "uA1"); return !ok })
+	if n := dps["lb2"].importCount(); n != 0 {
+		t.Errorf("lb2's datapath got %d records; N2 records are not conntrack", n)
+	}
+}
