@@ -92,6 +92,22 @@ func wait(t *testing.T, e *Env, fam int, within time.Duration, want ...netip.Add
 	return at
 }
 
+// waitBFDUp waits until the router's BFD session with peer is up.
+func waitBFDUp(t *testing.T, e *Env, peer netip.Addr) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		up, err := e.Router.BFDUp(context.Background(), peer)
+		if err == nil && up {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: BFD session with %s not up after 30s (%v)", e.Router.Name(), peer, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 // failover probes both VIPs, breaks lb1 with fail, waits for the router to
 // route through lb2 only and for the answers to come from lb2, and reports
 // the blackout; heal repairs lb1 and the test waits for it to be preferred
@@ -116,6 +132,12 @@ func failover(t *testing.T, e *Env, kind string, fail, heal func() error) {
 		if _, ok := FirstFrom(probers[fam].Replies(), NodeAddr(1, fam), time.Time{}); !ok {
 			t.Fatalf("%s: lb1 answered nothing for %s before the failure (sent %d, answered %d)", kind, VIPs[fam], probers[fam].Sent(), len(probers[fam].Replies()))
 		}
+	}
+	// The router's BFD session with lb1 must be up too: after a heal on a
+	// loaded machine it can still be coming up while the route is already
+	// back, and a failure then is detected by the hold timer, not by BFD.
+	for fam := range 2 {
+		waitBFDUp(t, e, NodeAddr(1, fam))
 	}
 	failedAt := time.Now()
 	if err := fail(); err != nil {

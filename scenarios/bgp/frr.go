@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/user"
 	"path/filepath"
@@ -169,6 +170,16 @@ func (f *FRR) ShowRoute(ctx context.Context, prefix string) (string, error) {
 		af = "ipv6"
 	}
 	return f.Vtysh(ctx, "show bgp "+af+" unicast "+prefix)
+}
+
+// BFDUp reads vtysh show bfd peers brief: session ID, local address, peer
+// address, status.
+func (f *FRR) BFDUp(ctx context.Context, peer netip.Addr) (bool, error) {
+	out, err := f.Vtysh(ctx, "show bfd peers brief")
+	if err != nil {
+		return false, err
+	}
+	return bfdTableUp(out, peer, 3), nil
 }
 
 // Log is what the daemons printed.

@@ -178,7 +178,24 @@ type Router interface {
 	// ShowRoute is the daemon's own view of a prefix (birdc show route all
 	// / vtysh show bgp), for logs and assertions.
 	ShowRoute(ctx context.Context, prefix string) (string, error)
+	// BFDUp reports whether the router's BFD session with peer is up (a
+	// failover measured before it is would time the hold timer, not BFD).
+	BFDUp(ctx context.Context, peer netip.Addr) (bool, error)
 	Close() error
+}
+
+// bfdTableUp finds peer's row in a table of BFD sessions (birdc show bfd
+// sessions; vtysh show bfd peers brief) and reports whether its state
+// column says up.
+func bfdTableUp(out string, peer netip.Addr, stateCol int) bool {
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Fields(line)
+		if len(f) <= stateCol || !slices.Contains(f[:stateCol], peer.String()) {
+			continue
+		}
+		return strings.EqualFold(f[stateCol], "up")
+	}
+	return false
 }
 
 // Nexthops lists the gateways of the router's kernel route to prefix
@@ -344,6 +361,15 @@ func (b *Bird) Birdc(ctx context.Context, args ...string) (string, error) {
 
 func (b *Bird) ShowRoute(ctx context.Context, prefix string) (string, error) {
 	return b.Birdc(ctx, "show", "route", "for", prefix, "all")
+}
+
+// BFDUp reads birdc show bfd sessions: address, interface, state, ...
+func (b *Bird) BFDUp(ctx context.Context, peer netip.Addr) (bool, error) {
+	out, err := b.Birdc(ctx, "show", "bfd", "sessions")
+	if err != nil {
+		return false, err
+	}
+	return bfdTableUp(out, peer, 2), nil
 }
 
 // Log is what bird printed.
