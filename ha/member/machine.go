@@ -21,7 +21,8 @@
 //
 // Split brain: members that cannot hear each other each compute ownership
 // over the members they see, so a VIP can have an owner on both sides.
-// See doc.go for the cases and what fencing (issue 15) needs.
+// Claims seen on the clients' segment fence all but one of them (Claim,
+// fence.go); doc.go has the reasoning and the cases.
 package member
 
 import (
