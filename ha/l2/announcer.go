@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"slices"
 	"sync"
@@ -39,6 +40,12 @@ type Config struct {
 	Logger            *slog.Logger
 	// Registerer, when set, receives the L2 metrics (metrics.go).
 	Registerer prometheus.Registerer
+	// FenceHold: see member.Config (default 5 heartbeat intervals).
+	FenceHold time.Duration
+	// NoFencing turns split-brain fencing off: claims seen on the segment
+	// are not acted on (both sides of a partition answer, as before issue
+	// 15). For comparison in tests only.
+	NoFencing bool
 }
 
 // Announcer implements ha.Announcer for mode l2.
@@ -53,6 +60,7 @@ type Announcer struct {
 	mu      sync.Mutex
 	ifs     map[netip.Addr][]string // VIP -> interfaces, from Set
 	owned   []netip.Addr
+	fenced  []netip.Addr
 	owners  map[netip.Addr]string
 	changes uint64 // VIPs whose owner changed, as this node saw it
 	metrics *collector
@@ -72,7 +80,7 @@ func New(cfg Config) (*Announcer, error) {
 	a := &Announcer{cfg: cfg, log: cfg.Logger, ifs: map[netip.Addr][]string{}, done: make(chan struct{})}
 	node, err := member.Listen(member.NodeConfig{
 		Self: cfg.Node, Members: cfg.Members, Interval: cfg.Interval, DetectMultiplier: cfg.DetectMultiplier,
-		Logger: cfg.Logger, OnChange: a.onChange,
+		FenceHold: cfg.FenceHold, Logger: cfg.Logger, OnChange: a.onChange, OnAnnounce: a.onAnnounce,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("l2: %w", err)
@@ -88,6 +96,14 @@ func New(cfg Config) (*Announcer, error) {
 		node.Rewarm()
 		if user != nil {
 			user(iface)
+		}
+	}
+	if !cfg.NoFencing {
+		// Another MAC claiming a VIP we answer for or are fenced from is the
+		// split-brain input of the member machine; MACs in the canonical
+		// text form are the identities both sides compare.
+		rc.OnClaim = func(_ string, vip netip.Addr, ours, theirs net.HardwareAddr) {
+			node.Claim(vip, ours.String(), theirs.String())
 		}
 	}
 	a.resp = NewResponder(rc)
@@ -147,7 +163,7 @@ func (a *Announcer) Set(_ context.Context, vips []ha.VIP) error {
 	return errors.Join(append(errs, err)...)
 }
 
-func (a *Announcer) onChange(owned []netip.Addr, owners map[netip.Addr]string) {
+func (a *Announcer) onChange(owned, fenced []netip.Addr, owners map[netip.Addr]string) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	for v, o := range owners {
@@ -155,22 +171,27 @@ func (a *Announcer) onChange(owned []netip.Addr, owners map[netip.Addr]string) {
 			a.changes++
 		}
 	}
-	a.owned, a.owners = owned, owners
+	a.owned, a.fenced, a.owners = owned, fenced, owners
 	if err := a.pushLocked(); err != nil {
 		a.log.Error("l2: answering", "err", err)
 	}
 }
 
-// pushLocked hands the responder the owned VIPs that are still wanted, on
-// their interfaces.
+func (a *Announcer) onAnnounce(vips []netip.Addr) { a.resp.Announce(vips) }
+
+// pushLocked hands the responder the owned and the fenced VIPs that are
+// still wanted, on their interfaces.
 func (a *Announcer) pushLocked() error {
-	m := map[netip.Addr][]string{}
-	for _, v := range a.owned {
-		if ifs, ok := a.ifs[v]; ok {
-			m[v] = ifs
+	pick := func(vips []netip.Addr) map[netip.Addr][]string {
+		m := map[netip.Addr][]string{}
+		for _, v := range vips {
+			if ifs, ok := a.ifs[v]; ok {
+				m[v] = ifs
+			}
 		}
+		return m
 	}
-	return a.resp.Set(m)
+	return a.resp.Update(pick(a.owned), pick(a.fenced))
 }
 
 // Announced reports, per VIP given to Set, its owner and, when this node
@@ -181,7 +202,7 @@ func (a *Announcer) Announced() map[netip.Addr]ha.Announcement {
 	r := map[netip.Addr]ha.Announcement{}
 	for v, ifs := range a.ifs {
 		an := ha.Announcement{Owner: a.owners[v]}
-		if an.Owner == a.cfg.Node {
+		if slices.Contains(a.owned, v) {
 			for _, i := range ifs {
 				an.Via = append(an.Via, "l2/"+i)
 			}
@@ -201,7 +222,7 @@ func (a *Announcer) Stats() map[string]Stats { return a.resp.Stats() }
 // this node's VIPs over without waiting for the detection time.
 func (a *Announcer) Close() error {
 	a.mu.Lock()
-	a.owned = nil
+	a.owned, a.fenced = nil, nil
 	err := a.pushLocked()
 	a.mu.Unlock()
 	a.node.Leave()

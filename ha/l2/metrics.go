@@ -14,7 +14,11 @@ var (
 	descChanges = prometheus.NewDesc("telcolb_l2_ownership_changes_total",
 		"VIP owner changes seen by this node (takeovers, failbacks, VIPs added).", nil, nil)
 	descFrames = prometheus.NewDesc("telcolb_l2_frames_sent_total",
-		"ARP replies, Neighbor Advertisements and gratuitous announcements sent, per interface.", []string{"interface", "kind"}, nil)
+		"ARP replies, Neighbor Advertisements, gratuitous announcements and probes (for fenced VIPs) sent, per interface.", []string{"interface", "kind"}, nil)
+	descFenced = prometheus.NewDesc("telcolb_l2_vips_fenced",
+		"VIPs this node owns by the ownership rules but does not answer for, having lost a split-brain conflict on the segment.", nil, nil)
+	descConflicts = prometheus.NewDesc("telcolb_l2_conflicts_total",
+		"Split-brain conflicts confirmed by this node: another MAC kept claiming a VIP it owned (won or lost).", nil, nil)
 	descMalformed = prometheus.NewDesc("telcolb_l2_malformed_frames_total",
 		"Received ARP / NS frames that failed to parse, per interface.", []string{"interface"}, nil)
 )
@@ -23,7 +27,7 @@ var (
 type collector struct{ a *Announcer }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descMemberUp, descOwned, descVIPs, descChanges, descFrames, descMalformed} {
+	for _, d := range []*prometheus.Desc{descMemberUp, descOwned, descVIPs, descChanges, descFrames, descFenced, descConflicts, descMalformed} {
 		ch <- d
 	}
 }
@@ -37,8 +41,10 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descMemberUp, prometheus.GaugeValue, up, m.Name)
 	}
 	c.a.mu.Lock()
-	owned, vips, changes := len(c.a.owned), len(c.a.ifs), c.a.changes
+	owned, fenced, vips, changes := len(c.a.owned), len(c.a.fenced), len(c.a.ifs), c.a.changes
 	c.a.mu.Unlock()
+	ch <- prometheus.MustNewConstMetric(descFenced, prometheus.GaugeValue, float64(fenced))
+	ch <- prometheus.MustNewConstMetric(descConflicts, prometheus.CounterValue, float64(c.a.node.Stats().Conflicts))
 	ch <- prometheus.MustNewConstMetric(descOwned, prometheus.GaugeValue, float64(owned))
 	ch <- prometheus.MustNewConstMetric(descVIPs, prometheus.GaugeValue, float64(vips))
 	ch <- prometheus.MustNewConstMetric(descChanges, prometheus.CounterValue, float64(changes))
@@ -46,6 +52,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descFrames, prometheus.CounterValue, float64(st.ARPReplies), name, "arp_reply")
 		ch <- prometheus.MustNewConstMetric(descFrames, prometheus.CounterValue, float64(st.NAReplies), name, "na")
 		ch <- prometheus.MustNewConstMetric(descFrames, prometheus.CounterValue, float64(st.Announcements), name, "announcement")
+		ch <- prometheus.MustNewConstMetric(descFrames, prometheus.CounterValue, float64(st.Probes), name, "probe")
 		ch <- prometheus.MustNewConstMetric(descMalformed, prometheus.CounterValue, float64(st.Malformed), name)
 	}
 }

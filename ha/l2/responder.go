@@ -1,6 +1,7 @@
 package l2
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -33,6 +34,13 @@ type ResponderConfig struct {
 	// OnLinkUp is called when an interface whose link went down is up
 	// again (the announcer re-warms its member machine then).
 	OnLinkUp func(iface string)
+	// OnClaim is called, from an interface's receive loop, for each frame
+	// seen there that binds a VIP this node answers for or is fenced from
+	// to another MAC (claim.go): the split-brain fencing input.
+	OnClaim func(iface string, vip netip.Addr, ours, theirs net.HardwareAddr)
+	// ProbeInterval is how often a fenced VIP is probed for (default
+	// 100 ms, the default heartbeat interval: well within the hold time).
+	ProbeInterval time.Duration
 }
 
 // Responder answers ARP requests and Neighbor Solicitations for the VIPs
@@ -54,6 +62,9 @@ type Responder struct {
 // Stats counts one interface's work.
 type Stats struct {
 	ARPReplies, NAReplies, Announcements, Malformed, NotOwned uint64
+	// Claims counts frames from another MAC claiming a VIP answered or
+	// fenced here; Probes the probes sent for fenced VIPs.
+	Claims, Probes uint64
 }
 
 type ifaceSock struct {
@@ -66,13 +77,16 @@ type ifaceSock struct {
 	mc    *ipv6.PacketConn // holds the solicited-node group memberships
 	// owned is the set of VIPs answered on this interface; replaced whole
 	// by Set, read lock-free by the receive loops.
-	owned  atomic.Pointer[map[netip.Addr]bool]
+	owned atomic.Pointer[map[netip.Addr]bool]
+	// fenced is the set of VIPs this node owns but lost in a conflict: not
+	// answered, probed for, claims about them reported.
+	fenced atomic.Pointer[map[netip.Addr]bool]
 	groups map[netip.Addr]int // solicited-node group -> VIPs needing it
 	down   atomic.Bool        // a watchUp is running
 	closed atomic.Bool
 	wg     sync.WaitGroup
 
-	arpReplies, naReplies, announcements, malformed, notOwned atomic.Uint64
+	arpReplies, naReplies, announcements, malformed, notOwned, claims, probes atomic.Uint64
 }
 
 // NewResponder returns a responder with no interface open yet.
@@ -86,6 +100,9 @@ func NewResponder(cfg ResponderConfig) *Responder {
 	if cfg.BurstInterval == 0 {
 		cfg.BurstInterval = 200 * time.Millisecond
 	}
+	if cfg.ProbeInterval == 0 {
+		cfg.ProbeInterval = 100 * time.Millisecond
+	}
 	return &Responder{cfg: cfg, log: cfg.Logger, ifaces: map[string]*ifaceSock{}, strict: map[string]bool{}, past: map[string]Stats{}}
 }
 
@@ -94,19 +111,21 @@ func NewResponder(cfg ResponderConfig) *Responder {
 // is gone stops being answered at once. Interfaces no longer needed are
 // closed. Errors (an interface missing) are returned joined; the other
 // interfaces are served regardless.
-func (r *Responder) Set(owned map[netip.Addr][]string) error {
+func (r *Responder) Set(owned map[netip.Addr][]string) error { return r.Update(owned, nil) }
+
+// Update is Set with the fenced VIPs too (each with its interfaces): not
+// answered, but watched for claims and probed for, so the fence lasts as
+// long as the winner answers.
+func (r *Responder) Update(owned, fenced map[netip.Addr][]string) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.closed {
 		return errors.New("l2: responder closed")
 	}
-	per := map[string]map[netip.Addr]bool{}
-	for v, ifs := range owned {
-		for _, name := range ifs {
-			if per[name] == nil {
-				per[name] = map[netip.Addr]bool{}
-			}
-			per[name][v.Unmap()] = true
+	per, perFenced := byIface(owned), byIface(fenced)
+	for name := range perFenced {
+		if per[name] == nil {
+			per[name] = map[netip.Addr]bool{}
 		}
 	}
 	var errs []error
@@ -126,9 +145,48 @@ func (r *Responder) Set(owned map[netip.Addr][]string) error {
 			}
 			r.ifaces[name] = s
 		}
+		f := perFenced[name]
+		if f == nil {
+			f = map[netip.Addr]bool{}
+		}
+		s.fenced.Store(&f)
 		s.set(set)
 	}
 	return errors.Join(errs...)
+}
+
+func byIface(vips map[netip.Addr][]string) map[string]map[netip.Addr]bool {
+	per := map[string]map[netip.Addr]bool{}
+	for v, ifs := range vips {
+		for _, name := range ifs {
+			if per[name] == nil {
+				per[name] = map[netip.Addr]bool{}
+			}
+			per[name][v.Unmap()] = true
+		}
+	}
+	return per
+}
+
+// Announce sends a gratuitous burst again for those of vips answered on
+// each interface (a VIP kept in a split-brain conflict: caches that
+// followed the loser's announcement come back).
+func (r *Responder) Announce(vips []netip.Addr) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, s := range r.ifaces {
+		owned := *s.owned.Load()
+		var mine []netip.Addr
+		for _, v := range vips {
+			if owned[v.Unmap()] {
+				mine = append(mine, v.Unmap())
+			}
+		}
+		if len(mine) > 0 {
+			s.wg.Add(1)
+			go s.burst(mine)
+		}
+	}
 }
 
 // Stats returns per-interface counters.
@@ -169,21 +227,24 @@ func (r *Responder) open(name string) (*ifaceSock, error) {
 		return nil, err
 	}
 	s := &ifaceSock{r: r, name: name, index: ifi.Index, mac: ifi.HardwareAddr, groups: map[netip.Addr]int{}}
-	empty := map[netip.Addr]bool{}
+	empty, noneFenced := map[netip.Addr]bool{}, map[netip.Addr]bool{}
 	s.owned.Store(&empty)
+	s.fenced.Store(&noneFenced)
 	if s.arp, err = packetSocket(ifi, etherARP, nil); err != nil {
 		return nil, err
 	}
-	// Only Neighbor Solicitations reach the NDP socket, not every IPv6 frame.
-	nsOnly := []bpf.Instruction{
+	// Only Neighbor Solicitations (questions) and Advertisements (claims,
+	// for fencing) reach the NDP socket, not every IPv6 frame.
+	nsOrNA := []bpf.Instruction{
 		bpf.LoadAbsolute{Off: ethLen + 6, Size: 1},
-		bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: protoICMPv6, SkipTrue: 3},
+		bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: protoICMPv6, SkipTrue: 4},
 		bpf.LoadAbsolute{Off: ethLen + ipv6Len, Size: 1},
-		bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: icmpNS, SkipTrue: 1},
+		bpf.JumpIf{Cond: bpf.JumpEqual, Val: icmpNS, SkipTrue: 1},
+		bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: icmpNA, SkipTrue: 1},
 		bpf.RetConstant{Val: 0xffff},
 		bpf.RetConstant{Val: 0},
 	}
-	if s.nd, err = packetSocket(ifi, etherIPv6, nsOnly); err != nil {
+	if s.nd, err = packetSocket(ifi, etherIPv6, nsOrNA); err != nil {
 		s.arp.Close()
 		return nil, err
 	}
@@ -192,9 +253,10 @@ func (r *Responder) open(name string) (*ifaceSock, error) {
 	} else {
 		s.mc = ipv6.NewPacketConn(c)
 	}
-	s.wg.Add(2)
+	s.wg.Add(3)
 	go s.loop(s.arp, s.answerARP)
 	go s.loop(s.nd, s.answerNS)
+	go s.probeLoop()
 	r.log.Info("l2: answering on interface", "interface", name, "mac", s.mac.String())
 	return s, nil
 }
@@ -306,10 +368,58 @@ func (s *ifaceSock) watchUp() {
 	}()
 }
 
-func (s *ifaceSock) answerARP(f []byte) {
-	if len(f) >= 12 && net.HardwareAddr(f[6:12]).String() == s.mac.String() {
+// checkClaim reports a frame from another MAC binding a VIP answered or
+// fenced here.
+func (s *ifaceSock) checkClaim(f []byte) {
+	c, err := ParseClaim(f)
+	if err != nil || bytes.Equal(c.MAC, s.mac) {
 		return
 	}
+	if !(*s.owned.Load())[c.Addr] && !(*s.fenced.Load())[c.Addr] {
+		return
+	}
+	s.claims.Add(1)
+	if s.r.cfg.OnClaim != nil {
+		s.r.cfg.OnClaim(s.name, c.Addr, s.mac, c.MAC)
+	}
+}
+
+// probeLoop asks for each fenced VIP every ProbeInterval: the winner's
+// answers are claims that hold the fence; when nobody answers any more
+// (the winner died or released the VIP), the fence expires.
+func (s *ifaceSock) probeLoop() {
+	defer s.wg.Done()
+	tk := time.NewTicker(s.r.cfg.ProbeInterval)
+	defer tk.Stop()
+	for range tk.C {
+		if s.closed.Load() {
+			return
+		}
+		for v := range *s.fenced.Load() {
+			var f []byte
+			var out *os.File
+			if v.Is4() {
+				f, out = ARPProbe(v, s.mac), s.arp
+			} else {
+				f, out = NSProbe(v, s.mac), s.nd
+			}
+			if _, err := out.Write(f); err != nil {
+				if errors.Is(err, os.ErrClosed) {
+					return
+				}
+				s.r.log.Debug("l2: send probe", "interface", s.name, "vip", v, "err", err)
+				continue
+			}
+			s.probes.Add(1)
+		}
+	}
+}
+
+func (s *ifaceSock) answerARP(f []byte) {
+	if len(f) >= 12 && bytes.Equal(f[6:12], s.mac) {
+		return
+	}
+	s.checkClaim(f)
 	q, err := ParseARP(f)
 	switch {
 	case errors.Is(err, ErrNotOurs):
@@ -329,6 +439,10 @@ func (s *ifaceSock) answerARP(f []byte) {
 }
 
 func (s *ifaceSock) answerNS(f []byte) {
+	if len(f) >= 12 && bytes.Equal(f[6:12], s.mac) {
+		return // our own NA or probe, looped back to the packet socket
+	}
+	s.checkClaim(f)
 	q, err := ParseNS(f)
 	switch {
 	case errors.Is(err, ErrNotOurs):
@@ -435,12 +549,13 @@ func (s *ifaceSock) burst(vips []netip.Addr) {
 
 func (a Stats) add(b Stats) Stats {
 	return Stats{ARPReplies: a.ARPReplies + b.ARPReplies, NAReplies: a.NAReplies + b.NAReplies,
-		Announcements: a.Announcements + b.Announcements, Malformed: a.Malformed + b.Malformed, NotOwned: a.NotOwned + b.NotOwned}
+		Announcements: a.Announcements + b.Announcements, Malformed: a.Malformed + b.Malformed, NotOwned: a.NotOwned + b.NotOwned,
+		Claims: a.Claims + b.Claims, Probes: a.Probes + b.Probes}
 }
 
 func (s *ifaceSock) stats() Stats {
 	return Stats{ARPReplies: s.arpReplies.Load(), NAReplies: s.naReplies.Load(), Announcements: s.announcements.Load(),
-		Malformed: s.malformed.Load(), NotOwned: s.notOwned.Load()}
+		Malformed: s.malformed.Load(), NotOwned: s.notOwned.Load(), Claims: s.claims.Load(), Probes: s.probes.Load()}
 }
 
 func (s *ifaceSock) close() {
@@ -448,6 +563,7 @@ func (s *ifaceSock) close() {
 	s.closed.Store(true)
 	empty := map[netip.Addr]bool{}
 	s.owned.Store(&empty)
+	s.fenced.Store(&empty)
 	s.arp.Close()
 	s.nd.Close()
 	if s.mc != nil {

@@ -1,22 +1,77 @@
 package member
 
-// Split brain, as pinned by sim_test.go (TestSplitBrain, TestGroupFailover,
-// TestThawWithLostHeartbeats) and seen in the scenarios/l2 lab.
+// Split brain, and how it is fenced (issue 15). Pinned by sim_test.go
+// (TestSplitBrain, TestGroupFailover, TestThawWithLostHeartbeats) and by
+// the scenarios/l2 lab.
 //
 // Members that cannot hear each other compute ownership over the members
-// they do hear, so both sides of a partition claim VIPs:
+// they do hear, so both sides of a partition claim VIPs. Heartbeats alone
+// cannot tell a side it must not answer. The ways to know were: a quorum
+// (claim only while hearing a majority, which needs three or more nodes and
+// leaves a two-node group dark on a partition), a witness reachable from
+// the clients' side, or the clients' segment itself. L2 announcement has the
+// last for free: every member answers ARP / NS on the segment the clients
+// are on, so when two members claim a VIP, each sees the other's gratuitous
+// ARP, ARP replies or Neighbor Advertisements for it. Fencing uses that
+// (fence.go; the shell, ha/l2, reports claims and probes):
+//
+//   - Input: a claim, "identity X bound VIP V", for a VIP this node owns,
+//     from an identity not its own. Identities are MACs, the only thing both
+//     claimants see of each other on the segment (node names are in the
+//     heartbeats that do not arrive).
+//   - Tie-breaker: the rendezvous score of (MAC, VIP), as for ownership,
+//     ties to the smaller MAC (ClaimWinner). Both claimants compute it from
+//     the same two MACs, so they agree without exchanging anything, and a
+//     test computes it the same way from the MACs it sees in a capture. A
+//     score per VIP, not "the smaller MAC wins", so the VIPs of a partition
+//     spread over both sides instead of all going to one node.
+//   - The loser is fenced: it stops answering and announcing the VIP but
+//     keeps it by the ownership rules (Owner still names it; Owned and
+//     Fenced tell the difference). While fenced its shell probes for the
+//     VIP every interval (ARP probe, DAD-style NS: they claim nothing and
+//     update no cache); the winner's answers are claims that hold the
+//     fence. It takes the VIP back when it is the owner by the normal rules
+//     and no claim was seen for the hold time (5 intervals, 500 ms): the
+//     winner died, or the partition healed and the winner released the VIP
+//     on the loser's heartbeat. So the VIP is answered by one node for as
+//     long as the partition lasts, with no flapping, and a dead winner
+//     leaves it dark for at most the hold time.
+//   - The winner announces the VIP again (a gratuitous burst, at most once
+//     per hold time), so caches that followed the loser's last announcement
+//     come back, and the loser, if it had not noticed yet, sees claims.
+//   - Settle time: in a normal hand-over two members claim a VIP for one
+//     network latency (the new owner's burst starts before the old owner
+//     has its ready heartbeat). A conflict is acted on only when a claim
+//     arrives at least one interval after the first one seen while this
+//     node owns the VIP; by then the old owner of a hand-over has released,
+//     and the new one is never fenced by it. Takeover (the old owner dead or
+//     gone) and failback take no longer than before: sim_test.go runs every
+//     scenario with claims visible on the segment, with the same bounds.
+//
+// The cases:
 //
 //   - Symmetric partition (heartbeats lost both ways, both sides still on
 //     the client's segment): an isolated node claims every VIP, the others
-//     share them. Every VIP held by the other side is answered for twice;
-//     ARP caches follow whichever gratuitous ARP or reply came last. When
-//     the partition heals, ownership converges within one heartbeat and the
-//     node that loses a VIP stops answering at once. The scenarios/l2 lab
-//     reproduces it (heartbeats dropped on one node, all on the segment):
-//     ARP replies and NAs for each VIP come from two MACs, and the client
-//     follows whichever answered last; after healing, one MAC again.
+//     share them. For each VIP the two claimants see each other's claims
+//     and within about a second (detection, the takeover burst, a
+//     confirming claim, the winner's burst) only the tie-breaker's choice
+//     answers. When the partition heals, ownership converges within one
+//     heartbeat: a fenced node that is the normal owner again answers once
+//     the other side has stopped answering its probes for the hold time
+//     (about 400 ms in the simulation, during which the VIP is answered by
+//     nobody: client caches still point at the released node, which
+//     carries its traffic only where the VIP is local on every node).
 //   - One-way loss (b stops hearing a, a still hears b): b claims all, a
-//     keeps its share, so a's VIPs are claimed twice for as long as it lasts.
+//     keeps its share; a's VIPs are settled by the segment in the same way.
+//   - A node cut off from the segment (its link down) hears nothing and
+//     sees no claim: it claims every VIP, harmlessly, fences nothing, and
+//     re-warms when its link is back (Rewarm), claiming nothing before it
+//     has heard the others. The others are not disturbed.
+//   - Partitions the segment does not show: two halves of a group on
+//     different segments (or VLANs) answering for the same VIP both answer,
+//     and nothing on either side reveals it. Fencing covers the L2 case the
+//     advertisement issue defines (every member answering on the clients'
+//     segment), not that one.
 //   - Frozen node (SIGSTOP, a paused VM): the others take its VIPs after the
 //     detection time. On thawing, it has not run for longer than a detection
 //     time, notices, and warms up again: it claims nothing until it has heard
@@ -31,15 +86,5 @@ package member
 //   - Hand-over: a node that becomes eligible claims when it is ready; the
 //     previous owner releases on the ready heartbeat, one network latency
 //     later. For that latency both answer (two ARP replies with different
-//     MACs are possible in that window, not after).
-//
-// What fencing (issue 15, hitless HA) needs: a way for the side that lost
-// the members to know it must not answer, which heartbeats alone cannot
-// give. Options: a quorum (claim only while hearing a majority of members,
-// which needs three or more nodes and leaves a two-node group dark on a
-// partition), a witness reachable from the client side (the gateway's ARP
-// entry, an external arbiter or the BGP router), or claim/release
-// acknowledged in heartbeats (each heartbeat lists the members the sender
-// sees as eligible; a node claims a VIP only once the previous owner's
-// heartbeat shows it has seen the new owner), which removes the one-latency
-// hand-over overlap but not partitions.
+//     MACs are possible in that window, not after); the settle time keeps
+//     it from being taken for a conflict.

@@ -12,7 +12,11 @@ import (
 //   - every VIP has exactly one owner among the eligible (alive and ready)
 //     members as this node sees them, and it is the rendezvous winner among
 //     them; no owner at all only when no member is eligible;
-//   - Owned is exactly the VIPs whose owner is this node;
+//   - Owned is exactly the VIPs whose owner is this node and that are not
+//     fenced; a fenced VIP is owned by this node by the rules, and its
+//     fence ends after now and no later than the hold time away;
+//   - Output.Fencing lists exactly the VIPs whose fence began or ended,
+//     Output.Announce only VIPs this node answers for;
 //   - a dead member is never ready; self counts as alive;
 //   - ownership changes only with liveness: when the eligible set did not
 //     change in the step, no VIP present before and after changed owner;
@@ -38,8 +42,47 @@ func checkStep(m *Machine, before snapshot, now time.Time, out Output) string {
 	}
 	var owned []netip.Addr
 	for v, o := range m.vips {
-		if o == m.self {
+		if o == m.self && !slices.Contains(after.fenced, v) {
 			owned = append(owned, v)
+		}
+	}
+	for _, v := range after.fenced {
+		f := m.fences[v]
+		if m.vips[v] != m.self {
+			bad("vip %v fenced but owned by %q", v, m.vips[v])
+		}
+		if !f.until.After(now) || f.until.After(now.Add(m.hold)) {
+			bad("vip %v fenced until %v, now %v, hold %v", v, f.until, now, m.hold)
+		}
+		if m.started && out.Wake.After(f.until) {
+			bad("wake %v after vip %v's fence ends at %v", out.Wake, v, f.until)
+		}
+	}
+	fc := map[netip.Addr]FenceChange{}
+	for _, c := range out.Fencing {
+		if _, dup := fc[c.VIP]; dup {
+			bad("vip %v listed twice in Fencing", c.VIP)
+		}
+		fc[c.VIP] = c
+	}
+	for _, v := range append(slices.Clone(before.fenced), after.fenced...) {
+		was, is := slices.Contains(before.fenced, v), slices.Contains(after.fenced, v)
+		c, listed := fc[v]
+		if was != is && (!listed || c.Fenced != is) {
+			bad("vip %v fenced %v -> %v, output says %+v", v, was, is, c)
+		}
+		if was == is && listed {
+			bad("vip %v fence unchanged (%v) but listed %+v", v, is, c)
+		}
+	}
+	for v, c := range fc {
+		if !slices.Contains(before.fenced, v) && !slices.Contains(after.fenced, v) {
+			bad("vip %v never fenced but listed %+v", v, c)
+		}
+	}
+	for _, v := range out.Announce {
+		if !slices.Contains(owned, v) {
+			bad("announce %v, which this node does not answer for (owned %v)", v, owned)
 		}
 	}
 	slices.SortFunc(owned, netip.Addr.Compare)
@@ -98,8 +141,9 @@ func checkStep(m *Machine, before snapshot, now time.Time, out Output) string {
 type snapshot struct {
 	owners   map[netip.Addr]string
 	eligible []string
+	fenced   []netip.Addr
 }
 
 func snap(m *Machine) snapshot {
-	return snapshot{owners: m.Owners(), eligible: m.eligible()}
+	return snapshot{owners: m.Owners(), eligible: m.eligible(), fenced: m.Fenced()}
 }

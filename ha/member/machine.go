@@ -21,7 +21,8 @@
 //
 // Split brain: members that cannot hear each other each compute ownership
 // over the members they see, so a VIP can have an owner on both sides.
-// See doc.go for the cases and what fencing (issue 15) needs.
+// Claims seen on the clients' segment fence all but one of them (Claim,
+// fence.go); doc.go has the reasoning and the cases.
 package member
 
 import (
@@ -49,6 +50,10 @@ type Config struct {
 	// DetectMultiplier is how many intervals without a heartbeat make a
 	// member dead (DefaultDetectMultiplier if zero).
 	DetectMultiplier int
+	// FenceHold is how long a VIP lost in a conflict stays fenced after the
+	// last conflicting claim (DefaultFenceHoldIntervals intervals if zero;
+	// see fence.go).
+	FenceHold time.Duration
 }
 
 // Output is what a step asks the shell to do.
@@ -62,6 +67,11 @@ type Output struct {
 	// Ownership lists the VIPs whose owner changed (added VIPs have Old "",
 	// removed ones New "").
 	Ownership []OwnershipChange
+	// Fencing lists the VIPs fenced or released from a fence (fence.go).
+	Fencing []FenceChange
+	// Announce lists VIPs this node kept in a conflict: announce them again
+	// (a gratuitous burst) so caches that followed the loser come back.
+	Announce []netip.Addr
 }
 
 // LivenessChange is one member's new state.
@@ -93,6 +103,10 @@ type MemberState struct {
 // Stats counts received packets that were not used.
 type Stats struct {
 	Malformed, UnknownMember, Stale, FromSelf uint64
+	// Conflicts counts claims by another identity for a VIP this node
+	// owned, confirmed after the settle time; ClaimsIgnored claims for VIPs
+	// it does not own (their owner announcing them) or by itself.
+	Conflicts, ClaimsIgnored uint64
 }
 
 type peer struct {
@@ -111,6 +125,7 @@ type Machine struct {
 	self        string
 	interval    time.Duration
 	mult        int
+	hold        time.Duration
 	incarnation uint64
 	seq         uint64
 
@@ -124,6 +139,7 @@ type Machine struct {
 	peers  []*peer // sorted by name
 	vips   map[netip.Addr]string
 	owners map[netip.Addr]string // scratch for recompute
+	fences map[netip.Addr]*fenceState
 	stats  Stats
 }
 
@@ -142,12 +158,19 @@ func New(cfg Config, incarnation uint64) (*Machine, error) {
 	if cfg.DetectMultiplier < 1 || cfg.DetectMultiplier > 255 {
 		return nil, fmt.Errorf("member: detect multiplier %d out of range 1..255", cfg.DetectMultiplier)
 	}
+	if cfg.FenceHold == 0 {
+		cfg.FenceHold = DefaultFenceHoldIntervals * cfg.Interval
+	}
+	if cfg.FenceHold < 2*cfg.Interval {
+		// Shorter than two probes, one lost answer would end the fence.
+		return nil, fmt.Errorf("member: fence hold %v shorter than two intervals (%v)", cfg.FenceHold, 2*cfg.Interval)
+	}
 	if cfg.Self == "" || len(cfg.Self) > maxNameLen {
 		return nil, fmt.Errorf("member: self name %q: want 1..%d bytes", cfg.Self, maxNameLen)
 	}
 	m := &Machine{
-		self: cfg.Self, interval: cfg.Interval, mult: cfg.DetectMultiplier, incarnation: incarnation,
-		vips: map[netip.Addr]string{}, owners: map[netip.Addr]string{},
+		self: cfg.Self, interval: cfg.Interval, mult: cfg.DetectMultiplier, hold: cfg.FenceHold, incarnation: incarnation,
+		vips: map[netip.Addr]string{}, owners: map[netip.Addr]string{}, fences: map[netip.Addr]*fenceState{},
 	}
 	seen := map[string]bool{}
 	for _, name := range cfg.Members {
@@ -386,6 +409,7 @@ func (m *Machine) finish(now time.Time, out *Output) {
 		m.nextSend = now // tell the others at once
 	}
 	m.recompute(out)
+	m.fenceStep(now, out)
 	if m.started && !now.Before(m.nextSend) {
 		out.Heartbeat = m.heartbeat()
 		m.nextSend = now.Add(m.interval)
@@ -400,6 +424,11 @@ func (m *Machine) finish(now time.Time, out *Output) {
 				if exp := p.lastHeard.Add(p.detect); exp.Before(out.Wake) {
 					out.Wake = exp
 				}
+			}
+		}
+		for _, f := range m.fences {
+			if !f.until.IsZero() && f.until.Before(out.Wake) {
+				out.Wake = f.until
 			}
 		}
 	}
@@ -479,11 +508,11 @@ func (m *Machine) Owners() map[netip.Addr]string {
 	return r
 }
 
-// Owned returns the VIPs this node owns, sorted.
+// Owned returns the VIPs this node owns and answers for (not fenced), sorted.
 func (m *Machine) Owned() []netip.Addr {
 	var r []netip.Addr
 	for v, o := range m.vips {
-		if o == m.self {
+		if o == m.self && !m.fenced(v) {
 			r = append(r, v)
 		}
 	}

@@ -257,6 +257,8 @@ func FuzzMachine(f *testing.F) {
 	f.Add([]byte{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12})
 	f.Add([]byte{1, 1, 1, 9, 9, 9, 200, 3, 3, 3, 250, 250, 7})
 	f.Add([]byte{5, 17, 33, 2, 0, 255, 128, 64, 4, 4, 4, 4})
+	// Warm up alone, then claims by x and y on VIPs 1-3 spaced to confirm.
+	f.Add([]byte{0, 200, 0, 200, 6, 0x48, 6, 0x68, 6, 0x49, 6, 0x69, 6, 0x52, 6, 0x72, 6, 0x72, 0, 100, 0, 100, 0, 100})
 	f.Fuzz(func(t *testing.T, ops []byte) {
 		members := []string{"a", "b", "c"}
 		m1, _ := New(Config{Self: "a", Members: members}, 1)
@@ -276,7 +278,7 @@ func FuzzMachine(f *testing.F) {
 		step(func(m *Machine) Output { return m.Start(now) })
 		for i := 0; i+1 < len(ops); i += 2 {
 			op, arg := ops[i], ops[i+1]
-			switch op % 6 {
+			switch op % 7 {
 			case 0, 1: // time passes (up to ~500 ms, sometimes a long freeze)
 				d := ms(int(arg) * 2)
 				if arg > 250 {
@@ -303,6 +305,11 @@ func FuzzMachine(f *testing.F) {
 					}
 				}
 				step(func(m *Machine) Output { return m.SetVIPs(now, vs) })
+			case 6: // a claim seen on the segment (fencing), maybe our own
+				vip := vipN(1 + int(arg&7))
+				theirs := []string{"me", "x", "y", "z"}[(arg>>3)&3]
+				now = now.Add(ms(int(arg>>5) * 40))
+				step(func(m *Machine) Output { return m.Claim(now, vip, "me", theirs) })
 			}
 		}
 		_ = fmt.Sprint

@@ -25,10 +25,22 @@ type NodeConfig struct {
 	Interval         time.Duration
 	DetectMultiplier int
 	Logger           *slog.Logger
+	// FenceHold as in Config.
+	FenceHold time.Duration
 	// OnChange is called from the node's goroutine after every step that
-	// changed liveness or ownership, with the VIPs this node owns now and
-	// every VIP's owner. It must not block for long.
-	OnChange func(owned []netip.Addr, owners map[netip.Addr]string)
+	// changed liveness, ownership or fencing, with the VIPs this node
+	// answers for now, the ones it owns but is fenced from, and every VIP's
+	// owner. It must not block for long.
+	OnChange func(owned, fenced []netip.Addr, owners map[netip.Addr]string)
+	// OnAnnounce is called from the node's goroutine with VIPs this node
+	// kept in a conflict and must announce again. It must not block for long.
+	OnAnnounce func(vips []netip.Addr)
+}
+
+// claimMsg is a claim seen on the segment, for Machine.Claim.
+type claimMsg struct {
+	vip          netip.Addr
+	ours, theirs string
 }
 
 // Node runs a Machine over UDP. Heartbeats are accepted only from the
@@ -45,6 +57,7 @@ type Node struct {
 
 	vipsCh   chan []netip.Addr
 	rewarmCh chan struct{}
+	claimCh  chan claimMsg
 	done     chan struct{}
 	// Spoofed counts heartbeats from an address that is not the named member's.
 	spoofed uint64
@@ -66,7 +79,7 @@ func Listen(cfg NodeConfig) (*Node, error) {
 		}
 	}
 	start := time.Now()
-	m, err := New(Config{Self: cfg.Self, Members: names, Interval: cfg.Interval, DetectMultiplier: cfg.DetectMultiplier}, uint64(start.UnixNano()))
+	m, err := New(Config{Self: cfg.Self, Members: names, Interval: cfg.Interval, DetectMultiplier: cfg.DetectMultiplier, FenceHold: cfg.FenceHold}, uint64(start.UnixNano()))
 	if err != nil {
 		return nil, err
 	}
@@ -76,7 +89,7 @@ func Listen(cfg NodeConfig) (*Node, error) {
 	}
 	return &Node{
 		cfg: cfg, log: cfg.Logger.With("member", cfg.Self), conn: conn, peers: peers, start: start, m: m,
-		vipsCh: make(chan []netip.Addr, 1), rewarmCh: make(chan struct{}, 1), done: make(chan struct{}),
+		vipsCh: make(chan []netip.Addr, 1), rewarmCh: make(chan struct{}, 1), claimCh: make(chan claimMsg, 64), done: make(chan struct{}),
 	}, nil
 }
 
@@ -102,6 +115,24 @@ func (n *Node) Rewarm() {
 	case n.rewarmCh <- struct{}{}:
 	default:
 	}
+}
+
+// Claim reports that theirs was seen on the segment claiming vip, where
+// this node is ours (see Machine.Claim); it never blocks: when claims come
+// faster than the machine takes them, some are dropped, which only delays
+// a decision the next claim makes.
+func (n *Node) Claim(vip netip.Addr, ours, theirs string) {
+	select {
+	case n.claimCh <- claimMsg{vip: vip, ours: ours, theirs: theirs}:
+	default:
+	}
+}
+
+// Stats returns the machine's counters.
+func (n *Node) Stats() Stats {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.m.Stats()
 }
 
 // Owners returns every VIP's owner as this node sees it.
@@ -167,6 +198,8 @@ func (n *Node) Run(ctx context.Context) error {
 				return ctx.Err()
 			}
 			n.handle(p, timer)
+		case c := <-n.claimCh:
+			n.apply(n.step(func(m *Machine, now time.Time) Output { return m.Claim(now, c.vip, c.ours, c.theirs) }), timer)
 		case <-n.rewarmCh:
 			n.apply(n.step(func(m *Machine, now time.Time) Output { return m.Rewarm(now) }), timer)
 		case v := <-n.vipsCh:
@@ -234,11 +267,24 @@ func (n *Node) apply(out Output, timer *time.Timer) {
 	for _, c := range out.Ownership {
 		n.log.Info("member: ownership", "vip", c.VIP, "from", c.Old, "to", c.New)
 	}
-	if (len(out.Liveness) > 0 || len(out.Ownership) > 0) && n.cfg.OnChange != nil {
+	for _, c := range out.Fencing {
+		if c.Fenced {
+			n.log.Warn("member: split brain: fenced, another node keeps the VIP", "vip", c.VIP, "winner", c.Claimant)
+		} else {
+			n.log.Info("member: fence ended", "vip", c.VIP, "reason", c.Reason)
+		}
+	}
+	if (len(out.Liveness) > 0 || len(out.Ownership) > 0 || len(out.Fencing) > 0) && n.cfg.OnChange != nil {
 		n.mu.Lock()
-		owned, owners := n.m.Owned(), n.m.Owners()
+		owned, fenced, owners := n.m.Owned(), n.m.Fenced(), n.m.Owners()
 		n.mu.Unlock()
-		n.cfg.OnChange(owned, owners)
+		n.cfg.OnChange(owned, fenced, owners)
+	}
+	if len(out.Announce) > 0 {
+		n.log.Info("member: split brain: kept VIPs in a conflict, announcing them again", "vips", out.Announce)
+		if n.cfg.OnAnnounce != nil {
+			n.cfg.OnAnnounce(out.Announce)
+		}
 	}
 	if !out.Wake.IsZero() {
 		d := out.Wake.Sub(time.Time{}.Add(time.Since(n.start)))

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -105,16 +106,34 @@ func Build(t testing.TB, ctx context.Context, bin string, n int) *Lab {
 		must(h.AddAddr(ctx, "eth0", netip.PrefixFrom(nodeAddr(i-1, false), 24)))
 		must(h.AddAddr(ctx, "eth0", netip.PrefixFrom(nodeAddr(i-1, true), 64)))
 	}
-	// VIPs in the client's subnet (it resolves them with ARP / NS), owned by n1.
+	// VIPs in the client's subnet (it resolves them with ARP / NS), owned by
+	// n1. With more than one node, they are also chosen so that a split
+	// brain between n1 and the others (fencing, issue 15) shows both
+	// outcomes of the tie-breaker: n1 keeps the IPv4 VIP and yields the IPv6
+	// one to the survivor that takes it over.
+	splitWinner := func(v netip.Addr) string {
+		if n < 2 {
+			return x.Names[0]
+		}
+		other := x.NodeIndex(member.Owner(x.Names[1:], v))
+		w := member.ClaimWinner(v, x.MAC(0), x.MAC(other))
+		if w == x.MAC(0) {
+			return x.Names[0]
+		}
+		return x.Names[other]
+	}
 	for k := 100; k < 250 && (!x.VIP4.IsValid() || !x.VIP6.IsValid()); k++ {
 		v4 := netip.AddrFrom4([4]byte{10, 99, 0, byte(k)})
 		v6 := netip.AddrFrom16([16]byte{0xfd, 0, 0, 0x99, 14: 1, 15: byte(k)})
-		if !x.VIP4.IsValid() && member.Owner(x.Names, v4) == x.Names[0] {
+		if !x.VIP4.IsValid() && member.Owner(x.Names, v4) == x.Names[0] && (n < 2 || splitWinner(v4) == x.Names[0]) {
 			x.VIP4 = v4
 		}
-		if !x.VIP6.IsValid() && member.Owner(x.Names, v6) == x.Names[0] {
+		if !x.VIP6.IsValid() && member.Owner(x.Names, v6) == x.Names[0] && (n < 2 || splitWinner(v6) != x.Names[0]) {
 			x.VIP6 = v6
 		}
+	}
+	if !x.VIP4.IsValid() || !x.VIP6.IsValid() {
+		t.Fatalf("no VIP pair found for the lab (IPv4 %v, IPv6 %v)", x.VIP4, x.VIP6)
 	}
 	for _, h := range x.Nodes {
 		// Kernels without the dummy driver (this project's CI) get an ifb
@@ -142,8 +161,13 @@ func (x *Lab) Start(ctx context.Context, i int) {
 	for k, name := range x.Names {
 		members = append(members, fmt.Sprintf("%s=%s", name, netip.AddrPortFrom(nodeAddr(k, false), hbPort)))
 	}
-	p, err := x.Nodes[i].Start(x.bin, "--name", x.Names[i], "--members", strings.Join(members, ","),
-		"--interfaces", "eth0", "--vips", x.VIP4.String()+","+x.VIP6.String())
+	args := []string{"--name", x.Names[i], "--members", strings.Join(members, ","),
+		"--interfaces", "eth0", "--vips", x.VIP4.String() + "," + x.VIP6.String()}
+	if os.Getenv("TELCOLB_L2_FENCING") == "off" {
+		// To see the split-brain check fail without fencing.
+		args = append(args, "--fencing=false")
+	}
+	p, err := x.Nodes[i].Start(x.bin, args...)
 	if err != nil {
 		x.t.Fatal(err)
 	}

@@ -38,6 +38,7 @@ func run() error {
 	vips := flag.String("vips", "", "VIPs, comma-separated")
 	echoPort := flag.Int("echo-port", 7, "UDP echo port on each VIP (0: none)")
 	interval := flag.Duration("interval", 100*time.Millisecond, "heartbeat interval")
+	fencing := flag.Bool("fencing", true, "fence split brain by the claims seen on the segment (false: both sides answer, for comparison)")
 	flag.Parse()
 
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo})).With("node", *name)
@@ -71,7 +72,7 @@ func run() error {
 		}
 	}
 	a, err := l2.New(l2.Config{
-		Node: *name, Members: peers, Interval: *interval, Interfaces: strings.Split(*ifaces, ","), Logger: log,
+		Node: *name, Members: peers, Interval: *interval, Interfaces: strings.Split(*ifaces, ","), Logger: log, NoFencing: !*fencing,
 		Responder: l2.ResponderConfig{StrictARP: true, Logger: log},
 	})
 	if err != nil {
