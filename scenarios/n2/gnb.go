@@ -57,8 +57,8 @@ type UEResult struct {
 	UplinkPointer   int    `json:"uplinkPointer"`
 	UplinkAMFUEID   uint64 `json:"uplinkAmfUeId,omitempty"`
 	UplinkAtNs      int64  `json:"uplinkAtNs,omitempty"`
-	NetworkReleased bool `json:"networkReleased"`
-	Paged           bool `json:"paged"`
+	NetworkReleased bool   `json:"networkReleased"`
+	Paged           bool   `json:"paged"`
 	// Service request with the 5G-S-TMSI: its RAN-UE-NGAP-ID and the AMF
 	// that took it.
 	SRRANUEID  uint32 `json:"srRanUeId"`
