@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -14,6 +16,7 @@ import (
 
 	"github.com/telcolb/telcolb/api"
 	"github.com/telcolb/telcolb/scenarios/bgp"
+	"github.com/telcolb/telcolb/scenarios/capture"
 	"github.com/telcolb/telcolb/scenarios/l4"
 	"github.com/telcolb/telcolb/scenarios/lab"
 	"github.com/telcolb/telcolb/scenarios/n2"
@@ -312,6 +315,10 @@ func TestN2UEsSurviveANodeFailure(t *testing.T) {
 	const perGNB = 500
 	nl := upN2Lab(t, ctx, true)
 	waitReady(t, ctx, nl.daemons[1], "lb2")
+	// gnb1's link to the router: every NGAP message of its 500 UEs, and
+	// how its old association ends.
+	capt, err := capture.Start(ctx, nl.topo.Router, "eth0", t.TempDir())
+	must(t, err)
 	nl.startGNBs(t, ctx, perGNB, 10*time.Second)
 	ues := perGNB * len(nl.gnbs)
 	// One record per UE and one per gNB.
@@ -351,6 +358,56 @@ func TestN2UEsSurviveANodeFailure(t *testing.T) {
 		"failure -> first UE's NAS answered %v, -> last %v; gNBs saw the loss after %v, reconnected (ues-retained %v) after %v",
 		o.same, ues, o.reregistered, o.first.Round(time.Millisecond), o.last.Round(time.Millisecond),
 		roundAll(o.lostAfterFail), o.retained, roundAll(o.reconnectAfter))
+	must(t, capt.Stop())
+	v, err := capture.CheckNGAP(ctx, capt.File, capture.NGAPExpect{MinMessages: 3 * perGNB})
+	must(t, err)
+	for _, p := range v.Problems {
+		t.Error(p)
+	}
+	t.Logf("gnb1's link: %v", v)
+	checkOOTBAbort(t, ctx, capt.File, failed)
+}
+
+// checkOOTBAbort: gnb1's association with the dead lb1 ends by an ABORT
+// from the VIP (lb2's stack answering the gNB's next packet on it, RFC 9260
+// 8.4) with the T bit set and the tag of that packet reflected: the tag
+// gnb1's packets to the VIP carried before the failure (lb1's own).
+func checkOOTBAbort(t *testing.T, ctx context.Context, file string, failed time.Time) {
+	t.Helper()
+	gnb := n2GNBAddrs[0].String()
+	before, err := capture.Fields(ctx, file, "sctp.chunk_type == 0 && ip.src == "+gnb+" && ip.dst == "+vip.String(), "frame.time_epoch", "sctp.verification_tag")
+	must(t, err)
+	old := map[string]bool{}
+	for _, r := range before {
+		if at, err := epoch(r[0]); err == nil && at.Before(failed) {
+			old[r[1]] = true
+		}
+	}
+	if len(old) != 1 {
+		t.Fatalf("gnb1's DATA to the VIP before the failure carried tags %v, want one association's", old)
+	}
+	aborts, err := capture.Fields(ctx, file, "sctp.chunk_type == 6 && ip.dst == "+gnb, "frame.time_epoch", "ip.src", "sctp.verification_tag", "sctp.abort_t_bit")
+	must(t, err)
+	for _, r := range aborts {
+		at, err := epoch(r[0])
+		if err != nil || at.Before(failed) {
+			continue
+		}
+		if r[1] == vip.String() && old[r[2]] && (r[3] == "1" || r[3] == "True") {
+			t.Logf("gnb1's old association: ABORT from %s, T bit set, tag %s (reflected, lb1's), %v after the failure",
+				r[1], r[2], at.Sub(failed).Round(time.Millisecond))
+			return
+		}
+	}
+	t.Errorf("no ABORT with the T bit and gnb1's old tag %v after the failure; ABORTs to gnb1: %v", old, aborts)
+}
+
+func epoch(s string) (time.Time, error) {
+	f, err := strconv.ParseFloat(s, 64)
+	if err != nil {
+		return time.Time{}, err
+	}
+	return time.Unix(0, int64(f*1e9)), nil
 }
 
 // TestN2UEsLostWithoutHASync is the control: the same lab and failure
@@ -382,6 +439,11 @@ func n2LabGate(t *testing.T) {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root for network namespaces")
+	}
+	for _, tool := range []string{"dumpcap", "tshark", "nft"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s not installed", tool)
+		}
 	}
 }
 
