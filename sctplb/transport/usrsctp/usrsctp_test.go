@@ -9,10 +9,12 @@ import (
 	"io"
 	"net/netip"
 	"os"
+	"os/exec"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/telcolb/telcolb/scenarios/capture"
 	"github.com/telcolb/telcolb/scenarios/lab"
 )
 
@@ -412,4 +414,62 @@ func TestAbortEndsTheAssociationAtOnce(t *testing.T) {
 	if _, err := c.RecvMsg(ctx); !errors.Is(err, ErrClosed) {
 		t.Fatalf("recv after Abort: %v, want ErrClosed", err)
 	}
+}
+
+// Tags are the association's verification tags as they go on the wire
+// (tshark on the client's link): the server's DATA carries the local tag,
+// the client's DATA the peer tag.
+func TestTagsAreTheAssociationsVerificationTags(t *testing.T) {
+	s := testStack(t)
+	for _, tool := range []string{"dumpcap", "tshark"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s not installed", tool)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	capt, err := capture.Start(ctx, shared.lab.Host("cli"), "eth0", t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := s.Dial(ctx, cliAddrs[:1], srvAddrs[:1], echoPort)
+	if err != nil {
+		_ = capt.Stop()
+		t.Fatal(err)
+	}
+	defer c.Abort()
+	local, peer, err := c.Tags()
+	if err != nil {
+		_ = capt.Stop()
+		t.Fatal(err)
+	}
+	if err := c.SendMsg(ctx, []byte("tags"), 0, 0); err != nil {
+		_ = capt.Stop()
+		t.Fatal(err)
+	}
+	if _, err := c.RecvMsg(ctx); err != nil {
+		_ = capt.Stop()
+		t.Fatal(err)
+	}
+	if err := capt.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	for _, dir := range []struct {
+		src  netip.Addr
+		want uint32
+	}{{cliAddrs[0], peer}, {srvAddrs[0], local}} {
+		rows, err := capture.Fields(ctx, capt.File, "sctp.chunk_type == 0 && ip.src == "+dir.src.String(), "sctp.verification_tag")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(rows) == 0 {
+			t.Fatalf("no DATA from %v captured", dir.src)
+		}
+		for _, r := range rows {
+			if r[0] != fmt.Sprintf("0x%08x", dir.want) {
+				t.Errorf("DATA from %v carries tag %s, Tags says %#08x (local %#08x, peer %#08x)", dir.src, r[0], dir.want, local, peer)
+			}
+		}
+	}
+	t.Logf("local tag %#08x, peer tag %#08x", local, peer)
 }
