@@ -15,8 +15,8 @@ import (
 	"time"
 
 	"github.com/telcolb/telcolb/scenarios/capture"
-	"github.com/telcolb/telcolb/sctplb/abort"
 	"github.com/telcolb/telcolb/scenarios/lab"
+	"github.com/telcolb/telcolb/sctplb/abort"
 )
 
 // usrsctp is one stack per process: the tests' stack runs in namespace
