@@ -321,7 +321,10 @@ type HAStatus struct {
 	Peers    []HAPeerStatus `json:"peers,omitempty"`
 	// Entries is how many records (conntrack entries and associations)
 	// this node holds from its peers.
-	Entries         int    `json:"entries"`
+	Entries int `json:"entries"`
+	// N2Records is how many records of N2 proxy state (NG Setup results,
+	// UE contexts) this node holds from its peers, every service.
+	N2Records       int    `json:"n2Records"`
 	RecordsSent     uint64 `json:"recordsSent"`
 	RecordsReceived uint64 `json:"recordsReceived"`
 	RecordsResent   uint64 `json:"recordsResent"`

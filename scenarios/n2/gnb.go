@@ -51,10 +51,14 @@ type UEResult struct {
 	RegPointer uint8  `json:"regPointer"`
 	Registered bool   `json:"registered"`
 	// UplinkPointer is the AMF that answered the uplink NAS of the second
-	// phase.
-	UplinkPointer   int  `json:"uplinkPointer"`
-	NetworkReleased bool `json:"networkReleased"`
-	Paged           bool `json:"paged"`
+	// phase (or of Resume); UplinkAMFUEID the AMF-UE-NGAP-ID of that answer
+	// and UplinkAtNs when it arrived (Unix nanoseconds; Resume only: the
+	// HA lab measures the failover gap with it).
+	UplinkPointer   int    `json:"uplinkPointer"`
+	UplinkAMFUEID   uint64 `json:"uplinkAmfUeId,omitempty"`
+	UplinkAtNs      int64  `json:"uplinkAtNs,omitempty"`
+	NetworkReleased bool   `json:"networkReleased"`
+	Paged           bool   `json:"paged"`
 	// Service request with the 5G-S-TMSI: its RAN-UE-NGAP-ID and the AMF
 	// that took it.
 	SRRANUEID  uint32 `json:"srRanUeId"`
@@ -102,6 +106,9 @@ type GNB struct {
 	rep     GNBReport
 	// retained: the last NG Setup Response said "ues-retained".
 	retained bool
+	// lost is closed when the receive loop of the current association
+	// ends on an error (the association is gone), not on ctx's end.
+	lost chan struct{}
 
 	// counting makes the receive loop count Downlink NAS Transports
 	// (Blast) instead of handing them to their UE.
@@ -146,11 +153,26 @@ func (g *GNB) location() ngapl.Location {
 // Connect sets up the association and completes NG Setup; the receive
 // loop then runs until ctx ends.
 func (g *GNB) Connect(ctx context.Context) error {
+	return g.dialSetup(ctx, ctx)
+}
+
+// dialSetup dials and runs NG Setup within ctx; the receive loop runs
+// until loopCtx ends. A failed attempt closes its association.
+func (g *GNB) dialSetup(loopCtx, ctx context.Context) (err error) {
 	c, err := g.cfg.Transport.Dial(ctx, g.cfg.Local, g.cfg.Remote)
 	if err != nil {
 		return fmt.Errorf("gnb %s: dial %v: %w", g.cfg.Name, g.cfg.Remote, err)
 	}
+	defer func() {
+		if err != nil {
+			_ = c.Close()
+		}
+	}()
 	g.conn = c
+	lost := make(chan struct{})
+	g.mu.Lock()
+	g.lost = lost
+	g.mu.Unlock()
 	req, err := ngapl.NGSetupRequest(ngapl.NGSetupRequestParams{PLMN: PLMN, GNBID: g.cfg.GNBID, GNBIDBits: 22, Name: g.cfg.Name, TACs: []uint32{TAC}, Slices: []ngapl.SNSSAI{{SST: 1}}, UEsRetained: g.cfg.RetainUEs})
 	if err != nil {
 		return fmt.Errorf("gnb %s: %w", g.cfg.Name, err)
@@ -184,8 +206,73 @@ func (g *GNB) Connect(ctx context.Context) error {
 		g.mu.Unlock()
 		break
 	}
-	go g.recvLoop(ctx)
+	go g.recvLoop(loopCtx, c, lost)
 	return nil
+}
+
+// Lost is closed when the association Connect set up is lost (nil before
+// Connect).
+func (g *GNB) Lost() <-chan struct{} {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.lost
+}
+
+// Reconnect sets up a new association after the loss of the previous one
+// and asks for UE retention in its NG Setup Request, as a gNB that kept
+// its UE contexts does (TS 38.413 8.7.1). It tries until within has
+// passed: the address may not answer yet (the VIP is still moving), each
+// attempt bounded by try. The UEs keep their RAN-UE-NGAP-IDs.
+func (g *GNB) Reconnect(ctx context.Context, within, try time.Duration) error {
+	if g.conn != nil {
+		_ = g.conn.Close()
+	}
+	g.cfg.RetainUEs = true
+	deadline := time.Now().Add(within)
+	for {
+		actx, cancel := context.WithTimeout(ctx, try)
+		err := g.dialSetup(ctx, actx)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil || time.Now().After(deadline) {
+			return fmt.Errorf("gnb %s: reconnect within %v: %w", g.cfg.Name, within, err)
+		}
+		g.log.Debug("reconnect attempt failed", "err", err)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// Resume sends one Uplink NAS Transport for every UE still registered and
+// not released (its contexts retained over a reconnection) and records
+// which AMF answered, under which AMF-UE-NGAP-ID, and when. It neither
+// releases nor re-registers anyone.
+func (g *GNB) Resume(ctx context.Context) {
+	g.each(ctx, func(u *simUE) error {
+		g.mu.Lock()
+		ok := u.res.Registered && !u.res.NetworkReleased
+		g.mu.Unlock()
+		if !ok {
+			return nil
+		}
+		if err := g.send(ctx, u)(ngapl.UplinkNASTransport(u.amf, u.ran, nil, g.location())); err != nil {
+			return fmt.Errorf("resume: %w", err)
+		}
+		k, err := g.expect(ctx, u, ngapType.ProcedureCodeDownlinkNASTransport, ngapl.Initiating)
+		if err != nil {
+			return fmt.Errorf("resume: uplink NAS: %w", err)
+		}
+		at := time.Now().UnixNano()
+		g.mu.Lock()
+		u.res.UplinkPointer, u.res.UplinkAMFUEID, u.res.UplinkAtNs = int(k.AMFUEID>>32), k.AMFUEID, at
+		g.mu.Unlock()
+		return nil
+	})
 }
 
 // Close ends the association.
@@ -214,13 +301,14 @@ func (g *GNB) fail(format string, args ...any) {
 	g.mu.Unlock()
 }
 
-func (g *GNB) recvLoop(ctx context.Context) {
+func (g *GNB) recvLoop(ctx context.Context, conn transport.Conn, lost chan struct{}) {
 	dec := ngapl.NewDecoder(ngapl.DecoderConfig{})
 	for {
-		m, err := g.conn.Recv(ctx)
+		m, err := conn.Recv(ctx)
 		if err != nil {
 			if ctx.Err() == nil {
 				g.fail("association lost: %v", err)
+				close(lost)
 			}
 			return
 		}

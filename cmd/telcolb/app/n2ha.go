@@ -53,6 +53,21 @@ func (h *HA) N2Replica() *N2Replica {
 	return h.n2
 }
 
+// Held is how many peers' N2 records the node keeps, every service (0
+// for a nil replica).
+func (r *N2Replica) Held() int {
+	if r == nil {
+		return 0
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for _, h := range r.held {
+		n += len(h)
+	}
+	return n
+}
+
 func (r *N2Replica) setRunning(f func(string) (*sctplb.Proxy, bool)) {
 	r.mu.Lock()
 	r.running = f

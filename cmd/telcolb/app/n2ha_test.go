@@ -47,6 +47,10 @@ func TestN2RecordsGoToThePeersReplica(t *testing.T) {
 		_, b := held("other", "uA1")
 		return a && b
 	})
+	// GET /v1/ha counts them (what the two-daemon lab waits for).
+	if n := has["lb2"].Status().N2Records; n != 3 {
+		t.Errorf("lb2 /v1/ha n2Records = %d, want 3", n)
+	}
 	if v, _ := held("n2", "gA"); v != "setup" {
 		t.Errorf("gNB record on lb2 = %q", v)
 	}
@@ -55,6 +59,9 @@ func TestN2RecordsGoToThePeersReplica(t *testing.T) {
 	}
 	pub([]steer.Record{{Key: []byte("uA1"), Deleted: true}})
 	waitFor(t, "deletion on lb2", func() bool { _, ok := held("n2", "uA1"); return !ok })
+	if n := has["lb2"].Status().N2Records; n != 2 {
+		t.Errorf("lb2 /v1/ha n2Records after a deletion = %d, want 2", n)
+	}
 	if n := dps["lb2"].importCount(); n != 0 {
 		t.Errorf("lb2's datapath got %d records; N2 records are not conntrack", n)
 	}

@@ -513,6 +513,24 @@ func (c *Conn) addrs(local bool) ([]netip.AddrPort, error) {
 	return res, nil
 }
 
+// Tags returns the association's verification tags: local is the one the
+// peer puts in every packet it sends here, peer the one this end puts in
+// its packets (RFC 9260 8.5). They are what an ABORT for this association
+// sent from elsewhere must carry.
+func (c *Conn) Tags() (local, peer uint32, err error) {
+	var l, p C.uint32_t
+	err = c.sk.call(func(so *C.struct_socket) error {
+		if r, err := C.tlb_tags(so, &l, &p); r != 0 {
+			return errnoOr(err)
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, 0, fmt.Errorf("usrsctp: verification tags: %w", err)
+	}
+	return uint32(l), uint32(p), nil
+}
+
 // SetPrimary makes addr the peer address new data goes to first.
 func (c *Conn) SetPrimary(addr netip.Addr) error {
 	packed, err := packAddrs([]netip.Addr{addr}, 0)

@@ -144,3 +144,22 @@ int tlb_set_abort_on_close(struct socket *so) {
 	l.l_linger = 0;
 	return usrsctp_setsockopt(so, SOL_SOCKET, SO_LINGER, &l, sizeof(l));
 }
+
+/* SCTP_GET_NONCE_VALUES is usrsctp's (FreeBSD's) nonstandard option for an
+ * association's verification tags; usrsctp.h has its struct but not its
+ * number. */
+#ifndef SCTP_GET_NONCE_VALUES
+#define SCTP_GET_NONCE_VALUES 0x00001105
+#endif
+
+int tlb_tags(struct socket *so, uint32_t *local, uint32_t *peer) {
+	struct sctp_get_nonce_values gnv;
+	socklen_t len = sizeof(gnv);
+	memset(&gnv, 0, sizeof(gnv));
+	if (usrsctp_getsockopt(so, IPPROTO_SCTP, SCTP_GET_NONCE_VALUES, &gnv, &len) < 0) {
+		return -1;
+	}
+	*local = gnv.gn_local_tag;
+	*peer = gnv.gn_peers_tag;
+	return 0;
+}

@@ -20,4 +20,5 @@ ssize_t tlb_recv(struct socket *so, void *buf, size_t len, int *flags, uint16_t 
 int tlb_paddrs(struct socket *so, int local, uint8_t *out, int max);
 int tlb_set_primary(struct socket *so, struct sockaddr *sa);
 int tlb_set_abort_on_close(struct socket *so);
+int tlb_tags(struct socket *so, uint32_t *local, uint32_t *peer);
 #endif

@@ -9,11 +9,14 @@ import (
 	"io"
 	"net/netip"
 	"os"
+	"os/exec"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/telcolb/telcolb/scenarios/capture"
 	"github.com/telcolb/telcolb/scenarios/lab"
+	"github.com/telcolb/telcolb/sctplb/abort"
 )
 
 // usrsctp is one stack per process: the tests' stack runs in namespace
@@ -411,5 +414,121 @@ func TestAbortEndsTheAssociationAtOnce(t *testing.T) {
 	}
 	if _, err := c.RecvMsg(ctx); !errors.Is(err, ErrClosed) {
 		t.Fatalf("recv after Abort: %v, want ErrClosed", err)
+	}
+}
+
+// Tags are the association's verification tags as they go on the wire
+// (tshark on the client's link): the server's DATA carries the local tag,
+// the client's DATA the peer tag.
+func TestTagsAreTheAssociationsVerificationTags(t *testing.T) {
+	s := testStack(t)
+	for _, tool := range []string{"dumpcap", "tshark"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s not installed", tool)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	capt, err := capture.Start(ctx, shared.lab.Host("cli"), "eth0", t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := s.Dial(ctx, cliAddrs[:1], srvAddrs[:1], echoPort)
+	if err != nil {
+		_ = capt.Stop()
+		t.Fatal(err)
+	}
+	defer c.Abort()
+	local, peer, err := c.Tags()
+	if err != nil {
+		_ = capt.Stop()
+		t.Fatal(err)
+	}
+	if err := c.SendMsg(ctx, []byte("tags"), 0, 0); err != nil {
+		_ = capt.Stop()
+		t.Fatal(err)
+	}
+	if _, err := c.RecvMsg(ctx); err != nil {
+		_ = capt.Stop()
+		t.Fatal(err)
+	}
+	if err := capt.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	for _, dir := range []struct {
+		src  netip.Addr
+		want uint32
+	}{{cliAddrs[0], peer}, {srvAddrs[0], local}} {
+		rows, err := capture.Fields(ctx, capt.File, "sctp.chunk_type == 0 && ip.src == "+dir.src.String(), "sctp.verification_tag")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(rows) == 0 {
+			t.Fatalf("no DATA from %v captured", dir.src)
+		}
+		for _, r := range rows {
+			if r[0] != fmt.Sprintf("0x%08x", dir.want) {
+				t.Errorf("DATA from %v carries tag %s, Tags says %#08x (local %#08x, peer %#08x)", dir.src, r[0], dir.want, local, peer)
+			}
+		}
+	}
+	t.Logf("local tag %#08x, peer tag %#08x", local, peer)
+}
+
+// An ABORT sent from another stack (sctplb/abort, a raw socket in the
+// server's namespace, as a node taking over a dead peer's associations
+// would) ends the association at once with the exact tag: the receiver's
+// own with the T bit clear, or the one it sends with (reflected) with the
+// T bit set. One with a wrong tag is discarded: the association carries on.
+func TestForeignAbortNeedsTheExactTag(t *testing.T) {
+	s := testStack(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	srv := shared.lab.Host("srv")
+	for _, reflected := range []bool{false, true} {
+		c, err := s.Dial(ctx, cliAddrs[:1], srvAddrs[:1], echoPort)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Abort()
+		local, peer, err := c.Tags()
+		if err != nil {
+			t.Fatal(err)
+		}
+		tag := local
+		if reflected {
+			tag = peer
+		}
+		la, err := c.LocalAddrs()
+		if err != nil || len(la) == 0 {
+			t.Fatalf("local addresses: %v %v", la, err)
+		}
+		from := netip.AddrPortFrom(srvAddrs[0], echoPort)
+		to := netip.AddrPortFrom(cliAddrs[0], la[0].Port())
+		send := func(tag uint32) {
+			t.Helper()
+			if err := srv.Do(func() error { return abort.Send(from, to, tag, reflected) }); err != nil {
+				t.Fatal(err)
+			}
+		}
+		send(tag ^ 0x10000)
+		if err := c.SendMsg(ctx, []byte("still"), 0, 0); err != nil {
+			t.Fatalf("T=%v: send after a wrong-tag ABORT: %v", reflected, err)
+		}
+		rctx, rcancel := context.WithTimeout(ctx, 3*time.Second)
+		if m, _, err := recvData(rctx, c); err != nil || string(m.Data) != "still" {
+			t.Fatalf("T=%v: the association did not carry on after an ABORT with a wrong tag: %q %v", reflected, m.Data, err)
+		}
+		rcancel()
+		sent := time.Now()
+		send(tag)
+		rctx, rcancel = context.WithTimeout(ctx, 3*time.Second)
+		_, notes, err := recvData(rctx, c)
+		timedOut := rctx.Err() != nil
+		rcancel()
+		if err == nil || timedOut {
+			t.Fatalf("T=%v: association still up 3s after an ABORT with tag %#08x: %v", reflected, tag, err)
+		}
+		t.Logf("T=%v: ABORT with tag %#08x ended the association in %v: %v (events %v)", reflected, tag, time.Since(sent).Round(time.Millisecond), err, notes)
 	}
 }

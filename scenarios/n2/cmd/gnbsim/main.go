@@ -10,6 +10,14 @@
 // AMF pointers (one per line) the caller stopped: their UEs' network
 // releases are awaited first. It ends with {"event":"report",...}
 // (scenarios/n2.GNBReport) and exit status 0.
+//
+// With --resume it does not wait for SIGUSR1: once registered it waits for
+// the loss of its association ({"event":"lost","atNs":...}), reconnects
+// asking for UE retention (retrying for --reconnect-within), says
+// {"event":"reconnected","retained":...,"atNs":...}, sends one uplink NAS
+// per UE (n2.GNB.Resume) and ends with the report. --heartbeat sets the
+// usrsctp heartbeat interval (how fast a silent peer is noticed; the
+// default is usrsctp's 30 s).
 package main
 
 import (
@@ -30,6 +38,7 @@ import (
 	"github.com/telcolb/telcolb/scenarios/n2"
 	"github.com/telcolb/telcolb/sctplb/transport"
 	"github.com/telcolb/telcolb/sctplb/transport/auto"
+	"github.com/telcolb/telcolb/sctplb/transport/usrsctp"
 )
 
 func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
@@ -52,7 +61,18 @@ func run(args []string, stdout, stderr io.Writer) int {
 	window := fs.Int("window", 256, "--bench throughput: unanswered messages at most")
 	samples := fs.Int("samples", 2000, "--bench latency: round trips")
 	mode := fs.String("transport", "auto", "SCTP transport: auto, kernel or userspace")
+	resume := fs.Bool("resume", false, "after registration: on association loss reconnect with UE retention and send one uplink NAS per UE")
+	within := fs.Duration("reconnect-within", time.Minute, "--resume: how long to try reconnecting")
+	heartbeat := fs.Duration("heartbeat", 0, "usrsctp heartbeat interval (0: usrsctp's default)")
 	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *resume && *bench != "" {
+		fmt.Fprintln(stderr, "gnbsim: --resume and --bench exclude each other")
+		return 2
+	}
+	if *heartbeat < 0 || *heartbeat > 0 && *heartbeat < time.Millisecond {
+		fmt.Fprintf(stderr, "gnbsim: --heartbeat %v: want 0 or at least 1ms\n", *heartbeat)
 		return 2
 	}
 	if *bench != "" && *bench != "throughput" && *bench != "latency" {
@@ -82,7 +102,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	ngapl.SilenceLibraryLogs()
-	tr, _, closer, err := auto.Open(auto.Config{Mode: auto.Mode(*mode), Logger: log})
+	tr, _, closer, err := auto.Open(auto.Config{Mode: auto.Mode(*mode), Usrsctp: usrsctp.Config{HeartbeatInterval: *heartbeat}, Logger: log})
 	if err != nil {
 		fmt.Fprintln(stderr, "gnbsim:", err)
 		return 1
@@ -107,6 +127,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	_ = enc.Encode(map[string]string{"event": "ready", "name": *name})
 	g.Register(ctx)
 	_ = enc.Encode(map[string]string{"event": "registered", "name": *name})
+	if *resume {
+		return resumeAfterLoss(ctx, g, enc, *within, *wait, stderr)
+	}
 	select {
 	case <-sigs:
 	case <-ctx.Done():
@@ -152,6 +175,28 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}{"report", g.Report()})
 	// Let the last Release Completes leave before the association closes.
 	time.Sleep(300 * time.Millisecond)
+	return 0
+}
+
+// resumeAfterLoss is --resume: wait for the association's loss, reconnect
+// with UE retention, one uplink NAS per UE, report.
+func resumeAfterLoss(ctx context.Context, g *n2.GNB, enc *json.Encoder, within, try time.Duration, stderr io.Writer) int {
+	select {
+	case <-g.Lost():
+	case <-ctx.Done():
+		return 1
+	}
+	_ = enc.Encode(map[string]any{"event": "lost", "atNs": time.Now().UnixNano()})
+	if err := g.Reconnect(ctx, within, try); err != nil {
+		fmt.Fprintln(stderr, "gnbsim:", err)
+		return 1
+	}
+	_ = enc.Encode(map[string]any{"event": "reconnected", "retained": g.Retained(), "atNs": time.Now().UnixNano()})
+	g.Resume(ctx)
+	_ = enc.Encode(struct {
+		Event string `json:"event"`
+		n2.GNBReport
+	}{"report", g.Report()})
 	return 0
 }
 

@@ -15,6 +15,8 @@ func TestBadFlagsExitTwoWithTheReason(t *testing.T) {
 		{[]string{"--connect", "10.0.0.1:38412", "--bind", "x"}, "--bind"},
 		{[]string{"--connect", "10.0.0.1:38412", "--gnb-id", "4194304"}, "--gnb-id < 2^22"},
 		{[]string{"--connect", "10.0.0.1:38412", "--bench", "speed"}, `--bench "speed"`},
+		{[]string{"--connect", "10.0.0.1:38412", "--resume", "--bench", "latency"}, "exclude each other"},
+		{[]string{"--connect", "10.0.0.1:38412", "--heartbeat", "-1s"}, "--heartbeat"},
 		{[]string{"--bogus"}, "flag provided but not defined"},
 	}
 	for _, tt := range tests {

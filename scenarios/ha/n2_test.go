@@ -1,0 +1,466 @@
+package ha
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/telcolb/telcolb/api"
+	"github.com/telcolb/telcolb/scenarios/bgp"
+	"github.com/telcolb/telcolb/scenarios/capture"
+	"github.com/telcolb/telcolb/scenarios/l4"
+	"github.com/telcolb/telcolb/scenarios/lab"
+	"github.com/telcolb/telcolb/scenarios/n2"
+)
+
+// The N2 failover lab is the conntrack lab's topology (scenarios/bgp's,
+// the router's static VIP route moved by the test) with N2 peers around
+// it, each SCTP endpoint a usrsctp process in its own namespace:
+//
+//	gnb1 (client) 10.78.1.2 ─┐
+//	gnb2          10.78.3.2 ─┴─ router ── LAN 10.78.2.0/24: lb1 .11, lb2 .12,
+//	                                       amf1 (be1) .21, amf2 .22, amf3 .23
+//
+// Both daemons run the same N2 proxy service on the VIP in one HA group.
+var (
+	n2AMFAddrs = []netip.Addr{bgp.BackendIP[0], netip.MustParseAddr("10.78.2.22"), netip.MustParseAddr("10.78.2.23")}
+	n2GNBAddrs = []netip.Addr{bgp.ClientAddr[0], netip.MustParseAddr("10.78.3.2")}
+)
+
+const (
+	n2Port  = 38412
+	n2SetID = 0x3f8 // the AMF Set the simulators' 5G-S-TMSIs name
+	// n2Heartbeat is the gNB simulators' heartbeat interval: how soon a
+	// gNB's association to the dead node meets lb2's stack (which answers
+	// it with an out-of-the-blue ABORT) after the VIP moved.
+	n2Heartbeat = time.Second
+)
+
+type n2Lab struct {
+	topo    *bgp.Topo
+	daemons []*l4.Daemon
+	amfs    []*lab.Proc
+	gnbs    []*lab.Proc
+	gnbHost []*lab.Host
+	sims    string
+}
+
+// upN2Lab builds the lab and starts both daemons (in one HA group when
+// withHA), the N2 service on each, the AMFs; the VIP routes to lb1.
+func upN2Lab(t *testing.T, ctx context.Context, withHA bool) *n2Lab {
+	t.Helper()
+	l := lab.NewEmpty(t)
+	topo, err := bgp.BuildTopo(ctx, l)
+	if err != nil {
+		t.Fatalf("topology: %v", err)
+	}
+	nl := &n2Lab{topo: topo}
+	gnb2, err := l.AddHost(ctx, "gnb2")
+	must(t, err)
+	amf2, err := l.AddHost(ctx, "amf2")
+	must(t, err)
+	amf3, err := l.AddHost(ctx, "amf3")
+	must(t, err)
+	for _, h := range []*lab.Host{gnb2, amf2, amf3} {
+		must(t, h.Sysctl("net.ipv4.conf.all.rp_filter", "0"))
+		must(t, h.Sysctl("net.ipv4.conf.default.rp_filter", "0"))
+	}
+	// gnb2 behind the router on its own network.
+	_, _, err = l.Connect(ctx, gnb2, "eth0", topo.Router, "eth2")
+	must(t, err)
+	must(t, gnb2.AddAddr(ctx, "eth0", netip.MustParsePrefix("10.78.3.2/24")))
+	must(t, topo.Router.AddAddr(ctx, "eth2", netip.MustParsePrefix("10.78.3.1/24")))
+	must(t, gnb2.AddRoute(ctx, netip.Prefix{}, netip.MustParseAddr("10.78.3.1")))
+	must(t, gnb2.DisableOffload(ctx, "eth0"))
+	must(t, topo.Router.DisableOffload(ctx, "eth2"))
+	// amf2, amf3 on the LAN next to be1 (amf1).
+	for i, h := range []*lab.Host{amf2, amf3} {
+		port := fmt.Sprintf("pa%d", i+2)
+		_, _, err = l.Connect(ctx, h, "eth0", topo.Switch, port)
+		must(t, err)
+		must(t, topo.Switch.AttachToBridge(ctx, port, "br0"))
+		must(t, h.AddAddr(ctx, "eth0", netip.PrefixFrom(n2AMFAddrs[i+1], 24)))
+		must(t, h.AddRoute(ctx, netip.Prefix{}, bgp.RouterLAN[0]))
+		must(t, h.DisableOffload(ctx, "eth0"))
+		must(t, topo.Switch.DisableOffload(ctx, port))
+	}
+	nl.gnbHost = []*lab.Host{topo.Client, gnb2}
+	amfHosts := []*lab.Host{topo.BE, amf2, amf3}
+	// The proxy's AMF associations may use the VIP as a source address:
+	// the AMFs' packets to it go through the router, and no ICMP redirect
+	// may pin them to lb1 (lb2's dials to the AMFs would go unanswered).
+	must(t, topo.Router.Sysctl("net.ipv4.conf.all.send_redirects", "0"))
+	must(t, topo.Router.Sysctl("net.ipv4.conf.eth1.send_redirects", "0"))
+	for _, h := range amfHosts {
+		must(t, h.Sysctl("net.ipv4.conf.all.accept_redirects", "0"))
+	}
+	// Every host with a usrsctp stack (and the lbs, whose kernel would
+	// answer SCTP to the VIP with protocol-unreachable once the daemon is
+	// gone) drops ICMP protocol-unreachable.
+	for _, h := range append(append(append([]*lab.Host{}, topo.Nodes...), nl.gnbHost...), amfHosts...) {
+		must(t, h.DropProtoUnreachable(ctx))
+	}
+	must(t, nl.routeTo(ctx, 1))
+
+	dir := t.TempDir()
+	nl.sims = dir
+	must(t, n2.BuildCmds(ctx, dir, "amfsim", "gnbsim"))
+	bins, err := l4.Build(ctx, "")
+	must(t, err)
+	certs, err := WriteGroupCerts(dir, "lb1", "lb2")
+	must(t, err)
+	t.Cleanup(func() {
+		for i, d := range nl.daemons {
+			if t.Failed() {
+				t.Logf("lb%d log:\n%s", i+1, tail(d.Log(), 40))
+			}
+			if err := d.Destroy(context.Background()); err != nil {
+				t.Errorf("lb%d teardown: %v", i+1, err)
+			}
+		}
+	})
+	for k, h := range amfHosts {
+		p, err := h.Start(filepath.Join(dir, "amfsim"), "--name", fmt.Sprintf("amf%d", k+1), "--listen", netip.AddrPortFrom(n2AMFAddrs[k], n2Port).String(),
+			"--set-id", fmt.Sprint(n2SetID), "--pointer", fmt.Sprint(k+1), "--region", "202")
+		must(t, err)
+		if err := p.WaitOutput(ctx, `"event":"listening"`); err != nil {
+			t.Fatalf("amf%d: %v: %s", k+1, err, p.Stderr())
+		}
+		nl.amfs = append(nl.amfs, p)
+	}
+	svc := api.Service{Name: "n2", VIP: vip.String(), Port: n2Port, Protocol: api.ProtocolSCTP, N2: true}
+	for _, a := range n2AMFAddrs {
+		svc.Endpoints = append(svc.Endpoints, api.Endpoint{Address: a.String(), Port: n2Port})
+	}
+	for i, h := range topo.Nodes {
+		name, peer := fmt.Sprintf("lb%d", i+1), fmt.Sprintf("lb%d", 2-i)
+		args := []string{"--log-format=text"}
+		if withHA {
+			nc := certs[name]
+			args = append(args, "--ha-node-name="+name,
+				"--ha-listen-address="+netip.AddrPortFrom(bgp.NodeAddr(i+1, 0), syncPort).String(),
+				"--ha-peers="+peer+"="+netip.AddrPortFrom(bgp.NodeAddr(2-i, 0), syncPort).String(),
+				"--ha-tls-cert-file="+nc.Cert, "--ha-tls-key-file="+nc.Key, "--ha-tls-ca-file="+nc.CA,
+				"--ha-refresh-interval=1s", "--ha-join-timeout=5m")
+		}
+		state := filepath.Join(dir, name)
+		must(t, os.MkdirAll(state, 0o700))
+		d, err := l4.StartDaemon(ctx, l4.DaemonConfig{Bin: bins, Host: h, Interfaces: []string{"eth0"},
+			StateDir: state, PinPath: "/sys/fs/bpf/" + l.ID + "-" + h.Name, ExtraArgs: args})
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		nl.daemons = append(nl.daemons, d)
+		if err := d.Client.ApplyService(ctx, svc); err != nil {
+			t.Fatalf("%s: create the N2 service: %v", name, err)
+		}
+		l4.RequireLocalVIP(t, ctx, h, vip)
+	}
+	return nl
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// routeTo sends the VIP to lb n, as the advertisement's failover would.
+func (nl *n2Lab) routeTo(ctx context.Context, n int) error {
+	return nl.topo.Router.IP(ctx, "route", "replace", vip.String()+"/32", "via", bgp.NodeAddr(n, 0).String())
+}
+
+// startGNBs starts one gNB simulator per gNB host, perGNB UEs each, in
+// --resume mode, and waits until every UE is registered.
+func (nl *n2Lab) startGNBs(t *testing.T, ctx context.Context, perGNB int, wait time.Duration) {
+	t.Helper()
+	for k, h := range nl.gnbHost {
+		p, err := h.Start(filepath.Join(nl.sims, "gnbsim"), "--name", fmt.Sprintf("gnb%d", k+1), "--connect", netip.AddrPortFrom(vip, n2Port).String(),
+			"--bind", n2GNBAddrs[k].String(), "--ues", fmt.Sprint(perGNB), "--ran-base", fmt.Sprint(k*100000), "--gnb-id", fmt.Sprint(k+1),
+			"--set-id", fmt.Sprint(n2SetID), "--resume", "--heartbeat", n2Heartbeat.String(), "--wait", wait.String(), "--reconnect-within", "60s")
+		must(t, err)
+		nl.gnbs = append(nl.gnbs, p)
+	}
+	for k, p := range nl.gnbs {
+		if err := p.WaitOutput(ctx, `"event":"registered"`); err != nil {
+			t.Fatalf("gnb%d: %v\nstdout %s\nstderr %s", k+1, err, tail(p.Stdout(), 5), tail(p.Stderr(), 20))
+		}
+	}
+}
+
+// fail: kill -9 of lb1's daemon, lb1's link down (its pinned datapath and
+// its kernel stay), the VIP routed to lb2.
+func (nl *n2Lab) fail(t *testing.T, ctx context.Context) time.Time {
+	t.Helper()
+	must(t, nl.daemons[0].Kill())
+	failed := time.Now()
+	must(t, nl.topo.Nodes[0].Iface("eth0").SetUp(ctx, false))
+	must(t, nl.routeTo(ctx, 2))
+	return failed
+}
+
+// n2Outcome is what the gNBs and AMFs report after the failover.
+type n2Outcome struct {
+	ues, registered int
+	// same: the UE's uplink NAS after the failover was answered by the AMF
+	// that registered it, under the AMF-UE-NGAP-ID it gave.
+	same           int
+	retained       []bool
+	first, last    time.Duration
+	reregistered   int
+	amfUEs         int
+	problems       []string
+	amfErrors      []string
+	lostAfterFail  []time.Duration
+	reconnectAfter []time.Duration
+}
+
+type gnbEvent struct {
+	AtNs     int64 `json:"atNs"`
+	Retained bool  `json:"retained"`
+}
+
+// collect waits for every gNB's report and asks the AMFs for theirs.
+func (nl *n2Lab) collect(t *testing.T, ctx context.Context, failed time.Time) n2Outcome {
+	t.Helper()
+	var o n2Outcome
+	var firstAt, lastAt int64
+	for k, p := range nl.gnbs {
+		if err := p.Wait(ctx); err != nil {
+			t.Fatalf("gnb%d: %v\nstdout %s\nstderr %s", k+1, err, tail(p.Stdout(), 5), tail(p.Stderr(), 20))
+		}
+		var lost, rec gnbEvent
+		must(t, p.LastJSON("lost", &lost))
+		must(t, p.LastJSON("reconnected", &rec))
+		o.retained = append(o.retained, rec.Retained)
+		o.lostAfterFail = append(o.lostAfterFail, time.Duration(lost.AtNs-failed.UnixNano()))
+		o.reconnectAfter = append(o.reconnectAfter, time.Duration(rec.AtNs-failed.UnixNano()))
+		var r n2.GNBReport
+		must(t, p.LastJSON("report", &r))
+		for _, e := range r.Errors {
+			// The one loss the scenario causes on purpose.
+			if !strings.HasPrefix(e, "association lost") {
+				o.problems = append(o.problems, fmt.Sprintf("gnb%d: %s", k+1, e))
+			}
+		}
+		for _, u := range r.UEs {
+			o.ues++
+			if !u.Registered {
+				o.problems = append(o.problems, fmt.Sprintf("gnb%d ue %d not registered: %s", k+1, u.Index, u.Error))
+				continue
+			}
+			o.registered++
+			if u.UplinkAMFUEID == u.AMFUEID && u.UplinkPointer == int(u.RegPointer) && u.UplinkAtNs != 0 {
+				o.same++
+				if firstAt == 0 || u.UplinkAtNs < firstAt {
+					firstAt = u.UplinkAtNs
+				}
+				lastAt = max(lastAt, u.UplinkAtNs)
+			} else if len(o.problems) < 20 {
+				o.problems = append(o.problems, fmt.Sprintf("gnb%d ue %d (AMF-UE-NGAP-ID %#x): uplink answered by %#x: %s", k+1, u.Index, u.AMFUEID, u.UplinkAMFUEID, u.Error))
+			}
+		}
+	}
+	if firstAt != 0 {
+		o.first, o.last = time.Duration(firstAt-failed.UnixNano()), time.Duration(lastAt-failed.UnixNano())
+	}
+	for k, p := range nl.amfs {
+		must(t, p.Signal(syscall.SIGTERM))
+		if err := p.Wait(ctx); err != nil {
+			t.Logf("amf%d exit: %v", k+1, err)
+		}
+		var r n2.AMFReport
+		must(t, p.LastJSON("report", &r))
+		for _, e := range r.Errors {
+			o.amfErrors = append(o.amfErrors, fmt.Sprintf("amf%d: %s", k+1, e))
+		}
+		for _, u := range r.UEs {
+			o.amfUEs++
+			// Every Initial UE Message makes a record: one that carries a
+			// 5G-S-TMSI, or a second record for a gNB's UE, is a UE that
+			// came back through registration or service request.
+			if u.STMSI {
+				o.reregistered++
+			}
+		}
+	}
+	o.reregistered += max(0, o.amfUEs-o.registered)
+	return o
+}
+
+// TestN2UEsSurviveANodeFailure: two real daemons in one HA group, an N2
+// proxy service on the same VIP on both; two gNBs register 1,000 UEs
+// through lb1. Once lb2 holds lb1's N2 records (GET /v1/ha n2Records),
+// lb1's daemon is killed (kill -9) and its link taken down, the VIP routed
+// to lb2. The gNBs find their association gone (their next heartbeat
+// reaches lb2's stack, which answers with an ABORT), reconnect to the VIP
+// asking for UE retention, and each UE sends its next uplink NAS: at
+// least 99.9% must reach the AMF that registered them under the
+// AMF-UE-NGAP-ID it gave (the AMF simulator answers only its own IDs with
+// the RAN ID they were given), none re-registers.
+func TestN2UEsSurviveANodeFailure(t *testing.T) {
+	n2LabGate(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	const perGNB = 500
+	nl := upN2Lab(t, ctx, true)
+	waitReady(t, ctx, nl.daemons[1], "lb2")
+	start := time.Now()
+	nl.startGNBs(t, ctx, perGNB, 10*time.Second)
+	ues := perGNB * len(nl.gnbs)
+	t.Logf("%d UEs registered through lb1 in %v", ues, time.Since(start).Round(time.Second))
+	// gnb1's link to the router from here on (tshark over the whole
+	// registration is slow on a loaded machine): its old association's
+	// packets before the failure, the ABORT that ends it, every NGAP
+	// message after.
+	capt, err := capture.Start(ctx, nl.topo.Router, "eth0", t.TempDir())
+	must(t, err)
+	// One record per UE and one per gNB.
+	want := ues + len(nl.gnbs)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		st, err := nl.daemons[1].Client.HA(ctx)
+		if err == nil && st.N2Records >= want {
+			t.Logf("lb2 holds %d N2 records of lb1's (%d UEs, %d gNBs); records received %d", st.N2Records, ues, len(nl.gnbs), st.RecordsReceived)
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("lb2 holds %d N2 records after 30s (%v), want %d", st.N2Records, err, want)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	// At least one heartbeat of gnb1's old association in the capture.
+	time.Sleep(2 * n2Heartbeat)
+	failed := nl.fail(t, ctx)
+	o := nl.collect(t, ctx, failed)
+	for k, r := range o.retained {
+		if !r {
+			t.Errorf("gnb%d: lb2's NG Setup Response did not say ues-retained", k+1)
+		}
+	}
+	if o.ues != ues || o.registered != ues {
+		t.Errorf("%d UEs reported, %d registered, want %d", o.ues, o.registered, ues)
+	}
+	if o.same*1000 < ues*999 {
+		t.Errorf("%d of %d UEs' uplink NAS reached their AMF under their AMF-UE-NGAP-ID after the failover, want >= 99.9%%", o.same, ues)
+	}
+	if o.reregistered != 0 {
+		t.Errorf("%d UEs re-registered or came back by service request (AMFs hold %d UE records for %d UEs)", o.reregistered, o.amfUEs, ues)
+	}
+	for _, p := range append(o.problems, o.amfErrors...) {
+		t.Error(p)
+	}
+	t.Logf("kill -9 of lb1: %d/%d UEs' next uplink NAS reached the same AMF with the same AMF-UE-NGAP-ID, %d re-registered; "+
+		"failure -> first UE's NAS answered %v, -> last %v; gNBs saw the loss after %v, reconnected (ues-retained %v) after %v",
+		o.same, ues, o.reregistered, o.first.Round(time.Millisecond), o.last.Round(time.Millisecond),
+		roundAll(o.lostAfterFail), o.retained, roundAll(o.reconnectAfter))
+	must(t, capt.Stop())
+	tctx, tcancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer tcancel()
+	// An uplink NAS and its answer per UE, NG Setup Request and Response.
+	v, err := capture.CheckNGAP(tctx, capt.File, capture.NGAPExpect{MinMessages: 2*perGNB + 2})
+	must(t, err)
+	for _, p := range v.Problems {
+		t.Error(p)
+	}
+	t.Logf("gnb1's link: %v", v)
+	checkOOTBAbort(t, tctx, capt.File, failed)
+}
+
+// checkOOTBAbort: gnb1's association with the dead lb1 ends by an ABORT
+// from the VIP (lb2's stack answering the gNB's next packet on it, RFC 9260
+// 8.4) with the T bit set and the tag of that packet reflected: the tag
+// gnb1's packets to the VIP (heartbeats, SACKs) carried before the
+// failure (lb1's own).
+func checkOOTBAbort(t *testing.T, ctx context.Context, file string, failed time.Time) {
+	t.Helper()
+	gnb := n2GNBAddrs[0].String()
+	before, err := capture.Fields(ctx, file, "sctp && ip.src == "+gnb+" && ip.dst == "+vip.String(), "frame.time_epoch", "sctp.verification_tag")
+	must(t, err)
+	old := map[string]bool{}
+	for _, r := range before {
+		if at, err := epoch(r[0]); err == nil && at.Before(failed) {
+			old[r[1]] = true
+		}
+	}
+	if len(old) != 1 {
+		t.Fatalf("gnb1's packets to the VIP before the failure carried tags %v, want one association's", old)
+	}
+	aborts, err := capture.Fields(ctx, file, "sctp.chunk_type == 6 && ip.dst == "+gnb, "frame.time_epoch", "ip.src", "sctp.verification_tag", "sctp.abort_t_bit")
+	must(t, err)
+	for _, r := range aborts {
+		at, err := epoch(r[0])
+		if err != nil || at.Before(failed) {
+			continue
+		}
+		if r[1] == vip.String() && old[r[2]] && (r[3] == "1" || r[3] == "True") {
+			t.Logf("gnb1's old association: ABORT from %s, T bit set, tag %s (reflected, lb1's), %v after the failure",
+				r[1], r[2], at.Sub(failed).Round(time.Millisecond))
+			return
+		}
+	}
+	t.Errorf("no ABORT with the T bit and gnb1's old tag %v after the failure; ABORTs to gnb1: %v", old, aborts)
+}
+
+func epoch(s string) (time.Time, error) {
+	f, err := strconv.ParseFloat(s, 64)
+	if err != nil {
+		return time.Time{}, err
+	}
+	return time.Unix(0, int64(f*1e9)), nil
+}
+
+// TestN2UEsLostWithoutHASync is the control: the same lab and failure
+// without the HA sync. lb2 knows none of the UEs: the gNBs' NG Setup
+// Responses do not say ues-retained and no UE's uplink NAS reaches its
+// AMF.
+func TestN2UEsLostWithoutHASync(t *testing.T) {
+	n2LabGate(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	const perGNB = 20
+	nl := upN2Lab(t, ctx, false)
+	nl.startGNBs(t, ctx, perGNB, 3*time.Second)
+	failed := nl.fail(t, ctx)
+	o := nl.collect(t, ctx, failed)
+	if slices.Contains(o.retained, true) {
+		t.Errorf("lb2 without the sync answered ues-retained: %v", o.retained)
+	}
+	if o.registered != perGNB*len(nl.gnbs) {
+		t.Fatalf("%d UEs registered, want %d: %v", o.registered, perGNB*len(nl.gnbs), o.problems)
+	}
+	if o.same != 0 {
+		t.Errorf("%d UEs resumed on their AMF without the sync: the failover test could not fail", o.same)
+	}
+	t.Logf("without sync: %d/%d UEs resumed, retained %v", o.same, o.registered, o.retained)
+}
+
+func n2LabGate(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root for network namespaces")
+	}
+	for _, tool := range []string{"dumpcap", "tshark", "nft"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s not installed", tool)
+		}
+	}
+}
+
+func roundAll(ds []time.Duration) []time.Duration {
+	out := make([]time.Duration, len(ds))
+	for i, d := range ds {
+		out[i] = d.Round(time.Millisecond)
+	}
+	return out
+}

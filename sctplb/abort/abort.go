@@ -1,0 +1,68 @@
+// Package abort builds and sends SCTP ABORT packets from a raw IP socket,
+// for associations this process's stack does not hold: those a failed HA
+// peer's N2 proxy had, whose verification tags were replicated. An ABORT
+// is accepted by its receiver only with the exact tag (RFC 9260 8.5.1): the
+// receiver's own tag with the T bit clear, or the tag it puts in its
+// packets (the dead end's) with the T bit set; any other is discarded, so a
+// stale ABORT cannot end another association, only the one it names.
+package abort
+
+import (
+	"encoding/binary"
+	"fmt"
+	"hash/crc32"
+	"net/netip"
+	"syscall"
+)
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// Packet is an SCTP packet of one ABORT chunk without error causes
+// (RFC 9260 3.3.7): common header with the ports, the verification tag and
+// the CRC32c checksum, chunk type 6, the T bit when reflected.
+func Packet(srcPort, dstPort uint16, vtag uint32, reflected bool) []byte {
+	b := make([]byte, 16)
+	binary.BigEndian.PutUint16(b[0:], srcPort)
+	binary.BigEndian.PutUint16(b[2:], dstPort)
+	binary.BigEndian.PutUint32(b[4:], vtag)
+	b[12] = 6 // ABORT
+	if reflected {
+		b[13] = 1 // T bit
+	}
+	binary.BigEndian.PutUint16(b[14:], 4)
+	// The checksum goes in as the stacks compute it (little endian of
+	// the CRC32c over the packet with a zero checksum field).
+	binary.LittleEndian.PutUint32(b[8:], crc32.Checksum(b, castagnoli))
+	return b
+}
+
+// Send sends an ABORT from src to dst (IPv4 only: the source need not be
+// an address of this host, e.g. a failed peer's, so the IP header is
+// built here, IP_HDRINCL). It runs in the calling thread's network
+// namespace.
+func Send(src, dst netip.AddrPort, vtag uint32, reflected bool) error {
+	if !src.Addr().Is4() || !dst.Addr().Is4() {
+		return fmt.Errorf("abort %v -> %v: only IPv4 is supported", src, dst)
+	}
+	sctp := Packet(src.Port(), dst.Port(), vtag, reflected)
+	pkt := make([]byte, 20+len(sctp))
+	pkt[0] = 0x45 // version 4, 5 words of header
+	binary.BigEndian.PutUint16(pkt[2:], uint16(len(pkt)))
+	pkt[6] = 0x40 // don't fragment
+	pkt[8] = 64   // TTL
+	pkt[9] = syscall.IPPROTO_SCTP
+	s4, d4 := src.Addr().As4(), dst.Addr().As4()
+	copy(pkt[12:], s4[:])
+	copy(pkt[16:], d4[:])
+	// The kernel fills the ID and the header checksum (raw(7)).
+	copy(pkt[20:], sctp)
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_RAW, syscall.IPPROTO_RAW)
+	if err != nil {
+		return fmt.Errorf("abort: raw socket: %w", err)
+	}
+	defer syscall.Close(fd)
+	if err := syscall.Sendto(fd, pkt, 0, &syscall.SockaddrInet4{Addr: d4}); err != nil {
+		return fmt.Errorf("abort %v -> %v: %w", src, dst, err)
+	}
+	return nil
+}
