@@ -265,6 +265,9 @@ func StartHA(ctx context.Context, cfg HAConfig, dp ConntrackSource, log *slog.Lo
 	if err != nil {
 		return nil, fmt.Errorf("ha: %w", err)
 	}
+	// The clock is read before the dump: a record's age counts from the
+	// dump's start (see refreshLoop).
+	now := time.Now()
 	recs, err := dp.DumpConntrack()
 	if err != nil {
 		rd.Close()
@@ -273,7 +276,6 @@ func StartHA(ctx context.Context, cfg HAConfig, dp ConntrackSource, log *slog.Lo
 	nc := cfg.Node
 	nc.Logger = h.log
 	nc.Initial = make([]sync.Record, 0, len(recs))
-	now := time.Now()
 	for _, r := range recs {
 		nc.Initial = append(nc.Initial, toSync(r))
 		h.owned[mapKey(r.Kind, r.Key)] = lastSeen(r, now)
@@ -500,12 +502,18 @@ func (h *HA) refreshLoop(ctx context.Context) {
 			return
 		case <-t.C:
 		}
+		// The clock is read before the dump: the records' ages count from
+		// its start, and a dump of a few thousand entries under load takes
+		// hundreds of milliseconds. Read after, every idle copy's last
+		// packet would look that much newer than its import: traffic here
+		// (claimSlack), so the standby would take over every flow each
+		// round and send it back, and the owner take it back.
+		now := time.Now()
 		recs, err := h.dp.DumpConntrack()
 		if err != nil {
 			h.log.Warn("ha refresh: dump conntrack", "error", err)
 			continue
 		}
-		now := time.Now()
 		claimed := 0
 		h.mu.Lock()
 		for _, r := range recs {
