@@ -63,6 +63,9 @@ type flowSet struct {
 	tcp  []tcpFlow
 	udp  []udpFlowFirst
 	sctp []*sctpFlow
+	// sctpMode, when set, is the only mode of the SCTP associations
+	// (otherwise they alternate between sctpModes).
+	sctpMode string
 }
 
 type sctpFlow struct {
@@ -117,6 +120,13 @@ func (fs *flowSet) startSCTP(t *testing.T, ctx context.Context, lb *lab2, n int,
 	before := lb.sctpUp(t)
 	for i := 0; i < n; i++ {
 		m := sctpModes[len(fs.sctp)%len(sctpModes)]
+		if fs.sctpMode != "" {
+			for _, o := range sctpModes {
+				if o.mode == fs.sctpMode {
+					m = o
+				}
+			}
+		}
 		c, err := sctppeer.StartClient(ctx, client, sctppeer.ClientOptions{Bind: clientAddrs, Connect: []netip.Addr{vip, vip2}, Port: m.port,
 			Count: int(run / (50 * time.Millisecond)), Size: 64, Interval: 50 * time.Millisecond, Streams: 2, Wait: 20 * time.Second, Timers: sctpTimers})
 		if err != nil {
