@@ -487,21 +487,37 @@ func (h *HA) produce() {
 	}
 }
 
-// refreshLoop sends every live entry owned here again each interval:
+// refreshFullEvery: one refresh in that many sends every owned entry,
+// the others only the entries whose flow saw a packet since they were last
+// sent (refreshSame: the last packet time read again from an idle entry
+// moves by clock jitter only).
+const (
+	refreshFullEvery = 10
+	refreshSame      = 10 * time.Millisecond
+)
+
+// refreshLoop sends the live entries owned here again each interval:
 // imported entries age on the importer's clock and a flow that only
-// carries traffic sends no event. The sync coalesces a key changed twice
-// before it is sent; an entry lost from the ring buffer (full) is also
-// caught up here.
+// carries traffic sends no event. An idle entry's copy ages exactly as the
+// entry does, so only the entries that carried traffic since they were
+// last sent go each round: sending the whole table every round made the
+// peer import thousands of unchanged records per second, and new flows'
+// records queued behind them (sync lag of seconds on a loaded machine,
+// young flows lost at a failure). Every refreshFullEvery-th round sends
+// everything: an entry whose change event was lost from a full ring
+// buffer is caught up there. The sync coalesces a key changed twice
+// before it is sent.
 func (h *HA) refreshLoop(ctx context.Context) {
 	defer h.wg.Done()
 	t := time.NewTicker(h.cfg.Refresh)
 	defer t.Stop()
-	for {
+	for round := 1; ; round++ {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
+		full := round%refreshFullEvery == 0
 		// The clock is read before the dump: the records' ages count from
 		// its start, and a dump of a few thousand entries under load takes
 		// hundreds of milliseconds. Read after, every idle copy's last
@@ -529,6 +545,8 @@ func (h *HA) refreshLoop(ctx context.Context) {
 				}
 				delete(h.imported, k)
 				claimed++
+			} else if prev, ok := h.owned[k]; ok && !full && !seen.IsZero() && !prev.IsZero() && seen.Sub(prev).Abs() < refreshSame {
+				continue // idle since last sent: the peer's copy ages as ours
 			}
 			h.owned[k] = seen
 			if err := h.node.Put(toSync(r)); err != nil {

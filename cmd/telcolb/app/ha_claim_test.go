@@ -62,3 +62,63 @@ func TestHASlowDumpTakesNoIdleCopy(t *testing.T) {
 		t.Error("lb1 no longer owns its flow")
 	}
 }
+
+// perKeyCT counts the records imported per key.
+type perKeyCT struct {
+	*timedCT
+	byKey map[string]int
+}
+
+func (m *perKeyCT) ImportConntrack(recs []dataplane.Record) error {
+	m.mu.Lock()
+	for _, r := range recs {
+		m.byKey[string(r.Key)]++
+	}
+	m.mu.Unlock()
+	return m.timedCT.ImportConntrack(recs)
+}
+
+func (m *perKeyCT) imported(key string) int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.byKey[key]
+}
+
+// TestHARefreshSendsWhatCarriedTraffic: lb1 owns an idle flow and one
+// carrying traffic; over 20 refresh rounds lb2 gets the busy one each
+// round and the idle one only from the full rounds (one in
+// refreshFullEvery): its copy ages as lb1's entry does.
+func TestHARefreshSendsWhatCarriedTraffic(t *testing.T) {
+	certs, err := labha.WriteGroupCerts(t.TempDir(), "lb1", "lb2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addrs := map[string]string{"lb1": freePort(t), "lb2": freePort(t)}
+	lb1, lb2 := newTimedCT(), &perKeyCT{newTimedCT(), map[string]int{}}
+	lb1.put("idle", "v1", time.Now().Add(-time.Second))
+	lb1.put("busy", "v2", time.Now())
+	dps := map[string]ConntrackSource{"lb1": lb1, "lb2": lb2}
+	for _, n := range []string{"lb1", "lb2"} {
+		peer := map[string]string{"lb1": "lb2", "lb2": "lb1"}[n]
+		c := HAConfig{Refresh: 100 * time.Millisecond, JoinTimeout: time.Minute, Node: sync.NodeConfig{Self: n, Listen: addrs[n],
+			Peers: []sync.Peer{{Name: peer, Addr: addrs[peer]}}, CertFile: certs[n].Cert, KeyFile: certs[n].Key, CAFile: certs[n].CA,
+			RedialInterval: 50 * time.Millisecond}}
+		h, err := StartHA(context.Background(), c, dps[n], testLogger(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = h.Close() })
+	}
+	waitFor(t, "both flows on lb2", func() bool { return lb2.has("idle") && lb2.has("busy") })
+	lb1.flowing(t, "busy")
+	idle0, busy0 := lb2.imported("idle"), lb2.imported("busy")
+	time.Sleep(20 * 100 * time.Millisecond)
+	idle, busy := lb2.imported("idle")-idle0, lb2.imported("busy")-busy0
+	t.Logf("over 20 rounds lb2 imported the idle flow %d times, the busy one %d times", idle, busy)
+	if busy < 5 {
+		t.Errorf("the flow carrying traffic was refreshed %d times in 20 rounds", busy)
+	}
+	if idle > 20/refreshFullEvery+1 || idle*3 >= busy {
+		t.Errorf("the idle flow was sent %d times in 20 rounds (busy %d): only the full rounds should send it", idle, busy)
+	}
+}
