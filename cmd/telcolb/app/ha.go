@@ -435,6 +435,11 @@ func (h *HA) apply(recs []sync.Applied) {
 		if r.Deleted {
 			delete(h.imported, k)
 		} else {
+			if c, ok := h.imported[k]; ok && c.seen.After(seen) {
+				// Until the import below has rewritten the entry, the
+				// datapath still holds the previous copy's (later) dating.
+				seen = c.seen
+			}
 			h.imported[k] = haCopy{from: a.From, seen: seen}
 		}
 		out = append(out, dr)
@@ -450,6 +455,22 @@ func (h *HA) apply(recs []sync.Applied) {
 		// The records named are refused, the others applied.
 		h.log.Warn("import conntrack records from a peer", "records", len(out), "error", err)
 	}
+	// The copies' last packet times again, on the clock after the import:
+	// the datapath dated them when it wrote them, which may be long after
+	// the times above (the import waits for the datapath's lock, held by
+	// an ageing round over the whole table). Dated before, a copy would
+	// look older than its entry by that wait and be taken for traffic
+	// here (claimSlack) at the next refresh, and sent back to its owner.
+	after := time.Now()
+	h.mu.Lock()
+	for _, dr := range out {
+		k := mapKey(dr.Kind, dr.Key)
+		if c, ok := h.imported[k]; ok && !dr.Deleted {
+			c.seen = lastSeen(dr, after)
+			h.imported[k] = c
+		}
+	}
+	h.mu.Unlock()
 }
 
 // produce sends this datapath's changes to the peers.

@@ -122,3 +122,51 @@ func TestHARefreshSendsWhatCarriedTraffic(t *testing.T) {
 		t.Errorf("the idle flow was sent %d times in 20 rounds (busy %d): only the full rounds should send it", idle, busy)
 	}
 }
+
+// slowImportCT is a timedCT whose import waits before it writes (the
+// datapath's lock held by an ageing round): the entries are dated when
+// written.
+type slowImportCT struct {
+	*timedCT
+	delay time.Duration
+}
+
+func (m *slowImportCT) ImportConntrack(recs []dataplane.Record) error {
+	time.Sleep(m.delay)
+	return m.timedCT.ImportConntrack(recs)
+}
+
+// TestHASlowImportTakesNoIdleCopy: lb2's imports take 300 ms (well over
+// claimSlack); lb1's idle flow, refreshed every full round, stays a copy
+// on lb2 and lb1 imports nothing back.
+func TestHASlowImportTakesNoIdleCopy(t *testing.T) {
+	certs, err := labha.WriteGroupCerts(t.TempDir(), "lb1", "lb2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addrs := map[string]string{"lb1": freePort(t), "lb2": freePort(t)}
+	lb1 := newTimedCT()
+	lb1.put("k1", "v1", time.Now().Add(-2*time.Second))
+	dps := map[string]ConntrackSource{"lb1": lb1, "lb2": &slowImportCT{newTimedCT(), 300 * time.Millisecond}}
+	has := map[string]*HA{}
+	for _, n := range []string{"lb1", "lb2"} {
+		peer := map[string]string{"lb1": "lb2", "lb2": "lb1"}[n]
+		c := HAConfig{Refresh: 100 * time.Millisecond, JoinTimeout: time.Minute, Node: sync.NodeConfig{Self: n, Listen: addrs[n],
+			Peers: []sync.Peer{{Name: peer, Addr: addrs[peer]}}, CertFile: certs[n].Cert, KeyFile: certs[n].Key, CAFile: certs[n].CA,
+			RedialInterval: 50 * time.Millisecond}}
+		h, err := StartHA(context.Background(), c, dps[n], testLogger(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = h.Close() })
+		has[n] = h
+	}
+	waitFor(t, "k1 on lb2", func() bool { return dps["lb2"].(*slowImportCT).has("k1") })
+	time.Sleep(2500 * time.Millisecond) // 25 refresh rounds, two of them full
+	if !has["lb2"].isCopy("k1") || has["lb2"].owns("k1") {
+		t.Errorf("lb2 took over lb1's idle flow (copy %v, owned %v): the import's wait counted as traffic", has["lb2"].isCopy("k1"), has["lb2"].owns("k1"))
+	}
+	if n := lb1.importCount(); n != 0 {
+		t.Errorf("lb1 imported %d records of its own idle flow back from lb2", n)
+	}
+}
