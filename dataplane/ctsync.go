@@ -268,7 +268,13 @@ func (e *ImportError) Error() string {
 // there (same endpoint, same SNAT address and port, same SCTP tags and
 // paths), and an imported reply entry keeps its SNAT port from every new
 // flow. Records this node cannot read are refused (an *ImportError naming
-// each) and the others applied. Active connection counts are recomputed.
+// each) and the others applied. Active connection counts follow: each
+// record adjusts the count of the endpoint its entry counts for (the entry
+// it replaces, if any, gives its count back). A full recount here would
+// iterate the whole table for every batch a peer sends: at a few thousand
+// flows that is tens of milliseconds per batch, the sync's receive loop
+// falls seconds behind and a node failing then loses its youngest flows.
+// The ageing round's recount still corrects any drift.
 func (d *Datapath) ImportConntrack(recs []Record) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -277,13 +283,14 @@ func (d *Datapath) ImportConntrack(recs []Record) error {
 		refused []RefusedRecord
 		addrs   [][16]byte
 		errs    []error
+		active  = map[uint32]int{}
 	)
 	for i, r := range recs {
 		var err error
 		switch r.Kind {
 		case RecordConntrack:
 			var a [][16]byte
-			a, err = d.importCT(r, now)
+			a, err = d.importCT(r, now, active)
 			addrs = append(addrs, a...)
 		case RecordAssoc:
 			err = d.importAssoc(r, now)
@@ -299,14 +306,16 @@ func (d *Datapath) ImportConntrack(recs []Record) error {
 	if len(addrs) > 0 {
 		errs = append(errs, d.filterAdd(addrs...))
 	}
-	errs = append(errs, d.recomputeActiveLocked())
+	errs = append(errs, d.adjustActive(active))
 	if len(refused) > 0 {
 		errs = append(errs, &ImportError{Refused: refused})
 	}
 	return errors.Join(errs...)
 }
 
-func (d *Datapath) importCT(r Record, now uint64) ([][16]byte, error) {
+// importCT writes one conntrack record and notes in active how the
+// endpoints' counts change (the old entry's count out, the new one's in).
+func (d *Datapath) importCT(r Record, now uint64, active map[uint32]int) ([][16]byte, error) {
 	kb, err := d.codec.ctKey.decode(r.Key, now, true)
 	if err != nil {
 		return nil, err
@@ -315,9 +324,14 @@ func (d *Datapath) importCT(r Record, now uint64) ([][16]byte, error) {
 	if _, err := binary.Decode(kb, binary.LittleEndian, &k); err != nil {
 		return nil, fmt.Errorf("ct_key: %w", err)
 	}
+	var old bpf.LbCtVal
+	hadOld := d.objs.Conntrack.Lookup(&k, &old) == nil
 	if r.Deleted {
 		if err := d.objs.Conntrack.Delete(&k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 			return nil, fmt.Errorf("delete conntrack entry: %w", err)
+		}
+		if idx, ok := d.activeIndex(&old); hadOld && ok {
+			active[idx]--
 		}
 		return nil, nil
 	}
@@ -335,7 +349,42 @@ func (d *Datapath) importCT(r Record, now uint64) ([][16]byte, error) {
 	if err := d.objs.Conntrack.Put(&k, &v); err != nil {
 		return nil, fmt.Errorf("write conntrack entry: %w", err)
 	}
+	if idx, ok := d.activeIndex(&old); hadOld && ok {
+		active[idx]--
+	}
+	if idx, ok := d.activeIndex(&v); ok {
+		active[idx]++
+	}
 	return [][16]byte{k.Src, k.Dst}, nil
+}
+
+// activeIndex is the endpoint count an entry holds one of (the rule of
+// recomputeActiveLocked): a connection's orig entry, not released, not a
+// secondary SCTP path.
+func (d *Datapath) activeIndex(v *bpf.LbCtVal) (uint32, bool) {
+	if v.Flags&(ctFReply|ctFPath|ctFReleased) != 0 || v.Svc == 0 || v.Svc >= d.maxServices || v.Ep >= MaxEndpoints {
+		return 0, false
+	}
+	return v.Svc*MaxEndpoints + v.Ep, true
+}
+
+// adjustActive adds the changes of an import to the endpoints' active
+// counts (never below zero). The datapath may change a count between the
+// read and the write here; the ageing round's recount restores it.
+func (d *Datapath) adjustActive(delta map[uint32]int) error {
+	for idx, dn := range delta {
+		if dn == 0 {
+			continue
+		}
+		var n uint32
+		if err := d.objs.EpActive.Lookup(idx, &n); err != nil {
+			return fmt.Errorf("read active count: %w", err)
+		}
+		if err := d.objs.EpActive.Put(idx, uint32(max(0, int(n)+dn))); err != nil {
+			return fmt.Errorf("write active count: %w", err)
+		}
+	}
+	return nil
 }
 
 func (d *Datapath) importAssoc(r Record, now uint64) error {

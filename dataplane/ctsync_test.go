@@ -532,3 +532,43 @@ func TestChangeReaderWakesForDaemonDeletions(t *testing.T) {
 		t.Fatal("Read did not wake for the flush's deletions")
 	}
 }
+
+// Imported connections count as active for their endpoints (leastconn's
+// input) as soon as they are imported, without the recount of an ageing
+// round: the same record imported again (a refresh) does not count twice,
+// and a deleted one gives its count back.
+func TestImportKeepsActiveCounts(t *testing.T) {
+	h := newHAPair(t)
+	const id, vport, flows = 43, 9403, 7
+	h.upsert(Service{ID: id, VIP: vipV4, PortStart: vport, Proto: ProtoUDP, Mode: ModeFullNAT, Select: SelectLeastConn, Endpoints: testEndpoints(false, 3, 8080)})
+	for i := 0; i < flows; i++ {
+		if ret, _ := h.a.run(udpTo(clientV4, vipV4, uint16(20000+i), vport).frame()); ret != actRedirect {
+			t.Fatalf("flow %d on A: verdict %d", i, ret)
+		}
+	}
+	perEndpoint := func(e *env) []uint64 {
+		var out []uint64
+		for _, ep := range e.stats(id, 3).Endpoints {
+			out = append(out, ep.Active)
+		}
+		return out
+	}
+	want := perEndpoint(h.a)
+	recs := h.sync(t)
+	if got := perEndpoint(h.b); !reflect.DeepEqual(got, want) || h.b.sumActive(id) != flows {
+		t.Fatalf("B's active counts after the import %v, A's %v (%d flows)", got, want, flows)
+	}
+	if err := h.b.d.ImportConntrack(recs); err != nil {
+		t.Fatal(err)
+	}
+	if got := perEndpoint(h.b); !reflect.DeepEqual(got, want) {
+		t.Fatalf("B's active counts after the same records again %v, want %v", got, want)
+	}
+	if err := h.a.d.FlushConntrack(); err != nil {
+		t.Fatal(err)
+	}
+	h.sync(t)
+	if got := h.b.sumActive(id); got != 0 {
+		t.Fatalf("B counts %d active after the deletions were imported, want 0", got)
+	}
+}

@@ -340,9 +340,11 @@ func runFailover(t *testing.T, ctx context.Context, kind failure, sctpRun time.D
 	lb.fail(t, ctx, kind)
 	failed := time.Now()
 	checkSCTPImported(t, ctx, lb.daemons[1], before)
-	gap := fs.check(t, "through lb2 after the failure ("+kind.String()+")", failed)
-	t.Logf("%s: %d TCP and %d UDP flows (half opened 100 ms before) answered through lb2 within %v of the failure",
-		kind, len(fs.tcp), len(fs.udp), gap.Round(time.Millisecond))
+	heldAtFailure(t, ctx, lb, fs, kind == linkDown)
+	asked := time.Now()
+	gap := fs.check(t, "through lb2 after the failure ("+kind.String()+")", asked)
+	t.Logf("%s: %d TCP and %d UDP flows (half opened 100 ms before) asked %v after the failure (the checks of lb2's entries in between), all answered through lb2 within %v of being asked at once",
+		kind, len(fs.tcp), len(fs.udp), asked.Sub(failed).Round(time.Millisecond), gap.Round(time.Millisecond))
 	return lb, fs
 }
 
@@ -554,4 +556,42 @@ func checkSCTPImported(t *testing.T, ctx context.Context, d *l4.Daemon, lb1 map[
 	if checked == 0 && len(lb1) > 0 {
 		t.Errorf("no SCTP entry had carried %d packets through lb1 before the failure: %v", sctpBusy, lb1)
 	}
+}
+
+// heldAtFailure logs how many of the TCP and UDP flows lb2 held right
+// after the failure, before any of their packets reached it (a flow
+// missing here was not synced in time), and lb1's sync counters when its
+// daemon lives.
+func heldAtFailure(t *testing.T, ctx context.Context, lb *lab2, fs *flowSet, lb1Alive bool) {
+	t.Helper()
+	conns, err := lb.daemons[1].Client.Conntrack(ctx)
+	if err != nil {
+		t.Errorf("lb2 conntrack: %v", err)
+		return
+	}
+	have := map[string]bool{}
+	for _, c := range conns {
+		have[c.Client] = true
+	}
+	var missing []string
+	for i, f := range fs.tcp {
+		if !have[f.s.LocalAddr().String()] {
+			missing = append(missing, fmt.Sprintf("tcp %d", i))
+		}
+	}
+	for i, f := range fs.udp {
+		if !have[f.f.c.LocalAddr().String()] {
+			missing = append(missing, fmt.Sprintf("udp %d", i))
+		}
+	}
+	var lag []string
+	if lb1Alive {
+		for _, line := range strings.Split(scrape(t, ctx, lb.topo.Nodes[0], lb.daemons[0]), "\n") {
+			if strings.HasPrefix(line, "telcolb_ha_sync_lag_seconds") || strings.HasPrefix(line, "telcolb_ha_records_") {
+				lag = append(lag, line)
+			}
+		}
+	}
+	t.Logf("right after the failure lb2 held %d of %d TCP+UDP flows (missing: %v); lb1's sync:\n%s",
+		len(fs.tcp)+len(fs.udp)-len(missing), len(fs.tcp)+len(fs.udp), missing, strings.Join(lag, "\n"))
 }

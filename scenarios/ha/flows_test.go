@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -28,8 +29,9 @@ var sctpTimers = func() sctppeer.Timers {
 }()
 
 // counts are the flows of a failover run: the issue asks 2,000 TCP, 500
-// UDP, 200 SCTP; the defaults fit a loaded 2-core CI machine in a few
-// minutes (every SCTP association is a usrsctp process).
+// UDP, 200 SCTP; the defaults are the issue's TCP and UDP figures (in-process
+// sockets, cheap) and 8 SCTP associations (every one is a usrsctp process:
+// 200 of them do not fit a 2-core CI machine).
 type counts struct{ tcp, udp, sctp int }
 
 func flowCounts(t *testing.T) counts {
@@ -44,7 +46,7 @@ func flowCounts(t *testing.T) counts {
 		}
 		return n
 	}
-	return counts{tcp: get("TELCOLB_HA_TCP", 8), udp: get("TELCOLB_HA_UDP", 8), sctp: get("TELCOLB_HA_SCTP", 2)}
+	return counts{tcp: get("TELCOLB_HA_TCP", 2000), udp: get("TELCOLB_HA_UDP", 500), sctp: get("TELCOLB_HA_SCTP", 8)}
 }
 
 type tcpFlow struct {
@@ -63,6 +65,9 @@ type flowSet struct {
 	tcp  []tcpFlow
 	udp  []udpFlowFirst
 	sctp []*sctpFlow
+	// sctpMode, when set, is the only mode of the SCTP associations
+	// (otherwise they alternate between sctpModes).
+	sctpMode string
 }
 
 type sctpFlow struct {
@@ -117,6 +122,13 @@ func (fs *flowSet) startSCTP(t *testing.T, ctx context.Context, lb *lab2, n int,
 	before := lb.sctpUp(t)
 	for i := 0; i < n; i++ {
 		m := sctpModes[len(fs.sctp)%len(sctpModes)]
+		if fs.sctpMode != "" {
+			for _, o := range sctpModes {
+				if o.mode == fs.sctpMode {
+					m = o
+				}
+			}
+		}
 		c, err := sctppeer.StartClient(ctx, client, sctppeer.ClientOptions{Bind: clientAddrs, Connect: []netip.Addr{vip, vip2}, Port: m.port,
 			Count: int(run / (50 * time.Millisecond)), Size: 64, Interval: 50 * time.Millisecond, Streams: 2, Wait: 20 * time.Second, Timers: sctpTimers})
 		if err != nil {
@@ -163,6 +175,7 @@ func (fs *flowSet) check(t *testing.T, what string, since time.Time) time.Durati
 		last time.Time
 		errs []string
 		wg   sync.WaitGroup
+		lats []time.Duration
 	)
 	note := func(err string) {
 		mu.Lock()
@@ -171,9 +184,11 @@ func (fs *flowSet) check(t *testing.T, what string, since time.Time) time.Durati
 	}
 	done := func() {
 		mu.Lock()
-		if now := time.Now(); now.After(last) {
+		now := time.Now()
+		if now.After(last) {
 			last = now
 		}
+		lats = append(lats, now.Sub(since))
 		mu.Unlock()
 	}
 	for i := len(fs.tcp) - 1; i >= 0; i-- {
@@ -212,6 +227,10 @@ func (fs *flowSet) check(t *testing.T, what string, since time.Time) time.Durati
 	}
 	if len(errs) > 0 {
 		t.Errorf("%s: %d of %d TCP+UDP flows broke:\n%s", what, len(errs), len(fs.tcp)+len(fs.udp), strings.Join(errs, "\n"))
+	}
+	if len(lats) > 0 {
+		slices.Sort(lats)
+		t.Logf("%s: %d TCP+UDP answers, median %v, last %v", what, len(lats), lats[len(lats)/2].Round(time.Millisecond), lats[len(lats)-1].Round(time.Millisecond))
 	}
 	return last.Sub(since)
 }

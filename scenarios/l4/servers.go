@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/telcolb/telcolb/scenarios/lab"
 )
 
@@ -260,3 +262,27 @@ func (s *TCPSession) LocalAddr() netip.AddrPort {
 
 // Close closes the connection.
 func (s *TCPSession) Close() error { return s.c.Close() }
+
+// Retransmits is how many segments the kernel retransmitted on this
+// connection (TCP_INFO total_retrans): a lossless path leaves it at zero.
+func (s *TCPSession) Retransmits() (uint32, error) {
+	tc, ok := s.c.(*net.TCPConn)
+	if !ok {
+		return 0, fmt.Errorf("tcp session over %T", s.c)
+	}
+	raw, err := tc.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	var (
+		info *unix.TCPInfo
+		gerr error
+	)
+	if err := raw.Control(func(fd uintptr) { info, gerr = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO) }); err != nil {
+		return 0, err
+	}
+	if gerr != nil {
+		return 0, fmt.Errorf("TCP_INFO: %w", gerr)
+	}
+	return info.Total_retrans, nil
+}

@@ -265,6 +265,9 @@ func StartHA(ctx context.Context, cfg HAConfig, dp ConntrackSource, log *slog.Lo
 	if err != nil {
 		return nil, fmt.Errorf("ha: %w", err)
 	}
+	// The clock is read before the dump: a record's age counts from the
+	// dump's start (see refreshLoop).
+	now := time.Now()
 	recs, err := dp.DumpConntrack()
 	if err != nil {
 		rd.Close()
@@ -273,7 +276,6 @@ func StartHA(ctx context.Context, cfg HAConfig, dp ConntrackSource, log *slog.Lo
 	nc := cfg.Node
 	nc.Logger = h.log
 	nc.Initial = make([]sync.Record, 0, len(recs))
-	now := time.Now()
 	for _, r := range recs {
 		nc.Initial = append(nc.Initial, toSync(r))
 		h.owned[mapKey(r.Kind, r.Key)] = lastSeen(r, now)
@@ -433,6 +435,11 @@ func (h *HA) apply(recs []sync.Applied) {
 		if r.Deleted {
 			delete(h.imported, k)
 		} else {
+			if c, ok := h.imported[k]; ok && c.seen.After(seen) {
+				// Until the import below has rewritten the entry, the
+				// datapath still holds the previous copy's (later) dating.
+				seen = c.seen
+			}
 			h.imported[k] = haCopy{from: a.From, seen: seen}
 		}
 		out = append(out, dr)
@@ -448,6 +455,22 @@ func (h *HA) apply(recs []sync.Applied) {
 		// The records named are refused, the others applied.
 		h.log.Warn("import conntrack records from a peer", "records", len(out), "error", err)
 	}
+	// The copies' last packet times again, on the clock after the import:
+	// the datapath dated them when it wrote them, which may be long after
+	// the times above (the import waits for the datapath's lock, held by
+	// an ageing round over the whole table). Dated before, a copy would
+	// look older than its entry by that wait and be taken for traffic
+	// here (claimSlack) at the next refresh, and sent back to its owner.
+	after := time.Now()
+	h.mu.Lock()
+	for _, dr := range out {
+		k := mapKey(dr.Kind, dr.Key)
+		if c, ok := h.imported[k]; ok && !dr.Deleted {
+			c.seen = lastSeen(dr, after)
+			h.imported[k] = c
+		}
+	}
+	h.mu.Unlock()
 }
 
 // produce sends this datapath's changes to the peers.
@@ -485,27 +508,49 @@ func (h *HA) produce() {
 	}
 }
 
-// refreshLoop sends every live entry owned here again each interval:
+// refreshFullEvery: one refresh in that many sends every owned entry,
+// the others only the entries whose flow saw a packet since they were last
+// sent (refreshSame: the last packet time read again from an idle entry
+// moves by clock jitter only).
+const (
+	refreshFullEvery = 10
+	refreshSame      = 10 * time.Millisecond
+)
+
+// refreshLoop sends the live entries owned here again each interval:
 // imported entries age on the importer's clock and a flow that only
-// carries traffic sends no event. The sync coalesces a key changed twice
-// before it is sent; an entry lost from the ring buffer (full) is also
-// caught up here.
+// carries traffic sends no event. An idle entry's copy ages exactly as the
+// entry does, so only the entries that carried traffic since they were
+// last sent go each round: sending the whole table every round made the
+// peer import thousands of unchanged records per second, and new flows'
+// records queued behind them (sync lag of seconds on a loaded machine,
+// young flows lost at a failure). Every refreshFullEvery-th round sends
+// everything: an entry whose change event was lost from a full ring
+// buffer is caught up there. The sync coalesces a key changed twice
+// before it is sent.
 func (h *HA) refreshLoop(ctx context.Context) {
 	defer h.wg.Done()
 	t := time.NewTicker(h.cfg.Refresh)
 	defer t.Stop()
-	for {
+	for round := 1; ; round++ {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
+		full := round%refreshFullEvery == 0
+		// The clock is read before the dump: the records' ages count from
+		// its start, and a dump of a few thousand entries under load takes
+		// hundreds of milliseconds. Read after, every idle copy's last
+		// packet would look that much newer than its import: traffic here
+		// (claimSlack), so the standby would take over every flow each
+		// round and send it back, and the owner take it back.
+		now := time.Now()
 		recs, err := h.dp.DumpConntrack()
 		if err != nil {
 			h.log.Warn("ha refresh: dump conntrack", "error", err)
 			continue
 		}
-		now := time.Now()
 		claimed := 0
 		h.mu.Lock()
 		for _, r := range recs {
@@ -521,6 +566,8 @@ func (h *HA) refreshLoop(ctx context.Context) {
 				}
 				delete(h.imported, k)
 				claimed++
+			} else if prev, ok := h.owned[k]; ok && !full && !seen.IsZero() && !prev.IsZero() && seen.Sub(prev).Abs() < refreshSame {
+				continue // idle since last sent: the peer's copy ages as ours
 			}
 			h.owned[k] = seen
 			if err := h.node.Put(toSync(r)); err != nil {

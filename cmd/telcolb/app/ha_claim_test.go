@@ -1,0 +1,172 @@
+package app
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/telcolb/telcolb/dataplane"
+	"github.com/telcolb/telcolb/ha/sync"
+	labha "github.com/telcolb/telcolb/scenarios/ha"
+)
+
+// slowDumpCT is a timedCT whose dump takes its clock first and returns
+// late, as the datapath's does with a few thousand entries under load:
+// the records' ages count from the dump's start.
+type slowDumpCT struct {
+	*timedCT
+	delay time.Duration
+}
+
+func (m *slowDumpCT) DumpConntrack() ([]dataplane.Record, error) {
+	recs, err := m.timedCT.DumpConntrack()
+	time.Sleep(m.delay)
+	return recs, err
+}
+
+// TestHASlowDumpTakesNoIdleCopy: lb1 owns an idle flow, lb2 holds its
+// copy; both dumps take 300 ms (well over claimSlack). Refresh after
+// refresh, lb2 must not mistake the dump's duration for traffic: it never
+// takes the copy over and sends lb1 nothing.
+func TestHASlowDumpTakesNoIdleCopy(t *testing.T) {
+	certs, err := labha.WriteGroupCerts(t.TempDir(), "lb1", "lb2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addrs := map[string]string{"lb1": freePort(t), "lb2": freePort(t)}
+	dps := map[string]*slowDumpCT{"lb1": {newTimedCT(), 300 * time.Millisecond}, "lb2": {newTimedCT(), 300 * time.Millisecond}}
+	dps["lb1"].put("k1", "v1", time.Now().Add(-2*time.Second))
+	has := map[string]*HA{}
+	for _, n := range []string{"lb1", "lb2"} {
+		peer := map[string]string{"lb1": "lb2", "lb2": "lb1"}[n]
+		c := HAConfig{Refresh: 100 * time.Millisecond, JoinTimeout: time.Minute, Node: sync.NodeConfig{Self: n, Listen: addrs[n],
+			Peers: []sync.Peer{{Name: peer, Addr: addrs[peer]}}, CertFile: certs[n].Cert, KeyFile: certs[n].Key, CAFile: certs[n].CA,
+			RedialInterval: 50 * time.Millisecond}}
+		h, err := StartHA(context.Background(), c, dps[n], testLogger(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = h.Close() })
+		has[n] = h
+	}
+	waitFor(t, "k1 on lb2", func() bool { return dps["lb2"].has("k1") })
+	// Several refresh rounds of both nodes.
+	time.Sleep(2 * time.Second)
+	if !has["lb2"].isCopy("k1") || has["lb2"].owns("k1") {
+		t.Errorf("lb2 took over lb1's idle flow (copy %v, owned %v): a slow dump counted as traffic", has["lb2"].isCopy("k1"), has["lb2"].owns("k1"))
+	}
+	if n := dps["lb1"].importCount(); n != 0 {
+		t.Errorf("lb1 imported %d records of its own idle flow back from lb2", n)
+	}
+	if !has["lb1"].owns("k1") {
+		t.Error("lb1 no longer owns its flow")
+	}
+}
+
+// perKeyCT counts the records imported per key.
+type perKeyCT struct {
+	*timedCT
+	byKey map[string]int
+}
+
+func (m *perKeyCT) ImportConntrack(recs []dataplane.Record) error {
+	m.mu.Lock()
+	for _, r := range recs {
+		m.byKey[string(r.Key)]++
+	}
+	m.mu.Unlock()
+	return m.timedCT.ImportConntrack(recs)
+}
+
+func (m *perKeyCT) imported(key string) int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.byKey[key]
+}
+
+// TestHARefreshSendsWhatCarriedTraffic: lb1 owns an idle flow and one
+// carrying traffic; over 20 refresh rounds lb2 gets the busy one each
+// round and the idle one only from the full rounds (one in
+// refreshFullEvery): its copy ages as lb1's entry does.
+func TestHARefreshSendsWhatCarriedTraffic(t *testing.T) {
+	certs, err := labha.WriteGroupCerts(t.TempDir(), "lb1", "lb2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addrs := map[string]string{"lb1": freePort(t), "lb2": freePort(t)}
+	lb1, lb2 := newTimedCT(), &perKeyCT{newTimedCT(), map[string]int{}}
+	lb1.put("idle", "v1", time.Now().Add(-time.Second))
+	lb1.put("busy", "v2", time.Now())
+	dps := map[string]ConntrackSource{"lb1": lb1, "lb2": lb2}
+	for _, n := range []string{"lb1", "lb2"} {
+		peer := map[string]string{"lb1": "lb2", "lb2": "lb1"}[n]
+		c := HAConfig{Refresh: 100 * time.Millisecond, JoinTimeout: time.Minute, Node: sync.NodeConfig{Self: n, Listen: addrs[n],
+			Peers: []sync.Peer{{Name: peer, Addr: addrs[peer]}}, CertFile: certs[n].Cert, KeyFile: certs[n].Key, CAFile: certs[n].CA,
+			RedialInterval: 50 * time.Millisecond}}
+		h, err := StartHA(context.Background(), c, dps[n], testLogger(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = h.Close() })
+	}
+	waitFor(t, "both flows on lb2", func() bool { return lb2.has("idle") && lb2.has("busy") })
+	lb1.flowing(t, "busy")
+	idle0, busy0 := lb2.imported("idle"), lb2.imported("busy")
+	time.Sleep(20 * 100 * time.Millisecond)
+	idle, busy := lb2.imported("idle")-idle0, lb2.imported("busy")-busy0
+	t.Logf("over 20 rounds lb2 imported the idle flow %d times, the busy one %d times", idle, busy)
+	if busy < 5 {
+		t.Errorf("the flow carrying traffic was refreshed %d times in 20 rounds", busy)
+	}
+	if idle > 20/refreshFullEvery+1 || idle*3 >= busy {
+		t.Errorf("the idle flow was sent %d times in 20 rounds (busy %d): only the full rounds should send it", idle, busy)
+	}
+}
+
+// slowImportCT is a timedCT whose import waits before it writes (the
+// datapath's lock held by an ageing round): the entries are dated when
+// written.
+type slowImportCT struct {
+	*timedCT
+	delay time.Duration
+}
+
+func (m *slowImportCT) ImportConntrack(recs []dataplane.Record) error {
+	time.Sleep(m.delay)
+	return m.timedCT.ImportConntrack(recs)
+}
+
+// TestHASlowImportTakesNoIdleCopy: lb2's imports take 300 ms (well over
+// claimSlack); lb1's idle flow, refreshed every full round, stays a copy
+// on lb2 and lb1 imports nothing back.
+func TestHASlowImportTakesNoIdleCopy(t *testing.T) {
+	certs, err := labha.WriteGroupCerts(t.TempDir(), "lb1", "lb2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addrs := map[string]string{"lb1": freePort(t), "lb2": freePort(t)}
+	lb1 := newTimedCT()
+	lb1.put("k1", "v1", time.Now().Add(-2*time.Second))
+	dps := map[string]ConntrackSource{"lb1": lb1, "lb2": &slowImportCT{newTimedCT(), 300 * time.Millisecond}}
+	has := map[string]*HA{}
+	for _, n := range []string{"lb1", "lb2"} {
+		peer := map[string]string{"lb1": "lb2", "lb2": "lb1"}[n]
+		c := HAConfig{Refresh: 100 * time.Millisecond, JoinTimeout: time.Minute, Node: sync.NodeConfig{Self: n, Listen: addrs[n],
+			Peers: []sync.Peer{{Name: peer, Addr: addrs[peer]}}, CertFile: certs[n].Cert, KeyFile: certs[n].Key, CAFile: certs[n].CA,
+			RedialInterval: 50 * time.Millisecond}}
+		h, err := StartHA(context.Background(), c, dps[n], testLogger(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = h.Close() })
+		has[n] = h
+	}
+	waitFor(t, "k1 on lb2", func() bool { return dps["lb2"].(*slowImportCT).has("k1") })
+	time.Sleep(2500 * time.Millisecond) // 25 refresh rounds, two of them full
+	if !has["lb2"].isCopy("k1") || has["lb2"].owns("k1") {
+		t.Errorf("lb2 took over lb1's idle flow (copy %v, owned %v): the import's wait counted as traffic", has["lb2"].isCopy("k1"), has["lb2"].owns("k1"))
+	}
+	if n := lb1.importCount(); n != 0 {
+		t.Errorf("lb1 imported %d records of its own idle flow back from lb2", n)
+	}
+}
