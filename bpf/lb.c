@@ -9,7 +9,8 @@
 // is what a single file would give):
 //   proto.h       protocol numbers and constants
 //   maps.h        every map and the per-CPU scratch values
-//   parse.h       struct pkt: Ethernet/VLAN, IPv4, IPv6, L4 headers
+//   parse.h       struct pkt: Ethernet/VLAN, IPv4, IPv6, L4 headers (the
+//                 common case by direct packet access: parse_direct)
 //   helpers.h     counters, clock, address helpers, flow hash
 //   filter.h      address filter: misses passed before parsing
 //   csum.h        Internet checksum, IPv4 header builder, SCTP CRC32c
@@ -30,12 +31,13 @@
 //   fastpath.h    established TCP/UDP by direct packet access (ct_fast)
 //
 // Design notes (the why):
-//   - Headers are read with bpf_skb_load_bytes into stack copies rather than
-//     direct packet access: offsets are variable (VLAN, IPv4 options, IPv6
-//     extension headers) and helper reads keep the 5.15 verifier simple. The
-//     one exception is the miss check (lib/filter.h): fixed offsets of an
-//     untagged linear frame, read directly because it must cost next to
-//     nothing; anything else falls through to the helper-based parse.
+//   - Headers are read by direct packet access in the common case (an
+//     untagged linear frame, IPv4 unfragmented or IPv6 without extension
+//     headers, TCP/UDP/SCTP: parse_direct) and by bpf_skb_load_bytes into
+//     stack copies otherwise (VLAN tags, extension headers, fragments,
+//     ICMP, headers outside the linear part, anything malformed), which
+//     keeps the general parse simple for the 5.15 verifier. The miss check
+//     (lib/filter.h) reads fixed offsets directly before either.
 //   - Writes go through bpf_skb_store_bytes and the csum helpers, which keep
 //     skb->csum coherent for CHECKSUM_COMPLETE devices, except on the
 //     established TCP/UDP fast path (lib/fastpath.h): it writes headers
@@ -321,7 +323,9 @@ int tc_ingress(struct __sk_buff *skb)
 		return TC_ACT_OK;
 
 	struct pkt p = {};
-	int r = parse(skb, &p);
+	int r = parse_direct(skb, &p);
+	if (r != PARSE_OK)
+		r = parse(skb, &p);
 
 	if (r == PARSE_PASS)
 		return TC_ACT_OK;
