@@ -28,19 +28,19 @@
 //   icmp.h        echo replies, ICMP errors about tracked flows
 //   nat64_icmp.h  ICMP errors across families, fragmentation needed
 //   frag.h        later IP fragments follow their first one
-//   fastpath.h    established TCP/UDP by direct packet access (ct_fast)
+//   fastpath.h    established packets by direct packet access (ct_fast)
 //
 // Design notes (the why):
-//   - Headers are read by direct packet access in the common case (an
-//     untagged linear frame, IPv4 unfragmented or IPv6 without extension
-//     headers, TCP/UDP/SCTP: parse_direct) and by bpf_skb_load_bytes into
-//     stack copies otherwise (VLAN tags, extension headers, fragments,
-//     ICMP, headers outside the linear part, anything malformed), which
-//     keeps the general parse simple for the 5.15 verifier. The miss check
+//   - Headers are read by direct packet access at constant offsets in the
+//     common case (untagged, IPv4 without options, unfragmented, or IPv6
+//     without extension headers; TCP/UDP/SCTP: parse_direct) and else by
+//     bpf_skb_load_bytes into stack copies (VLAN tags, options, extension
+//     headers, fragments, ICMP, non-linear or malformed), which keeps the
+//     general parse simple for the 5.15/6.1 verifiers. The miss check
 //     (lib/filter.h) reads fixed offsets directly before either.
 //   - Writes go through bpf_skb_store_bytes and the csum helpers, which keep
 //     skb->csum coherent for CHECKSUM_COMPLETE devices, except on the
-//     established TCP/UDP fast path (lib/fastpath.h): it writes headers
+//     established fast path (lib/fastpath.h): it writes headers
 //     directly and leaves only the L4 checksum to bpf_l4_csum_replace, the
 //     one step that depends on skb->ip_summed.
 //   - Conntrack holds both directions; each entry carries the full translation

@@ -41,19 +41,20 @@ func zeroingPayload(t *testing.T, p pkt, out func(pkt) []byte) pkt {
 }
 
 // TestEstablishedFastPathIsByteExact: once the first packet of an
-// established flow has cached its next hop, the flow's TCP and UDP packets
-// take the fast path (bpf/lib/fastpath.h: direct packet access, the L4
-// checksum updated at once). Each must leave exactly as the helper-based
-// path makes it, in both directions and every mode that rewrites: payloads
-// of odd and even length, checksums swept by the sequence number, a
-// translated checksum of 0x0000, a UDP/IPv4 datagram without checksum, an
-// IPv6 extension header, and the counters of every packet.
+// established flow has cached its next hop, the flow's TCP, UDP and SCTP
+// packets take the fast path (bpf/lib/fastpath.h: direct packet access,
+// the L4 checksum updated at once, the CRC32c by its delta). Each must
+// leave exactly as the helper-based path makes it, in both directions and
+// every mode that rewrites: payloads of odd and even length, checksums
+// swept by the sequence number, a translated checksum of 0x0000, a
+// UDP/IPv4 datagram without checksum, an IPv6 extension header, SCTP DATA
+// chunks of several sizes, and the counters of every packet.
 func TestEstablishedFastPathIsByteExact(t *testing.T) {
 	e := newEnv(t)
 	lb1 := e.ifindex("lb1")
 	id := uint32(400)
 	for _, mode := range []Mode{ModeDefault, ModeOneArm, ModeFullNAT} {
-		for _, proto := range []Proto{ProtoTCP, ProtoUDP} {
+		for _, proto := range []Proto{ProtoTCP, ProtoUDP, ProtoSCTP} {
 			for _, v6 := range []bool{false, true} {
 				fam := "v4"
 				if v6 {
@@ -73,7 +74,7 @@ func TestEstablishedFastPathIsByteExact(t *testing.T) {
 					first := pkt{srcMAC: clientMAC, dstMAC: lbMAC0, src: client, dst: vip, proto: uint8(proto),
 						sport: cport, dport: vport, ttl: 64}
 					reply := pkt{srcMAC: epMAC(0), dstMAC: lbMAC1, src: ep, proto: uint8(proto), sport: epPort, ttl: 64}
-					first, reply, _ = openingPackets(proto, first, reply)
+					first, reply, second := openingPackets(proto, first, reply)
 					if ret, out := e.run(first.frame()); ret != actRedirect {
 						t.Fatalf("first packet: verdict %d, out %x", ret, out)
 					}
@@ -104,7 +105,7 @@ func TestEstablishedFastPathIsByteExact(t *testing.T) {
 
 					const n = 12
 					for i := 0; i < n; i++ {
-						o, r := first, reply
+						o, r := second, reply
 						o.tcpFlags, r.tcpFlags = 0, 0
 						if proto == ProtoTCP {
 							o.tcpFlags, r.tcpFlags = tcpACK|tcpPSH, tcpACK
@@ -118,6 +119,10 @@ func TestEstablishedFastPathIsByteExact(t *testing.T) {
 						}
 						for j := range r.payload {
 							r.payload[j] = byte(i*17 + j*3)
+						}
+						if proto == ProtoSCTP {
+							o.payload, r.payload = nil, nil
+							o.sctpChunks, r.sctpChunks = sctpData(1+i*13), sctpData(4+i*9)
 						}
 						switch {
 						case i == 3 && proto == ProtoTCP:

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
-// The established fast path (ct_fast): a TCP or UDP packet of a tracked
-// same-family flow whose next hop is cached is rewritten and forwarded by
-// direct packet access. Everything else, and anything this path is not sure
+// The established fast path (ct_fast): a TCP, UDP or SCTP packet of a
+// tracked same-family flow whose next hop is cached is rewritten and
+// forwarded by direct packet access. Everything else, and anything this path is not sure
 // of, takes ct_established (lb.c), which it mirrors step for step.
 #ifndef LB_FASTPATH_H
 #define LB_FASTPATH_H
@@ -92,26 +92,35 @@ static __always_inline void ct_account(struct __sk_buff *skb, const struct pkt *
 	count_ep(ct->svc * LB_MAX_EPS + ct->ep, len, 0);
 }
 
-// Highest L4 offset the fast path takes (Ethernet, two VLAN tags, an IPv4
-// header with options or IPv6 with extension headers): a bound the
-// verifier can check packet pointers against.
-#define FAST_L4_MAX 256
-
 // Writes the flow's addresses, ports, TTL and cached MACs into the packet
-// and fixes the IP header checksum; *ad and *pd get the L4 checksum
-// differences of the address (pseudo-header) and port changes, 0 when
-// nothing changed. 0, or -1 when the headers are not all in the linear
-// part (nothing written then).
+// and fixes the IP header checksum, and for SCTP the CRC32c (crcd: the
+// change the new ports make); for TCP and UDP *ad and *pd get the L4
+// checksum differences of the address (pseudo-header) and port changes, 0
+// when nothing changed. 0, or -1 when the headers are not all in the
+// linear part (nothing written then).
 static __always_inline int fast_write(struct __sk_buff *skb, const struct pkt *p, const struct ct_val *ct,
-				      __u32 *ad, __u32 *pd)
+				      __u32 crcd, __u32 *ad, __u32 *pd)
 {
 	void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
-	__u32 l3 = p->l3_off, l4 = p->l4_off;
+	__u32 *ports;
 
-	if (l4 > FAST_L4_MAX || l3 > l4)
+	// Untagged, IPv4 without options, IPv6 without extension headers:
+	// every packet pointer at a constant offset, which 6.1's verifier
+	// follows (variable ones it lost).
+	if (p->l3_off != ETH_HLEN)
 		return -1;
-	__u32 *ports = data + l4;
-	if ((void *)(ports + 1) > end || data + ETH_HLEN > end)
+	if (p->family == AF_INET) {
+		if (p->l4_off != ETH_HLEN + IP4_HLEN)
+			return -1;
+		ports = data + ETH_HLEN + IP4_HLEN;
+	} else {
+		if (p->l4_off != ETH_HLEN + IP6_HLEN)
+			return -1;
+		ports = data + ETH_HLEN + IP6_HLEN;
+	}
+	// TCP and UDP: ports (8 bytes: UDP's header); SCTP: ports, verification
+	// tag, CRC32c.
+	if ((void *)(ports + 3) > end)
 		return -1;
 	__u32 np = ports32(ct->nat_sport, ct->nat_dport);
 	__u32 op = *ports;
@@ -121,7 +130,7 @@ static __always_inline int fast_write(struct __sk_buff *skb, const struct pkt *p
 	__u64 d = 0;
 	int changed = 0;
 	if (p->family == AF_INET) {
-		struct iphdr *ip = data + l3;
+		struct iphdr *ip = data + ETH_HLEN;
 		if ((void *)(ip + 1) > end)
 			return -1;
 		__u32 os = ip->saddr, od = ip->daddr;
@@ -137,7 +146,7 @@ static __always_inline int fast_write(struct __sk_buff *skb, const struct pkt *p
 		ip->daddr = nd[3];
 		*tw = nw;
 	} else {
-		struct ipv6hdr *ip6 = data + l3;
+		struct ipv6hdr *ip6 = data + ETH_HLEN;
 		if ((void *)(ip6 + 1) > end)
 			return -1;
 		__u32 *s = ip6->saddr.in6_u.u6_addr32, *t = ip6->daddr.in6_u.u6_addr32;
@@ -154,32 +163,62 @@ static __always_inline int fast_write(struct __sk_buff *skb, const struct pkt *p
 		ip6->hop_limit = p->ttl - 1;
 	}
 	*ad = changed ? csum_diff_of(d) : 0;
+	if (p->proto == IPPROTO_SCTP) {
+		if (op != np)
+			ports[2] ^= crcd;
+	}
 	*ports = np;
 	__builtin_memcpy(data, ct->fib_macs, 2 * ETH_ALEN);
 	return 0;
 }
 
-// An established TCP/UDP packet, entirely: counters and state as
-// ct_established, then the rewrite and the cached forward by direct packet
-// access. LB_NEXT_SLOW, before anything is counted or written, when the
-// packet needs more than that (DSR, NAT64, fragments, expiring TTL, no
-// cached next hop, headers outside the linear part): ct_established then.
+// An SCTP packet ct_established would do more with than rewrite and
+// forward: a chunk it checks (ASCONF, AUTH, unknown), the handshake chunks
+// (address parameters), a service with path failover (mh_steer).
+static __always_inline int sctp_needs_slow(const struct pkt *p, const struct ct_val *ct)
+{
+	__u8 c = p->chunk_type;
+	if (c >= 0x80 || c == SCTP_AUTH || c == SCTP_INIT || c == SCTP_INIT_ACK)
+		return 1;
+	if (!ct->vtag_client)
+		return 0;
+	__u32 svc = ct->svc;
+	struct svc_info *si = bpf_map_lookup_elem(&svc_infos, &svc);
+	return si && (si->flags & SVC_F_PATH_FAILOVER);
+}
+
+// An established packet, entirely: counters and state as ct_established,
+// then the rewrite and the cached forward by direct packet access.
+// LB_NEXT_SLOW, before anything is counted or written, when the packet
+// needs more than that (DSR, NAT64, fragments, expiring TTL, no cached next
+// hop, headers outside the linear part, SCTP as sctp_needs_slow says):
+// ct_established then.
 static __noinline int ct_fast(struct __sk_buff *skb, const struct pkt *p, struct ct_val *ct)
 {
-	if (p->proto != IPPROTO_TCP && p->proto != IPPROTO_UDP)
+	if (p->proto != IPPROTO_TCP && p->proto != IPPROTO_UDP && p->proto != IPPROTO_SCTP)
 		return LB_NEXT_SLOW;
 	if (p->ttl <= 1 || p->frag != FRAG_NONE || (ct->flags & CT_F_DSR) || nat64_crosses(p, ct->nat_dst))
+		return LB_NEXT_SLOW;
+	if (p->proto == IPPROTO_SCTP && sctp_needs_slow(p, ct))
 		return LB_NEXT_SLOW;
 	__u64 now = lb_now();
 	// forward()'s cache test, with the last_seen it would see.
 	if (!ct->fib_ns || now - ct->fib_ns >= LB_FIB_CACHE_NS)
 		return LB_NEXT_SLOW;
+	// The CRC32c change of new ports (as rewrite computes it), before any
+	// packet pointer is taken: crc32c_delta is a global function.
+	__u32 crcd = 0;
+	if (p->proto == IPPROTO_SCTP && (ct->nat_sport != p->sport || ct->nat_dport != p->dport))
+		crcd = crc32c_delta(ports32(p->sport, p->dport) ^ ports32(ct->nat_sport, ct->nat_dport),
+				    p->ip_end - p->l4_off);
 	__u32 ad, pd;
-	if (fast_write(skb, p, ct, &ad, &pd))
+	if (fast_write(skb, p, ct, crcd, &ad, &pd))
 		return LB_NEXT_SLOW;
 	// Counted after the writes, which nothing here reads: only the
 	// packet's length is, and that does not change.
 	ct_account(skb, p, ct, now);
+	if (p->proto == IPPROTO_SCTP)
+		return bpf_redirect(ct->fib_ifindex, 0);
 	__u64 flags = 0;
 	__u32 coff;
 	if (p->proto == IPPROTO_TCP) {

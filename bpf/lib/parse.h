@@ -222,7 +222,7 @@ static __always_inline int parse(struct __sk_buff *skb, struct pkt *p)
 }
 
 // The common case without helpers: an untagged Ethernet frame carrying IPv4
-// (not fragmented) or IPv6 (no extension header) with a TCP, UDP or SCTP
+// (no options, not fragmented) or IPv6 (no extension header) with a TCP, UDP or SCTP
 // header in the linear part. Applies parse()'s checks and fills p as parse()
 // would, writing p only once every check passed; PARSE_PASS (nothing
 // written) means "not sure": the caller runs parse(), which also gives
@@ -244,7 +244,9 @@ static __noinline int parse_direct(struct __sk_buff *skb, struct pkt *p)
 			return PARSE_PASS;
 		__u32 ihl = ip->ihl * 4;
 		__u32 tot = bpf_ntohs(ip->tot_len);
-		if (ip->version != 4 || ihl < IP4_HLEN || tot < ihl || ETH_HLEN + tot > skb->len ||
+		// No options: every packet pointer then sits at a constant
+		// offset, which 6.1's verifier follows (a variable one it lost).
+		if (ip->version != 4 || ihl != IP4_HLEN || tot < ihl || ETH_HLEN + tot > skb->len ||
 		    (ip->frag_off & bpf_htons(IP_OFFSET | IP_MF)))
 			return PARSE_PASS;
 		proto = ip->protocol;
@@ -252,7 +254,8 @@ static __noinline int parse_direct(struct __sk_buff *skb, struct pkt *p)
 		src4 = ip->saddr;
 		dst4 = ip->daddr;
 		ip_end = ETH_HLEN + tot;
-		l4 = ETH_HLEN + ihl;
+		l4 = ETH_HLEN + IP4_HLEN;
+		l4p = data + ETH_HLEN + IP4_HLEN;
 	} else if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
 		ip6 = (void *)(eth + 1);
 		if ((void *)(ip6 + 1) > end)
@@ -264,13 +267,13 @@ static __noinline int parse_direct(struct __sk_buff *skb, struct pkt *p)
 		ttl = ip6->hop_limit;
 		ip_end = ETH_HLEN + IP6_HLEN + plen;
 		l4 = ETH_HLEN + IP6_HLEN;
+		l4p = data + ETH_HLEN + IP6_HLEN;
 	} else {
 		return PARSE_PASS;
 	}
-	if (l4 > ip_end || l4 > ETH_HLEN + 60) // the second for the verifier
+	if (l4 > ip_end)
 		return PARSE_PASS;
 	__u32 avail = ip_end - l4;
-	l4p = data + l4;
 	__u8 tcp_flags = 0, chunk_type = 0;
 	__u32 init_tag = 0, vtag = 0;
 	switch (proto) {
