@@ -228,7 +228,8 @@ static __always_inline int parse(struct __sk_buff *skb, struct pkt *p)
 // written) means "not sure": the caller runs parse(), which also gives
 // malformed packets their verdict. A subprogram of its own, so that its
 // registers do not grow the frame of tc_ingress (on the deepest call chain).
-static __noinline int parse_direct(struct __sk_buff *skb, struct pkt *p)
+// Marked unused: sock.c includes this header for struct pkt and never parses.
+static __noinline __attribute__((unused)) int parse_direct(struct __sk_buff *skb, struct pkt *p)
 {
 	void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
 	struct ethhdr *eth = data;
