@@ -9,7 +9,8 @@
 // is what a single file would give):
 //   proto.h       protocol numbers and constants
 //   maps.h        every map and the per-CPU scratch values
-//   parse.h       struct pkt: Ethernet/VLAN, IPv4, IPv6, L4 headers
+//   parse.h       struct pkt: Ethernet/VLAN, IPv4, IPv6, L4 headers (the
+//                 common case by direct packet access: parse_direct)
 //   helpers.h     counters, clock, address helpers, flow hash
 //   filter.h      address filter: misses passed before parsing
 //   csum.h        Internet checksum, IPv4 header builder, SCTP CRC32c
@@ -27,16 +28,21 @@
 //   icmp.h        echo replies, ICMP errors about tracked flows
 //   nat64_icmp.h  ICMP errors across families, fragmentation needed
 //   frag.h        later IP fragments follow their first one
+//   fastpath.h    established packets by direct packet access (ct_fast)
 //
 // Design notes (the why):
-//   - Headers are read with bpf_skb_load_bytes into stack copies rather than
-//     direct packet access: offsets are variable (VLAN, IPv4 options, IPv6
-//     extension headers) and helper reads keep the 5.15 verifier simple. The
-//     one exception is the miss check (lib/filter.h): fixed offsets of an
-//     untagged linear frame, read directly because it must cost next to
-//     nothing; anything else falls through to the helper-based parse.
-//   - Every write goes through bpf_skb_store_bytes and the csum helpers, which
-//     keep skb->csum coherent for CHECKSUM_COMPLETE devices.
+//   - Headers are read by direct packet access at constant offsets in the
+//     common case (untagged, IPv4 without options, unfragmented, or IPv6
+//     without extension headers; TCP/UDP/SCTP: parse_direct) and else by
+//     bpf_skb_load_bytes into stack copies (VLAN tags, options, extension
+//     headers, fragments, ICMP, non-linear or malformed), which keeps the
+//     general parse simple for the 5.15/6.1 verifiers. The miss check
+//     (lib/filter.h) reads fixed offsets directly before either.
+//   - Writes go through bpf_skb_store_bytes and the csum helpers, which keep
+//     skb->csum coherent for CHECKSUM_COMPLETE devices, except on the
+//     established fast path (lib/fastpath.h): it writes headers
+//     directly and leaves only the L4 checksum to bpf_l4_csum_replace, the
+//     one step that depends on skb->ip_summed.
 //   - Conntrack holds both directions; each entry carries the full translation
 //     to apply, so the hot path is one hash lookup and a few stores.
 #include <linux/bpf.h>
@@ -72,21 +78,13 @@ char __license[] SEC("license") = "Dual BSD/GPL";
 #include "lib/icmp.h"
 #include "lib/nat64_icmp.h"
 #include "lib/frag.h"
+#include "lib/fastpath.h"
 
 /* Flow setup: established packets, new connections, the programs. */
 
 static __noinline int ct_established(struct __sk_buff *skb, struct pkt *p, struct ct_val *ct)
 {
-	__u64 len = skb->len;
-
-	// Plain increments: each direction's entry is normally hit by one RX
-	// queue, and a rare lost update beats a locked add per packet.
-	ct->last_seen = lb_now();
-	ct->packets += 1;
-	ct->bytes += len;
-	ct_track(p, ct);
-	count(&svc_stats, ct->svc, len, 0);
-	count_ep(ct->svc * LB_MAX_EPS + ct->ep, len, 0);
+	ct_account(skb, p, ct, lb_now());
 
 	if (p->ttl <= 1)
 		return TC_ACT_OK; // the stack answers with time exceeded
@@ -325,7 +323,9 @@ int tc_ingress(struct __sk_buff *skb)
 		return TC_ACT_OK;
 
 	struct pkt p = {};
-	int r = parse(skb, &p);
+	int r = parse_direct(skb, &p);
+	if (r != PARSE_OK)
+		r = parse(skb, &p);
 
 	if (r == PARSE_PASS)
 		return TC_ACT_OK;
@@ -363,8 +363,12 @@ int tc_ingress(struct __sk_buff *skb)
 	k.dport = p.dport;
 	k.proto = p.proto;
 	struct ct_val *ct = bpf_map_lookup_elem(&conntrack, &k);
-	if (ct && !starts_new(&p, ct))
+	if (ct && !starts_new(&p, ct)) {
+		r = ct_fast(skb, &p, ct);
+		if (r != LB_NEXT_SLOW)
+			return r;
 		return ct_established(skb, &p, ct);
+	}
 	if (p.frag == FRAG_LATER)
 		return TC_ACT_OK;
 	if (!ct && p.proto == IPPROTO_SCTP && p.chunk_type == SCTP_INIT_ACK) {

@@ -22,6 +22,9 @@ enum lb_next {
 	// icmp_error: an error about a NAT64 flow, its translation in
 	// nat64_scratch: rebuild it with nat64_icmp.
 	LB_NEXT_NAT64_ICMP,
+	// ct_fast: the packet needs the full established path (ct_established);
+	// nothing was counted or written.
+	LB_NEXT_SLOW,
 };
 
 static __always_inline void count_drop(__u32 reason)

@@ -2,6 +2,7 @@ package capture
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/hex"
 	"fmt"
 	"net/netip"
@@ -298,5 +299,137 @@ func TestPacketSocketOn(t *testing.T) {
 				t.Errorf("got %v, want %v", got, tc.want)
 			}
 		})
+	}
+}
+
+// tcpFrame is an Ethernet/IPv6 or IPv4/TCP frame (ACK, 20-byte header)
+// with the given payload and its checksum field set to sum.
+func tcpFrame(v6 bool, payload []byte, sum uint16) []byte {
+	src, dst := netip.MustParseAddr("fd77:1::2"), netip.MustParseAddr("fd77:100::1")
+	if !v6 {
+		src, dst = netip.MustParseAddr("10.77.1.2"), netip.MustParseAddr("10.77.100.1")
+	}
+	tcp := make([]byte, 20+len(payload))
+	binary.BigEndian.PutUint16(tcp[0:], 46926)
+	binary.BigEndian.PutUint16(tcp[2:], 8080)
+	binary.BigEndian.PutUint32(tcp[4:], 1)
+	binary.BigEndian.PutUint32(tcp[8:], 1)
+	tcp[12] = 5 << 4
+	tcp[13] = 0x10 // ACK
+	binary.BigEndian.PutUint16(tcp[14:], 502)
+	copy(tcp[20:], payload)
+	binary.BigEndian.PutUint16(tcp[16:], sum)
+	f := []byte{2, 0x77, 0, 0, 0, 2, 2, 0x77, 0, 0, 0, 1}
+	if v6 {
+		f = append(f, 0x86, 0xdd, 0x60, 0, 0, 0, byte(len(tcp)>>8), byte(len(tcp)), 6, 64)
+		f = append(f, src.AsSlice()...)
+		f = append(f, dst.AsSlice()...)
+	} else {
+		ip := []byte{0x45, 0, byte((20 + len(tcp)) >> 8), byte(20 + len(tcp)), 0, 0, 0x40, 0, 64, 6, 0, 0}
+		ip = append(ip, src.AsSlice()...)
+		ip = append(ip, dst.AsSlice()...)
+		binary.BigEndian.PutUint16(ip[10:], ^onesSum(0, ip))
+		f = append(append(f, 0x08, 0x00), ip...)
+	}
+	return append(f, tcp...)
+}
+
+// onesSum adds b to s in one's complement, folded to 16 bits.
+func onesSum(s uint32, b []byte) uint16 {
+	for i := 0; i+1 < len(b); i += 2 {
+		s += uint32(binary.BigEndian.Uint16(b[i:]))
+	}
+	if len(b)%2 == 1 {
+		s += uint32(b[len(b)-1]) << 8
+	}
+	for s > 0xffff {
+		s = s&0xffff + s>>16
+	}
+	return uint16(s)
+}
+
+// tcpSum is the TCP checksum of frame (built by tcpFrame, field ignored).
+func tcpSum(v6 bool, frame []byte) uint16 {
+	var src, dst, tcp []byte
+	if v6 {
+		src, dst, tcp = frame[22:38], frame[38:54], append([]byte(nil), frame[54:]...)
+	} else {
+		src, dst, tcp = frame[26:30], frame[30:34], append([]byte(nil), frame[34:]...)
+	}
+	tcp[16], tcp[17] = 0, 0
+	pseudo := append(append(append([]byte(nil), src...), dst...), 0, 6, byte(len(tcp)>>8), byte(len(tcp)))
+	return ^onesSum(uint32(onesSum(uint32(onesSum(0, pseudo)), tcp)), nil)
+}
+
+// writePcap writes frames as a pcap file (Ethernet) and returns its path.
+func writePcap(t *testing.T, frames ...[]byte) string {
+	t.Helper()
+	b := binary.LittleEndian.AppendUint32(nil, 0xa1b2c3d4)
+	b = binary.LittleEndian.AppendUint16(b, 2)
+	b = binary.LittleEndian.AppendUint16(b, 4)
+	b = append(b, make([]byte, 8)...)
+	b = binary.LittleEndian.AppendUint32(b, 65535)
+	b = binary.LittleEndian.AppendUint32(b, 1)
+	for i, f := range frames {
+		b = binary.LittleEndian.AppendUint32(b, uint32(i+1))
+		b = binary.LittleEndian.AppendUint32(b, 0)
+		b = binary.LittleEndian.AppendUint32(b, uint32(len(f)))
+		b = binary.LittleEndian.AppendUint32(b, uint32(len(f)))
+		b = append(b, f...)
+	}
+	file := filepath.Join(t.TempDir(), "tcp.pcap")
+	if err := os.WriteFile(file, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return file
+}
+
+// A TCP segment whose checksum is 0x0000 may carry 0xffff (Linux's
+// software checksum writes it, the same value in one's complement): good.
+// Any other wrong value, 0xffff where the checksum is not 0 included, is
+// bad. IPv4 and IPv6.
+func TestChecksumsAcceptTCPNegativeZero(t *testing.T) {
+	requireTools(t, "tshark")
+	for _, v6 := range []bool{false, true} {
+		// A payload whose last two bytes make the checksum 0x0000.
+		payload := []byte("GET / HTTP/1.1\r\n\x00\x00")
+		f := tcpFrame(v6, payload, 0)
+		c := tcpSum(v6, f)
+		binary.BigEndian.PutUint16(payload[len(payload)-2:], c)
+		zero := tcpFrame(v6, payload, 0)
+		if got := tcpSum(v6, zero); got != 0 {
+			t.Fatalf("v6=%v: crafted payload gives checksum %#04x, want 0", v6, got)
+		}
+		other := tcpFrame(v6, []byte("GET / HTTP/1.1\r\n"), 0)
+		otherSum := tcpSum(v6, other)
+		if otherSum == 0 {
+			t.Fatal("second frame's checksum is 0 too")
+		}
+		frames := [][]byte{
+			zero,                          // 1: 0x0000, right
+			tcpFrame(v6, payload, 0xffff), // 2: 0xffff for 0x0000: good
+			tcpFrame(v6, []byte("GET / HTTP/1.1\r\n"), otherSum),   // 3: right
+			tcpFrame(v6, []byte("GET / HTTP/1.1\r\n"), 0xffff),     // 4: 0xffff for another value: bad
+			tcpFrame(v6, []byte("GET / HTTP/1.1\r\n"), otherSum^1), // 5: bad
+			tcpFrame(v6, payload, 0x0001),                          // 6: bad
+		}
+		rep, err := Checksums(context.Background(), writePcap(t, frames...))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var bad []int
+		for _, f := range rep.Bad {
+			bad = append(bad, f.Number)
+		}
+		if !reflect.DeepEqual(bad, []int{4, 5, 6}) {
+			t.Errorf("v6=%v: bad frames %v, want [4 5 6]", v6, bad)
+		}
+		wantGood := 3 // TCP of frames 1-3
+		if !v6 {
+			wantGood += 6 // every IPv4 header
+		}
+		if rep.Good != wantGood {
+			t.Errorf("v6=%v: %d good checksums, want %d", v6, rep.Good, wantGood)
+		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -385,8 +386,47 @@ func checkCapturedChecksums(t *testing.T, e *Env) {
 			}
 			if len(rep.Bad) > 0 || rep.Good == 0 {
 				t.Errorf("%s: %d frames with bad checksums %v, %d good checksums", c.Iface, len(rep.Bad), rep.Bad, rep.Good)
+				describeBadFrames(t, c.File, rep.Bad)
 			}
 			t.Logf("%s: %d checksums verified by tshark", c.Iface, rep.Good)
 		}
 	})
+}
+
+// describeBadFrames logs what tshark says of each frame with a bad checksum
+// (addresses, ports, flags, the checksum found and the one expected) and,
+// with TELCOLB_KEEP_CAPTURES=dir, keeps the capture there: a bad checksum
+// seen once is otherwise gone with the test's temporary directory.
+func describeBadFrames(t *testing.T, file string, bad []capture.Frame) {
+	t.Helper()
+	ctx := context.Background()
+	for i, f := range bad {
+		if i == 10 {
+			break
+		}
+		rows, err := capture.Fields(ctx, file, fmt.Sprintf("frame.number == %d", f.Number),
+			"frame.time_relative", "ip.src", "ip.dst", "ipv6.src", "ipv6.dst", "ip.ttl", "ip.checksum",
+			"tcp.srcport", "tcp.dstport", "tcp.flags.str", "tcp.len", "tcp.checksum", "tcp.checksum_calculated",
+			"udp.srcport", "udp.dstport", "udp.checksum", "udp.checksum_calculated")
+		if err != nil {
+			t.Logf("frame %d: %v", f.Number, err)
+			continue
+		}
+		t.Logf("bad frame %d (%s): %q", f.Number, f.Protocol, rows)
+	}
+	if dir := os.Getenv("TELCOLB_KEEP_CAPTURES"); dir != "" {
+		dst := filepath.Join(dir, fmt.Sprintf("%s-%d-%s", strings.ReplaceAll(t.Name(), "/", "_"),
+			time.Now().UnixNano(), filepath.Base(file)))
+		b, err := os.ReadFile(file)
+		if err == nil {
+			if err = os.MkdirAll(dir, 0o755); err == nil {
+				err = os.WriteFile(dst, b, 0o644)
+			}
+		}
+		if err != nil {
+			t.Logf("keeping the capture: %v", err)
+			return
+		}
+		t.Logf("capture kept: %s", dst)
+	}
 }

@@ -1,0 +1,239 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+// The established fast path (ct_fast): a TCP, UDP or SCTP packet of a
+// tracked same-family flow whose next hop is cached is rewritten and
+// forwarded by direct packet access. Everything else, and anything this path is not sure
+// of, takes ct_established (lb.c), which it mirrors step for step.
+#ifndef LB_FASTPATH_H
+#define LB_FASTPATH_H
+
+#include <linux/bpf.h>
+#include <linux/pkt_cls.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+#include "lib/proto.h"
+#include "lib/maps.h"
+#include "lib/helpers.h"
+#include "lib/parse.h"
+#include "lib/csum.h"
+#include "lib/conntrack.h"
+#include "lib/nat64.h"
+
+/* Checksums without helpers.
+ *
+ * The IPv4 header checksum covers only the header: it is written directly
+ * (RFC 1624: HC' = ~(~HC + ~m + m')), which is what bpf_l3_csum_replace
+ * does, and skb->csum of a CHECKSUM_COMPLETE packet needs no change for it
+ * (the header's sum is unchanged, the field absorbs the difference).
+ *
+ * The TCP/UDP checksum keeps its helper, bpf_l4_csum_replace, called with
+ * the whole difference at once (size 0) instead of once per field: only the
+ * helper sees skb->ip_summed. With CHECKSUM_PARTIAL the field holds the
+ * pseudo-header sum only, so the address change (BPF_F_PSEUDO_HDR) is
+ * applied to it in the other sense and the port change not at all; with
+ * CHECKSUM_COMPLETE the address change also goes into skb->csum. Two calls
+ * (pseudo-header part, ports part) give exactly what the per-field calls of
+ * rewrite() give.
+ *
+ * One's-complement sums are taken over 32-bit words as they lie in memory,
+ * like the kernel's csum_* functions; the folded result is the unique
+ * representative of its class, so one combined update writes the same bytes
+ * as the sequence of updates it replaces.
+ */
+// Sums are taken in 64 bits, so no carry is lost on the way, and folded
+// once at the end (2^32 and 2^16 are both 1 modulo 0xffff).
+static __always_inline __u32 csum_fold64(__u64 s)
+{
+	s = (s & 0xffffffff) + (s >> 32);
+	s = (s & 0xffffffff) + (s >> 32);
+	return csum_fold32((__u32)s) & 0xffff;
+}
+
+// Adds to s the difference of replacing the 32-bit word o by n.
+static __always_inline __u64 csum_repl32(__u64 s, __u32 o, __u32 n)
+{
+	return s + (__u32)~o + n;
+}
+
+// Adds to s the difference of replacing the 16-bit word o by n.
+static __always_inline __u64 csum_repl16(__u64 s, __u16 o, __u16 n)
+{
+	return s + (__u16)~o + n;
+}
+
+// A 32-bit difference for bpf_l4_csum_replace (it adds it as a __wsum).
+static __always_inline __u32 csum_diff_of(__u64 s)
+{
+	return csum_fold64(s);
+}
+
+// Applies the difference s to a 16-bit checksum field's value.
+static __always_inline __u16 csum_apply(__u16 check, __u64 s)
+{
+	return (__u16)~csum_fold64(s + (__u16)~check);
+}
+
+// Counters, clock and state of an established packet: ct_established's
+// first steps, shared so both paths count alike.
+static __always_inline void ct_account(struct __sk_buff *skb, const struct pkt *p, struct ct_val *ct,
+				       __u64 now)
+{
+	__u64 len = skb->len;
+
+	// Plain increments: each direction's entry is normally hit by one RX
+	// queue, and a rare lost update beats a locked add per packet.
+	ct->last_seen = now;
+	ct->packets += 1;
+	ct->bytes += len;
+	ct_track(p, ct);
+	count(&svc_stats, ct->svc, len, 0);
+	count_ep(ct->svc * LB_MAX_EPS + ct->ep, len, 0);
+}
+
+// Writes the flow's addresses, ports, TTL and cached MACs into the packet
+// and fixes the IP header checksum, and for SCTP the CRC32c (crcd: the
+// change the new ports make); for TCP and UDP *ad and *pd get the L4
+// checksum differences of the address (pseudo-header) and port changes, 0
+// when nothing changed. 0, or -1 when the headers are not all in the
+// linear part (nothing written then).
+static __always_inline int fast_write(struct __sk_buff *skb, const struct pkt *p, const struct ct_val *ct,
+				      __u32 crcd, __u32 *ad, __u32 *pd)
+{
+	void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
+	__u32 *ports;
+
+	// Untagged, IPv4 without options, IPv6 without extension headers:
+	// every packet pointer at a constant offset, which 6.1's verifier
+	// follows (variable ones it lost).
+	if (p->l3_off != ETH_HLEN)
+		return -1;
+	if (p->family == AF_INET) {
+		if (p->l4_off != ETH_HLEN + IP4_HLEN)
+			return -1;
+		ports = data + ETH_HLEN + IP4_HLEN;
+	} else {
+		if (p->l4_off != ETH_HLEN + IP6_HLEN)
+			return -1;
+		ports = data + ETH_HLEN + IP6_HLEN;
+	}
+	// TCP and UDP: ports (8 bytes: UDP's header); SCTP: ports, verification
+	// tag, CRC32c.
+	if ((void *)(ports + 3) > end)
+		return -1;
+	__u32 np = ports32(ct->nat_sport, ct->nat_dport);
+	__u32 op = *ports;
+	*pd = op != np ? csum_diff_of(csum_repl32(0, op, np)) : 0;
+
+	const __u32 *ns = (const __u32 *)ct->nat_src, *nd = (const __u32 *)ct->nat_dst;
+	__u64 d = 0;
+	int changed = 0;
+	if (p->family == AF_INET) {
+		struct iphdr *ip = data + ETH_HLEN;
+		if ((void *)(ip + 1) > end)
+			return -1;
+		__u32 os = ip->saddr, od = ip->daddr;
+		changed = os != ns[3] || od != nd[3];
+		d = csum_repl32(csum_repl32(0, os, ns[3]), od, nd[3]);
+		// TTL and protocol share a 16-bit word of the header sum.
+		// Little-endian load: the TTL is the low byte.
+		__u16 *tw = (__u16 *)&ip->ttl;
+		__u16 ow = *tw;
+		__u16 nw = (ow & 0xff00) | (__u8)(p->ttl - 1);
+		ip->check = csum_apply(ip->check, csum_repl16(d, ow, nw));
+		ip->saddr = ns[3];
+		ip->daddr = nd[3];
+		*tw = nw;
+	} else {
+		struct ipv6hdr *ip6 = data + ETH_HLEN;
+		if ((void *)(ip6 + 1) > end)
+			return -1;
+		__u32 *s = ip6->saddr.in6_u.u6_addr32, *t = ip6->daddr.in6_u.u6_addr32;
+#pragma unroll
+		for (int i = 0; i < 4; i++) {
+			changed |= s[i] != ns[i] || t[i] != nd[i];
+			d = csum_repl32(csum_repl32(d, s[i], ns[i]), t[i], nd[i]);
+		}
+#pragma unroll
+		for (int i = 0; i < 4; i++) {
+			s[i] = ns[i];
+			t[i] = nd[i];
+		}
+		ip6->hop_limit = p->ttl - 1;
+	}
+	*ad = changed ? csum_diff_of(d) : 0;
+	if (p->proto == IPPROTO_SCTP) {
+		if (op != np)
+			ports[2] ^= crcd;
+	}
+	*ports = np;
+	__builtin_memcpy(data, ct->fib_macs, 2 * ETH_ALEN);
+	return 0;
+}
+
+// An SCTP packet ct_established would do more with than rewrite and
+// forward: a chunk it checks (ASCONF, AUTH, unknown), the handshake chunks
+// (address parameters), a service with path failover (mh_steer).
+static __always_inline int sctp_needs_slow(const struct pkt *p, const struct ct_val *ct)
+{
+	__u8 c = p->chunk_type;
+	if (c >= 0x80 || c == SCTP_AUTH || c == SCTP_INIT || c == SCTP_INIT_ACK)
+		return 1;
+	if (!ct->vtag_client)
+		return 0;
+	__u32 svc = ct->svc;
+	struct svc_info *si = bpf_map_lookup_elem(&svc_infos, &svc);
+	return si && (si->flags & SVC_F_PATH_FAILOVER);
+}
+
+// An established packet, entirely: counters and state as ct_established,
+// then the rewrite and the cached forward by direct packet access.
+// LB_NEXT_SLOW, before anything is counted or written, when the packet
+// needs more than that (DSR, NAT64, fragments, expiring TTL, no cached next
+// hop, headers outside the linear part, SCTP as sctp_needs_slow says):
+// ct_established then.
+static __noinline int ct_fast(struct __sk_buff *skb, const struct pkt *p, struct ct_val *ct)
+{
+	if (p->proto != IPPROTO_TCP && p->proto != IPPROTO_UDP && p->proto != IPPROTO_SCTP)
+		return LB_NEXT_SLOW;
+	if (p->ttl <= 1 || p->frag != FRAG_NONE || (ct->flags & CT_F_DSR) || nat64_crosses(p, ct->nat_dst))
+		return LB_NEXT_SLOW;
+	if (p->proto == IPPROTO_SCTP && sctp_needs_slow(p, ct))
+		return LB_NEXT_SLOW;
+	__u64 now = lb_now();
+	// forward()'s cache test, with the last_seen it would see.
+	if (!ct->fib_ns || now - ct->fib_ns >= LB_FIB_CACHE_NS)
+		return LB_NEXT_SLOW;
+	// The CRC32c change of new ports (as rewrite computes it), before any
+	// packet pointer is taken: crc32c_delta is a global function.
+	__u32 crcd = 0;
+	if (p->proto == IPPROTO_SCTP && (ct->nat_sport != p->sport || ct->nat_dport != p->dport))
+		crcd = crc32c_delta(ports32(p->sport, p->dport) ^ ports32(ct->nat_sport, ct->nat_dport),
+				    p->ip_end - p->l4_off);
+	__u32 ad, pd;
+	if (fast_write(skb, p, ct, crcd, &ad, &pd))
+		return LB_NEXT_SLOW;
+	// Counted after the writes, which nothing here reads: only the
+	// packet's length is, and that does not change.
+	ct_account(skb, p, ct, now);
+	if (p->proto == IPPROTO_SCTP)
+		return bpf_redirect(ct->fib_ifindex, 0);
+	__u64 flags = 0;
+	__u32 coff;
+	if (p->proto == IPPROTO_TCP) {
+		coff = p->l4_off + offsetof(struct tcphdr, check);
+	} else {
+		coff = p->l4_off + offsetof(struct udphdr, check);
+		if (p->family == AF_INET)
+			flags = BPF_F_MARK_MANGLED_0;
+	}
+	if ((ad && bpf_l4_csum_replace(skb, coff, 0, ad, flags | BPF_F_PSEUDO_HDR)) ||
+	    (pd && bpf_l4_csum_replace(skb, coff, 0, pd, flags))) {
+		count_drop(DROP_REWRITE);
+		return TC_ACT_SHOT;
+	}
+	return bpf_redirect(ct->fib_ifindex, 0);
+}
+
+#endif
