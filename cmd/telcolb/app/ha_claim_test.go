@@ -1,13 +1,10 @@
 package app
 
 import (
-	"context"
 	"testing"
 	"time"
 
 	"github.com/telcolb/telcolb/dataplane"
-	"github.com/telcolb/telcolb/ha/sync"
-	labha "github.com/telcolb/telcolb/scenarios/ha"
 )
 
 // slowDumpCT is a timedCT whose dump takes its clock first and returns
@@ -29,26 +26,10 @@ func (m *slowDumpCT) DumpConntrack() ([]dataplane.Record, error) {
 // refresh, lb2 must not mistake the dump's duration for traffic: it never
 // takes the copy over and sends lb1 nothing.
 func TestHASlowDumpTakesNoIdleCopy(t *testing.T) {
-	certs, err := labha.WriteGroupCerts(t.TempDir(), "lb1", "lb2")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addrs := map[string]string{"lb1": freePort(t), "lb2": freePort(t)}
+	pair := newHAPair(t)
 	dps := map[string]*slowDumpCT{"lb1": {newTimedCT(), 300 * time.Millisecond}, "lb2": {newTimedCT(), 300 * time.Millisecond}}
 	dps["lb1"].put("k1", "v1", time.Now().Add(-2*time.Second))
-	has := map[string]*HA{}
-	for _, n := range []string{"lb1", "lb2"} {
-		peer := map[string]string{"lb1": "lb2", "lb2": "lb1"}[n]
-		c := HAConfig{Refresh: 100 * time.Millisecond, JoinTimeout: time.Minute, Node: sync.NodeConfig{Self: n, Listen: addrs[n],
-			Peers: []sync.Peer{{Name: peer, Addr: addrs[peer]}}, CertFile: certs[n].Cert, KeyFile: certs[n].Key, CAFile: certs[n].CA,
-			RedialInterval: 50 * time.Millisecond}}
-		h, err := StartHA(context.Background(), c, dps[n], testLogger(t))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = h.Close() })
-		has[n] = h
-	}
+	has := map[string]*HA{"lb1": pair.start("lb1", dps["lb1"]), "lb2": pair.start("lb2", dps["lb2"])}
 	waitFor(t, "k1 on lb2", func() bool { return dps["lb2"].has("k1") })
 	// Several refresh rounds of both nodes.
 	time.Sleep(2 * time.Second)
@@ -89,26 +70,13 @@ func (m *perKeyCT) imported(key string) int {
 // round and the idle one only from the full rounds (one in
 // refreshFullEvery): its copy ages as lb1's entry does.
 func TestHARefreshSendsWhatCarriedTraffic(t *testing.T) {
-	certs, err := labha.WriteGroupCerts(t.TempDir(), "lb1", "lb2")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addrs := map[string]string{"lb1": freePort(t), "lb2": freePort(t)}
+	pair := newHAPair(t)
 	lb1, lb2 := newTimedCT(), &perKeyCT{newTimedCT(), map[string]int{}}
 	lb1.put("idle", "v1", time.Now().Add(-time.Second))
 	lb1.put("busy", "v2", time.Now())
 	dps := map[string]ConntrackSource{"lb1": lb1, "lb2": lb2}
-	for _, n := range []string{"lb1", "lb2"} {
-		peer := map[string]string{"lb1": "lb2", "lb2": "lb1"}[n]
-		c := HAConfig{Refresh: 100 * time.Millisecond, JoinTimeout: time.Minute, Node: sync.NodeConfig{Self: n, Listen: addrs[n],
-			Peers: []sync.Peer{{Name: peer, Addr: addrs[peer]}}, CertFile: certs[n].Cert, KeyFile: certs[n].Key, CAFile: certs[n].CA,
-			RedialInterval: 50 * time.Millisecond}}
-		h, err := StartHA(context.Background(), c, dps[n], testLogger(t))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = h.Close() })
-	}
+	pair.start("lb1", dps["lb1"])
+	pair.start("lb2", dps["lb2"])
 	waitFor(t, "both flows on lb2", func() bool { return lb2.has("idle") && lb2.has("busy") })
 	lb1.flowing(t, "busy")
 	idle0, busy0 := lb2.imported("idle"), lb2.imported("busy")
@@ -140,27 +108,11 @@ func (m *slowImportCT) ImportConntrack(recs []dataplane.Record) error {
 // claimSlack); lb1's idle flow, refreshed every full round, stays a copy
 // on lb2 and lb1 imports nothing back.
 func TestHASlowImportTakesNoIdleCopy(t *testing.T) {
-	certs, err := labha.WriteGroupCerts(t.TempDir(), "lb1", "lb2")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addrs := map[string]string{"lb1": freePort(t), "lb2": freePort(t)}
+	pair := newHAPair(t)
 	lb1 := newTimedCT()
 	lb1.put("k1", "v1", time.Now().Add(-2*time.Second))
 	dps := map[string]ConntrackSource{"lb1": lb1, "lb2": &slowImportCT{newTimedCT(), 300 * time.Millisecond}}
-	has := map[string]*HA{}
-	for _, n := range []string{"lb1", "lb2"} {
-		peer := map[string]string{"lb1": "lb2", "lb2": "lb1"}[n]
-		c := HAConfig{Refresh: 100 * time.Millisecond, JoinTimeout: time.Minute, Node: sync.NodeConfig{Self: n, Listen: addrs[n],
-			Peers: []sync.Peer{{Name: peer, Addr: addrs[peer]}}, CertFile: certs[n].Cert, KeyFile: certs[n].Key, CAFile: certs[n].CA,
-			RedialInterval: 50 * time.Millisecond}}
-		h, err := StartHA(context.Background(), c, dps[n], testLogger(t))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = h.Close() })
-		has[n] = h
-	}
+	has := map[string]*HA{"lb1": pair.start("lb1", dps["lb1"]), "lb2": pair.start("lb2", dps["lb2"])}
 	waitFor(t, "k1 on lb2", func() bool { return dps["lb2"].(*slowImportCT).has("k1") })
 	time.Sleep(2500 * time.Millisecond) // 25 refresh rounds, two of them full
 	if !has["lb2"].isCopy("k1") || has["lb2"].owns("k1") {

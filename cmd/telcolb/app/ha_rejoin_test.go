@@ -1,15 +1,12 @@
 package app
 
 import (
-	"context"
 	"encoding/binary"
 	"errors"
 	"testing"
 	"time"
 
 	"github.com/telcolb/telcolb/dataplane"
-	"github.com/telcolb/telcolb/ha/sync"
-	labha "github.com/telcolb/telcolb/scenarios/ha"
 )
 
 // timedCT is a memCT whose entries have a last packet time, carried in
@@ -164,23 +161,7 @@ func (h *HA) owns(key string) bool {
 // lb2 carries k1, k2 and lb2's k5; lb1's sweep of what it no longer has
 // deletes nothing on lb2, and its older k5 does not replace lb2's.
 func TestHARejoinGetsWhatThePeerTookOver(t *testing.T) {
-	certs, err := labha.WriteGroupCerts(t.TempDir(), "lb1", "lb2")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addrs := map[string]string{"lb1": freePort(t), "lb2": freePort(t)}
-	start := func(n string, dp ConntrackSource) *HA {
-		peer := map[string]string{"lb1": "lb2", "lb2": "lb1"}[n]
-		c := HAConfig{Refresh: 100 * time.Millisecond, JoinTimeout: time.Minute, Node: sync.NodeConfig{Self: n, Listen: addrs[n],
-			Peers: []sync.Peer{{Name: peer, Addr: addrs[peer]}}, CertFile: certs[n].Cert, KeyFile: certs[n].Key, CAFile: certs[n].CA,
-			RedialInterval: 50 * time.Millisecond}}
-		h, err := StartHA(context.Background(), c, dp, testLogger(t))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = h.Close() })
-		return h
-	}
+	start := newHAPair(t).start
 	lb1, lb2 := newTimedCT(), newTimedCT()
 	now := time.Now()
 	for _, k := range []string{"k1", "k2", "k5"} {

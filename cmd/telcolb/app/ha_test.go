@@ -107,6 +107,39 @@ func freePort(t *testing.T) string {
 	return l.Addr().String()
 }
 
+// haPair is an HA group of two nodes, lb1 and lb2, on loopback with mutual
+// TLS and test timings (refresh every 100 ms, redial every 50 ms).
+type haPair struct {
+	t     *testing.T
+	certs map[string]labha.NodeCerts
+	addrs map[string]string
+}
+
+func newHAPair(t *testing.T) *haPair {
+	t.Helper()
+	certs, err := labha.WriteGroupCerts(t.TempDir(), "lb1", "lb2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &haPair{t: t, certs: certs, addrs: map[string]string{"lb1": freePort(t), "lb2": freePort(t)}}
+}
+
+// start runs node n ("lb1" or "lb2") over dp, closed at the test's end; a
+// node may be started again after Close (a restart).
+func (p *haPair) start(n string, dp ConntrackSource) *HA {
+	p.t.Helper()
+	peer := map[string]string{"lb1": "lb2", "lb2": "lb1"}[n]
+	c := HAConfig{Refresh: 100 * time.Millisecond, JoinTimeout: time.Minute, Node: sync.NodeConfig{Self: n, Listen: p.addrs[n],
+		Peers: []sync.Peer{{Name: peer, Addr: p.addrs[peer]}}, CertFile: p.certs[n].Cert, KeyFile: p.certs[n].Key, CAFile: p.certs[n].CA,
+		RedialInterval: 50 * time.Millisecond}}
+	h, err := StartHA(context.Background(), c, dp, testLogger(p.t))
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	p.t.Cleanup(func() { _ = h.Close() })
+	return h
+}
+
 func ctRec(key, val string) dataplane.Record {
 	return dataplane.Record{Kind: dataplane.RecordConntrack, Key: []byte(key), Value: []byte(val)}
 }
@@ -117,24 +150,12 @@ func ctRec(key, val string) dataplane.Record {
 // makes itself, and one that changes state on lb2 after a failover, go
 // to lb1; a node is ready only once its peer's resync arrived.
 func TestHASyncSendsOnlyWhatTheNodeOwns(t *testing.T) {
-	certs, err := labha.WriteGroupCerts(t.TempDir(), "lb1", "lb2")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addrs := map[string]string{"lb1": freePort(t), "lb2": freePort(t)}
+	pair := newHAPair(t)
 	dps := map[string]*memCT{"lb1": newMemCT(), "lb2": newMemCT()}
 	dps["lb1"].table["k1"] = ctRec("k1", "v1") // before the start
 	has := map[string]*HA{}
 	for _, n := range []string{"lb1", "lb2"} {
-		peer := map[string]string{"lb1": "lb2", "lb2": "lb1"}[n]
-		c := HAConfig{Refresh: 100 * time.Millisecond, JoinTimeout: time.Minute, Node: sync.NodeConfig{Self: n, Listen: addrs[n],
-			Peers: []sync.Peer{{Name: peer, Addr: addrs[peer]}}, CertFile: certs[n].Cert, KeyFile: certs[n].Key, CAFile: certs[n].CA,
-			RedialInterval: 50 * time.Millisecond}}
-		h, err := StartHA(context.Background(), c, dps[n], testLogger(t))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = h.Close() })
+		h := pair.start(n, dps[n])
 		has[n] = h
 		if why := h.Waiting(); why == "" {
 			t.Errorf("%s ready before its peer's resync", n)

@@ -1,37 +1,17 @@
 package app
 
 import (
-	"context"
 	"testing"
-	"time"
 
-	"github.com/telcolb/telcolb/ha/sync"
-	labha "github.com/telcolb/telcolb/scenarios/ha"
 	"github.com/telcolb/telcolb/sctplb/steer"
 )
 
 // An N2 proxy's published records reach the peer's N2 replica (per
 // service, deletions included) and never its datapath.
 func TestN2RecordsGoToThePeersReplica(t *testing.T) {
-	certs, err := labha.WriteGroupCerts(t.TempDir(), "lb1", "lb2")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addrs := map[string]string{"lb1": freePort(t), "lb2": freePort(t)}
+	pair := newHAPair(t)
 	dps := map[string]*memCT{"lb1": newMemCT(), "lb2": newMemCT()}
-	has := map[string]*HA{}
-	for _, n := range []string{"lb1", "lb2"} {
-		peer := map[string]string{"lb1": "lb2", "lb2": "lb1"}[n]
-		c := HAConfig{Refresh: 100 * time.Millisecond, JoinTimeout: time.Minute, Node: sync.NodeConfig{Self: n, Listen: addrs[n],
-			Peers: []sync.Peer{{Name: peer, Addr: addrs[peer]}}, CertFile: certs[n].Cert, KeyFile: certs[n].Key, CAFile: certs[n].CA,
-			RedialInterval: 50 * time.Millisecond}}
-		h, err := StartHA(context.Background(), c, dps[n], testLogger(t))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = h.Close() })
-		has[n] = h
-	}
+	has := map[string]*HA{"lb1": pair.start("lb1", dps["lb1"]), "lb2": pair.start("lb2", dps["lb2"])}
 	held := func(svc, key string) (string, bool) {
 		r := has["lb2"].N2Replica()
 		r.mu.Lock()
