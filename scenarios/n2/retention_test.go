@@ -2,6 +2,7 @@ package n2
 
 import (
 	"context"
+	"sync"
 	"testing"
 	"time"
 
@@ -16,18 +17,9 @@ func TestSimulatorsUERetention(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	n := memory.New(memory.Config{Queue: 64})
-	at := mep("10.1.0.1", 38412)
-	a, err := NewAMF(AMFConfig{Name: "amf1", Transport: n, Listen: at, Region: 0xca, SetID: 0x3f8, Pointer: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := a.Listen()
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { defer close(done); _ = a.Serve(ctx, ln) }()
-	defer func() { cancel(); <-done }()
+	var wg sync.WaitGroup
+	defer func() { cancel(); wg.Wait() }()
+	at := startMemAMFs(t, ctx, &wg, n, 1).eps[0].Address
 	for i, retain := range []bool{false, true} {
 		g, err := NewGNB(GNBConfig{Name: "gnb", Transport: n, Remote: at, GNBID: uint32(i + 1), UEs: 1, RetainUEs: retain, Wait: 10 * time.Second})
 		if err != nil {

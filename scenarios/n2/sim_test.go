@@ -19,6 +19,39 @@ func mep(addr string, port uint16) transport.Endpoint {
 	return transport.Endpoint{Addrs: []netip.Addr{netip.MustParseAddr(addr)}, Port: port}
 }
 
+// memAMFs are AMF simulators on the in-memory network.
+type memAMFs struct {
+	amfs  []*AMF
+	eps   []sctplb.AMFEndpoint
+	stops []context.CancelFunc // one per AMF: it stops serving
+}
+
+// startMemAMFs starts count AMF simulators amf1.. listening on 10.1.0.1..
+// (one GUAMI region and set, pointer i+1), each serving on n until ctx
+// ends or its stop is called; wg waits for them.
+func startMemAMFs(t *testing.T, ctx context.Context, wg *sync.WaitGroup, n transport.Transport, count int) memAMFs {
+	t.Helper()
+	var m memAMFs
+	for i := 0; i < count; i++ {
+		name, at := fmt.Sprintf("amf%d", i+1), mep(fmt.Sprintf("10.1.0.%d", i+1), 38412)
+		a, err := NewAMF(AMFConfig{Name: name, Transport: n, Listen: at, Region: 0xca, SetID: 0x3f8, Pointer: uint8(i + 1)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ln, err := a.Listen()
+		if err != nil {
+			t.Fatal(err)
+		}
+		actx, stop := context.WithCancel(ctx)
+		wg.Add(1)
+		go func() { defer wg.Done(); _ = a.Serve(actx, ln) }()
+		m.amfs = append(m.amfs, a)
+		m.eps = append(m.eps, sctplb.AMFEndpoint{Name: name, Address: at})
+		m.stops = append(m.stops, stop)
+	}
+	return m
+}
+
 // simRun is the lab scenario on the in-memory network: the same simulators
 // and checks, without namespaces, so it runs everywhere.
 func simRun(t *testing.T, ues int, kill int) Verdict {
@@ -29,26 +62,10 @@ func simRun(t *testing.T, ues int, kill int) Verdict {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	n := memory.New(memory.Config{Queue: 4096})
-	var amfs []*AMF
-	var stops []context.CancelFunc
 	pcfg := sctplb.Config{Transport: n, Listen: mep("10.0.0.1", 38412), Policy: steer.RoundRobin, SetupWait: 200 * time.Millisecond, TickInterval: 10 * time.Millisecond}
-	for i := 0; i < 3; i++ {
-		at := mep(fmt.Sprintf("10.1.0.%d", i+1), 38412)
-		a, err := NewAMF(AMFConfig{Name: fmt.Sprintf("amf%d", i+1), Transport: n, Listen: at, Region: 0xca, SetID: 0x3f8, Pointer: uint8(i + 1)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		ln, err := a.Listen()
-		if err != nil {
-			t.Fatal(err)
-		}
-		actx, stop := context.WithCancel(ctx)
-		stops = append(stops, stop)
-		wg.Add(1)
-		go func() { defer wg.Done(); _ = a.Serve(actx, ln) }()
-		amfs = append(amfs, a)
-		pcfg.AMFs = append(pcfg.AMFs, sctplb.AMFEndpoint{Name: fmt.Sprintf("amf%d", i+1), Address: at})
-	}
+	m := startMemAMFs(t, ctx, &wg, n, 3)
+	amfs, stops := m.amfs, m.stops
+	pcfg.AMFs = m.eps
 	defer func() {
 		for _, s := range stops {
 			s()

@@ -2,7 +2,6 @@ package n2
 
 import (
 	"context"
-	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -27,23 +26,8 @@ func takeoverRun(t *testing.T, ues int, replicate bool) (Verdict, int, bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	n := memory.New(memory.Config{Queue: 4096})
-	var amfs []*AMF
-	var amfEPs []sctplb.AMFEndpoint
-	for i := 0; i < 3; i++ {
-		at := mep(fmt.Sprintf("10.1.0.%d", i+1), 38412)
-		a, err := NewAMF(AMFConfig{Name: fmt.Sprintf("amf%d", i+1), Transport: n, Listen: at, Region: 0xca, SetID: 0x3f8, Pointer: uint8(i + 1)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		ln, err := a.Listen()
-		if err != nil {
-			t.Fatal(err)
-		}
-		wg.Add(1)
-		go func() { defer wg.Done(); _ = a.Serve(ctx, ln) }()
-		amfs = append(amfs, a)
-		amfEPs = append(amfEPs, sctplb.AMFEndpoint{Name: fmt.Sprintf("amf%d", i+1), Address: at})
-	}
+	m := startMemAMFs(t, ctx, &wg, n, 3)
+	amfs, amfEPs := m.amfs, m.eps
 	var mu sync.Mutex
 	var published []steer.Record
 	proxy := func(addr string, publish bool) (*sctplb.Proxy, context.CancelFunc) {
