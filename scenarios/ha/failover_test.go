@@ -217,15 +217,16 @@ func (lb *lab2) startNode(t *testing.T, ctx context.Context, i int, boot string)
 	return d
 }
 
-// scrape reads a daemon's /metrics from inside its namespace.
-func scrape(t *testing.T, ctx context.Context, h *lab.Host, d *l4.Daemon) string {
+// apiGet sends an authenticated GET for path to a daemon's API from inside
+// its namespace; the caller closes the body.
+func apiGet(t *testing.T, ctx context.Context, h *lab.Host, d *l4.Daemon, path string) *http.Response {
 	t.Helper()
 	tok, err := os.ReadFile(d.TokenFile)
 	if err != nil {
 		t.Fatal(err)
 	}
 	hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DialContext: l4.HostDialer(h), DisableKeepAlives: true}}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+l4.APIAddress+"/metrics", nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+l4.APIAddress+path, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -234,6 +235,13 @@ func scrape(t *testing.T, ctx context.Context, h *lab.Host, d *l4.Daemon) string
 	if err != nil {
 		t.Fatal(err)
 	}
+	return resp
+}
+
+// scrape reads a daemon's /metrics from inside its namespace.
+func scrape(t *testing.T, ctx context.Context, h *lab.Host, d *l4.Daemon) string {
+	t.Helper()
+	resp := apiGet(t, ctx, h, d, "/metrics")
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	if err != nil || resp.StatusCode != http.StatusOK {
@@ -444,20 +452,7 @@ func sctpModeNames() string {
 // healthCode is the HTTP status of GET /v1/health.
 func healthCode(t *testing.T, ctx context.Context, h *lab.Host, d *l4.Daemon) int {
 	t.Helper()
-	tok, err := os.ReadFile(d.TokenFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DialContext: l4.HostDialer(h), DisableKeepAlives: true}}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+l4.APIAddress+"/v1/health", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(tok)))
-	resp, err := hc.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
+	resp := apiGet(t, ctx, h, d, "/v1/health")
 	resp.Body.Close()
 	return resp.StatusCode
 }
