@@ -87,6 +87,26 @@ func (te *trafficEnv) addV6(t *testing.T) {
 	ip(te.client, "-6", "route", "add", "default", "via", "fd00::1")
 	ip(te.backend, "-6", "route", "add", "default", "via", lbAddr1V6.String())
 	run(t, "ip", "netns", "exec", te.lb, "sysctl", "-qw", "net.ipv6.conf.all.forwarding=1")
+	// The links came up moments ago, so their link-local addresses are
+	// still in duplicate address detection; until it ends the kernel sends
+	// no neighbour solicitation for the first forwarded packet and drops
+	// it, and a TCP dial's one SYN retransmission can be lost the same way.
+	deadline := time.Now().Add(5 * time.Second)
+	for _, ns := range []string{te.lb, te.client, te.backend} {
+		for {
+			out, err := exec.Command("ip", "-n", ns, "-6", "addr", "show", "tentative").Output()
+			if err != nil {
+				t.Fatalf("addresses of %s: %v", ns, err)
+			}
+			if len(strings.TrimSpace(string(out))) == 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: IPv6 addresses still tentative after 5 s:\n%s", ns, out)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
 }
 
 // echoStreams echoes every TCP connection's bytes back and half-closes
