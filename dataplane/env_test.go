@@ -91,7 +91,9 @@ func ensureBPFFS(t testing.TB) {
 // newNetns creates a named namespace, deleted in Cleanup.
 func newNetns(t testing.TB) string {
 	t.Helper()
-	name := randName("tlbt-")
+	// tlb<pid>-: hack/sweep-namespaces.sh removes what a test binary
+	// killed by go test's timeout left (its cleanups never ran).
+	name := randName(fmt.Sprintf("tlb%d-t-", os.Getpid()))
 	run(t, "ip", "netns", "add", name)
 	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", name).Run() })
 	return name
@@ -123,7 +125,7 @@ func enterNetns(t testing.TB, name string) {
 func testPinPath(t testing.TB) string {
 	t.Helper()
 	ensureBPFFS(t)
-	p := "/sys/fs/bpf/" + randName("telcolb-test-")
+	p := "/sys/fs/bpf/" + randName(fmt.Sprintf("tlb%d-t-", os.Getpid()))
 	t.Cleanup(func() { _ = os.RemoveAll(p) })
 	return p
 }
