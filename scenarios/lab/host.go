@@ -335,6 +335,36 @@ table inet tlb_sctp {
 	return nil
 }
 
+// SilenceOutOfTheBlue makes the host drop the SCTP ABORTs it sends with the
+// T bit set: the answers of a stack to out-of-the-blue packets (RFC 9260
+// 8.4), which reflect the packet's verification tag and so end the
+// association at the peer that receives them (8.5.1). Several usrsctp
+// processes in one host each see every SCTP packet there; they are told to
+// stay silent (blackhole sysctl), but usrsctp_init resets that sysctl and
+// starts its receive threads before a process can set it again, so a process
+// starting in a host with live associations can answer one of their
+// packets in that window and kill an association it has nothing to do with.
+// An ABORT a stack sends for its own association has the T bit clear and
+// passes.
+func (h *Host) SilenceOutOfTheBlue(ctx context.Context) error {
+	// The first chunk's type (byte 12 of the SCTP header) and flags (13).
+	rules := `table inet tlb_sctp_ootb
+delete table inet tlb_sctp_ootb
+table inet tlb_sctp_ootb {
+	chain out {
+		type filter hook output priority 0; policy accept;
+		meta l4proto sctp @th,96,8 6 @th,104,8 & 1 == 1 counter drop
+	}
+}
+`
+	cmd := h.Command(ctx, "nft", "-f", "-")
+	cmd.Stdin = strings.NewReader(rules)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("lab: %s: nft drop reflected SCTP ABORTs: %w: %s", h.Name, err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
 // Start runs a program in the background inside the host. The lab stops it
 // at Close if it is still running.
 func (h *Host) Start(name string, args ...string) (*Proc, error) {

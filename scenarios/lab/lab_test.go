@@ -2,14 +2,20 @@ package lab
 
 import (
 	"context"
+	"encoding/binary"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/telcolb/telcolb/sctplb/abort"
 )
 
 func rootLinks(t *testing.T) string {
@@ -370,5 +376,91 @@ func TestVIPAddressing(t *testing.T) {
 		if got := VIP(tc.link, tc.host, tc.v6).String(); got != tc.want {
 			t.Errorf("VIP(%d,%d,%v) = %s, want %s", tc.link, tc.host, tc.v6, got, tc.want)
 		}
+	}
+}
+
+// TestSilenceOutOfTheBlueDropsOnlyReflectedAborts: with the rule, an
+// ABORT with the T bit (a stack's answer to an out-of-the-blue packet,
+// which would end the peer's association) does not leave the host; an
+// ABORT with the T bit clear (a stack ending its own association) does.
+func TestSilenceOutOfTheBlueDropsOnlyReflectedAborts(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+	ctx := context.Background()
+	l := NewEmpty(t)
+	a, err := l.AddHost(ctx, "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := l.AddHost(ctx, "b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := l.Connect(ctx, a, "eth0", b, "eth0"); err != nil {
+		t.Fatal(err)
+	}
+	src, dst := netip.MustParseAddrPort("10.99.0.1:5000"), netip.MustParseAddrPort("10.99.0.2:6000")
+	if err := a.AddAddr(ctx, "eth0", netip.PrefixFrom(src.Addr(), 24)); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.AddAddr(ctx, "eth0", netip.PrefixFrom(dst.Addr(), 24)); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 2; i++ { // idempotent
+		if err := a.SilenceOutOfTheBlue(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// b reads every SCTP packet that reaches it.
+	var fd int
+	if err := b.Do(func() error {
+		var err error
+		fd, err = syscall.Socket(syscall.AF_INET, syscall.SOCK_RAW, syscall.IPPROTO_SCTP)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Close(fd)
+	tv := syscall.NsecToTimeval(int64(500 * time.Millisecond))
+	if err := syscall.SetsockoptTimeval(fd, syscall.SOL_SOCKET, syscall.SO_RCVTIMEO, &tv); err != nil {
+		t.Fatal(err)
+	}
+	// Reflected (T bit) with tag 0x11111111, own (no T bit) with 0x22222222.
+	if err := a.Do(func() error {
+		for _, p := range []struct {
+			tag       uint32
+			reflected bool
+		}{{0x11111111, true}, {0x22222222, false}, {0x11111111, true}} {
+			// A packet netfilter drops on output fails the send with EPERM.
+			if err := abort.Send(src, dst, p.tag, p.reflected); err != nil && !(p.reflected && errors.Is(err, syscall.EPERM)) {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	buf := make([]byte, 1500)
+	for {
+		n, _, err := syscall.Recvfrom(fd, buf, 0)
+		if err != nil {
+			break // the timeout: nothing more came
+		}
+		if n >= 20+16 { // IP header, SCTP common header, chunk header
+			sctp := buf[20:n]
+			got = append(got, fmt.Sprintf("tag %08x chunk %d flags %d", binary.BigEndian.Uint32(sctp[4:8]), sctp[12], sctp[13]))
+		}
+	}
+	if want := []string{"tag 22222222 chunk 6 flags 0"}; !slices.Equal(got, want) {
+		t.Errorf("b received %q, want only %q", got, want)
+	}
+	out, err := a.Exec(ctx, "nft", "list", "table", "inet", "tlb_sctp_ootb")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(out), "counter packets 2 ") {
+		t.Errorf("the rule's counter should show the 2 reflected ABORTs dropped:\n%s", out)
 	}
 }

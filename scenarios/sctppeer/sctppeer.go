@@ -34,7 +34,10 @@ type Timers struct {
 	PathMaxRetrans             int
 	// Blackhole 2 keeps the stack silent on out-of-the-blue packets, so
 	// several peers can share a namespace (each sees every SCTP packet
-	// there and would otherwise ABORT the others' associations).
+	// there and would otherwise ABORT the others' associations). The
+	// sysctl takes effect only after the stack's receive threads run, so
+	// a non-zero Blackhole also makes the host drop reflected ABORTs
+	// (lab.Host.SilenceOutOfTheBlue).
 	Blackhole int
 }
 
@@ -231,6 +234,11 @@ func StartServer(ctx context.Context, host *lab.Host, opts ServerOptions) (*Serv
 	if err := host.DropProtoUnreachable(ctx); err != nil {
 		return nil, err
 	}
+	if opts.Timers.Blackhole != 0 {
+		if err := host.SilenceOutOfTheBlue(ctx); err != nil {
+			return nil, err
+		}
+	}
 	args := []string{"server", "--port", strconv.Itoa(int(opts.Port)), "--id", opts.ID}
 	if len(opts.Bind) > 0 {
 		args = append(args, "--bind", FormatAddrList(opts.Bind))
@@ -360,6 +368,11 @@ func StartClient(ctx context.Context, host *lab.Host, opts ClientOptions) (*Clie
 	}
 	if err := host.DropProtoUnreachable(ctx); err != nil {
 		return nil, err
+	}
+	if opts.Timers.Blackhole != 0 {
+		if err := host.SilenceOutOfTheBlue(ctx); err != nil {
+			return nil, err
+		}
 	}
 	p, err := host.Start(bin, args...)
 	if err != nil {
