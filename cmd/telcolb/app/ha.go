@@ -371,6 +371,12 @@ func mapKey(kind uint16, key []byte) string {
 type haCopy struct {
 	from string
 	seen time.Time
+	// importing: the datapath may already hold this copy's new entry,
+	// dated when the import wrote it, while seen is still the estimate
+	// from before the import (which can wait long for the datapath's
+	// lock, and writes a large batch over hundreds of milliseconds). A
+	// refresh in that window would take the difference for traffic here.
+	importing bool
 }
 
 // claimSlack is how much newer than the copy's a flow's last packet must
@@ -440,7 +446,7 @@ func (h *HA) apply(recs []sync.Applied) {
 				// datapath still holds the previous copy's (later) dating.
 				seen = c.seen
 			}
-			h.imported[k] = haCopy{from: a.From, seen: seen}
+			h.imported[k] = haCopy{from: a.From, seen: seen, importing: true}
 		}
 		out = append(out, dr)
 	}
@@ -467,6 +473,7 @@ func (h *HA) apply(recs []sync.Applied) {
 		k := mapKey(dr.Kind, dr.Key)
 		if c, ok := h.imported[k]; ok && !dr.Deleted {
 			c.seen = lastSeen(dr, after)
+			c.importing = false
 			h.imported[k] = c
 		}
 	}
@@ -560,7 +567,7 @@ func (h *HA) refreshLoop(ctx context.Context) {
 				// A copy becomes ours when its flow carries traffic here, or
 				// when the peer it came from is gone: we then serve it, and a
 				// rejoining peer's bulk resync must carry it.
-				traffic := !seen.IsZero() && seen.After(c.seen.Add(claimSlack))
+				traffic := !c.importing && !seen.IsZero() && seen.After(c.seen.Add(claimSlack))
 				if !traffic && h.node.Up(c.from) {
 					continue
 				}

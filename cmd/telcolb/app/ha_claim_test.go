@@ -122,3 +122,41 @@ func TestHASlowImportTakesNoIdleCopy(t *testing.T) {
 		t.Errorf("lb1 imported %d records of its own idle flow back from lb2", n)
 	}
 }
+
+// writeMidImportCT writes the records delay into the import and returns
+// delay later: the datapath's import waits for its lock, then writes a
+// large batch over hundreds of milliseconds, so a refresh's dump can read
+// entries the import has written before the import returns.
+type writeMidImportCT struct {
+	*timedCT
+	delay time.Duration
+}
+
+func (m *writeMidImportCT) ImportConntrack(recs []dataplane.Record) error {
+	time.Sleep(m.delay)
+	err := m.timedCT.ImportConntrack(recs)
+	time.Sleep(m.delay)
+	return err
+}
+
+// TestHARefreshDuringAnImportTakesNoCopy: lb2's refresh runs while an
+// import of lb1's idle flow has written the entry (dated by the import's
+// wait) but not returned; the copy stays a copy (no traffic here) and lb1
+// imports nothing back. Before, lb2 took such copies over and sent them
+// back, and lb1 replaced its live entries with them (SCTP associations
+// died in scenarios/ha).
+func TestHARefreshDuringAnImportTakesNoCopy(t *testing.T) {
+	pair := newHAPair(t)
+	lb1 := newTimedCT()
+	lb1.put("k1", "v1", time.Now().Add(-2*time.Second))
+	lb2 := &writeMidImportCT{newTimedCT(), 300 * time.Millisecond}
+	has := map[string]*HA{"lb1": pair.start("lb1", lb1), "lb2": pair.start("lb2", lb2)}
+	waitFor(t, "k1 on lb2", func() bool { return lb2.has("k1") })
+	time.Sleep(2500 * time.Millisecond) // 25 refresh rounds, two of them full
+	if !has["lb2"].isCopy("k1") || has["lb2"].owns("k1") {
+		t.Errorf("lb2 took over lb1's idle flow (copy %v, owned %v): an entry written by an import in progress counted as traffic", has["lb2"].isCopy("k1"), has["lb2"].owns("k1"))
+	}
+	if n := lb1.importCount(); n != 0 {
+		t.Errorf("lb1 imported %d records of its own idle flow back from lb2", n)
+	}
+}
