@@ -122,7 +122,9 @@ func (r *Reloader[T]) unchanged() bool {
 func (r *Reloader[T]) Current() T {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if !r.failing && r.unchanged() {
+	// While failing, the stamps differ from those of the set in use:
+	// the files are read at every check until a set loads.
+	if r.unchanged() {
 		return r.cur
 	}
 	stamps, contents, sum, err := r.read()
