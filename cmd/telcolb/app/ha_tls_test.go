@@ -19,22 +19,7 @@ func haMetric(t *testing.T, h *HA, name string) float64 {
 	if err := reg.Register(h.Collector()); err != nil {
 		t.Fatal(err)
 	}
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		m := mf.GetMetric()[0]
-		if m.GetCounter() != nil {
-			return m.GetCounter().GetValue()
-		}
-		return m.GetGauge().GetValue()
-	}
-	t.Fatalf("no series %s", name)
-	return 0
+	return gaugeValue(t, reg, name)
 }
 
 func notAfterOf(t *testing.T, p testpki.Pair) float64 {
