@@ -41,9 +41,9 @@ type tnode struct {
 	n    *Node
 	// certFile and keyFile are the node's TLS files.
 	certFile, keyFile string
-	mu   stdsync.Mutex
-	own  map[string]string            // what this node's producer put
-	got  map[string]map[string]string // what it applied, per sender
+	mu                stdsync.Mutex
+	own               map[string]string            // what this node's producer put
+	got               map[string]map[string]string // what it applied, per sender
 }
 
 func newGroup(t *testing.T, mcfg Config, names ...string) *group {
