@@ -125,7 +125,10 @@ func (n *Node) loop() {
 				}
 				conns[ev.peer] = ev.c
 				delete(held, ev.peer)
-				n.log.Info("sync peer connected", "peer", ev.peer)
+				// The certificate the peer presented: after a renewal, which
+				// one each connection was made with.
+				pc := ev.c.tc.ConnectionState().PeerCertificates[0]
+				n.log.Info("sync peer connected", "peer", ev.peer, "certSerial", pc.SerialNumber.String(), "certNotAfter", pc.NotAfter)
 				step(func(now time.Time) Output { return n.m.Connected(now, ev.peer) })
 			case evDown:
 				if ev.c == nil { // a dial failed

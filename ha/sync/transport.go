@@ -11,11 +11,12 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"os"
 	"slices"
 	stdsync "sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/telcolb/telcolb/internal/certfile"
 )
 
 // Peer is one other member of the group: its name (which its certificate
@@ -31,8 +32,10 @@ type NodeConfig struct {
 	Listen string // host:port; ":0" picks a port (see Node.Addr)
 	Peers  []Peer
 	// CertFile and KeyFile are this node's certificate (its SAN must name
-	// Self) and key; CAFile is the group CA every member's certificate
-	// must chain to.
+	// Self) and key; CAFile is the group CA (a bundle during a CA
+	// rotation) every member's certificate must chain to. The files are
+	// read again when they change (a cert-manager renewal): new
+	// handshakes use the new set, established connections keep theirs.
 	CertFile, KeyFile, CAFile string
 	// Initial is the local table at start. It is in the machine before the
 	// node listens or dials, so the first bulk resync a peer gets carries
@@ -84,6 +87,11 @@ type NodeStats struct {
 	// WireBytes counts bytes written to TCP connections (TLS records,
 	// handshakes and acknowledgements included; TCP/IP headers not).
 	WireBytes uint64
+	// TLSReloadErrors counts changed TLS file sets that did not load (the
+	// previous set stays in use); TLSReloads those that did.
+	TLSReloadErrors, TLSReloads uint64
+	// CertNotAfter is when the certificate in use expires.
+	CertNotAfter time.Time
 }
 
 // Node runs a Machine over TCP with mutual TLS 1.3.
@@ -92,8 +100,7 @@ type Node struct {
 	log   *slog.Logger
 	ln    net.Listener
 	tls   *tls.Config // server side
-	certs []tls.Certificate
-	roots *x509.CertPool
+	files *certfile.Reloader[*tlsFiles]
 	peers map[string]Peer
 
 	mu stdsync.Mutex // guards m
@@ -125,21 +132,31 @@ const (
 	evMsg
 )
 
-// LoadTLS reads the node's certificate and the group CA.
-func LoadTLS(certFile, keyFile, caFile string) (tls.Certificate, *x509.CertPool, error) {
-	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+// tlsFiles is one loaded set of the node's TLS files.
+type tlsFiles struct {
+	cert *tls.Certificate
+	pool *x509.CertPool
+}
+
+// loadTLS reads the node's certificate and key and the group CA bundle,
+// to be read again when they change. The three are one set: a renewal
+// that breaks any of them keeps the previous set whole.
+func loadTLS(certFile, keyFile, caFile string, log *slog.Logger) (*certfile.Reloader[*tlsFiles], error) {
+	r, err := certfile.New("HA sync TLS files", []string{certFile, keyFile, caFile}, func(c [][]byte) (*tlsFiles, error) {
+		cert, err := certfile.KeyPair(certFile, keyFile, c[0], c[1])
+		if err != nil {
+			return nil, err
+		}
+		pool, _, err := certfile.CAPool(caFile, c[2])
+		if err != nil {
+			return nil, err
+		}
+		return &tlsFiles{cert: cert, pool: pool}, nil
+	}, log)
 	if err != nil {
-		return tls.Certificate{}, nil, fmt.Errorf("sync: certificate %s / key %s: %w", certFile, keyFile, err)
+		return nil, fmt.Errorf("sync: %w", err)
 	}
-	pem, err := os.ReadFile(caFile)
-	if err != nil {
-		return tls.Certificate{}, nil, fmt.Errorf("sync: CA file: %w", err)
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(pem) {
-		return tls.Certificate{}, nil, fmt.Errorf("sync: CA file %s holds no PEM certificate", caFile)
-	}
-	return cert, pool, nil
+	return r, nil
 }
 
 // Start listens and runs the node until ctx ends or Close is called.
@@ -153,7 +170,8 @@ func Start(ctx context.Context, cfg NodeConfig) (*Node, error) {
 	if cfg.MaxQueuedBytes == 0 {
 		cfg.MaxQueuedBytes = DefaultMaxQueuedBytes
 	}
-	cert, pool, err := LoadTLS(cfg.CertFile, cfg.KeyFile, cfg.CAFile)
+	log := cfg.Logger.With("ha-sync", cfg.Self)
+	files, err := loadTLS(cfg.CertFile, cfg.KeyFile, cfg.CAFile, log)
 	if err != nil {
 		return nil, err
 	}
@@ -177,21 +195,30 @@ func Start(ctx context.Context, cfg NodeConfig) (*Node, error) {
 		}
 	}
 	n := &Node{
-		cfg: cfg, log: cfg.Logger.With("ha-sync", cfg.Self), certs: []tls.Certificate{cert}, roots: pool, peers: peers, m: m,
+		cfg: cfg, log: log, files: files, peers: peers, m: m,
 		opsWake: make(chan struct{}, 1), drop: make(chan string), events: make(chan event, 1024),
 	}
 	n.tls = &tls.Config{
-		MinVersion:   tls.VersionTLS13,
-		Certificates: n.certs,
-		ClientAuth:   tls.RequireAndVerifyClientCert,
-		ClientCAs:    pool,
-		// The chain is verified by crypto/tls; the identity must also be a
-		// member of the group.
-		VerifyConnection: func(cs tls.ConnectionState) error {
-			if _, ok := n.memberOf(cs); !ok {
-				return errors.New("certificate names no member of the group")
-			}
-			return nil
+		MinVersion: tls.VersionTLS13,
+		// Each handshake takes the files as they are now: the
+		// certificate presented and the CA pool the client's chain is
+		// verified against come from the same loaded set.
+		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
+			f := n.files.Current()
+			return &tls.Config{
+				MinVersion:   tls.VersionTLS13,
+				Certificates: []tls.Certificate{*f.cert},
+				ClientAuth:   tls.RequireAndVerifyClientCert,
+				ClientCAs:    f.pool,
+				// The chain is verified by crypto/tls; the identity must
+				// also be a member of the group.
+				VerifyConnection: func(cs tls.ConnectionState) error {
+					if _, ok := n.memberOf(cs); !ok {
+						return errors.New("certificate names no member of the group")
+					}
+					return nil
+				},
+			}, nil
 		},
 	}
 	ln, err := net.Listen("tcp", cfg.Listen)
@@ -278,7 +305,12 @@ func (n *Node) Stats() NodeStats {
 	n.mu.Lock()
 	s := n.m.Stats()
 	n.mu.Unlock()
-	return NodeStats{Stats: s, Refused: n.refused.Load(), BadFrames: n.badFrames.Load(), SlowPeers: n.slowPeers.Load(), Dials: n.dials.Load(), WireBytes: n.wireBytes.Load()}
+	// A scrape checks the files too, so the expiry reported follows a
+	// renewal even while no handshake happens.
+	f := n.files.Current()
+	fs := n.files.Stats()
+	return NodeStats{Stats: s, Refused: n.refused.Load(), BadFrames: n.badFrames.Load(), SlowPeers: n.slowPeers.Load(), Dials: n.dials.Load(), WireBytes: n.wireBytes.Load(),
+		TLSReloadErrors: fs.Errors, TLSReloads: fs.Reloads, CertNotAfter: f.cert.Leaf.NotAfter}
 }
 
 func (n *Node) accept() {
@@ -314,7 +346,11 @@ func (n *Node) accept() {
 func (n *Node) dial(peer Peer) {
 	defer n.wg.Done()
 	n.dials.Add(1)
-	cfg := &tls.Config{MinVersion: tls.VersionTLS13, Certificates: n.certs, RootCAs: n.roots, ServerName: peer.Name}
+	// The files as they are at this dial: the certificate presented and
+	// the CA pool the peer's chain (and its DNS SAN naming peer.Name) is
+	// verified against.
+	f := n.files.Current()
+	cfg := &tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{*f.cert}, RootCAs: f.pool, ServerName: peer.Name}
 	raw, err := (&net.Dialer{Timeout: 5 * time.Second}).DialContext(n.ctx, "tcp", peer.Addr)
 	if err != nil {
 		n.dialFailed(peer.Name)

@@ -32,14 +32,18 @@ type group struct {
 	synced func(node, peer string, applied int)
 	// maxQueued is every node's MaxQueuedBytes.
 	maxQueued int
+	// logger, when set, gives a node's logger (quiet otherwise).
+	logger func(name string) *slog.Logger
 }
 
 type tnode struct {
 	name string
 	n    *Node
-	mu   stdsync.Mutex
-	own  map[string]string            // what this node's producer put
-	got  map[string]map[string]string // what it applied, per sender
+	// certFile and keyFile are the node's TLS files.
+	certFile, keyFile string
+	mu                stdsync.Mutex
+	own               map[string]string            // what this node's producer put
+	got               map[string]map[string]string // what it applied, per sender
 }
 
 func newGroup(t *testing.T, mcfg Config, names ...string) *group {
@@ -57,7 +61,11 @@ func quietLogger() *slog.Logger {
 func (g *group) start(name, listen string) *tnode {
 	g.t.Helper()
 	certFile, keyFile := g.ca.valid(g.t, name)
-	tn := &tnode{name: name, own: map[string]string{}, got: map[string]map[string]string{}}
+	tn := &tnode{name: name, certFile: certFile, keyFile: keyFile, own: map[string]string{}, got: map[string]map[string]string{}}
+	logger := quietLogger()
+	if g.logger != nil {
+		logger = g.logger(name)
+	}
 	if old := g.nodes[name]; old != nil {
 		tn.own = old.own
 	}
@@ -70,7 +78,7 @@ func (g *group) start(name, listen string) *tnode {
 	}
 	n, err := Start(context.Background(), NodeConfig{
 		Self: name, Listen: listen, Peers: peers, CertFile: certFile, KeyFile: keyFile, CAFile: g.ca.file,
-		Machine: g.mcfg, MaxQueuedBytes: g.maxQueued, RedialInterval: 100 * time.Millisecond, Logger: quietLogger(), Impair: g.impair,
+		Machine: g.mcfg, MaxQueuedBytes: g.maxQueued, RedialInterval: 100 * time.Millisecond, Logger: logger, Impair: g.impair,
 		Apply: func(as []Applied) {
 			tn.mu.Lock()
 			defer tn.mu.Unlock()

@@ -106,6 +106,19 @@ func Groups() []Group {
 				},
 			},
 			{
+				// cert-manager renews at 2/3 of a certificate's life (30 days
+				// before a 90-day one expires) and the sync reloads the files
+				// live: a week left means the renewal or its reload failed.
+				Alert:  "TelcolbHASyncCertificateExpiring",
+				Expr:   `telcolb_ha_tls_cert_expiry_timestamp_seconds - time() < 7 * 86400`,
+				For:    "10m",
+				Labels: map[string]string{"severity": "warning"},
+				Annotations: map[string]string{
+					"summary":     "HA sync certificate of {{ $labels.instance }} expires in {{ $value | humanizeDuration }}",
+					"description": "The certificate {{ $labels.instance }} presents to its HA peers was not renewed in time (check its cert-manager Certificate and telcolb_ha_tls_reload_errors_total). Once it expires, every new sync connection is refused and a failover loses the peer's connections.",
+				},
+			},
+			{
 				Alert:  "TelcolbDiameterPeerDown",
 				Expr:   `telcolb_diameter_peer_state{state="okay"} == 0`,
 				For:    "1m",

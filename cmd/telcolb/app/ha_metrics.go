@@ -30,6 +30,10 @@ var (
 		"HA sync connections refused: TLS failures and certificates naming no group member.", nil, nil)
 	descHALag = prometheus.NewDesc("telcolb_ha_sync_lag_seconds",
 		"Time from a conntrack change to its acknowledgement by a peer.", nil, nil)
+	descHATLSReloadErrors = prometheus.NewDesc("telcolb_ha_tls_reload_errors_total",
+		"Changed HA sync TLS file sets (certificate, key, CA bundle) that did not load; the previous set stays in use.", nil, nil)
+	descHATLSCertExpiry = prometheus.NewDesc("telcolb_ha_tls_cert_expiry_timestamp_seconds",
+		"When the HA sync certificate in use expires (notAfter, Unix seconds); follows a renewal of its files.", nil, nil)
 	descHAEventsLost = prometheus.NewDesc("telcolb_ha_conntrack_events_lost_total",
 		"Conntrack change events the datapath dropped (ring buffer full); the next refresh sends the entries.", nil, nil)
 )
@@ -48,7 +52,7 @@ type haCollector struct{ read func() haSnapshot }
 
 func (c *haCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descHAPeerUp, descHAPeerSynced, descHAReady, descHARecordsSent, descHARecordsResent,
-		descHARecordsReceived, descHAResyncs, descHARefused, descHALag, descHAEventsLost} {
+		descHARecordsReceived, descHAResyncs, descHARefused, descHALag, descHAEventsLost, descHATLSReloadErrors, descHATLSCertExpiry} {
 		ch <- d
 	}
 }
@@ -74,6 +78,10 @@ func (c *haCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descHAResyncs, prometheus.CounterValue, float64(st.Resyncs))
 	ch <- prometheus.MustNewConstMetric(descHARefused, prometheus.CounterValue, float64(st.Refused))
 	ch <- prometheus.MustNewConstMetric(descHAEventsLost, prometheus.CounterValue, float64(s.eventsLost))
+	ch <- prometheus.MustNewConstMetric(descHATLSReloadErrors, prometheus.CounterValue, float64(st.TLSReloadErrors))
+	if !st.CertNotAfter.IsZero() {
+		ch <- prometheus.MustNewConstMetric(descHATLSCertExpiry, prometheus.GaugeValue, float64(st.CertNotAfter.Unix()))
+	}
 	buckets := map[float64]uint64{}
 	var cum uint64
 	for i, ub := range sync.LagBuckets {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/telcolb/telcolb/api"
 	"github.com/telcolb/telcolb/dataplane"
+	"github.com/telcolb/telcolb/ha/sync"
 	"github.com/telcolb/telcolb/monitoring/metricsdoc"
 	"github.com/telcolb/telcolb/scenarios/n2"
 	"github.com/telcolb/telcolb/sctplb/transport/memory"
@@ -46,7 +47,8 @@ func TestMetricTableListsEveryDaemonMetric(t *testing.T) {
 	})
 
 	ha := &haCollector{read: func() haSnapshot {
-		return haSnapshot{peers: []string{"lb2"}, up: map[string]bool{"lb2": true}, synced: map[string]bool{}}
+		return haSnapshot{peers: []string{"lb2"}, up: map[string]bool{"lb2": true}, synced: map[string]bool{},
+			stats: sync.NodeStats{CertNotAfter: time.Now().Add(24 * time.Hour)}}
 	}}
 	if err := env.reg.Register(ha); err != nil {
 		t.Fatal(err)
