@@ -119,10 +119,12 @@ func upLab(t *testing.T, ctx context.Context, withHA bool) *lab2 {
 	if err != nil {
 		t.Fatalf("topology: %v", err)
 	}
-	// No ICMP redirect may pin the backend's replies to lb1.
-	for _, kv := range [][3]any{{topo.Router, "net.ipv4.conf.all.send_redirects", "0"}, {topo.Router, "net.ipv4.conf.eth1.send_redirects", "0"},
-		{topo.BE, "net.ipv4.conf.all.accept_redirects", "0"}} {
-		if err := kv[0].(*lab.Host).Sysctl(kv[1].(string), kv[2].(string)); err != nil {
+	// No ICMP redirect may send the backend's packets past the LB nodes:
+	// neither the router's nor an LB node kernel's (a node's datapath passes
+	// up what it holds no entry for, its kernel forwards it and tells the
+	// backend to use the next hop directly).
+	for _, h := range append([]*lab.Host{topo.Router, topo.BE}, topo.Nodes...) {
+		if err := h.NoRedirects(); err != nil {
 			t.Fatal(err)
 		}
 	}

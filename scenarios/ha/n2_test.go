@@ -98,10 +98,8 @@ func upN2Lab(t *testing.T, ctx context.Context, withHA bool) *n2Lab {
 	// The proxy's AMF associations may use the VIP as a source address:
 	// the AMFs' packets to it go through the router, and no ICMP redirect
 	// may pin them to lb1 (lb2's dials to the AMFs would go unanswered).
-	must(t, topo.Router.Sysctl("net.ipv4.conf.all.send_redirects", "0"))
-	must(t, topo.Router.Sysctl("net.ipv4.conf.eth1.send_redirects", "0"))
-	for _, h := range amfHosts {
-		must(t, h.Sysctl("net.ipv4.conf.all.accept_redirects", "0"))
+	for _, h := range append(append([]*lab.Host{topo.Router}, amfHosts...), topo.Nodes...) {
+		must(t, h.NoRedirects())
 	}
 	// Every host with a usrsctp stack (and the lbs, whose kernel would
 	// answer SCTP to the VIP with protocol-unreachable once the daemon is

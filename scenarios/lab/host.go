@@ -233,6 +233,39 @@ func (h *Host) Sysctl(key, value string) error {
 	return nil
 }
 
+// NoRedirects makes the host neither send nor accept ICMP redirects, on
+// every interface it has now and any it gets later. The kernel ORs the
+// "all" and per-interface switches for sending, and for accepting on a
+// host that does not forward, so "all" alone is not enough: an endpoint
+// host with only all.accept_redirects=0 still took a redirect from an LB
+// node's kernel and from then on sent its replies past the LB.
+func (h *Host) NoRedirects() error {
+	var names []string
+	if err := h.Do(func() error {
+		ifs, err := net.Interfaces()
+		for _, i := range ifs {
+			names = append(names, i.Name)
+		}
+		return err
+	}); err != nil {
+		return fmt.Errorf("lab: %s: interfaces: %w", h.Name, err)
+	}
+	for _, dev := range append([]string{"all", "default"}, names...) {
+		for _, fam := range []string{"ipv4", "ipv6"} {
+			keys := []string{"accept_redirects"} // IPv6 has no send_redirects
+			if fam == "ipv4" {
+				keys = append(keys, "send_redirects", "secure_redirects")
+			}
+			for _, k := range keys {
+				if err := h.Sysctl(fmt.Sprintf("net/%s/conf/%s/%s", fam, dev, k), "0"); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return nil
+}
+
 // ReadSysctl reads a sysctl inside the host's namespace.
 func (h *Host) ReadSysctl(key string) (string, error) {
 	path := filepath.Join("/proc/sys", strings.ReplaceAll(key, ".", "/"))

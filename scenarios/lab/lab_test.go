@@ -464,3 +464,41 @@ func TestSilenceOutOfTheBlueDropsOnlyReflectedAborts(t *testing.T) {
 		t.Errorf("the rule's counter should show the 2 reflected ABORTs dropped:\n%s", out)
 	}
 }
+
+// TestNoRedirectsCoversEveryInterface: the per-interface switches are off
+// too (the kernel ORs them with "all" for sending, and for accepting on a
+// host that does not forward), and interfaces made later inherit "default".
+func TestNoRedirectsCoversEveryInterface(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+	ctx := context.Background()
+	l := NewEmpty(t)
+	a, err := l.AddHost(ctx, "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := l.AddHost(ctx, "b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := l.Connect(ctx, a, "eth0", b, "eth0"); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.NoRedirects(); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := l.Connect(ctx, a, "eth1", b, "eth1"); err != nil { // made after
+		t.Fatal(err)
+	}
+	for _, key := range []string{"net/ipv4/conf/eth0/accept_redirects", "net/ipv4/conf/eth0/send_redirects", "net/ipv6/conf/eth0/accept_redirects",
+		"net/ipv4/conf/all/accept_redirects", "net/ipv4/conf/eth1/accept_redirects", "net/ipv4/conf/eth1/send_redirects", "net/ipv6/conf/eth1/accept_redirects"} {
+		if v, err := a.ReadSysctl(key); err != nil || v != "0" {
+			t.Errorf("%s = %q (%v), want 0", key, v, err)
+		}
+	}
+	// b was left alone: the kernel's defaults are on.
+	if v, _ := b.ReadSysctl("net/ipv4/conf/eth0/accept_redirects"); v != "1" {
+		t.Errorf("b's eth0 accept_redirects = %q: the defaults this test relies on changed", v)
+	}
+}
