@@ -9,7 +9,10 @@ package sctppeer
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -141,7 +144,8 @@ var build struct {
 }
 
 // Binary returns the path of telcolb-sctppeer, building it on first use in
-// this process (go build caches, so this is quick after the first time).
+// this process (go build caches, so this is quick after the first time)
+// into ~/.cache/telcolb/sctppeer-<hash of the module's go.mod path>/.
 func Binary(ctx context.Context) (string, error) {
 	if p := os.Getenv(EnvBinary); p != "" {
 		return p, nil
@@ -159,7 +163,15 @@ func Binary(ctx context.Context) (string, error) {
 	if err != nil {
 		cache = os.TempDir()
 	}
-	dir := filepath.Join(cache, "telcolb")
+	// One binary per source tree (like l4.Build's): test processes of
+	// another worktree, on another version of the peer, would otherwise
+	// replace it under this one's feet with a binary lacking its flags.
+	gomod, err := exec.CommandContext(ctx, goBin, "env", "GOMOD").Output()
+	if err != nil {
+		return "", fmt.Errorf("sctppeer: go env GOMOD: %w", err)
+	}
+	sum := sha256.Sum256(bytes.TrimSpace(gomod))
+	dir := filepath.Join(cache, "telcolb", "sctppeer-"+hex.EncodeToString(sum[:6]))
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", fmt.Errorf("sctppeer: %w", err)
 	}
