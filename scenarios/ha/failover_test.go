@@ -350,6 +350,7 @@ func runFailover(t *testing.T, ctx context.Context, kind failure, sctpRun time.D
 	}
 	lb.fail(t, ctx, kind)
 	failed := time.Now()
+	t.Logf("%s at %s", kind, failed.Format(stamp))
 	checkSCTPImported(t, ctx, lb.daemons[1], before)
 	heldAtFailure(t, ctx, lb, fs, kind == linkDown)
 	asked := time.Now()
@@ -428,9 +429,11 @@ func TestFlowsSurviveANodeFailure(t *testing.T) {
 		t.Fatal(err)
 	}
 	back := time.Now()
+	t.Logf("routes back to lb1 at %s", back.Format(stamp))
 	gap := fs.check(t, "back through lb1 after its rejoin", back)
 	t.Logf("rejoin: every TCP and UDP flow answered through lb1 within %v of the routes moving back", gap.Round(time.Millisecond))
 	sgap := fs.waitSCTP(t, ctx)
+	fs.logSCTPFailures(t, ctx, lb, 0, 1)
 	t.Logf("kill -9 and rejoin: %d SCTP associations (%v), longest gap between two echoes %v (messages every 50 ms)", fs.nSCTP(), sctpModeNames(), sgap)
 }
 
@@ -439,8 +442,9 @@ func TestFlowsSurviveANodeFailure(t *testing.T) {
 func TestFlowsSurviveLinkDown(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer cancel()
-	_, fs := runFailover(t, ctx, linkDown, 20*time.Second)
+	lb, fs := runFailover(t, ctx, linkDown, 20*time.Second)
 	sgap := fs.waitSCTP(t, ctx)
+	fs.logSCTPFailures(t, ctx, lb, 1)
 	t.Logf("link down: %d SCTP associations (%v), longest gap between two echoes %v (messages every 50 ms)", fs.nSCTP(), sctpModeNames(), sgap)
 }
 

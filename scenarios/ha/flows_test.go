@@ -75,6 +75,9 @@ type flowSet struct {
 	sctpMode string
 	// sctpPort is the local port of the next SCTP association.
 	sctpPort uint16
+	// sctpFailed are the client ports of the associations waitSCTP found
+	// broken (logSCTPEntries shows the nodes' entries for them).
+	sctpFailed map[string]bool
 }
 
 // sctpFlow is one client process and its associations, all of one mode:
@@ -86,7 +89,14 @@ type sctpFlow struct {
 	// first is the index of the process's first association among all
 	// of the flow set's (how failures name them), n how many it runs.
 	first, n int
+	// started is when the client process started (its events' times
+	// count from about then).
+	started time.Time
 }
+
+// stamp is how the logs give the time of day of the moments an SCTP
+// failure is placed against (client start, failure, routes back).
+const stamp = "15:04:05.000"
 
 // sctpFirstPort is the first client port of the SCTP associations: each
 // process gets its own range because every usrsctp stack picks its ports
@@ -164,6 +174,7 @@ func (fs *flowSet) startSCTP(t *testing.T, ctx context.Context, lb *lab2, n int,
 		if k == 0 {
 			continue
 		}
+		started := time.Now()
 		c, err := sctppeer.StartClient(ctx, client, sctppeer.ClientOptions{Bind: clientAddrs, Connect: []netip.Addr{vip, vip2}, Port: m.port,
 			Count: int(run / (50 * time.Millisecond)), Size: 64, Interval: 50 * time.Millisecond, Streams: 2, Wait: 20 * time.Second, Timers: sctpTimers,
 			Associations: k, LocalPort: fs.sctpPort})
@@ -171,7 +182,7 @@ func (fs *flowSet) startSCTP(t *testing.T, ctx context.Context, lb *lab2, n int,
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { _ = c.Proc.Stop() })
-		fs.sctp = append(fs.sctp, &sctpFlow{mode: m.mode, c: c, first: fs.nSCTP(), n: k})
+		fs.sctp = append(fs.sctp, &sctpFlow{mode: m.mode, c: c, first: fs.nSCTP(), n: k, started: started})
 		fs.sctpPort += uint16(k)
 	}
 	deadline := time.Now().Add(60 * time.Second)
@@ -290,6 +301,16 @@ func (fs *flowSet) waitSCTP(t *testing.T, ctx context.Context) time.Duration {
 		for j, r := range m.Associations {
 			if !r.OK() {
 				worstFailed = max(worstFailed, r.MaxGapMs)
+				// When it went wrong, in the client's time (ms since
+				// its start, as ElapsedMs).
+				t.Logf("sctp %d (%s, local %v, client started %s): longest gap %d ms, elapsed %d ms, events %s",
+					f.first+j, f.mode, r.LocalAddrs, f.started.Format(stamp), r.MaxGapMs, r.ElapsedMs, eventList(r.Events))
+				if fs.sctpFailed == nil {
+					fs.sctpFailed = map[string]bool{}
+				}
+				for _, a := range r.LocalAddrs {
+					fs.sctpFailed[a] = true
+				}
 				continue
 			}
 			i := f.first + j
@@ -309,6 +330,74 @@ func (fs *flowSet) waitSCTP(t *testing.T, ctx context.Context) time.Duration {
 	return time.Duration(worst) * time.Millisecond
 }
 
+// eventList prints events, a run of the same event (a send-failed for
+// each message queued when an association died) once with its count.
+func eventList(evs []sctppeer.Event) string {
+	var out []string
+	for i := 0; i < len(evs); {
+		j := i + 1
+		for j < len(evs) && evs[j] == evs[i] {
+			j++
+		}
+		e := fmt.Sprintf("%d ms %s %s %s", evs[i].AtMs, evs[i].Kind, evs[i].State, evs[i].Addr)
+		if j-i > 1 {
+			e += fmt.Sprintf(" (x%d)", j-i)
+		}
+		out = append(out, strings.TrimSpace(e))
+		i = j
+	}
+	return "[" + strings.Join(out, "; ") + "]"
+}
+
+// logSCTPFailures logs, when associations broke, what the endpoint's
+// servers saw go wrong and each live node's entries of the broken ones:
+// the evidence of where they were lost.
+func (fs *flowSet) logSCTPFailures(t *testing.T, ctx context.Context, lb *lab2, live ...int) {
+	t.Helper()
+	if len(fs.sctpFailed) == 0 {
+		return
+	}
+	for _, s := range lb.sctpSrv {
+		evs, err := s.Events()
+		if err != nil {
+			t.Errorf("%s events: %v", s.Opts.ID, err)
+			continue
+		}
+		// The server's association IDs, by the peers it saw at COMM_UP
+		// (default mode: the client's addresses and port; fullnat: the
+		// VIPs and the SNAT port).
+		peers := map[uint32][]string{}
+		for _, ev := range evs {
+			if ev.Event == "assoc" && ev.State == "COMM_UP" {
+				peers[ev.Assoc] = ev.Peers
+			}
+		}
+		var odd []string
+		for _, ev := range evs {
+			if ev.Event == "assoc" && ev.State != "COMM_UP" && ev.State != "SHUTDOWN_COMP" || ev.Event == "closed" && ev.Error != "" || ev.Event == "error" {
+				odd = append(odd, fmt.Sprintf("  %d ms %s %s assoc %d (peers %v) %s", ev.AtMs, ev.Event, ev.State, ev.Assoc, peers[ev.Assoc], ev.Error))
+			}
+		}
+		t.Logf("%s: %d association losses and errors (no COMM_UP, path change, send failure or clean close):\n%s", s.Opts.ID, len(odd), strings.Join(odd, "\n"))
+	}
+	for _, i := range live {
+		conns, err := lb.daemons[i].Client.Conntrack(ctx)
+		if err != nil {
+			t.Errorf("lb%d conntrack: %v", i+1, err)
+			continue
+		}
+		var lines []string
+		for _, c := range conns {
+			if c.Protocol == api.ProtocolSCTP && fs.sctpFailed[c.Client] {
+				lines = append(lines, fmt.Sprintf("  %s %s -> %s via %s: %s tags %s/%s, %d paths, %d/%d packets, idle %ds",
+					c.Service, c.Client, c.VIP, c.Source, c.State, c.VTagClient, c.VTagEndpoint, len(c.Paths), c.OrigPackets, c.ReplyPackets, c.IdleSeconds))
+			}
+		}
+		slices.Sort(lines)
+		t.Logf("lb%d's entries of the broken associations now:\n%s", i+1, strings.Join(lines, "\n"))
+	}
+}
+
 // waitHeld waits until d's conntrack holds every TCP and UDP flow (by
 // client address and port) and at least nSCTP SCTP entries.
 func waitHeld(t *testing.T, ctx context.Context, d *l4.Daemon, who string, fs *flowSet, nSCTP int) {
@@ -322,15 +411,20 @@ func waitHeld(t *testing.T, ctx context.Context, d *l4.Daemon, who string, fs *f
 	}
 	deadline := time.Now().Add(60 * time.Second)
 	var missing, sctp int
+	var sctpHeld map[uint16]bool
 	for time.Now().Before(deadline) {
 		conns, err := d.Client.Conntrack(ctx)
 		if err == nil {
 			have := map[string]bool{}
 			sctp = 0
+			sctpHeld = map[uint16]bool{}
 			for _, c := range conns {
 				have[c.Client] = true
 				if c.Protocol == api.ProtocolSCTP {
 					sctp++
+					if ap, err := netip.ParseAddrPort(c.Client); err == nil {
+						sctpHeld[ap.Port()] = true
+					}
 				}
 			}
 			missing = 0
@@ -345,7 +439,15 @@ func waitHeld(t *testing.T, ctx context.Context, d *l4.Daemon, who string, fs *f
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	t.Fatalf("%s never held the flows: %d of %d TCP+UDP missing, %d SCTP entries of at least %d", who, missing, len(want), sctp, nSCTP)
+	// Which associations (by client port) it lacks, for the report.
+	var lacks []uint16
+	for p := uint16(sctpFirstPort); p < fs.sctpPort; p++ {
+		if !sctpHeld[p] {
+			lacks = append(lacks, p)
+		}
+	}
+	t.Fatalf("%s never held the flows: %d of %d TCP+UDP missing, %d SCTP entries of at least %d (no entry for the associations of client ports %v)",
+		who, missing, len(want), sctp, nSCTP, lacks)
 }
 
 // routeTo sends the VIPs (router) and the client network (endpoint host:
