@@ -188,7 +188,15 @@ func (fs *flowSet) startSCTP(t *testing.T, ctx context.Context, lb *lab2, n int,
 	deadline := time.Now().Add(60 * time.Second)
 	for lb.sctpUp(t)-before < n {
 		if time.Now().After(deadline) {
-			t.Fatalf("%d of %d SCTP associations up after 60s", lb.sctpUp(t)-before, n)
+			var why []string
+			for _, f := range fs.sctp {
+				for _, line := range strings.Split(f.c.Proc.Stderr(), "\n") {
+					if strings.Contains(line, "association failed") {
+						why = append(why, "  "+f.mode+": "+line)
+					}
+				}
+			}
+			t.Fatalf("%d of %d SCTP associations up after 60s:\n%s", lb.sctpUp(t)-before, n, strings.Join(why, "\n"))
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

@@ -172,7 +172,15 @@ func runMany(a clientArgs, log *slog.Logger) sctppeer.ManyResult {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			results[i] = runAssociation(ctx, stack, a, local, remote, port, start)
+			r := runAssociation(ctx, stack, a, local, remote, port, start)
+			// Said at once (the result line comes when all are done): a
+			// test waiting for the associations to come up can tell why
+			// one did not.
+			if !r.OK() {
+				log.Warn("association failed", "index", i, "local", r.LocalAddrs, "localPort", port, "associated", r.Associated,
+					"sent", r.Sent, "echoed", r.Echoed, "atMs", time.Since(start).Milliseconds(), "error", r.Error)
+			}
+			results[i] = r
 		}()
 	}
 	wg.Wait()
