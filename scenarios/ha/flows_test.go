@@ -78,7 +78,7 @@ type flowSet struct {
 	// sctpPort is the local port of the next SCTP association.
 	sctpPort uint16
 	// sctpFailed are the client ports of the associations waitSCTP found
-	// broken (logSCTPEntries shows the nodes' entries for them).
+	// broken (logSCTPFailures shows the nodes' entries for them).
 	sctpFailed map[string]bool
 }
 
