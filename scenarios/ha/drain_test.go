@@ -280,5 +280,5 @@ func TestPlannedSwitchoverLosesNothing(t *testing.T) {
 	sgap := fs.waitSCTP(t, ctx)
 	t.Logf("drain: route via lb2 %v after the drain; pinged flows' longest gap %v (asked every 20 ms); %d TCP and %d UDP flows then asked at once, all answered through lb2 within %v; %d SCTP associations (fullnat), longest gap between two echoes %v (messages every 50 ms)",
 		moved.Sub(drained).Round(time.Millisecond), p.longestGap(drained.Add(-200*time.Millisecond), end).Round(time.Millisecond),
-		len(fs.tcp), len(fs.udp), gap.Round(time.Millisecond), len(fs.sctp), sgap)
+		len(fs.tcp), len(fs.udp), gap.Round(time.Millisecond), fs.nSCTP(), sgap)
 }

@@ -34,11 +34,13 @@ var (
 	vip2        = netip.MustParseAddr("10.78.100.2")
 	clientAddrs = []netip.Addr{netip.MustParseAddr("10.78.1.2"), netip.MustParseAddr("10.78.1.3")}
 	clientLAN   = netip.MustParsePrefix("10.78.1.0/24")
-	sctpModes   = []struct {
-		mode string
-		port uint16
-	}{{api.ModeDefault, 7102}, {api.ModeFullNAT, 7103}}
+	sctpModes   = []sctpMode{{api.ModeDefault, 7102}, {api.ModeFullNAT, 7103}}
 )
+
+type sctpMode struct {
+	mode string
+	port uint16
+}
 
 const (
 	tcpPort  = 7100
@@ -344,12 +346,13 @@ func runFailover(t *testing.T, ctx context.Context, kind failure, sctpRun time.D
 	for i, f := range fs.sctp {
 		select {
 		case <-f.c.Proc.Done():
-			t.Fatalf("sctp client %d finished before the failure (machine too slow for the run of %v)", i, sctpRun)
+			t.Fatalf("sctp client %d (associations %d..%d) finished before the failure (machine too slow for the run of %v)", i, f.first, f.first+f.n-1, sctpRun)
 		default:
 		}
 	}
 	lb.fail(t, ctx, kind)
 	failed := time.Now()
+	t.Logf("%s at %s", kind, failed.Format(stamp))
 	checkSCTPImported(t, ctx, lb.daemons[1], before)
 	heldAtFailure(t, ctx, lb, fs, kind == linkDown)
 	asked := time.Now()
@@ -423,15 +426,17 @@ func TestFlowsSurviveANodeFailure(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitReady(t, ctx, lb1, "rebooted lb1")
-	waitHeld(t, ctx, lb1, "rebooted lb1", fs, len(fs.sctp))
+	waitHeld(t, ctx, lb1, "rebooted lb1", fs, fs.nSCTP())
 	if err := lb.routeTo(ctx, 1); err != nil {
 		t.Fatal(err)
 	}
 	back := time.Now()
+	t.Logf("routes back to lb1 at %s", back.Format(stamp))
 	gap := fs.check(t, "back through lb1 after its rejoin", back)
 	t.Logf("rejoin: every TCP and UDP flow answered through lb1 within %v of the routes moving back", gap.Round(time.Millisecond))
 	sgap := fs.waitSCTP(t, ctx)
-	t.Logf("kill -9 and rejoin: %d SCTP associations (%v), longest gap between two echoes %v (messages every 50 ms)", len(fs.sctp), sctpModeNames(), sgap)
+	fs.logSCTPFailures(t, ctx, lb, 0, 1)
+	t.Logf("kill -9 and rejoin: %d SCTP associations (%v), longest gap between two echoes %v (messages every 50 ms)", fs.nSCTP(), sctpModeNames(), sgap)
 }
 
 // TestFlowsSurviveLinkDown: the same flows survive lb1 losing its link
@@ -439,9 +444,10 @@ func TestFlowsSurviveANodeFailure(t *testing.T) {
 func TestFlowsSurviveLinkDown(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer cancel()
-	_, fs := runFailover(t, ctx, linkDown, 20*time.Second)
+	lb, fs := runFailover(t, ctx, linkDown, 20*time.Second)
 	sgap := fs.waitSCTP(t, ctx)
-	t.Logf("link down: %d SCTP associations (%v), longest gap between two echoes %v (messages every 50 ms)", len(fs.sctp), sctpModeNames(), sgap)
+	fs.logSCTPFailures(t, ctx, lb, 1)
+	t.Logf("link down: %d SCTP associations (%v), longest gap between two echoes %v (messages every 50 ms)", fs.nSCTP(), sctpModeNames(), sgap)
 }
 
 func sctpModeNames() string {

@@ -2,8 +2,10 @@ package sctppeer_test
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 	"os/exec"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -207,4 +209,105 @@ func contains(s []string, v string) bool {
 		}
 	}
 	return false
+}
+
+// Fifty multi-homed associations from one client process (one usrsctp
+// stack) through a router with two links per side: each its own local
+// port, both local and both peer addresses, every message of each echoed
+// on its stream. Then the same with one association's packets dropped by
+// the client's namespace: the client fails, and only that association is
+// reported broken, the others all echoed.
+func TestManyAssociationsFromOneProcess(t *testing.T) {
+	requireTools(t)
+	l := lab.New(t, lab.Config{Backends: 1, Links: 2, Router: true})
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	srv, err := sctppeer.StartServer(ctx, l.Backends[0], sctppeer.ServerOptions{
+		Bind: addrs("10.77.2.11", "10.77.12.11"), Port: 38412, ID: "be1", Timers: sctppeer.FastTimers,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const (
+		n     = 50
+		count = 20
+		port  = 40000
+	)
+	opts := sctppeer.ClientOptions{
+		Bind: addrs("10.77.1.2", "10.77.11.2"), Connect: addrs("10.77.2.11", "10.77.12.11"), Port: 38412,
+		Count: count, Size: 100, Interval: 20 * time.Millisecond, Streams: 3, PPID: 60, Timers: sctppeer.FastTimers,
+		Associations: n, LocalPort: port,
+	}
+	c, err := sctppeer.StartClient(ctx, l.Client, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := c.WaitMany(ctx)
+	if err != nil {
+		t.Fatalf("client: %v", err)
+	}
+	if len(m.Associations) != n || m.Total.OK != n || m.Total.Echoed != n*count || m.Total.Sent != n*count {
+		t.Fatalf("total %+v, want %d associations all OK with %d echoes", m.Total, n, n*count)
+	}
+	for i, r := range m.Associations {
+		if r.Echoed != count || r.ServerID != "be1" {
+			t.Errorf("association %d: echoed %d from %q, want %d from be1", i, r.Echoed, r.ServerID, count)
+		}
+		wantPort := ":" + strconv.Itoa(port+i)
+		if len(r.LocalAddrs) != 2 || len(r.PeerAddrs) != 2 {
+			t.Errorf("association %d: local %v peer %v, want two each", i, r.LocalAddrs, r.PeerAddrs)
+		}
+		for _, a := range r.LocalAddrs {
+			if !strings.HasSuffix(a, wantPort) {
+				t.Errorf("association %d: local address %s, want port %s", i, a, wantPort)
+			}
+		}
+	}
+	t.Logf("%d associations: %d echoes, longest gap %d ms, %d ms", n, m.Total.Echoed, m.Total.MaxGapMs, m.Total.ElapsedMs)
+	if up := countUp(t, srv); up != n {
+		t.Errorf("server saw %d associations come up, want %d", up, n)
+	}
+
+	// One association's packets never leave the client: it cannot
+	// associate, the 49 others are unaffected.
+	const broken = 7
+	for _, cmd := range []string{
+		"add table inet tlb_test",
+		"add chain inet tlb_test out { type filter hook output priority 0 ; }",
+		fmt.Sprintf("add rule inet tlb_test out sctp sport %d drop", port+100+broken),
+	} {
+		if out, err := l.Client.Exec(ctx, "nft", cmd); err != nil {
+			t.Fatalf("nft %s: %v: %s", cmd, err, out)
+		}
+	}
+	opts.LocalPort = port + 100
+	c, err = sctppeer.StartClient(ctx, l.Client, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err = c.WaitMany(ctx)
+	if err == nil {
+		t.Fatalf("client with association %d dropped reported success: %+v", broken, m.Total)
+	}
+	if !strings.Contains(err.Error(), fmt.Sprintf("association %d ", broken)) {
+		t.Errorf("error does not name association %d: %v", broken, err)
+	}
+	if len(m.Associations) != n || m.Total.OK != n-1 || m.Associations[broken].Associated || m.Associations[broken].Error == "" {
+		t.Errorf("total %+v, association %d %+v: want only it broken (not associated, with an error)", m.Total, broken, m.Associations[broken])
+	}
+}
+
+func countUp(t *testing.T, srv *sctppeer.Server) int {
+	t.Helper()
+	evs, err := srv.Events()
+	if err != nil {
+		t.Fatal(err)
+	}
+	up := 0
+	for _, ev := range evs {
+		if ev.Event == "assoc" && ev.State == "COMM_UP" {
+			up++
+		}
+	}
+	return up
 }

@@ -9,7 +9,10 @@ package sctppeer
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -103,44 +106,16 @@ type ClientOptions struct {
 	// Raw expects verbatim echoes (server Raw).
 	Raw    bool
 	Timers Timers
-}
-
-// Event is an association or peer-address event seen by a peer.
-type Event struct {
-	// AtMs is milliseconds since the client started (server: since start).
-	AtMs  int64  `json:"atMs"`
-	Kind  string `json:"kind"`  // "assoc" or "paddr" or "shutdown" or "remote-error" or "send-failed"
-	State string `json:"state"` // COMM_UP, ADDR_UNREACHABLE, ...
-	Addr  string `json:"addr,omitempty"`
-	Assoc uint32 `json:"assoc"`
-}
-
-// Result is the client's one-line JSON report.
-type Result struct {
-	Associated bool     `json:"associated"`
-	Sent       int      `json:"sent"`
-	Echoed     int      `json:"echoed"`
-	Lost       int      `json:"lost"`
-	Duplicates int      `json:"duplicates"`
-	Corrupt    int      `json:"corrupt"`
-	WrongStrm  int      `json:"wrongStream"`
-	ServerID   string   `json:"serverID"`
-	ServerIDs  []string `json:"serverIDs,omitempty"`
-	PeerAddrs  []string `json:"peerAddrs"`
-	LocalAddrs []string `json:"localAddrs"`
-	Events     []Event  `json:"events"`
-	// Failovers counts ADDR_UNREACHABLE events.
-	Failovers int `json:"failovers"`
-	// MaxGapMs is the longest time between two echoes, or from the last
-	// echo to the end of the run when echoes are missing.
-	MaxGapMs  int64  `json:"maxGapMs"`
-	ElapsedMs int64  `json:"elapsedMs"`
-	Error     string `json:"error,omitempty"`
-}
-
-// OK reports whether the run associated and got every echo back intact.
-func (r Result) OK() bool {
-	return r.Associated && r.Error == "" && r.Lost == 0 && r.Corrupt == 0 && r.WrongStrm == 0 && r.Echoed == r.Sent
+	// Associations, when at least 1, opens that many associations from
+	// the one process (one usrsctp stack), each its own socket and local
+	// port, all with the options above, and reports a ManyResult (collect
+	// it with WaitMany). 0: one association reported as a Result (Wait).
+	Associations int
+	// LocalPort, when set, is the first association's local port, the
+	// next ones counting up from it (else usrsctp picks). Clients sharing
+	// a namespace need disjoint ranges: each stack picks its ports on its
+	// own and two could pick the same.
+	LocalPort uint16
 }
 
 // ServerEvent is one JSON line the server prints.
@@ -169,7 +144,8 @@ var build struct {
 }
 
 // Binary returns the path of telcolb-sctppeer, building it on first use in
-// this process (go build caches, so this is quick after the first time).
+// this process (go build caches, so this is quick after the first time)
+// into ~/.cache/telcolb/sctppeer-<hash of the module's go.mod path>/.
 func Binary(ctx context.Context) (string, error) {
 	if p := os.Getenv(EnvBinary); p != "" {
 		return p, nil
@@ -187,7 +163,15 @@ func Binary(ctx context.Context) (string, error) {
 	if err != nil {
 		cache = os.TempDir()
 	}
-	dir := filepath.Join(cache, "telcolb")
+	// One binary per source tree (like l4.Build's): test processes of
+	// another worktree, on another version of the peer, would otherwise
+	// replace it under this one's feet with a binary lacking its flags.
+	gomod, err := exec.CommandContext(ctx, goBin, "env", "GOMOD").Output()
+	if err != nil {
+		return "", fmt.Errorf("sctppeer: go env GOMOD: %w", err)
+	}
+	sum := sha256.Sum256(bytes.TrimSpace(gomod))
+	dir := filepath.Join(cache, "telcolb", "sctppeer-"+hex.EncodeToString(sum[:6]))
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", fmt.Errorf("sctppeer: %w", err)
 	}
@@ -315,6 +299,7 @@ func parseServerEvents(out string) ([]ServerEvent, error) {
 // Client is a running client.
 type Client struct {
 	Proc *lab.Proc
+	Opts ClientOptions
 }
 
 func (o ClientOptions) args() ([]string, error) {
@@ -352,6 +337,15 @@ func (o ClientOptions) args() ([]string, error) {
 	if o.Raw {
 		args = append(args, "--raw")
 	}
+	if o.Associations < 0 {
+		return nil, fmt.Errorf("sctppeer: %d associations", o.Associations)
+	}
+	if o.Associations > 0 {
+		args = append(args, "--associations", strconv.Itoa(o.Associations))
+	}
+	if o.LocalPort != 0 {
+		args = append(args, "--local-port", strconv.Itoa(int(o.LocalPort)))
+	}
 	return append(args, o.Timers.args()...), nil
 }
 
@@ -378,17 +372,18 @@ func StartClient(ctx context.Context, host *lab.Host, opts ClientOptions) (*Clie
 	if err != nil {
 		return nil, err
 	}
-	return &Client{Proc: p}, nil
+	return &Client{Proc: p, Opts: opts}, nil
 }
 
 // Wait waits for the client to finish and returns its Result. The error is
 // non-nil when the client failed (exit status, no result line, or a Result
-// that is not OK); the Result is returned whenever one was printed.
+// that is not OK); the Result is returned whenever one was printed. A
+// client of several associations is collected with WaitMany.
 func (c *Client) Wait(ctx context.Context) (Result, error) {
-	waitErr := c.Proc.Wait(ctx)
-	if errors.Is(waitErr, context.Canceled) || errors.Is(waitErr, context.DeadlineExceeded) {
-		_ = c.Proc.Stop()
+	if c.Opts.Associations > 0 {
+		return Result{}, errors.New("sctppeer: a client of several associations reports with WaitMany")
 	}
+	waitErr := c.wait(ctx)
 	r, perr := ParseResult(c.Proc.Stdout())
 	if perr != nil {
 		return r, fmt.Errorf("sctppeer client: %w (exit: %v; stderr: %s)", perr, waitErr, strings.TrimSpace(c.Proc.Stderr()))
@@ -399,9 +394,39 @@ func (c *Client) Wait(ctx context.Context) (Result, error) {
 	return r, nil
 }
 
-func summary(r Result) string {
-	return fmt.Sprintf("associated=%v sent=%d echoed=%d lost=%d corrupt=%d wrongStream=%d error=%q",
-		r.Associated, r.Sent, r.Echoed, r.Lost, r.Corrupt, r.WrongStrm, r.Error)
+// wait waits for the process to exit, stopping it when ctx ends first.
+func (c *Client) wait(ctx context.Context) error {
+	err := c.Proc.Wait(ctx)
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		_ = c.Proc.Stop()
+	}
+	return err
+}
+
+// WaitMany waits for a client of several associations (Associations set)
+// and returns its ManyResult. The error is non-nil when the client failed
+// (exit status, no result line, or any association not OK) and names each
+// failed association; the ManyResult is returned whenever one was printed.
+func (c *Client) WaitMany(ctx context.Context) (ManyResult, error) {
+	if c.Opts.Associations == 0 {
+		return ManyResult{}, errors.New("sctppeer: a client of one association reports with Wait")
+	}
+	waitErr := c.wait(ctx)
+	m, perr := ParseManyResult(c.Proc.Stdout())
+	if perr != nil {
+		return m, fmt.Errorf("sctppeer client: %w (exit: %v; stderr: %s)", perr, waitErr, strings.TrimSpace(c.Proc.Stderr()))
+	}
+	if waitErr == nil && m.OK() {
+		return m, nil
+	}
+	var failed []string
+	for i, r := range m.Associations {
+		if !r.OK() {
+			failed = append(failed, fmt.Sprintf("association %d (local %v): %s", i, r.LocalAddrs, summary(r)))
+		}
+	}
+	return m, fmt.Errorf("sctppeer client failed (exit: %v, error %q): %d of %d associations OK:\n%s",
+		waitErr, m.Error, m.Total.OK, len(m.Associations), strings.Join(failed, "\n"))
 }
 
 // RunClient runs a client in host to completion.
@@ -411,24 +436,6 @@ func RunClient(ctx context.Context, host *lab.Host, opts ClientOptions) (Result,
 		return Result{}, err
 	}
 	return c.Wait(ctx)
-}
-
-// ParseResult extracts the client's Result: the last line of out that is a
-// JSON object.
-func ParseResult(out string) (Result, error) {
-	lines := strings.Split(strings.TrimSpace(out), "\n")
-	for i := len(lines) - 1; i >= 0; i-- {
-		line := strings.TrimSpace(lines[i])
-		if !strings.HasPrefix(line, "{") {
-			continue
-		}
-		var r Result
-		if err := json.Unmarshal([]byte(line), &r); err != nil {
-			return Result{}, fmt.Errorf("sctppeer: result line: %w", err)
-		}
-		return r, nil
-	}
-	return Result{}, errors.New("sctppeer: no result line")
 }
 
 // ParseAddrList parses "a[,b...]" into addresses (the --bind and --connect

@@ -2,9 +2,11 @@ package sctppeer
 
 import (
 	"bytes"
+	"encoding/json"
 	"net/netip"
 	"reflect"
 	"testing"
+	"time"
 )
 
 func TestParseAddrList(t *testing.T) {
@@ -137,6 +139,73 @@ func FuzzDecodeMessage(f *testing.F) {
 		seq, ok := DecodeMessage(b)
 		if ok && !bytes.Equal(EncodeMessage(seq, len(b)), b) {
 			t.Fatalf("accepted a message EncodeMessage would not produce: %x", b)
+		}
+	})
+}
+
+func TestSummarizeAndManyResultOK(t *testing.T) {
+	ok := Result{Associated: true, Sent: 5, Echoed: 5, MaxGapMs: 60, Failovers: 1}
+	lost := Result{Associated: true, Sent: 5, Echoed: 3, Lost: 2, MaxGapMs: 900}
+	down := Result{Error: "dial: CANT_STR_ASSOC"}
+	m := Summarize([]Result{ok, lost, down, ok}, 2*time.Second)
+	want := Total{Associations: 4, Associated: 3, OK: 2, Sent: 15, Echoed: 13, Lost: 2, Failovers: 2, Errors: 1, MaxGapMs: 900, ElapsedMs: 2000}
+	if m.Total != want {
+		t.Errorf("total %+v, want %+v", m.Total, want)
+	}
+	if m.OK() {
+		t.Error("OK with a lossy and a failed association")
+	}
+	if !Summarize([]Result{ok, ok}, time.Second).OK() {
+		t.Error("not OK with every association OK")
+	}
+	for name, bad := range map[string]ManyResult{
+		"none":           Summarize(nil, time.Second),
+		"client error":   {Associations: []Result{ok}, Total: Total{Associations: 1, OK: 1}, Error: "--count"},
+		"total mismatch": {Associations: []Result{ok}, Total: Total{Associations: 2}},
+	} {
+		if bad.OK() {
+			t.Errorf("%s: OK", name)
+		}
+	}
+}
+
+func TestParseManyResult(t *testing.T) {
+	line, err := json.Marshal(Summarize([]Result{{Associated: true, Sent: 2, Echoed: 2, ServerID: "be1"}}, time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := ParseManyResult("noise\n" + string(line) + "\n")
+	if err != nil || !m.OK() || m.Associations[0].ServerID != "be1" {
+		t.Errorf("parsed %+v %v", m, err)
+	}
+	m, err = ParseManyResult(`{"associations":[],"total":{"associations":0},"error":"--associations=-1: want 0..4096"}`)
+	if err != nil || m.Error == "" || m.OK() {
+		t.Errorf("client error line: %+v %v", m, err)
+	}
+	for _, bad := range []string{
+		"",
+		"{broken",
+		// A one-association Result is not a ManyResult.
+		`{"associated":true,"sent":3,"echoed":3}`,
+		`{"associations":[{"associated":true}],"total":{"associations":2}}`,
+	} {
+		if m, err := ParseManyResult(bad); err == nil {
+			t.Errorf("%q accepted: %+v", bad, m)
+		}
+	}
+}
+
+func FuzzParseManyResult(f *testing.F) {
+	line, _ := json.Marshal(Summarize([]Result{{Associated: true, Sent: 1, Echoed: 1}}, time.Second))
+	f.Add(string(line))
+	f.Add(`{"associated":true}`)
+	f.Fuzz(func(t *testing.T, s string) {
+		m, err := ParseManyResult(s)
+		if err != nil {
+			return
+		}
+		if m.Error == "" && len(m.Associations) != m.Total.Associations {
+			t.Fatalf("accepted %d associations with a total of %d", len(m.Associations), m.Total.Associations)
 		}
 	})
 }

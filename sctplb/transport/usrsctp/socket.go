@@ -289,8 +289,16 @@ type Message struct {
 // Dial sets up an association from the local addresses (bound all together:
 // multi-homing; none: any address) to the peer's addresses on port, and
 // returns once it is established (COMM_UP). Events that arrive meanwhile
-// are kept for RecvMsg.
+// are kept for RecvMsg. The local port is one usrsctp picks.
 func (s *Stack) Dial(ctx context.Context, local, remote []netip.Addr, port uint16) (*Conn, error) {
+	return s.DialFrom(ctx, local, 0, remote, port)
+}
+
+// DialFrom is Dial from a chosen local port (0: one usrsctp picks). Several
+// usrsctp stacks in one namespace each pick their ports on their own and
+// may pick the same one; callers running several stacks side by side give
+// each its own range.
+func (s *Stack) DialFrom(ctx context.Context, local []netip.Addr, localPort uint16, remote []netip.Addr, port uint16) (*Conn, error) {
 	if len(remote) == 0 {
 		return nil, errors.New("usrsctp: dial: no remote address")
 	}
@@ -320,8 +328,17 @@ func (s *Stack) Dial(ctx context.Context, local, remote []netip.Addr, port uint1
 			return fail(err)
 		}
 	}
-	if len(local) > 0 {
-		if err := sk.bindx(local, 0); err != nil {
+	switch {
+	case len(local) > 0:
+		if err := sk.bindx(local, localPort); err != nil {
+			return fail(err)
+		}
+	case localPort != 0:
+		any := netip.IPv4Unspecified()
+		if domainFor(remote) == C.AF_INET6 {
+			any = netip.IPv6Unspecified()
+		}
+		if err := sk.bindx([]netip.Addr{any}, localPort); err != nil {
 			return fail(err)
 		}
 	}
