@@ -38,6 +38,7 @@ const (
 // is stale) and when any other query returns nothing.
 var notExercised = promtest.Unexercised{
 	`alert TelcolbVIPPoolNearlyExhausted`:                           "controller metric: k8s/controller TestControllerDashboardAndAlertsAgainstPrometheus fills a pool",
+	`alert TelcolbHASyncCertificateExpiring`:                        "HA sync metric: this lab runs no HA group; the rule's promtool test (monitoring/alerts/testdata) evaluates it, cmd/telcolb/app TestHATLSMetricsFollowRenewal checks the gauge",
 	`dashboard n2, panel "Rejected PDUs by reason"`:                 "the simulators send only valid NGAP; the section 10 rejections are tested in sctplb/steer",
 	`dashboard n2, panel "Malformed PDUs"`:                          "the simulators send only decodable NGAP; malformed input is fuzzed in sctplb/steer",
 	`dashboard pfcp, panel "Sessions replayed or moved"`:            "no UPF restarts here; scenarios/pfcp TestN4LabThroughTheDaemon restarts one",
