@@ -134,6 +134,16 @@ func serve(opts app.Options, log *slog.Logger) (err error) {
 			return fmt.Errorf("attach %s: %w", ifname, err)
 		}
 	}
+	if !opts.ICMPSendRedirects {
+		// A failure is no reason to stop serving: said loudly, not fatal.
+		changed, err := app.DisableSendRedirects("/proc/sys", opts.Interfaces)
+		if err != nil {
+			log.Warn("ICMP redirects may still be sent (a redirect sends backends' packets past the LB nodes)", "error", err)
+		}
+		if len(changed) > 0 {
+			log.Info("ICMP redirects turned off", "sysctls", changed)
+		}
+	}
 	socketLB(dp, opts, log)
 	// What the previous program added to migrated maps until now.
 	if err := dp.CompleteMigration(); err != nil {

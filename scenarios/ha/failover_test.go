@@ -122,10 +122,11 @@ func upLab(t *testing.T, ctx context.Context, withHA bool) *lab2 {
 		t.Fatalf("topology: %v", err)
 	}
 	// No ICMP redirect may send the backend's packets past the LB nodes:
-	// neither the router's nor an LB node kernel's (a node's datapath passes
-	// up what it holds no entry for, its kernel forwards it and tells the
-	// backend to use the next hop directly).
-	for _, h := range append([]*lab.Host{topo.Router, topo.BE}, topo.Nodes...) {
+	// the router's are turned off here, the LB nodes' by the daemon itself
+	// (checked below: a node's datapath passes up what it holds no entry
+	// for, its kernel forwards it and would tell the backend to use the
+	// next hop directly), and the backend refuses them besides.
+	for _, h := range []*lab.Host{topo.Router, topo.BE} {
 		if err := h.NoRedirects(); err != nil {
 			t.Fatal(err)
 		}
@@ -181,8 +182,13 @@ func upLab(t *testing.T, ctx context.Context, withHA bool) *lab2 {
 		}
 	})
 	lb.bins, lb.certs, lb.dir, lb.labID, lb.withHA = bins, certs, dir, l.ID, withHA
-	for i := range topo.Nodes {
+	for i, h := range topo.Nodes {
 		lb.daemons = append(lb.daemons, lb.startNode(t, ctx, i, ""))
+		for _, key := range []string{"net/ipv4/conf/all/send_redirects", "net/ipv4/conf/eth0/send_redirects"} {
+			if v, err := h.ReadSysctl(key); err != nil || v != "0" {
+				t.Fatalf("lb%d after its daemon started: %s = %q (%v), want 0 (the daemon turns ICMP redirects off)", i+1, key, v, err)
+			}
+		}
 	}
 	return lb
 }

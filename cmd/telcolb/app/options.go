@@ -35,6 +35,10 @@ type Options struct {
 	LogFormat            string   `json:"logFormat"`
 	// ForceClsact attaches through clsact even where tcx exists.
 	ForceClsact bool `json:"forceClsact"`
+	// ICMPSendRedirects leaves the node's IPv4 ICMP redirects on. By
+	// default the daemon turns them off (redirects.go): a redirect from a
+	// node's kernel sends a backend's packets past every LB node.
+	ICMPSendRedirects bool `json:"icmpSendRedirects"`
 	// SocketLB balances the connections and datagrams the node itself
 	// originates toward a VIP (cgroup socket programs, dataplane/socklb.go);
 	// on by default.
@@ -115,6 +119,7 @@ func ParseOptions(args []string, usage io.Writer) (Options, error) {
 	fs.StringVar(&f.LogLevel, "log-level", o.LogLevel, "debug, info, warn or error")
 	fs.StringVar(&f.LogFormat, "log-format", o.LogFormat, "json or text")
 	fs.BoolVar(&f.ForceClsact, "force-clsact", false, "attach through a clsact qdisc even where tcx is available")
+	fs.BoolVar(&f.ICMPSendRedirects, "icmp-send-redirects", false, "leave IPv4 ICMP redirects on (by default the daemon sets net.ipv4.conf.{all,<interface>}.send_redirects=0: a redirect would send backends' packets past the LB nodes)")
 	fs.BoolVar(&f.SocketLB, "socket-lb", o.SocketLB, "balance the traffic this node originates toward a VIP at the socket (cgroup connect/sendmsg programs); false detaches them")
 	fs.StringVar(&f.SocketLBCgroup, "socket-lb-cgroup", "", "cgroup v2 directory the socket programs attach to; default the cgroup v2 root")
 	fs.StringVar(&f.N2Transport, "n2-transport", o.N2Transport, "SCTP stack of N2 proxies: auto, kernel or userspace")
@@ -170,6 +175,8 @@ func ParseOptions(args []string, usage io.Writer) (Options, error) {
 			o.LogFormat = f.LogFormat
 		case "force-clsact":
 			o.ForceClsact = f.ForceClsact
+		case "icmp-send-redirects":
+			o.ICMPSendRedirects = f.ICMPSendRedirects
 		case "socket-lb":
 			o.SocketLB = f.SocketLB
 		case "socket-lb-cgroup":
