@@ -348,22 +348,27 @@ func (h *Host) DisableOffload(ctx context.Context, ifname string) error {
 // The kernel has no SCTP here, so without this rule it answers SCTP packets
 // with such errors whenever no usrsctp raw socket happens to be open.
 func (h *Host) DropProtoUnreachable(ctx context.Context) error {
-	// Declare-delete-recreate makes the call idempotent (several peers in
-	// one host each install it).
-	rules := `table inet tlb_sctp
-delete table inet tlb_sctp
-table inet tlb_sctp {
+	return h.outputDropTable(ctx, "tlb_sctp", "prot-unreachable", `icmp type destination-unreachable icmp code prot-unreachable drop
+		icmpv6 type parameter-problem icmpv6 code 1 drop`)
+}
+
+// outputDropTable installs (or replaces) an nftables table of the host with
+// one output chain holding rules. Declare-delete-recreate makes the call
+// idempotent (several peers in one host each install it).
+func (h *Host) outputDropTable(ctx context.Context, table, what, rules string) error {
+	script := fmt.Sprintf(`table inet %[1]s
+delete table inet %[1]s
+table inet %[1]s {
 	chain out {
 		type filter hook output priority 0; policy accept;
-		icmp type destination-unreachable icmp code prot-unreachable drop
-		icmpv6 type parameter-problem icmpv6 code 1 drop
+		%[2]s
 	}
 }
-`
+`, table, rules)
 	cmd := h.Command(ctx, "nft", "-f", "-")
-	cmd.Stdin = strings.NewReader(rules)
+	cmd.Stdin = strings.NewReader(script)
 	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("lab: %s: nft drop prot-unreachable: %w: %s", h.Name, err, strings.TrimSpace(string(out)))
+		return fmt.Errorf("lab: %s: nft drop %s: %w: %s", h.Name, what, err, strings.TrimSpace(string(out)))
 	}
 	return nil
 }
@@ -381,21 +386,7 @@ table inet tlb_sctp {
 // passes.
 func (h *Host) SilenceOutOfTheBlue(ctx context.Context) error {
 	// The first chunk's type (byte 12 of the SCTP header) and flags (13).
-	rules := `table inet tlb_sctp_ootb
-delete table inet tlb_sctp_ootb
-table inet tlb_sctp_ootb {
-	chain out {
-		type filter hook output priority 0; policy accept;
-		meta l4proto sctp @th,96,8 6 @th,104,8 & 1 == 1 counter drop
-	}
-}
-`
-	cmd := h.Command(ctx, "nft", "-f", "-")
-	cmd.Stdin = strings.NewReader(rules)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("lab: %s: nft drop reflected SCTP ABORTs: %w: %s", h.Name, err, strings.TrimSpace(string(out)))
-	}
-	return nil
+	return h.outputDropTable(ctx, "tlb_sctp_ootb", "reflected SCTP ABORTs", "meta l4proto sctp @th,96,8 6 @th,104,8 & 1 == 1 counter drop")
 }
 
 // Start runs a program in the background inside the host. The lab stops it

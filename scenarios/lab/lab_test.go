@@ -388,18 +388,7 @@ func TestSilenceOutOfTheBlueDropsOnlyReflectedAborts(t *testing.T) {
 		t.Skip("needs root")
 	}
 	ctx := context.Background()
-	l := NewEmpty(t)
-	a, err := l.AddHost(ctx, "a")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := l.AddHost(ctx, "b")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, _, err := l.Connect(ctx, a, "eth0", b, "eth0"); err != nil {
-		t.Fatal(err)
-	}
+	_, a, b := twoHosts(t)
 	src, dst := netip.MustParseAddrPort("10.99.0.1:5000"), netip.MustParseAddrPort("10.99.0.2:6000")
 	if err := a.AddAddr(ctx, "eth0", netip.PrefixFrom(src.Addr(), 24)); err != nil {
 		t.Fatal(err)
@@ -473,18 +462,7 @@ func TestNoRedirectsCoversEveryInterface(t *testing.T) {
 		t.Skip("needs root")
 	}
 	ctx := context.Background()
-	l := NewEmpty(t)
-	a, err := l.AddHost(ctx, "a")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := l.AddHost(ctx, "b")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, _, err := l.Connect(ctx, a, "eth0", b, "eth0"); err != nil {
-		t.Fatal(err)
-	}
+	l, a, b := twoHosts(t)
 	if err := a.NoRedirects(); err != nil {
 		t.Fatal(err)
 	}
@@ -501,4 +479,24 @@ func TestNoRedirectsCoversEveryInterface(t *testing.T) {
 	if v, _ := b.ReadSysctl("net/ipv4/conf/eth0/accept_redirects"); v != "1" {
 		t.Errorf("b's eth0 accept_redirects = %q: the defaults this test relies on changed", v)
 	}
+}
+
+// twoHosts is an empty lab with hosts a and b joined by a veth pair (eth0
+// on both sides).
+func twoHosts(t *testing.T) (*Lab, *Host, *Host) {
+	t.Helper()
+	ctx := context.Background()
+	l := NewEmpty(t)
+	a, err := l.AddHost(ctx, "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := l.AddHost(ctx, "b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := l.Connect(ctx, a, "eth0", b, "eth0"); err != nil {
+		t.Fatal(err)
+	}
+	return l, a, b
 }
