@@ -9,7 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -587,11 +587,10 @@ func heldAtFailure(t *testing.T, ctx context.Context, lb *lab2, fs *flowSet, lb1
 			// What lb2 holds of each association, for a failure's report:
 			// an association that dies after the failure is either missing
 			// here (sync) or held in a state lb2 does not forward.
-			sctp = append(sctp, fmt.Sprintf("  %s %s -> %s via %s: %s tags %s/%s, %d paths, %d/%d packets, idle %ds",
-				c.Service, c.Client, c.VIP, c.Source, c.State, c.VTagClient, c.VTagEndpoint, len(c.Paths), c.OrigPackets, c.ReplyPackets, c.IdleSeconds))
+			sctp = append(sctp, sctpEntryLine(c))
 		}
 	}
-	sort.Strings(sctp)
+	slices.Sort(sctp)
 	t.Logf("right after the failure lb2 held %d SCTP associations:\n%s", len(sctp), strings.Join(sctp, "\n"))
 	var missing []string
 	for i, f := range fs.tcp {

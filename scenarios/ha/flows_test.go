@@ -399,8 +399,7 @@ func (fs *flowSet) logSCTPFailures(t *testing.T, ctx context.Context, lb *lab2, 
 		var lines []string
 		for _, c := range conns {
 			if c.Protocol == api.ProtocolSCTP && fs.sctpFailed[c.Client] {
-				lines = append(lines, fmt.Sprintf("  %s %s -> %s via %s: %s tags %s/%s, %d paths, %d/%d packets, idle %ds",
-					c.Service, c.Client, c.VIP, c.Source, c.State, c.VTagClient, c.VTagEndpoint, len(c.Paths), c.OrigPackets, c.ReplyPackets, c.IdleSeconds))
+				lines = append(lines, sctpEntryLine(c))
 			}
 		}
 		slices.Sort(lines)
@@ -458,6 +457,13 @@ func waitHeld(t *testing.T, ctx context.Context, d *l4.Daemon, who string, fs *f
 	}
 	t.Fatalf("%s never held the flows: %d of %d TCP+UDP missing, %d SCTP entries of at least %d (no entry for the associations of client ports %v)",
 		who, missing, len(want), sctp, nSCTP, lacks)
+}
+
+// sctpEntryLine is one node's entry of an SCTP association as the
+// failure reports print it.
+func sctpEntryLine(c api.Conn) string {
+	return fmt.Sprintf("  %s %s -> %s via %s: %s tags %s/%s, %d paths, %d/%d packets, idle %ds",
+		c.Service, c.Client, c.VIP, c.Source, c.State, c.VTagClient, c.VTagEndpoint, len(c.Paths), c.OrigPackets, c.ReplyPackets, c.IdleSeconds)
 }
 
 // routeTo sends the VIPs (router) and the client network (endpoint host:
