@@ -88,12 +88,15 @@ func ensureBPFFS(t testing.TB) {
 	}
 }
 
+// testName names a namespace or pin path of this test process,
+// tlb<pid>-t-<random>: hack/sweep-namespaces.sh removes what a test binary
+// killed by go test's timeout left (its cleanups never ran).
+func testName() string { return randName(fmt.Sprintf("tlb%d-t-", os.Getpid())) }
+
 // newNetns creates a named namespace, deleted in Cleanup.
 func newNetns(t testing.TB) string {
 	t.Helper()
-	// tlb<pid>-: hack/sweep-namespaces.sh removes what a test binary
-	// killed by go test's timeout left (its cleanups never ran).
-	name := randName(fmt.Sprintf("tlb%d-t-", os.Getpid()))
+	name := testName()
 	run(t, "ip", "netns", "add", name)
 	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", name).Run() })
 	return name
@@ -125,7 +128,7 @@ func enterNetns(t testing.TB, name string) {
 func testPinPath(t testing.TB) string {
 	t.Helper()
 	ensureBPFFS(t)
-	p := "/sys/fs/bpf/" + randName(fmt.Sprintf("tlb%d-t-", os.Getpid()))
+	p := "/sys/fs/bpf/" + testName()
 	t.Cleanup(func() { _ = os.RemoveAll(p) })
 	return p
 }
