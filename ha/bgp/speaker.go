@@ -87,6 +87,9 @@ type peer struct {
 	lastDownReason string
 	bfd            *bfd.Peer
 	bfdStop        chan struct{}
+	// adminKick wakes the goroutine that makes gobgp's admin state of
+	// the peer follow heldDown (holddown.go).
+	adminKick chan struct{}
 	// removed: the peer left with a Stop; its BFD session must not start.
 	removed bool
 }
@@ -154,7 +157,9 @@ func (s *Speaker) addPeer(ctx context.Context, pc api.BGPPeer) error {
 	s.mu.Unlock()
 	if pc.BFD != nil {
 		st.bfdStop = make(chan struct{})
+		st.adminKick = make(chan struct{}, 1)
 		go s.runBFD(st)
+		go s.runAdmin(st)
 	}
 	return nil
 }
@@ -203,44 +208,6 @@ func orDefault(v, d uint32) uint32 {
 		return d
 	}
 	return v
-}
-
-// bfdChanged holds the BGP session down while BFD is down after having
-// been up, and releases it when BFD is up again. It reads the current BFD
-// state, so callbacks racing each other converge.
-func (s *Speaker) bfdChanged(p *peer) {
-	s.bfdMu.Lock()
-	defer s.bfdMu.Unlock()
-	s.mu.Lock()
-	if s.closed || p.removed || p.bfd == nil {
-		s.mu.Unlock()
-		return
-	}
-	st := p.bfd.Status()
-	var enable, disable bool
-	switch {
-	case st.State == bfd.Up && p.heldDown:
-		p.heldDown = false
-		enable = true
-	case st.State == bfd.Down && !p.heldDown && st.LocalDiag != bfd.DiagNone && st.RemoteDiag != bfd.DiagAdminDown:
-		// A peer that says AdminDown is not a failure (RFC 5882 §3.2).
-		p.heldDown = true
-		p.lastDownReason = "BFD down: " + st.LocalDiag.String()
-		disable = true
-	}
-	s.mu.Unlock()
-	if enable {
-		s.log.Info("bfd up: releasing the bgp session", "peer", p.cfg.Name)
-		if err := s.srv.EnablePeer(context.Background(), &gapi.EnablePeerRequest{Address: p.addr.String()}); err != nil {
-			s.log.Error("enable bgp peer", "peer", p.cfg.Name, "error", err)
-		}
-	}
-	if disable {
-		s.log.Warn("bfd down: resetting the bgp session and holding it down", "peer", p.cfg.Name, "diag", st.LocalDiag.String())
-		if err := s.srv.DisablePeer(context.Background(), &gapi.DisablePeerRequest{Address: p.addr.String(), Communication: "BFD down"}); err != nil {
-			s.log.Error("disable bgp peer", "peer", p.cfg.Name, "error", err)
-		}
-	}
 }
 
 func (s *Speaker) onEvent(r *gapi.WatchEventResponse) {
