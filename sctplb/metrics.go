@@ -1,7 +1,10 @@
 package sctplb
 
 import (
+	"cmp"
 	"fmt"
+	"slices"
+	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -143,8 +146,19 @@ func (m *metrics) state(mc *steer.Machine, names []string) {
 // those of gNBs and AMFs that are gone. gNBs past the label bound, and any
 // without a readable identity ("unknown"), add up under their label.
 func (m *metrics) gnbState(links map[steer.GNBLink]int, names []string) {
+	// In a fixed order (gNB name, then AMF): the first gNBs seen take the
+	// bounded label's names, and which ones must not depend on map order
+	// when one update brings more gNBs than the bound.
+	keys := make([]steer.GNBLink, 0, len(links))
+	for k := range links {
+		keys = append(keys, k)
+	}
+	slices.SortFunc(keys, func(a, b steer.GNBLink) int {
+		return cmp.Or(strings.Compare(a.GNB, b.GNB), cmp.Compare(a.AMF, b.AMF))
+	})
 	now := map[[2]string]int{}
-	for k, n := range links {
+	for _, k := range keys {
+		n := links[k]
 		if k.AMF < 0 || k.AMF >= len(names) {
 			continue
 		}
