@@ -47,6 +47,17 @@ func run(args []string) int {
 }
 
 func serve(opts app.Options, log *slog.Logger) (err error) {
+	if opts.NodeSetup {
+		// Nothing of the datapath: the node's sysctls only, and any
+		// failure is fatal (an init container that cannot do its one job
+		// must not let the pod start as if it had).
+		changed, err := app.DisableSendRedirects("/proc/sys", opts.Interfaces)
+		if err != nil {
+			return fmt.Errorf("node setup: %w", err)
+		}
+		log.Info("node setup done: ICMP redirects off", "changed", changed, "interfaces", opts.Interfaces)
+		return nil
+	}
 	// Everything that can refuse a start is checked before the datapath is
 	// touched: a refused start changes nothing on the node.
 	if err := ensureBPFFS(opts.BPFPinPath, log); err != nil {

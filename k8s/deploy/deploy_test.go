@@ -309,3 +309,42 @@ func TestHAComponentConfiguresTheGroup(t *testing.T) {
 		})
 	}
 }
+
+// TestNodeSetupTurnsRedirectsOffBeforeTheDaemon: in every combination of
+// components the DaemonSet runs the daemon's own node-setup one-shot as a
+// privileged init container on the daemon's interfaces (the daemon itself
+// cannot write /proc/sys), and the daemon stays unprivileged.
+func TestNodeSetupTurnsRedirectsOffBeforeTheDaemon(t *testing.T) {
+	for _, comps := range [][]string{nil, {"ha"}, {"ha", "cert-manager"}} {
+		t.Run(strings.Join(append([]string{"base"}, comps...), "+"), func(t *testing.T) {
+			ds := decode[appsv1.DaemonSet](t, kustomize(t, comps...), "DaemonSet/telcolb")
+			spec := ds.Spec.Template.Spec
+			daemon := container(t, spec, "telcolb")
+			var setup *corev1.Container
+			for i := range spec.InitContainers {
+				if spec.InitContainers[i].Name == "node-setup" {
+					setup = &spec.InitContainers[i]
+				}
+			}
+			if setup == nil {
+				t.Fatalf("no node-setup init container: %+v", spec.InitContainers)
+			}
+			if sc := setup.SecurityContext; sc == nil || sc.Privileged == nil || !*sc.Privileged {
+				t.Errorf("node-setup is not privileged (it writes /proc/sys): %+v", setup.SecurityContext)
+			}
+			if setup.Image != daemon.Image {
+				t.Errorf("node-setup image %q, the daemon's %q", setup.Image, daemon.Image)
+			}
+			so, do := daemonOptions(t, *setup), daemonOptions(t, daemon)
+			if !so.NodeSetup || do.NodeSetup {
+				t.Errorf("node-setup mode: init container %v, daemon %v; want true, false", so.NodeSetup, do.NodeSetup)
+			}
+			if !slices.Equal(so.Interfaces, do.Interfaces) {
+				t.Errorf("node-setup on interfaces %v, the daemon attaches %v", so.Interfaces, do.Interfaces)
+			}
+			if sc := daemon.SecurityContext; sc != nil && sc.Privileged != nil && *sc.Privileged {
+				t.Error("the daemon container is privileged")
+			}
+		})
+	}
+}

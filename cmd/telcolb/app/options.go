@@ -77,6 +77,12 @@ type Options struct {
 	// Cleanup removes the pinned datapath and exits (flag --cleanup or the
 	// "cleanup" subcommand); not settable from the file on purpose.
 	Cleanup bool `json:"-"`
+	// NodeSetup applies the node settings the datapath relies on (IPv4
+	// ICMP redirects off on "all" and the interfaces) and exits, failing
+	// when they cannot be applied (flag --node-setup or the "node-setup"
+	// subcommand): for a privileged init container, where the daemon
+	// itself runs without write access to /proc/sys.
+	NodeSetup bool `json:"-"`
 }
 
 // DefaultOptions are used for everything neither the file nor a flag sets.
@@ -131,14 +137,17 @@ func ParseOptions(args []string, usage io.Writer) (Options, error) {
 	addHAFlags(fs, &f.HA)
 	fs.StringVar(&configPath, "config", "", "YAML file with the same settings in camelCase (apiAddress, interfaces, ...)")
 	fs.BoolVar(&f.Cleanup, "cleanup", false, "remove the pinned datapath (rules, connections, attachments) and exit")
+	fs.BoolVar(&f.NodeSetup, "node-setup", false, "apply the node settings the datapath relies on (net.ipv4.conf.{all,<interface>}.send_redirects=0) and exit, failing when they cannot be applied (a privileged init container)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
 	switch rest := fs.Args(); {
 	case len(rest) == 1 && rest[0] == "cleanup":
 		f.Cleanup = true
+	case len(rest) == 1 && rest[0] == "node-setup":
+		f.NodeSetup = true
 	case len(rest) > 0:
-		return o, fmt.Errorf("unexpected arguments %q (the only subcommand is cleanup)", rest)
+		return o, fmt.Errorf("unexpected arguments %q (the subcommands are cleanup and node-setup)", rest)
 	}
 	if configPath != "" {
 		raw, err := os.ReadFile(configPath)
@@ -198,6 +207,13 @@ func ParseOptions(args []string, usage io.Writer) (Options, error) {
 		}
 	})
 	o.Cleanup = f.Cleanup
+	o.NodeSetup = f.NodeSetup
+	if o.NodeSetup && o.Cleanup {
+		return o, errors.New("node-setup and cleanup: choose one")
+	}
+	if o.NodeSetup && o.ICMPSendRedirects {
+		return o, errors.New("node-setup with --icmp-send-redirects (icmpSendRedirects): the only setting node-setup applies is turning ICMP redirects off")
+	}
 	if err := o.check(); err != nil {
 		return o, err
 	}

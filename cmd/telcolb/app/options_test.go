@@ -47,6 +47,8 @@ func TestParseOptionsMergesFileAndFlags(t *testing.T) {
 			o.SocketLB, o.SocketLBCgroup = false, "/x"
 		}},
 		{"cleanup subcommand", []string{"--bpf-pin-path=/sys/fs/bpf/x", "cleanup"}, func(o *Options) { o.Cleanup, o.BPFPinPath = true, "/sys/fs/bpf/x" }},
+		{"node-setup subcommand", []string{"node-setup", "--interfaces=eth1"}, func(o *Options) { o.NodeSetup, o.Interfaces = true, []string{"eth1"} }},
+		{"node-setup flag", []string{"--node-setup"}, func(o *Options) { o.NodeSetup = true }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -84,6 +86,8 @@ func TestParseOptionsRejectsBadSettings(t *testing.T) {
 		{"zero conns", []string{"--max-conns=0"}, "max-conns"},
 		{"stray argument", []string{"serve"}, "unexpected arguments"},
 		{"empty interface", []string{"--interfaces=eth0,,eth1"}, "empty interface"},
+		{"node-setup and cleanup", []string{"--cleanup", "node-setup"}, "choose one"},
+		{"node-setup keeping redirects", []string{"--node-setup", "--icmp-send-redirects"}, "icmpSendRedirects"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
