@@ -66,8 +66,8 @@ func TestNodeSetupTurnsRedirectsOff(t *testing.T) {
 		t.Fatal(err)
 	}
 	script := `mount --bind /proc/sys /proc/sys && mount -o remount,bind,ro /proc/sys && exec "$@"`
-	out, err := h.Command(ctx, "unshare", append([]string{"-m", "--propagation", "private", "sh", "-c", script, "sh",
-		bins.Telcolb, "node-setup", "--interfaces=eth0", "--bpf-pin-path=" + pins, "--state-dir=" + filepath.Join(dir, "state")})...).CombinedOutput()
+	out, err := h.Command(ctx, "unshare", "-m", "--propagation", "private", "sh", "-c", script, "sh",
+		bins.Telcolb, "node-setup", "--interfaces=eth0", "--bpf-pin-path="+pins, "--state-dir="+filepath.Join(dir, "state")).CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "send_redirects") {
 		t.Errorf("node-setup with /proc/sys read-only: err %v, output %q; want a failure naming send_redirects", err, out)
 	}
