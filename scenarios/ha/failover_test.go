@@ -87,19 +87,24 @@ func (f udpFlow) ask() (l4.Reply, error) {
 		_ = f.c.SetReadDeadline(time.Now().Add(time.Second))
 		n, err := f.c.Read(buf)
 		if err == nil {
-			fields := strings.Fields(string(buf[:n]))
-			if len(fields) != 2 {
-				return l4.Reply{}, fmt.Errorf("malformed reply %q", buf[:n])
-			}
-			ap, err := netip.ParseAddrPort(fields[1])
-			if err != nil {
-				return l4.Reply{}, err
-			}
-			return l4.Reply{Server: fields[0], Source: netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())}, nil
+			return parseUDPReply(buf[:n])
 		}
 		lastErr = err
 	}
 	return l4.Reply{}, fmt.Errorf("udp: no reply: %w", lastErr)
+}
+
+// parseUDPReply reads the UDP echo server's "<server> <source>" answer.
+func parseUDPReply(b []byte) (l4.Reply, error) {
+	fields := strings.Fields(string(b))
+	if len(fields) != 2 {
+		return l4.Reply{}, fmt.Errorf("malformed reply %q", b)
+	}
+	ap, err := netip.ParseAddrPort(fields[1])
+	if err != nil {
+		return l4.Reply{}, err
+	}
+	return l4.Reply{Server: fields[0], Source: netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())}, nil
 }
 
 type lab2 struct {
