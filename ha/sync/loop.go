@@ -56,6 +56,7 @@ func (n *Node) loop() {
 				n.cfg.OnSynced(p)
 			}
 		}
+		n.barriersDone(out.Barriers)
 		for _, c := range out.Close {
 			n.log.Warn("closing sync connection", "peer", c.Peer, "reason", c.Reason)
 			if cn := conns[c.Peer]; cn != nil {
@@ -96,8 +97,8 @@ func (n *Node) loop() {
 			return
 		case <-n.opsWake:
 			n.opsMu.Lock()
-			ops := n.ops
-			n.ops = nil
+			ops, reqs := n.ops, n.barrierReqs
+			n.ops, n.barrierReqs = nil, nil
 			n.opsMu.Unlock()
 			step(func(now time.Time) Output {
 				var all Output
@@ -111,6 +112,7 @@ func (n *Node) loop() {
 					merge(&all, out)
 				}
 				merge(&all, n.m.Flush(now))
+				n.takeBarriers(now, reqs, &all)
 				return all
 			})
 		case ev := <-n.events:
@@ -182,6 +184,7 @@ func merge(a *Output, b Output) {
 	a.Applied = append(a.Applied, b.Applied...)
 	a.Synced = append(a.Synced, b.Synced...)
 	a.Close = append(a.Close, b.Close...)
+	a.Barriers = append(a.Barriers, b.Barriers...)
 	if !b.Wake.IsZero() && (a.Wake.IsZero() || b.Wake.Before(a.Wake)) {
 		a.Wake = b.Wake
 	}
