@@ -174,3 +174,25 @@ func TestDrainWithdrawsAfterTheTimeout(t *testing.T) {
 		t.Errorf("lb1's log does not name lb2 at the timeout:\n%s", log)
 	}
 }
+
+// TestDrainingNodeTakesNoFlowOver: a draining node takes no peer's flow
+// over for its traffic here (what still arrives is in flight while the
+// routes move); once the drain ends, the same traffic makes it the owner.
+func TestDrainingNodeTakesNoFlowOver(t *testing.T) {
+	start := newHAPair(t).start
+	lb1, lb2 := newTimedCT(), newTimedCT()
+	lb2.put("k", "v", time.Now())
+	ha1, ha2 := start("lb1", lb1), start("lb2", lb2)
+	waitFor(t, "lb2's flow on lb1, both ready", func() bool {
+		return lb1.has("k") && ha1.Waiting() == "" && ha2.Waiting() == ""
+	})
+	ha1.Drain()
+	time.Sleep(200 * time.Millisecond) // k's last packet on lb2 is older than the slack
+	lb1.flowing(t, "k")
+	time.Sleep(time.Second) // 10 refresh rounds
+	if ha1.owns("k") || !ha1.isCopy("k") {
+		t.Fatal("draining lb1 took lb2's flow over for its traffic")
+	}
+	ha1.SetDraining(false)
+	waitFor(t, "lb1 owning k once undrained", func() bool { return ha1.owns("k") })
+}
