@@ -44,11 +44,15 @@ func (n *Node) loop() {
 		}
 	}
 	handle := func(out Output) {
-		for _, s := range out.Sends {
-			send(s.Peer, s.Data)
-		}
+		// Applied before anything is sent: the acknowledgements among the
+		// sends then say the records are in the consumer's table (the
+		// datapath), not only received; a drain's barrier relies on it,
+		// and the lag counts the import.
 		if len(out.Applied) > 0 && n.cfg.Apply != nil {
 			n.cfg.Apply(out.Applied)
+		}
+		for _, s := range out.Sends {
+			send(s.Peer, s.Data)
 		}
 		for _, p := range out.Synced {
 			n.log.Info("bulk resync from peer complete", "peer", p)

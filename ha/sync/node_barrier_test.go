@@ -2,6 +2,7 @@ package sync
 
 import (
 	"slices"
+	stdsync "sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -70,4 +71,46 @@ func (tn *tnode) holds(from, key string) string {
 	tn.mu.Lock()
 	defer tn.mu.Unlock()
 	return tn.got[from][key]
+}
+
+// A barrier completes only once the peer's consumer has applied the
+// records (its datapath holds them), not when its node received them:
+// while b's Apply is held, a's barrier stays open.
+func TestNodeBarrierWaitsForThePeersApply(t *testing.T) {
+	release := make(chan struct{})
+	g := &group{t: t, ca: newCA(t, "group"), names: []string{"a", "b"}, addrs: map[string]string{}, nodes: map[string]*tnode{},
+		mcfg: Config{RetransmitTimeout: 20 * time.Millisecond},
+		applying: func(name string, as []Applied) {
+			for _, a := range as {
+				if name == "b" && string(a.Record.Key) == "slow" {
+					<-release
+				}
+			}
+		}}
+	g.start("b", "127.0.0.1:0")
+	g.start("a", "127.0.0.1:0")
+	var once stdsync.Once
+	open := func() { once.Do(func() { close(release) }) }
+	t.Cleanup(open) // before the nodes close: b's loop must not stay blocked
+	g.converged(time.Minute)
+	g.put("a", "slow", "v1")
+	w, err := g.nodes["a"].n.Barrier()
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-w.Done():
+		t.Fatal("barrier done while b's Apply of the record has not returned")
+	case <-time.After(500 * time.Millisecond):
+	}
+	open()
+	select {
+	case <-w.Done():
+	case <-time.After(30 * time.Second):
+		t.Fatal("barrier not done once b applied")
+	}
+	if got := g.nodes["b"].holds("a", "slow"); got != "v1" {
+		t.Fatalf("b holds %q after the barrier, want v1", got)
+	}
+	g.converged(time.Minute)
 }

@@ -46,6 +46,8 @@ type NodeConfig struct {
 	Machine Config
 	// Apply receives the records peers send, from the node's goroutine, in
 	// order. It must not block for long. Keys and values may be retained.
+	// A message is acknowledged only once Apply has returned for its
+	// records (Barrier relies on it).
 	Apply func([]Applied)
 	// OnSynced is called (from the node's goroutine) when a peer's bulk
 	// resync to us completes.
