@@ -4,6 +4,8 @@
 // daemon turns these into dataplane rules, nobody else touches the datapath.
 package api
 
+import "time"
+
 // Version is the path prefix of every resource: /v1/services, /v1/conntrack, ...
 const Version = "v1"
 
@@ -331,7 +333,34 @@ type HAStatus struct {
 	// LagP99Seconds is the upper bound of the lag histogram bucket holding
 	// the 99th percentile (change to acknowledgement), 0 before any.
 	LagP99Seconds float64 `json:"lagP99Seconds"`
+	// Drain is the planned drain's wait for the peers (AdvertisementConfig
+	// Draining), absent while the node is not draining.
+	Drain *HADrainStatus `json:"drain,omitempty"`
 }
+
+// HADrainStatus: a planned drain withdraws the VIPs only once every peer
+// up at the drain has acknowledged every change queued until then, or
+// after --ha-drain-timeout.
+type HADrainStatus struct {
+	// State is "waiting" (the VIPs are still announced), "acknowledged"
+	// (every peer acknowledged; withdrawn) or "timeout" (withdrawn
+	// without the acknowledgement of Peers).
+	State string `json:"state"`
+	// Peers: while waiting, the peers whose acknowledgement is awaited;
+	// after a timeout, those that never gave it.
+	Peers []string `json:"peers,omitempty"`
+	// Since is when the drain began; WaitSeconds how long it waited (so
+	// far, while waiting).
+	Since       time.Time `json:"since"`
+	WaitSeconds float64   `json:"waitSeconds"`
+}
+
+// HADrain states.
+const (
+	HADrainWaiting      = "waiting"
+	HADrainAcknowledged = "acknowledged"
+	HADrainTimeout      = "timeout"
+)
 
 // HAPeerStatus is one other member of the HA group.
 type HAPeerStatus struct {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/telcolb/telcolb/api"
@@ -38,10 +39,31 @@ func printHA(w io.Writer, st api.HAStatus) error {
 		st.Node, ready, st.Entries, st.RecordsSent, st.RecordsResent, st.RecordsReceived, lag); err != nil {
 		return err
 	}
+	if d := st.Drain; d != nil {
+		if _, err := fmt.Fprintln(w, drainLine(*d)); err != nil {
+			return err
+		}
+	}
 	tw := table(w)
 	row(tw, "PEER", "UP", "SYNCED")
 	for _, p := range st.Peers {
 		row(tw, p.Name, fmt.Sprint(p.Up), fmt.Sprint(p.Synced))
 	}
 	return tw.Flush()
+}
+
+// drainLine says where a planned drain stands: still announcing while it
+// waits for the peers' acknowledgement, or withdrawn and why.
+func drainLine(d api.HADrainStatus) string {
+	waited := time.Duration(d.WaitSeconds * float64(time.Second)).Round(time.Millisecond)
+	peers := strings.Join(d.Peers, ", ")
+	switch d.State {
+	case api.HADrainWaiting:
+		return fmt.Sprintf("draining: VIPs still announced, waiting %v for the acknowledgement of %s", waited, peers)
+	case api.HADrainAcknowledged:
+		return fmt.Sprintf("drained: every peer up acknowledged every change after %v; VIPs withdrawn", waited)
+	case api.HADrainTimeout:
+		return fmt.Sprintf("drained: VIPs withdrawn after %v without the acknowledgement of %s (drain timeout)", waited, peers)
+	}
+	return "drain: " + d.State
 }

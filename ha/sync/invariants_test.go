@@ -15,6 +15,10 @@ import (
 //   - a peer marked for resync queues nothing (the snapshot will carry it);
 //   - a machine that has something in flight to a peer that is up asks to
 //     be woken no later than its retransmission timer;
+//   - the barrier counts agree with the queue: what was queued and not
+//     sent is what the queue holds, messages carry growing counts between
+//     what was acknowledged and what was sent, and no barrier marks more
+//     than was queued or a stream not begun;
 //   - what the consumer holds from each peer (built from Output.Applied
 //     alone, by the caller) has exactly the keys the machine believes it
 //     delivered; checkConsumer does that part.
@@ -54,8 +58,28 @@ func checkStep(m *Machine) string {
 		if p.resyncing && p.snapPos > len(p.snap) {
 			bad("%s: snapshot position %d of %d", n, p.snapPos, len(p.snap))
 		}
+		if p.qTotal-p.qSent != uint64(len(p.pendingQ)) || p.qAcked > p.qSent {
+			bad("%s: barrier counts queued %d sent %d acked %d, %d in the queue", n, p.qTotal, p.qSent, p.qAcked, len(p.pendingQ))
+		}
+		last := p.qAcked
+		for _, f := range p.inflight {
+			if f.qEnd < last || f.qEnd > p.qSent {
+				bad("%s: message %d carries count %d after %d, sent %d", n, f.seq, f.qEnd, last, p.qSent)
+			}
+			last = f.qEnd
+		}
 		if p.synced && p.rExpected < 2 {
 			bad("%s: synced before any message of its stream", n)
+		}
+	}
+	for _, b := range m.barriers {
+		if len(b.marks) == 0 {
+			bad("barrier %d complete and still kept", b.id)
+		}
+		for n, mk := range b.marks {
+			if p := m.peers[n]; mk.q > p.qTotal || mk.stream > p.stream {
+				bad("barrier %d marks %s at stream %d count %d, now stream %d count %d", b.id, n, mk.stream, mk.q, p.stream, p.qTotal)
+			}
 		}
 	}
 	return strings.Join(errs, "; ")

@@ -44,11 +44,15 @@ func (n *Node) loop() {
 		}
 	}
 	handle := func(out Output) {
-		for _, s := range out.Sends {
-			send(s.Peer, s.Data)
-		}
+		// Applied before anything is sent: the acknowledgements among the
+		// sends then say the records are in the consumer's table (the
+		// datapath), not only received; a drain's barrier relies on it,
+		// and the lag counts the import.
 		if len(out.Applied) > 0 && n.cfg.Apply != nil {
 			n.cfg.Apply(out.Applied)
+		}
+		for _, s := range out.Sends {
+			send(s.Peer, s.Data)
 		}
 		for _, p := range out.Synced {
 			n.log.Info("bulk resync from peer complete", "peer", p)
@@ -56,6 +60,7 @@ func (n *Node) loop() {
 				n.cfg.OnSynced(p)
 			}
 		}
+		n.barriersDone(out.Barriers)
 		for _, c := range out.Close {
 			n.log.Warn("closing sync connection", "peer", c.Peer, "reason", c.Reason)
 			if cn := conns[c.Peer]; cn != nil {
@@ -96,8 +101,8 @@ func (n *Node) loop() {
 			return
 		case <-n.opsWake:
 			n.opsMu.Lock()
-			ops := n.ops
-			n.ops = nil
+			ops, reqs := n.ops, n.barrierReqs
+			n.ops, n.barrierReqs = nil, nil
 			n.opsMu.Unlock()
 			step(func(now time.Time) Output {
 				var all Output
@@ -111,6 +116,7 @@ func (n *Node) loop() {
 					merge(&all, out)
 				}
 				merge(&all, n.m.Flush(now))
+				n.takeBarriers(now, reqs, &all)
 				return all
 			})
 		case ev := <-n.events:
@@ -182,6 +188,7 @@ func merge(a *Output, b Output) {
 	a.Applied = append(a.Applied, b.Applied...)
 	a.Synced = append(a.Synced, b.Synced...)
 	a.Close = append(a.Close, b.Close...)
+	a.Barriers = append(a.Barriers, b.Barriers...)
 	if !b.Wake.IsZero() && (a.Wake.IsZero() || b.Wake.Before(a.Wake)) {
 		a.Wake = b.Wake
 	}

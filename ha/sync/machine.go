@@ -76,6 +76,8 @@ type Output struct {
 	Applied []Applied
 	// Synced names the peers whose bulk resync to us completed in this step.
 	Synced []string
+	// Barriers are the barriers (see Barrier) completed in this step.
+	Barriers []uint64
 	// Close names connections to close (the peer sent garbage).
 	Close []Close
 	// Wake, when not zero, is when Tick must be called at the latest.
@@ -105,6 +107,7 @@ type flight struct {
 	records int
 	end     bool
 	first   time.Time // earliest change carried, zero for snapshot only
+	qEnd    uint64    // peer.qSent once this message was built (barriers)
 }
 
 type peer struct {
@@ -129,6 +132,12 @@ type peer struct {
 	rtoAt      time.Time
 	backoff    time.Duration // current retransmission timeout
 	lastNack   time.Time
+	// Changed keys counted for barriers: qTotal were queued (pendingQ
+	// appends), qSent of them left the queue (sent, or handed to a
+	// snapshot), qAcked were in messages the peer acknowledged; endAcked
+	// is the last stream whose End the peer acknowledged.
+	qTotal, qSent, qAcked uint64
+	endAcked              uint32
 
 	// The peer's stream to us.
 	peerInc   uint64 // from its hello
@@ -149,6 +158,9 @@ type Machine struct {
 	names []string // sorted peer names
 	stats Stats
 	buf   []Record
+	// barriers not complete yet, in the order taken (barrier.go).
+	barriers    []*barrier
+	lastBarrier uint64
 }
 
 // New builds a machine. incarnation must grow at every process start (the
@@ -274,6 +286,7 @@ func (m *Machine) changed(now time.Time, tk string) Output {
 		}
 		p.pending[tk] = now
 		p.pendingQ = append(p.pendingQ, tk)
+		p.qTotal++
 		p.pendBytes += recordHdrLen + len(tk) + len(m.table[tk])
 		if len(p.pending) > m.cfg.MaxPending {
 			m.stats.Overflows++
@@ -285,6 +298,7 @@ func (m *Machine) changed(now time.Time, tk string) Output {
 				clear(p.pending)
 				p.pendingQ = p.pendingQ[:0]
 				p.pendBytes = 0
+				p.qSent = p.qTotal // the snapshot carries them now
 				m.stats.Folded++
 			} else {
 				m.resync(now, p, &out)
@@ -425,6 +439,7 @@ func (m *Machine) resync(now time.Time, p *peer, out *Output) {
 	clear(p.pending)
 	p.pendingQ = p.pendingQ[:0]
 	p.pendBytes = 0
+	p.qSent = p.qTotal // the snapshot carries them
 	p.inflight = nil
 	p.acked = p.nextSeq - 1 // the stream is abandoned
 	p.rtoAt = time.Time{}
@@ -494,6 +509,7 @@ func (m *Machine) fill(now time.Time, p *peer, force bool, out *Output) {
 			delete(p.pending, tk)
 		}
 		p.pendingQ = p.pendingQ[qi:]
+		p.qSent += uint64(qi)
 		if len(p.pendingQ) == 0 {
 			p.pendingQ = nil
 			p.pendBytes = 0
@@ -507,7 +523,7 @@ func (m *Machine) fill(now time.Time, p *peer, force bool, out *Output) {
 		d.Records = recs
 		b := AppendData(make([]byte, 0, size), d)
 		m.buf = recs[:0]
-		p.inflight = append(p.inflight, flight{seq: d.Seq, data: b, records: len(recs), end: d.End, first: first})
+		p.inflight = append(p.inflight, flight{seq: d.Seq, data: b, records: len(recs), end: d.End, first: first, qEnd: p.qSent})
 		p.nextSeq++
 		if p.rtoAt.IsZero() {
 			p.rtoAt = now.Add(m.cfg.RetransmitTimeout)
@@ -571,7 +587,9 @@ func (m *Machine) ackUpTo(now time.Time, p *peer, seq uint64) {
 		if !f.first.IsZero() {
 			m.stats.Lag.observe(now.Sub(f.first))
 		}
+		p.qAcked = f.qEnd
 		if f.end {
+			p.endAcked = p.stream
 			p.resyncing = false
 			p.snap = p.snap[:0]
 			p.snapPos = 0
@@ -588,6 +606,7 @@ func (m *Machine) ackUpTo(now time.Time, p *peer, seq uint64) {
 }
 
 func (m *Machine) finish(now time.Time, out Output) Output {
+	m.checkBarriers(&out)
 	for _, n := range m.names {
 		p := m.peers[n]
 		if p.up && !p.rtoAt.IsZero() && (out.Wake.IsZero() || p.rtoAt.Before(out.Wake)) {

@@ -47,6 +47,16 @@ type simNode struct {
 	// of the last value applied per sender and key.
 	applied map[string]map[string]string
 	lastVer map[string]map[string]uint64
+	// barriers taken and not complete; done lists those completed.
+	barriers map[uint64]simBarrier
+	done     []uint64
+}
+
+// simBarrier is what the producer had when a barrier was taken.
+type simBarrier struct {
+	own   map[string]string
+	ver   uint64   // last version given out then
+	peers []string // up then
 }
 
 type simMsg struct {
@@ -88,7 +98,8 @@ func (s *sim) start(name string) {
 	if err != nil {
 		s.tb.Fatal(err)
 	}
-	n := &simNode{m: m, inc: inc, own: map[string]string{}, applied: map[string]map[string]string{}, lastVer: map[string]map[string]uint64{}}
+	n := &simNode{m: m, inc: inc, own: map[string]string{}, applied: map[string]map[string]string{}, lastVer: map[string]map[string]uint64{},
+		barriers: map[uint64]simBarrier{}}
 	for _, p := range cfg.Peers {
 		n.applied[p] = map[string]string{}
 		n.lastVer[p] = map[string]uint64{}
@@ -140,6 +151,9 @@ func (s *sim) step(name string, f func(*Machine) Output) Output {
 	if s.garbage && len(out.Applied) > 0 {
 		s.tb.Fatalf("%s: garbage applied %d records", name, len(out.Applied))
 	}
+	for _, id := range out.Barriers {
+		s.barrierDone(name, id)
+	}
 	for _, c := range out.Close {
 		s.closes++
 		s.cut(name, c.Peer)
@@ -172,6 +186,58 @@ func (s *sim) put(name, key string) {
 		}
 		return out
 	})
+}
+
+// barrier takes a barrier at name and returns its id.
+func (s *sim) barrier(name string) uint64 {
+	n := s.nodes[name]
+	var id uint64
+	s.step(name, func(m *Machine) Output {
+		b := simBarrier{own: maps.Clone(n.own), ver: s.ver}
+		for _, p := range m.names {
+			if m.Up(p) {
+				b.peers = append(b.peers, p)
+			}
+		}
+		var out Output
+		id, out = m.Barrier(s.now)
+		n.barriers[id] = b
+		return out
+	})
+	return id
+}
+
+// barrierDone checks that every peer up when barrier id was taken holds
+// what name's producer had then: each key with that value or a later one
+// (or the key changed since and the peer already has the change), and no
+// key the producer had deleted then, unless it was put again since.
+func (s *sim) barrierDone(name string, id uint64) {
+	n := s.nodes[name]
+	b, ok := n.barriers[id]
+	if !ok {
+		s.tb.Fatalf("%s: barrier %d completed twice or never taken", name, id)
+	}
+	delete(n.barriers, id)
+	n.done = append(n.done, id)
+	ver := func(v string) uint64 { return binary.BigEndian.Uint64([]byte(v)) }
+	for _, p := range b.peers {
+		held := s.nodes[p].applied[name]
+		for k, v := range b.own {
+			got, ok := held[tableKey(7, []byte(k))]
+			switch {
+			case ok && ver(got) < ver(v):
+				s.tb.Fatalf("%s: barrier %d complete, %s holds %q at version %d, older than %d at the barrier", name, id, p, k, ver(got), ver(v))
+			case !ok && n.own[k] == v:
+				s.tb.Fatalf("%s: barrier %d complete, %s lacks %q (unchanged since)", name, id, p, k)
+			}
+		}
+		for tk, got := range held {
+			_, key := splitKey(tk)
+			if _, had := b.own[string(key)]; !had && ver(got) <= b.ver {
+				s.tb.Fatalf("%s: barrier %d complete, %s still holds %q deleted before it", name, id, p, key)
+			}
+		}
+	}
 }
 
 func (s *sim) del(name, key string) {
@@ -272,6 +338,11 @@ func (s *sim) settle() {
 		s.tb.Fatalf("not idle after settling: %d queued, now %v: %v", len(s.queue), s.now.Sub(t0), st)
 	}
 	s.checkReplicas()
+	for _, n := range s.names {
+		if b := s.nodes[n].barriers; len(b) > 0 {
+			s.tb.Fatalf("%s: %d barriers not complete after settling", n, len(b))
+		}
+	}
 }
 
 func (s *sim) idle() bool {
@@ -355,6 +426,8 @@ func (s *sim) chaos(rng *rand.Rand, steps int, keys int) {
 			s.restart(a)
 		case op < 89 && len(s.queue) > 0:
 			s.sendGarbage(rng)
+		case op < 90:
+			s.barrier(a)
 		default:
 			s.advance(time.Duration(1+rng.IntN(100)) * time.Millisecond)
 		}

@@ -46,6 +46,8 @@ type NodeConfig struct {
 	Machine Config
 	// Apply receives the records peers send, from the node's goroutine, in
 	// order. It must not block for long. Keys and values may be retained.
+	// A message is acknowledged only once Apply has returned for its
+	// records (Barrier relies on it).
 	Apply func([]Applied)
 	// OnSynced is called (from the node's goroutine) when a peer's bulk
 	// resync to us completes.
@@ -103,14 +105,17 @@ type Node struct {
 	files *certfile.Reloader[*tlsFiles]
 	peers map[string]Peer
 
-	mu stdsync.Mutex // guards m
-	m  *Machine
+	mu    stdsync.Mutex // guards m and waits
+	m     *Machine
+	waits map[uint64]*BarrierWait // barriers not done, by id
 
-	opsMu   stdsync.Mutex
-	ops     []Record // Deleted records are deletions
-	opsWake chan struct{}
-	drop    chan string // tests: close the connection to a peer
-	events  chan event
+	opsMu stdsync.Mutex
+	ops   []Record // Deleted records are deletions
+	// barrierReqs are Barrier calls, answered after the ops queued before.
+	barrierReqs []chan *BarrierWait
+	opsWake     chan struct{}
+	drop        chan string // tests: close the connection to a peer
+	events      chan event
 
 	refused, badFrames, slowPeers, dials, wireBytes atomic.Uint64
 
@@ -195,7 +200,7 @@ func Start(ctx context.Context, cfg NodeConfig) (*Node, error) {
 		}
 	}
 	n := &Node{
-		cfg: cfg, log: log, files: files, peers: peers, m: m,
+		cfg: cfg, log: log, files: files, peers: peers, m: m, waits: map[uint64]*BarrierWait{},
 		opsWake: make(chan struct{}, 1), drop: make(chan string), events: make(chan event, 1024),
 	}
 	n.tls = &tls.Config{

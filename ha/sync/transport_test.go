@@ -34,6 +34,8 @@ type group struct {
 	maxQueued int
 	// logger, when set, gives a node's logger (quiet otherwise).
 	logger func(name string) *slog.Logger
+	// applying, when set, is called by a node's Apply before it applies.
+	applying func(name string, as []Applied)
 }
 
 type tnode struct {
@@ -80,6 +82,9 @@ func (g *group) start(name, listen string) *tnode {
 		Self: name, Listen: listen, Peers: peers, CertFile: certFile, KeyFile: keyFile, CAFile: g.ca.file,
 		Machine: g.mcfg, MaxQueuedBytes: g.maxQueued, RedialInterval: 100 * time.Millisecond, Logger: logger, Impair: g.impair,
 		Apply: func(as []Applied) {
+			if g.applying != nil {
+				g.applying(name, as)
+			}
 			tn.mu.Lock()
 			defer tn.mu.Unlock()
 			for _, a := range as {

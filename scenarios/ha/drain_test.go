@@ -12,6 +12,7 @@ import (
 
 	"github.com/telcolb/telcolb/api"
 	"github.com/telcolb/telcolb/scenarios/bgp"
+	"github.com/telcolb/telcolb/scenarios/l4"
 	"github.com/telcolb/telcolb/scenarios/lab"
 )
 
@@ -243,12 +244,27 @@ func TestPlannedSwitchoverLosesNothing(t *testing.T) {
 		}(fs.udp[i])
 	}
 	time.Sleep(100 * time.Millisecond)
+	// The youngest: four TCP connections and four UDP flows opened right
+	// before the drain, within the sync lag.
+	youngest := len(fs.tcp)
+	fs.openTCPUDP(t, ctx, lb.topo.Client, 4, 4)
+	for _, f := range fs.tcp[youngest:] {
+		r, err := f.s.Retransmits()
+		if err != nil {
+			t.Fatal(err)
+		}
+		retransBefore = append(retransBefore, r)
+	}
 	drained := time.Now()
 	drain := cfgs[0]
 	drain.Draining = true
+	// The PUT returns once lb1 has withdrawn, which it does only once lb2
+	// has acknowledged every change lb1 had made (the drain's barrier).
 	if err := lb.daemons[0].Client.PutAdvertisement(ctx, drain); err != nil {
 		t.Fatalf("drain lb1: %v", err)
 	}
+	withdrawn := time.Now()
+	missing := missingOn(t, ctx, lb.daemons[1], fs)
 	moved := waitRouteVia(t, ctx, router, 2)
 	time.Sleep(time.Second)
 	close(stop)
@@ -256,6 +272,16 @@ func TestPlannedSwitchoverLosesNothing(t *testing.T) {
 	end := time.Now()
 	if len(p.errs) > 0 {
 		t.Errorf("pinged flows across the switchover: %d errors:\n%s", len(p.errs), strings.Join(p.errs, "\n"))
+	}
+	if len(missing) > 0 {
+		t.Errorf("when lb1's drain returned (VIPs withdrawn) lb2 lacked %d TCP+UDP flows: %v", len(missing), missing)
+	}
+	st, err := lb.daemons[0].Client.HA(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Drain == nil || st.Drain.State != api.HADrainAcknowledged {
+		t.Errorf("lb1's drain: %+v, want withdrawn once lb2 acknowledged", st.Drain)
 	}
 	if vips, err := lb.daemons[0].Client.VIPs(ctx); err != nil {
 		t.Error(err)
@@ -278,7 +304,37 @@ func TestPlannedSwitchoverLosesNothing(t *testing.T) {
 		}
 	}
 	sgap := fs.waitSCTP(t, ctx)
-	t.Logf("drain: route via lb2 %v after the drain; pinged flows' longest gap %v (asked every 20 ms); %d TCP and %d UDP flows then asked at once, all answered through lb2 within %v; %d SCTP associations (fullnat), longest gap between two echoes %v (messages every 50 ms)",
-		moved.Sub(drained).Round(time.Millisecond), p.longestGap(drained.Add(-200*time.Millisecond), end).Round(time.Millisecond),
+	var barrier float64
+	if st.Drain != nil {
+		barrier = st.Drain.WaitSeconds
+	}
+	t.Logf("drain: lb1 waited %.3fs for lb2's acknowledgement, withdrew %v after the drain began; route via lb2 %v after the drain; pinged flows' longest gap %v (asked every 20 ms); %d TCP and %d UDP flows then asked at once, all answered through lb2 within %v; %d SCTP associations (fullnat), longest gap between two echoes %v (messages every 50 ms)",
+		barrier, withdrawn.Sub(drained).Round(time.Millisecond), moved.Sub(drained).Round(time.Millisecond), p.longestGap(drained.Add(-200*time.Millisecond), end).Round(time.Millisecond),
 		len(fs.tcp), len(fs.udp), gap.Round(time.Millisecond), fs.nSCTP(), sgap)
+}
+
+// missingOn lists the TCP connections and UDP flows of fs that d's
+// conntrack does not hold.
+func missingOn(t *testing.T, ctx context.Context, d *l4.Daemon, fs *flowSet) []string {
+	t.Helper()
+	conns, err := d.Client.Conntrack(ctx)
+	if err != nil {
+		t.Fatalf("conntrack: %v", err)
+	}
+	have := map[string]bool{}
+	for _, c := range conns {
+		have[c.Client] = true
+	}
+	var missing []string
+	for i, f := range fs.tcp {
+		if !have[f.s.LocalAddr().String()] {
+			missing = append(missing, fmt.Sprintf("tcp %d", i))
+		}
+	}
+	for i, f := range fs.udp {
+		if !have[f.f.c.LocalAddr().String()] {
+			missing = append(missing, fmt.Sprintf("udp %d", i))
+		}
+	}
+	return missing
 }

@@ -212,8 +212,10 @@ func (lb *lab2) startNode(t *testing.T, ctx context.Context, i int, boot string)
 			"--ha-listen-address="+netip.AddrPortFrom(bgp.NodeAddr(i+1, 0), syncPort).String(),
 			"--ha-peers="+peer+"="+netip.AddrPortFrom(bgp.NodeAddr(2-i, 0), syncPort).String(),
 			"--ha-tls-cert-file="+nc.Cert, "--ha-tls-key-file="+nc.Key, "--ha-tls-ca-file="+nc.CA,
-			// The join timeout outlasts a rejoin with the link still down.
-			"--ha-refresh-interval=1s", "--ha-join-timeout=5m")
+			// The join timeout outlasts a rejoin with the link still down;
+			// the drain's wait for lb2's acknowledgement is asserted, not
+			// its speed on a loaded machine.
+			"--ha-refresh-interval=1s", "--ha-join-timeout=5m", "--ha-drain-timeout=30s")
 	}
 	state := filepath.Join(lb.dir, name+boot)
 	if err := os.MkdirAll(state, 0o700); err != nil {

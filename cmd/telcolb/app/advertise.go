@@ -267,6 +267,9 @@ func (s *Server) newAdvertiser(cfg AdvertiseConfig, stateDir string) (*advertise
 			return nil, fmt.Errorf("advertisement config %s: %w", source, err)
 		}
 		a.cfg, a.announcers = c, ann
+		if d, ok := s.ready.(drainer); ok {
+			d.SetDraining(c.Draining) // started drained: nothing announced, nothing to wait for
+		}
 		if cfg.File != "" {
 			if err := a.save(c); err != nil {
 				a.closeAnnouncers(ann)
@@ -534,7 +537,16 @@ func (a *advertiser) put(c api.AdvertisementConfig) error {
 	if stopping {
 		return &httpError{code: http.StatusServiceUnavailable, msg: "the daemon is stopping"}
 	}
+	// With HA sync a drain withdraws only once the peers hold this node's
+	// flows (ha_drain.go): until Drain returns the VIPs stay announced.
+	d, _ := a.s.ready.(drainer)
+	if d != nil && c.Draining && !old.Draining {
+		d.Drain()
+	}
 	if err := a.save(c); err != nil {
+		if d != nil {
+			d.SetDraining(old.Draining)
+		}
 		return err
 	}
 	same := reflect.DeepEqual(old.BGP, c.BGP) && reflect.DeepEqual(old.L2, c.L2) && sameModes(old, c) && old.Draining == c.Draining
@@ -556,6 +568,9 @@ func (a *advertiser) put(c api.AdvertisementConfig) error {
 			a.mu.Lock()
 			a.announcers = prev
 			a.mu.Unlock()
+			if d != nil {
+				d.SetDraining(old.Draining)
+			}
 			go a.trigger()
 			return err
 		}
@@ -566,6 +581,9 @@ func (a *advertiser) put(c api.AdvertisementConfig) error {
 		a.peerUp = map[string]bool{}
 	}
 	a.mu.Unlock()
+	if d != nil {
+		d.SetDraining(c.Draining)
+	}
 	a.log.Info("advertisement configuration replaced", "advertisements", len(c.Advertisements), "restartedAnnouncers", !same)
 	a.trigger()
 	return nil
@@ -617,71 +635,4 @@ func (a *advertiser) close() {
 	if len(anns) > 0 {
 		a.log.Info("vips withdrawn: the daemon is stopping")
 	}
-}
-
-// status is GET /v1/advertisement.
-func (a *advertiser) status(ctx context.Context) api.AdvertisementStatus {
-	a.mu.Lock()
-	cfg := a.cfg
-	sp, _ := a.announcers[api.AdvertiseBGP].(*bgp.Speaker)
-	a.mu.Unlock()
-	st := api.AdvertisementStatus{Config: cfg.WithoutSecrets()}
-	if sp != nil {
-		st.BGPPeers = sp.PeerStatus(ctx)
-		st.BFDSessions = sp.BFDStatus()
-	}
-	return st
-}
-
-// vips is GET /v1/vips.
-func (a *advertiser) vips() []api.VIPStatus {
-	served, anns, _, reasons := a.planNow()
-	how := map[netip.Addr]ha.Announcement{}
-	for _, ann := range anns {
-		for v, an := range ann.Announced() {
-			h := how[v]
-			h.Via = append(h.Via, an.Via...)
-			if an.Owner != "" {
-				h.Owner = an.Owner
-			}
-			how[v] = h
-		}
-	}
-	out := make([]api.VIPStatus, 0, len(served))
-	for addr, sv := range served {
-		names := append([]string(nil), sv.services...)
-		sort.Strings(names)
-		st := api.VIPStatus{VIP: addr.String(), Services: names, Reason: reasons[addr], Local: a.s.local.local(addr)}
-		if h, ok := how[addr]; ok {
-			st.Announced = h.Via
-			st.Owner = h.Owner
-			if len(h.Via) == 0 && st.Reason == "" {
-				st.Reason = "no established session or owned interface"
-			}
-		}
-		out = append(out, st)
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].VIP < out[j].VIP })
-	return out
-}
-
-func (s *Server) getAdvertisement(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, s.adv.status(r.Context()))
-}
-
-func (s *Server) putAdvertisement(w http.ResponseWriter, r *http.Request) {
-	var c api.AdvertisementConfig
-	if err := decodeStrict(w, r, &c); err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	if err := s.adv.put(c); err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, s.adv.status(r.Context()))
-}
-
-func (s *Server) listVIPs(w http.ResponseWriter, _ *http.Request) {
-	writeJSON(w, http.StatusOK, s.adv.vips())
 }

@@ -48,11 +48,16 @@ type HAOptions struct {
 	// not connect before it stops waiting for it (a lone survivor must
 	// serve). Default 10s.
 	JoinTimeout string `json:"joinTimeout"`
+	// DrainTimeout bounds how long a planned drain waits for the peers to
+	// acknowledge every change before it withdraws the VIPs anyway
+	// (ha_drain.go). Default 5s.
+	DrainTimeout string `json:"drainTimeout"`
 }
 
 const (
-	defaultHARefresh     = 3 * time.Second
-	defaultHAJoinTimeout = 10 * time.Second
+	defaultHARefresh      = 3 * time.Second
+	defaultHAJoinTimeout  = 10 * time.Second
+	defaultHADrainTimeout = 5 * time.Second
 )
 
 func addHAFlags(fs *pflag.FlagSet, h *HAOptions) {
@@ -65,6 +70,7 @@ func addHAFlags(fs *pflag.FlagSet, h *HAOptions) {
 	fs.StringVar(&h.TLSCAFile, "ha-tls-ca-file", "", "CA every HA group member's certificate chains to")
 	fs.StringVar(&h.RefreshInterval, "ha-refresh-interval", "", "how often live conntrack entries are sent again to peers (default 3s; well below the shortest conntrack timeout)")
 	fs.StringVar(&h.JoinTimeout, "ha-join-timeout", "", "how long a starting node waits for an unreachable peer before announcing VIPs (default 10s)")
+	fs.StringVar(&h.DrainTimeout, "ha-drain-timeout", "", "how long a planned drain waits for the peers to acknowledge every change before it withdraws the VIPs anyway (default 5s)")
 }
 
 // setFlag copies one --ha-* flag given on the command line.
@@ -88,6 +94,8 @@ func (h *HAOptions) setFlag(name string, f HAOptions) {
 		h.RefreshInterval = f.RefreshInterval
 	case "ha-join-timeout":
 		h.JoinTimeout = f.JoinTimeout
+	case "ha-drain-timeout":
+		h.DrainTimeout = f.DrainTimeout
 	}
 }
 
@@ -96,6 +104,8 @@ type HAConfig struct {
 	Node        sync.NodeConfig
 	Refresh     time.Duration
 	JoinTimeout time.Duration
+	// DrainTimeout: zero is defaultHADrainTimeout.
+	DrainTimeout time.Duration
 }
 
 // Config checks the options; nil when HA sync is off. Errors name the flag.
@@ -109,7 +119,7 @@ func (h HAOptions) Config() (*HAConfig, error) {
 		}
 		return nil, nil
 	}
-	c := &HAConfig{Refresh: defaultHARefresh, JoinTimeout: defaultHAJoinTimeout}
+	c := &HAConfig{Refresh: defaultHARefresh, JoinTimeout: defaultHAJoinTimeout, DrainTimeout: defaultHADrainTimeout}
 	if err := h.membersToPeers(); err != nil {
 		return nil, err
 	}
@@ -143,7 +153,7 @@ func (h HAOptions) Config() (*HAConfig, error) {
 	for flag, p := range map[string]struct {
 		raw string
 		d   *time.Duration
-	}{"ha-refresh-interval": {h.RefreshInterval, &c.Refresh}, "ha-join-timeout": {h.JoinTimeout, &c.JoinTimeout}} {
+	}{"ha-refresh-interval": {h.RefreshInterval, &c.Refresh}, "ha-join-timeout": {h.JoinTimeout, &c.JoinTimeout}, "ha-drain-timeout": {h.DrainTimeout, &c.DrainTimeout}} {
 		if p.raw == "" {
 			continue
 		}
@@ -249,7 +259,15 @@ type HA struct {
 	owned   map[string]time.Time
 	ready   bool
 	onReady func()
+	// draining: a planned drain is on (ha_drain.go); drain is its
+	// barrier's state for GET /v1/ha, nil when not draining.
+	draining bool
+	drain    *drainState
 
+	// refreshMu serialises refreshes (the loop's and a drain's).
+	refreshMu stdsync.Mutex
+
+	ctx    context.Context // ends at Close
 	cancel context.CancelFunc
 	wg     stdsync.WaitGroup
 }
@@ -283,6 +301,7 @@ func StartHA(ctx context.Context, cfg HAConfig, dp ConntrackSource, log *slog.Lo
 	nc.Apply = h.apply
 	nc.OnSynced = func(string) { h.checkReady() }
 	ctx, h.cancel = context.WithCancel(ctx)
+	h.ctx = ctx
 	h.node, err = sync.Start(ctx, nc)
 	if err != nil {
 		h.cancel()
@@ -512,80 +531,6 @@ func (h *HA) produce() {
 			}
 		}
 		h.mu.Unlock()
-	}
-}
-
-// refreshFullEvery: one refresh in that many sends every owned entry,
-// the others only the entries whose flow saw a packet since they were last
-// sent (refreshSame: the last packet time read again from an idle entry
-// moves by clock jitter only).
-const (
-	refreshFullEvery = 10
-	refreshSame      = 10 * time.Millisecond
-)
-
-// refreshLoop sends the live entries owned here again each interval:
-// imported entries age on the importer's clock and a flow that only
-// carries traffic sends no event. An idle entry's copy ages exactly as the
-// entry does, so only the entries that carried traffic since they were
-// last sent go each round: sending the whole table every round made the
-// peer import thousands of unchanged records per second, and new flows'
-// records queued behind them (sync lag of seconds on a loaded machine,
-// young flows lost at a failure). Every refreshFullEvery-th round sends
-// everything: an entry whose change event was lost from a full ring
-// buffer is caught up there. The sync coalesces a key changed twice
-// before it is sent.
-func (h *HA) refreshLoop(ctx context.Context) {
-	defer h.wg.Done()
-	t := time.NewTicker(h.cfg.Refresh)
-	defer t.Stop()
-	for round := 1; ; round++ {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		full := round%refreshFullEvery == 0
-		// The clock is read before the dump: the records' ages count from
-		// its start, and a dump of a few thousand entries under load takes
-		// hundreds of milliseconds. Read after, every idle copy's last
-		// packet would look that much newer than its import: traffic here
-		// (claimSlack), so the standby would take over every flow each
-		// round and send it back, and the owner take it back.
-		now := time.Now()
-		recs, err := h.dp.DumpConntrack()
-		if err != nil {
-			h.log.Warn("ha refresh: dump conntrack", "error", err)
-			continue
-		}
-		claimed := 0
-		h.mu.Lock()
-		for _, r := range recs {
-			k := mapKey(r.Kind, r.Key)
-			seen := lastSeen(r, now)
-			if c, copied := h.imported[k]; copied {
-				// A copy becomes ours when its flow carries traffic here, or
-				// when the peer it came from is gone: we then serve it, and a
-				// rejoining peer's bulk resync must carry it.
-				traffic := !c.importing && !seen.IsZero() && seen.After(c.seen.Add(claimSlack))
-				if !traffic && h.node.Up(c.from) {
-					continue
-				}
-				delete(h.imported, k)
-				claimed++
-			} else if prev, ok := h.owned[k]; ok && !full && !seen.IsZero() && !prev.IsZero() && seen.Sub(prev).Abs() < refreshSame {
-				continue // idle since last sent: the peer's copy ages as ours
-			}
-			h.owned[k] = seen
-			if err := h.node.Put(toSync(r)); err != nil {
-				h.log.Warn("ha refresh: queue record", "kind", r.Kind, "error", err)
-			}
-		}
-		h.mu.Unlock()
-		if claimed > 0 {
-			h.log.Info("ha: peers' entries taken over (traffic here, or their node is down)", "entries", claimed)
-		}
-		h.checkReady()
 	}
 }
 

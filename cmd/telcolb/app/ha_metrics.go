@@ -138,7 +138,7 @@ func (h *HA) Status() api.HAStatus {
 	why := h.Waiting()
 	st := api.HAStatus{Enabled: true, Node: h.cfg.Node.Self, Ready: why == "", NotReady: why,
 		Entries: s.held, RecordsSent: s.stats.SentRecords, RecordsReceived: s.stats.ReceivedRecords,
-		RecordsResent: s.stats.ResentRecords, LagP99Seconds: lagP99(s.stats.Lag), N2Records: h.n2.Held()}
+		RecordsResent: s.stats.ResentRecords, LagP99Seconds: lagP99(s.stats.Lag), N2Records: h.n2.Held(), Drain: h.drainStatus()}
 	for _, p := range s.peers {
 		st.Peers = append(st.Peers, api.HAPeerStatus{Name: p, Up: s.up[p], Synced: s.synced[p]})
 	}

@@ -9,7 +9,7 @@ import (
 
 func TestHAFlagsParseAndNameTheBadFlag(t *testing.T) {
 	good := []string{"--ha-node-name=lb1", "--ha-listen-address=10.0.0.1:7946", "--ha-peers=lb2=10.0.0.2:7946,lb3=[fd00::3]:7946",
-		"--ha-tls-cert-file=/c.pem", "--ha-tls-key-file=/k.pem", "--ha-tls-ca-file=/ca.pem", "--ha-refresh-interval=1s"}
+		"--ha-tls-cert-file=/c.pem", "--ha-tls-key-file=/k.pem", "--ha-tls-ca-file=/ca.pem", "--ha-refresh-interval=1s", "--ha-drain-timeout=2s"}
 	o, err := ParseOptions(good, io.Discard)
 	if err != nil {
 		t.Fatalf("ParseOptions: %v", err)
@@ -19,7 +19,7 @@ func TestHAFlagsParseAndNameTheBadFlag(t *testing.T) {
 		t.Fatalf("Config: %v %v", c, err)
 	}
 	if c.Node.Self != "lb1" || len(c.Node.Peers) != 2 || c.Node.Peers[1].Name != "lb3" || c.Node.Peers[1].Addr != "[fd00::3]:7946" ||
-		c.Refresh != time.Second || c.JoinTimeout != defaultHAJoinTimeout || c.Node.CAFile != "/ca.pem" {
+		c.Refresh != time.Second || c.JoinTimeout != defaultHAJoinTimeout || c.DrainTimeout != 2*time.Second || c.Node.CAFile != "/ca.pem" {
 		t.Errorf("config %+v", c)
 	}
 	// From the file too.
@@ -35,6 +35,7 @@ func TestHAFlagsParseAndNameTheBadFlag(t *testing.T) {
 		"ha-peers":            {"--ha-peers=lb2"},
 		"ha-tls-ca-file":      {"--ha-tls-ca-file="},
 		"ha-refresh-interval": {"--ha-refresh-interval=1ms"},
+		"ha-drain-timeout":    {"--ha-drain-timeout=soon"},
 	}
 	for flag, change := range bad {
 		args := append(append([]string(nil), good...), change...)

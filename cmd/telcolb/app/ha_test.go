@@ -113,6 +113,8 @@ type haPair struct {
 	t     *testing.T
 	certs map[string]labha.NodeCerts
 	addrs map[string]string
+	// logs, when set for a node, receives its log.
+	logs map[string]*logBuffer
 }
 
 func newHAPair(t *testing.T) *haPair {
@@ -128,11 +130,24 @@ func newHAPair(t *testing.T) *haPair {
 // node may be started again after Close (a restart).
 func (p *haPair) start(n string, dp ConntrackSource) *HA {
 	p.t.Helper()
+	return p.startWith(n, dp, nil)
+}
+
+// startWith is start with the configuration changed by mutate.
+func (p *haPair) startWith(n string, dp ConntrackSource, mutate func(*HAConfig)) *HA {
+	p.t.Helper()
 	peer := map[string]string{"lb1": "lb2", "lb2": "lb1"}[n]
 	c := HAConfig{Refresh: 100 * time.Millisecond, JoinTimeout: time.Minute, Node: sync.NodeConfig{Self: n, Listen: p.addrs[n],
 		Peers: []sync.Peer{{Name: peer, Addr: p.addrs[peer]}}, CertFile: p.certs[n].Cert, KeyFile: p.certs[n].Key, CAFile: p.certs[n].CA,
 		RedialInterval: 50 * time.Millisecond}}
-	h, err := StartHA(context.Background(), c, dp, testLogger(p.t))
+	if mutate != nil {
+		mutate(&c)
+	}
+	log := testLogger(p.t)
+	if l := p.logs[n]; l != nil {
+		log = bufferLogger(l)
+	}
+	h, err := StartHA(context.Background(), c, dp, log)
 	if err != nil {
 		p.t.Fatal(err)
 	}

@@ -1,0 +1,93 @@
+package app
+
+import (
+	"context"
+	"time"
+)
+
+// The refresh of the entries this node owns (HA sync, ha.go).
+
+// refreshFullEvery: one refresh in that many sends every owned entry,
+// the others only the entries whose flow saw a packet since they were last
+// sent (refreshSame: the last packet time read again from an idle entry
+// moves by clock jitter only).
+const (
+	refreshFullEvery = 10
+	refreshSame      = 10 * time.Millisecond
+)
+
+// refreshLoop sends the live entries owned here again each interval:
+// imported entries age on the importer's clock and a flow that only
+// carries traffic sends no event. An idle entry's copy ages exactly as the
+// entry does, so only the entries that carried traffic since they were
+// last sent go each round: sending the whole table every round made the
+// peer import thousands of unchanged records per second, and new flows'
+// records queued behind them (sync lag of seconds on a loaded machine,
+// young flows lost at a failure). Every refreshFullEvery-th round sends
+// everything: an entry whose change event was lost from a full ring
+// buffer is caught up there. The sync coalesces a key changed twice
+// before it is sent.
+func (h *HA) refreshLoop(ctx context.Context) {
+	defer h.wg.Done()
+	t := time.NewTicker(h.cfg.Refresh)
+	defer t.Stop()
+	for round := 1; ; round++ {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		h.refresh(round%refreshFullEvery == 0)
+		h.checkReady()
+	}
+}
+
+// refresh puts the owned entries whose flow saw a packet since they were
+// last sent (all of them when full) and takes over the copies that carry
+// traffic here or whose peer is down. A drain runs a full one too, so
+// refreshes are serialised (refreshMu).
+func (h *HA) refresh(full bool) {
+	h.refreshMu.Lock()
+	defer h.refreshMu.Unlock()
+	// The clock is read before the dump: the records' ages count from
+	// its start, and a dump of a few thousand entries under load takes
+	// hundreds of milliseconds. Read after, every idle copy's last
+	// packet would look that much newer than its import: traffic here
+	// (claimSlack), so the standby would take over every flow each
+	// round and send it back, and the owner take it back.
+	now := time.Now()
+	recs, err := h.dp.DumpConntrack()
+	if err != nil {
+		h.log.Warn("ha refresh: dump conntrack", "error", err)
+		return
+	}
+	claimed := 0
+	h.mu.Lock()
+	for _, r := range recs {
+		k := mapKey(r.Kind, r.Key)
+		seen := lastSeen(r, now)
+		if c, copied := h.imported[k]; copied {
+			// A copy becomes ours when its flow carries traffic here, or
+			// when the peer it came from is gone: we then serve it, and a
+			// rejoining peer's bulk resync must carry it. A draining node
+			// takes no flow over for its traffic: what still arrives here
+			// is in flight while the routes move to the peer.
+			traffic := !h.draining && !c.importing && !seen.IsZero() && seen.After(c.seen.Add(claimSlack))
+			if !traffic && h.node.Up(c.from) {
+				continue
+			}
+			delete(h.imported, k)
+			claimed++
+		} else if prev, ok := h.owned[k]; ok && !full && !seen.IsZero() && !prev.IsZero() && seen.Sub(prev).Abs() < refreshSame {
+			continue // idle since last sent: the peer's copy ages as ours
+		}
+		h.owned[k] = seen
+		if err := h.node.Put(toSync(r)); err != nil {
+			h.log.Warn("ha refresh: queue record", "kind", r.Kind, "error", err)
+		}
+	}
+	h.mu.Unlock()
+	if claimed > 0 {
+		h.log.Info("ha: peers' entries taken over (traffic here, or their node is down)", "entries", claimed)
+	}
+}
