@@ -325,16 +325,5 @@ func missingOn(t *testing.T, ctx context.Context, d *l4.Daemon, fs *flowSet) []s
 	for _, c := range conns {
 		have[c.Client] = true
 	}
-	var missing []string
-	for i, f := range fs.tcp {
-		if !have[f.s.LocalAddr().String()] {
-			missing = append(missing, fmt.Sprintf("tcp %d", i))
-		}
-	}
-	for i, f := range fs.udp {
-		if !have[f.f.c.LocalAddr().String()] {
-			missing = append(missing, fmt.Sprintf("udp %d", i))
-		}
-	}
-	return missing
+	return fs.missing(have)
 }

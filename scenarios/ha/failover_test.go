@@ -599,17 +599,7 @@ func heldAtFailure(t *testing.T, ctx context.Context, lb *lab2, fs *flowSet, lb1
 	}
 	slices.Sort(sctp)
 	t.Logf("right after the failure lb2 held %d SCTP associations:\n%s", len(sctp), strings.Join(sctp, "\n"))
-	var missing []string
-	for i, f := range fs.tcp {
-		if !have[f.s.LocalAddr().String()] {
-			missing = append(missing, fmt.Sprintf("tcp %d", i))
-		}
-	}
-	for i, f := range fs.udp {
-		if !have[f.f.c.LocalAddr().String()] {
-			missing = append(missing, fmt.Sprintf("udp %d", i))
-		}
-	}
+	missing := fs.missing(have)
 	var lag []string
 	if lb1Alive {
 		for _, line := range strings.Split(scrape(t, ctx, lb.topo.Nodes[0], lb.daemons[0]), "\n") {

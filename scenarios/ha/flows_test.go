@@ -152,6 +152,23 @@ func (fs *flowSet) openTCPUDP(t *testing.T, ctx context.Context, client *lab.Hos
 	}
 }
 
+// missing names the TCP connections and UDP flows whose client address
+// is not among have (a node's conntrack entries by client address).
+func (fs *flowSet) missing(have map[string]bool) []string {
+	var out []string
+	for i, f := range fs.tcp {
+		if !have[f.s.LocalAddr().String()] {
+			out = append(out, fmt.Sprintf("tcp %d", i))
+		}
+	}
+	for i, f := range fs.udp {
+		if !have[f.f.c.LocalAddr().String()] {
+			out = append(out, fmt.Sprintf("udp %d", i))
+		}
+	}
+	return out
+}
+
 // startSCTP starts n multi-homed associations (both client addresses,
 // both VIPs), half per mode (one client process per mode), each sending a
 // message every 50 ms for run, and waits until the endpoint has them all
