@@ -77,14 +77,17 @@ func services() []api.Service {
 
 type udpFlow struct{ c net.Conn }
 
-func (f udpFlow) ask() (l4.Reply, error) {
+func (f udpFlow) ask() (l4.Reply, error) { return f.askTries(5, time.Second) }
+
+// askTries asks up to tries times, waiting wait for the answer each time.
+func (f udpFlow) askTries(tries int, wait time.Duration) (l4.Reply, error) {
 	buf := make([]byte, 512)
 	var lastErr error
-	for try := 0; try < 5; try++ {
+	for try := 0; try < tries; try++ {
 		if _, err := f.c.Write([]byte("ask\n")); err != nil {
 			return l4.Reply{}, err
 		}
-		_ = f.c.SetReadDeadline(time.Now().Add(time.Second))
+		_ = f.c.SetReadDeadline(time.Now().Add(wait))
 		n, err := f.c.Read(buf)
 		if err == nil {
 			return parseUDPReply(buf[:n])
