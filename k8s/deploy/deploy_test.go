@@ -116,9 +116,10 @@ func expand(t *testing.T, c corev1.Container, s string) string {
 	})
 }
 
-func container(t *testing.T, spec corev1.PodSpec, name string) corev1.Container {
+// container finds name in list (a pod's containers or init containers).
+func container(t *testing.T, list []corev1.Container, name string) corev1.Container {
 	t.Helper()
-	for _, c := range spec.Containers {
+	for _, c := range list {
 		if c.Name == name {
 			return c
 		}
@@ -163,7 +164,7 @@ func daemonOptions(t *testing.T, c corev1.Container) app.Options {
 
 func checkAPITLS(t *testing.T, docs map[string][]byte) {
 	ds := decode[appsv1.DaemonSet](t, docs, "DaemonSet/telcolb")
-	d := container(t, ds.Spec.Template.Spec, "telcolb")
+	d := container(t, ds.Spec.Template.Spec.Containers, "telcolb")
 	o := daemonOptions(t, d)
 	if o.APITLSCertFile == "" || o.APIAllowInsecureHTTP {
 		t.Errorf("daemon API without TLS: %+v", o)
@@ -180,7 +181,7 @@ func checkAPITLS(t *testing.T, docs map[string][]byte) {
 	mountOf(t, d, envValue(d, "TELCOLB_CA_FILE"))
 
 	dep := decode[appsv1.Deployment](t, docs, "Deployment/telcolb-controller")
-	ctl := container(t, dep.Spec.Template.Spec, "controller")
+	ctl := container(t, dep.Spec.Template.Spec.Containers, "controller")
 	flags := map[string]string{}
 	for _, a := range ctl.Args {
 		k, v, _ := strings.Cut(strings.TrimPrefix(a, "--"), "=")
@@ -210,7 +211,7 @@ func TestBaseServesTheAPIOverVerifiedTLS(t *testing.T) {
 	docs := kustomize(t)
 	checkAPITLS(t, docs)
 	ds := decode[appsv1.DaemonSet](t, docs, "DaemonSet/telcolb")
-	if o := daemonOptions(t, container(t, ds.Spec.Template.Spec, "telcolb")); o.HA.NodeName != "" {
+	if o := daemonOptions(t, container(t, ds.Spec.Template.Spec.Containers, "telcolb")); o.HA.NodeName != "" {
 		t.Errorf("HA on without the ha component: %+v", o.HA)
 	}
 }
@@ -221,7 +222,7 @@ func TestHAComponentConfiguresTheGroup(t *testing.T) {
 			docs := kustomize(t, comps...)
 			checkAPITLS(t, docs)
 			ds := decode[appsv1.DaemonSet](t, docs, "DaemonSet/telcolb")
-			d := container(t, ds.Spec.Template.Spec, "telcolb")
+			d := container(t, ds.Spec.Template.Spec.Containers, "telcolb")
 			var nodeFromDownwardAPI, membersFromConfigMap bool
 			for _, e := range d.Env {
 				nodeFromDownwardAPI = nodeFromDownwardAPI || e.Name == "NODE_NAME" && e.ValueFrom != nil && e.ValueFrom.FieldRef != nil && e.ValueFrom.FieldRef.FieldPath == "spec.nodeName"
@@ -319,23 +320,15 @@ func TestNodeSetupTurnsRedirectsOffBeforeTheDaemon(t *testing.T) {
 		t.Run(strings.Join(append([]string{"base"}, comps...), "+"), func(t *testing.T) {
 			ds := decode[appsv1.DaemonSet](t, kustomize(t, comps...), "DaemonSet/telcolb")
 			spec := ds.Spec.Template.Spec
-			daemon := container(t, spec, "telcolb")
-			var setup *corev1.Container
-			for i := range spec.InitContainers {
-				if spec.InitContainers[i].Name == "node-setup" {
-					setup = &spec.InitContainers[i]
-				}
-			}
-			if setup == nil {
-				t.Fatalf("no node-setup init container: %+v", spec.InitContainers)
-			}
+			daemon := container(t, spec.Containers, "telcolb")
+			setup := container(t, spec.InitContainers, "node-setup")
 			if sc := setup.SecurityContext; sc == nil || sc.Privileged == nil || !*sc.Privileged {
 				t.Errorf("node-setup is not privileged (it writes /proc/sys): %+v", setup.SecurityContext)
 			}
 			if setup.Image != daemon.Image {
 				t.Errorf("node-setup image %q, the daemon's %q", setup.Image, daemon.Image)
 			}
-			so, do := daemonOptions(t, *setup), daemonOptions(t, daemon)
+			so, do := daemonOptions(t, setup), daemonOptions(t, daemon)
 			if !so.NodeSetup || do.NodeSetup {
 				t.Errorf("node-setup mode: init container %v, daemon %v; want true, false", so.NodeSetup, do.NodeSetup)
 			}
