@@ -37,12 +37,16 @@ func TestNodeSetupTurnsRedirectsOff(t *testing.T) {
 	}
 	dir := t.TempDir()
 	pins := filepath.Join(dir, "pins")
-	nodeSetup := func(extra ...string) ([]byte, error) {
-		args := append([]string{"node-setup", "--bpf-pin-path=" + pins, "--state-dir=" + filepath.Join(dir, "state")}, extra...)
-		return h.Command(ctx, bins.Telcolb, args...).CombinedOutput()
+	// args is the node-setup command line on the given interface.
+	args := func(iface string) []string {
+		return []string{bins.Telcolb, "node-setup", "--interfaces=" + iface, "--bpf-pin-path=" + pins, "--state-dir=" + filepath.Join(dir, "state")}
+	}
+	nodeSetup := func(iface string) ([]byte, error) {
+		a := args(iface)
+		return h.Command(ctx, a[0], a[1:]...).CombinedOutput()
 	}
 
-	if out, err := nodeSetup("--interfaces=eth0"); err != nil {
+	if out, err := nodeSetup("eth0"); err != nil {
 		t.Fatalf("node-setup: %v\n%s", err, out)
 	}
 	for _, k := range keys {
@@ -57,7 +61,7 @@ func TestNodeSetupTurnsRedirectsOff(t *testing.T) {
 		t.Errorf("node-setup attached something to eth0:\n%s", out)
 	}
 
-	if out, err := nodeSetup("--interfaces=nosuch0"); err == nil || !strings.Contains(string(out), "nosuch0") {
+	if out, err := nodeSetup("nosuch0"); err == nil || !strings.Contains(string(out), "nosuch0") {
 		t.Errorf("node-setup on a missing interface: err %v, output %q; want a failure naming nosuch0", err, out)
 	}
 
@@ -66,8 +70,7 @@ func TestNodeSetupTurnsRedirectsOff(t *testing.T) {
 		t.Fatal(err)
 	}
 	script := `mount --bind /proc/sys /proc/sys && mount -o remount,bind,ro /proc/sys && exec "$@"`
-	out, err := h.Command(ctx, "unshare", "-m", "--propagation", "private", "sh", "-c", script, "sh",
-		bins.Telcolb, "node-setup", "--interfaces=eth0", "--bpf-pin-path="+pins, "--state-dir="+filepath.Join(dir, "state")).CombinedOutput()
+	out, err := h.Command(ctx, "unshare", append([]string{"-m", "--propagation", "private", "sh", "-c", script, "sh"}, args("eth0")...)...).CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "send_redirects") {
 		t.Errorf("node-setup with /proc/sys read-only: err %v, output %q; want a failure naming send_redirects", err, out)
 	}
