@@ -66,14 +66,6 @@ func (p patchable) with(ran uint32, amf uint64) []byte {
 	return b
 }
 
-func heapMiB() float64 {
-	runtime.GC()
-	runtime.GC()
-	var ms runtime.MemStats
-	runtime.ReadMemStats(&ms)
-	return float64(ms.HeapAlloc) / (1 << 20)
-}
-
 // TestBenchN2Memory1MContexts holds a million established UE contexts
 // (Initial UE Message steered, first downlink learned) across 3 AMFs in the
 // steering state machine and reports the heap they take, over 5 rounds
@@ -92,34 +84,13 @@ func TestBenchN2Memory1MContexts(t *testing.T) {
 		ues, label = n, v
 	}
 	ngapl.SilenceLibraryLogs()
-	// One variant: nothing to interleave with, but every round is a fresh
-	// machine, so the spread shows what the heap figure is worth.
-	figs, err := figure.Interleave(figure.Plan{MinRounds: 5, MaxRounds: 5}, []figure.Variant{{
-		Name: "contexts",
-		Measure: func(int) (map[string]float64, error) {
+	figure.Heap{Items: ues, Item: "UE contexts",
+		Total: "n2_memory_" + label + "_contexts_mib", PerItem: "n2_memory_bytes_per_ue_context", PerItemNs: "n2_steer_initial_ue_plus_downlink_ns",
+		Fill: func() (float64, time.Duration, error) {
 			mib, elapsed := fillContexts(t, ues)
-			return map[string]float64{
-				"mib":    mib,
-				"bytes":  mib * (1 << 20) / float64(ues),
-				"ns_per": float64(elapsed.Nanoseconds()) / float64(ues),
-			}, nil
+			return mib, elapsed, nil
 		},
-	}}, func(s *figure.Samples) []figure.Figure {
-		return []figure.Figure{
-			s.Measured("n2_memory_"+label+"_contexts_mib", "MiB", figure.Below(1024*float64(ues)/1e6), "mib"),
-			s.Measured("n2_memory_bytes_per_ue_context", "bytes", figure.Below(1073), "bytes"),
-			s.Measured("n2_steer_initial_ue_plus_downlink_ns", "ns", figure.Above(0), "ns_per"),
-		}
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	figure.Report(t, figs...)
-	if st, err := figs[0].Stat(); err == nil {
-		if met, _ := figs[0].Target.Met(st.Median); !met {
-			t.Errorf("%d UE contexts take %.0f MiB (median), target %s %g", ues, st.Median, figs[0].Target.Op, figs[0].Target.Value)
-		}
-	}
+	}.Report(t)
 }
 
 // fillContexts builds a steering machine holding ues established UE
@@ -181,7 +152,7 @@ func fillContexts(t *testing.T, ues int) (mib float64, elapsed time.Duration) {
 	dl, err := ngapl.DownlinkNASTransport(amfMarker, ranMarker, nil)
 	downlink := newPatchable(t, dl, err, true)
 
-	before := heapMiB()
+	before := figure.HeapMiB()
 	start := time.Now()
 	for i := uint32(0); i < uint32(ues); i++ {
 		ran := 0x10000000 + i
@@ -192,7 +163,7 @@ func fillContexts(t *testing.T, ues int) (mib float64, elapsed time.Duration) {
 		run(steer.AMFMessage{Assoc: sent[0].Assoc, Stream: 1, Data: downlink.with(ran, 0x1000000000+uint64(i))})
 	}
 	elapsed = time.Since(start)
-	after := heapMiB()
+	after := figure.HeapMiB()
 	total := 0
 	for _, n := range m.UEs() {
 		total += n

@@ -13,14 +13,6 @@ import (
 	agent "github.com/telcolb/telcolb/sctplb/diam"
 )
 
-func heapMiB() float64 {
-	runtime.GC()
-	runtime.GC()
-	var ms runtime.MemStats
-	runtime.ReadMemStats(&ms)
-	return float64(ms.HeapAlloc) / (1 << 20)
-}
-
 // TestBenchDiameterMemory1MSessions binds a million Session-Ids (CCR-I
 // forwarded and answered) across 3 servers in the agent machine and
 // reports the heap the bindings take, over 5 rounds with a fresh machine
@@ -37,31 +29,10 @@ func TestBenchDiameterMemory1MSessions(t *testing.T) {
 		}
 		n, label = k, v
 	}
-	figs, err := figure.Interleave(figure.Plan{MinRounds: 5, MaxRounds: 5}, []figure.Variant{{
-		Name: "sessions",
-		Measure: func(int) (map[string]float64, error) {
-			mib, elapsed, err := fillSessions(n)
-			if err != nil {
-				return nil, err
-			}
-			return map[string]float64{"mib": mib, "bytes": mib * (1 << 20) / float64(n), "ns_per": float64(elapsed.Nanoseconds()) / float64(n)}, nil
-		},
-	}}, func(s *figure.Samples) []figure.Figure {
-		return []figure.Figure{
-			s.Measured("diameter_memory_"+label+"_sessions_mib", "MiB", figure.Below(1024*float64(n)/1e6), "mib"),
-			s.Measured("diameter_memory_bytes_per_session", "bytes", figure.Below(1073), "bytes"),
-			s.Measured("diameter_steer_ccr_initial_plus_answer_ns", "ns", figure.Above(0), "ns_per"),
-		}
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	figure.Report(t, figs...)
-	if st, err := figs[0].Stat(); err == nil {
-		if met, _ := figs[0].Target.Met(st.Median); !met {
-			t.Errorf("%d bindings take %.0f MiB (median), target %s %g", n, st.Median, figs[0].Target.Op, figs[0].Target.Value)
-		}
-	}
+	figure.Heap{Items: n, Item: "bindings",
+		Total: "diameter_memory_" + label + "_sessions_mib", PerItem: "diameter_memory_bytes_per_session", PerItemNs: "diameter_steer_ccr_initial_plus_answer_ns",
+		Fill: func() (float64, time.Duration, error) { return fillSessions(n) },
+	}.Report(t)
 }
 
 // fillSessions runs n CCR-I requests through a fresh machine, each
@@ -72,7 +43,7 @@ func fillSessions(n int) (float64, time.Duration, error) {
 	for i := range 3 {
 		cfg.Servers = append(cfg.Servers, agent.Server{Name: fmt.Sprintf("s%d", i)})
 	}
-	base := heapMiB()
+	base := figure.HeapMiB()
 	m, err := agent.New(cfg)
 	if err != nil {
 		return 0, 0, err
@@ -138,7 +109,7 @@ func fillSessions(n int) (float64, time.Duration, error) {
 	if total != n {
 		return 0, 0, fmt.Errorf("%d bindings, want %d", total, n)
 	}
-	mib := heapMiB() - base
+	mib := figure.HeapMiB() - base
 	runtime.KeepAlive(m)
 	return mib, elapsed, nil
 }

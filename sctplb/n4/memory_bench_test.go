@@ -19,14 +19,6 @@ import (
 	"github.com/telcolb/telcolb/sctplb/n4"
 )
 
-func heapMiB() float64 {
-	runtime.GC()
-	runtime.GC()
-	var ms runtime.MemStats
-	runtime.ReadMemStats(&ms)
-	return float64(ms.HeapAlloc) / (1 << 20)
-}
-
 // TestBenchN4Memory1MSessions holds a million established PFCP sessions
 // (each with its stored Establishment Request, as the SMF simulator builds
 // it, for replay) across 3 UPFs in the state machine and reports the heap
@@ -38,31 +30,10 @@ func TestBenchN4Memory1MSessions(t *testing.T) {
 	}
 	const sessions = 1_000_000
 	pfcp.SilenceLibraryLogs()
-	figs, err := figure.Interleave(figure.Plan{MinRounds: 5, MaxRounds: 5}, []figure.Variant{{
-		Name: "sessions",
-		Measure: func(int) (map[string]float64, error) {
-			mib, elapsed, err := fillN4Sessions(t, sessions)
-			if err != nil {
-				return nil, err
-			}
-			return map[string]float64{"mib": mib, "bytes": mib * (1 << 20) / sessions, "ns_per": float64(elapsed.Nanoseconds()) / sessions}, nil
-		},
-	}}, func(s *figure.Samples) []figure.Figure {
-		return []figure.Figure{
-			s.Measured("pfcp_memory_1m_sessions_mib", "MiB", figure.Below(1024), "mib"),
-			s.Measured("pfcp_memory_bytes_per_session", "bytes", figure.Below(1073), "bytes"),
-			s.Measured("pfcp_steer_establishment_ns", "ns", figure.Above(0), "ns_per"),
-		}
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	figure.Report(t, figs...)
-	if st, err := figs[0].Stat(); err == nil {
-		if met, _ := figs[0].Target.Met(st.Median); !met {
-			t.Errorf("1M sessions take %.0f MiB (median), target %s %g", st.Median, figs[0].Target.Op, figs[0].Target.Value)
-		}
-	}
+	figure.Heap{Items: sessions, Item: "sessions",
+		Total: "pfcp_memory_1m_sessions_mib", PerItem: "pfcp_memory_bytes_per_session", PerItemNs: "pfcp_steer_establishment_ns",
+		Fill: func() (float64, time.Duration, error) { return fillN4Sessions(t, sessions) },
+	}.Report(t)
 }
 
 // fillN4Sessions establishes n sessions through a fresh machine, each
@@ -84,7 +55,7 @@ func fillN4Sessions(t *testing.T, sessions int) (float64, time.Duration, error) 
 	pm, _ := pfcp.Parse(resp)
 	respSEIDAt := pm.FSEIDSpan.Off + 5
 	now := w.now
-	before := heapMiB()
+	before := figure.HeapMiB()
 	start := time.Now()
 	for i := 0; i < sessions; i++ {
 		r := append([]byte(nil), req...)
@@ -117,7 +88,7 @@ func fillN4Sessions(t *testing.T, sessions int) (float64, time.Duration, error) 
 	// Let the retransmission cache expire: what stays is per session.
 	now = now.Add(time.Minute)
 	w.m.Step(now, n4.Tick{})
-	after := heapMiB()
+	after := figure.HeapMiB()
 	total := 0
 	for _, n := range w.m.Sessions() {
 		total += n
