@@ -61,6 +61,11 @@ func (m *Machine) request(c *conn, msg *diameter.Msg) {
 	// The message's buffer is the machine's (Message): the AVP goes into
 	// its spare capacity where the shell left room, without a copy.
 	p.data = diameter.AppendRouteRecord(msg.Raw, c.host)
+	if len(p.data) > 0 && len(msg.Raw) > 0 && &p.data[0] == &msg.Raw[0] {
+		// Edited in place: the request holds the message's memory until
+		// it is answered or failed (a failover re-sends these bytes).
+		p.ref = m.takeRef()
+	}
 	m.byE2E[key] = p
 	m.forward(p, s, false)
 }
@@ -204,9 +209,10 @@ func (m *Machine) pick(app uint32, realm []byte, exclude []int) int {
 // sets the T flag (a re-send after the first server failed).
 func (m *Machine) forward(p *pending, s int, retrans bool) {
 	c := m.servers[s].conn
-	b := p.data
+	b, ref := p.data, p.ref
 	if len(p.tried) > 0 {
-		b = append([]byte(nil), p.data...)
+		// A copy: p.data stays as first sent, for the next re-send.
+		b, ref = append([]byte(nil), p.data...), nil
 	}
 	if retrans {
 		diameter.SetRetransmit(b)
@@ -218,7 +224,10 @@ func (m *Machine) forward(p *pending, s int, retrans bool) {
 	p.tried = append(p.tried, s)
 	c.pend[p.hbh] = p
 	m.waiting.push(p)
-	m.send(c, b)
+	if ref != nil {
+		ref.Retain() // the write's, beside the request's own
+	}
+	m.sendRef(c, b, ref)
 }
 
 // answerLocal answers a client's request from the agent.
@@ -265,11 +274,12 @@ func (m *Machine) destRealmOf(p *pending) []byte {
 	return x.DestRealm
 }
 
-// complete restores the hop-by-hop identifier and sends the answer where
-// the request came from, if that connection is still there.
+// complete restores the hop-by-hop identifier and sends the answer (the
+// message being stepped) where the request came from, if that connection
+// is still there.
 func (m *Machine) complete(p *pending, ans []byte) {
 	m.waiting.remove(p)
-	p.data = nil
+	p.drop()
 	if m.byE2E[p.e2e] == p {
 		delete(m.byE2E, p.e2e)
 	}
@@ -279,7 +289,7 @@ func (m *Machine) complete(p *pending, ans []byte) {
 		return
 	}
 	diameter.SetHopByHop(ans, p.origHBH)
-	m.send(from, ans)
+	m.sendRef(from, ans, m.takeRef())
 }
 
 // failRequest ends a pending request with a local answer to its sender.
@@ -289,6 +299,9 @@ func (m *Machine) failRequest(p *pending, result uint32, reason string) {
 		delete(m.byE2E, p.e2e)
 	}
 	m.reject(reason, result)
+	// The answer is built from the request's bytes (copied), which are
+	// let go of afterwards.
+	defer p.drop()
 	from := m.conns[p.from]
 	if from == nil {
 		return
