@@ -41,6 +41,32 @@ type Machine struct {
 	// cur is the reference to the memory of the message being stepped
 	// while no one took it (Message.Ref): released when the step ends.
 	cur Ref
+	// free are pending records of answered or failed requests, reused:
+	// no allocation per request.
+	free []*pending
+}
+
+// maxFreePending bounds the records kept for reuse after a burst.
+const maxFreePending = 1024
+
+func (m *Machine) newPending() *pending {
+	if n := len(m.free); n > 0 {
+		p := m.free[n-1]
+		m.free[n-1] = nil
+		m.free = m.free[:n-1]
+		return p
+	}
+	return &pending{}
+}
+
+// recycle ends p: answered or failed, it is in no table, list or
+// connection any more, and is never sent again.
+func (m *Machine) recycle(p *pending) {
+	p.drop()
+	*p = pending{}
+	if len(m.free) < maxFreePending {
+		m.free = append(m.free, p)
+	}
 }
 
 type server struct {
@@ -92,12 +118,11 @@ type pending struct {
 	data     []byte // as first forwarded (Route-Record appended)
 	// ref holds data's memory while the request may be sent again (nil:
 	// a copy the garbage collector keeps).
-	ref     Ref
-	session string
-	end     bool // a session-termination request
-	app     uint32
-	cmd     uint32
-	sent    time.Time
+	ref  Ref
+	end  bool // a session-termination request
+	app  uint32
+	cmd  uint32
+	sent time.Time
 	// prev and next link it into Machine.waiting while it awaits its
 	// answer.
 	prev, next *pending
