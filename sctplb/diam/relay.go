@@ -112,7 +112,10 @@ func (m *Machine) route(msg *diameter.Msg, session []byte, exclude []int) (int, 
 	if len(session) > 0 {
 		if b, ok := m.sessions[string(session)]; ok {
 			if m.eligible(int(b.server), app, realm, exclude) {
-				m.bind(session, int(b.server))
+				// bind's touch without its second lookup.
+				if now := m.secs(); b.last != now {
+					m.sessions[string(session)] = binding{server: b.server, last: now}
+				}
 				return int(b.server), 0
 			}
 		}
