@@ -67,6 +67,8 @@ type DiameterAgent struct {
 	mu     sync.Mutex
 	conns  map[diam.ConnID]*dconn
 	nextID diam.ConnID
+	// slabs are the TCP readers' recycled read buffers.
+	slabs slabPool
 	// inline is set while a reader steps a batch: connections the batch
 	// gave something to write are listed in dirty (rather than their
 	// writer woken) for the reader to write after the lock.
@@ -239,7 +241,7 @@ func (a *DiameterAgent) accept(ctx context.Context) {
 				time.Sleep(50 * time.Millisecond)
 				continue
 			}
-			p = newTCPPeer(c)
+			p = newPooledTCPPeer(c, &a.slabs)
 		} else {
 			c, err := a.sctpLn.Accept(ctx)
 			if err != nil {
@@ -280,17 +282,18 @@ func (a *DiameterAgent) start(p peerIO) diam.ConnID {
 const maxReadBatch = 64
 
 func (a *DiameterAgent) reader(c *dconn) {
-	batch := make([][]byte, 0, maxReadBatch)
+	defer c.p.finish()
+	batch := make([]outMsg, 0, maxReadBatch)
 	var dirtyBuf []*dconn
 	for {
 		// Every whole message already read from the socket is stepped
 		// under one lock: one lock round per message cost the agent a
 		// good share of its CPU under load.
-		b, err := c.p.read()
-		batch = append(batch[:0], b)
+		b, ref, err := c.p.readRef()
+		batch = append(batch[:0], outMsg{b, ref})
 		for err == nil && len(batch) < maxReadBatch && c.p.ready() {
-			b, err = c.p.read()
-			batch = append(batch, b)
+			b, ref, err = c.p.readRef()
+			batch = append(batch, outMsg{b, ref})
 		}
 		a.mu.Lock()
 		// The reader writes what the batch queued itself, once the lock
@@ -298,9 +301,12 @@ func (a *DiameterAgent) reader(c *dconn) {
 		// goroutine cost the agent a scheduler round trip per batch.
 		a.inline = true
 		now := time.Now()
-		for _, b := range batch {
-			if len(b) > 0 {
-				a.stepAt(now, diam.Message{Conn: c.id, Data: b})
+		for _, m := range batch {
+			if len(m.b) > 0 {
+				// The message's reference goes to the machine.
+				a.stepAt(now, diam.Message{Conn: c.id, Data: m.b, Ref: m.ref})
+			} else {
+				releaseRef(m.ref)
 			}
 		}
 		a.inline = false
@@ -359,7 +365,7 @@ func (a *DiameterAgent) dial(s int) {
 			var c net.Conn
 			c, err = (&net.Dialer{}).DialContext(ctx, "tcp", addr.String())
 			if err == nil {
-				p = newTCPPeer(c)
+				p = newPooledTCPPeer(c, &a.slabs)
 			}
 		}
 		a.mu.Lock()
@@ -444,7 +450,12 @@ func (a *DiameterAgent) stepAt(now time.Time, ev diam.Event) {
 		a.met.action(act, a.names)
 		switch act.Kind {
 		case diam.Send:
-			if c := a.conns[act.Conn]; c != nil && !c.enqueue(act.Data, a.inline, &a.dirty) {
+			c := a.conns[act.Conn]
+			switch {
+			case c == nil:
+				releaseRef(act.Ref) // gone: never written
+			case !c.enqueueRef(act.Data, act.Ref, a.inline, &a.dirty):
+				releaseRef(act.Ref)
 				a.met.sendErrors.Inc()
 				a.log.Warn("Diameter peer not reading: closing", "conn", act.Conn, "remote", c.p.remote())
 				c.shut()

@@ -11,6 +11,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"unsafe"
 
@@ -37,13 +38,33 @@ type dconn struct {
 	// queue is what waits to be written; spare is the other slice the
 	// holder of the socket swaps with it. writing is held by whoever
 	// writes (the writer or an inline flush): one at a time, in order.
-	queue, spare [][]byte
-	// iov is flushInline's writev vector, kept across calls (used by
-	// the holder of writing only).
-	iov      []unix.Iovec
+	queue, spare []outMsg
+	// iov is flushInline's writev vector and bufs the writer's, kept
+	// across calls (used by the holder of writing only).
+	iov  []unix.Iovec
+	bufs net.Buffers
+	// writevFn is flushInline's callback for raw.Write, made once (a
+	// closure made per call escaped: an allocation per flush), with its
+	// results in wn and werr.
+	writevFn func(fd uintptr) bool
+	wn       int
+	werr     error
 	writing  bool
 	closing  bool
 	shutOnce sync.Once
+}
+
+// outMsg is a message to write and the reference to its memory (nil: the
+// garbage collector's), released once it is written.
+type outMsg struct {
+	b   []byte
+	ref diam.Ref
+}
+
+func releaseRef(r diam.Ref) {
+	if r != nil {
+		r.Release()
+	}
 }
 
 // maxQueued bounds a connection's queue: a peer that lets this many
@@ -56,6 +77,10 @@ func newDconn(id diam.ConnID, p peerIO) *dconn {
 		if sc, ok := t.c.(syscall.Conn); ok {
 			if raw, err := sc.SyscallConn(); err == nil {
 				c.raw = raw
+				c.writevFn = func(fd uintptr) bool {
+					c.wn, c.werr = writevOnce(fd, c.iov)
+					return true // never wait: waiting is the writer's job
+				}
 			}
 		}
 	}
@@ -67,15 +92,23 @@ func newDconn(id diam.ConnID, p peerIO) *dconn {
 // inline and has nobody writing is added to dirty instead of waking its
 // writer: the reader flushes it after the machine's lock.
 func (c *dconn) enqueue(b []byte, inline bool, dirty *[]*dconn) bool {
+	return c.enqueueRef(b, nil, inline, dirty)
+}
+
+// enqueueRef is enqueue of b with the reference to its memory, which the
+// queue releases once b is written (or dropped because the connection
+// closes); false leaves ref to the caller.
+func (c *dconn) enqueueRef(b []byte, ref diam.Ref, inline bool, dirty *[]*dconn) bool {
 	c.qmu.Lock()
 	defer c.qmu.Unlock()
 	if c.closing {
+		releaseRef(ref)
 		return true
 	}
 	if len(c.queue) >= maxQueued {
 		return false
 	}
-	c.queue = append(c.queue, b)
+	c.queue = append(c.queue, outMsg{b, ref})
 	if len(c.queue) == 1 && !c.writing {
 		// While someone writes, it looks at the queue again when done.
 		if inline && c.raw != nil {
@@ -118,7 +151,7 @@ func (c *dconn) shut() {
 // queue; false if someone else writes, or if nothing is queued and
 // closing was not asked. The two queue slices are swapped, so none is
 // allocated once both have grown.
-func (c *dconn) take() (batch [][]byte, closing, ok bool) {
+func (c *dconn) take() (batch []outMsg, closing, ok bool) {
 	c.qmu.Lock()
 	defer c.qmu.Unlock()
 	if c.writing || (len(c.queue) == 0 && !c.closing) {
@@ -131,8 +164,9 @@ func (c *dconn) take() (batch [][]byte, closing, ok bool) {
 
 // release gives the socket back, with rest (unwritten, in order) put
 // before anything queued meanwhile; the writer is woken if anything is
-// left or closing was asked meanwhile.
-func (c *dconn) release(batch, rest [][]byte) {
+// left or closing was asked meanwhile. The messages of batch before rest
+// were written and their references released.
+func (c *dconn) release(batch, rest []outMsg) {
 	c.qmu.Lock()
 	defer c.qmu.Unlock()
 	c.writing = false
@@ -166,30 +200,30 @@ func (c *dconn) flushInline() {
 		c.release(batch, batch)
 		return
 	}
-	var n int
-	var werr error
 	c.iov = iovecs(c.iov[:0], batch)
-	err := c.raw.Write(func(fd uintptr) bool {
-		n, werr = writevOnce(fd, c.iov)
-		return true // never wait: waiting is the writer's job
-	})
+	err := c.raw.Write(c.writevFn)
+	n, werr := c.wn, c.werr
+	c.werr = nil
 	clear(c.iov) // keeps no message alive
 	if err == nil && werr != nil && !errors.Is(werr, syscall.EAGAIN) && !errors.Is(werr, syscall.EINTR) {
 		err = werr
 	}
 	if err != nil {
+		for _, m := range batch {
+			releaseRef(m.ref) // never to be written: the connection is shut
+		}
 		c.release(batch, nil)
 		c.shut()
 		return
 	}
-	rest := unwritten(batch, n)
+	rest := written(batch, n)
 	c.release(batch, rest)
 }
 
-// iovecs appends the vector of bufs to iov.
-func iovecs(iov []unix.Iovec, bufs [][]byte) []unix.Iovec {
-	for _, b := range bufs {
-		if len(b) > 0 {
+// iovecs appends the vector of msgs to iov.
+func iovecs(iov []unix.Iovec, msgs []outMsg) []unix.Iovec {
+	for _, m := range msgs {
+		if b := m.b; len(b) > 0 {
 			v := unix.Iovec{Base: &b[0]}
 			v.SetLen(len(b))
 			iov = append(iov, v)
@@ -211,15 +245,19 @@ func writevOnce(fd uintptr, iov []unix.Iovec) (int, error) {
 	return int(n), nil
 }
 
-// unwritten is what is left of bufs after n bytes were written: a suffix
-// of bufs, its first element cut where the write stopped.
-func unwritten(bufs [][]byte, n int) [][]byte {
-	for i, b := range bufs {
+// written releases the messages of msgs the n bytes written cover, and
+// returns what is left: a suffix of msgs, its first element cut where the
+// write stopped (it keeps its reference).
+func written(msgs []outMsg, n int) []outMsg {
+	for i := range msgs {
+		b := msgs[i].b
 		if n < len(b) {
-			bufs[i] = b[n:]
-			return bufs[i:]
+			msgs[i].b = b[n:]
+			return msgs[i:]
 		}
 		n -= len(b)
+		releaseRef(msgs[i].ref)
+		msgs[i] = outMsg{}
 	}
 	return nil
 }
@@ -243,13 +281,22 @@ func (c *dconn) writer() {
 		}
 		var err error
 		if batching && len(batch) > 0 {
-			err = bw.writeBatch(batch)
+			for _, m := range batch {
+				c.bufs = append(c.bufs, m.b)
+			}
+			err = bw.writeBatch(c.bufs)
+			clear(c.bufs)
+			c.bufs = c.bufs[:0]
 		} else {
-			for _, b := range batch {
-				if err = c.p.write(b); err != nil {
+			for _, m := range batch {
+				if err = c.p.write(m.b); err != nil {
 					break
 				}
 			}
+		}
+		// Written, or never to be (the connection is shut on error).
+		for _, m := range batch {
+			releaseRef(m.ref)
 		}
 		c.release(batch, nil)
 		if err != nil {
@@ -277,7 +324,13 @@ func (p *tcpPeer) writeBatch(b net.Buffers) error {
 
 // peerIO reads and writes whole Diameter messages.
 type peerIO interface {
-	read() ([]byte, error)
+	// readRef returns the next message and, when its memory is a
+	// recycled slab, a reference to it the caller must release (through
+	// the machine).
+	readRef() ([]byte, diam.Ref, error)
+	// finish releases what the reader holds of its read buffers; the
+	// reader calls it once, when it stops reading.
+	finish()
 	// ready reports whether read would return a whole message without
 	// waiting for the network.
 	ready() bool
@@ -294,8 +347,12 @@ type tcpPeer struct {
 	c net.Conn
 	r *bufio.Reader
 	// slab is where the next messages read are carved from: one
-	// allocation per slabSize bytes rather than one per message.
+	// allocation per slabSize bytes rather than one per message (no
+	// pool), or cur from off on, a slab of pool (recycled).
 	slab []byte
+	pool *slabPool
+	cur  *slab
+	off  int
 }
 
 // slabSize is the size of a read slab. A slab lives as long as one of its
@@ -303,51 +360,148 @@ type tcpPeer struct {
 // much is kept per message still held.
 const slabSize = 32 << 10
 
+// slab is a read buffer messages are cut from, recycled through its pool
+// once nothing refers to it: the reader while it cuts from it, and each
+// message cut from it until written and, for a forwarded request, until
+// answered or failed (the machine's reference, diam.Message). Recycling
+// took the garbage collector's share of the agent's CPU (most of what it
+// allocated per request was slab) away.
+type slab struct {
+	buf  []byte
+	refs atomic.Int32
+	pool *slabPool
+}
+
+func (s *slab) Retain() { s.refs.Add(1) }
+
+func (s *slab) Release() {
+	switch n := s.refs.Add(-1); {
+	case n == 0:
+		s.pool.put(s)
+	case n < 0:
+		// Its bytes may already be another message's: carrying on
+		// would send them.
+		panic("sctplb: Diameter read slab released more often than retained")
+	}
+}
+
+// slabPool keeps released slabs for the readers of one agent, last in
+// first out (the most recently used memory is the likeliest cached).
+type slabPool struct {
+	mu   sync.Mutex
+	free []*slab
+}
+
+// maxFreeSlabs bounds the memory idle in a pool (2 MiB): past it a
+// released slab is left to the garbage collector.
+const maxFreeSlabs = 64
+
+// get returns a slab whose only reference is the caller's.
+func (p *slabPool) get() *slab {
+	p.mu.Lock()
+	var s *slab
+	if n := len(p.free); n > 0 {
+		s = p.free[n-1]
+		p.free[n-1] = nil
+		p.free = p.free[:n-1]
+	}
+	p.mu.Unlock()
+	if s == nil {
+		s = &slab{buf: make([]byte, slabSize), pool: p}
+	}
+	s.refs.Store(1)
+	return s
+}
+
+func (p *slabPool) put(s *slab) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.free) < maxFreeSlabs {
+		p.free = append(p.free, s)
+	}
+}
+
 // buffer returns room for a message of n bytes plus room (a
-// Route-Record), capacity clipped so that appending never reaches the next message.
-func (p *tcpPeer) buffer(n, room int) []byte {
+// Route-Record), capacity clipped so that appending never reaches the
+// next message, and the slab it was cut from (nil: not a pool's).
+func (p *tcpPeer) buffer(n, room int) ([]byte, *slab) {
 	need := n + room
 	if need > slabSize/4 {
-		return make([]byte, n, need)
+		return make([]byte, n, need), nil
 	}
-	if need > len(p.slab) {
-		p.slab = make([]byte, slabSize)
+	if p.pool == nil {
+		if need > len(p.slab) {
+			p.slab = make([]byte, slabSize)
+		}
+		b := p.slab[:n:need]
+		p.slab = p.slab[need:]
+		return b, nil
 	}
-	b := p.slab[:n:need]
-	p.slab = p.slab[need:]
-	return b
+	if p.cur == nil || need > slabSize-p.off {
+		if p.cur != nil {
+			p.cur.Release() // done cutting from it
+		}
+		p.cur, p.off = p.pool.get(), 0
+	}
+	b := p.cur.buf[p.off : p.off+n : p.off+need]
+	p.off += need
+	return b, p.cur
 }
 
 func newTCPPeer(c net.Conn) *tcpPeer { return &tcpPeer{c: c, r: bufio.NewReaderSize(c, 64<<10)} }
 
-// read splits the stream with the header's length. A header that cannot be
+// newPooledTCPPeer is a peer whose messages are cut from pool's slabs.
+func newPooledTCPPeer(c net.Conn, pool *slabPool) *tcpPeer {
+	p := newTCPPeer(c)
+	p.pool = pool
+	return p
+}
+
+// read is readRef for a peer without a pool.
+func (p *tcpPeer) read() ([]byte, error) {
+	b, _, err := p.readRef()
+	return b, err
+}
+
+func (p *tcpPeer) finish() {
+	if p.cur != nil {
+		p.cur.Release()
+		p.cur = nil
+	}
+}
+
+// readRef splits the stream with the header's length. A header that cannot be
 // framed (bad version or length) ends the connection: its first bytes are
 // returned with the error, so the machine can answer 5011/5015.
-func (p *tcpPeer) read() ([]byte, error) {
+func (p *tcpPeer) readRef() ([]byte, diam.Ref, error) {
 	h, err := p.r.Peek(4)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	n, ferr := diameter.FrameLen(h)
 	if ferr != nil {
 		hdr, _ := p.r.Peek(diameter.HeaderLen)
-		return append([]byte(nil), hdr...), ferr
+		return append([]byte(nil), hdr...), nil, ferr
 	}
 	// Room for the Route-Record the agent appends to a request (diam
 	// Message: the machine edits the buffer in place); an answer is
 	// relayed as it is. A framed message has a whole header.
 	room := 0
 	if h, err = p.r.Peek(5); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if h[4]&diameter.FlagRequest != 0 {
 		room = routeRecordRoom
 	}
-	b := p.buffer(n, room)
+	b, s := p.buffer(n, room)
 	if _, err := io.ReadFull(p.r, b); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return b, nil
+	if s == nil {
+		return b, nil, nil
+	}
+	s.Retain() // the message's
+	return b, s, nil
 }
 
 func (p *tcpPeer) ready() bool {
@@ -374,15 +528,17 @@ type sctpPeer struct {
 	ctx context.Context
 }
 
-func (p *sctpPeer) read() ([]byte, error) {
+func (p *sctpPeer) readRef() ([]byte, diam.Ref, error) {
 	m, err := p.c.Recv(p.ctx)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	// Clipped: the machine appends in place (diam.Message), and a
 	// transport may hand out slices of a buffer it shares.
-	return m.Data[:len(m.Data):len(m.Data)], nil
+	return m.Data[:len(m.Data):len(m.Data)], nil, nil
 }
+
+func (p *sctpPeer) finish() {}
 
 // ready is false: each SCTP user message is one receive call.
 func (p *sctpPeer) ready() bool { return false }

@@ -29,6 +29,13 @@ type diamMetrics struct {
 	// once given, so a cached counter stays right.
 	byMsg    map[msgKey]prometheus.Counter
 	byResult map[resultKey]prometheus.Counter
+	// lastMsg and lastResult are the counters of the previous lookups:
+	// under steady traffic most messages repeat the previous one's
+	// labels, and a comparison is cheaper than hashing the key.
+	lastMsg     msgKey
+	lastMsgC    prometheus.Counter
+	lastResult  resultKey
+	lastResultC prometheus.Counter
 }
 
 // maxCachedCounters bounds each cache: peers choose the raw values, and
@@ -133,7 +140,11 @@ func (m *diamMetrics) action(a diam.Action, names []string) {
 // message is the request or answer counter of a's labels.
 func (m *diamMetrics) message(a diam.Action) prometheus.Counter {
 	k := msgKey{side: a.Side, answer: a.Kind == diam.Answer, app: a.App, cmd: a.Cmd}
+	if m.lastMsgC != nil && k == m.lastMsg {
+		return m.lastMsgC
+	}
 	if c, ok := m.byMsg[k]; ok {
+		m.lastMsg, m.lastMsgC = k, c
 		return c
 	}
 	vec := m.requests
@@ -150,7 +161,11 @@ func (m *diamMetrics) message(a diam.Action) prometheus.Counter {
 // result is the Result-Code counter of side and code.
 func (m *diamMetrics) result(side string, code uint32) prometheus.Counter {
 	k := resultKey{side, code}
+	if m.lastResultC != nil && k == m.lastResult {
+		return m.lastResultC
+	}
 	if c, ok := m.byResult[k]; ok {
+		m.lastResult, m.lastResultC = k, c
 		return c
 	}
 	c := m.results.WithLabelValues(side, m.codes.of(strconv.FormatUint(uint64(code), 10)))

@@ -165,8 +165,12 @@ func TestDiameterAgentOverTCPWithGoDiameterPeers(t *testing.T) {
 		t.Errorf("servers got %d requests with the T flag, the agent counted %v", resent, m)
 	}
 	t.Logf("%d sessions, %d moved off the killed server, %d pending requests re-sent with T", sessions, moved, resent)
-	if a.machine.Clients() != 1 {
-		t.Errorf("%d clients", a.machine.Clients())
+	// Under the agent's lock: a reader may step the machine meanwhile.
+	a.mu.Lock()
+	clients := a.machine.Clients()
+	a.mu.Unlock()
+	if clients != 1 {
+		t.Errorf("%d clients", clients)
 	}
 }
 

@@ -38,6 +38,35 @@ type Machine struct {
 	shutdown bool
 	out      []Action
 	msg      diameter.Msg
+	// cur is the reference to the memory of the message being stepped
+	// while no one took it (Message.Ref): released when the step ends.
+	cur Ref
+	// free are pending records of answered or failed requests, reused:
+	// no allocation per request.
+	free []*pending
+}
+
+// maxFreePending bounds the records kept for reuse after a burst.
+const maxFreePending = 1024
+
+func (m *Machine) newPending() *pending {
+	if n := len(m.free); n > 0 {
+		p := m.free[n-1]
+		m.free[n-1] = nil
+		m.free = m.free[:n-1]
+		return p
+	}
+	return &pending{}
+}
+
+// recycle ends p: answered or failed, it is in no table, list or
+// connection any more, and is never sent again.
+func (m *Machine) recycle(p *pending) {
+	p.drop()
+	*p = pending{}
+	if len(m.free) < maxFreePending {
+		m.free = append(m.free, p)
+	}
 }
 
 type server struct {
@@ -87,11 +116,13 @@ type pending struct {
 	// allocation per request.
 	triedBuf [2]int
 	data     []byte // as first forwarded (Route-Record appended)
-	session  string
-	end      bool // a session-termination request
-	app      uint32
-	cmd      uint32
-	sent     time.Time
+	// ref holds data's memory while the request may be sent again (nil:
+	// a copy the garbage collector keeps).
+	ref  Ref
+	end  bool // a session-termination request
+	app  uint32
+	cmd  uint32
+	sent time.Time
 	// prev and next link it into Machine.waiting while it awaits its
 	// answer.
 	prev, next *pending
@@ -99,6 +130,16 @@ type pending struct {
 }
 
 // pendList is a doubly linked list of pending requests, oldest first.
+// drop lets go of the request's bytes: it is answered or failed and will
+// never be sent again.
+func (p *pending) drop() {
+	p.data = nil
+	if p.ref != nil {
+		p.ref.Release()
+		p.ref = nil
+	}
+}
+
 type pendList struct {
 	head, tail *pending
 	n          int
@@ -259,8 +300,14 @@ func (m *Machine) Step(now time.Time, ev Event) []Action {
 			m.serverDown(m.servers[e.Server], m.cfg.Tc)
 		}
 	case Message:
+		m.cur = e.Ref
 		if c := m.conns[e.Conn]; c != nil {
 			m.message(c, e.Data)
+		}
+		if m.cur != nil {
+			// Neither kept nor sent: the shell may reuse the memory.
+			m.cur.Release()
+			m.cur = nil
 		}
 	case Closed:
 		if c := m.conns[e.Conn]; c != nil {
@@ -279,6 +326,20 @@ func (m *Machine) Step(now time.Time, ev Event) []Action {
 func (m *Machine) emit(a Action) { m.out = append(m.out, a) }
 
 func (m *Machine) send(c *conn, b []byte) { m.emit(Action{Kind: Send, Conn: c.id, Data: b}) }
+
+// sendRef sends b with a reference to its memory for the shell to release
+// once written (nil: none).
+func (m *Machine) sendRef(c *conn, b []byte, ref Ref) {
+	m.emit(Action{Kind: Send, Conn: c.id, Data: b, Ref: ref})
+}
+
+// takeRef hands on the reference of the message being stepped (nil if
+// it has none): the step no longer releases it.
+func (m *Machine) takeRef() Ref {
+	r := m.cur
+	m.cur = nil
+	return r
+}
 
 func (m *Machine) reject(reason string, result uint32) {
 	m.emit(Action{Kind: Rejected, Reason: reason, Result: result})

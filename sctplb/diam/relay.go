@@ -44,23 +44,30 @@ func (m *Machine) request(c *conn, msg *diameter.Msg) {
 		m.answerLocal(c, msg, diameter.CommandUnsupported, "addressed-to-agent")
 		return
 	}
-	p := &pending{from: c.id, origHBH: msg.HopByHop, e2e: key, server: -1, app: msg.AppID, cmd: msg.Code}
-	p.tried = p.triedBuf[:0]
-	if msg.SessionID != nil {
-		p.session = string(msg.SessionID)
-		p.end = msg.Code == diameter.CmdSessionTermination ||
-			(msg.Code == diameter.CmdCreditControl && msg.CCRequestType == diameter.CCTermination)
-	}
-	s, result := m.route(msg, p.session, nil)
+	s, result := m.route(msg, msg.SessionID, nil)
 	if s < 0 {
 		m.answerLocal(c, msg, result, "no-route")
 		return
+	}
+	p := m.newPending()
+	*p = pending{from: c.id, origHBH: msg.HopByHop, e2e: key, server: -1, app: msg.AppID, cmd: msg.Code}
+	p.tried = p.triedBuf[:0]
+	if len(msg.SessionID) > 0 {
+		// The Session-Id is read again from data when needed (3004,
+		// failover, end of session): no copy per request.
+		p.end = msg.Code == diameter.CmdSessionTermination ||
+			(msg.Code == diameter.CmdCreditControl && msg.CCRequestType == diameter.CCTermination)
 	}
 	// Route-Record: the identity of the peer the request came from (RFC
 	// 6733 §6.7.1); everything else byte for byte.
 	// The message's buffer is the machine's (Message): the AVP goes into
 	// its spare capacity where the shell left room, without a copy.
 	p.data = diameter.AppendRouteRecord(msg.Raw, c.host)
+	if len(p.data) > 0 && len(msg.Raw) > 0 && &p.data[0] == &msg.Raw[0] {
+		// Edited in place: the request holds the message's memory until
+		// it is answered or failed (a failover re-sends these bytes).
+		p.ref = m.takeRef()
+	}
 	m.byE2E[key] = p
 	m.forward(p, s, false)
 }
@@ -70,7 +77,7 @@ func (m *Machine) request(c *conn, msg *diameter.Msg) {
 // else the policy among the servers of the Destination-Realm serving the
 // application. exclude lists servers already tried. It returns -1 and the
 // Result-Code when there is no route.
-func (m *Machine) route(msg *diameter.Msg, session string, exclude []int) (int, uint32) {
+func (m *Machine) route(msg *diameter.Msg, session []byte, exclude []int) (int, uint32) {
 	app := msg.AppID
 	if msg.DestHost != nil {
 		for i, sv := range m.servers {
@@ -102,10 +109,13 @@ func (m *Machine) route(msg *diameter.Msg, session string, exclude []int) (int, 
 			return -1, diameter.RealmNotServed
 		}
 	}
-	if session != "" {
-		if b, ok := m.sessions[session]; ok {
+	if len(session) > 0 {
+		if b, ok := m.sessions[string(session)]; ok {
 			if m.eligible(int(b.server), app, realm, exclude) {
-				m.sessions[session] = binding{server: b.server, last: m.secs()}
+				// bind's touch without its second lookup.
+				if now := m.secs(); b.last != now {
+					m.sessions[string(session)] = binding{server: b.server, last: now}
+				}
 				return int(b.server), 0
 			}
 		}
@@ -121,25 +131,30 @@ func (m *Machine) route(msg *diameter.Msg, session string, exclude []int) (int, 
 func (m *Machine) secs() uint32 { return uint32(m.now.Sub(m.start) / time.Second) }
 
 // bind (re)binds a session to server s.
-func (m *Machine) bind(session string, s int) {
-	if session == "" {
+func (m *Machine) bind(session []byte, s int) {
+	if len(session) == 0 {
 		return
 	}
-	if b, ok := m.sessions[session]; ok {
+	now := m.secs()
+	if b, ok := m.sessions[string(session)]; ok {
 		if int(b.server) == s {
-			m.sessions[session] = binding{server: b.server, last: m.secs()}
+			if b.last != now {
+				// Storing copies the key (an allocation): at most once
+				// a second per session, not per request.
+				m.sessions[string(session)] = binding{server: b.server, last: now}
+			}
 			return
 		}
 		m.servers[b.server].sessions--
 	}
-	m.sessions[session] = binding{server: int32(s), last: m.secs()}
+	m.sessions[string(session)] = binding{server: int32(s), last: now}
 	m.servers[s].sessions++
 }
 
-func (m *Machine) unbind(session string) {
-	if b, ok := m.sessions[session]; ok {
+func (m *Machine) unbind(session []byte) {
+	if b, ok := m.sessions[string(session)]; ok {
 		m.servers[b.server].sessions--
-		delete(m.sessions, session)
+		delete(m.sessions, string(session))
 	}
 }
 
@@ -204,9 +219,10 @@ func (m *Machine) pick(app uint32, realm []byte, exclude []int) int {
 // sets the T flag (a re-send after the first server failed).
 func (m *Machine) forward(p *pending, s int, retrans bool) {
 	c := m.servers[s].conn
-	b := p.data
+	b, ref := p.data, p.ref
 	if len(p.tried) > 0 {
-		b = append([]byte(nil), p.data...)
+		// A copy: p.data stays as first sent, for the next re-send.
+		b, ref = append([]byte(nil), p.data...), nil
 	}
 	if retrans {
 		diameter.SetRetransmit(b)
@@ -218,7 +234,10 @@ func (m *Machine) forward(p *pending, s int, retrans bool) {
 	p.tried = append(p.tried, s)
 	c.pend[p.hbh] = p
 	m.waiting.push(p)
-	m.send(c, b)
+	if ref != nil {
+		ref.Retain() // the write's, beside the request's own
+	}
+	m.sendRef(c, b, ref)
 }
 
 // answerLocal answers a client's request from the agent.
@@ -243,43 +262,47 @@ func (m *Machine) answer(c *conn, msg *diameter.Msg) {
 	}
 	if msg.Result() == diameter.TooBusy && len(p.tried) < m.cfg.MaxTries {
 		// RFC 6733 §7.1.3: 3004 means try another server.
-		if s, _ := m.route(&diameter.Msg{Header: msg.Header, DestRealm: m.destRealmOf(p), SessionID: msg.SessionID}, p.session, p.tried); s >= 0 {
+		req := p.request()
+		if s, _ := m.route(&diameter.Msg{Header: msg.Header, DestRealm: req.DestRealm, SessionID: msg.SessionID}, req.SessionID, p.tried); s >= 0 {
 			m.reject("busy-retried", diameter.TooBusy)
 			m.forward(p, s, false)
 			return
 		}
 	}
 	if p.end && msg.Result() >= 2000 && msg.Result() < 3000 {
-		m.unbind(p.session)
+		m.unbind(p.request().SessionID)
 	}
 	m.complete(p, msg.Raw)
 }
 
-// destRealmOf reads the Destination-Realm of a pending request again
-// (kept as bytes only, to keep pending small).
-func (m *Machine) destRealmOf(p *pending) []byte {
+// request parses a pending request's bytes again (kept as bytes only, to
+// keep pending small and copy nothing per request); zero if they do not
+// parse.
+func (p *pending) request() diameter.Msg {
 	var x diameter.Msg
 	if x.ParseInto(p.data) != nil {
-		return nil
+		return diameter.Msg{}
 	}
-	return x.DestRealm
+	return x
 }
 
-// complete restores the hop-by-hop identifier and sends the answer where
-// the request came from, if that connection is still there.
+// complete restores the hop-by-hop identifier and sends the answer (the
+// message being stepped) where the request came from, if that connection
+// is still there.
 func (m *Machine) complete(p *pending, ans []byte) {
 	m.waiting.remove(p)
-	p.data = nil
 	if m.byE2E[p.e2e] == p {
 		delete(m.byE2E, p.e2e)
 	}
-	from := m.conns[p.from]
+	fromID, hbh := p.from, p.origHBH
+	m.recycle(p)
+	from := m.conns[fromID]
 	if from == nil {
 		m.reject("requester-gone", 0)
 		return
 	}
-	diameter.SetHopByHop(ans, p.origHBH)
-	m.send(from, ans)
+	diameter.SetHopByHop(ans, hbh)
+	m.sendRef(from, ans, m.takeRef())
 }
 
 // failRequest ends a pending request with a local answer to its sender.
@@ -289,6 +312,9 @@ func (m *Machine) failRequest(p *pending, result uint32, reason string) {
 		delete(m.byE2E, p.e2e)
 	}
 	m.reject(reason, result)
+	// The answer is built from the request's bytes (copied), which are
+	// let go of afterwards.
+	defer m.recycle(p)
 	from := m.conns[p.from]
 	if from == nil {
 		return
@@ -321,7 +347,7 @@ func (m *Machine) failover(c *conn) {
 			var x diameter.Msg
 			if x.ParseInto(p.data) == nil {
 				x.DestHost = nil // the named host is the one that failed
-				s, _ = m.route(&x, p.session, p.tried)
+				s, _ = m.route(&x, x.SessionID, p.tried)
 			}
 		}
 		if s < 0 {
@@ -349,7 +375,8 @@ func (m *Machine) serverRequest(c *conn, msg *diameter.Msg) {
 		m.reject("no-route", diameter.UnableToDeliver)
 		return
 	}
-	p := &pending{from: c.id, origHBH: msg.HopByHop, e2e: e2eKey{c.host, msg.EndToEnd}, server: -1, app: msg.AppID, cmd: msg.Code,
+	p := m.newPending()
+	*p = pending{from: c.id, origHBH: msg.HopByHop, e2e: e2eKey{c.host, msg.EndToEnd}, server: -1, app: msg.AppID, cmd: msg.Code,
 		data: diameter.AppendAVP(append([]byte(nil), msg.Raw...), diameter.RouteRecord(c.host)), sent: m.now}
 	p.hbh = m.nextHBH(to)
 	p.to = to.id

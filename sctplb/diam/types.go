@@ -122,9 +122,25 @@ type DialFailed struct{ Server int }
 // a shell that leaves room for a Route-Record spares the machine a copy,
 // and one whose buffer shares capacity with anything else must clip it
 // (Data[:n:n]).
+//
+// Ref, when not nil, is a counted reference to the memory Data lives in (a
+// shell recycling its read buffers): the event hands the machine one
+// reference, which it releases once it neither holds nor sends Data, or
+// passes on with a Send of Data (Action.Ref). The machine keeps its own
+// reference for as long as a forwarded request may be sent again
+// (failover, 3004), so the memory is never reused while anything can
+// still send it. nil: the garbage collector keeps Data alive.
 type Message struct {
 	Conn ConnID
 	Data []byte
+	Ref  Ref
+}
+
+// Ref counts the holders of a buffer the shell recycles when the count
+// drops to zero.
+type Ref interface {
+	Retain()
+	Release()
 }
 
 // Closed: a connection is gone (peer close, error, or after a Close action).
@@ -208,9 +224,13 @@ func (k ActionKind) String() string {
 
 // Action is one output of Machine.Step. Fields irrelevant to Kind are zero.
 type Action struct {
-	Kind   ActionKind
-	Conn   ConnID
-	Data   []byte
+	Kind ActionKind
+	Conn ConnID
+	Data []byte
+	// Ref (Send only), when not nil, is a reference to Data's memory
+	// handed to the shell: released once Data is written, or dropped
+	// unwritten.
+	Ref    Ref
 	Server int
 	Side   Side
 	App    uint32

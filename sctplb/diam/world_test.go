@@ -64,6 +64,53 @@ type world struct {
 	queue   []agent.Event
 	counts  map[string]int
 	hbh     uint32
+	// refs, when not nil, are the references handed out with every
+	// message the world gives the agent (see message): a shell that
+	// recycles its buffers, poisoning each once released.
+	refs map[*testRef]bool
+}
+
+// testRef plays a shell's recycled read buffer: once the last reference
+// is released its bytes, spare capacity included, are overwritten, so
+// that anything the agent still sends from them arrives corrupted; a
+// release past zero, or a retain after it, fails the test.
+type testRef struct {
+	w   *world
+	buf []byte
+	n   int
+}
+
+func (r *testRef) Retain() {
+	if r.n <= 0 {
+		r.w.t.Fatalf("buffer retained after its last release")
+	}
+	r.n++
+}
+
+func (r *testRef) Release() {
+	r.n--
+	switch {
+	case r.n < 0:
+		r.w.t.Fatalf("buffer released more often than retained")
+	case r.n == 0:
+		b := r.buf[:cap(r.buf)]
+		for i := range b {
+			b[i] = 0xEE
+		}
+		delete(r.w.refs, r)
+	}
+}
+
+// message is what the world gives the agent for b on id: with refs on, a
+// copy with room for the Route-Record (so the agent edits it in place)
+// and a reference to it.
+func (w *world) message(id agent.ConnID, b []byte) agent.Message {
+	if w.refs == nil {
+		return agent.Message{Conn: id, Data: b}
+	}
+	r := &testRef{w: w, buf: append(make([]byte, 0, len(b)+96), b...), n: 1}
+	w.refs[r] = true
+	return agent.Message{Conn: id, Data: r.buf, Ref: r}
 }
 
 func newWorld(t testing.TB, n int, tweak func(*agent.Config)) *world {
@@ -122,6 +169,9 @@ func (w *world) do(a agent.Action) {
 	switch a.Kind {
 	case agent.Send:
 		w.deliver(a.Conn, append([]byte(nil), a.Data...))
+		if a.Ref != nil {
+			a.Ref.Release() // written
+		}
 	case agent.Dial:
 		s := w.servers[a.Server]
 		if !s.up {
@@ -159,7 +209,7 @@ func (w *world) deliver(id agent.ConnID, b []byte) {
 		if h.IsRequest() {
 			p.got = append(p.got, b)
 			if h.Code == diameter.CmdDeviceWatchdog {
-				w.queue = append(w.queue, agent.Message{Conn: id, Data: diameter.Answer(h, nil, diameter.Identity{Host: p.host, Realm: agentRealm}, diameter.Success)})
+				w.queue = append(w.queue, w.message(id, diameter.Answer(h, nil, diameter.Identity{Host: p.host, Realm: agentRealm}, diameter.Success)))
 			}
 			return
 		}
@@ -191,7 +241,7 @@ func (w *world) serverGets(s *fakeServer, id agent.ConnID, b []byte) {
 		if err != nil {
 			w.t.Fatal(err)
 		}
-		w.queue = append(w.queue, agent.Message{Conn: id, Data: out})
+		w.queue = append(w.queue, w.message(id, out))
 	}
 	req, err := diam.ReadMessage(bytes.NewReader(b), dict.Default)
 	if err != nil {
@@ -202,8 +252,8 @@ func (w *world) serverGets(s *fakeServer, id agent.ConnID, b []byte) {
 			w.t.Fatalf("agent forwarded a malformed message: %v", perr)
 		}
 		s.got = append(s.got, b)
-		w.queue = append(w.queue, agent.Message{Conn: id, Data: diameter.Answer(m.Header, m.SessionID,
-			diameter.Identity{Host: s.host, Realm: s.realm}, diameter.CommandUnsupported)})
+		w.queue = append(w.queue, w.message(id, diameter.Answer(m.Header, m.SessionID,
+			diameter.Identity{Host: s.host, Realm: s.realm}, diameter.CommandUnsupported)))
 		return
 	}
 	ident := func(a *diam.Message) {
@@ -287,7 +337,7 @@ func (w *world) ser(m *diam.Message) []byte {
 	return b
 }
 
-func (w *world) clientSends(c *fakeClient, b []byte) { w.step(agent.Message{Conn: c.conn, Data: b}) }
+func (w *world) clientSends(c *fakeClient, b []byte) { w.step(w.message(c.conn, b)) }
 
 // ccr builds a Credit-Control-Request with go-diameter; destHost may be "".
 func (w *world) ccr(c *fakeClient, session string, typ uint32, destHost string, opts ...func(*diam.Message)) ([]byte, uint32) {
