@@ -36,6 +36,8 @@ type group struct {
 	logger func(name string) *slog.Logger
 	// applying, when set, is called by a node's Apply before it applies.
 	applying func(name string, as []Applied)
+	// lost, when set, is every node's OnPeerLost.
+	lost func(node, peer string)
 }
 
 type tnode struct {
@@ -94,6 +96,11 @@ func (g *group) start(name, listen string) *tnode {
 				} else {
 					tn.got[a.From][tk] = string(a.Record.Value)
 				}
+			}
+		},
+		OnPeerLost: func(peer string) {
+			if g.lost != nil {
+				g.lost(name, peer)
 			}
 		},
 		OnSynced: func(peer string) {
