@@ -302,7 +302,7 @@ type (
 		conn   transport.Conn
 		target abort.Target
 	}
-	evDialed   struct {
+	evDialed struct {
 		id   steer.AssocID
 		conn transport.Conn
 		err  error
