@@ -38,7 +38,8 @@ import (
 //
 // Never aborted: associations this node's proxy holds itself (same gNB
 // address, port and tag: HoldsAssociation), targets already aborted
-// (dedup across repeated verdicts), records from other peers. Paced at
+// (dedup across repeated verdicts), records from other peers, anything
+// when the peer is up again takeoverGrace after the verdict. Paced at
 // takeoverRate with a burst of takeoverBurst.
 //
 // The AMF-side associations the peer's proxy had (its own address to each
@@ -54,6 +55,16 @@ import (
 const (
 	takeoverRate  = 500 // ABORTs per second after the burst
 	takeoverBurst = 50
+	// takeoverGrace is how long the peer must stay lost before the first
+	// ABORT. A verdict is not always a dead peer: a peer that closed our
+	// connection because we did not read fast enough (its MaxQueuedBytes)
+	// is alive and serving, and dials again (RedialInterval, 1 s, plus a
+	// TLS handshake); ABORTs then would end its live associations. The
+	// wait also lets the VIP's route move here first (BFD/BGP or the L2
+	// announcement), so a gNB's reconnection after the ABORT finds this
+	// node instead of losing its INIT to the dead one and retrying at its
+	// INIT retransmission timeout (RFC 9260: 3 s).
+	takeoverGrace = 1500 * time.Millisecond
 )
 
 // n2Takeover is the N2 replica's takeover state.
@@ -139,6 +150,15 @@ func (h *HA) peerLost(peer string) {
 	h.wg.Add(1)
 	go func() {
 		defer h.wg.Done()
+		select {
+		case <-time.After(takeoverGrace):
+		case <-h.ctx.Done():
+			return
+		}
+		if h.node.Up(peer) {
+			h.n2.log.Info("N2 takeover: the lost peer is back within the grace period; nothing aborted", "peer", peer, "grace", takeoverGrace)
+			return
+		}
 		h.n2.abortPeer(h.ctx, peer, func() bool { return h.node.Up(peer) })
 	}()
 }

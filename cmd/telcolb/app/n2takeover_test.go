@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"slices"
+	stdsync "sync"
 	"testing"
 	"time"
 
@@ -112,6 +113,76 @@ func TestPaceBurstThenRate(t *testing.T) {
 	}
 }
 
+var takeoverListen = transport.Endpoint{Addrs: []netip.Addr{netip.MustParseAddr("10.0.0.100")}, Port: 38412}
+
+// runProxy runs an N2 proxy over tr on takeoverListen until the test ends.
+func runProxy(t *testing.T, ctx context.Context, tr transport.Transport) *sctplb.Proxy {
+	t.Helper()
+	p, err := sctplb.New(sctplb.Config{Transport: tr, Listen: takeoverListen,
+		AMFs: []sctplb.AMFEndpoint{{Name: "amf0", Address: transport.Endpoint{Addrs: []netip.Addr{netip.MustParseAddr("10.0.0.21")}, Port: 38412}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pctx, pcancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- p.Run(pctx) }()
+	t.Cleanup(func() { pcancel(); <-done })
+	waitFor(t, "proxy running", func() bool { return p.Stats().Running })
+	return p
+}
+
+// The daemon's wiring: lb2's sync loses lb1 and, lb1 staying away for
+// takeoverGrace, lb2 ABORTs the gNB associations lb1's records name; a
+// loss after which lb1 is back within the grace (as after it closed our
+// connection for reading too slowly: it dials again) aborts nothing.
+func TestTakeoverOnlyWhenThePeerStaysLost(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	pair := newHAPair(t)
+	dp1 := newMemCT()
+	lb1 := pair.start("lb1", dp1)
+	lb2 := pair.start("lb2", newMemCT())
+	p := runProxy(t, ctx, memory.New(memory.Config{Queue: 64}))
+	r := lb2.N2Replica()
+	var mu stdsync.Mutex
+	var sent []abort.Target
+	r.takeover.mu.Lock()
+	r.takeover.send = func(t abort.Target) error { mu.Lock(); sent = append(sent, t); mu.Unlock(); return nil }
+	r.takeover.mu.Unlock()
+	a, b := tgt("192.0.2.1:4001", 11), tgt("192.0.2.2:4002", 22)
+	r.mu.Lock()
+	r.held["n2"] = map[string]heldN2{}
+	for name, tg := range map[string]abort.Target{"gnb-a": a, "gnb-b": b} {
+		k, v := gnbRecord(t, name, tg)
+		r.held["n2"][k] = heldN2{from: "lb1", value: v}
+	}
+	r.mu.Unlock()
+	r.setRunning(func(svc string) (*sctplb.Proxy, bool) { return p, svc == "n2" })
+	nsent := func() int { mu.Lock(); defer mu.Unlock(); return len(sent) }
+	waitFor(t, "lb1 and lb2 connected", func() bool { return lb1.node.Up("lb2") && lb2.node.Up("lb1") })
+
+	// lb1 goes and comes back at once (its new incarnation redials).
+	if err := lb1.Close(); err != nil {
+		t.Fatal(err)
+	}
+	lb1 = pair.start("lb1", dp1)
+	waitFor(t, "lb1 back", func() bool { return lb2.node.Up("lb1") })
+	time.Sleep(takeoverGrace + 500*time.Millisecond)
+	if n := nsent(); n != 0 {
+		t.Fatalf("%d ABORTs for a peer back within the grace", n)
+	}
+	// lb1 goes for good.
+	if err := lb1.Close(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the takeover's ABORTs", func() bool { return nsent() == 2 })
+	mu.Lock()
+	defer mu.Unlock()
+	if !slices.Equal(sent, []abort.Target{a, b}) {
+		t.Errorf("sent %v, want %v", sent, []abort.Target{a, b})
+	}
+}
+
 // taggedTransport gives the memory transport's accepted associations an
 // ABORT target, as the userspace transport does.
 type taggedTransport struct {
@@ -154,18 +225,8 @@ func TestAbortPeerSendsOncePerDeadAssociation(t *testing.T) {
 	defer cancel()
 	a, b, own := tgt("192.0.2.1:4001", 11), tgt("192.0.2.2:4002", 22), tgt("192.0.2.3:4003", 33)
 	net := taggedTransport{memory.New(memory.Config{Queue: 64}), own}
-	listen := transport.Endpoint{Addrs: []netip.Addr{netip.MustParseAddr("10.0.0.100")}, Port: 38412}
-	p, err := sctplb.New(sctplb.Config{Transport: net, Listen: listen,
-		AMFs: []sctplb.AMFEndpoint{{Name: "amf0", Address: transport.Endpoint{Addrs: []netip.Addr{netip.MustParseAddr("10.0.0.21")}, Port: 38412}}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	pctx, pcancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- p.Run(pctx) }()
-	defer func() { pcancel(); <-done }()
-	waitFor(t, "proxy running", func() bool { return p.Stats().Running })
-	gnb, err := net.Network.Dial(ctx, nil, listen)
+	p := runProxy(t, ctx, net)
+	gnb, err := net.Network.Dial(ctx, nil, takeoverListen)
 	if err != nil {
 		t.Fatal(err)
 	}
