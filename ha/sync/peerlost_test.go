@@ -14,11 +14,12 @@ func TestOnPeerLostOnlyWhenThePeerEndsTheConnection(t *testing.T) {
 	var mu stdsync.Mutex
 	lost := map[string][]string{}
 	g := newGroup(t, Config{}, "a", "b")
-	g.lost = func(node, peer string) {
+	record := func(node, peer string) {
 		mu.Lock()
 		lost[node] = append(lost[node], peer)
 		mu.Unlock()
 	}
+	g.lost.Store(&record)
 	waitUp := func() {
 		t.Helper()
 		deadline := time.Now().Add(time.Minute)

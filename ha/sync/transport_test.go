@@ -13,6 +13,7 @@ import (
 	"net"
 	"os"
 	stdsync "sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -36,8 +37,9 @@ type group struct {
 	logger func(name string) *slog.Logger
 	// applying, when set, is called by a node's Apply before it applies.
 	applying func(name string, as []Applied)
-	// lost, when set, is every node's OnPeerLost.
-	lost func(node, peer string)
+	// lost, when set, is every node's OnPeerLost (set while the nodes
+	// run, hence atomic).
+	lost atomic.Pointer[func(node, peer string)]
 }
 
 type tnode struct {
@@ -99,8 +101,8 @@ func (g *group) start(name, listen string) *tnode {
 			}
 		},
 		OnPeerLost: func(peer string) {
-			if g.lost != nil {
-				g.lost(name, peer)
+			if f := g.lost.Load(); f != nil {
+				(*f)(name, peer)
 			}
 		},
 		OnSynced: func(peer string) {
