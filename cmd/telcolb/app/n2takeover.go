@@ -69,7 +69,10 @@ const (
 
 // n2Takeover is the N2 replica's takeover state.
 type n2Takeover struct {
-	mu stdsync.Mutex
+	// run serialises takeovers (two verdicts in a row would otherwise
+	// both pick a target before either marks it done).
+	run stdsync.Mutex
+	mu  stdsync.Mutex
 	// done are the targets aborted already (pruned to those still held).
 	done map[abort.Target]bool
 	// counts by result: sent, failed, own (skipped: held here).
@@ -166,13 +169,19 @@ func (h *HA) peerLost(peer string) {
 // abortPeer runs a takeover of peer's gNB associations; it stops early
 // when peerUp says the peer is back or ctx ends.
 func (r *N2Replica) abortPeer(ctx context.Context, peer string, peerUp func() bool) {
+	r.takeover.run.Lock()
+	defer r.takeover.run.Unlock()
 	r.mu.Lock()
 	running := r.running
+	// The gNB records only (UE records name no association).
 	held := map[string]map[string]heldN2{}
 	live := map[abort.Target]bool{}
 	for svc, recs := range r.held {
 		m := map[string]heldN2{}
 		for k, v := range recs {
+			if k == "" || k[0] != 'g' {
+				continue
+			}
 			m[k] = v
 			if t, ok, _ := steer.GNBAbortTarget(steer.Record{Key: []byte(k), Value: v.value}); ok {
 				live[t] = true
