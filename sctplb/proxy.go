@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	ngapl "github.com/telcolb/telcolb/l7parse/ngap"
+	"github.com/telcolb/telcolb/sctplb/abort"
 	"github.com/telcolb/telcolb/sctplb/steer"
 	"github.com/telcolb/telcolb/sctplb/transport"
 )
@@ -74,6 +75,9 @@ type Proxy struct {
 	// other goroutines read a copy refreshed at tick pace.
 	snapMu sync.Mutex
 	snap   Stats
+
+	// held: the ABORT targets of the gNB associations up now (held.go).
+	held heldTargets
 }
 
 // Stats is a snapshot of the proxy's state, refreshed every TickInterval.
@@ -294,8 +298,11 @@ func New(cfg Config) (*Proxy, error) {
 }
 
 type (
-	evAccepted struct{ conn transport.Conn }
-	evDialed   struct {
+	evAccepted struct {
+		conn   transport.Conn
+		target abort.Target
+	}
+	evDialed struct {
 		id   steer.AssocID
 		conn transport.Conn
 		err  error
@@ -358,6 +365,7 @@ func (p *Proxy) Serve(ctx context.Context, ln transport.Listener) error {
 			pr.close()
 		}
 		l.wg.Wait()
+		p.held.reset()
 	}()
 	l.wg.Add(1)
 	go l.accept(ln)
@@ -410,7 +418,7 @@ func (l *loop) accept(ln transport.Listener) {
 			}
 			continue
 		}
-		if !l.post(evAccepted{conn: c}) {
+		if !l.post(evAccepted{conn: c, target: l.abortTargetOf(c)}) {
 			_ = c.Close()
 			return
 		}
@@ -426,8 +434,9 @@ func (l *loop) handle(ev any) {
 		}
 		id := l.nextGNB
 		l.start(id, e.conn)
+		l.held.set(id, e.target)
 		l.log.Info("gNB connected", "assoc", id, "remote", e.conn.Remote())
-		l.step(steer.GNBUp{Assoc: id, OutStreams: e.conn.OutStreams()})
+		l.step(steer.GNBUp{Assoc: id, OutStreams: e.conn.OutStreams(), Abort: e.target})
 	case evDialed:
 		if e.err != nil {
 			l.log.Warn("AMF dial failed", "assoc", e.id, "err", e.err)
@@ -455,6 +464,7 @@ func (l *loop) handle(ev any) {
 		if e.id&steer.UpstreamBit != 0 {
 			l.step(steer.AMFDown{Assoc: e.id})
 		} else {
+			l.held.drop(e.id)
 			l.log.Info("gNB disconnected", "assoc", e.id, "err", e.err)
 			l.step(steer.GNBDown{Assoc: e.id})
 		}

@@ -146,8 +146,11 @@ func (n *Node) loop() {
 				}
 				delete(conns, ev.peer)
 				delete(held, ev.peer)
-				n.log.Info("sync peer disconnected", "peer", ev.peer)
+				n.log.Info("sync peer disconnected", "peer", ev.peer, "closedHere", ev.closedHere)
 				step(func(now time.Time) Output { return n.m.Disconnected(now, ev.peer) })
+				if !ev.closedHere && n.cfg.OnPeerLost != nil {
+					n.cfg.OnPeerLost(ev.peer)
+				}
 			case evMsg:
 				if conns[ev.peer] != ev.c {
 					continue // from a connection already replaced

@@ -52,6 +52,14 @@ type NodeConfig struct {
 	// OnSynced is called (from the node's goroutine) when a peer's bulk
 	// resync to us completes.
 	OnSynced func(peer string)
+	// OnPeerLost is called (from the node's goroutine; it must not block)
+	// when an established connection with a peer ends from the peer's
+	// side or the network's: end of stream, reset, a read error. Not when
+	// this node closed it (a peer that stopped reading, a protocol error,
+	// a connection replaced by the peer's new one): a slow peer is not a
+	// lost one. It is the sync's verdict that the peer is down, nothing
+	// more: a cut sync link looks the same.
+	OnPeerLost func(peer string)
 	// MaxQueuedBytes bounds the messages waiting to be written to one
 	// peer (DefaultMaxQueuedBytes if zero); past it the connection is
 	// closed (NodeStats.SlowPeers).
@@ -129,6 +137,8 @@ type event struct {
 	peer string
 	c    *conn
 	data []byte
+	// closedHere: evDown of a connection this node closed.
+	closedHere bool
 }
 
 const (
@@ -471,9 +481,15 @@ func (n *Node) serve(peer string, tc *tls.Conn) {
 			break
 		}
 	}
+	closedHere := false
+	select {
+	case <-c.done:
+		closedHere = true // closed before the read failed: by this node
+	default:
+	}
 	c.close()
 	select {
-	case n.events <- event{kind: evDown, peer: peer, c: c}:
+	case n.events <- event{kind: evDown, peer: peer, c: c, closedHere: closedHere}:
 	case <-n.ctx.Done():
 	}
 }

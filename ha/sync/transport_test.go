@@ -13,6 +13,7 @@ import (
 	"net"
 	"os"
 	stdsync "sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -36,6 +37,9 @@ type group struct {
 	logger func(name string) *slog.Logger
 	// applying, when set, is called by a node's Apply before it applies.
 	applying func(name string, as []Applied)
+	// lost, when set, is every node's OnPeerLost (set while the nodes
+	// run, hence atomic).
+	lost atomic.Pointer[func(node, peer string)]
 }
 
 type tnode struct {
@@ -94,6 +98,11 @@ func (g *group) start(name, listen string) *tnode {
 				} else {
 					tn.got[a.From][tk] = string(a.Record.Value)
 				}
+			}
+		},
+		OnPeerLost: func(peer string) {
+			if f := g.lost.Load(); f != nil {
+				(*f)(name, peer)
 			}
 		},
 		OnSynced: func(peer string) {

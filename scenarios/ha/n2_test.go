@@ -39,10 +39,16 @@ var (
 const (
 	n2Port  = 38412
 	n2SetID = 0x3f8 // the AMF Set the simulators' 5G-S-TMSIs name
-	// n2Heartbeat is the gNB simulators' heartbeat interval: how soon a
-	// gNB's association to the dead node meets lb2's stack (which answers
-	// it with an out-of-the-blue ABORT) after the VIP moved.
-	n2Heartbeat = time.Second
+	// n2Heartbeat is the gNB simulators' heartbeat interval, a real
+	// gNB's 30 s: without lb2's takeover ABORT, a gNB would learn of the
+	// loss only when its next heartbeat on the dead association meets
+	// lb2's stack (an out-of-the-blue ABORT, T bit set), up to 30 s after
+	// the VIP moved; the failover test's bounds are far below that.
+	n2Heartbeat = 30 * time.Second
+	// n2AbortWithin bounds the takeover ABORT after the failure (lb2's
+	// sync sees lb1's connection end at lb1's kill); generous for a
+	// loaded machine, far below n2Heartbeat.
+	n2AbortWithin = 5 * time.Second
 )
 
 type n2Lab struct {
@@ -197,11 +203,13 @@ func (nl *n2Lab) startGNBs(t *testing.T, ctx context.Context, perGNB int, wait t
 }
 
 // fail: kill -9 of lb1's daemon, lb1's link down (its pinned datapath and
-// its kernel stay), the VIP routed to lb2.
+// its kernel stay), the VIP routed to lb2. The failure's time is the
+// kill's start: Kill returns once the process is reaped, after its kernel
+// closed its sync connection, which lb2's takeover ABORT may beat.
 func (nl *n2Lab) fail(t *testing.T, ctx context.Context) time.Time {
 	t.Helper()
-	must(t, nl.daemons[0].Kill())
 	failed := time.Now()
+	must(t, nl.daemons[0].Kill())
 	must(t, nl.topo.Nodes[0].Iface("eth0").SetUp(ctx, false))
 	must(t, nl.routeTo(ctx, 2))
 	return failed
@@ -297,15 +305,19 @@ func (nl *n2Lab) collect(t *testing.T, ctx context.Context, failed time.Time) n2
 }
 
 // TestN2UEsSurviveANodeFailure: two real daemons in one HA group, an N2
-// proxy service on the same VIP on both; two gNBs register 1,000 UEs
-// through lb1. Once lb2 holds lb1's N2 records (GET /v1/ha n2Records),
-// lb1's daemon is killed (kill -9) and its link taken down, the VIP routed
-// to lb2. The gNBs find their association gone (their next heartbeat
-// reaches lb2's stack, which answers with an ABORT), reconnect to the VIP
-// asking for UE retention, and each UE sends its next uplink NAS: at
-// least 99.9% must reach the AMF that registered them under the
-// AMF-UE-NGAP-ID it gave (the AMF simulator answers only its own IDs with
-// the RAN ID they were given), none re-registers.
+// proxy service on the same VIP on both; two gNBs (heartbeats 30 s apart,
+// like real gNBs) register 1,000 UEs through lb1. Once lb2 holds lb1's N2
+// records (GET /v1/ha n2Records), lb1's daemon is killed (kill -9) and its
+// link taken down, the VIP routed to lb2. lb2's HA sync sees lb1's
+// connection end and lb2 ABORTs each gNB's association with lb1 from the
+// VIP with the gNB's own tag from lb1's replicated record (T bit clear:
+// not the out-of-the-blue answer to a heartbeat, which would come up to
+// 30 s later with the T bit set); both gNBs see the loss within
+// n2AbortWithin, reconnect to the VIP asking for UE retention, and each
+// UE sends its next uplink NAS: at least 99.9% must reach the AMF that
+// registered them under the AMF-UE-NGAP-ID it gave (the AMF simulator
+// answers only its own IDs with the RAN ID they were given), none
+// re-registers.
 func TestN2UEsSurviveANodeFailure(t *testing.T) {
 	n2LabGate(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
@@ -313,8 +325,13 @@ func TestN2UEsSurviveANodeFailure(t *testing.T) {
 	const perGNB = 500
 	nl := upN2Lab(t, ctx, true)
 	waitReady(t, ctx, nl.daemons[1], "lb2")
+	// gnb1's INIT to the VIP, for the tag it chose (what lb2's ABORT
+	// must carry): its own capture, SCTP control chunks only are read.
+	initCapt, err := capture.Start(ctx, nl.topo.Router, "eth0", t.TempDir())
+	must(t, err)
 	start := time.Now()
 	nl.startGNBs(t, ctx, perGNB, 10*time.Second)
+	must(t, initCapt.Stop())
 	ues := perGNB * len(nl.gnbs)
 	t.Logf("%d UEs registered through lb1 in %v", ues, time.Since(start).Round(time.Second))
 	// gnb1's link to the router from here on (tshark over the whole
@@ -323,6 +340,9 @@ func TestN2UEsSurviveANodeFailure(t *testing.T) {
 	// message after.
 	capt, err := capture.Start(ctx, nl.topo.Router, "eth0", t.TempDir())
 	must(t, err)
+	tctx, tcancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer tcancel()
+	gnbTag := initiateTag(t, tctx, initCapt.File)
 	// One record per UE and one per gNB.
 	want := ues + len(nl.gnbs)
 	deadline := time.Now().Add(30 * time.Second)
@@ -337,8 +357,6 @@ func TestN2UEsSurviveANodeFailure(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	// At least one heartbeat of gnb1's old association in the capture.
-	time.Sleep(2 * n2Heartbeat)
 	failed := nl.fail(t, ctx)
 	o := nl.collect(t, ctx, failed)
 	for k, r := range o.retained {
@@ -358,13 +376,19 @@ func TestN2UEsSurviveANodeFailure(t *testing.T) {
 	for _, p := range append(o.problems, o.amfErrors...) {
 		t.Error(p)
 	}
+	for k, d := range o.lostAfterFail {
+		if d > n2AbortWithin {
+			t.Errorf("gnb%d saw its association's loss %v after the failure, want within %v (heartbeats %v apart)", k+1, d.Round(time.Millisecond), n2AbortWithin, n2Heartbeat)
+		}
+	}
+	if log := nl.daemons[1].Log(); !strings.Contains(log, fmt.Sprintf("sent=%d failed=0", len(nl.gnbs))) {
+		t.Errorf("lb2 did not log %d takeover ABORTs sent: %s", len(nl.gnbs), grepLines(log, "N2 takeover"))
+	}
 	t.Logf("kill -9 of lb1: %d/%d UEs' next uplink NAS reached the same AMF with the same AMF-UE-NGAP-ID, %d re-registered; "+
 		"failure -> first UE's NAS answered %v, -> last %v; gNBs saw the loss after %v, reconnected (ues-retained %v) after %v",
 		o.same, ues, o.reregistered, o.first.Round(time.Millisecond), o.last.Round(time.Millisecond),
 		roundAll(o.lostAfterFail), o.retained, roundAll(o.reconnectAfter))
 	must(t, capt.Stop())
-	tctx, tcancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer tcancel()
 	// An uplink NAS and its answer per UE, NG Setup Request and Response.
 	v, err := capture.CheckNGAP(tctx, capt.File, capture.NGAPExpect{MinMessages: 2*perGNB + 2})
 	must(t, err)
@@ -372,42 +396,66 @@ func TestN2UEsSurviveANodeFailure(t *testing.T) {
 		t.Error(p)
 	}
 	t.Logf("gnb1's link: %v", v)
-	checkOOTBAbort(t, tctx, capt.File, failed)
+	checkTakeoverAbort(t, tctx, capt.File, failed, gnbTag)
 }
 
-// checkOOTBAbort: gnb1's association with the dead lb1 ends by an ABORT
-// from the VIP (lb2's stack answering the gNB's next packet on it, RFC 9260
-// 8.4) with the T bit set and the tag of that packet reflected: the tag
-// gnb1's packets to the VIP (heartbeats, SACKs) carried before the
-// failure (lb1's own).
-func checkOOTBAbort(t *testing.T, ctx context.Context, file string, failed time.Time) {
+// initiateTag is the tag gnb1 chose for its association to the VIP: the
+// Initiate Tag of its INIT (retransmissions carry the same).
+func initiateTag(t *testing.T, ctx context.Context, file string) string {
+	t.Helper()
+	rows, err := capture.Fields(ctx, file, "sctp.chunk_type == 1 && ip.src == "+n2GNBAddrs[0].String()+" && ip.dst == "+vip.String(), "sctp.initiate_tag")
+	must(t, err)
+	tags := map[string]bool{}
+	for _, r := range rows {
+		tags[r[0]] = true
+	}
+	if len(tags) != 1 {
+		t.Fatalf("gnb1's INITs to the VIP carried initiate tags %v, want one association's", tags)
+	}
+	for tag := range tags {
+		return tag
+	}
+	return ""
+}
+
+// checkTakeoverAbort: gnb1's association with the dead lb1 ends by lb2's
+// takeover ABORT: from the VIP, T bit clear, gnb1's own tag (the Initiate
+// Tag of its INIT), within n2AbortWithin of the failure. An
+// out-of-the-blue ABORT (lb2's stack answering a packet on the old
+// association) has the T bit set and cannot pass.
+func checkTakeoverAbort(t *testing.T, ctx context.Context, file string, failed time.Time, gnbTag string) {
 	t.Helper()
 	gnb := n2GNBAddrs[0].String()
-	before, err := capture.Fields(ctx, file, "sctp && ip.src == "+gnb+" && ip.dst == "+vip.String(), "frame.time_epoch", "sctp.verification_tag")
-	must(t, err)
-	old := map[string]bool{}
-	for _, r := range before {
-		if at, err := epoch(r[0]); err == nil && at.Before(failed) {
-			old[r[1]] = true
-		}
-	}
-	if len(old) != 1 {
-		t.Fatalf("gnb1's packets to the VIP before the failure carried tags %v, want one association's", old)
-	}
 	aborts, err := capture.Fields(ctx, file, "sctp.chunk_type == 6 && ip.dst == "+gnb, "frame.time_epoch", "ip.src", "sctp.verification_tag", "sctp.abort_t_bit")
+	must(t, err)
+	want, err := strconv.ParseUint(strings.TrimPrefix(gnbTag, "0x"), 16, 32)
 	must(t, err)
 	for _, r := range aborts {
 		at, err := epoch(r[0])
 		if err != nil || at.Before(failed) {
 			continue
 		}
-		if r[1] == vip.String() && old[r[2]] && (r[3] == "1" || r[3] == "True") {
-			t.Logf("gnb1's old association: ABORT from %s, T bit set, tag %s (reflected, lb1's), %v after the failure",
-				r[1], r[2], at.Sub(failed).Round(time.Millisecond))
-			return
+		tag, err := strconv.ParseUint(strings.TrimPrefix(r[2], "0x"), 16, 32)
+		if err != nil || tag != want || r[1] != vip.String() || r[3] == "1" || r[3] == "True" {
+			continue
+		}
+		if d := at.Sub(failed); d > n2AbortWithin {
+			t.Errorf("lb2's ABORT of gnb1's old association came %v after the failure, want within %v", d.Round(time.Millisecond), n2AbortWithin)
+		}
+		t.Logf("gnb1's old association: ABORT from %s, T bit clear, gnb1's tag %s, %v after the failure", r[1], r[2], at.Sub(failed).Round(time.Millisecond))
+		return
+	}
+	t.Errorf("no ABORT from the VIP with the T bit clear and gnb1's tag %s after the failure; ABORTs to gnb1: %v", gnbTag, aborts)
+}
+
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
 		}
 	}
-	t.Errorf("no ABORT with the T bit and gnb1's old tag %v after the failure; ABORTs to gnb1: %v", old, aborts)
+	return strings.Join(out, "\n")
 }
 
 func epoch(s string) (time.Time, error) {

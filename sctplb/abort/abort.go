@@ -17,6 +17,32 @@ import (
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
+// Target names one association for an ABORT sent from another host: the
+// address and port this end used (the packet's source: the VIP and port
+// the peer connected to), one of the peer's addresses and its port (the
+// destination), and the verification tag the peer expects in every packet
+// it receives, the one it chose in its INIT or INIT ACK (sent with the T
+// bit clear, RFC 9260 8.5.1).
+type Target struct {
+	Src, Dst netip.AddrPort
+	Tag      uint32
+}
+
+// Valid says whether t can name an association: both ends set, of one
+// address family, and a tag (0 is no tag an association uses: RFC 9260
+// 3.3.2 forbids it in INIT and INIT ACK).
+func (t Target) Valid() bool {
+	return t.Src.IsValid() && t.Dst.IsValid() && t.Src.Port() != 0 && t.Dst.Port() != 0 &&
+		t.Src.Addr().Is4() == t.Dst.Addr().Is4() && t.Tag != 0
+}
+
+func (t Target) String() string {
+	return fmt.Sprintf("%v->%v tag %#08x", t.Src, t.Dst, t.Tag)
+}
+
+// Send sends t's ABORT, T bit clear.
+func (t Target) Send() error { return Send(t.Src, t.Dst, t.Tag, false) }
+
 // Packet is an SCTP packet of one ABORT chunk without error causes
 // (RFC 9260 3.3.7): common header with the ports, the verification tag and
 // the CRC32c checksum, chunk type 6, the T bit when reflected.

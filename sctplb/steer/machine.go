@@ -8,6 +8,7 @@ import (
 	"github.com/free5gc/ngap/ngapType"
 
 	ngapl "github.com/telcolb/telcolb/l7parse/ngap"
+	"github.com/telcolb/telcolb/sctplb/abort"
 )
 
 type gnbState uint8
@@ -54,6 +55,8 @@ type gnb struct {
 	// retained: UEs imported from a peer proxy were adopted for this gNB
 	// and an AMF kept them; its NG Setup Response says "ues-retained".
 	retained bool
+	// abortT names the association for a peer's takeover ABORT (GNBUp).
+	abortT abort.Target
 }
 
 type upstream struct {

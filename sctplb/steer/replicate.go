@@ -5,9 +5,11 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"net/netip"
 	"sort"
 
 	ngapl "github.com/telcolb/telcolb/l7parse/ngap"
+	"github.com/telcolb/telcolb/sctplb/abort"
 )
 
 // Replication of the machine's state to a standby proxy (Config.Replicate).
@@ -16,7 +18,12 @@ import (
 //   - one gNB record per gNB that completed NG Setup, keyed by its Global
 //     RAN Node ID (association IDs are local to a process and mean nothing
 //     on another node): its NG Setup Request and, per AMF that answered,
-//     the AMF's setup result;
+//     the AMF's setup result; and, when the transport tells it
+//     (GNBUp.Abort), what an ABORT of the gNB's association from another
+//     node needs: the gNB's verification tag, one of its addresses and its
+//     port, the VIP and port it connected to (record version 2; without
+//     it the record stays version 1, byte for byte what a node before
+//     version 2 sends and decodes);
 //   - one UE record per established UE-associated logical NG connection,
 //     keyed by (gNB name, RAN-UE-NGAP-ID): its AMF (by name, since AMF
 //     indexes are local too) and AMF-UE-NGAP-ID. Its stream is not carried:
@@ -59,7 +66,15 @@ const (
 	recGNB byte = 'g'
 	recUE  byte = 'u'
 
-	recVersion byte = 1
+	// recVersion is the UE records' version and the gNB records' without
+	// an abort target; recVersionAbort the gNB records' with one (its
+	// fields follow the AMF results). A node that only knows version 1
+	// refuses version 2 gNB records (the error names the version): during
+	// a rolling upgrade, such a node cannot resume the UEs of a newer
+	// node on the userspace transport. Kernel transport records stay
+	// version 1.
+	recVersion      byte = 1
+	recVersionAbort byte = 2
 )
 
 // replication is the bookkeeping of Config.Replicate; nil when off, so a
@@ -81,6 +96,7 @@ type parkedGNB struct {
 	hasSetup bool
 	setupReq []byte
 	amfs     map[string][]byte // AMF name -> its setup result
+	target   abort.Target      // zero: none in the record
 	ues      map[uint32]parkedUE
 }
 
@@ -138,14 +154,7 @@ func (m *Machine) gnbRecord(id AssocID) (name string, value []byte, ok bool) {
 		return "", nil, false
 	}
 	g := m.gnbs[id]
-	var b []byte
-	b = append(b, recVersion)
-	b = appendBytes(b, g.setupReq)
-	type amfRes struct {
-		name string
-		resp []byte
-	}
-	var res []amfRes
+	res := map[string][]byte{}
 	for _, u := range m.readyUps(g) {
 		r := u.resp
 		r.UEsRetained = false
@@ -153,15 +162,41 @@ func (m *Machine) gnbRecord(id AssocID) (name string, value []byte, ok bool) {
 		if err != nil {
 			continue // an unencodable result is left out, not guessed
 		}
-		res = append(res, amfRes{m.cfg.AMFs[u.amf].Name, enc})
+		res[m.cfg.AMFs[u.amf].Name] = enc
 	}
-	sort.Slice(res, func(i, j int) bool { return res[i].name < res[j].name })
-	b = binary.AppendUvarint(b, uint64(len(res)))
-	for _, r := range res {
-		b = appendBytes(b, []byte(r.name))
-		b = appendBytes(b, r.resp)
+	return name, encodeGNBValue(g.setupReq, res, g.abortT), true
+}
+
+// encodeGNBValue is a gNB record's value: version 2 with target's fields
+// when it is valid, else version 1.
+func encodeGNBValue(req []byte, amfs map[string][]byte, target abort.Target) []byte {
+	v := recVersion
+	if target.Valid() {
+		v = recVersionAbort
 	}
-	return name, b, true
+	b := []byte{v}
+	b = appendBytes(b, req)
+	names := make([]string, 0, len(amfs))
+	for n := range amfs {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	b = binary.AppendUvarint(b, uint64(len(names)))
+	for _, n := range names {
+		b = appendBytes(b, []byte(n))
+		b = appendBytes(b, amfs[n])
+	}
+	if v == recVersionAbort {
+		b = binary.BigEndian.AppendUint32(b, target.Tag)
+		b = appendAddrPort(b, target.Src)
+		b = appendAddrPort(b, target.Dst)
+	}
+	return b
+}
+
+func appendAddrPort(b []byte, a netip.AddrPort) []byte {
+	b = appendBytes(b, a.Addr().AsSlice())
+	return binary.BigEndian.AppendUint16(b, a.Port())
 }
 
 // exportedName is the name gNB association id's records carry; ok false
@@ -321,12 +356,12 @@ func (m *Machine) importOne(r Record) error {
 			delete(m.rep.parked, name)
 			return nil
 		}
-		req, amfs, err := decodeGNBValue(r.Value)
+		req, amfs, target, err := decodeGNBValue(r.Value)
 		if err != nil {
 			return fmt.Errorf("gNB %q: %w", name, err)
 		}
 		p := m.parkedOf(name)
-		p.hasSetup, p.setupReq, p.amfs = true, req, amfs
+		p.hasSetup, p.setupReq, p.amfs, p.target = true, req, amfs, target
 		return nil
 	case recUE:
 		name, ran, err := decodeUEKey(r.Key[1:])
@@ -358,19 +393,7 @@ func (m *Machine) Imported() []Record {
 	var gs, us []Record
 	for name, p := range m.rep.parked {
 		if p.hasSetup {
-			v := []byte{recVersion}
-			v = appendBytes(v, p.setupReq)
-			names := make([]string, 0, len(p.amfs))
-			for n := range p.amfs {
-				names = append(names, n)
-			}
-			sort.Strings(names)
-			v = binary.AppendUvarint(v, uint64(len(names)))
-			for _, n := range names {
-				v = appendBytes(v, []byte(n))
-				v = appendBytes(v, p.amfs[n])
-			}
-			gs = append(gs, Record{Key: gnbKey(name), Value: v})
+			gs = append(gs, Record{Key: gnbKey(name), Value: encodeGNBValue(p.setupReq, p.amfs, p.target)})
 		}
 		for ran, u := range p.ues {
 			v := []byte{recVersion}
@@ -443,10 +466,33 @@ func (r *reader) fixed(n int) []byte {
 	return v
 }
 
-func (r *reader) version() {
-	if v := r.fixed(1); r.err == nil && v[0] != recVersion {
-		r.err = fmt.Errorf("record version %d, want %d", v[0], recVersion)
+// version reads the record's version, one of known.
+func (r *reader) version(known ...byte) byte {
+	v := r.fixed(1)
+	if r.err != nil {
+		return 0
 	}
+	for _, k := range known {
+		if v[0] == k {
+			return k
+		}
+	}
+	r.err = fmt.Errorf("record version %d, want one of %v", v[0], known)
+	return 0
+}
+
+func (r *reader) addrPort() netip.AddrPort {
+	raw := r.bytes()
+	port := r.fixed(2)
+	if r.err != nil {
+		return netip.AddrPort{}
+	}
+	a, ok := netip.AddrFromSlice(raw)
+	if !ok {
+		r.err = fmt.Errorf("address of %d bytes", len(raw))
+		return netip.AddrPort{}
+	}
+	return netip.AddrPortFrom(a, binary.BigEndian.Uint16(port))
 }
 
 func (r *reader) end() error {
@@ -471,7 +517,7 @@ func decodeUEKey(b []byte) (string, uint32, error) {
 
 func decodeUEValue(b []byte) (string, uint64, error) {
 	r := reader{b: b}
-	r.version()
+	r.version(recVersion)
 	amf := string(r.bytes())
 	id := r.fixed(8)
 	if err := r.end(); err != nil {
@@ -487,9 +533,9 @@ func decodeUEValue(b []byte) (string, uint64, error) {
 	return amf, v, nil
 }
 
-func decodeGNBValue(b []byte) ([]byte, map[string][]byte, error) {
+func decodeGNBValue(b []byte) ([]byte, map[string][]byte, abort.Target, error) {
 	r := reader{b: b}
-	r.version()
+	v := r.version(recVersion, recVersionAbort)
 	req := r.bytes()
 	n := r.uvarint()
 	if r.err == nil && n > uint64(len(r.b)) {
@@ -504,11 +550,37 @@ func decodeGNBValue(b []byte) ([]byte, map[string][]byte, error) {
 		}
 		amfs[name] = resp
 	}
+	var t abort.Target
+	if v == recVersionAbort {
+		tag := r.fixed(4)
+		t.Src = r.addrPort()
+		t.Dst = r.addrPort()
+		if r.err == nil {
+			t.Tag = binary.BigEndian.Uint32(tag)
+			if !t.Valid() {
+				r.err = fmt.Errorf("abort target %v: incomplete or of two address families", t)
+			}
+		}
+	}
 	if err := r.end(); err != nil {
-		return nil, nil, err
+		return nil, nil, abort.Target{}, err
 	}
 	if len(req) == 0 {
-		return nil, nil, errors.New("no NG Setup Request")
+		return nil, nil, abort.Target{}, errors.New("no NG Setup Request")
 	}
-	return req, amfs, nil
+	return req, amfs, t, nil
+}
+
+// GNBAbortTarget reads the abort target of a gNB record (a peer's, as
+// Import takes it): ok false when r is no gNB record, a deletion, or a
+// version 1 record (no target); an error when it does not decode.
+func GNBAbortTarget(r Record) (abort.Target, bool, error) {
+	if r.Deleted || len(r.Key) < 2 || r.Key[0] != recGNB {
+		return abort.Target{}, false, nil
+	}
+	_, _, t, err := decodeGNBValue(r.Value)
+	if err != nil {
+		return abort.Target{}, false, fmt.Errorf("gNB %q: %w", r.Key[1:], err)
+	}
+	return t, t.Valid(), nil
 }

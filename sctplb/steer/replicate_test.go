@@ -3,9 +3,11 @@ package steer
 import (
 	"bytes"
 	"fmt"
+	"net/netip"
 	"testing"
 
 	ngapl "github.com/telcolb/telcolb/l7parse/ngap"
+	"github.com/telcolb/telcolb/sctplb/abort"
 )
 
 // checkReplica feeds mirror what m changed since the last call and says
@@ -228,6 +230,8 @@ func TestImportRefusesGarbage(t *testing.T) {
 func FuzzImport(f *testing.F) {
 	f.Add([]byte{recUE, 3, 'a', 'b', 'c', 0, 0, 0, 1}, []byte{recVersion, 4, 'a', 'm', 'f', '0', 0, 0, 0, 0, 0, 0, 0, 9})
 	f.Add([]byte{recGNB, 'g'}, []byte{recVersion, 1, 0x20, 1, 4, 'a', 'm', 'f', '0', 1, 0})
+	f.Add([]byte{recGNB, 'g'}, encodeGNBValue([]byte{0x20}, map[string][]byte{"amf0": {0}}, abort.Target{
+		Src: netip.MustParseAddrPort("10.0.0.1:38412"), Dst: netip.MustParseAddrPort("10.0.1.2:4000"), Tag: 7}))
 	f.Fuzz(func(t *testing.T, key, value []byte) {
 		m := mustNew(t, Config{AMFs: []AMF{{Name: "amf0"}}, Replicate: true})
 		if err := m.Import([]Record{{Key: key, Value: value}}); err != nil {

@@ -25,6 +25,8 @@ import (
 	"fmt"
 	"log/slog"
 	"time"
+
+	"github.com/telcolb/telcolb/sctplb/abort"
 )
 
 // AssocID names an SCTP association. The I/O shell numbers gNB associations
@@ -117,10 +119,14 @@ type Config struct {
 type Event interface{ isEvent() }
 
 // GNBUp: a gNB association was accepted. OutStreams is the number of
-// outbound streams negotiated.
+// outbound streams negotiated. Abort, when the transport tells it (zero
+// otherwise), names the association for an ABORT from another node: the
+// gNB's replicated record carries it so that a peer taking over can end
+// the association at once (replicate.go).
 type GNBUp struct {
 	Assoc      AssocID
 	OutStreams uint16
+	Abort      abort.Target
 }
 
 // GNBDown: a gNB association ended.

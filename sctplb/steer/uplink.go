@@ -22,6 +22,9 @@ func (m *Machine) gnbUp(e GNBUp) {
 		m.dropGNB(old)
 	}
 	m.gnbs[e.Assoc] = &gnb{id: e.Assoc, out: e.OutStreams, ups: make([]AssocID, len(m.cfg.AMFs)), served: map[ngapl.GUAMI]bool{}, pending: map[int64][]int{}}
+	if e.Abort.Valid() {
+		m.gnbs[e.Assoc].abortT = e.Abort
+	}
 	m.log.Info("gNB association up", "assoc", e.Assoc, "streams", e.OutStreams)
 }
 

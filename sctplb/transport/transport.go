@@ -11,6 +11,8 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+
+	"github.com/telcolb/telcolb/sctplb/abort"
 )
 
 // Message is one SCTP user message. PPID is in host byte order (NGAP: 60);
@@ -94,6 +96,16 @@ type Conn interface {
 	// Remote describes the peer for logs.
 	Remote() string
 	Close() error
+}
+
+// AbortTargeter is implemented by the Conns whose stack tells the
+// association's verification tags (userspace: usrsctp's
+// SCTP_GET_NONCE_VALUES). What it returns lets another node end the
+// association with an ABORT once this process is gone (an HA takeover:
+// sctplb/abort). The kernel transport does not implement it: no socket
+// option of Linux's SCTP returns the tags (see docs/architecture.md).
+type AbortTargeter interface {
+	AbortTarget() (abort.Target, error)
 }
 
 // ErrClosed is returned by operations on a closed Conn or Listener.

@@ -300,6 +300,7 @@ func StartHA(ctx context.Context, cfg HAConfig, dp ConntrackSource, log *slog.Lo
 	}
 	nc.Apply = h.apply
 	nc.OnSynced = func(string) { h.checkReady() }
+	nc.OnPeerLost = h.peerLost // n2takeover.go
 	ctx, h.cancel = context.WithCancel(ctx)
 	h.ctx = ctx
 	h.node, err = sync.Start(ctx, nc)
@@ -434,14 +435,14 @@ func (h *HA) theirsWins(from string, theirs, ours time.Time) bool {
 // goroutine, in order).
 func (h *HA) apply(recs []sync.Applied) {
 	out := make([]dataplane.Record, 0, len(recs))
-	var n2 []sync.Record
+	var n2 []sync.Applied
 	now := time.Now()
 	h.mu.Lock()
 	for _, a := range recs {
 		r := a.Record
 		if r.Kind == RecordN2 {
 			// N2 proxy state is parked in the N2 proxies, not the datapath.
-			n2 = append(n2, r)
+			n2 = append(n2, a)
 			continue
 		}
 		dr := dataplane.Record{Kind: r.Kind, Key: r.Key, Value: r.Value, Deleted: r.Deleted}

@@ -36,6 +36,8 @@ var (
 		"When the HA sync certificate in use expires (notAfter, Unix seconds); follows a renewal of its files.", nil, nil)
 	descHAEventsLost = prometheus.NewDesc("telcolb_ha_conntrack_events_lost_total",
 		"Conntrack change events the datapath dropped (ring buffer full); the next refresh sends the entries.", nil, nil)
+	descHAN2TakeoverAborts = prometheus.NewDesc("telcolb_ha_n2_takeover_aborts_total",
+		"SCTP ABORTs of a lost HA peer's gNB associations (N2 takeover), by result: sent, failed (not sent), own (skipped: this node holds the association).", []string{"result"}, nil)
 )
 
 // haSnapshot is what the HA collector reads on every scrape.
@@ -46,13 +48,14 @@ type haSnapshot struct {
 	stats      sync.NodeStats
 	eventsLost uint64
 	held       int // records held from peers
+	n2Aborts   map[string]uint64
 }
 
 type haCollector struct{ read func() haSnapshot }
 
 func (c *haCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descHAPeerUp, descHAPeerSynced, descHAReady, descHARecordsSent, descHARecordsResent,
-		descHARecordsReceived, descHAResyncs, descHARefused, descHALag, descHAEventsLost, descHATLSReloadErrors, descHATLSCertExpiry} {
+		descHARecordsReceived, descHAResyncs, descHARefused, descHALag, descHAEventsLost, descHATLSReloadErrors, descHATLSCertExpiry, descHAN2TakeoverAborts} {
 		ch <- d
 	}
 }
@@ -78,6 +81,9 @@ func (c *haCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descHAResyncs, prometheus.CounterValue, float64(st.Resyncs))
 	ch <- prometheus.MustNewConstMetric(descHARefused, prometheus.CounterValue, float64(st.Refused))
 	ch <- prometheus.MustNewConstMetric(descHAEventsLost, prometheus.CounterValue, float64(s.eventsLost))
+	for _, r := range takeoverResults {
+		ch <- prometheus.MustNewConstMetric(descHAN2TakeoverAborts, prometheus.CounterValue, float64(s.n2Aborts[r]), r)
+	}
 	ch <- prometheus.MustNewConstMetric(descHATLSReloadErrors, prometheus.CounterValue, float64(st.TLSReloadErrors))
 	if !st.CertNotAfter.IsZero() {
 		ch <- prometheus.MustNewConstMetric(descHATLSCertExpiry, prometheus.GaugeValue, float64(st.CertNotAfter.Unix()))
@@ -111,6 +117,7 @@ func (h *HA) snapshot() haSnapshot {
 	h.mu.Lock()
 	s.held = len(h.imported)
 	h.mu.Unlock()
+	s.n2Aborts = h.n2.takeoverCounts()
 	if l, ok := h.dp.(eventsLoster); ok {
 		if n, err := l.ConntrackEventsLost(); err == nil {
 			s.eventsLost = n

@@ -33,16 +33,26 @@ type N2Replica struct {
 	node *sync.Node
 
 	mu stdsync.Mutex
-	// held are the peers' records per service (steer key -> value): what
-	// a proxy started later, or restarted, gets.
-	held map[string]map[string][]byte
+	// held are the peers' records per service (steer key -> value and
+	// the peer it came from): what a proxy started later, or restarted,
+	// gets, and what a takeover aborts (n2takeover.go).
+	held map[string]map[string]heldN2
 	// running finds the service's proxy (n2Manager.running); nil until the
 	// server wires it.
 	running func(name string) (*sctplb.Proxy, bool)
+	// takeover is the ABORT of a lost peer's gNB associations
+	// (n2takeover.go).
+	takeover n2Takeover
+}
+
+// heldN2 is one peer's record.
+type heldN2 struct {
+	from  string
+	value []byte
 }
 
 func newN2Replica(node *sync.Node, log *slog.Logger) *N2Replica {
-	return &N2Replica{node: node, log: log, held: map[string]map[string][]byte{}}
+	return &N2Replica{node: node, log: log, held: map[string]map[string]heldN2{}, takeover: newN2Takeover()}
 }
 
 // N2Replica is the HA sync's link for the N2 proxies; nil when h is.
@@ -94,10 +104,11 @@ func (r *N2Replica) publisher(svc string) func([]steer.Record) {
 
 // apply keeps peers' N2 records and hands them to the running proxies
 // (from the sync node's goroutine, in order).
-func (r *N2Replica) apply(recs []sync.Record) {
+func (r *N2Replica) apply(recs []sync.Applied) {
 	bySvc := map[string][]steer.Record{}
 	r.mu.Lock()
-	for _, x := range recs {
+	for _, a := range recs {
+		x := a.Record
 		svc, key, ok := bytes.Cut(x.Key, []byte{0})
 		if !ok || len(svc) == 0 || len(key) == 0 {
 			r.log.Warn("N2 record from a peer without a service name: dropped", "key", x.Key)
@@ -106,13 +117,13 @@ func (r *N2Replica) apply(recs []sync.Record) {
 		name := string(svc)
 		h := r.held[name]
 		if h == nil {
-			h = map[string][]byte{}
+			h = map[string]heldN2{}
 			r.held[name] = h
 		}
 		if x.Deleted {
 			delete(h, string(key))
 		} else {
-			h[string(key)] = x.Value
+			h[string(key)] = heldN2{from: a.From, value: x.Value}
 		}
 		bySvc[name] = append(bySvc[name], steer.Record{Key: key, Value: x.Value, Deleted: x.Deleted})
 	}
@@ -144,7 +155,7 @@ func (r *N2Replica) attach(svc string, p *sctplb.Proxy) {
 	for _, first := range []bool{true, false} {
 		for k, v := range r.held[svc] {
 			if (k[0] == 'g') == first {
-				recs = append(recs, steer.Record{Key: []byte(k), Value: v})
+				recs = append(recs, steer.Record{Key: []byte(k), Value: v.value})
 			}
 		}
 	}

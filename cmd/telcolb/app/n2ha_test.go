@@ -17,7 +17,7 @@ func TestN2RecordsGoToThePeersReplica(t *testing.T) {
 		r.mu.Lock()
 		defer r.mu.Unlock()
 		v, ok := r.held[svc][key]
-		return string(v), ok
+		return string(v.value), ok
 	}
 	pub := has["lb1"].N2Replica().publisher("n2")
 	pub([]steer.Record{{Key: []byte("gA"), Value: []byte("setup")}, {Key: []byte("uA1"), Value: []byte("ue1")}})

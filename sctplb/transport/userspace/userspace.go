@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/telcolb/telcolb/sctplb/abort"
 	"github.com/telcolb/telcolb/sctplb/transport"
 	"github.com/telcolb/telcolb/sctplb/transport/usrsctp"
 )
@@ -158,6 +159,42 @@ func (c *conn) Recv(ctx context.Context) (transport.Message, error) {
 		}
 	}
 }
+
+// AbortTarget names the association for an ABORT from another node: the
+// tag this end puts in its packets (the peer's own, RFC 9260 8.5), the
+// peer's first address (an ABORT to any address of the association
+// reaches it) and a local address of the same family (the listener's
+// VIP), with the ports.
+func (c *conn) AbortTarget() (abort.Target, error) {
+	_, peerTag, err := c.c.Tags()
+	if err != nil {
+		return abort.Target{}, err
+	}
+	peers, err := c.c.PeerAddrs()
+	if err != nil {
+		return abort.Target{}, fmt.Errorf("userspace sctp: peer addresses: %w", err)
+	}
+	locals, err := c.c.LocalAddrs()
+	if err != nil {
+		return abort.Target{}, fmt.Errorf("userspace sctp: local addresses: %w", err)
+	}
+	if len(peers) == 0 {
+		return abort.Target{}, errors.New("userspace sctp: association without peer addresses")
+	}
+	dst := peers[0]
+	for _, l := range locals {
+		if l.Addr().Unmap().Is4() == dst.Addr().Unmap().Is4() && !l.Addr().IsUnspecified() {
+			t := abort.Target{Src: netip.AddrPortFrom(l.Addr().Unmap(), l.Port()), Dst: netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port()), Tag: peerTag}
+			if !t.Valid() {
+				return abort.Target{}, fmt.Errorf("userspace sctp: incomplete abort target %v", t)
+			}
+			return t, nil
+		}
+	}
+	return abort.Target{}, fmt.Errorf("userspace sctp: no local address of the family of %v among %v", dst, locals)
+}
+
+var _ transport.AbortTargeter = (*conn)(nil)
 
 func (c *conn) OutStreams() uint16 { return c.out }
 func (c *conn) Remote() string     { return c.remote }
