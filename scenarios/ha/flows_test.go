@@ -406,6 +406,24 @@ func (fs *flowSet) logSCTPFailures(t *testing.T, ctx context.Context, lb *lab2, 
 			}
 		}
 		t.Logf("%s: %d association losses and errors (no COMM_UP, path change, send failure or clean close):\n%s", s.Opts.ID, len(odd), strings.Join(odd, "\n"))
+		// The path changes the endpoint saw on those associations: a
+		// stalled stream with no path change at either end is not a
+		// dead path.
+		lost := map[uint32]bool{}
+		for _, ev := range evs {
+			if ev.Event == "assoc" && ev.State == "COMM_LOST" {
+				lost[ev.Assoc] = true
+			}
+		}
+		var paths []string
+		for _, ev := range evs {
+			if ev.Event == "paddr" && lost[ev.Assoc] {
+				paths = append(paths, fmt.Sprintf("  %d ms paddr %s %s assoc %d", ev.AtMs, ev.State, ev.Addr, ev.Assoc))
+			}
+		}
+		if len(paths) > 0 {
+			t.Logf("%s: path changes of the lost associations:\n%s", s.Opts.ID, strings.Join(paths, "\n"))
+		}
 	}
 	for _, i := range live {
 		conns, err := lb.daemons[i].Client.Conntrack(ctx)
@@ -479,8 +497,12 @@ func waitHeld(t *testing.T, ctx context.Context, d *l4.Daemon, who string, fs *f
 // sctpEntryLine is one node's entry of an SCTP association as the
 // failure reports print it.
 func sctpEntryLine(c api.Conn) string {
-	return fmt.Sprintf("  %s %s -> %s via %s: %s tags %s/%s, %d paths, %d/%d packets, idle %ds",
+	s := fmt.Sprintf("  %s %s -> %s via %s: %s tags %s/%s, %d paths, %d/%d packets, idle %ds",
 		c.Service, c.Client, c.VIP, c.Source, c.State, c.VTagClient, c.VTagEndpoint, len(c.Paths), c.OrigPackets, c.ReplyPackets, c.IdleSeconds)
+	for _, p := range c.Paths {
+		s += fmt.Sprintf("; path %s -> %s via %s: %d/%d", p.Client, p.VIP, p.Source, p.OrigPackets, p.ReplyPackets)
+	}
+	return s
 }
 
 // routeTo sends the VIPs (router) and the client network (endpoint host:
