@@ -42,6 +42,12 @@ type Result struct {
 	MaxGapMs  int64  `json:"maxGapMs"`
 	ElapsedMs int64  `json:"elapsedMs"`
 	Error     string `json:"error,omitempty"`
+	// AllAcked, when echoes are missing at the end, says the client's
+	// stack had nothing in flight after the wait: the peer acknowledged
+	// every DATA chunk it ever sent (usrsctp.SendQueue, read before the
+	// close). StuckBytes is what it still held unsent then.
+	AllAcked   bool   `json:"allAcked,omitempty"`
+	StuckBytes uint32 `json:"stuckBytes,omitempty"`
 }
 
 // OK reports whether the run associated and got every echo back intact.
