@@ -36,6 +36,19 @@ type Capture struct {
 // Start captures on iface of host into dir/<host>-<iface>.pcapng and returns
 // once dumpcap is capturing.
 func Start(ctx context.Context, host *lab.Host, iface, dir string) (*Capture, error) {
+	return start(ctx, host, iface, dir)
+}
+
+// StartSnap is Start keeping only the first snaplen bytes of each frame:
+// long captures of many flows (headers are what is looked at) stay small.
+func StartSnap(ctx context.Context, host *lab.Host, iface, dir string, snaplen int) (*Capture, error) {
+	if snaplen <= 0 {
+		return nil, fmt.Errorf("capture: snaplen %d: must be positive", snaplen)
+	}
+	return start(ctx, host, iface, dir, "-s", strconv.Itoa(snaplen))
+}
+
+func start(ctx context.Context, host *lab.Host, iface, dir string, extra ...string) (*Capture, error) {
 	if _, err := exec.LookPath("dumpcap"); err != nil {
 		return nil, fmt.Errorf("capture: dumpcap (package tshark) is needed: %w", err)
 	}
@@ -43,7 +56,8 @@ func Start(ctx context.Context, host *lab.Host, iface, dir string) (*Capture, er
 		return nil, errors.New("capture: host and interface are required")
 	}
 	file := filepath.Join(dir, fmt.Sprintf("%s-%s.pcapng", host.Name, iface))
-	p, err := host.Start("dumpcap", "-i", iface, "-w", file)
+	args := append([]string{"-i", iface}, extra...)
+	p, err := host.Start("dumpcap", append(args, "-w", file)...)
 	if err != nil {
 		return nil, fmt.Errorf("capture: %w", err)
 	}

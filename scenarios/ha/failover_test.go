@@ -190,6 +190,8 @@ func upLab(t *testing.T, ctx context.Context, withHA bool) *lab2 {
 		}
 	})
 	lb.bins, lb.certs, lb.dir, lb.labID, lb.withHA = bins, certs, dir, l.ID, withHA
+	// After the daemons' teardown: its cleanup runs first.
+	lb.keepEvidence(t, ctx)
 	for i, h := range topo.Nodes {
 		lb.daemons = append(lb.daemons, lb.startNode(t, ctx, i, ""))
 		for _, key := range []string{"net/ipv4/conf/all/send_redirects", "net/ipv4/conf/eth0/send_redirects"} {

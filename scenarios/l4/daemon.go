@@ -250,6 +250,9 @@ func (d *Daemon) Pid() int {
 	return d.cmd.Process.Pid
 }
 
+// PinPath is where the daemon pins its maps.
+func (d *Daemon) PinPath() string { return d.cfg.PinPath }
+
 // Log returns what the daemon printed so far.
 func (d *Daemon) Log() string { return d.log.String() }
 

@@ -42,6 +42,12 @@ type Result struct {
 	MaxGapMs  int64  `json:"maxGapMs"`
 	ElapsedMs int64  `json:"elapsedMs"`
 	Error     string `json:"error,omitempty"`
+	// AllAcked, when echoes are missing at the end, says the client's
+	// stack had nothing in flight after the wait: the peer acknowledged
+	// every DATA chunk it ever sent (usrsctp.SendQueue, read before the
+	// close). StuckBytes is what it still held unsent then.
+	AllAcked   bool   `json:"allAcked,omitempty"`
+	StuckBytes uint32 `json:"stuckBytes,omitempty"`
 }
 
 // OK reports whether the run associated and got every echo back intact.
@@ -165,4 +171,18 @@ func lastJSONLine(out string) (string, error) {
 		}
 	}
 	return "", errors.New("sctppeer: no result line")
+}
+
+// StalledInStack says whether an association's missing echoes were lost
+// inside a usrsctp stack rather than on the path: after the client's
+// wait its stack had nothing in flight (r.AllAcked), and neither had the
+// server's at its last reading before the close (closed, the server's
+// "closed" event of that association, InFlight 0). Every DATA chunk
+// either stack sent was then acknowledged by the other, so the path
+// delivered all of it; a chunk the path loses for good stays in flight,
+// retransmitted. usrsctp 0.9.5 stops sending a stream under load
+// (docs/testing.md); so does nothing else seen.
+func StalledInStack(r Result, closed *ServerEvent) bool {
+	return r.Associated && r.Lost > 0 && r.AllAcked && r.Error == "" && r.Corrupt == 0 && r.WrongStrm == 0 &&
+		closed != nil && closed.Event == "closed" && closed.InFlight == 0
 }

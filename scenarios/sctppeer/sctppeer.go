@@ -129,7 +129,14 @@ type ServerEvent struct {
 	Assoc uint32   `json:"assoc,omitempty"`
 	Peers []string `json:"peers,omitempty"`
 	// Messages is the number echoed on a closed association.
-	Messages int    `json:"messages,omitempty"`
+	Messages int `json:"messages,omitempty"`
+	// InFlight ("closed" events) is the DATA chunks the association's
+	// stack had sent and not had acknowledged at its last look before the
+	// close (at most half a second before; -1: never read): 0 says the
+	// client acknowledged every echo the server's stack ever sent.
+	// Queued is what the stack held then (usrsctp.SendQueue).
+	InFlight int    `json:"inFlight,omitempty"`
+	Queued   uint32 `json:"queued,omitempty"`
 	Error    string `json:"error,omitempty"`
 	AtMs     int64  `json:"atMs"`
 }

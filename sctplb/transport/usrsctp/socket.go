@@ -548,6 +548,39 @@ func (c *Conn) Tags() (local, peer uint32, err error) {
 	return uint32(l), uint32(p), nil
 }
 
+// SendQueue is what an association's stack holds of the data sent on it.
+type SendQueue struct {
+	// Queued is every byte sent by the application and not yet
+	// acknowledged by the peer: in the stream queues (not yet given a
+	// TSN) and in flight.
+	Queued uint32
+	// Unacked is the DATA chunks sent and not yet acknowledged.
+	Unacked uint16
+}
+
+// Stuck says whether the stack holds data it has not transmitted while
+// nothing is in flight. Right after a send that is normal for an instant
+// (SendMsg may return before the stack gives the message a TSN); held for
+// seconds it is a stream the stack no longer schedules (usrsctp 0.9.5
+// does this under load, docs/testing.md).
+func (q SendQueue) Stuck() bool { return q.Queued > 0 && q.Unacked == 0 }
+
+// SendQueue reads the association's send queue (usrsctp's
+// SCTP_GET_SNDBUF_USE and SCTP_STATUS).
+func (c *Conn) SendQueue() (SendQueue, error) {
+	var q, u C.uint32_t
+	err := c.sk.call(func(so *C.struct_socket) error {
+		if r, err := C.tlb_sendq(so, &q, &u); r != 0 {
+			return errnoOr(err)
+		}
+		return nil
+	})
+	if err != nil {
+		return SendQueue{}, fmt.Errorf("usrsctp: send queue: %w", err)
+	}
+	return SendQueue{Queued: uint32(q), Unacked: uint16(u)}, nil
+}
+
 // SetPrimary makes addr the peer address new data goes to first.
 func (c *Conn) SetPrimary(addr netip.Addr) error {
 	packed, err := packAddrs([]netip.Addr{addr}, 0)

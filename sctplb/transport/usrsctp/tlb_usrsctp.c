@@ -163,3 +163,30 @@ int tlb_tags(struct socket *so, uint32_t *local, uint32_t *peer) {
 	*peer = gnv.gn_peers_tag;
 	return 0;
 }
+
+/* SCTP_GET_SNDBUF_USE and struct sctp_sockstat are FreeBSD's (usrsctp
+ * handles the option, usrsctp.h lacks both). */
+#ifndef SCTP_GET_SNDBUF_USE
+#define SCTP_GET_SNDBUF_USE 0x00001101
+#endif
+struct tlb_sockstat {
+	sctp_assoc_t ss_assoc_id;
+	uint32_t ss_total_sndbuf;
+	uint32_t ss_total_recv_buf;
+};
+
+int tlb_sendq(struct socket *so, uint32_t *queued, uint32_t *unacked) {
+	struct tlb_sockstat ss;
+	struct sctp_status st;
+	socklen_t len = sizeof(ss);
+	memset(&ss, 0, sizeof(ss));
+	if (usrsctp_getsockopt(so, IPPROTO_SCTP, SCTP_GET_SNDBUF_USE, &ss, &len) < 0)
+		return -1;
+	len = sizeof(st);
+	memset(&st, 0, sizeof(st));
+	if (usrsctp_getsockopt(so, IPPROTO_SCTP, SCTP_STATUS, &st, &len) < 0)
+		return -1;
+	*queued = ss.ss_total_sndbuf;
+	*unacked = st.sstat_unackdata;
+	return 0;
+}

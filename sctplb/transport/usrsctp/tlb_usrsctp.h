@@ -21,4 +21,5 @@ int tlb_paddrs(struct socket *so, int local, uint8_t *out, int max);
 int tlb_set_primary(struct socket *so, struct sockaddr *sa);
 int tlb_set_abort_on_close(struct socket *so);
 int tlb_tags(struct socket *so, uint32_t *local, uint32_t *peer);
+int tlb_sendq(struct socket *so, uint32_t *queued, uint32_t *unacked);
 #endif

@@ -532,3 +532,73 @@ func TestForeignAbortNeedsTheExactTag(t *testing.T) {
 		t.Logf("T=%v: ABORT with tag %#08x ended the association in %v: %v (events %v)", reflected, tag, time.Since(sent).Round(time.Millisecond), err, notes)
 	}
 }
+
+// SendQueue counts what the peer has not acknowledged: nothing once an
+// echo came back, the message and its DATA chunk in flight while the
+// server's namespace drops the client's packets; neither is Stuck (data held back with
+// nothing in flight, what a stream usrsctp stopped scheduling leaves, and
+// for an instant a message just sent).
+func TestSendQueueCountsUnacknowledgedData(t *testing.T) {
+	s := testStack(t)
+	if _, err := exec.LookPath("nft"); err != nil {
+		t.Skip("nft not installed")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, err := s.Dial(ctx, cliAddrs[:1], srvAddrs[:1], echoPort)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Abort()
+	if err := c.SendMsg(ctx, []byte("queue"), 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.RecvMsg(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// The echo may come before the SACK of the message.
+	var q SendQueue
+	for {
+		if q, err = c.SendQueue(); err != nil {
+			t.Fatal(err)
+		}
+		if q == (SendQueue{}) || ctx.Err() != nil {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if q != (SendQueue{}) || q.Stuck() {
+		t.Fatalf("after the echo: %+v (stuck %v), want nothing queued", q, q.Stuck())
+	}
+	// Dropped on arrival: dropped on the way out, the stack's send fails
+	// and it keeps the chunk unsent.
+	srv := shared.lab.Host("srv")
+	t.Cleanup(func() { _, _ = srv.Exec(context.Background(), "nft", "delete table inet tlb_sendq") })
+	for _, cmd := range []string{
+		"add table inet tlb_sendq",
+		"add chain inet tlb_sendq in { type filter hook prerouting priority -300 ; }",
+		"add rule inet tlb_sendq in meta l4proto sctp drop",
+	} {
+		if out, err := srv.Exec(ctx, "nft", cmd); err != nil {
+			t.Fatalf("nft %s: %v: %s", cmd, err, out)
+		}
+	}
+	msg := []byte("held back by the client's namespace")
+	if err := c.SendMsg(ctx, msg, 1, 0); err != nil {
+		t.Fatal(err)
+	}
+	// SendMsg may return before the stack has given the message a TSN
+	// (held for an instant, not stuck).
+	for {
+		if q, err = c.SendQueue(); err != nil {
+			t.Fatal(err)
+		}
+		if q.Unacked > 0 || ctx.Err() != nil {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if q.Queued < uint32(len(msg)) || q.Unacked != 1 || q.Stuck() {
+		t.Errorf("message in flight, unacknowledged: %+v (stuck %v), want at least %d bytes queued and 1 chunk unacknowledged", q, q.Stuck(), len(msg))
+	}
+}

@@ -269,12 +269,27 @@ func runAssociation(ctx context.Context, stack *usrsctp.Stack, a clientArgs, loc
 	if readErr == nil {
 		readErr = <-readerDone
 	}
+	// Echoes missing after the wait: does this stack still hold messages
+	// it never sent? (usrsctp 0.9.5 can stop scheduling a stream.)
+	st.mu.Lock()
+	missing := res.Sent > len(st.echoed)
+	st.mu.Unlock()
+	var (
+		allAcked bool
+		stuck    uint32
+	)
+	if missing {
+		if q, err := conn.SendQueue(); err == nil && q.Unacked == 0 {
+			allAcked, stuck = true, q.Queued
+		}
+	}
 	conn.Close()
 
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	res.Echoed = len(st.echoed)
 	res.Lost = res.Sent - res.Echoed
+	res.AllAcked, res.StuckBytes = allAcked, stuck
 	// Echoes still missing at the end: the stall since the last one counts
 	// as a gap too, so a run cut short by Wait still reports how long the
 	// echoes stopped for (the stall is at least that long).

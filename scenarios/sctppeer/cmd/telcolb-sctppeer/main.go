@@ -173,10 +173,15 @@ func serveConn(ctx context.Context, c *usrsctp.Conn, out *jsonOut, start time.Ti
 	var assoc uint32
 	n := 0
 	at := func() int64 { return time.Since(start).Milliseconds() }
+	var watch sendWatch
+	wctx, stop := context.WithCancel(ctx)
+	defer stop()
+	go watch.run(wctx, c)
 	for {
 		m, err := c.RecvMsg(ctx)
 		if err != nil {
 			ev := sctppeer.ServerEvent{Event: "closed", Assoc: assoc, Messages: n, AtMs: at()}
+			ev.InFlight, ev.Queued = watch.last()
 			if !errors.Is(err, io.EOF) && ctx.Err() == nil {
 				ev.Error = err.Error()
 			}
@@ -218,4 +223,43 @@ func serveConn(ctx context.Context, c *usrsctp.Conn, out *jsonOut, start time.Ti
 		}
 		n++
 	}
+}
+
+// sendWatch keeps an association's last send queue reading, polled every
+// half second, for its "closed" event: a client missing echoes after its
+// wait closes the association, and the reading from before says whether
+// the client had acknowledged everything this stack sent.
+type sendWatch struct {
+	mu   sync.Mutex
+	read bool
+	q    usrsctp.SendQueue
+}
+
+func (w *sendWatch) run(ctx context.Context, c *usrsctp.Conn) {
+	t := time.NewTicker(500 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		q, err := c.SendQueue()
+		if err != nil {
+			continue // closing: keep the last reading
+		}
+		w.mu.Lock()
+		w.read, w.q = true, q
+		w.mu.Unlock()
+	}
+}
+
+// last is the last reading: chunks in flight (-1: none read) and bytes queued.
+func (w *sendWatch) last() (int, uint32) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.read {
+		return -1, 0
+	}
+	return int(w.q.Unacked), w.q.Queued
 }
