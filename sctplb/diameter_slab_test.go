@@ -2,7 +2,6 @@ package sctplb
 
 import (
 	"bufio"
-	"context"
 	"fmt"
 	"net"
 	"net/netip"
@@ -136,20 +135,7 @@ func TestDiameterSlabHeldUntilFailoverResend(t *testing.T) {
 		RequestTimeout: time.Minute, TickInterval: 50 * time.Millisecond, Name: "slab",
 		Servers: []DiameterServer{{Name: "holder", Addr: netip.MustParseAddrPort(holder.ln.Addr().String())},
 			{Name: "other", Addr: netip.MustParseAddrPort(other.ln.Addr().String())}}}
-	a, err := NewDiameter(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := a.Open(); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Serve(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-	})
+	a := startDiameterAgent(t, cfg)
 	waitFor(t, 20*time.Second, func() bool {
 		s := a.Stats().Servers
 		return len(s) == 2 && s[0].Up && s[1].Up

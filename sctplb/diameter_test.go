@@ -47,20 +47,7 @@ func TestDiameterAgentOverTCPWithGoDiameterPeers(t *testing.T) {
 	}
 	reg := prometheus.NewPedanticRegistry()
 	cfg.Registerer = reg
-	a, err := NewDiameter(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := a.Open(); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Serve(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-	})
+	a := startDiameterAgent(t, cfg)
 	waitFor(t, 20*time.Second, func() bool {
 		if len(a.Stats().Servers) != 3 {
 			return false
@@ -93,7 +80,7 @@ func TestDiameterAgentOverTCPWithGoDiameterPeers(t *testing.T) {
 				}
 				sid := fmt.Sprintf("pcef.client.example;%d;%d", time.Now().Unix(), i)
 				for n, typ := range []uint32{diameter.CCInitial, diameter.CCUpdate, diameter.CCTermination} {
-					rctx, rcancel := context.WithTimeout(ctx, 30*time.Second)
+					rctx, rcancel := context.WithTimeout(t.Context(), 30*time.Second)
 					ans, err := c.CCR(rctx, sid, "ocs.lab.example", typ, uint32(n))
 					rcancel()
 					if err != nil {
@@ -183,4 +170,25 @@ func waitFor(t *testing.T, d time.Duration, ok func() bool) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// startDiameterAgent opens an agent of cfg and serves it until the test
+// ends.
+func startDiameterAgent(t *testing.T, cfg DiameterConfig) *DiameterAgent {
+	t.Helper()
+	a, err := NewDiameter(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Open(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Serve(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
+	return a
 }
