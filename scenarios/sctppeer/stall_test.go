@@ -90,16 +90,7 @@ func TestStalledStreamIsTheStacks(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, r := range stalled {
-		var closed *sctppeer.ServerEvent
-		mine := map[uint32]bool{}
-		for i, ev := range evs {
-			if ev.Event == "assoc" && ev.State == "COMM_UP" && slices.ContainsFunc(ev.Peers, func(p string) bool { return slices.Contains(r.LocalAddrs, p) }) {
-				mine[ev.Assoc] = true
-			}
-			if ev.Event == "closed" && mine[ev.Assoc] {
-				closed = &evs[i]
-			}
-		}
+		closed := closedEventOf(evs, r.LocalAddrs)
 		switch {
 		case closed == nil:
 			t.Errorf("association %v lost %d of %d echoes: no closed event from the server", r.LocalAddrs, r.Lost, r.Sent)
@@ -186,18 +177,26 @@ func TestMessageLostOnThePathIsNotAStall(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	closed := closedEventOf(evs, r.LocalAddrs)
+	if r.AllAcked || sctppeer.StalledInStack(r, closed) {
+		t.Errorf("a message the path lost for good told a stack stall: client all acknowledged %v (%d bytes held), server closed %+v", r.AllAcked, r.StuckBytes, closed)
+	}
+	t.Logf("association 0: %d of %d echoes lost, client all acknowledged %v, server closed %+v, events %d: not a stall", r.Lost, r.Sent, r.AllAcked, closed, len(r.Events))
+}
+
+// closedEventOf is the server's closed event of the association whose
+// peer addresses include one of the client's local addresses (nil if the
+// server has not reported it closed).
+func closedEventOf(evs []sctppeer.ServerEvent, clientAddrs []string) *sctppeer.ServerEvent {
 	var closed *sctppeer.ServerEvent
 	mine := map[uint32]bool{}
 	for i, ev := range evs {
-		if ev.Event == "assoc" && ev.State == "COMM_UP" && slices.ContainsFunc(ev.Peers, func(p string) bool { return slices.Contains(r.LocalAddrs, p) }) {
+		if ev.Event == "assoc" && ev.State == "COMM_UP" && slices.ContainsFunc(ev.Peers, func(p string) bool { return slices.Contains(clientAddrs, p) }) {
 			mine[ev.Assoc] = true
 		}
 		if ev.Event == "closed" && mine[ev.Assoc] {
 			closed = &evs[i]
 		}
 	}
-	if r.AllAcked || sctppeer.StalledInStack(r, closed) {
-		t.Errorf("a message the path lost for good told a stack stall: client all acknowledged %v (%d bytes held), server closed %+v", r.AllAcked, r.StuckBytes, closed)
-	}
-	t.Logf("association 0: %d of %d echoes lost, client all acknowledged %v, server closed %+v, events %d: not a stall", r.Lost, r.Sent, r.AllAcked, closed, len(r.Events))
+	return closed
 }
