@@ -2,12 +2,13 @@ package api
 
 import (
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"net/http"
 	"os"
 	"time"
+
+	"github.com/telcolb/telcolb/internal/certfile"
 )
 
 // The daemon's API off loopback is served over TLS (the bearer token must
@@ -31,7 +32,7 @@ type ClientTLSConfig struct {
 }
 
 // TLSConfig builds the crypto/tls configuration. An unreadable CA file or
-// one without a certificate is an error, never a silent fallback to the
+// one that is not whole PEM certificates only (none, a truncated one, a key) is an error, never a silent fallback to the
 // system roots.
 func (c ClientTLSConfig) TLSConfig() (*tls.Config, error) {
 	cfg := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: c.ServerName}
@@ -49,9 +50,11 @@ func (c ClientTLSConfig) TLSConfig() (*tls.Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("api client: CA file: %w", err)
 	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(raw) {
-		return nil, fmt.Errorf("api client: CA file %s holds no PEM certificate", c.CAFile)
+	// Strict, as the daemon's own CA files are: a truncated bundle (a
+	// rotation's new CA cut in half) must not load as the old CA alone.
+	pool, _, err := certfile.CAPool(c.CAFile, raw)
+	if err != nil {
+		return nil, fmt.Errorf("api client: %w", err)
 	}
 	cfg.RootCAs = pool
 	return cfg, nil

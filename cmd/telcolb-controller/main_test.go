@@ -65,7 +65,7 @@ func TestDaemonTLSFlags(t *testing.T) {
 		wantErr string
 	}{
 		{[]string{"--daemon-ca-file=" + filepath.Join(dir, "missing")}, "--daemon-ca-file"},
-		{[]string{"--daemon-ca-file=" + notPEM}, "no PEM certificate"},
+		{[]string{"--daemon-ca-file=" + notPEM}, "not a whole PEM certificate"},
 		{[]string{"--daemon-ca-file=" + notPEM, "--daemon-insecure-skip-verify"}, "exclude each other"},
 		{[]string{"--daemon-insecure-skip-verify", "--daemon-tls-server-name=x"}, ""},
 	} {

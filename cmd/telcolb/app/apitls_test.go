@@ -121,7 +121,7 @@ func TestAPITLSVerifiedByClient(t *testing.T) {
 	if _, err := (api.ClientTLSConfig{CAFile: certFile + ".missing"}).TLSConfig(); err == nil {
 		t.Error("missing CA file accepted")
 	}
-	if _, err := (api.ClientTLSConfig{CAFile: keyFile}).TLSConfig(); err == nil || !strings.Contains(err.Error(), "no PEM certificate") {
+	if _, err := (api.ClientTLSConfig{CAFile: keyFile}).TLSConfig(); err == nil || !strings.Contains(err.Error(), "not a CERTIFICATE") {
 		t.Errorf("CA file without certificate: %v", err)
 	}
 }
