@@ -13,7 +13,8 @@ import (
 
 // N2 takeover ABORT (issue 15). When the HA sync declares a peer lost
 // (sync.NodeConfig.OnPeerLost: its connection ended from its side or the
-// network's, not closed here for slowness), this node sends one SCTP ABORT
+// network's, or it stayed silent past the sync's peer timeout; not closed
+// here for slowness) and the ownership gate below lets it, this node sends one SCTP ABORT
 // per gNB association the peer's N2 proxy had, for each service whose proxy
 // runs here: from the VIP and port the gNB connected to, to the gNB's
 // address and port, with the gNB's own verification tag and the T bit
