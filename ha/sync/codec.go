@@ -17,7 +17,10 @@ import (
 //	ack:   incarnation u64 | stream u32 | seq u64
 //
 // A hello tells the peer who we are and where its stream to us stands, so a
-// reconnect can resume instead of resyncing. Hello flag Heard: the sender
+// reconnect can resume instead of resyncing. The reserved byte of a hello
+// carries feature bits (version 1 parsers ignore it): FeatureKeepalive,
+// the sender sends a message at least every keepalive interval while the
+// connection is up, so the receiver may time it out (liveness.go). Hello flag Heard: the sender
 // has had the addressee's hello. Data flags: Begin opens a bulk
 // resync (a new stream, seq 1), End closes it. Ack flag Nack asks for the
 // unacknowledged messages at once (a gap was seen).
@@ -32,6 +35,8 @@ const (
 	FlagEnd   = 2
 	FlagNack  = 1
 	FlagHeard = 1
+
+	FeatureKeepalive = 1
 
 	recordDeleted = 1
 
@@ -73,6 +78,10 @@ type Hello struct {
 	// Heard says the sender has the addressee's hello already (a hello
 	// without it is answered, so a lost hello is made up for).
 	Heard bool
+	// Keepalive says the sender sends keepalives (FeatureKeepalive): a
+	// silence past the receiver's PeerTimeout means a lost peer. Older
+	// senders leave it clear, and are never timed out.
+	Keepalive bool
 }
 
 // Data is one batch of records of a stream.
@@ -127,7 +136,10 @@ func Parse(b []byte) (Message, error) {
 			return Message{}, malformed("hello flags %#x", flags)
 		}
 		h := &Hello{
-			Heard:       flags&FlagHeard != 0,
+			Heard: flags&FlagHeard != 0,
+			// Feature bits this version does not know are ignored: a
+			// newer peer may offer more.
+			Keepalive:   b[3]&FeatureKeepalive != 0,
 			Incarnation: binary.BigEndian.Uint64(b[4:]),
 			PeerInc:     binary.BigEndian.Uint64(b[12:]),
 			Stream:      binary.BigEndian.Uint32(b[20:]),
@@ -230,6 +242,9 @@ func AppendHello(b []byte, h Hello) []byte {
 		f = FlagHeard
 	}
 	b = header(b, TypeHello, f)
+	if h.Keepalive {
+		b[len(b)-1] = FeatureKeepalive
+	}
 	b = binary.BigEndian.AppendUint64(b, h.Incarnation)
 	b = binary.BigEndian.AppendUint64(b, h.PeerInc)
 	b = binary.BigEndian.AppendUint32(b, h.Stream)

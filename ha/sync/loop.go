@@ -62,8 +62,15 @@ func (n *Node) loop() {
 		}
 		n.barriersDone(out.Barriers)
 		for _, c := range out.Close {
-			n.log.Warn("closing sync connection", "peer", c.Peer, "reason", c.Reason)
+			if c.Lost {
+				n.log.Warn("sync peer silent: closing its connection, peer lost", "peer", c.Peer, "reason", c.Reason)
+			} else {
+				n.log.Warn("closing sync connection", "peer", c.Peer, "reason", c.Reason)
+			}
 			if cn := conns[c.Peer]; cn != nil {
+				if c.Lost {
+					cn.silent.Store(true)
+				}
 				cn.close() // its reader reports the loss
 			}
 		}
@@ -146,9 +153,12 @@ func (n *Node) loop() {
 				}
 				delete(conns, ev.peer)
 				delete(held, ev.peer)
-				n.log.Info("sync peer disconnected", "peer", ev.peer, "closedHere", ev.closedHere)
+				// A connection closed here for the peer's silence is a loss
+				// like one the network ended.
+				silent := ev.c.silent.Load()
+				n.log.Info("sync peer disconnected", "peer", ev.peer, "closedHere", ev.closedHere, "silent", silent)
 				step(func(now time.Time) Output { return n.m.Disconnected(now, ev.peer) })
-				if !ev.closedHere && n.cfg.OnPeerLost != nil {
+				if (!ev.closedHere || silent) && n.cfg.OnPeerLost != nil {
 					n.cfg.OnPeerLost(ev.peer)
 				}
 			case evMsg:

@@ -43,6 +43,8 @@ const (
 	DefaultMaxPending        = 1 << 18
 	DefaultRetransmitTimeout = 200 * time.Millisecond
 	DefaultNackHoldoff       = 20 * time.Millisecond
+	DefaultKeepaliveInterval = time.Second
+	DefaultPeerTimeout       = 4 * time.Second
 	// maxBackoff caps the retransmission timeout at this many times
 	// RetransmitTimeout after repeated timeouts.
 	maxBackoff = 16
@@ -66,6 +68,16 @@ type Config struct {
 	RetransmitTimeout time.Duration
 	// NackHoldoff is the least time between two resends caused by Nacks.
 	NackHoldoff time.Duration
+	// KeepaliveInterval is the longest a connection to an up peer stays
+	// without a message from us: when nothing else went out for that
+	// long, a hello does (liveness.go). Negative: no keepalives (and the
+	// hello does not offer them).
+	KeepaliveInterval time.Duration
+	// PeerTimeout is how long an up peer that offered keepalives may stay
+	// silent before its connection is closed as lost (Close.Lost); a peer
+	// that did not offer them (an older version) is never timed out.
+	// Negative: off. It must exceed KeepaliveInterval.
+	PeerTimeout time.Duration
 }
 
 // Output is what a step asks the shell to do.
@@ -99,6 +111,10 @@ type Applied struct {
 // Close asks the shell to drop the connection to Peer.
 type Close struct {
 	Peer, Reason string
+	// Lost: the peer was silent past PeerTimeout. The connection is
+	// closed here, but for the peer's or the network's reason: the shell
+	// reports the peer lost (NodeConfig.OnPeerLost).
+	Lost bool
 }
 
 type flight struct {
@@ -115,6 +131,10 @@ type peer struct {
 	connected bool
 	up        bool      // connected and its hello received
 	helloAt   time.Time // when to say hello again while not up
+	// Liveness (liveness.go): when we last heard from the peer and last
+	// sent to it; keepalive says its hello offered keepalives.
+	heardAt, sentAt time.Time
+	keepalive       bool
 
 	// Our stream to the peer.
 	stream     uint32
@@ -181,6 +201,12 @@ func New(cfg Config, incarnation uint64) (*Machine, error) {
 	if cfg.NackHoldoff == 0 {
 		cfg.NackHoldoff = DefaultNackHoldoff
 	}
+	if cfg.KeepaliveInterval == 0 {
+		cfg.KeepaliveInterval = DefaultKeepaliveInterval
+	}
+	if cfg.PeerTimeout == 0 {
+		cfg.PeerTimeout = DefaultPeerTimeout
+	}
 	switch {
 	case cfg.Self == "" || len(cfg.Self) > maxNameLen:
 		return nil, fmt.Errorf("sync: self name %q: want 1..%d bytes", cfg.Self, maxNameLen)
@@ -192,6 +218,8 @@ func New(cfg Config, incarnation uint64) (*Machine, error) {
 		return nil, fmt.Errorf("sync: max pending %d, want >= 1", cfg.MaxPending)
 	case cfg.RetransmitTimeout <= 0 || cfg.NackHoldoff < 0:
 		return nil, errors.New("sync: retransmit timeout must be > 0 and nack holdoff >= 0")
+	case cfg.PeerTimeout > 0 && cfg.KeepaliveInterval > 0 && cfg.PeerTimeout <= cfg.KeepaliveInterval:
+		return nil, fmt.Errorf("sync: peer timeout %v must exceed the keepalive interval %v (a live peer would be timed out)", cfg.PeerTimeout, cfg.KeepaliveInterval)
 	case incarnation == 0:
 		return nil, errors.New("sync: incarnation 0 is reserved for 'none'")
 	}
@@ -336,6 +364,7 @@ func (m *Machine) Tick(now time.Time) Output {
 			m.resend(now, p, &out)
 		}
 		m.fill(now, p, true, &out)
+		m.liveness(now, p, &out)
 	}
 	return m.finish(now, out)
 }
@@ -349,6 +378,7 @@ func (m *Machine) Connected(now time.Time, peer string) Output {
 	}
 	p.up = false
 	p.connected = true
+	p.heardAt = now
 	m.sayHello(now, p, &out)
 	return m.finish(now, out)
 }
@@ -359,6 +389,7 @@ func (m *Machine) sayHello(now time.Time, p *peer, out *Output) {
 	p.helloAt = now.Add(m.cfg.RetransmitTimeout)
 	out.Sends = append(out.Sends, Send{Peer: p.name, Data: AppendHello(nil, Hello{
 		Name: m.cfg.Self, Incarnation: m.inc, PeerInc: p.rInc, Stream: p.rStream, Expected: p.rExpected, Heard: p.up,
+		Keepalive: m.cfg.KeepaliveInterval > 0,
 	})})
 }
 
@@ -391,6 +422,7 @@ func (m *Machine) Receive(now time.Time, peer string, b []byte) Output {
 		out.Close = append(out.Close, Close{Peer: peer, Reason: err.Error()})
 		return m.finish(now, out)
 	}
+	p.heardAt = now
 	switch {
 	case msg.Hello != nil:
 		m.hello(now, p, msg.Hello, &out)
@@ -408,8 +440,10 @@ func (m *Machine) hello(now time.Time, p *peer, h *Hello, out *Output) {
 		out.Close = append(out.Close, Close{Peer: p.name, Reason: fmt.Sprintf("hello names %q on the connection of %q", h.Name, p.name)})
 		return
 	}
+	p.keepalive = h.Keepalive
 	if p.up {
 		// The peer may have lost our hello: answer, unless it says it has it.
+		// A keepalive is such a hello, with Heard set: nothing to do.
 		if !h.Heard {
 			m.sayHello(now, p, out)
 		}
@@ -607,8 +641,12 @@ func (m *Machine) ackUpTo(now time.Time, p *peer, seq uint64) {
 
 func (m *Machine) finish(now time.Time, out Output) Output {
 	m.checkBarriers(&out)
+	m.noteSends(now, out.Sends)
 	for _, n := range m.names {
 		p := m.peers[n]
+		if w := m.livenessWake(p); !w.IsZero() && (out.Wake.IsZero() || w.Before(out.Wake)) {
+			out.Wake = w
+		}
 		if p.up && !p.rtoAt.IsZero() && (out.Wake.IsZero() || p.rtoAt.Before(out.Wake)) {
 			out.Wake = p.rtoAt
 		}

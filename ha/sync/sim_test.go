@@ -66,6 +66,15 @@ type simMsg struct {
 }
 
 func newSim(tb testing.TB, cfg Config, names ...string) *sim {
+	// The sim's connections end at both sides at once, like TCP's when a
+	// peer goes; its clock jumps far past any timeout. Keepalives and the
+	// peer timeout are off unless a test asks (liveness_test.go).
+	if cfg.KeepaliveInterval == 0 {
+		cfg.KeepaliveInterval = -1
+	}
+	if cfg.PeerTimeout == 0 {
+		cfg.PeerTimeout = -1
+	}
 	s := &sim{tb: tb, now: t0, cfg: cfg, names: names, nodes: map[string]*simNode{}, conn: map[[2]string]int{}}
 	for _, n := range names {
 		s.start(n)

@@ -24,6 +24,9 @@ type Stats struct {
 	Duplicates, OutOfOrder, Stale     uint64
 	Malformed, UnknownPeer            uint64
 	PeerUps, PeerLosses               uint64
+	// Keepalives counts keepalive hellos sent, SilentPeers connections
+	// closed because the peer was silent past PeerTimeout (liveness.go).
+	Keepalives, SilentPeers uint64
 	// PeersUp is how many peers are connected now (filled by Stats()).
 	PeersUp int
 	// Lag is the time from a change to its acknowledgement by a peer.

@@ -54,7 +54,9 @@ type NodeConfig struct {
 	OnSynced func(peer string)
 	// OnPeerLost is called (from the node's goroutine; it must not block)
 	// when an established connection with a peer ends from the peer's
-	// side or the network's: end of stream, reset, a read error. Not when
+	// side or the network's: end of stream, reset, a read error, or the
+	// peer silent past Machine.PeerTimeout (liveness.go; then this node
+	// closes the connection, within PeerTimeout plus a tick). Not when
 	// this node closed it (a peer that stopped reading, a protocol error,
 	// a connection replaced by the peer's new one): a slow peer is not a
 	// lost one. It is the sync's verdict that the peer is down, nothing
@@ -422,6 +424,9 @@ type conn struct {
 	wake   chan struct{}
 	done   chan struct{}
 	once   stdsync.Once
+	// silent: closed here because the peer was silent past the machine's
+	// PeerTimeout (a loss, reported as one).
+	silent atomic.Bool
 }
 
 // send queues b; false when the queue is over its bound (the caller

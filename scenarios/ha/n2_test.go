@@ -58,18 +58,24 @@ type n2Lab struct {
 	gnbs    []*lab.Proc
 	gnbHost []*lab.Host
 	sims    string
+	// takeoverAbort is both daemons' --ha-n2-takeover-abort.
+	takeoverAbort string
 }
 
 // upN2Lab builds the lab and starts both daemons (in one HA group when
-// withHA), the N2 service on each, the AMFs; the VIP routes to lb1.
-func upN2Lab(t *testing.T, ctx context.Context, withHA bool) *n2Lab {
+// withHA; --ha-n2-takeover-abort peer-lost unless takeoverAbort gives
+// the mode), the N2 service on each, the AMFs; the VIP routes to lb1.
+func upN2Lab(t *testing.T, ctx context.Context, withHA bool, takeoverAbort ...string) *n2Lab {
 	t.Helper()
 	l := lab.NewEmpty(t)
 	topo, err := bgp.BuildTopo(ctx, l)
 	if err != nil {
 		t.Fatalf("topology: %v", err)
 	}
-	nl := &n2Lab{topo: topo}
+	nl := &n2Lab{topo: topo, takeoverAbort: "peer-lost"}
+	if len(takeoverAbort) > 0 {
+		nl.takeoverAbort = takeoverAbort[0]
+	}
 	gnb2, err := l.AddHost(ctx, "gnb2")
 	must(t, err)
 	amf2, err := l.AddHost(ctx, "amf2")
@@ -155,6 +161,11 @@ func upN2Lab(t *testing.T, ctx context.Context, withHA bool) *n2Lab {
 				"--ha-peers="+peer+"="+netip.AddrPortFrom(bgp.NodeAddr(2-i, 0), syncPort).String(),
 				"--ha-tls-cert-file="+nc.Cert, "--ha-tls-key-file="+nc.Key, "--ha-tls-ca-file="+nc.CA,
 				"--ha-refresh-interval=1s", "--ha-join-timeout=5m")
+			// The lab's VIP route is static, moved by the test: no
+			// advertisement elects an owner, so the takeover ABORT goes on
+			// the sync's verdict alone (the failover tests) unless a test
+			// asks for the default gate.
+			args = append(args, "--ha-n2-takeover-abort="+nl.takeoverAbort)
 		}
 		state := filepath.Join(dir, name)
 		must(t, os.MkdirAll(state, 0o700))

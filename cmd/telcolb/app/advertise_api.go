@@ -59,6 +59,30 @@ func (a *advertiser) vips() []api.VIPStatus {
 	return out
 }
 
+// vipOwner is who announces vip by the advertisement's election, for the
+// N2 takeover's gate (n2takeover.go). Only L2 elects an owner (ha/member:
+// heartbeats on the clients' segment): owned here when this node answers
+// for the VIP, else another member's (or no one's yet, or fenced here).
+// BGP has no owner (every node announces, the routers choose), nor has a
+// VIP no advertisement covers (its route moved from outside): ownerNone.
+// With both modes on a VIP, L2's election decides.
+func (a *advertiser) vipOwner(vip netip.Addr) vipOwner {
+	a.mu.Lock()
+	l2 := a.announcers[api.AdvertiseL2]
+	a.mu.Unlock()
+	if l2 == nil {
+		return ownerNone
+	}
+	an, ok := l2.Announced()[vip]
+	switch {
+	case !ok:
+		return ownerNone
+	case len(an.Via) > 0:
+		return ownerSelf
+	}
+	return ownerOther
+}
+
 func (s *Server) getAdvertisement(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, s.adv.status(r.Context()))
 }

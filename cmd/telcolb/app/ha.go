@@ -52,12 +52,35 @@ type HAOptions struct {
 	// acknowledge every change before it withdraws the VIPs anyway
 	// (ha_drain.go). Default 5s.
 	DrainTimeout string `json:"drainTimeout"`
+	// KeepaliveInterval is the longest the sync connection to a peer
+	// stays without a message from this node (a keepalive then). Default
+	// 1s.
+	KeepaliveInterval string `json:"keepaliveInterval"`
+	// PeerTimeout is how long a peer may stay silent before it is
+	// declared lost (a dead node or a cut link, which TCP tells only after
+	// minutes). Peers of a version without keepalives are not timed out.
+	// Default 4s; more than the keepalive interval.
+	PeerTimeout string `json:"peerTimeout"`
+	// N2TakeoverAbort says when a lost peer's gNB associations are
+	// aborted (n2takeover.go): owner (default) only for VIPs this node
+	// announces by an advertisement that elects an owner (L2); peer-lost
+	// also for VIPs no advertisement gives an owner (BGP, where every
+	// node announces, or a route moved outside the daemon), on the sync's
+	// verdict alone; off never.
+	N2TakeoverAbort string `json:"n2TakeoverAbort"`
 }
 
 const (
 	defaultHARefresh      = 3 * time.Second
 	defaultHAJoinTimeout  = 10 * time.Second
 	defaultHADrainTimeout = 5 * time.Second
+)
+
+// The --ha-n2-takeover-abort values.
+const (
+	TakeoverAbortOwner    = "owner"
+	TakeoverAbortPeerLost = "peer-lost"
+	TakeoverAbortOff      = "off"
 )
 
 func addHAFlags(fs *pflag.FlagSet, h *HAOptions) {
@@ -71,6 +94,9 @@ func addHAFlags(fs *pflag.FlagSet, h *HAOptions) {
 	fs.StringVar(&h.RefreshInterval, "ha-refresh-interval", "", "how often live conntrack entries are sent again to peers (default 3s; well below the shortest conntrack timeout)")
 	fs.StringVar(&h.JoinTimeout, "ha-join-timeout", "", "how long a starting node waits for an unreachable peer before announcing VIPs (default 10s)")
 	fs.StringVar(&h.DrainTimeout, "ha-drain-timeout", "", "how long a planned drain waits for the peers to acknowledge every change before it withdraws the VIPs anyway (default 5s)")
+	fs.StringVar(&h.KeepaliveInterval, "ha-keepalive-interval", "", "longest time the sync connection to a peer stays without a message from this node (default 1s)")
+	fs.StringVar(&h.PeerTimeout, "ha-peer-timeout", "", "how long a peer may stay silent before it is declared lost (default 4s; more than --ha-keepalive-interval)")
+	fs.StringVar(&h.N2TakeoverAbort, "ha-n2-takeover-abort", "", "when to abort a lost peer's gNB associations: owner (default: only for VIPs this node owns by its L2 advertisement), peer-lost (also for VIPs without an owner, BGP or routed from outside, on the sync's verdict alone: aborts a live peer's associations if only the sync link is cut), off")
 }
 
 // setFlag copies one --ha-* flag given on the command line.
@@ -96,6 +122,12 @@ func (h *HAOptions) setFlag(name string, f HAOptions) {
 		h.JoinTimeout = f.JoinTimeout
 	case "ha-drain-timeout":
 		h.DrainTimeout = f.DrainTimeout
+	case "ha-keepalive-interval":
+		h.KeepaliveInterval = f.KeepaliveInterval
+	case "ha-peer-timeout":
+		h.PeerTimeout = f.PeerTimeout
+	case "ha-n2-takeover-abort":
+		h.N2TakeoverAbort = f.N2TakeoverAbort
 	}
 }
 
@@ -106,6 +138,8 @@ type HAConfig struct {
 	JoinTimeout time.Duration
 	// DrainTimeout: zero is defaultHADrainTimeout.
 	DrainTimeout time.Duration
+	// TakeoverAbort is one of the TakeoverAbort* values.
+	TakeoverAbort string
 }
 
 // Config checks the options; nil when HA sync is off. Errors name the flag.
@@ -119,7 +153,8 @@ func (h HAOptions) Config() (*HAConfig, error) {
 		}
 		return nil, nil
 	}
-	c := &HAConfig{Refresh: defaultHARefresh, JoinTimeout: defaultHAJoinTimeout, DrainTimeout: defaultHADrainTimeout}
+	c := &HAConfig{Refresh: defaultHARefresh, JoinTimeout: defaultHAJoinTimeout, DrainTimeout: defaultHADrainTimeout, TakeoverAbort: TakeoverAbortOwner}
+	keepalive, peerTimeout := sync.DefaultKeepaliveInterval, sync.DefaultPeerTimeout
 	if err := h.membersToPeers(); err != nil {
 		return nil, err
 	}
@@ -153,7 +188,8 @@ func (h HAOptions) Config() (*HAConfig, error) {
 	for flag, p := range map[string]struct {
 		raw string
 		d   *time.Duration
-	}{"ha-refresh-interval": {h.RefreshInterval, &c.Refresh}, "ha-join-timeout": {h.JoinTimeout, &c.JoinTimeout}, "ha-drain-timeout": {h.DrainTimeout, &c.DrainTimeout}} {
+	}{"ha-refresh-interval": {h.RefreshInterval, &c.Refresh}, "ha-join-timeout": {h.JoinTimeout, &c.JoinTimeout}, "ha-drain-timeout": {h.DrainTimeout, &c.DrainTimeout},
+		"ha-keepalive-interval": {h.KeepaliveInterval, &keepalive}, "ha-peer-timeout": {h.PeerTimeout, &peerTimeout}} {
 		if p.raw == "" {
 			continue
 		}
@@ -163,8 +199,19 @@ func (h HAOptions) Config() (*HAConfig, error) {
 		}
 		*p.d = d
 	}
+	if peerTimeout <= keepalive {
+		return nil, fmt.Errorf("ha-peer-timeout %v: must exceed ha-keepalive-interval %v (a live peer would be declared lost)", peerTimeout, keepalive)
+	}
+	switch h.N2TakeoverAbort {
+	case "":
+	case TakeoverAbortOwner, TakeoverAbortPeerLost, TakeoverAbortOff:
+		c.TakeoverAbort = h.N2TakeoverAbort
+	default:
+		return nil, fmt.Errorf("ha-n2-takeover-abort %q: want %s, %s or %s", h.N2TakeoverAbort, TakeoverAbortOwner, TakeoverAbortPeerLost, TakeoverAbortOff)
+	}
 	c.Node = sync.NodeConfig{Self: h.NodeName, Listen: h.ListenAddress, Peers: peers,
-		CertFile: h.TLSCertFile, KeyFile: h.TLSKeyFile, CAFile: h.TLSCAFile}
+		CertFile: h.TLSCertFile, KeyFile: h.TLSKeyFile, CAFile: h.TLSCAFile,
+		Machine: sync.Config{KeepaliveInterval: keepalive, PeerTimeout: peerTimeout}}
 	return c, nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"log/slog"
+	"net/netip"
 	stdsync "sync"
 	"time"
 
@@ -43,6 +44,9 @@ type N2Replica struct {
 	// takeover is the ABORT of a lost peer's gNB associations
 	// (n2takeover.go).
 	takeover n2Takeover
+	// owner says who announces a VIP (the advertiser's vipOwner); nil
+	// until the server wires it: ownerNone.
+	owner func(netip.Addr) vipOwner
 }
 
 // heldN2 is one peer's record.

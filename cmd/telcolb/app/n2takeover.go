@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"net/netip"
 	"sort"
 	stdsync "sync"
 	"time"
@@ -12,7 +13,8 @@ import (
 
 // N2 takeover ABORT (issue 15). When the HA sync declares a peer lost
 // (sync.NodeConfig.OnPeerLost: its connection ended from its side or the
-// network's, not closed here for slowness), this node sends one SCTP ABORT
+// network's, or it stayed silent past the sync's peer timeout; not closed
+// here for slowness) and the ownership gate below lets it, this node sends one SCTP ABORT
 // per gNB association the peer's N2 proxy had, for each service whose proxy
 // runs here: from the VIP and port the gNB connected to, to the gNB's
 // address and port, with the gNB's own verification tag and the T bit
@@ -28,13 +30,20 @@ import (
 // find (RFC 9260 8.5.1), and silently discards it otherwise. An ABORT for
 // an association that already ended (the gNB reconnected, here or
 // anywhere, with a new tag of its choosing) is therefore dropped by the
-// gNB. What the verdict cannot tell is a dead peer from a cut sync link
-// with the peer still serving its gNBs through the VIP: then the ABORT ends
-// live associations of the peer, whose gNBs reconnect (to whichever node
-// the VIP routes to) asking for UE retention. Operators who run the sync
-// over a link that can fail on its own accept that; a separate sync link
-// makes it less likely, not impossible. The ABORTs stop as soon as the
-// peer is up again.
+// gNB. What the sync's verdict cannot tell is a dead peer from a cut sync
+// link with the peer still serving its gNBs through the VIP: an ABORT then
+// would end live associations of the peer. Hence the ownership gate
+// (takeoverDecision): a VIP's associations are aborted only once this
+// node owns the VIP by the advertisement's election (L2: the member
+// machine's owner, decided by heartbeats on the clients' segment, not the
+// sync link), waiting up to takeoverOwnerWait after the grace for the
+// ownership to move here; a VIP another node owns is left alone
+// (result="not_owner"). A VIP no advertisement elects an owner for (BGP,
+// where every node announces and the routers choose; a route moved
+// outside the daemon) has no such signal: aborted only with
+// --ha-n2-takeover-abort=peer-lost, where operators accept the cut-link
+// hazard, else left alone (not_owner). The ABORTs stop as soon as the peer
+// is up again.
 //
 // Never aborted: associations this node's proxy holds itself (same gNB
 // address, port and tag: HoldsAssociation), targets already aborted
@@ -65,7 +74,72 @@ const (
 	// node instead of losing its INIT to the dead one and retrying at its
 	// INIT retransmission timeout (RFC 9260: 3 s).
 	takeoverGrace = 1500 * time.Millisecond
+	// takeoverOwnerWait is how long after the grace a VIP another node
+	// still owns is watched for its ownership to move here. The L2
+	// election sees a dead member after its detection time (300 ms by
+	// default), usually before the grace ends; a live member (only the
+	// sync link cut) keeps the VIP and the wait ends in not_owner.
+	takeoverOwnerWait = 5 * time.Second
+	// takeoverOwnerPoll is how often ownership is looked at meanwhile.
+	takeoverOwnerPoll = 100 * time.Millisecond
 )
+
+// vipOwner is what the advertisement says about who announces a VIP.
+type vipOwner int
+
+const (
+	// ownerNone: no advertisement elects an owner for the VIP (BGP, where
+	// every node announces; none at all, the route moved from outside).
+	ownerNone vipOwner = iota
+	// ownerSelf: this node owns the VIP and announces it (L2).
+	ownerSelf
+	// ownerOther: the VIP's L2 election names another member or none yet,
+	// or this node is fenced.
+	ownerOther
+)
+
+func (o vipOwner) String() string {
+	return [...]string{"none", "self", "other"}[o]
+}
+
+// takeoverStep is the decision for one VIP of a lost peer.
+type takeoverStep int
+
+const (
+	stepWait  takeoverStep = iota // look again later
+	stepAbort                     // abort its gNB associations now
+	stepSkip                      // leave them, for good (this verdict)
+)
+
+// takeoverDecision is the gate of the takeover ABORT for one VIP, lostFor
+// after the sync's verdict that the peer is lost: nothing while the peer
+// is up again or before the grace; then an abort when this node owns the
+// VIP, or, in mode peer-lost, when no advertisement elects an owner;
+// a VIP owned elsewhere is waited for until the grace plus
+// takeoverOwnerWait, then skipped. The reason is for the logs.
+func takeoverDecision(mode string, peerUp bool, lostFor time.Duration, owner vipOwner) (takeoverStep, string) {
+	switch {
+	case mode == TakeoverAbortOff:
+		return stepSkip, "takeover ABORTs are off (--ha-n2-takeover-abort=off)"
+	case peerUp:
+		return stepSkip, "the peer is up again"
+	case lostFor < takeoverGrace:
+		return stepWait, "grace period"
+	}
+	switch owner {
+	case ownerSelf:
+		return stepAbort, "this node owns the VIP"
+	case ownerNone:
+		if mode == TakeoverAbortPeerLost {
+			return stepAbort, "no advertisement elects an owner for the VIP; the sync's verdict alone (--ha-n2-takeover-abort=peer-lost)"
+		}
+		return stepSkip, "no advertisement elects an owner for the VIP (BGP or none): the sync's verdict alone could abort a live peer's associations"
+	}
+	if lostFor < takeoverGrace+takeoverOwnerWait {
+		return stepWait, "another node owns the VIP"
+	}
+	return stepSkip, "another node still owns the VIP"
+}
 
 // n2Takeover is the N2 replica's takeover state.
 type n2Takeover struct {
@@ -75,7 +149,8 @@ type n2Takeover struct {
 	mu  stdsync.Mutex
 	// done are the targets aborted already (pruned to those still held).
 	done map[abort.Target]bool
-	// counts by result: sent, failed, own (skipped: held here).
+	// counts by result: sent, failed, own (skipped: held here),
+	// not_owner (skipped: the gate).
 	counts map[string]uint64
 	// send is abort.Target.Send; tests replace it.
 	send func(abort.Target) error
@@ -87,7 +162,7 @@ func newN2Takeover() n2Takeover {
 
 // takeoverResults are the result label values of
 // telcolb_ha_n2_takeover_aborts_total.
-var takeoverResults = []string{"sent", "failed", "own"}
+var takeoverResults = []string{"sent", "failed", "own", "not_owner"}
 
 // abortCandidate is one gNB association of a lost peer.
 type abortCandidate struct {
@@ -150,25 +225,64 @@ func (h *HA) peerLost(peer string) {
 	if h.n2 == nil {
 		return
 	}
+	lostAt := time.Now()
 	h.wg.Add(1)
 	go func() {
 		defer h.wg.Done()
-		select {
-		case <-time.After(takeoverGrace):
-		case <-h.ctx.Done():
-			return
-		}
-		if h.node.Up(peer) {
-			h.n2.log.Info("N2 takeover: the lost peer is back within the grace period; nothing aborted", "peer", peer, "grace", takeoverGrace)
-			return
-		}
-		h.n2.abortPeer(h.ctx, peer, func() bool { return h.node.Up(peer) })
+		h.n2.runTakeover(h.ctx, peer, lostAt, h.cfg.TakeoverAbort, func() bool { return h.node.Up(peer) })
 	}()
 }
 
-// abortPeer runs a takeover of peer's gNB associations; it stops early
+// runTakeover is the takeover after one verdict that peer is lost (at
+// lostAt): rounds of abortPeer from the grace's end, every
+// takeoverOwnerPoll while a VIP waits for its ownership.
+func (r *N2Replica) runTakeover(ctx context.Context, peer string, lostAt time.Time, mode string, peerUp func() bool) {
+	if mode == TakeoverAbortOff {
+		r.log.Info("N2 takeover: peer lost; takeover ABORTs are off", "peer", peer)
+		return
+	}
+	settled := map[netip.Addr]bool{}
+	next := lostAt.Add(takeoverGrace)
+	for {
+		select {
+		case <-time.After(time.Until(next)):
+		case <-ctx.Done():
+			return
+		}
+		if peerUp() {
+			r.log.Info("N2 takeover: the lost peer is back; nothing more aborted", "peer", peer, "after", time.Since(lostAt).Round(time.Millisecond))
+			return
+		}
+		if !r.abortPeer(ctx, peer, time.Since(lostAt), mode, settled, peerUp) {
+			return
+		}
+		next = time.Now().Add(takeoverOwnerPoll)
+	}
+}
+
+// ownerOf says who announces vip (ownerNone until the server wires it).
+func (r *N2Replica) ownerOf(vip netip.Addr) vipOwner {
+	r.mu.Lock()
+	f := r.owner
+	r.mu.Unlock()
+	if f == nil {
+		return ownerNone
+	}
+	return f(vip)
+}
+
+func (r *N2Replica) setOwner(f func(netip.Addr) vipOwner) {
+	r.mu.Lock()
+	r.owner = f
+	r.mu.Unlock()
+}
+
+// abortPeer runs one round of a takeover of peer's gNB associations,
+// lostFor after the verdict: the associations of each VIP not settled yet
+// (in settled) are aborted or left by takeoverDecision, and the VIP
+// settled, or left for a later round (the result: true). It stops early
 // when peerUp says the peer is back or ctx ends.
-func (r *N2Replica) abortPeer(ctx context.Context, peer string, peerUp func() bool) {
+func (r *N2Replica) abortPeer(ctx context.Context, peer string, lostFor time.Duration, mode string, settled map[netip.Addr]bool, peerUp func() bool) (more bool) {
 	r.takeover.run.Lock()
 	defer r.takeover.run.Unlock()
 	r.mu.Lock()
@@ -191,7 +305,7 @@ func (r *N2Replica) abortPeer(ctx context.Context, peer string, peerUp func() bo
 	}
 	r.mu.Unlock()
 	if running == nil {
-		return
+		return false
 	}
 	serves := func(svc string) (func(abort.Target) bool, bool) {
 		p, ok := running(svc)
@@ -209,16 +323,54 @@ func (r *N2Replica) abortPeer(ctx context.Context, peer string, peerUp func() bo
 			delete(tk.done, t)
 		}
 	}
-	cands, own, bad := selectAborts(held, peer, serves, tk.done)
-	tk.counts["own"] += uint64(own)
+	all, own, bad := selectAborts(held, peer, serves, tk.done)
 	send := tk.send
+	tk.mu.Unlock()
+	// The gate, once per VIP this round.
+	steps := map[netip.Addr]takeoverStep{}
+	var cands []abortCandidate
+	notOwner := 0
+	for _, c := range all {
+		vip := c.target.Src.Addr()
+		if settled[vip] {
+			continue
+		}
+		st, ok := steps[vip]
+		if !ok {
+			var why string
+			owner := r.ownerOf(vip)
+			st, why = takeoverDecision(mode, false, lostFor, owner)
+			steps[vip] = st
+			if st == stepSkip {
+				r.log.Warn("N2 takeover: the lost peer's gNB associations on this VIP are not aborted", "peer", peer, "vip", vip, "owner", owner.String(), "reason", why)
+			}
+		}
+		switch st {
+		case stepWait:
+			more = true
+		case stepSkip:
+			notOwner++
+		case stepAbort:
+			cands = append(cands, c)
+		}
+	}
+	for vip, st := range steps {
+		if st != stepWait {
+			settled[vip] = true
+		}
+	}
+	tk.mu.Lock()
+	tk.counts["own"] += uint64(own)
+	tk.counts["not_owner"] += uint64(notOwner)
 	tk.mu.Unlock()
 	for _, b := range bad {
 		r.log.Warn("N2 takeover: peer's gNB record does not decode; its association is not aborted", "peer", peer, "error", b)
 	}
 	if len(cands) == 0 {
-		r.log.Info("N2 takeover: no gNB association of the lost peer to abort", "peer", peer, "heldHere", own)
-		return
+		if !more {
+			r.log.Info("N2 takeover: no gNB association of the lost peer to abort", "peer", peer, "heldHere", own, "notOwner", notOwner)
+		}
+		return more
 	}
 	r.log.Info("N2 takeover: aborting the lost peer's gNB associations", "peer", peer, "associations", len(cands), "heldHere", own)
 	start := time.Now()
@@ -228,15 +380,15 @@ func (r *N2Replica) abortPeer(ctx context.Context, peer string, peerUp func() bo
 			select {
 			case <-time.After(d):
 			case <-ctx.Done():
-				return
+				return false
 			}
 		}
 		if ctx.Err() != nil {
-			return
+			return false
 		}
 		if peerUp() {
 			r.log.Warn("N2 takeover: the peer is up again; its remaining gNB associations are not aborted", "peer", peer, "left", len(cands)-i)
-			break
+			return false
 		}
 		err := send(c.target)
 		tk.mu.Lock()
@@ -256,6 +408,7 @@ func (r *N2Replica) abortPeer(ctx context.Context, peer string, peerUp func() bo
 		r.log.Debug("N2 takeover: ABORT sent", "peer", peer, "service", c.svc, "gnb", c.gnb, "target", c.target.String())
 	}
 	r.log.Info("N2 takeover: ABORTs sent", "peer", peer, "sent", sent, "failed", failed, "took", time.Since(start).Round(time.Millisecond))
+	return more
 }
 
 // takeoverCounts are the takeover ABORTs by result (for the metrics).

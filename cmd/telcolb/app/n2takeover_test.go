@@ -6,9 +6,13 @@ import (
 	"net/netip"
 	"slices"
 	stdsync "sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/telcolb/telcolb/api"
+	"github.com/telcolb/telcolb/ha"
+	"github.com/telcolb/telcolb/ha/sync"
 	ngapl "github.com/telcolb/telcolb/l7parse/ngap"
 	"github.com/telcolb/telcolb/sctplb"
 	"github.com/telcolb/telcolb/sctplb/abort"
@@ -158,6 +162,8 @@ func TestTakeoverOnlyWhenThePeerStaysLost(t *testing.T) {
 	}
 	r.mu.Unlock()
 	r.setRunning(func(svc string) (*sctplb.Proxy, bool) { return p, svc == "n2" })
+	// lb2 owns the VIP (as by the L2 election once lb1 is gone).
+	r.setOwner(func(netip.Addr) vipOwner { return ownerSelf })
 	nsent := func() int { mu.Lock(); defer mu.Unlock(); return len(sent) }
 	waitFor(t, "lb1 and lb2 connected", func() bool { return lb1.node.Up("lb2") && lb2.node.Up("lb1") })
 
@@ -245,21 +251,233 @@ func TestAbortPeerSendsOncePerDeadAssociation(t *testing.T) {
 	k, v := gnbRecord(t, "gnb-s", tgt("192.0.2.9:4009", 99))
 	r.held["stopped"][k] = heldN2{from: "lb1", value: v}
 	r.setRunning(func(svc string) (*sctplb.Proxy, bool) { return p, svc == "n2" })
+	r.setOwner(func(netip.Addr) vipOwner { return ownerSelf })
+	verdict := func(up bool) {
+		r.abortPeer(ctx, "lb1", takeoverGrace, TakeoverAbortOwner, map[netip.Addr]bool{}, func() bool { return up })
+	}
 
-	r.abortPeer(ctx, "lb1", func() bool { return true })
+	verdict(true)
 	if len(sent) != 0 {
 		t.Fatalf("ABORTs while the peer is up: %v", sent)
 	}
-	r.abortPeer(ctx, "lb1", func() bool { return false })
+	verdict(false)
 	if want := []abort.Target{a, b}; !slices.Equal(sent, want) {
 		t.Fatalf("sent %v, want %v", sent, want)
 	}
-	r.abortPeer(ctx, "lb1", func() bool { return false })
+	verdict(false)
 	if len(sent) != 2 {
 		t.Errorf("a second verdict sent again: %v", sent)
 	}
 	c := r.takeoverCounts()
 	if c["sent"] != 2 || c["failed"] != 0 || c["own"] != 3 {
 		t.Errorf("counts %v, want sent 2, own 3 (one per verdict), failed 0", c)
+	}
+}
+
+// The gate's decision for one VIP of a lost peer: peer up/lost x within or
+// past the grace x owner (self, other, none) x mode. Nothing before the
+// grace nor while the peer is up; an abort only when this node owns the
+// VIP, or for a VIP nobody owns in mode peer-lost; a VIP owned elsewhere
+// waits for its ownership until the grace plus takeoverOwnerWait, then is
+// left; mode off never aborts.
+func TestTakeoverDecision(t *testing.T) {
+	owner, peerLost, off := TakeoverAbortOwner, TakeoverAbortPeerLost, TakeoverAbortOff
+	early, grace, late := takeoverGrace/2, takeoverGrace, takeoverGrace+takeoverOwnerWait
+	for _, c := range []struct {
+		mode    string
+		up      bool
+		lostFor time.Duration
+		owner   vipOwner
+		want    takeoverStep
+	}{
+		// Before the grace: wait, whoever owns the VIP.
+		{owner, false, early, ownerSelf, stepWait},
+		{owner, false, early, ownerOther, stepWait},
+		{peerLost, false, early, ownerNone, stepWait},
+		// The peer back: nothing, ever.
+		{owner, true, grace, ownerSelf, stepSkip},
+		{peerLost, true, late, ownerNone, stepSkip},
+		// Owned here: abort in both modes.
+		{owner, false, grace, ownerSelf, stepAbort},
+		{peerLost, false, grace, ownerSelf, stepAbort},
+		{owner, false, late, ownerSelf, stepAbort},
+		// Owned elsewhere (a live peer behind a cut sync link keeps it):
+		// wait for the election, then leave it, in both modes.
+		{owner, false, grace, ownerOther, stepWait},
+		{owner, false, late - time.Millisecond, ownerOther, stepWait},
+		{owner, false, late, ownerOther, stepSkip},
+		{peerLost, false, grace, ownerOther, stepWait},
+		{peerLost, false, late, ownerOther, stepSkip},
+		// No owner elected (BGP, static route): only in mode peer-lost.
+		{owner, false, grace, ownerNone, stepSkip},
+		{owner, false, late, ownerNone, stepSkip},
+		{peerLost, false, grace, ownerNone, stepAbort},
+		// Off: never.
+		{off, false, grace, ownerSelf, stepSkip},
+		{off, false, late, ownerNone, stepSkip},
+	} {
+		got, why := takeoverDecision(c.mode, c.up, c.lostFor, c.owner)
+		if got != c.want || why == "" {
+			t.Errorf("mode %s, peer up %v, lost for %v, owner %v: %v (%q), want %v", c.mode, c.up, c.lostFor, c.owner, got, why, c.want)
+		}
+	}
+}
+
+// One verdict's rounds in the shell: the associations on a VIP owned here
+// are aborted at the first round; those on a VIP another node owns wait
+// (the round says more), and are aborted if the ownership moves here
+// within takeoverOwnerWait, else left for good and counted not_owner, once
+// per association; a VIP without an owner is left in mode owner.
+func TestAbortPeerOnlyForVIPsOwnedHere(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	p := runProxy(t, ctx, memory.New(memory.Config{Queue: 64}))
+	vipSelf, vipMoves, vipOther, vipNone := netip.MustParseAddr("10.0.0.100"), netip.MustParseAddr("10.0.0.101"),
+		netip.MustParseAddr("10.0.0.102"), netip.MustParseAddr("10.0.0.103")
+	on := func(vip netip.Addr, gnb string, tag uint32) abort.Target {
+		return abort.Target{Src: netip.AddrPortFrom(vip, 38412), Dst: netip.MustParseAddrPort(gnb), Tag: tag}
+	}
+	a, m, o1, o2, n := on(vipSelf, "192.0.2.1:4001", 11), on(vipMoves, "192.0.2.2:4002", 22), on(vipOther, "192.0.2.3:4003", 33),
+		on(vipOther, "192.0.2.4:4004", 44), on(vipNone, "192.0.2.5:4005", 55)
+	r := newN2Replica(nil, slog.New(slog.DiscardHandler))
+	var sent []abort.Target
+	r.takeover.send = func(t abort.Target) error { sent = append(sent, t); return nil }
+	r.held["n2"] = map[string]heldN2{}
+	for name, tg := range map[string]abort.Target{"gnb-a": a, "gnb-m": m, "gnb-o1": o1, "gnb-o2": o2, "gnb-n": n} {
+		k, v := gnbRecord(t, name, tg)
+		r.held["n2"][k] = heldN2{from: "lb1", value: v}
+	}
+	r.setRunning(func(svc string) (*sctplb.Proxy, bool) { return p, svc == "n2" })
+	owners := map[netip.Addr]vipOwner{vipSelf: ownerSelf, vipMoves: ownerOther, vipOther: ownerOther, vipNone: ownerNone}
+	r.setOwner(func(v netip.Addr) vipOwner { return owners[v] })
+	settled := map[netip.Addr]bool{}
+	lost := func() bool { return false }
+
+	if more := r.abortPeer(ctx, "lb1", takeoverGrace, TakeoverAbortOwner, settled, lost); !more {
+		t.Error("first round: VIPs owned elsewhere do not wait")
+	}
+	if !slices.Equal(sent, []abort.Target{a}) {
+		t.Fatalf("first round sent %v, want only %v (VIP owned here)", sent, a)
+	}
+	// The election moves vipMoves here within the wait.
+	owners[vipMoves] = ownerSelf
+	if more := r.abortPeer(ctx, "lb1", takeoverGrace+takeoverOwnerWait/2, TakeoverAbortOwner, settled, lost); !more {
+		t.Error("second round: vipOther no longer waits")
+	}
+	if !slices.Equal(sent, []abort.Target{a, m}) {
+		t.Fatalf("second round: sent %v, want %v then %v (its VIP moved here)", sent, a, m)
+	}
+	if more := r.abortPeer(ctx, "lb1", takeoverGrace+takeoverOwnerWait, TakeoverAbortOwner, settled, lost); more {
+		t.Error("past the owner wait, still waiting")
+	}
+	if more := r.abortPeer(ctx, "lb1", 2*(takeoverGrace+takeoverOwnerWait), TakeoverAbortOwner, settled, lost); more {
+		t.Error("a settled verdict waits again")
+	}
+	if !slices.Equal(sent, []abort.Target{a, m}) {
+		t.Errorf("sent %v: an association on a VIP not owned here was aborted", sent)
+	}
+	if c := r.takeoverCounts(); c["sent"] != 2 || c["not_owner"] != 3 {
+		t.Errorf("counts %v, want sent 2, not_owner 3 (two on vipOther, one on vipNone)", c)
+	}
+	// Mode peer-lost, a new verdict: the VIP without an owner is aborted,
+	// the one owned elsewhere still not.
+	if more := r.abortPeer(ctx, "lb1", takeoverGrace+takeoverOwnerWait, TakeoverAbortPeerLost, map[netip.Addr]bool{}, lost); more {
+		t.Error("peer-lost round past the wait still waits")
+	}
+	if !slices.Equal(sent, []abort.Target{a, m, n}) {
+		t.Errorf("peer-lost: sent %v, want %v added", sent, n)
+	}
+}
+
+// A cut sync link with the peer alive: lb1 and lb2 stop hearing each
+// other (every sync message dropped both ways, the TCP connections open,
+// as behind a partition), lb2's sync declares lb1 lost by its peer
+// timeout, not by TCP; lb1 still owns its VIP (the L2 election on the
+// clients' segment still hears it), so lb2 aborts none of lb1's
+// associations on it (not_owner), while those on a VIP lb2 owns are
+// aborted.
+func TestCutSyncLinkAbortsNothingOnAVIPThePeerOwns(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	pair := newHAPair(t)
+	var cut atomic.Bool
+	liveness := func(c *HAConfig) {
+		c.Node.Machine.KeepaliveInterval, c.Node.Machine.PeerTimeout = 200*time.Millisecond, time.Second
+		c.TakeoverAbort = TakeoverAbortOwner
+		c.Node.Impair = func(string) sync.Fault { return sync.Fault{Drop: cut.Load()} }
+	}
+	// lb2 times out first (lb1's timeout is longer): its verdict is its
+	// own liveness, not lb1's close.
+	lb1 := pair.startWith("lb1", newMemCT(), func(c *HAConfig) { liveness(c); c.Node.Machine.PeerTimeout = 30 * time.Second })
+	lb2 := pair.startWith("lb2", newMemCT(), liveness)
+	p := runProxy(t, ctx, memory.New(memory.Config{Queue: 64}))
+	r := lb2.N2Replica()
+	var mu stdsync.Mutex
+	var sent []abort.Target
+	r.takeover.mu.Lock()
+	r.takeover.send = func(t abort.Target) error { mu.Lock(); sent = append(sent, t); mu.Unlock(); return nil }
+	r.takeover.mu.Unlock()
+	peersVIP, oursVIP := netip.MustParseAddr("10.0.0.100"), netip.MustParseAddr("10.0.0.101")
+	a := abort.Target{Src: netip.AddrPortFrom(peersVIP, 38412), Dst: netip.MustParseAddrPort("192.0.2.1:4001"), Tag: 11}
+	b := abort.Target{Src: netip.AddrPortFrom(oursVIP, 38412), Dst: netip.MustParseAddrPort("192.0.2.2:4002"), Tag: 22}
+	r.mu.Lock()
+	r.held["n2"] = map[string]heldN2{}
+	for name, tg := range map[string]abort.Target{"gnb-a": a, "gnb-b": b} {
+		k, v := gnbRecord(t, name, tg)
+		r.held["n2"][k] = heldN2{from: "lb1", value: v}
+	}
+	r.mu.Unlock()
+	r.setRunning(func(svc string) (*sctplb.Proxy, bool) { return p, svc == "n2" })
+	r.setOwner(func(v netip.Addr) vipOwner {
+		if v == oursVIP {
+			return ownerSelf
+		}
+		return ownerOther // lb1 keeps answering for it
+	})
+	waitFor(t, "lb1 and lb2 connected", func() bool { return lb1.node.Up("lb2") && lb2.node.Up("lb1") })
+	cut.Store(true)
+	waitFor(t, "lb2's sync declaring lb1 lost", func() bool { return !lb2.node.Up("lb1") })
+	if st := lb2.node.Stats(); st.SilentPeers < 1 {
+		t.Errorf("lb1 lost without a peer timeout (silent peers %d): not the liveness verdict", st.SilentPeers)
+	}
+	waitFor(t, "the takeover's verdict", func() bool {
+		c := r.takeoverCounts()
+		return c["not_owner"] >= 1 && c["sent"] >= 1
+	})
+	time.Sleep(takeoverOwnerPoll * 3)
+	mu.Lock()
+	defer mu.Unlock()
+	if !slices.Equal(sent, []abort.Target{b}) {
+		t.Errorf("sent %v, want only %v: an ABORT on the VIP the live peer owns", sent, b)
+	}
+	if c := r.takeoverCounts(); c["not_owner"] != 1 {
+		t.Errorf("counts %v, want not_owner 1", c)
+	}
+}
+
+// fixedAnnouncer reports a fixed announcement.
+type fixedAnnouncer map[netip.Addr]ha.Announcement
+
+func (fixedAnnouncer) Set(context.Context, []ha.VIP) error         { return nil }
+func (f fixedAnnouncer) Announced() map[netip.Addr]ha.Announcement { return f }
+func (fixedAnnouncer) Close() error                                { return nil }
+
+// The ownership the gate reads: L2's election only (a VIP this node
+// answers for is its own, one in the L2 set it does not answer for is
+// another member's); a VIP only BGP announces, or none, has no owner.
+func TestVIPOwnerFromTheL2Election(t *testing.T) {
+	mine, theirs, noOneYet, bgpOnly, unknown := netip.MustParseAddr("10.0.0.1"), netip.MustParseAddr("10.0.0.2"),
+		netip.MustParseAddr("10.0.0.3"), netip.MustParseAddr("10.0.0.4"), netip.MustParseAddr("10.0.0.5")
+	l2 := fixedAnnouncer{mine: {Via: []string{"l2/eth0"}, Owner: "lb2"}, theirs: {Owner: "lb1"}, noOneYet: {}}
+	bgp := fixedAnnouncer{mine: {Via: []string{"bgp/r1"}}, theirs: {Via: []string{"bgp/r1"}}, bgpOnly: {Via: []string{"bgp/r1"}}}
+	a := &advertiser{announcers: map[string]ha.Announcer{api.AdvertiseL2: l2, api.AdvertiseBGP: bgp}}
+	for v, want := range map[netip.Addr]vipOwner{mine: ownerSelf, theirs: ownerOther, noOneYet: ownerOther, bgpOnly: ownerNone, unknown: ownerNone} {
+		if got := a.vipOwner(v); got != want {
+			t.Errorf("%v: owner %v, want %v", v, got, want)
+		}
+	}
+	a = &advertiser{announcers: map[string]ha.Announcer{api.AdvertiseBGP: bgp}}
+	if got := a.vipOwner(mine); got != ownerNone {
+		t.Errorf("BGP only: owner %v, want none", got)
 	}
 }

@@ -252,6 +252,10 @@ func NewServer(cfg Config) (*Server, error) {
 		_ = s.n2.close()
 		return nil, fmt.Errorf("server: register metrics: %w", err)
 	}
+	if cfg.N2.Replica != nil {
+		// The N2 takeover ABORTs only the VIPs this node owns.
+		cfg.N2.Replica.setOwner(s.adv.vipOwner)
+	}
 	s.log.Info("rule store loaded", "services", len(loaded), "damaged", len(damaged), "path", s.store.dir(), "maxServices", maxID, "bootID", s.bootID)
 	s.buildMux()
 	return s, nil
