@@ -12,8 +12,9 @@ import (
 // The replies here are built field by field after the kernel's layout
 // (net/sctp/diag.c inet_sctp_diag_fill: inet_diag_msg, INET_DIAG_INFO with
 // struct sctp_info, INET_DIAG_LOCALS, INET_DIAG_PEERS as sockaddr_storage
-// arrays); the kernel's own answers are read in the 6.1 VM
-// (sctplb/transport/kernel's tests, run by scenarios/vm).
+// arrays); a reply of the kernel itself is in testdata (real_test.go), and
+// the kernel's answers are read live in the 6.1 VM (sctplb/transport/kernel's
+// tests, run by scenarios/vm).
 
 func attr(typ uint16, v []byte) []byte {
 	b := make([]byte, align4(4+len(v)))
@@ -230,6 +231,9 @@ func FuzzParseReply(f *testing.F) {
 	f.Add(nlmsg(sockDiagByFamily, 1, assocRec().body()))
 	f.Add(append(nlmsg(sockDiagByFamily, 1, assocRec().body()), nlmsg(nlmsgDone, 1, []byte{0, 0, 0, 0})...))
 	f.Add(nlmsg(nlmsgError, 1, errBody(-2)))
+	for _, d := range realDump(f) {
+		f.Add(d)
+	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		r, err := ParseReply(b, 1)
 		if err != nil {
