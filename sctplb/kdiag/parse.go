@@ -103,8 +103,9 @@ type Reply struct {
 }
 
 // ParseReply parses one netlink datagram of a sock_diag answer: a
-// sequence of messages, each SOCK_DIAG_BY_FAMILY (an association, or an
-// endpoint without peers, which is skipped), NLMSG_DONE or NLMSG_ERROR.
+// sequence of messages, each SOCK_DIAG_BY_FAMILY (an association, or a
+// socket's own record without peers, which is skipped), NLMSG_DONE or
+// NLMSG_ERROR.
 // Messages of another sequence number than seq are an error. An error
 // message, or a DONE carrying an error, is returned as a syscall.Errno
 // wrapped with context (ENOENT: no sctp_diag in the kernel).
@@ -172,8 +173,9 @@ func ParseReply(b []byte, seq uint32) (Reply, error) {
 func align4(n int) int { return (n + 3) &^ 3 }
 
 // ParseAssoc parses the body of one SOCK_DIAG_BY_FAMILY answer: struct
-// inet_diag_msg and its attributes. assoc is false for an endpoint's record
-// (a listening socket: no INET_DIAG_PEERS), which has no tags. An
+// inet_diag_msg and its attributes. assoc is false for a socket's own
+// record (sctp_diag sends one before the socket's associations, and one
+// per listening socket: no INET_DIAG_PEERS, sctp_info zero). An
 // association's record must carry INET_DIAG_INFO (the tags) and
 // INET_DIAG_LOCALS.
 func ParseAssoc(b []byte) (a Assoc, assoc bool, err error) {
