@@ -76,8 +76,11 @@ func repoRoot() (string, error) {
 
 // SCTPModules are the modules every VM loads: the NIC qemu emulates and
 // kernel SCTP. crc32c_generic is only a soft dependency of libcrc32c
-// (through the crypto API), so it is named explicitly.
-var SCTPModules = []string{"e1000", "crc32c_generic", "sctp"}
+// (through the crypto API), so it is named explicitly. sctp_diag (with
+// inet_diag) is what the kernel transport reads the associations'
+// verification tags from (sctplb/kdiag); the initramfs has no modprobe to
+// load it on demand.
+var SCTPModules = []string{"e1000", "crc32c_generic", "sctp", "sctp_diag"}
 
 // DatapathModules add what telcolb's datapath and the namespace tests need
 // on a kernel without tcx: clsact qdisc, cls_bpf filters, veth pairs.

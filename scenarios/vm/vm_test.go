@@ -61,8 +61,15 @@ func TestVMBootsAndRunsCommands(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if kr.Exit != 0 || strings.Contains(kr.Stdout, "--- SKIP") || !strings.Contains(kr.Stdout, "--- PASS: TestCloseWhileInUseReleasesTheDescriptorSafely") {
+	if kr.Exit != 0 || strings.Contains(kr.Stdout, "--- SKIP") || !strings.Contains(kr.Stdout, "--- PASS: TestCloseWhileInUseReleasesTheDescriptorSafely") ||
+		!strings.Contains(kr.Stdout, "--- PASS: TestAbortTargetEndsThePeersAssociation") {
 		t.Errorf("sctplb/transport/kernel tests on kernel SCTP: exit %d\n%s", kr.Exit, kr.Stdout)
+	}
+	// What the ABORT test read from sctp_diag and how the association ended.
+	for _, line := range strings.Split(kr.Stdout, "\n") {
+		if strings.Contains(line, "target") || strings.Contains(line, "after the ABORT") {
+			t.Log(strings.TrimSpace(line))
+		}
 	}
 }
 

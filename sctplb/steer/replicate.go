@@ -71,8 +71,8 @@ const (
 	// fields follow the AMF results). A node that only knows version 1
 	// refuses version 2 gNB records (the error names the version): during
 	// a rolling upgrade, such a node cannot resume the UEs of a newer
-	// node on the userspace transport. Kernel transport records stay
-	// version 1.
+	// node whose transport gives targets: usrsctp always, the kernel
+	// transport where sctp_diag answers (sctplb/kdiag).
 	recVersion      byte = 1
 	recVersionAbort byte = 2
 )

@@ -100,10 +100,10 @@ type Conn interface {
 
 // AbortTargeter is implemented by the Conns whose stack tells the
 // association's verification tags (userspace: usrsctp's
-// SCTP_GET_NONCE_VALUES). What it returns lets another node end the
-// association with an ABORT once this process is gone (an HA takeover:
-// sctplb/abort). The kernel transport does not implement it: no socket
-// option of Linux's SCTP returns the tags (see docs/architecture.md).
+// SCTP_GET_NONCE_VALUES; kernel: no socket option returns them, so it reads
+// sctp_diag netlink through sctplb/kdiag, failing where the sctp_diag module
+// is missing). What it returns lets another node end the association with
+// an ABORT once this process is gone (an HA takeover: sctplb/abort).
 type AbortTargeter interface {
 	AbortTarget() (abort.Target, error)
 }

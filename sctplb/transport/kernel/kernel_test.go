@@ -3,12 +3,16 @@ package kernel
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/netip"
 	"os"
 	"os/exec"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/telcolb/telcolb/sctplb/abort"
 	"github.com/telcolb/telcolb/sctplb/transport"
 )
 
@@ -205,4 +209,123 @@ func TestCloseWhileInUseReleasesTheDescriptorSafely(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the peer's Recv did not end after the association closed")
 	}
+}
+
+// The abort target read from sctp_diag names the association exactly: an
+// ABORT built from it (sent as another node would, from a raw socket) ends
+// the peer's association on the Linux stack, one with any other tag is
+// discarded. Runs for a listener on 127.0.0.1 (an AF_INET socket) and on
+// every address (AF_INET6, the association's addresses IPv4), in the VM
+// of scenarios/vm (root for the raw socket, the sctp_diag module loaded).
+func TestAbortTargetEndsThePeersAssociation(t *testing.T) {
+	requireKernelSCTP(t)
+	for i, listen := range [][]netip.Addr{{netip.MustParseAddr("127.0.0.1")}, nil} {
+		t.Run(fmt.Sprintf("listen=%v", listen), func(t *testing.T) {
+			port := uint16(38480 + i)
+			client, server := pair(t, listen, port)
+			sat, ok1 := server.(transport.AbortTargeter)
+			cat, ok2 := client.(transport.AbortTargeter)
+			if !ok1 || !ok2 {
+				t.Fatal("kernel conns do not implement transport.AbortTargeter")
+			}
+			st, err := sat.AbortTarget()
+			if err != nil {
+				t.Fatalf("server's abort target: %v", err)
+			}
+			ct, err := cat.AbortTarget()
+			if err != nil {
+				t.Fatalf("client's abort target: %v", err)
+			}
+			lo := netip.MustParseAddr("127.0.0.1")
+			if st.Src != netip.AddrPortFrom(lo, port) || st.Dst.Addr() != lo || st.Dst != ct.Src || ct.Dst != st.Src {
+				t.Fatalf("targets: server %v, client %v", st, ct)
+			}
+			// Each end's target carries the other's tag: two tags, both set.
+			if st.Tag == ct.Tag {
+				t.Fatalf("both ends name tag %#x", st.Tag)
+			}
+			t.Logf("server's target %v, client's %v", st, ct)
+			before := abortedCount(t)
+
+			// A wrong tag is discarded (RFC 9260 8.5.1): the association works on.
+			if err := abort.Send(st.Src, st.Dst, st.Tag+1, false); err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if err := server.Send(ctx, transport.Message{PPID: 60, Data: []byte("after a wrong ABORT")}); err != nil {
+				t.Fatal(err)
+			}
+			if m, err := client.Recv(ctx); err != nil || string(m.Data) != "after a wrong ABORT" {
+				t.Fatalf("after an ABORT with a wrong tag the client got %q, %v", m.Data, err)
+			}
+
+			if err := st.Send(); err != nil {
+				t.Fatal(err)
+			}
+			if m, err := client.Recv(ctx); err == nil || ctx.Err() != nil {
+				t.Fatalf("client's association after the ABORT: message %q, err %v (context %v)", m.Data, err, ctx.Err())
+			} else {
+				t.Logf("client's Recv after the ABORT: %v", err)
+			}
+			if after := abortedCount(t); after != before+1 {
+				t.Errorf("SctpAborteds %d -> %d, want one more", before, after)
+			}
+		})
+	}
+}
+
+// pair is one association over 127.0.0.1 to a listener on listen (none:
+// every address).
+func pair(t *testing.T, listen []netip.Addr, port uint16) (client, server transport.Conn) {
+	t.Helper()
+	tr := New(Config{Streams: 4})
+	ln, err := tr.Listen(transport.Endpoint{Addrs: listen, Port: port})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ln.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	acc := make(chan transport.Conn, 1)
+	go func() {
+		c, err := ln.Accept(ctx)
+		if err != nil {
+			t.Error(err)
+		}
+		acc <- c
+	}()
+	lo := []netip.Addr{netip.MustParseAddr("127.0.0.1")}
+	client, err = tr.Dial(ctx, lo, transport.Endpoint{Addrs: lo, Port: port})
+	if err != nil {
+		t.Fatal(err)
+	}
+	server = <-acc
+	if server == nil {
+		t.FailNow()
+	}
+	t.Cleanup(func() { _ = client.Close(); _ = server.Close() })
+	return client, server
+}
+
+// abortedCount is the kernel's SctpAborteds (associations ended by an
+// ABORT received).
+func abortedCount(t *testing.T) int64 {
+	t.Helper()
+	b, err := os.ReadFile("/proc/net/sctp/snmp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) == 2 && f[0] == "SctpAborteds" {
+			n, err := strconv.ParseInt(f[1], 10, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return n
+		}
+	}
+	t.Fatalf("no SctpAborteds in /proc/net/sctp/snmp:\n%s", b)
+	return 0
 }

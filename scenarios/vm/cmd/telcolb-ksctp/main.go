@@ -95,6 +95,7 @@ func server(ctx context.Context, args []string) error {
 			return err
 		}
 		p.event(sctppeer.ServerEvent{Event: "assoc", State: "COMM_UP", Peers: []string{c.Remote()}})
+		printTarget(c)
 		go func() {
 			n, err := echo(ctx, c, []byte(*id+"\x00"))
 			ev := sctppeer.ServerEvent{Event: "closed", Messages: n, Peers: []string{c.Remote()}}
@@ -104,6 +105,30 @@ func server(ctx context.Context, args []string) error {
 			p.event(ev)
 		}()
 	}
+}
+
+// TargetEvent is the line printed for every association: the ABORT
+// target the kernel transport read for it from sctp_diag (what an N2 gNB
+// record carries), or why it has none.
+type TargetEvent struct {
+	Event string `json:"event"` // "abort-target"
+	Src   string `json:"src,omitempty"`
+	Dst   string `json:"dst,omitempty"`
+	Tag   uint32 `json:"tag,omitempty"`
+	Error string `json:"error,omitempty"`
+}
+
+func printTarget(c transport.Conn) {
+	e := TargetEvent{Event: "abort-target"}
+	if at, ok := c.(transport.AbortTargeter); !ok {
+		e.Error = "transport gives no abort target"
+	} else if t, err := at.AbortTarget(); err != nil {
+		e.Error = err.Error()
+	} else {
+		e.Src, e.Dst, e.Tag = t.Src.String(), t.Dst.String(), t.Tag
+	}
+	b, _ := json.Marshal(e)
+	fmt.Println(string(b))
 }
 
 func sctppeerStrings(a []netip.Addr) []string {
@@ -169,6 +194,7 @@ func client(ctx context.Context, args []string) error {
 		return nil
 	}
 	defer c.Close()
+	printTarget(c)
 	res.Associated = true
 	res.PeerAddrs = []string{c.Remote()}
 
