@@ -111,33 +111,7 @@ func requireKernelSCTP(t *testing.T) {
 // loopbackPair returns both ends of one association over 127.0.0.1.
 func loopbackPair(t *testing.T, port uint16) (client, server transport.Conn) {
 	t.Helper()
-	tr := New(Config{Streams: 4})
-	lo := []netip.Addr{netip.MustParseAddr("127.0.0.1")}
-	ln, err := tr.Listen(transport.Endpoint{Addrs: lo, Port: port})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = ln.Close() })
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	acc := make(chan transport.Conn, 1)
-	go func() {
-		c, err := ln.Accept(ctx)
-		if err != nil {
-			t.Error(err)
-		}
-		acc <- c
-	}()
-	client, err = tr.Dial(ctx, lo, transport.Endpoint{Addrs: lo, Port: port})
-	if err != nil {
-		t.Fatal(err)
-	}
-	server = <-acc
-	if server == nil {
-		t.FailNow()
-	}
-	t.Cleanup(func() { _ = client.Close(); _ = server.Close() })
-	return client, server
+	return pair(t, []netip.Addr{netip.MustParseAddr("127.0.0.1")}, port)
 }
 
 // A Recv blocked on an idle association returns once its context ends:
