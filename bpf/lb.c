@@ -290,13 +290,16 @@ static __noinline int new_flow(struct __sk_buff *skb, struct pkt *p, struct ct_k
 		count_drop(rc);
 		return TC_ACT_SHOT;
 	}
+	// Another path of a taken-up association (CT_F_RELEASED, set by
+	// young_port) is no connection of its own: neither active nor a session.
+	int own = !(vp->flags & CT_F_RELEASED);
 	__u32 *act = bpf_map_lookup_elem(&ep_active, &ek);
-	if (act && !(vp->flags & CT_F_RELEASED))
+	if (act && own)
 		__sync_fetch_and_add(act, 1);
-	if (young_candidate(p) && !(vp->flags & CT_F_RELEASED))
+	if (own && young_candidate(p))
 		young_note(p, vp);
-	count(&svc_stats, id, skb->len, 1);
-	count_ep(ek, skb->len, 1);
+	count(&svc_stats, id, skb->len, own);
+	count_ep(ek, skb->len, own);
 
 	if (p->ttl <= 1)
 		return TC_ACT_OK;

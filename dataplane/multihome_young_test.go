@@ -118,14 +118,19 @@ func TestSCTPTakenUpAssociationKeepsOneEndpointAndPort(t *testing.T) {
 						diffHex(t, fmt.Sprintf("association %d, %s reply", n, p.name), out, w.frame())
 					}
 				}
-				// Each association counts once toward its endpoint, not once
-				// per path.
+				// Each association counts once toward its endpoint, active
+				// and as a session, not once per path.
 				st, err := e.d.ServiceStats(id, numTestEPs)
 				if err != nil {
 					t.Fatal(err)
 				}
-				if st.Active != 2 {
-					t.Errorf("%d active associations, want 2 (one per association): %+v", st.Active, st.Endpoints)
+				var sessions uint64
+				for _, ep := range st.Endpoints {
+					sessions += ep.Sessions
+				}
+				if st.Active != 2 || st.Sessions != 2 || sessions != 2 {
+					t.Errorf("%d active, %d sessions (%d over the endpoints), want 2 each (one per association): %+v",
+						st.Active, st.Sessions, sessions, st.Endpoints)
 				}
 			})
 		}
