@@ -177,3 +177,61 @@ func TestSCTPTakenUpPathLeavesAnotherFlowsPort(t *testing.T) {
 		t.Fatalf("the other flow's reply entry: %+v (%v), want it untouched", got, err)
 	}
 }
+
+// A node holding only an association's INIT entry (the HA sync imported it,
+// not yet the paths its INIT-ACK adds) takes up its other paths with that
+// entry's endpoint and SNAT port, which the endpoint knows: found from the
+// same client address through the service's other VIP, then noted for the
+// association's other client addresses.
+func TestSCTPTakenUpPathJoinsTheINITsEntry(t *testing.T) {
+	e := newEnv(t)
+	e.mhNeighbours()
+	id := uint32(40)
+	for _, mode := range []Mode{ModeDefault, ModeFullNAT} {
+		for _, v6 := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/v6=%v", modeNames[mode], v6), func(t *testing.T) {
+				e := e.sub(t)
+				id++
+				a := mhFamily(v6)
+				const vport, eport, cport, etag = 38412, 38413, 53000, 0x3c3c3c3c
+				e.upsert(Service{ID: id, VIP: a.vip, SecondaryVIPs: []netip.Addr{a.vip2}, PortStart: vport, Proto: ProtoSCTP,
+					Mode: mode, Select: SelectRR, Endpoints: testEndpoints(v6, numTestEPs, eport)})
+				t.Cleanup(func() { _ = e.d.DeleteService(id) })
+				init := pkt{srcMAC: clientMAC, dstMAC: lbMAC0, src: a.c1, dst: a.vip, proto: 132, sport: cport, dport: vport, ttl: 64,
+					sctpChunks: sctpInitWith(1, 0x1111, paramAddr(a.c1), paramAddr(a.c2))}
+				ret, out := e.run(init.frame())
+				if ret != actRedirect {
+					t.Fatalf("INIT verdict %d", ret)
+				}
+				ep, port := natOut(t, out, v6)
+				for _, p := range []struct {
+					name   string
+					client netip.Addr
+					chunks []byte
+				}{{"DATA c1 to vip2", a.c1, sctpData(30)}, {"HEARTBEAT c2 to vip2", a.c2, sctpSimple(4)}} {
+					in := pkt{srcMAC: clientMAC, dstMAC: lbMAC0, src: p.client, dst: a.vip2, proto: 132, sport: cport, dport: vport, ttl: 64,
+						sctpVtag: etag, sctpChunks: p.chunks}
+					ret, out := e.run(in.frame())
+					if ret != actRedirect {
+						t.Fatalf("%s: verdict %d", p.name, ret)
+					}
+					src := p.client
+					if mode == ModeFullNAT {
+						src = a.vip2
+					}
+					w := in
+					w.srcMAC, w.dstMAC, w.ttl = lbMAC1, epMAC(epIndex(t, ep)), 63
+					w.src, w.sport, w.dst, w.dport = src, port, ep, eport
+					diffHex(t, fmt.Sprintf("%s toward the INIT's %s port %d", p.name, ep, port), out, w.frame())
+				}
+				st, err := e.d.ServiceStats(id, numTestEPs)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if st.Active != 1 || st.Sessions != 1 {
+					t.Errorf("%d active, %d sessions, want 1 each: %+v", st.Active, st.Sessions, st.Endpoints)
+				}
+			})
+		}
+	}
+}

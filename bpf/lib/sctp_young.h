@@ -27,13 +27,51 @@ static __always_inline int young_candidate(const struct pkt *p)
 	return p->proto == IPPROTO_SCTP && p->chunk_type != SCTP_INIT && p->vtag;
 }
 
-// The endpoint of a path of the same association taken up earlier, -1 when
-// there is none or its endpoint can no longer be used (the association is
-// lost anyway).
+// No note yet: the association may have an entry here from the same client
+// address through another of the service's VIPs, made by its INIT (the HA
+// sync imported the INIT's entry, not yet the paths the INIT-ACK adds).
+// That entry's endpoint and SNAT port, which the endpoint knows, become the
+// note; its endpoint tag must be the packet's, or unknown (no INIT-ACK seen
+// there). 1 when noted.
+static __noinline int young_adopt(const struct pkt *p, const struct young_key *yk)
+{
+	__u32 svc = yk->svc;
+	struct svc_vips *sv = bpf_map_lookup_elem(&svc_vip_list, &svc);
+	if (!sv)
+		return 0;
+	struct ct_key k = {};
+	addr_cpy(k.src, p->src);
+	k.sport = p->sport;
+	k.dport = p->dport;
+	k.proto = IPPROTO_SCTP;
+	// Unrolled like snat_pick's probe: a loop closing on a helper call's
+	// fall-through is refused by 6.1's check_cfg.
+#pragma unroll
+	for (int i = 0; i < LB_MAX_VIPS; i++) {
+		if (i >= sv->n)
+			break;
+		if (addr_eq(sv->vip[i], p->dst))
+			continue;
+		addr_cpy(k.dst, sv->vip[i]);
+		struct ct_val *v = bpf_map_lookup_elem(&conntrack, &k);
+		if (!v || (v->flags & CT_F_REPLY) || v->svc != svc || (v->vtag_ep && v->vtag_ep != p->vtag))
+			continue;
+		struct young_val y = {.ep = v->ep, .nat_sport = v->nat_sport};
+		bpf_map_update_elem(&young_assocs, yk, &y, BPF_NOEXIST);
+		return 1;
+	}
+	return 0;
+}
+
+// The endpoint of a path of the same association taken up earlier (or
+// adopted, young_adopt), -1 when there is none or its endpoint can no
+// longer be used (the association is lost anyway).
 static __noinline int young_sibling(const struct pkt *p, __u32 svc, __u32 n_eps)
 {
 	struct young_key k = {.svc = svc, .vtag = p->vtag, .cport = p->sport, .vport = p->dport};
 	struct young_val *y = bpf_map_lookup_elem(&young_assocs, &k);
+	if (!y && young_adopt(p, &k))
+		y = bpf_map_lookup_elem(&young_assocs, &k);
 	if (!y || y->ep >= n_eps || y->ep >= LB_MAX_EPS || !ep_usable(svc, y->ep))
 		return -1;
 	return y->ep;
