@@ -182,7 +182,8 @@ func TestSCTPTakenUpPathLeavesAnotherFlowsPort(t *testing.T) {
 // not yet the paths its INIT-ACK adds) takes up its other paths with that
 // entry's endpoint and SNAT port, which the endpoint knows: found from the
 // same client address through the service's other VIP, then noted for the
-// association's other client addresses.
+// association's other client addresses, also through the INIT's VIP, whose
+// reply tuple the INIT's entry holds with no endpoint tag yet (fullnat).
 func TestSCTPTakenUpPathJoinsTheINITsEntry(t *testing.T) {
 	e := newEnv(t)
 	e.mhNeighbours()
@@ -205,11 +206,17 @@ func TestSCTPTakenUpPathJoinsTheINITsEntry(t *testing.T) {
 				}
 				ep, port := natOut(t, out, v6)
 				for _, p := range []struct {
-					name   string
-					client netip.Addr
-					chunks []byte
-				}{{"DATA c1 to vip2", a.c1, sctpData(30)}, {"HEARTBEAT c2 to vip2", a.c2, sctpSimple(4)}} {
-					in := pkt{srcMAC: clientMAC, dstMAC: lbMAC0, src: p.client, dst: a.vip2, proto: 132, sport: cport, dport: vport, ttl: 64,
+					name        string
+					client, vip netip.Addr
+					chunks      []byte
+				}{
+					{"DATA c1 to vip2", a.c1, a.vip2, sctpData(30)},
+					{"HEARTBEAT c2 to vip2", a.c2, a.vip2, sctpSimple(4)},
+					// Fullnat: the INIT entry's reply tuple (VIP, port) is
+					// this path's too, its endpoint tag still unknown.
+					{"HEARTBEAT c2 to vip", a.c2, a.vip, sctpSimple(4)},
+				} {
+					in := pkt{srcMAC: clientMAC, dstMAC: lbMAC0, src: p.client, dst: p.vip, proto: 132, sport: cport, dport: vport, ttl: 64,
 						sctpVtag: etag, sctpChunks: p.chunks}
 					ret, out := e.run(in.frame())
 					if ret != actRedirect {
@@ -217,7 +224,7 @@ func TestSCTPTakenUpPathJoinsTheINITsEntry(t *testing.T) {
 					}
 					src := p.client
 					if mode == ModeFullNAT {
-						src = a.vip2
+						src = p.vip
 					}
 					w := in
 					w.srcMAC, w.dstMAC, w.ttl = lbMAC1, epMAC(epIndex(t, ep)), 63
