@@ -65,9 +65,13 @@ static __noinline int young_adopt(const struct pkt *p, const struct young_key *y
 
 // The endpoint of a path of the same association taken up earlier (or
 // adopted, young_adopt), -1 when there is none or its endpoint can no
-// longer be used (the association is lost anyway).
-static __noinline int young_sibling(const struct pkt *p, __u32 svc, __u32 n_eps)
+// longer be used (the association is lost anyway). Global, like the two
+// below: verified once, not on every path through new_flow (the program
+// stays under bpf_test.go's verifier budget).
+__noinline int young_sibling(const struct pkt *p, __u32 svc, __u32 n_eps)
 {
+	if (!p)
+		return -1;
 	struct young_key k = {.svc = svc, .vtag = p->vtag, .cport = p->sport, .vport = p->dport};
 	struct young_val *y = bpf_map_lookup_elem(&young_assocs, &k);
 	if (!y && young_adopt(p, &k))
@@ -80,8 +84,10 @@ static __noinline int young_sibling(const struct pkt *p, __u32 svc, __u32 n_eps)
 // The new entry v (zeroed, endpoint ep chosen) joins that association: its
 // SNAT port (snat_pick keeps it when it can) and no count of its own toward
 // the endpoint's active associations (CT_F_RELEASED: never decremented).
-static __noinline int young_port(const struct pkt *p, __u32 svc, __u32 ep, struct ct_val *v)
+__noinline int young_port(const struct pkt *p, __u32 svc, __u32 ep, struct ct_val *v)
 {
+	if (!p || !v)
+		return 0;
 	struct young_key k = {.svc = svc, .vtag = p->vtag, .cport = p->sport, .vport = p->dport};
 	struct young_val *y = bpf_map_lookup_elem(&young_assocs, &k);
 	if (!y || y->ep != ep)
@@ -93,8 +99,10 @@ static __noinline int young_port(const struct pkt *p, __u32 svc, __u32 ep, struc
 
 // Notes the first path's choice for the others (an existing note stays: the
 // first path this node saw decided).
-static __noinline int young_note(const struct pkt *p, const struct ct_val *v)
+__noinline int young_note(const struct pkt *p, const struct ct_val *v)
 {
+	if (!p || !v)
+		return 0;
 	struct young_key k = {.svc = v->svc, .vtag = p->vtag, .cport = p->sport, .vport = p->dport};
 	struct young_val y = {.ep = v->ep, .nat_sport = v->nat_sport};
 	bpf_map_update_elem(&young_assocs, &k, &y, BPF_NOEXIST);
