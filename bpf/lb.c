@@ -21,6 +21,8 @@
 //   sctp_assoc.h  SCTP association records and their paths
 //   sctp_steer.h  LB-assisted path failover: endpoint onto the live path
 //   select.h      endpoint selection
+//   sctp_young.h  SCTP associations taken up from non-INIT packets: every
+//                 path keeps the first one's endpoint and SNAT port
 //   maglev.h      maglev lookup tables (included by select.h)
 //   fib.h         FIB lookup (cached per flow) and forwarding
 //   nat.h         same-family rewrite, SNAT source selection
@@ -72,6 +74,7 @@ char __license[] SEC("license") = "Dual BSD/GPL";
 #include "lib/sctp_assoc.h"
 #include "lib/sctp_steer.h"
 #include "lib/select.h"
+#include "lib/sctp_young.h"
 #include "lib/fib.h"
 #include "lib/nat.h"
 #include "lib/nat64.h"
@@ -183,6 +186,10 @@ static __noinline int new_flow(struct __sk_buff *skb, struct pkt *p, struct ct_k
 			sel = a->ep;
 			release_primary(id, p->init_tag, ports32(p->sport, p->dport));
 		}
+	} else if (young_candidate(p)) {
+		// Another path of an association taken up from its packets
+		// (lib/sctp_young.h) goes to its endpoint.
+		sel = young_sibling(p, id, info->n_eps);
 	}
 	if (sel < 0)
 		sel = select_ep(p, id, info);
@@ -203,6 +210,12 @@ static __noinline int new_flow(struct __sk_buff *skb, struct pkt *p, struct ct_k
 	if (!vp)
 		return TC_ACT_OK;
 	__builtin_memset(vp, 0, sizeof(*vp));
+	// That path's SNAT port too (snat_pick tries it first), and the
+	// association counts once. Looked up again rather than carried from
+	// young_sibling: new_flow is on the deepest call chain (mh_init_new's)
+	// and one more live value spills.
+	if (young_candidate(p))
+		young_port(p, id, epi, vp);
 	addr_cpy(vp->nat_dst, ep->addr);
 	vp->nat_dport = ep->port ? ep->port : p->dport;
 	vp->svc = id;
@@ -225,6 +238,8 @@ static __noinline int new_flow(struct __sk_buff *skb, struct pkt *p, struct ct_k
 		vp->state = p->chunk_type == SCTP_INIT ? CT_SCTP_INIT : CT_SCTP_ESTABLISHED;
 		if (p->chunk_type == SCTP_INIT)
 			vp->vtag_client = p->init_tag;
+		else
+			vp->vtag_ep = p->vtag; // taken up: the tag its paths share
 		vp->cport = p->sport;
 		break;
 	}
@@ -235,7 +250,7 @@ static __noinline int new_flow(struct __sk_buff *skb, struct pkt *p, struct ct_k
 		addr_cpy(vp->nat_src, p->src);
 		vp->nat_sport = p->sport;
 		vp->nat_dport = p->dport; // L2 only: nothing is rewritten
-		vp->flags = CT_F_DSR;
+		vp->flags |= CT_F_DSR;
 		break;
 	case MODE_DEFAULT:
 		addr_cpy(vp->nat_src, p->src);
@@ -275,11 +290,16 @@ static __noinline int new_flow(struct __sk_buff *skb, struct pkt *p, struct ct_k
 		count_drop(rc);
 		return TC_ACT_SHOT;
 	}
+	// Another path of a taken-up association (CT_F_RELEASED, set by
+	// young_port) is no connection of its own: neither active nor a session.
+	int own = !(vp->flags & CT_F_RELEASED);
 	__u32 *act = bpf_map_lookup_elem(&ep_active, &ek);
-	if (act)
+	if (act && own)
 		__sync_fetch_and_add(act, 1);
-	count(&svc_stats, id, skb->len, 1);
-	count_ep(ek, skb->len, 1);
+	if (own && young_candidate(p))
+		young_note(p, vp);
+	count(&svc_stats, id, skb->len, own);
+	count_ep(ek, skb->len, own);
 
 	if (p->ttl <= 1)
 		return TC_ACT_OK;

@@ -269,6 +269,21 @@ type LbSvcVips struct {
 	N   uint32
 }
 
+type LbYoungKey struct {
+	_     structs.HostLayout
+	Svc   uint32
+	Vtag  uint32
+	Cport uint16
+	Vport uint16
+}
+
+type LbYoungVal struct {
+	_        structs.HostLayout
+	Ep       uint32
+	NatSport uint16
+	Pad      uint16
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
@@ -303,6 +318,7 @@ const (
 	LbMapSvcStats        = "svc_stats"
 	LbMapSvcVipList      = "svc_vip_list"
 	LbMapVips            = "vips"
+	LbMapYoungAssocs     = "young_assocs"
 	LbProgTcIngress      = "tc_ingress"
 	LbProgTcPass         = "tc_pass"
 	LbVarCtEventsEnabled = "ct_events_enabled"
@@ -388,6 +404,7 @@ type LbMapSpecs struct {
 	SvcStats       *ebpf.MapSpec `ebpf:"svc_stats"`
 	SvcVipList     *ebpf.MapSpec `ebpf:"svc_vip_list"`
 	Vips           *ebpf.MapSpec `ebpf:"vips"`
+	YoungAssocs    *ebpf.MapSpec `ebpf:"young_assocs"`
 }
 
 // LbVariableSpecs contains global variables before they are loaded into the kernel.
@@ -447,6 +464,7 @@ type LbMaps struct {
 	SvcStats       *ebpf.Map `ebpf:"svc_stats"`
 	SvcVipList     *ebpf.Map `ebpf:"svc_vip_list"`
 	Vips           *ebpf.Map `ebpf:"vips"`
+	YoungAssocs    *ebpf.Map `ebpf:"young_assocs"`
 }
 
 func (m *LbMaps) Close() error {
@@ -481,6 +499,7 @@ func (m *LbMaps) Close() error {
 		m.SvcStats,
 		m.SvcVipList,
 		m.Vips,
+		m.YoungAssocs,
 	)
 }
 

@@ -275,6 +275,21 @@ type SockSvcVips struct {
 	N   uint32
 }
 
+type SockYoungKey struct {
+	_     structs.HostLayout
+	Svc   uint32
+	Vtag  uint32
+	Cport uint16
+	Vport uint16
+}
+
+type SockYoungVal struct {
+	_        structs.HostLayout
+	Ep       uint32
+	NatSport uint16
+	Pad      uint16
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
@@ -307,6 +322,7 @@ const (
 	SockMapSvcStats          = "svc_stats"
 	SockMapSvcVipList        = "svc_vip_list"
 	SockMapVips              = "vips"
+	SockMapYoungAssocs       = "young_assocs"
 	SockProgSockConnect4     = "sock_connect4"
 	SockProgSockConnect6     = "sock_connect6"
 	SockProgSockGetpeername4 = "sock_getpeername4"
@@ -402,6 +418,7 @@ type SockMapSpecs struct {
 	SvcStats     *ebpf.MapSpec `ebpf:"svc_stats"`
 	SvcVipList   *ebpf.MapSpec `ebpf:"svc_vip_list"`
 	Vips         *ebpf.MapSpec `ebpf:"vips"`
+	YoungAssocs  *ebpf.MapSpec `ebpf:"young_assocs"`
 }
 
 // SockVariableSpecs contains global variables before they are loaded into the kernel.
@@ -459,6 +476,7 @@ type SockMaps struct {
 	SvcStats     *ebpf.Map `ebpf:"svc_stats"`
 	SvcVipList   *ebpf.Map `ebpf:"svc_vip_list"`
 	Vips         *ebpf.Map `ebpf:"vips"`
+	YoungAssocs  *ebpf.Map `ebpf:"young_assocs"`
 }
 
 func (m *SockMaps) Close() error {
@@ -491,6 +509,7 @@ func (m *SockMaps) Close() error {
 		m.SvcStats,
 		m.SvcVipList,
 		m.Vips,
+		m.YoungAssocs,
 	)
 }
 

@@ -247,6 +247,31 @@ struct {
 	__type(value, struct addr16);
 } init_pending SEC(".maps");
 
+// SCTP associations taken up from their non-INIT packets (lib/sctp_young.h):
+// the endpoint and SNAT port the first such path got, keyed by what every
+// path carries (the endpoint's verification tag and the ports). LRU like
+// conntrack; not pinned: after a daemon restart the paths already made keep
+// their entries, and only a path still to come would miss its note.
+struct young_key {
+	__u32 svc;
+	__u32 vtag;  // common header tag: the endpoint's (network order)
+	__u16 cport; // network order
+	__u16 vport; // network order
+};
+
+struct young_val {
+	__u32 ep;
+	__u16 nat_sport; // network order; the client port in default mode
+	__u16 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct young_key);
+	__type(value, struct young_val);
+} young_assocs SEC(".maps");
+
 // Compaction (see lib/sctp_compact.h): SCTP packets up to this size are
 // copied into sctp_scratch and rebuilt without their skipped parameters.
 #define LB_COMPACT_MAX 2048

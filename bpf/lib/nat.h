@@ -93,10 +93,15 @@ static __noinline int rewrite(struct __sk_buff *skb, const struct pkt *p, const 
 }
 
 // Chooses the SNAT source (egress interface address for onearm, the VIP for
-// fullnat) and a source port whose reply tuple is free. Returns 0 or a drop
-// reason.
+// fullnat) and a source port whose reply tuple is free. A port already in v
+// (network order) is another path's of the same SCTP association
+// (lib/sctp_young.h): it is kept when its reply tuple is free or is that
+// association's own (fullnat: the same VIP from another client address;
+// onearm: one LB address for every path, the INIT's entry whose endpoint
+// tag may be unknown). Returns 0 or a drop reason.
 static __noinline int snat_pick(struct __sk_buff *skb, const struct pkt *p, struct ct_val *v)
 {
+	__u16 want = v->nat_sport;
 	if (v->mode == MODE_ONEARM) {
 		struct bpf_fib_lookup f;
 		__u32 ifidx = skb->ifindex;
@@ -117,6 +122,15 @@ static __noinline int snat_pick(struct __sk_buff *skb, const struct pkt *p, stru
 		}
 	} else {
 		addr_cpy(v->nat_src, p->dst);
+	}
+	if (want) {
+		struct ct_key wk;
+		v->nat_sport = want;
+		peer_key(v, p->proto, &wk);
+		struct ct_val *o = bpf_map_lookup_elem(&conntrack, &wk);
+		if (!o || ((o->flags & CT_F_REPLY) && o->svc == v->svc && o->nat_dport == p->sport &&
+			   (o->vtag_ep == p->vtag || !o->vtag_ep)))
+			return 0;
 	}
 	__u32 h = hash_tuple(p, 0);
 	// Unrolled: clang rotates this loop so that its back-edge lands on the

@@ -377,6 +377,7 @@ func runFailover(t *testing.T, ctx context.Context, kind failure, sctpRun time.D
 	gap := fs.check(t, "through lb2 after the failure ("+kind.String()+")", asked)
 	t.Logf("%s: %d TCP and %d UDP flows (half opened 100 ms before) asked %v after the failure (the checks of lb2's entries in between), all answered through lb2 within %v of being asked at once",
 		kind, len(fs.tcp), len(fs.udp), asked.Sub(failed).Round(time.Millisecond), gap.Round(time.Millisecond))
+	checkOnePortPerAssociation(t, ctx, lb.daemons[1], "lb2")
 	return lb, fs
 }
 
@@ -560,8 +561,9 @@ func waitSCTPCount(t *testing.T, ctx context.Context, d *l4.Daemon, sctp bool) m
 // least sctpImported: they are lb1's, imported, not made anew from the
 // associations' packets reaching lb2.
 // Without this the SCTP part could not fail: the datapath takes up an
-// association it has no entry for (one endpoint, the SNAT port a hash of
-// the tuple), so the associations carry on without the sync too.
+// association it has no entry for (one endpoint and one SNAT port for all
+// its paths, lib/sctp_young.h), so the associations carry on without the
+// sync too.
 func checkSCTPImported(t *testing.T, ctx context.Context, d *l4.Daemon, lb1 map[[2]string]uint64) {
 	t.Helper()
 	lb2 := sctpCounts(t, ctx, d)
