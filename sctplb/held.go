@@ -57,7 +57,12 @@ func (h *heldTargets) holds(t abort.Target) bool {
 func (p *Proxy) HoldsAssociation(t abort.Target) bool { return p.held.holds(t) }
 
 // abortTargetOf is c's target when its transport tells it (zero
-// otherwise, logged: the association's record then carries none).
+// otherwise: the association's record then carries none). A failure is
+// counted (telcolb_n2_abort_target_missing_total) and logged as a warning
+// once per listener, then at debug level: where the cause is the node's
+// (the kernel transport without the sctp_diag module) every gNB fails
+// alike, and a warning each would flood the log at thousands of gNBs.
+// Called from the accept goroutine only (targetWarned is its own).
 func (l *loop) abortTargetOf(c transport.Conn) abort.Target {
 	at, ok := c.(transport.AbortTargeter)
 	if !ok {
@@ -65,7 +70,15 @@ func (l *loop) abortTargetOf(c transport.Conn) abort.Target {
 	}
 	t, err := at.AbortTarget()
 	if err != nil {
-		l.log.Warn("gNB association's ABORT target unknown: a peer taking over cannot abort it", "remote", c.Remote(), "err", err)
+		l.met.abortTargetMissing.Inc()
+		if !l.targetWarned {
+			l.targetWarned = true
+			l.log.Warn("gNB association's ABORT target unknown: a peer taking over cannot abort it; "+
+				"further ones on this listener are logged at debug level and counted in telcolb_n2_abort_target_missing_total",
+				"remote", c.Remote(), "err", err)
+		} else {
+			l.log.Debug("gNB association's ABORT target unknown", "remote", c.Remote(), "err", err)
+		}
 		return abort.Target{}
 	}
 	return t

@@ -25,6 +25,9 @@ type metrics struct {
 	amfLinks   *prometheus.GaugeVec
 	gnbLinks   *prometheus.GaugeVec
 	sendErrors prometheus.Counter
+	// abortTargetMissing counts gNB associations accepted without an
+	// ABORT target (held.go).
+	abortTargetMissing prometheus.Counter
 	// gnbNames bounds the gnb label (gNB identities come from the gNBs'
 	// NG Setup Requests: a broken or hostile RAN must not grow the series);
 	// gnbSeries are the (gnb, amf) series set at the last state update.
@@ -73,6 +76,9 @@ func newMetrics(reg prometheus.Registerer, proxy string) (*metrics, error) {
 		sendErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "telcolb_n2_send_errors_total", Help: "Messages dropped because an association's send queue was full or failed.", ConstLabels: labels,
 		}),
+		abortTargetMissing: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "telcolb_n2_abort_target_missing_total", Help: "gNB associations accepted whose transport could not tell their ABORT target (kernel transport without sctp_diag): an HA peer taking over cannot abort them.", ConstLabels: labels,
+		}),
 	}
 	if reg == nil {
 		return m, nil
@@ -87,7 +93,7 @@ func newMetrics(reg prometheus.Registerer, proxy string) (*metrics, error) {
 
 // collectors are every series family of the proxy (docs/metrics.md lists them).
 func (m *metrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.ues, m.messages, m.failures, m.malformed, m.rejected, m.suppressed, m.nas, m.assocs, m.amfLinks, m.gnbLinks, m.sendErrors}
+	return []prometheus.Collector{m.ues, m.messages, m.failures, m.malformed, m.rejected, m.suppressed, m.nas, m.assocs, m.amfLinks, m.gnbLinks, m.sendErrors, m.abortTargetMissing}
 }
 
 func (m *metrics) action(a steer.Action) {

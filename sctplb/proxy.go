@@ -340,6 +340,9 @@ type loop struct {
 	peers   map[steer.AssocID]*peer
 	nextGNB steer.AssocID
 	wg      sync.WaitGroup
+	// targetWarned: an unknown ABORT target was logged as a warning on
+	// this listener (held.go; the accept goroutine's).
+	targetWarned bool
 }
 
 // Run listens and proxies until ctx ends. It returns nil on cancellation and

@@ -36,6 +36,10 @@ var (
 		"When the HA sync certificate in use expires (notAfter, Unix seconds); follows a renewal of its files.", nil, nil)
 	descHAEventsLost = prometheus.NewDesc("telcolb_ha_conntrack_events_lost_total",
 		"Conntrack change events the datapath dropped (ring buffer full); the next refresh sends the entries.", nil, nil)
+	descHAKeepalives = prometheus.NewDesc("telcolb_ha_keepalives_sent_total",
+		"Keepalive hellos sent to HA peers on connections idle for the keepalive interval.", nil, nil)
+	descHAPeerTimeouts = prometheus.NewDesc("telcolb_ha_peer_timeouts_total",
+		"HA sync connections closed as lost because the peer was silent past the peer timeout.", nil, nil)
 	descHAN2TakeoverAborts = prometheus.NewDesc("telcolb_ha_n2_takeover_aborts_total",
 		"SCTP ABORTs of a lost HA peer's gNB associations (N2 takeover), by result: sent, failed (not sent), own (skipped: this node holds the association).", []string{"result"}, nil)
 )
@@ -55,7 +59,7 @@ type haCollector struct{ read func() haSnapshot }
 
 func (c *haCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descHAPeerUp, descHAPeerSynced, descHAReady, descHARecordsSent, descHARecordsResent,
-		descHARecordsReceived, descHAResyncs, descHARefused, descHALag, descHAEventsLost, descHATLSReloadErrors, descHATLSCertExpiry, descHAN2TakeoverAborts} {
+		descHARecordsReceived, descHAResyncs, descHARefused, descHALag, descHAEventsLost, descHATLSReloadErrors, descHATLSCertExpiry, descHAKeepalives, descHAPeerTimeouts, descHAN2TakeoverAborts} {
 		ch <- d
 	}
 }
@@ -80,6 +84,11 @@ func (c *haCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descHARecordsReceived, prometheus.CounterValue, float64(st.ReceivedRecords))
 	ch <- prometheus.MustNewConstMetric(descHAResyncs, prometheus.CounterValue, float64(st.Resyncs))
 	ch <- prometheus.MustNewConstMetric(descHARefused, prometheus.CounterValue, float64(st.Refused))
+	// Liveness (ha/sync liveness.go): keepalives show an idle sync is
+	// alive; a timeout is the sync's verdict that a peer died or its link
+	// was cut (the N2 takeover acts on it).
+	ch <- prometheus.MustNewConstMetric(descHAKeepalives, prometheus.CounterValue, float64(st.Keepalives))
+	ch <- prometheus.MustNewConstMetric(descHAPeerTimeouts, prometheus.CounterValue, float64(st.SilentPeers))
 	ch <- prometheus.MustNewConstMetric(descHAEventsLost, prometheus.CounterValue, float64(s.eventsLost))
 	for _, r := range takeoverResults {
 		ch <- prometheus.MustNewConstMetric(descHAN2TakeoverAborts, prometheus.CounterValue, float64(s.n2Aborts[r]), r)
