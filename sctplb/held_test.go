@@ -58,8 +58,8 @@ func newLevelCounter(sub string) levelCounter {
 }
 
 func (c levelCounter) Enabled(context.Context, slog.Level) bool { return true }
-func (c levelCounter) WithAttrs([]slog.Attr) slog.Handler      { return c }
-func (c levelCounter) WithGroup(string) slog.Handler           { return c }
+func (c levelCounter) WithAttrs([]slog.Attr) slog.Handler       { return c }
+func (c levelCounter) WithGroup(string) slog.Handler            { return c }
 func (c levelCounter) Handle(_ context.Context, r slog.Record) error {
 	if strings.Contains(r.Message, c.sub) {
 		c.mu.Lock()
