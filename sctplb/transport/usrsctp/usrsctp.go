@@ -179,9 +179,9 @@ func errnoOr(err error) error {
 
 // Close aborts every association still open, then shuts usrsctp down.
 // Associations the caller closed gracefully may still be finishing their
-// SHUTDOWN exchange, so it retries for up to 15 s. Its error then says what usrsctp
-// still holds (closediag.go) and wraps ErrLeakedSocket when that is
-// usrsctp 0.9.5's own socket reference leak.
+// SHUTDOWN exchange, so it retries for up to 15 s. Its error then says
+// what usrsctp still holds (closediag.go) and wraps ErrLeakedSocket when
+// that is usrsctp 0.9.5's own socket reference leak.
 func (s *Stack) Close() error {
 	s.mu.Lock()
 	if s.closed {
