@@ -48,6 +48,7 @@ var ErrClosed = errors.New("usrsctp: closed")
 type socket struct {
 	stack *Stack
 	id    uintptr
+	kind  string // "dial", "accepted", "listener": for Stack.Close's error
 	ready chan struct{}
 	done  chan struct{}
 
@@ -56,18 +57,18 @@ type socket struct {
 	closed bool
 }
 
-func (s *Stack) newSocket(domain C.int) (*socket, error) {
+func (s *Stack) newSocket(domain C.int, kind string) (*socket, error) {
 	so, err := C.tlb_socket(domain)
 	if so == nil {
 		return nil, fmt.Errorf("usrsctp: socket: %w", errnoOr(err))
 	}
-	return s.wrap(so)
+	return s.wrap(so, kind)
 }
 
 // wrap makes so non-blocking, subscribes to the events this package
 // surfaces, and registers its upcall.
-func (s *Stack) wrap(so *C.struct_socket) (*socket, error) {
-	sk := &socket{stack: s, so: so, ready: make(chan struct{}, 1), done: make(chan struct{})}
+func (s *Stack) wrap(so *C.struct_socket, kind string) (*socket, error) {
+	sk := &socket{stack: s, kind: kind, so: so, ready: make(chan struct{}, 1), done: make(chan struct{})}
 	if r, err := C.usrsctp_set_non_blocking(so, 1); r != 0 {
 		C.usrsctp_close(so)
 		return nil, fmt.Errorf("usrsctp: set non-blocking: %w", errnoOr(err))
@@ -124,27 +125,32 @@ func (sk *socket) call(fn func(so *C.struct_socket) error) error {
 
 // abort closes with SO_LINGER 0: usrsctp sends ABORT and frees the
 // association immediately instead of a SHUTDOWN exchange.
-func (sk *socket) abort() {
-	_ = sk.call(func(so *C.struct_socket) error {
-		C.tlb_set_abort_on_close(so)
-		return nil
-	})
-	sk.close()
-}
+func (sk *socket) abort() string { return sk.shut(true) }
 
-func (sk *socket) close() {
+// close closes gracefully: usrsctp runs the SHUTDOWN exchange on its own.
+func (sk *socket) close() { sk.shut(false) }
+
+// shut closes the socket and returns the association state it had (for
+// Stack.Close's error), "" if it was already closed.
+func (sk *socket) shut(abort bool) string {
 	sk.mu.Lock()
 	if sk.closed {
 		sk.mu.Unlock()
-		return
+		return ""
 	}
 	sk.closed = true
 	upcalls.Delete(sk.id)
+	state := assocState(sk.so)
+	if abort {
+		C.tlb_set_abort_on_close(sk.so)
+	}
+	sk.stack.recordClose(closeRecord{kind: sk.kind, abort: abort, state: state, port: localPort(sk.so), at: time.Now()})
 	C.usrsctp_close(sk.so)
 	sk.so = nil
 	close(sk.done)
 	sk.mu.Unlock()
 	sk.stack.untrack(sk)
+	return state
 }
 
 func wouldBlock(err error) bool {
@@ -198,7 +204,7 @@ func (s *Stack) Listen(addrs []netip.Addr, port uint16) (*Listener, error) {
 	if port == 0 {
 		return nil, errors.New("usrsctp: listen: port 0")
 	}
-	sk, err := s.newSocket(domainFor(addrs))
+	sk, err := s.newSocket(domainFor(addrs), "listener")
 	if err != nil {
 		return nil, err
 	}
@@ -245,7 +251,7 @@ func (l *Listener) Accept(ctx context.Context) (*Conn, error) {
 			return nil
 		})
 		if err == nil {
-			sk, err := l.sk.stack.wrap(nso)
+			sk, err := l.sk.stack.wrap(nso, "accepted")
 			if err != nil {
 				return nil, err
 			}
@@ -309,7 +315,7 @@ func (s *Stack) DialFrom(ctx context.Context, local []netip.Addr, localPort uint
 	if err != nil {
 		return nil, fmt.Errorf("usrsctp: dial %v: %w", remote, err)
 	}
-	sk, err := s.newSocket(domainFor(local, remote))
+	sk, err := s.newSocket(domainFor(local, remote), "dial")
 	if err != nil {
 		return nil, err
 	}

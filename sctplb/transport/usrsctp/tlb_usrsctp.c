@@ -190,3 +190,64 @@ int tlb_sendq(struct socket *so, uint32_t *queued, uint32_t *unacked) {
 	*unacked = st.sstat_unackdata;
 	return 0;
 }
+
+/* tlb_assoc_state reads the association's state (SCTP_STATUS); it fails
+ * when the socket has no association (never connected, or already freed). */
+int tlb_assoc_state(struct socket *so, int32_t *state) {
+	struct sctp_status st;
+	socklen_t len = sizeof(st);
+	memset(&st, 0, sizeof(st));
+	if (usrsctp_getsockopt(so, IPPROTO_SCTP, SCTP_STATUS, &st, &len) < 0)
+		return -1;
+	*state = st.sstat_state;
+	return 0;
+}
+
+/* tlb_stats reads the stack-wide counters Stack.Close reports when
+ * usrsctp_finish keeps refusing: the established gauge and how often the
+ * timers that retry freeing an association or an endpoint fired. */
+void tlb_stats(uint32_t *established, uint32_t *asoc_kill, uint32_t *inp_kill, uint32_t *shutdown, uint32_t *shutdown_guard) {
+	struct sctpstat st;
+	memset(&st, 0, sizeof(st));
+	usrsctp_get_stat(&st);
+	*established = st.sctps_currestab;
+	*asoc_kill = st.sctps_timoassockill;
+	*inp_kill = st.sctps_timoinpkill;
+	*shutdown = st.sctps_timoshutdown;
+	*shutdown_guard = st.sctps_timoshutdownguard;
+}
+
+/* tlb_local_port returns the socket's local port (network order read from
+ * its first local address), 0 if it has none. */
+int tlb_local_port(struct socket *so) {
+	struct sockaddr *addrs = NULL;
+	int port = 0;
+	int n = usrsctp_getladdrs(so, 0, &addrs);
+	if (n <= 0)
+		return 0;
+	if (addrs->sa_family == AF_INET)
+		port = ntohs(((struct sockaddr_in *)addrs)->sin_port);
+	else if (addrs->sa_family == AF_INET6)
+		port = ntohs(((struct sockaddr_in6 *)addrs)->sin6_port);
+	usrsctp_freeladdrs(addrs);
+	return port;
+}
+
+/* tlb_port_bound says whether an endpoint of this stack still holds port:
+ * 1 if binding a fresh socket to it fails with EADDRINUSE, 0 if the bind
+ * works, -1 if the probe itself failed. The probe socket has no
+ * association, so closing it frees it at once. */
+int tlb_port_bound(uint16_t port) {
+	struct sockaddr_in sin;
+	struct socket *so = usrsctp_socket(AF_INET, SOCK_STREAM, IPPROTO_SCTP, NULL, NULL, 0, NULL);
+	int r;
+	if (so == NULL)
+		return -1;
+	memset(&sin, 0, sizeof(sin));
+	sin.sin_family = AF_INET;
+	sin.sin_port = htons(port);
+	r = usrsctp_bind(so, (struct sockaddr *)&sin, sizeof(sin));
+	r = r == 0 ? 0 : (errno == EADDRINUSE ? 1 : -1);
+	usrsctp_close(so);
+	return r;
+}

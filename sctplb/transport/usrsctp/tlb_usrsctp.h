@@ -22,4 +22,8 @@ int tlb_set_primary(struct socket *so, struct sockaddr *sa);
 int tlb_set_abort_on_close(struct socket *so);
 int tlb_tags(struct socket *so, uint32_t *local, uint32_t *peer);
 int tlb_sendq(struct socket *so, uint32_t *queued, uint32_t *unacked);
+int tlb_local_port(struct socket *so);
+int tlb_port_bound(uint16_t port);
+int tlb_assoc_state(struct socket *so, int32_t *state);
+void tlb_stats(uint32_t *established, uint32_t *asoc_kill, uint32_t *inp_kill, uint32_t *shutdown, uint32_t *shutdown_guard);
 #endif

@@ -64,6 +64,8 @@ type Stack struct {
 	mu      sync.Mutex
 	sockets map[*socket]struct{}
 	closed  bool
+	// closes holds the last socket closes (closediag.go).
+	closes []closeRecord
 }
 
 // usrsctp keeps its state in C globals, so "one stack per process" must be
@@ -177,7 +179,9 @@ func errnoOr(err error) error {
 
 // Close aborts every association still open, then shuts usrsctp down.
 // Associations the caller closed gracefully may still be finishing their
-// SHUTDOWN exchange, so it retries for up to 15 s.
+// SHUTDOWN exchange, so it retries for up to 15 s. Its error then says
+// what usrsctp still holds (closediag.go) and wraps ErrLeakedSocket when
+// that is usrsctp 0.9.5's own socket reference leak.
 func (s *Stack) Close() error {
 	s.mu.Lock()
 	if s.closed {
@@ -190,14 +194,22 @@ func (s *Stack) Close() error {
 		socks = append(socks, so)
 	}
 	s.mu.Unlock()
+	aborted := make([]string, 0, len(socks))
 	for _, so := range socks {
-		so.abort()
+		if st := so.abort(); st != "" {
+			aborted = append(aborted, so.kind+" "+st)
+		}
 	}
-	deadline := time.Now().Add(15 * time.Second)
+	const wait = 15 * time.Second
+	start := time.Now()
+	before := readCounters()
 	for C.usrsctp_finish() != 0 {
-		if time.Now().After(deadline) {
+		if time.Since(start) > wait {
 			// The stack stays allocated; the process cannot start another one.
-			return errors.New("usrsctp: finish: associations still open after 15 s")
+			s.mu.Lock()
+			closes := append([]closeRecord(nil), s.closes...)
+			s.mu.Unlock()
+			return finishError(wait, aborted, closes, stillBound(closes), before, readCounters(), start)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
