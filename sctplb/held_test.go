@@ -8,7 +8,6 @@ import (
 	"sync"
 	"syscall"
 	"testing"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -82,24 +81,11 @@ func (c levelCounter) count(l slog.Level) int {
 // the gNBs are served all the same.
 func TestMissingAbortTargetWarnsOncePerListener(t *testing.T) {
 	n := memory.New(memory.Config{})
-	ctx, cancel := context.WithCancel(context.Background())
-	amf := ep("10.1.0.1", 38412)
-	startAMF(t, ctx, n, 0, amf)
 	logs := newLevelCounter("ABORT target unknown")
 	reg := prometheus.NewRegistry()
-	p, err := New(Config{Transport: noDiagTransport{n}, Listen: ep("10.0.0.1", 38412), Name: "lb", Registerer: reg,
-		AMFs: []AMFEndpoint{{Name: "amf0", Address: amf}}, Logger: slog.New(logs),
-		TickInterval: 10 * time.Millisecond, SetupWait: 200 * time.Millisecond, RedialMin: 50 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- p.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
+	startProxy(t, n, 1, reg, func(c *Config) {
+		c.Transport = noDiagTransport{n}
+		c.Logger = slog.New(logs)
 	})
 	const gnbs = 5
 	for i := uint32(1); i <= gnbs; i++ {

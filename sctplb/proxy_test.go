@@ -167,11 +167,16 @@ func (g *gnbClient) expect(proc int64, typ ngapl.MessageType) (ngapl.Key, uint16
 	}
 }
 
-func startProxy(t *testing.T, n *memory.Network, amfs int, reg prometheus.Registerer) (context.Context, []*amfServer) {
+// startProxy runs a proxy "lb" on 10.0.0.1 over n with amfs AMF servers;
+// each of opts may change its Config (another transport, a logger) first.
+func startProxy(t *testing.T, n *memory.Network, amfs int, reg prometheus.Registerer, opts ...func(*Config)) (context.Context, []*amfServer) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	cfg := Config{Transport: n, Listen: ep("10.0.0.1", 38412), Name: "lb", Registerer: reg,
 		TickInterval: 10 * time.Millisecond, SetupWait: 200 * time.Millisecond, RedialMin: 50 * time.Millisecond}
+	for _, o := range opts {
+		o(&cfg)
+	}
 	var servers []*amfServer
 	for i := 0; i < amfs; i++ {
 		at := ep(fmt.Sprintf("10.1.0.%d", i+1), 38412)
