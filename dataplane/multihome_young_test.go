@@ -31,6 +31,14 @@ func epIndex(t *testing.T, a netip.Addr) int {
 	return -1
 }
 
+// takenUpPath is one packet of a taken-up association: its path (client
+// address to VIP) and its chunks.
+type takenUpPath struct {
+	name        string
+	client, vip netip.Addr
+	chunks      []byte
+}
+
 // A node that holds no entry of an association (an HA takeover before the
 // sync sent it: no INIT seen here) takes it up from its next packets, one
 // entry per path. Every path must reach the endpoint the first one reached
@@ -71,11 +79,7 @@ func TestSCTPTakenUpAssociationKeepsOneEndpointAndPort(t *testing.T) {
 					// INIT's (DATA), the second client address to the
 					// second VIP (HEARTBEAT), the first to the second
 					// (SACK).
-					paths := []struct {
-						name        string
-						client, vip netip.Addr
-						chunks      []byte
-					}{
+					paths := []takenUpPath{
 						{"DATA c1 to vip", a.c1, a.vip, sctpData(40)},
 						{"HEARTBEAT c2 to vip2", a.c2, a.vip2, sctpSimple(4)},
 						{"SACK c1 to vip2", a.c1, a.vip2, sctpSimple(3)},
@@ -205,11 +209,7 @@ func TestSCTPTakenUpPathJoinsTheINITsEntry(t *testing.T) {
 					t.Fatalf("INIT verdict %d", ret)
 				}
 				ep, port := natOut(t, out, v6)
-				for _, p := range []struct {
-					name        string
-					client, vip netip.Addr
-					chunks      []byte
-				}{
+				for _, p := range []takenUpPath{
 					{"DATA c1 to vip2", a.c1, a.vip2, sctpData(30)},
 					{"HEARTBEAT c2 to vip2", a.c2, a.vip2, sctpSimple(4)},
 					// Fullnat: the INIT entry's reply tuple (VIP, port) is
