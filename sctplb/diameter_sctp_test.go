@@ -141,17 +141,7 @@ func TestDiameterAgentOverSCTPTransport(t *testing.T) {
 func TestDiameterAgentAnswersAnUnframeableStreamThenCloses(t *testing.T) {
 	cfg := DiameterConfig{Listen: netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), freePort(t)),
 		Identity: diameter.Identity{Host: "dra.example", Realm: "example"}}
-	a, err := NewDiameter(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := a.Open(); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = a.Serve(ctx) }()
-	defer func() { cancel(); <-done }()
+	startDiameterAgent(t, cfg)
 	conn, err := net.Dial("tcp", cfg.Listen.String())
 	if err != nil {
 		t.Fatal(err)
