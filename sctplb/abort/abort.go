@@ -36,6 +36,29 @@ func (t Target) Valid() bool {
 		t.Src.Addr().Is4() == t.Dst.Addr().Is4() && t.Tag != 0
 }
 
+// TargetOf is the target of an association with these addresses: from
+// this end's first address of the family of the peer's first address (the
+// peer's primary path; a wildcard address is none to send from), to that
+// address, with the peer's tag. Both transports build their targets here.
+func TargetOf(locals, peers []netip.AddrPort, peerTag uint32) (Target, error) {
+	if len(peers) == 0 {
+		return Target{}, fmt.Errorf("abort target: association without peer addresses")
+	}
+	dst := netip.AddrPortFrom(peers[0].Addr().Unmap(), peers[0].Port())
+	for _, l := range locals {
+		la := l.Addr().Unmap()
+		if la.Is4() != dst.Addr().Is4() || la.IsUnspecified() {
+			continue
+		}
+		t := Target{Src: netip.AddrPortFrom(la, l.Port()), Dst: dst, Tag: peerTag}
+		if !t.Valid() {
+			return Target{}, fmt.Errorf("incomplete abort target %v", t)
+		}
+		return t, nil
+	}
+	return Target{}, fmt.Errorf("abort target: no local address of the family of %v among %v", dst, locals)
+}
+
 func (t Target) String() string {
 	return fmt.Sprintf("%v->%v tag %#08x", t.Src, t.Dst, t.Tag)
 }

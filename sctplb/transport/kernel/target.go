@@ -1,7 +1,6 @@
 package kernel
 
 import (
-	"errors"
 	"fmt"
 	"net/netip"
 	"syscall"
@@ -88,23 +87,20 @@ func port(sa syscall.Sockaddr) uint16 {
 	return 0
 }
 
-// targetOf is the ABORT target of a: from this end's first address of the
-// family of the peer's first address, to that address, with the peer's tag.
+// targetOf is the ABORT target of a (abort.TargetOf: as the userspace
+// transport's).
 func targetOf(a kdiag.Assoc) (abort.Target, error) {
-	if len(a.Peers) == 0 {
-		return abort.Target{}, errors.New("kernel sctp: abort target: association without peer addresses")
+	locals := make([]netip.AddrPort, len(a.Locals))
+	for i, l := range a.Locals {
+		locals[i] = netip.AddrPortFrom(l, a.LocalPort)
 	}
-	dst := a.Peers[0].Unmap()
-	for _, l := range a.Locals {
-		l = l.Unmap()
-		if l.Is4() != dst.Is4() || l.IsUnspecified() {
-			continue
-		}
-		t := abort.Target{Src: netip.AddrPortFrom(l, a.LocalPort), Dst: netip.AddrPortFrom(dst, a.PeerPort), Tag: a.PeerTag}
-		if !t.Valid() {
-			return abort.Target{}, fmt.Errorf("kernel sctp: incomplete abort target %v", t)
-		}
-		return t, nil
+	peers := make([]netip.AddrPort, len(a.Peers))
+	for i, p := range a.Peers {
+		peers[i] = netip.AddrPortFrom(p, a.PeerPort)
 	}
-	return abort.Target{}, fmt.Errorf("kernel sctp: abort target: no local address of the family of %v among %v", dst, a.Locals)
+	t, err := abort.TargetOf(locals, peers, a.PeerTag)
+	if err != nil {
+		return abort.Target{}, fmt.Errorf("kernel sctp: %w", err)
+	}
+	return t, nil
 }

@@ -178,20 +178,11 @@ func (c *conn) AbortTarget() (abort.Target, error) {
 	if err != nil {
 		return abort.Target{}, fmt.Errorf("userspace sctp: local addresses: %w", err)
 	}
-	if len(peers) == 0 {
-		return abort.Target{}, errors.New("userspace sctp: association without peer addresses")
+	t, err := abort.TargetOf(locals, peers, peerTag)
+	if err != nil {
+		return abort.Target{}, fmt.Errorf("userspace sctp: %w", err)
 	}
-	dst := peers[0]
-	for _, l := range locals {
-		if l.Addr().Unmap().Is4() == dst.Addr().Unmap().Is4() && !l.Addr().IsUnspecified() {
-			t := abort.Target{Src: netip.AddrPortFrom(l.Addr().Unmap(), l.Port()), Dst: netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port()), Tag: peerTag}
-			if !t.Valid() {
-				return abort.Target{}, fmt.Errorf("userspace sctp: incomplete abort target %v", t)
-			}
-			return t, nil
-		}
-	}
-	return abort.Target{}, fmt.Errorf("userspace sctp: no local address of the family of %v among %v", dst, locals)
+	return t, nil
 }
 
 var _ transport.AbortTargeter = (*conn)(nil)
