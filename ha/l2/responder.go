@@ -183,8 +183,7 @@ func (r *Responder) Announce(vips []netip.Addr) {
 			}
 		}
 		if len(mine) > 0 {
-			s.wg.Add(1)
-			go s.burst(mine)
+			s.announce(mine)
 		}
 	}
 }
@@ -486,8 +485,7 @@ func (s *ifaceSock) set(want map[netip.Addr]bool) {
 	}
 	slices.SortFunc(added, netip.Addr.Compare)
 	if len(added) > 0 {
-		s.wg.Add(1)
-		go s.burst(added)
+		s.announce(added)
 	}
 }
 
@@ -515,36 +513,56 @@ func (s *ifaceSock) group(v netip.Addr, delta int) {
 	}
 }
 
-// burst announces newly owned VIPs BurstCount times; a VIP lost meanwhile
-// is not announced again.
+// announce sends the first frame of a burst for vips at once, in the
+// caller, and starts the rest. The first frame is written before set (or
+// Announce) returns on purpose: the announcer publishes a VIP as owned
+// (Announced, which the N2 takeover's gate reads) only after its Update
+// returned, so "owned here" always means the segment has been told.
+func (s *ifaceSock) announce(vips []netip.Addr) {
+	if !s.announceOnce(vips) || s.r.cfg.BurstCount <= 1 {
+		return
+	}
+	s.wg.Add(1)
+	go s.burst(vips)
+}
+
+// burst sends the rest of a burst (BurstCount-1 frames per VIP after the
+// first, BurstInterval apart); a VIP lost meanwhile is not announced again.
 func (s *ifaceSock) burst(vips []netip.Addr) {
 	defer s.wg.Done()
-	for i := 0; i < s.r.cfg.BurstCount; i++ {
-		if i > 0 {
-			time.Sleep(s.r.cfg.BurstInterval)
-		}
-		owned := *s.owned.Load()
-		for _, v := range vips {
-			if !owned[v] {
-				continue
-			}
-			var f []byte
-			var out *os.File
-			if v.Is4() {
-				f, out = GratuitousARP(v, s.mac), s.arp
-			} else {
-				f, out = NeighborAdvert(nil, v, s.mac), s.nd
-			}
-			if _, err := out.Write(f); err != nil {
-				if errors.Is(err, os.ErrClosed) {
-					return
-				}
-				s.r.log.Warn("l2: send announcement", "interface", s.name, "vip", v, "err", err)
-				continue
-			}
-			s.announcements.Add(1)
+	for i := 1; i < s.r.cfg.BurstCount; i++ {
+		time.Sleep(s.r.cfg.BurstInterval)
+		if !s.announceOnce(vips) {
+			return
 		}
 	}
+}
+
+// announceOnce writes one gratuitous ARP / unsolicited NA per VIP of vips
+// still owned; false when the interface's sockets are closed.
+func (s *ifaceSock) announceOnce(vips []netip.Addr) bool {
+	owned := *s.owned.Load()
+	for _, v := range vips {
+		if !owned[v] {
+			continue
+		}
+		var f []byte
+		var out *os.File
+		if v.Is4() {
+			f, out = GratuitousARP(v, s.mac), s.arp
+		} else {
+			f, out = NeighborAdvert(nil, v, s.mac), s.nd
+		}
+		if _, err := out.Write(f); err != nil {
+			if errors.Is(err, os.ErrClosed) {
+				return false
+			}
+			s.r.log.Warn("l2: send announcement", "interface", s.name, "vip", v, "err", err)
+			continue
+		}
+		s.announcements.Add(1)
+	}
+	return true
 }
 
 func (a Stats) add(b Stats) Stats {

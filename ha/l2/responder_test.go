@@ -36,24 +36,7 @@ func (c *claimLog) get(vip netip.Addr) string {
 // answer or announcement itself; a sees nothing to report. Then b answers
 // too (a split brain): its announcements reach a as claims by b's MAC.
 func TestResponderFencingOnTheWire(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (network namespaces, packet sockets)")
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	l := lab.NewEmpty(t)
-	ha, err := l.AddHost(ctx, "a")
-	if err != nil {
-		t.Fatal(err)
-	}
-	hb, err := l.AddHost(ctx, "b")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ia, ib, err := l.Connect(ctx, ha, "eth0", hb, "eth0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	ha, hb, ia, ib := vethPair(t)
 	ca, cb := &claimLog{got: map[netip.Addr]string{}}, &claimLog{got: map[netip.Addr]string{}}
 	ra := NewResponder(ResponderConfig{OnClaim: ca.add, BurstCount: 2, BurstInterval: 50 * time.Millisecond})
 	rb := NewResponder(ResponderConfig{OnClaim: cb.add, BurstCount: 2, BurstInterval: 50 * time.Millisecond, ProbeInterval: 50 * time.Millisecond})
@@ -93,4 +76,62 @@ func TestResponderFencingOnTheWire(t *testing.T) {
 	waitFor("a sees b's announcements", func() bool {
 		return ca.get(vip4) == ib.MAC.String() && ca.get(vip6) == ib.MAC.String()
 	})
+}
+
+// TestResponderAnnouncesBeforeUpdateReturns: a VIP taken over has its
+// first gratuitous ARP / unsolicited NA written by the time Update
+// returns (b, fenced from both VIPs, sees a's claims on the wire). The
+// announcer publishes ownership (Announced) only after Update, and the N2 takeover ABORTs at once on a VIP owned here: the
+// gNBs' router must have been told before they reconnect.
+func TestResponderAnnouncesBeforeUpdateReturns(t *testing.T) {
+	ha, hb, ia, _ := vethPair(t)
+	cb := &claimLog{got: map[netip.Addr]string{}}
+	// One frame per VIP, the one Update must send itself; b, fenced from
+	// both VIPs, reports a's frames as claims.
+	ra := NewResponder(ResponderConfig{BurstCount: 1})
+	rb := NewResponder(ResponderConfig{OnClaim: cb.add})
+	t.Cleanup(func() { ra.Close(); rb.Close() })
+	both := map[netip.Addr][]string{vip4: {"eth0"}, vip6: {"eth0"}}
+	if err := hb.Do(func() error { return rb.Update(nil, both) }); err != nil {
+		t.Fatal(err)
+	}
+	var at Stats
+	if err := ha.Do(func() error {
+		err := ra.Update(both, nil)
+		at = ra.Stats()["eth0"]
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if at.Announcements != 2 {
+		t.Fatalf("announcements written when Update returned: %d, want 2 (one per VIP)", at.Announcements)
+	}
+	for end := time.Now().Add(5 * time.Second); cb.get(vip4) != ia.MAC.String() || cb.get(vip6) != ia.MAC.String(); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatalf("b did not see a's announcements: claims %v, a %+v", cb.got, ra.Stats())
+		}
+	}
+}
+
+// vethPair is two namespaces, a and b, joined by a veth pair (eth0 on
+// each); it skips the test without root.
+func vethPair(t *testing.T) (ha, hb *lab.Host, ia, ib *lab.Iface) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (network namespaces, packet sockets)")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	l := lab.NewEmpty(t)
+	ha, err := l.AddHost(ctx, "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if hb, err = l.AddHost(ctx, "b"); err != nil {
+		t.Fatal(err)
+	}
+	if ia, ib, err = l.Connect(ctx, ha, "eth0", hb, "eth0"); err != nil {
+		t.Fatal(err)
+	}
+	return ha, hb, ia, ib
 }

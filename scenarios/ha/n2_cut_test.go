@@ -40,23 +40,24 @@ func cutSyncLink(ctx context.Context, h *lab.Host) error {
 	return nil
 }
 
-// TestN2CutSyncLinkAbortsNothing: the N2 lab with both daemons on the
-// default takeover gate (--ha-n2-takeover-abort=owner; the lab's VIP
-// route is static, so no advertisement makes lb2 the VIP's owner). Once
-// lb2 holds lb1's N2 records, the sync link alone is cut (nft drops the
-// sync port on lb2) while lb1 keeps serving. lb2's sync declares lb1 lost
-// by its peer timeout (no TCP end: the connection is silent, not closed),
-// and lb2 sends no ABORT: none reaches gnb1 (capture), lb2 logs the
-// associations left alone, and every UE of both gNBs then runs its second
-// phase (uplink NAS, release, paging, service request) through lb1 on its
-// first association. With --ha-n2-takeover-abort=peer-lost the same cut
+// TestN2CutSyncLinkAbortsNothing: the N2 lab (the VIP advertised by L2,
+// the default takeover gate --ha-n2-takeover-abort=owner). Once lb2
+// holds lb1's N2 records, the sync link alone is cut (nft drops the sync
+// port on lb2) while lb1 keeps serving. lb2's sync declares lb1 lost by
+// its peer timeout (no TCP end: the connection is silent, not closed);
+// lb1's heartbeats on the LAN keep the VIP with lb1, so lb2 sends no
+// ABORT: none reaches gnb1 (capture), lb2 logs the associations left
+// alone (another node owns the VIP), lb1 still owns the VIP, and every UE
+// of both gNBs then runs its second phase (uplink NAS, release, paging,
+// service request) through lb1 on its first association. With
+// --ha-n2-takeover-abort=peer-lost on a VIP without an owner the same cut
 // ends both live associations (the hazard the gate removes).
 func TestN2CutSyncLinkAbortsNothing(t *testing.T) {
 	n2LabGate(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	const perGNB = 20
-	nl := upN2Lab(t, ctx, true, "owner")
+	nl := upN2Lab(t, ctx, true)
 	waitReady(t, ctx, nl.daemons[1], "lb2")
 	for k, h := range nl.gnbHost {
 		// No --resume: registered, the gNB waits for SIGUSR1 and runs its
@@ -88,8 +89,8 @@ func TestN2CutSyncLinkAbortsNothing(t *testing.T) {
 	must(t, err)
 	cut := time.Now()
 	must(t, cutSyncLink(ctx, nl.topo.Nodes[1]))
-	// lb2's verdict by its peer timeout (4 s), then the gate: the grace
-	// (1.5 s), and for a VIP with no owner no wait beyond it.
+	// lb2's verdict by its peer timeout (4 s), then the gate: lb1 owns
+	// the VIP, watched for takeoverOwnerWait (5 s), then left.
 	lb2 := nl.daemons[1]
 	const left, sent = "gNB associations on this VIP are not aborted", "ABORTs sent"
 	for log := lb2.Log(); !strings.Contains(log, "sync peer silent") || !strings.Contains(log, left) && !strings.Contains(log, sent); log = lb2.Log() {
@@ -102,9 +103,10 @@ func TestN2CutSyncLinkAbortsNothing(t *testing.T) {
 	t.Logf("lb2 declared lb1 lost and decided %v after the cut:\n%s", time.Since(cut).Round(100*time.Millisecond), grepLines(lb2.Log(), "N2 takeover"))
 	// Longer than the takeover's pacing would need to send anything.
 	time.Sleep(2 * time.Second)
-	if log := lb2.Log(); strings.Contains(log, sent) || !strings.Contains(log, left) {
-		t.Errorf("lb2 sent takeover ABORTs while lb1 serves: %s", grepLines(log, "N2 takeover"))
+	if log := lb2.Log(); strings.Contains(log, sent) || !strings.Contains(log, left) || !strings.Contains(grepLines(log, left), "owner=other") {
+		t.Errorf("lb2 sent takeover ABORTs while lb1 serves, or left them for another reason than lb1's ownership: %s", grepLines(log, "N2 takeover"))
 	}
+	nl.waitOwner(t, ctx, "lb1", time.Second)
 	for _, p := range nl.gnbs {
 		must(t, p.Signal(syscall.SIGUSR1))
 	}

@@ -22,15 +22,22 @@ import (
 	"github.com/telcolb/telcolb/scenarios/n2"
 )
 
-// The N2 failover lab is the conntrack lab's topology (scenarios/bgp's,
-// the router's static VIP route moved by the test) with N2 peers around
-// it, each SCTP endpoint a usrsctp process in its own namespace:
+// The N2 failover lab is the conntrack lab's topology (scenarios/bgp's)
+// with N2 peers around it, each SCTP endpoint a usrsctp process in its
+// own namespace:
 //
 //	gnb1 (client) 10.78.1.2 ─┐
 //	gnb2          10.78.3.2 ─┴─ router ── LAN 10.78.2.0/24: lb1 .11, lb2 .12,
 //	                                       amf1 (be1) .21, amf2 .22, amf3 .23
 //
-// Both daemons run the same N2 proxy service on the VIP in one HA group.
+// Both daemons run the same N2 proxy service on the VIP in one HA group
+// and advertise the VIP on the LAN by L2 (ARP), the real election of the
+// daemons' member machines (heartbeats on the LAN 100 ms apart, the
+// production default, a member dead after n2DetectMultiplier missed): the
+// router reaches the VIP
+// on-link on the LAN and resolves it to its owner, lb1 (the rendezvous
+// hash's pick for the VIP among lb1 and lb2), then lb2 once lb1 is gone.
+// The takeover gate is the default (--ha-n2-takeover-abort=owner).
 var (
 	n2AMFAddrs = []netip.Addr{bgp.BackendIP[0], netip.MustParseAddr("10.78.2.22"), netip.MustParseAddr("10.78.2.23")}
 	n2GNBAddrs = []netip.Addr{bgp.ClientAddr[0], netip.MustParseAddr("10.78.3.2")}
@@ -49,6 +56,16 @@ const (
 	// sync sees lb1's connection end at lb1's kill); generous for a
 	// loaded machine, far below n2Heartbeat.
 	n2AbortWithin = 5 * time.Second
+	// n2HeartbeatPort is the L2 members' heartbeat port on the LAN.
+	n2HeartbeatPort = 7950
+	// n2DetectMultiplier is the lab's setting for the L2 detection time
+	// (800 ms; the production default is 3, 300 ms). On the shared 2-core
+	// test machine (load 20-30) a daemon's member machine often ran more
+	// than 300 ms late: it took itself for suspended and gave its VIP up,
+	// and the peer took it over, so the VIP flapped between lb1 and lb2
+	// during the registration (seen: gnb1 reconnected with a second tag
+	// before any failure). The figure this lab reports includes it.
+	n2DetectMultiplier = 8
 )
 
 type n2Lab struct {
@@ -58,24 +75,19 @@ type n2Lab struct {
 	gnbs    []*lab.Proc
 	gnbHost []*lab.Host
 	sims    string
-	// takeoverAbort is both daemons' --ha-n2-takeover-abort.
-	takeoverAbort string
 }
 
 // upN2Lab builds the lab and starts both daemons (in one HA group when
-// withHA; --ha-n2-takeover-abort peer-lost unless takeoverAbort gives
-// the mode), the N2 service on each, the AMFs; the VIP routes to lb1.
-func upN2Lab(t *testing.T, ctx context.Context, withHA bool, takeoverAbort ...string) *n2Lab {
+// withHA), each advertising the VIP by L2, the N2 service on each, the
+// AMFs; it returns once lb1 owns the VIP in both daemons' view.
+func upN2Lab(t *testing.T, ctx context.Context, withHA bool) *n2Lab {
 	t.Helper()
 	l := lab.NewEmpty(t)
 	topo, err := bgp.BuildTopo(ctx, l)
 	if err != nil {
 		t.Fatalf("topology: %v", err)
 	}
-	nl := &n2Lab{topo: topo, takeoverAbort: "peer-lost"}
-	if len(takeoverAbort) > 0 {
-		nl.takeoverAbort = takeoverAbort[0]
-	}
+	nl := &n2Lab{topo: topo}
 	gnb2, err := l.AddHost(ctx, "gnb2")
 	must(t, err)
 	amf2, err := l.AddHost(ctx, "amf2")
@@ -119,7 +131,9 @@ func upN2Lab(t *testing.T, ctx context.Context, withHA bool, takeoverAbort ...st
 	for _, h := range append(append(append([]*lab.Host{}, topo.Nodes...), nl.gnbHost...), amfHosts...) {
 		must(t, h.DropProtoUnreachable(ctx))
 	}
-	must(t, nl.routeTo(ctx, 1))
+	// The VIP on-link on the router's LAN interface: the router ARPs
+	// for it and the L2 owner answers.
+	must(t, topo.Router.IP(ctx, "route", "replace", vip.String()+"/32", "dev", "eth1"))
 
 	dir := t.TempDir()
 	nl.sims = dir
@@ -161,11 +175,6 @@ func upN2Lab(t *testing.T, ctx context.Context, withHA bool, takeoverAbort ...st
 				"--ha-peers="+peer+"="+netip.AddrPortFrom(bgp.NodeAddr(2-i, 0), syncPort).String(),
 				"--ha-tls-cert-file="+nc.Cert, "--ha-tls-key-file="+nc.Key, "--ha-tls-ca-file="+nc.CA,
 				"--ha-refresh-interval=1s", "--ha-join-timeout=5m")
-			// The lab's VIP route is static, moved by the test: no
-			// advertisement elects an owner, so the takeover ABORT goes on
-			// the sync's verdict alone (the failover tests) unless a test
-			// asks for the default gate.
-			args = append(args, "--ha-n2-takeover-abort="+nl.takeoverAbort)
 		}
 		state := filepath.Join(dir, name)
 		must(t, os.MkdirAll(state, 0o700))
@@ -175,12 +184,60 @@ func upN2Lab(t *testing.T, ctx context.Context, withHA bool, takeoverAbort ...st
 			t.Fatalf("%s: %v", name, err)
 		}
 		nl.daemons = append(nl.daemons, d)
+		if err := d.Client.PutAdvertisement(ctx, n2Advertisement(name)); err != nil {
+			t.Fatalf("%s: put the L2 advertisement: %v", name, err)
+		}
 		if err := d.Client.ApplyService(ctx, svc); err != nil {
 			t.Fatalf("%s: create the N2 service: %v", name, err)
 		}
 		l4.RequireLocalVIP(t, ctx, h, vip)
 	}
+	nl.waitOwner(t, ctx, "lb1", 30*time.Second)
 	return nl
+}
+
+// n2Advertisement is node name's L2 advertisement of the VIP on the LAN
+// (eth0), lb1 and lb2 its members, heartbeats 100 ms apart (default),
+// n2DetectMultiplier.
+func n2Advertisement(name string) api.AdvertisementConfig {
+	var members []api.L2Member
+	for n := 1; n <= 2; n++ {
+		members = append(members, api.L2Member{Name: fmt.Sprintf("lb%d", n), Address: netip.AddrPortFrom(bgp.NodeAddr(n, 0), n2HeartbeatPort).String()})
+	}
+	return api.AdvertisementConfig{NodeName: name, L2: &api.L2Config{Interfaces: []string{"eth0"}, Members: members, DetectMultiplier: n2DetectMultiplier},
+		Advertisements: []api.Advertisement{{Name: "lan", Mode: api.AdvertiseL2, Prefixes: []string{vip.String() + "/32"}}}}
+}
+
+// waitOwner waits until every running daemon reports owner as the VIP's
+// L2 owner, the owner announcing it on eth0.
+func (nl *n2Lab) waitOwner(t *testing.T, ctx context.Context, owner string, within time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		var seen []string
+		ok := true
+		for i, d := range nl.daemons {
+			vs, err := d.Client.VIPs(ctx)
+			if err != nil || len(vs) != 1 {
+				ok = false
+				seen = append(seen, fmt.Sprintf("lb%d: %v %v", i+1, vs, err))
+				continue
+			}
+			v := vs[0]
+			seen = append(seen, fmt.Sprintf("lb%d: owner %q announced %v", i+1, v.Owner, v.Announced))
+			self := fmt.Sprintf("lb%d", i+1) == owner
+			if v.Owner != owner || self != slices.Contains(v.Announced, "l2/eth0") {
+				ok = false
+			}
+		}
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the VIP's L2 owner is not %s after %v: %v", owner, within, seen)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 func must(t *testing.T, err error) {
@@ -188,11 +245,6 @@ func must(t *testing.T, err error) {
 	if err != nil {
 		t.Fatal(err)
 	}
-}
-
-// routeTo sends the VIP to lb n, as the advertisement's failover would.
-func (nl *n2Lab) routeTo(ctx context.Context, n int) error {
-	return nl.topo.Router.IP(ctx, "route", "replace", vip.String()+"/32", "via", bgp.NodeAddr(n, 0).String())
 }
 
 // startGNBs starts one gNB simulator per gNB host, perGNB UEs each, in
@@ -213,16 +265,16 @@ func (nl *n2Lab) startGNBs(t *testing.T, ctx context.Context, perGNB int, wait t
 	}
 }
 
-// fail: kill -9 of lb1's daemon, lb1's link down (its pinned datapath and
-// its kernel stay), the VIP routed to lb2. The failure's time is the
-// kill's start: Kill returns once the process is reaped, after its kernel
-// closed its sync connection, which lb2's takeover ABORT may beat.
+// fail: kill -9 of lb1's daemon, then lb1's link down (its pinned
+// datapath and its kernel stay). Nothing moves the VIP but lb2's L2
+// election (lb1's heartbeats stop) and its gratuitous ARP. The failure's
+// time is the kill's start: Kill returns once the process is reaped,
+// after its kernel closed its sync connection.
 func (nl *n2Lab) fail(t *testing.T, ctx context.Context) time.Time {
 	t.Helper()
 	failed := time.Now()
 	must(t, nl.daemons[0].Kill())
 	must(t, nl.topo.Nodes[0].Iface("eth0").SetUp(ctx, false))
-	must(t, nl.routeTo(ctx, 2))
 	return failed
 }
 
@@ -319,9 +371,11 @@ func (nl *n2Lab) collect(t *testing.T, ctx context.Context, failed time.Time) n2
 // proxy service on the same VIP on both; two gNBs (heartbeats 30 s apart,
 // like real gNBs) register 1,000 UEs through lb1. Once lb2 holds lb1's N2
 // records (GET /v1/ha n2Records), lb1's daemon is killed (kill -9) and its
-// link taken down, the VIP routed to lb2. lb2's HA sync sees lb1's
-// connection end and lb2 ABORTs each gNB's association with lb1 from the
-// VIP with the gNB's own tag from lb1's replicated record (T bit clear:
+// link taken down. lb2's HA sync sees lb1's connection end, lb2's L2
+// election sees lb1's heartbeats stop and takes the VIP over (gratuitous
+// ARP to the router), and lb2 ABORTs at once each gNB's association with
+// lb1 from the VIP with the gNB's own tag from lb1's replicated record
+// (T bit clear:
 // not the out-of-the-blue answer to a heartbeat, which would come up to
 // 30 s later with the T bit set); both gNBs see the loss within
 // n2AbortWithin, reconnect to the VIP asking for UE retention, and each

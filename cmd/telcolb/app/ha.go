@@ -96,7 +96,7 @@ func addHAFlags(fs *pflag.FlagSet, h *HAOptions) {
 	fs.StringVar(&h.DrainTimeout, "ha-drain-timeout", "", "how long a planned drain waits for the peers to acknowledge every change before it withdraws the VIPs anyway (default 5s)")
 	fs.StringVar(&h.KeepaliveInterval, "ha-keepalive-interval", "", "longest time the sync connection to a peer stays without a message from this node (default 1s)")
 	fs.StringVar(&h.PeerTimeout, "ha-peer-timeout", "", "how long a peer may stay silent before it is declared lost (default 4s; more than --ha-keepalive-interval)")
-	fs.StringVar(&h.N2TakeoverAbort, "ha-n2-takeover-abort", "", "when to abort a lost peer's gNB associations: owner (default: only for VIPs this node owns by its L2 advertisement), peer-lost (also for VIPs without an owner, BGP or routed from outside, on the sync's verdict alone: aborts a live peer's associations if only the sync link is cut), off")
+	fs.StringVar(&h.N2TakeoverAbort, "ha-n2-takeover-abort", "", "when to abort a lost peer's gNB associations: owner (default: only for VIPs this node owns by its L2 advertisement, at once), peer-lost (also for VIPs without an owner, BGP or routed from outside, on the sync's verdict alone after 1.5s: aborts a live peer's associations if only the sync link is cut), off")
 }
 
 // setFlag copies one --ha-* flag given on the command line.

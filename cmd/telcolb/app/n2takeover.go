@@ -36,20 +36,41 @@ import (
 // (takeoverDecision): a VIP's associations are aborted only once this
 // node owns the VIP by the advertisement's election (L2: the member
 // machine's owner, decided by heartbeats on the clients' segment, not the
-// sync link), waiting up to takeoverOwnerWait after the grace for the
-// ownership to move here; a VIP another node owns is left alone
+// sync link), at once, waiting up to takeoverOwnerWait after the verdict
+// for the ownership to move here; a VIP another node owns is left alone
 // (result="not_owner"). A VIP no advertisement elects an owner for (BGP,
 // where every node announces and the routers choose; a route moved
 // outside the daemon) has no such signal: aborted only with
 // --ha-n2-takeover-abort=peer-lost, where operators accept the cut-link
-// hazard, else left alone (not_owner). The ABORTs stop as soon as the peer
-// is up again.
+// hazard, after takeoverGrace, else left alone (not_owner). The ABORTs
+// stop as soon as the peer is up again.
+//
+// Why a VIP owned here needs no grace (the grace's two reasons, answered
+// by the L2 election itself):
+//   - a live peer is not aborted: the peer's heartbeats on the clients'
+//     segment keep the VIP with it (ownerOther here) whatever happens to
+//     the sync link or our reading speed. Owned here with the peer alive
+//     means either the VIP hashed here all along (the gNBs' packets to it
+//     come here, so the peer's associations on it are dead already) or a
+//     split brain on the segment (neither hears the other's heartbeats):
+//     then the sync's verdict is by silence (its peer timeout, 4 s by
+//     default), far longer than the L2 detection time plus the fence's
+//     settle (ha/member/fence.go: a few hundred ms), so by the verdict the
+//     fence has decided and the loser is fenced (ownerOther). The one
+//     order left open, the sync link cut a peer timeout before the
+//     segment splits, is the hazard mode peer-lost accepts for every VIP;
+//   - the route: "owned here" is published (l2.Announcer.Announced) only
+//     after the responder's Update returned, and Update writes the first
+//     gratuitous ARP / unsolicited NA (override set) of the takeover
+//     before it returns (ha/l2 TestResponderAnnouncesBeforeUpdateReturns):
+//     the router has been told before any ABORT, so the gNB's INIT after
+//     the ABORT finds this node.
 //
 // Never aborted: associations this node's proxy holds itself (same gNB
 // address, port and tag: HoldsAssociation), targets already aborted
 // (dedup across repeated verdicts), records from other peers, anything
-// when the peer is up again takeoverGrace after the verdict. Paced at
-// takeoverRate with a burst of takeoverBurst.
+// once the peer is up again. Paced at takeoverRate with a burst of
+// takeoverBurst.
 //
 // The AMF-side associations the peer's proxy had (its own address to each
 // AMF) are not aborted: the proxy here dials its own associations to the
@@ -65,23 +86,27 @@ const (
 	takeoverRate  = 500 // ABORTs per second after the burst
 	takeoverBurst = 50
 	// takeoverGrace is how long the peer must stay lost before the first
-	// ABORT. A verdict is not always a dead peer: a peer that closed our
+	// ABORT on a VIP no advertisement elects an owner for (mode
+	// peer-lost only; a VIP owned here by the L2 election needs none,
+	// see above). A verdict is not always a dead peer: a peer that closed our
 	// connection because we did not read fast enough (its MaxQueuedBytes)
 	// is alive and serving, and dials again (RedialInterval, 1 s, plus a
 	// TLS handshake); ABORTs then would end its live associations. The
-	// wait also lets the VIP's route move here first (BFD/BGP or the L2
-	// announcement), so a gNB's reconnection after the ABORT finds this
+	// wait also lets the VIP's route move here first (BFD/BGP or a route
+	// moved from outside), so a gNB's reconnection after the ABORT finds this
 	// node instead of losing its INIT to the dead one and retrying at its
 	// INIT retransmission timeout (RFC 9260: 3 s).
 	takeoverGrace = 1500 * time.Millisecond
-	// takeoverOwnerWait is how long after the grace a VIP another node
+	// takeoverOwnerWait is how long after the verdict a VIP another node
 	// still owns is watched for its ownership to move here. The L2
 	// election sees a dead member after its detection time (300 ms by
-	// default), usually before the grace ends; a live member (only the
-	// sync link cut) keeps the VIP and the wait ends in not_owner.
+	// default); a live member (only the sync link cut) keeps the VIP and
+	// the wait ends in not_owner.
 	takeoverOwnerWait = 5 * time.Second
-	// takeoverOwnerPoll is how often ownership is looked at meanwhile.
-	takeoverOwnerPoll = 100 * time.Millisecond
+	// takeoverOwnerPoll is how often ownership is looked at meanwhile:
+	// it adds up to one poll to the ABORT after the election (each round
+	// walks the held records once).
+	takeoverOwnerPoll = 50 * time.Millisecond
 )
 
 // vipOwner is what the advertisement says about who announces a VIP.
@@ -113,29 +138,31 @@ const (
 
 // takeoverDecision is the gate of the takeover ABORT for one VIP, lostFor
 // after the sync's verdict that the peer is lost: nothing while the peer
-// is up again or before the grace; then an abort when this node owns the
-// VIP, or, in mode peer-lost, when no advertisement elects an owner;
-// a VIP owned elsewhere is waited for until the grace plus
-// takeoverOwnerWait, then skipped. The reason is for the logs.
+// is up again; an abort at once when this node owns the VIP (the L2
+// election: the peer is dead or fenced and the segment was told, see
+// above); in mode peer-lost, an abort after takeoverGrace when no
+// advertisement elects an owner; a VIP owned elsewhere is waited for
+// until takeoverOwnerWait, then skipped. The reason is for the logs.
 func takeoverDecision(mode string, peerUp bool, lostFor time.Duration, owner vipOwner) (takeoverStep, string) {
 	switch {
 	case mode == TakeoverAbortOff:
 		return stepSkip, "takeover ABORTs are off (--ha-n2-takeover-abort=off)"
 	case peerUp:
 		return stepSkip, "the peer is up again"
-	case lostFor < takeoverGrace:
-		return stepWait, "grace period"
 	}
 	switch owner {
 	case ownerSelf:
-		return stepAbort, "this node owns the VIP"
+		return stepAbort, "this node owns the VIP by the L2 election"
 	case ownerNone:
-		if mode == TakeoverAbortPeerLost {
-			return stepAbort, "no advertisement elects an owner for the VIP; the sync's verdict alone (--ha-n2-takeover-abort=peer-lost)"
+		switch {
+		case mode != TakeoverAbortPeerLost:
+			return stepSkip, "no advertisement elects an owner for the VIP (BGP or none): the sync's verdict alone could abort a live peer's associations"
+		case lostFor < takeoverGrace:
+			return stepWait, "grace period (no advertisement elects an owner for the VIP)"
 		}
-		return stepSkip, "no advertisement elects an owner for the VIP (BGP or none): the sync's verdict alone could abort a live peer's associations"
+		return stepAbort, "no advertisement elects an owner for the VIP; the sync's verdict alone, past the grace (--ha-n2-takeover-abort=peer-lost)"
 	}
-	if lostFor < takeoverGrace+takeoverOwnerWait {
+	if lostFor < takeoverOwnerWait {
 		return stepWait, "another node owns the VIP"
 	}
 	return stepSkip, "another node still owns the VIP"
@@ -234,15 +261,16 @@ func (h *HA) peerLost(peer string) {
 }
 
 // runTakeover is the takeover after one verdict that peer is lost (at
-// lostAt): rounds of abortPeer from the grace's end, every
-// takeoverOwnerPoll while a VIP waits for its ownership.
+// lostAt): rounds of abortPeer from the verdict on, every
+// takeoverOwnerPoll while a VIP waits (for its ownership, or for the
+// grace in mode peer-lost).
 func (r *N2Replica) runTakeover(ctx context.Context, peer string, lostAt time.Time, mode string, peerUp func() bool) {
 	if mode == TakeoverAbortOff {
 		r.log.Info("N2 takeover: peer lost; takeover ABORTs are off", "peer", peer)
 		return
 	}
 	settled := map[netip.Addr]bool{}
-	next := lostAt.Add(takeoverGrace)
+	next := lostAt
 	for {
 		select {
 		case <-time.After(time.Until(next)):

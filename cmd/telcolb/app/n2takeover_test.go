@@ -135,7 +135,8 @@ func runProxy(t *testing.T, ctx context.Context, tr transport.Transport) *sctplb
 	return p
 }
 
-// The daemon's wiring: lb2's sync loses lb1 and, lb1 staying away for
+// The daemon's wiring, on a VIP no advertisement elects an owner for
+// (mode peer-lost): lb2's sync loses lb1 and, lb1 staying away for
 // takeoverGrace, lb2 ABORTs the gNB associations lb1's records name; a
 // loss after which lb1 is back within the grace (as after it closed our
 // connection for reading too slowly: it dials again) aborts nothing.
@@ -145,7 +146,7 @@ func TestTakeoverOnlyWhenThePeerStaysLost(t *testing.T) {
 	pair := newHAPair(t)
 	dp1 := newMemCT()
 	lb1 := pair.start("lb1", dp1)
-	lb2 := pair.start("lb2", newMemCT())
+	lb2 := pair.startWith("lb2", newMemCT(), func(c *HAConfig) { c.TakeoverAbort = TakeoverAbortPeerLost })
 	p := runProxy(t, ctx, memory.New(memory.Config{Queue: 64}))
 	r := lb2.N2Replica()
 	var mu stdsync.Mutex
@@ -162,8 +163,8 @@ func TestTakeoverOnlyWhenThePeerStaysLost(t *testing.T) {
 	}
 	r.mu.Unlock()
 	r.setRunning(func(svc string) (*sctplb.Proxy, bool) { return p, svc == "n2" })
-	// lb2 owns the VIP (as by the L2 election once lb1 is gone).
-	r.setOwner(func(netip.Addr) vipOwner { return ownerSelf })
+	// No advertisement elects an owner for the VIP (a static route).
+	r.setOwner(func(netip.Addr) vipOwner { return ownerNone })
 	nsent := func() int { mu.Lock(); defer mu.Unlock(); return len(sent) }
 	waitFor(t, "lb1 and lb2 connected", func() bool { return lb1.node.Up("lb2") && lb2.node.Up("lb1") })
 
@@ -274,15 +275,17 @@ func TestAbortPeerSendsOncePerDeadAssociation(t *testing.T) {
 	}
 }
 
-// The gate's decision for one VIP of a lost peer: peer up/lost x within or
-// past the grace x owner (self, other, none) x mode. Nothing before the
-// grace nor while the peer is up; an abort only when this node owns the
-// VIP, or for a VIP nobody owns in mode peer-lost; a VIP owned elsewhere
-// waits for its ownership until the grace plus takeoverOwnerWait, then is
-// left; mode off never aborts.
+// The gate's decision for one VIP of a lost peer: peer up/lost x time
+// since the verdict (at once, within or past the grace, past the owner
+// wait) x owner (self, other, none) x mode. Nothing while the peer is up;
+// a VIP owned here by the L2 election is aborted at once, with no grace
+// (the peer is dead or fenced, the segment was told); a VIP nobody owns
+// only in mode peer-lost and only past the grace; a VIP owned elsewhere
+// waits for its ownership until takeoverOwnerWait, then is left; mode off
+// never aborts.
 func TestTakeoverDecision(t *testing.T) {
 	owner, peerLost, off := TakeoverAbortOwner, TakeoverAbortPeerLost, TakeoverAbortOff
-	early, grace, late := takeoverGrace/2, takeoverGrace, takeoverGrace+takeoverOwnerWait
+	now, early, grace, late := time.Duration(0), takeoverGrace/2, takeoverGrace, takeoverOwnerWait
 	for _, c := range []struct {
 		mode    string
 		up      bool
@@ -290,29 +293,34 @@ func TestTakeoverDecision(t *testing.T) {
 		owner   vipOwner
 		want    takeoverStep
 	}{
-		// Before the grace: wait, whoever owns the VIP.
-		{owner, false, early, ownerSelf, stepWait},
-		{owner, false, early, ownerOther, stepWait},
-		{peerLost, false, early, ownerNone, stepWait},
+		// Owned here: abort at once, in both modes, no grace.
+		{owner, false, now, ownerSelf, stepAbort},
+		{owner, false, early, ownerSelf, stepAbort},
+		{peerLost, false, now, ownerSelf, stepAbort},
+		{owner, false, grace, ownerSelf, stepAbort},
+		{owner, false, late, ownerSelf, stepAbort},
 		// The peer back: nothing, ever.
+		{owner, true, now, ownerSelf, stepSkip},
 		{owner, true, grace, ownerSelf, stepSkip},
 		{peerLost, true, late, ownerNone, stepSkip},
-		// Owned here: abort in both modes.
-		{owner, false, grace, ownerSelf, stepAbort},
-		{peerLost, false, grace, ownerSelf, stepAbort},
-		{owner, false, late, ownerSelf, stepAbort},
+		// No owner elected (BGP, static route): only in mode peer-lost,
+		// and only past the grace (a slow-reader close, the route's move).
+		{peerLost, false, now, ownerNone, stepWait},
+		{peerLost, false, grace - time.Millisecond, ownerNone, stepWait},
+		{peerLost, false, grace, ownerNone, stepAbort},
+		{owner, false, now, ownerNone, stepSkip},
+		{owner, false, grace, ownerNone, stepSkip},
+		{owner, false, late, ownerNone, stepSkip},
 		// Owned elsewhere (a live peer behind a cut sync link keeps it):
 		// wait for the election, then leave it, in both modes.
+		{owner, false, now, ownerOther, stepWait},
 		{owner, false, grace, ownerOther, stepWait},
 		{owner, false, late - time.Millisecond, ownerOther, stepWait},
 		{owner, false, late, ownerOther, stepSkip},
-		{peerLost, false, grace, ownerOther, stepWait},
+		{peerLost, false, early, ownerOther, stepWait},
 		{peerLost, false, late, ownerOther, stepSkip},
-		// No owner elected (BGP, static route): only in mode peer-lost.
-		{owner, false, grace, ownerNone, stepSkip},
-		{owner, false, late, ownerNone, stepSkip},
-		{peerLost, false, grace, ownerNone, stepAbort},
 		// Off: never.
+		{off, false, now, ownerSelf, stepSkip},
 		{off, false, grace, ownerSelf, stepSkip},
 		{off, false, late, ownerNone, stepSkip},
 	} {
@@ -479,5 +487,44 @@ func TestVIPOwnerFromTheL2Election(t *testing.T) {
 	a = &advertiser{announcers: map[string]ha.Announcer{api.AdvertiseBGP: bgp}}
 	if got := a.vipOwner(mine); got != ownerNone {
 		t.Errorf("BGP only: owner %v, want none", got)
+	}
+}
+
+// The daemon's wiring, on a VIP lb2 owns by the L2 election (mode owner,
+// the default): lb1's end is answered with the ABORTs at once, well
+// before takeoverGrace (which only owner-less VIPs in mode peer-lost
+// wait for).
+func TestTakeoverAtOnceOnAVIPOwnedHere(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	pair := newHAPair(t)
+	lb1 := pair.start("lb1", newMemCT())
+	lb2 := pair.startWith("lb2", newMemCT(), func(c *HAConfig) { c.TakeoverAbort = TakeoverAbortOwner })
+	p := runProxy(t, ctx, memory.New(memory.Config{Queue: 64}))
+	r := lb2.N2Replica()
+	var mu stdsync.Mutex
+	var sentAt []time.Time
+	r.takeover.mu.Lock()
+	r.takeover.send = func(abort.Target) error { mu.Lock(); sentAt = append(sentAt, time.Now()); mu.Unlock(); return nil }
+	r.takeover.mu.Unlock()
+	r.mu.Lock()
+	r.held["n2"] = map[string]heldN2{}
+	for name, tg := range map[string]abort.Target{"gnb-a": tgt("192.0.2.1:4001", 11), "gnb-b": tgt("192.0.2.2:4002", 22)} {
+		k, v := gnbRecord(t, name, tg)
+		r.held["n2"][k] = heldN2{from: "lb1", value: v}
+	}
+	r.mu.Unlock()
+	r.setRunning(func(svc string) (*sctplb.Proxy, bool) { return p, svc == "n2" })
+	r.setOwner(func(netip.Addr) vipOwner { return ownerSelf })
+	waitFor(t, "lb1 and lb2 connected", func() bool { return lb1.node.Up("lb2") && lb2.node.Up("lb1") })
+	closed := time.Now()
+	if err := lb1.Close(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the takeover's ABORTs", func() bool { mu.Lock(); defer mu.Unlock(); return len(sentAt) == 2 })
+	mu.Lock()
+	defer mu.Unlock()
+	if d := sentAt[1].Sub(closed); d >= takeoverGrace {
+		t.Errorf("ABORTs on a VIP owned here went %v after lb1 closed: waited for the grace (%v)", d.Round(time.Millisecond), takeoverGrace)
 	}
 }
