@@ -13,7 +13,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -232,19 +231,6 @@ func iovecs(iov []unix.Iovec, msgs []outMsg) []unix.Iovec {
 	return iov
 }
 
-// writevOnce is one writev(2) of iov (at most maxQueued entries, which is
-// Linux's IOV_MAX) on a non-blocking socket.
-func writevOnce(fd uintptr, iov []unix.Iovec) (int, error) {
-	if len(iov) == 0 {
-		return 0, nil
-	}
-	n, _, errno := unix.Syscall(unix.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&iov[0])), uintptr(len(iov)))
-	if errno != 0 {
-		return 0, errno
-	}
-	return int(n), nil
-}
-
 // written releases the messages of msgs the n bytes written cover, and
 // returns what is left: a suffix of msgs, its first element cut where the
 // write stopped (it keeps its reference).
@@ -450,9 +436,16 @@ func (p *tcpPeer) buffer(n, room int) ([]byte, *slab) {
 
 func newTCPPeer(c net.Conn) *tcpPeer { return &tcpPeer{c: c, r: bufio.NewReaderSize(c, 64<<10)} }
 
-// newPooledTCPPeer is a peer whose messages are cut from pool's slabs.
+// newPooledTCPPeer is the agent's peer: its messages are cut from pool's
+// slabs, and it reads with raw system calls (diameter_rawio.go) where the
+// connection has a file descriptor.
 func newPooledTCPPeer(c net.Conn, pool *slabPool) *tcpPeer {
 	p := newTCPPeer(c)
+	if sc, ok := c.(syscall.Conn); ok {
+		if raw, err := sc.SyscallConn(); err == nil {
+			p.r.Reset(newRawReader(raw))
+		}
+	}
 	p.pool = pool
 	return p
 }
