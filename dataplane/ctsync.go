@@ -349,6 +349,10 @@ func (d *Datapath) importCT(r Record, now uint64, active map[uint32]int) ([][16]
 	if err := d.objs.Conntrack.Put(&k, &v); err != nil {
 		return nil, fmt.Errorf("write conntrack entry: %w", err)
 	}
+	// The peer's note of a taken-up association does not come with it.
+	if err := d.noteTakenUp(&k, &v); err != nil {
+		return nil, err
+	}
 	if idx, ok := d.activeIndex(&old); hadOld && ok {
 		active[idx]--
 	}

@@ -207,6 +207,10 @@ func Load(cfg Config) (*Datapath, error) {
 		d.netns.Close()
 		return nil, err
 	}
+	// The note map is not pinned; the taken-up associations' entries are.
+	if err := d.noteTakenUpFromConntrack(); err != nil {
+		d.log.Warn("note taken-up SCTP associations", "err", err)
+	}
 	return d, nil
 }
 

@@ -11,7 +11,7 @@ import (
 
 // natOut reads the destination address and source port of a translated
 // frame (untagged, IPv4 without options or IPv6 without extension headers).
-func natOut(t *testing.T, out []byte, v6 bool) (netip.Addr, uint16) {
+func natOut(t testing.TB, out []byte, v6 bool) (netip.Addr, uint16) {
 	t.Helper()
 	if v6 {
 		return netip.AddrFrom16([16]byte(out[38:54])), binary.BigEndian.Uint16(out[54:])
@@ -20,7 +20,7 @@ func natOut(t *testing.T, out []byte, v6 bool) (netip.Addr, uint16) {
 }
 
 // epIndex is the index of the test endpoint with address a.
-func epIndex(t *testing.T, a netip.Addr) int {
+func epIndex(t testing.TB, a netip.Addr) int {
 	t.Helper()
 	for i := 0; i < numTestEPs; i++ {
 		if epAddr(a.Is6(), i) == a {

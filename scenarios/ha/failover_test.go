@@ -371,10 +371,12 @@ func runFailover(t *testing.T, ctx context.Context, kind failure, sctpRun time.D
 	lb.fail(t, ctx, kind)
 	failed := time.Now()
 	t.Logf("%s at %s", kind, failed.Format(stamp))
+	applied := recordsApplied(t, ctx, lb)
 	checkSCTPImported(t, ctx, lb.daemons[1], before)
 	heldAtFailure(t, ctx, lb, fs, kind == linkDown)
 	asked := time.Now()
 	gap := fs.check(t, "through lb2 after the failure ("+kind.String()+")", asked)
+	t.Logf("lb2 had applied %s records from its peer at the failure, %s after the flows were asked", applied, recordsApplied(t, ctx, lb))
 	t.Logf("%s: %d TCP and %d UDP flows (half opened 100 ms before) asked %v after the failure (the checks of lb2's entries in between), all answered through lb2 within %v of being asked at once",
 		kind, len(fs.tcp), len(fs.udp), asked.Sub(failed).Round(time.Millisecond), gap.Round(time.Millisecond))
 	checkOnePortPerAssociation(t, ctx, lb.daemons[1], "lb2")
@@ -617,4 +619,19 @@ func heldAtFailure(t *testing.T, ctx context.Context, lb *lab2, fs *flowSet, lb1
 	}
 	t.Logf("right after the failure lb2 held %d of %d TCP+UDP flows (missing: %v); lb1's sync:\n%s",
 		len(fs.tcp)+len(fs.udp)-len(missing), len(fs.tcp)+len(fs.udp), missing, strings.Join(lag, "\n"))
+}
+
+// recordsApplied is lb2's count of records received from its peers and
+// applied. Read at the failure and again later it tells a young flow
+// missing at the failure because lb1 never sent it from one lb2 had not
+// yet applied (the count still grows after lb1 is gone: records waited in
+// lb2's receive path).
+func recordsApplied(t *testing.T, ctx context.Context, lb *lab2) string {
+	t.Helper()
+	for _, line := range strings.Split(scrape(t, ctx, lb.topo.Nodes[1], lb.daemons[1]), "\n") {
+		if strings.HasPrefix(line, "telcolb_ha_records_received_total ") {
+			return strings.TrimPrefix(line, "telcolb_ha_records_received_total ")
+		}
+	}
+	return "?"
 }
