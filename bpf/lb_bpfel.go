@@ -103,6 +103,16 @@ type LbCtKey struct {
 	Pad   [3]uint8
 }
 
+type LbCtKey4 struct {
+	_     structs.HostLayout
+	Src   [4]uint8
+	Dst   [4]uint8
+	Sport uint16
+	Dport uint16
+	Proto uint8
+	Pad   [3]uint8
+}
+
 type LbCtVal struct {
 	_          structs.HostLayout
 	NatSrc     [16]uint8
@@ -292,6 +302,7 @@ const (
 	LbMapAffinity        = "affinity"
 	LbMapAssocs          = "assocs"
 	LbMapConntrack       = "conntrack"
+	LbMapConntrack4      = "conntrack4"
 	LbMapCrcShift        = "crc_shift"
 	LbMapCtEventScratch  = "ct_event_scratch"
 	LbMapCtEvents        = "ct_events"
@@ -378,6 +389,7 @@ type LbMapSpecs struct {
 	Affinity       *ebpf.MapSpec `ebpf:"affinity"`
 	Assocs         *ebpf.MapSpec `ebpf:"assocs"`
 	Conntrack      *ebpf.MapSpec `ebpf:"conntrack"`
+	Conntrack4     *ebpf.MapSpec `ebpf:"conntrack4"`
 	CrcShift       *ebpf.MapSpec `ebpf:"crc_shift"`
 	CtEventScratch *ebpf.MapSpec `ebpf:"ct_event_scratch"`
 	CtEvents       *ebpf.MapSpec `ebpf:"ct_events"`
@@ -438,6 +450,7 @@ type LbMaps struct {
 	Affinity       *ebpf.Map `ebpf:"affinity"`
 	Assocs         *ebpf.Map `ebpf:"assocs"`
 	Conntrack      *ebpf.Map `ebpf:"conntrack"`
+	Conntrack4     *ebpf.Map `ebpf:"conntrack4"`
 	CrcShift       *ebpf.Map `ebpf:"crc_shift"`
 	CtEventScratch *ebpf.Map `ebpf:"ct_event_scratch"`
 	CtEvents       *ebpf.Map `ebpf:"ct_events"`
@@ -473,6 +486,7 @@ func (m *LbMaps) Close() error {
 		m.Affinity,
 		m.Assocs,
 		m.Conntrack,
+		m.Conntrack4,
 		m.CrcShift,
 		m.CtEventScratch,
 		m.CtEvents,

@@ -95,6 +95,16 @@ type SockCtKey struct {
 	Pad   [3]uint8
 }
 
+type SockCtKey4 struct {
+	_     structs.HostLayout
+	Src   [4]uint8
+	Dst   [4]uint8
+	Sport uint16
+	Dport uint16
+	Proto uint8
+	Pad   [3]uint8
+}
+
 type SockCtVal struct {
 	_          structs.HostLayout
 	NatSrc     [16]uint8
@@ -298,6 +308,7 @@ const (
 	SockMapAffinity          = "affinity"
 	SockMapAssocs            = "assocs"
 	SockMapConntrack         = "conntrack"
+	SockMapConntrack4        = "conntrack4"
 	SockMapCrcShift          = "crc_shift"
 	SockMapDrops             = "drops"
 	SockMapEndpoints         = "endpoints"
@@ -394,6 +405,7 @@ type SockMapSpecs struct {
 	Affinity     *ebpf.MapSpec `ebpf:"affinity"`
 	Assocs       *ebpf.MapSpec `ebpf:"assocs"`
 	Conntrack    *ebpf.MapSpec `ebpf:"conntrack"`
+	Conntrack4   *ebpf.MapSpec `ebpf:"conntrack4"`
 	CrcShift     *ebpf.MapSpec `ebpf:"crc_shift"`
 	Drops        *ebpf.MapSpec `ebpf:"drops"`
 	Endpoints    *ebpf.MapSpec `ebpf:"endpoints"`
@@ -452,6 +464,7 @@ type SockMaps struct {
 	Affinity     *ebpf.Map `ebpf:"affinity"`
 	Assocs       *ebpf.Map `ebpf:"assocs"`
 	Conntrack    *ebpf.Map `ebpf:"conntrack"`
+	Conntrack4   *ebpf.Map `ebpf:"conntrack4"`
 	CrcShift     *ebpf.Map `ebpf:"crc_shift"`
 	Drops        *ebpf.Map `ebpf:"drops"`
 	Endpoints    *ebpf.Map `ebpf:"endpoints"`
@@ -485,6 +498,7 @@ func (m *SockMaps) Close() error {
 		m.Affinity,
 		m.Assocs,
 		m.Conntrack,
+		m.Conntrack4,
 		m.CrcShift,
 		m.Drops,
 		m.Endpoints,

@@ -14,6 +14,7 @@
 #include "lib/parse.h"
 #include "lib/filter.h"
 #include "lib/ct_events.h"
+#include "lib/ct_map.h"
 
 static __always_inline __u32 state_timeout(__u8 proto, __u8 state, __u32 idle)
 {
@@ -164,7 +165,7 @@ static __always_inline void ct_track(const struct pkt *p, struct ct_val *ct)
 		return;
 	}
 	peer_key(ct, p->proto, &pk);
-	struct ct_val *peer = bpf_map_lookup_elem(&conntrack, &pk);
+	struct ct_val *peer = ct_lookup(&pk);
 	if (peer) {
 		peer->state = st;
 		peer->fins = fins;
@@ -192,7 +193,7 @@ static __always_inline void ct_track(const struct pkt *p, struct ct_val *ct)
 // its packets (the orig's VIP, the reply's endpoint) goes into the address
 // filter first, so no packet of the flow is taken for a miss. Returns 0 or a
 // drop reason.
-static __noinline int ct_insert(const struct pkt *p, const struct ct_key *key, const struct ct_val *v)
+static __noinline int ct_insert(const struct pkt *p, struct ct_key *key, const struct ct_val *v)
 {
 	__u32 fi = LB_FILTER_DATAPATH;
 	struct filter_bits *f = bpf_map_lookup_elem(&addr_filter, &fi);
@@ -215,10 +216,10 @@ static __noinline int ct_insert(const struct pkt *p, const struct ct_key *key, c
 		r->flags = CT_F_REPLY;
 		r->packets = 0;
 		r->bytes = 0;
-		if (bpf_map_update_elem(&conntrack, &rk, r, BPF_ANY))
+		if (ct_update(&rk, r, BPF_ANY))
 			return DROP_CT_FULL;
 	}
-	if (bpf_map_update_elem(&conntrack, key, v, BPF_ANY))
+	if (ct_update(key, v, BPF_ANY))
 		return DROP_CT_FULL;
 	ct_emit(CT_EV_ENTRY, key);
 	return 0;

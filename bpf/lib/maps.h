@@ -90,6 +90,18 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } conntrack SEC(".maps");
 
+// The IPv4 entries of conntrack (struct ct_key4, lib/ct_map.h); conntrack
+// keeps IPv6 and NAT64's IPv6 side. Sized like conntrack (Config.MaxConns).
+// An upgrade from a datapath with one map moves its IPv4 entries here
+// (dataplane/ctsplit.go).
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 262144);
+	__type(key, struct ct_key4);
+	__type(value, struct ct_val);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} conntrack4 SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 1024);
