@@ -307,6 +307,7 @@ const (
 	LbMapCtEventScratch  = "ct_event_scratch"
 	LbMapCtEvents        = "ct_events"
 	LbMapCtEventsLost    = "ct_events_lost"
+	LbMapCtKeyScratch    = "ct_key_scratch"
 	LbMapDrops           = "drops"
 	LbMapEndpoints       = "endpoints"
 	LbMapEpActive        = "ep_active"
@@ -394,6 +395,7 @@ type LbMapSpecs struct {
 	CtEventScratch *ebpf.MapSpec `ebpf:"ct_event_scratch"`
 	CtEvents       *ebpf.MapSpec `ebpf:"ct_events"`
 	CtEventsLost   *ebpf.MapSpec `ebpf:"ct_events_lost"`
+	CtKeyScratch   *ebpf.MapSpec `ebpf:"ct_key_scratch"`
 	Drops          *ebpf.MapSpec `ebpf:"drops"`
 	Endpoints      *ebpf.MapSpec `ebpf:"endpoints"`
 	EpActive       *ebpf.MapSpec `ebpf:"ep_active"`
@@ -455,6 +457,7 @@ type LbMaps struct {
 	CtEventScratch *ebpf.Map `ebpf:"ct_event_scratch"`
 	CtEvents       *ebpf.Map `ebpf:"ct_events"`
 	CtEventsLost   *ebpf.Map `ebpf:"ct_events_lost"`
+	CtKeyScratch   *ebpf.Map `ebpf:"ct_key_scratch"`
 	Drops          *ebpf.Map `ebpf:"drops"`
 	Endpoints      *ebpf.Map `ebpf:"endpoints"`
 	EpActive       *ebpf.Map `ebpf:"ep_active"`
@@ -491,6 +494,7 @@ func (m *LbMaps) Close() error {
 		m.CtEventScratch,
 		m.CtEvents,
 		m.CtEventsLost,
+		m.CtKeyScratch,
 		m.Drops,
 		m.Endpoints,
 		m.EpActive,

@@ -310,6 +310,7 @@ const (
 	SockMapConntrack         = "conntrack"
 	SockMapConntrack4        = "conntrack4"
 	SockMapCrcShift          = "crc_shift"
+	SockMapCtKeyScratch      = "ct_key_scratch"
 	SockMapDrops             = "drops"
 	SockMapEndpoints         = "endpoints"
 	SockMapEpActive          = "ep_active"
@@ -407,6 +408,7 @@ type SockMapSpecs struct {
 	Conntrack    *ebpf.MapSpec `ebpf:"conntrack"`
 	Conntrack4   *ebpf.MapSpec `ebpf:"conntrack4"`
 	CrcShift     *ebpf.MapSpec `ebpf:"crc_shift"`
+	CtKeyScratch *ebpf.MapSpec `ebpf:"ct_key_scratch"`
 	Drops        *ebpf.MapSpec `ebpf:"drops"`
 	Endpoints    *ebpf.MapSpec `ebpf:"endpoints"`
 	EpActive     *ebpf.MapSpec `ebpf:"ep_active"`
@@ -466,6 +468,7 @@ type SockMaps struct {
 	Conntrack    *ebpf.Map `ebpf:"conntrack"`
 	Conntrack4   *ebpf.Map `ebpf:"conntrack4"`
 	CrcShift     *ebpf.Map `ebpf:"crc_shift"`
+	CtKeyScratch *ebpf.Map `ebpf:"ct_key_scratch"`
 	Drops        *ebpf.Map `ebpf:"drops"`
 	Endpoints    *ebpf.Map `ebpf:"endpoints"`
 	EpActive     *ebpf.Map `ebpf:"ep_active"`
@@ -500,6 +503,7 @@ func (m *SockMaps) Close() error {
 		m.Conntrack,
 		m.Conntrack4,
 		m.CrcShift,
+		m.CtKeyScratch,
 		m.Drops,
 		m.Endpoints,
 		m.EpActive,

@@ -1,11 +1,11 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 // Conntrack map access by family: every program reads and writes entries
-// through ct_lookup, ct_update and ct_delete with a struct ct_key, and an
+// through ct_lookup, ct_put and ct_delete with a struct ct_key, and an
 // IPv4 key (both addresses IPv4-mapped) goes to conntrack4 under its compact
 // 16-byte form, every other key to conntrack.
 //
-// The compact key is made inside the caller's ct_key rather than in a stack
-// slot of its own: the deepest call chain of tc_ingress is at the 512-byte
+// ct_lookup makes the compact key inside the caller's ct_key rather than in
+// a stack slot of its own: the deepest call chain of tc_ingress is at the 512-byte
 // combined stack limit of 5.15 and 6.1 (TestCombinedStackFitsOlderKernels).
 // For an IPv4 key dst[0..11] is the IPv4-mapped prefix, so copying src's
 // IPv4 address over dst[8..11] leaves struct ct_key4 in the key's last 16
@@ -60,26 +60,41 @@ static __always_inline struct ct_val *ct_lookup(struct ct_key *k)
 	return ct_lookup_as(k, ct_key_is4(k));
 }
 
-__noinline int ct_update(struct ct_key *k, const struct ct_val *v, __u64 flags)
+// Writes the conntrack value being built in scratch[slot] (CT_SCRATCH_*,
+// lib/maps.h) under key. Global, like ct_delete, so the verifier walks the
+// family branch once instead of at every call (the loops of mh_paths and
+// ct_insert's two calls cost ~80,000 instructions inlined). 6.1 takes a
+// global function's pointer arguments as plain memory, which it refuses as
+// a map key or value (newer kernels accept it): so the key is copied into
+// ct_key_scratch and the value is named by its scratch slot.
+__noinline int ct_put(const struct ct_key *key, __u32 slot)
 {
-	if (!k || !v)
+	__u32 zero = 0;
+	if (!key)
 		return -1;
+	struct ct_val *v = bpf_map_lookup_elem(&scratch, &slot);
+	struct ct_key *k = bpf_map_lookup_elem(&ct_key_scratch, &zero);
+	if (!v || !k)
+		return -1;
+	*k = *key;
 	if (!ct_key_is4(k))
-		return bpf_map_update_elem(&conntrack, k, v, flags);
-	long r = bpf_map_update_elem(&conntrack4, ct_key4_in(k), v, flags);
-	ct_key4_out(k);
-	return r;
+		return bpf_map_update_elem(&conntrack, k, v, BPF_ANY);
+	return bpf_map_update_elem(&conntrack4, ct_key4_in(k), v, BPF_ANY);
 }
 
-__noinline int ct_delete(struct ct_key *k)
+// Global for the same reasons as ct_put (mh_purge's loop).
+__noinline int ct_delete(const struct ct_key *key)
 {
+	__u32 zero = 0;
+	if (!key)
+		return -1;
+	struct ct_key *k = bpf_map_lookup_elem(&ct_key_scratch, &zero);
 	if (!k)
 		return -1;
+	*k = *key;
 	if (!ct_key_is4(k))
 		return bpf_map_delete_elem(&conntrack, k);
-	long r = bpf_map_delete_elem(&conntrack4, ct_key4_in(k));
-	ct_key4_out(k);
-	return r;
+	return bpf_map_delete_elem(&conntrack4, ct_key4_in(k));
 }
 
 #endif

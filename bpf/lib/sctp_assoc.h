@@ -182,7 +182,7 @@ __noinline int mh_paths(struct mh_ctx *c, const struct ct_val *tmpl)
 			addr_cpy(v->nat_dst, c->a.eaddr[j]);
 			v->nat_sport = c->a.nat_sport;
 			v->nat_dport = c->a.eport;
-			if (ct_update(&k, v, BPF_ANY))
+			if (ct_put(&k, CT_SCRATCH_ORIG))
 				continue;
 			// One reply entry per (endpoint address, LB address) pair:
 			// NAT64 shows the endpoint one LB address for every client
@@ -201,7 +201,7 @@ __noinline int mh_paths(struct mh_ctx *c, const struct ct_val *tmpl)
 			v->nat_sport = vport;
 			v->nat_dport = cport;
 			v->flags |= CT_F_REPLY;
-			if (!ct_update(&k, v, BPF_ANY))
+			if (!ct_put(&k, CT_SCRATCH_ORIG))
 				made++;
 		}
 	}
