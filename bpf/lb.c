@@ -17,6 +17,7 @@
 //   sctp_params.h INIT/INIT-ACK address parameter rewrite, ASCONF policy
 //   sctp_compact.h INIT/INIT-ACK compaction and growth
 //   ct_events.h   conntrack change events (ring buffer) for HA sync
+//   ct_map.h      conntrack map access: IPv4 keys in conntrack4 (16 bytes)
 //   conntrack.h   timeouts, state machine, entry insertion
 //   sctp_assoc.h  SCTP association records and their paths
 //   sctp_steer.h  LB-assisted path failover: endpoint onto the live path
@@ -85,8 +86,13 @@ char __license[] SEC("license") = "Dual BSD/GPL";
 
 /* Flow setup: established packets, new connections, the programs. */
 
-static __noinline int ct_established(struct __sk_buff *skb, struct pkt *p, struct ct_val *ct)
+// Global, like ct_fast: verified once, whichever conntrack map (conntrack4
+// or conntrack, lib/ct_map.h) ct points into; as a static function the
+// verifier would walk it once per map.
+__noinline int ct_established(struct __sk_buff *skb, struct pkt *p, struct ct_val *ct)
 {
+	if (!skb || !p || !ct)
+		return TC_ACT_OK;
 	ct_account(skb, p, ct, lb_now());
 
 	if (p->ttl <= 1)
@@ -276,7 +282,7 @@ static __noinline int new_flow(struct __sk_buff *skb, struct pkt *p, struct ct_k
 		struct ct_key ork;
 		if (!(old->flags & CT_F_DSR)) {
 			peer_key(old, p->proto, &ork);
-			if (!bpf_map_delete_elem(&conntrack, &ork))
+			if (!ct_delete(&ork))
 				ct_emit(CT_EV_DELETED, &ork);
 		}
 		release_active(old);
@@ -382,7 +388,7 @@ int tc_ingress(struct __sk_buff *skb)
 	k.sport = p.sport;
 	k.dport = p.dport;
 	k.proto = p.proto;
-	struct ct_val *ct = bpf_map_lookup_elem(&conntrack, &k);
+	struct ct_val *ct = ct_lookup_as(&k, ct_key_is4(&k));
 	if (ct && !starts_new(&p, ct)) {
 		r = ct_fast(skb, &p, ct);
 		if (r != LB_NEXT_SLOW)

@@ -103,6 +103,16 @@ type LbCtKey struct {
 	Pad   [3]uint8
 }
 
+type LbCtKey4 struct {
+	_     structs.HostLayout
+	Src   [4]uint8
+	Dst   [4]uint8
+	Sport uint16
+	Dport uint16
+	Proto uint8
+	Pad   [3]uint8
+}
+
 type LbCtVal struct {
 	_          structs.HostLayout
 	NatSrc     [16]uint8
@@ -292,10 +302,12 @@ const (
 	LbMapAffinity        = "affinity"
 	LbMapAssocs          = "assocs"
 	LbMapConntrack       = "conntrack"
+	LbMapConntrack4      = "conntrack4"
 	LbMapCrcShift        = "crc_shift"
 	LbMapCtEventScratch  = "ct_event_scratch"
 	LbMapCtEvents        = "ct_events"
 	LbMapCtEventsLost    = "ct_events_lost"
+	LbMapCtKeyScratch    = "ct_key_scratch"
 	LbMapDrops           = "drops"
 	LbMapEndpoints       = "endpoints"
 	LbMapEpActive        = "ep_active"
@@ -378,10 +390,12 @@ type LbMapSpecs struct {
 	Affinity       *ebpf.MapSpec `ebpf:"affinity"`
 	Assocs         *ebpf.MapSpec `ebpf:"assocs"`
 	Conntrack      *ebpf.MapSpec `ebpf:"conntrack"`
+	Conntrack4     *ebpf.MapSpec `ebpf:"conntrack4"`
 	CrcShift       *ebpf.MapSpec `ebpf:"crc_shift"`
 	CtEventScratch *ebpf.MapSpec `ebpf:"ct_event_scratch"`
 	CtEvents       *ebpf.MapSpec `ebpf:"ct_events"`
 	CtEventsLost   *ebpf.MapSpec `ebpf:"ct_events_lost"`
+	CtKeyScratch   *ebpf.MapSpec `ebpf:"ct_key_scratch"`
 	Drops          *ebpf.MapSpec `ebpf:"drops"`
 	Endpoints      *ebpf.MapSpec `ebpf:"endpoints"`
 	EpActive       *ebpf.MapSpec `ebpf:"ep_active"`
@@ -438,10 +452,12 @@ type LbMaps struct {
 	Affinity       *ebpf.Map `ebpf:"affinity"`
 	Assocs         *ebpf.Map `ebpf:"assocs"`
 	Conntrack      *ebpf.Map `ebpf:"conntrack"`
+	Conntrack4     *ebpf.Map `ebpf:"conntrack4"`
 	CrcShift       *ebpf.Map `ebpf:"crc_shift"`
 	CtEventScratch *ebpf.Map `ebpf:"ct_event_scratch"`
 	CtEvents       *ebpf.Map `ebpf:"ct_events"`
 	CtEventsLost   *ebpf.Map `ebpf:"ct_events_lost"`
+	CtKeyScratch   *ebpf.Map `ebpf:"ct_key_scratch"`
 	Drops          *ebpf.Map `ebpf:"drops"`
 	Endpoints      *ebpf.Map `ebpf:"endpoints"`
 	EpActive       *ebpf.Map `ebpf:"ep_active"`
@@ -473,10 +489,12 @@ func (m *LbMaps) Close() error {
 		m.Affinity,
 		m.Assocs,
 		m.Conntrack,
+		m.Conntrack4,
 		m.CrcShift,
 		m.CtEventScratch,
 		m.CtEvents,
 		m.CtEventsLost,
+		m.CtKeyScratch,
 		m.Drops,
 		m.Endpoints,
 		m.EpActive,

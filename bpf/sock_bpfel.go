@@ -95,6 +95,16 @@ type SockCtKey struct {
 	Pad   [3]uint8
 }
 
+type SockCtKey4 struct {
+	_     structs.HostLayout
+	Src   [4]uint8
+	Dst   [4]uint8
+	Sport uint16
+	Dport uint16
+	Proto uint8
+	Pad   [3]uint8
+}
+
 type SockCtVal struct {
 	_          structs.HostLayout
 	NatSrc     [16]uint8
@@ -298,7 +308,9 @@ const (
 	SockMapAffinity          = "affinity"
 	SockMapAssocs            = "assocs"
 	SockMapConntrack         = "conntrack"
+	SockMapConntrack4        = "conntrack4"
 	SockMapCrcShift          = "crc_shift"
+	SockMapCtKeyScratch      = "ct_key_scratch"
 	SockMapDrops             = "drops"
 	SockMapEndpoints         = "endpoints"
 	SockMapEpActive          = "ep_active"
@@ -394,7 +406,9 @@ type SockMapSpecs struct {
 	Affinity     *ebpf.MapSpec `ebpf:"affinity"`
 	Assocs       *ebpf.MapSpec `ebpf:"assocs"`
 	Conntrack    *ebpf.MapSpec `ebpf:"conntrack"`
+	Conntrack4   *ebpf.MapSpec `ebpf:"conntrack4"`
 	CrcShift     *ebpf.MapSpec `ebpf:"crc_shift"`
+	CtKeyScratch *ebpf.MapSpec `ebpf:"ct_key_scratch"`
 	Drops        *ebpf.MapSpec `ebpf:"drops"`
 	Endpoints    *ebpf.MapSpec `ebpf:"endpoints"`
 	EpActive     *ebpf.MapSpec `ebpf:"ep_active"`
@@ -452,7 +466,9 @@ type SockMaps struct {
 	Affinity     *ebpf.Map `ebpf:"affinity"`
 	Assocs       *ebpf.Map `ebpf:"assocs"`
 	Conntrack    *ebpf.Map `ebpf:"conntrack"`
+	Conntrack4   *ebpf.Map `ebpf:"conntrack4"`
 	CrcShift     *ebpf.Map `ebpf:"crc_shift"`
+	CtKeyScratch *ebpf.Map `ebpf:"ct_key_scratch"`
 	Drops        *ebpf.Map `ebpf:"drops"`
 	Endpoints    *ebpf.Map `ebpf:"endpoints"`
 	EpActive     *ebpf.Map `ebpf:"ep_active"`
@@ -485,7 +501,9 @@ func (m *SockMaps) Close() error {
 		m.Affinity,
 		m.Assocs,
 		m.Conntrack,
+		m.Conntrack4,
 		m.CrcShift,
+		m.CtKeyScratch,
 		m.Drops,
 		m.Endpoints,
 		m.EpActive,

@@ -31,25 +31,20 @@ func (d *Datapath) recomputeActiveLocked() error {
 	for id := range d.keysByID {
 		top = max(top, id)
 	}
-	var (
-		k bpf.LbCtKey
-		v bpf.LbCtVal
-	)
-	it := d.objs.Conntrack.Iterate()
-	for it.Next(&k, &v) {
+	err := d.ct().each(func(_ bpf.LbCtKey, v *bpf.LbCtVal) {
 		// One count per connection: its orig entry, while the datapath has
 		// not released it (closed) and not a secondary SCTP path.
 		if v.Flags&(ctFReply|ctFPath|ctFReleased) != 0 {
-			continue
+			return
 		}
 		if v.Svc == 0 || v.Svc >= d.maxServices || v.Ep >= MaxEndpoints {
-			continue
+			return
 		}
 		want[v.Svc*MaxEndpoints+v.Ep]++
 		top = max(top, v.Svc)
-	}
-	if err := it.Err(); err != nil {
-		return fmt.Errorf("recount active connections: iterate conntrack: %w", err)
+	})
+	if err != nil {
+		return fmt.Errorf("recount active connections: %w", err)
 	}
 	counts, err := d.readActive(int(top+1) * MaxEndpoints)
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -247,12 +248,14 @@ func TestIncompatiblePinnedMapIsRecreated(t *testing.T) {
 		t.Fatalf("reload with another conntrack size: %v", err)
 	}
 	defer d.Destroy()
-	info, err := d.objs.Conntrack.Info()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if info.MaxEntries != 2048 {
-		t.Fatalf("conntrack max entries %d, want 2048", info.MaxEntries)
+	for _, m := range []*ebpf.Map{d.objs.Conntrack, d.objs.Conntrack4} {
+		info, err := m.Info()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.MaxEntries != 2048 {
+			t.Fatalf("%s max entries %d, want 2048", info.Name, info.MaxEntries)
+		}
 	}
 	if keys := serviceKeysIn(t, d); len(keys) != 1 {
 		t.Fatalf("services lost across reload: %d keys", len(keys))

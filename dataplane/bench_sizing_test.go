@@ -147,21 +147,21 @@ func sizingDatapath(t *testing.T, e *env, nsvc, neps, nconn int) (*Datapath, []b
 	return d, sizingFrame(0)
 }
 
-// fillConntrack adds n established TCP entries of random clients (service
-// 1, endpoint 0), in batches.
+// fillConntrack adds n established TCP entries of random IPv4 clients
+// (service 1, endpoint 0) to conntrack4, in batches.
 func fillConntrack(t *testing.T, d *Datapath, n int) {
 	t.Helper()
 	const batch = 8192
 	now := monotonicNow()
 	r := rand.New(rand.NewPCG(1, uint64(n)))
 	var oldest *bpf.LbCtKey
-	keys := make([]bpf.LbCtKey, 0, batch)
+	keys := make([]bpf.LbCtKey4, 0, batch)
 	vals := make([]bpf.LbCtVal, 0, batch)
 	flush := func() {
 		if len(keys) == 0 {
 			return
 		}
-		if _, err := d.objs.Conntrack.BatchUpdate(keys, vals, nil); err != nil {
+		if _, err := d.objs.Conntrack4.BatchUpdate(keys, vals, nil); err != nil {
 			t.Fatalf("fill conntrack: %v", err)
 		}
 		keys, vals = keys[:0], vals[:0]
@@ -183,7 +183,7 @@ func fillConntrack(t *testing.T, d *Datapath, n int) {
 		if oldest == nil {
 			oldest = &k
 		}
-		keys = append(keys, k)
+		keys = append(keys, ctKey4Of(&k))
 		vals = append(vals, v)
 		if len(keys) == batch {
 			flush()
@@ -194,7 +194,7 @@ func fillConntrack(t *testing.T, d *Datapath, n int) {
 	// if the first one is still there.
 	if oldest != nil {
 		var v bpf.LbCtVal
-		if err := d.objs.Conntrack.Lookup(oldest, &v); err != nil {
+		if err := d.ct().lookup(oldest, &v); err != nil {
 			t.Fatalf("conntrack of %d entries lost its first (evicted): %v", n, err)
 		}
 	}

@@ -66,13 +66,13 @@ func benchNs(t *testing.T, prog *ebpf.Program, frame []byte, wantRet uint32) flo
 func mirrorFlow(t *testing.T, d *Datapath, orig bpf.LbCtKey) {
 	t.Helper()
 	var v bpf.LbCtVal
-	if err := d.objs.Conntrack.Lookup(&orig, &v); err != nil {
+	if err := d.ct().lookup(&orig, &v); err != nil {
 		t.Fatalf("lookup bench flow: %v", err)
 	}
 	mk := bpf.LbCtKey{Src: v.NatSrc, Dst: v.NatDst, Sport: v.NatSport, Dport: v.NatDport, Proto: orig.Proto}
 	mv := v
 	mv.NatSrc, mv.NatDst, mv.NatSport, mv.NatDport = orig.Src, orig.Dst, orig.Sport, orig.Dport
-	if err := d.objs.Conntrack.Put(&mk, &mv); err != nil {
+	if err := d.ct().put(&mk, &mv); err != nil {
 		t.Fatalf("mirror entry: %v", err)
 	}
 }

@@ -27,17 +27,9 @@ var stateNames = map[uint8]string{
 func ntohl(v uint32) uint32 { return bits.ReverseBytes32(v) }
 
 func (d *Datapath) snapshot() (map[bpf.LbCtKey]bpf.LbCtVal, error) {
-	var (
-		k bpf.LbCtKey
-		v bpf.LbCtVal
-	)
 	out := map[bpf.LbCtKey]bpf.LbCtVal{}
-	it := d.objs.Conntrack.Iterate()
-	for it.Next(&k, &v) {
-		out[k] = v
-	}
-	if err := it.Err(); err != nil {
-		return nil, fmt.Errorf("iterate conntrack: %w", err)
+	if err := d.ct().each(func(k bpf.LbCtKey, v *bpf.LbCtVal) { out[k] = *v }); err != nil {
+		return nil, err
 	}
 	return out, nil
 }
@@ -198,7 +190,7 @@ func (d *Datapath) deleteConns(match func(*bpf.LbCtVal) bool) error {
 		if !match(&v) {
 			continue
 		}
-		if err := d.objs.Conntrack.Delete(&k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		if err := d.ct().delete(&k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 			errs = append(errs, fmt.Errorf("delete conntrack entry: %w", err))
 		} else {
 			d.noteDeleted(d.deletedCT(k))
@@ -329,7 +321,7 @@ func (d *Datapath) ageOnce(now uint64) (int, error) {
 	var errs []error
 	removed := 0
 	del := func(k bpf.LbCtKey) {
-		if err := d.objs.Conntrack.Delete(&k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		if err := d.ct().delete(&k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 			errs = append(errs, fmt.Errorf("delete conntrack entry: %w", err))
 			return
 		}

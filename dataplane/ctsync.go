@@ -159,14 +159,14 @@ func (d *Datapath) recordsOfEvent(raw []byte) []Record {
 	switch ev.Kind {
 	case bpf.CtEvEntry:
 		var v bpf.LbCtVal
-		if err := d.objs.Conntrack.Lookup(&ev.Key, &v); err != nil {
+		if err := d.ct().lookup(&ev.Key, &v); err != nil {
 			return []Record{d.deletedCT(ev.Key)}
 		}
 		out := []Record{d.ctRecord(&ev.Key, &v, now)}
 		if v.Flags&ctFDSR == 0 {
 			pk := peerKey(&v, ev.Key.Proto)
 			var pv bpf.LbCtVal
-			if d.objs.Conntrack.Lookup(&pk, &pv) == nil {
+			if d.ct().lookup(&pk, &pv) == nil {
 				out = append(out, d.ctRecord(&pk, &pv, now))
 			}
 		}
@@ -193,13 +193,13 @@ func (d *Datapath) pathRecords(ak *bpf.LbAssocKey, a *bpf.LbAssoc, now uint64) [
 		for j := 0; j < int(a.Ne) && j < len(a.Vip); j++ {
 			k := bpf.LbCtKey{Src: a.Caddr[i], Dst: a.Vip[j], Sport: ak.Cport, Dport: ak.Vport, Proto: uint8(ProtoSCTP)}
 			var v bpf.LbCtVal
-			if d.objs.Conntrack.Lookup(&k, &v) != nil {
+			if d.ct().lookup(&k, &v) != nil {
 				continue
 			}
 			out = append(out, d.ctRecord(&k, &v, now))
 			pk := peerKey(&v, k.Proto)
 			var pv bpf.LbCtVal
-			if d.objs.Conntrack.Lookup(&pk, &pv) == nil {
+			if d.ct().lookup(&pk, &pv) == nil {
 				out = append(out, d.ctRecord(&pk, &pv, now))
 			}
 		}
@@ -325,9 +325,9 @@ func (d *Datapath) importCT(r Record, now uint64, active map[uint32]int) ([][16]
 		return nil, fmt.Errorf("ct_key: %w", err)
 	}
 	var old bpf.LbCtVal
-	hadOld := d.objs.Conntrack.Lookup(&k, &old) == nil
+	hadOld := d.ct().lookup(&k, &old) == nil
 	if r.Deleted {
-		if err := d.objs.Conntrack.Delete(&k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		if err := d.ct().delete(&k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 			return nil, fmt.Errorf("delete conntrack entry: %w", err)
 		}
 		if idx, ok := d.activeIndex(&old); hadOld && ok {
@@ -346,7 +346,7 @@ func (d *Datapath) importCT(r Record, now uint64, active map[uint32]int) ([][16]
 	if v.Svc >= d.maxServices || v.Ep >= MaxEndpoints {
 		return nil, fmt.Errorf("ct_val: service %d endpoint %d beyond this datapath's tables", v.Svc, v.Ep)
 	}
-	if err := d.objs.Conntrack.Put(&k, &v); err != nil {
+	if err := d.ct().put(&k, &v); err != nil {
 		return nil, fmt.Errorf("write conntrack entry: %w", err)
 	}
 	// The peer's note of a taken-up association does not come with it.

@@ -74,6 +74,10 @@ type Datapath struct {
 	// reports what Load migrated.
 	pending    []*oldPin
 	migrations []MapMigration
+	// splitPending: conntrack held IPv4 entries of the one-map layout at
+	// load, copied into conntrack4; CompleteMigration finishes the move
+	// (ctsplit.go).
+	splitPending bool
 	// keysByID and vipRefs index the services map so programming one
 	// service costs its own keys, not a scan of every service's.
 	keysByID map[uint32][]bpf.LbSvcKey
@@ -118,6 +122,7 @@ func Load(cfg Config) (*Datapath, error) {
 		return nil, fmt.Errorf("load datapath spec: %w", err)
 	}
 	spec.Maps[bpf.LbMapConntrack].MaxEntries = uint32(cfg.MaxConns)
+	spec.Maps[bpf.LbMapConntrack4].MaxEntries = uint32(cfg.MaxConns)
 	if cfg.DisableConntrackEvents {
 		v, ok := spec.Variables[bpf.LbVarCtEventsEnabled]
 		if !ok {
@@ -196,6 +201,15 @@ func Load(cfg Config) (*Datapath, error) {
 	d.pending = olds
 	for _, op := range olds {
 		d.migrations = append(d.migrations, op.report)
+	}
+	// After the migrations above: a conntrack migrated from an older
+	// release holds its IPv4 entries too.
+	if rep, err := d.splitConntrack(false); err != nil {
+		d.log.Warn("conntrack split", "err", err)
+	} else if rep.Entries > 0 {
+		d.splitPending = true
+		d.migrations = append(d.migrations, rep)
+		d.logMigration(rep)
 	}
 	// Counts may be off after a crash, an eviction or a migration: they are
 	// recomputed from the connections themselves.

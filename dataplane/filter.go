@@ -98,19 +98,12 @@ func (d *Datapath) fillFilterFromConntrack() error {
 			}
 		}
 	}
-	var (
-		k     bpf.LbCtKey
-		v     bpf.LbCtVal
-		addrs [][16]byte
-	)
-	it := d.objs.Conntrack.Iterate()
-	for it.Next(&k, &v) {
-		addrs = append(addrs, k.Src, k.Dst)
-	}
+	var addrs [][16]byte
+	err := d.ct().each(func(k bpf.LbCtKey, _ *bpf.LbCtVal) { addrs = append(addrs, k.Src, k.Dst) })
 	// An aborted walk (entries changing under it) still yields most keys;
 	// the rest belong to configured services (see above).
-	if err := it.Err(); err != nil && !errors.Is(err, ebpf.ErrIterationAborted) {
-		return fmt.Errorf("iterate conntrack: %w", err)
+	if err != nil && !errors.Is(err, ebpf.ErrIterationAborted) {
+		return err
 	}
 	if len(addrs) == 0 {
 		return nil

@@ -422,11 +422,18 @@ func orderOldestFirst(name string, entries []rawEntry, lastSeen *leaf) [][]rawEn
 		g.members = append(g.members, e)
 	}
 	for _, e := range entries {
-		if name == bpf.LbMapConntrack {
+		if name == bpf.LbMapConntrack || name == bpf.LbMapConntrack4 {
 			var k bpf.LbCtKey
 			var v bpf.LbCtVal
-			if binary.Read(bytes.NewReader(e.k), binary.LittleEndian, &k) == nil &&
-				binary.Read(bytes.NewReader(e.v), binary.LittleEndian, &v) == nil {
+			var err error
+			if name == bpf.LbMapConntrack4 {
+				var k4 bpf.LbCtKey4
+				err = binary.Read(bytes.NewReader(e.k), binary.LittleEndian, &k4)
+				k = ctKeyOf4(&k4)
+			} else {
+				err = binary.Read(bytes.NewReader(e.k), binary.LittleEndian, &k)
+			}
+			if err == nil && binary.Read(bytes.NewReader(e.v), binary.LittleEndian, &v) == nil {
 				id := k
 				if v.Flags&ctFReply != 0 {
 					id = peerKey(&v, k.Proto)
@@ -533,10 +540,25 @@ func (d *Datapath) completeMigrationLocked() error {
 		}
 		op.m.Close()
 	}
-	if len(d.pending) > 0 {
+	// After the maps' second passes, which may bring IPv4 entries into
+	// conntrack.
+	if d.splitPending {
+		rep, err := d.splitConntrack(true)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("split conntrack (second pass): %w", err))
+		}
+		for i := range d.migrations {
+			if d.migrations[i].Map == rep.Map {
+				d.migrations[i] = rep
+			}
+		}
+		d.logMigration(rep)
+	}
+	if len(d.pending) > 0 || d.splitPending {
 		errs = append(errs, d.recomputeActiveLocked())
 	}
 	d.pending = nil
+	d.splitPending = false
 	return errors.Join(errs...)
 }
 
@@ -548,11 +570,12 @@ func (d *Datapath) Migrations() []MapMigration {
 }
 
 // ConntrackNotMigrated is how many conntrack entries (connection directions)
-// a layout or size change could not carry over at load.
+// a layout or size change, or the move of IPv4 entries into conntrack4,
+// could not carry over at load.
 func (d *Datapath) ConntrackNotMigrated() uint64 {
 	var n uint64
 	for _, m := range d.Migrations() {
-		if m.Map == "conntrack" {
+		if m.Map == bpf.LbMapConntrack || m.Map == bpf.LbMapConntrack4 {
 			n += uint64(m.Lost)
 		}
 	}

@@ -163,7 +163,7 @@ func TestSCTPTakenUpPathLeavesAnotherFlowsPort(t *testing.T) {
 	other := bpf.LbCtKey{Src: addr16(ep), Dst: addr16(a.vip2), Sport: htons(eport), Dport: htons(port), Proto: uint8(ProtoSCTP)}
 	ov := bpf.LbCtVal{NatSrc: addr16(a.vip2), NatDst: addr16(netip.MustParseAddr("10.0.0.99")), NatSport: htons(vport),
 		NatDport: htons(40000), Svc: id, Flags: ctFReply, Family: 2, Mode: uint8(ModeFullNAT), VtagEp: 0x12345678}
-	if err := e.d.objs.Conntrack.Put(&other, &ov); err != nil {
+	if err := e.d.ct().put(&other, &ov); err != nil {
 		t.Fatal(err)
 	}
 
@@ -177,7 +177,7 @@ func TestSCTPTakenUpPathLeavesAnotherFlowsPort(t *testing.T) {
 		t.Fatalf("second path toward %s port %d; want %s and a port other than the taken %d", ep2, port2, ep, port)
 	}
 	var got bpf.LbCtVal
-	if err := e.d.objs.Conntrack.Lookup(&other, &got); err != nil || got.NatDst != ov.NatDst {
+	if err := e.d.ct().lookup(&other, &got); err != nil || got.NatDst != ov.NatDst {
 		t.Fatalf("the other flow's reply entry: %+v (%v), want it untouched", got, err)
 	}
 }

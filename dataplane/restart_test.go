@@ -195,12 +195,13 @@ func TestMaxConnsChangeKeepsConnections(t *testing.T) {
 	sessions := map[uint32]uint64{3: e.stats(3, 4).Sessions, 4: e.stats(4, 4).Sessions}
 
 	e.reload(Config{MaxConns: 8192})
-	m, ok := migrationOf(e.d, "conntrack")
+	// IPv4 flows: their entries are conntrack4's.
+	m, ok := migrationOf(e.d, "conntrack4")
 	if !ok || m.Lost != 0 || m.Migrated != 4 {
-		t.Fatalf("conntrack migration %+v (reported %v), want 4 entries migrated, none lost", m, ok)
+		t.Fatalf("conntrack4 migration %+v (reported %v), want 4 entries migrated, none lost", m, ok)
 	}
-	if got := e.d.objs.Conntrack.MaxEntries(); got != 8192 {
-		t.Fatalf("conntrack holds %d entries, want the new 8192", got)
+	if got := e.d.objs.Conntrack4.MaxEntries(); got != 8192 {
+		t.Fatalf("conntrack4 holds %d entries, want the new 8192", got)
 	}
 	e.checkFlowsContinue(fs, sessions)
 	if e.sumActive(3) != 1 || e.sumActive(4) != 1 {
@@ -217,7 +218,7 @@ func TestMaxConnsChangeKeepsConnections(t *testing.T) {
 	newest := uint16(20099)
 	e.run(udpTo(clientV4, vipV4, newest, 53).frame())
 	e.reload(Config{MaxConns: 64})
-	m, _ = migrationOf(e.d, "conntrack")
+	m, _ = migrationOf(e.d, "conntrack4")
 	if m.Lost == 0 || m.Migrated == 0 || m.Entries != m.Lost+m.Migrated {
 		t.Fatalf("shrinking migration %+v: want some lost, some migrated, all accounted for", m)
 	}
@@ -444,7 +445,8 @@ func testUpgradeFrom(t *testing.T, object string) {
 // layout of release 51d1522, whose ct_val had the same size as today's but
 // three bytes of padding where cport now is: the kernel's compatibility
 // check passes it, so without the BTF comparison every entry would be read
-// with shifted fields.
+// with shifted fields. Its IPv4 entries, converted, then move into
+// conntrack4.
 func TestLayoutChangeIsConverted(t *testing.T) {
 	e := newEnv(t)
 	e.upsert(Service{ID: 3, VIP: vipV4, PortStart: 80, Proto: ProtoTCP, Endpoints: testEndpoints(false, 4, 8080)})
@@ -482,31 +484,32 @@ func TestLayoutChangeIsConverted(t *testing.T) {
 		t.Fatalf("create old-layout conntrack: %v", err)
 	}
 	defer om.Close()
-	raw := &oldPin{name: "conntrack", m: e.d.objs.Conntrack}
-	entries, err := raw.dump()
-	if err != nil || len(entries) != len(before) {
-		t.Fatalf("raw dump: %d entries, %v", len(entries), err)
+	// That release kept every entry in conntrack (40-byte keys, IPv4
+	// ones too) and had no conntrack4.
+	if len(before) == 0 {
+		t.Fatal("no entries")
 	}
-	for _, en := range entries {
-		ov, err := toOld.convert(en.v)
+	for k, v := range before {
+		ov, err := toOld.convert(rawOf(&v))
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := om.Put(en.k, ov); err != nil {
+		if err := om.Put(rawOf(&k), ov); err != nil {
 			t.Fatal(err)
 		}
 	}
 	if err := e.d.Close(); err != nil {
 		t.Fatal(err)
 	}
-	path := e.pinPath + "/conntrack"
-	cur, err := ebpf.LoadPinnedMap(path, nil)
-	if err != nil {
-		t.Fatal(err)
+	for _, name := range []string{"conntrack", "conntrack4"} {
+		cur, err := ebpf.LoadPinnedMap(e.pinPath+"/"+name, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = cur.Unpin()
+		cur.Close()
 	}
-	_ = cur.Unpin()
-	cur.Close()
-	if err := om.Pin(path); err != nil {
+	if err := om.Pin(e.pinPath + "/conntrack"); err != nil {
 		t.Fatal(err)
 	}
 
@@ -526,6 +529,10 @@ func TestLayoutChangeIsConverted(t *testing.T) {
 	m, _ := migrationOf(d, "conntrack")
 	if m.Lost != 0 || m.Migrated != len(before) {
 		t.Fatalf("migration %+v, want %d migrated", m, len(before))
+	}
+	// Then moved: the entries are IPv4 connections'.
+	if m, _ := migrationOf(d, "conntrack4"); m.Lost != 0 || m.Migrated != len(before) {
+		t.Fatalf("move into conntrack4 %+v, want %d moved", m, len(before))
 	}
 	after, err := d.snapshot()
 	if err != nil {

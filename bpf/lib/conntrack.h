@@ -14,6 +14,7 @@
 #include "lib/parse.h"
 #include "lib/filter.h"
 #include "lib/ct_events.h"
+#include "lib/ct_map.h"
 
 static __always_inline __u32 state_timeout(__u8 proto, __u8 state, __u32 idle)
 {
@@ -164,7 +165,7 @@ static __always_inline void ct_track(const struct pkt *p, struct ct_val *ct)
 		return;
 	}
 	peer_key(ct, p->proto, &pk);
-	struct ct_val *peer = bpf_map_lookup_elem(&conntrack, &pk);
+	struct ct_val *peer = ct_lookup(&pk);
 	if (peer) {
 		peer->state = st;
 		peer->fins = fins;
@@ -190,9 +191,10 @@ static __always_inline void ct_track(const struct pkt *p, struct ct_val *ct)
 // Writes the reply entry then the orig entry (in that order, so a reply can
 // never find a half-made connection). Each key's address that identifies
 // its packets (the orig's VIP, the reply's endpoint) goes into the address
-// filter first, so no packet of the flow is taken for a miss. Returns 0 or a
-// drop reason.
-static __noinline int ct_insert(const struct pkt *p, const struct ct_key *key, const struct ct_val *v)
+// filter first, so no packet of the flow is taken for a miss. v is
+// scratch[CT_SCRATCH_ORIG] (ct_put writes the slot). Returns 0 or a drop
+// reason.
+static __noinline int ct_insert(const struct pkt *p, struct ct_key *key, const struct ct_val *v)
 {
 	__u32 fi = LB_FILTER_DATAPATH;
 	struct filter_bits *f = bpf_map_lookup_elem(&addr_filter, &fi);
@@ -200,7 +202,7 @@ static __noinline int ct_insert(const struct pkt *p, const struct ct_key *key, c
 		return DROP_CT_FULL;
 	filter_add(f, key->dst);
 	if (!(v->flags & CT_F_DSR)) {
-		__u32 one = 1;
+		__u32 one = CT_SCRATCH_REPLY;
 		struct ct_val *r = bpf_map_lookup_elem(&scratch, &one);
 		struct ct_key rk;
 		if (!r)
@@ -215,10 +217,10 @@ static __noinline int ct_insert(const struct pkt *p, const struct ct_key *key, c
 		r->flags = CT_F_REPLY;
 		r->packets = 0;
 		r->bytes = 0;
-		if (bpf_map_update_elem(&conntrack, &rk, r, BPF_ANY))
+		if (ct_put(&rk, CT_SCRATCH_REPLY))
 			return DROP_CT_FULL;
 	}
-	if (bpf_map_update_elem(&conntrack, key, v, BPF_ANY))
+	if (ct_put(key, CT_SCRATCH_ORIG))
 		return DROP_CT_FULL;
 	ct_emit(CT_EV_ENTRY, key);
 	return 0;

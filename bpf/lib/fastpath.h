@@ -192,9 +192,12 @@ static __always_inline int sctp_needs_slow(const struct pkt *p, const struct ct_
 // LB_NEXT_SLOW, before anything is counted or written, when the packet
 // needs more than that (DSR, NAT64, fragments, expiring TTL, no cached next
 // hop, headers outside the linear part, SCTP as sctp_needs_slow says):
-// ct_established then.
-static __noinline int ct_fast(struct __sk_buff *skb, const struct pkt *p, struct ct_val *ct)
+// ct_established then. Global: verified once for both conntrack maps
+// (see ct_established).
+__noinline int ct_fast(struct __sk_buff *skb, const struct pkt *p, struct ct_val *ct)
 {
+	if (!skb || !p || !ct)
+		return LB_NEXT_SLOW;
 	if (p->proto != IPPROTO_TCP && p->proto != IPPROTO_UDP && p->proto != IPPROTO_SCTP)
 		return LB_NEXT_SLOW;
 	if (p->ttl <= 1 || p->frag != FRAG_NONE || (ct->flags & CT_F_DSR) || nat64_crosses(p, ct->nat_dst))

@@ -112,7 +112,7 @@ static __noinline int icmp_error(struct __sk_buff *skb, struct pkt *p)
 	k.sport = iports[1];
 	k.dport = iports[0];
 	k.proto = iproto;
-	struct ct_val *ct = bpf_map_lookup_elem(&conntrack, &k);
+	struct ct_val *ct = ct_lookup(&k);
 	if (!ct || (ct->flags & CT_F_DSR))
 		return TC_ACT_OK;
 	__u16 nports[2] = {ct->nat_dport, ct->nat_sport};

@@ -90,6 +90,18 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } conntrack SEC(".maps");
 
+// The IPv4 entries of conntrack (struct ct_key4, lib/ct_map.h); conntrack
+// keeps IPv6 and NAT64's IPv6 side. Sized like conntrack (Config.MaxConns).
+// An upgrade from a datapath with one map moves its IPv4 entries here
+// (dataplane/ctsplit.go).
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 262144);
+	__type(key, struct ct_key4);
+	__type(value, struct ct_val);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} conntrack4 SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 1024);
@@ -161,6 +173,18 @@ struct {
 	__type(key, __u32);
 	__type(value, struct ct_val);
 } scratch SEC(".maps");
+#define CT_SCRATCH_ORIG 0  // the new flow's orig entry (new_flow, mh_paths)
+#define CT_SCRATCH_REPLY 1 // its reply entry (ct_insert)
+
+// The key ct_put and ct_delete (lib/ct_map.h) write or delete under: a copy
+// of their argument that 6.1 accepts as a map key, off the stack, whose
+// deepest chain is at 512 bytes.
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct ct_key);
+} ct_key_scratch SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);

@@ -127,11 +127,15 @@ static __noinline int snat_pick(struct __sk_buff *skb, const struct pkt *p, stru
 		struct ct_key wk;
 		v->nat_sport = want;
 		peer_key(v, p->proto, &wk);
-		struct ct_val *o = bpf_map_lookup_elem(&conntrack, &wk);
+		struct ct_val *o = ct_lookup(&wk);
 		if (!o || ((o->flags & CT_F_REPLY) && o->svc == v->svc && o->nat_dport == p->sport &&
 			   (o->vtag_ep == p->vtag || !o->vtag_ep)))
 			return 0;
 	}
+	// Every probe's reply key has the same addresses, so one family.
+	struct ct_key rk;
+	peer_key(v, p->proto, &rk);
+	int is4 = ct_key_is4(&rk);
 	__u32 h = hash_tuple(p, 0);
 	// Unrolled: clang rotates this loop so that its back-edge lands on the
 	// instruction after the map lookup, which 6.1's check_cfg rejects
@@ -140,10 +144,9 @@ static __noinline int snat_pick(struct __sk_buff *skb, const struct pkt *p, stru
 #pragma unroll
 	for (int i = 0; i < 8; i++) {
 		__u16 port = 1024 + (h + i * 7919) % (65536 - 1024);
-		struct ct_key rk;
 		v->nat_sport = bpf_htons(port);
 		peer_key(v, p->proto, &rk);
-		if (!bpf_map_lookup_elem(&conntrack, &rk))
+		if (!ct_lookup_as(&rk, is4))
 			return 0;
 	}
 	return DROP_SNAT_PORTS;

@@ -147,7 +147,7 @@ __noinline int mh_follow(const struct ct_val *ct, const struct pkt *p)
 	if (!ct || !p)
 		return 0;
 	peer_key(ct, IPPROTO_SCTP, &k);
-	struct ct_val *r = bpf_map_lookup_elem(&conntrack, &k);
+	struct ct_val *r = ct_lookup(&k);
 	if (!r || !(r->flags & CT_F_REPLY) || r->vtag_client != ct->vtag_client)
 		return 0;
 	if (addr_eq(r->nat_dst, p->src) && addr_eq(r->nat_src, p->dst))

@@ -107,7 +107,7 @@ static __noinline struct ct_val *mh_ack_entry(const struct pkt *p)
 	k.sport = p->sport;
 	k.dport = p->dport;
 	k.proto = IPPROTO_SCTP;
-	struct ct_val *ct = bpf_map_lookup_elem(&conntrack, &k);
+	struct ct_val *ct = ct_lookup(&k);
 	if (!ct || !(ct->flags & CT_F_REPLY) || ct->vtag_client != p->vtag)
 		return 0;
 	return ct;
@@ -182,7 +182,7 @@ __noinline int mh_paths(struct mh_ctx *c, const struct ct_val *tmpl)
 			addr_cpy(v->nat_dst, c->a.eaddr[j]);
 			v->nat_sport = c->a.nat_sport;
 			v->nat_dport = c->a.eport;
-			if (bpf_map_update_elem(&conntrack, &k, v, BPF_ANY))
+			if (ct_put(&k, CT_SCRATCH_ORIG))
 				continue;
 			// One reply entry per (endpoint address, LB address) pair:
 			// NAT64 shows the endpoint one LB address for every client
@@ -201,7 +201,7 @@ __noinline int mh_paths(struct mh_ctx *c, const struct ct_val *tmpl)
 			v->nat_sport = vport;
 			v->nat_dport = cport;
 			v->flags |= CT_F_REPLY;
-			if (!bpf_map_update_elem(&conntrack, &k, v, BPF_ANY))
+			if (!ct_put(&k, CT_SCRATCH_ORIG))
 				made++;
 		}
 	}
@@ -297,7 +297,7 @@ static __always_inline struct ct_val *mh_primary(__u32 svc, __u32 vtag, __u32 po
 	k->sport = ak.cport;
 	k->dport = ak.vport;
 	k->proto = IPPROTO_SCTP;
-	return bpf_map_lookup_elem(&conntrack, k);
+	return ct_lookup(k);
 }
 
 // A path entry changed state (COOKIE-ACK, SHUTDOWN, ABORT seen on a
@@ -318,7 +318,7 @@ __noinline int mh_sync_state(__u32 svc, __u32 vtag, __u32 ports, __u32 st, __u32
 	if (st == CT_SCTP_CLOSED)
 		release_active(pv);
 	peer_key(pv, IPPROTO_SCTP, &k);
-	struct ct_val *rv = bpf_map_lookup_elem(&conntrack, &k);
+	struct ct_val *rv = ct_lookup(&k);
 	if (rv) {
 		rv->state = st;
 		rv->timeout = to;
@@ -351,17 +351,17 @@ __noinline int mh_purge(__u32 svc, __u32 vtag, __u32 ports, __u32 was_path)
 			k.dport = ak.vport;
 			k.proto = IPPROTO_SCTP;
 			if (i == 0 && j == 0) {
-				struct ct_val *pv = bpf_map_lookup_elem(&conntrack, &k);
+				struct ct_val *pv = ct_lookup(&k);
 				if (pv)
 					release_active(pv);
 			}
-			if (!bpf_map_delete_elem(&conntrack, &k))
+			if (!ct_delete(&k))
 				ct_emit(CT_EV_DELETED, &k);
 			addr_cpy(k.src, a->eaddr[j]);
 			addr_cpy(k.dst, mh_lsrc(a, i));
 			k.sport = a->eport;
 			k.dport = a->nat_sport;
-			if (!bpf_map_delete_elem(&conntrack, &k))
+			if (!ct_delete(&k))
 				ct_emit(CT_EV_DELETED, &k);
 		}
 	}

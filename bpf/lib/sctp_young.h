@@ -18,6 +18,7 @@
 #include "lib/maps.h"
 #include "lib/parse.h"
 #include "lib/select.h"
+#include "lib/ct_map.h"
 
 // Whether the packet may join or start a taken-up association: a non-INIT
 // chunk with a tag (only INIT carries tag 0, and T-bit ABORT/SHUTDOWN-
@@ -53,7 +54,7 @@ static __noinline int young_adopt(const struct pkt *p, const struct young_key *y
 		if (addr_eq(sv->vip[i], p->dst))
 			continue;
 		addr_cpy(k.dst, sv->vip[i]);
-		struct ct_val *v = bpf_map_lookup_elem(&conntrack, &k);
+		struct ct_val *v = ct_lookup(&k);
 		if (!v || (v->flags & CT_F_REPLY) || v->svc != svc || (v->vtag_ep && v->vtag_ep != p->vtag))
 			continue;
 		struct young_val y = {.ep = v->ep, .nat_sport = v->nat_sport};
