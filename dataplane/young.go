@@ -46,22 +46,14 @@ func (d *Datapath) noteTakenUp(k *bpf.LbCtKey, v *bpf.LbCtVal) error {
 
 // noteTakenUpFromConntrack makes the notes of the taken-up associations
 // conntrack holds (after a restart: the pinned entries outlive the note
-// map).
+// map), from both conntrack maps (IPv4 entries live in conntrack4).
 func (d *Datapath) noteTakenUpFromConntrack() error {
-	var (
-		k    bpf.LbCtKey
-		v    bpf.LbCtVal
-		errs []error
-	)
-	it := d.objs.Conntrack.Iterate()
-	for it.Next(&k, &v) {
-		if err := d.noteTakenUp(&k, &v); err != nil {
-			errs = append(errs, err)
-			break
+	var noteErr error
+	walkErr := d.ct().each(func(k bpf.LbCtKey, v *bpf.LbCtVal) {
+		if noteErr != nil {
+			return
 		}
-	}
-	if err := it.Err(); err != nil {
-		errs = append(errs, fmt.Errorf("iterate conntrack: %w", err))
-	}
-	return errors.Join(errs...)
+		noteErr = d.noteTakenUp(&k, v)
+	})
+	return errors.Join(noteErr, walkErr)
 }

@@ -114,25 +114,19 @@ func TestSCTPImportedTakenUpAssociationKeepsItsPaths(t *testing.T) {
 		}
 		// This node forgets the association (entries and note): what it
 		// knows of it comes from the records, as on a peer.
-		var (
-			k    bpf.LbCtKey
-			v    bpf.LbCtVal
-			keys []bpf.LbCtKey
-		)
-		it := e.d.objs.Conntrack.Iterate()
-		for it.Next(&k, &v) {
+		var keys []bpf.LbCtKey
+		if err := e.d.ct().each(func(k bpf.LbCtKey, v *bpf.LbCtVal) {
 			if v.Svc == id {
 				keys = append(keys, k)
 			}
-		}
-		if err := it.Err(); err != nil {
+		}); err != nil {
 			t.Fatal(err)
 		}
 		if len(keys) != 2 {
 			t.Fatalf("%v: %d entries of the first path, want its orig and reply", c, len(keys))
 		}
 		for _, k := range keys {
-			if err := e.d.objs.Conntrack.Delete(&k); err != nil {
+			if err := e.d.ct().delete(&k); err != nil {
 				t.Fatal(err)
 			}
 		}

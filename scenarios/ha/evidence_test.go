@@ -66,7 +66,7 @@ func (lb *lab2) keepEvidence(t *testing.T, ctx context.Context) {
 			}
 		}
 		for i, d := range lb.daemons {
-			for _, m := range []string{"assocs", "conntrack", "drops", "steer_stats"} {
+			for _, m := range []string{"assocs", "conntrack", "conntrack4", "drops", "steer_stats"} {
 				pin := filepath.Join(d.PinPath(), m)
 				out, err := exec.Command("bpftool", "-j", "map", "dump", "pinned", pin).CombinedOutput()
 				if err != nil {
