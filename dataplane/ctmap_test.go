@@ -1,7 +1,6 @@
 package dataplane
 
 import (
-	"os"
 	"testing"
 
 	"github.com/telcolb/telcolb/bpf"
@@ -181,13 +180,7 @@ func TestDaemonReadersSeeIPv4Entries(t *testing.T) {
 // same endpoint as an established one.
 func TestUpgradeFromOneConntrackMapKeepsFlows(t *testing.T) {
 	e := newEnv(t)
-	if err := e.d.Destroy(); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.MkdirAll(e.pinPath, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	old, coll := oldDatapath(t, oneMapRelease, e.pinPath)
+	old, coll, oldEnv := onOldRelease(t, e, oneMapRelease)
 	for _, s := range []Service{
 		{ID: 3, VIP: vipV4, PortStart: 80, Proto: ProtoTCP, Endpoints: testEndpoints(false, 4, 8080)},
 		{ID: 4, VIP: vipV4, PortStart: 53, Proto: ProtoUDP, Mode: ModeFullNAT, Endpoints: testEndpoints(false, 4, 5353)},
@@ -197,8 +190,6 @@ func TestUpgradeFromOneConntrackMapKeepsFlows(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	oldEnv := *e
-	oldEnv.d = old
 	runOld := func(f []byte) (uint32, []byte) { return oldEnv.runOn(old.objs.TcIngress, e.ifindex0, f) }
 	fs := openFlows(t, runOld, oldEnv.conns)
 	v6 := &flow{first: tcpTo(clientV6, vipV6, 41002, 80, tcpSYN), next: tcpTo(clientV6, vipV6, 41002, 80, tcpACK)}

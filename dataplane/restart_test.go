@@ -241,6 +241,24 @@ func TestMaxConnsChangeKeepsConnections(t *testing.T) {
 	}
 }
 
+// onOldRelease destroys e's datapath and loads object (an earlier
+// release) on the same pin path, as that release's daemon would have left
+// it: where every upgrade test starts. oldEnv is e driving the old
+// datapath.
+func onOldRelease(t *testing.T, e *env, object string) (old *Datapath, coll *ebpf.Collection, oldEnv *env) {
+	t.Helper()
+	if err := e.d.Destroy(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(e.pinPath, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	old, coll = oldDatapath(t, object, e.pinPath)
+	o := *e
+	o.d = old
+	return old, coll, &o
+}
+
 // oldDatapath loads the datapath object of an earlier release with its maps
 // pinned at pinPath, as that release's daemon would have left them, and
 // programs services through it.
@@ -346,13 +364,7 @@ func testUpgradeFrom(t *testing.T, object string) {
 	e := newEnv(t)
 	// Start from what the previous release left behind: its maps pinned,
 	// its program having handled the connections.
-	if err := e.d.Destroy(); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.MkdirAll(e.pinPath, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	old, coll := oldDatapath(t, object, e.pinPath)
+	old, coll, oldEnv := onOldRelease(t, e, object)
 	for _, s := range []Service{
 		{ID: 3, VIP: vipV4, PortStart: 80, Proto: ProtoTCP, Endpoints: testEndpoints(false, 4, 8080)},
 		{ID: 4, VIP: vipV4, PortStart: 53, Proto: ProtoUDP, Mode: ModeFullNAT, Endpoints: testEndpoints(false, 4, 5353)},
@@ -361,8 +373,6 @@ func testUpgradeFrom(t *testing.T, object string) {
 			t.Fatal(err)
 		}
 	}
-	oldEnv := *e
-	oldEnv.d = old
 	runOld := func(f []byte) (uint32, []byte) { return oldEnv.runOn(old.objs.TcIngress, e.ifindex0, f) }
 	fs := openFlows(t, runOld, oldEnv.conns)
 	for i := 0; i < 5; i++ {

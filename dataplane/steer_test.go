@@ -3,7 +3,6 @@ package dataplane
 import (
 	"fmt"
 	"net/netip"
-	"os"
 	"testing"
 	"time"
 )
@@ -300,17 +299,9 @@ func TestSCTPPathFailoverOnNoRoute(t *testing.T) {
 func TestSCTPPathFailoverAfterUpgrade(t *testing.T) {
 	e := newEnv(t)
 	e.mhNeighbours()
-	if err := e.d.Destroy(); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.MkdirAll(e.pinPath, 0o755); err != nil {
-		t.Fatal(err)
-	}
 	// The release before path failover (main at 74f64fb).
-	old, coll := oldDatapath(t, "testdata/lb_bpfel_74f64fb.o", e.pinPath)
-	oldEnv := *e
-	oldEnv.d = old
-	c := newSteerCase(t, &oldEnv, 60, ModeDefault, false)
+	_, coll, oldEnv := onOldRelease(t, e, "testdata/lb_bpfel_74f64fb.o")
+	c := newSteerCase(t, oldEnv, 60, ModeDefault, false)
 	a := c.a
 	c.client(t, a.c1, a.vip)
 	c.endpoint(t, "old release", sctpData(30), false)

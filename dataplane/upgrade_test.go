@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net/netip"
-	"os"
 	"reflect"
 	"testing"
 	"time"
@@ -108,19 +107,11 @@ func TestUpgradeFromLastReleaseIsByteExact(t *testing.T) {
 func testUpgradeFromLastRelease(t *testing.T, sctpMode Mode) {
 	e := newEnv(t)
 	e.mhNeighbours()
-	if err := e.d.Destroy(); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.MkdirAll(e.pinPath, 0o755); err != nil {
-		t.Fatal(err)
-	}
 	oldSpec, err := ebpf.LoadCollectionSpec(lastRelease)
 	if err != nil {
 		t.Fatal(err)
 	}
-	old, coll := oldDatapath(t, lastRelease, e.pinPath)
-	oldEnv := *e
-	oldEnv.d = old
+	old, coll, oldEnv := onOldRelease(t, e, lastRelease)
 	lb1 := e.ifindex("lb1")
 
 	services := []Service{
@@ -138,7 +129,7 @@ func testUpgradeFromLastRelease(t *testing.T, sctpMode Mode) {
 	}
 	// The multi-homed association (service 60): INIT and INIT-ACK listing
 	// two addresses each, so it has paths.
-	sc := newSteerCase(t, &oldEnv, 60, sctpMode, false)
+	sc := newSteerCase(t, oldEnv, 60, sctpMode, false)
 	a := sc.a
 
 	// Flows through the old program: each one's first packet, then its
