@@ -121,7 +121,7 @@ func ParseOptions(args []string, usage io.Writer) (Options, error) {
 	fs.StringVar(&f.StateDir, "state-dir", o.StateDir, "directory of the persisted rules (services.json)")
 	fs.StringVar(&f.BPFPinPath, "bpf-pin-path", o.BPFPinPath, "bpffs directory where maps and links are pinned")
 	fs.StringVar(&f.TokenFile, "token-file", "", "file holding the API bearer token (mode 0600 or stricter); default <state-dir>/"+DefaultTokenFileName+", created with a random token when missing")
-	fs.Uint32Var(&f.MaxConns, "max-conns", o.MaxConns, "conntrack capacity")
+	fs.Uint32Var(&f.MaxConns, "max-conns", o.MaxConns, "conntrack capacity per address family, in entries (a connection takes two): IPv4 and IPv6 each have a map of this size, both preallocated")
 	fs.StringVar(&f.LogLevel, "log-level", o.LogLevel, "debug, info, warn or error")
 	fs.StringVar(&f.LogFormat, "log-format", o.LogFormat, "json or text")
 	fs.BoolVar(&f.ForceClsact, "force-clsact", false, "attach through a clsact qdisc even where tcx is available")
