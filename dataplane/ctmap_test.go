@@ -216,14 +216,7 @@ func TestUpgradeFromOneConntrackMapKeepsFlows(t *testing.T) {
 	}
 	sessions := map[uint32]uint64{3: oldEnv.stats(3, 4).Sessions, 4: oldEnv.stats(4, 4).Sessions, 5: oldEnv.stats(5, 4).Sessions}
 	coll.Close()
-	for _, l := range []string{"lb0", "lb1"} {
-		if err := d.Attach(l); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := d.CompleteMigration(); err != nil {
-		t.Fatal(err)
-	}
+	attachAndMigrate(t, d)
 
 	// Both directions of the three IPv4 connections.
 	if m, ok := migrationOf(d, bpf.LbMapConntrack4); !ok || m.Entries != 6 || m.Migrated != 6 || m.Lost != 0 {

@@ -210,13 +210,20 @@ func (e *env) reload(cfg Config) {
 		e.t.Fatalf("reload: %v", err)
 	}
 	e.d = d
+	attachAndMigrate(e.t, d)
+}
+
+// attachAndMigrate attaches d to both lab links and completes its map
+// migrations, as a daemon does once its programs replace the old ones.
+func attachAndMigrate(t testing.TB, d *Datapath) {
+	t.Helper()
 	for _, l := range []string{"lb0", "lb1"} {
 		if err := d.Attach(l); err != nil {
-			e.t.Fatalf("attach %s: %v", l, err)
+			t.Fatalf("attach %s: %v", l, err)
 		}
 	}
 	if err := d.CompleteMigration(); err != nil {
-		e.t.Fatalf("complete migration: %v", err)
+		t.Fatalf("complete migration: %v", err)
 	}
 }
 

@@ -410,14 +410,7 @@ func testUpgradeFrom(t *testing.T, object string) {
 		}
 	}
 	coll.Close()
-	for _, l := range []string{"lb0", "lb1"} {
-		if err := d.Attach(l); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := d.CompleteMigration(); err != nil {
-		t.Fatal(err)
-	}
+	attachAndMigrate(t, d)
 	// Both directions of 2 + 5 connections.
 	if m, _ := migrationOf(d, "conntrack"); m.Lost != 0 || m.Migrated != 14 {
 		t.Fatalf("conntrack migration %+v, want 14 entries migrated, none lost", m)
@@ -528,14 +521,7 @@ func TestLayoutChangeIsConverted(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.d = d
-	for _, l := range []string{"lb0", "lb1"} {
-		if err := d.Attach(l); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := d.CompleteMigration(); err != nil {
-		t.Fatal(err)
-	}
+	attachAndMigrate(t, d)
 	m, _ := migrationOf(d, "conntrack")
 	if m.Lost != 0 || m.Migrated != len(before) {
 		t.Fatalf("migration %+v, want %d migrated", m, len(before))

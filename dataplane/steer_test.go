@@ -312,14 +312,7 @@ func TestSCTPPathFailoverAfterUpgrade(t *testing.T) {
 		t.Fatalf("load over the previous release's maps: %v", err)
 	}
 	e.d = d
-	for _, l := range []string{"lb0", "lb1"} {
-		if err := d.Attach(l); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := d.CompleteMigration(); err != nil {
-		t.Fatal(err)
-	}
+	attachAndMigrate(t, d)
 	if m, ok := migrationOf(d, "assocs"); !ok || m.Lost != 0 || m.Migrated != 1 {
 		t.Fatalf("assocs migration %+v (reported %v), want 1 record migrated, none lost", m, ok)
 	}

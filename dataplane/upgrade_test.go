@@ -295,14 +295,7 @@ func testUpgradeFromLastRelease(t *testing.T, sctpMode Mode) {
 	}
 	e.d = d
 	coll.Close()
-	for _, l := range []string{"lb0", "lb1"} {
-		if err := d.Attach(l); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := d.CompleteMigration(); err != nil {
-		t.Fatal(err)
-	}
+	attachAndMigrate(t, d)
 	for _, m := range d.Migrations() {
 		if m.Lost != 0 || m.CountersReset {
 			t.Fatalf("migration of %s: %+v, want nothing lost or reset", m.Map, m)
