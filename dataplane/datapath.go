@@ -37,9 +37,15 @@ const (
 type Config struct {
 	// PinPath is the bpffs directory holding the pinned maps and tcx links.
 	PinPath string
-	// MaxConns sizes the conntrack LRU (each connection uses two entries).
+	// MaxConns sizes the IPv4 conntrack LRU (each connection uses two
+	// entries), and the IPv6 one unless MaxConnsIPv6 is set.
 	MaxConns int
-	Logger   *slog.Logger
+	// MaxConnsIPv6 sizes the 40-byte-key conntrack LRU: IPv6 flows and
+	// the IPv6 side of NAT64 flows. 0: MaxConns. Both maps are
+	// preallocated, so a node carrying little IPv6 saves most of that
+	// map's memory by setting it small.
+	MaxConnsIPv6 int
+	Logger       *slog.Logger
 	// ForceClsact skips tcx and attaches through a clsact qdisc filter, the
 	// path kernels older than 6.6 take.
 	ForceClsact bool
@@ -111,6 +117,9 @@ func Load(cfg Config) (*Datapath, error) {
 	if cfg.MaxConns <= 0 {
 		cfg.MaxConns = defaultMaxConns
 	}
+	if cfg.MaxConnsIPv6 <= 0 {
+		cfg.MaxConnsIPv6 = cfg.MaxConns
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -121,7 +130,7 @@ func Load(cfg Config) (*Datapath, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load datapath spec: %w", err)
 	}
-	spec.Maps[bpf.LbMapConntrack].MaxEntries = uint32(cfg.MaxConns)
+	spec.Maps[bpf.LbMapConntrack].MaxEntries = uint32(cfg.MaxConnsIPv6)
 	spec.Maps[bpf.LbMapConntrack4].MaxEntries = uint32(cfg.MaxConns)
 	if cfg.DisableConntrackEvents {
 		v, ok := spec.Variables[bpf.LbVarCtEventsEnabled]

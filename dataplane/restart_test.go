@@ -125,10 +125,16 @@ type flow struct {
 // they went.
 func openFlows(t *testing.T, run func([]byte) (uint32, []byte), conns func() []Conn) []*flow {
 	t.Helper()
-	fs := []*flow{
+	return openFlowList(t, run, conns, []*flow{
 		{first: tcpTo(clientV4, vipV4, 41000, 80, tcpSYN), next: tcpTo(clientV4, vipV4, 41000, 80, tcpACK)},
 		{first: udpTo(clientV4, vipV4, 41001, 53), next: udpTo(clientV4, vipV4, 41001, 53)},
-	}
+	})
+}
+
+// openFlowList sends each flow's first packet through run and records
+// where it went; the flows' client ports must be distinct.
+func openFlowList(t *testing.T, run func([]byte) (uint32, []byte), conns func() []Conn, fs []*flow) []*flow {
+	t.Helper()
 	for _, f := range fs {
 		ret, out := run(f.first.frame())
 		f.ep = epOf(t, ret, out)
@@ -175,6 +181,42 @@ func (e *env) checkFlowsContinue(fs []*flow, sessionsBefore map[uint32]uint64) {
 		if st := e.stats(id, 4); st.Sessions != before {
 			e.t.Fatalf("service %d: %d sessions after the restart, %d before: a flow was taken for new", id, st.Sessions, before)
 		}
+	}
+}
+
+// The two conntrack maps are sized apart: an IPv4-mostly node gives the
+// IPv6 map (IPv6 and NAT64 flows) a small size and keeps the IPv4 map's,
+// and changing only the IPv6 size on restart keeps the flows of both.
+func TestMaxConnsIPv6SizesOnlyTheIPv6Map(t *testing.T) {
+	e := newEnvConns(t, 4096)
+	if got := e.d.objs.Conntrack.MaxEntries(); got != 4096 {
+		t.Fatalf("IPv6 conntrack holds %d entries without --max-conns-ipv6, want --max-conns' 4096", got)
+	}
+	e.upsert(Service{ID: 3, VIP: vipV4, PortStart: 80, Proto: ProtoTCP, Endpoints: testEndpoints(false, 4, 8080)})
+	e.upsert(Service{ID: 5, VIP: vipV6, PortStart: 53, Proto: ProtoUDP, Mode: ModeFullNAT, Endpoints: testEndpoints(true, 4, 5353)})
+	fs := openFlowList(t, e.run, e.conns, []*flow{
+		{first: tcpTo(clientV4, vipV4, 41000, 80, tcpSYN), next: tcpTo(clientV4, vipV4, 41000, 80, tcpACK)},
+		{first: udpTo(clientV6, vipV6, 41002, 53), next: udpTo(clientV6, vipV6, 41002, 53)},
+	})
+	sessions := map[uint32]uint64{3: e.stats(3, 4).Sessions, 5: e.stats(5, 4).Sessions}
+
+	e.reload(Config{MaxConns: 4096, MaxConnsIPv6: 512})
+	if got := e.d.objs.Conntrack.MaxEntries(); got != 512 {
+		t.Fatalf("IPv6 conntrack holds %d entries, want --max-conns-ipv6's 512", got)
+	}
+	if got := e.d.objs.Conntrack4.MaxEntries(); got != 4096 {
+		t.Fatalf("IPv4 conntrack holds %d entries, want --max-conns' 4096", got)
+	}
+	m, ok := migrationOf(e.d, "conntrack")
+	if !ok || m.Lost != 0 || m.Migrated != 2 {
+		t.Fatalf("IPv6 conntrack migration %+v (reported %v), want the flow's 2 entries migrated, none lost", m, ok)
+	}
+	if m, ok := migrationOf(e.d, "conntrack4"); ok && m.Lost != 0 {
+		t.Fatalf("IPv4 conntrack lost entries when only the IPv6 size changed: %+v", m)
+	}
+	e.checkFlowsContinue(fs, sessions)
+	if e.sumActive(3) != 1 || e.sumActive(5) != 1 {
+		t.Fatalf("active counts %d/%d after the resize, want 1/1", e.sumActive(3), e.sumActive(5))
 	}
 }
 

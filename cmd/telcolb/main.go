@@ -120,10 +120,11 @@ func serve(opts app.Options, log *slog.Logger) (err error) {
 		return err
 	}
 	dp, err = dataplane.Load(dataplane.Config{
-		PinPath:     opts.BPFPinPath,
-		MaxConns:    int(opts.MaxConns),
-		Logger:      log,
-		ForceClsact: opts.ForceClsact,
+		PinPath:      opts.BPFPinPath,
+		MaxConns:     int(opts.MaxConns),
+		MaxConnsIPv6: int(opts.MaxConnsIPv6),
+		Logger:       log,
+		ForceClsact:  opts.ForceClsact,
 		// Without HA nobody reads the change events: the verifier prunes
 		// them and no packet pays for them.
 		DisableConntrackEvents: haCfg == nil,
@@ -247,7 +248,7 @@ func socketLB(dp *dataplane.Datapath, opts app.Options, log *slog.Logger) {
 // cleanup removes the pinned datapath (under the instance lock, so never
 // from under a running daemon).
 func cleanup(opts app.Options, log *slog.Logger) error {
-	dp, err := dataplane.Load(dataplane.Config{PinPath: opts.BPFPinPath, MaxConns: int(opts.MaxConns), Logger: log, ForceClsact: opts.ForceClsact})
+	dp, err := dataplane.Load(dataplane.Config{PinPath: opts.BPFPinPath, MaxConns: int(opts.MaxConns), MaxConnsIPv6: int(opts.MaxConnsIPv6), Logger: log, ForceClsact: opts.ForceClsact})
 	if err != nil {
 		return fmt.Errorf("load datapath: %w", err)
 	}

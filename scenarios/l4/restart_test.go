@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
+
 	"github.com/telcolb/telcolb/api"
 	"github.com/telcolb/telcolb/scenarios/lab"
 	"github.com/telcolb/telcolb/scenarios/sctppeer"
@@ -58,10 +60,23 @@ func TestMaxConnsChangeKeepsEstablishedConnections(t *testing.T) {
 	e := up(t, 2)
 	ctx := context.Background()
 	sess, first := openSession(t, e, "maxconns", 30)
-	if err := e.Daemon.RestartWith(ctx, "--max-conns=131072"); err != nil {
+	if err := e.Daemon.RestartWith(ctx, "--max-conns=131072", "--max-conns-ipv6=4096"); err != nil {
 		t.Fatal(err)
 	}
 	askSame(t, sess, first, "after a restart with --max-conns=131072")
+	// Each family's map has its own size: the daemon passed both flags
+	// down to the pinned maps.
+	for m, want := range map[string]uint32{"conntrack4": 131072, "conntrack": 4096} {
+		pinned, err := ebpf.LoadPinnedMap(filepath.Join(e.Daemon.PinPath(), m), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := pinned.MaxEntries()
+		pinned.Close()
+		if got != want {
+			t.Fatalf("pinned %s holds %d entries, want %d", m, got, want)
+		}
+	}
 	h, err := e.Daemon.Client.Health(ctx)
 	if err != nil {
 		t.Fatal(err)

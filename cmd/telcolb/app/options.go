@@ -31,8 +31,11 @@ type Options struct {
 	BPFPinPath           string   `json:"bpfPinPath"`
 	TokenFile            string   `json:"tokenFile"`
 	MaxConns             uint32   `json:"maxConns"`
-	LogLevel             string   `json:"logLevel"`
-	LogFormat            string   `json:"logFormat"`
+	// MaxConnsIPv6 sizes the IPv6 conntrack map (IPv6 and NAT64 flows)
+	// apart from the IPv4 one; 0: MaxConns.
+	MaxConnsIPv6 uint32 `json:"maxConnsIPv6"`
+	LogLevel     string `json:"logLevel"`
+	LogFormat    string `json:"logFormat"`
 	// ForceClsact attaches through clsact even where tcx exists.
 	ForceClsact bool `json:"forceClsact"`
 	// ICMPSendRedirects leaves the node's IPv4 ICMP redirects on. By
@@ -121,7 +124,8 @@ func ParseOptions(args []string, usage io.Writer) (Options, error) {
 	fs.StringVar(&f.StateDir, "state-dir", o.StateDir, "directory of the persisted rules (services.json)")
 	fs.StringVar(&f.BPFPinPath, "bpf-pin-path", o.BPFPinPath, "bpffs directory where maps and links are pinned")
 	fs.StringVar(&f.TokenFile, "token-file", "", "file holding the API bearer token (mode 0600 or stricter); default <state-dir>/"+DefaultTokenFileName+", created with a random token when missing")
-	fs.Uint32Var(&f.MaxConns, "max-conns", o.MaxConns, "conntrack capacity per address family, in entries (a connection takes two): IPv4 and IPv6 each have a map of this size, both preallocated")
+	fs.Uint32Var(&f.MaxConns, "max-conns", o.MaxConns, "conntrack capacity per address family, in entries (a connection takes two): IPv4 and IPv6 each have a map of this size (IPv6: unless --max-conns-ipv6 is set), both preallocated")
+	fs.Uint32Var(&f.MaxConnsIPv6, "max-conns-ipv6", o.MaxConnsIPv6, "IPv6 conntrack capacity in entries (IPv6 flows and the IPv6 side of NAT64 flows); 0: the same as --max-conns. A node with little IPv6 saves that map's preallocated memory")
 	fs.StringVar(&f.LogLevel, "log-level", o.LogLevel, "debug, info, warn or error")
 	fs.StringVar(&f.LogFormat, "log-format", o.LogFormat, "json or text")
 	fs.BoolVar(&f.ForceClsact, "force-clsact", false, "attach through a clsact qdisc even where tcx is available")
@@ -178,6 +182,8 @@ func ParseOptions(args []string, usage io.Writer) (Options, error) {
 			o.TokenFile = f.TokenFile
 		case "max-conns":
 			o.MaxConns = f.MaxConns
+		case "max-conns-ipv6":
+			o.MaxConnsIPv6 = f.MaxConnsIPv6
 		case "log-level":
 			o.LogLevel = f.LogLevel
 		case "log-format":

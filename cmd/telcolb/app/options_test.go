@@ -39,6 +39,7 @@ func TestParseOptionsMergesFileAndFlags(t *testing.T) {
 		{"flags override file", []string{"--interfaces=eth9", "--config=" + cfg, "--log-level=warn"}, func(o *Options) {
 			o.APIAddress, o.APIAllowInsecureHTTP, o.Interfaces, o.MaxConns, o.LogLevel, o.StateDir = "0.0.0.0:9000", true, []string{"eth9"}, 1000, "warn", "/srv/lb"
 		}},
+		{"ipv6 conntrack size", []string{"--max-conns-ipv6=1024"}, func(o *Options) { o.MaxConnsIPv6 = 1024 }},
 		{"cleanup flag", []string{"--cleanup"}, func(o *Options) { o.Cleanup = true }},
 		{"socket lb off", []string{"--socket-lb=false", "--socket-lb-cgroup=/sys/fs/cgroup/lb"}, func(o *Options) {
 			o.SocketLB, o.SocketLBCgroup = false, "/sys/fs/cgroup/lb"
