@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"reflect"
 	"testing"
 )
 
@@ -137,4 +138,72 @@ func referenceAVPAt(b []byte, off, base int) (AVP, error) {
 		return AVP{}, bad(BadAVPLength, base+off, "AVP %d padding overruns the message", a.Code)
 	}
 	return a, nil
+}
+
+// FuzzParseWalk holds the message parse, which makes avpAt's checks in
+// line, to the parse built on Walk (avpAt): the same *Error for what they
+// refuse, the same Msg for what they accept.
+func FuzzParseWalk(f *testing.F) {
+	for _, s := range godiameterSamples(f) {
+		f.Add(s.b)
+	}
+	for _, b := range foreignSamples(f) {
+		f.Add(b)
+		for _, at := range []int{HeaderLen + 4, HeaderLen + 5, HeaderLen + 7, len(b) - 1} {
+			if at < len(b) {
+				c := append([]byte(nil), b...)
+				c[at] ^= 0xff
+				f.Add(c)
+			}
+		}
+		// The first AVP shorter than its header, plain and vendor.
+		if len(b) >= HeaderLen+12 {
+			c := append([]byte(nil), b...)
+			c[HeaderLen+5], c[HeaderLen+6], c[HeaderLen+7] = 0, 0, 7
+			f.Add(c)
+			c = append([]byte(nil), c...)
+			c[HeaderLen+4] |= AVPVendor
+			c[HeaderLen+7] = 10
+			f.Add(c)
+		}
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var got, want Msg
+		err := got.ParseInto(b)
+		werr := want.walkParse(b)
+		if (err == nil) != (werr == nil) {
+			t.Fatalf("parse error %v, through Walk %v", err, werr)
+		}
+		if err != nil {
+			var e, w *Error
+			if !errors.As(err, &e) || !errors.As(werr, &w) || *e != *w {
+				t.Fatalf("parse error %#v, through Walk %#v", err, werr)
+			}
+			return
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Fatalf("parse read %+v, through Walk %+v", got, want)
+		}
+	})
+}
+
+// walkParse is parse with the AVPs read through Walk.
+func (m *Msg) walkParse(b []byte) error {
+	*m = Msg{}
+	h, err := ParseHeader(b)
+	m.Header, m.Raw = h, b
+	if err != nil {
+		return err
+	}
+	m.Apps.Auth, m.Apps.Acct, m.Apps.VS = m.Apps.authA[:0], m.Apps.acctA[:0], m.Apps.vsA[:0]
+	return Walk(b[HeaderLen:], HeaderLen, func(a AVP) error {
+		if a.Vendor != 0 {
+			return nil
+		}
+		hdr := 8
+		if a.Flags&AVPVendor != 0 {
+			hdr = 12
+		}
+		return m.take(a.Code, a.Data, HeaderLen+a.Off, hdr)
+	})
 }

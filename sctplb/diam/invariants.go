@@ -12,8 +12,11 @@ import "fmt"
 //     MaxTries servers; a server connection holding requests is its
 //     server's current connection. So an answer can be relayed at most
 //     once.
-//  3. The End-to-End index points only at pending requests, and the
-//     expiry list holds exactly the pending requests, oldest first.
+//  3. The End-to-End index points only at pending requests, each under
+//     its own key, and the expiry list holds exactly the pending requests,
+//     oldest first. A host number is held exactly by the client
+//     connections of its host and its requests in the index, and is
+//     freed when neither is left (nothing leaks, no number is shared).
 //  4. The client index holds open client connections under their own
 //     Origin-Host.
 //  5. A server has a connection exactly when it is neither down nor being
@@ -67,10 +70,36 @@ func (m *Machine) CheckInvariants() error {
 	if n != len(held) || n != m.waiting.n || m.waiting.tail != prev {
 		return fmt.Errorf("expiry list holds %d requests (counted %d), %d pending", n, m.waiting.n, len(held))
 	}
+	holds := map[*hostName]int{}
 	for k, p := range m.byE2E {
 		if _, ok := held[p]; !ok {
-			return fmt.Errorf("end-to-end index holds a request no connection awaits (%s, %#x)", k.host, k.e2e)
+			return fmt.Errorf("end-to-end index holds a request no connection awaits (%#x)", k)
 		}
+		if p.e2e != k || p.host == nil || k>>32 != uint64(p.host.num) || m.hosts[p.host.name] != p.host {
+			return fmt.Errorf("end-to-end index key %#x holds a request keyed %#x", k, p.e2e)
+		}
+		holds[p.host]++
+	}
+	for _, c := range m.conns {
+		if c.hostNum != nil {
+			if c.side != ClientSide || c.hostNum.name != c.host || m.hosts[c.host] != c.hostNum {
+				return fmt.Errorf("connection %d (%s, host %q) holds host number of %q", c.id, c.side, c.host, c.hostNum.name)
+			}
+			holds[c.hostNum]++
+		}
+	}
+	nums := map[uint32]bool{}
+	for name, h := range m.hosts {
+		if h.name != name || h.num == 0 || nums[h.num] {
+			return fmt.Errorf("host %q numbered %d under %q (or twice)", h.name, h.num, name)
+		}
+		nums[h.num] = true
+		if h.refs != holds[h] || h.refs == 0 {
+			return fmt.Errorf("host %q held %d times, counts %d", name, holds[h], h.refs)
+		}
+	}
+	if len(holds) != len(m.hosts) {
+		return fmt.Errorf("%d host numbers held, %d numbered", len(holds), len(m.hosts))
 	}
 	for h, c := range m.clients {
 		if m.conns[c.id] != c || c.side != ClientSide || c.host != h {

@@ -417,3 +417,55 @@ func TestShutdownSendsDPR(t *testing.T) {
 		t.Fatal("client connection not closed")
 	}
 }
+
+// The End-to-End index keys a request on its client's host number: a
+// copy re-sent with the T flag on the client's new connection is still
+// recognised, another client's request with the same End-to-End is not
+// taken for it, and the numbers are let go of once no connection or
+// pending request holds them (CheckInvariants, after every step).
+func TestDuplicateRecognisedAcrossReconnect(t *testing.T) {
+	w := newWorld(t, 1, nil)
+	w.servers[0].mode = "mute"
+	c := w.connect("pgw.client.example.org")
+	b, _ := w.ccr(c, "d;1", diameter.CCInitial, "")
+	w.clientSends(c, b)
+	c.open = false
+	w.step(agent.Closed{Conn: c.conn})
+	if w.m.Pending() != 1 {
+		t.Fatalf("%d pending after the client left", w.m.Pending())
+	}
+	c2 := w.connect("pgw.client.example.org")
+	tb := append([]byte(nil), b...)
+	diameter.SetRetransmit(tb)
+	w.clientSends(c2, tb)
+	if len(w.servers[0].got) != 1 || w.counts["rejected:duplicate"] != 1 {
+		t.Fatalf("copy on the new connection forwarded: server got %d, duplicates %d", len(w.servers[0].got), w.counts["rejected:duplicate"])
+	}
+	other := w.connect("other.client.example.org")
+	ob, _ := w.ccr(other, "d;2", diameter.CCInitial, "")
+	h, _ := diameter.ParseHeader(b)
+	binary.BigEndian.PutUint32(ob[16:], h.EndToEnd)
+	diameter.SetRetransmit(ob)
+	w.clientSends(other, ob)
+	if len(w.servers[0].got) != 2 || w.counts["rejected:duplicate"] != 1 {
+		t.Fatalf("another client's request taken for a duplicate: server got %d", len(w.servers[0].got))
+	}
+	// Both time out; then the clients leave: nothing holds a number.
+	w.advance(6 * time.Second)
+	if w.m.Pending() != 0 {
+		t.Fatalf("%d pending after the timeout", w.m.Pending())
+	}
+	for _, cl := range []*fakeClient{c2, other} {
+		cl.open = false
+		w.step(agent.Closed{Conn: cl.conn})
+	}
+	// A new client reuses a freed number: the old requests left no key.
+	n := w.connect("new.client.example.org")
+	nb, _ := w.ccr(n, "d;3", diameter.CCInitial, "")
+	binary.BigEndian.PutUint32(nb[16:], h.EndToEnd)
+	diameter.SetRetransmit(nb)
+	w.clientSends(n, nb)
+	if len(w.servers[0].got) != 3 {
+		t.Fatalf("new client's request not forwarded: server got %d", len(w.servers[0].got))
+	}
+}

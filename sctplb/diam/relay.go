@@ -16,9 +16,10 @@ func (m *Machine) request(c *conn, msg *diameter.Msg) {
 	// retransmits) while the original is pending: its answer will come
 	// once (RFC 6733 §5.5.4: duplicates are detected by End-to-End and
 	// Origin-Host).
-	key := e2eKey{c.host, msg.EndToEnd}
+	key := e2eKey(c.hostNum, msg.EndToEnd)
+	indexed := m.byE2E[key]
 	if msg.IsRetransmit() {
-		if p := m.byE2E[key]; p != nil {
+		if p := indexed; p != nil {
 			// The answer goes to the latest copy (the client may have
 			// failed over from the connection the first came on).
 			p.from, p.origHBH = c.id, msg.HopByHop
@@ -50,7 +51,7 @@ func (m *Machine) request(c *conn, msg *diameter.Msg) {
 		return
 	}
 	p := m.newPending()
-	*p = pending{from: c.id, origHBH: msg.HopByHop, e2e: key, server: -1, app: msg.AppID, cmd: msg.Code}
+	*p = pending{from: c.id, origHBH: msg.HopByHop, server: -1, app: msg.AppID, cmd: msg.Code}
 	p.tried = p.triedBuf[:0]
 	if len(msg.SessionID) > 0 {
 		// The Session-Id is read again from data when needed (3004,
@@ -68,7 +69,14 @@ func (m *Machine) request(c *conn, msg *diameter.Msg) {
 		// it is answered or failed (a failover re-sends these bytes).
 		p.ref = m.takeRef()
 	}
+	if indexed != nil {
+		// An earlier request with this End-to-End, pending, came without
+		// the T flag: the latest one is indexed.
+		m.unindex(indexed)
+	}
 	m.byE2E[key] = p
+	p.e2e, p.host = key, c.hostNum
+	c.hostNum.refs++
 	m.forward(p, s, false)
 }
 
@@ -291,9 +299,7 @@ func (p *pending) request() diameter.Msg {
 // is still there.
 func (m *Machine) complete(p *pending, ans []byte) {
 	m.waiting.remove(p)
-	if m.byE2E[p.e2e] == p {
-		delete(m.byE2E, p.e2e)
-	}
+	m.unindex(p)
 	fromID, hbh := p.from, p.origHBH
 	m.recycle(p)
 	from := m.conns[fromID]
@@ -308,9 +314,7 @@ func (m *Machine) complete(p *pending, ans []byte) {
 // failRequest ends a pending request with a local answer to its sender.
 func (m *Machine) failRequest(p *pending, result uint32, reason string) {
 	m.waiting.remove(p)
-	if m.byE2E[p.e2e] == p {
-		delete(m.byE2E, p.e2e)
-	}
+	m.unindex(p)
 	m.reject(reason, result)
 	// The answer is built from the request's bytes (copied), which are
 	// let go of afterwards.
@@ -376,7 +380,7 @@ func (m *Machine) serverRequest(c *conn, msg *diameter.Msg) {
 		return
 	}
 	p := m.newPending()
-	*p = pending{from: c.id, origHBH: msg.HopByHop, e2e: e2eKey{c.host, msg.EndToEnd}, server: -1, app: msg.AppID, cmd: msg.Code,
+	*p = pending{from: c.id, origHBH: msg.HopByHop, server: -1, app: msg.AppID, cmd: msg.Code,
 		data: diameter.AppendAVP(append([]byte(nil), msg.Raw...), diameter.RouteRecord(c.host)), sent: m.now}
 	p.hbh = m.nextHBH(to)
 	p.to = to.id
