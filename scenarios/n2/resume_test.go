@@ -96,6 +96,9 @@ func TestResumeSendsEveryUEsUplinkWithoutWaiting(t *testing.T) {
 	}
 	defer g.Close()
 	g.Register(ctx)
+	if err := g.PrepareResume(); err != nil {
+		t.Fatal(err)
+	}
 	h.armed.Store(true)
 	g.Resume(ctx)
 	if got := h.sent.Load(); got != ues {

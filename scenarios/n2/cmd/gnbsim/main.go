@@ -129,6 +129,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	g.Register(ctx)
 	_ = enc.Encode(map[string]string{"event": "registered", "name": *name})
 	if *resume {
+		if err := g.PrepareResume(); err != nil {
+			fmt.Fprintln(stderr, "gnbsim:", err)
+			return 1
+		}
 		return resumeAfterLoss(ctx, g, enc, *within, *wait, stderr)
 	}
 	select {
