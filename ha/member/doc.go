@@ -73,10 +73,24 @@ package member
 //     advertisement issue defines (every member answering on the clients'
 //     segment), not that one.
 //   - Frozen node (SIGSTOP, a paused VM): the others take its VIPs after the
-//     detection time. On thawing, it has not run for longer than a detection
-//     time, notices, and warms up again: it claims nothing until it has heard
-//     every member (the heartbeats queued in its socket usually do that at
-//     once) or a detection time has passed. It then takes its share back.
+//     detection time. On thawing, it keeps its view: the time it did not run
+//     is not counted against the others (their heartbeats of that time wait
+//     unread in its socket, or were lost; either way it could not hear
+//     them), so it claims none of their VIPs, and it keeps its own: it
+//     sends a heartbeat at once, on which the others hand its VIPs back, and
+//     announces them again (a gratuitous burst) so the caches that followed
+//     the others come back; a dead member is noticed a detection time of
+//     its running later. Until session 14 a thawed node warmed up again
+//     instead (not ready, every VIP released), which also fired on a node
+//     that was only loaded: a step more than the detection time late made
+//     it release its VIPs with a "not ready" heartbeat and claim them back
+//     on hearing the others, so on a loaded machine (load 20-30 on 2 cores,
+//     the N2 lab) VIPs moved twice per stall between live nodes.
+//   - Loaded node (its process waits for a CPU, steps come late): the same
+//     rule. A stall of the whole group moves nothing; one member's stall
+//     moves its VIPs only if its heartbeats stopped for the others'
+//     detection time, and they come back at once (TestStallsDoNotMoveVIPs).
+//     The shell logs a step more than an interval late ("member: ran late").
 //   - Restart (kill -9 and start): the new incarnation warms up the same way;
 //     the others see the new incarnation not ready and take its VIPs at once
 //     instead of waiting for a timeout.

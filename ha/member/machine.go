@@ -11,13 +11,18 @@
 //
 // Ownership: the owner of a VIP is, among the eligible members, the one with
 // the highest rendezvous hash of (member name, VIP). Eligible means alive and
-// ready. A member is not ready during its warm-up: after it starts, and after
-// it notices it was itself suspended (a step arriving more than the
-// detection time after the previous one: SIGSTOP, a frozen VM), it claims
-// nothing until it has heard every other member or a detection time has
-// passed. Without the warm-up a restarting or thawed node, which has not yet
-// heard anybody, would briefly believe it owns every VIP and take them over
-// with gratuitous ARP.
+// ready. A member is not ready during its warm-up: after it starts (and
+// after Rewarm: its link came back) it claims nothing until it has heard
+// every other member or a detection time has passed. Without the warm-up a
+// restarting node, which has not yet heard anybody, would briefly believe
+// it owns every VIP and take them over with gratuitous ARP.
+//
+// Running late (a loaded machine, SIGSTOP, a frozen VM: a step after the
+// wake-up asked for) is not a restart: the time a member did not run is
+// not counted against the others (it could not read their heartbeats), it
+// keeps its own VIPs, and if its heartbeats stopped long enough for the
+// others to take its VIPs it tells them at once and announces the VIPs
+// again (advance).
 //
 // Split brain: members that cannot hear each other each compute ownership
 // over the members they see, so a VIP can have an owner on both sides.
@@ -69,8 +74,12 @@ type Output struct {
 	Ownership []OwnershipChange
 	// Fencing lists the VIPs fenced or released from a fence (fence.go).
 	Fencing []FenceChange
-	// Announce lists VIPs this node kept in a conflict: announce them again
-	// (a gratuitous burst) so caches that followed the loser come back.
+	// Announce lists VIPs this node answers for and must announce again (a
+	// gratuitous burst) because another node may have announced them
+	// meanwhile: VIPs kept in a conflict (caches that followed the loser come
+	// back), and every VIP owned here when this node's heartbeats stopped
+	// for long enough that the others may have taken them over (it ran
+	// late: see advance), so caches that followed the others come back.
 	Announce []netip.Addr
 }
 
@@ -79,8 +88,8 @@ type LivenessChange struct {
 	Member string
 	Alive  bool
 	Ready  bool
-	// Reason: "heard", "timeout", "restarted", "ready", "not ready",
-	// "suspended" (self only).
+	// Reason: "heard", "timeout", "restarted", "ready", "not ready";
+	// for self "ready", "leaving", "rewarm".
 	Reason string
 }
 
@@ -118,6 +127,9 @@ type peer struct {
 	seq         uint64
 	lastHeard   time.Time
 	detect      time.Duration
+	// expires is when the member is dead unless heard: lastHeard + detect,
+	// pushed back by the time this node ran late since (advance).
+	expires time.Time
 }
 
 // Machine is one member's state. It is not safe for concurrent use.
@@ -135,6 +147,10 @@ type Machine struct {
 	warmUntil time.Time
 	lastStep  time.Time
 	nextSend  time.Time
+	// wake is the last Output.Wake: a step after it ran late by the
+	// difference. lastSent is when the last heartbeat was sent.
+	wake     time.Time
+	lastSent time.Time
 
 	peers  []*peer // sorted by name
 	vips   map[netip.Addr]string
@@ -351,6 +367,7 @@ func (m *Machine) receive(now time.Time, hb Heartbeat, out *Output) {
 		// A slower peer is judged by its own interval, not ours.
 		p.detect = adv
 	}
+	p.expires = now.Add(p.detect)
 	switch {
 	case reason == "restarted" || !wasAlive:
 		out.Liveness = append(out.Liveness, LivenessChange{Member: p.name, Alive: true, Ready: p.ready, Reason: reason})
@@ -363,39 +380,63 @@ func (m *Machine) receive(now time.Time, hb Heartbeat, out *Output) {
 	}
 }
 
-// advance applies what the passage of time implies: own suspension, peers
-// timing out, the end of the warm-up, heartbeats due.
+// advance applies what the passage of time implies: peers timing out,
+// heartbeats due.
+//
+// A step later than the wake-up asked for means this node did not run as
+// scheduled: a loaded machine (the process or its goroutine waited for a
+// CPU), or a suspension (SIGSTOP, a frozen VM). While it did not run it
+// did not read its socket either, so the peers' heartbeats of that time
+// may still be unread (the shell reads packets and the timer in different
+// goroutines; a frozen VM may have lost them): the time it ran late is not
+// counted against the peers (their expiry moves back by it). A node that
+// did not run cannot have heard anybody; judging the peers dead for it
+// would claim their VIPs from a stale view, and on a loaded machine make
+// the VIPs flap between nodes that are all alive. The peers are still
+// timed out by the time this node did run: a peer dead meanwhile is
+// noticed at most a detection time after this node runs again.
+//
+// What this node keeps: its own VIPs. It stays ready; if it was silent
+// long enough for the others to have taken its VIPs over, finish sends a
+// heartbeat at once (they hand the VIPs back on it, as for any member
+// coming back) and asks for the VIPs to be announced again. (Until issue
+// 15's session 14 a step more than a detection time late made the node
+// warm up again, not ready: it released every VIP with a "not ready"
+// heartbeat, which made the others take them over, then claimed them back
+// on hearing them: every stall of a loaded machine moved the VIPs twice.)
 func (m *Machine) advance(now time.Time, out *Output) {
 	if now.Before(m.lastStep) {
 		// The shell uses a monotonic clock; a step back is ignored rather
 		// than trusted, so timers never run backwards.
 		now = m.lastStep
 	}
-	if now.Sub(m.lastStep) > m.detectTime() {
-		// We did not run for longer than a detection time: the others have
-		// declared us dead and taken our VIPs. Do not trust our stale view
-		// (which still shows them alive or, worse, about to expire) to claim
-		// anything: warm up again.
-		wasReady := m.ready
-		m.enterWarmUp(now)
+	if late := now.Sub(m.wake); !m.wake.IsZero() && late > 0 {
 		for _, p := range m.peers {
 			if p.alive {
-				p.alive, p.ready = false, false
-				out.Liveness = append(out.Liveness, LivenessChange{Member: p.name, Reason: "suspended"})
+				p.expires = p.expires.Add(late)
 			}
 		}
-		if wasReady {
-			out.Liveness = append(out.Liveness, LivenessChange{Member: m.self, Alive: true, Reason: "suspended"})
-		}
-		m.nextSend = now
+		// Only once per lateness: the next step is late only after the
+		// next wake-up.
+		m.wake = now
+	}
+	if now.Sub(m.lastSent) >= m.silentTakeover() && m.ready {
+		m.nextSend = now // tell the others at once
 	}
 	m.lastStep = now
 	for _, p := range m.peers {
-		if p.alive && !now.Before(p.lastHeard.Add(p.detect)) {
+		if p.alive && !now.Before(p.expires) {
 			p.alive, p.ready = false, false
 			out.Liveness = append(out.Liveness, LivenessChange{Member: p.name, Reason: "timeout"})
 		}
 	}
+}
+
+// silentTakeover is how long this node's heartbeats may stop before the
+// others may have declared it dead (their detection time for it, less half
+// an interval for the network's jitter, at least an interval and a half).
+func (m *Machine) silentTakeover() time.Duration {
+	return max(m.detectTime()-m.interval/2, m.interval+m.interval/2)
 }
 
 // finish ends a step: readiness, ownership, heartbeat and wake-up.
@@ -411,8 +452,19 @@ func (m *Machine) finish(now time.Time, out *Output) {
 	m.recompute(out)
 	m.fenceStep(now, out)
 	if m.started && !now.Before(m.nextSend) {
+		if m.ready && !m.lastSent.IsZero() && now.Sub(m.lastSent) >= m.silentTakeover() {
+			// The others may have taken our VIPs over while we were silent
+			// (and announced them): they hand them back on this heartbeat;
+			// announce them again so the segment's caches follow.
+			for _, v := range m.Owned() {
+				if !slices.Contains(out.Announce, v) {
+					out.Announce = append(out.Announce, v)
+				}
+			}
+		}
 		out.Heartbeat = m.heartbeat()
 		m.nextSend = now.Add(m.interval)
+		m.lastSent = now
 	}
 	if m.started {
 		out.Wake = m.nextSend
@@ -420,10 +472,8 @@ func (m *Machine) finish(now time.Time, out *Output) {
 			out.Wake = m.warmUntil
 		}
 		for _, p := range m.peers {
-			if p.alive {
-				if exp := p.lastHeard.Add(p.detect); exp.Before(out.Wake) {
-					out.Wake = exp
-				}
+			if p.alive && p.expires.Before(out.Wake) {
+				out.Wake = p.expires
 			}
 		}
 		for _, f := range m.fences {
@@ -431,6 +481,7 @@ func (m *Machine) finish(now time.Time, out *Output) {
 				out.Wake = f.until
 			}
 		}
+		m.wake = out.Wake
 	}
 }
 

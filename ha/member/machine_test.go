@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"reflect"
+	"slices"
 	"testing"
 	"time"
 )
@@ -49,6 +50,16 @@ func (s stepper) tick(at time.Duration) Output {
 
 func (s stepper) recv(at time.Duration, h Heartbeat) Output {
 	return s.do(t0.Add(at), func() Output { return s.m.Receive(t0.Add(at), h) })
+}
+
+// atWakes steps the machine at every wake-up it asks for, from out's, up
+// to until, as a shell running on time does; it returns the last output.
+func (s stepper) atWakes(out Output, until time.Duration) Output {
+	s.t.Helper()
+	for !out.Wake.After(t0.Add(until)) {
+		out = s.tick(out.Wake.Sub(t0))
+	}
+	return out
 }
 
 func newStepper(t *testing.T, self string, members ...string) stepper {
@@ -135,13 +146,14 @@ func TestPeerTimeoutAndReturn(t *testing.T) {
 	if bOwns == 0 {
 		t.Fatal("b owns nothing of 16 VIPs: hash spread broken")
 	}
-	s.recv(ms(100), hb("b", 5, 2, true))
-	s.tick(ms(200))
-	s.tick(ms(399))
+	out := s.recv(ms(100), hb("b", 5, 2, true))
+	// Stepped at every wake-up it asks for (a step after it would be a
+	// machine running late, which does not count against b).
+	s.atWakes(out, ms(399))
 	if len(s.m.Owned()) == 16 {
 		t.Fatal("b declared dead before 3 intervals")
 	}
-	out := s.tick(ms(400))
+	out = s.tick(ms(400))
 	if len(s.m.Owned()) != 16 {
 		t.Fatalf("b not dead after 3 intervals: owned %d", len(s.m.Owned()))
 	}
@@ -182,24 +194,55 @@ func TestPeerRestartNoticed(t *testing.T) {
 	}
 }
 
-func TestSelfSuspensionRewarms(t *testing.T) {
+// TestStallKeepsOwnVIPsAndPeers: a machine stepped long after the wake-up
+// it asked for (a frozen or starved process) did not hear anybody meanwhile:
+// b's heartbeats of that time may still be unread. It keeps its own VIPs
+// and does not declare b dead for the time it did not run (claiming b's
+// VIPs from that stale view would move them); it sends a heartbeat at once
+// and announces its VIPs again, which b may have taken over while a was
+// silent. b is still judged by the time a does run: not heard for a
+// detection time after a runs again, b is dead.
+func TestStallKeepsOwnVIPsAndPeers(t *testing.T) {
 	s := newStepper(t, "a", "a", "b")
 	s.do(t0, func() Output { return s.m.SetVIPs(t0, vips(16)) })
 	s.do(t0, func() Output { return s.m.Start(t0) })
 	s.recv(ms(1), hb("b", 5, 1, true))
 	s.tick(ms(100))
-	// Frozen for 2 s. On waking, b's last heartbeat is old: without the
-	// suspension rule a would declare b dead and claim all 16 VIPs.
+	mine := s.m.Owned()
+	if len(mine) == 0 || len(mine) == 16 {
+		t.Fatalf("a owns %d of 16 with b alive", len(mine))
+	}
+	// Frozen for 2 s: b's heartbeats wait unread (or were lost).
 	out := s.tick(ms(2100))
-	if s.m.Ready() || len(s.m.Owned()) != 0 {
-		t.Fatalf("after suspension: ready %v owned %v", s.m.Ready(), s.m.Owned())
+	if !s.m.Ready() || !slices.Equal(s.m.Owned(), mine) || len(out.Ownership) != 0 {
+		t.Fatalf("after a 2 s stall: ready %v owned %v (want %v), ownership changes %+v", s.m.Ready(), s.m.Owned(), mine, out.Ownership)
 	}
-	if out.Heartbeat == nil {
-		t.Fatal("no heartbeat on waking")
+	if out.Heartbeat == nil || !slices.Equal(out.Announce, mine) {
+		t.Fatalf("on waking: heartbeat %v, announce %v, want a heartbeat and %v", out.Heartbeat != nil, out.Announce, mine)
 	}
-	s.recv(ms(2110), hb("b", 5, 30, true))
-	if !s.m.Ready() || len(s.m.Owned()) == 0 || len(s.m.Owned()) == 16 {
-		t.Fatalf("after hearing b: ready %v owned %d", s.m.Ready(), len(s.m.Owned()))
+	if len(out.Liveness) != 0 {
+		t.Fatalf("liveness changed by a's own stall: %+v", out.Liveness)
+	}
+	// b's queued heartbeat: nothing changes.
+	if out := s.recv(ms(2101), hb("b", 5, 21, true)); len(out.Ownership) != 0 || len(out.Liveness) != 0 {
+		t.Fatalf("b's queued heartbeat changed %+v %+v", out.Ownership, out.Liveness)
+	}
+	// A second stall, and b is silent after it: a ran on time from b's
+	// last heartbeat to its next wake-up, then not for 1.8 s. b is dead
+	// once a ran a detection time in all without hearing it, not at once.
+	out = s.atWakes(out, ms(2200))
+	ranBefore := out.Wake.Sub(t0.Add(ms(2101)))
+	if out := s.tick(ms(4000)); len(out.Liveness) != 0 || len(s.m.Owned()) != len(mine) {
+		t.Fatalf("b declared dead by a's own stall: %+v, a owns %d", out.Liveness, len(s.m.Owned()))
+	}
+	deadAt := ms(4000) + ms(300) - ranBefore
+	out = s.atWakes(Output{Wake: t0.Add(ms(4000))}, deadAt-ms(1))
+	if len(s.m.Owned()) != len(mine) {
+		t.Fatalf("b declared dead before a ran 300 ms without hearing it (%v before the stall)", ranBefore)
+	}
+	out = s.tick(deadAt)
+	if len(out.Liveness) != 1 || out.Liveness[0] != (LivenessChange{Member: "b", Reason: "timeout"}) || len(s.m.Owned()) != 16 {
+		t.Fatalf("b silent for 300 ms of a's running: liveness %+v, a owns %d", out.Liveness, len(s.m.Owned()))
 	}
 }
 

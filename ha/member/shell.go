@@ -61,6 +61,12 @@ type Node struct {
 	done     chan struct{}
 	// Spoofed counts heartbeats from an address that is not the named member's.
 	spoofed uint64
+	// wake is the machine's last wake-up (time since start); late counts
+	// timer steps more than an interval after it since lateLogged (see
+	// noteLate).
+	wake       time.Duration
+	late       int
+	lateLogged time.Time
 }
 
 // Listen binds the member's heartbeat socket. Run starts the exchange.
@@ -205,6 +211,7 @@ func (n *Node) Run(ctx context.Context) error {
 		case v := <-n.vipsCh:
 			n.apply(n.step(func(m *Machine, now time.Time) Output { return m.SetVIPs(now, v) }), timer)
 		case <-timer.C:
+			n.noteLate()
 			// Packets that waited while we were not running (a frozen
 			// process) go in before the timer, so the machine judges the
 			// others by what they sent, not by our own absence.
@@ -222,6 +229,32 @@ func (n *Node) Run(ctx context.Context) error {
 			n.apply(n.step(func(m *Machine, now time.Time) Output { return m.Tick(now) }), timer)
 		}
 	}
+}
+
+// noteLate logs, at most every 10 s, that the timer step ran more than an
+// interval after the wake-up the machine asked for: the process or this
+// goroutine waited for a CPU (or was stopped). Heartbeats went out that
+// late too; past the detection time the others take this node's VIPs
+// (they hand them back on its next heartbeat and it announces them again,
+// see Machine.advance).
+func (n *Node) noteLate() {
+	now := time.Now()
+	wake := n.start.Add(n.wake)
+	late := now.Sub(wake)
+	interval := n.cfg.Interval
+	if interval == 0 {
+		interval = DefaultInterval
+	}
+	if late <= interval {
+		return
+	}
+	n.late++
+	if now.Sub(n.lateLogged) < 10*time.Second {
+		return
+	}
+	n.log.Warn("member: ran late: heartbeats and liveness checks delayed (a loaded or stopped process)",
+		"late", late.Round(time.Millisecond), "lateSteps", n.late)
+	n.late, n.lateLogged = 0, now
 }
 
 func (n *Node) handle(p rxPkt, timer *time.Timer) {
@@ -281,12 +314,13 @@ func (n *Node) apply(out Output, timer *time.Timer) {
 		n.cfg.OnChange(owned, fenced, owners)
 	}
 	if len(out.Announce) > 0 {
-		n.log.Info("member: split brain: kept VIPs in a conflict, announcing them again", "vips", out.Announce)
+		n.log.Info("member: announcing VIPs again (kept in a split-brain conflict, or owned here across a silence the others may have taken them over in)", "vips", out.Announce)
 		if n.cfg.OnAnnounce != nil {
 			n.cfg.OnAnnounce(out.Announce)
 		}
 	}
 	if !out.Wake.IsZero() {
+		n.wake = out.Wake.Sub(time.Time{})
 		d := out.Wake.Sub(time.Time{}.Add(time.Since(n.start)))
 		if d < 0 {
 			d = 0

@@ -57,6 +57,7 @@ type simNode struct {
 	inc    uint64
 	bursts map[netip.Addr]simBurst
 	probe  time.Time // next probe of the fenced VIPs
+	moves  int       // ownership changes this node's machine reported
 }
 
 type simBurst struct {
@@ -105,6 +106,7 @@ func (s *sim) step(name string, f func() Output) {
 	if !out.Wake.IsZero() {
 		n.wake = out.Wake
 	}
+	n.moves += len(out.Ownership)
 	for _, v := range append(n.m.Owned(), out.Announce...) {
 		if !slices.Contains(owned, v) || slices.Contains(out.Announce, v) {
 			n.bursts[v] = simBurst{left: 5, next: s.now}
@@ -332,22 +334,111 @@ func TestGroupFailover(t *testing.T) {
 	})
 }
 
+// TestThawWithLostHeartbeats: a frozen node whose socket lost the others'
+// heartbeats ticks first on thawing, its view 2 s old. It claims its own
+// share only (the others released it on its heartbeat), never theirs, and
+// announces its share again (the others took it over while it was frozen).
 func TestThawWithLostHeartbeats(t *testing.T) {
-	s := newSim(t, []string{"a", "b", "c"}, 32)
+	abc := []string{"a", "b", "c"}
+	s := newSim(t, abc, 32)
 	s.dropFrozen = true
 	s.run(ms(500))
 	s.nodes["a"].frozen = true
 	s.run(ms(2000))
 	s.dualMs = 0
 	s.nodes["a"].frozen = false
-	s.run(ms(1)) // a ticks first: its view is 2 s old
-	if own := s.nodes["a"].m.Owned(); len(own) != 0 {
-		t.Fatalf("thawed a claims %v before hearing anybody", own)
+	a := s.nodes["a"]
+	var out Output
+	s.step("a", func() Output { out = a.m.Tick(s.now); return out }) // a ticks first: its view is 2 s old
+	var share []netip.Addr
+	for _, v := range s.vips {
+		if pickOwner(abc, v) == "a" {
+			share = append(share, v)
+		}
+	}
+	slices.SortFunc(share, netip.Addr.Compare)
+	if own := a.m.Owned(); !slices.Equal(own, share) {
+		t.Fatalf("thawed a claims %v, want its share %v only", own, share)
+	}
+	if !slices.Equal(out.Announce, share) || out.Heartbeat == nil {
+		t.Fatalf("thawed a announces %v (want %v), heartbeat %v", out.Announce, share, out.Heartbeat != nil)
 	}
 	s.run(ms(300))
-	s.converged("a", "b", "c")
+	s.converged(abc...)
 	if s.dualMs > 2 {
 		t.Fatalf("dual ownership %d ms after the thaw", s.dualMs)
+	}
+}
+
+// TestStallsDoNotMoveVIPs: members that stop running for a while (a loaded
+// machine: the process waits for a CPU; SIGSTOP) with the others'
+// heartbeats waiting unread in their sockets, then tick before reading
+// them (the shell's timer and its reader are separate goroutines). A stall
+// of the whole group, or of one member for less than the detection time,
+// moves no VIP: nobody takes another's VIPs from a view it could not
+// update, nobody gives its own up. A member silent for longer than the detection time loses its
+// VIPs to the others (they did not hear it) and takes them back at once
+// when it runs again, announcing them. Invariants are checked after every
+// step.
+func TestStallsDoNotMoveVIPs(t *testing.T) {
+	abc := []string{"a", "b", "c"}
+	for _, tc := range []struct {
+		name    string
+		stalled []string
+		stall   time.Duration
+		// moved: the others took the stalled member's VIPs over.
+		moved bool
+	}{
+		// Shorter than the detection time, but on waking each one's last
+		// heartbeat from the others is older than that.
+		{"whole group 250 ms", abc, ms(250), false},
+		{"whole group 350 ms", abc, ms(350), false},
+		{"whole group 2 s", abc, ms(2000), false},
+		// Its heartbeats stop for less than a detection time less an
+		// interval: the others keep hearing it in time.
+		{"one member 150 ms", []string{"b"}, ms(150), false},
+		{"one member 1 s", []string{"b"}, ms(1000), true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := newSim(t, abc, 32)
+			s.run(ms(500))
+			before := s.claims()
+			moves := 0
+			for _, n := range abc {
+				moves += s.nodes[n].moves
+			}
+			for _, n := range tc.stalled {
+				s.nodes[n].frozen = true
+			}
+			s.run(tc.stall)
+			for _, n := range tc.stalled {
+				// Thawed, each ticks before it reads what waited.
+				nd := s.nodes[n]
+				nd.frozen = false
+				s.step(n, func() Output { return nd.m.Tick(s.now) })
+			}
+			s.dualMs, s.darkMs = 0, 0
+			s.run(ms(300))
+			s.converged(abc...)
+			after := 0
+			for _, n := range abc {
+				after += s.nodes[n].moves
+			}
+			if !tc.moved && after != moves {
+				t.Fatalf("%d ownership changes across the stall, want none", after-moves)
+			}
+			if tc.moved && after == moves {
+				t.Fatal("the others kept out of a silent member's VIPs for longer than the detection time")
+			}
+			if s.dualMs > 2 || (!tc.moved && s.darkMs != 0) {
+				t.Fatalf("after the stall: dual %d ms, dark %d ms", s.dualMs, s.darkMs)
+			}
+			for v, c := range s.claims() {
+				if len(c) != 1 || c[0] != before[v][0] {
+					t.Fatalf("vip %v claimed by %v, before the stall %v", v, c, before[v])
+				}
+			}
+		})
 	}
 }
 

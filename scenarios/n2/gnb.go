@@ -51,11 +51,13 @@ type UEResult struct {
 	RegPointer uint8  `json:"regPointer"`
 	Registered bool   `json:"registered"`
 	// UplinkPointer is the AMF that answered the uplink NAS of the second
-	// phase (or of Resume); UplinkAMFUEID the AMF-UE-NGAP-ID of that answer
-	// and UplinkAtNs when it arrived (Unix nanoseconds; Resume only: the
-	// HA lab measures the failover gap with it).
+	// phase (or of Resume); UplinkAMFUEID the AMF-UE-NGAP-ID of that answer,
+	// UplinkSentNs when it was sent and UplinkAtNs when the answer arrived
+	// (Unix nanoseconds; Resume only: the HA lab measures the failover gap
+	// with them).
 	UplinkPointer   int    `json:"uplinkPointer"`
 	UplinkAMFUEID   uint64 `json:"uplinkAmfUeId,omitempty"`
+	UplinkSentNs    int64  `json:"uplinkSentNs,omitempty"`
 	UplinkAtNs      int64  `json:"uplinkAtNs,omitempty"`
 	NetworkReleased bool   `json:"networkReleased"`
 	Paged           bool   `json:"paged"`
@@ -81,6 +83,9 @@ type GNBReport struct {
 type inbound struct {
 	key  ngapl.Key
 	data []byte
+	// at is when the receive loop read the message off the association
+	// (the UE's goroutine may run later on a loaded machine).
+	at time.Time
 }
 
 type simUE struct {
@@ -90,6 +95,9 @@ type simUE struct {
 	ran     uint32
 	amf     uint64
 	waitRel bool
+	// uplink is the Uplink NAS Transport Resume sends, built beforehand by
+	// PrepareResume (nil: built when sent).
+	uplink []byte
 }
 
 // GNB simulates a gNB with UEs over one N2 association.
@@ -250,29 +258,79 @@ func (g *GNB) Reconnect(ctx context.Context, within, try time.Duration) error {
 
 // Resume sends one Uplink NAS Transport for every UE still registered and
 // not released (its contexts retained over a reconnection) and records
-// which AMF answered, under which AMF-UE-NGAP-ID, and when. It neither
-// releases nor re-registers anyone.
+// which AMF answered, under which AMF-UE-NGAP-ID, when the uplink was sent
+// and when the answer arrived. It neither releases nor re-registers
+// anyone. The UEs are independent, as real UEs are: every uplink goes out
+// as soon as the gNB is back, back to back from one sender (pipelined, no
+// UE waits for another's answer; Parallel does not apply), so the time to
+// the last answer is the network's, not this simulator's pacing.
 func (g *GNB) Resume(ctx context.Context) {
-	g.each(ctx, func(u *simUE) error {
+	var wg sync.WaitGroup
+	for _, u := range g.ues {
 		g.mu.Lock()
-		ok := u.res.Registered && !u.res.NetworkReleased
+		ok, pdu := u.res.Registered && !u.res.NetworkReleased, u.uplink
 		g.mu.Unlock()
 		if !ok {
-			return nil
+			continue
 		}
-		if err := g.send(ctx, u)(ngapl.UplinkNASTransport(u.amf, u.ran, nil, g.location())); err != nil {
-			return fmt.Errorf("resume: %w", err)
+		var err error
+		if pdu == nil {
+			pdu, err = ngapl.UplinkNASTransport(u.amf, u.ran, nil, g.location())
 		}
-		k, err := g.expect(ctx, u, ngapType.ProcedureCodeDownlinkNASTransport, ngapl.Initiating)
-		if err != nil {
-			return fmt.Errorf("resume: uplink NAS: %w", err)
+		sent := time.Now().UnixNano()
+		if err := g.sendPDU(ctx, u, pdu, err); err != nil {
+			g.ueFailed(u, fmt.Errorf("resume: %w", err))
+			continue
 		}
-		at := time.Now().UnixNano()
 		g.mu.Lock()
-		u.res.UplinkPointer, u.res.UplinkAMFUEID, u.res.UplinkAtNs = int(k.AMFUEID>>32), k.AMFUEID, at
+		u.res.UplinkSentNs = sent
 		g.mu.Unlock()
-		return nil
-	})
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			m, err := g.expectMsg(ctx, u, ngapType.ProcedureCodeDownlinkNASTransport, ngapl.Initiating)
+			if err != nil {
+				g.ueFailed(u, fmt.Errorf("resume: uplink NAS: %w", err))
+				return
+			}
+			g.mu.Lock()
+			u.res.UplinkPointer, u.res.UplinkAMFUEID, u.res.UplinkAtNs = int(m.key.AMFUEID>>32), m.key.AMFUEID, m.at.UnixNano()
+			g.mu.Unlock()
+		}()
+	}
+	wg.Wait()
+}
+
+// PrepareResume builds, for every registered UE, the Uplink NAS Transport
+// Resume will send, so that after a reconnection the simulator spends its
+// CPU on sending, not on ASN.1 encoding (on a loaded machine encoding 500
+// of them took longer than the proxy's answers).
+func (g *GNB) PrepareResume() error {
+	for _, u := range g.ues {
+		g.mu.Lock()
+		ok, amf, ran := u.res.Registered && !u.res.NetworkReleased, u.amf, u.ran
+		g.mu.Unlock()
+		if !ok {
+			continue
+		}
+		b, err := ngapl.UplinkNASTransport(amf, ran, nil, g.location())
+		if err != nil {
+			return fmt.Errorf("gnb %s: ue %d: %w", g.cfg.Name, u.res.Index, err)
+		}
+		g.mu.Lock()
+		u.uplink = b
+		g.mu.Unlock()
+	}
+	return nil
+}
+
+// ueFailed records the UE's first error.
+func (g *GNB) ueFailed(u *simUE, err error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if u.res.Error == "" {
+		u.res.Error = err.Error()
+	}
 }
 
 // Close ends the association.
@@ -305,6 +363,7 @@ func (g *GNB) recvLoop(ctx context.Context, conn transport.Conn, lost chan struc
 	dec := ngapl.NewDecoder(ngapl.DecoderConfig{})
 	for {
 		m, err := conn.Recv(ctx)
+		at := time.Now()
 		if err != nil {
 			if ctx.Err() == nil {
 				g.fail("association lost: %v", err)
@@ -368,7 +427,7 @@ func (g *GNB) recvLoop(ctx context.Context, conn transport.Conn, lost chan struc
 				g.send(ctx, u)(ngapl.UEContextReleaseComplete(k.AMFUEID, k.RANUEID))
 				continue
 			}
-			u.in <- inbound{key: k, data: m.Data}
+			u.in <- inbound{key: k, data: m.Data, at: at}
 		}
 	}
 }
@@ -409,20 +468,24 @@ func (g *GNB) sendPDU(ctx context.Context, u *simUE, b []byte, err error) error 
 
 // expect waits for the UE's next message of procedure proc and type typ.
 func (g *GNB) expect(ctx context.Context, u *simUE, proc int64, typ ngapl.MessageType) (ngapl.Key, error) {
+	m, err := g.expectMsg(ctx, u, proc, typ)
+	return m.key, err
+}
+
+// expectMsg is expect returning the message with its arrival time.
+func (g *GNB) expectMsg(ctx context.Context, u *simUE, proc int64, typ ngapl.MessageType) (inbound, error) {
 	t := time.NewTimer(g.cfg.Wait)
 	defer t.Stop()
-	for {
-		select {
-		case m := <-u.in:
-			if m.key.Procedure == proc && m.key.Type == typ {
-				return m.key, nil
-			}
-			return m.key, fmt.Errorf("got %s (%v), want %s", ngapl.ProcedureName(m.key.Procedure), m.key.Type, ngapl.ProcedureName(proc))
-		case <-t.C:
-			return ngapl.Key{}, fmt.Errorf("no %s within %v", ngapl.ProcedureName(proc), g.cfg.Wait)
-		case <-ctx.Done():
-			return ngapl.Key{}, ctx.Err()
+	select {
+	case m := <-u.in:
+		if m.key.Procedure == proc && m.key.Type == typ {
+			return m, nil
 		}
+		return m, fmt.Errorf("got %s (%v), want %s", ngapl.ProcedureName(m.key.Procedure), m.key.Type, ngapl.ProcedureName(proc))
+	case <-t.C:
+		return inbound{}, fmt.Errorf("no %s within %v", ngapl.ProcedureName(proc), g.cfg.Wait)
+	case <-ctx.Done():
+		return inbound{}, ctx.Err()
 	}
 }
 
@@ -484,11 +547,7 @@ func (g *GNB) each(ctx context.Context, fn func(u *simUE) error) {
 		go func() {
 			defer func() { <-sem; wg.Done() }()
 			if err := fn(u); err != nil {
-				g.mu.Lock()
-				if u.res.Error == "" {
-					u.res.Error = err.Error()
-				}
-				g.mu.Unlock()
+				g.ueFailed(u, err)
 			}
 		}()
 	}

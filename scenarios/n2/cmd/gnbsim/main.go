@@ -15,7 +15,8 @@
 // the loss of its association ({"event":"lost","atNs":...}), reconnects
 // asking for UE retention (retrying for --reconnect-within), says
 // {"event":"reconnected","retained":...,"atNs":...}, sends one uplink NAS
-// per UE (n2.GNB.Resume) and ends with the report. --heartbeat sets the
+// per UE (n2.GNB.Resume: every UE at once, back to back, as independent
+// UEs would) and ends with the report. --heartbeat sets the
 // usrsctp heartbeat interval (how fast a silent peer is noticed; the
 // default is usrsctp's 30 s).
 package main
@@ -61,7 +62,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	window := fs.Int("window", 256, "--bench throughput: unanswered messages at most")
 	samples := fs.Int("samples", 2000, "--bench latency: round trips")
 	mode := fs.String("transport", "auto", "SCTP transport: auto, kernel or userspace")
-	resume := fs.Bool("resume", false, "after registration: on association loss reconnect with UE retention and send one uplink NAS per UE")
+	resume := fs.Bool("resume", false, "after registration: on association loss reconnect with UE retention and send one uplink NAS per UE, all UEs at once")
 	within := fs.Duration("reconnect-within", time.Minute, "--resume: how long to try reconnecting")
 	heartbeat := fs.Duration("heartbeat", 0, "usrsctp heartbeat interval (0: usrsctp's default)")
 	if err := fs.Parse(args); err != nil {
@@ -128,6 +129,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	g.Register(ctx)
 	_ = enc.Encode(map[string]string{"event": "registered", "name": *name})
 	if *resume {
+		if err := g.PrepareResume(); err != nil {
+			fmt.Fprintln(stderr, "gnbsim:", err)
+			return 1
+		}
 		return resumeAfterLoss(ctx, g, enc, *within, *wait, stderr)
 	}
 	select {
