@@ -26,6 +26,7 @@ type attachment struct {
 	mode    string
 	ifindex int
 	link    link.Link // tcx only
+	xdp     link.Link // xdp_ingress, when attached in an XDP mode (attach_xdp.go)
 }
 
 // Attach runs the datapath on ingress of ifname. Re-attaching (after a
@@ -146,6 +147,7 @@ func (d *Datapath) Detach(ifname string) error {
 	a := d.attached[ifname]
 	delete(d.attached, ifname)
 	var errs []error
+	errs = append(errs, d.detachXDPLocked(ifname, a))
 	if a != nil && a.link != nil {
 		errs = append(errs, a.link.Unpin(), a.link.Close())
 	} else if l, err := link.LoadPinnedLink(d.linkPin(ifname), nil); err == nil {
@@ -162,6 +164,9 @@ func (d *Datapath) Detach(ifname string) error {
 		}
 		if err := d.objs.IfAddrs.Delete(idx); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 			errs = append(errs, fmt.Errorf("delete if_addrs: %w", err))
+		}
+		if err := d.objs.XdpIfaces.Delete(idx); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			errs = append(errs, fmt.Errorf("delete xdp_ifaces: %w", err))
 		}
 	}
 	if err := errors.Join(errs...); err != nil {
