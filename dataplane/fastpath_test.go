@@ -28,14 +28,21 @@ func l4CsumOffset(p pkt) int {
 // instead.
 func zeroingPayload(t *testing.T, p pkt, out func(pkt) []byte) pkt {
 	t.Helper()
+	return csumEdgePayload(t, p, out, 0)
+}
+
+// csumEdgePayload is zeroingPayload for a checksum that frame writes as
+// want when it computes 0 (UDP: 0xffff, RFC 768).
+func csumEdgePayload(t *testing.T, p pkt, out func(pkt) []byte, want uint16) pkt {
+	t.Helper()
 	p.payload = append([]byte(nil), p.payload...)
 	f := out(p)
 	c := binary.BigEndian.Uint16(f[l4CsumOffset(p):])
 	w := uint32(binary.BigEndian.Uint16(p.payload)) + uint32(c)
 	w = w&0xffff + w>>16
 	binary.BigEndian.PutUint16(p.payload, uint16(w))
-	if got := binary.BigEndian.Uint16(out(p)[l4CsumOffset(p):]); got != 0 {
-		t.Fatalf("crafted payload gives checksum %#04x, want 0", got)
+	if got := binary.BigEndian.Uint16(out(p)[l4CsumOffset(p):]); got != want {
+		t.Fatalf("crafted payload gives checksum %#04x, want %#04x", got, want)
 	}
 	return p
 }

@@ -247,8 +247,7 @@ __noinline int ct_fast(struct __sk_buff *skb, const struct pkt *p, struct ct_val
 		coff = p->l4_off + offsetof(struct tcphdr, check);
 	} else {
 		coff = p->l4_off + offsetof(struct udphdr, check);
-		if (p->family == AF_INET)
-			flags = BPF_F_MARK_MANGLED_0;
+		flags = BPF_F_MARK_MANGLED_0; // both families: see l4_csum_off (nat.h)
 	}
 	if ((ad && bpf_l4_csum_replace(skb, coff, 0, ad, flags | BPF_F_PSEUDO_HDR)) ||
 	    (pd && bpf_l4_csum_replace(skb, coff, 0, pd, flags))) {

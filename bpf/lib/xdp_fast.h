@@ -103,9 +103,9 @@ __noinline int xdp_fast(struct xdp_md *ctx, const struct pkt *p, struct ct_val *
 		return XDP_PASS;
 	if (check) {
 		__u16 c = *check;
-		// A UDP/IPv4 datagram without checksum keeps none; a computed
-		// 0 is sent as 0xffff (BPF_F_MARK_MANGLED_0, as ct_fast asks).
-		if (p->proto == IPPROTO_UDP && p->family == AF_INET) {
+		// UDP (BPF_F_MARK_MANGLED_0, as ct_fast asks): a datagram
+		// without checksum keeps none; a computed 0 is sent as 0xffff.
+		if (p->proto == IPPROTO_UDP) {
 			if (c) {
 				c = csum_apply(c, (__u64)ad + pd);
 				*check = c ? c : 0xffff;
