@@ -324,6 +324,18 @@ static __noinline int new_flow(struct __sk_buff *skb, struct pkt *p, struct ct_k
 	return forward(skb, p, vp->nat_src, vp->nat_dst, 0);
 }
 
+// The conntrack entry of p's tuple, its key written into *k (zeroed by the
+// caller) for new_flow.
+static __always_inline struct ct_val *ct_lookup_pkt(const struct pkt *p, struct ct_key *k)
+{
+	addr_cpy(k->src, p->src);
+	addr_cpy(k->dst, p->dst);
+	k->sport = p->sport;
+	k->dport = p->dport;
+	k->proto = p->proto;
+	return ct_lookup_as(k, ct_key_is4(k));
+}
+
 static __always_inline int starts_new(const struct pkt *p, const struct ct_val *ct)
 {
 	if (ct->flags & CT_F_REPLY)
@@ -385,12 +397,7 @@ int tc_ingress(struct __sk_buff *skb)
 		return TC_ACT_OK;
 
 	struct ct_key k = {};
-	addr_cpy(k.src, p.src);
-	addr_cpy(k.dst, p.dst);
-	k.sport = p.sport;
-	k.dport = p.dport;
-	k.proto = p.proto;
-	struct ct_val *ct = ct_lookup_as(&k, ct_key_is4(&k));
+	struct ct_val *ct = ct_lookup_pkt(&p, &k);
 	if (ct && !starts_new(&p, ct)) {
 		r = ct_fast(skb, &p, ct);
 		if (r != LB_NEXT_SLOW)
@@ -438,12 +445,7 @@ int xdp_ingress(struct xdp_md *ctx)
 	if (xdp_parse(ctx, &p) != PARSE_OK)
 		return XDP_PASS;
 	struct ct_key k = {};
-	addr_cpy(k.src, p.src);
-	addr_cpy(k.dst, p.dst);
-	k.sport = p.sport;
-	k.dport = p.dport;
-	k.proto = p.proto;
-	struct ct_val *ct = ct_lookup_as(&k, ct_key_is4(&k));
+	struct ct_val *ct = ct_lookup_pkt(&p, &k);
 	if (!ct || starts_new(&p, ct))
 		return XDP_PASS;
 	return xdp_fast(ctx, &p, ct);

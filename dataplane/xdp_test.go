@@ -66,159 +66,62 @@ func (e *env) connCounts(id uint32) [4]uint64 {
 }
 
 // TestXDPFastPathMatchesTC: on interfaces attached in XDP mode, the packets
-// of an established TCP, UDP or SCTP flow (v4 and v6, modes that keep or
-// translate the client's address) leave xdp_ingress redirected and exactly
-// as tc_ingress makes the same frame, in both directions: payloads of
-// several lengths, checksums swept by the sequence number, a translated
-// checksum of 0x0000 (UDP: sent as 0xffff), a UDP/IPv4 datagram without
-// checksum. Each counts
-// once in the connection and in what XDP carried, like a TC packet. A
-// frame the XDP path leaves to TC (an IPv6 extension header) comes back
-// XDP_PASS, untouched and uncounted.
+// of an established TCP, UDP or SCTP flow (v4 and v6, every mode that
+// rewrites, the edges fastFlow.packets lists) leave xdp_ingress redirected
+// and exactly as tc_ingress makes the same frame, in both directions. Each
+// counts once in the connection and in what XDP carried, like a TC packet.
+// A frame the XDP path leaves to TC comes back XDP_PASS, untouched and
+// uncounted: the orig direction's first one (new_flow cached no next hop)
+// and IPv6 extension headers.
 func TestXDPFastPathMatchesTC(t *testing.T) {
 	e := newXDPEnv(t, HookXDP)
 	lb0, lb1 := e.ifindex0, e.ifindex("lb1")
 	id := uint32(600)
-	for _, mode := range []Mode{ModeDefault, ModeOneArm, ModeFullNAT} {
-		for _, proto := range []Proto{ProtoTCP, ProtoUDP, ProtoSCTP} {
-			for _, v6 := range []bool{false, true} {
-				fam := "v4"
-				if v6 {
-					fam = "v6"
-				}
-				t.Run(fmt.Sprintf("%s/%s/%s", modeNames[mode], protoNames[proto], fam), func(t *testing.T) {
-					e := e.sub(t)
-					id++
-					vip, client, lbAddr := vipV4, clientV4, lbAddr1V4
-					if v6 {
-						vip, client, lbAddr = vipV6, clientV6, lbAddr1V6
-					}
-					vport, epPort, cport := uint16(80+id), uint16(8080), uint16(42000+id)
-					e.upsert(Service{ID: id, VIP: vip, PortStart: vport, Proto: proto, Mode: mode,
-						Endpoints: testEndpoints(v6, 1, epPort)})
-					ep := epAddr(v6, 0)
-					first := pkt{srcMAC: clientMAC, dstMAC: lbMAC0, src: client, dst: vip, proto: uint8(proto),
-						sport: cport, dport: vport, ttl: 64}
-					reply := pkt{srcMAC: epMAC(0), dstMAC: lbMAC1, src: ep, proto: uint8(proto), sport: epPort, ttl: 64}
-					first, reply, second := openingPackets(proto, first, reply)
-					// The opening packets change conntrack state: XDP leaves
-					// them to TC.
-					if ret, out := e.runXDP(lb0, first.frame()); ret != xdpPass || !bytes.Equal(out, first.frame()) {
-						t.Fatalf("first packet in XDP: verdict %d, out %x", ret, out)
-					}
-					if ret, out := e.run(first.frame()); ret != actRedirect {
-						t.Fatalf("first packet: verdict %d, out %x", ret, out)
-					}
-					conn := e.conn(id)
-					src, sport := client, cport
-					switch mode {
-					case ModeOneArm:
-						src, sport = lbAddr, conn.Source.Port()
-					case ModeFullNAT:
-						src, sport = vip, conn.Source.Port()
-					}
-					reply.dst, reply.dport = src, sport
-					fwd := func(p pkt) []byte {
-						p.srcMAC, p.dstMAC, p.ttl = lbMAC1, epMAC(0), p.ttl-1
-						p.src, p.sport, p.dst, p.dport = src, sport, ep, epPort
-						return p.frame()
-					}
-					back := func(p pkt) []byte {
-						p.srcMAC, p.dstMAC, p.ttl = lbMAC0, clientMAC, p.ttl-1
-						p.src, p.sport, p.dst, p.dport = vip, vport, client, cport
-						return p.frame()
-					}
-					if ret, _ := e.runOn(e.d.objs.TcIngress, lb1, reply.frame()); ret != actRedirect {
-						t.Fatalf("reply: verdict %d", ret)
-					}
+	eachRewriteCase(t, func(t *testing.T, mode Mode, proto Proto, v6 bool) {
+		e := e.sub(t)
+		id++
+		f := openFastFlow(t, e, id, mode, proto, v6, uint16(42000+id))
+		for i := 0; i < 10; i++ {
+			o, r := f.packets(t, i)
+			e.checkXDPAgainstTC(t, fmt.Sprintf("packet %d", i), id, lb0, o.frame(), f.fwd(o), 0, i == 0 || o.ip6DstOpts)
+			e.checkXDPAgainstTC(t, fmt.Sprintf("reply %d", i), id, lb1, r.frame(), f.back(r), 2, r.ip6DstOpts)
+		}
+	})
+}
 
-					const n = 10
-					for i := 0; i < n; i++ {
-						o, r := second, reply
-						o.tcpFlags, r.tcpFlags = 0, 0
-						if proto == ProtoTCP {
-							o.tcpFlags, r.tcpFlags = tcpACK|tcpPSH, tcpACK
-						}
-						o.seq, r.seq = uint32(i)*0x9e3779b9, uint32(i)*0x7f4a7c15
-						o.ttl, r.ttl = uint8(64-i), uint8(200-i)
-						o.payload = make([]byte, 4+i*7) // 4+: fast_write_at reads 12 bytes of L4
-						r.payload = make([]byte, 5+i*5)
-						for j := range o.payload {
-							o.payload[j] = byte(i*31 + j)
-						}
-						for j := range r.payload {
-							r.payload[j] = byte(i*17 + j*3)
-						}
-						if proto == ProtoSCTP {
-							o.payload, r.payload = nil, nil
-							o.sctpChunks, r.sctpChunks = sctpData(1+i*13), sctpData(4+i*9)
-						}
-						// The flow's first packet left its next hop
-						// uncached (new_flow): the orig direction's
-						// first established one is TC's, which caches it.
-						slow := [2]bool{i == 0, false}
-						switch {
-						case i == 3 && proto == ProtoTCP:
-							o = zeroingPayload(t, o, fwd)
-							r = zeroingPayload(t, r, back)
-						case i == 4 && proto == ProtoUDP && !v6:
-							o.udpZeroCsum, r.udpZeroCsum = true, true
-						case (i == 0 || i == 6) && proto == ProtoUDP:
-							// A translated checksum of 0 goes out as
-							// 0xffff (IPv6 receivers drop 0); the orig
-							// direction's packet 0 takes TC's slow path.
-							o = csumEdgePayload(t, o, fwd, 0xffff)
-							r = csumEdgePayload(t, r, back, 0xffff)
-						case i == 5 && v6:
-							o.ip6DstOpts, r.ip6DstOpts = true, true
-							slow = [2]bool{true, true}
-						}
-						for _, c := range []struct {
-							name   string
-							ifidx  int
-							p      pkt
-							want   []byte
-							packet int // 0 orig, 2 reply in connCounts
-							slow   bool
-						}{{"packet", lb0, o, fwd(o), 0, slow[0]}, {"reply", lb1, r, back(r), 2, slow[1]}} {
-							in := c.p.frame()
-							before, carried := e.connCounts(id), e.xdpCarried()
-							ret, xout := e.runXDP(c.ifidx, in)
-							after := e.connCounts(id)
-							if c.slow {
-								if ret != xdpPass || !bytes.Equal(xout, in) || after != before || e.xdpCarried() != carried {
-									t.Fatalf("%s %d: XDP verdict %d, counts %v -> %v, out %x, want XDP_PASS untouched",
-										c.name, i, ret, before, after, xout)
-								}
-								if tret, tout := e.runOn(e.d.objs.TcIngress, c.ifidx, in); tret != actRedirect {
-									t.Fatalf("%s %d: TC verdict %d", c.name, i, tret)
-								} else {
-									diffHex(t, fmt.Sprintf("%s %d", c.name, i), tout, c.want)
-								}
-								continue
-							}
-							if ret != xdpRedirect {
-								t.Fatalf("%s %d: XDP verdict %d, want XDP_REDIRECT", c.name, i, ret)
-							}
-							want := before
-							want[c.packet]++
-							want[c.packet+1] += uint64(len(in))
-							if after != want || e.xdpCarried() != carried+1 {
-								t.Fatalf("%s %d: counts %v -> %v (XDP carried %d -> %d), want %v and one more",
-									c.name, i, before, after, carried, e.xdpCarried(), want)
-							}
-							tret, tout := e.runOn(e.d.objs.TcIngress, c.ifidx, in)
-							if tret != actRedirect {
-								t.Fatalf("%s %d: TC verdict %d", c.name, i, tret)
-							}
-							diffHex(t, fmt.Sprintf("%s %d, XDP against TC", c.name, i), xout, tout)
-							diffHex(t, fmt.Sprintf("%s %d", c.name, i), xout, c.want)
-						}
-					}
-				})
-			}
+// checkXDPAgainstTC runs frame through xdp_ingress on ifidx, then through
+// tc_ingress: XDP_PASS untouched and uncounted when slow, else redirected,
+// counted once in the connection's packets at index packet of connCounts
+// (and its bytes at packet+1) and in xdp_stats, and equal to TC's frame;
+// TC's frame equal to want.
+func (e *env) checkXDPAgainstTC(t *testing.T, what string, id uint32, ifidx int, in, want []byte, packet int, slow bool) {
+	t.Helper()
+	before, carried := e.connCounts(id), e.xdpCarried()
+	ret, xout := e.runXDP(ifidx, in)
+	after := e.connCounts(id)
+	if slow {
+		if ret != xdpPass || !bytes.Equal(xout, in) || after != before || e.xdpCarried() != carried {
+			t.Fatalf("%s: XDP verdict %d, counts %v -> %v, out %x, want XDP_PASS untouched", what, ret, before, after, xout)
+		}
+	} else {
+		if ret != xdpRedirect {
+			t.Fatalf("%s: XDP verdict %d, want XDP_REDIRECT", what, ret)
+		}
+		w := before
+		w[packet]++
+		w[packet+1] += uint64(len(in))
+		if after != w || e.xdpCarried() != carried+1 {
+			t.Fatalf("%s: counts %v -> %v (XDP carried %d -> %d), want %v and one more", what, before, after, carried, e.xdpCarried(), w)
 		}
 	}
+	tret, tout := e.runOn(e.d.objs.TcIngress, ifidx, in)
+	if tret != actRedirect {
+		t.Fatalf("%s: TC verdict %d", what, tret)
+	}
+	if !slow {
+		diffHex(t, what+", XDP against TC", xout, tout)
+	}
+	diffHex(t, what, tout, want)
 }
 
 // establishedTCP opens a TCP connection to a new default-mode service
