@@ -47,6 +47,11 @@ func (d *Datapath) Attach(ifname string) error {
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	// The XDP link, if any, stays this interface's (attach_xdp.go).
+	var xdp link.Link
+	if a, ok := d.attached[ifname]; ok {
+		xdp = a.xdp
+	}
 	if a, ok := d.attached[ifname]; ok && a.link != nil {
 		if err := a.link.Update(d.objs.TcIngress); err != nil {
 			return fmt.Errorf("attach %s: update tcx link: %w", ifname, err)
@@ -56,7 +61,7 @@ func (d *Datapath) Attach(ifname string) error {
 	if !d.cfg.ForceClsact {
 		l, err := d.attachTCX(ifname, idx)
 		if err == nil {
-			d.attached[ifname] = &attachment{mode: modeTCX, ifindex: idx, link: l}
+			d.attached[ifname] = &attachment{mode: modeTCX, ifindex: idx, link: l, xdp: xdp}
 			d.log.Info("attached datapath", "interface", ifname, "mode", modeTCX)
 			return nil
 		}
@@ -68,7 +73,7 @@ func (d *Datapath) Attach(ifname string) error {
 	if err := d.attachClsact(idx); err != nil {
 		return fmt.Errorf("attach %s: %w", ifname, err)
 	}
-	d.attached[ifname] = &attachment{mode: modeClsact, ifindex: idx}
+	d.attached[ifname] = &attachment{mode: modeClsact, ifindex: idx, xdp: xdp}
 	d.log.Info("attached datapath", "interface", ifname, "mode", modeClsact)
 	return nil
 }

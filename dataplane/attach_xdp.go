@@ -98,6 +98,11 @@ func (d *Datapath) AttachHook(ifname string, hook Hook) error {
 	if hook == HookTC {
 		return d.detachXDPLocked(ifname, a)
 	}
+	if a.xdp != nil {
+		// Its pin keeps it attached; attachXDP updates it through the pin.
+		_ = a.xdp.Close()
+		a.xdp = nil
+	}
 	flags := link.XDPDriverMode
 	if hook == HookXDPGeneric {
 		flags = link.XDPGenericMode
