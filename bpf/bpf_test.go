@@ -48,7 +48,7 @@ func TestProgramsPassVerifierWithHeadroom(t *testing.T) {
 		t.Fatalf("load: %+v", err)
 	}
 	defer objs.Close()
-	for name, p := range map[string]*ebpf.Program{"tc_ingress": objs.TcIngress, "tc_pass": objs.TcPass} {
+	for name, p := range map[string]*ebpf.Program{"tc_ingress": objs.TcIngress, "tc_pass": objs.TcPass, "xdp_ingress": objs.XdpIngress, "xdp_pass": objs.XdpPass} {
 		log := p.VerifierLog
 		i := strings.Index(log, "processed ")
 		if i < 0 {

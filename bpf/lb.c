@@ -32,6 +32,7 @@
 //   nat64_icmp.h  ICMP errors across families, fragmentation needed
 //   frag.h        later IP fragments follow their first one
 //   fastpath.h    established packets by direct packet access (ct_fast)
+//   xdp_fast.h    the same in XDP (xdp_fast), before TC, where attached
 //
 // Design notes (the why):
 //   - Headers are read by direct packet access at constant offsets in the
@@ -83,6 +84,7 @@ char __license[] SEC("license") = "Dual BSD/GPL";
 #include "lib/nat64_icmp.h"
 #include "lib/frag.h"
 #include "lib/fastpath.h"
+#include "lib/xdp_fast.h"
 
 /* Flow setup: established packets, new connections, the programs. */
 
@@ -93,7 +95,7 @@ __noinline int ct_established(struct __sk_buff *skb, struct pkt *p, struct ct_va
 {
 	if (!skb || !p || !ct)
 		return TC_ACT_OK;
-	ct_account(skb, p, ct, lb_now());
+	ct_account(skb->len, p, ct, lb_now());
 
 	if (p->ttl <= 1)
 		return TC_ACT_OK; // the stack answers with time exceeded
@@ -322,6 +324,18 @@ static __noinline int new_flow(struct __sk_buff *skb, struct pkt *p, struct ct_k
 	return forward(skb, p, vp->nat_src, vp->nat_dst, 0);
 }
 
+// The conntrack entry of p's tuple, its key written into *k (zeroed by the
+// caller) for new_flow.
+static __always_inline struct ct_val *ct_lookup_pkt(const struct pkt *p, struct ct_key *k)
+{
+	addr_cpy(k->src, p->src);
+	addr_cpy(k->dst, p->dst);
+	k->sport = p->sport;
+	k->dport = p->dport;
+	k->proto = p->proto;
+	return ct_lookup_as(k, ct_key_is4(k));
+}
+
 static __always_inline int starts_new(const struct pkt *p, const struct ct_val *ct)
 {
 	if (ct->flags & CT_F_REPLY)
@@ -383,12 +397,7 @@ int tc_ingress(struct __sk_buff *skb)
 		return TC_ACT_OK;
 
 	struct ct_key k = {};
-	addr_cpy(k.src, p.src);
-	addr_cpy(k.dst, p.dst);
-	k.sport = p.sport;
-	k.dport = p.dport;
-	k.proto = p.proto;
-	struct ct_val *ct = ct_lookup_as(&k, ct_key_is4(&k));
+	struct ct_val *ct = ct_lookup_pkt(&p, &k);
 	if (ct && !starts_new(&p, ct)) {
 		r = ct_fast(skb, &p, ct);
 		if (r != LB_NEXT_SLOW)
@@ -412,4 +421,39 @@ SEC("tc")
 int tc_pass(struct __sk_buff *skb)
 {
 	return TC_ACT_OK;
+}
+
+// XDP mode (--attach=xdp): established flows only (lib/xdp_fast.h); every
+// other frame goes on to tc_ingress, attached as well, untouched.
+SEC("xdp")
+int xdp_ingress(struct xdp_md *ctx)
+{
+	__u32 in = ctx->ingress_ifindex;
+	struct xdp_iface *xi = bpf_map_lookup_elem(&xdp_ifaces, &in);
+	if (!xi)
+		return XDP_PASS;
+	// Only frames for this host (tc_ingress's PACKET_OTHERHOST test):
+	// broadcast, multicast and other hosts' frames go on to TC.
+	void *data = (void *)(long)ctx->data, *end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+	if ((void *)(eth + 1) > end)
+		return XDP_PASS;
+	if (*(__u32 *)eth->h_dest != *(__u32 *)xi->mac || *(__u16 *)(eth->h_dest + 4) != *(__u16 *)(xi->mac + 4))
+		return XDP_PASS;
+
+	struct pkt p = {};
+	if (xdp_parse(ctx, &p) != PARSE_OK)
+		return XDP_PASS;
+	struct ct_key k = {};
+	struct ct_val *ct = ct_lookup_pkt(&p, &k);
+	if (!ct || starts_new(&p, ct))
+		return XDP_PASS;
+	return xdp_fast(ctx, &p, ct);
+}
+
+// Baseline for XDP per-packet cost measurements.
+SEC("xdp")
+int xdp_pass(struct xdp_md *ctx)
+{
+	return XDP_PASS;
 }

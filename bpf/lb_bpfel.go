@@ -279,6 +279,12 @@ type LbSvcVips struct {
 	N   uint32
 }
 
+type LbXdpIface struct {
+	_   structs.HostLayout
+	Mac [6]uint8
+	Pad [2]uint8
+}
+
 type LbYoungKey struct {
 	_     structs.HostLayout
 	Svc   uint32
@@ -330,9 +336,13 @@ const (
 	LbMapSvcStats        = "svc_stats"
 	LbMapSvcVipList      = "svc_vip_list"
 	LbMapVips            = "vips"
+	LbMapXdpIfaces       = "xdp_ifaces"
+	LbMapXdpStats        = "xdp_stats"
 	LbMapYoungAssocs     = "young_assocs"
 	LbProgTcIngress      = "tc_ingress"
 	LbProgTcPass         = "tc_pass"
+	LbProgXdpIngress     = "xdp_ingress"
+	LbProgXdpPass        = "xdp_pass"
 	LbVarCtEventsEnabled = "ct_events_enabled"
 )
 
@@ -378,8 +388,10 @@ type LbSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type LbProgramSpecs struct {
-	TcIngress *ebpf.ProgramSpec `ebpf:"tc_ingress"`
-	TcPass    *ebpf.ProgramSpec `ebpf:"tc_pass"`
+	TcIngress  *ebpf.ProgramSpec `ebpf:"tc_ingress"`
+	TcPass     *ebpf.ProgramSpec `ebpf:"tc_pass"`
+	XdpIngress *ebpf.ProgramSpec `ebpf:"xdp_ingress"`
+	XdpPass    *ebpf.ProgramSpec `ebpf:"xdp_pass"`
 }
 
 // LbMapSpecs contains maps before they are loaded into the kernel.
@@ -418,6 +430,8 @@ type LbMapSpecs struct {
 	SvcStats       *ebpf.MapSpec `ebpf:"svc_stats"`
 	SvcVipList     *ebpf.MapSpec `ebpf:"svc_vip_list"`
 	Vips           *ebpf.MapSpec `ebpf:"vips"`
+	XdpIfaces      *ebpf.MapSpec `ebpf:"xdp_ifaces"`
+	XdpStats       *ebpf.MapSpec `ebpf:"xdp_stats"`
 	YoungAssocs    *ebpf.MapSpec `ebpf:"young_assocs"`
 }
 
@@ -480,6 +494,8 @@ type LbMaps struct {
 	SvcStats       *ebpf.Map `ebpf:"svc_stats"`
 	SvcVipList     *ebpf.Map `ebpf:"svc_vip_list"`
 	Vips           *ebpf.Map `ebpf:"vips"`
+	XdpIfaces      *ebpf.Map `ebpf:"xdp_ifaces"`
+	XdpStats       *ebpf.Map `ebpf:"xdp_stats"`
 	YoungAssocs    *ebpf.Map `ebpf:"young_assocs"`
 }
 
@@ -517,6 +533,8 @@ func (m *LbMaps) Close() error {
 		m.SvcStats,
 		m.SvcVipList,
 		m.Vips,
+		m.XdpIfaces,
+		m.XdpStats,
 		m.YoungAssocs,
 	)
 }
@@ -532,14 +550,18 @@ type LbVariables struct {
 //
 // It can be passed to LoadLbObjects or ebpf.CollectionSpec.LoadAndAssign.
 type LbPrograms struct {
-	TcIngress *ebpf.Program `ebpf:"tc_ingress"`
-	TcPass    *ebpf.Program `ebpf:"tc_pass"`
+	TcIngress  *ebpf.Program `ebpf:"tc_ingress"`
+	TcPass     *ebpf.Program `ebpf:"tc_pass"`
+	XdpIngress *ebpf.Program `ebpf:"xdp_ingress"`
+	XdpPass    *ebpf.Program `ebpf:"xdp_pass"`
 }
 
 func (p *LbPrograms) Close() error {
 	return _LbClose(
 		p.TcIngress,
 		p.TcPass,
+		p.XdpIngress,
+		p.XdpPass,
 	)
 }
 

@@ -285,6 +285,12 @@ type SockSvcVips struct {
 	N   uint32
 }
 
+type SockXdpIface struct {
+	_   structs.HostLayout
+	Mac [6]uint8
+	Pad [2]uint8
+}
+
 type SockYoungKey struct {
 	_     structs.HostLayout
 	Svc   uint32
@@ -334,6 +340,8 @@ const (
 	SockMapSvcStats          = "svc_stats"
 	SockMapSvcVipList        = "svc_vip_list"
 	SockMapVips              = "vips"
+	SockMapXdpIfaces         = "xdp_ifaces"
+	SockMapXdpStats          = "xdp_stats"
 	SockMapYoungAssocs       = "young_assocs"
 	SockProgSockConnect4     = "sock_connect4"
 	SockProgSockConnect6     = "sock_connect6"
@@ -432,6 +440,8 @@ type SockMapSpecs struct {
 	SvcStats     *ebpf.MapSpec `ebpf:"svc_stats"`
 	SvcVipList   *ebpf.MapSpec `ebpf:"svc_vip_list"`
 	Vips         *ebpf.MapSpec `ebpf:"vips"`
+	XdpIfaces    *ebpf.MapSpec `ebpf:"xdp_ifaces"`
+	XdpStats     *ebpf.MapSpec `ebpf:"xdp_stats"`
 	YoungAssocs  *ebpf.MapSpec `ebpf:"young_assocs"`
 }
 
@@ -492,6 +502,8 @@ type SockMaps struct {
 	SvcStats     *ebpf.Map `ebpf:"svc_stats"`
 	SvcVipList   *ebpf.Map `ebpf:"svc_vip_list"`
 	Vips         *ebpf.Map `ebpf:"vips"`
+	XdpIfaces    *ebpf.Map `ebpf:"xdp_ifaces"`
+	XdpStats     *ebpf.Map `ebpf:"xdp_stats"`
 	YoungAssocs  *ebpf.Map `ebpf:"young_assocs"`
 }
 
@@ -527,6 +539,8 @@ func (m *SockMaps) Close() error {
 		m.SvcStats,
 		m.SvcVipList,
 		m.Vips,
+		m.XdpIfaces,
+		m.XdpStats,
 		m.YoungAssocs,
 	)
 }

@@ -26,6 +26,7 @@ type attachment struct {
 	mode    string
 	ifindex int
 	link    link.Link // tcx only
+	xdp     link.Link // xdp_ingress, when attached in an XDP mode (attach_xdp.go)
 }
 
 // Attach runs the datapath on ingress of ifname. Re-attaching (after a
@@ -46,6 +47,11 @@ func (d *Datapath) Attach(ifname string) error {
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	// The XDP link, if any, stays this interface's (attach_xdp.go).
+	var xdp link.Link
+	if a, ok := d.attached[ifname]; ok {
+		xdp = a.xdp
+	}
 	if a, ok := d.attached[ifname]; ok && a.link != nil {
 		if err := a.link.Update(d.objs.TcIngress); err != nil {
 			return fmt.Errorf("attach %s: update tcx link: %w", ifname, err)
@@ -55,7 +61,7 @@ func (d *Datapath) Attach(ifname string) error {
 	if !d.cfg.ForceClsact {
 		l, err := d.attachTCX(ifname, idx)
 		if err == nil {
-			d.attached[ifname] = &attachment{mode: modeTCX, ifindex: idx, link: l}
+			d.attached[ifname] = &attachment{mode: modeTCX, ifindex: idx, link: l, xdp: xdp}
 			d.log.Info("attached datapath", "interface", ifname, "mode", modeTCX)
 			return nil
 		}
@@ -67,7 +73,7 @@ func (d *Datapath) Attach(ifname string) error {
 	if err := d.attachClsact(idx); err != nil {
 		return fmt.Errorf("attach %s: %w", ifname, err)
 	}
-	d.attached[ifname] = &attachment{mode: modeClsact, ifindex: idx}
+	d.attached[ifname] = &attachment{mode: modeClsact, ifindex: idx, xdp: xdp}
 	d.log.Info("attached datapath", "interface", ifname, "mode", modeClsact)
 	return nil
 }
@@ -146,6 +152,7 @@ func (d *Datapath) Detach(ifname string) error {
 	a := d.attached[ifname]
 	delete(d.attached, ifname)
 	var errs []error
+	errs = append(errs, d.detachXDPLocked(ifname, a))
 	if a != nil && a.link != nil {
 		errs = append(errs, a.link.Unpin(), a.link.Close())
 	} else if l, err := link.LoadPinnedLink(d.linkPin(ifname), nil); err == nil {
@@ -162,6 +169,9 @@ func (d *Datapath) Detach(ifname string) error {
 		}
 		if err := d.objs.IfAddrs.Delete(idx); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 			errs = append(errs, fmt.Errorf("delete if_addrs: %w", err))
+		}
+		if err := d.objs.XdpIfaces.Delete(idx); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			errs = append(errs, fmt.Errorf("delete xdp_ifaces: %w", err))
 		}
 	}
 	if err := errors.Join(errs...); err != nil {

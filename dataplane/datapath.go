@@ -256,6 +256,9 @@ func (d *Datapath) Close() error {
 		if a.link != nil {
 			errs = append(errs, a.link.Close())
 		}
+		if a.xdp != nil {
+			errs = append(errs, a.xdp.Close())
+		}
 		delete(d.attached, name)
 	}
 	if d.sock != nil {
@@ -283,11 +286,12 @@ func (d *Datapath) Destroy() error {
 	}
 	errs = append(errs, unpinSockLinks(d.cfg.PinPath))
 	// Links pinned by an earlier process that this one never re-attached.
-	entries, _ := os.ReadDir(filepath.Join(d.cfg.PinPath, "links"))
-	for _, e := range entries {
-		p := filepath.Join(d.cfg.PinPath, "links", e.Name())
-		if l, err := link.LoadPinnedLink(p, nil); err == nil {
-			errs = append(errs, l.Unpin(), l.Close())
+	for _, dir := range []string{filepath.Join(d.cfg.PinPath, "links"), filepath.Join(d.cfg.PinPath, "links", "xdp")} {
+		entries, _ := os.ReadDir(dir)
+		for _, e := range entries {
+			if l, err := link.LoadPinnedLink(filepath.Join(dir, e.Name()), nil); err == nil {
+				errs = append(errs, l.Unpin(), l.Close())
+			}
 		}
 	}
 	errs = append(errs, d.Close())

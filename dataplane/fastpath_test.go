@@ -28,16 +28,122 @@ func l4CsumOffset(p pkt) int {
 // instead.
 func zeroingPayload(t *testing.T, p pkt, out func(pkt) []byte) pkt {
 	t.Helper()
+	return csumEdgePayload(t, p, out, 0)
+}
+
+// csumEdgePayload is zeroingPayload for a checksum that frame writes as
+// want when it computes 0 (UDP: 0xffff, RFC 768).
+func csumEdgePayload(t *testing.T, p pkt, out func(pkt) []byte, want uint16) pkt {
+	t.Helper()
 	p.payload = append([]byte(nil), p.payload...)
 	f := out(p)
 	c := binary.BigEndian.Uint16(f[l4CsumOffset(p):])
 	w := uint32(binary.BigEndian.Uint16(p.payload)) + uint32(c)
 	w = w&0xffff + w>>16
 	binary.BigEndian.PutUint16(p.payload, uint16(w))
-	if got := binary.BigEndian.Uint16(out(p)[l4CsumOffset(p):]); got != 0 {
-		t.Fatalf("crafted payload gives checksum %#04x, want 0", got)
+	if got := binary.BigEndian.Uint16(out(p)[l4CsumOffset(p):]); got != want {
+		t.Fatalf("crafted payload gives checksum %#04x, want %#04x", got, want)
 	}
 	return p
+}
+
+// fastFlow is one flow through a new one-endpoint service, opened through
+// tc_ingress (its first packet and the endpoint's reply, checked byte for
+// byte), with the frames its later packets must leave as.
+type fastFlow struct {
+	second, reply pkt
+	// fwd and back build what the client's and the endpoint's packet p
+	// must leave the LB as.
+	fwd, back func(p pkt) []byte
+}
+
+func openFastFlow(t *testing.T, e *env, id uint32, mode Mode, proto Proto, v6 bool, cport uint16) fastFlow {
+	t.Helper()
+	vip, client, lbAddr := vipV4, clientV4, lbAddr1V4
+	if v6 {
+		vip, client, lbAddr = vipV6, clientV6, lbAddr1V6
+	}
+	vport, epPort := uint16(80+id), uint16(8080)
+	e.upsert(Service{ID: id, VIP: vip, PortStart: vport, Proto: proto, Mode: mode,
+		Endpoints: testEndpoints(v6, 1, epPort)})
+	ep := epAddr(v6, 0)
+	first := pkt{srcMAC: clientMAC, dstMAC: lbMAC0, src: client, dst: vip, proto: uint8(proto),
+		sport: cport, dport: vport, ttl: 64}
+	reply := pkt{srcMAC: epMAC(0), dstMAC: lbMAC1, src: ep, proto: uint8(proto), sport: epPort, ttl: 64}
+	first, reply, second := openingPackets(proto, first, reply)
+	if ret, out := e.run(first.frame()); ret != actRedirect {
+		t.Fatalf("first packet: verdict %d, out %x", ret, out)
+	}
+	conn := e.conn(id)
+	src, sport := client, cport
+	switch mode {
+	case ModeOneArm:
+		src, sport = lbAddr, conn.Source.Port()
+	case ModeFullNAT:
+		src, sport = vip, conn.Source.Port()
+	}
+	reply.dst, reply.dport = src, sport
+	f := fastFlow{second: second, reply: reply,
+		fwd: func(p pkt) []byte {
+			p.srcMAC, p.dstMAC, p.ttl = lbMAC1, epMAC(0), p.ttl-1
+			p.src, p.sport, p.dst, p.dport = src, sport, ep, epPort
+			return p.frame()
+		},
+		back: func(p pkt) []byte {
+			p.srcMAC, p.dstMAC, p.ttl = lbMAC0, clientMAC, p.ttl-1
+			p.src, p.sport, p.dst, p.dport = vip, vport, client, cport
+			return p.frame()
+		}}
+	if ret, out := e.runOn(e.d.objs.TcIngress, e.ifindex("lb1"), reply.frame()); ret != actRedirect {
+		t.Fatalf("reply: verdict %d, out %x", ret, out)
+	} else {
+		diffHex(t, "reply", out, f.back(reply))
+	}
+	return f
+}
+
+// packets is the flow's i-th pair of later packets (client's, endpoint's):
+// payloads of odd and even length, checksums swept by the sequence number,
+// and at fixed i the edges: a translated TCP checksum of 0x0000 (3), a
+// UDP/IPv4 datagram without checksum (4), an IPv6 Destination Options
+// header (5), a translated UDP checksum computing to 0, sent as 0xffff
+// (0 and 6); SCTP DATA chunks of several sizes.
+func (f fastFlow) packets(t *testing.T, i int) (o, r pkt) {
+	t.Helper()
+	o, r = f.second, f.reply
+	proto := Proto(o.proto)
+	o.tcpFlags, r.tcpFlags = 0, 0
+	if proto == ProtoTCP {
+		o.tcpFlags, r.tcpFlags = tcpACK|tcpPSH, tcpACK
+	}
+	o.seq, r.seq = uint32(i)*0x9e3779b9, uint32(i)*0x7f4a7c15
+	o.ttl, r.ttl = uint8(64-i), uint8(200-i)
+	o.payload = make([]byte, 4+i*7) // 4+: the fast paths read 12 bytes of L4
+	r.payload = make([]byte, 5+i*5)
+	for j := range o.payload {
+		o.payload[j] = byte(i*31 + j)
+	}
+	for j := range r.payload {
+		r.payload[j] = byte(i*17 + j*3)
+	}
+	if proto == ProtoSCTP {
+		o.payload, r.payload = nil, nil
+		o.sctpChunks, r.sctpChunks = sctpData(1+i*13), sctpData(4+i*9)
+	}
+	v6 := o.src.Is6()
+	switch {
+	case i == 3 && proto == ProtoTCP:
+		o = zeroingPayload(t, o, f.fwd)
+		r = zeroingPayload(t, r, f.back)
+	case i == 4 && proto == ProtoUDP && !v6:
+		o.udpZeroCsum, r.udpZeroCsum = true, true
+	case i == 5 && v6:
+		o.ip6DstOpts, r.ip6DstOpts = true, true
+	case (i == 0 || i == 6) && proto == ProtoUDP:
+		o = csumEdgePayload(t, o, f.fwd, 0xffff)
+		r = csumEdgePayload(t, r, f.back, 0xffff)
+	}
+	return o, r
 }
 
 // TestEstablishedFastPathIsByteExact: once the first packet of an
@@ -45,14 +151,44 @@ func zeroingPayload(t *testing.T, p pkt, out func(pkt) []byte) pkt {
 // packets take the fast path (bpf/lib/fastpath.h: direct packet access,
 // the L4 checksum updated at once, the CRC32c by its delta). Each must
 // leave exactly as the helper-based path makes it, in both directions and
-// every mode that rewrites: payloads of odd and even length, checksums
-// swept by the sequence number, a translated checksum of 0x0000, a
-// UDP/IPv4 datagram without checksum, an IPv6 extension header, SCTP DATA
-// chunks of several sizes, and the counters of every packet.
+// every mode that rewrites (the edges fastFlow.packets lists), and the
+// counters of every packet.
 func TestEstablishedFastPathIsByteExact(t *testing.T) {
 	e := newEnv(t)
 	lb1 := e.ifindex("lb1")
 	id := uint32(400)
+	eachRewriteCase(t, func(t *testing.T, mode Mode, proto Proto, v6 bool) {
+		e := e.sub(t)
+		id++
+		f := openFastFlow(t, e, id, mode, proto, v6, uint16(41000+id))
+		const n = 12
+		for i := 0; i < n; i++ {
+			o, r := f.packets(t, i)
+			ret, out := e.run(o.frame())
+			if ret != actRedirect {
+				t.Fatalf("packet %d: verdict %d", i, ret)
+			}
+			diffHex(t, fmt.Sprintf("packet %d", i), out, f.fwd(o))
+			ret, out = e.runOn(e.d.objs.TcIngress, lb1, r.frame())
+			if ret != actRedirect {
+				t.Fatalf("reply %d: verdict %d", i, ret)
+			}
+			diffHex(t, fmt.Sprintf("reply %d", i), out, f.back(r))
+		}
+		for _, c := range e.conns() {
+			if c.ServiceID != id {
+				continue
+			}
+			if c.OrigPackets != n+1 || c.ReplyPackets != n+1 {
+				t.Errorf("packets %d orig, %d reply, want %d each", c.OrigPackets, c.ReplyPackets, n+1)
+			}
+		}
+	})
+}
+
+// eachRewriteCase runs a subtest per mode that rewrites (default, onearm,
+// fullnat), protocol (TCP, UDP, SCTP) and family.
+func eachRewriteCase(t *testing.T, run func(t *testing.T, mode Mode, proto Proto, v6 bool)) {
 	for _, mode := range []Mode{ModeDefault, ModeOneArm, ModeFullNAT} {
 		for _, proto := range []Proto{ProtoTCP, ProtoUDP, ProtoSCTP} {
 			for _, v6 := range []bool{false, true} {
@@ -60,99 +196,7 @@ func TestEstablishedFastPathIsByteExact(t *testing.T) {
 				if v6 {
 					fam = "v6"
 				}
-				t.Run(fmt.Sprintf("%s/%s/%s", modeNames[mode], protoNames[proto], fam), func(t *testing.T) {
-					e := e.sub(t)
-					id++
-					vip, client, lbAddr := vipV4, clientV4, lbAddr1V4
-					if v6 {
-						vip, client, lbAddr = vipV6, clientV6, lbAddr1V6
-					}
-					vport, epPort, cport := uint16(80+id), uint16(8080), uint16(41000+id)
-					e.upsert(Service{ID: id, VIP: vip, PortStart: vport, Proto: proto, Mode: mode,
-						Endpoints: testEndpoints(v6, 1, epPort)})
-					ep := epAddr(v6, 0)
-					first := pkt{srcMAC: clientMAC, dstMAC: lbMAC0, src: client, dst: vip, proto: uint8(proto),
-						sport: cport, dport: vport, ttl: 64}
-					reply := pkt{srcMAC: epMAC(0), dstMAC: lbMAC1, src: ep, proto: uint8(proto), sport: epPort, ttl: 64}
-					first, reply, second := openingPackets(proto, first, reply)
-					if ret, out := e.run(first.frame()); ret != actRedirect {
-						t.Fatalf("first packet: verdict %d, out %x", ret, out)
-					}
-					conn := e.conn(id)
-					src, sport := client, cport
-					switch mode {
-					case ModeOneArm:
-						src, sport = lbAddr, conn.Source.Port()
-					case ModeFullNAT:
-						src, sport = vip, conn.Source.Port()
-					}
-					reply.dst, reply.dport = src, sport
-					fwd := func(p pkt) []byte {
-						p.srcMAC, p.dstMAC, p.ttl = lbMAC1, epMAC(0), p.ttl-1
-						p.src, p.sport, p.dst, p.dport = src, sport, ep, epPort
-						return p.frame()
-					}
-					back := func(p pkt) []byte {
-						p.srcMAC, p.dstMAC, p.ttl = lbMAC0, clientMAC, p.ttl-1
-						p.src, p.sport, p.dst, p.dport = vip, vport, client, cport
-						return p.frame()
-					}
-					if ret, out := e.runOn(e.d.objs.TcIngress, lb1, reply.frame()); ret != actRedirect {
-						t.Fatalf("reply: verdict %d, out %x", ret, out)
-					} else {
-						diffHex(t, "reply", out, back(reply))
-					}
-
-					const n = 12
-					for i := 0; i < n; i++ {
-						o, r := second, reply
-						o.tcpFlags, r.tcpFlags = 0, 0
-						if proto == ProtoTCP {
-							o.tcpFlags, r.tcpFlags = tcpACK|tcpPSH, tcpACK
-						}
-						o.seq, r.seq = uint32(i)*0x9e3779b9, uint32(i)*0x7f4a7c15
-						o.ttl, r.ttl = uint8(64-i), uint8(200-i)
-						o.payload = make([]byte, 2+i*7)
-						r.payload = make([]byte, 3+i*5)
-						for j := range o.payload {
-							o.payload[j] = byte(i*31 + j)
-						}
-						for j := range r.payload {
-							r.payload[j] = byte(i*17 + j*3)
-						}
-						if proto == ProtoSCTP {
-							o.payload, r.payload = nil, nil
-							o.sctpChunks, r.sctpChunks = sctpData(1+i*13), sctpData(4+i*9)
-						}
-						switch {
-						case i == 3 && proto == ProtoTCP:
-							o = zeroingPayload(t, o, fwd)
-							r = zeroingPayload(t, r, back)
-						case i == 4 && proto == ProtoUDP && !v6:
-							o.udpZeroCsum, r.udpZeroCsum = true, true
-						case i == 5 && v6:
-							o.ip6DstOpts, r.ip6DstOpts = true, true
-						}
-						ret, out := e.run(o.frame())
-						if ret != actRedirect {
-							t.Fatalf("packet %d: verdict %d", i, ret)
-						}
-						diffHex(t, fmt.Sprintf("packet %d", i), out, fwd(o))
-						ret, out = e.runOn(e.d.objs.TcIngress, lb1, r.frame())
-						if ret != actRedirect {
-							t.Fatalf("reply %d: verdict %d", i, ret)
-						}
-						diffHex(t, fmt.Sprintf("reply %d", i), out, back(r))
-					}
-					for _, c := range e.conns() {
-						if c.ServiceID != id {
-							continue
-						}
-						if c.OrigPackets != n+1 || c.ReplyPackets != n+1 {
-							t.Errorf("packets %d orig, %d reply, want %d each", c.OrigPackets, c.ReplyPackets, n+1)
-						}
-					}
-				})
+				t.Run(fmt.Sprintf("%s/%s/%s", modeNames[mode], protoNames[proto], fam), func(t *testing.T) { run(t, mode, proto, v6) })
 			}
 		}
 	}

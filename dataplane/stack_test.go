@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/cilium/ebpf"
+
 	"github.com/telcolb/telcolb/bpf"
 )
 
@@ -15,9 +17,9 @@ import (
 // this test catches that here, without the 6.1 VM.
 const maxCombinedStack = 512
 
-// TestCombinedStackFitsOlderKernels walks tc_ingress's call graph with the
-// frame sizes the verifier reported and checks every chain against the
-// limit older kernels enforce.
+// TestCombinedStackFitsOlderKernels walks the call graphs of tc_ingress
+// and xdp_ingress with the frame sizes the verifier reported and checks
+// every chain against the limit older kernels enforce.
 func TestCombinedStackFitsOlderKernels(t *testing.T) {
 	requireRoot(t)
 	d, err := Load(Config{PinPath: testPinPath(t), MaxConns: 1024, Logger: testLogger()})
@@ -25,22 +27,28 @@ func TestCombinedStackFitsOlderKernels(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = d.Destroy() })
-	var depths []int
-	for _, st := range d.VerifierStats() {
-		if st.Program == "tc_ingress" {
-			depths = st.StackDepth
-		}
-	}
 	spec, err := bpf.LoadLb()
 	if err != nil {
 		t.Fatal(err)
+	}
+	for _, prog := range []string{"tc_ingress", "xdp_ingress"} {
+		t.Run(prog, func(t *testing.T) { checkCombinedStack(t, d, spec, prog) })
+	}
+}
+
+func checkCombinedStack(t *testing.T, d *Datapath, spec *ebpf.CollectionSpec, prog string) {
+	var depths []int
+	for _, st := range d.VerifierStats() {
+		if st.Program == prog {
+			depths = st.StackDepth
+		}
 	}
 	// Subprograms are numbered by where they start, which is the order
 	// of their symbols in the linked instructions.
 	var order []string
 	calls := map[string][]string{}
 	cur := ""
-	for _, ins := range spec.Programs["tc_ingress"].Instructions {
+	for _, ins := range spec.Programs[prog].Instructions {
 		if s := ins.Symbol(); s != "" {
 			cur = s
 			order = append(order, s)
@@ -71,7 +79,7 @@ func TestCombinedStackFitsOlderKernels(t *testing.T) {
 		}
 		return frame[name] + best, append([]string{fmt.Sprintf("%s(%d)", name, frame[name])}, path...)
 	}
-	total, chain := deepest("tc_ingress", map[string]bool{})
+	total, chain := deepest(prog, map[string]bool{})
 	t.Logf("deepest chain %d bytes: %s", total, strings.Join(chain, " "))
 	if total > maxCombinedStack {
 		t.Fatalf("combined stack %d bytes > %d on the chain %s: 5.15 and 6.1 refuse the program", total, maxCombinedStack, strings.Join(chain, " "))

@@ -63,7 +63,7 @@ func (d *Datapath) VerifierStats() []VerifierStats {
 	for _, p := range []struct {
 		name string
 		prog *ebpf.Program
-	}{{"tc_ingress", d.objs.TcIngress}, {"tc_pass", d.objs.TcPass}} {
+	}{{"tc_ingress", d.objs.TcIngress}, {"tc_pass", d.objs.TcPass}, {"xdp_ingress", d.objs.XdpIngress}} {
 		if p.prog != nil {
 			out = append(out, parseVerifierStats(p.name, p.prog.VerifierLog))
 		}

@@ -34,8 +34,8 @@ func TestLoadedProgramsReportVerifierStats(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = d.Destroy() })
 	stats := d.VerifierStats()
-	if len(stats) != 2 {
-		t.Fatalf("stats %+v, want tc_ingress and tc_pass", stats)
+	if len(stats) != 3 {
+		t.Fatalf("stats %+v, want tc_ingress, tc_pass and xdp_ingress", stats)
 	}
 	for _, st := range stats {
 		if st.Insns == 0 || len(st.StackDepth) == 0 {

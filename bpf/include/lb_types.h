@@ -220,6 +220,15 @@ struct counters {
 	__u64 sessions;
 };
 
+// An interface xdp_ingress runs on (map xdp_ifaces, keyed by ifindex): the
+// daemon writes it when it attaches in XDP mode. Its MAC is the one frames
+// for this host carry; the entry also says the interface takes
+// redirected XDP frames.
+struct xdp_iface {
+	__u8 mac[6];
+	__u8 pad[2];
+};
+
 // All VIPs of a service, primary first (SCTP multi-homing).
 struct svc_vips {
 	__u8 vip[LB_MAX_VIPS][16];

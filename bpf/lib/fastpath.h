@@ -77,11 +77,9 @@ static __always_inline __u16 csum_apply(__u16 check, __u64 s)
 
 // Counters, clock and state of an established packet: ct_established's
 // first steps, shared so both paths count alike.
-static __always_inline void ct_account(struct __sk_buff *skb, const struct pkt *p, struct ct_val *ct,
-				       __u64 now)
+// len: the packet's length (skb->len, or an XDP frame's).
+static __always_inline void ct_account(__u64 len, const struct pkt *p, struct ct_val *ct, __u64 now)
 {
-	__u64 len = skb->len;
-
 	// Plain increments: each direction's entry is normally hit by one RX
 	// queue, and a rare lost update beats a locked add per packet.
 	ct->last_seen = now;
@@ -97,11 +95,11 @@ static __always_inline void ct_account(struct __sk_buff *skb, const struct pkt *
 // change the new ports make); for TCP and UDP *ad and *pd get the L4
 // checksum differences of the address (pseudo-header) and port changes, 0
 // when nothing changed. 0, or -1 when the headers are not all in the
-// linear part (nothing written then).
-static __always_inline int fast_write(struct __sk_buff *skb, const struct pkt *p, const struct ct_val *ct,
-				      __u32 crcd, __u32 *ad, __u32 *pd)
+// linear part (nothing written then). On the frame between data and end,
+// whichever program's context it comes from (ct_fast, xdp_fast).
+static __always_inline int fast_write_at(void *data, void *end, const struct pkt *p, const struct ct_val *ct,
+					 __u32 crcd, __u32 *ad, __u32 *pd)
 {
-	void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
 	__u32 *ports;
 
 	// Untagged, IPv4 without options, IPv6 without extension headers:
@@ -172,6 +170,12 @@ static __always_inline int fast_write(struct __sk_buff *skb, const struct pkt *p
 	return 0;
 }
 
+static __always_inline int fast_write(struct __sk_buff *skb, const struct pkt *p, const struct ct_val *ct,
+				      __u32 crcd, __u32 *ad, __u32 *pd)
+{
+	return fast_write_at((void *)(long)skb->data, (void *)(long)skb->data_end, p, ct, crcd, ad, pd);
+}
+
 // An SCTP packet ct_established would do more with than rewrite and
 // forward: a chunk it checks (ASCONF, AUTH, unknown), the handshake chunks
 // (address parameters), a service with path failover (mh_steer).
@@ -194,32 +198,47 @@ static __always_inline int sctp_needs_slow(const struct pkt *p, const struct ct_
 // hop, headers outside the linear part, SCTP as sctp_needs_slow says):
 // ct_established then. Global: verified once for both conntrack maps
 // (see ct_established).
+// Whether the established packet p of ct may take a fast path (ct_fast,
+// xdp_fast), the clock read into *now (last, when the rest passed): TCP, UDP or SCTP, TTL left, not a fragment, no
+// DSR, no NAT64 crossing, nothing sctp_needs_slow names, and a next hop
+// cached recently enough (forward()'s cache test, with the last_seen it
+// would see).
+static __always_inline int fast_eligible(const struct pkt *p, const struct ct_val *ct, __u64 *now)
+{
+	if (p->proto != IPPROTO_TCP && p->proto != IPPROTO_UDP && p->proto != IPPROTO_SCTP)
+		return 0;
+	if (p->ttl <= 1 || p->frag != FRAG_NONE || (ct->flags & CT_F_DSR) || nat64_crosses(p, ct->nat_dst))
+		return 0;
+	if (p->proto == IPPROTO_SCTP && sctp_needs_slow(p, ct))
+		return 0;
+	*now = lb_now();
+	return ct->fib_ns && *now - ct->fib_ns < LB_FIB_CACHE_NS;
+}
+
+// The CRC32c change of new ports (as rewrite computes it), 0 for TCP and
+// UDP; taken before any packet pointer: crc32c_delta is a global function.
+static __always_inline __u32 fast_crc_delta(const struct pkt *p, const struct ct_val *ct)
+{
+	if (p->proto != IPPROTO_SCTP || (ct->nat_sport == p->sport && ct->nat_dport == p->dport))
+		return 0;
+	return crc32c_delta(ports32(p->sport, p->dport) ^ ports32(ct->nat_sport, ct->nat_dport),
+			    p->ip_end - p->l4_off);
+}
+
 __noinline int ct_fast(struct __sk_buff *skb, const struct pkt *p, struct ct_val *ct)
 {
 	if (!skb || !p || !ct)
 		return LB_NEXT_SLOW;
-	if (p->proto != IPPROTO_TCP && p->proto != IPPROTO_UDP && p->proto != IPPROTO_SCTP)
+	__u64 now;
+	if (!fast_eligible(p, ct, &now))
 		return LB_NEXT_SLOW;
-	if (p->ttl <= 1 || p->frag != FRAG_NONE || (ct->flags & CT_F_DSR) || nat64_crosses(p, ct->nat_dst))
-		return LB_NEXT_SLOW;
-	if (p->proto == IPPROTO_SCTP && sctp_needs_slow(p, ct))
-		return LB_NEXT_SLOW;
-	__u64 now = lb_now();
-	// forward()'s cache test, with the last_seen it would see.
-	if (!ct->fib_ns || now - ct->fib_ns >= LB_FIB_CACHE_NS)
-		return LB_NEXT_SLOW;
-	// The CRC32c change of new ports (as rewrite computes it), before any
-	// packet pointer is taken: crc32c_delta is a global function.
-	__u32 crcd = 0;
-	if (p->proto == IPPROTO_SCTP && (ct->nat_sport != p->sport || ct->nat_dport != p->dport))
-		crcd = crc32c_delta(ports32(p->sport, p->dport) ^ ports32(ct->nat_sport, ct->nat_dport),
-				    p->ip_end - p->l4_off);
+	__u32 crcd = fast_crc_delta(p, ct);
 	__u32 ad, pd;
 	if (fast_write(skb, p, ct, crcd, &ad, &pd))
 		return LB_NEXT_SLOW;
 	// Counted after the writes, which nothing here reads: only the
 	// packet's length is, and that does not change.
-	ct_account(skb, p, ct, now);
+	ct_account(skb->len, p, ct, now);
 	if (p->proto == IPPROTO_SCTP)
 		return bpf_redirect(ct->fib_ifindex, 0);
 	__u64 flags = 0;
@@ -228,8 +247,7 @@ __noinline int ct_fast(struct __sk_buff *skb, const struct pkt *p, struct ct_val
 		coff = p->l4_off + offsetof(struct tcphdr, check);
 	} else {
 		coff = p->l4_off + offsetof(struct udphdr, check);
-		if (p->family == AF_INET)
-			flags = BPF_F_MARK_MANGLED_0;
+		flags = BPF_F_MARK_MANGLED_0; // both families: see l4_csum_off (nat.h)
 	}
 	if ((ad && bpf_l4_csum_replace(skb, coff, 0, ad, flags | BPF_F_PSEUDO_HDR)) ||
 	    (pd && bpf_l4_csum_replace(skb, coff, 0, pd, flags))) {

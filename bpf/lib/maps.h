@@ -137,6 +137,27 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } drops SEC(".maps");
 
+// Interfaces attached in XDP mode (struct xdp_iface), by ifindex: xdp_ingress
+// acts only on frames arriving there and redirects only to them (an
+// interface without an XDP program may not take XDP frames, veth among them).
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u32);
+	__type(value, struct xdp_iface);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} xdp_ifaces SEC(".maps");
+
+// What xdp_ingress carried itself (index 0; sessions unused): the packets
+// and bytes of established flows that never reached TC.
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct counters);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} xdp_stats SEC(".maps");
+
 // SCTP path steerings begun per service (lib/sctp_steer.h). Its own map:
 // the counters layout (struct counters) stays as it is.
 struct {

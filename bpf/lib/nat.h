@@ -22,8 +22,9 @@ static __always_inline __u32 l4_csum_off(const struct pkt *p, __u64 *flags)
 	if (p->proto == IPPROTO_TCP)
 		return p->l4_off + offsetof(struct tcphdr, check);
 	if (p->proto == IPPROTO_UDP) {
-		if (p->family == AF_INET)
-			*flags |= BPF_F_MARK_MANGLED_0;
+		// A computed 0 goes out as 0xffff: 0 is "no checksum" in IPv4
+		// and invalid in IPv6 (RFC 8200), whose receivers drop it.
+		*flags |= BPF_F_MARK_MANGLED_0;
 		return p->l4_off + offsetof(struct udphdr, check);
 	}
 	return 0;

@@ -229,9 +229,10 @@ static __always_inline int parse(struct __sk_buff *skb, struct pkt *p)
 // malformed packets their verdict. A subprogram of its own, so that its
 // registers do not grow the frame of tc_ingress (on the deepest call chain).
 // Marked unused: sock.c includes this header for struct pkt and never parses.
-static __noinline __attribute__((unused)) int parse_direct(struct __sk_buff *skb, struct pkt *p)
+// parse_direct on a frame of len bytes between data and end, whichever
+// program's context they come from (tc_ingress's skb, xdp_ingress's frame).
+static __always_inline int parse_direct_at(void *data, void *end, __u32 len, struct pkt *p)
 {
-	void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
 	struct ethhdr *eth = data;
 	__u32 l4, ip_end, ttl, src4 = 0, dst4 = 0;
 	__u8 proto, *l4p;
@@ -247,7 +248,7 @@ static __noinline __attribute__((unused)) int parse_direct(struct __sk_buff *skb
 		__u32 tot = bpf_ntohs(ip->tot_len);
 		// No options: every packet pointer then sits at a constant
 		// offset, which 6.1's verifier follows (a variable one it lost).
-		if (ip->version != 4 || ihl != IP4_HLEN || tot < ihl || ETH_HLEN + tot > skb->len ||
+		if (ip->version != 4 || ihl != IP4_HLEN || tot < ihl || ETH_HLEN + tot > len ||
 		    (ip->frag_off & bpf_htons(IP_OFFSET | IP_MF)))
 			return PARSE_PASS;
 		proto = ip->protocol;
@@ -262,7 +263,7 @@ static __noinline __attribute__((unused)) int parse_direct(struct __sk_buff *skb
 		if ((void *)(ip6 + 1) > end)
 			return PARSE_PASS;
 		__u32 plen = bpf_ntohs(ip6->payload_len);
-		if (ip6->version != 6 || ETH_HLEN + IP6_HLEN + plen > skb->len)
+		if (ip6->version != 6 || ETH_HLEN + IP6_HLEN + plen > len)
 			return PARSE_PASS;
 		proto = ip6->nexthdr;
 		ttl = ip6->hop_limit;
@@ -342,6 +343,11 @@ static __noinline __attribute__((unused)) int parse_direct(struct __sk_buff *skb
 	p->vtag = vtag;
 	p->init_tag = init_tag;
 	return PARSE_OK;
+}
+
+static __noinline __attribute__((unused)) int parse_direct(struct __sk_buff *skb, struct pkt *p)
+{
+	return parse_direct_at((void *)(long)skb->data, (void *)(long)skb->data_end, skb->len, p);
 }
 
 #endif

@@ -142,7 +142,11 @@ func serve(opts app.Options, log *slog.Logger) (err error) {
 	}()
 
 	for _, ifname := range opts.Interfaces {
-		if err := dp.Attach(ifname); err != nil {
+		hook, err := opts.Hook(ifname) // checked by ParseOptions
+		if err != nil {
+			return err
+		}
+		if err := dp.AttachHook(ifname, hook); err != nil {
 			return fmt.Errorf("attach %s: %w", ifname, err)
 		}
 	}

@@ -69,7 +69,7 @@ func TestBenchNamespaceLab(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: eBPF, nftables and network namespaces")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Minute)
 	defer cancel()
 	bins, err := binaries(ctx, t)
 	if err != nil {
@@ -168,7 +168,24 @@ func (r *rig) cpuPerPacket(ctx context.Context, t *testing.T) {
 		v, err := r.phase(ctx, "att", round, []setup{plain, nftables, telcolb}, []string{"telcolb_default", "telcolb_fullnat"})
 		return v, errors.Join(err, r.stopTelcolb(ctx))
 	}}
-	figs, err := figure.Interleave(figure.Plan{MinRounds: 5, MaxRounds: 9, Tolerance: 0.1}, []figure.Variant{detached, attached},
+	// XDP mode (--attach=xdp): the daemon's xdp_ingress carries the
+	// established flows. On veth that needs the senders' offloads set as
+	// docs/architecture.md "XDP mode" says (TX checksum off, GRO on), for
+	// the whole phase: plain and nftables are measured so too, and the
+	// ratio is against that nftables.
+	telcolbXDP := setup{name: "telcolb", up: noop, down: noop, targets: []target{{"telcolb_default", r.vip}}}
+	xdp := figure.Variant{Name: "xdp", Measure: func(round int) (map[string]float64, error) {
+		restore, err := r.xdpOffloads(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if err := r.startTelcolb(ctx, "--attach=xdp"); err != nil {
+			return nil, errors.Join(err, restore())
+		}
+		v, err := r.phase(ctx, "xdp", round, []setup{plain, nftables, telcolbXDP}, []string{"telcolb_default"})
+		return v, errors.Join(err, r.stopTelcolb(ctx), restore())
+	}}
+	figs, err := figure.Interleave(figure.Plan{MinRounds: 5, MaxRounds: 9, Tolerance: 0.1}, []figure.Variant{detached, attached, xdp},
 		func(s *figure.Samples) []figure.Figure {
 			var figs []figure.Figure
 			for _, f := range flowCounts {
@@ -192,6 +209,18 @@ func (r *rig) cpuPerPacket(ctx context.Context, t *testing.T) {
 						s.Combine(fmt.Sprintf("lab_lb_cost_ratio_%s_vs_nftables_%d", v.name, f), "ratio", figure.CostRatio, figure.AtMost(0.33),
 							func(v []float64) float64 { return cost(v) / v[3] }, append(series, k("att_cost_nftables"))...))
 				}
+				// XDP mode: telcolb's cost over plain forwarding in the
+				// XDP phase, plus that phase's plain forwarding over the
+				// detached one (the XDP miss path, veth's NAPI mode and
+				// the senders' software checksums: all charged to telcolb).
+				xcost := func(v []float64) float64 { return v[0] + max(v[1]-v[2], 0) }
+				xseries := []string{k("xdp_cost_telcolb_default"), k("xdp_plain"), k("det_plain")}
+				figs = append(figs,
+					s.Measured(name("cpu_ns_per_pkt", "telcolb_xdp"), "ns", figure.Above(0), k("xdp_telcolb_default")),
+					s.Measured(name("cpu_ns_per_pkt", "nftables_xdp_phase"), "ns", figure.Above(0), k("xdp_nftables")),
+					s.Combine(name("lb_cost_ns_per_pkt", "telcolb_xdp"), "ns", figure.Added, figure.Above(0), xcost, xseries...),
+					s.Combine(fmt.Sprintf("lab_lb_cost_ratio_telcolb_xdp_vs_nftables_%d", f), "ratio", figure.CostRatio, figure.AtMost(0.25),
+						func(v []float64) float64 { return xcost(v) / v[3] }, append(xseries, k("xdp_cost_nftables"))...))
 			}
 			return figs
 		})
@@ -396,7 +425,7 @@ func (r *rig) stopNftables(ctx context.Context) error {
 // startTelcolb runs the daemon on every lb interface with the benchmark's
 // services; stopTelcolb detaches it completely, so the other variants run
 // without any telcolb program in the path.
-func (r *rig) startTelcolb(ctx context.Context) error {
+func (r *rig) startTelcolb(ctx context.Context, extraArgs ...string) error {
 	var ifs []string
 	for _, i := range r.lab.LB.Ifaces() {
 		ifs = append(ifs, i.Name)
@@ -408,7 +437,7 @@ func (r *rig) startTelcolb(ctx context.Context) error {
 	pins := "/sys/fs/bpf/" + r.lab.ID + "-bench"
 	d, err := l4.StartDaemon(ctx, l4.DaemonConfig{
 		Bin: r.bins, Host: r.lab.LB, Interfaces: ifs,
-		StateDir: state, PinPath: pins,
+		StateDir: state, PinPath: pins, ExtraArgs: extraArgs,
 	})
 	if err != nil {
 		// A daemon that died starting may have pinned maps already.
@@ -470,7 +499,7 @@ func (r *rig) iperfTCP(ctx context.Context, t *testing.T) {
 	}
 	figs, err := figure.Interleave(figure.Plan{MinRounds: 5, MaxRounds: 7}, []figure.Variant{
 		variant(setup{name: "nftables", up: r.startNftables, down: r.stopNftables, targets: []target{{"nftables", r.vipNft}}}),
-		variant(setup{name: "telcolb", up: r.startTelcolb, down: r.stopTelcolb, targets: []target{{"telcolb", r.vip}}}),
+		variant(setup{name: "telcolb", up: func(ctx context.Context) error { return r.startTelcolb(ctx) }, down: r.stopTelcolb, targets: []target{{"telcolb", r.vip}}}),
 	}, func(s *figure.Samples) []figure.Figure {
 		return []figure.Figure{
 			s.Measured("iperf3_tcp_gbps_telcolb", "Gbit/s", figure.Above(0), "telcolb"),
@@ -494,4 +523,53 @@ func (r *rig) iperf(ctx context.Context, dst netip.Addr) (float64, error) {
 		return 0, errors.Join(fmt.Errorf("iperf3 client: %w", err), perr)
 	}
 	return bps, nil
+}
+
+// xdpOffloads sets the lb's veth peers as XDP mode on veth needs them (TX
+// checksum offload off: XDP updates checksums as complete; GRO on: frames
+// redirected into a veth reach its peer only through NAPI) and returns
+// the function that puts back what they were.
+func (r *rig) xdpOffloads(ctx context.Context) (func() error, error) {
+	type saved struct {
+		h       *lab.Host
+		ifname  string
+		tx, gro string
+	}
+	var olds []saved
+	restore := func() error {
+		var errs []error
+		for _, o := range olds {
+			if _, err := o.h.Exec(context.Background(), "ethtool", "-K", o.ifname, "tx", o.tx, "gro", o.gro); err != nil {
+				errs = append(errs, fmt.Errorf("restore offloads of %s/%s: %w", o.h.Name, o.ifname, err))
+			}
+		}
+		return errors.Join(errs...)
+	}
+	for _, i := range r.lab.LB.Ifaces() {
+		p := i.Peer
+		if p == nil {
+			continue
+		}
+		out, err := p.Host.Exec(ctx, "ethtool", "-k", p.Name)
+		if err != nil {
+			return nil, errors.Join(fmt.Errorf("offloads of %s/%s: %w", p.Host.Name, p.Name, err), restore())
+		}
+		o := saved{h: p.Host, ifname: p.Name, tx: ethtoolFeature(string(out), "tx-checksumming"),
+			gro: ethtoolFeature(string(out), "generic-receive-offload")}
+		olds = append(olds, o)
+		if _, err := p.Host.Exec(ctx, "ethtool", "-K", p.Name, "tx", "off", "gro", "on"); err != nil {
+			return nil, errors.Join(fmt.Errorf("offloads of %s/%s: %w", p.Host.Name, p.Name, err), restore())
+		}
+	}
+	return restore, nil
+}
+
+// ethtoolFeature is "on" or "off" for feature in `ethtool -k` output.
+func ethtoolFeature(out, feature string) string {
+	for _, l := range strings.Split(out, "\n") {
+		if v, ok := strings.CutPrefix(l, feature+": "); ok && strings.HasPrefix(v, "on") {
+			return "on"
+		}
+	}
+	return "off"
 }

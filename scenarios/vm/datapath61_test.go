@@ -86,10 +86,11 @@ func TestDataplaneTestsOnKernel61(t *testing.T) {
 	// Every dataplane test loads the program, and 6.1's verifier takes
 	// minutes per load under emulation: CI runs the byte-exact tests of
 	// each translation family (L4 NAT, SCTP multi-homing rewrite and growth,
-	// NAT64, HA conntrack events and import, the established fast path) and
+	// NAT64, HA conntrack events and import, the established fast path in
+	// TC and in XDP) and
 	// the socket-level load balancing (its cgroup programs on 6.1, about a
 	// minute); TELCOLB_VM_DATAPLANE_RUN=. runs them all.
-	sel := "^(TestForwardAndReplyAreTranslatedByteExact|TestEstablishedFastPathIsByteExact|TestSCTPMultihomedAssociationIsRewrittenByteExact|TestSCTPInitAckOffersEveryVIP|TestNAT64TranslatesBothDirectionsByteExact|TestImportedSNATPortIsReserved|TestSocketLB)$"
+	sel := "^(TestForwardAndReplyAreTranslatedByteExact|TestEstablishedFastPathIsByteExact|TestXDPFastPathMatchesTC|TestSCTPMultihomedAssociationIsRewrittenByteExact|TestSCTPInitAckOffersEveryVIP|TestNAT64TranslatesBothDirectionsByteExact|TestImportedSNATPortIsReserved|TestSocketLB)$"
 	if re := os.Getenv("TELCOLB_VM_DATAPLANE_RUN"); re != "" {
 		sel = re
 	}

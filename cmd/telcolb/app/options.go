@@ -7,11 +7,13 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"slices"
 	"time"
 
 	"github.com/spf13/pflag"
 	"sigs.k8s.io/yaml"
 
+	"github.com/telcolb/telcolb/dataplane"
 	"github.com/telcolb/telcolb/sctplb/n4"
 )
 
@@ -38,6 +40,10 @@ type Options struct {
 	LogFormat    string `json:"logFormat"`
 	// ForceClsact attaches through clsact even where tcx exists.
 	ForceClsact bool `json:"forceClsact"`
+	// Attach says how the datapath runs on each interface (TC always, XDP
+	// in front of it): a default mode and/or ifname=mode entries, comma
+	// separated; see dataplane.ParseHooks. Default "tc".
+	Attach string `json:"attach"`
 	// ICMPSendRedirects leaves the node's IPv4 ICMP redirects on. By
 	// default the daemon turns them off (redirects.go): a redirect from a
 	// node's kernel sends a backend's packets past every LB node.
@@ -97,6 +103,7 @@ func DefaultOptions() Options {
 		MaxConns:              262144,
 		LogLevel:              "info",
 		LogFormat:             "json",
+		Attach:                string(dataplane.HookTC),
 		N2Transport:           "auto",
 		PFCPUPFLoss:           "release",
 		PFCPHeartbeatInterval: "10s",
@@ -129,6 +136,7 @@ func ParseOptions(args []string, usage io.Writer) (Options, error) {
 	fs.StringVar(&f.LogLevel, "log-level", o.LogLevel, "debug, info, warn or error")
 	fs.StringVar(&f.LogFormat, "log-format", o.LogFormat, "json or text")
 	fs.BoolVar(&f.ForceClsact, "force-clsact", false, "attach through a clsact qdisc even where tcx is available")
+	fs.StringVar(&f.Attach, "attach", o.Attach, "datapath hook per interface: tc, xdp (native XDP in front of TC for established flows; fails where the driver lacks it), xdp-generic, or auto (xdp where the driver has it, else tc); a default and/or ifname=mode entries, e.g. --attach=auto or --attach=eth0=xdp,eth1=tc")
 	fs.BoolVar(&f.ICMPSendRedirects, "icmp-send-redirects", false, "leave IPv4 ICMP redirects on (by default the daemon sets net.ipv4.conf.{all,<interface>}.send_redirects=0: a redirect would send backends' packets past the LB nodes)")
 	fs.BoolVar(&f.SocketLB, "socket-lb", o.SocketLB, "balance the traffic this node originates toward a VIP at the socket (cgroup connect/sendmsg programs); false detaches them")
 	fs.StringVar(&f.SocketLBCgroup, "socket-lb-cgroup", "", "cgroup v2 directory the socket programs attach to; default the cgroup v2 root")
@@ -190,6 +198,8 @@ func ParseOptions(args []string, usage io.Writer) (Options, error) {
 			o.LogFormat = f.LogFormat
 		case "force-clsact":
 			o.ForceClsact = f.ForceClsact
+		case "attach":
+			o.Attach = f.Attach
 		case "icmp-send-redirects":
 			o.ICMPSendRedirects = f.ICMPSendRedirects
 		case "socket-lb":
@@ -258,6 +268,9 @@ func (o *Options) check() error {
 			return errors.New("interfaces: empty interface name")
 		}
 	}
+	if _, err := o.Hook(""); err != nil {
+		return err
+	}
 	if _, err := o.HA.Config(); err != nil {
 		return err
 	}
@@ -302,4 +315,23 @@ func (o *Options) PFCP() (PFCPConfig, error) {
 		c.HeartbeatInterval, c.T1, c.LossTimeout = d, min(d/2, 3*time.Second), 6*d
 	}
 	return c, nil
+}
+
+// Hook is the datapath hook of interface ifname (--attach). An interface
+// --attach names that --interfaces does not is an error: it would be
+// silently ignored.
+func (o *Options) Hook(ifname string) (dataplane.Hook, error) {
+	hooks, err := dataplane.ParseHooks(o.Attach)
+	if err != nil {
+		return "", fmt.Errorf("attach: %w", err)
+	}
+	for name := range hooks {
+		if name != "" && !slices.Contains(o.Interfaces, name) {
+			return "", fmt.Errorf("attach: interface %s is not in interfaces %v", name, o.Interfaces)
+		}
+	}
+	if h, ok := hooks[ifname]; ok {
+		return h, nil
+	}
+	return hooks[""], nil
 }

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/telcolb/telcolb/dataplane"
 	"github.com/telcolb/telcolb/sctplb/n4"
 )
 
@@ -88,6 +89,11 @@ func TestParseOptionsRejectsBadSettings(t *testing.T) {
 		{"stray argument", []string{"serve"}, "unexpected arguments"},
 		{"empty interface", []string{"--interfaces=eth0,,eth1"}, "empty interface"},
 		{"node-setup and cleanup", []string{"--cleanup", "node-setup"}, "choose one"},
+		{"bad attach mode", []string{"--attach=xpd"}, `attach: unknown attach mode "xpd"`},
+		{"bad attach mode of an interface", []string{"--interfaces=eth0", "--attach=eth0=fast"}, `attach: unknown attach mode "fast"`},
+		{"attach of an interface not attached", []string{"--interfaces=eth0", "--attach=eth1=xdp"}, "attach: interface eth1 is not in interfaces"},
+		{"two attach defaults", []string{"--attach=xdp,tc"}, "attach:"},
+		{"attach interface twice", []string{"--interfaces=eth0", "--attach=eth0=xdp,eth0=tc"}, "attach:"},
 		{"node-setup keeping redirects", []string{"--node-setup", "--icmp-send-redirects"}, "icmpSendRedirects"},
 	}
 	for _, tt := range tests {
@@ -173,5 +179,29 @@ func TestPFCPOptionsSetTheProxyTimersAndLossPolicy(t *testing.T) {
 	o = DefaultOptions()
 	if c, _ := o.PFCP(); c.OnLoss != n4.Release || c.HeartbeatInterval != 10*time.Second || c.T1 != 3*time.Second {
 		t.Fatalf("default PFCP config %+v", c)
+	}
+}
+
+// --attach gives each interface its hook: the default (tc unless set) and
+// the ifname=mode entries.
+func TestAttachFlagGivesEachInterfaceItsHook(t *testing.T) {
+	for _, tt := range []struct {
+		args []string
+		want map[string]dataplane.Hook
+	}{
+		{[]string{"--interfaces=eth0,eth1"}, map[string]dataplane.Hook{"eth0": dataplane.HookTC, "eth1": dataplane.HookTC}},
+		{[]string{"--interfaces=eth0,eth1", "--attach=xdp"}, map[string]dataplane.Hook{"eth0": dataplane.HookXDP, "eth1": dataplane.HookXDP}},
+		{[]string{"--interfaces=eth0,eth1", "--attach=auto,eth1=tc"}, map[string]dataplane.Hook{"eth0": dataplane.HookAuto, "eth1": dataplane.HookTC}},
+		{[]string{"--interfaces=eth0,eth1", "--attach=eth0=xdp-generic"}, map[string]dataplane.Hook{"eth0": dataplane.HookXDPGeneric, "eth1": dataplane.HookTC}},
+	} {
+		o, err := ParseOptions(tt.args, io.Discard)
+		if err != nil {
+			t.Fatalf("%v: %v", tt.args, err)
+		}
+		for ifname, want := range tt.want {
+			if got, err := o.Hook(ifname); err != nil || got != want {
+				t.Errorf("%v: %s hook %q, %v, want %q", tt.args, ifname, got, err, want)
+			}
+		}
 	}
 }
