@@ -1,6 +1,7 @@
 package dataplane
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -188,6 +189,48 @@ func parseFields(enc []byte) (map[string][]byte, error) {
 	return fields, nil
 }
 
+// recordField is parseFields(enc)[name] (nil when absent, the same errors)
+// without the map: the HA sync reads a record's idle time up to three
+// times per record, and the map of every field name was most of that.
+func recordField(enc []byte, name string) ([]byte, error) {
+	var names [64][]byte // seen so far, for parseFields' repeated-field check
+	if len(enc) == 0 {
+		return nil, errors.New("empty record")
+	}
+	if enc[0] != recordVersion {
+		return nil, fmt.Errorf("record encoding version %d, this node reads version %d", enc[0], recordVersion)
+	}
+	var found []byte
+	b := enc[1:]
+	for i := 0; len(b) > 0; i++ {
+		if i == len(names) {
+			fields, err := parseFields(enc) // more fields than any layout here
+			return fields[name], err
+		}
+		n := int(b[0])
+		if n == 0 || len(b) < 1+n+2 {
+			return nil, fmt.Errorf("record truncated or malformed at byte %d", len(enc)-len(b))
+		}
+		fn := b[1 : 1+n]
+		dl := int(binary.BigEndian.Uint16(b[1+n:]))
+		b = b[1+n+2:]
+		if len(b) < dl {
+			return nil, fmt.Errorf("record field %q truncated: %d of %d bytes", fn, len(b), dl)
+		}
+		for _, seen := range names[:i] {
+			if bytes.Equal(seen, fn) {
+				return nil, fmt.Errorf("record field %q repeated", fn)
+			}
+		}
+		names[i] = fn
+		if string(fn) == name {
+			found = b[:dl]
+		}
+		b = b[dl:]
+	}
+	return found, nil
+}
+
 // decode builds one struct of layout l from an encoded record; now is the
 // reader's clock. complete: every field must be present (a key).
 func (l *layout) decode(enc []byte, now uint64, complete bool) ([]byte, error) {
@@ -330,15 +373,14 @@ func RecordIdle(r Record) (time.Duration, bool) {
 	if r.Deleted {
 		return 0, false
 	}
-	fields, err := parseFields(r.Value)
-	if err != nil {
-		return 0, false
-	}
 	name := "last_seen"
 	if r.Kind == RecordAssoc {
 		name = "cseen"
 	}
-	data := fields[name+ageSuffix]
+	data, err := recordField(r.Value, name+ageSuffix)
+	if err != nil {
+		return 0, false
+	}
 	var best uint64 // age+1 of the most recent, 0: none
 	for i := 0; i+8 <= len(data); i += 8 {
 		if a := binary.LittleEndian.Uint64(data[i:]); a != 0 && (best == 0 || a < best) {

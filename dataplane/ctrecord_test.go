@@ -195,6 +195,14 @@ func FuzzDecodeRecord(f *testing.F) {
 	f.Add(uint8(1), []byte{1, 5, 's', 't', 'a', 't', 'e', 0, 1, 3})
 	f.Add(uint8(3), []byte{1, 1, 'x', 0xff, 0xff})
 	f.Fuzz(func(t *testing.T, which uint8, rec []byte) {
+		// recordField finds what parseFields does, with its errors.
+		for _, name := range []string{"last_seen" + ageSuffix, "cseen" + ageSuffix, "state"} {
+			fields, perr := parseFields(rec)
+			got, err := recordField(rec, name)
+			if (err == nil) != (perr == nil) || perr == nil && !bytes.Equal(got, fields[name]) {
+				t.Fatalf("recordField(%q) %x, %v; parseFields %x, %v", name, got, err, fields[name], perr)
+			}
+		}
 		ls := []*layout{&c.ctKey, &c.ctVal, &c.assocKey, &c.assoc}
 		l := ls[int(which)%len(ls)]
 		complete := l == &c.ctKey || l == &c.assocKey
