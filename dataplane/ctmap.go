@@ -71,30 +71,61 @@ func (c ctMaps) delete(k *bpf.LbCtKey) error {
 // no longer reads it, and the upgrade moves it (ctsplit.go). The error of
 // an aborted walk wraps ebpf.ErrIterationAborted.
 func (c ctMaps) each(fn func(k bpf.LbCtKey, v *bpf.LbCtVal)) error {
-	var (
-		k  bpf.LbCtKey
-		k4 bpf.LbCtKey4
-		v  bpf.LbCtVal
-	)
 	var errs []error
 	if c.v4 != nil {
-		it := c.v4.Iterate()
-		for it.Next(&k4, &v) {
-			fn(ctKeyOf4(&k4), &v)
-		}
-		if err := it.Err(); err != nil {
+		err := walk(c.v4, func(k4 *bpf.LbCtKey4, v *bpf.LbCtVal) { fn(ctKeyOf4(k4), v) })
+		if err != nil {
 			errs = append(errs, fmt.Errorf("iterate conntrack4: %w", err))
 		}
 	}
-	it := c.all.Iterate()
-	for it.Next(&k, &v) {
-		if c.v4 != nil && ctKeyIs4(&k) {
-			continue
+	err := walk(c.all, func(k *bpf.LbCtKey, v *bpf.LbCtVal) {
+		if c.v4 != nil && ctKeyIs4(k) {
+			return
 		}
-		fn(k, &v)
-	}
-	if err := it.Err(); err != nil {
+		fn(*k, v)
+	})
+	if err != nil {
 		errs = append(errs, fmt.Errorf("iterate conntrack: %w", err))
 	}
 	return errors.Join(errs...)
+}
+
+// walkBatch is how many entries one batch lookup reads.
+const walkBatch = 1024
+
+// walk calls fn with every entry of a hash map, read in batches: one
+// system call per walkBatch entries where Iterate makes two per entry. The
+// ageing round walks the whole table three times under the datapath's
+// lock and an HA import waits for that lock: at a few thousand entries on
+// a loaded machine the per-entry walk held it for a second and more, and
+// the peer's records queued behind it (issue 15: young flows lost at a
+// failure). A kernel without batch operations on the map gets Iterate.
+func walk[K, V any](m *ebpf.Map, fn func(k *K, v *V)) error {
+	keys := make([]K, walkBatch)
+	vals := make([]V, walkBatch)
+	var cursor ebpf.MapBatchCursor
+	for {
+		n, err := m.BatchLookup(&cursor, keys, vals, nil)
+		if errors.Is(err, ebpf.ErrNotSupported) {
+			break
+		}
+		for i := range n {
+			fn(&keys[i], &vals[i])
+		}
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return nil // the end of the map
+		}
+		if err != nil {
+			return fmt.Errorf("batch lookup: %w", err)
+		}
+	}
+	var (
+		k K
+		v V
+	)
+	it := m.Iterate()
+	for it.Next(&k, &v) {
+		fn(&k, &v)
+	}
+	return it.Err()
 }

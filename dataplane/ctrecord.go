@@ -1,6 +1,7 @@
 package dataplane
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -188,9 +189,60 @@ func parseFields(enc []byte) (map[string][]byte, error) {
 	return fields, nil
 }
 
+// recordField is parseFields(enc)[name] (nil when absent, the same errors)
+// without the map: the HA sync reads a record's idle time up to three
+// times per record, and the map of every field name was most of that.
+func recordField(enc []byte, name string) ([]byte, error) {
+	var names [64][]byte // seen so far, for parseFields' repeated-field check
+	if len(enc) == 0 {
+		return nil, errors.New("empty record")
+	}
+	if enc[0] != recordVersion {
+		return nil, fmt.Errorf("record encoding version %d, this node reads version %d", enc[0], recordVersion)
+	}
+	var found []byte
+	b := enc[1:]
+	for i := 0; len(b) > 0; i++ {
+		if i == len(names) {
+			fields, err := parseFields(enc) // more fields than any layout here
+			return fields[name], err
+		}
+		n := int(b[0])
+		if n == 0 || len(b) < 1+n+2 {
+			return nil, fmt.Errorf("record truncated or malformed at byte %d", len(enc)-len(b))
+		}
+		fn := b[1 : 1+n]
+		dl := int(binary.BigEndian.Uint16(b[1+n:]))
+		b = b[1+n+2:]
+		if len(b) < dl {
+			return nil, fmt.Errorf("record field %q truncated: %d of %d bytes", fn, len(b), dl)
+		}
+		for _, seen := range names[:i] {
+			if bytes.Equal(seen, fn) {
+				return nil, fmt.Errorf("record field %q repeated", fn)
+			}
+		}
+		names[i] = fn
+		if string(fn) == name {
+			found = b[:dl]
+		}
+		b = b[dl:]
+	}
+	return found, nil
+}
+
 // decode builds one struct of layout l from an encoded record; now is the
 // reader's clock. complete: every field must be present (a key).
 func (l *layout) decode(enc []byte, now uint64, complete bool) ([]byte, error) {
+	if out, ok := l.decodeOwn(enc, now); ok {
+		return out, nil
+	}
+	return l.decodeFields(enc, now, complete)
+}
+
+// decodeFields is decode for any record: fields by name, in any order,
+// of other sizes, missing or unknown.
+func (l *layout) decodeFields(enc []byte, now uint64, complete bool) ([]byte, error) {
 	fields, err := parseFields(enc)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", l.name, err)
@@ -258,6 +310,60 @@ func (l *layout) decode(enc []byte, now uint64, complete bool) ([]byte, error) {
 	return out, nil
 }
 
+// decodeOwn is decode for a record written with this node's own layout
+// (every field, in encode's order, each of its size), the HA sync's
+// steady state; false sends any other record through the general decode,
+// which also gives the errors. It allocates only the struct: the general
+// path's field map and name strings made decoding most of an import's
+// CPU, and a standby on a loaded machine fell seconds behind its peer.
+func (l *layout) decodeOwn(enc []byte, now uint64) ([]byte, bool) {
+	if len(enc) == 0 || enc[0] != recordVersion {
+		return nil, false
+	}
+	out := make([]byte, l.size)
+	b := enc[1:]
+	for _, f := range l.leaves {
+		if isPadding(f.path) || nodeLocalFields[f.path] {
+			continue
+		}
+		clock := clockFields[f.path] && f.size%8 == 0
+		nameLen := len(f.path)
+		if clock {
+			nameLen += len(ageSuffix)
+		}
+		if len(b) < 1+nameLen+2 || int(b[0]) != nameLen {
+			return nil, false
+		}
+		name := b[1 : 1+nameLen]
+		if string(name[:len(f.path)]) != f.path || clock && string(name[len(f.path):]) != ageSuffix {
+			return nil, false
+		}
+		dl := int(binary.BigEndian.Uint16(b[1+nameLen:]))
+		b = b[1+nameLen+2:]
+		if dl != int(f.size) || len(b) < dl {
+			return nil, false
+		}
+		data, dst := b[:dl], out[f.off:f.off+f.size]
+		b = b[dl:]
+		if !clock {
+			copy(dst, data)
+			continue
+		}
+		for i := 0; i < len(data); i += 8 {
+			age := binary.LittleEndian.Uint64(data[i:])
+			var t uint64
+			if age != 0 {
+				t = 1 // before the node's boot: expired at once
+				if age-1 < now {
+					t = now - (age - 1)
+				}
+			}
+			binary.LittleEndian.PutUint64(dst[i:], t)
+		}
+	}
+	return out, len(b) == 0
+}
+
 // RecordIdle is how long before it was encoded the record's flow last saw
 // a packet: a conntrack entry's last_seen, an association's most recent
 // client address (cseen). The HA sync compares it between two copies of
@@ -267,15 +373,14 @@ func RecordIdle(r Record) (time.Duration, bool) {
 	if r.Deleted {
 		return 0, false
 	}
-	fields, err := parseFields(r.Value)
-	if err != nil {
-		return 0, false
-	}
 	name := "last_seen"
 	if r.Kind == RecordAssoc {
 		name = "cseen"
 	}
-	data := fields[name+ageSuffix]
+	data, err := recordField(r.Value, name+ageSuffix)
+	if err != nil {
+		return 0, false
+	}
 	var best uint64 // age+1 of the most recent, 0: none
 	for i := 0; i+8 <= len(data); i += 8 {
 		if a := binary.LittleEndian.Uint64(data[i:]); a != 0 && (best == 0 || a < best) {

@@ -3,6 +3,7 @@ package dataplane
 import (
 	"bytes"
 	"encoding/binary"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -194,6 +195,14 @@ func FuzzDecodeRecord(f *testing.F) {
 	f.Add(uint8(1), []byte{1, 5, 's', 't', 'a', 't', 'e', 0, 1, 3})
 	f.Add(uint8(3), []byte{1, 1, 'x', 0xff, 0xff})
 	f.Fuzz(func(t *testing.T, which uint8, rec []byte) {
+		// recordField finds what parseFields does, with its errors.
+		for _, name := range []string{"last_seen" + ageSuffix, "cseen" + ageSuffix, "state"} {
+			fields, perr := parseFields(rec)
+			got, err := recordField(rec, name)
+			if (err == nil) != (perr == nil) || perr == nil && !bytes.Equal(got, fields[name]) {
+				t.Fatalf("recordField(%q) %x, %v; parseFields %x, %v", name, got, err, fields[name], perr)
+			}
+		}
 		ls := []*layout{&c.ctKey, &c.ctVal, &c.assocKey, &c.assoc}
 		l := ls[int(which)%len(ls)]
 		complete := l == &c.ctKey || l == &c.assocKey
@@ -204,6 +213,14 @@ func FuzzDecodeRecord(f *testing.F) {
 		if len(b) != l.size {
 			t.Fatalf("decoded %d bytes, layout has %d", len(b), l.size)
 		}
+		// The fast path for this node's own records says what the
+		// general one says.
+		if own, ok := l.decodeOwn(rec, testNow); ok {
+			gen, err := l.decodeFields(rec, testNow, complete)
+			if err != nil || !bytes.Equal(own, gen) {
+				t.Fatalf("own-layout decode %x, by field names %x (%v)", own, gen, err)
+			}
+		}
 		// What was accepted encodes to a record that decodes the same.
 		b2, err := l.decode(l.encode(b, testNow), testNow, complete)
 		if err != nil {
@@ -213,6 +230,61 @@ func FuzzDecodeRecord(f *testing.F) {
 			t.Fatalf("round trip changed the entry\n%x\n%x", b, b2)
 		}
 	})
+}
+
+// This node's own records take the fast path of decode (decodeOwn) and
+// give what decoding by field names gives; a record of another layout (an
+// earlier release's, or the fields in another order) does not take it and
+// still decodes.
+func TestOwnRecordsDecodeAsByFieldNames(t *testing.T) {
+	c := testCodec(t)
+	k, v := sampleCT()
+	ak, a := sampleAssoc()
+	for _, x := range []struct {
+		l        *layout
+		raw      []byte
+		complete bool
+	}{{&c.ctKey, rawOf(&k), true}, {&c.ctVal, rawOf(&v), false}, {&c.assocKey, rawOf(&ak), true}, {&c.assoc, rawOf(&a), false}} {
+		rec := x.l.encode(x.raw, testNow)
+		own, ok := x.l.decodeOwn(rec, testNow)
+		if !ok {
+			t.Fatalf("%s: own record not decoded by decodeOwn", x.l.name)
+		}
+		gen, err := x.l.decodeFields(rec, testNow, x.complete)
+		if err != nil || !bytes.Equal(own, gen) {
+			t.Fatalf("%s: decodeOwn %x, by field names %x (%v)", x.l.name, own, gen, err)
+		}
+		// The same fields, the first two swapped: another writer's order.
+		fields, err := splitRecordFields(rec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fields[0], fields[1] = fields[1], fields[0]
+		swapped := append([]byte{recordVersion}, bytes.Join(fields, nil)...)
+		if _, ok := x.l.decodeOwn(swapped, testNow); ok {
+			t.Errorf("%s: decodeOwn took a record in another field order", x.l.name)
+		}
+		got, err := x.l.decode(swapped, testNow, x.complete)
+		if err != nil || !bytes.Equal(got, own) {
+			t.Errorf("%s: reordered record decoded %x (%v), want %x", x.l.name, got, err, own)
+		}
+	}
+}
+
+// splitRecordFields cuts an encoded record into its encoded fields.
+func splitRecordFields(rec []byte) ([][]byte, error) {
+	var out [][]byte
+	b := rec[1:]
+	for len(b) > 0 {
+		n := int(b[0])
+		if len(b) < 1+n+2 {
+			return nil, fmt.Errorf("truncated at %d", len(rec)-len(b))
+		}
+		end := 1 + n + 2 + int(binary.BigEndian.Uint16(b[1+n:]))
+		out = append(out, b[:end])
+		b = b[end:]
+	}
+	return out, nil
 }
 
 // TestRecordIdle: the idle time a record carries is its entry's last_seen

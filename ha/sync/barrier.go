@@ -11,13 +11,14 @@ import (
 // up when it is taken, what has been queued for it so far; it completes
 // once each of those peers has acknowledged messages carrying all of it.
 //
-// The mark is a count, not a sequence number: changed keys wait in the
-// pending queue without one until a message is built, and a key changed
-// again while queued keeps its place (so the later value goes out no
-// later than the marked one). Keys leave the queue in order, so "the
-// first q keys ever queued for the peer have been sent in acknowledged
-// messages" (qAcked >= q) says the peer holds the marked changes, or
-// newer values of them. A resync replaces the queue by a snapshot of the
+// The mark is a count per queue (fresh keys, changed keys; machine.go),
+// not a sequence number: changed keys wait in their queue without one
+// until a message is built, and a key changed again while queued keeps
+// its place (so the later value goes out no later than the marked one).
+// Fresh keys overtake changed ones, but within a queue keys leave in
+// order, so "the first q keys ever queued in each queue have been sent in
+// acknowledged messages" (acked >= q for both) says the peer holds the
+// marked changes, or newer values of them. A resync replaces the queue by a snapshot of the
 // whole table: its End acknowledged, the peer holds everything up to the
 // snapshot's start; a snapshot begun after the mark therefore covers it.
 
@@ -28,8 +29,8 @@ type barrier struct {
 }
 
 type barrierMark struct {
-	stream uint32 // the peer's stream when the mark was taken
-	q      uint64 // qTotal then
+	stream uint32    // the peer's stream when the mark was taken
+	q      [2]uint64 // each queue's total then (qFresh, qChanged)
 	// needEnd: the stream's snapshot was under way, its End must be
 	// acknowledged too (the marked keys may sit in its unsent part).
 	needEnd bool
@@ -50,7 +51,7 @@ func (m *Machine) Barrier(now time.Time) (uint64, Output) {
 		if !p.up {
 			continue
 		}
-		b.marks[n] = barrierMark{stream: p.stream, q: p.qTotal, needEnd: p.resyncing}
+		b.marks[n] = barrierMark{stream: p.stream, q: [2]uint64{p.queues[qFresh].total, p.queues[qChanged].total}, needEnd: p.resyncing}
 	}
 	m.barriers = append(m.barriers, b)
 	return b.id, m.Flush(now)
@@ -96,7 +97,7 @@ func covered(p *peer, mk barrierMark) bool {
 	case p.stream != mk.stream, mk.needEnd && p.endAcked != mk.stream:
 		return false
 	}
-	return p.qAcked >= mk.q
+	return p.queues[qFresh].acked >= mk.q[qFresh] && p.queues[qChanged].acked >= mk.q[qChanged]
 }
 
 // checkBarriers completes the barriers every marked peer now covers. It

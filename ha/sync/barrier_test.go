@@ -206,7 +206,7 @@ func TestBarrierDuringASnapshotWaitsForItsEnd(t *testing.T) {
 	}
 	s.deliverAll(func() {
 		if s.isDone("a", id) && p.endAcked != p.stream {
-			t.Fatalf("barrier complete before the snapshot's End was acknowledged (acked count %d, mark reached)", p.qAcked)
+			t.Fatalf("barrier complete before the snapshot's End was acknowledged (acked counts %d and %d, marks reached)", p.queues[qFresh].acked, p.queues[qChanged].acked)
 		}
 	})
 	if !s.isDone("a", id) {

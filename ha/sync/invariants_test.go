@@ -33,13 +33,17 @@ func checkStep(m *Machine) string {
 		if len(p.inflight) > m.cfg.Window {
 			bad("%s: %d messages in flight, window %d", n, len(p.inflight), m.cfg.Window)
 		}
-		if len(p.pending) != len(p.pendingQ) {
-			bad("%s: %d pending keys, %d queued", n, len(p.pending), len(p.pendingQ))
-		}
-		for _, tk := range p.pendingQ {
-			if _, ok := p.pending[tk]; !ok {
-				bad("%s: queued key %q not pending", n, tk)
+		queued := 0
+		for i, q := range p.queues {
+			queued += len(q.keys)
+			for _, tk := range q.keys {
+				if _, ok := p.pending[tk]; !ok {
+					bad("%s: queued key %q (queue %d) not pending", n, tk, i)
+				}
 			}
+		}
+		if len(p.pending) != queued {
+			bad("%s: %d pending keys, %d queued", n, len(p.pending), queued)
 		}
 		if p.needResync && len(p.pending) > 0 {
 			bad("%s: marked for resync with %d pending", n, len(p.pending))
@@ -58,15 +62,17 @@ func checkStep(m *Machine) string {
 		if p.resyncing && p.snapPos > len(p.snap) {
 			bad("%s: snapshot position %d of %d", n, p.snapPos, len(p.snap))
 		}
-		if p.qTotal-p.qSent != uint64(len(p.pendingQ)) || p.qAcked > p.qSent {
-			bad("%s: barrier counts queued %d sent %d acked %d, %d in the queue", n, p.qTotal, p.qSent, p.qAcked, len(p.pendingQ))
-		}
-		last := p.qAcked
-		for _, f := range p.inflight {
-			if f.qEnd < last || f.qEnd > p.qSent {
-				bad("%s: message %d carries count %d after %d, sent %d", n, f.seq, f.qEnd, last, p.qSent)
+		for i, q := range p.queues {
+			if q.total-q.sent != uint64(len(q.keys)) || q.acked > q.sent {
+				bad("%s: queue %d barrier counts queued %d sent %d acked %d, %d in the queue", n, i, q.total, q.sent, q.acked, len(q.keys))
 			}
-			last = f.qEnd
+			last := q.acked
+			for _, f := range p.inflight {
+				if f.qEnd[i] < last || f.qEnd[i] > q.sent {
+					bad("%s: message %d carries count %d of queue %d after %d, sent %d", n, f.seq, f.qEnd[i], i, last, q.sent)
+				}
+				last = f.qEnd[i]
+			}
 		}
 		if p.synced && p.rExpected < 2 {
 			bad("%s: synced before any message of its stream", n)
@@ -77,8 +83,9 @@ func checkStep(m *Machine) string {
 			bad("barrier %d complete and still kept", b.id)
 		}
 		for n, mk := range b.marks {
-			if p := m.peers[n]; mk.q > p.qTotal || mk.stream > p.stream {
-				bad("barrier %d marks %s at stream %d count %d, now stream %d count %d", b.id, n, mk.stream, mk.q, p.stream, p.qTotal)
+			p := m.peers[n]
+			if mk.q[qFresh] > p.queues[qFresh].total || mk.q[qChanged] > p.queues[qChanged].total || mk.stream > p.stream {
+				bad("barrier %d marks %s at stream %d counts %v, now stream %d counts %d %d", b.id, n, mk.stream, mk.q, p.stream, p.queues[qFresh].total, p.queues[qChanged].total)
 			}
 		}
 	}

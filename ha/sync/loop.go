@@ -98,6 +98,68 @@ func (n *Node) loop() {
 			}
 		}
 	}
+	// onEvent handles one event from the connections; a batch of messages
+	// may end at the next event of another kind, returned to be handled
+	// next (nil when none).
+	onEvent := func(ev event) *event {
+		switch ev.kind {
+		case evUp:
+			dialing[ev.peer] = false
+			if old := conns[ev.peer]; old != nil {
+				// A rejoining peer replaces its old connection.
+				old.close()
+				delete(conns, ev.peer)
+				step(func(now time.Time) Output { return n.m.Disconnected(now, ev.peer) })
+			}
+			conns[ev.peer] = ev.c
+			delete(held, ev.peer)
+			// The certificate the peer presented: after a renewal, which
+			// one each connection was made with.
+			pc := ev.c.tc.ConnectionState().PeerCertificates[0]
+			n.log.Info("sync peer connected", "peer", ev.peer, "certSerial", pc.SerialNumber.String(), "certNotAfter", pc.NotAfter)
+			step(func(now time.Time) Output { return n.m.Connected(now, ev.peer) })
+		case evDown:
+			if ev.c == nil { // a dial failed
+				dialing[ev.peer] = false
+				return nil
+			}
+			if conns[ev.peer] != ev.c {
+				return nil
+			}
+			delete(conns, ev.peer)
+			delete(held, ev.peer)
+			// A connection closed here for the peer's silence is a loss
+			// like one the network ended.
+			silent := ev.c.silent.Load()
+			n.log.Info("sync peer disconnected", "peer", ev.peer, "closedHere", ev.closedHere, "silent", silent)
+			step(func(now time.Time) Output { return n.m.Disconnected(now, ev.peer) })
+			if (!ev.closedHere || silent) && n.cfg.OnPeerLost != nil {
+				n.cfg.OnPeerLost(ev.peer)
+			}
+		case evMsg:
+			// Every message already waiting is received in this step
+			// and its records applied in one Apply: one import (one
+			// wait for the datapath's lock, one address filter write)
+			// for what arrived while the previous one ran, instead of
+			// one per message, so a receiver slowed down catches up
+			// rather than falling further behind. Acknowledgements
+			// still go out only after their records are applied.
+			msgs := []event{ev}
+			next := takeMessages(n.events, &msgs, maxReceiveBatch)
+			step(func(now time.Time) Output {
+				var all Output
+				for _, e := range msgs {
+					if conns[e.peer] != e.c {
+						continue // from a connection already replaced
+					}
+					merge(&all, n.m.Receive(now, e.peer, e.data))
+				}
+				return all
+			})
+			return next
+		}
+		return nil
+	}
 	dialAll()
 	for {
 		select {
@@ -127,45 +189,8 @@ func (n *Node) loop() {
 				return all
 			})
 		case ev := <-n.events:
-			switch ev.kind {
-			case evUp:
-				dialing[ev.peer] = false
-				if old := conns[ev.peer]; old != nil {
-					// A rejoining peer replaces its old connection.
-					old.close()
-					delete(conns, ev.peer)
-					step(func(now time.Time) Output { return n.m.Disconnected(now, ev.peer) })
-				}
-				conns[ev.peer] = ev.c
-				delete(held, ev.peer)
-				// The certificate the peer presented: after a renewal, which
-				// one each connection was made with.
-				pc := ev.c.tc.ConnectionState().PeerCertificates[0]
-				n.log.Info("sync peer connected", "peer", ev.peer, "certSerial", pc.SerialNumber.String(), "certNotAfter", pc.NotAfter)
-				step(func(now time.Time) Output { return n.m.Connected(now, ev.peer) })
-			case evDown:
-				if ev.c == nil { // a dial failed
-					dialing[ev.peer] = false
-					continue
-				}
-				if conns[ev.peer] != ev.c {
-					continue
-				}
-				delete(conns, ev.peer)
-				delete(held, ev.peer)
-				// A connection closed here for the peer's silence is a loss
-				// like one the network ended.
-				silent := ev.c.silent.Load()
-				n.log.Info("sync peer disconnected", "peer", ev.peer, "closedHere", ev.closedHere, "silent", silent)
-				step(func(now time.Time) Output { return n.m.Disconnected(now, ev.peer) })
-				if (!ev.closedHere || silent) && n.cfg.OnPeerLost != nil {
-					n.cfg.OnPeerLost(ev.peer)
-				}
-			case evMsg:
-				if conns[ev.peer] != ev.c {
-					continue // from a connection already replaced
-				}
-				step(func(now time.Time) Output { return n.m.Receive(now, ev.peer, ev.data) })
+			for e := &ev; e != nil; {
+				e = onEvent(*e)
 			}
 		case <-timer.C:
 			wake = time.Time{}
@@ -210,3 +235,26 @@ func merge(a *Output, b Output) {
 // dropConnection closes the connection to peer, as a network cut would
 // (tests).
 func (n *Node) dropConnection(peer string) { n.drop <- peer }
+
+// maxReceiveBatch bounds how many waiting messages one step receives (and
+// one Apply call applies): about 16 MiB of records at the largest batch.
+const maxReceiveBatch = 1024
+
+// takeMessages appends the messages waiting in events to msgs, up to max
+// in all, without waiting. It stops at an event of another kind and
+// returns it (nil when it stopped for another reason): the caller handles
+// it next, so events stay in order.
+func takeMessages(events chan event, msgs *[]event, max int) *event {
+	for len(*msgs) < max {
+		select {
+		case e := <-events:
+			if e.kind != evMsg {
+				return &e
+			}
+			*msgs = append(*msgs, e)
+		default:
+			return nil
+		}
+	}
+	return nil
+}

@@ -15,7 +15,9 @@
 //     keeps at most Window unacknowledged messages and resends them
 //     (go-back-N) when the retransmission timer expires or a Nack arrives.
 //   - Changes are coalesced: a key changed several times before it is sent
-//     is sent once, with the value it has when the message is built.
+//     is sent once, with the value it has when the message is built. Keys
+//     new to the table (a flow's first record) are sent before changes of
+//     keys the peer has (refreshes) that were queued earlier.
 //   - Bulk resync: a new stream opens with a Begin message, carries a
 //     snapshot of the local table (interleaved with live changes) and
 //     closes with End. At End the receiver drops what it held from that
@@ -123,7 +125,29 @@ type flight struct {
 	records int
 	end     bool
 	first   time.Time // earliest change carried, zero for snapshot only
-	qEnd    uint64    // peer.qSent once this message was built (barriers)
+	// qEnd is each queue's sent count once this message was built
+	// (barriers): [fresh, changed].
+	qEnd [2]uint64
+}
+
+// Changed keys wait for a peer in one of two queues: fresh (keys new to
+// the table: a flow's first record) and changed (a key already there
+// changed again, a deletion, a refresh). fill sends the fresh queue first:
+// a flow opened just before a failure must reach the peer, while a counter
+// refresh of an established flow can wait; behind a burst of thousands of
+// refreshes young flows were lost (issue 15). Within a queue keys leave in
+// order, so each queue counts for barriers on its own.
+const (
+	qFresh = iota
+	qChanged
+)
+
+// keyQueue is one of a peer's two queues of changed keys. total keys were
+// queued, sent of them left the queue (sent, or handed to a snapshot),
+// acked were in messages the peer acknowledged.
+type keyQueue struct {
+	keys               []string
+	total, sent, acked uint64
 }
 
 type peer struct {
@@ -142,8 +166,8 @@ type peer struct {
 	acked      uint64
 	inflight   []flight
 	pending    map[string]time.Time // key -> when it first changed unsent
-	pendingQ   []string             // pending keys in order of change
-	pendBytes  int                  // about what pendingQ takes on the wire
+	queues     [2]keyQueue          // pending keys in order of change: qFresh, qChanged
+	pendBytes  int                  // about what the queues take on the wire
 	needResync bool                 // start a resync when the peer is up
 	resyncing  bool                 // snapshot being sent, End not acked
 	snap       []string
@@ -152,12 +176,8 @@ type peer struct {
 	rtoAt      time.Time
 	backoff    time.Duration // current retransmission timeout
 	lastNack   time.Time
-	// Changed keys counted for barriers: qTotal were queued (pendingQ
-	// appends), qSent of them left the queue (sent, or handed to a
-	// snapshot), qAcked were in messages the peer acknowledged; endAcked
-	// is the last stream whose End the peer acknowledged.
-	qTotal, qSent, qAcked uint64
-	endAcked              uint32
+	// endAcked is the last stream whose End the peer acknowledged.
+	endAcked uint32
 
 	// The peer's stream to us.
 	peerInc   uint64 // from its hello
@@ -281,11 +301,16 @@ func (m *Machine) Put(now time.Time, r Record) (Output, error) {
 		return m.Delete(now, r.Kind, r.Key)
 	}
 	tk := tableKey(r.Kind, r.Key)
+	_, had := m.table[tk]
 	m.table[tk] = slices.Clone(r.Value)
 	if m.table[tk] == nil {
 		m.table[tk] = []byte{}
 	}
-	return m.changed(now, tk), nil
+	q := qChanged
+	if !had {
+		q = qFresh
+	}
+	return m.changed(now, tk, q), nil
 }
 
 // Delete removes a record from the local table and queues its removal.
@@ -298,10 +323,13 @@ func (m *Machine) Delete(now time.Time, kind uint16, key []byte) (Output, error)
 		return m.finish(now, Output{}), nil
 	}
 	delete(m.table, tk)
-	return m.changed(now, tk), nil
+	return m.changed(now, tk, qChanged), nil
 }
 
-func (m *Machine) changed(now time.Time, tk string) Output {
+// changed queues tk for every peer in queue q, unless it waits already
+// (in whichever queue: a key is in one queue at most, so its changes reach
+// the peer in order).
+func (m *Machine) changed(now time.Time, tk string, q int) Output {
 	var out Output
 	for _, n := range m.names {
 		p := m.peers[n]
@@ -313,20 +341,19 @@ func (m *Machine) changed(now time.Time, tk string) Output {
 			continue
 		}
 		p.pending[tk] = now
-		p.pendingQ = append(p.pendingQ, tk)
-		p.qTotal++
+		p.queues[q].keys = append(p.queues[q].keys, tk)
+		p.queues[q].total++
 		p.pendBytes += recordHdrLen + len(tk) + len(m.table[tk])
 		if len(p.pending) > m.cfg.MaxPending {
 			m.stats.Overflows++
-			if p.up && p.resyncing && !p.endSent && len(p.snap)-p.snapPos+len(p.pendingQ) <= len(m.table)+m.cfg.MaxPending {
+			if p.up && p.resyncing && !p.endSent && len(p.snap)-p.snapPos+len(p.pending) <= len(m.table)+m.cfg.MaxPending {
 				// A snapshot is under way: its tail takes the changed keys
 				// rather than starting over and losing what was sent. The
 				// tail stays under a fresh snapshot's size plus MaxPending.
-				p.snap = append(p.snap, p.pendingQ...)
-				clear(p.pending)
-				p.pendingQ = p.pendingQ[:0]
-				p.pendBytes = 0
-				p.qSent = p.qTotal // the snapshot carries them now
+				for i := range p.queues {
+					p.snap = append(p.snap, p.queues[i].keys...)
+				}
+				p.dropQueued() // the snapshot carries them now
 				m.stats.Folded++
 			} else {
 				m.resync(now, p, &out)
@@ -470,10 +497,7 @@ func (m *Machine) hello(now time.Time, p *peer, h *Hello, out *Output) {
 // resync opens a new stream to p carrying a snapshot of the table, or
 // marks p for one when it is not up.
 func (m *Machine) resync(now time.Time, p *peer, out *Output) {
-	clear(p.pending)
-	p.pendingQ = p.pendingQ[:0]
-	p.pendBytes = 0
-	p.qSent = p.qTotal // the snapshot carries them
+	p.dropQueued() // the snapshot carries them
 	p.inflight = nil
 	p.acked = p.nextSeq - 1 // the stream is abandoned
 	p.rtoAt = time.Time{}
@@ -495,6 +519,17 @@ func (m *Machine) resync(now time.Time, p *peer, out *Output) {
 	m.fill(now, p, true, out)
 }
 
+// dropQueued empties both queues: their keys went to a snapshot.
+func (p *peer) dropQueued() {
+	clear(p.pending)
+	for i := range p.queues {
+		q := &p.queues[i]
+		q.keys = q.keys[:0]
+		q.sent = q.total
+	}
+	p.pendBytes = 0
+}
+
 // fill sends data messages to p while its window allows. Without force a
 // message goes out only when full (or when it opens or closes a stream).
 func (m *Machine) fill(now time.Time, p *peer, force bool, out *Output) {
@@ -504,7 +539,7 @@ func (m *Machine) fill(now time.Time, p *peer, force bool, out *Output) {
 	for len(p.inflight) < m.cfg.Window {
 		d := Data{Incarnation: m.inc, Stream: p.stream, Seq: p.nextSeq, Begin: p.nextSeq == 1}
 		snapshotting := p.resyncing && !p.endSent
-		if !d.Begin && len(p.pendingQ) == 0 && !snapshotting {
+		if !d.Begin && len(p.pending) == 0 && !snapshotting {
 			return
 		}
 		if !force && !d.Begin && !snapshotting && p.pendBytes < m.cfg.BatchBytes {
@@ -513,16 +548,19 @@ func (m *Machine) fill(now time.Time, p *peer, force bool, out *Output) {
 		size := dataHdrLen
 		var first time.Time
 		recs := m.buf[:0]
-		qi := 0
-		for ; qi < len(p.pendingQ) && size < m.cfg.BatchBytes; qi++ {
-			tk := p.pendingQ[qi]
-			at := p.pending[tk]
-			if first.IsZero() || at.Before(first) {
-				first = at
+		var taken [2]int // keys taken from each queue, fresh first
+		for i := range p.queues {
+			q := p.queues[i].keys
+			for ; taken[i] < len(q) && size < m.cfg.BatchBytes; taken[i]++ {
+				tk := q[taken[i]]
+				at := p.pending[tk]
+				if first.IsZero() || at.Before(first) {
+					first = at
+				}
+				r := m.record(tk)
+				recs = append(recs, r)
+				size += recordLen(r)
 			}
-			r := m.record(tk)
-			recs = append(recs, r)
-			size += recordLen(r)
 		}
 		si := p.snapPos
 		if p.resyncing {
@@ -539,13 +577,18 @@ func (m *Machine) fill(now time.Time, p *peer, force bool, out *Output) {
 			m.buf = recs
 			return
 		}
-		for _, tk := range p.pendingQ[:qi] {
-			delete(p.pending, tk)
+		for i := range p.queues {
+			q := &p.queues[i]
+			for _, tk := range q.keys[:taken[i]] {
+				delete(p.pending, tk)
+			}
+			q.keys = q.keys[taken[i]:]
+			q.sent += uint64(taken[i])
+			if len(q.keys) == 0 {
+				q.keys = nil
+			}
 		}
-		p.pendingQ = p.pendingQ[qi:]
-		p.qSent += uint64(qi)
-		if len(p.pendingQ) == 0 {
-			p.pendingQ = nil
+		if len(p.pending) == 0 {
 			p.pendBytes = 0
 		} else {
 			p.pendBytes = max(0, p.pendBytes-(size-dataHdrLen))
@@ -557,7 +600,7 @@ func (m *Machine) fill(now time.Time, p *peer, force bool, out *Output) {
 		d.Records = recs
 		b := AppendData(make([]byte, 0, size), d)
 		m.buf = recs[:0]
-		p.inflight = append(p.inflight, flight{seq: d.Seq, data: b, records: len(recs), end: d.End, first: first, qEnd: p.qSent})
+		p.inflight = append(p.inflight, flight{seq: d.Seq, data: b, records: len(recs), end: d.End, first: first, qEnd: [2]uint64{p.queues[qFresh].sent, p.queues[qChanged].sent}})
 		p.nextSeq++
 		if p.rtoAt.IsZero() {
 			p.rtoAt = now.Add(m.cfg.RetransmitTimeout)
@@ -621,7 +664,9 @@ func (m *Machine) ackUpTo(now time.Time, p *peer, seq uint64) {
 		if !f.first.IsZero() {
 			m.stats.Lag.observe(now.Sub(f.first))
 		}
-		p.qAcked = f.qEnd
+		for i := range p.queues {
+			p.queues[i].acked = f.qEnd[i]
+		}
 		if f.end {
 			p.endAcked = p.stream
 			p.resyncing = false
