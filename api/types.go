@@ -275,8 +275,12 @@ type Health struct {
 	// directions) the daemon could not carry over when a restart changed
 	// the conntrack layout or size; they were dropped.
 	ConntrackNotMigrated uint64 `json:"conntrackNotMigrated,omitempty"`
-	// AttachMode is "tcx" or "clsact".
+	// AttachMode is "tcx" or "clsact": the TC hook, attached on every
+	// interface in every --attach mode.
 	AttachMode string `json:"attachMode"`
+	// XDPInterfaces lists the interfaces where xdp_ingress runs in front
+	// of TC (--attach xdp, xdp-generic, or auto on a native-XDP driver).
+	XDPInterfaces []string `json:"xdpInterfaces,omitempty"`
 	// BootID is random per daemon start: a change tells a client that the
 	// daemon restarted and its rules should be re-applied.
 	BootID string `json:"bootID"`

@@ -11,6 +11,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
+	"github.com/vishvananda/netlink"
 
 	"github.com/telcolb/telcolb/bpf"
 )
@@ -31,7 +32,7 @@ const (
 	// driver: only when asked, it saves little over TC.
 	HookXDPGeneric Hook = "xdp-generic"
 	// HookAuto is HookXDP where the driver supports it, HookTC otherwise
-	// (logged per interface).
+	// and on veth and tun/tap (localSenderLink); logged per interface.
 	HookAuto Hook = "auto"
 )
 
@@ -98,6 +99,13 @@ func (d *Datapath) AttachHook(ifname string, hook Hook) error {
 	if hook == HookTC {
 		return d.detachXDPLocked(ifname, a)
 	}
+	if hook == HookAuto {
+		if kind, virtual := localSenderLink(a.ifindex); virtual {
+			d.log.Info("auto attach: TC only on a virtual interface", "interface", ifname, "type", kind,
+				"why", "its local senders' offloaded checksums are invisible to XDP; --attach=xdp forces it")
+			return d.detachXDPLocked(ifname, a)
+		}
+	}
 	if a.xdp != nil {
 		// Its pin keeps it attached; attachXDP updates it through the pin.
 		_ = a.xdp.Close()
@@ -122,6 +130,24 @@ func (d *Datapath) AttachHook(ifname string, hook Hook) error {
 	}
 	d.log.Info("attached XDP fast path", "interface", ifname, "mode", mode)
 	return nil
+}
+
+// localSenderLink says whether ifindex is a veth or tun/tap: drivers with
+// native XDP whose frames come from a local stack (a container, a VM) and
+// may carry only the pseudo-header checksum (CHECKSUM_PARTIAL), which XDP
+// cannot see and would rewrite as a complete one (docs/architecture.md,
+// "XDP mode"). auto keeps them on TC; a NIC's frames come off the wire
+// with complete checksums.
+func localSenderLink(ifindex int) (string, bool) {
+	l, err := netlink.LinkByIndex(ifindex)
+	if err != nil {
+		return "", false
+	}
+	switch t := l.Type(); t {
+	case "veth", "tuntap":
+		return t, true
+	}
+	return "", false
 }
 
 // attachXDP attaches (or updates in place) xdp_ingress on ifindex idx and

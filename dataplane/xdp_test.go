@@ -204,6 +204,33 @@ func TestXDPLeavesToTCWhatItMustNot(t *testing.T) {
 // flow's packets toward it are passed to TC; attaching lb1 in XDP mode (in
 // place, no detach) lets XDP carry them; back to TC mode removes lb1's XDP
 // program, its pinned link and its xdp_ifaces entry, and XDP passes again.
+// auto attaches XDP only where frames come off a wire: a veth's (or tap's)
+// frames come from a local stack and may hold only the pseudo-header
+// checksum, which XDP cannot see, so auto leaves it on TC, and an explicit
+// xdp still attaches there (the labs' choice, with checksum offload off).
+func TestAutoLeavesVirtualInterfacesOnTC(t *testing.T) {
+	e := newXDPEnv(t, HookTC)
+	if err := e.d.AttachHook("lb0", HookAuto); err != nil {
+		t.Fatal(err)
+	}
+	if got := fmt.Sprint(e.d.XDPInterfaces()); got != "[]" {
+		t.Fatalf("XDP interfaces after auto on veths: %s, want none", got)
+	}
+	l, err := netlink.LinkByName("lb0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if x := l.Attrs().Xdp; x != nil && x.Attached {
+		t.Fatalf("auto left an XDP program on veth lb0: %+v", x)
+	}
+	if err := e.d.AttachHook("lb0", HookXDP); err != nil {
+		t.Fatalf("explicit xdp on a veth: %v", err)
+	}
+	if got := fmt.Sprint(e.d.XDPInterfaces()); got != "[lb0]" {
+		t.Fatalf("XDP interfaces after an explicit xdp: %s, want [lb0]", got)
+	}
+}
+
 func TestXDPRedirectsOnlyToXDPInterfaces(t *testing.T) {
 	e := newXDPEnv(t, HookTC)
 	data := e.establishedTCP(t, 710, false)

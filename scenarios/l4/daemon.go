@@ -12,6 +12,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/netip"
@@ -356,6 +357,34 @@ func (d *Daemon) Ctl(ctx context.Context, args ...string) (string, error) {
 		return string(out), fmt.Errorf("telcolbctl %s: %w: %s", strings.Join(args, " "), err, out)
 	}
 	return string(out), nil
+}
+
+// Metrics reads the daemon's /metrics (Prometheus text) from inside its
+// namespace, with its token.
+func (d *Daemon) Metrics(ctx context.Context) (string, error) {
+	tok, err := os.ReadFile(d.TokenFile)
+	if err != nil {
+		return "", fmt.Errorf("metrics: %w", err)
+	}
+	hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DialContext: HostDialer(d.cfg.Host), DisableKeepAlives: true}}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+APIAddress+"/metrics", nil)
+	if err != nil {
+		return "", fmt.Errorf("metrics: %w", err)
+	}
+	req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(tok)))
+	resp, err := hc.Do(req)
+	if err != nil {
+		return "", fmt.Errorf("metrics: %w", err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return "", fmt.Errorf("metrics: read: %w", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("metrics: %s: %s", resp.Status, b)
+	}
+	return string(b), nil
 }
 
 // HostDialer returns a DialContext that opens its sockets inside h's network

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -32,6 +34,26 @@ func xdpCarried(t *testing.T, e *Env) uint64 {
 		n += c.Packets
 	}
 	return n
+}
+
+// xdpMetric is the daemon's telcolb_xdp_packets_total.
+func xdpMetric(t *testing.T, e *Env) float64 {
+	t.Helper()
+	text, err := e.Daemon.Metrics(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(text, "\n") {
+		if v, ok := strings.CutPrefix(line, "telcolb_xdp_packets_total "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatalf("telcolb_xdp_packets_total %q: %v", v, err)
+			}
+			return f
+		}
+	}
+	t.Fatalf("no telcolb_xdp_packets_total in /metrics")
+	return 0
 }
 
 // TestXDPModeCarriesEstablishedFlowsEndToEnd: with --attach=xdp on the lab's
@@ -90,6 +112,18 @@ func TestXDPModeCarriesEstablishedFlowsEndToEnd(t *testing.T) {
 						if c.Service == name && (c.OrigPackets < asks || c.ReplyPackets < asks) {
 							t.Fatalf("connection counted %d/%d packets for %d asks: XDP packets uncounted", c.OrigPackets, c.ReplyPackets, asks)
 						}
+					}
+					// What an operator sees: the same count in the
+					// daemon's metrics, and the interfaces in health.
+					if got := xdpMetric(t, e); got < float64(before+carried) {
+						t.Fatalf("telcolb_xdp_packets_total %v, want at least the %d the map counted", got, before+carried)
+					}
+					h, err := e.Daemon.Client.Health(ctx)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if len(h.XDPInterfaces) == 0 {
+						t.Fatalf("health lists no XDP interface: %+v", h)
 					}
 					t.Logf("XDP carried %d packets", carried)
 				})

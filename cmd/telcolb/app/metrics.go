@@ -40,6 +40,10 @@ var (
 		"State files set aside (moved to <state dir>/damaged) at this start because they could not be loaded.", nil, nil)
 	descCTNotMigrated = prometheus.NewDesc("telcolb_conntrack_not_migrated_entries",
 		"Conntrack entries (connection directions) this start could not carry over from the previous conntrack layout or size.", nil, nil)
+	descXDPPackets = prometheus.NewDesc("telcolb_xdp_packets_total",
+		"Packets of established flows the XDP hook carried itself (they never reached TC); the rest of the traffic is TC's.", nil, nil)
+	descXDPBytes = prometheus.NewDesc("telcolb_xdp_bytes_total",
+		"Bytes of the packets the XDP hook carried itself.", nil, nil)
 )
 
 // collector reads the datapath on every scrape, so the metrics never lag
@@ -56,7 +60,7 @@ type collector struct {
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descServices, descEndpointUp, descActive, descSvcPackets, descSvcBytes,
-		descEpPackets, descEpBytes, descEpSessions, descDrops, descPathSteerings, descAssocPaths, descProbeFailures, descDamagedFiles, descCTNotMigrated} {
+		descEpPackets, descEpBytes, descEpSessions, descDrops, descPathSteerings, descAssocPaths, descProbeFailures, descDamagedFiles, descCTNotMigrated, descXDPPackets, descXDPBytes} {
 		ch <- d
 	}
 }
@@ -131,6 +135,16 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descDamagedFiles, prometheus.GaugeValue, float64(s.damagedFiles))
 	if m, ok := s.dp.(migrationReporter); ok {
 		ch <- prometheus.MustNewConstMetric(descCTNotMigrated, prometheus.GaugeValue, float64(m.ConntrackNotMigrated()))
+	}
+	if x, ok := s.dp.(xdpReporter); ok {
+		// Exported in TC mode too (zero): a dashboard's XDP share needs
+		// the series to exist before the first interface moves to XDP.
+		if p, b, err := x.XDPStats(); err != nil {
+			ch <- prometheus.NewInvalidMetric(descXDPPackets, fmt.Errorf("datapath xdp stats: %w", err))
+		} else {
+			ch <- prometheus.MustNewConstMetric(descXDPPackets, prometheus.CounterValue, float64(p))
+			ch <- prometheus.MustNewConstMetric(descXDPBytes, prometheus.CounterValue, float64(b))
+		}
 	}
 	if ap, ok := s.dp.(assocPathCounter); ok {
 		c.assocPaths(ch, ap, list)

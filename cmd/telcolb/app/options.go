@@ -136,7 +136,7 @@ func ParseOptions(args []string, usage io.Writer) (Options, error) {
 	fs.StringVar(&f.LogLevel, "log-level", o.LogLevel, "debug, info, warn or error")
 	fs.StringVar(&f.LogFormat, "log-format", o.LogFormat, "json or text")
 	fs.BoolVar(&f.ForceClsact, "force-clsact", false, "attach through a clsact qdisc even where tcx is available")
-	fs.StringVar(&f.Attach, "attach", o.Attach, "datapath hook per interface: tc, xdp (native XDP in front of TC for established flows; fails where the driver lacks it), xdp-generic, or auto (xdp where the driver has it, else tc); a default and/or ifname=mode entries, e.g. --attach=auto or --attach=eth0=xdp,eth1=tc")
+	fs.StringVar(&f.Attach, "attach", o.Attach, "datapath hook per interface: tc, xdp (native XDP in front of TC for established flows; fails where the driver lacks it), xdp-generic, or auto (xdp where the driver has it, else tc; veth and tun/tap stay on tc); a default and/or ifname=mode entries, e.g. --attach=auto or --attach=eth0=xdp,eth1=tc")
 	fs.BoolVar(&f.ICMPSendRedirects, "icmp-send-redirects", false, "leave IPv4 ICMP redirects on (by default the daemon sets net.ipv4.conf.{all,<interface>}.send_redirects=0: a redirect would send backends' packets past the LB nodes)")
 	fs.BoolVar(&f.SocketLB, "socket-lb", o.SocketLB, "balance the traffic this node originates toward a VIP at the socket (cgroup connect/sendmsg programs); false detaches them")
 	fs.StringVar(&f.SocketLBCgroup, "socket-lb-cgroup", "", "cgroup v2 directory the socket programs attach to; default the cgroup v2 root")

@@ -80,6 +80,13 @@ type idLimiter interface {
 	MaxServiceID() uint32
 }
 
+// xdpReporter is implemented by a datapath with an XDP hook
+// (*dataplane.Datapath): where it is attached and what it carried.
+type xdpReporter interface {
+	XDPInterfaces() []string
+	XDPStats() (packets, bytes uint64, err error)
+}
+
 // migrationReporter is implemented by a datapath that migrated pinned
 // maps at load (*dataplane.Datapath does).
 type migrationReporter interface {
@@ -928,6 +935,9 @@ func (s *Server) health(w http.ResponseWriter, _ *http.Request) {
 		ifaces = []string{}
 	}
 	h := api.Health{Status: "ok", Interfaces: ifaces, Services: n, MaxServices: int(s.maxID), AttachMode: s.dp.AttachMode(), BootID: s.bootID}
+	if x, ok := s.dp.(xdpReporter); ok {
+		h.XDPInterfaces = x.XDPInterfaces()
+	}
 	if m, ok := s.dp.(migrationReporter); ok {
 		h.ConntrackNotMigrated = m.ConntrackNotMigrated()
 	}
