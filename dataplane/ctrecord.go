@@ -263,17 +263,7 @@ func (l *layout) decodeFields(enc []byte, now uint64, complete bool) ([]byte, er
 			if len(data) != len(dst) {
 				return nil, fmt.Errorf("%s: field %q has %d bytes, this node's has %d", l.name, f.path, len(data), len(dst))
 			}
-			for i := 0; i < len(data); i += 8 {
-				age := binary.LittleEndian.Uint64(data[i:])
-				var t uint64
-				if age != 0 {
-					t = 1 // before the node's boot: expired at once
-					if age-1 < now {
-						t = now - (age - 1)
-					}
-				}
-				binary.LittleEndian.PutUint64(dst[i:], t)
-			}
+			agesToTimes(dst, data, now)
 			continue
 		}
 		data, ok := fields[f.path]
@@ -349,19 +339,25 @@ func (l *layout) decodeOwn(enc []byte, now uint64) ([]byte, bool) {
 			copy(dst, data)
 			continue
 		}
-		for i := 0; i < len(data); i += 8 {
-			age := binary.LittleEndian.Uint64(data[i:])
-			var t uint64
-			if age != 0 {
-				t = 1 // before the node's boot: expired at once
-				if age-1 < now {
-					t = now - (age - 1)
-				}
-			}
-			binary.LittleEndian.PutUint64(dst[i:], t)
-		}
+		agesToTimes(dst, data, now)
 	}
 	return out, len(b) == 0
+}
+
+// agesToTimes writes into dst this node's clock readings for the ages in
+// data (8-byte little-endian words, age+1; 0: never set), taken at now.
+func agesToTimes(dst, data []byte, now uint64) {
+	for i := 0; i < len(data); i += 8 {
+		age := binary.LittleEndian.Uint64(data[i:])
+		var t uint64
+		if age != 0 {
+			t = 1 // before the node's boot: expired at once
+			if age-1 < now {
+				t = now - (age - 1)
+			}
+		}
+		binary.LittleEndian.PutUint64(dst[i:], t)
+	}
 }
 
 // RecordIdle is how long before it was encoded the record's flow last saw
