@@ -48,6 +48,8 @@ func overview() Spec {
 						{Expr: `sum by (instance) (telcolb_state_files_damaged)`, Legend: "damaged state files {{instance}}"},
 						{Expr: `sum by (instance) (telcolb_conntrack_not_migrated_entries)`, Legend: "conntrack entries not migrated {{instance}}"},
 					}},
+				{Title: "Carried by XDP", Unit: "percentunit", Description: "Share of each daemon's datapath packets its XDP hook carried (--attach xdp/auto; 0 in TC mode): established flows on XDP interfaces.",
+					Queries: []Query{{Expr: `sum by (instance) (rate(telcolb_xdp_packets_total[$__rate_interval])) / sum by (instance) (rate(telcolb_service_packets_total[$__rate_interval]))`, Legend: "{{instance}}"}}},
 			}},
 		},
 	}
