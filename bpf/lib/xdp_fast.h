@@ -64,16 +64,6 @@ static __always_inline __u16 *xdp_l4_check(void *data, void *end, const struct p
 	return 0;
 }
 
-static __always_inline void xdp_count(__u64 len)
-{
-	__u32 zero = 0;
-	struct counters *c = bpf_map_lookup_elem(&xdp_stats, &zero);
-	if (c) {
-		c->packets += 1;
-		c->bytes += len;
-	}
-}
-
 // An established packet in XDP: the verdict (XDP_TX, XDP_REDIRECT), or
 // XDP_PASS with nothing written or counted. Global: verified once for both
 // conntrack maps (see ct_fast).
@@ -116,7 +106,7 @@ __noinline int xdp_fast(struct xdp_md *ctx, const struct pkt *p, struct ct_val *
 	}
 	__u64 len = end - data;
 	ct_account(len, p, ct, now);
-	xdp_count(len);
+	count(&xdp_stats, 0, len, 0);
 	if (out == in)
 		return XDP_TX;
 	return bpf_redirect(out, 0);
