@@ -3,12 +3,8 @@ package main
 import (
 	"context"
 	"fmt"
-	"io"
-	"net/http"
-	"os"
 	"path/filepath"
 	"strings"
-	"time"
 
 	"github.com/telcolb/telcolb/monitoring"
 	"github.com/telcolb/telcolb/monitoring/dashboards"
@@ -19,27 +15,12 @@ import (
 // with the token, as Prometheus would), and the dashboards to import.
 func metrics(ctx context.Context, env *l4.Env) error {
 	step("metrics and dashboards")
-	tok, err := os.ReadFile(env.Daemon.TokenFile)
-	if err != nil {
-		return err
-	}
-	hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DialContext: l4.HostDialer(env.Lab.LB)}}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+l4.APIAddress+"/metrics", nil)
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(tok)))
-	resp, err := hc.Do(req)
+	body, err := env.Daemon.Metrics(ctx)
 	if err != nil {
 		return fmt.Errorf("scrape the daemon: %w", err)
 	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil || resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("scrape the daemon: %d %v", resp.StatusCode, err)
-	}
 	series := 0
-	for _, l := range strings.Split(string(body), "\n") {
+	for _, l := range strings.Split(body, "\n") {
 		if l != "" && !strings.HasPrefix(l, "#") {
 			series++
 		}

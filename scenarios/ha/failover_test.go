@@ -3,7 +3,6 @@ package ha
 import (
 	"context"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/netip"
@@ -262,15 +261,13 @@ func apiGet(t *testing.T, ctx context.Context, h *lab.Host, d *l4.Daemon, path s
 }
 
 // scrape reads a daemon's /metrics from inside its namespace.
-func scrape(t *testing.T, ctx context.Context, h *lab.Host, d *l4.Daemon) string {
+func scrape(t *testing.T, ctx context.Context, d *l4.Daemon) string {
 	t.Helper()
-	resp := apiGet(t, ctx, h, d, "/metrics")
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil || resp.StatusCode != http.StatusOK {
-		t.Fatalf("GET /metrics: %d %v", resp.StatusCode, err)
+	body, err := d.Metrics(ctx)
+	if err != nil {
+		t.Fatal(err)
 	}
-	return string(b)
+	return body
 }
 
 // hasRow says whether a table printed by telcolbctl has a row of exactly
@@ -385,7 +382,7 @@ func runFailover(t *testing.T, ctx context.Context, kind failure, sctpRun time.D
 
 func checkSyncedMetrics(t *testing.T, ctx context.Context, lb *lab2) {
 	t.Helper()
-	metrics := scrape(t, ctx, lb.topo.Nodes[1], lb.daemons[1])
+	metrics := scrape(t, ctx, lb.daemons[1])
 	for _, want := range []string{`telcolb_ha_peer_synced{peer="lb1"} 1`, `telcolb_ha_peer_up{peer="lb1"} 1`, "telcolb_ha_ready 1"} {
 		if !strings.Contains(metrics, want+"\n") {
 			t.Errorf("lb2 /metrics lacks %q", want)
@@ -611,7 +608,7 @@ func heldAtFailure(t *testing.T, ctx context.Context, lb *lab2, fs *flowSet, lb1
 	missing := fs.missing(have)
 	var lag []string
 	if lb1Alive {
-		for _, line := range strings.Split(scrape(t, ctx, lb.topo.Nodes[0], lb.daemons[0]), "\n") {
+		for _, line := range strings.Split(scrape(t, ctx, lb.daemons[0]), "\n") {
 			if strings.HasPrefix(line, "telcolb_ha_sync_lag_seconds") || strings.HasPrefix(line, "telcolb_ha_records_") {
 				lag = append(lag, line)
 			}
@@ -628,7 +625,7 @@ func heldAtFailure(t *testing.T, ctx context.Context, lb *lab2, fs *flowSet, lb1
 // lb2's receive path).
 func recordsApplied(t *testing.T, ctx context.Context, lb *lab2) string {
 	t.Helper()
-	for _, line := range strings.Split(scrape(t, ctx, lb.topo.Nodes[1], lb.daemons[1]), "\n") {
+	for _, line := range strings.Split(scrape(t, ctx, lb.daemons[1]), "\n") {
 		if strings.HasPrefix(line, "telcolb_ha_records_received_total ") {
 			return strings.TrimPrefix(line, "telcolb_ha_records_received_total ")
 		}

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"net/http"
 	"net/netip"
 	"os"
@@ -123,7 +122,7 @@ func TestDashboardsAndAlertsAgainstPrometheus(t *testing.T) {
 	}
 
 	// promtool check metrics on the daemon's exposition.
-	body := scrapeDaemon(t, ctx, hc, d)
+	body := scrapeDaemon(t, ctx, d)
 	cmd := exec.CommandContext(ctx, "promtool", "check", "metrics")
 	cmd.Stdin = strings.NewReader(body)
 	if out, err := cmd.CombinedOutput(); err != nil {
@@ -168,24 +167,13 @@ func TestDashboardsAndAlertsAgainstPrometheus(t *testing.T) {
 	t.Logf("%d queries evaluated, %d listed as not exercised, lab time %v", len(checks), len(notExercised), time.Since(start).Round(time.Second))
 }
 
-func scrapeDaemon(t *testing.T, ctx context.Context, hc *http.Client, d *l4.Daemon) string {
+func scrapeDaemon(t *testing.T, ctx context.Context, d *l4.Daemon) string {
 	t.Helper()
-	tok, err := os.ReadFile(d.TokenFile)
+	body, err := d.Metrics(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+l4.APIAddress+"/metrics", nil)
-	req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(tok)))
-	resp, err := hc.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("/metrics: %d %s", resp.StatusCode, b)
-	}
-	return string(b)
+	return body
 }
 
 func apply(t *testing.T, ctx context.Context, d *l4.Daemon, s api.Service) {

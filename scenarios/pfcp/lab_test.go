@@ -3,8 +3,6 @@ package pfcp
 import (
 	"context"
 	"fmt"
-	"io"
-	"net/http"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -81,27 +79,11 @@ type upfStats struct {
 // metric reads one sample of the daemon's /metrics (0 when absent).
 func metric(t *testing.T, d *l4.Daemon, lb *lab.Host, series string) float64 {
 	t.Helper()
-	tok, err := os.ReadFile(d.TokenFile)
+	b, err := d.Metrics(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
-	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DialContext: l4.HostDialer(lb), DisableKeepAlives: true}}
-	req, err := http.NewRequest(http.MethodGet, "http://"+l4.APIAddress+"/metrics", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// The API wants its token on loopback too.
-	req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(tok)))
-	resp, err := hc.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("GET /metrics: %s: %s", resp.Status, b)
-	}
-	for _, line := range strings.Split(string(b), "\n") {
+	for _, line := range strings.Split(b, "\n") {
 		if strings.HasPrefix(line, series+" ") {
 			v, _ := strconv.ParseFloat(strings.TrimPrefix(line, series+" "), 64)
 			return v
