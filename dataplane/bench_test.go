@@ -178,6 +178,48 @@ func TestBenchPerPacket(t *testing.T) {
 		figure.Report(t, figs...)
 	}
 
+	// What the checksum helpers cost against the direct writes (kernels
+	// with bpf_cast_to_kern_ctx, l4csum.go): the same flow in this datapath
+	// and in one loaded with HelperL4Csum, interleaved in each round.
+	if e.d.DirectL4Csum() {
+		h := e.peerWith(Config{MaxConns: 4096, HelperL4Csum: true})
+		for _, proto := range []Proto{ProtoTCP, ProtoUDP} {
+			for _, v6 := range []bool{false, true} {
+				id++
+				client, vip, fam := clientV4, vipV4, "v4"
+				if v6 {
+					client, vip, fam = clientV6, vipV6, "v6"
+				}
+				first := pkt{srcMAC: clientMAC, dstMAC: lbMAC0, src: client, dst: vip, proto: uint8(proto), sport: 35000, dport: uint16(200 + id)}
+				est := first
+				est.payload = make([]byte, 64)
+				if proto == ProtoTCP {
+					first.tcpFlags = tcpACK
+					est.tcpFlags = tcpACK | tcpPSH
+				}
+				est.ttl = 255
+				for _, x := range []*env{e, h} {
+					x.upsert(Service{ID: id, VIP: vip, PortStart: first.dport, Proto: proto, Mode: ModeDefault, Endpoints: testEndpoints(v6, 1, 8080)})
+					if ret, _ := x.run(first.frame()); ret != actRedirect {
+						t.Fatalf("checksum bench flow setup verdict %d", ret)
+					}
+					mirrorFlow(t, x.d, bpf.LbCtKey{Src: addr16(first.src), Dst: addr16(first.dst), Sport: htons(first.sport), Dport: htons(first.dport), Proto: uint8(proto)})
+				}
+				frame := est.frame()
+				figs, err := figure.Interleave(benchPlan, []figure.Variant{
+					figure.One("direct", func(int) (float64, error) { return benchNs(t, e.d.objs.TcIngress, frame, actRedirect), nil }),
+					figure.One("helpers", func(int) (float64, error) { return benchNs(t, h.d.objs.TcIngress, frame, actRedirect), nil }),
+				}, func(s *figure.Samples) []figure.Figure {
+					return []figure.Figure{s.Added(fmt.Sprintf("bpf_l4csum_helpers_%s_%s_ns", protoNames[proto], fam), "ns", figure.Above(0), "helpers", "direct")}
+				})
+				if err != nil {
+					t.Fatalf("checksum %s %s: %v", protoNames[proto], fam, err)
+				}
+				figure.Report(t, figs...)
+			}
+		}
+	}
+
 	// SCTP CRC32c cost: a fullnat flow (ports rewritten, incremental CRC)
 	// minus a default-mode flow with unchanged ports (CRC untouched), same
 	// size, the difference taken within each round.
