@@ -344,6 +344,7 @@ const (
 	LbProgXdpIngress     = "xdp_ingress"
 	LbProgXdpPass        = "xdp_pass"
 	LbVarCtEventsEnabled = "ct_events_enabled"
+	LbVarDirectL4Csum    = "direct_l4_csum"
 )
 
 // LoadLb returns the embedded CollectionSpec for Lb.
@@ -440,6 +441,7 @@ type LbMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type LbVariableSpecs struct {
 	CtEventsEnabled *ebpf.VariableSpec `ebpf:"ct_events_enabled"`
+	DirectL4Csum    *ebpf.VariableSpec `ebpf:"direct_l4_csum"`
 }
 
 // LbObjects contains all objects after they have been loaded into the kernel.
@@ -544,6 +546,7 @@ func (m *LbMaps) Close() error {
 // It can be passed to LoadLbObjects or ebpf.CollectionSpec.LoadAndAssign.
 type LbVariables struct {
 	CtEventsEnabled *ebpf.Variable `ebpf:"ct_events_enabled"`
+	DirectL4Csum    *ebpf.Variable `ebpf:"direct_l4_csum"`
 }
 
 // LbPrograms contains all programs after they have been loaded into the kernel.

@@ -159,16 +159,65 @@ func TestBenchPerPacket(t *testing.T) {
 	// Each item: tc_pass and tc_ingress on the same frame in interleaved
 	// rounds, the ratio taken within each round.
 	for _, it := range items {
+		var samples *figure.Samples
 		figs, err := figure.Interleave(benchPlan, []figure.Variant{
 			figure.One("tc_pass", func(int) (float64, error) { return benchNs(t, e.d.objs.TcPass, it.frame, actOK), nil }),
 			figure.One("tc_ingress", func(int) (float64, error) { return benchNs(t, e.d.objs.TcIngress, it.frame, actRedirect), nil }),
 		}, func(s *figure.Samples) []figure.Figure {
+			samples = s
 			return []figure.Figure{s.Ratio(it.name, figure.AtMost(it.target), "tc_ingress", "tc_pass")}
 		})
 		if err != nil {
 			t.Fatalf("%s: %v", it.name, err)
 		}
+		// Both sides in ns, so a moved ratio says which side moved (the
+		// datapath, or the kernel's fixed cost of a test run).
+		pass, _ := figure.Median(samples.Series("tc_pass"))
+		ing, _ := figure.Median(samples.Series("tc_ingress"))
+		t.Logf("%s: tc_pass %.1f ns, tc_ingress %.1f ns (medians of %d rounds)", it.name, pass, ing, samples.Rounds())
 		figure.Report(t, figs...)
+	}
+
+	// What the checksum helpers cost against the direct writes (kernels
+	// with bpf_cast_to_kern_ctx, l4csum.go): the same flow in this datapath
+	// and in one loaded with HelperL4Csum, interleaved in each round.
+	if e.d.DirectL4Csum() {
+		h := e.peerWith(Config{MaxConns: 4096, HelperL4Csum: true})
+		for _, proto := range []Proto{ProtoTCP, ProtoUDP} {
+			for _, v6 := range []bool{false, true} {
+				id++
+				client, vip, fam := clientV4, vipV4, "v4"
+				if v6 {
+					client, vip, fam = clientV6, vipV6, "v6"
+				}
+				first := pkt{srcMAC: clientMAC, dstMAC: lbMAC0, src: client, dst: vip, proto: uint8(proto), sport: 35000, dport: uint16(200 + id)}
+				est := first
+				est.payload = make([]byte, 64)
+				if proto == ProtoTCP {
+					first.tcpFlags = tcpACK
+					est.tcpFlags = tcpACK | tcpPSH
+				}
+				est.ttl = 255
+				for _, x := range []*env{e, h} {
+					x.upsert(Service{ID: id, VIP: vip, PortStart: first.dport, Proto: proto, Mode: ModeDefault, Endpoints: testEndpoints(v6, 1, 8080)})
+					if ret, _ := x.run(first.frame()); ret != actRedirect {
+						t.Fatalf("checksum bench flow setup verdict %d", ret)
+					}
+					mirrorFlow(t, x.d, bpf.LbCtKey{Src: addr16(first.src), Dst: addr16(first.dst), Sport: htons(first.sport), Dport: htons(first.dport), Proto: uint8(proto)})
+				}
+				frame := est.frame()
+				figs, err := figure.Interleave(benchPlan, []figure.Variant{
+					figure.One("direct", func(int) (float64, error) { return benchNs(t, e.d.objs.TcIngress, frame, actRedirect), nil }),
+					figure.One("helpers", func(int) (float64, error) { return benchNs(t, h.d.objs.TcIngress, frame, actRedirect), nil }),
+				}, func(s *figure.Samples) []figure.Figure {
+					return []figure.Figure{s.Added(fmt.Sprintf("bpf_l4csum_helpers_%s_%s_ns", protoNames[proto], fam), "ns", figure.Above(0), "helpers", "direct")}
+				})
+				if err != nil {
+					t.Fatalf("checksum %s %s: %v", protoNames[proto], fam, err)
+				}
+				figure.Report(t, figs...)
+			}
+		}
 	}
 
 	// SCTP CRC32c cost: a fullnat flow (ports rewritten, incremental CRC)

@@ -54,6 +54,10 @@ type Config struct {
 	// DisableConntrackEvents leaves the conntrack change events for HA
 	// peers (ConntrackChanges) out of the loaded program.
 	DisableConntrackEvents bool
+	// HelperL4Csum keeps bpf_l4_csum_replace for every TCP/UDP checksum of
+	// the established fast path, also on kernels where it could write them
+	// itself (l4csum.go): the variant 5.15 and 6.1 run, for comparison.
+	HelperL4Csum bool
 }
 
 // Datapath owns the loaded eBPF objects. It is the only writer of the maps.
@@ -106,6 +110,9 @@ type Datapath struct {
 	// sock is the socket-level load balancing this process attached
 	// (socklb.go), nil when off.
 	sock *sockLB
+	// directL4Csum: the fast path writes TCP/UDP checksums without the
+	// helpers (l4csum.go).
+	directL4Csum bool
 }
 
 // Load loads the datapath objects, reusing compatible pinned maps so that
@@ -142,6 +149,11 @@ func Load(cfg Config) (*Datapath, error) {
 		}
 	}
 
+	direct, err := setDirectL4Csum(spec, cfg, cfg.Logger)
+	if err != nil {
+		return nil, err
+	}
+
 	if err := os.MkdirAll(filepath.Join(cfg.PinPath, "links"), 0o755); err != nil {
 		return nil, fmt.Errorf("create pin path %s: %w", cfg.PinPath, err)
 	}
@@ -165,7 +177,7 @@ func Load(cfg Config) (*Datapath, error) {
 	}
 	d := &Datapath{cfg: cfg, log: cfg.Logger, attached: map[string]*attachment{}, now: monotonicNow,
 		maxServices: spec.Maps[bpf.LbMapSvcInfos].MaxEntries, codec: codec, readers: map[*ChangeReader]struct{}{},
-		netns: ns, subscribe: netlink.AddrSubscribeWithOptions}
+		netns: ns, subscribe: netlink.AddrSubscribeWithOptions, directL4Csum: direct}
 	// The verifier's statistics (instructions, stack depth per subprogram)
 	// are logged at load: how close the program is to an older kernel's
 	// limits shows on the kernel that loaded it.
@@ -189,6 +201,7 @@ func Load(cfg Config) (*Datapath, error) {
 	for _, st := range d.VerifierStats() {
 		d.log.Info("program verified", "program", st.Program, "insns", st.Insns, "stackDepth", st.StackDepth, "maxFrame", st.MaxStack())
 	}
+	d.log.Info("established fast path checksums", "direct", direct)
 	if err := fillCRCShift(d.objs.CrcShift); err != nil {
 		d.objs.Close()
 		return fail(err)
