@@ -90,7 +90,7 @@ func NewXDPGen(cfg XDPGenConfig) (*XDPGen, error) {
 	}
 	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
 		Name: "xdpgen", Type: ebpf.XDP, License: "GPL",
-		Instructions: genProgram(count.FD(), cfg.Ifindex, cfg.Flows, cfg.SrcPortBase, sum),
+		Instructions: genProgram(count.FD(), cfg.Ifindex, cfg.Flows, cfg.SrcPortBase, sum, frame[:genHdrLen]),
 	})
 	if err != nil {
 		return nil, errors.Join(fmt.Errorf("bench: xdpgen: load program: %w", err), count.Close())
@@ -98,11 +98,16 @@ func NewXDPGen(cfg XDPGenConfig) (*XDPGen, error) {
 	return &XDPGen{prog: prog, count: count, frame: frame}, nil
 }
 
-// genProgram: n := count[0]++; write port base + n%flows and its checksum;
-// bpf_redirect(ifindex). A frame too short (never: the frame is ours) is
-// dropped.
-func genProgram(countFD, ifindex, flows int, base, sum uint16) asm.Instructions {
-	return asm.Instructions{
+// genProgram: n := count[0]++; write the headers (hdr), port base +
+// n%flows and its checksum; bpf_redirect(ifindex). A frame too short
+// (never: the frame is ours) is dropped.
+//
+// All the headers are written again on every run because live-frames mode
+// initialises a page only when the page pool allocates it: a recycled one
+// keeps what the path wrote into it, and a receiver that builds an skb
+// around the frame and forwards it (new MACs, TTL) gives it back modified.
+func genProgram(countFD, ifindex, flows int, base, sum uint16, hdr []byte) asm.Instructions {
+	insns := asm.Instructions{
 		asm.Mov.Reg(asm.R6, asm.R1),
 		asm.LoadMem(asm.R7, asm.R6, 0, asm.Word), // data
 		asm.LoadMem(asm.R8, asm.R6, 4, asm.Word), // data_end
@@ -121,6 +126,13 @@ func genProgram(countFD, ifindex, flows int, base, sum uint16) asm.Instructions 
 		asm.StoreMem(asm.R0, 0, asm.R2, asm.DWord),
 		asm.Mod.Imm(asm.R1, int32(flows)),
 		asm.Add.Imm(asm.R1, int32(base)), // the port
+	}
+	// Bytes 0..39 as words (the port is written after); 40..41 are the
+	// checksum, written after.
+	for off := 0; off+4 <= genCheckOff; off += 4 {
+		insns = append(insns, asm.StoreImm(asm.R7, int16(off), int64(int32(binary.NativeEndian.Uint32(hdr[off:]))), asm.Word))
+	}
+	return append(insns,
 		// checksum = ^fold(sum + port), 0 sent as 0xffff
 		asm.Mov.Reg(asm.R2, asm.R1),
 		asm.Add.Imm(asm.R2, int32(sum)),
@@ -145,7 +157,7 @@ func genProgram(countFD, ifindex, flows int, base, sum uint16) asm.Instructions 
 		asm.Return(),
 		asm.Mov.Imm(asm.R0, 1).WithSymbol("drop"), // XDP_DROP
 		asm.Return(),
-	}
+	)
 }
 
 // Send sends packets frames (in the kernel's batches of 64) and returns
