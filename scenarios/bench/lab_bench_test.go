@@ -336,14 +336,14 @@ func (r *rig) measureCPU(ctx context.Context, feed feeder, dst netip.Addr, flows
 	}
 	// Warm-up: neighbours resolved, every flow's conntrack entry created,
 	// so the figure is the steady-state per-packet cost.
-	if _, err := flood(max(4096, 4*flows)); err != nil {
+	warm := max(4096, 4*flows)
+	if _, err := flood(warm); err != nil {
 		return 0, err
 	}
-	time.Sleep(10 * time.Millisecond)
-	if _, err := r.sinkCount(ctx); err != nil {
+	if _, err := r.settledSinkCount(ctx, warm); err != nil {
 		return 0, err
 	}
-	best, sent := math.Inf(1), 0
+	best, sent, got := math.Inf(1), 0, 0
 	for b := 0; b < cpuBursts; b++ {
 		k0, err := TaskRuntime(r.ksoft)
 		if err != nil {
@@ -358,26 +358,22 @@ func (r *rig) measureCPU(ctx context.Context, feed feeder, dst netip.Addr, flows
 		if err != nil {
 			return 0, err
 		}
-		sent += res.Sent
-		r.threadCPU += res.ThreadCPU
-		r.ksoftCPU += k1 - k0
-		best = min(best, float64(res.ThreadCPU+(k1-k0))/float64(res.Sent))
-	}
-	// What is still queued (veth rings, ksoftirqd starved by other
-	// tenants) arrives late, not never: wait for the count to settle.
-	var got uint64
-	for quiet := 0; quiet < 5 && got < uint64(sent); {
-		time.Sleep(20 * time.Millisecond)
-		n, err := r.sinkCount(ctx)
+		n, err := r.settledSinkCount(ctx, res.Sent)
 		if err != nil {
 			return 0, err
 		}
-		got += n
-		if quiet++; n > 0 {
-			quiet = 0
+		if n == 0 {
+			return 0, fmt.Errorf("backend received none of %d datagrams sent to %s", res.Sent, dst)
 		}
+		sent += res.Sent
+		got += n
+		r.threadCPU += res.ThreadCPU
+		r.ksoftCPU += k1 - k0
+		// Per datagram delivered: one lost on the way cannot make the
+		// burst look cheap.
+		best = min(best, float64(res.ThreadCPU+(k1-k0))/float64(n))
 	}
-	if float64(got) < 0.99*float64(sent) {
+	if float64(got) < snd.minDelivered*float64(sent) {
 		return 0, fmt.Errorf("backend received %d of %d datagrams sent to %s", got, sent, dst)
 	}
 	return best, nil
@@ -396,6 +392,25 @@ func (r *rig) installSink(ctx context.Context) error {
 }
 `, r.lab.BackendIface(0, 0).Name, sinkPort)
 	return nft(ctx, r.be, rules)
+}
+
+// settledSinkCount is sinkCount once want datagrams have arrived or the
+// count has stopped moving: what is still queued (veth rings, ksoftirqd
+// starved by other tenants) arrives late, not never.
+func (r *rig) settledSinkCount(ctx context.Context, want int) (int, error) {
+	got := 0
+	for quiet := 0; quiet < 3 && got < want; {
+		time.Sleep(10 * time.Millisecond)
+		n, err := r.sinkCount(ctx)
+		if err != nil {
+			return got, err
+		}
+		got += int(n)
+		if quiet++; n > 0 {
+			quiet = 0
+		}
+	}
+	return got, nil
 }
 
 // sinkCount returns the datagrams the sink dropped since the last call.
