@@ -21,9 +21,13 @@
 //     against a world without telcolb.
 //   - lab_lb_cost_ratio_telcolb_vs_nftables_<flows>: telcolb's (default,
 //     DNAT mode) LB-side cost over nftables prerouting DNAT's.
+//   - ..._xdpframes_<flows>: XDP mode with the lb fed xdp_frames (XDPGen)
+//     as a NIC would feed it; lb work is a variant's path minus the path
+//     that skips the lb (see cpuPerPacketXDPFrames).
 //
 // This file holds the pieces that do not need the lab: the UDP flood
-// generator, CPU accounting, and the parsers of what the tools print.
+// generator, CPU accounting, and the parsers of what the tools print;
+// xdpgen.go the XDP frame generator.
 package bench
 
 import (
