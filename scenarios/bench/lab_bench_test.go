@@ -23,6 +23,16 @@ import (
 	"github.com/vishvananda/netlink"
 )
 
+// minDelivered is the share of a measurement's datagrams that must reach
+// the backend. Not all of them: a veth whose peer has NAPI (GRO on or an
+// XDP program, as in the XDP phases) queues into a ring of 256 with no
+// backpressure, and when a busy machine pushes NAPI to ksoftirqd the
+// ring overflows (1-3% of nftables' datagrams seen at load average 20,
+// socket-fed and XDPGen alike). measureCPU charges CPU per datagram
+// delivered, so a loss cannot make a variant cheap; this only checks that
+// it carries the traffic.
+const minDelivered = 0.97
+
 const (
 	sinkPort  = 9999 // UDP load; dropped at the backend's ingress
 	iperfPort = 5201
@@ -373,7 +383,7 @@ func (r *rig) measureCPU(ctx context.Context, feed feeder, dst netip.Addr, flows
 		// burst look cheap.
 		best = min(best, float64(res.ThreadCPU+(k1-k0))/float64(n))
 	}
-	if float64(got) < snd.minDelivered*float64(sent) {
+	if float64(got) < minDelivered*float64(sent) {
 		return 0, fmt.Errorf("backend received %d of %d datagrams sent to %s", got, sent, dst)
 	}
 	return best, nil
