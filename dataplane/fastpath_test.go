@@ -3,6 +3,8 @@ package dataplane
 import (
 	"encoding/binary"
 	"fmt"
+	"net"
+	"net/netip"
 	"testing"
 )
 
@@ -59,19 +61,38 @@ type fastFlow struct {
 
 func openFastFlow(t *testing.T, e *env, id uint32, mode Mode, proto Proto, v6 bool, cport uint16) fastFlow {
 	t.Helper()
-	vip, client, lbAddr := vipV4, clientV4, lbAddr1V4
+	client := clientV4
 	if v6 {
-		vip, client, lbAddr = vipV6, clientV6, lbAddr1V6
+		client = clientV6
+	}
+	return openFastFlowFrom(t, e, id, mode, proto, v6, cport, flowClient{addr: client, mac: clientMAC, lbMAC: lbMAC0, ifname: "lb0"})
+}
+
+// flowClient is where a fastFlow's client is: its address and MAC, the
+// LB interface it sends to and that interface's MAC.
+type flowClient struct {
+	addr       netip.Addr
+	mac, lbMAC net.HardwareAddr
+	ifname     string
+}
+
+// openFastFlowFrom is openFastFlow with the client at c (the endpoint is
+// behind lb1).
+func openFastFlowFrom(t *testing.T, e *env, id uint32, mode Mode, proto Proto, v6 bool, cport uint16, c flowClient) fastFlow {
+	t.Helper()
+	vip, client, lbAddr := vipV4, c.addr, lbAddr1V4
+	if v6 {
+		vip, lbAddr = vipV6, lbAddr1V6
 	}
 	vport, epPort := uint16(80+id), uint16(8080)
 	e.upsert(Service{ID: id, VIP: vip, PortStart: vport, Proto: proto, Mode: mode,
 		Endpoints: testEndpoints(v6, 1, epPort)})
 	ep := epAddr(v6, 0)
-	first := pkt{srcMAC: clientMAC, dstMAC: lbMAC0, src: client, dst: vip, proto: uint8(proto),
+	first := pkt{srcMAC: c.mac, dstMAC: c.lbMAC, src: client, dst: vip, proto: uint8(proto),
 		sport: cport, dport: vport, ttl: 64}
 	reply := pkt{srcMAC: epMAC(0), dstMAC: lbMAC1, src: ep, proto: uint8(proto), sport: epPort, ttl: 64}
 	first, reply, second := openingPackets(proto, first, reply)
-	if ret, out := e.run(first.frame()); ret != actRedirect {
+	if ret, out := e.runOn(e.d.objs.TcIngress, e.ifindex(c.ifname), first.frame()); ret != actRedirect {
 		t.Fatalf("first packet: verdict %d, out %x", ret, out)
 	}
 	conn := e.conn(id)
@@ -90,7 +111,7 @@ func openFastFlow(t *testing.T, e *env, id uint32, mode Mode, proto Proto, v6 bo
 			return p.frame()
 		},
 		back: func(p pkt) []byte {
-			p.srcMAC, p.dstMAC, p.ttl = lbMAC0, clientMAC, p.ttl-1
+			p.srcMAC, p.dstMAC, p.ttl = c.lbMAC, c.mac, p.ttl-1
 			p.src, p.sport, p.dst, p.dport = vip, vport, client, cport
 			return p.frame()
 		}}

@@ -83,18 +83,53 @@ func TestXDPFastPathMatchesTC(t *testing.T) {
 		f := openFastFlow(t, e, id, mode, proto, v6, uint16(42000+id))
 		for i := 0; i < 10; i++ {
 			o, r := f.packets(t, i)
-			e.checkXDPAgainstTC(t, fmt.Sprintf("packet %d", i), id, lb0, o.frame(), f.fwd(o), 0, i == 0 || o.ip6DstOpts)
-			e.checkXDPAgainstTC(t, fmt.Sprintf("reply %d", i), id, lb1, r.frame(), f.back(r), 2, r.ip6DstOpts)
+			e.checkXDPAgainstTC(t, fmt.Sprintf("packet %d", i), id, lb0, o.frame(), f.fwd(o), 0, xdpRedirect, i == 0 || o.ip6DstOpts)
+			e.checkXDPAgainstTC(t, fmt.Sprintf("reply %d", i), id, lb1, r.frame(), f.back(r), 2, xdpRedirect, r.ip6DstOpts)
 		}
 	})
 }
 
+// TestXDPSendsOneArmTrafficBackOutWithXDPTX: with the client on the
+// endpoints' segment (one arm: lb1 both ways), an established packet
+// leaves xdp_ingress by the interface it came in on, XDP_TX, rewritten
+// exactly as tc_ingress makes it (and as the flow says: SNAT to lb1's
+// address in onearm, to the VIP in fullnat), in both directions, counted
+// once like a redirected one. lb1 alone is in XDP mode: XDP_TX needs no
+// other interface to take XDP frames.
+func TestXDPSendsOneArmTrafficBackOutWithXDPTX(t *testing.T) {
+	e := newXDPEnv(t, HookXDP)
+	if err := e.d.AttachHook("lb0", HookTC); err != nil {
+		t.Fatal(err)
+	}
+	lb1 := e.ifindex("lb1")
+	id := uint32(800)
+	for _, mode := range []Mode{ModeOneArm, ModeFullNAT} {
+		for _, proto := range []Proto{ProtoTCP, ProtoUDP, ProtoSCTP} {
+			for _, v6 := range []bool{false, true} {
+				t.Run(fmt.Sprintf("%s/%s/v6=%v", modeNames[mode], protoNames[proto], v6), func(t *testing.T) {
+					e := e.sub(t)
+					id++
+					// The client is endpoint 1's address (a neighbour on lb1);
+					// the service's one endpoint is endpoint 0.
+					c := flowClient{addr: epAddr(v6, 1), mac: epMAC(1), lbMAC: lbMAC1, ifname: "lb1"}
+					f := openFastFlowFrom(t, e, id, mode, proto, v6, uint16(44000+id), c)
+					for i := 0; i < 8; i++ {
+						o, r := f.packets(t, i)
+						e.checkXDPAgainstTC(t, fmt.Sprintf("packet %d", i), id, lb1, o.frame(), f.fwd(o), 0, xdpTX, i == 0 || o.ip6DstOpts)
+						e.checkXDPAgainstTC(t, fmt.Sprintf("reply %d", i), id, lb1, r.frame(), f.back(r), 2, xdpTX, r.ip6DstOpts)
+					}
+				})
+			}
+		}
+	}
+}
+
 // checkXDPAgainstTC runs frame through xdp_ingress on ifidx, then through
-// tc_ingress: XDP_PASS untouched and uncounted when slow, else redirected,
-// counted once in the connection's packets at index packet of connCounts
+// tc_ingress: XDP_PASS untouched and uncounted when slow, else verdict
+// (XDP_REDIRECT or XDP_TX), counted once in the connection's packets at index packet of connCounts
 // (and its bytes at packet+1) and in xdp_stats, and equal to TC's frame;
 // TC's frame equal to want.
-func (e *env) checkXDPAgainstTC(t *testing.T, what string, id uint32, ifidx int, in, want []byte, packet int, slow bool) {
+func (e *env) checkXDPAgainstTC(t *testing.T, what string, id uint32, ifidx int, in, want []byte, packet int, verdict uint32, slow bool) {
 	t.Helper()
 	before, carried := e.connCounts(id), e.xdpCarried()
 	ret, xout := e.runXDP(ifidx, in)
@@ -104,8 +139,8 @@ func (e *env) checkXDPAgainstTC(t *testing.T, what string, id uint32, ifidx int,
 			t.Fatalf("%s: XDP verdict %d, counts %v -> %v, out %x, want XDP_PASS untouched", what, ret, before, after, xout)
 		}
 	} else {
-		if ret != xdpRedirect {
-			t.Fatalf("%s: XDP verdict %d, want XDP_REDIRECT", what, ret)
+		if ret != verdict {
+			t.Fatalf("%s: XDP verdict %d, want %d", what, ret, verdict)
 		}
 		w := before
 		w[packet]++

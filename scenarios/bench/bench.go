@@ -21,9 +21,13 @@
 //     against a world without telcolb.
 //   - lab_lb_cost_ratio_telcolb_vs_nftables_<flows>: telcolb's (default,
 //     DNAT mode) LB-side cost over nftables prerouting DNAT's.
+//   - ..._xdpframes_<flows>: XDP mode with the lb fed xdp_frames (XDPGen)
+//     as a NIC would feed it; lb work is a variant's path minus the path
+//     that skips the lb (see cpuPerPacketXDPFrames).
 //
 // This file holds the pieces that do not need the lab: the UDP flood
-// generator, CPU accounting, and the parsers of what the tools print.
+// generator, CPU accounting, and the parsers of what the tools print;
+// xdpgen.go the XDP frame generator.
 package bench
 
 import (
@@ -170,17 +174,23 @@ func UDPDatagram(src, dst netip.Addr, sport, dport uint16, payload []byte) []byt
 	binary.BigEndian.PutUint16(b[2:], dport)
 	binary.BigEndian.PutUint16(b[4:], uint16(len(b)))
 	copy(b[8:], payload)
-	s, d := src.As4(), dst.As4()
-	sum := uint32(0)
-	for _, w := range [][]byte{s[:], d[:], {0, unix.IPPROTO_UDP}, b[4:6], b} {
-		sum = onesAdd(sum, w)
-	}
-	cs := ^fold(sum)
+	cs := ^fold(udpSum(src, dst, b))
 	if cs == 0 {
 		cs = 0xffff // 0 means "no checksum" in UDP over IPv4
 	}
 	binary.BigEndian.PutUint16(b[6:], cs)
 	return b
+}
+
+// udpSum is the one's complement sum (unfolded) of the IPv4 pseudo-header
+// and the UDP header and payload b, checksum field as it is in b.
+func udpSum(src, dst netip.Addr, b []byte) uint32 {
+	s, d := src.As4(), dst.As4()
+	sum := uint32(0)
+	for _, w := range [][]byte{s[:], d[:], {0, unix.IPPROTO_UDP}, b[4:6], b} {
+		sum = onesAdd(sum, w)
+	}
+	return sum
 }
 
 func onesAdd(sum uint32, b []byte) uint32 {

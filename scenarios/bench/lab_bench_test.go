@@ -23,6 +23,16 @@ import (
 	"github.com/vishvananda/netlink"
 )
 
+// minDelivered is the share of a measurement's datagrams that must reach
+// the backend. Not all of them: a veth whose peer has NAPI (GRO on or an
+// XDP program, as in the XDP phases) queues into a ring of 256 with no
+// backpressure, and when a busy machine pushes NAPI to ksoftirqd the
+// ring overflows (1-3% of nftables' datagrams seen at load average 20,
+// socket-fed and XDPGen alike). measureCPU charges CPU per datagram
+// delivered, so a loss cannot make a variant cheap; this only checks that
+// it carries the traffic.
+const minDelivered = 0.97
+
 const (
 	sinkPort  = 9999 // UDP load; dropped at the backend's ingress
 	iperfPort = 5201
@@ -94,6 +104,7 @@ func TestBenchNamespaceLab(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Run("CPUPerPacket", func(t *testing.T) { r.cpuPerPacket(ctx, t) })
+	t.Run("CPUPerPacketXDPFrames", func(t *testing.T) { r.cpuPerPacketXDPFrames(ctx, t) })
 	t.Run("IperfTCP", func(t *testing.T) { r.iperfTCP(ctx, t) })
 }
 
@@ -127,6 +138,7 @@ type setup struct {
 type target struct {
 	variant string
 	dst     netip.Addr
+	feed    feeder // nil: the phase's
 }
 
 func noop(context.Context) error { return nil }
@@ -155,17 +167,17 @@ func noop(context.Context) error { return nil }
 //     as telcolb's (the miss cost is in both and cancels), and the ratio is
 //     the one over the other.
 func (r *rig) cpuPerPacket(ctx context.Context, t *testing.T) {
-	plain := setup{name: "plain", up: noop, down: noop, targets: []target{{"plain", r.beAddr}}}
-	nftables := setup{name: "nftables", up: r.startNftables, down: r.stopNftables, targets: []target{{"nftables", r.vipNft}}}
-	telcolb := setup{name: "telcolb", up: noop, down: noop, targets: []target{{"telcolb_default", r.vip}, {"telcolb_fullnat", r.vipFN}}}
+	plain := setup{name: "plain", up: noop, down: noop, targets: []target{{variant: "plain", dst: r.beAddr}}}
+	nftables := setup{name: "nftables", up: r.startNftables, down: r.stopNftables, targets: []target{{variant: "nftables", dst: r.vipNft}}}
+	telcolb := setup{name: "telcolb", up: noop, down: noop, targets: []target{{variant: "telcolb_default", dst: r.vip}, {variant: "telcolb_fullnat", dst: r.vipFN}}}
 	detached := figure.Variant{Name: "detached", Measure: func(round int) (map[string]float64, error) {
-		return r.phase(ctx, "det", round, []setup{plain, nftables}, nil)
+		return r.phase(ctx, socketFeed, "det", round, []setup{plain, nftables}, "plain", []string{"nftables"})
 	}}
 	attached := figure.Variant{Name: "attached", Measure: func(round int) (map[string]float64, error) {
 		if err := r.startTelcolb(ctx); err != nil {
 			return nil, err
 		}
-		v, err := r.phase(ctx, "att", round, []setup{plain, nftables, telcolb}, []string{"telcolb_default", "telcolb_fullnat"})
+		v, err := r.phase(ctx, socketFeed, "att", round, []setup{plain, nftables, telcolb}, "plain", []string{"nftables", "telcolb_default", "telcolb_fullnat"})
 		return v, errors.Join(err, r.stopTelcolb(ctx))
 	}}
 	// XDP mode (--attach=xdp): the daemon's xdp_ingress carries the
@@ -173,7 +185,7 @@ func (r *rig) cpuPerPacket(ctx context.Context, t *testing.T) {
 	// docs/architecture.md "XDP mode" says (TX checksum off, GRO on), for
 	// the whole phase: plain and nftables are measured so too, and the
 	// ratio is against that nftables.
-	telcolbXDP := setup{name: "telcolb", up: noop, down: noop, targets: []target{{"telcolb_default", r.vip}}}
+	telcolbXDP := setup{name: "telcolb", up: noop, down: noop, targets: []target{{variant: "telcolb_default", dst: r.vip}}}
 	xdp := figure.Variant{Name: "xdp", Measure: func(round int) (map[string]float64, error) {
 		restore, err := r.xdpOffloads(ctx)
 		if err != nil {
@@ -182,7 +194,7 @@ func (r *rig) cpuPerPacket(ctx context.Context, t *testing.T) {
 		if err := r.startTelcolb(ctx, "--attach=xdp"); err != nil {
 			return nil, errors.Join(err, restore())
 		}
-		v, err := r.phase(ctx, "xdp", round, []setup{plain, nftables, telcolbXDP}, []string{"telcolb_default"})
+		v, err := r.phase(ctx, socketFeed, "xdp", round, []setup{plain, nftables, telcolbXDP}, "plain", []string{"nftables", "telcolb_default"})
 		return v, errors.Join(err, r.stopTelcolb(ctx), restore())
 	}}
 	figs, err := figure.Interleave(figure.Plan{MinRounds: 5, MaxRounds: 9, Tolerance: 0.1}, []figure.Variant{detached, attached, xdp},
@@ -231,12 +243,13 @@ func (r *rig) cpuPerPacket(ctx context.Context, t *testing.T) {
 	figure.Report(t, figs...)
 }
 
-// phase runs cpuSubRounds sub-rounds of the setups (rotating order) and
-// returns, prefixed with tag, the median over sub-rounds of each variant's
-// CPU ns per packet ("<tag>_<variant>_<flows>") and of the cost over plain
-// forwarding paired within each sub-round ("<tag>_cost_<variant>_<flows>")
-// for nftables and the costed variants.
-func (r *rig) phase(ctx context.Context, tag string, round int, setups []setup, costed []string) (map[string]float64, error) {
+// phase runs cpuSubRounds sub-rounds of the setups (rotating order), the
+// load made by feed unless a target has its own, and returns, prefixed
+// with tag, the median over sub-rounds of each variant's CPU ns per packet
+// ("<tag>_<variant>_<flows>") and of the costed variants' cost over the
+// base variant (plain forwarding, in most phases) paired within each
+// sub-round ("<tag>_cost_<variant>_<flows>").
+func (r *rig) phase(ctx context.Context, feed feeder, tag string, round int, setups []setup, base string, costed []string) (map[string]float64, error) {
 	sub := figure.NewSamples()
 	for i := 0; i < cpuSubRounds; i++ {
 		vals := map[string]float64{}
@@ -246,7 +259,11 @@ func (r *rig) phase(ctx context.Context, tag string, round int, setups []setup, 
 			}
 			for _, tg := range s.targets {
 				for _, flows := range flowCounts {
-					v, err := r.measureCPU(ctx, tg.dst, flows)
+					f := feed
+					if tg.feed != nil {
+						f = tg.feed
+					}
+					v, err := r.measureCPU(ctx, f, tg.dst, flows)
 					if err != nil {
 						return nil, errors.Join(fmt.Errorf("%s sub-round %d: %s, %d flows: %w", tag, i, tg.variant, flows, err), s.down(ctx))
 					}
@@ -270,8 +287,8 @@ func (r *rig) phase(ctx context.Context, tag string, round int, setups []setup, 
 		out[tag+"_"+n] = m
 	}
 	for _, flows := range flowCounts {
-		for _, v := range append([]string{"nftables"}, costed...) {
-			a, b := sub.Series(fmt.Sprintf("%s_%d", v, flows)), sub.Series(fmt.Sprintf("plain_%d", flows))
+		for _, v := range costed {
+			a, b := sub.Series(fmt.Sprintf("%s_%d", v, flows)), sub.Series(fmt.Sprintf("%s_%d", base, flows))
 			d := make([]float64, len(a))
 			for i := range a {
 				d[i] = a[i] - b[i]
@@ -295,7 +312,8 @@ func (r *rig) logPhase(tag string, round int, v map[string]float64) {
 	r.logf("round %d %s phase (ns/pkt): %s", round, tag, strings.Join(parts, " "))
 }
 
-// measureCPU floods dst from the client with the sender pinned to r.cpu and
+// measureCPU sends feed's load to dst (from the host feed chooses, the
+// client unless it skips the lb) with the sender pinned to r.cpu and
 // returns CPU ns per packet: the sender thread's CPU time (which includes
 // the softirq forwarding run in its context, see Flood) plus what that
 // CPU's ksoftirqd ran meanwhile.
@@ -307,31 +325,35 @@ func (r *rig) logPhase(tag string, round int, v map[string]float64) {
 // cost, and the median over rounds of those minima is what gets reported.
 // It checks the backend received the whole load, so a variant that drops
 // packets cannot look cheap.
-func (r *rig) measureCPU(ctx context.Context, dst netip.Addr, flows int) (float64, error) {
+func (r *rig) measureCPU(ctx context.Context, feed feeder, dst netip.Addr, flows int) (cpu float64, err error) {
 	cfg := FloodConfig{Src: r.src, Dst: dst, DstPort: sinkPort, SrcPortBase: 20000, Flows: flows}
+	snd, err := feed(r, cfg)
+	if err != nil {
+		return 0, err
+	}
+	defer func() { err = errors.Join(err, snd.Close()) }()
 	flood := func(packets int) (FloodResult, error) {
-		cfg.Packets = packets
 		var res FloodResult
-		err := r.lab.Client.Do(func() error {
+		err := snd.host.Do(func() error {
 			restore, err := PinThread(r.cpu)
 			if err != nil {
 				return err
 			}
-			res, err = Flood(cfg)
+			res, err = snd.Send(packets)
 			return errors.Join(err, restore())
 		})
 		return res, err
 	}
 	// Warm-up: neighbours resolved, every flow's conntrack entry created,
 	// so the figure is the steady-state per-packet cost.
-	if _, err := flood(max(4096, 4*flows)); err != nil {
+	warm := max(4096, 4*flows)
+	if _, err := flood(warm); err != nil {
 		return 0, err
 	}
-	time.Sleep(10 * time.Millisecond)
-	if _, err := r.sinkCount(ctx); err != nil {
+	if _, err := r.settledSinkCount(ctx, warm); err != nil {
 		return 0, err
 	}
-	best, sent := math.Inf(1), 0
+	best, sent, got := math.Inf(1), 0, 0
 	for b := 0; b < cpuBursts; b++ {
 		k0, err := TaskRuntime(r.ksoft)
 		if err != nil {
@@ -346,17 +368,22 @@ func (r *rig) measureCPU(ctx context.Context, dst netip.Addr, flows int) (float6
 		if err != nil {
 			return 0, err
 		}
+		n, err := r.settledSinkCount(ctx, res.Sent)
+		if err != nil {
+			return 0, err
+		}
+		if n == 0 {
+			return 0, fmt.Errorf("backend received none of %d datagrams sent to %s", res.Sent, dst)
+		}
 		sent += res.Sent
+		got += n
 		r.threadCPU += res.ThreadCPU
 		r.ksoftCPU += k1 - k0
-		best = min(best, float64(res.ThreadCPU+(k1-k0))/float64(res.Sent))
+		// Per datagram delivered: one lost on the way cannot make the
+		// burst look cheap.
+		best = min(best, float64(res.ThreadCPU+(k1-k0))/float64(n))
 	}
-	time.Sleep(20 * time.Millisecond)
-	got, err := r.sinkCount(ctx)
-	if err != nil {
-		return 0, err
-	}
-	if float64(got) < 0.99*float64(sent) {
+	if float64(got) < minDelivered*float64(sent) {
 		return 0, fmt.Errorf("backend received %d of %d datagrams sent to %s", got, sent, dst)
 	}
 	return best, nil
@@ -375,6 +402,25 @@ func (r *rig) installSink(ctx context.Context) error {
 }
 `, r.lab.BackendIface(0, 0).Name, sinkPort)
 	return nft(ctx, r.be, rules)
+}
+
+// settledSinkCount is sinkCount once want datagrams have arrived or the
+// count has stopped moving: what is still queued (veth rings, ksoftirqd
+// starved by other tenants) arrives late, not never.
+func (r *rig) settledSinkCount(ctx context.Context, want int) (int, error) {
+	got := 0
+	for quiet := 0; quiet < 3 && got < want; {
+		time.Sleep(10 * time.Millisecond)
+		n, err := r.sinkCount(ctx)
+		if err != nil {
+			return got, err
+		}
+		got += int(n)
+		if quiet++; n > 0 {
+			quiet = 0
+		}
+	}
+	return got, nil
 }
 
 // sinkCount returns the datagrams the sink dropped since the last call.
@@ -498,8 +544,8 @@ func (r *rig) iperfTCP(ctx context.Context, t *testing.T) {
 		})
 	}
 	figs, err := figure.Interleave(figure.Plan{MinRounds: 5, MaxRounds: 7}, []figure.Variant{
-		variant(setup{name: "nftables", up: r.startNftables, down: r.stopNftables, targets: []target{{"nftables", r.vipNft}}}),
-		variant(setup{name: "telcolb", up: func(ctx context.Context) error { return r.startTelcolb(ctx) }, down: r.stopTelcolb, targets: []target{{"telcolb", r.vip}}}),
+		variant(setup{name: "nftables", up: r.startNftables, down: r.stopNftables, targets: []target{{variant: "nftables", dst: r.vipNft}}}),
+		variant(setup{name: "telcolb", up: func(ctx context.Context) error { return r.startTelcolb(ctx) }, down: r.stopTelcolb, targets: []target{{variant: "telcolb", dst: r.vip}}}),
 	}, func(s *figure.Samples) []figure.Figure {
 		return []figure.Figure{
 			s.Measured("iperf3_tcp_gbps_telcolb", "Gbit/s", figure.Above(0), "telcolb"),
@@ -530,35 +576,52 @@ func (r *rig) iperf(ctx context.Context, dst netip.Addr) (float64, error) {
 // redirected into a veth reach its peer only through NAPI) and returns
 // the function that puts back what they were.
 func (r *rig) xdpOffloads(ctx context.Context) (func() error, error) {
+	var peers []*lab.Iface
+	for _, i := range r.lab.LB.Ifaces() {
+		if i.Peer != nil {
+			peers = append(peers, i.Peer)
+		}
+	}
+	return setOffloads(ctx, peers, "tx", "off", "gro", "on")
+}
+
+// ethtoolNames are the `ethtool -k` names of the `ethtool -K` features
+// setOffloads changes.
+var ethtoolNames = map[string]string{"tx": "tx-checksumming", "gro": "generic-receive-offload"}
+
+// setOffloads sets features (`ethtool -K` name, value pairs) on ifs and
+// returns the function that puts back what they were.
+func setOffloads(ctx context.Context, ifs []*lab.Iface, features ...string) (func() error, error) {
 	type saved struct {
-		h       *lab.Host
-		ifname  string
-		tx, gro string
+		i   *lab.Iface
+		old []string
 	}
 	var olds []saved
 	restore := func() error {
 		var errs []error
 		for _, o := range olds {
-			if _, err := o.h.Exec(context.Background(), "ethtool", "-K", o.ifname, "tx", o.tx, "gro", o.gro); err != nil {
-				errs = append(errs, fmt.Errorf("restore offloads of %s/%s: %w", o.h.Name, o.ifname, err))
+			if _, err := o.i.Host.Exec(context.Background(), "ethtool", append([]string{"-K", o.i.Name}, o.old...)...); err != nil {
+				errs = append(errs, fmt.Errorf("restore offloads of %s/%s: %w", o.i.Host.Name, o.i.Name, err))
 			}
 		}
 		return errors.Join(errs...)
 	}
-	for _, i := range r.lab.LB.Ifaces() {
-		p := i.Peer
-		if p == nil {
-			continue
-		}
-		out, err := p.Host.Exec(ctx, "ethtool", "-k", p.Name)
+	for _, i := range ifs {
+		out, err := i.Host.Exec(ctx, "ethtool", "-k", i.Name)
 		if err != nil {
-			return nil, errors.Join(fmt.Errorf("offloads of %s/%s: %w", p.Host.Name, p.Name, err), restore())
+			return nil, errors.Join(fmt.Errorf("offloads of %s/%s: %w", i.Host.Name, i.Name, err), restore())
 		}
-		o := saved{h: p.Host, ifname: p.Name, tx: ethtoolFeature(string(out), "tx-checksumming"),
-			gro: ethtoolFeature(string(out), "generic-receive-offload")}
+		o := saved{i: i}
+		for f := 0; f+1 < len(features); f += 2 {
+			name, ok := ethtoolNames[features[f]]
+			if !ok {
+				return nil, errors.Join(fmt.Errorf("setOffloads: unknown feature %q", features[f]), restore())
+			}
+			o.old = append(o.old, features[f], ethtoolFeature(string(out), name))
+		}
 		olds = append(olds, o)
-		if _, err := p.Host.Exec(ctx, "ethtool", "-K", p.Name, "tx", "off", "gro", "on"); err != nil {
-			return nil, errors.Join(fmt.Errorf("offloads of %s/%s: %w", p.Host.Name, p.Name, err), restore())
+		if _, err := i.Host.Exec(ctx, "ethtool", append([]string{"-K", i.Name}, features...)...); err != nil {
+			return nil, errors.Join(fmt.Errorf("offloads of %s/%s: %w", i.Host.Name, i.Name, err), restore())
 		}
 	}
 	return restore, nil
