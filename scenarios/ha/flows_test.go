@@ -236,6 +236,25 @@ func (fs *flowSet) startSCTP(t *testing.T, ctx context.Context, lb *lab2, n int,
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+	lb.logRawDrops(t, ctx, fmt.Sprintf("%d SCTP associations up", n))
+}
+
+// logRawDrops logs what the SCTP peers' raw sockets dropped so far (the
+// client processes' and the endpoint servers'; a socket closed is no
+// longer counted): packets a usrsctp stack never read are the peer's
+// loss, not the path's nor the LB's.
+func (lb *lab2) logRawDrops(t *testing.T, ctx context.Context, when string) {
+	t.Helper()
+	var parts []string
+	for _, h := range []*lab.Host{lb.topo.Client, lb.topo.BE} {
+		n, err := sctppeer.RawDrops(ctx, h)
+		if err != nil {
+			t.Logf("raw socket drops: %v", err)
+			return
+		}
+		parts = append(parts, fmt.Sprintf("%s %d", h.Name, n))
+	}
+	t.Logf("%s: SCTP peers' raw socket drops: %s", when, strings.Join(parts, ", "))
 }
 
 // sctpUp counts the associations the endpoint saw come up (every mode's
