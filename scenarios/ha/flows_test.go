@@ -236,7 +236,7 @@ func (fs *flowSet) startSCTP(t *testing.T, ctx context.Context, lb *lab2, n int,
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	lb.logRawDrops(t, ctx, fmt.Sprintf("%d SCTP associations up", n))
+	lb.logRawDrops(t, ctx, fmt.Sprintf("%d SCTP associations up (%d new)", fs.nSCTP(), n))
 }
 
 // logRawDrops logs what the SCTP peers' raw sockets dropped so far (the
