@@ -51,6 +51,10 @@ type Config struct {
 	// Streams is the number of outgoing/incoming streams offered (default 10
 	// outgoing, 2048 incoming in usrsctp).
 	Streams uint16
+	// RawSocketBuffer, if set, is the receive and send buffer size in bytes
+	// of the raw SCTP sockets usrsctp opens for itself (rawbuf.go). The
+	// kernel default overflows under bursts of thousands of messages.
+	RawSocketBuffer int
 	// Debug turns on usrsctp's own debug output (stderr).
 	Debug  bool
 	Logger *slog.Logger
@@ -98,12 +102,18 @@ func Init(cfg Config) (*Stack, error) {
 		C.usrsctp_finish()
 		return nil, err
 	}
-	stackActive = true
 	log := cfg.Logger
 	if log == nil {
 		log = slog.Default()
 	}
 	s := &Stack{cfg: cfg, log: log, sockets: make(map[*socket]struct{})}
+	if cfg.RawSocketBuffer > 0 {
+		if err := s.setRawSocketBuffers(cfg.RawSocketBuffer); err != nil {
+			C.usrsctp_finish()
+			return nil, err
+		}
+	}
+	stackActive = true
 	log.Debug("usrsctp: stack started", "rto_min", cfg.RTOMin, "hb", cfg.HeartbeatInterval, "path_max_rxt", cfg.PathMaxRetrans)
 	return s, nil
 }
@@ -122,6 +132,9 @@ func (c Config) validate() error {
 	}
 	if c.RTOMin > 0 && c.RTOMax > 0 && c.RTOMin > c.RTOMax {
 		return fmt.Errorf("usrsctp: RTOMin %v > RTOMax %v", c.RTOMin, c.RTOMax)
+	}
+	if c.RawSocketBuffer < 0 || c.RawSocketBuffer > maxRawSocketBuffer {
+		return fmt.Errorf("usrsctp: RawSocketBuffer=%d: want 0..%d bytes", c.RawSocketBuffer, maxRawSocketBuffer)
 	}
 	if c.Blackhole > 2 {
 		return fmt.Errorf("usrsctp: Blackhole=%d: want 0..2", c.Blackhole)

@@ -46,6 +46,7 @@ const (
 var timers = Config{
 	RTOMin: 100 * time.Millisecond, RTOInitial: 200 * time.Millisecond, RTOMax: 400 * time.Millisecond,
 	HeartbeatInterval: 300 * time.Millisecond, PathMaxRetrans: 2, InitMaxRetrans: 3, Streams: 16,
+	RawSocketBuffer: testRawSocketBuffer,
 }
 
 func TestMain(m *testing.M) {
@@ -396,6 +397,9 @@ func TestConfigValidation(t *testing.T) {
 		{"sub-millisecond", Config{HeartbeatInterval: time.Microsecond}, false},
 		{"min above max", Config{RTOMin: time.Second, RTOMax: 100 * time.Millisecond}, false},
 		{"blackhole 3", Config{Blackhole: 3}, false},
+		{"raw socket buffer 4 MiB", Config{RawSocketBuffer: 4 << 20}, true},
+		{"negative raw socket buffer", Config{RawSocketBuffer: -1}, false},
+		{"raw socket buffer above 1 GiB", Config{RawSocketBuffer: 2 << 30}, false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
