@@ -21,10 +21,14 @@ import (
 
 // sctpTimers detect a dead path fast; blackhole keeps the many client
 // stacks sharing the client namespace from aborting each other's
-// associations.
+// associations; 4 MiB raw socket buffers keep the peers' stacks from
+// dropping what they read late (at 200 associations and load ~20, the
+// default buffers dropped thousands of packets after a failure:
+// logRawDrops).
 var sctpTimers = func() sctppeer.Timers {
 	t := sctppeer.FastTimers
 	t.Blackhole = 2
+	t.RawSocketBuffer = 4 << 20
 	return t
 }()
 

@@ -42,6 +42,12 @@ type Timers struct {
 	// a non-zero Blackhole also makes the host drop reflected ABORTs
 	// (lab.Host.SilenceOutOfTheBlue).
 	Blackhole int
+	// RawSocketBuffer, when set, is the receive and send buffer in bytes
+	// of the stack's raw sockets (usrsctp.Config.RawSocketBuffer): every
+	// SCTP packet of the namespace queues there until usrsctp's one
+	// receive thread reads it, and many associations on a loaded machine
+	// overflow the kernel's default.
+	RawSocketBuffer int
 }
 
 // FastTimers detect a dead path in well under a second (heartbeat 300 ms,
@@ -67,6 +73,9 @@ func (t Timers) args() []string {
 	}
 	if t.Blackhole > 0 {
 		a = append(a, "--blackhole", strconv.Itoa(t.Blackhole))
+	}
+	if t.RawSocketBuffer > 0 {
+		a = append(a, "--raw-buffer", strconv.Itoa(t.RawSocketBuffer))
 	}
 	return a
 }
