@@ -40,8 +40,8 @@ type counts struct{ tcp, udp, sctp int }
 // defaultSCTP is the SCTP associations of a CI run: the 200. Four
 // client processes (old and young, one per mode) whatever the count, and
 // the runs keep their length, so more cost CPU, not time: the three tests
-// that use it took 223 s at 200 against 195 s at 8 (docs/testing.md,
-// session 16). Raised once 200 passed run after run with the peers' 4 MiB
+// that use it took 206 s at 200 against 195 s at 8 (docs/testing.md,
+// session 16). Raised once 200 passed 5 runs of 5 with the peers' 4 MiB
 // raw socket buffers, paced setups and the retransmitted INIT keeping its
 // port; TELCOLB_HA_SCTP=8 is the old, cheaper run.
 const defaultSCTP = 200
