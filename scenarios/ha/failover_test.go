@@ -452,7 +452,9 @@ func TestFlowsSurviveANodeFailure(t *testing.T) {
 	t.Logf("routes back to lb1 at %s", back.Format(stamp))
 	gap := fs.check(t, "back through lb1 after its rejoin", back)
 	t.Logf("rejoin: every TCP and UDP flow answered through lb1 within %v of the routes moving back", gap.Round(time.Millisecond))
+	moves := settledMoves(t, ctx, lb, len(fs.tcp)+len(fs.udp)+fs.nSCTP())
 	sgap := fs.waitSCTP(t, ctx)
+	moves()
 	fs.logSCTPFailures(t, ctx, lb, 0, 1)
 	t.Logf("kill -9 and rejoin: %d SCTP associations (%v), longest gap between two echoes %v (messages every 50 ms)", fs.nSCTP(), sctpModeNames(), sgap)
 }

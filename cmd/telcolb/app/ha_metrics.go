@@ -40,6 +40,10 @@ var (
 		"Keepalive hellos sent to HA peers on connections idle for the keepalive interval.", nil, nil)
 	descHAPeerTimeouts = prometheus.NewDesc("telcolb_ha_peer_timeouts_total",
 		"HA sync connections closed as lost because the peer was silent past the peer timeout.", nil, nil)
+	descHAEntriesTakenOver = prometheus.NewDesc("telcolb_ha_entries_taken_over_total",
+		"Peers' conntrack entries this node took over, by reason: traffic (the flow carried packets here), peer_down (the peer that sent it is down), changed (its state changed here).", []string{"reason"}, nil)
+	descHAEntriesYielded = prometheus.NewDesc("telcolb_ha_entries_yielded_total",
+		"Conntrack entries this node owned and gave up to a peer whose flow saw a packet more recently.", nil, nil)
 	descHAN2TakeoverAborts = prometheus.NewDesc("telcolb_ha_n2_takeover_aborts_total",
 		"SCTP ABORTs of a lost HA peer's gNB associations (N2 takeover), by result: sent, failed (not sent), own (skipped: this node holds the association).", []string{"result"}, nil)
 )
@@ -53,13 +57,20 @@ type haSnapshot struct {
 	eventsLost uint64
 	held       int // records held from peers
 	n2Aborts   map[string]uint64
+	moves      haMoves
+}
+
+// haMoves counts conntrack entries changing hands between HA nodes.
+type haMoves struct {
+	takenTraffic, takenPeerDown, takenChanged, yielded uint64
 }
 
 type haCollector struct{ read func() haSnapshot }
 
 func (c *haCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descHAPeerUp, descHAPeerSynced, descHAReady, descHARecordsSent, descHARecordsResent,
-		descHARecordsReceived, descHAResyncs, descHARefused, descHALag, descHAEventsLost, descHATLSReloadErrors, descHATLSCertExpiry, descHAKeepalives, descHAPeerTimeouts, descHAN2TakeoverAborts} {
+		descHARecordsReceived, descHAResyncs, descHARefused, descHALag, descHAEventsLost, descHATLSReloadErrors, descHATLSCertExpiry, descHAKeepalives, descHAPeerTimeouts, descHAN2TakeoverAborts,
+		descHAEntriesTakenOver, descHAEntriesYielded} {
 		ch <- d
 	}
 }
@@ -90,6 +101,11 @@ func (c *haCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descHAKeepalives, prometheus.CounterValue, float64(st.Keepalives))
 	ch <- prometheus.MustNewConstMetric(descHAPeerTimeouts, prometheus.CounterValue, float64(st.SilentPeers))
 	ch <- prometheus.MustNewConstMetric(descHAEventsLost, prometheus.CounterValue, float64(s.eventsLost))
+	m := s.moves
+	ch <- prometheus.MustNewConstMetric(descHAEntriesTakenOver, prometheus.CounterValue, float64(m.takenTraffic), "traffic")
+	ch <- prometheus.MustNewConstMetric(descHAEntriesTakenOver, prometheus.CounterValue, float64(m.takenPeerDown), "peer_down")
+	ch <- prometheus.MustNewConstMetric(descHAEntriesTakenOver, prometheus.CounterValue, float64(m.takenChanged), "changed")
+	ch <- prometheus.MustNewConstMetric(descHAEntriesYielded, prometheus.CounterValue, float64(m.yielded))
 	for _, r := range takeoverResults {
 		ch <- prometheus.MustNewConstMetric(descHAN2TakeoverAborts, prometheus.CounterValue, float64(s.n2Aborts[r]), r)
 	}
@@ -125,6 +141,7 @@ func (h *HA) snapshot() haSnapshot {
 	s.ready = h.Waiting() == ""
 	h.mu.Lock()
 	s.held = len(h.imported)
+	s.moves = h.moves
 	h.mu.Unlock()
 	s.n2Aborts = h.n2.takeoverCounts()
 	if l, ok := h.dp.(eventsLoster); ok {
