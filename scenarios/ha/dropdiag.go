@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"testing"
 
 	"github.com/telcolb/telcolb/scenarios/lab"
 )
@@ -115,4 +116,36 @@ func dropsGrown(before, after dropSnapshot) []string {
 		}
 	}
 	return out
+}
+
+// dropWatch is a snapshot of the lab's drop counters taken before a
+// failure.
+type dropWatch struct {
+	hosts  []*lab.Host
+	before dropSnapshot
+}
+
+func watchDrops(ctx context.Context, hosts []*lab.Host) *dropWatch {
+	before, _ := snapshotDrops(ctx, hosts)
+	return &dropWatch{hosts: hosts, before: before}
+}
+
+// check fails the test when a raw SCTP socket (protocol 0x84: usrsctp's)
+// dropped since the snapshot: each drop there costs its sender an RTO. It
+// logs every counter that grew when the test has failed by its end or
+// late says a UE was answered late.
+func (w *dropWatch) check(t *testing.T, ctx context.Context, late bool) {
+	t.Helper()
+	after, errs := snapshotDrops(ctx, w.hosts)
+	grown := dropsGrown(w.before, after)
+	for _, g := range grown {
+		if strings.Contains(g, "proto 0084") {
+			t.Errorf("a raw SCTP socket dropped packets during the failover: %s", g)
+		}
+	}
+	t.Cleanup(func() {
+		if t.Failed() || late {
+			t.Logf("drop counters grown from the failure to the last answer: %v (unreadable: %v)", grown, errs)
+		}
+	})
 }

@@ -433,23 +433,10 @@ func TestN2UEsSurviveANodeFailure(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	dropsBefore, _ := snapshotDrops(ctx, nl.topo.Lab.Hosts())
+	drops := watchDrops(ctx, nl.topo.Lab.Hosts())
 	failed := nl.fail(t, ctx)
 	o := nl.collect(t, ctx, failed)
-	dropsAfter, dropErrs := snapshotDrops(ctx, nl.topo.Lab.Hosts())
-	grown := dropsGrown(dropsBefore, dropsAfter)
-	for _, g := range grown {
-		// usrsctp's raw SCTP sockets (protocol 0x84) must keep up with
-		// the burst: each drop there costs its sender an RTO.
-		if strings.Contains(g, "proto 0084") {
-			t.Errorf("a raw SCTP socket dropped packets during the failover: %s", g)
-		}
-	}
-	defer func() {
-		if t.Failed() || o.last > n2LateUE {
-			t.Logf("drop counters grown from the kill to the last answer: %v (unreadable: %v)", grown, dropErrs)
-		}
-	}()
+	drops.check(t, ctx, o.last > n2LateUE)
 	for k, r := range o.retained {
 		if !r {
 			t.Errorf("gnb%d: lb2's NG Setup Response did not say ues-retained", k+1)
