@@ -324,7 +324,7 @@ func TestTakeoverDecision(t *testing.T) {
 		{off, false, grace, ownerSelf, stepSkip},
 		{off, false, late, ownerNone, stepSkip},
 	} {
-		got, why := takeoverDecision(c.mode, c.up, c.lostFor, c.owner)
+		got, why := takeoverDecision(c.mode, c.up, false, c.lostFor, c.owner)
 		if got != c.want || why == "" {
 			t.Errorf("mode %s, peer up %v, lost for %v, owner %v: %v (%q), want %v", c.mode, c.up, c.lostFor, c.owner, got, why, c.want)
 		}
