@@ -100,7 +100,8 @@ func syncRound(t *testing.T, rate, seconds int) (map[string]float64, error) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	wire0, cpu0 := a.Stats().WireBytes, cpuTime()
+	st0 := a.Stats()
+	wire0, cpu0 := st0.WireBytes, cpuTime()
 	start := time.Now()
 	key := make([]byte, 40)
 	val := make([]byte, 64)
@@ -121,6 +122,11 @@ func syncRound(t *testing.T, rate, seconds int) (map[string]float64, error) {
 	}
 	elapsed := time.Since(start)
 	cpu := cpuTime() - cpu0
+	// Resends are load on both sides and on the wire: logged per round
+	// (with the load average) to compare retransmission timers.
+	st := a.Stats()
+	t.Logf("round: a resent %d messages (%d records) after %d timeouts and %d nacks, %v; load %s",
+		st.ResentMessages-st0.ResentMessages, st.ResentRecords-st0.ResentRecords, st.Timeouts-st0.Timeouts, st.Nacks-st0.Nacks, peerTimers(st.Stats), loadAvg())
 	// b's acknowledgements count too: read b's bytes from its report.
 	var p99ms float64
 	var bWire uint64
@@ -133,6 +139,15 @@ func syncRound(t *testing.T, rate, seconds int) (map[string]float64, error) {
 		"mbit":   wire * 10_000 / float64(rate),
 		"cpu_us": float64(cpu.Microseconds()) / float64(total),
 	}, nil
+}
+
+// loadAvg is the first field of /proc/loadavg ("?" when unreadable).
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if f := strings.Fields(string(b)); err == nil && len(f) > 0 {
+		return f[0]
+	}
+	return "?"
 }
 
 func cpuTime() time.Duration {
@@ -180,4 +195,13 @@ func TestSyncBenchPeer(t *testing.T) {
 	p99 := lags[len(lags)*99/100]
 	fmt.Printf("DONE %g %d\n", float64(p99.Microseconds())/1000, b.Stats().WireBytes)
 	_ = b.Close()
+}
+
+// peerTimers says each peer's retransmission timeout.
+func peerTimers(s Stats) string {
+	var out []string
+	for _, p := range s.Peers {
+		out = append(out, fmt.Sprintf("%s rto %v srtt %v", p.Name, p.RTO.Round(time.Millisecond), p.SRTT.Round(100*time.Microsecond)))
+	}
+	return strings.Join(out, ", ")
 }

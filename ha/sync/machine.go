@@ -48,7 +48,7 @@ const (
 	DefaultKeepaliveInterval = time.Second
 	DefaultPeerTimeout       = 4 * time.Second
 	// maxBackoff caps the retransmission timeout at this many times
-	// RetransmitTimeout after repeated timeouts.
+	// RetransmitTimeout (measured delays and repeated timeouts alike).
 	maxBackoff = 16
 )
 
@@ -65,8 +65,10 @@ type Config struct {
 	// MaxPending is how many changed keys may wait for a peer before it is
 	// switched to a bulk resync.
 	MaxPending int
-	// RetransmitTimeout is how long a message may stay unacknowledged
-	// before the window is resent.
+	// RetransmitTimeout is the least time a message stays unacknowledged
+	// before the window is resent, and that time until a delay was
+	// measured: the timeout follows each peer's measured acknowledgement
+	// delay (RFC 6298, retransmit.go) up to maxBackoff times this.
 	RetransmitTimeout time.Duration
 	// NackHoldoff is the least time between two resends caused by Nacks.
 	NackHoldoff time.Duration
@@ -183,7 +185,8 @@ func New(cfg Config, incarnation uint64) (*Machine, error) {
 		case m.peers[n] != nil:
 			return nil, fmt.Errorf("sync: peer %q listed twice", n)
 		}
-		m.peers[n] = &peer{name: n, pending: map[string]time.Time{}, rKeys: map[string]uint64{}, nextSeq: 1}
+		m.peers[n] = &peer{name: n, pending: map[string]time.Time{}, rKeys: map[string]uint64{}, nextSeq: 1,
+			rtt: newRTOEstimator(cfg.RetransmitTimeout)}
 		m.names = append(m.names, n)
 	}
 	slices.Sort(m.names)
@@ -290,6 +293,7 @@ func (m *Machine) Connected(now time.Time, peer string) Output {
 	p.up = false
 	p.connected = true
 	p.heardAt = now
+	p.rtt.resetBackoff()
 	m.sayHello(now, p, &out)
 	return m.finish(now, out)
 }

@@ -54,7 +54,7 @@ type peer struct {
 	snapPos    int
 	endSent    bool
 	rtoAt      time.Time
-	backoff    time.Duration // current retransmission timeout
+	rtt        rtoEstimator // the retransmission timeout (retransmit.go)
 	lastNack   time.Time
 	// endAcked is the last stream whose End the peer acknowledged.
 	endAcked uint32

@@ -17,6 +17,10 @@ type flight struct {
 	records int
 	end     bool
 	first   time.Time // earliest change carried, zero for snapshot only
+	// sentAt is when it was sent first; resent says it was sent again,
+	// so its acknowledgement measures nothing (Karn).
+	sentAt time.Time
+	resent bool
 	// qEnd is each queue's sent count once this message was built
 	// (barriers): [fresh, changed].
 	qEnd [2]uint64
@@ -131,10 +135,10 @@ func (m *Machine) fill(now time.Time, p *peer, force bool, out *Output) {
 		d.Records = recs
 		b := AppendData(make([]byte, 0, size), d)
 		m.buf = recs[:0]
-		p.inflight = append(p.inflight, flight{seq: d.Seq, data: b, records: len(recs), end: d.End, first: first, qEnd: [2]uint64{p.queues[qFresh].sent, p.queues[qChanged].sent}})
+		p.inflight = append(p.inflight, flight{seq: d.Seq, data: b, records: len(recs), end: d.End, first: first, sentAt: now, qEnd: [2]uint64{p.queues[qFresh].sent, p.queues[qChanged].sent}})
 		p.nextSeq++
 		if p.rtoAt.IsZero() {
-			p.rtoAt = now.Add(m.cfg.RetransmitTimeout)
+			p.rtoAt = now.Add(p.rtt.rto)
 		}
 		m.stats.SentMessages++
 		m.stats.SentRecords += uint64(len(recs))
@@ -166,6 +170,7 @@ func (m *Machine) ack(now time.Time, p *peer, a *Ack, out *Output) {
 		out.Close = append(out.Close, Close{Peer: p.name, Reason: fmt.Sprintf("ack of seq %d, only %d sent", a.Seq, p.nextSeq-1)})
 		return
 	}
+	p.sampleAck(now, a.Seq)
 	m.ackUpTo(now, p, a.Seq)
 	if a.Nack && len(p.inflight) > 0 && (p.lastNack.IsZero() || now.Sub(p.lastNack) >= m.cfg.NackHoldoff) {
 		p.lastNack = now
@@ -198,9 +203,8 @@ func (m *Machine) ackUpTo(now time.Time, p *peer, seq uint64) {
 	}
 	p.inflight = append(p.inflight[:0], p.inflight[n:]...)
 	p.acked = seq
-	p.backoff = 0
 	p.rtoAt = time.Time{}
 	if len(p.inflight) > 0 {
-		p.rtoAt = now.Add(m.cfg.RetransmitTimeout)
+		p.rtoAt = now.Add(p.rtt.rto)
 	}
 }
