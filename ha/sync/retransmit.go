@@ -14,11 +14,15 @@ import "time"
 // delay measured includes the peer applying the records before it
 // acknowledges them (loop.go), which is what the timer waits for.
 
-// rtoGranularity is RFC 6298's G, the least 4*RTTVAR counts for.
-const rtoGranularity = time.Millisecond
-
 // rtoEstimator is one peer's retransmission timeout (RFC 6298): SRTT and
-// RTTVAR from acknowledgement delays (alpha 1/8, beta 1/4, K 4), the
+// RTTVAR from acknowledgement delays (alpha 1/8, beta 1/4, K 4), RTO =
+// SRTT + max(margin, 4 RTTVAR) where RFC 6298's clock granularity G is
+// margin, half the floor (100 ms by default): a peer that acknowledges
+// each batch after its apply has a steady delay, RTTVAR decays to almost
+// nothing, and with a 1 ms G the timer sat 1 ms above a 700 ms delay and
+// fired whenever the loaded machine stalled the peer a little longer
+// (measured: up to 3 timeouts per 3 s; Linux keeps 4 RTTVAR >= its
+// 200 ms minimum for the same reason). The
 // timeout doubled at each expiry (RFC 6298 5.5) and kept so until a new
 // sample arrives (Karn: a resent message gives none, the acknowledgement
 // may be of either copy), always within [lo, hi]: lo is
@@ -27,14 +31,14 @@ const rtoGranularity = time.Millisecond
 // and 60 s ceiling are for the Internet, the sync runs in a site and must
 // resend well within the peer timeout).
 type rtoEstimator struct {
-	lo, hi       time.Duration
-	srtt, rttvar time.Duration
-	measured     bool
-	rto          time.Duration // current timeout, backoff included
+	lo, hi, margin time.Duration
+	srtt, rttvar   time.Duration
+	measured       bool
+	rto            time.Duration // current timeout, backoff included
 }
 
 func newRTOEstimator(lo time.Duration) rtoEstimator {
-	return rtoEstimator{lo: lo, hi: maxBackoff * lo, rto: lo}
+	return rtoEstimator{lo: lo, hi: maxBackoff * lo, margin: lo / 2, rto: lo}
 }
 
 // sample folds in one acknowledgement delay r (RFC 6298 2.2, 2.3) and sets
@@ -59,7 +63,7 @@ func (e *rtoEstimator) estimate() time.Duration {
 	if !e.measured {
 		return e.lo
 	}
-	return min(max(e.srtt+max(rtoGranularity, 4*e.rttvar), e.lo), e.hi)
+	return min(max(e.srtt+max(e.margin, 4*e.rttvar), e.lo), e.hi)
 }
 
 // backoff doubles the timeout after an expiry (RFC 6298 5.5), up to hi.

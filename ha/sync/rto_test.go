@@ -110,9 +110,9 @@ func repeat(n int, s rtoStep) rtoStep {
 
 // TestRetransmitTimeoutFollowsTheAckDelay is the retransmission timer's
 // specification (RFC 6298 with Karn's rule, bounded 200 ms .. 3.2 s):
-// SRTT and RTTVAR from the delays of b's acknowledgements, RTO = SRTT +
-// 4 RTTVAR, doubled at each expiry, no delay taken from a message sent
-// twice. The first message in flight in every case is the snapshot's
+// SRTT and RTTVAR from the delays of b's acknowledgements, doubled at each
+// expiry, no delay taken from a message sent twice. RTO = SRTT + max(100 ms, 4 RTTVAR): the margin is half the floor.
+// The first message in flight in every case is the snapshot's
 // Begin+End, sent when b came up.
 func TestRetransmitTimeoutFollowsTheAckDelay(t *testing.T) {
 	ms := time.Millisecond
@@ -126,19 +126,20 @@ func TestRetransmitTimeoutFollowsTheAckDelay(t *testing.T) {
 		{name: "before any ack the timeout is the floor", rto: 200 * ms},
 		{name: "first sample: SRTT = R, RTTVAR = R/2, RTO = SRTT + 4 RTTVAR",
 			steps: []rtoStep{ackAfter(100 * ms)}, rto: 300 * ms, srtt: 100 * ms},
-		{name: "steady state: RTTVAR decays, the timeout settles just above the delay",
+		{name: "steady state: RTTVAR decays, the timeout settles half the floor above the delay",
 			// 500 ms acks: the timer backs off past them first (the first
 			// two messages are resent at 200 and 400 ms and measure
-			// nothing), then 18 samples: RTTVAR 250 ms * (3/4)^17.
-			steps: []rtoStep{ackAfter(500 * ms), repeat(19, sendAcked(500*ms))}, rto: 507*ms + 500*time.Microsecond, srtt: 500 * ms, resends: 2},
+			// nothing), then 18 samples: RTTVAR 250 ms * (3/4)^17, 4
+			// RTTVAR 7.5 ms, under the 100 ms margin.
+			steps: []rtoStep{ackAfter(500 * ms), repeat(19, sendAcked(500*ms))}, rto: 600 * ms, srtt: 500 * ms, resends: 2},
 		{name: "a late ack within the timeout raises it at once (RTTVAR takes a quarter of the surprise)",
 			steps: []rtoStep{ackAfter(100 * ms), sendAcked(290 * ms)}, rto: 463*ms + 750*time.Microsecond, srtt: 123*ms + 750*time.Microsecond},
 		{name: "a peer slower than the floor costs one resend, not one per message",
 			// 250 ms acks: the first message times out at 200 ms and is
 			// resent (and measures nothing); the second, under the
-			// doubled timeout, measures 250 ms; 20 samples: RTTVAR 125 ms
-			// * (3/4)^19.
-			steps: []rtoStep{ackAfter(250 * ms), repeat(20, sendAcked(250*ms))}, rto: 252 * ms, srtt: 250 * ms, resends: 1},
+			// doubled timeout, measures 250 ms; 20 samples later 4 RTTVAR
+			// is under the 100 ms margin.
+			steps: []rtoStep{ackAfter(250 * ms), repeat(20, sendAcked(250*ms))}, rto: 350 * ms, srtt: 250 * ms, resends: 1},
 		{name: "Karn: the ack of a resent message measures nothing, the backoff stays",
 			// The timer fires 300 ms after the send, doubles to 600 ms;
 			// the ack 700 ms after the first send may be of either copy.
