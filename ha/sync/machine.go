@@ -13,7 +13,9 @@
 //     strictly in order and acknowledges cumulatively (a gap is answered
 //     with a Nack, duplicates are re-acknowledged and dropped). The sender
 //     keeps at most Window unacknowledged messages and resends them
-//     (go-back-N) when the retransmission timer expires or a Nack arrives.
+//     (go-back-N) when the retransmission timer expires or a Nack arrives;
+//     the timer follows the peer's measured acknowledgement delay
+//     (retransmit.go).
 //   - Changes are coalesced: a key changed several times before it is sent
 //     is sent once, with the value it has when the message is built. Keys
 //     new to the table (a flow's first record) are sent before changes of

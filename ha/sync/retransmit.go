@@ -16,20 +16,21 @@ import "time"
 
 // rtoEstimator is one peer's retransmission timeout (RFC 6298): SRTT and
 // RTTVAR from acknowledgement delays (alpha 1/8, beta 1/4, K 4), RTO =
-// SRTT + max(margin, 4 RTTVAR) where RFC 6298's clock granularity G is
-// margin, half the floor (100 ms by default): a peer that acknowledges
-// each batch after its apply has a steady delay, RTTVAR decays to almost
-// nothing, and with a 1 ms G the timer sat 1 ms above a 700 ms delay and
-// fired whenever the loaded machine stalled the peer a little longer
-// (measured: up to 3 timeouts per 3 s; Linux keeps 4 RTTVAR >= its
-// 200 ms minimum for the same reason). The
-// timeout doubled at each expiry (RFC 6298 5.5) and kept so until a new
-// sample arrives (Karn: a resent message gives none, the acknowledgement
-// may be of either copy), always within [lo, hi]: lo is
-// Config.RetransmitTimeout (also the timeout before any sample), hi
+// SRTT + max(margin, 4 RTTVAR), doubled at each expiry (RFC 6298 5.5) and
+// kept so until a new sample arrives (Karn: a resent message gives none,
+// its acknowledgement may be of either copy), always within [lo, hi]: lo
+// is Config.RetransmitTimeout (also the timeout before any sample), hi
 // maxBackoff times it (200 ms .. 3.2 s by default; RFC 6298's 1 s floor
 // and 60 s ceiling are for the Internet, the sync runs in a site and must
 // resend well within the peer timeout).
+//
+// margin stands for RFC 6298's clock granularity G, at half the floor
+// (100 ms by default): a peer that acknowledges each batch after its
+// apply has a steady delay, RTTVAR decays to almost nothing, and with a
+// 1 ms G the timer sat 1 ms above a 700 ms delay and fired whenever the
+// loaded machine stalled the peer a little longer (measured: up to 3
+// timeouts in 3 s; Linux keeps 4 RTTVAR at least its 200 ms minimum RTO
+// for the same reason).
 type rtoEstimator struct {
 	lo, hi, margin time.Duration
 	srtt, rttvar   time.Duration
