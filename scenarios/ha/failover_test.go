@@ -619,7 +619,7 @@ func heldAtFailure(t *testing.T, ctx context.Context, lb *lab2, fs *flowSet, lb1
 	var lag []string
 	if lb1Alive {
 		for _, line := range strings.Split(scrape(t, ctx, lb.daemons[0]), "\n") {
-			if strings.HasPrefix(line, "telcolb_ha_sync_lag_seconds") || strings.HasPrefix(line, "telcolb_ha_records_") {
+			if strings.HasPrefix(line, "telcolb_ha_sync_lag_seconds") || strings.HasPrefix(line, "telcolb_ha_records_") || strings.HasPrefix(line, "telcolb_ha_resyncs_total") || strings.HasPrefix(line, "telcolb_ha_peer_retransmit_timeout_seconds") {
 				lag = append(lag, line)
 			}
 		}
