@@ -16,6 +16,8 @@ var (
 		"1 while the HA sync connection with the peer is up (hello received), else 0.", []string{"peer"}, nil)
 	descHAPeerSynced = prometheus.NewDesc("telcolb_ha_peer_synced",
 		"1 once the peer's bulk resync to this node has completed, else 0.", []string{"peer"}, nil)
+	descHAPeerRTO = prometheus.NewDesc("telcolb_ha_peer_retransmit_timeout_seconds",
+		"The HA sync's retransmission timeout towards the peer now: follows the peer's measured acknowledgement delay, doubled by each expiry.", []string{"peer"}, nil)
 	descHAReady = prometheus.NewDesc("telcolb_ha_ready",
 		"1 once every reachable HA peer has sent its table (VIPs may be announced), else 0.", nil, nil)
 	descHARecordsSent = prometheus.NewDesc("telcolb_ha_records_sent_total",
@@ -68,7 +70,7 @@ type haMoves struct {
 type haCollector struct{ read func() haSnapshot }
 
 func (c *haCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descHAPeerUp, descHAPeerSynced, descHAReady, descHARecordsSent, descHARecordsResent,
+	for _, d := range []*prometheus.Desc{descHAPeerUp, descHAPeerSynced, descHAPeerRTO, descHAReady, descHARecordsSent, descHARecordsResent,
 		descHARecordsReceived, descHAResyncs, descHARefused, descHALag, descHAEventsLost, descHATLSReloadErrors, descHATLSCertExpiry, descHAKeepalives, descHAPeerTimeouts, descHAN2TakeoverAborts,
 		descHAEntriesTakenOver, descHAEntriesYielded} {
 		ch <- d
@@ -90,6 +92,11 @@ func (c *haCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(descHAReady, prometheus.GaugeValue, b2f(s.ready))
 	st := s.stats
+	// The sync's timer per peer (ha/sync retransmit.go): near its top, the
+	// peer acknowledges slowly (loaded) or not at all.
+	for _, p := range st.Peers {
+		ch <- prometheus.MustNewConstMetric(descHAPeerRTO, prometheus.GaugeValue, p.RTO.Seconds(), p.Name)
+	}
 	ch <- prometheus.MustNewConstMetric(descHARecordsSent, prometheus.CounterValue, float64(st.SentRecords))
 	ch <- prometheus.MustNewConstMetric(descHARecordsResent, prometheus.CounterValue, float64(st.ResentRecords))
 	ch <- prometheus.MustNewConstMetric(descHARecordsReceived, prometheus.CounterValue, float64(st.ReceivedRecords))
@@ -172,8 +179,13 @@ func (h *HA) Status() api.HAStatus {
 	st := api.HAStatus{Enabled: true, Node: h.cfg.Node.Self, Ready: why == "", NotReady: why,
 		Entries: s.held, RecordsSent: s.stats.SentRecords, RecordsReceived: s.stats.ReceivedRecords,
 		RecordsResent: s.stats.ResentRecords, LagP99Seconds: lagP99(s.stats.Lag), N2Records: h.n2.Held(), Drain: h.drainStatus()}
+	timers := map[string]sync.PeerStats{}
+	for _, p := range s.stats.Peers {
+		timers[p.Name] = p
+	}
 	for _, p := range s.peers {
-		st.Peers = append(st.Peers, api.HAPeerStatus{Name: p, Up: s.up[p], Synced: s.synced[p]})
+		st.Peers = append(st.Peers, api.HAPeerStatus{Name: p, Up: s.up[p], Synced: s.synced[p],
+			RetransmitTimeoutSeconds: timers[p].RTO.Seconds(), AckDelaySeconds: timers[p].SRTT.Seconds()})
 	}
 	return st
 }
