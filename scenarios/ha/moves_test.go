@@ -15,6 +15,7 @@ import (
 func entryMoves(t *testing.T, ctx context.Context, d *l4.Daemon) float64 {
 	t.Helper()
 	var sum float64
+	found := 0
 	for _, line := range strings.Split(scrape(t, ctx, d), "\n") {
 		if !strings.HasPrefix(line, `telcolb_ha_entries_taken_over_total{reason="traffic"} `) &&
 			!strings.HasPrefix(line, "telcolb_ha_entries_yielded_total ") {
@@ -26,6 +27,10 @@ func entryMoves(t *testing.T, ctx context.Context, d *l4.Daemon) float64 {
 			t.Fatalf("metrics line %q: %v", line, err)
 		}
 		sum += v
+		found++
+	}
+	if found != 2 {
+		t.Fatalf("the daemon's metrics lack telcolb_ha_entries_taken_over_total{reason=\"traffic\"} or telcolb_ha_entries_yielded_total")
 	}
 	return sum
 }

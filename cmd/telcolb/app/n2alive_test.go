@@ -5,15 +5,12 @@ import (
 	"log/slog"
 	"net/netip"
 	"slices"
-	stdsync "sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/telcolb/telcolb/api"
 	"github.com/telcolb/telcolb/ha"
 	"github.com/telcolb/telcolb/ha/member"
-	"github.com/telcolb/telcolb/ha/sync"
 	"github.com/telcolb/telcolb/sctplb"
 	"github.com/telcolb/telcolb/sctplb/abort"
 	"github.com/telcolb/telcolb/sctplb/transport/memory"
@@ -152,40 +149,14 @@ func TestL2HeardAtReadsTheElectionsMembers(t *testing.T) {
 func TestCutSyncLinkWithThePeerHeardOnL2AbortsNothing(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	pair := newHAPair(t)
-	var cut atomic.Bool
-	liveness := func(c *HAConfig) {
-		c.Node.Machine.KeepaliveInterval, c.Node.Machine.PeerTimeout = 200*time.Millisecond, 3*time.Second
-		c.TakeoverAbort = TakeoverAbortOwner
-		c.Node.Impair = func(string) sync.Fault { return sync.Fault{Drop: cut.Load()} }
-	}
-	lb1 := pair.startWith("lb1", newMemCT(), func(c *HAConfig) { liveness(c); c.Node.Machine.PeerTimeout = 30 * time.Second })
-	lb2 := pair.startWith("lb2", newMemCT(), liveness)
-	p := runProxy(t, ctx, memory.New(memory.Config{Queue: 64}))
-	r := lb2.N2Replica()
-	var mu stdsync.Mutex
-	var sent []abort.Target
-	r.takeover.mu.Lock()
-	r.takeover.send = func(t abort.Target) error { mu.Lock(); sent = append(sent, t); mu.Unlock(); return nil }
-	r.takeover.mu.Unlock()
-	r.mu.Lock()
-	r.held["n2"] = map[string]heldN2{}
-	for name, tg := range map[string]abort.Target{"gnb-a": tgt("192.0.2.1:4001", 11), "gnb-b": tgt("192.0.2.2:4002", 22)} {
-		k, v := gnbRecord(t, name, tg)
-		r.held["n2"][k] = heldN2{from: "lb1", value: v}
-	}
-	r.mu.Unlock()
-	r.setRunning(func(svc string) (*sctplb.Proxy, bool) { return p, svc == "n2" })
+	rig := newCutRig(t, ctx, 3*time.Second, map[string]abort.Target{"gnb-a": tgt("192.0.2.1:4001", 11), "gnb-b": tgt("192.0.2.2:4002", 22)})
+	r := rig.r
 	r.setOwner(func(netip.Addr) vipOwner { return ownerSelf })
 	r.setL2Heard(func(string) time.Time { return time.Now() })
-	waitFor(t, "lb1 and lb2 connected", func() bool { return lb1.node.Up("lb2") && lb2.node.Up("lb1") })
-	cut.Store(true)
-	waitFor(t, "lb2's sync declaring lb1 lost", func() bool { return !lb2.node.Up("lb1") })
+	rig.cutLink(t)
 	waitFor(t, "the takeover's verdict", func() bool { c := r.takeoverCounts(); return c["peer_alive"]+c["sent"] >= 2 })
 	time.Sleep(takeoverOwnerPoll * 3)
-	mu.Lock()
-	defer mu.Unlock()
-	if len(sent) != 0 {
+	if sent := rig.sent(); len(sent) != 0 {
 		t.Errorf("sent %v: ABORTs of a peer the L2 election still hears", sent)
 	}
 }
