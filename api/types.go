@@ -371,4 +371,9 @@ type HAPeerStatus struct {
 	Name   string `json:"name"`
 	Up     bool   `json:"up"`
 	Synced bool   `json:"synced"`
+	// RetransmitTimeoutSeconds is the sync's retransmission timeout
+	// towards the peer now; AckDelaySeconds the smoothed delay of its
+	// acknowledgements it follows (0 until measured).
+	RetransmitTimeoutSeconds float64 `json:"retransmitTimeoutSeconds"`
+	AckDelaySeconds          float64 `json:"ackDelaySeconds"`
 }

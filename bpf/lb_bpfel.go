@@ -85,6 +85,11 @@ type LbCounters struct {
 	Sessions uint64
 }
 
+type LbCrcNibRow struct {
+	_ structs.HostLayout
+	M [16]uint32
+}
+
 type LbCtEvent struct {
 	_     structs.HostLayout
 	Kind  uint32
@@ -309,6 +314,7 @@ const (
 	LbMapAssocs          = "assocs"
 	LbMapConntrack       = "conntrack"
 	LbMapConntrack4      = "conntrack4"
+	LbMapCrcNib          = "crc_nib"
 	LbMapCrcShift        = "crc_shift"
 	LbMapCtEventScratch  = "ct_event_scratch"
 	LbMapCtEvents        = "ct_events"
@@ -404,6 +410,7 @@ type LbMapSpecs struct {
 	Assocs         *ebpf.MapSpec `ebpf:"assocs"`
 	Conntrack      *ebpf.MapSpec `ebpf:"conntrack"`
 	Conntrack4     *ebpf.MapSpec `ebpf:"conntrack4"`
+	CrcNib         *ebpf.MapSpec `ebpf:"crc_nib"`
 	CrcShift       *ebpf.MapSpec `ebpf:"crc_shift"`
 	CtEventScratch *ebpf.MapSpec `ebpf:"ct_event_scratch"`
 	CtEvents       *ebpf.MapSpec `ebpf:"ct_events"`
@@ -469,6 +476,7 @@ type LbMaps struct {
 	Assocs         *ebpf.Map `ebpf:"assocs"`
 	Conntrack      *ebpf.Map `ebpf:"conntrack"`
 	Conntrack4     *ebpf.Map `ebpf:"conntrack4"`
+	CrcNib         *ebpf.Map `ebpf:"crc_nib"`
 	CrcShift       *ebpf.Map `ebpf:"crc_shift"`
 	CtEventScratch *ebpf.Map `ebpf:"ct_event_scratch"`
 	CtEvents       *ebpf.Map `ebpf:"ct_events"`
@@ -508,6 +516,7 @@ func (m *LbMaps) Close() error {
 		m.Assocs,
 		m.Conntrack,
 		m.Conntrack4,
+		m.CrcNib,
 		m.CrcShift,
 		m.CtEventScratch,
 		m.CtEvents,

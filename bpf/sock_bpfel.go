@@ -85,6 +85,11 @@ type SockCounters struct {
 	Sessions uint64
 }
 
+type SockCrcNibRow struct {
+	_ structs.HostLayout
+	M [16]uint32
+}
+
 type SockCtKey struct {
 	_     structs.HostLayout
 	Src   [16]uint8
@@ -315,6 +320,7 @@ const (
 	SockMapAssocs            = "assocs"
 	SockMapConntrack         = "conntrack"
 	SockMapConntrack4        = "conntrack4"
+	SockMapCrcNib            = "crc_nib"
 	SockMapCrcShift          = "crc_shift"
 	SockMapCtKeyScratch      = "ct_key_scratch"
 	SockMapDrops             = "drops"
@@ -415,6 +421,7 @@ type SockMapSpecs struct {
 	Assocs       *ebpf.MapSpec `ebpf:"assocs"`
 	Conntrack    *ebpf.MapSpec `ebpf:"conntrack"`
 	Conntrack4   *ebpf.MapSpec `ebpf:"conntrack4"`
+	CrcNib       *ebpf.MapSpec `ebpf:"crc_nib"`
 	CrcShift     *ebpf.MapSpec `ebpf:"crc_shift"`
 	CtKeyScratch *ebpf.MapSpec `ebpf:"ct_key_scratch"`
 	Drops        *ebpf.MapSpec `ebpf:"drops"`
@@ -477,6 +484,7 @@ type SockMaps struct {
 	Assocs       *ebpf.Map `ebpf:"assocs"`
 	Conntrack    *ebpf.Map `ebpf:"conntrack"`
 	Conntrack4   *ebpf.Map `ebpf:"conntrack4"`
+	CrcNib       *ebpf.Map `ebpf:"crc_nib"`
 	CrcShift     *ebpf.Map `ebpf:"crc_shift"`
 	CtKeyScratch *ebpf.Map `ebpf:"ct_key_scratch"`
 	Drops        *ebpf.Map `ebpf:"drops"`
@@ -514,6 +522,7 @@ func (m *SockMaps) Close() error {
 		m.Assocs,
 		m.Conntrack,
 		m.Conntrack4,
+		m.CrcNib,
 		m.CrcShift,
 		m.CtKeyScratch,
 		m.Drops,

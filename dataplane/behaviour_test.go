@@ -567,7 +567,7 @@ func TestRunAgesUntilCancelled(t *testing.T) {
 	}
 }
 
-// Without the precomputed table (a foreign loader) the datapath assembles
+// Without the precomputed tables (a foreign loader) the datapath assembles
 // x^(8N) from squares; the result must be the same CRC.
 func TestSCTPChecksumWithoutShiftTable(t *testing.T) {
 	e := newEnv(t)
@@ -577,15 +577,47 @@ func TestSCTPChecksumWithoutShiftTable(t *testing.T) {
 	if err := e.d.objs.CrcShift.Put(sctpLen, uint32(0)); err != nil {
 		t.Fatal(err)
 	}
-	ret, out := e.run(p.frame())
-	if ret != actRedirect {
-		t.Fatalf("verdict %d", ret)
+	if err := e.d.objs.CrcNib.Put(sctpLen, [16]uint32{}); err != nil {
+		t.Fatal(err)
 	}
-	src := e.conns()[0].Source
-	want := p
-	want.srcMAC, want.dstMAC, want.ttl = lbMAC1, epMAC(0), 63
-	want.src, want.sport, want.dst, want.dport = src.Addr(), src.Port(), epAddr(false, 0), 9
-	diffHex(t, "rewritten sctp", out, want.frame())
+	checkFullNATSCTP(t, e, p)
+}
+
+// Without crc_nib's rows (a foreign loader; SCTP packets longer than a
+// jumbo frame) every byte of the port change takes the 8-step multiply by
+// crc_shift's entry: the same CRC, on the first packet (the slow path's
+// crc32c_delta) and the later ones (the fast path's inline steps fall back
+// to it).
+func TestSCTPChecksumWithoutNibbleRows(t *testing.T) {
+	e := newEnv(t)
+	e.upsert(Service{ID: 16, VIP: vipV4, PortStart: 38412, Proto: ProtoSCTP, Mode: ModeFullNAT, Endpoints: testEndpoints(false, 1, 9)})
+	p := pkt{srcMAC: clientMAC, dstMAC: lbMAC0, src: clientV4, dst: vipV4, proto: 132, sport: 40001, dport: 38412, sctpVtag: 1, sctpChunks: sctpData(333)}
+	sctpLen := uint32(12 + len(p.sctpChunks))
+	for i := sctpLen; i < sctpLen+4; i++ {
+		if err := e.d.objs.CrcNib.Put(i, [16]uint32{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	checkFullNATSCTP(t, e, p)
+}
+
+// checkFullNATSCTP runs p, the first packet of a fullnat SCTP flow to
+// service 16's one endpoint (port 9), and compares the result with the
+// frame built from scratch (both ports changed: all four bytes of the CRC
+// delta's port word); then twice more, on the established fast path.
+func checkFullNATSCTP(t *testing.T, e *env, p pkt) {
+	t.Helper()
+	for i := 0; i < 3; i++ {
+		ret, out := e.run(p.frame())
+		if ret != actRedirect {
+			t.Fatalf("packet %d: verdict %d", i, ret)
+		}
+		src := e.conns()[0].Source
+		want := p
+		want.srcMAC, want.dstMAC, want.ttl = lbMAC1, epMAC(0), 63
+		want.src, want.sport, want.dst, want.dport = src.Addr(), src.Port(), epAddr(false, 0), 9
+		diffHex(t, fmt.Sprintf("rewritten sctp, packet %d", i), out, want.frame())
+	}
 }
 
 // ASCONF (RFC 5061) is masked out of the handshake's Supported Extensions,

@@ -33,8 +33,43 @@ func crcShiftTable() []uint32 {
 	return t
 }
 
-func fillCRCShift(m *ebpf.Map) error {
-	vals := crcShiftTable()
+// crcNibRows returns, for each of the first rows entries x^(8i) of shift,
+// its 16 nibble multiples: entry j is the 4-bit polynomial j (bit 3 standing
+// for x^0, placed at bits 31..28) times x^(8i) mod P (crc_nib, see
+// crc_nib_mul in bpf/lib/csum.h).
+func crcNibRows(shift []uint32, rows int) [][16]uint32 {
+	t := make([][16]uint32, min(rows, len(shift)))
+	for i := range t {
+		for j := uint32(0); j < 16; j++ {
+			t[i][j] = gf2MulMod(j<<28, shift[i])
+		}
+	}
+	return t
+}
+
+// fillCRCTables writes crc_shift and its nibble rows crc_nib.
+func fillCRCTables(shiftMap, nibMap *ebpf.Map) error {
+	shift := crcShiftTable()
+	if err := fillCRCShift(shiftMap, shift); err != nil {
+		return err
+	}
+	rows := crcNibRows(shift, int(nibMap.MaxEntries()))
+	keys := make([]uint32, len(rows))
+	for i := range keys {
+		keys[i] = uint32(i)
+	}
+	if _, err := nibMap.BatchUpdate(keys, rows, nil); err == nil {
+		return nil
+	}
+	for i := range rows {
+		if err := nibMap.Put(uint32(i), rows[i]); err != nil {
+			return fmt.Errorf("fill crc_nib: %w", err)
+		}
+	}
+	return nil
+}
+
+func fillCRCShift(m *ebpf.Map, vals []uint32) error {
 	keys := make([]uint32, len(vals))
 	for i := range keys {
 		keys[i] = uint32(i)

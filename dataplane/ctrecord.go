@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"strings"
 	"time"
 
@@ -387,4 +388,44 @@ func RecordIdle(r Record) (time.Duration, bool) {
 		return 0, false
 	}
 	return time.Duration(best - 1), true
+}
+
+// AgeRecord is r with every time in it d older: a record encoded at a
+// dump's start and sent once the dump ended (a few hundred milliseconds
+// later with thousands of entries on a loaded node) must say how idle its
+// flow is when it leaves, or the peer dates the flow's last packet that
+// much too late and takes it for more recent than its own. Deletions and
+// unreadable records are returned as they are (the peer refuses the
+// latter with its reason).
+func AgeRecord(r Record, d time.Duration) Record {
+	if r.Deleted || d <= 0 || len(r.Value) == 0 || r.Value[0] != recordVersion {
+		return r
+	}
+	v := bytes.Clone(r.Value)
+	b := v[1:]
+	for len(b) > 0 {
+		n := int(b[0])
+		if n == 0 || len(b) < 1+n+2 {
+			return r
+		}
+		aged := bytes.HasSuffix(b[1:1+n], []byte(ageSuffix))
+		dl := int(binary.BigEndian.Uint16(b[1+n:]))
+		b = b[1+n+2:]
+		if len(b) < dl {
+			return r
+		}
+		if aged {
+			for i := 0; i+8 <= dl; i += 8 {
+				// 0 is "never set"; otherwise age+1 ns.
+				// Saturating: an age past what a Duration holds means the
+				// same as the largest one (expired).
+				if a := binary.LittleEndian.Uint64(b[i:]); a != 0 {
+					binary.LittleEndian.PutUint64(b[i:], max(a, min(a+uint64(d), math.MaxInt64)))
+				}
+			}
+		}
+		b = b[dl:]
+	}
+	r.Value = v
+	return r
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -313,4 +314,94 @@ func TestRecordIdle(t *testing.T) {
 			t.Errorf("%s: RecordIdle = %v %v, want %v %v", tt.name, got, ok, tt.want, tt.ok)
 		}
 	}
+}
+
+// AgeRecord makes every time in a record older by d (what a record
+// encoded at a dump's start says when it is sent after the dump): the
+// idle time grows by d, an unset time stays unset, the rest of the record
+// is unchanged, and the caller's record is not written; deletions and
+// unreadable records pass as they are.
+func TestAgeRecord(t *testing.T) {
+	c := testCodec(t)
+	_, v := sampleCT()
+	_, a := sampleAssoc()
+	never := v
+	never.LastSeen = 0
+	const d = 300 * time.Millisecond
+	for _, tt := range []struct {
+		name     string
+		r        Record
+		wantIdle time.Duration
+		idleOK   bool
+	}{
+		{"entry", Record{Kind: RecordConntrack, Value: c.ctVal.encode(rawOf(&v), testNow)}, time.Second + d, true},
+		{"association", Record{Kind: RecordAssoc, Value: c.assoc.encode(rawOf(&a), testNow)}, 500*time.Millisecond + d, true},
+		{"never seen", Record{Kind: RecordConntrack, Value: c.ctVal.encode(rawOf(&never), testNow)}, 0, false},
+		{"deleted", Record{Kind: RecordConntrack, Deleted: true}, 0, false},
+		{"garbage", Record{Kind: RecordConntrack, Value: []byte{1, 9, 9}}, 0, false},
+	} {
+		orig := bytes.Clone(tt.r.Value)
+		got := AgeRecord(tt.r, d)
+		if !bytes.Equal(tt.r.Value, orig) {
+			t.Errorf("%s: AgeRecord wrote the caller's record", tt.name)
+		}
+		idle, ok := RecordIdle(got)
+		if idle != tt.wantIdle || ok != tt.idleOK {
+			t.Errorf("%s: idle after AgeRecord %v %v, want %v %v", tt.name, idle, ok, tt.wantIdle, tt.idleOK)
+		}
+		if !tt.idleOK {
+			continue
+		}
+		// Every other field as it was, every set time d older.
+		before, err1 := parseFields(tt.r.Value)
+		after, err2 := parseFields(got.Value)
+		if err1 != nil || err2 != nil || len(before) != len(after) {
+			t.Fatalf("%s: fields %v %v, %d vs %d", tt.name, err1, err2, len(before), len(after))
+		}
+		for name, b := range before {
+			g := after[name]
+			if !strings.HasSuffix(name, ageSuffix) {
+				if !bytes.Equal(b, g) {
+					t.Errorf("%s: field %s changed %x -> %x", tt.name, name, b, g)
+				}
+				continue
+			}
+			for i := 0; i+8 <= len(b); i += 8 {
+				was, now := binary.LittleEndian.Uint64(b[i:]), binary.LittleEndian.Uint64(g[i:])
+				if want := map[bool]uint64{true: 0, false: was + uint64(d)}[was == 0]; now != want {
+					t.Errorf("%s: %s[%d] %d -> %d, want %d", tt.name, name, i/8, was, now, want)
+				}
+			}
+		}
+	}
+}
+
+// FuzzAgeRecord: whatever the bytes, AgeRecord does not panic, keeps the
+// record's length, and a readable idle time grows by exactly d.
+func FuzzAgeRecord(f *testing.F) {
+	c := testCodec(f)
+	_, v := sampleCT()
+	_, a := sampleAssoc()
+	f.Add(uint8(0), c.ctVal.encode(rawOf(&v), testNow), int64(time.Second))
+	f.Add(uint8(1), c.assoc.encode(rawOf(&a), testNow), int64(time.Millisecond))
+	f.Add(uint8(0), []byte{1, 13, 'l', 'a', 's', 't', '_', 's', 'e', 'e', 'n', '@', 'a', 'g', 'e', 0, 8, 1, 0, 0, 0, 0, 0, 0, 0}, int64(5))
+	f.Add(uint8(0), []byte{1, 4, 'x', '@', 'a', 'g', 0, 3}, int64(1))
+	f.Fuzz(func(t *testing.T, kind uint8, rec []byte, d int64) {
+		r := Record{Kind: RecordConntrack, Value: rec}
+		if kind%2 == 1 {
+			r.Kind = RecordAssoc
+		}
+		got := AgeRecord(r, time.Duration(d))
+		if len(got.Value) != len(rec) {
+			t.Fatalf("length %d -> %d", len(rec), len(got.Value))
+		}
+		idle, ok := RecordIdle(r)
+		idle2, ok2 := RecordIdle(got)
+		if d > 0 && ok && idle >= 0 && idle <= math.MaxInt64-1-time.Duration(d) && idle2 != idle+time.Duration(d) {
+			t.Fatalf("idle %v -> %v, aged by %v", idle, idle2, time.Duration(d))
+		}
+		if ok != ok2 {
+			t.Fatalf("idle readable %v before, %v after", ok, ok2)
+		}
+	})
 }

@@ -202,7 +202,7 @@ func Load(cfg Config) (*Datapath, error) {
 		d.log.Info("program verified", "program", st.Program, "insns", st.Insns, "stackDepth", st.StackDepth, "maxFrame", st.MaxStack())
 	}
 	d.log.Info("established fast path checksums", "direct", direct)
-	if err := fillCRCShift(d.objs.CrcShift); err != nil {
+	if err := fillCRCTables(d.objs.CrcShift, d.objs.CrcNib); err != nil {
 		d.objs.Close()
 		return fail(err)
 	}

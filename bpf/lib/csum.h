@@ -91,7 +91,10 @@ static __always_inline void ip6_build(__u8 *h, __u8 tclass, __u32 plen, __u8 nex
  * SCTP packet's ~90). Bit j of w stands for x^(31-j), so byte k (bits
  * 8k..8k+7) is x^(24-8k) times the same 8 bits moved to the top (x^0..x^7):
  *   lin(D) = XOR_k (byte k << 24) * x^(8(N+3-k)) mod P,
- * each an 8-step multiply by the table's entry N+3-k.
+ * each an 8-step multiply by the table's entry N+3-k. Since session 16 the
+ * product of a byte and x^(8i) is looked up instead (crc_nib's row i: its 16
+ * nibble multiples, two loads per byte, crc_nib_mul); the 8-step multiply is
+ * left for lengths beyond the rows (jumbo SCTP over 9216 bytes).
  */
 #define CRC32C_POLY 0x82f63b78
 
@@ -187,20 +190,36 @@ static __always_inline __u32 gf2_mulmod8(__u32 a, __u32 b)
 	return (__u32)(p >> 8) ^ crc32c_tab[p & 0xff];
 }
 
+// The byte b (its bit 7 standing for x^0) times x^(8i) mod P from row i of
+// crc_nib: its high nibble (x^0..x^3) is an entry as it is; its low nibble
+// (x^4..x^7) is an entry times x^4, whose 4 bits shifted past x^31 are
+// reduced by crc32c_tab (entry c << 4 is c's bits, x^32..x^35, mod P).
+static __always_inline __u32 crc_nib_mul(const struct crc_nib_row *row, __u32 b)
+{
+	__u32 l = row->m[b & 0xf];
+	return row->m[(b >> 4) & 0xf] ^ (l >> 4) ^ crc32c_tab[(l & 0xf) << 4];
+}
+
 // Global (not static) functions are verified once, on their own.
 __noinline __u32 crc32c_delta(__u32 w, __u32 n)
 {
 	__u32 r = 0;
 #pragma unroll
 	for (int k = 0; k < 4; k++) {
-		__u32 q = ((w >> (8 * k)) & 0xff) << 24;
-		if (!q)
+		__u32 b = (w >> (8 * k)) & 0xff;
+		if (!b)
 			continue;
 		__u32 i = n + 3 - k;
+		// m[8] is x^(8i) itself, never 0 once filled.
+		struct crc_nib_row *row = bpf_map_lookup_elem(&crc_nib, &i);
+		if (row && row->m[8]) {
+			r ^= crc_nib_mul(row, b);
+			continue;
+		}
 		__u32 *t = bpf_map_lookup_elem(&crc_shift, &i);
 		if (!t || !*t)
 			goto squares;
-		r ^= gf2_mulmod8(q, *t);
+		r ^= gf2_mulmod8(b << 24, *t);
 	}
 	return r;
 squares:

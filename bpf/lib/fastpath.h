@@ -218,12 +218,27 @@ static __always_inline int fast_eligible(const struct pkt *p, const struct ct_va
 
 // The CRC32c change of new ports (as rewrite computes it), 0 for TCP and
 // UDP; taken before any packet pointer: crc32c_delta is a global function.
+// crc32c_delta's nibble-row steps inline, which saves the call (issue 13);
+// a length without rows (jumbo, a foreign loader) calls it for the rest.
 static __always_inline __u32 fast_crc_delta(const struct pkt *p, const struct ct_val *ct)
 {
 	if (p->proto != IPPROTO_SCTP || (ct->nat_sport == p->sport && ct->nat_dport == p->dport))
 		return 0;
-	return crc32c_delta(ports32(p->sport, p->dport) ^ ports32(ct->nat_sport, ct->nat_dport),
-			    p->ip_end - p->l4_off);
+	__u32 w = ports32(p->sport, p->dport) ^ ports32(ct->nat_sport, ct->nat_dport);
+	__u32 n = p->ip_end - p->l4_off;
+	__u32 r = 0;
+#pragma unroll
+	for (int k = 0; k < 4; k++) {
+		__u32 b = (w >> (8 * k)) & 0xff;
+		if (!b)
+			continue;
+		__u32 i = n + 3 - k;
+		struct crc_nib_row *row = bpf_map_lookup_elem(&crc_nib, &i);
+		if (!row || !row->m[8])
+			return crc32c_delta(w, n);
+		r ^= crc_nib_mul(row, b);
+	}
+	return r;
 }
 
 /* Direct TCP/UDP checksum writes (kernels with bpf_cast_to_kern_ctx, 6.2+).

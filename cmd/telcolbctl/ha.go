@@ -45,9 +45,13 @@ func printHA(w io.Writer, st api.HAStatus) error {
 		}
 	}
 	tw := table(w)
-	row(tw, "PEER", "UP", "SYNCED")
+	row(tw, "PEER", "UP", "SYNCED", "RTO", "ACK-DELAY")
 	for _, p := range st.Peers {
-		row(tw, p.Name, fmt.Sprint(p.Up), fmt.Sprint(p.Synced))
+		ack := "-" // nothing acknowledged yet
+		if p.AckDelaySeconds > 0 {
+			ack = seconds(p.AckDelaySeconds).Round(100 * time.Microsecond).String()
+		}
+		row(tw, p.Name, fmt.Sprint(p.Up), fmt.Sprint(p.Synced), seconds(p.RetransmitTimeoutSeconds).Round(time.Millisecond).String(), ack)
 	}
 	return tw.Flush()
 }
@@ -67,3 +71,5 @@ func drainLine(d api.HADrainStatus) string {
 	}
 	return "drain: " + d.State
 }
+
+func seconds(s float64) time.Duration { return time.Duration(s * float64(time.Second)) }

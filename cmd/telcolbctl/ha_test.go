@@ -37,3 +37,25 @@ func TestPrintHADrain(t *testing.T) {
 		}
 	}
 }
+
+// get ha shows each peer's retransmission timeout and the acknowledgement
+// delay it follows ("-" before anything was acknowledged).
+func TestPrintHAPeerTimers(t *testing.T) {
+	st := api.HAStatus{Enabled: true, Node: "lb1", Ready: true, Peers: []api.HAPeerStatus{
+		{Name: "lb2", Up: true, Synced: true, RetransmitTimeoutSeconds: 0.4625, AckDelaySeconds: 0.12375},
+		{Name: "lb3", RetransmitTimeoutSeconds: 0.2},
+	}}
+	var b strings.Builder
+	if err := printHA(&b, st); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range [][]string{{"PEER", "UP", "SYNCED", "RTO", "ACK-DELAY"}, {"lb2", "true", "true", "463ms", "123.8ms"}, {"lb3", "false", "false", "200ms", "-"}} {
+		found := false
+		for _, line := range strings.Split(b.String(), "\n") {
+			found = found || strings.Join(strings.Fields(line), " ") == strings.Join(want, " ")
+		}
+		if !found {
+			t.Errorf("get ha printed:\n%s\nwant the row %q", b.String(), want)
+		}
+	}
+}

@@ -148,11 +148,19 @@ func (n *Node) Owners() map[netip.Addr]string {
 	return n.m.Owners()
 }
 
-// Members returns the members' states.
+// Members returns the members' states, LastHeard on the local clock (with
+// its monotonic reading): the machine runs on the time since start (step),
+// so its LastHeard is a date in year 1 that compares with nothing outside.
 func (n *Node) Members() []MemberState {
 	n.mu.Lock()
-	defer n.mu.Unlock()
-	return n.m.Members()
+	ms := n.m.Members()
+	n.mu.Unlock()
+	for i := range ms {
+		if !ms[i].LastHeard.IsZero() {
+			ms[i].LastHeard = n.start.Add(ms[i].LastHeard.Sub(time.Time{}))
+		}
+	}
+	return ms
 }
 
 // Leave tells the other members this node gives up its VIPs (a last

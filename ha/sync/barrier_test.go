@@ -177,7 +177,7 @@ func TestBarrierCompletesAfterTheResyncOfARestartedPeer(t *testing.T) {
 			t.Fatal("barrier complete before the resync's End was acknowledged")
 		}
 		if len(s.queue) == 0 && !s.isDone("a", id) {
-			s.advance(p.backoff + s.nodes["a"].m.cfg.RetransmitTimeout) // window refills on acks; nothing lost
+			s.advance(p.rtt.rto) // window refills on acks; nothing lost
 		}
 	})
 	if !s.isDone("a", id) {

@@ -23,6 +23,9 @@ const benchPeerEnv = "TELCOLB_SYNC_BENCH_PEER"
 type benchPeer struct {
 	Listen, Cert, Key, CA string
 	Records               int
+	// ApplyDelay is how long each Apply takes (a datapath import waiting
+	// for its lock on a loaded node).
+	ApplyDelay time.Duration
 }
 
 // TestBenchSyncLag10kPerSecond streams 10,000 new records per second
@@ -41,7 +44,7 @@ func TestBenchSyncLag10kPerSecond(t *testing.T) {
 	figs, err := figure.Interleave(figure.Plan{MinRounds: 5, MaxRounds: 5}, []figure.Variant{{
 		Name: "sync",
 		Measure: func(int) (map[string]float64, error) {
-			return syncRound(t, rate, seconds)
+			return syncRound(t, rate, seconds, 0)
 		},
 	}}, func(s *figure.Samples) []figure.Figure {
 		return []figure.Figure{
@@ -56,12 +59,42 @@ func TestBenchSyncLag10kPerSecond(t *testing.T) {
 	figure.Report(t, figs...)
 }
 
-func syncRound(t *testing.T, rate, seconds int) (map[string]float64, error) {
+// TestBenchSyncSlowPeer streams as TestBenchSyncLag10kPerSecond does to a
+// peer whose every Apply takes 300 ms (the datapath's import waiting for
+// its lock on a loaded node, as seen in the HA lab): its acknowledgements
+// come 300 to 600 ms after a message (a message waits for the Apply under
+// way, then its own), and none for 300 ms at a time, past a fixed 200 ms
+// retransmission timer. Figures: the records a
+// puts on the wire per record (1: nothing resent) and the lag p99 (Put
+// on a to the end of the Apply on b).
+func TestBenchSyncSlowPeer(t *testing.T) {
+	if os.Getenv("TELCOLB_BENCH") != "1" {
+		t.Skip("set TELCOLB_BENCH=1 to run the benchmarks")
+	}
+	const rate, seconds = 10_000, 3
+	figs, err := figure.Interleave(figure.Plan{MinRounds: 5, MaxRounds: 5}, []figure.Variant{{
+		Name: "sync",
+		Measure: func(int) (map[string]float64, error) {
+			return syncRound(t, rate, seconds, 300*time.Millisecond)
+		},
+	}}, func(s *figure.Samples) []figure.Figure {
+		return []figure.Figure{
+			s.Measured("ha_sync_slow_peer_sends_per_record", "x", figure.AtMost(1.5), "sends_per_record"),
+			s.Measured("ha_sync_slow_peer_lag_p99_ms", "ms", figure.Above(0), "p99"),
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	figure.Report(t, figs...)
+}
+
+func syncRound(t *testing.T, rate, seconds int, applyDelay time.Duration) (map[string]float64, error) {
 	ca := newCA(t, "bench")
 	ac, ak := ca.valid(t, "a")
 	bc, bk := ca.valid(t, "b")
 	total := rate * seconds
-	cfgJSON, _ := json.Marshal(benchPeer{Listen: "127.0.0.1:0", Cert: bc, Key: bk, CA: ca.file, Records: total})
+	cfgJSON, _ := json.Marshal(benchPeer{Listen: "127.0.0.1:0", Cert: bc, Key: bk, CA: ca.file, Records: total, ApplyDelay: applyDelay})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestSyncBenchPeer$")
@@ -100,7 +133,8 @@ func syncRound(t *testing.T, rate, seconds int) (map[string]float64, error) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	wire0, cpu0 := a.Stats().WireBytes, cpuTime()
+	st0 := a.Stats()
+	wire0, cpu0 := st0.WireBytes, cpuTime()
 	start := time.Now()
 	key := make([]byte, 40)
 	val := make([]byte, 64)
@@ -121,6 +155,11 @@ func syncRound(t *testing.T, rate, seconds int) (map[string]float64, error) {
 	}
 	elapsed := time.Since(start)
 	cpu := cpuTime() - cpu0
+	// Resends are load on both sides and on the wire: logged per round
+	// (with the load average) to compare retransmission timers.
+	st := a.Stats()
+	t.Logf("round: a resent %d messages (%d records) after %d timeouts and %d nacks, %v; load %s",
+		st.ResentMessages-st0.ResentMessages, st.ResentRecords-st0.ResentRecords, st.Timeouts-st0.Timeouts, st.Nacks-st0.Nacks, peerTimers(st.Stats), loadAvg())
 	// b's acknowledgements count too: read b's bytes from its report.
 	var p99ms float64
 	var bWire uint64
@@ -132,7 +171,18 @@ func syncRound(t *testing.T, rate, seconds int) (map[string]float64, error) {
 		"p99":    p99ms,
 		"mbit":   wire * 10_000 / float64(rate),
 		"cpu_us": float64(cpu.Microseconds()) / float64(total),
+		// Each record once, plus what was resent: 1 is no resend.
+		"sends_per_record": float64(st.SentRecords-st0.SentRecords+st.ResentRecords-st0.ResentRecords) / float64(total),
 	}, nil
+}
+
+// loadAvg is the first field of /proc/loadavg ("?" when unreadable).
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if f := strings.Fields(string(b)); err == nil && len(f) > 0 {
+		return f[0]
+	}
+	return "?"
 }
 
 func cpuTime() time.Duration {
@@ -156,6 +206,7 @@ func TestSyncBenchPeer(t *testing.T) {
 	var lags []time.Duration
 	var b *Node
 	apply := func(as []Applied) {
+		time.Sleep(cfg.ApplyDelay)
 		now := time.Now().UnixNano()
 		for _, x := range as {
 			if len(x.Record.Value) >= 8 && !x.Record.Deleted {
@@ -180,4 +231,13 @@ func TestSyncBenchPeer(t *testing.T) {
 	p99 := lags[len(lags)*99/100]
 	fmt.Printf("DONE %g %d\n", float64(p99.Microseconds())/1000, b.Stats().WireBytes)
 	_ = b.Close()
+}
+
+// peerTimers says each peer's retransmission timeout.
+func peerTimers(s Stats) string {
+	var out []string
+	for _, p := range s.Peers {
+		out = append(out, fmt.Sprintf("%s rto %v srtt %v", p.Name, p.RTO.Round(time.Millisecond), p.SRTT.Round(100*time.Microsecond)))
+	}
+	return strings.Join(out, ", ")
 }

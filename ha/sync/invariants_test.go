@@ -3,6 +3,7 @@ package sync
 import (
 	"fmt"
 	"strings"
+	"time"
 )
 
 // checkStep states what must hold for a machine after every step,
@@ -13,8 +14,12 @@ import (
 //     order, and a peer that is not up has nothing scheduled;
 //   - pending keys and their queue agree (each queued once);
 //   - a peer marked for resync queues nothing (the snapshot will carry it);
-//   - a machine that has something in flight to a peer that is up asks to
-//     be woken no later than its retransmission timer;
+//   - a machine that has something in flight to a peer that is up has its
+//     retransmission timer running, and asks to be woken no later than it
+//     (checkWake); the timeout stays within RetransmitTimeout ..
+//     maxBackoff times it, and the timer is never set further than the
+//     timeout; the messages resent form a prefix of those in flight (a
+//     resend sends them all, later ones are new: Karn's rule relies on it);
 //   - the barrier counts agree with the queue: what was queued and not
 //     sent is what the queue holds, messages carry growing counts between
 //     what was acknowledged and what was sent, and no barrier marks more
@@ -59,6 +64,17 @@ func checkStep(m *Machine) string {
 				bad("%s: in flight #%d has seq %d after ack %d", n, i, f.seq, p.acked)
 			}
 		}
+		if r := p.rtt.rto; r < m.cfg.RetransmitTimeout || r > maxBackoff*m.cfg.RetransmitTimeout {
+			bad("%s: retransmission timeout %v outside %v .. %v", n, r, m.cfg.RetransmitTimeout, maxBackoff*m.cfg.RetransmitTimeout)
+		}
+		if p.up && len(p.inflight) > 0 && p.rtoAt.IsZero() {
+			bad("%s: %d messages in flight, no retransmission timer", n, len(p.inflight))
+		}
+		for i := 1; i < len(p.inflight); i++ {
+			if p.inflight[i].resent && !p.inflight[i-1].resent {
+				bad("%s: in flight #%d resent after #%d was not", n, i, i-1)
+			}
+		}
 		if p.resyncing && p.snapPos > len(p.snap) {
 			bad("%s: snapshot position %d of %d", n, p.snapPos, len(p.snap))
 		}
@@ -87,6 +103,26 @@ func checkStep(m *Machine) string {
 			if mk.q[qFresh] > p.queues[qFresh].total || mk.q[qChanged] > p.queues[qChanged].total || mk.stream > p.stream {
 				bad("barrier %d marks %s at stream %d counts %v, now stream %d counts %d %d", b.id, n, mk.stream, mk.q, p.stream, p.queues[qFresh].total, p.queues[qChanged].total)
 			}
+		}
+	}
+	return strings.Join(errs, "; ")
+}
+
+// checkWake: after a step at now, every peer up with messages in flight
+// has its timer within its timeout from now, and out asks to be woken by
+// then.
+func checkWake(m *Machine, now time.Time, out Output) string {
+	var errs []string
+	for _, n := range m.names {
+		p := m.peers[n]
+		if !p.up || len(p.inflight) == 0 || p.rtoAt.IsZero() {
+			continue
+		}
+		if p.rtoAt.After(now.Add(p.rtt.rto)) {
+			errs = append(errs, fmt.Sprintf("%s: timer %v away, timeout %v", n, p.rtoAt.Sub(now), p.rtt.rto))
+		}
+		if out.Wake.IsZero() || out.Wake.After(p.rtoAt) {
+			errs = append(errs, fmt.Sprintf("%s: wake %v after the retransmission timer %v", n, out.Wake.Sub(now), p.rtoAt.Sub(now)))
 		}
 	}
 	return strings.Join(errs, "; ")

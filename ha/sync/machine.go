@@ -13,7 +13,9 @@
 //     strictly in order and acknowledges cumulatively (a gap is answered
 //     with a Nack, duplicates are re-acknowledged and dropped). The sender
 //     keeps at most Window unacknowledged messages and resends them
-//     (go-back-N) when the retransmission timer expires or a Nack arrives.
+//     (go-back-N) when the retransmission timer expires or a Nack arrives;
+//     the timer follows the peer's measured acknowledgement delay
+//     (retransmit.go).
 //   - Changes are coalesced: a key changed several times before it is sent
 //     is sent once, with the value it has when the message is built. Keys
 //     new to the table (a flow's first record) are sent before changes of
@@ -48,7 +50,7 @@ const (
 	DefaultKeepaliveInterval = time.Second
 	DefaultPeerTimeout       = 4 * time.Second
 	// maxBackoff caps the retransmission timeout at this many times
-	// RetransmitTimeout after repeated timeouts.
+	// RetransmitTimeout (measured delays and repeated timeouts alike).
 	maxBackoff = 16
 )
 
@@ -65,8 +67,10 @@ type Config struct {
 	// MaxPending is how many changed keys may wait for a peer before it is
 	// switched to a bulk resync.
 	MaxPending int
-	// RetransmitTimeout is how long a message may stay unacknowledged
-	// before the window is resent.
+	// RetransmitTimeout is the least time a message stays unacknowledged
+	// before the window is resent, and that time until a delay was
+	// measured: the timeout follows each peer's measured acknowledgement
+	// delay (RFC 6298, retransmit.go) up to maxBackoff times this.
 	RetransmitTimeout time.Duration
 	// NackHoldoff is the least time between two resends caused by Nacks.
 	NackHoldoff time.Duration
@@ -117,76 +121,6 @@ type Close struct {
 	// closed here, but for the peer's or the network's reason: the shell
 	// reports the peer lost (NodeConfig.OnPeerLost).
 	Lost bool
-}
-
-type flight struct {
-	seq     uint64
-	data    []byte
-	records int
-	end     bool
-	first   time.Time // earliest change carried, zero for snapshot only
-	// qEnd is each queue's sent count once this message was built
-	// (barriers): [fresh, changed].
-	qEnd [2]uint64
-}
-
-// Changed keys wait for a peer in one of two queues: fresh (keys new to
-// the table: a flow's first record) and changed (a key already there
-// changed again, a deletion, a refresh). fill sends the fresh queue first:
-// a flow opened just before a failure must reach the peer, while a counter
-// refresh of an established flow can wait; behind a burst of thousands of
-// refreshes young flows were lost (issue 15). Within a queue keys leave in
-// order, so each queue counts for barriers on its own.
-const (
-	qFresh = iota
-	qChanged
-)
-
-// keyQueue is one of a peer's two queues of changed keys. total keys were
-// queued, sent of them left the queue (sent, or handed to a snapshot),
-// acked were in messages the peer acknowledged.
-type keyQueue struct {
-	keys               []string
-	total, sent, acked uint64
-}
-
-type peer struct {
-	name      string
-	connected bool
-	up        bool      // connected and its hello received
-	helloAt   time.Time // when to say hello again while not up
-	// Liveness (liveness.go): when we last heard from the peer and last
-	// sent to it; keepalive says its hello offered keepalives.
-	heardAt, sentAt time.Time
-	keepalive       bool
-
-	// Our stream to the peer.
-	stream     uint32
-	nextSeq    uint64
-	acked      uint64
-	inflight   []flight
-	pending    map[string]time.Time // key -> when it first changed unsent
-	queues     [2]keyQueue          // pending keys in order of change: qFresh, qChanged
-	pendBytes  int                  // about what the queues take on the wire
-	needResync bool                 // start a resync when the peer is up
-	resyncing  bool                 // snapshot being sent, End not acked
-	snap       []string
-	snapPos    int
-	endSent    bool
-	rtoAt      time.Time
-	backoff    time.Duration // current retransmission timeout
-	lastNack   time.Time
-	// endAcked is the last stream whose End the peer acknowledged.
-	endAcked uint32
-
-	// The peer's stream to us.
-	peerInc   uint64 // from its hello
-	rInc      uint64
-	rStream   uint32
-	rExpected uint64
-	rGen      uint64
-	rKeys     map[string]uint64 // key -> generation that last refreshed it
-	synced    bool
 }
 
 // Machine is one node's sync state. It is not safe for concurrent use.
@@ -253,7 +187,8 @@ func New(cfg Config, incarnation uint64) (*Machine, error) {
 		case m.peers[n] != nil:
 			return nil, fmt.Errorf("sync: peer %q listed twice", n)
 		}
-		m.peers[n] = &peer{name: n, pending: map[string]time.Time{}, rKeys: map[string]uint64{}, nextSeq: 1}
+		m.peers[n] = &peer{name: n, pending: map[string]time.Time{}, rKeys: map[string]uint64{}, nextSeq: 1,
+			rtt: newRTOEstimator(cfg.RetransmitTimeout)}
 		m.names = append(m.names, n)
 	}
 	slices.Sort(m.names)
@@ -326,45 +261,6 @@ func (m *Machine) Delete(now time.Time, kind uint16, key []byte) (Output, error)
 	return m.changed(now, tk, qChanged), nil
 }
 
-// changed queues tk for every peer in queue q, unless it waits already
-// (in whichever queue: a key is in one queue at most, so its changes reach
-// the peer in order).
-func (m *Machine) changed(now time.Time, tk string, q int) Output {
-	var out Output
-	for _, n := range m.names {
-		p := m.peers[n]
-		if p.needResync {
-			continue // the snapshot will carry it
-		}
-		if _, ok := p.pending[tk]; ok {
-			m.stats.Coalesced++
-			continue
-		}
-		p.pending[tk] = now
-		p.queues[q].keys = append(p.queues[q].keys, tk)
-		p.queues[q].total++
-		p.pendBytes += recordHdrLen + len(tk) + len(m.table[tk])
-		if len(p.pending) > m.cfg.MaxPending {
-			m.stats.Overflows++
-			if p.up && p.resyncing && !p.endSent && len(p.snap)-p.snapPos+len(p.pending) <= len(m.table)+m.cfg.MaxPending {
-				// A snapshot is under way: its tail takes the changed keys
-				// rather than starting over and losing what was sent. The
-				// tail stays under a fresh snapshot's size plus MaxPending.
-				for i := range p.queues {
-					p.snap = append(p.snap, p.queues[i].keys...)
-				}
-				p.dropQueued() // the snapshot carries them now
-				m.stats.Folded++
-			} else {
-				m.resync(now, p, &out)
-			}
-			continue
-		}
-		m.fill(now, p, false, &out)
-	}
-	return m.finish(now, out)
-}
-
 // Flush sends what waits for every peer, as far as windows allow.
 func (m *Machine) Flush(now time.Time) Output {
 	var out Output
@@ -382,14 +278,7 @@ func (m *Machine) Tick(now time.Time) Output {
 		if p.connected && !p.up && !now.Before(p.helloAt) {
 			m.sayHello(now, p, &out)
 		}
-		if p.up && len(p.inflight) > 0 && !p.rtoAt.IsZero() && !now.Before(p.rtoAt) {
-			m.stats.Timeouts++
-			// Back off: over TCP a timeout means a slow peer more often
-			// than a lost message, and resending the window to a slow
-			// peer only adds to its load.
-			p.backoff = min(max(p.backoff, m.cfg.RetransmitTimeout)*2, maxBackoff*m.cfg.RetransmitTimeout)
-			m.resend(now, p, &out)
-		}
+		m.retransmitDue(now, p, &out)
 		m.fill(now, p, true, &out)
 		m.liveness(now, p, &out)
 	}
@@ -406,18 +295,9 @@ func (m *Machine) Connected(now time.Time, peer string) Output {
 	p.up = false
 	p.connected = true
 	p.heardAt = now
+	p.rtt.resetBackoff()
 	m.sayHello(now, p, &out)
 	return m.finish(now, out)
-}
-
-// sayHello sends a hello, and again each retransmission timeout until the
-// peer's hello arrives (a lossy link can lose it).
-func (m *Machine) sayHello(now time.Time, p *peer, out *Output) {
-	p.helloAt = now.Add(m.cfg.RetransmitTimeout)
-	out.Sends = append(out.Sends, Send{Peer: p.name, Data: AppendHello(nil, Hello{
-		Name: m.cfg.Self, Incarnation: m.inc, PeerInc: p.rInc, Stream: p.rStream, Expected: p.rExpected, Heard: p.up,
-		Keepalive: m.cfg.KeepaliveInterval > 0,
-	})})
 }
 
 // Disconnected says the connection to peer is gone. What we received from
@@ -459,229 +339,6 @@ func (m *Machine) Receive(now time.Time, peer string, b []byte) Output {
 		m.data(now, p, msg.Data, &out)
 	}
 	return m.finish(now, out)
-}
-
-func (m *Machine) hello(now time.Time, p *peer, h *Hello, out *Output) {
-	if h.Name != p.name {
-		m.stats.Malformed++
-		out.Close = append(out.Close, Close{Peer: p.name, Reason: fmt.Sprintf("hello names %q on the connection of %q", h.Name, p.name)})
-		return
-	}
-	p.keepalive = h.Keepalive
-	if p.up {
-		// The peer may have lost our hello: answer, unless it says it has it.
-		// A keepalive is such a hello, with Heard set: nothing to do.
-		if !h.Heard {
-			m.sayHello(now, p, out)
-		}
-		return
-	}
-	p.up = true
-	p.peerInc = h.Incarnation
-	m.stats.PeerUps++
-	// Resume only if the peer follows our current stream from a point we
-	// still hold: everything after h.Expected-1 is in flight or pending.
-	if !p.needResync && p.stream != 0 && h.PeerInc == m.inc && h.Stream == p.stream &&
-		h.Expected >= p.acked+1 && h.Expected <= p.nextSeq {
-		m.stats.Resumes++
-		m.ackUpTo(now, p, h.Expected-1)
-		if len(p.inflight) > 0 {
-			m.resend(now, p, out)
-		}
-		m.fill(now, p, true, out)
-		return
-	}
-	m.resync(now, p, out)
-}
-
-// resync opens a new stream to p carrying a snapshot of the table, or
-// marks p for one when it is not up.
-func (m *Machine) resync(now time.Time, p *peer, out *Output) {
-	p.dropQueued() // the snapshot carries them
-	p.inflight = nil
-	p.acked = p.nextSeq - 1 // the stream is abandoned
-	p.rtoAt = time.Time{}
-	if !p.up {
-		p.needResync = true
-		return
-	}
-	m.stats.Resyncs++
-	p.needResync = false
-	p.stream++
-	p.nextSeq, p.acked = 1, 0
-	p.resyncing, p.endSent = true, false
-	p.snap = p.snap[:0]
-	for tk := range m.table {
-		p.snap = append(p.snap, tk)
-	}
-	slices.Sort(p.snap) // deterministic order for tests
-	p.snapPos = 0
-	m.fill(now, p, true, out)
-}
-
-// dropQueued empties both queues: their keys went to a snapshot.
-func (p *peer) dropQueued() {
-	clear(p.pending)
-	for i := range p.queues {
-		q := &p.queues[i]
-		q.keys = q.keys[:0]
-		q.sent = q.total
-	}
-	p.pendBytes = 0
-}
-
-// fill sends data messages to p while its window allows. Without force a
-// message goes out only when full (or when it opens or closes a stream).
-func (m *Machine) fill(now time.Time, p *peer, force bool, out *Output) {
-	if !p.up {
-		return
-	}
-	for len(p.inflight) < m.cfg.Window {
-		d := Data{Incarnation: m.inc, Stream: p.stream, Seq: p.nextSeq, Begin: p.nextSeq == 1}
-		snapshotting := p.resyncing && !p.endSent
-		if !d.Begin && len(p.pending) == 0 && !snapshotting {
-			return
-		}
-		if !force && !d.Begin && !snapshotting && p.pendBytes < m.cfg.BatchBytes {
-			return // not a full batch yet: wait for Flush
-		}
-		size := dataHdrLen
-		var first time.Time
-		recs := m.buf[:0]
-		var taken [2]int // keys taken from each queue, fresh first
-		for i := range p.queues {
-			q := p.queues[i].keys
-			for ; taken[i] < len(q) && size < m.cfg.BatchBytes; taken[i]++ {
-				tk := q[taken[i]]
-				at := p.pending[tk]
-				if first.IsZero() || at.Before(first) {
-					first = at
-				}
-				r := m.record(tk)
-				recs = append(recs, r)
-				size += recordLen(r)
-			}
-		}
-		si := p.snapPos
-		if p.resyncing {
-			for ; si < len(p.snap) && size < m.cfg.BatchBytes; si++ {
-				// A key deleted since goes as a deletion: it may have been
-				// sent earlier in this stream (folded keys are sent again).
-				r := m.record(p.snap[si])
-				recs = append(recs, r)
-				size += recordLen(r)
-			}
-			d.End = si == len(p.snap) && !p.endSent
-		}
-		if !force && !d.Begin && !d.End && size < m.cfg.BatchBytes {
-			m.buf = recs
-			return
-		}
-		for i := range p.queues {
-			q := &p.queues[i]
-			for _, tk := range q.keys[:taken[i]] {
-				delete(p.pending, tk)
-			}
-			q.keys = q.keys[taken[i]:]
-			q.sent += uint64(taken[i])
-			if len(q.keys) == 0 {
-				q.keys = nil
-			}
-		}
-		if len(p.pending) == 0 {
-			p.pendBytes = 0
-		} else {
-			p.pendBytes = max(0, p.pendBytes-(size-dataHdrLen))
-		}
-		p.snapPos = si
-		if d.End {
-			p.endSent = true
-		}
-		d.Records = recs
-		b := AppendData(make([]byte, 0, size), d)
-		m.buf = recs[:0]
-		p.inflight = append(p.inflight, flight{seq: d.Seq, data: b, records: len(recs), end: d.End, first: first, qEnd: [2]uint64{p.queues[qFresh].sent, p.queues[qChanged].sent}})
-		p.nextSeq++
-		if p.rtoAt.IsZero() {
-			p.rtoAt = now.Add(m.cfg.RetransmitTimeout)
-		}
-		m.stats.SentMessages++
-		m.stats.SentRecords += uint64(len(recs))
-		m.stats.SentBytes += uint64(len(b) + FrameHeader)
-		out.Sends = append(out.Sends, Send{Peer: p.name, Data: b})
-	}
-	if len(p.inflight) >= m.cfg.Window {
-		m.stats.WindowFull++
-	}
-}
-
-func (m *Machine) record(tk string) Record {
-	kind, key := splitKey(tk)
-	v, ok := m.table[tk]
-	if !ok {
-		return Record{Kind: kind, Key: key, Deleted: true}
-	}
-	return Record{Kind: kind, Key: key, Value: v}
-}
-
-func (m *Machine) resend(now time.Time, p *peer, out *Output) {
-	for _, f := range p.inflight {
-		m.stats.ResentMessages++
-		m.stats.ResentRecords += uint64(f.records)
-		m.stats.SentBytes += uint64(len(f.data) + FrameHeader)
-		out.Sends = append(out.Sends, Send{Peer: p.name, Data: f.data})
-	}
-	p.rtoAt = now.Add(max(p.backoff, m.cfg.RetransmitTimeout))
-}
-
-func (m *Machine) ack(now time.Time, p *peer, a *Ack, out *Output) {
-	if a.Incarnation != m.inc || a.Stream != p.stream || !p.up {
-		m.stats.StaleAcks++
-		return
-	}
-	if a.Seq >= p.nextSeq {
-		// Acknowledging what was never sent: a broken peer.
-		m.stats.Malformed++
-		out.Close = append(out.Close, Close{Peer: p.name, Reason: fmt.Sprintf("ack of seq %d, only %d sent", a.Seq, p.nextSeq-1)})
-		return
-	}
-	m.ackUpTo(now, p, a.Seq)
-	if a.Nack && len(p.inflight) > 0 && (p.lastNack.IsZero() || now.Sub(p.lastNack) >= m.cfg.NackHoldoff) {
-		p.lastNack = now
-		m.stats.Nacks++
-		m.resend(now, p, out)
-	}
-	m.fill(now, p, true, out)
-}
-
-func (m *Machine) ackUpTo(now time.Time, p *peer, seq uint64) {
-	if seq <= p.acked {
-		return
-	}
-	n := 0
-	for n < len(p.inflight) && p.inflight[n].seq <= seq {
-		f := p.inflight[n]
-		if !f.first.IsZero() {
-			m.stats.Lag.observe(now.Sub(f.first))
-		}
-		for i := range p.queues {
-			p.queues[i].acked = f.qEnd[i]
-		}
-		if f.end {
-			p.endAcked = p.stream
-			p.resyncing = false
-			p.snap = p.snap[:0]
-			p.snapPos = 0
-		}
-		n++
-	}
-	p.inflight = append(p.inflight[:0], p.inflight[n:]...)
-	p.acked = seq
-	p.backoff = 0
-	p.rtoAt = time.Time{}
-	if len(p.inflight) > 0 {
-		p.rtoAt = now.Add(m.cfg.RetransmitTimeout)
-	}
 }
 
 func (m *Machine) finish(now time.Time, out Output) Output {

@@ -135,6 +135,9 @@ func (s *sim) step(name string, f func(*Machine) Output) Output {
 	if msg := checkStep(n.m); msg != "" {
 		s.tb.Fatalf("%s at %v: invariant: %s", name, s.now.Sub(t0), msg)
 	}
+	if msg := checkWake(n.m, s.now, out); msg != "" {
+		s.tb.Fatalf("%s at %v: timer: %s", name, s.now.Sub(t0), msg)
+	}
 	for _, a := range out.Applied {
 		tk := tableKey(a.Record.Kind, a.Record.Key)
 		if a.Record.Deleted {

@@ -29,8 +29,20 @@ type Stats struct {
 	Keepalives, SilentPeers uint64
 	// PeersUp is how many peers are connected now (filled by Stats()).
 	PeersUp int
+	// Peers are each peer's figures now, by name (filled by Stats()).
+	Peers []PeerStats
 	// Lag is the time from a change to its acknowledgement by a peer.
 	Lag Histogram
+}
+
+// PeerStats is one peer's retransmission timer (retransmit.go).
+type PeerStats struct {
+	Name string
+	// RTO is the retransmission timeout now, backoff included.
+	RTO time.Duration
+	// SRTT and RTTVar are the smoothed acknowledgement delay and its
+	// variation; both zero until a delay was measured.
+	SRTT, RTTVar time.Duration
 }
 
 // LagBuckets are the upper bounds of the lag histogram's buckets; a last
@@ -63,10 +75,13 @@ func (h *Histogram) observe(d time.Duration) {
 // Stats returns a copy of the counters.
 func (m *Machine) Stats() Stats {
 	s := m.stats
-	for _, p := range m.peers {
+	s.Peers = make([]PeerStats, 0, len(m.names))
+	for _, n := range m.names {
+		p := m.peers[n]
 		if p.up {
 			s.PeersUp++
 		}
+		s.Peers = append(s.Peers, PeerStats{Name: n, RTO: p.rtt.rto, SRTT: p.rtt.srtt, RTTVar: p.rtt.rttvar})
 	}
 	return s
 }

@@ -128,6 +128,8 @@ type Node struct {
 	events      chan event
 
 	refused, badFrames, slowPeers, dials, wireBytes atomic.Uint64
+	// heard is when each peer was last heard (heard.go).
+	heard heardTimes
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -478,6 +480,7 @@ func (n *Node) serve(peer string, tc *tls.Conn) {
 		if _, err := io.ReadFull(r, b); err != nil {
 			break
 		}
+		n.heard.note(peer, time.Now())
 		select {
 		case n.events <- event{kind: evMsg, peer: peer, c: c, data: b}:
 		case <-n.ctx.Done():

@@ -85,42 +85,49 @@ func TestFloodDeliversEveryFlowWithValidChecksums(t *testing.T) {
 			if res.ThreadCPU <= 0 {
 				t.Errorf("thread CPU %v: sending cannot be free", res.ThreadCPU)
 			}
-			perPort := map[int]int{}
-			buf := make([]byte, 2048)
-			for got := 0; got < c.packets; got++ {
-				if err := conn.SetReadDeadline(time.Now().Add(2 * time.Second)); err != nil {
-					t.Fatal(err)
-				}
-				n, from, err := conn.ReadFromUDP(buf)
-				if err != nil {
-					var ne net.Error
-					if errors.As(err, &ne) && ne.Timeout() {
-						t.Fatalf("received %d of %d datagrams (%v)", got, c.packets, perPort)
-					}
-					t.Fatal(err)
-				}
-				want := c.payload
-				if want == 0 {
-					want = 18
-				}
-				if n != want {
-					t.Errorf("datagram of %d bytes, want %d", n, want)
-				}
-				perPort[from.Port]++
-			}
-			// Round robin over flows: every flow gets packets/flows or one more.
-			wantFlows := min(c.flows, c.packets)
-			if len(perPort) != wantFlows {
-				t.Errorf("datagrams came from %d source ports, want %d", len(perPort), wantFlows)
-			}
-			for p, n := range perPort {
-				if p < int(base) || p >= int(base)+c.flows {
-					t.Errorf("source port %d outside %d..%d", p, base, int(base)+c.flows-1)
-				}
-				if lo := c.packets / c.flows; n < lo || n > lo+1 {
-					t.Errorf("port %d got %d datagrams, want %d or %d", p, n, lo, lo+1)
-				}
-			}
+			checkFloodReceived(t, conn, base, c.flows, c.packets, c.payload)
 		})
+	}
+}
+
+// checkFloodReceived reads the packets datagrams a generator sent from
+// flows source ports counted up from base and checks what a generator
+// promises: each of payload bytes (18 when payload is 0), from a port of the
+// range, round robin over the flows (every flow packets/flows or one more).
+func checkFloodReceived(t *testing.T, conn *net.UDPConn, base uint16, flows, packets, payload int) {
+	t.Helper()
+	perPort := map[int]int{}
+	buf := make([]byte, 2048)
+	want := payload
+	if want == 0 {
+		want = 18
+	}
+	for got := 0; got < packets; got++ {
+		if err := conn.SetReadDeadline(time.Now().Add(2 * time.Second)); err != nil {
+			t.Fatal(err)
+		}
+		n, from, err := conn.ReadFromUDP(buf)
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				t.Fatalf("received %d of %d datagrams (%v)", got, packets, perPort)
+			}
+			t.Fatal(err)
+		}
+		if n != want {
+			t.Errorf("datagram of %d bytes, want %d", n, want)
+		}
+		perPort[from.Port]++
+	}
+	if wantFlows := min(flows, packets); len(perPort) != wantFlows {
+		t.Errorf("datagrams came from %d source ports, want %d", len(perPort), wantFlows)
+	}
+	for p, n := range perPort {
+		if p < int(base) || p >= int(base)+flows {
+			t.Errorf("source port %d outside %d..%d", p, base, int(base)+flows-1)
+		}
+		if lo := packets / flows; n < lo || n > lo+1 {
+			t.Errorf("port %d got %d datagrams, want %d or %d", p, n, lo, lo+1)
+		}
 	}
 }

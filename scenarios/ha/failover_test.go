@@ -281,6 +281,16 @@ func hasRow(out string, cells ...string) bool {
 	return false
 }
 
+// hasRowPrefix: a line of out starts with cells.
+func hasRowPrefix(out string, cells ...string) bool {
+	for _, line := range strings.Split(out, "\n") {
+		if f := strings.Fields(line); len(f) >= len(cells) && slices.Equal(f[:len(cells)], cells) {
+			return true
+		}
+	}
+	return false
+}
+
 func tail(s string, n int) string {
 	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
 	if len(lines) > n {
@@ -392,7 +402,7 @@ func checkSyncedMetrics(t *testing.T, ctx context.Context, lb *lab2) {
 	if strings.Contains(metrics, "telcolb_ha_records_received_total 0\n") || !strings.Contains(metrics, "telcolb_ha_records_received_total ") {
 		t.Errorf("lb2 received no record according to its metrics")
 	}
-	if out, err := lb.daemons[1].Ctl(ctx, "get", "ha"); err != nil || !strings.Contains(out, "node lb2, ready") || !hasRow(out, "lb1", "true", "true") {
+	if out, err := lb.daemons[1].Ctl(ctx, "get", "ha"); err != nil || !strings.Contains(out, "node lb2, ready") || !hasRowPrefix(out, "lb1", "true", "true") {
 		t.Errorf("telcolbctl get ha on lb2: %v\n%s", err, out)
 	}
 }
@@ -453,7 +463,9 @@ func TestFlowsSurviveANodeFailure(t *testing.T) {
 	t.Logf("routes back to lb1 at %s", back.Format(stamp))
 	gap := fs.check(t, "back through lb1 after its rejoin", back)
 	t.Logf("rejoin: every TCP and UDP flow answered through lb1 within %v of the routes moving back", gap.Round(time.Millisecond))
+	moves := settledMoves(t, ctx, lb, len(fs.tcp)+len(fs.udp)+fs.nSCTP())
 	sgap := fs.waitSCTP(t, ctx)
+	moves()
 	fs.logSCTPFailures(t, ctx, lb, 0, 1)
 	t.Logf("kill -9 and rejoin: %d SCTP associations (%v), longest gap between two echoes %v (messages every 50 ms)", fs.nSCTP(), sctpModeNames(), sgap)
 }
@@ -610,7 +622,7 @@ func heldAtFailure(t *testing.T, ctx context.Context, lb *lab2, fs *flowSet, lb1
 	var lag []string
 	if lb1Alive {
 		for _, line := range strings.Split(scrape(t, ctx, lb.daemons[0]), "\n") {
-			if strings.HasPrefix(line, "telcolb_ha_sync_lag_seconds") || strings.HasPrefix(line, "telcolb_ha_records_") {
+			if strings.HasPrefix(line, "telcolb_ha_sync_lag_seconds") || strings.HasPrefix(line, "telcolb_ha_records_") || strings.HasPrefix(line, "telcolb_ha_resyncs_total") || strings.HasPrefix(line, "telcolb_ha_peer_retransmit_timeout_seconds") {
 				lag = append(lag, line)
 			}
 		}

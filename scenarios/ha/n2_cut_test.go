@@ -40,35 +40,28 @@ func cutSyncLink(ctx context.Context, h *lab.Host) error {
 	return nil
 }
 
-// n2CutDetectMultiplier is the L2 detection this test runs with: 800 ms,
-// not the production 300 ms. What it isolates is the sync link's cut; with
-// 300 ms, one run in six (2026-12-03, load 11-21) had lb1's daemon silent on
-// the LAN for more than 300 ms during the cut (its member shell logged
-// "ran late" 282 ms), lb2's election rightly took lb1 for dead, and with
-// the VIP owned by lb2 and lb1 lost by the sync the takeover gate ABORTed
-// both live associations; lb1 was heard again 320 ms later. On the shared
-// machine a stall of the owner that long is a node failure as far as L2
-// detection can tell; this test is not about that.
-const n2CutDetectMultiplier = 8
-
-// TestN2CutSyncLinkAbortsNothing: the N2 lab (the VIP advertised by L2,
-// the default takeover gate --ha-n2-takeover-abort=owner). Once lb2
-// holds lb1's N2 records, the sync link alone is cut (nft drops the sync
-// port on lb2) while lb1 keeps serving. lb2's sync declares lb1 lost by
-// its peer timeout (no TCP end: the connection is silent, not closed);
-// lb1's heartbeats on the LAN keep the VIP with lb1, so lb2 sends no
-// ABORT: none reaches gnb1 (capture), lb2 logs the associations left
-// alone (another node owns the VIP), lb1 still owns the VIP, and every UE
-// of both gNBs then runs its second phase (uplink NAS, release, paging,
-// service request) through lb1 on its first association. With
-// --ha-n2-takeover-abort=peer-lost on a VIP without an owner the same cut
-// ends both live associations (the hazard the gate removes).
+// TestN2CutSyncLinkAbortsNothing: the N2 lab (the VIP advertised by L2
+// with the production detection, 300 ms; the default takeover gate
+// --ha-n2-takeover-abort=owner). Once lb2 holds lb1's N2 records, the sync
+// link alone is cut (nft drops the sync port on lb2) while lb1 keeps
+// serving. lb2's sync declares lb1 lost by its peer timeout (no TCP end:
+// the connection is silent, not closed); lb1's heartbeats on the LAN are
+// still heard, 2.5 s and more after the sync last heard lb1, so lb2 takes
+// lb1 for alive and sends no ABORT, whoever owns the VIP: none reaches
+// gnb1 (capture), lb2 logs the associations left alone for that reason,
+// and every UE of both gNBs then runs its second phase (uplink NAS,
+// release, paging, service request) through lb1 on its first
+// association. Until session 16 the test ran with an 800 ms detection:
+// at 300 ms, one run in six (load 11-21) had lb1's daemon silent on the
+// LAN for more than 300 ms during the cut, lb2's election took the VIP,
+// and the ownership gate alone ABORTed both live associations (the
+// re-confirmation, cmd/telcolb/app/n2alive.go, is what prevents it).
 func TestN2CutSyncLinkAbortsNothing(t *testing.T) {
 	n2LabGate(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	const perGNB = 20
-	nl := upN2Lab(t, ctx, true, n2CutDetectMultiplier)
+	nl := upN2Lab(t, ctx, true, 0)
 	waitReady(t, ctx, nl.daemons[1], "lb2")
 	for k, h := range nl.gnbHost {
 		// No --resume: registered, the gNB waits for SIGUSR1 and runs its
@@ -100,8 +93,8 @@ func TestN2CutSyncLinkAbortsNothing(t *testing.T) {
 	must(t, err)
 	cut := time.Now()
 	must(t, cutSyncLink(ctx, nl.topo.Nodes[1]))
-	// lb2's verdict by its peer timeout (4 s), then the gate: lb1 owns
-	// the VIP, watched for takeoverOwnerWait (5 s), then left.
+	// lb2's verdict by its peer timeout (4 s), then the gate: lb1 heard on
+	// the LAN long after the sync last heard it is alive; left at once.
 	lb2 := nl.daemons[1]
 	const left, sent = "gNB associations on this VIP are not aborted", "ABORTs sent"
 	for log := lb2.Log(); !strings.Contains(log, "sync peer silent") || !strings.Contains(log, left) && !strings.Contains(log, sent); log = lb2.Log() {
@@ -114,10 +107,15 @@ func TestN2CutSyncLinkAbortsNothing(t *testing.T) {
 	t.Logf("lb2 declared lb1 lost and decided %v after the cut:\n%s", time.Since(cut).Round(100*time.Millisecond), grepLines(lb2.Log(), "N2 takeover"))
 	// Longer than the takeover's pacing would need to send anything.
 	time.Sleep(2 * time.Second)
-	if log := lb2.Log(); strings.Contains(log, sent) || !strings.Contains(log, left) || !strings.Contains(grepLines(log, left), "owner=other") {
-		t.Errorf("lb2 sent takeover ABORTs while lb1 serves, or left them for another reason than lb1's ownership: %s", grepLines(log, "N2 takeover"))
+	if log := lb2.Log(); strings.Contains(log, sent) || !strings.Contains(log, left) || !strings.Contains(grepLines(log, left), "it is alive, only the sync lost it") {
+		t.Errorf("lb2 sent takeover ABORTs while lb1 serves, or left them for another reason than lb1 heard on the LAN: %s", grepLines(log, "N2 takeover"))
 	}
-	nl.waitOwner(t, ctx, "lb1", time.Second)
+	for i, d := range nl.daemons {
+		t.Logf("lb%d's L2 member log:\n%s", i+1, grepLines(d.Log(), "member: "))
+	}
+	// lb1 kept the VIP, or has it back if a stall of its daemon had it
+	// taken for dead on the LAN.
+	nl.waitOwner(t, ctx, "lb1", 5*time.Second)
 	for _, p := range nl.gnbs {
 		must(t, p.Signal(syscall.SIGUSR1))
 	}

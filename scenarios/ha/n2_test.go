@@ -56,6 +56,10 @@ const (
 	// sync sees lb1's connection end at lb1's kill); generous for a
 	// loaded machine, far below n2Heartbeat.
 	n2AbortWithin = 5 * time.Second
+	// n2LateUE: a UE answered later than this after the kill logs the
+	// drop counters (dropdiag.go); a lost packet costs the gNB's usrsctp
+	// its 1 s minimum RTO.
+	n2LateUE = time.Second
 	// n2HeartbeatPort is the L2 members' heartbeat port on the LAN.
 	n2HeartbeatPort = 7950
 )
@@ -429,8 +433,10 @@ func TestN2UEsSurviveANodeFailure(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+	drops := watchDrops(ctx, nl.topo.Lab.Hosts())
 	failed := nl.fail(t, ctx)
 	o := nl.collect(t, ctx, failed)
+	drops.check(t, ctx, o.last > n2LateUE)
 	for k, r := range o.retained {
 		if !r {
 			t.Errorf("gnb%d: lb2's NG Setup Response did not say ues-retained", k+1)

@@ -303,7 +303,11 @@ type HA struct {
 	// a peer's record for an owned key wins only if its flow saw a packet
 	// more recently (ties: the smaller node name), so the node carrying the
 	// traffic keeps it and the other one takes its copy.
-	owned   map[string]time.Time
+	owned map[string]time.Time
+	// moves counts entries changing hands (telcolb_ha_entries_*_total):
+	// after a crossover they settle; counts that keep growing while no
+	// node fails are ownership moving back and forth.
+	moves   haMoves
 	ready   bool
 	onReady func()
 	// draining: a planned drain is on (ha_drain.go); drain is its
@@ -444,6 +448,14 @@ type haCopy struct {
 	// lock, and writes a large batch over hundreds of milliseconds). A
 	// refresh in that window would take the difference for traffic here.
 	importing bool
+	// imported is when the import of this copy returned. A refresh
+	// judges a copy by a dump that began after that only: a dump begun
+	// before read the entry as it was before the copy was written (this
+	// node's own last packet, or an older copy), and would take the
+	// difference for traffic here, claim the flow, and make the peer
+	// yield it and claim it back on its next dump, round after round
+	// (TestHACrossoverSettlesOwnership).
+	imported time.Time
 }
 
 // claimSlack is how much newer than the copy's a flow's last packet must
@@ -504,6 +516,7 @@ func (h *HA) apply(recs []sync.Applied) {
 				continue
 			}
 			delete(h.owned, k)
+			h.moves.yielded++
 		}
 		if r.Deleted {
 			delete(h.imported, k)
@@ -541,6 +554,7 @@ func (h *HA) apply(recs []sync.Applied) {
 		if c, ok := h.imported[k]; ok && !dr.Deleted {
 			c.seen = lastSeen(dr, after)
 			c.importing = false
+			c.imported = after
 			h.imported[k] = c
 		}
 	}
@@ -570,6 +584,9 @@ func (h *HA) produce() {
 				delete(h.owned, k)
 				err = h.node.Delete(r.Kind, r.Key)
 			} else {
+				if copied {
+					h.moves.takenChanged++
+				}
 				delete(h.imported, k) // changed here: ours now
 				h.owned[k] = lastSeen(r, time.Now())
 				err = h.node.Put(toSync(r))

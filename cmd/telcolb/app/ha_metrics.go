@@ -16,6 +16,8 @@ var (
 		"1 while the HA sync connection with the peer is up (hello received), else 0.", []string{"peer"}, nil)
 	descHAPeerSynced = prometheus.NewDesc("telcolb_ha_peer_synced",
 		"1 once the peer's bulk resync to this node has completed, else 0.", []string{"peer"}, nil)
+	descHAPeerRTO = prometheus.NewDesc("telcolb_ha_peer_retransmit_timeout_seconds",
+		"The HA sync's retransmission timeout towards the peer now: follows the peer's measured acknowledgement delay, doubled by each expiry.", []string{"peer"}, nil)
 	descHAReady = prometheus.NewDesc("telcolb_ha_ready",
 		"1 once every reachable HA peer has sent its table (VIPs may be announced), else 0.", nil, nil)
 	descHARecordsSent = prometheus.NewDesc("telcolb_ha_records_sent_total",
@@ -40,6 +42,10 @@ var (
 		"Keepalive hellos sent to HA peers on connections idle for the keepalive interval.", nil, nil)
 	descHAPeerTimeouts = prometheus.NewDesc("telcolb_ha_peer_timeouts_total",
 		"HA sync connections closed as lost because the peer was silent past the peer timeout.", nil, nil)
+	descHAEntriesTakenOver = prometheus.NewDesc("telcolb_ha_entries_taken_over_total",
+		"Peers' conntrack entries this node took over, by reason: traffic (the flow carried packets here), peer_down (the peer that sent it is down), changed (its state changed here).", []string{"reason"}, nil)
+	descHAEntriesYielded = prometheus.NewDesc("telcolb_ha_entries_yielded_total",
+		"Conntrack entries this node owned and gave up to a peer whose flow saw a packet more recently.", nil, nil)
 	descHAN2TakeoverAborts = prometheus.NewDesc("telcolb_ha_n2_takeover_aborts_total",
 		"SCTP ABORTs of a lost HA peer's gNB associations (N2 takeover), by result: sent, failed (not sent), own (skipped: this node holds the association).", []string{"result"}, nil)
 )
@@ -53,13 +59,20 @@ type haSnapshot struct {
 	eventsLost uint64
 	held       int // records held from peers
 	n2Aborts   map[string]uint64
+	moves      haMoves
+}
+
+// haMoves counts conntrack entries changing hands between HA nodes.
+type haMoves struct {
+	takenTraffic, takenPeerDown, takenChanged, yielded uint64
 }
 
 type haCollector struct{ read func() haSnapshot }
 
 func (c *haCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descHAPeerUp, descHAPeerSynced, descHAReady, descHARecordsSent, descHARecordsResent,
-		descHARecordsReceived, descHAResyncs, descHARefused, descHALag, descHAEventsLost, descHATLSReloadErrors, descHATLSCertExpiry, descHAKeepalives, descHAPeerTimeouts, descHAN2TakeoverAborts} {
+	for _, d := range []*prometheus.Desc{descHAPeerUp, descHAPeerSynced, descHAPeerRTO, descHAReady, descHARecordsSent, descHARecordsResent,
+		descHARecordsReceived, descHAResyncs, descHARefused, descHALag, descHAEventsLost, descHATLSReloadErrors, descHATLSCertExpiry, descHAKeepalives, descHAPeerTimeouts, descHAN2TakeoverAborts,
+		descHAEntriesTakenOver, descHAEntriesYielded} {
 		ch <- d
 	}
 }
@@ -79,6 +92,11 @@ func (c *haCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(descHAReady, prometheus.GaugeValue, b2f(s.ready))
 	st := s.stats
+	// The sync's timer per peer (ha/sync retransmit.go): near its top, the
+	// peer acknowledges slowly (loaded) or not at all.
+	for _, p := range st.Peers {
+		ch <- prometheus.MustNewConstMetric(descHAPeerRTO, prometheus.GaugeValue, p.RTO.Seconds(), p.Name)
+	}
 	ch <- prometheus.MustNewConstMetric(descHARecordsSent, prometheus.CounterValue, float64(st.SentRecords))
 	ch <- prometheus.MustNewConstMetric(descHARecordsResent, prometheus.CounterValue, float64(st.ResentRecords))
 	ch <- prometheus.MustNewConstMetric(descHARecordsReceived, prometheus.CounterValue, float64(st.ReceivedRecords))
@@ -90,6 +108,11 @@ func (c *haCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descHAKeepalives, prometheus.CounterValue, float64(st.Keepalives))
 	ch <- prometheus.MustNewConstMetric(descHAPeerTimeouts, prometheus.CounterValue, float64(st.SilentPeers))
 	ch <- prometheus.MustNewConstMetric(descHAEventsLost, prometheus.CounterValue, float64(s.eventsLost))
+	m := s.moves
+	ch <- prometheus.MustNewConstMetric(descHAEntriesTakenOver, prometheus.CounterValue, float64(m.takenTraffic), "traffic")
+	ch <- prometheus.MustNewConstMetric(descHAEntriesTakenOver, prometheus.CounterValue, float64(m.takenPeerDown), "peer_down")
+	ch <- prometheus.MustNewConstMetric(descHAEntriesTakenOver, prometheus.CounterValue, float64(m.takenChanged), "changed")
+	ch <- prometheus.MustNewConstMetric(descHAEntriesYielded, prometheus.CounterValue, float64(m.yielded))
 	for _, r := range takeoverResults {
 		ch <- prometheus.MustNewConstMetric(descHAN2TakeoverAborts, prometheus.CounterValue, float64(s.n2Aborts[r]), r)
 	}
@@ -125,6 +148,7 @@ func (h *HA) snapshot() haSnapshot {
 	s.ready = h.Waiting() == ""
 	h.mu.Lock()
 	s.held = len(h.imported)
+	s.moves = h.moves
 	h.mu.Unlock()
 	s.n2Aborts = h.n2.takeoverCounts()
 	if l, ok := h.dp.(eventsLoster); ok {
@@ -155,8 +179,13 @@ func (h *HA) Status() api.HAStatus {
 	st := api.HAStatus{Enabled: true, Node: h.cfg.Node.Self, Ready: why == "", NotReady: why,
 		Entries: s.held, RecordsSent: s.stats.SentRecords, RecordsReceived: s.stats.ReceivedRecords,
 		RecordsResent: s.stats.ResentRecords, LagP99Seconds: lagP99(s.stats.Lag), N2Records: h.n2.Held(), Drain: h.drainStatus()}
+	timers := map[string]sync.PeerStats{}
+	for _, p := range s.stats.Peers {
+		timers[p.Name] = p
+	}
 	for _, p := range s.peers {
-		st.Peers = append(st.Peers, api.HAPeerStatus{Name: p, Up: s.up[p], Synced: s.synced[p]})
+		st.Peers = append(st.Peers, api.HAPeerStatus{Name: p, Up: s.up[p], Synced: s.synced[p],
+			RetransmitTimeoutSeconds: timers[p].RTO.Seconds(), AckDelaySeconds: timers[p].SRTT.Seconds()})
 	}
 	return st
 }

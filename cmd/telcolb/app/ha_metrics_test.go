@@ -1,9 +1,12 @@
 package app
 
 import (
+	"fmt"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/telcolb/telcolb/ha/sync"
 )
@@ -45,4 +48,54 @@ func TestHALivenessMetricsCountKeepalivesAndTimeouts(t *testing.T) {
 	if got := haMetric(t, lb2, keepalives); got != float64(st.Keepalives) || got < 2 {
 		t.Errorf("%s %v, want the sync's %d (at least 2)", keepalives, got, st.Keepalives)
 	}
+}
+
+// TestHAPeerRetransmitTimeoutFollowsSlowImports: lb2 takes 300 ms to
+// import each batch, so lb1's acknowledgements come 300 ms late, past the
+// 200 ms floor. lb1's retransmission timeout towards lb2 follows the
+// measured delay above it, and telcolb_ha_peer_retransmit_timeout_seconds
+// and GET /v1/ha show that timeout and the delay.
+func TestHAPeerRetransmitTimeoutFollowsSlowImports(t *testing.T) {
+	const delay = 300 * time.Millisecond
+	pair := newHAPair(t)
+	src := newTimedCT()
+	lb1 := pair.start("lb1", src)
+	pair.start("lb2", &slowImportCT{newTimedCT(), delay}) // ha_claim_test.go
+	waitFor(t, "lb1 and lb2 connected", func() bool { return lb1.node.Up("lb2") })
+	rto := func() float64 {
+		reg := prometheus.NewPedanticRegistry()
+		if err := reg.Register(lb1.Collector()); err != nil {
+			t.Fatal(err)
+		}
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			if mf.GetName() != "telcolb_ha_peer_retransmit_timeout_seconds" {
+				continue
+			}
+			for _, m := range mf.GetMetric() {
+				if len(m.GetLabel()) == 1 && m.GetLabel()[0].GetValue() == "lb2" {
+					return m.GetGauge().GetValue()
+				}
+			}
+		}
+		t.Fatal("no telcolb_ha_peer_retransmit_timeout_seconds{peer=\"lb2\"}")
+		return 0
+	}
+	n := 0
+	waitFor(t, "lb1's timeout towards lb2 above lb2's import delay", func() bool {
+		n++
+		src.change(fmt.Sprint("k", n), "v") // one change, one message, one measure
+		time.Sleep(50 * time.Millisecond)
+		st := lb1.Status().Peers[0]
+		return st.AckDelaySeconds >= delay.Seconds() && rto() > st.AckDelaySeconds
+	})
+	st := lb1.Status().Peers[0]
+	got := rto()
+	if st.RetransmitTimeoutSeconds != got || got > 3.2 {
+		t.Fatalf("GET /v1/ha says timeout %vs (ack delay %vs), the metric %vs: want the same, at most 3.2 s", st.RetransmitTimeoutSeconds, st.AckDelaySeconds, got)
+	}
+	t.Logf("lb2 imports in %v: lb1's ack delay %.3fs, timeout %.3fs after %d changes", delay, st.AckDelaySeconds, got, n)
 }

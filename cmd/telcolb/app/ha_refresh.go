@@ -3,6 +3,8 @@ package app
 import (
 	"context"
 	"time"
+
+	"github.com/telcolb/telcolb/dataplane"
 )
 
 // The refresh of the entries this node owns (HA sync, ha.go).
@@ -61,6 +63,9 @@ func (h *HA) refresh(full bool) {
 		h.log.Warn("ha refresh: dump conntrack", "error", err)
 		return
 	}
+	// What the records leave with: their ages count from the dump's
+	// start, and the dump itself took this long.
+	dumped := time.Since(now)
 	claimed := 0
 	h.mu.Lock()
 	for _, r := range recs {
@@ -72,9 +77,13 @@ func (h *HA) refresh(full bool) {
 			// rejoining peer's bulk resync must carry it. A draining node
 			// takes no flow over for its traffic: what still arrives here
 			// is in flight while the routes move to the peer.
-			traffic := !h.draining && !c.importing && !seen.IsZero() && seen.After(c.seen.Add(claimSlack))
-			if !traffic && h.node.Up(c.from) {
+			traffic := !h.draining && !c.importing && c.imported.Before(now) && !seen.IsZero() && seen.After(c.seen.Add(claimSlack))
+			if traffic {
+				h.moves.takenTraffic++
+			} else if h.node.Up(c.from) {
 				continue
+			} else {
+				h.moves.takenPeerDown++
 			}
 			delete(h.imported, k)
 			claimed++
@@ -82,7 +91,7 @@ func (h *HA) refresh(full bool) {
 			continue // idle since last sent: the peer's copy ages as ours
 		}
 		h.owned[k] = seen
-		if err := h.node.Put(toSync(r)); err != nil {
+		if err := h.node.Put(toSync(dataplane.AgeRecord(r, dumped))); err != nil {
 			h.log.Warn("ha refresh: queue record", "kind", r.Kind, "error", err)
 		}
 	}

@@ -48,7 +48,8 @@ func TestMetricTableListsEveryDaemonMetric(t *testing.T) {
 
 	ha := &haCollector{read: func() haSnapshot {
 		return haSnapshot{peers: []string{"lb2"}, up: map[string]bool{"lb2": true}, synced: map[string]bool{},
-			stats: sync.NodeStats{CertNotAfter: time.Now().Add(24 * time.Hour)}}
+			stats: sync.NodeStats{CertNotAfter: time.Now().Add(24 * time.Hour),
+				Stats: sync.Stats{Peers: []sync.PeerStats{{Name: "lb2", RTO: 200 * time.Millisecond}}}}}
 	}}
 	if err := env.reg.Register(ha); err != nil {
 		t.Fatal(err)

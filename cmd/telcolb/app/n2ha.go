@@ -47,6 +47,9 @@ type N2Replica struct {
 	// owner says who announces a VIP (the advertiser's vipOwner); nil
 	// until the server wires it: ownerNone.
 	owner func(netip.Addr) vipOwner
+	// heard says when the sync and the L2 election last heard a peer
+	// (n2alive.go); nil until the server wires it: never alive by it.
+	heard func(peer string) (syncAt, l2At time.Time)
 }
 
 // heldN2 is one peer's record.

@@ -138,17 +138,20 @@ const (
 
 // takeoverDecision is the gate of the takeover ABORT for one VIP, lostFor
 // after the sync's verdict that the peer is lost: nothing while the peer
-// is up again; an abort at once when this node owns the VIP (the L2
+// is up again, or alive by the L2 election's re-confirmation (peerAlive,
+// n2alive.go); an abort at once when this node owns the VIP (the L2
 // election: the peer is dead or fenced and the segment was told, see
 // above); in mode peer-lost, an abort after takeoverGrace when no
 // advertisement elects an owner; a VIP owned elsewhere is waited for
 // until takeoverOwnerWait, then skipped. The reason is for the logs.
-func takeoverDecision(mode string, peerUp bool, lostFor time.Duration, owner vipOwner) (takeoverStep, string) {
+func takeoverDecision(mode string, peerUp, peerAlive bool, lostFor time.Duration, owner vipOwner) (takeoverStep, string) {
 	switch {
 	case mode == TakeoverAbortOff:
 		return stepSkip, "takeover ABORTs are off (--ha-n2-takeover-abort=off)"
 	case peerUp:
 		return stepSkip, "the peer is up again"
+	case peerAlive:
+		return stepSkip, reasonPeerAlive
 	}
 	switch owner {
 	case ownerSelf:
@@ -188,8 +191,13 @@ func newN2Takeover() n2Takeover {
 }
 
 // takeoverResults are the result label values of
-// telcolb_ha_n2_takeover_aborts_total.
-var takeoverResults = []string{"sent", "failed", "own", "not_owner"}
+// telcolb_ha_n2_takeover_aborts_total (peer_alive: skipped, the L2
+// election hears the peer, n2alive.go).
+var takeoverResults = []string{"sent", "failed", "own", "not_owner", "peer_alive"}
+
+// reasonPeerAlive is the gate's reason when the re-confirmation finds the
+// peer alive.
+const reasonPeerAlive = "the L2 election heard the peer 2.5s or more after the sync last did: it is alive, only the sync lost it"
 
 // abortCandidate is one gNB association of a lost peer.
 type abortCandidate struct {
@@ -357,7 +365,8 @@ func (r *N2Replica) abortPeer(ctx context.Context, peer string, lostFor time.Dur
 	// The gate, once per VIP this round.
 	steps := map[netip.Addr]takeoverStep{}
 	var cands []abortCandidate
-	notOwner := 0
+	notOwner, alive := 0, 0
+	peerAlive := r.peerAliveOnL2(peer)
 	for _, c := range all {
 		vip := c.target.Src.Addr()
 		if settled[vip] {
@@ -367,7 +376,7 @@ func (r *N2Replica) abortPeer(ctx context.Context, peer string, lostFor time.Dur
 		if !ok {
 			var why string
 			owner := r.ownerOf(vip)
-			st, why = takeoverDecision(mode, false, lostFor, owner)
+			st, why = takeoverDecision(mode, false, peerAlive, lostFor, owner)
 			steps[vip] = st
 			if st == stepSkip {
 				r.log.Warn("N2 takeover: the lost peer's gNB associations on this VIP are not aborted", "peer", peer, "vip", vip, "owner", owner.String(), "reason", why)
@@ -377,7 +386,11 @@ func (r *N2Replica) abortPeer(ctx context.Context, peer string, lostFor time.Dur
 		case stepWait:
 			more = true
 		case stepSkip:
-			notOwner++
+			if peerAlive {
+				alive++
+			} else {
+				notOwner++
+			}
 		case stepAbort:
 			cands = append(cands, c)
 		}
@@ -390,13 +403,14 @@ func (r *N2Replica) abortPeer(ctx context.Context, peer string, lostFor time.Dur
 	tk.mu.Lock()
 	tk.counts["own"] += uint64(own)
 	tk.counts["not_owner"] += uint64(notOwner)
+	tk.counts["peer_alive"] += uint64(alive)
 	tk.mu.Unlock()
 	for _, b := range bad {
 		r.log.Warn("N2 takeover: peer's gNB record does not decode; its association is not aborted", "peer", peer, "error", b)
 	}
 	if len(cands) == 0 {
 		if !more {
-			r.log.Info("N2 takeover: no gNB association of the lost peer to abort", "peer", peer, "heldHere", own, "notOwner", notOwner)
+			r.log.Info("N2 takeover: no gNB association of the lost peer to abort", "peer", peer, "heldHere", own, "notOwner", notOwner, "peerAlive", alive)
 		}
 		return more
 	}
@@ -416,6 +430,11 @@ func (r *N2Replica) abortPeer(ctx context.Context, peer string, lostFor time.Dur
 		}
 		if peerUp() {
 			r.log.Warn("N2 takeover: the peer is up again; its remaining gNB associations are not aborted", "peer", peer, "left", len(cands)-i)
+			return false
+		}
+		if r.peerAliveOnL2(peer) {
+			r.log.Warn("N2 takeover: the L2 election hears the peer; its remaining gNB associations are not aborted", "peer", peer,
+				"reason", reasonPeerAlive, "left", len(cands)-i)
 			return false
 		}
 		err := send(c.target)

@@ -324,7 +324,7 @@ func TestTakeoverDecision(t *testing.T) {
 		{off, false, grace, ownerSelf, stepSkip},
 		{off, false, late, ownerNone, stepSkip},
 	} {
-		got, why := takeoverDecision(c.mode, c.up, c.lostFor, c.owner)
+		got, why := takeoverDecision(c.mode, c.up, false, c.lostFor, c.owner)
 		if got != c.want || why == "" {
 			t.Errorf("mode %s, peer up %v, lost for %v, owner %v: %v (%q), want %v", c.mode, c.up, c.lostFor, c.owner, got, why, c.want)
 		}
@@ -407,44 +407,18 @@ func TestAbortPeerOnlyForVIPsOwnedHere(t *testing.T) {
 func TestCutSyncLinkAbortsNothingOnAVIPThePeerOwns(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	pair := newHAPair(t)
-	var cut atomic.Bool
-	liveness := func(c *HAConfig) {
-		c.Node.Machine.KeepaliveInterval, c.Node.Machine.PeerTimeout = 200*time.Millisecond, time.Second
-		c.TakeoverAbort = TakeoverAbortOwner
-		c.Node.Impair = func(string) sync.Fault { return sync.Fault{Drop: cut.Load()} }
-	}
-	// lb2 times out first (lb1's timeout is longer): its verdict is its
-	// own liveness, not lb1's close.
-	lb1 := pair.startWith("lb1", newMemCT(), func(c *HAConfig) { liveness(c); c.Node.Machine.PeerTimeout = 30 * time.Second })
-	lb2 := pair.startWith("lb2", newMemCT(), liveness)
-	p := runProxy(t, ctx, memory.New(memory.Config{Queue: 64}))
-	r := lb2.N2Replica()
-	var mu stdsync.Mutex
-	var sent []abort.Target
-	r.takeover.mu.Lock()
-	r.takeover.send = func(t abort.Target) error { mu.Lock(); sent = append(sent, t); mu.Unlock(); return nil }
-	r.takeover.mu.Unlock()
 	peersVIP, oursVIP := netip.MustParseAddr("10.0.0.100"), netip.MustParseAddr("10.0.0.101")
 	a := abort.Target{Src: netip.AddrPortFrom(peersVIP, 38412), Dst: netip.MustParseAddrPort("192.0.2.1:4001"), Tag: 11}
 	b := abort.Target{Src: netip.AddrPortFrom(oursVIP, 38412), Dst: netip.MustParseAddrPort("192.0.2.2:4002"), Tag: 22}
-	r.mu.Lock()
-	r.held["n2"] = map[string]heldN2{}
-	for name, tg := range map[string]abort.Target{"gnb-a": a, "gnb-b": b} {
-		k, v := gnbRecord(t, name, tg)
-		r.held["n2"][k] = heldN2{from: "lb1", value: v}
-	}
-	r.mu.Unlock()
-	r.setRunning(func(svc string) (*sctplb.Proxy, bool) { return p, svc == "n2" })
+	rig := newCutRig(t, ctx, time.Second, map[string]abort.Target{"gnb-a": a, "gnb-b": b})
+	lb2, r := rig.lb2, rig.r
 	r.setOwner(func(v netip.Addr) vipOwner {
 		if v == oursVIP {
 			return ownerSelf
 		}
 		return ownerOther // lb1 keeps answering for it
 	})
-	waitFor(t, "lb1 and lb2 connected", func() bool { return lb1.node.Up("lb2") && lb2.node.Up("lb1") })
-	cut.Store(true)
-	waitFor(t, "lb2's sync declaring lb1 lost", func() bool { return !lb2.node.Up("lb1") })
+	rig.cutLink(t)
 	if st := lb2.node.Stats(); st.SilentPeers < 1 {
 		t.Errorf("lb1 lost without a peer timeout (silent peers %d): not the liveness verdict", st.SilentPeers)
 	}
@@ -453,14 +427,75 @@ func TestCutSyncLinkAbortsNothingOnAVIPThePeerOwns(t *testing.T) {
 		return c["not_owner"] >= 1 && c["sent"] >= 1
 	})
 	time.Sleep(takeoverOwnerPoll * 3)
-	mu.Lock()
-	defer mu.Unlock()
-	if !slices.Equal(sent, []abort.Target{b}) {
+	if sent := rig.sent(); !slices.Equal(sent, []abort.Target{b}) {
 		t.Errorf("sent %v, want only %v: an ABORT on the VIP the live peer owns", sent, b)
 	}
 	if c := r.takeoverCounts(); c["not_owner"] != 1 {
 		t.Errorf("counts %v, want not_owner 1", c)
 	}
+}
+
+// cutRig is two HA nodes over a sync link the test can cut (every message
+// dropped both ways, the TCP connections left open, as behind a
+// partition), lb2 holding lb1's records of gNB associations (name ->
+// ABORT target) for an N2 proxy, its ABORTs recorded instead of sent.
+// lb2's sync declares lb1 lost after lb2Timeout; lb1's timeout is longer,
+// so lb2's verdict is its own liveness, not lb1's close.
+type cutRig struct {
+	lb1, lb2 *HA
+	r        *N2Replica
+	cut      atomic.Bool
+	mu       stdsync.Mutex
+	aborts   []abort.Target
+}
+
+func newCutRig(t *testing.T, ctx context.Context, lb2Timeout time.Duration, held map[string]abort.Target) *cutRig {
+	t.Helper()
+	rig := &cutRig{}
+	pair := newHAPair(t)
+	liveness := func(c *HAConfig) {
+		c.Node.Machine.KeepaliveInterval, c.Node.Machine.PeerTimeout = 200*time.Millisecond, lb2Timeout
+		c.TakeoverAbort = TakeoverAbortOwner
+		c.Node.Impair = func(string) sync.Fault { return sync.Fault{Drop: rig.cut.Load()} }
+	}
+	rig.lb1 = pair.startWith("lb1", newMemCT(), func(c *HAConfig) { liveness(c); c.Node.Machine.PeerTimeout = 30 * time.Second })
+	rig.lb2 = pair.startWith("lb2", newMemCT(), liveness)
+	p := runProxy(t, ctx, memory.New(memory.Config{Queue: 64}))
+	r := rig.lb2.N2Replica()
+	rig.r = r
+	r.takeover.mu.Lock()
+	r.takeover.send = func(t abort.Target) error {
+		rig.mu.Lock()
+		rig.aborts = append(rig.aborts, t)
+		rig.mu.Unlock()
+		return nil
+	}
+	r.takeover.mu.Unlock()
+	r.mu.Lock()
+	r.held["n2"] = map[string]heldN2{}
+	for name, tg := range held {
+		k, v := gnbRecord(t, name, tg)
+		r.held["n2"][k] = heldN2{from: "lb1", value: v}
+	}
+	r.mu.Unlock()
+	r.setRunning(func(svc string) (*sctplb.Proxy, bool) { return p, svc == "n2" })
+	return rig
+}
+
+// cutLink cuts the sync link once both nodes are connected and waits for
+// lb2's sync to declare lb1 lost.
+func (rig *cutRig) cutLink(t *testing.T) {
+	t.Helper()
+	waitFor(t, "lb1 and lb2 connected", func() bool { return rig.lb1.node.Up("lb2") && rig.lb2.node.Up("lb1") })
+	rig.cut.Store(true)
+	waitFor(t, "lb2's sync declaring lb1 lost", func() bool { return !rig.lb2.node.Up("lb1") })
+}
+
+// sent is the ABORTs lb2 sent so far.
+func (rig *cutRig) sent() []abort.Target {
+	rig.mu.Lock()
+	defer rig.mu.Unlock()
+	return slices.Clone(rig.aborts)
 }
 
 // fixedAnnouncer reports a fixed announcement.

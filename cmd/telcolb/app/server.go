@@ -262,6 +262,9 @@ func NewServer(cfg Config) (*Server, error) {
 	if cfg.N2.Replica != nil {
 		// The N2 takeover ABORTs only the VIPs this node owns.
 		cfg.N2.Replica.setOwner(s.adv.vipOwner)
+		// ... and none while the L2 election hears the peer long after
+		// the sync last did (n2alive.go).
+		cfg.N2.Replica.setL2Heard(s.adv.l2HeardAt)
 	}
 	s.log.Info("rule store loaded", "services", len(loaded), "damaged", len(damaged), "path", s.store.dir(), "maxServices", maxID, "bootID", s.bootID)
 	s.buildMux()

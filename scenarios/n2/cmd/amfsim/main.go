@@ -25,6 +25,7 @@ import (
 	"github.com/telcolb/telcolb/scenarios/n2"
 	"github.com/telcolb/telcolb/sctplb/transport"
 	"github.com/telcolb/telcolb/sctplb/transport/auto"
+	"github.com/telcolb/telcolb/sctplb/transport/usrsctp"
 )
 
 func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
@@ -51,6 +52,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	mode := fs.String("transport", "auto", "SCTP transport: auto, kernel or userspace")
 	rerouteTo := fs.Int("reroute-to-set", -1, "answer Initial UE Messages without AMF Set ID with Reroute NAS Request to this AMF Set ID (-1: never)")
 	overload := fs.Int("overload", -1, "send Overload Start after NG Setup: traffic load reduction 1..99 percent, 0 without one (-1: never)")
+	// usrsctp's own 128 KiB overflow under a burst of a thousand UEs'
+	// messages, and each lost packet costs its sender an RTO.
+	rawBuf := fs.Int("raw-socket-buffer", 4<<20, "usrsctp: receive and send buffer of its raw SCTP sockets, bytes (0: usrsctp's own)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -65,7 +69,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	ngapl.SilenceLibraryLogs()
-	tr, chosen, closer, err := auto.Open(auto.Config{Mode: auto.Mode(*mode), Logger: log})
+	tr, chosen, closer, err := auto.Open(auto.Config{Mode: auto.Mode(*mode), Usrsctp: usrsctp.Config{RawSocketBuffer: *rawBuf}, Logger: log})
 	if err != nil {
 		fmt.Fprintln(stderr, "amfsim:", err)
 		return 1

@@ -65,6 +65,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	resume := fs.Bool("resume", false, "after registration: on association loss reconnect with UE retention and send one uplink NAS per UE, all UEs at once")
 	within := fs.Duration("reconnect-within", time.Minute, "--resume: how long to try reconnecting")
 	heartbeat := fs.Duration("heartbeat", 0, "usrsctp heartbeat interval (0: usrsctp's default)")
+	// usrsctp's own 128 KiB overflow when a thousand UEs send at once
+	// (usrsctp sends with MSG_DONTWAIT: a full buffer drops the packet),
+	// and each lost packet costs an RTO (1 s with usrsctp's defaults).
+	rawBuf := fs.Int("raw-socket-buffer", 4<<20, "usrsctp: receive and send buffer of its raw SCTP sockets, bytes (0: usrsctp's own)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -103,7 +107,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	ngapl.SilenceLibraryLogs()
-	tr, _, closer, err := auto.Open(auto.Config{Mode: auto.Mode(*mode), Usrsctp: usrsctp.Config{HeartbeatInterval: *heartbeat}, Logger: log})
+	tr, _, closer, err := auto.Open(auto.Config{Mode: auto.Mode(*mode), Usrsctp: usrsctp.Config{HeartbeatInterval: *heartbeat, RawSocketBuffer: *rawBuf}, Logger: log})
 	if err != nil {
 		fmt.Fprintln(stderr, "gnbsim:", err)
 		return 1
