@@ -219,11 +219,12 @@ static __noinline int new_flow(struct __sk_buff *skb, struct pkt *p, struct ct_k
 		return TC_ACT_OK;
 	__builtin_memset(vp, 0, sizeof(*vp));
 	// That path's SNAT port too (snat_pick tries it first), and the
-	// association counts once. Looked up again rather than carried from
-	// young_sibling: new_flow is on the deepest call chain (mh_init_new's)
-	// and one more live value spills.
-	if (young_candidate(p))
-		young_port(p, id, epi, vp);
+	// association counts once; an INIT retransmitted on another path asks
+	// for the first INIT's port the same way (sctp_port). Looked up again
+	// rather than carried from young_sibling or the record: new_flow is on
+	// the deepest call chain (mh_init_new's) and one more live value spills.
+	if (p->proto == IPPROTO_SCTP)
+		sctp_port(p, id, epi, vp);
 	addr_cpy(vp->nat_dst, ep->addr);
 	vp->nat_dport = ep->port ? ep->port : p->dport;
 	vp->svc = id;

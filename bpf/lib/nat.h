@@ -96,7 +96,8 @@ static __noinline int rewrite(struct __sk_buff *skb, const struct pkt *p, const 
 // Chooses the SNAT source (egress interface address for onearm, the VIP for
 // fullnat) and a source port whose reply tuple is free. A port already in v
 // (network order) is another path's of the same SCTP association
-// (lib/sctp_young.h): it is kept when its reply tuple is free or is that
+// (lib/sctp_young.h), or the first INIT's for an INIT retransmitted on
+// another path (mh_reinit_port): it is kept when its reply tuple is free or is that
 // association's own (fullnat: the same VIP from another client address;
 // onearm: one LB address for every path, the INIT's entry whose endpoint
 // tag may be unknown). Returns 0 or a drop reason.

@@ -92,6 +92,30 @@ static __noinline int mh_init_new(struct __sk_buff *skb, struct pkt *p, const st
 	return 0;
 }
 
+// An INIT retransmitted on another path of an association being set up
+// (same initiate tag; the record the first INIT made, whose endpoint ep
+// new_flow took): the new entry v (zeroed) asks for the first INIT's SNAT
+// port, which snat_pick keeps when that path's reply tuple is free or the
+// first INIT's own. A client's stack sends the retransmission to another
+// of the peer's addresses when the first times out (usrsctp moves its
+// primary to the alternate at each T1-init expiry, RFC 9260 6.4), or from
+// another source address. The endpoint tells associations apart by their
+// ports: a second port would set up a second association there (its own
+// INIT-ACK and tag) beside the one the record's paths carry, and the
+// client's later packets on that path would be out of the blue. Global,
+// like young_port: verified once.
+__noinline int mh_reinit_port(const struct pkt *p, __u32 svc, __u32 ep, struct ct_val *v)
+{
+	if (!p || !v)
+		return 0;
+	struct assoc_key k = {.svc = svc, .vtag_client = p->init_tag, .cport = p->sport, .vport = p->dport};
+	struct assoc *a = bpf_map_lookup_elem(&assocs, &k);
+	if (!a || a->ep != ep)
+		return 0;
+	v->nat_sport = a->nat_sport;
+	return 0;
+}
+
 // An INIT-ACK from an endpoint address no entry knows yet: the primary
 // reply entry of the association it answers, or NULL.
 static __noinline struct ct_val *mh_ack_entry(const struct pkt *p)

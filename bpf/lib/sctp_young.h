@@ -19,6 +19,7 @@
 #include "lib/parse.h"
 #include "lib/select.h"
 #include "lib/ct_map.h"
+#include "lib/sctp_assoc.h"
 
 // Whether the packet may join or start a taken-up association: a non-INIT
 // chunk with a tag (only INIT carries tag 0, and T-bit ABORT/SHUTDOWN-
@@ -95,6 +96,22 @@ __noinline int young_port(const struct pkt *p, __u32 svc, __u32 ep, struct ct_va
 		return 0;
 	v->nat_sport = y->nat_sport;
 	v->flags = CT_F_RELEASED;
+	return 0;
+}
+
+// The SNAT port a new SCTP entry v asks for (snat_pick keeps it when it
+// can): another path's of a taken-up association (young_port), or the
+// first INIT's for an INIT retransmitted on another path (mh_reinit_port).
+// One global call in new_flow, not a branch there: each branch of
+// new_flow multiplies the states the verifier walks.
+__noinline int sctp_port(const struct pkt *p, __u32 svc, __u32 ep, struct ct_val *v)
+{
+	if (!p || !v)
+		return 0;
+	if (p->chunk_type == SCTP_INIT)
+		return mh_reinit_port(p, svc, ep, v);
+	if (young_candidate(p))
+		return young_port(p, svc, ep, v);
 	return 0;
 }
 

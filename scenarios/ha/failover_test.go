@@ -387,6 +387,7 @@ func runFailover(t *testing.T, ctx context.Context, kind failure, sctpRun time.D
 	t.Logf("%s: %d TCP and %d UDP flows (half opened 100 ms before) asked %v after the failure (the checks of lb2's entries in between), all answered through lb2 within %v of being asked at once",
 		kind, len(fs.tcp), len(fs.udp), asked.Sub(failed).Round(time.Millisecond), gap.Round(time.Millisecond))
 	checkOnePortPerAssociation(t, ctx, lb.daemons[1], "lb2")
+	lb.logRawDrops(t, ctx, "after the failure's checks")
 	return lb, fs
 }
 

@@ -295,6 +295,49 @@ func TestManyAssociationsFromOneProcess(t *testing.T) {
 	if len(m.Associations) != n || m.Total.OK != n-1 || m.Associations[broken].Associated || m.Associations[broken].Error == "" {
 		t.Errorf("total %+v, association %d %+v: want only it broken (not associated, with an error)", m.Total, broken, m.Associations[broken])
 	}
+
+	// One association's handshake is lost until the others are up and its
+	// first attempt has timed out: dialled again from the same port
+	// (DialAttempts), it comes up on a later attempt; set up 10 at a time
+	// (DialConcurrency), the others come up on their first.
+	const late = 3
+	before := countUp(t, srv)
+	for _, cmd := range []string{
+		"flush chain inet tlb_test out",
+		fmt.Sprintf("add rule inet tlb_test out sctp sport %d drop", port+200+late),
+	} {
+		if out, err := l.Client.Exec(ctx, "nft", cmd); err != nil {
+			t.Fatalf("nft %s: %v: %s", cmd, err, out)
+		}
+	}
+	opts.LocalPort = port + 200
+	opts.DialConcurrency, opts.DialAttempts, opts.DialTimeout = 10, 3, time.Second
+	c, err = sctppeer.StartClient(ctx, l.Client, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for countUp(t, srv)-before < n-1 {
+		if ctx.Err() != nil {
+			t.Fatalf("%d of the %d others up", countUp(t, srv)-before, n-1)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	time.Sleep(opts.DialTimeout)
+	if out, err := l.Client.Exec(ctx, "nft", "flush chain inet tlb_test out"); err != nil {
+		t.Fatalf("nft flush: %v: %s", err, out)
+	}
+	m, err = c.WaitMany(ctx)
+	if err != nil {
+		t.Fatalf("client with association %d's first handshake lost: %v", late, err)
+	}
+	for i, r := range m.Associations {
+		switch {
+		case i == late && (r.DialAttempts < 2 || !r.OK()):
+			t.Errorf("association %d: %d dial attempts, OK %v, want a later attempt to come up: %+v", i, r.DialAttempts, r.OK(), r)
+		case i != late && r.DialAttempts != 1:
+			t.Errorf("association %d: %d dial attempts, want 1", i, r.DialAttempts)
+		}
+	}
 }
 
 func countUp(t *testing.T, srv *sctppeer.Server) int {

@@ -35,6 +35,9 @@ type Result struct {
 	PeerAddrs  []string `json:"peerAddrs"`
 	LocalAddrs []string `json:"localAddrs"`
 	Events     []Event  `json:"events"`
+	// DialAttempts is how many times the association was dialled (more
+	// than 1: the earlier attempts timed out, ClientOptions.DialAttempts).
+	DialAttempts int `json:"dialAttempts,omitempty"`
 	// Failovers counts ADDR_UNREACHABLE events.
 	Failovers int `json:"failovers"`
 	// MaxGapMs is the longest time between two echoes, or from the last

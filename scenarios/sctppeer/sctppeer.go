@@ -42,6 +42,12 @@ type Timers struct {
 	// a non-zero Blackhole also makes the host drop reflected ABORTs
 	// (lab.Host.SilenceOutOfTheBlue).
 	Blackhole int
+	// RawSocketBuffer, when set, is the receive and send buffer in bytes
+	// of the stack's raw sockets (usrsctp.Config.RawSocketBuffer): every
+	// SCTP packet of the namespace queues there until usrsctp's one
+	// receive thread reads it, and many associations on a loaded machine
+	// overflow the kernel's default.
+	RawSocketBuffer int
 }
 
 // FastTimers detect a dead path in well under a second (heartbeat 300 ms,
@@ -67,6 +73,9 @@ func (t Timers) args() []string {
 	}
 	if t.Blackhole > 0 {
 		a = append(a, "--blackhole", strconv.Itoa(t.Blackhole))
+	}
+	if t.RawSocketBuffer > 0 {
+		a = append(a, "--raw-buffer", strconv.Itoa(t.RawSocketBuffer))
 	}
 	return a
 }
@@ -116,6 +125,17 @@ type ClientOptions struct {
 	// a namespace need disjoint ranges: each stack picks its ports on its
 	// own and two could pick the same.
 	LocalPort uint16
+	// DialConcurrency, when at least 1, bounds how many of Associations
+	// are being set up at once (0: all at once). Hundreds of INITs at
+	// once overflow the stack's raw socket and each lost INIT or COOKIE
+	// ECHO waits an RTO; paced, each handshake gets through.
+	DialConcurrency int
+	// DialAttempts is how many times an association that did not come up
+	// within DialTimeout is dialled again from the same local port
+	// (0 or 1: once). Every attempt is counted in its Result.
+	DialAttempts int
+	// DialTimeout bounds one attempt (0: 15 s).
+	DialTimeout time.Duration
 }
 
 // ServerEvent is one JSON line the server prints.
@@ -352,6 +372,18 @@ func (o ClientOptions) args() ([]string, error) {
 	}
 	if o.LocalPort != 0 {
 		args = append(args, "--local-port", strconv.Itoa(int(o.LocalPort)))
+	}
+	if o.DialConcurrency < 0 || o.DialAttempts < 0 || o.DialTimeout < 0 {
+		return nil, fmt.Errorf("sctppeer: dial concurrency %d, attempts %d, timeout %v: none may be negative", o.DialConcurrency, o.DialAttempts, o.DialTimeout)
+	}
+	if o.DialConcurrency > 0 {
+		args = append(args, "--dial-concurrency", strconv.Itoa(o.DialConcurrency))
+	}
+	if o.DialAttempts > 1 {
+		args = append(args, "--dial-attempts", strconv.Itoa(o.DialAttempts))
+	}
+	if o.DialTimeout > 0 {
+		args = append(args, "--dial-timeout", o.DialTimeout.String())
 	}
 	return append(args, o.Timers.args()...), nil
 }

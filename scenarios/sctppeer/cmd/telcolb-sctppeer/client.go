@@ -32,6 +32,9 @@ func clientMain(args []string, stdout io.Writer, log *slog.Logger) int {
 	raw := fs.Bool("raw", false, "expect verbatim echoes (server --raw)")
 	assocs := fs.Int("associations", 0, "open this many associations from this one process and report them all (0: one, reported alone)")
 	localPort := fs.Uint("local-port", 0, "local port of the first association, the next ones counting up (0: usrsctp picks)")
+	dialConc := fs.Int("dial-concurrency", 0, "with --associations: at most this many being set up at once (0: all at once)")
+	dialAttempts := fs.Int("dial-attempts", 1, "dial an association that did not come up within --dial-timeout again from the same port, up to this many times in all")
+	dialTimeout := fs.Duration("dial-timeout", 15*time.Second, "how long one dial attempt may take")
 	var tf timerFlags
 	tf.register(fs)
 	if err := fs.Parse(args); err != nil {
@@ -41,6 +44,7 @@ func clientMain(args []string, stdout io.Writer, log *slog.Logger) int {
 		bind: *bind, connect: *connect, port: *port, count: *count, size: *size, interval: *interval,
 		streams: *streams, ppid: *ppid, wait: *wait, raw: *raw, timers: tf,
 		associations: *assocs, localPort: *localPort,
+		dialConcurrency: *dialConc, dialAttempts: *dialAttempts, dialTimeout: *dialTimeout,
 	}
 	if *assocs != 0 {
 		res := runMany(a, log)
@@ -71,6 +75,11 @@ type clientArgs struct {
 	// associations is 0 for the one-association client.
 	associations int
 	localPort    uint
+	// dialConcurrency bounds the associations being set up at once (0:
+	// unbounded); dialAttempts (>= 1) and dialTimeout are per association.
+	dialConcurrency int
+	dialAttempts    int
+	dialTimeout     time.Duration
 }
 
 func (a clientArgs) validate() ([]netip.Addr, []netip.Addr, error) {
@@ -99,6 +108,12 @@ func (a clientArgs) validate() ([]netip.Addr, []netip.Addr, error) {
 		return nil, nil, fmt.Errorf("--ppid=%d: want a 32-bit value", a.ppid)
 	case a.associations < 0 || a.associations > maxAssociations:
 		return nil, nil, fmt.Errorf("--associations=%d: want 0..%d", a.associations, maxAssociations)
+	case a.dialConcurrency < 0:
+		return nil, nil, fmt.Errorf("--dial-concurrency=%d: want >= 0", a.dialConcurrency)
+	case a.dialAttempts < 1 || a.dialAttempts > 100:
+		return nil, nil, fmt.Errorf("--dial-attempts=%d: want 1..100", a.dialAttempts)
+	case a.dialTimeout <= 0:
+		return nil, nil, fmt.Errorf("--dial-timeout=%v: want > 0", a.dialTimeout)
 	case a.localPort > 0 && a.localPort+uint(max(a.associations, 1))-1 > 65535:
 		return nil, nil, fmt.Errorf("--local-port=%d: the ports of %d associations do not fit below 65536", a.localPort, max(a.associations, 1))
 	}
@@ -133,7 +148,7 @@ func runClient(a clientArgs, log *slog.Logger) sctppeer.Result {
 	defer closeStack(stack, log)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	return runAssociation(ctx, stack, a, local, remote, uint16(a.localPort), start)
+	return runAssociation(ctx, stack, a, local, remote, uint16(a.localPort), start, nil)
 }
 
 // maxAssociations bounds --associations: a sanity limit well above what
@@ -163,6 +178,11 @@ func runMany(a clientArgs, log *slog.Logger) sctppeer.ManyResult {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	results := make([]sctppeer.Result, a.associations)
+	// dialing holds a slot per association being set up (nil: no bound).
+	var dialing chan struct{}
+	if a.dialConcurrency > 0 {
+		dialing = make(chan struct{}, a.dialConcurrency)
+	}
 	var wg sync.WaitGroup
 	for i := range results {
 		var port uint16
@@ -172,7 +192,7 @@ func runMany(a clientArgs, log *slog.Logger) sctppeer.ManyResult {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			r := runAssociation(ctx, stack, a, local, remote, port, start)
+			r := runAssociation(ctx, stack, a, local, remote, port, start, dialing)
 			// Said at once (the result line comes when all are done): a
 			// test waiting for the associations to come up can tell why
 			// one did not.
@@ -206,17 +226,46 @@ func closeStack(stack *usrsctp.Stack, log *slog.Logger) {
 	}
 }
 
-// runAssociation dials one association from localPort (0: any), sends
+// dial sets up one association from localPort, holding a slot of dialing
+// (nil: no bound) while it does, and dials again from the same port up to
+// a.dialAttempts times in all when an attempt fails (the peer or the path
+// lost the handshake's chunks past usrsctp's INIT retransmissions).
+// It returns the attempts made.
+func dial(ctx context.Context, stack *usrsctp.Stack, a clientArgs, local, remote []netip.Addr, localPort uint16, dialing chan struct{}) (*usrsctp.Conn, int, error) {
+	if dialing != nil {
+		select {
+		case dialing <- struct{}{}:
+		case <-ctx.Done():
+			return nil, 0, ctx.Err()
+		}
+		defer func() { <-dialing }()
+	}
+	var err error
+	for n := 1; n <= max(a.dialAttempts, 1); n++ {
+		dctx, dcancel := context.WithTimeout(ctx, a.dialTimeout)
+		var conn *usrsctp.Conn
+		conn, err = stack.DialFrom(dctx, local, localPort, remote, uint16(a.port))
+		dcancel()
+		if err == nil {
+			return conn, n, nil
+		}
+		if ctx.Err() != nil {
+			return nil, n, err
+		}
+	}
+	return nil, max(a.dialAttempts, 1), err
+}
+
+// runAssociation dials one association from localPort (0: any; dial), sends
 // a.count messages and waits for their echoes; start is the client's
 // start, what event times and the elapsed time count from.
-func runAssociation(ctx context.Context, stack *usrsctp.Stack, a clientArgs, local, remote []netip.Addr, localPort uint16, start time.Time) sctppeer.Result {
+func runAssociation(ctx context.Context, stack *usrsctp.Stack, a clientArgs, local, remote []netip.Addr, localPort uint16, start time.Time, dialing chan struct{}) sctppeer.Result {
 	st := &clientState{echoed: map[uint64]bool{}, servers: map[string]bool{}, allEchoed: make(chan struct{}), want: a.count}
 	res := &st.res
 	res.Events = []sctppeer.Event{}
 
-	dctx, dcancel := context.WithTimeout(ctx, 15*time.Second)
-	conn, err := stack.DialFrom(dctx, local, localPort, remote, uint16(a.port))
-	dcancel()
+	conn, attempts, err := dial(ctx, stack, a, local, remote, localPort, dialing)
+	res.DialAttempts = attempts
 	if err != nil {
 		res.Error = err.Error()
 		res.ElapsedMs = time.Since(start).Milliseconds()

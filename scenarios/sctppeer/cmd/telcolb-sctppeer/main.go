@@ -54,6 +54,7 @@ type timerFlags struct {
 	rtoMin, rtoInit, rtoMax, hb time.Duration
 	pmr                         int
 	blackhole                   int
+	rawBuffer                   int
 }
 
 func (t *timerFlags) register(fs *flag.FlagSet) {
@@ -63,6 +64,7 @@ func (t *timerFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&t.hb, "heartbeat", 0, "heartbeat interval")
 	fs.IntVar(&t.pmr, "path-max-retrans", 0, "retransmissions before a path is unreachable")
 	fs.IntVar(&t.blackhole, "blackhole", 0, "0: ABORT out-of-the-blue packets, 2: stay silent")
+	fs.IntVar(&t.rawBuffer, "raw-buffer", 0, "receive and send buffer of usrsctp's raw sockets in bytes (0: the kernel's default)")
 }
 
 func (t *timerFlags) config(streams int, log *slog.Logger) (usrsctp.Config, error) {
@@ -72,9 +74,13 @@ func (t *timerFlags) config(streams int, log *slog.Logger) (usrsctp.Config, erro
 	if t.blackhole < 0 || t.blackhole > 2 {
 		return usrsctp.Config{}, fmt.Errorf("--blackhole=%d: want 0..2", t.blackhole)
 	}
+	if t.rawBuffer < 0 {
+		return usrsctp.Config{}, fmt.Errorf("--raw-buffer=%d: want >= 0", t.rawBuffer)
+	}
 	return usrsctp.Config{
 		RTOMin: t.rtoMin, RTOInitial: t.rtoInit, RTOMax: t.rtoMax, HeartbeatInterval: t.hb,
 		PathMaxRetrans: uint32(t.pmr), Blackhole: uint32(t.blackhole), Streams: uint16(streams), Logger: log,
+		RawSocketBuffer: t.rawBuffer,
 	}, nil
 }
 
