@@ -141,10 +141,14 @@ const (
 // is up again, or alive by the L2 election's re-confirmation (peerAlive,
 // n2alive.go); an abort at once when this node owns the VIP (the L2
 // election: the peer is dead or fenced and the segment was told, see
-// above); in mode peer-lost, an abort after takeoverGrace when no
-// advertisement elects an owner; a VIP owned elsewhere is waited for
-// until takeoverOwnerWait, then skipped. The reason is for the logs.
-func takeoverDecision(mode string, peerUp, peerAlive bool, lostFor time.Duration, owner vipOwner) (takeoverStep, string) {
+// above). A VIP no advertisement elects an owner for goes by the liveness
+// path (n2liveness.go) where it has heard the peer: an abort at once once
+// it has lost the peer too, in modes owner and peer-lost; while it hears
+// the peer a wait until takeoverOwnerWait, then a skip. Without evidence
+// from the path: in mode peer-lost, an abort after takeoverGrace, in mode
+// owner a skip. A VIP owned elsewhere is waited for until
+// takeoverOwnerWait, then skipped. The reason is for the logs.
+func takeoverDecision(mode string, peerUp, peerAlive bool, lostFor time.Duration, owner vipOwner, path peerPath) (takeoverStep, string) {
 	switch {
 	case mode == TakeoverAbortOff:
 		return stepSkip, "takeover ABORTs are off (--ha-n2-takeover-abort=off)"
@@ -158,8 +162,14 @@ func takeoverDecision(mode string, peerUp, peerAlive bool, lostFor time.Duration
 		return stepAbort, "this node owns the VIP by the L2 election"
 	case ownerNone:
 		switch {
+		case path == pathLost:
+			return stepAbort, "no advertisement elects an owner for the VIP; the liveness heartbeats have lost the peer too"
+		case path == pathAlive && lostFor < takeoverOwnerWait:
+			return stepWait, "the liveness heartbeats still hear the peer"
+		case path == pathAlive:
+			return stepSkip, reasonPathAlive
 		case mode != TakeoverAbortPeerLost:
-			return stepSkip, "no advertisement elects an owner for the VIP (BGP or none): the sync's verdict alone could abort a live peer's associations"
+			return stepSkip, "no advertisement elects an owner for the VIP (BGP or none) and no liveness path heard the peer (--ha-liveness-members): the sync's verdict alone could abort a live peer's associations"
 		case lostFor < takeoverGrace:
 			return stepWait, "grace period (no advertisement elects an owner for the VIP)"
 		}
@@ -367,6 +377,10 @@ func (r *N2Replica) abortPeer(ctx context.Context, peer string, lostFor time.Dur
 	var cands []abortCandidate
 	notOwner, alive := 0, 0
 	peerAlive := r.peerAliveOnL2(peer)
+	path := r.livenessOf(peer)
+	// byPath are the VIPs aborted on the liveness path's word, aliveVIPs
+	// those it (or the L2 election) keeps.
+	byPath, aliveVIPs := map[netip.Addr]bool{}, map[netip.Addr]bool{}
 	for _, c := range all {
 		vip := c.target.Src.Addr()
 		if settled[vip] {
@@ -376,17 +390,20 @@ func (r *N2Replica) abortPeer(ctx context.Context, peer string, lostFor time.Dur
 		if !ok {
 			var why string
 			owner := r.ownerOf(vip)
-			st, why = takeoverDecision(mode, false, peerAlive, lostFor, owner)
+			st, why = takeoverDecision(mode, false, peerAlive, lostFor, owner, path)
 			steps[vip] = st
+			byPath[vip] = owner == ownerNone && path == pathLost
+			aliveVIPs[vip] = peerAlive || why == reasonPathAlive
 			if st == stepSkip {
-				r.log.Warn("N2 takeover: the lost peer's gNB associations on this VIP are not aborted", "peer", peer, "vip", vip, "owner", owner.String(), "reason", why)
+				r.log.Warn("N2 takeover: the lost peer's gNB associations on this VIP are not aborted", "peer", peer, "vip", vip, "owner", owner.String(),
+					"livenessPath", path.String(), "reason", why)
 			}
 		}
 		switch st {
 		case stepWait:
 			more = true
 		case stepSkip:
-			if peerAlive {
+			if aliveVIPs[vip] {
 				alive++
 			} else {
 				notOwner++
@@ -435,6 +452,11 @@ func (r *N2Replica) abortPeer(ctx context.Context, peer string, lostFor time.Dur
 		if r.peerAliveOnL2(peer) {
 			r.log.Warn("N2 takeover: the L2 election hears the peer; its remaining gNB associations are not aborted", "peer", peer,
 				"reason", reasonPeerAlive, "left", len(cands)-i)
+			return false
+		}
+		if byPath[c.target.Src.Addr()] && r.livenessOf(peer) == pathAlive {
+			r.log.Warn("N2 takeover: the liveness heartbeats hear the peer again; its remaining gNB associations are not aborted", "peer", peer,
+				"left", len(cands)-i)
 			return false
 		}
 		err := send(c.target)
