@@ -308,10 +308,10 @@ func (d DatapathSource) ConntrackChanges() (ChangeReader, error) {
 
 // HA runs the conntrack sync of one node.
 type HA struct {
-	cfg   HAConfig
-	log   *slog.Logger
-	dp    ConntrackSource
-	node  *sync.Node
+	cfg  HAConfig
+	log  *slog.Logger
+	dp   ConntrackSource
+	node *sync.Node
 	// live is the liveness path's heartbeats (n2liveness.go); nil: none.
 	live  *member.Node
 	n2    *N2Replica
