@@ -2,8 +2,11 @@ package app
 
 import (
 	"context"
+	"io"
 	"net"
 	"net/netip"
+	"slices"
+	"strings"
 	stdsync "sync"
 	"testing"
 	"time"
@@ -194,5 +197,51 @@ func TestNoTakeoverOnABGPVIPWhenOnlyTheSyncLinkIsCut(t *testing.T) {
 				t.Errorf("counts %v, want peer_alive 2 only", c)
 			}
 		})
+	}
+}
+
+// --ha-liveness-members and --ha-liveness-interval: parsed from flags and
+// the file; a bad list is refused naming the flag (a member that is no
+// sync peer, this node missing, a host name, a member twice).
+func TestHALivenessFlags(t *testing.T) {
+	base := []string{"--ha-node-name=lb1", "--ha-listen-address=10.0.0.1:7946", "--ha-peers=lb2=10.0.0.2:7946",
+		"--ha-tls-cert-file=/c.pem", "--ha-tls-key-file=/k.pem", "--ha-tls-ca-file=/ca.pem"}
+	o, err := ParseOptions(append(base, "--ha-liveness-members=lb1=10.1.0.1:7947,lb2=10.1.0.2:7947", "--ha-liveness-interval=50ms"), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := o.HA.Config()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []member.Peer{{Name: "lb1", Addr: netip.MustParseAddrPort("10.1.0.1:7947")}, {Name: "lb2", Addr: netip.MustParseAddrPort("10.1.0.2:7947")}}
+	if l := c.Liveness; l == nil || l.Self != "lb1" || l.Interval != 50*time.Millisecond || !slices.Equal(l.Members, want) {
+		t.Errorf("liveness %+v", c.Liveness)
+	}
+	if o, err := ParseOptions(base, io.Discard); err != nil {
+		t.Error(err)
+	} else if c, err := o.HA.Config(); err != nil || c.Liveness != nil {
+		t.Errorf("without the flag: %+v %v", c, err)
+	}
+	cfg := writeFile(t, "ha.yaml", "ha:\n  nodeName: lb1\n  listenAddress: ':7946'\n  peers: ['lb2=h:1']\n  tlsCertFile: c\n  tlsKeyFile: k\n  tlsCAFile: ca\n"+
+		"  livenessMembers: ['lb1=10.1.0.1:7947', 'lb2=10.1.0.2:7947']\n")
+	if o, err := ParseOptions([]string{"--config", cfg}, io.Discard); err != nil {
+		t.Error(err)
+	} else if c, err := o.HA.Config(); err != nil || c.Liveness == nil || c.Liveness.Interval != member.DefaultInterval || len(c.Liveness.Members) != 2 {
+		t.Errorf("file: %+v %v", c, err)
+	}
+	for _, bad := range [][]string{
+		{"--ha-liveness-members=lb1=10.1.0.1:7947,lb3=10.1.0.3:7947"},
+		{"--ha-liveness-members=lb2=10.1.0.2:7947,lb3=10.1.0.3:7947"},
+		{"--ha-liveness-members=lb1=10.1.0.1:7947"},
+		{"--ha-liveness-members=lb1=host:7947,lb2=10.1.0.2:7947"},
+		{"--ha-liveness-members=lb1=10.1.0.1:7947,lb1=10.1.0.2:7947"},
+		{"--ha-liveness-members=lb1=10.1.0.1:7947,lb2=10.1.0.2:7947", "--ha-liveness-interval=2s"},
+		{"--ha-liveness-interval=50ms"},
+	} {
+		_, err := ParseOptions(append(append([]string(nil), base...), bad...), io.Discard)
+		if err == nil || !strings.Contains(err.Error(), "ha-liveness-") {
+			t.Errorf("%v: error %v does not name the flag", bad, err)
+		}
 	}
 }
