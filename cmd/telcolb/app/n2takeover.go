@@ -40,7 +40,11 @@ import (
 // for the ownership to move here; a VIP another node owns is left alone
 // (result="not_owner"). A VIP no advertisement elects an owner for (BGP,
 // where every node announces and the routers choose; a route moved
-// outside the daemon) has no such signal: aborted only with
+// outside the daemon) has no such signal: it goes by the liveness path
+// where one is configured (--ha-liveness-members, n2liveness.go: the
+// nodes' heartbeats on a network other than the sync link), aborted at
+// once when that path has lost the peer too, in both modes, and left
+// while it hears the peer; without that path aborted only with
 // --ha-n2-takeover-abort=peer-lost, where operators accept the cut-link
 // hazard, after takeoverGrace, else left alone (not_owner). The ABORTs
 // stop as soon as the peer is up again.
@@ -207,7 +211,7 @@ var takeoverResults = []string{"sent", "failed", "own", "not_owner", "peer_alive
 
 // reasonPeerAlive is the gate's reason when the re-confirmation finds the
 // peer alive.
-const reasonPeerAlive = "the L2 election heard the peer 2.5s or more after the sync last did: it is alive, only the sync lost it"
+const reasonPeerAlive = "the L2 election or the liveness heartbeats heard the peer 2.5s or more after the sync last did: it is alive, only the sync lost it"
 
 // abortCandidate is one gNB association of a lost peer.
 type abortCandidate struct {
