@@ -62,6 +62,20 @@ func TestN2CutSyncLinkAbortsNothing(t *testing.T) {
 	defer cancel()
 	const perGNB = 20
 	nl := upN2Lab(t, ctx, true, 0)
+	nl.cutSync(t, ctx, perGNB, func() {
+		// lb1 kept the VIP, or has it back if a stall of its daemon had it
+		// taken for dead on the LAN.
+		nl.waitOwner(t, ctx, "lb1", 5*time.Second)
+	})
+}
+
+// cutSync is the sync link cut test on a running lab: the gNBs register
+// perGNB UEs each through lb1, the sync link alone is cut, and lb2 must
+// send no ABORT, leaving lb1's associations for lb1 heard alive on the
+// LAN; lb1Serves checks lb1 still gets the gNBs' traffic before their
+// second phase.
+func (nl *n2Lab) cutSync(t *testing.T, ctx context.Context, perGNB int, lb1Serves func()) {
+	t.Helper()
 	waitReady(t, ctx, nl.daemons[1], "lb2")
 	for k, h := range nl.gnbHost {
 		// No --resume: registered, the gNB waits for SIGUSR1 and runs its
@@ -111,11 +125,9 @@ func TestN2CutSyncLinkAbortsNothing(t *testing.T) {
 		t.Errorf("lb2 sent takeover ABORTs while lb1 serves, or left them for another reason than lb1 heard on the LAN: %s", grepLines(log, "N2 takeover"))
 	}
 	for i, d := range nl.daemons {
-		t.Logf("lb%d's L2 member log:\n%s", i+1, grepLines(d.Log(), "member: "))
+		t.Logf("lb%d's member log:\n%s", i+1, grepLines(d.Log(), "member: "))
 	}
-	// lb1 kept the VIP, or has it back if a stall of its daemon had it
-	// taken for dead on the LAN.
-	nl.waitOwner(t, ctx, "lb1", 5*time.Second)
+	lb1Serves()
 	for _, p := range nl.gnbs {
 		must(t, p.Signal(syscall.SIGUSR1))
 	}

@@ -66,6 +66,7 @@ const (
 
 type n2Lab struct {
 	topo    *bgp.Topo
+	bird    *bgp.Bird // the router's BGP daemon (upN2LabWith, bgp only)
 	daemons []*l4.Daemon
 	amfs    []*lab.Proc
 	gnbs    []*lab.Proc
@@ -79,6 +80,26 @@ type n2Lab struct {
 // once lb1 owns the VIP in both daemons' view.
 func upN2Lab(t *testing.T, ctx context.Context, withHA bool, detectMultiplier uint32) *n2Lab {
 	t.Helper()
+	return upN2LabWith(t, ctx, n2LabOpts{ha: withHA, detect: detectMultiplier})
+}
+
+// n2LabOpts: ha, the daemons in one HA group; detect, the L2 detection
+// multiplier; bgp, the VIP announced by BGP instead of L2 (n2_bgp_test.go).
+type n2LabOpts struct {
+	ha     bool
+	detect uint32
+	bgp    bool
+}
+
+// upN2LabWith is upN2Lab with the VIP announced by BGP when o.bgp: both
+// daemons announce it to bird on the router (scenarios/bgp's sessions,
+// BFD 100 ms x 3), lb1 with the lower MED so the router sends the gNBs
+// to lb1 alone, and, with the HA group, run the liveness heartbeats on
+// the LAN (--ha-liveness-members); it returns once the router's route to
+// the VIP goes through lb1 only.
+func upN2LabWith(t *testing.T, ctx context.Context, o n2LabOpts) *n2Lab {
+	t.Helper()
+	withHA, detectMultiplier := o.ha, o.detect
 	l := lab.NewEmpty(t)
 	topo, err := bgp.BuildTopo(ctx, l)
 	if err != nil {
@@ -128,9 +149,21 @@ func upN2Lab(t *testing.T, ctx context.Context, withHA bool, detectMultiplier ui
 	for _, h := range append(append(append([]*lab.Host{}, topo.Nodes...), nl.gnbHost...), amfHosts...) {
 		must(t, h.DropProtoUnreachable(ctx))
 	}
-	// The VIP on-link on the router's LAN interface: the router ARPs
-	// for it and the L2 owner answers.
-	must(t, topo.Router.IP(ctx, "route", "replace", vip.String()+"/32", "dev", "eth1"))
+	if o.bgp {
+		bird, err := bgp.StartBird(ctx, topo.Router, 2)
+		must(t, err)
+		nl.bird = bird
+		t.Cleanup(func() {
+			if t.Failed() {
+				t.Logf("bird log:\n%s", tail(bird.Log(), 30))
+			}
+			_ = bird.Close()
+		})
+	} else {
+		// The VIP on-link on the router's LAN interface: the router ARPs
+		// for it and the L2 owner answers.
+		must(t, topo.Router.IP(ctx, "route", "replace", vip.String()+"/32", "dev", "eth1"))
+	}
 
 	dir := t.TempDir()
 	nl.sims = dir
@@ -172,6 +205,10 @@ func upN2Lab(t *testing.T, ctx context.Context, withHA bool, detectMultiplier ui
 				"--ha-peers="+peer+"="+netip.AddrPortFrom(bgp.NodeAddr(2-i, 0), syncPort).String(),
 				"--ha-tls-cert-file="+nc.Cert, "--ha-tls-key-file="+nc.Key, "--ha-tls-ca-file="+nc.CA,
 				"--ha-refresh-interval=1s", "--ha-join-timeout=5m")
+			if o.bgp {
+				args = append(args, fmt.Sprintf("--ha-liveness-members=lb1=%v,lb2=%v",
+					netip.AddrPortFrom(bgp.NodeAddr(1, 0), n2HeartbeatPort), netip.AddrPortFrom(bgp.NodeAddr(2, 0), n2HeartbeatPort)))
+			}
 		}
 		state := filepath.Join(dir, name)
 		must(t, os.MkdirAll(state, 0o700))
@@ -181,13 +218,36 @@ func upN2Lab(t *testing.T, ctx context.Context, withHA bool, detectMultiplier ui
 			t.Fatalf("%s: %v", name, err)
 		}
 		nl.daemons = append(nl.daemons, d)
-		if err := d.Client.PutAdvertisement(ctx, n2Advertisement(name, detectMultiplier)); err != nil {
-			t.Fatalf("%s: put the L2 advertisement: %v", name, err)
+		adv := n2Advertisement(name, detectMultiplier)
+		if o.bgp {
+			med := uint32(10 * (i + 1))
+			adv = bgp.NodeConfig(i+1, &med)
+		}
+		if err := d.Client.PutAdvertisement(ctx, adv); err != nil {
+			t.Fatalf("%s: put the advertisement: %v", name, err)
 		}
 		if err := d.Client.ApplyService(ctx, svc); err != nil {
 			t.Fatalf("%s: create the N2 service: %v", name, err)
 		}
 		l4.RequireLocalVIP(t, ctx, h, vip)
+	}
+	if o.bgp {
+		wctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+		defer cancel()
+		_, err := bgp.WaitNexthops(wctx, topo.Router, vip.String(), bgp.NodeAddr(1, 0))
+		must(t, err)
+		// lb2's session and BFD up too: the router has lb2's route to
+		// fall back on, and learns lb1's loss by BFD.
+		for n := 1; n <= 2; n++ {
+			for up := false; !up; {
+				up, err = nl.bird.BFDUp(wctx, bgp.NodeAddr(n, 0))
+				if !up && wctx.Err() != nil {
+					t.Fatalf("the router's BFD session with lb%d not up: %v", n, err)
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+		}
+		return nl
 	}
 	nl.waitOwner(t, ctx, "lb1", 30*time.Second)
 	return nl
@@ -400,6 +460,15 @@ func TestN2UEsSurviveANodeFailure(t *testing.T) {
 	defer cancel()
 	const perGNB = 500
 	nl := upN2Lab(t, ctx, true, 0)
+	nl.failover(t, ctx, perGNB)
+}
+
+// failover is the node failure test on a running lab: the gNBs register
+// perGNB UEs each through lb1, lb1 is killed once lb2 holds its N2
+// records, and every gNB must see lb2's takeover ABORT and resume its UEs
+// through lb2.
+func (nl *n2Lab) failover(t *testing.T, ctx context.Context, perGNB int) {
+	t.Helper()
 	waitReady(t, ctx, nl.daemons[1], "lb2")
 	// gnb1's INIT to the VIP, for the tag it chose (what lb2's ABORT
 	// must carry): its own capture, SCTP control chunks only are read.
@@ -470,7 +539,7 @@ func TestN2UEsSurviveANodeFailure(t *testing.T) {
 		o.first.Round(time.Millisecond), o.median.Round(time.Millisecond), o.last.Round(time.Millisecond),
 		o.rtt50.Round(time.Millisecond), o.rttMax.Round(time.Millisecond))
 	for i, d := range nl.daemons {
-		t.Logf("lb%d's L2 member log:\n%s", i+1, grepLines(d.Log(), "member: "))
+		t.Logf("lb%d's member log:\n%s", i+1, grepLines(d.Log(), "member: "))
 	}
 	must(t, capt.Stop())
 	// An uplink NAS and its answer per UE, NG Setup Request and Response.

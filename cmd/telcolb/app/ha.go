@@ -15,6 +15,7 @@ import (
 
 	"github.com/telcolb/telcolb/dataplane"
 	"github.com/telcolb/telcolb/ha"
+	"github.com/telcolb/telcolb/ha/member"
 	"github.com/telcolb/telcolb/ha/sync"
 )
 
@@ -68,6 +69,14 @@ type HAOptions struct {
 	// node announces, or a route moved outside the daemon), on the sync's
 	// verdict alone; off never.
 	N2TakeoverAbort string `json:"n2TakeoverAbort"`
+	// LivenessMembers are the members' heartbeat addresses on a network
+	// other than the sync link (name=ip:port, this node included; the
+	// names are the sync's): the liveness path the N2 takeover ABORT
+	// needs for VIPs without an owner (n2liveness.go). Empty: none.
+	LivenessMembers []string `json:"livenessMembers"`
+	// LivenessInterval is how often the liveness heartbeats go; a peer
+	// missing 3 is lost on that path. Default 100ms.
+	LivenessInterval string `json:"livenessInterval"`
 }
 
 const (
@@ -96,7 +105,9 @@ func addHAFlags(fs *pflag.FlagSet, h *HAOptions) {
 	fs.StringVar(&h.DrainTimeout, "ha-drain-timeout", "", "how long a planned drain waits for the peers to acknowledge every change before it withdraws the VIPs anyway (default 5s)")
 	fs.StringVar(&h.KeepaliveInterval, "ha-keepalive-interval", "", "longest time the sync connection to a peer stays without a message from this node (default 1s)")
 	fs.StringVar(&h.PeerTimeout, "ha-peer-timeout", "", "how long a peer may stay silent before it is declared lost (default 4s; more than --ha-keepalive-interval)")
-	fs.StringVar(&h.N2TakeoverAbort, "ha-n2-takeover-abort", "", "when to abort a lost peer's gNB associations: owner (default: only for VIPs this node owns by its L2 advertisement, at once), peer-lost (also for VIPs without an owner, BGP or routed from outside, on the sync's verdict alone after 1.5s: aborts a live peer's associations if only the sync link is cut), off")
+	fs.StringVar(&h.N2TakeoverAbort, "ha-n2-takeover-abort", "", "when to abort a lost peer's gNB associations: owner (default: only for VIPs this node owns by its L2 advertisement, at once), peer-lost (also for VIPs without an owner, BGP or routed from outside, on the sync's verdict alone after 1.5s: aborts a live peer's associations if only the sync link is cut), off; with --ha-liveness-members, VIPs without an owner are aborted in both modes once the liveness heartbeats have lost the peer too, and never while they hear it")
+	fs.StringSliceVar(&h.LivenessMembers, "ha-liveness-members", nil, "every member of the HA group, this node included, name=ip:port on a network other than the sync link (the service side): heartbeats that only tell liveness, so the N2 takeover ABORTs a dead peer's gNB associations on BGP VIPs (about 300ms after the sync's verdict) and none of a live peer whose sync link alone is cut")
+	fs.StringVar(&h.LivenessInterval, "ha-liveness-interval", "", "how often the --ha-liveness-members heartbeats go; a peer missing 3 is lost on that path (default 100ms)")
 }
 
 // setFlag copies one --ha-* flag given on the command line.
@@ -128,6 +139,10 @@ func (h *HAOptions) setFlag(name string, f HAOptions) {
 		h.PeerTimeout = f.PeerTimeout
 	case "ha-n2-takeover-abort":
 		h.N2TakeoverAbort = f.N2TakeoverAbort
+	case "ha-liveness-members":
+		h.LivenessMembers = f.LivenessMembers
+	case "ha-liveness-interval":
+		h.LivenessInterval = f.LivenessInterval
 	}
 }
 
@@ -140,13 +155,17 @@ type HAConfig struct {
 	DrainTimeout time.Duration
 	// TakeoverAbort is one of the TakeoverAbort* values.
 	TakeoverAbort string
+	// Liveness is the liveness path's heartbeats (n2liveness.go); nil:
+	// none.
+	Liveness *member.NodeConfig
 }
 
 // Config checks the options; nil when HA sync is off. Errors name the flag.
 func (h HAOptions) Config() (*HAConfig, error) {
 	if h.NodeName == "" {
 		for flag, v := range map[string]bool{"ha-listen-address": h.ListenAddress != "", "ha-peers": len(h.Peers) > 0, "ha-members": len(h.Members) > 0,
-			"ha-tls-cert-file": h.TLSCertFile != "", "ha-tls-key-file": h.TLSKeyFile != "", "ha-tls-ca-file": h.TLSCAFile != ""} {
+			"ha-tls-cert-file": h.TLSCertFile != "", "ha-tls-key-file": h.TLSKeyFile != "", "ha-tls-ca-file": h.TLSCAFile != "",
+			"ha-liveness-members": len(h.LivenessMembers) > 0} {
 			if v {
 				return nil, fmt.Errorf("%s is set but ha-node-name is empty (HA sync off)", flag)
 			}
@@ -209,6 +228,15 @@ func (h HAOptions) Config() (*HAConfig, error) {
 	default:
 		return nil, fmt.Errorf("ha-n2-takeover-abort %q: want %s, %s or %s", h.N2TakeoverAbort, TakeoverAbortOwner, TakeoverAbortPeerLost, TakeoverAbortOff)
 	}
+	names := map[string]bool{}
+	for _, p := range peers {
+		names[p.Name] = true
+	}
+	lc, err := h.livenessConfig(names)
+	if err != nil {
+		return nil, err
+	}
+	c.Liveness = lc
 	c.Node = sync.NodeConfig{Self: h.NodeName, Listen: h.ListenAddress, Peers: peers,
 		CertFile: h.TLSCertFile, KeyFile: h.TLSKeyFile, CAFile: h.TLSCAFile,
 		Machine: sync.Config{KeepaliveInterval: keepalive, PeerTimeout: peerTimeout}}
@@ -280,10 +308,12 @@ func (d DatapathSource) ConntrackChanges() (ChangeReader, error) {
 
 // HA runs the conntrack sync of one node.
 type HA struct {
-	cfg   HAConfig
-	log   *slog.Logger
-	dp    ConntrackSource
-	node  *sync.Node
+	cfg  HAConfig
+	log  *slog.Logger
+	dp   ConntrackSource
+	node *sync.Node
+	// live is the liveness path's heartbeats (n2liveness.go); nil: none.
+	live  *member.Node
 	n2    *N2Replica
 	rd    ChangeReader
 	start time.Time
@@ -362,6 +392,17 @@ func StartHA(ctx context.Context, cfg HAConfig, dp ConntrackSource, log *slog.Lo
 	}
 	h.rd = rd
 	h.n2 = newN2Replica(h.node, h.log.With("records", "n2"))
+	h.live, err = startLiveness(ctx, cfg.Liveness, h.log, &h.wg)
+	if err != nil {
+		h.cancel()
+		_ = h.node.Close()
+		rd.Close()
+		return nil, fmt.Errorf("ha: %w", err)
+	}
+	if h.live != nil {
+		live := h.live
+		h.n2.setLiveness(func(peer string) (member.MemberState, bool) { return memberState(live, peer) })
+	}
 	h.log.Info("ha sync started", "node", nc.Self, "listen", h.node.Addr().String(), "peers", len(nc.Peers), "localRecords", len(recs))
 	h.wg.Add(2)
 	go h.produce()
@@ -382,6 +423,9 @@ func (h *HA) SetOnReady(f func()) {
 func (h *HA) Close() error {
 	h.cancel()
 	err := h.node.Close()
+	if h.live != nil {
+		_ = h.live.Close()
+	}
 	h.rd.Close()
 	h.wg.Wait()
 	return err

@@ -56,7 +56,13 @@ func (r *N2Replica) peerAliveOnL2(peer string) bool {
 	if f == nil {
 		return false
 	}
-	return heardOnL2AfterSync(f(peer))
+	syncAt, l2At := f(peer)
+	// A heartbeat of the liveness path (n2liveness.go) is evidence of
+	// the same kind: the peer heard on a path other than the sync's.
+	if at := r.livenessHeardAt(peer); at.After(l2At) {
+		l2At = at
+	}
+	return heardOnL2AfterSync(syncAt, l2At)
 }
 
 // setHeard wires when the sync and the L2 election last heard a peer.

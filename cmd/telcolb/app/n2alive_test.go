@@ -50,19 +50,21 @@ func TestTakeoverDecisionSkipsAPeerAliveOnL2(t *testing.T) {
 	for _, mode := range []string{TakeoverAbortOwner, TakeoverAbortPeerLost} {
 		for _, owner := range []vipOwner{ownerSelf, ownerOther, ownerNone} {
 			for _, lostFor := range []time.Duration{0, takeoverGrace, takeoverOwnerWait, time.Minute} {
-				got, why := takeoverDecision(mode, false, true, lostFor, owner)
-				if got != stepSkip || why != reasonPeerAlive {
-					t.Errorf("mode %s, owner %v, lost for %v, peer alive on L2: %v (%q), want skip (%q)", mode, owner, lostFor, got, why, reasonPeerAlive)
+				for _, path := range []peerPath{pathNone, pathAlive, pathLost} {
+					got, why := takeoverDecision(mode, false, true, lostFor, owner, path)
+					if got != stepSkip || why != reasonPeerAlive {
+						t.Errorf("mode %s, owner %v, lost for %v, liveness path %v, peer alive on L2: %v (%q), want skip (%q)", mode, owner, lostFor, path, got, why, reasonPeerAlive)
+					}
 				}
 				// The same with the rule saying nothing decides as before.
-				before, _ := takeoverDecision(mode, false, false, lostFor, owner)
+				before, _ := takeoverDecision(mode, false, false, lostFor, owner, pathNone)
 				if owner == ownerSelf && before != stepAbort {
 					t.Errorf("mode %s, lost for %v: a VIP owned here with the peer not alive on L2 gives %v, want abort", mode, lostFor, before)
 				}
 			}
 		}
 	}
-	if got, why := takeoverDecision(TakeoverAbortOff, false, true, 0, ownerSelf); got != stepSkip || why == reasonPeerAlive {
+	if got, why := takeoverDecision(TakeoverAbortOff, false, true, 0, ownerSelf, pathNone); got != stepSkip || why == reasonPeerAlive {
 		t.Errorf("mode off: %v (%q), want skip for being off", got, why)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	stdsync "sync"
 	"time"
 
+	"github.com/telcolb/telcolb/ha/member"
 	"github.com/telcolb/telcolb/ha/sync"
 	"github.com/telcolb/telcolb/sctplb"
 	"github.com/telcolb/telcolb/sctplb/steer"
@@ -50,6 +51,9 @@ type N2Replica struct {
 	// heard says when the sync and the L2 election last heard a peer
 	// (n2alive.go); nil until the server wires it: never alive by it.
 	heard func(peer string) (syncAt, l2At time.Time)
+	// liveness is the liveness path's state of a peer (n2liveness.go);
+	// nil: no path (pathNone).
+	liveness func(peer string) (member.MemberState, bool)
 }
 
 // heldN2 is one peer's record.

@@ -40,7 +40,11 @@ import (
 // for the ownership to move here; a VIP another node owns is left alone
 // (result="not_owner"). A VIP no advertisement elects an owner for (BGP,
 // where every node announces and the routers choose; a route moved
-// outside the daemon) has no such signal: aborted only with
+// outside the daemon) has no such signal: it goes by the liveness path
+// where one is configured (--ha-liveness-members, n2liveness.go: the
+// nodes' heartbeats on a network other than the sync link), aborted at
+// once when that path has lost the peer too, in both modes, and left
+// while it hears the peer; without that path aborted only with
 // --ha-n2-takeover-abort=peer-lost, where operators accept the cut-link
 // hazard, after takeoverGrace, else left alone (not_owner). The ABORTs
 // stop as soon as the peer is up again.
@@ -141,10 +145,14 @@ const (
 // is up again, or alive by the L2 election's re-confirmation (peerAlive,
 // n2alive.go); an abort at once when this node owns the VIP (the L2
 // election: the peer is dead or fenced and the segment was told, see
-// above); in mode peer-lost, an abort after takeoverGrace when no
-// advertisement elects an owner; a VIP owned elsewhere is waited for
-// until takeoverOwnerWait, then skipped. The reason is for the logs.
-func takeoverDecision(mode string, peerUp, peerAlive bool, lostFor time.Duration, owner vipOwner) (takeoverStep, string) {
+// above). A VIP no advertisement elects an owner for goes by the liveness
+// path (n2liveness.go) where it has heard the peer: an abort at once once
+// it has lost the peer too, in modes owner and peer-lost; while it hears
+// the peer a wait until takeoverOwnerWait, then a skip. Without evidence
+// from the path: in mode peer-lost, an abort after takeoverGrace, in mode
+// owner a skip. A VIP owned elsewhere is waited for until
+// takeoverOwnerWait, then skipped. The reason is for the logs.
+func takeoverDecision(mode string, peerUp, peerAlive bool, lostFor time.Duration, owner vipOwner, path peerPath) (takeoverStep, string) {
 	switch {
 	case mode == TakeoverAbortOff:
 		return stepSkip, "takeover ABORTs are off (--ha-n2-takeover-abort=off)"
@@ -158,8 +166,14 @@ func takeoverDecision(mode string, peerUp, peerAlive bool, lostFor time.Duration
 		return stepAbort, "this node owns the VIP by the L2 election"
 	case ownerNone:
 		switch {
+		case path == pathLost:
+			return stepAbort, "no advertisement elects an owner for the VIP; the liveness heartbeats have lost the peer too"
+		case path == pathAlive && lostFor < takeoverOwnerWait:
+			return stepWait, "the liveness heartbeats still hear the peer"
+		case path == pathAlive:
+			return stepSkip, reasonPathAlive
 		case mode != TakeoverAbortPeerLost:
-			return stepSkip, "no advertisement elects an owner for the VIP (BGP or none): the sync's verdict alone could abort a live peer's associations"
+			return stepSkip, "no advertisement elects an owner for the VIP (BGP or none) and no liveness path heard the peer (--ha-liveness-members): the sync's verdict alone could abort a live peer's associations"
 		case lostFor < takeoverGrace:
 			return stepWait, "grace period (no advertisement elects an owner for the VIP)"
 		}
@@ -197,7 +211,7 @@ var takeoverResults = []string{"sent", "failed", "own", "not_owner", "peer_alive
 
 // reasonPeerAlive is the gate's reason when the re-confirmation finds the
 // peer alive.
-const reasonPeerAlive = "the L2 election heard the peer 2.5s or more after the sync last did: it is alive, only the sync lost it"
+const reasonPeerAlive = "the L2 election or the liveness heartbeats heard the peer 2.5s or more after the sync last did: it is alive, only the sync lost it"
 
 // abortCandidate is one gNB association of a lost peer.
 type abortCandidate struct {
@@ -367,6 +381,10 @@ func (r *N2Replica) abortPeer(ctx context.Context, peer string, lostFor time.Dur
 	var cands []abortCandidate
 	notOwner, alive := 0, 0
 	peerAlive := r.peerAliveOnL2(peer)
+	path := r.livenessOf(peer)
+	// byPath are the VIPs aborted on the liveness path's word, aliveVIPs
+	// those it (or the L2 election) keeps.
+	byPath, aliveVIPs := map[netip.Addr]bool{}, map[netip.Addr]bool{}
 	for _, c := range all {
 		vip := c.target.Src.Addr()
 		if settled[vip] {
@@ -376,17 +394,20 @@ func (r *N2Replica) abortPeer(ctx context.Context, peer string, lostFor time.Dur
 		if !ok {
 			var why string
 			owner := r.ownerOf(vip)
-			st, why = takeoverDecision(mode, false, peerAlive, lostFor, owner)
+			st, why = takeoverDecision(mode, false, peerAlive, lostFor, owner, path)
 			steps[vip] = st
+			byPath[vip] = owner == ownerNone && path == pathLost
+			aliveVIPs[vip] = peerAlive || why == reasonPathAlive
 			if st == stepSkip {
-				r.log.Warn("N2 takeover: the lost peer's gNB associations on this VIP are not aborted", "peer", peer, "vip", vip, "owner", owner.String(), "reason", why)
+				r.log.Warn("N2 takeover: the lost peer's gNB associations on this VIP are not aborted", "peer", peer, "vip", vip, "owner", owner.String(),
+					"livenessPath", path.String(), "reason", why)
 			}
 		}
 		switch st {
 		case stepWait:
 			more = true
 		case stepSkip:
-			if peerAlive {
+			if aliveVIPs[vip] {
 				alive++
 			} else {
 				notOwner++
@@ -435,6 +456,11 @@ func (r *N2Replica) abortPeer(ctx context.Context, peer string, lostFor time.Dur
 		if r.peerAliveOnL2(peer) {
 			r.log.Warn("N2 takeover: the L2 election hears the peer; its remaining gNB associations are not aborted", "peer", peer,
 				"reason", reasonPeerAlive, "left", len(cands)-i)
+			return false
+		}
+		if byPath[c.target.Src.Addr()] && r.livenessOf(peer) == pathAlive {
+			r.log.Warn("N2 takeover: the liveness heartbeats hear the peer again; its remaining gNB associations are not aborted", "peer", peer,
+				"left", len(cands)-i)
 			return false
 		}
 		err := send(c.target)

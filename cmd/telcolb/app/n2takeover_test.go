@@ -324,7 +324,7 @@ func TestTakeoverDecision(t *testing.T) {
 		{off, false, grace, ownerSelf, stepSkip},
 		{off, false, late, ownerNone, stepSkip},
 	} {
-		got, why := takeoverDecision(c.mode, c.up, false, c.lostFor, c.owner)
+		got, why := takeoverDecision(c.mode, c.up, false, c.lostFor, c.owner, pathNone)
 		if got != c.want || why == "" {
 			t.Errorf("mode %s, peer up %v, lost for %v, owner %v: %v (%q), want %v", c.mode, c.up, c.lostFor, c.owner, got, why, c.want)
 		}
@@ -440,7 +440,8 @@ func TestCutSyncLinkAbortsNothingOnAVIPThePeerOwns(t *testing.T) {
 // partition), lb2 holding lb1's records of gNB associations (name ->
 // ABORT target) for an N2 proxy, its ABORTs recorded instead of sent.
 // lb2's sync declares lb1 lost after lb2Timeout; lb1's timeout is longer,
-// so lb2's verdict is its own liveness, not lb1's close.
+// so lb2's verdict is its own liveness, not lb1's close. mutate, if any,
+// changes each node's configuration last.
 type cutRig struct {
 	lb1, lb2 *HA
 	r        *N2Replica
@@ -449,7 +450,7 @@ type cutRig struct {
 	aborts   []abort.Target
 }
 
-func newCutRig(t *testing.T, ctx context.Context, lb2Timeout time.Duration, held map[string]abort.Target) *cutRig {
+func newCutRig(t *testing.T, ctx context.Context, lb2Timeout time.Duration, held map[string]abort.Target, mutate ...func(node string, c *HAConfig)) *cutRig {
 	t.Helper()
 	rig := &cutRig{}
 	pair := newHAPair(t)
@@ -458,8 +459,13 @@ func newCutRig(t *testing.T, ctx context.Context, lb2Timeout time.Duration, held
 		c.TakeoverAbort = TakeoverAbortOwner
 		c.Node.Impair = func(string) sync.Fault { return sync.Fault{Drop: rig.cut.Load()} }
 	}
-	rig.lb1 = pair.startWith("lb1", newMemCT(), func(c *HAConfig) { liveness(c); c.Node.Machine.PeerTimeout = 30 * time.Second })
-	rig.lb2 = pair.startWith("lb2", newMemCT(), liveness)
+	more := func(node string, c *HAConfig) {
+		for _, m := range mutate {
+			m(node, c)
+		}
+	}
+	rig.lb1 = pair.startWith("lb1", newMemCT(), func(c *HAConfig) { liveness(c); c.Node.Machine.PeerTimeout = 30 * time.Second; more("lb1", c) })
+	rig.lb2 = pair.startWith("lb2", newMemCT(), func(c *HAConfig) { liveness(c); more("lb2", c) })
 	p := runProxy(t, ctx, memory.New(memory.Config{Queue: 64}))
 	r := rig.lb2.N2Replica()
 	rig.r = r
