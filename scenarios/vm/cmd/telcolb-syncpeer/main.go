@@ -14,6 +14,7 @@
 // hence applied, by the sink) and announces it in <ctl>/phase<k>.done. Each
 // value carries the guest clock at its Put, so the sink, in the same guest,
 // measures Put -> Apply on one clock. The sink runs until <ctl>/stop exists.
+// A node that fails says why in <ctl>/<role>.failed.
 // Both print a JSON Report on stdout as they end.
 package main
 
@@ -159,6 +160,8 @@ func node(ctx context.Context, role string, args []string) error {
 	rep.Stats = n.Stats()
 	if runErr != nil {
 		rep.Error = runErr.Error()
+		// The test waiting for the next phase stops waiting.
+		_ = os.WriteFile(filepath.Join(f.ctl, role+".failed"), []byte(rep.Error), 0o644)
 	}
 	mu.Lock()
 	b, err := json.Marshal(rep)
