@@ -71,7 +71,9 @@ type NodeConfig struct {
 	RedialInterval time.Duration
 	Logger         *slog.Logger
 	// Impair, when set, is asked about every message sent (a test hook:
-	// this kernel has no netem). See Fault.
+	// it loses messages within one connection, which TCP never lets a
+	// lossy link do; scenarios/vm runs the sync over a real netem link).
+	// See Fault.
 	Impair func(peer string) Fault
 }
 

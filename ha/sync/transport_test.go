@@ -294,8 +294,10 @@ func TestRestartedNodeResyncsBeforeSynced(t *testing.T) {
 	g.converged(time.Minute)
 }
 
-// 1% of messages dropped and 1% delayed behind the next one, both ways
-// (netem is missing from this kernel: the transport's hook does it).
+// 1% of messages dropped and 1% delayed behind the next one, both ways, by
+// the transport's hook: whole messages lost within one connection, which
+// TCP hides from the sync on a lossy link (the real netem link is
+// scenarios/vm's TestSyncOverNetemLinkLosesNothing).
 func TestLossyLinkLosesNothing(t *testing.T) {
 	var mu stdsync.Mutex
 	rng := rand.New(rand.NewPCG(5, 6))
