@@ -26,6 +26,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -70,6 +71,12 @@ type Stack struct {
 	closed  bool
 	// closes holds the last socket closes (closediag.go).
 	closes []closeRecord
+
+	// releasing counts the graceful closes still running their SHUTDOWN
+	// exchange; closing aborting tells them to abort (release.go).
+	releasing  sync.WaitGroup
+	aborting   chan struct{}
+	closedLive atomic.Int64
 }
 
 // usrsctp keeps its state in C globals, so "one stack per process" must be
@@ -106,7 +113,7 @@ func Init(cfg Config) (*Stack, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	s := &Stack{cfg: cfg, log: log, sockets: make(map[*socket]struct{})}
+	s := &Stack{cfg: cfg, log: log, sockets: make(map[*socket]struct{}), aborting: make(chan struct{})}
 	if cfg.RawSocketBuffer > 0 {
 		if err := s.setRawSocketBuffers(cfg.RawSocketBuffer); err != nil {
 			C.usrsctp_finish()
@@ -190,9 +197,10 @@ func errnoOr(err error) error {
 	return errors.New("rejected")
 }
 
-// Close aborts every association still open, then shuts usrsctp down.
-// Associations the caller closed gracefully may still be finishing their
-// SHUTDOWN exchange, so it retries for up to 15 s. Its error then says
+// Close aborts every association still open, and those the caller closed
+// gracefully that are still in their SHUTDOWN exchange (release.go), then
+// shuts usrsctp down, retrying for up to 15 s while usrsctp still frees
+// endpoints. Its error then says
 // what usrsctp still holds (closediag.go) and wraps ErrLeakedSocket when
 // that is usrsctp 0.9.5's own socket reference leak.
 func (s *Stack) Close() error {
@@ -213,6 +221,9 @@ func (s *Stack) Close() error {
 			aborted = append(aborted, so.kind+" "+st)
 		}
 	}
+	// Graceful closes still in their SHUTDOWN exchange are aborted too.
+	close(s.aborting)
+	s.releasing.Wait()
 	const wait = 15 * time.Second
 	start := time.Now()
 	before := readCounters()
