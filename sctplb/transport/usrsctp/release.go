@@ -5,10 +5,7 @@ package usrsctp
 */
 import "C"
 
-import (
-	"time"
-	"unsafe"
-)
+import "time"
 
 // Why a socket is closed only once its association is gone.
 //
@@ -39,10 +36,6 @@ const (
 	// association; usrsctp 0.9.5 may defer the free to a timer while
 	// the socket is in use (closediag.go).
 	abortWait = 2 * time.Second
-	// drainBuf is the scratch buffer a graceful close reads into: data
-	// still arriving is discarded so the peer's SHUTDOWN is not held up
-	// by a full receive window.
-	drainBuf = 4096
 )
 
 // hasAssociation says whether usrsctp still holds an association on so.
@@ -84,18 +77,17 @@ func (s *Stack) release(so *C.struct_socket, abort bool) {
 	}()
 }
 
-// finishShutdown waits for the SHUTDOWN exchange to free the association,
-// discarding what still arrives, and aborts it when that takes longer than
-// gracefulWait or the stack is closing.
+// finishShutdown waits for the SHUTDOWN exchange to free the association
+// and aborts it when that takes longer than gracefulWait or the stack is
+// closing. It does not read the socket: a read racing with usrsctp freeing
+// the association on SHUTDOWN COMPLETE is usrsctp 0.9.5's other use after
+// free (docs/testing.md), and what still arrives is freed with the socket.
 func (s *Stack) finishShutdown(so *C.struct_socket) {
-	buf := C.malloc(drainBuf)
-	defer C.free(buf)
 	deadline := time.NewTimer(gracefulWait)
 	defer deadline.Stop()
 	tick := time.NewTicker(releasePoll)
 	defer tick.Stop()
 	for hasAssociation(so) {
-		drain(so, buf)
 		select {
 		case <-tick.C:
 		case <-deadline.C:
@@ -108,18 +100,6 @@ func (s *Stack) finishShutdown(so *C.struct_socket) {
 		}
 	}
 	s.closeSocket(so)
-}
-
-// drain reads and discards what so holds (data, notifications).
-func drain(so *C.struct_socket, buf unsafe.Pointer) {
-	for i := 0; i < 64; i++ {
-		var flags, hasInfo C.int
-		var sid C.uint16_t
-		var ppid C.uint32_t
-		if n := C.tlb_recv(so, buf, drainBuf, &flags, &sid, &ppid, &hasInfo); n <= 0 {
-			return
-		}
-	}
 }
 
 // abortAndClose aborts so's association, waits (bounded) for usrsctp to
