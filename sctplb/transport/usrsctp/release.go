@@ -47,7 +47,7 @@ func hasAssociation(so *C.struct_socket) bool {
 // release ends so's association and closes so once it is gone. An abort
 // (or a socket without association) completes before release returns; a
 // graceful close runs its SHUTDOWN exchange in the background, tracked by
-// the stack so that Stack.Close waits for it (and aborts it). so is no
+// the stack so that Stack.Close waits for it. so is no
 // longer reachable from any socket when release is called.
 func (s *Stack) release(so *C.struct_socket, abort bool) {
 	if !hasAssociation(so) {
@@ -58,9 +58,10 @@ func (s *Stack) release(so *C.struct_socket, abort bool) {
 		s.abortAndClose(so)
 		return
 	}
-	if r := C.usrsctp_shutdown(so, C.SHUT_WR); r != 0 {
-		s.abortAndClose(so)
-		return
+	// A shutdown refused (the peer's SHUTDOWN already under way) leaves
+	// the exchange to finish as it is: the wait below is the same.
+	if r, err := C.usrsctp_shutdown(so, C.SHUT_WR); r != 0 {
+		s.log.Debug("usrsctp: shutdown refused, waiting for the association to end", "err", errnoOr(err))
 	}
 	// Once Stack.Close has begun, nothing may outlive it: abort instead.
 	s.mu.Lock()
@@ -78,8 +79,7 @@ func (s *Stack) release(so *C.struct_socket, abort bool) {
 }
 
 // finishShutdown waits for the SHUTDOWN exchange to free the association
-// and aborts it when that takes longer than gracefulWait or the stack is
-// closing. It does not read the socket: a read racing with usrsctp freeing
+// and aborts it when that takes longer than gracefulWait. It does not read the socket: a read racing with usrsctp freeing
 // the association on SHUTDOWN COMPLETE is usrsctp 0.9.5's other use after
 // free (docs/testing.md), and what still arrives is freed with the socket.
 func (s *Stack) finishShutdown(so *C.struct_socket) {
@@ -92,9 +92,6 @@ func (s *Stack) finishShutdown(so *C.struct_socket) {
 		case <-tick.C:
 		case <-deadline.C:
 			s.log.Debug("usrsctp: graceful close took too long, aborting", "wait", gracefulWait)
-			s.abortAndClose(so)
-			return
-		case <-s.aborting:
 			s.abortAndClose(so)
 			return
 		}

@@ -320,8 +320,10 @@ func (s *Stack) DialFrom(ctx context.Context, local []netip.Addr, localPort uint
 		return nil, err
 	}
 	c := &Conn{sk: sk}
+	// An association that never came up is aborted: nothing to shut down
+	// gracefully, and a redial from the same port needs it gone at once.
 	fail := func(err error) (*Conn, error) {
-		sk.close()
+		sk.abort()
 		return nil, err
 	}
 	if s.cfg.Streams > 0 {

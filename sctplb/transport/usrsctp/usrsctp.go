@@ -73,9 +73,8 @@ type Stack struct {
 	closes []closeRecord
 
 	// releasing counts the graceful closes still running their SHUTDOWN
-	// exchange; closing aborting tells them to abort (release.go).
+	// exchange (release.go).
 	releasing  sync.WaitGroup
-	aborting   chan struct{}
 	closedLive atomic.Int64
 }
 
@@ -113,7 +112,7 @@ func Init(cfg Config) (*Stack, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	s := &Stack{cfg: cfg, log: log, sockets: make(map[*socket]struct{}), aborting: make(chan struct{})}
+	s := &Stack{cfg: cfg, log: log, sockets: make(map[*socket]struct{})}
 	if cfg.RawSocketBuffer > 0 {
 		if err := s.setRawSocketBuffers(cfg.RawSocketBuffer); err != nil {
 			C.usrsctp_finish()
@@ -197,10 +196,10 @@ func errnoOr(err error) error {
 	return errors.New("rejected")
 }
 
-// Close aborts every association still open, and those the caller closed
-// gracefully that are still in their SHUTDOWN exchange (release.go), then
-// shuts usrsctp down, retrying for up to 15 s while usrsctp still frees
-// endpoints. Its error then says
+// Close aborts every association still open, waits for those the caller
+// closed gracefully to finish their SHUTDOWN exchange (release.go: at most
+// 10 s, then aborted), then shuts usrsctp down, retrying for up to 15 s
+// while usrsctp still frees endpoints. Its error then says
 // what usrsctp still holds (closediag.go) and wraps ErrLeakedSocket when
 // that is usrsctp 0.9.5's own socket reference leak.
 func (s *Stack) Close() error {
@@ -221,8 +220,8 @@ func (s *Stack) Close() error {
 			aborted = append(aborted, so.kind+" "+st)
 		}
 	}
-	// Graceful closes still in their SHUTDOWN exchange are aborted too.
-	close(s.aborting)
+	// Graceful closes still in their SHUTDOWN exchange finish it (each
+	// aborts itself after gracefulWait).
 	s.releasing.Wait()
 	const wait = 15 * time.Second
 	start := time.Now()
