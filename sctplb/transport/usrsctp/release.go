@@ -47,8 +47,8 @@ func hasAssociation(so *C.struct_socket) bool {
 // release ends so's association and closes so once it is gone. An abort
 // (or a socket without association) completes before release returns; a
 // graceful close runs its SHUTDOWN exchange in the background, tracked by
-// the stack so that Stack.Close waits for it. so is no
-// longer reachable from any socket when release is called.
+// the stack so that Stack.Close waits for it. so is no longer reachable
+// from any socket when release is called.
 func (s *Stack) release(so *C.struct_socket, abort bool) {
 	if !hasAssociation(so) {
 		s.closeSocket(so)
@@ -79,9 +79,10 @@ func (s *Stack) release(so *C.struct_socket, abort bool) {
 }
 
 // finishShutdown waits for the SHUTDOWN exchange to free the association
-// and aborts it when that takes longer than gracefulWait. It does not read the socket: a read racing with usrsctp freeing
-// the association on SHUTDOWN COMPLETE is usrsctp 0.9.5's other use after
-// free (docs/testing.md), and what still arrives is freed with the socket.
+// and aborts it when that takes longer than gracefulWait. It does not read
+// the socket: a read racing with usrsctp freeing the association on
+// SHUTDOWN COMPLETE is usrsctp 0.9.5's other use after free
+// (docs/testing.md), and what still arrives is freed with the socket.
 func (s *Stack) finishShutdown(so *C.struct_socket) {
 	deadline := time.NewTimer(gracefulWait)
 	defer deadline.Stop()
