@@ -123,11 +123,12 @@ func (sk *socket) call(fn func(so *C.struct_socket) error) error {
 	return fn(sk.so)
 }
 
-// abort closes with SO_LINGER 0: usrsctp sends ABORT and frees the
-// association immediately instead of a SHUTDOWN exchange.
+// abort sends ABORT and frees the association immediately instead of a
+// SHUTDOWN exchange, then closes.
 func (sk *socket) abort() string { return sk.shut(true) }
 
-// close closes gracefully: usrsctp runs the SHUTDOWN exchange on its own.
+// close closes gracefully: the SHUTDOWN exchange runs in the background
+// and the socket is closed once it is done (release.go).
 func (sk *socket) close() { sk.shut(false) }
 
 // shut closes the socket and returns the association state it had (for
@@ -140,16 +141,15 @@ func (sk *socket) shut(abort bool) string {
 	}
 	sk.closed = true
 	upcalls.Delete(sk.id)
-	state := assocState(sk.so)
-	if abort {
-		C.tlb_set_abort_on_close(sk.so)
-	}
-	sk.stack.recordClose(closeRecord{kind: sk.kind, abort: abort, state: state, port: localPort(sk.so), at: time.Now()})
-	C.usrsctp_close(sk.so)
+	so := sk.so
+	state := assocState(so)
+	sk.stack.recordClose(closeRecord{kind: sk.kind, abort: abort, state: state, port: localPort(so), at: time.Now()})
 	sk.so = nil
 	close(sk.done)
 	sk.mu.Unlock()
 	sk.stack.untrack(sk)
+	// The association ends before the socket is closed (release.go).
+	sk.stack.release(so, abort)
 	return state
 }
 
@@ -320,8 +320,10 @@ func (s *Stack) DialFrom(ctx context.Context, local []netip.Addr, localPort uint
 		return nil, err
 	}
 	c := &Conn{sk: sk}
+	// An association that never came up is aborted: nothing to shut down
+	// gracefully, and a redial from the same port needs it gone at once.
 	fail := func(err error) (*Conn, error) {
-		sk.close()
+		sk.abort()
 		return nil, err
 	}
 	if s.cfg.Streams > 0 {

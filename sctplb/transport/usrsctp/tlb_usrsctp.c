@@ -138,13 +138,6 @@ int tlb_set_primary(struct socket *so, struct sockaddr *sa) {
 	return usrsctp_setsockopt(so, IPPROTO_SCTP, SCTP_PRIMARY_ADDR, &sp, sizeof(sp));
 }
 
-int tlb_set_abort_on_close(struct socket *so) {
-	struct linger l;
-	l.l_onoff = 1;
-	l.l_linger = 0;
-	return usrsctp_setsockopt(so, SOL_SOCKET, SO_LINGER, &l, sizeof(l));
-}
-
 /* SCTP_GET_NONCE_VALUES is usrsctp's (FreeBSD's) nonstandard option for an
  * association's verification tags; usrsctp.h has its struct but not its
  * number. */
@@ -250,4 +243,15 @@ int tlb_port_bound(uint16_t port) {
 	r = r == 0 ? 0 : (errno == EADDRINUSE ? 1 : -1);
 	usrsctp_close(so);
 	return r;
+}
+
+/* tlb_abort ends the socket's association at once with an ABORT
+ * (SCTP_ABORT send flag) while leaving the socket open, so that it can be
+ * closed once usrsctp has freed the association (release.go). */
+int tlb_abort(struct socket *so) {
+	struct sctp_sndinfo si;
+	char none = 0;
+	memset(&si, 0, sizeof(si));
+	si.snd_flags = SCTP_ABORT;
+	return usrsctp_sendv(so, &none, 0, NULL, 0, &si, sizeof(si), SCTP_SENDV_SNDINFO, 0) < 0 ? -1 : 0;
 }

@@ -19,7 +19,7 @@ ssize_t tlb_send(struct socket *so, const void *data, size_t len, uint16_t sid, 
 ssize_t tlb_recv(struct socket *so, void *buf, size_t len, int *flags, uint16_t *sid, uint32_t *ppid_be, int *has_info);
 int tlb_paddrs(struct socket *so, int local, uint8_t *out, int max);
 int tlb_set_primary(struct socket *so, struct sockaddr *sa);
-int tlb_set_abort_on_close(struct socket *so);
+int tlb_abort(struct socket *so);
 int tlb_tags(struct socket *so, uint32_t *local, uint32_t *peer);
 int tlb_sendq(struct socket *so, uint32_t *queued, uint32_t *unacked);
 int tlb_local_port(struct socket *so);

@@ -26,6 +26,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -70,6 +71,11 @@ type Stack struct {
 	closed  bool
 	// closes holds the last socket closes (closediag.go).
 	closes []closeRecord
+
+	// releasing counts the graceful closes still running their SHUTDOWN
+	// exchange (release.go).
+	releasing  sync.WaitGroup
+	closedLive atomic.Int64
 }
 
 // usrsctp keeps its state in C globals, so "one stack per process" must be
@@ -190,9 +196,10 @@ func errnoOr(err error) error {
 	return errors.New("rejected")
 }
 
-// Close aborts every association still open, then shuts usrsctp down.
-// Associations the caller closed gracefully may still be finishing their
-// SHUTDOWN exchange, so it retries for up to 15 s. Its error then says
+// Close aborts every association still open, waits for those the caller
+// closed gracefully to finish their SHUTDOWN exchange (release.go: at most
+// 10 s, then aborted), then shuts usrsctp down, retrying for up to 15 s
+// while usrsctp still frees endpoints. Its error then says
 // what usrsctp still holds (closediag.go) and wraps ErrLeakedSocket when
 // that is usrsctp 0.9.5's own socket reference leak.
 func (s *Stack) Close() error {
@@ -213,6 +220,9 @@ func (s *Stack) Close() error {
 			aborted = append(aborted, so.kind+" "+st)
 		}
 	}
+	// Graceful closes still in their SHUTDOWN exchange finish it (each
+	// aborts itself after gracefulWait).
+	s.releasing.Wait()
 	const wait = 15 * time.Second
 	start := time.Now()
 	before := readCounters()
