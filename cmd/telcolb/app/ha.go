@@ -27,6 +27,9 @@ type ConntrackSource interface {
 	ConntrackChanges() (ChangeReader, error)
 	DumpConntrack() ([]dataplane.Record, error)
 	ImportConntrack([]dataplane.Record) error
+	// HoldsRecord says whether the datapath holds an entry under the
+	// record's key now.
+	HoldsRecord(dataplane.Record) (bool, error)
 }
 
 // ChangeReader is *dataplane.ChangeReader: Read waits for changes and

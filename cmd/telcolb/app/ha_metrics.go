@@ -147,7 +147,11 @@ func (h *HA) snapshot() haSnapshot {
 	}
 	s.ready = h.Waiting() == ""
 	h.mu.Lock()
-	s.held = len(h.imported)
+	for _, c := range h.imported {
+		if !c.deleting { // tombstones of peers' deletions hold nothing
+			s.held++
+		}
+	}
 	s.moves = h.moves
 	h.mu.Unlock()
 	s.n2Aborts = h.n2.takeoverCounts()

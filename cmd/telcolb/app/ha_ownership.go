@@ -32,6 +32,10 @@ type haCopy struct {
 	// lock, and writes a large batch over hundreds of milliseconds). A
 	// refresh in that window would take the difference for traffic here.
 	importing bool
+	// deleting: the peer deleted this copy; the mark stays while the
+	// deletion is applied and until a dump taken after it lacks the key
+	// (a tombstone: never claimed, never sent).
+	deleting bool
 	// imported is when the import of this copy returned. A refresh
 	// judges a copy by a dump that began after that only: a dump begun
 	// before read the entry as it was before the copy was written (this
@@ -111,7 +115,12 @@ func (h *HA) apply(recs []sync.Applied) {
 			}
 		}
 		if r.Deleted {
-			delete(h.imported, k)
+			// The mark stays, as a deletion in flight, until the import
+			// below has deleted the entry: a refresh dumping meanwhile
+			// would find the entry without its mark, take it for an
+			// entry of this node's and send it back to the peer that
+			// just deleted it.
+			h.imported[k] = haCopy{from: a.From, importing: true, deleting: true}
 		} else {
 			if c, ok := h.imported[k]; ok && c.seen.After(seen) {
 				// Until the import below has rewritten the entry, the
@@ -146,7 +155,14 @@ func (h *HA) apply(recs []sync.Applied) {
 	h.mu.Lock()
 	for _, dr := range out {
 		k := mapKey(dr.Kind, dr.Key)
-		if c, ok := h.imported[k]; ok && !dr.Deleted {
+		if c, ok := h.imported[k]; ok && dr.Deleted && c.deleting {
+			// Kept as a tombstone until a refresh's dump begun after
+			// now lacks the key (ha_refresh.go): a dump begun before
+			// the deletion still has the entry.
+			c.importing = false
+			c.imported = after
+			h.imported[k] = c
+		} else if ok && !dr.Deleted {
 			c.seen = lastSeen(dr, after)
 			c.importing = false
 			c.imported = after
@@ -168,19 +184,31 @@ func (h *HA) produce() {
 			h.log.Warn("read conntrack changes", "error", err)
 		}
 		changed := map[uint16]int{}
+		held, checked := h.rewritten(recs)
 		h.mu.Lock()
 		for _, r := range recs {
 			k := mapKey(r.Kind, r.Key)
-			_, copied := h.imported[k]
+			c, copied := h.imported[k]
 			if r.Deleted {
-				delete(h.imported, k)
 				if copied {
-					continue // a peer's copy aged out here: not ours to delete
+					// A peer's copy aged out here: not ours to delete. Its
+					// mark goes with it, unless an import wrote the key
+					// again after the deletion this record tells of (or
+					// is writing it): the entry held then is the newer
+					// copy, and without its mark the next refresh would
+					// take it for an entry of this node's, send it to its
+					// owner as newer than the owner's (its age was
+					// converted twice, each time gaining the transfer
+					// delay), and the owner would yield a flow it carries.
+					if !c.importing && !held[k] && !c.imported.After(checked) {
+						delete(h.imported, k)
+					}
+					continue
 				}
 				delete(h.owned, k)
 				err = h.node.Delete(r.Kind, r.Key)
 			} else {
-				if copied {
+				if copied && !c.deleting {
 					h.moves.takenChanged++
 					changed[r.Kind]++
 				}
@@ -197,4 +225,37 @@ func (h *HA) produce() {
 			h.log.Info("ha: peers' entries taken over: their state changed here", "conntrack", changed[dataplane.RecordConntrack], "associations", changed[dataplane.RecordAssoc])
 		}
 	}
+}
+
+// rewritten looks up, for the deletions among recs of keys held as
+// peers' copies, whether the datapath holds the key again (an import
+// wrote it after the deletion): produce keeps their marks. checked is
+// when the lookups began: a copy imported after that was written after
+// the deletion too. Outside h.mu: the lookups wait for the datapath's
+// lock, which an ageing round holds for a while.
+func (h *HA) rewritten(recs []dataplane.Record) (held map[string]bool, checked time.Time) {
+	var look []dataplane.Record
+	h.mu.Lock()
+	for _, r := range recs {
+		if !r.Deleted {
+			continue
+		}
+		if c, copied := h.imported[mapKey(r.Kind, r.Key)]; copied && !c.importing {
+			look = append(look, r)
+		}
+	}
+	h.mu.Unlock()
+	checked = time.Now()
+	held = map[string]bool{}
+	for _, r := range look {
+		ok, err := h.dp.HoldsRecord(r)
+		if err != nil {
+			// Unknown: keep the mark. A copy that is really gone loses
+			// it at the next refresh (its key missing from the dump).
+			h.log.Warn("ha: look up a deleted copy's key", "kind", r.Kind, "error", err)
+			ok = true
+		}
+		held[mapKey(r.Kind, r.Key)] = ok
+	}
+	return held, checked
 }
