@@ -75,6 +75,13 @@ type HA struct {
 	// more recently (ties: the smaller node name), so the node carrying the
 	// traffic keeps it and the other one takes its copy.
 	owned map[string]time.Time
+	// gone are the keys deleted here lately (the datapath's own deletion
+	// read, or a peer's applied), with when the deletion was taken in: a
+	// refresh whose dump began before that may still hold the entry, and
+	// must not take it for one of this node's (neither owned nor a copy
+	// any more) and send it, brought back to life, to the peers. Kept
+	// until a dump begun after the deletion.
+	gone map[string]time.Time
 	// moves counts entries changing hands (telcolb_ha_entries_*_total):
 	// after a crossover they settle; counts that keep growing while no
 	// node fails are ownership moving back and forth.
@@ -98,7 +105,7 @@ type HA struct {
 // connects), then starts the sync node, the change producer and the
 // refresh.
 func StartHA(ctx context.Context, cfg HAConfig, dp ConntrackSource, log *slog.Logger) (*HA, error) {
-	h := &HA{cfg: cfg, log: log.With("component", "ha"), dp: dp, imported: map[string]haCopy{}, owned: map[string]time.Time{}, start: time.Now()}
+	h := &HA{cfg: cfg, log: log.With("component", "ha"), dp: dp, imported: map[string]haCopy{}, owned: map[string]time.Time{}, gone: map[string]time.Time{}, start: time.Now()}
 	// The reader opens first: a change between the dump and the reader
 	// would otherwise be lost.
 	rd, err := dp.ConntrackChanges()

@@ -116,3 +116,60 @@ func TestHAPeersDeletionDuringARefresh(t *testing.T) {
 		t.Errorf("lb2 after the deletion: %d marks, %d entries held from peers, want none", marks, held)
 	}
 }
+
+// pausedDumpCT is a timedCT whose next dump, once armed, returns the table
+// as it was when the dump began, but only after the test has changed the
+// table meanwhile (release).
+type pausedDumpCT struct {
+	*timedCT
+	armed   chan struct{} // a dump may pause
+	began   chan struct{} // the paused dump began
+	release chan struct{} // let it return
+}
+
+func newPausedDumpCT() *pausedDumpCT {
+	return &pausedDumpCT{newTimedCT(), make(chan struct{}, 1), make(chan struct{}), make(chan struct{})}
+}
+
+func (m *pausedDumpCT) DumpConntrack() ([]dataplane.Record, error) {
+	recs, err := m.timedCT.DumpConntrack()
+	select {
+	case <-m.armed:
+		m.began <- struct{}{}
+		<-m.release
+	default:
+	}
+	return recs, err
+}
+
+// TestHALocalDeletionDuringARefresh: lb1 owns a flow; its datapath deletes
+// the entry (an ageing round) while lb1's refresh is dumping the table,
+// and lb1 reads the deletion before the refresh looks at its dump, which
+// still has the entry. The refresh must not take that stale entry for a
+// flow of lb1's: lb1 owns nothing, and lb2, told of the deletion, does not
+// get the flow back. (Seen in the HA lab: the closing SCTP associations'
+// entries, deleted by the ageing round, sent again and passed back and
+// forth between the nodes until they aged out again.)
+func TestHALocalDeletionDuringARefresh(t *testing.T) {
+	pair := newHAPair(t)
+	lb1, lb2 := newPausedDumpCT(), &perKeyCT{newTimedCT(), map[string]int{}}
+	lb1.put("f", "v", time.Now())
+	has := map[string]*HA{"lb1": pair.start("lb1", lb1), "lb2": pair.start("lb2", lb2)}
+	waitFor(t, "the flow on lb2", func() bool { return lb2.has("f") })
+	lb1.armed <- struct{}{}
+	<-lb1.began
+	lb1.local(dataplane.Record{Kind: dataplane.RecordConntrack, Key: []byte("f"), Deleted: true})
+	waitFor(t, "lb1 reading its deletion", func() bool { return !has["lb1"].owns("f") })
+	waitFor(t, "the deletion on lb2", func() bool { return !lb2.has("f") })
+	back := lb2.imported("f")
+	close(lb1.release)
+	for range 10 { // ten refresh rounds of each node
+		time.Sleep(100 * time.Millisecond)
+		if has["lb1"].owns("f") {
+			t.Fatalf("lb1 owns the flow its datapath deleted: the refresh took its dump's stale entry for one of its own")
+		}
+	}
+	if n := lb2.imported("f") - back; n > 0 || lb2.has("f") {
+		t.Errorf("lb1 sent the deleted flow to lb2 again (%d records; lb2 holds it: %v)", n, lb2.has("f"))
+	}
+}

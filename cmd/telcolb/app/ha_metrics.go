@@ -148,7 +148,7 @@ func (h *HA) snapshot() haSnapshot {
 	s.ready = h.Waiting() == ""
 	h.mu.Lock()
 	for _, c := range h.imported {
-		if !c.deleting { // tombstones of peers' deletions hold nothing
+		if !c.deleting { // a copy the peer deleted is on its way out
 			s.held++
 		}
 	}

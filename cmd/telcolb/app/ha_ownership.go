@@ -33,8 +33,7 @@ type haCopy struct {
 	// refresh in that window would take the difference for traffic here.
 	importing bool
 	// deleting: the peer deleted this copy; the mark stays while the
-	// deletion is applied and until a dump taken after it lacks the key
-	// (a tombstone: never claimed, never sent).
+	// deletion is applied (never claimed, never sent meanwhile).
 	deleting bool
 	// imported is when the import of this copy returned. A refresh
 	// judges a copy by a dump that began after that only: a dump begun
@@ -155,14 +154,13 @@ func (h *HA) apply(recs []sync.Applied) {
 	h.mu.Lock()
 	for _, dr := range out {
 		k := mapKey(dr.Kind, dr.Key)
-		if c, ok := h.imported[k]; ok && dr.Deleted && c.deleting {
-			// Kept as a tombstone until a refresh's dump begun after
-			// now lacks the key (ha_refresh.go): a dump begun before
-			// the deletion still has the entry.
-			c.importing = false
-			c.imported = after
-			h.imported[k] = c
-		} else if ok && !dr.Deleted {
+		c, ok := h.imported[k]
+		if dr.Deleted {
+			if ok && c.deleting {
+				delete(h.imported, k)
+			}
+			h.gone[k] = after
+		} else if ok {
 			c.seen = lastSeen(dr, after)
 			c.importing = false
 			c.imported = after
@@ -202,10 +200,12 @@ func (h *HA) produce() {
 					// delay), and the owner would yield a flow it carries.
 					if !c.importing && !held[k] && !c.imported.After(checked) {
 						delete(h.imported, k)
+						h.gone[k] = time.Now()
 					}
 					continue
 				}
 				delete(h.owned, k)
+				h.gone[k] = time.Now()
 				err = h.node.Delete(r.Kind, r.Key)
 			} else {
 				if copied && !c.deleting {

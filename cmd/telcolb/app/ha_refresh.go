@@ -97,6 +97,8 @@ func (h *HA) refresh(full bool) {
 			claimed++
 		} else if prev, ok := h.owned[k]; ok && !full && !seen.IsZero() && !prev.IsZero() && seen.Sub(prev).Abs() < refreshSame {
 			continue // idle since last sent: the peer's copy ages as ours
+		} else if at, deleted := h.gone[k]; !ok && deleted && !at.Before(now) {
+			continue // deleted while this dump ran: the dump's copy is stale
 		}
 		h.owned[k] = seen
 		if err := h.node.Put(toSync(dataplane.AgeRecord(r, dumped))); err != nil {
@@ -108,6 +110,12 @@ func (h *HA) refresh(full bool) {
 	for k, c := range h.imported {
 		if !dumpedKeys[k] && !c.importing && c.imported.Before(now) {
 			delete(h.imported, k)
+		}
+	}
+	// Deletions taken in before this dump began: later dumps begin later.
+	for k, at := range h.gone {
+		if at.Before(now) {
+			delete(h.gone, k)
 		}
 	}
 	h.mu.Unlock()
