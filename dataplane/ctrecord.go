@@ -429,3 +429,29 @@ func AgeRecord(r Record, d time.Duration) Record {
 	r.Value = v
 	return r
 }
+
+// DescribeKey names a record's key for logs: its fields as name=hex, in
+// the record's order (the encoding's field names are the C struct's).
+func DescribeKey(r Record) string {
+	if len(r.Key) == 0 || r.Key[0] != recordVersion {
+		return fmt.Sprintf("kind %d, undecodable key %x", r.Kind, r.Key)
+	}
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "kind %d:", r.Kind)
+	b := r.Key[1:]
+	for len(b) > 0 {
+		n := int(b[0])
+		if n == 0 || len(b) < 1+n+2 {
+			break
+		}
+		name := string(b[1 : 1+n])
+		dl := int(binary.BigEndian.Uint16(b[1+n:]))
+		b = b[1+n+2:]
+		if len(b) < dl {
+			break
+		}
+		fmt.Fprintf(&sb, " %s=%x", name, b[:dl])
+		b = b[dl:]
+	}
+	return sb.String()
+}

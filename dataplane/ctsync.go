@@ -419,3 +419,45 @@ func (d *Datapath) importAssoc(r Record, now uint64) error {
 	}
 	return nil
 }
+
+// HoldsRecord says whether this datapath holds an entry under the
+// record's key now (its value aside). The HA sync asks it of a deletion
+// it reads late: an import may have written the key again since.
+func (d *Datapath) HoldsRecord(r Record) (bool, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	now := d.now()
+	switch r.Kind {
+	case RecordConntrack:
+		kb, err := d.codec.ctKey.decode(r.Key, now, true)
+		if err != nil {
+			return false, err
+		}
+		var k bpf.LbCtKey
+		if _, err := binary.Decode(kb, binary.LittleEndian, &k); err != nil {
+			return false, fmt.Errorf("ct_key: %w", err)
+		}
+		var v bpf.LbCtVal
+		err = d.ct().lookup(&k, &v)
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return false, nil
+		}
+		return err == nil, err
+	case RecordAssoc:
+		kb, err := d.codec.assocKey.decode(r.Key, now, true)
+		if err != nil {
+			return false, err
+		}
+		var k bpf.LbAssocKey
+		if _, err := binary.Decode(kb, binary.LittleEndian, &k); err != nil {
+			return false, fmt.Errorf("assoc_key: %w", err)
+		}
+		var a bpf.LbAssoc
+		err = d.objs.Assocs.Lookup(&k, &a)
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return false, nil
+		}
+		return err == nil, err
+	}
+	return false, fmt.Errorf("record kind %d unknown to this node", r.Kind)
+}

@@ -465,6 +465,10 @@ func TestFlowsSurviveANodeFailure(t *testing.T) {
 	t.Logf("rejoin: every TCP and UDP flow answered through lb1 within %v of the routes moving back", gap.Round(time.Millisecond))
 	moves := settledMoves(t, ctx, lb, len(fs.tcp)+len(fs.udp)+fs.nSCTP())
 	sgap := fs.waitSCTP(t, ctx)
+	// The associations' ends belong in the moves' window: their entries
+	// close (SHUTDOWN, then CLOSED for 10 s) and age out on both nodes,
+	// while the nodes send each other the state changes and deletions.
+	waitSCTPGone(t, ctx, lb)
 	moves()
 	fs.logSCTPFailures(t, ctx, lb, 0, 1)
 	t.Logf("kill -9 and rejoin: %d SCTP associations (%v), longest gap between two echoes %v (messages every 50 ms)", fs.nSCTP(), sctpModeNames(), sgap)
@@ -487,6 +491,35 @@ func sctpModeNames() string {
 		out = append(out, m.mode)
 	}
 	return strings.Join(out, ", ")
+}
+
+// waitSCTPGone waits until neither node holds an SCTP entry (the
+// associations ended and their entries aged out), at most a minute.
+func waitSCTPGone(t *testing.T, ctx context.Context, lb *lab2) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		held := 0
+		for _, d := range lb.daemons {
+			conns, err := d.Client.Conntrack(ctx)
+			if err != nil {
+				t.Fatalf("conntrack: %v", err)
+			}
+			for _, c := range conns {
+				if c.Protocol == api.ProtocolSCTP {
+					held++
+				}
+			}
+		}
+		if held == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("%d SCTP entries still held a minute after the associations ended", held)
+			return
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
 }
 
 // healthCode is the HTTP status of GET /v1/health.
@@ -606,18 +639,20 @@ func heldAtFailure(t *testing.T, ctx context.Context, lb *lab2, fs *flowSet, lb1
 		return
 	}
 	have := map[string]bool{}
-	var sctp []string
+	fs.heldAtFailure = map[string]string{}
+	states := map[string]int{}
 	for _, c := range conns {
 		have[c.Client] = true
 		if c.Protocol == api.ProtocolSCTP {
-			// What lb2 holds of each association, for a failure's report:
-			// an association that dies after the failure is either missing
-			// here (sync) or held in a state lb2 does not forward.
-			sctp = append(sctp, sctpEntryLine(c))
+			// What lb2 holds of each association, for a failure's report
+			// (logSCTPFailures): an association that dies after the
+			// failure is either missing here (sync) or held in a state
+			// lb2 does not forward.
+			fs.heldAtFailure[c.Client] = sctpEntryLine(c)
+			states[fmt.Sprintf("%s %d paths", c.State, len(c.Paths))]++
 		}
 	}
-	slices.Sort(sctp)
-	t.Logf("right after the failure lb2 held %d SCTP associations:\n%s", len(sctp), strings.Join(sctp, "\n"))
+	t.Logf("right after the failure lb2 held %d SCTP entries (by state and paths: %v)", len(fs.heldAtFailure), states)
 	missing := fs.missing(have)
 	var lag []string
 	if lb1Alive {

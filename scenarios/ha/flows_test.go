@@ -85,6 +85,11 @@ type flowSet struct {
 	// sctpFailed are the client ports of the associations waitSCTP found
 	// broken (logSCTPFailures shows the nodes' entries for them).
 	sctpFailed map[string]bool
+	// heldAtFailure are lb2's entry lines of the SCTP associations right
+	// after the failure, by client address and port (heldAtFailure):
+	// logged only for those that break (logSCTPFailures), because 200
+	// lines of them hid the failure itself in CI's excerpt of the output.
+	heldAtFailure map[string]string
 	// lab is where the SCTP clients run (startSCTP): its endpoint servers
 	// and nodes tell a stream stalled in a peer's stack (peerStall).
 	lab *lab2
@@ -563,6 +568,14 @@ func (fs *flowSet) logSCTPFailures(t *testing.T, ctx context.Context, lb *lab2, 
 			t.Logf("%s: path changes of the lost associations:\n%s", s.Opts.ID, strings.Join(paths, "\n"))
 		}
 	}
+	var held []string
+	for c, line := range fs.heldAtFailure {
+		if fs.sctpFailed[c] {
+			held = append(held, line)
+		}
+	}
+	slices.Sort(held)
+	t.Logf("lb2's entries of the broken associations right after the failure:\n%s", strings.Join(held, "\n"))
 	for _, i := range live {
 		conns, err := lb.daemons[i].Client.Conntrack(ctx)
 		if err != nil {

@@ -147,7 +147,11 @@ func (h *HA) snapshot() haSnapshot {
 	}
 	s.ready = h.Waiting() == ""
 	h.mu.Lock()
-	s.held = len(h.imported)
+	for _, c := range h.imported {
+		if !c.deleting { // a copy the peer deleted is on its way out
+			s.held++
+		}
+	}
 	s.moves = h.moves
 	h.mu.Unlock()
 	s.n2Aborts = h.n2.takeoverCounts()

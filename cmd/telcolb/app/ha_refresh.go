@@ -67,11 +67,19 @@ func (h *HA) refresh(full bool) {
 	// start, and the dump itself took this long.
 	dumped := time.Since(now)
 	claimed := 0
+	dumpedKeys := make(map[string]bool, len(recs))
 	h.mu.Lock()
 	for _, r := range recs {
 		k := mapKey(r.Kind, r.Key)
+		dumpedKeys[k] = true
 		seen := lastSeen(r, now)
 		if c, copied := h.imported[k]; copied {
+			if c.importing || c.deleting {
+				// Its import is being applied (judged once it has
+				// been), or the peer deleted it (a dump begun before
+				// the deletion still has it).
+				continue
+			}
 			// A copy becomes ours when its flow carries traffic here, or
 			// when the peer it came from is gone: we then serve it, and a
 			// rejoining peer's bulk resync must carry it. A draining node
@@ -89,10 +97,25 @@ func (h *HA) refresh(full bool) {
 			claimed++
 		} else if prev, ok := h.owned[k]; ok && !full && !seen.IsZero() && !prev.IsZero() && seen.Sub(prev).Abs() < refreshSame {
 			continue // idle since last sent: the peer's copy ages as ours
+		} else if at, deleted := h.gone[k]; !ok && deleted && !at.Before(now) {
+			continue // deleted while this dump ran: the dump's copy is stale
 		}
 		h.owned[k] = seen
 		if err := h.node.Put(toSync(dataplane.AgeRecord(r, dumped))); err != nil {
 			h.log.Warn("ha refresh: queue record", "kind", r.Kind, "error", err)
+		}
+	}
+	// Marks of copies the datapath no longer holds (their deletion was
+	// read while the key could not be looked up): gone with the entry.
+	for k, c := range h.imported {
+		if !dumpedKeys[k] && !c.importing && c.imported.Before(now) {
+			delete(h.imported, k)
+		}
+	}
+	// Deletions taken in before this dump began: later dumps begin later.
+	for k, at := range h.gone {
+		if at.Before(now) {
+			delete(h.gone, k)
 		}
 	}
 	h.mu.Unlock()

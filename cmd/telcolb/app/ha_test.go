@@ -85,6 +85,13 @@ func (m *memCT) local(r dataplane.Record) {
 	m.changes <- []dataplane.Record{r}
 }
 
+func (m *memCT) HoldsRecord(r dataplane.Record) (bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	_, ok := m.table[string(r.Key)]
+	return ok, nil
+}
+
 func (m *memCT) has(key string) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()

@@ -7,14 +7,11 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
-	stdsync "sync"
 	"testing"
 	"time"
 
 	"github.com/telcolb/telcolb/ha/member"
-	"github.com/telcolb/telcolb/sctplb"
 	"github.com/telcolb/telcolb/sctplb/abort"
-	"github.com/telcolb/telcolb/sctplb/transport/memory"
 )
 
 // The gate on a VIP no advertisement elects an owner for (BGP), with the
@@ -141,22 +138,7 @@ func TestTakeoverOnABGPVIPWhenThePeerDies(t *testing.T) {
 	live := livenessAddrs(t)
 	lb1 := pair.startWith("lb1", newMemCT(), func(c *HAConfig) { live("lb1", c) })
 	lb2 := pair.startWith("lb2", newMemCT(), func(c *HAConfig) { c.TakeoverAbort = TakeoverAbortOwner; live("lb2", c) })
-	p := runProxy(t, ctx, memory.New(memory.Config{Queue: 64}))
-	r := lb2.N2Replica()
-	var mu stdsync.Mutex
-	var sentAt []time.Time
-	r.takeover.mu.Lock()
-	r.takeover.send = func(abort.Target) error { mu.Lock(); sentAt = append(sentAt, time.Now()); mu.Unlock(); return nil }
-	r.takeover.mu.Unlock()
-	r.mu.Lock()
-	r.held["n2"] = map[string]heldN2{}
-	for name, tg := range map[string]abort.Target{"gnb-a": tgt("192.0.2.1:4001", 11), "gnb-b": tgt("192.0.2.2:4002", 22)} {
-		k, v := gnbRecord(t, name, tg)
-		r.held["n2"][k] = heldN2{from: "lb1", value: v}
-	}
-	r.mu.Unlock()
-	r.setRunning(func(svc string) (*sctplb.Proxy, bool) { return p, svc == "n2" })
-	r.setOwner(func(netip.Addr) vipOwner { return ownerNone })
+	r, sent := twoGNBTakeover(t, ctx, lb2, ownerNone)
 	waitFor(t, "lb1 and lb2 connected, heard on the liveness path", func() bool {
 		return lb1.node.Up("lb2") && lb2.node.Up("lb1") && r.livenessOf("lb1") == pathAlive
 	})
@@ -164,9 +146,8 @@ func TestTakeoverOnABGPVIPWhenThePeerDies(t *testing.T) {
 	if err := lb1.Close(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the takeover's ABORTs", func() bool { mu.Lock(); defer mu.Unlock(); return len(sentAt) == 2 })
-	mu.Lock()
-	defer mu.Unlock()
+	var sentAt []time.Time
+	waitFor(t, "the takeover's ABORTs", func() bool { sentAt = sent(); return len(sentAt) == 2 })
 	t.Logf("ABORTs %v after lb1 closed", sentAt[1].Sub(closed).Round(time.Millisecond))
 	if c := r.takeoverCounts(); c["sent"] != 2 {
 		t.Errorf("counts %v, want sent 2", c)

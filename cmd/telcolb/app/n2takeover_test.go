@@ -541,8 +541,27 @@ func TestTakeoverAtOnceOnAVIPOwnedHere(t *testing.T) {
 	pair := newHAPair(t)
 	lb1 := pair.start("lb1", newMemCT())
 	lb2 := pair.startWith("lb2", newMemCT(), func(c *HAConfig) { c.TakeoverAbort = TakeoverAbortOwner })
+	_, sent := twoGNBTakeover(t, ctx, lb2, ownerSelf)
+	waitFor(t, "lb1 and lb2 connected", func() bool { return lb1.node.Up("lb2") && lb2.node.Up("lb1") })
+	closed := time.Now()
+	if err := lb1.Close(); err != nil {
+		t.Fatal(err)
+	}
+	var sentAt []time.Time
+	waitFor(t, "the takeover's ABORTs", func() bool { sentAt = sent(); return len(sentAt) == 2 })
+	if d := sentAt[1].Sub(closed); d >= takeoverGrace {
+		t.Errorf("ABORTs on a VIP owned here went %v after lb1 closed: waited for the grace (%v)", d.Round(time.Millisecond), takeoverGrace)
+	}
+}
+
+// twoGNBTakeover prepares lb2's N2 replica for a takeover test: it holds
+// lb1's records of two gNB associations of service "n2", whose proxy runs
+// here, on a VIP the advertisement reports as owner; sends are recorded,
+// not sent. sent returns the times of the ABORTs so far.
+func twoGNBTakeover(t *testing.T, ctx context.Context, lb2 *HA, owner vipOwner) (r *N2Replica, sent func() []time.Time) {
+	t.Helper()
 	p := runProxy(t, ctx, memory.New(memory.Config{Queue: 64}))
-	r := lb2.N2Replica()
+	r = lb2.N2Replica()
 	var mu stdsync.Mutex
 	var sentAt []time.Time
 	r.takeover.mu.Lock()
@@ -556,16 +575,6 @@ func TestTakeoverAtOnceOnAVIPOwnedHere(t *testing.T) {
 	}
 	r.mu.Unlock()
 	r.setRunning(func(svc string) (*sctplb.Proxy, bool) { return p, svc == "n2" })
-	r.setOwner(func(netip.Addr) vipOwner { return ownerSelf })
-	waitFor(t, "lb1 and lb2 connected", func() bool { return lb1.node.Up("lb2") && lb2.node.Up("lb1") })
-	closed := time.Now()
-	if err := lb1.Close(); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, "the takeover's ABORTs", func() bool { mu.Lock(); defer mu.Unlock(); return len(sentAt) == 2 })
-	mu.Lock()
-	defer mu.Unlock()
-	if d := sentAt[1].Sub(closed); d >= takeoverGrace {
-		t.Errorf("ABORTs on a VIP owned here went %v after lb1 closed: waited for the grace (%v)", d.Round(time.Millisecond), takeoverGrace)
-	}
+	r.setOwner(func(netip.Addr) vipOwner { return owner })
+	return r, func() []time.Time { mu.Lock(); defer mu.Unlock(); return slices.Clone(sentAt) }
 }
