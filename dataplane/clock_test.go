@@ -141,3 +141,34 @@ func TestDatapathClockSurvivesRestart(t *testing.T) {
 	before, seen, after := sendAt(t, e, id, udpTo(clientV4, vipV4, 40200, 53).frame())
 	checkOnMonotonic(t, "after replacing the stored base", first.TickNs, before, seen, after)
 }
+
+// The calibration checks its tick against the monotonic time: jiffies
+// scaled by a tick the kernel does not have drift off it within the few
+// ticks a calibration takes, and the load falls back to the coarse clock
+// rather than date every entry wrong.
+func TestClockCalibrationRefusesWrongTick(t *testing.T) {
+	requireRoot(t)
+	spec, err := bpf.LoadClock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	delete(spec.Maps, bpf.ClockMapLbClock) // not pinned here: the probe only
+	coll, err := ebpf.NewCollection(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer coll.Close()
+	prog := coll.Programs[bpf.ClockProgClockProbe]
+	tick, err := coarseTick()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := calibrateBase(prog, tick); err != nil {
+		t.Fatalf("the kernel's tick %d ns: %v", tick, err)
+	}
+	for _, wrong := range []uint64{tick * 2, tick / 2} {
+		if base, _, err := calibrateBase(prog, wrong); err == nil {
+			t.Errorf("tick %d ns (the kernel's is %d) accepted, base %d", wrong, tick, base)
+		}
+	}
+}
