@@ -17,16 +17,13 @@ import (
 // advances jiffies in whole ticks of TICK_NSEC monotonic ns, in the same
 // update as the coarse clock, so jiffies*TICK_NSEC and the monotonic time of
 // that tick differ by a constant of the boot. Its value is only observable,
-// not readable: calibrateClock measures it.
+// not readable: calibrateBase measures it.
 type clockParams struct {
 	TickNs uint64
 	// Base wraps: jiffies start near 2^32 (INITIAL_JIFFIES), far above
 	// jiffies' share of the monotonic time.
 	Base uint64
 }
-
-// at is lb_now() at jiffies j.
-func (c clockParams) at(j uint64) uint64 { return j*c.TickNs + c.Base }
 
 const (
 	// clockEdges is how many tight jiffy edges a calibration waits for: the
