@@ -64,7 +64,8 @@ func TestDatapathClockFollowsMonotonic(t *testing.T) {
 	e := newEnv(t)
 	c := e.d.clock
 	if c.TickNs == 0 {
-		t.Fatal("the datapath loaded without a calibrated clock (coarse helper fallback)")
+		_, err := loadClock(testPinPath(t), testLogger())
+		t.Fatalf("the datapath loaded without a calibrated clock (coarse helper fallback); a calibration now: %v", err)
 	}
 	t.Logf("tick %d ns, base %d", c.TickNs, c.Base)
 	const id = 31
