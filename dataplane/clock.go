@@ -93,9 +93,9 @@ func calibrateBase(prog *ebpf.Program, tick uint64) (base uint64, gap time.Durat
 	lowest := int64(0) // relative to ref: the wrap stays out of the comparison
 	prev := first
 	tight, edges := 0, 0
-	// The samples just after the first and the last tight edge: their
-	// jiffies are fresh (the tick's update just seen), where any other
-	// sample's may lag by ticks still pending (a loaded or emulated guest).
+	// The samples just after the first and the last edge: their jiffies
+	// are fresh (the tick's update just seen), where any other sample's may
+	// lag by ticks still pending (a loaded or emulated guest).
 	var edgeFirst, edgeLast clockSample
 	gap = time.Duration(1<<63 - 1)
 	start := time.Now()
@@ -111,12 +111,12 @@ func calibrateBase(prog *ebpf.Program, tick uint64) (base uint64, gap time.Durat
 			lowest = d
 		}
 		if s.jiffies != prev.jiffies {
+			if edges == 0 {
+				edgeFirst = s
+			}
+			edgeLast = s
 			edges++
 			if g := time.Duration(s.mono - prev.mono); g <= clockTight {
-				if tight == 0 {
-					edgeFirst = s
-				}
-				edgeLast = s
 				tight++
 				gap = min(gap, g)
 			}
@@ -129,8 +129,9 @@ func calibrateBase(prog *ebpf.Program, tick uint64) (base uint64, gap time.Durat
 	// jiffies*tick must follow the monotonic time between two fresh
 	// edges: a tick other than the kernel's (by a factor; HZ 250 against
 	// 300 hides in the tick interrupts' latency) drifts by a tick or more
-	// over the calibration's two or more ticks, the latencies by far less.
-	if tight >= 2 {
+	// over the calibration's two or more ticks, the latencies (and the
+	// sample gaps: an emulated guest samples 100s of us apart) by far less.
+	if edges >= 2 {
 		elapsed := int64(edgeLast.mono - edgeFirst.mono)
 		drift := int64(edgeLast.jiffies-edgeFirst.jiffies)*int64(tick) - elapsed
 		if bound := int64(tick)/2 + elapsed/10; drift > bound || drift < -bound {
