@@ -33,7 +33,7 @@ generate: deps
 check-generate: deps
 	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
 	  (cd bpf && GOFILE=gen.go GOPACKAGE=bpf sh gen.sh "$$tmp" >/dev/null) || exit 1; \
-	  for f in lb_bpfel.o lb_bpfel.go sock_bpfel.o sock_bpfel.go lb_enums.go; do \
+	  for f in lb_bpfel.o lb_bpfel.go sock_bpfel.o sock_bpfel.go clock_bpfel.o clock_bpfel.go lb_enums.go; do \
 	    cmp -s "$$tmp/$$f" "bpf/$$f" || { echo "check-generate: bpf/$$f differs from what make generate builds: run make generate and commit it" >&2; exit 1; }; \
 	  done; echo "check-generate: bpf/ generated files match their sources"
 

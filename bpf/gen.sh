@@ -1,6 +1,7 @@
 #!/bin/sh
 # Compiles lb.c into lb_bpfel.o and its Go loader lb_bpfel.go (sock.c into
-# sock_bpfel.o / sock_bpfel.go), and writes the
+# sock_bpfel.o / sock_bpfel.go, clock.c into clock_bpfel.o / clock_bpfel.go),
+# and writes the
 # enums of include/lb_types.h as Go constants (lb_enums.go); run by
 # `go generate`, see gen.go. The compiler is the distribution's default
 # clang, the one hack/install-deps.sh installs (override with BPF2GO_CC).
@@ -26,3 +27,7 @@ go tool bpf2go -cc "$cc" -cflags "-O2 -g -Wall -Werror -mcpu=v3 -I/usr/include/$
 	-type sock_rev_key -type sock_rev_val -type sock_flow_key -type sock_flow_val \
 	Sock sock.c -- -I.
 go run ./internal/enumgen include/lb_types.h "$out/lb_enums.go"
+# The clock probe (clock.c): lb_now()'s calibration at load (dataplane/clock.go).
+go tool bpf2go -cc "$cc" -cflags "-O2 -g -Wall -Werror -mcpu=v3 -I/usr/include/$arch" \
+	-target bpfel -go-package bpf -output-dir "$out" \
+	-type clock_params Clock clock.c -- -I.

@@ -351,6 +351,8 @@ const (
 	LbProgXdpPass        = "xdp_pass"
 	LbVarCtEventsEnabled = "ct_events_enabled"
 	LbVarDirectL4Csum    = "direct_l4_csum"
+	LbVarLbClockBase     = "lb_clock_base"
+	LbVarLbClockTickNs   = "lb_clock_tick_ns"
 )
 
 // LoadLb returns the embedded CollectionSpec for Lb.
@@ -449,6 +451,8 @@ type LbMapSpecs struct {
 type LbVariableSpecs struct {
 	CtEventsEnabled *ebpf.VariableSpec `ebpf:"ct_events_enabled"`
 	DirectL4Csum    *ebpf.VariableSpec `ebpf:"direct_l4_csum"`
+	LbClockBase     *ebpf.VariableSpec `ebpf:"lb_clock_base"`
+	LbClockTickNs   *ebpf.VariableSpec `ebpf:"lb_clock_tick_ns"`
 }
 
 // LbObjects contains all objects after they have been loaded into the kernel.
@@ -556,6 +560,8 @@ func (m *LbMaps) Close() error {
 type LbVariables struct {
 	CtEventsEnabled *ebpf.Variable `ebpf:"ct_events_enabled"`
 	DirectL4Csum    *ebpf.Variable `ebpf:"direct_l4_csum"`
+	LbClockBase     *ebpf.Variable `ebpf:"lb_clock_base"`
+	LbClockTickNs   *ebpf.Variable `ebpf:"lb_clock_tick_ns"`
 }
 
 // LbPrograms contains all programs after they have been loaded into the kernel.

@@ -357,6 +357,8 @@ const (
 	SockProgSockRecvmsg6     = "sock_recvmsg6"
 	SockProgSockSendmsg4     = "sock_sendmsg4"
 	SockProgSockSendmsg6     = "sock_sendmsg6"
+	SockVarLbClockBase       = "lb_clock_base"
+	SockVarLbClockTickNs     = "lb_clock_tick_ns"
 	SockVarSockNetns         = "sock_netns"
 )
 
@@ -456,7 +458,9 @@ type SockMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type SockVariableSpecs struct {
-	SockNetns *ebpf.VariableSpec `ebpf:"sock_netns"`
+	LbClockBase   *ebpf.VariableSpec `ebpf:"lb_clock_base"`
+	LbClockTickNs *ebpf.VariableSpec `ebpf:"lb_clock_tick_ns"`
+	SockNetns     *ebpf.VariableSpec `ebpf:"sock_netns"`
 }
 
 // SockObjects contains all objects after they have been loaded into the kernel.
@@ -558,7 +562,9 @@ func (m *SockMaps) Close() error {
 //
 // It can be passed to LoadSockObjects or ebpf.CollectionSpec.LoadAndAssign.
 type SockVariables struct {
-	SockNetns *ebpf.Variable `ebpf:"sock_netns"`
+	LbClockBase   *ebpf.Variable `ebpf:"lb_clock_base"`
+	LbClockTickNs *ebpf.Variable `ebpf:"lb_clock_tick_ns"`
+	SockNetns     *ebpf.Variable `ebpf:"sock_netns"`
 }
 
 // SockPrograms contains all programs after they have been loaded into the kernel.

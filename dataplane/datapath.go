@@ -99,8 +99,10 @@ type Datapath struct {
 	// daemonFilter is what this process last read or wrote of the address
 	// filter's daemon bitmap, of which it is the only writer (filter.go).
 	daemonFilter *bpf.LbFilterBits
-	// now returns CLOCK_MONOTONIC ns, the clock of bpf_ktime_get_ns.
+	// now returns CLOCK_MONOTONIC ns, the base of the datapath's lb_now().
 	now func() uint64
+	// clock is lb_now()'s calibration (clock.go); zero: the coarse helper.
+	clock clockParams
 	// codec encodes conntrack records for HA peers (ctrecord.go); readers
 	// are the open change readers, which get the daemon's own deletions
 	// (ctsync.go).
@@ -157,6 +159,10 @@ func Load(cfg Config) (*Datapath, error) {
 	if err := os.MkdirAll(filepath.Join(cfg.PinPath, "links"), 0o755); err != nil {
 		return nil, fmt.Errorf("create pin path %s: %w", cfg.PinPath, err)
 	}
+	clock, err := setupClock(spec, cfg.PinPath, cfg.Logger)
+	if err != nil {
+		return nil, err
+	}
 	// Maps the new program cannot reuse as they are (upgrade, --max-conns)
 	// are taken aside and their entries migrated, never dropped.
 	olds, err := takeIncompatiblePins(spec, cfg.PinPath, cfg.Logger)
@@ -177,7 +183,7 @@ func Load(cfg Config) (*Datapath, error) {
 	}
 	d := &Datapath{cfg: cfg, log: cfg.Logger, attached: map[string]*attachment{}, now: monotonicNow,
 		maxServices: spec.Maps[bpf.LbMapSvcInfos].MaxEntries, codec: codec, readers: map[*ChangeReader]struct{}{},
-		netns: ns, subscribe: netlink.AddrSubscribeWithOptions, directL4Csum: direct}
+		netns: ns, subscribe: netlink.AddrSubscribeWithOptions, directL4Csum: direct, clock: clock}
 	// The verifier's statistics (instructions, stack depth per subprogram)
 	// are logged at load: how close the program is to an older kernel's
 	// limits shows on the kernel that loaded it.

@@ -125,6 +125,10 @@ func (d *Datapath) AttachSocketLB(cgroupPath string) error {
 	if err := spec.Variables["sock_netns"].Set(cookie); err != nil {
 		return fmt.Errorf("socket lb netns: %w", err)
 	}
+	// The socket programs write affinity times the datapath compares.
+	if err := setClockVars(spec, d.clock, bpf.SockVarLbClockTickNs, bpf.SockVarLbClockBase); err != nil {
+		return fmt.Errorf("socket lb clock: %w", err)
+	}
 	repl := map[string]*ebpf.Map{}
 	for name, m := range d.sharedMaps() {
 		if _, ok := spec.Maps[name]; ok {

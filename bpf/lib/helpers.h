@@ -34,12 +34,28 @@ static __always_inline void count_drop(__u32 reason)
 		*c += 1;
 }
 
-// Coarse monotonic time (5.11+): tick resolution is plenty for timeouts of
-// seconds and it costs a fraction of bpf_ktime_get_ns. Same clock base as
-// CLOCK_MONOTONIC, which the Go ageing reads.
+// lb_now()'s constants, set by the loader from the clock probe
+// (dataplane/clock.go): one jiffy in ns (TICK_NSEC, what clock_getres gives
+// for CLOCK_MONOTONIC_COARSE) and what to add to jiffies * tick so the sum
+// is CLOCK_MONOTONIC ns at the jiffy's start (wrapping: jiffies start near
+// 2^32, so the base is "negative"). Frozen .rodata: the verifier knows the
+// values and drops the branch lb_now() does not take.
+volatile const __u64 lb_clock_tick_ns = 0;
+volatile const __u64 lb_clock_base = 0;
+
+// The datapath's clock, CLOCK_MONOTONIC ns with tick resolution: timeouts
+// are seconds, and Go's ageing (monotonicNow) compares with it. jiffies
+// advance in the same tick update as the coarse clock, so this is
+// bpf_ktime_get_coarse_ns's resolution at a fraction of its cost: the
+// verifier inlines bpf_jiffies64 into one load on 64-bit JITs (issue 13:
+// ~14-20 ns a packet for the coarse helper's call and seqcount loop). A
+// loader that did not calibrate (tick 0: a test loading the object as it
+// is) gets the coarse clock, the same base.
 static __always_inline __u64 lb_now(void)
 {
-	return bpf_ktime_get_coarse_ns();
+	if (!lb_clock_tick_ns)
+		return bpf_ktime_get_coarse_ns();
+	return bpf_jiffies64() * lb_clock_tick_ns + lb_clock_base;
 }
 
 // IPv4 addresses are stored v4-mapped (::ffff:a.b.c.d).

@@ -87,10 +87,11 @@ func TestDataplaneTestsOnKernel61(t *testing.T) {
 	// minutes per load under emulation: CI runs the byte-exact tests of
 	// each translation family (L4 NAT, SCTP multi-homing rewrite and growth,
 	// NAT64, HA conntrack events and import, the established fast path in
-	// TC and in XDP) and
+	// TC and in XDP),
 	// the socket-level load balancing (its cgroup programs on 6.1, about a
-	// minute); TELCOLB_VM_DATAPLANE_RUN=. runs them all.
-	sel := "^(TestForwardAndReplyAreTranslatedByteExact|TestEstablishedFastPathIsByteExact|TestXDPFastPathMatchesTC|TestSCTPMultihomedAssociationIsRewrittenByteExact|TestSCTPInitAckOffersEveryVIP|TestNAT64TranslatesBothDirectionsByteExact|TestImportedSNATPortIsReserved|TestSocketLB)$"
+	// minute) and the datapath's clock on 6.1's jiffies (one load more, the
+	// probe's checks a few ms); TELCOLB_VM_DATAPLANE_RUN=. runs them all.
+	sel := "^(TestForwardAndReplyAreTranslatedByteExact|TestEstablishedFastPathIsByteExact|TestXDPFastPathMatchesTC|TestSCTPMultihomedAssociationIsRewrittenByteExact|TestSCTPInitAckOffersEveryVIP|TestNAT64TranslatesBothDirectionsByteExact|TestImportedSNATPortIsReserved|TestSocketLB|TestDatapathClockFollowsMonotonic|TestClockCalibrationRefusesWrongTick)$"
 	if re := os.Getenv("TELCOLB_VM_DATAPLANE_RUN"); re != "" {
 		sel = re
 	}
