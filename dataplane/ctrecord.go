@@ -169,25 +169,41 @@ func parseFields(enc []byte) (map[string][]byte, error) {
 		return nil, fmt.Errorf("record encoding version %d, this node reads version %d", enc[0], recordVersion)
 	}
 	fields := map[string][]byte{}
+	err := walkFields(enc, func(name string, data []byte) error {
+		if _, dup := fields[name]; dup {
+			return fmt.Errorf("record field %q repeated", name)
+		}
+		fields[name] = data
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return fields, nil
+}
+
+// walkFields calls fn with each field of an encoded record (after its
+// version byte, which the caller checked), in order; a malformed field or
+// fn's error ends the walk.
+func walkFields(enc []byte, fn func(name string, data []byte) error) error {
 	b := enc[1:]
 	for len(b) > 0 {
 		n := int(b[0])
 		if n == 0 || len(b) < 1+n+2 {
-			return nil, fmt.Errorf("record truncated or malformed at byte %d", len(enc)-len(b))
+			return fmt.Errorf("record truncated or malformed at byte %d", len(enc)-len(b))
 		}
 		name := string(b[1 : 1+n])
 		dl := int(binary.BigEndian.Uint16(b[1+n:]))
 		b = b[1+n+2:]
 		if len(b) < dl {
-			return nil, fmt.Errorf("record field %q truncated: %d of %d bytes", name, len(b), dl)
+			return fmt.Errorf("record field %q truncated: %d of %d bytes", name, len(b), dl)
 		}
-		if _, dup := fields[name]; dup {
-			return nil, fmt.Errorf("record field %q repeated", name)
+		if err := fn(name, b[:dl]); err != nil {
+			return err
 		}
-		fields[name] = b[:dl]
 		b = b[dl:]
 	}
-	return fields, nil
+	return nil
 }
 
 // recordField is parseFields(enc)[name] (nil when absent, the same errors)
@@ -438,20 +454,10 @@ func DescribeKey(r Record) string {
 	}
 	var sb strings.Builder
 	fmt.Fprintf(&sb, "kind %d:", r.Kind)
-	b := r.Key[1:]
-	for len(b) > 0 {
-		n := int(b[0])
-		if n == 0 || len(b) < 1+n+2 {
-			break
-		}
-		name := string(b[1 : 1+n])
-		dl := int(binary.BigEndian.Uint16(b[1+n:]))
-		b = b[1+n+2:]
-		if len(b) < dl {
-			break
-		}
-		fmt.Fprintf(&sb, " %s=%x", name, b[:dl])
-		b = b[dl:]
-	}
+	// A malformed field ends the description where it begins.
+	_ = walkFields(r.Key, func(name string, data []byte) error {
+		fmt.Fprintf(&sb, " %s=%x", name, data)
+		return nil
+	})
 	return sb.String()
 }

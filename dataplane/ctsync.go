@@ -316,13 +316,9 @@ func (d *Datapath) ImportConntrack(recs []Record) error {
 // importCT writes one conntrack record and notes in active how the
 // endpoints' counts change (the old entry's count out, the new one's in).
 func (d *Datapath) importCT(r Record, now uint64, active map[uint32]int) ([][16]byte, error) {
-	kb, err := d.codec.ctKey.decode(r.Key, now, true)
+	k, err := d.recordCTKey(r, now)
 	if err != nil {
 		return nil, err
-	}
-	var k bpf.LbCtKey
-	if _, err := binary.Decode(kb, binary.LittleEndian, &k); err != nil {
-		return nil, fmt.Errorf("ct_key: %w", err)
 	}
 	var old bpf.LbCtVal
 	hadOld := d.ct().lookup(&k, &old) == nil
@@ -392,13 +388,9 @@ func (d *Datapath) adjustActive(delta map[uint32]int) error {
 }
 
 func (d *Datapath) importAssoc(r Record, now uint64) error {
-	kb, err := d.codec.assocKey.decode(r.Key, now, true)
+	k, err := d.recordAssocKey(r, now)
 	if err != nil {
 		return err
-	}
-	var k bpf.LbAssocKey
-	if _, err := binary.Decode(kb, binary.LittleEndian, &k); err != nil {
-		return fmt.Errorf("assoc_key: %w", err)
 	}
 	if r.Deleted {
 		if err := d.objs.Assocs.Delete(&k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
@@ -420,6 +412,32 @@ func (d *Datapath) importAssoc(r Record, now uint64) error {
 	return nil
 }
 
+// recordCTKey is a conntrack record's key as the datapath's struct.
+func (d *Datapath) recordCTKey(r Record, now uint64) (bpf.LbCtKey, error) {
+	var k bpf.LbCtKey
+	kb, err := d.codec.ctKey.decode(r.Key, now, true)
+	if err != nil {
+		return k, err
+	}
+	if _, err := binary.Decode(kb, binary.LittleEndian, &k); err != nil {
+		return k, fmt.Errorf("ct_key: %w", err)
+	}
+	return k, nil
+}
+
+// recordAssocKey is an association record's key as the datapath's struct.
+func (d *Datapath) recordAssocKey(r Record, now uint64) (bpf.LbAssocKey, error) {
+	var k bpf.LbAssocKey
+	kb, err := d.codec.assocKey.decode(r.Key, now, true)
+	if err != nil {
+		return k, err
+	}
+	if _, err := binary.Decode(kb, binary.LittleEndian, &k); err != nil {
+		return k, fmt.Errorf("assoc_key: %w", err)
+	}
+	return k, nil
+}
+
 // HoldsRecord says whether this datapath holds an entry under the
 // record's key now (its value aside). The HA sync asks it of a deletion
 // it reads late: an import may have written the key again since.
@@ -427,37 +445,27 @@ func (d *Datapath) HoldsRecord(r Record) (bool, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	now := d.now()
+	var err error
 	switch r.Kind {
 	case RecordConntrack:
-		kb, err := d.codec.ctKey.decode(r.Key, now, true)
-		if err != nil {
-			return false, err
-		}
 		var k bpf.LbCtKey
-		if _, err := binary.Decode(kb, binary.LittleEndian, &k); err != nil {
-			return false, fmt.Errorf("ct_key: %w", err)
+		if k, err = d.recordCTKey(r, now); err != nil {
+			return false, err
 		}
 		var v bpf.LbCtVal
 		err = d.ct().lookup(&k, &v)
-		if errors.Is(err, ebpf.ErrKeyNotExist) {
-			return false, nil
-		}
-		return err == nil, err
 	case RecordAssoc:
-		kb, err := d.codec.assocKey.decode(r.Key, now, true)
-		if err != nil {
-			return false, err
-		}
 		var k bpf.LbAssocKey
-		if _, err := binary.Decode(kb, binary.LittleEndian, &k); err != nil {
-			return false, fmt.Errorf("assoc_key: %w", err)
+		if k, err = d.recordAssocKey(r, now); err != nil {
+			return false, err
 		}
 		var a bpf.LbAssoc
 		err = d.objs.Assocs.Lookup(&k, &a)
-		if errors.Is(err, ebpf.ErrKeyNotExist) {
-			return false, nil
-		}
-		return err == nil, err
+	default:
+		return false, fmt.Errorf("record kind %d unknown to this node", r.Kind)
 	}
-	return false, fmt.Errorf("record kind %d unknown to this node", r.Kind)
+	if errors.Is(err, ebpf.ErrKeyNotExist) {
+		return false, nil
+	}
+	return err == nil, err
 }
