@@ -74,10 +74,9 @@ func (h *HA) refresh(full bool) {
 		dumpedKeys[k] = true
 		seen := lastSeen(r, now)
 		if c, copied := h.imported[k]; copied {
-			if c.importing || c.deleting {
-				// Its import is being applied (judged once it has
-				// been), or the peer deleted it (a dump begun before
-				// the deletion still has it).
+			if c.importing {
+				// Its import (a peer's deletion too) is being applied:
+				// judged once it has been.
 				continue
 			}
 			// A copy becomes ours when its flow carries traffic here, or
@@ -85,7 +84,7 @@ func (h *HA) refresh(full bool) {
 			// rejoining peer's bulk resync must carry it. A draining node
 			// takes no flow over for its traffic: what still arrives here
 			// is in flight while the routes move to the peer.
-			traffic := !h.draining && !c.importing && c.imported.Before(now) && !seen.IsZero() && seen.After(c.seen.Add(claimSlack))
+			traffic := !h.draining && c.imported.Before(now) && !seen.IsZero() && seen.After(c.seen.Add(claimSlack))
 			if traffic {
 				h.moves.takenTraffic++
 			} else if h.node.Up(c.from) {

@@ -4,7 +4,6 @@ import (
 	"time"
 
 	"github.com/telcolb/telcolb/api"
-	"github.com/telcolb/telcolb/ha/member"
 )
 
 // The takeover gate's re-confirmation (issue 15). The ownership gate
@@ -90,14 +89,10 @@ func (a *advertiser) l2HeardAt(name string) time.Time {
 	a.mu.Lock()
 	l2 := a.announcers[api.AdvertiseL2]
 	a.mu.Unlock()
-	m, ok := l2.(interface{ Members() []member.MemberState })
+	m, ok := l2.(memberLister)
 	if !ok {
 		return time.Time{}
 	}
-	for _, ms := range m.Members() {
-		if ms.Name == name && !ms.Self {
-			return ms.LastHeard
-		}
-	}
-	return time.Time{}
+	ms, _ := memberState(m, name)
+	return ms.LastHeard
 }

@@ -122,8 +122,12 @@ func (r *N2Replica) livenessHeardAt(peer string) time.Time {
 	return ms.LastHeard
 }
 
+// memberLister is what tells the states of an election's members: the
+// liveness path's *member.Node, the L2 announcer.
+type memberLister interface{ Members() []member.MemberState }
+
 // memberState finds peer among a member node's states (not itself).
-func memberState(n *member.Node, peer string) (member.MemberState, bool) {
+func memberState(n memberLister, peer string) (member.MemberState, bool) {
 	for _, ms := range n.Members() {
 		if ms.Name == peer && !ms.Self {
 			return ms, true
