@@ -84,18 +84,10 @@ func (s *Stack) release(so *C.struct_socket, abort bool) {
 // SHUTDOWN COMPLETE is usrsctp 0.9.5's other use after free
 // (docs/testing.md), and what still arrives is freed with the socket.
 func (s *Stack) finishShutdown(so *C.struct_socket) {
-	deadline := time.NewTimer(gracefulWait)
-	defer deadline.Stop()
-	tick := time.NewTicker(releasePoll)
-	defer tick.Stop()
-	for hasAssociation(so) {
-		select {
-		case <-tick.C:
-		case <-deadline.C:
-			s.log.Debug("usrsctp: graceful close took too long, aborting", "wait", gracefulWait)
-			s.abortAndClose(so)
-			return
-		}
+	if !associationGoneWithin(so, gracefulWait) {
+		s.log.Debug("usrsctp: graceful close took too long, aborting", "wait", gracefulWait)
+		s.abortAndClose(so)
+		return
 	}
 	s.closeSocket(so)
 }
@@ -104,11 +96,21 @@ func (s *Stack) finishShutdown(so *C.struct_socket) {
 // free it and closes so.
 func (s *Stack) abortAndClose(so *C.struct_socket) {
 	C.tlb_abort(so)
-	deadline := time.Now().Add(abortWait)
-	for hasAssociation(so) && time.Now().Before(deadline) {
+	associationGoneWithin(so, abortWait)
+	s.closeSocket(so)
+}
+
+// associationGoneWithin polls, every releasePoll, until usrsctp holds no
+// association on so (true) or limit has passed (false).
+func associationGoneWithin(so *C.struct_socket, limit time.Duration) bool {
+	deadline := time.Now().Add(limit)
+	for hasAssociation(so) {
+		if !time.Now().Before(deadline) {
+			return false
+		}
 		time.Sleep(releasePoll)
 	}
-	s.closeSocket(so)
+	return true
 }
 
 // closeSocket hands so back to usrsctp, counting the closes made while
