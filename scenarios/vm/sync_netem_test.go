@@ -73,6 +73,7 @@ type probeResult struct {
 // connection brings them: the sink again ends holding exactly the table.
 func TestSyncOverNetemLinkLosesNothing(t *testing.T) {
 	vm.RequireVM(t)
+	fl := newFailLog(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	files := hostTools(t)
@@ -82,7 +83,7 @@ func TestSyncOverNetemLinkLosesNothing(t *testing.T) {
 	for _, name := range []string{"a", "b"} {
 		d := filepath.Join(dir, name)
 		if err := os.MkdirAll(d, 0o700); err != nil {
-			t.Fatal(err)
+			fl.Fatal(err)
 		}
 		c, k := ca.IssueValid(t, name).WriteFiles(t, d)
 		files["/etc/sync/"+name+".pem"], files["/etc/sync/"+name+"-key.pem"] = c, k
@@ -91,11 +92,11 @@ func TestSyncOverNetemLinkLosesNothing(t *testing.T) {
 	l := lab.NewEmpty(t)
 	h, err := l.AddHost(ctx, "vmhost")
 	if err != nil {
-		t.Fatal(err)
+		fl.Fatal(err)
 	}
 	v, err := vm.Boot(ctx, vm.Config{Name: "netem", Host: h, Image: img, Logger: vm.TestLogger(t)})
 	if err != nil {
-		t.Fatal(err)
+		fl.Fatal(err)
 	}
 	vm.CloseOnCleanup(t, v)
 
@@ -111,7 +112,7 @@ for n in a b; do /bin/ip netns add s$n; /bin/ip -n s$n link set lo up; done
 /bin/tc -n sa qdisc add dev va root netem %[1]s
 /bin/tc -n sb qdisc add dev vb root netem %[1]s
 mkdir -p /tmp/sync`, syncNetem)); err != nil {
-		t.Fatal(err)
+		fl.Fatal(err)
 	}
 	logQdiscs := func(when string) map[string]qdiscCounters {
 		t.Helper()
@@ -119,7 +120,7 @@ mkdir -p /tmp/sync`, syncNetem)); err != nil {
 		for _, e := range []string{"a", "b"} {
 			s, err := v.Sh(ctx, fmt.Sprintf("/bin/tc -n s%[1]s -s qdisc show dev v%[1]s", e))
 			if err != nil {
-				t.Fatal(err)
+				fl.Fatal(err)
 			}
 			t.Logf("%s, v%s: %s", when, e, strings.Join(strings.Fields(s), " "))
 			out[e] = parseQdisc(t, s)
@@ -133,22 +134,22 @@ mkdir -p /tmp/sync`, syncNetem)); err != nil {
 		dst := map[string]string{"a": "10.88.0.1", "b": "10.88.0.2"}[to]
 		rcv := v.Start("/bin/ip", "netns", "exec", "s"+to, "telcolb-syncpeer", "probe-recv", "--listen", dst+":7002", "--count", "1000", "--idle", "2s", "--ready", "/tmp/probe-ready")
 		if _, err := v.Sh(ctx, "n=0; until [ -e /tmp/probe-ready ]; do n=$((n+1)); [ $n -lt 600 ] || exit 1; sleep 0.1; done; rm /tmp/probe-ready"); err != nil {
-			t.Fatalf("probe receiver in s%s: %v (%+v)", to, err, rcv.Stop())
+			fl.Fatalf("probe receiver in s%s: %v (%+v)", to, err, rcv.Stop())
 		}
 		if _, err := v.Sh(ctx, fmt.Sprintf("/bin/ip netns exec s%s telcolb-syncpeer probe-send --to %s:7002 --count 1000 --interval 500us", from, dst)); err != nil {
-			t.Fatal(err)
+			fl.Fatal(err)
 		}
 		r, err := rcv.Wait(ctx)
 		if err != nil || r.Exit != 0 {
-			t.Fatalf("probe receiver: %v %+v", err, r)
+			fl.Fatalf("probe receiver: %v %+v", err, r)
 		}
 		var p probeResult
 		if err := json.Unmarshal([]byte(r.Stdout), &p); err != nil {
-			t.Fatalf("probe result %q: %v", r.Stdout, err)
+			fl.Fatalf("probe result %q: %v", r.Stdout, err)
 		}
 		t.Logf("probe %s->%s: 1000 datagrams 0.5 ms apart: %d received, %d reordered, %d lost", from, to, p.Received, p.Reordered, p.Lost)
 		if p.Reordered == 0 || p.Lost == 0 {
-			t.Errorf("netem on the %s->%s link neither reordered nor dropped: %+v", from, to, p)
+			fl.Errorf("netem on the %s->%s link neither reordered nor dropped: %+v", from, to, p)
 		}
 	}
 	before := logQdiscs("before the sync")
@@ -210,7 +211,7 @@ mkdir -p /tmp/sync`, syncNetem)); err != nil {
 		// emulation), then its barrier.
 		if _, err := v.Sh(ctx, fmt.Sprintf("n=0; until [ -e /tmp/sync/phase%d.done ]; do n=$((n+1)); [ $n -lt 1800 ] && [ ! -e /tmp/sync/source.failed ] && [ ! -e /tmp/sync/sink.failed ] || exit 1; sleep 0.1; done", k)); err != nil {
 			cerr := collect()
-			t.Fatalf("phase %d never done: %v\nsource: %s\nthe sink then: %s\n%v\nsource log:\n%s\nsink log:\n%s",
+			fl.Fatalf("phase %d never done: %v\nsource: %s\nthe sink then: %s\n%v\nsource log:\n%s\nsink log:\n%s",
 				k, err, src.Error, tableDiff(src.Table, snk.Table), cerr, srcRes.Stderr, snkRes.Stderr)
 		}
 	}
@@ -221,7 +222,7 @@ mkdir -p /tmp/sync`, syncNetem)); err != nil {
 	tcpStats(t, ctx, v, "phase 1")
 	for _, e := range []string{"a", "b"} {
 		if phase1[e].dropped <= before[e].dropped {
-			t.Errorf("netem on v%s dropped no packet of the sync's in phase 1: %+v then %+v", e, before[e], phase1[e])
+			fl.Errorf("netem on v%s dropped no packet of the sync's in phase 1: %+v then %+v", e, before[e], phase1[e])
 		}
 	}
 
@@ -231,14 +232,14 @@ for e in a b; do /bin/tc -n s$e qdisc change dev v$e root netem loss 100%%; done
 touch /tmp/sync/go2
 sleep %d
 for e in a b; do /bin/tc -n s$e qdisc change dev v$e root netem %s; done`, int(syncCut.Seconds()), syncNetem)); err != nil {
-		t.Fatal(err)
+		fl.Fatal(err)
 	}
 	waitPhase(2)
 	t.Logf("phase 2 done after %v", time.Since(start).Round(time.Millisecond))
 	logQdiscs("after phase 2 (cut, then lossy again)")
 	tcpStats(t, ctx, v, "phase 2")
 	if err := collect(); err != nil {
-		t.Fatal(err)
+		fl.Fatal(err)
 	}
 	t.Logf("source: %d puts, %d deletions, %d keys at the end; sent %d messages, resent %d (%d timeouts, %d nacks), %d resyncs, %d resumes, %d peer losses",
 		src.Puts, src.Dels, len(src.Table), src.Stats.SentMessages, src.Stats.ResentMessages, src.Stats.Timeouts, src.Stats.Nacks, src.Stats.Resyncs, src.Stats.Resumes, src.Stats.PeerLosses)
@@ -252,15 +253,15 @@ for e in a b; do /bin/tc -n s$e qdisc change dev v$e root netem %s; done`, int(s
 
 	// Nothing lost, no deletion missed, no stale value.
 	if !maps.Equal(src.Table, snk.Table) {
-		t.Errorf("the sink does not hold the source's table: %s", tableDiff(src.Table, snk.Table))
+		fl.Errorf("the sink does not hold the source's table: %s", tableDiff(src.Table, snk.Table))
 	}
 	if src.Dels == 0 || len(src.Table) == 0 {
-		t.Fatalf("the source's run was not the one asked for: %d deletions, %d keys", src.Dels, len(src.Table))
+		fl.Fatalf("the source's run was not the one asked for: %d deletions, %d keys", src.Dels, len(src.Table))
 	}
 	// The cut did what it is there for: it ended the connection with
 	// messages in flight, which the source resent on the next one.
 	if src.Stats.PeerLosses == 0 || src.Stats.Resumes == 0 || src.Stats.ResentMessages == 0 {
-		t.Errorf("the %v cut did not lose messages in flight: %d peer losses, %d resumes, %d messages resent by the source",
+		fl.Errorf("the %v cut did not lose messages in flight: %d peer losses, %d resumes, %d messages resent by the source",
 			syncCut, src.Stats.PeerLosses, src.Stats.Resumes, src.Stats.ResentMessages)
 	}
 
@@ -274,7 +275,7 @@ for e in a b; do /bin/tc -n s$e qdisc change dev v$e root netem %s; done`, int(s
 	// the cut plus the peer timeout, a redial (1 s) and TCP's SYN
 	// retransmission (up to 3 s after a SYN lost in the cut).
 	if len(src.Phases) != 2 {
-		t.Fatalf("source phases: %+v", src.Phases)
+		fl.Fatalf("source phases: %+v", src.Phases)
 	}
 	var lag1, lag2 []time.Duration
 	for _, l := range snk.Lags {
@@ -289,13 +290,13 @@ for e in a b; do /bin/tc -n s$e qdisc change dev v$e root netem %s; done`, int(s
 	t.Logf("lag Put->Apply, phase 1 (%s): %d values, p50 %v, p99 %v, max %v; phase 2 (cut %v): %d values, p50 %v, p99 %v, max %v",
 		syncNetem, len(lag1), p1.p50, p1.p99, p1.max, syncCut, len(lag2), p2.p50, p2.p99, p2.max)
 	if len(lag1) < 1000 || len(lag2) < 400 {
-		t.Errorf("too few values applied to measure: %d in phase 1, %d in phase 2", len(lag1), len(lag2))
+		fl.Errorf("too few values applied to measure: %d in phase 1, %d in phase 2", len(lag1), len(lag2))
 	}
 	if p1.max > 3*time.Second || p1.p99 > 2*time.Second {
-		t.Errorf("phase 1 lag over the bound (max 3 s, p99 2 s): max %v, p99 %v", p1.max, p1.p99)
+		fl.Errorf("phase 1 lag over the bound (max 3 s, p99 2 s): max %v, p99 %v", p1.max, p1.p99)
 	}
 	if bound := syncCut + 4*time.Second + time.Second + 3*time.Second + 2*time.Second; p2.max > bound {
-		t.Errorf("phase 2 lag over the bound (%v): max %v", bound, p2.max)
+		fl.Errorf("phase 2 lag over the bound (%v): max %v", bound, p2.max)
 	}
 }
 
@@ -392,4 +393,46 @@ func tableDiff(want, got map[string]string) string {
 		return fmt.Sprint(s)
 	}
 	return fmt.Sprintf("%d keys want, %d held; missing %s, stale %s, deleted but held %s", len(want), len(got), few(missing), few(stale), few(extra))
+}
+
+// failLog repeats a test's failures once every other cleanup has logged
+// (the nodes' logs, the guest's console): CI shows the head and the tail
+// of a long output, and the reasons would sit in the cut middle.
+type failLog struct {
+	t    *testing.T
+	msgs []string
+}
+
+func newFailLog(t *testing.T) *failLog {
+	f := &failLog{t: t}
+	// Registered first, so it runs last.
+	t.Cleanup(func() {
+		if len(f.msgs) > 0 {
+			t.Logf("failed (repeated after the logs): %s", strings.Join(f.msgs, "; "))
+		}
+	})
+	return f
+}
+
+func (f *failLog) Errorf(format string, args ...any) {
+	f.t.Helper()
+	m := fmt.Sprintf(format, args...)
+	f.msgs = append(f.msgs, truncate(m, 600))
+	f.t.Error(m)
+}
+
+func (f *failLog) Fatalf(format string, args ...any) {
+	f.t.Helper()
+	m := fmt.Sprintf(format, args...)
+	f.msgs = append(f.msgs, truncate(m, 600))
+	f.t.Fatal(m)
+}
+
+func (f *failLog) Fatal(args ...any) { f.t.Helper(); f.Fatalf("%s", fmt.Sprint(args...)) }
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "..."
 }

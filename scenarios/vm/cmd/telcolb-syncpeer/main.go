@@ -239,6 +239,13 @@ func source(ctx context.Context, n *hasync.Node, f nodeFlags, rep *Report) error
 			op++
 		}
 		tick.Stop()
+		// A barrier marks only the peers up when it is taken: one taken
+		// while the peer is lost (the cut's last seconds, before the
+		// redial) completes at once, having waited for nothing. The
+		// phase's barrier waits for the peer to be back.
+		if err := waitUntil(ctx, f.barrierTimeout, func() bool { return n.Up(peerOf(f)) }); err != nil {
+			return fmt.Errorf("phase %d: peer not up again for the barrier: %w", k+1, err)
+		}
 		w, err := n.Barrier()
 		if err != nil {
 			return err
