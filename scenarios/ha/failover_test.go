@@ -181,7 +181,7 @@ func upLab(t *testing.T, ctx context.Context, withHA bool) *lab2 {
 	t.Cleanup(func() {
 		for i, d := range lb.daemons {
 			if t.Failed() {
-				t.Logf("lb%d log:\n%s", i+1, tail(d.Log(), 40))
+				t.Logf("lb%d log (warnings, then its end):\n%s", i+1, digest(d.Log(), 20, 25))
 			}
 			if err := d.Destroy(context.Background()); err != nil {
 				t.Errorf("lb%d teardown: %v", i+1, err)
@@ -297,6 +297,31 @@ func tail(s string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
+}
+
+// digest is a daemon log for a failure report: its warnings and errors
+// (the first maxWarn of them) and its last n lines. The startup's info lines
+// are left out: CI shows a failing run's head and tail only, and they
+// would fill the head.
+func digest(s string, maxWarn, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	last := max(0, len(lines)-n)
+	var out []string
+	warned := 0
+	for _, l := range lines[:last] {
+		if strings.Contains(l, "level=WARN") || strings.Contains(l, "level=ERROR") {
+			if warned++; warned <= maxWarn {
+				out = append(out, l)
+			}
+		}
+	}
+	if warned > maxWarn {
+		out = append(out, fmt.Sprintf("... %d more warnings", warned-maxWarn))
+	}
+	if last > 0 {
+		out = append(out, fmt.Sprintf("... (last %d lines)", n))
+	}
+	return strings.Join(append(out, lines[last:]...), "\n")
 }
 
 // failure is how lb1 leaves the path.

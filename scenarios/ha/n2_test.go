@@ -175,7 +175,7 @@ func upN2LabWith(t *testing.T, ctx context.Context, o n2LabOpts) *n2Lab {
 	t.Cleanup(func() {
 		for i, d := range nl.daemons {
 			if t.Failed() {
-				t.Logf("lb%d log:\n%s", i+1, tail(d.Log(), 40))
+				t.Logf("lb%d log (warnings, then its end):\n%s", i+1, digest(d.Log(), 20, 25))
 			}
 			if err := d.Destroy(context.Background()); err != nil {
 				t.Errorf("lb%d teardown: %v", i+1, err)
@@ -322,6 +322,17 @@ func (nl *n2Lab) startGNBs(t *testing.T, ctx context.Context, perGNB int, wait t
 	for k, p := range nl.gnbs {
 		if err := p.WaitOutput(ctx, `"event":"registered"`); err != nil {
 			t.Fatalf("gnb%d: %v\nstdout %s\nstderr %s", k+1, err, tail(p.Stdout(), 5), tail(p.Stderr(), 20))
+		}
+		// A UE that did not register has no context anywhere to survive
+		// a failure: say so here, with its error, rather than as a short
+		// count of replicated records later.
+		var r n2.RegistrationResult
+		must(t, p.LastJSON("registered", &r))
+		if r.Failed > 0 {
+			for i, a := range nl.amfs {
+				t.Logf("amf%d stderr: %s", i+1, tail(a.Stderr(), 10))
+			}
+			t.Fatalf("gnb%d: %d of %d UEs did not register through lb1: %q; gNB errors %q", k+1, r.Failed, perGNB, r.UEErrors, r.GNBErrors)
 		}
 	}
 }
@@ -498,7 +509,11 @@ func (nl *n2Lab) failover(t *testing.T, ctx context.Context, perGNB int) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("lb2 holds %d N2 records after 30s (%v), want %d", st.N2Records, err, want)
+			// Which side lost them: what lb1 sent and lb2 received, and
+			// lb1's own N2 records (what lb1 holds of lb2's: none).
+			st1, err1 := nl.daemons[0].Client.HA(ctx)
+			t.Fatalf("lb2 holds %d N2 records after 30s (%v), want %d; lb2 received %d records; lb1 sent %d, resent %d, peers %+v (%v)",
+				st.N2Records, err, want, st.RecordsReceived, st1.RecordsSent, st1.RecordsResent, st1.Peers, err1)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}

@@ -291,7 +291,10 @@ func (a *AMF) send(ctx context.Context, c transport.Conn, stream uint16, b []byt
 		return
 	}
 	if err := c.Send(ctx, transport.Message{Stream: stream, PPID: ngapl.PPID, Data: b}); err != nil {
-		a.log.Debug("send failed", "err", err)
+		// Not a failure of the AMF's (an association that ended takes
+		// its sends with it), but what a lab whose UE lost its answer
+		// needs to see.
+		a.log.Warn("send failed", "stream", stream, "err", err)
 	}
 }
 

@@ -572,6 +572,34 @@ func (g *GNB) Register(ctx context.Context) {
 	})
 }
 
+// RegistrationResult is how Register went: UEs registered, UEs that did
+// not (their first errors) and the gNB's own errors so far.
+type RegistrationResult struct {
+	Registered int      `json:"registered"`
+	Failed     int      `json:"failed"`
+	UEErrors   []string `json:"ueErrors,omitempty"`
+	GNBErrors  []string `json:"gnbErrors,omitempty"`
+}
+
+// Registration says how Register went (after it returned).
+func (g *GNB) Registration() RegistrationResult {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	var r RegistrationResult
+	for _, u := range g.ues {
+		if u.res.Registered {
+			r.Registered++
+			continue
+		}
+		r.Failed++
+		if len(r.UEErrors) < 5 {
+			r.UEErrors = append(r.UEErrors, fmt.Sprintf("ue %d (RAN-UE-NGAP-ID %d): %s", u.res.Index, u.ran, u.res.Error))
+		}
+	}
+	r.GNBErrors = append(r.GNBErrors, g.rep.Errors[:min(len(g.rep.Errors), 5)]...)
+	return r
+}
+
 // Continue runs the second phase for every registered UE. A UE still
 // connected sends Uplink NAS (answered by its AMF), is released, waits for
 // its AMF's Paging and comes back with a Service Request carrying its

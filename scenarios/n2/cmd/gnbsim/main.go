@@ -131,7 +131,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 	defer g.Close()
 	_ = enc.Encode(map[string]string{"event": "ready", "name": *name})
 	g.Register(ctx)
-	_ = enc.Encode(map[string]string{"event": "registered", "name": *name})
+	_ = enc.Encode(struct {
+		Event string `json:"event"`
+		Name  string `json:"name"`
+		n2.RegistrationResult
+	}{"registered", *name, g.Registration()})
 	if *resume {
 		if err := g.PrepareResume(); err != nil {
 			fmt.Fprintln(stderr, "gnbsim:", err)
