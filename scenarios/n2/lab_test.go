@@ -26,6 +26,10 @@ var labVIP = netip.MustParseAddr("10.78.100.1")
 const (
 	labSetID = 0x3f8 // free5GC's amfId cafe00: region 0xca, set 0x3f8
 	labUEs   = 300
+	// amfStall is how long AMF 1 stops answering during the registration:
+	// over the 2.5 s the daemon's usrsctp once gave a silent peer, under
+	// the 4.5 s it gives now (app.N2Timers).
+	amfStall = 3 * time.Second
 )
 
 func buildSims(t *testing.T, ctx context.Context) (amfsim, gnbsim string) {
@@ -168,10 +172,29 @@ func TestN2LabThroughTheDaemon(t *testing.T) {
 		}
 		gnbs = append(gnbs, p)
 	}
+	// AMF 1 stalls for amfStall as registration begins (a paused pod, a
+	// starved process): the UEs steered to it wait, unanswered, and the
+	// proxy's DATA to it goes unacknowledged. The proxy must keep the
+	// association and its UEs (the daemon's N2Timers give a silent peer
+	// 4.5 s; with 2.5 s, as before, this stall dropped the association and
+	// released AMF 1's UEs toward the gNBs).
+	if err := gnbs[0].WaitOutput(ctx, `"event":"ready"`); err != nil {
+		t.Fatalf("gnb1: %v\nstderr %s", err, gnbs[0].Stderr())
+	}
+	if err := amfs[0].Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(amfStall)
+	if err := amfs[0].Signal(syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
 	for k, p := range gnbs {
 		if err := p.WaitOutput(ctx, `"event":"registered"`); err != nil {
 			t.Fatalf("gnb%d: %v\nstdout %s\nstderr %s", k+1, err, p.Stdout(), p.Stderr())
 		}
+	}
+	if strings.Contains(d.Log(), "AMF association down") {
+		t.Errorf("the proxy dropped an association of AMF 1, stalled for %v during the registration", amfStall)
 	}
 
 	// Every UE is connected: the daemon shows them per AMF.
@@ -208,7 +231,9 @@ func TestN2LabThroughTheDaemon(t *testing.T) {
 		t.Fatal(err)
 	}
 	_ = amfs[dead-1].Wait(ctx)
-	deadline = time.Now().Add(20 * time.Second)
+	// By heartbeats on an idle association: seven unanswered, each a
+	// second plus the doubling RTO (13 s here at low load).
+	deadline = time.Now().Add(30 * time.Second)
 	for {
 		st, err := d.Client.GetService(ctx, "n2")
 		if err != nil {
@@ -219,7 +244,7 @@ func TestN2LabThroughTheDaemon(t *testing.T) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("the crashed AMF still holds %d UEs after 20s", st.Endpoints[dead-1].ActiveConnections)
+			t.Fatalf("the crashed AMF still holds %d UEs after 30s", st.Endpoints[dead-1].ActiveConnections)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}

@@ -59,11 +59,19 @@ type N2Config struct {
 }
 
 // N2Timers are the usrsctp timers of the daemon's N2 stack unless N2Config
-// says otherwise: a crashed AMF or gNB is noticed in about 5 s (heartbeat
-// 1 s, RTO 100 ms to 1 s, association aborted after 4 retransmissions),
+// says otherwise: a crashed AMF or gNB is noticed in seconds (heartbeat
+// 1 s, RTO 100 ms to 1 s, association aborted after 6 retransmissions),
 // where the RFC 9260 defaults (30 s heartbeats, RTO up to 60 s, 10
 // retransmissions) take minutes and leave its UEs stranded. Kernel SCTP
 // keeps the node's net.sctp sysctls.
+//
+// A peer that stops answering while data is outstanding is given 4.5 s
+// (the RTO doubling from 100 ms to its 1 s cap, seven timeouts) before
+// the association goes and its UEs with it. With 4 retransmissions it was
+// 2.5 s, and a stalled AMF process on a loaded machine (a paused pod would
+// do the same) lost its association in the middle of a registration: CI's
+// run of TestN2UEsSurviveANodeFailure, and TestN2LabThroughTheDaemon's
+// 3 s stall, which fails with 4.
 //
 // The raw SCTP sockets get 4 MiB buffers: usrsctp's own 128 KiB overflowed
 // when a takeover brought a thousand UEs' uplinks at once (348 packets
@@ -73,7 +81,7 @@ type N2Config struct {
 func N2Timers() usrsctp.Config {
 	return usrsctp.Config{
 		RTOMin: 100 * time.Millisecond, RTOInitial: 300 * time.Millisecond, RTOMax: time.Second,
-		HeartbeatInterval: time.Second, PathMaxRetrans: 2, AssocMaxRetrans: 4,
+		HeartbeatInterval: time.Second, PathMaxRetrans: 2, AssocMaxRetrans: 6,
 		RawSocketBuffer: N2RawSocketBuffer,
 	}
 }
