@@ -316,7 +316,7 @@ func (d *Datapath) ImportConntrack(recs []Record) error {
 // importCT writes one conntrack record and notes in active how the
 // endpoints' counts change (the old entry's count out, the new one's in).
 func (d *Datapath) importCT(r Record, now uint64, active map[uint32]int) ([][16]byte, error) {
-	k, err := d.recordCTKey(r, now)
+	k, err := decodeAs[bpf.LbCtKey](&d.codec.ctKey, r.Key, now, true)
 	if err != nil {
 		return nil, err
 	}
@@ -331,13 +331,9 @@ func (d *Datapath) importCT(r Record, now uint64, active map[uint32]int) ([][16]
 		}
 		return nil, nil
 	}
-	vb, err := d.codec.ctVal.decode(r.Value, now, false)
+	v, err := decodeAs[bpf.LbCtVal](&d.codec.ctVal, r.Value, now, false)
 	if err != nil {
 		return nil, err
-	}
-	var v bpf.LbCtVal
-	if _, err := binary.Decode(vb, binary.LittleEndian, &v); err != nil {
-		return nil, fmt.Errorf("ct_val: %w", err)
 	}
 	if v.Svc >= d.maxServices || v.Ep >= MaxEndpoints {
 		return nil, fmt.Errorf("ct_val: service %d endpoint %d beyond this datapath's tables", v.Svc, v.Ep)
@@ -388,7 +384,7 @@ func (d *Datapath) adjustActive(delta map[uint32]int) error {
 }
 
 func (d *Datapath) importAssoc(r Record, now uint64) error {
-	k, err := d.recordAssocKey(r, now)
+	k, err := decodeAs[bpf.LbAssocKey](&d.codec.assocKey, r.Key, now, true)
 	if err != nil {
 		return err
 	}
@@ -398,13 +394,9 @@ func (d *Datapath) importAssoc(r Record, now uint64) error {
 		}
 		return nil
 	}
-	vb, err := d.codec.assoc.decode(r.Value, now, false)
+	a, err := decodeAs[bpf.LbAssoc](&d.codec.assoc, r.Value, now, false)
 	if err != nil {
 		return err
-	}
-	var a bpf.LbAssoc
-	if _, err := binary.Decode(vb, binary.LittleEndian, &a); err != nil {
-		return fmt.Errorf("assoc: %w", err)
 	}
 	if err := d.objs.Assocs.Put(&k, &a); err != nil {
 		return fmt.Errorf("write association: %w", err)
@@ -412,30 +404,18 @@ func (d *Datapath) importAssoc(r Record, now uint64) error {
 	return nil
 }
 
-// recordCTKey is a conntrack record's key as the datapath's struct.
-func (d *Datapath) recordCTKey(r Record, now uint64) (bpf.LbCtKey, error) {
-	var k bpf.LbCtKey
-	kb, err := d.codec.ctKey.decode(r.Key, now, true)
+// decodeAs decodes a record's key or value (complete: every field
+// required, as for keys) to T, the datapath's struct that l describes.
+func decodeAs[T any](l *layout, enc []byte, now uint64, complete bool) (T, error) {
+	var out T
+	b, err := l.decode(enc, now, complete)
 	if err != nil {
-		return k, err
+		return out, err
 	}
-	if _, err := binary.Decode(kb, binary.LittleEndian, &k); err != nil {
-		return k, fmt.Errorf("ct_key: %w", err)
+	if _, err := binary.Decode(b, binary.LittleEndian, &out); err != nil {
+		return out, fmt.Errorf("%s: %w", l.name, err)
 	}
-	return k, nil
-}
-
-// recordAssocKey is an association record's key as the datapath's struct.
-func (d *Datapath) recordAssocKey(r Record, now uint64) (bpf.LbAssocKey, error) {
-	var k bpf.LbAssocKey
-	kb, err := d.codec.assocKey.decode(r.Key, now, true)
-	if err != nil {
-		return k, err
-	}
-	if _, err := binary.Decode(kb, binary.LittleEndian, &k); err != nil {
-		return k, fmt.Errorf("assoc_key: %w", err)
-	}
-	return k, nil
+	return out, nil
 }
 
 // HoldsRecord says whether this datapath holds an entry under the
@@ -448,16 +428,16 @@ func (d *Datapath) HoldsRecord(r Record) (bool, error) {
 	var err error
 	switch r.Kind {
 	case RecordConntrack:
-		var k bpf.LbCtKey
-		if k, err = d.recordCTKey(r, now); err != nil {
-			return false, err
+		k, kerr := decodeAs[bpf.LbCtKey](&d.codec.ctKey, r.Key, now, true)
+		if kerr != nil {
+			return false, kerr
 		}
 		var v bpf.LbCtVal
 		err = d.ct().lookup(&k, &v)
 	case RecordAssoc:
-		var k bpf.LbAssocKey
-		if k, err = d.recordAssocKey(r, now); err != nil {
-			return false, err
+		k, kerr := decodeAs[bpf.LbAssocKey](&d.codec.assocKey, r.Key, now, true)
+		if kerr != nil {
+			return false, kerr
 		}
 		var a bpf.LbAssoc
 		err = d.objs.Assocs.Lookup(&k, &a)
