@@ -23,7 +23,21 @@ type Record struct {
 	Key     []byte
 	Value   []byte
 	Deleted bool
+	// idle and idleAge are RecordIdle's answer for a record this node
+	// encoded (idleUnknown: parse the value): the HA sync asks it of
+	// every record it sends or dumps, and parsing it back cost as much
+	// as encoding the record.
+	idle    idleState
+	idleAge time.Duration
 }
+
+type idleState uint8
+
+const (
+	idleUnknown idleState = iota
+	idleKnown
+	idleNone
+)
 
 // Record kinds.
 const (
@@ -68,11 +82,37 @@ var clockFields = map[string]bool{
 
 const ageSuffix = "@age"
 
-// layout is one struct's leaves and size.
+// layout is one struct's leaves and size, with the plan of its encoding.
 type layout struct {
 	name   string
 	leaves []leaf
 	size   int
+	// fields are the leaves a record carries, in encode's order, each
+	// with its encoded header: worked out once here because encoding
+	// and decoding run for every record the HA sync sends or imports
+	// (a refresh encodes the whole table), and the per-field name
+	// checks and map lookups were most of their cost.
+	fields []recField
+	// encSize is the length of an encoded record of this layout;
+	// template is one with every header written and the data zero.
+	encSize  int
+	template []byte
+	// idle is the field RecordIdle reads (last_seen, cseen), if the
+	// layout has it: the records the node writes carry the idle time
+	// worked out from the struct, not parsed back from the encoding.
+	idle *recField
+}
+
+// recField is one leaf as a record carries it.
+type recField struct {
+	leaf
+	// head is the field's header: name length, name (with ageSuffix for
+	// a clock), data length (big endian).
+	head []byte
+	// clock: the data are times, sent as ages.
+	clock bool
+	// at is where the data begin in an encoded record.
+	at int
 }
 
 // recordCodec encodes and decodes records for one datapath object.
@@ -89,7 +129,38 @@ func newLayout(name string, t btf.Type) (layout, error) {
 	if err != nil {
 		return layout{}, fmt.Errorf("%s: %w", name, err)
 	}
-	return layout{name: name, leaves: ls, size: n}, nil
+	return planLayout(name, ls, n)
+}
+
+// planLayout is the layout of a struct of size bytes with these leaves.
+func planLayout(name string, ls []leaf, size int) (layout, error) {
+	l := layout{name: name, leaves: ls, size: size, template: []byte{recordVersion}}
+	for _, f := range ls {
+		if isPadding(f.path) || nodeLocalFields[f.path] {
+			continue
+		}
+		rf := recField{leaf: f, clock: clockFields[f.path] && f.size%8 == 0}
+		name := f.path
+		if rf.clock {
+			name += ageSuffix
+		}
+		if len(name) > math.MaxUint8 || f.size > math.MaxUint16 {
+			return layout{}, fmt.Errorf("%s: field %q: name or size too long for a record", l.name, name)
+		}
+		rf.head = append([]byte{byte(len(name))}, name...)
+		rf.head = binary.BigEndian.AppendUint16(rf.head, uint16(f.size))
+		l.template = append(l.template, rf.head...)
+		rf.at = len(l.template)
+		l.template = append(l.template, make([]byte, f.size)...)
+		l.fields = append(l.fields, rf)
+	}
+	l.encSize = len(l.template)
+	for i, f := range l.fields {
+		if f.clock && (f.path == "last_seen" || f.path == "cseen") {
+			l.idle = &l.fields[i]
+		}
+	}
+	return l, nil
 }
 
 // newRecordCodec reads the layouts from the object's BTF.
@@ -97,6 +168,9 @@ func newRecordCodec(spec *ebpf.CollectionSpec) (*recordCodec, error) {
 	ct, as := spec.Maps[bpf.LbMapConntrack], spec.Maps[bpf.LbMapAssocs]
 	if ct == nil || as == nil || ct.Key == nil || ct.Value == nil || as.Key == nil || as.Value == nil {
 		return nil, errors.New("record codec: conntrack or assocs map without BTF")
+	}
+	if err := errors.Join(viewable[bpf.LbCtKey](), viewable[bpf.LbCtVal](), viewable[bpf.LbAssocKey](), viewable[bpf.LbAssoc](), viewable[bpf.LbCtEvent]()); err != nil {
+		return nil, fmt.Errorf("record codec: %w", err)
 	}
 	c := &recordCodec{}
 	var err error
@@ -115,6 +189,16 @@ func newRecordCodec(spec *ebpf.CollectionSpec) (*recordCodec, error) {
 	return c, nil
 }
 
+// record encodes one entry of kind (key and value structs as raw bytes,
+// now the clock of their times), with its idle time.
+func (c *recordCodec) record(kind uint16, kl, vl *layout, key, val []byte, now uint64) Record {
+	r := Record{Kind: kind, Key: kl.encode(key, now), Value: vl.encode(val, now), idle: idleNone}
+	if age, ok := vl.idleOf(val, now); ok {
+		r.idle, r.idleAge = idleKnown, age
+	}
+	return r
+}
+
 func (c *recordCodec) layouts(kind uint16) (key, val *layout, err error) {
 	switch kind {
 	case RecordConntrack:
@@ -126,38 +210,75 @@ func (c *recordCodec) layouts(kind uint16) (key, val *layout, err error) {
 }
 
 // encode writes raw (one struct of layout l) as a record field list; now is
-// the writer's clock for ages.
+// the writer's clock for ages. A raw shorter than the layout (a test's
+// older struct) leaves out the fields past its end.
 func (l *layout) encode(raw []byte, now uint64) []byte {
-	out := make([]byte, 1, 4+len(raw)*2)
-	out[0] = recordVersion
-	for _, f := range l.leaves {
-		if isPadding(f.path) || nodeLocalFields[f.path] || int(f.off+f.size) > len(raw) {
+	if len(raw) < l.size {
+		return l.encodeShort(raw, now)
+	}
+	out := bytes.Clone(l.template)
+	for _, f := range l.fields {
+		data, dst := raw[f.off:f.off+f.size], out[f.at:f.at+int(f.size)]
+		if !f.clock {
+			copy(dst, data)
 			continue
 		}
-		data := raw[f.off : f.off+f.size]
-		name := f.path
-		if clockFields[f.path] && f.size%8 == 0 {
-			name += ageSuffix
-			ages := make([]byte, len(data))
-			for i := 0; i < len(data); i += 8 {
-				t := binary.LittleEndian.Uint64(data[i:])
-				var age uint64
-				if t != 0 {
-					if now > t {
-						age = now - t
-					}
-					age++
-				}
-				binary.LittleEndian.PutUint64(ages[i:], age)
-			}
-			data = ages
-		}
-		out = append(out, byte(len(name)))
-		out = append(out, name...)
-		out = binary.BigEndian.AppendUint16(out, uint16(len(data)))
-		out = append(out, data...)
+		timesToAges(dst, data, now)
 	}
 	return out
+}
+
+// encodeShort is encode for a raw that ends before the layout does.
+func (l *layout) encodeShort(raw []byte, now uint64) []byte {
+	out := []byte{recordVersion}
+	for _, f := range l.fields {
+		if int(f.off+f.size) > len(raw) {
+			continue
+		}
+		out = append(out, f.head...)
+		out = append(out, make([]byte, f.size)...)
+		data, dst := raw[f.off:f.off+f.size], out[len(out)-int(f.size):]
+		if !f.clock {
+			copy(dst, data)
+			continue
+		}
+		timesToAges(dst, data, now)
+	}
+	return out
+}
+
+// timesToAges writes into dst the ages at now of the times (this node's
+// clock) in data, 8-byte little-endian words: 0 for a time never set,
+// otherwise age+1 ns (agesToTimes reads them).
+func timesToAges(dst, data []byte, now uint64) {
+	for i := 0; i < len(data); i += 8 {
+		t := binary.LittleEndian.Uint64(data[i:])
+		var age uint64
+		if t != 0 {
+			if now > t {
+				age = now - t
+			}
+			age++
+		}
+		binary.LittleEndian.PutUint64(dst[i:], age)
+	}
+}
+
+// idleOf is RecordIdle of the record encode(raw, now) writes, from raw.
+func (l *layout) idleOf(raw []byte, now uint64) (time.Duration, bool) {
+	f := l.idle
+	if f == nil || len(raw) < l.size {
+		return 0, false
+	}
+	var best uint64 // the most recent time
+	data := raw[f.off : f.off+f.size]
+	for i := 0; i+8 <= len(data); i += 8 {
+		best = max(best, binary.LittleEndian.Uint64(data[i:]))
+	}
+	if best == 0 {
+		return 0, false
+	}
+	return time.Duration(now - min(now, best)), true
 }
 
 // parseFields splits an encoded record into its fields.
@@ -324,35 +445,19 @@ func (l *layout) decodeFields(enc []byte, now uint64, complete bool) ([]byte, er
 // path's field map and name strings made decoding most of an import's
 // CPU, and a standby on a loaded machine fell seconds behind its peer.
 func (l *layout) decodeOwn(enc []byte, now uint64) ([]byte, bool) {
-	if len(enc) == 0 || enc[0] != recordVersion {
+	if len(enc) != l.encSize || enc[0] != recordVersion {
 		return nil, false
 	}
 	out := make([]byte, l.size)
 	b := enc[1:]
-	for _, f := range l.leaves {
-		if isPadding(f.path) || nodeLocalFields[f.path] {
-			continue
-		}
-		clock := clockFields[f.path] && f.size%8 == 0
-		nameLen := len(f.path)
-		if clock {
-			nameLen += len(ageSuffix)
-		}
-		if len(b) < 1+nameLen+2 || int(b[0]) != nameLen {
+	for _, f := range l.fields {
+		if !bytes.HasPrefix(b, f.head) {
 			return nil, false
 		}
-		name := b[1 : 1+nameLen]
-		if string(name[:len(f.path)]) != f.path || clock && string(name[len(f.path):]) != ageSuffix {
-			return nil, false
-		}
-		dl := int(binary.BigEndian.Uint16(b[1+nameLen:]))
-		b = b[1+nameLen+2:]
-		if dl != int(f.size) || len(b) < dl {
-			return nil, false
-		}
-		data, dst := b[:dl], out[f.off:f.off+f.size]
-		b = b[dl:]
-		if !clock {
+		b = b[len(f.head):]
+		data, dst := b[:f.size], out[f.off:f.off+f.size]
+		b = b[f.size:]
+		if !f.clock {
 			copy(dst, data)
 			continue
 		}
@@ -385,6 +490,9 @@ func agesToTimes(dst, data []byte, now uint64) {
 func RecordIdle(r Record) (time.Duration, bool) {
 	if r.Deleted {
 		return 0, false
+	}
+	if r.idle != idleUnknown {
+		return r.idleAge, r.idle == idleKnown
 	}
 	name := "last_seen"
 	if r.Kind == RecordAssoc {
@@ -443,6 +551,9 @@ func AgeRecord(r Record, d time.Duration) Record {
 		b = b[dl:]
 	}
 	r.Value = v
+	if r.idle == idleKnown {
+		r.idleAge = time.Duration(min(uint64(r.idleAge)+uint64(d), math.MaxInt64-1))
+	}
 	return r
 }
 

@@ -157,7 +157,10 @@ func TestRecordsFromAnotherVersion(t *testing.T) {
 	}
 	// An integer from a wider field: taken when it fits, refused when not.
 	wide := func(v uint64) []byte {
-		l := layout{name: "ct_val", leaves: []leaf{{path: "svc", off: 0, size: 8, isInt: true}}, size: 8}
+		l, err := planLayout("ct_val", []leaf{{path: "svc", off: 0, size: 8, isInt: true}}, 8)
+		if err != nil {
+			t.Fatal(err)
+		}
 		return l.encode(binary.LittleEndian.AppendUint64(nil, v), testNow)
 	}
 	vb, err := cur.ctVal.decode(wide(42), testNow, false)
@@ -181,7 +184,10 @@ func encodeWithout(l layout, raw []byte, field string) []byte {
 			kept = append(kept, f)
 		}
 	}
-	l.leaves = kept
+	l, err := planLayout(l.name, kept, l.size)
+	if err != nil {
+		panic(err)
+	}
 	return l.encode(raw, testNow)
 }
 
@@ -404,4 +410,62 @@ func FuzzAgeRecord(f *testing.F) {
 			t.Fatalf("idle readable %v before, %v after", ok, ok2)
 		}
 	})
+}
+
+// TestRawOfIsTheLittleEndianEncoding: the records' raw bytes are the
+// structs' memory, which must be what binary.LittleEndian writes for each
+// generated type the records carry (no hidden padding, every field named).
+func TestRawOfIsTheLittleEndianEncoding(t *testing.T) {
+	k, v := sampleCT()
+	ak, a := sampleAssoc()
+	v.Pad, v.Pad3, a.Pad, a.Pad2 = 0x5a, 0xa5a5, [3]uint8{0xa5, 0x5a}, 0x5aa5 // padding as it is held
+	for name, c := range map[string]struct {
+		got  []byte
+		want any
+	}{"ct_key": {rawOf(&k), &k}, "ct_val": {rawOf(&v), &v}, "assoc_key": {rawOf(&ak), &ak}, "assoc": {rawOf(&a), &a}} {
+		want, err := binary.Append(nil, binary.LittleEndian, c.want)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(c.got, want) {
+			t.Errorf("%s: rawOf\n%x\nbinary.LittleEndian\n%x", name, c.got, want)
+		}
+	}
+}
+
+// rawOf is a copy of view(v).
+func rawOf[T any](v *T) []byte { return bytes.Clone(view(v)) }
+
+// TestRecordsCarryTheirIdleTime: the idle time a record this node encodes
+// carries (RecordIdle without parsing) is the one its encoding says, for
+// entries and associations, set, unset and future times, before and after
+// AgeRecord.
+func TestRecordsCarryTheirIdleTime(t *testing.T) {
+	c := testCodec(t)
+	k, v := sampleCT()
+	ak, a := sampleAssoc()
+	type rec struct {
+		name string
+		r    Record
+	}
+	var recs []rec
+	for _, last := range []uint64{0, 1, testNow - 1e9, testNow, testNow + 5} {
+		v.LastSeen = last
+		recs = append(recs, rec{fmt.Sprintf("entry last_seen %d", last), c.record(RecordConntrack, &c.ctKey, &c.ctVal, view(&k), view(&v), testNow)})
+	}
+	for _, cseen := range [][4]uint64{{}, {testNow - 5e8, testNow - 7e8}, {0, 0, testNow - 2}, {testNow + 9, 1}} {
+		a.Cseen = cseen
+		recs = append(recs, rec{fmt.Sprintf("association cseen %v", cseen), c.record(RecordAssoc, &c.assocKey, &c.assoc, view(&ak), view(&a), testNow)})
+	}
+	for _, x := range recs {
+		for _, d := range []time.Duration{0, time.Millisecond, math.MaxInt64} {
+			r := AgeRecord(x.r, d)
+			parsed := Record{Kind: r.Kind, Key: r.Key, Value: r.Value}
+			gotAge, gotOK := RecordIdle(r)
+			wantAge, wantOK := RecordIdle(parsed)
+			if gotAge != wantAge || gotOK != wantOK {
+				t.Errorf("%s aged %v: carried idle %v %v, encoding says %v %v", x.name, d, gotAge, gotOK, wantAge, wantOK)
+			}
+		}
+	}
 }

@@ -7,6 +7,7 @@ import (
 	"os"
 	"sync"
 	"time"
+	"unsafe"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/ringbuf"
@@ -117,11 +118,11 @@ func (d *Datapath) noteDeleted(recs ...Record) {
 }
 
 func (d *Datapath) deletedCT(k bpf.LbCtKey) Record {
-	return Record{Kind: RecordConntrack, Key: d.codec.ctKey.encode(rawOf(&k), d.now()), Deleted: true}
+	return Record{Kind: RecordConntrack, Key: d.codec.ctKey.encode(view(&k), d.now()), Deleted: true}
 }
 
 func (d *Datapath) deletedAssoc(k bpf.LbAssocKey) Record {
-	return Record{Kind: RecordAssoc, Key: d.codec.assocKey.encode(rawOf(&k), d.now()), Deleted: true}
+	return Record{Kind: RecordAssoc, Key: d.codec.assocKey.encode(view(&k), d.now()), Deleted: true}
 }
 
 // ConntrackEventsLost is how many change events the datapath dropped
@@ -138,12 +139,25 @@ func (d *Datapath) ConntrackEventsLost() (uint64, error) {
 	return n, nil
 }
 
-func rawOf(v any) []byte {
-	b, err := binary.Append(nil, binary.LittleEndian, v)
-	if err != nil {
-		panic(fmt.Sprintf("encode %T: %v", v, err)) // fixed-size generated types only
+// view is the memory of one of the datapath's generated structs: its
+// binary.LittleEndian encoding, which newRecordCodec checks it is (a
+// little-endian host, no padding the generated struct does not spell
+// out). The reflective encoder cost more than the rest of a record's
+// encoding. The result aliases v: encode copies it.
+func view[T any](v *T) []byte {
+	return unsafe.Slice((*byte)(unsafe.Pointer(v)), unsafe.Sizeof(*v))
+}
+
+// viewable reports whether view of a T is its binary.LittleEndian encoding.
+func viewable[T any]() error {
+	var v T
+	if binary.NativeEndian.Uint16([]byte{1, 0}) != 1 {
+		return errors.New("records need a little-endian host")
 	}
-	return b
+	if n := binary.Size(&v); n != int(unsafe.Sizeof(v)) {
+		return fmt.Errorf("%T: %d bytes in memory, %d encoded", v, unsafe.Sizeof(v), n)
+	}
+	return nil
 }
 
 // recordsOfEvent reads the current state an event names: the entry and its
@@ -151,8 +165,8 @@ func rawOf(v any) []byte {
 // now is sent as deleted.
 func (d *Datapath) recordsOfEvent(raw []byte) []Record {
 	var ev bpf.LbCtEvent
-	if _, err := binary.Decode(raw, binary.LittleEndian, &ev); err != nil {
-		d.log.Warn("conntrack change event", "err", err)
+	if n := copy(view(&ev), raw); n < len(view(&ev)) {
+		d.log.Warn("conntrack change event", "err", fmt.Errorf("%d bytes, want %d", n, len(view(&ev))))
 		return nil
 	}
 	now := d.now()
@@ -208,11 +222,11 @@ func (d *Datapath) pathRecords(ak *bpf.LbAssocKey, a *bpf.LbAssoc, now uint64) [
 }
 
 func (d *Datapath) ctRecord(k *bpf.LbCtKey, v *bpf.LbCtVal, now uint64) Record {
-	return Record{Kind: RecordConntrack, Key: d.codec.ctKey.encode(rawOf(k), now), Value: d.codec.ctVal.encode(rawOf(v), now)}
+	return d.codec.record(RecordConntrack, &d.codec.ctKey, &d.codec.ctVal, view(k), view(v), now)
 }
 
 func (d *Datapath) assocRecord(k *bpf.LbAssocKey, a *bpf.LbAssoc, now uint64) Record {
-	return Record{Kind: RecordAssoc, Key: d.codec.assocKey.encode(rawOf(k), now), Value: d.codec.assoc.encode(rawOf(a), now)}
+	return d.codec.record(RecordAssoc, &d.codec.assocKey, &d.codec.assoc, view(k), view(a), now)
 }
 
 // DumpConntrack returns a record of every conntrack entry and association:
@@ -232,12 +246,11 @@ func (d *Datapath) DumpConntrack() ([]Record, error) {
 	if err := it.Err(); err != nil {
 		return nil, fmt.Errorf("dump associations: %w", err)
 	}
-	snap, err := d.snapshot()
+	// Straight from the walk: a map of the table first (snapshot) cost
+	// as much as the encoding, every refresh.
+	err := d.ct().each(func(k bpf.LbCtKey, v *bpf.LbCtVal) { out = append(out, d.ctRecord(&k, v, now)) })
 	if err != nil {
 		return nil, fmt.Errorf("dump conntrack: %w", err)
-	}
-	for k, v := range snap {
-		out = append(out, d.ctRecord(&k, &v, now))
 	}
 	return out, nil
 }

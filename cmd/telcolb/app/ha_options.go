@@ -69,7 +69,14 @@ type HAOptions struct {
 }
 
 const (
-	defaultHARefresh      = 3 * time.Second
+	defaultHARefresh = 3 * time.Second
+	// defaultHAGather: a wake-up of the producer, and then of the sync's
+	// loop, per change event was most of what the sync cost a node
+	// carrying thousands of new flows a second (each a ring buffer
+	// poll, a goroutine hand-off and a sync message); 2 ms is a small
+	// part of the sync lag's 50 ms budget, and a lone change is not
+	// delayed (the wait comes after a read, not before).
+	defaultHAGather       = 2 * time.Millisecond
 	defaultHAJoinTimeout  = 10 * time.Second
 	defaultHADrainTimeout = 5 * time.Second
 )
@@ -137,8 +144,12 @@ func (h *HAOptions) setFlag(name string, f HAOptions) {
 
 // HAConfig is the checked form of HAOptions.
 type HAConfig struct {
-	Node        sync.NodeConfig
-	Refresh     time.Duration
+	Node    sync.NodeConfig
+	Refresh time.Duration
+	// Gather is how long the producer waits after reading the datapath's
+	// changes before it reads again (zero: defaultHAGather; negative:
+	// no wait), so the changes of a busy datapath come in batches.
+	Gather      time.Duration
 	JoinTimeout time.Duration
 	// DrainTimeout: zero is defaultHADrainTimeout.
 	DrainTimeout time.Duration

@@ -173,7 +173,18 @@ func (h *HA) apply(recs []sync.Applied) {
 // produce sends this datapath's changes to the peers.
 func (h *HA) produce() {
 	defer h.wg.Done()
-	for {
+	gather := h.cfg.Gather
+	if gather == 0 {
+		gather = defaultHAGather
+	}
+	for first := true; ; first = false {
+		if !first && gather > 0 {
+			// The changes of the wait come in the next read's batch.
+			select {
+			case <-h.ctx.Done():
+			case <-time.After(gather):
+			}
+		}
 		recs, err := h.rd.Read()
 		if errors.Is(err, dataplane.ErrChangesClosed) {
 			return
