@@ -347,8 +347,10 @@ type HAStatus struct {
 // after --ha-drain-timeout.
 type HADrainStatus struct {
 	// State is "waiting" (the VIPs are still announced), "acknowledged"
-	// (every peer acknowledged; withdrawn) or "timeout" (withdrawn
-	// without the acknowledgement of Peers).
+	// (every peer acknowledged; withdrawn), "timeout" (withdrawn without
+	// the acknowledgement of Peers) or "noPeer" (withdrawn with no peer
+	// up: no node holds this node's flows, and none may announce its
+	// VIPs).
 	State string `json:"state"`
 	// Peers: while waiting, the peers whose acknowledgement is awaited;
 	// after a timeout, those that never gave it.
@@ -364,6 +366,7 @@ const (
 	HADrainWaiting      = "waiting"
 	HADrainAcknowledged = "acknowledged"
 	HADrainTimeout      = "timeout"
+	HADrainNoPeer       = "noPeer"
 )
 
 // HAPeerStatus is one other member of the HA group.

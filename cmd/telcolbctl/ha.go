@@ -66,6 +66,8 @@ func drainLine(d api.HADrainStatus) string {
 		return fmt.Sprintf("draining: VIPs still announced, waiting %v for the acknowledgement of %s", waited, peers)
 	case api.HADrainAcknowledged:
 		return fmt.Sprintf("drained: every peer up acknowledged every change after %v; VIPs withdrawn", waited)
+	case api.HADrainNoPeer:
+		return "drained: VIPs withdrawn with no peer up (no node holds this node's flows)"
 	case api.HADrainTimeout:
 		return fmt.Sprintf("drained: VIPs withdrawn after %v without the acknowledgement of %s (drain timeout)", waited, peers)
 	}

@@ -19,6 +19,7 @@ func TestPrintHADrain(t *testing.T) {
 		{&api.HADrainStatus{State: api.HADrainWaiting, Peers: []string{"lb2", "lb3"}, WaitSeconds: 1.25}, "draining: VIPs still announced, waiting 1.25s for the acknowledgement of lb2, lb3"},
 		{&api.HADrainStatus{State: api.HADrainAcknowledged, WaitSeconds: 0.012}, "drained: every peer up acknowledged every change after 12ms; VIPs withdrawn"},
 		{&api.HADrainStatus{State: api.HADrainTimeout, Peers: []string{"lb2"}, WaitSeconds: 5}, "drained: VIPs withdrawn after 5s without the acknowledgement of lb2 (drain timeout)"},
+		{&api.HADrainStatus{State: api.HADrainNoPeer}, "drained: VIPs withdrawn with no peer up (no node holds this node's flows)"},
 	} {
 		st.Drain = c.drain
 		var b strings.Builder

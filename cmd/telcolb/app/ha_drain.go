@@ -50,6 +50,15 @@ func (h *HA) Drain() {
 			up = append(up, p.Name)
 		}
 	}
+	if len(up) == 0 {
+		// Nothing to wait for, and nobody to take over: said as such,
+		// not as an acknowledgement (an operator draining the last
+		// node up is about to lose the VIPs' traffic).
+		h.finishDrain(st, api.HADrainNoPeer, nil)
+		h.log.Warn("drain: no peer is up, so no node holds this node's flows; withdrawing the VIPs (their flows break unless another node announces them)",
+			"peers", peerNames(h.cfg.Node.Peers))
+		return
+	}
 	h.log.Info("drain: pushing this node's entries to the peers; the VIPs stay announced until they acknowledge", "peersUp", up, "timeout", timeout)
 	h.refresh(true)
 	w, err := h.node.Barrier()
@@ -80,6 +89,14 @@ func (h *HA) Drain() {
 	h.finishDrain(st, api.HADrainTimeout, missing)
 	h.log.Warn("drain: peers did not acknowledge every change within the drain timeout; withdrawing the VIPs anyway (flows opened last may break)",
 		"peers", missing, "timeout", timeout, "waited", waited)
+}
+
+func peerNames(ps []sync.Peer) []string {
+	out := make([]string, 0, len(ps))
+	for _, p := range ps {
+		out = append(out, p.Name)
+	}
+	return out
 }
 
 func (h *HA) finishDrain(st *drainState, state string, missing []string) {

@@ -88,7 +88,7 @@ func (l *drainLab) drainStatus(t *testing.T) *api.HADrainStatus {
 // for lb2) although lb2 already holds the flow opened just before; once
 // they arrive lb1 withdraws, says so in its log, and the status says
 // acknowledged. Undrained, lb1 announces again and a drain with lb2 down
-// does not wait for it.
+// does not wait for it, and says that no peer holds its flows.
 func TestDrainWaitsForThePeersAcknowledgement(t *testing.T) {
 	l := newDrainLab(t, 30*time.Second)
 	if st := l.drainStatus(t); st != nil {
@@ -143,8 +143,12 @@ func TestDrainWaitsForThePeersAcknowledgement(t *testing.T) {
 		t.Fatal("a drain with the peer down waits for it")
 	}
 	l.r.waitPrefixes(t)
-	if st := l.drainStatus(t); st == nil || st.State != api.HADrainAcknowledged {
-		t.Errorf("drain status with the peer down: %+v", st)
+	// Said as it is: nobody acknowledged, nobody holds lb1's flows.
+	if st := l.drainStatus(t); st == nil || st.State != api.HADrainNoPeer || len(st.Peers) != 0 {
+		t.Errorf("drain status with the peer down: %+v, want %s", st, api.HADrainNoPeer)
+	}
+	if log := l.log1.String(); !strings.Contains(log, "level=WARN msg=\"drain: no peer is up, so no node holds this node's flows") || !strings.Contains(log, "peers=[lb2]") {
+		t.Errorf("lb1's log does not warn that no peer was up at the drain:\n%s", log)
 	}
 }
 
