@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -48,6 +49,8 @@ func ParseCPUBusy(stat string, cpu int) (time.Duration, error) {
 			return 0, fmt.Errorf("bench: /proc/stat %q: fewer than 8 counters", line)
 		}
 		var busy uint64
+		// The most ticks a Duration holds.
+		const most = uint64(math.MaxInt64 / int64(10*time.Millisecond))
 		// user nice system idle iowait irq softirq steal: idle and iowait
 		// are not busy.
 		for i, name := range []string{"user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal"} {
@@ -56,6 +59,9 @@ func ParseCPUBusy(stat string, cpu int) (time.Duration, error) {
 				return 0, fmt.Errorf("bench: /proc/stat cpu%d %s %q: %w", cpu, name, f[1+i], err)
 			}
 			if name != "idle" && name != "iowait" {
+				if v > most-busy {
+					return 0, fmt.Errorf("bench: /proc/stat cpu%d: busy ticks past %d", cpu, most)
+				}
 				busy += v
 			}
 		}
