@@ -29,7 +29,7 @@ func TestParseCPUBusy(t *testing.T) {
 	}
 	for _, c := range []struct {
 		name, stat, want string
-		cpu             int
+		cpu              int
 	}{
 		{"no such cpu", procStat, "no cpu2 line", 2},
 		{"too few counters", "cpu0 1 2 3 4\n", "fewer than 8 counters", 0},
