@@ -218,12 +218,7 @@ func (l *layout) encode(raw []byte, now uint64) []byte {
 	}
 	out := bytes.Clone(l.template)
 	for _, f := range l.fields {
-		data, dst := raw[f.off:f.off+f.size], out[f.at:f.at+int(f.size)]
-		if !f.clock {
-			copy(dst, data)
-			continue
-		}
-		timesToAges(dst, data, now)
+		f.put(out[f.at:f.at+int(f.size)], raw, now)
 	}
 	return out
 }
@@ -237,14 +232,20 @@ func (l *layout) encodeShort(raw []byte, now uint64) []byte {
 		}
 		out = append(out, f.head...)
 		out = append(out, make([]byte, f.size)...)
-		data, dst := raw[f.off:f.off+f.size], out[len(out)-int(f.size):]
-		if !f.clock {
-			copy(dst, data)
-			continue
-		}
-		timesToAges(dst, data, now)
+		f.put(out[len(out)-int(f.size):], raw, now)
 	}
 	return out
+}
+
+// put writes the field's data from raw (the struct) into dst, times as
+// ages at now.
+func (f *recField) put(dst, raw []byte, now uint64) {
+	data := raw[f.off : f.off+f.size]
+	if !f.clock {
+		copy(dst, data)
+		return
+	}
+	timesToAges(dst, data, now)
 }
 
 // timesToAges writes into dst the ages at now of the times (this node's
@@ -387,12 +388,9 @@ func (l *layout) decodeFields(enc []byte, now uint64, complete bool) ([]byte, er
 	}
 	out := make([]byte, l.size)
 	used := map[string]bool{}
-	for _, f := range l.leaves {
-		if isPadding(f.path) || nodeLocalFields[f.path] {
-			continue
-		}
+	for _, f := range l.fields {
 		dst := out[f.off : f.off+f.size]
-		if clockFields[f.path] && f.size%8 == 0 {
+		if f.clock {
 			data, ok := fields[f.path+ageSuffix]
 			if !ok {
 				continue // a time the writer did not have: unset

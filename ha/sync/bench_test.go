@@ -159,7 +159,7 @@ func syncRound(t *testing.T, rate, seconds int, applyDelay time.Duration) (map[s
 	// (with the load average) to compare retransmission timers.
 	st := a.Stats()
 	t.Logf("round: a resent %d messages (%d records) after %d timeouts and %d nacks, %v; load %s",
-		st.ResentMessages-st0.ResentMessages, st.ResentRecords-st0.ResentRecords, st.Timeouts-st0.Timeouts, st.Nacks-st0.Nacks, peerTimers(st.Stats), loadAvg())
+		st.ResentMessages-st0.ResentMessages, st.ResentRecords-st0.ResentRecords, st.Timeouts-st0.Timeouts, st.Nacks-st0.Nacks, peerTimers(st.Stats), figure.LoadAvg())
 	// b's acknowledgements count too: read b's bytes from its report.
 	var p99ms float64
 	var bWire uint64
@@ -174,15 +174,6 @@ func syncRound(t *testing.T, rate, seconds int, applyDelay time.Duration) (map[s
 		// Each record once, plus what was resent: 1 is no resend.
 		"sends_per_record": float64(st.SentRecords-st0.SentRecords+st.ResentRecords-st0.ResentRecords) / float64(total),
 	}, nil
-}
-
-// loadAvg is the first field of /proc/loadavg ("?" when unreadable).
-func loadAvg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if f := strings.Fields(string(b)); err == nil && len(f) > 0 {
-		return f[0]
-	}
-	return "?"
 }
 
 func cpuTime() time.Duration {

@@ -141,7 +141,7 @@ func measureNodeCPU(t *testing.T, withHA bool) cpuRound {
 	us := float64(r.busy.Microseconds()) / float64(r.flows)
 	perFlow := float64(sent) / float64(r.flows) // the whole run's records, over the window's flows: close enough for a report
 	t.Logf("withHA=%v: %d flows in %v (%d unanswered), lb1's CPU %v busy: %.1f us a flow; %d records sent (%.2f a flow); load %s",
-		withHA, r.flows, cpuWindow, r.failed, r.busy, us, sent, perFlow, loadAvg())
+		withHA, r.flows, cpuWindow, r.failed, r.busy, us, sent, perFlow, figure.LoadAvg())
 	return cpuRound{usPerFlow: us, recordsPerFlow: max(perFlow, 1e-9)}
 }
 
@@ -265,13 +265,4 @@ func oneFlow(dst *net.UDPAddr, buf []byte) error {
 		return errors.Join(err, fmt.Errorf("flow to %v", dst))
 	}
 	return nil
-}
-
-// loadAvg is the first field of /proc/loadavg ("?" when unreadable).
-func loadAvg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if f := strings.Fields(string(b)); err == nil && len(f) > 0 {
-		return f[0]
-	}
-	return "?"
 }

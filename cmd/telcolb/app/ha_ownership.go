@@ -177,14 +177,7 @@ func (h *HA) produce() {
 	if gather == 0 {
 		gather = defaultHAGather
 	}
-	for first := true; ; first = false {
-		if !first && gather > 0 {
-			// The changes of the wait come in the next read's batch.
-			select {
-			case <-h.ctx.Done():
-			case <-time.After(gather):
-			}
-		}
+	for {
 		recs, err := h.rd.Read()
 		if errors.Is(err, dataplane.ErrChangesClosed) {
 			return
@@ -234,6 +227,13 @@ func (h *HA) produce() {
 		h.mu.Unlock()
 		if len(changed) > 0 {
 			h.log.Info("ha: peers' entries taken over: their state changed here", "conntrack", changed[dataplane.RecordConntrack], "associations", changed[dataplane.RecordAssoc])
+		}
+		if gather > 0 {
+			// The changes of the wait come in the next read's batch.
+			select {
+			case <-h.ctx.Done():
+			case <-time.After(gather):
+			}
 		}
 	}
 }
