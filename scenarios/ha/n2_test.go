@@ -62,6 +62,10 @@ const (
 	n2LateUE = time.Second
 	// n2HeartbeatPort is the L2 members' heartbeat port on the LAN.
 	n2HeartbeatPort = 7950
+	// n2AMFLate: how long after the failure amf3 drops lb2's INITs
+	// (TestN2UEsSurviveANodeFailureWithAnAMFLate): past the proxy's
+	// SetupWait, well within the gNB simulators' 10 s wait for an answer.
+	n2AMFLate = 1500 * time.Millisecond
 )
 
 type n2Lab struct {
@@ -71,7 +75,11 @@ type n2Lab struct {
 	amfs    []*lab.Proc
 	gnbs    []*lab.Proc
 	gnbHost []*lab.Host
+	amfHost []*lab.Host
 	sims    string
+	// amfLate, when set, makes lb2's association to the last AMF late
+	// (failover): that AMF drops INITs until amfLate after the failure.
+	amfLate time.Duration
 }
 
 // upN2Lab builds the lab and starts both daemons (in one HA group when
@@ -137,6 +145,7 @@ func upN2LabWith(t *testing.T, ctx context.Context, o n2LabOpts) *n2Lab {
 	}
 	nl.gnbHost = []*lab.Host{topo.Client, gnb2}
 	amfHosts := []*lab.Host{topo.BE, amf2, amf3}
+	nl.amfHost = amfHosts
 	// The proxy's AMF associations may use the VIP as a source address:
 	// the AMFs' packets to it go through the router, and no ICMP redirect
 	// may pin them to lb1 (lb2's dials to the AMFs would go unanswered).
@@ -350,6 +359,36 @@ func (nl *n2Lab) fail(t *testing.T, ctx context.Context) time.Time {
 	return failed
 }
 
+// dropINITs makes h drop every SCTP INIT it receives (verification tag 0)
+// until lift is called (at the latest when the test ends); lift returns
+// how many it dropped.
+func dropINITs(t *testing.T, ctx context.Context, h *lab.Host) (lift func() int) {
+	t.Helper()
+	const table = "tlb_late"
+	if out, err := h.Exec(ctx, "nft", "add table inet "+table+
+		" { chain in { type filter hook input priority 0; policy accept; sctp vtag 0 counter drop; }; }"); err != nil {
+		t.Fatalf("%s: drop INITs: %v: %s", h.Name, err, out)
+	}
+	lifted, dropped := false, 0
+	lift = func() int {
+		if lifted {
+			return dropped
+		}
+		lifted = true
+		if out, err := h.Exec(context.Background(), "nft", "list", "table", "inet", table); err == nil {
+			if f := strings.Fields(string(out)); slices.Contains(f, "packets") {
+				dropped, _ = strconv.Atoi(f[slices.Index(f, "packets")+1])
+			}
+		}
+		if out, err := h.Exec(context.Background(), "nft", "delete", "table", "inet", table); err != nil {
+			t.Errorf("%s: stop dropping INITs: %v: %s", h.Name, err, out)
+		}
+		return dropped
+	}
+	t.Cleanup(func() { lift() })
+	return lift
+}
+
 // n2Outcome is what the gNBs and AMFs report after the failover.
 type n2Outcome struct {
 	ues, registered int
@@ -371,6 +410,9 @@ type n2Outcome struct {
 	amfErrors           []string
 	lostAfterFail       []time.Duration
 	reconnectAfter      []time.Duration
+	// lostBy counts the UEs whose uplink did not reach their AMF, by
+	// "gnbN/amfP" (P: the registering AMF's pointer).
+	lostBy map[string]int
 }
 
 type gnbEvent struct {
@@ -381,7 +423,7 @@ type gnbEvent struct {
 // collect waits for every gNB's report and asks the AMFs for theirs.
 func (nl *n2Lab) collect(t *testing.T, ctx context.Context, failed time.Time) n2Outcome {
 	t.Helper()
-	var o n2Outcome
+	o := n2Outcome{lostBy: map[string]int{}}
 	var answered, rtts, sent []time.Duration
 	for k, p := range nl.gnbs {
 		if err := p.Wait(ctx); err != nil {
@@ -413,8 +455,11 @@ func (nl *n2Lab) collect(t *testing.T, ctx context.Context, failed time.Time) n2
 				answered = append(answered, time.Duration(u.UplinkAtNs-failed.UnixNano()))
 				rtts = append(rtts, time.Duration(u.UplinkAtNs-u.UplinkSentNs))
 				sent = append(sent, time.Duration(u.UplinkSentNs-failed.UnixNano()))
-			} else if len(o.problems) < 20 {
-				o.problems = append(o.problems, fmt.Sprintf("gnb%d ue %d (AMF-UE-NGAP-ID %#x): uplink answered by %#x: %s", k+1, u.Index, u.AMFUEID, u.UplinkAMFUEID, u.Error))
+			} else {
+				o.lostBy[fmt.Sprintf("gnb%d/amf%d", k+1, u.RegPointer)]++
+				if len(o.problems) < 10 {
+					o.problems = append(o.problems, fmt.Sprintf("gnb%d ue %d (AMF-UE-NGAP-ID %#x): uplink answered by %#x: %s", k+1, u.Index, u.AMFUEID, u.UplinkAMFUEID, u.Error))
+				}
 			}
 		}
 	}
@@ -474,6 +519,24 @@ func TestN2UEsSurviveANodeFailure(t *testing.T) {
 	nl.failover(t, ctx, perGNB)
 }
 
+// TestN2UEsSurviveANodeFailureWithAnAMFLate is the node failure with lb2's
+// association to amf3 late: amf3 drops every INIT (SCTP verification tag
+// 0) from just before lb1's failure until n2AMFLate after it, so lb2's
+// INIT to amf3 is lost and retransmitted (its RTO from 300 ms). The gNBs'
+// NG Setups are answered once the proxy's SetupWait (1 s) passes, with
+// the other two AMFs' retention, and each gNB sends its UEs' uplinks at
+// once: those of amf3's UEs must wait in lb2's proxy until amf3 confirms
+// them on the late association, then reach amf3 under their
+// AMF-UE-NGAP-IDs, like every other UE's (>= 99.9%, none re-registers).
+func TestN2UEsSurviveANodeFailureWithAnAMFLate(t *testing.T) {
+	n2LabGate(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	nl := upN2Lab(t, ctx, true, 0)
+	nl.amfLate = n2AMFLate
+	nl.failover(t, ctx, 150)
+}
+
 // failover is the node failure test on a running lab: the gNBs register
 // perGNB UEs each through lb1, lb1 is killed once lb2 holds its N2
 // records, and every gNB must see lb2's takeover ABORT and resume its UEs
@@ -518,7 +581,19 @@ func (nl *n2Lab) failover(t *testing.T, ctx context.Context, perGNB int) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	drops := watchDrops(ctx, nl.topo.Lab.Hosts())
+	var lift func() int
+	if nl.amfLate > 0 {
+		lift = dropINITs(t, ctx, nl.amfHost[len(nl.amfHost)-1])
+	}
 	failed := nl.fail(t, ctx)
+	if lift != nil {
+		time.Sleep(time.Until(failed.Add(nl.amfLate)))
+		n := lift()
+		t.Logf("amf%d dropped %d INITs in the %v after the failure", len(nl.amfHost), n, nl.amfLate)
+		if n == 0 {
+			t.Errorf("amf%d dropped no INIT: lb2's association to it was not late", len(nl.amfHost))
+		}
+	}
 	o := nl.collect(t, ctx, failed)
 	drops.check(t, ctx, o.last > n2LateUE)
 	for k, r := range o.retained {
@@ -530,7 +605,10 @@ func (nl *n2Lab) failover(t *testing.T, ctx context.Context, perGNB int) {
 		t.Errorf("%d UEs reported, %d registered, want %d", o.ues, o.registered, ues)
 	}
 	if o.same*1000 < ues*999 {
-		t.Errorf("%d of %d UEs' uplink NAS reached their AMF under their AMF-UE-NGAP-ID after the failover, want >= 99.9%%", o.same, ues)
+		// What CI's excerpt must show first: where the lost UEs were
+		// registered, and what lb2's proxy did with their AMFs.
+		t.Errorf("%d of %d UEs' uplink NAS reached their AMF under their AMF-UE-NGAP-ID after the failover, want >= 99.9%%; lost by (gNB, registering AMF): %v; lb2's N2 takeover log:\n%s",
+			o.same, ues, o.lostBy, grepAny(nl.daemons[1].Log(), 30, "adopted", "AMF dial failed", "AMF association", "refused NG Setup", "given up", "NG Setup"))
 	}
 	if o.reregistered != 0 {
 		t.Errorf("%d UEs re-registered or came back by service request (AMFs hold %d UE records for %d UEs)", o.reregistered, o.amfUEs, ues)
@@ -616,6 +694,24 @@ func checkTakeoverAbort(t *testing.T, ctx context.Context, file string, failed t
 	t.Errorf("no ABORT from the VIP with the T bit clear and gnb1's tag %s after the failure; ABORTs to gnb1: %v", gnbTag, aborts)
 }
 
+// grepAny is the first max lines of s containing any of subs.
+func grepAny(s string, max int, subs ...string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		for _, sub := range subs {
+			if strings.Contains(l, sub) {
+				out = append(out, l)
+				break
+			}
+		}
+		if len(out) == max {
+			out = append(out, "...")
+			break
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
 func grepLines(s, sub string) string {
 	var out []string
 	for _, l := range strings.Split(s, "\n") {
@@ -645,7 +741,19 @@ func TestN2UEsLostWithoutHASync(t *testing.T) {
 	const perGNB = 20
 	nl := upN2Lab(t, ctx, false, 0)
 	nl.startGNBs(t, ctx, perGNB, 3*time.Second)
+	var lift func() int
+	if nl.amfLate > 0 {
+		lift = dropINITs(t, ctx, nl.amfHost[len(nl.amfHost)-1])
+	}
 	failed := nl.fail(t, ctx)
+	if lift != nil {
+		time.Sleep(time.Until(failed.Add(nl.amfLate)))
+		n := lift()
+		t.Logf("amf%d dropped %d INITs in the %v after the failure", len(nl.amfHost), n, nl.amfLate)
+		if n == 0 {
+			t.Errorf("amf%d dropped no INIT: lb2's association to it was not late", len(nl.amfHost))
+		}
+	}
 	o := nl.collect(t, ctx, failed)
 	if slices.Contains(o.retained, true) {
 		t.Errorf("lb2 without the sync answered ues-retained: %v", o.retained)

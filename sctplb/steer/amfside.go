@@ -69,9 +69,8 @@ func (m *Machine) releaseLost(g *gnb, lost *upstream) {
 	cause := ngapl.Cause(ngapType.CausePresentTransport, ngapType.CauseTransportPresentTransportResourceUnavailable)
 	for _, u := range m.uesOf(g.id, lost.id) {
 		if u.flags&ueAdopted != 0 {
-			// Never confirmed by the AMF, never announced to the gNB as
-			// retained: dropped silently (adopt.go).
-			m.removeUE(u)
+			// Never confirmed by the AMF, which still holds it: it waits
+			// for the redial's NG Setup (adopt.go; redial moves it).
 			continue
 		}
 		if data, pending := m.initial[u]; pending {
@@ -93,19 +92,10 @@ func (m *Machine) releaseLost(g *gnb, lost *upstream) {
 			m.removeUE(u)
 			continue
 		}
-		ran := u.ran
-		b, ok := m.build(ngapl.UEContextReleaseCommand(u.amfID, &ran, cause))
-		m.touchUE(u)
 		// Orphaned: out of the AMF index and counts, kept by RAN ID only.
-		if k := akey(int(u.amf), u.gnb, u.amfID); m.byAMF[k] == u {
-			delete(m.byAMF, k)
-		}
-		m.detach(u)
-		u.flags = (u.flags | ueOrphan) &^ ueHasAMF
-		u.up = 0
-		if ok {
-			m.send(g.id, streamFor(g.out, uint64(ran)), b)
-		}
+		ran, amfID := u.ran, u.amfID
+		m.orphan(u)
+		m.releaseOrphan(g, amfID, ran)
 	}
 }
 

@@ -16,6 +16,8 @@ import (
 //     upstream's count the records attached to it; orphans count nowhere;
 //   - records refer to gNBs and upstreams that exist; upstreams to gNBs;
 //   - the Initial UE Messages kept for re-steering belong to live records;
+//     the uplinks held for adopted UEs belong to live adopted records, at
+//     most maxHeldPerUE each, and heldN counts them;
 //   - per AMF, the ready associations GNBLinks reports over the gNBs add up
 //     to Links' Ready, and it has an entry per wanted association's
 //     (gNB, AMF) pair (0 when not ready).
@@ -104,6 +106,16 @@ func checkInvariants(m *Machine) string {
 			bad("kept Initial UE Message of a record no index reaches")
 		}
 	}
+	held := 0
+	for u, q := range m.held {
+		held += len(q)
+		if !records[u] || u.flags&ueAdopted == 0 || len(q) == 0 || len(q) > maxHeldPerUE {
+			bad("%d uplinks held for a record that is not a live adopted UE (flags %b)", len(q), u.flags)
+		}
+	}
+	if held != m.heldN {
+		bad("heldN %d, %d uplinks held", m.heldN, held)
+	}
 	sort.Strings(errs)
 	if len(errs) > 5 {
 		errs = append(errs[:5], fmt.Sprintf("... and %d more", len(errs)-5))
@@ -120,9 +132,9 @@ func checkEmpty(m *Machine) string {
 	for _, c := range m.amfUEs {
 		n += c
 	}
-	if len(m.gnbs)+len(m.ups)+len(m.byRAN)+len(m.byAMF)+len(m.initial)+n != 0 {
-		return fmt.Sprintf("left behind: %d gNBs, %d upstreams, %d/%d index entries, %d kept messages, %d counted UEs",
-			len(m.gnbs), len(m.ups), len(m.byRAN), len(m.byAMF), len(m.initial), n)
+	if len(m.gnbs)+len(m.ups)+len(m.byRAN)+len(m.byAMF)+len(m.initial)+len(m.held)+n != 0 {
+		return fmt.Sprintf("left behind: %d gNBs, %d upstreams, %d/%d index entries, %d kept messages, %d held, %d counted UEs",
+			len(m.gnbs), len(m.ups), len(m.byRAN), len(m.byAMF), len(m.initial), len(m.held), n)
 	}
 	return ""
 }

@@ -57,6 +57,13 @@ type gnb struct {
 	retained bool
 	// abortT names the association for a peer's takeover ABORT (GNBUp).
 	abortT abort.Target
+	// adoptBy is when UEs adopted for this gNB that no AMF confirmed yet
+	// are given up (adopt.go); zero when none wait.
+	adoptBy time.Time
+	// releaseOnAnswer are the RAN-UE-NGAP-IDs of adopted UEs given up
+	// before the gNB's NG Setup Response: released toward the gNB once
+	// that response says "ues-retained" (adopt.go).
+	releaseOnAnswer []uint32
 }
 
 type upstream struct {
@@ -130,6 +137,11 @@ type Machine struct {
 	byRAN   map[ranKey]*ue
 	byAMF   map[amfKey]*ue
 	initial map[*ue][]byte // Initial UE Message until the AMF answers, for re-steering
+	// held are uplink messages of adopted UEs whose AMF association is not
+	// ready yet, sent once their AMF confirms them (adopt.go); heldN
+	// counts them against maxHeld.
+	held    map[*ue][][]byte
+	heldN   int
 	amfUEs  []int
 	wrr     []int
 	retired []bool // by AMF index: removed at run time
@@ -211,6 +223,7 @@ func New(cfg Config) (*Machine, error) {
 		byRAN:   map[ranKey]*ue{},
 		byAMF:   map[amfKey]*ue{},
 		initial: map[*ue][]byte{},
+		held:    map[*ue][][]byte{},
 		amfUEs:  make([]int, len(cfg.AMFs)),
 		wrr:     make([]int, len(cfg.AMFs)),
 		retired: make([]bool, len(cfg.AMFs)),
@@ -384,7 +397,11 @@ func (m *Machine) tick() {
 		case gnbDraining:
 			if !m.now.Before(g.deadline) {
 				m.dropGNB(g)
+				continue
 			}
+		}
+		if !g.adoptBy.IsZero() && !m.now.Before(g.adoptBy) {
+			m.expireAdopted(g)
 		}
 	}
 	for _, u := range m.ups {

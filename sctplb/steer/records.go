@@ -35,6 +35,7 @@ func (m *Machine) removeUE(u *ue) {
 		}
 	}
 	delete(m.initial, u)
+	m.dropHeld(u)
 	m.detach(u)
 }
 

@@ -30,6 +30,7 @@ func (m *Machine) setupAnswer(g *gnb, u *upstream, k ngapl.Key, pdu *ngapType.NG
 	}
 	if k.Type != ngapl.Successful {
 		m.warn("AMF refused NG Setup", "amf", m.cfg.AMFs[u.amf].Name, "gnb", g.id)
+		m.confirmAdopted(g, u, false)
 		m.out = append(m.out, Action{Kind: Close, Assoc: u.id})
 		u.state = upDown
 		u.retryAt = m.now.Add(u.backoff)
@@ -78,7 +79,7 @@ func (m *Machine) answerSetup(g *gnb) {
 	if !g.retained {
 		// The gNB's answer will not say "ues-retained": it drops its UE
 		// contexts, so adopted ones no AMF confirmed in time go too.
-		m.dropAdopted(g)
+		m.answered(g, false)
 	}
 	if !ok {
 		m.log.Warn("no AMF accepted the gNB, NG Setup Failure", "gnb", g.id)
@@ -95,9 +96,14 @@ func (m *Machine) answerSetup(g *gnb) {
 	}
 	g.state = gnbReady
 	g.served = guamiSet(merged.Served)
+	retained := g.retained
 	g.retained = false // a later repeated NG Setup retains nothing
 	m.claimName(g)
 	m.send(g.id, 0, b)
+	if retained {
+		// After the response: UEs given up meanwhile are released now.
+		m.answered(g, true)
+	}
 }
 
 // updateGNBView sends the gNB an AMF Configuration Update when the merged

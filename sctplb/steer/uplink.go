@@ -111,11 +111,25 @@ func (m *Machine) dial(g *gnb, amf int, backoff time.Duration) *upstream {
 // events about the old one cannot be mistaken for the new one.
 func (m *Machine) redial(u *upstream) {
 	g := m.gnbs[u.gnb]
-	delete(m.ups, u.id)
+	var waiting []*ue
+	if u.ues > 0 {
+		// Adopted UEs waiting for this AMF (adopt.go): the only ones a
+		// down upstream keeps.
+		waiting = m.uesOf(u.gnb, u.id)
+	}
 	if g == nil || g.state == gnbDraining {
+		for _, x := range waiting {
+			m.removeUE(x)
+		}
+		delete(m.ups, u.id)
 		return
 	}
-	m.dial(g, u.amf, u.backoff)
+	delete(m.ups, u.id)
+	nu := m.dial(g, u.amf, u.backoff)
+	for _, x := range waiting {
+		x.up = nu.id
+		nu.ues++
+	}
 }
 
 func (m *Machine) uplinkNonUE(g *gnb, k ngapl.Key, pdu *ngapType.NGAPPDU, data []byte) {
@@ -223,6 +237,9 @@ func (m *Machine) uplinkUE(g *gnb, k ngapl.Key, data []byte) {
 	}
 	up := m.ups[u.up]
 	if up == nil || up.state != upReady {
+		if u.flags&ueAdopted != 0 && m.hold(u, data) {
+			return // sent once the AMF confirms the UE (adopt.go)
+		}
 		m.fail("AMF unavailable", "assoc", g.id, "ran", u.ran)
 		return
 	}
