@@ -493,11 +493,49 @@ func (fs *flowSet) peerStall(t *testing.T, ctx context.Context, mode string, r s
 			}
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
-			t.Logf("%s: no closed event for the association of %v (peers %v)", srv.Opts.ID, r.LocalAddrs, keys)
-			return ""
+			t.Logf("%s: no closed event for the association of %v (peers %v) within 5 s; asking for its state", srv.Opts.ID, r.LocalAddrs, keys)
+			return fs.stateStall(t, srv, r, mine)
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+}
+
+// stateStall is peerStall for an association whose close never reached
+// the endpoint (seen once: the server still served it 90 s later, its
+// goroutine most likely blocked sending into the stalled stream): the
+// server's "state" report, asked for now, after the client's wait, says
+// whether its stack had anything in flight.
+func (fs *flowSet) stateStall(t *testing.T, srv *sctppeer.Server, r sctppeer.Result, mine map[uint32]bool) string {
+	t.Helper()
+	before, err := srv.Events()
+	if err != nil {
+		return ""
+	}
+	if err := srv.ReportState(); err != nil {
+		t.Logf("%s: state report: %v", srv.Opts.ID, err)
+		return ""
+	}
+	deadline := time.Now().Add(3 * time.Second)
+	for time.Now().Before(deadline) {
+		time.Sleep(200 * time.Millisecond)
+		evs, err := srv.Events()
+		if err != nil {
+			return ""
+		}
+		for _, ev := range evs[min(len(before), len(evs)):] {
+			if ev.Event != "state" || !mine[ev.Assoc] {
+				continue
+			}
+			if !sctppeer.StalledInStack(r, &ev) {
+				t.Logf("%s association %d still open, %d chunks in flight, %d bytes held unsent", srv.Opts.ID, ev.Assoc, ev.InFlight, ev.Queued)
+				return ""
+			}
+			return fmt.Sprintf("after the client's wait its stack had nothing in flight (%d bytes held unsent), nor had the endpoint's after it (%s association %d, still open, %d bytes held unsent; its close never arrived): every chunk either sent was acknowledged",
+				r.StuckBytes, srv.Opts.ID, ev.Assoc, ev.Queued)
+		}
+	}
+	t.Logf("%s: no state of the association of %v", srv.Opts.ID, r.LocalAddrs)
+	return ""
 }
 
 // eventList prints events, a run of the same event (a send-failed for

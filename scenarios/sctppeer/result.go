@@ -180,12 +180,14 @@ func lastJSONLine(out string) (string, error) {
 // inside a usrsctp stack rather than on the path: after the client's
 // wait its stack had nothing in flight (r.AllAcked), and neither had the
 // server's at its last reading before the close (closed, the server's
-// "closed" event of that association, InFlight 0). Every DATA chunk
+// "closed" event of that association, InFlight 0) or, when the close
+// never reached the server, at a reading after the client's wait (its
+// "state" event, asked for once the client was done). Every DATA chunk
 // either stack sent was then acknowledged by the other, so the path
 // delivered all of it; a chunk the path loses for good stays in flight,
 // retransmitted. usrsctp 0.9.5 stops sending a stream under load
 // (docs/testing.md); so does nothing else seen.
 func StalledInStack(r Result, closed *ServerEvent) bool {
 	return r.Associated && r.Lost > 0 && r.AllAcked && r.Error == "" && r.Corrupt == 0 && r.WrongStrm == 0 &&
-		closed != nil && closed.Event == "closed" && closed.InFlight == 0
+		closed != nil && (closed.Event == "closed" || closed.Event == "state") && closed.InFlight == 0
 }

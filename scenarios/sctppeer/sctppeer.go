@@ -24,6 +24,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/telcolb/telcolb/scenarios/lab"
@@ -140,7 +141,7 @@ type ClientOptions struct {
 
 // ServerEvent is one JSON line the server prints.
 type ServerEvent struct {
-	Event string   `json:"event"` // listening, assoc, paddr, shutdown, closed, error
+	Event string   `json:"event"` // listening, assoc, paddr, shutdown, closed, state, error
 	ID    string   `json:"id,omitempty"`
 	Addrs []string `json:"addrs,omitempty"`
 	Port  uint16   `json:"port,omitempty"`
@@ -150,10 +151,12 @@ type ServerEvent struct {
 	Peers []string `json:"peers,omitempty"`
 	// Messages is the number echoed on a closed association.
 	Messages int `json:"messages,omitempty"`
-	// InFlight ("closed" events) is the DATA chunks the association's
-	// stack had sent and not had acknowledged at its last look before the
-	// close (at most half a second before; -1: never read): 0 says the
-	// client acknowledged every echo the server's stack ever sent.
+	// InFlight ("closed" and "state" events) is the DATA chunks the
+	// association's stack had sent and not had acknowledged at its last
+	// look before the close or the state report (at most half a second
+	// before; -1: never read): 0 says the client acknowledged every echo
+	// the server's stack had sent by then. "state" events (one per open
+	// association) answer Server.ReportState.
 	// Queued is what the stack held then (usrsctp.SendQueue).
 	InFlight int    `json:"inFlight,omitempty"`
 	Queued   uint32 `json:"queued,omitempty"`
@@ -301,6 +304,10 @@ func (s *Server) WaitEvent(ctx context.Context, event, state string) error {
 		}
 	}
 }
+
+// ReportState asks the server for a "state" event per association it
+// still serves (SIGUSR1).
+func (s *Server) ReportState() error { return s.Proc.Signal(syscall.SIGUSR1) }
 
 // Stop stops the server.
 func (s *Server) Stop() error { return s.Proc.Stop() }

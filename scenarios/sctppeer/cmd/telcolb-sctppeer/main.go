@@ -156,6 +156,23 @@ func serverMain(args []string, stdout io.Writer, log *slog.Logger) int {
 	defer stop()
 	out.write(sctppeer.ServerEvent{Event: "listening", ID: *id, Addrs: addrStrings(addrs), Port: uint16(*port), AtMs: time.Since(start).Milliseconds()})
 
+	// SIGUSR1 prints a "state" event per open association: what a test
+	// asks when a client gave up on an association whose close never
+	// reached this server (its serving goroutine may be blocked in a send).
+	open := &openConns{m: map[*connState]bool{}}
+	usr1 := make(chan os.Signal, 1)
+	signal.Notify(usr1, syscall.SIGUSR1)
+	defer signal.Stop(usr1)
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-usr1:
+				open.report(out, time.Since(start).Milliseconds())
+			}
+		}
+	}()
 	for {
 		c, err := ln.Accept(ctx)
 		if err != nil {
@@ -164,22 +181,59 @@ func serverMain(args []string, stdout io.Writer, log *slog.Logger) int {
 			}
 			break
 		}
+		cs := &connState{}
+		open.add(cs)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			serveConn(ctx, c, out, start, *id, uint32(*ppid), *raw)
+			defer open.remove(cs)
+			serveConn(ctx, c, cs, out, start, *id, uint32(*ppid), *raw)
 		}()
 	}
 	ln.Close()
 	return 0
 }
 
-func serveConn(ctx context.Context, c *usrsctp.Conn, out *jsonOut, start time.Time, id string, ppid uint32, raw bool) {
+// connState is what a "state" event reports of one open association.
+type connState struct {
+	watch sendWatch
+	mu    sync.Mutex
+	assoc uint32
+}
+
+// openConns are the associations being served.
+type openConns struct {
+	mu sync.Mutex
+	m  map[*connState]bool
+}
+
+func (o *openConns) add(cs *connState)    { o.mu.Lock(); o.m[cs] = true; o.mu.Unlock() }
+func (o *openConns) remove(cs *connState) { o.mu.Lock(); delete(o.m, cs); o.mu.Unlock() }
+
+// report prints a "state" event per open association with its send
+// queue's last reading (at most half a second old).
+func (o *openConns) report(out *jsonOut, atMs int64) {
+	o.mu.Lock()
+	var all []*connState
+	for cs := range o.m {
+		all = append(all, cs)
+	}
+	o.mu.Unlock()
+	for _, cs := range all {
+		cs.mu.Lock()
+		ev := sctppeer.ServerEvent{Event: "state", Assoc: cs.assoc, AtMs: atMs}
+		cs.mu.Unlock()
+		ev.InFlight, ev.Queued = cs.watch.last()
+		out.write(ev)
+	}
+}
+
+func serveConn(ctx context.Context, c *usrsctp.Conn, cs *connState, out *jsonOut, start time.Time, id string, ppid uint32, raw bool) {
 	defer c.Close()
 	var assoc uint32
 	n := 0
 	at := func() int64 { return time.Since(start).Milliseconds() }
-	var watch sendWatch
+	watch := &cs.watch
 	wctx, stop := context.WithCancel(ctx)
 	defer stop()
 	go watch.run(wctx, c)
@@ -198,6 +252,9 @@ func serveConn(ctx context.Context, c *usrsctp.Conn, out *jsonOut, start time.Ti
 		case nil:
 		case *usrsctp.AssocChange:
 			assoc = nt.AssocID
+			cs.mu.Lock()
+			cs.assoc = assoc
+			cs.mu.Unlock()
 			ev := sctppeer.ServerEvent{Event: "assoc", State: nt.State.String(), Assoc: nt.AssocID, AtMs: at()}
 			if peers, err := c.PeerAddrs(); err == nil {
 				ev.Peers = addrStrings(peers)
