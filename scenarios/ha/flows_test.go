@@ -512,7 +512,7 @@ func (fs *flowSet) stateStall(t *testing.T, srv *sctppeer.Server, r sctppeer.Res
 		return ""
 	}
 	if err := srv.ReportState(); err != nil {
-		t.Logf("%s: state report: %v", srv.Opts.ID, err)
+		t.Logf("%s: state report: %v%s", srv.Opts.ID, err, serverExit(srv))
 		return ""
 	}
 	deadline := time.Now().Add(3 * time.Second)
@@ -536,6 +536,17 @@ func (fs *flowSet) stateStall(t *testing.T, srv *sctppeer.Server, r sctppeer.Res
 	}
 	t.Logf("%s: no state of the association of %v", srv.Opts.ID, r.LocalAddrs)
 	return ""
+}
+
+// serverExit says how an SCTP server that is gone ended: its exit status
+// and the end of its stderr ("" while it runs).
+func serverExit(srv *sctppeer.Server) string {
+	select {
+	case <-srv.Proc.Done():
+	default:
+		return ""
+	}
+	return fmt.Sprintf("; the server exited (%v), last of its stderr:\n%s", srv.Proc.Wait(context.Background()), tail(srv.Proc.Stderr(), 30))
 }
 
 // eventList prints events, a run of the same event (a send-failed for
@@ -587,6 +598,9 @@ func (fs *flowSet) logSCTPFailures(t *testing.T, ctx context.Context, lb *lab2, 
 			}
 		}
 		t.Logf("%s: %d association losses and errors (no COMM_UP, path change, send failure or clean close):\n%s", s.Opts.ID, len(odd), strings.Join(odd, "\n"))
+		if gone := serverExit(s); gone != "" {
+			t.Logf("%s, the endpoint's SCTP server, ended before the test did%s", s.Opts.ID, gone)
+		}
 		// The path changes the endpoint saw on those associations: a
 		// stalled stream with no path change at either end is not a
 		// dead path.
