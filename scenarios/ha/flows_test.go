@@ -546,7 +546,18 @@ func serverExit(srv *sctppeer.Server) string {
 	default:
 		return ""
 	}
-	return fmt.Sprintf("; the server exited (%v), last of its stderr:\n%s", srv.Proc.Wait(context.Background()), tail(srv.Proc.Stderr(), 30))
+	// A Go crash prints its reason and the failing goroutine first, then
+	// every other goroutine: the head says why.
+	return fmt.Sprintf("; the server exited (%v), first of its stderr:\n%s", srv.Proc.Wait(context.Background()), head(srv.Proc.Stderr(), 40))
+}
+
+// head is the first n lines of s.
+func head(s string, n int) string {
+	lines := strings.SplitN(s, "\n", n+1)
+	if len(lines) > n {
+		lines = append(lines[:n], "...")
+	}
+	return strings.Join(lines, "\n")
 }
 
 // eventList prints events, a run of the same event (a send-failed for
