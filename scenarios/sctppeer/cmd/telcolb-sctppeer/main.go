@@ -281,7 +281,11 @@ func serveConn(ctx context.Context, c *usrsctp.Conn, cs *connState, out *jsonOut
 			p = ppid
 		}
 		if err := c.SendMsg(ctx, reply, m.Stream, p); err != nil {
-			out.write(sctppeer.ServerEvent{Event: "error", Error: err.Error(), Assoc: assoc, AtMs: at()})
+			// The association's end, seen by a send: a "closed" event
+			// with the last reading, as when a receive sees it.
+			ev := sctppeer.ServerEvent{Event: "closed", Assoc: assoc, Messages: n, Error: "send: " + err.Error(), AtMs: at()}
+			ev.InFlight, ev.Queued = watch.last()
+			out.write(ev)
 			return
 		}
 		n++
