@@ -500,11 +500,10 @@ func (fs *flowSet) peerStall(t *testing.T, ctx context.Context, mode string, r s
 	}
 }
 
-// stateStall is peerStall for an association whose close never reached
-// the endpoint (seen once: the server still served it 90 s later, its
-// goroutine most likely blocked sending into the stalled stream): the
-// server's "state" report, asked for now, after the client's wait, says
-// whether its stack had anything in flight.
+// stateStall is peerStall for an association whose close the endpoint
+// never reported: the server's "state" report, asked for now, after the
+// client's wait, says whether its stack had anything in flight. (In the
+// runs where this was seen the server had crashed; serverExit says so.)
 func (fs *flowSet) stateStall(t *testing.T, srv *sctppeer.Server, r sctppeer.Result, mine map[uint32]bool) string {
 	t.Helper()
 	before, err := srv.Events()

@@ -694,33 +694,25 @@ func checkTakeoverAbort(t *testing.T, ctx context.Context, file string, failed t
 	t.Errorf("no ABORT from the VIP with the T bit clear and gnb1's tag %s after the failure; ABORTs to gnb1: %v", gnbTag, aborts)
 }
 
-// grepAny is the first max lines of s containing any of subs.
+// grepAny is the lines of s containing any of subs, at most max of them
+// (then "..." when more match; max < 0: all).
 func grepAny(s string, max int, subs ...string) string {
 	var out []string
 	for _, l := range strings.Split(s, "\n") {
-		for _, sub := range subs {
-			if strings.Contains(l, sub) {
-				out = append(out, l)
-				break
-			}
+		if !slices.ContainsFunc(subs, func(sub string) bool { return strings.Contains(l, sub) }) {
+			continue
 		}
 		if len(out) == max {
 			out = append(out, "...")
 			break
 		}
+		out = append(out, l)
 	}
 	return strings.Join(out, "\n")
 }
 
-func grepLines(s, sub string) string {
-	var out []string
-	for _, l := range strings.Split(s, "\n") {
-		if strings.Contains(l, sub) {
-			out = append(out, l)
-		}
-	}
-	return strings.Join(out, "\n")
-}
+// grepLines is every line of s containing sub.
+func grepLines(s, sub string) string { return grepAny(s, -1, sub) }
 
 func epoch(s string) (time.Time, error) {
 	f, err := strconv.ParseFloat(s, 64)

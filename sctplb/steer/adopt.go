@@ -27,6 +27,11 @@ const (
 	maxHeld      = 1 << 16
 )
 
+// adopt moves the parked UEs of g's name onto g and the upstreams just
+// dialled for it. They carry ueAdopted until their AMF's NG Setup Response
+// confirms it retained them (confirmAdopted). Parked UEs of a gNB that does
+// not ask for retention are discarded: its NG Setup re-initialises every
+// UE context (TS 38.413 8.7.1.2), and so does the AMF's.
 func (m *Machine) adopt(g *gnb, retains bool) {
 	if m.rep == nil || g.name == "" {
 		return

@@ -42,18 +42,18 @@ func TestTakeoverWaitsForAnAMFWhoseAssociationFailed(t *testing.T) {
 			}
 			// RAN-UE-NGAP-IDs are unique across both gNBs here; the fake
 			// AMF counts a message only on the UE's own association.
-			msgs := func(_ AssocID, ran uint32) int { return b.amfs[owner[ran]].msgsOf(ran) }
+			msgs := func(ran uint32) int { return b.amfs[owner[ran]].msgsOf(ran) }
 			before := map[uint32]int{}
 			waiting := 0
 			for ran, g := range where {
 				if owner[ran] == late {
 					waiting++
 				}
-				before[ran] = msgs(moved[g], ran)
+				before[ran] = msgs(ran)
 				b.uplinkNAS(moved[g], ran)
 			}
-			for ran, g := range where {
-				if owner[ran] != late && msgs(moved[g], ran) != before[ran]+1 {
+			for ran := range where {
+				if owner[ran] != late && msgs(ran) != before[ran]+1 {
 					t.Fatalf("UE %d of AMF %d: uplink not delivered while AMF %d was away", ran, owner[ran], late)
 				}
 			}
@@ -84,11 +84,11 @@ func TestTakeoverWaitsForAnAMFWhoseAssociationFailed(t *testing.T) {
 					if owner[ran] != late {
 						continue
 					}
-					if got := msgs(moved[g], ran); got != before[ran]+1 {
+					if got := msgs(ran); got != before[ran]+1 {
 						t.Fatalf("UE %d: held uplink reached AMF %d %d times, want once (msgs %d -> %d)", ran, late, got-before[ran], before[ran], got)
 					}
 					b.uplinkNAS(moved[g], ran)
-					if got := msgs(moved[g], ran); got != before[ran]+2 {
+					if got := msgs(ran); got != before[ran]+2 {
 						t.Fatalf("UE %d: later uplink did not reach AMF %d", ran, late)
 					}
 				}
