@@ -183,6 +183,11 @@ type ServiceStatus struct {
 	// SCTPPathSteerings counts the steerings of SCTP path failover begun
 	// (see Service.SCTPPathFailover).
 	SCTPPathSteerings uint64 `json:"sctpPathSteerings,omitempty"`
+	// SlowPathPackets counts the established packets the datapath's fast
+	// paths left to its slow one (DSR, SCTP path failover, fragments, a
+	// next hop not cached yet, ...): their share of Packets is where the
+	// per-packet cost goes.
+	SlowPathPackets uint64 `json:"slowPathPackets,omitempty"`
 }
 
 // EndpointStatus is one endpoint's health and counters.

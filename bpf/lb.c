@@ -32,6 +32,7 @@
 //   nat64_icmp.h  ICMP errors across families, fragmentation needed
 //   frag.h        later IP fragments follow their first one
 //   fastpath.h    established packets by direct packet access (ct_fast)
+//   fastpath64.h  the same for NAT64 flows, translated (ct_fast64)
 //   xdp_fast.h    the same in XDP (xdp_fast), before TC, where attached
 //
 // Design notes (the why):
@@ -44,9 +45,10 @@
 //     (lib/filter.h) reads fixed offsets directly before either.
 //   - Writes go through bpf_skb_store_bytes and the csum helpers, which keep
 //     skb->csum coherent for CHECKSUM_COMPLETE devices, except on the
-//     established fast path (lib/fastpath.h): it writes headers
-//     directly and leaves only the L4 checksum to bpf_l4_csum_replace, the
-//     one step that depends on skb->ip_summed.
+//     established fast paths (lib/fastpath.h, fastpath64.h): they write headers
+//     directly and leave only the L4 checksum to bpf_l4_csum_replace, the
+//     one step that depends on skb->ip_summed (and NAT64 its change of
+//     protocol to bpf_skb_change_proto).
 //   - Conntrack holds both directions; each entry carries the full translation
 //     to apply, so the hot path is one hash lookup and a few stores.
 #include <linux/bpf.h>
@@ -84,6 +86,7 @@ char __license[] SEC("license") = "Dual BSD/GPL";
 #include "lib/nat64_icmp.h"
 #include "lib/frag.h"
 #include "lib/fastpath.h"
+#include "lib/fastpath64.h"
 #include "lib/xdp_fast.h"
 
 /* Flow setup: established packets, new connections, the programs. */
@@ -96,6 +99,7 @@ __noinline int ct_established(struct __sk_buff *skb, struct pkt *p, struct ct_va
 	if (!skb || !p || !ct)
 		return TC_ACT_OK;
 	ct_account(skb->len, p, ct, lb_now());
+	count_slow(ct->svc);
 
 	if (p->ttl <= 1)
 		return TC_ACT_OK; // the stack answers with time exceeded
@@ -400,7 +404,7 @@ int tc_ingress(struct __sk_buff *skb)
 	struct ct_key k = {};
 	struct ct_val *ct = ct_lookup_pkt(&p, &k);
 	if (ct && !starts_new(&p, ct)) {
-		r = ct_fast(skb, &p, ct);
+		r = nat64_crosses(&p, ct->nat_dst) ? ct_fast64(skb, &p, ct) : ct_fast(skb, &p, ct);
 		if (r != LB_NEXT_SLOW)
 			return r;
 		return ct_established(skb, &p, ct);

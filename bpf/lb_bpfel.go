@@ -337,6 +337,7 @@ const (
 	LbMapSctpScratch     = "sctp_scratch"
 	LbMapSelTables       = "sel_tables"
 	LbMapServices        = "services"
+	LbMapSlowStats       = "slow_stats"
 	LbMapSteerStats      = "steer_stats"
 	LbMapSvcInfos        = "svc_infos"
 	LbMapSvcStats        = "svc_stats"
@@ -435,6 +436,7 @@ type LbMapSpecs struct {
 	SctpScratch    *ebpf.MapSpec `ebpf:"sctp_scratch"`
 	SelTables      *ebpf.MapSpec `ebpf:"sel_tables"`
 	Services       *ebpf.MapSpec `ebpf:"services"`
+	SlowStats      *ebpf.MapSpec `ebpf:"slow_stats"`
 	SteerStats     *ebpf.MapSpec `ebpf:"steer_stats"`
 	SvcInfos       *ebpf.MapSpec `ebpf:"svc_infos"`
 	SvcStats       *ebpf.MapSpec `ebpf:"svc_stats"`
@@ -503,6 +505,7 @@ type LbMaps struct {
 	SctpScratch    *ebpf.Map `ebpf:"sctp_scratch"`
 	SelTables      *ebpf.Map `ebpf:"sel_tables"`
 	Services       *ebpf.Map `ebpf:"services"`
+	SlowStats      *ebpf.Map `ebpf:"slow_stats"`
 	SteerStats     *ebpf.Map `ebpf:"steer_stats"`
 	SvcInfos       *ebpf.Map `ebpf:"svc_infos"`
 	SvcStats       *ebpf.Map `ebpf:"svc_stats"`
@@ -543,6 +546,7 @@ func (m *LbMaps) Close() error {
 		m.SctpScratch,
 		m.SelTables,
 		m.Services,
+		m.SlowStats,
 		m.SteerStats,
 		m.SvcInfos,
 		m.SvcStats,

@@ -339,6 +339,7 @@ const (
 	SockMapSctpScratch       = "sctp_scratch"
 	SockMapSelTables         = "sel_tables"
 	SockMapServices          = "services"
+	SockMapSlowStats         = "slow_stats"
 	SockMapSockFlows         = "sock_flows"
 	SockMapSockRev           = "sock_rev"
 	SockMapSteerStats        = "steer_stats"
@@ -442,6 +443,7 @@ type SockMapSpecs struct {
 	SctpScratch  *ebpf.MapSpec `ebpf:"sctp_scratch"`
 	SelTables    *ebpf.MapSpec `ebpf:"sel_tables"`
 	Services     *ebpf.MapSpec `ebpf:"services"`
+	SlowStats    *ebpf.MapSpec `ebpf:"slow_stats"`
 	SockFlows    *ebpf.MapSpec `ebpf:"sock_flows"`
 	SockRev      *ebpf.MapSpec `ebpf:"sock_rev"`
 	SteerStats   *ebpf.MapSpec `ebpf:"steer_stats"`
@@ -507,6 +509,7 @@ type SockMaps struct {
 	SctpScratch  *ebpf.Map `ebpf:"sctp_scratch"`
 	SelTables    *ebpf.Map `ebpf:"sel_tables"`
 	Services     *ebpf.Map `ebpf:"services"`
+	SlowStats    *ebpf.Map `ebpf:"slow_stats"`
 	SockFlows    *ebpf.Map `ebpf:"sock_flows"`
 	SockRev      *ebpf.Map `ebpf:"sock_rev"`
 	SteerStats   *ebpf.Map `ebpf:"steer_stats"`
@@ -545,6 +548,7 @@ func (m *SockMaps) Close() error {
 		m.SctpScratch,
 		m.SelTables,
 		m.Services,
+		m.SlowStats,
 		m.SockFlows,
 		m.SockRev,
 		m.SteerStats,

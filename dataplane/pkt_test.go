@@ -28,8 +28,9 @@ type pkt struct {
 	payload        []byte // L4 payload (ICMP: body after the 8-byte header)
 	udpZeroCsum    bool
 	ipID           uint16
-	ipDF           bool // IPv4 don't-fragment (set by NAT64 translation)
-	ip6DstOpts     bool // IPv6: a Destination Options header (8 bytes) before L4
+	ipDF           bool  // IPv4 don't-fragment (set by NAT64 translation)
+	ip6DstOpts     bool  // IPv6: a Destination Options header (8 bytes) before L4
+	tos            uint8 // IPv4 TOS, IPv6 traffic class
 }
 
 const (
@@ -133,6 +134,7 @@ func (p pkt) ip() []byte {
 	if p.src.Is4() {
 		h := make([]byte, 20, 20+len(l4))
 		h[0] = 0x45
+		h[1] = p.tos
 		binary.BigEndian.PutUint16(h[2:], uint16(20+len(l4)))
 		binary.BigEndian.PutUint16(h[4:], p.ipID)
 		if p.ipDF {
@@ -147,7 +149,8 @@ func (p pkt) ip() []byte {
 		return append(h, l4...)
 	}
 	h := make([]byte, 40, 48+len(l4))
-	h[0] = 0x60
+	h[0] = 0x60 | p.tos>>4
+	h[1] = p.tos << 4
 	h[6] = p.proto
 	h[7] = ttl
 	s, d := p.src.As16(), p.dst.As16()

@@ -354,6 +354,10 @@ func oldDatapath(t *testing.T, object, pinPath string) (*Datapath, *ebpf.Collect
 	if d.objs.SteerStats == nil {
 		d.objs.SteerStats = throwaway(bpf.LbMapSteerStats)
 	}
+	// Nor slow path counters.
+	if d.objs.SlowStats == nil {
+		d.objs.SlowStats = throwaway(bpf.LbMapSlowStats)
+	}
 	// Nor maglev tables (their services did not exist then).
 	if d.objs.Maglev == nil {
 		d.objs.Maglev = throwaway(bpf.LbMapMaglev)

@@ -70,6 +70,12 @@ func (d *Datapath) ServiceStats(id uint32, nEndpoints int) (ServiceStats, error)
 	for _, n := range steers {
 		st.PathSteerings += n
 	}
+	if err := d.objs.SlowStats.Lookup(id, &steers); err != nil {
+		return ServiceStats{}, fmt.Errorf("service %d slow path packets: %w", id, err)
+	}
+	for _, n := range steers {
+		st.SlowPathPackets += n
+	}
 	st.Endpoints = make([]EndpointStats, nEndpoints)
 	for i := range st.Endpoints {
 		idx := id*MaxEndpoints + uint32(i)
@@ -124,6 +130,9 @@ func (d *Datapath) resetCounters(id uint32) error {
 	}
 	if err := d.objs.SteerStats.Put(id, make([]uint64, ebpf.MustPossibleCPU())); err != nil {
 		return fmt.Errorf("reset path steerings: %w", err)
+	}
+	if err := d.objs.SlowStats.Put(id, make([]uint64, ebpf.MustPossibleCPU())); err != nil {
+		return fmt.Errorf("reset slow path packets: %w", err)
 	}
 	if err := d.objs.RrCtr.Put(id, uint32(0)); err != nil {
 		return fmt.Errorf("reset round robin position: %w", err)

@@ -143,6 +143,9 @@ type ServiceStats struct {
 	Endpoints      []EndpointStats // indexed like Service.Endpoints
 	// PathSteerings counts the SCTP path failover steerings begun.
 	PathSteerings uint64
+	// SlowPathPackets counts the established packets that took the slow
+	// path (bpf ct_established) rather than a fast one.
+	SlowPathPackets uint64
 }
 
 // DropReason names why the datapath dropped a packet (metrics label).

@@ -34,6 +34,14 @@ static __always_inline void count_drop(__u32 reason)
 		*c += 1;
 }
 
+// An established packet of service svc on the slow path (slow_stats).
+static __always_inline void count_slow(__u32 svc)
+{
+	__u64 *c = bpf_map_lookup_elem(&slow_stats, &svc);
+	if (c)
+		*c += 1;
+}
+
 // lb_now()'s constants, set by the loader from the clock probe
 // (dataplane/clock.go): one jiffy in ns (TICK_NSEC, what clock_getres gives
 // for CLOCK_MONOTONIC_COARSE) and what to add to jiffies * tick so the sum

@@ -168,6 +168,19 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } steer_stats SEC(".maps");
 
+// Established packets that took the slow path (ct_established) per
+// service: what the fast paths (lib/fastpath.h, lib/fastpath64.h) left to
+// it. A service whose count grows with its traffic is one whose packets
+// the fast path does not carry (DSR, SCTP path failover, fragments, an
+// uncached next hop): the operator's view of where the per-packet cost is.
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, LB_MAX_SERVICES);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} slow_stats SEC(".maps");
+
 // The address filter's two bitmaps (see struct filter_bits).
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);

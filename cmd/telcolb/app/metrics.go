@@ -34,6 +34,8 @@ var (
 		"Live SCTP associations of a datapath service by the number of client addresses (paths) the LB knows for them; a series per path count that has associations.", []string{"service", "paths"}, nil)
 	descPathSteerings = prometheus.NewDesc("telcolb_sctp_path_steerings_total",
 		"SCTP path failover: times the LB began sending an association's endpoint packets on the client's live path instead of the address they were sent to.", []string{"service"}, nil)
+	descSlowPath = prometheus.NewDesc("telcolb_service_slow_path_packets_total",
+		"Established packets of a datapath service that took the datapath's slow path, not a fast one (DSR, SCTP path failover, fragments, a next hop not cached yet).", []string{"service", "protocol"}, nil)
 	descProbeFailures = prometheus.NewDesc("telcolb_probe_failures_total",
 		"Failed probes of an endpoint.", []string{"service", "endpoint"}, nil)
 	descDamagedFiles = prometheus.NewDesc("telcolb_state_files_damaged",
@@ -60,7 +62,7 @@ type collector struct {
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descServices, descEndpointUp, descActive, descSvcPackets, descSvcBytes,
-		descEpPackets, descEpBytes, descEpSessions, descDrops, descPathSteerings, descAssocPaths, descProbeFailures, descDamagedFiles, descCTNotMigrated, descXDPPackets, descXDPBytes} {
+		descEpPackets, descEpBytes, descEpSessions, descDrops, descPathSteerings, descSlowPath, descAssocPaths, descProbeFailures, descDamagedFiles, descCTNotMigrated, descXDPPackets, descXDPBytes} {
 		ch <- d
 	}
 }
@@ -99,6 +101,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 			active[ss.Service.Protocol] += st.ActiveConnections
 			ch <- prometheus.MustNewConstMetric(descSvcPackets, prometheus.CounterValue, float64(st.Packets), name, ss.Service.Protocol)
 			ch <- prometheus.MustNewConstMetric(descSvcBytes, prometheus.CounterValue, float64(st.Bytes), name, ss.Service.Protocol)
+			ch <- prometheus.MustNewConstMetric(descSlowPath, prometheus.CounterValue, float64(st.SlowPathPackets), name, ss.Service.Protocol)
 			if ss.Service.Protocol == api.ProtocolSCTP {
 				ch <- prometheus.MustNewConstMetric(descPathSteerings, prometheus.CounterValue, float64(st.SCTPPathSteerings), name)
 			}

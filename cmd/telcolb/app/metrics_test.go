@@ -64,7 +64,7 @@ func TestMetricsReadTheDatapathOnScrape(t *testing.T) {
 		t.Fatal(err)
 	}
 	env.dp.mu.Lock()
-	env.dp.stats[1] = dataplane.ServiceStats{Packets: 10, Bytes: 1000, Active: 3,
+	env.dp.stats[1] = dataplane.ServiceStats{Packets: 10, Bytes: 1000, Active: 3, SlowPathPackets: 4,
 		Endpoints: []dataplane.EndpointStats{{Packets: 4, Bytes: 400, Sessions: 2, Active: 1}, {Packets: 6, Bytes: 600, Sessions: 3, Active: 2}}}
 	env.dp.stats[2] = dataplane.ServiceStats{Packets: 1, Bytes: 80, Active: 1,
 		Endpoints: []dataplane.EndpointStats{{Packets: 1, Bytes: 80, Sessions: 1, Active: 1}}}
@@ -108,6 +108,10 @@ telcolb_service_bytes_total{protocol="tcp",service="web"} 1000
 # TYPE telcolb_service_packets_total counter
 telcolb_service_packets_total{protocol="udp",service="dns"} 1
 telcolb_service_packets_total{protocol="tcp",service="web"} 10
+# HELP telcolb_service_slow_path_packets_total Established packets of a datapath service that took the datapath's slow path, not a fast one (DSR, SCTP path failover, fragments, a next hop not cached yet).
+# TYPE telcolb_service_slow_path_packets_total counter
+telcolb_service_slow_path_packets_total{protocol="udp",service="dns"} 0
+telcolb_service_slow_path_packets_total{protocol="tcp",service="web"} 4
 # HELP telcolb_services Number of configured services.
 # TYPE telcolb_services gauge
 telcolb_services 2

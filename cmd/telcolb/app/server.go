@@ -883,6 +883,7 @@ func (s *Server) status(ss storedService) (api.ServiceStatus, error) {
 		st.Bytes += stats.Bytes
 		st.ActiveConnections += stats.Active
 		st.SCTPPathSteerings += stats.PathSteerings
+		st.SlowPathPackets += stats.SlowPathPackets
 		for i := 0; i < n && i < len(stats.Endpoints); i++ {
 			e := stats.Endpoints[i]
 			st.Endpoints[i].Packets += e.Packets
