@@ -26,7 +26,8 @@ var nat64Modes = []string{api.ModeDefault, api.ModeOneArm, api.ModeFullNAT}
 // An IPv6 client reaches IPv4 endpoints through an IPv6 VIP over TCP (HTTP)
 // and UDP, in round robin; the endpoints see the LB's IPv4 address and the
 // client's answers come from the VIP (its sockets are connected to it).
-// tshark verifies every checksum captured on both sides of the LB.
+// tshark verifies every checksum captured on both sides of the LB, most
+// TCP packets translated by the NAT64 fast path.
 func TestNAT64IPv6ClientsReachIPv4Endpoints(t *testing.T) {
 	e := up(t, 2)
 	ctx := context.Background()
@@ -66,6 +67,20 @@ func TestNAT64IPv6ClientsReachIPv4Endpoints(t *testing.T) {
 				}
 				if seen["be1"] != 2 || seen["be2"] != 2 {
 					t.Errorf("round robin over 2 endpoints, 4 flows: got %v, want 2 each", seen)
+				}
+				// TCP: once a direction's first established packet has
+				// cached its next hop, the NAT64 fast path translates the
+				// rest (request, response, closing): most of a connection's
+				// packets. A one-question UDP flow has none after its reply.
+				if proto == api.ProtocolTCP {
+					st, err := e.Daemon.Client.GetService(ctx, name)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if st.Packets == 0 || 2*st.SlowPathPackets >= st.Packets {
+						t.Errorf("%d of %d packets took the datapath's slow path, want fewer than half", st.SlowPathPackets, st.Packets)
+					}
+					t.Logf("%d of %d packets on the slow path", st.SlowPathPackets, st.Packets)
 				}
 			})
 		}
