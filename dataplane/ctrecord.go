@@ -223,6 +223,19 @@ func (l *layout) encode(raw []byte, now uint64) []byte {
 	return out
 }
 
+// encodeInto is encode into dst (its contents replaced, its array reused
+// when large enough): a walk encodes every key without allocating one.
+func (l *layout) encodeInto(dst, raw []byte, now uint64) []byte {
+	if len(raw) < l.size {
+		return append(dst[:0], l.encodeShort(raw, now)...)
+	}
+	out := append(dst[:0], l.template...)
+	for _, f := range l.fields {
+		f.put(out[f.at:f.at+int(f.size)], raw, now)
+	}
+	return out
+}
+
 // encodeShort is encode for a raw that ends before the layout does.
 func (l *layout) encodeShort(raw []byte, now uint64) []byte {
 	out := []byte{recordVersion}

@@ -255,6 +255,46 @@ func (d *Datapath) DumpConntrack() ([]Record, error) {
 	return out, nil
 }
 
+// ScanConntrack walks what DumpConntrack dumps, in its order, and returns
+// the records of the entries keep chose, encoded as DumpConntrack encodes
+// them. keep is given each entry's kind, its encoded key (valid during the
+// call only) and how long its flow has been idle at the walk's start
+// (known false: the entry keeps no time). It is the HA refresh's walk: on
+// a loaded node almost every entry is idle since it was last sent, and
+// encoding its value only to skip it cost as much as the walk itself.
+func (d *Datapath) ScanConntrack(keep func(kind uint16, key []byte, idle time.Duration, known bool) bool) ([]Record, error) {
+	now := d.now()
+	var (
+		out []Record
+		kb  []byte
+	)
+	visit := func(kind uint16, kl, vl *layout, key, val []byte) {
+		kb = kl.encodeInto(kb, key, now)
+		idle, known := vl.idleOf(val, now)
+		if keep(kind, kb, idle, known) {
+			out = append(out, d.codec.record(kind, kl, vl, key, val, now))
+		}
+	}
+	var (
+		ak bpf.LbAssocKey
+		a  bpf.LbAssoc
+	)
+	it := d.objs.Assocs.Iterate()
+	for it.Next(&ak, &a) {
+		visit(RecordAssoc, &d.codec.assocKey, &d.codec.assoc, view(&ak), view(&a))
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("scan associations: %w", err)
+	}
+	err := d.ct().each(func(k bpf.LbCtKey, v *bpf.LbCtVal) {
+		visit(RecordConntrack, &d.codec.ctKey, &d.codec.ctVal, view(&k), view(v))
+	})
+	if err != nil {
+		return nil, fmt.Errorf("scan conntrack: %w", err)
+	}
+	return out, nil
+}
+
 // ImportError names the records ImportConntrack refused and why; every
 // other record was applied.
 type ImportError struct {

@@ -32,6 +32,14 @@ type ConntrackSource interface {
 	HoldsRecord(dataplane.Record) (bool, error)
 }
 
+// conntrackScanner is a ConntrackSource that can walk its table and encode
+// only the entries the walk keeps (*dataplane.Datapath's ScanConntrack):
+// the refresh then skips the idle entries it sent before without encoding
+// them. Without it the refresh filters a whole dump.
+type conntrackScanner interface {
+	ScanConntrack(keep func(kind uint16, key []byte, idle time.Duration, known bool) bool) ([]dataplane.Record, error)
+}
+
 // ChangeReader is *dataplane.ChangeReader: Read waits for changes and
 // returns dataplane.ErrChangesClosed once closed.
 type ChangeReader interface {

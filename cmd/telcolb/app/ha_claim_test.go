@@ -1,6 +1,7 @@
 package app
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -65,29 +66,87 @@ func (m *perKeyCT) imported(key string) int {
 	return m.byKey[key]
 }
 
+// scanCT is a timedCT that scans as the datapath does (conntrackScanner):
+// it counts, per key, the entries the refresh's walk kept (encoded) and
+// the entries it was offered.
+type scanCT struct {
+	*timedCT
+	kept, offered map[string]int
+}
+
+func (m *scanCT) ScanConntrack(keep func(kind uint16, key []byte, idle time.Duration, known bool) bool) ([]dataplane.Record, error) {
+	recs, err := m.timedCT.DumpConntrack()
+	var out []dataplane.Record
+	for _, r := range recs {
+		idle, known := dataplane.RecordIdle(r)
+		m.mu.Lock()
+		m.offered[string(r.Key)]++
+		m.mu.Unlock()
+		if keep(r.Kind, r.Key, idle, known) {
+			m.mu.Lock()
+			m.kept[string(r.Key)]++
+			m.mu.Unlock()
+			out = append(out, r)
+		}
+	}
+	return out, err
+}
+
+func (m *scanCT) counts(key string) (kept, offered int) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.kept[key], m.offered[key]
+}
+
 // TestHARefreshSendsWhatCarriedTraffic: lb1 owns an idle flow and one
 // carrying traffic; over 20 refresh rounds lb2 gets the busy one each
 // round and the idle one only from the full rounds (one in
-// refreshFullEvery): its copy ages as lb1's entry does.
+// refreshFullEvery): its copy ages as lb1's entry does. With a datapath
+// that scans (the real one), the other rounds' walks keep (encode) the
+// busy flow and skip the idle one.
 func TestHARefreshSendsWhatCarriedTraffic(t *testing.T) {
-	pair := newHAPair(t)
-	lb1, lb2 := newTimedCT(), &perKeyCT{newTimedCT(), map[string]int{}}
-	lb1.put("idle", "v1", time.Now().Add(-time.Second))
-	lb1.put("busy", "v2", time.Now())
-	dps := map[string]ConntrackSource{"lb1": lb1, "lb2": lb2}
-	pair.start("lb1", dps["lb1"])
-	pair.start("lb2", dps["lb2"])
-	waitFor(t, "both flows on lb2", func() bool { return lb2.has("idle") && lb2.has("busy") })
-	lb1.flowing(t, "busy")
-	idle0, busy0 := lb2.imported("idle"), lb2.imported("busy")
-	time.Sleep(20 * 100 * time.Millisecond)
-	idle, busy := lb2.imported("idle")-idle0, lb2.imported("busy")-busy0
-	t.Logf("over 20 rounds lb2 imported the idle flow %d times, the busy one %d times", idle, busy)
-	if busy < 5 {
-		t.Errorf("the flow carrying traffic was refreshed %d times in 20 rounds", busy)
-	}
-	if idle > 20/refreshFullEvery+1 || idle*3 >= busy {
-		t.Errorf("the idle flow was sent %d times in 20 rounds (busy %d): only the full rounds should send it", idle, busy)
+	for _, scans := range []bool{false, true} {
+		t.Run(fmt.Sprintf("scan=%v", scans), func(t *testing.T) {
+			pair := newHAPair(t)
+			timed, lb2 := newTimedCT(), &perKeyCT{newTimedCT(), map[string]int{}}
+			var lb1 ConntrackSource = timed
+			scan := &scanCT{timed, map[string]int{}, map[string]int{}}
+			if scans {
+				lb1 = scan
+			}
+			timed.put("idle", "v1", time.Now().Add(-time.Second))
+			timed.put("busy", "v2", time.Now())
+			pair.start("lb1", lb1)
+			pair.start("lb2", lb2)
+			waitFor(t, "both flows on lb2", func() bool { return lb2.has("idle") && lb2.has("busy") })
+			timed.flowing(t, "busy")
+			idle0, busy0 := lb2.imported("idle"), lb2.imported("busy")
+			idleKept0, _ := scan.counts("idle")
+			busyKept0, busyOffered0 := scan.counts("busy")
+			time.Sleep(20 * 100 * time.Millisecond)
+			idle, busy := lb2.imported("idle")-idle0, lb2.imported("busy")-busy0
+			t.Logf("over 20 rounds lb2 imported the idle flow %d times, the busy one %d times", idle, busy)
+			if busy < 5 {
+				t.Errorf("the flow carrying traffic was refreshed %d times in 20 rounds", busy)
+			}
+			if idle > 20/refreshFullEvery+1 || idle*3 >= busy {
+				t.Errorf("the idle flow was sent %d times in 20 rounds (busy %d): only the full rounds should send it", idle, busy)
+			}
+			if !scans {
+				return
+			}
+			idleKept, _ := scan.counts("idle")
+			busyKept, busyOffered := scan.counts("busy")
+			t.Logf("the scans offered the busy flow %d times and kept it %d times; kept the idle one %d times",
+				busyOffered-busyOffered0, busyKept-busyKept0, idleKept-idleKept0)
+			if busyOffered-busyOffered0 < 8 || busyKept-busyKept0 < 8 {
+				t.Errorf("the scans offered the busy flow %d times and kept it %d times in 20 rounds, want at least 8 (most rounds are not full)",
+					busyOffered-busyOffered0, busyKept-busyKept0)
+			}
+			if idleKept-idleKept0 != 0 {
+				t.Errorf("the scans kept the idle flow %d times: it was sent before and idle since", idleKept-idleKept0)
+			}
+		})
 	}
 }
 

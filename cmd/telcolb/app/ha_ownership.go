@@ -18,7 +18,12 @@ func toSync(r dataplane.Record) sync.Record {
 }
 
 func mapKey(kind uint16, key []byte) string {
-	return string([]byte{byte(kind >> 8), byte(kind)}) + string(key)
+	return string(appendMapKey(nil, kind, key))
+}
+
+// appendMapKey appends mapKey's bytes to dst.
+func appendMapKey(dst []byte, kind uint16, key []byte) []byte {
+	return append(append(dst, byte(kind>>8), byte(kind)), key...)
 }
 
 // haCopy is an entry imported from a peer: which one, and when its flow

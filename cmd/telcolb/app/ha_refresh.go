@@ -58,7 +58,7 @@ func (h *HA) refresh(full bool) {
 	// (claimSlack), so the standby would take over every flow each
 	// round and send it back, and the owner take it back.
 	now := time.Now()
-	recs, err := h.dp.DumpConntrack()
+	recs, err := h.refreshRecords(now, full)
 	if err != nil {
 		h.log.Warn("ha refresh: dump conntrack", "error", err)
 		return
@@ -94,7 +94,7 @@ func (h *HA) refresh(full bool) {
 			}
 			delete(h.imported, k)
 			claimed++
-		} else if prev, ok := h.owned[k]; ok && !full && !seen.IsZero() && !prev.IsZero() && seen.Sub(prev).Abs() < refreshSame {
+		} else if prev, ok := h.owned[k]; ok && !full && idleSinceSent(prev, seen) {
 			continue // idle since last sent: the peer's copy ages as ours
 		} else if at, deleted := h.gone[k]; !ok && deleted && !at.Before(now) {
 			continue // deleted while this dump ran: the dump's copy is stale
@@ -121,4 +121,42 @@ func (h *HA) refresh(full bool) {
 	if claimed > 0 {
 		h.log.Info("ha: peers' entries taken over (traffic here, or their node is down)", "entries", claimed)
 	}
+}
+
+// idleSinceSent says whether an owned entry last sent with its flow seen
+// at prev (zero: unknown) is seen at seen: idle since, its peer's copy
+// ageing as ours does.
+func idleSinceSent(prev, seen time.Time) bool {
+	return !seen.IsZero() && !prev.IsZero() && seen.Sub(prev).Abs() < refreshSame
+}
+
+// refreshRecords are the records a refresh begun at now looks at: every
+// entry when full; otherwise those not owned, or owned and seen since last
+// sent, and the peers' copies. A datapath that scans (conntrackScanner)
+// encodes only those; on a loaded node the others are nearly all of its
+// table. Which entries are skipped is decided again, on the records, by
+// the refresh, with the state of then: an entry skipped here is one that
+// refresh would skip too, or one whose state changed during the walk,
+// which the next round judges.
+func (h *HA) refreshRecords(now time.Time, full bool) ([]dataplane.Record, error) {
+	sc, ok := h.dp.(conntrackScanner)
+	if !ok || full {
+		return h.dp.DumpConntrack()
+	}
+	var kb []byte
+	return sc.ScanConntrack(func(kind uint16, key []byte, idle time.Duration, known bool) bool {
+		if !known {
+			return true
+		}
+		// The map key in a reused buffer: a lookup by string(kb)
+		// allocates nothing, for the thousands of entries of a round.
+		kb = appendMapKey(kb[:0], kind, key)
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		if _, copied := h.imported[string(kb)]; copied {
+			return true
+		}
+		prev, owned := h.owned[string(kb)]
+		return !owned || !idleSinceSent(prev, now.Add(-idle))
+	})
 }
