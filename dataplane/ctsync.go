@@ -76,24 +76,40 @@ func (r *ChangeReader) read(wait bool) ([]Record, error) {
 		} else {
 			r.rd.SetDeadline(time.Now())
 		}
-		var rec ringbuf.Record
+		var (
+			rec ringbuf.Record
+			evs []bpf.LbCtEvent
+			err error
+		)
 		for {
-			err := r.rd.ReadInto(&rec)
+			err = r.rd.ReadInto(&rec)
 			if errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, ringbuf.ErrFlushed) {
+				err = nil
 				break
 			}
-			if errors.Is(err, ringbuf.ErrClosed) {
-				if len(out) > 0 {
-					return out, nil
-				}
-				return nil, ErrChangesClosed
-			}
 			if err != nil {
-				return out, fmt.Errorf("read conntrack change events: %w", err)
+				break
 			}
-			out = append(out, r.d.recordsOfEvent(rec.RawSample)...)
+			var ev bpf.LbCtEvent
+			if n := copy(view(&ev), rec.RawSample); n < len(view(&ev)) {
+				r.d.log.Warn("conntrack change event", "err", fmt.Errorf("%d bytes, want %d", n, len(view(&ev))))
+			} else {
+				evs = append(evs, ev)
+			}
 			// Drain what is there without waiting again.
 			r.rd.SetDeadline(time.Now())
+		}
+		for _, ev := range lastEntryEvents(evs) {
+			out = append(out, r.d.recordsOfEvent(&ev)...)
+		}
+		if errors.Is(err, ringbuf.ErrClosed) {
+			if len(out) > 0 {
+				return out, nil
+			}
+			return nil, ErrChangesClosed
+		}
+		if err != nil {
+			return out, fmt.Errorf("read conntrack change events: %w", err)
 		}
 		if len(out) > 0 || !wait {
 			return out, nil
@@ -160,15 +176,48 @@ func viewable[T any]() error {
 	return nil
 }
 
+// lastEntryEvents drops from evs every entry event (CT_EV_ENTRY) whose key
+// comes again later in evs, keeping the order of the rest. An entry event
+// is answered with the entry's state when it is read (recordsOfEvent), so
+// two of them in one read give the same records twice: a new flow's entry
+// and its reply's state change (which names the same entry) nearly always
+// arrive together, and each cost two map lookups and two records.
+// Keeping the last one keeps an entry made again after its deletion after
+// that deletion; association and deletion events are all kept (an
+// association's record must come before its paths' entries).
+func lastEntryEvents(evs []bpf.LbCtEvent) []bpf.LbCtEvent {
+	if len(evs) < 2 {
+		return evs
+	}
+	later := make(map[bpf.LbCtKey]struct{}, len(evs))
+	keep := make([]bool, len(evs))
+	n := 0
+	for i := len(evs) - 1; i >= 0; i-- {
+		if evs[i].Kind == bpf.CtEvEntry {
+			if _, dup := later[evs[i].Key]; dup {
+				continue
+			}
+			later[evs[i].Key] = struct{}{}
+		}
+		keep[i] = true
+		n++
+	}
+	if n == len(evs) {
+		return evs
+	}
+	out := make([]bpf.LbCtEvent, 0, n)
+	for i, ev := range evs {
+		if keep[i] {
+			out = append(out, ev)
+		}
+	}
+	return out
+}
+
 // recordsOfEvent reads the current state an event names: the entry and its
 // peer, or the association and every entry of its paths; what is gone by
 // now is sent as deleted.
-func (d *Datapath) recordsOfEvent(raw []byte) []Record {
-	var ev bpf.LbCtEvent
-	if n := copy(view(&ev), raw); n < len(view(&ev)) {
-		d.log.Warn("conntrack change event", "err", fmt.Errorf("%d bytes, want %d", n, len(view(&ev))))
-		return nil
-	}
+func (d *Datapath) recordsOfEvent(ev *bpf.LbCtEvent) []Record {
 	now := d.now()
 	switch ev.Kind {
 	case bpf.CtEvEntry:
