@@ -2,6 +2,7 @@ package app
 
 import (
 	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -101,7 +102,7 @@ func (m *scanCT) counts(key string) (kept, offered int) {
 // TestHARefreshSendsWhatCarriedTraffic: lb1 owns an idle flow and one
 // carrying traffic; over 20 refresh rounds lb2 gets the busy one each
 // round and the idle one only from the full rounds (one in
-// refreshFullEvery): its copy ages as lb1's entry does. With a datapath
+// testFullRefreshEvery): its copy ages as lb1's entry does. With a datapath
 // that scans (the real one), the other rounds' walks keep (encode) the
 // busy flow and skip the idle one.
 func TestHARefreshSendsWhatCarriedTraffic(t *testing.T) {
@@ -129,7 +130,7 @@ func TestHARefreshSendsWhatCarriedTraffic(t *testing.T) {
 			if busy < 5 {
 				t.Errorf("the flow carrying traffic was refreshed %d times in 20 rounds", busy)
 			}
-			if idle > 20/refreshFullEvery+1 || idle*3 >= busy {
+			if idle > 20/testFullRefreshEvery+1 || idle*3 >= busy {
 				t.Errorf("the idle flow was sent %d times in 20 rounds (busy %d): only the full rounds should send it", idle, busy)
 			}
 			if !scans {
@@ -218,4 +219,36 @@ func TestHARefreshDuringAnImportTakesNoCopy(t *testing.T) {
 	if n := lb1.importCount(); n != 0 {
 		t.Errorf("lb1 imported %d records of its own idle flow back from lb2", n)
 	}
+}
+
+// lossyCT is a timedCT whose datapath reports dropped change events.
+type lossyCT struct {
+	*perKeyCT
+	lost atomic.Uint64
+}
+
+func (m *lossyCT) ConntrackEventsLost() (uint64, error) { return m.lost.Load(), nil }
+
+// TestHAFullRefreshAfterLostEvents: lb1 owns an idle flow, sent once; its
+// refresh rounds do not send it again (full rounds are far apart here).
+// Once lb1's datapath reports change events dropped (its ring buffer was
+// full), the next round sends every entry: lb2 gets the idle flow again
+// within a few rounds, though no event told of it.
+func TestHAFullRefreshAfterLostEvents(t *testing.T) {
+	pair := newHAPair(t)
+	lb1 := &lossyCT{perKeyCT: &perKeyCT{newTimedCT(), map[string]int{}}}
+	lb2 := &perKeyCT{newTimedCT(), map[string]int{}}
+	lb1.put("idle", "v1", time.Now().Add(-time.Second))
+	rare := func(c *HAConfig) { c.FullRefreshEvery = 1000 }
+	pair.startWith("lb1", lb1, rare)
+	pair.startWith("lb2", lb2, rare)
+	waitFor(t, "the flow on lb2", func() bool { return lb2.has("idle") })
+	time.Sleep(5 * 100 * time.Millisecond)
+	before := lb2.imported("idle")
+	time.Sleep(5 * 100 * time.Millisecond)
+	if n := lb2.imported("idle") - before; n != 0 {
+		t.Fatalf("the idle flow was sent %d times in 5 rounds with no event lost, want none", n)
+	}
+	lb1.lost.Add(3)
+	waitFor(t, "the idle flow sent again after lost events", func() bool { return lb2.imported("idle") > before })
 }

@@ -71,7 +71,7 @@ func TestHACrossoverSettlesOwnership(t *testing.T) {
 					c.carry, m2.takenTraffic, m1.yielded, len(keys))
 			}
 			// Two full refreshes of each node.
-			time.Sleep(2 * refreshFullEvery * (100*time.Millisecond + c.dump))
+			time.Sleep(2 * testFullRefreshEvery * (100*time.Millisecond + c.dump))
 			e1, e2 := has["lb1"].snapshot().moves, has["lb2"].snapshot().moves
 			if e1 != m1 || e2 != m2 {
 				t.Errorf("flows changed hands after the crossover settled: lb1 %+v -> %+v, lb2 %+v -> %+v", m1, e1, m2, e2)

@@ -149,8 +149,13 @@ type HAConfig struct {
 	// Gather is how long the producer waits after reading the datapath's
 	// changes before it reads again (zero: defaultHAGather; negative:
 	// no wait), so the changes of a busy datapath come in batches.
-	Gather      time.Duration
-	JoinTimeout time.Duration
+	Gather time.Duration
+	// FullRefreshEvery: one refresh round in that many sends every owned
+	// entry, not only those that carried traffic (zero:
+	// refreshFullEvery); a round after the datapath dropped change events
+	// is full too (ha_refresh.go).
+	FullRefreshEvery int
+	JoinTimeout      time.Duration
 	// DrainTimeout: zero is defaultHADrainTimeout.
 	DrainTimeout time.Duration
 	// TakeoverAbort is one of the TakeoverAbort* values.

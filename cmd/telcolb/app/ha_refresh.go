@@ -9,12 +9,21 @@ import (
 
 // The refresh of the entries this node owns (HA sync, ha.go).
 
-// refreshFullEvery: one refresh in that many sends every owned entry,
-// the others only the entries whose flow saw a packet since they were last
-// sent (refreshSame: the last packet time read again from an idle entry
-// moves by clock jitter only).
+// refreshFullEvery: by default one refresh in that many sends every owned
+// entry (HAConfig.FullRefreshEvery), the others only the entries whose
+// flow saw a packet since they were last sent (refreshSame: the last
+// packet time read again from an idle entry moves by clock jitter only).
+// A full round catches up what no event told. An entry whose change event
+// a full ring buffer dropped is known when it happens (the datapath counts
+// the drops), and the next round is then full. The periodic one is the
+// safety net, and bounds how stale the ages of idle entries are in the
+// table a peer's bulk resync is sent from (they date from their last
+// send; a copy whose owner then fails lives on that much longer). Every
+// 10th round, as before, was a fifth of the records a loaded node sent (a
+// 20,000-entry table every 10 s where 2,000 flows a second came and went):
+// 40 rounds are 2 minutes at the default 3 s.
 const (
-	refreshFullEvery = 10
+	refreshFullEvery = 40
 	refreshSame      = 10 * time.Millisecond
 )
 
@@ -25,23 +34,43 @@ const (
 // last sent go each round: sending the whole table every round made the
 // peer import thousands of unchanged records per second, and new flows'
 // records queued behind them (sync lag of seconds on a loaded machine,
-// young flows lost at a failure). Every refreshFullEvery-th round sends
-// everything: an entry whose change event was lost from a full ring
-// buffer is caught up there. The sync coalesces a key changed twice
-// before it is sent.
+// young flows lost at a failure). A full round sends everything. The sync
+// coalesces a key changed twice before it is sent.
 func (h *HA) refreshLoop(ctx context.Context) {
 	defer h.wg.Done()
 	t := time.NewTicker(h.cfg.Refresh)
 	defer t.Stop()
+	every := h.cfg.FullRefreshEvery
+	if every <= 0 {
+		every = refreshFullEvery
+	}
+	lost := h.eventsLost()
 	for round := 1; ; round++ {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
-		h.refresh(round%refreshFullEvery == 0)
+		now := h.eventsLost()
+		full := round%every == 0 || now != lost
+		if now != lost {
+			h.log.Warn("ha refresh: the datapath dropped conntrack change events (ring buffer full): sending every entry", "eventsLost", now-lost)
+		}
+		lost = now
+		h.refresh(full)
 		h.checkReady()
 	}
+}
+
+// eventsLost is how many change events the datapath dropped so far (0
+// when it does not count them).
+func (h *HA) eventsLost() uint64 {
+	if l, ok := h.dp.(eventsLoster); ok {
+		if n, err := l.ConntrackEventsLost(); err == nil {
+			return n
+		}
+	}
+	return 0
 }
 
 // refresh puts the owned entries whose flow saw a packet since they were

@@ -140,11 +140,16 @@ func (p *haPair) start(n string, dp ConntrackSource) *HA {
 	return p.startWith(n, dp, nil)
 }
 
+// testFullRefreshEvery is the test pairs' full refresh period, in rounds
+// of 100 ms: the default's 40 rounds would make tests that wait for full
+// rounds wait 4 s each.
+const testFullRefreshEvery = 10
+
 // startWith is start with the configuration changed by mutate.
 func (p *haPair) startWith(n string, dp ConntrackSource, mutate func(*HAConfig)) *HA {
 	p.t.Helper()
 	peer := map[string]string{"lb1": "lb2", "lb2": "lb1"}[n]
-	c := HAConfig{Refresh: 100 * time.Millisecond, JoinTimeout: time.Minute, Node: sync.NodeConfig{Self: n, Listen: p.addrs[n],
+	c := HAConfig{Refresh: 100 * time.Millisecond, FullRefreshEvery: testFullRefreshEvery, JoinTimeout: time.Minute, Node: sync.NodeConfig{Self: n, Listen: p.addrs[n],
 		Peers: []sync.Peer{{Name: peer, Addr: p.addrs[peer]}}, CertFile: p.certs[n].Cert, KeyFile: p.certs[n].Key, CAFile: p.certs[n].CA,
 		RedialInterval: 50 * time.Millisecond}}
 	if mutate != nil {
