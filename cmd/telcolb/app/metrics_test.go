@@ -108,13 +108,14 @@ telcolb_service_bytes_total{protocol="tcp",service="web"} 1000
 # TYPE telcolb_service_packets_total counter
 telcolb_service_packets_total{protocol="udp",service="dns"} 1
 telcolb_service_packets_total{protocol="tcp",service="web"} 10
-# HELP telcolb_service_slow_path_packets_total Established packets of a datapath service that took the datapath's slow path, not a fast one (DSR, SCTP path failover, fragments, a next hop not cached yet).
-# TYPE telcolb_service_slow_path_packets_total counter
-telcolb_service_slow_path_packets_total{protocol="udp",service="dns"} 0
-telcolb_service_slow_path_packets_total{protocol="tcp",service="web"} 4
 # HELP telcolb_services Number of configured services.
 # TYPE telcolb_services gauge
 telcolb_services 2
+# HELP telcolb_slow_path_packets_total Established packets of datapath services that took the datapath's slow path, not a fast one (DSR, SCTP path failover, fragments, a next hop not cached yet), by protocol; per service in the REST status (slowPathPackets).
+# TYPE telcolb_slow_path_packets_total counter
+telcolb_slow_path_packets_total{protocol="sctp"} 0
+telcolb_slow_path_packets_total{protocol="tcp"} 4
+telcolb_slow_path_packets_total{protocol="udp"} 0
 # HELP telcolb_state_files_damaged State files set aside (moved to <state dir>/damaged) at this start because they could not be loaded.
 # TYPE telcolb_state_files_damaged gauge
 telcolb_state_files_damaged 0
