@@ -125,6 +125,23 @@ func openFastFlowFrom(t *testing.T, e *env, id uint32, mode Mode, proto Proto, v
 	return f
 }
 
+// exchange sends o from the client and r from the endpoint (lb1: the
+// endpoint side's interface) through tc_ingress, the flow's i-th pair, and
+// checks each leaves as fwd and back build it.
+func (f fastFlow) exchange(t *testing.T, e *env, lb1 int, i int, o, r pkt) {
+	t.Helper()
+	ret, out := e.run(o.frame())
+	if ret != actRedirect {
+		t.Fatalf("packet %d: verdict %d", i, ret)
+	}
+	diffHex(t, fmt.Sprintf("packet %d", i), out, f.fwd(o))
+	ret, out = e.runOn(e.d.objs.TcIngress, lb1, r.frame())
+	if ret != actRedirect {
+		t.Fatalf("reply %d: verdict %d", i, ret)
+	}
+	diffHex(t, fmt.Sprintf("reply %d", i), out, f.back(r))
+}
+
 // packets is the flow's i-th pair of later packets (client's, endpoint's):
 // payloads of odd and even length, checksums swept by the sequence number,
 // and at fixed i the edges: a translated TCP checksum of 0x0000 (3), a
@@ -189,16 +206,7 @@ func TestEstablishedFastPathIsByteExact(t *testing.T) {
 		var slow uint64
 		for i := 0; i < n; i++ {
 			o, r := f.packets(t, i)
-			ret, out := e.run(o.frame())
-			if ret != actRedirect {
-				t.Fatalf("packet %d: verdict %d", i, ret)
-			}
-			diffHex(t, fmt.Sprintf("packet %d", i), out, f.fwd(o))
-			ret, out = e.runOn(e.d.objs.TcIngress, lb1, r.frame())
-			if ret != actRedirect {
-				t.Fatalf("reply %d: verdict %d", i, ret)
-			}
-			diffHex(t, fmt.Sprintf("reply %d", i), out, f.back(r))
+			f.exchange(t, e, lb1, i, o, r)
 			if i == 0 {
 				// The client's first established packet cached its
 				// next hop (the reply's was cached opening the flow).

@@ -109,16 +109,7 @@ func TestNAT64EstablishedFastPathIsByteExact(t *testing.T) {
 						}
 						o, r := f.packets(t, i)
 						o.tos, r.tos = uint8(i*37), uint8(0xff-i*21)
-						ret, out := e.run(o.frame())
-						if ret != actRedirect {
-							t.Fatalf("packet %d: verdict %d", i, ret)
-						}
-						diffHex(t, fmt.Sprintf("packet %d", i), out, f.fwd(o))
-						ret, out = e.runOn(e.d.objs.TcIngress, lb1, r.frame())
-						if ret != actRedirect {
-							t.Fatalf("reply %d: verdict %d", i, ret)
-						}
-						diffHex(t, fmt.Sprintf("reply %d", i), out, f.back(r))
+						f.exchange(t, e, lb1, i, o, r)
 						sent++
 					}
 					if got := e.slowPackets(t, id); got != slow {

@@ -16,56 +16,24 @@ import (
 // independent computations.
 func TestNAT64TranslatesBothDirectionsByteExact(t *testing.T) {
 	e := newEnv(t)
-	lb1 := e.ifindex("lb1")
 	id := uint32(500)
 	for _, mode := range []Mode{ModeDefault, ModeOneArm, ModeFullNAT} {
 		for _, proto := range []Proto{ProtoTCP, ProtoUDP, ProtoSCTP} {
 			t.Run(fmt.Sprintf("%s/%s", modeNames[mode], protoNames[proto]), func(t *testing.T) {
 				e := e.sub(t)
 				id++
-				vport, epPort, cport := uint16(80+id), uint16(8080), uint16(40000+id)
-				e.upsert(Service{ID: id, VIP: vipV6, PortStart: vport, Proto: proto, Mode: mode,
-					Endpoints: testEndpoints(false, 1, epPort)})
-				ep := epAddr(false, 0)
-				first := pkt{srcMAC: clientMAC, dstMAC: lbMAC0, src: clientV6, dst: vipV6, proto: uint8(proto),
-					sport: cport, dport: vport, ttl: 64}
-				reply := pkt{srcMAC: epMAC(0), dstMAC: lbMAC1, src: ep, proto: uint8(proto), sport: epPort, ttl: 64}
-				first, reply, second := openingPackets(proto, first, reply)
-
-				ret, out := e.run(first.frame())
-				if ret != actRedirect {
-					t.Fatalf("first packet: verdict %d, want redirect; out %x", ret, out)
-				}
+				cport := uint16(40000 + id)
+				// The first packet, the reply and the second packet, each
+				// checked byte for byte.
+				openNAT64Flow(t, e, id, mode, proto, cport)
 				conn := e.conn(id)
 				if conn.Source.Addr() != lbAddr1V4 || conn.Source.Port() < 1024 {
 					t.Fatalf("conntrack source %s, want %s with a port >= 1024", conn.Source, lbAddr1V4)
 				}
-				if conn.Backend != netip.AddrPortFrom(ep, epPort) || conn.Client != netip.AddrPortFrom(clientV6, cport) {
-					t.Fatalf("conntrack %s -> %s, want %s -> %s", conn.Client, conn.Backend, netip.AddrPortFrom(clientV6, cport), netip.AddrPortFrom(ep, epPort))
+				ep := netip.AddrPortFrom(epAddr(false, 0), 8080)
+				if conn.Backend != ep || conn.Client != netip.AddrPortFrom(clientV6, cport) {
+					t.Fatalf("conntrack %s -> %s, want %s -> %s", conn.Client, conn.Backend, netip.AddrPortFrom(clientV6, cport), ep)
 				}
-				sport := conn.Source.Port()
-				fwd := func(p pkt) []byte {
-					p.srcMAC, p.dstMAC, p.ttl, p.ipDF = lbMAC1, epMAC(0), 63, true
-					p.src, p.sport, p.dst, p.dport = lbAddr1V4, sport, ep, epPort
-					return p.frame()
-				}
-				diffHex(t, "forwarded first packet", out, fwd(first))
-
-				reply.dst, reply.dport = lbAddr1V4, sport
-				ret, out = e.runOn(e.d.objs.TcIngress, lb1, reply.frame())
-				if ret != actRedirect {
-					t.Fatalf("reply: verdict %d, want redirect", ret)
-				}
-				want := reply
-				want.srcMAC, want.dstMAC, want.ttl = lbMAC0, clientMAC, 63
-				want.src, want.sport, want.dst, want.dport = vipV6, vport, clientV6, cport
-				diffHex(t, "translated reply", out, want.frame())
-
-				ret, out = e.run(second.frame())
-				if ret != actRedirect {
-					t.Fatalf("second packet: verdict %d, want redirect", ret)
-				}
-				diffHex(t, "forwarded second packet", out, fwd(second))
 			})
 		}
 	}

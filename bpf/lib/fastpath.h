@@ -320,6 +320,25 @@ static __always_inline int l4_csum_direct(struct __sk_buff *skb, const struct pk
 	return 0;
 }
 
+// The same change through bpf_l4_csum_replace (kernels without the kfunc,
+// CHECKSUM_COMPLETE): the pseudo-header part and the ports part, each one
+// call at most. 0, or -1 when a call failed.
+static __always_inline int l4_csum_helpers(struct __sk_buff *skb, const struct pkt *p, __u32 ad, __u32 pd)
+{
+	__u64 flags = 0;
+	__u32 coff;
+	if (p->proto == IPPROTO_TCP) {
+		coff = p->l4_off + offsetof(struct tcphdr, check);
+	} else {
+		coff = p->l4_off + offsetof(struct udphdr, check);
+		flags = BPF_F_MARK_MANGLED_0; // both families: see l4_csum_off (nat.h)
+	}
+	if ((ad && bpf_l4_csum_replace(skb, coff, 0, ad, flags | BPF_F_PSEUDO_HDR)) ||
+	    (pd && bpf_l4_csum_replace(skb, coff, 0, pd, flags)))
+		return -1;
+	return 0;
+}
+
 __noinline int ct_fast(struct __sk_buff *skb, const struct pkt *p, struct ct_val *ct)
 {
 	if (!skb || !p || !ct)
@@ -334,18 +353,7 @@ __noinline int ct_fast(struct __sk_buff *skb, const struct pkt *p, struct ct_val
 	// Counted after the writes, which nothing here reads: only the
 	// packet's length is, and that does not change.
 	ct_account(skb->len, p, ct, now);
-	if (p->proto == IPPROTO_SCTP || !l4_csum_direct(skb, p, ad, pd))
-		return bpf_redirect(ct->fib_ifindex, 0);
-	__u64 flags = 0;
-	__u32 coff;
-	if (p->proto == IPPROTO_TCP) {
-		coff = p->l4_off + offsetof(struct tcphdr, check);
-	} else {
-		coff = p->l4_off + offsetof(struct udphdr, check);
-		flags = BPF_F_MARK_MANGLED_0; // both families: see l4_csum_off (nat.h)
-	}
-	if ((ad && bpf_l4_csum_replace(skb, coff, 0, ad, flags | BPF_F_PSEUDO_HDR)) ||
-	    (pd && bpf_l4_csum_replace(skb, coff, 0, pd, flags))) {
+	if (p->proto != IPPROTO_SCTP && l4_csum_direct(skb, p, ad, pd) && l4_csum_helpers(skb, p, ad, pd)) {
 		count_drop(DROP_REWRITE);
 		return TC_ACT_SHOT;
 	}

@@ -141,19 +141,8 @@ __noinline int ct_fast64(struct __sk_buff *skb, const struct pkt *p, struct ct_v
 
 	// The L4 checksum first, at the offsets of the family the packet
 	// still has (nat64_xlate's order).
-	if (l4_csum_direct(skb, p, ad, pd)) {
-		__u64 flags = 0;
-		__u32 coff;
-		if (p->proto == IPPROTO_TCP) {
-			coff = p->l4_off + offsetof(struct tcphdr, check);
-		} else {
-			coff = p->l4_off + offsetof(struct udphdr, check);
-			flags = BPF_F_MARK_MANGLED_0;
-		}
-		if (bpf_l4_csum_replace(skb, coff, 0, ad, flags | BPF_F_PSEUDO_HDR) ||
-		    (pd && bpf_l4_csum_replace(skb, coff, 0, pd, flags)))
-			goto drop;
-	}
+	if (l4_csum_direct(skb, p, ad, pd) && l4_csum_helpers(skb, p, ad, pd))
+		goto drop;
 	if (bpf_skb_change_proto(skb, bpf_htons(to4 ? ETH_P_IP : ETH_P_IPV6), 0))
 		goto drop;
 	data = (void *)(long)skb->data;
