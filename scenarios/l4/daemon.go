@@ -270,9 +270,16 @@ func (d *Daemon) Stop() error {
 	select {
 	case <-done:
 	case <-time.After(15 * time.Second):
-		_ = cmd.Process.Kill()
-		<-done
-		return errors.New("telcolb did not exit within 15s of SIGTERM")
+		// SIGQUIT makes the Go runtime print every goroutine's stack
+		// and exit: what the shutdown waited on.
+		_ = cmd.Process.Signal(syscall.SIGQUIT)
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+		}
+		return fmt.Errorf("telcolb did not exit within 15s of SIGTERM; its goroutines at SIGQUIT, by state and first telcolb frame:\n%s", GoroutineSummary(d.Log(), 30))
 	}
 	d.mu.Lock()
 	d.cmd = nil
