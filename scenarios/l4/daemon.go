@@ -257,6 +257,9 @@ func (d *Daemon) PinPath() string { return d.cfg.PinPath }
 // Log returns what the daemon printed so far.
 func (d *Daemon) Log() string { return d.log.String() }
 
+// stopGrace is how long Stop waits for the daemon to exit after SIGTERM.
+const stopGrace = 30 * time.Second
+
 // Stop sends SIGTERM and waits for the process to exit. The datapath stays
 // programmed: that is the point of pinned maps.
 func (d *Daemon) Stop() error {
@@ -267,9 +270,13 @@ func (d *Daemon) Stop() error {
 		return nil
 	}
 	_ = cmd.Process.Signal(syscall.SIGTERM)
+	// 30 s: Kubernetes' default termination grace period, what a node's
+	// daemon gets before SIGKILL. It also outlasts the usrsctp stack's own
+	// 15 s wait for its associations to go (usrsctp.Stack.Close), whose
+	// report of what remained is then in the log instead of cut off.
 	select {
 	case <-done:
-	case <-time.After(15 * time.Second):
+	case <-time.After(stopGrace):
 		// SIGQUIT makes the Go runtime print every goroutine's stack
 		// and exit: what the shutdown waited on.
 		_ = cmd.Process.Signal(syscall.SIGQUIT)
@@ -279,7 +286,7 @@ func (d *Daemon) Stop() error {
 			_ = cmd.Process.Kill()
 			<-done
 		}
-		return fmt.Errorf("telcolb did not exit within 15s of SIGTERM; its goroutines at SIGQUIT, by state and first telcolb frame:\n%s", GoroutineSummary(d.Log(), 30))
+		return fmt.Errorf("telcolb did not exit within %v of SIGTERM; its goroutines at SIGQUIT, by state and first telcolb frame:\n%s", stopGrace, GoroutineSummary(d.Log(), 30))
 	}
 	d.mu.Lock()
 	d.cmd = nil
