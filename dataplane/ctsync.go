@@ -284,22 +284,13 @@ func (d *Datapath) assocRecord(k *bpf.LbAssocKey, a *bpf.LbAssoc, now uint64) Re
 func (d *Datapath) DumpConntrack() ([]Record, error) {
 	now := d.now()
 	var out []Record
-	var (
-		ak bpf.LbAssocKey
-		a  bpf.LbAssoc
-	)
-	it := d.objs.Assocs.Iterate()
-	for it.Next(&ak, &a) {
-		out = append(out, d.assocRecord(&ak, &a, now))
-	}
-	if err := it.Err(); err != nil {
-		return nil, fmt.Errorf("dump associations: %w", err)
-	}
 	// Straight from the walk: a map of the table first (snapshot) cost
 	// as much as the encoding, every refresh.
-	err := d.ct().each(func(k bpf.LbCtKey, v *bpf.LbCtVal) { out = append(out, d.ctRecord(&k, v, now)) })
+	err := d.walkRecords("dump", func(kind uint16, kl, vl *layout, key, val []byte) {
+		out = append(out, d.codec.record(kind, kl, vl, key, val, now))
+	})
 	if err != nil {
-		return nil, fmt.Errorf("dump conntrack: %w", err)
+		return nil, err
 	}
 	return out, nil
 }
@@ -317,13 +308,23 @@ func (d *Datapath) ScanConntrack(keep func(kind uint16, key []byte, idle time.Du
 		out []Record
 		kb  []byte
 	)
-	visit := func(kind uint16, kl, vl *layout, key, val []byte) {
+	err := d.walkRecords("scan", func(kind uint16, kl, vl *layout, key, val []byte) {
 		kb = kl.encodeInto(kb, key, now)
 		idle, known := vl.idleOf(val, now)
 		if keep(kind, kb, idle, known) {
 			out = append(out, d.codec.record(kind, kl, vl, key, val, now))
 		}
+	})
+	if err != nil {
+		return nil, err
 	}
+	return out, nil
+}
+
+// walkRecords calls visit with every association, then every conntrack
+// entry, as raw key and value with their record layouts: the walk of
+// DumpConntrack and ScanConntrack (op names it in errors).
+func (d *Datapath) walkRecords(op string, visit func(kind uint16, kl, vl *layout, key, val []byte)) error {
 	var (
 		ak bpf.LbAssocKey
 		a  bpf.LbAssoc
@@ -333,15 +334,15 @@ func (d *Datapath) ScanConntrack(keep func(kind uint16, key []byte, idle time.Du
 		visit(RecordAssoc, &d.codec.assocKey, &d.codec.assoc, view(&ak), view(&a))
 	}
 	if err := it.Err(); err != nil {
-		return nil, fmt.Errorf("scan associations: %w", err)
+		return fmt.Errorf("%s associations: %w", op, err)
 	}
 	err := d.ct().each(func(k bpf.LbCtKey, v *bpf.LbCtVal) {
 		visit(RecordConntrack, &d.codec.ctKey, &d.codec.ctVal, view(&k), view(v))
 	})
 	if err != nil {
-		return nil, fmt.Errorf("scan conntrack: %w", err)
+		return fmt.Errorf("%s conntrack: %w", op, err)
 	}
-	return out, nil
+	return nil
 }
 
 // ImportError names the records ImportConntrack refused and why; every

@@ -45,6 +45,19 @@ func sumCounters(per []bpf.LbCounters) (p, b, s uint64) {
 	return
 }
 
+// sumPerCPU is the sum over CPUs of the per-CPU u64 counter key of m.
+func sumPerCPU(m *ebpf.Map, key uint32) (uint64, error) {
+	var per []uint64
+	if err := m.Lookup(key, &per); err != nil {
+		return 0, err
+	}
+	var n uint64
+	for _, v := range per {
+		n += v
+	}
+	return n, nil
+}
+
 // ServiceStats returns the counters of service id and its first nEndpoints
 // endpoints, summed over CPUs.
 func (d *Datapath) ServiceStats(id uint32, nEndpoints int) (ServiceStats, error) {
@@ -63,18 +76,12 @@ func (d *Datapath) ServiceStats(id uint32, nEndpoints int) (ServiceStats, error)
 	}
 	var st ServiceStats
 	st.Packets, st.Bytes, st.Sessions = sumCounters(per)
-	var steers []uint64
-	if err := d.objs.SteerStats.Lookup(id, &steers); err != nil {
+	var err error
+	if st.PathSteerings, err = sumPerCPU(d.objs.SteerStats, id); err != nil {
 		return ServiceStats{}, fmt.Errorf("service %d path steerings: %w", id, err)
 	}
-	for _, n := range steers {
-		st.PathSteerings += n
-	}
-	if err := d.objs.SlowStats.Lookup(id, &steers); err != nil {
+	if st.SlowPathPackets, err = sumPerCPU(d.objs.SlowStats, id); err != nil {
 		return ServiceStats{}, fmt.Errorf("service %d slow path packets: %w", id, err)
-	}
-	for _, n := range steers {
-		st.SlowPathPackets += n
 	}
 	st.Endpoints = make([]EndpointStats, nEndpoints)
 	for i := range st.Endpoints {
@@ -100,13 +107,9 @@ func (d *Datapath) ServiceStats(id uint32, nEndpoints int) (ServiceStats, error)
 func (d *Datapath) DropStats() (map[DropReason]uint64, error) {
 	out := make(map[DropReason]uint64, len(dropReasons))
 	for i, r := range dropReasons {
-		var per []uint64
-		if err := d.objs.Drops.Lookup(uint32(i), &per); err != nil {
+		n, err := sumPerCPU(d.objs.Drops, uint32(i))
+		if err != nil {
 			return nil, fmt.Errorf("drop stats %s: %w", r, err)
-		}
-		var n uint64
-		for _, v := range per {
-			n += v
 		}
 		out[r] = n
 	}
