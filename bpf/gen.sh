@@ -18,7 +18,7 @@ go tool bpf2go -cc "$cc" -cflags "-O2 -g -Wall -Werror -mcpu=v3 -I/usr/include/$
 	-target bpfel -go-package bpf -output-dir "$out" \
 	-type svc_key -type svc_info -type endpoint -type sel_table -type ct_key -type ct_key4 -type ct_val \
 	-type aff_key -type aff_val -type ifaddr_val -type counters -type xdp_iface -type addr16 -type svc_vips \
-	-type assoc_key -type assoc -type filter_bits -type maglev_table -type ct_event \
+	-type assoc_key -type assoc -type filter_bits -type maglev_table -type ct_event -type ct_entry_event \
 	Lb lb.c -- -I.
 # Socket-level load balancing (sock.c): its own object, loaded with the
 # datapath's maps in place of its own (dataplane/socklb.go).

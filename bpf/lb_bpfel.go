@@ -90,6 +90,16 @@ type LbCrcNibRow struct {
 	M [16]uint32
 }
 
+type LbCtEntryEvent struct {
+	_       structs.HostLayout
+	Kind    uint32
+	Found   uint32
+	Key     LbCtKey
+	Val     LbCtVal
+	PeerKey LbCtKey
+	PeerVal LbCtVal
+}
+
 type LbCtEvent struct {
 	_     structs.HostLayout
 	Kind  uint32
@@ -350,6 +360,7 @@ const (
 	LbProgTcPass         = "tc_pass"
 	LbProgXdpIngress     = "xdp_ingress"
 	LbProgXdpPass        = "xdp_pass"
+	LbVarCtEntryEventBtf = "ct_entry_event_btf"
 	LbVarCtEventsEnabled = "ct_events_enabled"
 	LbVarDirectL4Csum    = "direct_l4_csum"
 	LbVarLbClockBase     = "lb_clock_base"
@@ -451,6 +462,7 @@ type LbMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type LbVariableSpecs struct {
+	CtEntryEventBtf *ebpf.VariableSpec `ebpf:"ct_entry_event_btf"`
 	CtEventsEnabled *ebpf.VariableSpec `ebpf:"ct_events_enabled"`
 	DirectL4Csum    *ebpf.VariableSpec `ebpf:"direct_l4_csum"`
 	LbClockBase     *ebpf.VariableSpec `ebpf:"lb_clock_base"`
@@ -562,6 +574,7 @@ func (m *LbMaps) Close() error {
 //
 // It can be passed to LoadLbObjects or ebpf.CollectionSpec.LoadAndAssign.
 type LbVariables struct {
+	CtEntryEventBtf *ebpf.Variable `ebpf:"ct_entry_event_btf"`
 	CtEventsEnabled *ebpf.Variable `ebpf:"ct_events_enabled"`
 	DirectL4Csum    *ebpf.Variable `ebpf:"direct_l4_csum"`
 	LbClockBase     *ebpf.Variable `ebpf:"lb_clock_base"`

@@ -56,3 +56,9 @@ const (
 	CtEvAssoc   = 2
 	CtEvDeleted = 3
 )
+
+// What an entry event found (ct_entry_event.found).
+const (
+	CtEvfEntry = 1
+	CtEvfPeer  = 2
+)

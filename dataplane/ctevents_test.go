@@ -1,36 +1,38 @@
 package dataplane
 
 import (
+	"bytes"
 	"fmt"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/telcolb/telcolb/bpf"
 )
 
 // TestLastEntryEvents specifies which change events of one read are
-// answered: an entry event whose key comes again later is dropped (both
-// would be answered with the entry's state at read time); association and
-// deletion events are all kept, and so is the order of what is kept.
+// answered: an entry event whose key comes again later is dropped (the
+// later one carries the entry's later state); association and deletion
+// events are all kept, and so is the order of what is kept.
 func TestLastEntryEvents(t *testing.T) {
 	key := func(n byte) bpf.LbCtKey { return bpf.LbCtKey{Src: [16]byte{15: n}, Proto: 17} }
-	entry := func(n byte) bpf.LbCtEvent { return bpf.LbCtEvent{Kind: bpf.CtEvEntry, Key: key(n)} }
-	deleted := func(n byte) bpf.LbCtEvent { return bpf.LbCtEvent{Kind: bpf.CtEvDeleted, Key: key(n)} }
-	assoc := func(n uint16) bpf.LbCtEvent {
-		return bpf.LbCtEvent{Kind: bpf.CtEvAssoc, Assoc: bpf.LbAssocKey{Vport: n}}
+	entry := func(n byte) change { return change{LbCtEvent: bpf.LbCtEvent{Kind: bpf.CtEvEntry, Key: key(n)}} }
+	deleted := func(n byte) change { return change{LbCtEvent: bpf.LbCtEvent{Kind: bpf.CtEvDeleted, Key: key(n)}} }
+	assoc := func(n uint16) change {
+		return change{LbCtEvent: bpf.LbCtEvent{Kind: bpf.CtEvAssoc, Assoc: bpf.LbAssocKey{Vport: n}}}
 	}
 	for _, tc := range []struct {
 		name     string
-		in, want []bpf.LbCtEvent
+		in, want []change
 	}{
 		{"none", nil, nil},
-		{"one", []bpf.LbCtEvent{entry(1)}, []bpf.LbCtEvent{entry(1)}},
-		{"new flow and its reply's state change", []bpf.LbCtEvent{entry(1), entry(1)}, []bpf.LbCtEvent{entry(1)}},
-		{"other keys keep their order", []bpf.LbCtEvent{entry(1), entry(2), entry(1), entry(3)}, []bpf.LbCtEvent{entry(2), entry(1), entry(3)}},
-		{"made again after its deletion", []bpf.LbCtEvent{entry(1), deleted(1), entry(1)}, []bpf.LbCtEvent{deleted(1), entry(1)}},
-		{"deleted last", []bpf.LbCtEvent{entry(1), entry(1), deleted(1)}, []bpf.LbCtEvent{entry(1), deleted(1)}},
-		{"deletions and associations all kept", []bpf.LbCtEvent{assoc(1), deleted(2), assoc(1), deleted(2)}, []bpf.LbCtEvent{assoc(1), deleted(2), assoc(1), deleted(2)}},
-		{"an entry after its association stays after it", []bpf.LbCtEvent{entry(1), assoc(1), entry(1)}, []bpf.LbCtEvent{assoc(1), entry(1)}},
+		{"one", []change{entry(1)}, []change{entry(1)}},
+		{"new flow and its reply's state change", []change{entry(1), entry(1)}, []change{entry(1)}},
+		{"other keys keep their order", []change{entry(1), entry(2), entry(1), entry(3)}, []change{entry(2), entry(1), entry(3)}},
+		{"made again after its deletion", []change{entry(1), deleted(1), entry(1)}, []change{deleted(1), entry(1)}},
+		{"deleted last", []change{entry(1), entry(1), deleted(1)}, []change{entry(1), deleted(1)}},
+		{"deletions and associations all kept", []change{assoc(1), deleted(2), assoc(1), deleted(2)}, []change{assoc(1), deleted(2), assoc(1), deleted(2)}},
+		{"an entry after its association stays after it", []change{entry(1), assoc(1), entry(1)}, []change{assoc(1), entry(1)}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			in := slices.Clone(tc.in)
@@ -45,7 +47,7 @@ func TestLastEntryEvents(t *testing.T) {
 	}
 }
 
-func evNames(evs []bpf.LbCtEvent) string {
+func evNames(evs []change) string {
 	var s []string
 	for _, e := range evs {
 		s = append(s, fmt.Sprintf("%d:%d/%d", e.Kind, e.Key.Src[15], e.Assoc.Vport))
@@ -86,6 +88,114 @@ func TestAFlowAndItsReplyReadOnce(t *testing.T) {
 	for _, c := range e.conns() {
 		if c.ServiceID == 9 && c.ReplyPackets != 1 {
 			t.Fatalf("listed %+v, want the reply counted", c)
+		}
+	}
+}
+
+// TestEntryEventsCarryTheirEntries: an entry event's records come from the
+// values the datapath put into the event, read after its change, not from
+// the map when the event is read (two system calls an event, issue 15): a
+// flow's records are the dump's byte for byte even when its entries are
+// gone from the map by the time the events are read.
+func TestEntryEventsCarryTheirEntries(t *testing.T) {
+	e := newEnv(t)
+	e.upsert(Service{ID: 9, VIP: vipV4, PortStart: 53, Proto: ProtoUDP, Endpoints: testEndpoints(false, 1, 5353)})
+	rd, err := e.d.ConntrackChanges()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rd.Close()
+	epVia(t, e.run, udpTo(clientV4, vipV4, 42000, 53).frame())
+	reply := pkt{srcMAC: epMAC(0), dstMAC: lbMAC1, src: epAddr(false, 0), dst: clientV4, proto: 17, sport: 5353, dport: 42000, payload: []byte("pong")}
+	if ret, out := e.runOn(e.d.objs.TcIngress, e.ifindex("lb1"), reply.frame()); ret != actRedirect {
+		t.Fatalf("reply: verdict %d, out %x", ret, out)
+	}
+	at := e.d.now()
+	e.d.now = func() uint64 { return at } // one clock: equal ages
+	dump, err := e.d.DumpConntrack()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(dump) != 2 {
+		t.Fatalf("dump has %d records, want the flow's 2", len(dump))
+	}
+	// Gone behind the reader's back (no deletion queued to it).
+	var keys []bpf.LbCtKey
+	if err := e.d.ct().each(func(k bpf.LbCtKey, _ *bpf.LbCtVal) { keys = append(keys, k) }); err != nil {
+		t.Fatal(err)
+	}
+	for i := range keys {
+		if err := e.d.ct().delete(&keys[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	recs, err := rd.Poll()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string][]byte{}
+	for _, r := range dump {
+		want[string(r.Key)] = r.Value
+	}
+	if len(recs) != 2 {
+		t.Fatalf("%d records, want the flow's 2", len(recs))
+	}
+	for _, r := range recs {
+		w, ok := want[string(r.Key)]
+		if r.Deleted || !ok || !bytes.Equal(r.Value, w) {
+			t.Errorf("record %x (deleted %v): value %x, want the dump's %x", r.Key, r.Deleted, r.Value, w)
+		}
+	}
+}
+
+// TestDaemonDeletionInTheSameReadWins: the daemon's deletions (ageing)
+// and the ring's events are not ordered with each other, so an entry event
+// read with a deletion of its entry is answered from the map: a flow made
+// and aged out before one read ends is deleted on the peers, never made
+// again after its deletion. Another flow's events in that read still
+// carry their values (the ageing deletes while it runs, so on a busy node
+// most reads hold some deletion).
+func TestDaemonDeletionInTheSameReadWins(t *testing.T) {
+	e := newEnv(t)
+	e.upsert(Service{ID: 9, VIP: vipV4, PortStart: 53, Proto: ProtoUDP, Endpoints: testEndpoints(false, 1, 5353)})
+	rd, err := e.d.ConntrackChanges()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rd.Close()
+	epVia(t, e.run, udpTo(clientV4, vipV4, 42000, 53).frame())
+	if n, err := e.d.ageOnce(e.d.now() + uint64(time.Hour)); err != nil || n != 1 {
+		t.Fatalf("ageing removed %d flows (%v), want 1", n, err)
+	}
+	// Another flow, its entries then gone behind the reader's back: its
+	// records can only come from its events' values.
+	epVia(t, e.run, udpTo(clientV4, vipV4, 42001, 53).frame())
+	var other []bpf.LbCtKey
+	if err := e.d.ct().each(func(k bpf.LbCtKey, _ *bpf.LbCtVal) { other = append(other, k) }); err != nil {
+		t.Fatal(err)
+	}
+	for i := range other {
+		if err := e.d.ct().delete(&other[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	recs, err := rd.Poll()
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := map[string]Record{}
+	var order []bool
+	for _, r := range recs {
+		last[string(r.Key)] = r
+		order = append(order, r.Deleted)
+	}
+	if len(last) != 4 || len(other) != 2 {
+		t.Fatalf("records of %d entries (%d of the second flow in the map), want both flows' 2 each", len(last), len(other))
+	}
+	for k, r := range last {
+		aged := bytes.Contains([]byte(k), []byte{0xa4, 0x10}) // source port 42000
+		if aged != r.Deleted {
+			t.Errorf("entry %x (of the aged flow: %v): its last record deleted %v (records deleted, in order: %v)", k, aged, r.Deleted, order)
 		}
 	}
 }

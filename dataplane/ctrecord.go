@@ -169,7 +169,7 @@ func newRecordCodec(spec *ebpf.CollectionSpec) (*recordCodec, error) {
 	if ct == nil || as == nil || ct.Key == nil || ct.Value == nil || as.Key == nil || as.Value == nil {
 		return nil, errors.New("record codec: conntrack or assocs map without BTF")
 	}
-	if err := errors.Join(viewable[bpf.LbCtKey](), viewable[bpf.LbCtVal](), viewable[bpf.LbAssocKey](), viewable[bpf.LbAssoc](), viewable[bpf.LbCtEvent]()); err != nil {
+	if err := errors.Join(viewable[bpf.LbCtKey](), viewable[bpf.LbCtVal](), viewable[bpf.LbAssocKey](), viewable[bpf.LbAssoc](), viewable[bpf.LbCtEvent](), viewable[bpf.LbCtEntryEvent]()); err != nil {
 		return nil, fmt.Errorf("record codec: %w", err)
 	}
 	c := &recordCodec{}

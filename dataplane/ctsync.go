@@ -76,9 +76,25 @@ func (r *ChangeReader) read(wait bool) ([]Record, error) {
 		} else {
 			r.rd.SetDeadline(time.Now())
 		}
+		// A daemon's deletion queued before this read may be older or
+		// newer than an entry event of the same entry read with it (the
+		// ring and the queue are not ordered with each other): such an
+		// event is answered from the map, as it is now, not from its
+		// values. The ageing queues its deletions one by one while it
+		// runs, so this is most reads of a round on a busy node: only
+		// the keys deleted are looked up.
+		var gone map[string]bool
+		for _, d := range out {
+			if d.Kind == RecordConntrack && d.Deleted {
+				if gone == nil {
+					gone = make(map[string]bool, len(out))
+				}
+				gone[string(d.Key)] = true
+			}
+		}
 		var (
 			rec ringbuf.Record
-			evs []bpf.LbCtEvent
+			evs []change
 			err error
 		)
 		for {
@@ -90,17 +106,16 @@ func (r *ChangeReader) read(wait bool) ([]Record, error) {
 			if err != nil {
 				break
 			}
-			var ev bpf.LbCtEvent
-			if n := copy(view(&ev), rec.RawSample); n < len(view(&ev)) {
-				r.d.log.Warn("conntrack change event", "err", fmt.Errorf("%d bytes, want %d", n, len(view(&ev))))
+			if c, derr := decodeChange(rec.RawSample); derr != nil {
+				r.d.log.Warn("conntrack change event", "err", derr)
 			} else {
-				evs = append(evs, ev)
+				evs = append(evs, c)
 			}
 			// Drain what is there without waiting again.
 			r.rd.SetDeadline(time.Now())
 		}
-		for _, ev := range lastEntryEvents(evs) {
-			out = append(out, r.d.recordsOfEvent(&ev)...)
+		for _, c := range lastEntryEvents(evs) {
+			out = append(out, r.d.recordsOfChange(&c, gone)...)
 		}
 		if errors.Is(err, ringbuf.ErrClosed) {
 			if len(out) > 0 {
@@ -176,16 +191,44 @@ func viewable[T any]() error {
 	return nil
 }
 
-// lastEntryEvents drops from evs every entry event (CT_EV_ENTRY) whose key
-// comes again later in evs, keeping the order of the rest. An entry event
-// is answered with the entry's state when it is read (recordsOfEvent), so
-// two of them in one read give the same records twice: a new flow's entry
-// and its reply's state change (which names the same entry) nearly always
-// arrive together, and each cost two map lookups and two records.
-// Keeping the last one keeps an entry made again after its deletion after
-// that deletion; association and deletion events are all kept (an
-// association's record must come before its paths' entries).
-func lastEntryEvents(evs []bpf.LbCtEvent) []bpf.LbCtEvent {
+// change is one event of the ring: its key (bpf.LbCtEvent) and, for an
+// entry event, the entry and its peer as the datapath read them.
+type change struct {
+	bpf.LbCtEvent
+	entry *bpf.LbCtEntryEvent
+}
+
+// decodeChange reads one ring record: an entry event (struct
+// ct_entry_event) or a deletion or association event (struct ct_event).
+func decodeChange(raw []byte) (change, error) {
+	var c change
+	if len(raw) < 4 {
+		return c, fmt.Errorf("%d bytes, want at least 4", len(raw))
+	}
+	if binary.NativeEndian.Uint32(raw) == bpf.CtEvEntry {
+		e := new(bpf.LbCtEntryEvent)
+		if n := copy(view(e), raw); n < len(view(e)) {
+			return c, fmt.Errorf("entry event of %d bytes, want %d", n, len(view(e)))
+		}
+		c.Kind, c.Key, c.entry = e.Kind, e.Key, e
+		return c, nil
+	}
+	if n := copy(view(&c.LbCtEvent), raw); n < len(view(&c.LbCtEvent)) {
+		return c, fmt.Errorf("%d bytes, want %d", n, len(view(&c.LbCtEvent)))
+	}
+	return c, nil
+}
+
+// lastEntryEvents returns evs without every entry event whose key
+// comes again later in evs, keeping the order of the rest: a new flow's
+// entry and its reply's state change (which names the same entry) nearly
+// always arrive together, and each would be two records. The last one
+// has the entry's latest state (the datapath reads it after taking the
+// event's place in the ring). Keeping the last one keeps an entry made
+// again after its deletion after that deletion; association and deletion
+// events are all kept (an association's record must come before its
+// paths' entries).
+func lastEntryEvents(evs []change) []change {
 	if len(evs) < 2 {
 		return evs
 	}
@@ -205,11 +248,34 @@ func lastEntryEvents(evs []bpf.LbCtEvent) []bpf.LbCtEvent {
 	if n == len(evs) {
 		return evs
 	}
-	out := make([]bpf.LbCtEvent, 0, n)
+	out := make([]change, 0, n)
 	for i, ev := range evs {
 		if keep[i] {
 			out = append(out, ev)
 		}
+	}
+	return out
+}
+
+// recordsOfChange makes an event's records: an entry event's from the
+// values it carries (no map lookup), unless the daemon deleted its entry
+// or the entry's peer in the same read (gone: their encoded keys), when
+// the map says what is left.
+func (d *Datapath) recordsOfChange(c *change, gone map[string]bool) []Record {
+	e := c.entry
+	if e == nil {
+		return d.recordsOfEvent(&c.LbCtEvent)
+	}
+	if gone != nil && (gone[string(d.deletedCT(e.Key).Key)] || (e.Found&bpf.CtEvfPeer != 0 && gone[string(d.deletedCT(e.PeerKey).Key)])) {
+		return d.recordsOfEvent(&c.LbCtEvent)
+	}
+	if e.Found&bpf.CtEvfEntry == 0 {
+		return []Record{d.deletedCT(e.Key)}
+	}
+	now := d.now()
+	out := []Record{d.ctRecord(&e.Key, &e.Val, now)}
+	if e.Found&bpf.CtEvfPeer != 0 {
+		out = append(out, d.ctRecord(&e.PeerKey, &e.PeerVal, now))
 	}
 	return out
 }

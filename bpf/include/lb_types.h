@@ -279,8 +279,10 @@ struct assoc {
 
 // Conntrack change events (lib/ct_events.h): what the datapath tells the
 // daemon through the ct_events ring buffer, so HA peers learn of a change
-// within milliseconds. An event names the entry only; the reader takes the
-// entry's current value from the map.
+// within milliseconds. An entry event (struct ct_entry_event) carries the
+// entry and its peer as they were once the change was made; deletion and
+// association events (struct ct_event) name their key only, and the reader
+// takes an association's current record from its map.
 enum ct_event_kind {
 	CT_EV_ENTRY = 1, // conntrack entry key (and its peer) made or changed
 	CT_EV_ASSOC = 2, // association record assoc and every entry of its paths
@@ -290,8 +292,26 @@ enum ct_event_kind {
 struct ct_event {
 	__u32 kind;
 	__u32 pad;
-	struct ct_key key;     // CT_EV_ENTRY, CT_EV_DELETED
+	struct ct_key key;     // CT_EV_DELETED
 	struct assoc_key assoc; // CT_EV_ASSOC
+};
+
+// What a CT_EV_ENTRY event found (struct ct_entry_event's found).
+enum ct_event_found {
+	CT_EVF_ENTRY = 1, // val holds the entry at key (without: the key was gone)
+	CT_EVF_PEER = 2,  // peer_key and peer_val hold its peer (the other direction)
+};
+
+// A CT_EV_ENTRY event: the entry at key (made or changed) and its peer, read
+// after the event's place in the ring was taken, so of the events naming one
+// entry the one the ring holds last has its latest state (lib/ct_events.h).
+struct ct_entry_event {
+	__u32 kind; // CT_EV_ENTRY: where struct ct_event has its kind
+	__u32 found; // CT_EVF_*
+	struct ct_key key;
+	struct ct_val val;
+	struct ct_key peer_key;
+	struct ct_val peer_val;
 };
 
 // Addresses the datapath may have business with, as bitmaps indexed by a

@@ -49,16 +49,6 @@ static __always_inline __u32 state_timeout(__u8 proto, __u8 state, __u32 idle)
 	return LB_TO_CLOSED;
 }
 
-static __always_inline void peer_key(const struct ct_val *v, __u8 proto, struct ct_key *k)
-{
-	__builtin_memset(k, 0, sizeof(*k));
-	addr_cpy(k->src, v->nat_dst);
-	addr_cpy(k->dst, v->nat_src);
-	k->sport = v->nat_dport;
-	k->dport = v->nat_sport;
-	k->proto = proto;
-}
-
 static __always_inline void release_active(struct ct_val *orig)
 {
 	if (orig->flags & CT_F_RELEASED)
@@ -173,15 +163,17 @@ static __always_inline void ct_track(const struct pkt *p, struct ct_val *ct)
 		if (init_ack)
 			peer->vtag_ep = p->init_tag;
 	}
-	// The peer's key is known for sure (ct may have been found through
-	// another key, mh_ack_entry); the reader takes the peer's peer too.
-	ct_emit(CT_EV_ENTRY, &pk);
 	if (is_closed(p->proto, st)) {
 		if (!(ct->flags & CT_F_REPLY))
 			release_active(ct);
 		else if (peer)
 			release_active(peer);
 	}
+	// After the last change to both entries: the event carries them as
+	// they are now. The peer's key is known for sure (ct may have been
+	// found through another key, mh_ack_entry); the event takes the
+	// peer's peer too.
+	ct_emit(CT_EV_ENTRY, &pk);
 	if ((ct->flags & CT_F_PATH) && st != CT_SCTP_INIT && st != CT_SCTP_COOKIE_WAIT) {
 		__u16 vport = (ct->flags & CT_F_REPLY) ? ct->nat_sport : p->dport;
 		mh_sync_state(ct->svc, ct->vtag_client, (__u32)vport << 16 | ct->cport, st, to);

@@ -43,6 +43,18 @@ static __always_inline void ct_key4_out(struct ct_key *k)
 	*(__u32 *)(k->dst + 8) = bpf_htonl(0xffff);
 }
 
+// The key of the entry's peer (the flow's other direction): the tuple its
+// value translates to, reversed.
+static __always_inline void peer_key(const struct ct_val *v, __u8 proto, struct ct_key *k)
+{
+	__builtin_memset(k, 0, sizeof(*k));
+	addr_cpy(k->src, v->nat_dst);
+	addr_cpy(k->dst, v->nat_src);
+	k->sport = v->nat_dport;
+	k->dport = v->nat_sport;
+	k->proto = proto;
+}
+
 // ct_lookup_as looks k up as the family is4 says (ct_key_is4(k)). A loop of
 // lookups of one family decides it once: the verifier then follows one
 // branch per lookup instead of two.

@@ -91,7 +91,7 @@ func TestDataplaneTestsOnKernel61(t *testing.T) {
 	// the socket-level load balancing (its cgroup programs on 6.1, about a
 	// minute) and the datapath's clock on 6.1's jiffies (one load more, the
 	// probe's checks a few ms); TELCOLB_VM_DATAPLANE_RUN=. runs them all.
-	sel := "^(TestForwardAndReplyAreTranslatedByteExact|TestEstablishedFastPathIsByteExact|TestXDPFastPathMatchesTC|TestSCTPMultihomedAssociationIsRewrittenByteExact|TestSCTPInitAckOffersEveryVIP|TestNAT64TranslatesBothDirectionsByteExact|TestNAT64EstablishedFastPathIsByteExact|TestImportedSNATPortIsReserved|TestSocketLB|TestDatapathClockFollowsMonotonic|TestClockCalibrationRefusesWrongTick)$"
+	sel := "^(TestForwardAndReplyAreTranslatedByteExact|TestEstablishedFastPathIsByteExact|TestXDPFastPathMatchesTC|TestSCTPMultihomedAssociationIsRewrittenByteExact|TestSCTPInitAckOffersEveryVIP|TestNAT64TranslatesBothDirectionsByteExact|TestNAT64EstablishedFastPathIsByteExact|TestImportedSNATPortIsReserved|TestEntryEventsCarryTheirEntries|TestSocketLB|TestDatapathClockFollowsMonotonic|TestClockCalibrationRefusesWrongTick)$"
 	if re := os.Getenv("TELCOLB_VM_DATAPLANE_RUN"); re != "" {
 		sel = re
 	}

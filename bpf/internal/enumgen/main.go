@@ -24,6 +24,7 @@ var enums = []struct{ c, cPrefix, goPrefix, doc string }{
 	{"ct_state", "CT_", "CtState", "Conntrack states (ct_val.state)."},
 	{"drop_reason", "DROP_", "Drop", "Drop reasons (index of the drops map)."},
 	{"ct_event_kind", "CT_EV_", "CtEv", "Conntrack change events (ct_event.kind)."},
+	{"ct_event_found", "CT_EVF_", "CtEvf", "What an entry event found (ct_entry_event.found)."},
 }
 
 var (
