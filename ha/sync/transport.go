@@ -291,15 +291,38 @@ func (n *Node) Put(r Record) error {
 	if err := checkRecord(r); err != nil {
 		return err
 	}
-	r.Key, r.Value = slices.Clone(r.Key), slices.Clone(r.Value)
-	n.opsMu.Lock()
-	n.ops = append(n.ops, r)
-	n.opsMu.Unlock()
-	select {
-	case n.opsWake <- struct{}{}:
-	default:
+	return n.PutAll([]Record{r})
+}
+
+// PutAll queues records for the peers in their order (a Deleted one is a
+// removal) with one wake-up of the node's loop, which then sends them in
+// as few messages as a batch holds. A producer's burst put record by
+// record woke the loop for nearly every record on a busy node, and each
+// wake-up wrote a message of its own and drew an acknowledgement (issue
+// 15: about 3,000 writes a second for 8,600 records). A record that fails
+// the checks is left out and named in the error; the others are queued.
+// It never blocks on the network.
+func (n *Node) PutAll(rs []Record) error {
+	var errs []error
+	q := make([]Record, 0, len(rs))
+	for i, r := range rs {
+		if err := checkRecord(r); err != nil {
+			errs = append(errs, fmt.Errorf("record %d of %d: %w", i+1, len(rs), err))
+			continue
+		}
+		r.Key, r.Value = slices.Clone(r.Key), slices.Clone(r.Value)
+		q = append(q, r)
 	}
-	return nil
+	if len(q) > 0 {
+		n.opsMu.Lock()
+		n.ops = append(n.ops, q...)
+		n.opsMu.Unlock()
+		select {
+		case n.opsWake <- struct{}{}:
+		default:
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // Delete queues the removal of a record.

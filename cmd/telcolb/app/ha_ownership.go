@@ -192,7 +192,12 @@ func (h *HA) produce() {
 		}
 		changed := map[uint16]int{}
 		held, checked := h.rewritten(recs)
+		batch := make([]sync.Record, 0, len(recs))
 		h.mu.Lock()
+		// One clock read for the batch (a system call on some virtual
+		// machines' clocks, per record before): every change in it was
+		// made before the read began, so none happened after this time.
+		now := time.Now()
 		for _, r := range recs {
 			k := mapKey(r.Kind, r.Key)
 			c, copied := h.imported[k]
@@ -209,25 +214,29 @@ func (h *HA) produce() {
 					// delay), and the owner would yield a flow it carries.
 					if !c.importing && !held[k] && !c.imported.After(checked) {
 						delete(h.imported, k)
-						h.gone[k] = time.Now()
+						h.gone[k] = now
 					}
 					continue
 				}
 				delete(h.owned, k)
-				h.gone[k] = time.Now()
-				err = h.node.Delete(r.Kind, r.Key)
+				h.gone[k] = now
+				batch = append(batch, sync.Record{Kind: r.Kind, Key: r.Key, Deleted: true})
 			} else {
 				if copied && !c.deleting {
 					h.moves.takenChanged++
 					changed[r.Kind]++
 				}
 				delete(h.imported, k) // changed here: ours now
-				h.owned[k] = lastSeen(r, time.Now())
-				err = h.node.Put(toSync(r))
+				h.owned[k] = lastSeen(r, now)
+				batch = append(batch, toSync(r))
 			}
-			if err != nil {
-				h.log.Warn("queue conntrack record for peers", "kind", r.Kind, "error", err)
-			}
+		}
+		// The read's records in one hand-over (one wake-up of the sync,
+		// as few messages as it takes), under h.mu as each Put was: a
+		// refresh's records of the same keys queue before or after them,
+		// never in between.
+		if err := h.node.PutAll(batch); err != nil {
+			h.log.Warn("queue conntrack records for peers", "error", err)
 		}
 		h.mu.Unlock()
 		if len(changed) > 0 {

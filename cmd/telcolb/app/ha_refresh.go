@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/telcolb/telcolb/dataplane"
+	"github.com/telcolb/telcolb/ha/sync"
 )
 
 // The refresh of the entries this node owns (HA sync, ha.go).
@@ -97,6 +98,7 @@ func (h *HA) refresh(full bool) {
 	dumped := time.Since(now)
 	claimed := 0
 	dumpedKeys := make(map[string]bool, len(recs))
+	var batch []sync.Record
 	h.mu.Lock()
 	for _, r := range recs {
 		k := mapKey(r.Kind, r.Key)
@@ -129,9 +131,11 @@ func (h *HA) refresh(full bool) {
 			continue // deleted while this dump ran: the dump's copy is stale
 		}
 		h.owned[k] = seen
-		if err := h.node.Put(toSync(dataplane.AgeRecord(r, dumped))); err != nil {
-			h.log.Warn("ha refresh: queue record", "kind", r.Kind, "error", err)
-		}
+		batch = append(batch, toSync(dataplane.AgeRecord(r, dumped)))
+	}
+	// One hand-over for the round (see produce), under h.mu.
+	if err := h.node.PutAll(batch); err != nil {
+		h.log.Warn("ha refresh: queue records", "error", err)
 	}
 	// Marks of copies the datapath no longer holds (their deletion was
 	// read while the key could not be looked up): gone with the entry.
