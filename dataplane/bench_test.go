@@ -3,6 +3,7 @@ package dataplane
 import (
 	"fmt"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -159,6 +160,9 @@ func TestBenchPerPacket(t *testing.T) {
 	// Each item: tc_pass and tc_ingress on the same frame in interleaved
 	// rounds, the ratio taken within each round.
 	for _, it := range items {
+		if o := os.Getenv("TELCOLB_BENCH_ONLY"); o != "" && !strings.Contains(it.name, o) {
+			continue
+		}
 		var samples *figure.Samples
 		figs, err := figure.Interleave(benchPlan, []figure.Variant{
 			figure.One("tc_pass", func(int) (float64, error) { return benchNs(t, e.d.objs.TcPass, it.frame, actOK), nil }),
@@ -181,6 +185,9 @@ func TestBenchPerPacket(t *testing.T) {
 	// What the checksum helpers cost against the direct writes (kernels
 	// with bpf_cast_to_kern_ctx, l4csum.go): the same flow in this datapath
 	// and in one loaded with HelperL4Csum, interleaved in each round.
+	if os.Getenv("TELCOLB_BENCH_ONLY") != "" {
+		return // one per-packet figure asked for (profiling)
+	}
 	if e.d.DirectL4Csum() {
 		h := e.peerWith(Config{MaxConns: 4096, HelperL4Csum: true})
 		for _, proto := range []Proto{ProtoTCP, ProtoUDP} {

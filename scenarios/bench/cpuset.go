@@ -70,6 +70,45 @@ func ParseCPUBusy(stat string, cpu int) (time.Duration, error) {
 	return 0, fmt.Errorf("bench: no cpu%d line in /proc/stat", cpu)
 }
 
+// ProcessCPU is the CPU time pid's threads have spent, user and system
+// (/proc/<pid>/stat's utime and stime, in 10 ms units): what its own code
+// and system calls cost, without the softirq work CPUBusy also counts.
+func ProcessCPU(pid int) (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, fmt.Errorf("bench: read process %d's stat: %w", pid, err)
+	}
+	return ParseProcessCPU(string(b))
+}
+
+// ParseProcessCPU reads utime + stime from a /proc/<pid>/stat line. The
+// command name (field 2) is in parentheses and may hold spaces and
+// parentheses itself: the fields are counted from the last ')'.
+func ParseProcessCPU(stat string) (time.Duration, error) {
+	i := strings.LastIndexByte(stat, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("bench: process stat %.40q: no command name", stat)
+	}
+	// After the name: state (field 3) ... utime (14), stime (15).
+	f := strings.Fields(stat[i+1:])
+	if len(f) < 13 {
+		return 0, fmt.Errorf("bench: process stat: %d fields after the command name, want 13", len(f))
+	}
+	const most = uint64(math.MaxInt64 / int64(10*time.Millisecond))
+	var sum uint64
+	for j, name := range []string{"utime", "stime"} {
+		v, err := strconv.ParseUint(f[11+j], 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("bench: process stat %s %q: %w", name, f[11+j], err)
+		}
+		if v > most-sum {
+			return 0, fmt.Errorf("bench: process stat: CPU ticks past %d", most)
+		}
+		sum += v
+	}
+	return time.Duration(sum) * 10 * time.Millisecond, nil
+}
+
 // PinProcess sets the CPU affinity of every thread of pid to cpus. Threads
 // started later inherit it from the thread that starts them.
 func PinProcess(pid int, cpus ...int) error {

@@ -53,3 +53,35 @@ func FuzzParseCPUBusy(f *testing.F) {
 		}
 	})
 }
+
+// TestParseProcessCPU: utime + stime (fields 14 and 15), counted after the
+// command name's last parenthesis, whatever the name holds.
+func TestParseProcessCPU(t *testing.T) {
+	const tail = " S 1 24331 1181 0 -1 4194560 4519 0 0 0 1234 567 0 0 20 0 9 0 2222 1000000 2000 18446744073709551615\n"
+	for _, name := range []string{"(telcolb)", "(a b) c)", "()"} {
+		got, err := ParseProcessCPU("24331 " + name + tail)
+		if want := (1234 + 567) * 10 * time.Millisecond; err != nil || got != want {
+			t.Errorf("name %s: %v %v, want %v", name, got, err, want)
+		}
+	}
+	for _, c := range []struct{ name, stat, want string }{
+		{"no name", "24331 telcolb S 1", "no command name"},
+		{"too few fields", "24331 (telcolb) S 1 2 3", "fields after the command name"},
+		{"not a number", "24331 (telcolb) S 1 2 3 4 5 6 7 8 9 10 x 12", `utime "x"`},
+		{"past a Duration", "1 (t) S 1 2 3 4 5 6 7 8 9 10 18446744073709551615 1", "CPU ticks past"},
+	} {
+		if _, err := ParseProcessCPU(c.stat); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: error %v, want one saying %q", c.name, err, c.want)
+		}
+	}
+}
+
+func FuzzParseProcessCPU(f *testing.F) {
+	f.Add("1 (telcolb) S 1 2 3 4 5 6 7 8 9 10 11 12 13 14")
+	f.Add("1 (a) b)) S 1 2 3 4 5 6 7 8 9 10 11 12")
+	f.Fuzz(func(t *testing.T, stat string) {
+		if d, err := ParseProcessCPU(stat); err == nil && d < 0 {
+			t.Fatalf("negative CPU time %v", d)
+		}
+	})
+}
