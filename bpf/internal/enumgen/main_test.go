@@ -19,6 +19,7 @@ enum drop_reason {
 	DROP_MAX = 0x10,
 };
 enum ct_event_kind { CT_EV_ENTRY = 1, CT_EV_DELETED = 3 };
+enum ct_event_found { CT_EVF_ENTRY = 1, CT_EVF_PEER = 2 };
 `
 
 func TestGenerateTakesValuesFromTheHeader(t *testing.T) {
@@ -26,7 +27,7 @@ func TestGenerateTakesValuesFromTheHeader(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"ModeOnearm  = 1", "SelLeastconn = 3", "CtStateTcpSynSent = 1", "DropSctpParams = 6", "DropMax        = 16", "CtEvDeleted = 3"} {
+	for _, want := range []string{"ModeOnearm  = 1", "SelLeastconn = 3", "CtStateTcpSynSent = 1", "DropSctpParams = 6", "DropMax        = 16", "CtEvDeleted = 3", "CtEvfPeer  = 2"} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("output lacks %q:\n%s", want, out)
 		}
