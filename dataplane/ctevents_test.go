@@ -55,22 +55,30 @@ func evNames(evs []change) string {
 	return fmt.Sprint(s)
 }
 
-// TestAFlowAndItsReplyReadOnce: a new UDP flow's first packet and its
-// endpoint's reply (a state change naming the same entry) read in one
-// batch give each direction's record once.
-func TestAFlowAndItsReplyReadOnce(t *testing.T) {
+// flowAndReply opens a change reader on a fresh datapath, then a UDP flow
+// (client port 42000 to VIP port 53 of service 9) and its endpoint's reply.
+func flowAndReply(t *testing.T) (*env, *ChangeReader) {
+	t.Helper()
 	e := newEnv(t)
 	e.upsert(Service{ID: 9, VIP: vipV4, PortStart: 53, Proto: ProtoUDP, Endpoints: testEndpoints(false, 1, 5353)})
 	rd, err := e.d.ConntrackChanges()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer rd.Close()
+	t.Cleanup(func() { _ = rd.Close() })
 	epVia(t, e.run, udpTo(clientV4, vipV4, 42000, 53).frame())
 	reply := pkt{srcMAC: epMAC(0), dstMAC: lbMAC1, src: epAddr(false, 0), dst: clientV4, proto: 17, sport: 5353, dport: 42000, payload: []byte("pong")}
 	if ret, out := e.runOn(e.d.objs.TcIngress, e.ifindex("lb1"), reply.frame()); ret != actRedirect {
 		t.Fatalf("reply: verdict %d, out %x", ret, out)
 	}
+	return e, rd
+}
+
+// TestAFlowAndItsReplyReadOnce: a new UDP flow's first packet and its
+// endpoint's reply (a state change naming the same entry) read in one
+// batch give each direction's record once.
+func TestAFlowAndItsReplyReadOnce(t *testing.T) {
+	e, rd := flowAndReply(t)
 	recs, err := rd.Poll()
 	if err != nil {
 		t.Fatal(err)
@@ -98,18 +106,7 @@ func TestAFlowAndItsReplyReadOnce(t *testing.T) {
 // flow's records are the dump's byte for byte even when its entries are
 // gone from the map by the time the events are read.
 func TestEntryEventsCarryTheirEntries(t *testing.T) {
-	e := newEnv(t)
-	e.upsert(Service{ID: 9, VIP: vipV4, PortStart: 53, Proto: ProtoUDP, Endpoints: testEndpoints(false, 1, 5353)})
-	rd, err := e.d.ConntrackChanges()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rd.Close()
-	epVia(t, e.run, udpTo(clientV4, vipV4, 42000, 53).frame())
-	reply := pkt{srcMAC: epMAC(0), dstMAC: lbMAC1, src: epAddr(false, 0), dst: clientV4, proto: 17, sport: 5353, dport: 42000, payload: []byte("pong")}
-	if ret, out := e.runOn(e.d.objs.TcIngress, e.ifindex("lb1"), reply.frame()); ret != actRedirect {
-		t.Fatalf("reply: verdict %d, out %x", ret, out)
-	}
+	e, rd := flowAndReply(t)
 	at := e.d.now()
 	e.d.now = func() uint64 { return at } // one clock: equal ages
 	dump, err := e.d.DumpConntrack()
