@@ -191,10 +191,19 @@ func TestHARejoinGetsWhatThePeerTookOver(t *testing.T) {
 	lb1 = newTimedCT()
 	lb1.put("k5", "v-k5", now)
 	ha1 = start("lb1", lb1)
-	if ha1.Waiting() == "" {
-		t.Fatal("rejoining lb1 ready before lb2's resync")
-	}
-	waitFor(t, "lb1 ready", func() bool { return ha1.Waiting() == "" })
+	// Ready only with lb2's resync in: at every look until it is ready,
+	// a ready lb1 holds what lb2 took over. (Asking once right after
+	// the start raced the resync on a loaded machine: on loopback it may
+	// complete before the test's next statement runs.)
+	waitFor(t, "lb1 ready", func() bool {
+		if ha1.Waiting() != "" {
+			return false
+		}
+		if !lb1.has("k1") || !lb1.has("k2") {
+			t.Fatalf("rejoining lb1 ready before lb2's resync (k1 held %v, k2 held %v)", lb1.has("k1"), lb1.has("k2"))
+		}
+		return true
+	})
 	time.Sleep(500 * time.Millisecond) // refresh rounds on both
 	for _, k := range []string{"k1", "k2", "k5"} {
 		if !lb2.has(k) {
