@@ -74,6 +74,22 @@ func flowAndReply(t *testing.T) (*env, *ChangeReader) {
 	return e, rd
 }
 
+// dropBehindReader deletes every conntrack entry straight from the maps,
+// queueing no deletion to the change readers, and returns their keys.
+func dropBehindReader(t *testing.T, e *env) []bpf.LbCtKey {
+	t.Helper()
+	var keys []bpf.LbCtKey
+	if err := e.d.ct().each(func(k bpf.LbCtKey, _ *bpf.LbCtVal) { keys = append(keys, k) }); err != nil {
+		t.Fatal(err)
+	}
+	for i := range keys {
+		if err := e.d.ct().delete(&keys[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return keys
+}
+
 // TestAFlowAndItsReplyReadOnce: a new UDP flow's first packet and its
 // endpoint's reply (a state change naming the same entry) read in one
 // batch give each direction's record once.
@@ -117,15 +133,7 @@ func TestEntryEventsCarryTheirEntries(t *testing.T) {
 		t.Fatalf("dump has %d records, want the flow's 2", len(dump))
 	}
 	// Gone behind the reader's back (no deletion queued to it).
-	var keys []bpf.LbCtKey
-	if err := e.d.ct().each(func(k bpf.LbCtKey, _ *bpf.LbCtVal) { keys = append(keys, k) }); err != nil {
-		t.Fatal(err)
-	}
-	for i := range keys {
-		if err := e.d.ct().delete(&keys[i]); err != nil {
-			t.Fatal(err)
-		}
-	}
+	dropBehindReader(t, e)
 	recs, err := rd.Poll()
 	if err != nil {
 		t.Fatal(err)
@@ -167,15 +175,7 @@ func TestDaemonDeletionInTheSameReadWins(t *testing.T) {
 	// Another flow, its entries then gone behind the reader's back: its
 	// records can only come from its events' values.
 	epVia(t, e.run, udpTo(clientV4, vipV4, 42001, 53).frame())
-	var other []bpf.LbCtKey
-	if err := e.d.ct().each(func(k bpf.LbCtKey, _ *bpf.LbCtVal) { other = append(other, k) }); err != nil {
-		t.Fatal(err)
-	}
-	for i := range other {
-		if err := e.d.ct().delete(&other[i]); err != nil {
-			t.Fatal(err)
-		}
-	}
+	other := dropBehindReader(t, e)
 	recs, err := rd.Poll()
 	if err != nil {
 		t.Fatal(err)

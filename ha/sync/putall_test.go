@@ -9,10 +9,9 @@ import (
 
 // TestPutAllHandsABurstOverAtOnce: a producer's burst handed over with
 // PutAll leaves in one data message (it fits one batch), where records put
-// one at a time while the node's loop runs went out in several, each
-// drawing an acknowledgement (issue 15: a busy node wrote about one
-// message for every three records). Every record arrives, in order: a key
-// put twice in one burst holds its second value.
+// one at a time while the node's loop runs on another CPU could go out in
+// several, each drawing an acknowledgement. Every record arrives, in
+// order: a key put twice in one burst holds its second value.
 func TestPutAllHandsABurstOverAtOnce(t *testing.T) {
 	g := newGroup(t, Config{}, "a", "b")
 	g.converged(10 * time.Second)

@@ -291,17 +291,17 @@ func (n *Node) Put(r Record) error {
 	if err := checkRecord(r); err != nil {
 		return err
 	}
-	return n.PutAll([]Record{r})
+	n.enqueue([]Record{r})
+	return nil
 }
 
 // PutAll queues records for the peers in their order (a Deleted one is a
 // removal) with one wake-up of the node's loop, which then sends them in
-// as few messages as a batch holds. A producer's burst put record by
-// record woke the loop for nearly every record on a busy node, and each
-// wake-up wrote a message of its own and drew an acknowledgement (issue
-// 15: about 3,000 writes a second for 8,600 records). A record that fails
-// the checks is left out and named in the error; the others are queued.
-// It never blocks on the network.
+// as few messages as a batch holds. Records put one at a time while the
+// loop runs on another CPU wake it for each one, and each wake-up may
+// write a message of its own and draw an acknowledgement. A record that
+// fails the checks is left out and named in the error; the others are
+// queued. It never blocks on the network.
 func (n *Node) PutAll(rs []Record) error {
 	var errs []error
 	q := make([]Record, 0, len(rs))
@@ -310,19 +310,28 @@ func (n *Node) PutAll(rs []Record) error {
 			errs = append(errs, fmt.Errorf("record %d of %d: %w", i+1, len(rs), err))
 			continue
 		}
-		r.Key, r.Value = slices.Clone(r.Key), slices.Clone(r.Value)
 		q = append(q, r)
 	}
-	if len(q) > 0 {
-		n.opsMu.Lock()
-		n.ops = append(n.ops, q...)
-		n.opsMu.Unlock()
-		select {
-		case n.opsWake <- struct{}{}:
-		default:
-		}
-	}
+	n.enqueue(q)
 	return errors.Join(errs...)
+}
+
+// enqueue hands checked records to the loop (copies: the caller may reuse
+// its buffers) and wakes it once.
+func (n *Node) enqueue(q []Record) {
+	if len(q) == 0 {
+		return
+	}
+	for i := range q {
+		q[i].Key, q[i].Value = slices.Clone(q[i].Key), slices.Clone(q[i].Value)
+	}
+	n.opsMu.Lock()
+	n.ops = append(n.ops, q...)
+	n.opsMu.Unlock()
+	select {
+	case n.opsWake <- struct{}{}:
+	default:
+	}
 }
 
 // Delete queues the removal of a record.
