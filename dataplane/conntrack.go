@@ -185,6 +185,7 @@ func (d *Datapath) deleteConns(match func(*bpf.LbCtVal) bool) error {
 	if err != nil {
 		return err
 	}
+	now := d.now()
 	var errs []error
 	for k, v := range snap {
 		if !match(&v) {
@@ -193,20 +194,20 @@ func (d *Datapath) deleteConns(match func(*bpf.LbCtVal) bool) error {
 		if err := d.ct().delete(&k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 			errs = append(errs, fmt.Errorf("delete conntrack entry: %w", err))
 		} else {
-			d.noteDeleted(d.deletedCT(k))
+			d.noteDeleted(d.deletedCT(k, now))
 		}
 		if v.Flags&ctFReply == 0 && v.Flags&ctFReleased == 0 {
 			errs = append(errs, d.releaseActive(v.Svc, v.Ep))
 		}
 	}
-	errs = append(errs, d.pruneAssocs())
+	errs = append(errs, d.pruneAssocs(now))
 	return errors.Join(errs...)
 }
 
 // pruneAssocs deletes the association records no conntrack entry refers to
 // any more (the datapath drops them only when a new association replaces
-// an old one).
-func (d *Datapath) pruneAssocs() error {
+// an old one). now is the caller's clock.
+func (d *Datapath) pruneAssocs(now uint64) error {
 	snap, err := d.snapshot()
 	if err != nil {
 		return err
@@ -235,7 +236,7 @@ func (d *Datapath) pruneAssocs() error {
 		if err := d.objs.Assocs.Delete(&dels[i]); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 			return fmt.Errorf("delete association: %w", err)
 		}
-		d.noteDeleted(d.deletedAssoc(dels[i]))
+		d.noteDeleted(d.deletedAssoc(dels[i], now))
 	}
 	return nil
 }
@@ -325,7 +326,7 @@ func (d *Datapath) ageOnce(now uint64) (int, error) {
 			errs = append(errs, fmt.Errorf("delete conntrack entry: %w", err))
 			return
 		}
-		d.noteDeleted(d.deletedCT(k))
+		d.noteDeleted(d.deletedCT(k, now))
 	}
 	// An SCTP association ages as one: idle since the last packet on any of
 	// its paths, with the timeout of its primary entry's state.
@@ -380,7 +381,7 @@ func (d *Datapath) ageOnce(now uint64) (int, error) {
 			del(k)
 		}
 	}
-	errs = append(errs, d.pruneAssocs())
+	errs = append(errs, d.pruneAssocs(now))
 	errs = append(errs, d.ageAffinity(now))
 	// Entries the LRU evicted never released their count: recount.
 	errs = append(errs, d.recomputeActiveLocked())

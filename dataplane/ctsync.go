@@ -32,6 +32,15 @@ type ChangeReader struct {
 	mu sync.Mutex
 	// pending are the daemon's own deletions, queued by the datapath.
 	pending []Record
+	// blocked: a Read waits in the ring with no deadline, and only a
+	// flush of the reader (an eventfd write, a system call) wakes it for
+	// a deletion. A deletion queued at any other time is taken by the
+	// next read anyway: the ageing queues thousands a round, one by one,
+	// and a flush for each was one system call and one wake-up of the
+	// reader per deleted entry. woken: flushed since it blocked.
+	blocked, woken bool
+	// wakes counts the flushes (tests).
+	wakes int
 }
 
 // ConntrackChanges starts reading the datapath's conntrack changes. Events
@@ -70,8 +79,12 @@ func (r *ChangeReader) read(wait bool) ([]Record, error) {
 		r.mu.Lock()
 		out := r.pending
 		r.pending = nil
+		// Set with the queue taken: a deletion queued from now on sees it
+		// and wakes the wait below.
+		r.blocked, r.woken = wait && len(out) == 0, false
+		block := r.blocked
 		r.mu.Unlock()
-		if wait && len(out) == 0 {
+		if block {
 			r.rd.SetDeadline(time.Time{})
 		} else {
 			r.rd.SetDeadline(time.Now())
@@ -106,6 +119,14 @@ func (r *ChangeReader) read(wait bool) ([]Record, error) {
 			if err != nil {
 				break
 			}
+			if block {
+				// No longer waiting: what is queued now waits for the
+				// next read, unflushed.
+				r.mu.Lock()
+				r.blocked = false
+				r.mu.Unlock()
+				block = false
+			}
 			if c, derr := decodeChange(rec.RawSample); derr != nil {
 				r.d.log.Warn("conntrack change event", "err", derr)
 			} else {
@@ -114,8 +135,12 @@ func (r *ChangeReader) read(wait bool) ([]Record, error) {
 			// Drain what is there without waiting again.
 			r.rd.SetDeadline(time.Now())
 		}
+		// One clock read for the read's records: every change in it was
+		// made before now (a system call per read, not per change, where
+		// the clock has no vDSO).
+		now := r.d.now()
 		for _, c := range lastEntryEvents(evs) {
-			out = append(out, r.d.recordsOfChange(&c, gone)...)
+			out = append(out, r.d.recordsOfChange(&c, gone, now)...)
 		}
 		if errors.Is(err, ringbuf.ErrClosed) {
 			if len(out) > 0 {
@@ -142,18 +167,26 @@ func (d *Datapath) noteDeleted(recs ...Record) {
 	for r := range d.readers {
 		r.mu.Lock()
 		r.pending = append(r.pending, recs...)
+		wake := r.blocked && !r.woken
+		if wake {
+			r.woken = true
+			r.wakes++
+		}
 		r.mu.Unlock()
-		// Wakes a blocked Read.
-		_ = r.rd.Flush()
+		if wake {
+			_ = r.rd.Flush() // wakes the blocked Read
+		}
 	}
 }
 
-func (d *Datapath) deletedCT(k bpf.LbCtKey) Record {
-	return Record{Kind: RecordConntrack, Key: d.codec.ctKey.encode(view(&k), d.now()), Deleted: true}
+// deletedCT is the record of k's deletion. Keys carry no times: now (the
+// caller's clock, read once for many deletions) changes nothing in them.
+func (d *Datapath) deletedCT(k bpf.LbCtKey, now uint64) Record {
+	return Record{Kind: RecordConntrack, Key: d.codec.ctKey.encode(view(&k), now), Deleted: true}
 }
 
-func (d *Datapath) deletedAssoc(k bpf.LbAssocKey) Record {
-	return Record{Kind: RecordAssoc, Key: d.codec.assocKey.encode(view(&k), d.now()), Deleted: true}
+func (d *Datapath) deletedAssoc(k bpf.LbAssocKey, now uint64) Record {
+	return Record{Kind: RecordAssoc, Key: d.codec.assocKey.encode(view(&k), now), Deleted: true}
 }
 
 // ConntrackEventsLost is how many change events the datapath dropped
@@ -261,18 +294,17 @@ func lastEntryEvents(evs []change) []change {
 // values it carries (no map lookup), unless the daemon deleted its entry
 // or the entry's peer in the same read (gone: their encoded keys), when
 // the map says what is left.
-func (d *Datapath) recordsOfChange(c *change, gone map[string]bool) []Record {
+func (d *Datapath) recordsOfChange(c *change, gone map[string]bool, now uint64) []Record {
 	e := c.entry
 	if e == nil {
-		return d.recordsOfEvent(&c.LbCtEvent)
+		return d.recordsOfEvent(&c.LbCtEvent, now)
 	}
-	if gone != nil && (gone[string(d.deletedCT(e.Key).Key)] || (e.Found&bpf.CtEvfPeer != 0 && gone[string(d.deletedCT(e.PeerKey).Key)])) {
-		return d.recordsOfEvent(&c.LbCtEvent)
+	if gone != nil && (gone[string(d.deletedCT(e.Key, now).Key)] || (e.Found&bpf.CtEvfPeer != 0 && gone[string(d.deletedCT(e.PeerKey, now).Key)])) {
+		return d.recordsOfEvent(&c.LbCtEvent, now)
 	}
 	if e.Found&bpf.CtEvfEntry == 0 {
-		return []Record{d.deletedCT(e.Key)}
+		return []Record{d.deletedCT(e.Key, now)}
 	}
-	now := d.now()
 	out := []Record{d.ctRecord(&e.Key, &e.Val, now)}
 	if e.Found&bpf.CtEvfPeer != 0 {
 		out = append(out, d.ctRecord(&e.PeerKey, &e.PeerVal, now))
@@ -283,13 +315,12 @@ func (d *Datapath) recordsOfChange(c *change, gone map[string]bool) []Record {
 // recordsOfEvent reads the current state an event names: the entry and its
 // peer, or the association and every entry of its paths; what is gone by
 // now is sent as deleted.
-func (d *Datapath) recordsOfEvent(ev *bpf.LbCtEvent) []Record {
-	now := d.now()
+func (d *Datapath) recordsOfEvent(ev *bpf.LbCtEvent, now uint64) []Record {
 	switch ev.Kind {
 	case bpf.CtEvEntry:
 		var v bpf.LbCtVal
 		if err := d.ct().lookup(&ev.Key, &v); err != nil {
-			return []Record{d.deletedCT(ev.Key)}
+			return []Record{d.deletedCT(ev.Key, now)}
 		}
 		out := []Record{d.ctRecord(&ev.Key, &v, now)}
 		if v.Flags&ctFDSR == 0 {
@@ -301,11 +332,11 @@ func (d *Datapath) recordsOfEvent(ev *bpf.LbCtEvent) []Record {
 		}
 		return out
 	case bpf.CtEvDeleted:
-		return []Record{d.deletedCT(ev.Key)}
+		return []Record{d.deletedCT(ev.Key, now)}
 	case bpf.CtEvAssoc:
 		var a bpf.LbAssoc
 		if err := d.objs.Assocs.Lookup(&ev.Assoc, &a); err != nil {
-			return []Record{d.deletedAssoc(ev.Assoc)}
+			return []Record{d.deletedAssoc(ev.Assoc, now)}
 		}
 		out := []Record{d.assocRecord(&ev.Assoc, &a, now)}
 		return append(out, d.pathRecords(&ev.Assoc, &a, now)...)

@@ -533,6 +533,114 @@ func TestChangeReaderWakesForDaemonDeletions(t *testing.T) {
 	}
 }
 
+// The daemon's deletions wake a Read only while it waits: queued while
+// nothing waits, they are taken by the next read without a flush of the
+// reader (a system call and a wake-up each, for every entry an ageing
+// round removes), and a waiting Read is woken once however many arrive.
+func TestDaemonDeletionsWakeOnlyAWaitingRead(t *testing.T) {
+	e := newEnv(t)
+	e.upsert(Service{ID: 6, VIP: vipV4, PortStart: 80, Proto: ProtoUDP, Endpoints: testEndpoints(false, 1, 8080)})
+	rd, err := e.d.ConntrackChanges()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rd.Close()
+	const flows = 20
+	open := func(base uint16) {
+		for i := range uint16(flows) {
+			p := pkt{srcMAC: clientMAC, dstMAC: lbMAC0, src: clientV4, dst: vipV4, proto: 17, sport: base + i, dport: 80, ttl: 64, payload: []byte("x")}
+			if ret, _ := e.run(p.frame()); ret != actRedirect {
+				t.Fatalf("flow %d: verdict %d", i, ret)
+			}
+		}
+	}
+	wakes := func() int {
+		rd.mu.Lock()
+		defer rd.mu.Unlock()
+		return rd.wakes
+	}
+	// readAll reads until every key's last record is a deletion.
+	readAll := func(want int) {
+		t.Helper()
+		last := map[string]bool{}
+		for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); {
+			recs, err := rd.Poll()
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, r := range recs {
+				last[string(r.Key)] = r.Deleted
+			}
+			n := 0
+			for _, del := range last {
+				if del {
+					n++
+				}
+			}
+			if n == want && len(last) == want {
+				return
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		t.Fatalf("records of %d keys, want %d deleted: %v", len(last), want, last)
+	}
+
+	open(2000)
+	if err := e.d.FlushConntrack(); err != nil {
+		t.Fatal(err)
+	}
+	if n := wakes(); n != 0 {
+		t.Fatalf("%d deletions with no Read waiting flushed the reader %d times, want 0", 2*flows, n)
+	}
+	readAll(2 * flows)
+
+	got := make(chan []Record, 1)
+	go func() {
+		recs, err := rd.Read()
+		if err != nil {
+			t.Error(err)
+		}
+		got <- recs
+	}()
+	time.Sleep(100 * time.Millisecond) // let Read block
+	open(3000)
+	// The creations woke the Read; it may wait again by now, or not.
+	recs := <-got
+	if len(recs) == 0 || recs[0].Deleted {
+		t.Fatalf("the flows' creation woke Read with %+v", recs)
+	}
+	before := wakes()
+	go func() {
+		var all []Record
+		for {
+			recs, err := rd.Read()
+			if err != nil {
+				break
+			}
+			all = append(all, recs...)
+			if n := len(all); n > 0 && all[n-1].Deleted {
+				break
+			}
+		}
+		got <- all
+	}()
+	time.Sleep(100 * time.Millisecond) // let Read block (the creations were read)
+	if err := e.d.FlushConntrack(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case recs := <-got:
+		if len(recs) == 0 || !recs[len(recs)-1].Deleted {
+			t.Fatalf("after the flush: %+v", recs)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Read did not wake for the flush's deletions")
+	}
+	if n := wakes() - before; n != 1 {
+		t.Fatalf("%d deletions while Read waited flushed it %d times, want once", 2*flows, n)
+	}
+}
+
 // Imported connections count as active for their endpoints (leastconn's
 // input) as soon as they are imported, without the recount of an ageing
 // round: the same record imported again (a refresh) does not count twice,
