@@ -27,10 +27,12 @@ var stateNames = map[uint8]string{
 func ntohl(v uint32) uint32 { return bits.ReverseBytes32(v) }
 
 func (d *Datapath) snapshot() (map[bpf.LbCtKey]bpf.LbCtVal, error) {
-	out := map[bpf.LbCtKey]bpf.LbCtVal{}
+	n := d.snapHint.Load()
+	out := make(map[bpf.LbCtKey]bpf.LbCtVal, n+n/8)
 	if err := d.ct().each(func(k bpf.LbCtKey, v *bpf.LbCtVal) { out[k] = *v }); err != nil {
 		return nil, err
 	}
+	d.snapHint.Store(int64(len(out)))
 	return out, nil
 }
 
@@ -181,12 +183,17 @@ func (d *Datapath) steering(k bpf.LbCtKey, v *bpf.LbCtVal, now uint64) *Steering
 // deleteConns removes the connections (both directions) whose orig or reply
 // entry matches, releasing their leastconn count.
 func (d *Datapath) deleteConns(match func(*bpf.LbCtVal) bool) error {
+	cands, err := d.assocKeys()
+	if err != nil {
+		return err
+	}
 	snap, err := d.snapshot()
 	if err != nil {
 		return err
 	}
 	now := d.now()
 	var errs []error
+	deleted := map[bpf.LbCtKey]bool{}
 	for k, v := range snap {
 		if !match(&v) {
 			continue
@@ -194,49 +201,66 @@ func (d *Datapath) deleteConns(match func(*bpf.LbCtVal) bool) error {
 		if err := d.ct().delete(&k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 			errs = append(errs, fmt.Errorf("delete conntrack entry: %w", err))
 		} else {
+			if isAssoc(k) {
+				deleted[k] = true
+			}
 			d.noteDeleted(d.deletedCT(k, now))
 		}
 		if v.Flags&ctFReply == 0 && v.Flags&ctFReleased == 0 {
 			errs = append(errs, d.releaseActive(v.Svc, v.Ep))
 		}
 	}
-	errs = append(errs, d.pruneAssocs(now))
+	errs = append(errs, d.pruneAssocs(cands, liveAssocs(snap, deleted), now))
 	return errors.Join(errs...)
 }
 
-// pruneAssocs deletes the association records no conntrack entry refers to
-// any more (the datapath drops them only when a new association replaces
-// an old one). now is the caller's clock.
-func (d *Datapath) pruneAssocs(now uint64) error {
-	snap, err := d.snapshot()
-	if err != nil {
-		return err
-	}
-	live := map[assocID]bool{}
-	for k, v := range snap {
-		if isAssoc(k) {
-			live[assocOf(&v)] = true
-		}
-	}
+// assocKeys lists the association records, read before the conntrack walk
+// that judges them (pruneAssocs): a record the datapath makes after this
+// list is not in it, and one in it has its entries in the walk (the
+// datapath writes both in one run of a program). Read after the walk, a
+// new association's record would have no entries in it and be deleted.
+func (d *Datapath) assocKeys() ([]bpf.LbAssocKey, error) {
 	var (
-		k    bpf.LbAssocKey
-		a    bpf.LbAssoc
-		dels []bpf.LbAssocKey
+		k   bpf.LbAssocKey
+		a   bpf.LbAssoc
+		out []bpf.LbAssocKey
 	)
 	it := d.objs.Assocs.Iterate()
 	for it.Next(&k, &a) {
-		if !live[assocID{svc: k.Svc, vtag: k.VtagClient, cport: k.Cport}] {
-			dels = append(dels, k)
-		}
+		out = append(out, k)
 	}
 	if err := it.Err(); err != nil {
-		return fmt.Errorf("iterate associations: %w", err)
+		return nil, fmt.Errorf("iterate associations: %w", err)
 	}
-	for i := range dels {
-		if err := d.objs.Assocs.Delete(&dels[i]); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+	return out, nil
+}
+
+// liveAssocs are the associations an SCTP entry of snap refers to, deleted
+// entries left out.
+func liveAssocs(snap map[bpf.LbCtKey]bpf.LbCtVal, deleted map[bpf.LbCtKey]bool) map[assocID]bool {
+	live := map[assocID]bool{}
+	for k, v := range snap {
+		if isAssoc(k) && !deleted[k] {
+			live[assocOf(&v)] = true
+		}
+	}
+	return live
+}
+
+// pruneAssocs deletes the association records among cands that no
+// conntrack entry refers to any more (live: see liveAssocs); the datapath
+// drops them only when a new association replaces an old one. now is the
+// caller's clock.
+func (d *Datapath) pruneAssocs(cands []bpf.LbAssocKey, live map[assocID]bool, now uint64) error {
+	for i := range cands {
+		k := &cands[i]
+		if live[assocID{svc: k.Svc, vtag: k.VtagClient, cport: k.Cport}] {
+			continue
+		}
+		if err := d.objs.Assocs.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 			return fmt.Errorf("delete association: %w", err)
 		}
-		d.noteDeleted(d.deletedAssoc(dels[i], now))
+		d.noteDeleted(d.deletedAssoc(*k, now))
 	}
 	return nil
 }
@@ -312,6 +336,12 @@ func (d *Datapath) Run(ctx context.Context) error {
 func (d *Datapath) ageOnce(now uint64) (int, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	// One walk of conntrack for the round: the associations are judged
+	// from it too (their records listed first, see assocKeys).
+	cands, err := d.assocKeys()
+	if err != nil {
+		return 0, err
+	}
 	snap, err := d.snapshot()
 	if err != nil {
 		return 0, err
@@ -321,10 +351,16 @@ func (d *Datapath) ageOnce(now uint64) (int, error) {
 	}
 	var errs []error
 	removed := 0
+	// The SCTP entries deleted (for liveAssocs): the others do not matter
+	// to it, and a round deletes thousands of them.
+	deleted := map[bpf.LbCtKey]bool{}
 	del := func(k bpf.LbCtKey) {
 		if err := d.ct().delete(&k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 			errs = append(errs, fmt.Errorf("delete conntrack entry: %w", err))
 			return
+		}
+		if isAssoc(k) {
+			deleted[k] = true
 		}
 		d.noteDeleted(d.deletedCT(k, now))
 	}
@@ -381,7 +417,7 @@ func (d *Datapath) ageOnce(now uint64) (int, error) {
 			del(k)
 		}
 	}
-	errs = append(errs, d.pruneAssocs(now))
+	errs = append(errs, d.pruneAssocs(cands, liveAssocs(snap, deleted), now))
 	errs = append(errs, d.ageAffinity(now))
 	// Entries the LRU evicted never released their count: recount.
 	errs = append(errs, d.recomputeActiveLocked())

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -80,6 +81,10 @@ type Datapath struct {
 
 	mu       sync.Mutex
 	attached map[string]*attachment
+	// snapHint sizes the next conntrack snapshot's map: the last one's
+	// size. Growing a map of tens of thousands of entries from empty
+	// rehashed it a dozen times, most of an ageing round's own time.
+	snapHint atomic.Int64
 	// pending are old maps kept open until CompleteMigration; migrations
 	// reports what Load migrated.
 	pending    []*oldPin
