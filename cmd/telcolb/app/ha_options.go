@@ -73,10 +73,14 @@ const (
 	// defaultHAGather: a wake-up of the producer, and then of the sync's
 	// loop, per change event was most of what the sync cost a node
 	// carrying thousands of new flows a second (each a ring buffer
-	// poll, a goroutine hand-off and a sync message); 2 ms is a small
-	// part of the sync lag's 50 ms budget, and a lone change is not
-	// delayed (the wait comes after a read, not before).
-	defaultHAGather       = 2 * time.Millisecond
+	// poll, a goroutine hand-off and a sync message). At 2 ms a node
+	// taking 2,000 new flows a second still woke about 500 times a
+	// second, sending as many messages and drawing as many
+	// acknowledgements; at 10 ms its daemon's CPU per flow fell by a
+	// fifth (TestBenchHASyncCPUPerFlow, 109 to 88 us), and 10 ms is a
+	// fifth of the sync lag's 50 ms budget. A lone change is not
+	// delayed: the wait comes after a read, not before.
+	defaultHAGather       = 10 * time.Millisecond
 	defaultHAJoinTimeout  = 10 * time.Second
 	defaultHADrainTimeout = 5 * time.Second
 )
