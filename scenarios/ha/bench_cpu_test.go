@@ -102,7 +102,14 @@ func measureNodeCPU(t *testing.T, withHA bool) cpuRound {
 	defer cancel()
 	// The daemons' default refresh interval (3 s): what a node costs as
 	// shipped, not the tests' 1 s.
-	lb := upLabWith(t, ctx, labConfig{withHA: withHA})
+	//
+	// GOMAXPROCS=1: lb1 is a node of one CPU (nodeCPU). Go sizes its
+	// processors from the CPUs it may run on when it starts, not after
+	// (go 1.26 keeps 2 for a process pinned to one CPU after its start):
+	// a daemon started on the lab's 2 CPUs and then pinned kept 2
+	// processors on one CPU and switched threads between them, which no
+	// node of one CPU does.
+	lb := upLabWith(t, ctx, labConfig{withHA: withHA, env: []string{"GOMAXPROCS=1"}})
 	for i, d := range lb.daemons {
 		waitReady(t, ctx, d, fmt.Sprintf("lb%d", i+1))
 	}

@@ -121,6 +121,8 @@ type lab2 struct {
 	withHA bool
 	// refresh is the daemons' --ha-refresh-interval, "" for the default.
 	refresh string
+	// env is added to every daemon's environment.
+	env []string
 }
 
 // labConfig says how upLabWith sets the lab's daemons up.
@@ -130,6 +132,8 @@ type labConfig struct {
 	// 3 s). The tests use 1 s so a copy's age converges within their
 	// waits; the CPU benchmark measures the default.
 	refresh string
+	// env is added to every daemon's environment.
+	env []string
 }
 
 func upLab(t *testing.T, ctx context.Context, withHA bool) *lab2 {
@@ -171,7 +175,7 @@ func upLabWith(t *testing.T, ctx context.Context, cfg labConfig) *lab2 {
 		}
 		t.Cleanup(func() { _ = s.Close() })
 	}
-	lb := &lab2{topo: topo, refresh: cfg.refresh}
+	lb := &lab2{topo: topo, refresh: cfg.refresh, env: cfg.env}
 	for _, m := range sctpModes {
 		srv, err := sctppeer.StartServer(ctx, topo.BE, sctppeer.ServerOptions{Bind: endpoints[:1], Port: m.port, ID: "ep1-" + m.mode, Timers: sctpTimers})
 		if err != nil {
@@ -246,7 +250,7 @@ func (lb *lab2) startNode(t *testing.T, ctx context.Context, i int, boot string)
 		t.Fatal(err)
 	}
 	d, err := l4.StartDaemon(ctx, l4.DaemonConfig{Bin: lb.bins, Host: h, Interfaces: []string{"eth0"},
-		StateDir: state, PinPath: "/sys/fs/bpf/" + lb.labID + "-" + h.Name + boot, ExtraArgs: args})
+		StateDir: state, PinPath: "/sys/fs/bpf/" + lb.labID + "-" + h.Name + boot, ExtraArgs: args, Env: lb.env})
 	if err != nil {
 		t.Fatalf("%s: %v", name, err)
 	}

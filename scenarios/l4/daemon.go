@@ -113,6 +113,8 @@ type DaemonConfig struct {
 	PinPath  string
 	// ExtraArgs are appended to the command line.
 	ExtraArgs []string
+	// Env is added to the daemon's environment (NAME=value).
+	Env []string
 	// Log receives the daemon's stdout and stderr.
 	Log *bytes.Buffer
 }
@@ -202,6 +204,9 @@ func (d *Daemon) start(ctx context.Context) error {
 	}
 	args = append(args, d.cfg.ExtraArgs...)
 	cmd := exec.Command("nsenter", args...)
+	if len(d.cfg.Env) > 0 {
+		cmd.Env = append(os.Environ(), d.cfg.Env...)
+	}
 	cmd.Stdout = d.log
 	cmd.Stderr = d.log
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
