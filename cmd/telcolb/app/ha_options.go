@@ -77,7 +77,7 @@ const (
 	// taking 2,000 new flows a second still woke about 500 times a
 	// second, sending as many messages and drawing as many
 	// acknowledgements; at 10 ms its daemon's CPU per flow fell by a
-	// fifth (TestBenchHASyncCPUPerFlow, 109 to 88 us), and 10 ms is a
+	// fifth (TestBenchHASyncCPUPerFlow, 109 to 84.5 us), and 10 ms is a
 	// fifth of the sync lag's 50 ms budget. A lone change is not
 	// delayed: the wait comes after a read, not before.
 	defaultHAGather       = 10 * time.Millisecond
