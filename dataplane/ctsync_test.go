@@ -489,16 +489,24 @@ func TestConntrackEventsCanBeLeftOut(t *testing.T) {
 	}
 }
 
-// A reader blocked in Read wakes for the daemon's own deletions (a flush
-// here), which the datapath never sees as events.
-func TestChangeReaderWakesForDaemonDeletions(t *testing.T) {
+// udpChangeReader is a datapath with one UDP service (ID 6, port 80) and
+// a change reader on it, closed at the test's end.
+func udpChangeReader(t *testing.T) (*env, *ChangeReader) {
+	t.Helper()
 	e := newEnv(t)
 	e.upsert(Service{ID: 6, VIP: vipV4, PortStart: 80, Proto: ProtoUDP, Endpoints: testEndpoints(false, 1, 8080)})
 	rd, err := e.d.ConntrackChanges()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer rd.Close()
+	t.Cleanup(func() { rd.Close() })
+	return e, rd
+}
+
+// A reader blocked in Read wakes for the daemon's own deletions (a flush
+// here), which the datapath never sees as events.
+func TestChangeReaderWakesForDaemonDeletions(t *testing.T) {
+	e, rd := udpChangeReader(t)
 	p := pkt{srcMAC: clientMAC, dstMAC: lbMAC0, src: clientV4, dst: vipV4, proto: 17, sport: 1234, dport: 80, ttl: 64, payload: []byte("x")}
 	if ret, _ := e.run(p.frame()); ret != actRedirect {
 		t.Fatalf("verdict %d", ret)
@@ -538,13 +546,7 @@ func TestChangeReaderWakesForDaemonDeletions(t *testing.T) {
 // reader (a system call and a wake-up each, for every entry an ageing
 // round removes), and a waiting Read is woken once however many arrive.
 func TestDaemonDeletionsWakeOnlyAWaitingRead(t *testing.T) {
-	e := newEnv(t)
-	e.upsert(Service{ID: 6, VIP: vipV4, PortStart: 80, Proto: ProtoUDP, Endpoints: testEndpoints(false, 1, 8080)})
-	rd, err := e.d.ConntrackChanges()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rd.Close()
+	e, rd := udpChangeReader(t)
 	const flows = 20
 	open := func(base uint16) {
 		for i := range uint16(flows) {
