@@ -183,42 +183,91 @@ func (d *Datapath) steering(k bpf.LbCtKey, v *bpf.LbCtVal, now uint64) *Steering
 // deleteConns removes the connections (both directions) whose orig or reply
 // entry matches, releasing their leastconn count.
 func (d *Datapath) deleteConns(match func(*bpf.LbCtVal) bool) error {
-	cands, err := d.assocKeys()
+	s, err := d.startSweep(d.now())
 	if err != nil {
 		return err
 	}
-	snap, err := d.snapshot()
-	if err != nil {
-		return err
-	}
-	now := d.now()
-	var errs []error
-	deleted := map[bpf.LbCtKey]bool{}
-	for k, v := range snap {
+	for k, v := range s.snap {
 		if !match(&v) {
 			continue
 		}
-		if err := d.ct().delete(&k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-			errs = append(errs, fmt.Errorf("delete conntrack entry: %w", err))
-		} else {
-			if isAssoc(k) {
-				deleted[k] = true
-			}
-			d.noteDeleted(d.deletedCT(k, now))
-		}
+		s.delete(k)
 		if v.Flags&ctFReply == 0 && v.Flags&ctFReleased == 0 {
-			errs = append(errs, d.releaseActive(v.Svc, v.Ep))
+			s.errs = append(s.errs, d.releaseActive(v.Svc, v.Ep))
 		}
 	}
-	errs = append(errs, d.pruneAssocs(cands, liveAssocs(snap, deleted), now))
-	return errors.Join(errs...)
+	return s.finish()
 }
 
-// assocKeys lists the association records, read before the conntrack walk
-// that judges them (pruneAssocs): a record the datapath makes after this
-// list is not in it, and one in it has its entries in the walk (the
-// datapath writes both in one run of a program). Read after the walk, a
-// new association's record would have no entries in it and be deleted.
+// sweep is one pass that deletes conntrack entries judged from one
+// snapshot, then the association records its deletions left without an
+// entry (the datapath drops a record only when a new association replaces
+// it): the ageing round and deleteConns. The records are judged from the
+// same walk, so the table is walked once.
+type sweep struct {
+	d   *Datapath
+	now uint64 // the caller's clock
+	// cands are the association records, listed before the walk: a
+	// record the datapath makes after the list is not in it, and one in
+	// it has its entries in the walk (the datapath writes both in one run
+	// of a program). Listed after the walk, a new association's record
+	// would have no entries in it and be deleted.
+	cands []bpf.LbAssocKey
+	snap  map[bpf.LbCtKey]bpf.LbCtVal
+	// deleted are the SCTP entries deleted: the others do not matter to
+	// the records, and a round deletes thousands of them.
+	deleted map[bpf.LbCtKey]bool
+	errs    []error
+}
+
+func (d *Datapath) startSweep(now uint64) (*sweep, error) {
+	cands, err := d.assocKeys()
+	if err != nil {
+		return nil, err
+	}
+	snap, err := d.snapshot()
+	if err != nil {
+		return nil, err
+	}
+	return &sweep{d: d, now: now, cands: cands, snap: snap, deleted: map[bpf.LbCtKey]bool{}}, nil
+}
+
+// delete removes entry k and queues its deletion to the change readers.
+func (s *sweep) delete(k bpf.LbCtKey) {
+	if err := s.d.ct().delete(&k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		s.errs = append(s.errs, fmt.Errorf("delete conntrack entry: %w", err))
+		return
+	}
+	if isAssoc(k) {
+		s.deleted[k] = true
+	}
+	s.d.noteDeleted(s.d.deletedCT(k, s.now))
+}
+
+// finish deletes the association records no entry left in the snapshot
+// refers to and returns the sweep's errors.
+func (s *sweep) finish() error {
+	live := map[assocID]bool{}
+	for k, v := range s.snap {
+		if isAssoc(k) && !s.deleted[k] {
+			live[assocOf(&v)] = true
+		}
+	}
+	for i := range s.cands {
+		k := &s.cands[i]
+		if live[assocID{svc: k.Svc, vtag: k.VtagClient, cport: k.Cport}] {
+			continue
+		}
+		if err := s.d.objs.Assocs.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			s.errs = append(s.errs, fmt.Errorf("delete association: %w", err))
+			break
+		}
+		s.d.noteDeleted(s.d.deletedAssoc(*k, s.now))
+	}
+	return errors.Join(s.errs...)
+}
+
+// assocKeys lists the association records (see sweep.cands).
 func (d *Datapath) assocKeys() ([]bpf.LbAssocKey, error) {
 	var (
 		k   bpf.LbAssocKey
@@ -233,36 +282,6 @@ func (d *Datapath) assocKeys() ([]bpf.LbAssocKey, error) {
 		return nil, fmt.Errorf("iterate associations: %w", err)
 	}
 	return out, nil
-}
-
-// liveAssocs are the associations an SCTP entry of snap refers to, deleted
-// entries left out.
-func liveAssocs(snap map[bpf.LbCtKey]bpf.LbCtVal, deleted map[bpf.LbCtKey]bool) map[assocID]bool {
-	live := map[assocID]bool{}
-	for k, v := range snap {
-		if isAssoc(k) && !deleted[k] {
-			live[assocOf(&v)] = true
-		}
-	}
-	return live
-}
-
-// pruneAssocs deletes the association records among cands that no
-// conntrack entry refers to any more (live: see liveAssocs); the datapath
-// drops them only when a new association replaces an old one. now is the
-// caller's clock.
-func (d *Datapath) pruneAssocs(cands []bpf.LbAssocKey, live map[assocID]bool, now uint64) error {
-	for i := range cands {
-		k := &cands[i]
-		if live[assocID{svc: k.Svc, vtag: k.VtagClient, cport: k.Cport}] {
-			continue
-		}
-		if err := d.objs.Assocs.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-			return fmt.Errorf("delete association: %w", err)
-		}
-		d.noteDeleted(d.deletedAssoc(*k, now))
-	}
-	return nil
 }
 
 // releaseActive decrements a leastconn counter. The read-modify-write can race
@@ -336,34 +355,17 @@ func (d *Datapath) Run(ctx context.Context) error {
 func (d *Datapath) ageOnce(now uint64) (int, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	// One walk of conntrack for the round: the associations are judged
-	// from it too (their records listed first, see assocKeys).
-	cands, err := d.assocKeys()
+	// One walk of conntrack for the round: the association records are
+	// judged from it too (sweep).
+	sw, err := d.startSweep(now)
 	if err != nil {
 		return 0, err
 	}
-	snap, err := d.snapshot()
-	if err != nil {
-		return 0, err
-	}
+	snap, del := sw.snap, sw.delete
 	expired := func(last uint64, timeout uint32) bool {
 		return now > last && now-last > uint64(timeout)*uint64(time.Second)
 	}
-	var errs []error
 	removed := 0
-	// The SCTP entries deleted (for liveAssocs): the others do not matter
-	// to it, and a round deletes thousands of them.
-	deleted := map[bpf.LbCtKey]bool{}
-	del := func(k bpf.LbCtKey) {
-		if err := d.ct().delete(&k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-			errs = append(errs, fmt.Errorf("delete conntrack entry: %w", err))
-			return
-		}
-		if isAssoc(k) {
-			deleted[k] = true
-		}
-		d.noteDeleted(d.deletedCT(k, now))
-	}
 	// An SCTP association ages as one: idle since the last packet on any of
 	// its paths, with the timeout of its primary entry's state.
 	assocLast := lastSeenByAssoc(snap)
@@ -402,7 +404,7 @@ func (d *Datapath) ageOnce(now uint64) (int, error) {
 			del(pk)
 		}
 		if v.Flags&ctFReleased == 0 {
-			errs = append(errs, d.releaseActive(v.Svc, v.Ep))
+			sw.errs = append(sw.errs, d.releaseActive(v.Svc, v.Ep))
 		}
 		removed++
 	}
@@ -417,8 +419,7 @@ func (d *Datapath) ageOnce(now uint64) (int, error) {
 			del(k)
 		}
 	}
-	errs = append(errs, d.pruneAssocs(cands, liveAssocs(snap, deleted), now))
-	errs = append(errs, d.ageAffinity(now))
+	errs := []error{sw.finish(), d.ageAffinity(now)}
 	// Entries the LRU evicted never released their count: recount.
 	errs = append(errs, d.recomputeActiveLocked())
 	return removed, errors.Join(errs...)
