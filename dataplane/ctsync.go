@@ -394,28 +394,58 @@ func (d *Datapath) DumpConntrack() ([]Record, error) {
 
 // ScanConntrack walks what DumpConntrack dumps, in its order, and returns
 // the records of the entries keep chose, encoded as DumpConntrack encodes
-// them. keep is given each entry's kind, its encoded key (valid during the
-// call only) and how long its flow has been idle at the walk's start
-// (known false: the entry keeps no time). It is the HA refresh's walk: on
-// a loaded node almost every entry is idle since it was last sent, and
-// encoding its value only to skip it cost as much as the walk itself.
-func (d *Datapath) ScanConntrack(keep func(kind uint16, key []byte, idle time.Duration, known bool) bool) ([]Record, error) {
+// them, and the walk's mark. keep is given each entry's kind, its encoded
+// key (valid during the call only) and how long its flow has been idle at
+// the walk's start (known false: the entry keeps no time). It is the HA
+// refresh's walk: on a loaded node almost every entry is idle since it was
+// last sent, and encoding its value only to skip it cost as much as the
+// walk itself.
+//
+// since, an earlier walk's mark (0: none), leaves out unoffered and
+// unencoded every entry whose flow was last seen before that walk began:
+// that walk was offered it as it is now. A refresh after one that judged
+// the whole table looks only at what moved since, not at the rest of a
+// loaded node's table.
+func (d *Datapath) ScanConntrack(since ScanMark, keep func(kind uint16, key []byte, idle time.Duration, known bool) bool) ([]Record, ScanMark, error) {
 	now := d.now()
+	maxIdle := time.Duration(-1)
+	if since != 0 {
+		maxIdle = time.Duration(now-min(now, uint64(since))) + d.scanSlack()
+	}
 	var (
 		out []Record
 		kb  []byte
 	)
 	err := d.walkRecords("scan", func(kind uint16, kl, vl *layout, key, val []byte) {
-		kb = kl.encodeInto(kb, key, now)
 		idle, known := vl.idleOf(val, now)
+		if known && maxIdle >= 0 && idle > maxIdle {
+			return
+		}
+		kb = kl.encodeInto(kb, key, now)
 		if keep(kind, kb, idle, known) {
 			out = append(out, d.codec.record(kind, kl, vl, key, val, now))
 		}
 	})
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
-	return out, nil
+	return out, ScanMark(now), nil
+}
+
+// A ScanMark is when a ScanConntrack walk began, on the datapath's clock.
+type ScanMark uint64
+
+// scanSlack is how much earlier than a walk's start a packet it did not
+// see may have stamped its entry: the datapath's clock reads the start of
+// the current tick (lb_now), so a packet just after the walk began may
+// carry a time up to a tick before it; plus the calibration's spread.
+// Without a calibration (the coarse helper) the coarsest tick, HZ=100's.
+func (d *Datapath) scanSlack() time.Duration {
+	tick := time.Duration(d.clock.TickNs)
+	if tick == 0 {
+		tick = 10 * time.Millisecond
+	}
+	return tick + clockAgree
 }
 
 // walkRecords calls visit with every association, then every conntrack

@@ -174,16 +174,9 @@ func (n *Node) loop() {
 			n.ops, n.barrierReqs = nil, nil
 			n.opsMu.Unlock()
 			step(func(now time.Time) Output {
-				var all Output
-				for _, r := range ops {
-					var out Output
-					if r.Deleted {
-						out, _ = n.m.Delete(now, r.Kind, r.Key) // checked in Put
-					} else {
-						out, _ = n.m.Put(now, r)
-					}
-					merge(&all, out)
-				}
+				// Checked and copied by Put and PutAll: the table keeps
+				// the copies.
+				all := n.m.putChecked(now, ops)
 				merge(&all, n.m.Flush(now))
 				n.takeBarriers(now, reqs, &all)
 				return all

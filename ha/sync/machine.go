@@ -232,20 +232,44 @@ func (m *Machine) Put(now time.Time, r Record) (Output, error) {
 	if err := checkRecord(r); err != nil {
 		return Output{}, err
 	}
-	if r.Deleted {
-		return m.Delete(now, r.Kind, r.Key)
+	var out Output
+	m.put(now, r.Kind, r.Key, slices.Clone(r.Value), r.Deleted, &out)
+	return m.finish(now, out), nil
+}
+
+// putChecked puts records that passed checkRecord, in order (a Deleted
+// one is a removal), with one Output: the wake-ups and barriers are
+// worked out once for the burst, not once per record. Their values are
+// the table's from now on (the Node's queue holds copies already).
+func (m *Machine) putChecked(now time.Time, rs []Record) Output {
+	var out Output
+	for _, r := range rs {
+		m.put(now, r.Kind, r.Key, r.Value, r.Deleted, &out)
 	}
-	tk := tableKey(r.Kind, r.Key)
+	return m.finish(now, out)
+}
+
+// put sets (or removes) a checked record whose value the table keeps,
+// queueing the change for every peer.
+func (m *Machine) put(now time.Time, kind uint16, key, value []byte, deleted bool, out *Output) {
+	tk := tableKey(kind, key)
 	_, had := m.table[tk]
-	m.table[tk] = slices.Clone(r.Value)
-	if m.table[tk] == nil {
-		m.table[tk] = []byte{}
+	if deleted {
+		if had {
+			delete(m.table, tk)
+			m.queue(now, tk, qChanged, out)
+		}
+		return
 	}
+	if value == nil {
+		value = []byte{}
+	}
+	m.table[tk] = value
 	q := qChanged
 	if !had {
 		q = qFresh
 	}
-	return m.changed(now, tk, q), nil
+	m.queue(now, tk, q, out)
 }
 
 // Delete removes a record from the local table and queues its removal.
@@ -253,12 +277,9 @@ func (m *Machine) Delete(now time.Time, kind uint16, key []byte) (Output, error)
 	if err := checkRecord(Record{Key: key}); err != nil {
 		return Output{}, err
 	}
-	tk := tableKey(kind, key)
-	if _, ok := m.table[tk]; !ok {
-		return m.finish(now, Output{}), nil
-	}
-	delete(m.table, tk)
-	return m.changed(now, tk, qChanged), nil
+	var out Output
+	m.put(now, kind, key, nil, true, &out)
+	return m.finish(now, out), nil
 }
 
 // Flush sends what waits for every peer, as far as windows allow.

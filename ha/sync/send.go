@@ -26,11 +26,10 @@ type flight struct {
 	qEnd [2]uint64
 }
 
-// changed queues tk for every peer in queue q, unless it waits already
+// queue queues tk for every peer in queue q, unless it waits already
 // (in whichever queue: a key is in one queue at most, so its changes reach
 // the peer in order).
-func (m *Machine) changed(now time.Time, tk string, q int) Output {
-	var out Output
+func (m *Machine) queue(now time.Time, tk string, q int, out *Output) {
 	for _, n := range m.names {
 		p := m.peers[n]
 		if p.needResync {
@@ -56,13 +55,12 @@ func (m *Machine) changed(now time.Time, tk string, q int) Output {
 				p.dropQueued() // the snapshot carries them now
 				m.stats.Folded++
 			} else {
-				m.resync(now, p, &out)
+				m.resync(now, p, out)
 			}
 			continue
 		}
-		m.fill(now, p, false, &out)
+		m.fill(now, p, false, out)
 	}
-	return m.finish(now, out)
 }
 
 // fill sends data messages to p while its window allows. Without force a

@@ -35,9 +35,10 @@ type ConntrackSource interface {
 // conntrackScanner is a ConntrackSource that can walk its table and encode
 // only the entries the walk keeps (*dataplane.Datapath's ScanConntrack):
 // the refresh then skips the idle entries it sent before without encoding
-// them. Without it the refresh filters a whole dump.
+// them, and those idle since before the last round began without looking
+// at them (since). Without it the refresh filters a whole dump.
 type conntrackScanner interface {
-	ScanConntrack(keep func(kind uint16, key []byte, idle time.Duration, known bool) bool) ([]dataplane.Record, error)
+	ScanConntrack(since dataplane.ScanMark, keep func(kind uint16, key []byte, idle time.Duration, known bool) bool) ([]dataplane.Record, dataplane.ScanMark, error)
 }
 
 // ChangeReader is *dataplane.ChangeReader: Read waits for changes and
@@ -103,6 +104,9 @@ type HA struct {
 
 	// refreshMu serialises refreshes (the loop's and a drain's).
 	refreshMu stdsync.Mutex
+	// lastScan: the walk of the last refresh that completed by a scan
+	// (under refreshMu; 0 before the first).
+	lastScan dataplane.ScanMark
 
 	ctx    context.Context // ends at Close
 	cancel context.CancelFunc

@@ -69,17 +69,28 @@ func (m *perKeyCT) imported(key string) int {
 
 // scanCT is a timedCT that scans as the datapath does (conntrackScanner):
 // it counts, per key, the entries the refresh's walk kept (encoded) and
-// the entries it was offered.
+// the entries it was offered. Its marks are its clock since base; a walk
+// given one leaves out the entries last seen before it, as the datapath's
+// does (with a millisecond of slack for the dump's own clock read).
 type scanCT struct {
 	*timedCT
 	kept, offered map[string]int
+	base          time.Time
 }
 
-func (m *scanCT) ScanConntrack(keep func(kind uint16, key []byte, idle time.Duration, known bool) bool) ([]dataplane.Record, error) {
+func newScanCT(timed *timedCT) *scanCT {
+	return &scanCT{timed, map[string]int{}, map[string]int{}, time.Now()}
+}
+
+func (m *scanCT) ScanConntrack(since dataplane.ScanMark, keep func(kind uint16, key []byte, idle time.Duration, known bool) bool) ([]dataplane.Record, dataplane.ScanMark, error) {
+	at := time.Now()
 	recs, err := m.timedCT.DumpConntrack()
 	var out []dataplane.Record
 	for _, r := range recs {
 		idle, known := dataplane.RecordIdle(r)
+		if known && since != 0 && at.Add(-idle).Before(m.base.Add(time.Duration(since)-time.Millisecond)) {
+			continue
+		}
 		m.mu.Lock()
 		m.offered[string(r.Key)]++
 		m.mu.Unlock()
@@ -90,7 +101,7 @@ func (m *scanCT) ScanConntrack(keep func(kind uint16, key []byte, idle time.Dura
 			out = append(out, r)
 		}
 	}
-	return out, err
+	return out, dataplane.ScanMark(at.Sub(m.base)), err
 }
 
 func (m *scanCT) counts(key string) (kept, offered int) {
@@ -111,7 +122,7 @@ func TestHARefreshSendsWhatCarriedTraffic(t *testing.T) {
 			pair := newHAPair(t)
 			timed, lb2 := newTimedCT(), &perKeyCT{newTimedCT(), map[string]int{}}
 			var lb1 ConntrackSource = timed
-			scan := &scanCT{timed, map[string]int{}, map[string]int{}}
+			scan := newScanCT(timed)
 			if scans {
 				lb1 = scan
 			}
@@ -122,7 +133,7 @@ func TestHARefreshSendsWhatCarriedTraffic(t *testing.T) {
 			waitFor(t, "both flows on lb2", func() bool { return lb2.has("idle") && lb2.has("busy") })
 			timed.flowing(t, "busy")
 			idle0, busy0 := lb2.imported("idle"), lb2.imported("busy")
-			idleKept0, _ := scan.counts("idle")
+			idleKept0, idleOffered0 := scan.counts("idle")
 			busyKept0, busyOffered0 := scan.counts("busy")
 			time.Sleep(20 * 100 * time.Millisecond)
 			idle, busy := lb2.imported("idle")-idle0, lb2.imported("busy")-busy0
@@ -136,10 +147,10 @@ func TestHARefreshSendsWhatCarriedTraffic(t *testing.T) {
 			if !scans {
 				return
 			}
-			idleKept, _ := scan.counts("idle")
+			idleKept, idleOffered := scan.counts("idle")
 			busyKept, busyOffered := scan.counts("busy")
-			t.Logf("the scans offered the busy flow %d times and kept it %d times; kept the idle one %d times",
-				busyOffered-busyOffered0, busyKept-busyKept0, idleKept-idleKept0)
+			t.Logf("the scans offered the busy flow %d times and kept it %d times; offered the idle one %d times and kept it %d times",
+				busyOffered-busyOffered0, busyKept-busyKept0, idleOffered-idleOffered0, idleKept-idleKept0)
 			if busyOffered-busyOffered0 < 8 || busyKept-busyKept0 < 8 {
 				t.Errorf("the scans offered the busy flow %d times and kept it %d times in 20 rounds, want at least 8 (most rounds are not full)",
 					busyOffered-busyOffered0, busyKept-busyKept0)
@@ -147,8 +158,38 @@ func TestHARefreshSendsWhatCarriedTraffic(t *testing.T) {
 			if idleKept-idleKept0 != 0 {
 				t.Errorf("the scans kept the idle flow %d times: it was sent before and idle since", idleKept-idleKept0)
 			}
+			// Idle since before the last round's walk, held by no peer:
+			// judged by that round as it is now, not offered again (the
+			// first scan of the window may still be the one that judged
+			// it).
+			if n := idleOffered - idleOffered0; n > 1 {
+				t.Errorf("the scans offered the idle flow %d times in 20 rounds, want at most once: it was idle since before the rounds that judged it", n)
+			}
 		})
 	}
+}
+
+// TestHAScanJudgesIdleCopiesEveryRound: lb2 scans (the real datapath's
+// walk) and holds a copy of lb1's flow, idle for seconds. Every round's
+// walk offers the copy, however idle (a copy is judged every round: only
+// then does the copy of a peer that went down become ours), and lb2 takes
+// it over when lb1 goes.
+func TestHAScanJudgesIdleCopiesEveryRound(t *testing.T) {
+	pair := newHAPair(t)
+	lb1, lb2 := newTimedCT(), newScanCT(newTimedCT())
+	lb1.put("k1", "v1", time.Now().Add(-2*time.Second))
+	ha1, ha2 := pair.start("lb1", lb1), pair.start("lb2", lb2)
+	waitFor(t, "lb1's flow a copy on lb2", func() bool { return ha2.isCopy("k1") })
+	_, offered0 := lb2.counts("k1")
+	time.Sleep(10 * 100 * time.Millisecond) // 10 rounds, one of them full (a dump)
+	_, offered := lb2.counts("k1")
+	if n := offered - offered0; n < 5 {
+		t.Errorf("lb2's scans offered lb1's idle copy %d times in 10 rounds, want every round but the full one", n)
+	}
+	if err := ha1.Close(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "lb2 owning k1 once lb1 is down", func() bool { return ha2.owns("k1") })
 }
 
 // slowImportCT is a timedCT whose import waits before it writes (the

@@ -88,7 +88,7 @@ func (h *HA) refresh(full bool) {
 	// (claimSlack), so the standby would take over every flow each
 	// round and send it back, and the owner take it back.
 	now := time.Now()
-	recs, err := h.refreshRecords(now, full)
+	recs, mark, err := h.refreshRecords(now, full)
 	if err != nil {
 		h.log.Warn("ha refresh: dump conntrack", "error", err)
 		return
@@ -151,6 +151,9 @@ func (h *HA) refresh(full bool) {
 		}
 	}
 	h.mu.Unlock()
+	if mark != 0 {
+		h.lastScan = mark
+	}
 	if claimed > 0 {
 		h.log.Info("ha: peers' entries taken over (traffic here, or their node is down)", "entries", claimed)
 	}
@@ -171,13 +174,31 @@ func idleSinceSent(prev, seen time.Time) bool {
 // the refresh, with the state of then: an entry skipped here is one that
 // refresh would skip too, or one whose state changed during the walk,
 // which the next round judges.
-func (h *HA) refreshRecords(now time.Time, full bool) ([]dataplane.Record, error) {
+//
+// Nor is an entry looked at when its flow was last seen before the last
+// completed round's walk began and no peer's copy is held: that round
+// judged it as it is now (and the one before it, the rest). It was sent
+// then (owned and idle since: skipped) or already idle since sent
+// (skipped), or left to a later event (changed or deleted during that
+// walk: the event is sent). A copy is judged every round, whatever its
+// age: the one of a peer that went down since becomes ours, however idle.
+// A full round returns no mark: the next scan goes by the older one,
+// which leaves out less.
+func (h *HA) refreshRecords(now time.Time, full bool) ([]dataplane.Record, dataplane.ScanMark, error) {
 	sc, ok := h.dp.(conntrackScanner)
 	if !ok || full {
-		return h.dp.DumpConntrack()
+		recs, err := h.dp.DumpConntrack()
+		return recs, 0, err
+	}
+	h.mu.Lock()
+	copies := len(h.imported)
+	h.mu.Unlock()
+	since := h.lastScan
+	if copies > 0 {
+		since = 0
 	}
 	var kb []byte
-	return sc.ScanConntrack(func(kind uint16, key []byte, idle time.Duration, known bool) bool {
+	return sc.ScanConntrack(since, func(kind uint16, key []byte, idle time.Duration, known bool) bool {
 		if !known {
 			return true
 		}
