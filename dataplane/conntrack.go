@@ -183,7 +183,7 @@ func (d *Datapath) steering(k bpf.LbCtKey, v *bpf.LbCtVal, now uint64) *Steering
 // deleteConns removes the connections (both directions) whose orig or reply
 // entry matches, releasing their leastconn count.
 func (d *Datapath) deleteConns(match func(*bpf.LbCtVal) bool) error {
-	s, err := d.startSweep(d.now())
+	s, err := d.startSweep(d.now(), false)
 	if err != nil {
 		return err
 	}
@@ -217,10 +217,13 @@ type sweep struct {
 	// deleted are the SCTP entries deleted: the others do not matter to
 	// the records, and a round deletes thousands of them.
 	deleted map[bpf.LbCtKey]bool
-	errs    []error
+	// expiry: the ageing's sweep, whose deletions every node holding a
+	// copy makes itself (Record.Expired); a flush's are news to them.
+	expiry bool
+	errs   []error
 }
 
-func (d *Datapath) startSweep(now uint64) (*sweep, error) {
+func (d *Datapath) startSweep(now uint64, expiry bool) (*sweep, error) {
 	cands, err := d.assocKeys()
 	if err != nil {
 		return nil, err
@@ -229,7 +232,7 @@ func (d *Datapath) startSweep(now uint64) (*sweep, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &sweep{d: d, now: now, cands: cands, snap: snap, deleted: map[bpf.LbCtKey]bool{}}, nil
+	return &sweep{d: d, now: now, cands: cands, snap: snap, deleted: map[bpf.LbCtKey]bool{}, expiry: expiry}, nil
 }
 
 // delete removes entry k and queues its deletion to the change readers.
@@ -241,7 +244,7 @@ func (s *sweep) delete(k bpf.LbCtKey) {
 	if isAssoc(k) {
 		s.deleted[k] = true
 	}
-	s.d.noteDeleted(s.d.deletedCT(k, s.now))
+	s.d.noteDeleted(expiredRecord(s.d.deletedCT(k, s.now), s.expiry))
 }
 
 // finish deletes the association records no entry left in the snapshot
@@ -262,7 +265,7 @@ func (s *sweep) finish() error {
 			s.errs = append(s.errs, fmt.Errorf("delete association: %w", err))
 			break
 		}
-		s.d.noteDeleted(s.d.deletedAssoc(*k, s.now))
+		s.d.noteDeleted(expiredRecord(s.d.deletedAssoc(*k, s.now), s.expiry))
 	}
 	return errors.Join(s.errs...)
 }
@@ -357,7 +360,7 @@ func (d *Datapath) ageOnce(now uint64) (int, error) {
 	defer d.mu.Unlock()
 	// One walk of conntrack for the round: the association records are
 	// judged from it too (sweep).
-	sw, err := d.startSweep(now)
+	sw, err := d.startSweep(now, true)
 	if err != nil {
 		return 0, err
 	}

@@ -23,6 +23,13 @@ type Record struct {
 	Key     []byte
 	Value   []byte
 	Deleted bool
+	// Expired says a deletion is the ageing's: the entry's timeout passed
+	// since its flow's last packet. Every node expires its copies by the
+	// same rule (the timeouts are in the entries), and a copy's last
+	// packet is never later than its owner's, so the HA sync does not
+	// send these: the peers' copies are gone by then, or go at their
+	// next ageing round.
+	Expired bool
 	// idle and idleAge are RecordIdle's answer for a record this node
 	// encoded (idleUnknown: parse the value): the HA sync asks it of
 	// every record it sends or dumps, and parsing it back cost as much

@@ -189,6 +189,12 @@ func (d *Datapath) deletedAssoc(k bpf.LbAssocKey, now uint64) Record {
 	return Record{Kind: RecordAssoc, Key: d.codec.assocKey.encode(view(&k), now), Deleted: true}
 }
 
+// expiredRecord is r, a deletion, marked as the ageing's (Record.Expired).
+func expiredRecord(r Record, expired bool) Record {
+	r.Expired = expired
+	return r
+}
+
 // ConntrackEventsLost is how many change events the datapath dropped
 // because the ring buffer was full (a peer needs a resync from a dump).
 func (d *Datapath) ConntrackEventsLost() (uint64, error) {
@@ -571,6 +577,11 @@ func (d *Datapath) importCT(r Record, now uint64, active map[uint32]int) ([][16]
 	if err := d.ct().put(&k, &v); err != nil {
 		return nil, fmt.Errorf("write conntrack entry: %w", err)
 	}
+	if hadOld {
+		if err := d.dropReplaced(&k, &old, &v, active); err != nil {
+			return nil, err
+		}
+	}
 	// The peer's note of a taken-up association does not come with it.
 	if err := d.noteTakenUp(&k, &v); err != nil {
 		return nil, err
@@ -582,6 +593,34 @@ func (d *Datapath) importCT(r Record, now uint64, active map[uint32]int) ([][16]
 		active[idx]++
 	}
 	return [][16]byte{k.Src, k.Dst}, nil
+}
+
+// dropReplaced deletes the orig entry of the flow whose reply entry k
+// held (old) before an import wrote another flow's (v) over it: the owner
+// gave the SNAT port to a new flow after the old one expired there, and
+// expiries are not sent (Record.Expired). Left here, the old orig entry
+// would live on with the new flow's replies (the ageing goes by the later
+// of both directions' packets) and take its client's next packets to the
+// new flow's port. Paths of SCTP associations are left to their records.
+func (d *Datapath) dropReplaced(k *bpf.LbCtKey, old, v *bpf.LbCtVal, active map[uint32]int) error {
+	if old.Flags&ctFReply == 0 || (old.Flags|v.Flags)&ctFPath != 0 {
+		return nil
+	}
+	ok := peerKey(old, k.Proto)
+	if ok == peerKey(v, k.Proto) {
+		return nil
+	}
+	var ov bpf.LbCtVal
+	if d.ct().lookup(&ok, &ov) != nil || ov.Flags&ctFReply != 0 || peerKey(&ov, ok.Proto) != *k {
+		return nil
+	}
+	if err := d.ct().delete(&ok); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("delete the replaced flow's entry: %w", err)
+	}
+	if idx, has := d.activeIndex(&ov); has {
+		active[idx]--
+	}
+	return nil
 }
 
 // activeIndex is the endpoint count an entry holds one of (the rule of

@@ -682,3 +682,110 @@ func TestImportKeepsActiveCounts(t *testing.T) {
 		t.Fatalf("B counts %d active after the deletions were imported, want 0", got)
 	}
 }
+
+// The ageing's deletions are marked Expired (every node holding a copy
+// expires it by the same rule, so the HA sync does not send them); a
+// flush's deletions are not: only this node knows of them.
+func TestExpiriesAreMarkedFlushesAreNot(t *testing.T) {
+	e, rd := udpChangeReader(t)
+	flow := func(sport uint16) {
+		t.Helper()
+		p := pkt{srcMAC: clientMAC, dstMAC: lbMAC0, src: clientV4, dst: vipV4, proto: 17, sport: sport, dport: 80, ttl: 64, payload: []byte("x")}
+		if ret, _ := e.run(p.frame()); ret != actRedirect {
+			t.Fatalf("verdict %d", ret)
+		}
+		if recs, err := rd.Read(); err != nil || len(recs) != 2 || recs[0].Deleted || recs[1].Deleted {
+			t.Fatalf("new flow: %d records (want both directions), %v", len(recs), err)
+		}
+	}
+	deletions := func(what string) []Record {
+		t.Helper()
+		recs, err := rd.Poll()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(recs) != 2 || !recs[0].Deleted || !recs[1].Deleted {
+			t.Fatalf("after %s: %+v, want the flow's 2 deletions", what, recs)
+		}
+		return recs
+	}
+
+	flow(1234)
+	if n, err := e.d.ageOnce(e.d.now() + uint64(time.Hour)); err != nil || n != 1 {
+		t.Fatalf("ageing an hour later removed %d connections (%v), want 1", n, err)
+	}
+	for _, r := range deletions("the ageing") {
+		if !r.Expired {
+			t.Errorf("the ageing's deletion of %x is not marked Expired", r.Key)
+		}
+	}
+	flow(1235)
+	if err := e.d.FlushConntrack(); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range deletions("a flush") {
+		if r.Expired {
+			t.Errorf("a flush's deletion of %x is marked Expired: the peers would keep their copies", r.Key)
+		}
+	}
+}
+
+// A fullnat flow expires on A (its deletion not sent: B expires its copy
+// itself) and A gives its SNAT port to a new client's flow. The new
+// flow's reply entry, imported, replaces the old one's on B, and the old
+// flow's orig entry goes with it: kept, it would live on with the new
+// flow's replies and send its client's next packets to the new flow's
+// port.
+func TestImportReplacingAReplyEntryDropsItsOldFlow(t *testing.T) {
+	h := newHAPair(t)
+	const id, vport = 41, 9401
+	h.upsert(Service{ID: id, VIP: vipV4, PortStart: vport, Proto: ProtoUDP, Mode: ModeFullNAT, Endpoints: testEndpoints(false, 1, 8080)})
+	udp := func(src netip.Addr, sport uint16) []byte {
+		return pkt{srcMAC: clientMAC, dstMAC: lbMAC0, src: src, dst: vipV4, proto: 17, sport: sport, dport: vport, ttl: 64, payload: []byte("x")}.frame()
+	}
+	const cport = 43211
+	if ret, _ := h.a.run(udp(clientV4, cport)); ret != actRedirect {
+		t.Fatalf("first flow on A: verdict %d", ret)
+	}
+	snat := connFrom(t, h.a, id, cport).Source
+	h.sync(t)
+	connFrom(t, h.b, id, cport)
+	// The flow expires on A; its deletions stay there.
+	if n, err := h.a.d.ageOnce(h.a.d.now() + uint64(time.Hour)); err != nil || n != 1 {
+		t.Fatalf("ageing on A removed %d connections (%v), want 1", n, err)
+	}
+	if recs, err := h.rd.Poll(); err != nil || len(recs) != 2 || !recs[0].Expired || !recs[1].Expired {
+		t.Fatalf("A's expiry: %+v (%v), want the flow's 2 expired deletions", recs, err)
+	}
+	// Another client tuple whose first SNAT port is the one just freed.
+	var other netip.Addr
+	var oport uint16
+search:
+	for host := 3; host < 255; host++ {
+		addr := netip.AddrFrom4([4]byte{10, 0, 0, byte(host)})
+		for p := 1024; p < 65536; p++ {
+			if snatFirstPort(addr, vipV4, uint16(p), vport, 17) == snat.Port() {
+				other, oport = addr, uint16(p)
+				break search
+			}
+		}
+	}
+	if !other.IsValid() {
+		t.Fatal("no client tuple found whose first SNAT port collides")
+	}
+	if ret, _ := h.a.run(udp(other, oport)); ret != actRedirect {
+		t.Fatalf("second flow on A: verdict %d", ret)
+	}
+	if got := connFrom(t, h.a, id, oport).Source; got != snat {
+		t.Fatalf("A gave the second flow %s, expected the freed %s", got, snat)
+	}
+	h.sync(t)
+	if got := connFrom(t, h.b, id, oport).Source; got != snat {
+		t.Fatalf("B's copy of the second flow has %s, want %s", got, snat)
+	}
+	for _, c := range h.b.conns() {
+		if c.ServiceID == id && c.Client.Port() == cport {
+			t.Fatalf("B still holds the expired flow from %v, whose SNAT port %v is the new flow's", c.Client, c.Source)
+		}
+	}
+}

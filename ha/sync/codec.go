@@ -63,6 +63,15 @@ type Record struct {
 	Key     []byte
 	Value   []byte
 	Deleted bool
+	// Local, on a deletion put here, is one the peers make themselves
+	// from the value they hold (the consumer knows: a conntrack entry's
+	// expiry, by the age in the value): the record leaves this node's
+	// table, so no later bulk resync carries it, and no message, unless
+	// a resync's snapshot carried the key since its last put. That value
+	// reached a peer later than it was put, so the peer may take it for
+	// younger than it is and expire it late: the deletion is sent. Not on
+	// the wire.
+	Local bool
 }
 
 // Hello opens a connection.

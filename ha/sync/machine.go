@@ -128,10 +128,15 @@ type Machine struct {
 	cfg   Config
 	inc   uint64
 	table map[string][]byte // table key -> value
-	peers map[string]*peer
-	names []string // sorted peer names
-	stats Stats
-	buf   []Record
+	// snapSent: the keys a resync's snapshot carried since they were
+	// last put. Their values reached a peer later than they were put, so
+	// the peer may take them for younger than they are: their Local
+	// deletions are sent (see Record.Local).
+	snapSent map[string]struct{}
+	peers    map[string]*peer
+	names    []string // sorted peer names
+	stats    Stats
+	buf      []Record
 	// barriers not complete yet, in the order taken (barrier.go).
 	barriers    []*barrier
 	lastBarrier uint64
@@ -177,7 +182,7 @@ func New(cfg Config, incarnation uint64) (*Machine, error) {
 	case incarnation == 0:
 		return nil, errors.New("sync: incarnation 0 is reserved for 'none'")
 	}
-	m := &Machine{cfg: cfg, inc: incarnation, table: map[string][]byte{}, peers: map[string]*peer{}}
+	m := &Machine{cfg: cfg, inc: incarnation, table: map[string][]byte{}, snapSent: map[string]struct{}{}, peers: map[string]*peer{}}
 	for _, n := range cfg.Peers {
 		switch {
 		case n == "" || len(n) > maxNameLen:
@@ -233,7 +238,7 @@ func (m *Machine) Put(now time.Time, r Record) (Output, error) {
 		return Output{}, err
 	}
 	var out Output
-	m.put(now, r.Kind, r.Key, slices.Clone(r.Value), r.Deleted, &out)
+	m.put(now, r, slices.Clone(r.Value), &out)
 	return m.finish(now, out), nil
 }
 
@@ -244,20 +249,26 @@ func (m *Machine) Put(now time.Time, r Record) (Output, error) {
 func (m *Machine) putChecked(now time.Time, rs []Record) Output {
 	var out Output
 	for _, r := range rs {
-		m.put(now, r.Kind, r.Key, r.Value, r.Deleted, &out)
+		m.put(now, r, r.Value, &out)
 	}
 	return m.finish(now, out)
 }
 
-// put sets (or removes) a checked record whose value the table keeps,
-// queueing the change for every peer.
-func (m *Machine) put(now time.Time, kind uint16, key, value []byte, deleted bool, out *Output) {
-	tk := tableKey(kind, key)
+// put sets (or removes) checked record r, value the table's copy of its
+// value, queueing the change for every peer (a Local deletion for none,
+// unless a snapshot carried the key since its last put: a key already
+// queued goes as the deletion it now is).
+func (m *Machine) put(now time.Time, r Record, value []byte, out *Output) {
+	tk := tableKey(r.Kind, r.Key)
 	_, had := m.table[tk]
-	if deleted {
+	_, snapped := m.snapSent[tk]
+	delete(m.snapSent, tk)
+	if r.Deleted {
 		if had {
 			delete(m.table, tk)
-			m.queue(now, tk, qChanged, out)
+			if !r.Local || snapped {
+				m.queue(now, tk, qChanged, out)
+			}
 		}
 		return
 	}
@@ -278,7 +289,7 @@ func (m *Machine) Delete(now time.Time, kind uint16, key []byte) (Output, error)
 		return Output{}, err
 	}
 	var out Output
-	m.put(now, kind, key, nil, true, &out)
+	m.put(now, Record{Kind: kind, Key: key, Deleted: true}, nil, &out)
 	return m.finish(now, out), nil
 }
 

@@ -126,6 +126,11 @@ func (m *Machine) fill(now time.Time, p *peer, force bool, out *Output) {
 		} else {
 			p.pendBytes = max(0, p.pendBytes-(size-dataHdrLen))
 		}
+		for _, tk := range p.snap[p.snapPos:si] {
+			if _, ok := m.table[tk]; ok {
+				m.snapSent[tk] = struct{}{}
+			}
+		}
 		p.snapPos = si
 		if d.End {
 			p.endSent = true

@@ -220,7 +220,9 @@ func (h *HA) produce() {
 				}
 				delete(h.owned, k)
 				h.gone[k] = now
-				batch = append(batch, sync.Record{Kind: r.Kind, Key: r.Key, Deleted: true})
+				// An expiry is the peers' own to make (Record.Expired):
+				// it leaves the sync's table, and goes to no peer.
+				batch = append(batch, sync.Record{Kind: r.Kind, Key: r.Key, Deleted: true, Local: r.Expired})
 			} else {
 				if copied && !c.deleting {
 					h.moves.takenChanged++

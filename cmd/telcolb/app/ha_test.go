@@ -227,3 +227,30 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// TestHAExpiryIsThePeersOwn: lb1's flows k1 and k2, made while the sync
+// is up, are on lb2. k1 expires on lb1 (the ageing's deletion,
+// Record.Expired): lb1 sends nothing, lb2 keeps its copy for its own
+// ageing to remove, and lb1 no longer counts the flow as its own. k2 is
+// flushed on lb1 (a deletion only lb1 knows of): lb2 loses it.
+func TestHAExpiryIsThePeersOwn(t *testing.T) {
+	pair := newHAPair(t)
+	lb1, lb2 := newTimedCT(), &perKeyCT{newTimedCT(), map[string]int{}}
+	ha1, ha2 := pair.start("lb1", lb1), pair.start("lb2", lb2)
+	waitFor(t, "both ready", func() bool { return ha1.Waiting() == "" && ha2.Waiting() == "" })
+	// Flows made once the sync is up, sent live (a bulk resync's copies
+	// get their expiries: ha/sync's Record.Local).
+	lb1.change("k1", "v1")
+	lb1.change("k2", "v2")
+	waitFor(t, "lb1's flows on lb2", func() bool { return lb2.has("k1") && lb2.has("k2") })
+	imports := lb2.imported("k1")
+	lb1.local(dataplane.Record{Kind: dataplane.RecordConntrack, Key: []byte("k1"), Deleted: true, Expired: true})
+	waitFor(t, "lb1 no longer owning k1", func() bool { return !ha1.owns("k1") })
+	time.Sleep(5 * 100 * time.Millisecond) // refresh rounds, sends
+	if !lb2.has("k1") || lb2.imported("k1") != imports {
+		t.Fatalf("lb1's expiry of k1 reached lb2 (copy held %v, %d records of k1 imported since): the expiry is lb2's own to make",
+			lb2.has("k1"), lb2.imported("k1")-imports)
+	}
+	lb1.local(dataplane.Record{Kind: dataplane.RecordConntrack, Key: []byte("k2"), Deleted: true})
+	waitFor(t, "lb1's flush of k2 on lb2", func() bool { return !lb2.has("k2") })
+}
