@@ -382,6 +382,22 @@ func snatFirstPort(src, dst netip.Addr, sport, dport uint16, proto uint8) uint16
 	return uint16(1024 + h%(65536-1024))
 }
 
+// collidingClient is a client tuple (address in 10.0.0.0/24 above .2,
+// source port) whose first SNAT port to vip:vport is port.
+func collidingClient(t *testing.T, port, vport uint16, proto uint8) (netip.Addr, uint16) {
+	t.Helper()
+	for host := 3; host < 255; host++ {
+		addr := netip.AddrFrom4([4]byte{10, 0, 0, byte(host)})
+		for p := 1024; p < 65536; p++ {
+			if snatFirstPort(addr, vipV4, uint16(p), vport, proto) == port {
+				return addr, uint16(p)
+			}
+		}
+	}
+	t.Fatalf("no client tuple found whose first SNAT port is %d", port)
+	return netip.Addr{}, 0
+}
+
 // An imported fullnat flow's SNAT port is never handed to a new flow on B,
 // even one whose hash leads to that port first.
 func TestImportedSNATPortIsReserved(t *testing.T) {
@@ -397,21 +413,7 @@ func TestImportedSNATPortIsReserved(t *testing.T) {
 	}
 	snat := connFrom(t, h.a, id, cport).Source
 	// Another client tuple whose first SNAT port is the same.
-	var other netip.Addr
-	var oport uint16
-search:
-	for host := 3; host < 255; host++ {
-		addr := netip.AddrFrom4([4]byte{10, 0, 0, byte(host)})
-		for p := 1024; p < 65536; p++ {
-			if snatFirstPort(addr, vipV4, uint16(p), vport, 6) == snat.Port() {
-				other, oport = addr, uint16(p)
-				break search
-			}
-		}
-	}
-	if !other.IsValid() {
-		t.Fatal("no client tuple found whose first SNAT port collides")
-	}
+	other, oport := collidingClient(t, snat.Port(), vport, 6)
 	// B alone gives that tuple the port (the hash above is the datapath's).
 	if ret, _ := h.b.run(syn(other, oport).frame()); ret != actRedirect {
 		t.Fatalf("colliding SYN on B verdict %d", ret)
@@ -758,21 +760,7 @@ func TestImportReplacingAReplyEntryDropsItsOldFlow(t *testing.T) {
 		t.Fatalf("A's expiry: %+v (%v), want the flow's 2 expired deletions", recs, err)
 	}
 	// Another client tuple whose first SNAT port is the one just freed.
-	var other netip.Addr
-	var oport uint16
-search:
-	for host := 3; host < 255; host++ {
-		addr := netip.AddrFrom4([4]byte{10, 0, 0, byte(host)})
-		for p := 1024; p < 65536; p++ {
-			if snatFirstPort(addr, vipV4, uint16(p), vport, 17) == snat.Port() {
-				other, oport = addr, uint16(p)
-				break search
-			}
-		}
-	}
-	if !other.IsValid() {
-		t.Fatal("no client tuple found whose first SNAT port collides")
-	}
+	other, oport := collidingClient(t, snat.Port(), vport, 17)
 	if ret, _ := h.a.run(udp(other, oport)); ret != actRedirect {
 		t.Fatalf("second flow on A: verdict %d", ret)
 	}

@@ -407,21 +407,7 @@ func testUpgradeFromLastRelease(t *testing.T, sctpMode Mode) {
 			taken = c.Source
 		}
 	}
-	var other netip.Addr
-	var oport uint16
-search:
-	for host := 3; host < 255; host++ {
-		addr := netip.AddrFrom4([4]byte{10, 0, 0, byte(host)})
-		for p := 1024; p < 65536; p++ {
-			if snatFirstPort(addr, vipV4, uint16(p), 443, 6) == taken.Port() {
-				other, oport = addr, uint16(p)
-				break search
-			}
-		}
-	}
-	if !other.IsValid() {
-		t.Fatal("no client tuple found whose first SNAT port collides")
-	}
+	other, oport := collidingClient(t, taken.Port(), 443, 6)
 	syn := tcpTo(other, vipV4, oport, 443, tcpSYN)
 	if ret, _ := e.run(syn.frame()); ret != actRedirect {
 		t.Fatalf("colliding SYN after the upgrade: verdict %d", ret)

@@ -19,15 +19,7 @@ func TestLocalDeletionSendsNothing(t *testing.T) {
 	s.settle()
 	sent := s.nodes["a"].m.Stats().SentMessages
 	for i := range 5 {
-		key := fmt.Sprintf("k%d", i)
-		delete(s.nodes["a"].own, key)
-		s.step("a", func(m *Machine) Output {
-			out, err := m.Put(s.now, Record{Kind: 7, Key: []byte(key), Deleted: true, Local: true})
-			if err != nil {
-				t.Fatal(err)
-			}
-			return out
-		})
+		s.local("a", fmt.Sprintf("k%d", i))
 	}
 	s.flush()
 	if n := s.nodes["a"].m.Stats().SentMessages - sent; n != 0 || len(s.queue) != 0 {
@@ -62,22 +54,12 @@ func TestLocalDeletionOfASnapshotsKeyIsSent(t *testing.T) {
 	s.cut("a", "b")
 	s.restart("b")
 	s.settle()
-	local := func(key string) {
-		delete(s.nodes["a"].own, key)
-		s.step("a", func(m *Machine) Output {
-			out, err := m.Put(s.now, Record{Kind: 7, Key: []byte(key), Deleted: true, Local: true})
-			if err != nil {
-				t.Fatal(err)
-			}
-			return out
-		})
-	}
-	local("k0")
+	s.local("a", "k0")
 	s.settle()       // checks b no longer holds k0
 	s.put("a", "k1") // put again: sent live
 	s.settle()
 	sent := s.nodes["a"].m.Stats().SentMessages
-	local("k1")
+	s.local("a", "k1")
 	s.flush()
 	if n := s.nodes["a"].m.Stats().SentMessages - sent; n != 0 {
 		t.Fatalf("the local deletion of a key sent live since the snapshot went out in %d messages, want none", n)
@@ -85,4 +67,17 @@ func TestLocalDeletionOfASnapshotsKeyIsSent(t *testing.T) {
 	if got := len(s.nodes["b"].applied["a"]); got != 1 {
 		t.Fatalf("b holds %d of a's records, want its copy of k1 (its own expiry's to remove)", got)
 	}
+}
+
+// local is a Local deletion of key at name: gone from its producer's
+// table, left to the peers to make themselves.
+func (s *sim) local(name, key string) {
+	delete(s.nodes[name].own, key)
+	s.step(name, func(m *Machine) Output {
+		out, err := m.Put(s.now, Record{Kind: 7, Key: []byte(key), Deleted: true, Local: true})
+		if err != nil {
+			s.tb.Fatal(err)
+		}
+		return out
+	})
 }
