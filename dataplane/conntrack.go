@@ -244,7 +244,14 @@ func (s *sweep) delete(k bpf.LbCtKey) {
 	if isAssoc(k) {
 		s.deleted[k] = true
 	}
-	s.d.noteDeleted(expiredRecord(s.d.deletedCT(k, s.now), s.expiry))
+	s.note(s.d.deletedCT(k, s.now))
+}
+
+// note queues the deletion r to the change readers, marked Expired when
+// the sweep is the ageing's.
+func (s *sweep) note(r Record) {
+	r.Expired = s.expiry
+	s.d.noteDeleted(r)
 }
 
 // finish deletes the association records no entry left in the snapshot
@@ -265,7 +272,7 @@ func (s *sweep) finish() error {
 			s.errs = append(s.errs, fmt.Errorf("delete association: %w", err))
 			break
 		}
-		s.d.noteDeleted(expiredRecord(s.d.deletedAssoc(*k, s.now), s.expiry))
+		s.note(s.d.deletedAssoc(*k, s.now))
 	}
 	return errors.Join(s.errs...)
 }

@@ -189,12 +189,6 @@ func (d *Datapath) deletedAssoc(k bpf.LbAssocKey, now uint64) Record {
 	return Record{Kind: RecordAssoc, Key: d.codec.assocKey.encode(view(&k), now), Deleted: true}
 }
 
-// expiredRecord is r, a deletion, marked as the ageing's (Record.Expired).
-func expiredRecord(r Record, expired bool) Record {
-	r.Expired = expired
-	return r
-}
-
 // ConntrackEventsLost is how many change events the datapath dropped
 // because the ring buffer was full (a peer needs a resync from a dump).
 func (d *Datapath) ConntrackEventsLost() (uint64, error) {
