@@ -114,6 +114,13 @@ func serve(opts app.Options, log *slog.Logger) (err error) {
 	if apiTLS != nil {
 		ln = tls.NewListener(ln, apiTLS)
 	}
+	var profLn net.Listener
+	if opts.ProfilingAddress != "" {
+		if profLn, err = app.ListenProfiling(opts.ProfilingAddress); err != nil {
+			return err
+		}
+		defer profLn.Close()
+	}
 
 	haCfg, err := opts.HA.Config()
 	if err != nil {
@@ -167,6 +174,9 @@ func serve(opts app.Options, log *slog.Logger) (err error) {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	if profLn != nil {
+		app.ServeProfiling(ctx, profLn, log)
+	}
 
 	pfcpCfg, err := opts.PFCP()
 	if err != nil {

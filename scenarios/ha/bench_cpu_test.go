@@ -1,13 +1,17 @@
 package ha
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -51,7 +55,8 @@ func TestBenchHASyncCPUPerFlow(t *testing.T) {
 			if !ok {
 				return nil, fmt.Errorf("%s round %d failed", name, round)
 			}
-			return map[string]float64{name: res.usPerFlow, name + "_records": res.recordsPerFlow, name + "_daemon": res.daemonUsPerFlow}, nil
+			return map[string]float64{name: res.usPerFlow, name + "_records": res.recordsPerFlow, name + "_daemon": res.daemonUsPerFlow,
+				name + "_alloc": res.allocKBPerFlow}, nil
 		}}
 	}
 	figs, err := figure.Interleave(figure.Plan{MinRounds: 5, MaxRounds: 5}, []figure.Variant{
@@ -65,6 +70,12 @@ func TestBenchHASyncCPUPerFlow(t *testing.T) {
 			// system calls; the rest of a figure above is softirq).
 			s.Measured("ha_node_daemon_cpu_us_per_udp_flow_alone", "us", figure.Above(0), "alone_daemon"),
 			s.Measured("ha_node_daemon_cpu_us_per_udp_flow_synced", "us", figure.Above(0), "sync_daemon"),
+			// What its daemon allocates (Go's TotalAlloc over the window,
+			// from its runtime profiles): the garbage collector's work,
+			// and a figure that moves little between rounds, where the
+			// CPU figures move by a fifth.
+			s.Measured("ha_node_daemon_alloc_kb_per_udp_flow_alone", "KiB", figure.Above(0), "alone_alloc"),
+			s.Measured("ha_node_daemon_alloc_kb_per_udp_flow_synced", "KiB", figure.Above(0), "sync_alloc"),
 			// What the sync adds per flow over what the flow costs the
 			// node alone: (synced - alone) / alone, paired within a round.
 			s.Combine("ha_sync_cpu_share_of_udp_flow_cost", "ratio", figure.CostRatio, figure.AtMost(0.2),
@@ -92,6 +103,8 @@ type cpuRound struct {
 	// daemonUsPerFlow: lb1's daemon process alone (its code and system
 	// calls), the part of usPerFlow not in softirq.
 	daemonUsPerFlow float64
+	// allocKBPerFlow: what lb1's daemon allocated per flow.
+	allocKBPerFlow float64
 }
 
 // measureNodeCPU runs one round on a fresh lab, lb1 with or without its
@@ -109,7 +122,7 @@ func measureNodeCPU(t *testing.T, withHA bool) cpuRound {
 	// a daemon started on the lab's 2 CPUs and then pinned kept 2
 	// processors on one CPU and switched threads between them, which no
 	// node of one CPU does.
-	lb := upLabWith(t, ctx, labConfig{withHA: withHA, env: []string{"GOMAXPROCS=1"}})
+	lb := upLabWith(t, ctx, labConfig{withHA: withHA, env: []string{"GOMAXPROCS=1"}, profiling: true})
 	for i, d := range lb.daemons {
 		waitReady(t, ctx, d, fmt.Sprintf("lb%d", i+1))
 	}
@@ -129,13 +142,21 @@ func measureNodeCPU(t *testing.T, withHA bool) cpuRound {
 	type result struct {
 		flows, failed int
 		busy, daemon  time.Duration
+		alloc         uint64
 		err           error
 	}
 	done := make(chan result, 1)
 	go func() {
 		var r result
+		allocated := func() (n uint64, err error) {
+			err = lb.topo.Nodes[0].Do(func() error {
+				n, err = totalAlloc(ctx, profilingAddr)
+				return err
+			})
+			return n, err
+		}
 		r.err = lb.topo.Client.Do(func() error {
-			return paceFlows(ctx, netip.AddrPortFrom(vip, cpuPort), cpuFlowRate, cpuWarmup, cpuWindow, lb.daemons[0].Pid(), &r.flows, &r.failed, &r.busy, &r.daemon)
+			return paceFlows(ctx, netip.AddrPortFrom(vip, cpuPort), cpuFlowRate, cpuWarmup, cpuWindow, lb.daemons[0].Pid(), allocated, &r.flows, &r.failed, &r.busy, &r.daemon, &r.alloc)
 		})
 		done <- r
 	}()
@@ -157,9 +178,10 @@ func measureNodeCPU(t *testing.T, withHA bool) cpuRound {
 	us := float64(r.busy.Microseconds()) / float64(r.flows)
 	daemonUs := float64(r.daemon.Microseconds()) / float64(r.flows)
 	perFlow := float64(sent) / float64(r.flows) // the whole run's records, over the window's flows: close enough for a report
-	t.Logf("withHA=%v: %d flows in %v (%d unanswered), lb1's CPU %v busy: %.1f us a flow (its daemon %.1f); %d records sent (%.2f a flow); load %s",
-		withHA, r.flows, cpuWindow, r.failed, r.busy, us, daemonUs, sent, perFlow, figure.LoadAvg())
-	return cpuRound{usPerFlow: us, recordsPerFlow: max(perFlow, 1e-9), daemonUsPerFlow: daemonUs}
+	allocKB := float64(r.alloc) / 1024 / float64(r.flows)
+	t.Logf("withHA=%v: %d flows in %v (%d unanswered), lb1's CPU %v busy: %.1f us a flow (its daemon %.1f, allocating %.2f KiB); %d records sent (%.2f a flow); load %s",
+		withHA, r.flows, cpuWindow, r.failed, r.busy, us, daemonUs, allocKB, sent, perFlow, figure.LoadAvg())
+	return cpuRound{usPerFlow: us, recordsPerFlow: max(perFlow, 1e-9), daemonUsPerFlow: daemonUs, allocKBPerFlow: allocKB}
 }
 
 // isolateNode gives CPU nodeCPU to lb1 and restCPU to everything else of
@@ -216,22 +238,31 @@ func recordsSent(t *testing.T, ctx context.Context, d *l4.Daemon, withHA bool) u
 // paceFlows opens new UDP flows to vip, rate a second, each one question
 // and its answer on a socket of its own, for warmup and then window; it
 // counts the flows answered and not answered in the window, CPU nodeCPU's
-// busy time over it and the CPU time of the process daemon. It runs on one thread (in the client's
+// busy time over it, the CPU time of the process daemon and what that
+// allocated (allocated: its running total). It runs on one thread (in the client's
 // namespace): a flow whose answer is late only delays the next ones, the
 // pace catches up.
-func paceFlows(ctx context.Context, vip netip.AddrPort, rate int, warmup, window time.Duration, daemon int, flows, failed *int, busy, daemonCPU *time.Duration) error {
+func paceFlows(ctx context.Context, vip netip.AddrPort, rate int, warmup, window time.Duration, daemon int, allocated func() (uint64, error),
+	flows, failed *int, busy, daemonCPU *time.Duration, alloc *uint64) error {
 	dst := net.UDPAddrFromAddrPort(vip)
 	buf := make([]byte, 512)
 	start := time.Now()
 	end := start.Add(warmup + window)
 	measuring := false
 	var busy0, daemon0 time.Duration
-	sample := func() (b, d time.Duration, err error) {
+	var alloc0 uint64
+	sample := func() (b, d time.Duration, a uint64, err error) {
+		// The allocations first: the CPU the daemon spends answering is
+		// outside the window at its start, inside at its end (a few ms
+		// in 30 s).
+		if a, err = allocated(); err != nil {
+			return 0, 0, 0, err
+		}
 		if b, err = bench.CPUBusy(nodeCPU); err != nil {
-			return 0, 0, err
+			return 0, 0, 0, err
 		}
 		d, err = bench.ProcessCPU(daemon)
-		return b, d, err
+		return b, d, a, err
 	}
 	for n := 0; ; n++ {
 		if ctx.Err() != nil {
@@ -240,18 +271,18 @@ func paceFlows(ctx context.Context, vip netip.AddrPort, rate int, warmup, window
 		due := start.Add(time.Duration(n) * time.Second / time.Duration(rate))
 		now := time.Now()
 		if !measuring && now.After(start.Add(warmup)) {
-			b, d, err := sample()
+			b, d, a, err := sample()
 			if err != nil {
 				return err
 			}
-			measuring, busy0, daemon0 = true, b, d
+			measuring, busy0, daemon0, alloc0 = true, b, d, a
 		}
 		if !due.Before(end) {
-			b, d, err := sample()
+			b, d, a, err := sample()
 			if err != nil {
 				return err
 			}
-			*busy, *daemonCPU = b-busy0, d-daemon0
+			*busy, *daemonCPU, *alloc = b-busy0, d-daemon0, a-alloc0
 			return nil
 		}
 		if d := due.Sub(now); d > 0 {
@@ -289,4 +320,37 @@ func oneFlow(dst *net.UDPAddr, buf []byte) error {
 		return errors.Join(err, fmt.Errorf("flow to %v", dst))
 	}
 	return nil
+}
+
+// totalAlloc is the bytes the daemon serving its runtime profiles on addr
+// has allocated since it started (Go's MemStats.TotalAlloc, which the
+// text form of the allocations profile ends with). Called in the
+// daemon's namespace: the connection is made on this thread, not by
+// net/http's dialing goroutine.
+func totalAlloc(ctx context.Context, addr string) (uint64, error) {
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return 0, fmt.Errorf("profiles: %w", err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(c, "GET /debug/pprof/allocs?debug=1 HTTP/1.0\r\nHost: lb\r\n\r\n"); err != nil {
+		return 0, fmt.Errorf("profiles: %w", err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		return 0, fmt.Errorf("profiles: %w", err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		return 0, fmt.Errorf("profiles: status %d, %v", resp.StatusCode, err)
+	}
+	for _, l := range strings.Split(string(body), "\n") {
+		if v, ok := strings.CutPrefix(l, "# TotalAlloc = "); ok {
+			return strconv.ParseUint(strings.TrimSpace(v), 10, 64)
+		}
+	}
+	return 0, errors.New("profiles: no TotalAlloc in the allocations profile")
 }

@@ -123,7 +123,14 @@ type lab2 struct {
 	refresh string
 	// env is added to every daemon's environment.
 	env []string
+	// profiling: the daemons serve their runtime profiles on
+	// profilingAddr, inside their own namespace.
+	profiling bool
 }
+
+// profilingAddr is where a lab daemon serves its runtime profiles
+// (labConfig.profiling), on its namespace's loopback.
+const profilingAddr = "127.0.0.1:6060"
 
 // labConfig says how upLabWith sets the lab's daemons up.
 type labConfig struct {
@@ -134,6 +141,8 @@ type labConfig struct {
 	refresh string
 	// env is added to every daemon's environment.
 	env []string
+	// profiling: --profiling-address=profilingAddr on every daemon.
+	profiling bool
 }
 
 func upLab(t *testing.T, ctx context.Context, withHA bool) *lab2 {
@@ -175,7 +184,7 @@ func upLabWith(t *testing.T, ctx context.Context, cfg labConfig) *lab2 {
 		}
 		t.Cleanup(func() { _ = s.Close() })
 	}
-	lb := &lab2{topo: topo, refresh: cfg.refresh, env: cfg.env}
+	lb := &lab2{topo: topo, refresh: cfg.refresh, env: cfg.env, profiling: cfg.profiling}
 	for _, m := range sctpModes {
 		srv, err := sctppeer.StartServer(ctx, topo.BE, sctppeer.ServerOptions{Bind: endpoints[:1], Port: m.port, ID: "ep1-" + m.mode, Timers: sctpTimers})
 		if err != nil {
@@ -231,6 +240,9 @@ func (lb *lab2) startNode(t *testing.T, ctx context.Context, i int, boot string)
 	h := lb.topo.Nodes[i]
 	name, peer := fmt.Sprintf("lb%d", i+1), fmt.Sprintf("lb%d", 2-i)
 	args := []string{"--log-format=text"}
+	if lb.profiling {
+		args = append(args, "--profiling-address="+profilingAddr)
+	}
 	if lb.withHA {
 		nc := lb.certs[name]
 		args = append(args, "--ha-node-name="+name,

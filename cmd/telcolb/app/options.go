@@ -27,12 +27,15 @@ type Options struct {
 	APITLSKeyFile  string `json:"apiTLSKeyFile"`
 	// APIAllowInsecureHTTP allows plain HTTP on a non-loopback APIAddress
 	// (the bearer token then crosses the network in clear text).
-	APIAllowInsecureHTTP bool     `json:"apiAllowInsecureHTTP"`
-	Interfaces           []string `json:"interfaces"`
-	StateDir             string   `json:"stateDir"`
-	BPFPinPath           string   `json:"bpfPinPath"`
-	TokenFile            string   `json:"tokenFile"`
-	MaxConns             uint32   `json:"maxConns"`
+	APIAllowInsecureHTTP bool `json:"apiAllowInsecureHTTP"`
+	// ProfilingAddress serves Go's runtime profiles (profiling.go) on a
+	// loopback host:port; empty serves none.
+	ProfilingAddress string   `json:"profilingAddress"`
+	Interfaces       []string `json:"interfaces"`
+	StateDir         string   `json:"stateDir"`
+	BPFPinPath       string   `json:"bpfPinPath"`
+	TokenFile        string   `json:"tokenFile"`
+	MaxConns         uint32   `json:"maxConns"`
 	// MaxConnsIPv6 sizes the IPv6 conntrack map (IPv6 and NAT64 flows)
 	// apart from the IPv4 one; 0: MaxConns.
 	MaxConnsIPv6 uint32 `json:"maxConnsIPv6"`
@@ -128,6 +131,7 @@ func ParseOptions(args []string, usage io.Writer) (Options, error) {
 	fs.StringVar(&f.APITLSKeyFile, "api-tls-key-file", "", "PEM private key of --api-tls-cert-file")
 	fs.BoolVar(&f.APIAllowInsecureHTTP, "api-allow-insecure-http", false, "serve plain HTTP on a non-loopback --api-address (the bearer token crosses the network in clear text)")
 	fs.StringSliceVar(&f.Interfaces, "interfaces", nil, "interfaces to attach the datapath to, comma separated")
+	fs.StringVar(&f.ProfilingAddress, "profiling-address", "", "loopback host:port serving Go's runtime profiles (/debug/pprof/: CPU, heap, allocations, goroutines) without authentication; empty serves none")
 	fs.StringVar(&f.StateDir, "state-dir", o.StateDir, "directory of the persisted rules (services.json)")
 	fs.StringVar(&f.BPFPinPath, "bpf-pin-path", o.BPFPinPath, "bpffs directory where maps and links are pinned")
 	fs.StringVar(&f.TokenFile, "token-file", "", "file holding the API bearer token (mode 0600 or stricter); default <state-dir>/"+DefaultTokenFileName+", created with a random token when missing")
@@ -180,6 +184,8 @@ func ParseOptions(args []string, usage io.Writer) (Options, error) {
 			o.APITLSKeyFile = f.APITLSKeyFile
 		case "api-allow-insecure-http":
 			o.APIAllowInsecureHTTP = f.APIAllowInsecureHTTP
+		case "profiling-address":
+			o.ProfilingAddress = f.ProfilingAddress
 		case "interfaces":
 			o.Interfaces = f.Interfaces
 		case "state-dir":
@@ -241,6 +247,9 @@ func (o *Options) check() error {
 		return fmt.Errorf("api-address %q: %w", o.APIAddress, err)
 	}
 	if err := o.checkAPITLS(); err != nil {
+		return err
+	}
+	if err := checkProfilingAddress(o.ProfilingAddress); err != nil {
 		return err
 	}
 	if _, err := ParseLogLevel(o.LogLevel); err != nil {

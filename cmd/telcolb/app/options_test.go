@@ -41,6 +41,8 @@ func TestParseOptionsMergesFileAndFlags(t *testing.T) {
 			o.APIAddress, o.APIAllowInsecureHTTP, o.Interfaces, o.MaxConns, o.LogLevel, o.StateDir = "0.0.0.0:9000", true, []string{"eth9"}, 1000, "warn", "/srv/lb"
 		}},
 		{"ipv6 conntrack size", []string{"--max-conns-ipv6=1024"}, func(o *Options) { o.MaxConnsIPv6 = 1024 }},
+		{"profiling", []string{"--profiling-address=127.0.0.1:6060"}, func(o *Options) { o.ProfilingAddress = "127.0.0.1:6060" }},
+		{"profiling from file", []string{"--config=" + writeFile(t, "p.yaml", "profilingAddress: '[::1]:6060'\n")}, func(o *Options) { o.ProfilingAddress = "[::1]:6060" }},
 		{"cleanup flag", []string{"--cleanup"}, func(o *Options) { o.Cleanup = true }},
 		{"socket lb off", []string{"--socket-lb=false", "--socket-lb-cgroup=/sys/fs/cgroup/lb"}, func(o *Options) {
 			o.SocketLB, o.SocketLBCgroup = false, "/sys/fs/cgroup/lb"
@@ -86,6 +88,8 @@ func TestParseOptionsRejectsBadSettings(t *testing.T) {
 		{"bad pfcp upf loss", []string{"--pfcp-upf-loss=shrug"}, "pfcp-upf-loss"},
 		{"bad pfcp heartbeat", []string{"--pfcp-heartbeat-interval=1ms"}, "pfcp-heartbeat-interval"},
 		{"zero conns", []string{"--max-conns=0"}, "max-conns"},
+		{"profiling off loopback", []string{"--profiling-address=0.0.0.0:6060"}, `profiling-address "0.0.0.0:6060": the profiles are served without authentication`},
+		{"profiling without port", []string{"--profiling-address=127.0.0.1"}, "profiling-address"},
 		{"stray argument", []string{"serve"}, "unexpected arguments"},
 		{"empty interface", []string{"--interfaces=eth0,,eth1"}, "empty interface"},
 		{"node-setup and cleanup", []string{"--cleanup", "node-setup"}, "choose one"},
