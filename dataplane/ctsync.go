@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"sync"
 	"time"
 	"unsafe"
@@ -24,7 +25,8 @@ import (
 var ErrChangesClosed = errors.New("conntrack change reader closed")
 
 // ChangeReader turns conntrack changes into records, in the order they
-// happened on each CPU.
+// happened on each CPU. Its Read and Poll are for one goroutine at a time
+// (each sets the ring's deadline for itself).
 type ChangeReader struct {
 	d  *Datapath
 	rd *ringbuf.Reader
@@ -41,6 +43,9 @@ type ChangeReader struct {
 	blocked, woken bool
 	// wakes counts the flushes (tests).
 	wakes int
+	// evs is the last read's events slice, for the next one (read's
+	// own: reads are not concurrent).
+	evs []change
 }
 
 // ConntrackChanges starts reading the datapath's conntrack changes. Events
@@ -107,9 +112,12 @@ func (r *ChangeReader) read(wait bool) ([]Record, error) {
 		}
 		var (
 			rec ringbuf.Record
-			evs []change
 			err error
 		)
+		// The events of a read are made into records before it returns:
+		// their slice is the next read's (one read every few ms on a
+		// loaded node, each growing a new one).
+		evs := r.evs[:0]
 		for {
 			err = r.rd.ReadInto(&rec)
 			if errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, ringbuf.ErrFlushed) {
@@ -139,9 +147,15 @@ func (r *ChangeReader) read(wait bool) ([]Record, error) {
 		// made before now (a system call per read, not per change, where
 		// the clock has no vDSO).
 		now := r.d.now()
-		for _, c := range lastEntryEvents(evs) {
-			out = append(out, r.d.recordsOfChange(&c, gone, now)...)
+		var kb []byte
+		last := lastEntryEvents(evs)
+		// An entry event is mostly two records (the entry and its peer).
+		out = slices.Grow(out, 2*len(last))
+		for _, c := range last {
+			out = append(out, r.d.recordsOfChange(&c, gone, now, &kb)...)
 		}
+		clear(evs)
+		r.evs = evs[:0]
 		if errors.Is(err, ringbuf.ErrClosed) {
 			if len(out) > 0 {
 				return out, nil
@@ -177,6 +191,14 @@ func (d *Datapath) noteDeleted(recs ...Record) {
 			_ = r.rd.Flush() // wakes the blocked Read
 		}
 	}
+}
+
+// deletedIn says whether gone (encoded keys) holds k, encoding it in
+// *kb: during an ageing round every event of a read is looked up, and
+// encoding each key anew was an allocation per event.
+func (d *Datapath) deletedIn(gone map[string]bool, k *bpf.LbCtKey, now uint64, kb *[]byte) bool {
+	*kb = d.codec.ctKey.encodeInto(*kb, view(k), now)
+	return gone[string(*kb)]
 }
 
 // deletedCT is the record of k's deletion. Keys carry no times: now (the
@@ -294,12 +316,12 @@ func lastEntryEvents(evs []change) []change {
 // values it carries (no map lookup), unless the daemon deleted its entry
 // or the entry's peer in the same read (gone: their encoded keys), when
 // the map says what is left.
-func (d *Datapath) recordsOfChange(c *change, gone map[string]bool, now uint64) []Record {
+func (d *Datapath) recordsOfChange(c *change, gone map[string]bool, now uint64, kb *[]byte) []Record {
 	e := c.entry
 	if e == nil {
 		return d.recordsOfEvent(&c.LbCtEvent, now)
 	}
-	if gone != nil && (gone[string(d.deletedCT(e.Key, now).Key)] || (e.Found&bpf.CtEvfPeer != 0 && gone[string(d.deletedCT(e.PeerKey, now).Key)])) {
+	if gone != nil && (d.deletedIn(gone, &e.Key, now, kb) || (e.Found&bpf.CtEvfPeer != 0 && d.deletedIn(gone, &e.PeerKey, now, kb))) {
 		return d.recordsOfEvent(&c.LbCtEvent, now)
 	}
 	if e.Found&bpf.CtEvfEntry == 0 {

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"strings"
 )
 
 // Wire format, version 1. The transport frames each message with a 4-byte
@@ -72,6 +73,32 @@ type Record struct {
 	// younger than it is and expire it late: the deletion is sent. Not on
 	// the wire.
 	Local bool
+	// ID, when set, is KeyOf(Kind, Key), which the caller holds already
+	// (the key of its own map of these records): the node keeps that
+	// string as its table's key instead of making another, one for every
+	// record a loaded node puts. Empty: made here. Not on the wire.
+	ID string
+}
+
+// KeyOf is the string a record's kind and key are known by in the node's
+// table: the kind (2 bytes, big endian), then the key. A caller keeping
+// its own map of the records can key it by the same string and hand it
+// over in Record.ID.
+func KeyOf(kind uint16, key []byte) string {
+	// One allocation (the Builder's string is its buffer), not a slice
+	// and then its copy: a string for every record a loaded node puts.
+	var b strings.Builder
+	b.Grow(2 + len(key))
+	b.WriteByte(byte(kind >> 8))
+	b.WriteByte(byte(kind))
+	b.Write(key)
+	return b.String()
+}
+
+// AppendKeyOf appends KeyOf's bytes to dst: a lookup by string(the
+// result) in a map makes no string.
+func AppendKeyOf(dst []byte, kind uint16, key []byte) []byte {
+	return append(append(dst, byte(kind>>8), byte(kind)), key...)
 }
 
 // Hello opens a connection.
@@ -313,6 +340,20 @@ func appendRecord(b []byte, r Record) []byte {
 	return append(b, r.Value...)
 }
 
+// appendTableRecord is appendRecord of the record the table holds under
+// tk (KeyOf), with value v: the key goes straight from the string.
+func appendTableRecord(b []byte, tk string, v []byte, deleted bool) []byte {
+	var f byte
+	if deleted {
+		f = recordDeleted
+	}
+	b = append(b, tk[0], tk[1], f)
+	b = binary.BigEndian.AppendUint16(b, uint16(len(tk)-2))
+	b = binary.BigEndian.AppendUint32(b, uint32(len(v)))
+	b = append(b, tk[2:]...)
+	return append(b, v...)
+}
+
 // checkRecord says why a record cannot be sent.
 func checkRecord(r Record) error {
 	switch {
@@ -320,6 +361,13 @@ func checkRecord(r Record) error {
 		return fmt.Errorf("sync: record key of %d bytes, want 1..%d", len(r.Key), MaxKey)
 	case len(r.Value) > MaxValue:
 		return fmt.Errorf("sync: record value of %d bytes, limit %d", len(r.Value), MaxValue)
+	case r.ID != "" && !isKeyOf(r.ID, r.Kind, r.Key):
+		return fmt.Errorf("sync: record ID %x is not the kind %d and key %x", r.ID, r.Kind, r.Key)
 	}
 	return nil
+}
+
+// isKeyOf says whether id is KeyOf(kind, key), without making it.
+func isKeyOf(id string, kind uint16, key []byte) bool {
+	return len(id) == 2+len(key) && id[0] == byte(kind>>8) && id[1] == byte(kind) && id[2:] == string(key)
 }

@@ -174,8 +174,8 @@ func (n *Node) loop() {
 			n.ops, n.barrierReqs = nil, nil
 			n.opsMu.Unlock()
 			step(func(now time.Time) Output {
-				// Checked and copied by Put and PutAll: the table keeps
-				// the copies.
+				// Checked by Put and PutAll, and the node's (Put
+				// copied them, PutAll took them): the table keeps them.
 				all := n.m.putChecked(now, ops)
 				merge(&all, n.m.Flush(now))
 				n.takeBarriers(now, reqs, &all)

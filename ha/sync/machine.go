@@ -136,7 +136,7 @@ type Machine struct {
 	peers    map[string]*peer
 	names    []string // sorted peer names
 	stats    Stats
-	buf      []Record
+	buf      []sendRec
 	// barriers not complete yet, in the order taken (barrier.go).
 	barriers    []*barrier
 	lastBarrier uint64
@@ -200,12 +200,13 @@ func New(cfg Config, incarnation uint64) (*Machine, error) {
 	return m, nil
 }
 
-// tableKey is the kind (2 bytes, big endian) followed by the key.
-func tableKey(kind uint16, key []byte) string {
-	b := make([]byte, 2+len(key))
-	b[0], b[1] = byte(kind>>8), byte(kind)
-	copy(b[2:], key)
-	return string(b)
+// tableKey is r's key in the table (KeyOf): its ID when the caller gave
+// it (checkRecord compared them).
+func tableKey(r Record) string {
+	if r.ID != "" {
+		return r.ID
+	}
+	return KeyOf(r.Kind, r.Key)
 }
 
 func splitKey(tk string) (uint16, []byte) {
@@ -245,7 +246,8 @@ func (m *Machine) Put(now time.Time, r Record) (Output, error) {
 // putChecked puts records that passed checkRecord, in order (a Deleted
 // one is a removal), with one Output: the wake-ups and barriers are
 // worked out once for the burst, not once per record. Their values are
-// the table's from now on (the Node's queue holds copies already).
+// the table's from now on (the Node's: Put copied them, PutAll took
+// them).
 func (m *Machine) putChecked(now time.Time, rs []Record) Output {
 	var out Output
 	for _, r := range rs {
@@ -259,7 +261,7 @@ func (m *Machine) putChecked(now time.Time, rs []Record) Output {
 // unless a snapshot carried the key since its last put: a key already
 // queued goes as the deletion it now is).
 func (m *Machine) put(now time.Time, r Record, value []byte, out *Output) {
-	tk := tableKey(r.Kind, r.Key)
+	tk := tableKey(r)
 	_, had := m.table[tk]
 	_, snapped := m.snapSent[tk]
 	delete(m.snapSent, tk)

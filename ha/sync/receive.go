@@ -42,7 +42,7 @@ func (m *Machine) data(now time.Time, p *peer, d *Data, out *Output) {
 		return
 	}
 	for _, r := range d.Records {
-		tk := tableKey(r.Kind, r.Key)
+		tk := KeyOf(r.Kind, r.Key)
 		if r.Deleted {
 			if _, ok := p.rKeys[tk]; !ok {
 				continue

@@ -92,7 +92,7 @@ func (m *Machine) fill(now time.Time, p *peer, force bool, out *Output) {
 				}
 				r := m.record(tk)
 				recs = append(recs, r)
-				size += recordLen(r)
+				size += r.len()
 			}
 		}
 		si := p.snapPos
@@ -102,7 +102,7 @@ func (m *Machine) fill(now time.Time, p *peer, force bool, out *Output) {
 				// sent earlier in this stream (folded keys are sent again).
 				r := m.record(p.snap[si])
 				recs = append(recs, r)
-				size += recordLen(r)
+				size += r.len()
 			}
 			d.End = si == len(p.snap) && !p.endSent
 		}
@@ -135,8 +135,10 @@ func (m *Machine) fill(now time.Time, p *peer, force bool, out *Output) {
 		if d.End {
 			p.endSent = true
 		}
-		d.Records = recs
-		b := AppendData(make([]byte, 0, size), d)
+		b := appendDataHeader(make([]byte, 0, size), d, uint32(len(recs)))
+		for _, r := range recs {
+			b = appendTableRecord(b, r.tk, r.v, r.deleted)
+		}
 		m.buf = recs[:0]
 		p.inflight = append(p.inflight, flight{seq: d.Seq, data: b, records: len(recs), end: d.End, first: first, sentAt: now, qEnd: [2]uint64{p.queues[qFresh].sent, p.queues[qChanged].sent}})
 		p.nextSeq++
@@ -153,13 +155,21 @@ func (m *Machine) fill(now time.Time, p *peer, force bool, out *Output) {
 	}
 }
 
-func (m *Machine) record(tk string) Record {
-	kind, key := splitKey(tk)
+// sendRec is a record as fill takes it from the table: encoded straight
+// from the table's key string, which a Record would copy into a key
+// slice first.
+type sendRec struct {
+	tk      string
+	v       []byte
+	deleted bool
+}
+
+func (r sendRec) len() int { return recordHdrLen + len(r.tk) - 2 + len(r.v) }
+
+// record is tk's record now: its value, or its deletion.
+func (m *Machine) record(tk string) sendRec {
 	v, ok := m.table[tk]
-	if !ok {
-		return Record{Kind: kind, Key: key, Deleted: true}
-	}
-	return Record{Kind: kind, Key: key, Value: v}
+	return sendRec{tk: tk, v: v, deleted: !ok}
 }
 
 func (m *Machine) ack(now time.Time, p *peer, a *Ack, out *Output) {

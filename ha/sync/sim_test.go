@@ -139,7 +139,7 @@ func (s *sim) step(name string, f func(*Machine) Output) Output {
 		s.tb.Fatalf("%s at %v: timer: %s", name, s.now.Sub(t0), msg)
 	}
 	for _, a := range out.Applied {
-		tk := tableKey(a.Record.Kind, a.Record.Key)
+		tk := KeyOf(a.Record.Kind, a.Record.Key)
 		if a.Record.Deleted {
 			delete(n.applied[a.From], tk)
 			continue
@@ -235,7 +235,7 @@ func (s *sim) barrierDone(name string, id uint64) {
 	for _, p := range b.peers {
 		held := s.nodes[p].applied[name]
 		for k, v := range b.own {
-			got, ok := held[tableKey(7, []byte(k))]
+			got, ok := held[KeyOf(7, []byte(k))]
 			switch {
 			case ok && ver(got) < ver(v):
 				s.tb.Fatalf("%s: barrier %d complete, %s holds %q at version %d, older than %d at the barrier", name, id, p, k, ver(got), ver(v))
@@ -377,7 +377,7 @@ func (s *sim) checkReplicas() {
 			}
 			want := map[string]string{}
 			for k, v := range s.nodes[f].own {
-				want[tableKey(7, []byte(k))] = v
+				want[KeyOf(7, []byte(k))] = v
 			}
 			got := s.nodes[r].applied[f]
 			if !maps.Equal(got, want) {

@@ -291,6 +291,7 @@ func (n *Node) Put(r Record) error {
 	if err := checkRecord(r); err != nil {
 		return err
 	}
+	r.Key, r.Value = slices.Clone(r.Key), slices.Clone(r.Value)
 	n.enqueue([]Record{r})
 	return nil
 }
@@ -302,9 +303,15 @@ func (n *Node) Put(r Record) error {
 // write a message of its own and draw an acknowledgement. A record that
 // fails the checks is left out and named in the error; the others are
 // queued. It never blocks on the network.
+//
+// PutAll takes rs: the slice, and the records' keys and values, are the
+// node's from the call on, and the caller must not change them (Put
+// copies). A producer's records are encoded for the sync and not used
+// again: copying them was a third of what the sync allocated on a loaded
+// node.
 func (n *Node) PutAll(rs []Record) error {
 	var errs []error
-	q := make([]Record, 0, len(rs))
+	q := rs[:0]
 	for i, r := range rs {
 		if err := checkRecord(r); err != nil {
 			errs = append(errs, fmt.Errorf("record %d of %d: %w", i+1, len(rs), err))
@@ -316,17 +323,18 @@ func (n *Node) PutAll(rs []Record) error {
 	return errors.Join(errs...)
 }
 
-// enqueue hands checked records to the loop (copies: the caller may reuse
-// its buffers) and wakes it once.
+// enqueue hands checked records, the node's own, to the loop and wakes
+// it once.
 func (n *Node) enqueue(q []Record) {
 	if len(q) == 0 {
 		return
 	}
-	for i := range q {
-		q[i].Key, q[i].Value = slices.Clone(q[i].Key), slices.Clone(q[i].Value)
-	}
 	n.opsMu.Lock()
-	n.ops = append(n.ops, q...)
+	if n.ops == nil {
+		n.ops = q // the loop took the last ones: q is the queue
+	} else {
+		n.ops = append(n.ops, q...)
+	}
 	n.opsMu.Unlock()
 	select {
 	case n.opsWake <- struct{}{}:

@@ -136,8 +136,9 @@ func StartHA(ctx context.Context, cfg HAConfig, dp ConntrackSource, log *slog.Lo
 	nc.Logger = h.log
 	nc.Initial = make([]sync.Record, 0, len(recs))
 	for _, r := range recs {
-		nc.Initial = append(nc.Initial, toSync(r))
-		h.owned[mapKey(r.Kind, r.Key)] = lastSeen(r, now)
+		k := mapKey(r.Kind, r.Key)
+		nc.Initial = append(nc.Initial, toSync(r, k))
+		h.owned[k] = lastSeen(r, now)
 	}
 	nc.Apply = h.apply
 	nc.OnSynced = func(string) { h.checkReady() }

@@ -13,17 +13,16 @@ import (
 // producer, the application of peers' records, and the rule between two
 // copies of one flow. The refresh is ha_refresh.go.
 
-func toSync(r dataplane.Record) sync.Record {
-	return sync.Record{Kind: r.Kind, Key: r.Key, Value: r.Value, Deleted: r.Deleted}
+// toSync is r for the sync, k its mapKey: the sync keys its table by the
+// same string (sync.Record.ID), one string a record for both.
+func toSync(r dataplane.Record, k string) sync.Record {
+	return sync.Record{Kind: r.Kind, Key: r.Key, Value: r.Value, Deleted: r.Deleted, ID: k}
 }
 
+// mapKey is a record's key in the maps of owned entries, peers' copies
+// and deletions: the sync table's own (sync.KeyOf).
 func mapKey(kind uint16, key []byte) string {
-	return string(appendMapKey(nil, kind, key))
-}
-
-// appendMapKey appends mapKey's bytes to dst.
-func appendMapKey(dst []byte, kind uint16, key []byte) []byte {
-	return append(append(dst, byte(kind>>8), byte(kind)), key...)
+	return sync.KeyOf(kind, key)
 }
 
 // haCopy is an entry imported from a peer: which one, and when its flow
@@ -222,7 +221,7 @@ func (h *HA) produce() {
 				h.gone[k] = now
 				// An expiry is the peers' own to make (Record.Expired):
 				// it leaves the sync's table, and goes to no peer.
-				batch = append(batch, sync.Record{Kind: r.Kind, Key: r.Key, Deleted: true, Local: r.Expired})
+				batch = append(batch, sync.Record{Kind: r.Kind, Key: r.Key, Deleted: true, Local: r.Expired, ID: k})
 			} else {
 				if copied && !c.deleting {
 					h.moves.takenChanged++
@@ -230,7 +229,7 @@ func (h *HA) produce() {
 				}
 				delete(h.imported, k) // changed here: ours now
 				h.owned[k] = lastSeen(r, now)
-				batch = append(batch, toSync(r))
+				batch = append(batch, toSync(r, k))
 			}
 		}
 		// The read's records in one hand-over (one wake-up of the sync,
@@ -262,12 +261,17 @@ func (h *HA) produce() {
 // lock, which an ageing round holds for a while.
 func (h *HA) rewritten(recs []dataplane.Record) (held map[string]bool, checked time.Time) {
 	var look []dataplane.Record
+	var kb []byte
 	h.mu.Lock()
 	for _, r := range recs {
 		if !r.Deleted {
 			continue
 		}
-		if c, copied := h.imported[mapKey(r.Kind, r.Key)]; copied && !c.importing {
+		// The key in a reused buffer: a lookup by string(kb) makes no
+		// string, for each of the thousands of expiries of an ageing
+		// round (few of them copies).
+		kb = sync.AppendKeyOf(kb[:0], r.Kind, r.Key)
+		if c, copied := h.imported[string(kb)]; copied && !c.importing {
 			look = append(look, r)
 		}
 	}

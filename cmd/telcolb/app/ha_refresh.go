@@ -97,14 +97,25 @@ func (h *HA) refresh(full bool) {
 	// start, and the dump itself took this long.
 	dumped := time.Since(now)
 	claimed := 0
-	dumpedKeys := make(map[string]bool, len(recs))
 	var batch []sync.Record
+	var kb []byte
 	h.mu.Lock()
+	// The keys dumped, to drop the marks of copies the datapath no longer
+	// holds: only while there are copies (h.mu is held throughout, so
+	// none are added meanwhile).
+	var dumpedKeys map[string]bool
+	if len(h.imported) > 0 {
+		dumpedKeys = make(map[string]bool, len(recs))
+	}
 	for _, r := range recs {
-		k := mapKey(r.Kind, r.Key)
-		dumpedKeys[k] = true
+		// Looked up by the key in a reused buffer (no string made); a
+		// string is made for the entries sent only, which the maps keep.
+		kb = sync.AppendKeyOf(kb[:0], r.Kind, r.Key)
+		if dumpedKeys != nil {
+			dumpedKeys[string(kb)] = true
+		}
 		seen := lastSeen(r, now)
-		if c, copied := h.imported[k]; copied {
+		if c, copied := h.imported[string(kb)]; copied {
 			if c.importing {
 				// Its import (a peer's deletion too) is being applied:
 				// judged once it has been.
@@ -123,15 +134,16 @@ func (h *HA) refresh(full bool) {
 			} else {
 				h.moves.takenPeerDown++
 			}
-			delete(h.imported, k)
+			delete(h.imported, string(kb))
 			claimed++
-		} else if prev, ok := h.owned[k]; ok && !full && idleSinceSent(prev, seen) {
+		} else if prev, ok := h.owned[string(kb)]; ok && !full && idleSinceSent(prev, seen) {
 			continue // idle since last sent: the peer's copy ages as ours
-		} else if at, deleted := h.gone[k]; !ok && deleted && !at.Before(now) {
+		} else if at, deleted := h.gone[string(kb)]; !ok && deleted && !at.Before(now) {
 			continue // deleted while this dump ran: the dump's copy is stale
 		}
+		k := string(kb)
 		h.owned[k] = seen
-		batch = append(batch, toSync(dataplane.AgeRecord(r, dumped)))
+		batch = append(batch, toSync(dataplane.AgeRecord(r, dumped), k))
 	}
 	// One hand-over for the round (see produce), under h.mu.
 	if err := h.node.PutAll(batch); err != nil {
@@ -140,7 +152,7 @@ func (h *HA) refresh(full bool) {
 	// Marks of copies the datapath no longer holds (their deletion was
 	// read while the key could not be looked up): gone with the entry.
 	for k, c := range h.imported {
-		if !dumpedKeys[k] && !c.importing && c.imported.Before(now) {
+		if dumpedKeys != nil && !dumpedKeys[k] && !c.importing && c.imported.Before(now) {
 			delete(h.imported, k)
 		}
 	}
@@ -204,7 +216,7 @@ func (h *HA) refreshRecords(now time.Time, full bool) ([]dataplane.Record, datap
 		}
 		// The map key in a reused buffer: a lookup by string(kb)
 		// allocates nothing, for the thousands of entries of a round.
-		kb = appendMapKey(kb[:0], kind, key)
+		kb = sync.AppendKeyOf(kb[:0], kind, key)
 		h.mu.Lock()
 		defer h.mu.Unlock()
 		if _, copied := h.imported[string(kb)]; copied {
