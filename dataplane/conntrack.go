@@ -228,11 +228,40 @@ func (d *Datapath) startSweep(now uint64, expiry bool) (*sweep, error) {
 	if err != nil {
 		return nil, err
 	}
-	snap, err := d.snapshot()
+	snap, err := d.sweepSnapshot()
 	if err != nil {
 		return nil, err
 	}
 	return &sweep{d: d, now: now, cands: cands, snap: snap, deleted: map[bpf.LbCtKey]bool{}, expiry: expiry}, nil
+}
+
+// sweepSnapshot is snapshot into the map the last sweep used: an ageing
+// round every 2 s made and grew a map of the whole table, a twentieth of
+// a loaded daemon's CPU (making the map's table) and most of what an
+// unsynced node allocates. The callers hold d.mu and their sweep ends
+// before they unlock it, so one map serves them all; clear keeps its
+// table. Once the conntrack table has shrunk to under a quarter of the
+// most the map held, the map is let go after this sweep and the next one
+// makes a map of the new size, so a flushed table does not keep its
+// largest map for good.
+func (d *Datapath) sweepSnapshot() (map[bpf.LbCtKey]bpf.LbCtVal, error) {
+	if d.sweepSnap == nil {
+		n := d.snapHint.Load()
+		d.sweepSnap, d.sweepPeak = make(map[bpf.LbCtKey]bpf.LbCtVal, n+n/8), 0
+	} else {
+		clear(d.sweepSnap)
+	}
+	snap := d.sweepSnap
+	if err := d.ct().each(func(k bpf.LbCtKey, v *bpf.LbCtVal) { snap[k] = *v }); err != nil {
+		clear(snap)
+		return nil, err
+	}
+	d.snapHint.Store(int64(len(snap)))
+	d.sweepPeak = max(d.sweepPeak, len(snap))
+	if len(snap) < d.sweepPeak/4 {
+		d.sweepSnap = nil // this sweep's still
+	}
+	return snap, nil
 }
 
 // delete removes entry k and queues its deletion to the change readers.

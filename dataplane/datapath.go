@@ -85,6 +85,11 @@ type Datapath struct {
 	// size. Growing a map of tens of thousands of entries from empty
 	// rehashed it a dozen times, most of an ageing round's own time.
 	snapHint atomic.Int64
+	// sweepSnap is the sweeps' snapshot map (under mu: sweepSnapshot),
+	// refilled by each; sweepPeak is the most entries it held since it
+	// was made.
+	sweepSnap map[bpf.LbCtKey]bpf.LbCtVal
+	sweepPeak int
 	// pending are old maps kept open until CompleteMigration; migrations
 	// reports what Load migrated.
 	pending    []*oldPin
