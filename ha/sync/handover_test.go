@@ -15,6 +15,24 @@ import (
 // touches them again), Put's are copied, and a record's ID is the table's
 // key itself.
 
+// convergedPair is a group of nodes a and b, converged, and a.
+func convergedPair(t *testing.T) (*group, *tnode) {
+	t.Helper()
+	g := newGroup(t, Config{}, "a", "b")
+	g.converged(10 * time.Second)
+	return g, g.nodes["a"]
+}
+
+// owns records that tn's peers must end up holding key=value from it
+// (the records themselves are put by the test).
+func (tn *tnode) owns(kv ...string) {
+	tn.mu.Lock()
+	defer tn.mu.Unlock()
+	for i := 0; i+1 < len(kv); i += 2 {
+		tn.own[kv[i]] = kv[i+1]
+	}
+}
+
 // tableEntry is the table's key string and value for key (kind 1), under
 // the node's lock.
 func tableEntry(n *Node, key string) (tk string, v []byte, ok bool) {
@@ -33,21 +51,17 @@ func tableEntry(n *Node, key string) (tk string, v []byte, ok bool) {
 // strings PutAll was given (no copy of either), and the peer gets the
 // records.
 func TestPutAllTakesTheRecords(t *testing.T) {
-	g := newGroup(t, Config{}, "a", "b")
-	g.converged(10 * time.Second)
-	a := g.nodes["a"]
+	g, a := convergedPair(t)
 	var rs []Record
-	a.mu.Lock()
 	for i := range 8 {
 		k, v := fmt.Sprintf("taken%d", i), value(i)
-		a.own[k] = v
+		a.owns(k, v)
 		r := Record{Kind: 1, Key: []byte(k), Value: []byte(v)}
 		if i%2 == 0 {
 			r.ID = KeyOf(1, r.Key)
 		}
 		rs = append(rs, r)
 	}
-	a.mu.Unlock()
 	given := make([]Record, len(rs))
 	copy(given, rs) // PutAll takes rs itself too
 	if err := a.n.PutAll(rs); err != nil {
@@ -70,12 +84,8 @@ func TestPutAllTakesTheRecords(t *testing.T) {
 // TestPutCopiesTheRecord: a record put with Put is the caller's still
 // (it may reuse its buffers): changing it afterwards changes nothing sent.
 func TestPutCopiesTheRecord(t *testing.T) {
-	g := newGroup(t, Config{}, "a", "b")
-	g.converged(10 * time.Second)
-	a := g.nodes["a"]
-	a.mu.Lock()
-	a.own["reused"] = "first"
-	a.mu.Unlock()
+	g, a := convergedPair(t)
+	a.owns("reused", "first")
 	key, val := []byte("reused"), []byte("first")
 	if err := a.n.Put(Record{Kind: 1, Key: key, Value: val}); err != nil {
 		t.Fatal(err)
@@ -92,12 +102,8 @@ func TestPutCopiesTheRecord(t *testing.T) {
 // file the record under another key: refused, naming it, the others
 // queued.
 func TestRecordIDMustNameItsKey(t *testing.T) {
-	g := newGroup(t, Config{}, "a", "b")
-	g.converged(10 * time.Second)
-	a := g.nodes["a"]
-	a.mu.Lock()
-	a.own["right"] = "1"
-	a.mu.Unlock()
+	g, a := convergedPair(t)
+	a.owns("right", "1")
 	err := a.n.PutAll([]Record{
 		{Kind: 1, Key: []byte("right"), Value: []byte("1"), ID: KeyOf(1, []byte("right"))},
 		{Kind: 1, Key: []byte("wrong"), Value: []byte("2"), ID: KeyOf(1, []byte("other"))},

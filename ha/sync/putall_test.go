@@ -45,13 +45,8 @@ func TestPutAllHandsABurstOverAtOnce(t *testing.T) {
 // in PutAll's error (its place in the batch) and left out; the others
 // are queued and arrive.
 func TestPutAllQueuesTheGoodRecords(t *testing.T) {
-	g := newGroup(t, Config{}, "a", "b")
-	g.converged(10 * time.Second)
-	a := g.nodes["a"]
-	a.mu.Lock()
-	a.own["good"] = "1"
-	a.own["also-good"] = "2"
-	a.mu.Unlock()
+	g, a := convergedPair(t)
+	a.owns("good", "1", "also-good", "2")
 	err := a.n.PutAll([]Record{
 		{Kind: 1, Key: []byte("good"), Value: []byte("1")},
 		{Kind: 1}, // no key
