@@ -27,13 +27,28 @@ var stateNames = map[uint8]string{
 func ntohl(v uint32) uint32 { return bits.ReverseBytes32(v) }
 
 func (d *Datapath) snapshot() (map[bpf.LbCtKey]bpf.LbCtVal, error) {
-	n := d.snapHint.Load()
-	out := make(map[bpf.LbCtKey]bpf.LbCtVal, n+n/8)
-	if err := d.ct().each(func(k bpf.LbCtKey, v *bpf.LbCtVal) { out[k] = *v }); err != nil {
+	out := d.snapshotMap()
+	if err := d.fillSnapshot(out); err != nil {
 		return nil, err
 	}
-	d.snapHint.Store(int64(len(out)))
 	return out, nil
+}
+
+// snapshotMap is an empty map sized for the table as the last snapshot
+// found it.
+func (d *Datapath) snapshotMap() map[bpf.LbCtKey]bpf.LbCtVal {
+	n := d.snapHint.Load()
+	return make(map[bpf.LbCtKey]bpf.LbCtVal, n+n/8)
+}
+
+// fillSnapshot puts every conntrack entry into the empty map snap and
+// keeps its size as the next snapshot's hint.
+func (d *Datapath) fillSnapshot(snap map[bpf.LbCtKey]bpf.LbCtVal) error {
+	if err := d.ct().each(func(k bpf.LbCtKey, v *bpf.LbCtVal) { snap[k] = *v }); err != nil {
+		return err
+	}
+	d.snapHint.Store(int64(len(snap)))
+	return nil
 }
 
 func peerKey(v *bpf.LbCtVal, proto uint8) bpf.LbCtKey {
@@ -246,17 +261,15 @@ func (d *Datapath) startSweep(now uint64, expiry bool) (*sweep, error) {
 // largest map for good.
 func (d *Datapath) sweepSnapshot() (map[bpf.LbCtKey]bpf.LbCtVal, error) {
 	if d.sweepSnap == nil {
-		n := d.snapHint.Load()
-		d.sweepSnap, d.sweepPeak = make(map[bpf.LbCtKey]bpf.LbCtVal, n+n/8), 0
+		d.sweepSnap, d.sweepPeak = d.snapshotMap(), 0
 	} else {
 		clear(d.sweepSnap)
 	}
 	snap := d.sweepSnap
-	if err := d.ct().each(func(k bpf.LbCtKey, v *bpf.LbCtVal) { snap[k] = *v }); err != nil {
+	if err := d.fillSnapshot(snap); err != nil {
 		clear(snap)
 		return nil, err
 	}
-	d.snapHint.Store(int64(len(snap)))
 	d.sweepPeak = max(d.sweepPeak, len(snap))
 	if len(snap) < d.sweepPeak/4 {
 		d.sweepSnap = nil // this sweep's still

@@ -325,33 +325,35 @@ func appendDataHeader(b []byte, d Data, count uint32) []byte {
 	return binary.BigEndian.AppendUint32(b, count)
 }
 
-func recordLen(r Record) int { return recordHdrLen + len(r.Key) + len(r.Value) }
+func recordLen(r Record) int { return recordSize(len(r.Key), len(r.Value)) }
+
+// recordSize is the encoded length of a record of these key and value
+// lengths.
+func recordSize(key, value int) int { return recordHdrLen + key + value }
 
 func appendRecord(b []byte, r Record) []byte {
+	return appendRecordOf(b, r.Kind, r.Key, r.Value, r.Deleted)
+}
+
+// appendRecordOf encodes one record from its parts, the key as a slice or
+// a string (the table's, appendTableRecord).
+func appendRecordOf[K string | []byte](b []byte, kind uint16, key K, value []byte, deleted bool) []byte {
 	var f byte
-	if r.Deleted {
+	if deleted {
 		f = recordDeleted
 	}
-	b = binary.BigEndian.AppendUint16(b, r.Kind)
+	b = binary.BigEndian.AppendUint16(b, kind)
 	b = append(b, f)
-	b = binary.BigEndian.AppendUint16(b, uint16(len(r.Key)))
-	b = binary.BigEndian.AppendUint32(b, uint32(len(r.Value)))
-	b = append(b, r.Key...)
-	return append(b, r.Value...)
+	b = binary.BigEndian.AppendUint16(b, uint16(len(key)))
+	b = binary.BigEndian.AppendUint32(b, uint32(len(value)))
+	b = append(b, key...)
+	return append(b, value...)
 }
 
 // appendTableRecord is appendRecord of the record the table holds under
 // tk (KeyOf), with value v: the key goes straight from the string.
 func appendTableRecord(b []byte, tk string, v []byte, deleted bool) []byte {
-	var f byte
-	if deleted {
-		f = recordDeleted
-	}
-	b = append(b, tk[0], tk[1], f)
-	b = binary.BigEndian.AppendUint16(b, uint16(len(tk)-2))
-	b = binary.BigEndian.AppendUint32(b, uint32(len(v)))
-	b = append(b, tk[2:]...)
-	return append(b, v...)
+	return appendRecordOf(b, uint16(tk[0])<<8|uint16(tk[1]), tk[2:], v, deleted)
 }
 
 // checkRecord says why a record cannot be sent.

@@ -164,7 +164,7 @@ type sendRec struct {
 	deleted bool
 }
 
-func (r sendRec) len() int { return recordHdrLen + len(r.tk) - 2 + len(r.v) }
+func (r sendRec) len() int { return recordSize(len(r.tk)-2, len(r.v)) }
 
 // record is tk's record now: its value, or its deletion.
 func (m *Machine) record(tk string) sendRec {
