@@ -68,7 +68,8 @@ type Config struct {
 	// switched to a bulk resync.
 	MaxPending int
 	// RetransmitTimeout is the least time a message stays unacknowledged
-	// before the window is resent, and that time until a delay was
+	// before the newest message in flight is sent again as a probe
+	// (retransmit.go), and that time until a delay was
 	// measured: the timeout follows each peer's measured acknowledgement
 	// delay (RFC 6298, retransmit.go) up to maxBackoff times this.
 	RetransmitTimeout time.Duration

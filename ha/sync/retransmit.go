@@ -3,8 +3,17 @@ package sync
 import "time"
 
 // Retransmission: the messages in flight to a peer are resent together
-// (go-back-N) when the peer's retransmission timer expires or a Nack
-// arrives (send.go's ack).
+// (go-back-N) when a Nack arrives (send.go's ack): the peer saw a gap.
+// When the peer's retransmission timer expires, only the newest message in
+// flight is sent again, a probe (RFC 8985's tail loss probe): a timeout
+// means a peer that is slow far more often than a lost message (the
+// transport is TCP: within a connection nothing is lost), and resending
+// the whole window to a slow peer gave it up to a window of duplicates
+// to read (a tenth of what a loaded node sent, TestBenchHASyncCPUPerFlow).
+// A probe finds a loss all the same: a message lost before it makes the
+// probe out of order at the peer, which Nacks, and the window follows; a
+// lost probe or acknowledgement is answered by the next expiry, backed
+// off.
 //
 // The timeout adapts to the measured acknowledgement delay as RFC 6298
 // computes TCP's: a fixed timer (it was Config.RetransmitTimeout, 200 ms)
@@ -74,16 +83,33 @@ func (e *rtoEstimator) backoff() { e.rto = min(2*e.rto, e.hi) }
 // inherit the expiries of the last one.
 func (e *rtoEstimator) resetBackoff() { e.rto = e.estimate() }
 
-// retransmitDue resends p's window when its retransmission timer expired.
+// retransmitDue probes p when its retransmission timer expired: the
+// newest message in flight goes again (see the top).
 func (m *Machine) retransmitDue(now time.Time, p *peer, out *Output) {
 	if p.up && len(p.inflight) > 0 && !p.rtoAt.IsZero() && !now.Before(p.rtoAt) {
 		m.stats.Timeouts++
 		// Back off: over TCP a timeout means a slow peer more often
-		// than a lost message, and resending the window to a slow
-		// peer only adds to its load.
+		// than a lost message, and probing a slow peer often only adds
+		// to its load.
 		p.rtt.backoff()
-		m.resend(now, p, out)
+		m.probe(now, p, out)
 	}
+}
+
+// probe sends the newest message in flight to p again and restarts its
+// timer. Every message in flight is marked: an acknowledgement is
+// cumulative, so one that arrives now may have been drawn by the probe
+// and measures none of them (Karn).
+func (m *Machine) probe(now time.Time, p *peer, out *Output) {
+	for i := range p.inflight {
+		p.inflight[i].resent = true
+	}
+	f := &p.inflight[len(p.inflight)-1]
+	m.stats.ResentMessages++
+	m.stats.ResentRecords += uint64(f.records)
+	m.stats.SentBytes += uint64(len(f.data) + FrameHeader)
+	out.Sends = append(out.Sends, Send{Peer: p.name, Data: f.data})
+	p.rtoAt = now.Add(p.rtt.rto)
 }
 
 // resend sends every message in flight to p again and restarts its timer.

@@ -2,6 +2,7 @@ package sync
 
 import (
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 )
@@ -17,6 +18,7 @@ type rtoDriver struct {
 	stream  uint32
 	last    uint64 // highest seq a sent
 	resends int    // data messages a sent again
+	again   []uint64 // their sequence numbers, in order
 	keys    int
 }
 
@@ -49,6 +51,7 @@ func (d *rtoDriver) take(out Output) {
 		}
 		if msg.Data.Seq <= d.last {
 			d.resends++
+			d.again = append(d.again, msg.Data.Seq)
 			continue
 		}
 		d.last, d.stream = msg.Data.Seq, msg.Data.Stream
@@ -167,6 +170,39 @@ func TestRetransmitTimeoutFollowsTheAckDelay(t *testing.T) {
 					p.RTO, p.SRTT, p.RTTVar, d.resends, c.rto, c.srtt, c.resends)
 			}
 		})
+	}
+}
+
+// A timeout sends only the newest message in flight again, a probe (RFC
+// 8985's tail loss probe): a slow peer gets one duplicate per expiry, not
+// the window. A loss the probe reveals (the peer Nacks: it lacks a message
+// before the probe) is repaired by resending the window (go-back-N).
+func TestTimeoutProbesWithTheNewestMessage(t *testing.T) {
+	d := newRTODriver(t)
+	for range 4 {
+		d.send() // seq 2..5, with the snapshot's seq 1: five in flight
+	}
+	if d.last != 5 {
+		t.Fatalf("last seq %d in flight, want 5", d.last)
+	}
+	d.wait(250 * time.Millisecond) // past the 200 ms floor: one expiry
+	if !slices.Equal(d.again, []uint64{5}) {
+		t.Fatalf("a timeout with seqs 1..5 in flight resent %v, want [5] (the newest only)", d.again)
+	}
+	if st := d.m.Stats(); st.Timeouts != 1 || st.ResentMessages != 1 || st.ResentRecords != 1 {
+		t.Fatalf("timeouts %d, resent messages %d records %d; want 1, 1, 1", st.Timeouts, st.ResentMessages, st.ResentRecords)
+	}
+	// b got 1 and 2 only: the probe (5) is out of order there, and it
+	// says so. The window from 3 goes again, the probe's answer.
+	d.again = nil
+	d.take(d.m.Receive(d.now, "b", AppendAck(nil, Ack{Incarnation: d.m.Incarnation(), Stream: d.stream, Seq: 2, Nack: true})))
+	if !slices.Equal(d.again, []uint64{3, 4, 5}) {
+		t.Fatalf("a Nack after seq 2 resent %v, want [3 4 5]", d.again)
+	}
+	// Karn: the acknowledgement of a probed window measures nothing.
+	d.ack()
+	if p := d.peer(); p.SRTT != 0 {
+		t.Fatalf("SRTT %v from the acknowledgement of a probed window, want none", p.SRTT)
 	}
 }
 

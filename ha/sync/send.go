@@ -18,7 +18,8 @@ type flight struct {
 	end     bool
 	first   time.Time // earliest change carried, zero for snapshot only
 	// sentAt is when it was sent first; resent says it was sent again,
-	// so its acknowledgement measures nothing (Karn).
+	// or was in flight when a probe went (retransmit.go), so its
+	// acknowledgement measures nothing (Karn).
 	sentAt time.Time
 	resent bool
 	// qEnd is each queue's sent count once this message was built

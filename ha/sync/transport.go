@@ -455,7 +455,7 @@ func (c *countingConn) Write(b []byte) (int, error) {
 
 // DefaultMaxQueuedBytes bounds what waits for one connection's writer. A
 // peer that stops reading (frozen, its TCP window closed) would otherwise
-// collect every resend in memory; past the bound the connection is closed
+// collect in memory what is sent to it; past the bound the connection is closed
 // and the peer resumes or resyncs when it comes back.
 const DefaultMaxQueuedBytes = 32 << 20
 

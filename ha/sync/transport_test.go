@@ -475,11 +475,14 @@ func TestGarbageFromAMemberClosesTheConnection(t *testing.T) {
 	}
 }
 
-// A member that stops reading (frozen) does not make the node queue its
-// resends without bound: past MaxQueuedBytes the connection is closed.
+// A member that stops reading (frozen) does not make the node queue what
+// it sends without bound: past MaxQueuedBytes the connection is closed.
+// A window of 1,024 messages of 16 KiB outgrows what the loopback's
+// socket buffers take (a few MiB) and the bound: a timeout resends one
+// message only (retransmit.go), which would take minutes to.
 func TestPeerThatStopsReadingIsDisconnected(t *testing.T) {
 	g := &group{t: t, ca: newCA(t, "group"), names: []string{"a", "b"}, addrs: map[string]string{"b": "127.0.0.1:1"}, nodes: map[string]*tnode{},
-		mcfg: Config{RetransmitTimeout: 20 * time.Millisecond}, maxQueued: 1 << 20}
+		mcfg: Config{RetransmitTimeout: 20 * time.Millisecond, Window: 1024}, maxQueued: 1 << 20}
 	a := g.start("a", "127.0.0.1:0")
 	c, k := g.ca.valid(t, "b")
 	cert, err := tls.LoadX509KeyPair(c, k)
@@ -498,7 +501,7 @@ func TestPeerThatStopsReadingIsDisconnected(t *testing.T) {
 		t.Fatal(err)
 	}
 	big := make([]byte, 16<<10)
-	for i := range 300 {
+	for i := range 1000 {
 		g.put("a", fmt.Sprintf("k%d", i), string(big))
 	}
 	deadline := time.Now().Add(time.Minute)
