@@ -16,8 +16,8 @@ type rtoDriver struct {
 	now     time.Time
 	wake    time.Time
 	stream  uint32
-	last    uint64 // highest seq a sent
-	resends int    // data messages a sent again
+	last    uint64   // highest seq a sent
+	resends int      // data messages a sent again
 	again   []uint64 // their sequence numbers, in order
 	keys    int
 }
