@@ -13,6 +13,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -55,7 +56,7 @@ func TestBenchHASyncCPUPerFlow(t *testing.T) {
 			if !ok {
 				return nil, fmt.Errorf("%s round %d failed", name, round)
 			}
-			return map[string]float64{name: res.usPerFlow, name + "_records": res.recordsPerFlow, name + "_daemon": res.daemonUsPerFlow,
+			return map[string]float64{name: res.usPerFlow, name + "_records": res.recordsPerFlow, name + "_resent": res.resentPerFlow, name + "_daemon": res.daemonUsPerFlow,
 				name + "_alloc": res.allocKBPerFlow}, nil
 		}}
 	}
@@ -66,6 +67,10 @@ func TestBenchHASyncCPUPerFlow(t *testing.T) {
 			s.Measured("ha_node_cpu_us_per_udp_flow_alone", "us", figure.Above(0), "alone"),
 			s.Measured("ha_node_cpu_us_per_udp_flow_synced", "us", figure.Above(0), "sync"),
 			s.Measured("ha_sync_records_per_udp_flow", "records", figure.Above(0), "sync_records"),
+			// Of those, sent again: a timeout's probe or a Nack's window
+			// (retransmit.go); on a link that loses nothing, what a slow
+			// peer costs.
+			s.Measured("ha_sync_records_resent_per_udp_flow", "records", figure.AtLeast(0), "sync_resent"),
 			// Where the node's CPU goes: its daemon's own time (code and
 			// system calls; the rest of a figure above is softirq).
 			s.Measured("ha_node_daemon_cpu_us_per_udp_flow_alone", "us", figure.Above(0), "alone_daemon"),
@@ -100,6 +105,8 @@ const (
 
 type cpuRound struct {
 	usPerFlow, recordsPerFlow float64
+	// resentPerFlow: of recordsPerFlow, those sent again (retransmit.go).
+	resentPerFlow float64
 	// daemonUsPerFlow: lb1's daemon process alone (its code and system
 	// calls), the part of usPerFlow not in softirq.
 	daemonUsPerFlow float64
@@ -138,25 +145,37 @@ func measureNodeCPU(t *testing.T, withHA bool) cpuRound {
 	}
 	isolateNode(t, ctx, lb)
 
-	sent0 := recordsSent(t, ctx, lb.daemons[0], withHA)
 	type result struct {
 		flows, failed int
 		busy, daemon  time.Duration
-		alloc         uint64
+		counts        daemonCounts
 		err           error
 	}
 	done := make(chan result, 1)
 	go func() {
 		var r result
-		allocated := func() (n uint64, err error) {
+		counted := func() (c daemonCounts, err error) {
 			err = lb.topo.Nodes[0].Do(func() error {
-				n, err = totalAlloc(ctx, profilingAddr)
+				c.alloc, err = totalAlloc(ctx, profilingAddr)
 				return err
 			})
-			return n, err
+			if err != nil || !withHA {
+				return c, err
+			}
+			// The API from a goroutine of its own: this one is locked
+			// to the client's namespace.
+			got := make(chan error, 1)
+			go func() {
+				st, err := lb.daemons[0].Client.HA(ctx)
+				if err == nil {
+					c.sent, c.resent = st.RecordsSent, st.RecordsResent
+				}
+				got <- err
+			}()
+			return c, <-got
 		}
 		r.err = lb.topo.Client.Do(func() error {
-			return paceFlows(ctx, netip.AddrPortFrom(vip, cpuPort), cpuFlowRate, cpuWarmup, cpuWindow, lb.daemons[0].Pid(), allocated, &r.flows, &r.failed, &r.busy, &r.daemon, &r.alloc)
+			return paceFlows(ctx, netip.AddrPortFrom(vip, cpuPort), cpuFlowRate, cpuWarmup, cpuWindow, lb.daemons[0].Pid(), counted, &r.flows, &r.failed, &r.busy, &r.daemon, &r.counts)
 		})
 		done <- r
 	}()
@@ -164,7 +183,6 @@ func measureNodeCPU(t *testing.T, withHA bool) cpuRound {
 	if r.err != nil {
 		t.Fatal(r.err)
 	}
-	sent := recordsSent(t, ctx, lb.daemons[0], withHA) - sent0
 	// The figure is the sync's steady state: a connection that dropped
 	// and came back (a bulk resync) would be another measurement.
 	if n := strings.Count(lb.daemons[0].Log(), "sync peer connected"); withHA && n != 1 {
@@ -177,11 +195,35 @@ func measureNodeCPU(t *testing.T, withHA bool) cpuRound {
 	}
 	us := float64(r.busy.Microseconds()) / float64(r.flows)
 	daemonUs := float64(r.daemon.Microseconds()) / float64(r.flows)
-	perFlow := float64(sent) / float64(r.flows) // the whole run's records, over the window's flows: close enough for a report
-	allocKB := float64(r.alloc) / 1024 / float64(r.flows)
-	t.Logf("withHA=%v: %d flows in %v (%d unanswered), lb1's CPU %v busy: %.1f us a flow (its daemon %.1f, allocating %.2f KiB); %d records sent (%.2f a flow); load %s",
-		withHA, r.flows, cpuWindow, r.failed, r.busy, us, daemonUs, allocKB, sent, perFlow, figure.LoadAvg())
-	return cpuRound{usPerFlow: us, recordsPerFlow: max(perFlow, 1e-9), daemonUsPerFlow: daemonUs, allocKBPerFlow: allocKB}
+	perFlow := float64(r.counts.sent) / float64(r.flows)
+	resentPerFlow := float64(r.counts.resent) / float64(r.flows)
+	allocKB := float64(r.counts.alloc) / 1024 / float64(r.flows)
+	t.Logf("withHA=%v: %d flows in %v (%d unanswered), lb1's CPU %v busy: %.1f us a flow (its daemon %.1f, allocating %.2f KiB); %d records sent (%.2f a flow), %d of them again; load %s",
+		withHA, r.flows, cpuWindow, r.failed, r.busy, us, daemonUs, allocKB, r.counts.sent, perFlow, r.counts.resent, figure.LoadAvg())
+	return cpuRound{usPerFlow: us, recordsPerFlow: max(perFlow, 1e-9), resentPerFlow: resentPerFlow, daemonUsPerFlow: daemonUs, allocKBPerFlow: allocKB}
+}
+
+// recordsSent is lb1's telcolb_ha_records_sent_total (0 without HA).
+func recordsSent(t *testing.T, ctx context.Context, d *l4.Daemon, withHA bool) uint64 {
+	t.Helper()
+	if !withHA {
+		return 0
+	}
+	st, err := d.Client.HA(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st.RecordsSent
+}
+
+// daemonCounts are lb1's daemon's running totals, read at the window's
+// start and end: what it allocated (Go's TotalAlloc), the records its sync
+// sent (telcolb_ha_records_sent_total, resends included) and sent again
+// (telcolb_ha_records_resent_total); no records without HA.
+type daemonCounts struct{ alloc, sent, resent uint64 }
+
+func (c daemonCounts) minus(o daemonCounts) daemonCounts {
+	return daemonCounts{alloc: c.alloc - o.alloc, sent: c.sent - o.sent, resent: c.resent - o.resent}
 }
 
 // isolateNode gives CPU nodeCPU to lb1 and restCPU to everything else of
@@ -222,47 +264,35 @@ func isolateNode(t *testing.T, ctx context.Context, lb *lab2) {
 	}
 }
 
-// recordsSent is lb1's telcolb_ha_records_sent_total (0 without HA).
-func recordsSent(t *testing.T, ctx context.Context, d *l4.Daemon, withHA bool) uint64 {
-	t.Helper()
-	if !withHA {
-		return 0
-	}
-	st, err := d.Client.HA(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return st.RecordsSent
-}
-
 // paceFlows opens new UDP flows to vip, rate a second, each one question
 // and its answer on a socket of its own, for warmup and then window; it
 // counts the flows answered and not answered in the window, CPU nodeCPU's
-// busy time over it, the CPU time of the process daemon and what that
-// allocated (allocated: its running total). It runs on one thread (in the client's
-// namespace): a flow whose answer is late only delays the next ones, the
-// pace catches up.
-func paceFlows(ctx context.Context, vip netip.AddrPort, rate int, warmup, window time.Duration, daemon int, allocated func() (uint64, error),
-	flows, failed *int, busy, daemonCPU *time.Duration, alloc *uint64) error {
+// busy time over it, the CPU time of the process daemon and the change
+// of its counts (counted: their running totals). It runs on one thread
+// (in the client's namespace): a flow whose answer is late only delays
+// the next ones, the pace catches up.
+func paceFlows(ctx context.Context, vip netip.AddrPort, rate int, warmup, window time.Duration, daemon int, counted func() (daemonCounts, error),
+	flows, failed *int, busy, daemonCPU *time.Duration, counts *daemonCounts) error {
 	dst := net.UDPAddrFromAddrPort(vip)
 	buf := make([]byte, 512)
+	ports := sourcePorts{next: flowPortsFrom}
 	start := time.Now()
 	end := start.Add(warmup + window)
 	measuring := false
 	var busy0, daemon0 time.Duration
-	var alloc0 uint64
-	sample := func() (b, d time.Duration, a uint64, err error) {
-		// The allocations first: the CPU the daemon spends answering is
+	var counts0 daemonCounts
+	sample := func() (b, d time.Duration, c daemonCounts, err error) {
+		// The counts first: the CPU the daemon spends answering is
 		// outside the window at its start, inside at its end (a few ms
 		// in 30 s).
-		if a, err = allocated(); err != nil {
-			return 0, 0, 0, err
+		if c, err = counted(); err != nil {
+			return 0, 0, c, err
 		}
 		if b, err = bench.CPUBusy(nodeCPU); err != nil {
-			return 0, 0, 0, err
+			return 0, 0, c, err
 		}
 		d, err = bench.ProcessCPU(daemon)
-		return b, d, a, err
+		return b, d, c, err
 	}
 	for n := 0; ; n++ {
 		if ctx.Err() != nil {
@@ -271,24 +301,24 @@ func paceFlows(ctx context.Context, vip netip.AddrPort, rate int, warmup, window
 		due := start.Add(time.Duration(n) * time.Second / time.Duration(rate))
 		now := time.Now()
 		if !measuring && now.After(start.Add(warmup)) {
-			b, d, a, err := sample()
+			b, d, c, err := sample()
 			if err != nil {
 				return err
 			}
-			measuring, busy0, daemon0, alloc0 = true, b, d, a
+			measuring, busy0, daemon0, counts0 = true, b, d, c
 		}
 		if !due.Before(end) {
-			b, d, a, err := sample()
+			b, d, c, err := sample()
 			if err != nil {
 				return err
 			}
-			*busy, *daemonCPU, *alloc = b-busy0, d-daemon0, a-alloc0
+			*busy, *daemonCPU, *counts = b-busy0, d-daemon0, c.minus(counts0)
 			return nil
 		}
 		if d := due.Sub(now); d > 0 {
 			time.Sleep(d)
 		}
-		err := oneFlow(dst, buf)
+		err := oneFlow(dst, &ports, buf)
 		if !measuring {
 			continue
 		}
@@ -300,10 +330,47 @@ func paceFlows(ctx context.Context, vip netip.AddrPort, rate int, warmup, window
 	}
 }
 
-// oneFlow asks once on a new socket (a new source port: a new flow) and
-// waits up to 200 ms for the answer.
-func oneFlow(dst *net.UDPAddr, buf []byte) error {
-	c, err := net.DialUDP("udp", nil, dst)
+// The flows' source ports, taken in turn: each flow's 5-tuple is one no
+// live conntrack entry holds, a new flow for the node. The kernel's
+// choice of an ephemeral port is random, and with about 12,000 flows live
+// (2,000 a second, each until its 5 s idle timeout and the ageing round
+// after it) among its 28,000 ports, a third of new sockets drew the tuple
+// of a live flow: the node saw a packet of a known flow, not a new one
+// (measured: 1.32 records made per flow where a new flow makes 2, and the
+// refresh sent 0.64 for the old flows that carried traffic again). 40,000
+// ports in turn come back after 20 s at 2,000 a second, their entries
+// long gone.
+const (
+	flowPortsFrom = 20000
+	flowPortsTo   = 60000 // exclusive
+)
+
+type sourcePorts struct{ next int }
+
+// take is the next port of the range, wrapping.
+func (p *sourcePorts) take() int {
+	port := p.next
+	p.next++
+	if p.next == flowPortsTo {
+		p.next = flowPortsFrom
+	}
+	return port
+}
+
+// oneFlow asks once on a new socket, from the next source port of ports (a
+// new flow), and waits up to 200 ms for the answer. A port in use here is
+// passed over.
+func oneFlow(dst *net.UDPAddr, ports *sourcePorts, buf []byte) error {
+	var (
+		c   *net.UDPConn
+		err error
+	)
+	for range 100 {
+		c, err = net.DialUDP("udp", &net.UDPAddr{Port: ports.take()}, dst)
+		if !errors.Is(err, syscall.EADDRINUSE) {
+			break
+		}
+	}
 	if err != nil {
 		return fmt.Errorf("dial %v: %w", dst, err)
 	}

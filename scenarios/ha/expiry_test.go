@@ -53,8 +53,10 @@ func TestCopiesExpireOnTheirOwn(t *testing.T) {
 	err := lb.topo.Client.Do(func() error {
 		dst := net.UDPAddrFromAddrPort(netip.AddrPortFrom(vip, port))
 		buf := make([]byte, 512)
+		// Ports in turn: 50 random ones would share one in 25 runs.
+		ports := sourcePorts{next: flowPortsFrom}
 		for range flows {
-			if err := oneFlow(dst, buf); err != nil {
+			if err := oneFlow(dst, &ports, buf); err != nil {
 				return err
 			}
 		}
