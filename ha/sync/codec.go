@@ -4,7 +4,9 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"strings"
+	"time"
 )
 
 // Wire format, version 1. The transport frames each message with a 4-byte
@@ -14,14 +16,19 @@ import (
 //	hello: incarnation u64 | ack: senderInc u64, stream u32, expected u64 |
 //	       nameLen u8 | name
 //	data:  incarnation u64 | stream u32 | seq u64 | count u32 |
-//	       count x (kind u16 | rflags u8 | keyLen u16 | valueLen u32 | key | value)
+//	       count x (kind u16 | rflags u8 | keyLen u16 | valueLen u32 |
+//	                [held u32, with rflag Held] | key | value)
 //	ack:   incarnation u64 | stream u32 | seq u64
 //
 // A hello tells the peer who we are and where its stream to us stands, so a
 // reconnect can resume instead of resyncing. The reserved byte of a hello
 // carries feature bits (version 1 parsers ignore it): FeatureKeepalive,
 // the sender sends a message at least every keepalive interval while the
-// connection is up, so the receiver may time it out (liveness.go). Hello flag Heard: the sender
+// connection is up, so the receiver may time it out (liveness.go);
+// FeatureHeld, the sender takes records with a hold time (rflag Held: how
+// many milliseconds the sender held the value before it sent it), which a
+// version 1 parser without the feature refuses, so a node sends them only
+// to peers that offered it. Hello flag Heard: the sender
 // has had the addressee's hello. Data flags: Begin opens a bulk
 // resync (a new stream, seq 1), End closes it. Ack flag Nack asks for the
 // unacknowledged messages at once (a gap was seen).
@@ -38,8 +45,10 @@ const (
 	FlagHeard = 1
 
 	FeatureKeepalive = 1
+	FeatureHeld      = 2
 
 	recordDeleted = 1
+	recordHeld    = 2
 
 	// MaxFrame bounds one message (the transport refuses longer frames).
 	MaxFrame = 1 << 20
@@ -52,6 +61,7 @@ const (
 	hdrLen       = 4
 	dataHdrLen   = hdrLen + 8 + 4 + 8 + 4
 	recordHdrLen = 2 + 1 + 2 + 4
+	heldLen      = 4
 	ackLen       = hdrLen + 8 + 4 + 8
 	helloMinLen  = hdrLen + 8 + 8 + 4 + 8 + 1
 	maxNameLen   = 253
@@ -69,15 +79,23 @@ type Record struct {
 	// expiry, by the age in the value): the record leaves this node's
 	// table, so no later bulk resync carries it, and no message, unless
 	// a resync's snapshot carried the key since its last put. That value
-	// reached a peer later than it was put, so the peer may take it for
-	// younger than it is and expire it late: the deletion is sent. Not on
-	// the wire.
+	// reached a peer later than it was put: a peer without FeatureHeld
+	// takes it for younger than it is and expires it late, so the
+	// deletion is sent (to every peer: the machine keeps one set of such
+	// keys). Not on the wire.
 	Local bool
 	// ID, when set, is KeyOf(Kind, Key), which the caller holds already
 	// (the key of its own map of these records): the node keeps that
 	// string as its table's key instead of making another, one for every
 	// record a loaded node puts. Empty: made here. Not on the wire.
 	ID string
+	// Held, on a record received, is how long its sender held the value
+	// before it sent it (whole milliseconds; zero under one, or from a
+	// peer without FeatureHeld): a bulk resync sends values put minutes
+	// before, and a value that dates its contents by ages (a conntrack
+	// entry's last packet) is that much older than it says. Ignored on a
+	// record put.
+	Held time.Duration
 }
 
 // KeyOf is the string a record's kind and key are known by in the node's
@@ -118,6 +136,8 @@ type Hello struct {
 	// silence past the receiver's PeerTimeout means a lost peer. Older
 	// senders leave it clear, and are never timed out.
 	Keepalive bool
+	// Held says the sender takes records with a hold time (FeatureHeld).
+	Held bool
 }
 
 // Data is one batch of records of a stream.
@@ -176,6 +196,7 @@ func Parse(b []byte) (Message, error) {
 			// Feature bits this version does not know are ignored: a
 			// newer peer may offer more.
 			Keepalive:   b[3]&FeatureKeepalive != 0,
+			Held:        b[3]&FeatureHeld != 0,
 			Incarnation: binary.BigEndian.Uint64(b[4:]),
 			PeerInc:     binary.BigEndian.Uint64(b[12:]),
 			Stream:      binary.BigEndian.Uint32(b[20:]),
@@ -243,9 +264,24 @@ func parseData(b []byte, flags byte) (Message, error) {
 		kl := int(binary.BigEndian.Uint16(rest[3:]))
 		vl := int(binary.BigEndian.Uint32(rest[5:]))
 		rest = rest[recordHdrLen:]
+		var held time.Duration
+		if rf&recordHeld != 0 {
+			if len(rest) < heldLen {
+				return Message{}, malformed("record %d: hold time cut at %d bytes", i, len(rest))
+			}
+			ms := binary.BigEndian.Uint32(rest)
+			if ms == 0 {
+				// One encoding per record: none is sent as no field.
+				return Message{}, malformed("record %d: hold time field of 0", i)
+			}
+			held = time.Duration(ms) * time.Millisecond
+			rest = rest[heldLen:]
+		}
 		switch {
-		case rf&^recordDeleted != 0:
+		case rf&^(recordDeleted|recordHeld) != 0:
 			return Message{}, malformed("record %d: flags %#x", i, rf)
+		case rf&recordDeleted != 0 && rf&recordHeld != 0:
+			return Message{}, malformed("record %d: deleted with a hold time", i)
 		case kl == 0 || kl > MaxKey:
 			return Message{}, malformed("record %d: key of %d bytes, want 1..%d", i, kl, MaxKey)
 		case vl > MaxValue:
@@ -255,7 +291,7 @@ func parseData(b []byte, flags byte) (Message, error) {
 		case kl+vl > len(rest):
 			return Message{}, malformed("record %d: %d+%d bytes, %d left", i, kl, vl, len(rest))
 		}
-		d.Records[i] = Record{Kind: kind, Key: rest[:kl:kl], Deleted: rf&recordDeleted != 0}
+		d.Records[i] = Record{Kind: kind, Key: rest[:kl:kl], Deleted: rf&recordDeleted != 0, Held: held}
 		if vl > 0 {
 			d.Records[i].Value = rest[kl : kl+vl : kl+vl]
 		}
@@ -279,7 +315,10 @@ func AppendHello(b []byte, h Hello) []byte {
 	}
 	b = header(b, TypeHello, f)
 	if h.Keepalive {
-		b[len(b)-1] = FeatureKeepalive
+		b[len(b)-1] |= FeatureKeepalive
+	}
+	if h.Held {
+		b[len(b)-1] |= FeatureHeld
 	}
 	b = binary.BigEndian.AppendUint64(b, h.Incarnation)
 	b = binary.BigEndian.AppendUint64(b, h.PeerInc)
@@ -325,35 +364,57 @@ func appendDataHeader(b []byte, d Data, count uint32) []byte {
 	return binary.BigEndian.AppendUint32(b, count)
 }
 
-func recordLen(r Record) int { return recordSize(len(r.Key), len(r.Value)) }
+func recordLen(r Record) int { return recordSize(len(r.Key), len(r.Value), heldMillis(r.Held, r.Deleted)) }
 
 // recordSize is the encoded length of a record of these key and value
-// lengths.
-func recordSize(key, value int) int { return recordHdrLen + key + value }
+// lengths and hold time (heldMillis).
+func recordSize(key, value int, held uint32) int {
+	if held > 0 {
+		return recordHdrLen + heldLen + key + value
+	}
+	return recordHdrLen + key + value
+}
+
+// heldMillis is the hold time on the wire: whole milliseconds, saturated
+// at the field's largest (49 days); none on a deletion, nor under a
+// millisecond (most live changes: the transfer is not counted either).
+func heldMillis(d time.Duration, deleted bool) uint32 {
+	if deleted || d < time.Millisecond {
+		return 0
+	}
+	return uint32(min(d/time.Millisecond, math.MaxUint32))
+}
 
 func appendRecord(b []byte, r Record) []byte {
-	return appendRecordOf(b, r.Kind, r.Key, r.Value, r.Deleted)
+	return appendRecordOf(b, r.Kind, r.Key, r.Value, r.Deleted, heldMillis(r.Held, r.Deleted))
 }
 
 // appendRecordOf encodes one record from its parts, the key as a slice or
-// a string (the table's, appendTableRecord).
-func appendRecordOf[K string | []byte](b []byte, kind uint16, key K, value []byte, deleted bool) []byte {
+// a string (the table's, appendTableRecord), with held (milliseconds)
+// when not zero.
+func appendRecordOf[K string | []byte](b []byte, kind uint16, key K, value []byte, deleted bool, held uint32) []byte {
 	var f byte
 	if deleted {
 		f = recordDeleted
+	}
+	if held > 0 {
+		f |= recordHeld
 	}
 	b = binary.BigEndian.AppendUint16(b, kind)
 	b = append(b, f)
 	b = binary.BigEndian.AppendUint16(b, uint16(len(key)))
 	b = binary.BigEndian.AppendUint32(b, uint32(len(value)))
+	if held > 0 {
+		b = binary.BigEndian.AppendUint32(b, held)
+	}
 	b = append(b, key...)
 	return append(b, value...)
 }
 
 // appendTableRecord is appendRecord of the record the table holds under
 // tk (KeyOf), with value v: the key goes straight from the string.
-func appendTableRecord(b []byte, tk string, v []byte, deleted bool) []byte {
-	return appendRecordOf(b, uint16(tk[0])<<8|uint16(tk[1]), tk[2:], v, deleted)
+func appendTableRecord(b []byte, tk string, v []byte, deleted bool, held uint32) []byte {
+	return appendRecordOf(b, uint16(tk[0])<<8|uint16(tk[1]), tk[2:], v, deleted, held)
 }
 
 // checkRecord says why a record cannot be sent.

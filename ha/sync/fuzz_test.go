@@ -13,11 +13,13 @@ import (
 func FuzzParse(f *testing.F) {
 	f.Add(AppendHello(nil, Hello{Name: "node-a", Incarnation: 9, PeerInc: 3, Stream: 2, Expected: 17}))
 	f.Add(AppendHello(nil, Hello{Name: "node-b", Incarnation: 9, Heard: true, Keepalive: true}))
+	f.Add(AppendHello(nil, Hello{Name: "node-c", Incarnation: 9, Keepalive: true, Held: true}))
 	f.Add(AppendAck(nil, Ack{Incarnation: 1, Stream: 1, Seq: 5, Nack: true}))
 	f.Add(AppendData(nil, Data{Incarnation: 1, Stream: 1, Seq: 1, Begin: true, End: true}))
 	f.Add(AppendData(nil, Data{Incarnation: 1, Stream: 2, Seq: 7, Records: []Record{
 		{Kind: 1, Key: []byte{10, 0, 0, 1, 0, 80}, Value: []byte("conntrack")},
 		{Kind: 2, Key: []byte("assoc"), Deleted: true},
+		{Kind: 1, Key: []byte{10, 0, 0, 2, 0, 80}, Value: []byte("held"), Held: 93 * time.Second},
 	}}))
 	f.Add([]byte{1, 2, 0, 0})
 	f.Add([]byte{})
@@ -40,8 +42,8 @@ func FuzzParse(f *testing.F) {
 		default:
 			t.Fatal("parsed into nothing")
 		}
-		// The reserved byte is not read, except a hello's keepalive bit.
-		canonical := b[3] == 0 || msg.Hello != nil && b[3] == FeatureKeepalive
+		// The reserved byte is not read, except a hello's feature bits.
+		canonical := b[3] == 0 || msg.Hello != nil && b[3]&^(FeatureKeepalive|FeatureHeld) == 0
 		if canonical && !bytes.Equal(back, b) {
 			t.Fatalf("%x parsed and encoded back as %x", b, back)
 		}

@@ -41,7 +41,7 @@ func tableEntry(n *Node, key string) (tk string, v []byte, ok bool) {
 	want := KeyOf(1, []byte(key))
 	for k, val := range n.m.table {
 		if k == want {
-			return k, val, true
+			return k, val.v, true
 		}
 	}
 	return "", nil, false
@@ -122,7 +122,8 @@ func TestRecordIDMustNameItsKey(t *testing.T) {
 
 // TestTableRecordsEncodeAsRecords: a message's records written from the
 // table (key string, value) are byte for byte those of the records
-// themselves, deletions, empty values and kinds past 255 included.
+// themselves, deletions, empty values, kinds past 255 and hold times
+// included.
 func TestTableRecordsEncodeAsRecords(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	for i := range 2000 {
@@ -136,13 +137,17 @@ func TestTableRecordsEncodeAsRecords(t *testing.T) {
 				r.Value[j] = byte(rng.IntN(256))
 			}
 		}
+		if i%3 == 0 {
+			r.Held = time.Duration(rng.Int64N(int64(100 * 24 * time.Hour))) // past the field's 49 days too
+		}
 		prefix := []byte{0xa5, byte(i)}
 		want := appendRecord(bytes.Clone(prefix), r)
-		got := appendTableRecord(bytes.Clone(prefix), KeyOf(r.Kind, r.Key), r.Value, r.Deleted)
+		held := heldMillis(r.Held, r.Deleted)
+		got := appendTableRecord(bytes.Clone(prefix), KeyOf(r.Kind, r.Key), r.Value, r.Deleted, held)
 		if !bytes.Equal(got, want) {
 			t.Fatalf("record %d (kind %d, key %d bytes, value %d, deleted %v): table encoding\n%x\nwant\n%x", i, r.Kind, len(r.Key), len(r.Value), r.Deleted, got, want)
 		}
-		if n := (sendRec{tk: KeyOf(r.Kind, r.Key), v: r.Value}).len(); n != recordLen(r) {
+		if n := (sendRec{tk: KeyOf(r.Kind, r.Key), v: r.Value, held: held}).len(); n != recordLen(r) || n != len(want)-len(prefix) {
 			t.Fatalf("record %d: sendRec.len %d, recordLen %d", i, n, recordLen(r))
 		}
 	}

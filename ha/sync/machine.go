@@ -124,11 +124,26 @@ type Close struct {
 	Lost bool
 }
 
+// tableVal is a value of the local table and when it was put (since the
+// machine's epoch): a message says how long it was held (Record.Held).
+type tableVal struct {
+	v  []byte
+	at time.Duration
+}
+
+// heldAt is how long v has been held at now.
+func (m *Machine) heldAt(now time.Time, v tableVal) time.Duration {
+	return max(now.Sub(m.epoch)-v.at, 0)
+}
+
 // Machine is one node's sync state. It is not safe for concurrent use.
 type Machine struct {
 	cfg   Config
 	inc   uint64
-	table map[string][]byte // table key -> value
+	table map[string]tableVal // table key -> value
+	// epoch is the clock of the first put: a value's put time is kept as
+	// the time since (tableVal.at), from the shell's monotonic clock.
+	epoch time.Time
 	// snapSent: the keys a resync's snapshot carried since they were
 	// last put. Their values reached a peer later than they were put, so
 	// the peer may take them for younger than they are: their Local
@@ -183,7 +198,7 @@ func New(cfg Config, incarnation uint64) (*Machine, error) {
 	case incarnation == 0:
 		return nil, errors.New("sync: incarnation 0 is reserved for 'none'")
 	}
-	m := &Machine{cfg: cfg, inc: incarnation, table: map[string][]byte{}, snapSent: map[string]struct{}{}, peers: map[string]*peer{}}
+	m := &Machine{cfg: cfg, inc: incarnation, table: map[string]tableVal{}, snapSent: map[string]struct{}{}, peers: map[string]*peer{}}
 	for _, n := range cfg.Peers {
 		switch {
 		case n == "" || len(n) > maxNameLen:
@@ -278,7 +293,10 @@ func (m *Machine) put(now time.Time, r Record, value []byte, out *Output) {
 	if value == nil {
 		value = []byte{}
 	}
-	m.table[tk] = value
+	if m.epoch.IsZero() {
+		m.epoch = now
+	}
+	m.table[tk] = tableVal{v: value, at: now.Sub(m.epoch)}
 	q := qChanged
 	if !had {
 		q = qFresh

@@ -39,6 +39,9 @@ type peer struct {
 	// sent to it; keepalive says its hello offered keepalives.
 	heardAt, sentAt time.Time
 	keepalive       bool
+	// held says its hello offered FeatureHeld: records go to it with
+	// their hold time.
+	held bool
 
 	// Our stream to the peer.
 	stream     uint32
@@ -75,7 +78,7 @@ func (m *Machine) sayHello(now time.Time, p *peer, out *Output) {
 	p.helloAt = now.Add(m.cfg.RetransmitTimeout)
 	out.Sends = append(out.Sends, Send{Peer: p.name, Data: AppendHello(nil, Hello{
 		Name: m.cfg.Self, Incarnation: m.inc, PeerInc: p.rInc, Stream: p.rStream, Expected: p.rExpected, Heard: p.up,
-		Keepalive: m.cfg.KeepaliveInterval > 0,
+		Keepalive: m.cfg.KeepaliveInterval > 0, Held: true,
 	})})
 }
 
@@ -86,6 +89,7 @@ func (m *Machine) hello(now time.Time, p *peer, h *Hello, out *Output) {
 		return
 	}
 	p.keepalive = h.Keepalive
+	p.held = h.Held
 	if p.up {
 		// The peer may have lost our hello: answer, unless it says it has it.
 		// A keepalive is such a hello, with Heard set: nothing to do.

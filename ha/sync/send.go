@@ -43,7 +43,7 @@ func (m *Machine) queue(now time.Time, tk string, q int, out *Output) {
 		p.pending[tk] = now
 		p.queues[q].keys = append(p.queues[q].keys, tk)
 		p.queues[q].total++
-		p.pendBytes += recordHdrLen + len(tk) + len(m.table[tk])
+		p.pendBytes += recordHdrLen + len(tk) + len(m.table[tk].v)
 		if len(p.pending) > m.cfg.MaxPending {
 			m.stats.Overflows++
 			if p.up && p.resyncing && !p.endSent && len(p.snap)-p.snapPos+len(p.pending) <= len(m.table)+m.cfg.MaxPending {
@@ -91,7 +91,7 @@ func (m *Machine) fill(now time.Time, p *peer, force bool, out *Output) {
 				if first.IsZero() || at.Before(first) {
 					first = at
 				}
-				r := m.record(tk)
+				r := m.record(now, p, tk)
 				recs = append(recs, r)
 				size += r.len()
 			}
@@ -101,7 +101,7 @@ func (m *Machine) fill(now time.Time, p *peer, force bool, out *Output) {
 			for ; si < len(p.snap) && size < m.cfg.BatchBytes; si++ {
 				// A key deleted since goes as a deletion: it may have been
 				// sent earlier in this stream (folded keys are sent again).
-				r := m.record(p.snap[si])
+				r := m.record(now, p, p.snap[si])
 				recs = append(recs, r)
 				size += r.len()
 			}
@@ -138,7 +138,7 @@ func (m *Machine) fill(now time.Time, p *peer, force bool, out *Output) {
 		}
 		b := appendDataHeader(make([]byte, 0, size), d, uint32(len(recs)))
 		for _, r := range recs {
-			b = appendTableRecord(b, r.tk, r.v, r.deleted)
+			b = appendTableRecord(b, r.tk, r.v, r.deleted, r.held)
 		}
 		m.buf = recs[:0]
 		p.inflight = append(p.inflight, flight{seq: d.Seq, data: b, records: len(recs), end: d.End, first: first, sentAt: now, qEnd: [2]uint64{p.queues[qFresh].sent, p.queues[qChanged].sent}})
@@ -163,14 +163,20 @@ type sendRec struct {
 	tk      string
 	v       []byte
 	deleted bool
+	held    uint32 // milliseconds (heldMillis), for a peer that takes it
 }
 
-func (r sendRec) len() int { return recordSize(len(r.tk)-2, len(r.v)) }
+func (r sendRec) len() int { return recordSize(len(r.tk)-2, len(r.v), r.held) }
 
-// record is tk's record now: its value, or its deletion.
-func (m *Machine) record(tk string) sendRec {
+// record is tk's record for p now: its value, with how long it was held
+// when p takes that, or its deletion.
+func (m *Machine) record(now time.Time, p *peer, tk string) sendRec {
 	v, ok := m.table[tk]
-	return sendRec{tk: tk, v: v, deleted: !ok}
+	r := sendRec{tk: tk, v: v.v, deleted: !ok}
+	if ok && p.held {
+		r.held = heldMillis(m.heldAt(now, v), false)
+	}
+	return r
 }
 
 func (m *Machine) ack(now time.Time, p *peer, a *Ack, out *Output) {

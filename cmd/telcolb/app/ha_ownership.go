@@ -99,7 +99,10 @@ func (h *HA) apply(recs []sync.Applied) {
 			n2 = append(n2, a)
 			continue
 		}
-		dr := dataplane.Record{Kind: r.Kind, Key: r.Key, Value: r.Value, Deleted: r.Deleted}
+		// Aged by the time its sender held the value (a bulk resync's
+		// values were put up to minutes before): its flow's last packet
+		// is that much older than the value says.
+		dr := dataplane.AgeRecord(dataplane.Record{Kind: r.Kind, Key: r.Key, Value: r.Value, Deleted: r.Deleted}, r.Held)
 		k := mapKey(r.Kind, r.Key)
 		seen := lastSeen(dr, now)
 		if ours, mine := h.owned[k]; mine {
