@@ -561,7 +561,8 @@ func waitSCTPGone(t *testing.T, ctx context.Context, lb *lab2) {
 	deadline := time.Now().Add(time.Minute)
 	for {
 		held := 0
-		for _, d := range lb.daemons {
+		var which []string // the entries left, named for the failure
+		for i, d := range lb.daemons {
 			conns, err := d.Client.Conntrack(ctx)
 			if err != nil {
 				t.Fatalf("conntrack: %v", err)
@@ -569,6 +570,8 @@ func waitSCTPGone(t *testing.T, ctx context.Context, lb *lab2) {
 			for _, c := range conns {
 				if c.Protocol == api.ProtocolSCTP {
 					held++
+					which = append(which, fmt.Sprintf("lb%d: %s %s -> %s via %s: %s, tags %s/%s, %d paths, %d/%d packets, idle %ds, expires in %ds",
+						i+1, c.Service, c.Client, c.VIP, c.Endpoint, c.State, c.VTagClient, c.VTagEndpoint, len(c.Paths), c.OrigPackets, c.ReplyPackets, c.IdleSeconds, c.ExpiresInSeconds))
 				}
 			}
 		}
@@ -576,7 +579,7 @@ func waitSCTPGone(t *testing.T, ctx context.Context, lb *lab2) {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Errorf("%d SCTP entries still held a minute after the associations ended", held)
+			t.Errorf("%d SCTP entries still held a minute after the associations ended:\n%s", held, strings.Join(which, "\n"))
 			return
 		}
 		time.Sleep(500 * time.Millisecond)
