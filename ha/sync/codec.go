@@ -364,7 +364,9 @@ func appendDataHeader(b []byte, d Data, count uint32) []byte {
 	return binary.BigEndian.AppendUint32(b, count)
 }
 
-func recordLen(r Record) int { return recordSize(len(r.Key), len(r.Value), heldMillis(r.Held, r.Deleted)) }
+func recordLen(r Record) int {
+	return recordSize(len(r.Key), len(r.Value), heldMillis(r.Held, r.Deleted))
+}
 
 // recordSize is the encoded length of a record of these key and value
 // lengths and hold time (heldMillis).
