@@ -119,11 +119,26 @@ func (s *sim) start(name string) {
 	}
 }
 
-// restart kills name (its connections go) and starts it again.
+// restart kills name (its connections go) and starts it again. A
+// barrier of another node's that name had acknowledged already is no
+// longer checked against name's state: the barrier promises an
+// acknowledgement from every peer up at its mark, which name gave, not
+// that the peer keeps what it acknowledged through its own restart (the
+// barrier still waits for the others). One that name had not
+// acknowledged waits for it, and is checked: name gets it in a resync.
 func (s *sim) restart(name string) {
 	for _, o := range s.names {
-		if o != name {
-			s.cut(name, o)
+		if o == name {
+			continue
+		}
+		s.cut(name, o)
+		for id, sb := range s.nodes[o].barriers {
+			for _, b := range s.nodes[o].m.barriers {
+				if _, waiting := b.marks[name]; b.id == id && !waiting {
+					sb.peers = slices.DeleteFunc(sb.peers, func(p string) bool { return p == name })
+					s.nodes[o].barriers[id] = sb
+				}
+			}
 		}
 	}
 	s.start(name)
