@@ -104,11 +104,7 @@ func (m *Machine) probe(now time.Time, p *peer, out *Output) {
 	for i := range p.inflight {
 		p.inflight[i].resent = true
 	}
-	f := &p.inflight[len(p.inflight)-1]
-	m.stats.ResentMessages++
-	m.stats.ResentRecords += uint64(f.records)
-	m.stats.SentBytes += uint64(len(f.data) + FrameHeader)
-	out.Sends = append(out.Sends, Send{Peer: p.name, Data: f.data})
+	m.sendAgain(p, &p.inflight[len(p.inflight)-1], out)
 	p.rtoAt = now.Add(p.rtt.rto)
 }
 
@@ -118,12 +114,17 @@ func (m *Machine) resend(now time.Time, p *peer, out *Output) {
 	for i := range p.inflight {
 		f := &p.inflight[i]
 		f.resent = true
-		m.stats.ResentMessages++
-		m.stats.ResentRecords += uint64(f.records)
-		m.stats.SentBytes += uint64(len(f.data) + FrameHeader)
-		out.Sends = append(out.Sends, Send{Peer: p.name, Data: f.data})
+		m.sendAgain(p, f, out)
 	}
 	p.rtoAt = now.Add(p.rtt.rto)
+}
+
+// sendAgain sends f, a message in flight to p, once more, and counts it.
+func (m *Machine) sendAgain(p *peer, f *flight, out *Output) {
+	m.stats.ResentMessages++
+	m.stats.ResentRecords += uint64(f.records)
+	m.stats.SentBytes += uint64(len(f.data) + FrameHeader)
+	out.Sends = append(out.Sends, Send{Peer: p.name, Data: f.data})
 }
 
 // sampleAck measures the delay of an acknowledgement up to seq from the

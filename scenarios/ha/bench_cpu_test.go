@@ -203,12 +203,9 @@ func measureNodeCPU(t *testing.T, withHA bool) cpuRound {
 	return cpuRound{usPerFlow: us, recordsPerFlow: max(perFlow, 1e-9), resentPerFlow: resentPerFlow, daemonUsPerFlow: daemonUs, allocKBPerFlow: allocKB}
 }
 
-// recordsSent is lb1's telcolb_ha_records_sent_total (0 without HA).
-func recordsSent(t *testing.T, ctx context.Context, d *l4.Daemon, withHA bool) uint64 {
+// recordsSent is the daemon's telcolb_ha_records_sent_total.
+func recordsSent(t *testing.T, ctx context.Context, d *l4.Daemon) uint64 {
 	t.Helper()
-	if !withHA {
-		return 0
-	}
 	st, err := d.Client.HA(ctx)
 	if err != nil {
 		t.Fatal(err)
