@@ -43,9 +43,14 @@ type ChangeReader struct {
 	blocked, woken bool
 	// wakes counts the flushes (tests).
 	wakes int
-	// evs is the last read's events slice, for the next one (read's
-	// own: reads are not concurrent).
-	evs []change
+	// evs is the last read's events slice, for the next one, ents the
+	// memory of its entry events and last its deduplication (read's own:
+	// reads are not concurrent). A read on a loaded node takes tens of
+	// events every few ms: allocated per read, they were a sixth of what
+	// the sync allocated per flow (issue 15).
+	evs  []change
+	ents entrySlab
+	last lastEntries
 }
 
 // ConntrackChanges starts reading the datapath's conntrack changes. Events
@@ -135,7 +140,7 @@ func (r *ChangeReader) read(wait bool) ([]Record, error) {
 				r.mu.Unlock()
 				block = false
 			}
-			if c, derr := decodeChange(rec.RawSample); derr != nil {
+			if c, derr := decodeChangeInto(rec.RawSample, &r.ents); derr != nil {
 				r.d.log.Warn("conntrack change event", "err", derr)
 			} else {
 				evs = append(evs, c)
@@ -148,14 +153,15 @@ func (r *ChangeReader) read(wait bool) ([]Record, error) {
 		// the clock has no vDSO).
 		now := r.d.now()
 		var kb []byte
-		last := lastEntryEvents(evs)
+		last := r.last.of(evs)
 		// An entry event is mostly two records (the entry and its peer).
 		out = slices.Grow(out, 2*len(last))
-		for _, c := range last {
-			out = append(out, r.d.recordsOfChange(&c, gone, now, &kb)...)
+		for i := range last {
+			out = r.d.appendRecordsOfChange(out, &last[i], gone, now, &kb)
 		}
 		clear(evs)
 		r.evs = evs[:0]
+		r.ents.reset()
 		if errors.Is(err, ringbuf.ErrClosed) {
 			if len(out) > 0 {
 				return out, nil
@@ -255,13 +261,17 @@ type change struct {
 
 // decodeChange reads one ring record: an entry event (struct
 // ct_entry_event) or a deletion or association event (struct ct_event).
-func decodeChange(raw []byte) (change, error) {
+func decodeChange(raw []byte) (change, error) { return decodeChangeInto(raw, nil) }
+
+// decodeChangeInto is decodeChange with an entry event's memory taken
+// from slab (nil: allocated).
+func decodeChangeInto(raw []byte, slab *entrySlab) (change, error) {
 	var c change
 	if len(raw) < 4 {
 		return c, fmt.Errorf("%d bytes, want at least 4", len(raw))
 	}
 	if binary.NativeEndian.Uint32(raw) == bpf.CtEvEntry {
-		e := new(bpf.LbCtEntryEvent)
+		e := slab.next()
 		if n := copy(view(e), raw); n < len(view(e)) {
 			return c, fmt.Errorf("entry event of %d bytes, want %d", n, len(view(e)))
 		}
@@ -284,50 +294,105 @@ func decodeChange(raw []byte) (change, error) {
 // events are all kept (an association's record must come before its
 // paths' entries).
 func lastEntryEvents(evs []change) []change {
+	var l lastEntries
+	return l.of(evs)
+}
+
+// lastEntries is lastEntryEvents with its memory kept from one call to
+// the next: what of returns is valid until the next call.
+type lastEntries struct {
+	later map[bpf.LbCtKey]struct{}
+	keep  []bool
+	out   []change
+}
+
+func (l *lastEntries) of(evs []change) []change {
 	if len(evs) < 2 {
 		return evs
 	}
-	later := make(map[bpf.LbCtKey]struct{}, len(evs))
-	keep := make([]bool, len(evs))
+	if l.later == nil {
+		l.later = make(map[bpf.LbCtKey]struct{}, len(evs))
+	}
+	clear(l.later)
+	l.keep = slices.Grow(l.keep[:0], len(evs))[:len(evs)]
 	n := 0
 	for i := len(evs) - 1; i >= 0; i-- {
+		l.keep[i] = false
 		if evs[i].Kind == bpf.CtEvEntry {
-			if _, dup := later[evs[i].Key]; dup {
+			if _, dup := l.later[evs[i].Key]; dup {
 				continue
 			}
-			later[evs[i].Key] = struct{}{}
+			l.later[evs[i].Key] = struct{}{}
 		}
-		keep[i] = true
+		l.keep[i] = true
 		n++
 	}
 	if n == len(evs) {
 		return evs
 	}
-	out := make([]change, 0, n)
+	out := l.out[:0]
 	for i, ev := range evs {
-		if keep[i] {
+		if l.keep[i] {
 			out = append(out, ev)
 		}
 	}
+	l.out = out
 	return out
 }
 
-// recordsOfChange makes an event's records: an entry event's from the
-// values it carries (no map lookup), unless the daemon deleted its entry
-// or the entry's peer in the same read (gone: their encoded keys), when
-// the map says what is left.
-func (d *Datapath) recordsOfChange(c *change, gone map[string]bool, now uint64, kb *[]byte) []Record {
+// entrySlab holds the entry events of one read, reused by the next: an
+// entry event is 392 bytes, and a read takes tens of them.
+type entrySlab struct {
+	chunks [][]bpf.LbCtEntryEvent
+	n      int
+}
+
+const (
+	slabChunk = 64
+	// slabKeep: chunks kept past a reset; a read that took more (a
+	// burst after a stall) gives the rest back to the collector.
+	slabKeep = 16
+)
+
+// next is the memory of one more entry event (a nil slab allocates it).
+func (s *entrySlab) next() *bpf.LbCtEntryEvent {
+	if s == nil {
+		return new(bpf.LbCtEntryEvent)
+	}
+	c := s.n / slabChunk
+	if c == len(s.chunks) {
+		s.chunks = append(s.chunks, make([]bpf.LbCtEntryEvent, slabChunk))
+	}
+	e := &s.chunks[c][s.n%slabChunk]
+	s.n++
+	return e
+}
+
+// reset makes the slab's memory free for the next read's events.
+func (s *entrySlab) reset() {
+	s.n = 0
+	if len(s.chunks) > slabKeep {
+		clear(s.chunks[slabKeep:])
+		s.chunks = s.chunks[:slabKeep]
+	}
+}
+
+// appendRecordsOfChange appends an event's records to out: an entry
+// event's from the values it carries (no map lookup), unless the daemon
+// deleted its entry or the entry's peer in the same read (gone: their
+// encoded keys), when the map says what is left.
+func (d *Datapath) appendRecordsOfChange(out []Record, c *change, gone map[string]bool, now uint64, kb *[]byte) []Record {
 	e := c.entry
 	if e == nil {
-		return d.recordsOfEvent(&c.LbCtEvent, now)
+		return append(out, d.recordsOfEvent(&c.LbCtEvent, now)...)
 	}
 	if gone != nil && (d.deletedIn(gone, &e.Key, now, kb) || (e.Found&bpf.CtEvfPeer != 0 && d.deletedIn(gone, &e.PeerKey, now, kb))) {
-		return d.recordsOfEvent(&c.LbCtEvent, now)
+		return append(out, d.recordsOfEvent(&c.LbCtEvent, now)...)
 	}
 	if e.Found&bpf.CtEvfEntry == 0 {
-		return []Record{d.deletedCT(e.Key, now)}
+		return append(out, d.deletedCT(e.Key, now))
 	}
-	out := []Record{d.ctRecord(&e.Key, &e.Val, now)}
+	out = append(out, d.ctRecord(&e.Key, &e.Val, now))
 	if e.Found&bpf.CtEvfPeer != 0 {
 		out = append(out, d.ctRecord(&e.PeerKey, &e.PeerVal, now))
 	}

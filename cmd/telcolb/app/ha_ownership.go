@@ -280,7 +280,10 @@ func (h *HA) rewritten(recs []dataplane.Record) (held map[string]bool, checked t
 	}
 	h.mu.Unlock()
 	checked = time.Now()
-	held = map[string]bool{}
+	if len(look) == 0 {
+		return nil, checked // most reads: no copy was deleted
+	}
+	held = make(map[string]bool, len(look))
 	for _, r := range look {
 		ok, err := h.dp.HoldsRecord(r)
 		if err != nil {
