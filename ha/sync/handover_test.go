@@ -39,9 +39,9 @@ func tableEntry(n *Node, key string) (tk string, v []byte, ok bool) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	want := KeyOf(1, []byte(key))
-	for k, e := range n.m.table {
-		if k == want && !e.dead {
-			return k, e.v, true
+	for k, val := range n.m.table {
+		if k == want {
+			return k, val.v, true
 		}
 	}
 	return "", nil, false

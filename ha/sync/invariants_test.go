@@ -12,9 +12,7 @@ import (
 //     at most Window messages are unacknowledged;
 //   - the unacknowledged messages are exactly seqs acked+1 .. nextSeq-1, in
 //     order, and a peer that is not up has nothing scheduled;
-//   - pending keys and their queue agree (each queued once, with the
-//     table's entry for its key, which has the peer's bit; no other entry
-//     has it);
+//   - pending keys and their queue agree (each queued once);
 //   - a peer marked for resync queues nothing (the snapshot will carry it);
 //   - a machine that has something in flight to a peer that is up has its
 //     retransmission timer running, and asks to be woken no later than it
@@ -26,8 +24,6 @@ import (
 //     sent is what the queue holds, messages carry growing counts between
 //     what was acknowledged and what was sent, and no barrier marks more
 //     than was queued or a stream not begun;
-//   - the table keeps a deleted key only while a queue holds it, and
-//     counts its live keys right;
 //   - what the consumer holds from each peer (built from Output.Applied
 //     alone, by the caller) has exactly the keys the machine believes it
 //     delivered; checkConsumer does that part.
@@ -36,40 +32,26 @@ func checkStep(m *Machine) string {
 	bad := func(f string, a ...any) { errs = append(errs, fmt.Sprintf(f, a...)) }
 	for _, n := range m.names {
 		p := m.peers[n]
-		if p.pending > m.cfg.MaxPending {
-			bad("%s: %d pending keys, bound %d", n, p.pending, m.cfg.MaxPending)
+		if len(p.pending) > m.cfg.MaxPending {
+			bad("%s: %d pending keys, bound %d", n, len(p.pending), m.cfg.MaxPending)
 		}
 		if len(p.inflight) > m.cfg.Window {
 			bad("%s: %d messages in flight, window %d", n, len(p.inflight), m.cfg.Window)
 		}
 		queued := 0
-		seen := map[string]bool{}
 		for i, q := range p.queues {
 			queued += len(q.keys)
-			for _, k := range q.keys {
-				if seen[k.tk] {
-					bad("%s: key %q queued twice", n, k.tk)
-				}
-				seen[k.tk] = true
-				if m.table[k.tk] != k.e {
-					bad("%s: queued key %q (queue %d) is not the table's entry", n, k.tk, i)
-				}
-				if k.e.waits&p.bit == 0 {
-					bad("%s: queued key %q (queue %d) does not wait for the peer", n, k.tk, i)
+			for _, tk := range q.keys {
+				if _, ok := p.pending[tk]; !ok {
+					bad("%s: queued key %q (queue %d) not pending", n, tk, i)
 				}
 			}
 		}
-		waiting := 0
-		for _, e := range m.table {
-			if e.waits&p.bit != 0 {
-				waiting++
-			}
+		if len(p.pending) != queued {
+			bad("%s: %d pending keys, %d queued", n, len(p.pending), queued)
 		}
-		if p.pending != queued || waiting != queued {
-			bad("%s: %d pending keys, %d queued, %d entries wait for it", n, p.pending, queued, waiting)
-		}
-		if p.needResync && p.pending > 0 {
-			bad("%s: marked for resync with %d pending", n, p.pending)
+		if p.needResync && len(p.pending) > 0 {
+			bad("%s: marked for resync with %d pending", n, len(p.pending))
 		}
 		if p.acked >= p.nextSeq {
 			bad("%s: acked %d, next %d", n, p.acked, p.nextSeq)
@@ -111,19 +93,6 @@ func checkStep(m *Machine) string {
 		if p.synced && p.rExpected < 2 {
 			bad("%s: synced before any message of its stream", n)
 		}
-	}
-	// The table: a dead entry stays only while a queue holds it (its
-	// deletion is sent from there), and Len counts the others.
-	live := 0
-	for tk, e := range m.table {
-		if !e.dead {
-			live++
-		} else if e.waits == 0 {
-			bad("deleted key %q kept with no queue holding it", tk)
-		}
-	}
-	if live != m.live {
-		bad("%d live entries, %d counted", live, m.live)
 	}
 	for _, b := range m.barriers {
 		if len(b.marks) == 0 {

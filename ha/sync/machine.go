@@ -124,54 +124,35 @@ type Close struct {
 	Lost bool
 }
 
-// entry is a key of the local table: its value, when it was put (since
-// the machine's epoch: a message says how long it was held, Record.Held),
-// and the peers whose queues hold it. A deleted key stays in the table,
-// dead, while a queue holds it (its deletion is sent from there) and
-// leaves when the last one took it. One entry per key carries what three
-// maps did (the table, each peer's pending set, the keys a snapshot
-// carried): a change is one lookup, not seven (issue 15: the machine's
-// map work was a fifth of the sync's cost per flow).
-type entry struct {
+// tableVal is a value of the local table and when it was put (since the
+// machine's epoch): a message says how long it was held (Record.Held).
+type tableVal struct {
 	v  []byte
 	at time.Duration
-	// dead: deleted, kept for the queues that hold it (waits).
-	dead bool
-	// snapped: a resync's snapshot carried the key since it was last put.
-	// Its value reached a peer later than it was put, so the peer may
-	// take it for younger than it is: its Local deletion is sent (see
-	// Record.Local).
-	snapped bool
-	// waits has the bit (peer.bit) of every peer whose queue holds the
-	// key.
-	waits uint64
 }
 
-// heldAt is how long e's value has been held at now.
-func (m *Machine) heldAt(now time.Time, e *entry) time.Duration {
-	return max(now.Sub(m.epoch)-e.at, 0)
+// heldAt is how long v has been held at now.
+func (m *Machine) heldAt(now time.Time, v tableVal) time.Duration {
+	return max(now.Sub(m.epoch)-v.at, 0)
 }
-
-// MaxPeers bounds a node's peers (a group of 64 nodes): one bit each in
-// entry.waits, whose top bit is pinned (queue).
-const (
-	MaxPeers        = 63
-	pinned   uint64 = 1 << 63
-)
 
 // Machine is one node's sync state. It is not safe for concurrent use.
 type Machine struct {
 	cfg   Config
 	inc   uint64
-	table map[string]*entry // table key -> entry, dead ones included
-	live  int               // the entries not dead
+	table map[string]tableVal // table key -> value
 	// epoch is the clock of the first put: a value's put time is kept as
-	// the time since (entry.at), from the shell's monotonic clock.
+	// the time since (tableVal.at), from the shell's monotonic clock.
 	epoch time.Time
-	peers map[string]*peer
-	names []string // sorted peer names
-	stats Stats
-	buf   []sendRec
+	// snapSent: the keys a resync's snapshot carried since they were
+	// last put. Their values reached a peer later than they were put, so
+	// the peer may take them for younger than they are: their Local
+	// deletions are sent (see Record.Local).
+	snapSent map[string]struct{}
+	peers    map[string]*peer
+	names    []string // sorted peer names
+	stats    Stats
+	buf      []sendRec
 	// barriers not complete yet, in the order taken (barrier.go).
 	barriers    []*barrier
 	lastBarrier uint64
@@ -217,10 +198,7 @@ func New(cfg Config, incarnation uint64) (*Machine, error) {
 	case incarnation == 0:
 		return nil, errors.New("sync: incarnation 0 is reserved for 'none'")
 	}
-	if len(cfg.Peers) > MaxPeers {
-		return nil, fmt.Errorf("sync: %d peers, at most %d", len(cfg.Peers), MaxPeers)
-	}
-	m := &Machine{cfg: cfg, inc: incarnation, table: map[string]*entry{}, peers: map[string]*peer{}}
+	m := &Machine{cfg: cfg, inc: incarnation, table: map[string]tableVal{}, snapSent: map[string]struct{}{}, peers: map[string]*peer{}}
 	for _, n := range cfg.Peers {
 		switch {
 		case n == "" || len(n) > maxNameLen:
@@ -230,14 +208,11 @@ func New(cfg Config, incarnation uint64) (*Machine, error) {
 		case m.peers[n] != nil:
 			return nil, fmt.Errorf("sync: peer %q listed twice", n)
 		}
-		m.peers[n] = &peer{name: n, rKeys: map[string]uint64{}, nextSeq: 1,
+		m.peers[n] = &peer{name: n, pending: map[string]time.Time{}, rKeys: map[string]uint64{}, nextSeq: 1,
 			rtt: newRTOEstimator(cfg.RetransmitTimeout)}
 		m.names = append(m.names, n)
 	}
 	slices.Sort(m.names)
-	for i, n := range m.names {
-		m.peers[n].bit = 1 << i
-	}
 	return m, nil
 }
 
@@ -258,7 +233,7 @@ func splitKey(tk string) (uint16, []byte) {
 func (m *Machine) Incarnation() uint64 { return m.inc }
 
 // Len is how many records the local table holds.
-func (m *Machine) Len() int { return m.live }
+func (m *Machine) Len() int { return len(m.table) }
 
 // Synced says whether the bulk resync from peer has completed (and no
 // newer one has begun since): we then hold a complete copy of its table.
@@ -303,17 +278,15 @@ func (m *Machine) putChecked(now time.Time, rs []Record) Output {
 // queued goes as the deletion it now is).
 func (m *Machine) put(now time.Time, r Record, value []byte, out *Output) {
 	tk := tableKey(r)
-	e := m.table[tk]
-	had := e != nil && !e.dead
+	_, had := m.table[tk]
+	_, snapped := m.snapSent[tk]
+	delete(m.snapSent, tk)
 	if r.Deleted {
 		if had {
-			e.dead, e.v = true, nil
-			m.live--
-			if !r.Local || e.snapped {
-				m.queue(now, tk, e, qChanged, out)
+			delete(m.table, tk)
+			if !r.Local || snapped {
+				m.queue(now, tk, qChanged, out)
 			}
-			e.snapped = false
-			m.release(tk, e)
 		}
 		return
 	}
@@ -323,27 +296,12 @@ func (m *Machine) put(now time.Time, r Record, value []byte, out *Output) {
 	if m.epoch.IsZero() {
 		m.epoch = now
 	}
-	if e == nil {
-		e = &entry{}
-		m.table[tk] = e
-	}
-	if !had {
-		m.live++
-	}
-	e.v, e.at, e.dead, e.snapped = value, now.Sub(m.epoch), false, false
+	m.table[tk] = tableVal{v: value, at: now.Sub(m.epoch)}
 	q := qChanged
 	if !had {
 		q = qFresh
 	}
-	m.queue(now, tk, e, q, out)
-}
-
-// release drops e (tk's entry) from the table once it is dead and no
-// queue holds it.
-func (m *Machine) release(tk string, e *entry) {
-	if e.dead && e.waits == 0 {
-		delete(m.table, tk)
-	}
+	m.queue(now, tk, q, out)
 }
 
 // Delete removes a record from the local table and queues its removal.

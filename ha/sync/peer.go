@@ -26,22 +26,12 @@ const (
 // queued, sent of them left the queue (sent, or handed to a snapshot),
 // acked were in messages the peer acknowledged.
 type keyQueue struct {
-	keys               []queued
+	keys               []string
 	total, sent, acked uint64
 }
 
-// queued is a key in a peer's queue: its table entry (which has the
-// peer's bit in waits while it is queued), and when it was queued.
-type queued struct {
-	tk string
-	e  *entry
-	at time.Time
-}
-
 type peer struct {
-	name string
-	// bit is the peer's bit in entry.waits.
-	bit       uint64
+	name      string
 	connected bool
 	up        bool      // connected and its hello received
 	helloAt   time.Time // when to say hello again while not up
@@ -58,11 +48,11 @@ type peer struct {
 	nextSeq    uint64
 	acked      uint64
 	inflight   []flight
-	queues     [2]keyQueue // pending keys in order of change: qFresh, qChanged
-	pending    int         // keys in the queues
-	pendBytes  int         // about what the queues take on the wire
-	needResync bool        // start a resync when the peer is up
-	resyncing  bool        // snapshot being sent, End not acked
+	pending    map[string]time.Time // key -> when it first changed unsent
+	queues     [2]keyQueue          // pending keys in order of change: qFresh, qChanged
+	pendBytes  int                  // about what the queues take on the wire
+	needResync bool                 // start a resync when the peer is up
+	resyncing  bool                 // snapshot being sent, End not acked
 	snap       []string
 	snapPos    int
 	endSent    bool
@@ -129,7 +119,7 @@ func (m *Machine) hello(now time.Time, p *peer, h *Hello, out *Output) {
 // resync opens a new stream to p carrying a snapshot of the table, or
 // marks p for one when it is not up.
 func (m *Machine) resync(now time.Time, p *peer, out *Output) {
-	m.dropQueued(p) // the snapshot carries them
+	p.dropQueued() // the snapshot carries them
 	p.inflight = nil
 	p.acked = p.nextSeq - 1 // the stream is abandoned
 	p.rtoAt = time.Time{}
@@ -143,27 +133,21 @@ func (m *Machine) resync(now time.Time, p *peer, out *Output) {
 	p.nextSeq, p.acked = 1, 0
 	p.resyncing, p.endSent = true, false
 	p.snap = p.snap[:0]
-	for tk, e := range m.table {
-		if !e.dead {
-			p.snap = append(p.snap, tk)
-		}
+	for tk := range m.table {
+		p.snap = append(p.snap, tk)
 	}
 	slices.Sort(p.snap) // deterministic order for tests
 	p.snapPos = 0
 	m.fill(now, p, true, out)
 }
 
-// dropQueued empties p's queues: their keys went to a snapshot.
-func (m *Machine) dropQueued(p *peer) {
+// dropQueued empties both queues: their keys went to a snapshot.
+func (p *peer) dropQueued() {
+	clear(p.pending)
 	for i := range p.queues {
 		q := &p.queues[i]
-		for _, k := range q.keys {
-			k.e.waits &^= p.bit
-			m.release(k.tk, k.e)
-		}
-		clear(q.keys)
 		q.keys = q.keys[:0]
 		q.sent = q.total
 	}
-	p.pending, p.pendBytes = 0, 0
+	p.pendBytes = 0
 }

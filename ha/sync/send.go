@@ -30,41 +30,30 @@ type flight struct {
 // queue queues tk for every peer in queue q, unless it waits already
 // (in whichever queue: a key is in one queue at most, so its changes reach
 // the peer in order).
-func (m *Machine) queue(now time.Time, tk string, e *entry, q int, out *Output) {
-	// Pinned while it is queued peer after peer: a fill or a resync for
-	// one peer may take it from the last queue that held it, and a dead
-	// entry would leave the table while the next peer queues it.
-	e.waits |= pinned
-	defer func() {
-		e.waits &^= pinned
-		m.release(tk, e)
-	}()
+func (m *Machine) queue(now time.Time, tk string, q int, out *Output) {
 	for _, n := range m.names {
 		p := m.peers[n]
 		if p.needResync {
 			continue // the snapshot will carry it
 		}
-		if e.waits&p.bit != 0 {
+		if _, ok := p.pending[tk]; ok {
 			m.stats.Coalesced++
 			continue
 		}
-		e.waits |= p.bit
-		p.queues[q].keys = append(p.queues[q].keys, queued{tk: tk, e: e, at: now})
+		p.pending[tk] = now
+		p.queues[q].keys = append(p.queues[q].keys, tk)
 		p.queues[q].total++
-		p.pending++
-		p.pendBytes += recordHdrLen + len(tk) + len(e.v)
-		if p.pending > m.cfg.MaxPending {
+		p.pendBytes += recordHdrLen + len(tk) + len(m.table[tk].v)
+		if len(p.pending) > m.cfg.MaxPending {
 			m.stats.Overflows++
-			if p.up && p.resyncing && !p.endSent && len(p.snap)-p.snapPos+p.pending <= m.live+m.cfg.MaxPending {
+			if p.up && p.resyncing && !p.endSent && len(p.snap)-p.snapPos+len(p.pending) <= len(m.table)+m.cfg.MaxPending {
 				// A snapshot is under way: its tail takes the changed keys
 				// rather than starting over and losing what was sent. The
 				// tail stays under a fresh snapshot's size plus MaxPending.
 				for i := range p.queues {
-					for _, k := range p.queues[i].keys {
-						p.snap = append(p.snap, k.tk)
-					}
+					p.snap = append(p.snap, p.queues[i].keys...)
 				}
-				m.dropQueued(p) // the snapshot carries them now
+				p.dropQueued() // the snapshot carries them now
 				m.stats.Folded++
 			} else {
 				m.resync(now, p, out)
@@ -84,7 +73,7 @@ func (m *Machine) fill(now time.Time, p *peer, force bool, out *Output) {
 	for len(p.inflight) < m.cfg.Window {
 		d := Data{Incarnation: m.inc, Stream: p.stream, Seq: p.nextSeq, Begin: p.nextSeq == 1}
 		snapshotting := p.resyncing && !p.endSent
-		if !d.Begin && p.pending == 0 && !snapshotting {
+		if !d.Begin && len(p.pending) == 0 && !snapshotting {
 			return
 		}
 		if !force && !d.Begin && !snapshotting && p.pendBytes < m.cfg.BatchBytes {
@@ -97,11 +86,12 @@ func (m *Machine) fill(now time.Time, p *peer, force bool, out *Output) {
 		for i := range p.queues {
 			q := p.queues[i].keys
 			for ; taken[i] < len(q) && size < m.cfg.BatchBytes; taken[i]++ {
-				k := q[taken[i]]
-				if first.IsZero() || k.at.Before(first) {
-					first = k.at
+				tk := q[taken[i]]
+				at := p.pending[tk]
+				if first.IsZero() || at.Before(first) {
+					first = at
 				}
-				r := m.entryRecord(now, p, k.tk, k.e)
+				r := m.record(now, p, tk)
 				recs = append(recs, r)
 				size += r.len()
 			}
@@ -123,26 +113,23 @@ func (m *Machine) fill(now time.Time, p *peer, force bool, out *Output) {
 		}
 		for i := range p.queues {
 			q := &p.queues[i]
-			for _, k := range q.keys[:taken[i]] {
-				k.e.waits &^= p.bit
-				m.release(k.tk, k.e)
+			for _, tk := range q.keys[:taken[i]] {
+				delete(p.pending, tk)
 			}
-			clear(q.keys[:taken[i]])
-			p.pending -= taken[i]
 			q.keys = q.keys[taken[i]:]
 			q.sent += uint64(taken[i])
 			if len(q.keys) == 0 {
 				q.keys = nil
 			}
 		}
-		if p.pending == 0 {
+		if len(p.pending) == 0 {
 			p.pendBytes = 0
 		} else {
 			p.pendBytes = max(0, p.pendBytes-(size-dataHdrLen))
 		}
 		for _, tk := range p.snap[p.snapPos:si] {
-			if e := m.table[tk]; e != nil && !e.dead {
-				e.snapped = true
+			if _, ok := m.table[tk]; ok {
+				m.snapSent[tk] = struct{}{}
 			}
 		}
 		p.snapPos = si
@@ -184,17 +171,10 @@ func (r sendRec) len() int { return recordSize(len(r.tk)-2, len(r.v), r.held) }
 // record is tk's record for p now: its value, with how long it was held
 // when p takes that, or its deletion.
 func (m *Machine) record(now time.Time, p *peer, tk string) sendRec {
-	return m.entryRecord(now, p, tk, m.table[tk])
-}
-
-// entryRecord is record with tk's entry e (nil: none) at hand.
-func (m *Machine) entryRecord(now time.Time, p *peer, tk string, e *entry) sendRec {
-	if e == nil || e.dead {
-		return sendRec{tk: tk, deleted: true}
-	}
-	r := sendRec{tk: tk, v: e.v}
-	if p.held {
-		r.held = heldMillis(m.heldAt(now, e), false)
+	v, ok := m.table[tk]
+	r := sendRec{tk: tk, v: v.v, deleted: !ok}
+	if ok && p.held {
+		r.held = heldMillis(m.heldAt(now, v), false)
 	}
 	return r
 }

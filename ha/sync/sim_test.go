@@ -359,7 +359,7 @@ func (s *sim) settle() {
 		for _, n := range s.names {
 			for _, p := range s.nodes[n].m.peers {
 				st = append(st, fmt.Sprintf("%s->%s up=%v conn=%v inflight=%d pending=%d needResync=%v resyncing=%v stream=%d acked=%d next=%d rto=%v",
-					n, p.name, p.up, p.connected, len(p.inflight), p.pending, p.needResync, p.resyncing, p.stream, p.acked, p.nextSeq, p.rtoAt.Sub(t0)))
+					n, p.name, p.up, p.connected, len(p.inflight), len(p.pending), p.needResync, p.resyncing, p.stream, p.acked, p.nextSeq, p.rtoAt.Sub(t0)))
 			}
 		}
 		s.tb.Fatalf("not idle after settling: %d queued, now %v: %v", len(s.queue), s.now.Sub(t0), st)
@@ -375,7 +375,7 @@ func (s *sim) settle() {
 func (s *sim) idle() bool {
 	for _, n := range s.names {
 		for _, p := range s.nodes[n].m.peers {
-			if len(p.inflight) > 0 || p.pending > 0 || p.needResync || !p.up {
+			if len(p.inflight) > 0 || len(p.pending) > 0 || p.needResync || !p.up {
 				return false
 			}
 		}

@@ -208,9 +208,6 @@ func (h HAOptions) Config() (*HAConfig, error) {
 		seen[name] = true
 		peers = append(peers, sync.Peer{Name: name, Addr: addr})
 	}
-	if len(peers) > sync.MaxPeers {
-		return nil, fmt.Errorf("ha-peers: %d peers, at most %d (a group of %d nodes)", len(peers), sync.MaxPeers, sync.MaxPeers+1)
-	}
 	for flag, v := range map[string]string{"ha-tls-cert-file": h.TLSCertFile, "ha-tls-key-file": h.TLSKeyFile, "ha-tls-ca-file": h.TLSCAFile} {
 		if v == "" {
 			return nil, fmt.Errorf("%s is required with ha-node-name (the sync uses mutual TLS)", flag)
