@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -193,6 +194,78 @@ func TestDaemonDeletionInTheSameReadWins(t *testing.T) {
 		aged := bytes.Contains([]byte(k), []byte{0xa4, 0x10}) // source port 42000
 		if aged != r.Deleted {
 			t.Errorf("entry %x (of the aged flow: %v): its last record deleted %v (records deleted, in order: %v)", k, aged, r.Deleted, order)
+		}
+	}
+}
+
+// FuzzDecodeChange: a ring record of any bytes decodes to an event or an
+// error, never a panic; an entry event carries its entry, decoded from
+// the record's bytes alone, the same whether its memory is new or a
+// slab's reused slot (what a read does after the first one).
+func FuzzDecodeChange(f *testing.F) {
+	var ev bpf.LbCtEntryEvent
+	ev.Kind, ev.Found = bpf.CtEvEntry, bpf.CtEvfEntry|bpf.CtEvfPeer
+	ev.Key = bpf.LbCtKey{Src: [16]byte{15: 1}, Sport: 42000, Dport: 53, Proto: 17}
+	ev.Val.LastSeen, ev.PeerVal.FibNs = 7, 9 // the first and the last words set
+	f.Add(slices.Clone(view(&ev)))
+	f.Add(slices.Clone(view(&ev))[:len(view(&ev))-1])
+	del := bpf.LbCtEvent{Kind: bpf.CtEvDeleted, Key: ev.Key}
+	f.Add(slices.Clone(view(&del)))
+	f.Add([]byte{1, 0, 0})
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		var slab entrySlab
+		// A used slot: what the reused memory held before must not leak
+		// into this event.
+		old := view(slab.next())
+		for i := range old {
+			old[i] = 0xff
+		}
+		slab.reset()
+		fresh, err1 := decodeChange(raw)
+		reused, err2 := decodeChangeInto(raw, &slab)
+		if (err1 == nil) != (err2 == nil) {
+			t.Fatalf("decoded %v with new memory, %v with a slab's", err1, err2)
+		}
+		if err1 != nil {
+			return
+		}
+		if (fresh.entry == nil) != (reused.entry == nil) || fresh.LbCtEvent != reused.LbCtEvent {
+			t.Fatalf("events differ: %+v and %+v", fresh.LbCtEvent, reused.LbCtEvent)
+		}
+		if fresh.entry == nil {
+			if fresh.Kind == bpf.CtEvEntry {
+				t.Fatal("an entry event without its entry")
+			}
+			return
+		}
+		for name, e := range map[string]*bpf.LbCtEntryEvent{"new memory": fresh.entry, "a reused slot": reused.entry} {
+			got, want := view(e), raw[:len(view(e))]
+			for i := range got {
+				if got[i] != want[i] {
+					t.Fatalf("the entry decoded into %s differs from the record at byte %d of %d", name, i, len(got))
+				}
+			}
+		}
+	})
+}
+
+// TestDecodeChangeRefusesShortRecords: a record too short for its kind
+// is an error naming the sizes, never a partly read event.
+func TestDecodeChangeRefusesShortRecords(t *testing.T) {
+	var ev bpf.LbCtEntryEvent
+	ev.Kind = bpf.CtEvEntry
+	full := view(&ev)
+	for _, tc := range []struct {
+		raw  []byte
+		want string
+	}{
+		{[]byte{1, 0}, "2 bytes, want at least 4"},
+		{full[:len(full)-1], fmt.Sprintf("entry event of %d bytes, want %d", len(full)-1, len(full))},
+		{[]byte{3, 0, 0, 0, 1}, "5 bytes, want"},
+	} {
+		var slab entrySlab
+		if _, err := decodeChangeInto(tc.raw, &slab); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%d bytes: error %v, want %q", len(tc.raw), err, tc.want)
 		}
 	}
 }

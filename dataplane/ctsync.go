@@ -341,7 +341,7 @@ func (l *lastEntries) of(evs []change) []change {
 }
 
 // entrySlab holds the entry events of one read, reused by the next: an
-// entry event is 392 bytes, and a read takes tens of them.
+// entry event is 344 bytes, and a read takes tens of them.
 type entrySlab struct {
 	chunks [][]bpf.LbCtEntryEvent
 	n      int
