@@ -213,7 +213,7 @@ func FuzzDecodeChange(f *testing.F) {
 	f.Add(slices.Clone(view(&del)))
 	f.Add([]byte{1, 0, 0})
 	f.Fuzz(func(t *testing.T, raw []byte) {
-		var slab entrySlab
+		var slab, newSlab entrySlab
 		// A used slot: what the reused memory held before must not leak
 		// into this event.
 		old := view(slab.next())
@@ -221,7 +221,7 @@ func FuzzDecodeChange(f *testing.F) {
 			old[i] = 0xff
 		}
 		slab.reset()
-		fresh, err1 := decodeChange(raw)
+		fresh, err1 := decodeChangeInto(raw, &newSlab)
 		reused, err2 := decodeChangeInto(raw, &slab)
 		if (err1 == nil) != (err2 == nil) {
 			t.Fatalf("decoded %v with new memory, %v with a slab's", err1, err2)

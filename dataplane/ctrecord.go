@@ -200,14 +200,11 @@ func newRecordCodec(spec *ebpf.CollectionSpec) (*recordCodec, error) {
 // now the clock of their times), with its idle time.
 func (c *recordCodec) record(kind uint16, kl, vl *layout, key, val []byte, now uint64) Record {
 	// Key and value in one allocation (a record's two halves live and
-	// die together): half the allocations of the sync's records.
-	var r Record
-	if len(key) >= kl.size && len(val) >= vl.size {
-		b := make([]byte, kl.encSize+vl.encSize)
-		r = Record{Kind: kind, Key: kl.encodeInto(b[:0:kl.encSize], key, now), Value: vl.encodeInto(b[kl.encSize:kl.encSize], val, now), idle: idleNone}
-	} else {
-		r = Record{Kind: kind, Key: kl.encode(key, now), Value: vl.encode(val, now), idle: idleNone}
-	}
+	// die together): half the allocations of the sync's records. Each
+	// half's capacity ends at its own end (an encoding is at most
+	// encSize, a short raw's less), so neither grows into the other.
+	b := make([]byte, kl.encSize+vl.encSize)
+	r := Record{Kind: kind, Key: kl.encodeInto(b[:0:kl.encSize], key, now), Value: vl.encodeInto(b[kl.encSize:kl.encSize], val, now), idle: idleNone}
 	if age, ok := vl.idleOf(val, now); ok {
 		r.idle, r.idleAge = idleKnown, age
 	}

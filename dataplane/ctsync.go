@@ -159,6 +159,9 @@ func (r *ChangeReader) read(wait bool) ([]Record, error) {
 		for i := range last {
 			out = r.d.appendRecordsOfChange(out, &last[i], gone, now, &kb)
 		}
+		// The slab's memory is the next read's: no event of this one
+		// stays referenced (last may be evs itself, or its own slice).
+		clear(last)
 		clear(evs)
 		r.evs = evs[:0]
 		r.ents.reset()
@@ -259,12 +262,9 @@ type change struct {
 	entry *bpf.LbCtEntryEvent
 }
 
-// decodeChange reads one ring record: an entry event (struct
-// ct_entry_event) or a deletion or association event (struct ct_event).
-func decodeChange(raw []byte) (change, error) { return decodeChangeInto(raw, nil) }
-
-// decodeChangeInto is decodeChange with an entry event's memory taken
-// from slab (nil: allocated).
+// decodeChangeInto reads one ring record: an entry event (struct
+// ct_entry_event), its memory taken from slab, or a deletion or
+// association event (struct ct_event).
 func decodeChangeInto(raw []byte, slab *entrySlab) (change, error) {
 	var c change
 	if len(raw) < 4 {
@@ -354,11 +354,8 @@ const (
 	slabKeep = 16
 )
 
-// next is the memory of one more entry event (a nil slab allocates it).
+// next is the memory of one more entry event.
 func (s *entrySlab) next() *bpf.LbCtEntryEvent {
-	if s == nil {
-		return new(bpf.LbCtEntryEvent)
-	}
 	c := s.n / slabChunk
 	if c == len(s.chunks) {
 		s.chunks = append(s.chunks, make([]bpf.LbCtEntryEvent, slabChunk))
