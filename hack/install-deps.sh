@@ -18,6 +18,8 @@ have text2pcap  || need+=(tshark)
 have freeDiameterd || need+=(freediameterd)
 [ -f /usr/lib/freeDiameter/rt_load_balance.fdx ] || need+=(freediameter-extensions)
 have nft        || need+=(nftables)
+# HA CPU benchmark (scenarios/ha): conntrackd, the peer of the sync.
+have conntrackd || need+=(conntrackd)
 have iperf3     || need+=(iperf3)
 have ip         || need+=(iproute2)
 have ethtool    || need+=(ethtool)

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/telcolb/telcolb/api"
+	"github.com/telcolb/telcolb/scenarios/bgp"
 	"github.com/telcolb/telcolb/scenarios/bench"
 	"github.com/telcolb/telcolb/scenarios/bench/figure"
 	"github.com/telcolb/telcolb/scenarios/l4"
@@ -60,8 +61,20 @@ func TestBenchHASyncCPUPerFlow(t *testing.T) {
 				name + "_alloc": res.allocKBPerFlow}, nil
 		}}
 	}
+	// The peer: nftables doing the same fullnat, with and without
+	// conntrackd (bench_conntrackd_test.go).
+	peer := func(name string, withSync bool) figure.Variant {
+		return figure.Variant{Name: name, Measure: func(round int) (map[string]float64, error) {
+			var res cpuRound
+			ok := t.Run(fmt.Sprintf("round%d-%s", round, name), func(t *testing.T) { res = measureNftCPU(t, withSync) })
+			if !ok {
+				return nil, fmt.Errorf("%s round %d failed", name, round)
+			}
+			return map[string]float64{name: res.usPerFlow, name + "_daemon": res.daemonUsPerFlow}, nil
+		}}
+	}
 	figs, err := figure.Interleave(figure.Plan{MinRounds: 5, MaxRounds: 5}, []figure.Variant{
-		variant("sync", true), variant("alone", false),
+		variant("sync", true), variant("alone", false), peer("nft_sync", true), peer("nft", false),
 	}, func(s *figure.Samples) []figure.Figure {
 		return []figure.Figure{
 			s.Measured("ha_node_cpu_us_per_udp_flow_alone", "us", figure.Above(0), "alone"),
@@ -85,6 +98,20 @@ func TestBenchHASyncCPUPerFlow(t *testing.T) {
 			// node alone: (synced - alone) / alone, paired within a round.
 			s.Combine("ha_sync_cpu_share_of_udp_flow_cost", "ratio", figure.CostRatio, figure.AtMost(0.2),
 				func(v []float64) float64 { return (v[0] - v[1]) / v[1] }, "sync", "alone"),
+			// The peer's figures: the node as a Linux router (nftables
+			// fullnat) alone and with conntrackd syncing it, conntrackd's
+			// own CPU, and its sync's share of the router's per-flow cost,
+			// as above.
+			s.Measured("ha_node_cpu_us_per_udp_flow_nftables", "us", figure.Above(0), "nft"),
+			s.Measured("ha_node_cpu_us_per_udp_flow_nftables_conntrackd", "us", figure.Above(0), "nft_sync"),
+			s.Measured("ha_conntrackd_cpu_us_per_udp_flow", "us", figure.Above(0), "nft_sync_daemon"),
+			s.Combine("ha_conntrackd_cpu_share_of_udp_flow_cost", "ratio", figure.CostRatio, figure.Above(0),
+				func(v []float64) float64 { return (v[0] - v[1]) / v[1] }, "nft_sync", "nft"),
+			// What telcolb's sync adds to a flow's cost on the node
+			// against what conntrackd's adds, each paired within a round:
+			// the sync no dearer than the anchor it replaces.
+			s.Combine("ha_sync_cpu_per_udp_flow_vs_conntrackd", "ratio", figure.CostRatio, figure.AtMost(1),
+				func(v []float64) float64 { return (v[0] - v[1]) / (v[2] - v[3]) }, "sync", "alone", "nft_sync", "nft"),
 		}
 	})
 	if err != nil {
@@ -143,7 +170,7 @@ func measureNodeCPU(t *testing.T, withHA bool) cpuRound {
 			t.Fatalf("lb%d: create %s: %v", i+1, svc.Name, err)
 		}
 	}
-	isolateNode(t, ctx, lb)
+	isolateNode(t, ctx, lb.topo, lb.daemons[0].Pid())
 
 	type result struct {
 		flows, failed int
@@ -223,14 +250,15 @@ func (c daemonCounts) minus(o daemonCounts) daemonCounts {
 	return daemonCounts{alloc: c.alloc - o.alloc, sent: c.sent - o.sent, resent: c.resent - o.resent}
 }
 
-// isolateNode gives CPU nodeCPU to lb1 and restCPU to everything else of
-// the lab (see TestBenchHASyncCPUPerFlow); the test process gets its CPUs
-// back at the end.
-func isolateNode(t *testing.T, ctx context.Context, lb *lab2) {
+// isolateNode gives CPU nodeCPU to lb1 (its receive processing and the
+// processes node, lb1's daemon: telcolb or conntrackd) and restCPU to
+// everything else of the lab (see TestBenchHASyncCPUPerFlow); the test
+// process gets its CPUs back at the end.
+func isolateNode(t *testing.T, ctx context.Context, topo *bgp.Topo, node ...int) {
 	t.Helper()
-	for _, h := range lb.topo.Lab.Hosts() {
+	for _, h := range topo.Lab.Hosts() {
 		cpu := restCPU
-		if h == lb.topo.Nodes[0] {
+		if h == topo.Nodes[0] {
 			cpu = nodeCPU
 		}
 		if err := bench.SteerReceive(ctx, h, cpu); err != nil {
@@ -256,15 +284,17 @@ func isolateNode(t *testing.T, ctx context.Context, lb *lab2) {
 			t.Fatal(err)
 		}
 	}
-	if err := bench.PinProcess(lb.daemons[0].Pid(), nodeCPU); err != nil {
-		t.Fatal(err)
+	for _, pid := range node {
+		if err := bench.PinProcess(pid, nodeCPU); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
 
 // paceFlows opens new UDP flows to vip, rate a second, each one question
 // and its answer on a socket of its own, for warmup and then window; it
 // counts the flows answered and not answered in the window, CPU nodeCPU's
-// busy time over it, the CPU time of the process daemon and the change
+// busy time over it, the CPU time of the process daemon (0: none) and the change
 // of its counts (counted: their running totals). It runs on one thread
 // (in the client's namespace): a flow whose answer is late only delays
 // the next ones, the pace catches up.
@@ -287,6 +317,9 @@ func paceFlows(ctx context.Context, vip netip.AddrPort, rate int, warmup, window
 		}
 		if b, err = bench.CPUBusy(nodeCPU); err != nil {
 			return 0, 0, c, err
+		}
+		if daemon == 0 {
+			return b, 0, c, nil // nftables alone: no process of lb1's
 		}
 		d, err = bench.ProcessCPU(daemon)
 		return b, d, c, err
