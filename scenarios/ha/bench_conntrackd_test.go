@@ -12,8 +12,8 @@ import (
 
 	"github.com/telcolb/telcolb/scenarios/bench/figure"
 	"github.com/telcolb/telcolb/scenarios/bgp"
-	"github.com/telcolb/telcolb/scenarios/lab"
 	"github.com/telcolb/telcolb/scenarios/l4"
+	"github.com/telcolb/telcolb/scenarios/lab"
 )
 
 // The peer of TestBenchHASyncCPUPerFlow: the same flows through the same
@@ -29,7 +29,11 @@ import (
 // conntrack and NAT, and the events it sends conntrackd) and conntrackd
 // itself. The kernel's conntrack garbage collector runs in a kworker that
 // may run on either CPU: the expiries' share of it is outside the figure
-// (telcolb's ageing is inside its daemon's), which favours the peer.
+// (telcolb's ageing is inside its daemon's), which favours the peer. The
+// kernel counts CPU time by ticks (no CONFIG_IRQ_TIME_ACCOUNTING): softirq
+// work run on a process's system calls is charged to that process, so
+// conntrackd's own figure, like telcolb's daemon's, holds some of the
+// node's forwarding; the node's busy time is exact.
 
 // conntrackdConf is conntrackd's configuration for the lb node at self,
 // syncing with the one at peer over dev; its files live in dir.

@@ -18,9 +18,9 @@ import (
 	"time"
 
 	"github.com/telcolb/telcolb/api"
-	"github.com/telcolb/telcolb/scenarios/bgp"
 	"github.com/telcolb/telcolb/scenarios/bench"
 	"github.com/telcolb/telcolb/scenarios/bench/figure"
+	"github.com/telcolb/telcolb/scenarios/bgp"
 	"github.com/telcolb/telcolb/scenarios/l4"
 )
 
