@@ -428,6 +428,25 @@ int tc_pass(struct __sk_buff *skb)
 	return TC_ACT_OK;
 }
 
+// The floor of an established packet, for per-packet cost measurements
+// beside tc_pass (never attached): what any balancer does with a packet of
+// a tracked flow and nothing more. It parses the headers, looks the flow up
+// and sends the packet, unchanged, to the flow's cached next hop. What
+// tc_ingress costs above it is the rewrite, the checksums, the counters and
+// the flow's state.
+SEC("tc")
+int tc_floor(struct __sk_buff *skb)
+{
+	struct pkt p = {};
+	if (parse_direct(skb, &p) != PARSE_OK)
+		return TC_ACT_OK;
+	struct ct_key k = {};
+	struct ct_val *ct = ct_lookup_pkt(&p, &k);
+	if (!ct)
+		return TC_ACT_OK;
+	return bpf_redirect(ct->fib_ifindex, 0);
+}
+
 // XDP mode (--attach=xdp): established flows only (lib/xdp_fast.h); every
 // other frame goes on to tc_ingress, attached as well, untouched.
 SEC("xdp")

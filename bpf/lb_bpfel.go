@@ -356,6 +356,7 @@ const (
 	LbMapXdpIfaces       = "xdp_ifaces"
 	LbMapXdpStats        = "xdp_stats"
 	LbMapYoungAssocs     = "young_assocs"
+	LbProgTcFloor        = "tc_floor"
 	LbProgTcIngress      = "tc_ingress"
 	LbProgTcPass         = "tc_pass"
 	LbProgXdpIngress     = "xdp_ingress"
@@ -409,6 +410,7 @@ type LbSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type LbProgramSpecs struct {
+	TcFloor    *ebpf.ProgramSpec `ebpf:"tc_floor"`
 	TcIngress  *ebpf.ProgramSpec `ebpf:"tc_ingress"`
 	TcPass     *ebpf.ProgramSpec `ebpf:"tc_pass"`
 	XdpIngress *ebpf.ProgramSpec `ebpf:"xdp_ingress"`
@@ -585,6 +587,7 @@ type LbVariables struct {
 //
 // It can be passed to LoadLbObjects or ebpf.CollectionSpec.LoadAndAssign.
 type LbPrograms struct {
+	TcFloor    *ebpf.Program `ebpf:"tc_floor"`
 	TcIngress  *ebpf.Program `ebpf:"tc_ingress"`
 	TcPass     *ebpf.Program `ebpf:"tc_pass"`
 	XdpIngress *ebpf.Program `ebpf:"xdp_ingress"`
@@ -593,6 +596,7 @@ type LbPrograms struct {
 
 func (p *LbPrograms) Close() error {
 	return _LbClose(
+		p.TcFloor,
 		p.TcIngress,
 		p.TcPass,
 		p.XdpIngress,
