@@ -96,19 +96,7 @@ func nftFullNAT(self netip.Addr) string {
 // lb1 and its configuration file (nil and "" alone).
 func upNftLab(t *testing.T, ctx context.Context, withSync bool) (*bgp.Topo, *lab.Proc, string) {
 	t.Helper()
-	l := lab.NewEmpty(t)
-	topo, err := bgp.BuildTopo(ctx, l)
-	if err != nil {
-		t.Fatalf("topology: %v", err)
-	}
-	for _, h := range []*lab.Host{topo.Router, topo.BE} {
-		if err := h.NoRedirects(); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := topo.BE.AddAddr(ctx, "eth0", netip.PrefixFrom(endpoints[1], 24)); err != nil {
-		t.Fatal(err)
-	}
+	topo := buildTopo(t, ctx)
 	for i, a := range endpoints {
 		s, err := l4.ServeUDP(topo.BE, netip.AddrPortFrom(a, udpPort).String(), fmt.Sprintf("ep%d", i+1))
 		if err != nil {

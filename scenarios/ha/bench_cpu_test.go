@@ -50,10 +50,11 @@ func TestBenchHASyncCPUPerFlow(t *testing.T) {
 	if runtime.NumCPU() < 2 {
 		t.Skip("needs 2 CPUs: one for lb1, one for the rest")
 	}
-	variant := func(name string, withHA bool) figure.Variant {
+	// A variant's round on a fresh lab: measure's figures under name.
+	variant := func(name string, measure func(*testing.T) cpuRound) figure.Variant {
 		return figure.Variant{Name: name, Measure: func(round int) (map[string]float64, error) {
 			var res cpuRound
-			ok := t.Run(fmt.Sprintf("round%d-%s", round, name), func(t *testing.T) { res = measureNodeCPU(t, withHA) })
+			ok := t.Run(fmt.Sprintf("round%d-%s", round, name), func(t *testing.T) { res = measure(t) })
 			if !ok {
 				return nil, fmt.Errorf("%s round %d failed", name, round)
 			}
@@ -61,20 +62,16 @@ func TestBenchHASyncCPUPerFlow(t *testing.T) {
 				name + "_alloc": res.allocKBPerFlow}, nil
 		}}
 	}
+	telcolb := func(withHA bool) func(*testing.T) cpuRound {
+		return func(t *testing.T) cpuRound { return measureNodeCPU(t, withHA) }
+	}
 	// The peer: nftables doing the same fullnat, with and without
 	// conntrackd (bench_conntrackd_test.go).
-	peer := func(name string, withSync bool) figure.Variant {
-		return figure.Variant{Name: name, Measure: func(round int) (map[string]float64, error) {
-			var res cpuRound
-			ok := t.Run(fmt.Sprintf("round%d-%s", round, name), func(t *testing.T) { res = measureNftCPU(t, withSync) })
-			if !ok {
-				return nil, fmt.Errorf("%s round %d failed", name, round)
-			}
-			return map[string]float64{name: res.usPerFlow, name + "_daemon": res.daemonUsPerFlow}, nil
-		}}
+	nft := func(withSync bool) func(*testing.T) cpuRound {
+		return func(t *testing.T) cpuRound { return measureNftCPU(t, withSync) }
 	}
 	figs, err := figure.Interleave(figure.Plan{MinRounds: 5, MaxRounds: 5}, []figure.Variant{
-		variant("sync", true), variant("alone", false), peer("nft_sync", true), peer("nft", false),
+		variant("sync", telcolb(true)), variant("alone", telcolb(false)), variant("nft_sync", nft(true)), variant("nft", nft(false)),
 	}, func(s *figure.Samples) []figure.Figure {
 		return []figure.Figure{
 			s.Measured("ha_node_cpu_us_per_udp_flow_alone", "us", figure.Above(0), "alone"),

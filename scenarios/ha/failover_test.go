@@ -153,24 +153,8 @@ func upLab(t *testing.T, ctx context.Context, withHA bool) *lab2 {
 func upLabWith(t *testing.T, ctx context.Context, cfg labConfig) *lab2 {
 	t.Helper()
 	withHA := cfg.withHA
-	l := lab.NewEmpty(t)
-	topo, err := bgp.BuildTopo(ctx, l)
-	if err != nil {
-		t.Fatalf("topology: %v", err)
-	}
-	// No ICMP redirect may send the backend's packets past the LB nodes:
-	// the router's are turned off here, the LB nodes' by the daemon itself
-	// (checked below: a node's datapath passes up what it holds no entry
-	// for, its kernel forwards it and would tell the backend to use the
-	// next hop directly), and the backend refuses them besides.
-	for _, h := range []*lab.Host{topo.Router, topo.BE} {
-		if err := h.NoRedirects(); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := topo.BE.AddAddr(ctx, "eth0", netip.PrefixFrom(endpoints[1], 24)); err != nil {
-		t.Fatal(err)
-	}
+	topo := buildTopo(t, ctx)
+	l := topo.Lab
 	for i, a := range endpoints {
 		id := fmt.Sprintf("ep%d", i+1)
 		ts, err := l4.ServeTCPEcho(topo.BE, netip.AddrPortFrom(a, tcpPort).String(), id)
@@ -230,6 +214,30 @@ func upLabWith(t *testing.T, ctx context.Context, cfg labConfig) *lab2 {
 		}
 	}
 	return lb
+}
+
+// buildTopo builds the lab's hosts and links (bgp.BuildTopo), the
+// backend holding both endpoints' addresses, no ICMP redirects.
+func buildTopo(t *testing.T, ctx context.Context) *bgp.Topo {
+	t.Helper()
+	topo, err := bgp.BuildTopo(ctx, lab.NewEmpty(t))
+	if err != nil {
+		t.Fatalf("topology: %v", err)
+	}
+	// No ICMP redirect may send the backend's packets past the LB nodes:
+	// the router's are turned off here, the LB nodes' by the daemon itself
+	// (checked by upLabWith: a node's datapath passes up what it holds no
+	// entry for, its kernel forwards it and would tell the backend to use
+	// the next hop directly), and the backend refuses them besides.
+	for _, h := range []*lab.Host{topo.Router, topo.BE} {
+		if err := h.NoRedirects(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := topo.BE.AddAddr(ctx, "eth0", netip.PrefixFrom(endpoints[1], 24)); err != nil {
+		t.Fatal(err)
+	}
+	return topo
 }
 
 // startNode starts lb(i+1)'s daemon and creates the services; boot names a
