@@ -369,8 +369,11 @@ int tc_ingress(struct __sk_buff *skb)
 
 	struct pkt p = {};
 	int r = parse_direct(skb, &p);
-	if (r != PARSE_OK)
+	if (r != PARSE_OK) {
+		// parse_direct may have written part of p before it gave up.
+		__builtin_memset(&p, 0, sizeof(p));
 		r = parse(skb, &p);
+	}
 
 	if (r == PARSE_PASS)
 		return TC_ACT_OK;

@@ -128,7 +128,11 @@ static __noinline int icmp_error(struct __sk_buff *skb, struct pkt *p)
 		return LB_NEXT_NAT64_ICMP;
 	}
 
-	__u8 nsrc[16], ndst[16], osrc[16];
+	// The translated addresses live in the scratch context too (x->nsrc,
+	// x->ndst; the reporter's address in x->new, unused off NAT64): with
+	// parse_direct inlined into tc_ingress this frame and its callees have
+	// no room for them on the 512-byte stack of 5.15 and 6.1.
+	__u8 *nsrc = x->nsrc, *ndst = x->ndst, *osrc = x->new;
 	addr_cpy(nsrc, ct->nat_src);
 	addr_cpy(ndst, ct->nat_dst);
 	// The peer itself reports: its address is the one being translated.
@@ -152,18 +156,13 @@ static __noinline int icmp_error(struct __sk_buff *skb, struct pkt *p)
 			       bpf_skb_store_bytes(skb, in3 + offsetof(struct iphdr, daddr), &n, 4, 0)))
 			return TC_ACT_SHOT;
 	} else {
-		__u32 o[4], n[4];
-		__builtin_memcpy(o, isrc, 16);
-		__builtin_memcpy(n, ndst, 16);
-		__s64 d = bpf_csum_diff(o, 16, n, 16, 0);
+		__s64 d = bpf_csum_diff((__be32 *)isrc, 16, (__be32 *)ndst, 16, 0);
 		if (d < 0 || bpf_l4_csum_replace(skb, icsum, 0, (__u32)d, 0) ||
-		    bpf_skb_store_bytes(skb, in3 + offsetof(struct ipv6hdr, saddr), n, 16, 0))
+		    bpf_skb_store_bytes(skb, in3 + offsetof(struct ipv6hdr, saddr), ndst, 16, 0))
 			return TC_ACT_SHOT;
-		__builtin_memcpy(o, idst, 16);
-		__builtin_memcpy(n, nsrc, 16);
-		d = bpf_csum_diff(o, 16, n, 16, 0);
+		d = bpf_csum_diff((__be32 *)idst, 16, (__be32 *)nsrc, 16, 0);
 		if (d < 0 || bpf_l4_csum_replace(skb, icsum, 0, (__u32)d, 0) ||
-		    bpf_skb_store_bytes(skb, in3 + offsetof(struct ipv6hdr, daddr), n, 16, 0))
+		    bpf_skb_store_bytes(skb, in3 + offsetof(struct ipv6hdr, daddr), nsrc, 16, 0))
 			return TC_ACT_SHOT;
 	}
 	if (iports[0] != nports[0] && bpf_l4_csum_replace(skb, icsum, iports[0], nports[0], 2))
