@@ -149,16 +149,29 @@ static __always_inline int fast_write_at(void *data, void *end, const struct pkt
 		if ((void *)(ip6 + 1) > end)
 			return -1;
 		__u32 *s = ip6->saddr.in6_u.u6_addr32, *t = ip6->daddr.in6_u.u6_addr32;
+		__u32 x = 0;
+		// Each word read, summed and written in turn. Left to itself,
+		// clang loads all sixteen first and spills them (64 bytes of
+		// stack, a store and a load each): the barriers keep the order.
 #pragma unroll
 		for (int i = 0; i < 4; i++) {
-			changed |= s[i] != ns[i] || t[i] != nd[i];
-			d = csum_repl32(csum_repl32(d, s[i], ns[i]), t[i], nd[i]);
+			__u32 o = s[i], n = ns[i];
+			x |= o ^ n;
+			d = csum_repl32(d, o, n);
+			s[i] = n;
+			barrier_var(d);
+			barrier_var(x);
 		}
 #pragma unroll
 		for (int i = 0; i < 4; i++) {
-			s[i] = ns[i];
-			t[i] = nd[i];
+			__u32 o = t[i], n = nd[i];
+			x |= o ^ n;
+			d = csum_repl32(d, o, n);
+			t[i] = n;
+			barrier_var(d);
+			barrier_var(x);
 		}
+		changed = x != 0;
 		ip6->hop_limit = p->ttl - 1;
 	}
 	*ad = changed ? csum_diff_of(d) : 0;
