@@ -2,6 +2,7 @@ package dataplane
 
 import (
 	"fmt"
+	"net/netip"
 	"os"
 	"strings"
 	"testing"
@@ -78,6 +79,27 @@ func mirrorFlow(t *testing.T, d *Datapath, orig bpf.LbCtKey) {
 	}
 }
 
+// benchFlow is the per-packet benchmark's flow of proto from client to
+// vip's port dport: the packet that sets it up (an ACK for TCP, so no
+// handshake is needed; a DATA chunk for SCTP) and an established one with
+// 64 bytes of payload.
+func benchFlow(proto Proto, client, vip netip.Addr, dport uint16) (first, est pkt) {
+	first = pkt{srcMAC: clientMAC, dstMAC: lbMAC0, src: client, dst: vip, proto: uint8(proto), sport: 33000, dport: dport}
+	est = first
+	switch proto {
+	case ProtoTCP:
+		first.tcpFlags = tcpACK
+		est.tcpFlags = tcpACK | tcpPSH
+		est.payload = make([]byte, 64)
+	case ProtoUDP:
+		est.payload = make([]byte, 64)
+	case ProtoSCTP:
+		first.sctpChunks = sctpData(64)
+		est.sctpChunks = sctpData(64)
+	}
+	return first, est
+}
+
 func TestBenchPerPacket(t *testing.T) {
 	if os.Getenv("TELCOLB_BENCH") != "1" {
 		t.Skip("set TELCOLB_BENCH=1 to run the datapath benchmark")
@@ -114,19 +136,7 @@ func TestBenchPerPacket(t *testing.T) {
 			if v6 {
 				client, vip, fam = clientV6, vipV6, "v6"
 			}
-			first := pkt{srcMAC: clientMAC, dstMAC: lbMAC0, src: client, dst: vip, proto: uint8(proto), sport: 33000, dport: uint16(200 + id)}
-			est := first
-			switch proto {
-			case ProtoTCP:
-				first.tcpFlags = tcpACK
-				est.tcpFlags = tcpACK | tcpPSH
-				est.payload = make([]byte, 64)
-			case ProtoUDP:
-				est.payload = make([]byte, 64)
-			case ProtoSCTP:
-				first.sctpChunks = sctpData(64)
-				est.sctpChunks = sctpData(64)
-			}
+			first, est := benchFlow(proto, client, vip, uint16(200+id))
 			f := setup(proto, v6, ModeDefault, 8080, first, est)
 			target := 3.0
 			if proto == ProtoSCTP {

@@ -62,19 +62,7 @@ func TestJitProfileLoop(t *testing.T) {
 		client, vip = clientV6, vipV6
 	}
 	// The flow of TestBenchPerPacket's item of the same name.
-	first := pkt{srcMAC: clientMAC, dstMAC: lbMAC0, src: client, dst: vip, proto: uint8(proto), sport: 33000, dport: 301}
-	est := first
-	switch proto {
-	case ProtoTCP:
-		first.tcpFlags = tcpACK
-		est.tcpFlags = tcpACK | tcpPSH
-		est.payload = make([]byte, 64)
-	case ProtoUDP:
-		est.payload = make([]byte, 64)
-	case ProtoSCTP:
-		first.sctpChunks = sctpData(64)
-		est.sctpChunks = sctpData(64)
-	}
+	first, est := benchFlow(proto, client, vip, 301)
 	e.upsert(Service{ID: 101, VIP: vip, PortStart: first.dport, Proto: proto, Mode: ModeDefault, Endpoints: testEndpoints(v6, 1, 8080)})
 	if ret, _ := e.run(first.frame()); ret != actRedirect {
 		t.Fatalf("flow setup verdict %d", ret)

@@ -154,20 +154,12 @@ static __always_inline int fast_write_at(void *data, void *end, const struct pkt
 		// clang loads all sixteen first and spills them (64 bytes of
 		// stack, a store and a load each): the barriers keep the order.
 #pragma unroll
-		for (int i = 0; i < 4; i++) {
-			__u32 o = s[i], n = ns[i];
+		for (int i = 0; i < 8; i++) {
+			__u32 *w = i < 4 ? &s[i] : &t[i - 4];
+			__u32 o = *w, n = i < 4 ? ns[i] : nd[i - 4];
 			x |= o ^ n;
 			d = csum_repl32(d, o, n);
-			s[i] = n;
-			barrier_var(d);
-			barrier_var(x);
-		}
-#pragma unroll
-		for (int i = 0; i < 4; i++) {
-			__u32 o = t[i], n = nd[i];
-			x |= o ^ n;
-			d = csum_repl32(d, o, n);
-			t[i] = n;
+			*w = n;
 			barrier_var(d);
 			barrier_var(x);
 		}
