@@ -329,13 +329,19 @@ static __noinline int new_flow(struct __sk_buff *skb, struct pkt *p, struct ct_k
 	return forward(skb, p, vp->nat_src, vp->nat_dst, 0);
 }
 
-// The key of p's tuple, as new_flow takes it. Ports, protocol and padding
-// go in as one 8-byte word: see ct_lookup_pkt.
+// The last 8 bytes of p's key, in both forms (struct ct_key, ct_key4):
+// ports, protocol and zero padding, as one word (see ct_lookup_pkt).
+static __always_inline __u64 ct_key_tail(const struct pkt *p)
+{
+	return (__u64)p->proto << 32 | ports32(p->sport, p->dport);
+}
+
+// The key of p's tuple, as new_flow takes it.
 static __always_inline void ct_key_of(const struct pkt *p, struct ct_key *k)
 {
 	addr_cpy(k->src, p->src);
 	addr_cpy(k->dst, p->dst);
-	__u64 w = (__u64)p->proto << 32 | ports32(p->sport, p->dport);
+	__u64 w = ct_key_tail(p);
 	__builtin_memcpy(&k->sport, &w, sizeof(w));
 }
 
@@ -352,7 +358,7 @@ static __always_inline struct ct_val *ct_lookup_pkt(const struct pkt *p)
 		__u64 k4[2];
 		_Static_assert(sizeof(k4) == sizeof(struct ct_key4), "ct_key4 is two words");
 		k4[0] = (__u64) * (const __u32 *)(p->dst + 12) << 32 | *(const __u32 *)(p->src + 12);
-		k4[1] = (__u64)p->proto << 32 | ports32(p->sport, p->dport);
+		k4[1] = ct_key_tail(p);
 		struct ct_val *v = bpf_map_lookup_elem(&conntrack4, k4);
 		// Keeps clang from merging the two lookups into one call on two
 		// maps, which the verifier cannot inline (a call through the

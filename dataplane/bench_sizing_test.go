@@ -143,7 +143,7 @@ func sizingDatapath(t *testing.T, e *env, nsvc, neps, nconn int) (*Datapath, []b
 	if ret, _ := e.runOn(d.objs.TcIngress, e.ifindex0, first.frame()); ret != actRedirect {
 		t.Fatalf("sizing flow setup verdict %d", ret)
 	}
-	mirrorFlow(t, d, bpf.LbCtKey{Src: addr16(first.src), Dst: addr16(first.dst), Sport: htons(first.sport), Dport: htons(first.dport), Proto: uint8(ProtoTCP)})
+	mirrorFlow(t, d, ctKeyOfPkt(first))
 	return d, sizingFrame(0)
 }
 

@@ -79,6 +79,20 @@ func mirrorFlow(t *testing.T, d *Datapath, orig bpf.LbCtKey) {
 	}
 }
 
+// setupBenchFlow makes svc in x's datapath, sends first through
+// tc_ingress (it must be redirected) and adds the flow's mirror entry:
+// est's frame, TTL 255, is then an established packet for benchRepeat runs.
+func setupBenchFlow(t *testing.T, x *env, svc Service, first, est pkt) []byte {
+	t.Helper()
+	x.upsert(svc)
+	if ret, _ := x.run(first.frame()); ret != actRedirect {
+		t.Fatalf("service %d: bench flow setup verdict %d", svc.ID, ret)
+	}
+	mirrorFlow(t, x.d, ctKeyOfPkt(first))
+	est.ttl = 255
+	return est.frame()
+}
+
 // benchFlow is the per-packet benchmark's flow of proto from client to
 // vip's port dport: the packet that sets it up (an ACK for TCP, so no
 // handshake is needed; a DATA chunk for SCTP) and an established one with
@@ -115,13 +129,7 @@ func TestBenchPerPacket(t *testing.T) {
 		if v6 {
 			vip = vipV6
 		}
-		e.upsert(Service{ID: id, VIP: vip, PortStart: first.dport, Proto: proto, Mode: mode, Endpoints: testEndpoints(v6, 1, epPort)})
-		if ret, _ := e.run(first.frame()); ret != actRedirect {
-			t.Fatalf("bench flow setup verdict %d", ret)
-		}
-		mirrorFlow(t, e.d, bpf.LbCtKey{Src: addr16(first.src), Dst: addr16(first.dst), Sport: htons(first.sport), Dport: htons(first.dport), Proto: uint8(proto)})
-		est.ttl = 255
-		return est.frame()
+		return setupBenchFlow(t, e, Service{ID: id, VIP: vip, PortStart: first.dport, Proto: proto, Mode: mode, Endpoints: testEndpoints(v6, 1, epPort)}, first, est)
 	}
 	type item struct {
 		name  string
@@ -159,13 +167,8 @@ func TestBenchPerPacket(t *testing.T) {
 		if proto == ProtoTCP {
 			est.tcpFlags = tcpACK | tcpPSH
 		}
-		e.upsert(Service{ID: id, VIP: vipV6, PortStart: first.dport, Proto: proto, Mode: ModeDefault, Endpoints: testEndpoints(false, 1, 8080)})
-		if ret, _ := e.run(first.frame()); ret != actRedirect {
-			t.Fatalf("nat64 bench flow setup verdict %d", ret)
-		}
-		mirrorFlow(t, e.d, bpf.LbCtKey{Src: addr16(first.src), Dst: addr16(first.dst), Sport: htons(first.sport), Dport: htons(first.dport), Proto: uint8(proto)})
-		est.ttl = 255
-		items = append(items, item{fmt.Sprintf("bpf_established_nat64_%s_ratio", protoNames[proto]), est.frame(), 3})
+		f := setupBenchFlow(t, e, Service{ID: id, VIP: vipV6, PortStart: first.dport, Proto: proto, Mode: ModeDefault, Endpoints: testEndpoints(false, 1, 8080)}, first, est)
+		items = append(items, item{fmt.Sprintf("bpf_established_nat64_%s_ratio", protoNames[proto]), f, 3})
 	}
 	// Each item: tc_pass, tc_floor and tc_ingress on the same frame in
 	// interleaved rounds, the ratios taken within each round. tc_floor
@@ -222,15 +225,10 @@ func TestBenchPerPacket(t *testing.T) {
 					first.tcpFlags = tcpACK
 					est.tcpFlags = tcpACK | tcpPSH
 				}
-				est.ttl = 255
+				var frame []byte // the same in both datapaths
 				for _, x := range []*env{e, h} {
-					x.upsert(Service{ID: id, VIP: vip, PortStart: first.dport, Proto: proto, Mode: ModeDefault, Endpoints: testEndpoints(v6, 1, 8080)})
-					if ret, _ := x.run(first.frame()); ret != actRedirect {
-						t.Fatalf("checksum bench flow setup verdict %d", ret)
-					}
-					mirrorFlow(t, x.d, bpf.LbCtKey{Src: addr16(first.src), Dst: addr16(first.dst), Sport: htons(first.sport), Dport: htons(first.dport), Proto: uint8(proto)})
+					frame = setupBenchFlow(t, x, Service{ID: id, VIP: vip, PortStart: first.dport, Proto: proto, Mode: ModeDefault, Endpoints: testEndpoints(v6, 1, 8080)}, first, est)
 				}
-				frame := est.frame()
 				figs, err := figure.Interleave(benchPlan, []figure.Variant{
 					figure.One("direct", func(int) (float64, error) { return benchNs(t, e.d.objs.TcIngress, frame, actRedirect), nil }),
 					figure.One("helpers", func(int) (float64, error) { return benchNs(t, h.d.objs.TcIngress, frame, actRedirect), nil }),

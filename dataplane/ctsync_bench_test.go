@@ -7,7 +7,6 @@ import (
 
 	"github.com/cilium/ebpf"
 
-	"github.com/telcolb/telcolb/bpf"
 	"github.com/telcolb/telcolb/scenarios/bench/figure"
 )
 
@@ -72,7 +71,7 @@ func TestBenchConntrackEvents(t *testing.T) {
 		if ret, _ := x.run(first.frame()); ret != actRedirect {
 			t.Fatalf("established flow setup verdict %d", ret)
 		}
-		mirrorFlow(t, x.d, bpf.LbCtKey{Src: addr16(est.src), Dst: addr16(est.dst), Sport: htons(est.sport), Dport: htons(est.dport), Proto: 6})
+		mirrorFlow(t, x.d, ctKeyOfPkt(est))
 	}
 	est.ttl, est.tcpFlags, est.payload = 255, tcpACK|tcpPSH, make([]byte, 64)
 	frame := est.frame()

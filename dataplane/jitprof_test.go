@@ -10,8 +10,6 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
-
-	"github.com/telcolb/telcolb/bpf"
 )
 
 // TestJitProfileLoop is a tool, not a test (hack/jitprof.sh runs it): with
@@ -63,13 +61,7 @@ func TestJitProfileLoop(t *testing.T) {
 	}
 	// The flow of TestBenchPerPacket's item of the same name.
 	first, est := benchFlow(proto, client, vip, 301)
-	e.upsert(Service{ID: 101, VIP: vip, PortStart: first.dport, Proto: proto, Mode: ModeDefault, Endpoints: testEndpoints(v6, 1, 8080)})
-	if ret, _ := e.run(first.frame()); ret != actRedirect {
-		t.Fatalf("flow setup verdict %d", ret)
-	}
-	mirrorFlow(t, e.d, bpf.LbCtKey{Src: addr16(first.src), Dst: addr16(first.dst), Sport: htons(first.sport), Dport: htons(first.dport), Proto: uint8(proto)})
-	est.ttl = 255
-	frame := est.frame()
+	frame := setupBenchFlow(t, e, Service{ID: 101, VIP: vip, PortStart: first.dport, Proto: proto, Mode: ModeDefault, Endpoints: testEndpoints(v6, 1, 8080)}, first, est)
 
 	prog := e.d.objs.TcIngress
 	switch p := os.Getenv("TELCOLB_JITPROF_PROG"); p {
